@@ -1,0 +1,415 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned when a task or closer is registered on a group that
+// has begun closing. Nothing is started in that case.
+var ErrClosed = errors.New("lifecycle: group is closed")
+
+// Kind says how a task runs.
+type Kind string
+
+// The kinds of task a Group owns.
+const (
+	KindGo      Kind = "go"      // a goroutine registered with Go
+	KindEvery   Kind = "every"   // a ticker goroutine registered with Every
+	KindOnClose Kind = "onclose" // a closer registered with OnClose, run by Close
+)
+
+// Task describes one thing a Group owns. It is a snapshot; it does not change.
+type Task struct {
+	Name     string
+	Kind     Kind
+	Since    time.Time     // when it was registered
+	Interval time.Duration // for KindEvery only
+}
+
+func (t Task) String() string {
+	if t.Kind == KindEvery {
+		return fmt.Sprintf("%s (%s every %s)", t.Name, t.Kind, t.Interval)
+	}
+	return fmt.Sprintf("%s (%s)", t.Name, t.Kind)
+}
+
+// Config configures a Group. The zero value is useful: errors are only
+// returned by Close, nothing is logged, and the wall clock is used.
+type Config struct {
+	// Logger receives a record for each task that fails and for each step of
+	// Close. Nil discards.
+	Logger *slog.Logger
+	// OnError, if set, is called when a task returns an error other than the
+	// cancellation Close caused, or when a closer fails. It is called from the
+	// task's goroutine (or from Close for closers), never under a lock; it
+	// must not block for long.
+	OnError func(task string, err error)
+	// Now returns the current time for Task.Since. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Group owns background tasks and the closers of resources they use.
+//
+// The zero value is a usable Group with a zero Config. A Group is safe for
+// concurrent use. Whoever creates a Group must Close it; after Close every
+// registration fails with ErrClosed.
+type Group struct {
+	mu       sync.Mutex
+	cfg      Config
+	inited   bool
+	ctx      context.Context // tasks' context, cancelled by Close
+	cancel   context.CancelFunc
+	nextID   uint64
+	running  map[uint64]Task // goroutines still running
+	closers  []closer
+	errs     []error // task errors, in the order they happened
+	wg       sync.WaitGroup
+	closing  bool
+	closeCtx context.Context // the ctx of the Close that stopped the group
+	done     chan struct{}   // closed when the first Close has finished
+	result   error           // the first Close's result
+}
+
+type closer struct {
+	id   uint64
+	task Task
+	fn   func(ctx context.Context) error
+}
+
+// New returns an empty Group with a zero Config.
+func New() *Group { return &Group{} }
+
+// NewWithConfig returns an empty Group that reports through cfg.
+func NewWithConfig(cfg Config) *Group { return &Group{cfg: cfg} }
+
+// groupKey carries the owning *Group in every task's context, for CloseContext.
+type groupKey struct{}
+
+func (g *Group) initLocked() {
+	if g.inited {
+		return
+	}
+	g.inited = true
+	if g.cfg.Logger == nil {
+		g.cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if g.cfg.Now == nil {
+		g.cfg.Now = time.Now
+	}
+	g.ctx, g.cancel = context.WithCancel(context.WithValue(context.Background(), groupKey{}, g))
+	g.running = make(map[uint64]Task)
+	g.done = make(chan struct{})
+}
+
+func checkName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return errors.New("lifecycle: task name must not be empty")
+	}
+	return nil
+}
+
+// register records a task and returns its id, or ErrClosed.
+func (g *Group) register(name string, kind Kind, interval time.Duration) (uint64, context.Context, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.initLocked()
+	if g.closing {
+		return 0, nil, fmt.Errorf("%w: cannot register %q", ErrClosed, name)
+	}
+	g.nextID++
+	t := Task{Name: name, Kind: kind, Since: g.cfg.Now(), Interval: interval}
+	if kind != KindOnClose {
+		g.running[g.nextID] = t
+		g.wg.Add(1)
+	}
+	return g.nextID, g.ctx, nil
+}
+
+// Go runs fn in a new goroutine owned by the group. fn's context is cancelled
+// when Close begins; fn should return promptly after that. An error fn
+// returns (other than the cancellation itself once Close has begun) is
+// reported to Config.OnError and the logger as it happens and is included in
+// Close's result.
+//
+// A panic in fn is not recovered (see the package doc). On a closed group Go
+// returns ErrClosed and starts nothing.
+func (g *Group) Go(name string, fn func(ctx context.Context) error) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if fn == nil {
+		return fmt.Errorf("lifecycle: Go(%q): nil function", name)
+	}
+	id, ctx, err := g.register(name, KindGo, 0)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer g.finish(id, name)
+		g.taskReturned(name, fn(ctx))
+	}()
+	return nil
+}
+
+// Every runs fn every interval on one goroutine with one ticker, until Close.
+// The first run is one interval after registration. Runs never overlap: if fn
+// takes longer than interval, the ticks that fall due meanwhile are dropped
+// (time.Ticker's behaviour), so a slow fn slows the rate instead of piling up
+// work. fn's context is cancelled when Close begins.
+//
+// interval must be positive. On a closed group Every returns ErrClosed and
+// starts nothing.
+func (g *Group) Every(name string, interval time.Duration, fn func(ctx context.Context)) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if fn == nil {
+		return fmt.Errorf("lifecycle: Every(%q): nil function", name)
+	}
+	if interval <= 0 {
+		return fmt.Errorf("lifecycle: Every(%q): interval must be positive, got %s", name, interval)
+	}
+	id, ctx, err := g.register(name, KindEvery, interval)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer g.finish(id, name)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				// A tick and the cancellation can be ready together; prefer
+				// stopping so no run starts after Close began.
+				if ctx.Err() != nil {
+					return
+				}
+				fn(ctx)
+			}
+		}
+	}()
+	return nil
+}
+
+// OnClose registers fn to run during Close, after every task of the group has
+// returned. Closers run in reverse order of registration (the last resource
+// opened is the first closed), each one even if an earlier one failed, with
+// the context given to Close. Their errors are joined into Close's result.
+//
+// On a closed group OnClose returns ErrClosed and fn is not called.
+func (g *Group) OnClose(name string, fn func(ctx context.Context) error) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if fn == nil {
+		return fmt.Errorf("lifecycle: OnClose(%q): nil function", name)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.initLocked()
+	if g.closing {
+		return fmt.Errorf("%w: cannot register %q", ErrClosed, name)
+	}
+	g.nextID++
+	g.closers = append(g.closers, closer{
+		id:   g.nextID,
+		task: Task{Name: name, Kind: KindOnClose, Since: g.cfg.Now()},
+		fn:   fn,
+	})
+	return nil
+}
+
+func (g *Group) taskReturned(name string, err error) {
+	if err == nil {
+		return
+	}
+	g.mu.Lock()
+	// The cancellation Close caused is how a task is asked to stop, not a
+	// failure.
+	if g.closing && errors.Is(err, context.Canceled) {
+		g.mu.Unlock()
+		return
+	}
+	err = fmt.Errorf("lifecycle: task %q: %w", name, err)
+	g.errs = append(g.errs, err)
+	g.mu.Unlock()
+	g.report(name, err)
+}
+
+func (g *Group) report(name string, err error) {
+	g.cfg.Logger.Error("lifecycle: task failed", "task", name, "err", err)
+	if g.cfg.OnError != nil {
+		g.cfg.OnError(name, err)
+	}
+}
+
+func (g *Group) finish(id uint64, name string) {
+	g.mu.Lock()
+	delete(g.running, id)
+	g.mu.Unlock()
+	g.cfg.Logger.Debug("lifecycle: task returned", "task", name)
+	g.wg.Done()
+}
+
+// Tasks returns the tasks the group owns right now, in order of registration:
+// goroutines still running and closers not yet run. After Close has returned
+// successfully it is empty.
+func (g *Group) Tasks() []Task {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return sortedTasks(g.running, g.closers)
+}
+
+// sortedTasks lists running tasks and pending closers in registration order.
+func sortedTasks(running map[uint64]Task, closers []closer) []Task {
+	ids := make([]uint64, 0, len(running)+len(closers))
+	byID := make(map[uint64]Task, cap(ids))
+	for id, t := range running {
+		ids = append(ids, id)
+		byID[id] = t
+	}
+	for _, c := range closers {
+		ids = append(ids, c.id)
+		byID[c.id] = c.task
+	}
+	slices.Sort(ids)
+	out := make([]Task, len(ids))
+	for i, id := range ids {
+		out[i] = byID[id]
+	}
+	return out
+}
+
+// StuckError is returned (inside Close's joined error) when tasks were still
+// running when Close's context ended. It matches the context's error with
+// errors.Is, so a Close that ran out of time matches
+// context.DeadlineExceeded.
+type StuckError struct {
+	Tasks []Task // the tasks still running, in order of registration
+	Err   error  // the context's error
+}
+
+func (e *StuckError) Error() string {
+	names := make([]string, len(e.Tasks))
+	for i, t := range e.Tasks {
+		names[i] = t.String()
+	}
+	return fmt.Sprintf("lifecycle: %d task(s) still running at close deadline: %s: %v",
+		len(e.Tasks), strings.Join(names, ", "), e.Err)
+}
+
+func (e *StuckError) Unwrap() error { return e.Err }
+
+// Close stops the group: it refuses new registrations, cancels every task's
+// context, waits until every task has returned or ctx ends, then runs the
+// closers in reverse order of registration. It returns errors.Join of the
+// errors tasks returned, a *StuckError naming the tasks still running when
+// ctx ended (matching ctx's error, usually context.DeadlineExceeded), and the
+// closers' errors; nil when all went well.
+//
+// Closers run even when tasks are stuck, with ctx, so resources are released
+// as far as possible. Close is idempotent and safe to call from several
+// goroutines: later calls wait for the first one (or for their own ctx) and
+// return its result.
+func (g *Group) Close(ctx context.Context) error {
+	g.mu.Lock()
+	g.initLocked()
+	if g.closing {
+		done := g.done
+		g.mu.Unlock()
+		select {
+		case <-done:
+			return g.result
+		case <-ctx.Done():
+			return fmt.Errorf("lifecycle: waiting for another Close: %w", ctx.Err())
+		}
+	}
+	g.closing = true
+	g.closeCtx = ctx
+	g.mu.Unlock()
+
+	g.cfg.Logger.Debug("lifecycle: closing")
+	g.cancel() // after closeCtx is set, so CloseContext sees it in every task
+
+	// This waiter ends with the group's last task. When ctx ends first, Close
+	// returns without it: the stuck tasks it still waits on are what Close
+	// reports, and the waiter goes away with them.
+	waited := make(chan struct{})
+	go func() { g.wg.Wait(); close(waited) }()
+
+	var stuck error
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		g.mu.Lock()
+		running := sortedTasks(g.running, nil)
+		g.mu.Unlock()
+		if len(running) > 0 {
+			stuck = &StuckError{Tasks: running, Err: ctx.Err()}
+			g.cfg.Logger.Error("lifecycle: tasks did not stop by the deadline", "err", stuck)
+		}
+	}
+
+	g.mu.Lock()
+	errs := slices.Clone(g.errs)
+	closers := g.closers
+	g.mu.Unlock()
+	if stuck != nil {
+		errs = append(errs, stuck)
+	}
+
+	for i := len(closers) - 1; i >= 0; i-- {
+		c := closers[i]
+		g.cfg.Logger.Debug("lifecycle: running closer", "closer", c.task.Name)
+		if err := c.fn(ctx); err != nil {
+			err = fmt.Errorf("lifecycle: closer %q: %w", c.task.Name, err)
+			errs = append(errs, err)
+			g.report(c.task.Name, err)
+		}
+		g.mu.Lock()
+		g.closers = g.closers[:i]
+		g.mu.Unlock()
+	}
+
+	g.mu.Lock()
+	g.result = errors.Join(errs...)
+	close(g.done)
+	g.mu.Unlock()
+	return g.result
+}
+
+// Closing reports whether Close has been called on the group.
+func (g *Group) Closing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closing
+}
+
+// CloseContext returns the context that was given to the Close stopping the
+// group that owns ctx, when ctx is a task's context (from Go or Every) and
+// Close has begun. Its deadline is the deadline of the whole shutdown, so a
+// task can use it to finish in-flight work after its own context was
+// cancelled and still return in time. In any other case it returns
+// context.Background().
+func CloseContext(ctx context.Context) context.Context {
+	g, ok := ctx.Value(groupKey{}).(*Group)
+	if !ok {
+		return context.Background()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closeCtx == nil {
+		return context.Background()
+	}
+	return g.closeCtx
+}
