@@ -1,0 +1,160 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Health is a snapshot of what the pool believes about Redis.
+type Health struct {
+	Up        bool
+	Since     time.Time // when the current state began (zero: up since the start)
+	LastError error     // the failure that marked Redis down; nil while up
+	Failures  uint64    // connection-level failures seen since the start
+	Probes    uint64    // calls let through to probe Redis while it was down
+}
+
+// health is a circuit breaker fed by the outcome of every command, so it
+// needs no background poller: traffic is the probe. It marks Redis down after
+// threshold consecutive connection-level failures (refused or reset
+// connections, I/O timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) and up again
+// after one success. While it is down, Admit lets one caller through every
+// probe interval; the rest fail at once with ErrUnavailable.
+type health struct {
+	threshold int64
+	interval  time.Duration
+	now       func() time.Time
+	log       *slog.Logger
+
+	down        atomic.Bool
+	consecutive atomic.Int64
+	nextProbe   atomic.Int64 // unix nanos
+	failures    atomic.Uint64
+	probes      atomic.Uint64
+
+	downErr atomic.Pointer[error] // what admit returns while down, built once
+
+	mu      sync.Mutex // guards since and lastErr
+	since   time.Time
+	lastErr error
+}
+
+func (h *health) admit() error {
+	if !h.down.Load() {
+		return nil
+	}
+	now := h.now().UnixNano()
+	next := h.nextProbe.Load()
+	if now >= next && h.nextProbe.CompareAndSwap(next, now+int64(h.interval)) {
+		h.probes.Add(1)
+		return nil
+	}
+	if e := h.downErr.Load(); e != nil {
+		return *e
+	}
+	return ErrUnavailable
+}
+
+// observe classifies a command's outcome.
+func (h *health) observe(ctx context.Context, err error) {
+	switch classify(ctx, err) {
+	case outcomeUp:
+		h.consecutive.Store(0)
+		if h.down.Load() && h.down.CompareAndSwap(true, false) {
+			h.mu.Lock()
+			downFor := h.now().Sub(h.since)
+			h.since, h.lastErr = h.now(), nil
+			h.mu.Unlock()
+			h.log.Info("pool: redis reachable again", "down_for", downFor)
+		}
+	case outcomeDown:
+		h.failures.Add(1)
+		if h.consecutive.Add(1) >= h.threshold && !h.down.Load() && h.down.CompareAndSwap(false, true) {
+			now := h.now()
+			h.nextProbe.Store(now.Add(h.interval).UnixNano())
+			h.mu.Lock()
+			h.since, h.lastErr = now, err
+			h.mu.Unlock()
+			// Built once per outage so failing fast allocates nothing.
+			downErr := fmt.Errorf("%w since %s (one call per %s probes it): %w",
+				ErrUnavailable, now.Format(time.RFC3339Nano), h.interval, err)
+			h.downErr.Store(&downErr)
+			h.log.Warn("pool: redis marked unavailable; calls fail fast until a probe succeeds",
+				"err", err, "probe_interval", h.interval)
+		}
+	}
+}
+
+func (h *health) snapshot() Health {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return Health{
+		Up:        !h.down.Load(),
+		Since:     h.since,
+		LastError: h.lastErr,
+		Failures:  h.failures.Load(),
+		Probes:    h.probes.Load(),
+	}
+}
+
+type outcome int
+
+const (
+	outcomeNeutral outcome = iota // says nothing about Redis (caller gave up, lane full, ...)
+	outcomeUp
+	outcomeDown
+)
+
+// classify decides what an error says about Redis being reachable.
+func classify(ctx context.Context, err error) outcome {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return outcomeUp
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		// Redis answered. Only replies that mean "not serving" count as down.
+		msg := rerr.Error()
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"} {
+			if strings.HasPrefix(msg, p) {
+				return outcomeDown
+			}
+		}
+		return outcomeUp
+	}
+	switch {
+	case errors.Is(err, ErrLaneExhausted), errors.Is(err, ErrUnavailable),
+		errors.Is(err, ErrBlockingCommand), errors.Is(err, ErrClosed),
+		errors.Is(err, redis.ErrClosed):
+		return outcomeNeutral
+	}
+	if ctx.Err() != nil {
+		// The caller's deadline or cancellation ended the call; it may have
+		// been too short for a healthy Redis.
+		return outcomeNeutral
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) {
+		return outcomeDown
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) {
+		return outcomeDown // timeouts and other network failures
+	}
+	var oerr *net.OpError
+	if errors.As(err, &oerr) {
+		return outcomeDown
+	}
+	return outcomeNeutral
+}

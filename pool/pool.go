@@ -1,0 +1,390 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Lane names, as they appear in Stats and errors.
+const (
+	LaneRequest    = "request"
+	LaneBackground = "background"
+	LaneBlocking   = "blocking"
+)
+
+// Pool is the Redis connection budget of a process: a request lane for short
+// commands on the request path, a background lane for components'
+// bookkeeping, and a blocking lane handed out only in reservations.
+//
+// A Pool has no useful zero value; build it with New. It is safe for
+// concurrent use. The service that builds it shares it with every component
+// and closes it last (after the lifecycle group that owns the components'
+// tasks), with Close.
+type Pool struct {
+	cfg    Config
+	base   *redis.UniversalOptions
+	health *health
+
+	request    *lane
+	background *lane
+
+	mu           sync.Mutex
+	blockingSize int
+	reservations []*Reservation
+	blockDials   dialCounter  // dials and sockets of all reservations' clients
+	blockStats   laneCounters // waits of all reservations' gates
+	closed       bool
+}
+
+// lane is a shared lane: one go-redis client behind one gate.
+type lane struct {
+	name   string
+	gate   *gate
+	counts laneCounters
+	client redis.UniversalClient
+	dials  dialCounter
+}
+
+// dialCounter counts dials and the sockets they opened that are still open.
+type dialCounter struct {
+	dials      atomic.Uint64
+	dialErrors atomic.Uint64
+	open       atomic.Int64
+}
+
+// New builds a pool. It does not connect: connections open on first use, so
+// New fails only on bad configuration.
+func New(cfg Config) (*Pool, error) {
+	cfg.fillDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	base, err := cfg.universalOptions()
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		cfg:  cfg,
+		base: base,
+		health: &health{
+			threshold: int64(cfg.FailureThreshold),
+			interval:  cfg.ProbeInterval,
+			now:       cfg.Now,
+			log:       cfg.Logger,
+			since:     cfg.Now(),
+		},
+		blockingSize: cfg.Blocking.Size,
+	}
+	p.request = p.newLane(LaneRequest, cfg.Request)
+	p.background = p.newLane(LaneBackground, cfg.Background)
+	return p, nil
+}
+
+func (p *Pool) newLane(name string, lc LaneConfig) *lane {
+	l := &lane{name: name}
+	l.gate = newGate(name, "", lc.Size, lc.MaxWait, lc.MaxWaiters, &l.counts)
+	opts := laneOptions(p.base, p.cfg.ClientName+"-"+name, lc.Size, lc.MaxWait+p.cfg.DialTimeout)
+	l.client = redis.NewUniversalClient(opts)
+	l.client.AddHook(&laneHook{
+		gate:       l.gate,
+		dials:      &l.dials,
+		health:     p.health,
+		admit:      name == LaneRequest,
+		noBlocking: true,
+	})
+	return l
+}
+
+// Client returns the request lane: a go-redis client for short commands on
+// the request path. At most Config.Request.Size commands (or pipelines) run
+// at once; the next callers wait up to Config.Request.MaxWait and their own
+// context, and past Config.Request.MaxWaiters are refused at once. A wait
+// that cannot be served fails with a *LaneError (ErrLaneExhausted).
+//
+// While Redis is marked down (see Admit), calls fail at once with
+// ErrUnavailable except the periodic probe. Blocking commands fail with
+// ErrBlockingCommand; use ReserveBlocking. Subscriptions belong in a
+// reservation too (Reservation.Subscribe): a Subscribe on this client opens
+// a socket the lane must then do without.
+//
+// The client belongs to the pool: do not Close it.
+func (p *Pool) Client() redis.UniversalClient { return p.request.client }
+
+// Background returns the background lane, for components' work off the
+// request path (acks, scheduling, heartbeats). It works like Client but does
+// not fail fast while Redis is down: its users back off on their own.
+func (p *Pool) Background() redis.UniversalClient { return p.background.client }
+
+// Admit reports whether a call to Redis should be attempted now. It returns
+// nil while Redis is believed reachable, and while it is believed down it
+// returns nil to one caller every Config.ProbeInterval (that call is the
+// probe) and ErrUnavailable to the others, in well under a microsecond, with
+// no background poller: the state follows the outcome of real commands.
+// Request-lane commands check it themselves; components use it to choose a
+// fallback (a local cache hit, a rate-limit policy) before trying Redis.
+func (p *Pool) Admit() error { return p.health.admit() }
+
+// Healthy reports whether Redis is believed reachable. It has no side effect.
+func (p *Pool) Healthy() bool { return !p.health.down.Load() }
+
+// Health returns the health state with the failure that caused it.
+func (p *Pool) Health() Health { return p.health.snapshot() }
+
+// IsCluster reports whether the pool talks to a Redis Cluster.
+func (p *Pool) IsCluster() bool {
+	_, ok := p.request.client.(*redis.ClusterClient)
+	return ok
+}
+
+// Ping sends PING through the request lane.
+func (p *Pool) Ping(ctx context.Context) error {
+	if err := p.request.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("pool: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes every client of the pool, reservations included. Components
+// using the pool must be stopped first. Close is idempotent.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	res := slices.Clone(p.reservations)
+	p.mu.Unlock()
+
+	var errs []error
+	for _, r := range res {
+		if err := r.Release(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, l := range []*lane{p.request, p.background} {
+		if err := l.client.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+			errs = append(errs, fmt.Errorf("pool: closing %s lane: %w", l.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sanitizeName makes s usable in CLIENT SETNAME (no spaces or newlines).
+func sanitizeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// laneHook puts a lane's gate, health tracking and dial counting in front of
+// a go-redis client.
+type laneHook struct {
+	gate       *gate
+	dials      *dialCounter // the lane's counters
+	extraDials *dialCounter // the reservation's own, if any
+	health     *health
+	admit      bool // fail fast while Redis is down
+	noBlocking bool // refuse blocking commands
+}
+
+func (h *laneHook) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h.dials.dials.Add(1)
+		if h.extraDials != nil {
+			h.extraDials.dials.Add(1)
+		}
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			h.dials.dialErrors.Add(1)
+			if h.extraDials != nil {
+				h.extraDials.dialErrors.Add(1)
+			}
+			return nil, err
+		}
+		h.dials.open.Add(1)
+		if h.extraDials != nil {
+			h.extraDials.open.Add(1)
+		}
+		return &countedConn{Conn: c, h: h}, nil
+	}
+}
+
+// countedConn decrements the open-socket count once, when go-redis closes it.
+type countedConn struct {
+	net.Conn
+	h    *laneHook
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.h.dials.open.Add(-1)
+		if c.h.extraDials != nil {
+			c.h.extraDials.open.Add(-1)
+		}
+	})
+	return c.Conn.Close()
+}
+
+func (h *laneHook) enter(ctx context.Context) error {
+	if h.admit {
+		if err := h.health.admit(); err != nil {
+			return err
+		}
+	}
+	return h.gate.acquire(ctx)
+}
+
+func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isConnInit(cmd) {
+			return next(ctx, cmd)
+		}
+		if h.noBlocking && isBlocking(cmd) {
+			err := fmt.Errorf("%w: %s on the %s lane; reserve blocking connections with ReserveBlocking",
+				ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane)
+			cmd.SetErr(err)
+			return err
+		}
+		if err := h.enter(ctx); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
+		err := next(ctx, cmd)
+		h.gate.release()
+		h.health.observe(ctx, err)
+		return err
+	}
+}
+
+func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if allConnInit(cmds) {
+			return next(ctx, cmds)
+		}
+		if h.noBlocking {
+			for _, cmd := range cmds {
+				if isBlocking(cmd) {
+					err := fmt.Errorf("%w: %s in a pipeline on the %s lane", ErrBlockingCommand,
+						strings.ToUpper(cmd.Name()), h.gate.lane)
+					setErrs(cmds, err)
+					return err
+				}
+			}
+		}
+		if err := h.enter(ctx); err != nil {
+			setErrs(cmds, err)
+			return err
+		}
+		err := next(ctx, cmds)
+		h.gate.release()
+		h.health.observe(ctx, pipelineHealthErr(err, cmds))
+		return err
+	}
+}
+
+// pipelineHealthErr picks the error that says most about Redis: a
+// connection-level error if any command has one.
+func pipelineHealthErr(err error, cmds []redis.Cmder) error {
+	if err == nil {
+		return nil
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil {
+			var rerr redis.Error
+			if !errors.As(e, &rerr) && !errors.Is(e, redis.Nil) {
+				return e
+			}
+		}
+	}
+	return err
+}
+
+func setErrs(cmds []redis.Cmder, err error) {
+	for _, c := range cmds {
+		c.SetErr(err)
+	}
+}
+
+// isConnInit reports whether cmd is one of the commands go-redis sends on a
+// new connection before handing it to the caller (HELLO, AUTH, SELECT,
+// READONLY, CLIENT SETNAME/SETINFO/TRACKING/MAINT_NOTIFICATIONS). go-redis
+// runs them through the client's hooks while the caller that caused the dial
+// already holds a slot of the gate, so they must pass without taking another:
+// with every slot taken they would wait for themselves.
+func isConnInit(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) == 0 {
+		return false
+	}
+	name, _ := args[0].(string)
+	switch strings.ToLower(name) {
+	case "hello", "auth", "select", "readonly":
+		return true
+	case "client":
+		if len(args) < 2 {
+			return false
+		}
+		sub, _ := args[1].(string)
+		switch strings.ToLower(sub) {
+		case "setname", "setinfo", "tracking", "maint_notifications":
+			return true
+		}
+	}
+	return false
+}
+
+func allConnInit(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if !isConnInit(c) {
+			return false
+		}
+	}
+	return len(cmds) > 0
+}
+
+// isBlocking reports whether cmd can block on the server.
+func isBlocking(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	if len(args) == 0 {
+		return false
+	}
+	name, _ := args[0].(string)
+	if len(name) < 4 {
+		return false
+	}
+	switch name[0] {
+	case 'b', 'B':
+		switch strings.ToLower(name) {
+		case "blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop":
+			return true
+		}
+	case 'w', 'W':
+		switch strings.ToLower(name) {
+		case "wait", "waitaof":
+			return true
+		}
+	case 'x', 'X':
+		switch strings.ToLower(name) {
+		case "xread", "xreadgroup":
+			for _, a := range args[1:] {
+				if s, ok := a.(string); ok && strings.EqualFold(s, "block") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

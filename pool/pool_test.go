@@ -1,0 +1,554 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newPool(t testing.TB, cfg Config) *Pool {
+	t.Helper()
+	p, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	return p
+}
+
+// eventually waits for cond, failing the test after a deadline.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestConfigValidationNamesTheField(t *testing.T) {
+	cases := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{URL: "redis://x:1", Addrs: []string{"y:2"}}, "Config.URL and Config.Addrs are mutually exclusive"},
+		{Config{Addrs: []string{""}}, "Config.Addrs[0] is empty"},
+		{Config{Request: LaneConfig{Size: -1}}, "Config.Request.Size must be at least 1, got -1"},
+		{Config{Background: LaneConfig{MaxWait: -time.Second}}, "Config.Background.MaxWait must not be negative"},
+		{Config{Request: LaneConfig{MaxWaiters: -2}}, "Config.Request.MaxWaiters must not be negative"},
+		{Config{Blocking: BlockingConfig{Size: -3}}, "Config.Blocking.Size must not be negative, got -3"},
+		{Config{Blocking: BlockingConfig{Size: 2, NoBlocking: true}}, "Config.Blocking.NoBlocking is set but Config.Blocking.Size is 2"},
+		{Config{DialTimeout: -1}, "Config.DialTimeout must not be negative"},
+		{Config{FailureThreshold: -1}, "Config.FailureThreshold must not be negative"},
+		{Config{URL: "http://nope"}, "Config.URL"},
+		{Config{Addrs: []string{"a:1", "b:2"}, DB: 2}, "Config.DB is 2 but Redis Cluster has only database 0"},
+		{Config{DB: -1}, "Config.DB must not be negative"},
+	}
+	for _, c := range cases {
+		t.Run(c.want, func(t *testing.T) {
+			p, err := New(c.cfg)
+			require.Nil(t, p)
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}})
+	s := p.Stats()
+	require.Equal(t, DefaultRequestSize, s.Request.Size)
+	require.Equal(t, DefaultBackgroundSize, s.Background.Size)
+	require.Equal(t, DefaultBlockingSize, s.Blocking.Size)
+	require.Equal(t, DefaultRequestSize+DefaultBackgroundSize+DefaultBlockingSize, s.TotalSize)
+	require.Equal(t, DefaultWaitersPerConn*DefaultRequestSize, p.request.gate.maxWaiters)
+	require.True(t, s.Healthy)
+	require.Zero(t, s.Open, "New does not connect")
+	require.False(t, p.IsCluster())
+}
+
+func TestURLFillsConnectionFields(t *testing.T) {
+	c := Config{URL: "redis://alice:secret@10.1.2.3:6390/4"}
+	c.fillDefaults()
+	o, err := c.universalOptions()
+	require.NoError(t, err)
+	require.Equal(t, []string{"10.1.2.3:6390"}, o.Addrs)
+	require.Equal(t, "alice", o.Username)
+	require.Equal(t, "secret", o.Password)
+	require.Equal(t, 4, o.DB)
+	require.Equal(t, -1, o.MaxRetries, "no hidden retries")
+	require.Equal(t, -1, o.PipelinePoolSize, "no hidden pipeline pool")
+	require.True(t, o.ContextTimeoutEnabled)
+
+	lo := laneOptions(o, "bounded-request", 7, time.Second)
+	require.Equal(t, 7, lo.PoolSize)
+	require.Equal(t, 7, lo.MaxActiveConns)
+	require.Equal(t, 0, o.PoolSize, "laneOptions copies")
+}
+
+func TestRequestLaneServesCommandsWithinItsSize(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 3}})
+	ctx := context.Background()
+	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+
+	var maxInUse, maxOpen atomic.Int64
+	stop := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		for {
+			s := p.Stats()
+			if int64(s.Request.InUse) > maxInUse.Load() {
+				maxInUse.Store(int64(s.Request.InUse))
+			}
+			if int64(s.Request.Open) > maxOpen.Load() {
+				maxOpen.Store(int64(s.Request.Open))
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			for range 50 {
+				v, err := p.Client().Get(ctx, "k").Result()
+				if err != nil || v != "v" {
+					t.Errorf("GET: %q %v", v, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	sampler.Wait()
+
+	s := p.Stats()
+	require.LessOrEqual(t, maxInUse.Load(), int64(3))
+	require.LessOrEqual(t, maxOpen.Load(), int64(3))
+	require.LessOrEqual(t, s.Request.Open, 3)
+	require.Positive(t, s.Request.Dials)
+	require.Zero(t, s.Request.DialErrors)
+	require.Zero(t, s.Request.Timeouts)
+	require.Zero(t, s.Request.Rejections)
+	require.Zero(t, s.Request.InUse)
+	require.Zero(t, s.Background.Open, "nothing used the background lane")
+}
+
+// holdLane takes n of the lane's connection slots, as n slow commands would.
+func holdLane(l *lane, n int) (release func()) {
+	for range n {
+		l.gate.sem <- struct{}{}
+	}
+	return func() {
+		for range n {
+			l.gate.release()
+		}
+	}
+}
+
+func TestExhaustedLaneFailsWithinMaxWait(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 2, MaxWait: 30 * time.Millisecond}})
+	release := holdLane(p.request, 2)
+	defer release()
+
+	before := m.CommandCount()
+	start := time.Now()
+	err := p.Client().Get(context.Background(), "k").Err()
+	waited := time.Since(start)
+	require.ErrorIs(t, err, ErrLaneExhausted)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the lane's max wait is a deadline")
+	var le *LaneError
+	require.ErrorAs(t, err, &le)
+	require.Equal(t, LaneRequest, le.Lane)
+	require.Equal(t, 2, le.Size)
+	require.Equal(t, 2, le.InUse)
+	require.Equal(t, 1, le.Waiting)
+	require.Contains(t, err.Error(), "pool: request lane exhausted: size 2, in use 2, waiting 1")
+	require.GreaterOrEqual(t, waited, 30*time.Millisecond)
+	require.Equal(t, before, m.CommandCount(), "nothing reached Redis")
+
+	s := p.Stats()
+	require.Equal(t, uint64(1), s.Request.Waits)
+	require.Equal(t, uint64(1), s.Request.Timeouts)
+	require.GreaterOrEqual(t, s.Request.WaitP99, 30*time.Millisecond)
+	require.True(t, s.Healthy, "a full lane says nothing about Redis")
+}
+
+func TestExhaustedLaneHonoursCallerContext(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 1, MaxWait: time.Minute}})
+	release := holdLane(p.request, 1)
+	defer release()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := p.Client().Get(ctx, "k").Err()
+	require.ErrorIs(t, err, ErrLaneExhausted)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "the caller's context ended while waiting")
+
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	err = p.Client().Get(cancelled, "k").Err()
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestTooManyWaitersAreRejectedAtOnce(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 1, MaxWait: time.Minute, MaxWaiters: 2}})
+	ctx := context.Background()
+	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+	release := holdLane(p.request, 1)
+
+	var wg sync.WaitGroup
+	results := make(chan error, 2)
+	for range 2 {
+		wg.Go(func() { results <- p.Client().Get(ctx, "k").Err() })
+	}
+	eventually(t, "two waiters", func() bool { return p.Stats().Request.Waiting == 2 })
+
+	start := time.Now()
+	err := p.Client().Get(ctx, "k").Err()
+	require.Less(t, time.Since(start), time.Second, "refused at once, not after waiting")
+	require.ErrorIs(t, err, ErrLaneExhausted)
+	require.NotErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "2 callers already waiting (max 2)")
+	require.Equal(t, uint64(1), p.Stats().Request.Rejections)
+
+	release()
+	wg.Wait()
+	close(results)
+	for err := range results {
+		require.NoError(t, err, "waiters are served when connections free up")
+	}
+}
+
+func TestBlockingCommandsRefusedOutsideBlockingLane(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}})
+	ctx := context.Background()
+	before := m.CommandCount()
+
+	err := p.Client().BLMove(ctx, "a", "b", "LEFT", "RIGHT", time.Second).Err()
+	require.ErrorIs(t, err, ErrBlockingCommand)
+	require.ErrorContains(t, err, "BLMOVE on the request lane")
+	require.ErrorIs(t, p.Background().BLPop(ctx, time.Second, "a").Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Client().XRead(ctx, &redis.XReadArgs{Streams: []string{"s", "0"}, Block: time.Second}).Err(), ErrBlockingCommand)
+
+	pipe := p.Client().Pipeline()
+	pipe.Get(ctx, "x")
+	pipe.BRPop(ctx, time.Second, "a")
+	_, err = pipe.Exec(ctx)
+	require.ErrorIs(t, err, ErrBlockingCommand)
+	require.Equal(t, before, m.CommandCount(), "nothing reached Redis")
+
+	// Non-blocking forms pass.
+	require.ErrorIs(t, p.Client().XRead(ctx, &redis.XReadArgs{Streams: []string{"s", "0"}, Count: 1, Block: -1}).Err(), redis.Nil)
+}
+
+func TestReservationsAreABudget(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Blocking: BlockingConfig{Size: 3}})
+
+	a, err := p.ReserveBlocking("queue:chat", 1)
+	require.NoError(t, err)
+	b, err := p.ReserveBlocking("queue:embeddings", 2)
+	require.NoError(t, err)
+
+	_, err = p.ReserveBlocking("queue:webhooks", 1)
+	require.ErrorIs(t, err, ErrOverBudget)
+	require.ErrorContains(t, err, `"queue:webhooks" asks for 1 connection(s) but the blocking lane has 0 of 3 left (held by queue:chat=1, queue:embeddings=2); raise Config.Blocking.Size`)
+
+	s := p.Stats().Blocking
+	require.Equal(t, 3, s.Reserved)
+	require.Equal(t, []ReservationStats{{Owner: "queue:chat", Size: 1}, {Owner: "queue:embeddings", Size: 2}}, s.Reservations)
+
+	require.NoError(t, b.Release())
+	require.NoError(t, b.Release(), "idempotent")
+	c, err := p.ReserveBlocking("queue:webhooks", 2)
+	require.NoError(t, err, "released connections return to the lane")
+	require.Equal(t, 2, c.Size())
+	require.Equal(t, "queue:webhooks", c.Owner())
+	require.NoError(t, a.Client().Ping(context.Background()).Err())
+
+	_, err = p.ReserveBlocking("", 1)
+	require.ErrorContains(t, err, "owner must not be empty")
+	_, err = p.ReserveBlocking("x", 0)
+	require.ErrorContains(t, err, `ReserveBlocking("x"): n must be at least 1, got 0`)
+
+	none := newPool(t, Config{Addrs: []string{m.Addr()}, Blocking: BlockingConfig{NoBlocking: true}})
+	_, err = none.ReserveBlocking("queue:chat", 1)
+	require.ErrorIs(t, err, ErrOverBudget)
+}
+
+func TestReservationLimitsItsOwnConcurrency(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}})
+	r, err := p.ReserveBlocking("fetcher", 1)
+	require.NoError(t, err)
+	r.gate.sem <- struct{}{} // one command in flight
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err = r.Client().Ping(ctx).Err()
+	require.ErrorIs(t, err, ErrLaneExhausted)
+	require.ErrorContains(t, err, `pool: blocking lane exhausted (reservation "fetcher"): size 1, in use 1`)
+	r.gate.release()
+	require.NoError(t, r.Client().Ping(context.Background()).Err())
+}
+
+func TestSubscriptionHoldsAReservedConnection(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}})
+	ctx := context.Background()
+	r, err := p.ReserveBlocking("cache:users invalidation", 1)
+	require.NoError(t, err)
+
+	_, err = r.Subscribe(ctx)
+	require.ErrorContains(t, err, "Subscribe needs at least one channel")
+
+	sub, err := r.Subscribe(ctx, "inval")
+	require.NoError(t, err)
+	s := p.Stats().Blocking
+	require.Equal(t, 1, s.InUse)
+	require.Equal(t, 1, s.Open, "the subscription's socket is counted in the lane")
+
+	require.NoError(t, p.Client().Publish(ctx, "inval", "k1").Err())
+	msg, err := sub.ReceiveMessage(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "k1", msg.Payload)
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	_, err = r.Subscribe(short, "other")
+	require.ErrorIs(t, err, ErrLaneExhausted, "the reservation's only connection is taken")
+
+	require.NoError(t, sub.Close())
+	require.NoError(t, sub.Close(), "idempotent")
+	require.Zero(t, p.Stats().Blocking.InUse)
+	eventually(t, "subscription socket closed", func() bool { return p.Stats().Blocking.Open == 0 })
+
+	require.NoError(t, r.Release())
+	_, err = r.Subscribe(ctx, "inval")
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestRedisDownFailsFastAndRecoversByProbe(t *testing.T) {
+	m := redistest.Mini(t)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 2, ProbeInterval: time.Second, Now: now})
+	ctx := context.Background()
+	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+	require.NoError(t, p.Admit())
+
+	m.Close()
+	for range 2 {
+		err := p.Client().Get(ctx, "k").Err()
+		require.Error(t, err)
+		require.NotErrorIs(t, err, ErrUnavailable, "the failures that mark Redis down are real")
+	}
+	require.False(t, p.Healthy())
+	h := p.Health()
+	require.False(t, h.Up)
+	require.Error(t, h.LastError)
+	require.Equal(t, now(), h.Since)
+
+	dialsBefore := p.Stats().Request.Dials
+	start := time.Now()
+	for range 1000 {
+		err := p.Client().Get(ctx, "k").Err()
+		require.ErrorIs(t, err, ErrUnavailable)
+	}
+	perCall := time.Since(start) / 1000
+	t.Logf("fail-fast call while down: %s", perCall)
+	require.Equal(t, dialsBefore, p.Stats().Request.Dials, "no dial while failing fast")
+	require.ErrorIs(t, p.Admit(), ErrUnavailable)
+
+	// After the probe interval one caller is let through; it fails, so Redis
+	// stays down and the next probe is one interval later.
+	clock.Add(int64(time.Second))
+	require.Error(t, p.Client().Get(ctx, "k").Err())
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable)
+	require.Equal(t, uint64(1), p.Health().Probes)
+
+	require.NoError(t, m.Restart())
+	clock.Add(int64(time.Second))
+	require.NoError(t, p.Client().Get(ctx, "k").Err(), "the probe finds Redis back")
+	require.True(t, p.Healthy())
+	require.NoError(t, p.Admit())
+	require.NoError(t, p.Client().Get(ctx, "k").Err())
+}
+
+func TestRedisErrorRepliesDoNotMarkDown(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1})
+	ctx := context.Background()
+	require.NoError(t, p.Client().LPush(ctx, "list", "x").Err())
+	for range 3 {
+		require.Error(t, p.Client().Get(ctx, "list").Err(), "WRONGTYPE")
+	}
+	require.True(t, p.Healthy())
+}
+
+func TestClassify(t *testing.T) {
+	ctx := context.Background()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	cases := []struct {
+		err  error
+		ctx  context.Context
+		want outcome
+	}{
+		{nil, ctx, outcomeUp},
+		{redis.Nil, ctx, outcomeUp},
+		{redisErr("WRONGTYPE Operation against a key"), ctx, outcomeUp},
+		{redisErr("LOADING Redis is loading the dataset in memory"), ctx, outcomeDown},
+		{redisErr("CLUSTERDOWN The cluster is down"), ctx, outcomeDown},
+		{fmt.Errorf("x: %w", &LaneError{}), ctx, outcomeNeutral},
+		{ErrUnavailable, ctx, outcomeNeutral},
+		{redis.ErrClosed, ctx, outcomeNeutral},
+		{context.Canceled, done, outcomeNeutral},
+		{errors.New("read tcp: connection reset by peer: EOF"), ctx, outcomeNeutral},
+		{fmt.Errorf("wrapped: %w", errEOF), ctx, outcomeDown},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, classify(c.ctx, c.err), "%v", c.err)
+	}
+}
+
+type redisErr string
+
+func (e redisErr) Error() string { return string(e) }
+func (redisErr) RedisError()     {}
+
+var errEOF = fmt.Errorf("conn: %w", io.EOF)
+
+func TestCloseIsIdempotentAndStopsEverything(t *testing.T) {
+	m := redistest.Mini(t)
+	p, err := New(Config{Addrs: []string{m.Addr()}})
+	require.NoError(t, err)
+	r, err := p.ReserveBlocking("x", 1)
+	require.NoError(t, err)
+	require.NoError(t, r.Client().Ping(context.Background()).Err())
+	require.NoError(t, p.Client().Ping(context.Background()).Err())
+
+	require.NoError(t, p.Close())
+	require.NoError(t, p.Close())
+	require.ErrorIs(t, p.Client().Ping(context.Background()).Err(), redis.ErrClosed)
+	_, err = p.ReserveBlocking("y", 1)
+	require.ErrorIs(t, err, ErrClosed)
+	require.Empty(t, p.Stats().Blocking.Reservations)
+	eventually(t, "sockets closed", func() bool { return p.Stats().Open == 0 })
+}
+
+func TestPingReportsErrors(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}})
+	require.NoError(t, p.Ping(context.Background()))
+	m.Close()
+	err := p.Ping(context.Background())
+	require.ErrorContains(t, err, "pool: ping:")
+}
+
+// --- real server -----------------------------------------------------------
+
+func TestBlockingReservationOnRealServer(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, Config{URL: srv.URL(), Blocking: BlockingConfig{Size: 1}})
+	ctx := context.Background()
+	r, err := p.ReserveBlocking("fetcher", 1)
+	require.NoError(t, err)
+
+	start := time.Now()
+	err = r.Client().BLMove(ctx, "ready", "processing", "RIGHT", "LEFT", 100*time.Millisecond).Err()
+	require.ErrorIs(t, err, redis.Nil, "a finite block timeout returns nil")
+	require.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
+
+	require.NoError(t, p.Client().LPush(ctx, "ready", "job").Err())
+	v, err := r.Client().BLMove(ctx, "ready", "processing", "RIGHT", "LEFT", time.Second).Result()
+	require.NoError(t, err)
+	require.Equal(t, "job", v)
+
+	clients, err := srv.Clients(ctx)
+	require.NoError(t, err)
+	joined := strings.Join(clients, "\n")
+	require.Contains(t, joined, "name=bounded-blocking-fetcher")
+	require.Contains(t, joined, "name=bounded-request")
+}
+
+// TestStarvationShapeThroughPool reproduces the post-mortem's shape: blocking
+// consumers that would hold every connection of a shared pool, next to 20
+// request loops. Through the pool the blocking work has its own lane, so the
+// request lane sees no timeouts and no rejections.
+func TestStarvationShapeThroughPool(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, Config{URL: srv.URL(), Request: LaneConfig{Size: 20}, Blocking: BlockingConfig{Size: 10}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+
+	res, err := p.ReserveBlocking("30 blocking consumers", 10)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			key := fmt.Sprintf("empty:%d", i)
+			for ctx.Err() == nil {
+				_ = res.Client().BLMove(ctx, key, key+":p", "RIGHT", "LEFT", time.Second).Err()
+			}
+		})
+	}
+
+	var gets atomic.Int64
+	var getErrs atomic.Int64
+	deadline := time.Now().Add(time.Second)
+	var getters sync.WaitGroup
+	for range 20 {
+		getters.Go(func() {
+			for time.Now().Before(deadline) {
+				if err := p.Client().Get(ctx, "k").Err(); err != nil {
+					getErrs.Add(1)
+					t.Errorf("GET: %v", err)
+					return
+				}
+				gets.Add(1)
+			}
+		})
+	}
+	getters.Wait()
+	s := p.Stats()
+	cancel()
+	wg.Wait()
+
+	t.Logf("GETs in 1s next to 30 blocking consumers: %d (p50 wait %s, p99 wait %s)", gets.Load(), s.Request.WaitP50, s.Request.WaitP99)
+	require.Zero(t, getErrs.Load())
+	require.Zero(t, s.Request.Timeouts)
+	require.Zero(t, s.Request.Rejections)
+	require.LessOrEqual(t, s.Request.Open, 20)
+	require.LessOrEqual(t, s.Blocking.Open, 10)
+	// A starved client manages ~20 GETs a second (each waits out a 1s block);
+	// a lane of its own serves thousands. The bound is loose on purpose: it
+	// is a count, not a timing target.
+	require.Greater(t, gets.Load(), int64(1000))
+}

@@ -1,0 +1,165 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Reservation is a share of the blocking lane held by one component (a queue's
+// fetcher, a cache's invalidation subscriber). Its client opens at most Size()
+// connections, which no other component can take; blocking commands and
+// subscriptions belong here and nowhere else.
+//
+// A Reservation is safe for concurrent use. Its owner calls Release when the
+// component stops; Pool.Close releases what is left.
+type Reservation struct {
+	p      *Pool
+	owner  string
+	n      int
+	gate   *gate
+	client redis.UniversalClient
+	dials  dialCounter
+
+	mu       sync.Mutex
+	released bool
+}
+
+// ReserveBlocking sets aside n connections of the blocking lane for owner and
+// returns a client limited to them. It is meant to be called when a component
+// is built or started, so a budget that cannot work (more blocking consumers
+// than the lane holds) is refused at once, with an error naming the lane, its
+// size and who holds the rest, instead of being discovered under load.
+func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
+	if strings.TrimSpace(owner) == "" {
+		return nil, errors.New("pool: ReserveBlocking: owner must not be empty")
+	}
+	if n < 1 {
+		return nil, fmt.Errorf("pool: ReserveBlocking(%q): n must be at least 1, got %d", owner, n)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("%w: ReserveBlocking(%q)", ErrClosed, owner)
+	}
+	held := 0
+	holders := make([]string, 0, len(p.reservations))
+	for _, r := range p.reservations {
+		held += r.n
+		holders = append(holders, fmt.Sprintf("%s=%d", r.owner, r.n))
+	}
+	if held+n > p.blockingSize {
+		who := "nobody"
+		if len(holders) > 0 {
+			who = strings.Join(holders, ", ")
+		}
+		return nil, fmt.Errorf("%w: %q asks for %d connection(s) but the blocking lane has %d of %d left (held by %s); raise Config.Blocking.Size",
+			ErrOverBudget, owner, n, p.blockingSize-held, p.blockingSize, who)
+	}
+	r := &Reservation{p: p, owner: owner, n: n}
+	r.gate = newGate(LaneBlocking, owner, n, 0, DefaultWaitersPerConn*max(p.blockingSize, 1), &p.blockStats)
+	name := p.cfg.ClientName + "-blocking-" + sanitizeName(owner)
+	// The pool timeout only bounds a dial that outlives its caller: the gate
+	// keeps go-redis from ever waiting for one of these connections.
+	opts := laneOptions(p.base, name, n, p.cfg.DialTimeout+time.Second)
+	r.client = redis.NewUniversalClient(opts)
+	r.client.AddHook(&laneHook{
+		gate:       r.gate,
+		dials:      &p.blockDials,
+		extraDials: &r.dials,
+		health:     p.health,
+	})
+	p.reservations = append(p.reservations, r)
+	return r, nil
+}
+
+// Owner returns the name the reservation was made for.
+func (r *Reservation) Owner() string { return r.owner }
+
+// Size returns the number of connections reserved.
+func (r *Reservation) Size() int { return r.n }
+
+// Client returns the reservation's client. At most Size() commands run on it
+// at once; a caller beyond that waits, bounded by its context. The client
+// belongs to the reservation: do not Close it, call Release.
+func (r *Reservation) Client() redis.UniversalClient { return r.client }
+
+// Subscription is a Pub/Sub subscription that holds one of its reservation's
+// connections until it is closed.
+type Subscription struct {
+	*redis.PubSub
+	r    *Reservation
+	once sync.Once
+}
+
+// Subscribe subscribes to channels on a connection of the reservation. The
+// subscription occupies one of the reservation's Size() connections until
+// Close; if none is free it waits, bounded by ctx. Read messages with
+// ReceiveMessage from a lifecycle task rather than PubSub.Channel, which
+// starts goroutines of go-redis's own.
+func (r *Reservation) Subscribe(ctx context.Context, channels ...string) (*Subscription, error) {
+	if len(channels) == 0 {
+		return nil, fmt.Errorf("pool: %s: Subscribe needs at least one channel", r.owner)
+	}
+	if r.isReleased() {
+		return nil, fmt.Errorf("%w: reservation %q was released", ErrClosed, r.owner)
+	}
+	if err := r.gate.acquire(ctx); err != nil {
+		return nil, err
+	}
+	ps := r.client.Subscribe(ctx, channels...)
+	// Subscribe returns before the connection is confirmed; wait for the
+	// server's confirmation so a subscription that exists has really started.
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		r.gate.release()
+		r.p.health.observe(ctx, err)
+		return nil, fmt.Errorf("pool: %s: subscribe %s: %w", r.owner, strings.Join(channels, " "), err)
+	}
+	r.p.health.observe(ctx, nil)
+	return &Subscription{PubSub: ps, r: r}, nil
+}
+
+// Close closes the subscription and gives its connection back to the
+// reservation. It is idempotent.
+func (s *Subscription) Close() error {
+	var err error
+	s.once.Do(func() {
+		err = s.PubSub.Close()
+		s.r.gate.release()
+	})
+	return err
+}
+
+func (r *Reservation) isReleased() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.released
+}
+
+// Release closes the reservation's client and returns its connections to the
+// blocking lane. Commands still running on it fail. It is idempotent.
+func (r *Reservation) Release() error {
+	r.mu.Lock()
+	if r.released {
+		r.mu.Unlock()
+		return nil
+	}
+	r.released = true
+	r.mu.Unlock()
+
+	err := r.client.Close()
+	r.p.mu.Lock()
+	r.p.reservations = slices.DeleteFunc(r.p.reservations, func(x *Reservation) bool { return x == r })
+	r.p.mu.Unlock()
+	if err != nil && !errors.Is(err, redis.ErrClosed) {
+		return fmt.Errorf("pool: releasing reservation %q: %w", r.owner, err)
+	}
+	return nil
+}
