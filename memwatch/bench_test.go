@@ -51,4 +51,22 @@ func BenchmarkSample(b *testing.B) {
 		var s Sample
 		measure(b, func() { r.read(&s) })
 	})
+	// A whole Tick at the defaults in steady state: the sample, the history,
+	// and the alerts, including the Theil-Sen fit over a full window of 60
+	// samples (1770 pairs), with one subscriber.
+	b.Run("Tick", func(b *testing.B) {
+		w, err := New(Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub, err := w.Subscribe(1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Close()
+		for range DefaultGrowthWindow {
+			w.Tick()
+		}
+		measure(b, func() { w.Tick() })
+	})
 }
