@@ -112,6 +112,15 @@ func (t *transitions) raised() int {
 	return n
 }
 
+func (t *transitions) firstRaised() (AlertKind, bool) {
+	for _, a := range t.list() {
+		if a.Raised {
+			return a.Kind, true
+		}
+	}
+	return "", false
+}
+
 // step moves kind i to raised when raise holds and to cleared when clear
 // holds, recording the change in out.
 func (a *alerter) step(i int, s Sample, raise, clear bool, value, raiseAt, clearAt float64,

@@ -80,6 +80,7 @@ func TestOnAlertRunsOutsideTheWatchersLocks(t *testing.T) {
 		require.Equal(t, a.Raised, len(w.Active()) == 1)
 		_ = w.Stats()
 		_, _ = w.Trend()
+		_ = w.Profiles()
 		s, err := w.Subscribe(1)
 		require.NoError(t, err)
 		s.Close()

@@ -23,6 +23,7 @@ const (
 	DefaultGrowthRate      = float64(1<<20) / 60 // 1 MiB per minute, in bytes per second
 	DefaultGrowthAgreement = 0.75
 	DefaultMaxSubscribers  = 16
+	DefaultProfileInterval = 10 * time.Minute
 )
 
 // MaxGrowthWindow bounds Config.GrowthWindow: the growth estimate looks at
@@ -44,8 +45,8 @@ var (
 )
 
 // Config configures a Watcher. The zero value is useful: a sample every 5 s,
-// an hour of history, the default alert thresholds, no callbacks, nothing
-// logged, the wall clock, and the runtime as the source.
+// an hour of history, the default alert thresholds, no callbacks, no profile
+// capture, nothing logged, the wall clock, and the runtime as the source.
 type Config struct {
 	// Interval between samples once started. Zero means DefaultInterval.
 	Interval time.Duration
@@ -101,6 +102,19 @@ type Config struct {
 	// MaxSubscribers bounds the number of open Subscriptions. Zero means
 	// DefaultMaxSubscribers.
 	MaxSubscribers int
+
+	// MaxProfiles is how many heap profiles, captured when an alert is
+	// raised, are kept; the oldest is dropped (its file removed) to make room.
+	// Zero captures none.
+	MaxProfiles int
+	// ProfileDir, if set, is where captured profiles are written (it is
+	// created if missing); empty keeps them in memory. Profiles a previous
+	// process left there count towards MaxProfiles, so restarts do not grow
+	// it: give each process its own directory.
+	ProfileDir string
+	// ProfileInterval is the least time between two captures. Zero means
+	// DefaultProfileInterval.
+	ProfileInterval time.Duration
 
 	// ReadRSS adds Sample.RSS from /proc/self/statm. It costs three system
 	// calls and a few small allocations per sample, which is why it is off.
@@ -195,6 +209,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxSubscribers == 0 {
 		cfg.MaxSubscribers = DefaultMaxSubscribers
 	}
+	if cfg.MaxProfiles < 0 {
+		return bad("MaxProfiles must not be negative, got %d", cfg.MaxProfiles)
+	}
+	if cfg.ProfileDir != "" && cfg.MaxProfiles == 0 {
+		return bad("ProfileDir is set but MaxProfiles is 0, so no profile would be captured")
+	}
+	if cfg.ProfileInterval < 0 {
+		return bad("ProfileInterval must be positive, got %s", cfg.ProfileInterval)
+	}
+	if cfg.ProfileInterval == 0 {
+		cfg.ProfileInterval = DefaultProfileInterval
+	}
 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -206,7 +232,7 @@ func (cfg Config) withDefaults() (Config, error) {
 }
 
 // Watcher samples the process's memory on one task, keeps a bounded history,
-// and raises and clears alerts.
+// raises and clears alerts, and optionally captures heap profiles.
 //
 // Build one per process with New and pass it to whoever needs it. The zero
 // value is not usable. A Watcher is safe for concurrent use. It holds no
@@ -221,28 +247,37 @@ type Watcher struct {
 	tickMu  sync.Mutex
 	reading Sample // filled by source; guarded by tickMu
 
-	mu      sync.Mutex // guards the fields below; never held while calling out
-	started bool
-	history *ring.Ring[Sample]
-	alerts  alerter
-	stats   Stats
+	mu       sync.Mutex // guards the fields below; never held while calling out
+	started  bool
+	history  *ring.Ring[Sample]
+	alerts   alerter
+	profiles *ring.Ring[Profile]
+	stats    Stats
 
 	subs subscribers
+	prof profiler
 }
 
 // New returns a Watcher configured by cfg, or an error wrapping
 // ErrInvalidConfig that names the field at fault. Nothing runs until Start.
+// When cfg.ProfileDir is set New creates it, and removes the oldest profiles
+// a previous process left there beyond cfg.MaxProfiles.
 func New(cfg Config) (*Watcher, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	w := &Watcher{
-		cfg:     cfg,
-		history: ring.New[Sample](cfg.History),
+		cfg:      cfg,
+		history:  ring.New[Sample](cfg.History),
+		profiles: ring.New[Profile](cfg.MaxProfiles),
 	}
 	w.alerts = newAlerter(&w.cfg)
 	w.subs.max = cfg.MaxSubscribers
+	w.prof = profiler{dir: cfg.ProfileDir, every: cfg.ProfileInterval, logger: cfg.Logger}
+	if err := w.adoptProfiles(); err != nil {
+		return nil, err
+	}
 	w.source = cfg.Source
 	if w.source == nil {
 		r := newRuntimeReader(cfg.ReadRSS, func(err error) {
@@ -284,7 +319,8 @@ func (w *Watcher) Start(g *lifecycle.Group) error {
 
 // Tick takes one sample now: it records it in the history, updates the alerts
 // and delivers any that were raised or cleared (to Config.OnAlert and the
-// subscriptions), and returns the sample. The sampling task calls it; tests and programs that drive their own
+// subscriptions, then capturing a profile if configured), and returns the
+// sample. The sampling task calls it; tests and programs that drive their own
 // schedule may call it directly. It must not be called from OnAlert.
 //
 // Reading the runtime allocates nothing and does not stop the world.
@@ -312,6 +348,9 @@ func (w *Watcher) Tick() Sample {
 	for _, a := range changed.list() {
 		w.deliver(a)
 	}
+	if k, ok := changed.firstRaised(); ok {
+		w.captureProfile(s.Time, k)
+	}
 	return s
 }
 
@@ -333,9 +372,12 @@ func (w *Watcher) History() []Sample {
 
 // Stats counts what a Watcher has done since New.
 type Stats struct {
-	Samples       uint64 `json:"samples"`
-	AlertsRaised  uint64 `json:"alerts_raised"`
-	AlertsDropped uint64 `json:"alerts_dropped"` // not delivered to a subscription whose buffer was full
+	Samples             uint64 `json:"samples"`
+	AlertsRaised        uint64 `json:"alerts_raised"`
+	AlertsDropped       uint64 `json:"alerts_dropped"` // not delivered to a subscription whose buffer was full
+	Profiles            uint64 `json:"profiles"`       // heap profiles captured
+	ProfilesRateLimited uint64 `json:"profiles_rate_limited"`
+	ProfileErrors       uint64 `json:"profile_errors"`
 }
 
 // Stats returns the Watcher's counters.

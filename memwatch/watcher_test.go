@@ -74,8 +74,10 @@ func TestZeroConfigGetsDefaults(t *testing.T) {
 	require.Equal(t, DefaultGrowthRate/2, c.GrowthClearRate)
 	require.Equal(t, DefaultGrowthAgreement, c.GrowthAgreement)
 	require.Equal(t, DefaultMaxSubscribers, c.MaxSubscribers)
+	require.Equal(t, DefaultProfileInterval, c.ProfileInterval)
 	require.NotNil(t, c.Logger)
 	require.NotNil(t, c.Now)
+	require.Zero(t, w.profiles.Cap(), "no profile capture unless asked")
 
 	// A short history shortens the default window rather than failing.
 	w = newWatcher(t, Config{History: 10})
@@ -108,6 +110,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{Config{GrowthAgreement: 0.5}, "GrowthAgreement must be in (0.5, 1], got 0.5"},
 		{Config{GrowthAgreement: 1.1}, "GrowthAgreement"},
 		{Config{MaxSubscribers: -1}, "MaxSubscribers"},
+		{Config{MaxProfiles: -1}, "MaxProfiles must not be negative"},
+		{Config{ProfileDir: "x"}, "ProfileDir is set but MaxProfiles is 0"},
+		{Config{ProfileInterval: -time.Minute}, "ProfileInterval must be positive"},
 	} {
 		w, err := New(tc.cfg)
 		require.Nil(t, w)
