@@ -35,7 +35,7 @@ type Task struct {
 
 func (t Task) String() string {
 	if t.Kind == KindEvery {
-		return fmt.Sprintf("%s (%s every %s)", t.Name, t.Kind, t.Interval)
+		return fmt.Sprintf("%s (%s %s)", t.Name, t.Kind, t.Interval) // "beat (every 1s)"
 	}
 	return fmt.Sprintf("%s (%s)", t.Name, t.Kind)
 }

@@ -282,3 +282,9 @@ func TestTaskSinceUsesInjectedClock(t *testing.T) {
 	require.Equal(t, at, g.Tasks()[0].Since)
 	require.NoError(t, g.Close(context.Background()))
 }
+
+func TestTaskString(t *testing.T) {
+	require.Equal(t, "beat (every 1s)", lifecycle.Task{Name: "beat", Kind: lifecycle.KindEvery, Interval: time.Second}.String())
+	require.Equal(t, "worker (go)", lifecycle.Task{Name: "worker", Kind: lifecycle.KindGo}.String())
+	require.Equal(t, "pool (onclose)", lifecycle.Task{Name: "pool", Kind: lifecycle.KindOnClose}.String())
+}

@@ -1,0 +1,258 @@
+package memwatch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// LimitAction says what SetMemoryLimit did.
+type LimitAction string
+
+// The outcomes of SetMemoryLimit and ComputeLimit.
+const (
+	// LimitSet: the soft memory limit was set to a fraction of the
+	// container's memory limit.
+	LimitSet LimitAction = "set"
+	// LimitKeptEnv: GOMEMLIMIT is set in the environment; an explicit
+	// setting always wins, so nothing was changed.
+	LimitKeptEnv LimitAction = "kept_env"
+	// LimitNoCgroupLimit: no cgroup memory limit was found (not in a
+	// container, or a container without one); nothing was changed.
+	LimitNoCgroupLimit LimitAction = "no_cgroup_limit"
+)
+
+// LimitResult reports what SetMemoryLimit found and did.
+type LimitResult struct {
+	Action LimitAction `json:"action"`
+	// Limit is the runtime's soft memory limit after the call and Previous
+	// the one before, as debug.SetMemoryLimit reports them: math.MaxInt64
+	// means none.
+	Limit    int64 `json:"limit_bytes"`
+	Previous int64 `json:"previous_bytes"`
+	// CgroupLimit is the container's memory limit, 0 when there is none or
+	// it was not looked up (LimitKeptEnv); CgroupFile is the file it was
+	// read from.
+	CgroupLimit int64  `json:"cgroup_limit_bytes"`
+	CgroupFile  string `json:"cgroup_file,omitempty"`
+}
+
+func (r LimitResult) String() string {
+	lim := func(v int64) string {
+		if v == math.MaxInt64 {
+			return "none"
+		}
+		return fmtBytes(float64(v))
+	}
+	switch r.Action {
+	case LimitSet:
+		return fmt.Sprintf("memory limit set to %s (cgroup limit %s from %s; was %s)",
+			lim(r.Limit), lim(r.CgroupLimit), r.CgroupFile, lim(r.Previous))
+	case LimitKeptEnv:
+		return fmt.Sprintf("memory limit %s left alone: GOMEMLIMIT is set", lim(r.Limit))
+	default:
+		return fmt.Sprintf("memory limit %s left alone: no cgroup memory limit", lim(r.Limit))
+	}
+}
+
+func checkFraction(fraction float64) error {
+	if !(fraction > 0 && fraction <= 1) { // also rejects NaN
+		return fmt.Errorf("memwatch: memory limit fraction must be in (0, 1], got %v", fraction)
+	}
+	return nil
+}
+
+// ComputeLimit decides the soft memory limit for a container: fraction of
+// cgroupLimit (bytes; 0 means no limit), unless envGOMEMLIMIT (the value of
+// the GOMEMLIMIT environment variable) is set, which always wins. It returns
+// the limit to set and LimitSet, or 0 and the reason to change nothing.
+// Practice is a fraction of 0.75-0.9: the rest is headroom for memory the Go
+// runtime does not count (cgo, the kernel's page cache charged to the
+// cgroup) and for the time the GC needs to react.
+//
+// ComputeLimit is a pure function; SetMemoryLimit applies it.
+func ComputeLimit(cgroupLimit int64, fraction float64, envGOMEMLIMIT string) (int64, LimitAction, error) {
+	if err := checkFraction(fraction); err != nil {
+		return 0, "", err
+	}
+	if cgroupLimit < 0 {
+		return 0, "", fmt.Errorf("memwatch: cgroup limit must not be negative, got %d", cgroupLimit)
+	}
+	if envGOMEMLIMIT != "" {
+		return 0, LimitKeptEnv, nil
+	}
+	if cgroupLimit == 0 {
+		return 0, LimitNoCgroupLimit, nil
+	}
+	return max(1, int64(float64(cgroupLimit)*fraction)), LimitSet, nil
+}
+
+// SetMemoryLimit sets the runtime's soft memory limit (debug.SetMemoryLimit)
+// to fraction of the container's memory limit, read from cgroup v2
+// memory.max or, failing that, cgroup v1 memory.limit_in_bytes. Go does not
+// do this by itself (it derives GOMAXPROCS from the cgroup, not GOMEMLIMIT).
+//
+// It changes nothing when GOMEMLIMIT is set in the environment or when no
+// cgroup limit is found, and says so in the result. Call it once at startup,
+// before the work begins. fraction must be in (0, 1].
+func SetMemoryLimit(fraction float64) (LimitResult, error) {
+	return setMemoryLimit(fraction, limitEnv{root: "/", getenv: os.Getenv, set: debug.SetMemoryLimit})
+}
+
+// limitEnv is what SetMemoryLimit touches in the process, replaced in tests.
+type limitEnv struct {
+	root   string                  // file system root the cgroup files are under
+	getenv func(string) string     // os.Getenv
+	set    func(limit int64) int64 // debug.SetMemoryLimit; a negative limit only reads
+}
+
+func setMemoryLimit(fraction float64, env limitEnv) (LimitResult, error) {
+	if err := checkFraction(fraction); err != nil {
+		return LimitResult{}, err
+	}
+	cur := env.set(-1)
+	res := LimitResult{Limit: cur, Previous: cur}
+	if v := env.getenv("GOMEMLIMIT"); v != "" {
+		res.Action = LimitKeptEnv
+		return res, nil
+	}
+	cg, file, err := CgroupMemoryLimit(env.root)
+	if err != nil {
+		return res, err
+	}
+	res.CgroupLimit, res.CgroupFile = cg, file
+	limit, action, err := ComputeLimit(cg, fraction, "")
+	if err != nil {
+		return res, err
+	}
+	res.Action = action
+	if action == LimitSet {
+		res.Previous = env.set(limit)
+		res.Limit = limit
+	}
+	return res, nil
+}
+
+// FreeOSMemory runs a full garbage collection and returns as much memory to
+// the operating system as it can (debug.FreeOSMemory). It blocks the caller
+// for a whole collection. Use it after a burst you know has ended (a large
+// import finished), never on a timer: the runtime already returns unused
+// memory in the background, and a periodic forced collection is the
+// post-mortem's "emergency optimisation" again, freeing little at a cost
+// paid every time.
+func FreeOSMemory() { debug.FreeOSMemory() }
+
+// v1Unlimited: cgroup v1 reports "no limit" as the largest page-aligned
+// int64 (9223372036854771712); anything this large is no limit.
+const v1Unlimited = int64(1) << 62
+
+// CgroupMemoryLimit returns the memory limit of the cgroup this process is
+// in, in bytes, and the file it was read from; 0 and no error when there is
+// none. root is the file system root the files are read under ("/" in
+// production; a test directory in tests).
+//
+// It reads /proc/self/cgroup to find the process's cgroup and takes the
+// lowest limit along its path up to the mount root, because a parent's limit
+// binds its children. cgroup v2 (/sys/fs/cgroup/.../memory.max, "max" meaning
+// none) is tried first, then v1
+// (/sys/fs/cgroup/memory/.../memory.limit_in_bytes). In a container the
+// cgroup path often does not exist under the mount (which shows the
+// container's own cgroup as its root); the root's file is used then.
+func CgroupMemoryLimit(root string) (limit int64, file string, err error) {
+	v2Path, v1Path := "/", "/"
+	data, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
+	switch {
+	case err == nil:
+		v2Path, v1Path = parseProcCgroup(data)
+	case !errors.Is(err, fs.ErrNotExist):
+		return 0, "", fmt.Errorf("memwatch: %w", err)
+	}
+
+	limit, file, found, err := lowestLimit(filepath.Join(root, "sys/fs/cgroup"), v2Path, "memory.max", parseV2Limit)
+	if err != nil || found {
+		return limit, file, err
+	}
+	limit, file, _, err = lowestLimit(filepath.Join(root, "sys/fs/cgroup/memory"), v1Path, "memory.limit_in_bytes", parseV1Limit)
+	return limit, file, err
+}
+
+// parseProcCgroup returns the process's cgroup v2 path ("0::/path") and its
+// v1 memory controller path ("N:...memory...:/path"), "/" for those absent.
+func parseProcCgroup(data []byte) (v2, v1 string) {
+	v2, v1 = "/", "/"
+	for line := range bytes.Lines(data) {
+		parts := strings.SplitN(strings.TrimSpace(string(line)), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			v2 = parts[2]
+		case strings.Contains(","+parts[1]+",", ",memory,"):
+			v1 = parts[2]
+		}
+	}
+	return v2, v1
+}
+
+// lowestLimit reads name in the directory of cgroup path p under mount and in
+// each of its parents up to the mount root, and returns the lowest limit
+// found (0 if every one is unlimited), the file it came from (or the
+// deepest file read, when unlimited), and whether any file existed.
+func lowestLimit(mount, p, name string, parse func(string) (int64, error)) (limit int64, file string, found bool, err error) {
+	p = path.Clean("/" + p)
+	for {
+		f := filepath.Join(mount, filepath.FromSlash(p), name)
+		data, rerr := os.ReadFile(f)
+		switch {
+		case rerr == nil:
+			v, perr := parse(strings.TrimSpace(string(data)))
+			if perr != nil {
+				return 0, "", false, fmt.Errorf("memwatch: %s: %w", f, perr)
+			}
+			switch {
+			case !found: // the deepest file, kept even if unlimited
+				limit, file = v, f
+			case v > 0 && (limit == 0 || v < limit):
+				limit, file = v, f
+			}
+			found = true
+		case !errors.Is(rerr, fs.ErrNotExist):
+			return 0, "", false, fmt.Errorf("memwatch: %w", rerr)
+		}
+		if p == "/" {
+			return limit, file, found, nil
+		}
+		p = path.Dir(p)
+	}
+}
+
+func parseV2Limit(s string) (int64, error) {
+	if s == "max" {
+		return 0, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("cannot parse memory limit %q", s)
+	}
+	return v, nil
+}
+
+func parseV1Limit(s string) (int64, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cannot parse memory limit %q", s)
+	}
+	if v < 0 || v >= v1Unlimited {
+		return 0, nil
+	}
+	return v, nil
+}
