@@ -552,3 +552,23 @@ func TestStarvationShapeThroughPool(t *testing.T) {
 	// is a count, not a timing target.
 	require.Greater(t, gets.Load(), int64(1000))
 }
+
+func TestSharedValuesArePerPoolAndKey(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, Config{Addrs: []string{m.Addr()}})
+	q := newPool(t, Config{Addrs: []string{m.Addr()}})
+	type key struct{ name string }
+	calls := 0
+	mk := func() any { calls++; return &calls }
+	a := p.Shared(key{"a"}, mk)
+	require.Same(t, a, p.Shared(key{"a"}, mk))
+	require.Equal(t, 1, calls)
+	p.Shared(key{"b"}, mk)
+	q.Shared(key{"a"}, mk)
+	require.Equal(t, 3, calls, "another key or another pool makes its own")
+	p.DeleteShared(key{"a"}, "not the stored value")
+	require.Same(t, a, p.Shared(key{"a"}, mk))
+	p.DeleteShared(key{"a"}, a)
+	p.Shared(key{"a"}, mk)
+	require.Equal(t, 4, calls)
+}

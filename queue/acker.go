@@ -1,0 +1,300 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bounded-go/bounded/lifecycle"
+)
+
+type ackKind uint8
+
+const (
+	ackDone  ackKind = iota // the job succeeded: take it off the processing list
+	ackRetry                // schedule the next attempt
+	ackDead                 // move to the dead letters
+	ackDrop                 // a wake marker: take it off the processing list
+)
+
+// ackOp is the outcome of one element, on its way to Redis.
+type ackOp struct {
+	kind     ackKind
+	elem     string
+	id       string
+	unique   bool
+	next     []byte    // ackRetry: the envelope of the next attempt
+	due      time.Time // ackRetry
+	reason   string    // ackDead
+	attempts int       // ackDead
+	deadID   string    // ackDead
+}
+
+// maxAckBatch bounds one pipeline of outcomes.
+const maxAckBatch = 256
+
+// ackLoop is the acker: every outcome of every handler goes through it, and
+// it writes them in pipelines of whatever has accumulated while the previous
+// one was in flight (at most maxAckBatch), so under load a round trip
+// carries many acks and a job costs well under one round trip to ack. It is
+// also the last task of the worker to stop: it drains the outcomes, puts
+// back what was not finished, and leaves the heartbeat.
+func (w *Worker) ackLoop(ctx context.Context) error {
+	opCtx := context.WithoutCancel(ctx)
+	var pending []ackOp
+	var bo troubleBackoff
+	var retry <-chan time.Time // set while backing off after a failed flush
+	stopping := w.stopping
+	var cancelAt, giveUpAt <-chan time.Time
+	for done := false; !done; {
+		if len(pending) == 0 || retry != nil {
+			var acks <-chan ackOp
+			if len(pending) < maxAckBatch {
+				acks = w.acks
+			}
+			select {
+			case op := <-acks:
+				pending = append(pending, op)
+			case <-retry:
+				retry = nil
+			case <-stopping:
+				// The fetcher stopped: from now on work to the Close deadline.
+				stopping = nil
+				opCtx = lifecycle.CloseContext(ctx)
+				cancelAt, giveUpAt = w.drainTimers(opCtx)
+			case <-cancelAt:
+				cancelAt = nil
+				w.log.Warn("queue: close deadline near; cancelling running handlers")
+				w.hardCancel()
+			case <-giveUpAt:
+				w.log.Error("queue: handlers did not return in time; their jobs go back to the ready list and may run twice")
+				done = true
+			case <-w.handlersDone:
+				done = true // handlers only return once the worker drains
+			}
+			if done || retry != nil || len(pending) == 0 {
+				continue
+			}
+		}
+		// Take whatever else is ready: that is the batching.
+	collect:
+		for len(pending) < maxAckBatch {
+			select {
+			case op := <-w.acks:
+				pending = append(pending, op)
+			default:
+				break collect
+			}
+		}
+		failed := w.flush(opCtx, pending)
+		pending = append(pending[:0], failed...)
+		if len(failed) == 0 {
+			bo.reset()
+			continue
+		}
+		if opCtx.Err() != nil {
+			break
+		}
+		retry = time.After(bo.next())
+	}
+	// Drain: whatever outcomes arrived, then put back the rest.
+drain:
+	for {
+		select {
+		case op := <-w.acks:
+			pending = append(pending, op)
+		default:
+			break drain
+		}
+	}
+	if len(pending) > 0 {
+		if failed := w.flush(opCtx, pending); len(failed) > 0 {
+			w.log.Error("queue: could not write outcomes before the deadline; those jobs go back to the ready list", "count", len(failed))
+		}
+	}
+	w.finish(opCtx)
+	close(w.ackerGone)
+	return nil
+}
+
+// drainTimers returns when to cancel running handlers and when to give up
+// waiting for them, given the Close deadline: the last fifth of the time
+// left (at most 2s) is for cancelled handlers to return, and the last tenth
+// (at most 1s) for putting jobs back. Without a deadline the worker waits
+// for its handlers however long they take.
+func (w *Worker) drainTimers(closeCtx context.Context) (cancelAt, giveUpAt <-chan time.Time) {
+	dl, ok := closeCtx.Deadline()
+	if !ok {
+		return nil, nil
+	}
+	left := time.Until(dl)
+	cancelAt = time.After(max(left-min(left/5, 2*time.Second), 0))
+	giveUpAt = time.After(max(left-min(left/10, time.Second), 0))
+	return cancelAt, giveUpAt
+}
+
+// flush writes outcomes in one pipeline and returns those to try again.
+func (w *Worker) flush(ctx context.Context, ops []ackOp) (failed []ackOp) {
+	c := w.q.p.Background()
+	k := w.q.k
+	pipe := c.Pipeline()
+	cmds := make([]redis.Cmder, len(ops))
+	for i, op := range ops {
+		switch op.kind {
+		case ackDone, ackDrop:
+			cmds[i] = pipe.LRem(ctx, w.proc, 1, op.elem)
+			if op.unique {
+				pipe.Del(ctx, k.unique(op.id))
+			}
+		case ackRetry:
+			cmds[i] = retryScript.EvalSha(ctx, pipe,
+				[]string{w.proc, k.delayed, k.ready, k.wake},
+				op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds())
+		case ackDead:
+			ks, args := w.q.deadArgs(w.proc, []byte(op.elem), op.deadID, op.reason, op.attempts, op.unique, []byte(op.elem))
+			cmds[i] = deadScript.EvalSha(ctx, pipe, ks, args...)
+		}
+	}
+	_, _ = pipe.Exec(ctx)
+	noScript := false
+	for i, op := range ops {
+		err := cmds[i].Err()
+		if err != nil {
+			if redis.HasErrorPrefix(err, "NOSCRIPT") {
+				noScript = true
+			} else {
+				w.st.ackErrors.Add(1)
+				w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
+			}
+			failed = append(failed, op)
+			continue
+		}
+		if cmdInt(cmds[i]) == 0 && op.kind != ackDrop {
+			// The job was no longer ours: a sweep gave it to another
+			// consumer, which may run it again.
+			w.st.lostLeases.Add(1)
+		} else {
+			switch op.kind {
+			case ackRetry:
+				w.st.retried.Add(1)
+				w.sched.wakeFor(op.due)
+			case ackDead:
+				w.st.dead.Add(1)
+			}
+		}
+		w.untrack(op.elem)
+	}
+	if noScript {
+		// Redis lost its script cache (a restart); load and go again.
+		if err := loadScripts(ctx, c); err != nil {
+			w.log.Warn("queue: loading scripts failed", "err", err)
+		}
+	}
+	return failed
+}
+
+func loadScripts(ctx context.Context, c redis.Scripter) error {
+	var errs []error
+	for _, s := range allScripts {
+		if err := s.Load(ctx, c).Err(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reconcile compares the processing list with what this worker holds, and
+// puts back elements it does not know: a BLMOVE that failed on our side can
+// still have moved one on the server, and a stable consumer ID may find
+// jobs of its previous life. It runs on the fetcher's goroutine, so no fetch
+// races it.
+func (w *Worker) reconcile(ctx context.Context) {
+	c := w.q.p.Background()
+	elems, err := c.LRange(ctx, w.proc, 0, -1).Result()
+	if err != nil {
+		w.log.Warn("queue: reconcile: reading the processing list failed", "err", err)
+		return
+	}
+	w.needReconcile.Store(false)
+	var pairs []any
+	for _, e := range elems {
+		if !w.tracked(e) {
+			pairs = append(pairs, e, e)
+		}
+	}
+	if len(pairs) == 0 {
+		return
+	}
+	n, err := w.recoverPairs(ctx, w.proc, pairs)
+	if err != nil {
+		w.needReconcile.Store(true)
+		w.log.Warn("queue: reconcile: putting back elements failed", "err", err)
+		return
+	}
+	if n > 0 {
+		w.log.Info("queue: reconcile put back elements this worker did not hold", "count", n)
+	}
+}
+
+// recoverPairs runs recoverScript in chunks.
+func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (int, error) {
+	const chunk = 2 * 500
+	total := 0
+	for len(pairs) > 0 {
+		n := min(len(pairs), chunk)
+		got, err := recoverScript.Run(ctx, w.q.p.Background(), []string{proc, w.q.k.ready}, pairs[:n]...).Int()
+		if err != nil {
+			return total, err
+		}
+		total += got
+		pairs = pairs[n:]
+	}
+	return total, nil
+}
+
+// finish ends a drained worker: everything left in its processing list goes
+// back to the head of the ready list, and the consumer leaves the queue's
+// consumers and the heartbeat.
+func (w *Worker) finish(ctx context.Context) {
+	defer w.q.removeWorker(w)
+	defer w.node.detach(w)
+	c := w.q.p.Background()
+	elems, err := c.LRange(ctx, w.proc, 0, -1).Result()
+	if err != nil {
+		w.log.Error("queue: drain: reading the processing list failed; a sweep will recover it", "err", err)
+		return
+	}
+	if len(elems) > 0 {
+		// Oldest (rightmost) last, so it ends up first in line.
+		pairs := make([]any, 0, 2*len(elems))
+		for _, e := range elems {
+			pairs = append(pairs, e, e)
+		}
+		n, err := w.recoverPairs(ctx, w.proc, pairs)
+		if err != nil {
+			w.log.Error("queue: drain: putting jobs back failed; a sweep will recover them", "err", err)
+			return
+		}
+		w.log.Info("queue: drain put unfinished jobs back", "count", n)
+	}
+	if err := c.SRem(ctx, w.q.k.consumers, w.cfg.ConsumerID).Err(); err != nil {
+		w.log.Warn("queue: drain: leaving the consumers set failed", "err", err)
+	}
+	w.mu.Lock()
+	clear(w.inflight)
+	w.mu.Unlock()
+}
+
+// cmdInt reads the integer reply of a pipelined LREM or script call.
+func cmdInt(c redis.Cmder) int64 {
+	switch x := c.(type) {
+	case *redis.IntCmd:
+		return x.Val()
+	case *redis.Cmd:
+		n, _ := x.Int64()
+		return n
+	}
+	return 0
+}

@@ -1,0 +1,141 @@
+package queue
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// An envelope is one list element: a job with everything a worker needs, so a
+// fetch needs no second read and no script has to parse or build anything.
+//
+//	bq1|<id>|<attempt>|<max attempts>|<deliveries>|<enqueued at, unix ms>|<timeout ms>|<flags>|<payload>
+//
+// The header is ASCII; the payload is the caller's bytes, untouched. attempt
+// counts failed runs so far (0 on the first run); deliveries counts the times
+// the job was handed out and then recovered from a dead consumer. flags is
+// empty or "u" (the job holds an idempotency key). The version prefix lets a
+// later format coexist with this one.
+const envelopeVersion = "bq1|"
+
+// wakeMarker is pushed to the head of the ready list when a delayed job
+// becomes the earliest one, so that a scheduler in some process re-reads the
+// next due time at once. Workers recognise it and never run it as a job.
+const wakeMarker = "bq1!wake"
+
+const maxIDLen = 200
+
+type envelope struct {
+	id          string
+	attempt     int // failed runs so far
+	maxAttempts int
+	deliveries  int
+	enqueuedAt  time.Time
+	timeout     time.Duration
+	unique      bool
+	payload     []byte
+}
+
+// errMalformed wraps every decode failure.
+var errMalformed = errors.New("queue: malformed job")
+
+func (e *envelope) encode() []byte {
+	b := make([]byte, 0, len(envelopeVersion)+len(e.id)+48+len(e.payload))
+	return e.appendTo(b)
+}
+
+func (e *envelope) appendTo(b []byte) []byte {
+	b = append(b, envelopeVersion...)
+	b = append(b, e.id...)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(e.attempt), 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(e.maxAttempts), 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(e.deliveries), 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, e.enqueuedAt.UnixMilli(), 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, e.timeout.Milliseconds(), 10)
+	b = append(b, '|')
+	if e.unique {
+		b = append(b, 'u')
+	}
+	b = append(b, '|')
+	return append(b, e.payload...)
+}
+
+// decodeEnvelope parses an element. The payload aliases data.
+func decodeEnvelope(data []byte) (envelope, error) {
+	var e envelope
+	rest, ok := bytes.CutPrefix(data, []byte(envelopeVersion))
+	if !ok {
+		return e, fmt.Errorf("%w: unknown format (want prefix %q, got %q)", errMalformed, envelopeVersion, preview(data))
+	}
+	var fields [7][]byte
+	for i := range fields {
+		j := bytes.IndexByte(rest, '|')
+		if j < 0 {
+			return e, fmt.Errorf("%w: header cut short after %d of 7 fields", errMalformed, i)
+		}
+		fields[i], rest = rest[:j], rest[j+1:]
+	}
+	if err := validID(string(fields[0])); err != nil {
+		return e, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	e.id = string(fields[0])
+	nums := [5]int64{}
+	names := [5]string{"attempt", "max attempts", "deliveries", "enqueued at", "timeout"}
+	for i := range nums {
+		n, err := strconv.ParseInt(string(fields[i+1]), 10, 64)
+		if err != nil || n < 0 {
+			return e, fmt.Errorf("%w: field %s is %q", errMalformed, names[i], preview(fields[i+1]))
+		}
+		nums[i] = n
+	}
+	const maxSmall = 1 << 30
+	if nums[0] > maxSmall || nums[1] > maxSmall || nums[1] < 1 || nums[2] > maxSmall {
+		return e, fmt.Errorf("%w: attempt %d / max attempts %d / deliveries %d out of range", errMalformed, nums[0], nums[1], nums[2])
+	}
+	if nums[4] > int64(time.Duration(1<<62)/time.Millisecond) {
+		return e, fmt.Errorf("%w: timeout %dms out of range", errMalformed, nums[4])
+	}
+	e.attempt, e.maxAttempts, e.deliveries = int(nums[0]), int(nums[1]), int(nums[2])
+	e.enqueuedAt = time.UnixMilli(nums[3])
+	e.timeout = time.Duration(nums[4]) * time.Millisecond
+	switch string(fields[6]) {
+	case "":
+	case "u":
+		e.unique = true
+	default:
+		return e, fmt.Errorf("%w: unknown flags %q", errMalformed, preview(fields[6]))
+	}
+	e.payload = rest
+	return e, nil
+}
+
+func validID(id string) error {
+	if id == "" {
+		return errors.New("job ID is empty")
+	}
+	if len(id) > maxIDLen {
+		return fmt.Errorf("job ID is %d bytes, the limit is %d", len(id), maxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || c == '|' || c == '{' || c == '}' {
+			return fmt.Errorf("job ID %q has byte %q at %d: use printable ASCII without spaces, '|', '{' or '}'", preview([]byte(id)), c, i)
+		}
+	}
+	return nil
+}
+
+// preview shortens bytes for error messages.
+func preview(b []byte) string {
+	const n = 48
+	if len(b) <= n {
+		return string(b)
+	}
+	return string(b[:n]) + "..."
+}

@@ -1,0 +1,64 @@
+package queue
+
+import (
+	"fmt"
+	"strings"
+)
+
+// keys are the Redis keys of one queue. All of them carry the same hash tag,
+// {<namespace>:<name>}, so every script and pipeline of a queue touches one
+// Redis Cluster slot, and every script receives its keys in KEYS.
+type keys struct {
+	tag       string // "{bq:chat}"
+	ready     string // list: LPUSH on enqueue, the fetcher takes from the right
+	delayed   string // sorted set: delayed and retrying jobs, score = due (unix ms)
+	wake      string // "a wake marker is on the ready list" flag, with a TTL
+	deadIdx   string // sorted set: dead job IDs, score = died at (unix ms)
+	deadData  string // hash: dead job ID -> dead record (JSON)
+	consumers string // set: consumer IDs that have consumed this queue
+	sweepLock string // SET NX PX lock: one process sweeps the queue at a time
+}
+
+func newKeys(namespace, name string) keys {
+	tag := "{" + namespace + ":" + name + "}"
+	return keys{
+		tag:       tag,
+		ready:     tag + ":ready",
+		delayed:   tag + ":delayed",
+		wake:      tag + ":wake",
+		deadIdx:   tag + ":dead",
+		deadData:  tag + ":deadjobs",
+		consumers: tag + ":consumers",
+		sweepLock: tag + ":sweeplock",
+	}
+}
+
+// proc is a consumer's processing list: jobs it has fetched and not acked.
+func (k keys) proc(consumer string) string { return k.tag + ":proc:" + consumer }
+
+// unique is the idempotency key of a job enqueued with ID.
+func (k keys) unique(id string) string { return k.tag + ":id:" + id }
+
+// heartbeatKey is the sorted set where every process consuming queues of a
+// namespace proves it is alive: member = consumer ID, score = the time (unix
+// ms) after which it counts as dead. It is one key per namespace, not per
+// queue, so a process sends one heartbeat whatever the number of queues.
+func heartbeatKey(namespace string) string { return "{" + namespace + "}:heartbeats" }
+
+// checkName validates a queue name or namespace.
+func checkName(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("queue: %s must not be empty", what)
+	case len(s) > 100:
+		return fmt.Errorf("queue: %s %q is %d bytes, the limit is 100", what, s[:20]+"...", len(s))
+	case strings.ContainsAny(s, "{}"):
+		return fmt.Errorf("queue: %s %q must not contain '{' or '}' (they delimit the Redis Cluster hash tag)", what, s)
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return fmt.Errorf("queue: %s %q must not contain spaces or control characters", what, s)
+		}
+	}
+	return nil
+}
