@@ -44,22 +44,52 @@ type health struct {
 	probes      atomic.Uint64
 
 	downErr atomic.Pointer[error] // what admit returns while down, built once
+	// ticket is set when Admit grants a probe, so the command the caller
+	// sends next through the request lane (whose hook checks health too)
+	// is let through instead of being refused as a second probe.
+	ticket atomic.Bool
 
 	mu      sync.Mutex // guards since and lastErr
 	since   time.Time
 	lastErr error
 }
 
+// admit is Pool.Admit: it grants a probe and leaves a ticket for the
+// caller's next command.
 func (h *health) admit() error {
 	if !h.down.Load() {
 		return nil
 	}
+	if h.claimProbe() {
+		h.ticket.Store(true)
+		return nil
+	}
+	return h.unavailable()
+}
+
+// admitCommand is the request lane's check: a command passes while Redis is
+// up, with a ticket Admit granted, or as the probe itself.
+func (h *health) admitCommand() error {
+	if !h.down.Load() {
+		return nil
+	}
+	if h.ticket.CompareAndSwap(true, false) || h.claimProbe() {
+		return nil
+	}
+	return h.unavailable()
+}
+
+func (h *health) claimProbe() bool {
 	now := h.now().UnixNano()
 	next := h.nextProbe.Load()
 	if now >= next && h.nextProbe.CompareAndSwap(next, now+int64(h.interval)) {
 		h.probes.Add(1)
-		return nil
+		return true
 	}
+	return false
+}
+
+func (h *health) unavailable() error {
 	if e := h.downErr.Load(); e != nil {
 		return *e
 	}
@@ -72,6 +102,7 @@ func (h *health) observe(ctx context.Context, err error) {
 	case outcomeUp:
 		h.consecutive.Store(0)
 		if h.down.Load() && h.down.CompareAndSwap(true, false) {
+			h.ticket.Store(false)
 			h.mu.Lock()
 			downFor := h.now().Sub(h.since)
 			h.since, h.lastErr = h.now(), nil

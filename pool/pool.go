@@ -126,11 +126,13 @@ func (p *Pool) Background() redis.UniversalClient { return p.background.client }
 
 // Admit reports whether a call to Redis should be attempted now. It returns
 // nil while Redis is believed reachable, and while it is believed down it
-// returns nil to one caller every Config.ProbeInterval (that call is the
-// probe) and ErrUnavailable to the others, in well under a microsecond, with
-// no background poller: the state follows the outcome of real commands.
-// Request-lane commands check it themselves; components use it to choose a
-// fallback (a local cache hit, a rate-limit policy) before trying Redis.
+// returns nil to one caller every Config.ProbeInterval (that caller's next
+// command is the probe: the request lane lets it through) and
+// ErrUnavailable to the others, in well under a microsecond, with no
+// background poller: the state follows the outcome of real commands.
+// Request-lane commands check it themselves; components call it first to
+// choose a fallback (a local cache hit, a rate-limit policy) before trying
+// Redis.
 func (p *Pool) Admit() error { return p.health.admit() }
 
 // Healthy reports whether Redis is believed reachable. It has no side effect.
@@ -270,7 +272,7 @@ func (c *countedConn) Close() error {
 
 func (h *laneHook) enter(ctx context.Context) error {
 	if h.admit {
-		if err := h.health.admit(); err != nil {
+		if err := h.health.admitCommand(); err != nil {
 			return err
 		}
 	}

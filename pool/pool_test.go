@@ -572,3 +572,25 @@ func TestSharedValuesArePerPoolAndKey(t *testing.T) {
 	p.Shared(key{"a"}, mk)
 	require.Equal(t, 4, calls)
 }
+
+// A caller that was granted the probe by Admit must be able to send it
+// through the request lane, whose hook also checks health.
+func TestAdmitGrantedProbeGoesThroughRequestLane(t *testing.T) {
+	m := redistest.Mini(t)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	ctx := context.Background()
+	m.Close()
+	require.Error(t, p.Client().Get(ctx, "k").Err())
+	require.False(t, p.Healthy())
+	require.NoError(t, m.Restart())
+
+	clock.Add(int64(time.Second))
+	require.NoError(t, p.Admit(), "probe granted")
+	require.ErrorIs(t, p.Admit(), ErrUnavailable, "one probe per interval")
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the granted probe reaches Redis")
+	require.True(t, p.Healthy())
+	require.Equal(t, uint64(1), p.Health().Probes)
+}

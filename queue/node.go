@@ -58,14 +58,18 @@ const heartbeatRetention = time.Hour
 func nodeFor(p *pool.Pool, g *lifecycle.Group, qc Config, wc WorkerConfig) (*node, error) {
 	key := nodeKey{ns: qc.Namespace, g: g}
 	n := p.Shared(key, func() any {
+		id := wc.ConsumerID
+		if id == "" {
+			id = defaultConsumerID()
+		}
 		return &node{
-			p: p, key: key, id: wc.ConsumerID, hb: heartbeatKey(qc.Namespace),
+			p: p, key: key, id: id, hb: heartbeatKey(qc.Namespace),
 			interval: wc.HeartbeatInterval, ttl: wc.HeartbeatTTL, now: qc.Now,
 			log:     wc.Logger,
 			workers: map[*Worker]struct{}{}, changed: make(chan struct{}, 1), swept: map[string]int64{},
 		}
 	}).(*node)
-	if n.interval != wc.HeartbeatInterval || n.ttl != wc.HeartbeatTTL || n.id != wc.ConsumerID {
+	if n.interval != wc.HeartbeatInterval || n.ttl != wc.HeartbeatTTL || (wc.ConsumerID != "" && n.id != wc.ConsumerID) {
 		return nil, fmt.Errorf("workers started on one pool and group share a heartbeat: this worker has ConsumerID %q, HeartbeatInterval %s, HeartbeatTTL %s but the heartbeat runs with %q, %s, %s",
 			wc.ConsumerID, wc.HeartbeatInterval, wc.HeartbeatTTL, n.id, n.interval, n.ttl)
 	}

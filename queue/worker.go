@@ -80,7 +80,7 @@ type WorkerConfig struct {
 	HeartbeatTTL      time.Duration
 	// ConsumerID names this process in Redis (its processing lists and
 	// heartbeat). It must be unique among live processes. Default:
-	// hostname-pid-random. A stable ID (a StatefulSet pod name) lets a
+	// hostname-pid-random, chosen once per process. A stable ID (a StatefulSet pod name) lets a
 	// restarted process take back its own unfinished jobs at once instead
 	// of waiting for the heartbeat to expire.
 	ConsumerID string
@@ -140,15 +140,10 @@ func (c *WorkerConfig) fill(q *Queue) error {
 	case c.MaxDeliveries < 0:
 		errs = append(errs, fmt.Errorf("queue: WorkerConfig.MaxDeliveries must not be negative, got %d", c.MaxDeliveries))
 	}
-	if c.ConsumerID == "" {
-		host, _ := os.Hostname()
-		if host == "" {
-			host = "host"
+	if c.ConsumerID != "" {
+		if err := checkName("WorkerConfig.ConsumerID", c.ConsumerID); err != nil {
+			errs = append(errs, err)
 		}
-		c.ConsumerID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID(time.Now())[8:])
-	}
-	if err := checkName("WorkerConfig.ConsumerID", c.ConsumerID); err != nil {
-		errs = append(errs, err)
 	}
 	if c.Logger == nil {
 		c.Logger = q.cfg.Logger
@@ -236,7 +231,6 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 		h:            h,
 		cfg:          cfg,
 		log:          cfg.Logger.With("queue", q.name),
-		proc:         q.k.proc(cfg.ConsumerID),
 		slots:        make(chan struct{}, cfg.Concurrency),
 		jobs:         make(chan delivery, cfg.Concurrency),
 		acks:         make(chan ackOp, 2*cfg.Concurrency),
@@ -291,6 +285,8 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 		return w.q.errorf("Start: %w", err)
 	}
 	w.node = n
+	w.cfg.ConsumerID = n.id
+	w.proc = w.q.k.proc(n.id)
 	// A stable consumer ID may find its own jobs of a previous life.
 	w.needReconcile.Store(true)
 	w.q.addWorker(w)
@@ -651,4 +647,17 @@ func (w *Worker) needsPeriodicReconcile() bool {
 	}
 	w.lastReconciled = done
 	return true
+}
+
+// defaultConsumerID names a process: hostname-pid-random.
+func defaultConsumerID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "host"
+	}
+	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID(time.Now())[8:])
+	if checkName("consumer ID", id) != nil {
+		id = fmt.Sprintf("host-%d-%s", os.Getpid(), newID(time.Now())[8:])
+	}
+	return id
 }
