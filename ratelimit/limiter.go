@@ -153,8 +153,8 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Result, error) {
 // While the pool reports Redis down, Config.OnRedisError answers at once
 // (Result.Source is SourceFallback), and so it does when the call to Redis
 // fails: AllowN returns an error only for bad arguments (ErrInvalidArgument:
-// an empty key, n < 1, n above the burst) and when ctx ends before Redis
-// answers.
+// an empty key, n < 1, n above the burst), when ctx ends before Redis
+// answers, and when the pool has been closed.
 func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	if err := l.check(key, n); err != nil {
 		return Result{}, err
@@ -179,10 +179,14 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	}
 	v, err := l.run(ctx, c, key, int64(n), now)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+			// The caller gave up, or the service closed the pool before
+			// its last caller: an error, not a policy's answer.
 			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, err)
 		}
-		l.redisError(err)
+		if !errors.Is(err, pool.ErrUnavailable) { // marked down since Healthy: nothing was sent
+			l.redisError(err)
+		}
 		return l.fallback(key, int64(n), now, err), nil
 	}
 	l.stats.redisCalls.Add(1)

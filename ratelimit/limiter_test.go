@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -139,4 +141,17 @@ func TestRedisReplyError(t *testing.T) {
 	require.False(t, errors.Is(r.Err, pool.ErrUnavailable))
 	require.Equal(t, uint64(1), l.Stats().RedisErrors)
 	require.True(t, p.Healthy(), "a reply error says Redis is up")
+}
+
+// TestPoolClosed: calls after the service closed the pool are errors, not
+// policy answers that would hide the shutdown order being wrong.
+func TestPoolClosed(t *testing.T) {
+	m := redistest.Mini(t)
+	p, err := pool.New(pool.Config{Addrs: []string{m.Addr()}})
+	require.NoError(t, err)
+	l := newLimiter(t, p, "closed", Config{Rate: 1, OnRedisError: FailOpen})
+	require.NoError(t, p.Close())
+	_, err = l.Allow(context.Background(), "k")
+	require.ErrorIs(t, err, redis.ErrClosed)
+	require.Zero(t, l.Stats().Fallback)
 }
