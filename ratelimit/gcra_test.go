@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // step is one call at a fixed instant and what it must answer, exactly.
@@ -324,4 +327,43 @@ func TestNewGCRAUnits(t *testing.T) {
 	_, err := newGCRA(1, 1000*24*time.Hour, 100_000)
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "Config.Burst (100000) times the emission interval")
+}
+
+// TestDenialWritesNothing_Server: a denial runs GET only (nothing to
+// replicate, no TTL extended), an admission GET and SET; counted by the
+// server, which counts commands run inside scripts too.
+func TestDenialWritesNothing_Server(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	clk := newClock()
+	l := newLimiter(t, p, "writes", Config{Rate: 2, Now: clk.Now, NoDeniedCache: true})
+	ctx := context.Background()
+	calls := func() map[string]int64 {
+		st, err := srv.CommandStats(ctx)
+		require.NoError(t, err)
+		return st
+	}
+	before := calls()
+	for range 2 {
+		r, err := l.Allow(ctx, "k")
+		require.NoError(t, err)
+		require.True(t, r.Allowed)
+	}
+	for range 5 {
+		r, err := l.Allow(ctx, "k")
+		require.NoError(t, err)
+		require.False(t, r.Allowed)
+	}
+	after := calls()
+	require.Equal(t, int64(7), after["get"]-before["get"])
+	require.Equal(t, int64(2), after["set"]-before["set"])
+	require.Zero(t, after["time"]-before["time"], "Config.Now replaces TIME")
+
+	// Without Config.Now the script reads Redis's clock, once per call.
+	redisClock := newLimiter(t, p, "writes-time", Config{Rate: 2})
+	for range 3 {
+		_, err := redisClock.Allow(ctx, "k")
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(3), calls()["time"]-after["time"])
 }
