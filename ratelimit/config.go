@@ -1,0 +1,168 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults filled in by New for zero Config fields.
+const (
+	DefaultPeriod     = time.Second
+	DefaultDeniedKeys = 10_000
+	DefaultLocalKeys  = 10_000
+)
+
+var (
+	// ErrInvalidConfig is wrapped by the errors New returns for a name or a
+	// Config that cannot work; the message names the field.
+	ErrInvalidConfig = errors.New("ratelimit: invalid config")
+	// ErrInvalidArgument is wrapped by the errors a call returns for an empty
+	// key or an n below 1 or above the burst. Such a call never reaches Redis
+	// and can never succeed, so it is refused rather than denied.
+	ErrInvalidArgument = errors.New("ratelimit: invalid argument")
+)
+
+// Policy says what a Limiter answers when it cannot ask Redis: while the
+// pool reports Redis down, and when a call to Redis fails.
+type Policy int
+
+const (
+	// FailLocal keeps limiting with a limiter local to this process: the
+	// same rate and burst, per key, for at most Config.LocalKeys keys. With N
+	// processes a key gets up to N times its limit while Redis is away,
+	// instead of unlimited (FailOpen) or nothing (FailClosed). It starts
+	// with full buckets and is not carried back to Redis. The zero Policy.
+	FailLocal Policy = iota
+	// FailOpen admits every call, reporting a full bucket. For limits that
+	// protect a resource less precious than the service's availability.
+	FailOpen
+	// FailClosed denies every call, reporting an empty bucket (RetryAfter is
+	// the time n events take to replenish). For limits that guard against
+	// abuse or cost (logins, SMS, paid APIs) where letting calls through is
+	// worse than refusing them.
+	FailClosed
+)
+
+func (p Policy) String() string {
+	switch p {
+	case FailLocal:
+		return "fail-local"
+	case FailOpen:
+		return "fail-open"
+	case FailClosed:
+		return "fail-closed"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// Config configures a Limiter: Rate events per Period, with bursts of up to
+// Burst. The zero value is not usable (Rate must be set); New fills in the
+// defaults documented on the other fields.
+type Config struct {
+	// Rate is how many events a key may have per Period, sustained. It must
+	// be positive.
+	Rate int
+	// Period is the period of Rate, any whole number of microseconds (7 per
+	// 90s is exact: see the package doc on arithmetic). Zero means
+	// DefaultPeriod, one second.
+	Period time.Duration
+	// Burst is how many events a key may have at once, after being idle long
+	// enough (Burst*Period/Rate); it is the Limit of every Result. Zero means
+	// Rate.
+	Burst int
+
+	// OnRedisError is what to answer while Redis is unavailable or a call to
+	// it fails. The zero value is FailLocal.
+	OnRedisError Policy
+	// LocalKeys bounds the keys FailLocal tracks while Redis is away; past
+	// it, the key whose bucket is fullest is forgotten first. Zero means
+	// DefaultLocalKeys (about 100 bytes each plus the key).
+	LocalKeys int
+
+	// DeniedKeys bounds the local cache of keys known to be denied, which
+	// answers them without Redis until their RetryAfter passes; past it, the
+	// entry closest to expiry is dropped first. Zero means DefaultDeniedKeys
+	// (about 100 bytes each plus the key).
+	DeniedKeys int
+	// NoDeniedCache turns the denied cache off: every call runs the script.
+	NoDeniedCache bool
+
+	// Now, if set, is the clock of every decision: its instant is passed to
+	// the script instead of Redis's TIME, and the local caches use it. It is
+	// for tests with fixed instants (on miniredis and on a real server alike)
+	// and for callers who trust their clocks more than Redis's. Nil means
+	// Redis TIME in the script, one clock for every process, and the
+	// monotonic clock for local caches.
+	Now func() time.Time
+	// Logger receives Redis errors that made the policy answer (at most one
+	// record per second). Nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults returns cfg with its zero fields filled in and the limit in
+// GCRA units, or an error naming every field that cannot work.
+func (cfg Config) withDefaults() (Config, gcra, error) {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if cfg.Period == 0 {
+		cfg.Period = DefaultPeriod
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = cfg.Rate
+	}
+	if cfg.DeniedKeys == 0 {
+		cfg.DeniedKeys = DefaultDeniedKeys
+	}
+	if cfg.LocalKeys == 0 {
+		cfg.LocalKeys = DefaultLocalKeys
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rate <= 0 {
+		bad("Config.Rate must be positive, got %d", cfg.Rate)
+	}
+	switch {
+	case cfg.Period < 0:
+		bad("Config.Period must be positive, got %s", cfg.Period)
+	case cfg.Period%time.Microsecond != 0:
+		bad("Config.Period must be a whole number of microseconds, got %s", cfg.Period)
+	}
+	if cfg.Burst < 1 && cfg.Rate > 0 {
+		bad("Config.Burst must be at least 1, got %d", cfg.Burst)
+	}
+	if cfg.OnRedisError < FailLocal || cfg.OnRedisError > FailClosed {
+		bad("Config.OnRedisError must be FailLocal, FailOpen or FailClosed, got %s", cfg.OnRedisError)
+	}
+	if cfg.DeniedKeys < 0 {
+		bad("Config.DeniedKeys must not be negative, got %d", cfg.DeniedKeys)
+	}
+	if cfg.LocalKeys < 0 {
+		bad("Config.LocalKeys must not be negative, got %d", cfg.LocalKeys)
+	}
+	if len(errs) > 0 {
+		return Config{}, gcra{}, errors.Join(errs...)
+	}
+	l, err := newGCRA(cfg.Rate, cfg.Period, cfg.Burst)
+	if err != nil {
+		return Config{}, gcra{}, err
+	}
+	return cfg, l, nil
+}
+
+// checkName validates a limiter's name, which becomes its keys' hash tag.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: name must not be empty", ErrInvalidConfig)
+	case strings.ContainsAny(name, "{}"):
+		return fmt.Errorf("%w: name %q must not contain '{' or '}' (it becomes the keys' hash tag {rl:%s})",
+			ErrInvalidConfig, name, name)
+	}
+	return nil
+}

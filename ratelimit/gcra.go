@@ -1,0 +1,131 @@
+package ratelimit
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// maxUnits bounds the span of one limit in units (see gcra): the script adds
+// at most two such spans, and 2^53 is the largest integer a Lua number (a
+// float64) holds exactly.
+const maxUnits = 1 << 52
+
+// gcra is a limit in the integer arithmetic the algorithm runs in, the same
+// in the Lua script and in Go.
+//
+// Time is counted in units of 1/scale µs, where scale = Rate/g and g =
+// gcd(Rate, Period in µs). In those units the emission interval Period/Rate
+// is the integer step = Period_µs/g exactly, so 7 events per 90 s are 7 steps
+// of 12,857,142 6/7 µs that add up to 90 s, not 89.999994 s: sequences never
+// drift and Remaining never under-reports (redis_rate's float state reports 8
+// where 9 remain). Absolute instants stay in whole µs (TAT is kept as µs plus
+// a remainder in units); only TAT-now, at most a burst's span, is ever
+// multiplied by scale, which keeps every value below 2^53.
+type gcra struct {
+	scale int64 // units per µs
+	step  int64 // the emission interval, in units
+	burst int64
+	limit int64 // burst*step: how far TAT may run ahead of now after an admission
+	// exact is false when Burst*step did not fit in maxUnits and the emission
+	// interval was rounded up to whole µs instead (scale 1): the rate is then
+	// lower than asked by less than 1 µs per event.
+	exact bool
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// newGCRA derives the units of a limit of rate events per period with a
+// burst. The arguments have been validated as positive, period in whole µs.
+func newGCRA(rate int, period time.Duration, burst int) (gcra, error) {
+	r, p, b := int64(rate), period.Microseconds(), int64(burst)
+	g := gcd(r, p)
+	l := gcra{scale: r / g, step: p / g, burst: b, exact: true}
+	if l.step > maxUnits/b {
+		// Exact units would not fit: fall back to whole µs, rounded up so the
+		// limit is never exceeded.
+		l = gcra{scale: 1, step: (p + r - 1) / r, burst: b}
+		if l.step > maxUnits/b {
+			return gcra{}, fmt.Errorf("%w: Config.Burst (%d) times the emission interval (%s) exceeds %s",
+				ErrInvalidConfig, burst, usDuration(l.step), usDuration(maxUnits))
+		}
+	}
+	l.limit = l.step * b
+	return l, nil
+}
+
+// interval is the emission interval rounded up to whole µs.
+func (l gcra) interval() time.Duration { return usDuration(ceilDiv(l.step, l.scale)) }
+
+// excess returns TAT-now in units (how far the key's bucket is from full),
+// zero when TAT has passed. TAT is tatUS µs plus tatRem units.
+func (l gcra) excess(tatUS, tatRem, nowUS int64) int64 {
+	if tatUS < nowUS {
+		return 0 // TAT < tatUS+1 <= now
+	}
+	if tatUS-nowUS > maxUnits/l.scale {
+		return 2 * maxUnits // far ahead (a clock that went back): denied, without overflow
+	}
+	return (tatUS-nowUS)*l.scale + tatRem
+}
+
+// decide admits n events when TAT-now is d: allowed if the new TAT-now, nd,
+// stays within the burst's span.
+func (l gcra) decide(d, n int64) (allowed bool, nd int64) {
+	nd = d + n*l.step
+	return nd <= l.limit, nd
+}
+
+// tat returns the TAT nd units after now as whole µs and a remainder.
+func (l gcra) tat(nowUS, nd int64) (us, rem int64) {
+	return nowUS + nd/l.scale, nd % l.scale
+}
+
+// result describes a decision on n events: x is the new TAT-now if allowed,
+// else the unchanged TAT-now.
+func (l gcra) result(allowed bool, x, n int64, src Source) Result {
+	r := Result{Allowed: allowed, Limit: int(l.burst), Source: src}
+	r.Remaining = int(max(0, floorDiv(l.limit-x, l.step)))
+	r.ResetAfter = usDuration(ceilDiv(x, l.scale))
+	if !allowed {
+		r.RetryAfter = usDuration(ceilDiv(x+n*l.step-l.limit, l.scale))
+	}
+	return r
+}
+
+// fromReply turns the script's reply into a Result: positive is the new
+// TAT-now of an admission, zero or negative the negated TAT-now of a denial.
+func (l gcra) fromReply(v, n int64) Result {
+	if v > 0 {
+		return l.result(true, v, n, SourceRedis)
+	}
+	return l.result(false, -v, n, SourceRedis)
+}
+
+func ceilDiv(a, b int64) int64 {
+	if a <= 0 {
+		return 0
+	}
+	return (a-1)/b + 1
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// usDuration converts µs to a Duration, saturating instead of overflowing.
+func usDuration(us int64) time.Duration {
+	if us > math.MaxInt64/int64(time.Microsecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(us) * time.Microsecond
+}

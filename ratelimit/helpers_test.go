@@ -1,0 +1,141 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// t0 is the fixed instant tables start from.
+var t0 = time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
+
+// clock is a manual clock for Config.Now and pool.Config.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: t0} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// backend is a Redis to run the Redis-semantics tests on: miniredis or a real
+// server today, a cluster later. newPool returns a pool on a fresh database;
+// commands counts the commands the server has processed (for "this cost no
+// Redis command"), INFO and the like excluded.
+type backend struct {
+	name     string
+	newPool  func(t *testing.T) *pool.Pool
+	commands func(t *testing.T) int64
+}
+
+func miniBackend(t *testing.T) backend {
+	m := redistest.Mini(t)
+	return backend{
+		name:     "miniredis",
+		newPool:  func(t *testing.T) *pool.Pool { return newPool(t, pool.Config{Addrs: []string{m.Addr()}}) },
+		commands: func(*testing.T) int64 { return int64(m.CommandCount()) },
+	}
+}
+
+func serverBackend(t *testing.T) backend {
+	srv := redistest.Server(t)
+	return backend{
+		name:    "server",
+		newPool: func(t *testing.T) *pool.Pool { return newPool(t, pool.Config{Addrs: []string{srv.Addr()}}) },
+		commands: func(t *testing.T) int64 {
+			st, err := srv.CommandStats(context.Background())
+			require.NoError(t, err)
+			return redistest.TotalCalls(st, "info")
+		},
+	}
+}
+
+// onBoth runs a Redis-semantics test on miniredis and on a real server.
+func onBoth(t *testing.T, test func(t *testing.T, b backend)) {
+	t.Run("miniredis", func(t *testing.T) { test(t, miniBackend(t)) })
+	t.Run("server", func(t *testing.T) { test(t, serverBackend(t)) })
+}
+
+func newPool(t testing.TB, cfg pool.Config) *pool.Pool {
+	t.Helper()
+	p, err := pool.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	return p
+}
+
+func newLimiter(t testing.TB, p *pool.Pool, name string, cfg Config) *Limiter {
+	t.Helper()
+	l, err := New(p, name, cfg)
+	require.NoError(t, err)
+	return l
+}
+
+// sent counts the commands a pool's request and background lanes send, as
+// seen by the client (go-redis hooks), whatever the server.
+type sent struct{ n atomic.Int64 }
+
+func countSent(p *pool.Pool) *sent {
+	s := &sent{}
+	p.Client().AddHook(s)
+	p.Background().AddHook(s)
+	return s
+}
+
+func (s *sent) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (s *sent) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		s.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (s *sent) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		s.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// dials returns the dial attempts of a pool's shared lanes.
+func dials(p *pool.Pool) uint64 {
+	s := p.Stats()
+	return s.Request.Dials + s.Background.Dials
+}
+
+// mini returns a miniredis and a pool on it, for tests that need miniredis's
+// own controls.
+func mini(t *testing.T) (*miniredis.Miniredis, *pool.Pool) {
+	m := redistest.Mini(t)
+	return m, newPool(t, pool.Config{Addrs: []string{m.Addr()}})
+}
+
+func us(n int64) time.Duration { return time.Duration(n) * time.Microsecond }
