@@ -166,18 +166,12 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 			return l.count(r), nil
 		}
 	}
-	c := l.p.Client()
-	if !l.p.Healthy() {
-		if err := l.p.Admit(); err != nil {
-			return l.fallback(key, int64(n), now, err), nil
-		}
-		// This call is the pool's probe. The request lane would check Admit
-		// a second time and refuse it (one probe per interval), so it goes
-		// through the background lane, whose outcome feeds the same health
-		// state: its success marks Redis up for every caller.
-		c = l.p.Background()
+	// While Redis is down, Admit answers in well under a microsecond; when
+	// it grants the probe, the request lane lets this call through.
+	if err := l.p.Admit(); err != nil {
+		return l.fallback(key, int64(n), now, err), nil
 	}
-	v, err := l.run(ctx, c, key, int64(n), now)
+	v, err := l.run(ctx, l.p.Client(), key, int64(n), now)
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
 			// The caller gave up, or the service closed the pool before
