@@ -191,6 +191,11 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	case o.delay > 0:
 		pr.due = now.Add(o.delay)
 	}
+	if !pr.due.IsZero() {
+		// Due times have millisecond resolution in Redis; round up so a
+		// job never starts before the time it was given.
+		pr.due = pr.due.Add(time.Millisecond - 1).Truncate(time.Millisecond)
+	}
 	maxAttempts := o.maxAttempts
 	if maxAttempts == 0 {
 		maxAttempts = q.cfg.MaxAttempts

@@ -89,9 +89,10 @@ func (s *scheduler) loop(ctx context.Context) error {
 			s.next.Store(math.MaxInt64)
 		} else {
 			s.next.Store(res[1])
-			// Round up: a timer never fires early, and a job due at ms X is
-			// promoted by a scheduler whose clock reads X.
-			timer.Reset(time.UnixMilli(res[1]).Sub(w.q.cfg.Now()) + time.Millisecond)
+			// A timer never fires early, and a job due at ms X is promoted by
+			// a scheduler whose clock reads X (due times are rounded up at
+			// enqueue, so that is never before the time the job was given).
+			timer.Reset(time.UnixMilli(res[1]).Sub(w.q.cfg.Now()))
 		}
 		select {
 		case <-timer.C:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -381,6 +382,9 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		var elems []string
 		var err error
 		if batch {
+			// Let handlers that are about to finish free their slots, so the
+			// batch is as large as it can be.
+			runtime.Gosched()
 			for held < w.cfg.Concurrency {
 				select {
 				case w.slots <- struct{}{}:
