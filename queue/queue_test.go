@@ -398,6 +398,16 @@ func testDelayedJobsRunAtTheirTime(t *testing.T, np newPoolFunc) {
 	r = <-runs
 	require.Equal(t, "200ms", r.payload)
 	require.GreaterOrEqual(t, r.at.Sub(start), 200*time.Millisecond)
+
+	// A delayed batch is one script call and wakes the scheduler too.
+	start = time.Now()
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("batch"), []byte("batch")}, Delay(50*time.Millisecond))
+	require.NoError(t, err)
+	for range 2 {
+		r = <-runs
+		require.Equal(t, "batch", r.payload)
+		require.GreaterOrEqual(t, r.at.Sub(start), 50*time.Millisecond)
+	}
 }
 
 // A delayed job enqueued by a process that runs no worker of the queue wakes

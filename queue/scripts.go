@@ -14,19 +14,28 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 `)
 
+// wakeLua is the wake-marker logic shared by the scripts that add to the
+// delayed set: when the job at due became the earliest one, push a marker to
+// the head of the ready list (one at a time, thanks to the flag).
+const wakeLua = `
+local function wake(delayed, ready, flag, due, marker, ttl)
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if tonumber(first[2]) >= tonumber(due) and redis.call('SET', flag, '1', 'NX', 'PX', ttl) then
+    redis.call('RPUSH', ready, marker)
+  end
+end
+`
+
 // scheduleScript adds a job to the delayed set, and pushes a wake marker to
 // the head of the ready list when it became the earliest one, so a scheduler
 // re-reads the next due time at once, in whichever process. The wake flag
 // keeps the markers to one at a time.
 // KEYS: delayed, ready, wake[, unique key]. ARGV: due ms, envelope, marker,
 // wake TTL ms[, unique TTL ms]. Returns 1, or 0 for a duplicate ID.
-var scheduleScript = redis.NewScript(`
+var scheduleScript = redis.NewScript(wakeLua + `
 if #KEYS > 3 and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if tonumber(first[2]) >= tonumber(ARGV[1]) and redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-end
+wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4])
 return 1
 `)
 
@@ -35,7 +44,7 @@ return 1
 // ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none).
 // Returns one 1 (added) or 0 (duplicate ID) per job.
-var enqueueManyScript = redis.NewScript(`
+var enqueueManyScript = redis.NewScript(wakeLua + `
 local out = {}
 local earliest = nil
 for i = 4, #ARGV, 3 do
@@ -53,10 +62,7 @@ for i = 4, #ARGV, 3 do
   end
 end
 if earliest ~= nil then
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if tonumber(first[2]) >= earliest and redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then
-    redis.call('RPUSH', KEYS[1], ARGV[1])
-  end
+  wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[1], ARGV[2])
 end
 return out
 `)
@@ -94,13 +100,10 @@ return {#due, math.floor(tonumber(nxt[2]))}
 // meantime belongs to someone else now).
 // KEYS: processing list, delayed, ready, wake. ARGV: old envelope, new
 // envelope, due ms, marker, wake TTL ms. Returns 1, or 0 if not found.
-var retryScript = redis.NewScript(`
+var retryScript = redis.NewScript(wakeLua + `
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if tonumber(first[2]) >= tonumber(ARGV[3]) and redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then
-  redis.call('RPUSH', KEYS[3], ARGV[4])
-end
+wake(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
 return 1
 `)
 
