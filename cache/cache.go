@@ -32,8 +32,8 @@ type Cache[V any] struct {
 	p     *pool.Pool
 	cfg   Config[V]
 	codec Codec[V]
-	local *local[V] // nil with Config.NoLocal
-	now   func() time.Time
+	local *local[V]    // nil with Config.NoLocal
+	clock func() int64 // the local tier's clock (see newClock)
 	log   *slog.Logger
 
 	id         uint64 // this instance, so it can ignore its own messages
@@ -66,6 +66,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 	if err := validateName(name); err != nil {
 		return nil, err
 	}
+	clock := newClock(cfg.Now) // before the default fills Now in
 	cfg.fillDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -76,7 +77,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		p:          p,
 		cfg:        cfg,
 		codec:      cfg.Codec,
-		now:        cfg.Now,
+		clock:      clock,
 		log:        cfg.Logger.With("cache", name),
 		id:         rand.Uint64(),
 		keyPrefix:  tag + "k:",
@@ -87,7 +88,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 	}
 	c.loads.init()
 	if !cfg.NoLocal {
-		c.local = newLocal[V](cfg.MaxEntries, cfg.MaxBytes, cfg.MaxValueBytes, cfg.Now)
+		c.local = newLocal[V](cfg.MaxEntries, cfg.MaxBytes, cfg.MaxValueBytes, clock)
 	}
 	return c, nil
 }
@@ -143,7 +144,7 @@ func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, e
 	if c.local != nil {
 		gen = c.local.gen(key) // before the read: see local.fill
 	}
-	start := c.now()
+	start := c.clock()
 	data, pttl, err := c.read(ctx, key)
 	if err != nil {
 		if errors.Is(err, redis.Nil) {
@@ -187,7 +188,7 @@ func (c *Cache[V]) read(ctx context.Context, key string) ([]byte, time.Duration,
 // localExpiry is when a local copy of a value read at start with Redis TTL
 // pttl must be gone: never after Redis's copy (start precedes the read, so
 // start+pttl is no later than the key's expiry), never later than LocalTTL.
-func (c *Cache[V]) localExpiry(start time.Time, pttl time.Duration) int64 {
+func (c *Cache[V]) localExpiry(start int64, pttl time.Duration) int64 {
 	d := c.cfg.LocalTTL
 	switch {
 	case pttl == -2: // gone between GET and PTTL
@@ -195,7 +196,7 @@ func (c *Cache[V]) localExpiry(start time.Time, pttl time.Duration) int64 {
 	case pttl >= 0:
 		d = min(d, pttl)
 	}
-	return start.Add(d).UnixNano()
+	return start + int64(d)
 }
 
 // Set writes v under key with ttl in Redis and in the local tier, and tells
@@ -228,7 +229,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration) 
 // was read or computed.
 func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, data []byte, ttl time.Duration, token string, gen uint64) error {
 	ttl = c.redisTTL(ttl)
-	start := c.now()
+	start := c.clock()
 	var sent int
 	var err error
 	if token != "" {

@@ -139,7 +139,7 @@ func TestRawCodecForBytesAndString(t *testing.T) {
 func TestLocalEntryNeverOutlivesRedisTTL(t *testing.T) {
 	m, p := miniPool(t)
 	ctx := context.Background()
-	clk := newClock()
+	clk := newFakeClock()
 	a := newCache(t, p, "ttl", Config[string]{})
 	b := newCache(t, p, "ttl", Config[string]{Now: clk.Now, LocalTTL: time.Hour})
 
@@ -162,7 +162,7 @@ func TestLocalEntryNeverOutlivesRedisTTL(t *testing.T) {
 func TestLocalTTLCapsTheLocalCopy(t *testing.T) {
 	_, p := miniPool(t)
 	ctx := context.Background()
-	clk := newClock()
+	clk := newFakeClock()
 	c := newCache(t, p, "cap", Config[string]{Now: clk.Now, LocalTTL: 10 * time.Second})
 	require.NoError(t, c.Set(ctx, "k", "v", time.Hour))
 	clk.Advance(10*time.Second - time.Millisecond)

@@ -90,7 +90,8 @@ type Config[V any] struct {
 	// Logger receives subscriber reconnects and failed Redis writes after a
 	// load. Nil discards.
 	Logger *slog.Logger
-	// Now is the clock of the local tier's expiry. Nil means time.Now.
+	// Now is the clock of the local tier's expiry. Nil means the real
+	// clock, read through its monotonic part only (cheaper on a hit).
 	Now func() time.Time
 }
 

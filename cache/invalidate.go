@@ -38,7 +38,7 @@ func invalidationMessages(id uint64, keys []string) []string {
 	var b []byte
 	flush := false
 	header := func(op byte) []byte {
-		h := make([]byte, msgHeader, maxMessageBytes)
+		h := make([]byte, msgHeader, msgHeader+64)
 		h[0], h[1] = msgMagic, op
 		binary.BigEndian.PutUint64(h[2:], id)
 		return h

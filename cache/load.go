@@ -191,7 +191,7 @@ func (c *Cache[V]) storeLocal(key string, v V, size int, ttl time.Duration) {
 		return
 	}
 	// A fresh generation: the failed write has just dropped the key.
-	c.local.store(key, v, false, size, c.localExpiry(c.now(), ttl), c.local.gen(key))
+	c.local.store(key, v, false, size, c.localExpiry(c.clock(), ttl), c.local.gen(key))
 }
 
 // lockOrWait takes key's load lock, or waits until the instance holding it
@@ -207,7 +207,7 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 		// Registered before the check, so a note published after it is not
 		// missed.
 		wake := c.addWaiter(key)
-		start := c.now()
+		start := c.clock()
 		r, err := c.scripts.lock.Run(ctx, c.p.Client(), keys, token, lockMS).Slice()
 		if err != nil {
 			c.removeWaiter(key, wake)
@@ -226,7 +226,7 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 			}
 			c.st.redisHits.Add(1)
 			if c.local != nil {
-				c.local.fill(key, v, notFound, len(data), c.localExpiry(start, time.Duration(pttl)*time.Millisecond), gen)
+				c.local.fill(key, v, notFound, len(data), c.localExpiry(start, pttlDuration(pttl)), gen)
 			}
 			if notFound {
 				return v, true, "", fmt.Errorf("cache %q: %q: %w", c.name, key, ErrNotFound)
@@ -259,6 +259,15 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 		t.Stop()
 		c.removeWaiter(key, wake)
 	}
+}
+
+// pttlDuration turns a PTTL reply into what go-redis's PTTL returns: a
+// duration, or -1 (no expiry) and -2 (no key) as they are.
+func pttlDuration(ms int64) time.Duration {
+	if ms < 0 {
+		return time.Duration(ms)
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // release gives up the load lock without a value and tells the waiters, so

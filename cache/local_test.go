@@ -60,10 +60,10 @@ func TestLocalNeverExceedsItsBounds(t *testing.T) {
 		{"one shard", 7, 1 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newClock()
-			l := newLocal[[]byte](tc.maxEntries, tc.maxBytes, 512, clk.Now)
+			clk := newFakeClock()
+			l := newLocal[[]byte](tc.maxEntries, tc.maxBytes, 512, newClock(clk.Now))
 			rng := rand.New(rand.NewPCG(1, 2))
-			exp := clk.Now().Add(time.Hour).UnixNano()
+			exp := int64(time.Hour)
 			for i := range 20_000 {
 				key := fmt.Sprintf("k%d", rng.IntN(3000))
 				switch op := rng.IntN(10); {
@@ -92,8 +92,8 @@ func TestLocalNeverExceedsItsBounds(t *testing.T) {
 
 func TestLocalBoundsHoldUnderConcurrentWriters(t *testing.T) {
 	const maxEntries, maxBytes = 300, 24 << 10
-	l := newLocal[[]byte](maxEntries, maxBytes, 256, time.Now)
-	exp := time.Now().Add(time.Hour).UnixNano()
+	l := newLocal[[]byte](maxEntries, maxBytes, 256, newClock(nil))
+	exp := int64(time.Hour)
 	stop := make(chan struct{})
 	var checker sync.WaitGroup
 	checker.Go(func() {
@@ -126,9 +126,9 @@ func TestLocalBoundsHoldUnderConcurrentWriters(t *testing.T) {
 }
 
 func TestLocalExpiryIsLazyAndExact(t *testing.T) {
-	clk := newClock()
-	l := newLocal[string](100, 1<<20, 1<<10, clk.Now)
-	exp := clk.Now().Add(time.Second).UnixNano()
+	clk := newFakeClock()
+	l := newLocal[string](100, 1<<20, 1<<10, newClock(clk.Now))
+	exp := int64(time.Second)
 	l.fill("a", "A", false, 1, exp, l.gen("a"))
 	l.fill("b", "B", false, 1, exp, l.gen("b"))
 
@@ -146,14 +146,14 @@ func TestLocalExpiryIsLazyAndExact(t *testing.T) {
 	require.Equal(t, uint64(1), st.expirations)
 
 	// An entry that arrives expired is not kept.
-	l.fill("c", "C", false, 1, clk.Now().UnixNano(), l.gen("c"))
+	l.fill("c", "C", false, 1, l.clock(), l.gen("c"))
 	_, _, ok = l.get("c")
 	require.False(t, ok)
 }
 
 func TestLocalKeepsHotKeysThroughAScan(t *testing.T) {
-	l := newLocal[int](100, 1<<20, 64, time.Now)
-	exp := time.Now().Add(time.Hour).UnixNano()
+	l := newLocal[int](100, 1<<20, 64, newClock(nil))
+	exp := int64(time.Hour)
 	put := func(k string) { l.fill(k, 1, false, 8, exp, l.gen(k)) }
 	for i := range 50 {
 		put(fmt.Sprintf("hot%d", i))
@@ -171,9 +171,9 @@ func TestLocalKeepsHotKeysThroughAScan(t *testing.T) {
 }
 
 func TestLocalGenerationStopsStaleFills(t *testing.T) {
-	clk := newClock()
-	l := newLocal[string](100, 1<<20, 64, clk.Now)
-	exp := clk.Now().Add(time.Hour).UnixNano()
+	clk := newFakeClock()
+	l := newLocal[string](100, 1<<20, 64, newClock(clk.Now))
+	exp := int64(time.Hour)
 
 	// A read that started before an invalidation does not store what it read.
 	g := l.gen("k")
@@ -205,8 +205,8 @@ func TestLocalGenerationStopsStaleFills(t *testing.T) {
 }
 
 func TestLocalFlush(t *testing.T) {
-	l := newLocal[int](1000, 1<<20, 64, time.Now)
-	exp := time.Now().Add(time.Hour).UnixNano()
+	l := newLocal[int](1000, 1<<20, 64, newClock(nil))
+	exp := int64(time.Hour)
 	gens := make([]uint64, 50)
 	for i := range 50 {
 		k := fmt.Sprint(i)
