@@ -329,3 +329,29 @@ func TestStartRules(t *testing.T) {
 	require.NoError(t, b.Start(g2), "the connection is free again")
 	require.NoError(t, g2.Close(ctx))
 }
+
+func TestRedisDownStillOneLoadPerKey(t *testing.T) {
+	m, _ := miniPool(t)
+	p := newPool(t, pool.Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Hour})
+	c := newCache(t, p, "down-sf", Config[item]{})
+	m.Close()
+	_, err := c.Get(context.Background(), "x")
+	require.Error(t, err)
+	require.False(t, p.Healthy())
+
+	l := newBlockingLoader(item{ID: 8})
+	var wg sync.WaitGroup
+	var bad atomic.Int32
+	for range 50 {
+		wg.Go(func() {
+			if v, err := c.GetOrLoad(context.Background(), "k", l.load); err != nil || v.ID != 8 {
+				bad.Add(1)
+			}
+		})
+	}
+	<-l.started
+	close(l.release)
+	wg.Wait()
+	require.Zero(t, bad.Load())
+	require.Equal(t, int32(1), l.calls.Load())
+}

@@ -227,3 +227,19 @@ func testTTLToTheMillisecond(t *testing.T, newPool poolFactory) {
 		require.Greater(t, pttl, want-100*time.Millisecond, key)
 	}
 }
+
+func TestSubscriberReplacesASilentConnection_Server(t *testing.T) {
+	srv := redistest.Server(t)
+	c := newCache(t, serverPools(srv)(t), "silent", Config[string]{PingInterval: 50 * time.Millisecond})
+	started(t, c)
+	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+	// The connection stays open but Redis stops answering: no error ever
+	// comes, only the unanswered PING tells.
+	_, err := srv.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL")
+	require.NoError(t, err)
+	eventually(t, "the subscriber to replace its connection", func() bool {
+		st := c.Stats()
+		return st.Subscribes >= 2 && st.Subscribed
+	})
+	require.GreaterOrEqual(t, c.Stats().Flushes, uint64(2))
+}
