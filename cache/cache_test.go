@@ -106,6 +106,11 @@ func TestSetGetBothTiers(t *testing.T) {
 	_, err = b.Get(ctx, "nope")
 	require.ErrorIs(t, err, ErrNotFound)
 	require.Equal(t, uint64(1), b.Stats().Misses)
+
+	js, err = json.Marshal(b.Stats())
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"local_hits":1,"redis_hits":1,"misses":1,`)
+	require.Contains(t, string(js), `"local_entries":1`)
 }
 
 func TestRawCodecForBytesAndString(t *testing.T) {

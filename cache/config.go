@@ -56,7 +56,9 @@ type Config[V any] struct {
 	// MaxBytes bounds the local tier's bytes, counted as each entry's key
 	// plus its encoded value. Default 64 MiB. Both bounds hold at all times;
 	// a value too large for its shard of the tier (MaxBytes divided by the
-	// shard count) is served from Redis only.
+	// shard count) is served from Redis only. The encoded size stands in for
+	// the heap a V occupies; budget about 150 bytes of bookkeeping per entry
+	// (MaxEntries) on top.
 	MaxBytes int64
 	// LocalTTL caps how long an entry stays in the local tier, whatever its
 	// Redis TTL (an entry never outlives that either). It is the bound on

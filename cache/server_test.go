@@ -233,6 +233,12 @@ func TestSubscriberReplacesASilentConnection_Server(t *testing.T) {
 	c := newCache(t, serverPools(srv)(t), "silent", Config[string]{PingInterval: 50 * time.Millisecond})
 	started(t, c)
 	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+	// While idle it pings, and answered pings keep the connection.
+	eventually(t, "three idle pings", func() bool {
+		st, err := srv.CommandStats(context.Background())
+		return err == nil && st["ping"] >= 3
+	})
+	require.Equal(t, uint64(1), c.Stats().Subscribes)
 	// The connection stays open but Redis stops answering: no error ever
 	// comes, only the unanswered PING tells.
 	_, err := srv.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL")
