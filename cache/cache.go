@@ -220,25 +220,44 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration) 
 	if c.local != nil {
 		gen = c.local.gen(key) // before the write: see local.store
 	}
-	return c.write(ctx, key, v, false, data, ttl, "", gen)
+	return c.write(ctx, key, v, false, data, ttl, false, "", gen)
 }
 
 // write stores data under key in Redis with the invalidation in the same
-// round trip (and, with a lock token, releases the load lock there too), then
-// v in the local tier. gen is the local generation taken before the value
-// was read or computed.
-func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, data []byte, ttl time.Duration, token string, gen uint64) error {
+// round trip, then v in the local tier. gen is the local generation taken
+// before the value was read or computed.
+//
+// A Set (fill false) overwrites, and deletes the key's load lock so that a
+// load in progress, which may have read the data before the change the Set
+// is about, does not write over it. A loaded value (fill true) is written
+// only if it is still wanted: with the lock token, only if the lock is still
+// ours (no Set or Delete came meanwhile, the lock did not expire), in the
+// script that also releases it; without, only if the key is still missing.
+// A value not written is not kept locally either; the caller still gets it.
+func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, data []byte, ttl time.Duration, fill bool, token string, gen uint64) error {
 	ttl = c.redisTTL(ttl)
 	start := c.clock()
 	var sent int
 	var err error
+	wrote := true
 	if token != "" {
-		sent, err = c.writeLocked(ctx, key, data, ttl, token)
+		sent, wrote, err = c.writeLocked(ctx, key, data, ttl, token)
 	} else {
 		pipe := c.p.Client().Pipeline()
-		pipe.Set(ctx, c.RedisKey(key), data, ttl)
+		var nx *redis.BoolCmd
+		if fill {
+			nx = pipe.SetNX(ctx, c.RedisKey(key), data, ttl)
+		} else {
+			pipe.Set(ctx, c.RedisKey(key), data, ttl)
+			if !c.cfg.NoLock {
+				pipe.Del(ctx, c.lockKey(key))
+			}
+		}
 		sent = c.publish(ctx, pipe, key)
 		_, err = pipe.Exec(ctx)
+		if nx != nil {
+			wrote = nx.Val()
+		}
 	}
 	if err != nil {
 		c.st.redisErrors.Add(1)
@@ -246,6 +265,10 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 		return fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
 	c.st.invalSent.Add(uint64(sent))
+	if !wrote {
+		c.log.Debug("cache: a Set or Delete came while loading; the loaded value is not cached", "key", key)
+		return nil
+	}
 	if c.local != nil {
 		c.local.store(key, v, notFound, len(data), c.localExpiry(start, ttl), gen)
 	}
@@ -274,12 +297,17 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	rks := make([]string, len(keys))
-	for i, k := range keys {
+	rks := make([]string, 0, 2*len(keys))
+	for _, k := range keys {
 		if err := c.checkKey("Delete", k); err != nil {
 			return err
 		}
-		rks[i] = c.RedisKey(k)
+		rks = append(rks, c.RedisKey(k))
+		if !c.cfg.NoLock {
+			// A load in progress may have read what this Delete is
+			// about: without its lock it will not write it (see write).
+			rks = append(rks, c.lockKey(k))
+		}
 	}
 	pipe := c.p.Client().Pipeline()
 	pipe.Del(ctx, rks...)

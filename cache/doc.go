@@ -79,6 +79,15 @@
 // (Config.LockTTL) and a waiter takes over; if its loader fails it releases
 // the lock at once and a waiter loads.
 //
+// A Set or Delete that lands while a load runs wins over the load, whose
+// loader may have read the data before the change they are about: they
+// delete the key's load lock, and the script that writes a loaded value
+// writes it only while the lock is still its own. Without the lock
+// (Config.NoLock, or Redis failing when the load began) a loaded value is
+// written only if the key is still missing, so a racing Set still wins but a
+// racing Delete does not. A loaded value not written is returned to the
+// callers but not kept.
+//
 // Every caller waits with its own context and leaves when it ends, with an
 // error matching its context's. The load itself runs on a context of its own
 // (the first caller's values, Config.LoadTimeout) in singleflight's

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Waiting for another instance's load: the holder publishes a note when it
@@ -158,7 +156,7 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 			c.release(wctx, key, token)
 			return nil, err
 		}
-		if err := c.write(wctx, key, v, false, data, c.cfg.TTL, token, gen); err != nil {
+		if err := c.write(wctx, key, v, false, data, c.cfg.TTL, true, token, gen); err != nil {
 			// The value is good; only caching it failed.
 			c.log.Warn("cache: could not write a loaded value to Redis", "key", key, "err", err)
 			c.release(wctx, key, token)
@@ -168,7 +166,7 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 	case errors.Is(err, ErrNotFound):
 		if c.cfg.NegativeTTL > 0 {
 			var zero V
-			if werr := c.write(wctx, key, zero, true, []byte(notFoundMarker), c.cfg.NegativeTTL, token, gen); werr != nil {
+			if werr := c.write(wctx, key, zero, true, []byte(notFoundMarker), c.cfg.NegativeTTL, true, token, gen); werr != nil {
 				c.log.Warn("cache: could not write a negative entry to Redis", "key", key, "err", werr)
 				c.release(wctx, key, token)
 			}
@@ -276,30 +274,29 @@ func (c *Cache[V]) release(ctx context.Context, key, token string) {
 	if token == "" {
 		return
 	}
-	sent, err := c.writeLocked(ctx, key, nil, 0, token)
+	sent, _, err := c.writeLocked(ctx, key, nil, 0, token)
 	if err != nil {
 		c.log.Warn("cache: could not release the load lock; it expires by itself", "key", key, "err", err)
 	}
 	c.st.invalSent.Add(uint64(sent))
 }
 
-// writeLocked runs the fill script: write data (if any), release the lock
-// if token still holds it, and publish the note that wakes waiters and drops
-// other instances' copies. It returns how many messages it published.
-func (c *Cache[V]) writeLocked(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (int, error) {
+// writeLocked runs the fill script: write data (if any) and release the
+// lock if token still holds it, and publish the note that wakes waiters and
+// drops other instances' copies. It returns how many messages it published
+// and whether it wrote the value.
+func (c *Cache[V]) writeLocked(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (sent int, wrote bool, err error) {
 	msg := ""
 	if !c.cfg.NoInvalidation {
 		msg = invalidationMessages(c.id, []string{key})[0]
+		sent = 1
 	}
 	keys := []string{c.RedisKey(key), c.lockKey(key)}
-	err := c.scripts.fill.Run(ctx, c.p.Client(), keys, data, ttl.Milliseconds(), token, c.channel, msg).Err()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, err
+	n, err := c.scripts.fill.Run(ctx, c.p.Client(), keys, data, ttl.Milliseconds(), token, c.channel, msg).Int64()
+	if err != nil {
+		return 0, false, err
 	}
-	if msg == "" {
-		return 0, nil
-	}
-	return 1, nil
+	return sent, n == 1, nil
 }
 
 func (c *Cache[V]) addWaiter(key string) chan struct{} {

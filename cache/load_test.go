@@ -355,3 +355,46 @@ func TestRedisDownStillOneLoadPerKey(t *testing.T) {
 	require.Zero(t, bad.Load())
 	require.Equal(t, int32(1), l.calls.Load())
 }
+
+// A Set or Delete that lands while a load runs wins: the load may have read
+// the data before the change they are about.
+func TestWriteDuringLoadWins(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		noLock bool
+		change func(c *Cache[item]) error
+		want   string // what Redis holds after the load, "" for nothing
+	}{
+		{"set", false, func(c *Cache[item]) error { return c.Set(context.Background(), "k", item{Name: "set"}, time.Minute) }, "set"},
+		{"delete", false, func(c *Cache[item]) error { return c.Delete(context.Background(), "k") }, ""},
+		{"set without lock", true, func(c *Cache[item]) error { return c.Set(context.Background(), "k", item{Name: "set"}, time.Minute) }, "set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, p := miniPool(t)
+			cfg := Config[item]{NoLock: tc.noLock}
+			loader := newCache(t, p, "race", cfg)
+			writer := newCache(t, p, "race", cfg)
+			l := newBlockingLoader(item{Name: "loaded"})
+			got := make(chan item, 1)
+			go func() {
+				v, _ := loader.GetOrLoad(context.Background(), "k", l.load)
+				got <- v
+			}()
+			<-l.started
+			require.NoError(t, tc.change(writer))
+			close(l.release)
+			require.Equal(t, "loaded", (<-got).Name, "the callers still get what the loader returned")
+			if tc.want == "" {
+				require.Empty(t, m.Keys(), "no value and no lock")
+				require.Zero(t, loader.Stats().LocalEntries)
+				return
+			}
+			raw, err := m.Get("{c:race}:k:k")
+			require.NoError(t, err)
+			require.Contains(t, raw, tc.want)
+			v, err := loader.Get(context.Background(), "k")
+			require.NoError(t, err)
+			require.Equal(t, tc.want, v.Name, "the loaded value was not kept locally either")
+		})
+	}
+}

@@ -29,22 +29,27 @@ return {0, redis.call('PTTL', KEYS[2])}
 `
 
 // fillScript writes a loaded value (unless ARGV[1] is empty: the load
-// failed), releases the lock if this instance still holds it, and publishes
-// the note that wakes the waiting instances and drops their local copies.
+// failed) and releases the lock, if this instance still holds the lock: a
+// Set or Delete since the lock was taken deleted it, and the loaded value
+// may predate what they did. Either way it publishes the note that wakes
+// the waiting instances and drops their local copies. It returns 1 if it
+// wrote the value.
 //
 // KEYS[1] value, KEYS[2] lock; ARGV[1] value, ARGV[2] ttl in ms, ARGV[3]
 // token, ARGV[4] channel, ARGV[5] message (empty: publish nothing).
 const fillScript = `
-if ARGV[1] ~= '' then
-	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
+local wrote = 0
 if redis.call('GET', KEYS[2]) == ARGV[3] then
 	redis.call('DEL', KEYS[2])
+	if ARGV[1] ~= '' then
+		redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+		wrote = 1
+	end
 end
 if ARGV[5] ~= '' then
 	redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-return 1
+return wrote
 `
 
 type scripts struct {
