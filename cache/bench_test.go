@@ -247,15 +247,19 @@ func BenchmarkRedisDown(b *testing.B) {
 			}
 		}
 	})
+	next := 0
 	b.Run("getorload-miss", func(b *testing.B) {
 		b.ReportAllocs()
 		load := func(context.Context) (item, error) { return item{ID: 2}, nil }
-		i := 0
+		misses := c.Stats().Loads
 		for b.Loop() {
-			if _, err := c.GetOrLoad(ctx, fmt.Sprint("l", i), load); err != nil {
+			next++ // never a key loaded before, whatever runs this closure again
+			if _, err := c.GetOrLoad(ctx, fmt.Sprint("l", next), load); err != nil {
 				b.Fatal(err)
 			}
-			i++
+		}
+		if loads := c.Stats().Loads - misses; loads != uint64(b.N) {
+			b.Fatalf("%d loads for %d misses", loads, b.N)
 		}
 	})
 }
