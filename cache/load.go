@@ -98,6 +98,16 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 	defer c.loads.end()
 	defer cancel()
 
+	// A caller that missed the local tier just before the previous flight
+	// for key stored its value, and joined after that flight ended, finds it
+	// here instead of loading again (with Redis down nothing else would stop
+	// it).
+	if v, notFound, ok := c.getLocal(key); ok {
+		if notFound {
+			return nil, ErrNotFound
+		}
+		return v, nil
+	}
 	var gen uint64
 	if c.local != nil {
 		gen = c.local.gen(key)
