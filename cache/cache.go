@@ -1,0 +1,327 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// Cache is a two-tier typed cache: a bounded local tier in front of Redis,
+// with loads that run once per key across every instance sharing the cache's
+// name, and invalidation of the other instances' local copies.
+//
+// A Cache has no useful zero value; build it with New. It is safe for
+// concurrent use. It holds no resource of its own until Start, which hands
+// its subscriber and the wait for in-flight loads to a lifecycle group; the
+// group's Close stops them. The pool belongs to the caller.
+//
+// Values in the local tier are shared, not copied: a V that holds pointers,
+// slices or maps must be treated as read-only by everyone who gets it.
+type Cache[V any] struct {
+	name  string
+	p     *pool.Pool
+	cfg   Config[V]
+	codec Codec[V]
+	local *local[V]    // nil with Config.NoLocal
+	clock func() int64 // the local tier's clock (see newClock)
+	log   *slog.Logger
+
+	id         uint64 // this instance, so it can ignore its own messages
+	keyPrefix  string // {c:<name>}:k:
+	lockPrefix string // {c:<name>}:l:
+	channel    string // {c:<name>}:inval
+
+	scripts scripts
+	flights singleflight.Group
+	loads   loadTracker
+
+	waitMu  sync.Mutex
+	waiters map[string]chan struct{} // flights waiting for another instance's load, by key
+
+	startMu    sync.Mutex
+	started    bool
+	subscribed atomic.Bool
+
+	st counters
+}
+
+// New builds a cache named name on p. The name becomes the hash tag of every
+// key the cache writes ({c:<name>}:k:<key>), so instances in other processes
+// that use the same name share the Redis tier, the load lock and the
+// invalidations. New does not touch Redis; it fails only on bad input.
+func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
+	if p == nil {
+		return nil, errors.New("cache: New: nil pool")
+	}
+	if err := validateName(name); err != nil {
+		return nil, err
+	}
+	clock := newClock(cfg.Now) // before the default fills Now in
+	cfg.fillDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	tag := "{c:" + name + "}:"
+	c := &Cache[V]{
+		name:       name,
+		p:          p,
+		cfg:        cfg,
+		codec:      cfg.Codec,
+		clock:      clock,
+		log:        cfg.Logger.With("cache", name),
+		id:         rand.Uint64(),
+		keyPrefix:  tag + "k:",
+		lockPrefix: tag + "l:",
+		channel:    tag + "inval",
+		waiters:    make(map[string]chan struct{}),
+		scripts:    newScripts(),
+	}
+	c.loads.init()
+	if !cfg.NoLocal {
+		c.local = newLocal[V](cfg.MaxEntries, cfg.MaxBytes, cfg.MaxValueBytes, clock)
+	}
+	return c, nil
+}
+
+// Name returns the cache's name.
+func (c *Cache[V]) Name() string { return c.name }
+
+// Channel returns the Pub/Sub channel of the cache's invalidations.
+func (c *Cache[V]) Channel() string { return c.channel }
+
+// RedisKey returns the Redis key that holds key's value.
+func (c *Cache[V]) RedisKey(key string) string { return c.keyPrefix + key }
+
+func (c *Cache[V]) lockKey(key string) string { return c.lockPrefix + key }
+
+func (c *Cache[V]) checkKey(op, key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: cache %q: %s: empty key", ErrInvalid, c.name, op)
+	}
+	return nil
+}
+
+// Get returns key's value: from the local tier if it holds it, else from
+// Redis (and then keeps it locally). A key in neither tier, or cached as not
+// found, returns ErrNotFound. While Redis is down a local hit still serves
+// and a miss fails at once with an error matching pool.ErrUnavailable.
+func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
+	var zero V
+	if err := c.checkKey("Get", key); err != nil {
+		return zero, err
+	}
+	if v, notFound, ok := c.getLocal(key); ok {
+		if notFound {
+			return zero, ErrNotFound
+		}
+		return v, nil
+	}
+	v, _, err := c.getRedis(ctx, key)
+	return v, err
+}
+
+func (c *Cache[V]) getLocal(key string) (v V, notFound, ok bool) {
+	if c.local == nil {
+		return v, false, false
+	}
+	return c.local.get(key)
+}
+
+// getRedis reads key from Redis and keeps what it finds in the local tier.
+// found is false on a miss (err is then ErrNotFound).
+func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, err error) {
+	var gen uint64
+	if c.local != nil {
+		gen = c.local.gen(key) // before the read: see local.fill
+	}
+	start := c.clock()
+	data, pttl, err := c.read(ctx, key)
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			c.st.misses.Add(1)
+			return v, false, ErrNotFound
+		}
+		c.st.redisErrors.Add(1)
+		return v, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
+	}
+	v, notFound, err := c.decode(key, data)
+	if err != nil {
+		return v, false, err
+	}
+	c.st.redisHits.Add(1)
+	if c.local != nil {
+		c.local.fill(key, v, notFound, len(data), c.localExpiry(start, pttl), gen)
+	}
+	if notFound {
+		return v, true, ErrNotFound
+	}
+	return v, true, nil
+}
+
+// read fetches key's value and remaining TTL in one round trip. A missing
+// key returns redis.Nil.
+func (c *Cache[V]) read(ctx context.Context, key string) ([]byte, time.Duration, error) {
+	rk := c.RedisKey(key)
+	pipe := c.p.Client().Pipeline()
+	get := pipe.Get(ctx, rk)
+	pttl := pipe.PTTL(ctx, rk)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, err
+	}
+	data, err := get.Bytes()
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, pttl.Val(), nil
+}
+
+// localExpiry is when a local copy of a value read at start with Redis TTL
+// pttl must be gone: never after Redis's copy (start precedes the read, so
+// start+pttl is no later than the key's expiry), never later than LocalTTL.
+func (c *Cache[V]) localExpiry(start int64, pttl time.Duration) int64 {
+	d := c.cfg.LocalTTL
+	switch {
+	case pttl == -2: // gone between GET and PTTL
+		d = 0
+	case pttl >= 0:
+		d = min(d, pttl)
+	}
+	return start + int64(d)
+}
+
+// Set writes v under key with ttl in Redis and in the local tier, and tells
+// the other instances to drop their local copies. ttl is rounded up to a
+// whole millisecond (and shortened by Config.TTLJitter); it must be
+// positive. A value the codec cannot encode, or one over
+// Config.MaxValueBytes, fails and writes nothing. If the write fails the
+// local copy is dropped too.
+func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration) error {
+	if err := c.checkKey("Set", key); err != nil {
+		return err
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("%w: cache %q: Set %q: ttl must be positive, got %s", ErrInvalid, c.name, key, ttl)
+	}
+	data, err := c.encode(key, v)
+	if err != nil {
+		return err
+	}
+	var gen uint64
+	if c.local != nil {
+		gen = c.local.gen(key) // before the write: see local.store
+	}
+	return c.write(ctx, key, v, false, data, ttl, false, "", gen)
+}
+
+// write stores data under key in Redis with the invalidation in the same
+// round trip, then v in the local tier. gen is the local generation taken
+// before the value was read or computed.
+//
+// A Set (fill false) overwrites, and deletes the key's load lock so that a
+// load in progress, which may have read the data before the change the Set
+// is about, does not write over it. A loaded value (fill true) is written
+// only if it is still wanted: with the lock token, only if the lock is still
+// ours (no Set or Delete came meanwhile, the lock did not expire), in the
+// script that also releases it; without, only if the key is still missing.
+// A value not written is not kept locally either; the caller still gets it.
+func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, data []byte, ttl time.Duration, fill bool, token string, gen uint64) error {
+	ttl = c.redisTTL(ttl)
+	start := c.clock()
+	var sent int
+	var err error
+	wrote := true
+	if token != "" {
+		sent, wrote, err = c.writeLocked(ctx, key, data, ttl, token)
+	} else {
+		pipe := c.p.Client().Pipeline()
+		var nx *redis.BoolCmd
+		if fill {
+			nx = pipe.SetNX(ctx, c.RedisKey(key), data, ttl)
+		} else {
+			pipe.Set(ctx, c.RedisKey(key), data, ttl)
+			if !c.cfg.NoLock {
+				pipe.Del(ctx, c.lockKey(key))
+			}
+		}
+		sent = c.publish(ctx, pipe, key)
+		_, err = pipe.Exec(ctx)
+		if nx != nil {
+			wrote = nx.Val()
+		}
+	}
+	if err != nil {
+		c.st.redisErrors.Add(1)
+		c.dropLocal(key)
+		return fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
+	}
+	c.st.invalSent.Add(uint64(sent))
+	if !wrote {
+		c.log.Debug("cache: a Set or Delete came while loading; the loaded value is not cached", "key", key)
+		return nil
+	}
+	if c.local != nil {
+		c.local.store(key, v, notFound, len(data), c.localExpiry(start, ttl), gen)
+	}
+	return nil
+}
+
+// redisTTL applies the jitter and rounds up to a whole millisecond, the
+// unit of PX: a TTL under a second stays what it was asked to be.
+func (c *Cache[V]) redisTTL(ttl time.Duration) time.Duration {
+	if j := c.cfg.TTLJitter; j > 0 {
+		ttl -= time.Duration(rand.Float64() * j * float64(ttl))
+	}
+	return max((ttl+time.Millisecond-1)/time.Millisecond, 1) * time.Millisecond
+}
+
+func (c *Cache[V]) dropLocal(key string) {
+	if c.local != nil {
+		c.local.drop(key)
+	}
+}
+
+// Delete removes keys from Redis and from the local tier, and tells the
+// other instances to drop their local copies. Keys that do not exist are not
+// an error. The local copies are dropped even if Redis fails.
+func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	rks := make([]string, 0, 2*len(keys))
+	for _, k := range keys {
+		if err := c.checkKey("Delete", k); err != nil {
+			return err
+		}
+		rks = append(rks, c.RedisKey(k))
+		if !c.cfg.NoLock {
+			// A load in progress may have read what this Delete is
+			// about: without its lock it will not write it (see write).
+			rks = append(rks, c.lockKey(k))
+		}
+	}
+	pipe := c.p.Client().Pipeline()
+	pipe.Del(ctx, rks...)
+	sent := c.publish(ctx, pipe, keys...)
+	_, err := pipe.Exec(ctx)
+	// Dropped after Redis, so a read that raced the delete cannot put the
+	// old value back (see local.fill).
+	for _, k := range keys {
+		c.dropLocal(k)
+	}
+	if err != nil {
+		c.st.redisErrors.Add(1)
+		return fmt.Errorf("cache %q: delete %d key(s): %w", c.name, len(keys), err)
+	}
+	c.st.invalSent.Add(uint64(sent))
+	return nil
+}

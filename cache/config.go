@@ -1,0 +1,182 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults filled in by New for zero fields of Config.
+const (
+	DefaultTTL           = time.Hour
+	DefaultMaxValueBytes = 1 << 20
+	DefaultMaxEntries    = 10_000
+	DefaultMaxBytes      = 64 << 20
+	DefaultLocalTTL      = time.Minute
+	DefaultLoadTimeout   = 10 * time.Second
+	// DefaultLockMargin is added to LoadTimeout for the default LockTTL: the
+	// holder still has to write the value after its loader returns.
+	DefaultLockMargin   = 2 * time.Second
+	DefaultPingInterval = 30 * time.Second
+)
+
+// Config configures a Cache. The zero value is useful: JSON (raw for []byte
+// and string) in Redis, a local tier of 10,000 entries and 64 MiB whose
+// entries live at most a minute, cross-instance stampede protection and
+// invalidation on. New fills in the defaults documented on each field and
+// validates the rest, naming the field that is wrong.
+type Config[V any] struct {
+	// Codec encodes values for the Redis tier. Nil means raw bytes for
+	// []byte and string and encoding/json for everything else.
+	Codec Codec[V]
+	// TTL is the Redis TTL of the values GetOrLoad writes (Set takes its
+	// own). Default 1h. TTLs are sent in milliseconds, rounded up.
+	TTL time.Duration
+	// TTLJitter shortens every TTL written to Redis by a random fraction of
+	// up to TTLJitter (0.1: between 90 % and 100 % of the TTL asked for), so
+	// keys written together do not expire together. Must be in [0, 1).
+	// Zero means exact TTLs.
+	TTLJitter float64
+	// NegativeTTL, when positive, makes GetOrLoad remember a loader's
+	// ErrNotFound for that long (in Redis and locally), so a missing key
+	// does not reach the loader on every call. Zero turns negative caching
+	// off.
+	NegativeTTL time.Duration
+	// MaxValueBytes is the largest encoded value Set and GetOrLoad write;
+	// larger ones fail with ErrValueTooLarge and nothing is written.
+	// Default 1 MiB.
+	MaxValueBytes int
+
+	// NoLocal turns the local tier off: every Get goes to Redis.
+	NoLocal bool
+	// MaxEntries bounds the local tier's entries. Default 10,000.
+	MaxEntries int
+	// MaxBytes bounds the local tier's bytes, counted as each entry's key
+	// plus its encoded value. Default 64 MiB. Both bounds hold at all times;
+	// a value too large for its shard of the tier (MaxBytes divided by the
+	// shard count) is served from Redis only. The encoded size stands in for
+	// the heap a V occupies; budget about 150 bytes of bookkeeping per entry
+	// (MaxEntries) on top.
+	MaxBytes int64
+	// LocalTTL caps how long an entry stays in the local tier, whatever its
+	// Redis TTL (an entry never outlives that either). It is the bound on
+	// staleness should an invalidation message be lost. Default 1 minute.
+	LocalTTL time.Duration
+
+	// LoadTimeout bounds one call of a GetOrLoad loader. The loader runs on
+	// its own context (the first caller's values, not its cancellation), so
+	// a caller giving up cancels neither the load nor its Redis write.
+	// Default 10s.
+	LoadTimeout time.Duration
+	// NoLock turns off the cross-instance lock: without it every instance
+	// that misses a key loads it once (one load per key per process);
+	// with it one instance loads and the others wait for its value.
+	NoLock bool
+	// LockTTL is the expiry of the cross-instance load lock: if its holder
+	// dies, another instance takes over after at most this long. Must be at
+	// least LoadTimeout. Default LoadTimeout + 2s.
+	LockTTL time.Duration
+
+	// NoInvalidation stops Set and Delete from telling other instances to
+	// drop their local copies, and makes Start run no subscriber. Staleness
+	// of the local tier is then bounded by LocalTTL alone.
+	NoInvalidation bool
+	// PingInterval is how long the invalidation subscriber waits for a
+	// message before it pings Redis to check its connection; a ping left
+	// unanswered for another interval makes it reconnect (and flush the
+	// local tier). Default 30s.
+	PingInterval time.Duration
+
+	// Logger receives subscriber reconnects and failed Redis writes after a
+	// load. Nil discards.
+	Logger *slog.Logger
+	// Now is the clock of the local tier's expiry. Nil means the real
+	// clock, read through its monotonic part only (cheaper on a hit).
+	Now func() time.Time
+}
+
+func (c *Config[V]) fillDefaults() {
+	if c.Codec == nil {
+		c.Codec = defaultCodec[V]()
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if !c.NoLocal {
+		if c.MaxEntries == 0 {
+			c.MaxEntries = DefaultMaxEntries
+		}
+		if c.MaxBytes == 0 {
+			c.MaxBytes = DefaultMaxBytes
+		}
+		if c.LocalTTL == 0 {
+			c.LocalTTL = DefaultLocalTTL
+		}
+	}
+	if c.LoadTimeout == 0 {
+		c.LoadTimeout = DefaultLoadTimeout
+	}
+	if c.LockTTL == 0 {
+		c.LockTTL = c.LoadTimeout + DefaultLockMargin
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config[V]) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cache: "+format, args...)) }
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"TTL", c.TTL}, {"NegativeTTL", c.NegativeTTL}, {"LocalTTL", c.LocalTTL},
+		{"LoadTimeout", c.LoadTimeout}, {"LockTTL", c.LockTTL}, {"PingInterval", c.PingInterval}} {
+		if d.v < 0 {
+			bad("Config.%s must not be negative, got %s", d.name, d.v)
+		}
+	}
+	if c.TTLJitter < 0 || c.TTLJitter >= 1 {
+		bad("Config.TTLJitter must be in [0, 1), got %g", c.TTLJitter)
+	}
+	if c.MaxValueBytes < 0 {
+		bad("Config.MaxValueBytes must not be negative, got %d", c.MaxValueBytes)
+	}
+	if c.NoLocal {
+		if c.MaxEntries != 0 || c.MaxBytes != 0 || c.LocalTTL != 0 {
+			bad("Config.NoLocal is set but Config.MaxEntries, MaxBytes or LocalTTL is too (%d, %d, %s)", c.MaxEntries, c.MaxBytes, c.LocalTTL)
+		}
+	} else {
+		if c.MaxEntries < 0 {
+			bad("Config.MaxEntries must not be negative, got %d", c.MaxEntries)
+		}
+		if c.MaxBytes < 0 {
+			bad("Config.MaxBytes must not be negative, got %d", c.MaxBytes)
+		}
+	}
+	if c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout {
+		bad("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+func validateName(name string) error {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return errors.New("cache: name must not be empty")
+	case strings.ContainsAny(name, "{}"):
+		return fmt.Errorf("cache: name %q must not contain '{' or '}': it becomes the hash tag of the cache's keys", name)
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors callers branch on. Errors returned by a Cache wrap them;
+// test with errors.Is. Errors from the pool (pool.ErrUnavailable,
+// pool.ErrLaneExhausted) and context errors are wrapped as they are, so
+// errors.Is works for them too.
+var (
+	// ErrNotFound: the key is in neither tier (Get), or the loader said it
+	// does not exist (GetOrLoad, possibly from a negative-cache entry).
+	// Loaders return it (or an error wrapping it) for a missing key.
+	ErrNotFound = errors.New("cache: not found")
+	// ErrInvalid: bad input to a call: an empty key, a TTL that is not
+	// positive, a nil loader or group. Nothing was read or written.
+	ErrInvalid = errors.New("cache: invalid argument")
+	// ErrValueTooLarge: the encoded value is larger than Config.MaxValueBytes.
+	// The concrete error is a *TooLargeError naming the key and the sizes.
+	// Nothing was written.
+	ErrValueTooLarge = errors.New("cache: value too large")
+	// ErrCodec: the codec could not encode a value (nothing was written) or
+	// decode what Redis holds.
+	ErrCodec = errors.New("cache: codec")
+	// ErrStarted: Start was called on a cache that was already started.
+	ErrStarted = errors.New("cache: already started")
+	// ErrClosed: the lifecycle group the cache was started on has closed, so
+	// GetOrLoad no longer starts loads (a local or Redis hit still serves).
+	ErrClosed = errors.New("cache: closed")
+)
+
+// TooLargeError is the error for a value over Config.MaxValueBytes. It
+// matches ErrValueTooLarge.
+type TooLargeError struct {
+	Cache string // the cache's name
+	Key   string
+	Size  int // encoded size in bytes
+	Max   int // Config.MaxValueBytes
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("cache %q: value for key %q is %d bytes encoded, over Config.MaxValueBytes %d; nothing was written",
+		e.Cache, e.Key, e.Size, e.Max)
+}
+
+// Is makes a TooLargeError match ErrValueTooLarge.
+func (e *TooLargeError) Is(target error) bool { return target == ErrValueTooLarge }

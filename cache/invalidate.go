@@ -1,0 +1,327 @@
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// An invalidation message is
+//
+//	'I' op(1) instance-id(8, big endian) [uvarint len, key]...
+//
+// op 'k' lists keys whose local copies must go (after a Set, a Delete, a
+// load); op 'f' says "drop everything". A message never exceeds
+// maxMessageBytes: a Delete of many keys is split into several, and a key too
+// long for one is covered by a flush.
+const (
+	msgMagic        = 'I'
+	opKeys          = 'k'
+	opFlush         = 'f'
+	msgHeader       = 10
+	maxMessageBytes = 16 << 10
+)
+
+// invalidationMessages encodes the invalidation of keys sent by instance id.
+func invalidationMessages(id uint64, keys []string) []string {
+	var msgs []string
+	var b []byte
+	flush := false
+	header := func(op byte) []byte {
+		h := make([]byte, msgHeader, msgHeader+64)
+		h[0], h[1] = msgMagic, op
+		binary.BigEndian.PutUint64(h[2:], id)
+		return h
+	}
+	for _, k := range keys {
+		need := binary.MaxVarintLen64 + len(k)
+		if msgHeader+need > maxMessageBytes {
+			flush = true
+			continue
+		}
+		if b != nil && len(b)+need > maxMessageBytes {
+			msgs = append(msgs, string(b))
+			b = nil
+		}
+		if b == nil {
+			b = header(opKeys)
+		}
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+	}
+	if b != nil {
+		msgs = append(msgs, string(b))
+	}
+	if flush {
+		msgs = append(msgs, string(header(opFlush)))
+	}
+	return msgs
+}
+
+// parseInvalidation reads a message's header; keys holds the encoded keys.
+func parseInvalidation(p string) (from uint64, op byte, keys string, ok bool) {
+	if len(p) < msgHeader || p[0] != msgMagic || (p[1] != opKeys && p[1] != opFlush) {
+		return 0, 0, "", false
+	}
+	return binary.BigEndian.Uint64([]byte(p[2:msgHeader])), p[1], p[msgHeader:], true
+}
+
+// nextKey splits the first key off keys.
+func nextKey(keys string) (key, rest string, ok bool) {
+	var n uint64
+	var shift uint
+	for i := 0; i < len(keys) && i < binary.MaxVarintLen64; i++ {
+		b := keys[i]
+		n |= uint64(b&0x7f) << shift
+		if b < 0x80 {
+			start := i + 1
+			if n > uint64(len(keys)-start) {
+				return "", "", false
+			}
+			end := start + int(n)
+			return keys[start:end], keys[end:], true
+		}
+		shift += 7
+	}
+	return "", "", false
+}
+
+// publish queues the invalidation of keys on pipe, unless invalidation is
+// off, and returns the number of messages.
+func (c *Cache[V]) publish(ctx context.Context, pipe redis.Pipeliner, keys ...string) int {
+	if c.cfg.NoInvalidation {
+		return 0
+	}
+	msgs := invalidationMessages(c.id, keys)
+	for _, m := range msgs {
+		pipe.Publish(ctx, c.channel, m)
+	}
+	return len(msgs)
+}
+
+// apply acts on one message from the channel.
+func (c *Cache[V]) apply(payload string) {
+	from, op, keys, ok := parseInvalidation(payload)
+	if !ok {
+		c.st.badMessages.Add(1)
+		c.log.Warn("cache: ignoring a message that is not an invalidation", "channel", c.channel, "bytes", len(payload))
+		return
+	}
+	if from == c.id {
+		return // our own: the local tier is already up to date
+	}
+	c.st.invalReceived.Add(1)
+	if op == opFlush {
+		c.flushLocal()
+		return
+	}
+	for keys != "" {
+		var key string
+		if key, keys, ok = nextKey(keys); !ok {
+			// Corrupt tail: the keys it held are unknown, so drop them all.
+			c.st.badMessages.Add(1)
+			c.flushLocal()
+			return
+		}
+		c.dropLocal(key)
+		c.wake(key)
+	}
+}
+
+func (c *Cache[V]) flushLocal() {
+	if c.local != nil {
+		c.local.flush()
+	}
+	c.st.flushes.Add(1)
+	c.wakeAll()
+}
+
+// Start registers the cache's background work with g: a closer that, when g
+// closes, cancels the loads in progress and waits for them, and, unless
+// Config.NoInvalidation is set, the invalidation subscriber. The subscriber
+// holds one connection of the pool's blocking lane, reserved here: a pool
+// whose blocking lane is used up fails Start with pool.ErrOverBudget.
+//
+// The subscriber connects in the background (Stats.Subscribed says when it
+// is listening) and flushes the local tier every time it (re)subscribes,
+// since messages sent while it was away are lost. Start may be called once;
+// a second call fails with ErrStarted.
+func (c *Cache[V]) Start(g *lifecycle.Group) error {
+	if g == nil {
+		return fmt.Errorf("%w: cache %q: Start: nil group", ErrInvalid, c.name)
+	}
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	if c.started {
+		return fmt.Errorf("%w: cache %q", ErrStarted, c.name)
+	}
+	var res *pool.Reservation
+	if !c.cfg.NoInvalidation {
+		var err error
+		if res, err = c.p.ReserveBlocking("cache:"+c.name+" invalidation", 1); err != nil {
+			return fmt.Errorf("cache %q: Start: %w", c.name, err)
+		}
+	}
+	fail := func(err error) error {
+		if res != nil {
+			_ = res.Release()
+		}
+		return fmt.Errorf("cache %q: Start: %w", c.name, err)
+	}
+	if err := g.OnClose("cache:"+c.name+" loads", c.loads.close); err != nil {
+		return fail(err)
+	}
+	if res != nil {
+		name := "cache:" + c.name + " invalidation"
+		if err := g.OnClose(name, func(context.Context) error { return res.Release() }); err != nil {
+			return fail(err)
+		}
+		if err := g.Go(name, func(ctx context.Context) error { return c.subscribe(ctx, res) }); err != nil {
+			return fail(err)
+		}
+	}
+	c.started = true
+	return nil
+}
+
+// Subscriber backoff after consecutive failures: the first retry is at once
+// (go-redis has usually redialled already), then 50ms doubling to 5s, each
+// with jitter so that instances do not reconnect in step.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+func retryDelay(failures int) time.Duration {
+	if failures <= 1 {
+		return 0
+	}
+	d := retryMax
+	if failures-2 < 8 {
+		d = min(retryMin<<(failures-2), retryMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// subscribe is the invalidation subscriber: one lifecycle task per cache,
+// one reserved connection.
+func (c *Cache[V]) subscribe(ctx context.Context, res *pool.Reservation) error {
+	var mu sync.Mutex
+	var sub *pool.Subscription
+	closeSub := func() {
+		mu.Lock()
+		if sub != nil {
+			_ = sub.Close()
+			sub = nil
+		}
+		mu.Unlock()
+	}
+	// go-redis does not watch the context while it waits for a message;
+	// closing the subscription is what ends that wait when the group closes.
+	// AfterFunc's goroutine runs closeSub and ends.
+	stop := context.AfterFunc(ctx, closeSub)
+	defer stop()
+	defer closeSub()
+	defer c.subscribed.Store(false)
+
+	failures := 0
+	pingSent := false
+	for ctx.Err() == nil {
+		mu.Lock()
+		s := sub
+		mu.Unlock()
+		if s == nil {
+			ns, err := res.Subscribe(ctx, c.channel)
+			if err != nil {
+				failures++
+				c.log.Warn("cache: invalidation subscriber cannot subscribe", "err", err, "failures", failures)
+				if !sleep(ctx, retryDelay(failures)) {
+					return nil
+				}
+				continue
+			}
+			mu.Lock()
+			if ctx.Err() != nil { // closeSub already ran
+				mu.Unlock()
+				_ = ns.Close()
+				return nil
+			}
+			sub, s = ns, ns
+			mu.Unlock()
+			pingSent = false
+			c.subscribedNow()
+		}
+		msg, err := s.ReceiveTimeout(ctx, c.cfg.PingInterval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if pingSent || s.Ping(ctx) != nil {
+					// Unanswered for a whole interval: the connection is
+					// dead without having said so. Start over on a new one.
+					c.log.Warn("cache: invalidation subscriber's connection does not answer; reconnecting")
+					c.subscribed.Store(false)
+					closeSub()
+					continue
+				}
+				pingSent = true
+				continue
+			}
+			// go-redis has closed the connection and redials on the next
+			// Receive; the confirmation of its new subscription flushes
+			// the local tier (below).
+			c.subscribed.Store(false)
+			failures++
+			c.log.Warn("cache: invalidation subscriber lost its connection", "err", err, "failures", failures)
+			if !sleep(ctx, retryDelay(failures)) {
+				return nil
+			}
+			continue
+		}
+		failures, pingSent = 0, false
+		switch m := msg.(type) {
+		case *redis.Message:
+			c.apply(m.Payload)
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				c.subscribedNow()
+			}
+		}
+	}
+	return nil
+}
+
+// subscribedNow runs whenever the subscription starts or starts again.
+// Messages sent while there was none are lost, so everything local goes.
+func (c *Cache[V]) subscribedNow() {
+	c.flushLocal()
+	c.st.subscribes.Add(1)
+	c.subscribed.Store(true)
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,251 @@
+package cache
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// Tests where Redis semantics matter (Pub/Sub, Lua, real expiry). Each is a
+// function of a pool factory, run here on a real server (and, where the
+// harness allows, on miniredis); a Redis Cluster can be added the same way.
+
+func TestInvalidationAcrossInstances_Server(t *testing.T) {
+	testInvalidationAcrossInstances(t, serverPools(redistest.Server(t)))
+}
+
+func TestInvalidationAcrossInstances_Mini(t *testing.T) {
+	m := redistest.Mini(t)
+	testInvalidationAcrossInstances(t, func(t testing.TB) *pool.Pool {
+		return newPool(t, pool.Config{Addrs: []string{m.Addr()}})
+	})
+}
+
+func testInvalidationAcrossInstances(t *testing.T, newPool poolFactory) {
+	ctx := context.Background()
+	a := newCache(t, newPool(t), "inv", Config[string]{})
+	b := newCache(t, newPool(t), "inv", Config[string]{})
+	started(t, a)
+	started(t, b)
+	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
+
+	received := func(c *Cache[string], n uint64) func() bool {
+		return func() bool { return c.Stats().InvalidationsReceived >= n }
+	}
+	require.NoError(t, a.Set(ctx, "k", "v1", time.Minute))
+	eventually(t, "B to hear of the first Set", received(b, 1))
+	for range 2 {
+		v, err := b.Get(ctx, "k")
+		require.NoError(t, err)
+		require.Equal(t, "v1", v)
+	}
+	require.Equal(t, uint64(1), b.Stats().LocalHits, "B holds v1 locally")
+
+	require.NoError(t, a.Set(ctx, "k", "v2", time.Minute))
+	eventually(t, "B to drop its copy", received(b, 2))
+	v, err := b.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, "v2", v, "a Set on A reached B's local tier")
+
+	require.NoError(t, a.Delete(ctx, "k"))
+	eventually(t, "B to hear of the Delete", received(b, 3))
+	_, err = b.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	// And the other way round; nobody acts on its own messages.
+	_, err = a.GetOrLoad(ctx, "j", func(context.Context) (string, error) { return "a's", nil })
+	require.NoError(t, err)
+	require.NoError(t, b.Set(ctx, "j", "b's", time.Minute))
+	eventually(t, "A to hear of B's Set", received(a, 1))
+	v, err = a.Get(ctx, "j")
+	require.NoError(t, err)
+	require.Equal(t, "b's", v)
+	eventually(t, "B to hear of A's load", func() bool { return b.Stats().InvalidationsReceived == 4 })
+	require.Equal(t, uint64(4), a.Stats().InvalidationsSent, "two Sets, a Delete and a load")
+	require.Equal(t, uint64(1), b.Stats().InvalidationsSent)
+	require.Equal(t, uint64(1), a.Stats().InvalidationsReceived, "B's Set; A's own messages did not come back to it")
+}
+
+func TestSubscriberFlushesOnResubscribe_Server(t *testing.T) {
+	srv := redistest.Server(t)
+	testSubscriberFlushesOnResubscribe(t, serverPools(srv), func(ctx context.Context) error {
+		_, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub")
+		return err
+	})
+}
+
+func testSubscriberFlushesOnResubscribe(t *testing.T, newPool poolFactory, killSubscribers func(context.Context) error) {
+	ctx := context.Background()
+	a := newCache(t, newPool(t), "resub", Config[string]{})
+	b := newCache(t, newPool(t), "resub", Config[string]{})
+	started(t, b)
+	eventually(t, "B to listen", func() bool { return b.Stats().Subscribed })
+	require.Equal(t, uint64(1), b.Stats().Subscribes)
+
+	require.NoError(t, a.Set(ctx, "k", "v1", time.Minute))
+	eventually(t, "B to hear of the Set", func() bool { return b.Stats().InvalidationsReceived == 1 })
+	_, err := b.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), b.Stats().LocalEntries)
+
+	require.NoError(t, killSubscribers(ctx))
+	eventually(t, "B to resubscribe", func() bool { return b.Stats().Subscribes == 2 })
+	st := b.Stats()
+	require.Zero(t, st.LocalEntries, "a message may have been lost while B was away: everything local went")
+	require.Equal(t, uint64(2), st.Flushes)
+	eventually(t, "B to listen again", func() bool { return b.Stats().Subscribed })
+
+	// The new subscription works.
+	_, err = b.Get(ctx, "k")
+	require.NoError(t, err)
+	require.NoError(t, a.Set(ctx, "k", "v2", time.Minute))
+	eventually(t, "B to hear of the second Set", func() bool { return b.Stats().InvalidationsReceived == 2 })
+	v, err := b.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, "v2", v)
+}
+
+func TestSubscriberSurvivesARestart_Server(t *testing.T) {
+	srv := redistest.Server(t)
+	c := newCache(t, serverPools(srv)(t), "restart", Config[string]{})
+	started(t, c)
+	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+	srv.Restart()
+	eventually(t, "the subscriber to come back", func() bool {
+		st := c.Stats()
+		return st.Subscribes >= 2 && st.Subscribed
+	})
+}
+
+func TestCrossInstanceStampede_Server(t *testing.T) {
+	testCrossInstanceStampede(t, serverPools(redistest.Server(t)))
+}
+
+// 4 instances x 100 callers on a cold key: one loader call in all.
+func testCrossInstanceStampede(t *testing.T, newPool poolFactory) {
+	const instances, callers = 4, 100
+	caches := make([]*Cache[item], instances)
+	for i := range caches {
+		caches[i] = newCache(t, newPool(t), "stampede", Config[item]{})
+		started(t, caches[i])
+	}
+	eventually(t, "every subscriber to listen", func() bool {
+		for _, c := range caches {
+			if !c.Stats().Subscribed {
+				return false
+			}
+		}
+		return true
+	})
+	lockWaits := func() (n uint64) {
+		for _, c := range caches {
+			n += c.Stats().LockWaits
+		}
+		return n
+	}
+	var calls atomic.Int32
+	load := func(ctx context.Context) (item, error) {
+		calls.Add(1)
+		// Hold the lock until every other instance waits for it, so the
+		// test covers the wait and the wake-up, not a late reader.
+		for lockWaits() < instances-1 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		return item{ID: 42, Name: "loaded once"}, nil
+	}
+	var wg sync.WaitGroup
+	var bad atomic.Int32
+	for _, c := range caches {
+		for range callers {
+			wg.Go(func() {
+				v, err := c.GetOrLoad(context.Background(), "cold", load)
+				if err != nil || v.ID != 42 {
+					bad.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	require.Zero(t, bad.Load())
+	require.Equal(t, int32(1), calls.Load(), "one loader call across 4 instances")
+	var loads uint64
+	for _, c := range caches {
+		loads += c.Stats().Loads
+	}
+	require.Equal(t, uint64(1), loads)
+	require.Equal(t, uint64(instances-1), lockWaits())
+}
+
+func TestLockHolderDiesAnotherTakesOver_Server(t *testing.T) {
+	testLockHolderDies(t, serverPools(redistest.Server(t)))
+}
+
+func testLockHolderDies(t *testing.T, newPool poolFactory) {
+	ctx := context.Background()
+	p := newPool(t)
+	c := newCache(t, p, "dead", Config[item]{})
+	started(t, c)
+	// An instance that took the lock and died: nothing will publish a note.
+	require.NoError(t, p.Client().Set(ctx, c.lockKey("k"), "dead-holder", 200*time.Millisecond).Err())
+	var calls atomic.Int32
+	v, err := c.GetOrLoad(ctx, "k", func(context.Context) (item, error) {
+		calls.Add(1)
+		return item{ID: 1}, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
+	require.Equal(t, int32(1), calls.Load())
+	require.Equal(t, uint64(1), c.Stats().LockWaits, "it waited for the lock to expire, then took over")
+	n, err := p.Client().Exists(ctx, c.lockKey("k")).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "and released it")
+}
+
+func TestTTLToTheMillisecond_Server(t *testing.T) {
+	testTTLToTheMillisecond(t, serverPools(redistest.Server(t)))
+}
+
+func testTTLToTheMillisecond(t *testing.T, newPool poolFactory) {
+	ctx := context.Background()
+	p := newPool(t)
+	c := newCache(t, p, "pttl", Config[string]{TTL: 300 * time.Millisecond})
+	require.NoError(t, c.Set(ctx, "set", "v", 250*time.Millisecond))
+	_, err := c.GetOrLoad(ctx, "load", func(context.Context) (string, error) { return "v", nil })
+	require.NoError(t, err)
+	for key, want := range map[string]time.Duration{"set": 250 * time.Millisecond, "load": 300 * time.Millisecond} {
+		pttl, err := p.Client().PTTL(ctx, c.RedisKey(key)).Result()
+		require.NoError(t, err)
+		require.Positive(t, pttl, key)
+		require.LessOrEqual(t, pttl, want, "%s: a TTL under a second is not turned into an hour or a second", key)
+		require.Greater(t, pttl, want-100*time.Millisecond, key)
+	}
+}
+
+func TestSubscriberReplacesASilentConnection_Server(t *testing.T) {
+	srv := redistest.Server(t)
+	c := newCache(t, serverPools(srv)(t), "silent", Config[string]{PingInterval: 50 * time.Millisecond})
+	started(t, c)
+	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+	// While idle it pings, and answered pings keep the connection.
+	eventually(t, "three idle pings", func() bool {
+		st, err := srv.CommandStats(context.Background())
+		return err == nil && st["ping"] >= 3
+	})
+	require.Equal(t, uint64(1), c.Stats().Subscribes)
+	// The connection stays open but Redis stops answering: no error ever
+	// comes, only the unanswered PING tells.
+	_, err := srv.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL")
+	require.NoError(t, err)
+	eventually(t, "the subscriber to replace its connection", func() bool {
+		st := c.Stats()
+		return st.Subscribes >= 2 && st.Subscribed
+	})
+	require.GreaterOrEqual(t, c.Stats().Flushes, uint64(2))
+}
