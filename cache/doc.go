@@ -132,9 +132,8 @@
 // microseconds with pool.ErrUnavailable while Redis is marked down (one call
 // per probe interval tries it). A local hit still serves; Get on a miss
 // returns the error; GetOrLoad on a miss calls the loader (still once per key
-// per process), keeps the value locally and returns it. The cache does not
-// call pool.Admit itself: the lane does, and a second Admit would spend the
-// probe the lane needs to find Redis back.
+// per process), keeps the value locally and returns it. The cache relies on
+// the lane's own check rather than calling pool.Admit first.
 //
 // # Background work and Redis traffic
 //
