@@ -54,13 +54,14 @@ func fmtNum(v float64) string {
 	return group(strconv.FormatFloat(roundSig(v, 3), 'f', -1, 64))
 }
 
-// roundSig rounds v to n significant digits.
+// roundSig rounds v to n significant digits: the float nearest to the
+// decimal, so that it prints without a tail of 9s.
 func roundSig(v float64, n int) float64 {
-	if v == 0 {
-		return 0
+	r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'e', n-1, 64), 64)
+	if err != nil {
+		return v
 	}
-	p := math.Pow(10, float64(n)-math.Ceil(math.Log10(math.Abs(v))))
-	return math.Round(v*p) / p
+	return r
 }
 
 // group puts commas between the thousands of a formatted number's integer
