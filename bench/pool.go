@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -157,7 +156,7 @@ func (s *Server) waitBlocked(ctx context.Context, n int) error {
 			return fmt.Errorf("blocked_clients is %s after 10s, want %d", v, n)
 		}
 		if err := sleep(ctx, 5*time.Millisecond); err != nil { // a condition with a deadline
-			return errors.Join(err, ctx.Err())
+			return err
 		}
 	}
 }
