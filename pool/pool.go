@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -249,7 +250,11 @@ func (h *laneHook) DialHook(next redis.DialHook) redis.DialHook {
 		if h.extraDials != nil {
 			h.extraDials.open.Add(1)
 		}
-		return &countedConn{Conn: c, h: h}, nil
+		cc := &countedConn{Conn: c, h: h}
+		if sc, ok := c.(syscall.Conn); ok {
+			return &countedSysConn{countedConn: cc, sc: sc}, nil
+		}
+		return cc, nil
 	}
 }
 
@@ -259,6 +264,21 @@ type countedConn struct {
 	h    *laneHook
 	once sync.Once
 }
+
+// NetConn returns the wrapped connection, as crypto/tls.Conn does.
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
+// countedSysConn keeps syscall.Conn visible through the wrapper: go-redis
+// peeks at an idle socket through it before reusing it, which is how a
+// connection that went stale in a Redis restart is dropped instead of
+// failing the next command. (A TLS connection does not expose it, and
+// go-redis deliberately does not look beneath TLS; neither do we.)
+type countedSysConn struct {
+	*countedConn
+	sc syscall.Conn
+}
+
+func (c *countedSysConn) SyscallConn() (syscall.RawConn, error) { return c.sc.SyscallConn() }
 
 func (c *countedConn) Close() error {
 	c.once.Do(func() {

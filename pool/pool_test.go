@@ -594,3 +594,22 @@ func TestAdmitGrantedProbeGoesThroughRequestLane(t *testing.T) {
 	require.True(t, p.Healthy())
 	require.Equal(t, uint64(1), p.Health().Probes)
 }
+
+// go-redis checks an idle connection for EOF before it reuses it, through
+// syscall.Conn; the lane's socket counting must not hide that, or every
+// connection that went stale in a Redis restart fails one command.
+func TestStaleConnectionsAreDetectedAfterRestart(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, Request: LaneConfig{Size: 4}})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { require.NoError(t, p.Client().Ping(ctx).Err()) })
+	}
+	wg.Wait()
+	srv.Restart()
+	for i := range 8 {
+		require.NoError(t, p.Client().Ping(ctx).Err(), "ping %d after the restart", i)
+	}
+	require.True(t, p.Healthy())
+}
