@@ -2,7 +2,7 @@
 // otherwise pick, on one real Redis, and prints one markdown table per
 // comparison:
 //
-//	cd bench && go run .                          # everything, about 5 minutes on 2 cores
+//	cd bench && go run .                          # everything, about 6 minutes on 2 cores
 //	cd bench && go run . -quick                   # a smoke run of about a minute
 //	cd bench && go run . -scenarios queue -reps 5 # one scenario, more repetitions
 //	cd bench && go run . -write                   # also save bench/RESULTS.md
