@@ -158,7 +158,7 @@ func TestCatalogFindsEveryScenario(t *testing.T) {
 			require.Equal(t, s.Reference != "", c.Reference != nil, "%s: %s: a reference run goes with a Reference column", s.Name, c.Name)
 		}
 	}
-	require.Subset(t, names, []string{"queue", "pool", "ratelimit"})
+	require.Subset(t, names, []string{"queue", "pool", "cache", "ratelimit"})
 	require.True(t, slices.IsSortedFunc(all, func(a, b Scenario) int { return cmp.Compare(a.Order, b.Order) }), "in Order: %v", names)
 	require.Len(t, slices.Compact(slices.Sorted(slices.Values(names))), len(names), "unique names: %v", names)
 }
@@ -173,8 +173,8 @@ func TestSelectScenarios(t *testing.T) {
 	require.Equal(t, "queue", got[0].Name, "in Order, not in flag order")
 	require.Equal(t, "ratelimit", got[1].Name)
 	require.Len(t, got, 2)
-	_, err = selectScenarios(all, []string{"queue", "cache", "nope"})
-	require.ErrorContains(t, err, `unknown scenario ["cache" "nope"]`)
+	_, err = selectScenarios(all, []string{"queue", "stream", "nope"})
+	require.ErrorContains(t, err, `unknown scenario ["stream" "nope"]`)
 	require.ErrorContains(t, err, `known: ["queue" "pool" "ratelimit"]`)
 }
 

@@ -2,7 +2,7 @@
 // otherwise pick, on one real Redis, and prints one markdown table per
 // comparison:
 //
-//	cd bench && go run .                          # everything, about 5 minutes on 2 cores
+//	cd bench && go run .                          # everything, about 6 minutes on 2 cores
 //	cd bench && go run . -quick                   # a smoke run of about a minute
 //	cd bench && go run . -scenarios queue -reps 5 # one scenario, more repetitions
 //	cd bench && go run . -write                   # also save bench/RESULTS.md
@@ -32,7 +32,9 @@
 // Every run checks what it measured while it measures: every job ran
 // exactly once (no failure happens in these runs, so at-least-once must
 // deliver exactly once) and nothing is left in Redis; every limiter decision
-// is the one exact GCRA gives; every GET returned its value. A failed check
+// is the one exact GCRA gives; every GET returned its value; every cache
+// read returned the value written or loaded, local hits sent Redis nothing,
+// and a loaded value reads back from Redis as loaded. A failed check
 // is listed under its table and makes the program exit with status 1, so a
 // fast wrong answer cannot win.
 //
