@@ -169,9 +169,14 @@ func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, e
 }
 
 // read fetches key's value and remaining TTL in one round trip. A missing
-// key returns redis.Nil.
+// key returns redis.Nil. Without a local tier the TTL is not needed (it only
+// bounds a local copy), so a read is one GET.
 func (c *Cache[V]) read(ctx context.Context, key string) ([]byte, time.Duration, error) {
 	rk := c.RedisKey(key)
+	if c.local == nil {
+		data, err := c.p.Client().Get(ctx, rk).Bytes()
+		return data, -1, err
+	}
 	pipe := c.p.Client().Pipeline()
 	get := pipe.Get(ctx, rk)
 	pttl := pipe.PTTL(ctx, rk)

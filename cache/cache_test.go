@@ -363,3 +363,23 @@ func TestApplyIgnoresOwnAndCorruptMessages(t *testing.T) {
 	require.Zero(t, st.LocalEntries)
 	require.Equal(t, uint64(1), st.Flushes)
 }
+
+// Without a local tier the TTL is never needed, so a Redis read is one
+// command; with one, GET and PTTL share a round trip.
+func TestRedisReadCommands(t *testing.T) {
+	m, p := miniPool(t)
+	ctx := context.Background()
+	for _, c := range []struct {
+		cfg  Config[item]
+		want int
+	}{{Config[item]{NoLocal: true}, 1}, {Config[item]{}, 2}} {
+		writer := newCache(t, p, "reads", Config[item]{NoLocal: true})
+		require.NoError(t, writer.Set(ctx, "k", item{ID: 1}, time.Minute))
+		reader := newCache(t, p, "reads", c.cfg)
+		before := m.CommandCount()
+		got, err := reader.Get(ctx, "k")
+		require.NoError(t, err)
+		require.Equal(t, 1, got.ID)
+		require.Equal(t, c.want, m.CommandCount()-before, "NoLocal=%v", c.cfg.NoLocal)
+	}
+}
