@@ -46,6 +46,14 @@
 // limiters use Admit to pick their fallback instead of waiting out a dial
 // timeout per call.
 //
+// go-redis has a dial breaker of its own, which the pool cannot turn off:
+// once a lane's client has failed as many dials as the lane's Size (per
+// node on Redis Cluster; a reservation of one trips at its first), it
+// stops dialling and re-dials once a second in a goroutine of its own
+// until one succeeds (the goroutine ends then, or within a second of
+// Close). So after an outage callers find Redis again up to a second after
+// it is back (TestRedisRestartMidRun in the ratelimit package measures it).
+//
 // # Sizing
 //
 // Sockets per Redis server = Request.Size + Background.Size + Blocking.Size.
