@@ -35,7 +35,11 @@ type ClusterOptions struct {
 // RedisCluster is a Redis Cluster of real redis-server processes started for
 // one test. Each node is a *Redis: stop, kill, start, Do and CommandStats
 // work on it as on a single server (Do gets MOVED for keys of other nodes).
-// Build a pool on it with pool.Config{Addrs: c.Addrs(), ClusterMode: true}.
+//
+// Build it with Cluster or ClusterWith; the zero value is not usable. Its
+// methods are safe for concurrent use (they fail the test with t.Fatalf, so
+// call those that can fail from the test's goroutine). The test's Cleanup
+// stops every node.
 type RedisCluster struct {
 	t     testing.TB
 	nodes []*Redis
@@ -53,7 +57,14 @@ const DefaultClusterWait = 20 * time.Second
 // takes about two seconds, most of it Redis's own delay before a new master
 // serves writes, so share one cluster per test function (Flush between
 // subtests). Without redis-server or redis-cli the test is skipped, or fails
-// when BOUNDED_REQUIRE_REDIS=1.
+// when BOUNDED_REQUIRE_REDIS=1. It needs Redis 7.0 or later (--cluster-port).
+//
+// A test package builds its pool on it with
+//
+//	pool.Config{Addrs: c.Addrs(), ClusterMode: true}
+//
+// (redistest cannot build the pool.Config itself: pool's own tests import
+// redistest).
 func Cluster(t testing.TB) *RedisCluster {
 	t.Helper()
 	return ClusterWith(t, ClusterOptions{})

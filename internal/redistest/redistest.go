@@ -1,7 +1,8 @@
 // Package redistest gives tests a Redis: miniredis for logic (nothing to
-// install) and a real redis-server, started on a free loopback port and
+// install), a real redis-server, started on a free loopback port and
 // stopped by its own process handle, where Redis semantics matter (blocking
-// commands, timeouts, CLIENT commands, Lua edge cases, restarts).
+// commands, timeouts, CLIENT commands, Lua edge cases, restarts), and a real
+// Redis Cluster of such servers (Cluster; Redis 7.0 or later).
 //
 // A machine may run its own Redis on 6379; nothing here ever connects to it.
 package redistest
