@@ -203,7 +203,20 @@ func TestChaos(t *testing.T) {
 		}
 		s, err := q.Stats(ctx)
 		require.NoError(t, err)
-		return s.Ready == 0 && s.Delayed == 0 && s.InFlight == 0 && s.Consumers == len(procs)
+		if s.Ready != 0 || s.Delayed != 0 || s.InFlight != 0 {
+			return false
+		}
+		// The consumers are exactly the live workers: every killed one was
+		// swept (and every replacement has joined).
+		members, err := c.SMembers(ctx, q.k.consumers).Result()
+		require.NoError(t, err)
+		live := make([]string, len(procs))
+		for i, pr := range procs {
+			live[i] = pr.id
+		}
+		slices.Sort(members)
+		slices.Sort(live)
+		return slices.Equal(members, live)
 	})
 	elapsed := time.Since(begin)
 	measured.Wait()
