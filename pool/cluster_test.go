@@ -2,7 +2,9 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -238,7 +240,10 @@ func checkAtMostOnce(t *testing.T, p *Pool, owner *redistest.Redis, counter, oth
 func TestClusterFailover(t *testing.T) {
 	c := redistest.ClusterWith(t, redistest.ClusterOptions{ReplicasPerMaster: 1})
 	ctx := context.Background()
-	p := newPool(t, Config{Addrs: c.Addrs(), ClusterMode: true, ProbeInterval: 10 * time.Millisecond})
+	// go-redis re-dials the dead master once a second in a goroutine of its
+	// own until its client is closed; wait for it to notice the close.
+	t.Cleanup(func() { waitGoroutinesGone(t, "(*ConnPool).tryDial", "(*clusterStateHolder).LazyReload") })
+	p := newPool(t, Config{Addrs: c.Addrs(), ClusterMode: true})
 	const k = "{failover}:k"
 	require.NoError(t, p.Client().Set(ctx, k, "v", 0).Err())
 	master, err := c.MasterOf(ctx, k)
@@ -246,26 +251,73 @@ func TestClusterFailover(t *testing.T) {
 	replicas, err := c.Replicas(ctx, master.Addr())
 	require.NoError(t, err)
 	require.Len(t, replicas, 1)
-	n, err := master.Do(ctx, "WAIT", "1", "5000")
-	require.NoError(t, err)
-	require.Equal(t, "1", n, "the replica has the key")
+	c.WaitReplicated(ctx, master) // or the key may die with the master
 
+	// A caller keeps asking from the moment the master dies: its calls
+	// fail (refused, then fast with ErrUnavailable between the probes, one
+	// per 250ms) until the replica is promoted, and the probe after that
+	// finds it.
 	master.Kill()
 	killed := time.Now()
-	c.WaitOK(redistest.DefaultClusterWait)
-	promoted := time.Since(killed)
 	var served time.Duration
-	eventually(t, "the pool reaches the promoted replica", func() bool {
-		v, err := p.Client().Get(ctx, k).Result()
-		if err != nil {
-			time.Sleep(10 * time.Millisecond) // a caller retrying; ~100 calls, not a hot loop
-			return false
+	var errs []string
+	failedFast := 0
+	defer func() {
+		if t.Failed() {
+			t.Logf("errors seen: %q; health %+v", errs, p.Health())
 		}
-		served = time.Since(killed)
-		require.Equal(t, "v", v)
-		return true
-	})
-	t.Logf("master killed: replica promoted after %s, pool served again after %s", promoted, served)
+	}()
+	deadline := killed.Add(redistest.DefaultClusterWait)
+	for {
+		v, err := p.Client().Get(ctx, k).Result()
+		if err == nil {
+			served = time.Since(killed)
+			require.Equal(t, "v", v)
+			break
+		}
+		switch {
+		case errors.Is(err, ErrUnavailable):
+			failedFast++
+		case len(errs) == 0 || errs[len(errs)-1] != err.Error():
+			errs = append(errs, err.Error())
+		}
+		require.False(t, time.Now().After(deadline), "the pool did not reach the promoted replica")
+		time.Sleep(10 * time.Millisecond) // a caller retrying, not a hot loop
+	}
+	c.WaitOK(redistest.DefaultClusterWait)
+	nodes, err := c.Topology(ctx)
+	require.NoError(t, err)
+	var promoted bool
+	for _, n := range nodes {
+		promoted = promoted || (n.Addr == replicas[0].Addr() && n.Master)
+	}
+	require.True(t, promoted)
+	require.Positive(t, failedFast, "calls failed fast during the outage")
+	t.Logf("master killed: the pool served its keys again %s later (cluster-node-timeout 2s); %d calls failed fast, the others with %q", served.Round(time.Millisecond), failedFast, errs)
 	require.True(t, p.Healthy())
 	require.Positive(t, p.Health().Failures, "the failed calls were seen")
+}
+
+// waitGoroutinesGone waits until no goroutine's stack mentions any of
+// funcs: go-redis goroutines that end by themselves shortly after a close.
+func waitGoroutinesGone(t *testing.T, funcs ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		found := ""
+		for _, f := range funcs {
+			if strings.Contains(stacks, f) {
+				found = f
+			}
+		}
+		if found == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a goroutine in %s still runs 5s after the pool closed", found)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -445,6 +445,48 @@ func (c *RedisCluster) Failover(ctx context.Context, replica *Redis) {
 	c.WaitOK(DefaultClusterWait)
 }
 
+// WaitReplicated waits until every running replica of master has processed
+// everything master had written when it was called: replication is
+// asynchronous, so a master killed before that takes its last writes with
+// it. (WAIT sent with Do would not do: it counts the writes of its own
+// connection, and Do opens one per command.)
+func (c *RedisCluster) WaitReplicated(ctx context.Context, master *Redis) {
+	c.t.Helper()
+	offset := func(n *Redis, field string) (int64, error) {
+		info, err := n.Do(ctx, "INFO", "replication")
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+				return strconv.ParseInt(v, 10, 64)
+			}
+		}
+		return 0, fmt.Errorf("%s: no %s in INFO replication", n.Addr(), field)
+	}
+	want, err := offset(master, "master_repl_offset")
+	if err != nil {
+		c.t.Fatalf("redistest: %v", err)
+	}
+	replicas, err := c.Replicas(ctx, master.Addr())
+	if err != nil {
+		c.t.Fatalf("redistest: %v", err)
+	}
+	deadline := time.Now().Add(DefaultClusterWait)
+	for _, r := range replicas {
+		for {
+			got, err := offset(r, "slave_repl_offset")
+			if err == nil && got >= want {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("redistest: replica %s has not caught up with %s (offset %d, want %d): %v", r.Addr(), master.Addr(), got, want, err)
+			}
+			time.Sleep(5 * time.Millisecond) // waiting on replication, with a deadline
+		}
+	}
+}
+
 // KeySlot returns the cluster slot of key: CRC16 of the key, or of its hash
 // tag (the part between the first '{' and the next '}', if not empty),
 // modulo 16384.

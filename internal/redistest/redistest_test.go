@@ -138,10 +138,19 @@ func TestCluster(t *testing.T) {
 		require.Equal(t, "0", out)
 	}
 
-	// A manual failover swaps a master and its replica.
+	// Replication is asynchronous; WaitReplicated waits for it.
 	reps, err := c.Replicas(ctx, masters[0].Addr())
 	require.NoError(t, err)
 	require.Len(t, reps, 1)
+	k := c.OnEveryMaster(func(i int) string { return fmt.Sprint("r", i) }, func(n string) string { return n })[0]
+	_, err = masters[0].Do(ctx, "SET", k, "v")
+	require.NoError(t, err)
+	c.WaitReplicated(ctx, masters[0])
+	n, err := reps[0].Do(ctx, "DBSIZE")
+	require.NoError(t, err)
+	require.Equal(t, "1", n, "the replica has the key")
+
+	// A manual failover swaps a master and its replica.
 	c.Failover(ctx, reps[0])
 	now, err := c.Masters(ctx)
 	require.NoError(t, err)
