@@ -162,6 +162,7 @@ func TestChaos(t *testing.T) {
 
 	var kills []*kill
 	var measured sync.WaitGroup
+	t.Cleanup(measured.Wait) // before the pool closes
 	begin := time.Now()
 	for len(kills) < chaosMaxKills && runs() < chaosJobs*9/10 {
 		pause := time.Duration(1000+rng.IntN(1000)) * time.Millisecond
@@ -187,7 +188,10 @@ func TestChaos(t *testing.T) {
 			// Polls one key every 5ms for a few seconds: the measurement.
 			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 				n, err := c.LLen(ctx, q.k.proc(k.consumer)).Result()
-				if err == nil && n == 0 {
+				if err != nil {
+					break
+				}
+				if n == 0 {
 					k.recovery = time.Since(k.at)
 					return
 				}
