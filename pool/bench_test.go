@@ -150,3 +150,47 @@ func BenchmarkFailFast(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkClusterRequestLaneGet is BenchmarkRequestLaneGet on a 3-master
+// Redis Cluster, with keys on every master: the pool's gate and hooks in
+// front of a ClusterClient, against a bare ClusterClient.
+func BenchmarkClusterRequestLaneGet(b *testing.B) {
+	c := redistest.Cluster(b)
+	ctx := context.Background()
+	tags := c.OnEveryMaster(func(i int) string { return fmt.Sprint("t", i) }, func(n string) string { return "{" + n + "}" })
+	keys := make([]string, len(tags))
+	for i, tag := range tags {
+		keys[i] = "{" + tag + "}:k"
+	}
+	bare := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: 20})
+	defer bare.Close()
+	p, err := New(Config{Addrs: c.Addrs(), ClusterMode: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	for _, k := range keys {
+		if err := bare.Set(ctx, k, "v", 0).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, cl := range []struct {
+		name string
+		c    redis.UniversalClient
+	}{{"bare-go-redis", bare}, {"pool", p.Client()}} {
+		b.Run(cl.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var n atomic.Uint64
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(n.Add(1))
+				for pb.Next() {
+					i++
+					if err := cl.c.Get(ctx, keys[i%len(keys)]).Err(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -254,6 +254,16 @@ func (c *Config) universalOptions() (*redis.UniversalOptions, error) {
 	// reply, and would retry pool timeouts for seconds. Components retry
 	// where it is safe.
 	o.MaxRetries = -1
+	// Redis Cluster's client has a retry loop of its own, bounded by
+	// MaxRedirects rather than MaxRetries: it re-sends a command (or a
+	// whole pipeline) up to 3 more times after EOF, a timeout, LOADING,
+	// TRYAGAIN or CLUSTERDOWN, so a script could run 4 times for one call.
+	// -1 turns the loop off. The price: a MOVED or ASK reply (the slot moved
+	// in a failover or a resharding) is returned to the caller instead of
+	// being followed; go-redis reloads the slot map when it sees one, so
+	// the next call goes to the new owner. Components retry where it is
+	// safe.
+	o.MaxRedirects = -1
 	// One dial attempt per call; go-redis's default is 5 attempts 100ms apart,
 	// which turns "Redis refuses connections" into half a second per call.
 	o.DialerRetries = 1

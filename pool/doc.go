@@ -46,12 +46,58 @@
 // limiters use Admit to pick their fallback instead of waiting out a dial
 // timeout per call.
 //
+// go-redis has a dial breaker of its own, which the pool cannot turn off:
+// once a lane's client has failed as many dials as the lane's Size (per
+// node on Redis Cluster; a reservation of one trips at its first), it
+// stops dialling and re-dials once a second in a goroutine of its own
+// until one succeeds (the goroutine ends then, or within a second of
+// Close). So after an outage callers find Redis again up to a second after
+// it is back (TestRedisRestartMidRun in the ratelimit package measures it).
+//
 // # Sizing
 //
 // Sockets per Redis server = Request.Size + Background.Size + Blocking.Size.
 // On Redis Cluster every node has its own sockets, so the sum applies per
 // node. Give the blocking lane one connection per queue a process consumes
 // plus one per cache with invalidation.
+//
+// # Redis Cluster
+//
+// With several Addrs, or ClusterMode, every lane and reservation is a
+// go-redis ClusterClient, which keeps one connection pool per node. The
+// budget then counts like this:
+//
+//   - A lane's Size bounds the commands and pipelines in flight on it across
+//     the whole cluster: the gate stands in front of the cluster client.
+//   - Each node's pool holds at most Size connections, so a lane opens at
+//     most Size sockets on each node: Size x nodes in all. Stats().Open
+//     counts them all; Stats().TotalSize is the per-node bound. A pipeline
+//     whose keys live on several nodes holds one slot of the gate and one
+//     socket on each node it touches. A reservation of n holds up to n
+//     sockets on each node its commands reach. Size maxclients per node as
+//     processes x TotalSize.
+//   - Commands are not retried behind the caller here either. go-redis's
+//     cluster client has a retry loop of its own (MaxRedirects, not
+//     MaxRetries) that re-sends a command or a whole pipeline after EOF or a
+//     timeout: the pool turns it off, so a call runs at most once
+//     (TestCluster/CommandRunsAtMostOnce). The price is that a MOVED or ASK
+//     reply (a slot moved in a failover or a resharding) is returned to the
+//     caller rather than followed; go-redis reloads the slot map when it
+//     sees one, and the next call goes to the new owner.
+//   - go-redis refreshes its slot map only on MOVED and once a minute, and
+//     a dead master answers nothing. The pool has the map reloaded after
+//     every connection failure (coalesced: one reload at a time per lane,
+//     in a goroutine of go-redis's that ends with the reload), so callers
+//     find a promoted replica within the cluster's failover time
+//     (TestClusterFailover).
+//   - Health is one state per pool, not per node: a master that stops
+//     marks the pool down, and calls fail fast whatever node their key
+//     lives on, until a probe succeeds. With replicas that lasts about the
+//     failover time (cluster-node-timeout plus an election); without, until
+//     the master is back (the cluster itself answers CLUSTERDOWN by then).
+//   - Every key of one command, script or transaction must
+//     share a hash tag; bounded's components give each queue, cache and
+//     limiter its own tag, so their keys spread over the masters.
 //
 // # Lifecycle
 //

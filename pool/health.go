@@ -96,9 +96,11 @@ func (h *health) unavailable() error {
 	return ErrUnavailable
 }
 
-// observe classifies a command's outcome.
-func (h *health) observe(ctx context.Context, err error) {
-	switch classify(ctx, err) {
+// observe classifies a command's outcome, updates the state and returns
+// the outcome.
+func (h *health) observe(ctx context.Context, err error) outcome {
+	o := classify(ctx, err)
+	switch o {
 	case outcomeUp:
 		h.consecutive.Store(0)
 		if h.down.Load() && h.down.CompareAndSwap(true, false) {
@@ -125,6 +127,7 @@ func (h *health) observe(ctx context.Context, err error) {
 				"err", err, "probe_interval", h.interval)
 		}
 	}
+	return o
 }
 
 func (h *health) snapshot() Health {

@@ -95,7 +95,7 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 	l.gate = newGate(name, "", lc.Size, lc.MaxWait, lc.MaxWaiters, &l.counts)
 	opts := laneOptions(p.base, p.cfg.ClientName+"-"+name, lc.Size, lc.MaxWait+p.cfg.DialTimeout)
 	l.client = redis.NewUniversalClient(opts)
-	l.client.AddHook(&laneHook{
+	addLaneHook(l.client, &laneHook{
 		gate:       l.gate,
 		dials:      &l.dials,
 		health:     p.health,
@@ -103,6 +103,31 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 		noBlocking: true,
 	})
 	return l
+}
+
+// addLaneHook puts h in front of c. A Redis Cluster client never runs its
+// own hooks' DialHook: each node has a client of its own that dials, so the
+// dial counting goes on every node client as it is created. And a cluster
+// client looks up the slot map again only on MOVED or once a minute; after
+// a connection failure h has it reloaded, so a master that died and was
+// replaced is found within the cluster's node timeout, not a minute later.
+func addLaneHook(c redis.UniversalClient, h *laneHook) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		h.reload = func() { cc.ReloadState(context.Background()) }
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(nodeDialHook{h}) })
+	}
+	c.AddHook(h)
+}
+
+// nodeDialHook counts a cluster node client's dials in its lane.
+type nodeDialHook struct{ h *laneHook }
+
+func (n nodeDialHook) DialHook(next redis.DialHook) redis.DialHook { return n.h.DialHook(next) }
+func (nodeDialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (nodeDialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // Client returns the request lane: a go-redis client for short commands on
@@ -228,8 +253,17 @@ type laneHook struct {
 	dials      *dialCounter // the lane's counters
 	extraDials *dialCounter // the reservation's own, if any
 	health     *health
-	admit      bool // fail fast while Redis is down
-	noBlocking bool // refuse blocking commands
+	admit      bool   // fail fast while Redis is down
+	noBlocking bool   // refuse blocking commands
+	reload     func() // Redis Cluster: reload the slot map (in the background, coalesced)
+}
+
+// observe feeds the outcome of a command to the health state.
+func (h *laneHook) observe(ctx context.Context, err error) {
+	o := h.health.observe(ctx, err)
+	if o == outcomeDown && h.reload != nil {
+		h.reload()
+	}
 }
 
 func (h *laneHook) DialHook(next redis.DialHook) redis.DialHook {
@@ -316,7 +350,7 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		err := next(ctx, cmd)
 		h.gate.release()
-		h.health.observe(ctx, err)
+		h.observe(ctx, err)
 		return err
 	}
 }
@@ -342,7 +376,7 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		}
 		err := next(ctx, cmds)
 		h.gate.release()
-		h.health.observe(ctx, pipelineHealthErr(err, cmds))
+		h.observe(ctx, pipelineHealthErr(err, cmds))
 		return err
 	}
 }

@@ -69,7 +69,7 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 	// keeps go-redis from ever waiting for one of these connections.
 	opts := laneOptions(p.base, name, n, p.cfg.DialTimeout+time.Second)
 	r.client = redis.NewUniversalClient(opts)
-	r.client.AddHook(&laneHook{
+	addLaneHook(r.client, &laneHook{
 		gate:       r.gate,
 		dials:      &p.blockDials,
 		extraDials: &r.dials,

@@ -279,6 +279,11 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	defer cancel()
 	n, err := nodeFor(w.q.p, g, w.q.cfg, w.cfg)
 	if err == nil {
+		// Set before attach: attach starts (or signals) the heartbeat task,
+		// whose start-time check may sweep this queue with w's ConsumerID
+		// as the lock token at once.
+		w.cfg.ConsumerID = n.id
+		w.proc = w.q.k.proc(n.id)
 		err = n.attach(ctx, g, w)
 	}
 	if err != nil {
@@ -286,8 +291,6 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 		return w.q.errorf("Start: %w", err)
 	}
 	w.node = n
-	w.cfg.ConsumerID = n.id
-	w.proc = w.q.k.proc(n.id)
 	// A stable consumer ID may find its own jobs of a previous life.
 	w.needReconcile.Store(true)
 	w.q.addWorker(w)

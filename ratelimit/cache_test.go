@@ -119,57 +119,57 @@ func checkHeaps[V any](t *testing.T, e *expiring[V]) {
 
 // TestHotDeniedKeyCostsNoCommand: once Redis has denied a key, it is
 // answered locally, with the RetryAfter Redis would give, until that passes.
-func TestHotDeniedKeyCostsNoCommand(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		p := b.newPool(t)
-		clk := newClock()
-		cfg := Config{Rate: 7, Period: 90 * time.Second, Burst: 3, Now: clk.Now}
-		l := newLimiter(t, p, "hot", cfg)
-		cfg.NoDeniedCache = true
-		ref := newLimiter(t, p, "hot", cfg) // same name, same state, always asks Redis
-		ctx := context.Background()
-		r, err := l.AllowN(ctx, "k", 3)
-		require.NoError(t, err)
-		require.True(t, r.Allowed)
-		r, err = l.Allow(ctx, "k")
-		require.NoError(t, err)
-		require.Equal(t, SourceRedis, r.Source)
-		require.Equal(t, us(12_857_143), r.RetryAfter)
+func TestHotDeniedKeyCostsNoCommand(t *testing.T) { onBoth(t, testHotDeniedKeyCostsNoCommand) }
 
-		// Along the denial, the cache answers what Redis answers, for 1 and n.
-		for _, at := range []int64{0, 1, 5_000_000, 12_857_142} {
-			clk.Set(t0.Add(us(at)))
-			for n := 1; n <= 3; n++ {
-				before := b.commands(t)
-				got, err := l.AllowN(ctx, "k", n)
-				require.NoError(t, err)
-				require.Equal(t, before, b.commands(t), "the cache asked Redis at +%dµs", at)
-				require.Equal(t, SourceDeniedCache, got.Source)
-				want, err := ref.AllowN(ctx, "k", n)
-				require.NoError(t, err)
-				require.False(t, want.Allowed)
-				want.Source = SourceDeniedCache
-				require.Equal(t, want, got, "+%dµs n=%d", at, n)
-			}
-		}
+func testHotDeniedKeyCostsNoCommand(t *testing.T, b backend) {
+	p := b.newPool(t)
+	clk := newClock()
+	cfg := Config{Rate: 7, Period: 90 * time.Second, Burst: 3, Now: clk.Now}
+	l := newLimiter(t, p, "hot", cfg)
+	cfg.NoDeniedCache = true
+	ref := newLimiter(t, p, "hot", cfg) // same name, same state, always asks Redis
+	ctx := context.Background()
+	r, err := l.AllowN(ctx, "k", 3)
+	require.NoError(t, err)
+	require.True(t, r.Allowed)
+	r, err = l.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, SourceRedis, r.Source)
+	require.Equal(t, us(12_857_143), r.RetryAfter)
 
-		// A thousand calls while denied: no command at all.
-		before := b.commands(t)
-		for range 1000 {
-			r, err := l.Allow(ctx, "k")
+	// Along the denial, the cache answers what Redis answers, for 1 and n.
+	for _, at := range []int64{0, 1, 5_000_000, 12_857_142} {
+		clk.Set(t0.Add(us(at)))
+		for n := 1; n <= 3; n++ {
+			before := b.commands(t)
+			got, err := l.AllowN(ctx, "k", n)
 			require.NoError(t, err)
-			require.False(t, r.Allowed)
+			require.Equal(t, before, b.commands(t), "the cache asked Redis at +%dµs", at)
+			require.Equal(t, SourceDeniedCache, got.Source)
+			want, err := ref.AllowN(ctx, "k", n)
+			require.NoError(t, err)
+			require.False(t, want.Allowed)
+			want.Source = SourceDeniedCache
+			require.Equal(t, want, got, "+%dµs n=%d", at, n)
 		}
-		require.Equal(t, before, b.commands(t))
+	}
 
-		// When RetryAfter has passed, Redis is asked again and admits.
-		clk.Set(t0.Add(us(12_857_143)))
-		r, err = l.Allow(ctx, "k")
+	// A thousand calls while denied: no command at all.
+	before := b.commands(t)
+	for range 1000 {
+		r, err := l.Allow(ctx, "k")
 		require.NoError(t, err)
-		require.True(t, r.Allowed)
-		require.Equal(t, SourceRedis, r.Source)
-		require.Equal(t, uint64(4*3+1000), l.Stats().DeniedCache)
-	})
+		require.False(t, r.Allowed)
+	}
+	require.Equal(t, before, b.commands(t))
+
+	// When RetryAfter has passed, Redis is asked again and admits.
+	clk.Set(t0.Add(us(12_857_143)))
+	r, err = l.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.True(t, r.Allowed)
+	require.Equal(t, SourceRedis, r.Source)
+	require.Equal(t, uint64(4*3+1000), l.Stats().DeniedCache)
 }
 
 // TestDeniedCacheBounded: however many keys are denied, the cache holds at

@@ -95,88 +95,88 @@ var gcraTables = []struct {
 	},
 }
 
-func TestGCRATables(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		p := b.newPool(t)
-		for i, tc := range gcraTables {
-			t.Run(tc.name, func(t *testing.T) {
-				for _, cached := range []bool{false, true} {
-					clk := newClock()
-					cfg := tc.cfg
-					cfg.Now = clk.Now
-					cfg.NoDeniedCache = !cached
-					l := newLimiter(t, p, fmt.Sprintf("table-%d-%t", i, cached), cfg)
-					fromCache := 0
-					for j, s := range tc.steps {
-						clk.Set(t0.Add(s.at))
-						r, err := l.AllowN(context.Background(), "k", s.n)
-						require.NoError(t, err)
-						want := Result{Allowed: s.allowed, Remaining: s.remaining, RetryAfter: s.retry,
-							ResetAfter: s.reset, Limit: l.cfg.Burst, Source: r.Source}
-						require.Equal(t, want, r, "step %d (cache %t): %+v", j, cached, s)
-						switch {
-						case r.Source == SourceDeniedCache:
-							require.True(t, cached)
-							fromCache++
-						default:
-							require.Equal(t, SourceRedis, r.Source)
-						}
-					}
-					if cached {
-						require.Positive(t, fromCache, "the table has denials the cache should answer")
+func TestGCRATables(t *testing.T) { onBoth(t, testGCRATables) }
+
+func testGCRATables(t *testing.T, b backend) {
+	p := b.newPool(t)
+	for i, tc := range gcraTables {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cached := range []bool{false, true} {
+				clk := newClock()
+				cfg := tc.cfg
+				cfg.Now = clk.Now
+				cfg.NoDeniedCache = !cached
+				l := newLimiter(t, p, fmt.Sprintf("table-%d-%t", i, cached), cfg)
+				fromCache := 0
+				for j, s := range tc.steps {
+					clk.Set(t0.Add(s.at))
+					r, err := l.AllowN(context.Background(), "k", s.n)
+					require.NoError(t, err)
+					want := Result{Allowed: s.allowed, Remaining: s.remaining, RetryAfter: s.retry,
+						ResetAfter: s.reset, Limit: l.cfg.Burst, Source: r.Source}
+					require.Equal(t, want, r, "step %d (cache %t): %+v", j, cached, s)
+					switch {
+					case r.Source == SourceDeniedCache:
+						require.True(t, cached)
+						fromCache++
+					default:
+						require.Equal(t, SourceRedis, r.Source)
 					}
 				}
-			})
-		}
-	})
+				if cached {
+					require.Positive(t, fromCache, "the table has denials the cache should answer")
+				}
+			}
+		})
+	}
 }
 
 // TestBurstAdmitsExactlyBurst: a burst of 10 at one instant admits 10, not 9
 // (redis_rate under miniredis) and not 11.
-func TestBurstAdmitsExactlyBurst(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		p := b.newPool(t)
-		for _, rate := range []int{1, 3, 7, 10, 1000} {
-			clk := newClock()
-			l := newLimiter(t, p, fmt.Sprintf("burst-%d", rate), Config{Rate: rate, Period: time.Minute, Burst: 10, Now: clk.Now})
-			admitted := 0
-			for range 25 {
-				r, err := l.Allow(context.Background(), "k")
-				require.NoError(t, err)
-				if r.Allowed {
-					admitted++
-				}
+func TestBurstAdmitsExactlyBurst(t *testing.T) { onBoth(t, testBurstAdmitsExactlyBurst) }
+
+func testBurstAdmitsExactlyBurst(t *testing.T, b backend) {
+	p := b.newPool(t)
+	for _, rate := range []int{1, 3, 7, 10, 1000} {
+		clk := newClock()
+		l := newLimiter(t, p, fmt.Sprintf("burst-%d", rate), Config{Rate: rate, Period: time.Minute, Burst: 10, Now: clk.Now})
+		admitted := 0
+		for range 25 {
+			r, err := l.Allow(context.Background(), "k")
+			require.NoError(t, err)
+			if r.Allowed {
+				admitted++
 			}
-			require.Equal(t, 10, admitted, "rate %d per minute", rate)
 		}
-	})
+		require.Equal(t, 10, admitted, "rate %d per minute", rate)
+	}
 }
 
 // TestLongRunExact takes everything 7 per 90s admits, every 10s for 9000s:
 // burst + 9000s/T = 7 + 700 events, and the TAT then is exactly 101 periods
 // from t0. Rounding T down to whole µs would leave it 606 µs short.
-func TestLongRunExact(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		clk := newClock()
-		l := newLimiter(t, b.newPool(t), "longrun", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
-		admitted := 0
-		var last Result
-		for at := time.Duration(0); at <= 9000*time.Second; at += 10 * time.Second {
-			clk.Set(t0.Add(at))
-			for {
-				r, err := l.Allow(context.Background(), "k")
-				require.NoError(t, err)
-				if !r.Allowed {
-					last = r
-					break
-				}
-				admitted++
+func TestLongRunExact(t *testing.T) { onBoth(t, testLongRunExact) }
+
+func testLongRunExact(t *testing.T, b backend) {
+	clk := newClock()
+	l := newLimiter(t, b.newPool(t), "longrun", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
+	admitted := 0
+	var last Result
+	for at := time.Duration(0); at <= 9000*time.Second; at += 10 * time.Second {
+		clk.Set(t0.Add(at))
+		for {
+			r, err := l.Allow(context.Background(), "k")
+			require.NoError(t, err)
+			if !r.Allowed {
+				last = r
+				break
 			}
+			admitted++
 		}
-		require.Equal(t, 707, admitted)
-		require.Equal(t, 90*time.Second, last.ResetAfter, "TAT = t0 + 9090s exactly")
-		require.Equal(t, us(12_857_143), last.RetryAfter)
-	})
+	}
+	require.Equal(t, 707, admitted)
+	require.Equal(t, 90*time.Second, last.ResetAfter, "TAT = t0 + 9090s exactly")
+	require.Equal(t, us(12_857_143), last.RetryAfter)
 }
 
 // model is the Go arithmetic on a map: what Redis must answer.
@@ -199,70 +199,70 @@ func (m *model) allow(key string, n, now int64) Result {
 
 // TestScriptMatchesModel replays random calls (keys, n, µs steps) against
 // the script and the Go arithmetic, which must agree on every field.
-func TestScriptMatchesModel(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		p := b.newPool(t)
-		for i, cfg := range []Config{
-			{Rate: 7, Period: 90 * time.Second, Burst: 5},
-			{Rate: 3, Burst: 3},
-			{Rate: 1000, Period: 7 * time.Second, Burst: 40},
-			{Rate: 999_983, Period: time.Hour, Burst: 1000}, // prime rate: scale 999,983
-		} {
-			clk := newClock()
-			cfg.Now = clk.Now
-			cfg.NoDeniedCache = true
-			l := newLimiter(t, p, fmt.Sprintf("model-%d", i), cfg)
-			m := &model{g: l.g, tats: map[string]localTAT{}}
-			rng := rand.New(rand.NewPCG(1, uint64(i)))
-			for j := range 400 {
-				clk.Add(time.Duration(rng.Int64N(int64(3*l.Interval()/time.Microsecond)+1)) * time.Microsecond)
-				key := fmt.Sprint("k", rng.IntN(3))
-				n := 1 + rng.IntN(l.cfg.Burst)
-				got, err := l.AllowN(context.Background(), key, n)
-				require.NoError(t, err)
-				want := m.allow(key, int64(n), clk.Now().UnixMicro())
-				require.Equal(t, want, got, "config %d call %d: %s n=%d", i, j, key, n)
-			}
+func TestScriptMatchesModel(t *testing.T) { onBoth(t, testScriptMatchesModel) }
+
+func testScriptMatchesModel(t *testing.T, b backend) {
+	p := b.newPool(t)
+	for i, cfg := range []Config{
+		{Rate: 7, Period: 90 * time.Second, Burst: 5},
+		{Rate: 3, Burst: 3},
+		{Rate: 1000, Period: 7 * time.Second, Burst: 40},
+		{Rate: 999_983, Period: time.Hour, Burst: 1000}, // prime rate: scale 999,983
+	} {
+		clk := newClock()
+		cfg.Now = clk.Now
+		cfg.NoDeniedCache = true
+		l := newLimiter(t, p, fmt.Sprintf("model-%d", i), cfg)
+		m := &model{g: l.g, tats: map[string]localTAT{}}
+		rng := rand.New(rand.NewPCG(1, uint64(i)))
+		for j := range 400 {
+			clk.Add(time.Duration(rng.Int64N(int64(3*l.Interval()/time.Microsecond)+1)) * time.Microsecond)
+			key := fmt.Sprint("k", rng.IntN(3))
+			n := 1 + rng.IntN(l.cfg.Burst)
+			got, err := l.AllowN(context.Background(), key, n)
+			require.NoError(t, err)
+			want := m.allow(key, int64(n), clk.Now().UnixMicro())
+			require.Equal(t, want, got, "config %d call %d: %s n=%d", i, j, key, n)
 		}
-	})
+	}
 }
 
 // TestStateExpires: the state key lives until the bucket is full again
 // (PTTL = ResetAfter rounded up to ms), and is gone after.
-func TestStateExpires(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		p := b.newPool(t)
-		clk := newClock()
-		l := newLimiter(t, p, "expiry", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
-		ctx := context.Background()
-		r, err := l.Allow(ctx, "k")
-		require.NoError(t, err)
-		require.Equal(t, us(12_857_143), r.ResetAfter)
-		pttl, err := p.Client().PTTL(ctx, l.Key("k")).Result()
-		require.NoError(t, err)
-		require.LessOrEqual(t, pttl, 12_858*time.Millisecond)
-		require.Greater(t, pttl, 12_858*time.Millisecond-5*time.Second, "PTTL counts down from ResetAfter")
+func TestStateExpires(t *testing.T) { onBoth(t, testStateExpires) }
 
-		if b.name == "miniredis" {
-			return // its TTLs run down only when told (TestStateTTLMiniredis)
-		}
-		// A fast limit's state vanishes on its own within milliseconds.
-		fast := newLimiter(t, p, "expiry-fast", Config{Rate: 1000, Burst: 5})
-		r, err = fast.AllowN(ctx, "k", 5)
+func testStateExpires(t *testing.T, b backend) {
+	p := b.newPool(t)
+	clk := newClock()
+	l := newLimiter(t, p, "expiry", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
+	ctx := context.Background()
+	r, err := l.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, us(12_857_143), r.ResetAfter)
+	pttl, err := p.Client().PTTL(ctx, l.Key("k")).Result()
+	require.NoError(t, err)
+	require.LessOrEqual(t, pttl, 12_858*time.Millisecond)
+	require.Greater(t, pttl, 12_858*time.Millisecond-5*time.Second, "PTTL counts down from ResetAfter")
+
+	if b.name == "miniredis" {
+		return // its TTLs run down only when told (TestStateTTLMiniredis)
+	}
+	// A fast limit's state vanishes on its own within milliseconds.
+	fast := newLimiter(t, p, "expiry-fast", Config{Rate: 1000, Burst: 5})
+	r, err = fast.AllowN(ctx, "k", 5)
+	require.NoError(t, err)
+	require.True(t, r.Allowed)
+	require.Equal(t, 5*time.Millisecond, r.ResetAfter)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := p.Client().Exists(ctx, fast.Key("k")).Result()
 		require.NoError(t, err)
-		require.True(t, r.Allowed)
-		require.Equal(t, 5*time.Millisecond, r.ResetAfter)
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n, err := p.Client().Exists(ctx, fast.Key("k")).Result()
-			require.NoError(t, err)
-			if n == 0 {
-				break
-			}
-			require.False(t, time.Now().After(deadline), "state key still there after 10s")
-			time.Sleep(time.Millisecond) // waiting on Redis's clock, with a deadline
+		if n == 0 {
+			break
 		}
-	})
+		require.False(t, time.Now().After(deadline), "state key still there after 10s")
+		time.Sleep(time.Millisecond) // waiting on Redis's clock, with a deadline
+	}
 }
 
 // TestStateTTLMiniredis checks the exact PX on miniredis, whose TTLs do not

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,10 +48,10 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// backend is a Redis to run the Redis-semantics tests on: miniredis or a real
-// server today, a cluster later. newPool returns a pool on a fresh database;
-// commands counts the commands the server has processed (for "this cost no
-// Redis command"), INFO and the like excluded.
+// backend is a Redis to run the Redis-semantics tests on: miniredis, a real
+// server or a real Redis Cluster. newPool returns a pool on a fresh
+// database; commands counts the commands the server has processed (for
+// "this cost no Redis command"), INFO and the like excluded.
 type backend struct {
 	name     string
 	newPool  func(t *testing.T) *pool.Pool
@@ -79,7 +80,33 @@ func serverBackend(t *testing.T) backend {
 	}
 }
 
+// clusterBackend shares one cluster between tests, emptied by each newPool.
+func clusterBackend(c *redistest.RedisCluster) backend {
+	return backend{
+		name: "cluster",
+		newPool: func(t *testing.T) *pool.Pool {
+			require.NoError(t, c.Flush(context.Background()))
+			return newPool(t, pool.Config{Addrs: c.Addrs(), ClusterMode: true})
+		},
+		commands: func(t *testing.T) int64 {
+			st, err := c.CommandStats(context.Background())
+			require.NoError(t, err)
+			var n int64
+			for name, calls := range st {
+				// The client's own topology and command-table lookups are
+				// not the limiter's traffic.
+				if name != "info" && name != "command" && !strings.HasPrefix(name, "cluster|") && !strings.HasPrefix(name, "command|") {
+					n += calls
+				}
+			}
+			return n
+		},
+	}
+}
+
 // onBoth runs a Redis-semantics test on miniredis and on a real server.
+// Every test run through it is also in clusterSuite (cluster_test.go),
+// which runs them all on one Redis Cluster.
 func onBoth(t *testing.T, test func(t *testing.T, b backend)) {
 	t.Run("miniredis", func(t *testing.T) { test(t, miniBackend(t)) })
 	t.Run("server", func(t *testing.T) { test(t, serverBackend(t)) })

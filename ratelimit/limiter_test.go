@@ -77,29 +77,29 @@ func shardCaps[V any](e *expiring[V]) int {
 }
 
 // TestBadArguments: refused with ErrInvalidArgument before Redis is asked.
-func TestBadArguments(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		p := b.newPool(t)
-		l := newLimiter(t, p, "bad", Config{Rate: 10, Burst: 3})
-		before := b.commands(t)
-		for _, c := range []struct {
-			key  string
-			n    int
-			want string
-		}{
-			{"", 1, "empty key"},
-			{"k", 0, "n must be at least 1, got 0"},
-			{"k", -1, "n must be at least 1, got -1"},
-			{"k", 4, "n=4 exceeds the burst of 3"},
-		} {
-			r, err := l.AllowN(context.Background(), c.key, c.n)
-			require.ErrorIs(t, err, ErrInvalidArgument)
-			require.ErrorContains(t, err, c.want)
-			require.Equal(t, Result{}, r)
-		}
-		require.Equal(t, before, b.commands(t), "bad arguments reached Redis")
-		require.Equal(t, Stats{}, l.Stats())
-	})
+func TestBadArguments(t *testing.T) { onBoth(t, testBadArguments) }
+
+func testBadArguments(t *testing.T, b backend) {
+	p := b.newPool(t)
+	l := newLimiter(t, p, "bad", Config{Rate: 10, Burst: 3})
+	before := b.commands(t)
+	for _, c := range []struct {
+		key  string
+		n    int
+		want string
+	}{
+		{"", 1, "empty key"},
+		{"k", 0, "n must be at least 1, got 0"},
+		{"k", -1, "n must be at least 1, got -1"},
+		{"k", 4, "n=4 exceeds the burst of 3"},
+	} {
+		r, err := l.AllowN(context.Background(), c.key, c.n)
+		require.ErrorIs(t, err, ErrInvalidArgument)
+		require.ErrorContains(t, err, c.want)
+		require.Equal(t, Result{}, r)
+	}
+	require.Equal(t, before, b.commands(t), "bad arguments reached Redis")
+	require.Equal(t, Stats{}, l.Stats())
 }
 
 // TestContextEnded: a caller whose context ended gets its error, not a

@@ -15,21 +15,21 @@ import (
 
 // TestWaitDeadline: a wait that would pass ctx's deadline fails at once,
 // with an error matching context.DeadlineExceeded, before the deadline.
-func TestWaitDeadline(t *testing.T) {
-	onBoth(t, func(t *testing.T, b backend) {
-		l := newLimiter(t, b.newPool(t), "wait-deadline", Config{Rate: 1, Period: time.Hour})
-		require.NoError(t, l.Wait(context.Background(), "k"), "the first is admitted at once")
+func TestWaitDeadline(t *testing.T) { onBoth(t, testWaitDeadline) }
 
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		err := l.Wait(ctx, "k")
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-		require.ErrorContains(t, err, "would pass the context deadline")
-		require.NoError(t, ctx.Err(), "returned before the deadline, not at it")
+func testWaitDeadline(t *testing.T, b backend) {
+	l := newLimiter(t, b.newPool(t), "wait-deadline", Config{Rate: 1, Period: time.Hour})
+	require.NoError(t, l.Wait(context.Background(), "k"), "the first is admitted at once")
 
-		require.ErrorIs(t, l.WaitN(ctx, "k", 2), ErrInvalidArgument)
-		require.ErrorIs(t, l.Wait(ctx, ""), ErrInvalidArgument)
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := l.Wait(ctx, "k")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "would pass the context deadline")
+	require.NoError(t, ctx.Err(), "returned before the deadline, not at it")
+
+	require.ErrorIs(t, l.WaitN(ctx, "k", 2), ErrInvalidArgument)
+	require.ErrorIs(t, l.Wait(ctx, ""), ErrInvalidArgument)
 }
 
 // TestWaitSynctest runs Wait on a fake clock: Redis refuses connections, so

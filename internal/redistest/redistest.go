@@ -1,7 +1,8 @@
 // Package redistest gives tests a Redis: miniredis for logic (nothing to
-// install) and a real redis-server, started on a free loopback port and
+// install), a real redis-server, started on a free loopback port and
 // stopped by its own process handle, where Redis semantics matter (blocking
-// commands, timeouts, CLIENT commands, Lua edge cases, restarts).
+// commands, timeouts, CLIENT commands, Lua edge cases, restarts), and a real
+// Redis Cluster of such servers (Cluster; Redis 7.0 or later).
 //
 // A machine may run its own Redis on 6379; nothing here ever connects to it.
 package redistest
@@ -51,6 +52,10 @@ type Redis struct {
 	port int
 	opts Options
 
+	// busPort is the cluster bus port of a cluster node (0: not a node).
+	busPort     int
+	nodeTimeout time.Duration
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan error // receives the process's exit, once
@@ -69,11 +74,27 @@ func Server(t testing.TB) *Redis {
 func ServerWith(t testing.TB, opts Options) *Redis {
 	t.Helper()
 	bin := Binary(t, "redis-server")
-	r := &Redis{t: t, bin: bin, dir: t.TempDir(), opts: opts}
+	return launch(t, &Redis{t: t, bin: bin, dir: t.TempDir(), opts: opts})
+}
+
+// launch starts r on free ports (a few attempts: a port found free can be
+// taken before the server binds it) and stops it in t.Cleanup.
+func launch(t testing.TB, r *Redis) *Redis {
+	t.Helper()
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if r.port, err = FreePort(); err != nil {
 			break
+		}
+		if r.nodeTimeout > 0 {
+			// The cluster bus gets a port of its own (--cluster-port)
+			// rather than port+10000, which may be out of range or taken.
+			if r.busPort, err = FreePort(); err != nil {
+				break
+			}
+			if r.busPort == r.port {
+				continue
+			}
 		}
 		if err = r.start(); err == nil {
 			break
@@ -129,6 +150,19 @@ func (r *Redis) args() []string {
 		"--dir", r.dir,
 		"--daemonize", "no",
 		"--logfile", "",
+	}
+	if r.nodeTimeout > 0 {
+		a = append(a,
+			"--cluster-enabled", "yes",
+			"--cluster-port", strconv.Itoa(r.busPort),
+			// In the node's own directory, so Stop and Start keep its
+			// identity and its place in the cluster.
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(r.nodeTimeout.Milliseconds(), 10),
+			// A replica's full sync starts at once instead of after
+			// Redis's default 5s wait for more replicas.
+			"--repl-diskless-sync-delay", "0",
+		)
 	}
 	return append(a, r.opts.Args...)
 }
