@@ -277,11 +277,21 @@ func (c *Config) universalOptions() (*redis.UniversalOptions, error) {
 	return o, nil
 }
 
+// dialBreakerThreshold is the number of failed dials in a row after which
+// go-redis stops dialling a lane (see laneOptions).
+const dialBreakerThreshold = 1000
+
 // laneOptions copies base and sizes it for one lane of size connections.
 func laneOptions(base *redis.UniversalOptions, clientName string, size int, poolTimeout time.Duration) *redis.UniversalOptions {
 	o := *base
 	o.ClientName = clientName
-	o.PoolSize = size
+	// MaxActiveConns is the real socket limit. PoolSize only has to be at
+	// least that; go-redis also uses it as the threshold of its own dial
+	// circuit breaker (after PoolSize failed dials it refuses to dial and
+	// retries once a second in a goroutine of its own), which would make a
+	// lane of one connection stay dead for a second after any outage. The
+	// pool's own health state does that job, so the threshold is set high.
+	o.PoolSize = max(size, dialBreakerThreshold)
 	o.MaxActiveConns = size
 	o.MaxIdleConns = size
 	o.MaxConcurrentDials = size

@@ -95,7 +95,8 @@ func TestURLFillsConnectionFields(t *testing.T) {
 	require.True(t, o.ContextTimeoutEnabled)
 
 	lo := laneOptions(o, "bounded-request", 7, time.Second)
-	require.Equal(t, 7, lo.PoolSize)
+	require.Equal(t, 7, lo.MaxActiveConns, "the socket limit")
+	require.Equal(t, dialBreakerThreshold, lo.PoolSize, "go-redis's dial breaker out of the way")
 	require.Equal(t, 7, lo.MaxActiveConns)
 	require.Equal(t, 0, o.PoolSize, "laneOptions copies")
 }

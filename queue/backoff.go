@@ -22,13 +22,13 @@ func retryDelay(attempt int, base, max time.Duration) time.Duration {
 }
 
 // troubleBackoff paces retries against a failing Redis: exponential from
-// 10ms to 5s with jitter, so a process never hot-loops while Redis is down
+// 10ms to 1s with jitter, so a process never hot-loops while Redis is down
 // and comes back within seconds when it returns. Not safe for concurrent use.
 type troubleBackoff struct{ n int }
 
 const (
 	troubleMin = 10 * time.Millisecond
-	troubleMax = 5 * time.Second
+	troubleMax = time.Second
 )
 
 func (b *troubleBackoff) reset() { b.n = 0 }

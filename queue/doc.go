@@ -94,7 +94,7 @@
 //
 // Refused connections, restarts, LOADING, failovers and killed connections
 // make the fetcher, acker and scheduler back off exponentially with jitter
-// (10 ms to 5 s) and resume by themselves; nothing hot-loops and no
+// (10 ms to 1 s) and resume by themselves; nothing hot-loops and no
 // goroutine is added. Outcomes that cannot be written are kept (a bounded
 // number: one per handler slot) and written when Redis is back. On Redis
 // Cluster a slot that moved (a failover) answers MOVED once per client,
