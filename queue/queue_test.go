@@ -48,7 +48,8 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{WorkerConfig{Concurrency: -1}, "WorkerConfig.Concurrency must be in 1..10000, got -1"},
 		{WorkerConfig{BlockTimeout: -time.Second}, "WorkerConfig.BlockTimeout must not be negative"},
-		{WorkerConfig{BlockTimeout: time.Microsecond}, "at least 1ms"},
+		{WorkerConfig{BlockTimeout: time.Millisecond}, "BlockTimeout must be a whole number of seconds, at least 1s, got 1ms"},
+		{WorkerConfig{BlockTimeout: 1500 * time.Millisecond}, "got 1.5s"},
 		{WorkerConfig{HeartbeatInterval: time.Second, HeartbeatTTL: time.Second}, "HeartbeatTTL (1s) must be longer than HeartbeatInterval (1s)"},
 		{WorkerConfig{RetryBase: time.Minute, RetryMax: time.Second}, "RetryMax (1s) must not be below RetryBase (1m0s)"},
 		{WorkerConfig{MaxDeliveries: -2}, "MaxDeliveries must not be negative"},

@@ -54,7 +54,8 @@ type WorkerConfig struct {
 	Concurrency int
 	// BlockTimeout is how long one BLMOVE waits for a job. The fetcher
 	// blocks in Redis instead of polling; this only bounds each wait, so an
-	// idle queue costs one command per BlockTimeout. Default 5s.
+	// idle queue costs one command per BlockTimeout. A whole number of
+	// seconds (go-redis sends it so). Default 5s.
 	BlockTimeout time.Duration
 	// JobTimeout bounds one run when the job has no Timeout option of its
 	// own: the handler's context is cancelled after it. Zero means no bound.
@@ -125,8 +126,10 @@ func (c *WorkerConfig) fill(q *Queue) error {
 	if c.JobTimeout < 0 {
 		errs = append(errs, fmt.Errorf("queue: WorkerConfig.JobTimeout must not be negative, got %s", c.JobTimeout))
 	}
-	if c.BlockTimeout > 0 && c.BlockTimeout < time.Millisecond {
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.BlockTimeout must be at least 1ms, got %s", c.BlockTimeout))
+	if c.BlockTimeout > 0 && (c.BlockTimeout < time.Second || c.BlockTimeout%time.Second != 0) {
+		// go-redis sends BLMOVE's timeout in whole seconds: anything else
+		// would be silently rounded.
+		errs = append(errs, fmt.Errorf("queue: WorkerConfig.BlockTimeout must be a whole number of seconds, at least 1s, got %s", c.BlockTimeout))
 	}
 	if c.HeartbeatInterval > 0 && c.HeartbeatTTL <= c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("queue: WorkerConfig.HeartbeatTTL (%s) must be longer than HeartbeatInterval (%s), or one late heartbeat makes a live process look dead",
