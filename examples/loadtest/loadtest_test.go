@@ -189,6 +189,11 @@ func TestVerdict(t *testing.T) {
 	// Too short to fit a slope: skipped, not passed or failed.
 	r = soakOf(40, flatHeap, flatGr)
 	assert.Equal(t, statusSkip, statusOf(verdict(r), "live heap slope"))
+	// Nor the goroutine trend: a short run is judged on the count after it.
+	r = soakOf(40, flatHeap, func(t float64) float64 { return 60 + t/4 })
+	assert.Equal(t, statusPass, statusOf(verdict(r), "goroutines"))
+	r.endGoroutines = 66
+	assert.Equal(t, statusFail, statusOf(verdict(r), "goroutines"))
 	r = soakOf(1, flatHeap, flatGr)
 	assert.Equal(t, statusFail, statusOf(verdict(r), "samples"))
 }

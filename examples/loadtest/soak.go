@@ -345,8 +345,12 @@ func passIf(ok bool) string {
 	return statusFail
 }
 
-// minSlopeSamples is the fewest samples the slope checks fit a line to.
-const minSlopeSamples = 10
+// The slope checks fit a line to the second half of the load, when it holds
+// at least minSlopeSamples samples and the load lasted minTrendSeconds.
+const (
+	minSlopeSamples = 10
+	minTrendSeconds = 120
+)
 
 // verdict judges a soak.
 func verdict(r *soakResult) []check {
@@ -363,7 +367,7 @@ func verdict(r *soakResult) []check {
 	switch {
 	case r.cfg.heapGrowth == 0:
 		heap.status, heap.detail = statusSkip, "-heap-growth 0"
-	case len(half) < minSlopeSamples || r.loadEnd < 120:
+	case len(half) < minSlopeSamples || r.loadEnd < minTrendSeconds:
 		heap.status = statusSkip
 		heap.detail = fmt.Sprintf("%d samples over %.0fs in the second half: too short to tell a trend from warm-up", len(half), r.loadEnd/2)
 	default:
@@ -379,7 +383,9 @@ func verdict(r *soakResult) []check {
 	gr := check{name: "goroutines"}
 	gr.detail = fmt.Sprintf("%d before the load, %d after it (slack %d)", r.baseGoroutines, r.endGoroutines, r.cfg.goroutineSlack)
 	ok := r.settled && r.endGoroutines <= r.baseGoroutines+r.cfg.goroutineSlack
-	if len(half) >= minSlopeSamples {
+	// During the load the count moves with the connections open, by a few;
+	// over a short run that noise is a trend as large as the slack.
+	if len(half) >= minSlopeSamples && r.loadEnd >= minTrendSeconds {
 		xs := column(half, func(s sample) float64 { return s.T })
 		slope, _, _ := theilSen(xs, column(half, func(s sample) float64 { return s.Goroutines }))
 		growth := slope * (xs[len(xs)-1] - xs[0])
