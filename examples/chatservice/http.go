@@ -232,6 +232,9 @@ func (s *service) getDebug(w http.ResponseWriter, r *http.Request) {
 			Errors:      s.httpStats.errors.Load(),
 		},
 	}
+	if l := s.conns.Load(); l != nil {
+		d.HTTP.OpenConns = l.open.Load()
+	}
 	if tr, ok := s.mem.Trend(); ok {
 		d.Memwatch.Trend = &tr
 	}

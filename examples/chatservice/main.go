@@ -68,6 +68,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxMessage, "max-message", 4000, "largest chat message, in bytes")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 1024, "most HTTP connections open at once")
 	fs.IntVar(&cfg.RequestConns, "request-conns", 20, "Redis connections of the request lane")
+	fs.IntVar(&cfg.RequestWaiters, "request-waiters", 0, "callers that may wait for a request-lane connection (0: 10 per connection)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -8,6 +8,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bounded-go/bounded/examples/internal/chatapi"
 )
@@ -63,9 +64,10 @@ type limitListener struct {
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	open      atomic.Int64 // connections accepted and not yet closed
 }
 
-func newLimitListener(l net.Listener, n int) net.Listener {
+func newLimitListener(l net.Listener, n int) *limitListener {
 	return &limitListener{Listener: l, slots: make(chan struct{}, n), done: make(chan struct{})}
 }
 
@@ -80,7 +82,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+	l.open.Add(1)
+	return &limitConn{Conn: c, release: func() { l.open.Add(-1); <-l.slots }}, nil
 }
 
 func (l *limitListener) Close() error {

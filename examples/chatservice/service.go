@@ -53,6 +53,14 @@ type Config struct {
 	// RequestConns is the size of the pool's request lane. Default
 	// pool.DefaultRequestSize.
 	RequestConns int
+	// RequestWaiters is how many callers may wait for a request-lane
+	// connection at once; the next one gets a 503 at once. Default 10 x
+	// RequestConns: a POST holds a connection for three short round trips
+	// (the limiter, the pending marker, the enqueue), so a burst of a
+	// hundred clients plus the 15 queue handlers queues for milliseconds,
+	// not for the lane's MaxWait, and the pool's default of 4 x RequestConns
+	// would turn such a burst into 503s.
+	RequestWaiters int
 	// Memwatch configures the memory watcher; its Logger defaults to the
 	// service's.
 	Memwatch memwatch.Config
@@ -84,6 +92,7 @@ func (c *Config) fill() error {
 	def(&c.MaxMessage, 4000)
 	def(&c.MaxConns, 1024)
 	def(&c.RequestConns, pool.DefaultRequestSize)
+	def(&c.RequestWaiters, 10*c.RequestConns)
 	defDur(&c.Latency, 2*time.Millisecond)
 	defDur(&c.RatePeriod, time.Second)
 	defDur(&c.AgentsLatency, 100*time.Millisecond)
@@ -95,7 +104,7 @@ func (c *Config) fill() error {
 		c.Memwatch.Logger = c.Logger.With("component", "memwatch")
 	}
 	for name, v := range map[string]int{"Concurrency": c.Concurrency, "Rate": c.Rate, "Burst": c.Burst,
-		"MaxMessage": c.MaxMessage, "MaxConns": c.MaxConns, "RequestConns": c.RequestConns} {
+		"MaxMessage": c.MaxMessage, "MaxConns": c.MaxConns, "RequestConns": c.RequestConns, "RequestWaiters": c.RequestWaiters} {
 		if v < 0 {
 			return fmt.Errorf("chatservice: Config.%s must not be negative, got %d", name, v)
 		}
@@ -138,6 +147,8 @@ type service struct {
 	httpStats struct {
 		accepted, badRequests, unavailable, errors atomic.Uint64
 	}
+	conns atomic.Pointer[limitListener] // set by serve
+
 }
 
 // agentsKey is the agents cache's one key: the whole list.
@@ -158,7 +169,7 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 	s.p, err = pool.New(pool.Config{
 		URL:        cfg.RedisURL,
 		ClientName: "chatservice",
-		Request:    pool.LaneConfig{Size: cfg.RequestConns},
+		Request:    pool.LaneConfig{Size: cfg.RequestConns, MaxWaiters: cfg.RequestWaiters},
 		// Exactly what is reserved: one BLMOVE connection per queue (3) and
 		// one for the agents cache's invalidation subscriber. The replies
 		// cache runs no subscriber (see below). A fourth queue or another
@@ -270,7 +281,9 @@ func (s *service) warm(ctx context.Context) {
 // deadline (lifecycle.CloseContext). A Serve that fails on its own returns
 // its error from the task, which the group reports (main shuts down then).
 func (s *service) serve(ln net.Listener) error {
-	ln = newLimitListener(ln, s.cfg.MaxConns)
+	lim := newLimitListener(ln, s.cfg.MaxConns)
+	s.conns.Store(lim)
+	ln = lim
 	srv := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -237,6 +237,7 @@ func testService(t *testing.T, newRedis func(t *testing.T) string) {
 	assert.EqualValues(t, chats, d.HTTP.Accepted)
 	assert.EqualValues(t, badRequests+1, d.HTTP.BadRequests, "and the malformed id")
 	assert.Zero(t, d.HTTP.Unavailable+d.HTTP.Errors)
+	assert.Positive(t, d.HTTP.OpenConns, "this test's client keeps its connection")
 	assert.EqualValues(t, chats, d.Limiter.Allowed)
 	assert.Zero(t, d.Limiter.Denied)
 	assert.Equal(t, 4, d.Pool.Blocking.Size)
@@ -468,13 +469,14 @@ func TestNewService_BadConfig(t *testing.T) {
 func TestLimitListener(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	l := newLimitListener(inner, 1).(*limitListener)
+	l := newLimitListener(inner, 1)
 	c1, err := net.Dial("tcp", inner.Addr().String())
 	require.NoError(t, err)
 	defer c1.Close()
 	s1, err := l.Accept()
 	require.NoError(t, err)
 	assert.Len(t, l.slots, 1, "one connection holds the one slot")
+	assert.EqualValues(t, 1, l.open.Load())
 
 	accepted := make(chan error, 1)
 	go func() {
@@ -486,6 +488,7 @@ func TestLimitListener(t *testing.T) {
 	}()
 	require.NoError(t, s1.Close())
 	_ = s1.Close() // closing twice releases the slot once
+	assert.Zero(t, l.open.Load())
 	require.Eventually(t, func() bool { return len(l.slots) == 1 }, wait, time.Millisecond,
 		"the waiting Accept took the freed slot")
 	require.NoError(t, l.Close())

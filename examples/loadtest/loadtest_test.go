@@ -155,6 +155,32 @@ func TestVerdict(t *testing.T) {
 	r = soakOf(600, func(t float64) float64 { return 4<<20 + t*0.02*(4<<20)/60 + rng.NormFloat64()*10_000 }, flatGr)
 	assert.Equal(t, statusFail, statusOf(verdict(r), "live heap slope"))
 
+	// 1.5 % a minute under the flat case's noise: still a leak.
+	r = soakOf(600, func(t float64) float64 { return 4<<20 + t*0.015*(4<<20)/60 + rng.NormFloat64()*100_000 }, flatGr)
+	assert.Equal(t, statusFail, statusOf(verdict(r), "live heap slope"))
+
+	// Steps of the live heap (connections opened in two latency spikes) over
+	// a flat heap move the median slope but not most pairs: not a leak.
+	r = soakOf(600, func(t float64) float64 {
+		h := 4<<20 + rng.NormFloat64()*20_000
+		if t > 380 {
+			h += 200_000
+		}
+		if t > 420 {
+			h += 200_000
+		}
+		return h
+	}, flatGr)
+	cs = verdict(r)
+	assert.Equal(t, statusPass, statusOf(cs, "live heap slope"), "%v", cs)
+
+	// Connections come and go; the service's own goroutines stay flat.
+	r = soakOf(600, flatHeap, func(t float64) float64 { return 60 + t/10 })
+	for i := range r.samples {
+		r.samples[i].Conns = r.samples[i].T / 10
+	}
+	assert.Equal(t, statusPass, statusOf(verdict(r), "goroutines"))
+
 	// One goroutine more every ten seconds.
 	r = soakOf(600, flatHeap, func(t float64) float64 { return 60 + t/10 })
 	r.endGoroutines = 120
@@ -196,6 +222,19 @@ func TestVerdict(t *testing.T) {
 	assert.Equal(t, statusFail, statusOf(verdict(r), "goroutines"))
 	r = soakOf(1, flatHeap, flatGr)
 	assert.Equal(t, statusFail, statusOf(verdict(r), "samples"))
+}
+
+func TestRisingParts(t *testing.T) {
+	r, n := risingParts([]float64{1, 1, 2, 2, 3, 3, 4, 4, 5, 5}, 5, 0)
+	assert.Equal(t, [2]int{4, 4}, [2]int{r, n})
+	r, n = risingParts([]float64{1, 1, 2, 2, 3, 3, 4, 4, 5, 5}, 5, 1)
+	assert.Equal(t, [2]int{0, 4}, [2]int{r, n}, "rises of 1 are not over 1")
+	r, n = risingParts([]float64{1, 1, 1, 1, 9, 9, 9, 9, 9, 9}, 5, 0) // one step
+	assert.Equal(t, [2]int{1, 4}, [2]int{r, n})
+	r, n = risingParts([]float64{5, 4, 3, 2, 1}, 5, 0)
+	assert.Equal(t, [2]int{0, 4}, [2]int{r, n})
+	r, n = risingParts([]float64{1, 2}, 5, 0)
+	assert.Equal(t, [2]int{0, 0}, [2]int{r, n})
 }
 
 func TestLoadSamples(t *testing.T) {
@@ -299,7 +338,7 @@ func TestSVG(t *testing.T) {
 			}
 		}
 	}
-	assert.Equal(t, []string{"heap live", "rss", "goroutines", "pool waiting", "chat", "embeddings", "webhooks",
+	assert.Equal(t, []string{"heap live", "rss", "goroutines", "HTTP connections", "own (not conns)", "pool waiting", "chat", "embeddings", "webhooks",
 		"202 accepted", "429 limited", "failed"}, names)
 	assert.Contains(t, doc.Groups[0].Texts, "Live heap (MiB)")
 	assert.Contains(t, doc.Groups[0].Texts, "load stops")

@@ -105,8 +105,11 @@ func newClient(cfg common, conns int) *client {
 		MaxIdleConns:        conns,
 		MaxIdleConnsPerHost: conns,
 		MaxConnsPerHost:     conns,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
+		// Connections opened during a latency spike close soon after it,
+		// so the service's per-connection goroutines and buffers come back
+		// down instead of ratcheting up (which a soak would read as growth).
+		IdleConnTimeout:    5 * time.Second,
+		DisableCompression: true,
 	}
 	return &client{
 		base:    strings.TrimRight(cfg.url, "/"),

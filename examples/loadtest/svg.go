@@ -260,7 +260,11 @@ func soakChart(r *soakResult) chart {
 		panels: []panel{
 			{"Live heap (MiB)", []series{{"heap live", mib(func(s sample) float64 { return s.HeapLive })}}},
 			{"RSS (MiB)", []series{{"rss", mib(func(s sample) float64 { return s.RSS })}}},
-			{"Goroutines", []series{{"goroutines", col(func(s sample) float64 { return s.Goroutines })}}},
+			{"Goroutines", []series{
+				{"goroutines", col(func(s sample) float64 { return s.Goroutines })},
+				{"HTTP connections", col(func(s sample) float64 { return s.Conns })},
+				{"own (not conns)", col(sample.own)},
+			}},
 			{"Callers waiting for a Redis connection", []series{{"pool waiting", col(func(s sample) float64 { return s.Waiting })}}},
 			{"Queue depth (ready + delayed)", queued},
 			{"Requests per second", []series{

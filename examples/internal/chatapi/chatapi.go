@@ -156,6 +156,10 @@ type HTTPStats struct {
 	BadRequests uint64 `json:"bad_requests"` // 400 and 413
 	Unavailable uint64 `json:"unavailable"`  // 503: Redis down or its lane full
 	Errors      uint64 `json:"errors"`       // 500
+	// OpenConns is the HTTP connections open now. net/http runs one
+	// goroutine per connection, so a soak judges the service's own
+	// goroutines as Process.Goroutines - OpenConns.
+	OpenConns int64 `json:"open_conns"`
 }
 
 // Task is one thing the service's lifecycle group owns.
