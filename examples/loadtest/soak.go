@@ -44,7 +44,7 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 	var maxHeap, maxRSS string
 	fs.IntVar(&sc.rate, "rate", 1000, "chats per second")
 	fs.DurationVar(&sc.duration, "duration", 10*time.Minute, "how long to send")
-	fs.IntVar(&sc.maxInflight, "max-inflight", 256, "most requests in flight; past it the rate falls behind and requests are counted late")
+	fs.IntVar(&sc.maxInflight, "max-inflight", 64, "most requests in flight (the client's connections); when the service, or this machine, stalls, the rate falls behind and requests are counted late instead of piling up")
 	fs.DurationVar(&sc.interval, "sample", time.Second, "how often to sample /debug/bounded")
 	fs.StringVar(&sc.chart, "chart", "", "write an SVG chart to this `file`")
 	fs.Float64Var(&sc.heapGrowth, "heap-growth", 0.01, "fail when the live heap's slope over the second half of the load exceeds this `fraction` of the heap per minute (0 turns the check off; runs under 2 minutes are too short for it)")
@@ -323,8 +323,8 @@ func (s *soak) progressLine(now, prev sample, loadDone bool) string {
 	if dt := now.T - prev.T; dt > 0 && prev.T > 0 {
 		rate = (now.Sent - prev.Sent) / dt
 	}
-	return fmt.Sprintf("%s  sent %.0f (%.0f/s)  202 %.0f  429 %.0f  failed %.0f  p99 %s | heap %s  rss %s  goroutines %.0f  waiting %.0f  queued %.0f",
-		phase, now.Sent, rate, now.Accepted, now.Limited, now.Failed, ms(s.lat.Quantile(0.99)),
+	return fmt.Sprintf("%s  sent %.0f (%.0f/s, %d late)  202 %.0f  429 %.0f  failed %.0f  p99 %s | heap %s  rss %s  goroutines %.0f  waiting %.0f  queued %.0f",
+		phase, now.Sent, rate, s.late.Load(), now.Accepted, now.Limited, now.Failed, ms(s.lat.Quantile(0.99)),
 		fmtBytes(now.HeapLive), fmtBytes(now.RSS), now.Goroutines, now.Waiting, now.Queued[0]+now.Queued[1]+now.Queued[2])
 }
 
