@@ -19,6 +19,7 @@ import (
 
 	"github.com/bounded-go/bounded/examples/internal/chatapi"
 	"github.com/bounded-go/bounded/internal/hist"
+	"github.com/bounded-go/bounded/internal/trend"
 )
 
 // soakConfig holds the soak's own flags.
@@ -503,14 +504,9 @@ func median(v []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// theilSen returns the Theil-Sen slope of ys over xs: the median of the
-// slopes of all pairs with distinct x, which a few outliers (a GC spike, one
-// step) barely move. agreement is the share of pairs with different y in
-// which the later y is higher: about 0.5 for noise around a flat line, near 1
-// for steady growth. ok is false when no pair has distinct x. (memwatch fits
-// its heap-growth alert the same way; its estimator is unexported, and a soak
-// of a day has too many pairs for all of them, so long inputs are thinned to
-// 600 evenly spaced points first.)
+// theilSen fits the Theil-Sen slope of ys over xs with memwatch's estimator
+// (internal/trend). A soak of a day has too many pairs to take them all, so
+// inputs longer than 600 points are thinned to 600 evenly spaced ones first.
 func theilSen(xs, ys []float64) (slope, agreement float64, ok bool) {
 	const maxPoints = 600
 	if n := len(xs); n > maxPoints {
@@ -521,29 +517,7 @@ func theilSen(xs, ys []float64) (slope, agreement float64, ok bool) {
 		}
 		xs, ys = tx, ty
 	}
-	slopes := make([]float64, 0, len(xs)*(len(xs)-1)/2)
-	up, down := 0, 0
-	for i := range xs {
-		for j := i + 1; j < len(xs); j++ {
-			dx, dy := xs[j]-xs[i], ys[j]-ys[i]
-			switch {
-			case dy > 0:
-				up++
-			case dy < 0:
-				down++
-			}
-			if dx != 0 {
-				slopes = append(slopes, dy/dx)
-			}
-		}
-	}
-	if len(slopes) == 0 {
-		return 0, 0, false
-	}
-	if up+down > 0 {
-		agreement = float64(up) / float64(up+down)
-	}
-	return median(slopes), agreement, true
+	return trend.TheilSen(xs, ys, nil)
 }
 
 // print writes the summary table and the verdict.
