@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/bounded-go/bounded/cache"
 	"github.com/bounded-go/bounded/examples/internal/chatapi"
@@ -106,8 +105,6 @@ func (s *service) check(ctx context.Context, req *chatapi.ChatRequest) string {
 		return fmt.Sprintf("user is %d bytes, over the limit of %d", len(req.User), maxUser)
 	case len(req.Message) > s.cfg.MaxMessage:
 		return fmt.Sprintf("message is %d bytes, over the limit of %d", len(req.Message), s.cfg.MaxMessage)
-	case !utf8.ValidString(req.Message):
-		return "message is not valid UTF-8"
 	}
 	if _, err := s.agent(ctx, req.Agent); errors.Is(err, errUnknownAgent) {
 		return err.Error()

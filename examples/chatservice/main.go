@@ -54,7 +54,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg       Config
 		timeout   = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown may take before it gives up on what is still running")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-		memFrac   = fs.Float64("memory-limit", 0.85, "set GOMEMLIMIT to this `fraction` of the container's memory limit (if any, and unless GOMEMLIMIT is set)")
+		memFrac   = fs.Float64("memory-limit-fraction", 0.85, "set GOMEMLIMIT to this `fraction` of the container's memory limit (if any, and unless GOMEMLIMIT is set)")
 		memPeriod = fs.Duration("memwatch-interval", memwatch.DefaultInterval, "memory sampling interval")
 	)
 	fs.IntVar(&cfg.Concurrency, "concurrency", 5, "handlers per queue")
