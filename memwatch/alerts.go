@@ -2,10 +2,10 @@ package memwatch
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/bounded-go/bounded/internal/ring"
+	"github.com/bounded-go/bounded/internal/trend"
 )
 
 // AlertKind names a condition the Watcher watches for.
@@ -182,7 +182,7 @@ func (a *alerter) evaluate(s Sample, history *ring.Ring[Sample], out *transition
 		a.xs[i] = h.Time.Sub(t0).Seconds()
 		a.ys[i] = float64(h.HeapLive)
 	}
-	slope, agree, ok := theilSen(a.xs, a.ys, a.slopes)
+	slope, agree, ok := trend.TheilSen(a.xs, a.ys, a.slopes)
 	if !ok {
 		return
 	}
@@ -220,7 +220,7 @@ func (a *alerter) slopeWithoutLargestJump() float64 {
 	for i := k; k > 0 && i < len(a.ys); i++ {
 		a.ys[i] -= jump
 	}
-	slope, _, _ := theilSen(a.xs, a.ys, a.slopes)
+	slope, _, _ := trend.TheilSen(a.xs, a.ys, a.slopes)
 	return slope
 }
 
@@ -232,46 +232,6 @@ func (a *alerter) active(dst []Alert) []Alert {
 		}
 	}
 	return dst
-}
-
-// theilSen returns the Theil-Sen slope of ys over xs (the median of the
-// slopes of all pairs with distinct x) and the share of pairs with different
-// y in which the later y is higher. slopes is scratch space with capacity for
-// n(n-1)/2 values. ok is false when no pair has distinct x.
-//
-// Sorting the pairwise slopes (pdqsort, in place) costs O(n² log n); a
-// selection algorithm would save the log factor, but at n <= MaxGrowthWindow
-// once per sample it is not worth the code.
-func theilSen(xs, ys, slopes []float64) (slope, agreement float64, ok bool) {
-	slopes = slopes[:0]
-	up, down := 0, 0
-	for i := range xs {
-		for j := i + 1; j < len(xs); j++ {
-			dx, dy := xs[j]-xs[i], ys[j]-ys[i]
-			switch {
-			case dy > 0:
-				up++
-			case dy < 0:
-				down++
-			}
-			if dx > 0 {
-				slopes = append(slopes, dy/dx)
-			}
-		}
-	}
-	if len(slopes) == 0 {
-		return 0, 0, false
-	}
-	slices.Sort(slopes)
-	m := len(slopes) / 2
-	slope = slopes[m]
-	if len(slopes)%2 == 0 {
-		slope = (slopes[m-1] + slopes[m]) / 2
-	}
-	if up+down > 0 {
-		agreement = float64(up) / float64(up+down)
-	}
-	return slope, agreement, true
 }
 
 // Active returns the alerts raised and not yet cleared, in the order

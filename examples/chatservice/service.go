@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/bounded-go/bounded/cache"
+	"github.com/bounded-go/bounded/examples/internal/chatapi"
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/memwatch"
+	"github.com/bounded-go/bounded/pool"
+	"github.com/bounded-go/bounded/queue"
+	"github.com/bounded-go/bounded/ratelimit"
+)
+
+// Config configures the service. The zero value is useful except for
+// RedisURL: newService fills in the defaults documented on each field.
+type Config struct {
+	// RedisURL is the redis:// URL of the server. Required.
+	RedisURL string
+	// Concurrency is the number of handlers of each queue. Default 5 (the
+	// post-mortem's 3 queues x 5).
+	Concurrency int
+	// Latency is the mean simulated model latency of a chat job; each call
+	// takes between half and one and a half times it. Default 2ms. With
+	// Concurrency handlers the chat queue runs about Concurrency/Latency
+	// jobs a second.
+	Latency time.Duration
+	// FailRate is the probability, in [0, 1], that one simulated model call
+	// fails; the queue retries it. Zero means none fail.
+	FailRate float64
+	// Rate and Burst limit POST /api/chat per user: Rate per RatePeriod,
+	// bursts of Burst. Defaults 50 per second, burst 100.
+	Rate       int
+	RatePeriod time.Duration
+	Burst      int
+	// AgentsLatency is how long the (simulated) agent store takes to load
+	// the agent configs on a cache miss. Default 100ms.
+	AgentsLatency time.Duration
+	// ReplyTTL is how long a reply stays readable. Default 10 minutes.
+	ReplyTTL time.Duration
+	// MaxMessage bounds a chat message, in bytes. Default 4000.
+	MaxMessage int
+	// MaxConns bounds the HTTP connections open at once; more wait in the
+	// listen backlog. Default 1024.
+	MaxConns int
+	// RequestConns is the size of the pool's request lane. Default
+	// pool.DefaultRequestSize.
+	RequestConns int
+	// RequestWaiters is how many callers may wait for a request-lane
+	// connection at once; the next one gets a 503 at once. Default 10 x
+	// RequestConns: a POST holds a connection for three short round trips
+	// (the limiter, the pending marker, the enqueue), so a burst of a
+	// hundred clients plus the 15 queue handlers queues for milliseconds,
+	// not for the lane's MaxWait, and the pool's default of 4 x RequestConns
+	// would turn such a burst into 503s.
+	RequestWaiters int
+	// Memwatch configures the memory watcher; its Logger defaults to the
+	// service's.
+	Memwatch memwatch.Config
+	// Logger receives the service's log and is handed to every component.
+	// Nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) fill() error {
+	if c.RedisURL == "" {
+		return errors.New("chatservice: Config.RedisURL is required")
+	}
+	if c.FailRate < 0 || c.FailRate > 1 {
+		return fmt.Errorf("chatservice: Config.FailRate must be in [0, 1], got %g", c.FailRate)
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.Concurrency, 5)
+	def(&c.Rate, 50)
+	def(&c.Burst, 100)
+	def(&c.MaxMessage, 4000)
+	def(&c.MaxConns, 1024)
+	def(&c.RequestConns, pool.DefaultRequestSize)
+	def(&c.RequestWaiters, 10*c.RequestConns)
+	defDur(&c.Latency, 2*time.Millisecond)
+	defDur(&c.RatePeriod, time.Second)
+	defDur(&c.AgentsLatency, 100*time.Millisecond)
+	defDur(&c.ReplyTTL, 10*time.Minute)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Memwatch.Logger == nil {
+		c.Memwatch.Logger = c.Logger.With("component", "memwatch")
+	}
+	for name, v := range map[string]int{"Concurrency": c.Concurrency, "Rate": c.Rate, "Burst": c.Burst,
+		"MaxMessage": c.MaxMessage, "MaxConns": c.MaxConns, "RequestConns": c.RequestConns, "RequestWaiters": c.RequestWaiters} {
+		if v < 0 {
+			return fmt.Errorf("chatservice: Config.%s must not be negative, got %d", name, v)
+		}
+	}
+	for name, v := range map[string]time.Duration{"Latency": c.Latency, "RatePeriod": c.RatePeriod,
+		"AgentsLatency": c.AgentsLatency, "ReplyTTL": c.ReplyTTL} {
+		if v < 0 {
+			return fmt.Errorf("chatservice: Config.%s must not be negative, got %s", name, v)
+		}
+	}
+	return nil
+}
+
+// service is the chat backend: an HTTP API in front of three queues, two
+// caches, a per-user rate limit and a memory watcher, all on one pool and
+// one lifecycle group.
+//
+// Everything it starts is a task or closer of the group given to
+// newService; closing that group stops it all (the HTTP server first stops
+// accepting, the workers drain, the pool closes last). Its methods are safe
+// for concurrent use.
+type service struct {
+	cfg     Config
+	log     *slog.Logger
+	g       *lifecycle.Group
+	started time.Time
+
+	p       *pool.Pool
+	mem     *memwatch.Watcher
+	limiter *ratelimit.Limiter
+	// replies holds each chat: a pending marker from POST, the reply once the
+	// model answered.
+	replies *cache.Cache[chatapi.Reply]
+	// agents holds the agent configs under one key, loaded by a slow loader.
+	agents *cache.Cache[[]chatapi.Agent]
+
+	queues  map[string]*queue.Queue
+	workers []*queue.Worker // in chatapi.Queues() order
+
+	httpStats struct {
+		accepted, badRequests, unavailable, errors atomic.Uint64
+	}
+	conns atomic.Pointer[limitListener] // set by serve
+
+}
+
+// agentsKey is the agents cache's one key: the whole list.
+const agentsKey = "all"
+
+// newService builds the service on g: the pool (whose Close is g's first
+// closer, so it runs last), the memory watcher, the caches, the limiter and
+// the queue workers. Nothing listens until serve. If a step fails, newService
+// returns the error; the caller closes g, which undoes the steps that ran.
+func newService(g *lifecycle.Group, cfg Config) (*service, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	s := &service{cfg: cfg, log: cfg.Logger, g: g, started: time.Now(), queues: make(map[string]*queue.Queue)}
+	log := cfg.Logger
+
+	var err error
+	s.p, err = pool.New(pool.Config{
+		URL:        cfg.RedisURL,
+		ClientName: "chatservice",
+		Request:    pool.LaneConfig{Size: cfg.RequestConns, MaxWaiters: cfg.RequestWaiters},
+		// Exactly what is reserved: one BLMOVE connection per queue (3) and
+		// one for the agents cache's invalidation subscriber. The replies
+		// cache runs no subscriber (see below). A fourth queue or another
+		// cache with invalidation must raise this, and fails at startup with
+		// pool.ErrOverBudget naming who holds the lane until it does.
+		Blocking: pool.BlockingConfig{Size: len(chatapi.Queues()) + 1},
+		Logger:   log.With("component", "pool"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := g.OnClose("redis pool", func(context.Context) error { return s.p.Close() }); err != nil {
+		_ = s.p.Close()
+		return nil, err
+	}
+
+	if s.mem, err = memwatch.New(cfg.Memwatch); err != nil {
+		return nil, err
+	}
+	if err := s.mem.Start(g); err != nil {
+		return nil, err
+	}
+
+	// A reply is written once and read about once, by the client that
+	// polls for it, and every instance behind a load balancer must see the
+	// pending marker turn into the reply at once. So replies live in Redis
+	// only: a local tier would hold memory for entries read once, and would
+	// need the invalidation subscriber (a blocking connection) to stay
+	// coherent across instances.
+	s.replies, err = cache.New(s.p, "replies", cache.Config[chatapi.Reply]{
+		TTL:            cfg.ReplyTTL,
+		NoLocal:        true,
+		NoInvalidation: true,
+		MaxValueBytes:  4*cfg.MaxMessage + 4<<10, // the message, escaped, and the reply
+		Logger:         log.With("component", "cache", "cache", "replies"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.replies.Start(g); err != nil {
+		return nil, err
+	}
+	// Agent configs are read on every request and change rarely: the local
+	// tier answers (no Redis round trip), the subscriber drops it on every
+	// instance when someone changes them, and LocalTTL bounds staleness if
+	// a message is lost.
+	s.agents, err = cache.New(s.p, "agents", cache.Config[[]chatapi.Agent]{
+		TTL:        time.Hour,
+		MaxEntries: 16,
+		MaxBytes:   1 << 20,
+		Logger:     log.With("component", "cache", "cache", "agents"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.agents.Start(g); err != nil {
+		return nil, err
+	}
+
+	s.limiter, err = ratelimit.New(s.p, "chat", ratelimit.Config{
+		Rate: cfg.Rate, Period: cfg.RatePeriod, Burst: cfg.Burst,
+		Logger: log.With("component", "ratelimit"),
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	handlers := map[string]queue.Handler{
+		chatapi.QueueChat:       s.handleChat,
+		chatapi.QueueEmbeddings: s.handleEmbedding,
+		chatapi.QueueWebhooks:   s.handleWebhook,
+	}
+	for _, name := range chatapi.Queues() {
+		qlog := log.With("component", "queue", "queue", name)
+		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, Logger: qlog})
+		if err != nil {
+			return nil, err
+		}
+		w, err := queue.NewWorker(q, handlers[name], queue.WorkerConfig{
+			Concurrency: cfg.Concurrency,
+			JobTimeout:  30 * time.Second,
+			RetryBase:   100 * time.Millisecond, // a failed model call is retried soon
+			RetryMax:    5 * time.Second,
+			Logger:      qlog,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := w.Start(g); err != nil {
+			return nil, err
+		}
+		s.queues[name] = q
+		s.workers = append(s.workers, w)
+	}
+	return s, nil
+}
+
+// warm loads the agent configs so the first requests do not wait for the
+// slow loader. A failure is logged: requests load them again on demand.
+func (s *service) warm(ctx context.Context) {
+	if _, err := s.agentList(ctx); err != nil {
+		s.log.Warn("loading agents at startup failed; requests will retry", "err", err)
+	}
+}
+
+// serve starts the HTTP server on ln as a task of the group. When the group
+// closes, the task stops the listener at once (no new request arrives while
+// the workers drain) and waits for the requests in flight until the Close
+// deadline (lifecycle.CloseContext). A Serve that fails on its own returns
+// its error from the task, which the group reports (main shuts down then).
+func (s *service) serve(ln net.Listener) error {
+	lim := newLimitListener(ln, s.cfg.MaxConns)
+	s.conns.Store(lim)
+	ln = lim
+	srv := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      35 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	err := s.g.Go("http server", func(ctx context.Context) error {
+		// This goroutine ends when Serve returns, which the task waits for
+		// on every path below.
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		select {
+		case err := <-served:
+			return fmt.Errorf("http server: %w", err)
+		case <-ctx.Done():
+		}
+		err := srv.Shutdown(lifecycle.CloseContext(ctx))
+		if err != nil {
+			_ = srv.Close() // out of time: drop the connections still open
+			err = fmt.Errorf("http server: shutdown: %w", err)
+		}
+		<-served
+		return err
+	})
+	if err != nil {
+		_ = ln.Close()
+	}
+	return err
+}

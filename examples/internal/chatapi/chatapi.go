@@ -1,0 +1,179 @@
+// Package chatapi holds the JSON documents examples/chatservice serves and
+// examples/loadtest reads, so that the two programs cannot drift apart: a
+// renamed field breaks the build instead of making the soak tool read zeros
+// and pass.
+package chatapi
+
+import (
+	"time"
+
+	"github.com/bounded-go/bounded/cache"
+	"github.com/bounded-go/bounded/memwatch"
+	"github.com/bounded-go/bounded/pool"
+	"github.com/bounded-go/bounded/queue"
+	"github.com/bounded-go/bounded/ratelimit"
+)
+
+// Paths of the service's endpoints.
+const (
+	PathChat         = "/api/chat"      // POST a ChatRequest; GET PathChat+"/{id}" for the Reply
+	PathAgents       = "/api/agents"    // GET: Agents
+	PathHealth       = "/healthz"       // GET: Health
+	PathDebug        = "/debug/bounded" // GET: Debug
+	PathDebugHistory = "/debug/bounded/history"
+)
+
+// The queues of the service, in the order the worker pipeline uses them: a
+// chat job enqueues one embeddings job and one webhooks job when it is done.
+const (
+	QueueChat       = "chat"
+	QueueEmbeddings = "embeddings"
+	QueueWebhooks   = "webhooks"
+)
+
+// Queues returns the queue names in pipeline order.
+func Queues() [3]string { return [3]string{QueueChat, QueueEmbeddings, QueueWebhooks} }
+
+// ChatRequest is the body of POST /api/chat. Every field is required.
+type ChatRequest struct {
+	User    string `json:"user"`
+	Agent   string `json:"agent"`
+	Message string `json:"message"`
+}
+
+// Status is the state of a chat.
+type Status string
+
+// The states of a chat.
+const (
+	StatusPending Status = "pending" // accepted, the model has not answered yet
+	StatusDone    Status = "done"
+	StatusFailed  Status = "failed" // every attempt failed; Error says why
+)
+
+// Accepted is the 202 answer to POST /api/chat.
+type Accepted struct {
+	ID     string `json:"id"`
+	Status Status `json:"status"`
+}
+
+// Reply is a chat as GET /api/chat/{id} returns it (202 while pending).
+type Reply struct {
+	ID        string    `json:"id"`
+	Status    Status    `json:"status"`
+	User      string    `json:"user"`
+	Agent     string    `json:"agent"`
+	Model     string    `json:"model,omitempty"`
+	Reply     string    `json:"reply,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Attempts  int       `json:"attempts,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	DoneAt    time.Time `json:"done_at,omitzero"`
+}
+
+// Agent is one agent's configuration.
+type Agent struct {
+	Name         string `json:"name"`
+	Model        string `json:"model"`
+	SystemPrompt string `json:"system_prompt"`
+	MaxTokens    int    `json:"max_tokens"`
+}
+
+// Agents is the answer to GET /api/agents.
+type Agents struct {
+	Agents []Agent `json:"agents"`
+}
+
+// Error is the body of every 4xx and 5xx answer the service writes itself.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// Health is the answer to GET /healthz: 200 when Reasons is empty, else 503.
+type Health struct {
+	Status  string                 `json:"status"` // "ok" or "unhealthy"
+	Reasons []string               `json:"reasons"`
+	Redis   RedisHealth            `json:"redis"`
+	Queues  map[string]QueueHealth `json:"queues"`
+	Alerts  []memwatch.Alert       `json:"alerts"`
+}
+
+// RedisHealth is what the health check found out about Redis.
+type RedisHealth struct {
+	Healthy bool    `json:"healthy"` // the pool's belief (pool.Pool.Healthy)
+	PingMS  float64 `json:"ping_ms"` // of the PING this check sent
+	Error   string  `json:"error,omitempty"`
+}
+
+// QueueHealth is one worker's part of the health check.
+type QueueHealth struct {
+	FetcherAlive bool      `json:"fetcher_alive"`
+	FetcherState string    `json:"fetcher_state"`
+	LastReturn   time.Time `json:"fetcher_last_return"`
+}
+
+// Debug is the answer to GET /debug/bounded: every component's stats.
+type Debug struct {
+	Time          time.Time              `json:"time"`
+	UptimeSeconds float64                `json:"uptime_seconds"`
+	Process       Process                `json:"process"`
+	Pool          pool.Stats             `json:"pool"`
+	Queues        map[string]QueueStats  `json:"queues"`
+	Caches        map[string]cache.Stats `json:"caches"`
+	Limiter       ratelimit.Stats        `json:"limiter"`
+	Memwatch      Memwatch               `json:"memwatch"`
+	HTTP          HTTPStats              `json:"http"`
+	Tasks         []Task                 `json:"tasks"`
+}
+
+// Process is read when /debug/bounded is requested (memwatch's latest sample
+// may be a sampling interval old).
+type Process struct {
+	Goroutines  int    `json:"goroutines"`
+	HeapLive    uint64 `json:"heap_live_bytes"`    // marked live by the last GC
+	HeapObjects uint64 `json:"heap_objects_bytes"` // live and not yet swept
+	MemoryUsed  uint64 `json:"memory_used_bytes"`  // mapped by the runtime, not released
+	RSS         uint64 `json:"rss_bytes"`          // 0 where /proc is missing
+}
+
+// QueueStats is one queue's stats, or the error reading them.
+type QueueStats struct {
+	queue.Stats
+	Error string `json:"error,omitempty"`
+}
+
+// Memwatch is the memory watcher's latest sample and active alerts.
+type Memwatch struct {
+	Latest memwatch.Sample  `json:"latest"`
+	Alerts []memwatch.Alert `json:"alerts"`
+	Trend  *memwatch.Trend  `json:"trend,omitempty"`
+}
+
+// HTTPStats counts the service's answers to POST /api/chat and the chat
+// reads, since it started. 429s are the limiter's Stats.Denied.
+type HTTPStats struct {
+	Accepted    uint64 `json:"accepted"`     // 202 to POST /api/chat
+	BadRequests uint64 `json:"bad_requests"` // 400 and 413
+	Unavailable uint64 `json:"unavailable"`  // 503: Redis down or its lane full
+	Errors      uint64 `json:"errors"`       // 500
+	// OpenConns is the HTTP connections open now. net/http runs one
+	// goroutine per connection, so a soak judges the service's own
+	// goroutines as Process.Goroutines - OpenConns.
+	OpenConns int64 `json:"open_conns"`
+}
+
+// Task is one thing the service's lifecycle group owns.
+type Task struct {
+	Name     string        `json:"name"`
+	Kind     string        `json:"kind"`
+	Since    time.Time     `json:"since"`
+	Interval time.Duration `json:"interval_ns,omitempty"`
+}
+
+// History is the answer to GET /debug/bounded/history: memwatch's ring of
+// samples, oldest first.
+type History struct {
+	Interval time.Duration     `json:"interval_ns"`
+	Capacity int               `json:"capacity"`
+	Samples  []memwatch.Sample `json:"samples"`
+}
