@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,9 +70,9 @@ func cachesOnEveryMaster(c *redistest.RedisCluster, base string) []string {
 func redisKeyOf(name, key string) string { return "{c:" + name + "}:k:" + key }
 
 // testCachesOnEveryMaster runs one cache per master in two instances (two
-// pools, as two processes would have). Each cache's subscribers listen on
-// its master, and Set, Get, Delete, negative entries and invalidation work
-// for each; then loads stampede on every cache at once from
+// pools, as two processes would have). Each cache's traffic, invalidations
+// included, goes to its own master and to no other one, and each
+// subscriber listens there; then loads stampede on every cache at once from
 // both instances, one loader call per cache. Nothing logs a warning
 // (CROSSSLOT or any other).
 func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend) {
@@ -108,7 +109,8 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 		}
 	}
 
-	for _, ci := range caches {
+	for i, ci := range caches {
+		before := nodeTraffic(t, c)
 		require.NoError(t, ci.a.Set(ctx, "k", item{ID: 1}, time.Minute))
 		eventually(t, "B to hear of the Set", func() bool { return ci.b.Stats().InvalidationsReceived == 1 })
 		v, err := ci.b.Get(ctx, "k")
@@ -138,6 +140,16 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 		_, err = ci.b.GetOrLoad(ctx, "gone", missing)
 		require.ErrorIs(t, err, ErrNotFound)
 		require.Equal(t, int32(1), calls.Load(), "B found A's negative entry")
+
+		after := nodeTraffic(t, c)
+		for addr, n := range after {
+			if addr == ci.master.Addr() {
+				require.Greater(t, n["publish"], before[addr]["publish"], "%s: invalidations go to its master", names[i])
+				require.Greater(t, n["evalsha"]+n["eval"], before[addr]["evalsha"]+before[addr]["eval"], names[i])
+				continue
+			}
+			require.Equal(t, before[addr], n, "%s (on %s) sent nothing to %s", names[i], ci.master.Addr(), addr)
+		}
 	}
 
 	// Every cache at once, from both instances: one loader call per cache.
@@ -170,4 +182,24 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 		require.Equal(t, int32(1), calls[i].Load(), names[i])
 	}
 	require.Empty(t, string(logs.Bytes()), "no warning, CROSSSLOT or other")
+}
+
+// nodeTraffic returns the commands each node has processed, by address,
+// without what is not a cache's traffic: the client's topology and command
+// table lookups, connection setup, and the test's own INFO and CLIENT LIST.
+func nodeTraffic(t *testing.T, c *redistest.RedisCluster) map[string]map[string]int64 {
+	t.Helper()
+	out := map[string]map[string]int64{}
+	for _, n := range c.Nodes() {
+		st, err := n.CommandStats(context.Background())
+		require.NoError(t, err)
+		for name := range st {
+			if name == "info" || name == "hello" || name == "command" ||
+				strings.HasPrefix(name, "cluster|") || strings.HasPrefix(name, "command|") || strings.HasPrefix(name, "client|") {
+				delete(st, name)
+			}
+		}
+		out[n.Addr()] = st
+	}
+	return out
 }

@@ -22,7 +22,11 @@
 // {c:<name>}:k:<k>, its load lock {c:<name>}:l:<k>, and invalidations go to
 // the channel {c:<name>}:inval. So one cache lives in one Redis Cluster
 // slot, its scripts get all their keys in KEYS, and caches with the same
-// name in different processes are the same cache.
+// name in different processes are the same cache. Invalidations are
+// published through the master of that slot too (PUBLISH is routed by its
+// channel, as if it were a key), so on a Redis Cluster one cache's traffic
+// goes to one master; the cluster forwards the messages to subscribers on
+// every node, and each subscriber connects to the cache's master.
 //
 // # The local tier
 //

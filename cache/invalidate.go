@@ -104,7 +104,14 @@ func (c *Cache[V]) publish(ctx context.Context, pipe redis.Pipeliner, keys ...st
 	}
 	msgs := invalidationMessages(c.id, keys)
 	for _, m := range msgs {
-		pipe.Publish(ctx, c.channel, m)
+		// PUBLISH takes no key, so a cluster client would send it to any
+		// master (go-redis picks them in turn): a second round trip and
+		// socket, on a node that has nothing to do with this cache.
+		// Routed by its channel, which carries the cache's hash tag, it
+		// goes with the rest of the pipeline to the cache's own master;
+		// Redis Cluster forwards it to the subscribers on every node
+		// (TestCluster/CachesOnEveryMaster).
+		pipe.Publish(ctx, c.channel, m).SetFirstKeyPos(1)
 	}
 	return len(msgs)
 }
