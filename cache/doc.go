@@ -139,6 +139,16 @@
 // per process), keeps the value locally and returns it. The cache relies on
 // the lane's own check rather than calling pool.Admit first.
 //
+// Nothing needs restarting when Redis returns: calls go through again after
+// the pool's next successful probe, and the subscriber, which retries at
+// least once a second, subscribes again (and flushes the local tier, as
+// after any reconnect). TestRedisRestartMidRun_Server measures it: a miss
+// fails in 1.5-3 µs during the outage; afterwards calls answer within
+// milliseconds and subscribers listen again within a second. A restarted
+// Redis Cluster master refuses commands for its first two seconds
+// (CLUSTERDOWN), so there calls come back after about two seconds
+// (TestCluster/RestartMidRun).
+//
 // # Background work and Redis traffic
 //
 // Without Start, a Cache runs nothing. Start adds one lifecycle task (the
