@@ -75,7 +75,8 @@ func redisKeyOf(name, key string) string { return "{c:" + name + "}:k:" + key }
 // testCachesOnEveryMaster runs one cache per master in two instances (two
 // pools, as two processes would have). Each cache's traffic, invalidations
 // included, goes to its own master and to no other one, and each
-// subscriber listens there; then loads stampede on every cache at once from
+// subscriber listens there (and hears what is published on another node);
+// then loads stampede on every cache at once from
 // both instances, one loader call per cache. Nothing logs a warning
 // (CROSSSLOT or any other).
 func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend) {
@@ -153,6 +154,23 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 			}
 			require.Equal(t, before[addr], n, "%s (on %s) sent nothing to %s", names[i], ci.master.Addr(), addr)
 		}
+
+		// An invalidation published on another node (as an instance whose
+		// client has not yet seen a failover would) reaches the
+		// subscribers all the same: the cluster forwards it.
+		_, err = ci.b.Get(ctx, "gone")
+		require.ErrorIs(t, err, ErrNotFound)
+		held, recv := ci.b.Stats().LocalEntries, ci.b.Stats().InvalidationsReceived
+		require.Positive(t, held)
+		for _, n := range c.Nodes() {
+			if n.Addr() != ci.master.Addr() {
+				_, err := n.Do(ctx, "PUBLISH", ci.b.Channel(), invalidationMessages(1, []string{"gone"})[0])
+				require.NoError(t, err)
+				break
+			}
+		}
+		eventually(t, "B to hear of it", func() bool { return ci.b.Stats().InvalidationsReceived == recv+1 })
+		require.Equal(t, held-1, ci.b.Stats().LocalEntries)
 	}
 
 	// Every cache at once, from both instances: one loader call per cache.
