@@ -76,9 +76,8 @@ func redisKeyOf(name, key string) string { return "{c:" + name + "}:k:" + key }
 // pools, as two processes would have). Each cache's traffic, invalidations
 // included, goes to its own master and to no other one, and each
 // subscriber listens there (and hears what is published on another node);
-// then loads stampede on every cache at once from
-// both instances, one loader call per cache. Nothing logs a warning
-// (CROSSSLOT or any other).
+// then loads stampede on every cache at once from both instances, one
+// loader call per cache. Nothing logs a warning (CROSSSLOT or any other).
 func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend) {
 	ctx := context.Background()
 	names := cachesOnEveryMaster(c, "spread")
