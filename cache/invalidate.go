@@ -104,7 +104,14 @@ func (c *Cache[V]) publish(ctx context.Context, pipe redis.Pipeliner, keys ...st
 	}
 	msgs := invalidationMessages(c.id, keys)
 	for _, m := range msgs {
-		pipe.Publish(ctx, c.channel, m)
+		// PUBLISH takes no key, so a cluster client would send it to any
+		// master (go-redis picks them in turn): a second round trip and
+		// socket, on a node that has nothing to do with this cache.
+		// Routed by its channel, which carries the cache's hash tag, it
+		// goes with the rest of the pipeline to the cache's own master;
+		// Redis Cluster forwards it to the subscribers on every node
+		// (TestCluster/CachesOnEveryMaster).
+		pipe.Publish(ctx, c.channel, m).SetFirstKeyPos(1)
 	}
 	return len(msgs)
 }
@@ -195,11 +202,16 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 }
 
 // Subscriber backoff after consecutive failures: the first retry is at once
-// (go-redis has usually redialled already), then 50ms doubling to 5s, each
-// with jitter so that instances do not reconnect in step.
+// (go-redis has usually redialled already), then 50ms doubling to 1s, each
+// with jitter so that instances do not reconnect in step. The cap is how
+// late a subscriber may find Redis again after an outage, and until it does
+// its local copies may outlive writes other instances make meanwhile (its
+// flush on resubscribing ends that). 1s, as the queue's, costs one refused
+// dial a second per cache while Redis is down; 5s kept subscribers away for
+// up to 5s after Redis was back (TestRedisRestartMidRun_Server).
 const (
 	retryMin = 50 * time.Millisecond
-	retryMax = 5 * time.Second
+	retryMax = time.Second
 )
 
 func retryDelay(failures int) time.Duration {

@@ -18,20 +18,18 @@ import (
 // harness allows, on miniredis); a Redis Cluster can be added the same way.
 
 func TestInvalidationAcrossInstances_Server(t *testing.T) {
-	testInvalidationAcrossInstances(t, serverPools(redistest.Server(t)))
+	testInvalidationAcrossInstances(t, serverBackend(redistest.Server(t)), "inv")
 }
 
 func TestInvalidationAcrossInstances_Mini(t *testing.T) {
 	m := redistest.Mini(t)
-	testInvalidationAcrossInstances(t, func(t testing.TB) *pool.Pool {
-		return newPool(t, pool.Config{Addrs: []string{m.Addr()}})
-	})
+	testInvalidationAcrossInstances(t, backend{cfg: pool.Config{Addrs: []string{m.Addr()}}}, "inv")
 }
 
-func testInvalidationAcrossInstances(t *testing.T, newPool poolFactory) {
+func testInvalidationAcrossInstances(t *testing.T, be backend, name string) {
 	ctx := context.Background()
-	a := newCache(t, newPool(t), "inv", Config[string]{})
-	b := newCache(t, newPool(t), "inv", Config[string]{})
+	a := newCache(t, be.newPool(t), name, Config[string]{})
+	b := newCache(t, be.newPool(t), name, Config[string]{})
 	started(t, a)
 	started(t, b)
 	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
@@ -74,17 +72,13 @@ func testInvalidationAcrossInstances(t *testing.T, newPool poolFactory) {
 }
 
 func TestSubscriberFlushesOnResubscribe_Server(t *testing.T) {
-	srv := redistest.Server(t)
-	testSubscriberFlushesOnResubscribe(t, serverPools(srv), func(ctx context.Context) error {
-		_, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub")
-		return err
-	})
+	testSubscriberFlushesOnResubscribe(t, serverBackend(redistest.Server(t)), "resub")
 }
 
-func testSubscriberFlushesOnResubscribe(t *testing.T, newPool poolFactory, killSubscribers func(context.Context) error) {
+func testSubscriberFlushesOnResubscribe(t *testing.T, be backend, name string) {
 	ctx := context.Background()
-	a := newCache(t, newPool(t), "resub", Config[string]{})
-	b := newCache(t, newPool(t), "resub", Config[string]{})
+	a := newCache(t, be.newPool(t), name, Config[string]{})
+	b := newCache(t, be.newPool(t), name, Config[string]{})
 	started(t, b)
 	eventually(t, "B to listen", func() bool { return b.Stats().Subscribed })
 	require.Equal(t, uint64(1), b.Stats().Subscribes)
@@ -95,7 +89,10 @@ func testSubscriberFlushesOnResubscribe(t *testing.T, newPool poolFactory, killS
 	require.NoError(t, err)
 	require.Equal(t, int64(1), b.Stats().LocalEntries)
 
-	require.NoError(t, killSubscribers(ctx))
+	// Killed on the server it is connected to (one node of a cluster).
+	sub := be.subscriber(t, name)
+	_, err = sub.node.Do(ctx, "CLIENT", "KILL", "ID", sub.id)
+	require.NoError(t, err)
 	eventually(t, "B to resubscribe", func() bool { return b.Stats().Subscribes == 2 })
 	st := b.Stats()
 	require.Zero(t, st.LocalEntries, "a message may have been lost while B was away: everything local went")
@@ -112,28 +109,16 @@ func testSubscriberFlushesOnResubscribe(t *testing.T, newPool poolFactory, killS
 	require.Equal(t, "v2", v)
 }
 
-func TestSubscriberSurvivesARestart_Server(t *testing.T) {
-	srv := redistest.Server(t)
-	c := newCache(t, serverPools(srv)(t), "restart", Config[string]{})
-	started(t, c)
-	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
-	srv.Restart()
-	eventually(t, "the subscriber to come back", func() bool {
-		st := c.Stats()
-		return st.Subscribes >= 2 && st.Subscribed
-	})
-}
-
 func TestCrossInstanceStampede_Server(t *testing.T) {
-	testCrossInstanceStampede(t, serverPools(redistest.Server(t)))
+	testCrossInstanceStampede(t, serverBackend(redistest.Server(t)), "stampede")
 }
 
 // 4 instances x 100 callers on a cold key: one loader call in all.
-func testCrossInstanceStampede(t *testing.T, newPool poolFactory) {
+func testCrossInstanceStampede(t *testing.T, b backend, name string) {
 	const instances, callers = 4, 100
 	caches := make([]*Cache[item], instances)
 	for i := range caches {
-		caches[i] = newCache(t, newPool(t), "stampede", Config[item]{})
+		caches[i] = newCache(t, b.newPool(t), name, Config[item]{})
 		started(t, caches[i])
 	}
 	eventually(t, "every subscriber to listen", func() bool {
@@ -184,13 +169,13 @@ func testCrossInstanceStampede(t *testing.T, newPool poolFactory) {
 }
 
 func TestLockHolderDiesAnotherTakesOver_Server(t *testing.T) {
-	testLockHolderDies(t, serverPools(redistest.Server(t)))
+	testLockHolderDies(t, serverBackend(redistest.Server(t)), "dead")
 }
 
-func testLockHolderDies(t *testing.T, newPool poolFactory) {
+func testLockHolderDies(t *testing.T, b backend, name string) {
 	ctx := context.Background()
-	p := newPool(t)
-	c := newCache(t, p, "dead", Config[item]{})
+	p := b.newPool(t)
+	c := newCache(t, p, name, Config[item]{})
 	started(t, c)
 	// An instance that took the lock and died: nothing will publish a note.
 	require.NoError(t, p.Client().Set(ctx, c.lockKey("k"), "dead-holder", 200*time.Millisecond).Err())
@@ -209,13 +194,13 @@ func testLockHolderDies(t *testing.T, newPool poolFactory) {
 }
 
 func TestTTLToTheMillisecond_Server(t *testing.T) {
-	testTTLToTheMillisecond(t, serverPools(redistest.Server(t)))
+	testTTLToTheMillisecond(t, serverBackend(redistest.Server(t)), "pttl")
 }
 
-func testTTLToTheMillisecond(t *testing.T, newPool poolFactory) {
+func testTTLToTheMillisecond(t *testing.T, b backend, name string) {
 	ctx := context.Background()
-	p := newPool(t)
-	c := newCache(t, p, "pttl", Config[string]{TTL: 300 * time.Millisecond})
+	p := b.newPool(t)
+	c := newCache(t, p, name, Config[string]{TTL: 300 * time.Millisecond})
 	require.NoError(t, c.Set(ctx, "set", "v", 250*time.Millisecond))
 	_, err := c.GetOrLoad(ctx, "load", func(context.Context) (string, error) { return "v", nil })
 	require.NoError(t, err)
@@ -229,19 +214,26 @@ func testTTLToTheMillisecond(t *testing.T, newPool poolFactory) {
 }
 
 func TestSubscriberReplacesASilentConnection_Server(t *testing.T) {
-	srv := redistest.Server(t)
-	c := newCache(t, serverPools(srv)(t), "silent", Config[string]{PingInterval: 50 * time.Millisecond})
+	testSubscriberReplacesASilentConnection(t, serverBackend(redistest.Server(t)), "silent")
+}
+
+func testSubscriberReplacesASilentConnection(t *testing.T, b backend, name string) {
+	c := newCache(t, b.newPool(t), name, Config[string]{PingInterval: 50 * time.Millisecond})
 	started(t, c)
 	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+	srv := b.subscriber(t, name).node
+	st, err := srv.CommandStats(context.Background())
+	require.NoError(t, err)
+	pings := st["ping"]
 	// While idle it pings, and answered pings keep the connection.
 	eventually(t, "three idle pings", func() bool {
 		st, err := srv.CommandStats(context.Background())
-		return err == nil && st["ping"] >= 3
+		return err == nil && st["ping"] >= pings+3
 	})
 	require.Equal(t, uint64(1), c.Stats().Subscribes)
 	// The connection stays open but Redis stops answering: no error ever
 	// comes, only the unanswered PING tells.
-	_, err := srv.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL")
+	_, err = srv.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL")
 	require.NoError(t, err)
 	eventually(t, "the subscriber to replace its connection", func() bool {
 		st := c.Stats()
