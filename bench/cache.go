@@ -73,8 +73,8 @@ func (catalog) Cache(sz Sizes) Scenario {
 				"cases check that Redis received no command during the loop.", sz.RunFor),
 			"go-redis/cache's local tier holds encoded bytes, so every local hit decodes (msgpack) into the caller's variable; bounded's " +
 				"holds the typed value. \"hits counted by its Stats\" is Stats().LocalHits+RedisHits for bounded and Stats().Hits for " +
-				"go-redis/cache, over the calls made: go-redis/cache counts Redis hits only. Redis hit: bounded reads the value and its " +
-				"remaining TTL (GET+PTTL in one pipeline: 2 commands) so a local copy never outlives Redis's.",
+				"go-redis/cache, over the calls made: go-redis/cache counts Redis hits only. Redis hit with the local tier off is one GET " +
+				"for both (with a local tier, bounded reads GET+PTTL in one round trip so a local copy never outlives Redis's).",
 			fmt.Sprintf("Stampede: %d instances, each its own pool or client, %d GetOrLoad (go-redis/cache: Once) callers each, all "+
 				"released together on a cold key whose loader takes %s; %d keys one after another. Time is from the release until the "+
 				"last of the %d callers has its value. Every caller must get the loaded value, and a fresh instance without a local tier "+
