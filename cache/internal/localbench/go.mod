@@ -6,6 +6,7 @@ require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/bounded-go/bounded v0.0.0
 	github.com/maypok86/otter/v2 v2.4.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (
