@@ -55,8 +55,11 @@ type BlockingConfig struct {
 // the default lane sizes; New fills in the defaults documented on each field
 // and validates the rest, naming the field that is wrong.
 type Config struct {
-	// URL is a redis:// or rediss:// URL (user, password, host, port, db and
-	// go-redis's query options). Mutually exclusive with Addrs.
+	// URL is a redis:// or rediss:// URL: user, password, host, port, db,
+	// and the query options dial_timeout, read_timeout, write_timeout and
+	// client_name (fields set in Config win). Pool-sizing options
+	// (pool_size, max_retries, ...) are refused: the lanes set those.
+	// Mutually exclusive with Addrs.
 	URL string
 	// Addrs lists host:port addresses: one server, cluster seed nodes, or
 	// Sentinel nodes when MasterName is set. Several addresses without
@@ -111,6 +114,47 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of the health state. Nil means time.Now.
 	Now func() time.Time
+}
+
+// applyURLOptions takes the timeouts and client name a URL sets into the
+// fields the caller left zero, and refuses what the pool cannot honour.
+// The address, credentials, DB and TLS are read in universalOptions.
+func (c *Config) applyURLOptions() error {
+	if c.URL == "" {
+		return nil
+	}
+	u, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return fmt.Errorf("pool: Config.URL: %w", err)
+	}
+	if u.Network == "unix" {
+		return errors.New("pool: Config.URL: unix sockets are not supported; use a TCP address")
+	}
+	for _, o := range []struct {
+		name string
+		set  bool
+	}{
+		{"pool_size", u.PoolSize != 0}, {"min_idle_conns", u.MinIdleConns != 0}, {"max_idle_conns", u.MaxIdleConns != 0},
+		{"max_active_conns", u.MaxActiveConns != 0}, {"pool_timeout", u.PoolTimeout != 0}, {"max_retries", u.MaxRetries != 0},
+		{"pool_fifo", u.PoolFIFO},
+	} {
+		if o.set {
+			return fmt.Errorf("pool: Config.URL sets %s, which the pool decides per lane (Config.Request, Background, Blocking); remove it", o.name)
+		}
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = u.DialTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = u.ReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = u.WriteTimeout
+	}
+	if c.ClientName == "" {
+		c.ClientName = u.ClientName
+	}
+	return nil
 }
 
 func (c *Config) fillDefaults() {

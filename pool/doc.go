@@ -39,20 +39,21 @@
 //
 // The outcome of every command feeds a small circuit breaker. After
 // Config.FailureThreshold connection failures in a row (refused or reset
-// connections, I/O timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) Redis is
+// connections, I/O timeouts, LOADING, MASTERDOWN, CLUSTERDOWN; not a call
+// that ran out its caller's own deadline, which says nothing about Redis)
+// Redis is
 // marked down: request-lane calls and Admit fail in well under a microsecond
 // with ErrUnavailable, except one call per Config.ProbeInterval that is let
 // through as the probe. The first success marks Redis up again. Caches and
 // limiters use Admit to pick their fallback instead of waiting out a dial
 // timeout per call.
 //
-// go-redis has a dial breaker of its own, which the pool cannot turn off:
-// once a lane's client has failed as many dials as the lane's Size (per
-// node on Redis Cluster; a reservation of one trips at its first), it
-// stops dialling and re-dials once a second in a goroutine of its own
-// until one succeeds (the goroutine ends then, or within a second of
-// Close). So after an outage callers find Redis again up to a second after
-// it is back (TestRedisRestartMidRun in the ratelimit package measures it).
+// go-redis has a dial breaker of its own: after PoolSize failed dials in a
+// row a client stops dialling and re-dials once a second in a goroutine of
+// its own. The pool keeps it out of the way (PoolSize is set to 1000 while
+// MaxActiveConns is the real socket limit), so that after an outage callers
+// find Redis again as soon as the next probe or backoff retry goes out, not
+// a second later.
 //
 // # Sizing
 //

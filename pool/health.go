@@ -159,7 +159,9 @@ func classify(ctx context.Context, err error) outcome {
 	if errors.As(err, &rerr) {
 		// Redis answered. Only replies that mean "not serving" count as down.
 		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"} {
+		// (TRYAGAIN, during a resharding, is about one slot's keys, not
+		// about Redis serving.)
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN"} {
 			if strings.HasPrefix(msg, p) {
 				return outcomeDown
 			}
@@ -172,9 +174,11 @@ func classify(ctx context.Context, err error) outcome {
 		errors.Is(err, redis.ErrClosed):
 		return outcomeNeutral
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || deadlinePassed(ctx) || errors.Is(err, context.DeadlineExceeded) {
 		// The caller's deadline or cancellation ended the call; it may have
-		// been too short for a healthy Redis.
+		// been too short for a healthy Redis. (With socket deadlines taken
+		// from ctx, the read can fail with an I/O timeout a moment before
+		// ctx itself reports its error: hence deadlinePassed.)
 		return outcomeNeutral
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -191,4 +195,24 @@ func classify(ctx context.Context, err error) outcome {
 		return outcomeDown
 	}
 	return outcomeNeutral
+}
+
+// deadlinePassed reports whether ctx has a deadline that is now past.
+func deadlinePassed(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// callerTimeout rewrites the I/O timeout of a call that ran out its
+// caller's deadline so that it matches context.DeadlineExceeded, as every
+// "the deadline passed" error of this library does. Other errors pass.
+func callerTimeout(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !deadlinePassed(ctx) {
+		return err
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return fmt.Errorf("pool: the caller's deadline passed during the call: %w (%w)", context.DeadlineExceeded, err)
+	}
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -65,6 +66,9 @@ type dialCounter struct {
 // New builds a pool. It does not connect: connections open on first use, so
 // New fails only on bad configuration.
 func New(cfg Config) (*Pool, error) {
+	if err := cfg.applyURLOptions(); err != nil {
+		return nil, err
+	}
 	cfg.fillDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -349,9 +353,53 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			return err
 		}
 		err := next(ctx, cmd)
+		if errors.Is(err, redis.ErrPoolExhausted) {
+			err = h.waitForConn(ctx, func() error { cmd.SetErr(nil); return next(ctx, cmd) })
+			if le := (*LaneError)(nil); errors.As(err, &le) {
+				cmd.SetErr(err)
+			}
+		}
 		h.gate.release()
+		if e := callerTimeout(ctx, err); e != err {
+			err = e
+			cmd.SetErr(err)
+		}
 		h.observe(ctx, err)
 		return err
+	}
+}
+
+// waitForConn handles go-redis's "pool exhausted", which the gate should make
+// impossible but for one case: a dial whose caller gave up goes on in
+// go-redis's own goroutine, holding a connection slot, and the next caller
+// through the gate finds the pool full until it lands. Nothing was sent
+// yet, so the call is tried again after short pauses, within the lane's max
+// wait and the caller's context; if it still cannot get a connection it
+// fails with a LaneError like any other wait.
+func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
+	start := time.Now()
+	pause := time.Millisecond
+	for {
+		expired := h.gate.maxWait > 0 && time.Since(start)+pause > h.gate.maxWait
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < pause {
+			expired = true
+		}
+		if expired {
+			return h.gate.errorf(context.DeadlineExceeded,
+				"go-redis's pool was full with a dial its caller abandoned", time.Since(start))
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return h.gate.errorf(ctx.Err(), "the caller's context ended while a connection was being dialled", time.Since(start))
+		case <-t.C:
+		}
+		err := call()
+		if !errors.Is(err, redis.ErrPoolExhausted) {
+			return err
+		}
+		pause = min(2*pause, 50*time.Millisecond)
 	}
 }
 
@@ -375,7 +423,21 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			return err
 		}
 		err := next(ctx, cmds)
+		if errors.Is(err, redis.ErrPoolExhausted) {
+			err = h.waitForConn(ctx, func() error { setErrs(cmds, nil); return next(ctx, cmds) })
+			if le := (*LaneError)(nil); errors.As(err, &le) {
+				setErrs(cmds, err)
+			}
+		}
 		h.gate.release()
+		if e := callerTimeout(ctx, err); e != err {
+			err = e
+			for _, c := range cmds {
+				if c.Err() != nil {
+					c.SetErr(callerTimeout(ctx, c.Err()))
+				}
+			}
+		}
 		h.observe(ctx, pipelineHealthErr(err, cmds))
 		return err
 	}

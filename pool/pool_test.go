@@ -614,3 +614,22 @@ func TestStaleConnectionsAreDetectedAfterRestart(t *testing.T) {
 	}
 	require.True(t, p.Healthy())
 }
+
+func TestURLOptions(t *testing.T) {
+	c := Config{URL: "redis://10.0.0.1:6390/0?dial_timeout=7s&read_timeout=4s&client_name=api"}
+	require.NoError(t, c.applyURLOptions())
+	require.Equal(t, 7*time.Second, c.DialTimeout)
+	require.Equal(t, 4*time.Second, c.ReadTimeout)
+	require.Equal(t, "api", c.ClientName)
+
+	c = Config{URL: "redis://10.0.0.1:6390?dial_timeout=7s", DialTimeout: time.Second}
+	require.NoError(t, c.applyURLOptions())
+	require.Equal(t, time.Second, c.DialTimeout, "a field set in Config wins")
+
+	_, err := New(Config{URL: "redis://10.0.0.1:6390?pool_size=100"})
+	require.ErrorContains(t, err, "pool: Config.URL sets pool_size, which the pool decides per lane")
+	_, err = New(Config{URL: "redis://10.0.0.1:6390?max_retries=3"})
+	require.ErrorContains(t, err, "max_retries")
+	_, err = New(Config{URL: "unix:///tmp/redis.sock"})
+	require.ErrorContains(t, err, "unix sockets are not supported")
+}
