@@ -65,6 +65,10 @@ func (s *scheduler) loop(ctx context.Context) error {
 		case <-s.wakeCh:
 		default:
 		}
+		// Until this read's answer is in, any retry or enqueue must wake
+		// the loop: a job added after the read would otherwise wait for a
+		// next due time read without it.
+		s.next.Store(math.MaxInt64)
 		now := w.q.cfg.Now()
 		res, err := promoteScript.Run(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
 			now.UnixMilli(), promoteLimit, boolArg(clearFlag)).Int64Slice()
