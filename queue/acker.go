@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -72,7 +73,14 @@ func (w *Worker) ackLoop(ctx context.Context) error {
 				w.log.Error("queue: handlers did not return in time; their jobs go back to the ready list and may run twice")
 				done = true
 			case <-w.handlersDone:
-				done = true // handlers only return once the worker drains
+				// Handlers only return once the worker drains. If this case
+				// won the race with stopping, the rest still works to the
+				// Close deadline, not without one.
+				if stopping != nil {
+					stopping = nil
+					opCtx = lifecycle.CloseContext(ctx)
+				}
+				done = true
 			}
 			if done || retry != nil || len(pending) == 0 {
 				continue
@@ -114,9 +122,9 @@ drain:
 			w.log.Error("queue: could not write outcomes before the deadline; those jobs go back to the ready list", "count", len(failed))
 		}
 	}
-	w.finish(opCtx)
+	err := w.finish(opCtx)
 	close(w.ackerGone)
-	return nil
+	return err
 }
 
 // drainTimers returns when to cancel running handlers and when to give up
@@ -144,9 +152,10 @@ func (w *Worker) flush(ctx context.Context, ops []ackOp) (failed []ackOp) {
 	for i, op := range ops {
 		switch op.kind {
 		case ackDone, ackDrop:
-			cmds[i] = pipe.LRem(ctx, w.proc, 1, op.elem)
 			if op.unique {
-				pipe.Del(ctx, k.unique(op.id))
+				cmds[i] = ackUniqueScript.EvalSha(ctx, pipe, []string{w.proc, k.unique(op.id)}, op.elem)
+			} else {
+				cmds[i] = pipe.LRem(ctx, w.proc, 1, op.elem)
 			}
 		case ackRetry:
 			cmds[i] = retryScript.EvalSha(ctx, pipe,
@@ -256,15 +265,45 @@ func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (in
 
 // finish ends a drained worker: everything left in its processing list goes
 // back to the head of the ready list, and the consumer leaves the queue's
-// consumers and the heartbeat.
-func (w *Worker) finish(ctx context.Context) {
+// consumers and the heartbeat. Against a failing Redis it tries again, with
+// backoff, until ctx (the Close deadline) ends. If it never succeeds, the
+// heartbeat is left to expire, so other processes see this consumer die
+// and sweep its list: the jobs are late, not lost.
+func (w *Worker) finish(ctx context.Context) error {
 	defer w.q.removeWorker(w)
 	defer w.node.detach(w)
+	// Stop retrying a little before the deadline: the worker's tasks and
+	// the heartbeat must still return by it.
+	var stopAt time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		stopAt = dl.Add(-min(time.Until(dl)/4, 200*time.Millisecond))
+	}
+	var bo troubleBackoff
+	for {
+		err := w.putBack(ctx)
+		if err == nil {
+			w.mu.Lock()
+			clear(w.inflight)
+			w.mu.Unlock()
+			return nil
+		}
+		wait := bo.next()
+		if ctx.Err() != nil || (!stopAt.IsZero() && time.Now().Add(wait).After(stopAt)) || !sleepCtx(ctx, wait) {
+			w.node.keepHeartbeat()
+			w.log.Error("queue: drain: could not put unfinished jobs back; they stay in the processing list until another process sees this consumer's heartbeat expire and sweeps it", "err", err)
+			return w.q.errorf("drain: putting unfinished jobs back: %w", err)
+		}
+		w.log.Warn("queue: drain: putting unfinished jobs back failed; retrying", "err", err)
+	}
+}
+
+// putBack moves the processing list to the head of the ready list and
+// leaves the queue's consumers set.
+func (w *Worker) putBack(ctx context.Context) error {
 	c := w.q.p.Background()
 	elems, err := c.LRange(ctx, w.proc, 0, -1).Result()
 	if err != nil {
-		w.log.Error("queue: drain: reading the processing list failed; a sweep will recover it", "err", err)
-		return
+		return fmt.Errorf("reading the processing list: %w", err)
 	}
 	if len(elems) > 0 {
 		// Oldest (rightmost) last, so it ends up first in line.
@@ -273,18 +312,18 @@ func (w *Worker) finish(ctx context.Context) {
 			pairs = append(pairs, e, e)
 		}
 		n, err := w.recoverPairs(ctx, w.proc, pairs)
-		if err != nil {
-			w.log.Error("queue: drain: putting jobs back failed; a sweep will recover them", "err", err)
-			return
+		if n > 0 {
+			w.log.Info("queue: drain put unfinished jobs back", "count", n)
 		}
-		w.log.Info("queue: drain put unfinished jobs back", "count", n)
+		if err != nil {
+			return fmt.Errorf("moving jobs to the ready list: %w", err)
+		}
 	}
 	if err := c.SRem(ctx, w.q.k.consumers, w.cfg.ConsumerID).Err(); err != nil {
+		// Harmless: the next worker's check finds an empty list.
 		w.log.Warn("queue: drain: leaving the consumers set failed", "err", err)
 	}
-	w.mu.Lock()
-	clear(w.inflight)
-	w.mu.Unlock()
+	return nil
 }
 
 // cmdInt reads the integer reply of a pipelined LREM or script call.

@@ -47,7 +47,13 @@ func (b *troubleBackoff) next() time.Duration {
 // wait sleeps for the next backoff or until ctx ends; it reports whether ctx
 // is still live.
 func (b *troubleBackoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.next())
+	return sleepCtx(ctx, b.next())
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether ctx is still
+// live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

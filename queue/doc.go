@@ -57,12 +57,17 @@
 //
 // Each process sends ONE heartbeat per HeartbeatInterval for all its queues:
 // a ZADD of its deadline into {<namespace>}:heartbeats, pipelined with a
-// ZRANGEBYSCORE for consumers whose deadline passed. A dead consumer's
+// ZREVRANGEBYSCORE for the (at most 64) consumers whose deadline passed most
+// recently; while more than 64 are dead, one more command per heartbeat
+// reads older ones a page at a time, in rotation. A dead consumer's
 // processing lists are moved back to the head of the ready lists of the
 // queues this process consumes, one process per queue at a time (SET NX PX
-// lock), each job's delivery count going up. Recovery therefore takes at
-// most HeartbeatTTL + HeartbeatInterval (30 s by default; configurable down
-// to about a second) and does not burn a retry. A worker also reconciles
+// lock), each job's delivery count going up. A sweep that could not finish
+// (Redis errors, the lock held by another process) is tried again on the
+// next heartbeat until the list is empty. Recovery therefore takes
+// HeartbeatTTL + HeartbeatInterval (30 s by default; configurable down to
+// about a second) plus one heartbeat per sweep that had to be retried, and
+// does not burn a retry. A worker also reconciles
 // its processing list with what it holds after a fetch error (a BLMOVE that
 // failed on the client may have moved an element on the server), now and
 // then while busy, and at start (a stable ConsumerID finds the jobs of its
@@ -88,15 +93,23 @@
 // outcomes, puts every unfinished job back at the head of the ready list and
 // leaves the heartbeat, all by the deadline. Jobs that were fetched but not
 // started, and jobs whose handler was cancelled by the drain, do not count
-// as failed attempts.
+// as failed attempts. If Redis does not let the worker put its jobs back
+// before the deadline, Close reports it and the process leaves its
+// heartbeat to expire instead of removing it, so other processes recover
+// those jobs as they would a crashed one's.
 //
 // # Redis trouble
 //
 // Refused connections, restarts, LOADING, failovers and killed connections
 // make the fetcher, acker and scheduler back off exponentially with jitter
 // (10 ms to 1 s) and resume by themselves; nothing hot-loops and no
-// goroutine is added. Outcomes that cannot be written are kept (a bounded
-// number: one per handler slot) and written when Redis is back. On Redis
+// goroutine is added. Outcomes that cannot be written are kept and written
+// when Redis is back; they are bounded, because a handler slot is only
+// freed when its outcome is handed to the acker, and the acker stops taking
+// outcomes at one pipeline (256): at most 256 + 3 x Concurrency outcomes
+// wait in memory (the acker's batch, its channel, and the handlers
+// blocked handing theirs over); once that is full, the fetcher fetches
+// nothing more until Redis takes outcomes again. On Redis
 // Cluster a slot that moved (a failover) answers MOVED once per client,
 // which is handled like any other Redis error (TestClusterFailover).
 package queue

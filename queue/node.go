@@ -23,7 +23,10 @@ import (
 //
 // Liveness is a sorted set per namespace: member = consumer ID, score = the
 // unix ms after which the consumer counts as dead. Each tick is one
-// pipeline: ZADD our deadline, ZRANGEBYSCORE for deadlines already passed.
+// pipeline: ZADD our deadline, and a range of the most recently dead
+// (ZREVRANGEBYSCORE, newest first, a page of deadPage). Only when that page
+// is full does a tick cost a third command, reading the next page of older
+// dead in rotation, so any number of dead consumers is seen.
 // A dead consumer's processing lists are swept back to the ready lists of
 // the queues this process consumes, one process per queue at a time (SET NX
 // PX lock). A worker that starts also checks its queue's consumers set, so a
@@ -41,8 +44,10 @@ type node struct {
 	mu       sync.Mutex
 	workers  map[*Worker]struct{}
 	running  bool
-	changed  chan struct{} // a worker attached or detached
-	swept    map[string]int64
+	changed  chan struct{}    // a worker attached or detached
+	swept    map[string]int64 // dead consumer -> deadline at which every attached queue was swept
+	pageOff  int64            // offset of the next older page of dead, while the newest page is full
+	dirty    bool             // a worker could not put its jobs back: leave the heartbeat to expire
 	lastTrim time.Time
 }
 
@@ -50,6 +55,9 @@ type nodeKey struct {
 	ns string
 	g  *lifecycle.Group
 }
+
+// deadPage is how many dead consumers one heartbeat reads at a time.
+const deadPage = 64
 
 // heartbeatRetention is how long a dead consumer stays in the heartbeat set
 // (so every process watching gets to sweep its queues) before it is trimmed.
@@ -105,6 +113,15 @@ func (n *node) attach(ctx context.Context, g *lifecycle.Group, w *Worker) error 
 	return nil
 }
 
+// keepHeartbeat makes the node leave without removing its heartbeat: a
+// worker that could not put its processing list back needs the others to
+// see this consumer die and sweep it.
+func (n *node) keepHeartbeat() {
+	n.mu.Lock()
+	n.dirty = true
+	n.mu.Unlock()
+}
+
 func (n *node) detach(w *Worker) {
 	n.mu.Lock()
 	delete(n.workers, w)
@@ -135,19 +152,24 @@ func (n *node) loop(ctx context.Context) error {
 	t := time.NewTicker(n.interval)
 	defer t.Stop()
 	opCtx := context.WithoutCancel(ctx)
-	checked := map[*Worker]bool{} // workers whose queue got its start-time check
+	checked := map[*Worker]bool{} // workers whose queue's start-time check completed
+	done := ctx.Done()
 	for {
 		for _, w := range n.attached() {
 			if !checked[w] {
-				checked[w] = true
-				n.checkQueue(opCtx, w)
+				// Retried on every tick until it completes (a sweep lock
+				// held by another process, a Redis error).
+				checked[w] = n.checkQueue(opCtx, w)
 			}
 		}
 		select {
 		case <-t.C:
 			n.tick(opCtx)
 		case <-n.changed:
-		case <-ctx.Done():
+		case <-done:
+			// Seen once is enough: from now on wait for the workers to
+			// drain (n.changed) while still beating.
+			done = nil
 		}
 		if ctx.Err() != nil {
 			opCtx = lifecycle.CloseContext(ctx)
@@ -158,7 +180,10 @@ func (n *node) loop(ctx context.Context) error {
 			}
 			n.mu.Unlock()
 			if idle || opCtx.Err() != nil {
-				n.leave(opCtx)
+				// Past the Close deadline with workers still attached,
+				// their processing lists may hold jobs: the heartbeat
+				// must expire so that others sweep them.
+				n.leave(opCtx, idle)
 				return nil
 			}
 		}
@@ -166,22 +191,32 @@ func (n *node) loop(ctx context.Context) error {
 }
 
 // leave removes the heartbeat: a process that stopped cleanly is not dead,
-// it is gone.
-func (n *node) leave(ctx context.Context) {
+// it is gone. One whose workers did not all put their jobs back keeps it,
+// so it expires and the others sweep what is left.
+func (n *node) leave(ctx context.Context, drained bool) {
 	n.p.DeleteShared(n.key, n)
+	n.mu.Lock()
+	clean := drained && !n.dirty
+	n.mu.Unlock()
+	if !clean {
+		n.log.Warn("queue: leaving with jobs possibly still held; the heartbeat expires and other processes recover them", "consumer", n.id, "within", n.ttl+n.interval)
+		return
+	}
 	if err := n.p.Background().ZRem(ctx, n.hb, n.id).Err(); err != nil {
 		n.log.Warn("queue: leaving the heartbeat failed; it will expire", "err", err)
 	}
 }
 
 // tick is one heartbeat: extend our deadline and list the consumers whose
-// deadline passed. Two commands in one round trip.
+// deadline passed, newest first. Two commands in one round trip; a third
+// only while more than deadPage consumers are dead.
 func (n *node) tick(ctx context.Context) {
 	now := n.now()
+	nowMs := strconv.FormatInt(now.UnixMilli(), 10)
 	c := n.p.Background()
 	pipe := c.Pipeline()
 	pipe.ZAdd(ctx, n.hb, redis.Z{Score: float64(now.Add(n.ttl).UnixMilli()), Member: n.id})
-	deadCmd := pipe.ZRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: 64})
+	deadCmd := pipe.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Count: deadPage})
 	if now.Sub(n.lastTrim) > heartbeatRetention/4 {
 		n.lastTrim = now
 		pipe.ZRemRangeByScore(ctx, n.hb, "-inf", strconv.FormatInt(now.Add(-heartbeatRetention).UnixMilli(), 10))
@@ -190,58 +225,100 @@ func (n *node) tick(ctx context.Context) {
 		n.log.Warn("queue: heartbeat failed", "err", err)
 		return
 	}
-	var dead []string
+	found := deadCmd.Val()
+	if len(found) < deadPage {
+		n.pageOff = 0
+	} else {
+		// The newest page is full: older dead may be beyond it. Read one
+		// more page per tick, in rotation, so every dead consumer gets its
+		// turn while newly dead ones are still seen at once.
+		n.pageOff = max(n.pageOff, deadPage)
+		older, err := c.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: n.pageOff, Count: deadPage}).Result()
+		if err != nil {
+			n.log.Warn("queue: reading older dead consumers failed", "err", err)
+		}
+		found = append(found, older...)
+		if n.pageOff += deadPage; len(older) < deadPage {
+			n.pageOff = deadPage
+		}
+	}
+	type deadline struct {
+		id string
+		at int64
+	}
+	var dead []deadline
+	paged := len(found) > deadPage
 	seen := map[string]bool{}
-	for _, z := range deadCmd.Val() {
+	for _, z := range found {
 		id, _ := z.Member.(string)
-		if id == "" || id == n.id {
+		if id == "" || id == n.id || seen[id] {
 			continue
 		}
 		seen[id] = true
-		if n.swept[id] == int64(z.Score) {
+		if at, ok := n.swept[id]; ok && at == int64(z.Score) {
 			continue // already swept at this deadline
 		}
-		dead = append(dead, id)
-		n.swept[id] = int64(z.Score)
+		dead = append(dead, deadline{id, int64(z.Score)})
 	}
-	for id := range n.swept {
-		if !seen[id] {
-			delete(n.swept, id) // trimmed, or alive again
+	if !paged {
+		// Every dead consumer is in view: forget those that are gone
+		// (trimmed, or alive again). While paging, the memo of pages out of
+		// view is kept; it is bounded by the set, which the trim bounds.
+		for id := range n.swept {
+			if !seen[id] {
+				delete(n.swept, id)
+			}
 		}
 	}
-	for _, w := range n.attached() {
+	ws := n.attached()
+	for _, w := range ws {
 		if w.needsPeriodicReconcile() {
 			w.needReconcile.Store(true)
 		}
-		for _, id := range dead {
-			w.sweep(ctx, id)
+	}
+	for _, d := range dead {
+		complete := true
+		for _, w := range ws {
+			if !w.sweep(ctx, d.id) {
+				complete = false
+			}
+		}
+		if complete {
+			n.swept[d.id] = d.at
 		}
 	}
 }
 
 // checkQueue finds the dead among a queue's consumers when a worker starts:
-// those with no heartbeat at all (trimmed long ago) or an expired one.
-func (n *node) checkQueue(ctx context.Context, w *Worker) {
+// those with no heartbeat at all (trimmed long ago) or an expired one. It
+// reports whether every one of them was swept completely.
+func (n *node) checkQueue(ctx context.Context, w *Worker) bool {
 	c := n.p.Background()
 	ids, err := c.SMembers(ctx, w.q.k.consumers).Result()
-	if err != nil || len(ids) == 0 {
-		return
+	if err != nil {
+		n.log.Warn("queue: checking consumers failed", "queue", w.q.name, "err", err)
+		return false
+	}
+	if len(ids) == 0 {
+		return true
 	}
 	scores, err := c.ZMScore(ctx, n.hb, ids...).Result()
 	if err != nil {
 		n.log.Warn("queue: checking consumers failed", "queue", w.q.name, "err", err)
-		return
+		return false
 	}
 	now := n.now().UnixMilli()
+	complete := true
 	for i, id := range ids {
 		if id == n.id {
 			continue
 		}
 		// ZMSCORE answers 0 for a member that is not there.
-		if scores[i] == 0 || int64(scores[i]) < now {
-			w.sweep(ctx, id)
+		if (scores[i] == 0 || int64(scores[i]) < now) && !w.sweep(ctx, id) {
+			complete = false
 		}
 	}
+	return complete
 }
 
 // sweepLockTTL bounds how long a crashed sweeper blocks the others.
@@ -253,22 +330,25 @@ const sweepLockTTL = 30 * time.Second
 // (it probably kills its consumers). Every move is conditional on the
 // element still being in the dead consumer's list, so a sweep racing a
 // zombie consumer's ack, or another sweep, never duplicates a job.
-func (w *Worker) sweep(ctx context.Context, consumer string) {
+//
+// It reports whether the dead consumer's list is known to be empty now (or
+// dead-lettered and requeued in full): false when Redis failed or another
+// process holds the sweep lock, so the caller tries again on a later tick.
+func (w *Worker) sweep(ctx context.Context, consumer string) bool {
 	q, c := w.q, w.q.p.Background()
 	proc := q.k.proc(consumer)
 	elems, err := c.LRange(ctx, proc, 0, -1).Result()
 	if err != nil {
 		w.log.Warn("queue: sweep: reading a dead consumer's jobs failed", "consumer", consumer, "err", err)
-		return
+		return false
 	}
 	if len(elems) == 0 {
-		_ = c.SRem(ctx, q.k.consumers, consumer).Err()
-		return
+		return c.SRem(ctx, q.k.consumers, consumer).Err() == nil
 	}
 	token := w.cfg.ConsumerID
 	ok, err := c.SetNX(ctx, q.k.sweepLock, token, sweepLockTTL).Result()
 	if err != nil || !ok {
-		return // another process is sweeping this queue
+		return false // another process is sweeping this queue: look again next tick
 	}
 	defer func() { _ = unlockScript.Run(ctx, c, []string{q.k.sweepLock}, token).Err() }()
 
@@ -313,7 +393,8 @@ func (w *Worker) sweep(ctx context.Context, consumer string) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		w.log.Warn("queue: sweep incomplete; the next one continues", "consumer", consumer, "err", err)
-		return
+		return false
 	}
 	w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", n, "dead_lettered", died)
+	return true
 }

@@ -6,9 +6,27 @@ import "github.com/redis/go-redis/v9"
 // KEYS, decisions that need the job's fields are made in Go. They run
 // unchanged on a single Redis and on Redis Cluster.
 
+// typeLua guards a script's writes. A Lua script that fails half-way keeps
+// the writes it made before the failing command, so a script that takes a
+// job off one key and then writes it to a key holding the wrong type (a
+// foreign key in the queue's namespace) would lose the job. Every script
+// that moves a job checks its destinations first, and fails before writing
+// anything.
+const typeLua = `
+local function wrongtype(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= want and t ~= 'none' then
+    return 'WRONGTYPE queue key ' .. key .. ' holds a ' .. t .. ', not a ' .. want
+  end
+  return false
+end
+`
+
 // enqueueUniqueScript enqueues a job holding an idempotency key.
 // KEYS: ready, unique key. ARGV: envelope, unique TTL ms.
-var enqueueUniqueScript = redis.NewScript(`
+var enqueueUniqueScript = redis.NewScript(typeLua + `
+local bad = wrongtype(KEYS[1], 'list')
+if bad then return redis.error_reply(bad) end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
@@ -32,7 +50,9 @@ end
 // keeps the markers to one at a time.
 // KEYS: delayed, ready, wake[, unique key]. ARGV: due ms, envelope, marker,
 // wake TTL ms[, unique TTL ms]. Returns 1, or 0 for a duplicate ID.
-var scheduleScript = redis.NewScript(wakeLua + `
+var scheduleScript = redis.NewScript(typeLua + wakeLua + `
+local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
+if bad then return redis.error_reply(bad) end
 if #KEYS > 3 and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4])
@@ -44,7 +64,9 @@ return 1
 // ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none).
 // Returns one 1 (added) or 0 (duplicate ID) per job.
-var enqueueManyScript = redis.NewScript(wakeLua + `
+var enqueueManyScript = redis.NewScript(typeLua + wakeLua + `
+local bad = wrongtype(KEYS[1], 'list') or wrongtype(KEYS[2], 'zset')
+if bad then return redis.error_reply(bad) end
 local out = {}
 local earliest = nil
 for i = 4, #ARGV, 3 do
@@ -100,7 +122,9 @@ return {#due, math.floor(tonumber(nxt[2]))}
 // meantime belongs to someone else now).
 // KEYS: processing list, delayed, ready, wake. ARGV: old envelope, new
 // envelope, due ms, marker, wake TTL ms. Returns 1, or 0 if not found.
-var retryScript = redis.NewScript(wakeLua + `
+var retryScript = redis.NewScript(typeLua + wakeLua + `
+local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'list')
+if bad then return redis.error_reply(bad) end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 wake(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
@@ -112,7 +136,9 @@ return 1
 // and count, at most 1000 per call.
 // KEYS: processing list, dead index, dead data[, unique key].
 // ARGV: old element or ”, dead ID, record, now ms, max count, oldest ms kept.
-var deadScript = redis.NewScript(`
+var deadScript = redis.NewScript(typeLua + `
+local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
+if bad then return redis.error_reply(bad) end
 if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
@@ -133,7 +159,9 @@ return 1
 // recoverScript moves elements of a processing list back to the head of the
 // ready list, each only if it is still there.
 // KEYS: processing list, ready. ARGV: pairs of (element, element to push).
-var recoverScript = redis.NewScript(`
+var recoverScript = redis.NewScript(typeLua + `
+local bad = wrongtype(KEYS[2], 'list')
+if bad then return redis.error_reply(bad) end
 local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
@@ -146,10 +174,24 @@ return n
 
 // requeueDeadScript moves a dead job back to the ready list.
 // KEYS: dead index, dead data, ready. ARGV: dead ID, envelope.
-var requeueDeadScript = redis.NewScript(`
+var requeueDeadScript = redis.NewScript(typeLua + `
+local bad = wrongtype(KEYS[3], 'list')
+if bad then return redis.error_reply(bad) end
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[2])
+return 1
+`)
+
+// ackUniqueScript takes a finished job holding an idempotency key off a
+// processing list, and frees the key only if the job was still there: a job
+// a sweep gave to another consumer may be running again, and its key must
+// keep duplicates out until that run ends.
+// KEYS: processing list, unique key. ARGV: element. Returns 1, or 0 if not
+// found.
+var ackUniqueScript = redis.NewScript(`
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
 return 1
 `)
 
@@ -161,5 +203,5 @@ return 0
 
 var allScripts = []*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
-	retryScript, deadScript, recoverScript, requeueDeadScript, unlockScript,
+	retryScript, deadScript, recoverScript, requeueDeadScript, ackUniqueScript, unlockScript,
 }

@@ -307,6 +307,8 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	}
 	// From here on the acker cleans up, once stopping is closed.
 	fail := func(err error) error {
+		// The fetcher never ran, so nothing else releases its connection.
+		_ = res.Release()
 		w.stopOnce.Do(func() { close(w.stopping) })
 		return w.q.errorf("Start: %w", err)
 	}
@@ -433,30 +435,38 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		}
 		bo.reset()
 		for _, e := range elems {
-			w.dispatch(e)
+			w.dispatch(ctx, e)
 		}
 	}
 }
 
 // dispatch hands a fetched element to a handler, or deals with it when it is
-// not a runnable job. It holds one slot per element.
-func (w *Worker) dispatch(elem string) {
+// not a runnable job. It holds one slot per element. The jobs channel has
+// room for every slot, so handing over a job never blocks; an outcome for
+// the acker can (Redis down, acks backed up), and then the worker's closing
+// must not wait for it: the element stays in the processing list, and the
+// drain puts it back or drops it.
+func (w *Worker) dispatch(ctx context.Context, elem string) {
 	w.track(elem)
+	var op ackOp
 	if elem == wakeMarker {
 		w.sched.wake(true)
-		w.acks <- ackOp{kind: ackDrop, elem: elem}
-		<-w.slots
-		return
-	}
-	env, err := decodeEnvelope([]byte(elem))
-	if err != nil {
+		op = ackOp{kind: ackDrop, elem: elem}
+	} else {
+		env, err := decodeEnvelope([]byte(elem))
+		if err == nil {
+			w.jobs <- delivery{elem: elem, env: env}
+			return
+		}
 		w.st.malformed.Add(1)
 		w.log.Error("queue: malformed element sent to the dead letters", "err", err)
-		w.acks <- ackOp{kind: ackDead, elem: elem, reason: err.Error(), deadID: deadIDFor(w.q.cfg.Now(), nil)}
-		<-w.slots
-		return
+		op = ackOp{kind: ackDead, elem: elem, reason: err.Error(), deadID: deadIDFor(w.q.cfg.Now(), nil)}
 	}
-	w.jobs <- delivery{elem: elem, env: env}
+	select {
+	case w.acks <- op:
+	case <-ctx.Done():
+	}
+	<-w.slots
 }
 
 // handleLoop is one handler goroutine.

@@ -1,0 +1,229 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// ghost writes a dead consumer holding jobs: its processing list, and a
+// heartbeat whose deadline passed at diedAt. It is not in the queue's
+// consumers set, so only the heartbeat's view of the dead finds it.
+func ghost(t *testing.T, c redis.UniversalClient, q *Queue, id string, diedAt time.Time, payloads ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, p := range payloads {
+		env := envelope{id: p, maxAttempts: 3, enqueuedAt: time.Now(), payload: []byte(p)}
+		require.NoError(t, c.LPush(ctx, q.k.proc(id), env.encode()).Err())
+	}
+	require.NoError(t, c.ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: float64(diedAt.UnixMilli()), Member: id}).Err())
+}
+
+// beats waits until this process's heartbeat deadline moved n times: n
+// ticks happened.
+func beats(t *testing.T, c redis.UniversalClient, q *Queue, w *Worker, n int) {
+	t.Helper()
+	ctx := context.Background()
+	last := 0.0
+	for range n {
+		eventually(t, 5*time.Second, "a heartbeat", func() bool {
+			s, err := c.ZScore(ctx, heartbeatKey(q.cfg.Namespace), w.Stats().ConsumerID).Result()
+			if err == nil && s != last {
+				last = s
+				return true
+			}
+			return false
+		})
+	}
+}
+
+// A sweep that could not run (another process held the queue's sweep lock)
+// is tried again on later heartbeats, not written off.
+func TestSweepIsRetriedUntilItCompletes(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) { testSweepIsRetried(t, np) })
+	}
+}
+
+func testSweepIsRetried(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "retrysweep", Config{})
+	c := p.Client()
+	require.NoError(t, c.Set(ctx, q.k.sweepLock, "someone-else", time.Minute).Err())
+
+	g := group(t)
+	ran := make(chan string, 4)
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil },
+		WorkerConfig{HeartbeatInterval: 20 * time.Millisecond})
+	// The consumer dies after the worker started: only the heartbeat finds it.
+	ghost(t, c, q, "ghost", time.Now().Add(-time.Second), "late")
+	beats(t, c, q, w, 3)
+	require.Zero(t, w.Stats().Recovered, "the lock is held by another process")
+	require.NoError(t, c.Del(ctx, q.k.sweepLock).Err())
+	select {
+	case id := <-ran:
+		require.Equal(t, "late", id)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dead consumer's job was never recovered once the lock was free")
+	}
+}
+
+// However many consumers died within the heartbeat retention, each one is
+// seen: the most recently dead at once, older ones a page per heartbeat.
+func TestManyDeadConsumersAreAllSwept(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			p := np(t, pool.Config{})
+			q := mustQueue(t, p, "manydead", Config{})
+			c := p.Client()
+			g := group(t)
+			var mu sync.Mutex
+			seen := map[string]bool{}
+			w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+				mu.Lock()
+				seen[j.ID] = true
+				mu.Unlock()
+				return nil
+			}, WorkerConfig{HeartbeatInterval: 20 * time.Millisecond})
+
+			now := time.Now()
+			// The oldest one holds a job, with 2.5 pages of newer dead after
+			// it; then a fresh one holds a job too.
+			ghost(t, c, q, "old-ghost", now.Add(-30*time.Minute), "old")
+			for i := range 2*deadPage + deadPage/2 {
+				ghost(t, c, q, fmt.Sprintf("empty-%03d", i), now.Add(-20*time.Minute+time.Duration(i)*time.Second))
+			}
+			ghost(t, c, q, "new-ghost", now.Add(-time.Second), "new")
+			eventually(t, 10*time.Second, "both dead consumers' jobs ran", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return seen["old"] && seen["new"]
+			})
+			require.Equal(t, uint64(2), w.Stats().Recovered)
+		})
+	}
+}
+
+// When Redis does not let a closing worker put its jobs back, Close says so
+// and the process does not remove its heartbeat: it expires, and another
+// process recovers the jobs as it would a crashed one's.
+func TestFailedDrainLeavesTheHeartbeatToExpire(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			p := np(t, pool.Config{})
+			ctx := context.Background()
+			q := mustQueue(t, p, "faildrain", Config{})
+			c := p.Client()
+
+			g := lifecycle.New()
+			started := make(chan struct{})
+			w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+				close(started)
+				<-ctx.Done() // cancelled by the drain: the job stays ours
+				return ctx.Err()
+			}, WorkerConfig{Concurrency: 1, HeartbeatInterval: 50 * time.Millisecond, BlockTimeout: time.Second})
+			_, err := q.Enqueue(ctx, []byte("held"))
+			require.NoError(t, err)
+			<-started
+			id := w.Stats().ConsumerID
+			// The ready list turns into a string: moving jobs back into it
+			// fails (WRONGTYPE), while the heartbeat set works as ever.
+			require.NoError(t, c.Set(ctx, q.k.ready, "not a list", 0).Err())
+
+			cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			err = g.Close(cctx)
+			cancel()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "putting unfinished jobs back")
+			require.False(t, errors.Is(err, context.DeadlineExceeded), "every task returned by the deadline: %v", err)
+
+			n, err := c.LLen(ctx, q.k.proc(id)).Result()
+			require.NoError(t, err)
+			require.Equal(t, int64(1), n, "the job is still in the processing list")
+			_, err = c.ZScore(ctx, heartbeatKey(q.cfg.Namespace), id).Result()
+			require.NoError(t, err, "the heartbeat was left to expire, not removed")
+
+			// Redis is usable again; another process sees the heartbeat
+			// expire and recovers the job.
+			require.NoError(t, c.Del(ctx, q.k.ready).Err())
+			g2 := group(t)
+			ran := make(chan string, 1)
+			startWorker(t, g2, q, func(ctx context.Context, j *Job) error { ran <- string(j.Payload); return nil },
+				WorkerConfig{ConsumerID: "other", HeartbeatInterval: 50 * time.Millisecond})
+			select {
+			case got := <-ran:
+				require.Equal(t, "held", got)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the job held by the failed drain was never recovered")
+			}
+		})
+	}
+}
+
+// With the acker unable to write outcomes, the fetcher can end up waiting to
+// hand it one more; closing the group must still stop the fetcher, and
+// everything fetched goes back to the ready list.
+func TestCloseWithAckerBackedUp(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "backedup", Config{})
+	c := p.Client()
+	// Dead-lettering fails (the dead index is a string), and every element
+	// is malformed, so every outcome is a dead letter that cannot be written.
+	require.NoError(t, c.Set(ctx, q.k.deadIdx, "not a zset", 0).Err())
+	const total = maxAckBatch + 50
+	for i := range total {
+		require.NoError(t, c.LPush(ctx, q.k.ready, fmt.Sprintf("garbage %d", i)).Err())
+	}
+	g := lifecycle.New()
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { return nil }, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second})
+	eventually(t, 10*time.Second, "the fetcher stuck handing over an outcome", func() bool {
+		return w.Stats().Malformed >= maxAckBatch+2*1+1
+	})
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	require.NoError(t, g.Close(cctx))
+	n, err := c.LLen(ctx, q.k.ready).Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(total), n, "every element is back in the ready list")
+}
+
+// An ack for a job holding an idempotency key frees the key only if the job
+// was still ours: after a sweep handed it to another consumer, that one may
+// be running it, and duplicates must stay out.
+func TestLostLeaseKeepsTheIdempotencyKey(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "lostlease", Config{})
+	c := p.Client()
+	g := group(t)
+	var w *Worker
+	done := make(chan struct{})
+	w = startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		// A sweep moves the job to another consumer's list while it runs.
+		proc := q.k.proc(w.Stats().ConsumerID)
+		elems, err := c.LRange(ctx, proc, 0, -1).Result()
+		require.NoError(t, err)
+		require.Len(t, elems, 1)
+		require.NoError(t, c.LRem(ctx, proc, 1, elems[0]).Err())
+		require.NoError(t, c.LPush(ctx, q.k.proc("someone-else"), elems[0]).Err())
+		close(done)
+		return nil
+	}, WorkerConfig{})
+	_, err := q.Enqueue(ctx, []byte("x"), ID("order-1"))
+	require.NoError(t, err)
+	<-done
+	eventually(t, 5*time.Second, "the ack found the job gone", func() bool { return w.Stats().LostLeases == 1 })
+	_, err = q.Enqueue(ctx, []byte("x"), ID("order-1"))
+	require.ErrorIs(t, err, ErrDuplicate, "the job may still run elsewhere")
+}
