@@ -370,6 +370,20 @@ func TestHealth_RedisDown_Mini(t *testing.T) {
 	waitDialProbers(t)
 	h := startService(t, "redis://"+m.Addr(), nil)
 	testRedisDown(t, h, m.Close)
+
+	// Closing while Redis is still away: the queue workers cannot confirm
+	// that their processing lists are back in the ready lists, so Close
+	// says so (their heartbeats expire and another process would sweep
+	// them), and still returns by its deadline with nothing left running.
+	h.closed = true
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := h.g.Close(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "putting unfinished jobs back")
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "every task returned by the deadline")
+	assert.Empty(t, h.g.Tasks(), "tasks left after Close")
+	h.client.Transport.(*http.Transport).CloseIdleConnections()
 }
 
 // waitDialProbers registers a cleanup, run after the service has closed,
