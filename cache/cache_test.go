@@ -43,6 +43,9 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 		{Config[item]{NoLocal: true, MaxEntries: 10}, "Config.NoLocal is set but Config.MaxEntries"},
 		{Config[item]{LoadTimeout: 10 * time.Second, LockTTL: time.Second}, "Config.LockTTL (1s) must be at least Config.LoadTimeout (10s)"},
 		{Config[item]{PingInterval: -1}, "Config.PingInterval must not be negative"},
+		// PX 0 is an error in Redis, and a sub-millisecond TTL is sent as 0.
+		{Config[item]{LoadTimeout: 100 * time.Microsecond, LockTTL: 999 * time.Microsecond}, "Config.LockTTL must be at least 1ms"},
+		{Config[item]{LoadTimeout: 100 * time.Microsecond, LockTTL: 999 * time.Microsecond, NoLock: true}, "Config.LockTTL must be at least 1ms"},
 	}
 	for _, c := range cases {
 		t.Run(c.want, func(t *testing.T) {

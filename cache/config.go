@@ -76,7 +76,8 @@ type Config[V any] struct {
 	NoLock bool
 	// LockTTL is the expiry of the cross-instance load lock: if its holder
 	// dies, another instance takes over after at most this long. Must be at
-	// least LoadTimeout. Default LoadTimeout + 2s.
+	// least LoadTimeout, and at least 1ms: it is sent as whole milliseconds
+	// (PX), and Redis refuses PX 0. Default LoadTimeout + 2s.
 	LockTTL time.Duration
 
 	// NoInvalidation stops Set and Delete from telling other instances to
@@ -164,6 +165,11 @@ func (c *Config[V]) validate() error {
 		if c.MaxBytes < 0 {
 			bad("Config.MaxBytes must not be negative, got %d", c.MaxBytes)
 		}
+	}
+	if c.LockTTL >= 0 && c.LockTTL < time.Millisecond {
+		// Sent as whole milliseconds: anything shorter is PX 0, which Redis
+		// refuses, so every GetOrLoad would fail to take the lock.
+		bad("Config.LockTTL must be at least 1ms (the lock is set with PX, in whole milliseconds), got %s", c.LockTTL)
 	}
 	if c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout {
 		bad("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)
