@@ -23,7 +23,8 @@ import (
 // A Cache has no useful zero value; build it with New. It is safe for
 // concurrent use. It holds no resource of its own until Start, which hands
 // its subscriber and the wait for in-flight loads to a lifecycle group; the
-// group's Close stops them. The pool belongs to the caller.
+// group's Close stops them and closes the cache: every call after that fails
+// with ErrClosed. The pool belongs to the caller.
 //
 // Values in the local tier are shared, not copied: a V that holds pointers,
 // slices or maps must be treated as read-only by everyone who gets it.
@@ -104,7 +105,19 @@ func (c *Cache[V]) RedisKey(key string) string { return c.keyPrefix + key }
 
 func (c *Cache[V]) lockKey(key string) string { return c.lockPrefix + key }
 
+// checkOpen fails with ErrClosed once the group the cache was started on
+// has closed.
+func (c *Cache[V]) checkOpen(op string) error {
+	if c.loads.isClosed() {
+		return fmt.Errorf("cache %q: %s: %w", c.name, op, ErrClosed)
+	}
+	return nil
+}
+
 func (c *Cache[V]) checkKey(op, key string) error {
+	if err := c.checkOpen(op); err != nil {
+		return err
+	}
 	if key == "" {
 		return fmt.Errorf("%w: cache %q: %s: empty key", ErrInvalid, c.name, op)
 	}
@@ -299,6 +312,9 @@ func (c *Cache[V]) dropLocal(key string) {
 // other instances to drop their local copies. Keys that do not exist are not
 // an error. The local copies are dropped even if Redis fails.
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
+	if err := c.checkOpen("Delete"); err != nil {
+		return err
+	}
 	if len(keys) == 0 {
 		return nil
 	}

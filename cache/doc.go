@@ -154,6 +154,8 @@
 // Without Start, a Cache runs nothing. Start adds one lifecycle task (the
 // subscriber, on one reserved blocking-lane connection, so a pool without
 // room fails Start with pool.ErrOverBudget) and a closer that cancels and
-// waits for loads in flight. An idle cache sends one PING per PingInterval
-// (30s) on the subscriber's connection and nothing else.
+// waits for loads in flight. When that group closes the cache is closed:
+// Get, GetOrLoad, Set and Delete fail at once with ErrClosed, a local hit
+// included, and touch no tier. An idle cache sends one PING per
+// PingInterval (30s) on the subscriber's connection and nothing else.
 package cache

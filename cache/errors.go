@@ -26,8 +26,12 @@ var (
 	ErrCodec = errors.New("cache: codec")
 	// ErrStarted: Start was called on a cache that was already started.
 	ErrStarted = errors.New("cache: already started")
-	// ErrClosed: the lifecycle group the cache was started on has closed, so
-	// GetOrLoad no longer starts loads (a local or Redis hit still serves).
+	// ErrClosed: the lifecycle group the cache was started on has closed.
+	// From then on Get, GetOrLoad, Set and Delete fail with it at once,
+	// touching neither the local tier nor Redis (a local hit does not serve:
+	// with the subscriber stopped, nothing keeps the tier current), and
+	// Start fails with it too. A cache that was never started never
+	// returns it.
 	ErrClosed = errors.New("cache: closed")
 )
 

@@ -359,6 +359,10 @@ type loadTracker struct {
 	n      int
 	closed bool
 	idle   chan struct{} // closed when n drops to 0 after close
+
+	// done mirrors closed for readers without mu: every call checks it
+	// first.
+	done atomic.Bool
 }
 
 func (t *loadTracker) init() { t.ctx, t.cancel = context.WithCancel(context.Background()) }
@@ -388,6 +392,9 @@ func (t *loadTracker) end() {
 	t.mu.Unlock()
 }
 
+// isClosed reports whether the cache's group has closed.
+func (t *loadTracker) isClosed() bool { return t.done.Load() }
+
 func (t *loadTracker) inFlight() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -399,6 +406,7 @@ func (t *loadTracker) inFlight() int {
 func (t *loadTracker) close(ctx context.Context) error {
 	t.mu.Lock()
 	t.closed = true
+	t.done.Store(true)
 	t.cancel()
 	if t.n == 0 {
 		t.mu.Unlock()

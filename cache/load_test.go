@@ -398,3 +398,41 @@ func TestWriteDuringLoadWins(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryMethodAfterCloseReturnsErrClosed: once the group the cache was
+// started on has closed, every method that can fail does so with ErrClosed,
+// at once, touching neither tier: a local hit does not serve (nobody tells
+// the tier about writes any more) and Redis is not asked.
+func TestEveryMethodAfterCloseReturnsErrClosed(t *testing.T) {
+	m, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "closed", Config[item]{NoInvalidation: true})
+	g := lifecycle.New()
+	require.NoError(t, c.Start(g))
+	require.NoError(t, c.Set(ctx, "held", item{ID: 1}, time.Minute))
+	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.NoError(t, g.Close(closeCtx))
+
+	commands := m.CommandCount()
+	loader := func(context.Context) (item, error) {
+		t.Error("loader called after Close")
+		return item{}, nil
+	}
+	for name, call := range map[string]func() error{
+		"Get local hit":       func() error { _, err := c.Get(ctx, "held"); return err },
+		"Get miss":            func() error { _, err := c.Get(ctx, "other"); return err },
+		"GetOrLoad local hit": func() error { _, err := c.GetOrLoad(ctx, "held", loader); return err },
+		"GetOrLoad miss":      func() error { _, err := c.GetOrLoad(ctx, "other", loader); return err },
+		"Set":                 func() error { return c.Set(ctx, "held", item{ID: 2}, time.Minute) },
+		"Delete":              func() error { return c.Delete(ctx, "held") },
+		"Delete no keys":      func() error { return c.Delete(ctx) },
+		"Start":               func() error { return c.Start(lifecycle.New()) },
+	} {
+		err := call()
+		require.ErrorIs(t, err, ErrClosed, name)
+		require.ErrorContains(t, err, `cache "closed"`, name)
+	}
+	require.Equal(t, commands, m.CommandCount(), "no call reached Redis")
+	require.Equal(t, int64(1), c.Stats().LocalEntries, "nor changed the local tier")
+}
