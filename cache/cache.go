@@ -164,7 +164,9 @@ func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, e
 			c.st.misses.Add(1)
 			return v, false, ErrNotFound
 		}
-		c.st.redisErrors.Add(1)
+		if ctx.Err() == nil { // else the caller or Close ended it: nothing wrong with Redis
+			c.st.redisErrors.Add(1)
+		}
 		return v, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
 	}
 	v, notFound, err := c.decode(key, data)

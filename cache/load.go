@@ -39,8 +39,11 @@ const (
 //
 // load reports a missing key by returning ErrNotFound (or an error wrapping
 // it); with Config.NegativeTTL that answer is cached. Other errors are
-// returned to every caller waiting for that load and nothing is cached. A
-// panic in load is not recovered: it crashes the program, as in
+// returned to every caller waiting for that load and nothing is cached.
+// When the cache's group closes during a load, Close cancels it and its
+// callers get ErrClosed (a caller whose own ctx has ended gets ctx's error);
+// that is neither a failed load nor a Redis error. A panic in load is not
+// recovered: it crashes the program, as in
 // x/sync/singleflight's DoChan, where it runs.
 //
 // While Redis is down a local hit serves, and a miss calls load (still once
@@ -73,6 +76,11 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 			c.st.loadWaiters.Add(1)
 		}
 		if r.Err != nil {
+			if errors.Is(r.Err, ErrClosed) && ctx.Err() != nil {
+				// Both ended at once: the caller's own reason first, as in
+				// the case below.
+				return zero, fmt.Errorf("cache %q: GetOrLoad %q: gave up waiting for the load: %w", c.name, key, ctx.Err())
+			}
 			return zero, r.Err
 		}
 		return r.Val.(V), nil
@@ -122,6 +130,10 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 	case errors.Is(err, ErrNotFound):
 	case errors.Is(err, ErrCodec):
 		return nil, err
+	case ctx.Err() != nil:
+		// Close cancelled the flight (or its time ran out): Redis did
+		// nothing wrong, and there is nobody left to load for.
+		return nil, c.flightEnded(ctx, key, "reading Redis", err)
 	default:
 		// Redis is down or failing: load without it, and try the write once
 		// (it fails at once while the pool has Redis marked down).
@@ -139,7 +151,7 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 			return v, nil
 		case err != nil:
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("cache %q: GetOrLoad %q: waiting for another instance's load: %w", c.name, key, err)
+				return nil, c.flightEnded(ctx, key, "waiting for another instance's load", err)
 			}
 			// Redis failed while we waited: load here rather than fail.
 			c.log.Warn("cache: lock check failed; loading without the lock", "key", key, "err", err)
@@ -185,10 +197,24 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 		}
 		return nil, fmt.Errorf("cache %q: load %q: %w", c.name, key, err)
 	default:
-		c.st.loadErrors.Add(1)
 		c.release(wctx, key, token)
+		if ctx.Err() != nil && c.loads.isClosed() {
+			// Close cancelled the loader: not a failed load.
+			return nil, fmt.Errorf("cache %q: load %q: %w (the loader returned: %v)", c.name, key, ErrClosed, err)
+		}
+		c.st.loadErrors.Add(1)
 		return nil, fmt.Errorf("cache %q: load %q: %w", c.name, key, err)
 	}
+}
+
+// flightEnded is the error of a flight whose context ended while it was
+// doing what: ErrClosed when the cache's group closed (its Close cancels the
+// flights), else ctx's own error, with err the call's.
+func (c *Cache[V]) flightEnded(ctx context.Context, key, what string, err error) error {
+	if c.loads.isClosed() {
+		return fmt.Errorf("cache %q: GetOrLoad %q: %s: %w", c.name, key, what, ErrClosed)
+	}
+	return fmt.Errorf("cache %q: GetOrLoad %q: %s: %w (%v)", c.name, key, what, context.Cause(ctx), err)
 }
 
 // storeLocal keeps a loaded value locally when Redis could not take it.
@@ -219,7 +245,9 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 		r, err := c.scripts.lock.Run(ctx, c.p.Client(), keys, token, lockMS).Slice()
 		if err != nil {
 			c.removeWaiter(key, wake)
-			c.st.redisErrors.Add(1)
+			if ctx.Err() == nil {
+				c.st.redisErrors.Add(1)
+			}
 			return v, false, "", err
 		}
 		state, _ := r[0].(int64)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -254,12 +256,97 @@ func TestGroupCloseCancelsLoads(t *testing.T) {
 	defer cancel()
 	require.NoError(t, g.Close(ctx))
 	require.Equal(t, "context canceled", l.ctxErr.Load(), "Close cancelled the load and waited for it")
-	require.ErrorIs(t, <-errc, context.Canceled)
-	require.Zero(t, c.Stats().LoadsInFlight)
+	err := <-errc
+	require.ErrorIs(t, err, ErrClosed, "the cache closing is why the load ended")
+	require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
+	st := c.Stats()
+	require.Zero(t, st.LoadsInFlight)
+	require.Zero(t, st.LoadErrors, "a load cut short by Close is not a failed load")
 
-	_, err := c.GetOrLoad(context.Background(), "k", l.load)
+	_, err = c.GetOrLoad(context.Background(), "k", l.load)
 	require.ErrorIs(t, err, ErrClosed)
 	require.Equal(t, int32(1), l.calls.Load())
+}
+
+// TestCloseDuringAFlightIsNotRedisDown: a flight whose context Close
+// cancels while it reads Redis or waits for another instance's lock returns
+// ErrClosed. It neither takes the failed read for Redis being down (and
+// calls the loader without Redis) nor counts it as a Redis error.
+func TestCloseDuringAFlightIsNotRedisDown(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, m *miniredis.Miniredis, p *pool.Pool, c *Cache[item]) (inFlight func() bool)
+	}{
+		{"reading Redis", func(t *testing.T, _ *miniredis.Miniredis, p *pool.Pool, _ *Cache[item]) func() bool {
+			h := &blockReads{reading: make(chan struct{})}
+			p.Client().AddHook(h)
+			return func() bool {
+				select {
+				case <-h.reading:
+					return true
+				default:
+					return false
+				}
+			}
+		}},
+		{"waiting for another instance's lock", func(t *testing.T, m *miniredis.Miniredis, _ *pool.Pool, c *Cache[item]) func() bool {
+			require.NoError(t, m.Set(c.lockKey("k"), "another instance"))
+			m.SetTTL(c.lockKey("k"), time.Minute)
+			return func() bool { return c.Stats().LockWaits == 1 }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, p := miniPool(t)
+			c := newCache(t, p, "closing", Config[item]{NoInvalidation: true})
+			g := lifecycle.New()
+			require.NoError(t, c.Start(g))
+			inFlight := tc.setup(t, m, p, c)
+			var calls atomic.Int32
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.GetOrLoad(context.Background(), "k", func(context.Context) (item, error) {
+					calls.Add(1)
+					return item{ID: 1}, nil
+				})
+				errc <- err
+			}()
+			eventually(t, "the flight to be under way", inFlight)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			require.NoError(t, g.Close(ctx))
+			err := <-errc
+			require.ErrorIs(t, err, ErrClosed)
+			require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
+			require.Zero(t, calls.Load(), "the loader was not called as if Redis were down")
+			st := c.Stats()
+			require.Zero(t, st.RedisErrors, "Close is not a Redis error")
+			require.Zero(t, st.Loads)
+			require.True(t, p.Healthy())
+		})
+	}
+}
+
+// blockReads holds the cache's read pipeline (GET, PTTL) until the call's
+// context ends, and closes reading when it starts holding one.
+type blockReads struct {
+	reading chan struct{}
+	once    sync.Once
+}
+
+func (h *blockReads) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *blockReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *blockReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || cmds[0].Name() != "get" {
+			return next(ctx, cmds)
+		}
+		h.once.Do(func() { close(h.reading) })
+		<-ctx.Done()
+		for _, c := range cmds {
+			c.SetErr(ctx.Err())
+		}
+		return ctx.Err()
+	}
 }
 
 func TestRedisDown(t *testing.T) {
