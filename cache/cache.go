@@ -281,7 +281,12 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 	}
 	if err != nil {
 		c.st.redisErrors.Add(1)
-		c.dropLocal(key)
+		if !fill {
+			// What Redis holds now is unknown. (A load decides what to
+			// keep itself, by the generation it took before its loader
+			// ran: dropping here would make every load look invalidated.)
+			c.dropLocal(key)
+		}
 		return fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
 	c.st.invalSent.Add(uint64(sent))

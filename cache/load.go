@@ -182,7 +182,7 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 			// The value is good; only caching it failed.
 			c.log.Warn("cache: could not write a loaded value to Redis", "key", key, "err", err)
 			c.release(wctx, key, token)
-			c.storeLocal(key, v, len(data), c.cfg.TTL)
+			c.storeLocal(key, v, len(data), c.cfg.TTL, gen)
 		}
 		return v, nil
 	case errors.Is(err, ErrNotFound):
@@ -220,12 +220,15 @@ func (c *Cache[V]) flightEnded(ctx context.Context, key, what string, err error)
 // storeLocal keeps a loaded value locally when Redis could not take it.
 // Redis being unreachable, no other instance can be told about it; the
 // subscriber flushes the tier when it reconnects.
-func (c *Cache[V]) storeLocal(key string, v V, size int, ttl time.Duration) {
+//
+// gen is the generation taken before the loader ran, as for a write that
+// succeeds: if the key's shard was written or invalidated since, the loader
+// may have read data older than that change, and the key is dropped instead.
+func (c *Cache[V]) storeLocal(key string, v V, size int, ttl time.Duration, gen uint64) {
 	if c.local == nil {
 		return
 	}
-	// A fresh generation: the failed write has just dropped the key.
-	c.local.store(key, v, false, size, c.localExpiry(c.clock(), ttl), c.local.gen(key))
+	c.local.store(key, v, false, size, c.localExpiry(c.clock(), ttl), gen)
 }
 
 // lockOrWait takes key's load lock, or waits until the instance holding it

@@ -523,3 +523,43 @@ func TestEveryMethodAfterCloseReturnsErrClosed(t *testing.T) {
 	require.Equal(t, commands, m.CommandCount(), "no call reached Redis")
 	require.Equal(t, int64(1), c.Stats().LocalEntries, "nor changed the local tier")
 }
+
+// TestFailedWriteAfterInvalidationKeepsNothingLocally: when the Redis write
+// after a load fails, the value is kept locally only if nothing invalidated
+// the key while the loader ran; an invalidation then means the loader may
+// have read data older than the change it announced.
+func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
+	for _, invalidated := range []bool{false, true} {
+		t.Run(fmt.Sprint("invalidated=", invalidated), func(t *testing.T) {
+			m, p := miniPool(t)
+			c := newCache(t, p, "stale", Config[item]{})
+			l := newBlockingLoader(item{Name: "loaded"})
+			got, errc := make(chan item, 1), make(chan error, 1)
+			go func() {
+				v, err := c.GetOrLoad(context.Background(), "k", l.load)
+				got <- v
+				errc <- err
+			}()
+			<-l.started
+			if invalidated {
+				// Another instance changed the key while the loader ran.
+				c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
+			}
+			m.SetError("ERR injected: the write fails")
+			close(l.release)
+			require.NoError(t, <-errc, "the value is good; only caching it failed")
+			require.Equal(t, "loaded", (<-got).Name)
+			m.SetError("")
+
+			v, _, ok := c.getLocal("k")
+			if invalidated {
+				require.False(t, ok, "a value loaded across an invalidation was kept locally: %+v", v)
+				_, err := c.Get(context.Background(), "k")
+				require.ErrorIs(t, err, ErrNotFound, "the next read goes to Redis")
+				return
+			}
+			require.True(t, ok, "with nothing invalidated, the value is kept locally")
+			require.Equal(t, "loaded", v.Name)
+		})
+	}
+}
