@@ -268,10 +268,20 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 		if fill {
 			nx = pipe.SetNX(ctx, c.RedisKey(key), data, ttl)
 		} else {
-			pipe.Set(ctx, c.RedisKey(key), data, ttl)
+			// The lock goes first. A pipeline is not atomic: another
+			// instance's fill can run between two of its commands, and
+			// one that ran after the SET but before the DEL would still
+			// find its lock and write its (older) value over the Set's.
+			// After the DEL no fill of a load already running writes, so
+			// the SET is not overwritten by one. Between the two a waiting
+			// instance may find neither lock nor value and start a load of
+			// its own; its loader runs after the Set began (so, with the
+			// source updated before the Set, it reads the new data), and
+			// its fill, if it comes after the SET, writes that.
 			if !c.cfg.NoLock {
 				pipe.Del(ctx, c.lockKey(key))
 			}
+			pipe.Set(ctx, c.RedisKey(key), data, ttl)
 		}
 		sent = c.publish(ctx, pipe, key)
 		_, err = pipe.Exec(ctx)
