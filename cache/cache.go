@@ -87,7 +87,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		waiters:    make(map[string]chan struct{}),
 		scripts:    newScripts(),
 	}
-	c.loads.init()
+	c.loads.init(cfg.MaxLoads)
 	if !cfg.NoLocal {
 		c.local = newLocal[V](cfg.MaxEntries, cfg.MaxBytes, cfg.MaxValueBytes, clock)
 	}

@@ -97,8 +97,23 @@
 // (the first caller's values, Config.LoadTimeout) in singleflight's
 // goroutine, so one caller giving up cancels neither the others nor the
 // load, and the loaded value is still written to Redis. Those goroutines
-// are bounded by LockTTL+LoadTimeout; the group the cache was started on
-// cancels them when it closes and waits for them.
+// (one per key at a time, shared by its callers) can outlive their callers,
+// and are bounded in time and in number:
+//
+//   - Each ends within LockTTL+LoadTimeout, plus up to 5s for the Redis
+//     write after its loader returns.
+//   - At most Config.MaxLoads (default 64) wait for another instance's load
+//     or run a loader at once. A GetOrLoad that would start one more fails
+//     at once with ErrTooManyLoads and calls no loader (Stats.LoadsRefused
+//     counts them); a value found in Redis still serves.
+//   - Before that point a flight is reading Redis: it holds or waits for a
+//     connection of the pool's request lane, so the lane's size and its
+//     waiter limit bound those (past them the read fails at once with
+//     pool.ErrLaneExhausted, and the flight then needs a load slot like
+//     any other load without Redis).
+//
+// The group the cache was started on cancels them when it closes and waits
+// for them; their callers get ErrClosed.
 //
 // # Invalidation and consistency
 //

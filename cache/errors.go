@@ -24,6 +24,11 @@ var (
 	// ErrCodec: the codec could not encode a value (nothing was written) or
 	// decode what Redis holds.
 	ErrCodec = errors.New("cache: codec")
+	// ErrTooManyLoads: GetOrLoad found its key in neither tier while
+	// Config.MaxLoads loads (or waits for another instance's load) were
+	// already in progress. It fails at once; no loader was called and
+	// nothing was written. The caller may retry later or do without.
+	ErrTooManyLoads = errors.New("cache: too many loads in progress")
 	// ErrStarted: Start was called on a cache that was already started.
 	ErrStarted = errors.New("cache: already started")
 	// ErrClosed: the lifecycle group the cache was started on has closed.

@@ -97,7 +97,10 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 // singleflight's goroutine, which outlives callers that give up; it is
 // bounded by LockTTL+LoadTimeout (plus writeTimeout for the write), ends
 // early when the group that started the cache closes, and that group's Close
-// waits for it.
+// waits for it. Past its Redis read (which holds or waits for a connection
+// of the pool's request lane, so the lane bounds those), it needs one of
+// Config.MaxLoads slots to wait for the lock or load, or it fails at once
+// with ErrTooManyLoads.
 func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx context.Context) (V, error)) (any, error) {
 	ctx, cancel, ok := c.loads.begin(callerCtx, c.cfg.LockTTL+c.cfg.LoadTimeout)
 	if !ok {
@@ -121,6 +124,7 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 		gen = c.local.gen(key)
 	}
 	v, found, err := c.getRedis(ctx, key)
+	redisFailed := false
 	switch {
 	case found:
 		if err != nil {
@@ -135,6 +139,16 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 		// nothing wrong, and there is nobody left to load for.
 		return nil, c.flightEnded(ctx, key, "reading Redis", err)
 	default:
+		redisFailed = true
+	}
+	// From here on the flight may last LockTTL+LoadTimeout: only
+	// Config.MaxLoads do at once.
+	if !c.loads.startLoad() {
+		c.st.loadsRefused.Add(1)
+		return nil, fmt.Errorf("cache %q: GetOrLoad %q: %w (Config.MaxLoads is %d)", c.name, key, ErrTooManyLoads, c.cfg.MaxLoads)
+	}
+	defer c.loads.endLoad()
+	if redisFailed {
 		// Redis is down or failing: load without it, and try the write once
 		// (it fails at once while the pool has Redis marked down).
 		return c.load(ctx, key, load, "", gen)
@@ -381,10 +395,13 @@ func (c *Cache[V]) wakeAll() {
 }
 
 // loadTracker counts flights in progress, gives them a context that ends
-// when the cache's group closes, and lets that Close wait for them.
+// when the cache's group closes, and lets that Close wait for them. It also
+// holds the semaphore of Config.MaxLoads: a flight takes a slot before it
+// waits for another instance's load or calls its loader.
 type loadTracker struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	slots  chan struct{} // one element per flight past its Redis read
 
 	mu     sync.Mutex
 	n      int
@@ -396,7 +413,23 @@ type loadTracker struct {
 	done atomic.Bool
 }
 
-func (t *loadTracker) init() { t.ctx, t.cancel = context.WithCancel(context.Background()) }
+func (t *loadTracker) init(maxLoads int) {
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.slots = make(chan struct{}, maxLoads)
+}
+
+// startLoad takes one of the Config.MaxLoads slots, without waiting: it
+// reports false when they are all taken. endLoad gives it back.
+func (t *loadTracker) startLoad() bool {
+	select {
+	case t.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *loadTracker) endLoad() { <-t.slots }
 
 // begin starts a flight on a context that carries parent's values, ends
 // after d or when the tracker closes, and is not cancelled with parent.

@@ -563,3 +563,63 @@ func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxLoadsBoundsFlights: with Config.MaxLoads loads in progress, a
+// GetOrLoad that would load (or wait for another instance's load) fails at
+// once with ErrTooManyLoads and calls no loader, whether Redis is up or
+// down; a value in Redis still serves; and a slot frees when a load ends.
+func TestMaxLoadsBoundsFlights(t *testing.T) {
+	for _, down := range []bool{false, true} {
+		t.Run(fmt.Sprint("redis down=", down), func(t *testing.T) {
+			m, _ := miniPool(t)
+			p := newPool(t, pool.Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Hour})
+			ctx := context.Background()
+			c := newCache(t, p, "max", Config[item]{MaxLoads: 2})
+			if !down {
+				// A value in Redis only (another instance wrote it).
+				other := newCache(t, p, "max", Config[item]{})
+				require.NoError(t, other.Set(ctx, "in-redis", item{ID: 7}, time.Minute))
+			} else {
+				m.Close()
+				_, err := c.Get(ctx, "x")
+				require.Error(t, err)
+				require.False(t, p.Healthy())
+			}
+
+			loaders := []*blockingLoader{newBlockingLoader(item{ID: 1}), newBlockingLoader(item{ID: 2})}
+			errs := make(chan error, len(loaders))
+			for i, l := range loaders {
+				go func() {
+					_, err := c.GetOrLoad(ctx, fmt.Sprint("slow-", i), l.load)
+					errs <- err
+				}()
+				<-l.started
+			}
+			require.Equal(t, 2, c.Stats().LoadsInFlight)
+
+			var calls atomic.Int32
+			load := func(context.Context) (item, error) { calls.Add(1); return item{ID: 3}, nil }
+			_, err := c.GetOrLoad(ctx, "third", load)
+			require.ErrorIs(t, err, ErrTooManyLoads)
+			require.ErrorContains(t, err, `cache "max": GetOrLoad "third"`)
+			require.ErrorContains(t, err, "Config.MaxLoads is 2")
+			require.Zero(t, calls.Load(), "no loader called")
+			require.Equal(t, uint64(1), c.Stats().LoadsRefused)
+			if !down {
+				v, err := c.GetOrLoad(ctx, "in-redis", load)
+				require.NoError(t, err, "a Redis hit needs no load slot")
+				require.Equal(t, 7, v.ID)
+			}
+
+			close(loaders[0].release)
+			require.NoError(t, <-errs)
+			v, err := c.GetOrLoad(ctx, "third", load)
+			require.NoError(t, err, "the finished load gave its slot back")
+			require.Equal(t, 3, v.ID)
+			close(loaders[1].release)
+			require.NoError(t, <-errs)
+			require.Zero(t, c.Stats().LoadsInFlight)
+			require.Zero(t, len(c.loads.slots), "every slot given back")
+		})
+	}
+}
