@@ -23,7 +23,8 @@ import (
 // A Cache has no useful zero value; build it with New. It is safe for
 // concurrent use. It holds no resource of its own until Start, which hands
 // its subscriber and the wait for in-flight loads to a lifecycle group; the
-// group's Close stops them. The pool belongs to the caller.
+// group's Close stops them and closes the cache: every call after that fails
+// with ErrClosed. The pool belongs to the caller.
 //
 // Values in the local tier are shared, not copied: a V that holds pointers,
 // slices or maps must be treated as read-only by everyone who gets it.
@@ -86,7 +87,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		waiters:    make(map[string]chan struct{}),
 		scripts:    newScripts(),
 	}
-	c.loads.init()
+	c.loads.init(cfg.MaxLoads)
 	if !cfg.NoLocal {
 		c.local = newLocal[V](cfg.MaxEntries, cfg.MaxBytes, cfg.MaxValueBytes, clock)
 	}
@@ -104,7 +105,19 @@ func (c *Cache[V]) RedisKey(key string) string { return c.keyPrefix + key }
 
 func (c *Cache[V]) lockKey(key string) string { return c.lockPrefix + key }
 
+// checkOpen fails with ErrClosed once the group the cache was started on
+// has closed.
+func (c *Cache[V]) checkOpen(op string) error {
+	if c.loads.isClosed() {
+		return fmt.Errorf("cache %q: %s: %w", c.name, op, ErrClosed)
+	}
+	return nil
+}
+
 func (c *Cache[V]) checkKey(op, key string) error {
+	if err := c.checkOpen(op); err != nil {
+		return err
+	}
 	if key == "" {
 		return fmt.Errorf("%w: cache %q: %s: empty key", ErrInvalid, c.name, op)
 	}
@@ -151,7 +164,9 @@ func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, e
 			c.st.misses.Add(1)
 			return v, false, ErrNotFound
 		}
-		c.st.redisErrors.Add(1)
+		if ctx.Err() == nil { // else the caller or Close ended it: nothing wrong with Redis
+			c.st.redisErrors.Add(1)
+		}
 		return v, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
 	}
 	v, notFound, err := c.decode(key, data)
@@ -253,10 +268,20 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 		if fill {
 			nx = pipe.SetNX(ctx, c.RedisKey(key), data, ttl)
 		} else {
-			pipe.Set(ctx, c.RedisKey(key), data, ttl)
+			// The lock goes first. A pipeline is not atomic: another
+			// instance's fill can run between two of its commands, and
+			// one that ran after the SET but before the DEL would still
+			// find its lock and write its (older) value over the Set's.
+			// After the DEL no fill of a load already running writes, so
+			// the SET is not overwritten by one. Between the two a waiting
+			// instance may find neither lock nor value and start a load of
+			// its own; its loader runs after the Set began (so, with the
+			// source updated before the Set, it reads the new data), and
+			// its fill, if it comes after the SET, writes that.
 			if !c.cfg.NoLock {
 				pipe.Del(ctx, c.lockKey(key))
 			}
+			pipe.Set(ctx, c.RedisKey(key), data, ttl)
 		}
 		sent = c.publish(ctx, pipe, key)
 		_, err = pipe.Exec(ctx)
@@ -266,7 +291,12 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 	}
 	if err != nil {
 		c.st.redisErrors.Add(1)
-		c.dropLocal(key)
+		if !fill {
+			// What Redis holds now is unknown. (A load decides what to
+			// keep itself, by the generation it took before its loader
+			// ran: dropping here would make every load look invalidated.)
+			c.dropLocal(key)
+		}
 		return fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
 	}
 	c.st.invalSent.Add(uint64(sent))
@@ -299,6 +329,9 @@ func (c *Cache[V]) dropLocal(key string) {
 // other instances to drop their local copies. Keys that do not exist are not
 // an error. The local copies are dropped even if Redis fails.
 func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
+	if err := c.checkOpen("Delete"); err != nil {
+		return err
+	}
 	if len(keys) == 0 {
 		return nil
 	}

@@ -43,6 +43,10 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 		{Config[item]{NoLocal: true, MaxEntries: 10}, "Config.NoLocal is set but Config.MaxEntries"},
 		{Config[item]{LoadTimeout: 10 * time.Second, LockTTL: time.Second}, "Config.LockTTL (1s) must be at least Config.LoadTimeout (10s)"},
 		{Config[item]{PingInterval: -1}, "Config.PingInterval must not be negative"},
+		{Config[item]{MaxLoads: -1}, "Config.MaxLoads must not be negative, got -1"},
+		// PX 0 is an error in Redis, and a sub-millisecond TTL is sent as 0.
+		{Config[item]{LoadTimeout: 100 * time.Microsecond, LockTTL: 999 * time.Microsecond}, "Config.LockTTL must be at least 1ms"},
+		{Config[item]{LoadTimeout: 100 * time.Microsecond, LockTTL: 999 * time.Microsecond, NoLock: true}, "Config.LockTTL must be at least 1ms"},
 	}
 	for _, c := range cases {
 		t.Run(c.want, func(t *testing.T) {
@@ -61,6 +65,8 @@ func TestDefaultsAndKeys(t *testing.T) {
 	require.Equal(t, int64(DefaultMaxBytes), c.cfg.MaxBytes)
 	require.Equal(t, DefaultLocalTTL, c.cfg.LocalTTL)
 	require.Equal(t, DefaultLoadTimeout+DefaultLockMargin, c.cfg.LockTTL)
+	require.Equal(t, DefaultMaxLoads, c.cfg.MaxLoads)
+	require.Equal(t, DefaultMaxLoads, cap(c.loads.slots))
 	require.Equal(t, "{c:users}:k:42", c.RedisKey("42"))
 	require.Equal(t, "{c:users}:l:42", c.lockKey("42"))
 	require.Equal(t, "{c:users}:inval", c.Channel())

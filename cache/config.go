@@ -16,6 +16,7 @@ const (
 	DefaultMaxBytes      = 64 << 20
 	DefaultLocalTTL      = time.Minute
 	DefaultLoadTimeout   = 10 * time.Second
+	DefaultMaxLoads      = 64
 	// DefaultLockMargin is added to LoadTimeout for the default LockTTL: the
 	// holder still has to write the value after its loader returns.
 	DefaultLockMargin   = 2 * time.Second
@@ -70,13 +71,23 @@ type Config[V any] struct {
 	// a caller giving up cancels neither the load nor its Redis write.
 	// Default 10s.
 	LoadTimeout time.Duration
+	// MaxLoads bounds the GetOrLoad flights (one per key, shared by its
+	// callers) that wait for another instance's load or call their loader
+	// at once. A GetOrLoad that finds its key in neither tier while MaxLoads
+	// are in progress fails at once with ErrTooManyLoads and calls no
+	// loader; a value found in Redis is still served. Each flight is a
+	// goroutine that can outlive its callers by up to LockTTL+LoadTimeout,
+	// so this is the bound on how many there are, and on how many loaders
+	// run at once. Default 64.
+	MaxLoads int
 	// NoLock turns off the cross-instance lock: without it every instance
 	// that misses a key loads it once (one load per key per process);
 	// with it one instance loads and the others wait for its value.
 	NoLock bool
 	// LockTTL is the expiry of the cross-instance load lock: if its holder
 	// dies, another instance takes over after at most this long. Must be at
-	// least LoadTimeout. Default LoadTimeout + 2s.
+	// least LoadTimeout, and at least 1ms: it is sent as whole milliseconds
+	// (PX), and Redis refuses PX 0. Default LoadTimeout + 2s.
 	LockTTL time.Duration
 
 	// NoInvalidation stops Set and Delete from telling other instances to
@@ -124,6 +135,9 @@ func (c *Config[V]) fillDefaults() {
 	if c.LockTTL == 0 {
 		c.LockTTL = c.LoadTimeout + DefaultLockMargin
 	}
+	if c.MaxLoads == 0 {
+		c.MaxLoads = DefaultMaxLoads
+	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
 	}
@@ -150,6 +164,9 @@ func (c *Config[V]) validate() error {
 	if c.TTLJitter < 0 || c.TTLJitter >= 1 {
 		bad("Config.TTLJitter must be in [0, 1), got %g", c.TTLJitter)
 	}
+	if c.MaxLoads < 0 {
+		bad("Config.MaxLoads must not be negative, got %d", c.MaxLoads)
+	}
 	if c.MaxValueBytes < 0 {
 		bad("Config.MaxValueBytes must not be negative, got %d", c.MaxValueBytes)
 	}
@@ -164,6 +181,11 @@ func (c *Config[V]) validate() error {
 		if c.MaxBytes < 0 {
 			bad("Config.MaxBytes must not be negative, got %d", c.MaxBytes)
 		}
+	}
+	if c.LockTTL >= 0 && c.LockTTL < time.Millisecond {
+		// Sent as whole milliseconds: anything shorter is PX 0, which Redis
+		// refuses, so every GetOrLoad would fail to take the lock.
+		bad("Config.LockTTL must be at least 1ms (the lock is set with PX, in whole milliseconds), got %s", c.LockTTL)
 	}
 	if c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout {
 		bad("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)

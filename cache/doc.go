@@ -97,8 +97,23 @@
 // (the first caller's values, Config.LoadTimeout) in singleflight's
 // goroutine, so one caller giving up cancels neither the others nor the
 // load, and the loaded value is still written to Redis. Those goroutines
-// are bounded by LockTTL+LoadTimeout; the group the cache was started on
-// cancels them when it closes and waits for them.
+// (one per key at a time, shared by its callers) can outlive their callers,
+// and are bounded in time and in number:
+//
+//   - Each ends within LockTTL+LoadTimeout, plus up to 5s for the Redis
+//     write after its loader returns.
+//   - At most Config.MaxLoads (default 64) wait for another instance's load
+//     or run a loader at once. A GetOrLoad that would start one more fails
+//     at once with ErrTooManyLoads and calls no loader (Stats.LoadsRefused
+//     counts them); a value found in Redis still serves.
+//   - Before that point a flight is reading Redis: it holds or waits for a
+//     connection of the pool's request lane, so the lane's size and its
+//     waiter limit bound those (past them the read fails at once with
+//     pool.ErrLaneExhausted, and the flight then needs a load slot like
+//     any other load without Redis).
+//
+// The group the cache was started on cancels them when it closes and waits
+// for them; their callers get ErrClosed.
 //
 // # Invalidation and consistency
 //
@@ -154,6 +169,8 @@
 // Without Start, a Cache runs nothing. Start adds one lifecycle task (the
 // subscriber, on one reserved blocking-lane connection, so a pool without
 // room fails Start with pool.ErrOverBudget) and a closer that cancels and
-// waits for loads in flight. An idle cache sends one PING per PingInterval
-// (30s) on the subscriber's connection and nothing else.
+// waits for loads in flight. When that group closes the cache is closed:
+// Get, GetOrLoad, Set and Delete fail at once with ErrClosed, a local hit
+// included, and touch no tier. An idle cache sends one PING per
+// PingInterval (30s) on the subscriber's connection and nothing else.
 package cache

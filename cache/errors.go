@@ -24,10 +24,19 @@ var (
 	// ErrCodec: the codec could not encode a value (nothing was written) or
 	// decode what Redis holds.
 	ErrCodec = errors.New("cache: codec")
+	// ErrTooManyLoads: GetOrLoad found its key in neither tier while
+	// Config.MaxLoads loads (or waits for another instance's load) were
+	// already in progress. It fails at once; no loader was called and
+	// nothing was written. The caller may retry later or do without.
+	ErrTooManyLoads = errors.New("cache: too many loads in progress")
 	// ErrStarted: Start was called on a cache that was already started.
 	ErrStarted = errors.New("cache: already started")
-	// ErrClosed: the lifecycle group the cache was started on has closed, so
-	// GetOrLoad no longer starts loads (a local or Redis hit still serves).
+	// ErrClosed: the lifecycle group the cache was started on has closed.
+	// From then on Get, GetOrLoad, Set and Delete fail with it at once,
+	// touching neither the local tier nor Redis (a local hit does not serve:
+	// with the subscriber stopped, nothing keeps the tier current), and
+	// Start fails with it too. A cache that was never started never
+	// returns it.
 	ErrClosed = errors.New("cache: closed")
 )
 

@@ -162,7 +162,8 @@ func (c *Cache[V]) flushLocal() {
 // The subscriber connects in the background (Stats.Subscribed says when it
 // is listening) and flushes the local tier every time it (re)subscribes,
 // since messages sent while it was away are lost. Start may be called once;
-// a second call fails with ErrStarted.
+// a second call fails with ErrStarted (and also matches ErrClosed once g
+// has closed). Closing g closes the cache: see ErrClosed.
 func (c *Cache[V]) Start(g *lifecycle.Group) error {
 	if g == nil {
 		return fmt.Errorf("%w: cache %q: Start: nil group", ErrInvalid, c.name)
@@ -170,6 +171,9 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 	c.startMu.Lock()
 	defer c.startMu.Unlock()
 	if c.started {
+		if c.loads.isClosed() {
+			return fmt.Errorf("%w: cache %q: Start: %w", ErrStarted, c.name, ErrClosed)
+		}
 		return fmt.Errorf("%w: cache %q", ErrStarted, c.name)
 	}
 	var res *pool.Reservation

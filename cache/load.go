@@ -39,8 +39,11 @@ const (
 //
 // load reports a missing key by returning ErrNotFound (or an error wrapping
 // it); with Config.NegativeTTL that answer is cached. Other errors are
-// returned to every caller waiting for that load and nothing is cached. A
-// panic in load is not recovered: it crashes the program, as in
+// returned to every caller waiting for that load and nothing is cached.
+// When the cache's group closes during a load, Close cancels it and its
+// callers get ErrClosed (a caller whose own ctx has ended gets ctx's error);
+// that is neither a failed load nor a Redis error. A panic in load is not
+// recovered: it crashes the program, as in
 // x/sync/singleflight's DoChan, where it runs.
 //
 // While Redis is down a local hit serves, and a miss calls load (still once
@@ -73,6 +76,11 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 			c.st.loadWaiters.Add(1)
 		}
 		if r.Err != nil {
+			if errors.Is(r.Err, ErrClosed) && ctx.Err() != nil {
+				// Both ended at once: the caller's own reason first, as in
+				// the case below.
+				return zero, fmt.Errorf("cache %q: GetOrLoad %q: gave up waiting for the load: %w", c.name, key, ctx.Err())
+			}
 			return zero, r.Err
 		}
 		return r.Val.(V), nil
@@ -89,7 +97,10 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 // singleflight's goroutine, which outlives callers that give up; it is
 // bounded by LockTTL+LoadTimeout (plus writeTimeout for the write), ends
 // early when the group that started the cache closes, and that group's Close
-// waits for it.
+// waits for it. Past its Redis read (which holds or waits for a connection
+// of the pool's request lane, so the lane bounds those), it needs one of
+// Config.MaxLoads slots to wait for the lock or load, or it fails at once
+// with ErrTooManyLoads.
 func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx context.Context) (V, error)) (any, error) {
 	ctx, cancel, ok := c.loads.begin(callerCtx, c.cfg.LockTTL+c.cfg.LoadTimeout)
 	if !ok {
@@ -113,6 +124,7 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 		gen = c.local.gen(key)
 	}
 	v, found, err := c.getRedis(ctx, key)
+	redisFailed := false
 	switch {
 	case found:
 		if err != nil {
@@ -122,7 +134,21 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 	case errors.Is(err, ErrNotFound):
 	case errors.Is(err, ErrCodec):
 		return nil, err
+	case ctx.Err() != nil:
+		// Close cancelled the flight (or its time ran out): Redis did
+		// nothing wrong, and there is nobody left to load for.
+		return nil, c.flightEnded(ctx, key, "reading Redis", err)
 	default:
+		redisFailed = true
+	}
+	// From here on the flight may last LockTTL+LoadTimeout: only
+	// Config.MaxLoads do at once.
+	if !c.loads.startLoad() {
+		c.st.loadsRefused.Add(1)
+		return nil, fmt.Errorf("cache %q: GetOrLoad %q: %w (Config.MaxLoads is %d)", c.name, key, ErrTooManyLoads, c.cfg.MaxLoads)
+	}
+	defer c.loads.endLoad()
+	if redisFailed {
 		// Redis is down or failing: load without it, and try the write once
 		// (it fails at once while the pool has Redis marked down).
 		return c.load(ctx, key, load, "", gen)
@@ -139,7 +165,7 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 			return v, nil
 		case err != nil:
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("cache %q: GetOrLoad %q: waiting for another instance's load: %w", c.name, key, err)
+				return nil, c.flightEnded(ctx, key, "waiting for another instance's load", err)
 			}
 			// Redis failed while we waited: load here rather than fail.
 			c.log.Warn("cache: lock check failed; loading without the lock", "key", key, "err", err)
@@ -170,7 +196,7 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 			// The value is good; only caching it failed.
 			c.log.Warn("cache: could not write a loaded value to Redis", "key", key, "err", err)
 			c.release(wctx, key, token)
-			c.storeLocal(key, v, len(data), c.cfg.TTL)
+			c.storeLocal(key, v, len(data), c.cfg.TTL, gen)
 		}
 		return v, nil
 	case errors.Is(err, ErrNotFound):
@@ -185,21 +211,38 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 		}
 		return nil, fmt.Errorf("cache %q: load %q: %w", c.name, key, err)
 	default:
-		c.st.loadErrors.Add(1)
 		c.release(wctx, key, token)
+		if ctx.Err() != nil && c.loads.isClosed() {
+			// Close cancelled the loader: not a failed load.
+			return nil, fmt.Errorf("cache %q: load %q: %w (the loader returned: %v)", c.name, key, ErrClosed, err)
+		}
+		c.st.loadErrors.Add(1)
 		return nil, fmt.Errorf("cache %q: load %q: %w", c.name, key, err)
 	}
+}
+
+// flightEnded is the error of a flight whose context ended while it was
+// doing what: ErrClosed when the cache's group closed (its Close cancels the
+// flights), else ctx's own error, with err the call's.
+func (c *Cache[V]) flightEnded(ctx context.Context, key, what string, err error) error {
+	if c.loads.isClosed() {
+		return fmt.Errorf("cache %q: GetOrLoad %q: %s: %w", c.name, key, what, ErrClosed)
+	}
+	return fmt.Errorf("cache %q: GetOrLoad %q: %s: %w (%v)", c.name, key, what, context.Cause(ctx), err)
 }
 
 // storeLocal keeps a loaded value locally when Redis could not take it.
 // Redis being unreachable, no other instance can be told about it; the
 // subscriber flushes the tier when it reconnects.
-func (c *Cache[V]) storeLocal(key string, v V, size int, ttl time.Duration) {
+//
+// gen is the generation taken before the loader ran, as for a write that
+// succeeds: if the key's shard was written or invalidated since, the loader
+// may have read data older than that change, and the key is dropped instead.
+func (c *Cache[V]) storeLocal(key string, v V, size int, ttl time.Duration, gen uint64) {
 	if c.local == nil {
 		return
 	}
-	// A fresh generation: the failed write has just dropped the key.
-	c.local.store(key, v, false, size, c.localExpiry(c.clock(), ttl), c.local.gen(key))
+	c.local.store(key, v, false, size, c.localExpiry(c.clock(), ttl), gen)
 }
 
 // lockOrWait takes key's load lock, or waits until the instance holding it
@@ -219,7 +262,9 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 		r, err := c.scripts.lock.Run(ctx, c.p.Client(), keys, token, lockMS).Slice()
 		if err != nil {
 			c.removeWaiter(key, wake)
-			c.st.redisErrors.Add(1)
+			if ctx.Err() == nil {
+				c.st.redisErrors.Add(1)
+			}
 			return v, false, "", err
 		}
 		state, _ := r[0].(int64)
@@ -350,18 +395,41 @@ func (c *Cache[V]) wakeAll() {
 }
 
 // loadTracker counts flights in progress, gives them a context that ends
-// when the cache's group closes, and lets that Close wait for them.
+// when the cache's group closes, and lets that Close wait for them. It also
+// holds the semaphore of Config.MaxLoads: a flight takes a slot before it
+// waits for another instance's load or calls its loader.
 type loadTracker struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	slots  chan struct{} // one element per flight past its Redis read
 
 	mu     sync.Mutex
 	n      int
 	closed bool
 	idle   chan struct{} // closed when n drops to 0 after close
+
+	// done mirrors closed for readers without mu: every call checks it
+	// first.
+	done atomic.Bool
 }
 
-func (t *loadTracker) init() { t.ctx, t.cancel = context.WithCancel(context.Background()) }
+func (t *loadTracker) init(maxLoads int) {
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.slots = make(chan struct{}, maxLoads)
+}
+
+// startLoad takes one of the Config.MaxLoads slots, without waiting: it
+// reports false when they are all taken. endLoad gives it back.
+func (t *loadTracker) startLoad() bool {
+	select {
+	case t.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *loadTracker) endLoad() { <-t.slots }
 
 // begin starts a flight on a context that carries parent's values, ends
 // after d or when the tracker closes, and is not cancelled with parent.
@@ -388,6 +456,9 @@ func (t *loadTracker) end() {
 	t.mu.Unlock()
 }
 
+// isClosed reports whether the cache's group has closed.
+func (t *loadTracker) isClosed() bool { return t.done.Load() }
+
 func (t *loadTracker) inFlight() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -399,6 +470,7 @@ func (t *loadTracker) inFlight() int {
 func (t *loadTracker) close(ctx context.Context) error {
 	t.mu.Lock()
 	t.closed = true
+	t.done.Store(true)
 	t.cancel()
 	if t.n == 0 {
 		t.mu.Unlock()

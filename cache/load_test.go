@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -254,12 +256,97 @@ func TestGroupCloseCancelsLoads(t *testing.T) {
 	defer cancel()
 	require.NoError(t, g.Close(ctx))
 	require.Equal(t, "context canceled", l.ctxErr.Load(), "Close cancelled the load and waited for it")
-	require.ErrorIs(t, <-errc, context.Canceled)
-	require.Zero(t, c.Stats().LoadsInFlight)
+	err := <-errc
+	require.ErrorIs(t, err, ErrClosed, "the cache closing is why the load ended")
+	require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
+	st := c.Stats()
+	require.Zero(t, st.LoadsInFlight)
+	require.Zero(t, st.LoadErrors, "a load cut short by Close is not a failed load")
 
-	_, err := c.GetOrLoad(context.Background(), "k", l.load)
+	_, err = c.GetOrLoad(context.Background(), "k", l.load)
 	require.ErrorIs(t, err, ErrClosed)
 	require.Equal(t, int32(1), l.calls.Load())
+}
+
+// TestCloseDuringAFlightIsNotRedisDown: a flight whose context Close
+// cancels while it reads Redis or waits for another instance's lock returns
+// ErrClosed. It neither takes the failed read for Redis being down (and
+// calls the loader without Redis) nor counts it as a Redis error.
+func TestCloseDuringAFlightIsNotRedisDown(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, m *miniredis.Miniredis, p *pool.Pool, c *Cache[item]) (inFlight func() bool)
+	}{
+		{"reading Redis", func(t *testing.T, _ *miniredis.Miniredis, p *pool.Pool, _ *Cache[item]) func() bool {
+			h := &blockReads{reading: make(chan struct{})}
+			p.Client().AddHook(h)
+			return func() bool {
+				select {
+				case <-h.reading:
+					return true
+				default:
+					return false
+				}
+			}
+		}},
+		{"waiting for another instance's lock", func(t *testing.T, m *miniredis.Miniredis, _ *pool.Pool, c *Cache[item]) func() bool {
+			require.NoError(t, m.Set(c.lockKey("k"), "another instance"))
+			m.SetTTL(c.lockKey("k"), time.Minute)
+			return func() bool { return c.Stats().LockWaits == 1 }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, p := miniPool(t)
+			c := newCache(t, p, "closing", Config[item]{NoInvalidation: true})
+			g := lifecycle.New()
+			require.NoError(t, c.Start(g))
+			inFlight := tc.setup(t, m, p, c)
+			var calls atomic.Int32
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.GetOrLoad(context.Background(), "k", func(context.Context) (item, error) {
+					calls.Add(1)
+					return item{ID: 1}, nil
+				})
+				errc <- err
+			}()
+			eventually(t, "the flight to be under way", inFlight)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			require.NoError(t, g.Close(ctx))
+			err := <-errc
+			require.ErrorIs(t, err, ErrClosed)
+			require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
+			require.Zero(t, calls.Load(), "the loader was not called as if Redis were down")
+			st := c.Stats()
+			require.Zero(t, st.RedisErrors, "Close is not a Redis error")
+			require.Zero(t, st.Loads)
+			require.True(t, p.Healthy())
+		})
+	}
+}
+
+// blockReads holds the cache's read pipeline (GET, PTTL) until the call's
+// context ends, and closes reading when it starts holding one.
+type blockReads struct {
+	reading chan struct{}
+	once    sync.Once
+}
+
+func (h *blockReads) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *blockReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *blockReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || cmds[0].Name() != "get" {
+			return next(ctx, cmds)
+		}
+		h.once.Do(func() { close(h.reading) })
+		<-ctx.Done()
+		for _, c := range cmds {
+			c.SetErr(ctx.Err())
+		}
+		return ctx.Err()
+	}
 }
 
 func TestRedisDown(t *testing.T) {
@@ -395,6 +482,144 @@ func TestWriteDuringLoadWins(t *testing.T) {
 			v, err := loader.Get(context.Background(), "k")
 			require.NoError(t, err)
 			require.Equal(t, tc.want, v.Name, "the loaded value was not kept locally either")
+		})
+	}
+}
+
+// TestEveryMethodAfterCloseReturnsErrClosed: once the group the cache was
+// started on has closed, every method that can fail does so with ErrClosed,
+// at once, touching neither tier: a local hit does not serve (nobody tells
+// the tier about writes any more) and Redis is not asked.
+func TestEveryMethodAfterCloseReturnsErrClosed(t *testing.T) {
+	m, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "closed", Config[item]{NoInvalidation: true})
+	g := lifecycle.New()
+	require.NoError(t, c.Start(g))
+	require.NoError(t, c.Set(ctx, "held", item{ID: 1}, time.Minute))
+	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.NoError(t, g.Close(closeCtx))
+
+	commands := m.CommandCount()
+	loader := func(context.Context) (item, error) {
+		t.Error("loader called after Close")
+		return item{}, nil
+	}
+	for name, call := range map[string]func() error{
+		"Get local hit":       func() error { _, err := c.Get(ctx, "held"); return err },
+		"Get miss":            func() error { _, err := c.Get(ctx, "other"); return err },
+		"GetOrLoad local hit": func() error { _, err := c.GetOrLoad(ctx, "held", loader); return err },
+		"GetOrLoad miss":      func() error { _, err := c.GetOrLoad(ctx, "other", loader); return err },
+		"Set":                 func() error { return c.Set(ctx, "held", item{ID: 2}, time.Minute) },
+		"Delete":              func() error { return c.Delete(ctx, "held") },
+		"Delete no keys":      func() error { return c.Delete(ctx) },
+		"Start":               func() error { return c.Start(lifecycle.New()) },
+	} {
+		err := call()
+		require.ErrorIs(t, err, ErrClosed, name)
+		require.ErrorContains(t, err, `cache "closed"`, name)
+	}
+	require.Equal(t, commands, m.CommandCount(), "no call reached Redis")
+	require.Equal(t, int64(1), c.Stats().LocalEntries, "nor changed the local tier")
+}
+
+// TestFailedWriteAfterInvalidationKeepsNothingLocally: when the Redis write
+// after a load fails, the value is kept locally only if nothing invalidated
+// the key while the loader ran; an invalidation then means the loader may
+// have read data older than the change it announced.
+func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
+	for _, invalidated := range []bool{false, true} {
+		t.Run(fmt.Sprint("invalidated=", invalidated), func(t *testing.T) {
+			m, p := miniPool(t)
+			c := newCache(t, p, "stale", Config[item]{})
+			l := newBlockingLoader(item{Name: "loaded"})
+			got, errc := make(chan item, 1), make(chan error, 1)
+			go func() {
+				v, err := c.GetOrLoad(context.Background(), "k", l.load)
+				got <- v
+				errc <- err
+			}()
+			<-l.started
+			if invalidated {
+				// Another instance changed the key while the loader ran.
+				c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
+			}
+			m.SetError("ERR injected: the write fails")
+			close(l.release)
+			require.NoError(t, <-errc, "the value is good; only caching it failed")
+			require.Equal(t, "loaded", (<-got).Name)
+			m.SetError("")
+
+			v, _, ok := c.getLocal("k")
+			if invalidated {
+				require.False(t, ok, "a value loaded across an invalidation was kept locally: %+v", v)
+				_, err := c.Get(context.Background(), "k")
+				require.ErrorIs(t, err, ErrNotFound, "the next read goes to Redis")
+				return
+			}
+			require.True(t, ok, "with nothing invalidated, the value is kept locally")
+			require.Equal(t, "loaded", v.Name)
+		})
+	}
+}
+
+// TestMaxLoadsBoundsFlights: with Config.MaxLoads loads in progress, a
+// GetOrLoad that would load (or wait for another instance's load) fails at
+// once with ErrTooManyLoads and calls no loader, whether Redis is up or
+// down; a value in Redis still serves; and a slot frees when a load ends.
+func TestMaxLoadsBoundsFlights(t *testing.T) {
+	for _, down := range []bool{false, true} {
+		t.Run(fmt.Sprint("redis down=", down), func(t *testing.T) {
+			m, _ := miniPool(t)
+			p := newPool(t, pool.Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Hour})
+			ctx := context.Background()
+			c := newCache(t, p, "max", Config[item]{MaxLoads: 2})
+			if !down {
+				// A value in Redis only (another instance wrote it).
+				other := newCache(t, p, "max", Config[item]{})
+				require.NoError(t, other.Set(ctx, "in-redis", item{ID: 7}, time.Minute))
+			} else {
+				m.Close()
+				_, err := c.Get(ctx, "x")
+				require.Error(t, err)
+				require.False(t, p.Healthy())
+			}
+
+			loaders := []*blockingLoader{newBlockingLoader(item{ID: 1}), newBlockingLoader(item{ID: 2})}
+			errs := make(chan error, len(loaders))
+			for i, l := range loaders {
+				go func() {
+					_, err := c.GetOrLoad(ctx, fmt.Sprint("slow-", i), l.load)
+					errs <- err
+				}()
+				<-l.started
+			}
+			require.Equal(t, 2, c.Stats().LoadsInFlight)
+
+			var calls atomic.Int32
+			load := func(context.Context) (item, error) { calls.Add(1); return item{ID: 3}, nil }
+			_, err := c.GetOrLoad(ctx, "third", load)
+			require.ErrorIs(t, err, ErrTooManyLoads)
+			require.ErrorContains(t, err, `cache "max": GetOrLoad "third"`)
+			require.ErrorContains(t, err, "Config.MaxLoads is 2")
+			require.Zero(t, calls.Load(), "no loader called")
+			require.Equal(t, uint64(1), c.Stats().LoadsRefused)
+			if !down {
+				v, err := c.GetOrLoad(ctx, "in-redis", load)
+				require.NoError(t, err, "a Redis hit needs no load slot")
+				require.Equal(t, 7, v.ID)
+			}
+
+			close(loaders[0].release)
+			require.NoError(t, <-errs)
+			v, err := c.GetOrLoad(ctx, "third", load)
+			require.NoError(t, err, "the finished load gave its slot back")
+			require.Equal(t, 3, v.ID)
+			close(loaders[1].release)
+			require.NoError(t, <-errs)
+			require.Zero(t, c.Stats().LoadsInFlight)
+			require.Zero(t, len(c.loads.slots), "every slot given back")
 		})
 	}
 }

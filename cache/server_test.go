@@ -2,11 +2,14 @@ package cache
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -240,4 +243,94 @@ func testSubscriberReplacesASilentConnection(t *testing.T, b backend, name strin
 		return st.Subscribes >= 2 && st.Subscribed
 	})
 	require.GreaterOrEqual(t, c.Stats().Flushes, uint64(2))
+}
+
+func TestSetWinsOverALoadAtEveryInterleaving_Mini(t *testing.T) {
+	m := redistest.Mini(t)
+	testSetWinsOverALoadAtEveryInterleaving(t, backend{cfg: pool.Config{Addrs: []string{m.Addr()}}})
+}
+
+func TestSetWinsOverALoadAtEveryInterleaving_Server(t *testing.T) {
+	testSetWinsOverALoadAtEveryInterleaving(t, serverBackend(redistest.Server(t)))
+}
+
+// testSetWinsOverALoadAtEveryInterleaving: a Set's pipeline is not atomic,
+// so another instance's fill (the script that writes a loaded value if the
+// load lock is still its own) can run between any two of its commands. At
+// every such point the Set must win: its value in Redis, no lock left, and
+// the loaded value (which may predate the Set) kept nowhere.
+func testSetWinsOverALoadAtEveryInterleaving(t *testing.T, be backend) {
+	ctx := context.Background()
+	for at := range 3 { // SET, DEL of the lock, PUBLISH, in some order
+		t.Run(fmt.Sprint("fill after command ", at), func(t *testing.T) {
+			name := fmt.Sprint("interleave", at)
+			loader := newCache(t, be.newPool(t), name, Config[string]{})
+			sp := be.newPool(t)
+			setter := newCache(t, sp, name, Config[string]{})
+
+			l := make(chan struct{})
+			started := make(chan struct{})
+			got, errc := make(chan string, 1), make(chan error, 1)
+			go func() {
+				v, err := loader.GetOrLoad(ctx, "k", func(context.Context) (string, error) {
+					close(started)
+					<-l
+					return "loaded", nil
+				})
+				got <- v
+				errc <- err
+			}()
+			<-started // the loader holds the lock
+
+			h := &splitPipeline{at: at, between: func() {
+				close(l)
+				require.Equal(t, "loaded", <-got, "the loader's callers get its value")
+			}}
+			sp.Client().AddHook(h)
+			require.NoError(t, setter.Set(ctx, "k", "set", time.Minute))
+			require.True(t, h.split, "the Set's pipeline was split")
+			require.NoError(t, <-errc)
+
+			raw, err := sp.Client().Get(ctx, setter.RedisKey("k")).Result()
+			require.NoError(t, err)
+			require.Equal(t, "set", raw[1:], "Redis holds the Set's value")
+			n, err := sp.Client().Exists(ctx, setter.lockKey("k")).Result()
+			require.NoError(t, err)
+			require.Zero(t, n, "no lock left behind")
+			for _, c := range []*Cache[string]{loader, setter} {
+				v, err := c.Get(ctx, "k")
+				require.NoError(t, err)
+				require.Equal(t, "set", v)
+			}
+		})
+	}
+}
+
+// splitPipeline runs the first pipeline with a SET in it one command at a
+// time, and calls between after command at.
+type splitPipeline struct {
+	at      int
+	between func()
+	split   bool
+}
+
+func (h *splitPipeline) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *splitPipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *splitPipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.split || !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "set" }) {
+			return next(ctx, cmds)
+		}
+		h.split = true
+		var first error
+		for i := range cmds {
+			if err := next(ctx, cmds[i:i+1]); err != nil && first == nil {
+				first = err
+			}
+			if i == h.at {
+				h.between()
+			}
+		}
+		return first
+	}
 }

@@ -26,6 +26,9 @@ type Stats struct {
 	LockWaits uint64 `json:"lock_waits"`
 	// LoadsInFlight is the number of loads (flights) running now.
 	LoadsInFlight int `json:"loads_in_flight"`
+	// LoadsRefused counts GetOrLoad flights that failed with
+	// ErrTooManyLoads because Config.MaxLoads loads were in progress.
+	LoadsRefused uint64 `json:"loads_refused"`
 	// RedisErrors counts Redis calls that failed, pool.ErrUnavailable
 	// included.
 	RedisErrors uint64 `json:"redis_errors"`
@@ -59,6 +62,7 @@ type counters struct {
 	loads         atomic.Uint64
 	loadErrors    atomic.Uint64
 	loadWaiters   atomic.Uint64
+	loadsRefused  atomic.Uint64
 	lockWaits     atomic.Uint64
 	lockTokens    atomic.Uint64
 	redisErrors   atomic.Uint64
@@ -80,6 +84,7 @@ func (c *Cache[V]) Stats() Stats {
 		LoadWaiters:           c.st.loadWaiters.Load(),
 		LockWaits:             c.st.lockWaits.Load(),
 		LoadsInFlight:         c.loads.inFlight(),
+		LoadsRefused:          c.st.loadsRefused.Load(),
 		RedisErrors:           c.st.redisErrors.Load(),
 		InvalidationsSent:     c.st.invalSent.Load(),
 		InvalidationsReceived: c.st.invalReceived.Load(),

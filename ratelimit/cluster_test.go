@@ -21,6 +21,7 @@ var clusterSuite = []struct {
 	{"BurstAdmitsExactlyBurst", testBurstAdmitsExactlyBurst},
 	{"LongRunExact", testLongRunExact},
 	{"ScriptMatchesModel", testScriptMatchesModel},
+	{"ScriptMatchesModelAtExtremes", testScriptMatchesModelAtExtremes},
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},

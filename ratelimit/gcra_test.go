@@ -227,6 +227,57 @@ func testScriptMatchesModel(t *testing.T, b backend) {
 	}
 }
 
+// TestScriptMatchesModelAtExtremes: the script and the Go arithmetic agree
+// where the numbers are largest: a clock that goes back far (TAT-now past
+// maxUnits, which Go caps at 2*maxUnits rather than multiply out of a Lua
+// number's exact range or past int64), a limit whose burst spans almost
+// maxUnits, and instants near the end of the range a Lua number holds
+// exactly.
+func TestScriptMatchesModelAtExtremes(t *testing.T) { onBoth(t, testScriptMatchesModelAtExtremes) }
+
+func testScriptMatchesModelAtExtremes(t *testing.T, b backend) {
+	p := b.newPool(t)
+	type call struct {
+		at time.Time
+		n  int
+	}
+	// Just past the cap for scale 7: TAT-now is maxUnits/7+1000 µs.
+	past := func(scale int64) time.Time { return t0.Add(-us(maxUnits/scale + 1000)) }
+	late := time.UnixMicro(1 << 53).Add(-24 * time.Hour) // a day before the last exact µs
+	for i, tc := range []struct {
+		name  string
+		cfg   Config
+		calls []call
+	}{
+		{"clock back just past the cap", Config{Rate: 7, Period: 90 * time.Second, Burst: 5},
+			[]call{{t0, 3}, {past(7), 1}, {past(7), 5}, {t0, 1}}},
+		{"clock back to 1900, large scale", Config{Rate: 999_983, Period: time.Hour, Burst: 1000},
+			[]call{{t0, 1000}, {time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), 1}, {t0, 1}}},
+		{"clock back to 1970, scale 1", Config{Rate: 10, Burst: 10},
+			[]call{{t0, 10}, {time.UnixMicro(0), 10}, {time.UnixMicro(-1), 1}}},
+		{"burst spanning almost maxUnits", Config{Rate: 1, Period: us(maxUnits / 1000), Burst: 1000},
+			[]call{{t0, 1000}, {t0, 1000}, {t0, 1}, {t0.Add(-time.Hour), 1000}, {t0.Add(us(maxUnits / 1000)), 1}}},
+		{"instants near 2^53 µs", Config{Rate: 7, Period: 90 * time.Second, Burst: 7},
+			[]call{{late, 7}, {late, 1}, {late.Add(us(12_857_142)), 1}, {late.Add(us(12_857_143)), 1}, {t0, 1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			cfg := tc.cfg
+			cfg.Now = clk.Now
+			cfg.NoDeniedCache = true
+			l := newLimiter(t, p, fmt.Sprintf("extreme-%d", i), cfg)
+			m := &model{g: l.g, tats: map[string]localTAT{}}
+			for j, c := range tc.calls {
+				clk.Set(c.at)
+				got, err := l.AllowN(context.Background(), "k", c.n)
+				require.NoError(t, err)
+				want := m.allow("k", int64(c.n), c.at.UnixMicro())
+				require.Equal(t, want, got, "call %d: n=%d at %d µs", j, c.n, c.at.UnixMicro())
+			}
+		})
+	}
+}
+
 // TestStateExpires: the state key lives until the bucket is full again
 // (PTTL = ResetAfter rounded up to ms), and is gone after.
 func TestStateExpires(t *testing.T) { onBoth(t, testStateExpires) }

@@ -39,7 +39,16 @@ if v then
   end
   us = tonumber(us)
   if us and rem and us >= now then
-    d = (us - now) * scale + rem
+    -- gcra.excess's cap: a TAT further ahead than maxUnits/scale µs (a
+    -- clock that went back) counts as 2*maxUnits, a denial, instead of a
+    -- product past 2^53 (inexact) or 2^63 (no integer reply can hold it).
+    -- maxUnits is 2^52, as in gcra.go; the floor of maxUnits/scale is
+    -- computed exactly, as Go's integer division.
+    if us - now > (4503599627370496 - math.fmod(4503599627370496, scale)) / scale then
+      d = 2 * 4503599627370496
+    else
+      d = (us - now) * scale + rem
+    end
   end
 end
 local nd = d + tonumber(ARGV[5]) * step
