@@ -288,3 +288,19 @@ func TestTaskString(t *testing.T) {
 	require.Equal(t, "worker (go)", lifecycle.Task{Name: "worker", Kind: lifecycle.KindGo}.String())
 	require.Equal(t, "pool (onclose)", lifecycle.Task{Name: "pool", Kind: lifecycle.KindOnClose}.String())
 }
+
+// A Close after one that finished returns that result even when its own ctx
+// is already done.
+func TestCloseAfterCloseReturnsFirstResultEvenWithDoneCtx(t *testing.T) {
+	g := lifecycle.New()
+	if err := g.Close(context.Background()); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 100 {
+		if err := g.Close(ctx); err != nil {
+			t.Fatalf("Close #%d after a clean Close returned %v, want nil", i+2, err)
+		}
+	}
+}

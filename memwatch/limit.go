@@ -92,7 +92,12 @@ func ComputeLimit(cgroupLimit int64, fraction float64, envGOMEMLIMIT string) (in
 	if cgroupLimit == 0 {
 		return 0, LimitNoCgroupLimit, nil
 	}
-	return max(1, int64(float64(cgroupLimit)*fraction)), LimitSet, nil
+	v := float64(cgroupLimit) * fraction
+	if v >= math.MaxInt64 {
+		// float64(MaxInt64) rounds up to 2^63, which does not convert back.
+		return cgroupLimit, LimitSet, nil
+	}
+	return max(1, int64(v)), LimitSet, nil
 }
 
 // SetMemoryLimit sets the runtime's soft memory limit (debug.SetMemoryLimit)

@@ -244,3 +244,17 @@ func TestSetMemoryLimitRejectsBadFractionFirst(t *testing.T) {
 		require.Zero(t, res)
 	}
 }
+
+// Near MaxInt64 the float product rounds up to 2^63, which must not wrap
+// into a tiny limit.
+func TestComputeLimitDoesNotOverflowNearMaxInt64(t *testing.T) {
+	for _, cg := range []int64{math.MaxInt64, math.MaxInt64 - 100} {
+		got, action, err := ComputeLimit(cg, 1, "")
+		if err != nil || action != LimitSet {
+			t.Fatalf("ComputeLimit(%d, 1) = %v, %v", cg, action, err)
+		}
+		if got < cg/2 {
+			t.Fatalf("ComputeLimit(%d, 1) = %d bytes, want about %d", cg, got, cg)
+		}
+	}
+}

@@ -170,7 +170,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Goroutines = DefaultGoroutines
 	}
 	if cfg.GoroutinesClear == 0 {
-		cfg.GoroutinesClear = cfg.Goroutines * 9 / 10
+		cfg.GoroutinesClear = cfg.Goroutines - cfg.Goroutines/10 // 90 %, without overflowing
 	}
 	if cfg.GoroutinesClear <= 0 || cfg.GoroutinesClear >= cfg.Goroutines {
 		return bad("GoroutinesClear must be in (0, Goroutines=%d), got %d", cfg.Goroutines, cfg.GoroutinesClear)
