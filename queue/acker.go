@@ -144,7 +144,26 @@ func (w *Worker) drainTimers(closeCtx context.Context) (cancelAt, giveUpAt <-cha
 }
 
 // flush writes outcomes in one pipeline and returns those to try again.
-func (w *Worker) flush(ctx context.Context, ops []ackOp) (failed []ackOp) {
+// Outcomes refused with NOSCRIPT (a Redis that has not seen the scripts
+// yet, or lost them in a restart) are sent again at once after loading the
+// scripts, so that a drain's single last flush does not put finished jobs
+// back just because the script cache was cold.
+func (w *Worker) flush(ctx context.Context, ops []ackOp) []ackOp {
+	failed, noScript := w.flushOnce(ctx, ops)
+	if len(noScript) == 0 {
+		return failed
+	}
+	if err := loadScripts(ctx, w.q.p.Background()); err != nil {
+		w.log.Warn("queue: loading scripts failed", "err", err)
+		return append(failed, noScript...)
+	}
+	again, still := w.flushOnce(ctx, noScript)
+	return append(append(failed, again...), still...)
+}
+
+// flushOnce is one pipeline of outcomes. It returns those that failed, and
+// apart those refused with NOSCRIPT.
+func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript []ackOp) {
 	c := w.q.p.Background()
 	k := w.q.k
 	pipe := c.Pipeline()
@@ -167,16 +186,15 @@ func (w *Worker) flush(ctx context.Context, ops []ackOp) (failed []ackOp) {
 		}
 	}
 	_, _ = pipe.Exec(ctx)
-	noScript := false
 	for i, op := range ops {
 		err := cmds[i].Err()
 		if err != nil {
 			if redis.HasErrorPrefix(err, "NOSCRIPT") {
-				noScript = true
-			} else {
-				w.st.ackErrors.Add(1)
-				w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
+				noScript = append(noScript, op)
+				continue
 			}
+			w.st.ackErrors.Add(1)
+			w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
 			failed = append(failed, op)
 			continue
 		}
@@ -195,13 +213,7 @@ func (w *Worker) flush(ctx context.Context, ops []ackOp) (failed []ackOp) {
 		}
 		w.untrack(op.elem)
 	}
-	if noScript {
-		// Redis lost its script cache (a restart); load and go again.
-		if err := loadScripts(ctx, c); err != nil {
-			w.log.Warn("queue: loading scripts failed", "err", err)
-		}
-	}
-	return failed
+	return failed, noScript
 }
 
 func loadScripts(ctx context.Context, c redis.Scripter) error {

@@ -66,8 +66,9 @@
 // (Redis errors, the lock held by another process) is tried again on the
 // next heartbeat until the list is empty. Recovery therefore takes
 // HeartbeatTTL + HeartbeatInterval (30 s by default; configurable down to
-// about a second) plus one heartbeat per sweep that had to be retried, and
-// does not burn a retry. A worker also reconciles
+// about a second), plus one heartbeat per sweep that had to be retried, plus
+// for a consumer beyond the 64 most recently dead up to ceil(N/64)-1
+// heartbeats while N consumers are dead, and does not burn a retry. A worker also reconciles
 // its processing list with what it holds after a fetch error (a BLMOVE that
 // failed on the client may have moved an element on the server), now and
 // then while busy, and at start (a stable ConsumerID finds the jobs of its

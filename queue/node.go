@@ -226,20 +226,25 @@ func (n *node) tick(ctx context.Context) {
 		return
 	}
 	found := deadCmd.Val()
-	if len(found) < deadPage {
+	// inView: every dead consumer is in found, so the memo of those not in
+	// it can go.
+	inView := len(found) < deadPage
+	if inView {
 		n.pageOff = 0
 	} else {
 		// The newest page is full: older dead may be beyond it. Read one
 		// more page per tick, in rotation, so every dead consumer gets its
 		// turn while newly dead ones are still seen at once.
-		n.pageOff = max(n.pageOff, deadPage)
-		older, err := c.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: n.pageOff, Count: deadPage}).Result()
+		off := max(n.pageOff, deadPage)
+		older, err := c.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: off, Count: deadPage}).Result()
 		if err != nil {
 			n.log.Warn("queue: reading older dead consumers failed", "err", err)
 		}
 		found = append(found, older...)
-		if n.pageOff += deadPage; len(older) < deadPage {
-			n.pageOff = deadPage
+		inView = err == nil && off == deadPage && len(older) < deadPage
+		n.pageOff = off + deadPage
+		if len(older) < deadPage {
+			n.pageOff = deadPage // wrap around
 		}
 	}
 	type deadline struct {
@@ -247,7 +252,6 @@ func (n *node) tick(ctx context.Context) {
 		at int64
 	}
 	var dead []deadline
-	paged := len(found) > deadPage
 	seen := map[string]bool{}
 	for _, z := range found {
 		id, _ := z.Member.(string)
@@ -260,7 +264,7 @@ func (n *node) tick(ctx context.Context) {
 		}
 		dead = append(dead, deadline{id, int64(z.Score)})
 	}
-	if !paged {
+	if inView {
 		// Every dead consumer is in view: forget those that are gone
 		// (trimmed, or alive again). While paging, the memo of pages out of
 		// view is kept; it is bounded by the set, which the trim bounds.

@@ -175,7 +175,7 @@ return n
 // requeueDeadScript moves a dead job back to the ready list.
 // KEYS: dead index, dead data, ready. ARGV: dead ID, envelope.
 var requeueDeadScript = redis.NewScript(typeLua + `
-local bad = wrongtype(KEYS[3], 'list')
+local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list')
 if bad then return redis.error_reply(bad) end
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])

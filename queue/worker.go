@@ -74,8 +74,10 @@ type WorkerConfig struct {
 	// HeartbeatInterval is how often this process proves it is alive and
 	// checks for dead consumers. A consumer counts as dead HeartbeatTTL after
 	// its last heartbeat, so a crashed process's jobs are back in the ready
-	// list at most HeartbeatTTL + HeartbeatInterval after it died. Defaults
-	// 10s and 2 x HeartbeatInterval (recovery within 30s). All workers of a
+	// list HeartbeatTTL + HeartbeatInterval after it died (defaults 10s and
+	// 2 x HeartbeatInterval: 30s), later only when its sweep had to wait
+	// (Redis errors, another process sweeping) or more than 64 consumers
+	// died within the hour (see the package doc). All workers of a
 	// process on one pool and lifecycle group share one heartbeat, so these
 	// must agree among them.
 	HeartbeatInterval time.Duration
