@@ -23,7 +23,9 @@
 //
 // Each lane is bounded: no more than Size commands run on it at once and no
 // more than Size sockets are open (go-redis's hidden pipeline pool is turned
-// off and Pub/Sub goes through reservations). A caller that finds its lane
+// off, and Pub/Sub goes through reservations, each serving either commands
+// or subscriptions; Subscribe and Watch on Client or Background escape the
+// count, see Client). A caller that finds its lane
 // full waits at most the lane's MaxWait and its own context; past MaxWaiters
 // it is refused at once. Either way it gets a *LaneError (ErrLaneExhausted)
 // saying which lane, its size, how many were in use and how many waiting.

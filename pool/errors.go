@@ -27,6 +27,10 @@ var (
 	// connection other callers need. Blocking commands go through a
 	// Reservation.
 	ErrBlockingCommand = errors.New("pool: blocking command outside the blocking lane")
+	// ErrReservationUse: a command on a reservation that holds
+	// subscriptions, or a subscription on one that runs commands. Each
+	// reservation serves one of the two, so its sockets stay within its size.
+	ErrReservationUse = errors.New("pool: a reservation serves either commands or subscriptions")
 	// ErrClosed: the pool (or the reservation) has been closed.
 	ErrClosed = errors.New("pool: closed")
 )

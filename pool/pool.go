@@ -142,9 +142,12 @@ func (nodeDialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 //
 // While Redis is marked down (see Admit), calls fail at once with
 // ErrUnavailable except the periodic probe. Blocking commands fail with
-// ErrBlockingCommand; use ReserveBlocking. Subscriptions belong in a
-// reservation too (Reservation.Subscribe): a Subscribe on this client opens
-// a socket the lane must then do without.
+// ErrBlockingCommand; use ReserveBlocking. Two go-redis calls escape the
+// lane's count, and do not belong on it: Subscribe (and PSubscribe,
+// SSubscribe) opens a socket of go-redis's separate Pub/Sub pool, beyond
+// Size, so subscribe on a reservation (Reservation.Subscribe); and Watch
+// keeps one connection for the whole of its function while the lane counts
+// it only during each command, so prefer a Lua script or a TxPipeline.
 //
 // The client belongs to the pool: do not Close it.
 func (p *Pool) Client() redis.UniversalClient { return p.request.client }
@@ -257,9 +260,10 @@ type laneHook struct {
 	dials      *dialCounter // the lane's counters
 	extraDials *dialCounter // the reservation's own, if any
 	health     *health
-	admit      bool   // fail fast while Redis is down
-	noBlocking bool   // refuse blocking commands
-	reload     func() // Redis Cluster: reload the slot map (in the background, coalesced)
+	admit      bool         // fail fast while Redis is down
+	noBlocking bool         // refuse blocking commands
+	claim      func() error // a reservation: commands may run on it (see Reservation.use)
+	reload     func()       // Redis Cluster: reload the slot map (in the background, coalesced)
 }
 
 // observe feeds the outcome of a command to the health state.
@@ -329,6 +333,11 @@ func (c *countedConn) Close() error {
 }
 
 func (h *laneHook) enter(ctx context.Context) error {
+	if h.claim != nil {
+		if err := h.claim(); err != nil {
+			return err
+		}
+	}
 	if h.admit {
 		if err := h.health.admitCommand(); err != nil {
 			return err
@@ -352,6 +361,15 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(err)
 			return err
 		}
+		// A panic in go-redis (an argument whose MarshalBinary panics is
+		// re-panicked after the connection is dropped) must not keep the
+		// slot: a recovered panic would shrink the lane for good.
+		held := true
+		defer func() {
+			if held {
+				h.gate.release()
+			}
+		}()
 		err := next(ctx, cmd)
 		if errors.Is(err, redis.ErrPoolExhausted) {
 			err = h.waitForConn(ctx, func() error { cmd.SetErr(nil); return next(ctx, cmd) })
@@ -359,6 +377,7 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 				cmd.SetErr(err)
 			}
 		}
+		held = false
 		h.gate.release()
 		if e := callerTimeout(ctx, err); e != err {
 			err = e
@@ -422,6 +441,12 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			setErrs(cmds, err)
 			return err
 		}
+		held := true // see ProcessHook
+		defer func() {
+			if held {
+				h.gate.release()
+			}
+		}()
 		err := next(ctx, cmds)
 		if errors.Is(err, redis.ErrPoolExhausted) {
 			err = h.waitForConn(ctx, func() error { setErrs(cmds, nil); return next(ctx, cmds) })
@@ -429,6 +454,7 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 				setErrs(cmds, err)
 			}
 		}
+		held = false
 		h.gate.release()
 		if e := callerTimeout(ctx, err); e != err {
 			err = e

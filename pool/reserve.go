@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,6 +18,12 @@ import (
 // connections, which no other component can take; blocking commands and
 // subscriptions belong here and nowhere else.
 //
+// A reservation serves either commands (blocking or not, on Client) or
+// subscriptions (Subscribe), whichever it is used for first: go-redis keeps
+// Pub/Sub connections in a pool of their own, so a reservation doing both
+// could open more than Size sockets. The other use fails with
+// ErrReservationUse.
+//
 // A Reservation is safe for concurrent use. Its owner calls Release when the
 // component stops; Pool.Close releases what is left.
 type Reservation struct {
@@ -26,6 +33,7 @@ type Reservation struct {
 	gate   *gate
 	client redis.UniversalClient
 	dials  dialCounter
+	use    atomic.Int32 // useNone, then useCommands or useSubscriptions for good
 
 	mu       sync.Mutex
 	released bool
@@ -74,9 +82,29 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 		dials:      &p.blockDials,
 		extraDials: &r.dials,
 		health:     p.health,
+		claim:      func() error { return r.claim(useCommands) },
 	})
 	p.reservations = append(p.reservations, r)
 	return r, nil
+}
+
+// What a reservation is used for; see Reservation.
+const (
+	useNone int32 = iota
+	useCommands
+	useSubscriptions
+)
+
+// claim settles the reservation's use on the first call and refuses the
+// other one afterwards.
+func (r *Reservation) claim(use int32) error {
+	if r.use.CompareAndSwap(useNone, use) || r.use.Load() == use {
+		return nil
+	}
+	if use == useCommands {
+		return fmt.Errorf("%w: %q holds subscriptions; run commands on another reservation", ErrReservationUse, r.owner)
+	}
+	return fmt.Errorf("%w: %q runs commands; subscribe on another reservation", ErrReservationUse, r.owner)
 }
 
 // Owner returns the name the reservation was made for.
@@ -109,6 +137,9 @@ func (r *Reservation) Subscribe(ctx context.Context, channels ...string) (*Subsc
 	}
 	if r.isReleased() {
 		return nil, fmt.Errorf("%w: reservation %q was released", ErrClosed, r.owner)
+	}
+	if err := r.claim(useSubscriptions); err != nil {
+		return nil, err
 	}
 	if err := r.gate.acquire(ctx); err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ type LaneStats struct {
 	Lane       string        `json:"lane"`
 	Size       int           `json:"size"`        // connections the lane may open and use
 	InUse      int           `json:"in_use"`      // commands holding a connection now
-	Open       int           `json:"open"`        // sockets open now (never above Size; on Redis Cluster, per node)
+	Open       int           `json:"open"`        // sockets open now (never above Size unless Subscribe is used on Client or Background; on Redis Cluster, per node)
 	Idle       int           `json:"idle"`        // open sockets waiting in go-redis's pool
 	Waiting    int           `json:"waiting"`     // callers waiting for a connection now
 	Waits      uint64        `json:"waits"`       // acquisitions that had to wait
