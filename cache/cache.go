@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -288,6 +289,11 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 		if nx != nil {
 			wrote = nx.Val()
 		}
+		if !fill {
+			// A GetOrLoad from now on must not join a load that may have
+			// read the data before this Set: it starts its own.
+			c.flights.Forget(key)
+		}
 	}
 	if err != nil {
 		c.st.redisErrors.Add(1)
@@ -316,7 +322,13 @@ func (c *Cache[V]) redisTTL(ttl time.Duration) time.Duration {
 	if j := c.cfg.TTLJitter; j > 0 {
 		ttl -= time.Duration(rand.Float64() * j * float64(ttl))
 	}
-	return max((ttl+time.Millisecond-1)/time.Millisecond, 1) * time.Millisecond
+	// Whole milliseconds, rounded up, without overflowing for a TTL near
+	// the largest Duration (a common way to say "forever").
+	ms := ttl / time.Millisecond
+	if ttl%time.Millisecond != 0 && ms < time.Duration(math.MaxInt64)/time.Millisecond {
+		ms++
+	}
+	return max(ms, 1) * time.Millisecond
 }
 
 func (c *Cache[V]) dropLocal(key string) {
@@ -352,9 +364,11 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	sent := c.publish(ctx, pipe, keys...)
 	_, err := pipe.Exec(ctx)
 	// Dropped after Redis, so a read that raced the delete cannot put the
-	// old value back (see local.fill).
+	// old value back (see local.fill). A GetOrLoad from now on starts its
+	// own load rather than join one that may have read the old data.
 	for _, k := range keys {
 		c.dropLocal(k)
+		c.flights.Forget(k)
 	}
 	if err != nil {
 		c.st.redisErrors.Add(1)

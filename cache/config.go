@@ -16,7 +16,10 @@ const (
 	DefaultMaxBytes      = 64 << 20
 	DefaultLocalTTL      = time.Minute
 	DefaultLoadTimeout   = 10 * time.Second
-	DefaultMaxLoads      = 64
+	// MaxLoadTimeout bounds Config.LoadTimeout (and LockTTL, plus the
+	// default margin): a load is not meant to take a day.
+	MaxLoadTimeout  = 24 * time.Hour
+	DefaultMaxLoads = 64
 	// DefaultLockMargin is added to LoadTimeout for the default LockTTL: the
 	// holder still has to write the value after its loader returns.
 	DefaultLockMargin   = 2 * time.Second
@@ -69,7 +72,7 @@ type Config[V any] struct {
 	// LoadTimeout bounds one call of a GetOrLoad loader. The loader runs on
 	// its own context (the first caller's values, not its cancellation), so
 	// a caller giving up cancels neither the load nor its Redis write.
-	// Default 10s.
+	// Default 10s; at most MaxLoadTimeout.
 	LoadTimeout time.Duration
 	// MaxLoads bounds the GetOrLoad flights (one per key, shared by its
 	// callers) that wait for another instance's load or call their loader
@@ -132,7 +135,7 @@ func (c *Config[V]) fillDefaults() {
 	if c.LoadTimeout == 0 {
 		c.LoadTimeout = DefaultLoadTimeout
 	}
-	if c.LockTTL == 0 {
+	if c.LockTTL == 0 && c.LoadTimeout <= MaxLoadTimeout {
 		c.LockTTL = c.LoadTimeout + DefaultLockMargin
 	}
 	if c.MaxLoads == 0 {
@@ -182,12 +185,16 @@ func (c *Config[V]) validate() error {
 			bad("Config.MaxBytes must not be negative, got %d", c.MaxBytes)
 		}
 	}
-	if c.LockTTL >= 0 && c.LockTTL < time.Millisecond {
+	// A flight lives LockTTL+LoadTimeout: bounded so the sum cannot wrap.
+	if c.LoadTimeout > MaxLoadTimeout {
+		bad("Config.LoadTimeout must be at most %s, got %s", MaxLoadTimeout, c.LoadTimeout)
+	} else if c.LockTTL > MaxLoadTimeout+DefaultLockMargin {
+		bad("Config.LockTTL must be at most %s, got %s", MaxLoadTimeout+DefaultLockMargin, c.LockTTL)
+	} else if c.LockTTL >= 0 && c.LockTTL < time.Millisecond {
 		// Sent as whole milliseconds: anything shorter is PX 0, which Redis
 		// refuses, so every GetOrLoad would fail to take the lock.
 		bad("Config.LockTTL must be at least 1ms (the lock is set with PX, in whole milliseconds), got %s", c.LockTTL)
-	}
-	if c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout {
+	} else if c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout {
 		bad("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)
 	}
 	return errors.Join(errs...)

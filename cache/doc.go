@@ -166,7 +166,10 @@
 //
 // # Background work and Redis traffic
 //
-// Without Start, a Cache runs nothing. Start adds one lifecycle task (the
+// Without Start, a Cache runs no task of its own, but a GetOrLoad whose
+// caller gives up leaves its load (loader and Redis write) running to its
+// end, at most LockTTL+LoadTimeout, with no group to cancel or wait for it:
+// a service starts its caches. Start adds one lifecycle task (the
 // subscriber, on one reserved blocking-lane connection, so a pool without
 // room fails Start with pool.ErrOverBudget) and a closer that cancels and
 // waits for loads in flight. When that group closes the cache is closed:

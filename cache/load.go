@@ -83,7 +83,10 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 			}
 			return zero, r.Err
 		}
-		return r.Val.(V), nil
+		// Not r.Val.(V): with V an interface type, a nil value (a loader's
+		// nil, a JSON null) would fail the assertion and panic.
+		v, _ := r.Val.(V)
+		return v, nil
 	case <-ctx.Done():
 		// The flight goes on without this caller and still writes its value.
 		if !led.Load() {

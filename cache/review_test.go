@@ -1,0 +1,83 @@
+package cache
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// With V an interface type, a nil value (a loader's nil, a JSON null
+// another instance Set) is a value like any other, not a panic.
+func TestInterfaceNilValueDoesNotPanic(t *testing.T) {
+	_, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "iface", Config[any]{})
+	require.NotPanics(t, func() {
+		v, err := c.GetOrLoad(ctx, "loaded", func(context.Context) (any, error) { return nil, nil })
+		require.NoError(t, err)
+		require.Nil(t, v)
+	}, "loader returned nil")
+	writer := newCache(t, p, "iface", Config[any]{})
+	require.NoError(t, writer.Set(ctx, "set", nil, time.Minute))
+	require.NotPanics(t, func() {
+		v, err := c.GetOrLoad(ctx, "set", func(context.Context) (any, error) { return "x", nil })
+		require.NoError(t, err)
+		require.Nil(t, v)
+	}, "Redis held null")
+}
+
+// A TTL near the largest Duration stays (about) that long instead of
+// wrapping to 1ms.
+func TestHugeTTLDoesNotWrap(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "forever", Config[string]{})
+	require.NoError(t, c.Set(context.Background(), "k", "v", math.MaxInt64))
+	require.Greater(t, m.TTL(c.RedisKey("k")), 100*365*24*time.Hour, "a 292-year TTL became %s", m.TTL(c.RedisKey("k")))
+}
+
+// A LoadTimeout whose LockTTL+LoadTimeout would wrap is refused by New,
+// naming the field.
+func TestHugeLoadTimeoutIsRefused(t *testing.T) {
+	_, p := miniPool(t)
+	_, err := New(p, "longload", Config[string]{LoadTimeout: math.MaxInt64 / 2})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "Config.LoadTimeout must be at most")
+	_, err = New(p, "longlock", Config[string]{LockTTL: math.MaxInt64 / 2})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "Config.LockTTL must be at most")
+}
+
+// A GetOrLoad that starts after Delete returned does not join a load that
+// began before it (whose loader may have read the old data).
+func TestGetOrLoadAfterDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
+	_, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "join", Config[item]{})
+	old := newBlockingLoader(item{Name: "old"})
+	first := make(chan struct{})
+	go func() { _, _ = c.GetOrLoad(ctx, "k", old.load); close(first) }()
+	<-old.started                          // the loader has read the source
+	require.NoError(t, c.Delete(ctx, "k")) // source updated, then invalidated
+	second := make(chan item, 1)
+	go func() {
+		v, _ := c.GetOrLoad(ctx, "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
+		second <- v
+	}()
+	var got item
+	select {
+	case got = <-second:
+	case <-time.After(5 * time.Second): // stuck behind the older load
+		close(old.release)
+		got = <-second
+	}
+	select {
+	case <-old.release:
+	default:
+		close(old.release)
+	}
+	<-first
+	require.Equal(t, "new", got.Name, "GetOrLoad called after Delete returned served the value loaded before it")
+}
