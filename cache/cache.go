@@ -284,7 +284,11 @@ func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, da
 			}
 			pipe.Set(ctx, c.RedisKey(key), data, ttl)
 		}
-		sent = c.publish(ctx, pipe, key)
+		op := byte(opKeys)
+		if fill {
+			op = opLoaded
+		}
+		sent = c.publish(ctx, pipe, op, key)
 		_, err = pipe.Exec(ctx)
 		if nx != nil {
 			wrote = nx.Val()
@@ -361,7 +365,7 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	}
 	pipe := c.p.Client().Pipeline()
 	pipe.Del(ctx, rks...)
-	sent := c.publish(ctx, pipe, keys...)
+	sent := c.publish(ctx, pipe, opKeys, keys...)
 	_, err := pipe.Exec(ctx)
 	// Dropped after Redis, so a read that raced the delete cannot put the
 	// old value back (see local.fill). A GetOrLoad from now on starts its

@@ -20,20 +20,30 @@ import (
 //
 //	'I' op(1) instance-id(8, big endian) [uvarint len, key]...
 //
-// op 'k' lists keys whose local copies must go (after a Set, a Delete, a
-// load); op 'f' says "drop everything". A message never exceeds
+// op 'k' lists keys whose local copies must go after a Set or a Delete (a
+// GetOrLoad that starts after it must not join a load already running,
+// which may have read the data before the change); op 'l' lists keys a load
+// just filled (local copies go, loads already running are fine); op 'f'
+// says "drop everything". A message never exceeds
 // maxMessageBytes: a Delete of many keys is split into several, and a key too
 // long for one is covered by a flush.
 const (
 	msgMagic        = 'I'
 	opKeys          = 'k'
+	opLoaded        = 'l'
 	opFlush         = 'f'
 	msgHeader       = 10
 	maxMessageBytes = 16 << 10
 )
 
-// invalidationMessages encodes the invalidation of keys sent by instance id.
+// invalidationMessages encodes the invalidation of keys sent by instance id
+// after a Set or Delete.
 func invalidationMessages(id uint64, keys []string) []string {
+	return keyMessages(id, opKeys, keys)
+}
+
+// keyMessages encodes keys under op (opKeys or opLoaded).
+func keyMessages(id uint64, op byte, keys []string) []string {
 	var msgs []string
 	var b []byte
 	flush := false
@@ -54,7 +64,7 @@ func invalidationMessages(id uint64, keys []string) []string {
 			b = nil
 		}
 		if b == nil {
-			b = header(opKeys)
+			b = header(op)
 		}
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
@@ -70,7 +80,7 @@ func invalidationMessages(id uint64, keys []string) []string {
 
 // parseInvalidation reads a message's header; keys holds the encoded keys.
 func parseInvalidation(p string) (from uint64, op byte, keys string, ok bool) {
-	if len(p) < msgHeader || p[0] != msgMagic || (p[1] != opKeys && p[1] != opFlush) {
+	if len(p) < msgHeader || p[0] != msgMagic || (p[1] != opKeys && p[1] != opLoaded && p[1] != opFlush) {
 		return 0, 0, "", false
 	}
 	return binary.BigEndian.Uint64([]byte(p[2:msgHeader])), p[1], p[msgHeader:], true
@@ -97,12 +107,13 @@ func nextKey(keys string) (key, rest string, ok bool) {
 }
 
 // publish queues the invalidation of keys on pipe, unless invalidation is
-// off, and returns the number of messages.
-func (c *Cache[V]) publish(ctx context.Context, pipe redis.Pipeliner, keys ...string) int {
+// off, and returns the number of messages. op is opKeys after a Set or
+// Delete, opLoaded after a load's fill.
+func (c *Cache[V]) publish(ctx context.Context, pipe redis.Pipeliner, op byte, keys ...string) int {
 	if c.cfg.NoInvalidation {
 		return 0
 	}
-	msgs := invalidationMessages(c.id, keys)
+	msgs := keyMessages(c.id, op, keys)
 	for _, m := range msgs {
 		// PUBLISH takes no key, so a cluster client would send it to any
 		// master (go-redis picks them in turn): a second round trip and
@@ -141,6 +152,10 @@ func (c *Cache[V]) apply(payload string) {
 			return
 		}
 		c.dropLocal(key)
+		if op == opKeys {
+			// Another instance's Set or Delete: as for our own.
+			c.flights.Forget(key)
+		}
 		c.wake(key)
 	}
 }

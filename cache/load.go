@@ -346,7 +346,7 @@ func (c *Cache[V]) release(ctx context.Context, key, token string) {
 func (c *Cache[V]) writeLocked(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (sent int, wrote bool, err error) {
 	msg := ""
 	if !c.cfg.NoInvalidation {
-		msg = invalidationMessages(c.id, []string{key})[0]
+		msg = keyMessages(c.id, opLoaded, []string{key})[0]
 		sent = 1
 	}
 	keys := []string{c.RedisKey(key), c.lockKey(key)}

@@ -81,3 +81,41 @@ func TestGetOrLoadAfterDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	<-first
 	require.Equal(t, "new", got.Name, "GetOrLoad called after Delete returned served the value loaded before it")
 }
+
+// The same after another instance's Delete: once its invalidation arrived,
+// a GetOrLoad here starts its own load.
+func TestGetOrLoadAfterRemoteDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
+	_, p := miniPool(t)
+	ctx := context.Background()
+	a := newCache(t, p, "remotejoin", Config[item]{})
+	b := newCache(t, p, "remotejoin", Config[item]{})
+	started(t, a)
+	started(t, b)
+	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
+	old := newBlockingLoader(item{Name: "old"})
+	first := make(chan struct{})
+	go func() { _, _ = a.GetOrLoad(ctx, "k", old.load); close(first) }()
+	<-old.started
+	before := a.Stats().InvalidationsReceived
+	require.NoError(t, b.Delete(ctx, "k"))
+	eventually(t, "the Delete's invalidation to arrive", func() bool { return a.Stats().InvalidationsReceived > before })
+	second := make(chan item, 1)
+	go func() {
+		v, _ := a.GetOrLoad(ctx, "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
+		second <- v
+	}()
+	var got item
+	select {
+	case got = <-second:
+	case <-time.After(5 * time.Second):
+		close(old.release)
+		got = <-second
+	}
+	select {
+	case <-old.release:
+	default:
+		close(old.release)
+	}
+	<-first
+	require.Equal(t, "new", got.Name, "GetOrLoad after another instance's Delete served the value loaded before it")
+}
