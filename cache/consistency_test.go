@@ -61,24 +61,7 @@ func TestGetOrLoadAfterDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	go func() { _, _ = c.GetOrLoad(ctx, "k", old.load); close(first) }()
 	<-old.started                          // the loader has read the source
 	require.NoError(t, c.Delete(ctx, "k")) // source updated, then invalidated
-	second := make(chan item, 1)
-	go func() {
-		v, _ := c.GetOrLoad(ctx, "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
-		second <- v
-	}()
-	var got item
-	select {
-	case got = <-second:
-	case <-time.After(5 * time.Second): // stuck behind the older load
-		close(old.release)
-		got = <-second
-	}
-	select {
-	case <-old.release:
-	default:
-		close(old.release)
-	}
-	<-first
+	got := loadBesideOld(c, old, first)
 	require.Equal(t, "new", got.Name, "GetOrLoad called after Delete returned served the value loaded before it")
 }
 
@@ -99,15 +82,24 @@ func TestGetOrLoadAfterRemoteDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	before := a.Stats().InvalidationsReceived
 	require.NoError(t, b.Delete(ctx, "k"))
 	eventually(t, "the Delete's invalidation to arrive", func() bool { return a.Stats().InvalidationsReceived > before })
+	got := loadBesideOld(a, old, first)
+	require.Equal(t, "new", got.Name, "GetOrLoad after another instance's Delete served the value loaded before it")
+}
+
+// loadBesideOld runs a GetOrLoad of "k" whose loader answers "new" while
+// old's load is held, and returns what it got. A GetOrLoad that joined the
+// old load is stuck behind it: after 5s old is released, so it returns
+// "old". Then old's first caller (first) is waited for.
+func loadBesideOld(c *Cache[item], old *blockingLoader, first <-chan struct{}) item {
 	second := make(chan item, 1)
 	go func() {
-		v, _ := a.GetOrLoad(ctx, "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
+		v, _ := c.GetOrLoad(context.Background(), "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
 		second <- v
 	}()
 	var got item
 	select {
 	case got = <-second:
-	case <-time.After(5 * time.Second):
+	case <-time.After(5 * time.Second): // stuck behind the older load
 		close(old.release)
 		got = <-second
 	}
@@ -117,5 +109,5 @@ func TestGetOrLoadAfterRemoteDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 		close(old.release)
 	}
 	<-first
-	require.Equal(t, "new", got.Name, "GetOrLoad after another instance's Delete served the value loaded before it")
+	return got
 }
