@@ -57,11 +57,10 @@ func TestGetOrLoadAfterDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	ctx := context.Background()
 	c := newCache(t, p, "join", Config[item]{})
 	old := newBlockingLoader(item{Name: "old"})
-	first := make(chan struct{})
-	go func() { _, _ = c.GetOrLoad(ctx, "k", old.load); close(first) }()
-	<-old.started                          // the loader has read the source
-	require.NoError(t, c.Delete(ctx, "k")) // source updated, then invalidated
-	got := loadBesideOld(c, old, first)
+	first := loadInBackground(c, "k", old.load)
+	recv(t, old.started, "the old loader to start") // the loader has read the source
+	require.NoError(t, c.Delete(ctx, "k"))          // source updated, then invalidated
+	got := loadBesideOld(t, c, old, first)
 	require.Equal(t, "new", got.Name, "GetOrLoad called after Delete returned served the value loaded before it")
 }
 
@@ -76,38 +75,54 @@ func TestGetOrLoadAfterRemoteDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	started(t, b)
 	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
 	old := newBlockingLoader(item{Name: "old"})
-	first := make(chan struct{})
-	go func() { _, _ = a.GetOrLoad(ctx, "k", old.load); close(first) }()
-	<-old.started
+	first := loadInBackground(a, "k", old.load)
+	recv(t, old.started, "the old loader to start")
 	before := a.Stats().InvalidationsReceived
 	require.NoError(t, b.Delete(ctx, "k"))
 	eventually(t, "the Delete's invalidation to arrive", func() bool { return a.Stats().InvalidationsReceived > before })
-	got := loadBesideOld(a, old, first)
+	got := loadBesideOld(t, a, old, first)
 	require.Equal(t, "new", got.Name, "GetOrLoad after another instance's Delete served the value loaded before it")
+}
+
+// loaded is what a GetOrLoad returned.
+type loaded struct {
+	v   item
+	err error
+}
+
+// loadInBackground runs c.GetOrLoad(key, load) on a goroutine of its own;
+// its result arrives on the channel.
+func loadInBackground(c *Cache[item], key string, load func(context.Context) (item, error)) <-chan loaded {
+	done := make(chan loaded, 1)
+	go func() {
+		v, err := c.GetOrLoad(context.Background(), key, load)
+		done <- loaded{v, err}
+	}()
+	return done
 }
 
 // loadBesideOld runs a GetOrLoad of "k" whose loader answers "new" while
 // old's load is held, and returns what it got. A GetOrLoad that joined the
 // old load is stuck behind it: after 5s old is released, so it returns
-// "old". Then old's first caller (first) is waited for.
-func loadBesideOld(c *Cache[item], old *blockingLoader, first <-chan struct{}) item {
-	second := make(chan item, 1)
-	go func() {
-		v, _ := c.GetOrLoad(context.Background(), "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
-		second <- v
-	}()
-	var got item
+// "old". Then old's first caller (first) must have got old's value.
+func loadBesideOld(t *testing.T, c *Cache[item], old *blockingLoader, first <-chan loaded) item {
+	t.Helper()
+	second := loadInBackground(c, "k", func(context.Context) (item, error) { return item{Name: "new"}, nil })
+	var got loaded
 	select {
 	case got = <-second:
 	case <-time.After(5 * time.Second): // stuck behind the older load
 		close(old.release)
-		got = <-second
+		got = recv(t, second, "the second GetOrLoad")
 	}
 	select {
 	case <-old.release:
 	default:
 		close(old.release)
 	}
-	<-first
-	return got
+	require.NoError(t, got.err, "the second GetOrLoad")
+	f := recv(t, first, "the first GetOrLoad")
+	require.NoError(t, f.err, "the first GetOrLoad")
+	require.Equal(t, "old", f.v.Name, "the first GetOrLoad gets its own loader's value")
+	return got.v
 }

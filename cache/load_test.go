@@ -62,7 +62,7 @@ func TestGetOrLoadOneLoaderCallFor100Callers(t *testing.T) {
 		})
 	}
 	ready.Wait()
-	<-l.started
+	recv(t, l.started, "the loader to start")
 	close(l.release)
 	done.Wait()
 	require.Zero(t, failures.Load())
@@ -115,7 +115,7 @@ func TestFirstCallerCancellingDoesNotCancelTheLoad(t *testing.T) {
 		_, err := c.GetOrLoad(first, "k", load)
 		firstErr <- err
 	}()
-	<-l.started
+	recv(t, l.started, "the loader to start")
 	second := make(chan error, 1)
 	var got item
 	go func() {
@@ -124,9 +124,9 @@ func TestFirstCallerCancellingDoesNotCancelTheLoad(t *testing.T) {
 		second <- err
 	}()
 	cancelFirst()
-	require.ErrorIs(t, <-firstErr, context.Canceled)
+	require.ErrorIs(t, recv(t, firstErr, "the first caller"), context.Canceled)
 	close(l.release)
-	require.NoError(t, <-second)
+	require.NoError(t, recv(t, second, "the second caller"))
 	require.Equal(t, 5, got.ID)
 	require.Equal(t, "<nil>", l.ctxErr.Load(), "the load's context was never cancelled")
 	require.Equal(t, "first", sawValue.Load(), "the load sees the first caller's values")
@@ -251,12 +251,12 @@ func TestGroupCloseCancelsLoads(t *testing.T) {
 		_, err := c.GetOrLoad(context.Background(), "k", l.load)
 		errc <- err
 	}()
-	<-l.started
+	recv(t, l.started, "the loader to start")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, g.Close(ctx))
 	require.Equal(t, "context canceled", l.ctxErr.Load(), "Close cancelled the load and waited for it")
-	err := <-errc
+	err := recv(t, errc, "GetOrLoad to return")
 	require.ErrorIs(t, err, ErrClosed, "the cache closing is why the load ended")
 	require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
 	st := c.Stats()
@@ -314,7 +314,7 @@ func TestCloseDuringAFlightIsNotRedisDown(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			require.NoError(t, g.Close(ctx))
-			err := <-errc
+			err := recv(t, errc, "GetOrLoad to return")
 			require.ErrorIs(t, err, ErrClosed)
 			require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
 			require.Zero(t, calls.Load(), "the loader was not called as if Redis were down")
@@ -436,7 +436,7 @@ func TestRedisDownStillOneLoadPerKey(t *testing.T) {
 			}
 		})
 	}
-	<-l.started
+	recv(t, l.started, "the loader to start")
 	close(l.release)
 	wg.Wait()
 	require.Zero(t, bad.Load())
@@ -467,10 +467,10 @@ func TestWriteDuringLoadWins(t *testing.T) {
 				v, _ := loader.GetOrLoad(context.Background(), "k", l.load)
 				got <- v
 			}()
-			<-l.started
+			recv(t, l.started, "the loader to start")
 			require.NoError(t, tc.change(writer))
 			close(l.release)
-			require.Equal(t, "loaded", (<-got).Name, "the callers still get what the loader returned")
+			require.Equal(t, "loaded", recv(t, got, "GetOrLoad to return").Name, "the callers still get what the loader returned")
 			if tc.want == "" {
 				require.Empty(t, m.Keys(), "no value and no lock")
 				require.Zero(t, loader.Stats().LocalEntries)
@@ -540,15 +540,15 @@ func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
 				got <- v
 				errc <- err
 			}()
-			<-l.started
+			recv(t, l.started, "the loader to start")
 			if invalidated {
 				// Another instance changed the key while the loader ran.
 				c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
 			}
 			m.SetError("ERR injected: the write fails")
 			close(l.release)
-			require.NoError(t, <-errc, "the value is good; only caching it failed")
-			require.Equal(t, "loaded", (<-got).Name)
+			require.NoError(t, recv(t, errc, "GetOrLoad to return"), "the value is good; only caching it failed")
+			require.Equal(t, "loaded", recv(t, got, "its value").Name)
 			m.SetError("")
 
 			v, _, ok := c.getLocal("k")
@@ -593,7 +593,7 @@ func TestMaxLoadsBoundsFlights(t *testing.T) {
 					_, err := c.GetOrLoad(ctx, fmt.Sprint("slow-", i), l.load)
 					errs <- err
 				}()
-				<-l.started
+				recv(t, l.started, "the loader to start")
 			}
 			require.Equal(t, 2, c.Stats().LoadsInFlight)
 
@@ -612,12 +612,12 @@ func TestMaxLoadsBoundsFlights(t *testing.T) {
 			}
 
 			close(loaders[0].release)
-			require.NoError(t, <-errs)
+			require.NoError(t, recv(t, errs, "a slow load to end"))
 			v, err := c.GetOrLoad(ctx, "third", load)
 			require.NoError(t, err, "the finished load gave its slot back")
 			require.Equal(t, 3, v.ID)
 			close(loaders[1].release)
-			require.NoError(t, <-errs)
+			require.NoError(t, recv(t, errs, "a slow load to end"))
 			require.Zero(t, c.Stats().LoadsInFlight)
 			require.Zero(t, len(c.loads.slots), "every slot given back")
 		})

@@ -11,41 +11,68 @@ import (
 )
 
 // check verifies the tier's bookkeeping against its contents and its bounds.
+// It must run on the test goroutine; checkErr is for other goroutines.
 func (l *local[V]) check(t testing.TB, maxEntries int, maxBytes int64) {
 	t.Helper()
+	require.NoError(t, l.checkErr(maxEntries, maxBytes))
+}
+
+// checkErr is check's verdict as an error. It fails nothing itself and
+// holds a shard's lock only while it looks at that shard, so it may run on
+// any goroutine (a failure off the test goroutine must not stop it with a
+// lock held).
+func (l *local[V]) checkErr(maxEntries int, maxBytes int64) error {
 	var entries, bytes int64
 	for i := range l.shards {
-		s := &l.shards[i]
-		s.mu.RLock()
-		var n, b, sn, sb int64
-		for _, q := range []*list[V]{&s.small, &s.main} {
-			c := 0
-			for e := q.head; e != nil; e = e.next {
-				require.Same(t, e, s.m[e.key], "queued entry %q is the map's", e.key)
-				require.Equal(t, q == &s.main, e.inMain)
-				n++
-				b += e.weight
-				if q == &s.small {
-					sn++
-					sb += e.weight
-				}
-				c++
-			}
-			require.Equal(t, q.len, c)
+		n, b, err := l.shards[i].checkErr()
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", i, err)
 		}
-		require.Equal(t, int64(len(s.m)), n, "every entry is queued once")
-		require.Equal(t, s.entries, n)
-		require.Equal(t, s.bytes, b)
-		require.Equal(t, s.smallEntries, sn)
-		require.Equal(t, s.smallBytes, sb)
-		require.LessOrEqual(t, s.entries, s.maxEntries)
-		require.LessOrEqual(t, s.bytes, s.maxBytes)
 		entries += n
 		bytes += b
-		s.mu.RUnlock()
 	}
-	require.LessOrEqual(t, entries, int64(maxEntries))
-	require.LessOrEqual(t, bytes, maxBytes)
+	if entries > int64(maxEntries) || bytes > maxBytes {
+		return fmt.Errorf("the tier holds %d entries and %d bytes, over its bounds %d and %d", entries, bytes, maxEntries, maxBytes)
+	}
+	return nil
+}
+
+func (s *lshard[V]) checkErr() (entries, bytes int64, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var sn, sb int64
+	for _, q := range []*list[V]{&s.small, &s.main} {
+		c := 0
+		for e := q.head; e != nil; e = e.next {
+			if s.m[e.key] != e {
+				return 0, 0, fmt.Errorf("queued entry %q is not the map's", e.key)
+			}
+			if e.inMain != (q == &s.main) {
+				return 0, 0, fmt.Errorf("entry %q: inMain is %v in the other queue", e.key, e.inMain)
+			}
+			entries++
+			bytes += e.weight
+			if q == &s.small {
+				sn++
+				sb += e.weight
+			}
+			c++
+		}
+		if q.len != c {
+			return 0, 0, fmt.Errorf("a queue's len is %d, it holds %d", q.len, c)
+		}
+	}
+	switch {
+	case int64(len(s.m)) != entries:
+		return 0, 0, fmt.Errorf("the map holds %d entries, the queues %d: every entry is queued once", len(s.m), entries)
+	case s.entries != entries || s.bytes != bytes:
+		return 0, 0, fmt.Errorf("counted %d entries and %d bytes, holds %d and %d", s.entries, s.bytes, entries, bytes)
+	case s.smallEntries != sn || s.smallBytes != sb:
+		return 0, 0, fmt.Errorf("counted %d entries and %d bytes in small, holds %d and %d", s.smallEntries, s.smallBytes, sn, sb)
+	case s.entries > s.maxEntries || s.bytes > s.maxBytes:
+		return 0, 0, fmt.Errorf("%d entries and %d bytes, over its bounds %d and %d", s.entries, s.bytes, s.maxEntries, s.maxBytes)
+	}
+	return entries, bytes, nil
 }
 
 func TestLocalNeverExceedsItsBounds(t *testing.T) {
@@ -95,18 +122,24 @@ func TestLocalBoundsHoldUnderConcurrentWriters(t *testing.T) {
 	l := newLocal[[]byte](maxEntries, maxBytes, 256, newClock(nil))
 	exp := int64(time.Hour)
 	stop := make(chan struct{})
-	var checker sync.WaitGroup
-	checker.Go(func() {
+	checked := make(chan error, 1)
+	go func() {
+		// Each shard is checked under its lock, between writes. A failure
+		// comes back to the test goroutine: require here would stop this
+		// goroutine, not the test.
 		for {
-			// Each shard is checked under its lock, between writes.
-			l.check(t, maxEntries, maxBytes)
+			if err := l.checkErr(maxEntries, maxBytes); err != nil {
+				checked <- err
+				return
+			}
 			select {
 			case <-stop:
+				checked <- nil
 				return
 			default:
 			}
 		}
-	})
+	}()
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
@@ -121,7 +154,7 @@ func TestLocalBoundsHoldUnderConcurrentWriters(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
-	checker.Wait()
+	require.NoError(t, recv(t, checked, "the checker"))
 	l.check(t, maxEntries, maxBytes)
 }
 

@@ -132,6 +132,21 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// recv receives from ch, failing the test if nothing comes within 10s. It
+// must run on the test goroutine.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
 // fakeClock is an injected clock that moves only when told.
 type fakeClock struct {
 	mu  sync.Mutex

@@ -272,24 +272,28 @@ func testSetWinsOverALoadAtEveryInterleaving(t *testing.T, be backend) {
 			started := make(chan struct{})
 			got, errc := make(chan string, 1), make(chan error, 1)
 			go func() {
-				v, err := loader.GetOrLoad(ctx, "k", func(context.Context) (string, error) {
+				v, err := loader.GetOrLoad(ctx, "k", func(ctx context.Context) (string, error) {
 					close(started)
-					<-l
-					return "loaded", nil
+					select {
+					case <-l:
+						return "loaded", nil
+					case <-ctx.Done():
+						return "", ctx.Err()
+					}
 				})
 				got <- v
 				errc <- err
 			}()
-			<-started // the loader holds the lock
+			recv(t, started, "the loader to start") // it holds the lock
 
 			h := &splitPipeline{at: at, between: func() {
 				close(l)
-				require.Equal(t, "loaded", <-got, "the loader's callers get its value")
+				require.Equal(t, "loaded", recv(t, got, "GetOrLoad to return"), "the loader's callers get its value")
 			}}
 			sp.Client().AddHook(h)
 			require.NoError(t, setter.Set(ctx, "k", "set", time.Minute))
 			require.True(t, h.split, "the Set's pipeline was split")
-			require.NoError(t, <-errc)
+			require.NoError(t, recv(t, errc, "GetOrLoad's error"))
 
 			raw, err := sp.Client().Get(ctx, setter.RedisKey("k")).Result()
 			require.NoError(t, err)
