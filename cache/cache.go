@@ -217,6 +217,11 @@ func (c *Cache[V]) localExpiry(start int64, pttl time.Duration) int64 {
 	case pttl >= 0:
 		d = min(d, pttl)
 	}
+	// A LocalTTL near the largest Duration means "as long as Redis keeps
+	// it": saturate rather than wrap into the past.
+	if int64(d) > math.MaxInt64-start {
+		return math.MaxInt64
+	}
 	return start + int64(d)
 }
 

@@ -43,6 +43,9 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 		{Config[item]{NoLocal: true, MaxEntries: 10}, "Config.NoLocal is set but Config.MaxEntries"},
 		{Config[item]{LoadTimeout: 10 * time.Second, LockTTL: time.Second}, "Config.LockTTL (1s) must be at least Config.LoadTimeout (10s)"},
 		{Config[item]{PingInterval: -1}, "Config.PingInterval must not be negative"},
+		// Each unanswered interval reconnects and flushes the local tier.
+		{Config[item]{PingInterval: time.Microsecond}, "Config.PingInterval must be at least 100ms (each late reply reconnects and flushes the local tier), got 1µs"},
+		{Config[item]{PingInterval: 99 * time.Millisecond}, "Config.PingInterval must be at least 100ms"},
 		{Config[item]{MaxLoads: -1}, "Config.MaxLoads must not be negative, got -1"},
 		// PX 0 is an error in Redis, and a sub-millisecond TTL is sent as 0.
 		{Config[item]{LoadTimeout: 100 * time.Microsecond, LockTTL: 999 * time.Microsecond}, "Config.LockTTL must be at least 1ms"},

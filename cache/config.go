@@ -24,6 +24,11 @@ const (
 	// holder still has to write the value after its loader returns.
 	DefaultLockMargin   = 2 * time.Second
 	DefaultPingInterval = 30 * time.Second
+	// MinPingInterval bounds Config.PingInterval from below: each interval
+	// a Redis reply is late by makes the subscriber reconnect and flush the
+	// local tier, so a shorter one would turn a slow Redis into a flush
+	// storm (1µs flushed about 1,900 times a second).
+	MinPingInterval = 100 * time.Millisecond
 )
 
 // Config configures a Cache. The zero value is useful: JSON (raw for []byte
@@ -100,7 +105,8 @@ type Config[V any] struct {
 	// PingInterval is how long the invalidation subscriber waits for a
 	// message before it pings Redis to check its connection; a ping left
 	// unanswered for another interval makes it reconnect (and flush the
-	// local tier). Default 30s.
+	// local tier). It also bounds the wait for Redis to confirm a
+	// subscription. Default 30s; at least MinPingInterval.
 	PingInterval time.Duration
 
 	// Logger receives subscriber reconnects and failed Redis writes after a
@@ -163,6 +169,9 @@ func (c *Config[V]) validate() error {
 		if d.v < 0 {
 			bad("Config.%s must not be negative, got %s", d.name, d.v)
 		}
+	}
+	if c.PingInterval > 0 && c.PingInterval < MinPingInterval {
+		bad("Config.PingInterval must be at least %s (each late reply reconnects and flushes the local tier), got %s", MinPingInterval, c.PingInterval)
 	}
 	if c.TTLJitter < 0 || c.TTLJitter >= 1 {
 		bad("Config.TTLJitter must be in [0, 1), got %g", c.TTLJitter)

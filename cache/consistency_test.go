@@ -126,3 +126,25 @@ func loadBesideOld(t *testing.T, c *Cache[item], old *blockingLoader, first <-ch
 	require.Equal(t, "old", f.v.Name, "the first GetOrLoad gets its own loader's value")
 	return got.v
 }
+
+// A LocalTTL near the largest Duration ("as long as Redis keeps it") keeps
+// values locally instead of wrapping into the past (issue 14 item 6).
+func TestHugeLocalTTLKeepsValuesLocally(t *testing.T) {
+	_, p := miniPool(t)
+	ctx := context.Background()
+	for _, ttl := range []time.Duration{math.MaxInt64, math.MaxInt64 - 1, math.MaxInt64 / 2} {
+		c := newCache(t, p, "forever-local", Config[string]{LocalTTL: ttl, TTL: ttl})
+		require.NoError(t, c.Set(ctx, "set", "v", math.MaxInt64))
+		_, err := c.GetOrLoad(ctx, "load", func(context.Context) (string, error) { return "v", nil })
+		require.NoError(t, err)
+		reader := newCache(t, p, "forever-local", Config[string]{LocalTTL: ttl})
+		_, err = reader.Get(ctx, "set")
+		require.NoError(t, err)
+		for _, k := range []string{"set", "load"} {
+			_, _, ok := c.getLocal(k)
+			require.True(t, ok, "LocalTTL %d: %q written here is not kept locally", ttl, k)
+		}
+		_, _, ok := reader.getLocal("set")
+		require.True(t, ok, "LocalTTL %d: a value read from Redis is not kept locally", ttl)
+	}
+}

@@ -221,7 +221,7 @@ func TestSubscriberReplacesASilentConnection_Server(t *testing.T) {
 }
 
 func testSubscriberReplacesASilentConnection(t *testing.T, b backend, name string) {
-	c := newCache(t, b.newPool(t), name, Config[string]{PingInterval: 50 * time.Millisecond})
+	c := newCache(t, b.newPool(t), name, Config[string]{PingInterval: MinPingInterval})
 	started(t, c)
 	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
 	srv := b.subscriber(t, name).node
