@@ -2,11 +2,16 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/pool"
 )
 
 // With V an interface type, a nil value (a loader's nil, a JSON null
@@ -146,5 +151,93 @@ func TestHugeLocalTTLKeepsValuesLocally(t *testing.T) {
 		}
 		_, _, ok := reader.getLocal("set")
 		require.True(t, ok, "LocalTTL %d: a value read from Redis is not kept locally", ttl)
+	}
+}
+
+// A load that could not ask Redis for the lock (its first read or its lock
+// check failed, as with pool.ErrLaneExhausted under load) must not write its
+// value to Redis: a Delete that lands while it runs ("update the database,
+// then invalidate") would be undone there for the value's whole TTL
+// (issue 14 item 1). The callers still get the value.
+func TestLoadWithoutTheLockDoesNotUndoADelete(t *testing.T) {
+	for _, failing := range []string{"get", "evalsha"} {
+		t.Run("failing "+failing, func(t *testing.T) {
+			m, p := miniPool(t)
+			ctx := context.Background()
+			loader := newCache(t, p, "undo", Config[item]{})
+			deleter := newCache(t, p, "undo", Config[item]{})
+			p.Client().AddHook(&failFirst{name: failing, err: fmt.Errorf("injected: %w", pool.ErrLaneExhausted)})
+			old := newBlockingLoader(item{Name: "old"})
+			first := loadInBackground(loader, "k", old.load)
+			recv(t, old.started, "the loader to start")  // it has read the source
+			require.NoError(t, deleter.Delete(ctx, "k")) // source updated, then invalidated
+			close(old.release)
+			got := recv(t, first, "GetOrLoad to return")
+			require.NoError(t, got.err)
+			require.Equal(t, "old", got.v.Name, "the callers get what the loader returned")
+			require.False(t, m.Exists(loader.RedisKey("k")), "the value loaded before the Delete was written to Redis after it")
+			_, err := deleter.Get(ctx, "k")
+			require.ErrorIs(t, err, ErrNotFound)
+		})
+	}
+}
+
+// With Redis down, a loader's ErrNotFound is kept locally for NegativeTTL
+// as a value is, so a missing key does not reach the loader on every call
+// during the outage (issue 14 item 5).
+func TestRedisDownKeepsNegativeAnswersLocally(t *testing.T) {
+	m, _ := miniPool(t)
+	p := newPool(t, pool.Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Hour})
+	ctx := context.Background()
+	c := newCache(t, p, "down-neg", Config[item]{NegativeTTL: time.Minute})
+	m.Close()
+	_, err := c.Get(ctx, "x") // the failure that marks Redis down
+	require.Error(t, err)
+	require.False(t, p.Healthy())
+
+	var calls atomic.Int32
+	for range 10 {
+		_, err := c.GetOrLoad(ctx, "missing", func(context.Context) (item, error) {
+			calls.Add(1)
+			return item{}, ErrNotFound
+		})
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+	require.Equal(t, int32(1), calls.Load(), "the not-found answer was kept locally")
+	_, err = c.Get(ctx, "missing")
+	require.ErrorIs(t, err, ErrNotFound, "Get sees the local negative entry too")
+}
+
+// failFirst fails the first command (or pipeline starting with a command)
+// named name with err, and lets everything else through.
+type failFirst struct {
+	name string
+	err  error
+	done atomic.Bool
+}
+
+func (h *failFirst) fail(cmds []redis.Cmder) bool {
+	return len(cmds) > 0 && cmds[0].Name() == h.name && h.done.CompareAndSwap(false, true)
+}
+
+func (h *failFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.fail([]redis.Cmder{cmd}) {
+			cmd.SetErr(h.err)
+			return h.err
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *failFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.fail(cmds) {
+			for _, c := range cmds {
+				c.SetErr(h.err)
+			}
+			return h.err
+		}
+		return next(ctx, cmds)
 	}
 }

@@ -86,11 +86,15 @@
 // A Set or Delete that lands while a load runs wins over the load, whose
 // loader may have read the data before the change they are about: they
 // delete the key's load lock, and the script that writes a loaded value
-// writes it only while the lock is still its own. Without the lock
-// (Config.NoLock, or Redis failing when the load began) a loaded value is
-// written only if the key is still missing, so a racing Set still wins but a
-// racing Delete does not. A loaded value not written is returned to the
-// callers but not kept.
+// writes it only while the lock is still its own. With Config.NoLock a
+// loaded value is written only if the key is still missing, so a racing Set
+// still wins but a racing Delete does not. A load that could not ask Redis
+// for the lock (the read or the lock check failed, pool.ErrLaneExhausted
+// included) writes nothing to Redis: it keeps its value (or, with
+// NegativeTTL, its not-found answer) in the local tier only, bounded by
+// LocalTTL and the invalidations, so a Delete made while it ran is not
+// undone. A loaded value not written is returned to the callers but not
+// kept.
 //
 // Every caller waits with its own context and leaves when it ends, with an
 // error matching its context's. The load itself runs on a context of its own
@@ -110,7 +114,7 @@
 //     connection of the pool's request lane, so the lane's size and its
 //     waiter limit bound those (past them the read fails at once with
 //     pool.ErrLaneExhausted, and the flight then needs a load slot like
-//     any other load without Redis).
+//     any other load without Redis, and keeps what it loads locally only).
 //
 // The group the cache was started on cancels them when it closes and waits
 // for them; their callers get ErrClosed.
@@ -151,7 +155,8 @@
 // microseconds with pool.ErrUnavailable while Redis is marked down (one call
 // per probe interval tries it). A local hit still serves; Get on a miss
 // returns the error; GetOrLoad on a miss calls the loader (still once per key
-// per process), keeps the value locally and returns it. The cache relies on
+// per process), keeps the value (or, with NegativeTTL, its ErrNotFound)
+// locally and returns it. The cache relies on
 // the lane's own check rather than calling pool.Admit first.
 //
 // Nothing needs restarting when Redis returns: calls go through again after

@@ -47,7 +47,10 @@ const (
 // x/sync/singleflight's DoChan, where it runs.
 //
 // While Redis is down a local hit serves, and a miss calls load (still once
-// per key per process) without waiting on Redis; the value is kept locally.
+// per key per process) without waiting on Redis; the value (or, with
+// NegativeTTL, the ErrNotFound) is kept locally only. So is the value of any
+// load that could not ask Redis for the cross-instance lock: without the
+// lock, a write could undo a Delete made while the loader ran.
 func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (V, error)) (V, error) {
 	var zero V
 	if err := c.checkKey("GetOrLoad", key); err != nil {
@@ -152,13 +155,14 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 	}
 	defer c.loads.endLoad()
 	if redisFailed {
-		// Redis is down or failing: load without it, and try the write once
-		// (it fails at once while the pool has Redis marked down).
-		return c.load(ctx, key, load, "", gen)
+		// Redis is down or failing (or its lane is exhausted): load without
+		// it, and keep the value here only (see keep.localOnly).
+		return c.load(ctx, key, load, keepLocalOnly, gen)
 	}
-	token := ""
+	k := keepIfMissing // Config.NoLock
 	if !c.cfg.NoLock {
 		var done bool
+		var token string
 		v, done, token, err = c.lockOrWait(ctx, key, gen)
 		switch {
 		case done:
@@ -170,16 +174,41 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 			if ctx.Err() != nil {
 				return nil, c.flightEnded(ctx, key, "waiting for another instance's load", err)
 			}
-			// Redis failed while we waited: load here rather than fail.
-			c.log.Warn("cache: lock check failed; loading without the lock", "key", key, "err", err)
+			// Redis failed while we waited: load here rather than fail, and
+			// keep the value here only.
+			c.log.Warn("cache: lock check failed; loading without the lock, keeping the value locally only", "key", key, "err", err)
+			k = keepLocalOnly
+		default:
+			k = keepLocked(token)
 		}
 	}
-	return c.load(ctx, key, load, token, gen)
+	return c.load(ctx, key, load, k, gen)
 }
 
-// load calls the loader and writes what it returns. token is the load lock
-// this instance holds, if any: the write releases it, and so does a failure.
-func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.Context) (V, error), token string, gen uint64) (any, error) {
+// keep says where a loaded value (or a loader's ErrNotFound, with
+// Config.NegativeTTL) goes.
+type keep struct {
+	// token is the load lock this instance holds, if any: the write is made
+	// only while it holds, and releases it; so does a failed load.
+	token string
+	// localOnly: the load could not ask Redis for the lock (Redis failing,
+	// its lane exhausted), so no lock protects a write from a Set or Delete
+	// made while the loader ran; SET NX would lose to a Set but undo a
+	// Delete ("update the database, then invalidate") for the value's whole
+	// TTL. The value is kept in the local tier only, where LocalTTL and the
+	// invalidations bound it.
+	localOnly bool
+}
+
+var (
+	keepLocalOnly = keep{localOnly: true}
+	keepIfMissing = keep{} // Config.NoLock: SET NX
+)
+
+func keepLocked(token string) keep { return keep{token: token} }
+
+// load calls the loader and keeps what it returns as k says.
+func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.Context) (V, error), k keep, gen uint64) (any, error) {
 	c.st.loads.Add(1)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	v, err := load(lctx)
@@ -192,29 +221,21 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 		data, err := c.encode(key, v)
 		if err != nil {
 			c.st.loadErrors.Add(1)
-			c.release(wctx, key, token)
+			c.release(wctx, key, k.token)
 			return nil, err
 		}
-		if err := c.write(wctx, key, v, false, data, c.cfg.TTL, true, token, gen); err != nil {
-			// The value is good; only caching it failed.
-			c.log.Warn("cache: could not write a loaded value to Redis", "key", key, "err", err)
-			c.release(wctx, key, token)
-			c.storeLocal(key, v, len(data), c.cfg.TTL, gen)
-		}
+		c.keepLoaded(wctx, key, v, false, data, c.cfg.TTL, k, gen)
 		return v, nil
 	case errors.Is(err, ErrNotFound):
 		if c.cfg.NegativeTTL > 0 {
 			var zero V
-			if werr := c.write(wctx, key, zero, true, []byte(notFoundMarker), c.cfg.NegativeTTL, true, token, gen); werr != nil {
-				c.log.Warn("cache: could not write a negative entry to Redis", "key", key, "err", werr)
-				c.release(wctx, key, token)
-			}
+			c.keepLoaded(wctx, key, zero, true, []byte(notFoundMarker), c.cfg.NegativeTTL, k, gen)
 		} else {
-			c.release(wctx, key, token)
+			c.release(wctx, key, k.token)
 		}
 		return nil, fmt.Errorf("cache %q: load %q: %w", c.name, key, err)
 	default:
-		c.release(wctx, key, token)
+		c.release(wctx, key, k.token)
 		if ctx.Err() != nil && c.loads.isClosed() {
 			// Close cancelled the loader: not a failed load.
 			return nil, fmt.Errorf("cache %q: load %q: %w (the loader returned: %v)", c.name, key, ErrClosed, err)
@@ -234,6 +255,22 @@ func (c *Cache[V]) flightEnded(ctx context.Context, key, what string, err error)
 	return fmt.Errorf("cache %q: GetOrLoad %q: %s: %w (%v)", c.name, key, what, context.Cause(ctx), err)
 }
 
+// keepLoaded keeps a loaded value (or, notFound, a negative entry) as k
+// says: written to Redis with the invalidation, or, when that is not to be
+// done or fails, in the local tier only.
+func (c *Cache[V]) keepLoaded(ctx context.Context, key string, v V, notFound bool, data []byte, ttl time.Duration, k keep, gen uint64) {
+	if !k.localOnly {
+		err := c.write(ctx, key, v, notFound, data, ttl, true, k.token, gen)
+		if err == nil {
+			return
+		}
+		// The value is good; only caching it failed.
+		c.log.Warn("cache: could not write a loaded value to Redis; keeping it locally only", "key", key, "not_found", notFound, "err", err)
+		c.release(ctx, key, k.token)
+	}
+	c.storeLocal(key, v, notFound, len(data), ttl, gen)
+}
+
 // storeLocal keeps a loaded value locally when Redis could not take it.
 // Redis being unreachable, no other instance can be told about it; the
 // subscriber flushes the tier when it reconnects.
@@ -241,11 +278,11 @@ func (c *Cache[V]) flightEnded(ctx context.Context, key, what string, err error)
 // gen is the generation taken before the loader ran, as for a write that
 // succeeds: if the key's shard was written or invalidated since, the loader
 // may have read data older than that change, and the key is dropped instead.
-func (c *Cache[V]) storeLocal(key string, v V, size int, ttl time.Duration, gen uint64) {
+func (c *Cache[V]) storeLocal(key string, v V, notFound bool, size int, ttl time.Duration, gen uint64) {
 	if c.local == nil {
 		return
 	}
-	c.local.store(key, v, false, size, c.localExpiry(c.clock(), ttl), gen)
+	c.local.store(key, v, notFound, size, c.localExpiry(c.clock(), ttl), gen)
 }
 
 // lockOrWait takes key's load lock, or waits until the instance holding it
