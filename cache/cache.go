@@ -128,7 +128,9 @@ func (c *Cache[V]) checkKey(op, key string) error {
 // Get returns key's value: from the local tier if it holds it, else from
 // Redis (and then keeps it locally). A key in neither tier, or cached as not
 // found, returns ErrNotFound. While Redis is down a local hit still serves
-// and a miss fails at once with an error matching pool.ErrUnavailable.
+// and a miss fails at once with an error matching pool.ErrUnavailable. A
+// value in Redis the codec cannot decode returns ErrCodec and is deleted,
+// so the next read misses.
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 	var zero V
 	if err := c.checkKey("Get", key); err != nil {
@@ -172,6 +174,7 @@ func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, e
 	}
 	v, notFound, err := c.decode(key, data)
 	if err != nil {
+		c.dropUndecodable(ctx, key, data)
 		return v, false, err
 	}
 	c.st.redisHits.Add(1)
@@ -182,6 +185,21 @@ func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, e
 		return v, true, ErrNotFound
 	}
 	return v, true, nil
+}
+
+// dropUndecodable deletes key's value if Redis still holds data, which the
+// codec could not decode (written with another V, by a newer version of
+// this package, or by something else), so that the next read misses and a
+// GetOrLoad replaces it instead of failing until it expires. A value written
+// since is left alone. It counts in Stats.DecodeErrors.
+func (c *Cache[V]) dropUndecodable(ctx context.Context, key string, data []byte) {
+	c.st.decodeErrors.Add(1)
+	err := c.scripts.dropIf.Run(ctx, c.p.Client(), []string{c.RedisKey(key)}, data).Err()
+	if err != nil {
+		c.log.Warn("cache: could not delete an undecodable value", "key", key, "err", err)
+		return
+	}
+	c.log.Warn("cache: deleted a value the codec could not decode", "key", key, "bytes", len(data))
 }
 
 // read fetches key's value and remaining TTL in one round trip. A missing

@@ -241,3 +241,62 @@ func (h *failFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		return next(ctx, cmds)
 	}
 }
+
+// A value in Redis the codec cannot decode (written with another V, as
+// after a deploy that changed it) is a miss for GetOrLoad: it is deleted,
+// the loader runs and its value replaces it, and Stats counts it. Before,
+// GetOrLoad failed with ErrCodec for the key's whole TTL (issue 14 item 3).
+func TestUndecodableValueIsAMiss(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hook redis.Hook // how the flight meets the bad value
+	}{
+		{"on the first read", nil},
+		// The first read misses (as if the value came just after it): the
+		// lock script finds the bad value.
+		{"in the lock check", &failFirst{name: "get", err: redis.Nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, p := miniPool(t)
+			ctx := context.Background()
+			c := newCache(t, p, "undecodable", Config[item]{})
+			require.NoError(t, m.Set(c.RedisKey("k"), "\x01[1,2,3]")) // JSON, but not an item
+			if tc.hook != nil {
+				p.Client().AddHook(tc.hook)
+			}
+			var calls atomic.Int32
+			v, err := c.GetOrLoad(ctx, "k", func(context.Context) (item, error) {
+				calls.Add(1)
+				return item{ID: 7}, nil
+			})
+			require.NoError(t, err, "an undecodable value blocked GetOrLoad")
+			require.Equal(t, 7, v.ID)
+			require.Equal(t, int32(1), calls.Load())
+			require.Equal(t, uint64(1), c.Stats().DecodeErrors)
+			other := newCache(t, p, "undecodable", Config[item]{})
+			v, err = other.Get(ctx, "k")
+			require.NoError(t, err, "the loaded value replaced the bad one in Redis")
+			require.Equal(t, 7, v.ID)
+		})
+	}
+}
+
+// Get cannot replace an undecodable value: it returns ErrCodec, and deletes
+// it so that the next read misses.
+func TestGetDeletesAnUndecodableValue(t *testing.T) {
+	m, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "undecodable-get", Config[item]{})
+	require.NoError(t, m.Set(c.RedisKey("k"), "\x01not json"))
+	_, err := c.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrCodec)
+	require.Equal(t, uint64(1), c.Stats().DecodeErrors)
+	require.False(t, m.Exists(c.RedisKey("k")))
+	_, err = c.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrNotFound)
+
+	// Only the bad bytes go: a value written meanwhile stays.
+	require.NoError(t, m.Set(c.RedisKey("k"), "\x01not json"))
+	c.dropUndecodable(ctx, "k", []byte("\x01something else"))
+	require.True(t, m.Exists(c.RedisKey("k")))
+}

@@ -68,7 +68,10 @@
 // loader's ErrNotFound is stored too (as the kind byte alone), so a missing
 // key does not reach the loader on every call. A value the codec cannot
 // encode, or larger than Config.MaxValueBytes, fails before anything is
-// written.
+// written. A value in Redis the codec cannot decode (written with another V,
+// say, before a deploy) is deleted where it is found: GetOrLoad loads the
+// key as a miss, Get returns ErrCodec once, and Stats.DecodeErrors counts
+// them.
 //
 // # Loads and stampedes
 //

@@ -22,7 +22,8 @@ var (
 	// Nothing was written.
 	ErrValueTooLarge = errors.New("cache: value too large")
 	// ErrCodec: the codec could not encode a value (nothing was written) or
-	// decode what Redis holds.
+	// decode what Redis holds. Get returns it for an undecodable value and
+	// deletes that value; GetOrLoad treats one as a miss and loads.
 	ErrCodec = errors.New("cache: codec")
 	// ErrTooManyLoads: GetOrLoad found its key in neither tier while
 	// Config.MaxLoads loads (or waits for another instance's load) were

@@ -139,7 +139,8 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 		return v, nil
 	case errors.Is(err, ErrNotFound):
 	case errors.Is(err, ErrCodec):
-		return nil, err
+		// Undecodable (another V, say, before a deploy): getRedis deleted
+		// it, so load as for a miss rather than fail until it expires.
 	case ctx.Err() != nil:
 		// Close cancelled the flight (or its time ran out): Redis did
 		// nothing wrong, and there is nobody left to load for.
@@ -294,6 +295,7 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 	keys := []string{c.RedisKey(key), c.lockKey(key)}
 	lockMS := strconv.FormatInt(c.cfg.LockTTL.Milliseconds(), 10)
 	delay := lockWaitMin
+	undecodable := 0
 	for attempt := 0; ; attempt++ {
 		// Registered before the check, so a note published after it is not
 		// missed.
@@ -315,7 +317,13 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 			pttl, _ := r[2].(int64)
 			v, notFound, err := c.decode(key, []byte(data))
 			if err != nil {
-				return v, true, "", err
+				c.dropUndecodable(ctx, key, []byte(data))
+				if undecodable++; undecodable > 1 {
+					// Someone keeps writing values this instance cannot
+					// read (an older deploy): load without Redis.
+					return v, false, "", err
+				}
+				continue // deleted: take the lock now
 			}
 			c.st.redisHits.Add(1)
 			if c.local != nil {

@@ -52,11 +52,23 @@ end
 return wrote
 `
 
+// dropIfScript deletes a value if it still holds ARGV[1] (one the codec
+// could not decode): a value written since is left alone.
+//
+// KEYS[1] value; ARGV[1] the bytes to delete.
+const dropIfScript = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('DEL', KEYS[1])
+end
+return 0
+`
+
 type scripts struct {
-	lock *redis.Script
-	fill *redis.Script
+	lock   *redis.Script
+	fill   *redis.Script
+	dropIf *redis.Script
 }
 
 func newScripts() scripts {
-	return scripts{lock: redis.NewScript(lockScript), fill: redis.NewScript(fillScript)}
+	return scripts{lock: redis.NewScript(lockScript), fill: redis.NewScript(fillScript), dropIf: redis.NewScript(dropIfScript)}
 }

@@ -29,6 +29,10 @@ type Stats struct {
 	// LoadsRefused counts GetOrLoad flights that failed with
 	// ErrTooManyLoads because Config.MaxLoads loads were in progress.
 	LoadsRefused uint64 `json:"loads_refused"`
+	// DecodeErrors counts values found in Redis that the codec could not
+	// decode (written with another V, for instance); each was deleted, and
+	// GetOrLoad loaded the key as a miss.
+	DecodeErrors uint64 `json:"decode_errors"`
 	// RedisErrors counts Redis calls that failed, pool.ErrUnavailable
 	// included.
 	RedisErrors uint64 `json:"redis_errors"`
@@ -66,6 +70,7 @@ type counters struct {
 	lockWaits     atomic.Uint64
 	lockTokens    atomic.Uint64
 	redisErrors   atomic.Uint64
+	decodeErrors  atomic.Uint64
 	invalSent     atomic.Uint64
 	invalReceived atomic.Uint64
 	badMessages   atomic.Uint64
@@ -86,6 +91,7 @@ func (c *Cache[V]) Stats() Stats {
 		LoadsInFlight:         c.loads.inFlight(),
 		LoadsRefused:          c.st.loadsRefused.Load(),
 		RedisErrors:           c.st.redisErrors.Load(),
+		DecodeErrors:          c.st.decodeErrors.Load(),
 		InvalidationsSent:     c.st.invalSent.Load(),
 		InvalidationsReceived: c.st.invalReceived.Load(),
 		BadMessages:           c.st.badMessages.Load(),
