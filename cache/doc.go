@@ -141,7 +141,9 @@
 //   - The subscriber flushes the local tier whenever it subscribes or
 //     resubscribes, since whatever was published while it was away is gone.
 //     A connection that stops answering (no message and no reply to a PING
-//     within two Config.PingInterval) is replaced and flushed too.
+//     within two Config.PingInterval) is replaced and flushed too, and a
+//     subscription Redis does not confirm within one PingInterval is tried
+//     again.
 //
 // Within an instance, a value read from Redis is stored locally only if no
 // write or invalidation touched its shard of the tier since the read began,

@@ -257,10 +257,17 @@ func (c *Cache[V]) subscribe(ctx context.Context, res *pool.Reservation) error {
 		}
 		mu.Unlock()
 	}
-	// go-redis does not watch the context while it waits for a message;
-	// closing the subscription is what ends that wait when the group closes.
-	// AfterFunc's goroutine runs closeSub and ends.
-	stop := context.AfterFunc(ctx, closeSub)
+	// go-redis does not watch the context while it waits for a message, nor
+	// while Reservation.Subscribe waits for Redis to confirm the
+	// subscription; closing the subscription ends the first wait when the
+	// group closes, releasing the reservation (which closes its client and
+	// the connection being subscribed) the second. The reservation is done
+	// with then: its closer, which releases it too, runs after this task
+	// returns. AfterFunc's goroutine runs them and ends.
+	stop := context.AfterFunc(ctx, func() {
+		closeSub()
+		_ = res.Release()
+	})
 	defer stop()
 	defer closeSub()
 	defer c.subscribed.Store(false)
@@ -272,7 +279,13 @@ func (c *Cache[V]) subscribe(ctx context.Context, res *pool.Reservation) error {
 		s := sub
 		mu.Unlock()
 		if s == nil {
-			ns, err := res.Subscribe(ctx, c.channel)
+			// A peer that takes the connection and never confirms the
+			// subscription must not hold the subscriber, and the
+			// invalidations it misses meanwhile, for ever: go-redis reads
+			// the confirmation with the context's deadline as the socket's.
+			sctx, cancel := context.WithTimeout(ctx, c.cfg.PingInterval)
+			ns, err := res.Subscribe(sctx, c.channel)
+			cancel()
 			if err != nil {
 				failures++
 				c.log.Warn("cache: invalidation subscriber cannot subscribe", "err", err, "failures", failures)

@@ -1,0 +1,142 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// A peer that accepts the subscriber's connection and never confirms its
+// SUBSCRIBE neither holds the subscriber forever (it gives up after
+// PingInterval and tries again) nor makes the group's Close wait out its
+// deadline (issue 14 item 2).
+func TestUnconfirmedSubscribeIsBounded(t *testing.T) {
+	t.Run("retries", func(t *testing.T) {
+		peer := newMutePeer(t)
+		p := newPool(t, pool.Config{Addrs: []string{peer.addr()}})
+		c := newCache(t, p, "mute", Config[string]{PingInterval: MinPingInterval})
+		started(t, c)
+		eventually(t, "the subscriber to give up on the first SUBSCRIBE and send another", func() bool { return peer.subscribes.Load() >= 2 })
+		require.False(t, c.Stats().Subscribed)
+	})
+	t.Run("Close", func(t *testing.T) {
+		peer := newMutePeer(t)
+		p := newPool(t, pool.Config{Addrs: []string{peer.addr()}})
+		c := newCache(t, p, "mute", Config[string]{}) // PingInterval 30s
+		g := lifecycle.New()
+		require.NoError(t, c.Start(g))
+		eventually(t, "the SUBSCRIBE to be sent", func() bool { return peer.subscribes.Load() >= 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, g.Close(ctx), "Close waited for a SUBSCRIBE nobody confirms")
+		require.Zero(t, p.Stats().Blocking.Reserved, "the reservation went back to the pool")
+	})
+}
+
+// mutePeer speaks just enough RESP for a go-redis client to connect (HELLO
+// is refused, so it falls back to RESP2; everything else is +OK), counts the
+// SUBSCRIBE commands it gets and never answers them.
+type mutePeer struct {
+	ln         net.Listener
+	subscribes atomic.Int32
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	conns      []net.Conn
+}
+
+func newMutePeer(t *testing.T) *mutePeer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &mutePeer{ln: ln}
+	p.wg.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, conn)
+			p.mu.Unlock()
+			p.wg.Go(func() { p.serve(conn) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *mutePeer) addr() string { return p.ln.Addr().String() }
+
+func (p *mutePeer) serve(conn net.Conn) {
+	r := bufio.NewReader(conn)
+	for {
+		args, err := readCommand(r)
+		if err != nil {
+			return
+		}
+		var reply string
+		switch strings.ToLower(args[0]) {
+		case "subscribe":
+			p.subscribes.Add(1)
+			continue // never confirmed
+		case "hello":
+			reply = "-ERR unknown command 'HELLO'\r\n"
+		case "ping":
+			reply = "+PONG\r\n"
+		default:
+			reply = "+OK\r\n"
+		}
+		if _, err := io.WriteString(conn, reply); err != nil {
+			return
+		}
+	}
+}
+
+// readCommand reads one command a client sends: an array of bulk strings.
+func readCommand(r *bufio.Reader) ([]string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "*")))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("not a command: %q", line)
+	}
+	args := make([]string, n)
+	for i := range args {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "$")))
+		if err != nil || size < 0 {
+			return nil, fmt.Errorf("not a bulk string: %q", line)
+		}
+		buf := make([]byte, size+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		args[i] = string(buf[:size])
+	}
+	return args, nil
+}
