@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -52,6 +53,7 @@ type Cache[V any] struct {
 
 	startMu    sync.Mutex
 	started    bool
+	group      *lifecycle.Group // the group Start succeeded on
 	subscribed atomic.Bool
 
 	st counters

@@ -178,7 +178,9 @@ func (c *Cache[V]) flushLocal() {
 // is listening) and flushes the local tier every time it (re)subscribes,
 // since messages sent while it was away are lost. Start may be called once;
 // a second call fails with ErrStarted (and also matches ErrClosed once g
-// has closed). Closing g closes the cache: see ErrClosed.
+// has closed). A Start that fails (g closing meanwhile, no room in the
+// pool) leaves the cache unstarted and open, and may be tried again.
+// Closing g closes the cache: see ErrClosed.
 func (c *Cache[V]) Start(g *lifecycle.Group) error {
 	if g == nil {
 		return fmt.Errorf("%w: cache %q: Start: nil group", ErrInvalid, c.name)
@@ -204,7 +206,17 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 		}
 		return fmt.Errorf("cache %q: Start: %w", c.name, err)
 	}
-	if err := g.OnClose("cache:"+c.name+" loads", c.loads.close); err != nil {
+	// The group may begin closing between two of these registrations: then
+	// Start fails, and the closer registered before must not close the
+	// cache, which was never started on g and stays usable. The closer
+	// runs after Start returned (it takes startMu) and acts only if this
+	// Start succeeded.
+	if err := g.OnClose("cache:"+c.name+" loads", func(ctx context.Context) error {
+		if !c.startedOn(g) {
+			return nil
+		}
+		return c.loads.close(ctx)
+	}); err != nil {
 		return fail(err)
 	}
 	if res != nil {
@@ -216,8 +228,15 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 			return fail(err)
 		}
 	}
-	c.started = true
+	c.started, c.group = true, g
 	return nil
+}
+
+// startedOn reports whether Start succeeded on g.
+func (c *Cache[V]) startedOn(g *lifecycle.Group) bool {
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	return c.started && c.group == g
 }
 
 // Subscriber backoff after consecutive failures: the first retry is at once
