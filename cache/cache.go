@@ -49,7 +49,7 @@ type Cache[V any] struct {
 	loads   loadTracker
 
 	waitMu  sync.Mutex
-	waiters map[string]chan struct{} // flights waiting for another instance's load, by key
+	waiters map[string]*waiter // flights waiting for another instance's load, by key
 
 	startMu    sync.Mutex
 	started    bool
@@ -87,7 +87,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		keyPrefix:  tag + "k:",
 		lockPrefix: tag + "l:",
 		channel:    tag + "inval",
-		waiters:    make(map[string]chan struct{}),
+		waiters:    make(map[string]*waiter),
 		scripts:    newScripts(),
 	}
 	c.loads.init(cfg.MaxLoads)

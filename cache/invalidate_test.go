@@ -179,3 +179,28 @@ func TestStartRacingCloseLeavesACacheUsable(t *testing.T) {
 	}
 	t.Logf("%d of 2000 Starts lost the race", failed)
 }
+
+// Two flights for one key can wait at once (a Set, Delete or invalidation
+// makes GetOrLoad Forget the older one). The older one leaving must not take
+// the newer one's registration with it: the newer one would miss the
+// holder's note and sleep its whole backoff (issue 14, also check).
+func TestWaitersOfTwoFlightsForOneKey(t *testing.T) {
+	_, p := miniPool(t)
+	c := newCache(t, p, "waiters", Config[string]{})
+	older := c.addWaiter("k")  // the flight Forget left running
+	newer := c.addWaiter("k")  // the flight started after it
+	c.removeWaiter("k", older) // the older one stops waiting: it checks Redis again
+	c.wake("k")                // the lock holder's note
+	select {
+	case <-newer:
+	default:
+		t.Fatal("the newer flight missed the note: its registration went with the older one's")
+	}
+	require.Empty(t, c.waiters, "a woken entry is gone")
+
+	// The entry goes when its last flight leaves.
+	a, b := c.addWaiter("j"), c.addWaiter("j")
+	c.removeWaiter("j", a)
+	c.removeWaiter("j", b)
+	require.Empty(t, c.waiters)
+}

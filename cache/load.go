@@ -402,30 +402,43 @@ func (c *Cache[V]) writeLocked(ctx context.Context, key string, data []byte, ttl
 	return sent, n == 1, nil
 }
 
+// waiter is the flights waiting for one key's value: usually one, but a
+// flight that Forget left running and the one started after it can wait
+// together. They share the channel the note closes, and the entry stays
+// until the last of them leaves.
+type waiter struct {
+	ch chan struct{}
+	n  int // flights registered on ch
+}
+
 func (c *Cache[V]) addWaiter(key string) chan struct{} {
 	c.waitMu.Lock()
 	defer c.waitMu.Unlock()
-	ch := c.waiters[key]
-	if ch == nil {
-		ch = make(chan struct{})
-		c.waiters[key] = ch
+	w := c.waiters[key]
+	if w == nil {
+		w = &waiter{ch: make(chan struct{})}
+		c.waiters[key] = w
 	}
-	return ch
+	w.n++
+	return w.ch
 }
 
 func (c *Cache[V]) removeWaiter(key string, ch chan struct{}) {
 	c.waitMu.Lock()
-	if c.waiters[key] == ch {
-		delete(c.waiters, key)
+	// After a wake the entry is gone (or is a newer one): nothing to do.
+	if w := c.waiters[key]; w != nil && w.ch == ch {
+		if w.n--; w.n == 0 {
+			delete(c.waiters, key)
+		}
 	}
 	c.waitMu.Unlock()
 }
 
-// wake wakes the flight waiting for key's value, if any.
+// wake wakes the flights waiting for key's value, if any.
 func (c *Cache[V]) wake(key string) {
 	c.waitMu.Lock()
-	if ch := c.waiters[key]; ch != nil {
-		close(ch)
+	if w := c.waiters[key]; w != nil {
+		close(w.ch)
 		delete(c.waiters, key)
 	}
 	c.waitMu.Unlock()
@@ -435,8 +448,8 @@ func (c *Cache[V]) wake(key string) {
 // lost).
 func (c *Cache[V]) wakeAll() {
 	c.waitMu.Lock()
-	for k, ch := range c.waiters {
-		close(ch)
+	for k, w := range c.waiters {
+		close(w.ch)
 		delete(c.waiters, k)
 	}
 	c.waitMu.Unlock()
