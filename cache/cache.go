@@ -124,6 +124,9 @@ func (c *Cache[V]) checkKey(op, key string) error {
 	if key == "" {
 		return fmt.Errorf("%w: cache %q: %s: empty key", ErrInvalid, c.name, op)
 	}
+	if len(key) > MaxKeyBytes {
+		return fmt.Errorf("%w: cache %q: %s: key of %d bytes, over MaxKeyBytes (%d); hash long keys before using them", ErrInvalid, c.name, op, len(key), MaxKeyBytes)
+	}
 	return nil
 }
 

@@ -29,6 +29,12 @@ const (
 	// local tier, so a shorter one would turn a slow Redis into a flush
 	// storm (1µs flushed about 1,900 times a second).
 	MinPingInterval = 100 * time.Millisecond
+	// MaxKeyBytes is the longest key a cache accepts; longer ones fail with
+	// ErrInvalid. Any key this long fits in one invalidation message (16
+	// KiB): a longer one could only be invalidated by flushing the local
+	// tier of every instance, which a caller whose keys come from user
+	// input would do at will.
+	MaxKeyBytes = 8 << 10
 )
 
 // Config configures a Cache. The zero value is useful: JSON (raw for []byte

@@ -152,7 +152,9 @@
 // write, and each drops its own copy when the other's message arrives.
 //
 // Messages are bounded: a Delete of many keys is split into messages of at
-// most 16 KiB, and a key too long for one is covered by a "flush all" message.
+// most 16 KiB. Keys are at most MaxKeyBytes (8 KiB), so every key fits in
+// one: no caller can make every instance flush its local tier by choosing a
+// long key.
 //
 // # Redis down
 //

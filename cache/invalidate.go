@@ -25,8 +25,9 @@ import (
 // which may have read the data before the change); op 'l' lists keys a load
 // just filled (local copies go, loads already running are fine); op 'f'
 // says "drop everything". A message never exceeds
-// maxMessageBytes: a Delete of many keys is split into several, and a key too
-// long for one is covered by a flush.
+// maxMessageBytes: a Delete of many keys is split into several. A key too
+// long for one would be covered by a flush, but the cache refuses such keys
+// (MaxKeyBytes), so only a message from elsewhere can ask for one.
 const (
 	msgMagic        = 'I'
 	opKeys          = 'k'

@@ -204,3 +204,42 @@ func TestWaitersOfTwoFlightsForOneKey(t *testing.T) {
 	c.removeWaiter("j", b)
 	require.Empty(t, c.waiters)
 }
+
+// A key too long for one invalidation message could only be invalidated by
+// flushing every instance's local tier: a caller choosing keys (user input)
+// could flush the fleet with each Set. Such keys are refused, with nothing
+// read, written or published (issue 14, also check).
+func TestLongKeysAreRefused(t *testing.T) {
+	m, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "long", Config[string]{})
+	other := newCache(t, p, "long", Config[string]{})
+	started(t, other)
+	eventually(t, "the other instance to listen", func() bool { return other.Stats().Subscribed })
+	flushes := other.Stats().Flushes
+	load := func(context.Context) (string, error) { return "v", nil }
+	for _, n := range []int{17 << 10, MaxKeyBytes + 1} {
+		long := strings.Repeat("k", n)
+		for name, call := range map[string]func() error{
+			"Set":       func() error { return c.Set(ctx, long, "v", time.Minute) },
+			"Get":       func() error { _, err := c.Get(ctx, long); return err },
+			"GetOrLoad": func() error { _, err := c.GetOrLoad(ctx, long, load); return err },
+			"Delete":    func() error { return c.Delete(ctx, "short", long) },
+		} {
+			err := call()
+			require.ErrorIs(t, err, ErrInvalid, "%s of a %d-byte key", name, n)
+			require.ErrorContains(t, err, fmt.Sprintf("key of %d bytes", n), name)
+		}
+	}
+	require.Empty(t, m.Keys(), "nothing written")
+	require.Zero(t, c.Stats().InvalidationsSent, "nothing published")
+	require.Equal(t, flushes, other.Stats().Flushes, "no instance flushed")
+
+	// The longest key allowed is invalidated by name.
+	longest := strings.Repeat("k", MaxKeyBytes)
+	require.NoError(t, c.Set(ctx, longest, "v", time.Minute))
+	msgs := invalidationMessages(c.id, []string{longest})
+	require.Len(t, msgs, 1)
+	_, op, _, _ := parseInvalidation(msgs[0])
+	require.Equal(t, byte(opKeys), op)
+}
