@@ -66,7 +66,8 @@ type Config[V any] struct {
 
 	// NoLocal turns the local tier off: every Get goes to Redis.
 	NoLocal bool
-	// MaxEntries bounds the local tier's entries. Default 10,000.
+	// MaxEntries bounds the local tier's entries. Default 10,000. Memory
+	// is taken as entries arrive, not for MaxEntries up front.
 	MaxEntries int
 	// MaxBytes bounds the local tier's bytes, counted as each entry's key
 	// plus its encoded value. Default 64 MiB. Both bounds hold at all times;

@@ -385,34 +385,39 @@ func (l *list[V]) remove(e *lentry[V]) {
 }
 
 // ghost remembers the hashes of the last n keys evicted from the small
-// queue, in a ring with a counting set beside it: fixed size, no pointers.
+// queue, in a ring with a counting set beside it: bounded, no pointers.
+// Both grow with evictions up to n rather than being allocated for n up
+// front: an empty cache with MaxEntries 10,000,000 would otherwise hold
+// 364 MiB.
 type ghost struct {
-	ring []uint64
-	next int
-	full bool
+	ring []uint64 // appended to until it holds n, then a ring
+	n    int
+	next int // the oldest hash, once the ring is full
 	set  map[uint64]uint32
 }
 
 func (g *ghost) init(n int) {
-	g.ring = make([]uint64, max(n, 1))
-	g.set = make(map[uint64]uint32, max(n, 1))
+	g.n = max(n, 1)
+	g.set = make(map[uint64]uint32)
 }
 
 func (g *ghost) contains(h uint64) bool { _, ok := g.set[h]; return ok }
 
 func (g *ghost) add(h uint64) {
-	if g.full {
-		old := g.ring[g.next]
-		if c := g.set[old]; c <= 1 {
-			delete(g.set, old)
-		} else {
-			g.set[old] = c - 1
-		}
+	g.set[h]++
+	if len(g.ring) < g.n {
+		g.ring = append(g.ring, h)
+		return
+	}
+	old := g.ring[g.next]
+	if c := g.set[old]; c <= 1 {
+		delete(g.set, old)
+	} else {
+		g.set[old] = c - 1
 	}
 	g.ring[g.next] = h
-	g.set[h]++
 	g.next++
-	if g.next == len(g.ring) {
-		g.next, g.full = 0, true
+	if g.next == g.n {
+		g.next = 0
 	}
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -267,4 +268,39 @@ func TestShardCount(t *testing.T) {
 	require.GreaterOrEqual(t, n, 1)
 	require.LessOrEqual(t, n, maxShards)
 	require.Zero(t, n&(n-1), "a power of two")
+}
+
+// An empty cache costs about nothing whatever its bounds: the ghost queue
+// grows with use instead of being allocated for MaxEntries up front (364 MiB
+// for MaxEntries 10,000,000 before; issue 14, also check).
+func TestEmptyCacheAllocatesLazily(t *testing.T) {
+	_, p := miniPool(t)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c := newCache(t, p, "huge", Config[string]{MaxEntries: 10_000_000, MaxBytes: 1 << 40})
+	runtime.ReadMemStats(&after)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "an empty cache allocated its bounds up front")
+	runtime.KeepAlive(c)
+}
+
+// The ghost queue remembers the last n hashes as it grows, and as a ring
+// once full.
+func TestGhostRemembersTheLastN(t *testing.T) {
+	var g ghost
+	g.init(3)
+	for h := range uint64(5) {
+		g.add(h)
+	}
+	for h := range uint64(5) {
+		require.Equal(t, h >= 2, g.contains(h), "hash %d", h)
+	}
+	g.add(4) // counted twice now
+	g.add(5)
+	g.add(6)
+	require.True(t, g.contains(4), "the newer copy of 4 is still in the ring")
+	require.False(t, g.contains(3))
+	g.add(7)
+	require.False(t, g.contains(4))
+	require.LessOrEqual(t, len(g.set), 3)
 }
