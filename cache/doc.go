@@ -96,8 +96,8 @@
 // included) writes nothing to Redis: it keeps its value (or, with
 // NegativeTTL, its not-found answer) in the local tier only, bounded by
 // LocalTTL and the invalidations, so a Delete made while it ran is not
-// undone. A loaded value not written is returned to the callers but not
-// kept.
+// undone. A loaded value a Set or Delete kept out of Redis is returned to
+// the callers but not kept.
 //
 // Every caller waits with its own context and leaves when it ends, with an
 // error matching its context's. The load itself runs on a context of its own
@@ -163,8 +163,8 @@
 // per probe interval tries it). A local hit still serves; Get on a miss
 // returns the error; GetOrLoad on a miss calls the loader (still once per key
 // per process), keeps the value (or, with NegativeTTL, its ErrNotFound)
-// locally and returns it. The cache relies on
-// the lane's own check rather than calling pool.Admit first.
+// locally and returns it. The cache relies on the lane's own check rather
+// than calling pool.Admit first.
 //
 // Nothing needs restarting when Redis returns: calls go through again after
 // the pool's next successful probe, and the subscriber, which retries at

@@ -15,7 +15,8 @@ var (
 	// Loaders return it (or an error wrapping it) for a missing key.
 	ErrNotFound = errors.New("cache: not found")
 	// ErrInvalid: bad input to a call: an empty key or one over
-	// MaxKeyBytes, a TTL that is not positive, a nil loader or group. Nothing was read or written.
+	// MaxKeyBytes, a TTL that is not positive, a nil loader or group.
+	// Nothing was read or written.
 	ErrInvalid = errors.New("cache: invalid argument")
 	// ErrValueTooLarge: the encoded value is larger than Config.MaxValueBytes.
 	// The concrete error is a *TooLargeError naming the key and the sizes.
