@@ -283,12 +283,20 @@ func (c *Cache[V]) subscribe(ctx context.Context, res *pool.Reservation) error {
 	// group closes, releasing the reservation (which closes its client and
 	// the connection being subscribed) the second. The reservation is done
 	// with then: its closer, which releases it too, runs after this task
-	// returns. AfterFunc's goroutine runs them and ends.
+	// returns, and finds it released: this task waits for AfterFunc's
+	// goroutine, so that by the time the group's Close returns the
+	// reservation is back in the pool.
+	released := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(released)
 		closeSub()
 		_ = res.Release()
 	})
-	defer stop()
+	defer func() {
+		if !stop() {
+			<-released
+		}
+	}()
 	defer closeSub()
 	defer c.subscribed.Store(false)
 
