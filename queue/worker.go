@@ -184,12 +184,14 @@ type Worker struct {
 	mu       sync.Mutex
 	inflight map[string]struct{} // elements in our processing list, until acked
 
-	started      atomic.Bool
+	startMu      sync.Mutex // serializes Start
+	started      bool       // guarded by startMu
 	stopping     chan struct{} // closed when the fetcher has stopped: drain
 	stopOnce     sync.Once
 	handlersLeft atomic.Int32
 	handlersDone chan struct{} // closed when every handler goroutine returned
 	ackerGone    chan struct{} // closed when the acker returned
+	schedGone    chan struct{} // closed when the scheduler returned (or never started)
 	hardCtx      context.Context
 	hardCancel   context.CancelFunc
 
@@ -244,6 +246,7 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 		stopping:     make(chan struct{}),
 		handlersDone: make(chan struct{}),
 		ackerGone:    make(chan struct{}),
+		schedGone:    make(chan struct{}),
 	}
 	w.hardCtx, w.hardCancel = context.WithCancel(context.Background())
 	w.sched = newScheduler(w)
@@ -256,20 +259,28 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 //
 // Closing g drains the worker: the fetcher stops fetching; handlers finish
 // the jobs they run until shortly before the Close deadline, when their
-// contexts are cancelled; outcomes are written; whatever is still in the
-// processing list (jobs not started, and jobs of handlers that ignored
-// cancellation) goes back to the head of the ready list; the consumer
-// leaves the heartbeat. All of it by the Close deadline. Nothing is lost: a
-// job is either acked or back in Redis, and a handler still running past
-// the deadline only risks running its job twice.
+// contexts are cancelled (at once when the Close context is already done);
+// outcomes are written; whatever is still in the processing list (jobs not
+// started, and jobs of handlers that ignored cancellation) goes back to the
+// head of the ready list; the consumer leaves the heartbeat. All of it by
+// the Close deadline. Nothing is lost: a job is either acked or back in
+// Redis, and a handler still running past the deadline only risks running
+// its job twice.
 //
-// Start fails with the pool's error when the blocking lane cannot hold the
-// fetcher (pool.ErrOverBudget), and with ErrStarted the second time.
+// Start retries Redis errors (a connection cut during a deploy) for up to
+// startTimeout. When it fails it has started nothing and holds nothing
+// (no task, no reservation, no heartbeat of its own), and Start may be
+// called again. It fails with the pool's error when the blocking lane
+// cannot hold the fetcher (pool.ErrOverBudget), and with ErrStarted once
+// the worker was started. A group that begins closing during Start stops
+// the tasks already started; that worker cannot be started again.
 func (w *Worker) Start(g *lifecycle.Group) error {
 	if g == nil {
 		return w.q.errorf("Start: nil lifecycle group")
 	}
-	if !w.started.CompareAndSwap(false, true) {
+	w.startMu.Lock()
+	defer w.startMu.Unlock()
+	if w.started {
 		return w.q.errorf("%w", ErrStarted)
 	}
 	if g.Closing() {
@@ -279,32 +290,28 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	if err != nil {
 		return w.q.errorf("Start: %w", err)
 	}
-	w.res = res
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n, err := nodeFor(w.q.p, g, w.q.cfg, w.cfg)
-	if err == nil {
-		// Set before attach: attach starts (or signals) the heartbeat task,
-		// whose start-time check may sweep this queue with w's ConsumerID
-		// as the lock token at once.
-		w.cfg.ConsumerID = n.id
-		w.proc = w.q.k.proc(n.id)
-		err = n.attach(ctx, g, w)
-	}
+	id := w.cfg.ConsumerID
+	n, err := w.join(g)
 	if err != nil {
 		_ = res.Release()
 		return w.q.errorf("Start: %w", err)
 	}
-	w.node = n
+	// From here on Start either succeeds or the group is closing: the
+	// worker counts as started either way.
+	w.started = true
+	w.res, w.node = res, n
 	// A stable consumer ID may find its own jobs of a previous life.
 	w.needReconcile.Store(true)
 	w.q.addWorker(w)
 
 	name := "queue " + w.q.name + ": "
 	if err := g.Go(name+"acker", w.ackLoop); err != nil {
+		// Nothing was started: undo it all, so Start may be called again.
 		w.q.removeWorker(w)
 		n.detach(w)
 		_ = res.Release()
+		w.started, w.res, w.node = false, nil, nil
+		w.cfg.ConsumerID, w.proc = id, ""
 		return w.q.errorf("Start: %w", err)
 	}
 	// From here on the acker cleans up, once stopping is closed.
@@ -320,16 +327,74 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 			if w.handlersLeft.Add(-int32(w.cfg.Concurrency-i)) == 0 {
 				close(w.handlersDone)
 			}
+			close(w.schedGone)
 			return fail(err)
 		}
 	}
 	if err := g.Go(name+"scheduler", w.sched.loop); err != nil {
+		close(w.schedGone)
 		return fail(err)
 	}
 	if err := g.Go(name+"fetcher", w.fetchLoop); err != nil {
 		return fail(err)
 	}
 	return nil
+}
+
+// startTimeout bounds Start's retries of Redis errors.
+const startTimeout = 10 * time.Second
+
+// join joins this process's heartbeat for the namespace and announces the
+// consumer in the queue's consumers set. Redis errors (a connection cut, a
+// restart, the pool believing Redis down for a moment) are retried with
+// backoff for up to startTimeout. On failure nothing of the worker is left
+// in the node, and a node this call created and nothing else uses is
+// dropped, so a later Start begins afresh.
+func (w *Worker) join(g *lifecycle.Group) (*node, error) {
+	n, err := nodeFor(w.q.p, g, w.q.cfg, w.cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	for other := range n.workers {
+		if other.q.k.tag == w.q.k.tag {
+			n.mu.Unlock()
+			return nil, fmt.Errorf("queue %q already has a worker in this process (one worker per queue; raise its Concurrency instead)", w.q.name)
+		}
+	}
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	// Set before attach: attach starts (or signals) the heartbeat task,
+	// whose start-time check may sweep this queue with w's ConsumerID as
+	// the lock token at once.
+	id := w.cfg.ConsumerID
+	w.cfg.ConsumerID = n.id
+	w.proc = w.q.k.proc(n.id)
+	var bo troubleBackoff
+	tries := 0
+	for {
+		tries++
+		err = n.attach(ctx, g, w)
+		if err == nil || errors.Is(err, lifecycle.ErrClosed) || !bo.wait(ctx) {
+			break
+		}
+		w.log.Warn("queue: Start: joining the heartbeat failed; retrying", "err", err)
+	}
+	if err == nil {
+		return n, nil
+	}
+	w.cfg.ConsumerID, w.proc = id, ""
+	n.mu.Lock()
+	unused := len(n.workers) == 0 && !n.running
+	n.mu.Unlock()
+	if unused {
+		n.p.DeleteShared(n.key, n)
+	}
+	if errors.Is(err, lifecycle.ErrClosed) {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w (tried %d times in %s; nothing was started and Start may be called again)", err, tries, startTimeout)
 }
 
 // delivery is a fetched element on its way to a handler.
