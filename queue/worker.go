@@ -184,8 +184,8 @@ type Worker struct {
 	mu       sync.Mutex
 	inflight map[string]struct{} // elements in our processing list, until acked
 
-	startMu      sync.Mutex // serializes Start
-	started      bool       // guarded by startMu
+	startMu      sync.Mutex    // serializes Start
+	started      bool          // guarded by startMu
 	stopping     chan struct{} // closed when the fetcher has stopped: drain
 	stopOnce     sync.Once
 	handlersLeft atomic.Int32
