@@ -49,6 +49,7 @@ func (w *Worker) ackLoop(ctx context.Context) error {
 	var retry <-chan time.Time // set while backing off after a failed flush
 	stopping := w.stopping
 	var cancelAt, giveUpAt <-chan time.Time
+	var closeDone <-chan struct{} // the Close context's Done, once draining
 	for done := false; !done; {
 		if len(pending) == 0 || retry != nil {
 			var acks <-chan ackOp
@@ -65,12 +66,18 @@ func (w *Worker) ackLoop(ctx context.Context) error {
 				stopping = nil
 				opCtx = lifecycle.CloseContext(ctx)
 				cancelAt, giveUpAt = w.drainTimers(opCtx)
+				closeDone = opCtx.Done()
 			case <-cancelAt:
 				cancelAt = nil
 				w.log.Warn("queue: close deadline near; cancelling running handlers")
 				w.hardCancel()
 			case <-giveUpAt:
 				w.log.Error("queue: handlers did not return in time; their jobs go back to the ready list and may run twice")
+				done = true
+			case <-closeDone:
+				// Cancelled, or a deadline already past: there is no time
+				// left to wait for anything.
+				w.log.Warn("queue: close context done; cancelling running handlers now")
 				done = true
 			case <-w.handlersDone:
 				// Handlers only return once the worker drains. If this case
@@ -107,6 +114,10 @@ func (w *Worker) ackLoop(ctx context.Context) error {
 		}
 		retry = time.After(bo.next())
 	}
+	// However the wait ended, every handler still running is cancelled
+	// before the acker writes its last outcomes: none is left running with
+	// a live context once its job has been given up.
+	w.hardCancel()
 	// Drain: whatever outcomes arrived, then put back the rest.
 drain:
 	for {

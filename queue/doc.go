@@ -92,7 +92,11 @@
 // by closing its connection), lets running handlers finish until shortly
 // before the Close deadline, then cancels their contexts, writes the
 // outcomes, puts every unfinished job back at the head of the ready list and
-// leaves the heartbeat, all by the deadline. Jobs that were fetched but not
+// leaves the heartbeat, all by the deadline. Every running handler's context
+// is cancelled by then in all cases: at once when the Close context is
+// already done (cancelled, or its deadline past), and whenever a context
+// without deadline ends. With no time left nothing more is written: the
+// heartbeat is left to expire and other processes recover the jobs. Jobs that were fetched but not
 // started, and jobs whose handler was cancelled by the drain, do not count
 // as failed attempts. If Redis does not let the worker put its jobs back
 // before the deadline, Close reports it and the process leaves its
