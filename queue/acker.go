@@ -133,6 +133,12 @@ drain:
 			w.log.Error("queue: could not write outcomes before the deadline; those jobs go back to the ready list", "count", len(failed))
 		}
 	}
+	// The scheduler hands its knowledge of delayed jobs over before the
+	// consumer leaves: if it cannot, the heartbeat must be left to expire.
+	select {
+	case <-w.schedGone:
+	case <-opCtx.Done():
+	}
 	err := w.finish(opCtx)
 	close(w.ackerGone)
 	return err

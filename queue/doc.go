@@ -45,8 +45,18 @@
 //     Enqueue in its own process, by its acker's retries, and, for jobs
 //     enqueued by other processes, by a wake marker the enqueue script
 //     pushes to the head of the ready list when the job became the earliest
-//     one: whichever fetcher takes the marker wakes its scheduler. With
-//     nothing delayed a scheduler sends nothing.
+//     one: whichever fetcher takes the marker wakes its scheduler. No
+//     process stays the only one that knows: a scheduler that stops while
+//     it knows of delayed jobs pushes a marker for the others; while the
+//     delayed set is non-empty, a scheduler re-reads the earliest due time
+//     when its fetcher's BLMOVE times out (one command per BlockTimeout,
+//     only then); and the heartbeat that finds a dead consumer makes the
+//     schedulers of its process re-read. A due job is therefore promoted
+//     within about BlockTimeout of its due time while a worker that saw the
+//     delayed set non-empty is alive (a process stopping cleanly hands
+//     over), and at the latest when the others see the process that alone
+//     knew of it dead (HeartbeatTTL + HeartbeatInterval after it crashed).
+//     With nothing delayed a scheduler sends nothing.
 //   - dead letters (sorted set of IDs + hash of records): jobs that failed
 //     their last attempt, returned Permanent(err), could not be decoded, or
 //     were recovered from dead consumers more than MaxDeliveries times.

@@ -276,6 +276,11 @@ func (n *node) tick(ctx context.Context) {
 	}
 	ws := n.attached()
 	for _, w := range ws {
+		if len(dead) > 0 {
+			// A dead process may have been the only one that knew when the
+			// next delayed job is due.
+			w.sched.wake(false)
+		}
 		if w.needsPeriodicReconcile() {
 			w.needReconcile.Store(true)
 		}

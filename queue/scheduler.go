@@ -5,6 +5,8 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
+
+	"github.com/bounded-go/bounded/lifecycle"
 )
 
 // promoteLimit bounds the jobs one promote call moves.
@@ -16,7 +18,13 @@ const promoteLimit = 1000
 //   - an Enqueue with a delay in this process (Queue.notifyDelayed);
 //   - a retry scheduled by this worker's acker;
 //   - a wake marker the fetcher found on the ready list: another process
-//     enqueued a job that became the earliest one.
+//     enqueued a job that became the earliest one, or a scheduler that knew
+//     of delayed jobs stopped and handed its knowledge over;
+//   - its fetcher, when the last read found delayed jobs and is older than
+//     BlockTimeout: the earliest job may have been announced to a process
+//     that died since;
+//   - the heartbeat, when it finds a dead consumer: that process may have
+//     been the only one that knew the earliest due time.
 //
 // With no delayed job at all it sends nothing to Redis.
 type scheduler struct {
@@ -24,6 +32,12 @@ type scheduler struct {
 	wakeCh chan struct{}
 	clear  atomic.Bool  // the wake flag in Redis must be cleared on the next promote
 	next   atomic.Int64 // unix ms the loop sleeps until; MaxInt64 when nothing is due
+	// known: the last read found delayed jobs (or failed, so there may be
+	// some). Only then do BLMOVE timeouts cost a re-read, and a stopping
+	// scheduler hands over.
+	known    atomic.Bool
+	lastRead atomic.Int64  // when the last read was sent, unix nanos (wall clock)
+	reads    atomic.Uint64 // reads completed, for tests
 }
 
 func newScheduler(w *Worker) *scheduler {
@@ -43,6 +57,36 @@ func (s *scheduler) wake(clearFlag bool) {
 	}
 }
 
+// recheck is called by the fetcher each time it is back from Redis (a
+// BLMOVE that timed out, mostly): while the delayed set held jobs at the last
+// read, a read older than BlockTimeout is repeated. The earliest job may have
+// been announced by a wake marker to a process that has died since, and no
+// later enqueue announces another while it stays the earliest; re-reading
+// bounds its delay to about one BlockTimeout as long as any worker that saw
+// the set non-empty is alive. With nothing delayed this costs nothing.
+func (s *scheduler) recheck() {
+	if s.known.Load() && time.Since(time.Unix(0, s.lastRead.Load())) >= s.w.cfg.BlockTimeout {
+		s.wake(false)
+	}
+}
+
+// handOver runs when the scheduler stops: if it knew of delayed jobs (or
+// took a wake marker it did not act on yet), it pushes a wake marker, so
+// that another live worker of the queue learns the next due time at once
+// instead of waiting for a later enqueue. If that fails, the process leaves
+// its heartbeat to expire: the others re-read when they see it dead.
+func (s *scheduler) handOver(ctx context.Context) {
+	if !s.known.Load() && !s.clear.Load() {
+		return
+	}
+	w := s.w
+	closeCtx := lifecycle.CloseContext(ctx)
+	if err := w.q.p.Background().RPush(closeCtx, w.q.k.ready, wakeMarker).Err(); err != nil {
+		w.node.keepHeartbeat()
+		w.log.Warn("queue: handing the delayed jobs over to other workers failed; they take over when this process's heartbeat expires", "err", err)
+	}
+}
+
 // wakeFor wakes the loop if due is earlier than the time it sleeps until.
 func (s *scheduler) wakeFor(due time.Time) {
 	if due.UnixMilli() < s.next.Load() {
@@ -51,6 +95,8 @@ func (s *scheduler) wakeFor(due time.Time) {
 }
 
 func (s *scheduler) loop(ctx context.Context) error {
+	defer close(s.w.schedGone)
+	defer s.handOver(ctx)
 	w := s.w
 	k := w.q.k
 	var bo troubleBackoff
@@ -69,16 +115,18 @@ func (s *scheduler) loop(ctx context.Context) error {
 		// the loop: a job added after the read would otherwise wait for a
 		// next due time read without it.
 		s.next.Store(math.MaxInt64)
+		s.lastRead.Store(time.Now().UnixNano())
 		now := w.q.cfg.Now()
 		res, err := promoteScript.Run(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
 			now.UnixMilli(), promoteLimit, boolArg(clearFlag)).Int64Slice()
 		if err != nil || len(res) != 2 {
-			if ctx.Err() != nil {
-				return nil
-			}
 			if clearFlag {
 				s.clear.Store(true)
 			}
+			if ctx.Err() != nil {
+				return nil // stopped mid-read: what was known still stands
+			}
+			s.known.Store(true) // not known to be empty
 			w.log.Warn("queue: promoting delayed jobs failed; backing off", "err", err)
 			if !bo.wait(ctx) {
 				return nil
@@ -86,6 +134,8 @@ func (s *scheduler) loop(ctx context.Context) error {
 			continue
 		}
 		bo.reset()
+		s.reads.Add(1)
+		s.known.Store(res[1] >= 0)
 		if res[0] == promoteLimit {
 			continue // more are due
 		}

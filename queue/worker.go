@@ -55,7 +55,9 @@ type WorkerConfig struct {
 	// BlockTimeout is how long one BLMOVE waits for a job. The fetcher
 	// blocks in Redis instead of polling; this only bounds each wait, so an
 	// idle queue costs one command per BlockTimeout. A whole number of
-	// seconds (go-redis sends it so). Default 5s.
+	// seconds (go-redis sends it so). While the queue has delayed jobs, each
+	// BLMOVE that times out is followed by one read of the earliest due
+	// time (see the package doc). Default 5s.
 	BlockTimeout time.Duration
 	// JobTimeout bounds one run when the job has no Timeout option of its
 	// own: the handler's context is cancelled after it. Zero means no bound.
@@ -482,6 +484,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			}
 		}
 		w.st.lastFetch.Store(time.Now().UnixNano())
+		w.sched.recheck()
 		for range held - len(elems) {
 			<-w.slots
 		}
