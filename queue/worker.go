@@ -67,7 +67,8 @@ type WorkerConfig struct {
 	RetryBase time.Duration
 	RetryMax  time.Duration
 	// Backoff, if set, replaces the default retry delay. attempt is the
-	// number of the run that failed (1 for the first).
+	// number of the run that failed (1 for the first). A panic in Backoff
+	// is recovered and logged, and the default delay is used.
 	Backoff func(attempt int, err error) time.Duration
 	// MaxDeliveries is how many times a job may be recovered from consumers
 	// that died while holding it before it goes to the dead letters, so a
@@ -91,7 +92,8 @@ type WorkerConfig struct {
 	// of waiting for the heartbeat to expire.
 	ConsumerID string
 	// OnError, if set, is called after each failed run with the job and the
-	// error, from the handler's goroutine, outside any lock.
+	// error, from the handler's goroutine, outside any lock. A panic in
+	// OnError is recovered and logged; the job's outcome is unchanged.
 	OnError func(job *Job, err error)
 	// Logger receives what goes wrong. Nil uses the queue's logger.
 	Logger *slog.Logger
@@ -611,11 +613,7 @@ func (w *Worker) call(ctx context.Context, job *Job) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			w.st.panics.Add(1)
-			stack := debug.Stack()
-			if len(stack) > 8<<10 {
-				stack = stack[:8<<10]
-			}
-			err = &PanicError{Value: v, Stack: stack}
+			err = &PanicError{Value: v, Stack: shortStack()}
 		}
 	}()
 	return w.h(ctx, job)
@@ -628,9 +626,7 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 		return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique}
 	}
 	w.st.failed.Add(1)
-	if w.cfg.OnError != nil {
-		w.cfg.OnError(job, err)
-	}
+	w.onError(job, err)
 	var reason string
 	switch {
 	case IsPermanent(err):
@@ -638,10 +634,7 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 	case job.Attempt >= job.MaxAttempts:
 		reason = fmt.Sprintf("attempt %d of %d failed: %v", job.Attempt, job.MaxAttempts, err)
 	default:
-		delay := retryDelay(job.Attempt, w.cfg.RetryBase, w.cfg.RetryMax)
-		if w.cfg.Backoff != nil {
-			delay = max(w.cfg.Backoff(job.Attempt, err), 0)
-		}
+		delay := w.retryDelay(job, err)
 		next := d.env
 		next.attempt++
 		w.log.Debug("queue: job failed; retrying", "job", job.ID, "attempt", job.Attempt, "in", delay, "err", err)
@@ -649,6 +642,45 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 	}
 	w.log.Warn("queue: job sent to the dead letters", "job", job.ID, "reason", reason)
 	return ackOp{kind: ackDead, elem: d.elem, id: d.env.id, unique: d.env.unique, reason: reason, attempts: job.Attempt, deadID: d.env.id}
+}
+
+// onError calls WorkerConfig.OnError. A panic in it is recovered and
+// logged, as a handler's is: user code must not take the process down.
+func (w *Worker) onError(job *Job, err error) {
+	if w.cfg.OnError == nil {
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("queue: WorkerConfig.OnError panicked; ignored", "job", job.ID, "panic", v, "stack", string(shortStack()))
+		}
+	}()
+	w.cfg.OnError(job, err)
+}
+
+// retryDelay is the delay before the next attempt of a failed job:
+// WorkerConfig.Backoff's if set, else the default. A panic in Backoff is
+// recovered and logged, and the default delay is used.
+func (w *Worker) retryDelay(job *Job, err error) (d time.Duration) {
+	if w.cfg.Backoff == nil {
+		return retryDelay(job.Attempt, w.cfg.RetryBase, w.cfg.RetryMax)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.Error("queue: WorkerConfig.Backoff panicked; using the default retry delay", "job", job.ID, "panic", v, "stack", string(shortStack()))
+			d = retryDelay(job.Attempt, w.cfg.RetryBase, w.cfg.RetryMax)
+		}
+	}()
+	return max(w.cfg.Backoff(job.Attempt, err), 0)
+}
+
+// shortStack is the calling goroutine's stack, truncated to 8 KiB.
+func shortStack() []byte {
+	stack := debug.Stack()
+	if len(stack) > 8<<10 {
+		stack = stack[:8<<10]
+	}
+	return stack
 }
 
 // WorkerStats are a worker's counters since it started, kept in the process
