@@ -269,7 +269,7 @@ func TestClusterFailover(t *testing.T) {
 	before := done()
 	eventually(t, 20*time.Second, "jobs flowing after the failovers", func() bool { return done() > before+300 })
 	close(stop)
-	perQueue := <-produced
+	perQueue := recv(t, produced, 30*time.Second, "the producer to stop")
 	for _, r := range runs {
 		eventually(t, 30*time.Second, "every job of "+r.q.Name(), func() bool { return r.seen.len() == perQueue })
 		eventually(t, 10*time.Second, "acked", func() bool { return r.w.Stats().InFlight == 0 })

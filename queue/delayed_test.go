@@ -24,9 +24,10 @@ func (c *offsetClock) add(d time.Duration) { c.off.Add(int64(d)) }
 // consumerProcess is one worker process of a queue: its own pool, group
 // and clock.
 type consumerProcess struct {
-	g     *lifecycle.Group
-	w     *Worker
-	clock *offsetClock
+	g       *lifecycle.Group
+	w       *Worker
+	clock   *offsetClock
+	lastRun atomic.Int64 // when a handler last started, unix nanos
 }
 
 func startConsumerProcess(t *testing.T, addr, queue, name string, ran chan<- string, cfg WorkerConfig) *consumerProcess {
@@ -35,6 +36,7 @@ func startConsumerProcess(t *testing.T, addr, queue, name string, ran chan<- str
 	c := &consumerProcess{g: group(t), clock: &offsetClock{}}
 	q := mustQueue(t, p, queue, Config{Now: c.clock.now})
 	c.w = startWorker(t, c.g, q, func(ctx context.Context, j *Job) error {
+		c.lastRun.Store(time.Now().UnixNano())
 		select {
 		case ran <- name + ":" + string(j.Payload):
 		default: // reported by the test as a missing or extra run
@@ -51,17 +53,6 @@ func schedulerIdle(t *testing.T, w *Worker) {
 	eventually(t, 10*time.Second, "the scheduler's first read", func() bool {
 		return w.sched.reads.Load() > 0 && !w.sched.known.Load()
 	})
-}
-
-func receive(t *testing.T, ch <-chan string, within time.Duration, what string) string {
-	t.Helper()
-	select {
-	case s := <-ch:
-		return s
-	case <-time.After(within):
-		t.Fatalf("timed out after %s waiting for %s", within, what)
-		return ""
-	}
 }
 
 // Item 1 of issue 13: only the scheduler whose fetcher took the wake marker
@@ -93,7 +84,7 @@ func TestDelayedJobIsHandedOverWhenItsSchedulerStops(t *testing.T) {
 	defer cancel()
 	require.NoError(t, learner.g.Close(closeCtx))
 	other.clock.add(time.Hour + time.Second)
-	got := receive(t, ran, 15*time.Second, "the delayed job to run on the remaining worker")
+	got := recv(t, ran, 15*time.Second, "the delayed job to run on the remaining worker")
 	require.Equal(t, string([]byte{"ab"[boolIndex(other == b)]})+":x", got)
 }
 
@@ -123,7 +114,7 @@ func TestEarlierDelayedJobKnownOnlyToADeadProcessIsPromoted(t *testing.T) {
 	// (written directly: no marker reaches this worker).
 	early := envelope{id: "early", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("early")}
 	require.NoError(t, q.p.Client().ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(time.Now().UnixMilli()), Member: early.encode()}).Err())
-	require.Equal(t, "s:early", receive(t, ran, 15*time.Second, "the earlier job"))
+	require.Equal(t, "s:early", recv(t, ran, 15*time.Second, "the earlier job"))
 }
 
 // When the only process that knew a delayed job's due time dies while every
@@ -143,5 +134,5 @@ func TestDelayedJobOfADeadProcessIsPromotedWhenItIsSeenDead(t *testing.T) {
 	job := envelope{id: "orphan", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("orphan")}
 	require.NoError(t, c.ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(time.Now().UnixMilli()), Member: job.encode()}).Err())
 	require.NoError(t, c.ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "knower"}).Err())
-	require.Equal(t, "s:orphan", receive(t, ran, 15*time.Second, "the orphaned job"))
+	require.Equal(t, "s:orphan", recv(t, ran, 15*time.Second, "the orphaned job"))
 }

@@ -77,3 +77,16 @@ func startWorker(t testing.TB, g *lifecycle.Group, q *Queue, h Handler, cfg Work
 	require.NoError(t, w.Start(g))
 	return w
 }
+
+// recv receives from ch, failing the test when nothing came within the
+// deadline: a test never waits on a channel without one.
+func recv[T any](t testing.TB, ch <-chan T, within time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(within):
+		t.Fatalf("timed out after %s waiting for %s", within, what)
+		panic("unreachable")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -114,8 +116,8 @@ func testJobsRunExactlyOnce(t *testing.T, np newPoolFunc) {
 		mu.Lock()
 		runs[string(j.Payload)]++
 		mu.Unlock()
-		require.Equal(t, 1, j.Attempt)
-		require.Equal(t, "once", j.Queue)
+		assert.Equal(t, 1, j.Attempt)
+		assert.Equal(t, "once", j.Queue)
 		return nil
 	}, WorkerConfig{Concurrency: 5})
 	ctx := context.Background()
@@ -180,7 +182,7 @@ func TestRetriesThenSucceeds(t *testing.T) {
 	})
 	_, err := q.Enqueue(context.Background(), []byte("x"), MaxAttempts(3))
 	require.NoError(t, err)
-	<-done
+	recv(t, done, 10*time.Second, "the third attempt")
 	mu.Lock()
 	require.Equal(t, []int{1, 2, 3}, attempts)
 	mu.Unlock()
@@ -332,7 +334,7 @@ func TestJobTimeoutCancelsHandler(t *testing.T) {
 	}, WorkerConfig{JobTimeout: time.Hour})
 	_, err := q.Enqueue(context.Background(), []byte("x"), Timeout(20*time.Millisecond), MaxAttempts(1))
 	require.NoError(t, err)
-	require.ErrorIs(t, <-got, context.DeadlineExceeded, "the job's own timeout wins over JobTimeout")
+	require.ErrorIs(t, recv(t, got, 10*time.Second, "the handler's cancellation"), context.DeadlineExceeded, "the job's own timeout wins over JobTimeout")
 }
 
 func TestIDMakesEnqueueIdempotent(t *testing.T) {
@@ -355,11 +357,11 @@ func TestIDMakesEnqueueIdempotent(t *testing.T) {
 	g := group(t)
 	done := make(chan string, 1)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { done <- string(j.Payload); return nil }, WorkerConfig{})
-	require.Equal(t, "a", <-done)
+	require.Equal(t, "a", recv(t, done, 10*time.Second, "job a"))
 	eventually(t, 5*time.Second, "ack", func() bool { return w.Stats().InFlight == 0 })
 	_, err = q.Enqueue(ctx, []byte("d"), ID("order-42"))
 	require.NoError(t, err, "the ID is free once the job is done")
-	require.Equal(t, "d", <-done)
+	require.Equal(t, "d", recv(t, done, 10*time.Second, "job d"))
 }
 
 func TestDelayedJobsRunAtTheirTime(t *testing.T) {
@@ -391,12 +393,12 @@ func testDelayedJobsRunAtTheirTime(t *testing.T, np newPoolFunc) {
 	require.NoError(t, err)
 	_, err = q.Enqueue(ctx, []byte("now"), Delay(-time.Second))
 	require.NoError(t, err)
-	r := <-runs
+	r := recv(t, runs, 10*time.Second, "a run")
 	require.Equal(t, "now", r.payload)
-	r = <-runs
+	r = recv(t, runs, 10*time.Second, "a run")
 	require.Equal(t, "100ms", r.payload)
 	require.GreaterOrEqual(t, r.at.Sub(start), 100*time.Millisecond, "never early")
-	r = <-runs
+	r = recv(t, runs, 10*time.Second, "a run")
 	require.Equal(t, "200ms", r.payload)
 	require.GreaterOrEqual(t, r.at.Sub(start), 200*time.Millisecond)
 
@@ -405,35 +407,43 @@ func testDelayedJobsRunAtTheirTime(t *testing.T, np newPoolFunc) {
 	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("batch"), []byte("batch")}, Delay(50*time.Millisecond))
 	require.NoError(t, err)
 	for range 2 {
-		r = <-runs
+		r = recv(t, runs, 10*time.Second, "a run")
 		require.Equal(t, "batch", r.payload)
 		require.GreaterOrEqual(t, r.at.Sub(start), 50*time.Millisecond)
 	}
 }
 
 // A delayed job enqueued by a process that runs no worker of the queue wakes
-// the scheduler of the process that does, through the wake marker.
+// the scheduler of a process that does, through the wake marker: two
+// consumer processes whose schedulers have read an empty delayed set (so
+// neither has a timer that could promote the job), and a producer.
 func TestDelayedJobFromAnotherProcessWakesScheduler(t *testing.T) {
 	srv := redistest.Server(t)
-	consumerPool := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	ran := make(chan string, 2)
+	a := startConsumerProcess(t, srv.Addr(), "cross", "a", ran, WorkerConfig{})
+	b := startConsumerProcess(t, srv.Addr(), "cross", "b", ran, WorkerConfig{})
+	schedulerIdle(t, a.w)
+	schedulerIdle(t, b.w)
 	producerPool := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
-	g := group(t)
-	consumerQ := mustQueue(t, consumerPool, "cross", Config{})
 	producerQ := mustQueue(t, producerPool, "cross", Config{})
-	ran := make(chan time.Time, 1)
-	w := startWorker(t, g, consumerQ, func(ctx context.Context, j *Job) error { ran <- time.Now(); return nil }, WorkerConfig{})
-	eventually(t, 5*time.Second, "scheduler idle", func() bool { return w.sched.next.Load() > 0 })
 
 	due := time.Now().Add(150 * time.Millisecond)
 	_, err := producerQ.Enqueue(context.Background(), []byte("x"), At(due))
 	require.NoError(t, err)
-	at := <-ran
-	require.False(t, at.Before(due.Truncate(time.Millisecond)))
+	got := recv(t, ran, 10*time.Second, "the delayed job")
+	at := time.Unix(0, max(a.lastRun.Load(), b.lastRun.Load()))
+	require.Contains(t, []string{"a:x", "b:x"}, got)
+	require.False(t, at.Before(due.Truncate(time.Millisecond)), "never early")
 	t.Logf("started %s after its due time", at.Sub(due))
-	eventually(t, 5*time.Second, "marker acked", func() bool { return w.Stats().InFlight == 0 })
-	n, err := consumerPool.Client().LLen(context.Background(), consumerQ.k.ready).Result()
+	eventually(t, 5*time.Second, "marker acked", func() bool { return a.w.Stats().InFlight == 0 && b.w.Stats().InFlight == 0 })
+	n, err := producerPool.Client().LLen(context.Background(), producerQ.k.ready).Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "the wake marker was consumed, not left behind")
+	select {
+	case extra := <-ran:
+		t.Fatalf("the job ran twice (%s)", extra)
+	default:
+	}
 }
 
 // --- budgets -----------------------------------------------------------------
@@ -471,28 +481,75 @@ func TestStartTwiceAndOnClosedGroup(t *testing.T) {
 	require.Zero(t, p.Stats().Blocking.Reserved-1, "the failed start released its reservation")
 }
 
+// Every goroutine a worker runs is a task of its group: N handlers, a
+// fetcher, an acker and a scheduler, plus the process's one heartbeat. The
+// count does not grow with the jobs run, and Close ends every one of them.
+// A real server, so that no in-process server's goroutines are counted.
 func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
+	srv := redistest.Server(t)
 	for _, n := range []int{1, 8, 64} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			p := miniPool(t, pool.Config{})
+			p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+			ctx := context.Background()
+			q := mustQueue(t, p, fmt.Sprint("g", n), Config{})
 			g := lifecycle.New()
-			q := mustQueue(t, p, "g", Config{})
-			w, err := NewWorker(q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: n})
+			jobs := make(chan struct{}, 4*n)
+			w, err := NewWorker(q, func(context.Context, *Job) error { jobs <- struct{}{}; return nil }, WorkerConfig{Concurrency: n})
 			require.NoError(t, err)
+			require.Zero(t, queueGoroutines(), "no goroutine of the package runs before Start")
 			require.NoError(t, w.Start(g))
 			tasks := g.Tasks()
-			// N handlers + fetcher + acker + scheduler, and the process's
-			// one heartbeat.
-			require.Len(t, tasks, n+4)
 			names := map[string]int{}
 			for _, task := range tasks {
-				names[strings.SplitN(task.Name, " ", 4)[len(strings.SplitN(task.Name, " ", 4))-1]]++
+				name := task.Name
+				if i := strings.LastIndex(name, ": "); i >= 0 {
+					name = name[i+2:]
+				}
+				names[strings.TrimRight(name, "0123456789 ")]++
 			}
-			require.NoError(t, g.Close(context.Background()))
+			require.Equal(t, map[string]int{"handler": n, "fetcher": 1, "acker": 1, "scheduler": 1, "queue heartbeat (bq)": 1}, names)
+			goroutines := func(want int) func() bool {
+				return func() bool { return queueGoroutines() == want }
+			}
+			eventually(t, 5*time.Second, fmt.Sprintf("as many goroutines in the package as the %d tasks", len(tasks)), goroutines(len(tasks)))
+
+			for range 4 * n {
+				_, err := q.Enqueue(ctx, []byte("x"))
+				require.NoError(t, err)
+			}
+			for i := range 4 * n {
+				recv(t, jobs, 10*time.Second, fmt.Sprint("job ", i))
+			}
+			eventually(t, 5*time.Second, "jobs acked", func() bool { return w.Stats().InFlight == 0 })
+			eventually(t, 5*time.Second, "no goroutine added by running jobs", goroutines(len(tasks)))
+
+			require.NoError(t, g.Close(ctx))
 			require.Empty(t, g.Tasks())
 			require.Zero(t, p.Stats().Blocking.Reserved, "the reservation went back")
+			eventually(t, 5*time.Second, "every goroutine of the worker gone", goroutines(0))
 		})
 	}
+}
+
+// queueGoroutines counts the goroutines running this package's code, other
+// than tests.
+func queueGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "bounded-go/bounded/queue.(*") && !strings.Contains(g, "testing.tRunner") && !strings.Contains(g, "queue.(*cutProxy)") {
+			count++
+		}
+	}
+	return count
 }
 
 // --- shutdown and recovery (real Redis) --------------------------------------
@@ -513,7 +570,7 @@ func TestShutdownMidJobPutsItBack(t *testing.T) {
 	}, WorkerConfig{Concurrency: 2})
 	_, err := q.Enqueue(ctx, []byte("long"))
 	require.NoError(t, err)
-	<-started
+	recv(t, started, 10*time.Second, "the handler")
 
 	closeCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
@@ -549,7 +606,7 @@ func TestShutdownWithStubbornHandlerStillReturnsByDeadline(t *testing.T) {
 	}, WorkerConfig{Concurrency: 1})
 	_, err := q.Enqueue(ctx, []byte("x"))
 	require.NoError(t, err)
-	<-started
+	recv(t, started, 10*time.Second, "the handler")
 
 	closeCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -633,7 +690,7 @@ func TestReconcilePutsBackStrays(t *testing.T) {
 	g := group(t)
 	ran := make(chan string, 1)
 	startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil }, WorkerConfig{ConsumerID: "pod-0"})
-	require.Equal(t, "stray", <-ran)
+	require.Equal(t, "stray", recv(t, ran, 10*time.Second, "the stray job"))
 }
 
 func TestRedisRestartMidRun(t *testing.T) {
