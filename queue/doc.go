@@ -7,7 +7,8 @@
 // all on one shared pool of 20 connections. Here a queue costs one reserved
 // connection per process, blocks in Redis instead of polling, and an idle
 // process with 3 queues x 5 workers sends under one command per second
-// (measured by TestIdleTrafficBudget on a real server).
+// (measured by TestIdleTrafficBudget on a real server; a queue that holds
+// delayed jobs adds one read per BlockTimeout while it does).
 //
 // # Producing
 //
