@@ -169,7 +169,7 @@ func (c *WorkerConfig) fill(q *Queue) error {
 // scheduler that promotes delayed jobs at their exact due time. All of them
 // are lifecycle tasks of the group given to Start; closing the group drains
 // the worker (see Start). A Worker is safe for concurrent use; it is started
-// once.
+// once (a Start that failed may be called again).
 type Worker struct {
 	q   *Queue
 	h   Handler
