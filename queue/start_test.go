@@ -168,6 +168,12 @@ func TestStartAgainstADownRedisCanBeRetried(t *testing.T) {
 	require.Zero(t, p.Stats().Blocking.Reserved)
 
 	srv.Start()
-	require.NoError(t, w.Start(g))
-	require.Len(t, g.Tasks(), w.cfg.Concurrency+4)
+	// Nothing of the failed start is left in the process either: a worker
+	// with another heartbeat configuration can start on the same pool and
+	// group (workers there share one heartbeat).
+	other, err := NewWorker(mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil },
+		WorkerConfig{HeartbeatInterval: 5 * time.Second})
+	require.NoError(t, err)
+	require.NoError(t, other.Start(g))
+	require.NoError(t, w.Start(group(t)), "the failed worker starts on retry")
 }
