@@ -272,9 +272,9 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 // its job twice.
 //
 // Start retries Redis errors (a connection cut during a deploy) for up to
-// startTimeout. When it fails it has started nothing and holds nothing
-// (no task, no reservation, no heartbeat of its own), and Start may be
-// called again. It fails with the pool's error when the blocking lane
+// 10 seconds. When it fails it has started no task and holds no
+// reservation (a heartbeat entry it may have written just expires), and
+// Start may be called again. It fails with the pool's error when the blocking lane
 // cannot hold the fetcher (pool.ErrOverBudget), and with ErrStarted once
 // the worker was started. A group that begins closing during Start stops
 // the tasks already started; that worker cannot be started again.
