@@ -26,7 +26,7 @@ func TestCloseCancelsHandlersInEveryCase(t *testing.T) {
 		putBack bool // the drain has time to put the jobs back in ready
 	}{
 		{"deadline ahead", 1, func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), time.Second)
+			return context.WithTimeout(context.Background(), 2*time.Second)
 		}, true},
 		{"deadline past", 8, func() (context.Context, context.CancelFunc) {
 			return context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
