@@ -484,12 +484,10 @@ func TestStartTwiceAndOnClosedGroup(t *testing.T) {
 // Every goroutine a worker runs is a task of its group: N handlers, a
 // fetcher, an acker and a scheduler, plus the process's one heartbeat. The
 // count does not grow with the jobs run, and Close ends every one of them.
-// A real server, so that no in-process server's goroutines are counted.
 func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
-	srv := redistest.Server(t)
 	for _, n := range []int{1, 8, 64} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+			p := miniPool(t, pool.Config{})
 			ctx := context.Background()
 			q := mustQueue(t, p, fmt.Sprint("g", n), Config{})
 			g := lifecycle.New()
