@@ -46,13 +46,13 @@
 //     Enqueue in its own process, by its acker's retries, and, for jobs
 //     enqueued by other processes, by a wake marker the enqueue script
 //     pushes to the head of the ready list when the job became the earliest
-//     one: whichever fetcher takes the marker wakes its scheduler. No
-//     process stays the only one that knows: a scheduler that stops while
-//     it knows of delayed jobs pushes a marker for the others; while the
-//     delayed set is non-empty, a scheduler re-reads the earliest due time
-//     when its fetcher's BLMOVE times out (one command per BlockTimeout,
-//     only then); and the heartbeat that finds a dead consumer makes the
-//     schedulers of its process re-read. A due job is therefore promoted
+//     one: whichever fetcher takes the marker wakes its scheduler. So that
+//     a process that stops is not the only one that knew: a scheduler that
+//     stops while it knows of delayed jobs pushes a marker for the others;
+//     while the delayed set is non-empty, a scheduler re-reads the earliest
+//     due time when its fetcher's BLMOVE times out (one script call per
+//     BlockTimeout, only then); and the heartbeat that finds a dead
+//     consumer makes the schedulers of its process re-read. A due job is therefore promoted
 //     within about BlockTimeout of its due time while a worker that saw the
 //     delayed set non-empty is alive (a process stopping cleanly hands
 //     over), and at the latest when the others see the process that alone
@@ -103,13 +103,13 @@
 // by closing its connection), lets running handlers finish until shortly
 // before the Close deadline, then cancels their contexts, writes the
 // outcomes, puts every unfinished job back at the head of the ready list and
-// leaves the heartbeat, all by the deadline. Every running handler's context
-// is cancelled by then in all cases: at once when the Close context is
-// already done (cancelled, or its deadline past), and whenever a context
+// leaves the heartbeat, all by the deadline. Every running handler's
+// context is cancelled by then in all cases: at once when the Close context
+// is already done (cancelled, or its deadline past), and whenever a context
 // without deadline ends. With no time left nothing more is written: the
-// heartbeat is left to expire and other processes recover the jobs. Jobs that were fetched but not
-// started, and jobs whose handler was cancelled by the drain, do not count
-// as failed attempts. If Redis does not let the worker put its jobs back
+// heartbeat is left to expire and other processes recover the jobs. Jobs
+// that were fetched but not started, and jobs whose handler was cancelled
+// by the drain, do not count as failed attempts. If Redis does not let the worker put its jobs back
 // before the deadline, Close reports it and the process leaves its
 // heartbeat to expire instead of removing it, so other processes recover
 // those jobs as they would a crashed one's.
