@@ -439,8 +439,21 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	// A BLMOVE blocked in Redis does not notice ctx; closing the reserved
 	// connection ends it. An element Redis moved at that moment stays in the
 	// processing list, and the drain puts it back.
-	stop := context.AfterFunc(ctx, func() { _ = w.res.Release() })
-	defer stop()
+	released := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { _ = w.res.Release(); close(released) })
+	defer func() {
+		// Return only once the reservation is back in the pool, so that
+		// nothing of the fetcher outlives Close.
+		if stop() {
+			_ = w.res.Release()
+		} else {
+			<-released
+		}
+	}()
+	// The acker cancels running handlers on its drain schedule; should it
+	// be held up (a slow flush), the end of the Close context still
+	// cancels them.
+	defer func() { context.AfterFunc(lifecycle.CloseContext(ctx), w.hardCancel) }()
 	defer w.stopOnce.Do(func() { close(w.stopping) })
 	defer w.st.fetchState.Store(fetcherStopped)
 
