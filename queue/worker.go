@@ -274,10 +274,11 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 // Start retries Redis errors (a connection cut during a deploy) for up to
 // 10 seconds. When it fails it has started no task and holds no
 // reservation (a heartbeat entry it may have written just expires), and
-// Start may be called again. It fails with the pool's error when the blocking lane
-// cannot hold the fetcher (pool.ErrOverBudget), and with ErrStarted once
-// the worker was started. A group that begins closing during Start stops
-// the tasks already started; that worker cannot be started again.
+// Start may be called again. It fails with the pool's error when the
+// blocking lane cannot hold the fetcher (pool.ErrOverBudget), and with
+// ErrStarted once the worker was started. A group that begins closing
+// during Start stops the tasks already started; that worker cannot be
+// started again.
 func (w *Worker) Start(g *lifecycle.Group) error {
 	if g == nil {
 		return w.q.errorf("Start: nil lifecycle group")
