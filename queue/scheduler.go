@@ -59,13 +59,18 @@ func (s *scheduler) wake(clearFlag bool) {
 
 // recheck is called by the fetcher each time it is back from Redis (a
 // BLMOVE that timed out, mostly): while the delayed set held jobs at the last
-// read, a read older than BlockTimeout is repeated. The earliest job may have
+// read, the read is repeated unless it is recent. The earliest job may have
 // been announced by a wake marker to a process that has died since, and no
 // later enqueue announces another while it stays the earliest; re-reading
 // bounds its delay to about one BlockTimeout as long as any worker that saw
 // the set non-empty is alive. With nothing delayed this costs nothing.
+//
+// "Recent" is half a BlockTimeout: the read a timeout triggers runs just
+// after the next BLMOVE was sent, so it is a little less than BlockTimeout
+// old at the next timeout, which must still re-read. A busy fetcher, back
+// from Redis all the time, so reads at most twice per BlockTimeout.
 func (s *scheduler) recheck() {
-	if s.known.Load() && time.Since(time.Unix(0, s.lastRead.Load())) >= s.w.cfg.BlockTimeout {
+	if s.known.Load() && time.Since(time.Unix(0, s.lastRead.Load())) >= s.w.cfg.BlockTimeout/2 {
 		s.wake(false)
 	}
 }
