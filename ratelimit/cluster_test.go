@@ -22,6 +22,8 @@ var clusterSuite = []struct {
 	{"LongRunExact", testLongRunExact},
 	{"ScriptMatchesModel", testScriptMatchesModel},
 	{"ScriptMatchesModelAtExtremes", testScriptMatchesModelAtExtremes},
+	{"ScriptMatchesRationalModel", testScriptMatchesRationalModel},
+	{"NewLimitReadsTheSameInstant", testNewLimitReadsTheSameInstant},
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},

@@ -46,9 +46,16 @@
 // with no common factor with the period), T is rounded up to whole µs
 // instead and New logs it; a burst spanning more than 142 years is refused.
 //
-// The state is an instant in µs, the same under any Rate, Period or Burst,
-// so deploying a new limit under the same name takes effect at once with no
-// reset and no migration.
+// The state is an instant: whole µs and an exact fraction of a µs stored
+// with its denominator, so it reads the same under any Rate, Period or
+// Burst. A new limit deployed under the same name takes effect at once, with
+// no reset and no migration, and while old and new processes share the keys
+// each call is decided exactly as GCRA decides it on that instant with the
+// caller's limit (checked against a math/big.Rat model). The denominator is
+// the least common multiple of the units of the limits that wrote the
+// state; should it pass 2^52 (two prime rates near a billion per hour), the
+// fraction is rounded up by under a µs, which can deny a call at that
+// boundary, never admit one.
 //
 // # Keys
 //

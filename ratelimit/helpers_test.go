@@ -166,3 +166,17 @@ func mini(t *testing.T) (*miniredis.Miniredis, *pool.Pool) {
 }
 
 func us(n int64) time.Duration { return time.Duration(n) * time.Microsecond }
+
+// keepState makes l's state stay in Redis until the test's server goes,
+// instead of for its PX on Redis's clock. A test with fixed instants
+// (Config.Now) on a real server otherwise depends on being faster than the
+// limit: once a key's ResetAfter has passed in real time its state is gone,
+// and the next call sees a full bucket (see Config.Now). The script is the
+// production one without the SET's PX; PX itself is checked by
+// TestStateTTLMiniredis and TestStateExpires.
+func keepState(t testing.TB, l *Limiter) {
+	t.Helper()
+	const px = ", 'PX', px)"
+	require.Equal(t, 2, strings.Count(gcraScript, px), "keepState no longer matches the script's SETs")
+	l.script = redis.NewScript(strings.ReplaceAll(gcraScript, px, ")"))
+}
