@@ -97,7 +97,9 @@
 // BenchmarkRedisDown). A call
 // that fails on the wire (refused, reset, timed out, lane exhausted, a
 // script error) gets the policy's answer too, with its error; only the
-// caller's own context ending returns an error. The policies:
+// caller's own context ending, or its deadline passing, before Redis
+// answers returns an error (matching ctx.Err(): context.DeadlineExceeded
+// for a deadline), every time. The policies:
 //
 //   - [FailLocal], the default: the same GCRA in process memory per key, for
 //     at most Config.LocalKeys keys (the fullest bucket is forgotten first).

@@ -153,8 +153,10 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Result, error) {
 // While the pool reports Redis down, Config.OnRedisError answers at once
 // (Result.Source is SourceFallback), and so it does when the call to Redis
 // fails: AllowN returns an error only for bad arguments (ErrInvalidArgument:
-// an empty key, n < 1, n above the burst), when ctx ends before Redis
-// answers, and when the pool has been closed.
+// an empty key, n < 1, n above the burst), when the pool has been closed,
+// and when ctx ends or its deadline passes before Redis answers: that error
+// matches ctx's (context.DeadlineExceeded for a deadline) however the call
+// failed, and nothing is counted as a Redis error.
 func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	if err := l.check(key, n); err != nil {
 		return Result{}, err
@@ -173,9 +175,12 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	}
 	v, err := l.run(ctx, l.p.Client(), key, int64(n), now)
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-			// The caller gave up, or the service closed the pool before
-			// its last caller: an error, not a policy's answer.
+		if cerr := callerEnded(ctx, err); cerr != nil {
+			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)
+		}
+		if errors.Is(err, redis.ErrClosed) {
+			// The service closed the pool before its last caller: an
+			// error, not a policy's answer that would hide it.
 			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, err)
 		}
 		if !errors.Is(err, pool.ErrUnavailable) { // marked down since Healthy: nothing was sent
@@ -189,6 +194,27 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 		l.storeDenied(key, now, -v)
 	}
 	return l.count(r), nil
+}
+
+// callerEnded returns the error for a call to Redis that failed with err
+// once ctx had ended, nil if ctx is still live. Its deadline counts as
+// ended as soon as it has passed: the socket's deadline is ctx's, and the
+// I/O timeout can come back a moment before ctx reports its error, which
+// must not make the answer a policy's one time in a few. The error matches
+// ctx's (context.DeadlineExceeded) whatever err was.
+func callerEnded(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if cerr == nil {
+		dl, ok := ctx.Deadline()
+		if !ok || time.Now().Before(dl) {
+			return nil
+		}
+		cerr = context.DeadlineExceeded
+	}
+	if errors.Is(err, cerr) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", cerr, err)
 }
 
 func (l *Limiter) check(key string, n int) error {

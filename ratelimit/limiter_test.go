@@ -155,3 +155,24 @@ func TestPoolClosed(t *testing.T) {
 	require.ErrorIs(t, err, redis.ErrClosed)
 	require.Zero(t, l.Stats().Fallback)
 }
+
+// TestDeadlineMidCall: a caller whose deadline passes while Redis has not
+// answered gets an error matching context.DeadlineExceeded, every time; not,
+// now and then, a policy's answer counted as a Redis error (the socket's
+// deadline is the context's, and its I/O timeout can come back a moment
+// before the context reports its own error).
+func TestDeadlineMidCall(t *testing.T) {
+	p := newPool(t, pool.Config{Addrs: []string{blackHole(t)}})
+	l := newLimiter(t, p, "deadline", Config{Rate: 10, OnRedisError: FailOpen})
+	for i := range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+		r, err := l.Allow(ctx, "k")
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "call %d: %+v", i, r)
+		require.Equal(t, Result{}, r)
+	}
+	s := l.Stats()
+	require.Zero(t, s.Fallback)
+	require.Zero(t, s.RedisErrors)
+	require.True(t, p.Healthy(), "the caller's deadline says nothing about Redis")
+}
