@@ -94,12 +94,15 @@
 // The pool's health is the signal: while it reports Redis down, a call does
 // not go near the network; Config.OnRedisError answers at once, in 160-250
 // ns with no allocation ([SourceFallback], Result.Err saying why;
-// BenchmarkRedisDown). A call
-// that fails on the wire (refused, reset, timed out, lane exhausted, a
-// script error) gets the policy's answer too, with its error; only the
-// caller's own context ending, or its deadline passing, before Redis
-// answers returns an error (matching ctx.Err(): context.DeadlineExceeded
-// for a deadline), every time. The policies:
+// BenchmarkRedisDown). A call that fails on the wire (refused, reset, timed
+// out, lane exhausted, a script error), or gets no answer within
+// Config.Timeout (100ms by default), gets the policy's answer too, with its
+// error. Running out Config.Timeout counts toward marking Redis down in the
+// pool, as a connection failure does, so a Redis too slow to use soon makes
+// calls fail fast instead of each waiting the Timeout. Only the caller's own
+// context ending, or its deadline passing, before Redis answers returns an
+// error (matching ctx.Err(): context.DeadlineExceeded for a deadline), every
+// time, and says nothing about Redis. The policies:
 //
 //   - [FailLocal], the default: the same GCRA in process memory per key, for
 //     at most Config.LocalKeys keys (the fullest bucket is forgotten first).

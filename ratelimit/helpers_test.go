@@ -122,8 +122,15 @@ func newPool(t testing.TB, cfg pool.Config) *pool.Pool {
 	return p
 }
 
+// newLimiter builds a limiter for a test. A zero Config.Timeout becomes 10s
+// rather than DefaultTimeout: a test that asserts what Redis answered must
+// not get the policy's answer because the machine was busy for 100ms (tests
+// of the Timeout set it).
 func newLimiter(t testing.TB, p *pool.Pool, name string, cfg Config) *Limiter {
 	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
 	l, err := New(p, name, cfg)
 	require.NoError(t, err)
 	return l

@@ -173,7 +173,12 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	if err := l.p.Admit(); err != nil {
 		return l.fallback(key, int64(n), now, err), nil
 	}
-	v, err := l.run(ctx, l.p.Client(), key, int64(n), now)
+	// Config.Timeout through the pool, so that running it out counts
+	// toward marking Redis down there, where the caller's deadline does not.
+	rctx, cancel := pool.WithTimeout(ctx, l.cfg.Timeout)
+	v, err := l.run(rctx, l.p.Client(), key, int64(n), now)
+	timedOut := err != nil && ended(rctx)
+	cancel()
 	if err != nil {
 		if cerr := callerEnded(ctx, err); cerr != nil {
 			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)
@@ -182,6 +187,9 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 			// The service closed the pool before its last caller: an
 			// error, not a policy's answer that would hide it.
 			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, err)
+		}
+		if timedOut {
+			err = fmt.Errorf("ratelimit: %s: no answer within Config.Timeout %s: %w", l.name, l.cfg.Timeout, err)
 		}
 		if !errors.Is(err, pool.ErrUnavailable) { // marked down since Healthy: nothing was sent
 			l.redisError(err)
@@ -203,18 +211,26 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 // must not make the answer a policy's one time in a few. The error matches
 // ctx's (context.DeadlineExceeded) whatever err was.
 func callerEnded(ctx context.Context, err error) error {
+	if !ended(ctx) {
+		return nil
+	}
 	cerr := ctx.Err()
 	if cerr == nil {
-		dl, ok := ctx.Deadline()
-		if !ok || time.Now().Before(dl) {
-			return nil
-		}
 		cerr = context.DeadlineExceeded
 	}
 	if errors.Is(err, cerr) {
 		return err
 	}
 	return fmt.Errorf("%w (%w)", cerr, err)
+}
+
+// ended reports whether ctx has ended or its deadline has passed.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 func (l *Limiter) check(key string, n int) error {
