@@ -106,10 +106,19 @@ type Config struct {
 
 	// Now, if set, is the clock of every decision: its instant is passed to
 	// the script instead of Redis's TIME, and the local caches use it. It is
-	// for tests with fixed instants (on miniredis and on a real server alike)
-	// and for callers who trust their clocks more than Redis's. Nil means
-	// Redis TIME in the script, one clock for every process, and the
-	// monotonic clock for local caches.
+	// for tests with fixed instants and for callers who trust their clocks
+	// more than Redis's. Nil means Redis TIME in the script, one clock for
+	// every process, and the monotonic clock for local caches.
+	//
+	// The state's expiry still runs on Redis's clock: an admission writes
+	// the key with PX set to its ResetAfter. With a clock that keeps pace
+	// with real time that changes nothing. With a clock a test holds still
+	// or moves by hand, decisions are exact as long as each key is used
+	// again within the ResetAfter of its last admission in real time;
+	// after that Redis has dropped the state and the next call finds a full
+	// bucket. miniredis's TTLs run down only when the test moves them
+	// (FastForward), so there fixed instants are always exact; on a real
+	// server, use limits whose ResetAfter outlasts the test's pace.
 	Now func() time.Time
 	// Logger receives Redis errors that made the policy answer (at most one
 	// record per second). Nil discards.

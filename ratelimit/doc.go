@@ -69,10 +69,13 @@
 // By default the script reads Redis's TIME: every process agrees on one
 // clock, whatever their own clocks say (Redis 5 and later replicate a
 // script's effects, so TIME is allowed before a write). Config.Now, when
-// set, is passed to the script instead, and the local caches use it too: it
-// makes tests with fixed instants exact on miniredis and on a real server
-// alike. Local caches otherwise use the monotonic clock; they only ever
-// count durations Redis gave them.
+// set, is passed to the script instead, and the local caches use it too,
+// for tests with fixed instants. The state's expiry (PX, the ResetAfter of
+// the admission that wrote it) still runs on Redis's clock, so on a real
+// server a clock held still is exact only while each key is used again
+// within that much real time; miniredis's TTLs run down only when the test
+// says (see Config.Now). Local caches otherwise use the monotonic clock;
+// they only ever count durations Redis gave them.
 //
 // # The denied cache
 //
