@@ -13,7 +13,7 @@ const (
 	DefaultPeriod     = time.Second
 	DefaultDeniedKeys = 10_000
 	DefaultLocalKeys  = 10_000
-	DefaultTimeout    = 100 * time.Millisecond
+	DefaultTimeout    = 250 * time.Millisecond
 	// MinTimeout is the least Config.Timeout New accepts: a bound that a
 	// healthy Redis misses now and then would mark it down for every
 	// component of the pool.
@@ -88,8 +88,8 @@ type Config struct {
 	// (pool.WithTimeout): a Redis too slow for it soon makes calls fail fast
 	// instead of each waiting Timeout. The caller's context deadline, when
 	// it comes first, ends the call with an error instead, and says nothing
-	// about Redis. Zero means DefaultTimeout, 100ms; it must be at least
-	// MinTimeout.
+	// about Redis. Zero means DefaultTimeout, 250ms (the request lane's
+	// default MaxWait); it must be at least MinTimeout.
 	Timeout time.Duration
 	// LocalKeys bounds the keys FailLocal tracks while Redis is away; past
 	// it, the key whose bucket is fullest is forgotten first. Zero means

@@ -99,7 +99,7 @@
 // ns with no allocation ([SourceFallback], Result.Err saying why;
 // BenchmarkRedisDown). A call that fails on the wire (refused, reset, timed
 // out, lane exhausted, a script error), or gets no answer within
-// Config.Timeout (100ms by default), gets the policy's answer too, with its
+// Config.Timeout (250ms by default), gets the policy's answer too, with its
 // error. Running out Config.Timeout counts toward marking Redis down in the
 // pool, as a connection failure does, so a Redis too slow to use soon makes
 // calls fail fast instead of each waiting the Timeout. Only the caller's own

@@ -124,7 +124,7 @@ func newPool(t testing.TB, cfg pool.Config) *pool.Pool {
 
 // newLimiter builds a limiter for a test. A zero Config.Timeout becomes 10s
 // rather than DefaultTimeout: a test that asserts what Redis answered must
-// not get the policy's answer because the machine was busy for 100ms (tests
+// not get the policy's answer because the machine was busy for 250ms (tests
 // of the Timeout set it).
 func newLimiter(t testing.TB, p *pool.Pool, name string, cfg Config) *Limiter {
 	t.Helper()

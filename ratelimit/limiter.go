@@ -175,10 +175,16 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	}
 	// Config.Timeout through the pool, so that running it out counts
 	// toward marking Redis down there, where the caller's deadline does not.
-	rctx, cancel := pool.WithTimeout(ctx, l.cfg.Timeout)
+	// A caller's deadline that comes first bounds the call alone.
+	rctx, cancel := ctx, context.CancelFunc(nil)
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.cfg.Timeout {
+		rctx, cancel = pool.WithTimeout(ctx, l.cfg.Timeout)
+	}
 	v, err := l.run(rctx, l.p.Client(), key, int64(n), now)
-	timedOut := err != nil && ended(rctx)
-	cancel()
+	timedOut := err != nil && cancel != nil && ended(rctx)
+	if cancel != nil {
+		cancel()
+	}
 	if err != nil {
 		if cerr := callerEnded(ctx, err); cerr != nil {
 			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)

@@ -59,7 +59,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, time.Second, l.cfg.Period)
 	require.Equal(t, 5, l.cfg.Burst)
 	require.Equal(t, FailLocal, l.cfg.OnRedisError)
-	require.Equal(t, 100*time.Millisecond, l.cfg.Timeout)
+	require.Equal(t, 250*time.Millisecond, l.cfg.Timeout)
 	require.Equal(t, 200*time.Millisecond, l.Interval())
 	require.Equal(t, "defaults", l.Name())
 	require.NotNil(t, l.denied)
