@@ -51,11 +51,10 @@
 // Burst. A new limit deployed under the same name takes effect at once, with
 // no reset and no migration, and while old and new processes share the keys
 // each call is decided exactly as GCRA decides it on that instant with the
-// caller's limit (checked against a math/big.Rat model). The denominator is
-// the least common multiple of the units of the limits that wrote the
-// state; should it pass 2^52 (two prime rates near a billion per hour), the
-// fraction is rounded up by under a µs, which can deny a call at that
-// boundary, never admit one.
+// caller's limit. The denominator is the least common multiple of the units
+// of the limits that wrote the state; should it pass 2^52 (two prime rates
+// near a billion per hour), the fraction is rounded up by under a µs, which
+// can deny a call at that boundary, never admit one.
 //
 // # Keys
 //
