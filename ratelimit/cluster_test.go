@@ -24,6 +24,7 @@ var clusterSuite = []struct {
 	{"ScriptMatchesModelAtExtremes", testScriptMatchesModelAtExtremes},
 	{"ScriptMatchesRationalModel", testScriptMatchesRationalModel},
 	{"NewLimitReadsTheSameInstant", testNewLimitReadsTheSameInstant},
+	{"UnitsWithoutCommonMultiple", testUnitsWithoutCommonMultiple},
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},

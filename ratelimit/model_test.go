@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,8 +235,10 @@ func TestStateWithoutDenominator(t *testing.T) {
 // to the reader's units, so the state can only say "later" than the exact
 // TAT, by less than a µs: the limiters never admit what the exact model
 // denies, and deny what it admits only within 1 µs of its boundary.
-func TestUnitsWithoutCommonMultiple(t *testing.T) {
-	_, p := mini(t)
+func TestUnitsWithoutCommonMultiple(t *testing.T) { onBoth(t, testUnitsWithoutCommonMultiple) }
+
+func testUnitsWithoutCommonMultiple(t *testing.T, b backend) {
+	p := b.newPool(t)
 	clk := newClock()
 	cfgs := []Config{
 		{Rate: 1_000_000_007, Period: time.Hour, Burst: 1000},
@@ -246,6 +250,7 @@ func TestUnitsWithoutCommonMultiple(t *testing.T) {
 		cfg.Now = clk.Now
 		cfg.NoDeniedCache = true
 		l := newLimiter(t, p, "coprime", cfg)
+		keepState(t, l)
 		require.True(t, l.g.exact)
 		ls = append(ls, l)
 		lims = append(lims, ratLimitOf(cfg))
@@ -260,6 +265,17 @@ func TestUnitsWithoutCommonMultiple(t *testing.T) {
 		clk.Set(time.UnixMicro(now))
 		got, err := ls[i].AllowN(context.Background(), "k", n)
 		require.NoError(t, err)
+		if got.Allowed {
+			// The writer's fraction is in its own units (reduced): the
+			// common multiple was not kept.
+			state, err := p.Client().Get(context.Background(), ls[i].Key("k")).Result()
+			require.NoError(t, err)
+			if f := strings.Fields(state); len(f) == 3 {
+				den, err := strconv.ParseInt(f[2], 10, 64)
+				require.NoError(t, err)
+				require.Zero(t, ls[i].g.scale%den, "call %d: state %q written with scale %d", j, state, ls[i].g.scale)
+			}
+		}
 		before := m.tats["k"]
 		want := m.allow(lims[i], "k", now, n)
 		if got.Allowed {
