@@ -178,7 +178,11 @@ func classify(ctx context.Context, err error) outcome {
 		// The caller's deadline or cancellation ended the call; it may have
 		// been too short for a healthy Redis. (With socket deadlines taken
 		// from ctx, the read can fail with an I/O timeout a moment before
-		// ctx itself reports its error: hence deadlinePassed.)
+		// ctx itself reports its error: hence deadlinePassed.) A
+		// component's own bound (WithTimeout) is another matter.
+		if ownTimeout(ctx) {
+			return outcomeDown
+		}
 		return outcomeNeutral
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||

@@ -54,7 +54,13 @@ func benchPool(b *testing.B, srv *redistest.Redis) *pool.Pool {
 	return p
 }
 
+// benchLimiter builds a limiter for a benchmark, with a 10s Timeout unless
+// cfg sets one: a loaded machine must not turn Redis's answers into the
+// policy's (see newLimiter).
 func benchLimiter(b *testing.B, p *pool.Pool, name string, cfg Config) *Limiter {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
 	l, err := New(p, name, cfg)
 	if err != nil {
 		b.Fatal(err)

@@ -128,6 +128,8 @@ func testHotDeniedKeyCostsNoCommand(t *testing.T, b backend) {
 	l := newLimiter(t, p, "hot", cfg)
 	cfg.NoDeniedCache = true
 	ref := newLimiter(t, p, "hot", cfg) // same name, same state, always asks Redis
+	keepState(t, l)
+	keepState(t, ref)
 	ctx := context.Background()
 	r, err := l.AllowN(ctx, "k", 3)
 	require.NoError(t, err)

@@ -22,6 +22,9 @@ var clusterSuite = []struct {
 	{"LongRunExact", testLongRunExact},
 	{"ScriptMatchesModel", testScriptMatchesModel},
 	{"ScriptMatchesModelAtExtremes", testScriptMatchesModelAtExtremes},
+	{"ScriptMatchesRationalModel", testScriptMatchesRationalModel},
+	{"NewLimitReadsTheSameInstant", testNewLimitReadsTheSameInstant},
+	{"UnitsWithoutCommonMultiple", testUnitsWithoutCommonMultiple},
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},
@@ -59,6 +62,7 @@ func testLimitersOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backen
 	done := make(chan int, len(names))
 	for i, name := range names {
 		l := newLimiter(t, p, name, Config{Rate: 10, Period: time.Minute, Burst: 7, Now: clk.Now})
+		keepState(t, l)
 		go func() {
 			for j := range 50 {
 				r, err := l.Allow(ctx, fmt.Sprint("user", j%5))
@@ -75,8 +79,13 @@ func testLimitersOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backen
 			done <- i
 		}()
 	}
+	timeout := time.After(time.Minute)
 	for range names {
-		<-done
+		select {
+		case <-done:
+		case <-timeout:
+			t.Fatal("limiters still running after a minute")
+		}
 	}
 	for i, r := range results {
 		require.Equal(t, outcome{admitted: 5 * 7, denied: 50 - 5*7}, r, names[i])

@@ -13,6 +13,11 @@ const (
 	DefaultPeriod     = time.Second
 	DefaultDeniedKeys = 10_000
 	DefaultLocalKeys  = 10_000
+	DefaultTimeout    = 250 * time.Millisecond
+	// MinTimeout is the least Config.Timeout New accepts: a bound that a
+	// healthy Redis misses now and then would mark it down for every
+	// component of the pool.
+	MinTimeout = time.Millisecond
 )
 
 var (
@@ -77,6 +82,15 @@ type Config struct {
 	// OnRedisError is what to answer while Redis is unavailable or a call to
 	// it fails. The zero value is FailLocal.
 	OnRedisError Policy
+	// Timeout bounds each call to Redis, waiting for a connection
+	// included. A call that runs it out is answered by OnRedisError, like
+	// any failed call, and counts toward marking Redis down in the pool
+	// (pool.WithTimeout): a Redis too slow for it soon makes calls fail fast
+	// instead of each waiting Timeout. The caller's context deadline, when
+	// it comes first, ends the call with an error instead, and says nothing
+	// about Redis. Zero means DefaultTimeout, 250ms (the request lane's
+	// default MaxWait); it must be at least MinTimeout.
+	Timeout time.Duration
 	// LocalKeys bounds the keys FailLocal tracks while Redis is away; past
 	// it, the key whose bucket is fullest is forgotten first. Zero means
 	// DefaultLocalKeys (about 100 bytes each plus the key).
@@ -92,10 +106,19 @@ type Config struct {
 
 	// Now, if set, is the clock of every decision: its instant is passed to
 	// the script instead of Redis's TIME, and the local caches use it. It is
-	// for tests with fixed instants (on miniredis and on a real server alike)
-	// and for callers who trust their clocks more than Redis's. Nil means
-	// Redis TIME in the script, one clock for every process, and the
-	// monotonic clock for local caches.
+	// for tests with fixed instants and for callers who trust their clocks
+	// more than Redis's. Nil means Redis TIME in the script, one clock for
+	// every process, and the monotonic clock for local caches.
+	//
+	// The state's expiry still runs on Redis's clock: an admission writes
+	// the key with PX set to its ResetAfter. With a clock that keeps pace
+	// with real time that changes nothing. With a clock a test holds still
+	// or moves by hand, decisions are exact as long as each key is used
+	// again within the ResetAfter of its last admission in real time;
+	// after that Redis has dropped the state and the next call finds a full
+	// bucket. miniredis's TTLs run down only when the test moves them
+	// (FastForward), so there fixed instants are always exact; on a real
+	// server, use limits whose ResetAfter outlasts the test's pace.
 	Now func() time.Time
 	// Logger receives Redis errors that made the policy answer (at most one
 	// record per second). Nil discards.
@@ -121,6 +144,9 @@ func (cfg Config) withDefaults() (Config, gcra, error) {
 	if cfg.LocalKeys == 0 {
 		cfg.LocalKeys = DefaultLocalKeys
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,6 +164,9 @@ func (cfg Config) withDefaults() (Config, gcra, error) {
 	}
 	if cfg.OnRedisError < FailLocal || cfg.OnRedisError > FailClosed {
 		bad("Config.OnRedisError must be FailLocal, FailOpen or FailClosed, got %s", cfg.OnRedisError)
+	}
+	if cfg.Timeout < MinTimeout {
+		bad("Config.Timeout must be at least %s, got %s", MinTimeout, cfg.Timeout)
 	}
 	if cfg.DeniedKeys < 0 {
 		bad("Config.DeniedKeys must not be negative, got %d", cfg.DeniedKeys)

@@ -46,9 +46,15 @@
 // with no common factor with the period), T is rounded up to whole µs
 // instead and New logs it; a burst spanning more than 142 years is refused.
 //
-// The state is an instant in µs, the same under any Rate, Period or Burst,
-// so deploying a new limit under the same name takes effect at once with no
-// reset and no migration.
+// The state is an instant: whole µs and an exact fraction of a µs stored
+// with its denominator, so it reads the same under any Rate, Period or
+// Burst. A new limit deployed under the same name takes effect at once, with
+// no reset and no migration, and while old and new processes share the keys
+// each call is decided exactly as GCRA decides it on that instant with the
+// caller's limit. The denominator is the least common multiple of the units
+// of the limits that wrote the state; should it pass 2^52 (two prime rates
+// near a billion per hour), the fraction is rounded up by under a µs, which
+// can deny a call at that boundary, never admit one.
 //
 // # Keys
 //
@@ -62,10 +68,13 @@
 // By default the script reads Redis's TIME: every process agrees on one
 // clock, whatever their own clocks say (Redis 5 and later replicate a
 // script's effects, so TIME is allowed before a write). Config.Now, when
-// set, is passed to the script instead, and the local caches use it too: it
-// makes tests with fixed instants exact on miniredis and on a real server
-// alike. Local caches otherwise use the monotonic clock; they only ever
-// count durations Redis gave them.
+// set, is passed to the script instead, and the local caches use it too,
+// for tests with fixed instants. The state's expiry (PX, the ResetAfter of
+// the admission that wrote it) still runs on Redis's clock, so on a real
+// server a clock held still is exact only while each key is used again
+// within that much real time; miniredis's TTLs run down only when the test
+// says (see Config.Now). Local caches otherwise use the monotonic clock;
+// they only ever count durations Redis gave them.
 //
 // # The denied cache
 //
@@ -87,10 +96,15 @@
 // The pool's health is the signal: while it reports Redis down, a call does
 // not go near the network; Config.OnRedisError answers at once, in 160-250
 // ns with no allocation ([SourceFallback], Result.Err saying why;
-// BenchmarkRedisDown). A call
-// that fails on the wire (refused, reset, timed out, lane exhausted, a
-// script error) gets the policy's answer too, with its error; only the
-// caller's own context ending returns an error. The policies:
+// BenchmarkRedisDown). A call that fails on the wire (refused, reset, timed
+// out, lane exhausted, a script error), or gets no answer within
+// Config.Timeout (250ms by default), gets the policy's answer too, with its
+// error. Running out Config.Timeout counts toward marking Redis down in the
+// pool, as a connection failure does, so a Redis too slow to use soon makes
+// calls fail fast instead of each waiting the Timeout. Only the caller's own
+// context ending, or its deadline passing, before Redis answers returns an
+// error (matching ctx.Err(): context.DeadlineExceeded for a deadline), every
+// time, and says nothing about Redis. The policies:
 //
 //   - [FailLocal], the default: the same GCRA in process memory per key, for
 //     at most Config.LocalKeys keys (the fullest bucket is forgotten first).

@@ -29,6 +29,7 @@ func newDownSetup(t *testing.T, cfg Config) *downSetup {
 	d.p = newPool(t, pool.Config{Addrs: []string{d.srv.Addr()}, FailureThreshold: 1, ProbeInterval: time.Minute, Now: d.pclk.Now})
 	cfg.Now = d.clk.Now
 	d.l = newLimiter(t, d.p, "down", cfg)
+	keepState(t, d.l)
 	return d
 }
 

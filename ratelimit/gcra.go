@@ -20,8 +20,10 @@ const maxUnits = 1 << 52
 // of 12,857,142 6/7 µs that add up to 90 s, not 89.999994 s: sequences never
 // drift and Remaining never under-reports (redis_rate's float state reports 8
 // where 9 remain). Absolute instants stay in whole µs (TAT is kept as µs plus
-// a remainder in units); only TAT-now, at most a burst's span, is ever
-// multiplied by scale, which keeps every value below 2^53.
+// a remainder in units; in Redis, where other limits may share it, as µs
+// plus a fraction with its denominator: see gcraScript); only TAT-now, at
+// most a burst's span, is ever multiplied by scale, which keeps every value
+// below 2^53.
 type gcra struct {
 	scale int64 // units per µs
 	step  int64 // the emission interval, in units

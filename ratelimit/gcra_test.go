@@ -107,6 +107,7 @@ func testGCRATables(t *testing.T, b backend) {
 				cfg.Now = clk.Now
 				cfg.NoDeniedCache = !cached
 				l := newLimiter(t, p, fmt.Sprintf("table-%d-%t", i, cached), cfg)
+				keepState(t, l)
 				fromCache := 0
 				for j, s := range tc.steps {
 					clk.Set(t0.Add(s.at))
@@ -140,6 +141,7 @@ func testBurstAdmitsExactlyBurst(t *testing.T, b backend) {
 	for _, rate := range []int{1, 3, 7, 10, 1000} {
 		clk := newClock()
 		l := newLimiter(t, p, fmt.Sprintf("burst-%d", rate), Config{Rate: rate, Period: time.Minute, Burst: 10, Now: clk.Now})
+		keepState(t, l)
 		admitted := 0
 		for range 25 {
 			r, err := l.Allow(context.Background(), "k")
@@ -160,6 +162,7 @@ func TestLongRunExact(t *testing.T) { onBoth(t, testLongRunExact) }
 func testLongRunExact(t *testing.T, b backend) {
 	clk := newClock()
 	l := newLimiter(t, b.newPool(t), "longrun", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
+	keepState(t, l)
 	admitted := 0
 	var last Result
 	for at := time.Duration(0); at <= 9000*time.Second; at += 10 * time.Second {
@@ -213,6 +216,7 @@ func testScriptMatchesModel(t *testing.T, b backend) {
 		cfg.Now = clk.Now
 		cfg.NoDeniedCache = true
 		l := newLimiter(t, p, fmt.Sprintf("model-%d", i), cfg)
+		keepState(t, l)
 		m := &model{g: l.g, tats: map[string]localTAT{}}
 		rng := rand.New(rand.NewPCG(1, uint64(i)))
 		for j := range 400 {
@@ -266,6 +270,7 @@ func testScriptMatchesModelAtExtremes(t *testing.T, b backend) {
 			cfg.Now = clk.Now
 			cfg.NoDeniedCache = true
 			l := newLimiter(t, p, fmt.Sprintf("extreme-%d", i), cfg)
+			keepState(t, l)
 			m := &model{g: l.g, tats: map[string]localTAT{}}
 			for j, c := range tc.calls {
 				clk.Set(c.at)
@@ -314,6 +319,28 @@ func testStateExpires(t *testing.T, b backend) {
 		require.False(t, time.Now().After(deadline), "state key still there after 10s")
 		time.Sleep(time.Millisecond) // waiting on Redis's clock, with a deadline
 	}
+
+	// So does it with a clock held still (Config.Now): the state is gone
+	// once its ResetAfter has passed in real time, and a call at the same
+	// fixed instant finds a full bucket, as Config.Now says.
+	clk = newClock()
+	held := newLimiter(t, p, "expiry-held", Config{Rate: 1000, Burst: 5, Now: clk.Now})
+	r, err = held.AllowN(ctx, "k", 5)
+	require.NoError(t, err)
+	require.True(t, r.Allowed)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		n, err := p.Client().Exists(ctx, held.Key("k")).Result()
+		require.NoError(t, err)
+		if n == 0 {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "state key still there after 10s")
+		time.Sleep(time.Millisecond) // waiting on Redis's clock, with a deadline
+	}
+	r, err = held.AllowN(ctx, "k", 5)
+	require.NoError(t, err)
+	require.True(t, r.Allowed, "at the same instant, the state expired on Redis's clock")
 }
 
 // TestStateTTLMiniredis checks the exact PX on miniredis, whose TTLs do not
@@ -326,7 +353,7 @@ func TestStateTTLMiniredis(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, us(38_571_429), r.ResetAfter)
 	require.Equal(t, 38_572*time.Millisecond, m.TTL(l.Key("k")))
-	require.Equal(t, fmt.Sprintf("%d 4", t0.UnixMicro()+38_571_428), mustGet(t, m, l.Key("k")))
+	require.Equal(t, fmt.Sprintf("%d 4 7", t0.UnixMicro()+38_571_428), mustGet(t, m, l.Key("k")), "µs and 4/7 µs")
 	m.FastForward(38_572 * time.Millisecond)
 	require.False(t, m.Exists(l.Key("k")))
 }
@@ -388,6 +415,7 @@ func TestDenialWritesNothing_Server(t *testing.T) {
 	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}})
 	clk := newClock()
 	l := newLimiter(t, p, "writes", Config{Rate: 2, Now: clk.Now, NoDeniedCache: true})
+	keepState(t, l) // still one SET per admission, without PX
 	ctx := context.Background()
 	calls := func() map[string]int64 {
 		st, err := srv.CommandStats(ctx)

@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,8 +122,15 @@ func newPool(t testing.TB, cfg pool.Config) *pool.Pool {
 	return p
 }
 
+// newLimiter builds a limiter for a test. A zero Config.Timeout becomes 10s
+// rather than DefaultTimeout: a test that asserts what Redis answered must
+// not get the policy's answer because the machine was busy for 250ms (tests
+// of the Timeout set it).
 func newLimiter(t testing.TB, p *pool.Pool, name string, cfg Config) *Limiter {
 	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
 	l, err := New(p, name, cfg)
 	require.NoError(t, err)
 	return l
@@ -166,3 +175,61 @@ func mini(t *testing.T) (*miniredis.Miniredis, *pool.Pool) {
 }
 
 func us(n int64) time.Duration { return time.Duration(n) * time.Microsecond }
+
+// keepState makes l's state stay in Redis until the test's server goes,
+// instead of for its PX on Redis's clock. A test with fixed instants
+// (Config.Now) on a real server otherwise depends on being faster than the
+// limit: once a key's ResetAfter has passed in real time its state is gone,
+// and the next call sees a full bucket (see Config.Now). The script is the
+// production one without the SET's PX; PX itself is checked by
+// TestStateTTLMiniredis and TestStateExpires.
+func keepState(t testing.TB, l *Limiter) {
+	t.Helper()
+	const px = ", 'PX', px)"
+	require.Equal(t, 2, strings.Count(gcraScript, px), "keepState no longer matches the script's SETs")
+	l.script = redis.NewScript(strings.ReplaceAll(gcraScript, px, ")"))
+}
+
+// blackHole is a Redis that accepts connections, reads what it is sent and
+// never answers: Redis too slow for any deadline. It returns the address;
+// the listener and every connection close in t.Cleanup, and the goroutines
+// serving them have exited when Cleanup returns.
+func blackHole(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu     sync.Mutex
+		conns  []net.Conn
+		closed bool
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed by Cleanup
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				_ = c.Close()
+				return
+			}
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}

@@ -153,8 +153,10 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Result, error) {
 // While the pool reports Redis down, Config.OnRedisError answers at once
 // (Result.Source is SourceFallback), and so it does when the call to Redis
 // fails: AllowN returns an error only for bad arguments (ErrInvalidArgument:
-// an empty key, n < 1, n above the burst), when ctx ends before Redis
-// answers, and when the pool has been closed.
+// an empty key, n < 1, n above the burst), when the pool has been closed,
+// and when ctx ends or its deadline passes before Redis answers: that error
+// matches ctx's (context.DeadlineExceeded for a deadline) however the call
+// failed, and nothing is counted as a Redis error.
 func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error) {
 	if err := l.check(key, n); err != nil {
 		return Result{}, err
@@ -171,12 +173,29 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	if err := l.p.Admit(); err != nil {
 		return l.fallback(key, int64(n), now, err), nil
 	}
-	v, err := l.run(ctx, l.p.Client(), key, int64(n), now)
+	// Config.Timeout through the pool, so that running it out counts
+	// toward marking Redis down there, where the caller's deadline does not.
+	// A caller's deadline that comes first bounds the call alone.
+	rctx, cancel := ctx, context.CancelFunc(nil)
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.cfg.Timeout {
+		rctx, cancel = pool.WithTimeout(ctx, l.cfg.Timeout)
+	}
+	v, err := l.run(rctx, l.p.Client(), key, int64(n), now)
+	timedOut := err != nil && cancel != nil && ended(rctx)
+	if cancel != nil {
+		cancel()
+	}
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-			// The caller gave up, or the service closed the pool before
-			// its last caller: an error, not a policy's answer.
+		if cerr := callerEnded(ctx, err); cerr != nil {
+			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)
+		}
+		if errors.Is(err, redis.ErrClosed) {
+			// The service closed the pool before its last caller: an
+			// error, not a policy's answer that would hide it.
 			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, err)
+		}
+		if timedOut {
+			err = fmt.Errorf("ratelimit: %s: no answer within Config.Timeout %s: %w", l.name, l.cfg.Timeout, err)
 		}
 		if !errors.Is(err, pool.ErrUnavailable) { // marked down since Healthy: nothing was sent
 			l.redisError(err)
@@ -189,6 +208,35 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 		l.storeDenied(key, now, -v)
 	}
 	return l.count(r), nil
+}
+
+// callerEnded returns the error for a call to Redis that failed with err
+// once ctx had ended, nil if ctx is still live. Its deadline counts as
+// ended as soon as it has passed: the socket's deadline is ctx's, and the
+// I/O timeout can come back a moment before ctx reports its error, which
+// must not make the answer a policy's one time in a few. The error matches
+// ctx's (context.DeadlineExceeded) whatever err was.
+func callerEnded(ctx context.Context, err error) error {
+	if !ended(ctx) {
+		return nil
+	}
+	cerr := ctx.Err()
+	if cerr == nil {
+		cerr = context.DeadlineExceeded
+	}
+	if errors.Is(err, cerr) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", cerr, err)
+}
+
+// ended reports whether ctx has ended or its deadline has passed.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 func (l *Limiter) check(key string, n int) error {

@@ -29,6 +29,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"rate", Config{Rate: 1, OnRedisError: FailClosed + 1}, []string{"Config.OnRedisError must be FailLocal, FailOpen or FailClosed, got Policy(3)"}},
 		{"rate", Config{Rate: 1, DeniedKeys: -1, LocalKeys: -2}, []string{
 			"Config.DeniedKeys must not be negative, got -1", "Config.LocalKeys must not be negative, got -2"}},
+		{"rate", Config{Rate: 1, Timeout: -time.Second}, []string{"Config.Timeout must be at least 1ms, got -1s"}},
+		{"rate", Config{Rate: 1, Timeout: time.Microsecond}, []string{"Config.Timeout must be at least 1ms, got 1µs"}},
 		{"rate", Config{Rate: 1, Period: 24 * time.Hour * 1000, Burst: 1_000_000}, []string{"Config.Burst (1000000) times the emission interval"}},
 		{"", Config{Rate: 1}, []string{"name must not be empty"}},
 		{"a{b", Config{Rate: 1}, []string{`name "a{b" must not contain '{' or '}'`}},
@@ -52,10 +54,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	_, p := mini(t)
-	l := newLimiter(t, p, "defaults", Config{Rate: 5})
+	l, err := New(p, "defaults", Config{Rate: 5})
+	require.NoError(t, err)
 	require.Equal(t, time.Second, l.cfg.Period)
 	require.Equal(t, 5, l.cfg.Burst)
 	require.Equal(t, FailLocal, l.cfg.OnRedisError)
+	require.Equal(t, 250*time.Millisecond, l.cfg.Timeout)
 	require.Equal(t, 200*time.Millisecond, l.Interval())
 	require.Equal(t, "defaults", l.Name())
 	require.NotNil(t, l.denied)
@@ -154,4 +158,81 @@ func TestPoolClosed(t *testing.T) {
 	_, err = l.Allow(context.Background(), "k")
 	require.ErrorIs(t, err, redis.ErrClosed)
 	require.Zero(t, l.Stats().Fallback)
+}
+
+// TestDeadlineMidCall: a caller whose deadline passes while Redis has not
+// answered gets an error matching context.DeadlineExceeded, every time; not,
+// now and then, a policy's answer counted as a Redis error (the socket's
+// deadline is the context's, and its I/O timeout can come back a moment
+// before the context reports its own error).
+func TestDeadlineMidCall(t *testing.T) {
+	p := newPool(t, pool.Config{Addrs: []string{blackHole(t)}})
+	l := newLimiter(t, p, "deadline", Config{Rate: 10, OnRedisError: FailOpen})
+	for i := range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+		r, err := l.Allow(ctx, "k")
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "call %d: %+v", i, r)
+		require.Equal(t, Result{}, r)
+	}
+	s := l.Stats()
+	require.Zero(t, s.Fallback)
+	require.Zero(t, s.RedisErrors)
+	require.True(t, p.Healthy(), "the caller's deadline says nothing about Redis")
+}
+
+// TestTimeoutCountsTowardHealth: on a Redis that is slow rather than down
+// (writes paused, so the script waits), calls with a generous deadline of
+// their own are answered by the policy after Config.Timeout, and
+// FailureThreshold of them mark Redis down in the pool, after which calls
+// fail fast without waiting; the probe finds Redis again once it is fast.
+// Before Config.Timeout each call waited for its own deadline (or the 3s
+// read timeout) and the pool stayed healthy.
+func TestTimeoutCountsTowardHealth(t *testing.T) {
+	srv := redistest.Server(t)
+	pclk := newClock()
+	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}, ProbeInterval: time.Minute, Now: pclk.Now})
+	clk := newClock()
+	l := newLimiter(t, p, "slow", Config{Rate: 10, Now: clk.Now, Timeout: 20 * time.Millisecond, NoDeniedCache: true})
+	keepState(t, l)
+	// The same limit with a Timeout no busy machine misses, to load the
+	// script and to probe when Redis is fast again.
+	patient := newLimiter(t, p, "slow", Config{Rate: 10, Now: clk.Now, NoDeniedCache: true})
+	keepState(t, patient)
+	ctx := context.Background()
+	r, err := patient.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, SourceRedis, r.Source)
+
+	// EVALSHA waits while writes are paused; CLIENT UNPAUSE is no write.
+	_, err = srv.Do(ctx, "CLIENT", "PAUSE", "60000", "WRITE")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, err := srv.Do(context.Background(), "CLIENT", "UNPAUSE")
+		require.NoError(t, err)
+	})
+	for i := range pool.DefaultFailures {
+		require.True(t, p.Healthy(), "call %d", i)
+		caller, cancel := context.WithTimeout(ctx, time.Second)
+		r, err := l.Allow(caller, "k")
+		cancel()
+		require.NoError(t, err, "the caller's deadline was not reached")
+		require.Equal(t, SourceFallback, r.Source)
+		require.True(t, r.Allowed, "FailLocal")
+		require.ErrorIs(t, r.Err, context.DeadlineExceeded)
+		require.ErrorContains(t, r.Err, "no answer within Config.Timeout 20ms")
+	}
+	require.False(t, p.Healthy(), "%d timeouts in a row mark Redis down", pool.DefaultFailures)
+	require.Equal(t, uint64(pool.DefaultFailures), l.Stats().RedisErrors)
+	r, err = l.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.ErrorIs(t, r.Err, pool.ErrUnavailable, "fails fast now")
+
+	_, err = srv.Do(ctx, "CLIENT", "UNPAUSE")
+	require.NoError(t, err)
+	pclk.Add(time.Minute)
+	r, err = patient.Allow(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, SourceRedis, r.Source, "the probe: %v", r.Err)
+	require.True(t, p.Healthy())
 }

@@ -24,6 +24,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}, ProbeInterval: 50 * time.Millisecond})
 	clk := newClock()
 	l := newLimiter(t, p, "restart", Config{Rate: 5, Period: time.Minute, Now: clk.Now, NoDeniedCache: true})
+	keepState(t, l)
 	ctx := context.Background()
 	for i := range 6 {
 		r, err := l.Allow(ctx, "user")

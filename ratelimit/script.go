@@ -14,13 +14,22 @@ import (
 // string.format('%d') keep them exact where / and tostring would not.
 //
 // KEYS[1] is the key's state, its TAT (theoretical arrival time) as "<µs>"
-// or "<µs> <remainder in units>". It expires when TAT passes, which is when
-// the bucket is full again and the state says nothing: no cleanup anywhere.
+// or "<µs> <num> <den>": µs plus the fraction num/den of a µs, in lowest
+// terms. The fraction is stored with its denominator so that a limit whose
+// units differ (another Rate or Period under the same name: a deploy, or
+// old and new processes side by side during one) reads the same instant.
+// den is the least common multiple of the units of the limits that wrote
+// it, at most maxUnits; past that the fraction is rounded up to this
+// limit's units (never earlier than the exact instant). "<µs> <rem>",
+// written before the denominator was stored, is read in this limit's units.
+// The state expires when TAT passes, which is when the bucket is full again
+// and the state says nothing: no cleanup anywhere.
 // ARGV: now in µs (empty for Redis TIME), scale, step, burst, n.
 //
-// The reply is TAT-now in units after the call: positive when admitted,
-// zero or negated when denied. Go derives Remaining, RetryAfter and
-// ResetAfter from it, so the script stays small.
+// The reply is TAT-now in units after the call, rounded up to a whole unit:
+// positive when admitted, zero or negated when denied. Rounding up decides
+// exactly, because the limit is a whole number of units. Go derives
+// Remaining, RetryAfter and ResetAfter from it, so the script stays small.
 const gcraScript = `
 local now = tonumber(ARGV[1])
 if not now then
@@ -29,43 +38,84 @@ if not now then
 end
 local scale = tonumber(ARGV[2])
 local step = tonumber(ARGV[3])
-local d = 0
+local k = tonumber(ARGV[5]) * step
+local max = 4503599627370496 -- maxUnits, 2^52, as in gcra.go
+-- (One assignment per statement where a value depends on another being
+-- assigned: miniredis's Lua assigns a, b = b, f(a, b) left to right.)
+local function gcd(a, b)
+  while b > 0 do
+    local r = math.fmod(a, b)
+    a = b
+    b = r
+  end
+  return a
+end
+-- TAT is us + num/den µs, 0 <= num < den; d is TAT-now in units, rounded up.
+local us, num, den, d = now, 0, 1, 0
 local v = redis.call('GET', KEYS[1])
 if v then
-  local us, rem = v, 0
+  local a, b, c = v, '0', nil
   local sp = string.find(v, ' ', 1, true)
   if sp then
-    us, rem = string.sub(v, 1, sp - 1), tonumber(string.sub(v, sp + 1))
+    a, b = string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+    sp = string.find(b, ' ', 1, true)
+    if sp then
+      c = string.sub(b, sp + 1)
+      b = string.sub(b, 1, sp - 1)
+    end
   end
-  us = tonumber(us)
-  if us and rem and us >= now then
+  local tus, tnum, tden = tonumber(a), tonumber(b), scale
+  if c then tden = tonumber(c) end
+  if tus and tnum and tden and tden >= 1 and tnum >= 0 and tnum < tden and tus >= now then
     -- gcra.excess's cap: a TAT further ahead than maxUnits/scale µs (a
     -- clock that went back) counts as 2*maxUnits, a denial, instead of a
     -- product past 2^53 (inexact) or 2^63 (no integer reply can hold it).
-    -- maxUnits is 2^52, as in gcra.go; the floor of maxUnits/scale is
-    -- computed exactly, as Go's integer division.
-    if us - now > (4503599627370496 - math.fmod(4503599627370496, scale)) / scale then
-      d = 2 * 4503599627370496
-    else
-      d = (us - now) * scale + rem
+    -- The floor of maxUnits/scale is computed exactly, as Go's division.
+    if tus - now > (max - math.fmod(max, scale)) / scale then
+      return -2 * max
     end
+    local g = gcd(tden, scale)
+    if tden / g > max / scale then
+      -- No common unit within maxUnits: round the fraction up to ours.
+      -- The float product is within 2 of the exact one; 3 more is safe.
+      tnum = math.min(scale, math.floor(tnum / tden * scale) + 3)
+      tden, g = scale, scale
+      if tnum == tden then tus, tnum = tus + 1, 0 end
+    end
+    -- num/den in units of 1/scale µs is (num*l/den)/(l/scale), l the
+    -- least common multiple; every product stays below l <= maxUnits.
+    local l = tden / g * scale
+    local f, u = tnum * (l / tden), l / scale
+    local r = math.fmod(f, u)
+    d = (tus - now) * scale + (f - r) / u
+    if r > 0 then d = d + 1 end
+    us, num, den = tus, tnum, tden
   end
 end
-local nd = d + tonumber(ARGV[5]) * step
+local nd = d + k
 if nd > tonumber(ARGV[4]) * step then
   return -d
 end
-local rem = math.fmod(nd, scale)
-local us = (nd - rem) / scale
-local px = us
-if rem > 0 then px = px + 1 end
+-- The new TAT, exactly: the old one (or now) plus k units of 1/scale µs.
+local kr = math.fmod(k, scale)
+us = us + (k - kr) / scale
+local g = gcd(den, scale)
+local l = den / g * scale
+num = num * (l / den) + kr * (l / scale)
+if num >= l then num, us = num - l, us + 1 end
+local px = us - now
+if num > 0 then
+  px = px + 1
+  g = gcd(num, l)
+  num, l = num / g, l / g
+end
 local ms = math.fmod(px, 1000)
 px = (px - ms) / 1000
 if ms > 0 then px = px + 1 end
-if rem > 0 then
-  redis.call('SET', KEYS[1], string.format('%d %d', now + us, rem), 'PX', px)
+if num > 0 then
+  redis.call('SET', KEYS[1], string.format('%d %d %d', us, num, l), 'PX', px)
 else
-  redis.call('SET', KEYS[1], string.format('%d', now + us), 'PX', px)
+  redis.call('SET', KEYS[1], string.format('%d', us), 'PX', px)
 end
 return nd
 `

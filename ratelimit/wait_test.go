@@ -92,6 +92,15 @@ func TestWaitSynctest(t *testing.T) {
 				done <- time.Since(start)
 			}()
 		}
-		require.Equal(t, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, []time.Duration{<-done, <-done})
+		var waited []time.Duration
+		for range 2 {
+			select {
+			case d := <-done:
+				waited = append(waited, d)
+			case <-time.After(time.Hour): // the bubble's clock: fires only if the waiters are stuck
+				t.Fatal("waiters did not return")
+			}
+		}
+		require.Equal(t, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, waited)
 	})
 }
