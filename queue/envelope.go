@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -90,16 +91,17 @@ func decodeEnvelope(data []byte) (envelope, error) {
 	names := [5]string{"attempt", "max attempts", "deliveries", "enqueued at", "timeout"}
 	for i := range nums {
 		n, err := strconv.ParseInt(string(fields[i+1]), 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || (n < 0 && i != 3) { // a clock may read before 1970
 			return e, fmt.Errorf("%w: field %s is %q", errMalformed, names[i], preview(fields[i+1]))
 		}
 		nums[i] = n
 	}
-	const maxSmall = 1 << 30
-	if nums[0] > maxSmall || nums[1] > maxSmall || nums[1] < 1 || nums[2] > maxSmall {
+	// The bounds are those the API enforces (MaxAttempts, Timeout), so
+	// whatever Enqueue accepts decodes (FuzzEnqueueDecodes).
+	if nums[0] > maxCount || nums[1] > maxCount || nums[1] < 1 || nums[2] > maxCount {
 		return e, fmt.Errorf("%w: attempt %d / max attempts %d / deliveries %d out of range", errMalformed, nums[0], nums[1], nums[2])
 	}
-	if nums[4] > int64(time.Duration(1<<62)/time.Millisecond) {
+	if nums[4] > math.MaxInt64/int64(time.Millisecond) {
 		return e, fmt.Errorf("%w: timeout %dms out of range", errMalformed, nums[4])
 	}
 	e.attempt, e.maxAttempts, e.deliveries = int(nums[0]), int(nums[1]), int(nums[2])

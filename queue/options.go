@@ -2,6 +2,7 @@ package queue
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -21,17 +22,35 @@ func Delay(d time.Duration) EnqueueOption {
 	return func(o *enqueueOpts) error { o.delay, o.at = d, time.Time{}; return nil }
 }
 
-// At makes the job ready at t; a t in the past means now.
+// At makes the job ready at t; a t in the past means now. t must be before
+// the year 10000.
 func At(t time.Time) EnqueueOption {
-	return func(o *enqueueOpts) error { o.at, o.delay = t, 0; return nil }
+	return func(o *enqueueOpts) error {
+		if !t.Before(maxDue) {
+			return fmt.Errorf("queue: At(%s): must be before the year 10000", t)
+		}
+		o.at, o.delay = t, 0
+		return nil
+	}
 }
 
+// maxDue bounds due times, so that every due time and idempotency-key TTL
+// is a valid Redis score and expiry (and far from float64's 2^53 ms).
+var maxDue = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// maxCount bounds the counts an envelope holds (attempts, max attempts,
+// deliveries): the decoder accepts up to it, and the API refuses more.
+const maxCount = math.MaxInt32
+
 // MaxAttempts sets how many times the job may run before it goes to the dead
-// letters (n >= 1; 1 means no retry). The default is Config.MaxAttempts.
+// letters (1 <= n <= 2^31-1; 1 means no retry). The default is Config.MaxAttempts.
 func MaxAttempts(n int) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if n < 1 {
 			return fmt.Errorf("queue: MaxAttempts(%d): must be at least 1", n)
+		}
+		if n > maxCount {
+			return fmt.Errorf("queue: MaxAttempts(%d): must be at most %d", n, maxCount)
 		}
 		o.maxAttempts = n
 		return nil

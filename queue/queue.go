@@ -43,7 +43,8 @@ type Config struct {
 	// ones fail with ErrPayloadTooLarge. Default 1 MiB.
 	MaxPayload int
 	// MaxAttempts is how many times a job runs before it goes to the dead
-	// letters, unless the MaxAttempts option says otherwise. Default 5.
+	// letters, unless the MaxAttempts option says otherwise. At most
+	// 2^31-1. Default 5.
 	MaxAttempts int
 	// DeadLetterMax and DeadLetterMaxAge bound the dead letters: older and
 	// surplus entries are trimmed whenever one is added. Defaults 10,000 and
@@ -56,7 +57,7 @@ type Config struct {
 	MaxBatchBytes int
 	// UniqueTTL bounds how long an ID given with the ID option stays taken
 	// after the job's due time, should the job vanish without completing
-	// (someone deleted keys by hand). Default 24h.
+	// (someone deleted keys by hand). At least 1ms. Default 24h.
 	UniqueTTL time.Duration
 	// Logger receives what goes wrong in the background. Nil discards.
 	Logger *slog.Logger
@@ -95,6 +96,14 @@ func (c *Config) fill() error {
 	}
 	setD(&c.DeadLetterMaxAge, DefaultDeadLetterMaxAge, "DeadLetterMaxAge")
 	setD(&c.UniqueTTL, DefaultUniqueTTL, "UniqueTTL")
+	if c.MaxAttempts > maxCount {
+		errs = append(errs, fmt.Errorf("queue: Config.MaxAttempts must be at most %d, got %d", maxCount, c.MaxAttempts))
+	}
+	if c.UniqueTTL > 0 && c.UniqueTTL < time.Millisecond {
+		// Redis expires keys in whole milliseconds: 0 would fail every
+		// enqueue with an ID.
+		errs = append(errs, fmt.Errorf("queue: Config.UniqueTTL must be at least 1ms, got %s", c.UniqueTTL))
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -195,6 +204,9 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		// Due times have millisecond resolution in Redis; round up so a
 		// job never starts before the time it was given.
 		pr.due = pr.due.Add(time.Millisecond - 1).Truncate(time.Millisecond)
+		if !pr.due.Before(maxDue) {
+			return prepared{}, fmt.Errorf("queue: Delay(%s): the job would be due after the year 9999", o.delay)
+		}
 	}
 	maxAttempts := o.maxAttempts
 	if maxAttempts == 0 {
@@ -205,12 +217,16 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	return pr, nil
 }
 
+// uniqueTTL is the PX of a job's idempotency key: UniqueTTL after its due
+// time. It is computed in milliseconds, not as a Duration, which would
+// saturate 292 years ahead and overflow when UniqueTTL is added; due times
+// are before the year 10000, so it always fits.
 func (q *Queue) uniqueTTL(due time.Time) int64 {
-	ttl := q.cfg.UniqueTTL
+	ttl := max(q.cfg.UniqueTTL.Milliseconds(), 1)
 	if !due.IsZero() {
-		ttl += due.Sub(q.cfg.Now())
+		ttl += max(due.UnixMilli()-q.cfg.Now().UnixMilli(), 0)
 	}
-	return ttl.Milliseconds()
+	return ttl
 }
 
 // Enqueue adds a job and returns its ID. A plain job costs one LPUSH; a

@@ -72,7 +72,7 @@ type WorkerConfig struct {
 	Backoff func(attempt int, err error) time.Duration
 	// MaxDeliveries is how many times a job may be recovered from consumers
 	// that died while holding it before it goes to the dead letters, so a
-	// job that crashes its process cannot crash-loop a fleet. Default 5.
+	// job that crashes its process cannot crash-loop a fleet. At most 2^31-1. Default 5.
 	MaxDeliveries int
 	// HeartbeatInterval is how often this process proves it is alive and
 	// checks for dead consumers. A consumer counts as dead HeartbeatTTL after
@@ -149,6 +149,8 @@ func (c *WorkerConfig) fill(q *Queue) error {
 		c.MaxDeliveries = DefaultMaxDeliveries
 	case c.MaxDeliveries < 0:
 		errs = append(errs, fmt.Errorf("queue: WorkerConfig.MaxDeliveries must not be negative, got %d", c.MaxDeliveries))
+	case c.MaxDeliveries > maxCount:
+		errs = append(errs, fmt.Errorf("queue: WorkerConfig.MaxDeliveries must be at most %d, got %d", maxCount, c.MaxDeliveries))
 	}
 	if c.ConsumerID != "" {
 		if err := checkName("WorkerConfig.ConsumerID", c.ConsumerID); err != nil {
