@@ -26,11 +26,19 @@ type ackOp struct {
 	elem     string
 	id       string
 	unique   bool
+	ref      string    // the payload kept apart, if any
 	next     []byte    // ackRetry: the envelope of the next attempt
 	due      time.Time // ackRetry
 	reason   string    // ackDead
 	attempts int       // ackDead
 	deadID   string    // ackDead
+
+	// resent: an earlier write of this outcome failed in a way that does
+	// not say whether Redis ran it (a reply lost to a broken connection),
+	// so "the job is not there" may mean that write succeeded.
+	resent   bool
+	deadKeys []string // ackDead: built once, so a resend writes the same record
+	deadArgs []any
 }
 
 // maxAckBatch bounds one pipeline of outcomes.
@@ -188,18 +196,26 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	for i, op := range ops {
 		switch op.kind {
 		case ackDone, ackDrop:
-			if op.unique {
-				cmds[i] = ackUniqueScript.EvalSha(ctx, pipe, []string{w.proc, k.unique(op.id)}, op.elem)
+			if op.unique || op.ref != "" {
+				ks := []string{w.proc, k.payloads}
+				if op.unique {
+					ks = append(ks, k.unique(op.id))
+				}
+				cmds[i] = ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref)
 			} else {
 				cmds[i] = pipe.LRem(ctx, w.proc, 1, op.elem)
 			}
 		case ackRetry:
 			cmds[i] = retryScript.EvalSha(ctx, pipe,
 				[]string{w.proc, k.delayed, k.ready, k.wake},
-				op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds())
+				op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
 		case ackDead:
-			ks, args := w.q.deadArgs(w.proc, []byte(op.elem), op.deadID, op.reason, op.attempts, op.unique, []byte(op.elem))
-			cmds[i] = deadScript.EvalSha(ctx, pipe, ks, args...)
+			if op.deadKeys == nil {
+				op.deadKeys, op.deadArgs = w.q.deadArgs(w.proc, []byte(op.elem), op.deadID, op.reason, op.attempts, op.unique, nil)
+				ops[i] = op
+			}
+			op.deadArgs[len(op.deadArgs)-1] = boolArg(op.resent)
+			cmds[i] = deadScript.EvalSha(ctx, pipe, op.deadKeys, op.deadArgs...)
 		}
 	}
 	_, _ = pipe.Exec(ctx)
@@ -210,16 +226,30 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 				noScript = append(noScript, op)
 				continue
 			}
+			var reply redis.Error
+			if !errors.As(err, &reply) {
+				// No reply: Redis may have run it.
+				op.resent = true
+			}
 			w.st.ackErrors.Add(1)
 			w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
 			failed = append(failed, op)
 			continue
 		}
-		if cmdInt(cmds[i]) == 0 && op.kind != ackDrop {
+		if n := cmdInt(cmds[i]); n == 0 && op.kind != ackDrop && !op.resent {
 			// The job was no longer ours: a sweep gave it to another
 			// consumer, which may run it again.
 			w.st.lostLeases.Add(1)
 		} else {
+			// An outcome resent after a lost reply that finds its job gone
+			// was most likely written by the first send (the scripts confirm
+			// it, answering 2, while the dead record or the delayed next
+			// attempt is still there); a sweep taking the job in between
+			// is far less likely, and cannot be told apart, so it counts as
+			// written, not as a lost lease.
+			if n == 0 {
+				w.log.Info("queue: an outcome resent after a lost reply found its job gone; counted as written", "job", op.id)
+			}
 			switch op.kind {
 			case ackRetry:
 				w.st.retried.Add(1)
@@ -276,12 +306,17 @@ func (w *Worker) reconcile(ctx context.Context) {
 	}
 }
 
-// recoverPairs runs recoverScript in chunks.
+// recoverPairs runs recoverScript in chunks of at most 500 pairs and about
+// maxCallBytes (at least one pair).
 func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (int, error) {
 	const chunk = 2 * 500
 	total := 0
 	for len(pairs) > 0 {
-		n := min(len(pairs), chunk)
+		n, bytes := 0, 0
+		for n < min(len(pairs), chunk) && (n == 0 || bytes < maxCallBytes) {
+			bytes += argLen(pairs[n]) + argLen(pairs[n+1])
+			n += 2
+		}
 		got, err := recoverScript.Run(ctx, w.q.p.Background(), []string{proc, w.q.k.ready}, pairs[:n]...).Int()
 		if err != nil {
 			return total, err
@@ -353,6 +388,16 @@ func (w *Worker) putBack(ctx context.Context) error {
 		w.log.Warn("queue: drain: leaving the consumers set failed", "err", err)
 	}
 	return nil
+}
+
+func argLen(a any) int {
+	switch x := a.(type) {
+	case string:
+		return len(x)
+	case []byte:
+		return len(x)
+	}
+	return 0
 }
 
 // cmdInt reads the integer reply of a pipelined LREM or script call.

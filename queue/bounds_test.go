@@ -1,14 +1,22 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -133,4 +141,304 @@ func testUniqueTTLIsValid(t *testing.T, np newPoolFunc, real bool) {
 	require.NoError(t, err)
 	_, err = q2.Enqueue(ctx, []byte("x"), ID("now"))
 	require.NoError(t, err)
+}
+
+// netBytes reads the server's total network input and output so far.
+func netBytes(t testing.TB, c redis.UniversalClient) (in, out int64) {
+	t.Helper()
+	info, err := c.Info(context.Background(), "stats").Result()
+	require.NoError(t, err)
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "total_net_input_bytes":
+			in = n
+		case "total_net_output_bytes":
+			out = n
+		}
+	}
+	return in, out
+}
+
+// Issue 13 item 12: a large job costs its size once into Redis and once per
+// run out of it, not once per command that touches it; a dead letter holds
+// its payload raw.
+func TestLargeJobTraffic(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	g := group(t)
+	q := mustQueue(t, p, "big", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	const size = 1 << 20
+	payload := bytes.Repeat([]byte{0xfe}, size)
+	runs := make(chan int, 8)
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		if !bytes.Equal(j.Payload, payload) {
+			return Permanent(errors.New("payload differs"))
+		}
+		runs <- j.Attempt
+		if string(j.ID) == "dies" || j.Attempt == 1 {
+			return errTestFail
+		}
+		return nil
+	}, WorkerConfig{Backoff: func(int, error) time.Duration { return time.Millisecond }})
+	in0, out0 := netBytes(t, c)
+	_, err := q.Enqueue(ctx, payload)
+	require.NoError(t, err)
+	for range 2 {
+		select {
+		case <-runs:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("job did not run twice: %+v", w.Stats())
+		}
+	}
+	eventually(t, 10*time.Second, "the job done", func() bool { return w.Stats().Processed == 1 })
+	in1, out1 := netBytes(t, c)
+	t.Logf("retried 1 MiB job: %d bytes in, %d out", in1-in0, out1-out0)
+	require.Less(t, in1-in0, int64(size+size/4), "into Redis: the payload once (was 4x: enqueue, retry old+new, ack)")
+	require.Less(t, out1-out0, int64(2*size+size/4), "out of Redis: once per run")
+
+	_, err = q.Enqueue(ctx, payload, ID("dies"), MaxAttempts(1))
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, "dead", func() bool { return w.Stats().Dead == 1 })
+	var stored int64
+	for _, k := range []string{q.k.deadData, q.k.deadPay} {
+		n, err := c.HStrLen(ctx, k, "dies").Result()
+		require.NoError(t, err)
+		stored += n
+	}
+	require.Less(t, stored, int64(size+size/64), "a dead letter holds its payload raw (was JSON + base64)")
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Equal(t, payload, dead[0].Payload)
+	n, err := q.Requeue(ctx, "dies")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	eventually(t, 10*time.Second, "dead again", func() bool { return w.Stats().Dead == 2 })
+	dead, err = q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Equal(t, payload, dead[0].Payload, "requeued with its payload")
+	_, err = q.Purge(ctx)
+	require.NoError(t, err)
+	left, err := c.Keys(ctx, q.k.tag+"*").Result()
+	require.NoError(t, err)
+	for _, k := range left {
+		require.NotContains(t, k, "payload", "nothing of the jobs is left behind")
+	}
+	require.Equal(t, []int{1, 1}, drainOut(runs), "the dead job ran once, and once more when requeued")
+}
+
+func drainOut(ch chan int) []int {
+	var got []int
+	for {
+		select {
+		case v := <-ch:
+			got = append(got, v)
+		default:
+			return got
+		}
+	}
+}
+
+// Issue 13 item 8: a dead letter is never overwritten by a later job with
+// the same ID; both are kept.
+func TestDeadLetterOfReusedIDKeepsBoth(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	g := group(t)
+	q := mustQueue(t, p, "reuse", Config{})
+	ctx := context.Background()
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		return Permanent(errors.New(string(j.Payload)))
+	}, WorkerConfig{})
+	_, err := q.Enqueue(ctx, []byte("first"), ID("order-7"))
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, "first dead", func() bool { return w.Stats().Dead == 1 })
+	_, err = q.Enqueue(ctx, []byte("second"), ID("order-7"))
+	require.NoError(t, err, "the ID is free once its job is dead")
+	eventually(t, 10*time.Second, "second dead", func() bool { return w.Stats().Dead == 2 })
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 2)
+	got := map[string]string{}
+	for _, d := range dead {
+		got[string(d.Payload)] = d.ID
+	}
+	require.Equal(t, "order-7", got["first"], "the first keeps its ID")
+	require.True(t, strings.HasPrefix(got["second"], "order-7~"), "the second gets a dead-letter ID of its own: %q", got["second"])
+	n, err := q.Requeue(ctx, got["second"])
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	eventually(t, 10*time.Second, "requeued and dead again", func() bool { return w.Stats().Dead == 3 })
+}
+
+// Also-fix: Stats.Ready does not count a wake marker wherever it is.
+func TestStatsReadyIgnoresMarkerAnywhere(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "marker", Config{})
+	ctx := context.Background()
+	_, err := q.Enqueue(ctx, []byte("a"))
+	require.NoError(t, err)
+	require.NoError(t, p.Client().RPush(ctx, q.k.ready, wakeMarker).Err())
+	e := envelope{id: "recovered", maxAttempts: 1, payload: []byte("b")}
+	require.NoError(t, p.Client().RPush(ctx, q.k.ready, e.encode()).Err(), "a recovered job lands past the marker")
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), s.Ready)
+}
+
+// loseReply makes the first pipeline that matches look failed after Redis
+// ran it: a reply lost to a broken connection.
+type loseReply struct {
+	match func(cmds []redis.Cmder) bool
+	armed atomic.Bool
+}
+
+func (h *loseReply) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *loseReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *loseReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if err == nil && h.match(cmds) && h.armed.CompareAndSwap(true, false) {
+			for _, c := range cmds {
+				c.SetErr(io.ErrUnexpectedEOF)
+			}
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+}
+
+func hasCmd(cmds []redis.Cmder, name, sha string) bool {
+	for _, c := range cmds {
+		a := c.Args()
+		if len(a) > 0 && a[0] == name && (sha == "" || (len(a) > 1 && a[1] == sha)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Also-fix: an outcome whose reply was lost is written again; that second
+// write finds the job already moved, which is not a lost lease, and the
+// retry or dead letter still counts.
+func TestLostReplyOutcomeCountsOnce(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		match   func([]redis.Cmder) bool
+		handler func(*Job) error
+		check   func(t *testing.T, s WorkerStats)
+	}{
+		{"done", func(c []redis.Cmder) bool { return hasCmd(c, "lrem", "") || hasCmd(c, "evalsha", ackScript.Hash()) },
+			func(*Job) error { return nil },
+			func(t *testing.T, s WorkerStats) { require.Equal(t, uint64(1), s.Processed) }},
+		{"retry", func(c []redis.Cmder) bool { return hasCmd(c, "evalsha", retryScript.Hash()) },
+			func(j *Job) error {
+				if j.Attempt == 1 {
+					return errTestFail
+				}
+				return nil
+			},
+			func(t *testing.T, s WorkerStats) { require.Equal(t, uint64(1), s.Retried) }},
+		{"dead", func(c []redis.Cmder) bool { return hasCmd(c, "evalsha", deadScript.Hash()) },
+			func(*Job) error { return Permanent(errTestFail) },
+			func(t *testing.T, s WorkerStats) { require.Equal(t, uint64(1), s.Dead) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := serverPool(t, pool.Config{})
+			g := group(t)
+			q := mustQueue(t, p, "lost", Config{})
+			h := &loseReply{match: c.match}
+			h.armed.Store(true)
+			p.Background().AddHook(h)
+			w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { return c.handler(j) },
+				WorkerConfig{Backoff: func(int, error) time.Duration { return time.Millisecond }})
+			_, err := q.Enqueue(context.Background(), []byte("x"))
+			require.NoError(t, err)
+			eventually(t, 10*time.Second, "the outcome written", func() bool {
+				s := w.Stats()
+				return !h.armed.Load() && s.InFlight == 0 && s.AckErrors > 0
+			})
+			s := w.Stats()
+			require.Zero(t, s.LostLeases, "the job was not lost: the first write went through")
+			c.check(t, s)
+		})
+	}
+}
+
+// Issue 13 item 10: one Redis call of the library moves or returns a
+// bounded number of bytes, however many large jobs are due, held by a dead
+// consumer, or dead. The elements here are written in the inline format
+// (as older versions stored every job), so each carries its payload.
+func TestCallsAreBoundedByBytes(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "bytes", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	const jobs, size = 24, 512 << 10 // 12 MiB in all
+	payload := bytes.Repeat([]byte{'x'}, size)
+	elem := func(i int) []byte {
+		e := envelope{id: fmt.Sprint("j", i), maxAttempts: 1, payload: payload}
+		return e.encode()
+	}
+	// Promotion.
+	now := time.Now()
+	for i := range jobs {
+		require.NoError(t, c.ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(now.UnixMilli() - 1), Member: elem(i)}).Err())
+	}
+	res, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake}, now.UnixMilli(), promoteLimit, "0").Int64Slice()
+	require.NoError(t, err)
+	require.Positive(t, res[0])
+	require.LessOrEqual(t, res[0]*size, int64(maxCallBytes+size), "one promote call moves a bounded number of bytes")
+	require.LessOrEqual(t, res[1], now.UnixMilli(), "and says more are due")
+
+	// Dead letters read.
+	for i := range jobs {
+		ks, args := q.deadArgs(q.k.proc("x"), nil, fmt.Sprint("d", i), "r", 1, false, elem(i))
+		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
+	}
+	dead, err := q.Dead(ctx, 0, 1000)
+	require.NoError(t, err)
+	require.NotEmpty(t, dead)
+	require.LessOrEqual(t, len(dead)*size, maxCallBytes+size, "one Dead call returns a bounded number of bytes")
+	seen := len(dead)
+	for seen < jobs {
+		more, err := q.Dead(ctx, seen, 1000)
+		require.NoError(t, err)
+		require.NotEmpty(t, more, "paging on with the offset reads the rest")
+		seen += len(more)
+	}
+
+	// Recovery of a dead consumer's processing list.
+	for i := range jobs {
+		require.NoError(t, c.LPush(ctx, q.k.proc("ghost"), elem(i)).Err())
+	}
+	require.NoError(t, c.Del(ctx, q.k.ready, q.k.delayed).Err())
+	before, err := srv.CommandStats(ctx)
+	require.NoError(t, err)
+	w, err := NewWorker(q, func(ctx context.Context, j *Job) error { return nil }, WorkerConfig{Concurrency: 1})
+	require.NoError(t, err)
+	n, err := w.recoverPairs(ctx, q.k.proc("ghost"), pairsOf(t, c, q.k.proc("ghost")))
+	require.NoError(t, err)
+	require.Equal(t, jobs, n)
+	after, err := srv.CommandStats(ctx)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, after["evalsha"]-before["evalsha"], int64(jobs*size*2/(maxCallBytes+2*size)),
+		"recovery moves its pairs in calls of bounded bytes")
+}
+
+func pairsOf(t *testing.T, c redis.UniversalClient, key string) []any {
+	elems, err := c.LRange(context.Background(), key, 0, -1).Result()
+	require.NoError(t, err)
+	var pairs []any
+	for _, e := range elems {
+		pairs = append(pairs, e, e)
+	}
+	return pairs
 }

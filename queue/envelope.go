@@ -17,8 +17,16 @@ import (
 // The header is ASCII; the payload is the caller's bytes, untouched. attempt
 // counts failed runs so far (0 on the first run); deliveries counts the times
 // the job was handed out and then recovered from a dead consumer. flags is
-// empty or "u" (the job holds an idempotency key). The version prefix lets a
-// later format coexist with this one.
+// empty, "u" (the job holds an idempotency key), "r" or "ur". The version
+// prefix lets a later format coexist with this one.
+//
+// With flag "r" the element ends with a payload ref instead of the payload,
+// which is in the queue's payloads hash: a payload over inlineMax is written
+// to Redis once at enqueue and read once per run, while the element that
+// every ack, retry, promotion and recovery sends back and forth stays a few
+// dozen bytes. Payloads up to inlineMax ride in the element, so a small job
+// needs no second read. Versions before the "r" flag decode it as an unknown
+// flag (see the package doc on upgrading).
 const envelopeVersion = "bq1|"
 
 // wakeMarker is pushed to the head of the ready list when a delayed job
@@ -36,8 +44,12 @@ type envelope struct {
 	enqueuedAt  time.Time
 	timeout     time.Duration
 	unique      bool
-	payload     []byte
+	ref         string // the payload is in the payloads hash under ref
+	payload     []byte // with a ref: empty until loaded
 }
+
+// inlineMax is the largest payload kept inside the element.
+const inlineMax = 4 << 10
 
 // errMalformed wraps every decode failure.
 var errMalformed = errors.New("queue: malformed job")
@@ -63,6 +75,10 @@ func (e *envelope) appendTo(b []byte) []byte {
 	b = append(b, '|')
 	if e.unique {
 		b = append(b, 'u')
+	}
+	if e.ref != "" {
+		b = append(b, 'r', '|')
+		return append(b, e.ref...)
 	}
 	b = append(b, '|')
 	return append(b, e.payload...)
@@ -111,11 +127,30 @@ func decodeEnvelope(data []byte) (envelope, error) {
 	case "":
 	case "u":
 		e.unique = true
+	case "r", "ur":
+		e.unique = fields[6][0] == 'u'
+		if !validRef(rest) {
+			return e, fmt.Errorf("%w: payload ref %q is not 1-64 letters and digits", errMalformed, preview(rest))
+		}
+		e.ref = string(rest)
+		return e, nil
 	default:
 		return e, fmt.Errorf("%w: unknown flags %q", errMalformed, preview(fields[6]))
 	}
 	e.payload = rest
 	return e, nil
+}
+
+func validRef(r []byte) bool {
+	if len(r) == 0 || len(r) > 64 {
+		return false
+	}
+	for _, c := range r {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func validID(id string) error {

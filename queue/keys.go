@@ -14,7 +14,9 @@ type keys struct {
 	delayed   string // sorted set: delayed and retrying jobs, score = due (unix ms)
 	wake      string // "a wake marker is on the ready list" flag, with a TTL
 	deadIdx   string // sorted set: dead job IDs, score = died at (unix ms)
-	deadData  string // hash: dead job ID -> dead record (JSON)
+	deadData  string // hash: dead job ID -> dead record (see deadRecord)
+	payloads  string // hash: payload ref -> payload of a job over inlineMax
+	deadPay   string // hash: dead job ID -> payload of a dead job over inlineMax
 	consumers string // set: consumer IDs that have consumed this queue
 	sweepLock string // SET NX PX lock: one process sweeps the queue at a time
 }
@@ -28,6 +30,8 @@ func newKeys(namespace, name string) keys {
 		wake:      tag + ":wake",
 		deadIdx:   tag + ":dead",
 		deadData:  tag + ":deadjobs",
+		payloads:  tag + ":payloads",
+		deadPay:   tag + ":deadpayloads",
 		consumers: tag + ":consumers",
 		sweepLock: tag + ":sweeplock",
 	}

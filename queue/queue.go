@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -130,6 +132,8 @@ type Queue struct {
 
 	mu      sync.Mutex
 	workers []*Worker // workers of this queue running in this process
+
+	loaded atomic.Bool // enqueueManyScript is known to be in Redis's script cache
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does
@@ -170,10 +174,18 @@ func newID(now time.Time) string {
 
 // prepared is one job ready to be written.
 type prepared struct {
-	id     string
-	elem   []byte
-	due    time.Time // zero: now
-	unique bool
+	id      string
+	elem    []byte
+	due     time.Time // zero: now
+	unique  bool
+	ref     string // the payload goes to the payloads hash under ref
+	payload []byte // with a ref
+}
+
+// newRef names a payload kept apart: 64 random bits, fresh for each
+// enqueue, so a reused job ID never shares one.
+func newRef() string {
+	return strconv.FormatUint(rand.Uint64(), 36)
 }
 
 func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) {
@@ -213,6 +225,10 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		maxAttempts = q.cfg.MaxAttempts
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload}
+	if len(payload) > inlineMax {
+		e.ref, e.payload = newRef(), nil
+		pr.ref, pr.payload = e.ref, payload
+	}
 	pr.elem = e.encode()
 	return pr, nil
 }
@@ -230,7 +246,8 @@ func (q *Queue) uniqueTTL(due time.Time) int64 {
 }
 
 // Enqueue adds a job and returns its ID. A plain job costs one LPUSH; a
-// delayed job or one with an ID, one script call. The payload is copied.
+// delayed job, one with an ID or one with a payload over 4 KiB (stored apart
+// from the element), one script call. The payload is copied.
 //
 // Errors: ErrPayloadTooLarge (nothing written), ErrDuplicate when the ID
 // option names a job that still exists (nothing written; the ID is
@@ -243,6 +260,12 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	}
 	c := q.p.Client()
 	switch {
+	case pr.ref != "":
+		var added bool
+		added, err = q.enqueueApart(ctx, c, pr)
+		if err == nil && !added {
+			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
+		}
 	case pr.due.IsZero() && !pr.unique:
 		err = c.LPush(ctx, q.k.ready, pr.elem).Err()
 	case pr.due.IsZero():
@@ -271,6 +294,53 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 		return "", q.errorf("enqueue: %w", err)
 	}
 	return pr.id, nil
+}
+
+// enqueueApart writes a job whose payload is kept apart: the payload and the
+// element in one script call.
+func (q *Queue) enqueueApart(ctx context.Context, c redis.Scripter, pr prepared) (bool, error) {
+	ks := []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}
+	u := 0
+	if pr.unique {
+		ks = append(ks, q.k.unique(pr.id))
+		u = len(ks)
+	}
+	var dueMs int64
+	if !pr.due.IsZero() {
+		dueMs = pr.due.UnixMilli()
+	}
+	res, err := q.runLarge(ctx, c, enqueueManyScript, ks, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due),
+		dueMs, pr.elem, u, pr.ref, pr.payload).Int64Slice()
+	if err != nil {
+		return false, err
+	}
+	if len(res) != 1 {
+		return false, fmt.Errorf("enqueue script answered %v", res)
+	}
+	if res[0] == 1 && !pr.due.IsZero() {
+		q.notifyDelayed(pr.due)
+	}
+	return res[0] == 1, nil
+}
+
+// runLarge runs enqueueManyScript with large arguments. Script.Run sends
+// EVALSHA and, when Redis answers NOSCRIPT, EVAL with the same arguments:
+// megabytes of payload twice. Loading the script first (once per queue, and
+// again after a NOSCRIPT: a restarted Redis) sends them once.
+func (q *Queue) runLarge(ctx context.Context, c redis.Scripter, s *redis.Script, ks []string, args ...any) *redis.Cmd {
+	if !q.loaded.Load() {
+		if err := s.Load(ctx, c).Err(); err == nil {
+			q.loaded.Store(true)
+		}
+	}
+	cmd := s.EvalSha(ctx, c, ks, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		if err := s.Load(ctx, c).Err(); err != nil {
+			return cmd
+		}
+		cmd = s.EvalSha(ctx, c, ks, args...)
+	}
+	return cmd
 }
 
 // EnqueueBatch adds many jobs in one atomic command (one LPUSH when no job
@@ -302,36 +372,44 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	}
 	ids := make([]string, len(payloads))
 	elems := make([]any, len(payloads))
+	prs := make([]prepared, len(payloads))
 	total := 0
 	var due time.Time
+	apart := false
 	for i, pl := range payloads {
 		pr, err := q.prepare(pl, opts)
 		if err != nil {
 			return nil, q.errorf("enqueue batch: job %d: %w", i, err)
 		}
-		total += len(pr.elem)
+		total += len(pr.elem) + len(pr.payload)
 		if total > q.cfg.MaxBatchBytes {
 			return nil, q.errorf("enqueue batch: %w: more than %d bytes (Config.MaxBatchBytes)", ErrBatchTooLarge, q.cfg.MaxBatchBytes)
 		}
-		ids[i], elems[i], due = pr.id, pr.elem, pr.due
+		ids[i], elems[i], due, prs[i] = pr.id, pr.elem, pr.due, pr
+		apart = apart || pr.ref != ""
 	}
 	c := q.p.Client()
-	if due.IsZero() {
+	if due.IsZero() && !apart {
 		if err := c.LPush(ctx, q.k.ready, elems...).Err(); err != nil {
 			return nil, q.errorf("enqueue batch: %w", err)
 		}
 		return ids, nil
 	}
-	args := make([]any, 0, 3+3*len(elems))
+	args := make([]any, 0, 3+5*len(elems))
 	args = append(args, wakeMarker, wakeTTL.Milliseconds(), int64(0))
-	dueMs := due.UnixMilli()
-	for _, e := range elems {
-		args = append(args, dueMs, e, 0)
+	var dueMs int64
+	if !due.IsZero() {
+		dueMs = due.UnixMilli()
 	}
-	if err := enqueueManyScript.Run(ctx, c, []string{q.k.ready, q.k.delayed, q.k.wake}, args...).Err(); err != nil {
+	for _, pr := range prs {
+		args = append(args, dueMs, pr.elem, 0, pr.ref, pr.payload)
+	}
+	if err := q.runLarge(ctx, c, enqueueManyScript, []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}, args...).Err(); err != nil {
 		return nil, q.errorf("enqueue batch: %w", err)
 	}
-	q.notifyDelayed(due)
+	if !due.IsZero() {
+		q.notifyDelayed(due)
+	}
 	return ids, nil
 }
 
@@ -384,10 +462,15 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	delayed := pipe.ZCard(ctx, q.k.delayed)
 	dead := pipe.ZCard(ctx, q.k.deadIdx)
 	consumers := pipe.SMembers(ctx, q.k.consumers)
+	// The ready list may hold wake markers, which are not jobs. They are
+	// pushed at the tail, and only recovered jobs go behind them: look at
+	// the tail end only, so a long backlog costs no scan.
+	markers := pipe.LPosCount(ctx, q.k.ready, wakeMarker, 0, redis.LPosArgs{Rank: -1, MaxLen: markerScan})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return s, q.errorf("stats: %w", err)
 	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
+	s.Ready = max(s.Ready-int64(len(markers.Val())), 0)
 	if ids := consumers.Val(); len(ids) > 0 {
 		pipe := c.Pipeline()
 		lens := make([]*redis.IntCmd, len(ids))
@@ -402,12 +485,6 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		}
 		s.Consumers = len(ids)
 	}
-	// The ready list may hold a wake marker, which is not a job.
-	if s.Ready > 0 {
-		if last, err := c.LIndex(ctx, q.k.ready, -1).Result(); err == nil && last == wakeMarker {
-			s.Ready--
-		}
-	}
 	q.mu.Lock()
 	ws := q.workers
 	q.mu.Unlock()
@@ -418,8 +495,14 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	return s, nil
 }
 
+// markerScan is how far from the tail Stats looks for wake markers.
+const markerScan = 1000
+
 // DeadJob is a job in the dead letters.
 type DeadJob struct {
+	// ID names the dead letter, for Requeue: the job's ID, or, when a dead
+	// job with that ID was already there (an ID given with the ID option
+	// and reused), "<job ID>~<died at, unix ms>" so that both are kept.
 	ID          string    `json:"id"`
 	Payload     []byte    `json:"payload"`
 	Reason      string    `json:"reason"` // the last error, or why the job could not run
@@ -433,7 +516,14 @@ type DeadJob struct {
 	Malformed bool `json:"malformed"`
 }
 
-// deadRecord is what the dead letters store per job.
+// deadRecord is what the dead letters store per job, raw (a payload is
+// neither escaped nor encoded):
+//
+//	bqd1|<died at, unix ms>|<attempts>|<reason length>|<reason><element>
+//
+// A payload over inlineMax is not in the element but in the dead payloads
+// hash under the dead letter's ID. Versions before this format stored JSON
+// with the element in base64; those records are still read.
 type deadRecord struct {
 	Reason   string `json:"reason"`
 	DiedMs   int64  `json:"died_ms"`
@@ -441,7 +531,49 @@ type deadRecord struct {
 	Element  []byte `json:"element"`
 }
 
-func (r deadRecord) job(id string) DeadJob {
+const deadRecordVersion = "bqd1|"
+
+// deadRecordHead is a record without its element.
+func deadRecordHead(diedMs int64, attempts int, reason string) []byte {
+	b := make([]byte, 0, len(deadRecordVersion)+40+len(reason))
+	b = append(b, deadRecordVersion...)
+	b = strconv.AppendInt(b, diedMs, 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(attempts), 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(len(reason)), 10)
+	b = append(b, '|')
+	return append(b, reason...)
+}
+
+func parseDeadRecord(data []byte) (deadRecord, error) {
+	var r deadRecord
+	rest, ok := bytes.CutPrefix(data, []byte(deadRecordVersion))
+	if !ok {
+		err := json.Unmarshal(data, &r) // the format of earlier versions
+		return r, err
+	}
+	var nums [3]int64
+	for i := range nums {
+		j := bytes.IndexByte(rest, '|')
+		if j < 0 {
+			return r, fmt.Errorf("dead record cut short after %d of 3 fields", i)
+		}
+		n, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+		if err != nil {
+			return r, fmt.Errorf("dead record field %d is %q", i, preview(rest[:j]))
+		}
+		nums[i], rest = n, rest[j+1:]
+	}
+	if nums[2] < 0 || nums[2] > int64(len(rest)) {
+		return r, fmt.Errorf("dead record reason length %d out of range", nums[2])
+	}
+	r.DiedMs, r.Attempts = nums[0], int(nums[1])
+	r.Reason, r.Element = string(rest[:nums[2]]), rest[nums[2]:]
+	return r, nil
+}
+
+func (r deadRecord) job(id string, payload []byte) DeadJob {
 	d := DeadJob{ID: id, Reason: r.Reason, DiedAt: time.UnixMilli(r.DiedMs), Attempts: r.Attempts}
 	e, err := decodeEnvelope(r.Element)
 	if err != nil {
@@ -449,46 +581,46 @@ func (r deadRecord) job(id string) DeadJob {
 		return d
 	}
 	d.Payload, d.MaxAttempts, d.Deliveries, d.EnqueuedAt = e.payload, e.maxAttempts, e.deliveries, e.enqueuedAt
+	if e.ref != "" {
+		d.Payload = payload
+	}
 	return d
 }
 
 // Dead lists dead jobs, newest first, skipping offset and returning at most
-// limit (1..1000).
+// limit (1..1000). It is one call to Redis, which returns at most about
+// 4 MiB of dead letters (at least one): with large payloads it returns
+// fewer than limit, and the next page starts at offset + len(jobs).
 func (q *Queue) Dead(ctx context.Context, offset, limit int) ([]DeadJob, error) {
 	if offset < 0 || limit < 1 || limit > 1000 {
 		return nil, q.errorf("dead: offset must be >= 0 and limit in 1..1000, got %d and %d", offset, limit)
 	}
-	c := q.p.Client()
-	ids, err := c.ZRevRange(ctx, q.k.deadIdx, int64(offset), int64(offset+limit-1)).Result()
-	if err != nil || len(ids) == 0 {
-		if err != nil {
-			err = q.errorf("dead: %w", err)
-		}
-		return nil, err
-	}
-	vals, err := c.HMGet(ctx, q.k.deadData, ids...).Result()
+	vals, err := deadReadScript.Run(ctx, q.p.Client(), []string{q.k.deadIdx, q.k.deadData, q.k.deadPay}, offset, limit).Slice()
 	if err != nil {
 		return nil, q.errorf("dead: %w", err)
 	}
-	out := make([]DeadJob, 0, len(ids))
-	for i, v := range vals {
-		s, ok := v.(string)
+	out := make([]DeadJob, 0, len(vals)/3)
+	for i := 0; i+2 < len(vals); i += 3 {
+		id, _ := vals[i].(string)
+		s, ok := vals[i+1].(string)
 		if !ok {
-			continue // trimmed between the two reads
+			continue // trimmed while the index still named it
 		}
-		var r deadRecord
-		if err := json.Unmarshal([]byte(s), &r); err != nil {
-			out = append(out, DeadJob{ID: ids[i], Malformed: true, Payload: []byte(s), Reason: "unreadable dead record: " + err.Error()})
+		pay, _ := vals[i+2].(string)
+		r, err := parseDeadRecord([]byte(s))
+		if err != nil {
+			out = append(out, DeadJob{ID: id, Malformed: true, Payload: []byte(s), Reason: "unreadable dead record: " + err.Error()})
 			continue
 		}
-		out = append(out, r.job(ids[i]))
+		out = append(out, r.job(id, []byte(pay)))
 	}
 	return out, nil
 }
 
 // Requeue moves dead jobs back to the ready list with a fresh set of
-// attempts. It returns how many moved; IDs that are not dead, or whose
-// element is malformed, are reported in the error (ErrNotFound).
+// attempts, one call to Redis per job. It returns how many moved; IDs that
+// are not dead, or whose element is malformed, are reported in the error
+// (ErrNotFound).
 func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 	c := q.p.Client()
 	moved := 0
@@ -502,8 +634,8 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 		if err != nil {
 			return moved, q.errorf("requeue %s: %w", id, err)
 		}
-		var r deadRecord
-		if err := json.Unmarshal([]byte(s), &r); err != nil {
+		r, err := parseDeadRecord([]byte(s))
+		if err != nil {
 			errs = append(errs, fmt.Errorf("requeue %s: unreadable dead record: %w", id, err))
 			continue
 		}
@@ -515,7 +647,8 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 		// A fresh start; the idempotency key was released when the job died
 		// and is not taken again.
 		e.attempt, e.deliveries, e.unique = 0, 0, false
-		n, err := requeueDeadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.ready}, id, e.encode()).Int()
+		n, err := requeueDeadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.ready, q.k.payloads, q.k.deadPay},
+			id, e.encode(), e.ref).Int()
 		if err != nil {
 			return moved, q.errorf("requeue %s: %w", id, err)
 		}
@@ -531,30 +664,38 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 	return moved, nil
 }
 
-// Purge deletes every dead job and returns how many there were.
+// Purge deletes every dead job and returns how many there were. Redis frees
+// the memory in the background (UNLINK).
 func (q *Queue) Purge(ctx context.Context) (int, error) {
 	pipe := q.p.Client().TxPipeline()
 	n := pipe.ZCard(ctx, q.k.deadIdx)
-	pipe.Del(ctx, q.k.deadIdx, q.k.deadData)
+	pipe.Unlink(ctx, q.k.deadIdx, q.k.deadData, q.k.deadPay)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, q.errorf("purge: %w", err)
 	}
 	return int(n.Val()), nil
 }
 
-// deadArgs builds the KEYS and ARGV of deadScript for one job.
+// deadArgs builds the KEYS and ARGV of deadScript for one job. With old
+// set, the element is old (taken off procKey) and is not sent twice.
 func (q *Queue) deadArgs(procKey string, old []byte, id, reason string, attempts int, unique bool, element []byte) ([]string, []any) {
 	now := q.cfg.Now()
-	rec, _ := json.Marshal(deadRecord{Reason: truncate(reason, 8<<10), DiedMs: now.UnixMilli(), Attempts: attempts, Element: element})
-	ks := []string{procKey, q.k.deadIdx, q.k.deadData}
+	rec := deadRecordHead(now.UnixMilli(), attempts, truncate(reason, 8<<10))
+	var oldArg any = ""
+	if old != nil {
+		oldArg, element = old, old
+	} else {
+		rec = append(rec, element...)
+	}
+	var ref string
+	if e, err := decodeEnvelope(element); err == nil {
+		ref = e.ref
+	}
+	ks := []string{procKey, q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadPay}
 	if unique {
 		ks = append(ks, q.k.unique(id))
 	}
-	var oldArg any = ""
-	if old != nil {
-		oldArg = old
-	}
-	return ks, []any{oldArg, id, rec, now.UnixMilli(), q.cfg.DeadLetterMax, now.Add(-q.cfg.DeadLetterMaxAge).UnixMilli()}
+	return ks, []any{oldArg, id, rec, now.UnixMilli(), q.cfg.DeadLetterMax, now.Add(-q.cfg.DeadLetterMaxAge).UnixMilli(), ref, "0"}
 }
 
 func truncate(s string, n int) string {

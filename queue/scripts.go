@@ -1,6 +1,10 @@
 package queue
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // The scripts never build key names and never parse envelopes: keys come in
 // KEYS, decisions that need the job's fields are made in Go. They run
@@ -59,21 +63,24 @@ wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4])
 return 1
 `)
 
-// enqueueManyScript enqueues a batch atomically: all of it or nothing.
-// KEYS: ready, delayed, wake, then the unique keys in use.
-// ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
-// due ms (0 = now), envelope, index of its unique key in KEYS (0 = none).
+// enqueueManyScript enqueues a batch atomically: all of it or nothing. It
+// also enqueues every single job whose payload is over inlineMax.
+// KEYS: ready, delayed, wake, payloads, then the unique keys in use.
+// ARGV: marker, wake TTL ms, unique TTL ms, then for each job five values:
+// due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
+// payload ref (” = inline), payload (” when inline).
 // Returns one 1 (added) or 0 (duplicate ID) per job.
 var enqueueManyScript = redis.NewScript(typeLua + wakeLua + `
-local bad = wrongtype(KEYS[1], 'list') or wrongtype(KEYS[2], 'zset')
+local bad = wrongtype(KEYS[1], 'list') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[4], 'hash')
 if bad then return redis.error_reply(bad) end
 local out = {}
 local earliest = nil
-for i = 4, #ARGV, 3 do
+for i = 4, #ARGV, 5 do
   local due, env, u = tonumber(ARGV[i]), ARGV[i+1], tonumber(ARGV[i+2])
   if u > 0 and not redis.call('SET', KEYS[u], '1', 'NX', 'PX', ARGV[3]) then
     out[#out+1] = 0
   else
+    if ARGV[i+3] ~= '' then redis.call('HSET', KEYS[4], ARGV[i+3], ARGV[i+4]) end
     if due == 0 then
       redis.call('LPUSH', KEYS[1], env)
     else
@@ -89,43 +96,77 @@ end
 return out
 `)
 
+// maxCallBytes bounds the job bytes one script call moves or returns (at
+// least one job per call, whatever its size), so that no call of the library
+// holds Redis for more than a few milliseconds or builds a huge reply or Lua
+// string: Lua memory is outside maxmemory. Elements are small since payloads
+// over inlineMax live apart; the bound matters for elements written by older
+// versions, which hold their payload, and for dead letters, which return it.
+const maxCallBytes = 4 << 20
+
+// budgetLua makes maxCallBytes known to scripts (key names are never built
+// in Lua; a constant is fine).
+var budgetLua = "local budget = " + strconv.Itoa(maxCallBytes) + "\n"
+
 // takeScript moves up to ARGV[1] jobs from ready to a processing list without
-// blocking: the fetcher's way to fill free slots when there is a backlog.
+// blocking: the fetcher's way to fill free slots when there is a backlog. It
+// stops early once maxCallBytes have moved.
 // KEYS: ready, processing list.
-var takeScript = redis.NewScript(`
-local out = {}
+var takeScript = redis.NewScript(budgetLua + `
+local out, bytes = {}, 0
 for i = 1, tonumber(ARGV[1]) do
+  if bytes >= budget then break end
   local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not v then break end
   out[i] = v
+  bytes = bytes + #v
 end
 return out
 `)
 
-// promoteScript moves due jobs from the delayed set to the ready list and
-// returns {moved, next due ms or -1}.
+// promoteScript moves due jobs from the delayed set to the ready list, at
+// most ARGV[2] and about maxCallBytes of them, and returns {moved, next due
+// ms or -1}. When it stopped at the byte bound the next due time is already
+// past, so the scheduler calls again at once; between calls other clients
+// are served. It reads the due elements a few at a time, sized by the
+// largest seen so far, so that Lua never holds much more than the bound.
 // KEYS: delayed, ready, wake. ARGV: now ms, limit, "1" to clear the wake flag.
-var promoteScript = redis.NewScript(`
+var promoteScript = redis.NewScript(budgetLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-if #due > 0 then
+local limit = tonumber(ARGV[2])
+local moved, bytes, largest = 0, 0, budget / 4
+while moved < limit and bytes < budget do
+  local n = math.max(1, math.min(limit - moved, 128, math.floor((budget - bytes) / largest)))
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, n)
+  if #due == 0 then break end
+  for _, v in ipairs(due) do
+    bytes = bytes + #v
+    if #v > largest then largest = #v end
+  end
   redis.call('LPUSH', KEYS[2], unpack(due))
   redis.call('ZREM', KEYS[1], unpack(due))
+  moved = moved + #due
+  if #due < n then break end
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #nxt == 0 then return {#due, -1} end
-return {#due, math.floor(tonumber(nxt[2]))}
+if #nxt == 0 then return {moved, -1} end
+return {moved, math.floor(tonumber(nxt[2]))}
 `)
 
 // retryScript takes a failed job off a processing list and schedules its
 // next attempt, only if it was still there (a job recovered by a sweep in the
 // meantime belongs to someone else now).
 // KEYS: processing list, delayed, ready, wake. ARGV: old envelope, new
-// envelope, due ms, marker, wake TTL ms. Returns 1, or 0 if not found.
+// envelope, due ms, marker, wake TTL ms, "1" when this is a resend after a
+// lost reply. Returns 1, 0 if not found, 2 if not found because the lost
+// call had already scheduled the next attempt.
 var retryScript = redis.NewScript(typeLua + wakeLua + `
 local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'list')
 if bad then return redis.error_reply(bad) end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  if ARGV[6] == '1' and redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 2 end
+  return 0
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 wake(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
 return 1
@@ -133,27 +174,95 @@ return 1
 
 // deadScript moves a job to the dead letters (taking it off a processing
 // list first when ARGV[1] is not empty), and trims the dead letters by age
-// and count, at most 1000 per call.
-// KEYS: processing list, dead index, dead data[, unique key].
-// ARGV: old element or ”, dead ID, record, now ms, max count, oldest ms kept.
-var deadScript = redis.NewScript(typeLua + `
-local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash')
+// and count: at most 100 entries and about maxCallBytes per call, at least
+// one, so the count bound holds since every call adds one.
+//
+// A dead letter is never overwritten: when the job's ID is already dead (the
+// ID option frees an ID once its job is dead), the new entry is stored as
+// <ID>~<died ms> (then ~2, ~3...). A payload kept apart moves from the
+// payloads hash to the dead payloads hash under the dead entry's ID.
+// KEYS: processing list, dead index, dead data, payloads, dead payloads[,
+// unique key].
+// ARGV: old element or ”, dead ID, record (without its element when the
+// element is ARGV[1]), now ms, max count, oldest ms kept, payload ref or ”,
+// "1" when this is a resend after a lost reply.
+// Returns 1, 0 if the element was not there, 2 if not there because the lost
+// call had already written this record.
+var deadScript = redis.NewScript(typeLua + budgetLua + `
+local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash') or wrongtype(KEYS[5], 'hash')
 if bad then return redis.error_reply(bad) end
-if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-if #KEYS > 3 then redis.call('DEL', KEYS[4]) end
-local drop = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, 1000)
+local function candidate(i)
+  if i == 0 then return ARGV[2] end
+  if i == 1 then return ARGV[2] .. '~' .. ARGV[4] end
+  return ARGV[2] .. '~' .. ARGV[4] .. '~' .. i
+end
+local rec = ARGV[3]
+if ARGV[1] ~= '' then
+  if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+    if ARGV[8] == '1' then
+      local full, i = rec .. ARGV[1], 0
+      while true do
+        local r = redis.call('HGET', KEYS[3], candidate(i))
+        if not r then break end
+        if r == full then return 2 end
+        i = i + 1
+      end
+    end
+    return 0
+  end
+  rec = rec .. ARGV[1]
+end
+local i = 0
+while redis.call('HEXISTS', KEYS[3], candidate(i)) == 1 do i = i + 1 end
+local id = candidate(i)
+redis.call('ZADD', KEYS[2], ARGV[4], id)
+redis.call('HSET', KEYS[3], id, rec)
+if ARGV[7] ~= '' then
+  local p = redis.call('HGET', KEYS[4], ARGV[7])
+  if p then
+    redis.call('HSET', KEYS[5], id, p)
+    redis.call('HDEL', KEYS[4], ARGV[7])
+  end
+end
+if #KEYS > 5 then redis.call('DEL', KEYS[6]) end
+local drop = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, 100)
 local over = redis.call('ZCARD', KEYS[2]) - #drop - tonumber(ARGV[5])
 if over > 0 then
-  local more = redis.call('ZRANGE', KEYS[2], #drop, #drop + math.min(over, 1000) - 1)
+  local more = redis.call('ZRANGE', KEYS[2], #drop, #drop + math.min(over, 100) - 1)
   for _, v in ipairs(more) do drop[#drop+1] = v end
 end
-if #drop > 0 then
+local n, freed = 0, 0
+for _, v in ipairs(drop) do
+  if n > 0 and freed >= budget then break end
+  freed = freed + redis.call('HSTRLEN', KEYS[3], v) + redis.call('HSTRLEN', KEYS[5], v)
+  n = n + 1
+end
+if n > 0 then
+  drop = {unpack(drop, 1, n)}
   redis.call('ZREM', KEYS[2], unpack(drop))
   redis.call('HDEL', KEYS[3], unpack(drop))
+  redis.call('HDEL', KEYS[5], unpack(drop))
 end
 return 1
+`)
+
+// deadReadScript returns dead letters, newest first: for each, its ID, its
+// record and its payload kept apart (or nil), stopping before the one that
+// would take the reply over maxCallBytes (at least one).
+// KEYS: dead index, dead data, dead payloads. ARGV: offset, limit.
+var deadReadScript = redis.NewScript(budgetLua + `
+local off = tonumber(ARGV[1])
+local ids = redis.call('ZREVRANGE', KEYS[1], off, off + tonumber(ARGV[2]) - 1)
+local out, bytes = {}, 0
+for _, id in ipairs(ids) do
+  local size = redis.call('HSTRLEN', KEYS[2], id) + redis.call('HSTRLEN', KEYS[3], id)
+  if #out > 0 and bytes + size > budget then break end
+  bytes = bytes + size
+  out[#out+1] = id
+  out[#out+1] = redis.call('HGET', KEYS[2], id)
+  out[#out+1] = redis.call('HGET', KEYS[3], id)
+end
+return out
 `)
 
 // recoverScript moves elements of a processing list back to the head of the
@@ -172,26 +281,39 @@ end
 return n
 `)
 
-// requeueDeadScript moves a dead job back to the ready list.
-// KEYS: dead index, dead data, ready. ARGV: dead ID, envelope.
+// requeueDeadScript moves a dead job back to the ready list, and its payload
+// kept apart back to the payloads hash.
+// KEYS: dead index, dead data, ready, payloads, dead payloads. ARGV: dead
+// ID, envelope, payload ref or ”.
 var requeueDeadScript = redis.NewScript(typeLua + `
-local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list')
+local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list') or wrongtype(KEYS[4], 'hash')
 if bad then return redis.error_reply(bad) end
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then
+  local p = redis.call('HGET', KEYS[5], ARGV[1])
+  if p then
+    redis.call('HSET', KEYS[4], ARGV[3], p)
+    redis.call('HDEL', KEYS[5], ARGV[1])
+  elseif redis.call('HEXISTS', KEYS[4], ARGV[3]) == 0 then
+    return redis.error_reply('the payload of dead job ' .. ARGV[1] .. ' is missing')
+  end
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[2])
 return 1
 `)
 
-// ackUniqueScript takes a finished job holding an idempotency key off a
-// processing list, and frees the key only if the job was still there: a job
-// a sweep gave to another consumer may be running again, and its key must
-// keep duplicates out until that run ends.
-// KEYS: processing list, unique key. ARGV: element. Returns 1, or 0 if not
-// found.
-var ackUniqueScript = redis.NewScript(`
+// ackScript takes a finished job off a processing list, and only if it was
+// still there deletes its payload kept apart and frees its idempotency key:
+// a job a sweep gave to another consumer may be running again, and needs
+// both until that run ends. A job with neither is acked with a plain LREM.
+// KEYS: processing list, payloads[, unique key]. ARGV: element, payload ref
+// or ”. Returns 1, or 0 if not found.
+var ackScript = redis.NewScript(`
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[2])
+if ARGV[2] ~= '' then redis.call('HDEL', KEYS[2], ARGV[2]) end
+if #KEYS > 2 then redis.call('DEL', KEYS[3]) end
 return 1
 `)
 
@@ -203,5 +325,5 @@ return 0
 
 var allScripts = []*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
-	retryScript, deadScript, recoverScript, requeueDeadScript, ackUniqueScript, unlockScript,
+	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript,
 }

@@ -588,6 +588,9 @@ const ignoredTimeoutGrace = time.Second
 func (w *Worker) run(d delivery) {
 	w.st.busy.Add(1)
 	defer w.st.busy.Add(-1)
+	if d.env.ref != "" && !w.loadPayload(&d) {
+		return
+	}
 	job := &Job{
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
@@ -624,6 +627,40 @@ func (w *Worker) run(d delivery) {
 	<-w.slots
 }
 
+// loadPayloadTimeout bounds the read of a payload kept apart.
+const loadPayloadTimeout = 10 * time.Second
+
+// loadPayload reads the payload of a job whose element holds a ref: one
+// HGET. It reports whether the job can run. When Redis failed, the job stays
+// in the processing list untracked, and the fetcher's next reconcile puts it
+// back to the head of the ready list; when the payload is gone, the job goes
+// to the dead letters. Either way its slot is freed.
+func (w *Worker) loadPayload(d *delivery) bool {
+	ctx, cancel := context.WithTimeout(w.hardCtx, loadPayloadTimeout)
+	defer cancel()
+	v, err := w.q.p.Background().HGet(ctx, w.q.k.payloads, d.env.ref).Bytes()
+	if err == nil {
+		d.env.payload = v
+		return true
+	}
+	if errors.Is(err, redis.Nil) {
+		w.st.malformed.Add(1)
+		reason := fmt.Sprintf("%v: its payload (ref %s) is missing from %s", errMalformed, d.env.ref, w.q.k.payloads)
+		w.log.Error("queue: job without its payload sent to the dead letters", "job", d.env.id, "ref", d.env.ref)
+		select {
+		case w.acks <- ackOp{kind: ackDead, elem: d.elem, id: d.env.id, unique: d.env.unique, reason: reason, attempts: d.env.attempt, deadID: d.env.id}:
+		case <-w.ackerGone:
+		}
+	} else if w.hardCtx.Err() == nil {
+		w.st.fetchErrors.Add(1)
+		w.log.Warn("queue: reading a job's payload failed; the job goes back to the ready list", "job", d.env.id, "err", err)
+		w.untrack(d.elem)
+		w.needReconcile.Store(true)
+	}
+	<-w.slots
+	return false
+}
+
 // call runs the handler, turning a panic into a failed attempt.
 func (w *Worker) call(ctx context.Context, job *Job) (err error) {
 	defer func() {
@@ -639,7 +676,7 @@ func (w *Worker) call(ctx context.Context, job *Job) (err error) {
 func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 	if err == nil {
 		w.st.processed.Add(1)
-		return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique}
+		return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
 	}
 	w.st.failed.Add(1)
 	w.onError(job, err)
