@@ -307,13 +307,13 @@ func (w *Worker) reconcile(ctx context.Context) {
 }
 
 // recoverPairs runs recoverScript in chunks of at most 500 pairs and about
-// maxCallBytes (at least one pair).
+// maxLuaBytes (at least one pair).
 func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (int, error) {
 	const chunk = 2 * 500
 	total := 0
 	for len(pairs) > 0 {
 		n, bytes := 0, 0
-		for n < min(len(pairs), chunk) && (n == 0 || bytes < maxCallBytes) {
+		for n < min(len(pairs), chunk) && (n == 0 || bytes < maxLuaBytes) {
 			bytes += argLen(pairs[n]) + argLen(pairs[n+1])
 			n += 2
 		}

@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -206,10 +207,12 @@ func TestLargeJobTraffic(t *testing.T) {
 	require.NoError(t, err)
 	eventually(t, 10*time.Second, "dead", func() bool { return w.Stats().Dead == 1 })
 	var stored int64
-	for _, k := range []string{q.k.deadData, q.k.deadPay} {
-		n, err := c.HStrLen(ctx, k, "dies").Result()
+	for _, k := range []string{q.k.deadData, q.k.payloads} {
+		vals, err := c.HVals(ctx, k).Result()
 		require.NoError(t, err)
-		stored += n
+		for _, v := range vals {
+			stored += int64(len(v))
+		}
 	}
 	require.Less(t, stored, int64(size+size/64), "a dead letter holds its payload raw (was JSON + base64)")
 	dead, err := q.Dead(ctx, 0, 10)
@@ -395,7 +398,7 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 	res, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake}, now.UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	require.Positive(t, res[0])
-	require.LessOrEqual(t, res[0]*size, int64(maxCallBytes+size), "one promote call moves a bounded number of bytes")
+	require.LessOrEqual(t, res[0]*size, int64(maxLuaBytes+size), "one promote call moves a bounded number of bytes")
 	require.LessOrEqual(t, res[1], now.UnixMilli(), "and says more are due")
 
 	// Dead letters read.
@@ -429,8 +432,13 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 	require.Equal(t, jobs, n)
 	after, err := srv.CommandStats(ctx)
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, after["evalsha"]-before["evalsha"], int64(jobs*size*2/(maxCallBytes+2*size)),
+	require.GreaterOrEqual(t, after["evalsha"]-before["evalsha"], int64(jobs*size*2/(maxLuaBytes+2*size)),
 		"recovery moves its pairs in calls of bounded bytes")
+
+	// Purge frees them in bounded calls too.
+	purged, err := q.Purge(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jobs, purged)
 }
 
 func pairsOf(t *testing.T, c redis.UniversalClient, key string) []any {
@@ -441,4 +449,54 @@ func pairsOf(t *testing.T, c redis.UniversalClient, key string) []any {
 		pairs = append(pairs, e, e)
 	}
 	return pairs
+}
+
+// Dead letters written by earlier versions (JSON, the element in base64)
+// are still listed and requeued, including a job with a payload kept apart
+// that an earlier worker could not decode (a rolling upgrade).
+func TestOldFormatDeadLettersAreRead(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "compat", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	old := func(id string, element []byte) {
+		rec, err := json.Marshal(map[string]any{"reason": "old", "died_ms": 1764000000000, "attempts": 2, "element": element})
+		require.NoError(t, err)
+		require.NoError(t, c.ZAdd(ctx, q.k.deadIdx, redis.Z{Score: 1764000000000, Member: id}).Err())
+		require.NoError(t, c.HSet(ctx, q.k.deadData, id, rec).Err())
+	}
+	inline := envelope{id: "a", attempt: 1, maxAttempts: 2, payload: []byte("inline payload")}
+	old("a", inline.encode())
+	apart := envelope{id: "b", maxAttempts: 5, ref: "r1"}
+	require.NoError(t, c.HSet(ctx, q.k.payloads, "r1", "payload kept apart").Err())
+	old("b", apart.encode())
+
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 2)
+	for _, d := range dead {
+		require.Equal(t, "old", d.Reason)
+		require.Equal(t, 2, d.Attempts)
+		require.False(t, d.Malformed)
+	}
+	n, err := q.Requeue(ctx, "a", "b")
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	g := group(t)
+	got := make(chan string, 2)
+	startWorker(t, g, q, func(ctx context.Context, j *Job) error { got <- string(j.Payload); return nil }, WorkerConfig{})
+	var payloads []string
+	for range 2 {
+		select {
+		case s := <-got:
+			payloads = append(payloads, s)
+		case <-time.After(10 * time.Second):
+			t.Fatal("requeued jobs did not run")
+		}
+	}
+	require.ElementsMatch(t, []string{"inline payload", "payload kept apart"}, payloads)
+	eventually(t, 5*time.Second, "the payload deleted with the ack", func() bool {
+		return c.Exists(ctx, q.k.payloads).Val() == 0
+	})
 }

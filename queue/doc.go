@@ -27,9 +27,17 @@
 //
 // Every key of a queue carries the hash tag {<namespace>:<name>}, so the
 // same code runs on one Redis and on Redis Cluster, and every script gets
-// its keys in KEYS. A job is one self-contained list element (a versioned
-// envelope: ID, attempt, max attempts, deliveries, enqueued-at, timeout,
-// payload), so a fetch needs no second read and no script parses anything.
+// its keys in KEYS. A job is one list element (a versioned envelope: ID,
+// attempt, max attempts, deliveries, enqueued-at, timeout, and the payload
+// when it is at most 4 KiB), so a small job's fetch needs no second read and
+// no script parses anything. A larger payload is kept apart, in the queue's
+// payloads hash: written once at enqueue and read once per run with plain
+// commands, while acks, retries, promotions and recoveries move an element
+// of a few dozen bytes. No payload passes through Lua (about ten times the
+// server time of a plain command), and no call moves more than about 1 MiB
+// of elements through Lua (promotion, batch fetch, recovery) or returns or
+// frees more than about 4 MiB (Dead, trimming, Purge): every call takes a
+// few milliseconds at most, and makes progress by at least one job.
 //
 //   - ready (list): Enqueue LPUSHes; the fetcher takes from the other end.
 //   - processing list, one per consumer process: BLMOVE ready -> processing
@@ -58,11 +66,14 @@
 //     over), and at the latest when the others see the process that alone
 //     knew of it dead (HeartbeatTTL + HeartbeatInterval after it crashed).
 //     With nothing delayed a scheduler sends nothing.
-//   - dead letters (sorted set of IDs + hash of records): jobs that failed
-//     their last attempt, returned Permanent(err), could not be decoded, or
-//     were recovered from dead consumers more than MaxDeliveries times.
-//     Trimmed by count and age as entries are added. See Dead, Requeue,
-//     Purge.
+//   - dead letters (sorted set of IDs + hash of raw records; a payload kept
+//     apart stays in the payloads hash): jobs that failed their last
+//     attempt, returned Permanent(err), could not be decoded, or were
+//     recovered from dead consumers more than MaxDeliveries times. Trimmed
+//     by count and age as entries are added. A dead letter is never
+//     overwritten: a later job with the same ID (the ID option frees an ID
+//     once its job is dead) is kept beside it as "<ID>~<died at ms>". See
+//     Dead, Requeue, Purge.
 //
 // # Crash recovery
 //
@@ -95,7 +106,9 @@
 // it is always in exactly one of ready, delayed, a processing list or the
 // dead letters (or done). WorkerStats.LostLeases counts outcomes that found
 // their job already recovered by a sweep (this process was thought dead):
-// those jobs may have run twice.
+// those jobs may have run twice. An outcome written again after its reply
+// was lost, that then finds its job gone, counts as written (its first
+// write most likely took it), not as a lost lease.
 //
 // # Shutdown
 //
@@ -128,4 +141,14 @@
 // nothing more until Redis takes outcomes again. On Redis
 // Cluster a slot that moved (a failover) answers MOVED once per client,
 // which is handled like any other Redis error (TestClusterFailover).
+//
+// # Upgrading
+//
+// Jobs and dead letters written by earlier versions are read and run. The
+// reverse does not hold: workers of versions before payloads were kept
+// apart dead-letter a job with a payload over 4 KiB as malformed ("unknown
+// flags"), and cannot list or requeue dead letters written by this version.
+// Upgrade every worker before producers enqueue payloads over 4 KiB, or
+// Requeue such dead letters with this version afterwards (their payload is
+// kept).
 package queue

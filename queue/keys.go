@@ -16,7 +16,7 @@ type keys struct {
 	deadIdx   string // sorted set: dead job IDs, score = died at (unix ms)
 	deadData  string // hash: dead job ID -> dead record (see deadRecord)
 	payloads  string // hash: payload ref -> payload of a job over inlineMax
-	deadPay   string // hash: dead job ID -> payload of a dead job over inlineMax
+	deadRefs  string // hash: dead job ID -> payload ref, for dead jobs whose payload is kept apart
 	consumers string // set: consumer IDs that have consumed this queue
 	sweepLock string // SET NX PX lock: one process sweeps the queue at a time
 }
@@ -31,7 +31,7 @@ func newKeys(namespace, name string) keys {
 		deadIdx:   tag + ":dead",
 		deadData:  tag + ":deadjobs",
 		payloads:  tag + ":payloads",
-		deadPay:   tag + ":deadpayloads",
+		deadRefs:  tag + ":deadrefs",
 		consumers: tag + ":consumers",
 		sweepLock: tag + ":sweeplock",
 	}

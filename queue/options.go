@@ -76,7 +76,9 @@ func Timeout(d time.Duration) EnqueueOption {
 // this ID exists (ready, delayed, retrying or running), another enqueue with
 // the same ID adds nothing and returns ErrDuplicate. The ID is free again
 // once the job has succeeded or gone to the dead letters, and at the latest
-// Config.UniqueTTL after the job's due time. IDs are printable ASCII without
+// Config.UniqueTTL after the job's due time. A later job with the ID that
+// dies too does not replace the first one's dead letter: both are kept
+// (see DeadJob.ID). IDs are printable ASCII without
 // spaces, '|', '{' or '}', at most 200 bytes.
 func ID(id string) EnqueueOption {
 	return func(o *enqueueOpts) error {

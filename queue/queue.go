@@ -133,7 +133,7 @@ type Queue struct {
 	mu      sync.Mutex
 	workers []*Worker // workers of this queue running in this process
 
-	loaded atomic.Bool // enqueueManyScript is known to be in Redis's script cache
+	loaded atomic.Bool // enqueueManyScript is known to be in Redis's script cache (runApart)
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does
@@ -297,8 +297,8 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 }
 
 // enqueueApart writes a job whose payload is kept apart: the payload and the
-// element in one script call.
-func (q *Queue) enqueueApart(ctx context.Context, c redis.Scripter, pr prepared) (bool, error) {
+// element in one MULTI (an HSET and a script call).
+func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr prepared) (bool, error) {
 	ks := []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}
 	u := 0
 	if pr.unique {
@@ -309,8 +309,8 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.Scripter, pr prepared)
 	if !pr.due.IsZero() {
 		dueMs = pr.due.UnixMilli()
 	}
-	res, err := q.runLarge(ctx, c, enqueueManyScript, ks, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due),
-		dueMs, pr.elem, u, pr.ref, pr.payload).Int64Slice()
+	res, err := q.runApart(ctx, c, []prepared{pr}, ks, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due),
+		dueMs, pr.elem, u, pr.ref).Int64Slice()
 	if err != nil {
 		return false, err
 	}
@@ -323,22 +323,47 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.Scripter, pr prepared)
 	return res[0] == 1, nil
 }
 
-// runLarge runs enqueueManyScript with large arguments. Script.Run sends
-// EVALSHA and, when Redis answers NOSCRIPT, EVAL with the same arguments:
-// megabytes of payload twice. Loading the script first (once per queue, and
-// again after a NOSCRIPT: a restarted Redis) sends them once.
-func (q *Queue) runLarge(ctx context.Context, c redis.Scripter, s *redis.Script, ks []string, args ...any) *redis.Cmd {
+// runApart runs enqueueManyScript in a MULTI after an HSET of the payloads
+// kept apart, so that they are written with a plain command (through Lua a
+// payload costs ten times the server time). The script must be in Redis's
+// cache: a NOSCRIPT inside the MULTI would leave the payloads behind, and
+// Script.Run's EVAL fallback would send them twice. So it is loaded first
+// (once per queue, and again after a NOSCRIPT: a restarted Redis).
+func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, prs []prepared, ks []string, args ...any) *redis.Cmd {
+	s := enqueueManyScript
 	if !q.loaded.Load() {
 		if err := s.Load(ctx, c).Err(); err == nil {
 			q.loaded.Store(true)
 		}
 	}
-	cmd := s.EvalSha(ctx, c, ks, args...)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		if err := s.Load(ctx, c).Err(); err != nil {
-			return cmd
+	run := func() *redis.Cmd {
+		pipe := c.TxPipeline()
+		for _, pr := range prs {
+			if pr.ref != "" {
+				pipe.HSet(ctx, q.k.payloads, pr.ref, pr.payload)
+			}
 		}
-		cmd = s.EvalSha(ctx, c, ks, args...)
+		cmd := s.EvalSha(ctx, pipe, ks, args...)
+		_, _ = pipe.Exec(ctx)
+		return cmd
+	}
+	cmd := run()
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		q.loaded.Store(false)
+		if err := s.Load(ctx, c).Err(); err == nil {
+			q.loaded.Store(true)
+			cmd = run()
+		}
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			// Take back the payloads the MULTI wrote without their jobs.
+			var refs []string
+			for _, pr := range prs {
+				if pr.ref != "" {
+					refs = append(refs, pr.ref)
+				}
+			}
+			_ = c.HDel(ctx, q.k.payloads, refs...).Err()
+		}
 	}
 	return cmd
 }
@@ -395,16 +420,16 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 		}
 		return ids, nil
 	}
-	args := make([]any, 0, 3+5*len(elems))
+	args := make([]any, 0, 3+4*len(elems))
 	args = append(args, wakeMarker, wakeTTL.Milliseconds(), int64(0))
 	var dueMs int64
 	if !due.IsZero() {
 		dueMs = due.UnixMilli()
 	}
 	for _, pr := range prs {
-		args = append(args, dueMs, pr.elem, 0, pr.ref, pr.payload)
+		args = append(args, dueMs, pr.elem, 0, pr.ref)
 	}
-	if err := q.runLarge(ctx, c, enqueueManyScript, []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}, args...).Err(); err != nil {
+	if err := q.runApart(ctx, c, prs, []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}, args...).Err(); err != nil {
 		return nil, q.errorf("enqueue batch: %w", err)
 	}
 	if !due.IsZero() {
@@ -573,18 +598,17 @@ func parseDeadRecord(data []byte) (deadRecord, error) {
 	return r, nil
 }
 
-func (r deadRecord) job(id string, payload []byte) DeadJob {
+// job returns the dead job, and the ref of its payload when that is kept
+// apart (Payload is then still to be read).
+func (r deadRecord) job(id string) (DeadJob, string) {
 	d := DeadJob{ID: id, Reason: r.Reason, DiedAt: time.UnixMilli(r.DiedMs), Attempts: r.Attempts}
 	e, err := decodeEnvelope(r.Element)
 	if err != nil {
 		d.Malformed, d.Payload = true, r.Element
-		return d
+		return d, ""
 	}
 	d.Payload, d.MaxAttempts, d.Deliveries, d.EnqueuedAt = e.payload, e.maxAttempts, e.deliveries, e.enqueuedAt
-	if e.ref != "" {
-		d.Payload = payload
-	}
-	return d
+	return d, e.ref
 }
 
 // Dead lists dead jobs, newest first, skipping offset and returning at most
@@ -595,24 +619,43 @@ func (q *Queue) Dead(ctx context.Context, offset, limit int) ([]DeadJob, error) 
 	if offset < 0 || limit < 1 || limit > 1000 {
 		return nil, q.errorf("dead: offset must be >= 0 and limit in 1..1000, got %d and %d", offset, limit)
 	}
-	vals, err := deadReadScript.Run(ctx, q.p.Client(), []string{q.k.deadIdx, q.k.deadData, q.k.deadPay}, offset, limit).Slice()
+	c := q.p.Client()
+	vals, err := deadReadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadRefs}, offset, limit).Slice()
 	if err != nil {
 		return nil, q.errorf("dead: %w", err)
 	}
 	out := make([]DeadJob, 0, len(vals)/3)
+	var refs []string
+	var refJobs []int // index in out of the job each ref belongs to
 	for i := 0; i+2 < len(vals); i += 3 {
 		id, _ := vals[i].(string)
 		s, ok := vals[i+1].(string)
 		if !ok {
 			continue // trimmed while the index still named it
 		}
-		pay, _ := vals[i+2].(string)
 		r, err := parseDeadRecord([]byte(s))
 		if err != nil {
 			out = append(out, DeadJob{ID: id, Malformed: true, Payload: []byte(s), Reason: "unreadable dead record: " + err.Error()})
 			continue
 		}
-		out = append(out, r.job(id, []byte(pay)))
+		d, ref := r.job(id)
+		if ref != "" {
+			refs, refJobs = append(refs, ref), append(refJobs, len(out))
+		}
+		out = append(out, d)
+	}
+	if len(refs) > 0 {
+		// Payloads kept apart: one plain read, within the bound the script
+		// checked.
+		pays, err := c.HMGet(ctx, q.k.payloads, refs...).Result()
+		if err != nil {
+			return nil, q.errorf("dead: reading payloads: %w", err)
+		}
+		for i, p := range pays {
+			if s, ok := p.(string); ok {
+				out[refJobs[i]].Payload = []byte(s)
+			}
+		}
 	}
 	return out, nil
 }
@@ -647,7 +690,7 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 		// A fresh start; the idempotency key was released when the job died
 		// and is not taken again.
 		e.attempt, e.deliveries, e.unique = 0, 0, false
-		n, err := requeueDeadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.ready, q.k.payloads, q.k.deadPay},
+		n, err := requeueDeadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.ready, q.k.payloads, q.k.deadRefs},
 			id, e.encode(), e.ref).Int()
 		if err != nil {
 			return moved, q.errorf("requeue %s: %w", id, err)
@@ -664,16 +707,28 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 	return moved, nil
 }
 
-// Purge deletes every dead job and returns how many there were. Redis frees
-// the memory in the background (UNLINK).
+// Purge deletes the dead jobs there are when it starts, oldest first, and
+// returns how many it deleted. It takes one call per 100 jobs or 4 MiB, so
+// that no call holds Redis long; on an error it returns how many it had
+// deleted so far.
 func (q *Queue) Purge(ctx context.Context) (int, error) {
-	pipe := q.p.Client().TxPipeline()
-	n := pipe.ZCard(ctx, q.k.deadIdx)
-	pipe.Unlink(ctx, q.k.deadIdx, q.k.deadData, q.k.deadPay)
-	if _, err := pipe.Exec(ctx); err != nil {
+	c := q.p.Client()
+	total, err := c.ZCard(ctx, q.k.deadIdx).Result()
+	if err != nil {
 		return 0, q.errorf("purge: %w", err)
 	}
-	return int(n.Val()), nil
+	purged := 0
+	for int64(purged) < total {
+		n, err := purgeScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadRefs}).Int()
+		if err != nil {
+			return purged, q.errorf("purge: %w", err)
+		}
+		if n == 0 {
+			break
+		}
+		purged += n
+	}
+	return purged, nil
 }
 
 // deadArgs builds the KEYS and ARGV of deadScript for one job. With old
@@ -691,7 +746,7 @@ func (q *Queue) deadArgs(procKey string, old []byte, id, reason string, attempts
 	if e, err := decodeEnvelope(element); err == nil {
 		ref = e.ref
 	}
-	ks := []string{procKey, q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadPay}
+	ks := []string{procKey, q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadRefs}
 	if unique {
 		ks = append(ks, q.k.unique(id))
 	}

@@ -64,23 +64,31 @@ return 1
 `)
 
 // enqueueManyScript enqueues a batch atomically: all of it or nothing. It
-// also enqueues every single job whose payload is over inlineMax.
+// also enqueues every single job whose payload is over inlineMax: such
+// payloads are written by an HSET in the same MULTI just before (a payload
+// through Lua would cost ten times the server time), and this script
+// deletes those of jobs it does not add.
 // KEYS: ready, delayed, wake, payloads, then the unique keys in use.
-// ARGV: marker, wake TTL ms, unique TTL ms, then for each job five values:
+// ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
-// payload ref (” = inline), payload (” when inline).
+// payload ref (” = inline).
 // Returns one 1 (added) or 0 (duplicate ID) per job.
 var enqueueManyScript = redis.NewScript(typeLua + wakeLua + `
 local bad = wrongtype(KEYS[1], 'list') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[4], 'hash')
-if bad then return redis.error_reply(bad) end
+if bad then
+  for i = 4, #ARGV, 4 do
+    if ARGV[i+3] ~= '' and wrongtype(KEYS[4], 'hash') == false then redis.call('HDEL', KEYS[4], ARGV[i+3]) end
+  end
+  return redis.error_reply(bad)
+end
 local out = {}
 local earliest = nil
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 4 do
   local due, env, u = tonumber(ARGV[i]), ARGV[i+1], tonumber(ARGV[i+2])
   if u > 0 and not redis.call('SET', KEYS[u], '1', 'NX', 'PX', ARGV[3]) then
+    if ARGV[i+3] ~= '' then redis.call('HDEL', KEYS[4], ARGV[i+3]) end
     out[#out+1] = 0
   else
-    if ARGV[i+3] ~= '' then redis.call('HSET', KEYS[4], ARGV[i+3], ARGV[i+4]) end
     if due == 0 then
       redis.call('LPUSH', KEYS[1], env)
     else
@@ -96,21 +104,29 @@ end
 return out
 `)
 
-// maxCallBytes bounds the job bytes one script call moves or returns (at
-// least one job per call, whatever its size), so that no call of the library
-// holds Redis for more than a few milliseconds or builds a huge reply or Lua
-// string: Lua memory is outside maxmemory. Elements are small since payloads
-// over inlineMax live apart; the bound matters for elements written by older
-// versions, which hold their payload, and for dead letters, which return it.
-const maxCallBytes = 4 << 20
+// Byte bounds on single calls, so that no call of the library holds Redis
+// for more than a few milliseconds or builds a huge reply or Lua string (Lua
+// memory is outside maxmemory). Every call still makes progress: at least
+// one job, whatever its size. Passing a string through Lua costs about 1 ms
+// per MiB of server time, ten times a plain command, so payloads never go
+// through Lua: those over inlineMax live in the payloads hash and are
+// written and read with plain commands, and elements are small. The Lua
+// bound matters for elements written by older versions, which hold their
+// payload, and for many small jobs moved at once.
+const (
+	maxLuaBytes  = 1 << 20 // element bytes one script moves (promote, take, recovery)
+	maxCallBytes = 4 << 20 // bytes one call returns or frees (Dead, trimming)
+	maxLuaJobs   = 256     // elements one promote call moves
+)
 
-// budgetLua makes maxCallBytes known to scripts (key names are never built
-// in Lua; a constant is fine).
-var budgetLua = "local budget = " + strconv.Itoa(maxCallBytes) + "\n"
+// budgetLua makes the bounds known to scripts (key names are never built in
+// Lua; constants are fine).
+var budgetLua = "local budget, callBudget, maxJobs = " + strconv.Itoa(maxLuaBytes) + ", " +
+	strconv.Itoa(maxCallBytes) + ", " + strconv.Itoa(maxLuaJobs) + "\n"
 
 // takeScript moves up to ARGV[1] jobs from ready to a processing list without
 // blocking: the fetcher's way to fill free slots when there is a backlog. It
-// stops early once maxCallBytes have moved.
+// stops early once maxLuaBytes have moved.
 // KEYS: ready, processing list.
 var takeScript = redis.NewScript(budgetLua + `
 local out, bytes = {}, 0
@@ -125,16 +141,16 @@ return out
 `)
 
 // promoteScript moves due jobs from the delayed set to the ready list, at
-// most ARGV[2] and about maxCallBytes of them, and returns {moved, next due
-// ms or -1}. When it stopped at the byte bound the next due time is already
-// past, so the scheduler calls again at once; between calls other clients
-// are served. It reads the due elements a few at a time, sized by the
-// largest seen so far, so that Lua never holds much more than the bound.
+// most ARGV[2], maxLuaJobs and about maxLuaBytes of them, and returns
+// {moved, next due ms or -1}. When it stopped at a bound the next due time
+// is already past, so the scheduler calls again at once; between calls other
+// clients are served. It reads one due element first, then chunks sized by
+// the largest seen so far, so that Lua never holds much more than the bound.
 // KEYS: delayed, ready, wake. ARGV: now ms, limit, "1" to clear the wake flag.
 var promoteScript = redis.NewScript(budgetLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
-local limit = tonumber(ARGV[2])
-local moved, bytes, largest = 0, 0, budget / 4
+local limit = math.min(tonumber(ARGV[2]), maxJobs)
+local moved, bytes, largest = 0, 0, budget
 while moved < limit and bytes < budget do
   local n = math.max(1, math.min(limit - moved, 128, math.floor((budget - bytes) / largest)))
   local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, n)
@@ -174,14 +190,15 @@ return 1
 
 // deadScript moves a job to the dead letters (taking it off a processing
 // list first when ARGV[1] is not empty), and trims the dead letters by age
-// and count: at most 100 entries and about maxCallBytes per call, at least
-// one, so the count bound holds since every call adds one.
+// and count: at most 100 entries and about maxCallBytes freed per call, at
+// least one, so the count bound holds since every call adds one.
 //
 // A dead letter is never overwritten: when the job's ID is already dead (the
 // ID option frees an ID once its job is dead), the new entry is stored as
-// <ID>~<died ms> (then ~2, ~3...). A payload kept apart moves from the
-// payloads hash to the dead payloads hash under the dead entry's ID.
-// KEYS: processing list, dead index, dead data, payloads, dead payloads[,
+// <ID>~<died ms> (then ~2, ~3...). A payload kept apart stays where it is,
+// in the payloads hash; the dead refs hash maps the dead letter to it, so
+// that trimming can delete it without parsing records.
+// KEYS: processing list, dead index, dead data, payloads, dead refs[,
 // unique key].
 // ARGV: old element or ”, dead ID, record (without its element when the
 // element is ARGV[1]), now ms, max count, oldest ms kept, payload ref or ”,
@@ -217,13 +234,7 @@ while redis.call('HEXISTS', KEYS[3], candidate(i)) == 1 do i = i + 1 end
 local id = candidate(i)
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('HSET', KEYS[3], id, rec)
-if ARGV[7] ~= '' then
-  local p = redis.call('HGET', KEYS[4], ARGV[7])
-  if p then
-    redis.call('HSET', KEYS[5], id, p)
-    redis.call('HDEL', KEYS[4], ARGV[7])
-  end
-end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[7]) end
 if #KEYS > 5 then redis.call('DEL', KEYS[6]) end
 local drop = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, 100)
 local over = redis.call('ZCARD', KEYS[2]) - #drop - tonumber(ARGV[5])
@@ -231,38 +242,71 @@ if over > 0 then
   local more = redis.call('ZRANGE', KEYS[2], #drop, #drop + math.min(over, 100) - 1)
   for _, v in ipairs(more) do drop[#drop+1] = v end
 end
-local n, freed = 0, 0
-for _, v in ipairs(drop) do
-  if n > 0 and freed >= budget then break end
-  freed = freed + redis.call('HSTRLEN', KEYS[3], v) + redis.call('HSTRLEN', KEYS[5], v)
+if #drop == 0 then return 1 end
+local refs = redis.call('HMGET', KEYS[5], unpack(drop))
+local n, freed, gone = 0, 0, {}
+for j, v in ipairs(drop) do
+  if n > 0 and freed >= callBudget then break end
+  freed = freed + redis.call('HSTRLEN', KEYS[3], v)
+  if refs[j] then
+    freed = freed + redis.call('HSTRLEN', KEYS[4], refs[j])
+    gone[#gone+1] = refs[j]
+  end
   n = n + 1
 end
-if n > 0 then
-  drop = {unpack(drop, 1, n)}
-  redis.call('ZREM', KEYS[2], unpack(drop))
-  redis.call('HDEL', KEYS[3], unpack(drop))
-  redis.call('HDEL', KEYS[5], unpack(drop))
-end
+drop = {unpack(drop, 1, n)}
+redis.call('ZREM', KEYS[2], unpack(drop))
+redis.call('HDEL', KEYS[3], unpack(drop))
+redis.call('HDEL', KEYS[5], unpack(drop))
+if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
 return 1
 `)
 
 // deadReadScript returns dead letters, newest first: for each, its ID, its
-// record and its payload kept apart (or nil), stopping before the one that
-// would take the reply over maxCallBytes (at least one).
-// KEYS: dead index, dead data, dead payloads. ARGV: offset, limit.
+// record and the ref of its payload kept apart (or nil), stopping before the
+// one whose record and payload would take the total over maxCallBytes (at
+// least one). The caller reads those payloads with a plain HMGET.
+// KEYS: dead index, dead data, payloads, dead refs. ARGV: offset, limit.
 var deadReadScript = redis.NewScript(budgetLua + `
 local off = tonumber(ARGV[1])
 local ids = redis.call('ZREVRANGE', KEYS[1], off, off + tonumber(ARGV[2]) - 1)
 local out, bytes = {}, 0
 for _, id in ipairs(ids) do
-  local size = redis.call('HSTRLEN', KEYS[2], id) + redis.call('HSTRLEN', KEYS[3], id)
-  if #out > 0 and bytes + size > budget then break end
+  local ref = redis.call('HGET', KEYS[4], id)
+  local size = redis.call('HSTRLEN', KEYS[2], id)
+  if ref then size = size + redis.call('HSTRLEN', KEYS[3], ref) end
+  if #out > 0 and bytes + size > callBudget then break end
   bytes = bytes + size
   out[#out+1] = id
   out[#out+1] = redis.call('HGET', KEYS[2], id)
-  out[#out+1] = redis.call('HGET', KEYS[3], id)
+  out[#out+1] = ref
 end
 return out
+`)
+
+// purgeScript deletes the oldest dead letters with their payloads, at most
+// 100 and about maxCallBytes per call (at least one). Returns how many.
+// KEYS: dead index, dead data, payloads, dead refs.
+var purgeScript = redis.NewScript(budgetLua + `
+local drop = redis.call('ZRANGE', KEYS[1], 0, 99)
+if #drop == 0 then return 0 end
+local refs = redis.call('HMGET', KEYS[4], unpack(drop))
+local n, freed, gone = 0, 0, {}
+for j, v in ipairs(drop) do
+  if n > 0 and freed >= callBudget then break end
+  freed = freed + redis.call('HSTRLEN', KEYS[2], v)
+  if refs[j] then
+    freed = freed + redis.call('HSTRLEN', KEYS[3], refs[j])
+    gone[#gone+1] = refs[j]
+  end
+  n = n + 1
+end
+drop = {unpack(drop, 1, n)}
+redis.call('ZREM', KEYS[1], unpack(drop))
+redis.call('HDEL', KEYS[2], unpack(drop))
+redis.call('HDEL', KEYS[4], unpack(drop))
+if #gone > 0 then redis.call('HDEL', KEYS[3], unpack(gone)) end
+return n
 `)
 
 // recoverScript moves elements of a processing list back to the head of the
@@ -281,23 +325,18 @@ end
 return n
 `)
 
-// requeueDeadScript moves a dead job back to the ready list, and its payload
-// kept apart back to the payloads hash.
-// KEYS: dead index, dead data, ready, payloads, dead payloads. ARGV: dead
-// ID, envelope, payload ref or ”.
+// requeueDeadScript moves a dead job back to the ready list; its payload
+// kept apart, if any, stays where it is.
+// KEYS: dead index, dead data, ready, payloads, dead refs. ARGV: dead ID,
+// envelope, payload ref or ”.
 var requeueDeadScript = redis.NewScript(typeLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list') or wrongtype(KEYS[4], 'hash')
 if bad then return redis.error_reply(bad) end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
-if ARGV[3] ~= '' then
-  local p = redis.call('HGET', KEYS[5], ARGV[1])
-  if p then
-    redis.call('HSET', KEYS[4], ARGV[3], p)
-    redis.call('HDEL', KEYS[5], ARGV[1])
-  elseif redis.call('HEXISTS', KEYS[4], ARGV[3]) == 0 then
-    return redis.error_reply('the payload of dead job ' .. ARGV[1] .. ' is missing')
-  end
+if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 0 then
+  return redis.error_reply('the payload of dead job ' .. ARGV[1] .. ' (ref ' .. ARGV[3] .. ') is missing')
 end
+redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[2])
@@ -325,5 +364,5 @@ return 0
 
 var allScripts = []*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
-	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript,
+	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript,
 }
