@@ -500,3 +500,35 @@ func TestOldFormatDeadLettersAreRead(t *testing.T) {
 		return c.Exists(ctx, q.k.payloads).Val() == 0
 	})
 }
+
+// Issue 13 item 10: a batch's jobs never pass through Lua, where they would
+// cost about ten times the server time of a plain command (up to
+// Config.MaxBatchBytes, 16 MiB, in one call).
+func TestBatchSendsNoJobsThroughLua(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "batchlua", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	require.NoError(t, c.ConfigSet(ctx, "slowlog-log-slower-than", "0").Err())
+	require.NoError(t, c.ConfigSet(ctx, "slowlog-max-len", "1000").Err())
+	payloads := make([][]byte, 100)
+	for i := range payloads {
+		payloads[i] = bytes.Repeat([]byte{'p'}, 1000+i*100) // some inline, some kept apart
+	}
+	for _, opts := range [][]EnqueueOption{nil, {Delay(time.Hour)}} {
+		require.NoError(t, c.SlowLogReset(ctx).Err())
+		_, err := q.EnqueueBatch(ctx, payloads, opts...)
+		require.NoError(t, err)
+		logs, err := c.SlowLogGet(ctx, -1).Result()
+		require.NoError(t, err)
+		for _, l := range logs {
+			if strings.HasPrefix(l.Args[0], "eval") {
+				require.LessOrEqual(t, len(l.Args), 10, "a script call carries the jobs: %.200v", l.Args)
+			}
+		}
+	}
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(100), s.Ready)
+	require.Equal(t, int64(100), s.Delayed)
+}

@@ -133,7 +133,7 @@ type Queue struct {
 	mu      sync.Mutex
 	workers []*Worker // workers of this queue running in this process
 
-	loaded atomic.Bool // enqueueManyScript is known to be in Redis's script cache (runApart)
+	loaded atomic.Bool // the scripts run inside a MULTI are in Redis's script cache (ensureScripts)
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does
@@ -331,11 +331,7 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr pr
 // (once per queue, and again after a NOSCRIPT: a restarted Redis).
 func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, prs []prepared, ks []string, args ...any) *redis.Cmd {
 	s := enqueueManyScript
-	if !q.loaded.Load() {
-		if err := s.Load(ctx, c).Err(); err == nil {
-			q.loaded.Store(true)
-		}
-	}
+	q.ensureScripts(ctx, c)
 	run := func() *redis.Cmd {
 		pipe := c.TxPipeline()
 		for _, pr := range prs {
@@ -350,10 +346,8 @@ func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, prs []pre
 	cmd := run()
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		q.loaded.Store(false)
-		if err := s.Load(ctx, c).Err(); err == nil {
-			q.loaded.Store(true)
-			cmd = run()
-		}
+		q.ensureScripts(ctx, c)
+		cmd = run()
 		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			// Take back the payloads the MULTI wrote without their jobs.
 			var refs []string
@@ -368,9 +362,9 @@ func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, prs []pre
 	return cmd
 }
 
-// EnqueueBatch adds many jobs in one atomic command (one LPUSH when no job
-// is delayed or has an ID, one script call otherwise): all of them are
-// written or none. Every option applies to every job; an ID option is
+// EnqueueBatch adds many jobs in one atomic command (one LPUSH; for a
+// delayed batch, or one with payloads over 4 KiB, one MULTI of plain
+// commands): all of them are written or none. Every option applies to every job; an ID option is
 // refused (each job needs its own ID; use Enqueue). It returns the IDs in
 // order.
 //
@@ -420,22 +414,68 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 		}
 		return ids, nil
 	}
-	args := make([]any, 0, 3+4*len(elems))
-	args = append(args, wakeMarker, wakeTTL.Milliseconds(), int64(0))
-	var dueMs int64
-	if !due.IsZero() {
-		dueMs = due.UnixMilli()
-	}
-	for _, pr := range prs {
-		args = append(args, dueMs, pr.elem, 0, pr.ref)
-	}
-	if err := q.runApart(ctx, c, prs, []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}, args...).Err(); err != nil {
+	if err := q.writeBatch(ctx, c, prs, elems, due); err != nil {
 		return nil, q.errorf("enqueue batch: %w", err)
 	}
 	if !due.IsZero() {
 		q.notifyDelayed(due)
 	}
 	return ids, nil
+}
+
+// writeBatch writes a batch that is delayed or holds payloads kept apart in
+// one MULTI of plain commands: an HSET of the payloads, an LPUSH or a ZADD
+// of the elements, and for a delayed batch the wake script, which carries no
+// job (through Lua the jobs would cost ten times the server time). A batch
+// has no ID option, so nothing is conditional. A NOSCRIPT re-runs the MULTI
+// once the scripts are loaded: every command in it is idempotent.
+func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []prepared, elems []any, due time.Time) error {
+	q.ensureScripts(ctx, c)
+	run := func() (*redis.Cmd, error) {
+		pipe := c.TxPipeline()
+		var pays []any
+		for _, pr := range prs {
+			if pr.ref != "" {
+				pays = append(pays, pr.ref, pr.payload)
+			}
+		}
+		if len(pays) > 0 {
+			pipe.HSet(ctx, q.k.payloads, pays...)
+		}
+		if due.IsZero() {
+			pipe.LPush(ctx, q.k.ready, elems...)
+			_, err := pipe.Exec(ctx)
+			return nil, err
+		}
+		dueMs := due.UnixMilli()
+		zs := make([]redis.Z, len(elems))
+		for i, e := range elems {
+			zs[i] = redis.Z{Score: float64(dueMs), Member: e}
+		}
+		pipe.ZAdd(ctx, q.k.delayed, zs...)
+		wake := wakeScript.EvalSha(ctx, pipe, []string{q.k.delayed, q.k.ready, q.k.wake}, dueMs, wakeMarker, wakeTTL.Milliseconds())
+		_, err := pipe.Exec(ctx)
+		return wake, err
+	}
+	wake, err := run()
+	if wake != nil && redis.HasErrorPrefix(wake.Err(), "NOSCRIPT") {
+		q.loaded.Store(false)
+		q.ensureScripts(ctx, c)
+		_, err = run()
+	}
+	return err
+}
+
+// ensureScripts loads the scripts that enqueues run inside a MULTI, where a
+// NOSCRIPT cannot fall back to EVAL: once per queue, and again after a
+// NOSCRIPT (a restarted Redis).
+func (q *Queue) ensureScripts(ctx context.Context, c redis.Scripter) {
+	if q.loaded.Load() {
+		return
+	}
+	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil {
+		q.loaded.Store(true)
+	}
 }
 
 // notifyDelayed tells this process's workers of the queue about a delayed

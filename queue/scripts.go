@@ -63,11 +63,19 @@ wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4])
 return 1
 `)
 
-// enqueueManyScript enqueues a batch atomically: all of it or nothing. It
-// also enqueues every single job whose payload is over inlineMax: such
-// payloads are written by an HSET in the same MULTI just before (a payload
-// through Lua would cost ten times the server time), and this script
-// deletes those of jobs it does not add.
+// wakeScript pushes a wake marker when the delayed jobs a batch just added
+// at due (a ZADD in the same MULTI) are the earliest.
+// KEYS: delayed, ready, wake. ARGV: due ms, marker, wake TTL ms.
+var wakeScript = redis.NewScript(wakeLua + `
+wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+return 1
+`)
+
+// enqueueManyScript enqueues jobs atomically: all of them or nothing. Enqueue
+// uses it for a job whose payload is over inlineMax: the payload is written
+// by an HSET in the same MULTI just before (a payload through Lua would cost
+// ten times the server time), and this script deletes it again if it does
+// not add the job. (EnqueueBatch uses plain commands: a batch has no IDs.)
 // KEYS: ready, delayed, wake, payloads, then the unique keys in use.
 // ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
@@ -364,5 +372,5 @@ return 0
 
 var allScripts = []*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
-	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript,
+	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript, wakeScript,
 }
