@@ -53,6 +53,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("bq1|id|3|5|2|0|100|u|"))
 	f.Add([]byte(wakeMarker))
 	f.Add([]byte("bq1|||||||"))
+	f.Add([]byte("bq1|id|0|1|0|-5|0|ur|ref123"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := decodeEnvelope(data)
 		if err != nil {

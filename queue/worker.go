@@ -72,7 +72,8 @@ type WorkerConfig struct {
 	Backoff func(attempt int, err error) time.Duration
 	// MaxDeliveries is how many times a job may be recovered from consumers
 	// that died while holding it before it goes to the dead letters, so a
-	// job that crashes its process cannot crash-loop a fleet. At most 2^31-1. Default 5.
+	// job that crashes its process cannot crash-loop a fleet. At most
+	// 2^31-1. Default 5.
 	MaxDeliveries int
 	// HeartbeatInterval is how often this process proves it is alive and
 	// checks for dead consumers. A consumer counts as dead HeartbeatTTL after
