@@ -401,6 +401,17 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 	require.LessOrEqual(t, res[0]*size, int64(maxLuaBytes+size), "one promote call moves a bounded number of bytes")
 	require.LessOrEqual(t, res[1], now.UnixMilli(), "and says more are due")
 
+	// A batch fetch.
+	require.NoError(t, c.Del(ctx, q.k.ready).Err())
+	for i := range jobs {
+		require.NoError(t, c.LPush(ctx, q.k.ready, elem(i)).Err())
+	}
+	took, err := takeScript.Run(ctx, c, []string{q.k.ready, q.k.proc("taker")}, 10).StringSlice()
+	require.NoError(t, err)
+	require.NotEmpty(t, took)
+	require.LessOrEqual(t, len(took)*size, maxLuaBytes+size, "one batch fetch moves a bounded number of bytes")
+	require.NoError(t, c.Del(ctx, q.k.ready, q.k.proc("taker")).Err())
+
 	// Dead letters read.
 	for i := range jobs {
 		ks, args := q.deadArgs(q.k.proc("x"), nil, fmt.Sprint("d", i), "r", 1, false, elem(i))
