@@ -114,6 +114,8 @@ func testQueuesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, np newPool
 		for i := range payloads {
 			payloads[i] = []byte(fmt.Sprint("batch", i))
 		}
+		// Payloads kept apart (over 4 KiB), in the plain and the delayed batch.
+		payloads[0] = append(payloads[0], make([]byte, 5000)...)
 		_, err := r.q.EnqueueBatch(ctx, payloads)
 		require.NoError(t, err)
 		_, err = r.q.EnqueueBatch(ctx, payloads[:delayed], Delay(30*time.Millisecond))
@@ -129,7 +131,8 @@ func testQueuesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, np newPool
 			require.NoError(t, err)
 		}
 		for i := range doomed {
-			_, err := r.q.Enqueue(ctx, []byte(fmt.Sprint("doomed", i)))
+			// Kept apart: dead letters, Requeue and Purge with payload refs.
+			_, err := r.q.Enqueue(ctx, append([]byte(fmt.Sprint("doomed", i)), make([]byte, 5000)...))
 			require.NoError(t, err)
 		}
 	}
