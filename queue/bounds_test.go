@@ -543,3 +543,56 @@ func TestBatchSendsNoJobsThroughLua(t *testing.T) {
 	require.Equal(t, int64(100), s.Ready)
 	require.Equal(t, int64(100), s.Delayed)
 }
+
+// A job whose payload kept apart is gone (deleted by hand) goes to the dead
+// letters with the reason; it never reaches a handler.
+func TestJobWithoutItsPayloadIsDeadLettered(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "nopayload", Config{})
+	ctx := context.Background()
+	_, err := q.Enqueue(ctx, make([]byte, inlineMax+1), ID("lost"))
+	require.NoError(t, err)
+	ok, err := q.Enqueue(ctx, make([]byte, inlineMax+1))
+	require.NoError(t, err)
+	refs, err := p.Client().HKeys(ctx, q.k.payloads).Result()
+	require.NoError(t, err)
+	require.Len(t, refs, 2)
+	elems, err := p.Client().LRange(ctx, q.k.ready, 0, -1).Result()
+	require.NoError(t, err)
+	for _, e := range elems {
+		env, err := decodeEnvelope([]byte(e))
+		require.NoError(t, err)
+		if env.id == "lost" {
+			require.NoError(t, p.Client().HDel(ctx, q.k.payloads, env.ref).Err())
+		}
+	}
+	g := group(t)
+	ran := make(chan string, 2)
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil }, WorkerConfig{})
+	select {
+	case id := <-ran:
+		require.Equal(t, ok, id)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job with its payload did not run")
+	}
+	eventually(t, 10*time.Second, "the other dead", func() bool { return w.Stats().Dead == 1 && w.Stats().Malformed == 1 })
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Equal(t, "lost", dead[0].ID)
+	require.Contains(t, dead[0].Reason, "is missing")
+	require.Empty(t, drainStrings(ran))
+	eventually(t, 5*time.Second, "nothing left", func() bool { return p.Client().Exists(ctx, q.k.payloads, q.k.unique("lost")).Val() == 0 })
+}
+
+func drainStrings(ch chan string) []string {
+	var got []string
+	for {
+		select {
+		case v := <-ch:
+			got = append(got, v)
+		default:
+			return got
+		}
+	}
+}

@@ -32,8 +32,9 @@
 // when it is at most 4 KiB), so a small job's fetch needs no second read and
 // no script parses anything. A larger payload is kept apart, in the queue's
 // payloads hash: written once at enqueue and read once per run with plain
-// commands, while acks, retries, promotions and recoveries move an element
-// of a few dozen bytes. No payload passes through Lua (about ten times the
+// commands (by the fetcher, on its own connection, one pipeline per fetch),
+// while acks, retries, promotions and recoveries move an element of a few
+// dozen bytes. No payload passes through Lua (about ten times the
 // server time of a plain command), and no call moves more than about 1 MiB
 // of elements through Lua (promotion, batch fetch, recovery) or returns or
 // frees more than about 4 MiB (Dead, trimming, Purge): every call takes a

@@ -407,8 +407,10 @@ func (w *Worker) join(g *lifecycle.Group) (*node, error) {
 
 // delivery is a fetched element on its way to a handler.
 type delivery struct {
-	elem string
-	env  envelope
+	elem    string
+	env     envelope
+	err     error // the element did not decode
+	missing bool  // its payload kept apart is gone
 }
 
 func (w *Worker) track(elem string) {
@@ -523,10 +525,69 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			continue
 		}
 		bo.reset()
-		for _, e := range elems {
-			w.dispatch(ctx, e)
+		for _, d := range w.loadPayloads(ctx, c, elems) {
+			w.dispatch(ctx, d)
 		}
 	}
+}
+
+// loadPayloads decodes fetched elements and reads the payloads kept apart,
+// one pipelined HGET each, on the fetcher's own connection: no lane is
+// shared with the heartbeat or the acker, and a fetch of n jobs costs one
+// more round trip, not n. An element whose read failed is not handed out:
+// its slot is freed and it stays in the processing list, untracked, for the
+// next reconcile to put back at the head of the ready list.
+func (w *Worker) loadPayloads(ctx context.Context, c redis.Cmdable, elems []string) []delivery {
+	ds := make([]delivery, len(elems))
+	var pipe redis.Pipeliner
+	var cmds []*redis.StringCmd
+	var at []int
+	for i, e := range elems {
+		ds[i].elem = e
+		if e == wakeMarker {
+			continue
+		}
+		ds[i].env, ds[i].err = decodeEnvelope([]byte(e))
+		if ds[i].err == nil && ds[i].env.ref != "" {
+			if pipe == nil {
+				pipe = c.Pipeline()
+			}
+			cmds, at = append(cmds, pipe.HGet(ctx, w.q.k.payloads, ds[i].env.ref)), append(at, i)
+		}
+	}
+	if pipe == nil {
+		return ds
+	}
+	_, execErr := pipe.Exec(ctx)
+	failed := 0
+	for j, cmd := range cmds {
+		d := &ds[at[j]]
+		v, err := cmd.Bytes()
+		switch {
+		case err == nil:
+			d.env.payload = v
+		case errors.Is(err, redis.Nil):
+			d.missing = true
+		default:
+			d.elem, failed = "", failed+1
+			<-w.slots
+		}
+	}
+	if failed > 0 {
+		if ctx.Err() == nil {
+			w.st.fetchErrors.Add(1)
+			w.log.Warn("queue: reading payloads failed; those jobs go back to the ready list", "count", failed, "err", execErr)
+		}
+		w.needReconcile.Store(true)
+		kept := ds[:0]
+		for _, d := range ds {
+			if d.elem != "" {
+				kept = append(kept, d)
+			}
+		}
+		ds = kept
+	}
+	return ds
 }
 
 // dispatch hands a fetched element to a handler, or deals with it when it is
@@ -535,21 +596,26 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 // the acker can (Redis down, acks backed up), and then the worker's closing
 // must not wait for it: the element stays in the processing list, and the
 // drain puts it back or drops it.
-func (w *Worker) dispatch(ctx context.Context, elem string) {
+func (w *Worker) dispatch(ctx context.Context, d delivery) {
+	elem, env := d.elem, d.env
 	w.track(elem)
 	var op ackOp
-	if elem == wakeMarker {
+	switch {
+	case elem == wakeMarker:
 		w.sched.wake(true)
 		op = ackOp{kind: ackDrop, elem: elem}
-	} else {
-		env, err := decodeEnvelope([]byte(elem))
-		if err == nil {
-			w.jobs <- delivery{elem: elem, env: env}
-			return
-		}
+	case d.err != nil:
 		w.st.malformed.Add(1)
-		w.log.Error("queue: malformed element sent to the dead letters", "err", err)
-		op = ackOp{kind: ackDead, elem: elem, reason: err.Error(), deadID: deadIDFor(w.q.cfg.Now(), nil)}
+		w.log.Error("queue: malformed element sent to the dead letters", "err", d.err)
+		op = ackOp{kind: ackDead, elem: elem, reason: d.err.Error(), deadID: deadIDFor(w.q.cfg.Now(), nil)}
+	case d.missing:
+		w.st.malformed.Add(1)
+		reason := fmt.Sprintf("%v: its payload (ref %s) is missing from %s", errMalformed, env.ref, w.q.k.payloads)
+		w.log.Error("queue: job without its payload sent to the dead letters", "job", env.id, "ref", env.ref)
+		op = ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
+	default:
+		w.jobs <- d
+		return
 	}
 	select {
 	case w.acks <- op:
@@ -589,9 +655,6 @@ const ignoredTimeoutGrace = time.Second
 func (w *Worker) run(d delivery) {
 	w.st.busy.Add(1)
 	defer w.st.busy.Add(-1)
-	if d.env.ref != "" && !w.loadPayload(&d) {
-		return
-	}
 	job := &Job{
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
@@ -626,40 +689,6 @@ func (w *Worker) run(d delivery) {
 		// outcome no longer matters here.
 	}
 	<-w.slots
-}
-
-// loadPayloadTimeout bounds the read of a payload kept apart.
-const loadPayloadTimeout = 10 * time.Second
-
-// loadPayload reads the payload of a job whose element holds a ref: one
-// HGET. It reports whether the job can run. When Redis failed, the job stays
-// in the processing list untracked, and the fetcher's next reconcile puts it
-// back to the head of the ready list; when the payload is gone, the job goes
-// to the dead letters. Either way its slot is freed.
-func (w *Worker) loadPayload(d *delivery) bool {
-	ctx, cancel := context.WithTimeout(w.hardCtx, loadPayloadTimeout)
-	defer cancel()
-	v, err := w.q.p.Background().HGet(ctx, w.q.k.payloads, d.env.ref).Bytes()
-	if err == nil {
-		d.env.payload = v
-		return true
-	}
-	if errors.Is(err, redis.Nil) {
-		w.st.malformed.Add(1)
-		reason := fmt.Sprintf("%v: its payload (ref %s) is missing from %s", errMalformed, d.env.ref, w.q.k.payloads)
-		w.log.Error("queue: job without its payload sent to the dead letters", "job", d.env.id, "ref", d.env.ref)
-		select {
-		case w.acks <- ackOp{kind: ackDead, elem: d.elem, id: d.env.id, unique: d.env.unique, reason: reason, attempts: d.env.attempt, deadID: d.env.id}:
-		case <-w.ackerGone:
-		}
-	} else if w.hardCtx.Err() == nil {
-		w.st.fetchErrors.Add(1)
-		w.log.Warn("queue: reading a job's payload failed; the job goes back to the ready list", "job", d.env.id, "err", err)
-		w.untrack(d.elem)
-		w.needReconcile.Store(true)
-	}
-	<-w.slots
-	return false
 }
 
 // call runs the handler, turning a panic into a failed attempt.
