@@ -509,7 +509,7 @@ func (q *Queue) removeWorker(w *Worker) {
 // Stats describes a queue. The counts come from Redis at the time of the
 // call; Local describes this process's worker, if one runs.
 type Stats struct {
-	Ready     int64        `json:"ready"`
+	Ready     int64        `json:"ready"` // jobs, not wake markers (looked for among the last 1,000)
 	Delayed   int64        `json:"delayed"`   // delayed and waiting to retry
 	InFlight  int64        `json:"in_flight"` // fetched and not yet acked, by any consumer
 	Dead      int64        `json:"dead"`
@@ -586,9 +586,10 @@ type DeadJob struct {
 //
 //	bqd1|<died at, unix ms>|<attempts>|<reason length>|<reason><element>
 //
-// A payload over inlineMax is not in the element but in the dead payloads
-// hash under the dead letter's ID. Versions before this format stored JSON
-// with the element in base64; those records are still read.
+// A payload over inlineMax is not in the element: it stays in the payloads
+// hash, and the dead refs hash maps the dead letter to its ref. Versions
+// before this format stored JSON with the element in base64; those records
+// are still read.
 type deadRecord struct {
 	Reason   string `json:"reason"`
 	DiedMs   int64  `json:"died_ms"`
