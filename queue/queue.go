@@ -509,7 +509,7 @@ func (q *Queue) removeWorker(w *Worker) {
 // Stats describes a queue. The counts come from Redis at the time of the
 // call; Local describes this process's worker, if one runs.
 type Stats struct {
-	Ready     int64        `json:"ready"` // jobs, not wake markers (looked for among the last 1,000)
+	Ready     int64        `json:"ready"`     // jobs, not wake markers (looked for among the last 1,000)
 	Delayed   int64        `json:"delayed"`   // delayed and waiting to retry
 	InFlight  int64        `json:"in_flight"` // fetched and not yet acked, by any consumer
 	Dead      int64        `json:"dead"`
