@@ -596,3 +596,20 @@ func drainStrings(ch chan string) []string {
 		}
 	}
 }
+
+// A duplicate ID leaves no payload behind, delayed or not.
+func TestDuplicateLargeJobLeavesNoPayload(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "dup", Config{})
+	ctx := context.Background()
+	big := make([]byte, inlineMax+1)
+	_, err := q.Enqueue(ctx, big, ID("x"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, big, ID("x"))
+	require.ErrorIs(t, err, ErrDuplicate)
+	_, err = q.Enqueue(ctx, big, ID("x"), Delay(time.Hour))
+	require.ErrorIs(t, err, ErrDuplicate)
+	n, err := p.Client().HLen(ctx, q.k.payloads).Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+}
