@@ -141,8 +141,8 @@ func (s *scheduler) loop(ctx context.Context) error {
 		bo.reset()
 		s.reads.Add(1)
 		s.known.Store(res[1] >= 0)
-		if res[0] == promoteLimit {
-			continue // more are due
+		if res[0] == promoteLimit || (res[1] >= 0 && res[1] <= now.UnixMilli()) {
+			continue // more are due (the script also stops at its byte and job bounds)
 		}
 		if res[1] < 0 {
 			s.next.Store(math.MaxInt64)
