@@ -71,7 +71,8 @@ type Config struct {
 	// Zero means DefaultGoroutines.
 	Goroutines int
 	// GoroutinesClear clears it once the count falls below this. It must be
-	// below Goroutines; zero means 0.9 x Goroutines.
+	// below Goroutines (or 1 when Goroutines is 1); zero means 0.9 x
+	// Goroutines rounded down, at least one below Goroutines and at least 1.
 	GoroutinesClear int
 
 	// GrowthWindow is how many of the most recent samples the live-heap
@@ -170,9 +171,13 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Goroutines = DefaultGoroutines
 	}
 	if cfg.GoroutinesClear == 0 {
-		cfg.GoroutinesClear = cfg.Goroutines - cfg.Goroutines/10 // 90 %, without overflowing
+		// 90 %, without overflowing, and at least one below Goroutines: for
+		// thresholds under 10, Goroutines/10 is 0. A threshold of 1 leaves no
+		// room below it; a process always runs a goroutine, so such an alert
+		// never clears whatever the clear threshold, and 1 says so.
+		cfg.GoroutinesClear = max(1, cfg.Goroutines-max(1, cfg.Goroutines/10))
 	}
-	if cfg.GoroutinesClear <= 0 || cfg.GoroutinesClear >= cfg.Goroutines {
+	if !(cfg.GoroutinesClear >= 1 && (cfg.GoroutinesClear < cfg.Goroutines || cfg.GoroutinesClear == 1)) {
 		return bad("GoroutinesClear must be in (0, Goroutines=%d), got %d", cfg.Goroutines, cfg.GoroutinesClear)
 	}
 
