@@ -61,11 +61,14 @@ func (g *Group) Run(ctx context.Context) error {
 	if timeout == 0 {
 		timeout = DefaultShutdownTimeout
 	}
+	var reason any
 	select {
 	case <-ctx.Done():
-		g.cfg.Logger.Info("lifecycle: stopping", "reason", context.Cause(ctx))
+		reason = context.Cause(ctx)
 	case <-req:
+		reason = "shutdown requested"
 	}
+	g.cfg.Logger.Info("lifecycle: stopping", "reason", reason, "timeout", timeout)
 	// The shutdown gets its own deadline: ctx has ended already, or is the
 	// service's life, not its shutdown's.
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
