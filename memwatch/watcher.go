@@ -26,8 +26,8 @@ const (
 	DefaultProfileInterval = 10 * time.Minute
 )
 
-// MaxGrowthWindow bounds Config.GrowthWindow: the growth estimate looks at
-// every pair of samples in the window, n(n-1)/2 of them, on every tick.
+// MaxGrowthWindow bounds Config.GrowthWindow: each growth estimate looks at
+// every pair of its points, n(n-1)/2 of them, on every tick.
 const MaxGrowthWindow = 240
 
 // minGrowthWindow is the smallest window a slope means anything over.
@@ -51,7 +51,9 @@ type Config struct {
 	// Interval between samples once started. Zero means DefaultInterval.
 	Interval time.Duration
 	// History is how many samples are kept, oldest dropped first. Zero means
-	// DefaultHistory. Each sample is about 100 bytes.
+	// DefaultHistory. Each sample is about 100 bytes. The long span of the
+	// growth alert covers it: with a GC only every 15 minutes or so, an hour
+	// holds too few readings, and two hours are needed (see the package doc).
 	History int
 
 	// MemoryLimit, in bytes, is the limit the memory-high alert measures
@@ -75,23 +77,26 @@ type Config struct {
 	// Goroutines rounded down, at least one below Goroutines and at least 1.
 	GoroutinesClear int
 
-	// GrowthWindow is how many of the most recent samples the live-heap
-	// growth estimate looks at. Zero means DefaultGrowthWindow, or History if
-	// that is smaller (growth alerts are off when it is below 3). Set
-	// explicitly it must be in [3, min(History, MaxGrowthWindow)].
+	// GrowthWindow is how many of the most recent samples the short
+	// live-heap growth estimate looks at, and how many points (medians of
+	// consecutive GC readings) the long one over the whole History fits at
+	// most. Zero means DefaultGrowthWindow, or History if that is smaller
+	// (growth alerts are off when it is below 3). Set explicitly it must be
+	// in [3, min(History, MaxGrowthWindow)].
 	GrowthWindow int
 	// GrowthRate raises AlertHeapGrowth when the live heap grows at least
-	// this fast, in bytes per second, over the window. Zero means
-	// DefaultGrowthRate (1 MiB per minute).
+	// this fast, in bytes per second, over the window or the long span. Zero
+	// means DefaultGrowthRate (1 MiB per minute).
 	GrowthRate float64
 	// GrowthClearRate clears it once the estimate falls below this. It must
 	// be below GrowthRate; zero means GrowthRate / 2.
 	GrowthClearRate float64
 	// GrowthAgreement is the least share of rising pairs a raise also needs:
-	// of the window's pairs of samples whose live heap differs, the share in
+	// of the span's pairs of points whose live heap differs, the share in
 	// which the later one is higher. Noise around a flat heap gives about
 	// 0.5, steady growth near 1. It must be in (0.5, 1]; zero means
-	// DefaultGrowthAgreement.
+	// DefaultGrowthAgreement. A raise also needs enough points for the share
+	// not to be chance (Trend.Score).
 	GrowthAgreement float64
 
 	// OnAlert, if set, is called for every alert raised or cleared, in order,
