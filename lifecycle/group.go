@@ -68,8 +68,10 @@ type Config struct {
 // Group owns background tasks and the closers of resources they use.
 //
 // The zero value is a usable Group with a zero Config. A Group is safe for
-// concurrent use. Whoever creates a Group must Close it; after Close every
-// registration fails with ErrClosed.
+// concurrent use. Whoever creates a Group must Close it (or Run it, which
+// closes it); after Close every registration fails with ErrClosed. Its
+// tasks stop it with Shutdown, never by waiting in Close with an unrelated
+// context.
 type Group struct {
 	mu       sync.Mutex
 	cfg      Config
