@@ -133,7 +133,7 @@ func TestGrowthGrid(t *testing.T) {
 			for _, phase := range phases(p) {
 				for _, noise := range noises {
 					c := staircase{gcEvery: p, phase: phase, noise: noise, seed: uint64(p + phase)}
-					if raised, _ := c.run(t, Config{}, 3*hour); len(raised) != 0 {
+					if raised, _ := c.run(t, Config{}, 2*hour); len(raised) != 0 {
 						t.Errorf("%s: raised at %v", c, raised)
 					}
 				}
