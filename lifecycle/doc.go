@@ -19,6 +19,18 @@
 //	defer cancel()
 //	err := g.Close(ctx) // every task returned, every closer ran, or an error naming the stragglers
 //
+// # Running a service
+//
+// [Group.Run] is a service's main: it blocks until its context ends (a
+// signal, with signal.NotifyContext) or a shutdown is requested, then closes
+// the group with Config.ShutdownTimeout as the deadline and returns the
+// result. A task asks for shutdown with [Group.Shutdown], which never blocks
+// (fx's Shutdowner); with Config.StopOnError the first task that fails does
+// so itself (oklog/run's model). By default a failing task is reported and
+// the others run on. [Group.Wait] returns the result of a Close made
+// elsewhere. A task may also call Close with its own context: Close then
+// does not wait for the calling task.
+//
 // # Shutdown with a deadline
 //
 // A task's context is cancelled as soon as Close begins. A task that wants to

@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,4 +73,72 @@ func ExampleGroup_Every() {
 	// Output:
 	// three heartbeats
 	// <nil>
+}
+
+// Run is a service's main: it returns once a signal arrives (here the
+// context is cancelled at once, standing in for SIGTERM) or a task asks for
+// shutdown, after closing the group with Config.ShutdownTimeout as deadline.
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+//	defer stop()
+//	return g.Run(ctx)
+func ExampleGroup_Run() {
+	g := lifecycle.NewWithConfig(lifecycle.Config{ShutdownTimeout: 5 * time.Second})
+	_ = g.OnClose("redis pool", func(ctx context.Context) error {
+		fmt.Println("closed: redis pool")
+		return nil
+	})
+	_ = g.Go("http server", func(ctx context.Context) error {
+		<-ctx.Done()
+		fmt.Println("stopped: http server")
+		return nil
+	})
+
+	ctx, stop := context.WithCancel(context.Background())
+	stop() // the signal
+	fmt.Println("run:", g.Run(ctx))
+	// Output:
+	// stopped: http server
+	// closed: redis pool
+	// run: <nil>
+}
+
+// A task that finds the service cannot go on asks for shutdown: Shutdown
+// returns at once (Close would wait for the very task calling it), Run
+// closes the group, and the cause is its result.
+func ExampleGroup_Shutdown() {
+	g := lifecycle.New()
+	_ = g.OnClose("redis pool", func(ctx context.Context) error {
+		fmt.Println("closed: redis pool")
+		return nil
+	})
+	_ = g.Go("config watcher", func(ctx context.Context) error {
+		g.Shutdown(errors.New("config deleted"))
+		<-ctx.Done()
+		fmt.Println("stopped: config watcher")
+		return nil
+	})
+	fmt.Println("run:", g.Run(context.Background()))
+	// Output:
+	// stopped: config watcher
+	// closed: redis pool
+	// run: lifecycle: shutdown requested: config deleted
+}
+
+// With StopOnError the first task that fails stops the group, as in
+// oklog/run: the other tasks are cancelled and the failure is the result.
+func ExampleConfig_stopOnError() {
+	g := lifecycle.NewWithConfig(lifecycle.Config{StopOnError: true})
+	_ = g.Go("consumer", func(ctx context.Context) error {
+		<-ctx.Done()
+		fmt.Println("stopped: consumer")
+		return nil
+	})
+	_ = g.Go("listener", func(ctx context.Context) error {
+		return errors.New("address already in use")
+	})
+	fmt.Println("run:", g.Run(context.Background()))
+	// Output:
+	// stopped: consumer
+	// run: lifecycle: task "listener": address already in use
 }

@@ -53,13 +53,25 @@ type Config struct {
 	OnError func(task string, err error)
 	// Now returns the current time for Task.Since. Nil means time.Now.
 	Now func() time.Time
+	// StopOnError makes the first task that fails (returns an error other
+	// than the cancellation Close caused) ask for shutdown, as if it had
+	// called Shutdown: Run then closes the group, and the error is in the
+	// result. Like oklog/run, for services in which every task is essential.
+	// False (the default) reports the failure and lets the others run on.
+	StopOnError bool
+	// ShutdownTimeout is how long Run gives Close once it begins to stop the
+	// group: the deadline tasks see through CloseContext. Zero means
+	// DefaultShutdownTimeout. Run rejects a negative value.
+	ShutdownTimeout time.Duration
 }
 
 // Group owns background tasks and the closers of resources they use.
 //
 // The zero value is a usable Group with a zero Config. A Group is safe for
-// concurrent use. Whoever creates a Group must Close it; after Close every
-// registration fails with ErrClosed.
+// concurrent use. Whoever creates a Group must Close it (or Run it, which
+// closes it); after Close every registration fails with ErrClosed. Its
+// tasks stop it with Shutdown, never by waiting in Close with an unrelated
+// context.
 type Group struct {
 	mu       sync.Mutex
 	cfg      Config
@@ -68,13 +80,18 @@ type Group struct {
 	cancel   context.CancelFunc
 	nextID   uint64
 	running  map[uint64]Task // goroutines still running
+	inClose  map[uint64]int  // running tasks blocked in a Close of this group, by id
+	changed  chan struct{}   // closed and replaced when running or inClose shrinks or grows
 	closers  []closer
 	errs     []error // task errors, in the order they happened
-	wg       sync.WaitGroup
 	closing  bool
 	closeCtx context.Context // the ctx of the Close that stopped the group
 	done     chan struct{}   // closed when the first Close has finished
 	result   error           // the first Close's result
+
+	requested bool          // Shutdown was asked for (or StopOnError fired, or Close began)
+	stopReq   chan struct{} // closed when requested becomes true
+	cause     error         // the cause given to the first Shutdown, if any
 }
 
 type closer struct {
@@ -92,6 +109,15 @@ func NewWithConfig(cfg Config) *Group { return &Group{cfg: cfg} }
 // groupKey carries the owning *Group in every task's context, for CloseContext.
 type groupKey struct{}
 
+// taskKey carries a taskRef in each task's context, so that a Close given
+// that context (or one derived from it) knows which task is calling.
+type taskKey struct{}
+
+type taskRef struct {
+	g  *Group
+	id uint64
+}
+
 func (g *Group) initLocked() {
 	if g.inited {
 		return
@@ -105,7 +131,16 @@ func (g *Group) initLocked() {
 	}
 	g.ctx, g.cancel = context.WithCancel(context.WithValue(context.Background(), groupKey{}, g))
 	g.running = make(map[uint64]Task)
+	g.inClose = make(map[uint64]int)
+	g.changed = make(chan struct{})
 	g.done = make(chan struct{})
+	g.stopReq = make(chan struct{})
+}
+
+// notifyLocked wakes a Close waiting for tasks to return.
+func (g *Group) notifyLocked() {
+	close(g.changed)
+	g.changed = make(chan struct{})
 }
 
 func checkName(name string) error {
@@ -125,11 +160,8 @@ func (g *Group) register(name string, kind Kind, interval time.Duration) (uint64
 	}
 	g.nextID++
 	t := Task{Name: name, Kind: kind, Since: g.cfg.Now(), Interval: interval}
-	if kind != KindOnClose {
-		g.running[g.nextID] = t
-		g.wg.Add(1)
-	}
-	return g.nextID, g.ctx, nil
+	g.running[g.nextID] = t
+	return g.nextID, context.WithValue(g.ctx, taskKey{}, taskRef{g, g.nextID}), nil
 }
 
 // Go runs fn in a new goroutine owned by the group. fn's context is cancelled
@@ -242,8 +274,12 @@ func (g *Group) taskReturned(name string, err error) {
 	}
 	err = fmt.Errorf("lifecycle: task %q: %w", name, err)
 	g.errs = append(g.errs, err)
+	stop := g.cfg.StopOnError && g.requestLocked(nil)
 	g.mu.Unlock()
 	g.report(name, err)
+	if stop {
+		g.cfg.Logger.Info("lifecycle: shutdown requested: a task failed", "task", name)
+	}
 }
 
 func (g *Group) report(name string, err error) {
@@ -256,14 +292,42 @@ func (g *Group) report(name string, err error) {
 func (g *Group) finish(id uint64, name string) {
 	g.mu.Lock()
 	delete(g.running, id)
+	g.notifyLocked()
 	g.mu.Unlock()
 	g.cfg.Logger.Debug("lifecycle: task returned", "task", name)
-	g.wg.Done()
+}
+
+// requestLocked records a request for shutdown and reports whether it was
+// the first.
+func (g *Group) requestLocked(cause error) bool {
+	if g.requested {
+		return false
+	}
+	g.requested = true
+	g.cause = cause
+	close(g.stopReq)
+	return true
+}
+
+// pendingLocked lists the running tasks Close waits for: all but those
+// blocked in a Close of this group themselves, which return only after it.
+func (g *Group) pendingLocked() map[uint64]Task {
+	if len(g.inClose) == 0 {
+		return g.running
+	}
+	pending := make(map[uint64]Task, len(g.running))
+	for id, t := range g.running {
+		if g.inClose[id] == 0 {
+			pending[id] = t
+		}
+	}
+	return pending
 }
 
 // Tasks returns the tasks the group owns right now, in order of registration:
 // goroutines still running and closers not yet run. After Close has returned
-// successfully it is empty.
+// successfully it is empty, but for a task that called Close itself until it
+// returns.
 func (g *Group) Tasks() []Task {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -313,17 +377,47 @@ func (e *StuckError) Unwrap() error { return e.Err }
 // Close stops the group: it refuses new registrations, cancels every task's
 // context, waits until every task has returned or ctx ends, then runs the
 // closers in reverse order of registration. It returns errors.Join of the
-// errors tasks returned, a *StuckError naming the tasks still running when
-// ctx ended (matching ctx's error, usually context.DeadlineExceeded), and the
-// closers' errors; nil when all went well.
+// cause given to Shutdown (if any), the errors tasks returned, a
+// *StuckError naming the tasks still running when ctx ended (matching ctx's
+// error, usually context.DeadlineExceeded), and the closers' errors; nil
+// when all went well.
 //
 // Closers run even when tasks are stuck, with ctx, so resources are released
 // as far as possible. Close is idempotent and safe to call from several
 // goroutines: later calls wait for the first one (or for their own ctx) and
 // return its result.
+//
+// A task may close its own group if it passes its context, or one derived
+// from it, to Close: Close then does not wait for that task (which returns
+// after Close does), and ignores the cancellation of the task's context it
+// causes itself, keeping only its deadline. A task that calls Close with an
+// unrelated context cannot be told apart from the service's main goroutine
+// and waits for itself until that context ends; a task that only wants the
+// group stopped calls Shutdown, which does not block.
 func (g *Group) Close(ctx context.Context) error {
+	self, fromTask := ctx.Value(taskKey{}).(taskRef)
+	fromTask = fromTask && self.g == g
+	if fromTask {
+		// The task's context is a child of the one Close cancels: keep its
+		// deadline and values, not that cancellation.
+		var cancel context.CancelFunc
+		ctx, cancel = detach(ctx)
+		defer cancel()
+	}
+
 	g.mu.Lock()
 	g.initLocked()
+	if fromTask {
+		g.inClose[self.id]++
+		g.notifyLocked()
+		defer func() {
+			g.mu.Lock()
+			if g.inClose[self.id]--; g.inClose[self.id] == 0 {
+				delete(g.inClose, self.id)
+			}
+			g.mu.Unlock()
+		}()
+	}
 	if g.closing {
 		done := g.done
 		g.mu.Unlock()
@@ -343,32 +437,42 @@ func (g *Group) Close(ctx context.Context) error {
 	}
 	g.closing = true
 	g.closeCtx = ctx
+	g.requestLocked(nil)
 	g.mu.Unlock()
 
 	g.cfg.Logger.Debug("lifecycle: closing")
 	g.cancel() // after closeCtx is set, so CloseContext sees it in every task
 
-	// This waiter ends with the group's last task. When ctx ends first, Close
-	// returns without it: the stuck tasks it still waits on are what Close
-	// reports, and the waiter goes away with them.
-	waited := make(chan struct{})
-	go func() { g.wg.Wait(); close(waited) }()
-
 	var stuck error
-	select {
-	case <-waited:
-	case <-ctx.Done():
+	for {
 		g.mu.Lock()
-		running := sortedTasks(g.running, nil)
+		pending := len(g.pendingLocked())
+		changed := g.changed
+		g.mu.Unlock()
+		if pending == 0 {
+			break
+		}
+		select {
+		case <-changed:
+			continue
+		case <-ctx.Done():
+		}
+		g.mu.Lock()
+		running := sortedTasks(g.pendingLocked(), nil)
 		g.mu.Unlock()
 		if len(running) > 0 {
 			stuck = &StuckError{Tasks: running, Err: ctx.Err()}
 			g.cfg.Logger.Error("lifecycle: tasks did not stop by the deadline", "err", stuck)
 		}
+		break
 	}
 
 	g.mu.Lock()
-	errs := slices.Clone(g.errs)
+	var errs []error
+	if g.cause != nil {
+		errs = append(errs, fmt.Errorf("lifecycle: shutdown requested: %w", g.cause))
+	}
+	errs = append(errs, g.errs...)
 	closers := g.closers
 	g.mu.Unlock()
 	if stuck != nil {
@@ -393,6 +497,15 @@ func (g *Group) Close(ctx context.Context) error {
 	close(g.done)
 	g.mu.Unlock()
 	return g.result
+}
+
+// detach returns ctx without its cancellation but with its deadline.
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(d, dl)
+	}
+	return d, func() {}
 }
 
 // Closing reports whether Close has been called on the group.

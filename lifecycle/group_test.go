@@ -26,7 +26,7 @@ func TestGoTaskStopsOnClose(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err() // the cancellation Close caused is not a failure
 		}))
-		<-started
+		recv(t, started)
 		tasks := g.Tasks()
 		require.Len(t, tasks, 1)
 		require.Equal(t, "worker", tasks[0].Name)
@@ -77,7 +77,7 @@ func TestEveryFirstRunAfterOneInterval(t *testing.T) {
 			default:
 			}
 		}))
-		require.Equal(t, time.Second, <-ran)
+		require.Equal(t, time.Second, recv(t, ran))
 		require.NoError(t, g.Close(context.Background()))
 	})
 }
@@ -248,13 +248,19 @@ func TestCloseContextCarriesShutdownDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := lifecycle.New()
 		require.Equal(t, context.Background(), lifecycle.CloseContext(context.Background()))
-		got := make(chan time.Time, 1)
+		// The task reports what it saw; the assertions stay on the test
+		// goroutine.
+		type seen struct {
+			before      context.Context
+			deadline    time.Time
+			hasDeadline bool
+		}
+		got := make(chan seen, 1)
 		require.NoError(t, g.Go("drainer", func(ctx context.Context) error {
-			require.Equal(t, context.Background(), lifecycle.CloseContext(ctx), "before Close")
+			before := lifecycle.CloseContext(ctx)
 			<-ctx.Done()
 			dl, ok := lifecycle.CloseContext(ctx).Deadline()
-			require.True(t, ok)
-			got <- dl
+			got <- seen{before, dl, ok}
 			return nil
 		}))
 		synctest.Wait()
@@ -262,7 +268,10 @@ func TestCloseContextCarriesShutdownDeadline(t *testing.T) {
 		defer cancel()
 		want, _ := ctx.Deadline()
 		require.NoError(t, g.Close(ctx))
-		require.Equal(t, want, <-got)
+		s := recv(t, got)
+		require.Equal(t, context.Background(), s.before, "before Close")
+		require.True(t, s.hasDeadline)
+		require.Equal(t, want, s.deadline)
 	})
 }
 

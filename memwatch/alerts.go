@@ -2,6 +2,7 @@ package memwatch
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/bounded-go/bounded/internal/ring"
@@ -20,7 +21,7 @@ const (
 	AlertGoroutines AlertKind = "goroutines"
 	// AlertHeapGrowth: the live heap grew steadily, at least
 	// Config.GrowthRate bytes per second, over the last Config.GrowthWindow
-	// samples.
+	// samples or over the whole history (see LongTrend).
 	AlertHeapGrowth AlertKind = "heap_growth"
 )
 
@@ -44,19 +45,32 @@ type Alert struct {
 	Message   string  `json:"message"`
 }
 
-// Trend is the live-heap growth estimate over the most recent
-// Config.GrowthWindow samples.
+// Trend is a live-heap growth estimate over a span of the history: the most
+// recent Config.GrowthWindow samples (Watcher.Trend) or the whole history
+// since the growth alert last cleared (Watcher.LongTrend).
+//
+// The live heap only changes when a GC cycle ends, so the estimate is fitted
+// on points, not samples: one per distinct HeapLive reading (one per cycle).
+// Over the long span, when there are more than GrowthWindow such points,
+// consecutive ones are grouped into GrowthWindow points, each the median of
+// its group.
 type Trend struct {
-	// BytesPerSecond is the Theil-Sen slope of HeapLive: the median of the
-	// slopes between every pair of samples in the window. A single outlying
-	// sample, or a single step, moves it little.
+	// BytesPerSecond is the Theil-Sen slope of the points: the median of the
+	// slopes between every pair of them. A single outlying point, or a
+	// single step, moves it little.
 	BytesPerSecond float64 `json:"bytes_per_second"`
-	// Agreement is the share of the window's pairs of samples with different
-	// HeapLive in which the later one is higher: about 0.5 for noise around a
-	// flat heap, near 1 for steady growth.
+	// Agreement is the share of pairs of points with different HeapLive in
+	// which the later one is higher: about 0.5 for noise around a flat heap,
+	// near 1 for steady growth.
 	Agreement float64 `json:"agreement"`
-	Samples   int     `json:"samples"`
-	Seconds   float64 `json:"seconds"` // time the window spans
+	// Score is the Mann-Kendall score of the points: how many standard
+	// deviations their rising pairs lie above what points in random order
+	// would give. It weighs Agreement by the number of points: a perfect rise
+	// over 4 points scores 2.0, over 10 points 4.0.
+	Score   float64 `json:"score"`
+	Points  int     `json:"points"`
+	Samples int     `json:"samples"`
+	Seconds float64 `json:"seconds"` // time the span covers
 }
 
 // hysteresis is the raised/cleared state of one alert kind.
@@ -66,16 +80,36 @@ type hysteresis struct {
 	alert  Alert // the Alert that raised it, while raised
 }
 
+// The least Trend.Score a growth alert needs, over the short and the long
+// span. A few points can all rise by chance (4 points in random order do so
+// once in 24), which a fixed share of rising pairs cannot tell from a leak; a
+// score of 3 is reached by chance about once in 700 fits of independent
+// points, 4 once in 30,000. The short window is fitted anew over a span that
+// moves on every sample, so it gets many more chances: at 3 it raised on a
+// flat heap read every 30 s with ±4 MiB of noise about once a day in
+// simulation, at 4 never in that run. The long span's slope threshold
+// applies over up to an hour, which noise does not reach.
+const (
+	minShortScore = 4
+	minLongScore  = 3
+)
+
 // alerter evaluates the alert conditions on each sample. It allocates only
-// when a condition changes (for the message); the growth estimate works in
+// when a condition changes (for the message); the growth estimates work in
 // scratch space sized once by New.
 type alerter struct {
-	cfg       *Config
-	kinds     [numKinds]hysteresis // in evaluation order
-	trend     Trend
-	haveTrend bool
-	xs, ys    []float64 // the window, in seconds and bytes
-	slopes    []float64 // one slope per pair of the window
+	cfg          *Config
+	kinds        [numKinds]hysteresis // in evaluation order
+	trend, long  Trend
+	haveTrend    bool
+	haveLong     bool
+	growthByLong bool      // the growth alert was raised by the long span
+	evaluated    uint64    // samples evaluated so far
+	since        uint64    // the first sample (counted like evaluated) the long span may use
+	px, py       []float64 // the points of a span, one per GC reading; History of them at most
+	xs, ys       []float64 // the points fitted, GrowthWindow of them at most
+	group        []float64 // one group of points, for its median
+	slopes       []float64 // one slope per pair of xs
 }
 
 func newAlerter(cfg *Config) alerter {
@@ -83,11 +117,18 @@ func newAlerter(cfg *Config) alerter {
 	if n < minGrowthWindow {
 		n = 0 // growth alerts off: History too short
 	}
+	perGroup := 0
+	if n > 0 {
+		perGroup = (cfg.History + n - 1) / n
+	}
 	return alerter{
 		cfg:    cfg,
 		kinds:  [numKinds]hysteresis{{kind: AlertMemoryHigh}, {kind: AlertGoroutines}, {kind: AlertHeapGrowth}},
-		xs:     make([]float64, n),
-		ys:     make([]float64, n),
+		px:     make([]float64, 0, cfg.History),
+		py:     make([]float64, 0, cfg.History),
+		xs:     make([]float64, 0, n),
+		ys:     make([]float64, 0, n),
+		group:  make([]float64, 0, perGroup),
 		slopes: make([]float64, 0, n*(n-1)/2),
 	}
 }
@@ -170,57 +211,154 @@ func (a *alerter) evaluate(s Sample, history *ring.Ring[Sample], out *transition
 		return fmt.Sprintf("%d goroutines (raise at %d, clear below %d)", s.Goroutines, cfg.Goroutines, cfg.GoroutinesClear)
 	}, out)
 
-	// Live-heap growth, once the window is full.
-	n := len(a.xs)
+	a.evaluated++
+	a.evaluateGrowth(s, history, out)
+}
+
+// growthFit is a Trend with what raising and clearing also look at.
+type growthFit struct {
+	Trend
+	withoutJump float64 // the slope with the largest single rise taken out
+}
+
+// evaluateGrowth updates the growth alert. Two spans are fitted:
+//   - the short one, the last GrowthWindow samples, which sees a leak within
+//     minutes when the GC runs often and the live heap is not too noisy;
+//   - the long one, every sample kept since the alert last cleared (up to
+//     History, an hour at the defaults), which sees a leak whose growth per
+//     window is lost in noise, or which the GC shows only every few minutes
+//     (GOGC=off under GOMEMLIMIT, large heaps): a handful of readings per
+//     window is too few to tell a trend from chance.
+//
+// Either may raise the alert; the one that raised it clears it, so a leak
+// seen only over the long span is not cleared by a short window that cannot
+// see it. A clear restarts the long span, so the growth it has just
+// reported as over does not raise the alert again.
+func (a *alerter) evaluateGrowth(s Sample, history *ring.Ring[Sample], out *transitions) {
+	cfg := a.cfg
+	n := cap(a.xs)
 	if n == 0 || history.Len() < n {
 		return
 	}
-	first := history.Len() - n
-	t0 := history.At(first).Time
-	for i := range n {
-		h := history.At(first + i)
-		a.xs[i] = h.Time.Sub(t0).Seconds()
-		a.ys[i] = float64(h.HeapLive)
+	short := a.fit(history, history.Len()-n, minShortScore)
+	a.trend, a.haveTrend = short.Trend, true
+
+	// The long span starts at the first sample after the last clear, or the
+	// oldest kept; it is fitted once it is longer than the short one.
+	first := history.Len() - int(min(a.evaluated-a.since, uint64(history.Len())))
+	var long growthFit
+	a.haveLong = history.Len()-first > n
+	if a.haveLong {
+		long = a.fit(history, first, minLongScore)
+		a.long = long.Trend
 	}
-	slope, agree, ok := trend.TheilSen(a.xs, a.ys, a.slopes)
-	if !ok {
-		return
+
+	qualifies := func(f growthFit, minScore float64) bool {
+		// Raising needs four things; clearing needs only the slope to fall.
+		//  - A fast median slope. One GC spike barely moves it.
+		//  - Agreement: noise around a flat heap rises and falls about
+		//    equally, so it never qualifies however its slope happens to
+		//    land.
+		//  - A score: enough points that their agreement is not chance.
+		//  - Growth without the largest jump. A single step up (a cache
+		//    loaded at once) near the middle of the span moves just over
+		//    half the pairs and so can move the median; it is not steady
+		//    growth, and with that one jump taken out nothing is left. A
+		//    real leak keeps most of its slope.
+		return f.BytesPerSecond >= cfg.GrowthRate && f.Agreement >= cfg.GrowthAgreement &&
+			f.Score >= minScore && f.withoutJump >= cfg.GrowthClearRate
 	}
-	a.trend = Trend{BytesPerSecond: slope, Agreement: agree, Samples: n, Seconds: a.xs[n-1]}
-	a.haveTrend = true
-	// Raising needs three things; clearing needs only the slope to fall.
-	//  - A fast median slope. One GC spike barely moves it.
-	//  - Agreement: noise around a flat heap rises and falls about equally,
-	//    so it never qualifies however its slope happens to land.
-	//  - Growth without the largest jump. A single step up (a cache loaded
-	//    at once) near the middle of the window moves just over half the
-	//    pairs and so can move the median; it is not steady growth, and with
-	//    that one jump taken out nothing is left. A real leak, even one seen
-	//    as a staircase of a few GC cycles, keeps most of its slope.
-	raise := slope >= cfg.GrowthRate && agree >= cfg.GrowthAgreement &&
-		a.slopeWithoutLargestJump() >= cfg.GrowthClearRate
-	a.step(2, s, raise, slope < cfg.GrowthClearRate,
-		slope, cfg.GrowthRate, cfg.GrowthClearRate, func() string {
-			return fmt.Sprintf("live heap growing %s/min over the last %s (%d samples, %.0f%% of changes upward), now %s",
-				fmtBytes(slope*60), time.Duration(a.xs[n-1]*float64(time.Second)).Round(time.Second),
-				n, 100*agree, fmtBytes(float64(s.HeapLive)))
-		}, out)
+	h := &a.kinds[2]
+	f, raise, clear := short, false, false
+	switch {
+	case !h.raised && qualifies(short, minShortScore):
+		raise, a.growthByLong = true, false
+	case !h.raised && a.haveLong && qualifies(long, minLongScore):
+		f, raise, a.growthByLong = long, true, true
+	case h.raised && a.growthByLong:
+		f = long // kept: the span only grows while the alert is raised
+		clear = !a.haveLong || long.BytesPerSecond < cfg.GrowthClearRate
+	case h.raised:
+		clear = short.BytesPerSecond < cfg.GrowthClearRate
+	}
+	a.step(2, s, raise, clear, f.BytesPerSecond, cfg.GrowthRate, cfg.GrowthClearRate, func() string {
+		return fmt.Sprintf("live heap growing %s/min over the last %s (%d samples, %d points, %.0f%% of changes upward), now %s",
+			fmtBytes(f.BytesPerSecond*60), time.Duration(f.Seconds*float64(time.Second)).Round(time.Second),
+			f.Samples, f.Points, 100*f.Agreement, fmtBytes(float64(s.HeapLive)))
+	}, out)
+	if clear {
+		a.since = a.evaluated
+		a.haveLong = false
+	}
 }
 
-// slopeWithoutLargestJump returns the Theil-Sen slope of the window after
-// removing the largest rise between consecutive samples (lowering every later
-// sample by it). It overwrites a.ys.
-func (a *alerter) slopeWithoutLargestJump() float64 {
+// fit estimates the growth of HeapLive over history from index first on.
+// It works out the slope without the largest jump only when the rest of
+// qualifies holds, with minScore.
+func (a *alerter) fit(history *ring.Ring[Sample], first int, minScore float64) growthFit {
+	// One point per GC reading: a run of equal HeapLive is one cycle's.
+	t0 := history.At(first).Time
+	px, py := a.px[:0], a.py[:0]
+	for i := first; i < history.Len(); i++ {
+		h := history.At(i)
+		if y := float64(h.HeapLive); len(py) == 0 || y != py[len(py)-1] {
+			px = append(px, h.Time.Sub(t0).Seconds())
+			py = append(py, y)
+		}
+	}
+	// At most cap(xs) points: consecutive groups of equal size, each
+	// standing at its middle point with its median value.
+	per := (len(px) + cap(a.xs) - 1) / cap(a.xs)
+	xs, ys := a.xs[:0], a.ys[:0]
+	for i := 0; i < len(px); i += per {
+		j := min(i+per, len(px))
+		g := append(a.group[:0], py[i:j]...)
+		slices.Sort(g)
+		m := g[len(g)/2]
+		if len(g)%2 == 0 {
+			m = (g[len(g)/2-1] + m) / 2
+		}
+		xs, ys = append(xs, px[i+(j-i)/2]), append(ys, m)
+	}
+	f := growthFit{Trend: Trend{
+		Points:  len(xs),
+		Samples: history.Len() - first,
+		Seconds: history.At(history.Len() - 1).Time.Sub(t0).Seconds(),
+	}}
+	if len(xs) < 2 {
+		return f // a flat heap, or a single reading: no growth
+	}
+	f.BytesPerSecond, f.Agreement, _ = trend.TheilSen(xs, ys, a.slopes)
+	_, f.Score = trend.MannKendall(ys)
+	if f.BytesPerSecond >= a.cfg.GrowthRate && f.Agreement >= a.cfg.GrowthAgreement && f.Score >= minScore {
+		// Only worth its cost if the rest would raise. A step inside a
+		// group leaves its median between the levels before and after it:
+		// the step is then the rise over two points.
+		f.withoutJump = a.slopeWithoutLargestJump(xs, ys, min(per, 2))
+	}
+	return f
+}
+
+// slopeWithoutLargestJump returns the Theil-Sen slope of xs, ys after
+// removing the largest rise over span consecutive points (lowering every
+// later point by it, and the points within it to where it started). It
+// overwrites ys.
+func (a *alerter) slopeWithoutLargestJump(xs, ys []float64, span int) float64 {
 	k, jump := 0, 0.0
-	for i := 1; i < len(a.ys); i++ {
-		if d := a.ys[i] - a.ys[i-1]; d > jump {
+	for i := span; i < len(ys); i++ {
+		if d := ys[i] - ys[i-span]; d > jump {
 			k, jump = i, d
 		}
 	}
-	for i := k; k > 0 && i < len(a.ys); i++ {
-		a.ys[i] -= jump
+	if k > 0 {
+		for i := k - span + 1; i < k; i++ {
+			ys[i] = ys[k-span]
+		}
+		for i := k; i < len(ys); i++ {
+			ys[i] -= jump
+		}
 	}
-	slope, _, _ := trend.TheilSen(a.xs, a.ys, a.slopes)
+	slope, _, _ := trend.TheilSen(xs, ys, a.slopes)
 	return slope
 }
 
@@ -242,12 +380,21 @@ func (w *Watcher) Active() []Alert {
 	return w.alerts.active(make([]Alert, 0, numKinds))
 }
 
-// Trend returns the latest live-heap growth estimate, and false until the
-// history holds a full Config.GrowthWindow of samples.
+// Trend returns the latest live-heap growth estimate over the last
+// Config.GrowthWindow samples, and false until the history holds that many.
 func (w *Watcher) Trend() (Trend, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.alerts.trend, w.alerts.haveTrend
+}
+
+// LongTrend returns the latest live-heap growth estimate over every sample
+// kept since the growth alert last cleared (at most Config.History), and
+// false while that span is no longer than Config.GrowthWindow.
+func (w *Watcher) LongTrend() (Trend, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.alerts.long, w.alerts.haveLong
 }
 
 // deliver logs a, passes it to Config.OnAlert and offers it to every

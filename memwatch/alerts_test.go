@@ -57,7 +57,9 @@ func TestGoroutineAlertRaisesOnceAndClearsOnce(t *testing.T) {
 	require.Equal(t, uint64(2), w.Stats().AlertsRaised)
 
 	for i := range got {
-		require.Equal(t, got[i], <-sub.C(), "subscribers see the same alerts in the same order")
+		a, open := recvAlert(t, sub.C())
+		require.True(t, open)
+		require.Equal(t, got[i], a, "subscribers see the same alerts in the same order")
 	}
 	require.Zero(t, sub.Dropped())
 }

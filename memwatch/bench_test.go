@@ -69,4 +69,21 @@ func BenchmarkSample(b *testing.B) {
 		}
 		measure(b, func() { w.Tick() })
 	})
+	// The same with a live heap that differs at every sample (a GC every
+	// 5 s, with noise) over a full hour of history: the long span then
+	// groups 720 readings into 60 medians. The worst case of a Tick.
+	b.Run("Tick/noisy-heap", func(b *testing.B) {
+		x := uint64(1)
+		w, err := New(Config{Source: func(s *Sample) {
+			x = x*6364136223846793005 + 1442695040888963407
+			s.HeapLive = 200<<20 + x>>40
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range DefaultHistory {
+			w.Tick()
+		}
+		measure(b, func() { w.Tick() })
+	})
 }

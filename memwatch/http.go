@@ -13,7 +13,10 @@ type Report struct {
 	// Trend is the live-heap growth estimate, absent until the history holds
 	// a full growth window.
 	Trend *Trend `json:"trend,omitempty"`
-	Stats Stats  `json:"stats"`
+	// LongTrend is the estimate over the history since the growth alert last
+	// cleared, absent while that is no longer than the window.
+	LongTrend *Trend `json:"long_trend,omitempty"`
+	Stats     Stats  `json:"stats"`
 	// History is every sample kept, oldest first, only with ?history=1.
 	History []Sample `json:"history,omitempty"`
 }
@@ -73,6 +76,10 @@ func (w *Watcher) report(withHistory bool) Report {
 	if w.alerts.haveTrend {
 		tr := w.alerts.trend
 		rep.Trend = &tr
+	}
+	if w.alerts.haveLong {
+		tr := w.alerts.long
+		rep.LongTrend = &tr
 	}
 	if withHistory {
 		rep.History = w.history.Slice()

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -58,6 +59,12 @@ func (r LimitResult) String() string {
 			lim(r.Limit), lim(r.CgroupLimit), r.CgroupFile, lim(r.Previous))
 	case LimitKeptEnv:
 		return fmt.Sprintf("memory limit %s left alone: GOMEMLIMIT is set", lim(r.Limit))
+	case LimitNoCgroupLimit:
+		if r.Limit != r.Previous { // FollowMemoryLimit, after the container's limit went away
+			return fmt.Sprintf("memory limit restored to %s: no cgroup memory limit any more (was %s)",
+				lim(r.Limit), lim(r.Previous))
+		}
+		fallthrough
 	default:
 		return fmt.Sprintf("memory limit %s left alone: no cgroup memory limit", lim(r.Limit))
 	}
@@ -164,13 +171,17 @@ const v1Unlimited = int64(1) << 62
 // none. root is the file system root the files are read under ("/" in
 // production; a test directory in tests).
 //
-// It reads /proc/self/cgroup to find the process's cgroup and takes the
-// lowest limit along its path up to the mount root, because a parent's limit
-// binds its children. cgroup v2 (/sys/fs/cgroup/.../memory.max, "max" meaning
-// none) is tried first, then v1
-// (/sys/fs/cgroup/memory/.../memory.limit_in_bytes). In a container the
-// cgroup path often does not exist under the mount (which shows the
-// container's own cgroup as its root); the root's file is used then.
+// It finds the cgroup file systems where /proc/self/mountinfo says they are
+// mounted (not at fixed paths), finds the process's cgroup in
+// /proc/self/cgroup, and takes the lowest limit along its path up to the
+// mount's root, because a parent's limit binds its children. cgroup v2
+// (memory.max, "max" meaning none) is tried first, then the v1 memory
+// controller (memory.limit_in_bytes). A mount's root in mountinfo is the
+// cgroup it shows at its mount point: in a container without a cgroup
+// namespace that is the container's own cgroup, so the process's path is
+// taken relative to it. When the path does not exist under the mount, the
+// nearest existing parent's file is used. Without mountinfo (not Linux)
+// there is no limit.
 func CgroupMemoryLimit(root string) (limit int64, file string, err error) {
 	v2Path, v1Path := "/", "/"
 	data, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
@@ -180,13 +191,88 @@ func CgroupMemoryLimit(root string) (limit int64, file string, err error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return 0, "", fmt.Errorf("memwatch: %w", err)
 	}
-
-	limit, file, found, err := lowestLimit(filepath.Join(root, "sys/fs/cgroup"), v2Path, "memory.max", parseV2Limit)
-	if err != nil || found {
-		return limit, file, err
+	data, err = os.ReadFile(filepath.Join(root, "proc/self/mountinfo"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, "", nil
+	case err != nil:
+		return 0, "", fmt.Errorf("memwatch: %w", err)
 	}
-	limit, file, _, err = lowestLimit(filepath.Join(root, "sys/fs/cgroup/memory"), v1Path, "memory.limit_in_bytes", parseV1Limit)
+	v2, v1 := parseMountinfo(data)
+
+	if v2.point != "" {
+		limit, file, found, err := lowestLimit(filepath.Join(root, v2.point), v2.relative(v2Path), "memory.max", parseV2Limit)
+		if err != nil || found {
+			return limit, file, err
+		}
+	}
+	if v1.point != "" {
+		limit, file, _, err = lowestLimit(filepath.Join(root, v1.point), v1.relative(v1Path), "memory.limit_in_bytes", parseV1Limit)
+	}
 	return limit, file, err
+}
+
+// cgroupMount is a cgroup file system from /proc/self/mountinfo.
+type cgroupMount struct {
+	root  string // the cgroup shown at the mount point
+	point string // where it is mounted; empty if there is none
+}
+
+// relative returns cgroup path p as a path under the mount point: p without
+// the mount's root, or "/" when p is not under it (the mount shows a cgroup
+// that does not contain the process's, or the namespace hides it).
+func (m cgroupMount) relative(p string) string {
+	p, r := path.Clean("/"+p), path.Clean("/"+m.root)
+	switch {
+	case r == "/":
+		return p
+	case p == r:
+		return "/"
+	case strings.HasPrefix(p, r+"/"):
+		return p[len(r):]
+	}
+	return "/"
+}
+
+// parseMountinfo returns the first cgroup v2 mount and the first cgroup v1
+// mount with the memory controller in mountinfo (proc(5): "36 35 98:0
+// /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue").
+func parseMountinfo(data []byte) (v2, v1 cgroupMount) {
+	for line := range bytes.Lines(data) {
+		fields := strings.Fields(string(line))
+		sep := slices.Index(fields, "-")
+		if sep < 5 || sep+3 > len(fields) {
+			continue
+		}
+		m := cgroupMount{root: unescapeMount(fields[3]), point: unescapeMount(fields[4])}
+		fstype, super := fields[sep+1], fields[sep+3]
+		switch {
+		case fstype == "cgroup2" && v2.point == "":
+			v2 = m
+		case fstype == "cgroup" && v1.point == "" && slices.Contains(strings.Split(super, ","), "memory"):
+			v1 = m
+		}
+	}
+	return v2, v1
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // parseProcCgroup returns the process's cgroup v2 path ("0::/path") and its

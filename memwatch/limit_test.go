@@ -1,9 +1,14 @@
 package memwatch
 
 import (
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -54,6 +59,15 @@ func tree(t *testing.T, files map[string]string) string {
 	return root
 }
 
+// mountinfo lines for the usual layouts (proc(5)).
+const (
+	v2Mounts = "30 22 0:27 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+	v1Mounts = "30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n" +
+		"31 30 0:28 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n" +
+		"34 30 0:31 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+	hybridMounts = v1Mounts + "40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+)
+
 func TestCgroupMemoryLimit(t *testing.T) {
 	const v1Max = "9223372036854771712\n"
 	for _, tc := range []struct {
@@ -66,6 +80,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v2 container (cgroup namespace)",
 			files: map[string]string{
+				"proc/self/mountinfo":      v2Mounts,
 				"proc/self/cgroup":         "0::/\n",
 				"sys/fs/cgroup/memory.max": "536870912\n",
 			},
@@ -74,6 +89,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v2 unlimited",
 			files: map[string]string{
+				"proc/self/mountinfo":      v2Mounts,
 				"proc/self/cgroup":         "0::/\n",
 				"sys/fs/cgroup/memory.max": "max\n",
 			},
@@ -82,6 +98,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v2 host: the parent's limit binds",
 			files: map[string]string{
+				"proc/self/mountinfo":                            v2Mounts,
 				"proc/self/cgroup":                               "0::/app.slice/svc.service\n",
 				"sys/fs/cgroup/app.slice/memory.max":             "1000000\n",
 				"sys/fs/cgroup/app.slice/svc.service/memory.max": "max\n",
@@ -91,6 +108,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v2 host: the child's lower limit",
 			files: map[string]string{
+				"proc/self/mountinfo":                            v2Mounts,
 				"proc/self/cgroup":                               "0::/app.slice/svc.service\n",
 				"sys/fs/cgroup/app.slice/memory.max":             "1000000\n",
 				"sys/fs/cgroup/app.slice/svc.service/memory.max": "2000\n",
@@ -100,6 +118,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v2 container without namespace: the path is not under the mount",
 			files: map[string]string{
+				"proc/self/mountinfo":      v2Mounts,
 				"proc/self/cgroup":         "0::/system.slice/docker-abc.scope\n",
 				"sys/fs/cgroup/memory.max": "4096\n",
 			},
@@ -108,6 +127,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v1 container",
 			files: map[string]string{
+				"proc/self/mountinfo":                        v1Mounts,
 				"proc/self/cgroup":                           "12:pids:/docker/abc\n4:memory:/docker/abc\n0::/\n",
 				"sys/fs/cgroup/memory/memory.limit_in_bytes": "268435456\n",
 			},
@@ -116,6 +136,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v1 unlimited, hybrid mount without a v2 memory controller (this CI machine)",
 			files: map[string]string{
+				"proc/self/mountinfo":                                         hybridMounts,
 				"proc/self/cgroup":                                            "4:memory:/process_api/d31b\n0::/\n",
 				"sys/fs/cgroup/unified/cgroup.controllers":                    "",
 				"sys/fs/cgroup/memory/memory.limit_in_bytes":                  v1Max,
@@ -126,18 +147,67 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "v1 with joined controllers",
 			files: map[string]string{
-				"proc/self/cgroup": "3:cpu,memory:/a\n",
-				"sys/fs/cgroup/memory/a/memory.limit_in_bytes": "777\n",
+				"proc/self/mountinfo": "33 30 0:30 / /sys/fs/cgroup/cpu,memory rw - cgroup cgroup rw,cpu,memory\n",
+				"proc/self/cgroup":    "3:cpu,memory:/a\n",
+				"sys/fs/cgroup/cpu,memory/a/memory.limit_in_bytes": "777\n",
 			},
-			limit: 777, file: "sys/fs/cgroup/memory/a/memory.limit_in_bytes",
+			limit: 777, file: "sys/fs/cgroup/cpu,memory/a/memory.limit_in_bytes",
 		},
 		{
 			name:  "no cgroups at all (not Linux)",
 			files: map[string]string{"etc/hostname": "x"},
 		},
+		// Issue 14: the mounts are where mountinfo says, not at fixed paths.
+		{
+			name: "no mountinfo: the usual path is not assumed",
+			files: map[string]string{
+				"proc/self/cgroup":         "0::/\n",
+				"sys/fs/cgroup/memory.max": "4096\n",
+			},
+		},
+		{
+			name: "v2 mounted elsewhere",
+			files: map[string]string{
+				"proc/self/mountinfo":      "25 1 0:22 / /run/cg2 rw - cgroup2 none rw\n",
+				"proc/self/cgroup":         "0::/svc\n",
+				"run/cg2/svc/memory.max":   "4096\n",
+				"sys/fs/cgroup/memory.max": "999\n", // a stale copy where the mount usually is
+			},
+			limit: 4096, file: "run/cg2/svc/memory.max",
+		},
+		{
+			name: "v2 mount point with a space (escaped in mountinfo)",
+			files: map[string]string{
+				"proc/self/mountinfo":   "25 1 0:22 / /my\\040cgroups rw - cgroup2 cgroup2 rw\n",
+				"proc/self/cgroup":      "0::/\n",
+				"my cgroups/memory.max": "8192\n",
+			},
+			limit: 8192, file: "my cgroups/memory.max",
+		},
+		{
+			name: "v1 container without namespace: the path is relative to the mount's root",
+			files: map[string]string{
+				"proc/self/mountinfo": "30 22 0:27 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n" +
+					"34 30 0:31 /docker/abc /sys/fs/cgroup/memory ro,nosuid master:15 - cgroup cgroup rw,memory\n",
+				"proc/self/cgroup":                               "4:memory:/docker/abc/job\n",
+				"sys/fs/cgroup/memory/memory.limit_in_bytes":     "1000\n", // the container's
+				"sys/fs/cgroup/memory/job/memory.limit_in_bytes": "500\n",  // the job's, lower
+			},
+			limit: 500, file: "sys/fs/cgroup/memory/job/memory.limit_in_bytes",
+		},
+		{
+			name: "v2 container without namespace: the mount's root is the container's cgroup",
+			files: map[string]string{
+				"proc/self/mountinfo":      "30 22 0:27 /system.slice/docker-abc.scope /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n",
+				"proc/self/cgroup":         "0::/system.slice/docker-abc.scope\n",
+				"sys/fs/cgroup/memory.max": "4096\n",
+			},
+			limit: 4096, file: "sys/fs/cgroup/memory.max",
+		},
 		{
 			name: "garbled",
 			files: map[string]string{
+				"proc/self/mountinfo":      v2Mounts,
 				"sys/fs/cgroup/memory.max": "lots\n",
 			},
 			err: "cannot parse memory limit \"lots\"",
@@ -145,6 +215,7 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		{
 			name: "negative v2",
 			files: map[string]string{
+				"proc/self/mountinfo":      v2Mounts,
 				"sys/fs/cgroup/memory.max": "-5\n",
 			},
 			err: "cannot parse memory limit",
@@ -169,10 +240,83 @@ func TestCgroupMemoryLimit(t *testing.T) {
 	}
 }
 
+// On this machine CgroupMemoryLimit must agree with the cgroup files found
+// another way: the memory hierarchy is the mount whose controllers include
+// memory, this process's cgroup is the directory under it whose cgroup.procs
+// lists its pid, and the limit is the lowest along that directory's path up
+// to the mount point.
 func TestCgroupMemoryLimitOnThisMachine(t *testing.T) {
-	limit, _, err := CgroupMemoryLimit("/")
+	if runtime.GOOS != "linux" {
+		t.Skip("cgroups are Linux's")
+	}
+	limit, file, err := CgroupMemoryLimit("/")
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, limit, int64(0))
+
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	var mount, name string
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		fstype, super := f[len(f)-3], f[len(f)-1]
+		if fstype == "cgroup2" && mount == "" {
+			if c, err := os.ReadFile(filepath.Join(f[4], "cgroup.controllers")); err == nil &&
+				slices.Contains(strings.Fields(string(c)), "memory") {
+				mount, name = f[4], "memory.max"
+			}
+		}
+		if fstype == "cgroup" && slices.Contains(strings.Split(super, ","), "memory") && mount == "" {
+			mount, name = f[4], "memory.limit_in_bytes"
+		}
+	}
+	if mount == "" {
+		require.Zero(t, limit, "no memory controller is mounted")
+		require.Empty(t, file)
+		return
+	}
+	pid := strconv.Itoa(os.Getpid())
+	var ours string
+	require.NoError(t, filepath.WalkDir(mount, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || ours != "" {
+			return nil
+		}
+		procs, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err == nil && slices.Contains(strings.Fields(string(procs)), pid) {
+			ours = p
+			return filepath.SkipAll
+		}
+		return nil
+	}))
+	if ours == "" {
+		t.Skipf("this process's cgroup is not visible under %s (another namespace)", mount)
+	}
+
+	var want int64
+	var wantFile, deepest string
+	for dir := ours; ; dir = filepath.Dir(dir) {
+		f := filepath.Join(dir, name)
+		if data, err := os.ReadFile(f); err == nil {
+			if deepest == "" {
+				deepest = f
+			}
+			v := strings.TrimSpace(string(data))
+			n, err := strconv.ParseInt(v, 10, 64)
+			if v != "max" && err == nil && n < 1<<62 && (want == 0 || n < want) {
+				want, wantFile = n, f
+			}
+		}
+		if dir == mount || dir == "/" {
+			break
+		}
+	}
+	t.Logf("cgroup %s: limit %d from %q; CgroupMemoryLimit says %d from %q", ours, want, wantFile, limit, file)
+	require.Equal(t, want, limit)
+	if want == 0 {
+		wantFile = deepest // unlimited: the deepest file read
+	}
+	require.Equal(t, wantFile, file)
 }
 
 // fakeLimit records debug.SetMemoryLimit calls.
@@ -192,6 +336,7 @@ func (f *fakeLimit) set(v int64) int64 {
 
 func TestSetMemoryLimit(t *testing.T) {
 	container := tree(t, map[string]string{
+		"proc/self/mountinfo":      v2Mounts,
 		"proc/self/cgroup":         "0::/\n",
 		"sys/fs/cgroup/memory.max": "1000000000\n",
 	})
@@ -231,7 +376,7 @@ func TestSetMemoryLimit(t *testing.T) {
 	require.Equal(t, "memory limit none left alone: no cgroup memory limit", res.String())
 
 	// A file that cannot be read is an error, and nothing is set.
-	broken := tree(t, map[string]string{"sys/fs/cgroup/memory.max": "?"})
+	broken := tree(t, map[string]string{"proc/self/mountinfo": v2Mounts, "sys/fs/cgroup/memory.max": "?"})
 	_, err = setMemoryLimit(0.8, limitEnv{root: broken, getenv: noEnv, set: lim.set})
 	require.Error(t, err)
 	require.Empty(t, lim.sets)

@@ -7,6 +7,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// recvAlert receives from a subscription's channel, failing the test if
+// nothing comes (not even the close) within 10 seconds.
+func recvAlert(t *testing.T, c <-chan Alert) (Alert, bool) {
+	t.Helper()
+	select {
+	case a, open := <-c:
+		return a, open
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alert and no close within 10s")
+		return Alert{}, false
+	}
+}
+
 // flip raises and clears the goroutine alert n times each.
 func flip(f *fake, w *Watcher, n int) {
 	for range n {
@@ -31,20 +44,25 @@ func TestSlowSubscriberLosesAlertsAndNeverBlocks(t *testing.T) {
 	require.Equal(t, uint64(19), slow.Dropped())
 	require.Zero(t, fast.Dropped())
 	require.Len(t, fast.C(), 20)
-	first := <-slow.C()
+	first, open := recvAlert(t, slow.C())
+	require.True(t, open)
 	require.True(t, first.Raised, "the buffer kept the first alert")
 	require.Equal(t, uint64(19), w.Stats().AlertsDropped)
 
 	slow.Close()
 	slow.Close() // idempotent
-	_, open := <-slow.C()
+	_, open = recvAlert(t, slow.C())
 	require.False(t, open, "Close closes the channel")
 	flip(f, w, 1)
 	require.Equal(t, uint64(19), slow.Dropped(), "a closed subscription gets nothing")
 	require.Len(t, fast.C(), 22)
 	fast.Close()
-	for range fast.C() { // what was buffered can still be read
+	for range 22 { // what was buffered can still be read
+		_, open := recvAlert(t, fast.C())
+		require.True(t, open)
 	}
+	_, open = recvAlert(t, fast.C())
+	require.False(t, open)
 	require.Empty(t, w.subs.list)
 }
 

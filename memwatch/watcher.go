@@ -26,8 +26,8 @@ const (
 	DefaultProfileInterval = 10 * time.Minute
 )
 
-// MaxGrowthWindow bounds Config.GrowthWindow: the growth estimate looks at
-// every pair of samples in the window, n(n-1)/2 of them, on every tick.
+// MaxGrowthWindow bounds Config.GrowthWindow: each growth estimate looks at
+// every pair of its points, n(n-1)/2 of them, on every tick.
 const MaxGrowthWindow = 240
 
 // minGrowthWindow is the smallest window a slope means anything over.
@@ -51,7 +51,9 @@ type Config struct {
 	// Interval between samples once started. Zero means DefaultInterval.
 	Interval time.Duration
 	// History is how many samples are kept, oldest dropped first. Zero means
-	// DefaultHistory. Each sample is about 100 bytes.
+	// DefaultHistory. Each sample is about 100 bytes. The long span of the
+	// growth alert covers it: with a GC only every 15 minutes or so, an hour
+	// holds too few readings, and two hours are needed (see the package doc).
 	History int
 
 	// MemoryLimit, in bytes, is the limit the memory-high alert measures
@@ -71,26 +73,30 @@ type Config struct {
 	// Zero means DefaultGoroutines.
 	Goroutines int
 	// GoroutinesClear clears it once the count falls below this. It must be
-	// below Goroutines; zero means 0.9 x Goroutines.
+	// below Goroutines (or 1 when Goroutines is 1); zero means 0.9 x
+	// Goroutines rounded down, at least one below Goroutines and at least 1.
 	GoroutinesClear int
 
-	// GrowthWindow is how many of the most recent samples the live-heap
-	// growth estimate looks at. Zero means DefaultGrowthWindow, or History if
-	// that is smaller (growth alerts are off when it is below 3). Set
-	// explicitly it must be in [3, min(History, MaxGrowthWindow)].
+	// GrowthWindow is how many of the most recent samples the short
+	// live-heap growth estimate looks at, and how many points (medians of
+	// consecutive GC readings) the long one over the whole History fits at
+	// most. Zero means DefaultGrowthWindow, or History if that is smaller
+	// (growth alerts are off when it is below 3). Set explicitly it must be
+	// in [3, min(History, MaxGrowthWindow)].
 	GrowthWindow int
 	// GrowthRate raises AlertHeapGrowth when the live heap grows at least
-	// this fast, in bytes per second, over the window. Zero means
-	// DefaultGrowthRate (1 MiB per minute).
+	// this fast, in bytes per second, over the window or the long span. Zero
+	// means DefaultGrowthRate (1 MiB per minute).
 	GrowthRate float64
 	// GrowthClearRate clears it once the estimate falls below this. It must
 	// be below GrowthRate; zero means GrowthRate / 2.
 	GrowthClearRate float64
 	// GrowthAgreement is the least share of rising pairs a raise also needs:
-	// of the window's pairs of samples whose live heap differs, the share in
+	// of the span's pairs of points whose live heap differs, the share in
 	// which the later one is higher. Noise around a flat heap gives about
 	// 0.5, steady growth near 1. It must be in (0.5, 1]; zero means
-	// DefaultGrowthAgreement.
+	// DefaultGrowthAgreement. A raise also needs enough points for the share
+	// not to be chance (Trend.Score).
 	GrowthAgreement float64
 
 	// OnAlert, if set, is called for every alert raised or cleared, in order,
@@ -170,9 +176,13 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Goroutines = DefaultGoroutines
 	}
 	if cfg.GoroutinesClear == 0 {
-		cfg.GoroutinesClear = cfg.Goroutines - cfg.Goroutines/10 // 90 %, without overflowing
+		// 90 %, without overflowing, and at least one below Goroutines: for
+		// thresholds under 10, Goroutines/10 is 0. A threshold of 1 leaves no
+		// room below it; a process always runs a goroutine, so such an alert
+		// never clears whatever the clear threshold, and 1 says so.
+		cfg.GoroutinesClear = max(1, cfg.Goroutines-max(1, cfg.Goroutines/10))
 	}
-	if cfg.GoroutinesClear <= 0 || cfg.GoroutinesClear >= cfg.Goroutines {
+	if !(cfg.GoroutinesClear >= 1 && (cfg.GoroutinesClear < cfg.Goroutines || cfg.GoroutinesClear == 1)) {
 		return bad("GoroutinesClear must be in (0, Goroutines=%d), got %d", cfg.Goroutines, cfg.GoroutinesClear)
 	}
 

@@ -100,7 +100,9 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{Config{MemoryClear: -1}, "MemoryClear"},
 		{Config{Goroutines: -1}, "Goroutines must be positive"},
 		{Config{Goroutines: 100, GoroutinesClear: 100}, "GoroutinesClear must be in (0, Goroutines=100), got 100"},
-		{Config{Goroutines: 1}, "GoroutinesClear"}, // 0.9 x 1 rounds to 0: say so
+		{Config{Goroutines: 5, GoroutinesClear: 5}, "GoroutinesClear must be in (0, Goroutines=5), got 5"},
+		{Config{Goroutines: 1, GoroutinesClear: 2}, "GoroutinesClear must be in (0, Goroutines=1), got 2"},
+		{Config{GoroutinesClear: -1}, "GoroutinesClear must be in (0, Goroutines=10000), got -1"},
 		{Config{GrowthWindow: 2}, "GrowthWindow must be in [3, 240], got 2"},
 		{Config{GrowthWindow: 241, History: 1000}, "GrowthWindow must be in [3, 240]"},
 		{Config{GrowthWindow: 30, History: 20}, "GrowthWindow (30) must not exceed History (20)"},
@@ -192,4 +194,19 @@ func TestRealTickDoesNotAllocate(t *testing.T) {
 	_, ok := w.Trend()
 	require.True(t, ok)
 	require.Zero(t, testing.AllocsPerRun(100, func() { w.Tick() }))
+}
+
+// Issue 14 item 12: a small Goroutines threshold with GoroutinesClear left
+// zero used to be rejected by its own computed default (9 - 9/10 = 9).
+func TestSmallGoroutineThresholdsGetAUsableDefaultClear(t *testing.T) {
+	for g := 1; g <= 20; g++ {
+		w, err := New(Config{Goroutines: g})
+		require.NoError(t, err, "Goroutines: %d", g)
+		c := w.cfg.GoroutinesClear
+		require.GreaterOrEqual(t, c, 1, "Goroutines: %d", g)
+		if g > 1 {
+			require.Less(t, c, g, "Goroutines: %d: the clear threshold lies below the raise threshold", g)
+		}
+		require.GreaterOrEqual(t, c, g-max(1, g/10), "Goroutines: %d: about 90%%", g)
+	}
 }

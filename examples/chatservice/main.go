@@ -91,7 +91,8 @@ func run(args []string, stderr io.Writer) int {
 		Logger: logger.With("component", "lifecycle"),
 		// A task that fails on its own (the HTTP server's Serve) takes the
 		// service down cleanly rather than leaving it half alive.
-		OnError: func(task string, err error) { stop() },
+		StopOnError:     true,
+		ShutdownTimeout: *timeout,
 	})
 
 	if *redisURL == "" {
@@ -137,9 +138,11 @@ func run(args []string, stderr io.Writer) int {
 		"fail_rate", s.cfg.FailRate, "rate", fmt.Sprintf("%d/%s burst %d", s.cfg.Rate, s.cfg.RatePeriod, s.cfg.Burst),
 		"tasks", len(g.Tasks()))
 
-	<-ctx.Done()
-	stop() // a second signal kills at once
-	if shutdown(logger, g, *timeout) != nil {
+	// Until SIGINT or SIGTERM, or a task fails; then Close with -timeout as
+	// the deadline.
+	context.AfterFunc(ctx, stop) // a second signal kills at once
+	tasks, start := g.Tasks(), time.Now()
+	if stopped(logger, g, tasks, start, g.Run(ctx)) != nil {
 		return 1
 	}
 	return 0
@@ -152,8 +155,12 @@ func shutdown(logger *slog.Logger, g *lifecycle.Group, timeout time.Duration) er
 	logger.Info("shutting down", "tasks", len(tasks), "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	start := time.Now()
-	err := g.Close(ctx)
+	return stopped(logger, g, tasks, time.Now(), g.Close(ctx))
+}
+
+// stopped logs what a Close that began at start stopped and what, if
+// anything, remains, and returns err, the Close's result.
+func stopped(logger *slog.Logger, g *lifecycle.Group, tasks []lifecycle.Task, start time.Time, err error) error {
 	names := make([]string, len(tasks))
 	for i, t := range tasks {
 		names[i] = t.String()

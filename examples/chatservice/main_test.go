@@ -59,7 +59,7 @@ func TestRun_EmbeddedRedisAndSignal(t *testing.T) {
 		t.Fatalf("run did not return after SIGTERM:\n%s", log.String())
 	}
 	out := log.String()
-	assert.Contains(t, out, `msg="shutting down"`)
+	assert.Regexp(t, `msg="lifecycle: stopping" component=lifecycle reason="terminated signal received" timeout=10s`, out)
 	assert.Regexp(t, `msg=stopped tasks=".*embedded redis \(miniredis\) \(onclose\).*http server \(go\)"`, out)
 	assert.Regexp(t, `msg="shutdown complete" stopped=\d+ tasks_remaining=0`, out)
 }

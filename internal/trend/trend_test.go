@@ -1,6 +1,7 @@
 package trend
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -73,5 +74,59 @@ func TestTheilSenMatchesBruteForce(t *testing.T) {
 		got, _, ok := TheilSen(xs, ys, make([]float64, 0, n*(n-1)/2))
 		require.True(t, ok)
 		require.Equal(t, want, got)
+	}
+}
+
+func TestMannKendall(t *testing.T) {
+	s, z := MannKendall([]float64{1, 2, 3, 4, 5})
+	require.Equal(t, 10, s)
+	require.InDelta(t, 10/math.Sqrt(5*4*15/18.0), z, 1e-12)
+	s, z = MannKendall([]float64{3, 2, 1})
+	require.Equal(t, -3, s)
+	require.Less(t, z, 0.0)
+	s, _ = MannKendall([]float64{1, 1, 2}) // a tie counts for neither
+	require.Equal(t, 2, s)
+	s, z = MannKendall([]float64{7})
+	require.Zero(t, s)
+	require.Zero(t, z)
+	_, z = MannKendall(nil)
+	require.Zero(t, z)
+
+	// Values in random order: |z| beyond 3 about 3 times in 1000.
+	rng := rand.New(rand.NewPCG(5, 6))
+	ys := make([]float64, 60)
+	beyond := 0
+	for range 1000 {
+		for i := range ys {
+			ys[i] = rng.Float64()
+		}
+		if _, z := MannKendall(ys); math.Abs(z) >= 3 {
+			beyond++
+		}
+	}
+	require.Less(t, beyond, 10)
+}
+
+// selectKth agrees with sorting, ties and all.
+func TestSelectKthMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 2000 {
+		n := 1 + rng.IntN(40)
+		a := make([]float64, n)
+		for i := range a {
+			a[i] = float64(rng.IntN(8)) // many ties
+		}
+		sorted := slices.Sorted(slices.Values(a))
+		k := rng.IntN(n)
+		got := selectKth(a, k)
+		require.Equal(t, sorted[k], got)
+		for i := range a {
+			if i < k {
+				require.LessOrEqual(t, a[i], got)
+			} else if i > k {
+				require.GreaterOrEqual(t, a[i], got)
+			}
+		}
+		require.ElementsMatch(t, sorted, a, "a permutation")
 	}
 }
