@@ -83,7 +83,12 @@
 //     cluster client has a retry loop of its own (MaxRedirects, not
 //     MaxRetries) that re-sends a command or a whole pipeline after EOF or a
 //     timeout: the pool turns it off, so a call runs at most once
-//     (TestCluster/CommandRunsAtMostOnce). The price is that a MOVED or ASK
+//     (TestCluster/CommandRunsAtMostOnce). A pipeline is split by node;
+//     when one node's part finds no free socket there (go-redis's own slot
+//     map reload uses them too), only that part waits and is sent later,
+//     never the parts that already ran (PipelineRetryRunsNothingTwice); if
+//     the wait ends first, those commands fail with the LaneError and the
+//     others keep their replies. The price is that a MOVED or ASK
 //     reply (a slot moved in a failover or a resharding) is returned to the
 //     caller rather than followed; go-redis reloads the slot map when it
 //     sees one, and the next call goes to the new owner.

@@ -372,7 +372,11 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}()
 		err := next(ctx, cmd)
 		if errors.Is(err, redis.ErrPoolExhausted) {
-			err = h.waitForConn(ctx, func() error { cmd.SetErr(nil); return next(ctx, cmd) })
+			err = h.waitForConn(ctx, func() (bool, error) {
+				cmd.SetErr(nil)
+				err := next(ctx, cmd)
+				return errors.Is(err, redis.ErrPoolExhausted), err
+			})
 			if le := (*LaneError)(nil); errors.As(err, &le) {
 				cmd.SetErr(err)
 			}
@@ -389,13 +393,15 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // waitForConn handles go-redis's "pool exhausted", which the gate should make
-// impossible but for one case: a dial whose caller gave up goes on in
+// impossible but for two cases: a dial whose caller gave up goes on in
 // go-redis's own goroutine, holding a connection slot, and the next caller
-// through the gate finds the pool full until it lands. Nothing was sent
-// yet, so the call is tried again after short pauses, within the lane's max
-// wait and the caller's context; if it still cannot get a connection it
-// fails with a LaneError like any other wait.
-func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
+// through the gate finds the pool full until it lands; and on Redis Cluster
+// go-redis sends commands of its own (CLUSTER SLOTS when it reloads the slot
+// map) on a node's connections, outside the gate. Nothing was sent yet, so
+// the call is tried again after short pauses, within the lane's max wait and
+// the caller's context, for as long as call says so; if it still cannot get
+// a connection it fails with a LaneError like any other wait.
+func (h *laneHook) waitForConn(ctx context.Context, call func() (again bool, err error)) error {
 	start := time.Now()
 	pause := time.Millisecond
 	for {
@@ -405,7 +411,7 @@ func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
 		}
 		if expired {
 			return h.gate.errorf(context.DeadlineExceeded,
-				"go-redis's pool was full with a dial its caller abandoned", time.Since(start))
+				"go-redis's pool was full (a dial its caller abandoned, or go-redis's own cluster bookkeeping)", time.Since(start))
 		}
 		t := time.NewTimer(pause)
 		select {
@@ -414,8 +420,8 @@ func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
 			return h.gate.errorf(ctx.Err(), "the caller's context ended while a connection was being dialled", time.Since(start))
 		case <-t.C:
 		}
-		err := call()
-		if !errors.Is(err, redis.ErrPoolExhausted) {
+		again, err := call()
+		if !again {
 			return err
 		}
 		pause = min(2*pause, 50*time.Millisecond)
@@ -448,11 +454,8 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			}
 		}()
 		err := next(ctx, cmds)
-		if errors.Is(err, redis.ErrPoolExhausted) {
-			err = h.waitForConn(ctx, func() error { setErrs(cmds, nil); return next(ctx, cmds) })
-			if le := (*LaneError)(nil); errors.As(err, &le) {
-				setErrs(cmds, err)
-			}
+		if unsent := unsentCmds(cmds); unsent != nil {
+			err = h.resendUnsent(ctx, next, cmds, unsent)
 		}
 		held = false
 		h.gate.release()
@@ -467,6 +470,66 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		h.observe(ctx, pipelineHealthErr(err, cmds))
 		return err
 	}
+}
+
+// resendUnsent sends again, after short pauses (see waitForConn), the
+// commands of a pipeline that go-redis could not send for want of a
+// connection, and only those. On Redis Cluster a pipeline is split by node
+// and each node's part runs on its own: the part for one node may find that
+// node's pool full while the others have already run, and sending the whole
+// pipeline again would run them twice. A part still unsent when the wait
+// ends fails with the LaneError; the commands that ran keep their replies.
+func (h *laneHook) resendUnsent(ctx context.Context, next redis.ProcessPipelineHook, cmds, unsent []redis.Cmder) error {
+	whole := len(unsent) == len(cmds)
+	var last error
+	err := h.waitForConn(ctx, func() (bool, error) {
+		setErrs(unsent, nil)
+		last = next(ctx, unsent)
+		unsent = unsentCmds(unsent)
+		return unsent != nil, last
+	})
+	if le := (*LaneError)(nil); errors.As(err, &le) {
+		setErrs(unsent, err)
+		return err
+	}
+	if whole {
+		return last
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// unsentCmds returns the commands of a pipeline that go-redis failed with
+// ErrPoolExhausted, which it returns before anything is written: nil if
+// there are none, all of cmds if none was sent. A transaction (MULTI ...
+// EXEC) goes to one node, so it is sent whole or not at all; its framing
+// commands carry no error of their own on Redis Cluster and count with
+// the rest. A partly sent transaction cannot be completed: nil.
+func unsentCmds(cmds []redis.Cmder) []redis.Cmder {
+	body := cmds
+	tx := len(cmds) >= 2 && strings.EqualFold(cmds[0].Name(), "multi") && strings.EqualFold(cmds[len(cmds)-1].Name(), "exec")
+	if tx {
+		body = cmds[1 : len(cmds)-1]
+	}
+	var unsent []redis.Cmder
+	for _, c := range body {
+		if errors.Is(c.Err(), redis.ErrPoolExhausted) {
+			unsent = append(unsent, c)
+		}
+	}
+	switch {
+	case len(unsent) == 0:
+		return nil
+	case len(unsent) == len(body):
+		return cmds
+	case tx:
+		return nil
+	}
+	return unsent
 }
 
 // pipelineHealthErr picks the error that says most about Redis: a
