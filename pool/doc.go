@@ -46,9 +46,11 @@
 // Redis is
 // marked down: request-lane calls and Admit fail in well under a microsecond
 // with ErrUnavailable, except one call per Config.ProbeInterval that is let
-// through as the probe. The first success marks Redis up again. Caches and
-// limiters use Admit to pick their fallback instead of waiting out a dial
-// timeout per call.
+// through as the probe: the first request-lane command once the interval
+// has passed, or the one sent with the context AdmitContext returned (that
+// probe is its caller's alone). The first success marks Redis up again.
+// Caches and limiters use Admit to pick their fallback instead of waiting
+// out a dial timeout per call.
 //
 // go-redis has a dial breaker of its own: after PoolSize failed dials in a
 // row a client stops dialling and re-dials once a second in a goroutine of

@@ -44,36 +44,55 @@ type health struct {
 	probes      atomic.Uint64
 
 	downErr atomic.Pointer[error] // what admit returns while down, built once
-	// ticket is set when Admit grants a probe, so the command the caller
-	// sends next through the request lane (whose hook checks health too)
-	// is let through instead of being refused as a second probe.
-	ticket atomic.Bool
 
 	mu      sync.Mutex // guards since and lastErr
 	since   time.Time
 	lastErr error
 }
 
-// admit is Pool.Admit: it grants a probe and leaves a ticket for the
-// caller's next command.
+// admit is Pool.Admit: nil while up or while a probe is due. It claims
+// nothing: the probe is claimed by the command itself (admitCommand), so
+// there is no ticket another caller could spend.
 func (h *health) admit() error {
-	if !h.down.Load() {
-		return nil
-	}
-	if h.claimProbe() {
-		h.ticket.Store(true)
+	if !h.down.Load() || h.now().UnixNano() >= h.nextProbe.Load() {
 		return nil
 	}
 	return h.unavailable()
 }
 
+// probeTicket is a probe granted by Pool.AdmitContext, carried in the
+// context of the caller it was granted to and spent by its first command.
+type probeTicket struct {
+	h       *health
+	unspent atomic.Bool
+}
+
+type probeTicketKey struct{}
+
+// admitContext is Pool.AdmitContext.
+func (h *health) admitContext(ctx context.Context) (context.Context, error) {
+	if !h.down.Load() {
+		return ctx, nil
+	}
+	if !h.claimProbe() {
+		return ctx, h.unavailable()
+	}
+	t := &probeTicket{h: h}
+	t.unspent.Store(true)
+	return context.WithValue(ctx, probeTicketKey{}, t), nil
+}
+
 // admitCommand is the request lane's check: a command passes while Redis is
-// up, with a ticket Admit granted, or as the probe itself.
-func (h *health) admitCommand() error {
+// up, with the probe ticket AdmitContext put in its context, or as the
+// probe itself.
+func (h *health) admitCommand(ctx context.Context) error {
 	if !h.down.Load() {
 		return nil
 	}
-	if h.ticket.CompareAndSwap(true, false) || h.claimProbe() {
+	if t, ok := ctx.Value(probeTicketKey{}).(*probeTicket); ok && t.h == h && t.unspent.CompareAndSwap(true, false) {
+		return nil
+	}
+	if h.claimProbe() {
 		return nil
 	}
 	return h.unavailable()
@@ -104,7 +123,6 @@ func (h *health) observe(ctx context.Context, err error) outcome {
 	case outcomeUp:
 		h.consecutive.Store(0)
 		if h.down.Load() && h.down.CompareAndSwap(true, false) {
-			h.ticket.Store(false)
 			h.mu.Lock()
 			downFor := h.now().Sub(h.since)
 			h.since, h.lastErr = h.now(), nil

@@ -157,16 +157,28 @@ func (p *Pool) Client() redis.UniversalClient { return p.request.client }
 // not fail fast while Redis is down: its users back off on their own.
 func (p *Pool) Background() redis.UniversalClient { return p.background.client }
 
-// Admit reports whether a call to Redis should be attempted now. It returns
-// nil while Redis is believed reachable, and while it is believed down it
-// returns nil to one caller every Config.ProbeInterval (that caller's next
-// command is the probe: the request lane lets it through) and
-// ErrUnavailable to the others, in well under a microsecond, with no
-// background poller: the state follows the outcome of real commands.
-// Request-lane commands check it themselves; components call it first to
-// choose a fallback (a local cache hit, a rate-limit policy) before trying
-// Redis.
+// Admit reports whether a call to Redis should be attempted now, in well
+// under a microsecond and with no background poller (the state follows the
+// outcome of real commands): nil while Redis is believed reachable, and
+// while it is believed down, nil only when a probe is due (one per
+// Config.ProbeInterval), ErrUnavailable otherwise. Components call it first
+// to choose a fallback (a local cache hit, a rate-limit policy) before
+// trying Redis. It claims nothing: while Redis is down the probe is the
+// first request-lane command that asks for it, and the others fail with
+// ErrUnavailable, so a caller that Admit let through may still get
+// ErrUnavailable from its command. A caller that needs its own command to
+// be the probe uses AdmitContext.
 func (p *Pool) Admit() error { return p.health.admit() }
+
+// AdmitContext is Admit for a caller that sends its command next: while
+// Redis is believed down and a probe is due, it claims the probe and
+// returns a context carrying it, and the first request-lane command (or
+// pipeline) sent with that context is let through as the probe. No other
+// caller's command can spend it, and it is spent once. While Redis is up it
+// returns ctx itself; otherwise ctx and ErrUnavailable.
+func (p *Pool) AdmitContext(ctx context.Context) (context.Context, error) {
+	return p.health.admitContext(ctx)
+}
 
 // Healthy reports whether Redis is believed reachable. It has no side effect.
 func (p *Pool) Healthy() bool { return !p.health.down.Load() }
@@ -339,7 +351,7 @@ func (h *laneHook) enter(ctx context.Context) error {
 		}
 	}
 	if h.admit {
-		if err := h.health.admitCommand(); err != nil {
+		if err := h.health.admitCommand(ctx); err != nil {
 			return err
 		}
 	}

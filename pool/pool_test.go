@@ -574,9 +574,11 @@ func TestSharedValuesArePerPoolAndKey(t *testing.T) {
 	require.Equal(t, 4, calls)
 }
 
-// A caller that was granted the probe by Admit must be able to send it
-// through the request lane, whose hook also checks health.
-func TestAdmitGrantedProbeGoesThroughRequestLane(t *testing.T) {
+// A caller that was granted the probe by AdmitContext sends it through the
+// request lane, whose hook also checks health, and no other caller's
+// command can spend it (issue 13: with the old Admit, a ticket another
+// caller's command took first left the granted caller with ErrUnavailable).
+func TestAdmittedProbeBelongsToItsCaller(t *testing.T) {
 	m := redistest.Mini(t)
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
@@ -586,12 +588,53 @@ func TestAdmitGrantedProbeGoesThroughRequestLane(t *testing.T) {
 	m.Close()
 	require.Error(t, p.Client().Get(ctx, "k").Err())
 	require.False(t, p.Healthy())
-	require.NoError(t, m.Restart())
+	require.ErrorIs(t, p.Admit(), ErrUnavailable, "no probe due yet")
+	_, err := p.AdmitContext(ctx)
+	require.ErrorIs(t, err, ErrUnavailable)
 
 	clock.Add(int64(time.Second))
-	require.NoError(t, p.Admit(), "probe granted")
-	require.ErrorIs(t, p.Admit(), ErrUnavailable, "one probe per interval")
-	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the granted probe reaches Redis")
+	require.NoError(t, p.Admit(), "a probe is due; Admit claims nothing")
+	require.NoError(t, p.Admit())
+	actx, err := p.AdmitContext(ctx)
+	require.NoError(t, err, "probe granted to A")
+	_, err = p.AdmitContext(ctx)
+	require.ErrorIs(t, err, ErrUnavailable, "one probe per interval")
+	require.ErrorIs(t, p.Admit(), ErrUnavailable, "and none due any more")
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable, "B cannot spend A's probe")
+	err = p.Client().Get(actx, "k").Err()
+	require.Error(t, err)
+	require.NotErrorIs(t, err, ErrUnavailable, "A's probe is sent (and finds Redis still down)")
+	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), ErrUnavailable, "a probe is spent once")
+
+	require.NoError(t, m.Restart())
+	clock.Add(int64(time.Second))
+	actx, err = p.AdmitContext(ctx)
+	require.NoError(t, err)
+	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), redis.Nil, "the granted probe reaches Redis")
+	require.True(t, p.Healthy())
+	require.Equal(t, uint64(2), p.Health().Probes)
+
+	q := newPool(t, Config{Addrs: []string{m.Addr()}})
+	qctx, err := q.AdmitContext(ctx)
+	require.NoError(t, err)
+	require.Equal(t, ctx, qctx, "nothing to carry while Redis is up")
+}
+
+// With Admit, which grants nothing, the probe is whichever command claims
+// it first.
+func TestAdmitLetsTheFirstCommandProbe(t *testing.T) {
+	m := redistest.Mini(t)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	ctx := context.Background()
+	m.Close()
+	require.Error(t, p.Client().Get(ctx, "k").Err())
+	require.NoError(t, m.Restart())
+	clock.Add(int64(time.Second))
+	require.NoError(t, p.Admit())
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the first command is the probe")
 	require.True(t, p.Healthy())
 	require.Equal(t, uint64(1), p.Health().Probes)
 }
@@ -633,3 +676,4 @@ func TestURLOptions(t *testing.T) {
 	_, err = New(Config{URL: "unix:///tmp/redis.sock"})
 	require.ErrorContains(t, err, "unix sockets are not supported")
 }
+
