@@ -676,4 +676,3 @@ func TestURLOptions(t *testing.T) {
 	_, err = New(Config{URL: "unix:///tmp/redis.sock"})
 	require.ErrorContains(t, err, "unix sockets are not supported")
 }
-
