@@ -52,6 +52,13 @@
 // Caches and limiters use Admit to pick their fallback instead of waiting
 // out a dial timeout per call.
 //
+// A refused password (NOAUTH, WRONGPASS) is a configuration error, not an
+// outage: the first one marks Redis down on every lane, reservations
+// included, and calls fail at once with ErrUnavailable carrying the Redis
+// message (redis.IsAuthError matches it) instead of re-dialling to be
+// refused again; one call per ProbeInterval finds out whether the
+// credentials work again.
+//
 // go-redis has a dial breaker of its own: after PoolSize failed dials in a
 // row a client stops dialling and re-dials once a second in a goroutine of
 // its own. The pool keeps it out of the way (PoolSize is set to 1000 while

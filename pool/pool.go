@@ -354,6 +354,8 @@ func (h *laneHook) enter(ctx context.Context) error {
 		if err := h.health.admitCommand(ctx); err != nil {
 			return err
 		}
+	} else if err := h.health.admitLane(ctx); err != nil {
+		return err
 	}
 	return h.gate.acquire(ctx)
 }

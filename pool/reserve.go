@@ -141,6 +141,9 @@ func (r *Reservation) Subscribe(ctx context.Context, channels ...string) (*Subsc
 	if err := r.claim(useSubscriptions); err != nil {
 		return nil, err
 	}
+	if err := r.p.health.admitLane(ctx); err != nil {
+		return nil, err
+	}
 	if err := r.gate.acquire(ctx); err != nil {
 		return nil, err
 	}
