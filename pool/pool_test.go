@@ -101,52 +101,102 @@ func TestURLFillsConnectionFields(t *testing.T) {
 	require.Equal(t, 0, o.PoolSize, "laneOptions copies")
 }
 
+// inFlightHook, added to a lane's client after the pool's own hook, runs
+// inside the lane's gate: it counts the commands the gate let through to
+// go-redis, independently of the gate's own count, and holds each until
+// hold is closed.
+type inFlightHook struct {
+	now, max atomic.Int64
+	hold     chan struct{}
+}
+
+func (h *inFlightHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *inFlightHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isConnInit(cmd) {
+			return next(ctx, cmd)
+		}
+		n := h.now.Add(1)
+		defer h.now.Add(-1)
+		for m := h.max.Load(); n > m && !h.max.CompareAndSwap(m, n); m = h.max.Load() {
+		}
+		select {
+		case <-h.hold:
+		case <-time.After(10 * time.Second): // never hang a test
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *inFlightHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// The lane's bound is checked from outside the gate: by a hook beneath it
+// and by the sockets miniredis saw, so a gate that let a fourth command or
+// socket through would fail this test.
 func TestRequestLaneServesCommandsWithinItsSize(t *testing.T) {
 	m := redistest.Mini(t)
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 3}})
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 3, MaxWait: 30 * time.Second}})
 	ctx := context.Background()
 	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+	hook := &inFlightHook{hold: make(chan struct{})}
+	p.Client().AddHook(hook)
 
-	var maxInUse, maxOpen atomic.Int64
-	stop := make(chan struct{})
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		for {
-			s := p.Stats()
-			if int64(s.Request.InUse) > maxInUse.Load() {
-				maxInUse.Store(int64(s.Request.InUse))
+	// Twelve callers at once: three get through and are held there, nine
+	// wait at the gate.
+	const callers = 12
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			v, err := p.Client().Get(ctx, "k").Result()
+			if err == nil && v != "v" {
+				err = fmt.Errorf("GET k = %q", v)
 			}
-			if int64(s.Request.Open) > maxOpen.Load() {
-				maxOpen.Store(int64(s.Request.Open))
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
-		}
+			errs <- err
+		}()
+	}
+	eventually(t, "every caller in flight or waiting", func() bool {
+		return hook.now.Load()+int64(p.Stats().Request.Waiting) == callers
 	})
+	require.Equal(t, int64(3), hook.now.Load(), "commands past the gate")
+	require.Equal(t, 9, p.Stats().Request.Waiting)
+	require.LessOrEqual(t, m.CurrentConnectionCount(), 3, "sockets miniredis sees")
+	close(hook.hold)
+	for range callers {
+		select {
+		case err := <-errs:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a caller did not return")
+		}
+	}
+
+	// Under load the bound holds too, and the sockets are reused.
 	var wg sync.WaitGroup
-	for range 12 {
+	for range callers {
 		wg.Go(func() {
 			for range 50 {
 				v, err := p.Client().Get(ctx, "k").Result()
-				if err != nil || v != "v" {
-					t.Errorf("GET: %q %v", v, err)
+				if err == nil && v != "v" {
+					err = fmt.Errorf("GET k = %q", v)
+				}
+				if err != nil {
+					errs <- err
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	close(stop)
-	sampler.Wait()
-
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(3), hook.max.Load(), "never more than Size commands past the gate")
+	require.LessOrEqual(t, m.TotalConnectionCount(), 3, "at most Size sockets were ever opened")
 	s := p.Stats()
-	require.LessOrEqual(t, maxInUse.Load(), int64(3))
-	require.LessOrEqual(t, maxOpen.Load(), int64(3))
 	require.LessOrEqual(t, s.Request.Open, 3)
-	require.Positive(t, s.Request.Dials)
+	require.Equal(t, uint64(m.TotalConnectionCount()), s.Request.Dials, "the lane counts the dials miniredis saw")
 	require.Zero(t, s.Request.DialErrors)
 	require.Zero(t, s.Request.Timeouts)
 	require.Zero(t, s.Request.Rejections)
@@ -646,11 +696,18 @@ func TestStaleConnectionsAreDetectedAfterRestart(t *testing.T) {
 	srv := redistest.Server(t)
 	p := newPool(t, Config{Addrs: []string{srv.Addr()}, Request: LaneConfig{Size: 4}})
 	ctx := context.Background()
-	var wg sync.WaitGroup
+	errs := make(chan error, 4)
 	for range 4 {
-		wg.Go(func() { require.NoError(t, p.Client().Ping(ctx).Err()) })
+		go func() { errs <- p.Client().Ping(ctx).Err() }()
 	}
-	wg.Wait()
+	for range 4 {
+		select {
+		case err := <-errs:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a PING did not return")
+		}
+	}
 	srv.Restart()
 	for i := range 8 {
 		require.NoError(t, p.Client().Ping(ctx).Err(), "ping %d after the restart", i)
