@@ -57,6 +57,8 @@ type Redis struct {
 	// busPort is the cluster bus port of a cluster node (0: not a node).
 	busPort     int
 	nodeTimeout time.Duration
+	// sentinelConf is the config file of a Sentinel ("": a server).
+	sentinelConf string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -139,6 +141,17 @@ func FreePort() (int, error) {
 }
 
 func (r *Redis) args() []string {
+	if r.sentinelConf != "" {
+		// Sentinel rewrites its config file (it records what it learns
+		// there), so the file is the first argument and lives in dir.
+		return []string{r.sentinelConf, "--sentinel",
+			"--port", strconv.Itoa(r.port),
+			"--bind", "127.0.0.1",
+			"--dir", r.dir,
+			"--daemonize", "no",
+			"--logfile", "",
+		}
+	}
 	aof := "no"
 	if r.opts.AppendOnly {
 		aof = "yes"
