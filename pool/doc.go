@@ -116,10 +116,45 @@
 //     share a hash tag; bounded's components give each queue, cache and
 //     limiter its own tag, so their keys spread over the masters.
 //
+// # Redis Sentinel
+//
+// With MasterName, every lane and reservation is a go-redis failover
+// client. It asks a sentinel for the master's address at every dial and
+// subscribes there to +switch-master; when the sentinels switch, it drops
+// its sockets to the old master and its next dial reaches the new one. A
+// master that dies marks the pool down like any outage, so the request
+// lane finds the new master with the first probe after the switch
+// (TestSentinel).
+//
+// Each such client that has connected also holds sockets to one sentinel,
+// apart from its lane's and counted apart in Stats (SentinelOpen): the
+// subscription, and the sockets that ask for the master's address (one,
+// up to the client's size while dials overlap). go-redis runs three
+// goroutines for each, from its first dial until the pool closes it: the
+// subscription's reader and its health check, and the listener that acts on
+// +switch-master. Looking the master up while no sentinel is known also runs
+// one short-lived goroutine per sentinel address.
+//
+// What a failover keeps: Redis replication is asynchronous, and a master
+// acknowledges a write before any replica has it. A master killed before
+// its replica caught up takes the writes it acknowledged last with it. And
+// SENTINEL FAILOVER does not stop writes to the old master while it
+// promotes a replica: until the sentinels announce the switch (about a
+// second), clients keep writing to the old master, and what it
+// acknowledges then is discarded when it becomes a replica. The pool
+// follows the switch by itself; it cannot make an acknowledged write
+// survive one. A write followed by WAIT (numreplicas, timeout) on the same
+// connection learns how many replicas have it.
+//
 // # Lifecycle
 //
-// A Pool starts no goroutine of its own and connects on first use. The
-// service builds one per process, passes it to every component, and closes
-// it after the components have stopped (register Close first on the
-// lifecycle group, so it runs last).
+// A Pool starts no goroutine of its own and connects on first use; go-redis
+// runs some behind it: under Sentinel, three per connected lane or
+// reservation (above); on Redis Cluster, the slot map reload after a
+// connection failure (one at a time per lane, ending with the reload); and
+// after 1000 failed dials in a row to one server (the dial breaker above),
+// a re-dial once a second until one succeeds or the pool closes. All end
+// when Close returns or shortly after. The service builds one pool per process, passes it to
+// every component, and closes it after the components have stopped
+// (register Close first on the lifecycle group, so it runs last).
 package pool

@@ -58,9 +58,10 @@ type lane struct {
 
 // dialCounter counts dials and the sockets they opened that are still open.
 type dialCounter struct {
-	dials      atomic.Uint64
-	dialErrors atomic.Uint64
-	open       atomic.Int64
+	dials        atomic.Uint64
+	dialErrors   atomic.Uint64
+	open         atomic.Int64
+	sentinelOpen atomic.Int64 // Redis Sentinel: sockets to sentinels (see sentinelDialer)
 }
 
 // New builds a pool. It does not connect: connections open on first use, so
@@ -98,6 +99,9 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 	l := &lane{name: name}
 	l.gate = newGate(name, "", lc.Size, lc.MaxWait, lc.MaxWaiters, &l.counts)
 	opts := laneOptions(p.base, p.cfg.ClientName+"-"+name, lc.Size, lc.MaxWait+p.cfg.DialTimeout)
+	if opts.MasterName != "" {
+		opts.Dialer = sentinelDialer(opts, &l.dials)
+	}
 	l.client = redis.NewUniversalClient(opts)
 	addLaneHook(l.client, &laneHook{
 		gate:       l.gate,
@@ -300,6 +304,7 @@ func (h *laneHook) DialHook(next redis.DialHook) redis.DialHook {
 			}
 			return nil, err
 		}
+		c = toLane(c)
 		h.dials.open.Add(1)
 		if h.extraDials != nil {
 			h.extraDials.open.Add(1)

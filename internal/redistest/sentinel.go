@@ -187,13 +187,9 @@ func (s *RedisSentinel) ready(ctx context.Context) string {
 			running++
 		}
 	}
-	replicas := 0
-	for _, n := range s.servers {
-		if n.PID() != 0 {
-			replicas++
-		}
-	}
-	replicas-- // one of them is the master
+	// A sentinel never forgets a replica (a killed master comes back as
+	// one), so it knows every server but the master.
+	replicas := len(s.servers) - 1
 	for _, n := range s.sentinels {
 		if n.PID() == 0 {
 			continue
@@ -219,10 +215,10 @@ func (s *RedisSentinel) ready(ctx context.Context) string {
 		if err != nil {
 			return fmt.Sprintf("sentinel %s: %v", n.Addr(), err)
 		}
-		lines := strings.Split(reps, "\n")
-		for i := 0; i+1 < len(lines); i += 2 {
-			if lines[i] == "flags" && lines[i+1] != "slave" {
-				return fmt.Sprintf("sentinel %s flags a replica %q", n.Addr(), lines[i+1])
+		for _, f := range records(reps) {
+			addr := f["ip"] + ":" + f["port"]
+			if r := s.server(addr); r != nil && r.PID() != 0 && f["flags"] != "slave" {
+				return fmt.Sprintf("sentinel %s flags the replica %s %q", n.Addr(), addr, f["flags"])
 			}
 		}
 	}
@@ -326,6 +322,23 @@ func fields(out string) map[string]string {
 		f[lines[i]] = lines[i+1]
 	}
 	return f
+}
+
+// records splits a flattened array of field/value arrays (SENTINEL
+// REPLICAS as Do renders it) into one map per element; each starts with
+// the field "name".
+func records(out string) []map[string]string {
+	var recs []map[string]string
+	lines := strings.Split(out, "\n")
+	for i := 0; i+1 < len(lines); i += 2 {
+		if lines[i] == "name" {
+			recs = append(recs, map[string]string{})
+		}
+		if len(recs) > 0 {
+			recs[len(recs)-1][lines[i]] = lines[i+1]
+		}
+	}
+	return recs
 }
 
 // infoFields parses the "key:value" lines of INFO.
