@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,10 @@ func sentinelPool(t *testing.T, s *redistest.RedisSentinel) (*Pool, *Reservation
 		}
 	}
 	require.Equal(t, st.SentinelOpen, seen, "sockets the sentinels see")
+	// And go-redis runs three goroutines per client, as doc.go says.
+	require.Equal(t, 3, goroutinesIn("(*sentinelFailover).listen"))
+	require.Equal(t, 3, goroutinesIn("(*channel).initHealthCheck"))
+	require.Equal(t, 3, goroutinesIn("(*channel).initMsgChan"))
 	for i := range 100 {
 		require.NoError(t, p.Client().SAdd(ctx, "acked", i).Err())
 	}
@@ -166,4 +171,16 @@ func followSwitch(t *testing.T, s *redistest.RedisSentinel, p *Pool, res *Reserv
 	t.Logf("sentinels named the new master %s after the trigger; the pool wrote to it %s after that; %d acknowledged writes, %d calls failed fast, other errors %q",
 		switchedAt.Sub(start).Round(time.Millisecond), followedAt.Sub(switchedAt).Round(time.Millisecond), acked, r.failedFast, errs)
 	return r
+}
+
+// goroutinesIn counts the goroutines whose stack mentions fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
 }
