@@ -33,9 +33,12 @@
 // pool timeout behind the caller; command retries are off altogether, so a
 // command runs at most once per call.
 //
-// Blocking commands (BLMOVE, BLPOP, XREAD BLOCK, WAIT, ...) sent through the
-// request or background lane fail with ErrBlockingCommand before they reach
-// Redis.
+// Blocking commands (BLMOVE, BLPOP, XREAD BLOCK, WAIT 0, ...) sent through
+// the request or background lane fail with ErrBlockingCommand before they
+// reach Redis. WAIT and WAITAOF with a timeout are bounded and allowed:
+// send one in a pipeline after a write, so that it runs on the write's
+// connection (not on Redis Cluster, where go-redis sends a keyless command
+// to any node), with a timeout under ReadTimeout.
 //
 // # Health without a poller
 //
@@ -143,8 +146,9 @@
 // second), clients keep writing to the old master, and what it
 // acknowledges then is discarded when it becomes a replica. The pool
 // follows the switch by itself; it cannot make an acknowledged write
-// survive one. A write followed by WAIT (numreplicas, timeout) on the same
-// connection learns how many replicas have it.
+// survive one. A write followed by WAIT (numreplicas, timeout) in the same
+// pipeline learns how many replicas have it, and can be sent again when
+// too few do.
 //
 // # Lifecycle
 //

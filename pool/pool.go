@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -611,6 +612,20 @@ func allConnInit(cmds []redis.Cmder) bool {
 	return len(cmds) > 0
 }
 
+// positiveArg reports whether a command argument is a positive integer.
+func positiveArg(a any) bool {
+	switch v := a.(type) {
+	case int:
+		return v > 0
+	case int64:
+		return v > 0
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n > 0
+	}
+	return false
+}
+
 // isBlocking reports whether cmd can block on the server.
 func isBlocking(cmd redis.Cmder) bool {
 	args := cmd.Args()
@@ -630,7 +645,11 @@ func isBlocking(cmd redis.Cmder) bool {
 	case 'w', 'W':
 		switch strings.ToLower(name) {
 		case "wait", "waitaof":
-			return true
+			// WAIT with a timeout is a bounded command, like any slow one:
+			// a write followed by WAIT on the same connection (a pipeline)
+			// is how a caller learns that replicas have it. WAIT 0 waits
+			// for ever.
+			return !positiveArg(args[len(args)-1])
 		}
 	case 'x', 'X':
 		switch strings.ToLower(name) {

@@ -305,6 +305,9 @@ func TestBlockingCommandsRefusedOutsideBlockingLane(t *testing.T) {
 	require.ErrorContains(t, err, "BLMOVE on the request lane")
 	require.ErrorIs(t, p.Background().BLPop(ctx, time.Second, "a").Err(), ErrBlockingCommand)
 	require.ErrorIs(t, p.Client().XRead(ctx, &redis.XReadArgs{Streams: []string{"s", "0"}, Block: time.Second}).Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Client().Do(ctx, "wait", 1, 0).Err(), ErrBlockingCommand, "WAIT 0 waits for ever")
+	require.ErrorIs(t, p.Client().Do(ctx, "WAIT", "1", "0").Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Client().Do(ctx, "WAITAOF", 1, 0, 0).Err(), ErrBlockingCommand)
 
 	pipe := p.Client().Pipeline()
 	pipe.Get(ctx, "x")
@@ -732,4 +735,32 @@ func TestURLOptions(t *testing.T) {
 	require.ErrorContains(t, err, "max_retries")
 	_, err = New(Config{URL: "unix:///tmp/redis.sock"})
 	require.ErrorContains(t, err, "unix sockets are not supported")
+}
+
+// WAIT with a timeout is bounded: in a pipeline after a write, on the
+// write's connection, it says how many replicas have the write.
+func TestWaitWithTimeoutAfterAWrite(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
+	replica := redistest.ServerWith(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", strings.TrimPrefix(srv.Addr(), "127.0.0.1:")}})
+	eventually(t, "the replica in sync", func() bool {
+		info, err := replica.Do(context.Background(), "INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}})
+	ctx := context.Background()
+	pipe := p.Client().Pipeline()
+	pipe.LPush(ctx, "ready", "job")
+	wait := pipe.Do(ctx, "WAIT", 1, 1000)
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), wait.Val(), "the replica has the write")
+	require.NoError(t, p.Client().Do(ctx, "WAIT", "0", "100").Err())
+
+	require.NoError(t, replica.Stop())
+	pipe = p.Client().Pipeline()
+	pipe.LPush(ctx, "ready", "job")
+	wait = pipe.Do(ctx, "WAIT", 1, 50)
+	_, err = pipe.Exec(ctx)
+	require.NoError(t, err)
+	require.Zero(t, wait.Val(), "no replica has it: WAIT says so after its timeout")
 }
