@@ -161,10 +161,11 @@ func newID(now time.Time) string {
 
 // prepared is one job ready to be written.
 type prepared struct {
-	id     string
-	elem   []byte
-	due    time.Time // zero: now
-	unique bool
+	id      string
+	elem    []byte
+	due     time.Time // zero: now
+	unique  bool
+	durable durability // the Durable option
 }
 
 func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) {
@@ -181,7 +182,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		return prepared{}, fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxPayload)", ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
 	}
 	now := q.cfg.Now()
-	pr := prepared{id: o.id, unique: o.id != ""}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
@@ -224,6 +225,9 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	pr, err := q.prepare(payload, opts)
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
+	}
+	if pr.durable.replicas > 0 {
+		return q.enqueueDurable(ctx, pr)
 	}
 	c := q.p.Client()
 	switch {
@@ -283,6 +287,9 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	}
 	if probe.id != "" {
 		return nil, q.errorf("enqueue batch: the ID option cannot apply to a batch; enqueue jobs with IDs one by one")
+	}
+	if probe.durable.replicas > 0 {
+		return nil, q.errorf("enqueue batch: the Durable option applies to Enqueue only")
 	}
 	ids := make([]string, len(payloads))
 	elems := make([]any, len(payloads))

@@ -1,0 +1,122 @@
+package queue
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// replicated starts a master and a replica in sync with it.
+func replicated(t testing.TB) (master, replica *redistest.Redis) {
+	master = redistest.ServerWith(t, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
+	port := strings.TrimPrefix(master.Addr(), "127.0.0.1:")
+	replica = redistest.ServerWith(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", port}})
+	eventually(t, 10*time.Second, "the replica in sync", func() bool {
+		info, err := replica.Do(context.Background(), "INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	return master, replica
+}
+
+// With Durable, Enqueue returns once the replica has the job: it is there
+// the moment Enqueue returns, whichever write the job took (LPUSH, the
+// unique script, the schedule script, each sent first as EVALSHA to a
+// server without the script).
+func TestDurableEnqueueReturnsWhenTheReplicaHasTheJob(t *testing.T) {
+	master, replica := replicated(t)
+	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}})
+	q := mustQueue(t, p, "jobs", Config{})
+	ctx := context.Background()
+	count := func(args ...string) string {
+		v, err := replica.Do(ctx, args...)
+		require.NoError(t, err)
+		return v
+	}
+	dur := Durable(1, time.Second)
+
+	_, err := q.Enqueue(ctx, []byte("plain"), dur)
+	require.NoError(t, err)
+	require.Equal(t, "1", count("LLEN", q.k.ready), "on the replica when Enqueue returns")
+
+	id, err := q.Enqueue(ctx, []byte("unique"), dur, ID("u1"))
+	require.NoError(t, err)
+	require.Equal(t, "u1", id)
+	require.Equal(t, "2", count("LLEN", q.k.ready))
+	id, err = q.Enqueue(ctx, []byte("unique"), dur, ID("u1"))
+	require.ErrorIs(t, err, ErrDuplicate)
+	require.Equal(t, "u1", id)
+
+	_, err = q.Enqueue(ctx, []byte("later"), dur, Delay(time.Hour))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("later"), dur, Delay(time.Hour), ID("d1"))
+	require.NoError(t, err)
+	require.Equal(t, "2", count("ZCARD", q.k.delayed))
+
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("a")}, dur)
+	require.ErrorContains(t, err, "the Durable option applies to Enqueue only")
+
+	// Without a replica, Enqueue says so after the timeout; the job is
+	// written on the master.
+	before, err := master.Do(ctx, "LLEN", q.k.ready) // the jobs and a wake marker
+	require.NoError(t, err)
+	require.NoError(t, replica.Stop())
+	id, err = q.Enqueue(ctx, []byte("alone"), Durable(1, 50*time.Millisecond))
+	require.ErrorIs(t, err, ErrNotReplicated)
+	require.ErrorContains(t, err, "0 of 1 replicas within 50ms")
+	require.NotEmpty(t, id)
+	after, err := master.Do(ctx, "LLEN", q.k.ready)
+	require.NoError(t, err)
+	b, _ := strconv.Atoi(before)
+	require.Equal(t, strconv.Itoa(b+1), after, "the job is on the master")
+}
+
+func TestDurableOptionIsValidated(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "jobs", Config{})
+	ctx := context.Background()
+	_, err := q.Enqueue(ctx, []byte("x"), Durable(0, time.Second))
+	require.ErrorContains(t, err, "Durable(0, 1s): replicas must be at least 1")
+	_, err = q.Enqueue(ctx, []byte("x"), Durable(1, 0))
+	require.ErrorContains(t, err, "timeout must be at least 1ms")
+
+	m := redistest.Mini(t)
+	cp := mustPool(t, pool.Config{Addrs: []string{m.Addr()}, ClusterMode: true})
+	cq := mustQueue(t, cp, "jobs", Config{})
+	_, err = cq.Enqueue(ctx, []byte("x"), Durable(1, time.Second))
+	require.ErrorContains(t, err, "not supported on Redis Cluster")
+	require.Zero(t, m.CommandCount(), "nothing was sent")
+}
+
+// BenchmarkDurableEnqueue compares Enqueue with and without Durable(1, 1s)
+// on a master with one replica (loopback).
+func BenchmarkDurableEnqueue(b *testing.B) {
+	master, _ := replicated(b)
+	p := mustPool(b, pool.Config{Addrs: []string{master.Addr()}})
+	q := mustQueue(b, p, "jobs", Config{})
+	ctx := context.Background()
+	payload := make([]byte, 1024)
+	for _, c := range []struct {
+		name string
+		opts []EnqueueOption
+	}{{"plain", nil}, {"durable", []EnqueueOption{Durable(1, time.Second)}}} {
+		b.Run(c.name, func(b *testing.B) {
+			start := time.Now()
+			for b.Loop() {
+				if _, err := q.Enqueue(ctx, payload, c.opts...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "enqueues/s")
+			if _, err := master.Do(ctx, "DEL", q.k.ready); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
