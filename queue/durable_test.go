@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,4 +120,66 @@ func BenchmarkDurableEnqueue(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestDurableEnqueueSurvivesSentinelFailover enqueues during a SENTINEL
+// FAILOVER, alternating plain and Durable enqueues: the old master takes
+// writes until the sentinels announce the switch, and loses them when it
+// becomes a replica. Plain enqueues it acknowledged are lost; a Durable one
+// it acknowledged without error reached the replica, which is now the
+// master, so none of those is lost.
+func TestDurableEnqueueSurvivesSentinelFailover(t *testing.T) {
+	s := redistest.Sentinel(t)
+	ctx := context.Background()
+	p := mustPool(t, pool.Config{Addrs: s.SentinelAddrs(), MasterName: s.MasterName()})
+	q := mustQueue(t, p, "jobs", Config{})
+	old := s.Master(ctx).Addr()
+	s.Failover(ctx)
+	acked := map[string]bool{} // payload -> durable
+	notReplicated := 0
+	deadline := time.Now().Add(redistest.DefaultSentinelWait)
+	afterSwitch, durableAfterSwitch := 0, 0
+	for i := 0; afterSwitch < 50 || durableAfterSwitch < 5; i++ {
+		require.False(t, time.Now().After(deadline), "no switch")
+		durable := i%2 == 1
+		payload := strconv.Itoa(i)
+		var opts []EnqueueOption
+		if durable {
+			opts = append(opts, Durable(1, 100*time.Millisecond))
+		}
+		_, err := q.Enqueue(ctx, []byte(payload), opts...)
+		switch {
+		case err == nil:
+			acked[payload] = durable
+			if durable && afterSwitch > 0 {
+				durableAfterSwitch++
+			}
+		case errors.Is(err, ErrNotReplicated):
+			notReplicated++
+		}
+		if addr, err := s.MasterAddr(ctx); err == nil && addr != old {
+			afterSwitch++
+		}
+		time.Sleep(5 * time.Millisecond) // a producer enqueueing every 5ms, not a wait
+	}
+	s.WaitReady(redistest.DefaultSentinelWait)
+	out, err := s.Master(ctx).Do(ctx, "LRANGE", q.k.ready, "0", "-1")
+	require.NoError(t, err)
+	present := map[string]bool{}
+	for _, elem := range strings.Split(out, "\n") {
+		if e, err := decodeEnvelope([]byte(elem)); err == nil {
+			present[string(e.payload)] = true
+		}
+	}
+	lost := map[bool]int{}
+	total := map[bool]int{}
+	for payload, durable := range acked {
+		total[durable]++
+		if !present[payload] {
+			lost[durable]++
+		}
+	}
+	t.Logf("acknowledged and lost: plain %d of %d, durable %d of %d (%d durable enqueues answered ErrNotReplicated)",
+		lost[false], total[false], lost[true], total[true], notReplicated)
+	require.Zero(t, lost[true], "a Durable enqueue acknowledged without error survives the failover")
 }
