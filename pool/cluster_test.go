@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,6 +140,105 @@ func TestCluster(t *testing.T) {
 		owner, err := c.MasterOf(ctx, key(0, "runs"))
 		require.NoError(t, err)
 		checkAtMostOnce(t, p, owner, key(0, "runs"), key(0, "other"))
+	})
+
+	// A pipeline across masters whose part for one node finds that node's
+	// sockets taken (go-redis's own CLUSTER SLOTS reload or an abandoned
+	// dial uses them outside the gate; here a command sent on the node
+	// client stands for them) must not re-send the part that already ran
+	// on the other node while it waits for a socket.
+	t.Run("PipelineRetryRunsNothingTwice", func(t *testing.T) {
+		kA, kB, held := key(0, "n"), key(1, "n"), key(1, "held")
+		run := func(t *testing.T, maxWait time.Duration, release bool) (*Pool, []redis.Cmder, error) {
+			p := clusterPool(t, Config{Request: LaneConfig{Size: 1, MaxWait: maxWait}})
+			for i := range 3 { // every node's socket dialled, the slot map loaded
+				if err := p.Client().Get(ctx, key(i, "warm")).Err(); err != redis.Nil {
+					t.Fatalf("warming node %d: %v", i, err)
+				}
+			}
+			nodeB, err := p.Client().(*redis.ClusterClient).MasterForKey(ctx, kB)
+			require.NoError(t, err)
+			ownerA, err := c.MasterOf(ctx, kA)
+			require.NoError(t, err)
+			ownerB, err := c.MasterOf(ctx, kB)
+			require.NoError(t, err)
+			blocked := make(chan error, 1)
+			go func() { blocked <- nodeB.BLPop(ctx, 20*time.Second, held).Err() }()
+			eventually(t, "node B's only socket held", func() bool {
+				clients, err := ownerB.Clients(ctx)
+				return err == nil && strings.Contains(strings.Join(clients, "\n"), "cmd=blpop")
+			})
+			type result struct {
+				cmds []redis.Cmder
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				pipe := p.Client().Pipeline()
+				pipe.Incr(ctx, kA)
+				pipe.Incr(ctx, kB)
+				cmds, err := pipe.Exec(ctx)
+				done <- result{cmds, err}
+			}()
+			if release {
+				eventually(t, "node A's part ran", func() bool {
+					v, err := ownerA.Do(ctx, "GET", kA)
+					return err == nil && v != ""
+				})
+				_, err := ownerB.Do(ctx, "LPUSH", held, "go")
+				require.NoError(t, err)
+			}
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the pipeline did not return")
+			}
+			if !release {
+				_, err := ownerB.Do(ctx, "LPUSH", held, "go")
+				require.NoError(t, err)
+			}
+			select {
+			case err := <-blocked:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the BLPOP holding node B did not return")
+			}
+			return p, r.cmds, r.err
+		}
+		count := func(t *testing.T, k string) int {
+			owner, err := c.MasterOf(ctx, k)
+			require.NoError(t, err)
+			v, err := owner.Do(ctx, "GET", k)
+			require.NoError(t, err)
+			if v == "" {
+				return 0
+			}
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			return n
+		}
+
+		t.Run("NodeFreedWhileWaiting", func(t *testing.T) {
+			_, cmds, err := run(t, 20*time.Second, true)
+			require.NoError(t, err)
+			require.Len(t, cmds, 2)
+			require.Equal(t, int64(1), cmds[0].(*redis.IntCmd).Val())
+			require.Equal(t, int64(1), cmds[1].(*redis.IntCmd).Val())
+			require.Equal(t, 1, count(t, kA), "node A's INCR ran once")
+			require.Equal(t, 1, count(t, kB), "node B's INCR ran once, after its socket was free")
+		})
+		t.Run("NodeStaysFull", func(t *testing.T) {
+			p, cmds, err := run(t, 200*time.Millisecond, false)
+			require.ErrorIs(t, err, ErrLaneExhausted)
+			require.Len(t, cmds, 2)
+			require.NoError(t, cmds[0].Err(), "node A's INCR ran and keeps its reply")
+			require.Equal(t, int64(1), cmds[0].(*redis.IntCmd).Val())
+			require.ErrorIs(t, cmds[1].Err(), ErrLaneExhausted, "node B's INCR was never sent")
+			require.Equal(t, 1, count(t, kA), "node A's INCR ran once")
+			require.Equal(t, 0, count(t, kB))
+			require.True(t, p.Healthy(), "a full node pool says nothing about Redis")
+		})
 	})
 
 	// Health is one state per pool: a master that stops marks the pool

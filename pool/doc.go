@@ -33,9 +33,12 @@
 // pool timeout behind the caller; command retries are off altogether, so a
 // command runs at most once per call.
 //
-// Blocking commands (BLMOVE, BLPOP, XREAD BLOCK, WAIT, ...) sent through the
-// request or background lane fail with ErrBlockingCommand before they reach
-// Redis.
+// Blocking commands (BLMOVE, BLPOP, XREAD BLOCK, WAIT 0, ...) sent through
+// the request or background lane fail with ErrBlockingCommand before they
+// reach Redis. WAIT and WAITAOF with a timeout are bounded and allowed:
+// send one in a pipeline after a write, so that it runs on the write's
+// connection (not on Redis Cluster, where go-redis sends a keyless command
+// to any node), with a timeout under ReadTimeout.
 //
 // # Health without a poller
 //
@@ -46,9 +49,18 @@
 // Redis is
 // marked down: request-lane calls and Admit fail in well under a microsecond
 // with ErrUnavailable, except one call per Config.ProbeInterval that is let
-// through as the probe. The first success marks Redis up again. Caches and
-// limiters use Admit to pick their fallback instead of waiting out a dial
-// timeout per call.
+// through as the probe: the first request-lane command once the interval
+// has passed, or the one sent with the context AdmitContext returned (that
+// probe is its caller's alone). The first success marks Redis up again.
+// Caches and limiters use Admit to pick their fallback instead of waiting
+// out a dial timeout per call.
+//
+// A refused password (NOAUTH, WRONGPASS) is a configuration error, not an
+// outage: the first one marks Redis down on every lane, reservations
+// included, and calls fail at once with ErrUnavailable carrying the Redis
+// message (redis.IsAuthError matches it) instead of re-dialling to be
+// refused again; one call per ProbeInterval finds out whether the
+// credentials work again.
 //
 // go-redis has a dial breaker of its own: after PoolSize failed dials in a
 // row a client stops dialling and re-dials once a second in a goroutine of
@@ -83,7 +95,12 @@
 //     cluster client has a retry loop of its own (MaxRedirects, not
 //     MaxRetries) that re-sends a command or a whole pipeline after EOF or a
 //     timeout: the pool turns it off, so a call runs at most once
-//     (TestCluster/CommandRunsAtMostOnce). The price is that a MOVED or ASK
+//     (TestCluster/CommandRunsAtMostOnce). A pipeline is split by node;
+//     when one node's part finds no free socket there (go-redis's own slot
+//     map reload uses them too), only that part waits and is sent later,
+//     never the parts that already ran (PipelineRetryRunsNothingTwice); if
+//     the wait ends first, those commands fail with the LaneError and the
+//     others keep their replies. The price is that a MOVED or ASK
 //     reply (a slot moved in a failover or a resharding) is returned to the
 //     caller rather than followed; go-redis reloads the slot map when it
 //     sees one, and the next call goes to the new owner.
@@ -102,10 +119,46 @@
 //     share a hash tag; bounded's components give each queue, cache and
 //     limiter its own tag, so their keys spread over the masters.
 //
+// # Redis Sentinel
+//
+// With MasterName, every lane and reservation is a go-redis failover
+// client. It asks a sentinel for the master's address at every dial and
+// subscribes there to +switch-master; when the sentinels switch, it drops
+// its sockets to the old master and its next dial reaches the new one. A
+// master that dies marks the pool down like any outage, so the request
+// lane finds the new master with the first probe after the switch
+// (TestSentinel).
+//
+// Each such client that has connected also holds sockets to one sentinel,
+// apart from its lane's and counted apart in Stats (SentinelOpen): the
+// subscription, and the sockets that ask for the master's address (one,
+// up to the client's size while dials overlap). go-redis runs three
+// goroutines for each, from its first dial until the pool closes it: the
+// subscription's reader and its health check, and the listener that acts on
+// +switch-master. Looking the master up while no sentinel is known also runs
+// one short-lived goroutine per sentinel address.
+//
+// What a failover keeps: Redis replication is asynchronous, and a master
+// acknowledges a write before any replica has it. A master killed before
+// its replica caught up takes the writes it acknowledged last with it. And
+// SENTINEL FAILOVER does not stop writes to the old master while it
+// promotes a replica: until the sentinels announce the switch (about a
+// second), clients keep writing to the old master, and what it
+// acknowledges then is discarded when it becomes a replica. The pool
+// follows the switch by itself; it cannot make an acknowledged write
+// survive one. A write followed by WAIT (numreplicas, timeout) in the same
+// pipeline learns how many replicas have it, and can be sent again when
+// too few do.
+//
 // # Lifecycle
 //
-// A Pool starts no goroutine of its own and connects on first use. The
-// service builds one per process, passes it to every component, and closes
-// it after the components have stopped (register Close first on the
-// lifecycle group, so it runs last).
+// A Pool starts no goroutine of its own and connects on first use; go-redis
+// runs some behind it: under Sentinel, three per connected lane or
+// reservation (above); on Redis Cluster, the slot map reload after a
+// connection failure (one at a time per lane, ending with the reload); and
+// after 1000 failed dials in a row to one server (the dial breaker above),
+// a re-dial once a second until one succeeds or the pool closes. All end
+// when Close returns or shortly after. The service builds one pool per process, passes it to
+// every component, and closes it after the components have stopped
+// (register Close first on the lifecycle group, so it runs last).
 package pool

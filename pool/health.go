@@ -20,7 +20,7 @@ import (
 type Health struct {
 	Up        bool
 	Since     time.Time // when the current state began (zero: up since the start)
-	LastError error     // the failure that marked Redis down; nil while up
+	LastError error     // the failure that marked Redis down (redis.IsAuthError: credentials refused); nil while up
 	Failures  uint64    // connection-level failures seen since the start
 	Probes    uint64    // calls let through to probe Redis while it was down
 }
@@ -28,9 +28,10 @@ type Health struct {
 // health is a circuit breaker fed by the outcome of every command, so it
 // needs no background poller: traffic is the probe. It marks Redis down after
 // threshold consecutive connection-level failures (refused or reset
-// connections, I/O timeouts, LOADING, MASTERDOWN, CLUSTERDOWN) and up again
-// after one success. While it is down, Admit lets one caller through every
-// probe interval; the rest fail at once with ErrUnavailable.
+// connections, I/O timeouts, LOADING, MASTERDOWN, CLUSTERDOWN), or after one
+// NOAUTH or WRONGPASS, and up again after one success. While it is down, one
+// command per probe interval is let through; the rest fail at once with
+// ErrUnavailable.
 type health struct {
 	threshold int64
 	interval  time.Duration
@@ -44,36 +45,69 @@ type health struct {
 	probes      atomic.Uint64
 
 	downErr atomic.Pointer[error] // what admit returns while down, built once
-	// ticket is set when Admit grants a probe, so the command the caller
-	// sends next through the request lane (whose hook checks health too)
-	// is let through instead of being refused as a second probe.
-	ticket atomic.Bool
+	// auth is set while Redis refuses the pool's credentials (NOAUTH,
+	// WRONGPASS): a configuration error, so every lane fails fast, not
+	// only the request lane, until a probe succeeds.
+	auth atomic.Bool
 
 	mu      sync.Mutex // guards since and lastErr
 	since   time.Time
 	lastErr error
 }
 
-// admit is Pool.Admit: it grants a probe and leaves a ticket for the
-// caller's next command.
+// admit is Pool.Admit: nil while up or while a probe is due. It claims
+// nothing: the probe is claimed by the command itself (admitCommand), so
+// there is no ticket another caller could spend.
 func (h *health) admit() error {
-	if !h.down.Load() {
-		return nil
-	}
-	if h.claimProbe() {
-		h.ticket.Store(true)
+	if !h.down.Load() || h.now().UnixNano() >= h.nextProbe.Load() {
 		return nil
 	}
 	return h.unavailable()
 }
 
+// probeTicket is a probe granted by Pool.AdmitContext, carried in the
+// context of the caller it was granted to and spent by its first command.
+type probeTicket struct {
+	h       *health
+	unspent atomic.Bool
+}
+
+type probeTicketKey struct{}
+
+// admitContext is Pool.AdmitContext.
+func (h *health) admitContext(ctx context.Context) (context.Context, error) {
+	if !h.down.Load() {
+		return ctx, nil
+	}
+	if !h.claimProbe() {
+		return ctx, h.unavailable()
+	}
+	t := &probeTicket{h: h}
+	t.unspent.Store(true)
+	return context.WithValue(ctx, probeTicketKey{}, t), nil
+}
+
+// admitLane is the check of a lane that does not fail fast while Redis is
+// down (background, reservations): it does while Redis refuses the
+// credentials, which waiting will not mend.
+func (h *health) admitLane(ctx context.Context) error {
+	if !h.auth.Load() {
+		return nil
+	}
+	return h.admitCommand(ctx)
+}
+
 // admitCommand is the request lane's check: a command passes while Redis is
-// up, with a ticket Admit granted, or as the probe itself.
-func (h *health) admitCommand() error {
+// up, with the probe ticket AdmitContext put in its context, or as the
+// probe itself.
+func (h *health) admitCommand(ctx context.Context) error {
 	if !h.down.Load() {
 		return nil
 	}
-	if h.ticket.CompareAndSwap(true, false) || h.claimProbe() {
+	if t, ok := ctx.Value(probeTicketKey{}).(*probeTicket); ok && t.h == h && t.unspent.CompareAndSwap(true, false) {
+		return nil
+	}
+	if h.claimProbe() {
 		return nil
 	}
 	return h.unavailable()
@@ -104,12 +138,18 @@ func (h *health) observe(ctx context.Context, err error) outcome {
 	case outcomeUp:
 		h.consecutive.Store(0)
 		if h.down.Load() && h.down.CompareAndSwap(true, false) {
-			h.ticket.Store(false)
+			h.auth.Store(false)
 			h.mu.Lock()
 			downFor := h.now().Sub(h.since)
 			h.since, h.lastErr = h.now(), nil
 			h.mu.Unlock()
 			h.log.Info("pool: redis reachable again", "down_for", downFor)
+		}
+	case outcomeAuth:
+		h.failures.Add(1)
+		h.consecutive.Add(1)
+		if !h.auth.Load() {
+			h.markAuthDown(err)
 		}
 	case outcomeDown:
 		h.failures.Add(1)
@@ -130,6 +170,29 @@ func (h *health) observe(ctx context.Context, err error) outcome {
 	return o
 }
 
+// markAuthDown marks Redis down at the first NOAUTH or WRONGPASS, whatever
+// the threshold: the next call would re-dial and be refused again.
+func (h *health) markAuthDown(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.auth.Load() {
+		return
+	}
+	now := h.now()
+	if !h.down.Load() {
+		h.since = now
+		h.nextProbe.Store(now.Add(h.interval).UnixNano())
+	}
+	h.lastErr = err
+	downErr := fmt.Errorf("%w since %s: redis refused the credentials (Config.Username and Config.Password, or the URL's); every lane fails fast, one call per %s probes it: %w",
+		ErrUnavailable, h.since.Format(time.RFC3339Nano), h.interval, err)
+	h.downErr.Store(&downErr)
+	h.auth.Store(true)
+	h.down.Store(true)
+	h.log.Error("pool: redis refused the credentials; every call fails fast until a probe succeeds",
+		"err", err, "probe_interval", h.interval)
+}
+
 func (h *health) snapshot() Health {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -148,6 +211,7 @@ const (
 	outcomeNeutral outcome = iota // says nothing about Redis (caller gave up, lane full, ...)
 	outcomeUp
 	outcomeDown
+	outcomeAuth // Redis refused the credentials
 )
 
 // classify decides what an error says about Redis being reachable.
@@ -159,6 +223,9 @@ func classify(ctx context.Context, err error) outcome {
 	if errors.As(err, &rerr) {
 		// Redis answered. Only replies that mean "not serving" count as down.
 		msg := rerr.Error()
+		if strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS") {
+			return outcomeAuth
+		}
 		// (TRYAGAIN, during a resharding, is about one slot's keys, not
 		// about Redis serving.)
 		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN"} {

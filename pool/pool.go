@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,9 +59,10 @@ type lane struct {
 
 // dialCounter counts dials and the sockets they opened that are still open.
 type dialCounter struct {
-	dials      atomic.Uint64
-	dialErrors atomic.Uint64
-	open       atomic.Int64
+	dials        atomic.Uint64
+	dialErrors   atomic.Uint64
+	open         atomic.Int64
+	sentinelOpen atomic.Int64 // Redis Sentinel: sockets to sentinels (see sentinelDialer)
 }
 
 // New builds a pool. It does not connect: connections open on first use, so
@@ -98,6 +100,9 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 	l := &lane{name: name}
 	l.gate = newGate(name, "", lc.Size, lc.MaxWait, lc.MaxWaiters, &l.counts)
 	opts := laneOptions(p.base, p.cfg.ClientName+"-"+name, lc.Size, lc.MaxWait+p.cfg.DialTimeout)
+	if opts.MasterName != "" {
+		opts.Dialer = sentinelDialer(opts, &l.dials)
+	}
 	l.client = redis.NewUniversalClient(opts)
 	addLaneHook(l.client, &laneHook{
 		gate:       l.gate,
@@ -157,16 +162,28 @@ func (p *Pool) Client() redis.UniversalClient { return p.request.client }
 // not fail fast while Redis is down: its users back off on their own.
 func (p *Pool) Background() redis.UniversalClient { return p.background.client }
 
-// Admit reports whether a call to Redis should be attempted now. It returns
-// nil while Redis is believed reachable, and while it is believed down it
-// returns nil to one caller every Config.ProbeInterval (that caller's next
-// command is the probe: the request lane lets it through) and
-// ErrUnavailable to the others, in well under a microsecond, with no
-// background poller: the state follows the outcome of real commands.
-// Request-lane commands check it themselves; components call it first to
-// choose a fallback (a local cache hit, a rate-limit policy) before trying
-// Redis.
+// Admit reports whether a call to Redis should be attempted now, in well
+// under a microsecond and with no background poller (the state follows the
+// outcome of real commands): nil while Redis is believed reachable, and
+// while it is believed down, nil only when a probe is due (one per
+// Config.ProbeInterval), ErrUnavailable otherwise. Components call it first
+// to choose a fallback (a local cache hit, a rate-limit policy) before
+// trying Redis. It claims nothing: while Redis is down the probe is the
+// first request-lane command that asks for it, and the others fail with
+// ErrUnavailable, so a caller that Admit let through may still get
+// ErrUnavailable from its command. A caller that needs its own command to
+// be the probe uses AdmitContext.
 func (p *Pool) Admit() error { return p.health.admit() }
+
+// AdmitContext is Admit for a caller that sends its command next: while
+// Redis is believed down and a probe is due, it claims the probe and
+// returns a context carrying it, and the first request-lane command (or
+// pipeline) sent with that context is let through as the probe. No other
+// caller's command can spend it, and it is spent once. While Redis is up it
+// returns ctx itself; otherwise ctx and ErrUnavailable.
+func (p *Pool) AdmitContext(ctx context.Context) (context.Context, error) {
+	return p.health.admitContext(ctx)
+}
 
 // Healthy reports whether Redis is believed reachable. It has no side effect.
 func (p *Pool) Healthy() bool { return !p.health.down.Load() }
@@ -288,6 +305,7 @@ func (h *laneHook) DialHook(next redis.DialHook) redis.DialHook {
 			}
 			return nil, err
 		}
+		c = toLane(c)
 		h.dials.open.Add(1)
 		if h.extraDials != nil {
 			h.extraDials.open.Add(1)
@@ -339,9 +357,11 @@ func (h *laneHook) enter(ctx context.Context) error {
 		}
 	}
 	if h.admit {
-		if err := h.health.admitCommand(); err != nil {
+		if err := h.health.admitCommand(ctx); err != nil {
 			return err
 		}
+	} else if err := h.health.admitLane(ctx); err != nil {
+		return err
 	}
 	return h.gate.acquire(ctx)
 }
@@ -372,7 +392,11 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}()
 		err := next(ctx, cmd)
 		if errors.Is(err, redis.ErrPoolExhausted) {
-			err = h.waitForConn(ctx, func() error { cmd.SetErr(nil); return next(ctx, cmd) })
+			err = h.waitForConn(ctx, func() (bool, error) {
+				cmd.SetErr(nil)
+				err := next(ctx, cmd)
+				return errors.Is(err, redis.ErrPoolExhausted), err
+			})
 			if le := (*LaneError)(nil); errors.As(err, &le) {
 				cmd.SetErr(err)
 			}
@@ -389,13 +413,15 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 
 // waitForConn handles go-redis's "pool exhausted", which the gate should make
-// impossible but for one case: a dial whose caller gave up goes on in
+// impossible but for two cases: a dial whose caller gave up goes on in
 // go-redis's own goroutine, holding a connection slot, and the next caller
-// through the gate finds the pool full until it lands. Nothing was sent
-// yet, so the call is tried again after short pauses, within the lane's max
-// wait and the caller's context; if it still cannot get a connection it
-// fails with a LaneError like any other wait.
-func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
+// through the gate finds the pool full until it lands; and on Redis Cluster
+// go-redis sends commands of its own (CLUSTER SLOTS when it reloads the slot
+// map) on a node's connections, outside the gate. Nothing was sent yet, so
+// the call is tried again after short pauses, within the lane's max wait and
+// the caller's context, for as long as call says so; if it still cannot get
+// a connection it fails with a LaneError like any other wait.
+func (h *laneHook) waitForConn(ctx context.Context, call func() (again bool, err error)) error {
 	start := time.Now()
 	pause := time.Millisecond
 	for {
@@ -405,7 +431,7 @@ func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
 		}
 		if expired {
 			return h.gate.errorf(context.DeadlineExceeded,
-				"go-redis's pool was full with a dial its caller abandoned", time.Since(start))
+				"go-redis's pool was full (a dial its caller abandoned, or go-redis's own cluster bookkeeping)", time.Since(start))
 		}
 		t := time.NewTimer(pause)
 		select {
@@ -414,8 +440,8 @@ func (h *laneHook) waitForConn(ctx context.Context, call func() error) error {
 			return h.gate.errorf(ctx.Err(), "the caller's context ended while a connection was being dialled", time.Since(start))
 		case <-t.C:
 		}
-		err := call()
-		if !errors.Is(err, redis.ErrPoolExhausted) {
+		again, err := call()
+		if !again {
 			return err
 		}
 		pause = min(2*pause, 50*time.Millisecond)
@@ -448,11 +474,8 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			}
 		}()
 		err := next(ctx, cmds)
-		if errors.Is(err, redis.ErrPoolExhausted) {
-			err = h.waitForConn(ctx, func() error { setErrs(cmds, nil); return next(ctx, cmds) })
-			if le := (*LaneError)(nil); errors.As(err, &le) {
-				setErrs(cmds, err)
-			}
+		if unsent := unsentCmds(cmds); unsent != nil {
+			err = h.resendUnsent(ctx, next, cmds, unsent)
 		}
 		held = false
 		h.gate.release()
@@ -467,6 +490,66 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		h.observe(ctx, pipelineHealthErr(err, cmds))
 		return err
 	}
+}
+
+// resendUnsent sends again, after short pauses (see waitForConn), the
+// commands of a pipeline that go-redis could not send for want of a
+// connection, and only those. On Redis Cluster a pipeline is split by node
+// and each node's part runs on its own: the part for one node may find that
+// node's pool full while the others have already run, and sending the whole
+// pipeline again would run them twice. A part still unsent when the wait
+// ends fails with the LaneError; the commands that ran keep their replies.
+func (h *laneHook) resendUnsent(ctx context.Context, next redis.ProcessPipelineHook, cmds, unsent []redis.Cmder) error {
+	whole := len(unsent) == len(cmds)
+	var last error
+	err := h.waitForConn(ctx, func() (bool, error) {
+		setErrs(unsent, nil)
+		last = next(ctx, unsent)
+		unsent = unsentCmds(unsent)
+		return unsent != nil, last
+	})
+	if le := (*LaneError)(nil); errors.As(err, &le) {
+		setErrs(unsent, err)
+		return err
+	}
+	if whole {
+		return last
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// unsentCmds returns the commands of a pipeline that go-redis failed with
+// ErrPoolExhausted, which it returns before anything is written: nil if
+// there are none, all of cmds if none was sent. A transaction (MULTI ...
+// EXEC) goes to one node, so it is sent whole or not at all; its framing
+// commands carry no error of their own on Redis Cluster and count with
+// the rest. A partly sent transaction cannot be completed: nil.
+func unsentCmds(cmds []redis.Cmder) []redis.Cmder {
+	body := cmds
+	tx := len(cmds) >= 2 && strings.EqualFold(cmds[0].Name(), "multi") && strings.EqualFold(cmds[len(cmds)-1].Name(), "exec")
+	if tx {
+		body = cmds[1 : len(cmds)-1]
+	}
+	var unsent []redis.Cmder
+	for _, c := range body {
+		if errors.Is(c.Err(), redis.ErrPoolExhausted) {
+			unsent = append(unsent, c)
+		}
+	}
+	switch {
+	case len(unsent) == 0:
+		return nil
+	case len(unsent) == len(body):
+		return cmds
+	case tx:
+		return nil
+	}
+	return unsent
 }
 
 // pipelineHealthErr picks the error that says most about Redis: a
@@ -529,6 +612,20 @@ func allConnInit(cmds []redis.Cmder) bool {
 	return len(cmds) > 0
 }
 
+// positiveArg reports whether a command argument is a positive integer.
+func positiveArg(a any) bool {
+	switch v := a.(type) {
+	case int:
+		return v > 0
+	case int64:
+		return v > 0
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return err == nil && n > 0
+	}
+	return false
+}
+
 // isBlocking reports whether cmd can block on the server.
 func isBlocking(cmd redis.Cmder) bool {
 	args := cmd.Args()
@@ -548,7 +645,11 @@ func isBlocking(cmd redis.Cmder) bool {
 	case 'w', 'W':
 		switch strings.ToLower(name) {
 		case "wait", "waitaof":
-			return true
+			// WAIT with a timeout is a bounded command, like any slow one:
+			// a write followed by WAIT on the same connection (a pipeline)
+			// is how a caller learns that replicas have it. WAIT 0 waits
+			// for ever.
+			return !positiveArg(args[len(args)-1])
 		}
 	case 'x', 'X':
 		switch strings.ToLower(name) {

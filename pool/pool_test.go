@@ -101,52 +101,102 @@ func TestURLFillsConnectionFields(t *testing.T) {
 	require.Equal(t, 0, o.PoolSize, "laneOptions copies")
 }
 
+// inFlightHook, added to a lane's client after the pool's own hook, runs
+// inside the lane's gate: it counts the commands the gate let through to
+// go-redis, independently of the gate's own count, and holds each until
+// hold is closed.
+type inFlightHook struct {
+	now, max atomic.Int64
+	hold     chan struct{}
+}
+
+func (h *inFlightHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *inFlightHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isConnInit(cmd) {
+			return next(ctx, cmd)
+		}
+		n := h.now.Add(1)
+		defer h.now.Add(-1)
+		for m := h.max.Load(); n > m && !h.max.CompareAndSwap(m, n); m = h.max.Load() {
+		}
+		select {
+		case <-h.hold:
+		case <-time.After(10 * time.Second): // never hang a test
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *inFlightHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// The lane's bound is checked from outside the gate: by a hook beneath it
+// and by the sockets miniredis saw, so a gate that let a fourth command or
+// socket through would fail this test.
 func TestRequestLaneServesCommandsWithinItsSize(t *testing.T) {
 	m := redistest.Mini(t)
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 3}})
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, Request: LaneConfig{Size: 3, MaxWait: 30 * time.Second}})
 	ctx := context.Background()
 	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+	hook := &inFlightHook{hold: make(chan struct{})}
+	p.Client().AddHook(hook)
 
-	var maxInUse, maxOpen atomic.Int64
-	stop := make(chan struct{})
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		for {
-			s := p.Stats()
-			if int64(s.Request.InUse) > maxInUse.Load() {
-				maxInUse.Store(int64(s.Request.InUse))
+	// Twelve callers at once: three get through and are held there, nine
+	// wait at the gate.
+	const callers = 12
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			v, err := p.Client().Get(ctx, "k").Result()
+			if err == nil && v != "v" {
+				err = fmt.Errorf("GET k = %q", v)
 			}
-			if int64(s.Request.Open) > maxOpen.Load() {
-				maxOpen.Store(int64(s.Request.Open))
-			}
-			select {
-			case <-stop:
-				return
-			default:
-			}
-		}
+			errs <- err
+		}()
+	}
+	eventually(t, "every caller in flight or waiting", func() bool {
+		return hook.now.Load()+int64(p.Stats().Request.Waiting) == callers
 	})
+	require.Equal(t, int64(3), hook.now.Load(), "commands past the gate")
+	require.Equal(t, 9, p.Stats().Request.Waiting)
+	require.LessOrEqual(t, m.CurrentConnectionCount(), 3, "sockets miniredis sees")
+	close(hook.hold)
+	for range callers {
+		select {
+		case err := <-errs:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a caller did not return")
+		}
+	}
+
+	// Under load the bound holds too, and the sockets are reused.
 	var wg sync.WaitGroup
-	for range 12 {
+	for range callers {
 		wg.Go(func() {
 			for range 50 {
 				v, err := p.Client().Get(ctx, "k").Result()
-				if err != nil || v != "v" {
-					t.Errorf("GET: %q %v", v, err)
+				if err == nil && v != "v" {
+					err = fmt.Errorf("GET k = %q", v)
+				}
+				if err != nil {
+					errs <- err
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	close(stop)
-	sampler.Wait()
-
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(3), hook.max.Load(), "never more than Size commands past the gate")
+	require.LessOrEqual(t, m.TotalConnectionCount(), 3, "at most Size sockets were ever opened")
 	s := p.Stats()
-	require.LessOrEqual(t, maxInUse.Load(), int64(3))
-	require.LessOrEqual(t, maxOpen.Load(), int64(3))
 	require.LessOrEqual(t, s.Request.Open, 3)
-	require.Positive(t, s.Request.Dials)
+	require.Equal(t, uint64(m.TotalConnectionCount()), s.Request.Dials, "the lane counts the dials miniredis saw")
 	require.Zero(t, s.Request.DialErrors)
 	require.Zero(t, s.Request.Timeouts)
 	require.Zero(t, s.Request.Rejections)
@@ -255,6 +305,9 @@ func TestBlockingCommandsRefusedOutsideBlockingLane(t *testing.T) {
 	require.ErrorContains(t, err, "BLMOVE on the request lane")
 	require.ErrorIs(t, p.Background().BLPop(ctx, time.Second, "a").Err(), ErrBlockingCommand)
 	require.ErrorIs(t, p.Client().XRead(ctx, &redis.XReadArgs{Streams: []string{"s", "0"}, Block: time.Second}).Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Client().Do(ctx, "wait", 1, 0).Err(), ErrBlockingCommand, "WAIT 0 waits for ever")
+	require.ErrorIs(t, p.Client().Do(ctx, "WAIT", "1", "0").Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Client().Do(ctx, "WAITAOF", 1, 0, 0).Err(), ErrBlockingCommand)
 
 	pipe := p.Client().Pipeline()
 	pipe.Get(ctx, "x")
@@ -574,9 +627,11 @@ func TestSharedValuesArePerPoolAndKey(t *testing.T) {
 	require.Equal(t, 4, calls)
 }
 
-// A caller that was granted the probe by Admit must be able to send it
-// through the request lane, whose hook also checks health.
-func TestAdmitGrantedProbeGoesThroughRequestLane(t *testing.T) {
+// A caller that was granted the probe by AdmitContext sends it through the
+// request lane, whose hook also checks health, and no other caller's
+// command can spend it (issue 13: with the old Admit, a ticket another
+// caller's command took first left the granted caller with ErrUnavailable).
+func TestAdmittedProbeBelongsToItsCaller(t *testing.T) {
 	m := redistest.Mini(t)
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
@@ -586,12 +641,53 @@ func TestAdmitGrantedProbeGoesThroughRequestLane(t *testing.T) {
 	m.Close()
 	require.Error(t, p.Client().Get(ctx, "k").Err())
 	require.False(t, p.Healthy())
-	require.NoError(t, m.Restart())
+	require.ErrorIs(t, p.Admit(), ErrUnavailable, "no probe due yet")
+	_, err := p.AdmitContext(ctx)
+	require.ErrorIs(t, err, ErrUnavailable)
 
 	clock.Add(int64(time.Second))
-	require.NoError(t, p.Admit(), "probe granted")
-	require.ErrorIs(t, p.Admit(), ErrUnavailable, "one probe per interval")
-	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the granted probe reaches Redis")
+	require.NoError(t, p.Admit(), "a probe is due; Admit claims nothing")
+	require.NoError(t, p.Admit())
+	actx, err := p.AdmitContext(ctx)
+	require.NoError(t, err, "probe granted to A")
+	_, err = p.AdmitContext(ctx)
+	require.ErrorIs(t, err, ErrUnavailable, "one probe per interval")
+	require.ErrorIs(t, p.Admit(), ErrUnavailable, "and none due any more")
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable, "B cannot spend A's probe")
+	err = p.Client().Get(actx, "k").Err()
+	require.Error(t, err)
+	require.NotErrorIs(t, err, ErrUnavailable, "A's probe is sent (and finds Redis still down)")
+	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), ErrUnavailable, "a probe is spent once")
+
+	require.NoError(t, m.Restart())
+	clock.Add(int64(time.Second))
+	actx, err = p.AdmitContext(ctx)
+	require.NoError(t, err)
+	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), redis.Nil, "the granted probe reaches Redis")
+	require.True(t, p.Healthy())
+	require.Equal(t, uint64(2), p.Health().Probes)
+
+	q := newPool(t, Config{Addrs: []string{m.Addr()}})
+	qctx, err := q.AdmitContext(ctx)
+	require.NoError(t, err)
+	require.Equal(t, ctx, qctx, "nothing to carry while Redis is up")
+}
+
+// With Admit, which grants nothing, the probe is whichever command claims
+// it first.
+func TestAdmitLetsTheFirstCommandProbe(t *testing.T) {
+	m := redistest.Mini(t)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	ctx := context.Background()
+	m.Close()
+	require.Error(t, p.Client().Get(ctx, "k").Err())
+	require.NoError(t, m.Restart())
+	clock.Add(int64(time.Second))
+	require.NoError(t, p.Admit())
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the first command is the probe")
 	require.True(t, p.Healthy())
 	require.Equal(t, uint64(1), p.Health().Probes)
 }
@@ -603,11 +699,18 @@ func TestStaleConnectionsAreDetectedAfterRestart(t *testing.T) {
 	srv := redistest.Server(t)
 	p := newPool(t, Config{Addrs: []string{srv.Addr()}, Request: LaneConfig{Size: 4}})
 	ctx := context.Background()
-	var wg sync.WaitGroup
+	errs := make(chan error, 4)
 	for range 4 {
-		wg.Go(func() { require.NoError(t, p.Client().Ping(ctx).Err()) })
+		go func() { errs <- p.Client().Ping(ctx).Err() }()
 	}
-	wg.Wait()
+	for range 4 {
+		select {
+		case err := <-errs:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("a PING did not return")
+		}
+	}
 	srv.Restart()
 	for i := range 8 {
 		require.NoError(t, p.Client().Ping(ctx).Err(), "ping %d after the restart", i)
@@ -632,4 +735,32 @@ func TestURLOptions(t *testing.T) {
 	require.ErrorContains(t, err, "max_retries")
 	_, err = New(Config{URL: "unix:///tmp/redis.sock"})
 	require.ErrorContains(t, err, "unix sockets are not supported")
+}
+
+// WAIT with a timeout is bounded: in a pipeline after a write, on the
+// write's connection, it says how many replicas have the write.
+func TestWaitWithTimeoutAfterAWrite(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
+	replica := redistest.ServerWith(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", strings.TrimPrefix(srv.Addr(), "127.0.0.1:")}})
+	eventually(t, "the replica in sync", func() bool {
+		info, err := replica.Do(context.Background(), "INFO", "replication")
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}})
+	ctx := context.Background()
+	pipe := p.Client().Pipeline()
+	pipe.LPush(ctx, "ready", "job")
+	wait := pipe.Do(ctx, "WAIT", 1, 1000)
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), wait.Val(), "the replica has the write")
+	require.NoError(t, p.Client().Do(ctx, "WAIT", "0", "100").Err())
+
+	require.NoError(t, replica.Stop())
+	pipe = p.Client().Pipeline()
+	pipe.LPush(ctx, "ready", "job")
+	wait = pipe.Do(ctx, "WAIT", 1, 50)
+	_, err = pipe.Exec(ctx)
+	require.NoError(t, err)
+	require.Zero(t, wait.Val(), "no replica has it: WAIT says so after its timeout")
 }

@@ -76,6 +76,9 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 	// The pool timeout only bounds a dial that outlives its caller: the gate
 	// keeps go-redis from ever waiting for one of these connections.
 	opts := laneOptions(p.base, name, n, p.cfg.DialTimeout+time.Second)
+	if opts.MasterName != "" {
+		opts.Dialer = sentinelDialer(opts, &p.blockDials, &r.dials)
+	}
 	r.client = redis.NewUniversalClient(opts)
 	addLaneHook(r.client, &laneHook{
 		gate:       r.gate,
@@ -139,6 +142,9 @@ func (r *Reservation) Subscribe(ctx context.Context, channels ...string) (*Subsc
 		return nil, fmt.Errorf("%w: reservation %q was released", ErrClosed, r.owner)
 	}
 	if err := r.claim(useSubscriptions); err != nil {
+		return nil, err
+	}
+	if err := r.p.health.admitLane(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.gate.acquire(ctx); err != nil {

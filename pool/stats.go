@@ -21,6 +21,12 @@ type LaneStats struct {
 	WaitP99    time.Duration `json:"wait_p99_ns"`
 	Dials      uint64        `json:"dials"`
 	DialErrors uint64        `json:"dial_errors"`
+	// SentinelOpen (Redis Sentinel only) is the sockets to sentinels open
+	// now, apart from Open: per client (the lane's, or each reservation's)
+	// one subscription to +switch-master and the sockets that ask a
+	// sentinel for the master's address at each dial (one while dials do
+	// not overlap, at most Size).
+	SentinelOpen int `json:"sentinel_open"`
 }
 
 // ReservationStats describes one reservation of the blocking lane.
@@ -29,6 +35,9 @@ type ReservationStats struct {
 	Size  int    `json:"size"`
 	InUse int    `json:"in_use"`
 	Open  int    `json:"open"`
+	// SentinelOpen is the reservation's sockets to sentinels (Redis
+	// Sentinel only; see LaneStats.SentinelOpen).
+	SentinelOpen int `json:"sentinel_open"`
 }
 
 // BlockingStats describes the blocking lane and who holds it.
@@ -49,6 +58,9 @@ type Stats struct {
 	TotalSize int `json:"total_size"`
 	// Open is the sockets open now, over all lanes and nodes.
 	Open int `json:"open"`
+	// SentinelOpen is the sockets to sentinels open now, over all lanes
+	// and reservations (Redis Sentinel only; see LaneStats.SentinelOpen).
+	SentinelOpen int `json:"sentinel_open"`
 }
 
 func counterStats(s *LaneStats, st *laneCounters, d *dialCounter) {
@@ -61,6 +73,7 @@ func counterStats(s *LaneStats, st *laneCounters, d *dialCounter) {
 	s.Dials = d.dials.Load()
 	s.DialErrors = d.dialErrors.Load()
 	s.Open = int(d.open.Load())
+	s.SentinelOpen = int(d.sentinelOpen.Load())
 }
 
 func idle(c redis.UniversalClient) int {
@@ -90,7 +103,8 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	b.Size = p.blockingSize
 	for _, r := range p.reservations {
-		rs := ReservationStats{Owner: r.owner, Size: r.n, InUse: r.gate.inUse(), Open: int(r.dials.open.Load())}
+		rs := ReservationStats{Owner: r.owner, Size: r.n, InUse: r.gate.inUse(), Open: int(r.dials.open.Load()),
+			SentinelOpen: int(r.dials.sentinelOpen.Load())}
 		b.Reserved += r.n
 		b.InUse += rs.InUse
 		b.Idle += idle(r.client)
@@ -99,5 +113,6 @@ func (p *Pool) Stats() Stats {
 	p.mu.Unlock()
 	s.TotalSize = s.Request.Size + s.Background.Size + b.Size
 	s.Open = s.Request.Open + s.Background.Open + b.Open
+	s.SentinelOpen = s.Request.SentinelOpen + s.Background.SentinelOpen + b.SentinelOpen
 	return s
 }

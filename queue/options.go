@@ -1,9 +1,13 @@
 package queue
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // EnqueueOption changes one enqueued job.
@@ -15,6 +19,7 @@ type enqueueOpts struct {
 	maxAttempts int
 	timeout     time.Duration
 	id          string
+	durable     durability
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.
@@ -88,4 +93,105 @@ func ID(id string) EnqueueOption {
 		o.id = id
 		return nil
 	}
+}
+
+// ErrNotReplicated: an Enqueue with the Durable option wrote the job, but
+// fewer replicas than asked acknowledged it within the timeout. The job is
+// on the master and is run, unless a failover loses it first (see Durable).
+var ErrNotReplicated = errors.New("queue: job not acknowledged by enough replicas")
+
+// durability is the Durable option; replicas 0: not asked for.
+type durability struct {
+	replicas int
+	timeout  time.Duration
+}
+
+// Durable makes Enqueue wait, after writing the job and on the same
+// connection (Redis WAIT), until replicas replicas have it or timeout has
+// passed. Redis replication is asynchronous, so a master that fails over
+// can lose a job it acknowledged; with Durable, a nil error means the job
+// reached that many replicas, and ErrNotReplicated (the job's ID returned
+// with it) means it is on the master but may not survive a failover. A
+// caller that must not lose it enqueues it again (with the ID option, that
+// answers ErrDuplicate while the first one still exists); either way a job
+// runs at least once.
+//
+// It costs one WAIT in the same round trip as the write: Enqueue returns
+// when the replicas acknowledge (about one more round trip to them), or
+// after timeout. Keep timeout well under the pool's ReadTimeout. replicas
+// is at least 1 and timeout at least 1ms. EnqueueBatch refuses the option,
+// and so does a pool on Redis Cluster, where go-redis cannot send WAIT on
+// the write's connection. A Durable job keeps its payload in its element
+// whatever its size (a payload over 4 KiB is otherwise written apart, in a
+// MULTI that cannot share the WAIT's pipeline).
+func Durable(replicas int, timeout time.Duration) EnqueueOption {
+	return func(o *enqueueOpts) error {
+		if replicas < 1 {
+			return fmt.Errorf("queue: Durable(%d, %s): replicas must be at least 1", replicas, timeout)
+		}
+		if timeout < time.Millisecond {
+			return fmt.Errorf("queue: Durable(%d, %s): timeout must be at least 1ms (WAIT 0 would wait for ever)", replicas, timeout)
+		}
+		o.durable = durability{replicas: replicas, timeout: timeout}
+		return nil
+	}
+}
+
+// enqueueDurable is Enqueue with the Durable option: the write Enqueue
+// would send, then WAIT, in one pipeline, so both run on one connection.
+func (q *Queue) enqueueDurable(ctx context.Context, pr prepared) (string, error) {
+	if q.p.IsCluster() {
+		return "", q.errorf("enqueue: the Durable option is not supported on Redis Cluster (WAIT must run on the write's connection)")
+	}
+	d := pr.durable
+	send := func(eval bool) (write redis.Cmder, wait *redis.Cmd) {
+		pipe := q.p.Client().Pipeline()
+		run := func(s *redis.Script, keys []string, args ...any) redis.Cmder {
+			if eval {
+				return s.Eval(ctx, pipe, keys, args...)
+			}
+			return s.EvalSha(ctx, pipe, keys, args...)
+		}
+		switch {
+		case pr.due.IsZero() && !pr.unique:
+			write = pipe.LPush(ctx, q.k.ready, pr.elem)
+		case pr.due.IsZero():
+			write = run(enqueueUniqueScript, []string{q.k.ready, q.k.unique(pr.id)}, pr.elem, q.uniqueTTL(pr.due))
+		default:
+			ks := []string{q.k.delayed, q.k.ready, q.k.wake}
+			args := []any{pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds()}
+			if pr.unique {
+				ks = append(ks, q.k.unique(pr.id))
+				args = append(args, q.uniqueTTL(pr.due))
+			}
+			write = run(scheduleScript, ks, args...)
+		}
+		wait = pipe.Do(ctx, "WAIT", d.replicas, d.timeout.Milliseconds())
+		_, _ = pipe.Exec(ctx) // each command keeps its own outcome
+		return write, wait
+	}
+	write, wait := send(false)
+	if redis.HasErrorPrefix(write.Err(), "NOSCRIPT") {
+		// Nothing was written: EVALSHA found no script. Send the script.
+		write, wait = send(true)
+	}
+	if err := write.Err(); err != nil {
+		return "", q.errorf("enqueue: %w", err)
+	}
+	if ic, ok := write.(*redis.Cmd); ok {
+		if n, err := ic.Int(); err == nil && n == 0 {
+			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
+		}
+	}
+	if !pr.due.IsZero() {
+		q.notifyDelayed(pr.due)
+	}
+	acked, werr := wait.Int()
+	switch {
+	case werr != nil:
+		return pr.id, q.errorf("enqueue %s: %w: the job is written, WAIT failed: %w", pr.id, ErrNotReplicated, werr)
+	case acked < d.replicas:
+		return pr.id, q.errorf("enqueue %s: %w: %d of %d replicas within %s", pr.id, ErrNotReplicated, acked, d.replicas, d.timeout)
+	}
+	return pr.id, nil
 }

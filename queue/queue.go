@@ -178,8 +178,9 @@ type prepared struct {
 	elem    []byte
 	due     time.Time // zero: now
 	unique  bool
-	ref     string // the payload goes to the payloads hash under ref
-	payload []byte // with a ref
+	ref     string     // the payload goes to the payloads hash under ref
+	payload []byte     // with a ref
+	durable durability // the Durable option
 }
 
 // newRef names a payload kept apart: 64 random bits, fresh for each
@@ -202,7 +203,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		return prepared{}, fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxPayload)", ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
 	}
 	now := q.cfg.Now()
-	pr := prepared{id: o.id, unique: o.id != ""}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
@@ -225,7 +226,10 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		maxAttempts = q.cfg.MaxAttempts
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload}
-	if len(payload) > inlineMax {
+	// A Durable job keeps its payload inline whatever its size: its write
+	// and the WAIT after it must be one pipeline on one connection, which
+	// the MULTI that writes a payload apart is not.
+	if len(payload) > inlineMax && o.durable.replicas == 0 {
 		e.ref, e.payload = newRef(), nil
 		pr.ref, pr.payload = e.ref, payload
 	}
@@ -257,6 +261,9 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	pr, err := q.prepare(payload, opts)
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
+	}
+	if pr.durable.replicas > 0 {
+		return q.enqueueDurable(ctx, pr)
 	}
 	c := q.p.Client()
 	switch {
@@ -388,6 +395,9 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	}
 	if probe.id != "" {
 		return nil, q.errorf("enqueue batch: the ID option cannot apply to a batch; enqueue jobs with IDs one by one")
+	}
+	if probe.durable.replicas > 0 {
+		return nil, q.errorf("enqueue batch: the Durable option applies to Enqueue only")
 	}
 	ids := make([]string, len(payloads))
 	elems := make([]any, len(payloads))

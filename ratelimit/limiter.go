@@ -168,9 +168,11 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 			return l.count(r), nil
 		}
 	}
-	// While Redis is down, Admit answers in well under a microsecond; when
-	// it grants the probe, the request lane lets this call through.
-	if err := l.p.Admit(); err != nil {
+	// While Redis is down, AdmitContext answers in well under a
+	// microsecond; when it claims the probe, ctx carries it, so this call's
+	// command is the probe and no other caller's can spend it.
+	ctx, err := l.p.AdmitContext(ctx)
+	if err != nil {
 		return l.fallback(key, int64(n), now, err), nil
 	}
 	// Config.Timeout through the pool, so that running it out counts

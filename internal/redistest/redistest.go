@@ -42,6 +42,8 @@ type Options struct {
 	AppendOnly bool
 	// Args are extra redis-server arguments, e.g. "--maxmemory", "10mb".
 	Args []string
+	// Password sets --requirepass; Do authenticates with it.
+	Password string
 }
 
 // Redis is a redis-server process started for one test.
@@ -55,6 +57,8 @@ type Redis struct {
 	// busPort is the cluster bus port of a cluster node (0: not a node).
 	busPort     int
 	nodeTimeout time.Duration
+	// sentinelConf is the config file of a Sentinel ("": a server).
+	sentinelConf string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -137,6 +141,17 @@ func FreePort() (int, error) {
 }
 
 func (r *Redis) args() []string {
+	if r.sentinelConf != "" {
+		// Sentinel rewrites its config file (it records what it learns
+		// there), so the file is the first argument and lives in dir.
+		return []string{r.sentinelConf, "--sentinel",
+			"--port", strconv.Itoa(r.port),
+			"--bind", "127.0.0.1",
+			"--dir", r.dir,
+			"--daemonize", "no",
+			"--logfile", "",
+		}
+	}
 	aof := "no"
 	if r.opts.AppendOnly {
 		aof = "yes"
@@ -163,6 +178,9 @@ func (r *Redis) args() []string {
 			// Redis's default 5s wait for more replicas.
 			"--repl-diskless-sync-delay", "0",
 		)
+	}
+	if r.opts.Password != "" {
+		a = append(a, "--requirepass", r.opts.Password)
 	}
 	return append(a, r.opts.Args...)
 }
@@ -226,7 +244,8 @@ func ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	// A server with a password answers NOAUTH: it is up.
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("unexpected reply %q", strings.TrimSpace(line))
 	}
 	return nil
@@ -316,8 +335,9 @@ func (r *Redis) Log() string {
 	return r.log.String()
 }
 
-// Do sends one command on a fresh connection and returns the raw RESP reply
-// (for assertions that need no client library, like INFO or CLIENT LIST).
+// Do sends one command on a fresh connection (authenticated first when the
+// server has a password) and returns the raw RESP reply (for assertions that
+// need no client library, like INFO or CLIENT LIST).
 func (r *Redis) Do(ctx context.Context, args ...string) (string, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", r.Addr())
@@ -331,14 +351,41 @@ func (r *Redis) Do(ctx context.Context, args ...string) (string, error) {
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	writeCmd := func(args ...string) {
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
 	}
+	r.mu.Lock()
+	password := r.opts.Password
+	r.mu.Unlock()
+	if password != "" {
+		writeCmd("AUTH", password)
+	}
+	writeCmd(args...)
 	if _, err := c.Write([]byte(b.String())); err != nil {
 		return "", err
 	}
-	return readReply(bufio.NewReader(c))
+	rd := bufio.NewReader(c)
+	if password != "" {
+		if _, err := readReply(rd); err != nil {
+			return "", fmt.Errorf("redistest: AUTH: %w", err)
+		}
+	}
+	return readReply(rd)
+}
+
+// SetPassword changes the server's password (CONFIG SET requirepass) and the
+// one Do authenticates with. Connections already authenticated stay so.
+func (r *Redis) SetPassword(ctx context.Context, password string) error {
+	if _, err := r.Do(ctx, "CONFIG", "SET", "requirepass", password); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.opts.Password = password
+	r.mu.Unlock()
+	return nil
 }
 
 // limitedWriter keeps the last max bytes a process printed.

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -173,4 +174,50 @@ func TestCluster(t *testing.T) {
 	nodes, err := c.Topology(ctx)
 	require.NoError(t, err)
 	require.Len(t, nodes, 6, "the restarted node is still a member")
+}
+
+func TestSentinel(t *testing.T) {
+	s := Sentinel(t)
+	ctx := context.Background()
+	require.Len(t, s.Servers(), 2)
+	require.Len(t, s.SentinelAddrs(), 3)
+	for _, a := range append(s.SentinelAddrs(), s.Servers()[1].Addr()) {
+		require.NotEqual(t, "127.0.0.1:6379", a)
+	}
+	first := s.Master(ctx)
+	require.Equal(t, s.Servers()[0], first)
+	_, err := first.Do(ctx, "SET", "k", "v")
+	require.NoError(t, err)
+	s.WaitReplicated(ctx)
+	v, err := s.Servers()[1].Do(ctx, "GET", "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", v)
+
+	// SENTINEL FAILOVER swaps master and replica.
+	s.Failover(ctx)
+	deadline := time.Now().Add(DefaultSentinelWait)
+	for s.Master(ctx) == first {
+		require.False(t, time.Now().After(deadline), "no switch")
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.WaitReady(DefaultSentinelWait)
+	require.Equal(t, s.Servers()[1], s.Master(ctx))
+
+	// A killed master is replaced by its replica.
+	second := s.Master(ctx)
+	second.Kill()
+	deadline = time.Now().Add(DefaultSentinelWait)
+	for {
+		addr, err := s.MasterAddr(ctx)
+		require.NoError(t, err)
+		if addr != second.Addr() {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "no switch after the kill")
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.Equal(t, first, s.Master(ctx))
+	v, err = first.Do(ctx, "GET", "k")
+	require.NoError(t, err)
+	require.Equal(t, "v", v)
 }
