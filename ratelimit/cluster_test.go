@@ -25,6 +25,7 @@ var clusterSuite = []struct {
 	{"ScriptMatchesRationalModel", testScriptMatchesRationalModel},
 	{"NewLimitReadsTheSameInstant", testNewLimitReadsTheSameInstant},
 	{"UnitsWithoutCommonMultiple", testUnitsWithoutCommonMultiple},
+	{"PreviousVersionReadsState", testPreviousVersionReadsState},
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},

@@ -54,7 +54,10 @@
 // caller's limit. The denominator is the least common multiple of the units
 // of the limits that wrote the state; should it pass 2^52 (two prime rates
 // near a billion per hour), the fraction is rounded up by under a µs, which
-// can deny a call at that boundary, never admit one.
+// can deny a call at that boundary, never admit one. Processes still on the
+// version before this format, with the writer's limit, read it too while a
+// deploy rolls out: they decide as GCRA does, except that a call landing
+// exactly on the boundary may be denied, never admitted early.
 //
 // # Keys
 //

@@ -353,7 +353,7 @@ func TestStateTTLMiniredis(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, us(38_571_429), r.ResetAfter)
 	require.Equal(t, 38_572*time.Millisecond, m.TTL(l.Key("k")))
-	require.Equal(t, fmt.Sprintf("%d 4 7", t0.UnixMicro()+38_571_428), mustGet(t, m, l.Key("k")), "µs and 4/7 µs")
+	require.Equal(t, fmt.Sprintf("%d 4.7", t0.UnixMicro()+38_571_428), mustGet(t, m, l.Key("k")), "µs and 4/7 µs")
 	m.FastForward(38_572 * time.Millisecond)
 	require.False(t, m.Exists(l.Key("k")))
 }

@@ -14,14 +14,22 @@ import (
 // string.format('%d') keep them exact where / and tostring would not.
 //
 // KEYS[1] is the key's state, its TAT (theoretical arrival time) as "<µs>"
-// or "<µs> <num> <den>": µs plus the fraction num/den of a µs, in lowest
-// terms. The fraction is stored with its denominator so that a limit whose
-// units differ (another Rate or Period under the same name: a deploy, or
-// old and new processes side by side during one) reads the same instant.
-// den is the least common multiple of the units of the limits that wrote
-// it, at most maxUnits; past that the fraction is rounded up to this
-// limit's units (never earlier than the exact instant). "<µs> <rem>",
-// written before the denominator was stored, is read in this limit's units.
+// or "<µs> <num>.<den>": µs plus the fraction num/den of a µs (the dot
+// separates two integers; it is not a decimal point). The fraction is
+// stored with its denominator so that a limit whose units differ (another
+// Rate or Period under the same name: a deploy, or old and new processes
+// side by side during one) reads the same instant. den is the writer's
+// scale when its units hold the fraction, else the least common multiple
+// of the units of the limits that wrote it, in lowest terms, at most
+// maxUnits; past that the fraction is rounded up to this limit's units
+// (never earlier than the exact instant). "<µs> <rem>", written by the
+// previous version, is read in this limit's units. That version reads
+// "<µs> <num>.<den>" as rem = num plus less than one unit, which is
+// exactly its own state when it has the writer's limit: during a rolling
+// deploy to this version it decides as GCRA does, but for denying a call
+// that lands exactly on the boundary (it never admits one early, where a
+// format it could not parse would read as an empty bucket).
+// "<µs> <num> <den>" (written briefly before) is read too.
 // The state expires when TAT passes, which is when the bucket is full again
 // and the state says nothing: no cleanup anywhere.
 // ARGV: now in µs (empty for Redis TIME), scale, step, burst, n.
@@ -59,6 +67,7 @@ if v then
   if sp then
     a, b = string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
     sp = string.find(b, ' ', 1, true)
+    if not sp then sp = string.find(b, '.', 1, true) end
     if sp then
       c = string.sub(b, sp + 1)
       b = string.sub(b, 1, sp - 1)
@@ -108,12 +117,17 @@ if num > 0 then
   px = px + 1
   g = gcd(num, l)
   num, l = num / g, l / g
+  -- In this limit's units when they hold it, for the previous version.
+  if math.fmod(scale, l) == 0 then
+    num = num * (scale / l)
+    l = scale
+  end
 end
 local ms = math.fmod(px, 1000)
 px = (px - ms) / 1000
 if ms > 0 then px = px + 1 end
 if num > 0 then
-  redis.call('SET', KEYS[1], string.format('%d %d %d', us, num, l), 'PX', px)
+  redis.call('SET', KEYS[1], string.format('%d %d.%d', us, num, l), 'PX', px)
 else
   redis.call('SET', KEYS[1], string.format('%d', us), 'PX', px)
 end
