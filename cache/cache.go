@@ -241,8 +241,9 @@ func (c *Cache[V]) localExpiry(start int64, pttl time.Duration) int64 {
 		d = min(d, pttl)
 	}
 	// A LocalTTL near the largest Duration means "as long as Redis keeps
-	// it": saturate rather than wrap into the past.
-	if int64(d) > math.MaxInt64-start {
+	// it": saturate rather than wrap into the past. (start can be negative,
+	// with a Config.Now that went back before New: no overflow then.)
+	if start > 0 && int64(d) > math.MaxInt64-start {
 		return math.MaxInt64
 	}
 	return start + int64(d)

@@ -392,3 +392,23 @@ func TestRedisReadCommands(t *testing.T) {
 		require.Equal(t, c.want, m.CommandCount()-before, "NoLocal=%v", c.cfg.NoLocal)
 	}
 }
+
+// TestLocalTTLAfterClockStepsBack: a Config.Now without a monotonic
+// reading (a wall clock stepped back by NTP, say) can read before the
+// instant New took as its origin. LocalTTL still bounds the local copy:
+// the saturation meant for a LocalTTL near forever must not take a
+// negative start for an overflow and keep the copy for ever.
+func TestLocalTTLAfterClockStepsBack(t *testing.T) {
+	_, p := miniPool(t)
+	ctx := context.Background()
+	clk := newFakeClock()
+	c := newCache(t, p, "stepback", Config[string]{Now: clk.Now, LocalTTL: 10 * time.Second})
+	clk.Advance(-time.Minute)
+	require.NoError(t, c.Set(ctx, "k", "v", time.Hour))
+	clk.Advance(10 * time.Second)
+	_, err := c.Get(ctx, "k")
+	require.NoError(t, err)
+	st := c.Stats()
+	require.Zero(t, st.LocalHits, "past LocalTTL the local copy is gone")
+	require.Equal(t, uint64(1), st.RedisHits)
+}
