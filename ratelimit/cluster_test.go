@@ -26,6 +26,7 @@ var clusterSuite = []struct {
 	{"NewLimitReadsTheSameInstant", testNewLimitReadsTheSameInstant},
 	{"UnitsWithoutCommonMultiple", testUnitsWithoutCommonMultiple},
 	{"PreviousVersionReadsState", testPreviousVersionReadsState},
+	{"PreviousVersionNeverAdmitsEarly", testPreviousVersionNeverAdmitsEarly},
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},

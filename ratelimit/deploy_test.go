@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"math/big"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -62,6 +64,70 @@ func testPreviousVersionReadsState(t *testing.T, b backend) {
 		strconv.FormatInt(clk.Now().UnixMicro(), 10), l.scaleArg, l.stepArg, l.burstArg, 1).Int64()
 	require.NoError(t, err)
 	require.LessOrEqual(t, v, int64(0), "the previous version admitted an event past a spent burst")
+}
+
+// TestPreviousVersionNeverAdmitsEarly: this version and the previous one
+// (same limit) interleaved call by call over random instants, often the
+// exact µs at which the answer changes, against the exact rational model:
+// this version agrees with the model on every call, and the previous one
+// never admits what the model denies (it may deny at the boundary).
+func TestPreviousVersionNeverAdmitsEarly(t *testing.T) {
+	onBoth(t, testPreviousVersionNeverAdmitsEarly)
+}
+
+func testPreviousVersionNeverAdmitsEarly(t *testing.T, b backend) {
+	p := b.newPool(t)
+	previous := redis.NewScript(gcraScriptPrevious)
+	for i, cfg := range []Config{
+		{Rate: 7, Period: 90 * time.Second, Burst: 5},
+		{Rate: 13, Period: 2 * time.Second, Burst: 6},
+		{Rate: 999_983, Period: time.Hour, Burst: 1000},
+	} {
+		clk := newClock()
+		cfg.Now = clk.Now
+		cfg.NoDeniedCache = true
+		l := newLimiter(t, p, "mixed-"+strconv.Itoa(i), cfg)
+		keepState(t, l)
+		lim := ratLimitOf(cfg)
+		m := &ratGCRA{tats: map[string]*big.Rat{}}
+		rng := rand.New(rand.NewPCG(17, uint64(i)))
+		oldAdmitted, boundary := 0, 0
+		for j := range 600 {
+			n := 1 + rng.IntN(cfg.Burst)
+			now := clk.Now().UnixMicro()
+			if tat := m.tats["k"]; tat != nil && rng.IntN(2) == 0 {
+				// The first µs at which n events fit, or the one before.
+				edge := new(big.Rat).Sub(tat, new(big.Rat).Sub(lim.span, new(big.Rat).Mul(lim.t, big.NewRat(int64(n), 1))))
+				now = max(now, ratCeil(edge)-int64(rng.IntN(2)))
+			} else {
+				now += rng.Int64N(2 * ratCeil(lim.t))
+			}
+			clk.Set(time.UnixMicro(now))
+			before := m.tats["k"]
+			want := m.allow(lim, "k", now, n)
+			if rng.IntN(2) == 0 {
+				got, err := l.AllowN(context.Background(), "k", n)
+				require.NoError(t, err)
+				require.Equal(t, want, got, "call %d: this version", j)
+				continue
+			}
+			v, err := previous.Run(context.Background(), p.Client(), []string{l.Key("k")},
+				strconv.FormatInt(now, 10), l.scaleArg, l.stepArg, l.burstArg, n).Int64()
+			require.NoError(t, err)
+			if v > 0 {
+				oldAdmitted++
+				require.True(t, want.Allowed, "call %d: the previous version admitted what exact GCRA denies", j)
+			} else if want.Allowed {
+				boundary++
+				// Denied on the boundary only: a µs earlier the model denies too.
+				probe := &ratGCRA{tats: map[string]*big.Rat{"k": before}}
+				require.False(t, probe.allow(lim, "k", now-1, n).Allowed, "call %d: denied off the boundary", j)
+				m.tats["k"] = before
+			}
+		}
+		t.Logf("%v: the previous version admitted %d, denied %d on the boundary", cfg.Rate, oldAdmitted, boundary)
+		require.Positive(t, oldAdmitted)
+	}
 }
 
 // gcraScriptPrevious is gcraScript as the version before the stored
