@@ -381,6 +381,7 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(err)
 			return err
 		}
+		markEntered(ctx, time.Now())
 		// A panic in go-redis (an argument whose MarshalBinary panics is
 		// re-panicked after the connection is dropped) must not keep the
 		// slot: a recovered panic would shrink the lane for good.
@@ -467,6 +468,7 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 			setErrs(cmds, err)
 			return err
 		}
+		markEntered(ctx, time.Now())
 		held := true // see ProcessHook
 		defer func() {
 			if held {

@@ -2,11 +2,22 @@ package pool
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
-// timeoutKey marks a context made by WithTimeout; its value is the parent.
+// timeoutKey marks a context made by WithTimeout; its value is a *bound.
 type timeoutKey struct{}
+
+// bound is a component's own bound on a call: the caller's context it was
+// made from, its deadline, and when the call's last command got its lane
+// slot (UnixNano; 0 before it did).
+type bound struct {
+	parent   context.Context
+	deadline time.Time
+	d        time.Duration
+	entered  atomic.Int64
+}
 
 // WithTimeout returns a copy of ctx that ends after d at the latest: a
 // component's own bound on one call to Redis (ratelimit's Config.Timeout),
@@ -14,17 +25,34 @@ type timeoutKey struct{}
 // while ctx's own deadline has not passed counts toward marking Redis down,
 // as an I/O timeout does: Redis too slow for the component is as unusable
 // to it as Redis down, and the breaker then lets its callers fail fast. A
-// command that runs out ctx's deadline stays neutral, as always. Call
-// cancel when the call returns.
+// command that runs out ctx's deadline stays neutral, as always, and so
+// does one that spent more than half of d waiting in this process for a
+// lane slot: that says more about this process's load than about Redis.
+// Call cancel when the call returns.
 func WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	tctx, cancel := context.WithTimeout(ctx, d)
-	return context.WithValue(tctx, timeoutKey{}, ctx), cancel
+	dl, _ := tctx.Deadline()
+	return context.WithValue(tctx, timeoutKey{}, &bound{parent: ctx, deadline: dl, d: d}), cancel
+}
+
+// markEntered records that a command sent with ctx got its lane slot now.
+func markEntered(ctx context.Context, now time.Time) {
+	if b, ok := ctx.Value(timeoutKey{}).(*bound); ok {
+		b.entered.Store(now.UnixNano())
+	}
 }
 
 // ownTimeout reports whether ctx, which has ended or run out its deadline,
-// comes from WithTimeout whose parent is still live: the component's bound
-// ended the call, not its caller.
+// comes from WithTimeout whose parent is still live, and whose command had
+// at least half of the bound to itself once it held a lane slot: the
+// component's bound ended the call, not its caller nor a queue here.
 func ownTimeout(ctx context.Context) bool {
-	parent, ok := ctx.Value(timeoutKey{}).(context.Context)
-	return ok && parent.Err() == nil && !deadlinePassed(parent)
+	b, ok := ctx.Value(timeoutKey{}).(*bound)
+	if !ok || b.parent.Err() != nil || deadlinePassed(b.parent) {
+		return false
+	}
+	if e := b.entered.Load(); e != 0 && b.deadline.Sub(time.Unix(0, e)) < b.d/2 {
+		return false
+	}
+	return true
 }
