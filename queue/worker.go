@@ -603,6 +603,16 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 	switch {
 	case elem == wakeMarker:
 		w.sched.wake(true)
+		if ctx.Err() != nil {
+			// The worker is stopping, and its scheduler may have stopped
+			// (and handed over what it knew) before this wake: dropping
+			// the marker could leave the job it announced known to no
+			// live worker. It stays in the processing list, and the drain
+			// puts it back at the head of the ready list. (Checked after
+			// the wake: a scheduler that stops later sees the wake.)
+			<-w.slots
+			return
+		}
 		op = ackOp{kind: ackDrop, elem: elem}
 	case d.err != nil:
 		w.st.malformed.Add(1)
