@@ -441,19 +441,22 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 // once the scripts are loaded: every command in it is idempotent.
 func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []prepared, elems []any, due time.Time) error {
 	q.ensureScripts(ctx, c)
+	var refs []string
+	var pays []any
+	for _, pr := range prs {
+		if pr.ref != "" {
+			refs, pays = append(refs, pr.ref), append(pays, pr.ref, pr.payload)
+		}
+	}
+	var hset, write *redis.IntCmd
 	run := func() (*redis.Cmd, error) {
 		pipe := c.TxPipeline()
-		var pays []any
-		for _, pr := range prs {
-			if pr.ref != "" {
-				pays = append(pays, pr.ref, pr.payload)
-			}
-		}
+		hset = nil
 		if len(pays) > 0 {
-			pipe.HSet(ctx, q.k.payloads, pays...)
+			hset = pipe.HSet(ctx, q.k.payloads, pays...)
 		}
 		if due.IsZero() {
-			pipe.LPush(ctx, q.k.ready, elems...)
+			write = pipe.LPush(ctx, q.k.ready, elems...)
 			_, err := pipe.Exec(ctx)
 			return nil, err
 		}
@@ -462,7 +465,7 @@ func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []p
 		for i, e := range elems {
 			zs[i] = redis.Z{Score: float64(dueMs), Member: e}
 		}
-		pipe.ZAdd(ctx, q.k.delayed, zs...)
+		write = pipe.ZAdd(ctx, q.k.delayed, zs...)
 		wake := wakeScript.EvalSha(ctx, pipe, []string{q.k.delayed, q.k.ready, q.k.wake}, dueMs, wakeMarker, wakeTTL.Milliseconds())
 		_, err := pipe.Exec(ctx)
 		return wake, err
@@ -472,6 +475,27 @@ func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []p
 		q.loaded.Store(false)
 		q.ensureScripts(ctx, c)
 		_, err = run()
+	}
+	if err != nil && hset != nil {
+		// A MULTI runs its other commands when one fails at run time (a
+		// queue key holding a foreign type): take back the payloads
+		// written without their jobs, or the jobs written without their
+		// payloads, so that a failed batch leaves nothing behind.
+		var reply redis.Error
+		switch {
+		case hset.Err() == nil && errors.As(write.Err(), &reply):
+			_ = c.HDel(ctx, q.k.payloads, refs...).Err()
+		case write.Err() == nil && errors.As(hset.Err(), &reply):
+			pipe := c.Pipeline()
+			for _, e := range elems {
+				if due.IsZero() {
+					pipe.LRem(ctx, q.k.ready, 1, e)
+				} else {
+					pipe.ZRem(ctx, q.k.delayed, e)
+				}
+			}
+			_, _ = pipe.Exec(ctx)
+		}
 	}
 	return err
 }

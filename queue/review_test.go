@@ -2,10 +2,13 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -29,5 +32,46 @@ func TestWakeMarkerTakenWhileStoppingIsNotDropped(t *testing.T) {
 			t.Fatalf("a marker taken while stopping was handed to the acker to be dropped (kind %d)", op.kind)
 		default:
 		}
+	}
+}
+
+// EnqueueBatch writes payloads kept apart and the elements in one MULTI, in
+// which a command that fails at run time (a key of the wrong type) does not
+// stop the others. It must still write nothing: no payload without its job
+// (kept forever, nothing deletes it), and no job without its payload.
+func TestFailedBatchLeavesNothingBehind(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	ctx := context.Background()
+	c := p.Client()
+	big := [][]byte{make([]byte, inlineMax+1), []byte("small"), make([]byte, inlineMax+2)}
+	for _, tc := range []struct {
+		name, wrong string // the key that holds a string
+		opts        []EnqueueOption
+	}{
+		{"ready", "ready", nil},
+		{"delayed", "delayed", []EnqueueOption{Delay(time.Hour)}},
+		{"payloads now", "payloads", nil},
+		{"payloads delayed", "payloads", []EnqueueOption{Delay(time.Hour)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := mustQueue(t, p, "failedbatch-"+strings.ReplaceAll(tc.name, " ", "-"), Config{})
+			wrong := map[string]string{"ready": q.k.ready, "delayed": q.k.delayed, "payloads": q.k.payloads}[tc.wrong]
+			require.NoError(t, c.Set(ctx, wrong, "foreign", 0).Err())
+			_, err := q.EnqueueBatch(ctx, big, tc.opts...)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "WRONGTYPE")
+			for _, k := range []string{q.k.ready, q.k.delayed, q.k.payloads} {
+				if k == wrong {
+					continue
+				}
+				if k == q.k.ready {
+					// A wake marker the delayed batch pushed may stay:
+					// it is no job.
+					require.NoError(t, c.LRem(ctx, k, 0, wakeMarker).Err())
+				}
+				require.Zero(t, c.Exists(ctx, k).Val(), "%s was written by a batch that failed", k)
+			}
+		})
 	}
 }
