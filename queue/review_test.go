@@ -2,10 +2,12 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -74,4 +76,30 @@ func TestFailedBatchLeavesNothingBehind(t *testing.T) {
 			}
 		})
 	}
+}
+
+// promoteScript moves due jobs in chunks sized by the largest element seen
+// (after a first read of one), not one ZRANGEBYSCORE + LPUSH + ZREM per job.
+func TestPromoteMovesSmallJobsInChunks(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "promotechunks", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	now := time.Now()
+	zs := make([]redis.Z, 200)
+	for i := range zs {
+		e := envelope{id: fmt.Sprint("j", i), maxAttempts: 1, enqueuedAt: now, payload: []byte("x")}
+		zs[i] = redis.Z{Score: float64(now.UnixMilli()), Member: e.encode()}
+	}
+	require.NoError(t, c.ZAdd(ctx, q.k.delayed, zs...).Err())
+	_, err := srv.Do(ctx, "CONFIG", "RESETSTAT")
+	require.NoError(t, err)
+	res, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake}, now.UnixMilli(), promoteLimit, "0").Int64Slice()
+	require.NoError(t, err)
+	require.Equal(t, []int64{200, -1}, res)
+	s, err := srv.CommandStats(ctx)
+	require.NoError(t, err)
+	require.LessOrEqual(t, s["zrangebyscore"], int64(9), "ZRANGEBYSCORE calls to promote 200 small jobs")
+	require.Equal(t, int64(200), c.LLen(ctx, q.k.ready).Val())
 }

@@ -152,15 +152,20 @@ return out
 // most ARGV[2], maxLuaJobs and about maxLuaBytes of them, and returns
 // {moved, next due ms or -1}. When it stopped at a bound the next due time
 // is already past, so the scheduler calls again at once; between calls other
-// clients are served. It reads one due element first, then chunks sized by
-// the largest seen so far, so that Lua never holds much more than the bound.
+// clients are served. It reads one due element first, then chunks of at
+// most 32 sized by the largest seen so far, so that Lua holds little more
+// than the bound (an unseen element larger than those seen can only be one
+// an earlier version wrote, with its payload inside: at most 32 of them).
 // KEYS: delayed, ready, wake. ARGV: now ms, limit, "1" to clear the wake flag.
 var promoteScript = redis.NewScript(budgetLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
 local limit = math.min(tonumber(ARGV[2]), maxJobs)
-local moved, bytes, largest = 0, 0, budget
+local moved, bytes, largest = 0, 0, 0
 while moved < limit and bytes < budget do
-  local n = math.max(1, math.min(limit - moved, 128, math.floor((budget - bytes) / largest)))
+  local n = 1
+  if largest > 0 then
+    n = math.max(1, math.min(limit - moved, 32, math.floor((budget - bytes) / largest)))
+  end
   local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, n)
   if #due == 0 then break end
   for _, v in ipairs(due) do
