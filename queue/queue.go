@@ -350,19 +350,22 @@ func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, prs []pre
 		_, _ = pipe.Exec(ctx)
 		return cmd
 	}
+	var refs []string
+	for _, pr := range prs {
+		if pr.ref != "" {
+			refs = append(refs, pr.ref)
+		}
+	}
 	cmd := run()
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		// Take back the payloads the MULTI wrote without their jobs now,
+		// before trying again: should the next try fail, they would stay
+		// forever (their refs are this call's own, no job holds them).
+		_ = c.HDel(ctx, q.k.payloads, refs...).Err()
 		q.loaded.Store(false)
 		q.ensureScripts(ctx, c)
 		cmd = run()
 		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-			// Take back the payloads the MULTI wrote without their jobs.
-			var refs []string
-			for _, pr := range prs {
-				if pr.ref != "" {
-					refs = append(refs, pr.ref)
-				}
-			}
 			_ = c.HDel(ctx, q.k.payloads, refs...).Err()
 		}
 	}

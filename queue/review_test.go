@@ -2,8 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,4 +104,50 @@ func TestPromoteMovesSmallJobsInChunks(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, s["zrangebyscore"], int64(9), "ZRANGEBYSCORE calls to promote 200 small jobs")
 	require.Equal(t, int64(200), c.LLen(ctx, q.k.ready).Val())
+}
+
+// cutSecondTx fails every MULTI with a script call after the first, as a
+// connection cut before it was sent would.
+type cutSecondTx struct{ txs atomic.Int32 }
+
+func (h *cutSecondTx) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *cutSecondTx) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *cutSecondTx) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "evalsha" && h.txs.Add(1) > 1 {
+				err := errors.New("connection cut")
+				for _, c := range cmds {
+					c.SetErr(err)
+				}
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// An Enqueue of a payload kept apart that meets a Redis without its script
+// (restarted, or a replica just promoted) wrote the payload in a MULTI
+// whose script did not run; if the second try then fails, the payload of a
+// job that does not exist must not stay behind forever.
+func TestEnqueueAfterNoScriptLeavesNoPayloadWhenTheRetryFails(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "noscriptleak", Config{})
+	ctx := context.Background()
+	_, err := q.Enqueue(ctx, make([]byte, inlineMax+1)) // loads the scripts
+	require.NoError(t, err)
+	require.NoError(t, p.Client().Del(ctx, q.k.ready, q.k.payloads).Err())
+	_, err = srv.Do(ctx, "SCRIPT", "FLUSH")
+	require.NoError(t, err)
+
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	c.AddHook(&cutSecondTx{})
+	pr, err := q.prepare(make([]byte, inlineMax+1), nil)
+	require.NoError(t, err)
+	_, err = q.enqueueApart(ctx, c, pr)
+	require.ErrorContains(t, err, "connection cut")
+	require.Zero(t, p.Client().Exists(ctx, q.k.payloads, q.k.ready).Val(), "a failed enqueue left its payload (or its job) behind")
 }
