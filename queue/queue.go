@@ -788,25 +788,30 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 // Purge deletes the dead jobs there are when it starts, oldest first, and
 // returns how many it deleted. It takes one call per 100 jobs or 4 MiB, so
 // that no call holds Redis long; on an error it returns how many it had
-// deleted so far.
+// deleted so far. Jobs that die while it runs are kept (it deletes those
+// that died no later than the newest dead job at its start, by their time
+// of death).
 func (q *Queue) Purge(ctx context.Context) (int, error) {
 	c := q.p.Client()
-	total, err := c.ZCard(ctx, q.k.deadIdx).Result()
+	newest, err := c.ZRangeWithScores(ctx, q.k.deadIdx, -1, -1).Result()
 	if err != nil {
 		return 0, q.errorf("purge: %w", err)
 	}
+	if len(newest) == 0 {
+		return 0, nil
+	}
+	upTo := int64(newest[0].Score)
 	purged := 0
-	for int64(purged) < total {
-		n, err := purgeScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadRefs}).Int()
+	for {
+		n, err := purgeScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadRefs}, upTo).Int()
 		if err != nil {
 			return purged, q.errorf("purge: %w", err)
 		}
 		if n == 0 {
-			break
+			return purged, nil
 		}
 		purged += n
 	}
-	return purged, nil
 }
 
 // deadArgs builds the KEYS and ARGV of deadScript for one job. With old

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -150,4 +151,68 @@ func TestEnqueueAfterNoScriptLeavesNoPayloadWhenTheRetryFails(t *testing.T) {
 	_, err = q.enqueueApart(ctx, c, pr)
 	require.ErrorContains(t, err, "connection cut")
 	require.Zero(t, p.Client().Exists(ctx, q.k.payloads, q.k.ready).Val(), "a failed enqueue left its payload (or its job) behind")
+}
+
+// afterPurgeCall runs f once, after the first purge script call.
+type afterPurgeCall struct {
+	once sync.Once
+	f    func()
+}
+
+func (h *afterPurgeCall) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *afterPurgeCall) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "evalsha" || cmd.Name() == "eval" {
+			if args := cmd.Args(); len(args) > 1 && (args[1] == purgeScript.Hash() || strings.Contains(fmt.Sprint(args[1]), "local drop")) {
+				h.once.Do(h.f)
+			}
+		}
+		return err
+	}
+}
+func (h *afterPurgeCall) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Purge deletes the dead jobs there are when it starts. While it runs, other
+// processes keep dead-lettering (and trimming the oldest once the dead
+// letters are full): a job that died after Purge started is not deleted.
+func TestPurgeSparesJobsThatDiedAfterItStarted(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "purgerace", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	old := time.Now().Add(-time.Hour)
+	for i := range 150 {
+		e := envelope{id: fmt.Sprint("old", i), maxAttempts: 1, enqueuedAt: old, payload: []byte("x")}
+		ks, args := q.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
+		args[3] = old.Add(time.Duration(i) * time.Millisecond).UnixMilli()
+		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
+	}
+	other := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer other.Close()
+	var hookErr error
+	fired := false
+	c.AddHook(&afterPurgeCall{f: func() {
+		// Another process trims 50 of the oldest and a new job dies.
+		oldest, err := other.ZRange(ctx, q.k.deadIdx, 0, 49).Result()
+		if err == nil {
+			other.ZRem(ctx, q.k.deadIdx, oldest)
+			other.HDel(ctx, q.k.deadData, oldest...)
+		}
+		e := envelope{id: "new", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("x")}
+		ks, args := q.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
+		hookErr = other.EvalSha(ctx, deadScript.Hash(), ks, args...).Err()
+		fired = true
+	}})
+	_, err := q.Purge(ctx)
+	require.NoError(t, err)
+	require.True(t, fired)
+	require.NoError(t, hookErr)
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "the job that died while Purge ran was purged")
+	require.Equal(t, "new", dead[0].ID)
 }

@@ -298,10 +298,11 @@ return out
 `)
 
 // purgeScript deletes the oldest dead letters with their payloads, at most
-// 100 and about maxCallBytes per call (at least one). Returns how many.
+// 100 and about maxCallBytes per call (at least one), among those that died
+// at or before ARGV[1] (unix ms). Returns how many.
 // KEYS: dead index, dead data, payloads, dead refs.
 var purgeScript = redis.NewScript(budgetLua + `
-local drop = redis.call('ZRANGE', KEYS[1], 0, 99)
+local drop = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
 if #drop == 0 then return 0 end
 local refs = redis.call('HMGET', KEYS[4], unpack(drop))
 local n, freed, gone = 0, 0, {}
