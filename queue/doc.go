@@ -109,7 +109,10 @@
 // their job already recovered by a sweep (this process was thought dead):
 // those jobs may have run twice. An outcome written again after its reply
 // was lost, that then finds its job gone, counts as written (its first
-// write most likely took it), not as a lost lease.
+// write most likely took it), not as a lost lease. "Keeps its data"
+// excludes eviction: give Redis maxmemory-policy noeviction. An evicted
+// list loses its jobs, and an evicted payloads hash sends the jobs whose
+// payloads it held to the dead letters (their payload missing).
 //
 // # Shutdown
 //
@@ -151,5 +154,6 @@
 // flags"), and cannot list or requeue dead letters written by this version.
 // Upgrade every worker before producers enqueue payloads over 4 KiB, or
 // Requeue such dead letters with this version afterwards (their payload is
-// kept).
+// kept). While both versions run, a dead letter with a payload over 4 KiB
+// that an earlier version trims leaves that payload in the payloads hash.
 package queue
