@@ -769,7 +769,7 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 		// and is not taken again.
 		e.attempt, e.deliveries, e.unique = 0, 0, false
 		n, err := requeueDeadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.ready, q.k.payloads, q.k.deadRefs},
-			id, e.encode(), e.ref).Int()
+			id, e.encode(), e.ref, r.DiedMs, len(s)).Int()
 		if err != nil {
 			return moved, q.errorf("requeue %s: %w", id, err)
 		}

@@ -216,3 +216,63 @@ func TestPurgeSparesJobsThatDiedAfterItStarted(t *testing.T) {
 	require.Len(t, dead, 1, "the job that died while Purge ran was purged")
 	require.Equal(t, "new", dead[0].ID)
 }
+
+// afterHGet runs f once, after the first HGET of key.
+type afterHGet struct {
+	key  string
+	once sync.Once
+	f    func()
+}
+
+func (h *afterHGet) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *afterHGet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); cmd.Name() == "hget" && len(args) > 1 && args[1] == h.key {
+			h.once.Do(h.f)
+		}
+		return err
+	}
+}
+func (h *afterHGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Requeue reads a dead letter, then moves it with a script. If in between
+// the dead letter was trimmed and another job with the same ID died (its
+// dead letter then takes the plain ID), Requeue must not delete that new
+// dead letter (leaving its payload kept apart behind forever) to revive the
+// trimmed one.
+func TestRequeueDoesNotTakeADeadLetterThatReplacedTheOneItRead(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "requeuerace", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	dieAs := func(c redis.Cmdable, payload []byte, diedAt time.Time) {
+		e := envelope{id: "x", maxAttempts: 1, enqueuedAt: time.Now(), payload: payload}
+		if len(payload) > inlineMax {
+			e.ref, e.payload = newRef(), nil
+			require.NoError(t, c.HSet(ctx, q.k.payloads, e.ref, payload).Err())
+		}
+		ks, args := q.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
+		args[3] = diedAt.UnixMilli()
+		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
+	}
+	dieAs(c, []byte("first"), time.Now().Add(-time.Hour))
+	other := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer other.Close()
+	c.AddHook(&afterHGet{key: q.k.deadData, f: func() {
+		// The first is trimmed; a second job "x" dies.
+		other.ZRem(ctx, q.k.deadIdx, "x")
+		other.HDel(ctx, q.k.deadData, "x")
+		dieAs(other, make([]byte, inlineMax+1), time.Now())
+	}})
+	_, err := q.Requeue(ctx, "x")
+	require.ErrorIs(t, err, ErrNotFound)
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "the dead letter that replaced the one Requeue read is gone")
+	require.Len(t, dead[0].Payload, inlineMax+1)
+	require.Zero(t, c.LLen(ctx, q.k.ready).Val())
+}

@@ -340,13 +340,19 @@ return n
 `)
 
 // requeueDeadScript moves a dead job back to the ready list; its payload
-// kept apart, if any, stays where it is.
+// kept apart, if any, stays where it is. Only the dead letter the caller
+// read moves: one that replaced it under the same dead ID in the meantime
+// (trimmed, then another job with the ID died) has another time of death
+// or length, and is left alone.
 // KEYS: dead index, dead data, ready, payloads, dead refs. ARGV: dead ID,
-// envelope, payload ref or ”.
+// envelope, payload ref or ”, died at ms, record length.
 var requeueDeadScript = redis.NewScript(typeLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list') or wrongtype(KEYS[4], 'hash')
 if bad then return redis.error_reply(bad) end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+local died = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not died or tonumber(died) ~= tonumber(ARGV[4]) or redis.call('HSTRLEN', KEYS[2], ARGV[1]) ~= tonumber(ARGV[5]) then
+  return 0
+end
 if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 0 then
   return redis.error_reply('the payload of dead job ' .. ARGV[1] .. ' (ref ' .. ARGV[3] .. ') is missing')
 end
