@@ -278,32 +278,61 @@ func loadScripts(ctx context.Context, c redis.Scripter) error {
 // still have moved one on the server, and a stable consumer ID may find
 // jobs of its previous life. It runs on the fetcher's goroutine, so no fetch
 // races it.
-func (w *Worker) reconcile(ctx context.Context) {
+//
+// With previousLife (the reconcile at start), the elements are jobs a
+// previous process with this ConsumerID died holding: as a sweep does for
+// a dead consumer, each goes back with one more delivery, or to the dead
+// letters past MaxDeliveries. No other process sweeps them (the consumer
+// is alive again), so otherwise a job that crashes its process would
+// crash-loop a pod restarting under a stable ID forever. It reports
+// whether the reconcile completed.
+func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 	c := w.q.p.Background()
 	elems, err := c.LRange(ctx, w.proc, 0, -1).Result()
 	if err != nil {
 		w.log.Warn("queue: reconcile: reading the processing list failed", "err", err)
-		return
+		return false
 	}
 	w.needReconcile.Store(false)
 	var pairs []any
+	var errs []error
 	for _, e := range elems {
-		if !w.tracked(e) {
+		if w.tracked(e) {
+			continue
+		}
+		env, derr := decodeEnvelope([]byte(e))
+		switch {
+		case !previousLife || e == wakeMarker || derr != nil:
 			pairs = append(pairs, e, e)
+		case env.deliveries+1 > w.cfg.MaxDeliveries:
+			reason := fmt.Sprintf("recovered from dead consumers %d times (WorkerConfig.MaxDeliveries %d): the job may be killing its consumers", env.deliveries+1, w.cfg.MaxDeliveries)
+			ks, args := w.q.deadArgs(w.proc, []byte(e), env.id, reason, env.attempt, env.unique, []byte(e))
+			if n, err := deadScript.Run(ctx, c, ks, args...).Int(); err != nil {
+				errs = append(errs, err)
+			} else if n == 1 {
+				w.st.dead.Add(1)
+				w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
+			}
+		default:
+			next := env
+			next.deliveries++
+			pairs = append(pairs, e, next.encode())
 		}
 	}
-	if len(pairs) == 0 {
-		return
+	n := 0
+	if len(pairs) > 0 {
+		n, err = w.recoverPairs(ctx, w.proc, pairs)
+		errs = append(errs, err)
 	}
-	n, err := w.recoverPairs(ctx, w.proc, pairs)
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		w.needReconcile.Store(true)
 		w.log.Warn("queue: reconcile: putting back elements failed", "err", err)
-		return
+		return false
 	}
 	if n > 0 {
 		w.log.Info("queue: reconcile put back elements this worker did not hold", "count", n)
 	}
+	return true
 }
 
 // recoverPairs runs recoverScript in chunks of at most 500 pairs and about

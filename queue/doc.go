@@ -95,7 +95,7 @@
 // its processing list with what it holds after a fetch error (a BLMOVE that
 // failed on the client may have moved an element on the server), now and
 // then while busy, and at start (a stable ConsumerID finds the jobs of its
-// previous life at once). TestChaos checks it with worker processes
+// previous life at once, each counting a delivery). TestChaos checks it with worker processes
 // SIGKILLed at random while they share 20,000 jobs: nothing is lost, and
 // only jobs a killed process held can run twice.
 //

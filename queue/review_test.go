@@ -276,3 +276,34 @@ func TestRequeueDoesNotTakeADeadLetterThatReplacedTheOneItRead(t *testing.T) {
 	require.Len(t, dead[0].Payload, inlineMax+1)
 	require.Zero(t, c.LLen(ctx, q.k.ready).Val())
 }
+
+// A stable ConsumerID takes back the jobs of its previous life at start.
+// That life died holding them, as a consumer a sweep recovers from did: each
+// counts a delivery, and a job over MaxDeliveries goes to the dead letters,
+// so a job that crashes its process cannot crash-loop a pod that restarts
+// under the same ID (its list is never swept by others: it is alive again).
+func TestStableConsumerIDCountsDeliveriesOfItsPreviousLife(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "stablepoison", Config{})
+	fresh := envelope{id: "fresh", maxAttempts: 3, enqueuedAt: time.Now(), payload: []byte("fresh")}
+	poison := envelope{id: "poison", maxAttempts: 3, deliveries: 2, enqueuedAt: time.Now(), payload: []byte("poison")}
+	require.NoError(t, p.Client().LPush(ctx, q.k.proc("pod-0"), fresh.encode(), poison.encode()).Err())
+	g := group(t)
+	ran := make(chan Job, 2)
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- *j; return nil },
+		WorkerConfig{ConsumerID: "pod-0", MaxDeliveries: 2})
+	got := recv(t, ran, 10*time.Second, "the fresh job")
+	require.Equal(t, "fresh", got.ID)
+	require.Equal(t, 1, got.Deliveries)
+	eventually(t, 10*time.Second, "the poison job dead", func() bool { return w.Stats().Dead == 1 })
+	dead, err := q.Dead(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	require.Equal(t, "poison", dead[0].ID)
+	select {
+	case j := <-ran:
+		t.Fatalf("job %s ran again after %d deliveries (MaxDeliveries 2)", j.ID, j.Deliveries)
+	default:
+	}
+}

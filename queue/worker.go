@@ -90,7 +90,8 @@ type WorkerConfig struct {
 	// heartbeat). It must be unique among live processes. Default:
 	// hostname-pid-random, chosen once per process. A stable ID (a StatefulSet pod name) lets a
 	// restarted process take back its own unfinished jobs at once instead
-	// of waiting for the heartbeat to expire.
+	// of waiting for the heartbeat to expire (each counts a delivery, as
+	// for a swept consumer: see MaxDeliveries).
 	ConsumerID string
 	// OnError, if set, is called after each failed run with the job and the
 	// error, from the handler's goroutine, outside any lock. A panic in
@@ -466,6 +467,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	c := w.res.Client()
 	var bo troubleBackoff
 	batch := false
+	previousLife := true // the first reconcile finds what a previous life held
 	for {
 		w.st.fetchState.Store(fetcherWaitingForSlot)
 		select {
@@ -474,8 +476,8 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			return nil
 		}
 		held := 1
-		if w.needReconcile.Load() {
-			w.reconcile(ctx)
+		if w.needReconcile.Load() && w.reconcile(ctx, previousLife) {
+			previousLife = false
 		}
 		var elems []string
 		var err error
