@@ -249,26 +249,33 @@ func TestRequeueDoesNotTakeADeadLetterThatReplacedTheOneItRead(t *testing.T) {
 	q := mustQueue(t, p, "requeuerace", Config{})
 	ctx := context.Background()
 	c := p.Client()
-	dieAs := func(c redis.Cmdable, payload []byte, diedAt time.Time) {
-		e := envelope{id: "x", maxAttempts: 1, enqueuedAt: time.Now(), payload: payload}
+	dieAs := func(c redis.Cmdable, id string, payload []byte, diedAt time.Time) {
+		e := envelope{id: id, maxAttempts: 1, enqueuedAt: time.Now(), payload: payload}
 		if len(payload) > inlineMax {
 			e.ref, e.payload = newRef(), nil
 			require.NoError(t, c.HSet(ctx, q.k.payloads, e.ref, payload).Err())
 		}
-		ks, args := q.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
-		args[3] = diedAt.UnixMilli()
+		at := mustQueue(t, p, "requeuerace", Config{Now: func() time.Time { return diedAt }})
+		ks, args := at.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
 		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
 	}
-	dieAs(c, []byte("first"), time.Now().Add(-time.Hour))
+	// Without a race, Requeue moves a dead letter.
+	dieAs(c, "y", []byte("control"), time.Now().Add(-time.Hour))
+	n, err := q.Requeue(ctx, "y")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, c.Del(ctx, q.k.ready).Err())
+
+	dieAs(c, "x", []byte("first"), time.Now().Add(-time.Hour))
 	other := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer other.Close()
 	c.AddHook(&afterHGet{key: q.k.deadData, f: func() {
 		// The first is trimmed; a second job "x" dies.
 		other.ZRem(ctx, q.k.deadIdx, "x")
 		other.HDel(ctx, q.k.deadData, "x")
-		dieAs(other, make([]byte, inlineMax+1), time.Now())
+		dieAs(other, "x", make([]byte, inlineMax+1), time.Now())
 	}})
-	_, err := q.Requeue(ctx, "x")
+	_, err = q.Requeue(ctx, "x")
 	require.ErrorIs(t, err, ErrNotFound)
 	dead, err := q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
