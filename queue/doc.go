@@ -38,7 +38,10 @@
 // server time of a plain command), and no call moves more than about 1 MiB
 // of elements through Lua (promotion, batch fetch, recovery) or returns or
 // frees more than about 4 MiB (Dead, trimming, Purge): every call takes a
-// few milliseconds at most, and makes progress by at least one job.
+// few milliseconds at most, and makes progress by at least one job. The
+// exception is a job enqueued with Durable: its write and WAIT share one
+// pipeline, so it keeps its payload in its element whatever its size, and
+// that element moves whole (alone, when it is over the bound).
 //
 //   - ready (list): Enqueue LPUSHes; the fetcher takes from the other end.
 //   - processing list, one per consumer process: BLMOVE ready -> processing
