@@ -27,7 +27,8 @@
 //
 // Every key of a queue carries the hash tag {<namespace>:<name>}, so the
 // same code runs on one Redis and on Redis Cluster, and every script gets
-// its keys in KEYS. A job is one list element (a versioned envelope: ID,
+// its keys in KEYS. A namespace may not contain ':', so no two queues share
+// a key. A job is one list element (a versioned envelope: ID,
 // attempt, max attempts, deliveries, enqueued-at, timeout, and the payload
 // when it is at most 4 KiB), so a small job's fetch needs no second read and
 // no script parses anything. A larger payload is kept apart, in the queue's

@@ -7,7 +7,9 @@ import (
 
 // keys are the Redis keys of one queue. All of them carry the same hash tag,
 // {<namespace>:<name>}, so every script and pipeline of a queue touches one
-// Redis Cluster slot, and every script receives its keys in KEYS.
+// Redis Cluster slot, and every script receives its keys in KEYS. The
+// namespace never contains ':' (Config.fill refuses it), so the first ':' of
+// a tag ends the namespace and no two (namespace, name) pairs share a key.
 type keys struct {
 	tag       string // "{bq:chat}"
 	ready     string // list: LPUSH on enqueue, the fetcher takes from the right

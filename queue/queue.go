@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +40,8 @@ const wakeTTL = 10 * time.Second
 // defaults documented on each field.
 type Config struct {
 	// Namespace prefixes every key: "{<Namespace>:<queue name>}:...".
-	// Default "bq".
+	// It must not contain ':', so that no two (namespace, queue) pairs
+	// share a key. Default "bq".
 	Namespace string
 	// MaxPayload is the largest payload Enqueue accepts, in bytes; larger
 	// ones fail with ErrPayloadTooLarge. Default 1 MiB.
@@ -114,6 +116,10 @@ func (c *Config) fill() error {
 	}
 	if err := checkName("Config.Namespace", c.Namespace); err != nil {
 		errs = append(errs, err)
+	} else if strings.Contains(c.Namespace, ":") {
+		// The hash tag is {<namespace>:<name>}: with a ':' in the namespace,
+		// (a, b:c) and (a:b, c) would share every key.
+		errs = append(errs, fmt.Errorf("queue: Config.Namespace %q must not contain ':' (it separates the namespace from the queue name in every key; queue names may contain it)", c.Namespace))
 	}
 	return errors.Join(errs...)
 }
