@@ -652,7 +652,7 @@ func testDeadConsumerIsSwept(t *testing.T, np newPoolFunc) {
 		got = append(got, &cp)
 		mu.Unlock()
 		return nil
-	}, WorkerConfig{MaxDeliveries: 2, HeartbeatInterval: 50 * time.Millisecond})
+	}, WorkerConfig{MaxDeliveries: 2, HeartbeatInterval: 100 * time.Millisecond})
 
 	eventually(t, 10*time.Second, "fresh job run after recovery", func() bool {
 		mu.Lock()

@@ -67,7 +67,7 @@ func testSweepIsRetried(t *testing.T, np newPoolFunc) {
 	g := group(t)
 	ran := make(chan string, 4)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil },
-		WorkerConfig{HeartbeatInterval: 20 * time.Millisecond})
+		WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
 	// The consumer dies after the worker started: only the heartbeat finds it.
 	ghost(t, c, q, "ghost", time.Now().Add(-time.Second), "late")
 	beats(t, c, q, w, 3)
@@ -97,7 +97,7 @@ func TestManyDeadConsumersAreAllSwept(t *testing.T) {
 				seen[j.ID] = true
 				mu.Unlock()
 				return nil
-			}, WorkerConfig{HeartbeatInterval: 20 * time.Millisecond})
+			}, WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
 
 			now := time.Now()
 			// The oldest one holds a job, with 2.5 pages of newer dead after
@@ -135,7 +135,7 @@ func TestFailedDrainLeavesTheHeartbeatToExpire(t *testing.T) {
 				close(started)
 				<-ctx.Done() // cancelled by the drain: the job stays ours
 				return ctx.Err()
-			}, WorkerConfig{Concurrency: 1, HeartbeatInterval: 50 * time.Millisecond, BlockTimeout: time.Second})
+			}, WorkerConfig{Concurrency: 1, HeartbeatInterval: 100 * time.Millisecond, BlockTimeout: time.Second})
 			_, err := q.Enqueue(ctx, []byte("held"))
 			require.NoError(t, err)
 			recv(t, started, 10*time.Second, "the handler")
@@ -163,7 +163,7 @@ func TestFailedDrainLeavesTheHeartbeatToExpire(t *testing.T) {
 			g2 := group(t)
 			ran := make(chan string, 1)
 			startWorker(t, g2, q, func(ctx context.Context, j *Job) error { ran <- string(j.Payload); return nil },
-				WorkerConfig{ConsumerID: "other", HeartbeatInterval: 50 * time.Millisecond})
+				WorkerConfig{ConsumerID: "other", HeartbeatInterval: 100 * time.Millisecond})
 			select {
 			case got := <-ran:
 				require.Equal(t, "held", got)
@@ -252,7 +252,7 @@ func TestFullPagesOfDeadAreNotReswept(t *testing.T) {
 	}
 	g := group(t)
 	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil },
-		WorkerConfig{HeartbeatInterval: 20 * time.Millisecond})
+		WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
 	eventually(t, 10*time.Second, "every dead consumer swept once", func() bool { return lranges() >= 2*deadPage })
 	beats(t, c, q, w, 2)
 	before := lranges()

@@ -46,6 +46,11 @@ const (
 	DefaultHeartbeatInterval = 10 * time.Second
 )
 
+// MinHeartbeatInterval is the shortest WorkerConfig.HeartbeatInterval:
+// every interval costs one pipeline per process, so the heartbeat sends at
+// most 10 a second.
+const MinHeartbeatInterval = 100 * time.Millisecond
+
 // WorkerConfig configures a Worker. The zero value is useful: NewWorker
 // fills in the defaults documented on each field.
 type WorkerConfig struct {
@@ -81,7 +86,8 @@ type WorkerConfig struct {
 	// list HeartbeatTTL + HeartbeatInterval after it died (defaults 10s and
 	// 2 x HeartbeatInterval: 30s), later only when its sweep had to wait
 	// (Redis errors, another process sweeping) or more than 64 consumers
-	// died within the hour (see the package doc). All workers of a
+	// died within the hour (see the package doc). HeartbeatInterval is at
+	// least MinHeartbeatInterval (100ms). All workers of a
 	// process on one pool and lifecycle group share one heartbeat, so these
 	// must agree among them.
 	HeartbeatInterval time.Duration
@@ -138,6 +144,9 @@ func (c *WorkerConfig) fill(q *Queue) error {
 		// go-redis sends BLMOVE's timeout in whole seconds: anything else
 		// would be silently rounded.
 		errs = append(errs, fmt.Errorf("queue: WorkerConfig.BlockTimeout must be a whole number of seconds, at least 1s, got %s", c.BlockTimeout))
+	}
+	if c.HeartbeatInterval > 0 && c.HeartbeatInterval < MinHeartbeatInterval {
+		errs = append(errs, fmt.Errorf("queue: WorkerConfig.HeartbeatInterval must be at least %s, got %s (each interval costs one pipeline)", MinHeartbeatInterval, c.HeartbeatInterval))
 	}
 	if c.HeartbeatInterval > 0 && c.HeartbeatTTL <= c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("queue: WorkerConfig.HeartbeatTTL (%s) must be longer than HeartbeatInterval (%s), or one late heartbeat makes a live process look dead",
