@@ -412,7 +412,10 @@ func (w *Worker) putBack(ctx context.Context) error {
 			return fmt.Errorf("moving jobs to the ready list: %w", err)
 		}
 	}
-	if err := c.SRem(ctx, w.q.k.consumers, w.cfg.ConsumerID).Err(); err != nil {
+	pipe := c.Pipeline()
+	pipe.SRem(ctx, w.q.k.consumers, w.cfg.ConsumerID)
+	pipe.HDel(ctx, w.q.k.incarnations, w.cfg.ConsumerID)
+	if _, err := pipe.Exec(ctx); err != nil {
 		// Harmless: the next worker's check finds an empty list.
 		w.log.Warn("queue: drain: leaving the consumers set failed", "err", err)
 	}

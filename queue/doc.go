@@ -74,24 +74,34 @@
 //   - dead letters (sorted set of IDs + hash of raw records; a payload kept
 //     apart stays in the payloads hash): jobs that failed their last
 //     attempt, returned Permanent(err), could not be decoded, or were
-//     recovered from dead consumers more than MaxDeliveries times. Trimmed
-//     by count and age as entries are added. A dead letter is never
+//     recovered from dead consumers more than MaxDeliveries times (the
+//     fetcher sends those there instead of running them). Trimmed by count
+//     and age as entries are added. A dead letter is never
 //     overwritten: a later job with the same ID (the ID option frees an ID
 //     once its job is dead) is kept beside it as "<ID>~<died at ms>". See
 //     Dead, Requeue, Purge.
 //
 // # Crash recovery
 //
-// Each process sends ONE heartbeat per HeartbeatInterval for all its queues:
-// a ZADD of its deadline into {<namespace>}:heartbeats, pipelined with a
-// ZREVRANGEBYSCORE for the (at most 64) consumers whose deadline passed most
-// recently; while more than 64 are dead, one more command per heartbeat
-// reads older ones a page at a time, in rotation. A dead consumer's
+// Each process sends ONE heartbeat per HeartbeatInterval (at least 100ms)
+// for all its queues: a ZADD of its deadline into {<namespace>}:heartbeats,
+// pipelined with a ZREVRANGEBYSCORE for the (at most 64) consumers whose
+// deadline passed most recently. The heartbeat hands that list to the
+// process's sweeper, a task of its own, and never waits for it, so however
+// long sweeps take (several round trips per dead consumer and queue) the
+// process keeps its own heartbeat. While more than 64 are dead, the sweeper
+// reads older ones a page per heartbeat, in rotation. A dead consumer's
 // processing lists are moved back to the head of the ready lists of the
 // queues this process consumes, one process per queue at a time (SET NX PX
-// lock), each job's delivery count going up. A sweep that could not finish
-// (Redis errors, the lock held by another process) is tried again on the
-// next heartbeat until the list is empty. Recovery therefore takes
+// lock), each job's delivery count going up. A sweep reads the consumer's
+// incarnation token, then checks again that its heartbeat expired, and its
+// move is refused if the token changed: a consumer that restarted with the
+// same stable ConsumerID keeps the jobs it fetched since. A sweep that
+// could not finish (Redis errors, the lock held by another process) is
+// tried again on the next heartbeat until the list is empty; and every 15
+// minutes the sweeper checks each queue's consumers set again, so a dead
+// consumer whose sweeps kept failing until its heartbeat was trimmed (after
+// an hour) is still recovered. The sweeper stops as soon as Close begins. Recovery therefore takes
 // HeartbeatTTL + HeartbeatInterval (30 s by default; configurable down to
 // about a second), plus one heartbeat per sweep that had to be retried, plus
 // for a consumer beyond the 64 most recently dead up to ceil(N/64)-1
@@ -99,9 +109,11 @@
 // its processing list with what it holds after a fetch error (a BLMOVE that
 // failed on the client may have moved an element on the server), now and
 // then while busy, and at start (a stable ConsumerID finds the jobs of its
-// previous life at once, each counting a delivery). TestChaos checks it with worker processes
-// SIGKILLed at random while they share 20,000 jobs: nothing is lost, and
-// only jobs a killed process held can run twice.
+// previous life at once, each counting a delivery). TestChaos checks it
+// with worker processes SIGKILLed at random while they share 20,000 jobs,
+// and TestChaosSlowRedis with a slow Redis, retries, delayed jobs, stable
+// IDs restarted mid-sweep and dead consumers appearing eight at a time:
+// nothing is lost, and only jobs a killed process held can run twice.
 //
 // # Delivery guarantee
 //

@@ -64,5 +64,5 @@ func TestIdleTrafficBudget(t *testing.T) {
 	}
 	require.Equal(t, 3, blocked, "one blocked connection per queue, not per worker:\n%s", strings.Join(clients, "\n"))
 	require.Equal(t, 3, p.Stats().Blocking.Reserved)
-	require.Len(t, g.Tasks(), 3*(5+3)+1, "per queue 5 handlers, a fetcher, an acker, a scheduler; one heartbeat")
+	require.Len(t, g.Tasks(), 3*(5+3)+2, "per queue 5 handlers, a fetcher, an acker, a scheduler; one heartbeat, one sweeper")
 }

@@ -20,7 +20,11 @@ type keys struct {
 	payloads  string // hash: payload ref -> payload of a job over inlineMax
 	deadRefs  string // hash: dead job ID -> payload ref, for dead jobs whose payload is kept apart
 	consumers string // set: consumer IDs that have consumed this queue
-	sweepLock string // SET NX PX lock: one process sweeps the queue at a time
+	// incarnations is a hash: consumer ID -> token of its current
+	// incarnation, so a sweep never takes jobs from a consumer that
+	// restarted with the same ID (see Worker.sweep).
+	incarnations string
+	sweepLock    string // SET NX PX lock: one process sweeps the queue at a time
 }
 
 func newKeys(namespace, name string) keys {
@@ -35,7 +39,10 @@ func newKeys(namespace, name string) keys {
 		payloads:  tag + ":payloads",
 		deadRefs:  tag + ":deadrefs",
 		consumers: tag + ":consumers",
-		sweepLock: tag + ":sweeplock",
+		// Set apart from the consumers set (not merged into a hash there)
+		// so that a Redis written by an earlier version keeps working.
+		incarnations: tag + ":incarnations",
+		sweepLock:    tag + ":sweeplock",
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,7 +17,7 @@ import (
 )
 
 // node is this process as a consumer of a namespace's queues: ONE heartbeat
-// and one check for dead consumers, whatever the number of queues and
+// and one sweeper of dead consumers, whatever the number of queues and
 // workers, on one ticker. It is shared by the workers started on the same
 // pool, namespace and lifecycle group (kept with pool.Shared, so there is no
 // package-level state), and runs while at least one of them does.
@@ -24,31 +25,52 @@ import (
 // Liveness is a sorted set per namespace: member = consumer ID, score = the
 // unix ms after which the consumer counts as dead. Each tick is one
 // pipeline: ZADD our deadline, and a range of the most recently dead
-// (ZREVRANGEBYSCORE, newest first, a page of deadPage). Only when that page
-// is full does a tick cost a third command, reading the next page of older
-// dead in rotation, so any number of dead consumers is seen.
-// A dead consumer's processing lists are swept back to the ready lists of
-// the queues this process consumes, one process per queue at a time (SET NX
-// PX lock). A worker that starts also checks its queue's consumers set, so a
-// consumer that died before anyone watched is recovered too.
+// (ZREVRANGEBYSCORE, newest first, a page of deadPage). The heartbeat hands
+// that view to the sweeper, a task of its own, and never waits for it:
+// sweeps cost several round trips per dead consumer and queue (seconds
+// against a slow Redis), and a heartbeat that waited for them would make
+// this process look dead, its running jobs swept and run twice.
+//
+// Only when the newest page is full does the sweeper read one more page of
+// older dead, in rotation, so any number of dead consumers is seen. A dead
+// consumer's processing lists are swept back to the ready lists of the
+// queues this process consumes, one process per queue at a time (SET NX PX
+// lock). The sweeper also checks each queue's consumers set when a worker
+// starts and again every heartbeatRetention/4, so a consumer that died
+// before anyone watched, or whose sweeps kept failing until its heartbeat
+// was trimmed, is recovered too.
 type node struct {
 	p        *pool.Pool
 	key      nodeKey
 	id       string
+	token    string // this incarnation of the consumer (see Worker.sweep)
 	hb       string
 	interval time.Duration
 	ttl      time.Duration
 	now      func() time.Time
 	log      *slog.Logger
 
-	mu       sync.Mutex
-	workers  map[*Worker]struct{}
-	running  bool
-	changed  chan struct{}    // a worker attached or detached
-	swept    map[string]int64 // dead consumer -> deadline at which every attached queue was swept
-	pageOff  int64            // offset of the next older page of dead, while the newest page is full
-	dirty    bool             // a worker could not put its jobs back: leave the heartbeat to expire
-	lastTrim time.Time
+	mu      sync.Mutex
+	workers map[*Worker]struct{}
+	running bool
+	changed chan struct{} // a worker attached or detached: for the heartbeat
+	joined  chan struct{} // a worker attached: for the sweeper
+	dirty   bool          // a worker could not put its jobs back: leave the heartbeat to expire
+
+	lastTrim time.Time        // the heartbeat's own
+	lastDead map[string]int64 // the heartbeat's own: the dead it saw last time, and their deadlines
+	views    chan deadView    // the heartbeat's latest view of the dead, for the sweeper (latest wins)
+
+	// The sweeper's own.
+	swept   map[string]int64 // dead consumer -> deadline at which every attached queue was swept
+	pageOff int64            // offset of the next older page of dead, while the newest page is full
+}
+
+// deadView is what one heartbeat saw: the newest page of dead consumers.
+type deadView struct {
+	now     time.Time
+	found   []redis.Z
+	recheck bool // check every queue's consumers set again (see node)
 }
 
 type nodeKey struct {
@@ -71,10 +93,11 @@ func nodeFor(p *pool.Pool, g *lifecycle.Group, qc Config, wc WorkerConfig) (*nod
 			id = defaultConsumerID()
 		}
 		return &node{
-			p: p, key: key, id: id, hb: heartbeatKey(qc.Namespace),
+			p: p, key: key, id: id, token: newID(time.Now()), hb: heartbeatKey(qc.Namespace),
 			interval: wc.HeartbeatInterval, ttl: wc.HeartbeatTTL, now: qc.Now,
 			log:     wc.Logger,
-			workers: map[*Worker]struct{}{}, changed: make(chan struct{}, 1), swept: map[string]int64{},
+			workers: map[*Worker]struct{}{}, changed: make(chan struct{}, 1), joined: make(chan struct{}, 1),
+			views: make(chan deadView, 1), swept: map[string]int64{},
 		}
 	}).(*node)
 	if n.interval != wc.HeartbeatInterval || n.ttl != wc.HeartbeatTTL || (wc.ConsumerID != "" && n.id != wc.ConsumerID) {
@@ -84,9 +107,10 @@ func nodeFor(p *pool.Pool, g *lifecycle.Group, qc Config, wc WorkerConfig) (*nod
 	return n, nil
 }
 
-// attach adds a worker. The first one starts the heartbeat task on g. The
-// consumer is alive in Redis (heartbeat written, member of the queue's
-// consumers) before attach returns, so it never holds a job unannounced.
+// attach adds a worker. The first one starts the heartbeat and sweeper
+// tasks on g. The consumer is alive in Redis (heartbeat written, its
+// incarnation recorded, member of the queue's consumers) before attach
+// returns, so it never holds a job unannounced.
 func (n *node) attach(ctx context.Context, g *lifecycle.Group, w *Worker) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -96,13 +120,24 @@ func (n *node) attach(ctx context.Context, g *lifecycle.Group, w *Worker) error 
 		}
 	}
 	c := n.p.Background()
-	pipe := c.Pipeline()
-	pipe.ZAdd(ctx, n.hb, redis.Z{Score: float64(n.now().Add(n.ttl).UnixMilli()), Member: n.id})
-	pipe.SAdd(ctx, w.q.k.consumers, n.id)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := c.ZAdd(ctx, n.hb, redis.Z{Score: float64(n.now().Add(n.ttl).UnixMilli()), Member: n.id}).Err(); err != nil {
 		return fmt.Errorf("joining the heartbeat: %w", err)
 	}
+	// Only once the heartbeat is written (a separate round trip: on Redis
+	// Cluster the two keys live on different nodes): a sweep that reads
+	// this token then finds the heartbeat alive (see Worker.sweep).
+	pipe := c.Pipeline()
+	pipe.HSet(ctx, w.q.k.incarnations, n.id, n.token)
+	pipe.SAdd(ctx, w.q.k.consumers, n.id)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("joining the queue's consumers: %w", err)
+	}
 	if !n.running {
+		// The sweeper first: if the heartbeat cannot start, the group is
+		// closing and the sweeper returns at once.
+		if err := g.Go("queue sweeper ("+n.key.ns+")", n.sweepLoop); err != nil {
+			return err
+		}
 		if err := g.Go("queue heartbeat ("+n.key.ns+")", n.loop); err != nil {
 			return err
 		}
@@ -110,6 +145,10 @@ func (n *node) attach(ctx context.Context, g *lifecycle.Group, w *Worker) error 
 	}
 	n.workers[w] = struct{}{}
 	n.signal()
+	select {
+	case n.joined <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -147,21 +186,15 @@ func (n *node) attached() []*Worker {
 }
 
 // loop beats every interval until the group closes AND every worker has
-// drained: a draining worker still holds jobs, and must not look dead.
+// drained: a draining worker still holds jobs, and must not look dead. It
+// never sweeps (the sweeper does), so nothing but its own round trip
+// delays a beat.
 func (n *node) loop(ctx context.Context) error {
 	t := time.NewTicker(n.interval)
 	defer t.Stop()
 	opCtx := context.WithoutCancel(ctx)
-	checked := map[*Worker]bool{} // workers whose queue's start-time check completed
 	done := ctx.Done()
 	for {
-		for _, w := range n.attached() {
-			if !checked[w] {
-				// Retried on every tick until it completes (a sweep lock
-				// held by another process, a Redis error).
-				checked[w] = n.checkQueue(opCtx, w)
-			}
-		}
 		select {
 		case <-t.C:
 			n.tick(opCtx)
@@ -208,24 +241,112 @@ func (n *node) leave(ctx context.Context, drained bool) {
 }
 
 // tick is one heartbeat: extend our deadline and list the consumers whose
-// deadline passed, newest first. Two commands in one round trip; a third
-// only while more than deadPage consumers are dead.
+// deadline passed, newest first, in one round trip, and hand the list to
+// the sweeper without waiting for it.
 func (n *node) tick(ctx context.Context) {
 	now := n.now()
 	nowMs := strconv.FormatInt(now.UnixMilli(), 10)
-	c := n.p.Background()
-	pipe := c.Pipeline()
+	pipe := n.p.Background().Pipeline()
 	pipe.ZAdd(ctx, n.hb, redis.Z{Score: float64(now.Add(n.ttl).UnixMilli()), Member: n.id})
 	deadCmd := pipe.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Count: deadPage})
+	recheck := false
 	if now.Sub(n.lastTrim) > heartbeatRetention/4 {
-		n.lastTrim = now
+		// A dead consumer trimmed here before every process could sweep it
+		// (its sweeps kept failing for an hour) is still in its queues'
+		// consumers sets: have the sweeper check those again.
+		n.lastTrim, recheck = now, true
 		pipe.ZRemRangeByScore(ctx, n.hb, "-inf", strconv.FormatInt(now.Add(-heartbeatRetention).UnixMilli(), 10))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		n.log.Warn("queue: heartbeat failed", "err", err)
+		if recheck {
+			n.lastTrim = time.Time{} // try the trim and the recheck again
+		}
 		return
 	}
+	// A consumer newly seen dead may have been the only one that knew when
+	// the next delayed job is due: every scheduler re-reads. Done here, not
+	// by the sweeper, which may be busy with a long list.
 	found := deadCmd.Val()
+	newlyDead := false
+	seen := make(map[string]int64, len(found))
+	for _, z := range found {
+		id, _ := z.Member.(string)
+		if id == n.id {
+			continue
+		}
+		seen[id] = int64(z.Score)
+		if at, ok := n.lastDead[id]; !ok || at != int64(z.Score) {
+			newlyDead = true
+		}
+	}
+	n.lastDead = seen
+	for _, w := range n.attached() {
+		if newlyDead {
+			w.sched.wake(false)
+		}
+		if w.needsPeriodicReconcile() {
+			w.needReconcile.Store(true)
+		}
+	}
+	n.post(deadView{now: now, found: found, recheck: recheck})
+}
+
+// post hands a view to the sweeper, replacing one it has not taken yet (a
+// newer view supersedes it; a recheck it asked for is kept).
+func (n *node) post(v deadView) {
+	for {
+		select {
+		case n.views <- v:
+			return
+		default:
+		}
+		select {
+		case old := <-n.views:
+			v.recheck = v.recheck || old.recheck
+		default:
+		}
+	}
+}
+
+// sweepLoop is the sweeper: it checks the consumers of queues whose worker
+// just started, and sweeps the dead consumers each heartbeat saw. It stops
+// as soon as the group begins closing, checking between every two Redis
+// calls: sweeping others is no part of draining (the processes that stay
+// take it over), and the Close deadline bounds every task.
+func (n *node) sweepLoop(ctx context.Context) error {
+	checked := map[*Worker]bool{} // workers whose queue's consumers check completed
+	for {
+		ws := n.attached()
+		for w := range checked {
+			if !slices.Contains(ws, w) {
+				delete(checked, w)
+			}
+		}
+		for _, w := range ws {
+			if !checked[w] && ctx.Err() == nil {
+				// Retried on every heartbeat until it completes (a sweep
+				// lock held by another process, a Redis error).
+				checked[w] = n.checkQueue(ctx, w)
+			}
+		}
+		select {
+		case v := <-n.views:
+			if v.recheck {
+				clear(checked)
+			}
+			n.sweepDead(ctx, v)
+		case <-n.joined:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// sweepDead sweeps the dead consumers of one heartbeat's view, and of one
+// more page of older ones while the newest page is full.
+func (n *node) sweepDead(ctx context.Context, v deadView) {
+	found := v.found
 	// inView: every dead consumer is in found, so the memo of those not in
 	// it can go.
 	inView := len(found) < deadPage
@@ -233,10 +354,11 @@ func (n *node) tick(ctx context.Context) {
 		n.pageOff = 0
 	} else {
 		// The newest page is full: older dead may be beyond it. Read one
-		// more page per tick, in rotation, so every dead consumer gets its
-		// turn while newly dead ones are still seen at once.
+		// more page per heartbeat, in rotation, so every dead consumer gets
+		// its turn while newly dead ones are still seen at once.
 		off := max(n.pageOff, deadPage)
-		older, err := c.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: off, Count: deadPage}).Result()
+		nowMs := strconv.FormatInt(v.now.UnixMilli(), 10)
+		older, err := n.p.Background().ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: off, Count: deadPage}).Result()
 		if err != nil {
 			n.log.Warn("queue: reading older dead consumers failed", "err", err)
 		}
@@ -275,20 +397,13 @@ func (n *node) tick(ctx context.Context) {
 		}
 	}
 	ws := n.attached()
-	for _, w := range ws {
-		if len(dead) > 0 {
-			// A dead process may have been the only one that knew when the
-			// next delayed job is due.
-			w.sched.wake(false)
-		}
-		if w.needsPeriodicReconcile() {
-			w.needReconcile.Store(true)
-		}
-	}
 	for _, d := range dead {
 		complete := true
 		for _, w := range ws {
-			if !w.sweep(ctx, d.id) {
+			if ctx.Err() != nil {
+				return
+			}
+			if !w.sweep(ctx, n, d.id) {
 				complete = false
 			}
 		}
@@ -322,8 +437,11 @@ func (n *node) checkQueue(ctx context.Context, w *Worker) bool {
 		if id == n.id {
 			continue
 		}
+		if ctx.Err() != nil {
+			return false
+		}
 		// ZMSCORE answers 0 for a member that is not there.
-		if (scores[i] == 0 || int64(scores[i]) < now) && !w.sweep(ctx, id) {
+		if (scores[i] == 0 || int64(scores[i]) < now) && !w.sweep(ctx, n, id) {
 			complete = false
 		}
 	}
@@ -334,76 +452,120 @@ func (n *node) checkQueue(ctx context.Context, w *Worker) bool {
 const sweepLockTTL = 30 * time.Second
 
 // sweep moves a dead consumer's processing list of this worker's queue back
-// to the head of the ready list. Each job's delivery count goes up; a job
-// recovered more than MaxDeliveries times goes to the dead letters instead
-// (it probably kills its consumers). Every move is conditional on the
-// element still being in the dead consumer's list, so a sweep racing a
-// zombie consumer's ack, or another sweep, never duplicates a job.
+// to the head of the ready list, each job's delivery count going up (a job
+// recovered more than MaxDeliveries times then goes to the dead letters
+// when it is fetched, instead of running: it probably kills its
+// consumers). Every move is conditional on the element still being in the
+// dead consumer's list, so a sweep racing a zombie consumer's ack, or
+// another sweep, never duplicates a job.
 //
-// It reports whether the dead consumer's list is known to be empty now (or
-// dead-lettered and requeued in full): false when Redis failed or another
-// process holds the sweep lock, so the caller tries again on a later tick.
-func (w *Worker) sweep(ctx context.Context, consumer string) bool {
+// "Dead" was decided from an older view, and a consumer with a stable ID
+// may have restarted since and fetched jobs into the same list. So the
+// sweep reads the consumer's incarnation token, THEN confirms its heartbeat
+// is still expired, and the move script checks the token has not changed:
+// a new incarnation writes its heartbeat and then its token before it
+// fetches anything, so either the check sees it alive or the script sees
+// the new token (and moves nothing).
+//
+// It stops early when ctx ends, and reports whether the dead consumer's
+// list is known to be empty now (or the consumer turned out alive): false
+// when Redis failed, ctx ended or another process holds the sweep lock, so
+// the caller tries again on a later heartbeat.
+func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 	q, c := w.q, w.q.p.Background()
 	proc := q.k.proc(consumer)
-	elems, err := c.LRange(ctx, proc, 0, -1).Result()
-	if err != nil {
-		w.log.Warn("queue: sweep: reading a dead consumer's jobs failed", "consumer", consumer, "err", err)
+	fail := func(what string, err error) bool {
+		if ctx.Err() == nil {
+			w.log.Warn("queue: sweep: "+what+" failed; the next heartbeat tries again", "consumer", consumer, "err", err)
+		}
 		return false
 	}
-	if len(elems) == 0 {
-		return c.SRem(ctx, q.k.consumers, consumer).Err() == nil
+	pipe := c.Pipeline()
+	tokCmd := pipe.HGet(ctx, q.k.incarnations, consumer)
+	listCmd := pipe.LRange(ctx, proc, 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fail("reading a dead consumer's jobs", err)
 	}
-	token := w.cfg.ConsumerID
-	ok, err := c.SetNX(ctx, q.k.sweepLock, token, sweepLockTTL).Result()
-	if err != nil || !ok {
-		return false // another process is sweeping this queue: look again next tick
+	token := tokCmd.Val() // "" when none is recorded (an earlier version's consumer)
+	// After the token was read: a separate round trip (the heartbeat lives in
+	// another Cluster slot).
+	deadline, err := c.ZScore(ctx, n.hb, consumer).Result()
+	switch {
+	case errors.Is(err, redis.Nil): // trimmed: dead long ago
+	case err != nil:
+		return fail("checking a dead consumer's heartbeat", err)
+	case int64(deadline) >= n.now().UnixMilli():
+		return true // alive again: nothing to sweep
 	}
-	defer func() { _ = unlockScript.Run(ctx, c, []string{q.k.sweepLock}, token).Err() }()
-
-	var pairs []any
-	var errs []error
-	died := 0
+	elems := listCmd.Val()
+	if len(elems) > 0 {
+		lock := w.cfg.ConsumerID
+		ok, err := c.SetNX(ctx, q.k.sweepLock, lock, sweepLockTTL).Result()
+		if err != nil || !ok {
+			return false // another process is sweeping this queue: look again next heartbeat
+		}
+		defer func() {
+			// Unlocked even when the group began closing (by its deadline),
+			// or the others wait sweepLockTTL to sweep this queue.
+			uctx := ctx
+			if ctx.Err() != nil {
+				uctx = lifecycle.CloseContext(ctx)
+			}
+			_ = unlockScript.Run(uctx, c, []string{q.k.sweepLock}, lock).Err()
+		}()
+	}
+	pairs := make([]any, 0, 2*len(elems))
 	for _, e := range elems {
-		if e == wakeMarker {
+		env, derr := decodeEnvelope([]byte(e))
+		if e == wakeMarker || derr != nil {
+			// A marker goes back as it is; so does a malformed element,
+			// which the fetcher sends to the dead letters.
 			pairs = append(pairs, e, e)
 			continue
 		}
-		env, derr := decodeEnvelope([]byte(e))
-		var reason, id string
-		var unique bool
-		switch {
-		case derr != nil:
-			reason, id = derr.Error(), deadIDFor(q.cfg.Now(), nil)
-		case env.deliveries+1 > w.cfg.MaxDeliveries:
-			reason = fmt.Sprintf("recovered from dead consumers %d times (WorkerConfig.MaxDeliveries %d): the job may be killing its consumers", env.deliveries+1, w.cfg.MaxDeliveries)
-			id, unique = env.id, env.unique
-		default:
-			next := env
-			next.deliveries++
-			pairs = append(pairs, e, next.encode())
-			continue
-		}
-		ks, args := q.deadArgs(proc, []byte(e), id, reason, env.attempt, unique, []byte(e))
-		if err := deadScript.Run(ctx, c, ks, args...).Err(); err != nil {
-			errs = append(errs, err)
-		} else {
-			died++
-		}
+		next := env
+		next.deliveries++
+		pairs = append(pairs, e, next.encode())
 	}
-	n, err := w.recoverPairs(ctx, proc, pairs)
-	if err != nil {
-		errs = append(errs, err)
+	moved, restarted, err := w.sweepPairs(ctx, proc, consumer, token, pairs)
+	w.st.recovered.Add(uint64(moved))
+	switch {
+	case err != nil:
+		return fail("moving a dead consumer's jobs", err)
+	case restarted:
+		w.log.Info("queue: a dead consumer restarted during its sweep; its jobs stay with it", "consumer", consumer, "requeued", moved)
+	case moved > 0:
+		w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", moved)
 	}
-	w.st.recovered.Add(uint64(n))
-	w.st.dead.Add(uint64(died))
-	if left, err := c.LLen(ctx, proc).Result(); err == nil && left == 0 {
-		_ = c.SRem(ctx, q.k.consumers, consumer).Err()
-	}
-	if err := errors.Join(errs...); err != nil {
-		w.log.Warn("queue: sweep incomplete; the next one continues", "consumer", consumer, "err", err)
-		return false
-	}
-	w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", n, "dead_lettered", died)
 	return true
+}
+
+// sweepPairs runs sweepScript in chunks of at most 500 pairs and about
+// maxLuaBytes (as recoverPairs), and once with no pairs when there are none,
+// so that an empty list is forgotten. It stops at the first chunk that finds
+// the consumer restarted.
+func (w *Worker) sweepPairs(ctx context.Context, proc, consumer, token string, pairs []any) (moved int, restarted bool, err error) {
+	const chunk = 2 * 500
+	ks := []string{proc, w.q.k.ready, w.q.k.incarnations, w.q.k.consumers}
+	for first := true; first || len(pairs) > 0; first = false {
+		if err := ctx.Err(); err != nil {
+			return moved, false, err
+		}
+		k, bytes := 0, 0
+		for k < min(len(pairs), chunk) && (k == 0 || bytes < maxLuaBytes) {
+			bytes += argLen(pairs[k]) + argLen(pairs[k+1])
+			k += 2
+		}
+		args := append([]any{consumer, token}, pairs[:k]...)
+		n, err := sweepScript.Run(ctx, w.q.p.Background(), ks, args...).Int()
+		if err != nil {
+			return moved, false, err
+		}
+		if n < 0 {
+			return moved, true, nil
+		}
+		moved += n
+		pairs = pairs[k:]
+	}
+	return moved, false, nil
 }

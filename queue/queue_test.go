@@ -507,7 +507,7 @@ func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
 				}
 				names[strings.TrimRight(name, "0123456789 ")]++
 			}
-			require.Equal(t, map[string]int{"handler": n, "fetcher": 1, "acker": 1, "scheduler": 1, "queue heartbeat (bq)": 1}, names)
+			require.Equal(t, map[string]int{"handler": n, "fetcher": 1, "acker": 1, "scheduler": 1, "queue heartbeat (bq)": 1, "queue sweeper (bq)": 1}, names)
 			goroutines := func(want int) func() bool {
 				return func() bool { return queueGoroutines() == want }
 			}
@@ -669,7 +669,7 @@ func testDeadConsumerIsSwept(t *testing.T, np newPoolFunc) {
 	require.Len(t, dead, 1)
 	require.Equal(t, "poison", dead[0].ID)
 	require.Contains(t, dead[0].Reason, "recovered from dead consumers 3 times")
-	require.Equal(t, uint64(2), w.Stats().Recovered, "the job and the marker")
+	require.Equal(t, uint64(3), w.Stats().Recovered, "the jobs and the marker (the poison job is dead-lettered when fetched)")
 	n, err := c.Exists(ctx, q.k.proc("ghost")).Result()
 	require.NoError(t, err)
 	require.Zero(t, n)

@@ -339,6 +339,34 @@ end
 return n
 `)
 
+// sweepScript moves elements of a dead consumer's processing list back to
+// the head of the ready list, each only if it is still there, and only if
+// the consumer is still the incarnation the sweep found dead: one that
+// restarted with the same ID recorded a new token before it fetched
+// anything, and its jobs stay where they are. With the list empty it
+// forgets the consumer (consumers set and incarnation).
+// KEYS: processing list, ready, incarnations, consumers. ARGV: consumer ID,
+// token (empty: none recorded), then pairs of (element, element to push).
+// Returns how many moved, or -1 if the consumer restarted.
+var sweepScript = redis.NewScript(typeLua + `
+local bad = wrongtype(KEYS[2], 'list')
+if bad then return redis.error_reply(bad) end
+local tok = redis.call('HGET', KEYS[3], ARGV[1])
+if (tok or '') ~= ARGV[2] then return -1 end
+local n = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[i+1])
+    n = n + 1
+  end
+end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
+return n
+`)
+
 // requeueDeadScript moves a dead job back to the ready list; its payload
 // kept apart, if any, stays where it is. Only the dead letter the caller
 // read moves: one that replaced it under the same dead ID in the meantime
@@ -385,4 +413,5 @@ return 0
 var allScripts = []*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
 	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript, wakeScript,
+	sweepScript,
 }

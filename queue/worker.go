@@ -634,6 +634,13 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 		reason := fmt.Sprintf("%v: its payload (ref %s) is missing from %s", errMalformed, env.ref, w.q.k.payloads)
 		w.log.Error("queue: job without its payload sent to the dead letters", "job", env.id, "ref", env.ref)
 		op = ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
+	case env.deliveries > w.cfg.MaxDeliveries:
+		// Sweeps count deliveries; the decision is made here, so that a
+		// sweep only ever moves jobs back to the ready list (one fenced
+		// script, see sweep).
+		reason := fmt.Sprintf("recovered from dead consumers %d times (WorkerConfig.MaxDeliveries %d): the job may be killing its consumers", env.deliveries, w.cfg.MaxDeliveries)
+		w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
+		op = ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
 	default:
 		w.jobs <- d
 		return
