@@ -1,0 +1,325 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// The second chaos test covers what the first one does not: a slow Redis
+// (every background command of the workers answers late), delayed jobs and
+// retries going through the delayed set, processes restarted with their
+// stable ConsumerID at any moment of their sweep, dead consumers appearing
+// several at a time, and a scale-down at the end. It would have shown a
+// heartbeat starved by sweeps (a live process's jobs swept and run twice),
+// a sweep taking jobs from a restarted consumer, and a delayed job orphaned
+// by a scheduler that stopped (nothing left to promote it).
+const (
+	slowChaosQueue    = "slowchaos"
+	slowChaosRuns     = "slowchaos:runs" // hash: "<job ID>#<attempt>" -> executions
+	slowChaosDone     = "slowchaos:done" // hash: job ID -> 1 once it succeeded
+	slowChaosLatency  = 40 * time.Millisecond
+	slowChaosWorkers  = 4
+	slowChaosConc     = 4
+	slowChaosPlain    = 1600
+	slowChaosGhosts   = 16 // dead consumers appearing at once, each holding a job
+	slowChaosEnvAddr  = "BOUNDED_SLOWCHAOS_REDIS"
+	slowChaosEnvID    = "BOUNDED_SLOWCHAOS_CONSUMER"
+	slowChaosFlakyPfx = "flaky"
+)
+
+// TestSlowChaosWorkerProcess is a worker process of TestChaosSlowRedis. Its
+// background lane (heartbeat, sweeps, acks, scheduler) answers
+// slowChaosLatency late. A job whose payload starts with "flaky" fails its
+// first attempt and is retried through the delayed set.
+func TestSlowChaosWorkerProcess(t *testing.T) {
+	addr := os.Getenv(slowChaosEnvAddr)
+	if addr == "" {
+		t.Skip("a worker process of TestChaosSlowRedis; runs only when it starts it")
+	}
+	p := mustPool(t, pool.Config{Addrs: []string{addr}})
+	p.Background().AddHook(slowHook{d: slowChaosLatency})
+	q := mustQueue(t, p, slowChaosQueue, Config{})
+	g := lifecycle.New()
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		// The work: 40-100ms, so that processes hold jobs whenever a sweep
+		// runs.
+		time.Sleep(time.Duration(40+rand.IntN(60)) * time.Millisecond)
+		if err := p.Client().HIncrBy(ctx, slowChaosRuns, j.ID+"#"+strconv.Itoa(j.Attempt), 1).Err(); err != nil {
+			return err
+		}
+		if strings.HasPrefix(string(j.Payload), slowChaosFlakyPfx) && j.Attempt == 1 {
+			return errors.New("flaky: first attempt fails")
+		}
+		return p.Client().HSet(ctx, slowChaosDone, j.ID, 1).Err()
+	}, WorkerConfig{
+		Concurrency:       slowChaosConc,
+		ConsumerID:        os.Getenv(slowChaosEnvID),
+		HeartbeatInterval: chaosInterval,
+		HeartbeatTTL:      chaosTTL,
+		BlockTimeout:      time.Second,
+		MaxDeliveries:     1000, // kills must not dead-letter anything here
+		Backoff:           func(int, error) time.Duration { return time.Duration(100+rand.IntN(400)) * time.Millisecond },
+	})
+	fmt.Println("started")
+	_, _ = io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, g.Close(ctx))
+	s := w.Stats()
+	fmt.Printf("stopped: processed %d, retried %d, recovered %d, lost leases %d\n", s.Processed, s.Retried, s.Recovered, s.LostLeases)
+	if s.LostLeases > 0 {
+		// A live, cleanly stopping process had jobs swept from under it.
+		fmt.Println("LOST LEASES")
+	}
+}
+
+func startSlowChaosProc(t *testing.T, addr, id string) *chaosProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSlowChaosWorkerProcess$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), slowChaosEnvAddr+"="+addr, slowChaosEnvID+"="+id)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	pr := &chaosProc{id: id, cmd: cmd, stdin: stdin, out: out, exited: make(chan error, 1)}
+	go func() { pr.exited <- cmd.Wait() }() // ends when the process does; collected below
+	return pr
+}
+
+// TestChaosSlowRedis: four worker processes with stable IDs share a backlog
+// of plain and flaky jobs while delayed jobs keep arriving. For about 15s
+// one of them is SIGKILLed every 0.7-1.5s and restarted with the same ID
+// after 0-2.5s (before, during or after the others' sweep of it); every
+// third kill, sixteen dead consumers holding jobs appear at once just as
+// the killed one is seen dead, and it restarts while they are swept. Then the processes stop
+// one by one, without replacement, down to one, while sparse delayed jobs
+// keep arriving. At the end every job succeeded, and no attempt of a job
+// ran twice unless a killed process held it.
+func TestChaosSlowRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos test: takes ~40s")
+	}
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, slowChaosQueue, Config{})
+	c := p.Client()
+	ctx := context.Background()
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 7))
+	t.Logf("seed %d", seed)
+
+	total := 0
+	payloads := make([][]byte, slowChaosPlain)
+	for i := range payloads {
+		if i%5 == 0 {
+			payloads[i] = []byte(fmt.Sprint(slowChaosFlakyPfx, i))
+		} else {
+			payloads[i] = []byte(fmt.Sprint("plain", i))
+		}
+	}
+	_, err := q.EnqueueBatch(ctx, payloads)
+	require.NoError(t, err)
+	total += len(payloads)
+	// overdue is the longest any job stayed in the delayed set past its due
+	// time, as sampled while the schedule runs.
+	var overdue time.Duration
+	sampleOverdue := func() {
+		z, err := c.ZRangeWithScores(ctx, q.k.delayed, 0, 0).Result()
+		require.NoError(t, err)
+		if len(z) > 0 {
+			overdue = max(overdue, time.Since(time.UnixMilli(int64(z[0].Score))))
+		}
+	}
+	delayed := func(d time.Duration) {
+		_, err := q.Enqueue(ctx, []byte(fmt.Sprint("delayed", total)), Delay(d))
+		require.NoError(t, err)
+		total++
+	}
+
+	procs := map[string]*chaosProc{}
+	t.Cleanup(func() { // a failed test leaves no process behind
+		for _, pr := range procs {
+			_ = pr.cmd.Process.Kill()
+			<-pr.exited
+		}
+	})
+	ids := make([]string, slowChaosWorkers)
+	for i := range ids {
+		ids[i] = fmt.Sprint("stable-", i)
+		procs[ids[i]] = startSlowChaosProc(t, srv.Addr(), ids[i])
+	}
+	checkAlive := func() {
+		for id, pr := range procs {
+			select {
+			case err := <-pr.exited:
+				t.Fatalf("worker %s exited on its own: %v\n%s", id, err, pr.out)
+			default:
+			}
+		}
+	}
+	// held counts, per "<job ID>#<attempt>", the times a killed process
+	// held that attempt: each may have run it once more.
+	held := map[string]int{}
+	kill := func(id string) {
+		pr := procs[id]
+		delete(procs, id)
+		require.NoError(t, pr.cmd.Process.Kill())
+		<-pr.exited
+		elems, err := c.LRange(ctx, q.k.proc(id), 0, -1).Result()
+		require.NoError(t, err)
+		for _, e := range elems {
+			if env, err := decodeEnvelope([]byte(e)); err == nil {
+				held[env.id+"#"+strconv.Itoa(env.attempt+1)]++
+			}
+		}
+	}
+	ghosts := 0
+	addGhosts := func() {
+		// Their deadlines are newer than a consumer killed a moment ago, so
+		// a sweep reaches that one only after sweeping all of them.
+		for range slowChaosGhosts {
+			id := fmt.Sprint("ghost-", ghosts)
+			ghosts++
+			// A job taken from the ready list that its dead holder never ran.
+			err := c.LMove(ctx, q.k.ready, q.k.proc(id), "RIGHT", "LEFT").Err()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			require.NoError(t, err)
+			require.NoError(t, c.ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err())
+			require.NoError(t, c.SAdd(ctx, q.k.consumers, id).Err())
+		}
+	}
+
+	// Restarts due: consumer ID -> when; and when the next dead consumers
+	// appear.
+	restarts := map[string]time.Time{}
+	var ghostsAt time.Time
+	kills := 0
+	begin := time.Now()
+	for phase := time.Now(); time.Since(phase) < 15*time.Second; {
+		pause := time.Duration(700+rng.IntN(800)) * time.Millisecond
+		for end := time.Now().Add(pause); time.Now().Before(end); {
+			// The chaos schedule, not a wait for a condition: delayed jobs
+			// arrive every 100ms, restarts and dead consumers when due.
+			time.Sleep(100 * time.Millisecond)
+			delayed(time.Duration(300+rng.IntN(2500)) * time.Millisecond)
+			sampleOverdue()
+			for id, at := range restarts {
+				if time.Now().After(at) {
+					procs[id] = startSlowChaosProc(t, srv.Addr(), id)
+					delete(restarts, id)
+				}
+			}
+			if !ghostsAt.IsZero() && time.Now().After(ghostsAt) {
+				addGhosts()
+				ghostsAt = time.Time{}
+			}
+		}
+		checkAlive()
+		storm := kills%3 == 1 // a kill, then a crowd of dead consumers, then the restart
+		var alive []string
+		for id := range procs {
+			alive = append(alive, id)
+		}
+		if len(alive) < 2 {
+			continue
+		}
+		slices.Sort(alive)
+		id := alive[rng.IntN(len(alive))]
+		kill(id)
+		kills++
+		restarts[id] = time.Now().Add(time.Duration(rng.IntN(2500)) * time.Millisecond)
+		if storm {
+			// The killed one is seen dead (TTL 1.2s) with the crowd, and
+			// restarts while the others sweep.
+			ghostsAt = time.Now().Add(chaosTTL + 100*time.Millisecond)
+			restarts[id] = ghostsAt.Add(time.Duration(300+rng.IntN(1700)) * time.Millisecond)
+		}
+	}
+	for id := range restarts {
+		procs[id] = startSlowChaosProc(t, srv.Addr(), id)
+	}
+	// Scale down to one process; sparse delayed jobs, each likely the only
+	// one, so its wake marker is the only news of it.
+	for len(procs) > 1 {
+		for range 4 {
+			time.Sleep(500 * time.Millisecond) // the chaos schedule
+			delayed(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+			sampleOverdue()
+		}
+		checkAlive()
+		var alive []string
+		for id := range procs {
+			alive = append(alive, id)
+		}
+		slices.Sort(alive)
+		kill(alive[rng.IntN(len(alive))])
+		kills++
+	}
+	scaledDown := time.Now()
+
+	eventually(t, 60*time.Second, "every job done and the queue empty", func() bool {
+		sampleOverdue()
+		n, err := c.HLen(ctx, slowChaosDone).Result()
+		require.NoError(t, err)
+		if int(n) < total {
+			return false
+		}
+		s, err := q.Stats(ctx)
+		require.NoError(t, err)
+		return s.Ready == 0 && s.Delayed == 0 && s.InFlight == 0
+	})
+	elapsed, tail := time.Since(begin), time.Since(scaledDown)
+	var last *chaosProc
+	for _, pr := range procs {
+		last = pr
+	}
+	require.NoError(t, last.stdin.Close())
+	select {
+	case err := <-last.exited:
+		require.NoError(t, err, "worker %s:\n%s", last.id, last.out)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("worker %s did not stop:\n%s", last.id, last.out)
+	}
+	procs = nil
+	t.Logf("%s %s", last.id, lastLine(last.out.String()))
+	require.NotContains(t, last.out.String(), "LOST LEASES", "the surviving process had jobs swept from under it")
+
+	runs, err := c.HGetAll(ctx, slowChaosRuns).Result()
+	require.NoError(t, err)
+	var twice []string
+	for k, v := range runs {
+		n, _ := strconv.Atoi(v)
+		if n > 1+held[k] {
+			twice = append(twice, fmt.Sprintf("%s ran %d times (held by killed processes %d times)", k, n, held[k]))
+		}
+	}
+	slices.Sort(twice)
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	t.Logf("%d jobs, %d kills, %d dead consumers injected, %s a background round trip: done in %s (%s after the scale-down); longest overdue in the delayed set %s; %d attempts ran more often than killed processes explain",
+		total, kills, ghosts, slowChaosLatency, elapsed.Round(time.Millisecond), tail.Round(time.Millisecond), overdue.Round(time.Millisecond), len(twice))
+	require.Empty(t, twice, "attempts that ran twice although no killed process held them: a live process's jobs were swept")
+	require.Zero(t, s.Dead, "dead letters")
+}
