@@ -448,9 +448,6 @@ func (n *node) checkQueue(ctx context.Context, w *Worker) bool {
 	return complete
 }
 
-// sweepLockTTL bounds how long a crashed sweeper blocks the others.
-const sweepLockTTL = 30 * time.Second
-
 // sweep moves a dead consumer's processing list of this worker's queue back
 // to the head of the ready list, each job's delivery count going up (a job
 // recovered more than MaxDeliveries times then goes to the dead letters
@@ -500,13 +497,17 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 	elems := listCmd.Val()
 	if len(elems) > 0 {
 		lock := w.cfg.ConsumerID
-		ok, err := c.SetNX(ctx, q.k.sweepLock, lock, sweepLockTTL).Result()
+		// The lock only saves duplicate work (every move is conditional), so
+		// it lasts as long as a heartbeat: a sweeper killed mid-sweep
+		// blocks the others no longer than its own death takes to be seen.
+		// (It used to be 30s, which stalled recovery when sweepers died.)
+		ok, err := c.SetNX(ctx, q.k.sweepLock, lock, w.cfg.HeartbeatTTL).Result()
 		if err != nil || !ok {
 			return false // another process is sweeping this queue: look again next heartbeat
 		}
 		defer func() {
 			// Unlocked even when the group began closing (by its deadline),
-			// or the others wait sweepLockTTL to sweep this queue.
+			// or the others wait HeartbeatTTL to sweep this queue.
 			uctx := ctx
 			if ctx.Err() != nil {
 				uctx = lifecycle.CloseContext(ctx)
