@@ -398,6 +398,12 @@ func (n *node) sweepDead(ctx context.Context, v deadView) {
 	}
 	ws := n.attached()
 	for _, d := range dead {
+		if len(n.views) > 0 {
+			// A newer view is waiting: take it, so a consumer that died
+			// meanwhile (newest first) is not kept waiting behind a long
+			// list. Those not swept yet are in it again.
+			return
+		}
 		complete := true
 		for _, w := range ws {
 			if ctx.Err() != nil {
@@ -480,10 +486,14 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 	pipe := c.Pipeline()
 	tokCmd := pipe.HGet(ctx, q.k.incarnations, consumer)
 	listCmd := pipe.LRange(ctx, proc, 0, -1)
+	memberCmd := pipe.SIsMember(ctx, q.k.consumers, consumer)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fail("reading a dead consumer's jobs", err)
 	}
 	token := tokCmd.Val() // "" when none is recorded (an earlier version's consumer)
+	if len(listCmd.Val()) == 0 && token == "" && !memberCmd.Val() {
+		return true // swept already (by another process), nothing to forget
+	}
 	// After the token was read: a separate round trip (the heartbeat lives in
 	// another Cluster slot).
 	deadline, err := c.ZScore(ctx, n.hb, consumer).Result()
