@@ -93,7 +93,9 @@
 // reads older ones a page per heartbeat, in rotation. A dead consumer's
 // processing lists are moved back to the head of the ready lists of the
 // queues this process consumes, one process per queue at a time (SET NX PX
-// lock), each job's delivery count going up. A sweep reads the consumer's
+// lock, lasting HeartbeatTTL, so a sweeper that dies mid-sweep holds the
+// others back no longer than its death takes to be seen), each job's
+// delivery count going up. A sweep reads the consumer's
 // incarnation token, then checks again that its heartbeat expired, and its
 // move is refused if the token changed: a consumer that restarted with the
 // same stable ConsumerID keeps the jobs it fetched since. A sweep that
@@ -101,18 +103,19 @@
 // tried again on the next heartbeat until the list is empty; and every 15
 // minutes the sweeper checks each queue's consumers set again, so a dead
 // consumer whose sweeps kept failing until its heartbeat was trimmed (after
-// an hour) is still recovered. The sweeper stops as soon as Close begins. Recovery therefore takes
-// HeartbeatTTL + HeartbeatInterval (30 s by default; configurable down to
-// about a second), plus one heartbeat per sweep that had to be retried, plus
-// for a consumer beyond the 64 most recently dead up to ceil(N/64)-1
-// heartbeats while N consumers are dead, and does not burn a retry. A worker also reconciles
+// an hour) is still recovered. The sweeper stops as soon as Close begins.
+// Recovery therefore takes HeartbeatTTL + HeartbeatInterval (30 s by
+// default; configurable down to about a second), plus one heartbeat per
+// sweep that had to be retried, plus for a consumer beyond the 64 most
+// recently dead up to ceil(N/64)-1 heartbeats while N consumers are dead,
+// and does not burn a retry. A worker also reconciles
 // its processing list with what it holds after a fetch error (a BLMOVE that
 // failed on the client may have moved an element on the server), now and
 // then while busy, and at start (a stable ConsumerID finds the jobs of its
 // previous life at once, each counting a delivery). TestChaos checks it
 // with worker processes SIGKILLed at random while they share 20,000 jobs,
 // and TestChaosSlowRedis with a slow Redis, retries, delayed jobs, stable
-// IDs restarted mid-sweep and dead consumers appearing eight at a time:
+// IDs restarted mid-sweep and dead consumers appearing sixteen at a time:
 // nothing is lost, and only jobs a killed process held can run twice.
 //
 // # Delivery guarantee
