@@ -249,19 +249,19 @@ func (n *node) tick(ctx context.Context) {
 	pipe := n.p.Background().Pipeline()
 	pipe.ZAdd(ctx, n.hb, redis.Z{Score: float64(now.Add(n.ttl).UnixMilli()), Member: n.id})
 	deadCmd := pipe.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Count: deadPage})
-	recheck := false
+	recheck, lastTrim := false, n.lastTrim
 	if now.Sub(n.lastTrim) > heartbeatRetention/4 {
 		// A dead consumer trimmed here before every process could sweep it
 		// (its sweeps kept failing for an hour) is still in its queues'
 		// consumers sets: have the sweeper check those again.
-		n.lastTrim, recheck = now, true
+		// Not on the first beat: the start-time check has just run.
+		recheck = !n.lastTrim.IsZero()
+		n.lastTrim = now
 		pipe.ZRemRangeByScore(ctx, n.hb, "-inf", strconv.FormatInt(now.Add(-heartbeatRetention).UnixMilli(), 10))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		n.log.Warn("queue: heartbeat failed", "err", err)
-		if recheck {
-			n.lastTrim = time.Time{} // try the trim and the recheck again
-		}
+		n.lastTrim = lastTrim // try the trim and the recheck again
 		return
 	}
 	// A consumer newly seen dead may have been the only one that knew when
