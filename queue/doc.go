@@ -131,7 +131,11 @@
 // write most likely took it), not as a lost lease. "Keeps its data"
 // excludes eviction: give Redis maxmemory-policy noeviction. An evicted
 // list loses its jobs, and an evicted payloads hash sends the jobs whose
-// payloads it held to the dead letters (their payload missing).
+// payloads it held to the dead letters (their payload missing). Nor does
+// it cover a failover (Sentinel or Cluster): replication is asynchronous,
+// so a master that fails over can lose jobs it acknowledged last, and the
+// outcomes it acknowledged, which makes those jobs run again. Enqueue with
+// Durable to learn whether a job reached the replicas.
 //
 // # Shutdown
 //
