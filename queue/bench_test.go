@@ -117,7 +117,7 @@ func drainBounded(b *testing.B, srv *redistest.Redis, queues, conc int) (int, ti
 			b.Fatal(err)
 		}
 	}
-	<-all
+	benchRecv(b, all, "the drain to finish")
 	elapsed := time.Since(start)
 	b.StopTimer()
 	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -172,7 +172,7 @@ func drainHandwritten(b *testing.B, srv *redistest.Redis, queues, conc int) (int
 			})
 		}
 	}
-	<-all
+	benchRecv(b, all, "the drain to finish")
 	elapsed := time.Since(start)
 	b.StopTimer()
 	cancel()
@@ -292,13 +292,13 @@ func steadyLatency(b *testing.B, srv *redistest.Redis, impl string, rate, n int)
 			b.Fatal(err)
 		}
 		if rate == 0 {
-			<-ran
+			benchRecv(b, ran, "the job to start")
 			time.Sleep(2 * time.Millisecond) // the worker is idle and blocked again
 		}
 	}
 	if rate > 0 {
 		for range n {
-			<-ran
+			benchRecv(b, ran, "the jobs to start")
 		}
 	}
 	b.StopTimer()
@@ -371,7 +371,20 @@ func BenchmarkDelayedLateness(b *testing.B) {
 		if _, err := q.Enqueue(ctx, buf[:], At(due)); err != nil {
 			b.Fatal(err)
 		}
-		all = append(all, <-lat)
+		all = append(all, benchRecv(b, lat, "the delayed job to start"))
 	}
 	reportLatency(b, all)
+}
+
+// benchRecv receives from ch on the benchmark goroutine, failing the
+// benchmark instead of hanging if nothing comes within a minute.
+func benchRecv[T any](b *testing.B, ch <-chan T, what string) T {
+	b.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(time.Minute):
+		b.Fatalf("timed out after 1m waiting for %s", what)
+		panic("unreachable")
+	}
 }

@@ -162,7 +162,7 @@ func TestChaosSlowRedis(t *testing.T) {
 	t.Cleanup(func() { // a failed test leaves no process behind
 		for _, pr := range procs {
 			_ = pr.cmd.Process.Kill()
-			<-pr.exited
+			pr.awaitExit(t)
 		}
 	})
 	ids := make([]string, slowChaosWorkers)
@@ -186,7 +186,7 @@ func TestChaosSlowRedis(t *testing.T) {
 		pr := procs[id]
 		delete(procs, id)
 		require.NoError(t, pr.cmd.Process.Kill())
-		<-pr.exited
+		pr.awaitExit(t)
 		elems, err := c.LRange(ctx, q.k.proc(id), 0, -1).Result()
 		require.NoError(t, err)
 		for _, e := range elems {

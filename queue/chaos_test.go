@@ -98,7 +98,7 @@ func startChaosProc(t *testing.T, addr, id string) *chaosProc {
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	pr := &chaosProc{id: id, cmd: cmd, stdin: stdin, out: out, exited: make(chan error, 1)}
-	go func() { pr.exited <- cmd.Wait() }() // ends when the process does; collected below
+	go func() { pr.exited <- cmd.Wait() }() // ends when the process does; collected by awaitExit
 	return pr
 }
 
@@ -148,7 +148,7 @@ func TestChaos(t *testing.T) {
 	t.Cleanup(func() { // a failed test leaves no process behind
 		for _, pr := range procs {
 			_ = pr.cmd.Process.Kill()
-			<-pr.exited
+			pr.awaitExit(t)
 		}
 	})
 	for range chaosWorkers {
@@ -178,7 +178,7 @@ func TestChaos(t *testing.T) {
 		victim := procs[i]
 		procs = slices.Delete(procs, i, i+1)
 		require.NoError(t, victim.cmd.Process.Kill())
-		<-victim.exited
+		victim.awaitExit(t)
 		k := &kill{consumer: victim.id, at: time.Now()}
 		var err error
 		k.inFlight, err = c.LLen(ctx, q.k.proc(victim.id)).Result()
@@ -295,4 +295,15 @@ func lastLine(s string) string {
 		}
 	}
 	return last
+}
+
+// awaitExit waits for a killed worker process to be reaped, for at most 30
+// s: a kill that does not end it is a failure, not a hang.
+func (pr *chaosProc) awaitExit(t testing.TB) {
+	t.Helper()
+	select {
+	case <-pr.exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("worker %s did not exit within 30s of SIGKILL", pr.id)
+	}
 }

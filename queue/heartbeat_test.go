@@ -257,7 +257,10 @@ func testSweepFence(t *testing.T, np newPoolFunc, pauseAt string) {
 	gS := group(t)
 	startWorker(t, gS, qS, func(ctx context.Context, j *Job) error {
 		busyS <- string(j.Payload)
-		<-releaseS
+		select {
+		case <-releaseS:
+		case <-ctx.Done():
+		}
 		return nil
 	}, WorkerConfig{Concurrency: 1, ConsumerID: "sweeper", BlockTimeout: time.Second})
 	await(t, hook.reached, "the sweep of the dead consumer to reach its "+pauseAt)
@@ -271,7 +274,10 @@ func testSweepFence(t *testing.T, np newPoolFunc, pauseAt string) {
 	defer close(releaseN)
 	wN := startWorker(t, gN, qN, func(ctx context.Context, j *Job) error {
 		startedN <- string(j.Payload)
-		<-releaseN
+		select {
+		case <-releaseN:
+		case <-ctx.Done():
+		}
 		return nil
 	}, WorkerConfig{Concurrency: 1, ConsumerID: "stable", BlockTimeout: time.Second})
 	if pauseAt == "read" {

@@ -298,10 +298,13 @@ func TestDrainAckOfUniqueJobIsNotPutBack(t *testing.T) {
 		g := lifecycle.New()
 		w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
 			running.Add(1)
+			rel := relY
 			if string(j.Payload) == "x" {
-				<-relX
-			} else {
-				<-relY
+				rel = relX
+			}
+			select {
+			case <-rel:
+			case <-ctx.Done():
 			}
 			return nil
 		}, WorkerConfig{Concurrency: 2, BlockTimeout: time.Second})
