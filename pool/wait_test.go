@@ -1,0 +1,44 @@
+package pool
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+)
+
+// A WAIT whose timeout is not under the lane's ReadTimeout would run into
+// the socket's read deadline when the replicas are slow to acknowledge:
+// an I/O timeout that counts toward marking a healthy Redis down, and a
+// write already sent in the same pipeline. It is refused before anything
+// is sent, with an error that says why.
+func TestWaitLongerThanReadTimeoutIsRefused(t *testing.T) {
+	srv := redistest.Server(t) // no replica: WAIT 1 runs its whole timeout
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, ReadTimeout: time.Second, FailureThreshold: 1})
+	ctx := context.Background()
+
+	pipe := p.Client().Pipeline()
+	push := pipe.LPush(ctx, "wait-review", "job")
+	wait := pipe.Do(ctx, "WAIT", 1, 1000)
+	_, err := pipe.Exec(ctx)
+	require.ErrorIs(t, err, ErrBlockingCommand)
+	require.ErrorContains(t, err, "ReadTimeout")
+	require.ErrorIs(t, push.Err(), ErrBlockingCommand, "nothing of the pipeline is sent")
+	require.ErrorIs(t, wait.Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Client().Do(ctx, "WAITAOF", 1, 0, 5000).Err(), ErrBlockingCommand)
+	require.ErrorIs(t, p.Background().Do(ctx, "WAIT", "1", "1500").Err(), ErrBlockingCommand)
+
+	n, err := p.Client().LLen(ctx, "wait-review").Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the write was not sent")
+	require.True(t, p.Healthy())
+	require.Zero(t, p.Health().Failures)
+
+	// Under ReadTimeout it runs, and says no replica has it.
+	v, err := p.Client().Do(ctx, "WAIT", 1, 20).Int()
+	require.NoError(t, err)
+	require.Zero(t, v)
+}
