@@ -2,9 +2,11 @@ package pool
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -41,4 +43,33 @@ func TestWaitLongerThanReadTimeoutIsRefused(t *testing.T) {
 	v, err := p.Client().Do(ctx, "WAIT", 1, 20).Int()
 	require.NoError(t, err)
 	require.Zero(t, v)
+}
+
+// A probe granted by AdmitContext whose caller gives up before its command
+// runs is lost for one ProbeInterval, not for good: the next interval's
+// probe, by any caller, finds Redis back.
+func TestCancelledProbeIsNotLostForGood(t *testing.T) {
+	m := redistest.Mini(t)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	ctx := context.Background()
+	m.Close()
+	require.Error(t, p.Client().Get(ctx, "k").Err())
+	require.False(t, p.Healthy())
+	require.NoError(t, m.Restart())
+
+	clock.Add(int64(time.Second))
+	cctx, cancel := context.WithCancel(ctx)
+	actx, err := p.AdmitContext(cctx)
+	require.NoError(t, err)
+	cancel()
+	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), context.Canceled)
+	require.False(t, p.Healthy(), "a cancelled call says nothing about Redis")
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable, "the interval's probe was granted")
+
+	clock.Add(int64(time.Second))
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the next interval's probe reaches Redis")
+	require.True(t, p.Healthy())
 }
