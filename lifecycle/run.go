@@ -46,7 +46,10 @@ func (g *Group) ShutdownRequested() <-chan struct{} {
 //	return g.Run(ctx) // after starting the components on g
 //
 // The end of ctx is the ordinary way to stop and is not an error. If the
-// group is closed meanwhile by a direct Close, Run returns that result. A
+// group is closed meanwhile by a direct Close, Run returns that result, or,
+// should that Close outlast Config.ShutdownTimeout, an error saying it was
+// still waiting (matching context.DeadlineExceeded); Wait then gives the
+// result. A
 // negative Config.ShutdownTimeout is an error, returned at once and with
 // nothing closed.
 func (g *Group) Run(ctx context.Context) error {

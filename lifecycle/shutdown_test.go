@@ -240,3 +240,25 @@ func TestWait(t *testing.T) {
 		require.ErrorIs(t, recv(t, waited), boom)
 	})
 }
+
+// A direct Close that outlasts Config.ShutdownTimeout does not hold Run:
+// Run returns at its deadline, with an error saying it was still waiting,
+// and the Close goes on to its own result.
+func TestRunDoesNotOutwaitItsTimeoutForADirectClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := lifecycle.NewWithConfig(lifecycle.Config{ShutdownTimeout: 3 * time.Second})
+		release := make(chan struct{})
+		boom := errors.New("boom")
+		require.NoError(t, g.Go("slow", func(ctx context.Context) error { <-ctx.Done(); <-release; return boom }))
+		closed := make(chan error, 1)
+		go func() { closed <- g.Close(context.Background()) }()
+		start := time.Now()
+		err := g.Run(context.Background())
+		require.Equal(t, 3*time.Second, time.Since(start))
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.ErrorContains(t, err, "waiting for another Close")
+		close(release)
+		require.ErrorIs(t, recv(t, closed), boom)
+		require.ErrorIs(t, g.Wait(context.Background()), boom)
+	})
+}

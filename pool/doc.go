@@ -38,7 +38,10 @@
 // reach Redis. WAIT and WAITAOF with a timeout are bounded and allowed:
 // send one in a pipeline after a write, so that it runs on the write's
 // connection (not on Redis Cluster, where go-redis sends a keyless command
-// to any node), with a timeout under ReadTimeout.
+// to any node), with a timeout under ReadTimeout: one that is not is
+// refused too (ErrBlockingCommand), with the rest of its pipeline, since its
+// reply would run into the read deadline and count toward marking Redis
+// down.
 //
 // # Health without a poller
 //

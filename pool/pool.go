@@ -105,11 +105,12 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 	}
 	l.client = redis.NewUniversalClient(opts)
 	addLaneHook(l.client, &laneHook{
-		gate:       l.gate,
-		dials:      &l.dials,
-		health:     p.health,
-		admit:      name == LaneRequest,
-		noBlocking: true,
+		gate:        l.gate,
+		dials:       &l.dials,
+		health:      p.health,
+		admit:       name == LaneRequest,
+		noBlocking:  true,
+		readTimeout: opts.ReadTimeout,
 	})
 	return l
 }
@@ -273,14 +274,15 @@ func sanitizeName(s string) string {
 // laneHook puts a lane's gate, health tracking and dial counting in front of
 // a go-redis client.
 type laneHook struct {
-	gate       *gate
-	dials      *dialCounter // the lane's counters
-	extraDials *dialCounter // the reservation's own, if any
-	health     *health
-	admit      bool         // fail fast while Redis is down
-	noBlocking bool         // refuse blocking commands
-	claim      func() error // a reservation: commands may run on it (see Reservation.use)
-	reload     func()       // Redis Cluster: reload the slot map (in the background, coalesced)
+	gate        *gate
+	dials       *dialCounter // the lane's counters
+	extraDials  *dialCounter // the reservation's own, if any
+	health      *health
+	admit       bool          // fail fast while Redis is down
+	noBlocking  bool          // refuse blocking commands
+	readTimeout time.Duration // the lane's socket read timeout (noBlocking lanes)
+	claim       func() error  // a reservation: commands may run on it (see Reservation.use)
+	reload      func()        // Redis Cluster: reload the slot map (in the background, coalesced)
 }
 
 // observe feeds the outcome of a command to the health state.
@@ -377,6 +379,12 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(err)
 			return err
 		}
+		if h.noBlocking {
+			if err := h.waitTooLong(cmd); err != nil {
+				cmd.SetErr(err)
+				return err
+			}
+		}
 		if err := h.enter(ctx); err != nil {
 			cmd.SetErr(err)
 			return err
@@ -459,6 +467,10 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 				if isBlocking(cmd) {
 					err := fmt.Errorf("%w: %s in a pipeline on the %s lane", ErrBlockingCommand,
 						strings.ToUpper(cmd.Name()), h.gate.lane)
+					setErrs(cmds, err)
+					return err
+				}
+				if err := h.waitTooLong(cmd); err != nil {
 					setErrs(cmds, err)
 					return err
 				}
@@ -616,16 +628,44 @@ func allConnInit(cmds []redis.Cmder) bool {
 
 // positiveArg reports whether a command argument is a positive integer.
 func positiveArg(a any) bool {
+	n, ok := intArg(a)
+	return ok && n > 0
+}
+
+// intArg returns a command argument that is an integer.
+func intArg(a any) (int64, bool) {
 	switch v := a.(type) {
 	case int:
-		return v > 0
+		return int64(v), true
 	case int64:
-		return v > 0
+		return v, true
 	case string:
 		n, err := strconv.ParseInt(v, 10, 64)
-		return err == nil && n > 0
+		return n, err == nil
 	}
-	return false
+	return 0, false
+}
+
+// waitTooLong refuses a WAIT or WAITAOF whose timeout is not under the
+// lane's ReadTimeout: go-redis reads its reply (in a pipeline, always) with
+// that read deadline, so replicas slow to acknowledge would end it in an I/O
+// timeout, which counts toward marking a healthy Redis down, after the write
+// before it was sent. Refused, nothing is sent.
+func (h *laneHook) waitTooLong(cmd redis.Cmder) error {
+	args := cmd.Args()
+	if len(args) < 2 {
+		return nil
+	}
+	name, _ := args[0].(string)
+	if !strings.EqualFold(name, "wait") && !strings.EqualFold(name, "waitaof") {
+		return nil
+	}
+	ms, ok := intArg(args[len(args)-1])
+	if !ok || h.readTimeout <= 0 || time.Duration(ms)*time.Millisecond < h.readTimeout {
+		return nil
+	}
+	return fmt.Errorf("%w: %s with a timeout of %dms on the %s lane: the timeout must be under the pool's ReadTimeout (%s), which bounds the wait for its reply",
+		ErrBlockingCommand, strings.ToUpper(name), ms, h.gate.lane, h.readTimeout)
 }
 
 // isBlocking reports whether cmd can block on the server.
