@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -140,9 +141,20 @@ func run(args []string, stderr io.Writer) int {
 
 	// Until SIGINT or SIGTERM, or a task fails; then Close with -timeout as
 	// the deadline.
-	context.AfterFunc(ctx, stop) // a second signal kills at once
-	tasks, start := g.Tasks(), time.Now()
-	if stopped(logger, g, tasks, start, g.Run(ctx)) != nil {
+	// The shutdown's duration is measured from the signal; for a shutdown
+	// a task asked for (StopOnError) it is not known here and not logged.
+	var signalled atomic.Int64
+	context.AfterFunc(ctx, func() {
+		signalled.Store(time.Now().UnixNano())
+		stop() // a second signal kills at once
+	})
+	tasks := g.Tasks()
+	err = g.Run(ctx)
+	var start time.Time
+	if ns := signalled.Load(); ns != 0 {
+		start = time.Unix(0, ns)
+	}
+	if stopped(logger, g, tasks, start, err) != nil {
 		return 1
 	}
 	return 0
@@ -158,8 +170,8 @@ func shutdown(logger *slog.Logger, g *lifecycle.Group, timeout time.Duration) er
 	return stopped(logger, g, tasks, time.Now(), g.Close(ctx))
 }
 
-// stopped logs what a Close that began at start stopped and what, if
-// anything, remains, and returns err, the Close's result.
+// stopped logs what a Close that began at start (zero: unknown) stopped
+// and what, if anything, remains, and returns err, the Close's result.
 func stopped(logger *slog.Logger, g *lifecycle.Group, tasks []lifecycle.Task, start time.Time, err error) error {
 	names := make([]string, len(tasks))
 	for i, t := range tasks {
@@ -171,7 +183,11 @@ func stopped(logger *slog.Logger, g *lifecycle.Group, tasks []lifecycle.Task, st
 		logger.Error("shutdown incomplete", "err", err, "tasks_remaining", len(left), "remaining", fmt.Sprint(left))
 		return err
 	}
-	logger.Info("shutdown complete", "stopped", len(tasks), "tasks_remaining", len(left), "took", time.Since(start).Round(time.Millisecond))
+	attrs := []any{"stopped", len(tasks), "tasks_remaining", len(left)}
+	if !start.IsZero() {
+		attrs = append(attrs, "took", time.Since(start).Round(time.Millisecond))
+	}
+	logger.Info("shutdown complete", attrs...)
 	return nil
 }
 
