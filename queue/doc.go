@@ -98,7 +98,12 @@
 // delivery count going up. A sweep reads the consumer's
 // incarnation token, then checks again that its heartbeat expired, and its
 // move is refused if the token changed: a consumer that restarted with the
-// same stable ConsumerID keeps the jobs it fetched since. A sweep that
+// same stable ConsumerID keeps the jobs it fetched since. A restarted
+// consumer's jobs of its previous life on a queue it no longer consumes are
+// swept too, though it is alive: its heartbeat records the token it runs
+// as ({<namespace>}:incarnations), and a queue recording another one for it
+// holds a previous life's jobs (found when a worker of that queue starts,
+// and by the 15-minute check of the consumers set). A sweep that
 // could not finish (Redis errors, the lock held by another process) is
 // tried again on the next heartbeat until the list is empty; and every 15
 // minutes the sweeper checks each queue's consumers set again, so a dead

@@ -58,6 +58,14 @@ func (k keys) unique(id string) string { return k.tag + ":id:" + id }
 // queue, so a process sends one heartbeat whatever the number of queues.
 func heartbeatKey(namespace string) string { return "{" + namespace + "}:heartbeats" }
 
+// liveKey is the hash of the incarnation token each consumer in the
+// heartbeat set runs as (member = consumer ID). A queue's incarnations hash
+// holding another token for a live consumer ID is a previous life's, whose
+// jobs on that queue nobody else would take back if the new incarnation no
+// longer consumes the queue (see Worker.sweep). Its members are always in
+// the heartbeat set too: written, trimmed and removed with them.
+func liveKey(namespace string) string { return "{" + namespace + "}:incarnations" }
+
 // checkName validates a queue name or namespace.
 func checkName(what, s string) error {
 	switch {

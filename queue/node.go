@@ -45,6 +45,7 @@ type node struct {
 	id       string
 	token    string // this incarnation of the consumer (see Worker.sweep)
 	hb       string
+	live     string // liveKey: the token each live consumer runs as
 	interval time.Duration
 	ttl      time.Duration
 	now      func() time.Time
@@ -93,7 +94,7 @@ func nodeFor(p *pool.Pool, g *lifecycle.Group, qc Config, wc WorkerConfig) (*nod
 			id = defaultConsumerID()
 		}
 		return &node{
-			p: p, key: key, id: id, token: newID(time.Now()), hb: heartbeatKey(qc.Namespace),
+			p: p, key: key, id: id, token: newID(time.Now()), hb: heartbeatKey(qc.Namespace), live: liveKey(qc.Namespace),
 			interval: wc.HeartbeatInterval, ttl: wc.HeartbeatTTL, now: qc.Now,
 			log:     wc.Logger,
 			workers: map[*Worker]struct{}{}, changed: make(chan struct{}, 1), joined: make(chan struct{}, 1),
@@ -120,7 +121,13 @@ func (n *node) attach(ctx context.Context, g *lifecycle.Group, w *Worker) error 
 		}
 	}
 	c := n.p.Background()
-	if err := c.ZAdd(ctx, n.hb, redis.Z{Score: float64(n.now().Add(n.ttl).UnixMilli()), Member: n.id}).Err(); err != nil {
+	// Heartbeat and live token together (one slot, one MULTI): a sweep
+	// that finds this consumer alive under another token than a queue's
+	// knows that queue's list is a previous life's.
+	tx := c.TxPipeline()
+	tx.ZAdd(ctx, n.hb, redis.Z{Score: float64(n.now().Add(n.ttl).UnixMilli()), Member: n.id})
+	tx.HSet(ctx, n.live, n.id, n.token)
+	if _, err := tx.Exec(ctx); err != nil {
 		return fmt.Errorf("joining the heartbeat: %w", err)
 	}
 	// Only once the heartbeat is written (a separate round trip: on Redis
@@ -235,7 +242,10 @@ func (n *node) leave(ctx context.Context, drained bool) {
 		n.log.Warn("queue: leaving with jobs possibly still held; the heartbeat expires and other processes recover them", "consumer", n.id, "within", n.ttl+n.interval)
 		return
 	}
-	if err := n.p.Background().ZRem(ctx, n.hb, n.id).Err(); err != nil {
+	tx := n.p.Background().TxPipeline()
+	tx.ZRem(ctx, n.hb, n.id)
+	tx.HDel(ctx, n.live, n.id)
+	if _, err := tx.Exec(ctx); err != nil {
 		n.log.Warn("queue: leaving the heartbeat failed; it will expire", "err", err)
 	}
 }
@@ -257,7 +267,9 @@ func (n *node) tick(ctx context.Context) {
 		// Not on the first beat: the start-time check has just run.
 		recheck = !n.lastTrim.IsZero()
 		n.lastTrim = now
-		pipe.ZRemRangeByScore(ctx, n.hb, "-inf", strconv.FormatInt(now.Add(-heartbeatRetention).UnixMilli(), 10))
+		// EVAL, not EVALSHA: once per 15 minutes, and a Redis that lost its
+		// scripts must not fail the heartbeat's pipeline.
+		trimHeartbeatsScript.Eval(ctx, pipe, []string{n.hb, n.live}, now.Add(-heartbeatRetention).UnixMilli())
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		n.log.Warn("queue: heartbeat failed", "err", err)
@@ -424,19 +436,25 @@ func (n *node) sweepDead(ctx context.Context, v deadView) {
 // reports whether every one of them was swept completely.
 func (n *node) checkQueue(ctx context.Context, w *Worker) bool {
 	c := n.p.Background()
-	ids, err := c.SMembers(ctx, w.q.k.consumers).Result()
-	if err != nil {
+	pipe := c.Pipeline()
+	idsCmd := pipe.SMembers(ctx, w.q.k.consumers)
+	toksCmd := pipe.HGetAll(ctx, w.q.k.incarnations)
+	if _, err := pipe.Exec(ctx); err != nil {
 		n.log.Warn("queue: checking consumers failed", "queue", w.q.name, "err", err)
 		return false
 	}
+	ids, toks := idsCmd.Val(), toksCmd.Val()
 	if len(ids) == 0 {
 		return true
 	}
-	scores, err := c.ZMScore(ctx, n.hb, ids...).Result()
-	if err != nil {
+	pipe = c.Pipeline()
+	scoresCmd := pipe.ZMScore(ctx, n.hb, ids...)
+	liveCmd := pipe.HMGet(ctx, n.live, ids...)
+	if _, err := pipe.Exec(ctx); err != nil {
 		n.log.Warn("queue: checking consumers failed", "queue", w.q.name, "err", err)
 		return false
 	}
+	scores, lives := scoresCmd.Val(), liveCmd.Val()
 	now := n.now().UnixMilli()
 	complete := true
 	for i, id := range ids {
@@ -446,8 +464,12 @@ func (n *node) checkQueue(ctx context.Context, w *Worker) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		// ZMSCORE answers 0 for a member that is not there.
-		if (scores[i] == 0 || int64(scores[i]) < now) && !w.sweep(ctx, n, id) {
+		// ZMSCORE answers 0 for a member that is not there. A live
+		// consumer whose token for this queue is not the one it runs as
+		// left jobs of a previous life here.
+		live, _ := lives[i].(string)
+		gone := scores[i] == 0 || int64(scores[i]) < now || previousLife(toks[id], live)
+		if gone && !w.sweep(ctx, n, id) {
 			complete = false
 		}
 	}
@@ -496,12 +518,17 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 	}
 	// After the token was read: a separate round trip (the heartbeat lives in
 	// another Cluster slot).
-	deadline, err := c.ZScore(ctx, n.hb, consumer).Result()
+	hbPipe := c.Pipeline()
+	deadlineCmd := hbPipe.ZScore(ctx, n.hb, consumer)
+	liveCmd := hbPipe.HGet(ctx, n.live, consumer)
+	_, err := hbPipe.Exec(ctx)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fail("checking a dead consumer's heartbeat", err)
+	}
+	deadline, err := deadlineCmd.Result()
 	switch {
 	case errors.Is(err, redis.Nil): // trimmed: dead long ago
-	case err != nil:
-		return fail("checking a dead consumer's heartbeat", err)
-	case int64(deadline) >= n.now().UnixMilli():
+	case int64(deadline) >= n.now().UnixMilli() && !previousLife(token, liveCmd.Val()):
 		return true // alive again: nothing to sweep
 	}
 	elems := listCmd.Val()
@@ -549,6 +576,15 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 		w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", moved)
 	}
 	return true
+}
+
+// previousLife reports whether a queue's list, recorded under token, belongs
+// to an earlier incarnation of a consumer that is alive as live: restarted
+// under the same ConsumerID, and not (yet) consuming that queue. Unknown
+// tokens (consumers of earlier versions, or a list whose token a sweep
+// already forgot) count as the live incarnation's.
+func previousLife(token, live string) bool {
+	return token != "" && live != "" && token != live
 }
 
 // sweepPairs runs sweepScript in chunks of at most 500 pairs and about

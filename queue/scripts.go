@@ -404,6 +404,20 @@ if #KEYS > 2 then redis.call('DEL', KEYS[3]) end
 return 1
 `)
 
+// trimHeartbeatsScript removes the consumers dead since before ARGV[1]
+// (unix ms) from the heartbeat set, and their live incarnation tokens with
+// them.
+// KEYS: heartbeats, live incarnations (one namespace's, one slot).
+var trimHeartbeatsScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for i = 1, #ids, 1000 do
+  local part = {unpack(ids, i, math.min(i + 999, #ids))}
+  redis.call('ZREM', KEYS[1], unpack(part))
+  redis.call('HDEL', KEYS[2], unpack(part))
+end
+return #ids
+`)
+
 // unlockScript deletes a lock only if this process still holds it.
 var unlockScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -1,0 +1,49 @@
+package queue
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// A process restarted under a stable ConsumerID no longer runs a worker on
+// a queue it consumed in its previous life (a configuration change, a queue
+// moved to another deployment). Its heartbeat is alive, so the jobs its
+// previous life held on that queue must still be recovered by the
+// processes that do consume it: before, sweeps saw a live heartbeat and
+// left them in the processing list for as long as the process lived.
+func TestPreviousLifeOnAQueueNoLongerConsumedIsRecovered(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			p := np(t, pool.Config{})
+			ctx := context.Background()
+			c := p.Client()
+			moved := mustQueue(t, p, "moved", Config{})
+			kept := mustQueue(t, p, "kept", Config{})
+			// pod-0's previous life held a job of "moved", and crashed.
+			env := envelope{id: "stranded", maxAttempts: 3, enqueuedAt: time.Now(), payload: []byte("x")}
+			require.NoError(t, c.LPush(ctx, moved.k.proc("pod-0"), env.encode()).Err())
+			require.NoError(t, c.SAdd(ctx, moved.k.consumers, "pod-0").Err())
+			require.NoError(t, c.HSet(ctx, moved.k.incarnations, "pod-0", "previous-life").Err())
+
+			// pod-0 is back, consuming only "kept".
+			startWorker(t, group(t), kept, func(context.Context, *Job) error { return nil },
+				WorkerConfig{ConsumerID: "pod-0", HeartbeatInterval: 100 * time.Millisecond})
+			// Another process consumes "moved".
+			ran := make(chan string, 1)
+			startWorker(t, group(t), moved, func(_ context.Context, j *Job) error { ran <- j.ID; return nil },
+				WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
+			select {
+			case id := <-ran:
+				require.Equal(t, "stranded", id)
+			case <-time.After(5 * time.Second):
+				n, _ := c.LLen(ctx, moved.k.proc("pod-0")).Result()
+				t.Fatalf("the job pod-0's previous life held on a queue it no longer consumes was never recovered (%d still in its processing list)", n)
+			}
+		})
+	}
+}
