@@ -109,6 +109,10 @@
 // minutes the sweeper checks each queue's consumers set again, so a dead
 // consumer whose sweeps kept failing until its heartbeat was trimmed (after
 // an hour) is still recovered. The sweeper stops as soon as Close begins.
+// Deadlines are written and judged with each process's own clock
+// (Config.Now): the clocks of the processes must agree within HeartbeatTTL
+// - HeartbeatInterval (10 s by default), or a process whose clock runs
+// behind looks dead to the others and its running jobs run twice.
 // Recovery therefore takes HeartbeatTTL + HeartbeatInterval (30 s by
 // default; configurable down to about a second), plus one heartbeat per
 // sweep that had to be retried, plus for a consumer beyond the 64 most
