@@ -409,11 +409,14 @@ func (n *node) sweepDead(ctx context.Context, v deadView) {
 		}
 	}
 	ws := n.attached()
-	for _, d := range dead {
-		if len(n.views) > 0 {
+	for i, d := range dead {
+		if i > 0 && len(n.views) > 0 {
 			// A newer view is waiting: take it, so a consumer that died
 			// meanwhile (newest first) is not kept waiting behind a long
-			// list. Those not swept yet are in it again.
+			// list. Those not swept yet are in it again. Not before the
+			// first one: against a Redis slower than a heartbeat a newer
+			// view is always waiting by now (the older page's read), and
+			// nothing would ever be swept.
 			return
 		}
 		complete := true

@@ -47,3 +47,16 @@ func TestPreviousLifeOnAQueueNoLongerConsumedIsRecovered(t *testing.T) {
 		})
 	}
 }
+
+// With more dead consumers than one page (the sweeper reads an older page
+// first) and a Redis slower than HeartbeatInterval, a newer view always
+// arrived while the older page was read, and the sweeper gave up each view
+// before sweeping anyone: nothing was ever recovered. Each view now sweeps
+// at least one dead consumer before it yields to a newer one.
+func TestSlowSweepsOfManyDeadMakeProgress(t *testing.T) {
+	const latency = 250 * time.Millisecond
+	g, _, w, _ := slowSweepSetup(t, "slowpages", latency, deadPage+6,
+		WorkerConfig{HeartbeatInterval: MinHeartbeatInterval, HeartbeatTTL: 10 * time.Second})
+	defer closeGroup(t, g)
+	eventually(t, 30*time.Second, "dead consumers' jobs recovered", func() bool { return w.Stats().Recovered >= 3 })
+}
