@@ -221,7 +221,7 @@ type Worker struct {
 
 type counters struct {
 	processed, failed, retried, dead, panics, ignoredTimeouts atomic.Uint64
-	recovered, redelivered, lostLeases, malformed             atomic.Uint64
+	recovered, lostLeases, malformed                          atomic.Uint64
 	fetchErrors, ackErrors                                    atomic.Uint64
 	busy                                                      atomic.Int64
 	lastFetch                                                 atomic.Int64 // unix nanos

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,31 +133,6 @@ func newLimiter(t testing.TB, p *pool.Pool, name string, cfg Config) *Limiter {
 	l, err := New(p, name, cfg)
 	require.NoError(t, err)
 	return l
-}
-
-// sent counts the commands a pool's request and background lanes send, as
-// seen by the client (go-redis hooks), whatever the server.
-type sent struct{ n atomic.Int64 }
-
-func countSent(p *pool.Pool) *sent {
-	s := &sent{}
-	p.Client().AddHook(s)
-	p.Background().AddHook(s)
-	return s
-}
-
-func (s *sent) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (s *sent) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		s.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (s *sent) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		s.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
 }
 
 // dials returns the dial attempts of a pool's shared lanes.
