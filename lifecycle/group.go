@@ -421,19 +421,7 @@ func (g *Group) Close(ctx context.Context) error {
 	if g.closing {
 		done := g.done
 		g.mu.Unlock()
-		// A Close that already finished gives its result, whatever the
-		// state of this caller's ctx (a select would pick at random).
-		select {
-		case <-done:
-			return g.result
-		default:
-		}
-		select {
-		case <-done:
-			return g.result
-		case <-ctx.Done():
-			return fmt.Errorf("lifecycle: waiting for another Close: %w", ctx.Err())
-		}
+		return g.awaitClose(ctx, done, "another Close")
 	}
 	g.closing = true
 	g.closeCtx = ctx

@@ -87,6 +87,14 @@ func (g *Group) Wait(ctx context.Context) error {
 	g.initLocked()
 	done := g.done
 	g.mu.Unlock()
+	return g.awaitClose(ctx, done, "Close")
+}
+
+// awaitClose returns the result of the Close that closes done, or an error
+// naming what it waited for, matching ctx's, once ctx ends. A Close that
+// already finished gives its result whatever the state of ctx (one select
+// over both would pick at random).
+func (g *Group) awaitClose(ctx context.Context, done <-chan struct{}, what string) error {
 	select {
 	case <-done:
 		return g.result
@@ -96,6 +104,6 @@ func (g *Group) Wait(ctx context.Context) error {
 	case <-done:
 		return g.result
 	case <-ctx.Done():
-		return fmt.Errorf("lifecycle: waiting for Close: %w", ctx.Err())
+		return fmt.Errorf("lifecycle: waiting for %s: %w", what, ctx.Err())
 	}
 }
