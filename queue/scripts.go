@@ -132,6 +132,32 @@ const (
 var budgetLua = "local budget, callBudget, maxJobs = " + strconv.Itoa(maxLuaBytes) + ", " +
 	strconv.Itoa(maxCallBytes) + ", " + strconv.Itoa(maxLuaJobs) + "\n"
 
+// dropDeadLua defines dropDead(index, data, payloads, refs, ids): it deletes
+// the dead letters ids, oldest first, with their payloads kept apart, until
+// about callBudget bytes are freed (at least one), and returns how many it
+// deleted. The keys are the script's own KEYS, passed in (needs budgetLua).
+var dropDeadLua = `
+local function dropDead(index, data, payloads, refs, ids)
+  local refv = redis.call('HMGET', refs, unpack(ids))
+  local n, freed, gone = 0, 0, {}
+  for j, v in ipairs(ids) do
+    if n > 0 and freed >= callBudget then break end
+    freed = freed + redis.call('HSTRLEN', data, v)
+    if refv[j] then
+      freed = freed + redis.call('HSTRLEN', payloads, refv[j])
+      gone[#gone+1] = refv[j]
+    end
+    n = n + 1
+  end
+  ids = {unpack(ids, 1, n)}
+  redis.call('ZREM', index, unpack(ids))
+  redis.call('HDEL', data, unpack(ids))
+  redis.call('HDEL', refs, unpack(ids))
+  if #gone > 0 then redis.call('HDEL', payloads, unpack(gone)) end
+  return n
+end
+`
+
 // takeScript moves up to ARGV[1] jobs from ready to a processing list without
 // blocking: the fetcher's way to fill free slots when there is a backlog. It
 // stops early once maxLuaBytes have moved.
@@ -218,7 +244,7 @@ return 1
 // "1" when this is a resend after a lost reply.
 // Returns 1, 0 if the element was not there, 2 if not there because the lost
 // call had already written this record.
-var deadScript = redis.NewScript(typeLua + budgetLua + `
+var deadScript = redis.NewScript(typeLua + budgetLua + dropDeadLua + `
 local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash') or wrongtype(KEYS[5], 'hash')
 if bad then return redis.error_reply(bad) end
 local function candidate(i)
@@ -256,22 +282,7 @@ if over > 0 then
   for _, v in ipairs(more) do drop[#drop+1] = v end
 end
 if #drop == 0 then return 1 end
-local refs = redis.call('HMGET', KEYS[5], unpack(drop))
-local n, freed, gone = 0, 0, {}
-for j, v in ipairs(drop) do
-  if n > 0 and freed >= callBudget then break end
-  freed = freed + redis.call('HSTRLEN', KEYS[3], v)
-  if refs[j] then
-    freed = freed + redis.call('HSTRLEN', KEYS[4], refs[j])
-    gone[#gone+1] = refs[j]
-  end
-  n = n + 1
-end
-drop = {unpack(drop, 1, n)}
-redis.call('ZREM', KEYS[2], unpack(drop))
-redis.call('HDEL', KEYS[3], unpack(drop))
-redis.call('HDEL', KEYS[5], unpack(drop))
-if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
+dropDead(KEYS[2], KEYS[3], KEYS[4], KEYS[5], drop)
 return 1
 `)
 
@@ -301,26 +312,10 @@ return out
 // 100 and about maxCallBytes per call (at least one), among those that died
 // at or before ARGV[1] (unix ms). Returns how many.
 // KEYS: dead index, dead data, payloads, dead refs.
-var purgeScript = redis.NewScript(budgetLua + `
+var purgeScript = redis.NewScript(budgetLua + dropDeadLua + `
 local drop = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
 if #drop == 0 then return 0 end
-local refs = redis.call('HMGET', KEYS[4], unpack(drop))
-local n, freed, gone = 0, 0, {}
-for j, v in ipairs(drop) do
-  if n > 0 and freed >= callBudget then break end
-  freed = freed + redis.call('HSTRLEN', KEYS[2], v)
-  if refs[j] then
-    freed = freed + redis.call('HSTRLEN', KEYS[3], refs[j])
-    gone[#gone+1] = refs[j]
-  end
-  n = n + 1
-end
-drop = {unpack(drop, 1, n)}
-redis.call('ZREM', KEYS[1], unpack(drop))
-redis.call('HDEL', KEYS[2], unpack(drop))
-redis.call('HDEL', KEYS[4], unpack(drop))
-if #gone > 0 then redis.call('HDEL', KEYS[3], unpack(gone)) end
-return n
+return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], drop)
 `)
 
 // recoverScript moves elements of a processing list back to the head of the
