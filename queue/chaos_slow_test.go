@@ -7,11 +7,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,17 +91,7 @@ func TestSlowChaosWorkerProcess(t *testing.T) {
 
 func startSlowChaosProc(t *testing.T, addr, id string) *chaosProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSlowChaosWorkerProcess$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), slowChaosEnvAddr+"="+addr, slowChaosEnvID+"="+id)
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	pr := &chaosProc{id: id, cmd: cmd, stdin: stdin, out: out, exited: make(chan error, 1)}
-	go func() { pr.exited <- cmd.Wait() }() // ends when the process does; collected below
-	return pr
+	return startWorkerProcess(t, "TestSlowChaosWorkerProcess", id, slowChaosEnvAddr+"="+addr, slowChaosEnvID+"="+id)
 }
 
 // TestChaosSlowRedis: four worker processes with stable IDs share a backlog

@@ -88,8 +88,16 @@ type chaosProc struct {
 
 func startChaosProc(t *testing.T, addr, id string) *chaosProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestChaosWorkerProcess$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), chaosEnvAddr+"="+addr, chaosEnvConsumer+"="+id)
+	return startWorkerProcess(t, "TestChaosWorkerProcess", id, chaosEnvAddr+"="+addr, chaosEnvConsumer+"="+id)
+}
+
+// startWorkerProcess starts this test binary again running only the test
+// named run, with env added to its environment: a worker process that the
+// parent can SIGKILL.
+func startWorkerProcess(t *testing.T, run, id string, env ...string) *chaosProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+run+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// If this test process dies, the kernel kills its workers too.
