@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -632,14 +633,8 @@ func TestSharedValuesArePerPoolAndKey(t *testing.T) {
 // command can spend it (issue 13: with the old Admit, a ticket another
 // caller's command took first left the granted caller with ErrUnavailable).
 func TestAdmittedProbeBelongsToItsCaller(t *testing.T) {
-	m := redistest.Mini(t)
-	var clock atomic.Int64
-	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	m, p, clock := downOnAManualClock(t)
 	ctx := context.Background()
-	m.Close()
-	require.Error(t, p.Client().Get(ctx, "k").Err())
 	require.False(t, p.Healthy())
 	require.ErrorIs(t, p.Admit(), ErrUnavailable, "no probe due yet")
 	_, err := p.AdmitContext(ctx)
@@ -676,14 +671,8 @@ func TestAdmittedProbeBelongsToItsCaller(t *testing.T) {
 // With Admit, which grants nothing, the probe is whichever command claims
 // it first.
 func TestAdmitLetsTheFirstCommandProbe(t *testing.T) {
-	m := redistest.Mini(t)
-	var clock atomic.Int64
-	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	m, p, clock := downOnAManualClock(t)
 	ctx := context.Background()
-	m.Close()
-	require.Error(t, p.Client().Get(ctx, "k").Err())
 	require.NoError(t, m.Restart())
 	clock.Add(int64(time.Second))
 	require.NoError(t, p.Admit())
@@ -763,4 +752,19 @@ func TestWaitWithTimeoutAfterAWrite(t *testing.T) {
 	_, err = pipe.Exec(ctx)
 	require.NoError(t, err)
 	require.Zero(t, wait.Val(), "no replica has it: WAIT says so after its timeout")
+}
+
+// downOnAManualClock returns a pool on miniredis whose clock moves only by
+// clock.Add, with Redis stopped and the pool marked down by one failed
+// command (FailureThreshold 1), a probe due every second of that clock.
+func downOnAManualClock(t *testing.T) (*miniredis.Miniredis, *Pool, *atomic.Int64) {
+	t.Helper()
+	m := redistest.Mini(t)
+	clock := new(atomic.Int64)
+	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	m.Close()
+	require.Error(t, p.Client().Get(context.Background(), "k").Err())
+	return m, p, clock
 }

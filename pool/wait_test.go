@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,14 +48,8 @@ func TestWaitLongerThanReadTimeoutIsRefused(t *testing.T) {
 // runs is lost for one ProbeInterval, not for good: the next interval's
 // probe, by any caller, finds Redis back.
 func TestCancelledProbeIsNotLostForGood(t *testing.T) {
-	m := redistest.Mini(t)
-	var clock atomic.Int64
-	clock.Store(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC).UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	m, p, clock := downOnAManualClock(t)
 	ctx := context.Background()
-	m.Close()
-	require.Error(t, p.Client().Get(ctx, "k").Err())
 	require.False(t, p.Healthy())
 	require.NoError(t, m.Restart())
 
