@@ -175,7 +175,7 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		// cache runs no subscriber (see below). A fourth queue or another
 		// cache with invalidation must raise this, and fails at startup with
 		// pool.ErrOverBudget naming who holds the lane until it does.
-		Blocking: pool.BlockingConfig{Size: len(chatapi.Queues()) + 1},
+		Blocking: pool.BlockingConfig{Size: chatapi.NumQueues + 1},
 		Logger:   log.With("component", "pool"),
 	})
 	if err != nil {

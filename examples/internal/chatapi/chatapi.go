@@ -31,8 +31,11 @@ const (
 	QueueWebhooks   = "webhooks"
 )
 
+// NumQueues is how many queues the pipeline has.
+const NumQueues = 3
+
 // Queues returns the queue names in pipeline order.
-func Queues() [3]string { return [3]string{QueueChat, QueueEmbeddings, QueueWebhooks} }
+func Queues() [NumQueues]string { return [NumQueues]string{QueueChat, QueueEmbeddings, QueueWebhooks} }
 
 // ChatRequest is the body of POST /api/chat. Every field is required.
 type ChatRequest struct {
