@@ -9,14 +9,23 @@ import (
 // timeoutKey marks a context made by WithTimeout; its value is a *bound.
 type timeoutKey struct{}
 
-// bound is a component's own bound on a call: the caller's context it was
-// made from, its deadline, and when the call's last command got its lane
-// slot (UnixNano; 0 before it did).
+// bound is a component's own bound on a call, and the context that carries
+// it (one allocation instead of a value context around it): the caller's
+// context it was made from, its deadline, and when the call's last command
+// got its lane slot (UnixNano; 0 before it did).
 type bound struct {
-	parent   context.Context
-	deadline time.Time
-	d        time.Duration
-	entered  atomic.Int64
+	context.Context // the timer context that ends at deadline
+	parent          context.Context
+	deadline        time.Time
+	d               time.Duration
+	entered         atomic.Int64
+}
+
+func (b *bound) Value(key any) any {
+	if key == (timeoutKey{}) {
+		return b
+	}
+	return b.Context.Value(key)
 }
 
 // WithTimeout returns a copy of ctx that ends after d at the latest: a
@@ -32,7 +41,7 @@ type bound struct {
 func WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	tctx, cancel := context.WithTimeout(ctx, d)
 	dl, _ := tctx.Deadline()
-	return context.WithValue(tctx, timeoutKey{}, &bound{parent: ctx, deadline: dl, d: d}), cancel
+	return &bound{Context: tctx, parent: ctx, deadline: dl, d: d}, cancel
 }
 
 // markEntered records that a command sent with ctx got its lane slot now.
