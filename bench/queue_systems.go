@@ -109,8 +109,12 @@ func (b *boundedQueues) EnqueueAll(ctx context.Context, q int, payloads [][]byte
 
 func (b *boundedQueues) Start(_ context.Context, h func([]byte)) error {
 	b.g = lifecycle.New()
+	c, err := queue.NewConsumer(b.p, queue.ConsumerConfig{})
+	if err != nil {
+		return err
+	}
 	for _, q := range b.qs {
-		w, err := queue.NewWorker(q, func(_ context.Context, j *queue.Job) error {
+		w, err := queue.NewWorker(c, q, func(_ context.Context, j *queue.Job) error {
 			h(j.Payload)
 			return nil
 		}, queue.WorkerConfig{Concurrency: b.shape.conc})

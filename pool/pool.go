@@ -44,7 +44,6 @@ type Pool struct {
 	reservations []*Reservation
 	blockDials   dialCounter  // dials and sockets of all reservations' clients
 	blockStats   laneCounters // waits of all reservations' gates
-	shared       map[any]any
 	closed       bool
 }
 
@@ -204,35 +203,6 @@ func (p *Pool) Ping(ctx context.Context) error {
 		return fmt.Errorf("pool: ping: %w", err)
 	}
 	return nil
-}
-
-// Shared returns the value stored under key, calling mk to create it the
-// first time. Components use it to keep one helper per pool (the queue
-// package runs one heartbeat per process and Redis, not one per queue)
-// without a package-level variable. Keys should be of an unexported type of
-// the calling package, as with context values. mk runs under the pool's lock
-// and must not call back into the pool.
-func (p *Pool) Shared(key any, mk func() any) any {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if v, ok := p.shared[key]; ok {
-		return v
-	}
-	if p.shared == nil {
-		p.shared = make(map[any]any)
-	}
-	v := mk()
-	p.shared[key] = v
-	return v
-}
-
-// DeleteShared removes the value stored under key, if it is still v.
-func (p *Pool) DeleteShared(key, v any) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if cur, ok := p.shared[key]; ok && cur == v {
-		delete(p.shared, key)
-	}
 }
 
 // Close closes every client of the pool, reservations included. Components

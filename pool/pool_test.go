@@ -608,26 +608,6 @@ func TestStarvationShapeThroughPool(t *testing.T) {
 	require.Greater(t, gets.Load(), int64(1000))
 }
 
-func TestSharedValuesArePerPoolAndKey(t *testing.T) {
-	m := redistest.Mini(t)
-	p := newPool(t, Config{Addrs: []string{m.Addr()}})
-	q := newPool(t, Config{Addrs: []string{m.Addr()}})
-	type key struct{ name string }
-	calls := 0
-	mk := func() any { calls++; return &calls }
-	a := p.Shared(key{"a"}, mk)
-	require.Same(t, a, p.Shared(key{"a"}, mk))
-	require.Equal(t, 1, calls)
-	p.Shared(key{"b"}, mk)
-	q.Shared(key{"a"}, mk)
-	require.Equal(t, 3, calls, "another key or another pool makes its own")
-	p.DeleteShared(key{"a"}, "not the stored value")
-	require.Same(t, a, p.Shared(key{"a"}, mk))
-	p.DeleteShared(key{"a"}, a)
-	p.Shared(key{"a"}, mk)
-	require.Equal(t, 4, calls)
-}
-
 // A caller that was granted the probe by AdmitContext sends it through the
 // request lane, whose hook also checks health, and no other caller's
 // command can spend it (issue 13: with the old Admit, a ticket another

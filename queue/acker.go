@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bounded-go/bounded/internal/backoff"
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
@@ -381,7 +382,7 @@ func (w *Worker) finish(ctx context.Context) error {
 			return nil
 		}
 		wait := bo.next()
-		if ctx.Err() != nil || (!stopAt.IsZero() && time.Now().Add(wait).After(stopAt)) || !sleepCtx(ctx, wait) {
+		if ctx.Err() != nil || (!stopAt.IsZero() && time.Now().Add(wait).After(stopAt)) || !backoff.Sleep(ctx, wait) {
 			w.node.keepHeartbeat()
 			w.log.Error("queue: drain: could not put unfinished jobs back; they stay in the processing list until another process sees this consumer's heartbeat expire and sweeps it", "err", err)
 			return w.q.errorf("drain: putting unfinished jobs back: %w", err)
@@ -413,8 +414,8 @@ func (w *Worker) putBack(ctx context.Context) error {
 		}
 	}
 	pipe := c.Pipeline()
-	pipe.SRem(ctx, w.q.k.consumers, w.cfg.ConsumerID)
-	pipe.HDel(ctx, w.q.k.incarnations, w.cfg.ConsumerID)
+	pipe.SRem(ctx, w.q.k.consumers, w.c.ID())
+	pipe.HDel(ctx, w.q.k.incarnations, w.c.ID())
 	if _, err := pipe.Exec(ctx); err != nil {
 		// Harmless: the next worker's check finds an empty list.
 		w.log.Warn("queue: drain: leaving the consumers set failed", "err", err)

@@ -2,63 +2,52 @@ package queue
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
+
+	"github.com/bounded-go/bounded/internal/backoff"
 )
 
 // retryDelay is the default delay before attempt+1 of a failed job:
-// exponential from base, capped at max, with full jitter (a uniform draw in
-// [0, delay)), which spreads retries of jobs that failed together.
+// exponential from base, capped at max, with full jitter, which spreads
+// retries of jobs that failed together. It is drawn from [1ms, d+1ms), d
+// being the capped exponential delay: the 1ms keeps a retry from being due
+// at once. A base <= 0 gives 0.
 func retryDelay(attempt int, base, max time.Duration) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	d = min(d, max)
+	d := backoff.Exp(attempt, base, max)
 	if d <= 0 {
 		return 0
 	}
-	return time.Duration(rand.Int64N(int64(d))) + time.Millisecond
+	return backoff.Full(d) + time.Millisecond
 }
 
-// troubleBackoff paces retries against a failing Redis: exponential from
-// 10ms to 1s with jitter, so a process never hot-loops while Redis is down
-// and comes back within seconds when it returns. Not safe for concurrent use.
-type troubleBackoff struct{ n int }
-
+// Retries against a failing Redis: exponential from troubleMin to troubleMax
+// with equal jitter, so a process never hot-loops while Redis is down and
+// comes back within seconds when it returns.
 const (
 	troubleMin = 10 * time.Millisecond
 	troubleMax = time.Second
 )
 
-func (b *troubleBackoff) reset() { b.n = 0 }
+// troubleBackoff paces the retries of one task against a failing Redis
+// (backoff.Backoff from troubleMin to troubleMax). The zero value is ready
+// to use. Not safe for concurrent use.
+type troubleBackoff struct{ b backoff.Backoff }
 
-func (b *troubleBackoff) next() time.Duration {
-	d := troubleMin << min(b.n, 20)
-	if d > troubleMax || d <= 0 {
-		d = troubleMax
-	} else {
-		b.n++
+func (t *troubleBackoff) init() {
+	if t.b.Max == 0 {
+		t.b = backoff.Backoff{Min: troubleMin, Max: troubleMax}
 	}
-	// Between half and all of d.
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func (t *troubleBackoff) reset() { t.b.Reset() }
+
+func (t *troubleBackoff) next() time.Duration {
+	t.init()
+	return t.b.Next()
 }
 
 // wait sleeps for the next backoff or until ctx ends; it reports whether ctx
 // is still live.
-func (b *troubleBackoff) wait(ctx context.Context) bool {
-	return sleepCtx(ctx, b.next())
-}
-
-// sleepCtx sleeps for d or until ctx ends; it reports whether ctx is still
-// live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+func (t *troubleBackoff) wait(ctx context.Context) bool {
+	return backoff.Sleep(ctx, t.next())
 }

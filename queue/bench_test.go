@@ -104,7 +104,7 @@ func drainBounded(b *testing.B, srv *redistest.Redis, queues, conc int) (int, ti
 	b.ResetTimer()
 	start := time.Now()
 	for _, q := range qs {
-		w, err := NewWorker(q, func(ctx context.Context, j *Job) error {
+		w, err := newWorker(b, q, func(ctx context.Context, j *Job) error {
 			if done.Add(1) == total {
 				close(all)
 			}
@@ -247,7 +247,7 @@ func steadyLatency(b *testing.B, srv *redistest.Redis, impl string, rate, n int)
 		defer p.Close()
 		q, _ := New(p, "lat", Config{})
 		g := lifecycle.New()
-		w, _ := NewWorker(q, func(ctx context.Context, j *Job) error { record(j.Payload); return nil }, WorkerConfig{Concurrency: 10})
+		w, _ := newWorker(b, q, func(ctx context.Context, j *Job) error { record(j.Payload); return nil }, WorkerConfig{Concurrency: 10})
 		if err := w.Start(g); err != nil {
 			b.Fatal(err)
 		}
@@ -353,7 +353,7 @@ func BenchmarkDelayedLateness(b *testing.B) {
 	q, _ := New(p, "late", Config{})
 	lat := make(chan time.Duration, 1)
 	g := lifecycle.New()
-	w, _ := NewWorker(q, func(ctx context.Context, j *Job) error {
+	w, _ := newWorker(b, q, func(ctx context.Context, j *Job) error {
 		due := time.Unix(0, int64(binary.LittleEndian.Uint64(j.Payload)))
 		lat <- time.Since(due)
 		return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -46,7 +47,7 @@ func TestExtremeAcceptedOptionsRunAndRetry(t *testing.T) {
 			t.Fatalf("run %d never came; stats %+v", want, w.Stats())
 		}
 	}
-	eventually(t, 5*time.Second, "processed", func() bool { return w.Stats().Processed == 1 })
+	testutil.Eventually(t, 5*time.Second, "processed", func() bool { return w.Stats().Processed == 1 })
 	require.Zero(t, w.Stats().Malformed)
 	require.Zero(t, w.Stats().Dead)
 
@@ -55,7 +56,7 @@ func TestExtremeAcceptedOptionsRunAndRetry(t *testing.T) {
 	require.ErrorContains(t, err, "MaxAttempts(2147483648): must be at most 2147483647")
 	_, err = New(p, "x", Config{MaxAttempts: math.MaxInt32 + 1})
 	require.ErrorContains(t, err, "Config.MaxAttempts must be at most 2147483647")
-	_, err = NewWorker(q, func(context.Context, *Job) error { return nil }, WorkerConfig{MaxDeliveries: math.MaxInt32 + 1})
+	_, err = newWorker(t, q, func(context.Context, *Job) error { return nil }, WorkerConfig{MaxDeliveries: math.MaxInt32 + 1})
 	require.ErrorContains(t, err, "WorkerConfig.MaxDeliveries must be at most 2147483647")
 }
 
@@ -197,7 +198,7 @@ func TestLargeJobTraffic(t *testing.T) {
 			t.Fatalf("job did not run twice: %+v", w.Stats())
 		}
 	}
-	eventually(t, 10*time.Second, "the job done", func() bool { return w.Stats().Processed == 1 })
+	testutil.Eventually(t, 10*time.Second, "the job done", func() bool { return w.Stats().Processed == 1 })
 	in1, out1 := netBytes(t, c)
 	t.Logf("retried 1 MiB job: %d bytes in, %d out", in1-in0, out1-out0)
 	require.Less(t, in1-in0, int64(size+size/4), "into Redis: the payload once (was 4x: enqueue, retry old+new, ack)")
@@ -205,7 +206,7 @@ func TestLargeJobTraffic(t *testing.T) {
 
 	_, err = q.Enqueue(ctx, payload, ID("dies"), MaxAttempts(1))
 	require.NoError(t, err)
-	eventually(t, 10*time.Second, "dead", func() bool { return w.Stats().Dead == 1 })
+	testutil.Eventually(t, 10*time.Second, "dead", func() bool { return w.Stats().Dead == 1 })
 	var stored int64
 	for _, k := range []string{q.k.deadData, q.k.payloads} {
 		vals, err := c.HVals(ctx, k).Result()
@@ -222,7 +223,7 @@ func TestLargeJobTraffic(t *testing.T) {
 	n, err := q.Requeue(ctx, "dies")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	eventually(t, 10*time.Second, "dead again", func() bool { return w.Stats().Dead == 2 })
+	testutil.Eventually(t, 10*time.Second, "dead again", func() bool { return w.Stats().Dead == 2 })
 	dead, err = q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
@@ -261,10 +262,10 @@ func TestDeadLetterOfReusedIDKeepsBoth(t *testing.T) {
 	}, WorkerConfig{})
 	_, err := q.Enqueue(ctx, []byte("first"), ID("order-7"))
 	require.NoError(t, err)
-	eventually(t, 10*time.Second, "first dead", func() bool { return w.Stats().Dead == 1 })
+	testutil.Eventually(t, 10*time.Second, "first dead", func() bool { return w.Stats().Dead == 1 })
 	_, err = q.Enqueue(ctx, []byte("second"), ID("order-7"))
 	require.NoError(t, err, "the ID is free once its job is dead")
-	eventually(t, 10*time.Second, "second dead", func() bool { return w.Stats().Dead == 2 })
+	testutil.Eventually(t, 10*time.Second, "second dead", func() bool { return w.Stats().Dead == 2 })
 	dead, err := q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 2)
@@ -277,7 +278,7 @@ func TestDeadLetterOfReusedIDKeepsBoth(t *testing.T) {
 	n, err := q.Requeue(ctx, got["second"])
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	eventually(t, 10*time.Second, "requeued and dead again", func() bool { return w.Stats().Dead == 3 })
+	testutil.Eventually(t, 10*time.Second, "requeued and dead again", func() bool { return w.Stats().Dead == 3 })
 }
 
 // Also-fix: Stats.Ready does not count a wake marker wherever it is.
@@ -363,7 +364,7 @@ func TestLostReplyOutcomeCountsOnce(t *testing.T) {
 				WorkerConfig{Backoff: func(int, error) time.Duration { return time.Millisecond }})
 			_, err := q.Enqueue(context.Background(), []byte("x"))
 			require.NoError(t, err)
-			eventually(t, 10*time.Second, "the outcome written", func() bool {
+			testutil.Eventually(t, 10*time.Second, "the outcome written", func() bool {
 				s := w.Stats()
 				return !h.armed.Load() && s.InFlight == 0 && s.AckErrors > 0
 			})
@@ -436,7 +437,7 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 	require.NoError(t, c.Del(ctx, q.k.ready, q.k.delayed).Err())
 	before, err := srv.CommandStats(ctx)
 	require.NoError(t, err)
-	w, err := NewWorker(q, func(ctx context.Context, j *Job) error { return nil }, WorkerConfig{Concurrency: 1})
+	w, err := newWorker(t, q, func(ctx context.Context, j *Job) error { return nil }, WorkerConfig{Concurrency: 1})
 	require.NoError(t, err)
 	n, err := w.recoverPairs(ctx, q.k.proc("ghost"), pairsOf(t, c, q.k.proc("ghost")))
 	require.NoError(t, err)
@@ -507,7 +508,7 @@ func TestOldFormatDeadLettersAreRead(t *testing.T) {
 		}
 	}
 	require.ElementsMatch(t, []string{"inline payload", "payload kept apart"}, payloads)
-	eventually(t, 5*time.Second, "the payload deleted with the ack", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the payload deleted with the ack", func() bool {
 		return c.Exists(ctx, q.k.payloads).Val() == 0
 	})
 }
@@ -575,14 +576,14 @@ func TestJobWithoutItsPayloadIsDeadLettered(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the job with its payload did not run")
 	}
-	eventually(t, 10*time.Second, "the other dead", func() bool { return w.Stats().Dead == 1 && w.Stats().Malformed == 1 })
+	testutil.Eventually(t, 10*time.Second, "the other dead", func() bool { return w.Stats().Dead == 1 && w.Stats().Malformed == 1 })
 	dead, err := q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
 	require.Equal(t, "lost", dead[0].ID)
 	require.Contains(t, dead[0].Reason, "is missing")
 	require.Empty(t, drainStrings(ran))
-	eventually(t, 5*time.Second, "nothing left", func() bool { return p.Client().Exists(ctx, q.k.payloads, q.k.unique("lost")).Val() == 0 })
+	testutil.Eventually(t, 5*time.Second, "nothing left", func() bool { return p.Client().Exists(ctx, q.k.payloads, q.k.unique("lost")).Val() == 0 })
 }
 
 func drainStrings(ch chan string) []string {

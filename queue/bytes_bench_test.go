@@ -93,7 +93,7 @@ func bytesPerJob(b *testing.B, srv *redistest.Redis, size, n int, life string) {
 		}
 	}
 	g := lifecycle.New()
-	w, err := NewWorker(q, func(ctx context.Context, j *Job) error {
+	w, err := newWorker(b, q, func(ctx context.Context, j *Job) error {
 		switch {
 		case life == "dead":
 			return Permanent(errors.New("no"))

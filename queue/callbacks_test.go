@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -42,7 +43,7 @@ func TestPanickingCallbacksAreRecovered(t *testing.T) {
 	}
 	require.Equal(t, int32(1), onError.Load())
 	require.Equal(t, int32(1), backoff.Load())
-	eventually(t, 5*time.Second, "counters", func() bool {
+	testutil.Eventually(t, 5*time.Second, "counters", func() bool {
 		s := w.Stats()
 		return s.Processed == 1 && s.Failed == 1 && s.Retried == 1
 	})

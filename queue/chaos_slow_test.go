@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -68,13 +69,14 @@ func TestSlowChaosWorkerProcess(t *testing.T) {
 		}
 		return p.Client().HSet(ctx, slowChaosDone, j.ID, 1).Err()
 	}, WorkerConfig{
-		Concurrency:       slowChaosConc,
+		Concurrency:   slowChaosConc,
+		BlockTimeout:  time.Second,
+		MaxDeliveries: 1000, // kills must not dead-letter anything here
+		Backoff:       func(int, error) time.Duration { return time.Duration(100+rand.IntN(400)) * time.Millisecond },
+	}, ConsumerConfig{
 		ConsumerID:        os.Getenv(slowChaosEnvID),
 		HeartbeatInterval: chaosInterval,
 		HeartbeatTTL:      chaosTTL,
-		BlockTimeout:      time.Second,
-		MaxDeliveries:     1000, // kills must not dead-letter anything here
-		Backoff:           func(int, error) time.Duration { return time.Duration(100+rand.IntN(400)) * time.Millisecond },
 	})
 	fmt.Println("started")
 	_, _ = io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
@@ -261,7 +263,7 @@ func TestChaosSlowRedis(t *testing.T) {
 		require.NoError(t, err)
 		return s.Ready == 0 && s.Delayed == 0 && s.InFlight == 0
 	}
-	eventually(t, 60*time.Second, "the backlog done", drained)
+	testutil.Eventually(t, 60*time.Second, "the backlog done", drained)
 	phase1 := time.Since(begin)
 
 	// Scale-downs: with the backlog done (no retry wakes a scheduler), a
@@ -296,7 +298,7 @@ func TestChaosSlowRedis(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 30*time.Second, "every job done and the queue empty", drained)
+	testutil.Eventually(t, 30*time.Second, "every job done and the queue empty", drained)
 	elapsed := time.Since(begin)
 
 	// Stop the survivors cleanly: they drain and exit 0, and none of them

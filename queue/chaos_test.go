@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -61,11 +62,12 @@ func TestChaosWorkerProcess(t *testing.T) {
 		time.Sleep(time.Duration(10+rand.IntN(20)) * time.Millisecond)
 		return p.Client().HIncrBy(ctx, chaosRuns, j.ID, 1).Err()
 	}, WorkerConfig{
-		Concurrency:       chaosConcurrency,
+		Concurrency:  chaosConcurrency,
+		BlockTimeout: time.Second,
+	}, ConsumerConfig{
 		ConsumerID:        os.Getenv(chaosEnvConsumer),
 		HeartbeatInterval: chaosInterval,
 		HeartbeatTTL:      chaosTTL,
-		BlockTimeout:      time.Second,
 	})
 	fmt.Println("started")
 	_, _ = io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
@@ -209,7 +211,7 @@ func TestChaos(t *testing.T) {
 		spawn()
 	}
 
-	eventually(t, 90*time.Second, "every job run, every processing list empty, every killed consumer forgotten", func() bool {
+	testutil.Eventually(t, 90*time.Second, "every job run, every processing list empty, every killed consumer forgotten", func() bool {
 		if runs() < chaosJobs {
 			return false
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -90,7 +91,7 @@ func testCloseCancels(t *testing.T, round string, closeCtx func() (context.Conte
 			t.Fatalf("round %s: handler %d was never cancelled", round, i)
 		}
 	}
-	eventually(t, 5*time.Second, "every task of the worker returned", func() bool { return len(g.Tasks()) == 0 })
+	testutil.Eventually(t, 5*time.Second, "every task of the worker returned", func() bool { return len(g.Tasks()) == 0 })
 
 	s, err := q.Stats(ctx)
 	require.NoError(t, err)

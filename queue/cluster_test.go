@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -101,8 +102,9 @@ func testQueuesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, np newPool
 				return Permanent(errors.New("never"))
 			}
 			return nil
-		}, WorkerConfig{Concurrency: 4, HeartbeatInterval: 100 * time.Millisecond, Logger: log,
-			Backoff: func(int, error) time.Duration { return 10 * time.Millisecond }})
+		}, WorkerConfig{Concurrency: 4, Logger: log,
+			Backoff: func(int, error) time.Duration { return 10 * time.Millisecond },
+		}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 	}
 
 	for _, r := range runs {
@@ -138,7 +140,7 @@ func testQueuesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, np newPool
 	}
 
 	for _, r := range runs {
-		eventually(t, 30*time.Second, "every job of "+r.q.Name(), func() bool {
+		testutil.Eventually(t, 30*time.Second, "every job of "+r.q.Name(), func() bool {
 			s := r.w.Stats()
 			return s.Processed == perQueue-doomed+2 && s.Dead == doomed && s.InFlight == 0
 		})
@@ -165,7 +167,7 @@ func testQueuesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, np newPool
 		n, err := r.q.Requeue(ctx, dead[0].ID)
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
-		eventually(t, 10*time.Second, "the requeued job died again", func() bool { return r.w.Stats().Dead == doomed+1 })
+		testutil.Eventually(t, 10*time.Second, "the requeued job died again", func() bool { return r.w.Stats().Dead == doomed+1 })
 		n, err = r.q.Purge(ctx)
 		require.NoError(t, err)
 		require.Equal(t, doomed, n)
@@ -215,7 +217,7 @@ func TestClusterFailover(t *testing.T) {
 			time.Sleep(time.Millisecond) // the work
 			r.seen.add(j.Payload)
 			return nil
-		}, WorkerConfig{Concurrency: 4, BlockTimeout: time.Second, HeartbeatInterval: 200 * time.Millisecond})
+		}, WorkerConfig{Concurrency: 4, BlockTimeout: time.Second}, ConsumerConfig{HeartbeatInterval: 200 * time.Millisecond})
 		runs[i] = r
 	}
 	st := noteSteady(g)
@@ -263,26 +265,26 @@ func TestClusterFailover(t *testing.T) {
 	require.NoError(t, err)
 	for _, m := range masters {
 		before := done()
-		eventually(t, 20*time.Second, "jobs flowing before the failover", func() bool { return done() > before+300 })
+		testutil.Eventually(t, 20*time.Second, "jobs flowing before the failover", func() bool { return done() > before+300 })
 		replicas, err := c.Replicas(ctx, m.Addr())
 		require.NoError(t, err)
 		require.Len(t, replicas, 1)
 		c.Failover(ctx, replicas[0])
 	}
 	before := done()
-	eventually(t, 20*time.Second, "jobs flowing after the failovers", func() bool { return done() > before+300 })
+	testutil.Eventually(t, 20*time.Second, "jobs flowing after the failovers", func() bool { return done() > before+300 })
 	close(stop)
 	perQueue := recv(t, produced, 30*time.Second, "the producer to stop")
 	for _, r := range runs {
-		eventually(t, 30*time.Second, "every job of "+r.q.Name(), func() bool { return r.seen.len() == perQueue })
-		eventually(t, 10*time.Second, "acked", func() bool { return r.w.Stats().InFlight == 0 })
+		testutil.Eventually(t, 30*time.Second, "every job of "+r.q.Name(), func() bool { return r.seen.len() == perQueue })
+		testutil.Eventually(t, 10*time.Second, "acked", func() bool { return r.w.Stats().InFlight == 0 })
 	}
 	for _, r := range runs {
 		// The request lane has not touched this slot since its master moved:
 		// its first call may get the MOVED (the pool never re-sends a
 		// command), and the next goes to the new master.
 		var s Stats
-		eventually(t, 5*time.Second, "stats", func() bool {
+		testutil.Eventually(t, 5*time.Second, "stats", func() bool {
 			var err error
 			s, err = r.q.Stats(ctx)
 			if err != nil {

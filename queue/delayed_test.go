@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -30,7 +31,7 @@ type consumerProcess struct {
 	lastRun atomic.Int64 // when a handler last started, unix nanos
 }
 
-func startConsumerProcess(t *testing.T, addr, queue, name string, ran chan<- string, cfg WorkerConfig) *consumerProcess {
+func startConsumerProcess(t *testing.T, addr, queue, name string, ran chan<- string, cfg WorkerConfig, cc ...ConsumerConfig) *consumerProcess {
 	t.Helper()
 	p := mustPool(t, pool.Config{Addrs: []string{addr}})
 	c := &consumerProcess{g: group(t), clock: &offsetClock{}}
@@ -42,7 +43,7 @@ func startConsumerProcess(t *testing.T, addr, queue, name string, ran chan<- str
 		default: // reported by the test as a missing or extra run
 		}
 		return nil
-	}, cfg)
+	}, cfg, cc...)
 	return c
 }
 
@@ -50,7 +51,7 @@ func startConsumerProcess(t *testing.T, addr, queue, name string, ran chan<- str
 // nothing delayed.
 func schedulerIdle(t *testing.T, w *Worker) {
 	t.Helper()
-	eventually(t, 10*time.Second, "the scheduler's first read", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the scheduler's first read", func() bool {
 		return w.sched.reads.Load() > 0 && !w.sched.known.Load()
 	})
 }
@@ -71,7 +72,7 @@ func TestDelayedJobIsHandedOverWhenItsSchedulerStops(t *testing.T) {
 	producer := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{srv.Addr()}}), "handover", Config{})
 	_, err := producer.Enqueue(context.Background(), []byte("x"), Delay(time.Hour))
 	require.NoError(t, err)
-	eventually(t, 10*time.Second, "one scheduler took the marker", func() bool {
+	testutil.Eventually(t, 10*time.Second, "one scheduler took the marker", func() bool {
 		return a.w.sched.known.Load() || b.w.sched.known.Load()
 	})
 	learner, other := a, b
@@ -108,7 +109,7 @@ func TestEarlierDelayedJobKnownOnlyToADeadProcessIsPromoted(t *testing.T) {
 	ctx := context.Background()
 	_, err := q.Enqueue(ctx, []byte("later"), Delay(time.Hour))
 	require.NoError(t, err)
-	eventually(t, 10*time.Second, "the scheduler knows of the later job", func() bool { return s.w.sched.known.Load() })
+	testutil.Eventually(t, 10*time.Second, "the scheduler knows of the later job", func() bool { return s.w.sched.known.Load() })
 
 	// An earlier job, announced to a process that died before its due time
 	// (written directly: no marker reaches this worker).
@@ -124,7 +125,7 @@ func TestDelayedJobOfADeadProcessIsPromotedWhenItIsSeenDead(t *testing.T) {
 	srv := redistest.Server(t)
 	ran := make(chan string, 4)
 	s := startConsumerProcess(t, srv.Addr(), "deadknower", "s", ran,
-		WorkerConfig{BlockTimeout: time.Second, HeartbeatInterval: 100 * time.Millisecond})
+		WorkerConfig{BlockTimeout: time.Second}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 	schedulerIdle(t, s.w)
 	q := s.w.q
 	ctx := context.Background()

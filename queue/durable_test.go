@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -19,7 +20,7 @@ func replicated(t testing.TB) (master, replica *redistest.Redis) {
 	master = redistest.ServerWith(t, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
 	port := strings.TrimPrefix(master.Addr(), "127.0.0.1:")
 	replica = redistest.ServerWith(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", port}})
-	eventually(t, 10*time.Second, "the replica in sync", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the replica in sync", func() bool {
 		info, err := replica.Do(context.Background(), "INFO", "replication")
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})

@@ -16,16 +16,27 @@ var (
 	// ErrBatchTooLarge: an EnqueueBatch over Config.MaxBatch jobs or
 	// Config.MaxBatchBytes bytes. Nothing was enqueued.
 	ErrBatchTooLarge = errors.New("queue: batch too large")
-	// ErrStarted: Start was called on a worker that was already started.
-	ErrStarted = errors.New("queue: worker already started")
+	// ErrAlreadyStarted: Start was called on a worker that was already
+	// started.
+	ErrAlreadyStarted = errors.New("queue: worker already started")
+	// ErrInvalidConfig is wrapped by every error New, NewWorker and
+	// NewConsumer return for an invalid name or setting; the message names
+	// the field.
+	ErrInvalidConfig = errors.New("queue: invalid config")
 	// ErrNotFound: Requeue was given the ID of no dead job.
 	ErrNotFound = errors.New("queue: no such dead job")
 )
 
-// permanentError marks a handler error that must not be retried.
+// ErrStarted is the old name of ErrAlreadyStarted.
+//
+// Deprecated: use ErrAlreadyStarted.
+var ErrStarted = ErrAlreadyStarted
+
+// permanentError marks a handler error that must not be retried. Its text
+// is err's: the dead letter's reason already says "failed permanently".
 type permanentError struct{ err error }
 
-func (e *permanentError) Error() string { return "permanent: " + e.err.Error() }
+func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
 // Permanent wraps err so the job goes straight to the dead letters instead

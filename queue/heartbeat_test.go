@@ -13,22 +13,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
 
 // A heartbeat interval of 1ms would send 1,000 pipelines a second per
-// process: NewWorker refuses anything under MinHeartbeatInterval, naming
+// process: NewConsumer refuses anything under MinHeartbeatInterval, naming
 // the field (issue 13, also-fix list).
 func TestHeartbeatIntervalHasAFloor(t *testing.T) {
 	p := miniPool(t, pool.Config{})
-	q := mustQueue(t, p, "hbfloor", Config{})
-	h := func(context.Context, *Job) error { return nil }
 	for _, d := range []time.Duration{time.Nanosecond, time.Millisecond, MinHeartbeatInterval - time.Millisecond} {
-		_, err := NewWorker(q, h, WorkerConfig{HeartbeatInterval: d})
-		require.ErrorContains(t, err, "queue: WorkerConfig.HeartbeatInterval must be at least 100ms, got "+d.String())
+		_, err := NewConsumer(p, ConsumerConfig{HeartbeatInterval: d})
+		require.ErrorIs(t, err, ErrInvalidConfig)
+		require.ErrorContains(t, err, "queue: invalid config: ConsumerConfig.HeartbeatInterval must be at least 100ms, got "+d.String())
 	}
-	_, err := NewWorker(q, h, WorkerConfig{HeartbeatInterval: MinHeartbeatInterval})
+	_, err := NewConsumer(p, ConsumerConfig{HeartbeatInterval: MinHeartbeatInterval})
 	require.NoError(t, err)
 }
 
@@ -57,7 +57,7 @@ func (h slowHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 // slowSweepSetup starts, on a real server, a worker whose background lane
 // answers latency late, with ghosts dead consumers holding one job each.
 // The returned client is fast (no added latency).
-func slowSweepSetup(t *testing.T, name string, latency time.Duration, ghosts int, wc WorkerConfig) (*lifecycle.Group, *Queue, *Worker, redis.UniversalClient) {
+func slowSweepSetup(t *testing.T, name string, latency time.Duration, ghosts int, wc WorkerConfig, cc ConsumerConfig) (*lifecycle.Group, *Queue, *Worker, redis.UniversalClient) {
 	t.Helper()
 	srv := redistest.Server(t)
 	fast := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
@@ -70,7 +70,7 @@ func slowSweepSetup(t *testing.T, name string, latency time.Duration, ghosts int
 		ghost(t, c, q, fmt.Sprintf("ghost-%02d", i), now.Add(-time.Minute+time.Duration(i)*time.Millisecond), fmt.Sprint("job-", i))
 	}
 	g := lifecycle.New()
-	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil }, wc)
+	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil }, wc, cc)
 	return g, q, w, c
 }
 
@@ -86,13 +86,13 @@ func TestSlowSweepsDoNotStarveTheHeartbeat(t *testing.T) {
 		ttl      = 2 * time.Second
 		ghosts   = 12 // ~6 round trips each: about 3.6s of sweeping
 	)
-	g, q, w, c := slowSweepSetup(t, "slowsweep", latency, ghosts, WorkerConfig{HeartbeatInterval: interval, HeartbeatTTL: ttl})
+	g, q, w, c := slowSweepSetup(t, "slowsweep", latency, ghosts, WorkerConfig{}, ConsumerConfig{HeartbeatInterval: interval, HeartbeatTTL: ttl})
 	defer closeGroup(t, g)
 	ctx := context.Background()
 	id := w.Stats().ConsumerID
 	var oldest time.Duration // the longest time since a heartbeat, as seen from outside
 	lapsed := 0
-	eventually(t, 60*time.Second, "every dead consumer swept", func() bool {
+	testutil.Eventually(t, 60*time.Second, "every dead consumer swept", func() bool {
 		score, err := c.ZScore(ctx, heartbeatKey(q.cfg.Namespace), id).Result()
 		require.NoError(t, err)
 		deadline := time.UnixMilli(int64(score))
@@ -113,8 +113,8 @@ func TestSlowSweepsDoNotStarveTheHeartbeat(t *testing.T) {
 // without cancel (issue 13 item 7).
 func TestCloseStopsSweepsByTheDeadline(t *testing.T) {
 	const latency = 50 * time.Millisecond
-	g, _, w, _ := slowSweepSetup(t, "closesweep", latency, 40, WorkerConfig{HeartbeatInterval: 200 * time.Millisecond})
-	eventually(t, 30*time.Second, "sweeps under way", func() bool { return w.Stats().Recovered >= 2 })
+	g, _, w, _ := slowSweepSetup(t, "closesweep", latency, 40, WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 200 * time.Millisecond})
+	testutil.Eventually(t, 30*time.Second, "sweeps under way", func() bool { return w.Stats().Recovered >= 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := g.Close(ctx)
@@ -262,7 +262,7 @@ func testSweepFence(t *testing.T, np newPoolFunc, pauseAt string) {
 		case <-ctx.Done():
 		}
 		return nil
-	}, WorkerConfig{Concurrency: 1, ConsumerID: "sweeper", BlockTimeout: time.Second})
+	}, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second}, ConsumerConfig{ConsumerID: "sweeper"})
 	await(t, hook.reached, "the sweep of the dead consumer to reach its "+pauseAt)
 	_, err := qS.Enqueue(ctx, []byte("busy"))
 	require.NoError(t, err)
@@ -279,7 +279,7 @@ func testSweepFence(t *testing.T, np newPoolFunc, pauseAt string) {
 		case <-ctx.Done():
 		}
 		return nil
-	}, WorkerConfig{Concurrency: 1, ConsumerID: "stable", BlockTimeout: time.Second})
+	}, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second}, ConsumerConfig{ConsumerID: "stable"})
 	if pauseAt == "read" {
 		_, err = qN.Enqueue(ctx, []byte("mine"))
 		require.NoError(t, err)
@@ -328,7 +328,7 @@ func TestDeadConsumerTrimmedBeforeItsSweepIsRecovered(t *testing.T) {
 			g := group(t)
 			ran := make(chan string, 4)
 			w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil },
-				WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
+				WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 			beats(t, c, q, w, 3) // the start-time check of the consumers set is done
 
 			// A consumer dies holding a job, and every sweep of it fails
@@ -338,7 +338,7 @@ func TestDeadConsumerTrimmedBeforeItsSweepIsRecovered(t *testing.T) {
 			require.NoError(t, c.SAdd(ctx, q.k.consumers, "ghost").Err())
 			// Two hours later its heartbeat is trimmed.
 			offset.Store(int64(2 * time.Hour))
-			eventually(t, 10*time.Second, "the dead consumer trimmed from the heartbeat set", func() bool {
+			testutil.Eventually(t, 10*time.Second, "the dead consumer trimmed from the heartbeat set", func() bool {
 				err := c.ZScore(ctx, heartbeatKey(q.cfg.Namespace), "ghost").Err()
 				return errors.Is(err, redis.Nil)
 			})

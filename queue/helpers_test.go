@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,18 +52,6 @@ func group(t testing.TB) *lifecycle.Group {
 	return g
 }
 
-// eventually waits for cond, failing the test after a deadline.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func mustQueue(t testing.TB, p *pool.Pool, name string, cfg Config) *Queue {
 	t.Helper()
 	q, err := New(p, name, cfg)
@@ -70,9 +59,65 @@ func mustQueue(t testing.TB, p *pool.Pool, name string, cfg Config) *Queue {
 	return q
 }
 
-func startWorker(t testing.TB, g *lifecycle.Group, q *Queue, h Handler, cfg WorkerConfig) *Worker {
+// consumers holds the consumer of each (pool, group, namespace) that
+// startWorker used, as a process has one: workers started on one pool and
+// group share a heartbeat.
+var consumers sync.Map // consumerKey -> *Consumer
+
+type consumerKey struct {
+	p  *pool.Pool
+	g  *lifecycle.Group
+	ns string
+}
+
+// consumerFor returns the consumer of q's pool and namespace on g, made
+// with cc (Namespace, Now and Logger default to the queue's) the first
+// time, or anew when cc is given.
+func consumerFor(t testing.TB, g *lifecycle.Group, q *Queue, cc ...ConsumerConfig) *Consumer {
 	t.Helper()
-	w, err := NewWorker(q, h, cfg)
+	key := consumerKey{p: q.p, g: g, ns: q.cfg.Namespace}
+	if c, ok := consumers.Load(key); ok && len(cc) == 0 {
+		return c.(*Consumer)
+	}
+	c := newConsumer(t, q, cc...)
+	consumers.Store(key, c)
+	t.Cleanup(func() { consumers.CompareAndDelete(key, c) })
+	return c
+}
+
+// newConsumer returns a consumer for q, made with cc (Namespace, Now and
+// Logger default to the queue's).
+func newConsumer(t testing.TB, q *Queue, cc ...ConsumerConfig) *Consumer {
+	t.Helper()
+	var cfg ConsumerConfig
+	if len(cc) > 0 {
+		cfg = cc[0]
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = q.cfg.Namespace
+	}
+	if cfg.Now == nil {
+		cfg.Now = q.cfg.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = q.cfg.Logger
+	}
+	c, err := NewConsumer(q.p, cfg)
+	require.NoError(t, err)
+	return c
+}
+
+// newWorker is NewWorker on a consumer of its own (see newConsumer).
+func newWorker(t testing.TB, q *Queue, h Handler, cfg WorkerConfig, cc ...ConsumerConfig) (*Worker, error) {
+	t.Helper()
+	return NewWorker(newConsumer(t, q, cc...), q, h, cfg)
+}
+
+// startWorker starts a worker of q on g, on the consumer of its pool, group
+// and namespace (consumerFor: a new one when cc is given).
+func startWorker(t testing.TB, g *lifecycle.Group, q *Queue, h Handler, cfg WorkerConfig, cc ...ConsumerConfig) *Worker {
+	t.Helper()
+	w, err := NewWorker(consumerFor(t, g, q, cc...), q, h, cfg)
 	require.NoError(t, err)
 	require.NoError(t, w.Start(g))
 	return w

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -43,11 +44,11 @@ func TestIdleTrafficBudget(t *testing.T) {
 	// Let start-up work (first heartbeat, first promote, consumer checks)
 	// finish: wait for the first BLMOVE of each fetcher to time out.
 	_, b0 := calls()
-	eventually(t, 15*time.Second, "first round of BLMOVE timeouts", func() bool { _, b := calls(); return b >= b0+6 })
+	testutil.Eventually(t, 15*time.Second, "first round of BLMOVE timeouts", func() bool { _, b := calls(); return b >= b0+6 })
 
 	total0, blmove0 := calls()
 	start := time.Now()
-	eventually(t, 40*time.Second, "three more rounds of BLMOVE timeouts", func() bool { _, b := calls(); return b >= blmove0+9 })
+	testutil.Eventually(t, 40*time.Second, "three more rounds of BLMOVE timeouts", func() bool { _, b := calls(); return b >= blmove0+9 })
 	total1, _ := calls()
 	elapsed := time.Since(start)
 	perSecond := float64(total1-total0) / elapsed.Seconds()

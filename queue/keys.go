@@ -1,14 +1,9 @@
 package queue
 
-import (
-	"fmt"
-	"strings"
-)
-
 // keys are the Redis keys of one queue. All of them carry the same hash tag,
 // {<namespace>:<name>}, so every script and pipeline of a queue touches one
 // Redis Cluster slot, and every script receives its keys in KEYS. The
-// namespace never contains ':' (Config.fill refuses it), so the first ':' of
+// namespace never contains ':' (Config.withDefaults refuses it), so the first ':' of
 // a tag ends the namespace and no two (namespace, name) pairs share a key.
 type keys struct {
 	tag       string // "{bq:chat}"
@@ -65,21 +60,3 @@ func heartbeatKey(namespace string) string { return "{" + namespace + "}:heartbe
 // longer consumes the queue (see Worker.sweep). Its members are always in
 // the heartbeat set too: written, trimmed and removed with them.
 func liveKey(namespace string) string { return "{" + namespace + "}:incarnations" }
-
-// checkName validates a queue name or namespace.
-func checkName(what, s string) error {
-	switch {
-	case s == "":
-		return fmt.Errorf("queue: %s must not be empty", what)
-	case len(s) > 100:
-		return fmt.Errorf("queue: %s %q is %d bytes, the limit is 100", what, s[:20]+"...", len(s))
-	case strings.ContainsAny(s, "{}"):
-		return fmt.Errorf("queue: %s %q must not contain '{' or '}' (they delimit the Redis Cluster hash tag)", what, s)
-	}
-	for _, r := range s {
-		if r <= ' ' || r == 0x7f {
-			return fmt.Errorf("queue: %s %q must not contain spaces or control characters", what, s)
-		}
-	}
-	return nil
-}

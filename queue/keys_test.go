@@ -17,7 +17,7 @@ func TestKeysAreInjective(t *testing.T) {
 	_, err := New(p, "b:c", Config{Namespace: "a"})
 	require.NoError(t, err, "a ':' in a queue name stays allowed")
 	_, err = New(p, "c", Config{Namespace: "a:b"})
-	require.ErrorContains(t, err, `queue: Config.Namespace "a:b" must not contain ':'`)
+	require.ErrorContains(t, err, `queue: invalid config: Config.Namespace "a:b" must not contain ':'`)
 
 	// Every pair New accepts has keys of its own.
 	tags := map[string][2]string{}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -83,21 +84,21 @@ func TestRedisOutageMidRun(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // the work, so some jobs are running when Redis stops
 		seen.add(j.Payload)
 		return nil
-	}, WorkerConfig{Concurrency: 4, BlockTimeout: time.Second, HeartbeatInterval: 200 * time.Millisecond})
+	}, WorkerConfig{Concurrency: 4, BlockTimeout: time.Second}, ConsumerConfig{HeartbeatInterval: 200 * time.Millisecond})
 	payloads := make([][]byte, 500)
 	for i := range payloads {
 		payloads[i] = []byte(fmt.Sprint("a", i))
 	}
 	_, err := q.EnqueueBatch(ctx, payloads)
 	require.NoError(t, err)
-	eventually(t, 10*time.Second, "the worker is busy", func() bool { return seen.len() >= 50 })
+	testutil.Eventually(t, 10*time.Second, "the worker is busy", func() bool { return seen.len() >= 50 })
 	st := noteSteady(g)
 
 	require.NoError(t, srv.Stop())
 	stopped := time.Now()
 	// The first calls find the connection refused; once the pool has seen
 	// enough of them, calls fail at once without touching the network.
-	eventually(t, 10*time.Second, "enqueues fail fast", func() bool {
+	testutil.Eventually(t, 10*time.Second, "enqueues fail fast", func() bool {
 		_, err := q.Enqueue(ctx, []byte("during"))
 		return errors.Is(err, pool.ErrUnavailable)
 	})
@@ -113,7 +114,7 @@ func TestRedisOutageMidRun(t *testing.T) {
 	perCall := time.Since(start) / 1000
 	require.Greater(t, fast, 900, "all but the probes (one per ProbeInterval) fail fast")
 	require.Error(t, p.Health().LastError, "the failure that marked Redis down")
-	eventually(t, 10*time.Second, "the fetcher backs off", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the fetcher backs off", func() bool {
 		s := w.Stats()
 		return s.FetcherState == fetcherStateNames[fetcherBackingOff] && s.FetchErrors >= 5
 	})
@@ -123,15 +124,15 @@ func TestRedisOutageMidRun(t *testing.T) {
 	srv.Start()
 	restarted := time.Now()
 	for i := range 50 {
-		eventually(t, 20*time.Second, "enqueue after the restart", func() bool {
+		testutil.Eventually(t, 20*time.Second, "enqueue after the restart", func() bool {
 			_, err := q.Enqueue(ctx, []byte(fmt.Sprint("b", i)))
 			return err == nil
 		})
 	}
-	eventually(t, 20*time.Second, "the first job after the restart", func() bool { return seen.has("b0") })
+	testutil.Eventually(t, 20*time.Second, "the first job after the restart", func() bool { return seen.has("b0") })
 	resumed := time.Since(restarted)
-	eventually(t, 20*time.Second, "every job", func() bool { return seen.len() == 550 })
-	eventually(t, 10*time.Second, "every outcome written", func() bool { return w.Stats().InFlight == 0 })
+	testutil.Eventually(t, 20*time.Second, "every job", func() bool { return seen.len() == 550 })
+	testutil.Eventually(t, 10*time.Second, "every outcome written", func() bool { return w.Stats().InFlight == 0 })
 	t.Logf("Redis down for %s; worker resumed %s after it came back", restarted.Sub(stopped).Round(time.Millisecond), resumed.Round(time.Millisecond))
 
 	s, err := q.Stats(ctx)
@@ -174,28 +175,28 @@ func TestWorkerSurvivesClientKill(t *testing.T) {
 	}, WorkerConfig{Concurrency: 2, BlockTimeout: 5 * time.Second})
 	enqueue := func(payload string) {
 		t.Helper()
-		eventually(t, 10*time.Second, "enqueue "+payload, func() bool {
+		testutil.Eventually(t, 10*time.Second, "enqueue "+payload, func() bool {
 			_, err := q.Enqueue(ctx, []byte(payload))
 			return err == nil
 		})
 	}
 	enqueue("warm")
-	eventually(t, 5*time.Second, "warm-up job", func() bool { return seen.has("warm") })
-	eventually(t, 5*time.Second, "acked", func() bool { return w.Stats().InFlight == 0 })
+	testutil.Eventually(t, 5*time.Second, "warm-up job", func() bool { return seen.has("warm") })
+	testutil.Eventually(t, 5*time.Second, "acked", func() bool { return w.Stats().InFlight == 0 })
 	st := noteSteady(g)
 
 	// The fetcher's connection, while it blocks on an empty queue.
 	var id string
-	eventually(t, 5*time.Second, "the fetcher blocking in BLMOVE", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the fetcher blocking in BLMOVE", func() bool {
 		id = clientID(t, srv, "bounded-blocking-queue:killed")
 		return id != "" && w.Stats().FetcherState == fetcherStateNames[fetcherBlocking]
 	})
 	n, err := srv.Do(ctx, "CLIENT", "KILL", "ID", id)
 	require.NoError(t, err)
 	require.Equal(t, "1", n)
-	eventually(t, 5*time.Second, "the fetcher saw it", func() bool { return w.Stats().FetchErrors == 1 })
+	testutil.Eventually(t, 5*time.Second, "the fetcher saw it", func() bool { return w.Stats().FetchErrors == 1 })
 	enqueue("after fetcher kill")
-	eventually(t, 10*time.Second, "a job after the fetcher's connection was killed", func() bool { return seen.has("after fetcher kill") })
+	testutil.Eventually(t, 10*time.Second, "a job after the fetcher's connection was killed", func() bool { return seen.has("after fetcher kill") })
 	require.NotEqual(t, id, clientID(t, srv, "bounded-blocking-queue:killed"), "a new connection")
 
 	// Every client connection at once, with jobs coming in.
@@ -207,8 +208,8 @@ func TestWorkerSurvivesClientKill(t *testing.T) {
 	for i := range 20 {
 		enqueue(fmt.Sprint("after ", i))
 	}
-	eventually(t, 20*time.Second, "every job", func() bool { return seen.len() == 42 })
-	eventually(t, 10*time.Second, "every outcome written", func() bool { return w.Stats().InFlight == 0 })
+	testutil.Eventually(t, 20*time.Second, "every job", func() bool { return seen.len() == 42 })
+	testutil.Eventually(t, 10*time.Second, "every outcome written", func() bool { return w.Stats().InFlight == 0 })
 	t.Logf("CLIENT KILL TYPE normal closed %s connections; fetch errors %d", killed, w.Stats().FetchErrors)
 
 	s, err := q.Stats(ctx)

@@ -7,122 +7,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bounded-go/bounded/internal/check"
 	"github.com/bounded-go/bounded/pool"
-)
-
-// Defaults filled in by New for zero fields of Config.
-const (
-	DefaultNamespace        = "bq"
-	DefaultMaxPayload       = 1 << 20
-	DefaultMaxAttempts      = 5
-	DefaultDeadLetterMax    = 10_000
-	DefaultDeadLetterMaxAge = 7 * 24 * time.Hour
-	DefaultMaxBatch         = 10_000
-	DefaultMaxBatchBytes    = 16 << 20
-	DefaultUniqueTTL        = 24 * time.Hour
 )
 
 // wakeTTL bounds how long a wake marker suppresses the next one, in case the
 // process that took it died before its scheduler acted on it.
 const wakeTTL = 10 * time.Second
-
-// Config configures a Queue. The zero value is useful: New fills in the
-// defaults documented on each field.
-type Config struct {
-	// Namespace prefixes every key: "{<Namespace>:<queue name>}:...".
-	// It must not contain ':', so that no two (namespace, queue) pairs
-	// share a key. Default "bq".
-	Namespace string
-	// MaxPayload is the largest payload Enqueue accepts, in bytes; larger
-	// ones fail with ErrPayloadTooLarge. Default 1 MiB.
-	MaxPayload int
-	// MaxAttempts is how many times a job runs before it goes to the dead
-	// letters, unless the MaxAttempts option says otherwise. At most
-	// 2^31-1. Default 5.
-	MaxAttempts int
-	// DeadLetterMax and DeadLetterMaxAge bound the dead letters: older and
-	// surplus entries are trimmed whenever one is added. Defaults 10,000 and
-	// 7 days.
-	DeadLetterMax    int
-	DeadLetterMaxAge time.Duration
-	// MaxBatch and MaxBatchBytes bound one EnqueueBatch, which is one
-	// atomic command. Defaults 10,000 jobs and 16 MiB.
-	MaxBatch      int
-	MaxBatchBytes int
-	// UniqueTTL bounds how long an ID given with the ID option stays taken
-	// after the job's due time, should the job vanish without completing
-	// (someone deleted keys by hand). At least 1ms. Default 24h.
-	UniqueTTL time.Duration
-	// Logger receives what goes wrong in the background. Nil discards.
-	Logger *slog.Logger
-	// Now is the clock for due times and timestamps. Nil means time.Now.
-	// Processes sharing a queue should have clocks within a fraction of a
-	// second of each other (NTP): delayed jobs run by the clock of the
-	// process that promotes them.
-	Now func() time.Time
-}
-
-func (c *Config) fill() error {
-	if c.Namespace == "" {
-		c.Namespace = DefaultNamespace
-	}
-	var errs []error
-	set := func(v *int, def int, field string) {
-		switch {
-		case *v == 0:
-			*v = def
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("queue: Config.%s must not be negative, got %d", field, *v))
-		}
-	}
-	set(&c.MaxPayload, DefaultMaxPayload, "MaxPayload")
-	set(&c.MaxAttempts, DefaultMaxAttempts, "MaxAttempts")
-	set(&c.DeadLetterMax, DefaultDeadLetterMax, "DeadLetterMax")
-	set(&c.MaxBatch, DefaultMaxBatch, "MaxBatch")
-	set(&c.MaxBatchBytes, DefaultMaxBatchBytes, "MaxBatchBytes")
-	setD := func(v *time.Duration, def time.Duration, field string) {
-		switch {
-		case *v == 0:
-			*v = def
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("queue: Config.%s must not be negative, got %s", field, *v))
-		}
-	}
-	setD(&c.DeadLetterMaxAge, DefaultDeadLetterMaxAge, "DeadLetterMaxAge")
-	setD(&c.UniqueTTL, DefaultUniqueTTL, "UniqueTTL")
-	if c.MaxAttempts > maxCount {
-		errs = append(errs, fmt.Errorf("queue: Config.MaxAttempts must be at most %d, got %d", maxCount, c.MaxAttempts))
-	}
-	if c.UniqueTTL > 0 && c.UniqueTTL < time.Millisecond {
-		// Redis expires keys in whole milliseconds: 0 would fail every
-		// enqueue with an ID.
-		errs = append(errs, fmt.Errorf("queue: Config.UniqueTTL must be at least 1ms, got %s", c.UniqueTTL))
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if err := checkName("Config.Namespace", c.Namespace); err != nil {
-		errs = append(errs, err)
-	} else if strings.Contains(c.Namespace, ":") {
-		// The hash tag is {<namespace>:<name>}: with a ':' in the namespace,
-		// (a, b:c) and (a:b, c) would share every key.
-		errs = append(errs, fmt.Errorf("queue: Config.Namespace %q must not contain ':' (it separates the namespace from the queue name in every key; queue names may contain it)", c.Namespace))
-	}
-	return errors.Join(errs...)
-}
 
 // Queue is a named job queue in Redis. Producers use it to enqueue; a Worker
 // built on it consumes.
@@ -144,15 +43,16 @@ type Queue struct {
 
 // New returns the queue called name, stored in the Redis behind p. It does
 // not talk to Redis. The name is part of every key; it must not contain
-// spaces, '{' or '}'.
+// spaces, '{' or '}'. An invalid name or config fails with an error
+// wrapping ErrInvalidConfig.
 func New(p *pool.Pool, name string, cfg Config) (*Queue, error) {
 	if p == nil {
 		return nil, errors.New("queue: New: nil pool")
 	}
-	if err := checkName("name", name); err != nil {
-		return nil, err
-	}
-	if err := cfg.fill(); err != nil {
+	e := check.New(ErrInvalidConfig)
+	e.Add(check.Name("name", name))
+	cfg, err := cfg.withDefaults()
+	if err := errors.Join(e.Err(), err); err != nil {
 		return nil, err
 	}
 	return &Queue{p: p, name: name, cfg: cfg, k: newKeys(cfg.Namespace, name)}, nil

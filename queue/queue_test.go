@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -29,7 +30,7 @@ func TestNewValidates(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"", Config{}, "queue: name must not be empty"},
+		{"", Config{}, "queue: invalid config: name must not be empty"},
 		{"a{b}", Config{}, "must not contain '{' or '}'"},
 		{"a b", Config{}, "must not contain spaces"},
 		{"ok", Config{MaxPayload: -1}, "Config.MaxPayload must not be negative, got -1"},
@@ -37,6 +38,7 @@ func TestNewValidates(t *testing.T) {
 		{"ok", Config{Namespace: "x}"}, "Config.Namespace"},
 	} {
 		_, err := New(p, c.name, c.cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig)
 		require.ErrorContains(t, err, c.want)
 	}
 	_, err := New(nil, "x", Config{})
@@ -52,17 +54,32 @@ func TestNewValidates(t *testing.T) {
 		{WorkerConfig{BlockTimeout: -time.Second}, "WorkerConfig.BlockTimeout must not be negative"},
 		{WorkerConfig{BlockTimeout: time.Millisecond}, "BlockTimeout must be a whole number of seconds, at least 1s, got 1ms"},
 		{WorkerConfig{BlockTimeout: 1500 * time.Millisecond}, "got 1.5s"},
-		{WorkerConfig{HeartbeatInterval: time.Second, HeartbeatTTL: time.Second}, "HeartbeatTTL (1s) must be longer than HeartbeatInterval (1s)"},
 		{WorkerConfig{RetryBase: time.Minute, RetryMax: time.Second}, "RetryMax (1s) must not be below RetryBase (1m0s)"},
 		{WorkerConfig{MaxDeliveries: -2}, "MaxDeliveries must not be negative"},
-		{WorkerConfig{ConsumerID: "a b"}, "WorkerConfig.ConsumerID"},
 		{WorkerConfig{JobTimeout: -1}, "JobTimeout must not be negative"},
 	} {
-		_, err := NewWorker(q, h, c.cfg)
+		_, err := newWorker(t, q, h, c.cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig)
 		require.ErrorContains(t, err, c.want)
 	}
-	_, err = NewWorker(q, nil, WorkerConfig{})
+	_, err = newWorker(t, q, nil, WorkerConfig{})
 	require.ErrorContains(t, err, "nil handler")
+
+	for _, c := range []struct {
+		cfg  ConsumerConfig
+		want string
+	}{
+		{ConsumerConfig{HeartbeatInterval: time.Second, HeartbeatTTL: time.Second}, "HeartbeatTTL (1s) must be longer than HeartbeatInterval (1s)"},
+		{ConsumerConfig{HeartbeatInterval: -time.Second}, "ConsumerConfig.HeartbeatInterval must not be negative"},
+		{ConsumerConfig{ConsumerID: "a b"}, "ConsumerConfig.ConsumerID"},
+		{ConsumerConfig{Namespace: "a:b"}, "ConsumerConfig.Namespace \"a:b\" must not contain ':'"},
+	} {
+		_, err := NewConsumer(p, c.cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig)
+		require.ErrorContains(t, err, c.want)
+	}
+	_, err = NewConsumer(nil, ConsumerConfig{})
+	require.ErrorContains(t, err, "nil pool")
 }
 
 func TestEnqueueRejectsBadInputAndWritesNothing(t *testing.T) {
@@ -141,7 +158,7 @@ func testJobsRunExactlyOnce(t *testing.T, np newPoolFunc) {
 	}
 	require.Len(t, uniq, 500, "job IDs are unique")
 
-	eventually(t, 20*time.Second, "500 jobs", func() bool { return w.Stats().Processed == 500 })
+	testutil.Eventually(t, 20*time.Second, "500 jobs", func() bool { return w.Stats().Processed == 500 })
 	mu.Lock()
 	require.Len(t, runs, 500)
 	for k, n := range runs {
@@ -149,7 +166,7 @@ func testJobsRunExactlyOnce(t *testing.T, np newPoolFunc) {
 	}
 	mu.Unlock()
 	require.LessOrEqual(t, maxBusy.Load(), int64(5))
-	eventually(t, 5*time.Second, "acks written", func() bool { return w.Stats().InFlight == 0 })
+	testutil.Eventually(t, 5*time.Second, "acks written", func() bool { return w.Stats().InFlight == 0 })
 	s, err := q.Stats(ctx)
 	require.NoError(t, err)
 	require.Zero(t, s.Ready)
@@ -187,7 +204,7 @@ func TestRetriesThenSucceeds(t *testing.T) {
 	require.Equal(t, []int{1, 2, 3}, attempts)
 	mu.Unlock()
 	require.Equal(t, int32(2), failures.Load())
-	eventually(t, 5*time.Second, "counters", func() bool {
+	testutil.Eventually(t, 5*time.Second, "counters", func() bool {
 		s := w.Stats()
 		return s.Processed == 1 && s.Failed == 2 && s.Retried == 2
 	})
@@ -229,7 +246,7 @@ func TestFailuresEndInDeadLetters(t *testing.T) {
 	okID, err := q.Enqueue(ctx, []byte("ok"))
 	require.NoError(t, err)
 
-	eventually(t, 10*time.Second, "three dead letters", func() bool { return w.Stats().Dead == 3 && w.Stats().Processed == 1 })
+	testutil.Eventually(t, 10*time.Second, "three dead letters", func() bool { return w.Stats().Dead == 3 && w.Stats().Processed == 1 })
 	dead, err := q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 3)
@@ -237,7 +254,7 @@ func TestFailuresEndInDeadLetters(t *testing.T) {
 	for _, d := range dead {
 		byID[d.ID] = d
 	}
-	require.Contains(t, byID[permID].Reason, "attempt 1 of 5 failed permanently: permanent: bad input")
+	require.Contains(t, byID[permID].Reason, "attempt 1 of 5 failed permanently: bad input")
 	require.Equal(t, 1, byID[permID].Attempts)
 	require.Contains(t, byID[failID].Reason, "attempt 3 of 3 failed: still failing")
 	require.Equal(t, 3, byID[failID].Attempts)
@@ -255,7 +272,7 @@ func TestFailuresEndInDeadLetters(t *testing.T) {
 	n, err := q.Requeue(ctx, permID, "no-such-id")
 	require.Equal(t, 1, n)
 	require.ErrorIs(t, err, ErrNotFound)
-	eventually(t, 10*time.Second, "requeued job dead again", func() bool { return w.Stats().Dead == 4 })
+	testutil.Eventually(t, 10*time.Second, "requeued job dead again", func() bool { return w.Stats().Dead == 4 })
 
 	purged, err := q.Purge(ctx)
 	require.NoError(t, err)
@@ -306,7 +323,7 @@ func TestMalformedElementGoesToDeadLetters(t *testing.T) {
 	require.NoError(t, p.Client().LPush(ctx, q.k.ready, "not a job", "bq1|id|x|1|0|0|0||p").Err())
 	_, err := q.Enqueue(ctx, []byte("fine"))
 	require.NoError(t, err)
-	eventually(t, 10*time.Second, "two malformed dead, one job run", func() bool {
+	testutil.Eventually(t, 10*time.Second, "two malformed dead, one job run", func() bool {
 		s := w.Stats()
 		return s.Malformed == 2 && s.Dead == 2 && ran.Load() == 1
 	})
@@ -358,7 +375,7 @@ func TestIDMakesEnqueueIdempotent(t *testing.T) {
 	done := make(chan string, 1)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { done <- string(j.Payload); return nil }, WorkerConfig{})
 	require.Equal(t, "a", recv(t, done, 10*time.Second, "job a"))
-	eventually(t, 5*time.Second, "ack", func() bool { return w.Stats().InFlight == 0 })
+	testutil.Eventually(t, 5*time.Second, "ack", func() bool { return w.Stats().InFlight == 0 })
 	_, err = q.Enqueue(ctx, []byte("d"), ID("order-42"))
 	require.NoError(t, err, "the ID is free once the job is done")
 	require.Equal(t, "d", recv(t, done, 10*time.Second, "job d"))
@@ -437,7 +454,7 @@ func TestDelayedJobFromAnotherProcessWakesScheduler(t *testing.T) {
 	require.Contains(t, []string{"a:x", "b:x"}, got)
 	require.False(t, at.Before(due.Truncate(time.Millisecond)), "never early")
 	t.Logf("started %s after its due time", at.Sub(due))
-	eventually(t, 5*time.Second, "marker acked", func() bool { return a.w.Stats().InFlight == 0 && b.w.Stats().InFlight == 0 })
+	testutil.Eventually(t, 5*time.Second, "marker acked", func() bool { return a.w.Stats().InFlight == 0 && b.w.Stats().InFlight == 0 })
 	n, err := producerPool.Client().LLen(context.Background(), producerQ.k.ready).Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "the wake marker was consumed, not left behind")
@@ -457,13 +474,13 @@ func TestStartRefusesAnImpossibleBudget(t *testing.T) {
 	b := mustQueue(t, p, "b", Config{})
 	h := func(context.Context, *Job) error { return nil }
 	startWorker(t, g, a, h, WorkerConfig{})
-	wb, err := NewWorker(b, h, WorkerConfig{})
+	wb, err := newWorker(t, b, h, WorkerConfig{})
 	require.NoError(t, err)
 	err = wb.Start(g)
 	require.ErrorIs(t, err, pool.ErrOverBudget)
 	require.ErrorContains(t, err, `"queue:b" asks for 1 connection(s) but the blocking lane has 0 of 1 left (held by queue:a=1)`)
 
-	w2, err := NewWorker(a, h, WorkerConfig{})
+	w2, err := newWorker(t, a, h, WorkerConfig{})
 	require.NoError(t, err)
 	require.Error(t, w2.Start(g), "a second worker of the same queue would need a second connection")
 }
@@ -473,11 +490,12 @@ func TestStartTwiceAndOnClosedGroup(t *testing.T) {
 	q := mustQueue(t, p, "twice", Config{})
 	g := group(t)
 	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{})
-	require.ErrorIs(t, w.Start(g), ErrStarted)
+	require.ErrorIs(t, w.Start(g), ErrAlreadyStarted)
+	require.ErrorIs(t, w.Start(g), ErrStarted, "the deprecated name still matches")
 
 	closed := lifecycle.New()
 	require.NoError(t, closed.Close(context.Background()))
-	w2, err := NewWorker(mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil }, WorkerConfig{})
+	w2, err := newWorker(t, mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil }, WorkerConfig{})
 	require.NoError(t, err)
 	require.ErrorIs(t, w2.Start(closed), lifecycle.ErrClosed)
 	require.Zero(t, p.Stats().Blocking.Reserved-1, "the failed start released its reservation")
@@ -494,7 +512,7 @@ func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
 			q := mustQueue(t, p, fmt.Sprint("g", n), Config{})
 			g := lifecycle.New()
 			jobs := make(chan struct{}, 4*n)
-			w, err := NewWorker(q, func(context.Context, *Job) error { jobs <- struct{}{}; return nil }, WorkerConfig{Concurrency: n})
+			w, err := newWorker(t, q, func(context.Context, *Job) error { jobs <- struct{}{}; return nil }, WorkerConfig{Concurrency: n})
 			require.NoError(t, err)
 			require.Zero(t, queueGoroutines(), "no goroutine of the package runs before Start")
 			require.NoError(t, w.Start(g))
@@ -511,7 +529,7 @@ func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
 			goroutines := func(want int) func() bool {
 				return func() bool { return queueGoroutines() == want }
 			}
-			eventually(t, 5*time.Second, fmt.Sprintf("as many goroutines in the package as the %d tasks", len(tasks)), goroutines(len(tasks)))
+			testutil.Eventually(t, 5*time.Second, fmt.Sprintf("as many goroutines in the package as the %d tasks", len(tasks)), goroutines(len(tasks)))
 
 			for range 4 * n {
 				_, err := q.Enqueue(ctx, []byte("x"))
@@ -520,13 +538,13 @@ func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
 			for i := range 4 * n {
 				recv(t, jobs, 10*time.Second, fmt.Sprint("job ", i))
 			}
-			eventually(t, 5*time.Second, "jobs acked", func() bool { return w.Stats().InFlight == 0 })
-			eventually(t, 5*time.Second, "no goroutine added by running jobs", goroutines(len(tasks)))
+			testutil.Eventually(t, 5*time.Second, "jobs acked", func() bool { return w.Stats().InFlight == 0 })
+			testutil.Eventually(t, 5*time.Second, "no goroutine added by running jobs", goroutines(len(tasks)))
 
 			require.NoError(t, g.Close(ctx))
 			require.Empty(t, g.Tasks())
 			require.Zero(t, p.Stats().Blocking.Reserved, "the reservation went back")
-			eventually(t, 5*time.Second, "every goroutine of the worker gone", goroutines(0))
+			testutil.Eventually(t, 5*time.Second, "every goroutine of the worker gone", goroutines(0))
 		})
 	}
 }
@@ -620,7 +638,7 @@ func TestShutdownWithStubbornHandlerStillReturnsByDeadline(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), s.Ready, "the job is safe in ready although its handler still runs")
 	close(release)
-	eventually(t, 5*time.Second, "the handler returned", func() bool { return len(g.Tasks()) == 0 })
+	testutil.Eventually(t, 5*time.Second, "the handler returned", func() bool { return len(g.Tasks()) == 0 })
 }
 
 // A consumer that died holding jobs (its heartbeat expired) is swept: its
@@ -652,9 +670,9 @@ func testDeadConsumerIsSwept(t *testing.T, np newPoolFunc) {
 		got = append(got, &cp)
 		mu.Unlock()
 		return nil
-	}, WorkerConfig{MaxDeliveries: 2, HeartbeatInterval: 100 * time.Millisecond})
+	}, WorkerConfig{MaxDeliveries: 2}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 
-	eventually(t, 10*time.Second, "fresh job run after recovery", func() bool {
+	testutil.Eventually(t, 10*time.Second, "fresh job run after recovery", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 1
@@ -663,7 +681,7 @@ func testDeadConsumerIsSwept(t *testing.T, np newPoolFunc) {
 	require.Equal(t, "fresh", got[0].ID)
 	require.Equal(t, 1, got[0].Deliveries)
 	mu.Unlock()
-	eventually(t, 5*time.Second, "poison dead-lettered", func() bool { return w.Stats().Dead == 1 })
+	testutil.Eventually(t, 5*time.Second, "poison dead-lettered", func() bool { return w.Stats().Dead == 1 })
 	dead, err := q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
@@ -689,7 +707,7 @@ func TestReconcilePutsBackStrays(t *testing.T) {
 	require.NoError(t, p.Client().LPush(ctx, q.k.proc("pod-0"), stray.encode()).Err())
 	g := group(t)
 	ran := make(chan string, 1)
-	startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil }, WorkerConfig{ConsumerID: "pod-0"})
+	startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil }, WorkerConfig{}, ConsumerConfig{ConsumerID: "pod-0"})
 	require.Equal(t, "stray", recv(t, ran, 10*time.Second, "the stray job"))
 }
 
@@ -712,19 +730,19 @@ func TestRedisRestartMidRun(t *testing.T) {
 		_, err := q.Enqueue(ctx, []byte(fmt.Sprint("a", i)))
 		require.NoError(t, err)
 	}
-	eventually(t, 10*time.Second, "first half", func() bool { return count() == 50 })
+	testutil.Eventually(t, 10*time.Second, "first half", func() bool { return count() == 50 })
 	tasks := len(g.Tasks())
 
 	srv.Restart()
 	// Enqueues fail fast while the pool believes Redis is down; retry like
 	// a producer would.
 	for i := range 50 {
-		eventually(t, 20*time.Second, "enqueue after restart", func() bool {
+		testutil.Eventually(t, 20*time.Second, "enqueue after restart", func() bool {
 			_, err := q.Enqueue(ctx, []byte(fmt.Sprint("b", i)))
 			return err == nil
 		})
 	}
-	eventually(t, 20*time.Second, "second half after the restart", func() bool { return count() == 100 })
+	testutil.Eventually(t, 20*time.Second, "second half after the restart", func() bool { return count() == 100 })
 	require.Equal(t, tasks, len(g.Tasks()), "no goroutine growth")
 	t.Logf("fetch errors during the restart: %d", w.Stats().FetchErrors)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -38,7 +39,7 @@ func beats(t *testing.T, c redis.UniversalClient, q *Queue, w *Worker, n int) {
 	ctx := context.Background()
 	last := 0.0
 	for range n {
-		eventually(t, 5*time.Second, "a heartbeat", func() bool {
+		testutil.Eventually(t, 5*time.Second, "a heartbeat", func() bool {
 			s, err := c.ZScore(ctx, heartbeatKey(q.cfg.Namespace), w.Stats().ConsumerID).Result()
 			if err == nil && s != last {
 				last = s
@@ -67,7 +68,7 @@ func testSweepIsRetried(t *testing.T, np newPoolFunc) {
 	g := group(t)
 	ran := make(chan string, 4)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil },
-		WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
+		WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 	// The consumer dies after the worker started: only the heartbeat finds it.
 	ghost(t, c, q, "ghost", time.Now().Add(-time.Second), "late")
 	beats(t, c, q, w, 3)
@@ -97,7 +98,7 @@ func TestManyDeadConsumersAreAllSwept(t *testing.T) {
 				seen[j.ID] = true
 				mu.Unlock()
 				return nil
-			}, WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
+			}, WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 
 			now := time.Now()
 			// The oldest one holds a job, with 2.5 pages of newer dead after
@@ -107,13 +108,13 @@ func TestManyDeadConsumersAreAllSwept(t *testing.T) {
 				ghost(t, c, q, fmt.Sprintf("empty-%03d", i), now.Add(-20*time.Minute+time.Duration(i)*time.Second))
 			}
 			ghost(t, c, q, "new-ghost", now.Add(-time.Second), "new")
-			eventually(t, 10*time.Second, "both dead consumers' jobs ran", func() bool {
+			testutil.Eventually(t, 10*time.Second, "both dead consumers' jobs ran", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return seen["old"] && seen["new"]
 			})
 			// The handler can run a job before the sweep counts it.
-			eventually(t, 5*time.Second, "both counted as recovered", func() bool { return w.Stats().Recovered == 2 })
+			testutil.Eventually(t, 5*time.Second, "both counted as recovered", func() bool { return w.Stats().Recovered == 2 })
 		})
 	}
 }
@@ -135,7 +136,7 @@ func TestFailedDrainLeavesTheHeartbeatToExpire(t *testing.T) {
 				close(started)
 				<-ctx.Done() // cancelled by the drain: the job stays ours
 				return ctx.Err()
-			}, WorkerConfig{Concurrency: 1, HeartbeatInterval: 100 * time.Millisecond, BlockTimeout: time.Second})
+			}, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 			_, err := q.Enqueue(ctx, []byte("held"))
 			require.NoError(t, err)
 			recv(t, started, 10*time.Second, "the handler")
@@ -163,7 +164,7 @@ func TestFailedDrainLeavesTheHeartbeatToExpire(t *testing.T) {
 			g2 := group(t)
 			ran := make(chan string, 1)
 			startWorker(t, g2, q, func(ctx context.Context, j *Job) error { ran <- string(j.Payload); return nil },
-				WorkerConfig{ConsumerID: "other", HeartbeatInterval: 100 * time.Millisecond})
+				WorkerConfig{}, ConsumerConfig{ConsumerID: "other", HeartbeatInterval: 100 * time.Millisecond})
 			select {
 			case got := <-ran:
 				require.Equal(t, "held", got)
@@ -191,7 +192,7 @@ func TestCloseWithAckerBackedUp(t *testing.T) {
 	}
 	g := lifecycle.New()
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { return nil }, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second})
-	eventually(t, 10*time.Second, "the fetcher stuck handing over an outcome", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the fetcher stuck handing over an outcome", func() bool {
 		return w.Stats().Malformed >= maxAckBatch+2*1+1
 	})
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -228,7 +229,7 @@ func TestLostLeaseKeepsTheIdempotencyKey(t *testing.T) {
 	_, err := q.Enqueue(ctx, []byte("x"), ID("order-1"))
 	require.NoError(t, err)
 	recv(t, done, 10*time.Second, "the handler")
-	eventually(t, 5*time.Second, "the ack found the job gone", func() bool { return w.Stats().LostLeases == 1 })
+	testutil.Eventually(t, 5*time.Second, "the ack found the job gone", func() bool { return w.Stats().LostLeases == 1 })
 	_, err = q.Enqueue(ctx, []byte("x"), ID("order-1"))
 	require.ErrorIs(t, err, ErrDuplicate, "the job may still run elsewhere")
 }
@@ -252,8 +253,8 @@ func TestFullPagesOfDeadAreNotReswept(t *testing.T) {
 	}
 	g := group(t)
 	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil },
-		WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
-	eventually(t, 10*time.Second, "every dead consumer swept once", func() bool { return lranges() >= 2*deadPage })
+		WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
+	testutil.Eventually(t, 10*time.Second, "every dead consumer swept once", func() bool { return lranges() >= 2*deadPage })
 	beats(t, c, q, w, 2)
 	before := lranges()
 	beats(t, c, q, w, 6)
@@ -312,7 +313,7 @@ func TestDrainAckOfUniqueJobIsNotPutBack(t *testing.T) {
 		require.NoError(t, err)
 		_, err = q.Enqueue(ctx, []byte("y"), ID("y"))
 		require.NoError(t, err)
-		eventually(t, 5*time.Second, "both running", func() bool { return running.Load() == 2 })
+		testutil.Eventually(t, 5*time.Second, "both running", func() bool { return running.Load() == 2 })
 		// Redis forgets the scripts, as after a restart.
 		require.NoError(t, c.ScriptFlush(ctx).Err())
 		closed := make(chan error, 1)
@@ -321,7 +322,7 @@ func TestDrainAckOfUniqueJobIsNotPutBack(t *testing.T) {
 			defer cancel()
 			closed <- g.Close(cctx)
 		}()
-		eventually(t, 5*time.Second, "fetcher stopped", func() bool { return w.Stats().FetcherState == "stopped" })
+		testutil.Eventually(t, 5*time.Second, "fetcher stopped", func() bool { return w.Stats().FetcherState == "stopped" })
 		close(relX)
 		close(relY)
 		require.NoError(t, recv(t, closed, 10*time.Second, "Close"))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -32,11 +33,11 @@ func TestPreviousLifeOnAQueueNoLongerConsumedIsRecovered(t *testing.T) {
 
 			// pod-0 is back, consuming only "kept".
 			startWorker(t, group(t), kept, func(context.Context, *Job) error { return nil },
-				WorkerConfig{ConsumerID: "pod-0", HeartbeatInterval: 100 * time.Millisecond})
+				WorkerConfig{}, ConsumerConfig{ConsumerID: "pod-0", HeartbeatInterval: 100 * time.Millisecond})
 			// Another process consumes "moved".
 			ran := make(chan string, 1)
 			startWorker(t, group(t), moved, func(_ context.Context, j *Job) error { ran <- j.ID; return nil },
-				WorkerConfig{HeartbeatInterval: 100 * time.Millisecond})
+				WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 			select {
 			case id := <-ran:
 				require.Equal(t, "stranded", id)
@@ -56,7 +57,7 @@ func TestPreviousLifeOnAQueueNoLongerConsumedIsRecovered(t *testing.T) {
 func TestSlowSweepsOfManyDeadMakeProgress(t *testing.T) {
 	const latency = 250 * time.Millisecond
 	g, _, w, _ := slowSweepSetup(t, "slowpages", latency, deadPage+6,
-		WorkerConfig{HeartbeatInterval: MinHeartbeatInterval, HeartbeatTTL: 10 * time.Second})
+		WorkerConfig{}, ConsumerConfig{HeartbeatInterval: MinHeartbeatInterval, HeartbeatTTL: 10 * time.Second})
 	defer closeGroup(t, g)
-	eventually(t, 30*time.Second, "dead consumers' jobs recovered", func() bool { return w.Stats().Recovered >= 3 })
+	testutil.Eventually(t, 30*time.Second, "dead consumers' jobs recovered", func() bool { return w.Stats().Recovered >= 3 })
 }

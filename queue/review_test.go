@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -25,7 +26,7 @@ import (
 func TestWakeMarkerTakenWhileStoppingIsNotDropped(t *testing.T) {
 	p := miniPool(t, pool.Config{})
 	q := mustQueue(t, p, "markerstop", Config{})
-	w, err := NewWorker(q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 1})
+	w, err := newWorker(t, q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 1})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the worker is stopping
@@ -299,11 +300,11 @@ func TestStableConsumerIDCountsDeliveriesOfItsPreviousLife(t *testing.T) {
 	g := group(t)
 	ran := make(chan Job, 2)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- *j; return nil },
-		WorkerConfig{ConsumerID: "pod-0", MaxDeliveries: 2})
+		WorkerConfig{MaxDeliveries: 2}, ConsumerConfig{ConsumerID: "pod-0"})
 	got := recv(t, ran, 10*time.Second, "the fresh job")
 	require.Equal(t, "fresh", got.ID)
 	require.Equal(t, 1, got.Deliveries)
-	eventually(t, 10*time.Second, "the poison job dead", func() bool { return w.Stats().Dead == 1 })
+	testutil.Eventually(t, 10*time.Second, "the poison job dead", func() bool { return w.Stats().Dead == 1 })
 	dead, err := q.Dead(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, dead, 1)

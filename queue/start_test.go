@@ -105,7 +105,7 @@ func TestStartRetriesACutConnection(t *testing.T) {
 	q := mustQueue(t, p, "cut", Config{})
 	g := group(t)
 	ran := make(chan string, 1)
-	w, err := NewWorker(q, func(ctx context.Context, j *Job) error { ran <- string(j.Payload); return nil }, WorkerConfig{})
+	w, err := newWorker(t, q, func(ctx context.Context, j *Job) error { ran <- string(j.Payload); return nil }, WorkerConfig{})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(g))
 	require.Equal(t, int32(1), proxy.cut.Load(), "the connection was cut during the start")
@@ -131,7 +131,7 @@ func TestFailedStartCanBeRetried(t *testing.T) {
 
 	g := group(t)
 	ran := make(chan struct{}, 1)
-	wb, err := NewWorker(b, func(context.Context, *Job) error { ran <- struct{}{}; return nil }, WorkerConfig{})
+	wb, err := newWorker(t, b, func(context.Context, *Job) error { ran <- struct{}{}; return nil }, WorkerConfig{})
 	require.NoError(t, err)
 	require.ErrorIs(t, wb.Start(g), pool.ErrOverBudget)
 	require.Empty(t, g.Tasks(), "the failed start left no task")
@@ -139,7 +139,7 @@ func TestFailedStartCanBeRetried(t *testing.T) {
 	require.NoError(t, other.Close(context.Background()))
 	require.Zero(t, p.Stats().Blocking.Reserved)
 	require.NoError(t, wb.Start(g), "the lane has room now")
-	require.ErrorIs(t, wb.Start(g), ErrStarted)
+	require.ErrorIs(t, wb.Start(g), ErrAlreadyStarted)
 	_, err = b.Enqueue(context.Background(), []byte("x"))
 	require.NoError(t, err)
 	select {
@@ -159,7 +159,7 @@ func TestStartAgainstADownRedisCanBeRetried(t *testing.T) {
 	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
 	q := mustQueue(t, p, "down", Config{})
 	g := group(t)
-	w, err := NewWorker(q, func(context.Context, *Job) error { return nil }, WorkerConfig{})
+	w, err := newWorker(t, q, func(context.Context, *Job) error { return nil }, WorkerConfig{})
 	require.NoError(t, err)
 	require.NoError(t, srv.Stop())
 	err = w.Start(g)
@@ -171,8 +171,8 @@ func TestStartAgainstADownRedisCanBeRetried(t *testing.T) {
 	// Nothing of the failed start is left in the process either: a worker
 	// with another heartbeat configuration can start on the same pool and
 	// group (workers there share one heartbeat).
-	other, err := NewWorker(mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil },
-		WorkerConfig{HeartbeatInterval: 5 * time.Second})
+	other, err := newWorker(t, mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil },
+		WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 5 * time.Second})
 	require.NoError(t, err)
 	require.NoError(t, other.Start(g))
 	require.NoError(t, w.Start(group(t)), "the failed worker starts on retry")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -36,144 +35,6 @@ type Job struct {
 	EnqueuedAt  time.Time
 }
 
-// Defaults filled in by NewWorker for zero fields of WorkerConfig.
-const (
-	DefaultConcurrency       = 10
-	DefaultBlockTimeout      = 5 * time.Second
-	DefaultRetryBase         = time.Second
-	DefaultRetryMax          = 10 * time.Minute
-	DefaultMaxDeliveries     = 5
-	DefaultHeartbeatInterval = 10 * time.Second
-)
-
-// MinHeartbeatInterval is the shortest WorkerConfig.HeartbeatInterval:
-// every interval costs one pipeline per process, so the heartbeat sends at
-// most 10 a second.
-const MinHeartbeatInterval = 100 * time.Millisecond
-
-// WorkerConfig configures a Worker. The zero value is useful: NewWorker
-// fills in the defaults documented on each field.
-type WorkerConfig struct {
-	// Concurrency is the number of handler goroutines, and the most jobs the
-	// worker holds at once (it never fetches more than it can run). Default 10.
-	Concurrency int
-	// BlockTimeout is how long one BLMOVE waits for a job. The fetcher
-	// blocks in Redis instead of polling; this only bounds each wait, so an
-	// idle queue costs one command per BlockTimeout. A whole number of
-	// seconds (go-redis sends it so). While the queue has delayed jobs, each
-	// BLMOVE that times out is followed by one read of the earliest due
-	// time (see the package doc). Default 5s.
-	BlockTimeout time.Duration
-	// JobTimeout bounds one run when the job has no Timeout option of its
-	// own: the handler's context is cancelled after it. Zero means no bound.
-	JobTimeout time.Duration
-	// RetryBase and RetryMax shape the default retry delay: exponential from
-	// RetryBase, capped at RetryMax, with full jitter. Defaults 1s and 10m.
-	RetryBase time.Duration
-	RetryMax  time.Duration
-	// Backoff, if set, replaces the default retry delay. attempt is the
-	// number of the run that failed (1 for the first). A panic in Backoff
-	// is recovered and logged, and the default delay is used.
-	Backoff func(attempt int, err error) time.Duration
-	// MaxDeliveries is how many times a job may be recovered from consumers
-	// that died while holding it before it goes to the dead letters, so a
-	// job that crashes its process cannot crash-loop a fleet. At most
-	// 2^31-1. Default 5.
-	MaxDeliveries int
-	// HeartbeatInterval is how often this process proves it is alive and
-	// checks for dead consumers. A consumer counts as dead HeartbeatTTL after
-	// its last heartbeat, so a crashed process's jobs are back in the ready
-	// list HeartbeatTTL + HeartbeatInterval after it died (defaults 10s and
-	// 2 x HeartbeatInterval: 30s), later only when its sweep had to wait
-	// (Redis errors, another process sweeping) or more than 64 consumers
-	// died within the hour (see the package doc). HeartbeatInterval is at
-	// least MinHeartbeatInterval (100ms). All workers of a
-	// process on one pool and lifecycle group share one heartbeat, so these
-	// must agree among them.
-	HeartbeatInterval time.Duration
-	HeartbeatTTL      time.Duration
-	// ConsumerID names this process in Redis (its processing lists and
-	// heartbeat). It must be unique among live processes. Default:
-	// hostname-pid-random, chosen once per process. A stable ID (a StatefulSet pod name) lets a
-	// restarted process take back its own unfinished jobs at once instead
-	// of waiting for the heartbeat to expire (each counts a delivery, as
-	// for a swept consumer: see MaxDeliveries).
-	ConsumerID string
-	// OnError, if set, is called after each failed run with the job and the
-	// error, from the handler's goroutine, outside any lock. A panic in
-	// OnError is recovered and logged; the job's outcome is unchanged.
-	OnError func(job *Job, err error)
-	// Logger receives what goes wrong. Nil uses the queue's logger.
-	Logger *slog.Logger
-}
-
-func (c *WorkerConfig) fill(q *Queue) error {
-	var errs []error
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if c.Concurrency < 1 || c.Concurrency > 10_000 {
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.Concurrency must be in 1..10000, got %d", c.Concurrency))
-	}
-	durs := []struct {
-		v    *time.Duration
-		def  time.Duration
-		name string
-	}{
-		{&c.BlockTimeout, DefaultBlockTimeout, "BlockTimeout"},
-		{&c.RetryBase, DefaultRetryBase, "RetryBase"},
-		{&c.RetryMax, DefaultRetryMax, "RetryMax"},
-		{&c.HeartbeatInterval, DefaultHeartbeatInterval, "HeartbeatInterval"},
-		{&c.HeartbeatTTL, 2 * max(c.HeartbeatInterval, 0), "HeartbeatTTL"},
-	}
-	for _, d := range durs {
-		if *d.v < 0 {
-			errs = append(errs, fmt.Errorf("queue: WorkerConfig.%s must not be negative, got %s", d.name, *d.v))
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	if c.HeartbeatTTL == 0 {
-		c.HeartbeatTTL = 2 * c.HeartbeatInterval
-	}
-	if c.JobTimeout < 0 {
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.JobTimeout must not be negative, got %s", c.JobTimeout))
-	}
-	if c.BlockTimeout > 0 && (c.BlockTimeout < time.Second || c.BlockTimeout%time.Second != 0) {
-		// go-redis sends BLMOVE's timeout in whole seconds: anything else
-		// would be silently rounded.
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.BlockTimeout must be a whole number of seconds, at least 1s, got %s", c.BlockTimeout))
-	}
-	if c.HeartbeatInterval > 0 && c.HeartbeatInterval < MinHeartbeatInterval {
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.HeartbeatInterval must be at least %s, got %s (each interval costs one pipeline)", MinHeartbeatInterval, c.HeartbeatInterval))
-	}
-	if c.HeartbeatInterval > 0 && c.HeartbeatTTL <= c.HeartbeatInterval {
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.HeartbeatTTL (%s) must be longer than HeartbeatInterval (%s), or one late heartbeat makes a live process look dead",
-			c.HeartbeatTTL, c.HeartbeatInterval))
-	}
-	if c.RetryMax < c.RetryBase {
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.RetryMax (%s) must not be below RetryBase (%s)", c.RetryMax, c.RetryBase))
-	}
-	switch {
-	case c.MaxDeliveries == 0:
-		c.MaxDeliveries = DefaultMaxDeliveries
-	case c.MaxDeliveries < 0:
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.MaxDeliveries must not be negative, got %d", c.MaxDeliveries))
-	case c.MaxDeliveries > maxCount:
-		errs = append(errs, fmt.Errorf("queue: WorkerConfig.MaxDeliveries must be at most %d, got %d", maxCount, c.MaxDeliveries))
-	}
-	if c.ConsumerID != "" {
-		if err := checkName("WorkerConfig.ConsumerID", c.ConsumerID); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c.Logger == nil {
-		c.Logger = q.cfg.Logger
-	}
-	return errors.Join(errs...)
-}
-
 // Worker consumes one queue with Concurrency handlers.
 //
 // Per worker there is ONE fetcher goroutine holding ONE reserved
@@ -189,9 +50,10 @@ type Worker struct {
 	cfg WorkerConfig
 	log *slog.Logger
 
+	c     *Consumer
 	proc  string // this consumer's processing list
 	res   *pool.Reservation
-	node  *node
+	node  *node // the consumer's heartbeat the worker is attached to, once started
 	sched *scheduler
 
 	slots chan struct{} // one token per job held (fetched and not yet finished)
@@ -239,22 +101,33 @@ const (
 
 var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped"}
 
-// NewWorker validates cfg and returns a worker for q running h. It does not
-// talk to Redis; Start does.
-func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
+// NewWorker validates cfg and returns a worker for q running h, on the
+// process's consumer c, whose namespace must be q's. It does not talk to
+// Redis; Start does. Invalid settings fail with an error wrapping
+// ErrInvalidConfig.
+func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
+	if c == nil {
+		return nil, errors.New("queue: NewWorker: nil consumer")
+	}
 	if q == nil {
 		return nil, errors.New("queue: NewWorker: nil queue")
 	}
 	if h == nil {
 		return nil, q.errorf("NewWorker: nil handler")
 	}
-	if err := cfg.fill(q); err != nil {
+	if err := c.accepts(q); err != nil {
+		return nil, err
+	}
+	cfg, err := cfg.withDefaults(q.cfg.Logger)
+	if err != nil {
 		return nil, err
 	}
 	w := &Worker{
 		q:            q,
 		h:            h,
 		cfg:          cfg,
+		c:            c,
+		proc:         q.k.proc(c.ID()),
 		log:          cfg.Logger.With("queue", q.name),
 		slots:        make(chan struct{}, cfg.Concurrency),
 		jobs:         make(chan delivery, cfg.Concurrency),
@@ -289,7 +162,7 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 // reservation (a heartbeat entry it may have written just expires), and
 // Start may be called again. It fails with the pool's error when the
 // blocking lane cannot hold the fetcher (pool.ErrOverBudget), and with
-// ErrStarted once the worker was started. A group that begins closing
+// ErrAlreadyStarted once the worker was started. A group that begins closing
 // during Start stops the tasks already started; that worker cannot be
 // started again.
 func (w *Worker) Start(g *lifecycle.Group) error {
@@ -299,7 +172,7 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	w.startMu.Lock()
 	defer w.startMu.Unlock()
 	if w.started {
-		return w.q.errorf("%w", ErrStarted)
+		return w.q.errorf("%w", ErrAlreadyStarted)
 	}
 	if g.Closing() {
 		return w.q.errorf("Start: %w", lifecycle.ErrClosed)
@@ -308,7 +181,6 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	if err != nil {
 		return w.q.errorf("Start: %w", err)
 	}
-	id := w.cfg.ConsumerID
 	n, err := w.join(g)
 	if err != nil {
 		_ = res.Release()
@@ -329,7 +201,6 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 		n.detach(w)
 		_ = res.Release()
 		w.started, w.res, w.node = false, nil, nil
-		w.cfg.ConsumerID, w.proc = id, ""
 		return w.q.errorf("Start: %w", err)
 	}
 	// From here on the acker cleans up, once stopping is closed.
@@ -362,38 +233,27 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 // startTimeout bounds Start's retries of Redis errors.
 const startTimeout = 10 * time.Second
 
-// join joins this process's heartbeat for the namespace and announces the
+// join joins the consumer's heartbeat for the namespace and announces the
 // consumer in the queue's consumers set. Redis errors (a connection cut, a
 // restart, the pool believing Redis down for a moment) are retried with
 // backoff for up to startTimeout. On failure nothing of the worker is left
-// in the node, and a node this call created and nothing else uses is
-// dropped, so a later Start begins afresh.
+// in the heartbeat, and a heartbeat this call made and nothing else uses
+// is dropped, so a later Start begins afresh.
 func (w *Worker) join(g *lifecycle.Group) (*node, error) {
-	n, err := nodeFor(w.q.p, g, w.q.cfg, w.cfg)
+	n, err := w.c.heartbeatOn(g)
 	if err != nil {
 		return nil, err
 	}
-	n.mu.Lock()
-	for other := range n.workers {
-		if other.q.k.tag == w.q.k.tag {
-			n.mu.Unlock()
-			return nil, fmt.Errorf("queue %q already has a worker in this process (one worker per queue; raise its Concurrency instead)", w.q.name)
-		}
+	if n.hasQueue(w.q.k.tag) {
+		return nil, errOneWorkerPerQueue(w.q.name)
 	}
-	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	// Set before attach: attach starts (or signals) the heartbeat task,
-	// whose start-time check may sweep this queue with w's ConsumerID as
-	// the lock token at once.
-	id := w.cfg.ConsumerID
-	w.cfg.ConsumerID = n.id
-	w.proc = w.q.k.proc(n.id)
 	var bo troubleBackoff
 	tries := 0
 	for {
 		tries++
-		err = n.attach(ctx, g, w)
+		err = n.attach(ctx, w)
 		if err == nil || errors.Is(err, lifecycle.ErrClosed) || !bo.wait(ctx) {
 			break
 		}
@@ -402,17 +262,35 @@ func (w *Worker) join(g *lifecycle.Group) (*node, error) {
 	if err == nil {
 		return n, nil
 	}
-	w.cfg.ConsumerID, w.proc = id, ""
-	n.mu.Lock()
-	unused := len(n.workers) == 0 && !n.running
-	n.mu.Unlock()
-	if unused {
-		n.p.DeleteShared(n.key, n)
+	if n.unused() {
+		w.c.forget(n)
 	}
 	if errors.Is(err, lifecycle.ErrClosed) {
 		return nil, err
 	}
 	return nil, fmt.Errorf("%w (tried %d times in %s; nothing was started and Start may be called again)", err, tries, startTimeout)
+}
+
+// The worker as a member of its consumer's heartbeat (see node).
+
+func (w *Worker) queueTag() string  { return w.q.k.tag }
+func (w *Worker) queueName() string { return w.q.name }
+
+func (w *Worker) announce(ctx context.Context, pipe redis.Pipeliner, id, token string) {
+	pipe.HSet(ctx, w.q.k.incarnations, id, token)
+	pipe.SAdd(ctx, w.q.k.consumers, id)
+}
+
+// beat runs on the heartbeat's goroutine: a consumer newly seen dead may
+// have known of delayed jobs (the scheduler re-reads), and a busy worker
+// reconciles its processing list now and then.
+func (w *Worker) beat(newlyDead bool) {
+	if newlyDead {
+		w.sched.wake(false)
+	}
+	if w.needsPeriodicReconcile() {
+		w.needReconcile.Store(true)
+	}
 }
 
 // delivery is a fetched element on its way to a handler.
@@ -833,7 +711,7 @@ func (w *Worker) Stats() WorkerStats {
 		Dead: w.st.dead.Load(), Panics: w.st.panics.Load(), IgnoredTimeouts: w.st.ignoredTimeouts.Load(),
 		Recovered: w.st.recovered.Load(), Malformed: w.st.malformed.Load(), LostLeases: w.st.lostLeases.Load(),
 		FetchErrors: w.st.fetchErrors.Load(), AckErrors: w.st.ackErrors.Load(),
-		FetcherState: fetcherStateNames[w.st.fetchState.Load()], ConsumerID: w.cfg.ConsumerID,
+		FetcherState: fetcherStateNames[w.st.fetchState.Load()], ConsumerID: w.c.ID(),
 	}
 	if ns := w.st.lastFetch.Load(); ns != 0 {
 		s.FetcherLastReturn = time.Unix(0, ns)
@@ -880,17 +758,4 @@ func (w *Worker) needsPeriodicReconcile() bool {
 	}
 	w.lastReconciled = done
 	return true
-}
-
-// defaultConsumerID names a process: hostname-pid-random.
-func defaultConsumerID() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "host"
-	}
-	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID(time.Now())[8:])
-	if checkName("consumer ID", id) != nil {
-		id = fmt.Sprintf("host-%d-%s", os.Getpid(), newID(time.Now())[8:])
-	}
-	return id
 }

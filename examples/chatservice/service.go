@@ -242,13 +242,18 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		chatapi.QueueEmbeddings: s.handleEmbedding,
 		chatapi.QueueWebhooks:   s.handleWebhook,
 	}
+	// One consumer for the process: one heartbeat for every queue's worker.
+	consumer, err := queue.NewConsumer(s.p, queue.ConsumerConfig{Logger: log.With("component", "queue")})
+	if err != nil {
+		return nil, err
+	}
 	for _, name := range chatapi.Queues() {
 		qlog := log.With("component", "queue", "queue", name)
 		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, Logger: qlog})
 		if err != nil {
 			return nil, err
 		}
-		w, err := queue.NewWorker(q, handlers[name], queue.WorkerConfig{
+		w, err := queue.NewWorker(consumer, q, handlers[name], queue.WorkerConfig{
 			Concurrency: cfg.Concurrency,
 			JobTimeout:  30 * time.Second,
 			RetryBase:   100 * time.Millisecond, // a failed model call is retried soon
