@@ -8,7 +8,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/bounded-go/bounded/internal/backoff"
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
@@ -50,123 +49,122 @@ const maxAckBatch = 256
 // one was in flight (at most maxAckBatch), so under load a round trip
 // carries many acks and a job costs well under one round trip to ack. It is
 // also the last task of the worker to stop: it drains the outcomes, puts
-// back what was not finished, and leaves the heartbeat.
+// back what was not finished, and leaves the heartbeat (drain.go).
 func (w *Worker) ackLoop(ctx context.Context) error {
-	opCtx := context.WithoutCancel(ctx)
-	var pending []ackOp
-	var bo troubleBackoff
-	var retry <-chan time.Time // set while backing off after a failed flush
-	stopping := w.stopping
-	var cancelAt, giveUpAt <-chan time.Time
-	var closeDone <-chan struct{} // the Close context's Done, once draining
-	for done := false; !done; {
-		if len(pending) == 0 || retry != nil {
-			var acks <-chan ackOp
-			if len(pending) < maxAckBatch {
-				acks = w.acks
+	a := &acker{w: w, ctx: ctx, opCtx: context.WithoutCancel(ctx), stopping: w.stopping}
+	for {
+		if a.waiting() {
+			if a.wait() {
+				break
 			}
-			select {
-			case op := <-acks:
-				pending = append(pending, op)
-			case <-retry:
-				retry = nil
-			case <-stopping:
-				// The fetcher stopped: from now on work to the Close deadline.
-				stopping = nil
-				opCtx = lifecycle.CloseContext(ctx)
-				cancelAt, giveUpAt = w.drainTimers(opCtx)
-				closeDone = opCtx.Done()
-			case <-cancelAt:
-				cancelAt = nil
-				w.log.Warn("queue: close deadline near; cancelling running handlers")
-				w.hardCancel()
-			case <-giveUpAt:
-				w.log.Error("queue: handlers did not return in time; their jobs go back to the ready list and may run twice")
-				done = true
-			case <-closeDone:
-				// Cancelled, or a deadline already past: there is no time
-				// left to wait for anything.
-				w.log.Warn("queue: close context done; cancelling running handlers now")
-				done = true
-			case <-w.handlersDone:
-				// Handlers only return once the worker drains. If this case
-				// won the race with stopping, the rest still works to the
-				// Close deadline, not without one.
-				if stopping != nil {
-					stopping = nil
-					opCtx = lifecycle.CloseContext(ctx)
-				}
-				done = true
-			}
-			if done || retry != nil || len(pending) == 0 {
+			if a.waiting() {
 				continue
 			}
 		}
-		// Take whatever else is ready: that is the batching.
-	collect:
-		for len(pending) < maxAckBatch {
-			select {
-			case op := <-w.acks:
-				pending = append(pending, op)
-			default:
-				break collect
-			}
-		}
-		failed := w.flush(opCtx, pending)
-		pending = append(pending[:0], failed...)
-		if len(failed) == 0 {
-			bo.reset()
-			continue
-		}
-		if opCtx.Err() != nil {
+		a.collect()
+		if !a.write() {
 			break
 		}
-		retry = time.After(bo.next())
 	}
-	// However the wait ended, every handler still running is cancelled
-	// before the acker writes its last outcomes: none is left running with
-	// a live context once its job has been given up.
-	w.hardCancel()
-	// Drain: whatever outcomes arrived, then put back the rest.
-drain:
-	for {
-		select {
-		case op := <-w.acks:
-			pending = append(pending, op)
-		default:
-			break drain
-		}
-	}
-	if len(pending) > 0 {
-		if failed := w.flush(opCtx, pending); len(failed) > 0 {
-			w.log.Error("queue: could not write outcomes before the deadline; those jobs go back to the ready list", "count", len(failed))
-		}
-	}
-	// The scheduler hands its knowledge of delayed jobs over before the
-	// consumer leaves: if it cannot, the heartbeat must be left to expire.
-	select {
-	case <-w.schedGone:
-	case <-opCtx.Done():
-	}
-	err := w.finish(opCtx)
-	close(w.ackerGone)
-	return err
+	return a.drain()
 }
 
-// drainTimers returns when to cancel running handlers and when to give up
-// waiting for them, given the Close deadline: the last fifth of the time
-// left (at most 2s) is for cancelled handlers to return, and the last tenth
-// (at most 1s) for putting jobs back. Without a deadline the worker waits
-// for its handlers however long they take.
-func (w *Worker) drainTimers(closeCtx context.Context) (cancelAt, giveUpAt <-chan time.Time) {
-	dl, ok := closeCtx.Deadline()
-	if !ok {
-		return nil, nil
+// acker is the state of ackLoop.
+type acker struct {
+	w       *Worker
+	ctx     context.Context // the task's
+	opCtx   context.Context // for writes: never cancelled, then the Close context once draining
+	pending []ackOp
+	bo      troubleBackoff
+	retry   <-chan time.Time // set while backing off after a failed write
+
+	// Draining.
+	stopping           <-chan struct{} // the fetcher stopped; nil once seen
+	cancelAt, giveUpAt <-chan time.Time
+	closeDone          <-chan struct{} // the Close context's Done, once draining
+}
+
+// waiting reports whether there is nothing to write now: no outcome, or a
+// backoff under way.
+func (a *acker) waiting() bool { return len(a.pending) == 0 || a.retry != nil }
+
+// wait waits for the next event: an outcome, the end of a backoff, or a
+// step of the drain. It reports whether the acker is done waiting for
+// outcomes.
+func (a *acker) wait() (done bool) {
+	w := a.w
+	var acks <-chan ackOp
+	if len(a.pending) < maxAckBatch {
+		acks = w.acks
 	}
-	left := time.Until(dl)
-	cancelAt = time.After(max(left-min(left/5, 2*time.Second), 0))
-	giveUpAt = time.After(max(left-min(left/10, time.Second), 0))
-	return cancelAt, giveUpAt
+	select {
+	case op := <-acks:
+		a.pending = append(a.pending, op)
+	case <-a.retry:
+		a.retry = nil
+	case <-a.stopping:
+		// The fetcher stopped: from now on work to the Close deadline.
+		a.beginDrain()
+		a.cancelAt, a.giveUpAt = w.drainTimers(a.opCtx)
+		a.closeDone = a.opCtx.Done()
+	case <-a.cancelAt:
+		a.cancelAt = nil
+		w.log.Warn("queue: close deadline near; cancelling running handlers")
+		w.hardCancel()
+	case <-a.giveUpAt:
+		w.log.Error("queue: handlers did not return in time; their jobs go back to the ready list and may run twice")
+		return true
+	case <-a.closeDone:
+		// Cancelled, or a deadline already past: there is no time left to
+		// wait for anything.
+		w.log.Warn("queue: close context done; cancelling running handlers now")
+		return true
+	case <-w.handlersDone:
+		// Handlers only return once the worker drains. If this case won the
+		// race with stopping, the rest still works to the Close deadline,
+		// not without one.
+		if a.stopping != nil {
+			a.beginDrain()
+		}
+		return true
+	}
+	return false
+}
+
+// beginDrain makes the writes work to the Close deadline.
+func (a *acker) beginDrain() {
+	a.stopping = nil
+	a.opCtx = lifecycle.CloseContext(a.ctx)
+}
+
+// collect takes whatever else is ready, up to maxAckBatch: that is the
+// batching.
+func (a *acker) collect() {
+	for len(a.pending) < maxAckBatch {
+		select {
+		case op := <-a.w.acks:
+			a.pending = append(a.pending, op)
+		default:
+			return
+		}
+	}
+}
+
+// write writes the pending outcomes, keeping those that failed for a
+// retry after a backoff. It reports false when writes must stop: some
+// failed and the Close context has ended.
+func (a *acker) write() bool {
+	failed := a.w.flush(a.opCtx, a.pending)
+	a.pending = append(a.pending[:0], failed...)
+	if len(failed) == 0 {
+		a.bo.reset()
+		return true
+	}
+	if a.opCtx.Err() != nil {
+		return false
+	}
+	a.retry = time.After(a.bo.next())
+	return true
 }
 
 // flush writes outcomes in one pipeline and returns those to try again.
@@ -212,7 +210,7 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 				op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
 		case ackDead:
 			if op.deadKeys == nil {
-				op.deadKeys, op.deadArgs = w.q.deadArgs(w.proc, []byte(op.elem), op.deadID, op.reason, op.attempts, op.unique, nil)
+				op.deadKeys, op.deadArgs = w.q.deadMoveArgs(w.proc, []byte(op.elem), deadLetter{id: op.deadID, reason: op.reason, attempts: op.attempts, unique: op.unique})
 				ops[i] = op
 			}
 			op.deadArgs[len(op.deadArgs)-1] = boolArg(op.resent)
@@ -307,7 +305,7 @@ func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 			pairs = append(pairs, e, e)
 		case env.deliveries+1 > w.cfg.MaxDeliveries:
 			reason := fmt.Sprintf("recovered from dead consumers %d times (WorkerConfig.MaxDeliveries %d): the job may be killing its consumers", env.deliveries+1, w.cfg.MaxDeliveries)
-			ks, args := w.q.deadArgs(w.proc, []byte(e), env.id, reason, env.attempt, env.unique, []byte(e))
+			ks, args := w.q.deadMoveArgs(w.proc, []byte(e), deadLetter{id: env.id, reason: reason, attempts: env.attempt, unique: env.unique})
 			if n, err := deadScript.Run(ctx, c, ks, args...).Int(); err != nil {
 				errs = append(errs, err)
 			} else if n == 1 {
@@ -355,72 +353,6 @@ func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (in
 		pairs = pairs[n:]
 	}
 	return total, nil
-}
-
-// finish ends a drained worker: everything left in its processing list goes
-// back to the head of the ready list, and the consumer leaves the queue's
-// consumers and the heartbeat. Against a failing Redis it tries again, with
-// backoff, until ctx (the Close deadline) ends. If it never succeeds, the
-// heartbeat is left to expire, so other processes see this consumer die
-// and sweep its list: the jobs are late, not lost.
-func (w *Worker) finish(ctx context.Context) error {
-	defer w.q.removeWorker(w)
-	defer w.node.detach(w)
-	// Stop retrying a little before the deadline: the worker's tasks and
-	// the heartbeat must still return by it.
-	var stopAt time.Time
-	if dl, ok := ctx.Deadline(); ok {
-		stopAt = dl.Add(-min(time.Until(dl)/4, 200*time.Millisecond))
-	}
-	var bo troubleBackoff
-	for {
-		err := w.putBack(ctx)
-		if err == nil {
-			w.mu.Lock()
-			clear(w.inflight)
-			w.mu.Unlock()
-			return nil
-		}
-		wait := bo.next()
-		if ctx.Err() != nil || (!stopAt.IsZero() && time.Now().Add(wait).After(stopAt)) || !backoff.Sleep(ctx, wait) {
-			w.node.keepHeartbeat()
-			w.log.Error("queue: drain: could not put unfinished jobs back; they stay in the processing list until another process sees this consumer's heartbeat expire and sweeps it", "err", err)
-			return w.q.errorf("drain: putting unfinished jobs back: %w", err)
-		}
-		w.log.Warn("queue: drain: putting unfinished jobs back failed; retrying", "err", err)
-	}
-}
-
-// putBack moves the processing list to the head of the ready list and
-// leaves the queue's consumers set.
-func (w *Worker) putBack(ctx context.Context) error {
-	c := w.q.p.Background()
-	elems, err := c.LRange(ctx, w.proc, 0, -1).Result()
-	if err != nil {
-		return fmt.Errorf("reading the processing list: %w", err)
-	}
-	if len(elems) > 0 {
-		// Oldest (rightmost) last, so it ends up first in line.
-		pairs := make([]any, 0, 2*len(elems))
-		for _, e := range elems {
-			pairs = append(pairs, e, e)
-		}
-		n, err := w.recoverPairs(ctx, w.proc, pairs)
-		if n > 0 {
-			w.log.Info("queue: drain put unfinished jobs back", "count", n)
-		}
-		if err != nil {
-			return fmt.Errorf("moving jobs to the ready list: %w", err)
-		}
-	}
-	pipe := c.Pipeline()
-	pipe.SRem(ctx, w.q.k.consumers, w.c.ID())
-	pipe.HDel(ctx, w.q.k.incarnations, w.c.ID())
-	if _, err := pipe.Exec(ctx); err != nil {
-		// Harmless: the next worker's check finds an empty list.
-		w.log.Warn("queue: drain: leaving the consumers set failed", "err", err)
-	}
-	return nil
 }
 
 func argLen(a any) int {

@@ -415,7 +415,7 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 
 	// Dead letters read.
 	for i := range jobs {
-		ks, args := q.deadArgs(q.k.proc("x"), nil, fmt.Sprint("d", i), "r", 1, false, elem(i))
+		ks, args := q.deadAddArgs(elem(i), deadLetter{id: fmt.Sprint("d", i), reason: "r", attempts: 1})
 		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
 	}
 	dead, err := q.Dead(ctx, 0, 1000)

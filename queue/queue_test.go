@@ -293,7 +293,7 @@ func TestDeadLettersAreTrimmed(t *testing.T) {
 	q := mustQueue(t, p, "trim", Config{DeadLetterMax: 5, DeadLetterMaxAge: time.Hour, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	ctx := context.Background()
 	add := func(id string) {
-		ks, args := q.deadArgs(q.k.proc("x"), nil, id, "r", 1, false, []byte("bq1|"+id+"|0|1|0|0|0||p"))
+		ks, args := q.deadAddArgs([]byte("bq1|"+id+"|0|1|0|0|0||p"), deadLetter{id: id, reason: "r", attempts: 1})
 		require.NoError(t, deadScript.Run(ctx, p.Client(), ks, args...).Err())
 	}
 	for i := range 8 {

@@ -272,7 +272,7 @@ func TestRequeueWithForeignDeadIndexKeepsTheJob(t *testing.T) {
 			q := mustQueue(t, p, "requeueforeign", Config{})
 			c := p.Client()
 			env := envelope{id: "j1", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("x")}
-			ks, args := q.deadArgs(q.k.proc("nobody"), nil, "j1", "test", 1, false, env.encode())
+			ks, args := q.deadAddArgs(env.encode(), deadLetter{id: "j1", reason: "test", attempts: 1})
 			require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
 			require.NoError(t, c.Set(ctx, q.k.deadIdx, "not a zset", 0).Err())
 			_, err := q.Requeue(ctx, "j1")

@@ -188,7 +188,7 @@ func TestPurgeSparesJobsThatDiedAfterItStarted(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
 	for i := range 150 {
 		e := envelope{id: fmt.Sprint("old", i), maxAttempts: 1, enqueuedAt: old, payload: []byte("x")}
-		ks, args := q.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
+		ks, args := q.deadAddArgs(e.encode(), deadLetter{id: e.id, reason: "failed", attempts: 1})
 		args[3] = old.Add(time.Duration(i) * time.Millisecond).UnixMilli()
 		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
 	}
@@ -204,7 +204,7 @@ func TestPurgeSparesJobsThatDiedAfterItStarted(t *testing.T) {
 			other.HDel(ctx, q.k.deadData, oldest...)
 		}
 		e := envelope{id: "new", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("x")}
-		ks, args := q.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
+		ks, args := q.deadAddArgs(e.encode(), deadLetter{id: e.id, reason: "failed", attempts: 1})
 		hookErr = other.EvalSha(ctx, deadScript.Hash(), ks, args...).Err()
 		fired = true
 	}})
@@ -257,7 +257,7 @@ func TestRequeueDoesNotTakeADeadLetterThatReplacedTheOneItRead(t *testing.T) {
 			require.NoError(t, c.HSet(ctx, q.k.payloads, e.ref, payload).Err())
 		}
 		at := mustQueue(t, p, "requeuerace", Config{Now: func() time.Time { return diedAt }})
-		ks, args := at.deadArgs("", nil, e.id, "failed", 1, false, e.encode())
+		ks, args := at.deadAddArgs(e.encode(), deadLetter{id: e.id, reason: "failed", attempts: 1})
 		require.NoError(t, deadScript.Run(ctx, c, ks, args...).Err())
 	}
 	// Without a race, Requeue moves a dead letter.
