@@ -117,7 +117,7 @@ type WorkerConfig struct {
 	// idle queue costs one command per BlockTimeout. A whole number of
 	// seconds (go-redis sends it so). While the queue has delayed jobs, each
 	// BLMOVE that times out is followed by one read of the earliest due
-	// time (see the package doc). Default 5s.
+	// time (see docs/queue.md). Default 5s.
 	BlockTimeout time.Duration
 	// JobTimeout bounds one run when the job has no Timeout option of its
 	// own: the handler's context is cancelled after it. Zero means no bound.

@@ -26,7 +26,7 @@ import (
 // every ack, retry, promotion and recovery sends back and forth stays a few
 // dozen bytes. Payloads up to inlineMax ride in the element, so a small job
 // needs no second read. Versions before the "r" flag decode it as an unknown
-// flag (see the package doc on upgrading).
+// flag (see "Upgrading" in docs/queue.md).
 const envelopeVersion = "bq1|"
 
 // wakeMarker is pushed to the head of the ready list when a delayed job

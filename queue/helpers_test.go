@@ -124,7 +124,7 @@ func startWorker(t testing.TB, g *lifecycle.Group, q *Queue, h Handler, cfg Work
 }
 
 // recv receives from ch, failing the test when nothing came within the
-// deadline: a test never waits on a channel without one.
+// deadline: for waits longer than testutil.Recv's.
 func recv[T any](t testing.TB, ch <-chan T, within time.Duration, what string) T {
 	t.Helper()
 	select {

@@ -199,7 +199,7 @@ func TestRetriesThenSucceeds(t *testing.T) {
 	})
 	_, err := q.Enqueue(context.Background(), []byte("x"), MaxAttempts(3))
 	require.NoError(t, err)
-	recv(t, done, 10*time.Second, "the third attempt")
+	testutil.Recv(t, done, "the third attempt")
 	mu.Lock()
 	require.Equal(t, []int{1, 2, 3}, attempts)
 	mu.Unlock()
@@ -287,10 +287,8 @@ func TestFailuresEndInDeadLetters(t *testing.T) {
 func TestDeadLettersAreTrimmed(t *testing.T) {
 	m := redistest.Mini(t)
 	p := mustPool(t, pool.Config{Addrs: []string{m.Addr()}})
-	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	var clock atomic.Int64
-	clock.Store(now.UnixNano())
-	q := mustQueue(t, p, "trim", Config{DeadLetterMax: 5, DeadLetterMaxAge: time.Hour, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	clock := testutil.NewClock()
+	q := mustQueue(t, p, "trim", Config{DeadLetterMax: 5, DeadLetterMaxAge: time.Hour, Now: clock.Now})
 	ctx := context.Background()
 	add := func(id string) {
 		ks, args := q.deadAddArgs([]byte("bq1|"+id+"|0|1|0|0|0||p"), deadLetter{id: id, reason: "r", attempts: 1})
@@ -302,7 +300,7 @@ func TestDeadLettersAreTrimmed(t *testing.T) {
 	dead, err := q.Dead(ctx, 0, 100)
 	require.NoError(t, err)
 	require.Len(t, dead, 5, "count bound")
-	clock.Add(int64(2 * time.Hour))
+	clock.Advance(2 * time.Hour)
 	add("new")
 	dead, err = q.Dead(ctx, 0, 100)
 	require.NoError(t, err)
@@ -351,7 +349,7 @@ func TestJobTimeoutCancelsHandler(t *testing.T) {
 	}, WorkerConfig{JobTimeout: time.Hour})
 	_, err := q.Enqueue(context.Background(), []byte("x"), Timeout(20*time.Millisecond), MaxAttempts(1))
 	require.NoError(t, err)
-	require.ErrorIs(t, recv(t, got, 10*time.Second, "the handler's cancellation"), context.DeadlineExceeded, "the job's own timeout wins over JobTimeout")
+	require.ErrorIs(t, testutil.Recv(t, got, "the handler's cancellation"), context.DeadlineExceeded, "the job's own timeout wins over JobTimeout")
 }
 
 func TestIDMakesEnqueueIdempotent(t *testing.T) {
@@ -374,11 +372,11 @@ func TestIDMakesEnqueueIdempotent(t *testing.T) {
 	g := group(t)
 	done := make(chan string, 1)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { done <- string(j.Payload); return nil }, WorkerConfig{})
-	require.Equal(t, "a", recv(t, done, 10*time.Second, "job a"))
+	require.Equal(t, "a", testutil.Recv(t, done, "job a"))
 	testutil.Eventually(t, 5*time.Second, "ack", func() bool { return w.Stats().InFlight == 0 })
 	_, err = q.Enqueue(ctx, []byte("d"), ID("order-42"))
 	require.NoError(t, err, "the ID is free once the job is done")
-	require.Equal(t, "d", recv(t, done, 10*time.Second, "job d"))
+	require.Equal(t, "d", testutil.Recv(t, done, "job d"))
 }
 
 func TestDelayedJobsRunAtTheirTime(t *testing.T) {
@@ -412,12 +410,12 @@ func testDelayedJobsRunAtTheirTime(t *testing.T, np newPoolFunc) {
 	require.NoError(t, err)
 	_, err = q.Enqueue(ctx, []byte("100ms"), At(start.Add(100*time.Millisecond)))
 	require.NoError(t, err)
-	r := recv(t, runs, 10*time.Second, "a run")
+	r := testutil.Recv(t, runs, "a run")
 	require.Equal(t, "now", r.payload)
-	r = recv(t, runs, 10*time.Second, "a run")
+	r = testutil.Recv(t, runs, "a run")
 	require.Equal(t, "100ms", r.payload)
 	require.GreaterOrEqual(t, r.at.Sub(start), 100*time.Millisecond, "never early")
-	r = recv(t, runs, 10*time.Second, "a run")
+	r = testutil.Recv(t, runs, "a run")
 	require.Equal(t, "200ms", r.payload)
 	require.GreaterOrEqual(t, r.at.Sub(start), 200*time.Millisecond)
 
@@ -426,7 +424,7 @@ func testDelayedJobsRunAtTheirTime(t *testing.T, np newPoolFunc) {
 	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("batch"), []byte("batch")}, Delay(50*time.Millisecond))
 	require.NoError(t, err)
 	for range 2 {
-		r = recv(t, runs, 10*time.Second, "a run")
+		r = testutil.Recv(t, runs, "a run")
 		require.Equal(t, "batch", r.payload)
 		require.GreaterOrEqual(t, r.at.Sub(start), 50*time.Millisecond)
 	}
@@ -449,7 +447,7 @@ func TestDelayedJobFromAnotherProcessWakesScheduler(t *testing.T) {
 	due := time.Now().Add(150 * time.Millisecond)
 	_, err := producerQ.Enqueue(context.Background(), []byte("x"), At(due))
 	require.NoError(t, err)
-	got := recv(t, ran, 10*time.Second, "the delayed job")
+	got := testutil.Recv(t, ran, "the delayed job")
 	at := time.Unix(0, max(a.lastRun.Load(), b.lastRun.Load()))
 	require.Contains(t, []string{"a:x", "b:x"}, got)
 	require.False(t, at.Before(due.Truncate(time.Millisecond)), "never early")
@@ -536,7 +534,7 @@ func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
 				require.NoError(t, err)
 			}
 			for i := range 4 * n {
-				recv(t, jobs, 10*time.Second, fmt.Sprint("job ", i))
+				testutil.Recv(t, jobs, fmt.Sprint("job ", i))
 			}
 			testutil.Eventually(t, 5*time.Second, "jobs acked", func() bool { return w.Stats().InFlight == 0 })
 			testutil.Eventually(t, 5*time.Second, "no goroutine added by running jobs", goroutines(len(tasks)))
@@ -588,7 +586,7 @@ func TestShutdownMidJobPutsItBack(t *testing.T) {
 	}, WorkerConfig{Concurrency: 2})
 	_, err := q.Enqueue(ctx, []byte("long"))
 	require.NoError(t, err)
-	recv(t, started, 10*time.Second, "the handler")
+	testutil.Recv(t, started, "the handler")
 
 	closeCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
@@ -624,7 +622,7 @@ func TestShutdownWithStubbornHandlerStillReturnsByDeadline(t *testing.T) {
 	}, WorkerConfig{Concurrency: 1})
 	_, err := q.Enqueue(ctx, []byte("x"))
 	require.NoError(t, err)
-	recv(t, started, 10*time.Second, "the handler")
+	testutil.Recv(t, started, "the handler")
 
 	closeCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
@@ -708,7 +706,7 @@ func TestReconcilePutsBackStrays(t *testing.T) {
 	g := group(t)
 	ran := make(chan string, 1)
 	startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil }, WorkerConfig{}, ConsumerConfig{ConsumerID: "pod-0"})
-	require.Equal(t, "stray", recv(t, ran, 10*time.Second, "the stray job"))
+	require.Equal(t, "stray", testutil.Recv(t, ran, "the stray job"))
 }
 
 func TestRedisRestartMidRun(t *testing.T) {

@@ -139,7 +139,7 @@ func TestFailedDrainLeavesTheHeartbeatToExpire(t *testing.T) {
 			}, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
 			_, err := q.Enqueue(ctx, []byte("held"))
 			require.NoError(t, err)
-			recv(t, started, 10*time.Second, "the handler")
+			testutil.Recv(t, started, "the handler")
 			id := w.Stats().ConsumerID
 			// The ready list turns into a string: moving jobs back into it
 			// fails (WRONGTYPE), while the heartbeat set works as ever.
@@ -228,7 +228,7 @@ func TestLostLeaseKeepsTheIdempotencyKey(t *testing.T) {
 	}, WorkerConfig{})
 	_, err := q.Enqueue(ctx, []byte("x"), ID("order-1"))
 	require.NoError(t, err)
-	recv(t, done, 10*time.Second, "the handler")
+	testutil.Recv(t, done, "the handler")
 	testutil.Eventually(t, 5*time.Second, "the ack found the job gone", func() bool { return w.Stats().LostLeases == 1 })
 	_, err = q.Enqueue(ctx, []byte("x"), ID("order-1"))
 	require.ErrorIs(t, err, ErrDuplicate, "the job may still run elsewhere")
@@ -325,7 +325,7 @@ func TestDrainAckOfUniqueJobIsNotPutBack(t *testing.T) {
 		testutil.Eventually(t, 5*time.Second, "fetcher stopped", func() bool { return w.Stats().FetcherState == "stopped" })
 		close(relX)
 		close(relY)
-		require.NoError(t, recv(t, closed, 10*time.Second, "Close"))
+		require.NoError(t, testutil.Recv(t, closed, "Close"))
 		n, err := c.LLen(ctx, q.k.ready).Result()
 		require.NoError(t, err)
 		if n > 0 {

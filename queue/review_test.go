@@ -301,7 +301,7 @@ func TestStableConsumerIDCountsDeliveriesOfItsPreviousLife(t *testing.T) {
 	ran := make(chan Job, 2)
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- *j; return nil },
 		WorkerConfig{MaxDeliveries: 2}, ConsumerConfig{ConsumerID: "pod-0"})
-	got := recv(t, ran, 10*time.Second, "the fresh job")
+	got := testutil.Recv(t, ran, "the fresh job")
 	require.Equal(t, "fresh", got.ID)
 	require.Equal(t, 1, got.Deliveries)
 	testutil.Eventually(t, 10*time.Second, "the poison job dead", func() bool { return w.Stats().Dead == 1 })

@@ -42,8 +42,10 @@ type Job struct {
 // goroutines fed by a channel, one acker that pipelines the outcomes, and one
 // scheduler that promotes delayed jobs at their exact due time. All of them
 // are lifecycle tasks of the group given to Start; closing the group drains
-// the worker (see Start). A Worker is safe for concurrent use; it is started
-// once (a Start that failed may be called again).
+// the worker (see Start). The worker belongs to the Consumer given to
+// NewWorker, whose heartbeat keeps its jobs its own. A Worker is safe for
+// concurrent use; it is started once (a Start that failed may be called
+// again).
 type Worker struct {
 	q   *Queue
 	h   Handler
@@ -143,9 +145,10 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 	return w, nil
 }
 
-// Start reserves the fetcher's blocking connection, joins this process's
-// heartbeat, and starts the worker's tasks on g: a fetcher, Concurrency
-// handlers, an acker and a scheduler.
+// Start reserves the fetcher's blocking connection, joins its Consumer's
+// heartbeat (starting it on g for the Consumer's first worker; every worker
+// of a Consumer is started on the same group), and starts the worker's
+// tasks on g: a fetcher, Concurrency handlers, an acker and a scheduler.
 //
 // Closing g drains the worker: the fetcher stops fetching; handlers finish
 // the jobs they run until shortly before the Close deadline, when their
