@@ -119,7 +119,8 @@ func SetMemoryLimit(fraction float64) (LimitResult, error) {
 	return setMemoryLimit(fraction, limitEnv{root: "/", getenv: os.Getenv, set: debug.SetMemoryLimit})
 }
 
-// limitEnv is what SetMemoryLimit touches in the process, replaced in tests.
+// limitEnv is what SetMemoryLimit and FollowMemoryLimit touch in the
+// process, replaced in tests.
 type limitEnv struct {
 	root   string                  // file system root the cgroup files are under
 	getenv func(string) string     // os.Getenv
