@@ -9,11 +9,18 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bounded-go/bounded/internal/check"
 )
 
-// ErrClosed is returned when a task or closer is registered on a group that
-// has begun closing. Nothing is started in that case.
-var ErrClosed = errors.New("lifecycle: group is closed")
+var (
+	// ErrClosed is returned when a task or closer is registered on a group
+	// that has begun closing. Nothing is started in that case.
+	ErrClosed = errors.New("lifecycle: group is closed")
+	// ErrInvalidConfig is wrapped by the error Run returns for a Config that
+	// cannot work; the message names the field.
+	ErrInvalidConfig = errors.New("lifecycle: invalid config")
+)
 
 // Kind says how a task runs.
 type Kind string
@@ -61,8 +68,25 @@ type Config struct {
 	StopOnError bool
 	// ShutdownTimeout is how long Run gives Close once it begins to stop the
 	// group: the deadline tasks see through CloseContext. Zero means
-	// DefaultShutdownTimeout. Run rejects a negative value.
+	// DefaultShutdownTimeout. Run rejects a negative value with an error
+	// wrapping ErrInvalidConfig.
 	ShutdownTimeout time.Duration
+}
+
+// withDefaults returns c with its zero fields filled in, or an error naming
+// every field that cannot work. The fields that can be filled are filled
+// even then: a Group has no constructor that could fail, so only Run, the
+// one user of ShutdownTimeout, reports the error.
+func (c Config) withDefaults() (Config, error) {
+	e := check.New(ErrInvalidConfig)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	check.Default(e, &c.ShutdownTimeout, DefaultShutdownTimeout, "Config.ShutdownTimeout")
+	return c, e.Err()
 }
 
 // Group owns background tasks and the closers of resources they use.
@@ -75,6 +99,7 @@ type Config struct {
 type Group struct {
 	mu       sync.Mutex
 	cfg      Config
+	cfgErr   error // what is wrong with cfg, reported by Run
 	inited   bool
 	ctx      context.Context // tasks' context, cancelled by Close
 	cancel   context.CancelFunc
@@ -123,12 +148,7 @@ func (g *Group) initLocked() {
 		return
 	}
 	g.inited = true
-	if g.cfg.Logger == nil {
-		g.cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if g.cfg.Now == nil {
-		g.cfg.Now = time.Now
-	}
+	g.cfg, g.cfgErr = g.cfg.withDefaults()
 	g.ctx, g.cancel = context.WithCancel(context.WithValue(context.Background(), groupKey{}, g))
 	g.running = make(map[uint64]Task)
 	g.inClose = make(map[uint64]int)
@@ -150,18 +170,28 @@ func checkName(name string) error {
 	return nil
 }
 
-// register records a task and returns its id, or ErrClosed.
+// nextIDLocked returns the id of a new registration named name, or
+// ErrClosed once the group has begun closing.
+func (g *Group) nextIDLocked(name string) (uint64, error) {
+	g.initLocked()
+	if g.closing {
+		return 0, fmt.Errorf("%w: cannot register %q", ErrClosed, name)
+	}
+	g.nextID++
+	return g.nextID, nil
+}
+
+// register records a running task and returns its id and context, or
+// ErrClosed.
 func (g *Group) register(name string, kind Kind, interval time.Duration) (uint64, context.Context, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.initLocked()
-	if g.closing {
-		return 0, nil, fmt.Errorf("%w: cannot register %q", ErrClosed, name)
+	id, err := g.nextIDLocked(name)
+	if err != nil {
+		return 0, nil, err
 	}
-	g.nextID++
-	t := Task{Name: name, Kind: kind, Since: g.cfg.Now(), Interval: interval}
-	g.running[g.nextID] = t
-	return g.nextID, context.WithValue(g.ctx, taskKey{}, taskRef{g, g.nextID}), nil
+	g.running[id] = Task{Name: name, Kind: kind, Since: g.cfg.Now(), Interval: interval}
+	return id, context.WithValue(g.ctx, taskKey{}, taskRef{g, id}), nil
 }
 
 // Go runs fn in a new goroutine owned by the group. fn's context is cancelled
@@ -214,23 +244,28 @@ func (g *Group) Every(name string, interval time.Duration, fn func(ctx context.C
 	}
 	go func() {
 		defer g.finish(id, name)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				// A tick and the cancellation can be ready together; prefer
-				// stopping so no run starts after Close began.
-				if ctx.Err() != nil {
-					return
-				}
-				fn(ctx)
-			}
-		}
+		runEvery(ctx, interval, fn)
 	}()
 	return nil
+}
+
+// runEvery runs fn every interval on one ticker until ctx ends.
+func runEvery(ctx context.Context, interval time.Duration, fn func(ctx context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// A tick and the cancellation can be ready together; prefer
+			// stopping so no run starts after Close began.
+			if ctx.Err() != nil {
+				return
+			}
+			fn(ctx)
+		}
+	}
 }
 
 // OnClose registers fn to run during Close, after every task of the group has
@@ -248,13 +283,12 @@ func (g *Group) OnClose(name string, fn func(ctx context.Context) error) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.initLocked()
-	if g.closing {
-		return fmt.Errorf("%w: cannot register %q", ErrClosed, name)
+	id, err := g.nextIDLocked(name)
+	if err != nil {
+		return err
 	}
-	g.nextID++
 	g.closers = append(g.closers, closer{
-		id:   g.nextID,
+		id:   id,
 		task: Task{Name: name, Kind: KindOnClose, Since: g.cfg.Now()},
 		fn:   fn,
 	})
@@ -395,29 +429,17 @@ func (e *StuckError) Unwrap() error { return e.Err }
 // and waits for itself until that context ends; a task that only wants the
 // group stopped calls Shutdown, which does not block.
 func (g *Group) Close(ctx context.Context) error {
-	self, fromTask := ctx.Value(taskKey{}).(taskRef)
-	fromTask = fromTask && self.g == g
-	if fromTask {
+	if self, ok := ctx.Value(taskKey{}).(taskRef); ok && self.g == g {
 		// The task's context is a child of the one Close cancels: keep its
 		// deadline and values, not that cancellation.
 		var cancel context.CancelFunc
 		ctx, cancel = detach(ctx)
 		defer cancel()
+		defer g.markInClose(self.id)()
 	}
 
 	g.mu.Lock()
 	g.initLocked()
-	if fromTask {
-		g.inClose[self.id]++
-		g.notifyLocked()
-		defer func() {
-			g.mu.Lock()
-			if g.inClose[self.id]--; g.inClose[self.id] == 0 {
-				delete(g.inClose, self.id)
-			}
-			g.mu.Unlock()
-		}()
-	}
 	if g.closing {
 		done := g.done
 		g.mu.Unlock()
@@ -431,14 +453,48 @@ func (g *Group) Close(ctx context.Context) error {
 	g.cfg.Logger.Debug("lifecycle: closing")
 	g.cancel() // after closeCtx is set, so CloseContext sees it in every task
 
-	var stuck error
+	stuck := g.awaitTasks(ctx)
+	errs := g.taskErrors()
+	if stuck != nil {
+		errs = append(errs, stuck)
+	}
+	errs = append(errs, g.runClosers(ctx)...)
+
+	g.mu.Lock()
+	g.result = errors.Join(errs...)
+	close(g.done)
+	g.mu.Unlock()
+	return g.result
+}
+
+// markInClose records that task id is blocked in a Close of its own group,
+// which must then not wait for it, and returns the function that unmarks
+// it.
+func (g *Group) markInClose(id uint64) (unmark func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.initLocked()
+	g.inClose[id]++
+	g.notifyLocked()
+	return func() {
+		g.mu.Lock()
+		if g.inClose[id]--; g.inClose[id] == 0 {
+			delete(g.inClose, id)
+		}
+		g.mu.Unlock()
+	}
+}
+
+// awaitTasks waits until every task Close waits for has returned, or ctx
+// ends; it then returns a *StuckError naming those still running.
+func (g *Group) awaitTasks(ctx context.Context) error {
 	for {
 		g.mu.Lock()
 		pending := len(g.pendingLocked())
 		changed := g.changed
 		g.mu.Unlock()
 		if pending == 0 {
-			break
+			return nil
 		}
 		select {
 		case <-changed:
@@ -448,25 +504,36 @@ func (g *Group) Close(ctx context.Context) error {
 		g.mu.Lock()
 		running := sortedTasks(g.pendingLocked(), nil)
 		g.mu.Unlock()
-		if len(running) > 0 {
-			stuck = &StuckError{Tasks: running, Err: ctx.Err()}
-			g.cfg.Logger.Error("lifecycle: tasks did not stop by the deadline", "err", stuck)
+		if len(running) == 0 {
+			return nil
 		}
-		break
+		stuck := &StuckError{Tasks: running, Err: ctx.Err()}
+		g.cfg.Logger.Error("lifecycle: tasks did not stop by the deadline", "err", stuck)
+		return stuck
 	}
+}
 
+// taskErrors returns the cause given to Shutdown, if any, and the errors
+// tasks returned, in that order.
+func (g *Group) taskErrors() []error {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	var errs []error
 	if g.cause != nil {
 		errs = append(errs, fmt.Errorf("lifecycle: shutdown requested: %w", g.cause))
 	}
-	errs = append(errs, g.errs...)
+	return append(errs, g.errs...)
+}
+
+// runClosers runs the closers in reverse order of registration with ctx,
+// each even if an earlier one failed, and returns their errors. Each is
+// dropped from the group once it has run. No closer can be added meanwhile:
+// the group is closing.
+func (g *Group) runClosers(ctx context.Context) []error {
+	g.mu.Lock()
 	closers := g.closers
 	g.mu.Unlock()
-	if stuck != nil {
-		errs = append(errs, stuck)
-	}
-
+	var errs []error
 	for i := len(closers) - 1; i >= 0; i-- {
 		c := closers[i]
 		g.cfg.Logger.Debug("lifecycle: running closer", "closer", c.task.Name)
@@ -479,12 +546,7 @@ func (g *Group) Close(ctx context.Context) error {
 		g.closers = g.closers[:i]
 		g.mu.Unlock()
 	}
-
-	g.mu.Lock()
-	g.result = errors.Join(errs...)
-	close(g.done)
-	g.mu.Unlock()
-	return g.result
+	return errs
 }
 
 // detach returns ctx without its cancellation but with its deadline.

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
@@ -26,7 +27,7 @@ func TestGoTaskStopsOnClose(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err() // the cancellation Close caused is not a failure
 		}))
-		recv(t, started)
+		testutil.Recv(t, started, "the task to start")
 		tasks := g.Tasks()
 		require.Len(t, tasks, 1)
 		require.Equal(t, "worker", tasks[0].Name)
@@ -77,7 +78,7 @@ func TestEveryFirstRunAfterOneInterval(t *testing.T) {
 			default:
 			}
 		}))
-		require.Equal(t, time.Second, recv(t, ran))
+		require.Equal(t, time.Second, testutil.Recv(t, ran, "the first run"))
 		require.NoError(t, g.Close(context.Background()))
 	})
 }
@@ -268,7 +269,7 @@ func TestCloseContextCarriesShutdownDeadline(t *testing.T) {
 		defer cancel()
 		want, _ := ctx.Deadline()
 		require.NoError(t, g.Close(ctx))
-		s := recv(t, got)
+		s := testutil.Recv(t, got, "what the task saw")
 		require.Equal(t, context.Background(), s.before, "before Close")
 		require.True(t, s.hasDeadline)
 		require.Equal(t, want, s.deadline)

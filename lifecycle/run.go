@@ -49,20 +49,16 @@ func (g *Group) ShutdownRequested() <-chan struct{} {
 // group is closed meanwhile by a direct Close, Run returns that result, or,
 // should that Close outlast Config.ShutdownTimeout, an error saying it was
 // still waiting (matching context.DeadlineExceeded); Wait then gives the
-// result. A
-// negative Config.ShutdownTimeout is an error, returned at once and with
-// nothing closed.
+// result. A negative Config.ShutdownTimeout is an error wrapping
+// ErrInvalidConfig, returned at once and with nothing closed.
 func (g *Group) Run(ctx context.Context) error {
 	g.mu.Lock()
 	g.initLocked()
-	timeout := g.cfg.ShutdownTimeout
+	timeout, cfgErr := g.cfg.ShutdownTimeout, g.cfgErr
 	req := g.stopReq
 	g.mu.Unlock()
-	if timeout < 0 {
-		return fmt.Errorf("lifecycle: Config.ShutdownTimeout must not be negative, got %s", timeout)
-	}
-	if timeout == 0 {
-		timeout = DefaultShutdownTimeout
+	if cfgErr != nil {
+		return cfgErr
 	}
 	var reason any
 	select {

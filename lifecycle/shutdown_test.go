@@ -10,21 +10,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 )
-
-// recv returns the next value from ch, failing the test if none comes within
-// a minute (of fake time inside a synctest bubble, so at once).
-func recv[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(time.Minute):
-		t.Fatal("timed out waiting on a channel")
-		panic("unreachable")
-	}
-}
 
 // Issue 14 item 13: a task that closes its own group, passing its context or
 // one derived from it, used to wait for itself until the deadline and report
@@ -76,7 +64,7 @@ func TestTaskClosingItsOwnGroupDoesNotWaitForItself(t *testing.T) {
 					res <- result{err, time.Since(start)}
 					return nil
 				}))
-				r := recv(t, res)
+				r := testutil.Recv(t, res, "the self-closing task's result")
 				require.NoError(t, r.err)
 				require.Equal(t, time.Second, r.took, "waits for the other task, not for itself")
 				require.Equal(t, []string{"closer"}, order)
@@ -102,8 +90,8 @@ func TestTwoTasksClosingTheGroupAtOnce(t *testing.T) {
 			}))
 		}
 		close(release)
-		require.NoError(t, recv(t, errs))
-		require.NoError(t, recv(t, errs))
+		require.NoError(t, testutil.Recv(t, errs, "a Close by a task"))
+		require.NoError(t, testutil.Recv(t, errs, "a Close by a task"))
 	})
 }
 
@@ -213,7 +201,8 @@ func TestRunClosesWithTheShutdownTimeout(t *testing.T) {
 func TestRunRejectsANegativeShutdownTimeout(t *testing.T) {
 	g := lifecycle.NewWithConfig(lifecycle.Config{ShutdownTimeout: -time.Second})
 	err := g.Run(context.Background())
-	require.ErrorContains(t, err, "lifecycle: Config.ShutdownTimeout must not be negative, got -1s")
+	require.ErrorIs(t, err, lifecycle.ErrInvalidConfig)
+	require.ErrorContains(t, err, "lifecycle: invalid config: Config.ShutdownTimeout must not be negative, got -1s")
 	require.False(t, g.Closing(), "nothing was started or stopped")
 	require.NoError(t, g.Close(context.Background()))
 }
@@ -237,7 +226,7 @@ func TestWait(t *testing.T) {
 		go func() { waited <- g.Wait(context.Background()) }()
 		time.Sleep(time.Minute)
 		require.ErrorIs(t, g.Close(context.Background()), boom)
-		require.ErrorIs(t, recv(t, waited), boom)
+		require.ErrorIs(t, testutil.Recv(t, waited, "Wait's result"), boom)
 	})
 }
 
@@ -258,7 +247,7 @@ func TestRunDoesNotOutwaitItsTimeoutForADirectClose(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.ErrorContains(t, err, "waiting for another Close")
 		close(release)
-		require.ErrorIs(t, recv(t, closed), boom)
+		require.ErrorIs(t, testutil.Recv(t, closed, "the direct Close's result"), boom)
 		require.ErrorIs(t, g.Wait(context.Background()), boom)
 	})
 }

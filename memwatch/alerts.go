@@ -25,7 +25,13 @@ const (
 	AlertHeapGrowth AlertKind = "heap_growth"
 )
 
-const numKinds = 3
+// Indexes of the alert kinds in alerter.kinds, in evaluation order.
+const (
+	memoryHighIdx = iota
+	goroutinesIdx
+	heapGrowthIdx
+	numKinds
+)
 
 // Alert is a condition being raised or cleared. Each condition is raised once
 // when it starts to hold and cleared once when it has clearly stopped (its
@@ -122,8 +128,12 @@ func newAlerter(cfg *Config) alerter {
 		perGroup = (cfg.History + n - 1) / n
 	}
 	return alerter{
-		cfg:    cfg,
-		kinds:  [numKinds]hysteresis{{kind: AlertMemoryHigh}, {kind: AlertGoroutines}, {kind: AlertHeapGrowth}},
+		cfg: cfg,
+		kinds: [numKinds]hysteresis{
+			memoryHighIdx: {kind: AlertMemoryHigh},
+			goroutinesIdx: {kind: AlertGoroutines},
+			heapGrowthIdx: {kind: AlertHeapGrowth},
+		},
 		px:     make([]float64, 0, cfg.History),
 		py:     make([]float64, 0, cfg.History),
 		xs:     make([]float64, 0, n),
@@ -162,19 +172,27 @@ func (t *transitions) firstRaised() (AlertKind, bool) {
 	return "", false
 }
 
-// step moves kind i to raised when raise holds and to cleared when clear
+// reading is one evaluation of a condition: whether it now calls for a
+// raise or a clear, and what the Alert would report.
+type reading struct {
+	raise, clear     bool
+	value            float64
+	raiseAt, clearAt float64 // the thresholds
+	message          func() string
+}
+
+// step moves kind i to raised when r.raise holds and to cleared when r.clear
 // holds, recording the change in out.
-func (a *alerter) step(i int, s Sample, raise, clear bool, value, raiseAt, clearAt float64,
-	message func() string, out *transitions) {
+func (a *alerter) step(i int, s Sample, r reading, out *transitions) {
 	h := &a.kinds[i]
 	switch {
-	case !h.raised && raise:
+	case !h.raised && r.raise:
 		h.raised = true
-		h.alert = Alert{Kind: h.kind, Raised: true, Time: s.Time, Value: value, Threshold: raiseAt, Message: message()}
+		h.alert = Alert{Kind: h.kind, Raised: true, Time: s.Time, Value: r.value, Threshold: r.raiseAt, Message: r.message()}
 		out.add(h.alert)
-	case h.raised && clear:
+	case h.raised && r.clear:
 		h.raised = false
-		out.add(Alert{Kind: h.kind, Raised: false, Time: s.Time, Value: value, Threshold: clearAt, Message: message()})
+		out.add(Alert{Kind: h.kind, Raised: false, Time: s.Time, Value: r.value, Threshold: r.clearAt, Message: r.message()})
 		h.alert = Alert{}
 	}
 }
@@ -196,19 +214,26 @@ func (a *alerter) evaluate(s Sample, history *ring.Ring[Sample], out *transition
 	}
 	retained := float64(s.Retained())
 	hi, lo := cfg.MemoryHigh*limit, cfg.MemoryClear*limit
-	a.step(0, s, limit > 0 && retained >= hi, limit == 0 || retained < lo, retained, hi, lo, func() string {
-		if limit == 0 {
-			return "no memory limit is set any more"
-		}
-		return fmt.Sprintf("retained memory %s is %.0f%% of the %s limit",
-			fmtBytes(retained), 100*retained/limit, fmtBytes(limit))
+	a.step(memoryHighIdx, s, reading{
+		raise: limit > 0 && retained >= hi, clear: limit == 0 || retained < lo,
+		value: retained, raiseAt: hi, clearAt: lo,
+		message: func() string {
+			if limit == 0 {
+				return "no memory limit is set any more"
+			}
+			return fmt.Sprintf("retained memory %s is %.0f%% of the %s limit",
+				fmtBytes(retained), 100*retained/limit, fmtBytes(limit))
+		},
 	}, out)
 
 	// Goroutines.
 	g := float64(s.Goroutines)
 	gHi, gLo := float64(cfg.Goroutines), float64(cfg.GoroutinesClear)
-	a.step(1, s, g >= gHi, g < gLo, g, gHi, gLo, func() string {
-		return fmt.Sprintf("%d goroutines (raise at %d, clear below %d)", s.Goroutines, cfg.Goroutines, cfg.GoroutinesClear)
+	a.step(goroutinesIdx, s, reading{
+		raise: g >= gHi, clear: g < gLo, value: g, raiseAt: gHi, clearAt: gLo,
+		message: func() string {
+			return fmt.Sprintf("%d goroutines (raise at %d, clear below %d)", s.Goroutines, cfg.Goroutines, cfg.GoroutinesClear)
+		},
 	}, out)
 
 	a.evaluated++
@@ -235,66 +260,84 @@ type growthFit struct {
 // see it. A clear restarts the long span, so the growth it has just
 // reported as over does not raise the alert again.
 func (a *alerter) evaluateGrowth(s Sample, history *ring.Ring[Sample], out *transitions) {
-	cfg := a.cfg
 	n := cap(a.xs)
 	if n == 0 || history.Len() < n {
 		return
 	}
 	short := a.fit(history, history.Len()-n, minShortScore)
 	a.trend, a.haveTrend = short.Trend, true
+	long := a.fitLong(history, n)
 
-	// The long span starts at the first sample after the last clear, or the
-	// oldest kept; it is fitted once it is longer than the short one.
-	first := history.Len() - int(min(a.evaluated-a.since, uint64(history.Len())))
-	var long growthFit
-	a.haveLong = history.Len()-first > n
-	if a.haveLong {
-		long = a.fit(history, first, minLongScore)
-		a.long = long.Trend
-	}
-
-	qualifies := func(f growthFit, minScore float64) bool {
-		// Raising needs four things; clearing needs only the slope to fall.
-		//  - A fast median slope. One GC spike barely moves it.
-		//  - Agreement: noise around a flat heap rises and falls about
-		//    equally, so it never qualifies however its slope happens to
-		//    land.
-		//  - A score: enough points that their agreement is not chance.
-		//  - Growth without the largest jump. A single step up (a cache
-		//    loaded at once) near the middle of the span moves just over
-		//    half the pairs and so can move the median; it is not steady
-		//    growth, and with that one jump taken out nothing is left. A
-		//    real leak keeps most of its slope.
-		return f.BytesPerSecond >= cfg.GrowthRate && f.Agreement >= cfg.GrowthAgreement &&
-			f.Score >= minScore && f.withoutJump >= cfg.GrowthClearRate
-	}
-	h := &a.kinds[2]
-	f, raise, clear := short, false, false
-	switch {
-	case !h.raised && qualifies(short, minShortScore):
-		raise, a.growthByLong = true, false
-	case !h.raised && a.haveLong && qualifies(long, minLongScore):
-		f, raise, a.growthByLong = long, true, true
-	case h.raised && a.growthByLong:
-		f = long // kept: the span only grows while the alert is raised
-		clear = !a.haveLong || long.BytesPerSecond < cfg.GrowthClearRate
-	case h.raised:
-		clear = short.BytesPerSecond < cfg.GrowthClearRate
-	}
-	a.step(2, s, raise, clear, f.BytesPerSecond, cfg.GrowthRate, cfg.GrowthClearRate, func() string {
+	f, r := a.decideGrowth(short, long)
+	r.message = func() string {
 		return fmt.Sprintf("live heap growing %s/min over the last %s (%d samples, %d points, %.0f%% of changes upward), now %s",
 			fmtBytes(f.BytesPerSecond*60), time.Duration(f.Seconds*float64(time.Second)).Round(time.Second),
 			f.Samples, f.Points, 100*f.Agreement, fmtBytes(float64(s.HeapLive)))
-	}, out)
-	if clear {
+	}
+	a.step(heapGrowthIdx, s, r, out)
+	if r.clear {
 		a.since = a.evaluated
 		a.haveLong = false
 	}
 }
 
+// fitLong fits the long span, which starts at the first sample after the
+// last clear, or the oldest kept; it is fitted (and haveLong set) once it is
+// longer than the short span of n samples.
+func (a *alerter) fitLong(history *ring.Ring[Sample], n int) growthFit {
+	first := history.Len() - int(min(a.evaluated-a.since, uint64(history.Len())))
+	a.haveLong = history.Len()-first > n
+	if !a.haveLong {
+		return growthFit{}
+	}
+	long := a.fit(history, first, minLongScore)
+	a.long = long.Trend
+	return long
+}
+
+// decideGrowth decides, from the fits of the two spans, whether the growth
+// alert is raised or cleared, and returns the fit it reports.
+func (a *alerter) decideGrowth(short, long growthFit) (growthFit, reading) {
+	cfg := a.cfg
+	h := &a.kinds[heapGrowthIdx]
+	f, r := short, reading{}
+	switch {
+	case !h.raised && a.qualifies(short, minShortScore):
+		r.raise, a.growthByLong = true, false
+	case !h.raised && a.haveLong && a.qualifies(long, minLongScore):
+		f, r.raise, a.growthByLong = long, true, true
+	case h.raised && a.growthByLong:
+		f = long // kept: the span only grows while the alert is raised
+		r.clear = !a.haveLong || long.BytesPerSecond < cfg.GrowthClearRate
+	case h.raised:
+		r.clear = short.BytesPerSecond < cfg.GrowthClearRate
+	}
+	r.value, r.raiseAt, r.clearAt = f.BytesPerSecond, cfg.GrowthRate, cfg.GrowthClearRate
+	return f, r
+}
+
+// qualifies reports whether fit f raises the growth alert. Raising needs
+// four things; clearing needs only the slope to fall.
+//   - A fast median slope. One GC spike barely moves it.
+//   - Agreement: noise around a flat heap rises and falls about equally, so
+//     it never qualifies however its slope happens to land.
+//   - A score: enough points that their agreement is not chance.
+//   - Growth without the largest jump. A single step up (a cache loaded at
+//     once) near the middle of the span moves just over half the pairs and
+//     so can move the median; it is not steady growth, and with that one
+//     jump taken out nothing is left. A real leak keeps most of its slope.
+func (a *alerter) qualifies(f growthFit, minScore float64) bool {
+	return a.steep(f, minScore) && f.withoutJump >= a.cfg.GrowthClearRate
+}
+
+// steep reports whether f meets the first three conditions of qualifies.
+func (a *alerter) steep(f growthFit, minScore float64) bool {
+	return f.BytesPerSecond >= a.cfg.GrowthRate && f.Agreement >= a.cfg.GrowthAgreement && f.Score >= minScore
+}
+
 // fit estimates the growth of HeapLive over history from index first on.
-// It works out the slope without the largest jump only when the rest of
-// qualifies holds, with minScore.
+// It works out the slope without the largest jump only when f is steep
+// enough for it to matter (steep, with minScore).
 func (a *alerter) fit(history *ring.Ring[Sample], first int, minScore float64) growthFit {
 	// One point per GC reading: a run of equal HeapLive is one cycle's.
 	t0 := history.At(first).Time
@@ -330,7 +373,7 @@ func (a *alerter) fit(history *ring.Ring[Sample], first int, minScore float64) g
 	}
 	f.BytesPerSecond, f.Agreement, _ = trend.TheilSen(xs, ys, a.slopes)
 	_, f.Score = trend.MannKendall(ys)
-	if f.BytesPerSecond >= a.cfg.GrowthRate && f.Agreement >= a.cfg.GrowthAgreement && f.Score >= minScore {
+	if a.steep(f, minScore) {
 		// Only worth its cost if the rest would raise. A step inside a
 		// group leaves its median between the levels before and after it:
 		// the step is then the rise over two points.

@@ -36,7 +36,7 @@ func TestGoroutineAlertRaisesOnceAndClearsOnce(t *testing.T) {
 
 	// Hovering between the clear and raise thresholds changes nothing.
 	for _, n := range []uint64{50, 99, 100, 150, 95, 85, 120, 80, 79, 85, 99, 100} {
-		f.now = f.now.Add(5 * time.Second)
+		f.clk.Advance(5 * time.Second)
 		f.s.Goroutines = n
 		w.Tick()
 		if n == 150 {
@@ -69,7 +69,7 @@ func TestMemoryHighMeasuresRetainedAgainstTheLimit(t *testing.T) {
 	var rec recorder
 	w := newWatcher(t, f.config(Config{OnAlert: rec.add}))
 	tick := func(used, objects, live, limit uint64) {
-		f.now = f.now.Add(5 * time.Second)
+		f.clk.Advance(5 * time.Second)
 		f.s.MemoryUsed, f.s.HeapObjects, f.s.HeapLive, f.s.MemoryLimit = used, objects, live, limit
 		w.Tick()
 	}
@@ -140,7 +140,7 @@ func series(t *testing.T, cfg Config, live func(i int) float64, n int) (w *Watch
 	at = map[int][]string{}
 	seen := 0
 	for i := range n {
-		f.now = f.now.Add(5 * time.Second)
+		f.clk.Advance(5 * time.Second)
 		f.s.HeapLive = uint64(max(0, live(i)))
 		w.Tick()
 		if got := rec.get(); len(got) > seen {

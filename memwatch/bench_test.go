@@ -38,7 +38,7 @@ func measure(b *testing.B, op func()) {
 // machine. The target for metrics.Read is at most 2 µs and 0 allocs/op.
 func BenchmarkSample(b *testing.B) {
 	b.Run("metrics.Read", func(b *testing.B) {
-		r := newRuntimeReader(false, nil)
+		r := newRuntimeReader()
 		var s Sample
 		measure(b, func() { r.read(&s) })
 	})
@@ -47,7 +47,7 @@ func BenchmarkSample(b *testing.B) {
 		measure(b, func() { runtime.ReadMemStats(&ms) })
 	})
 	b.Run("metrics.Read+RSS", func(b *testing.B) {
-		r := newRuntimeReader(true, func(err error) { b.Fatal(err) })
+		r := newRuntimeReader().withRSS(func(err error) { b.Fatal(err) })
 		var s Sample
 		measure(b, func() { r.read(&s) })
 	})

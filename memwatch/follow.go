@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bounded-go/bounded/internal/check"
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
@@ -35,6 +36,20 @@ type LimitConfig struct {
 	// Logger receives each change and each reading that failed. Nil
 	// discards.
 	Logger *slog.Logger
+}
+
+// withDefaults returns c with its zero fields filled in, or an error naming
+// every field that cannot work.
+func (c LimitConfig) withDefaults() (LimitConfig, error) {
+	e := check.New(ErrInvalidConfig)
+	if !(c.Fraction > 0 && c.Fraction <= 1) { // also rejects NaN
+		e.Addf("LimitConfig.Fraction must be in (0, 1], got %v", c.Fraction)
+	}
+	check.Default(e, &c.Interval, DefaultLimitInterval, "LimitConfig.Interval")
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, e.Err()
 }
 
 // FollowMemoryLimit does what SetMemoryLimit does, now, and again whenever
@@ -68,17 +83,9 @@ func followMemoryLimit(g *lifecycle.Group, cfg LimitConfig, env limitEnv) (Limit
 	if g == nil {
 		return LimitResult{}, errors.New("memwatch: FollowMemoryLimit: nil lifecycle group")
 	}
-	if err := checkFraction(cfg.Fraction); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return LimitResult{}, err
-	}
-	if cfg.Interval < 0 {
-		return LimitResult{}, fmt.Errorf("memwatch: LimitConfig.Interval must be positive, got %s", cfg.Interval)
-	}
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultLimitInterval
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cur := env.set(-1)
 	if env.getenv("GOMEMLIMIT") != "" {

@@ -132,10 +132,12 @@ func TestFollowMemoryLimitStartsNothingItShouldNot(t *testing.T) {
 		cfg LimitConfig
 		err string
 	}{
-		{LimitConfig{}, "memory limit fraction must be in (0, 1], got 0"},
-		{LimitConfig{Fraction: 0.9, Interval: -time.Second}, "LimitConfig.Interval must be positive, got -1s"},
+		{LimitConfig{}, "memwatch: invalid config: LimitConfig.Fraction must be in (0, 1], got 0"},
+		{LimitConfig{Fraction: math.NaN()}, "LimitConfig.Fraction"},
+		{LimitConfig{Fraction: 0.9, Interval: -time.Second}, "memwatch: invalid config: LimitConfig.Interval must not be negative, got -1s"},
 	} {
 		_, err := followMemoryLimit(g, tc.cfg, limitEnv{root: root, getenv: noEnv, set: lim.set})
+		require.ErrorIs(t, err, ErrInvalidConfig)
 		require.ErrorContains(t, err, tc.err)
 	}
 	_, err = FollowMemoryLimit(nil, LimitConfig{Fraction: 0.9})

@@ -45,7 +45,7 @@ func (c staircase) run(t *testing.T, cfg Config, n int) (raised, cleared []int) 
 				live += c.rate*float64(5*(i-c.flatFor)) + c.step
 			}
 		}
-		f.now = f.now.Add(5 * time.Second)
+		f.clk.Advance(5 * time.Second)
 		f.s.HeapLive = uint64(max(0, live))
 		w.Tick()
 		for _, a := range rec.get()[seen:] {
@@ -67,7 +67,7 @@ func (c staircase) run(t *testing.T, cfg Config, n int) (raised, cleared []int) 
 // (the live heap only moves when a cycle ends: with GOGC=off under
 // GOMEMLIMIT, or a large heap, that is every few minutes) and under noise
 // larger than a window's worth of growth, and must stay silent on a flat
-// heap and on a single step. The package doc's claims are this grid's. At
+// heap and on a single step. docs/memwatch.md's claims are this grid's. At
 // the defaults (a sample every 5 s, an hour of history, a 5-minute window,
 // 1 MiB/min), with noise of up to ±16 MiB at each GC, whether the process
 // was flat for an hour before or leaked from its start:

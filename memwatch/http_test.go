@@ -31,7 +31,7 @@ func TestHandlerServesLatestAlertsAndHistory(t *testing.T) {
 	var rep Report
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &rep))
 	require.Equal(t, uint64(7), rep.Latest.Goroutines)
-	require.Equal(t, f.now, rep.Latest.Time.UTC())
+	require.Equal(t, f.clk.Now(), rep.Latest.Time.UTC())
 	require.NotNil(t, rep.Alerts)
 	require.Empty(t, rep.Alerts)
 	require.Nil(t, rep.Trend)
@@ -43,7 +43,7 @@ func TestHandlerServesLatestAlertsAndHistory(t *testing.T) {
 	require.Len(t, w.History(), 1)
 
 	for i := range 5 {
-		f.now = f.now.Add(5 * time.Second)
+		f.clk.Advance(5 * time.Second)
 		f.s.Goroutines = uint64(100 + i)
 		w.Tick()
 	}

@@ -119,7 +119,8 @@ func SetMemoryLimit(fraction float64) (LimitResult, error) {
 	return setMemoryLimit(fraction, limitEnv{root: "/", getenv: os.Getenv, set: debug.SetMemoryLimit})
 }
 
-// limitEnv is what SetMemoryLimit touches in the process, replaced in tests.
+// limitEnv is what SetMemoryLimit and FollowMemoryLimit touch in the
+// process, replaced in tests.
 type limitEnv struct {
 	root   string                  // file system root the cgroup files are under
 	getenv func(string) string     // os.Getenv
@@ -152,15 +153,6 @@ func setMemoryLimit(fraction float64, env limitEnv) (LimitResult, error) {
 	}
 	return res, nil
 }
-
-// FreeOSMemory runs a full garbage collection and returns as much memory to
-// the operating system as it can (debug.FreeOSMemory). It blocks the caller
-// for a whole collection. Use it after a burst you know has ended (a large
-// import finished), never on a timer: the runtime already returns unused
-// memory in the background, and a periodic forced collection is the
-// post-mortem's "emergency optimisation" again, freeing little at a cost
-// paid every time.
-func FreeOSMemory() { debug.FreeOSMemory() }
 
 // v1Unlimited: cgroup v1 reports "no limit" as the largest page-aligned
 // int64 (9223372036854771712); anything this large is no limit.
@@ -302,28 +294,42 @@ func lowestLimit(mount, p, name string, parse func(string) (int64, error)) (limi
 	p = path.Clean("/" + p)
 	for {
 		f := filepath.Join(mount, filepath.FromSlash(p), name)
-		data, rerr := os.ReadFile(f)
-		switch {
-		case rerr == nil:
-			v, perr := parse(strings.TrimSpace(string(data)))
-			if perr != nil {
-				return 0, "", false, fmt.Errorf("memwatch: %s: %w", f, perr)
-			}
-			switch {
-			case !found: // the deepest file, kept even if unlimited
-				limit, file = v, f
-			case v > 0 && (limit == 0 || v < limit):
-				limit, file = v, f
-			}
-			found = true
-		case !errors.Is(rerr, fs.ErrNotExist):
-			return 0, "", false, fmt.Errorf("memwatch: %w", rerr)
+		v, ok, err := readLimit(f, parse)
+		if err != nil {
+			return 0, "", false, err
 		}
+		// The deepest file is kept even if unlimited; above it, only a
+		// lower limit replaces it.
+		if ok && (!found || binds(v, limit)) {
+			limit, file = v, f
+		}
+		found = found || ok
 		if p == "/" {
 			return limit, file, found, nil
 		}
 		p = path.Dir(p)
 	}
+}
+
+// binds reports whether limit v is a limit lower than cur (0 is none for
+// both).
+func binds(v, cur int64) bool { return v > 0 && (cur == 0 || v < cur) }
+
+// readLimit reads the limit in file f with parse; ok is false when there
+// is no such file.
+func readLimit(f string, parse func(string) (int64, error)) (v int64, ok bool, err error) {
+	data, err := os.ReadFile(f)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("memwatch: %w", err)
+	}
+	v, err = parse(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, false, fmt.Errorf("memwatch: %s: %w", f, err)
+	}
+	return v, true, nil
 }
 
 func parseV2Limit(s string) (int64, error) {

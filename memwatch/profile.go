@@ -180,33 +180,12 @@ func (w *Watcher) adoptProfiles() error {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("%w: ProfileDir: %w", ErrInvalidConfig, err)
+		return fmt.Errorf("%w: Config.ProfileDir: %w", ErrInvalidConfig, err)
 	}
-	entries, err := os.ReadDir(dir)
+	found, err := w.prof.leftBehind()
 	if err != nil {
-		return fmt.Errorf("%w: ProfileDir: %w", ErrInvalidConfig, err)
+		return fmt.Errorf("%w: Config.ProfileDir: %w", ErrInvalidConfig, err)
 	}
-	var found []Profile
-	for _, e := range entries {
-		name := e.Name()
-		if !e.Type().IsRegular() {
-			continue
-		}
-		if ok, _ := filepath.Match(profileTempPat, name); ok {
-			w.prof.remove(Profile{Path: filepath.Join(dir, name)})
-			continue
-		}
-		t, kind, ok := parseProfileName(name)
-		if !ok {
-			continue // not ours: leave it alone
-		}
-		info, err := e.Info()
-		if err != nil {
-			continue
-		}
-		found = append(found, Profile{Time: t, Alert: kind, Path: filepath.Join(dir, name), Size: int(info.Size())})
-	}
-	slices.SortFunc(found, func(a, b Profile) int { return a.Time.Compare(b.Time) })
 	for _, p := range found {
 		if w.profiles.Len() == w.profiles.Cap() {
 			w.prof.remove(w.profiles.At(0))
@@ -214,6 +193,45 @@ func (w *Watcher) adoptProfiles() error {
 		w.profiles.Push(p)
 	}
 	return nil
+}
+
+// leftBehind returns the profiles an earlier process wrote in the profile
+// directory, oldest first, and removes the temporary files a crash left
+// there. Files that are not ours are left alone.
+func (p *profiler) leftBehind() ([]Profile, error) {
+	entries, err := os.ReadDir(p.dir)
+	if err != nil {
+		return nil, err
+	}
+	var found []Profile
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if ok, _ := filepath.Match(profileTempPat, e.Name()); ok {
+			p.remove(Profile{Path: filepath.Join(p.dir, e.Name())})
+			continue
+		}
+		if prof, ok := profileFile(p.dir, e); ok {
+			found = append(found, prof)
+		}
+	}
+	slices.SortFunc(found, func(a, b Profile) int { return a.Time.Compare(b.Time) })
+	return found, nil
+}
+
+// profileFile returns the Profile that entry e of dir holds, if its name is
+// one a Watcher writes.
+func profileFile(dir string, e os.DirEntry) (Profile, bool) {
+	t, kind, ok := parseProfileName(e.Name())
+	if !ok {
+		return Profile{}, false
+	}
+	info, err := e.Info()
+	if err != nil {
+		return Profile{}, false
+	}
+	return Profile{Time: t, Alert: kind, Path: filepath.Join(dir, e.Name()), Size: int(info.Size())}, true
 }
 
 // Profiles returns the heap profiles kept, oldest first: at most

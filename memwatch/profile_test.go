@@ -14,7 +14,7 @@ import (
 // raiseEvery raises (and clears) the goroutine alert once per step.
 func raiseEvery(f *fake, w *Watcher, n int, step time.Duration) {
 	for range n {
-		f.now = f.now.Add(step)
+		f.clk.Advance(step)
 		f.s.Goroutines = 100
 		w.Tick()
 		f.s.Goroutines = 10
@@ -30,7 +30,7 @@ func TestProfilesInMemoryAreBoundedAndRateLimited(t *testing.T) {
 	got := w.Profiles()
 	require.Len(t, got, 1)
 	require.Equal(t, AlertGoroutines, got[0].Alert)
-	require.Equal(t, f.now, got[0].Time)
+	require.Equal(t, f.clk.Now(), got[0].Time)
 	require.Empty(t, got[0].Path)
 	require.Equal(t, []byte{0x1f, 0x8b}, got[0].Data[:2], "gzipped pprof")
 	require.Equal(t, len(got[0].Data), got[0].Size)
@@ -42,8 +42,8 @@ func TestProfilesInMemoryAreBoundedAndRateLimited(t *testing.T) {
 	raiseEvery(f, w, 3, time.Minute)
 	got = w.Profiles()
 	require.Len(t, got, 2, "at most MaxProfiles, oldest dropped")
-	require.Equal(t, f.now, got[1].Time)
-	require.Equal(t, f.now.Add(-time.Minute), got[0].Time)
+	require.Equal(t, f.clk.Now(), got[1].Time)
+	require.Equal(t, f.clk.Now().Add(-time.Minute), got[0].Time)
 	require.Equal(t, uint64(4), w.Stats().Profiles)
 }
 

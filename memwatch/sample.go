@@ -98,7 +98,8 @@ type runtimeReader struct {
 	onRSSErr  func(error)
 }
 
-func newRuntimeReader(readRSS bool, onRSSErr func(error)) *runtimeReader {
+// newRuntimeReader returns a reader that leaves Sample.RSS at 0.
+func newRuntimeReader() *runtimeReader {
 	names := [nMetrics]string{
 		mHeapLive:    "/gc/heap/live:bytes",
 		mHeapObjects: "/memory/classes/heap/objects:bytes",
@@ -115,14 +116,19 @@ func newRuntimeReader(readRSS bool, onRSSErr func(error)) *runtimeReader {
 	}
 	r := &runtimeReader{
 		samples:  make([]metrics.Sample, nMetrics),
-		rss:      readRSS,
 		statm:    "/proc/self/statm",
 		pageSize: uint64(os.Getpagesize()),
-		onRSSErr: onRSSErr,
 	}
 	for i, n := range names {
 		r.samples[i].Name = n
 	}
+	return r
+}
+
+// withRSS makes r fill Sample.RSS too, passing the first failure to read it
+// to onErr.
+func (r *runtimeReader) withRSS(onErr func(error)) *runtimeReader {
+	r.rss, r.onRSSErr = true, onErr
 	return r
 }
 

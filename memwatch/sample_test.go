@@ -14,7 +14,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestRuntimeReaderIsSane(t *testing.T) {
 	runtime.GC()
-	r := newRuntimeReader(true, func(err error) { t.Error(err) })
+	r := newRuntimeReader().withRSS(func(err error) { t.Error(err) })
 	var s Sample
 	r.read(&s)
 	require.NotZero(t, s.HeapLive)
@@ -71,7 +71,7 @@ func TestStatmResident(t *testing.T) {
 
 func TestUnreadableRSSReportsZeroOnce(t *testing.T) {
 	var errs int
-	r := newRuntimeReader(true, func(error) { errs++ })
+	r := newRuntimeReader().withRSS(func(error) { errs++ })
 	r.statm = t.TempDir() + "/missing"
 	var s Sample
 	r.read(&s)

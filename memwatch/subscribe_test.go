@@ -5,17 +5,22 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // recvAlert receives from a subscription's channel, failing the test if
-// nothing comes (not even the close) within 10 seconds.
+// nothing comes (not even the close) within testutil.Wait. Unlike
+// testutil.Recv it reports whether the channel is still open.
 func recvAlert(t *testing.T, c <-chan Alert) (Alert, bool) {
 	t.Helper()
+	timer := time.NewTimer(testutil.Wait)
+	defer timer.Stop()
 	select {
 	case a, open := <-c:
 		return a, open
-	case <-time.After(10 * time.Second):
-		t.Fatal("no alert and no close within 10s")
+	case <-timer.C:
+		t.Fatalf("no alert and no close within %s", testutil.Wait)
 		return Alert{}, false
 	}
 }
@@ -24,7 +29,7 @@ func recvAlert(t *testing.T, c <-chan Alert) (Alert, bool) {
 func flip(f *fake, w *Watcher, n int) {
 	for range n {
 		for _, g := range []uint64{100, 10} {
-			f.now = f.now.Add(time.Second)
+			f.clk.Advance(time.Second)
 			f.s.Goroutines = g
 			w.Tick()
 		}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bounded-go/bounded/internal/check"
 	"github.com/bounded-go/bounded/internal/ring"
 	"github.com/bounded-go/bounded/lifecycle"
 )
@@ -53,7 +54,7 @@ type Config struct {
 	// History is how many samples are kept, oldest dropped first. Zero means
 	// DefaultHistory. Each sample is about 100 bytes. The long span of the
 	// growth alert covers it: with a GC only every 15 minutes or so, an hour
-	// holds too few readings, and two hours are needed (see the package doc).
+	// holds too few readings, and two hours are needed (see docs/memwatch.md).
 	History int
 
 	// MemoryLimit, in bytes, is the limit the memory-high alert measures
@@ -137,108 +138,109 @@ type Config struct {
 	Now func() time.Time
 }
 
-// withDefaults returns cfg with its zero fields filled in, or an error naming
-// the first field that cannot work.
-func (cfg Config) withDefaults() (Config, error) {
-	bad := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+// withDefaults returns c with its zero fields filled in, or an error naming
+// every field that cannot work. A threshold that depends on another (a clear
+// threshold on its raise threshold) is checked only once the other is valid.
+func (c Config) withDefaults() (Config, error) {
+	e := check.New(ErrInvalidConfig)
+	check.Default(e, &c.Interval, DefaultInterval, "Config.Interval")
+	check.Default(e, &c.History, DefaultHistory, "Config.History")
+	c.fillMemoryHigh(e)
+	c.fillGoroutines(e)
+	c.fillGrowthWindow(e)
+	c.fillGrowthRates(e)
+	c.fillDelivery(e)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Interval < 0 {
-		return bad("Interval must be positive, got %s", cfg.Interval)
+	if c.Now == nil {
+		c.Now = time.Now
 	}
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultInterval
-	}
-	if cfg.History < 0 {
-		return bad("History must be at least 1, got %d", cfg.History)
-	}
-	if cfg.History == 0 {
-		cfg.History = DefaultHistory
-	}
+	return c, e.Err()
+}
 
-	if cfg.MemoryHigh == 0 {
-		cfg.MemoryHigh = DefaultMemoryHigh
+// fillMemoryHigh fills and checks the memory-high alert's thresholds.
+func (c *Config) fillMemoryHigh(e *check.Errors) {
+	if c.MemoryHigh == 0 {
+		c.MemoryHigh = DefaultMemoryHigh
 	}
-	if !(cfg.MemoryHigh > 0 && cfg.MemoryHigh <= 1) { // also rejects NaN
-		return bad("MemoryHigh must be in (0, 1], got %v", cfg.MemoryHigh)
+	if !(c.MemoryHigh > 0 && c.MemoryHigh <= 1) { // also rejects NaN
+		e.Addf("Config.MemoryHigh must be in (0, 1], got %v", c.MemoryHigh)
+		return
 	}
-	if cfg.MemoryClear == 0 {
-		cfg.MemoryClear = 0.9 * cfg.MemoryHigh
+	if c.MemoryClear == 0 {
+		c.MemoryClear = 0.9 * c.MemoryHigh
 	}
-	if !(cfg.MemoryClear > 0 && cfg.MemoryClear < cfg.MemoryHigh) {
-		return bad("MemoryClear must be in (0, MemoryHigh=%v), got %v", cfg.MemoryHigh, cfg.MemoryClear)
+	if !(c.MemoryClear > 0 && c.MemoryClear < c.MemoryHigh) {
+		e.Addf("Config.MemoryClear must be in (0, MemoryHigh=%v), got %v", c.MemoryHigh, c.MemoryClear)
 	}
+}
 
-	if cfg.Goroutines < 0 {
-		return bad("Goroutines must be positive, got %d", cfg.Goroutines)
+// fillGoroutines fills and checks the goroutine alert's thresholds.
+func (c *Config) fillGoroutines(e *check.Errors) {
+	check.Default(e, &c.Goroutines, DefaultGoroutines, "Config.Goroutines")
+	if c.Goroutines < 0 {
+		return
 	}
-	if cfg.Goroutines == 0 {
-		cfg.Goroutines = DefaultGoroutines
-	}
-	if cfg.GoroutinesClear == 0 {
+	if c.GoroutinesClear == 0 {
 		// 90 %, without overflowing, and at least one below Goroutines: for
 		// thresholds under 10, Goroutines/10 is 0. A threshold of 1 leaves no
 		// room below it; a process always runs a goroutine, so such an alert
 		// never clears whatever the clear threshold, and 1 says so.
-		cfg.GoroutinesClear = max(1, cfg.Goroutines-max(1, cfg.Goroutines/10))
+		c.GoroutinesClear = max(1, c.Goroutines-max(1, c.Goroutines/10))
 	}
-	if !(cfg.GoroutinesClear >= 1 && (cfg.GoroutinesClear < cfg.Goroutines || cfg.GoroutinesClear == 1)) {
-		return bad("GoroutinesClear must be in (0, Goroutines=%d), got %d", cfg.Goroutines, cfg.GoroutinesClear)
+	if !(c.GoroutinesClear >= 1 && (c.GoroutinesClear < c.Goroutines || c.GoroutinesClear == 1)) {
+		e.Addf("Config.GoroutinesClear must be in (0, Goroutines=%d), got %d", c.Goroutines, c.GoroutinesClear)
 	}
+}
 
+// fillGrowthWindow fills and checks the growth alert's window, which must
+// fit in the history.
+func (c *Config) fillGrowthWindow(e *check.Errors) {
 	switch {
-	case cfg.GrowthWindow == 0:
-		cfg.GrowthWindow = min(DefaultGrowthWindow, cfg.History)
-	case cfg.GrowthWindow < minGrowthWindow || cfg.GrowthWindow > MaxGrowthWindow:
-		return bad("GrowthWindow must be in [%d, %d], got %d", minGrowthWindow, MaxGrowthWindow, cfg.GrowthWindow)
-	case cfg.GrowthWindow > cfg.History:
-		return bad("GrowthWindow (%d) must not exceed History (%d)", cfg.GrowthWindow, cfg.History)
+	case c.GrowthWindow == 0:
+		c.GrowthWindow = min(DefaultGrowthWindow, c.History)
+	case c.GrowthWindow < minGrowthWindow || c.GrowthWindow > MaxGrowthWindow:
+		e.Addf("Config.GrowthWindow must be in [%d, %d], got %d", minGrowthWindow, MaxGrowthWindow, c.GrowthWindow)
+	case c.History > 0 && c.GrowthWindow > c.History:
+		e.Addf("Config.GrowthWindow (%d) must not exceed History (%d)", c.GrowthWindow, c.History)
 	}
-	if cfg.GrowthRate == 0 {
-		cfg.GrowthRate = DefaultGrowthRate
-	}
-	if !(cfg.GrowthRate > 0 && cfg.GrowthRate < math.Inf(1)) {
-		return bad("GrowthRate must be positive, got %v", cfg.GrowthRate)
-	}
-	if cfg.GrowthClearRate == 0 {
-		cfg.GrowthClearRate = cfg.GrowthRate / 2
-	}
-	if !(cfg.GrowthClearRate > 0 && cfg.GrowthClearRate < cfg.GrowthRate) {
-		return bad("GrowthClearRate must be in (0, GrowthRate=%v), got %v", cfg.GrowthRate, cfg.GrowthClearRate)
-	}
-	if cfg.GrowthAgreement == 0 {
-		cfg.GrowthAgreement = DefaultGrowthAgreement
-	}
-	if !(cfg.GrowthAgreement > 0.5 && cfg.GrowthAgreement <= 1) {
-		return bad("GrowthAgreement must be in (0.5, 1], got %v", cfg.GrowthAgreement)
-	}
+}
 
-	if cfg.MaxSubscribers < 0 {
-		return bad("MaxSubscribers must be positive, got %d", cfg.MaxSubscribers)
+// fillGrowthRates fills and checks the growth alert's thresholds.
+func (c *Config) fillGrowthRates(e *check.Errors) {
+	if c.GrowthAgreement == 0 {
+		c.GrowthAgreement = DefaultGrowthAgreement
 	}
-	if cfg.MaxSubscribers == 0 {
-		cfg.MaxSubscribers = DefaultMaxSubscribers
+	if !(c.GrowthAgreement > 0.5 && c.GrowthAgreement <= 1) {
+		e.Addf("Config.GrowthAgreement must be in (0.5, 1], got %v", c.GrowthAgreement)
 	}
-	if cfg.MaxProfiles < 0 {
-		return bad("MaxProfiles must not be negative, got %d", cfg.MaxProfiles)
+	if c.GrowthRate == 0 {
+		c.GrowthRate = DefaultGrowthRate
 	}
-	if cfg.ProfileDir != "" && cfg.MaxProfiles == 0 {
-		return bad("ProfileDir is set but MaxProfiles is 0, so no profile would be captured")
+	if !(c.GrowthRate > 0 && c.GrowthRate < math.Inf(1)) {
+		e.Addf("Config.GrowthRate must be positive, got %v", c.GrowthRate)
+		return
 	}
-	if cfg.ProfileInterval < 0 {
-		return bad("ProfileInterval must be positive, got %s", cfg.ProfileInterval)
+	if c.GrowthClearRate == 0 {
+		c.GrowthClearRate = c.GrowthRate / 2
 	}
-	if cfg.ProfileInterval == 0 {
-		cfg.ProfileInterval = DefaultProfileInterval
+	if !(c.GrowthClearRate > 0 && c.GrowthClearRate < c.GrowthRate) {
+		e.Addf("Config.GrowthClearRate must be in (0, GrowthRate=%v), got %v", c.GrowthRate, c.GrowthClearRate)
 	}
+}
 
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+// fillDelivery fills and checks where alerts go: subscriptions and heap
+// profiles.
+func (c *Config) fillDelivery(e *check.Errors) {
+	check.Default(e, &c.MaxSubscribers, DefaultMaxSubscribers, "Config.MaxSubscribers")
+	if c.MaxProfiles < 0 {
+		e.Addf("Config.MaxProfiles must not be negative, got %d", c.MaxProfiles)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if c.ProfileDir != "" && c.MaxProfiles == 0 {
+		e.Addf("Config.ProfileDir is set but MaxProfiles is 0, so no profile would be captured")
 	}
-	return cfg, nil
+	check.Default(e, &c.ProfileInterval, DefaultProfileInterval, "Config.ProfileInterval")
 }
 
 // Watcher samples the process's memory on one task, keeps a bounded history,
@@ -269,7 +271,7 @@ type Watcher struct {
 }
 
 // New returns a Watcher configured by cfg, or an error wrapping
-// ErrInvalidConfig that names the field at fault. Nothing runs until Start.
+// ErrInvalidConfig naming every field at fault. Nothing runs until Start.
 // When cfg.ProfileDir is set New creates it, and removes the oldest profiles
 // a previous process left there beyond cfg.MaxProfiles.
 func New(cfg Config) (*Watcher, error) {
@@ -290,9 +292,12 @@ func New(cfg Config) (*Watcher, error) {
 	}
 	w.source = cfg.Source
 	if w.source == nil {
-		r := newRuntimeReader(cfg.ReadRSS, func(err error) {
-			cfg.Logger.Warn("memwatch: cannot read RSS; reporting 0", "err", err)
-		})
+		r := newRuntimeReader()
+		if cfg.ReadRSS {
+			r.withRSS(func(err error) {
+				cfg.Logger.Warn("memwatch: cannot read RSS; reporting 0", "err", err)
+			})
+		}
 		w.source = r.read
 	}
 	return w, nil

@@ -10,23 +10,22 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
 // fake is an injected clock and sample source: each Tick reads fake.s at
-// fake.now.
+// the clock's time.
 type fake struct {
-	now time.Time
+	clk *testutil.Clock
 	s   Sample
 }
 
-func newFake() *fake {
-	return &fake{now: time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)}
-}
+func newFake() *fake { return &fake{clk: testutil.NewClock()} }
 
 // config returns c reading from f.
 func (f *fake) config(c Config) Config {
-	c.Now = func() time.Time { return f.now }
+	c.Now = f.clk.Now
 	c.Source = func(s *Sample) {
 		t := s.Time
 		*s = f.s
@@ -91,30 +90,30 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		cfg   Config
 		field string
 	}{
-		{Config{Interval: -time.Second}, "Interval must be positive, got -1s"},
-		{Config{History: -1}, "History must be at least 1, got -1"},
-		{Config{MemoryHigh: 1.5}, "MemoryHigh must be in (0, 1], got 1.5"},
-		{Config{MemoryHigh: -0.1}, "MemoryHigh"},
-		{Config{MemoryHigh: math.NaN()}, "MemoryHigh"},
-		{Config{MemoryHigh: 0.5, MemoryClear: 0.5}, "MemoryClear must be in (0, MemoryHigh=0.5), got 0.5"},
-		{Config{MemoryClear: -1}, "MemoryClear"},
-		{Config{Goroutines: -1}, "Goroutines must be positive"},
-		{Config{Goroutines: 100, GoroutinesClear: 100}, "GoroutinesClear must be in (0, Goroutines=100), got 100"},
-		{Config{Goroutines: 5, GoroutinesClear: 5}, "GoroutinesClear must be in (0, Goroutines=5), got 5"},
-		{Config{Goroutines: 1, GoroutinesClear: 2}, "GoroutinesClear must be in (0, Goroutines=1), got 2"},
-		{Config{GoroutinesClear: -1}, "GoroutinesClear must be in (0, Goroutines=10000), got -1"},
-		{Config{GrowthWindow: 2}, "GrowthWindow must be in [3, 240], got 2"},
-		{Config{GrowthWindow: 241, History: 1000}, "GrowthWindow must be in [3, 240]"},
-		{Config{GrowthWindow: 30, History: 20}, "GrowthWindow (30) must not exceed History (20)"},
-		{Config{GrowthRate: -1}, "GrowthRate must be positive"},
-		{Config{GrowthRate: math.Inf(1)}, "GrowthRate"},
-		{Config{GrowthRate: 100, GrowthClearRate: 200}, "GrowthClearRate must be in (0, GrowthRate=100), got 200"},
-		{Config{GrowthAgreement: 0.5}, "GrowthAgreement must be in (0.5, 1], got 0.5"},
-		{Config{GrowthAgreement: 1.1}, "GrowthAgreement"},
-		{Config{MaxSubscribers: -1}, "MaxSubscribers"},
-		{Config{MaxProfiles: -1}, "MaxProfiles must not be negative"},
-		{Config{ProfileDir: "x"}, "ProfileDir is set but MaxProfiles is 0"},
-		{Config{ProfileInterval: -time.Minute}, "ProfileInterval must be positive"},
+		{Config{Interval: -time.Second}, "Config.Interval must not be negative, got -1s"},
+		{Config{History: -1}, "Config.History must not be negative, got -1"},
+		{Config{MemoryHigh: 1.5}, "Config.MemoryHigh must be in (0, 1], got 1.5"},
+		{Config{MemoryHigh: -0.1}, "Config.MemoryHigh"},
+		{Config{MemoryHigh: math.NaN()}, "Config.MemoryHigh"},
+		{Config{MemoryHigh: 0.5, MemoryClear: 0.5}, "Config.MemoryClear must be in (0, MemoryHigh=0.5), got 0.5"},
+		{Config{MemoryClear: -1}, "Config.MemoryClear"},
+		{Config{Goroutines: -1}, "Config.Goroutines must not be negative, got -1"},
+		{Config{Goroutines: 100, GoroutinesClear: 100}, "Config.GoroutinesClear must be in (0, Goroutines=100), got 100"},
+		{Config{Goroutines: 5, GoroutinesClear: 5}, "Config.GoroutinesClear must be in (0, Goroutines=5), got 5"},
+		{Config{Goroutines: 1, GoroutinesClear: 2}, "Config.GoroutinesClear must be in (0, Goroutines=1), got 2"},
+		{Config{GoroutinesClear: -1}, "Config.GoroutinesClear must be in (0, Goroutines=10000), got -1"},
+		{Config{GrowthWindow: 2}, "Config.GrowthWindow must be in [3, 240], got 2"},
+		{Config{GrowthWindow: 241, History: 1000}, "Config.GrowthWindow must be in [3, 240]"},
+		{Config{GrowthWindow: 30, History: 20}, "Config.GrowthWindow (30) must not exceed History (20)"},
+		{Config{GrowthRate: -1}, "Config.GrowthRate must be positive"},
+		{Config{GrowthRate: math.Inf(1)}, "Config.GrowthRate"},
+		{Config{GrowthRate: 100, GrowthClearRate: 200}, "Config.GrowthClearRate must be in (0, GrowthRate=100), got 200"},
+		{Config{GrowthAgreement: 0.5}, "Config.GrowthAgreement must be in (0.5, 1], got 0.5"},
+		{Config{GrowthAgreement: 1.1}, "Config.GrowthAgreement"},
+		{Config{MaxSubscribers: -1}, "Config.MaxSubscribers must not be negative, got -1"},
+		{Config{MaxProfiles: -1}, "Config.MaxProfiles must not be negative"},
+		{Config{ProfileDir: "x"}, "Config.ProfileDir is set but MaxProfiles is 0"},
+		{Config{ProfileInterval: -time.Minute}, "Config.ProfileInterval must not be negative, got -1m0s"},
 	} {
 		w, err := New(tc.cfg)
 		require.Nil(t, w)
@@ -123,13 +122,25 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	}
 }
 
+// Every field at fault is named at once, each error matching
+// ErrInvalidConfig; a clear threshold is not judged against a broken raise
+// threshold.
+func TestBadConfigNamesEveryField(t *testing.T) {
+	_, err := New(Config{Interval: -time.Second, MemoryHigh: 2, MemoryClear: 1.5, MaxProfiles: -1})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "Config.Interval")
+	require.ErrorContains(t, err, "Config.MemoryHigh")
+	require.ErrorContains(t, err, "Config.MaxProfiles")
+	require.NotContains(t, err.Error(), "Config.MemoryClear")
+}
+
 func TestHistoryKeepsTheNewestOldestFirst(t *testing.T) {
 	f := newFake()
 	w := newWatcher(t, f.config(Config{History: 5}))
 	require.Zero(t, w.Latest())
 	require.Empty(t, w.History())
 	for i := range 12 {
-		f.now = f.now.Add(5 * time.Second)
+		f.clk.Advance(5 * time.Second)
 		f.s.Goroutines = uint64(i)
 		require.Equal(t, uint64(i), w.Tick().Goroutines)
 	}
@@ -139,7 +150,7 @@ func TestHistoryKeepsTheNewestOldestFirst(t *testing.T) {
 		require.Equal(t, uint64(7+i), s.Goroutines)
 	}
 	require.Equal(t, h[4], w.Latest())
-	require.Equal(t, f.now, w.Latest().Time)
+	require.Equal(t, f.clk.Now(), w.Latest().Time)
 	require.Equal(t, uint64(12), w.Stats().Samples)
 }
 

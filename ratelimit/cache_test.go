@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 func put(e *expiring[int], key string, exp int64, val int, now int64) {
@@ -123,7 +125,7 @@ func TestHotDeniedKeyCostsNoCommand(t *testing.T) { onBoth(t, testHotDeniedKeyCo
 
 func testHotDeniedKeyCostsNoCommand(t *testing.T, b backend) {
 	p := b.newPool(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	cfg := Config{Rate: 7, Period: 90 * time.Second, Burst: 3, Now: clk.Now}
 	l := newLimiter(t, p, "hot", cfg)
 	cfg.NoDeniedCache = true
@@ -179,11 +181,11 @@ func testHotDeniedKeyCostsNoCommand(t *testing.T, b backend) {
 // dropped is simply asked of Redis again.
 func TestDeniedCacheBounded(t *testing.T) {
 	_, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "bounded", Config{Rate: 1, Period: time.Minute, DeniedKeys: 8, Now: clk.Now})
 	ctx := context.Background()
 	for i := range 100 {
-		clk.Add(time.Millisecond) // later keys are denied until later
+		clk.Advance(time.Millisecond) // later keys are denied until later
 		key := fmt.Sprint("k", i)
 		for range 2 {
 			_, err := l.Allow(ctx, key)
@@ -213,7 +215,7 @@ func TestDeniedCacheBounded(t *testing.T) {
 // is not cached: a single event must still reach Redis and pass.
 func TestDeniedCacheNotForPartialDenial(t *testing.T) {
 	_, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "partial", Config{Rate: 10, Now: clk.Now})
 	ctx := context.Background()
 	_, err := l.AllowN(ctx, "k", 8)
@@ -233,7 +235,7 @@ func TestDeniedCacheNotForPartialDenial(t *testing.T) {
 // within the burst at a fixed instant.
 func TestDeniedCacheConcurrent(t *testing.T) {
 	_, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "concurrent", Config{Rate: 5, Now: clk.Now, DeniedKeys: 2})
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // clusterSuite is every test onBoth runs, to run once more on a cluster.
@@ -58,7 +59,7 @@ func testLimitersOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backen
 		require.NoError(t, err)
 		before[m.Addr()] = st["evalsha"] + st["eval"]
 	}
-	clk := newClock()
+	clk := testutil.NewClock()
 	type outcome struct{ admitted, denied int }
 	results := make([]outcome, len(names))
 	done := make(chan int, len(names))

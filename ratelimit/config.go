@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
+
+	"github.com/bounded-go/bounded/internal/check"
 )
 
 // Defaults filled in by New for zero Config fields.
@@ -71,7 +72,7 @@ type Config struct {
 	// be positive.
 	Rate int
 	// Period is the period of Rate, any whole number of microseconds (7 per
-	// 90s is exact: see the package doc on arithmetic). Zero means
+	// 90s is exact: see docs/ratelimit.md on arithmetic). Zero means
 	// DefaultPeriod, one second.
 	Period time.Duration
 	// Burst is how many events a key may have at once, after being idle long
@@ -125,73 +126,37 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// withDefaults returns cfg with its zero fields filled in and the limit in
-// GCRA units, or an error naming every field that cannot work.
-func (cfg Config) withDefaults() (Config, gcra, error) {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+// withDefaults returns c with its zero fields filled in, or an error naming
+// every field that cannot work. The limit in GCRA units is derived from the
+// result by newGCRA.
+func (c Config) withDefaults() (Config, error) {
+	e := check.New(ErrInvalidConfig)
+	if c.Rate <= 0 {
+		e.Addf("Config.Rate must be positive, got %d", c.Rate)
 	}
-	if cfg.Period == 0 {
-		cfg.Period = DefaultPeriod
+	check.Default(e, &c.Period, DefaultPeriod, "Config.Period")
+	if c.Period > 0 && c.Period%time.Microsecond != 0 {
+		e.Addf("Config.Period must be a whole number of microseconds, got %s", c.Period)
 	}
-	if cfg.Burst == 0 {
-		cfg.Burst = cfg.Rate
+	if c.Burst == 0 {
+		c.Burst = c.Rate
 	}
-	if cfg.DeniedKeys == 0 {
-		cfg.DeniedKeys = DefaultDeniedKeys
+	if c.Burst < 1 && c.Rate > 0 {
+		e.Addf("Config.Burst must be at least 1, got %d", c.Burst)
 	}
-	if cfg.LocalKeys == 0 {
-		cfg.LocalKeys = DefaultLocalKeys
+	if c.OnRedisError < FailLocal || c.OnRedisError > FailClosed {
+		e.Addf("Config.OnRedisError must be FailLocal, FailOpen or FailClosed, got %s", c.OnRedisError)
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultTimeout
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if c.Timeout < MinTimeout {
+		e.Addf("Config.Timeout must be at least %s, got %s", MinTimeout, c.Timeout)
 	}
-	if cfg.Rate <= 0 {
-		bad("Config.Rate must be positive, got %d", cfg.Rate)
+	check.Default(e, &c.DeniedKeys, DefaultDeniedKeys, "Config.DeniedKeys")
+	check.Default(e, &c.LocalKeys, DefaultLocalKeys, "Config.LocalKeys")
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	switch {
-	case cfg.Period < 0:
-		bad("Config.Period must be positive, got %s", cfg.Period)
-	case cfg.Period%time.Microsecond != 0:
-		bad("Config.Period must be a whole number of microseconds, got %s", cfg.Period)
-	}
-	if cfg.Burst < 1 && cfg.Rate > 0 {
-		bad("Config.Burst must be at least 1, got %d", cfg.Burst)
-	}
-	if cfg.OnRedisError < FailLocal || cfg.OnRedisError > FailClosed {
-		bad("Config.OnRedisError must be FailLocal, FailOpen or FailClosed, got %s", cfg.OnRedisError)
-	}
-	if cfg.Timeout < MinTimeout {
-		bad("Config.Timeout must be at least %s, got %s", MinTimeout, cfg.Timeout)
-	}
-	if cfg.DeniedKeys < 0 {
-		bad("Config.DeniedKeys must not be negative, got %d", cfg.DeniedKeys)
-	}
-	if cfg.LocalKeys < 0 {
-		bad("Config.LocalKeys must not be negative, got %d", cfg.LocalKeys)
-	}
-	if len(errs) > 0 {
-		return Config{}, gcra{}, errors.Join(errs...)
-	}
-	l, err := newGCRA(cfg.Rate, cfg.Period, cfg.Burst)
-	if err != nil {
-		return Config{}, gcra{}, err
-	}
-	return cfg, l, nil
-}
-
-// checkName validates a limiter's name, which becomes its keys' hash tag.
-func checkName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: name must not be empty", ErrInvalidConfig)
-	case strings.ContainsAny(name, "{}"):
-		return fmt.Errorf("%w: name %q must not contain '{' or '}' (it becomes the keys' hash tag {rl:%s})",
-			ErrInvalidConfig, name, name)
-	}
-	return nil
+	return c, e.Err()
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // TestPreviousVersionReadsState: during a rolling deploy of this version,
@@ -22,7 +24,7 @@ func TestPreviousVersionReadsState(t *testing.T) { onBoth(t, testPreviousVersion
 
 func testPreviousVersionReadsState(t *testing.T, b backend) {
 	p := b.newPool(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	// 7 per 90 s: T is 12,857,142 6/7 µs, so the state has a fraction.
 	l := newLimiter(t, p, "deploy", Config{Rate: 7, Period: 90 * time.Second, Burst: 3, Now: clk.Now, NoDeniedCache: true})
 	keepState(t, l)
@@ -38,7 +40,7 @@ func testPreviousVersionReadsState(t *testing.T, b backend) {
 	r, err := l.AllowN(context.Background(), "k", 2)
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
-	clk.Add(time.Microsecond)
+	clk.Advance(time.Microsecond)
 	require.Equal(t, 3*l.g.step-l.g.scale, old(1), "the previous version, one µs later, admits the third event from the state written")
 	r, err = l.AllowN(context.Background(), "k", 1)
 	require.NoError(t, err)
@@ -83,7 +85,7 @@ func testPreviousVersionNeverAdmitsEarly(t *testing.T, b backend) {
 		{Rate: 13, Period: 2 * time.Second, Burst: 6},
 		{Rate: 999_983, Period: time.Hour, Burst: 1000},
 	} {
-		clk := newClock()
+		clk := testutil.NewClock()
 		cfg.Now = clk.Now
 		cfg.NoDeniedCache = true
 		l := newLimiter(t, p, "mixed-"+strconv.Itoa(i), cfg)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -19,13 +20,13 @@ import (
 type downSetup struct {
 	srv  *redistest.Redis
 	p    *pool.Pool
-	pclk *clock // the pool's clock: probe interval
-	clk  *clock // the limiter's clock
+	pclk *testutil.Clock // the pool's clock: probe interval
+	clk  *testutil.Clock // the limiter's clock
 	l    *Limiter
 }
 
 func newDownSetup(t *testing.T, cfg Config) *downSetup {
-	d := &downSetup{srv: redistest.Server(t), pclk: newClock(), clk: newClock()}
+	d := &downSetup{srv: redistest.Server(t), pclk: testutil.NewClock(), clk: testutil.NewClock()}
 	d.p = newPool(t, pool.Config{Addrs: []string{d.srv.Addr()}, FailureThreshold: 1, ProbeInterval: time.Minute, Now: d.pclk.Now})
 	cfg.Now = d.clk.Now
 	d.l = newLimiter(t, d.p, "down", cfg)
@@ -94,7 +95,7 @@ func TestRedisDownPolicies(t *testing.T) {
 			t.Logf("%s: slowest of 1000 calls with Redis down: %s", c.policy, slowest)
 
 			if c.policy == FailLocal {
-				d.clk.Add(100 * time.Millisecond)
+				d.clk.Advance(100 * time.Millisecond)
 				r, err := d.l.Allow(context.Background(), "k")
 				require.NoError(t, err)
 				require.True(t, r.Allowed, "one interval later, one more")
@@ -106,7 +107,7 @@ func TestRedisDownPolicies(t *testing.T) {
 			r, err := d.l.Allow(context.Background(), "k")
 			require.NoError(t, err)
 			require.Equal(t, SourceFallback, r.Source, "no probe before the interval")
-			d.pclk.Add(time.Minute)
+			d.pclk.Advance(time.Minute)
 			r, err = d.l.Allow(context.Background(), "k")
 			require.NoError(t, err)
 			require.Equal(t, SourceRedis, r.Source, "the probe: %v", r.Err)
@@ -124,7 +125,7 @@ func TestFailLocalBounded(t *testing.T) {
 	d := newDownSetup(t, Config{Rate: 1, Period: time.Minute, Burst: 2, LocalKeys: 5})
 	d.stop(t)
 	for i := range 50 {
-		d.clk.Add(time.Millisecond)
+		d.clk.Advance(time.Millisecond)
 		for range 3 {
 			_, err := d.l.Allow(context.Background(), fmt.Sprint("k", i))
 			require.NoError(t, err)

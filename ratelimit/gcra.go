@@ -88,15 +88,23 @@ func (l gcra) tat(nowUS, nd int64) (us, rem int64) {
 	return nowUS + nd/l.scale, nd % l.scale
 }
 
-// result describes a decision on n events: x is the new TAT-now if allowed,
-// else the unchanged TAT-now.
-func (l gcra) result(allowed bool, x, n int64, src Source) Result {
-	r := Result{Allowed: allowed, Limit: int(l.burst), Source: src}
+// admission describes an admission that left TAT-now at x units.
+func (l gcra) admission(x int64, src Source) Result {
+	return l.state(x, Result{Allowed: true, Source: src})
+}
+
+// denial describes a denial of n events while TAT-now is x units.
+func (l gcra) denial(x, n int64, src Source) Result {
+	r := l.state(x, Result{Source: src})
+	r.RetryAfter = usDuration(ceilDiv(x+n*l.step-l.limit, l.scale))
+	return r
+}
+
+// state fills in what r says about a bucket whose TAT-now is x units.
+func (l gcra) state(x int64, r Result) Result {
+	r.Limit = int(l.burst)
 	r.Remaining = int(max(0, floorDiv(l.limit-x, l.step)))
 	r.ResetAfter = usDuration(ceilDiv(x, l.scale))
-	if !allowed {
-		r.RetryAfter = usDuration(ceilDiv(x+n*l.step-l.limit, l.scale))
-	}
 	return r
 }
 
@@ -104,9 +112,9 @@ func (l gcra) result(allowed bool, x, n int64, src Source) Result {
 // TAT-now of an admission, zero or negative the negated TAT-now of a denial.
 func (l gcra) fromReply(v, n int64) Result {
 	if v > 0 {
-		return l.result(true, v, n, SourceRedis)
+		return l.admission(v, SourceRedis)
 	}
-	return l.result(false, -v, n, SourceRedis)
+	return l.denial(-v, n, SourceRedis)
 }
 
 func ceilDiv(a, b int64) int64 {

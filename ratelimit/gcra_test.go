@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -102,7 +103,7 @@ func testGCRATables(t *testing.T, b backend) {
 	for i, tc := range gcraTables {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, cached := range []bool{false, true} {
-				clk := newClock()
+				clk := testutil.NewClock()
 				cfg := tc.cfg
 				cfg.Now = clk.Now
 				cfg.NoDeniedCache = !cached
@@ -139,7 +140,7 @@ func TestBurstAdmitsExactlyBurst(t *testing.T) { onBoth(t, testBurstAdmitsExactl
 func testBurstAdmitsExactlyBurst(t *testing.T, b backend) {
 	p := b.newPool(t)
 	for _, rate := range []int{1, 3, 7, 10, 1000} {
-		clk := newClock()
+		clk := testutil.NewClock()
 		l := newLimiter(t, p, fmt.Sprintf("burst-%d", rate), Config{Rate: rate, Period: time.Minute, Burst: 10, Now: clk.Now})
 		keepState(t, l)
 		admitted := 0
@@ -160,7 +161,7 @@ func testBurstAdmitsExactlyBurst(t *testing.T, b backend) {
 func TestLongRunExact(t *testing.T) { onBoth(t, testLongRunExact) }
 
 func testLongRunExact(t *testing.T, b backend) {
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, b.newPool(t), "longrun", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
 	keepState(t, l)
 	admitted := 0
@@ -193,11 +194,11 @@ func (m *model) allow(key string, n, now int64) Result {
 	d := m.g.excess(t.us, t.rem, now)
 	ok, nd := m.g.decide(d, n)
 	if !ok {
-		return m.g.result(false, d, n, SourceRedis)
+		return m.g.denial(d, n, SourceRedis)
 	}
 	us, rem := m.g.tat(now, nd)
 	m.tats[key] = localTAT{us: us, rem: rem}
-	return m.g.result(true, nd, n, SourceRedis)
+	return m.g.admission(nd, SourceRedis)
 }
 
 // TestScriptMatchesModel replays random calls (keys, n, µs steps) against
@@ -212,7 +213,7 @@ func testScriptMatchesModel(t *testing.T, b backend) {
 		{Rate: 1000, Period: 7 * time.Second, Burst: 40},
 		{Rate: 999_983, Period: time.Hour, Burst: 1000}, // prime rate: scale 999,983
 	} {
-		clk := newClock()
+		clk := testutil.NewClock()
 		cfg.Now = clk.Now
 		cfg.NoDeniedCache = true
 		l := newLimiter(t, p, fmt.Sprintf("model-%d", i), cfg)
@@ -220,7 +221,7 @@ func testScriptMatchesModel(t *testing.T, b backend) {
 		m := &model{g: l.g, tats: map[string]localTAT{}}
 		rng := rand.New(rand.NewPCG(1, uint64(i)))
 		for j := range 400 {
-			clk.Add(time.Duration(rng.Int64N(int64(3*l.Interval()/time.Microsecond)+1)) * time.Microsecond)
+			clk.Advance(time.Duration(rng.Int64N(int64(3*l.Interval()/time.Microsecond)+1)) * time.Microsecond)
 			key := fmt.Sprint("k", rng.IntN(3))
 			n := 1 + rng.IntN(l.cfg.Burst)
 			got, err := l.AllowN(context.Background(), key, n)
@@ -265,7 +266,7 @@ func testScriptMatchesModelAtExtremes(t *testing.T, b backend) {
 			[]call{{late, 7}, {late, 1}, {late.Add(us(12_857_142)), 1}, {late.Add(us(12_857_143)), 1}, {t0, 1}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newClock()
+			clk := testutil.NewClock()
 			cfg := tc.cfg
 			cfg.Now = clk.Now
 			cfg.NoDeniedCache = true
@@ -289,7 +290,7 @@ func TestStateExpires(t *testing.T) { onBoth(t, testStateExpires) }
 
 func testStateExpires(t *testing.T, b backend) {
 	p := b.newPool(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "expiry", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
 	ctx := context.Background()
 	r, err := l.Allow(ctx, "k")
@@ -309,35 +310,25 @@ func testStateExpires(t *testing.T, b backend) {
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
 	require.Equal(t, 5*time.Millisecond, r.ResetAfter)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, testutil.Wait, "the state key to expire on Redis's clock", func() bool {
 		n, err := p.Client().Exists(ctx, fast.Key("k")).Result()
 		require.NoError(t, err)
-		if n == 0 {
-			break
-		}
-		require.False(t, time.Now().After(deadline), "state key still there after 10s")
-		time.Sleep(time.Millisecond) // waiting on Redis's clock, with a deadline
-	}
+		return n == 0
+	})
 
 	// So does it with a clock held still (Config.Now): the state is gone
 	// once its ResetAfter has passed in real time, and a call at the same
 	// fixed instant finds a full bucket, as Config.Now says.
-	clk = newClock()
+	clk = testutil.NewClock()
 	held := newLimiter(t, p, "expiry-held", Config{Rate: 1000, Burst: 5, Now: clk.Now})
 	r, err = held.AllowN(ctx, "k", 5)
 	require.NoError(t, err)
 	require.True(t, r.Allowed)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, testutil.Wait, "the state key to expire on Redis's clock", func() bool {
 		n, err := p.Client().Exists(ctx, held.Key("k")).Result()
 		require.NoError(t, err)
-		if n == 0 {
-			break
-		}
-		require.False(t, time.Now().After(deadline), "state key still there after 10s")
-		time.Sleep(time.Millisecond) // waiting on Redis's clock, with a deadline
-	}
+		return n == 0
+	})
 	r, err = held.AllowN(ctx, "k", 5)
 	require.NoError(t, err)
 	require.True(t, r.Allowed, "at the same instant, the state expired on Redis's clock")
@@ -347,7 +338,7 @@ func testStateExpires(t *testing.T, b backend) {
 // run down by themselves, and that FastForward past it removes the key.
 func TestStateTTLMiniredis(t *testing.T) {
 	m, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "ttl", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now})
 	r, err := l.AllowN(context.Background(), "k", 3)
 	require.NoError(t, err)
@@ -413,7 +404,7 @@ func TestNewGCRAUnits(t *testing.T) {
 func TestDenialWritesNothing_Server(t *testing.T) {
 	srv := redistest.Server(t)
 	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}})
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "writes", Config{Rate: 2, Now: clk.Now, NoDeniedCache: true})
 	keepState(t, l) // still one SET per admission, without PX
 	ctx := context.Background()

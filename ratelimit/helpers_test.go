@@ -15,39 +15,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// t0 is the fixed instant tables start from.
-var t0 = time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
-
-// clock is a manual clock for Config.Now and pool.Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// t0 is the fixed instant tables start from, where testutil.NewClock starts.
+var t0 = testutil.T0
 
 // backend is a Redis to run the Redis-semantics tests on: miniredis, a real
 // server or a real Redis Cluster. newPool returns a pool on a fresh

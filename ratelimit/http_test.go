@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 func byUser(r *http.Request) string { return r.Header.Get("X-User") }
@@ -31,7 +33,7 @@ func headersOf(rec *httptest.ResponseRecorder) headers {
 
 func TestMiddleware(t *testing.T) {
 	_, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	// 2 per 3 s: 1.5 s per event, so seconds are rounded up.
 	l := newLimiter(t, p, "http", Config{Rate: 2, Period: 3 * time.Second, Now: clk.Now})
 	served := 0
@@ -51,11 +53,11 @@ func TestMiddleware(t *testing.T) {
 	require.Equal(t, headers{"2", "0", "3", "2"}, headersOf(rec)) // retry in 1.5 s
 	require.Equal(t, 2, served, "a denied request does not reach the handler")
 
-	clk.Add(1500*time.Millisecond - time.Microsecond)
+	clk.Advance(1500*time.Millisecond - time.Microsecond)
 	rec = serve(h, "ann")
 	require.Equal(t, http.StatusTooManyRequests, rec.Code)
 	require.Equal(t, headers{"2", "0", "2", "1"}, headersOf(rec), "1 µs rounds up to a second")
-	clk.Add(time.Microsecond)
+	clk.Advance(time.Microsecond)
 	require.Equal(t, http.StatusNoContent, serve(h, "ann").Code)
 
 	rec = serve(h, "bob")

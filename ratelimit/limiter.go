@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bounded-go/bounded/internal/check"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -90,16 +91,21 @@ type Limiter struct {
 // New returns a Limiter named name on p. The name is the hash tag of every
 // key it uses ({rl:<name>}:<key>), so limiters with different names never
 // share state, and the same name shares it across processes; it must be
-// non-empty without '{' or '}'. New checks the Config (an error names the
-// field) and does not touch Redis.
+// non-empty, at most 100 bytes, without '{', '}', spaces or control
+// characters. New checks the name and the Config (errors wrap
+// ErrInvalidConfig and name the field) and does not touch Redis.
 func New(p *pool.Pool, name string, cfg Config) (*Limiter, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
-	if err := checkName(name); err != nil {
+	if err := check.Name("name", name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return nil, err
 	}
-	cfg, g, err := cfg.withDefaults()
+	g, err := newGCRA(cfg.Rate, cfg.Period, cfg.Burst)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +167,9 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	if err := l.check(key, n); err != nil {
 		return Result{}, err
 	}
-	now := l.now()
+	now, events := l.now(), int64(n)
 	if l.denied != nil {
-		if r, ok := l.lookupDenied(key, int64(n), now); ok {
+		if r, ok := l.lookupDenied(key, events, now); ok {
 			l.stats.deniedCache.Add(1)
 			return l.count(r), nil
 		}
@@ -173,43 +179,66 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	// command is the probe and no other caller's can spend it.
 	ctx, err := l.p.AdmitContext(ctx)
 	if err != nil {
-		return l.fallback(key, int64(n), now, err), nil
+		return l.fallback(key, events, now, err), nil
 	}
-	// Config.Timeout through the pool, so that running it out counts
-	// toward marking Redis down there, where the caller's deadline does not.
-	// A caller's deadline that comes first bounds the call alone.
-	rctx, cancel := ctx, context.CancelFunc(nil)
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > l.cfg.Timeout {
-		rctx, cancel = pool.WithTimeout(ctx, l.cfg.Timeout)
-	}
-	v, err := l.run(rctx, l.p.Client(), key, int64(n), now)
-	timedOut := err != nil && cancel != nil && ended(rctx)
-	if cancel != nil {
-		cancel()
-	}
-	if err != nil {
-		if cerr := callerEnded(ctx, err); cerr != nil {
-			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)
-		}
-		if errors.Is(err, redis.ErrClosed) {
-			// The service closed the pool before its last caller: an
-			// error, not a policy's answer that would hide it.
-			return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, err)
-		}
-		if timedOut {
-			err = fmt.Errorf("ratelimit: %s: no answer within Config.Timeout %s: %w", l.name, l.cfg.Timeout, err)
-		}
-		if !errors.Is(err, pool.ErrUnavailable) { // marked down since Healthy: nothing was sent
-			l.redisError(err)
-		}
-		return l.fallback(key, int64(n), now, err), nil
+	rep := l.ask(ctx, key, events, now)
+	if rep.err != nil {
+		return l.failed(ctx, key, events, now, rep)
 	}
 	l.stats.redisCalls.Add(1)
-	r := l.g.fromReply(v, int64(n))
+	r := l.g.fromReply(rep.v, events)
 	if !r.Allowed && l.denied != nil {
-		l.storeDenied(key, now, -v)
+		l.storeDenied(key, now, -rep.v)
 	}
 	return l.count(r), nil
+}
+
+// reply is the outcome of one run of the script.
+type reply struct {
+	v   int64 // the script's reply (see gcraScript)
+	err error
+	// timedOut: err came from running out Config.Timeout, not the caller's
+	// deadline.
+	timedOut bool
+}
+
+// ask runs the script for n events for key at now, bounded by
+// Config.Timeout through the pool, so that running it out counts toward
+// marking Redis down there, where the caller's deadline does not. A
+// caller's deadline that comes first bounds the call alone.
+func (l *Limiter) ask(ctx context.Context, key string, n, now int64) reply {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= l.cfg.Timeout {
+		v, err := l.run(ctx, key, n, now)
+		return reply{v: v, err: err}
+	}
+	rctx, cancel := pool.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	v, err := l.run(rctx, key, n, now)
+	return reply{v: v, err: err, timedOut: err != nil && ended(rctx)}
+}
+
+// failed answers a call whose script failed with rep.err. The caller's own
+// context ending, and a closed pool, are errors; anything else is a Redis
+// failure, answered by Config.OnRedisError.
+func (l *Limiter) failed(ctx context.Context, key string, n, now int64, rep reply) (Result, error) {
+	err := rep.err
+	if cerr := callerEnded(ctx, err); cerr != nil {
+		return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)
+	}
+	if errors.Is(err, redis.ErrClosed) {
+		// The service closed the pool before its last caller: an error, not
+		// a policy's answer that would hide it.
+		return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, err)
+	}
+	if rep.timedOut {
+		err = fmt.Errorf("ratelimit: %s: no answer within Config.Timeout %s: %w", l.name, l.cfg.Timeout, err)
+	}
+	// ErrUnavailable here: the pool was marked down after AdmitContext let
+	// the call through, and refused the command; nothing was sent.
+	if !errors.Is(err, pool.ErrUnavailable) {
+		l.redisError(err)
+	}
+	return l.fallback(key, n, now, err), nil
 }
 
 // callerEnded returns the error for a call to Redis that failed with err
@@ -269,9 +298,9 @@ func (l *Limiter) fallback(key string, n, now int64, cause error) Result {
 	var r Result
 	switch l.cfg.OnRedisError {
 	case FailOpen:
-		r = l.g.result(true, n*l.g.step, n, SourceFallback) // as if the bucket were full
+		r = l.g.admission(n*l.g.step, SourceFallback) // as if the bucket were full
 	case FailClosed:
-		r = l.g.result(false, l.g.limit, n, SourceFallback) // as if it were empty
+		r = l.g.denial(l.g.limit, n, SourceFallback) // as if it were empty
 	default:
 		r = l.allowLocal(key, n, now)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -24,7 +26,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"rate", Config{}, []string{"Config.Rate must be positive, got 0"}},
 		{"rate", Config{Rate: -3}, []string{"Config.Rate must be positive, got -3"}},
 		{"rate", Config{Rate: 1, Burst: -1}, []string{"Config.Burst must be at least 1, got -1"}},
-		{"rate", Config{Rate: 1, Period: -time.Second}, []string{"Config.Period must be positive, got -1s"}},
+		{"rate", Config{Rate: 1, Period: -time.Second}, []string{"Config.Period must not be negative, got -1s"}},
 		{"rate", Config{Rate: 1, Period: 1500 * time.Nanosecond}, []string{"Config.Period must be a whole number of microseconds, got 1.5µs"}},
 		{"rate", Config{Rate: 1, OnRedisError: FailClosed + 1}, []string{"Config.OnRedisError must be FailLocal, FailOpen or FailClosed, got Policy(3)"}},
 		{"rate", Config{Rate: 1, DeniedKeys: -1, LocalKeys: -2}, []string{
@@ -35,6 +37,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"", Config{Rate: 1}, []string{"name must not be empty"}},
 		{"a{b", Config{Rate: 1}, []string{`name "a{b" must not contain '{' or '}'`}},
 		{"a}", Config{Rate: 1}, []string{`name "a}" must not contain '{' or '}'`}},
+		{"a b", Config{Rate: 1}, []string{`name "a b" must not contain spaces or control characters`}},
+		{strings.Repeat("n", 101), Config{Rate: 1}, []string{"is 101 bytes, the limit is 100"}},
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprint(c.want), func(t *testing.T) {
@@ -120,7 +124,7 @@ func TestContextEnded(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	_, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "stats", Config{Rate: 2, Now: clk.Now})
 	ctx := context.Background()
 	for range 5 {
@@ -190,9 +194,9 @@ func TestDeadlineMidCall(t *testing.T) {
 // read timeout) and the pool stayed healthy.
 func TestTimeoutCountsTowardHealth(t *testing.T) {
 	srv := redistest.Server(t)
-	pclk := newClock()
+	pclk := testutil.NewClock()
 	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}, ProbeInterval: time.Minute, Now: pclk.Now})
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "slow", Config{Rate: 10, Now: clk.Now, Timeout: 20 * time.Millisecond, NoDeniedCache: true})
 	keepState(t, l)
 	// The same limit with a Timeout no busy machine misses, to load the
@@ -230,7 +234,7 @@ func TestTimeoutCountsTowardHealth(t *testing.T) {
 
 	_, err = srv.Do(ctx, "CLIENT", "UNPAUSE")
 	require.NoError(t, err)
-	pclk.Add(time.Minute)
+	pclk.Advance(time.Minute)
 	r, err = patient.Allow(ctx, "k")
 	require.NoError(t, err)
 	require.Equal(t, SourceRedis, r.Source, "the probe: %v", r.Err)

@@ -31,7 +31,7 @@ func (l *Limiter) lookupDenied(key string, n, now int64) (Result, bool) {
 	if now > e.at {
 		d -= (now - e.at) * l.g.scale // bounded: now is before the entry's end
 	}
-	return l.g.result(false, d, n, SourceDeniedCache), true
+	return l.g.denial(d, n, SourceDeniedCache), true
 }
 
 // storeDenied remembers that key's TAT-now was d at the instant at, until
@@ -72,7 +72,7 @@ func (l *Limiter) allowLocal(key string, n, now int64) Result {
 	}
 	s.mu.Unlock()
 	if ok {
-		return l.g.result(true, nd, n, SourceFallback)
+		return l.g.admission(nd, SourceFallback)
 	}
-	return l.g.result(false, d, n, SourceFallback)
+	return l.g.denial(d, n, SourceFallback)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // ratGCRA is GCRA in exact rational arithmetic (math/big.Rat), written from
@@ -102,7 +104,7 @@ func testScriptMatchesRationalModel(t *testing.T, b backend) {
 			// A few of the limits, under one name.
 			var ls []*Limiter
 			var lims []ratLimit
-			clk := newClock()
+			clk := testutil.NewClock()
 			for _, i := range rng.Perm(len(modelConfigs))[:2+int(seed)%4] {
 				cfg := modelConfigs[i]
 				cfg.Now = clk.Now
@@ -191,7 +193,7 @@ func TestNewLimitReadsTheSameInstant(t *testing.T) { onBoth(t, testNewLimitReads
 
 func testNewLimitReadsTheSameInstant(t *testing.T, b backend) {
 	p := b.newPool(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	old := newLimiter(t, p, "redeploy", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now, NoDeniedCache: true})
 	keepState(t, old)
 	r, err := old.Allow(context.Background(), "k")
@@ -217,7 +219,7 @@ func testNewLimitReadsTheSameInstant(t *testing.T, b backend) {
 // by a limiter of the same limit.
 func TestStateWithoutDenominator(t *testing.T) {
 	m, p := mini(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "legacy", Config{Rate: 7, Period: 90 * time.Second, Now: clk.Now, NoDeniedCache: true})
 	require.NoError(t, m.Set(l.Key("k"), fmt.Sprintf("%d 6", t0.UnixMicro()+12_857_142))) // TAT t0 + T
 	r, err := l.AllowN(context.Background(), "k", 7)
@@ -239,7 +241,7 @@ func TestUnitsWithoutCommonMultiple(t *testing.T) { onBoth(t, testUnitsWithoutCo
 
 func testUnitsWithoutCommonMultiple(t *testing.T, b backend) {
 	p := b.newPool(t)
-	clk := newClock()
+	clk := testutil.NewClock()
 	cfgs := []Config{
 		{Rate: 1_000_000_007, Period: time.Hour, Burst: 1000},
 		{Rate: 998_244_353, Period: time.Hour, Burst: 1000},

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -22,7 +23,7 @@ import (
 func TestRedisRestartMidRun(t *testing.T) {
 	srv := redistest.ServerWith(t, redistest.Options{AppendOnly: true})
 	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}, ProbeInterval: 50 * time.Millisecond})
-	clk := newClock()
+	clk := testutil.NewClock()
 	l := newLimiter(t, p, "restart", Config{Rate: 5, Period: time.Minute, Now: clk.Now, NoDeniedCache: true})
 	keepState(t, l)
 	ctx := context.Background()
@@ -36,7 +37,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 
 	require.NoError(t, srv.Stop())
 	stopped := time.Now()
-	eventually(t, "calls fail fast", func() bool {
+	testutil.Eventually(t, testutil.Wait, "calls fail fast", func() bool {
 		r, err := l.Allow(ctx, "other")
 		require.NoError(t, err)
 		require.Equal(t, SourceFallback, r.Source)
@@ -57,7 +58,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 	// Stay down long enough for go-redis to stop dialling (after the lane
 	// size's worth of failed dials in a row, here 20 probes): it then
 	// re-dials once a second on its own.
-	eventually(t, "25 probes", func() bool {
+	testutil.Eventually(t, testutil.Wait, "25 probes", func() bool {
 		r, err := l.Allow(ctx, "other")
 		require.NoError(t, err)
 		require.Equal(t, SourceFallback, r.Source)
@@ -67,7 +68,7 @@ func TestRedisRestartMidRun(t *testing.T) {
 
 	srv.Start()
 	restarted := time.Now()
-	eventually(t, "Redis answers again", func() bool {
+	testutil.Eventually(t, testutil.Wait, "Redis answers again", func() bool {
 		r, err := l.Allow(ctx, "user")
 		require.NoError(t, err)
 		if r.Source != SourceRedis {
@@ -81,21 +82,9 @@ func TestRedisRestartMidRun(t *testing.T) {
 		restarted.Sub(stopped).Round(time.Millisecond), perCall, fast, time.Since(restarted).Round(time.Millisecond))
 	require.True(t, p.Healthy())
 
-	clk.Add(12 * time.Second)
+	clk.Advance(12 * time.Second)
 	r, err := l.Allow(ctx, "user")
 	require.NoError(t, err)
 	require.True(t, r.Allowed, "one event per 12s")
-	eventually(t, "goroutines back to before", func() bool { return runtime.NumGoroutine() <= goroutines+1 })
-}
-
-// eventually waits for cond, failing the test after 10s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, testutil.Wait, "goroutines back to before", func() bool { return runtime.NumGoroutine() <= goroutines+1 })
 }

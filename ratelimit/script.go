@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"context"
 	"strconv"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // gcraScript is the whole of what a Limiter runs in Redis: one GET, and one
@@ -134,12 +132,13 @@ end
 return nd
 `
 
-// run asks Redis about n events for key at nowUS (0: Redis TIME) and returns
-// the script's reply.
-func (l *Limiter) run(ctx context.Context, c redis.Scripter, key string, n int64, nowUS int64) (int64, error) {
+// run asks Redis about n events for key and returns the script's reply. The
+// instant nowUS is passed only with Config.Now; otherwise the script reads
+// Redis's TIME.
+func (l *Limiter) run(ctx context.Context, key string, n, nowUS int64) (int64, error) {
 	now := ""
 	if l.cfg.Now != nil {
 		now = strconv.FormatInt(nowUS, 10)
 	}
-	return l.script.Run(ctx, c, []string{l.prefix + key}, now, l.scaleArg, l.stepArg, l.burstArg, n).Int64()
+	return l.script.Run(ctx, l.p.Client(), []string{l.prefix + key}, now, l.scaleArg, l.stepArg, l.burstArg, n).Int64()
 }

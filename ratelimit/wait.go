@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/bounded-go/bounded/internal/backoff"
 )
 
 // Wait blocks until one event for key is admitted, ctx ends, or it is clear
@@ -16,23 +18,17 @@ func (l *Limiter) Wait(ctx context.Context, key string) error {
 // or it is clear that ctx's deadline would pass first.
 //
 // When the time left before ctx's deadline is not longer than the RetryAfter
-// of a denial (the call after the wait needs time too), WaitN returns at once with an error matching
-// context.DeadlineExceeded, instead of sleeping until the deadline to fail
-// then (x/time/rate returns an error that does not match it, golang/go#54541).
-// Otherwise it sleeps RetryAfter on a timer it stops before returning and
-// asks again: other callers may have taken the room meanwhile, so one Wait
-// can ask more than twice. Waiting uses the real clock (time.Now and
-// timers), whatever Config.Now says.
+// of a denial (the call after the wait needs time too), WaitN returns at once
+// with an error matching context.DeadlineExceeded, instead of sleeping until
+// the deadline to fail then (x/time/rate returns an error that does not
+// match it, golang/go#54541). Otherwise it sleeps RetryAfter and asks again:
+// other callers may have taken the room meanwhile, so one Wait can ask more
+// than twice. Waiting uses the real clock (time.Now and timers), whatever
+// Config.Now says.
 //
 // Errors other than the deadline's are AllowN's (ErrInvalidArgument) and
 // ctx's own.
 func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	for {
 		r, err := l.AllowN(ctx, key, n)
 		if err != nil {
@@ -46,15 +42,8 @@ func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
 			return fmt.Errorf("ratelimit: %s %q: waiting %s would pass the context deadline: %w",
 				l.name, key, wait, context.DeadlineExceeded)
 		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
-		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait) {
 			return fmt.Errorf("ratelimit: %s %q: %w", l.name, key, ctx.Err())
-		case <-timer.C:
 		}
 	}
 }
