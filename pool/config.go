@@ -8,7 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/bounded-go/bounded/internal/check"
 )
 
 // Defaults filled in by New for zero fields of Config.
@@ -116,20 +117,116 @@ type Config struct {
 	Now func() time.Time
 }
 
-// applyURLOptions takes the timeouts and client name a URL sets into the
-// fields the caller left zero, and refuses what the pool cannot honour.
-// The address, credentials, DB and TLS are read in universalOptions.
-func (c *Config) applyURLOptions() error {
+
+// withDefaults returns c with the URL's options taken in and the defaults
+// documented on each field filled, or every problem found, each wrapping
+// ErrInvalidConfig and naming the field.
+func (c Config) withDefaults() (Config, error) {
+	e := check.New(ErrInvalidConfig)
+	if c.URL != "" && len(c.Addrs) > 0 {
+		e.Addf("Config.URL and Config.Addrs are mutually exclusive")
+	}
+	e.Add(c.applyURL())
+	for i, a := range c.Addrs {
+		if a == "" {
+			e.Addf("Config.Addrs[%d] is empty", i)
+		}
+	}
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{"127.0.0.1:6379"}
+	}
+	if c.DB < 0 {
+		e.Addf("Config.DB must not be negative, got %d", c.DB)
+	} else if c.DB != 0 && c.isCluster() {
+		e.Addf("Config.DB is %d but Redis Cluster has only database 0", c.DB)
+	}
+	if c.ClientName == "" {
+		c.ClientName = DefaultClientName
+	}
+	check.Default(e, &c.DialTimeout, DefaultDialTimeout, "Config.DialTimeout")
+	check.Default(e, &c.ReadTimeout, DefaultReadTimeout, "Config.ReadTimeout")
+	check.Default(e, &c.WriteTimeout, c.ReadTimeout, "Config.WriteTimeout")
+	c.Request = c.Request.withDefaults(e, "Config.Request", LaneConfig{Size: DefaultRequestSize, MaxWait: DefaultRequestMaxWait})
+	c.Background = c.Background.withDefaults(e, "Config.Background", LaneConfig{Size: DefaultBackgroundSize, MaxWait: DefaultBackgroundMaxWait})
+	c.Blocking = c.Blocking.withDefaults(e)
+	check.Default(e, &c.FailureThreshold, DefaultFailures, "Config.FailureThreshold")
+	check.Default(e, &c.ProbeInterval, DefaultProbeInterval, "Config.ProbeInterval")
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, e.Err()
+}
+
+// isCluster reports whether c selects Redis Cluster: ClusterMode, or
+// several addresses that are not sentinels.
+func (c Config) isCluster() bool {
+	return c.ClusterMode || (len(c.Addrs) > 1 && c.MasterName == "")
+}
+
+// withDefaults fills the zero fields of a shared lane's config from def
+// (MaxWaiters from the size) and records what is wrong under field.
+func (l LaneConfig) withDefaults(e *check.Errors, field string, def LaneConfig) LaneConfig {
+	switch {
+	case l.Size == 0:
+		l.Size = def.Size
+	case l.Size < 0:
+		e.Addf("%s.Size must be at least 1, got %d", field, l.Size)
+	}
+	check.Default(e, &l.MaxWait, def.MaxWait, field+".MaxWait")
+	check.Default(e, &l.MaxWaiters, DefaultWaitersPerConn*l.Size, field+".MaxWaiters")
+	return l
+}
+
+// withDefaults fills the blocking lane's size unless NoBlocking is set.
+func (b BlockingConfig) withDefaults(e *check.Errors) BlockingConfig {
+	if b.NoBlocking {
+		if b.Size != 0 {
+			e.Addf("Config.Blocking.NoBlocking is set but Config.Blocking.Size is %d", b.Size)
+		}
+		return b
+	}
+	check.Default(e, &b.Size, DefaultBlockingSize, "Config.Blocking.Size")
+	return b
+}
+
+// applyURL takes what URL sets into the fields the caller left zero (fields
+// set in Config win) and refuses what the pool cannot honour.
+func (c *Config) applyURL() error {
 	if c.URL == "" {
 		return nil
 	}
 	u, err := redis.ParseURL(c.URL)
 	if err != nil {
-		return fmt.Errorf("pool: Config.URL: %w", err)
+		return fmt.Errorf("Config.URL: %w", err)
 	}
 	if u.Network == "unix" {
-		return errors.New("pool: Config.URL: unix sockets are not supported; use a TCP address")
+		return errors.New("Config.URL: unix sockets are not supported; use a TCP address")
 	}
+	if name := poolOption(u); name != "" {
+		return fmt.Errorf("Config.URL sets %s, which the pool decides per lane (Config.Request, Background, Blocking); remove it", name)
+	}
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{u.Addr}
+	}
+	fill(&c.Username, u.Username)
+	fill(&c.Password, u.Password)
+	fill(&c.DB, u.DB)
+	if c.TLSConfig == nil {
+		c.TLSConfig = u.TLSConfig
+	}
+	fill(&c.DialTimeout, u.DialTimeout)
+	fill(&c.ReadTimeout, u.ReadTimeout)
+	fill(&c.WriteTimeout, u.WriteTimeout)
+	fill(&c.ClientName, u.ClientName)
+	return nil
+}
+
+// poolOption returns the name of the first pool-sizing option the parsed
+// URL sets, or "".
+func poolOption(u *redis.Options) string {
 	for _, o := range []struct {
 		name string
 		set  bool
@@ -139,208 +236,16 @@ func (c *Config) applyURLOptions() error {
 		{"pool_fifo", u.PoolFIFO},
 	} {
 		if o.set {
-			return fmt.Errorf("pool: Config.URL sets %s, which the pool decides per lane (Config.Request, Background, Blocking); remove it", o.name)
+			return o.name
 		}
 	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = u.DialTimeout
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = u.ReadTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = u.WriteTimeout
-	}
-	if c.ClientName == "" {
-		c.ClientName = u.ClientName
-	}
-	return nil
+	return ""
 }
 
-func (c *Config) fillDefaults() {
-	if c.ClientName == "" {
-		c.ClientName = DefaultClientName
+// fill sets *field to v when it is the zero value.
+func fill[T comparable](field *T, v T) {
+	var zero T
+	if *field == zero {
+		*field = v
 	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultDialTimeout
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = DefaultReadTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = c.ReadTimeout
-	}
-	fillLane(&c.Request, DefaultRequestSize, DefaultRequestMaxWait)
-	fillLane(&c.Background, DefaultBackgroundSize, DefaultBackgroundMaxWait)
-	if c.Blocking.Size == 0 && !c.Blocking.NoBlocking {
-		c.Blocking.Size = DefaultBlockingSize
-	}
-	if c.FailureThreshold == 0 {
-		c.FailureThreshold = DefaultFailures
-	}
-	if c.ProbeInterval == 0 {
-		c.ProbeInterval = DefaultProbeInterval
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-}
-
-func fillLane(l *LaneConfig, size int, wait time.Duration) {
-	if l.Size == 0 {
-		l.Size = size
-	}
-	if l.MaxWait == 0 {
-		l.MaxWait = wait
-	}
-	if l.MaxWaiters == 0 {
-		l.MaxWaiters = DefaultWaitersPerConn * l.Size
-	}
-}
-
-func (c *Config) validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("pool: "+format, args...)) }
-	if c.URL != "" && len(c.Addrs) > 0 {
-		bad("Config.URL and Config.Addrs are mutually exclusive")
-	}
-	for i, a := range c.Addrs {
-		if a == "" {
-			bad("Config.Addrs[%d] is empty", i)
-		}
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"DialTimeout", c.DialTimeout}, {"ReadTimeout", c.ReadTimeout}, {"WriteTimeout", c.WriteTimeout}, {"ProbeInterval", c.ProbeInterval}} {
-		if d.v < 0 {
-			bad("Config.%s must not be negative, got %s", d.name, d.v)
-		}
-	}
-	for _, l := range []struct {
-		name string
-		cfg  LaneConfig
-	}{{"Request", c.Request}, {"Background", c.Background}} {
-		if l.cfg.Size < 1 {
-			bad("Config.%s.Size must be at least 1, got %d", l.name, l.cfg.Size)
-		}
-		if l.cfg.MaxWait < 0 {
-			bad("Config.%s.MaxWait must not be negative, got %s", l.name, l.cfg.MaxWait)
-		}
-		if l.cfg.MaxWaiters < 0 {
-			bad("Config.%s.MaxWaiters must not be negative, got %d", l.name, l.cfg.MaxWaiters)
-		}
-	}
-	if c.Blocking.Size < 0 {
-		bad("Config.Blocking.Size must not be negative, got %d", c.Blocking.Size)
-	}
-	if c.Blocking.NoBlocking && c.Blocking.Size != 0 {
-		bad("Config.Blocking.NoBlocking is set but Config.Blocking.Size is %d", c.Blocking.Size)
-	}
-	if c.FailureThreshold < 0 {
-		bad("Config.FailureThreshold must not be negative, got %d", c.FailureThreshold)
-	}
-	if c.DB < 0 {
-		bad("Config.DB must not be negative, got %d", c.DB)
-	}
-	return errors.Join(errs...)
-}
-
-// universalOptions turns the connection part of the config into go-redis
-// options. Pool sizes are set per lane by laneOptions.
-func (c *Config) universalOptions() (*redis.UniversalOptions, error) {
-	o := &redis.UniversalOptions{
-		Addrs:            c.Addrs,
-		IsClusterMode:    c.ClusterMode,
-		MasterName:       c.MasterName,
-		Username:         c.Username,
-		Password:         c.Password,
-		SentinelUsername: c.SentinelUsername,
-		SentinelPassword: c.SentinelPassword,
-		DB:               c.DB,
-		TLSConfig:        c.TLSConfig,
-	}
-	if c.URL != "" {
-		u, err := redis.ParseURL(c.URL)
-		if err != nil {
-			return nil, fmt.Errorf("pool: Config.URL: %w", err)
-		}
-		o.Addrs = []string{u.Addr}
-		if o.Username == "" {
-			o.Username = u.Username
-		}
-		if o.Password == "" {
-			o.Password = u.Password
-		}
-		if o.DB == 0 {
-			o.DB = u.DB
-		}
-		if o.TLSConfig == nil {
-			o.TLSConfig = u.TLSConfig
-		}
-	}
-	if len(o.Addrs) == 0 {
-		o.Addrs = []string{"127.0.0.1:6379"}
-	}
-	if o.DB != 0 && (o.IsClusterMode || (len(o.Addrs) > 1 && o.MasterName == "")) {
-		return nil, fmt.Errorf("pool: Config.DB is %d but Redis Cluster has only database 0", o.DB)
-	}
-	o.DialTimeout = c.DialTimeout
-	o.ReadTimeout = c.ReadTimeout
-	o.WriteTimeout = c.WriteTimeout
-	// The caller's context bounds every call (socket deadlines follow it).
-	o.ContextTimeoutEnabled = true
-	// A command runs at most once per call: go-redis's retries would repeat
-	// non-idempotent scripts (enqueue, ack) behind the caller after a lost
-	// reply, and would retry pool timeouts for seconds. Components retry
-	// where it is safe.
-	o.MaxRetries = -1
-	// Redis Cluster's client has a retry loop of its own, bounded by
-	// MaxRedirects rather than MaxRetries: it re-sends a command (or a
-	// whole pipeline) up to 3 more times after EOF, a timeout, LOADING,
-	// TRYAGAIN or CLUSTERDOWN, so a script could run 4 times for one call.
-	// -1 turns the loop off. The price: a MOVED or ASK reply (the slot moved
-	// in a failover or a resharding) is returned to the caller instead of
-	// being followed; go-redis reloads the slot map when it sees one, so
-	// the next call goes to the new owner. Components retry where it is
-	// safe.
-	o.MaxRedirects = -1
-	// One dial attempt per call; go-redis's default is 5 attempts 100ms apart,
-	// which turns "Redis refuses connections" into half a second per call.
-	o.DialerRetries = 1
-	// Pipelines use the lane's own connections instead of a hidden extra
-	// pool of 10 per client, so they are counted in the lane.
-	o.PipelinePoolSize = -1
-	// No pre-dialled idle connections (go-redis dials those in goroutines of
-	// its own); connections open on demand and stay within the lane size.
-	o.MinIdleConns = 0
-	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	return o, nil
-}
-
-// dialBreakerThreshold is the number of failed dials in a row after which
-// go-redis stops dialling a lane (see laneOptions).
-const dialBreakerThreshold = 1000
-
-// laneOptions copies base and sizes it for one lane of size connections.
-func laneOptions(base *redis.UniversalOptions, clientName string, size int, poolTimeout time.Duration) *redis.UniversalOptions {
-	o := *base
-	o.ClientName = clientName
-	// MaxActiveConns is the real socket limit. PoolSize only has to be at
-	// least that; go-redis also uses it as the threshold of its own dial
-	// circuit breaker (after PoolSize failed dials it refuses to dial and
-	// retries once a second in a goroutine of its own), which would make a
-	// lane of one connection stay dead for a second after any outage. The
-	// pool's own health state does that job, so the threshold is set high.
-	o.PoolSize = max(size, dialBreakerThreshold)
-	o.MaxActiveConns = size
-	o.MaxIdleConns = size
-	o.MaxConcurrentDials = size
-	// The gate admits at most size callers, so go-redis never waits for a
-	// connection; this only bounds a dial that outlives its caller.
-	o.PoolTimeout = poolTimeout
-	return &o
 }

@@ -31,6 +31,9 @@ var (
 	// subscriptions, or a subscription on one that runs commands. Each
 	// reservation serves one of the two, so its sockets stay within its size.
 	ErrReservationUse = errors.New("pool: a reservation serves either commands or subscriptions")
+	// ErrInvalidConfig: New was given a Config it cannot use. Every such
+	// error wraps it and names the field; all problems are reported at once.
+	ErrInvalidConfig = errors.New("pool: invalid config")
 	// ErrClosed: the pool (or the reservation) has been closed.
 	ErrClosed = errors.New("pool: closed")
 )

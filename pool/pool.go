@@ -67,20 +67,13 @@ type dialCounter struct {
 // New builds a pool. It does not connect: connections open on first use, so
 // New fails only on bad configuration.
 func New(cfg Config) (*Pool, error) {
-	if err := cfg.applyURLOptions(); err != nil {
-		return nil, err
-	}
-	cfg.fillDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	base, err := cfg.universalOptions()
+	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	p := &Pool{
 		cfg:  cfg,
-		base: base,
+		base: cfg.universalOptions(),
 		health: &health{
 			threshold: int64(cfg.FailureThreshold),
 			interval:  cfg.ProbeInterval,

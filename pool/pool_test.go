@@ -64,6 +64,7 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 			p, err := New(c.cfg)
 			require.Nil(t, p)
 			require.ErrorContains(t, err, c.want)
+			require.ErrorIs(t, err, ErrInvalidConfig)
 		})
 	}
 }
@@ -83,10 +84,9 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestURLFillsConnectionFields(t *testing.T) {
-	c := Config{URL: "redis://alice:secret@10.1.2.3:6390/4"}
-	c.fillDefaults()
-	o, err := c.universalOptions()
+	c, err := Config{URL: "redis://alice:secret@10.1.2.3:6390/4"}.withDefaults()
 	require.NoError(t, err)
+	o := c.universalOptions()
 	require.Equal(t, []string{"10.1.2.3:6390"}, o.Addrs)
 	require.Equal(t, "alice", o.Username)
 	require.Equal(t, "secret", o.Password)
@@ -688,18 +688,19 @@ func TestStaleConnectionsAreDetectedAfterRestart(t *testing.T) {
 }
 
 func TestURLOptions(t *testing.T) {
-	c := Config{URL: "redis://10.0.0.1:6390/0?dial_timeout=7s&read_timeout=4s&client_name=api"}
-	require.NoError(t, c.applyURLOptions())
+	c, err := Config{URL: "redis://10.0.0.1:6390/0?dial_timeout=7s&read_timeout=4s&client_name=api"}.withDefaults()
+	require.NoError(t, err)
 	require.Equal(t, 7*time.Second, c.DialTimeout)
 	require.Equal(t, 4*time.Second, c.ReadTimeout)
 	require.Equal(t, "api", c.ClientName)
 
-	c = Config{URL: "redis://10.0.0.1:6390?dial_timeout=7s", DialTimeout: time.Second}
-	require.NoError(t, c.applyURLOptions())
+	c, err = Config{URL: "redis://10.0.0.1:6390?dial_timeout=7s", DialTimeout: time.Second}.withDefaults()
+	require.NoError(t, err)
 	require.Equal(t, time.Second, c.DialTimeout, "a field set in Config wins")
 
-	_, err := New(Config{URL: "redis://10.0.0.1:6390?pool_size=100"})
-	require.ErrorContains(t, err, "pool: Config.URL sets pool_size, which the pool decides per lane")
+	_, err = New(Config{URL: "redis://10.0.0.1:6390?pool_size=100"})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "pool: invalid config: Config.URL sets pool_size, which the pool decides per lane")
 	_, err = New(Config{URL: "redis://10.0.0.1:6390?max_retries=3"})
 	require.ErrorContains(t, err, "max_retries")
 	_, err = New(Config{URL: "unix:///tmp/redis.sock"})
