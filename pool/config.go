@@ -117,7 +117,6 @@ type Config struct {
 	Now func() time.Time
 }
 
-
 // withDefaults returns c with the URL's options taken in and the defaults
 // documented on each field filled, or every problem found, each wrapping
 // ErrInvalidConfig and naming the field.

@@ -76,16 +76,17 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 	// The pool timeout only bounds a dial that outlives its caller: the gate
 	// keeps go-redis from ever waiting for one of these connections.
 	opts := laneOptions(p.base, name, n, p.cfg.DialTimeout+time.Second)
+	dials := dialCounters{&p.blockDials, &r.dials}
 	if opts.MasterName != "" {
-		opts.Dialer = sentinelDialer(opts, &p.blockDials, &r.dials)
+		opts.Dialer = sentinelDialer(opts, dials)
 	}
 	r.client = redis.NewUniversalClient(opts)
 	addLaneHook(r.client, &laneHook{
-		gate:       r.gate,
-		dials:      &p.blockDials,
-		extraDials: &r.dials,
-		health:     p.health,
-		claim:      func() error { return r.claim(useCommands) },
+		gate:   r.gate,
+		dials:  dials,
+		health: p.health,
+		admit:  p.health.admitLane,
+		claim:  func() error { return r.claim(useCommands) },
 	})
 	p.reservations = append(p.reservations, r)
 	return r, nil
@@ -199,4 +200,14 @@ func (r *Reservation) Release() error {
 		return fmt.Errorf("pool: releasing reservation %q: %w", r.owner, err)
 	}
 	return nil
+}
+
+// sanitizeName makes s usable in CLIENT SETNAME (no spaces or newlines).
+func sanitizeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, s)
 }

@@ -19,16 +19,14 @@ import (
 // sentinels'. sentinelDialer counts every socket it dials as a sentinel's;
 // the lane's DialHook, which only the master's dials pass through, takes
 // its own back out of that count (sentinelConn.toLane).
-func sentinelDialer(o *redis.UniversalOptions, counters ...*dialCounter) func(context.Context, string, string) (net.Conn, error) {
+func sentinelDialer(o *redis.UniversalOptions, counters dialCounters) func(context.Context, string, string) (net.Conn, error) {
 	dial := redis.NewDialer(&redis.Options{DialTimeout: o.DialTimeout, TLSConfig: o.TLSConfig})
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		for _, d := range counters {
-			d.sentinelOpen.Add(1)
-		}
+		counters.add(func(d *dialCounter) { d.sentinelOpen.Add(1) })
 		sc := &sentinelConn{Conn: c, counters: counters}
 		if sys, ok := c.(syscall.Conn); ok {
 			// go-redis peeks at idle sockets through syscall.Conn (see
@@ -42,8 +40,8 @@ func sentinelDialer(o *redis.UniversalOptions, counters ...*dialCounter) func(co
 // sentinelConn is a socket counted as a sentinel's until toLane or Close.
 type sentinelConn struct {
 	net.Conn
-	counters []*dialCounter
-	counted  atomic.Bool // set once uncounted
+	counters  dialCounters
+	uncounted atomic.Bool
 }
 
 type sentinelSysConn struct {
@@ -54,10 +52,8 @@ type sentinelSysConn struct {
 func (c *sentinelSysConn) SyscallConn() (syscall.RawConn, error) { return c.sc.SyscallConn() }
 
 func (c *sentinelConn) uncount() {
-	if c.counted.CompareAndSwap(false, true) {
-		for _, d := range c.counters {
-			d.sentinelOpen.Add(-1)
-		}
+	if c.uncounted.CompareAndSwap(false, true) {
+		c.counters.add(func(d *dialCounter) { d.sentinelOpen.Add(-1) })
 	}
 }
 

@@ -1,0 +1,143 @@
+package pool
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Command classification: which commands pass a lane's gate without a slot
+// (connection set-up), and which a shared lane refuses (blocking commands,
+// and WAITs that would outlast the read timeout).
+
+// cmdName returns a command's name as sent, in whatever case the caller used.
+func cmdName(args []any) string {
+	if len(args) == 0 {
+		return ""
+	}
+	s, _ := args[0].(string)
+	return s
+}
+
+// isConnInit reports whether cmd is one of the commands go-redis sends on a
+// new connection before handing it to the caller (HELLO, AUTH, SELECT,
+// READONLY, CLIENT SETNAME/SETINFO/TRACKING/MAINT_NOTIFICATIONS). go-redis
+// runs them through the client's hooks while the caller that caused the dial
+// already holds a slot of the gate, so they must pass without taking another:
+// with every slot taken they would wait for themselves.
+func isConnInit(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	switch strings.ToLower(cmdName(args)) {
+	case "hello", "auth", "select", "readonly":
+		return true
+	case "client":
+		if len(args) < 2 {
+			return false
+		}
+		sub, _ := args[1].(string)
+		switch strings.ToLower(sub) {
+		case "setname", "setinfo", "tracking", "maint_notifications":
+			return true
+		}
+	}
+	return false
+}
+
+// allConnInit reports whether a pipeline holds connection set-up only.
+func allConnInit(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if !isConnInit(c) {
+			return false
+		}
+	}
+	return len(cmds) > 0
+}
+
+// isBlocking reports whether cmd can block on the server. (The first letter
+// is looked at first: this runs for every command of a shared lane.)
+func isBlocking(cmd redis.Cmder) bool {
+	args := cmd.Args()
+	name := cmdName(args)
+	if len(name) < 4 {
+		return false
+	}
+	switch name[0] {
+	case 'b', 'B':
+		return isBlockingPop(name)
+	case 'w', 'W':
+		// WAIT with a timeout is a bounded command, like any slow one: a
+		// write followed by WAIT on the same connection (a pipeline) is
+		// how a caller learns that replicas have it. WAIT 0 waits for
+		// ever.
+		return isWait(name) && !positiveArg(args[len(args)-1])
+	case 'x', 'X':
+		return isStreamRead(name) && hasBlockOption(args[1:])
+	}
+	return false
+}
+
+func isBlockingPop(name string) bool {
+	switch strings.ToLower(name) {
+	case "blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop":
+		return true
+	}
+	return false
+}
+
+func isWait(name string) bool {
+	return strings.EqualFold(name, "wait") || strings.EqualFold(name, "waitaof")
+}
+
+func isStreamRead(name string) bool {
+	return strings.EqualFold(name, "xread") || strings.EqualFold(name, "xreadgroup")
+}
+
+func hasBlockOption(args []any) bool {
+	for _, a := range args {
+		if s, ok := a.(string); ok && strings.EqualFold(s, "block") {
+			return true
+		}
+	}
+	return false
+}
+
+// waitTooLong refuses a WAIT or WAITAOF whose timeout is not under the
+// lane's readTimeout: go-redis reads its reply (in a pipeline, always) with
+// that read deadline, so replicas slow to acknowledge would end it in an I/O
+// timeout, which counts toward marking a healthy Redis down, after the write
+// before it was sent. Refused, nothing is sent.
+func waitTooLong(cmd redis.Cmder, lane string, readTimeout time.Duration) error {
+	args := cmd.Args()
+	if len(args) < 2 || !isWait(cmdName(args)) {
+		return nil
+	}
+	ms, ok := intArg(args[len(args)-1])
+	if !ok || readTimeout <= 0 || time.Duration(ms)*time.Millisecond < readTimeout {
+		return nil
+	}
+	return fmt.Errorf("%w: %s with a timeout of %dms on the %s lane: the timeout must be under the pool's ReadTimeout (%s), which bounds the wait for its reply",
+		ErrBlockingCommand, strings.ToUpper(cmdName(args)), ms, lane, readTimeout)
+}
+
+// positiveArg reports whether a command argument is a positive integer.
+func positiveArg(a any) bool {
+	n, ok := intArg(a)
+	return ok && n > 0
+}
+
+// intArg returns a command argument that is an integer.
+func intArg(a any) (int64, bool) {
+	switch v := a.(type) {
+	case int:
+		return int64(v), true
+	case int64:
+		return v, true
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}

@@ -1,0 +1,178 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// laneHook puts a lane's gate, health tracking and dial counting in front of
+// a go-redis client. Both of its command hooks pass their call (one command,
+// or a pipeline) through process.
+type laneHook struct {
+	gate   *gate
+	dials  dialCounters                // the lane's counters, and a reservation's own
+	health *health                     // fed the outcome of every call
+	admit  func(context.Context) error // health.admitCommand (request lane: fail fast) or health.admitLane
+	// noBlocking is set on the lanes every caller shares (request,
+	// background): they refuse blocking commands, and WAITs whose timeout
+	// is not under readTimeout, the lane's socket read timeout.
+	noBlocking  bool
+	readTimeout time.Duration
+	claim       func() error // a reservation: commands may run on it (see Reservation.use)
+	reload      func()       // Redis Cluster: reload the slot map (in the background, coalesced)
+}
+
+// addLaneHook puts h in front of c. A Redis Cluster client never runs its
+// own hooks' DialHook: each node has a client of its own that dials, so the
+// dial counting goes on every node client as it is created. And a cluster
+// client looks up the slot map again only on MOVED or once a minute; after
+// a connection failure h has it reloaded, so a master that died and was
+// replaced is found within the cluster's node timeout, not a minute later.
+func addLaneHook(c redis.UniversalClient, h *laneHook) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		h.reload = func() { cc.ReloadState(context.Background()) }
+		cc.OnNewNode(func(node *redis.Client) { node.AddHook(nodeDialHook{h}) })
+	}
+	c.AddHook(h)
+}
+
+// nodeDialHook counts a cluster node client's dials in its lane.
+type nodeDialHook struct{ h *laneHook }
+
+func (n nodeDialHook) DialHook(next redis.DialHook) redis.DialHook { return n.h.DialHook(next) }
+func (nodeDialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (nodeDialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// How a shared lane words its refusal of a blocking command, sent alone or
+// in a pipeline (a fmt format: ErrBlockingCommand, command, lane).
+const (
+	blockingCommand    = "%w: %s on the %s lane; reserve blocking connections with ReserveBlocking"
+	blockingInPipeline = "%w: %s in a pipeline on the %s lane"
+)
+
+func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isConnInit(cmd) {
+			return next(ctx, cmd)
+		}
+		return h.process(ctx, []redis.Cmder{cmd}, blockingCommand, func() error {
+			return h.sendCommand(ctx, next, cmd)
+		})
+	}
+}
+
+func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if allConnInit(cmds) {
+			return next(ctx, cmds)
+		}
+		return h.process(ctx, cmds, blockingInPipeline, func() error {
+			return h.sendPipeline(ctx, next, cmds)
+		})
+	}
+}
+
+// process takes one call (a command, or a pipeline: cmds) through the lane:
+// it refuses what the lane must not carry, waits for a slot of the gate,
+// sends with send while holding it, and feeds the outcome to the health
+// state. A call refused or left without a slot fails with its commands
+// carrying the error, and says nothing about Redis.
+func (h *laneHook) process(ctx context.Context, cmds []redis.Cmder, blockingFormat string, send func() error) error {
+	if err := h.enter(ctx, cmds, blockingFormat); err != nil {
+		setErrs(cmds, err)
+		return err
+	}
+	err := h.holdSlot(ctx, send)
+	if e := callerTimeout(ctx, err); e != err {
+		err = e
+		for _, c := range cmds {
+			if c.Err() != nil {
+				c.SetErr(callerTimeout(ctx, c.Err()))
+			}
+		}
+	}
+	h.observe(ctx, pipelineHealthErr(err, cmds))
+	return err
+}
+
+// enter lets a call onto the lane: not refused, the reservation's use
+// claimed, admitted by the health state, and a slot of the gate taken.
+func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, blockingFormat string) error {
+	if h.noBlocking {
+		if err := h.refuse(cmds, blockingFormat); err != nil {
+			return err
+		}
+	}
+	if h.claim != nil {
+		if err := h.claim(); err != nil {
+			return err
+		}
+	}
+	if err := h.admit(ctx); err != nil {
+		return err
+	}
+	return h.gate.acquire(ctx)
+}
+
+// refuse returns ErrBlockingCommand for the first of cmds a shared lane
+// must not send (see isBlocking and waitTooLong), or nil. Nothing is sent.
+func (h *laneHook) refuse(cmds []redis.Cmder, blockingFormat string) error {
+	for _, cmd := range cmds {
+		if isBlocking(cmd) {
+			return fmt.Errorf(blockingFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane)
+		}
+		if err := waitTooLong(cmd, h.gate.lane, h.readTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdSlot runs send with the slot enter took, and gives it back. A panic in
+// go-redis (an argument whose MarshalBinary panics is re-panicked after the
+// connection is dropped) gives it back too: a recovered panic must not
+// shrink the lane for good.
+func (h *laneHook) holdSlot(ctx context.Context, send func() error) error {
+	defer h.gate.release()
+	markEntered(ctx, time.Now())
+	return send()
+}
+
+// observe feeds the outcome of a call to the health state.
+func (h *laneHook) observe(ctx context.Context, err error) {
+	o := h.health.observe(ctx, err)
+	if o == outcomeDown && h.reload != nil {
+		h.reload()
+	}
+}
+
+// pipelineHealthErr picks the error that says most about Redis: a
+// connection-level error if any command has one.
+func pipelineHealthErr(err error, cmds []redis.Cmder) error {
+	if err == nil {
+		return nil
+	}
+	for _, c := range cmds {
+		if e := c.Err(); e != nil {
+			if _, reply := errors.AsType[redis.Error](e); !reply && !errors.Is(e, redis.Nil) {
+				return e
+			}
+		}
+	}
+	return err
+}
+
+func setErrs(cmds []redis.Cmder, err error) {
+	for _, c := range cmds {
+		c.SetErr(err)
+	}
+}
