@@ -126,19 +126,7 @@ func (c Config) withDefaults() (Config, error) {
 		e.Addf("Config.URL and Config.Addrs are mutually exclusive")
 	}
 	e.Add(c.applyURL())
-	for i, a := range c.Addrs {
-		if a == "" {
-			e.Addf("Config.Addrs[%d] is empty", i)
-		}
-	}
-	if len(c.Addrs) == 0 {
-		c.Addrs = []string{"127.0.0.1:6379"}
-	}
-	if c.DB < 0 {
-		e.Addf("Config.DB must not be negative, got %d", c.DB)
-	} else if c.DB != 0 && c.isCluster() {
-		e.Addf("Config.DB is %d but Redis Cluster has only database 0", c.DB)
-	}
+	c.checkServers(e)
 	if c.ClientName == "" {
 		c.ClientName = DefaultClientName
 	}
@@ -157,6 +145,24 @@ func (c Config) withDefaults() (Config, error) {
 		c.Now = time.Now
 	}
 	return c, e.Err()
+}
+
+// checkServers checks the addresses and the database, and fills the
+// default address.
+func (c *Config) checkServers(e *check.Errors) {
+	for i, a := range c.Addrs {
+		if a == "" {
+			e.Addf("Config.Addrs[%d] is empty", i)
+		}
+	}
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{"127.0.0.1:6379"}
+	}
+	if c.DB < 0 {
+		e.Addf("Config.DB must not be negative, got %d", c.DB)
+	} else if c.DB != 0 && c.isCluster() {
+		e.Addf("Config.DB is %d but Redis Cluster has only database 0", c.DB)
+	}
 }
 
 // isCluster reports whether c selects Redis Cluster: ClusterMode, or

@@ -131,12 +131,7 @@ func (h *health) observe(ctx context.Context, err error) outcome {
 	case outcomeUp:
 		h.consecutive.Store(0)
 		if h.down.Load() && h.down.CompareAndSwap(true, false) {
-			h.auth.Store(false)
-			h.mu.Lock()
-			downFor := h.now().Sub(h.since)
-			h.since, h.lastErr = h.now(), nil
-			h.mu.Unlock()
-			h.log.Info("pool: redis reachable again", "down_for", downFor)
+			h.markUp()
 		}
 	case outcomeAuth:
 		h.failures.Add(1)
@@ -147,20 +142,36 @@ func (h *health) observe(ctx context.Context, err error) outcome {
 	case outcomeDown:
 		h.failures.Add(1)
 		if h.consecutive.Add(1) >= h.threshold && !h.down.Load() && h.down.CompareAndSwap(false, true) {
-			now := h.now()
-			h.nextProbe.Store(now.Add(h.interval).UnixNano())
-			h.mu.Lock()
-			h.since, h.lastErr = now, err
-			h.mu.Unlock()
-			// Built once per outage so failing fast allocates nothing.
-			downErr := fmt.Errorf("%w since %s (one call per %s probes it): %w",
-				ErrUnavailable, now.Format(time.RFC3339Nano), h.interval, err)
-			h.downErr.Store(&downErr)
-			h.log.Warn("pool: redis marked unavailable; calls fail fast until a probe succeeds",
-				"err", err, "probe_interval", h.interval)
+			h.markDown(err)
 		}
 	}
 	return o
+}
+
+// markUp records the end of an outage; the caller has just cleared down.
+func (h *health) markUp() {
+	h.auth.Store(false)
+	h.mu.Lock()
+	downFor := h.now().Sub(h.since)
+	h.since, h.lastErr = h.now(), nil
+	h.mu.Unlock()
+	h.log.Info("pool: redis reachable again", "down_for", downFor)
+}
+
+// markDown records the start of an outage caused by err; the caller has
+// just set down.
+func (h *health) markDown(err error) {
+	now := h.now()
+	h.nextProbe.Store(now.Add(h.interval).UnixNano())
+	h.mu.Lock()
+	h.since, h.lastErr = now, err
+	h.mu.Unlock()
+	// Built once per outage so failing fast allocates nothing.
+	downErr := fmt.Errorf("%w since %s (one call per %s probes it): %w",
+		ErrUnavailable, now.Format(time.RFC3339Nano), h.interval, err)
+	h.downErr.Store(&downErr)
+	h.log.Warn("pool: redis marked unavailable; calls fail fast until a probe succeeds",
+		"err", err, "probe_interval", h.interval)
 }
 
 // markAuthDown marks Redis down at the first NOAUTH or WRONGPASS, whatever

@@ -56,19 +56,8 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 	if p.closed {
 		return nil, fmt.Errorf("%w: ReserveBlocking(%q)", ErrClosed, owner)
 	}
-	held := 0
-	holders := make([]string, 0, len(p.reservations))
-	for _, r := range p.reservations {
-		held += r.n
-		holders = append(holders, fmt.Sprintf("%s=%d", r.owner, r.n))
-	}
-	if held+n > p.blockingSize {
-		who := "nobody"
-		if len(holders) > 0 {
-			who = strings.Join(holders, ", ")
-		}
-		return nil, fmt.Errorf("%w: %q asks for %d connection(s) but the blocking lane has %d of %d left (held by %s); raise Config.Blocking.Size",
-			ErrOverBudget, owner, n, p.blockingSize-held, p.blockingSize, who)
+	if err := p.fitsBudget(owner, n); err != nil {
+		return nil, err
 	}
 	r := &Reservation{p: p, owner: owner, n: n}
 	r.gate = newGate(LaneBlocking, owner, n, 0, DefaultWaitersPerConn*max(p.blockingSize, 1), &p.blockStats)
@@ -90,6 +79,26 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 	})
 	p.reservations = append(p.reservations, r)
 	return r, nil
+}
+
+// fitsBudget returns ErrOverBudget, naming who holds the blocking lane, if
+// n more connections would not fit in it. p.mu is held.
+func (p *Pool) fitsBudget(owner string, n int) error {
+	held := 0
+	holders := make([]string, 0, len(p.reservations))
+	for _, r := range p.reservations {
+		held += r.n
+		holders = append(holders, fmt.Sprintf("%s=%d", r.owner, r.n))
+	}
+	if held+n <= p.blockingSize {
+		return nil
+	}
+	who := "nobody"
+	if len(holders) > 0 {
+		who = strings.Join(holders, ", ")
+	}
+	return fmt.Errorf("%w: %q asks for %d connection(s) but the blocking lane has %d of %d left (held by %s); raise Config.Blocking.Size",
+		ErrOverBudget, owner, n, p.blockingSize-held, p.blockingSize, who)
 }
 
 // What a reservation is used for; see Reservation.
