@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // A wrong or missing password is a configuration error: the first refusal
@@ -23,10 +23,8 @@ func TestRefusedCredentialsFailFastWithoutRedialling(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct{ password, want string }{{"wrong", "WRONGPASS"}, {"", "NOAUTH"}} {
 		t.Run(c.want, func(t *testing.T) {
-			var clock atomic.Int64
-			clock.Store(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC).UnixNano())
-			now := func() time.Time { return time.Unix(0, clock.Load()) }
-			p := newPool(t, Config{Addrs: []string{srv.Addr()}, Password: c.password, ProbeInterval: time.Second, Now: now})
+			clock := testutil.NewClock()
+			p := newPool(t, Config{Addrs: []string{srv.Addr()}, Password: c.password, ProbeInterval: time.Second, Now: clock.Now})
 			r, err := p.ReserveBlocking("fetcher", 1)
 			require.NoError(t, err)
 
@@ -56,7 +54,7 @@ func TestRefusedCredentialsFailFastWithoutRedialling(t *testing.T) {
 			}
 			require.Equal(t, dials, p.Stats().Request.Dials+p.Stats().Background.Dials+p.Stats().Blocking.Dials, "no re-dial")
 
-			clock.Add(int64(time.Second))
+			clock.Advance(time.Second)
 			err = p.Background().Get(ctx, "k").Err()
 			require.ErrorContains(t, err, c.want, "the probe is sent")
 			require.NotErrorIs(t, err, ErrUnavailable)
@@ -66,16 +64,14 @@ func TestRefusedCredentialsFailFastWithoutRedialling(t *testing.T) {
 	}
 
 	t.Run("RecoversWhenTheCredentialsWork", func(t *testing.T) {
-		var clock atomic.Int64
-		clock.Store(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC).UnixNano())
-		now := func() time.Time { return time.Unix(0, clock.Load()) }
-		p := newPool(t, Config{Addrs: []string{srv.Addr()}, Password: "rotated", ProbeInterval: time.Second, Now: now})
+		clock := testutil.NewClock()
+		p := newPool(t, Config{Addrs: []string{srv.Addr()}, Password: "rotated", ProbeInterval: time.Second, Now: clock.Now})
 		require.True(t, redis.IsAuthError(p.Client().Get(ctx, "k").Err()))
 		require.False(t, p.Healthy())
 		require.NoError(t, srv.SetPassword(ctx, "rotated"))
 		t.Cleanup(func() { _ = srv.SetPassword(ctx, "secret") })
 		require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable, "until the next probe")
-		clock.Add(int64(time.Second))
+		clock.Advance(time.Second)
 		require.True(t, errors.Is(p.Client().Get(ctx, "k").Err(), redis.Nil), "the probe gets in")
 		require.True(t, p.Healthy())
 		require.NoError(t, p.Background().Set(ctx, "k", "v", 0).Err())

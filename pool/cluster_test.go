@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // TestCluster runs the pool on a real 3-master Redis Cluster, one cluster
@@ -164,7 +165,7 @@ func TestCluster(t *testing.T) {
 			require.NoError(t, err)
 			blocked := make(chan error, 1)
 			go func() { blocked <- nodeB.BLPop(ctx, 20*time.Second, held).Err() }()
-			eventually(t, "node B's only socket held", func() bool {
+			testutil.Eventually(t, testutil.Wait, "node B's only socket held", func() bool {
 				clients, err := ownerB.Clients(ctx)
 				return err == nil && strings.Contains(strings.Join(clients, "\n"), "cmd=blpop")
 			})
@@ -181,7 +182,7 @@ func TestCluster(t *testing.T) {
 				done <- result{cmds, err}
 			}()
 			if release {
-				eventually(t, "node A's part ran", func() bool {
+				testutil.Eventually(t, testutil.Wait, "node A's part ran", func() bool {
 					v, err := ownerA.Do(ctx, "GET", kA)
 					return err == nil && v != ""
 				})
@@ -261,7 +262,7 @@ func TestCluster(t *testing.T) {
 
 		owner.Start()
 		c.WaitOK(redistest.DefaultClusterWait)
-		eventually(t, "a probe finds the cluster back", func() bool {
+		testutil.Eventually(t, testutil.Wait, "a probe finds the cluster back", func() bool {
 			err := p.Client().Get(ctx, k).Err()
 			return err == nil || err == redis.Nil
 		})
@@ -284,8 +285,8 @@ func TestCluster(t *testing.T) {
 		require.Positive(t, p.Stats().Open)
 		require.NoError(t, p.Close())
 		require.NoError(t, p.Close())
-		eventually(t, "sockets closed", func() bool { return p.Stats().Open == 0 })
-		eventually(t, "connections gone from every node", func() bool { return len(connsPerNode(t, "bounded-")) == 0 })
+		testutil.Eventually(t, testutil.Wait, "sockets closed", func() bool { return p.Stats().Open == 0 })
+		testutil.Eventually(t, testutil.Wait, "connections gone from every node", func() bool { return len(connsPerNode(t, "bounded-")) == 0 })
 	})
 }
 
@@ -403,21 +404,13 @@ func TestClusterFailover(t *testing.T) {
 func waitGoroutinesGone(t *testing.T, funcs ...string) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.Eventually(t, testutil.Wait, "no goroutine in "+strings.Join(funcs, ", ")+" after the pool closed", func() bool {
 		stacks := string(buf[:runtime.Stack(buf, true)])
-		found := ""
 		for _, f := range funcs {
 			if strings.Contains(stacks, f) {
-				found = f
+				return false
 			}
 		}
-		if found == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a goroutine in %s still runs 5s after the pool closed", found)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return true
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -27,18 +28,6 @@ func newPool(t testing.TB, cfg Config) *Pool {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })
 	return p
-}
-
-// eventually waits for cond, failing the test after a deadline.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestConfigValidationNamesTheField(t *testing.T) {
@@ -156,7 +145,7 @@ func TestRequestLaneServesCommandsWithinItsSize(t *testing.T) {
 			errs <- err
 		}()
 	}
-	eventually(t, "every caller in flight or waiting", func() bool {
+	testutil.Eventually(t, testutil.Wait, "every caller in flight or waiting", func() bool {
 		return hook.now.Load()+int64(p.Stats().Request.Waiting) == callers
 	})
 	require.Equal(t, int64(3), hook.now.Load(), "commands past the gate")
@@ -277,7 +266,7 @@ func TestTooManyWaitersAreRejectedAtOnce(t *testing.T) {
 	for range 2 {
 		wg.Go(func() { results <- p.Client().Get(ctx, "k").Err() })
 	}
-	eventually(t, "two waiters", func() bool { return p.Stats().Request.Waiting == 2 })
+	testutil.Eventually(t, testutil.Wait, "two waiters", func() bool { return p.Stats().Request.Waiting == 2 })
 
 	start := time.Now()
 	err := p.Client().Get(ctx, "k").Err()
@@ -400,7 +389,7 @@ func TestSubscriptionHoldsAReservedConnection(t *testing.T) {
 	require.NoError(t, sub.Close())
 	require.NoError(t, sub.Close(), "idempotent")
 	require.Zero(t, p.Stats().Blocking.InUse)
-	eventually(t, "subscription socket closed", func() bool { return p.Stats().Blocking.Open == 0 })
+	testutil.Eventually(t, testutil.Wait, "subscription socket closed", func() bool { return p.Stats().Blocking.Open == 0 })
 
 	require.NoError(t, r.Release())
 	_, err = r.Subscribe(ctx, "inval")
@@ -409,10 +398,8 @@ func TestSubscriptionHoldsAReservedConnection(t *testing.T) {
 
 func TestRedisDownFailsFastAndRecoversByProbe(t *testing.T) {
 	m := redistest.Mini(t)
-	var clock atomic.Int64
-	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 2, ProbeInterval: time.Second, Now: now})
+	clock := testutil.NewClock()
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 2, ProbeInterval: time.Second, Now: clock.Now})
 	ctx := context.Background()
 	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
 	require.NoError(t, p.Admit())
@@ -427,7 +414,7 @@ func TestRedisDownFailsFastAndRecoversByProbe(t *testing.T) {
 	h := p.Health()
 	require.False(t, h.Up)
 	require.Error(t, h.LastError)
-	require.Equal(t, now(), h.Since)
+	require.Equal(t, clock.Now(), h.Since)
 
 	dialsBefore := p.Stats().Request.Dials
 	start := time.Now()
@@ -442,13 +429,13 @@ func TestRedisDownFailsFastAndRecoversByProbe(t *testing.T) {
 
 	// After the probe interval one caller is let through; it fails, so Redis
 	// stays down and the next probe is one interval later.
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	require.Error(t, p.Client().Get(ctx, "k").Err())
 	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable)
 	require.Equal(t, uint64(1), p.Health().Probes)
 
 	require.NoError(t, m.Restart())
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	require.NoError(t, p.Client().Get(ctx, "k").Err(), "the probe finds Redis back")
 	require.True(t, p.Healthy())
 	require.NoError(t, p.Admit())
@@ -514,7 +501,7 @@ func TestCloseIsIdempotentAndStopsEverything(t *testing.T) {
 	_, err = p.ReserveBlocking("y", 1)
 	require.ErrorIs(t, err, ErrClosed)
 	require.Empty(t, p.Stats().Blocking.Reservations)
-	eventually(t, "sockets closed", func() bool { return p.Stats().Open == 0 })
+	testutil.Eventually(t, testutil.Wait, "sockets closed", func() bool { return p.Stats().Open == 0 })
 }
 
 func TestPingReportsErrors(t *testing.T) {
@@ -620,7 +607,7 @@ func TestAdmittedProbeBelongsToItsCaller(t *testing.T) {
 	_, err := p.AdmitContext(ctx)
 	require.ErrorIs(t, err, ErrUnavailable)
 
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	require.NoError(t, p.Admit(), "a probe is due; Admit claims nothing")
 	require.NoError(t, p.Admit())
 	actx, err := p.AdmitContext(ctx)
@@ -635,7 +622,7 @@ func TestAdmittedProbeBelongsToItsCaller(t *testing.T) {
 	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), ErrUnavailable, "a probe is spent once")
 
 	require.NoError(t, m.Restart())
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	actx, err = p.AdmitContext(ctx)
 	require.NoError(t, err)
 	require.ErrorIs(t, p.Client().Get(actx, "k").Err(), redis.Nil, "the granted probe reaches Redis")
@@ -654,7 +641,7 @@ func TestAdmitLetsTheFirstCommandProbe(t *testing.T) {
 	m, p, clock := downOnAManualClock(t)
 	ctx := context.Background()
 	require.NoError(t, m.Restart())
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	require.NoError(t, p.Admit())
 	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the first command is the probe")
 	require.True(t, p.Healthy())
@@ -712,7 +699,7 @@ func TestURLOptions(t *testing.T) {
 func TestWaitWithTimeoutAfterAWrite(t *testing.T) {
 	srv := redistest.ServerWith(t, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
 	replica := redistest.ServerWith(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", strings.TrimPrefix(srv.Addr(), "127.0.0.1:")}})
-	eventually(t, "the replica in sync", func() bool {
+	testutil.Eventually(t, testutil.Wait, "the replica in sync", func() bool {
 		info, err := replica.Do(context.Background(), "INFO", "replication")
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})
@@ -736,15 +723,13 @@ func TestWaitWithTimeoutAfterAWrite(t *testing.T) {
 }
 
 // downOnAManualClock returns a pool on miniredis whose clock moves only by
-// clock.Add, with Redis stopped and the pool marked down by one failed
+// clock.Advance, with Redis stopped and the pool marked down by one failed
 // command (FailureThreshold 1), a probe due every second of that clock.
-func downOnAManualClock(t *testing.T) (*miniredis.Miniredis, *Pool, *atomic.Int64) {
+func downOnAManualClock(t *testing.T) (*miniredis.Miniredis, *Pool, *testutil.Clock) {
 	t.Helper()
 	m := redistest.Mini(t)
-	clock := new(atomic.Int64)
-	clock.Store(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: now})
+	clock := testutil.NewClock()
+	p := newPool(t, Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Second, Now: clock.Now})
 	m.Close()
 	require.Error(t, p.Client().Get(context.Background(), "k").Err())
 	return m, p, clock

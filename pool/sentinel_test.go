@@ -149,7 +149,7 @@ func followSwitch(t *testing.T, s *redistest.RedisSentinel, p *Pool, res *Reserv
 
 	// The other lanes follow too (the first call on a socket to the old
 	// master may fail; a dead socket is found when it is used).
-	eventuallyNoErr := func(what string, call func() error) {
+	succeedsWithinThreeTries := func(what string, call func() error) {
 		var err error
 		for range 3 {
 			if err = call(); err == nil {
@@ -158,8 +158,8 @@ func followSwitch(t *testing.T, s *redistest.RedisSentinel, p *Pool, res *Reserv
 		}
 		t.Fatalf("%s after the switch: %v", what, err)
 	}
-	eventuallyNoErr("background lane", func() error { return p.Background().SAdd(ctx, "acked", "background").Err() })
-	eventuallyNoErr("reservation", func() error {
+	succeedsWithinThreeTries("background lane", func() error { return p.Background().SAdd(ctx, "acked", "background").Err() })
+	succeedsWithinThreeTries("reservation", func() error {
 		if err := res.Client().LPush(ctx, "jobs", "j").Err(); err != nil {
 			return err
 		}

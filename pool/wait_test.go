@@ -53,7 +53,7 @@ func TestCancelledProbeIsNotLostForGood(t *testing.T) {
 	require.False(t, p.Healthy())
 	require.NoError(t, m.Restart())
 
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	cctx, cancel := context.WithCancel(ctx)
 	actx, err := p.AdmitContext(cctx)
 	require.NoError(t, err)
@@ -62,7 +62,7 @@ func TestCancelledProbeIsNotLostForGood(t *testing.T) {
 	require.False(t, p.Healthy(), "a cancelled call says nothing about Redis")
 	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), ErrUnavailable, "the interval's probe was granted")
 
-	clock.Add(int64(time.Second))
+	clock.Advance(time.Second)
 	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil, "the next interval's probe reaches Redis")
 	require.True(t, p.Healthy())
 }
