@@ -13,7 +13,8 @@ import (
 // Every command and pipeline sent through a lane's client passes the gate
 // before go-redis takes a connection, and go-redis's own pool is sized to the
 // gate, so go-redis never waits for (or retries behind the caller on) a
-// connection: all waiting happens here, where it is bounded and counted.
+// connection: the waiting happens here, where it is bounded and counted
+// (but for the rare full go-redis pool that laneHook.waitForConn handles).
 type gate struct {
 	lane       string
 	owner      string // reservation owner, empty for shared lanes

@@ -125,9 +125,10 @@ func (p *Pool) Background() redis.UniversalClient { return p.background.client }
 // under a microsecond and with no background poller (the state follows the
 // outcome of real commands): nil while Redis is believed reachable, and
 // while it is believed down, nil only when a probe is due (one per
-// Config.ProbeInterval), ErrUnavailable otherwise. Components call it first
-// to choose a fallback (a local cache hit, a rate-limit policy) before
-// trying Redis. It claims nothing: while Redis is down the probe is the
+// Config.ProbeInterval), ErrUnavailable otherwise. A component calls it
+// first to choose its fallback before trying Redis (ratelimit does, through
+// AdmitContext; the cache relies on the request lane's own check, which
+// fails its command fast instead). It claims nothing: while Redis is down the probe is the
 // first request-lane command that asks for it, and the others fail with
 // ErrUnavailable, so a caller that Admit let through may still get
 // ErrUnavailable from its command. A caller that needs its own command to

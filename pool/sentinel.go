@@ -18,7 +18,7 @@ import (
 // go-redis calls one Dialer for both the master's sockets and the
 // sentinels'. sentinelDialer counts every socket it dials as a sentinel's;
 // the lane's DialHook, which only the master's dials pass through, takes
-// its own back out of that count (sentinelConn.toLane).
+// its own back out of that count (toLane).
 func sentinelDialer(o *redis.UniversalOptions, counters dialCounters) func(context.Context, string, string) (net.Conn, error) {
 	dial := redis.NewDialer(&redis.Options{DialTimeout: o.DialTimeout, TLSConfig: o.TLSConfig})
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
