@@ -38,14 +38,16 @@ type laneCounters struct {
 	waitTime   hist.Histogram
 }
 
-func newGate(lane, owner string, size int, maxWait time.Duration, maxWaiters int, st *laneCounters) *gate {
+// newGate makes the gate of a lane, or of a reservation of the blocking
+// lane (owner), sized by lc (filled: MaxWaiters is not defaulted here).
+func newGate(lane, owner string, lc LaneConfig, st *laneCounters) *gate {
 	return &gate{
 		lane:       lane,
 		owner:      owner,
-		size:       size,
-		maxWait:    maxWait,
-		maxWaiters: maxWaiters,
-		sem:        make(chan struct{}, size),
+		size:       lc.Size,
+		maxWait:    lc.MaxWait,
+		maxWaiters: lc.MaxWaiters,
+		sem:        make(chan struct{}, lc.Size),
 		st:         st,
 	}
 }

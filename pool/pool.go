@@ -76,7 +76,7 @@ func New(cfg Config) (*Pool, error) {
 
 func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 	l := &lane{name: name}
-	l.gate = newGate(name, "", lc.Size, lc.MaxWait, lc.MaxWaiters, &l.counts)
+	l.gate = newGate(name, "", lc, &l.counts)
 	dials := dialCounters{&l.dials}
 	opts := laneOptions(p.base, p.cfg.ClientName+"-"+name, lc.Size, lc.MaxWait+p.cfg.DialTimeout)
 	if opts.MasterName != "" {

@@ -60,7 +60,9 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 		return nil, err
 	}
 	r := &Reservation{p: p, owner: owner, n: n}
-	r.gate = newGate(LaneBlocking, owner, n, 0, DefaultWaitersPerConn*max(p.blockingSize, 1), &p.blockStats)
+	// No max wait: a reservation's callers are its owner's, bounded by
+	// their contexts.
+	r.gate = newGate(LaneBlocking, owner, LaneConfig{Size: n, MaxWaiters: DefaultWaitersPerConn * max(p.blockingSize, 1)}, &p.blockStats)
 	name := p.cfg.ClientName + "-blocking-" + sanitizeName(owner)
 	// The pool timeout only bounds a dial that outlives its caller: the gate
 	// keeps go-redis from ever waiting for one of these connections.
