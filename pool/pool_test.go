@@ -153,12 +153,7 @@ func TestRequestLaneServesCommandsWithinItsSize(t *testing.T) {
 	require.LessOrEqual(t, m.CurrentConnectionCount(), 3, "sockets miniredis sees")
 	close(hook.hold)
 	for range callers {
-		select {
-		case err := <-errs:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("a caller did not return")
-		}
+		require.NoError(t, testutil.Recv(t, errs, "a caller's return"))
 	}
 
 	// Under load the bound holds too, and the sockets are reused.
@@ -660,12 +655,7 @@ func TestStaleConnectionsAreDetectedAfterRestart(t *testing.T) {
 		go func() { errs <- p.Client().Ping(ctx).Err() }()
 	}
 	for range 4 {
-		select {
-		case err := <-errs:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("a PING did not return")
-		}
+		require.NoError(t, testutil.Recv(t, errs, "a PING's return"))
 	}
 	srv.Restart()
 	for i := range 8 {
