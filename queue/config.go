@@ -141,6 +141,12 @@ type WorkerConfig struct {
 	OnError func(job *Job, err error)
 	// Logger receives what goes wrong. Nil uses the queue's logger.
 	Logger *slog.Logger
+	// RefuseEvictingPolicy makes Start fail with ErrEvictingPolicy when
+	// Redis's maxmemory-policy may evict the queue's keys (allkeys-* or
+	// volatile-*). Without it such a policy is logged at Error level and
+	// shown in WorkerStats.Memory. An unknown policy (Redis refused to
+	// tell) does not refuse. See docs/queue-memory.md.
+	RefuseEvictingPolicy bool
 }
 
 // withDefaults fills and checks c; the logger defaults to the queue's.

@@ -131,7 +131,11 @@ func (n *node) attach(ctx context.Context, w member) error {
 	tx := c.TxPipeline()
 	tx.ZAdd(ctx, n.hb, redis.Z{Score: float64(n.now().Add(n.ttl).UnixMilli()), Member: n.id})
 	tx.HSet(ctx, n.live, n.id, n.token)
-	if _, err := tx.Exec(ctx); err != nil {
+	cmds, err := tx.Exec(ctx)
+	if oomRefused(cmds, err) { // Redis at maxmemory: join all the same (oom.go)
+		err = replayAtLimit(ctx, c, cmds)
+	}
+	if err != nil {
 		return fmt.Errorf("joining the heartbeat: %w", err)
 	}
 	// Only once the heartbeat is written (a separate round trip: on Redis
@@ -139,7 +143,10 @@ func (n *node) attach(ctx context.Context, w member) error {
 	// this token then finds the heartbeat alive (see Worker.sweep).
 	pipe := c.Pipeline()
 	w.announce(ctx, pipe, n.id, n.token)
-	if _, err := pipe.Exec(ctx); err != nil {
+	if cmds, err = pipe.Exec(ctx); oomRefused(cmds, err) {
+		err = replayAtLimit(ctx, c, cmds)
+	}
+	if err != nil {
 		return fmt.Errorf("joining the queue's consumers: %w", err)
 	}
 	if !n.running {
@@ -302,7 +309,11 @@ func (n *node) beat(ctx context.Context, now time.Time) (found []redis.Z, trimme
 		// scripts must not fail the heartbeat's pipeline.
 		trimHeartbeatsScript.Eval(ctx, pipe, []string{n.hb, n.live}, now.Add(-heartbeatRetention).UnixMilli())
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	cmds, err := pipe.Exec(ctx)
+	if oomRefused(cmds, err) { // Redis at maxmemory (oom.go)
+		err = replayAtLimit(ctx, n.p.Background(), cmds)
+	}
+	if err != nil {
 		return nil, false, err
 	}
 	return deadCmd.Val(), trimmed, nil

@@ -86,7 +86,11 @@ func (s *scheduler) handOver(ctx context.Context) {
 	}
 	w := s.w
 	closeCtx := lifecycle.CloseContext(ctx)
-	if err := w.q.p.Background().RPush(closeCtx, w.q.k.ready, wakeMarker).Err(); err != nil {
+	err := w.q.p.Background().RPush(closeCtx, w.q.k.ready, wakeMarker).Err()
+	if isOOM(err) {
+		err = pushAtLimitScript.Run(closeCtx, w.q.p.Background(), []string{w.q.k.ready}, wakeMarker).Err()
+	}
+	if err != nil {
 		w.node.keepHeartbeat()
 		w.log.Warn("queue: handing the delayed jobs over to other workers failed; they take over when this process's heartbeat expires", "err", err)
 	}
@@ -122,8 +126,8 @@ func (s *scheduler) loop(ctx context.Context) error {
 		s.next.Store(math.MaxInt64)
 		s.lastRead.Store(time.Now().UnixNano())
 		now := w.q.cfg.Now()
-		res, err := promoteScript.Run(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
-			now.UnixMilli(), promoteLimit, boolArg(clearFlag)).Int64Slice()
+		res, err := w.promote(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
+			now.UnixMilli(), promoteLimit, boolArg(clearFlag))
 		if err != nil || len(res) != 2 {
 			if clearFlag {
 				s.clear.Store(true)

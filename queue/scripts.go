@@ -162,7 +162,7 @@ end
 // blocking: the fetcher's way to fill free slots when there is a backlog. It
 // stops early once maxLuaBytes have moved.
 // KEYS: ready, processing list.
-var takeScript = redis.NewScript(budgetLua + `
+var takeLua = budgetLua + `
 local out, bytes = {}, 0
 for i = 1, tonumber(ARGV[1]) do
   if bytes >= budget then break end
@@ -172,7 +172,9 @@ for i = 1, tonumber(ARGV[1]) do
   bytes = bytes + #v
 end
 return out
-`)
+`
+
+var takeScript = redis.NewScript(takeLua)
 
 // promoteScript moves due jobs from the delayed set to the ready list, at
 // most ARGV[2], maxLuaJobs and about maxLuaBytes of them, and returns
@@ -183,7 +185,7 @@ return out
 // than the bound (an unseen element larger than those seen can only be one
 // an earlier version wrote, with its payload inside: at most 32 of them).
 // KEYS: delayed, ready, wake. ARGV: now ms, limit, "1" to clear the wake flag.
-var promoteScript = redis.NewScript(budgetLua + `
+var promoteLua = budgetLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
 local limit = math.min(tonumber(ARGV[2]), maxJobs)
 local moved, bytes, largest = 0, 0, 0
@@ -206,7 +208,9 @@ end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt == 0 then return {moved, -1} end
 return {moved, math.floor(tonumber(nxt[2]))}
-`)
+`
+
+var promoteScript = redis.NewScript(promoteLua)
 
 // retryScript takes a failed job off a processing list and schedules its
 // next attempt, only if it was still there (a job recovered by a sweep in the

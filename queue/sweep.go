@@ -242,6 +242,9 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 		// blocks the others no longer than its own death takes to be seen.
 		// (It used to be 30s, which stalled recovery when sweepers died.)
 		ok, err := c.SetNX(ctx, q.k.sweepLock, lock, n.ttl).Result()
+		if isOOM(err) { // Redis at maxmemory: sweeping frees memory (oom.go)
+			ok, err = lockAtLimitScript.Run(ctx, c, []string{q.k.sweepLock}, lock, n.ttl.Milliseconds()).Bool()
+		}
 		if err != nil || !ok {
 			return false // another process is sweeping this queue: look again next heartbeat
 		}

@@ -76,6 +76,8 @@ type Worker struct {
 	hardCtx      context.Context
 	hardCancel   context.CancelFunc
 
+	mem memState // Redis's memory limit and eviction policy (oom.go, policy.go)
+
 	needReconcile  atomic.Bool
 	beats          int    // heartbeats seen; the heartbeat goroutine's only
 	lastReconciled uint64 // jobs done at the last periodic reconcile; ditto
@@ -99,9 +101,10 @@ const (
 	fetcherWaitingForSlot
 	fetcherBackingOff
 	fetcherStopped
+	fetcherWaitingAtLimit
 )
 
-var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped"}
+var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory"}
 
 // NewWorker validates cfg and returns a worker for q running h, on the
 // process's consumer c, whose namespace must be q's. It does not talk to
@@ -139,6 +142,7 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 		handlersDone: make(chan struct{}),
 		ackerGone:    make(chan struct{}),
 		schedGone:    make(chan struct{}),
+		mem:          newMemState(),
 	}
 	w.hardCtx, w.hardCancel = context.WithCancel(context.Background())
 	w.sched = newScheduler(w)
@@ -179,6 +183,9 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	}
 	if g.Closing() {
 		return w.q.errorf("Start: %w", lifecycle.ErrClosed)
+	}
+	if err := w.checkPolicyAtStart(); err != nil {
+		return w.q.errorf("Start: %w", err)
 	}
 	res, err := w.q.p.ReserveBlocking("queue:"+w.q.name, 1)
 	if err != nil {
@@ -358,6 +365,10 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	var bo troubleBackoff
 	batch := false
 	previousLife := true // the first reconcile finds what a previous life held
+	// readPolicy: the connection failed since the last read of Redis's
+	// eviction policy (Redis may have restarted with another config), or
+	// the last read failed: read it again after the next fetch that works.
+	readPolicy := w.mem.policyStale()
 	for {
 		w.st.fetchState.Store(fetcherWaitingForSlot)
 		select {
@@ -371,6 +382,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		}
 		var elems []string
 		var err error
+		idleAtLimit := false
 		if batch {
 			// Let handlers that are about to finish free their slots, so the
 			// batch is as large as it can be.
@@ -384,16 +396,28 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 				}
 				break
 			}
-			elems, err = takeScript.Run(ctx, c, []string{w.q.k.ready, w.proc}, held).StringSlice()
+			elems, err = w.take(ctx, c, []string{w.q.k.ready, w.proc}, held)
 			batch = err == nil && len(elems) == held
 		} else {
 			w.st.fetchState.Store(fetcherBlocking)
 			start := time.Now()
 			var elem string
 			elem, err = c.BLMove(ctx, w.q.k.ready, w.proc, "RIGHT", "LEFT", w.cfg.BlockTimeout).Result()
-			if err == nil {
+			switch {
+			case err == nil:
 				elems = []string{elem}
 				batch = time.Since(start) < fastFetch
+				w.setAtLimit(false)
+			case isOOM(err):
+				// Redis is at maxmemory and refuses BLMOVE at once: take
+				// with the allow-oom script, batches while there is work,
+				// and wait when there is none (see oom.go).
+				w.setAtLimit(true)
+				elems, err = w.take(ctx, c, []string{w.q.k.ready, w.proc}, held)
+				batch = err == nil && len(elems) == held
+				idleAtLimit = err == nil && len(elems) == 0
+			case errors.Is(err, redis.Nil):
+				w.setAtLimit(false)
 			}
 		}
 		w.st.lastFetch.Store(time.Now().UnixNano())
@@ -411,12 +435,20 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			w.needReconcile.Store(true)
 			w.log.Warn("queue: fetch failed; backing off", "err", err)
 			w.st.fetchState.Store(fetcherBackingOff)
+			readPolicy = true
 			if !bo.wait(ctx) {
 				return nil
 			}
 			continue
 		}
 		bo.reset()
+		if readPolicy {
+			// Reconnected: Redis may have restarted with another policy.
+			readPolicy = !w.readPolicy(ctx, c)
+		}
+		if idleAtLimit && !w.waitAtLimit(ctx) {
+			return nil
+		}
 		for _, d := range w.loadPayloads(ctx, c, elems) {
 			w.dispatch(ctx, d)
 		}
@@ -701,6 +733,9 @@ type WorkerStats struct {
 	FetcherLastReturn time.Time `json:"fetcher_last_return"`
 	FetcherState      string    `json:"fetcher_state"`
 	ConsumerID        string    `json:"consumer_id"`
+	// Memory is Redis's eviction policy and memory limit as the worker
+	// knows them (see Worker.Memory).
+	Memory MemoryStats `json:"memory"`
 }
 
 // Stats returns the worker's counters.
@@ -715,6 +750,7 @@ func (w *Worker) Stats() WorkerStats {
 		Recovered: w.st.recovered.Load(), Malformed: w.st.malformed.Load(), LostLeases: w.st.lostLeases.Load(),
 		FetchErrors: w.st.fetchErrors.Load(), AckErrors: w.st.ackErrors.Load(),
 		FetcherState: fetcherStateNames[w.st.fetchState.Load()], ConsumerID: w.c.ID(),
+		Memory: w.Memory(),
 	}
 	if ns := w.st.lastFetch.Load(); ns != 0 {
 		s.FetcherLastReturn = time.Unix(0, ns)
@@ -729,7 +765,7 @@ func (w *Worker) FetcherAlive(slack time.Duration) bool {
 	switch w.st.fetchState.Load() {
 	case fetcherWaitingForSlot:
 		return true
-	case fetcherBlocking, fetcherBackingOff:
+	case fetcherBlocking, fetcherBackingOff, fetcherWaitingAtLimit:
 		last := w.st.lastFetch.Load()
 		if last == 0 {
 			return true // first fetch still under way
