@@ -1,0 +1,132 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// logRecorder is a slog.Handler keeping the messages logged at Warn and
+// above, for tests; safe for concurrent use.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *logRecorder) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, rec.Level.String()+" "+rec.Message)
+	r.mu.Unlock()
+	return nil
+}
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler      { return r }
+
+// count returns how many messages start with prefix.
+func (r *logRecorder) count(prefix string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestEvicting(t *testing.T) {
+	for p, want := range map[string]bool{
+		"noeviction": false, "unknown": false, "": false,
+		"allkeys-lru": true, "allkeys-lfu": true, "allkeys-random": true,
+		"volatile-lru": true, "volatile-lfu": true, "volatile-random": true, "volatile-ttl": true,
+	} {
+		require.Equal(t, want, evicting(p), p)
+	}
+	require.Equal(t, "allkeys-lru", infoField("# Memory\r\nused_memory:1\r\nmaxmemory_policy:allkeys-lru\r\n", "maxmemory_policy"))
+}
+
+// TestPolicyUnknown: miniredis answers neither CONFIG GET nor INFO memory, as
+// a managed Redis may refuse both: the policy is "unknown", said once at
+// Warn level, and Start does not fail, even with RefuseEvictingPolicy.
+func TestPolicyUnknown(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	logs := &logRecorder{}
+	q := mustQueue(t, p, "q", Config{})
+	w := startWorker(t, group(t), q, func(context.Context, *Job) error { return nil },
+		WorkerConfig{RefuseEvictingPolicy: true, Logger: slog.New(logs)})
+	mem := w.Stats().Memory
+	require.Equal(t, "unknown", mem.Policy)
+	require.False(t, mem.Evicting)
+	require.False(t, mem.AtLimit)
+	require.Equal(t, 1, logs.count("WARN queue: cannot read Redis's maxmemory-policy"))
+}
+
+// TestEvictingPolicy: on a real server with allkeys-lru, a worker with
+// RefuseEvictingPolicy does not start (ErrEvictingPolicy, nothing started),
+// one without it starts, says so once at Error level and shows it in its
+// stats; after Redis restarts (its CONFIG SET gone: noeviction again) the
+// fetcher reconnects and reads the policy again.
+func TestEvictingPolicy(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	_, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+	require.NoError(t, err)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "q", Config{})
+	h := func(context.Context, *Job) error { return nil }
+	g := group(t)
+
+	strict, err := newWorker(t, q, h, WorkerConfig{RefuseEvictingPolicy: true})
+	require.NoError(t, err)
+	err = strict.Start(g)
+	require.ErrorIs(t, err, ErrEvictingPolicy)
+	require.ErrorContains(t, err, "allkeys-lru")
+	require.Empty(t, g.Tasks())
+
+	logs := &logRecorder{}
+	w := startWorker(t, g, q, h, WorkerConfig{BlockTimeout: time.Second, Logger: slog.New(logs)})
+	mem := w.Stats().Memory
+	require.Equal(t, "allkeys-lru", mem.Policy)
+	require.True(t, mem.Evicting)
+	require.Equal(t, 1, logs.count("ERROR queue: Redis's maxmemory-policy evicts any key"))
+
+	srv.Restart()
+	testutil.Eventually(t, testutil.Wait, "policy read again after the reconnect", func() bool {
+		return w.Memory().Policy == "noeviction"
+	})
+	require.False(t, w.Memory().Evicting)
+	require.Equal(t, 1, logs.count("ERROR queue: Redis's maxmemory-policy evicts any key"), "said once per change")
+	require.Equal(t, 1, logs.count("INFO queue: Redis's maxmemory-policy changed"))
+}
+
+// TestPolicyFromInfo: a Redis that refuses CONFIG (renamed away, as managed
+// Redis services do) still tells its policy in INFO memory. volatile-* is
+// evicting too: it deletes the idempotency keys.
+func TestPolicyFromInfo(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{Args: []string{"--maxmemory-policy", "volatile-lru", "--rename-command", "CONFIG", ""}})
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	_, err := p.Background().ConfigGet(context.Background(), "maxmemory-policy").Result()
+	require.Error(t, err, "CONFIG is renamed away")
+	logs := &logRecorder{}
+	q := mustQueue(t, p, "q", Config{})
+	w := startWorker(t, group(t), q, func(context.Context, *Job) error { return nil }, WorkerConfig{Logger: slog.New(logs)})
+	require.Equal(t, "volatile-lru", w.Memory().Policy)
+	require.True(t, w.Memory().Evicting)
+	require.Equal(t, 1, logs.count("ERROR queue: Redis's maxmemory-policy evicts keys with a TTL"))
+
+	strict, err := newWorker(t, mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil }, WorkerConfig{RefuseEvictingPolicy: true})
+	require.NoError(t, err)
+	require.True(t, errors.Is(strict.Start(group(t)), ErrEvictingPolicy))
+}
