@@ -22,7 +22,9 @@
 // returned, and a job whose process died (its heartbeat expired,
 // HeartbeatTTL + HeartbeatInterval after the crash) runs again elsewhere. A
 // job is never lost while Redis keeps its data (maxmemory-policy
-// noeviction, no failover; see Durable for failovers). A job fails into the
+// noeviction, no failover; see Durable for failovers). At maxmemory under
+// noeviction, Enqueue fails with Redis's OOM error and workers still drain
+// the queue (Redis 7; see docs/queue-memory.md). A job fails into the
 // dead letters after its last attempt, on Permanent(err), when malformed, or
 // when recovered from dead consumers more than MaxDeliveries times; see
 // Dead, Requeue and Purge.
@@ -45,7 +47,8 @@
 // ErrInvalidConfig that names the field. Enqueue returns ErrPayloadTooLarge,
 // ErrBatchTooLarge, ErrDuplicate (the ID option) and ErrNotReplicated
 // (Durable); Start returns ErrAlreadyStarted, pool.ErrOverBudget when the
-// blocking lane cannot hold the fetcher, and lifecycle.ErrClosed; Requeue
+// blocking lane cannot hold the fetcher, ErrEvictingPolicy (with
+// WorkerConfig.RefuseEvictingPolicy), and lifecycle.ErrClosed; Requeue
 // returns ErrNotFound. Redis errors in the background are retried with
 // backoff (10 ms to 1 s) and logged, never returned to a handler. A handler
 // panic is recovered as a failed attempt (PanicError).
