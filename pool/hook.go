@@ -52,11 +52,32 @@ func (nodeDialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return next
 }
 
-// How a shared lane words its refusal of a blocking command, sent alone or
-// in a pipeline (a fmt format: ErrBlockingCommand, command, lane).
-const (
-	blockingCommand    = "%w: %s on the %s lane; reserve blocking connections with ReserveBlocking"
-	blockingInPipeline = "%w: %s in a pipeline on the %s lane"
+// callKind is what differs between the two kinds of call process takes
+// through a lane: a command sent alone, and a pipeline.
+type callKind struct {
+	// blockingFormat words a shared lane's refusal of a blocking command
+	// (a fmt format: ErrBlockingCommand, command, lane).
+	blockingFormat string
+	// healthErr picks, from the call's error and its commands, the error
+	// that says most about Redis.
+	healthErr func(err error, cmds []redis.Cmder) error
+}
+
+var (
+	// A command sent alone: its outcome is the error the call returns.
+	// (Its Cmder's own error is not: go-redis sets it only once the hooks
+	// have returned, so while the call runs it is still the error of the
+	// Cmder's previous call, if it was sent before.)
+	commandCall = &callKind{
+		blockingFormat: "%w: %s on the %s lane; reserve blocking connections with ReserveBlocking",
+		healthErr:      func(err error, _ []redis.Cmder) error { return err },
+	}
+	// A pipeline: go-redis has set each command's error by now, and a
+	// connection-level one says more than a reply (see pipelineHealthErr).
+	pipelineCall = &callKind{
+		blockingFormat: "%w: %s in a pipeline on the %s lane",
+		healthErr:      pipelineHealthErr,
+	}
 )
 
 func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -64,7 +85,7 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if isConnInit(cmd) {
 			return next(ctx, cmd)
 		}
-		return h.process(ctx, []redis.Cmder{cmd}, blockingCommand, func() error {
+		return h.process(ctx, commandCall, []redis.Cmder{cmd}, func() error {
 			return h.sendCommand(ctx, next, cmd)
 		})
 	}
@@ -75,7 +96,7 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		if allConnInit(cmds) {
 			return next(ctx, cmds)
 		}
-		return h.process(ctx, cmds, blockingInPipeline, func() error {
+		return h.process(ctx, pipelineCall, cmds, func() error {
 			return h.sendPipeline(ctx, next, cmds)
 		})
 	}
@@ -86,8 +107,8 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // sends with send while holding it, and feeds the outcome to the health
 // state. A call refused or left without a slot fails with its commands
 // carrying the error, and says nothing about Redis.
-func (h *laneHook) process(ctx context.Context, cmds []redis.Cmder, blockingFormat string, send func() error) error {
-	if err := h.enter(ctx, cmds, blockingFormat); err != nil {
+func (h *laneHook) process(ctx context.Context, kind *callKind, cmds []redis.Cmder, send func() error) error {
+	if err := h.enter(ctx, cmds, kind.blockingFormat); err != nil {
 		setErrs(cmds, err)
 		return err
 	}
@@ -100,7 +121,7 @@ func (h *laneHook) process(ctx context.Context, cmds []redis.Cmder, blockingForm
 			}
 		}
 	}
-	h.observe(ctx, pipelineHealthErr(err, cmds))
+	h.observe(ctx, kind.healthErr(err, cmds))
 	return err
 }
 
