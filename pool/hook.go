@@ -58,27 +58,31 @@ type callKind struct {
 	// blockingFormat words a shared lane's refusal of a blocking command
 	// (a fmt format: ErrBlockingCommand, command, lane).
 	blockingFormat string
-	// healthErr picks, from the call's error and its commands, the error
-	// that says most about Redis.
-	healthErr func(err error, cmds []redis.Cmder) error
+	// cmdErrs is set when the commands carry the errors of this call by
+	// the time process looks at them: go-redis sets them in a pipeline,
+	// but sets a command's own error only once the hooks have returned, so
+	// a command sent alone may still carry its previous call's.
+	cmdErrs bool
 }
 
 var (
-	// A command sent alone: its outcome is the error the call returns.
-	// (Its Cmder's own error is not: go-redis sets it only once the hooks
-	// have returned, so while the call runs it is still the error of the
-	// Cmder's previous call, if it was sent before.)
 	commandCall = &callKind{
 		blockingFormat: "%w: %s on the %s lane; reserve blocking connections with ReserveBlocking",
-		healthErr:      func(err error, _ []redis.Cmder) error { return err },
 	}
-	// A pipeline: go-redis has set each command's error by now, and a
-	// connection-level one says more than a reply (see pipelineHealthErr).
 	pipelineCall = &callKind{
 		blockingFormat: "%w: %s in a pipeline on the %s lane",
-		healthErr:      pipelineHealthErr,
+		cmdErrs:        true,
 	}
 )
+
+// healthErr picks, from a call's error and its commands, the error that
+// says most about Redis.
+func (k *callKind) healthErr(err error, cmds []redis.Cmder) error {
+	if !k.cmdErrs {
+		return err
+	}
+	return pipelineHealthErr(err, cmds)
+}
 
 func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
