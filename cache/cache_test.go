@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -153,7 +154,7 @@ func TestRawCodecForBytesAndString(t *testing.T) {
 func TestLocalEntryNeverOutlivesRedisTTL(t *testing.T) {
 	m, p := miniPool(t)
 	ctx := context.Background()
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	a := newCache(t, p, "ttl", Config[string]{})
 	b := newCache(t, p, "ttl", Config[string]{Now: clk.Now, LocalTTL: time.Hour})
 
@@ -176,7 +177,7 @@ func TestLocalEntryNeverOutlivesRedisTTL(t *testing.T) {
 func TestLocalTTLCapsTheLocalCopy(t *testing.T) {
 	_, p := miniPool(t)
 	ctx := context.Background()
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	c := newCache(t, p, "cap", Config[string]{Now: clk.Now, LocalTTL: 10 * time.Second})
 	require.NoError(t, c.Set(ctx, "k", "v", time.Hour))
 	clk.Advance(10*time.Second - time.Millisecond)
@@ -401,7 +402,7 @@ func TestRedisReadCommands(t *testing.T) {
 func TestLocalTTLAfterClockStepsBack(t *testing.T) {
 	_, p := miniPool(t)
 	ctx := context.Background()
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	c := newCache(t, p, "stepback", Config[string]{Now: clk.Now, LocalTTL: 10 * time.Second})
 	clk.Advance(-time.Minute)
 	require.NoError(t, c.Set(ctx, "k", "v", time.Hour))

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -96,7 +97,7 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 		started(t, caches[i].a)
 		started(t, caches[i].b)
 	}
-	eventually(t, "every subscriber to listen", func() bool {
+	testutil.Eventually(t, testutil.Wait, "every subscriber to listen", func() bool {
 		for _, ci := range caches {
 			if !ci.a.Stats().Subscribed || !ci.b.Stats().Subscribed {
 				return false
@@ -115,12 +116,12 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 	for i, ci := range caches {
 		before := nodeTraffic(t, c)
 		require.NoError(t, ci.a.Set(ctx, "k", item{ID: 1}, time.Minute))
-		eventually(t, "B to hear of the Set", func() bool { return ci.b.Stats().InvalidationsReceived == 1 })
+		testutil.Eventually(t, testutil.Wait, "B to hear of the Set", func() bool { return ci.b.Stats().InvalidationsReceived == 1 })
 		v, err := ci.b.Get(ctx, "k")
 		require.NoError(t, err)
 		require.Equal(t, 1, v.ID)
 		require.NoError(t, ci.a.Set(ctx, "k", item{ID: 2}, time.Minute))
-		eventually(t, "B to drop its copy", func() bool { return ci.b.Stats().InvalidationsReceived == 2 })
+		testutil.Eventually(t, testutil.Wait, "B to drop its copy", func() bool { return ci.b.Stats().InvalidationsReceived == 2 })
 		v, err = ci.b.Get(ctx, "k")
 		require.NoError(t, err)
 		require.Equal(t, 2, v.ID)
@@ -129,7 +130,7 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 			require.NoError(t, ci.b.Set(ctx, k, item{}, time.Minute))
 		}
 		require.NoError(t, ci.a.Delete(ctx, "k", "d1", "d2", "d3"))
-		eventually(t, "B to hear of the Delete", func() bool { return ci.b.Stats().InvalidationsReceived == 3 })
+		testutil.Eventually(t, testutil.Wait, "B to hear of the Delete", func() bool { return ci.b.Stats().InvalidationsReceived == 3 })
 		_, err = ci.b.Get(ctx, "d2")
 		require.ErrorIs(t, err, ErrNotFound)
 
@@ -168,7 +169,7 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 				break
 			}
 		}
-		eventually(t, "B to hear of it", func() bool { return ci.b.Stats().InvalidationsReceived == recv+1 })
+		testutil.Eventually(t, testutil.Wait, "B to hear of it", func() bool { return ci.b.Stats().InvalidationsReceived == recv+1 })
 		require.Equal(t, held-1, ci.b.Stats().LocalEntries)
 	}
 
