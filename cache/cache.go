@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bounded-go/bounded/internal/check"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -65,14 +66,14 @@ type Cache[V any] struct {
 // invalidations. New does not touch Redis; it fails only on bad input.
 func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 	if p == nil {
-		return nil, errors.New("cache: New: nil pool")
+		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
-	if err := validateName(name); err != nil {
-		return nil, err
+	if err := check.Name("name", name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	clock := newClock(cfg.Now) // before the default fills Now in
-	cfg.fillDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	tag := "{c:" + name + "}:"

@@ -25,11 +25,16 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 	_, p := miniPool(t)
 	_, err := New[item](nil, "x", Config[item]{})
 	require.ErrorContains(t, err, "nil pool")
+	require.ErrorIs(t, err, ErrInvalidConfig)
 
-	for _, name := range []string{"", "  ", "a{b", "c}"} {
+	// The name is the hash tag of every key: check.Name's rules.
+	for _, name := range []string{"", "  ", "a{b", "c}", "a b", "tab\t", "nl\n", strings.Repeat("n", 101)} {
 		_, err := New(p, name, Config[item]{})
-		require.Error(t, err, "name %q", name)
+		require.ErrorIs(t, err, ErrInvalidConfig, "name %q", name)
+		require.ErrorContains(t, err, "cache: invalid config: name ", "name %q", name)
 	}
+	_, err = New(p, strings.Repeat("n", 100), Config[item]{})
+	require.NoError(t, err, "100 bytes is the limit")
 	cases := []struct {
 		cfg  Config[item]
 		want string
@@ -42,6 +47,12 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 		{Config[item]{MaxEntries: -5}, "Config.MaxEntries must not be negative, got -5"},
 		{Config[item]{MaxBytes: -5}, "Config.MaxBytes must not be negative, got -5"},
 		{Config[item]{NoLocal: true, MaxEntries: 10}, "Config.NoLocal is set but Config.MaxEntries"},
+		{Config[item]{LocalTTL: -1}, "Config.LocalTTL must not be negative"},
+		{Config[item]{NoLocal: true, LocalTTL: -1}, "Config.LocalTTL must not be negative"},
+		{Config[item]{LoadTimeout: -1}, "Config.LoadTimeout must not be negative"},
+		{Config[item]{LoadTimeout: MaxLoadTimeout + 1}, "Config.LoadTimeout must be at most 24h0m0s"},
+		{Config[item]{LockTTL: -1}, "Config.LockTTL must not be negative"},
+		{Config[item]{LockTTL: MaxLoadTimeout + DefaultLockMargin + 1}, "Config.LockTTL must be at most"},
 		{Config[item]{LoadTimeout: 10 * time.Second, LockTTL: time.Second}, "Config.LockTTL (1s) must be at least Config.LoadTimeout (10s)"},
 		{Config[item]{PingInterval: -1}, "Config.PingInterval must not be negative"},
 		// Each unanswered interval reconnects and flushes the local tier.
@@ -57,6 +68,7 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 			got, err := New(p, "x", c.cfg)
 			require.Nil(t, got)
 			require.ErrorContains(t, err, c.want)
+			require.ErrorIs(t, err, ErrInvalidConfig)
 		})
 	}
 }

@@ -178,7 +178,7 @@ func (c *Cache[V]) flushLocal() {
 // The subscriber connects in the background (Stats.Subscribed says when it
 // is listening) and flushes the local tier every time it (re)subscribes,
 // since messages sent while it was away are lost. Start may be called once;
-// a second call fails with ErrStarted (and also matches ErrClosed once g
+// a second call fails with ErrAlreadyStarted (and also matches ErrClosed once g
 // has closed). A Start that fails (g closing meanwhile, no room in the
 // pool) leaves the cache unstarted and open, and may be tried again.
 // Closing g closes the cache: see ErrClosed.
@@ -190,9 +190,9 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 	defer c.startMu.Unlock()
 	if c.started {
 		if c.loads.isClosed() {
-			return fmt.Errorf("%w: cache %q: Start: %w", ErrStarted, c.name, ErrClosed)
+			return fmt.Errorf("%w: cache %q: Start: %w", ErrAlreadyStarted, c.name, ErrClosed)
 		}
-		return fmt.Errorf("%w: cache %q", ErrStarted, c.name)
+		return fmt.Errorf("%w: cache %q", ErrAlreadyStarted, c.name)
 	}
 	var res *pool.Reservation
 	if !c.cfg.NoInvalidation {
