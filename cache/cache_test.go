@@ -308,7 +308,7 @@ func TestDelete(t *testing.T) {
 }
 
 func TestInvalidationMessages(t *testing.T) {
-	msgs := invalidationMessages(42, []string{"a", "bb", ""})
+	msgs := keyMessages(42, opKeys, []string{"a", "bb", ""})
 	require.Len(t, msgs, 1)
 	from, op, keys, ok := parseInvalidation(msgs[0])
 	require.True(t, ok)
@@ -328,7 +328,7 @@ func TestInvalidationMessages(t *testing.T) {
 	for i := range many {
 		many[i] = strings.Repeat("k", 10) + string(rune('a'+i%26)) + strings.Repeat("x", i%7)
 	}
-	msgs = invalidationMessages(1, many)
+	msgs = keyMessages(1, opKeys, many)
 	require.Greater(t, len(msgs), 1)
 	n := 0
 	for _, m := range msgs {
@@ -344,7 +344,7 @@ func TestInvalidationMessages(t *testing.T) {
 	require.Equal(t, len(many), n)
 
 	// A key too long for any message becomes a flush.
-	msgs = invalidationMessages(1, []string{"short", strings.Repeat("x", maxMessageBytes)})
+	msgs = keyMessages(1, opKeys, []string{"short", strings.Repeat("x", maxMessageBytes)})
 	require.Len(t, msgs, 2)
 	_, op, _, _ = parseInvalidation(msgs[1])
 	require.Equal(t, byte(opFlush), op)
@@ -366,10 +366,10 @@ func TestApplyIgnoresOwnAndCorruptMessages(t *testing.T) {
 	require.NoError(t, c.Set(ctx, "k", "v", time.Minute))
 	require.NoError(t, c.Set(ctx, "j", "v", time.Minute))
 
-	c.apply(invalidationMessages(c.id, []string{"k"})[0])
+	c.apply(keyMessages(c.id, opKeys, []string{"k"})[0])
 	require.Equal(t, int64(2), c.Stats().LocalEntries, "own message ignored")
 
-	c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
+	c.apply(keyMessages(c.id+1, opKeys, []string{"k"})[0])
 	st := c.Stats()
 	require.Equal(t, int64(1), st.LocalEntries)
 	require.Equal(t, uint64(1), st.InvalidationsReceived)
@@ -378,7 +378,7 @@ func TestApplyIgnoresOwnAndCorruptMessages(t *testing.T) {
 	require.Equal(t, uint64(1), c.Stats().BadMessages)
 	require.Equal(t, int64(1), c.Stats().LocalEntries)
 
-	msg := invalidationMessages(c.id+1, []string{"x"})[0]
+	msg := keyMessages(c.id+1, opKeys, []string{"x"})[0]
 	c.apply(msg[:len(msg)-1]) // truncated key: drop everything to be safe
 	st = c.Stats()
 	require.Equal(t, uint64(2), st.BadMessages)

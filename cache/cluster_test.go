@@ -164,7 +164,7 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 		require.Positive(t, held)
 		for _, n := range c.Nodes() {
 			if n.Addr() != ci.master.Addr() {
-				_, err := n.Do(ctx, "PUBLISH", ci.b.Channel(), invalidationMessages(1, []string{"gone"})[0])
+				_, err := n.Do(ctx, "PUBLISH", ci.b.Channel(), keyMessages(1, opKeys, []string{"gone"})[0])
 				require.NoError(t, err)
 				break
 			}

@@ -147,10 +147,10 @@ func TestHugeLocalTTLKeepsValuesLocally(t *testing.T) {
 		_, err = reader.Get(ctx, "set")
 		require.NoError(t, err)
 		for _, k := range []string{"set", "load"} {
-			_, _, ok := c.getLocal(k)
+			_, ok, _ := c.fromLocal(k)
 			require.True(t, ok, "LocalTTL %d: %q written here is not kept locally", ttl, k)
 		}
-		_, _, ok := reader.getLocal("set")
+		_, ok, _ := reader.fromLocal("set")
 		require.True(t, ok, "LocalTTL %d: a value read from Redis is not kept locally", ttl)
 	}
 }

@@ -239,7 +239,7 @@ func TestLongKeysAreRefused(t *testing.T) {
 	// The longest key allowed is invalidated by name.
 	longest := strings.Repeat("k", MaxKeyBytes)
 	require.NoError(t, c.Set(ctx, longest, "v", time.Minute))
-	msgs := invalidationMessages(c.id, []string{longest})
+	msgs := keyMessages(c.id, opKeys, []string{longest})
 	require.Len(t, msgs, 1)
 	_, op, _, _ := parseInvalidation(msgs[0])
 	require.Equal(t, byte(opKeys), op)

@@ -545,7 +545,7 @@ func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
 			testutil.Recv(t, l.started, "the loader to start")
 			if invalidated {
 				// Another instance changed the key while the loader ran.
-				c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
+				c.apply(keyMessages(c.id+1, opKeys, []string{"k"})[0])
 			}
 			m.SetError("ERR injected: the write fails")
 			close(l.release)
@@ -553,7 +553,7 @@ func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
 			require.Equal(t, "loaded", testutil.Recv(t, got, "its value").Name)
 			m.SetError("")
 
-			v, _, ok := c.getLocal("k")
+			v, ok, _ := c.fromLocal("k")
 			if invalidated {
 				require.False(t, ok, "a value loaded across an invalidation was kept locally: %+v", v)
 				_, err := c.Get(context.Background(), "k")

@@ -46,9 +46,9 @@ func serverBackend(srv *redistest.Redis) backend {
 // newPool builds a pool on b's Redis, closed at the end of the test.
 func (b backend) newPool(t testing.TB) *pool.Pool { return newPool(t, b.cfg) }
 
-// subscriber is an invalidation subscriber's connection: the server it is
+// subConn is an invalidation subscriber's connection: the server it is
 // connected to and its client id there.
-type subscriber struct {
+type subConn struct {
 	node *redistest.Redis
 	id   string
 }
@@ -57,10 +57,10 @@ type subscriber struct {
 // (one per started instance) in the CLIENT LISTs of b's running nodes, by
 // their connection's name: the pool names a reservation's connections after
 // their owner.
-func (b backend) subscribers(t testing.TB, name string) []subscriber {
+func (b backend) subscribers(t testing.TB, name string) []subConn {
 	t.Helper()
 	want := pool.DefaultClientName + "-blocking-cache:" + name + "_invalidation"
-	var out []subscriber
+	var out []subConn
 	for _, n := range b.nodes {
 		if n.PID() == 0 {
 			continue
@@ -72,7 +72,7 @@ func (b backend) subscribers(t testing.TB, name string) []subscriber {
 			// On a cluster the reservation's client also opens plain
 			// connections (to load the slot map): only the subscribed one.
 			if f["name"] == want && strings.Contains(f["flags"], "P") {
-				out = append(out, subscriber{node: n, id: f["id"]})
+				out = append(out, subConn{node: n, id: f["id"]})
 			}
 		}
 	}
@@ -80,7 +80,7 @@ func (b backend) subscribers(t testing.TB, name string) []subscriber {
 }
 
 // subscriber returns the one subscriber of the cache named name.
-func (b backend) subscriber(t testing.TB, name string) subscriber {
+func (b backend) subscriber(t testing.TB, name string) subConn {
 	t.Helper()
 	subs := b.subscribers(t, name)
 	require.Len(t, subs, 1, "subscribers of cache %q", name)
