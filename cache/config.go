@@ -40,7 +40,8 @@ const (
 // and string) in Redis, a local tier of 10,000 entries and 64 MiB whose
 // entries live at most a minute, cross-instance stampede protection and
 // invalidation on. New fills in the defaults documented on each field and
-// validates the rest, naming the field that is wrong.
+// validates the rest, naming the field that is wrong (each error matches
+// ErrInvalidConfig).
 type Config[V any] struct {
 	// Codec encodes values for the Redis tier. Nil means raw bytes for
 	// []byte and string and encoding/json for everything else.
