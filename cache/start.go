@@ -17,8 +17,8 @@ import (
 // The subscriber connects in the background (Stats.Subscribed says when it
 // is listening) and flushes the local tier every time it (re)subscribes,
 // since messages sent while it was away are lost. Start may be called once;
-// a second call fails with ErrAlreadyStarted (and also matches ErrClosed once g
-// has closed). A Start that fails (g closing meanwhile, no room in the
+// a second call fails with ErrAlreadyStarted (and also matches ErrClosed
+// once g has closed). A Start that fails (g closing meanwhile, no room in the
 // pool) leaves the cache unstarted and open, and may be tried again.
 // Closing g closes the cache: see ErrClosed.
 func (c *Cache[V]) Start(g *lifecycle.Group) error {
@@ -40,12 +40,26 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 			return fmt.Errorf("cache %q: Start: %w", c.name, err)
 		}
 	}
-	fail := func(err error) error {
+	if err := c.register(g, res); err != nil {
 		if res != nil {
 			_ = res.Release()
 		}
 		return fmt.Errorf("cache %q: Start: %w", c.name, err)
 	}
+	c.started, c.group = true, g
+	return nil
+}
+
+// startedOn reports whether Start succeeded on g.
+func (c *Cache[V]) startedOn(g *lifecycle.Group) bool {
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	return c.started && c.group == g
+}
+
+// register hands g the loads' closer and, with res (nil under
+// Config.NoInvalidation), the subscriber and its reservation's release.
+func (c *Cache[V]) register(g *lifecycle.Group, res *pool.Reservation) error {
 	// The group may begin closing between two of these registrations: then
 	// Start fails, and the closer registered before must not close the
 	// cache, which was never started on g and stays usable. The closer
@@ -57,24 +71,14 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 		}
 		return c.loads.close(ctx)
 	}); err != nil {
-		return fail(err)
+		return err
 	}
-	if res != nil {
-		name := "cache:" + c.name + " invalidation"
-		if err := g.OnClose(name, func(context.Context) error { return res.Release() }); err != nil {
-			return fail(err)
-		}
-		if err := g.Go(name, func(ctx context.Context) error { return c.subscribe(ctx, res) }); err != nil {
-			return fail(err)
-		}
+	if res == nil {
+		return nil
 	}
-	c.started, c.group = true, g
-	return nil
-}
-
-// startedOn reports whether Start succeeded on g.
-func (c *Cache[V]) startedOn(g *lifecycle.Group) bool {
-	c.startMu.Lock()
-	defer c.startMu.Unlock()
-	return c.started && c.group == g
+	name := "cache:" + c.name + " invalidation"
+	if err := g.OnClose(name, func(context.Context) error { return res.Release() }); err != nil {
+		return err
+	}
+	return g.Go(name, func(ctx context.Context) error { return c.subscribe(ctx, res) })
 }
