@@ -96,19 +96,20 @@ func (c *Cache[V]) encode(key string, v V) (encoded[V], error) {
 
 // decode reads what Redis holds for key.
 func (c *Cache[V]) decode(key string, data []byte) (encoded[V], error) {
-	e := encoded[V]{data: data}
 	if len(data) == 0 {
-		return e, fmt.Errorf("%w: cache %q: key %q holds an empty value, not one this package wrote", ErrCodec, c.name, key)
+		return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: key %q holds an empty value, not one this package wrote", ErrCodec, c.name, key)
 	}
 	switch data[0] {
 	case kindValue:
-		if err := c.codec.Decode(data[1:], &e.v); err != nil {
-			return e, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
+		// Into v, not into an encoded's field: &v escapes to the codec, and
+		// only v should go to the heap, not the whole encoded.
+		var v V
+		if err := c.codec.Decode(data[1:], &v); err != nil {
+			return encoded[V]{v: v, data: data}, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
 		}
-		return e, nil
+		return encoded[V]{v: v, data: data}, nil
 	case kindNotFound:
-		e.notFound = true
-		return e, nil
+		return encoded[V]{notFound: true, data: data}, nil
 	}
-	return e, fmt.Errorf("%w: cache %q: key %q holds a value of unknown kind %d, not one this package wrote", ErrCodec, c.name, key, data[0])
+	return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: key %q holds a value of unknown kind %d, not one this package wrote", ErrCodec, c.name, key, data[0])
 }
