@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -424,4 +427,37 @@ func TestLocalTTLAfterClockStepsBack(t *testing.T) {
 	st := c.Stats()
 	require.Zero(t, st.LocalHits, "past LocalTTL the local copy is gone")
 	require.Equal(t, uint64(1), st.RedisHits)
+}
+
+// TestInvalidationCountedOnceApplied: Stats.InvalidationsReceived counts
+// messages applied, so whoever sees the count go up (the tests across
+// instances wait for it) finds the copies already dropped. A message of
+// 2,000 keys keeps the drops going long enough for a reader to look in
+// between.
+func TestInvalidationCountedOnceApplied(t *testing.T) {
+	_, p := miniPool(t)
+	c := newCache(t, p, "counted", Config[string]{})
+	keys := make([]string, 2000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%04d", i)
+	}
+	msgs := keyMessages(c.id+1, opKeys, keys)
+	require.Len(t, msgs, 1)
+	for round := range 20 {
+		for _, k := range keys {
+			c.local.fill(k, "v", false, 1, math.MaxInt64, c.local.gen(k))
+		}
+		require.Equal(t, int64(len(keys)), c.Stats().LocalEntries)
+		applied := make(chan struct{})
+		go func() {
+			defer close(applied)
+			c.apply(msgs[0])
+		}()
+		deadline := time.Now().Add(testutil.Wait)
+		for c.Stats().InvalidationsReceived == uint64(round) && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		require.Zero(t, c.Stats().LocalEntries, "round %d: the message was counted before its keys were dropped", round)
+		testutil.Recv(t, applied, "apply to return")
+	}
 }

@@ -38,7 +38,9 @@ func (c *Cache[V]) apply(payload string) {
 	if from == c.id {
 		return // our own: the local tier is already up to date
 	}
-	c.st.invalReceived.Add(1)
+	// Counted once applied: whoever sees Stats.InvalidationsReceived go up
+	// finds the copies already gone.
+	defer c.st.invalReceived.Add(1)
 	if op == opFlush {
 		c.flushLocal()
 		return
