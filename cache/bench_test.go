@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -169,7 +170,7 @@ func BenchmarkStampede(b *testing.B) {
 		}
 	}
 	b.Cleanup(func() { _ = g.Close(context.Background()) })
-	eventually(b, "subscribers", func() bool {
+	testutil.Eventually(b, testutil.Wait, "subscribers", func() bool {
 		for _, c := range caches {
 			if !c.Stats().Subscribed {
 				return false

@@ -2,18 +2,16 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bounded-go/bounded/internal/check"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -65,14 +63,14 @@ type Cache[V any] struct {
 // invalidations. New does not touch Redis; it fails only on bad input.
 func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 	if p == nil {
-		return nil, errors.New("cache: New: nil pool")
+		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
 	}
-	if err := validateName(name); err != nil {
-		return nil, err
+	if err := check.Name("name", name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	clock := newClock(cfg.Now) // before the default fills Now in
-	cfg.fillDefaults()
-	if err := cfg.validate(); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	tag := "{c:" + name + "}:"
@@ -137,116 +135,15 @@ func (c *Cache[V]) checkKey(op, key string) error {
 // value in Redis the codec cannot decode returns ErrCodec and is deleted,
 // so the next read misses.
 func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
-	var zero V
 	if err := c.checkKey("Get", key); err != nil {
+		var zero V
 		return zero, err
 	}
-	if v, notFound, ok := c.getLocal(key); ok {
-		if notFound {
-			return zero, ErrNotFound
-		}
-		return v, nil
+	if v, hit, err := c.fromLocal(key); hit {
+		return v, err
 	}
 	v, _, err := c.getRedis(ctx, key)
 	return v, err
-}
-
-func (c *Cache[V]) getLocal(key string) (v V, notFound, ok bool) {
-	if c.local == nil {
-		return v, false, false
-	}
-	return c.local.get(key)
-}
-
-// getRedis reads key from Redis and keeps what it finds in the local tier.
-// found is false on a miss (err is then ErrNotFound).
-func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, err error) {
-	var gen uint64
-	if c.local != nil {
-		gen = c.local.gen(key) // before the read: see local.fill
-	}
-	start := c.clock()
-	data, pttl, err := c.read(ctx, key)
-	if err != nil {
-		if errors.Is(err, redis.Nil) {
-			c.st.misses.Add(1)
-			return v, false, ErrNotFound
-		}
-		if ctx.Err() == nil { // else the caller or Close ended it: nothing wrong with Redis
-			c.st.redisErrors.Add(1)
-		}
-		return v, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
-	}
-	v, notFound, err := c.decode(key, data)
-	if err != nil {
-		c.dropUndecodable(ctx, key, data)
-		return v, false, err
-	}
-	c.st.redisHits.Add(1)
-	if c.local != nil {
-		c.local.fill(key, v, notFound, len(data), c.localExpiry(start, pttl), gen)
-	}
-	if notFound {
-		return v, true, ErrNotFound
-	}
-	return v, true, nil
-}
-
-// dropUndecodable deletes key's value if Redis still holds data, which the
-// codec could not decode (written with another V, by a newer version of
-// this package, or by something else), so that the next read misses and a
-// GetOrLoad replaces it instead of failing until it expires. A value written
-// since is left alone. It counts in Stats.DecodeErrors.
-func (c *Cache[V]) dropUndecodable(ctx context.Context, key string, data []byte) {
-	c.st.decodeErrors.Add(1)
-	err := c.scripts.dropIf.Run(ctx, c.p.Client(), []string{c.RedisKey(key)}, data).Err()
-	if err != nil {
-		c.log.Warn("cache: could not delete an undecodable value", "key", key, "err", err)
-		return
-	}
-	c.log.Warn("cache: deleted a value the codec could not decode", "key", key, "bytes", len(data))
-}
-
-// read fetches key's value and remaining TTL in one round trip. A missing
-// key returns redis.Nil. Without a local tier the TTL is not needed (it only
-// bounds a local copy), so a read is one GET.
-func (c *Cache[V]) read(ctx context.Context, key string) ([]byte, time.Duration, error) {
-	rk := c.RedisKey(key)
-	if c.local == nil {
-		data, err := c.p.Client().Get(ctx, rk).Bytes()
-		return data, -1, err
-	}
-	pipe := c.p.Client().Pipeline()
-	get := pipe.Get(ctx, rk)
-	pttl := pipe.PTTL(ctx, rk)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, 0, err
-	}
-	data, err := get.Bytes()
-	if err != nil {
-		return nil, 0, err
-	}
-	return data, pttl.Val(), nil
-}
-
-// localExpiry is when a local copy of a value read at start with Redis TTL
-// pttl must be gone: never after Redis's copy (start precedes the read, so
-// start+pttl is no later than the key's expiry), never later than LocalTTL.
-func (c *Cache[V]) localExpiry(start int64, pttl time.Duration) int64 {
-	d := c.cfg.LocalTTL
-	switch {
-	case pttl == -2: // gone between GET and PTTL
-		d = 0
-	case pttl >= 0:
-		d = min(d, pttl)
-	}
-	// A LocalTTL near the largest Duration means "as long as Redis keeps
-	// it": saturate rather than wrap into the past. (start can be negative,
-	// with a Config.Now that went back before New: no overflow then.)
-	if start > 0 && int64(d) > math.MaxInt64-start {
-		return math.MaxInt64
-	}
-	return start + int64(d)
 }
 
 // Set writes v under key with ttl in Redis and in the local tier, and tells
@@ -262,112 +159,18 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration) 
 	if ttl <= 0 {
 		return fmt.Errorf("%w: cache %q: Set %q: ttl must be positive, got %s", ErrInvalid, c.name, key, ttl)
 	}
-	data, err := c.encode(key, v)
+	e, err := c.encode(key, v)
 	if err != nil {
 		return err
 	}
-	var gen uint64
-	if c.local != nil {
-		gen = c.local.gen(key) // before the write: see local.store
-	}
-	return c.write(ctx, key, v, false, data, ttl, false, "", gen)
-}
-
-// write stores data under key in Redis with the invalidation in the same
-// round trip, then v in the local tier. gen is the local generation taken
-// before the value was read or computed.
-//
-// A Set (fill false) overwrites, and deletes the key's load lock so that a
-// load in progress, which may have read the data before the change the Set
-// is about, does not write over it. A loaded value (fill true) is written
-// only if it is still wanted: with the lock token, only if the lock is still
-// ours (no Set or Delete came meanwhile, the lock did not expire), in the
-// script that also releases it; without, only if the key is still missing.
-// A value not written is not kept locally either; the caller still gets it.
-func (c *Cache[V]) write(ctx context.Context, key string, v V, notFound bool, data []byte, ttl time.Duration, fill bool, token string, gen uint64) error {
+	gen := c.localGen(key) // before the write: see local.store
 	ttl = c.redisTTL(ttl)
 	start := c.clock()
-	var sent int
-	var err error
-	wrote := true
-	if token != "" {
-		sent, wrote, err = c.writeLocked(ctx, key, data, ttl, token)
-	} else {
-		pipe := c.p.Client().Pipeline()
-		var nx *redis.BoolCmd
-		if fill {
-			nx = pipe.SetNX(ctx, c.RedisKey(key), data, ttl)
-		} else {
-			// The lock goes first. A pipeline is not atomic: another
-			// instance's fill can run between two of its commands, and
-			// one that ran after the SET but before the DEL would still
-			// find its lock and write its (older) value over the Set's.
-			// After the DEL no fill of a load already running writes, so
-			// the SET is not overwritten by one. Between the two a waiting
-			// instance may find neither lock nor value and start a load of
-			// its own; its loader runs after the Set began (so, with the
-			// source updated before the Set, it reads the new data), and
-			// its fill, if it comes after the SET, writes that.
-			if !c.cfg.NoLock {
-				pipe.Del(ctx, c.lockKey(key))
-			}
-			pipe.Set(ctx, c.RedisKey(key), data, ttl)
-		}
-		op := byte(opKeys)
-		if fill {
-			op = opLoaded
-		}
-		sent = c.publish(ctx, pipe, op, key)
-		_, err = pipe.Exec(ctx)
-		if nx != nil {
-			wrote = nx.Val()
-		}
-		if !fill {
-			// A GetOrLoad from now on must not join a load that may have
-			// read the data before this Set: it starts its own.
-			c.flights.Forget(key)
-		}
+	if err := c.setRedis(ctx, key, e.data, ttl); err != nil {
+		return err
 	}
-	if err != nil {
-		c.st.redisErrors.Add(1)
-		if !fill {
-			// What Redis holds now is unknown. (A load decides what to
-			// keep itself, by the generation it took before its loader
-			// ran: dropping here would make every load look invalidated.)
-			c.dropLocal(key)
-		}
-		return fmt.Errorf("cache %q: set %q: %w", c.name, key, err)
-	}
-	c.st.invalSent.Add(uint64(sent))
-	if !wrote {
-		c.log.Debug("cache: a Set or Delete came while loading; the loaded value is not cached", "key", key)
-		return nil
-	}
-	if c.local != nil {
-		c.local.store(key, v, notFound, len(data), c.localExpiry(start, ttl), gen)
-	}
+	c.storeLocal(key, e, c.localExpiry(start, ttl), gen)
 	return nil
-}
-
-// redisTTL applies the jitter and rounds up to a whole millisecond, the
-// unit of PX: a TTL under a second stays what it was asked to be.
-func (c *Cache[V]) redisTTL(ttl time.Duration) time.Duration {
-	if j := c.cfg.TTLJitter; j > 0 {
-		ttl -= time.Duration(rand.Float64() * j * float64(ttl))
-	}
-	// Whole milliseconds, rounded up, without overflowing for a TTL near
-	// the largest Duration (a common way to say "forever").
-	ms := ttl / time.Millisecond
-	if ttl%time.Millisecond != 0 && ms < time.Duration(math.MaxInt64)/time.Millisecond {
-		ms++
-	}
-	return max(ms, 1) * time.Millisecond
-}
-
-func (c *Cache[V]) dropLocal(key string) {
-	if c.local != nil {
-		c.local.drop(key)
-	}
 }
 
 // Delete removes keys from Redis and from the local tier, and tells the
@@ -380,22 +183,12 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	rks := make([]string, 0, 2*len(keys))
 	for _, k := range keys {
 		if err := c.checkKey("Delete", k); err != nil {
 			return err
 		}
-		rks = append(rks, c.RedisKey(k))
-		if !c.cfg.NoLock {
-			// A load in progress may have read what this Delete is
-			// about: without its lock it will not write it (see write).
-			rks = append(rks, c.lockKey(k))
-		}
 	}
-	pipe := c.p.Client().Pipeline()
-	pipe.Del(ctx, rks...)
-	sent := c.publish(ctx, pipe, opKeys, keys...)
-	_, err := pipe.Exec(ctx)
+	err := c.deleteRedis(ctx, keys)
 	// Dropped after Redis, so a read that raced the delete cannot put the
 	// old value back (see local.fill). A GetOrLoad from now on starts its
 	// own load rather than join one that may have read the old data.
@@ -403,10 +196,62 @@ func (c *Cache[V]) Delete(ctx context.Context, keys ...string) error {
 		c.dropLocal(k)
 		c.flights.Forget(k)
 	}
-	if err != nil {
-		c.st.redisErrors.Add(1)
-		return fmt.Errorf("cache %q: delete %d key(s): %w", c.name, len(keys), err)
+	return err
+}
+
+// The local tier's side of the cache. With Config.NoLocal c.local is nil
+// and these do nothing: every read goes to Redis.
+
+// fromLocal answers key from the local tier. hit is false on a miss; a
+// negative-cache entry is a hit with ErrNotFound.
+func (c *Cache[V]) fromLocal(key string) (v V, hit bool, err error) {
+	if c.local == nil {
+		return v, false, nil
 	}
-	c.st.invalSent.Add(uint64(sent))
-	return nil
+	v, notFound, hit := c.local.get(key)
+	if hit && notFound {
+		return v, true, ErrNotFound
+	}
+	return v, hit, nil
+}
+
+// localGen returns key's local generation, taken before a read from Redis
+// or a load so that fillLocal and storeLocal can tell whether the key was
+// written or invalidated meanwhile.
+func (c *Cache[V]) localGen(key string) uint64 {
+	if c.local == nil {
+		return 0
+	}
+	return c.local.gen(key)
+}
+
+// fillLocal keeps a value read from Redis (see local.fill).
+func (c *Cache[V]) fillLocal(key string, e encoded[V], expires int64, gen uint64) {
+	if c.local != nil {
+		c.local.fill(key, e.v, e.notFound, len(e.data), expires, gen)
+	}
+}
+
+// storeLocal keeps a value this process wrote, or could not write, to Redis
+// (see local.store).
+func (c *Cache[V]) storeLocal(key string, e encoded[V], expires int64, gen uint64) {
+	if c.local != nil {
+		c.local.store(key, e.v, e.notFound, len(e.data), expires, gen)
+	}
+}
+
+func (c *Cache[V]) dropLocal(key string) {
+	if c.local != nil {
+		c.local.drop(key)
+	}
+}
+
+// flushLocal drops the whole local tier and wakes every flight waiting for
+// another instance's load: notes may have been lost too.
+func (c *Cache[V]) flushLocal() {
+	if c.local != nil {
+		c.local.flush()
+	}
+	c.st.flushes.Add(1)
+	c.wakeAll()
 }

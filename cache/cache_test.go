@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -24,11 +28,16 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 	_, p := miniPool(t)
 	_, err := New[item](nil, "x", Config[item]{})
 	require.ErrorContains(t, err, "nil pool")
+	require.ErrorIs(t, err, ErrInvalidConfig)
 
-	for _, name := range []string{"", "  ", "a{b", "c}"} {
+	// The name is the hash tag of every key: check.Name's rules.
+	for _, name := range []string{"", "  ", "a{b", "c}", "a b", "tab\t", "nl\n", strings.Repeat("n", 101)} {
 		_, err := New(p, name, Config[item]{})
-		require.Error(t, err, "name %q", name)
+		require.ErrorIs(t, err, ErrInvalidConfig, "name %q", name)
+		require.ErrorContains(t, err, "cache: invalid config: name ", "name %q", name)
 	}
+	_, err = New(p, strings.Repeat("n", 100), Config[item]{})
+	require.NoError(t, err, "100 bytes is the limit")
 	cases := []struct {
 		cfg  Config[item]
 		want string
@@ -41,6 +50,12 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 		{Config[item]{MaxEntries: -5}, "Config.MaxEntries must not be negative, got -5"},
 		{Config[item]{MaxBytes: -5}, "Config.MaxBytes must not be negative, got -5"},
 		{Config[item]{NoLocal: true, MaxEntries: 10}, "Config.NoLocal is set but Config.MaxEntries"},
+		{Config[item]{LocalTTL: -1}, "Config.LocalTTL must not be negative"},
+		{Config[item]{NoLocal: true, LocalTTL: -1}, "Config.LocalTTL must not be negative"},
+		{Config[item]{LoadTimeout: -1}, "Config.LoadTimeout must not be negative"},
+		{Config[item]{LoadTimeout: MaxLoadTimeout + 1}, "Config.LoadTimeout must be at most 24h0m0s"},
+		{Config[item]{LockTTL: -1}, "Config.LockTTL must not be negative"},
+		{Config[item]{LockTTL: MaxLoadTimeout + DefaultLockMargin + 1}, "Config.LockTTL must be at most"},
 		{Config[item]{LoadTimeout: 10 * time.Second, LockTTL: time.Second}, "Config.LockTTL (1s) must be at least Config.LoadTimeout (10s)"},
 		{Config[item]{PingInterval: -1}, "Config.PingInterval must not be negative"},
 		// Each unanswered interval reconnects and flushes the local tier.
@@ -56,6 +71,7 @@ func TestNewValidatesNameAndConfig(t *testing.T) {
 			got, err := New(p, "x", c.cfg)
 			require.Nil(t, got)
 			require.ErrorContains(t, err, c.want)
+			require.ErrorIs(t, err, ErrInvalidConfig)
 		})
 	}
 }
@@ -153,7 +169,7 @@ func TestRawCodecForBytesAndString(t *testing.T) {
 func TestLocalEntryNeverOutlivesRedisTTL(t *testing.T) {
 	m, p := miniPool(t)
 	ctx := context.Background()
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	a := newCache(t, p, "ttl", Config[string]{})
 	b := newCache(t, p, "ttl", Config[string]{Now: clk.Now, LocalTTL: time.Hour})
 
@@ -176,7 +192,7 @@ func TestLocalEntryNeverOutlivesRedisTTL(t *testing.T) {
 func TestLocalTTLCapsTheLocalCopy(t *testing.T) {
 	_, p := miniPool(t)
 	ctx := context.Background()
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	c := newCache(t, p, "cap", Config[string]{Now: clk.Now, LocalTTL: 10 * time.Second})
 	require.NoError(t, c.Set(ctx, "k", "v", time.Hour))
 	clk.Advance(10*time.Second - time.Millisecond)
@@ -295,7 +311,7 @@ func TestDelete(t *testing.T) {
 }
 
 func TestInvalidationMessages(t *testing.T) {
-	msgs := invalidationMessages(42, []string{"a", "bb", ""})
+	msgs := keyMessages(42, opKeys, []string{"a", "bb", ""})
 	require.Len(t, msgs, 1)
 	from, op, keys, ok := parseInvalidation(msgs[0])
 	require.True(t, ok)
@@ -315,7 +331,7 @@ func TestInvalidationMessages(t *testing.T) {
 	for i := range many {
 		many[i] = strings.Repeat("k", 10) + string(rune('a'+i%26)) + strings.Repeat("x", i%7)
 	}
-	msgs = invalidationMessages(1, many)
+	msgs = keyMessages(1, opKeys, many)
 	require.Greater(t, len(msgs), 1)
 	n := 0
 	for _, m := range msgs {
@@ -331,7 +347,7 @@ func TestInvalidationMessages(t *testing.T) {
 	require.Equal(t, len(many), n)
 
 	// A key too long for any message becomes a flush.
-	msgs = invalidationMessages(1, []string{"short", strings.Repeat("x", maxMessageBytes)})
+	msgs = keyMessages(1, opKeys, []string{"short", strings.Repeat("x", maxMessageBytes)})
 	require.Len(t, msgs, 2)
 	_, op, _, _ = parseInvalidation(msgs[1])
 	require.Equal(t, byte(opFlush), op)
@@ -353,10 +369,10 @@ func TestApplyIgnoresOwnAndCorruptMessages(t *testing.T) {
 	require.NoError(t, c.Set(ctx, "k", "v", time.Minute))
 	require.NoError(t, c.Set(ctx, "j", "v", time.Minute))
 
-	c.apply(invalidationMessages(c.id, []string{"k"})[0])
+	c.apply(keyMessages(c.id, opKeys, []string{"k"})[0])
 	require.Equal(t, int64(2), c.Stats().LocalEntries, "own message ignored")
 
-	c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
+	c.apply(keyMessages(c.id+1, opKeys, []string{"k"})[0])
 	st := c.Stats()
 	require.Equal(t, int64(1), st.LocalEntries)
 	require.Equal(t, uint64(1), st.InvalidationsReceived)
@@ -365,7 +381,7 @@ func TestApplyIgnoresOwnAndCorruptMessages(t *testing.T) {
 	require.Equal(t, uint64(1), c.Stats().BadMessages)
 	require.Equal(t, int64(1), c.Stats().LocalEntries)
 
-	msg := invalidationMessages(c.id+1, []string{"x"})[0]
+	msg := keyMessages(c.id+1, opKeys, []string{"x"})[0]
 	c.apply(msg[:len(msg)-1]) // truncated key: drop everything to be safe
 	st = c.Stats()
 	require.Equal(t, uint64(2), st.BadMessages)
@@ -401,7 +417,7 @@ func TestRedisReadCommands(t *testing.T) {
 func TestLocalTTLAfterClockStepsBack(t *testing.T) {
 	_, p := miniPool(t)
 	ctx := context.Background()
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	c := newCache(t, p, "stepback", Config[string]{Now: clk.Now, LocalTTL: 10 * time.Second})
 	clk.Advance(-time.Minute)
 	require.NoError(t, c.Set(ctx, "k", "v", time.Hour))
@@ -411,4 +427,37 @@ func TestLocalTTLAfterClockStepsBack(t *testing.T) {
 	st := c.Stats()
 	require.Zero(t, st.LocalHits, "past LocalTTL the local copy is gone")
 	require.Equal(t, uint64(1), st.RedisHits)
+}
+
+// TestInvalidationCountedOnceApplied: Stats.InvalidationsReceived counts
+// messages applied, so whoever sees the count go up (the tests across
+// instances wait for it) finds the copies already dropped. A message of
+// 2,000 keys keeps the drops going long enough for a reader to look in
+// between.
+func TestInvalidationCountedOnceApplied(t *testing.T) {
+	_, p := miniPool(t)
+	c := newCache(t, p, "counted", Config[string]{})
+	keys := make([]string, 2000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%04d", i)
+	}
+	msgs := keyMessages(c.id+1, opKeys, keys)
+	require.Len(t, msgs, 1)
+	for round := range 20 {
+		for _, k := range keys {
+			c.local.fill(k, "v", false, 1, math.MaxInt64, c.local.gen(k))
+		}
+		require.Equal(t, int64(len(keys)), c.Stats().LocalEntries)
+		applied := make(chan struct{})
+		go func() {
+			defer close(applied)
+			c.apply(msgs[0])
+		}()
+		deadline := time.Now().Add(testutil.Wait)
+		for c.Stats().InvalidationsReceived == uint64(round) && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		require.Zero(t, c.Stats().LocalEntries, "round %d: the message was counted before its keys were dropped", round)
+		testutil.Recv(t, applied, "apply to return")
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -83,20 +84,16 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 	names := cachesOnEveryMaster(c, "spread")
 	logs := &lockedBuffer{}
 	pa, pb := b.newPool(t), b.newPool(t)
-	type instances struct {
-		a, b   *Cache[item]
-		master *redistest.Redis
-	}
-	caches := make([]instances, len(names))
+	caches := make([]cachePair, len(names))
 	for i, name := range names {
 		cfg := Config[item]{NegativeTTL: time.Minute, Logger: warnLogger(logs)}
 		m, err := c.MasterOf(ctx, redisKeyOf(name, "x"))
 		require.NoError(t, err)
-		caches[i] = instances{a: newCache(t, pa, name, cfg), b: newCache(t, pb, name, cfg), master: m}
+		caches[i] = cachePair{name: name, a: newCache(t, pa, name, cfg), b: newCache(t, pb, name, cfg), master: m}
 		started(t, caches[i].a)
 		started(t, caches[i].b)
 	}
-	eventually(t, "every subscriber to listen", func() bool {
+	testutil.Eventually(t, testutil.Wait, "every subscriber to listen", func() bool {
 		for _, ci := range caches {
 			if !ci.a.Stats().Subscribed || !ci.b.Stats().Subscribed {
 				return false
@@ -112,67 +109,89 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 		}
 	}
 
-	for i, ci := range caches {
-		before := nodeTraffic(t, c)
-		require.NoError(t, ci.a.Set(ctx, "k", item{ID: 1}, time.Minute))
-		eventually(t, "B to hear of the Set", func() bool { return ci.b.Stats().InvalidationsReceived == 1 })
-		v, err := ci.b.Get(ctx, "k")
-		require.NoError(t, err)
-		require.Equal(t, 1, v.ID)
-		require.NoError(t, ci.a.Set(ctx, "k", item{ID: 2}, time.Minute))
-		eventually(t, "B to drop its copy", func() bool { return ci.b.Stats().InvalidationsReceived == 2 })
-		v, err = ci.b.Get(ctx, "k")
-		require.NoError(t, err)
-		require.Equal(t, 2, v.ID)
+	for _, ci := range caches {
+		ci.checkTrafficOnItsMaster(t, c)
+	}
+	stampedeEveryCache(t, caches)
+	require.Empty(t, string(logs.Bytes()), "no warning, CROSSSLOT or other")
+}
 
-		for _, k := range []string{"d1", "d2", "d3"} {
-			require.NoError(t, ci.b.Set(ctx, k, item{}, time.Minute))
-		}
-		require.NoError(t, ci.a.Delete(ctx, "k", "d1", "d2", "d3"))
-		eventually(t, "B to hear of the Delete", func() bool { return ci.b.Stats().InvalidationsReceived == 3 })
-		_, err = ci.b.Get(ctx, "d2")
-		require.ErrorIs(t, err, ErrNotFound)
+// cachePair is one cache in two instances, and the master of its slot.
+type cachePair struct {
+	name   string
+	a, b   *Cache[item]
+	master *redistest.Redis
+}
 
-		var calls atomic.Int32
-		missing := func(context.Context) (item, error) {
-			calls.Add(1)
-			return item{}, ErrNotFound
-		}
-		_, err = ci.a.GetOrLoad(ctx, "gone", missing)
-		require.ErrorIs(t, err, ErrNotFound)
-		_, err = ci.b.GetOrLoad(ctx, "gone", missing)
-		require.ErrorIs(t, err, ErrNotFound)
-		require.Equal(t, int32(1), calls.Load(), "B found A's negative entry")
+// checkTrafficOnItsMaster sets, deletes and loads through both instances:
+// B hears of A's writes, the traffic goes to the cache's master and to no
+// other node, and an invalidation published on another node reaches B all
+// the same.
+func (ci cachePair) checkTrafficOnItsMaster(t *testing.T, c *redistest.RedisCluster) {
+	ctx := context.Background()
+	before := nodeTraffic(t, c)
+	require.NoError(t, ci.a.Set(ctx, "k", item{ID: 1}, time.Minute))
+	testutil.Eventually(t, testutil.Wait, "B to hear of the Set", func() bool { return ci.b.Stats().InvalidationsReceived == 1 })
+	v, err := ci.b.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
+	require.NoError(t, ci.a.Set(ctx, "k", item{ID: 2}, time.Minute))
+	testutil.Eventually(t, testutil.Wait, "B to drop its copy", func() bool { return ci.b.Stats().InvalidationsReceived == 2 })
+	v, err = ci.b.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, 2, v.ID)
 
-		after := nodeTraffic(t, c)
-		for addr, n := range after {
-			if addr == ci.master.Addr() {
-				require.Greater(t, n["publish"], before[addr]["publish"], "%s: invalidations go to its master", names[i])
-				require.Greater(t, n["evalsha"]+n["eval"], before[addr]["evalsha"]+before[addr]["eval"], names[i])
-				continue
-			}
-			require.Equal(t, before[addr], n, "%s (on %s) sent nothing to %s", names[i], ci.master.Addr(), addr)
-		}
+	for _, k := range []string{"d1", "d2", "d3"} {
+		require.NoError(t, ci.b.Set(ctx, k, item{}, time.Minute))
+	}
+	require.NoError(t, ci.a.Delete(ctx, "k", "d1", "d2", "d3"))
+	testutil.Eventually(t, testutil.Wait, "B to hear of the Delete", func() bool { return ci.b.Stats().InvalidationsReceived == 3 })
+	_, err = ci.b.Get(ctx, "d2")
+	require.ErrorIs(t, err, ErrNotFound)
 
-		// An invalidation published on another node (as an instance whose
-		// client has not yet seen a failover would) reaches the
-		// subscribers all the same: the cluster forwards it.
-		_, err = ci.b.Get(ctx, "gone")
-		require.ErrorIs(t, err, ErrNotFound)
-		held, recv := ci.b.Stats().LocalEntries, ci.b.Stats().InvalidationsReceived
-		require.Positive(t, held)
-		for _, n := range c.Nodes() {
-			if n.Addr() != ci.master.Addr() {
-				_, err := n.Do(ctx, "PUBLISH", ci.b.Channel(), invalidationMessages(1, []string{"gone"})[0])
-				require.NoError(t, err)
-				break
-			}
+	var calls atomic.Int32
+	missing := func(context.Context) (item, error) {
+		calls.Add(1)
+		return item{}, ErrNotFound
+	}
+	_, err = ci.a.GetOrLoad(ctx, "gone", missing)
+	require.ErrorIs(t, err, ErrNotFound)
+	_, err = ci.b.GetOrLoad(ctx, "gone", missing)
+	require.ErrorIs(t, err, ErrNotFound)
+	require.Equal(t, int32(1), calls.Load(), "B found A's negative entry")
+
+	after := nodeTraffic(t, c)
+	for addr, n := range after {
+		if addr == ci.master.Addr() {
+			require.Greater(t, n["publish"], before[addr]["publish"], "%s: invalidations go to its master", ci.name)
+			require.Greater(t, n["evalsha"]+n["eval"], before[addr]["evalsha"]+before[addr]["eval"], ci.name)
+			continue
 		}
-		eventually(t, "B to hear of it", func() bool { return ci.b.Stats().InvalidationsReceived == recv+1 })
-		require.Equal(t, held-1, ci.b.Stats().LocalEntries)
+		require.Equal(t, before[addr], n, "%s (on %s) sent nothing to %s", ci.name, ci.master.Addr(), addr)
 	}
 
-	// Every cache at once, from both instances: one loader call per cache.
+	// An invalidation published on another node (as an instance whose
+	// client has not yet seen a failover would) reaches the
+	// subscribers all the same: the cluster forwards it.
+	_, err = ci.b.Get(ctx, "gone")
+	require.ErrorIs(t, err, ErrNotFound)
+	held, recv := ci.b.Stats().LocalEntries, ci.b.Stats().InvalidationsReceived
+	require.Positive(t, held)
+	for _, n := range c.Nodes() {
+		if n.Addr() != ci.master.Addr() {
+			_, err := n.Do(ctx, "PUBLISH", ci.b.Channel(), keyMessages(1, opKeys, []string{"gone"})[0])
+			require.NoError(t, err)
+			break
+		}
+	}
+	testutil.Eventually(t, testutil.Wait, "B to hear of it", func() bool { return ci.b.Stats().InvalidationsReceived == recv+1 })
+	require.Equal(t, held-1, ci.b.Stats().LocalEntries)
+}
+
+// stampedeEveryCache loads one cold key on every cache at once, from both
+// instances: one loader call per cache.
+func stampedeEveryCache(t *testing.T, caches []cachePair) {
+	ctx := context.Background()
 	const callers = 50
 	calls := make([]atomic.Int32, len(caches))
 	var wg sync.WaitGroup
@@ -199,9 +218,8 @@ func testCachesOnEveryMaster(t *testing.T, c *redistest.RedisCluster, b backend)
 	wg.Wait()
 	require.Zero(t, bad.Load())
 	for i := range calls {
-		require.Equal(t, int32(1), calls[i].Load(), names[i])
+		require.Equal(t, int32(1), calls[i].Load(), caches[i].name)
 	}
-	require.Empty(t, string(logs.Bytes()), "no warning, CROSSSLOT or other")
 }
 
 // nodeTraffic returns the commands each node has processed, by address,

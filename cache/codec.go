@@ -60,40 +60,56 @@ const (
 	kindNotFound byte = 2
 )
 
-// encode encodes v behind the kind byte and enforces the size limit. It
-// returns the bytes for Redis and the codec's size (what the limit and the
-// local tier's byte bound count).
-func (c *Cache[V]) encode(key string, v V) ([]byte, error) {
-	b, err := c.codec.Encode(v)
-	if err != nil {
-		return nil, fmt.Errorf("%w: cache %q: encoding the value for key %q: %w; nothing was written", ErrCodec, c.name, key, err)
-	}
-	if len(b) > c.cfg.MaxValueBytes {
-		return nil, &TooLargeError{Cache: c.name, Key: key, Size: len(b), Max: c.cfg.MaxValueBytes}
-	}
-	out := make([]byte, 1+len(b))
-	out[0] = kindValue
-	copy(out[1:], b)
-	return out, nil
+// encoded is one key's answer ready for both tiers: v for the local tier,
+// data (the kind byte and the codec's bytes) for Redis. A negative-cache
+// entry has notFound set, the zero v and notFoundMarker as its data. The
+// local tier counts len(data) toward its byte bound.
+type encoded[V any] struct {
+	v        V
+	notFound bool
+	data     []byte
 }
 
 // notFoundMarker is the whole Redis value of a negative-cache entry.
 const notFoundMarker = "\x02"
 
-// decode reads what Redis holds for key. notFound reports a negative-cache
-// entry.
-func (c *Cache[V]) decode(key string, data []byte) (v V, notFound bool, err error) {
+// negative returns the negative-cache entry.
+func negative[V any]() encoded[V] {
+	return encoded[V]{notFound: true, data: []byte(notFoundMarker)}
+}
+
+// encode encodes v behind the kind byte and enforces Config.MaxValueBytes
+// on the codec's bytes.
+func (c *Cache[V]) encode(key string, v V) (encoded[V], error) {
+	b, err := c.codec.Encode(v)
+	if err != nil {
+		return encoded[V]{}, fmt.Errorf("%w: cache %q: encoding the value for key %q: %w; nothing was written", ErrCodec, c.name, key, err)
+	}
+	if len(b) > c.cfg.MaxValueBytes {
+		return encoded[V]{}, &TooLargeError{Cache: c.name, Key: key, Size: len(b), Max: c.cfg.MaxValueBytes}
+	}
+	data := make([]byte, 1+len(b))
+	data[0] = kindValue
+	copy(data[1:], b)
+	return encoded[V]{v: v, data: data}, nil
+}
+
+// decode reads what Redis holds for key.
+func (c *Cache[V]) decode(key string, data []byte) (encoded[V], error) {
 	if len(data) == 0 {
-		return v, false, fmt.Errorf("%w: cache %q: key %q holds an empty value, not one this package wrote", ErrCodec, c.name, key)
+		return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: key %q holds an empty value, not one this package wrote", ErrCodec, c.name, key)
 	}
 	switch data[0] {
 	case kindValue:
+		// Into v, not into an encoded's field: &v escapes to the codec, and
+		// only v should go to the heap, not the whole encoded.
+		var v V
 		if err := c.codec.Decode(data[1:], &v); err != nil {
-			return v, false, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
+			return encoded[V]{v: v, data: data}, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
 		}
-		return v, false, nil
+		return encoded[V]{v: v, data: data}, nil
 	case kindNotFound:
-		return v, true, nil
+		return encoded[V]{notFound: true, data: data}, nil
 	}
-	return v, false, fmt.Errorf("%w: cache %q: key %q holds a value of unknown kind %d, not one this package wrote", ErrCodec, c.name, key, data[0])
+	return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: key %q holds a value of unknown kind %d, not one this package wrote", ErrCodec, c.name, key, data[0])
 }

@@ -1,11 +1,10 @@
 package cache
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"time"
+
+	"github.com/bounded-go/bounded/internal/check"
 )
 
 // Defaults filled in by New for zero fields of Config.
@@ -41,7 +40,8 @@ const (
 // and string) in Redis, a local tier of 10,000 entries and 64 MiB whose
 // entries live at most a minute, cross-instance stampede protection and
 // invalidation on. New fills in the defaults documented on each field and
-// validates the rest, naming the field that is wrong.
+// validates the rest, naming the field that is wrong (each error matches
+// ErrInvalidConfig).
 type Config[V any] struct {
 	// Codec encodes values for the Redis tier. Nil means raw bytes for
 	// []byte and string and encoding/json for everything else.
@@ -124,38 +124,24 @@ type Config[V any] struct {
 	Now func() time.Time
 }
 
-func (c *Config[V]) fillDefaults() {
+// withDefaults returns c with the documented defaults filled in, or an error
+// wrapping ErrInvalidConfig for each field that is wrong.
+func (c Config[V]) withDefaults() (Config[V], error) {
+	e := check.New(ErrInvalidConfig)
 	if c.Codec == nil {
 		c.Codec = defaultCodec[V]()
 	}
-	if c.TTL == 0 {
-		c.TTL = DefaultTTL
+	check.Default(e, &c.TTL, DefaultTTL, "Config.TTL")
+	check.Default(e, &c.NegativeTTL, 0, "Config.NegativeTTL") // zero: off
+	if c.TTLJitter < 0 || c.TTLJitter >= 1 {
+		e.Addf("Config.TTLJitter must be in [0, 1), got %g", c.TTLJitter)
 	}
-	if c.MaxValueBytes == 0 {
-		c.MaxValueBytes = DefaultMaxValueBytes
-	}
-	if !c.NoLocal {
-		if c.MaxEntries == 0 {
-			c.MaxEntries = DefaultMaxEntries
-		}
-		if c.MaxBytes == 0 {
-			c.MaxBytes = DefaultMaxBytes
-		}
-		if c.LocalTTL == 0 {
-			c.LocalTTL = DefaultLocalTTL
-		}
-	}
-	if c.LoadTimeout == 0 {
-		c.LoadTimeout = DefaultLoadTimeout
-	}
-	if c.LockTTL == 0 && c.LoadTimeout <= MaxLoadTimeout {
-		c.LockTTL = c.LoadTimeout + DefaultLockMargin
-	}
-	if c.MaxLoads == 0 {
-		c.MaxLoads = DefaultMaxLoads
-	}
-	if c.PingInterval == 0 {
-		c.PingInterval = DefaultPingInterval
+	check.Default(e, &c.MaxValueBytes, DefaultMaxValueBytes, "Config.MaxValueBytes")
+	c.checkLocal(e)
+	c.checkLoads(e)
+	check.Default(e, &c.PingInterval, DefaultPingInterval, "Config.PingInterval")
+	if c.PingInterval > 0 && c.PingInterval < MinPingInterval {
+		e.Addf("Config.PingInterval must be at least %s (each late reply reconnects and flushes the local tier), got %s", MinPingInterval, c.PingInterval)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -163,65 +149,44 @@ func (c *Config[V]) fillDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	return c, e.Err()
 }
 
-func (c *Config[V]) validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("cache: "+format, args...)) }
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{{"TTL", c.TTL}, {"NegativeTTL", c.NegativeTTL}, {"LocalTTL", c.LocalTTL},
-		{"LoadTimeout", c.LoadTimeout}, {"LockTTL", c.LockTTL}, {"PingInterval", c.PingInterval}} {
-		if d.v < 0 {
-			bad("Config.%s must not be negative, got %s", d.name, d.v)
-		}
-	}
-	if c.PingInterval > 0 && c.PingInterval < MinPingInterval {
-		bad("Config.PingInterval must be at least %s (each late reply reconnects and flushes the local tier), got %s", MinPingInterval, c.PingInterval)
-	}
-	if c.TTLJitter < 0 || c.TTLJitter >= 1 {
-		bad("Config.TTLJitter must be in [0, 1), got %g", c.TTLJitter)
-	}
-	if c.MaxLoads < 0 {
-		bad("Config.MaxLoads must not be negative, got %d", c.MaxLoads)
-	}
-	if c.MaxValueBytes < 0 {
-		bad("Config.MaxValueBytes must not be negative, got %d", c.MaxValueBytes)
-	}
+// checkLocal fills and checks the local tier's bounds, which NoLocal leaves
+// zero.
+func (c *Config[V]) checkLocal(e *check.Errors) {
 	if c.NoLocal {
+		check.Default(e, &c.LocalTTL, 0, "Config.LocalTTL")
 		if c.MaxEntries != 0 || c.MaxBytes != 0 || c.LocalTTL != 0 {
-			bad("Config.NoLocal is set but Config.MaxEntries, MaxBytes or LocalTTL is too (%d, %d, %s)", c.MaxEntries, c.MaxBytes, c.LocalTTL)
+			e.Addf("Config.NoLocal is set but Config.MaxEntries, MaxBytes or LocalTTL is too (%d, %d, %s)", c.MaxEntries, c.MaxBytes, c.LocalTTL)
 		}
-	} else {
-		if c.MaxEntries < 0 {
-			bad("Config.MaxEntries must not be negative, got %d", c.MaxEntries)
-		}
-		if c.MaxBytes < 0 {
-			bad("Config.MaxBytes must not be negative, got %d", c.MaxBytes)
-		}
+		return
 	}
-	// A flight lives LockTTL+LoadTimeout: bounded so the sum cannot wrap.
-	if c.LoadTimeout > MaxLoadTimeout {
-		bad("Config.LoadTimeout must be at most %s, got %s", MaxLoadTimeout, c.LoadTimeout)
-	} else if c.LockTTL > MaxLoadTimeout+DefaultLockMargin {
-		bad("Config.LockTTL must be at most %s, got %s", MaxLoadTimeout+DefaultLockMargin, c.LockTTL)
-	} else if c.LockTTL >= 0 && c.LockTTL < time.Millisecond {
+	check.Default(e, &c.MaxEntries, DefaultMaxEntries, "Config.MaxEntries")
+	check.Default(e, &c.MaxBytes, DefaultMaxBytes, "Config.MaxBytes")
+	check.Default(e, &c.LocalTTL, DefaultLocalTTL, "Config.LocalTTL")
+}
+
+// checkLoads fills and checks LoadTimeout, LockTTL and MaxLoads. A flight
+// lives LockTTL+LoadTimeout: both are bounded so the sum cannot wrap.
+func (c *Config[V]) checkLoads(e *check.Errors) {
+	check.Default(e, &c.MaxLoads, DefaultMaxLoads, "Config.MaxLoads")
+	check.Default(e, &c.LoadTimeout, DefaultLoadTimeout, "Config.LoadTimeout")
+	var lockTTL time.Duration // left zero (and reported below) past MaxLoadTimeout
+	if c.LoadTimeout <= MaxLoadTimeout {
+		lockTTL = c.LoadTimeout + DefaultLockMargin
+	}
+	check.Default(e, &c.LockTTL, lockTTL, "Config.LockTTL")
+	switch {
+	case c.LoadTimeout > MaxLoadTimeout:
+		e.Addf("Config.LoadTimeout must be at most %s, got %s", MaxLoadTimeout, c.LoadTimeout)
+	case c.LockTTL > MaxLoadTimeout+DefaultLockMargin:
+		e.Addf("Config.LockTTL must be at most %s, got %s", MaxLoadTimeout+DefaultLockMargin, c.LockTTL)
+	case c.LockTTL >= 0 && c.LockTTL < time.Millisecond:
 		// Sent as whole milliseconds: anything shorter is PX 0, which Redis
 		// refuses, so every GetOrLoad would fail to take the lock.
-		bad("Config.LockTTL must be at least 1ms (the lock is set with PX, in whole milliseconds), got %s", c.LockTTL)
-	} else if c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout {
-		bad("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)
+		e.Addf("Config.LockTTL must be at least 1ms (the lock is set with PX, in whole milliseconds), got %s", c.LockTTL)
+	case c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout:
+		e.Addf("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)
 	}
-	return errors.Join(errs...)
-}
-
-func validateName(name string) error {
-	switch {
-	case strings.TrimSpace(name) == "":
-		return errors.New("cache: name must not be empty")
-	case strings.ContainsAny(name, "{}"):
-		return fmt.Errorf("cache: name %q must not contain '{' or '}': it becomes the hash tag of the cache's keys", name)
-	}
-	return nil
 }

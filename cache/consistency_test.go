@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -63,8 +64,8 @@ func TestGetOrLoadAfterDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	c := newCache(t, p, "join", Config[item]{})
 	old := newBlockingLoader(item{Name: "old"})
 	first := loadInBackground(c, "k", old.load)
-	recv(t, old.started, "the old loader to start") // the loader has read the source
-	require.NoError(t, c.Delete(ctx, "k"))          // source updated, then invalidated
+	testutil.Recv(t, old.started, "the old loader to start") // the loader has read the source
+	require.NoError(t, c.Delete(ctx, "k"))                   // source updated, then invalidated
 	got := loadBesideOld(t, c, old, first)
 	require.Equal(t, "new", got.Name, "GetOrLoad called after Delete returned served the value loaded before it")
 }
@@ -78,13 +79,13 @@ func TestGetOrLoadAfterRemoteDeleteDoesNotJoinAnOlderLoad(t *testing.T) {
 	b := newCache(t, p, "remotejoin", Config[item]{})
 	started(t, a)
 	started(t, b)
-	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
 	old := newBlockingLoader(item{Name: "old"})
 	first := loadInBackground(a, "k", old.load)
-	recv(t, old.started, "the old loader to start")
+	testutil.Recv(t, old.started, "the old loader to start")
 	before := a.Stats().InvalidationsReceived
 	require.NoError(t, b.Delete(ctx, "k"))
-	eventually(t, "the Delete's invalidation to arrive", func() bool { return a.Stats().InvalidationsReceived > before })
+	testutil.Eventually(t, testutil.Wait, "the Delete's invalidation to arrive", func() bool { return a.Stats().InvalidationsReceived > before })
 	got := loadBesideOld(t, a, old, first)
 	require.Equal(t, "new", got.Name, "GetOrLoad after another instance's Delete served the value loaded before it")
 }
@@ -118,7 +119,7 @@ func loadBesideOld(t *testing.T, c *Cache[item], old *blockingLoader, first <-ch
 	case got = <-second:
 	case <-time.After(5 * time.Second): // stuck behind the older load
 		close(old.release)
-		got = recv(t, second, "the second GetOrLoad")
+		got = testutil.Recv(t, second, "the second GetOrLoad")
 	}
 	select {
 	case <-old.release:
@@ -126,7 +127,7 @@ func loadBesideOld(t *testing.T, c *Cache[item], old *blockingLoader, first <-ch
 		close(old.release)
 	}
 	require.NoError(t, got.err, "the second GetOrLoad")
-	f := recv(t, first, "the first GetOrLoad")
+	f := testutil.Recv(t, first, "the first GetOrLoad")
 	require.NoError(t, f.err, "the first GetOrLoad")
 	require.Equal(t, "old", f.v.Name, "the first GetOrLoad gets its own loader's value")
 	return got.v
@@ -146,10 +147,10 @@ func TestHugeLocalTTLKeepsValuesLocally(t *testing.T) {
 		_, err = reader.Get(ctx, "set")
 		require.NoError(t, err)
 		for _, k := range []string{"set", "load"} {
-			_, _, ok := c.getLocal(k)
+			_, ok, _ := c.fromLocal(k)
 			require.True(t, ok, "LocalTTL %d: %q written here is not kept locally", ttl, k)
 		}
-		_, _, ok := reader.getLocal("set")
+		_, ok, _ := reader.fromLocal("set")
 		require.True(t, ok, "LocalTTL %d: a value read from Redis is not kept locally", ttl)
 	}
 }
@@ -169,10 +170,10 @@ func TestLoadWithoutTheLockDoesNotUndoADelete(t *testing.T) {
 			p.Client().AddHook(&failFirst{name: failing, err: fmt.Errorf("injected: %w", pool.ErrLaneExhausted)})
 			old := newBlockingLoader(item{Name: "old"})
 			first := loadInBackground(loader, "k", old.load)
-			recv(t, old.started, "the loader to start")  // it has read the source
-			require.NoError(t, deleter.Delete(ctx, "k")) // source updated, then invalidated
+			testutil.Recv(t, old.started, "the loader to start") // it has read the source
+			require.NoError(t, deleter.Delete(ctx, "k"))         // source updated, then invalidated
 			close(old.release)
-			got := recv(t, first, "GetOrLoad to return")
+			got := testutil.Recv(t, first, "GetOrLoad to return")
 			require.NoError(t, got.err)
 			require.Equal(t, "old", got.v.Name, "the callers get what the loader returned")
 			require.False(t, m.Exists(loader.RedisKey("k")), "the value loaded before the Delete was written to Redis after it")

@@ -31,8 +31,17 @@ var (
 	// already in progress. It fails at once; no loader was called and
 	// nothing was written. The caller may retry later or do without.
 	ErrTooManyLoads = errors.New("cache: too many loads in progress")
-	// ErrStarted: Start was called on a cache that was already started.
-	ErrStarted = errors.New("cache: already started")
+	// ErrInvalidConfig: New was given a bad Config, name or pool. Each
+	// problem is an error naming the field, wrapping this one; all of them
+	// are joined.
+	ErrInvalidConfig = errors.New("cache: invalid config")
+	// ErrAlreadyStarted: Start was called on a cache that was already
+	// started.
+	ErrAlreadyStarted = errors.New("cache: already started")
+	// ErrStarted is the old name of ErrAlreadyStarted.
+	//
+	// Deprecated: use ErrAlreadyStarted, which it equals.
+	ErrStarted = ErrAlreadyStarted
 	// ErrClosed: the lifecycle group the cache was started on has closed.
 	// From then on Get, GetOrLoad, Set and Delete fail with it at once,
 	// touching neither the local tier nor Redis (a local hit does not serve:

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -29,7 +30,7 @@ func TestUnconfirmedSubscribeIsBounded(t *testing.T) {
 		p := newPool(t, pool.Config{Addrs: []string{peer.addr()}})
 		c := newCache(t, p, "mute", Config[string]{PingInterval: MinPingInterval})
 		started(t, c)
-		eventually(t, "the subscriber to give up on the first SUBSCRIBE and send another", func() bool { return peer.subscribes.Load() >= 2 })
+		testutil.Eventually(t, testutil.Wait, "the subscriber to give up on the first SUBSCRIBE and send another", func() bool { return peer.subscribes.Load() >= 2 })
 		require.False(t, c.Stats().Subscribed)
 	})
 	t.Run("Close", func(t *testing.T) {
@@ -38,7 +39,7 @@ func TestUnconfirmedSubscribeIsBounded(t *testing.T) {
 		c := newCache(t, p, "mute", Config[string]{}) // PingInterval 30s
 		g := lifecycle.New()
 		require.NoError(t, c.Start(g))
-		eventually(t, "the SUBSCRIBE to be sent", func() bool { return peer.subscribes.Load() >= 1 })
+		testutil.Eventually(t, testutil.Wait, "the SUBSCRIBE to be sent", func() bool { return peer.subscribes.Load() >= 1 })
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		require.NoError(t, g.Close(ctx), "Close waited for a SUBSCRIBE nobody confirms")
@@ -161,7 +162,7 @@ func TestStartRacingCloseLeavesACacheUsable(t *testing.T) {
 			closed <- g.Close(cctx)
 		}()
 		err := c.Start(g)
-		require.NoError(t, recv(t, closed, "the group to close"))
+		require.NoError(t, testutil.Recv(t, closed, "the group to close"))
 		if err == nil {
 			_, err := c.Get(ctx, "k")
 			require.ErrorIs(t, err, ErrClosed, "a started cache closes with its group")
@@ -215,7 +216,7 @@ func TestLongKeysAreRefused(t *testing.T) {
 	c := newCache(t, p, "long", Config[string]{})
 	other := newCache(t, p, "long", Config[string]{})
 	started(t, other)
-	eventually(t, "the other instance to listen", func() bool { return other.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "the other instance to listen", func() bool { return other.Stats().Subscribed })
 	flushes := other.Stats().Flushes
 	load := func(context.Context) (string, error) { return "v", nil }
 	for _, n := range []int{17 << 10, MaxKeyBytes + 1} {
@@ -238,7 +239,7 @@ func TestLongKeysAreRefused(t *testing.T) {
 	// The longest key allowed is invalidated by name.
 	longest := strings.Repeat("k", MaxKeyBytes)
 	require.NoError(t, c.Set(ctx, longest, "v", time.Minute))
-	msgs := invalidationMessages(c.id, []string{longest})
+	msgs := keyMessages(c.id, opKeys, []string{longest})
 	require.Len(t, msgs, 1)
 	_, op, _, _ := parseInvalidation(msgs[0])
 	require.Equal(t, byte(opKeys), op)

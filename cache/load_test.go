@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -62,7 +63,7 @@ func TestGetOrLoadOneLoaderCallFor100Callers(t *testing.T) {
 		})
 	}
 	ready.Wait()
-	recv(t, l.started, "the loader to start")
+	testutil.Recv(t, l.started, "the loader to start")
 	close(l.release)
 	done.Wait()
 	require.Zero(t, failures.Load())
@@ -86,7 +87,7 @@ func TestGetOrLoadWaiterHonoursItsDeadline(t *testing.T) {
 	require.Equal(t, 1, c.Stats().LoadsInFlight, "the load goes on without the caller")
 
 	close(l.release)
-	eventually(t, "the load to finish", func() bool { return c.Stats().LoadsInFlight == 0 })
+	testutil.Eventually(t, testutil.Wait, "the load to finish", func() bool { return c.Stats().LoadsInFlight == 0 })
 	require.Equal(t, "<nil>", l.ctxErr.Load(), "the caller's deadline did not reach the loader")
 	require.True(t, m.Exists("{c:deadline}:k:k"), "the value was written to Redis")
 	require.False(t, m.Exists("{c:deadline}:l:k"), "the lock was released")
@@ -115,7 +116,7 @@ func TestFirstCallerCancellingDoesNotCancelTheLoad(t *testing.T) {
 		_, err := c.GetOrLoad(first, "k", load)
 		firstErr <- err
 	}()
-	recv(t, l.started, "the loader to start")
+	testutil.Recv(t, l.started, "the loader to start")
 	second := make(chan error, 1)
 	var got item
 	go func() {
@@ -124,9 +125,9 @@ func TestFirstCallerCancellingDoesNotCancelTheLoad(t *testing.T) {
 		second <- err
 	}()
 	cancelFirst()
-	require.ErrorIs(t, recv(t, firstErr, "the first caller"), context.Canceled)
+	require.ErrorIs(t, testutil.Recv(t, firstErr, "the first caller"), context.Canceled)
 	close(l.release)
-	require.NoError(t, recv(t, second, "the second caller"))
+	require.NoError(t, testutil.Recv(t, second, "the second caller"))
 	require.Equal(t, 5, got.ID)
 	require.Equal(t, "<nil>", l.ctxErr.Load(), "the load's context was never cancelled")
 	require.Equal(t, "first", sawValue.Load(), "the load sees the first caller's values")
@@ -251,12 +252,12 @@ func TestGroupCloseCancelsLoads(t *testing.T) {
 		_, err := c.GetOrLoad(context.Background(), "k", l.load)
 		errc <- err
 	}()
-	recv(t, l.started, "the loader to start")
+	testutil.Recv(t, l.started, "the loader to start")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, g.Close(ctx))
 	require.Equal(t, "context canceled", l.ctxErr.Load(), "Close cancelled the load and waited for it")
-	err := recv(t, errc, "GetOrLoad to return")
+	err := testutil.Recv(t, errc, "GetOrLoad to return")
 	require.ErrorIs(t, err, ErrClosed, "the cache closing is why the load ended")
 	require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
 	st := c.Stats()
@@ -310,11 +311,11 @@ func TestCloseDuringAFlightIsNotRedisDown(t *testing.T) {
 				})
 				errc <- err
 			}()
-			eventually(t, "the flight to be under way", inFlight)
+			testutil.Eventually(t, testutil.Wait, "the flight to be under way", inFlight)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			require.NoError(t, g.Close(ctx))
-			err := recv(t, errc, "GetOrLoad to return")
+			err := testutil.Recv(t, errc, "GetOrLoad to return")
 			require.ErrorIs(t, err, ErrClosed)
 			require.NotErrorIs(t, err, context.Canceled, "the caller's context was not cancelled")
 			require.Zero(t, calls.Load(), "the loader was not called as if Redis were down")
@@ -397,14 +398,15 @@ func TestStartRules(t *testing.T) {
 	require.ErrorIs(t, a.Start(nil), ErrInvalid)
 	g := lifecycle.New()
 	require.NoError(t, a.Start(g))
-	require.ErrorIs(t, a.Start(g), ErrStarted)
+	require.ErrorIs(t, a.Start(g), ErrAlreadyStarted)
+	require.ErrorIs(t, a.Start(g), ErrStarted, "the deprecated name still matches")
 	err := b.Start(g)
 	require.ErrorIs(t, err, pool.ErrOverBudget)
 	require.ErrorContains(t, err, "cache:a invalidation=1")
 	require.NoError(t, quiet.Start(g), "no subscriber, no reservation")
 	require.Equal(t, 1, p.Stats().Blocking.Reserved)
 
-	eventually(t, "the subscriber to listen", func() bool { return a.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "the subscriber to listen", func() bool { return a.Stats().Subscribed })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, g.Close(ctx))
@@ -436,7 +438,7 @@ func TestRedisDownStillOneLoadPerKey(t *testing.T) {
 			}
 		})
 	}
-	recv(t, l.started, "the loader to start")
+	testutil.Recv(t, l.started, "the loader to start")
 	close(l.release)
 	wg.Wait()
 	require.Zero(t, bad.Load())
@@ -467,10 +469,10 @@ func TestWriteDuringLoadWins(t *testing.T) {
 				v, _ := loader.GetOrLoad(context.Background(), "k", l.load)
 				got <- v
 			}()
-			recv(t, l.started, "the loader to start")
+			testutil.Recv(t, l.started, "the loader to start")
 			require.NoError(t, tc.change(writer))
 			close(l.release)
-			require.Equal(t, "loaded", recv(t, got, "GetOrLoad to return").Name, "the callers still get what the loader returned")
+			require.Equal(t, "loaded", testutil.Recv(t, got, "GetOrLoad to return").Name, "the callers still get what the loader returned")
 			if tc.want == "" {
 				require.Empty(t, m.Keys(), "no value and no lock")
 				require.Zero(t, loader.Stats().LocalEntries)
@@ -540,18 +542,18 @@ func TestFailedWriteAfterInvalidationKeepsNothingLocally(t *testing.T) {
 				got <- v
 				errc <- err
 			}()
-			recv(t, l.started, "the loader to start")
+			testutil.Recv(t, l.started, "the loader to start")
 			if invalidated {
 				// Another instance changed the key while the loader ran.
-				c.apply(invalidationMessages(c.id+1, []string{"k"})[0])
+				c.apply(keyMessages(c.id+1, opKeys, []string{"k"})[0])
 			}
 			m.SetError("ERR injected: the write fails")
 			close(l.release)
-			require.NoError(t, recv(t, errc, "GetOrLoad to return"), "the value is good; only caching it failed")
-			require.Equal(t, "loaded", recv(t, got, "its value").Name)
+			require.NoError(t, testutil.Recv(t, errc, "GetOrLoad to return"), "the value is good; only caching it failed")
+			require.Equal(t, "loaded", testutil.Recv(t, got, "its value").Name)
 			m.SetError("")
 
-			v, _, ok := c.getLocal("k")
+			v, ok, _ := c.fromLocal("k")
 			if invalidated {
 				require.False(t, ok, "a value loaded across an invalidation was kept locally: %+v", v)
 				_, err := c.Get(context.Background(), "k")
@@ -593,7 +595,7 @@ func TestMaxLoadsBoundsFlights(t *testing.T) {
 					_, err := c.GetOrLoad(ctx, fmt.Sprint("slow-", i), l.load)
 					errs <- err
 				}()
-				recv(t, l.started, "the loader to start")
+				testutil.Recv(t, l.started, "the loader to start")
 			}
 			require.Equal(t, 2, c.Stats().LoadsInFlight)
 
@@ -612,12 +614,12 @@ func TestMaxLoadsBoundsFlights(t *testing.T) {
 			}
 
 			close(loaders[0].release)
-			require.NoError(t, recv(t, errs, "a slow load to end"))
+			require.NoError(t, testutil.Recv(t, errs, "a slow load to end"))
 			v, err := c.GetOrLoad(ctx, "third", load)
 			require.NoError(t, err, "the finished load gave its slot back")
 			require.Equal(t, 3, v.ID)
 			close(loaders[1].release)
-			require.NoError(t, recv(t, errs, "a slow load to end"))
+			require.NoError(t, testutil.Recv(t, errs, "a slow load to end"))
 			require.Zero(t, c.Stats().LoadsInFlight)
 			require.Zero(t, len(c.loads.slots), "every slot given back")
 		})

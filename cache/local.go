@@ -13,15 +13,8 @@ import (
 // by entries and by bytes at all times, S3-FIFO eviction, lazy expiry and no
 // timer of its own.
 //
-// It is written here rather than taken from otter v2 (see the package doc
-// for the numbers): with the expiry check and hit count this tier needs,
-// otter measured slower on a hit in the same run, and it cannot keep these
-// bounds without help: it bounds entries or weight but not both, applies its
-// bound after buffered writes (so the size runs over it under concurrent
-// writes), runs maintenance on an executor that starts a goroutine per drain
-// by default, and starts a clean-up goroutine nobody owns as soon as entries
-// expire. Should otter fix those, its lock-free reads would be the reason to
-// switch: this tier's read lock is most of a hit's cost after the clock.
+// It is hand-written rather than taken from otter v2: docs/cache.md says
+// why, and what would make switching worth it.
 //
 // The tier is split into shards by key hash, each bounded by its share of
 // both limits, so the sum never exceeds them. A hit takes its shard's read
@@ -44,7 +37,7 @@ type lshard[V any] struct {
 	// gen changes whenever a key of the shard is written or invalidated. A
 	// fill from Redis or from a loader records it before reading and is
 	// dropped if it changed meanwhile, so a value read before an
-	// invalidation cannot be stored after it (see Cache.Get).
+	// invalidation cannot be stored after it (see Cache.getRedis).
 	gen atomic.Uint64
 
 	// The rest is guarded by mu (written under the write lock only).
@@ -168,39 +161,46 @@ func (s *lshard[V]) expire(key string, e *lentry[V]) {
 // gen returns key's shard generation, to pass to fill or store later.
 func (l *local[V]) gen(key string) uint64 { return l.shardOf(key).gen.Load() }
 
-// fill stores a value read from Redis, unless key's shard changed since gen
-// was taken (then the value may predate an invalidation and is not kept).
+// fill keeps a value read from Redis, unless key's shard changed since gen
+// was taken: what the read saw may then be older than a write that landed
+// since, and whatever the tier holds now is at least as new.
 func (l *local[V]) fill(key string, v V, notFound bool, size int, expires int64, gen uint64) {
-	l.put(key, v, notFound, size, expires, gen, false)
+	h := l.hash(key)
+	s := &l.shards[h&l.mask]
+	now := l.clock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen.Load() != gen {
+		return
+	}
+	s.set(l, h, key, v, notFound, int64(len(key)+size), expires, now)
 }
 
-// store stores a value this process wrote to Redis and marks the shard
+// store keeps a value this process wrote to Redis and marks the shard
 // changed. If the shard changed since gen was taken, another write may have
 // landed in between and nobody knows which is newer, so the key is dropped
 // instead and the next read goes to Redis.
 func (l *local[V]) store(key string, v V, notFound bool, size int, expires int64, gen uint64) {
-	l.put(key, v, notFound, size, expires, gen, true)
-}
-
-func (l *local[V]) put(key string, v V, notFound bool, size int, expires int64, gen uint64, write bool) {
 	h := l.hash(key)
 	s := &l.shards[h&l.mask]
 	now := l.clock()
-	weight := int64(len(key) + size)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	changed := s.gen.Load() != gen
-	if write {
-		s.gen.Add(1)
-	}
-	old := s.m[key]
-	if changed && !write {
-		// What this read saw may be older than a write that landed since;
-		// whatever the tier holds now is at least as new.
+	s.gen.Add(1)
+	if changed {
+		s.remove(key)
 		return
 	}
-	if changed || weight > s.maxBytes || s.maxEntries == 0 || expires <= now {
-		// Not kept; an older copy must not stay behind either.
+	s.set(l, h, key, v, notFound, int64(len(key)+size), expires, now)
+}
+
+// set puts key's entry (h is its hash) in the shard and evicts down to the
+// bounds; an entry that cannot be kept (too heavy for the shard, already
+// expired) takes the old one with it. The caller holds s.mu.
+func (s *lshard[V]) set(l *local[V], h uint64, key string, v V, notFound bool, weight, expires, now int64) {
+	old := s.m[key]
+	if weight > s.maxBytes || s.maxEntries == 0 || expires <= now {
 		if old != nil {
 			s.unlink(old)
 		}
@@ -231,14 +231,19 @@ func (l *local[V]) put(key string, v V, notFound bool, size int, expires int64, 
 	}
 }
 
+// remove removes key's entry, if any. The caller holds s.mu.
+func (s *lshard[V]) remove(key string) {
+	if e := s.m[key]; e != nil {
+		s.unlink(e)
+	}
+}
+
 // drop removes key and marks its shard changed (an invalidation).
 func (l *local[V]) drop(key string) {
 	s := l.shardOf(key)
 	s.mu.Lock()
 	s.gen.Add(1)
-	if e := s.m[key]; e != nil {
-		s.unlink(e)
-	}
+	s.remove(key)
 	s.mu.Unlock()
 }
 
@@ -287,137 +292,4 @@ func (s *lshard[V]) unlink(e *lentry[V]) {
 	delete(s.m, e.key)
 	s.entries--
 	s.bytes -= e.weight
-}
-
-// evictOne removes one entry, S3-FIFO style: from the small queue while it
-// holds more than a tenth of the shard (by entries or bytes), else from the
-// main queue. Expired entries met on the way go first.
-func (s *lshard[V]) evictOne(now int64, l *local[V]) {
-	if s.small.len > 0 && (s.main.len == 0 || s.smallEntries*10 > s.maxEntries || s.smallBytes*10 > s.maxBytes) {
-		if s.evictSmall(now, l) {
-			return
-		}
-	}
-	s.evictMain(now)
-}
-
-// evictSmall looks at the oldest entries of the small queue: one read since
-// it was inserted moves it to main, none evicts it (and remembers its hash
-// in the ghost queue, so that a quick return goes straight to main). It
-// reports whether it evicted one; it may instead have moved them all.
-func (s *lshard[V]) evictSmall(now int64, l *local[V]) bool {
-	for s.small.len > 0 {
-		e := s.small.head
-		if e.expires <= now {
-			s.unlink(e)
-			s.expirations++
-			return true
-		}
-		if e.freq.Load() > 0 {
-			s.small.remove(e)
-			s.smallEntries--
-			s.smallBytes -= e.weight
-			e.freq.Store(0)
-			e.inMain = true
-			s.main.pushBack(e)
-			continue
-		}
-		s.ghost.add(l.hash(e.key))
-		s.unlink(e)
-		s.evictions++
-		return true
-	}
-	return false
-}
-
-// evictMain gives every entry of the main queue as many second chances as it
-// has reads (at most maxFreq) before evicting it.
-func (s *lshard[V]) evictMain(now int64) {
-	for s.main.len > 0 {
-		e := s.main.head
-		if e.expires <= now {
-			s.unlink(e)
-			s.expirations++
-			return
-		}
-		if f := e.freq.Load(); f > 0 {
-			e.freq.Store(min(f, maxFreq) - 1)
-			s.main.remove(e)
-			s.main.pushBack(e)
-			continue
-		}
-		s.unlink(e)
-		s.evictions++
-		return
-	}
-}
-
-// list is an intrusive doubly linked list, oldest first.
-type list[V any] struct {
-	head, tail *lentry[V]
-	len        int
-}
-
-func (l *list[V]) pushBack(e *lentry[V]) {
-	e.prev, e.next = l.tail, nil
-	if l.tail != nil {
-		l.tail.next = e
-	} else {
-		l.head = e
-	}
-	l.tail = e
-	l.len++
-}
-
-func (l *list[V]) remove(e *lentry[V]) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		l.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		l.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
-	l.len--
-}
-
-// ghost remembers the hashes of the last n keys evicted from the small
-// queue, in a ring with a counting set beside it: bounded, no pointers.
-// Both grow with evictions up to n rather than being allocated for n up
-// front: an empty cache with MaxEntries 10,000,000 would otherwise hold
-// 364 MiB.
-type ghost struct {
-	ring []uint64 // appended to until it holds n, then a ring
-	n    int
-	next int // the oldest hash, once the ring is full
-	set  map[uint64]uint32
-}
-
-func (g *ghost) init(n int) {
-	g.n = max(n, 1)
-	g.set = make(map[uint64]uint32)
-}
-
-func (g *ghost) contains(h uint64) bool { _, ok := g.set[h]; return ok }
-
-func (g *ghost) add(h uint64) {
-	g.set[h]++
-	if len(g.ring) < g.n {
-		g.ring = append(g.ring, h)
-		return
-	}
-	old := g.ring[g.next]
-	if c := g.set[old]; c <= 1 {
-		delete(g.set, old)
-	} else {
-		g.set[old] = c - 1
-	}
-	g.ring[g.next] = h
-	g.next++
-	if g.next == g.n {
-		g.next = 0
-	}
 }

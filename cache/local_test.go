@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -88,7 +89,7 @@ func TestLocalNeverExceedsItsBounds(t *testing.T) {
 		{"one shard", 7, 1 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newFakeClock()
+			clk := testutil.NewClock()
 			l := newLocal[[]byte](tc.maxEntries, tc.maxBytes, 512, newClock(clk.Now))
 			rng := rand.New(rand.NewPCG(1, 2))
 			exp := int64(time.Hour)
@@ -155,12 +156,12 @@ func TestLocalBoundsHoldUnderConcurrentWriters(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
-	require.NoError(t, recv(t, checked, "the checker"))
+	require.NoError(t, testutil.Recv(t, checked, "the checker"))
 	l.check(t, maxEntries, maxBytes)
 }
 
 func TestLocalExpiryIsLazyAndExact(t *testing.T) {
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	l := newLocal[string](100, 1<<20, 1<<10, newClock(clk.Now))
 	exp := int64(time.Second)
 	l.fill("a", "A", false, 1, exp, l.gen("a"))
@@ -205,7 +206,7 @@ func TestLocalKeepsHotKeysThroughAScan(t *testing.T) {
 }
 
 func TestLocalGenerationStopsStaleFills(t *testing.T) {
-	clk := newFakeClock()
+	clk := testutil.NewClock()
 	l := newLocal[string](100, 1<<20, 64, newClock(clk.Now))
 	exp := int64(time.Hour)
 

@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,9 +46,9 @@ func serverBackend(srv *redistest.Redis) backend {
 // newPool builds a pool on b's Redis, closed at the end of the test.
 func (b backend) newPool(t testing.TB) *pool.Pool { return newPool(t, b.cfg) }
 
-// subscriber is an invalidation subscriber's connection: the server it is
+// subConn is an invalidation subscriber's connection: the server it is
 // connected to and its client id there.
-type subscriber struct {
+type subConn struct {
 	node *redistest.Redis
 	id   string
 }
@@ -58,10 +57,10 @@ type subscriber struct {
 // (one per started instance) in the CLIENT LISTs of b's running nodes, by
 // their connection's name: the pool names a reservation's connections after
 // their owner.
-func (b backend) subscribers(t testing.TB, name string) []subscriber {
+func (b backend) subscribers(t testing.TB, name string) []subConn {
 	t.Helper()
 	want := pool.DefaultClientName + "-blocking-cache:" + name + "_invalidation"
-	var out []subscriber
+	var out []subConn
 	for _, n := range b.nodes {
 		if n.PID() == 0 {
 			continue
@@ -73,7 +72,7 @@ func (b backend) subscribers(t testing.TB, name string) []subscriber {
 			// On a cluster the reservation's client also opens plain
 			// connections (to load the slot map): only the subscribed one.
 			if f["name"] == want && strings.Contains(f["flags"], "P") {
-				out = append(out, subscriber{node: n, id: f["id"]})
+				out = append(out, subConn{node: n, id: f["id"]})
 			}
 		}
 	}
@@ -81,7 +80,7 @@ func (b backend) subscribers(t testing.TB, name string) []subscriber {
 }
 
 // subscriber returns the one subscriber of the cache named name.
-func (b backend) subscriber(t testing.TB, name string) subscriber {
+func (b backend) subscriber(t testing.TB, name string) subConn {
 	t.Helper()
 	subs := b.subscribers(t, name)
 	require.Len(t, subs, 1, "subscribers of cache %q", name)
@@ -118,51 +117,4 @@ func started[V any](t testing.TB, c *Cache[V]) *lifecycle.Group {
 		require.NoError(t, g.Close(ctx))
 	})
 	return g
-}
-
-// eventually waits for cond, failing the test after a deadline.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// recv receives from ch, failing the test if nothing comes within 10s. It
-// must run on the test goroutine.
-func recv[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
-
-// fakeClock is an injected clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -43,10 +44,10 @@ func testRedisRestartMidRun(t *testing.T, be backend, name string, node *rediste
 	b := newCache(t, newPool(t, cfg), name, Config[string]{Logger: warnLogger(logB)})
 	started(t, a)
 	started(t, b)
-	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
 	require.NoError(t, a.Set(ctx, "held", "v1", time.Hour))
 	require.NoError(t, a.Set(ctx, "kept", "v1", time.Hour))
-	eventually(t, "B to hear of the Sets", func() bool { return b.Stats().InvalidationsReceived == 2 })
+	testutil.Eventually(t, testutil.Wait, "B to hear of the Sets", func() bool { return b.Stats().InvalidationsReceived == 2 })
 	v, err := b.Get(ctx, "held")
 	require.NoError(t, err)
 	require.Equal(t, "v1", v)
@@ -55,7 +56,7 @@ func testRedisRestartMidRun(t *testing.T, be backend, name string, node *rediste
 
 	require.NoError(t, node.Stop())
 	stopped := time.Now()
-	eventually(t, "misses to fail fast", func() bool {
+	testutil.Eventually(t, testutil.Wait, "misses to fail fast", func() bool {
 		_, err := b.Get(ctx, "missing")
 		require.Error(t, err)
 		require.NotErrorIs(t, err, ErrNotFound)
@@ -96,7 +97,7 @@ func testRedisRestartMidRun(t *testing.T, be backend, name string, node *rediste
 	for retryMin<<(slowest-2) < retryMax {
 		slowest++
 	}
-	eventually(t, "the subscribers to back off all the way", func() bool {
+	testutil.Eventually(t, testutil.Wait, "the subscribers to back off all the way", func() bool {
 		return bytes.Contains(logA.Bytes(), fmt.Appendf(nil, "failures=%d", slowest)) &&
 			bytes.Contains(logB.Bytes(), fmt.Appendf(nil, "failures=%d", slowest))
 	})
@@ -106,7 +107,7 @@ func testRedisRestartMidRun(t *testing.T, be backend, name string, node *rediste
 	node.Start()
 	restarted := time.Now()
 	var callsBack, subsBack time.Duration
-	eventually(t, "callers and subscribers to resume", func() bool {
+	testutil.Eventually(t, testutil.Wait, "callers and subscribers to resume", func() bool {
 		if callsBack == 0 {
 			// B never held kept: this is Redis answering, with what it kept.
 			if v, err := b.Get(ctx, "kept"); err == nil {
@@ -138,19 +139,19 @@ func testRedisRestartMidRun(t *testing.T, be backend, name string, node *rediste
 	// Invalidation works both ways again.
 	recvB, recvA := b.Stats().InvalidationsReceived, a.Stats().InvalidationsReceived
 	require.NoError(t, a.Set(ctx, "held", "v2", time.Hour))
-	eventually(t, "B to hear of A's Set", func() bool { return b.Stats().InvalidationsReceived > recvB })
+	testutil.Eventually(t, testutil.Wait, "B to hear of A's Set", func() bool { return b.Stats().InvalidationsReceived > recvB })
 	v, err = b.Get(ctx, "held")
 	require.NoError(t, err)
 	require.Equal(t, "v2", v)
 	_, err = a.Get(ctx, "kept")
 	require.NoError(t, err)
 	require.NoError(t, b.Set(ctx, "kept", "v2", time.Hour))
-	eventually(t, "A to hear of B's Set", func() bool { return a.Stats().InvalidationsReceived > recvA })
+	testutil.Eventually(t, testutil.Wait, "A to hear of B's Set", func() bool { return a.Stats().InvalidationsReceived > recvA })
 	v, err = a.Get(ctx, "kept")
 	require.NoError(t, err)
 	require.Equal(t, "v2", v)
 
-	eventually(t, "goroutines back to before", func() bool { return runtime.NumGoroutine() <= goroutines })
+	testutil.Eventually(t, testutil.Wait, "goroutines back to before", func() bool { return runtime.NumGoroutine() <= goroutines })
 }
 
 // failFast calls f twice in a row: both fail, and at least one (the pool lets

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -35,13 +36,13 @@ func testInvalidationAcrossInstances(t *testing.T, be backend, name string) {
 	b := newCache(t, be.newPool(t), name, Config[string]{})
 	started(t, a)
 	started(t, b)
-	eventually(t, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "both subscribers to listen", func() bool { return a.Stats().Subscribed && b.Stats().Subscribed })
 
 	received := func(c *Cache[string], n uint64) func() bool {
 		return func() bool { return c.Stats().InvalidationsReceived >= n }
 	}
 	require.NoError(t, a.Set(ctx, "k", "v1", time.Minute))
-	eventually(t, "B to hear of the first Set", received(b, 1))
+	testutil.Eventually(t, testutil.Wait, "B to hear of the first Set", received(b, 1))
 	for range 2 {
 		v, err := b.Get(ctx, "k")
 		require.NoError(t, err)
@@ -50,13 +51,13 @@ func testInvalidationAcrossInstances(t *testing.T, be backend, name string) {
 	require.Equal(t, uint64(1), b.Stats().LocalHits, "B holds v1 locally")
 
 	require.NoError(t, a.Set(ctx, "k", "v2", time.Minute))
-	eventually(t, "B to drop its copy", received(b, 2))
+	testutil.Eventually(t, testutil.Wait, "B to drop its copy", received(b, 2))
 	v, err := b.Get(ctx, "k")
 	require.NoError(t, err)
 	require.Equal(t, "v2", v, "a Set on A reached B's local tier")
 
 	require.NoError(t, a.Delete(ctx, "k"))
-	eventually(t, "B to hear of the Delete", received(b, 3))
+	testutil.Eventually(t, testutil.Wait, "B to hear of the Delete", received(b, 3))
 	_, err = b.Get(ctx, "k")
 	require.ErrorIs(t, err, ErrNotFound)
 
@@ -64,11 +65,11 @@ func testInvalidationAcrossInstances(t *testing.T, be backend, name string) {
 	_, err = a.GetOrLoad(ctx, "j", func(context.Context) (string, error) { return "a's", nil })
 	require.NoError(t, err)
 	require.NoError(t, b.Set(ctx, "j", "b's", time.Minute))
-	eventually(t, "A to hear of B's Set", received(a, 1))
+	testutil.Eventually(t, testutil.Wait, "A to hear of B's Set", received(a, 1))
 	v, err = a.Get(ctx, "j")
 	require.NoError(t, err)
 	require.Equal(t, "b's", v)
-	eventually(t, "B to hear of A's load", func() bool { return b.Stats().InvalidationsReceived == 4 })
+	testutil.Eventually(t, testutil.Wait, "B to hear of A's load", func() bool { return b.Stats().InvalidationsReceived == 4 })
 	require.Equal(t, uint64(4), a.Stats().InvalidationsSent, "two Sets, a Delete and a load")
 	require.Equal(t, uint64(1), b.Stats().InvalidationsSent)
 	require.Equal(t, uint64(1), a.Stats().InvalidationsReceived, "B's Set; A's own messages did not come back to it")
@@ -83,11 +84,11 @@ func testSubscriberFlushesOnResubscribe(t *testing.T, be backend, name string) {
 	a := newCache(t, be.newPool(t), name, Config[string]{})
 	b := newCache(t, be.newPool(t), name, Config[string]{})
 	started(t, b)
-	eventually(t, "B to listen", func() bool { return b.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "B to listen", func() bool { return b.Stats().Subscribed })
 	require.Equal(t, uint64(1), b.Stats().Subscribes)
 
 	require.NoError(t, a.Set(ctx, "k", "v1", time.Minute))
-	eventually(t, "B to hear of the Set", func() bool { return b.Stats().InvalidationsReceived == 1 })
+	testutil.Eventually(t, testutil.Wait, "B to hear of the Set", func() bool { return b.Stats().InvalidationsReceived == 1 })
 	_, err := b.Get(ctx, "k")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), b.Stats().LocalEntries)
@@ -96,17 +97,17 @@ func testSubscriberFlushesOnResubscribe(t *testing.T, be backend, name string) {
 	sub := be.subscriber(t, name)
 	_, err = sub.node.Do(ctx, "CLIENT", "KILL", "ID", sub.id)
 	require.NoError(t, err)
-	eventually(t, "B to resubscribe", func() bool { return b.Stats().Subscribes == 2 })
+	testutil.Eventually(t, testutil.Wait, "B to resubscribe", func() bool { return b.Stats().Subscribes == 2 })
 	st := b.Stats()
 	require.Zero(t, st.LocalEntries, "a message may have been lost while B was away: everything local went")
 	require.Equal(t, uint64(2), st.Flushes)
-	eventually(t, "B to listen again", func() bool { return b.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "B to listen again", func() bool { return b.Stats().Subscribed })
 
 	// The new subscription works.
 	_, err = b.Get(ctx, "k")
 	require.NoError(t, err)
 	require.NoError(t, a.Set(ctx, "k", "v2", time.Minute))
-	eventually(t, "B to hear of the second Set", func() bool { return b.Stats().InvalidationsReceived == 2 })
+	testutil.Eventually(t, testutil.Wait, "B to hear of the second Set", func() bool { return b.Stats().InvalidationsReceived == 2 })
 	v, err := b.Get(ctx, "k")
 	require.NoError(t, err)
 	require.Equal(t, "v2", v)
@@ -124,7 +125,7 @@ func testCrossInstanceStampede(t *testing.T, b backend, name string) {
 		caches[i] = newCache(t, b.newPool(t), name, Config[item]{})
 		started(t, caches[i])
 	}
-	eventually(t, "every subscriber to listen", func() bool {
+	testutil.Eventually(t, testutil.Wait, "every subscriber to listen", func() bool {
 		for _, c := range caches {
 			if !c.Stats().Subscribed {
 				return false
@@ -223,13 +224,13 @@ func TestSubscriberReplacesASilentConnection_Server(t *testing.T) {
 func testSubscriberReplacesASilentConnection(t *testing.T, b backend, name string) {
 	c := newCache(t, b.newPool(t), name, Config[string]{PingInterval: MinPingInterval})
 	started(t, c)
-	eventually(t, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+	testutil.Eventually(t, testutil.Wait, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
 	srv := b.subscriber(t, name).node
 	st, err := srv.CommandStats(context.Background())
 	require.NoError(t, err)
 	pings := st["ping"]
 	// While idle it pings, and answered pings keep the connection.
-	eventually(t, "three idle pings", func() bool {
+	testutil.Eventually(t, testutil.Wait, "three idle pings", func() bool {
 		st, err := srv.CommandStats(context.Background())
 		return err == nil && st["ping"] >= pings+3
 	})
@@ -238,7 +239,7 @@ func testSubscriberReplacesASilentConnection(t *testing.T, b backend, name strin
 	// comes, only the unanswered PING tells.
 	_, err = srv.Do(context.Background(), "CLIENT", "PAUSE", "400", "ALL")
 	require.NoError(t, err)
-	eventually(t, "the subscriber to replace its connection", func() bool {
+	testutil.Eventually(t, testutil.Wait, "the subscriber to replace its connection", func() bool {
 		st := c.Stats()
 		return st.Subscribes >= 2 && st.Subscribed
 	})
@@ -284,16 +285,16 @@ func testSetWinsOverALoadAtEveryInterleaving(t *testing.T, be backend) {
 				got <- v
 				errc <- err
 			}()
-			recv(t, started, "the loader to start") // it holds the lock
+			testutil.Recv(t, started, "the loader to start") // it holds the lock
 
 			h := &splitPipeline{at: at, between: func() {
 				close(l)
-				require.Equal(t, "loaded", recv(t, got, "GetOrLoad to return"), "the loader's callers get its value")
+				require.Equal(t, "loaded", testutil.Recv(t, got, "GetOrLoad to return"), "the loader's callers get its value")
 			}}
 			sp.Client().AddHook(h)
 			require.NoError(t, setter.Set(ctx, "k", "set", time.Minute))
 			require.True(t, h.split, "the Set's pipeline was split")
-			require.NoError(t, recv(t, errc, "GetOrLoad's error"))
+			require.NoError(t, testutil.Recv(t, errc, "GetOrLoad's error"))
 
 			raw, err := sp.Client().Get(ctx, setter.RedisKey("k")).Result()
 			require.NoError(t, err)
