@@ -217,7 +217,9 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 			cmds[i] = deadScript.EvalSha(ctx, pipe, op.deadKeys, op.deadArgs...)
 		}
 	}
+	drained := w.q.drainHook(ctx, pipe, goneJobs(ops))
 	_, _ = pipe.Exec(ctx)
+	w.q.drainDone(ctx, c, drained)
 	for i, op := range ops {
 		err := cmds[i].Err()
 		if err != nil {

@@ -47,6 +47,25 @@ type Config struct {
 	// after the job's due time, should the job vanish without completing
 	// (someone deleted keys by hand). At least 1ms. Default 24h.
 	UniqueTTL time.Duration
+	// MaxLen bounds the jobs the queue holds, ready and delayed (retries
+	// waiting included; jobs in flight are not counted): an enqueue that
+	// would take it over fails with a *FullError (ErrQueueFull) and writes
+	// nothing, whatever the number of concurrent producers. Retries,
+	// recovered jobs and Requeue are never refused, so they may take the
+	// queue past it. Give workers the same MaxLen: their acks measure the
+	// drain rate behind FullError.RetryAfter and wake producers waiting with
+	// WaitForRoom. See docs/queue.md, "Bounded queues".
+	//
+	// Default 0: unbounded. A finite default would turn an upgrade into an
+	// outage for a user whose backlog is above it (every enqueue refused
+	// until it drains), and no number fits both a queue of 100-byte jobs
+	// and one of 1 MiB payloads: size it from Redis's memory and the wait
+	// your callers accept (capacity x wait).
+	MaxLen int64
+	// MaxWaiters bounds the producers of this process waiting for room
+	// (WaitForRoom) in this queue at once; one more fails at once with
+	// ErrTooManyWaiters. Default 1000.
+	MaxWaiters int
 	// Logger receives what goes wrong in the background. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock for due times and timestamps. Nil means time.Now.
@@ -69,6 +88,10 @@ func (c Config) withDefaults() (Config, error) {
 	check.Default(e, &c.MaxBatchBytes, DefaultMaxBatchBytes, "Config.MaxBatchBytes")
 	check.Default(e, &c.DeadLetterMaxAge, DefaultDeadLetterMaxAge, "Config.DeadLetterMaxAge")
 	check.Default(e, &c.UniqueTTL, DefaultUniqueTTL, "Config.UniqueTTL")
+	check.Default(e, &c.MaxWaiters, DefaultMaxWaiters, "Config.MaxWaiters")
+	if c.MaxLen < 0 {
+		e.Addf("Config.MaxLen must not be negative (0 is unbounded), got %d", c.MaxLen)
+	}
 	if c.MaxAttempts > maxCount {
 		e.Addf("Config.MaxAttempts must be at most %d, got %d", maxCount, c.MaxAttempts)
 	}

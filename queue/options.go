@@ -20,6 +20,7 @@ type enqueueOpts struct {
 	timeout     time.Duration
 	id          string
 	durable     durability
+	wait        bool // WaitForRoom
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.

@@ -37,6 +37,11 @@ type Queue struct {
 	workers []*Worker // workers of this queue running in this process
 
 	loaded atomic.Bool // the scripts run inside a MULTI are in Redis's script cache (ensureScripts)
+
+	refused atomic.Uint64           // enqueues this process saw refused as full (MaxLen)
+	startMu sync.Mutex              // serializes Start
+	room    atomic.Pointer[waiters] // set by Start: producers waiting for room
+	recheck time.Duration           // roomRecheck; tests lengthen it
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does
@@ -53,7 +58,7 @@ func New(p *pool.Pool, name string, cfg Config) (*Queue, error) {
 	if err := errors.Join(e.Err(), err); err != nil {
 		return nil, err
 	}
-	return &Queue{p: p, name: name, cfg: cfg, k: newKeys(cfg.Namespace, name)}, nil
+	return &Queue{p: p, name: name, cfg: cfg, k: newKeys(cfg.Namespace, name), recheck: roomRecheck}, nil
 }
 
 // Name returns the queue's name.
@@ -85,6 +90,7 @@ type prepared struct {
 	ref     string     // the payload goes to the payloads hash under ref
 	payload []byte     // with a ref
 	durable durability // the Durable option
+	wait    bool       // the WaitForRoom option
 }
 
 // newRef names a payload kept apart: 64 random bits, fresh for each
@@ -107,7 +113,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		return prepared{}, fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxPayload)", ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
 	}
 	now := q.cfg.Now()
-	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
@@ -166,8 +172,21 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
+	if pr.durable.replicas > 0 && q.bounded() {
+		return "", q.errorf("enqueue: the Durable option is not supported on a bounded queue (Config.MaxLen) yet")
+	}
 	if pr.durable.replicas > 0 {
 		return q.enqueueDurable(ctx, pr)
+	}
+	if q.bounded() {
+		added, err := q.waitingEnqueue(ctx, []prepared{pr}, pr.wait)
+		if err != nil {
+			return "", q.errorf("enqueue: %w", err)
+		}
+		if !added[0] {
+			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
+		}
+		return pr.id, nil
 	}
 	c := q.p.Client()
 	switch {
@@ -220,7 +239,7 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr pr
 	if !pr.due.IsZero() {
 		dueMs = pr.due.UnixMilli()
 	}
-	res, err := q.runApart(ctx, c, []prepared{pr}, ks, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due),
+	res, err := q.runApart(ctx, c, enqueueManyScript, []prepared{pr}, ks, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due),
 		dueMs, pr.elem, u, pr.ref).Int64Slice()
 	if err != nil {
 		return false, err
@@ -240,8 +259,7 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr pr
 // cache: a NOSCRIPT inside the MULTI would leave the payloads behind, and
 // Script.Run's EVAL fallback would send them twice. So it is loaded first
 // (once per queue, and again after a NOSCRIPT: a restarted Redis).
-func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, prs []prepared, ks []string, args ...any) *redis.Cmd {
-	s := enqueueManyScript
+func (q *Queue) runApart(ctx context.Context, c redis.UniversalClient, s *redis.Script, prs []prepared, ks []string, args ...any) *redis.Cmd {
 	q.ensureScripts(ctx, c)
 	run := func() *redis.Cmd {
 		pipe := c.TxPipeline()
@@ -323,6 +341,12 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 		}
 		ids[i], elems[i], due, prs[i] = pr.id, pr.elem, pr.due, pr
 		apart = apart || pr.ref != ""
+	}
+	if q.bounded() {
+		if _, err := q.waitingEnqueue(ctx, prs, probe.wait); err != nil {
+			return nil, q.errorf("enqueue batch: %w", err)
+		}
+		return ids, nil
 	}
 	c := q.p.Client()
 	if due.IsZero() && !apart {
@@ -414,7 +438,7 @@ func (q *Queue) ensureScripts(ctx context.Context, c redis.Scripter) {
 	if q.loaded.Load() {
 		return
 	}
-	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil {
+	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil && boundedScript.Load(ctx, c).Err() == nil {
 		q.loaded.Store(true)
 	}
 }
@@ -450,12 +474,20 @@ func (q *Queue) removeWorker(w *Worker) {
 // Stats describes a queue. The counts come from Redis at the time of the
 // call; Local describes this process's worker, if one runs.
 type Stats struct {
-	Ready     int64        `json:"ready"`     // jobs, not wake markers (looked for among the last 1,000)
-	Delayed   int64        `json:"delayed"`   // delayed and waiting to retry
-	InFlight  int64        `json:"in_flight"` // fetched and not yet acked, by any consumer
-	Dead      int64        `json:"dead"`
-	Consumers int          `json:"consumers"` // consumers with a processing list
-	Local     *WorkerStats `json:"local,omitempty"`
+	Ready     int64 `json:"ready"`     // jobs, not wake markers (looked for among the last 1,000)
+	Delayed   int64 `json:"delayed"`   // delayed and waiting to retry
+	InFlight  int64 `json:"in_flight"` // fetched and not yet acked, by any consumer
+	Dead      int64 `json:"dead"`
+	Consumers int   `json:"consumers"` // consumers with a processing list
+	// MaxLen is Config.MaxLen (0: unbounded); Full reports Ready+Delayed
+	// at or over it; Refused counts the enqueues refused as full, by any
+	// process, since the drain counters were created, and RefusedLocal
+	// those this process saw since New.
+	MaxLen       int64        `json:"max_len"`
+	Full         bool         `json:"full"`
+	Refused      int64        `json:"refused"`
+	RefusedLocal uint64       `json:"refused_local"`
+	Local        *WorkerStats `json:"local,omitempty"`
 }
 
 // Stats reads the queue's counts from Redis (two round trips through the
@@ -490,6 +522,9 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 			s.InFlight += l.Val()
 		}
 		s.Consumers = len(ids)
+	}
+	if err := q.boundedStats(ctx, &s); err != nil {
+		return s, q.errorf("stats: %w", err)
 	}
 	q.mu.Lock()
 	ws := q.workers

@@ -1,0 +1,264 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Bounded queues (Config.MaxLen). Every enqueue of a bounded queue is one
+// script, boundedScript, which counts the queue (LLEN ready + ZCARD delayed)
+// and writes only if all its jobs fit: Redis runs one script at a time, so
+// concurrent producers, in any process, can never take the queue over the
+// limit. A plain job costs one EVALSHA instead of one LPUSH, still one round
+// trip (docs/queue.md has the measurement). Payloads kept apart are written
+// by an HSET in the same MULTI just before, as for an unbounded queue, and
+// the script deletes them again when it refuses the jobs.
+//
+// The drain rate behind FullError.RetryAfter comes from the consumers: the
+// acker of a bounded queue's worker adds one command to each pipeline of
+// outcomes it already sends (drainScript, no extra round trip), which counts
+// the jobs that left the queue for good (succeeded or dead) in the queue's
+// drain hash and, once a second, turns the count into a rate sample. A
+// refusing enqueue reads the sample in the same script that refused it.
+
+// drainWindow is the shortest interval a drain-rate sample covers, and
+// drainStale the age after which a sample no longer says anything about
+// the queue (its consumers stopped acking): RetryAfter is then 0.
+const (
+	drainWindow = time.Second
+	drainStale  = 10 * time.Second
+)
+
+// drainKey is the hash of a queue's drain counters: n (jobs that left the
+// queue for good, total), t and pn (the time and n of the last sample), dn
+// and dt (the jobs and milliseconds the last sample covered), refused
+// (enqueues refused as full, total).
+func (k keys) drainKey() string { return k.tag + ":drain" }
+
+// waitersKey holds, while producers wait for room, the limit they wait
+// under (with a TTL their refusals renew): consumers publish on roomChannel
+// when the queue is below it.
+func (k keys) waitersKey() string { return k.tag + ":waiters" }
+
+// roomChannel is where consumers say there is room, with how many jobs fit.
+func (k keys) roomChannel() string { return k.tag + ":room" }
+
+// boundedScript enqueues jobs into a bounded queue: all of them, or none
+// when they do not fit (duplicate IDs take no room and are answered 0).
+// KEYS: ready, delayed, wake, payloads, drain, waiters, then the unique
+// keys in use.
+// ARGV: limit, marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the
+// caller does not wait), then for each job four values: due ms (0 = now),
+// envelope, index of its unique key in KEYS (0 = none), payload ref (” =
+// inline).
+// Returns one 1 (added) or 0 (duplicate ID) per job, or, refused,
+// {-1, length, dn, dt, t} (the drain sample, see drainKey).
+var boundedScript = redis.NewScript(wakeLua + `
+local function dropRefs(only)
+  for i = 6, #ARGV, 4 do
+    if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[4], ARGV[i+3]) end
+  end
+end
+local okr, lr = pcall(redis.call, 'LLEN', KEYS[1])
+local okd, ld = pcall(redis.call, 'ZCARD', KEYS[2])
+if not okr or not okd then
+  dropRefs(nil)
+  return redis.error_reply('WRONGTYPE queue key ' .. KEYS[okr and 2 or 1] .. ' holds the wrong type')
+end
+-- A wake marker on the ready list is no job: markers go to its tail, one
+-- at a time, and only recovered jobs go behind them.
+local markers = #redis.call('LPOS', KEYS[1], ARGV[2], 'RANK', -1, 'COUNT', 0, 'MAXLEN', 16)
+local len, jobs, dup = lr + ld - markers, 0, {}
+for i = 6, #ARGV, 4 do
+  local u = tonumber(ARGV[i+2])
+  if u > 0 and redis.call('EXISTS', KEYS[u]) == 1 then dup[i] = true else jobs = jobs + 1 end
+end
+if jobs > 0 and len + jobs > tonumber(ARGV[1]) then
+  dropRefs(nil)
+  pcall(redis.call, 'HINCRBY', KEYS[5], 'refused', 1)
+  if ARGV[5] ~= '0' then pcall(redis.call, 'SET', KEYS[6], ARGV[1], 'PX', ARGV[5]) end
+  local d = redis.call('HMGET', KEYS[5], 'dn', 'dt', 't')
+  return {-1, len, tonumber(d[1]) or 0, tonumber(d[2]) or 0, tonumber(d[3]) or 0}
+end
+dropRefs(dup)
+local out, now, earliest = {}, {}, nil
+for i = 6, #ARGV, 4 do
+  if dup[i] then
+    out[#out+1] = 0
+  else
+    local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
+    if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[4]) end
+    if due == 0 then
+      now[#now+1] = ARGV[i+1]
+      if #now == 1000 then redis.call('LPUSH', KEYS[1], unpack(now)); now = {} end
+    else
+      redis.call('ZADD', KEYS[2], due, ARGV[i+1])
+      if earliest == nil or due < earliest then earliest = due end
+    end
+    out[#out+1] = 1
+  end
+end
+if #now > 0 then redis.call('LPUSH', KEYS[1], unpack(now)) end
+if earliest ~= nil then wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[2], ARGV[3]) end
+return out
+`)
+
+// drainScript is the consumers' part: it publishes on the room channel when
+// producers wait and the queue is below their limit, then counts the jobs
+// that left the queue and takes a rate sample once per window. The publish
+// comes first: PUBLISH is allowed when Redis is at maxmemory, HINCRBY not.
+// KEYS: ready, delayed, drain, waiters. ARGV: jobs gone, now ms, room
+// channel, window ms, stale ms.
+var drainScript = redis.NewScript(`
+local limit = tonumber(redis.call('GET', KEYS[4]) or '')
+if limit then
+  local room = limit - redis.call('LLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2])
+  if room > 0 then redis.call('PUBLISH', ARGV[3], room) end
+end
+if ARGV[1] == '0' then return 0 end
+local n = redis.call('HINCRBY', KEYS[3], 'n', ARGV[1])
+local now = tonumber(ARGV[2])
+local t = tonumber(redis.call('HGET', KEYS[3], 't') or '') or 0
+if now - t > tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[3], 't', now, 'pn', n - tonumber(ARGV[1]))
+  redis.call('HDEL', KEYS[3], 'dn', 'dt')
+elseif now - t >= tonumber(ARGV[4]) then
+  local pn = tonumber(redis.call('HGET', KEYS[3], 'pn') or '') or n
+  redis.call('HSET', KEYS[3], 't', now, 'pn', n, 'dn', n - pn, 'dt', now - t)
+end
+return n
+`)
+
+// bounded reports whether enqueues go through boundedScript.
+func (q *Queue) bounded() bool { return q.cfg.MaxLen > 0 }
+
+// enqueueBounded writes prs (one Enqueue, or one EnqueueBatch) to a bounded
+// queue. It returns, per job, whether it was added (false: duplicate ID),
+// or a *FullError when they did not all fit.
+func (q *Queue) enqueueBounded(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
+	c := q.p.Client()
+	ks := []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey()}
+	var waitTTL int64
+	if wait {
+		waitTTL = (3 * roomRecheck).Milliseconds()
+	}
+	args := make([]any, 0, 5+4*len(prs))
+	args = append(args, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL)
+	apart := false
+	var earliest time.Time
+	for _, pr := range prs {
+		u := 0
+		if pr.unique {
+			ks = append(ks, q.k.unique(pr.id))
+			u = len(ks)
+		}
+		var dueMs int64
+		if !pr.due.IsZero() {
+			dueMs = pr.due.UnixMilli()
+			if earliest.IsZero() || pr.due.Before(earliest) {
+				earliest = pr.due
+			}
+		}
+		args = append(args, dueMs, pr.elem, u, pr.ref)
+		apart = apart || pr.ref != ""
+	}
+	var cmd *redis.Cmd
+	if apart {
+		cmd = q.runApart(ctx, c, boundedScript, prs, ks, args...)
+	} else {
+		cmd = boundedScript.Run(ctx, c, ks, args...)
+	}
+	res, err := cmd.Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) == 5 && res[0] == -1 {
+		q.refused.Add(1)
+		return nil, q.fullError(res[1], int64(len(prs)), res[2], res[3], res[4])
+	}
+	if len(res) != len(prs) {
+		return nil, fmt.Errorf("enqueue script answered %v", res)
+	}
+	added := make([]bool, len(res))
+	some := false
+	for i, r := range res {
+		added[i] = r == 1
+		some = some || added[i]
+	}
+	if some && !earliest.IsZero() {
+		q.notifyDelayed(earliest)
+	}
+	return added, nil
+}
+
+// fullError builds the error for jobs refused at length n, from the drain
+// sample (dn jobs left in dt ms, sampled at t ms).
+func (q *Queue) fullError(n, jobs, dn, dt, t int64) *FullError {
+	e := &FullError{Queue: q.name, Len: n, Limit: q.cfg.MaxLen}
+	if dn <= 0 || dt <= 0 || q.cfg.Now().UnixMilli()-t > drainStale.Milliseconds() {
+		return e
+	}
+	need := float64(n + jobs - q.cfg.MaxLen) // jobs that must leave first
+	ms := math.Ceil(need * float64(dt) / float64(dn))
+	e.RetryAfter = time.Duration(min(ms, float64(maxRetryAfter/time.Millisecond))) * time.Millisecond
+	return e
+}
+
+// maxRetryAfter caps the estimate: beyond it the number says nothing more.
+const maxRetryAfter = time.Hour
+
+// drainHook adds drainScript to a pipeline of outcomes of a bounded queue's
+// worker, counting gone jobs that left the queue; nil when the queue is
+// unbounded or no job left (a pipeline of retries frees no room).
+func (q *Queue) drainHook(ctx context.Context, pipe redis.Pipeliner, gone int) *redis.Cmd {
+	if !q.bounded() || gone == 0 {
+		return nil
+	}
+	return drainScript.EvalSha(ctx, pipe, []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()},
+		gone, q.cfg.Now().UnixMilli(), q.k.roomChannel(), drainWindow.Milliseconds(), drainStale.Milliseconds())
+}
+
+// drainDone looks at drainHook's reply: the count is an estimate and the
+// wake-up has a fallback (roomRecheck), so a failure costs nothing but a
+// log line, and a NOSCRIPT loads the script for the next pipeline.
+func (q *Queue) drainDone(ctx context.Context, c redis.Scripter, cmd *redis.Cmd) {
+	if cmd == nil || cmd.Err() == nil {
+		return
+	}
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		_ = drainScript.Load(ctx, c).Err()
+		return
+	}
+	q.cfg.Logger.Debug("queue: counting drained jobs failed", "queue", q.name, "err", cmd.Err())
+}
+
+// boundedStats reads the bound's part of Stats.
+func (q *Queue) boundedStats(ctx context.Context, s *Stats) error {
+	s.MaxLen = q.cfg.MaxLen
+	s.RefusedLocal = q.refused.Load()
+	if !q.bounded() {
+		return nil
+	}
+	n, err := q.p.Client().HGet(ctx, q.k.drainKey(), "refused").Int64()
+	if err != nil && err != redis.Nil {
+		return err
+	}
+	s.Refused = n
+	s.Full = s.Ready+s.Delayed >= q.cfg.MaxLen
+	return nil
+}
+
+// goneJobs counts the outcomes that take a job out of the queue for good.
+func goneJobs(ops []ackOp) int {
+	n := 0
+	for _, op := range ops {
+		if op.kind == ackDone || op.kind == ackDead {
+			n++
+		}
+	}
+	return n
+}

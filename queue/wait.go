@@ -1,0 +1,309 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bounded-go/bounded/internal/backoff"
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// Producer-side waiting (WaitForRoom). A refused producer that waits leaves
+// its mark in Redis in the same script that refused it (the waiters key,
+// holding the limit, with a TTL of three rechecks), so that no drain between
+// the refusal and the wait goes unnoticed: the consumers' acker sees the
+// mark and publishes on the queue's room channel how many jobs fit. One
+// subscriber per Queue and process (Queue.Start), on one reserved
+// connection, wakes that many local waiters, oldest first; they try again,
+// and those that still do not fit wait again.
+//
+// A wake-up can be lost (the subscriber reconnecting, a message sent while
+// the acker's pipeline failed, workers whose Config has no MaxLen): every
+// waiter also tries again after roomRecheck (with jitter, [1/2, 1] of it),
+// so a lost wake-up costs at most that long. The subscriber wakes every
+// waiter when it (re)subscribes, since messages may have been missed.
+
+// roomRecheck bounds how long a lost wake-up keeps a waiting producer
+// waiting.
+const roomRecheck = time.Second
+
+// DefaultMaxWaiters is the default of Config.MaxWaiters.
+const DefaultMaxWaiters = 1000
+
+// ErrTooManyWaiters: an enqueue with WaitForRoom found the queue full and
+// Config.MaxWaiters producers of this process already waiting for it. The
+// error also matches ErrQueueFull (and carries its *FullError).
+var ErrTooManyWaiters = errors.New("queue: too many producers waiting for room")
+
+// ErrNotStarted: an enqueue with WaitForRoom found the queue full on a Queue
+// that was not started (Queue.Start), or whose group has closed: nobody
+// would wake it. The error also matches ErrQueueFull.
+var ErrNotStarted = errors.New("queue: not started (WaitForRoom needs Queue.Start)")
+
+// WaitForRoom makes an enqueue to a bounded queue (Config.MaxLen) that finds
+// it full wait until there is room or ctx ends, instead of failing with
+// ErrQueueFull. Consumers wake waiting producers as they drain the queue;
+// see Queue.Start, which a waiting producer's Queue needs. On an unbounded
+// queue it changes nothing. An EnqueueBatch waits until the whole batch
+// fits.
+func WaitForRoom() EnqueueOption {
+	return func(o *enqueueOpts) error { o.wait = true; return nil }
+}
+
+// waiters are the producers of one Queue waiting for room in this process.
+type waiters struct {
+	mu      sync.Mutex
+	list    []chan struct{} // oldest first; each closed once woken
+	closed  bool
+	max     int
+	recheck time.Duration // roomRecheck; tests make it long
+
+	subscribed atomic.Bool
+	wakes      atomic.Uint64 // messages received
+}
+
+// add registers a waiter; false when there are max already.
+func (r *waiters) add() (chan struct{}, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, false, ErrNotStarted
+	}
+	if len(r.list) >= r.max {
+		return nil, false, nil
+	}
+	ch := make(chan struct{})
+	r.list = append(r.list, ch)
+	return ch, true, nil
+}
+
+func (r *waiters) remove(ch chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, x := range r.list {
+		if x == ch {
+			r.list = append(r.list[:i:i], r.list[i+1:]...)
+			return
+		}
+	}
+}
+
+// wake wakes the n oldest waiters (all for n < 0).
+func (r *waiters) wake(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n < 0 || n > len(r.list) {
+		n = len(r.list)
+	}
+	for _, ch := range r.list[:n] {
+		close(ch)
+	}
+	r.list = append(r.list[:0:0], r.list[n:]...)
+}
+
+// close wakes every waiter for good: the group closed.
+func (r *waiters) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.wake(-1)
+}
+
+func (r *waiters) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.list)
+}
+
+// wait waits for ch to be woken, for the recheck, or for ctx.
+func (r *waiters) wait(ctx context.Context, ch chan struct{}) error {
+	t := time.NewTimer(backoff.Equal(r.recheck))
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-t.C:
+		r.remove(ch)
+		return nil
+	case <-ctx.Done():
+		r.remove(ch)
+		return ctx.Err()
+	}
+}
+
+// Start starts what waiting producers (WaitForRoom) need: a subscriber to
+// the queue's room channel, a lifecycle task on g holding one connection of
+// the pool's blocking lane, reserved here (a pool whose blocking lane is used
+// up fails Start with pool.ErrOverBudget). Enqueues without WaitForRoom,
+// and workers, do not need it. Start may be called once per Queue; a second
+// call fails with ErrStarted. When g closes, waiting producers return
+// ErrNotStarted (matching ErrQueueFull).
+func (q *Queue) Start(g *lifecycle.Group) error {
+	if g == nil {
+		return q.errorf("Start: nil group")
+	}
+	q.startMu.Lock()
+	defer q.startMu.Unlock()
+	if q.room.Load() != nil {
+		return q.errorf("Start: %w", ErrStarted)
+	}
+	name := "queue:" + q.name + " room"
+	res, err := q.p.ReserveBlocking(name, 1)
+	if err != nil {
+		return q.errorf("Start: %w", err)
+	}
+	r := &waiters{max: q.cfg.MaxWaiters, recheck: q.recheck}
+	if err := g.Go(name, func(ctx context.Context) error {
+		defer r.close()
+		return q.subscribe(ctx, res, r)
+	}); err != nil {
+		_ = res.Release()
+		return q.errorf("Start: %w", err)
+	}
+	q.room.Store(r)
+	return nil
+}
+
+// waitingEnqueue is enqueueBounded, waiting for room with wait set.
+func (q *Queue) waitingEnqueue(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
+	added, err := q.enqueueBounded(ctx, prs, false)
+	var full *FullError
+	if !wait || !errors.As(err, &full) {
+		return added, err
+	}
+	r := q.room.Load()
+	if r == nil {
+		return nil, fmt.Errorf("%w (%w)", err, ErrNotStarted)
+	}
+	for {
+		ch, ok, err := r.add()
+		if err != nil {
+			return nil, fmt.Errorf("%w (%w)", full, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w (%w: %d wait already, Config.MaxWaiters)", full, ErrTooManyWaiters, r.max)
+		}
+		added, err = q.enqueueBounded(ctx, prs, true)
+		if !errors.As(err, &full) {
+			r.remove(ch)
+			return added, err
+		}
+		if err := r.wait(ctx, ch); err != nil {
+			return nil, fmt.Errorf("waiting for room: %w (%w)", err, full)
+		}
+	}
+}
+
+// subscribe is the room subscriber: one lifecycle task per started Queue,
+// one reserved connection. Its loop is the cache's invalidation
+// subscriber's (see cache/invalidate.go for the reasoning on closing).
+func (q *Queue) subscribe(ctx context.Context, res *pool.Reservation, r *waiters) error {
+	var mu sync.Mutex
+	var sub *pool.Subscription
+	closeSub := func() {
+		mu.Lock()
+		if sub != nil {
+			_ = sub.Close()
+			sub = nil
+		}
+		mu.Unlock()
+	}
+	released := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(released)
+		closeSub()
+		_ = res.Release()
+	})
+	defer func() {
+		if !stop() {
+			<-released
+		} else {
+			_ = res.Release()
+		}
+	}()
+	defer closeSub()
+	defer r.subscribed.Store(false)
+
+	var bo backoff.Backoff
+	bo.Min, bo.Max = 50*time.Millisecond, time.Second
+	pingSent := false
+	for ctx.Err() == nil {
+		mu.Lock()
+		s := sub
+		mu.Unlock()
+		if s == nil {
+			sctx, cancel := context.WithTimeout(ctx, subscriberPing)
+			ns, err := res.Subscribe(sctx, q.k.roomChannel())
+			cancel()
+			if err != nil {
+				q.cfg.Logger.Warn("queue: room subscriber cannot subscribe", "queue", q.name, "err", err)
+				if !bo.Wait(ctx) {
+					return nil
+				}
+				continue
+			}
+			mu.Lock()
+			if ctx.Err() != nil {
+				mu.Unlock()
+				_ = ns.Close()
+				return nil
+			}
+			sub, s = ns, ns
+			mu.Unlock()
+			pingSent = false
+			r.subscribed.Store(true)
+			r.wake(-1) // messages sent while there was no subscription are lost
+		}
+		msg, err := s.ReceiveTimeout(ctx, subscriberPing)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if pingSent || s.Ping(ctx) != nil {
+					r.subscribed.Store(false)
+					closeSub()
+					continue
+				}
+				pingSent = true
+				continue
+			}
+			r.subscribed.Store(false)
+			q.cfg.Logger.Warn("queue: room subscriber lost its connection", "queue", q.name, "err", err)
+			if !bo.Wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		bo.Reset()
+		pingSent = false
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.wakes.Add(1)
+			var n int
+			if _, err := fmt.Sscan(m.Payload, &n); err != nil || n <= 0 {
+				n = -1
+			}
+			r.wake(n)
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				r.subscribed.Store(true)
+				r.wake(-1)
+			}
+		}
+	}
+	return nil
+}
+
+// subscriberPing is how long the room subscriber waits for a message before
+// it checks its connection with a PING.
+const subscriberPing = 5 * time.Second
