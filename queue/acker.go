@@ -217,9 +217,10 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 			cmds[i] = deadScript.EvalSha(ctx, pipe, op.deadKeys, op.deadArgs...)
 		}
 	}
-	drained := w.q.drainHook(ctx, pipe, goneJobs(ops))
+	gone := goneJobs(ops)
+	drained := w.q.drainHook(ctx, pipe, gone)
 	_, _ = pipe.Exec(ctx)
-	w.q.drainDone(ctx, c, drained)
+	w.q.drainDone(ctx, c, drained, gone)
 	for i, op := range ops {
 		err := cmds[i].Err()
 		if err != nil {

@@ -38,6 +38,8 @@ func TestCluster(t *testing.T) {
 	t.Run("DelayedJobsRunAtTheirTime", func(t *testing.T) { testDelayedJobsRunAtTheirTime(t, np) })
 	t.Run("DeadConsumerIsSwept", func(t *testing.T) { testDeadConsumerIsSwept(t, np) })
 	t.Run("QueuesOnEveryMaster", func(t *testing.T) { testQueuesOnEveryMaster(t, c, np) })
+	t.Run("MaxLenNeverOvershoots", func(t *testing.T) { testMaxLenNeverOvershoots(t, np) })
+	t.Run("WaitForRoomIsWoken", func(t *testing.T) { testWaitForRoomIsWoken(t, np) })
 }
 
 // lockedBuffer is a log sink for a test.

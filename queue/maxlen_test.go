@@ -167,13 +167,7 @@ func TestFullErrorRetryAfterFromDrainRate(t *testing.T) {
 		pipe := p.Client().Pipeline()
 		cmd := q.drainHook(ctx, pipe, gone)
 		_, _ = pipe.Exec(ctx)
-		if cmd.Err() != nil && cmd.Err().Error()[:8] == "NOSCRIPT" {
-			require.NoError(t, drainScript.Load(ctx, p.Client()).Err())
-			pipe = p.Client().Pipeline()
-			cmd = q.drainHook(ctx, pipe, gone)
-			_, _ = pipe.Exec(ctx)
-		}
-		require.NoError(t, cmd.Err())
+		q.drainDone(ctx, p.Client(), cmd, gone) // runs it again on a NOSCRIPT
 	}
 	for range 5 {
 		_, err := q.Enqueue(ctx, []byte("j"))
@@ -228,4 +222,28 @@ func TestFullErrorRetryAfterFromWorkers(t *testing.T) {
 	close(slow)
 	require.Equal(t, int64(20), full.Limit)
 	require.Less(t, full.RetryAfter, time.Minute)
+}
+
+// A Durable enqueue on a bounded queue goes through the bound too, and is
+// on the replica when it returns.
+func TestMaxLenDurableEnqueue(t *testing.T) {
+	master, replica := replicated(t)
+	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}})
+	q := mustQueue(t, p, "durable", Config{MaxLen: 2})
+	ctx := context.Background()
+	dur := Durable(1, time.Second)
+	_, err := q.Enqueue(ctx, []byte("a"), dur)
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("b"), dur, ID("b"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("b"), dur, ID("b"))
+	require.ErrorIs(t, err, ErrDuplicate)
+	v, err := replica.Do(ctx, "LLEN", q.k.ready)
+	require.NoError(t, err)
+	require.Equal(t, "2", v)
+	_, err = q.Enqueue(ctx, []byte("c"), dur, Delay(time.Hour))
+	var full *FullError
+	require.ErrorAs(t, err, &full)
+	require.Equal(t, int64(2), full.Len)
+	require.Equal(t, int64(2), queueLen(t, q))
 }

@@ -154,6 +154,9 @@ func (q *Queue) enqueueDurable(ctx context.Context, pr prepared) (string, error)
 			return s.EvalSha(ctx, pipe, keys, args...)
 		}
 		switch {
+		case q.bounded(): // the payload is inline: no MULTI
+			ks, args, _ := q.boundedArgs([]prepared{pr}, false)
+			write = run(boundedScript, ks, args...)
 		case pr.due.IsZero() && !pr.unique:
 			write = pipe.LPush(ctx, q.k.ready, pr.elem)
 		case pr.due.IsZero():
@@ -179,12 +182,20 @@ func (q *Queue) enqueueDurable(ctx context.Context, pr prepared) (string, error)
 	if err := write.Err(); err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
-	if ic, ok := write.(*redis.Cmd); ok {
+	if q.bounded() {
+		added, err := q.boundedReply(write.(*redis.Cmd), []prepared{pr})
+		if err != nil {
+			return "", q.errorf("enqueue: %w", err)
+		}
+		if !added[0] {
+			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
+		}
+	} else if ic, ok := write.(*redis.Cmd); ok {
 		if n, err := ic.Int(); err == nil && n == 0 {
 			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
 		}
 	}
-	if !pr.due.IsZero() {
+	if !pr.due.IsZero() && !q.bounded() { // boundedReply told them
 		q.notifyDelayed(pr.due)
 	}
 	acked, werr := wait.Int()

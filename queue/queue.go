@@ -172,9 +172,6 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
-	if pr.durable.replicas > 0 && q.bounded() {
-		return "", q.errorf("enqueue: the Durable option is not supported on a bounded queue (Config.MaxLen) yet")
-	}
 	if pr.durable.replicas > 0 {
 		return q.enqueueDurable(ctx, pr)
 	}
