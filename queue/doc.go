@@ -41,14 +41,26 @@
 // back to the head of the ready list, and the consumer leaves the
 // heartbeat, all by the deadline. The pool must be closed after the group.
 //
+// # Backpressure
+//
+// Config.MaxLen bounds the jobs a queue holds, ready and delayed (default
+// unbounded): an enqueue that would exceed it writes nothing and fails with
+// a *FullError (ErrQueueFull: length, limit, RetryAfter from the consumers'
+// recent drain rate); a batch fits whole or not at all. With WaitForRoom an
+// enqueue waits for room instead, woken by the consumers; that needs
+// Queue.Start (one subscriber task and one reserved connection per Queue),
+// and at most Config.MaxWaiters producers wait per process.
+//
 // # Errors
 //
 // Invalid names and settings fail at construction with an error wrapping
 // ErrInvalidConfig that names the field. Enqueue returns ErrPayloadTooLarge,
-// ErrBatchTooLarge, ErrDuplicate (the ID option) and ErrNotReplicated
-// (Durable); Start returns ErrAlreadyStarted, pool.ErrOverBudget when the
-// blocking lane cannot hold the fetcher, ErrEvictingPolicy (with
-// WorkerConfig.RefuseEvictingPolicy), and lifecycle.ErrClosed; Requeue
+// ErrBatchTooLarge, ErrDuplicate (the ID option), ErrNotReplicated
+// (Durable) and ErrQueueFull (with WaitForRoom also ErrTooManyWaiters,
+// ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns
+// ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold
+// the fetcher, ErrEvictingPolicy (with WorkerConfig.RefuseEvictingPolicy),
+// and lifecycle.ErrClosed; Requeue
 // returns ErrNotFound. Redis errors in the background are retried with
 // backoff (10 ms to 1 s) and logged, never returned to a handler. A handler
 // panic is recovered as a failed attempt (PanicError).

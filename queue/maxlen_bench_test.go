@@ -120,7 +120,6 @@ func (h tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
-
 // serverUsec is the server time spent in the commands names, in
 // microseconds, from INFO commandstats.
 func serverUsec(b *testing.B, srv *redistest.Redis, names ...string) float64 {

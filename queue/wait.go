@@ -53,7 +53,7 @@ var ErrNotStarted = errors.New("queue: not started (WaitForRoom needs Queue.Star
 // ErrQueueFull. Consumers wake waiting producers as they drain the queue;
 // see Queue.Start, which a waiting producer's Queue needs. On an unbounded
 // queue it changes nothing. An EnqueueBatch waits until the whole batch
-// fits.
+// fits. A Durable enqueue does not wait (it returns the *FullError).
 func WaitForRoom() EnqueueOption {
 	return func(o *enqueueOpts) error { o.wait = true; return nil }
 }

@@ -67,16 +67,7 @@ func testWaitForRoomIsWoken(t *testing.T, np newPoolFunc) {
 		ran <- string(j.Payload)
 		return nil
 	}, WorkerConfig{Concurrency: 1})
-	var res enqueueResult
-	select {
-	case res = <-done:
-	case <-time.After(5 * time.Second):
-		c := q.p.Client()
-		ctx := context.Background()
-		t.Logf("DEBUG wakes=%d count=%d subscribed=%v waiters=%v drain=%v ready=%v",
-			r.wakes.Load(), r.count(), r.subscribed.Load(), c.Get(ctx, q.k.waitersKey()).Val(), c.HGetAll(ctx, q.k.drainKey()).Val(), c.LLen(ctx, q.k.ready).Val())
-		res = testutil.Recv(t, done, "the waiting producer")
-	}
+	res := testutil.Recv(t, done, "the waiting producer")
 	require.NoError(t, res.err)
 	require.NotEmpty(t, res.id)
 	require.NotZero(t, r.wakes.Load(), "woken by something other than a message")
