@@ -328,20 +328,24 @@ func (q *Queue) drainDone(ctx context.Context, c redis.Scripter, cmd *redis.Cmd,
 	q.cfg.Logger.Debug("queue: counting drained jobs failed", "queue", q.name, "err", err)
 }
 
-// boundedStats reads the bound's part of Stats.
-func (q *Queue) boundedStats(ctx context.Context, s *Stats) error {
-	s.MaxLen = q.cfg.MaxLen
-	s.RefusedLocal = q.refused.Load()
+// refusedCmd adds to Stats' pipeline the read of the refusals counted in
+// Redis; nil for an unbounded queue.
+func (q *Queue) refusedCmd(ctx context.Context, pipe redis.Pipeliner) *redis.StringCmd {
 	if !q.bounded() {
 		return nil
 	}
-	n, err := q.p.Client().HGet(ctx, q.k.drainKey(), "refused").Int64()
-	if err != nil && err != redis.Nil {
-		return err
+	return pipe.HGet(ctx, q.k.drainKey(), "refused")
+}
+
+// boundedStats fills the bound's part of Stats, once the counts are in.
+func (q *Queue) boundedStats(s *Stats, refused *redis.StringCmd) {
+	s.MaxLen = q.cfg.MaxLen
+	s.RefusedLocal = q.refused.Load()
+	if refused == nil {
+		return
 	}
-	s.Refused = n
+	s.Refused, _ = refused.Int64() // redis.Nil: none yet
 	s.Full = s.Ready+s.Delayed >= q.cfg.MaxLen
-	return nil
 }
 
 // goneJobs counts the outcomes that take a job out of the queue for good.

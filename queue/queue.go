@@ -501,7 +501,8 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	// pushed at the tail, and only recovered jobs go behind them: look at
 	// the tail end only, so a long backlog costs no scan.
 	markers := pipe.LPosCount(ctx, q.k.ready, wakeMarker, 0, redis.LPosArgs{Rank: -1, MaxLen: markerScan})
-	if _, err := pipe.Exec(ctx); err != nil {
+	refused := q.refusedCmd(ctx, pipe)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
@@ -520,9 +521,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		}
 		s.Consumers = len(ids)
 	}
-	if err := q.boundedStats(ctx, &s); err != nil {
-		return s, q.errorf("stats: %w", err)
-	}
+	q.boundedStats(&s, refused)
 	q.mu.Lock()
 	ws := q.workers
 	q.mu.Unlock()
