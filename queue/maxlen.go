@@ -139,6 +139,38 @@ end
 return {jobs}
 `)
 
+// boundedUndoScript is the bound of a plain batch too large to pass
+// through Lua (over maxLuaBytes of elements): it runs in a MULTI right after
+// the batch's LPUSH, counts, and when the batch did not fit takes it back
+// (the n elements at the head, which nothing can have touched inside the
+// MULTI) before refusing. The head and tail of the batch are checked first,
+// so that it never trims jobs that are not the batch's (an LPUSH that failed).
+// KEYS: ready, delayed, drain, waiters. ARGV: limit, marker, waiters TTL
+// ms, n, the batch's last element (now at the head), its first one.
+// Returns {n}, or the refusal of boundedScript.
+var boundedUndoScript = redis.NewScript(boundedLua + `
+local n = tonumber(ARGV[4])
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[5] or redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[6] then
+  return redis.error_reply('the batch is not at the head of ' .. KEYS[1] .. ': its LPUSH failed')
+end
+local len = count(KEYS[1], KEYS[2], ARGV[2]) - n
+if len + n > tonumber(ARGV[1]) then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return refuse(len, KEYS[3], KEYS[4], ARGV[1], ARGV[3])
+end
+return {n}
+`)
+
+// takeBackScript takes back a batch pushed by pushThenCheck whose check
+// found no script (NOSCRIPT), with the same guard. Same KEYS and ARGV.
+var takeBackScript = redis.NewScript(`
+local n = tonumber(ARGV[4])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[5] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[6] then
+  redis.call('LTRIM', KEYS[1], n, -1)
+end
+return 0
+`)
+
 // drainScript is the consumers' part: it publishes on the room channel when
 // producers wait and the queue is below their limit, then counts the jobs
 // that left the queue and takes a rate sample once per window. The publish
@@ -174,6 +206,9 @@ func (q *Queue) bounded() bool { return q.cfg.MaxLen > 0 }
 // producers as waiting (see wait.go).
 func (q *Queue) enqueueBounded(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
 	c := q.p.Client()
+	if plain(prs) && elemBytes(prs) > maxLuaBytes {
+		return q.boundedReply(q.pushThenCheck(ctx, c, prs, wait), prs)
+	}
 	if plain(prs) {
 		ks, args := q.pushArgs(prs, wait)
 		return q.boundedReply(boundedPushScript.Run(ctx, c, ks, args...), prs)
@@ -197,6 +232,49 @@ func plain(prs []prepared) bool {
 		}
 	}
 	return true
+}
+
+// elemBytes is the size of prs' elements.
+func elemBytes(prs []prepared) int {
+	n := 0
+	for _, pr := range prs {
+		n += len(pr.elem)
+	}
+	return n
+}
+
+// pushThenCheck writes a plain batch too large for Lua: a MULTI of its
+// LPUSH and boundedUndoScript, which takes it back when it does not fit.
+// Every element stays out of Lua. The script must be in Redis's cache (a
+// NOSCRIPT inside the MULTI would leave the batch written unchecked): it is
+// loaded first, and on a NOSCRIPT (a restarted Redis) the batch, written,
+// is taken back with an LTRIM guarded the same way, then sent again once.
+func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs []prepared, wait bool) *redis.Cmd {
+	elems := make([]any, len(prs))
+	for i, pr := range prs {
+		elems[i] = pr.elem
+	}
+	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()}
+	args := []any{q.cfg.MaxLen, wakeMarker, waitTTL(wait), len(prs), prs[len(prs)-1].elem, prs[0].elem}
+	q.ensureScripts(ctx, c)
+	run := func() *redis.Cmd {
+		pipe := c.TxPipeline()
+		pipe.LPush(ctx, q.k.ready, elems...)
+		cmd := boundedUndoScript.EvalSha(ctx, pipe, ks, args...)
+		_, _ = pipe.Exec(ctx)
+		return cmd
+	}
+	cmd := run()
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		// The LPUSH ran: take the batch back the way the script would.
+		if err := takeBackScript.Run(ctx, c, ks, args...).Err(); err != nil {
+			return cmd
+		}
+		q.loaded.Store(false)
+		q.ensureScripts(ctx, c)
+		cmd = run()
+	}
+	return cmd
 }
 
 // pushArgs builds the KEYS and ARGV of boundedPushScript.

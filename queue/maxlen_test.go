@@ -247,3 +247,43 @@ func TestMaxLenDurableEnqueue(t *testing.T) {
 	require.Equal(t, int64(2), full.Len)
 	require.Equal(t, int64(2), queueLen(t, q))
 }
+
+// A plain batch over maxLuaBytes is pushed with a plain LPUSH and taken back
+// when it does not fit: all or none still, with no element through Lua.
+func TestMaxLenLargeBatchIsAllOrNone(t *testing.T) {
+	testLargeBatch(t, miniPool)
+}
+
+func TestMaxLenLargeBatchIsAllOrNone_Server(t *testing.T) {
+	testLargeBatch(t, serverPool)
+}
+
+func testLargeBatch(t *testing.T, np newPoolFunc) {
+	ctx := context.Background()
+	p := np(t, pool.Config{})
+	q := mustQueue(t, p, "large", Config{MaxLen: 600})
+	job := bytes.Repeat([]byte("z"), 4000) // inline: at most 4 KiB
+	batch := make([][]byte, 300)           // 1.2 MB of elements
+	for i := range batch {
+		batch[i] = job
+	}
+	_, err := q.Enqueue(ctx, []byte("first"))
+	require.NoError(t, err)
+	_, err = q.EnqueueBatch(ctx, batch)
+	require.NoError(t, err)
+	// A Redis that lost its scripts: the batch is taken back and sent again.
+	require.NoError(t, p.Client().ScriptFlush(ctx).Err())
+	_, err = q.EnqueueBatch(ctx, batch)
+	var full *FullError
+	require.ErrorAs(t, err, &full)
+	require.Equal(t, int64(301), full.Len)
+	require.Equal(t, int64(301), queueLen(t, q))
+	last, err := p.Client().LIndex(ctx, q.k.ready, -1).Result()
+	require.NoError(t, err)
+	env, err := decodeEnvelope([]byte(last))
+	require.NoError(t, err)
+	require.Equal(t, "first", string(env.payload), "the take-back trimmed the wrong end")
+	_, err = q.EnqueueBatch(ctx, batch[:299])
+	require.NoError(t, err)
+	require.Equal(t, int64(600), queueLen(t, q))
+}

@@ -435,7 +435,8 @@ func (q *Queue) ensureScripts(ctx context.Context, c redis.Scripter) {
 	if q.loaded.Load() {
 		return
 	}
-	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil && boundedScript.Load(ctx, c).Err() == nil {
+	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil &&
+		boundedScript.Load(ctx, c).Err() == nil && boundedUndoScript.Load(ctx, c).Err() == nil {
 		q.loaded.Store(true)
 	}
 }
