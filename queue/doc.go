@@ -43,13 +43,11 @@
 //
 // # Backpressure
 //
-// Config.MaxLen bounds the jobs a queue holds, ready and delayed (default
-// unbounded): an enqueue that would exceed it writes nothing and fails with
-// a *FullError (ErrQueueFull: length, limit, RetryAfter from the consumers'
-// recent drain rate); a batch fits whole or not at all. With WaitForRoom an
-// enqueue waits for room instead, woken by the consumers; that needs
-// Queue.Start (one subscriber task and one reserved connection per Queue),
-// and at most Config.MaxWaiters producers wait per process.
+// Config.MaxLen bounds a queue's ready and delayed jobs (default unbounded):
+// an enqueue or batch that does not fit writes nothing and fails with a
+// *FullError (length, limit, RetryAfter). With WaitForRoom it waits instead,
+// woken by the consumers; that needs Queue.Start (one subscriber task and
+// one reserved connection per Queue).
 //
 // # Errors
 //

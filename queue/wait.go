@@ -144,7 +144,7 @@ func (r *waiters) wait(ctx context.Context, ch chan struct{}) error {
 // the pool's blocking lane, reserved here (a pool whose blocking lane is used
 // up fails Start with pool.ErrOverBudget). Enqueues without WaitForRoom,
 // and workers, do not need it. Start may be called once per Queue; a second
-// call fails with ErrStarted. When g closes, waiting producers return
+// call fails with ErrAlreadyStarted. When g closes, waiting producers return
 // ErrNotStarted (matching ErrQueueFull).
 func (q *Queue) Start(g *lifecycle.Group) error {
 	if g == nil {
@@ -153,7 +153,7 @@ func (q *Queue) Start(g *lifecycle.Group) error {
 	q.startMu.Lock()
 	defer q.startMu.Unlock()
 	if q.room.Load() != nil {
-		return q.errorf("Start: %w", ErrStarted)
+		return q.errorf("Start: %w", ErrAlreadyStarted)
 	}
 	name := "queue:" + q.name + " room"
 	res, err := q.p.ReserveBlocking(name, 1)

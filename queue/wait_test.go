@@ -120,7 +120,7 @@ func TestWaitForRoomEndsWhenTheGroupCloses(t *testing.T) {
 	q.recheck = time.Hour
 	g := group(t)
 	require.NoError(t, q.Start(g))
-	require.ErrorIs(t, q.Start(g), ErrStarted)
+	require.ErrorIs(t, q.Start(g), ErrAlreadyStarted)
 	_, err := q.Enqueue(ctx, []byte("j"))
 	require.NoError(t, err)
 	done := waitingEnqueue(q, ctx)
