@@ -240,7 +240,8 @@ type ConsumerConfig struct {
 	HeartbeatInterval time.Duration
 	HeartbeatTTL      time.Duration
 	// Logger receives what goes wrong with the heartbeat and the sweeps.
-	// Nil discards.
+	// Nil uses the logger of the worker whose Start starts the heartbeat
+	// (WorkerConfig.Logger, by default its queue's Config.Logger).
 	Logger *slog.Logger
 	// Now is the clock heartbeat deadlines are written and judged with. Nil
 	// means time.Now. The clocks of the processes must agree within
@@ -267,9 +268,6 @@ func (c ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 	if c.HeartbeatInterval > 0 && c.HeartbeatTTL <= c.HeartbeatInterval {
 		e.Addf("ConsumerConfig.HeartbeatTTL (%s) must be longer than HeartbeatInterval (%s), or one late heartbeat makes a live process look dead",
 			c.HeartbeatTTL, c.HeartbeatInterval)
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -67,13 +68,22 @@ func (c *Consumer) accepts(q *Queue) error {
 }
 
 // heartbeatOn returns the consumer's running heartbeat, making one on g
-// (with a fresh incarnation token) when none runs. The heartbeat of a
-// running consumer stays on the group it started on.
-func (c *Consumer) heartbeatOn(g *lifecycle.Group) (*node, error) {
+// (with a fresh incarnation token) when none runs; log is the logger of the
+// worker starting it, for a consumer without a Logger of its own. The
+// heartbeat of a running consumer stays on the group it started on. A
+// consumer ID runs once per pool and namespace in a process: a second
+// Consumer with the same ID would write its own incarnation token over the
+// first's, and the first's queues would look like a previous life of the
+// ID, their running jobs swept and run twice.
+func (c *Consumer) heartbeatOn(g *lifecycle.Group, log *slog.Logger) (*node, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.node == nil {
-		c.node = newNode(c, g)
+		n := newNode(c, g, log)
+		if !running.add(n) {
+			return nil, fmt.Errorf("consumer ID %q already runs in this process on another Consumer of namespace %q: give each Consumer its own ConsumerID, or share one Consumer", c.cfg.ConsumerID, c.cfg.Namespace)
+		}
+		c.node = n
 	}
 	if c.node.g != g {
 		return nil, fmt.Errorf("consumer %q runs its heartbeat on another lifecycle group: start every worker of a Consumer on one group", c.cfg.ConsumerID)
@@ -88,7 +98,45 @@ func (c *Consumer) forget(n *node) {
 	if c.node == n {
 		c.node = nil
 	}
+	running.remove(n)
 	c.mu.Unlock()
+}
+
+// running holds the heartbeats running in this process, by pool, namespace
+// and consumer ID (see heartbeatOn).
+var running = runningNodes{m: map[runningKey]*node{}}
+
+type runningKey struct {
+	p      *pool.Pool
+	ns, id string
+}
+
+type runningNodes struct {
+	mu sync.Mutex
+	m  map[runningKey]*node
+}
+
+func keyOf(n *node) runningKey { return runningKey{p: n.p, ns: n.c.cfg.Namespace, id: n.id} }
+
+// add records n, unless another heartbeat of its key runs.
+func (r *runningNodes) add(n *node) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := keyOf(n)
+	if other, ok := r.m[k]; ok && other != n {
+		return false
+	}
+	r.m[k] = n
+	return true
+}
+
+// remove forgets n, if it is still recorded.
+func (r *runningNodes) remove(n *node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if k := keyOf(n); r.m[k] == n {
+		delete(r.m, k)
+	}
 }
 
 // defaultConsumerID names a process: hostname-pid-random.

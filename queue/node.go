@@ -90,11 +90,14 @@ const deadPage = 64
 // (so every process watching gets to sweep its queues) before it is trimmed.
 const heartbeatRetention = time.Hour
 
-func newNode(c *Consumer, g *lifecycle.Group) *node {
+func newNode(c *Consumer, g *lifecycle.Group, log *slog.Logger) *node {
 	ns := c.cfg.Namespace
+	if c.cfg.Logger != nil {
+		log = c.cfg.Logger
+	}
 	return &node{
 		c: c, p: c.p, g: g, id: c.cfg.ConsumerID, token: newID(time.Now()), hb: heartbeatKey(ns), live: liveKey(ns),
-		interval: c.cfg.HeartbeatInterval, ttl: c.cfg.HeartbeatTTL, now: c.cfg.Now, log: c.cfg.Logger,
+		interval: c.cfg.HeartbeatInterval, ttl: c.cfg.HeartbeatTTL, now: c.cfg.Now, log: log,
 		workers: map[member]struct{}{}, changed: make(chan struct{}, 1), joined: make(chan struct{}, 1),
 		views: make(chan deadView, 1), swept: map[string]int64{},
 	}

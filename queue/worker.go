@@ -250,7 +250,7 @@ const startTimeout = 10 * time.Second
 // in the heartbeat, and a heartbeat this call made and nothing else uses
 // is dropped, so a later Start begins afresh.
 func (w *Worker) join(g *lifecycle.Group) (*node, error) {
-	n, err := w.c.heartbeatOn(g)
+	n, err := w.c.heartbeatOn(g, w.cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
