@@ -258,9 +258,11 @@ func (n *node) loop(ctx context.Context) error {
 
 // leave removes the heartbeat: a process that stopped cleanly is not dead,
 // it is gone. One whose workers did not all put their jobs back keeps it,
-// so it expires and the others sweep what is left.
+// so it expires and the others sweep what is left. Its Consumer forgets it
+// only once it is gone from Redis: a new run of the Consumer (same ID) must
+// not have its fresh heartbeat removed by this one's leaving.
 func (n *node) leave(ctx context.Context, drained bool) {
-	n.c.forget(n)
+	defer n.c.forget(n)
 	n.mu.Lock()
 	clean := drained && !n.dirty
 	n.mu.Unlock()
