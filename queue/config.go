@@ -221,7 +221,9 @@ type ConsumerConfig struct {
 	// Default "bq".
 	Namespace string
 	// ConsumerID names this process in Redis (its processing lists and
-	// heartbeat). It must be unique among live processes. Default:
+	// heartbeat). It must be unique among live processes; in one process,
+	// a second Consumer of the same pool and namespace cannot run under an
+	// ID whose heartbeat runs (its workers' Start fails). Default:
 	// hostname-pid-random, chosen by NewConsumer. A stable ID (a
 	// StatefulSet pod name) lets a restarted process take back its own
 	// unfinished jobs at once instead of waiting for the heartbeat to
