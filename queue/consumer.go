@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -37,7 +36,7 @@ type Consumer struct {
 // settings fail with an error wrapping ErrInvalidConfig.
 func NewConsumer(p *pool.Pool, cfg ConsumerConfig) (*Consumer, error) {
 	if p == nil {
-		return nil, errors.New("queue: NewConsumer: nil pool")
+		return nil, fmt.Errorf("%w: NewConsumer: nil pool", ErrInvalidConfig)
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {

@@ -29,6 +29,7 @@ func TestConsumerOwnsItsWorkers(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "another pool")
 	_, err = NewWorker(nil, mustQueue(t, p, "a", Config{}), h, WorkerConfig{})
+	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "nil consumer")
 
 	g := group(t)

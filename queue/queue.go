@@ -50,7 +50,7 @@ type Queue struct {
 // wrapping ErrInvalidConfig.
 func New(p *pool.Pool, name string, cfg Config) (*Queue, error) {
 	if p == nil {
-		return nil, errors.New("queue: New: nil pool")
+		return nil, fmt.Errorf("%w: New: nil pool", ErrInvalidConfig)
 	}
 	e := check.New(ErrInvalidConfig)
 	e.Add(check.Name("name", name))

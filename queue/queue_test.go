@@ -42,6 +42,7 @@ func TestNewValidates(t *testing.T) {
 		require.ErrorContains(t, err, c.want)
 	}
 	_, err := New(nil, "x", Config{})
+	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "nil pool")
 
 	q := mustQueue(t, p, "ok", Config{})
@@ -79,6 +80,7 @@ func TestNewValidates(t *testing.T) {
 		require.ErrorContains(t, err, c.want)
 	}
 	_, err = NewConsumer(nil, ConsumerConfig{})
+	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "nil pool")
 }
 

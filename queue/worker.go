@@ -112,10 +112,10 @@ var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a fr
 // ErrInvalidConfig.
 func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 	if c == nil {
-		return nil, errors.New("queue: NewWorker: nil consumer")
+		return nil, fmt.Errorf("%w: NewWorker: nil consumer", ErrInvalidConfig)
 	}
 	if q == nil {
-		return nil, errors.New("queue: NewWorker: nil queue")
+		return nil, fmt.Errorf("%w: NewWorker: nil queue", ErrInvalidConfig)
 	}
 	if h == nil {
 		return nil, q.errorf("NewWorker: nil handler")
