@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/examples/internal/chatapi"
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/queue"
+)
+
+// fakeBacklog is a shedder's reading under the test's control.
+type fakeBacklog struct {
+	mu    sync.Mutex
+	r     backlogReading
+	err   error
+	reads int
+}
+
+func (f *fakeBacklog) set(chat int64, processed uint64) {
+	f.mu.Lock()
+	f.r.backlog[0], f.r.processed = chat, processed
+	f.mu.Unlock()
+}
+
+func (f *fakeBacklog) read(context.Context) (backlogReading, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	return f.r, f.err
+}
+
+func newTestShedder(budget time.Duration, maxLen [chatapi.NumQueues]int64) (*shedder, *fakeBacklog, *testutil.Clock) {
+	f := &fakeBacklog{}
+	clk := testutil.NewClock()
+	s := newShedder(budget, maxLen, f.read)
+	s.now = clk.Now
+	return s, f, clk
+}
+
+func TestShedder_WaitBudget(t *testing.T) {
+	ctx := context.Background()
+	s, f, clk := newTestShedder(10*time.Millisecond, [3]int64{})
+
+	// No rate measured yet: a backlog alone sheds nothing.
+	f.set(500, 0)
+	assert.False(t, s.admit(ctx).shed, "no drain rate known yet")
+
+	// Busy throughout a second, draining 1,000 jobs: 1,000/s.
+	clk.Advance(time.Second)
+	f.set(500, 1000)
+	d := s.admit(ctx)
+	require.True(t, d.shed, "500 jobs at 1,000/s is 500ms, over 10ms")
+	assert.Equal(t, chatapi.CodeOverloaded, d.code)
+	assert.Equal(t, 490*time.Millisecond, d.retryAfter)
+	assert.Contains(t, d.reason, "over the budget of 10ms")
+	assert.Contains(t, s.shedding(), "shedding load")
+
+	// Backlog down to 5 jobs: 5ms, admitted; the admissions count until
+	// the next reading: after 5 more, 10 ahead is 10ms, at the budget, and
+	// the next is over it.
+	clk.Advance(shedRefresh)
+	f.set(5, 1020)
+	for i := range 6 {
+		assert.False(t, s.admit(ctx).shed, "admission %d", i)
+	}
+	assert.True(t, s.admit(ctx).shed, "11 ahead at 1,000/s is 11ms")
+	// The drain since the reading makes room again.
+	clk.Advance(5 * time.Millisecond)
+	assert.False(t, s.admit(ctx).shed, "5ms later 5 of them are gone")
+
+	// The cached reading serves requests within shedRefresh.
+	reads := f.reads
+	s.admit(ctx)
+	assert.Equal(t, reads, f.reads)
+
+	// Health stays degraded for shedHold after the last shed, then clears.
+	clk.Advance(shedHold + time.Millisecond)
+	f.set(0, 2000)
+	assert.False(t, s.admit(ctx).shed)
+	assert.Empty(t, s.shedding())
+}
+
+func TestShedder_RateFromIdleWindowsIsALowerBound(t *testing.T) {
+	ctx := context.Background()
+	s, f, clk := newTestShedder(10*time.Millisecond, [3]int64{})
+	f.set(100, 0)
+	s.admit(ctx)
+	clk.Advance(time.Second)
+	f.set(100, 2000) // busy throughout: 2,000/s
+	s.admit(ctx)
+	// An idle minute measures almost nothing: the rate stays 2,000/s, so a
+	// burst after it is not shed as if the workers had stalled.
+	clk.Advance(time.Minute)
+	f.set(0, 2010)
+	s.admit(ctx)
+	clk.Advance(shedRefresh)
+	f.set(15, 2010)
+	assert.False(t, s.admit(ctx).shed, "15 jobs at 2,000/s is 7.5ms")
+	assert.InDelta(t, 2000, s.stats().DrainRate, 1)
+
+	// A busy window that drains slower is believed (the model got slower);
+	// one that began idle is not.
+	clk.Advance(time.Second)
+	f.set(15, 2510)
+	s.admit(ctx)
+	assert.InDelta(t, 2000, s.stats().DrainRate, 1, "the window began with no backlog")
+	clk.Advance(time.Second)
+	f.set(15, 3010)
+	assert.True(t, s.admit(ctx).shed, "15 jobs at 500/s is 30ms")
+	assert.InDelta(t, 500, s.stats().DrainRate, 1)
+}
+
+func TestShedder_MaxLen(t *testing.T) {
+	ctx := context.Background()
+	s, f, clk := newTestShedder(0, [3]int64{100, 0, 50})
+	f.set(99, 0)
+	assert.False(t, s.admit(ctx).shed, "99 of 100")
+	d := s.admit(ctx)
+	require.True(t, d.shed, "the admitted one makes 100")
+	assert.Equal(t, chatapi.CodeQueueFull, d.code)
+	assert.Contains(t, d.reason, "queue chat holds about 100 jobs, its limit is 100")
+
+	clk.Advance(shedRefresh)
+	f.mu.Lock()
+	f.r.backlog = [3]int64{0, 1000, 50}
+	f.mu.Unlock()
+	d = s.admit(ctx)
+	require.True(t, d.shed, "webhooks full: a chat's follow-up could not be queued")
+	assert.Contains(t, d.reason, "queue webhooks")
+	st := s.stats()
+	assert.EqualValues(t, 2, st.Full)
+	assert.Zero(t, st.Overloaded)
+
+	// A failed reading keeps the last one.
+	clk.Advance(shedRefresh)
+	f.mu.Lock()
+	f.err = errors.New("redis down")
+	f.mu.Unlock()
+	assert.True(t, s.admit(ctx).shed)
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	for d, want := range map[time.Duration]string{0: "1", time.Millisecond: "1", time.Second: "1",
+		1001 * time.Millisecond: "2", 2500 * time.Millisecond: "3"} {
+		assert.Equal(t, want, retryAfterSeconds(d), "%s", d)
+	}
+}
+
+// A queue that refuses the enqueue (queue.Config.MaxLen, through the
+// service's enqueue seam) is a 503 with its Retry-After, the chat's pending
+// marker is dropped, and /healthz says degraded with the reason.
+func TestShed_QueueFullFromEnqueue(t *testing.T) {
+	h := startService(t, "redis://"+redistest.Mini(t).Addr(), nil)
+	full := &queue.FullError{Queue: chatapi.QueueChat, Len: 10_000, Limit: 10_000, RetryAfter: 2500 * time.Millisecond}
+	h.s.enqueueChat = func(context.Context, []byte) (string, error) {
+		return "", errors.Join(errors.New("queue: enqueue"), full) // wrapped, as a caller might get it
+	}
+	body := `{"user":"ada","agent":"assistant","message":"hi"}`
+	code, hdr, resp := h.do(http.MethodPost, chatapi.PathChat, body)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", resp)
+	assert.Equal(t, "3", hdr.Get("Retry-After"), "2.5s rounded up")
+	assertJSONError(t, resp, chatapi.CodeQueueFull)
+	assert.NotContains(t, string(resp), "10000", "figures go to /healthz, not to the client")
+
+	var hl chatapi.Health
+	h.getJSON(chatapi.PathHealth, http.StatusOK, &hl)
+	assert.Equal(t, "degraded", hl.Status)
+	assert.Contains(t, hl.Shedding, `queue chat is full: 10000 jobs, the limit is 10000`)
+	assert.Empty(t, hl.Reasons)
+
+	d := h.debug()
+	assert.EqualValues(t, 1, d.Shed.Full)
+	assert.EqualValues(t, 1, d.HTTP.Unavailable)
+	assert.Zero(t, d.HTTP.Accepted)
+	assert.Zero(t, d.HTTP.Errors)
+}
+
+// Past the wait budget, a chat is answered 503 before the limiter or Redis
+// sees it.
+func TestShed_WaitBudget(t *testing.T) {
+	h := startService(t, "redis://"+redistest.Mini(t).Addr(), func(c *Config) { c.WaitBudget = 10 * time.Millisecond })
+	f := &fakeBacklog{}
+	clk := testutil.NewClock()
+	h.s.shed.read, h.s.shed.now = f.read, clk.Now
+	f.set(100, 0)
+	h.post("ada", "assistant", "no rate known yet")
+	clk.Advance(time.Second)
+	f.set(100, 1000)
+	body := `{"user":"ada","agent":"assistant","message":"hi"}`
+	code, hdr, resp := h.do(http.MethodPost, chatapi.PathChat, body)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", resp)
+	assert.Equal(t, "1", hdr.Get("Retry-After"), "90ms over the budget, at least a second")
+	assertJSONError(t, resp, chatapi.CodeOverloaded)
+	assert.Empty(t, hdr.Get("RateLimit-Limit"), "refused before the limiter")
+
+	var hl chatapi.Health
+	h.getJSON(chatapi.PathHealth, http.StatusOK, &hl)
+	assert.Equal(t, "degraded", hl.Status)
+	assert.Contains(t, hl.Shedding, "would wait about 100ms")
+	d := h.debug()
+	assert.EqualValues(t, 1, d.Shed.Overloaded)
+	assert.EqualValues(t, 10*time.Millisecond, d.Shed.WaitBudget)
+	assert.Equal(t, [3]int64{10_000, 10_000, 10_000}, d.Shed.MaxLen)
+	assert.EqualValues(t, 1000, d.Shed.DrainRate)
+	assert.Equal(t, uint64(1), d.Limiter.Allowed, "the shed chat never reached the limiter")
+}
+
+// Without shedding every chat is queued, and the chat workers report how
+// long a chat waited for a handler.
+func TestNoShedding_ChatWait(t *testing.T) {
+	h := startService(t, "redis://"+redistest.Mini(t).Addr(), func(c *Config) { c.NoShedding = true })
+	require.Nil(t, h.s.shed)
+	h.s.enqueueChat = func(context.Context, []byte) (string, error) {
+		return "", &queue.FullError{Queue: "chat", Len: 1, Limit: 1}
+	}
+	code, hdr, resp := h.do(http.MethodPost, chatapi.PathChat, `{"user":"ada","agent":"assistant","message":"hi"}`)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", resp)
+	assert.Equal(t, "1", hdr.Get("Retry-After"), "no estimate: a second")
+	h.s.enqueueChat = func(ctx context.Context, p []byte) (string, error) {
+		return h.s.queues[chatapi.QueueChat].Enqueue(ctx, p)
+	}
+	h.reply(h.post("ada", "assistant", "hi"))
+	d := h.debug()
+	assert.False(t, d.Shed.Enabled)
+	assert.EqualValues(t, 1, d.ChatWait.Count())
+	assert.Positive(t, d.ChatWait.Quantile(0.99))
+	var hl chatapi.Health
+	h.getJSON(chatapi.PathHealth, http.StatusOK, &hl)
+	assert.Equal(t, "ok", hl.Status)
+}
