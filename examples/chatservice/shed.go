@@ -73,7 +73,7 @@ type shedder struct {
 type estimate struct {
 	at       time.Time
 	reading  backlogReading
-	admitted int64   // shedder.admitted at the reading
+	admitted int64 // shedder.admitted at the reading
 	// rate is what the chat workers drain, jobs/s, when they have work:
 	// measured over a window with a backlog at both ends (busy throughout),
 	// else the most they drained in any window. 0: not known yet.
