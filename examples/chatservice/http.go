@@ -59,6 +59,7 @@ func (s *service) shedChat(next http.Handler) http.Handler {
 			s.refuse(w, d)
 			return
 		}
+		defer s.shed.done()
 		next.ServeHTTP(w, r)
 	})
 }
@@ -169,9 +170,6 @@ func (s *service) postChat(w http.ResponseWriter, r *http.Request) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		_ = s.replies.Delete(dctx, id)
 		cancel()
-		if s.shed != nil {
-			s.shed.unadmit()
-		}
 		var full *queue.FullError
 		if errors.As(err, &full) {
 			d := decision{shed: true, code: chatapi.CodeQueueFull, retryAfter: full.RetryAfter,

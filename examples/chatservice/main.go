@@ -76,7 +76,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 1024, "most HTTP connections open at once")
 	fs.IntVar(&cfg.RequestConns, "request-conns", 20, "Redis connections of the request lane")
 	fs.IntVar(&cfg.RequestWaiters, "request-waiters", 0, "callers that may wait for a request-lane connection (0: 10 per connection)")
-	fs.DurationVar(&cfg.WaitBudget, "wait-budget", 25*time.Millisecond, "shed chats (503, Retry-After) that would wait longer than this for a handler; negative: no budget")
+	fs.DurationVar(&cfg.WaitBudget, "wait-budget", 0, "shed chats (503, Retry-After) that would wait longer than this for a handler (0: 2 x -latency; negative: no budget)")
 	for i, name := range chatapi.Queues() {
 		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "shed chats while the "+name+" queue holds this many jobs (ready + delayed); negative: unbounded")
 	}

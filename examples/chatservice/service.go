@@ -65,10 +65,14 @@ type Config struct {
 	// handler, as the shedder estimates it (the chat backlog over the
 	// workers' recent drain rate): past it, POST /api/chat answers 503 with
 	// Retry-After instead of queueing a chat whose reply would be late.
-	// Default 25ms: ten mean model calls, a few times the enqueue-to-start
-	// p99 of an unloaded service, so shedding starts only when the workers
-	// are saturated and an accepted chat's wait stays within a small
-	// multiple of its unloaded value. Negative: no wait budget.
+	// Default two mean model calls (2 x Latency, 4ms at the default): under
+	// overload an accepted chat then waits about the budget plus what it
+	// waits unloaded (the fetch, the scheduler; a p99 of ~3ms measured at
+	// half the capacity), which keeps its enqueue-to-start p99 within about
+	// twice the unloaded one; and the backlog it allows (the budget times
+	// the drain rate, a few jobs a handler) still keeps every handler busy.
+	// A service whose clients would rather wait than retry sets it higher.
+	// Negative: no wait budget.
 	WaitBudget time.Duration
 	// MaxLen bounds each queue's backlog (ready + delayed), in
 	// chatapi.Queues() order: a chat is refused with 503 and Retry-After
@@ -120,7 +124,7 @@ func (c *Config) fill() error {
 	defDur(&c.RatePeriod, time.Second)
 	defDur(&c.AgentsLatency, 100*time.Millisecond)
 	defDur(&c.ReplyTTL, 10*time.Minute)
-	defDur(&c.WaitBudget, 25*time.Millisecond)
+	defDur(&c.WaitBudget, 2*c.Latency)
 	for i := range c.MaxLen {
 		if c.MaxLen[i] == 0 {
 			c.MaxLen[i] = 10_000

@@ -24,7 +24,13 @@ const (
 	// shedHold is how long /healthz says "degraded" after the last shed.
 	shedHold = 5 * time.Second
 	// readTimeout bounds a backlog reading; a failed one keeps the last.
-	readTimeout = 100 * time.Millisecond
+	// It is also the most drain an estimate assumes since its reading: a
+	// reading that is late (Redis slow, the process starved of CPU) must not
+	// let the estimate drain the backlog on paper and admit a burst.
+	readTimeout = 250 * time.Millisecond
+	// staleAfter is how old a reading may be before the shedder ignores it:
+	// Redis is unreachable, and its errors answer the requests.
+	staleAfter = 5 * time.Second
 )
 
 // backlogReading is what a shedder reads: each queue's ready and delayed
@@ -55,9 +61,12 @@ type shedder struct {
 
 	refresh sync.Mutex // held by the one request reading the backlog
 	est     atomic.Pointer[estimate]
-	// admitted counts the chats admitted since the service started; an
-	// estimate adds those admitted after its reading.
-	admitted atomic.Int64
+	// admitted counts the chats admitted since the service started, and
+	// finished those whose request is over (queued or not). A reading of
+	// Redis misses the chats admitted and not yet queued, so an estimate
+	// adds every chat admitted since the last one finished before its
+	// reading: those in flight then and those admitted after.
+	admitted, finished atomic.Int64
 
 	overloaded, full atomic.Uint64
 	lastShed         atomic.Int64 // unix ns
@@ -73,7 +82,7 @@ type shedder struct {
 type estimate struct {
 	at       time.Time
 	reading  backlogReading
-	admitted int64 // shedder.admitted at the reading
+	finished int64 // shedder.finished before the reading
 	// rate is what the chat workers drain, jobs/s, when they have work:
 	// measured over a window with a backlog at both ends (busy throughout),
 	// else the most they drained in any window. 0: not known yet.
@@ -97,7 +106,7 @@ func (s *shedder) current(ctx context.Context) *estimate {
 		return e
 	}
 	defer s.refresh.Unlock()
-	admitted := s.admitted.Load()
+	finished := s.finished.Load()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 	r, err := s.read(ctx)
 	cancel()
@@ -105,7 +114,7 @@ func (s *shedder) current(ctx context.Context) *estimate {
 		return e // Redis trouble shows in /healthz; shed on what we knew
 	}
 	now = s.now()
-	next := &estimate{at: now, reading: r, admitted: admitted}
+	next := &estimate{at: now, reading: r, finished: finished}
 	if e != nil {
 		next.rate = e.rate
 	}
@@ -128,10 +137,12 @@ func (s *shedder) current(ctx context.Context) *estimate {
 }
 
 // backlog returns the estimated backlog of each queue at now: the reading,
-// plus the chats admitted since, less what the chat workers drained since.
+// plus the chats admitted and not finished before it, less what the chat
+// workers drained since. Chats admitted and refused later (429, Redis
+// errors) count until the next reading: an overestimate, on the safe side.
 func (e *estimate) backlog(now time.Time, admitted int64) [chatapi.NumQueues]int64 {
 	b := e.reading.backlog
-	since := float64(admitted-e.admitted) - e.rate*now.Sub(e.at).Seconds()
+	since := float64(admitted-e.finished) - e.rate*min(now.Sub(e.at), readTimeout).Seconds()
 	b[0] = max(b[0]+int64(math.Round(since)), 0)
 	return b
 }
@@ -159,11 +170,11 @@ type decision struct {
 // admit decides on one chat and counts it as admitted when it may go on.
 func (s *shedder) admit(ctx context.Context) decision {
 	e := s.current(ctx)
-	if e == nil {
+	now := s.now()
+	if e == nil || now.Sub(e.at) > staleAfter {
 		s.admitted.Add(1)
 		return decision{}
 	}
-	now := s.now()
 	b := e.backlog(now, s.admitted.Load())
 	for i, name := range chatapi.Queues() {
 		if lim := s.maxLen[i]; lim > 0 && b[i] >= lim {
@@ -202,8 +213,8 @@ func (s *shedder) shed(d decision) {
 	s.lastReason.Store(&d.reason)
 }
 
-// unadmit takes back an admission whose enqueue failed.
-func (s *shedder) unadmit() { s.admitted.Add(-1) }
+// done records that an admitted chat's request is over.
+func (s *shedder) done() { s.finished.Add(1) }
 
 // shedding returns why the service shed within the last shedHold, or "".
 func (s *shedder) shedding() string {

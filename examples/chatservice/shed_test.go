@@ -58,9 +58,9 @@ func TestShedder_WaitBudget(t *testing.T) {
 	clk.Advance(time.Second)
 	f.set(500, 1000)
 	d := s.admit(ctx)
-	require.True(t, d.shed, "500 jobs at 1,000/s is 500ms, over 10ms")
+	require.True(t, d.shed, "501 jobs at 1,000/s (the chat admitted above is not over) is 501ms, over 10ms")
 	assert.Equal(t, chatapi.CodeOverloaded, d.code)
-	assert.Equal(t, 490*time.Millisecond, d.retryAfter)
+	assert.Equal(t, 491*time.Millisecond, d.retryAfter)
 	assert.Contains(t, d.reason, "over the budget of 10ms")
 	assert.Contains(t, s.shedding(), "shedding load")
 
@@ -68,6 +68,9 @@ func TestShedder_WaitBudget(t *testing.T) {
 	// the next reading: after 5 more, 10 ahead is 10ms, at the budget, and
 	// the next is over it.
 	clk.Advance(shedRefresh)
+	for range s.admitted.Load() {
+		s.done() // the requests admitted so far are over
+	}
 	f.set(5, 1020)
 	for i := range 6 {
 		assert.False(t, s.admit(ctx).shed, "admission %d", i)
@@ -87,6 +90,33 @@ func TestShedder_WaitBudget(t *testing.T) {
 	f.set(0, 2000)
 	assert.False(t, s.admit(ctx).shed)
 	assert.Empty(t, s.shedding())
+}
+
+// A chat admitted before a reading and not queued yet is not in Redis: it
+// counts until its request is over.
+func TestShedder_CountsAdmittedNotYetQueued(t *testing.T) {
+	ctx := context.Background()
+	s, f, clk := newTestShedder(10*time.Millisecond, [3]int64{})
+	s.admit(ctx)
+	s.done()
+	clk.Advance(time.Second)
+	f.set(0, 1000) // 1,000/s
+	for range 8 {
+		require.False(t, s.admit(ctx).shed) // in flight: not done, not in Redis
+	}
+	clk.Advance(shedRefresh)
+	f.set(0, 1000)
+	for range 3 {
+		assert.False(t, s.admit(ctx).shed, "8 in flight + this one is 9ms; 10ms; 11ms is over")
+	}
+	assert.True(t, s.admit(ctx).shed, "11 ahead at 1,000/s is 11ms")
+	for range 11 {
+		s.done() // queued: the next reading sees them in Redis
+	}
+	clk.Advance(shedRefresh)
+	f.set(11, 1000)
+	assert.True(t, s.admit(ctx).shed)
+	assert.Equal(t, int64(11), s.stats().Backlog[0], "counted once, from Redis")
 }
 
 func TestShedder_RateFromIdleWindowsIsALowerBound(t *testing.T) {
@@ -236,4 +266,23 @@ func TestNoShedding_ChatWait(t *testing.T) {
 	var hl chatapi.Health
 	h.getJSON(chatapi.PathHealth, http.StatusOK, &hl)
 	assert.Equal(t, "ok", hl.Status)
+}
+
+// A reading that cannot be renewed is not drained on paper beyond
+// readTimeout, and is ignored once stale (Redis errors answer then).
+func TestShedder_StaleReading(t *testing.T) {
+	ctx := context.Background()
+	s, f, clk := newTestShedder(10*time.Millisecond, [3]int64{})
+	s.admit(ctx)
+	s.done()
+	clk.Advance(time.Second)
+	f.set(500, 1000)
+	require.True(t, s.admit(ctx).shed)
+	f.mu.Lock()
+	f.err = errors.New("timeout")
+	f.mu.Unlock()
+	clk.Advance(2 * time.Second)
+	assert.True(t, s.admit(ctx).shed, "500 jobs less at most 250ms of drain at 1,000/s: still 250ms")
+	clk.Advance(staleAfter)
+	assert.False(t, s.admit(ctx).shed, "a reading over 5s old is ignored")
 }
