@@ -389,6 +389,9 @@ func (w *jsonErrorWriter) WriteHeader(code int) {
 		w.code = code
 		h.Set("Content-Type", "application/json")
 		h.Del("Content-Length")
+		if code == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+			h.Set("Retry-After", "1") // the limiter's answer while Redis is away
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -285,4 +286,41 @@ func TestShedder_StaleReading(t *testing.T) {
 	assert.True(t, s.admit(ctx).shed, "500 jobs less at most 250ms of drain at 1,000/s: still 250ms")
 	clk.Advance(staleAfter)
 	assert.False(t, s.admit(ctx).shed, "a reading over 5s old is ignored")
+}
+
+// jsonErrors rewrites plain-text error answers (the router's, the
+// limiter's) and leaves everything else alone.
+func TestJSONErrors(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		h          http.HandlerFunc
+		code       int
+		body, want string // want: the error code, "" for untouched
+		retryAfter string
+	}{
+		{"limiter down", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
+		}, 503, "", chatapi.CodeUnavailable, "1"},
+		{"limited", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "7")
+			http.Error(w, "Too Many Requests", http.StatusTooManyRequests)
+		}, 429, "", chatapi.CodeRateLimited, "7"},
+		{"already JSON", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusNotFound, chatapi.Error{Error: "no chat", Code: chatapi.CodeNotFound})
+		}, 404, `{"error":"no chat","code":"not_found"}` + "\n", "", ""},
+		{"success", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("fine")) }, 200, "fine", "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			jsonErrors(c.h).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			assert.Equal(t, c.code, rec.Code)
+			assert.Equal(t, c.retryAfter, rec.Header().Get("Retry-After"))
+			if c.want == "" {
+				assert.Equal(t, c.body, rec.Body.String())
+				return
+			}
+			assert.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+			assertJSONError(t, rec.Body.Bytes(), c.want)
+		})
+	}
 }
