@@ -283,7 +283,18 @@ func TestShedder_StaleReading(t *testing.T) {
 	f.err = errors.New("timeout")
 	f.mu.Unlock()
 	clk.Advance(2 * time.Second)
-	assert.True(t, s.admit(ctx).shed, "500 jobs less at most 250ms of drain at 1,000/s: still 250ms")
+	assert.True(t, s.admit(ctx).shed, "500 jobs less at most 40ms of drain at 1,000/s: still 460ms")
+	f.mu.Lock()
+	f.r.backlog[0], f.r.processed = 55, 3000 // about 1,000/s since
+	f.err = nil
+	f.mu.Unlock()
+	clk.Advance(shedRefresh)
+	require.True(t, s.admit(ctx).shed, "55ms")
+	f.mu.Lock()
+	f.err = errors.New("timeout")
+	f.mu.Unlock()
+	clk.Advance(time.Second)
+	assert.True(t, s.admit(ctx).shed, "a second without a reading: 55 jobs less 40 drained on paper is still 15ms")
 	clk.Advance(staleAfter)
 	assert.False(t, s.admit(ctx).shed, "a reading over 5s old is ignored")
 }
