@@ -346,12 +346,26 @@ func (s *service) failErr(w http.ResponseWriter, doing string, err error) {
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) {
-		s.log.Warn("request failed: unavailable", "doing", doing, "err", err)
+		s.logUnavailable(doing, err)
 		s.fail(w, http.StatusServiceUnavailable, chatapi.CodeUnavailable, doing+": storage unavailable; retry later")
 		return
 	}
 	s.log.Error("request failed", "doing", doing, "err", err)
 	s.fail(w, http.StatusInternalServerError, chatapi.CodeInternal, doing+": internal error")
+}
+
+// logUnavailable logs the error chain of a 503 at most once a second, with
+// the number of those it did not log: under overload every request may fail
+// this way, and a line each would flood the log.
+func (s *service) logUnavailable(doing string, err error) {
+	now := time.Now().UnixNano()
+	last := s.unavailableLog.last.Load()
+	if now-last < int64(time.Second) || !s.unavailableLog.last.CompareAndSwap(last, now) {
+		s.unavailableLog.suppressed.Add(1)
+		return
+	}
+	s.log.Warn("request failed: unavailable", "doing", doing, "err", err,
+		"not_logged_since_last", s.unavailableLog.suppressed.Swap(0))
 }
 
 // jsonErrors rewrites the plain-text error answers of the handlers it wraps

@@ -190,7 +190,11 @@ type service struct {
 		accepted, badRequests, unavailable, errors atomic.Uint64
 	}
 	conns atomic.Pointer[limitListener] // set by serve
-
+	// unavailableLog samples the log lines of 503s (logUnavailable).
+	unavailableLog struct {
+		last       atomic.Int64 // unix ns
+		suppressed atomic.Uint64
+	}
 }
 
 // agentsKey is the agents cache's one key: the whole list.
