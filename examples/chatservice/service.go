@@ -335,7 +335,8 @@ func (s *service) readBacklog(ctx context.Context) (backlogReading, error) {
 		}
 		r.backlog[i] = st.Ready + st.Delayed
 	}
-	r.processed = s.workers[0].Stats().Processed
+	ws := s.workers[0].Stats()
+	r.processed, r.busy, r.slots = ws.Processed, ws.Busy, int64(ws.Concurrency)
 	return r, nil
 }
 

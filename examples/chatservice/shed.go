@@ -38,10 +38,18 @@ const (
 )
 
 // backlogReading is what a shedder reads: each queue's ready and delayed
-// jobs in Redis, and the chat workers' processed counter in this process.
+// jobs in Redis, and the chat workers' processed counter and busy handlers
+// in this process.
 type backlogReading struct {
-	backlog   [chatapi.NumQueues]int64
-	processed uint64
+	backlog     [chatapi.NumQueues]int64
+	processed   uint64
+	busy, slots int64 // chat handlers running a job, and their number
+}
+
+// saturated reports whether the chat workers had more work than handlers
+// at the reading.
+func (r backlogReading) saturated() bool {
+	return r.backlog[0] > 0 || (r.slots > 0 && r.busy >= r.slots)
 }
 
 // shedder decides whether a chat may be accepted: not when a queue holds its
@@ -76,10 +84,11 @@ type shedder struct {
 	lastShed         atomic.Int64 // unix ns
 	lastReason       atomic.Pointer[string]
 
-	// Guarded by refresh: the start of the current rate window.
-	anchorAt        time.Time
-	anchorProcessed uint64
-	anchorBacklog   int64
+	// Guarded by refresh: the start of the current rate window, and how
+	// many of its readings found the workers saturated.
+	anchorAt           time.Time
+	anchorProcessed    uint64
+	readings, busyOnes int
 }
 
 // estimate is one reading and the rate known at the time.
@@ -88,9 +97,13 @@ type estimate struct {
 	reading  backlogReading
 	finished int64 // shedder.finished before the reading
 	// rate is what the chat workers drain, jobs/s, when they have work:
-	// measured over a window with a backlog at both ends (busy throughout),
-	// else the most they drained in any window. 0: not known yet.
+	// measured over a window in which 90 % of the readings found them
+	// saturated, else the most they drained in any window. 0: not known.
 	rate float64
+	// capacity is set once a saturated window measured the rate: until
+	// then it is only what a light load asked of them, and a backlog of a
+	// job would look like a long wait; the budget does not shed.
+	capacity bool
 }
 
 func newShedder(budget time.Duration, maxLen [chatapi.NumQueues]int64, read func(context.Context) (backlogReading, error)) *shedder {
@@ -120,22 +133,33 @@ func (s *shedder) current(ctx context.Context) *estimate {
 	now = s.now()
 	next := &estimate{at: now, reading: r, finished: finished}
 	if e != nil {
-		next.rate = e.rate
+		next.rate, next.capacity = e.rate, e.capacity
+	}
+	s.readings++
+	if r.saturated() {
+		s.busyOnes++
 	}
 	switch {
 	case s.anchorAt.IsZero():
 	case now.Sub(s.anchorAt) >= rateWindow:
 		rate := float64(r.processed-s.anchorProcessed) / now.Sub(s.anchorAt).Seconds()
-		if s.anchorBacklog > 0 && r.backlog[0] > 0 {
-			next.rate = rate // busy throughout: their capacity, up or down
+		if 10*s.busyOnes >= 9*s.readings {
+			next.rate, next.capacity = rate, true // saturated: their capacity, up or down
 		} else {
-			next.rate = max(next.rate, rate) // idle at times: at least this
+			// Idle at times: they drained what came, and can at least
+			// this much. (Taken as the capacity, the rate of a light load
+			// would make a backlog of one job look like a long wait.)
+			next.rate = max(next.rate, rate)
 		}
 	default:
 		s.est.Store(next)
 		return next
 	}
-	s.anchorAt, s.anchorProcessed, s.anchorBacklog = now, r.processed, r.backlog[0]
+	s.anchorAt, s.anchorProcessed = now, r.processed
+	s.readings, s.busyOnes = 1, 0 // the reading that begins the window
+	if r.saturated() {
+		s.busyOnes = 1
+	}
 	s.est.Store(next)
 	return next
 }
@@ -191,9 +215,9 @@ func (s *shedder) admit(ctx context.Context) decision {
 			return d
 		}
 	}
-	// A rate not yet measured does not shed: at start the backlog alone
-	// says nothing about the wait.
-	if s.budget > 0 && e.rate > 0 {
+	// A capacity not yet measured does not shed: at start, or under a light
+	// load, the backlog alone says nothing about the wait.
+	if s.budget > 0 && e.capacity && e.rate > 0 {
 		if w := e.wait(b[0]); w > s.budget {
 			d := decision{shed: true, code: chatapi.CodeOverloaded, retryAfter: w - s.budget,
 				reason: fmt.Sprintf("a chat would wait about %s for a handler (backlog %d at %.0f/s), over the budget of %s",

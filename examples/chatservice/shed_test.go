@@ -32,6 +32,13 @@ func (f *fakeBacklog) set(chat int64, processed uint64) {
 	f.mu.Unlock()
 }
 
+// setBusy sets the chat handlers running a job, of 5.
+func (f *fakeBacklog) setBusy(n int64) {
+	f.mu.Lock()
+	f.r.busy = n
+	f.mu.Unlock()
+}
+
 func (f *fakeBacklog) read(context.Context) (backlogReading, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -40,7 +47,7 @@ func (f *fakeBacklog) read(context.Context) (backlogReading, error) {
 }
 
 func newTestShedder(budget time.Duration, maxLen [chatapi.NumQueues]int64) (*shedder, *fakeBacklog, *testutil.Clock) {
-	f := &fakeBacklog{}
+	f := &fakeBacklog{r: backlogReading{busy: 5, slots: 5}} // every handler busy
 	clk := testutil.NewClock()
 	s := newShedder(budget, maxLen, f.read)
 	s.now = clk.Now
@@ -88,6 +95,7 @@ func TestShedder_WaitBudget(t *testing.T) {
 
 	// Health stays degraded for shedHold after the last shed, then clears.
 	clk.Advance(shedHold + time.Millisecond)
+	f.setBusy(0)
 	f.set(0, 2000)
 	assert.False(t, s.admit(ctx).shed)
 	assert.Empty(t, s.shedding())
@@ -131,6 +139,7 @@ func TestShedder_RateFromIdleWindowsIsALowerBound(t *testing.T) {
 	// An idle minute measures almost nothing: the rate stays 2,000/s, so a
 	// burst after it is not shed as if the workers had stalled.
 	clk.Advance(time.Minute)
+	f.setBusy(0)
 	f.set(0, 2010)
 	s.admit(ctx)
 	clk.Advance(shedRefresh)
@@ -334,4 +343,34 @@ func TestJSONErrors(t *testing.T) {
 			assertJSONError(t, rec.Body.Bytes(), c.want)
 		})
 	}
+}
+
+// Under a light load the workers drain what comes: that rate is not their
+// capacity, and a job or two in Redis is no reason to shed.
+func TestShedder_LightLoadDoesNotShed(t *testing.T) {
+	ctx := context.Background()
+	s, f, clk := newTestShedder(4*time.Millisecond, [3]int64{})
+	f.setBusy(1)
+	var processed uint64
+	for i := range 200 { // 4s of readings at 200 chats/s, a job waiting in one of ten
+		processed += 4
+		f.set(int64(i%10/9), processed)
+		assert.False(t, s.admit(ctx).shed, "reading %d", i)
+		s.done()
+		clk.Advance(shedRefresh)
+	}
+	assert.InDelta(t, 200, s.stats().DrainRate, 1, "a lower bound")
+	f.set(3, processed)
+	assert.False(t, s.admit(ctx).shed, "3 jobs at a lower bound of 200/s would be 15ms; not a capacity")
+
+	// Saturated for a second: now it is a capacity.
+	for range 50 {
+		processed += 12
+		f.set(3, processed)
+		s.admit(ctx)
+		s.done()
+		clk.Advance(shedRefresh)
+	}
+	f.set(5, processed)
+	assert.True(t, s.admit(ctx).shed, "5 jobs at 600/s is 8ms")
 }
