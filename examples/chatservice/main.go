@@ -78,7 +78,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.RequestWaiters, "request-waiters", 0, "callers that may wait for a request-lane connection (0: 10 per connection)")
 	fs.DurationVar(&cfg.WaitBudget, "wait-budget", 0, "shed chats (503, Retry-After) that would wait longer than this for a handler (0: 2 x -latency; negative: no budget)")
 	for i, name := range chatapi.Queues() {
-		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "shed chats while the "+name+" queue holds this many jobs (ready + delayed); negative: unbounded")
+		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "the "+name+" queue's queue.Config.MaxLen (ready + delayed); chats are shed while it is full; negative: unbounded")
 	}
 	fs.BoolVar(&cfg.NoShedding, "no-shedding", false, "accept every valid chat, however long the queues (for comparison runs)")
 	if err := fs.Parse(args); err != nil {

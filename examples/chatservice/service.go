@@ -75,11 +75,12 @@ type Config struct {
 	// Negative: no wait budget.
 	WaitBudget time.Duration
 	// MaxLen bounds each queue's backlog (ready + delayed), in
-	// chatapi.Queues() order: a chat is refused with 503 and Retry-After
-	// while one of them holds it, since its follow-ups could not be queued.
-	// Until queue.Config.MaxLen exists the shedder enforces it on admission
-	// from its estimate (it may overshoot by the chats of one 20ms reading);
-	// an enqueue refused with queue.ErrQueueFull is answered the same way.
+	// chatapi.Queues() order: it is each queue's queue.Config.MaxLen, which
+	// the enqueue enforces atomically; a chat refused with
+	// queue.ErrQueueFull is answered 503 with the FullError's RetryAfter.
+	// The shedder also refuses a chat, before any Redis work, while its
+	// estimate says one of them is full (a follow-up could not be queued;
+	// the chat job would retry it).
 	// Default 10,000 each: at about 600 bytes a job in Redis, 6 MB a queue,
 	// and about 6s of the chat workers' capacity at the default Latency; a
 	// backstop for when the wait budget has no rate to go by (at start).
@@ -293,9 +294,9 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range chatapi.Queues() {
+	for i, name := range chatapi.Queues() {
 		qlog := log.With("component", "queue", "queue", name)
-		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, Logger: qlog})
+		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, MaxLen: cfg.MaxLen[i], Logger: qlog})
 		if err != nil {
 			return nil, err
 		}
