@@ -17,6 +17,7 @@ import (
 	"github.com/bounded-go/bounded/examples/internal/chatapi"
 	"github.com/bounded-go/bounded/memwatch"
 	"github.com/bounded-go/bounded/pool"
+	"github.com/bounded-go/bounded/queue"
 )
 
 // Limits on what a client may send.
@@ -34,13 +35,45 @@ func (s *service) routes() http.Handler {
 	// Decoding comes before the limiter: a malformed request is answered 400
 	// without spending the user's budget, and the limiter's key is the user
 	// named in the body.
-	mux.Handle("POST "+chatapi.PathChat, s.decodeChat(s.limiter.Middleware(userOf, http.HandlerFunc(s.postChat))))
+	// Shedding comes before the limiter: a refused chat costs no Redis round
+	// trip and none of the user's budget.
+	mux.Handle("POST "+chatapi.PathChat, s.decodeChat(s.shedChat(s.limiter.Middleware(userOf, http.HandlerFunc(s.postChat)))))
 	mux.HandleFunc("GET "+chatapi.PathChat+"/{id}", s.getChat)
 	mux.HandleFunc("GET "+chatapi.PathAgents, s.getAgents)
 	mux.HandleFunc("GET "+chatapi.PathHealth, s.getHealth)
 	mux.HandleFunc("GET "+chatapi.PathDebug, s.getDebug)
 	mux.HandleFunc("GET "+chatapi.PathDebugHistory, s.getHistory)
-	return mux
+	// The router's own 404 and 405 and the limiter's 429 are plain text:
+	// jsonErrors rewrites them, so every error has one format.
+	return jsonErrors(mux)
+}
+
+// shedChat answers 503 with Retry-After, without queueing, when the shedder
+// refuses the chat (a queue full, or the wait past the budget).
+func (s *service) shedChat(next http.Handler) http.Handler {
+	if s.shed == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := s.shed.admit(r.Context()); d.shed {
+			s.refuse(w, d)
+			return
+		}
+		defer s.shed.done()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers a shed chat: 503, Retry-After, and a public message; the
+// reason, with the figures, is for /healthz and the debug log.
+func (s *service) refuse(w http.ResponseWriter, d decision) {
+	s.log.Debug("shedding a chat", "reason", d.reason)
+	w.Header().Set("Retry-After", retryAfterSeconds(d.retryAfter))
+	msg := "overloaded: a chat would wait too long for a handler now; retry later"
+	if d.code == chatapi.CodeQueueFull {
+		msg = "overloaded: the chat queue is full; retry later"
+	}
+	s.fail(w, http.StatusServiceUnavailable, d.code, msg)
 }
 
 // chatKey carries the decoded request from decodeChat to the limiter's key
@@ -72,18 +105,18 @@ func (s *service) decodeChat(next http.Handler) http.Handler {
 		if err := dec.Decode(&req); err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
-				s.fail(w, http.StatusRequestEntityTooLarge, "body over %d bytes", tooBig.Limit)
+				s.fail(w, http.StatusRequestEntityTooLarge, chatapi.CodeTooLarge, fmt.Sprintf("body over %d bytes", tooBig.Limit))
 				return
 			}
-			s.fail(w, http.StatusBadRequest, "malformed JSON: %v", err)
+			s.fail(w, http.StatusBadRequest, chatapi.CodeBadRequest, "malformed JSON: "+err.Error())
 			return
 		}
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-			s.fail(w, http.StatusBadRequest, "malformed JSON: data after the object")
+			s.fail(w, http.StatusBadRequest, chatapi.CodeBadRequest, "malformed JSON: data after the object")
 			return
 		}
 		if reason := s.check(r.Context(), &req); reason != "" {
-			s.fail(w, http.StatusBadRequest, "%s", reason)
+			s.fail(w, http.StatusBadRequest, chatapi.CodeBadRequest, reason)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), chatKey{}, &req)))
@@ -131,12 +164,22 @@ func (s *service) postChat(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, "encoding the job", err)
 		return
 	}
-	if _, err := s.queues[chatapi.QueueChat].Enqueue(ctx, payload); err != nil {
+	if _, err := s.enqueueChat(ctx, payload); err != nil {
 		// Nothing will answer this chat: drop the marker, on a context of its
 		// own since the request's may be what ended.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		_ = s.replies.Delete(dctx, id)
 		cancel()
+		var full *queue.FullError
+		if errors.As(err, &full) {
+			d := decision{shed: true, code: chatapi.CodeQueueFull, retryAfter: full.RetryAfter,
+				reason: fmt.Sprintf("queue %s is full: %d jobs, the limit is %d", full.Queue, full.Len, full.Limit)}
+			if s.shed != nil {
+				s.shed.shed(d)
+			}
+			s.refuse(w, d)
+			return
+		}
 		s.failErr(w, "enqueueing the chat", err)
 		return
 	}
@@ -150,13 +193,13 @@ func (s *service) postChat(w http.ResponseWriter, r *http.Request) {
 func (s *service) getChat(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if len(id) > maxID || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
-		s.fail(w, http.StatusBadRequest, "malformed chat id")
+		s.fail(w, http.StatusBadRequest, chatapi.CodeBadRequest, "malformed chat id")
 		return
 	}
 	reply, err := s.replies.Get(r.Context(), id)
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
-		s.fail(w, http.StatusNotFound, "no chat %q (unknown, or older than %s)", id, s.cfg.ReplyTTL)
+		s.fail(w, http.StatusNotFound, chatapi.CodeNotFound, fmt.Sprintf("no chat %q (unknown, or older than %s)", id, s.cfg.ReplyTTL))
 	case err != nil:
 		s.failErr(w, "reading the chat", err)
 	case reply.Status == chatapi.StatusPending:
@@ -205,8 +248,16 @@ func (s *service) getHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	code := http.StatusOK
 	h.Status = "ok"
-	if len(h.Reasons) > 0 {
+	if s.shed != nil {
+		h.Shedding = s.shed.shedding()
+	}
+	switch {
+	case len(h.Reasons) > 0:
 		code, h.Status = http.StatusServiceUnavailable, "unhealthy"
+	case h.Shedding != "":
+		// Still 200: a load balancer that took an overloaded instance out
+		// would push its load onto the others.
+		h.Status = "degraded"
 	}
 	writeJSON(w, code, h)
 }
@@ -221,6 +272,7 @@ func (s *service) getDebug(w http.ResponseWriter, r *http.Request) {
 		Queues:        make(map[string]chatapi.QueueStats, len(s.queues)),
 		Caches:        map[string]cache.Stats{s.replies.Name(): s.replies.Stats(), s.agents.Name(): s.agents.Stats()},
 		Limiter:       s.limiter.Stats(),
+		ChatWait:      s.chatWaitHistogram(),
 		Memwatch:      chatapi.Memwatch{Latest: s.mem.Latest(), Alerts: s.mem.Active()},
 		HTTP: chatapi.HTTPStats{
 			Accepted:    s.httpStats.accepted.Load(),
@@ -231,6 +283,9 @@ func (s *service) getDebug(w http.ResponseWriter, r *http.Request) {
 	}
 	if l := s.conns.Load(); l != nil {
 		d.HTTP.OpenConns = l.open.Load()
+	}
+	if s.shed != nil {
+		d.Shed = s.shed.stats()
 	}
 	if tr, ok := s.mem.Trend(); ok {
 		d.Memwatch.Trend = &tr
@@ -263,35 +318,133 @@ func (s *service) getHistory(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h)
 }
 
-// fail writes a client or server error with its reason.
-func (s *service) fail(w http.ResponseWriter, code int, format string, args ...any) {
+// fail writes a client or server error: msg is public (no internal error
+// chain), errCode one of chatapi's Code constants. A 503 without a
+// Retry-After of its own gets one of a second.
+func (s *service) fail(w http.ResponseWriter, code int, errCode, msg string) {
 	switch {
 	case code == http.StatusServiceUnavailable:
 		s.httpStats.unavailable.Add(1)
-		w.Header().Set("Retry-After", "1")
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", "1")
+		}
 	case code >= 500:
 		s.httpStats.errors.Add(1)
 	case code == http.StatusBadRequest || code == http.StatusRequestEntityTooLarge:
 		s.httpStats.badRequests.Add(1)
 	}
-	writeJSON(w, code, chatapi.Error{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, code, chatapi.Error{Error: msg, Code: errCode})
 }
 
 // failErr answers an error from Redis or a component: 503 when Redis is down
 // or unreachable, its lane is full or the client went away (the client may
-// retry), 500 otherwise (a bug worth a log line).
+// retry), 500 otherwise (a bug). Either way the error chain goes to the log
+// and the client gets a short message saying what failed.
 func (s *service) failErr(w http.ResponseWriter, doing string, err error) {
 	var netErr net.Error
-	code := http.StatusInternalServerError
 	if errors.Is(err, pool.ErrUnavailable) || errors.Is(err, pool.ErrLaneExhausted) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) {
-		code = http.StatusServiceUnavailable
-	} else {
-		s.log.Error("request failed", "doing", doing, "err", err)
+		s.logUnavailable(doing, err)
+		s.fail(w, http.StatusServiceUnavailable, chatapi.CodeUnavailable, doing+": storage unavailable; retry later")
+		return
 	}
-	s.fail(w, code, "%s: %v", doing, err)
+	s.log.Error("request failed", "doing", doing, "err", err)
+	s.fail(w, http.StatusInternalServerError, chatapi.CodeInternal, doing+": internal error")
+}
+
+// logUnavailable logs the error chain of a 503 at most once a second, with
+// the number of those it did not log: under overload every request may fail
+// this way, and a line each would flood the log.
+func (s *service) logUnavailable(doing string, err error) {
+	now := time.Now().UnixNano()
+	last := s.unavailableLog.last.Load()
+	if now-last < int64(time.Second) || !s.unavailableLog.last.CompareAndSwap(last, now) {
+		s.unavailableLog.suppressed.Add(1)
+		return
+	}
+	s.log.Warn("request failed: unavailable", "doing", doing, "err", err,
+		"not_logged_since_last", s.unavailableLog.suppressed.Swap(0))
+}
+
+// jsonErrors rewrites the plain-text error answers of the handlers it wraps
+// (http.Error's, as the router and the limiter write them) into
+// chatapi.Error, keeping the status and the headers.
+func jsonErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		jw := &jsonErrorWriter{ResponseWriter: w}
+		next.ServeHTTP(jw, r)
+		if jw.code != 0 {
+			msg := strings.TrimSpace(jw.buf.String())
+			if msg == "" {
+				msg = http.StatusText(jw.code)
+			}
+			_ = json.NewEncoder(w).Encode(chatapi.Error{Error: msg, Code: codeOf(jw.code)})
+		}
+	})
+}
+
+// jsonErrorWriter holds back the body of a plain-text error answer.
+type jsonErrorWriter struct {
+	http.ResponseWriter
+	code int // of the error being rewritten; 0: passing through
+	buf  strings.Builder
+	sent bool
+}
+
+func (w *jsonErrorWriter) WriteHeader(code int) {
+	if w.sent {
+		return
+	}
+	w.sent = true
+	h := w.Header()
+	if code >= 400 && !strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+		w.code = code
+		h.Set("Content-Type", "application/json")
+		h.Del("Content-Length")
+		if code == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+			h.Set("Retry-After", "1") // the limiter's answer while Redis is away
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *jsonErrorWriter) Write(b []byte) (int, error) {
+	if !w.sent {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.code == 0 {
+		return w.ResponseWriter.Write(b)
+	}
+	if room := 200 - w.buf.Len(); room > 0 {
+		w.buf.Write(b[:min(len(b), room)])
+	}
+	return len(b), nil
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *jsonErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// codeOf is the chatapi code of an HTTP status that the service's own
+// handlers did not write.
+func codeOf(status int) string {
+	switch status {
+	case http.StatusNotFound:
+		return chatapi.CodeNotFound
+	case http.StatusMethodNotAllowed:
+		return chatapi.CodeNotAllowed
+	case http.StatusTooManyRequests:
+		return chatapi.CodeRateLimited
+	case http.StatusServiceUnavailable:
+		return chatapi.CodeUnavailable
+	case http.StatusRequestEntityTooLarge:
+		return chatapi.CodeTooLarge
+	}
+	if status >= 500 {
+		return chatapi.CodeInternal
+	}
+	return chatapi.CodeBadRequest
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -14,6 +14,11 @@
 //	curl -s localhost:8080/debug/bounded
 //	curl -s localhost:8080/debug/bounded/history
 //
+// Every error answer is JSON, {"error": "...", "code": "..."}. When the
+// chat workers cannot keep up, POST /api/chat sheds: 503 with Retry-After
+// once a chat would wait longer than -wait-budget for a handler, or a queue
+// holds its -max-len-<queue>; /healthz says "degraded" while it does.
+//
 // SIGINT or SIGTERM closes the lifecycle group with a deadline
 // (-shutdown-timeout): the HTTP server stops accepting and finishes its
 // requests, the workers drain, the pool closes last, and the exit log lists
@@ -38,6 +43,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bounded-go/bounded/examples/internal/chatapi"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/memwatch"
 )
@@ -70,6 +76,11 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 1024, "most HTTP connections open at once")
 	fs.IntVar(&cfg.RequestConns, "request-conns", 20, "Redis connections of the request lane")
 	fs.IntVar(&cfg.RequestWaiters, "request-waiters", 0, "callers that may wait for a request-lane connection (0: 10 per connection)")
+	fs.DurationVar(&cfg.WaitBudget, "wait-budget", 0, "shed chats (503, Retry-After) that would wait longer than this for a handler (0: 2 x -latency; negative: no budget)")
+	for i, name := range chatapi.Queues() {
+		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "the "+name+" queue's queue.Config.MaxLen (ready + delayed); chats are shed while it is full; negative: unbounded")
+	}
+	fs.BoolVar(&cfg.NoShedding, "no-shedding", false, "accept every valid chat, however long the queues (for comparison runs)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -136,7 +147,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	logger.Info("listening", "url", "http://"+ln.Addr().String(), "redis", redact(cfg.RedisURL),
 		"queues", "chat, embeddings, webhooks", "concurrency", s.cfg.Concurrency, "latency", s.cfg.Latency,
-		"fail_rate", s.cfg.FailRate, "rate", fmt.Sprintf("%d/%s burst %d", s.cfg.Rate, s.cfg.RatePeriod, s.cfg.Burst),
+		"fail_rate", s.cfg.FailRate, "shedding", !s.cfg.NoShedding, "wait_budget", s.cfg.WaitBudget, "max_len", fmt.Sprint(s.cfg.MaxLen), "rate", fmt.Sprintf("%d/%s burst %d", s.cfg.Rate, s.cfg.RatePeriod, s.cfg.Burst),
 		"tasks", len(g.Tasks()))
 
 	// Until SIGINT or SIGTERM, or a task fails; then Close with -timeout as

@@ -61,6 +61,34 @@ type Config struct {
 	// not for the lane's MaxWait, and the pool's default of 4 x RequestConns
 	// would turn such a burst into 503s.
 	RequestWaiters int
+	// WaitBudget is the longest a chat accepted now should wait for a
+	// handler, as the shedder estimates it (the chat backlog over the
+	// workers' recent drain rate): past it, POST /api/chat answers 503 with
+	// Retry-After instead of queueing a chat whose reply would be late.
+	// Default two mean model calls (2 x Latency, 4ms at the default): under
+	// overload an accepted chat then waits about the budget plus what it
+	// waits unloaded (the fetch, the scheduler; a p99 of ~3ms measured at
+	// half the capacity), which keeps its enqueue-to-start p99 within about
+	// twice the unloaded one; and the backlog it allows (the budget times
+	// the drain rate, a few jobs a handler) still keeps every handler busy.
+	// A service whose clients would rather wait than retry sets it higher.
+	// Negative: no wait budget.
+	WaitBudget time.Duration
+	// MaxLen bounds each queue's backlog (ready + delayed), in
+	// chatapi.Queues() order: it is each queue's queue.Config.MaxLen, which
+	// the enqueue enforces atomically; a chat refused with
+	// queue.ErrQueueFull is answered 503 with the FullError's RetryAfter.
+	// The shedder also refuses a chat, before any Redis work, while its
+	// estimate says one of them is full (a follow-up could not be queued;
+	// the chat job would retry it).
+	// Default 10,000 each: at about 600 bytes a job in Redis, 6 MB a queue,
+	// and about 6s of the chat workers' capacity at the default Latency; a
+	// backstop for when the wait budget has no rate to go by (at start).
+	// Negative: unbounded.
+	MaxLen [chatapi.NumQueues]int64
+	// NoShedding turns the shedder off: every valid chat is queued (the
+	// service as it was before load shedding, for comparison runs).
+	NoShedding bool
 	// Memwatch configures the memory watcher; its Logger defaults to the
 	// service's.
 	Memwatch memwatch.Config
@@ -97,6 +125,14 @@ func (c *Config) fill() error {
 	defDur(&c.RatePeriod, time.Second)
 	defDur(&c.AgentsLatency, 100*time.Millisecond)
 	defDur(&c.ReplyTTL, 10*time.Minute)
+	defDur(&c.WaitBudget, 2*c.Latency)
+	for i := range c.MaxLen {
+		if c.MaxLen[i] == 0 {
+			c.MaxLen[i] = 10_000
+		}
+		c.MaxLen[i] = max(c.MaxLen[i], 0) // negative: unbounded
+	}
+	c.WaitBudget = max(c.WaitBudget, 0)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -143,12 +179,23 @@ type service struct {
 
 	queues  map[string]*queue.Queue
 	workers []*queue.Worker // in chatapi.Queues() order
+	// enqueueChat queues a chat job; a seam for tests.
+	enqueueChat func(ctx context.Context, payload []byte) (string, error)
+	// shed decides which chats to refuse; nil with Config.NoShedding.
+	shed *shedder
+	// chatWait counts the enqueue-to-start latency of chat jobs on their
+	// first run, in chatapi.WaitHistogram's buckets.
+	chatWait [chatapi.WaitBuckets]atomic.Uint64
 
 	httpStats struct {
 		accepted, badRequests, unavailable, errors atomic.Uint64
 	}
 	conns atomic.Pointer[limitListener] // set by serve
-
+	// unavailableLog samples the log lines of 503s (logUnavailable).
+	unavailableLog struct {
+		last       atomic.Int64 // unix ns
+		suppressed atomic.Uint64
+	}
 }
 
 // agentsKey is the agents cache's one key: the whole list.
@@ -247,9 +294,9 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range chatapi.Queues() {
+	for i, name := range chatapi.Queues() {
 		qlog := log.With("component", "queue", "queue", name)
-		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, Logger: qlog})
+		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, MaxLen: cfg.MaxLen[i], Logger: qlog})
 		if err != nil {
 			return nil, err
 		}
@@ -269,7 +316,46 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		s.queues[name] = q
 		s.workers = append(s.workers, w)
 	}
+	s.enqueueChat = func(ctx context.Context, payload []byte) (string, error) {
+		return s.queues[chatapi.QueueChat].Enqueue(ctx, payload)
+	}
+	if !cfg.NoShedding {
+		s.shed = newShedder(cfg.WaitBudget, cfg.MaxLen, s.readBacklog)
+	}
 	return s, nil
+}
+
+// readBacklog reads each queue's ready and delayed jobs and the chat
+// workers' processed counter, for the shedder.
+func (s *service) readBacklog(ctx context.Context) (backlogReading, error) {
+	var r backlogReading
+	for i, name := range chatapi.Queues() {
+		st, err := s.queues[name].Stats(ctx)
+		if err != nil {
+			return r, err
+		}
+		r.backlog[i] = st.Ready + st.Delayed
+	}
+	ws := s.workers[0].Stats()
+	r.processed, r.busy, r.slots = ws.Processed, ws.Busy, int64(ws.Concurrency)
+	return r, nil
+}
+
+// observeChatWait records the enqueue-to-start latency of a chat job's
+// first run (a retry's or a recovered job's wait is not the queue's).
+func (s *service) observeChatWait(job *queue.Job) {
+	if job.Attempt == 1 && job.Deliveries == 0 && !job.EnqueuedAt.IsZero() {
+		s.chatWait[chatapi.WaitBucket(time.Since(job.EnqueuedAt))].Add(1)
+	}
+}
+
+// chatWaitHistogram returns the counts of observeChatWait.
+func (s *service) chatWaitHistogram() chatapi.WaitHistogram {
+	h := chatapi.WaitHistogram{Counts: make([]uint64, len(s.chatWait))}
+	for i := range s.chatWait {
+		h.Counts[i] = s.chatWait[i].Load()
+	}
+	return h
 }
 
 // warm loads the agent configs so the first requests do not wait for the

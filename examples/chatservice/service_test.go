@@ -302,8 +302,13 @@ func testBadRequests(t *testing.T, h *harness) int {
 			assert.Empty(t, hdr.Get("RateLimit-Limit"), "refused before the limiter")
 		})
 	}
-	code, _, _ := h.do(http.MethodGet, chatapi.PathChat, "")
+	// The router's own errors come in the same format.
+	code, _, body := h.do(http.MethodGet, chatapi.PathChat, "")
 	assert.Equal(t, http.StatusMethodNotAllowed, code)
+	assertJSONError(t, body, chatapi.CodeNotAllowed)
+	code, _, body = h.do(http.MethodGet, "/nope", "")
+	assert.Equal(t, http.StatusNotFound, code)
+	assertJSONError(t, body, chatapi.CodeNotFound)
 	return len(cases)
 }
 
@@ -321,12 +326,27 @@ func TestRateLimit(t *testing.T) {
 	assert.Equal(t, "0", hdr.Get("RateLimit-Remaining"))
 	assert.NotEmpty(t, hdr.Get("RateLimit-Reset"))
 	assert.Equal(t, "60", hdr.Get("Retry-After"))
+	assert.Equal(t, "application/json", hdr.Get("Content-Type"))
+	assertJSONError(t, resp, chatapi.CodeRateLimited)
 	h.post("grace", "assistant", "another user has her own budget")
 
 	d := h.debug()
 	assert.EqualValues(t, 3, d.Limiter.Allowed)
 	assert.EqualValues(t, 1, d.Limiter.Denied)
 	assert.EqualValues(t, 3, d.HTTP.Accepted)
+}
+
+// assertJSONError checks that body is a chatapi.Error with code and a
+// message, and nothing else.
+func assertJSONError(t *testing.T, body []byte, code string) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var e chatapi.Error
+	if assert.NoError(t, dec.Decode(&e), "%s", body) {
+		assert.Equal(t, code, e.Code, "%s", body)
+		assert.NotEmpty(t, e.Error, "%s", body)
+	}
 }
 
 func TestFailedChat(t *testing.T) {
@@ -411,14 +431,20 @@ func testRedisDown(t *testing.T, h *harness, stop func()) {
 	assert.Contains(t, hl.Reasons[0], "redis: ")
 	assert.NotEmpty(t, hl.Redis.Error)
 
-	// A chat cannot be accepted while Redis is away: 503 with the reason,
-	// at once (no dial) once the pool has marked Redis down.
+	// A chat cannot be accepted while Redis is away: 503 at once (no dial)
+	// once the pool has marked Redis down, in the one error format, with a
+	// public message: the error chain is logged, not answered.
 	body := `{"user":"ada","agent":"assistant","message":"hi"}`
+	var last []byte
 	require.Eventually(t, func() bool {
 		code, hdr, resp, err := h.try(http.MethodPost, chatapi.PathChat, body)
+		last = resp
+		var e chatapi.Error
 		return err == nil && code == http.StatusServiceUnavailable && hdr.Get("Retry-After") == "1" &&
-			strings.Contains(string(resp), pool.ErrUnavailable.Error())
+			json.Unmarshal(resp, &e) == nil && e.Code == chatapi.CodeUnavailable && e.Error != ""
 	}, wait, 10*time.Millisecond)
+	assert.NotContains(t, string(last), pool.ErrUnavailable.Error(), "no internal error chain in a 503")
+	assert.NotContains(t, string(last), "127.0.0.1", "no internal address in a 503")
 	d := h.debug()
 	assert.Positive(t, d.HTTP.Unavailable)
 	assert.Zero(t, d.HTTP.Errors, "Redis being away is a 503, not a 500")

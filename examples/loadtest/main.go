@@ -3,6 +3,7 @@
 //
 //	go run ./examples/loadtest burst -n 10000 -c 100
 //	go run ./examples/loadtest soak -rate 1000 -duration 10m -chart soak.svg
+//	go run ./examples/loadtest overload -multiple 5 -duration 60s -redis redis://127.0.0.1:6380
 //
 // burst sends N chats at concurrency C and prints the success count,
 // throughput and latency percentiles. soak sends chats at a fixed rate for a
@@ -12,6 +13,14 @@
 // 429, or a job was not processed. Both print a progress line while they run
 // and check at the end that every accepted chat, and its follow-ups, was
 // processed.
+//
+// overload measures the service's capacity (the chat workers' drain rate
+// under a closed-loop load), its unloaded enqueue-to-start latency (at half
+// of it), then offers a multiple of it for a duration, and checks that the
+// backlog stayed under the service's limit, accepted chats kept their
+// enqueue-to-start p99 within a factor of the unloaded one, the excess got
+// 503s with Retry-After rather than timeouts, and Redis's used_memory stayed
+// flat (with -redis).
 //
 // Users are drawn round-robin from -users names, so the service's per-user
 // limit is not hit unless it is configured to be.
@@ -42,8 +51,9 @@ func main() {
 const usage = `usage:
   loadtest burst [flags]   N requests at concurrency C (like ab -n N -c C)
   loadtest soak [flags]    a fixed rate for a duration, with /debug/bounded sampled every second
+  loadtest overload [flags]  measure capacity, then offer a multiple of it: is the excess shed?
 
-Run "loadtest burst -h" or "loadtest soak -h" for the flags.
+Run "loadtest <mode> -h" for the flags.
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -56,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runBurst(args[1:], stdout, stderr)
 	case "soak":
 		return runSoak(args[1:], stdout, stderr)
+	case "overload":
+		return runOverload(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -125,6 +137,12 @@ func (c *client) close() { c.http.CloseIdleConnections() }
 // chat posts the i-th chat and returns the status code; for an answer other
 // than 202 or 429 it also returns an error saying what came back.
 func (c *client) chat(ctx context.Context, i int) (int, error) {
+	code, _, err := c.post(ctx, i)
+	return code, err
+}
+
+// post is chat with the answer's headers (nil when there was no answer).
+func (c *client) post(ctx context.Context, i int) (int, http.Header, error) {
 	body, _ := json.Marshal(chatapi.ChatRequest{
 		User:    "user-" + strconv.Itoa(i%c.users),
 		Agent:   c.agents[i%len(c.agents)],
@@ -132,20 +150,21 @@ func (c *client) chat(ctx context.Context, i int) (int, error) {
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+chatapi.PathChat, bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusTooManyRequests {
 		_, err = io.Copy(io.Discard, resp.Body) // so the connection is reused
-		return resp.StatusCode, err
+		return resp.StatusCode, resp.Header, err
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-	return resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	return resp.StatusCode, resp.Header, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 }
 
 // debug fetches /debug/bounded.

@@ -87,18 +87,38 @@ type Agents struct {
 	Agents []Agent `json:"agents"`
 }
 
-// Error is the body of every 4xx and 5xx answer the service writes itself.
+// Error is the body of every 4xx and 5xx answer of the service, its own and
+// those of the components it wraps (the limiter's 429, the router's 404):
+// a short public message and a stable code. A 503's message never carries an
+// internal error chain; the service logs that.
 type Error struct {
 	Error string `json:"error"`
+	Code  string `json:"code"`
 }
 
+// The codes of Error.
+const (
+	CodeBadRequest  = "bad_request"        // 400: the body or the id is malformed
+	CodeTooLarge    = "too_large"          // 413
+	CodeNotFound    = "not_found"          // 404
+	CodeNotAllowed  = "method_not_allowed" // 405
+	CodeRateLimited = "rate_limited"       // 429: the user's limit; Retry-After says when
+	CodeOverloaded  = "overloaded"         // 503: shed, a chat would wait past the budget; Retry-After
+	CodeQueueFull   = "queue_full"         // 503: shed, a queue holds its MaxLen; Retry-After
+	CodeUnavailable = "unavailable"        // 503: Redis is down or its lane full; Retry-After
+	CodeInternal    = "internal"           // 500: a bug, logged
+)
+
 // Health is the answer to GET /healthz: 200 when Reasons is empty, else 503.
+// Status is "ok", "degraded" (200: healthy, but shedding load; Shedding says
+// why) or "unhealthy" (503).
 type Health struct {
-	Status  string                 `json:"status"` // "ok" or "unhealthy"
-	Reasons []string               `json:"reasons"`
-	Redis   RedisHealth            `json:"redis"`
-	Queues  map[string]QueueHealth `json:"queues"`
-	Alerts  []memwatch.Alert       `json:"alerts"`
+	Status   string                 `json:"status"`
+	Reasons  []string               `json:"reasons"`
+	Shedding string                 `json:"shedding,omitempty"` // why the service sheds, while it does
+	Redis    RedisHealth            `json:"redis"`
+	Queues   map[string]QueueHealth `json:"queues"`
+	Alerts   []memwatch.Alert       `json:"alerts"`
 }
 
 // RedisHealth is what the health check found out about Redis.
@@ -126,7 +146,27 @@ type Debug struct {
 	Limiter       ratelimit.Stats        `json:"limiter"`
 	Memwatch      Memwatch               `json:"memwatch"`
 	HTTP          HTTPStats              `json:"http"`
-	Tasks         []Task                 `json:"tasks"`
+	Shed          Shed                   `json:"shed"`
+	// ChatWait is the enqueue-to-start latency of chat jobs on their first
+	// run in this process, since it started.
+	ChatWait WaitHistogram `json:"chat_wait"`
+	Tasks    []Task        `json:"tasks"`
+}
+
+// Shed is the load shedder's configuration, its latest estimate and its
+// counts since the service started.
+type Shed struct {
+	Enabled    bool             `json:"enabled"`
+	WaitBudget time.Duration    `json:"wait_budget_ns"`
+	MaxLen     [NumQueues]int64 `json:"max_len"` // by queue in Queues() order; 0: unbounded
+	Backlog    [NumQueues]int64 `json:"backlog"` // estimated ready + delayed, by queue
+	// DrainRate is the chat workers' rate, jobs/s, as the estimate uses it
+	// (the recent peak, decaying); 0 until it was measured.
+	DrainRate    float64       `json:"drain_rate"`
+	ExpectedWait time.Duration `json:"expected_wait_ns"` // of a chat accepted now
+	Overloaded   uint64        `json:"overloaded"`       // 503s for the wait budget
+	Full         uint64        `json:"full"`             // 503s for a full queue
+	Shedding     string        `json:"shedding,omitempty"`
 }
 
 // Process is read when /debug/bounded is requested (memwatch's latest sample
@@ -157,7 +197,7 @@ type Memwatch struct {
 type HTTPStats struct {
 	Accepted    uint64 `json:"accepted"`     // 202 to POST /api/chat
 	BadRequests uint64 `json:"bad_requests"` // 400 and 413
-	Unavailable uint64 `json:"unavailable"`  // 503: Redis down or its lane full
+	Unavailable uint64 `json:"unavailable"`  // 503: Redis down or its lane full, or shed (Shed counts those)
 	Errors      uint64 `json:"errors"`       // 500
 	// OpenConns is the HTTP connections open now. net/http runs one
 	// goroutine per connection, so a soak judges the service's own
