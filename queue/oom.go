@@ -106,6 +106,7 @@ type memState struct {
 	fetched  atomic.Uint64 // jobs taken with the allow-oom script
 	promoted atomic.Uint64 // delayed jobs promoted with the allow-oom script
 	wake     chan struct{} // this worker promoted jobs at the limit: the waiting fetcher looks again
+	oomAt    atomic.Int64  // when Redis last answered OOM, unix nanos (Config.Now)
 	entered  atomic.Uint64 // times the worker found Redis at the limit
 	loggedAt atomic.Int64  // when that was last logged, unix nanos
 
@@ -157,6 +158,9 @@ func (w *Worker) Memory() MemoryStats {
 // with every fetch, and must not flood the log. Leaving it is logged at
 // Debug level.
 func (w *Worker) setAtLimit(at bool) {
+	if at {
+		w.mem.oomAt.Store(w.q.cfg.Now().UnixNano())
+	}
 	if w.mem.atLimit.Swap(at) == at {
 		return
 	}
@@ -177,12 +181,26 @@ func (w *Worker) setAtLimit(at bool) {
 // atLimitLogEvery is how often reaching the memory limit is logged at most.
 const atLimitLogEvery = time.Minute
 
+// atLimitProbe is how long after its last OOM answer the fetcher, at the
+// limit, tries the plain take script again (see Worker.take).
+const atLimitProbe = time.Second
+
 // take runs the take script for up to n jobs, its allow-oom twin when Redis
 // is at the limit (or answers that it is).
+//
+// At the limit it still tries the plain script once per atLimitProbe: a
+// fetcher draining a backlog takes full batches and never blocks, so
+// without the probe it would never see Redis leave the limit (AtLimit, a
+// health check's "degraded", would stay set until the backlog is gone).
+// The plain script's first command is LMOVE, refused at the limit even on
+// an empty list, so its success means Redis accepts writes again.
 func (w *Worker) take(ctx context.Context, c redis.Scripter, ks []string, n int) ([]string, error) {
-	if !w.mem.atLimit.Load() {
+	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		elems, err := takeScript.Run(ctx, c, ks, n).StringSlice()
 		if !isOOM(err) {
+			if err == nil || errors.Is(err, redis.Nil) {
+				w.setAtLimit(false)
+			}
 			return elems, err
 		}
 		w.setAtLimit(true)

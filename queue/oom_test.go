@@ -229,3 +229,52 @@ func TestSweepAtMemoryLimit(t *testing.T) {
 	require.Equal(t, uint64(held), w.Stats().Recovered)
 	require.True(t, w.Memory().AtLimit)
 }
+
+// TestLeaveLimitWhileBacklogged: once memory is freed, Memory().AtLimit
+// clears although the fetcher never blocks (its batches stay full while
+// there is a backlog): the stats and a health check built on them must not
+// report Redis full, and the scripts run at the limit only while it is.
+func TestLeaveLimitWhileBacklogged(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	clock := testutil.NewClock()
+	q := mustQueue(t, p, "leave", Config{Now: clock.Now})
+	ctx := context.Background()
+	ready := fillToLimit(t, srv, q)
+
+	next, release := make(chan struct{}), make(chan struct{})
+	defer close(release) // before the group closes
+	w := startWorker(t, group(t), q, func(ctx context.Context, _ *Job) error {
+		select {
+		case <-next:
+			return nil
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second})
+	testutil.Eventually(t, testutil.Wait, "a job taken at the limit", func() bool {
+		return w.Memory().FetchedAtLimit >= 1 && w.Stats().InFlight == 1
+	})
+	require.True(t, w.Memory().AtLimit)
+
+	_, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory", "0")
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("accepted again"))
+	require.NoError(t, err)
+	clock.Advance(atLimitProbe)
+	// Each job a handler receives now was taken after the limit was
+	// raised; the fifth was taken after four fetches below the limit.
+	for i := range 5 {
+		select {
+		case next <- struct{}{}:
+		case <-time.After(testutil.Wait):
+			t.Fatalf("handler %d never ran", i)
+		}
+	}
+	require.False(t, w.Memory().AtLimit, "Redis accepts writes again")
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Greater(t, s.Ready, int64(ready/2), "still backlogged: the fetcher never blocked")
+}
