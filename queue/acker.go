@@ -210,7 +210,7 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 				op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
 		case ackDead:
 			if op.deadKeys == nil {
-				op.deadKeys, op.deadArgs = w.q.deadMoveArgs(w.proc, []byte(op.elem), deadLetter{id: op.deadID, reason: op.reason, attempts: op.attempts, unique: op.unique})
+				op.deadKeys, op.deadArgs = w.q.deadMoveArgs(w.proc, []byte(op.elem), deadLetter{id: op.deadID, reason: w.deadReason(op.reason), attempts: op.attempts, unique: op.unique})
 				ops[i] = op
 			}
 			op.deadArgs[len(op.deadArgs)-1] = boolArg(op.resent)
