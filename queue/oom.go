@@ -127,8 +127,8 @@ type MemoryStats struct {
 	// delete the queue's keys (see WorkerConfig.RefuseEvictingPolicy).
 	Evicting bool `json:"evicting"`
 	// AtLimit is set while Redis refuses new writes (maxmemory reached
-	// under noeviction): enqueues fail, and the worker drains the queue
-	// with allow-oom scripts.
+	// under noeviction), as of the fetcher's last look: enqueues fail, and
+	// the worker drains the queue with allow-oom scripts.
 	AtLimit bool `json:"at_limit"`
 	// FetchedAtLimit and PromotedAtLimit count jobs taken, and delayed
 	// jobs promoted, with allow-oom scripts since Start.
