@@ -95,10 +95,22 @@ func isStreamRead(name string) bool {
 	return strings.EqualFold(name, "xread") || strings.EqualFold(name, "xreadgroup")
 }
 
+// hasBlockOption reports whether the arguments of an XREAD or XREADGROUP
+// (after its name) hold the BLOCK option, in any case. Options come before
+// STREAMS; after it are key names and IDs, and a stream (like a group or a
+// consumer) may be called "block". Any BLOCK blocks: BLOCK 0 for ever.
 func hasBlockOption(args []any) bool {
-	for _, a := range args {
-		if s, ok := a.(string); ok && strings.EqualFold(s, "block") {
+	for i := 0; i < len(args); i++ {
+		s, _ := args[i].(string)
+		switch {
+		case strings.EqualFold(s, "block"):
 			return true
+		case strings.EqualFold(s, "streams"):
+			return false
+		case strings.EqualFold(s, "group"):
+			i += 2 // the group and the consumer
+		case strings.EqualFold(s, "count"), strings.EqualFold(s, "claim"):
+			i++
 		}
 	}
 	return false
