@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -127,7 +128,9 @@ func waitTooLong(cmd redis.Cmder, lane string, readTimeout time.Duration) error 
 		return nil
 	}
 	ms, ok := intArg(args[len(args)-1])
-	if !ok || readTimeout <= 0 || time.Duration(ms)*time.Millisecond < readTimeout {
+	// ms*time.Millisecond would overflow for a large ms: compare with
+	// readTimeout in whole milliseconds, rounded up.
+	if !ok || readTimeout <= 0 || ms < int64((readTimeout+time.Millisecond-1)/time.Millisecond) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s with a timeout of %dms on the %s lane: the timeout must be under the pool's ReadTimeout (%s), which bounds the wait for its reply",
@@ -140,16 +143,38 @@ func positiveArg(a any) bool {
 	return ok && n > 0
 }
 
-// intArg returns a command argument that is an integer.
+// intArg returns a command argument that is an integer, of any integer
+// type or a decimal string. A uint64 beyond the int64 range reads as the
+// largest int64: it is positive, and no timeout is that long.
 func intArg(a any) (int64, bool) {
 	switch v := a.(type) {
 	case int:
 		return int64(v), true
 	case int64:
 		return v, true
+	case int32:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int8:
+		return int64(v), true
+	case uint:
+		return clampUint(uint64(v)), true
+	case uint64:
+		return clampUint(v), true
+	case uint32:
+		return int64(v), true
+	case uint16:
+		return int64(v), true
+	case uint8:
+		return int64(v), true
 	case string:
 		n, err := strconv.ParseInt(v, 10, 64)
 		return n, err == nil
 	}
 	return 0, false
+}
+
+func clampUint(v uint64) int64 {
+	return int64(min(v, math.MaxInt64))
 }

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -38,4 +39,24 @@ func TestStreamNamedBlockIsNotABlockingRead(t *testing.T) {
 	require.ErrorIs(t, c.Do(ctx, "XREAD", "COUNT", "1", "BLOCK", "10", "STREAMS", "block", "$").Err(), ErrBlockingCommand)
 	require.ErrorIs(t, c.Do(ctx, "XREADGROUP", "GROUP", "block", "c", "BLOCK", 0, "STREAMS", "block", ">").Err(), ErrBlockingCommand)
 	require.ErrorIs(t, c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "block", Consumer: "c", Streams: []string{"block", ">"}}).Err(), ErrBlockingCommand, "go-redis sends BLOCK 0 for a zero Block")
+}
+
+// WAIT and WAITAOF read their timeout as a number whatever integer type the
+// caller passed it as; a negative or unreadable one is refused as before,
+// and so is one too long to count in a time.Duration.
+func TestWaitTimeoutOfAnyIntegerType(t *testing.T) {
+	srv := redistest.Server(t) // no replica: WAIT 1 runs its whole timeout
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, ReadTimeout: time.Second})
+	ctx := context.Background()
+	for _, ms := range []any{int8(5), int16(5), int32(5), uint(5), uint8(5), uint16(5), uint32(5), uint64(5)} {
+		v, err := p.Client().Do(ctx, "WAIT", 1, ms).Int()
+		require.NoError(t, err, "%T", ms)
+		require.Zero(t, v)
+		// (The server may predate WAITAOF: any answer but a refusal will do.)
+		require.NotErrorIs(t, p.Background().Do(ctx, "WAITAOF", 0, 0, ms).Err(), ErrBlockingCommand, "%T", ms)
+	}
+	for _, ms := range []any{int32(0), uint64(0), int32(-1), int8(-5), "x", 1.5, uint32(1000), uint64(1 << 63), int64(1 << 62)} {
+		require.ErrorIs(t, p.Client().Do(ctx, "WAIT", 1, ms).Err(), ErrBlockingCommand, "%T %v", ms, ms)
+	}
+	require.True(t, p.Healthy())
 }
