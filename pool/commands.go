@@ -80,6 +80,36 @@ func isBlocking(cmd redis.Cmder) bool {
 	return false
 }
 
+// connMode returns the mode a command would leave its connection in
+// ("subscribe" or "monitor"), or "". Once the command returns, go-redis
+// puts that connection back in the lane's pool, where the next caller would
+// read messages as replies.
+func connMode(cmd redis.Cmder) string {
+	name := cmdName(cmd.Args())
+	if len(name) < 7 {
+		return ""
+	}
+	switch name[0] {
+	case 's', 'S', 'p', 'P':
+		if strings.EqualFold(name, "subscribe") || strings.EqualFold(name, "psubscribe") || strings.EqualFold(name, "ssubscribe") {
+			return "subscribe"
+		}
+	case 'm', 'M':
+		if strings.EqualFold(name, "monitor") {
+			return "monitor"
+		}
+	}
+	return ""
+}
+
+// modeAdvice says where a command that leaves its connection in mode runs.
+func modeAdvice(mode string) string {
+	if mode == "subscribe" {
+		return "subscribe on a reservation: Pool.ReserveBlocking, then Reservation.Subscribe (a go-redis PubSub)"
+	}
+	return "run it on a reservation's client (Pool.ReserveBlocking)"
+}
+
 func isBlockingPop(name string) bool {
 	switch strings.ToLower(name) {
 	case "blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop":

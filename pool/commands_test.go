@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +60,39 @@ func TestWaitTimeoutOfAnyIntegerType(t *testing.T) {
 		require.ErrorIs(t, p.Client().Do(ctx, "WAIT", 1, ms).Err(), ErrBlockingCommand, "%T %v", ms, ms)
 	}
 	require.True(t, p.Healthy())
+}
+
+// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and MONITOR sent as commands would leave
+// a pooled connection of a shared lane in subscribe or monitor mode, for the
+// next caller to read messages as replies. They are refused, with the way
+// to subscribe; a reservation's Subscribe keeps working.
+func TestSubscribeAndMonitorRefusedOnSharedLanes(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, Request: LaneConfig{Size: 1}, Background: LaneConfig{Size: 1}})
+	ctx := context.Background()
+	for _, c := range []redis.UniversalClient{p.Client(), p.Background()} {
+		for _, args := range [][]any{{"subscribe", "ch"}, {"PSUBSCRIBE", "c*"}, {"SSubscribe", "ch"}, {"monitor"}} {
+			err := c.Do(ctx, args...).Err()
+			require.ErrorIs(t, err, ErrBlockingCommand, "%v", args)
+			require.ErrorContains(t, err, strings.ToUpper(args[0].(string))+" on the")
+			require.ErrorContains(t, err, "ReserveBlocking")
+		}
+		pipe := c.Pipeline()
+		pipe.Do(ctx, "SUBSCRIBE", "ch")
+		_, err := pipe.Exec(ctx)
+		require.ErrorIs(t, err, ErrBlockingCommand)
+		require.ErrorContains(t, err, "SUBSCRIBE in a pipeline")
+		require.NoError(t, c.Set(ctx, "k", "v", 0).Err(), "the lane's one connection is not subscribed")
+	}
+	require.True(t, p.Healthy())
+
+	res, err := p.ReserveBlocking("subscriber", 1)
+	require.NoError(t, err)
+	sub, err := res.Subscribe(ctx, "ch")
+	require.NoError(t, err)
+	require.NoError(t, p.Client().Publish(ctx, "ch", "hello").Err())
+	msg, err := sub.ReceiveMessage(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "hello", msg.Payload)
+	require.NoError(t, sub.Close())
 }

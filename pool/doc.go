@@ -19,8 +19,11 @@
 // at most the lane's MaxWait and its own context; past MaxWaiters it is
 // refused at once. A command runs at most once per call: go-redis's retries
 // are off. Blocking commands (BLMOVE, XREAD BLOCK, WAIT 0, ...) on the
-// request or background lane are refused before they reach Redis; WAIT and
-// WAITAOF with a timeout under ReadTimeout are allowed. Sockets per Redis
+// request or background lane are refused before they reach Redis, and so
+// are SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and MONITOR, which would leave a
+// pooled connection in subscribe or monitor mode (subscribe with
+// Reservation.Subscribe); WAIT and WAITAOF with a timeout under
+// ReadTimeout are allowed. Sockets per Redis
 // server: Request.Size + Background.Size + Blocking.Size.
 //
 // # Health

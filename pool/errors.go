@@ -24,8 +24,9 @@ var (
 	ErrOverBudget = errors.New("pool: blocking lane over budget")
 	// ErrBlockingCommand: a blocking command (BLMOVE, BLPOP, XREAD BLOCK, ...)
 	// was sent through the request or background lane, where it would hold a
-	// connection other callers need. Blocking commands go through a
-	// Reservation.
+	// connection other callers need, or a command that would leave its
+	// connection in subscribe or monitor mode (SUBSCRIBE, MONITOR, ...).
+	// Such commands go through a Reservation.
 	ErrBlockingCommand = errors.New("pool: blocking command outside the blocking lane")
 	// ErrReservationUse: a command on a reservation that holds
 	// subscriptions, or a subscription on one that runs commands. Each

@@ -58,6 +58,10 @@ type callKind struct {
 	// blockingFormat words a shared lane's refusal of a blocking command
 	// (a fmt format: ErrBlockingCommand, command, lane).
 	blockingFormat string
+	// modeFormat words a shared lane's refusal of a command that would
+	// leave its connection in subscribe or monitor mode (ErrBlockingCommand,
+	// command, lane, mode, advice).
+	modeFormat string
 	// cmdErrs is set when the commands carry the errors of this call by
 	// the time process looks at them: go-redis sets them in a pipeline,
 	// but sets a command's own error only once the hooks have returned, so
@@ -68,9 +72,11 @@ type callKind struct {
 var (
 	commandCall = &callKind{
 		blockingFormat: "%w: %s on the %s lane; reserve blocking connections with ReserveBlocking",
+		modeFormat:     "%w: %s on the %s lane would leave a pooled connection in %s mode; %s",
 	}
 	pipelineCall = &callKind{
 		blockingFormat: "%w: %s in a pipeline on the %s lane",
+		modeFormat:     "%w: %s in a pipeline on the %s lane would leave a pooled connection in %s mode; %s",
 		cmdErrs:        true,
 	}
 )
@@ -112,7 +118,7 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // state. A call refused or left without a slot fails with its commands
 // carrying the error, and says nothing about Redis.
 func (h *laneHook) process(ctx context.Context, kind *callKind, cmds []redis.Cmder, send func() error) error {
-	if err := h.enter(ctx, cmds, kind.blockingFormat); err != nil {
+	if err := h.enter(ctx, cmds, kind); err != nil {
 		setErrs(cmds, err)
 		return err
 	}
@@ -131,9 +137,9 @@ func (h *laneHook) process(ctx context.Context, kind *callKind, cmds []redis.Cmd
 
 // enter lets a call onto the lane: not refused, the reservation's use
 // claimed, admitted by the health state, and a slot of the gate taken.
-func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, blockingFormat string) error {
+func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, kind *callKind) error {
 	if h.noBlocking {
-		if err := h.refuse(cmds, blockingFormat); err != nil {
+		if err := h.refuse(cmds, kind); err != nil {
 			return err
 		}
 	}
@@ -149,11 +155,15 @@ func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, blockingFormat
 }
 
 // refuse returns ErrBlockingCommand for the first of cmds a shared lane
-// must not send (see isBlocking and waitTooLong), or nil. Nothing is sent.
-func (h *laneHook) refuse(cmds []redis.Cmder, blockingFormat string) error {
+// must not send (see isBlocking, connMode and waitTooLong), or nil. Nothing
+// is sent.
+func (h *laneHook) refuse(cmds []redis.Cmder, kind *callKind) error {
 	for _, cmd := range cmds {
 		if isBlocking(cmd) {
-			return fmt.Errorf(blockingFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane)
+			return fmt.Errorf(kind.blockingFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane)
+		}
+		if mode := connMode(cmd); mode != "" {
+			return fmt.Errorf(kind.modeFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane, mode, modeAdvice(mode))
 		}
 		if err := waitTooLong(cmd, h.gate.lane, h.readTimeout); err != nil {
 			return err
