@@ -47,6 +47,23 @@ func isConnInit(cmd redis.Cmder) bool {
 	return false
 }
 
+// refusedEverywhere returns ErrRefusedCommand for a command no lane sends,
+// a reservation neither, or nil: CLIENT PAUSE, which pauses every client of
+// the server, the pool's own included (CLIENT UNPAUSE passes: it is the way
+// out of a pause). within is "" or " in a pipeline".
+func refusedEverywhere(cmd redis.Cmder, within, lane string) error {
+	args := cmd.Args()
+	name := cmdName(args)
+	if len(name) != 6 || len(args) < 2 || (name[0] != 'c' && name[0] != 'C') || !strings.EqualFold(name, "client") {
+		return nil
+	}
+	if sub, _ := args[1].(string); strings.EqualFold(sub, "pause") {
+		return fmt.Errorf("%w: CLIENT PAUSE%s on the %s lane would pause every client of the server, this pool's callers included; send it from a client of its own, outside the pool",
+			ErrRefusedCommand, within, lane)
+	}
+	return nil
+}
+
 // allConnInit reports whether a pipeline holds connection set-up only.
 func allConnInit(cmds []redis.Cmder) bool {
 	for _, c := range cmds {

@@ -96,3 +96,30 @@ func TestSubscribeAndMonitorRefusedOnSharedLanes(t *testing.T) {
 	require.Equal(t, "hello", msg.Payload)
 	require.NoError(t, sub.Close())
 }
+
+// CLIENT PAUSE pauses every client of the server, this pool's lanes
+// included: sent through the pool it would stall every caller and count
+// their timeouts against a healthy Redis. No lane sends it, a reservation
+// neither; CLIENT UNPAUSE, the way out of a pause, passes.
+func TestClientPauseRefusedOnEveryLane(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}})
+	ctx := context.Background()
+	t.Cleanup(func() { _, _ = srv.Do(context.Background(), "CLIENT", "UNPAUSE") })
+	res, err := p.ReserveBlocking("admin", 1)
+	require.NoError(t, err)
+	for _, c := range []redis.UniversalClient{p.Client(), p.Background(), res.Client()} {
+		err := c.Do(ctx, "client", "pause", 60000, "WRITE").Err()
+		require.ErrorIs(t, err, ErrRefusedCommand)
+		require.ErrorContains(t, err, "CLIENT PAUSE")
+		pipe := c.Pipeline()
+		pipe.Do(ctx, "CLIENT", "PAUSE", "60000")
+		_, err = pipe.Exec(ctx)
+		require.ErrorIs(t, err, ErrRefusedCommand)
+		require.NoError(t, c.Do(ctx, "CLIENT", "UNPAUSE").Err())
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	require.NoError(t, p.Client().Set(wctx, "k", "v", 0).Err(), "writes are not paused")
+	require.True(t, p.Healthy())
+}

@@ -62,6 +62,8 @@ type callKind struct {
 	// leave its connection in subscribe or monitor mode (ErrBlockingCommand,
 	// command, lane, mode, advice).
 	modeFormat string
+	// within says where the command was: "" or " in a pipeline".
+	within string
 	// cmdErrs is set when the commands carry the errors of this call by
 	// the time process looks at them: go-redis sets them in a pipeline,
 	// but sets a command's own error only once the hooks have returned, so
@@ -77,6 +79,7 @@ var (
 	pipelineCall = &callKind{
 		blockingFormat: "%w: %s in a pipeline on the %s lane",
 		modeFormat:     "%w: %s in a pipeline on the %s lane would leave a pooled connection in %s mode; %s",
+		within:         " in a pipeline",
 		cmdErrs:        true,
 	}
 )
@@ -92,6 +95,10 @@ func (k *callKind) healthErr(err error, cmds []redis.Cmder) error {
 
 func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := refusedEverywhere(cmd, commandCall.within, h.gate.lane); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
 		if isConnInit(cmd) {
 			return next(ctx, cmd)
 		}
@@ -103,6 +110,12 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if err := refusedEverywhere(cmd, pipelineCall.within, h.gate.lane); err != nil {
+				setErrs(cmds, err)
+				return err
+			}
+		}
 		if allConnInit(cmds) {
 			return next(ctx, cmds)
 		}
