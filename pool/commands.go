@@ -48,18 +48,36 @@ func isConnInit(cmd redis.Cmder) bool {
 }
 
 // refusedEverywhere returns ErrRefusedCommand for a command no lane sends,
-// a reservation neither, or nil: CLIENT PAUSE, which pauses every client of
-// the server, the pool's own included (CLIENT UNPAUSE passes: it is the way
-// out of a pause). within is "" or " in a pipeline".
-func refusedEverywhere(cmd redis.Cmder, within, lane string) error {
+// a reservation neither, or nil. within is "" or " in a pipeline"; db is the
+// pool's database.
+//
+//   - CLIENT PAUSE pauses every client of the server, the pool's own
+//     included (CLIENT UNPAUSE passes: it is the way out of a pause).
+//   - SELECT of another database than db would leave the connection, back
+//     in the lane's pool, on that database for its later callers. go-redis
+//     sends SELECT db through the hooks on every new connection (see
+//     isConnInit); that one, and any SELECT of db, changes nothing.
+func refusedEverywhere(cmd redis.Cmder, within, lane string, db int) error {
 	args := cmd.Args()
 	name := cmdName(args)
-	if len(name) != 6 || len(args) < 2 || (name[0] != 'c' && name[0] != 'C') || !strings.EqualFold(name, "client") {
+	if len(name) != 6 || len(args) < 2 {
 		return nil
 	}
-	if sub, _ := args[1].(string); strings.EqualFold(sub, "pause") {
-		return fmt.Errorf("%w: CLIENT PAUSE%s on the %s lane would pause every client of the server, this pool's callers included; send it from a client of its own, outside the pool",
-			ErrRefusedCommand, within, lane)
+	switch name[0] {
+	case 'c', 'C':
+		if sub, _ := args[1].(string); strings.EqualFold(name, "client") && strings.EqualFold(sub, "pause") {
+			return fmt.Errorf("%w: CLIENT PAUSE%s on the %s lane would pause every client of the server, this pool's callers included; send it from a client of its own, outside the pool",
+				ErrRefusedCommand, within, lane)
+		}
+	case 's', 'S':
+		if !strings.EqualFold(name, "select") {
+			return nil
+		}
+		if n, ok := intArg(args[1]); ok && n == int64(db) && len(args) == 2 {
+			return nil
+		}
+		return fmt.Errorf("%w: SELECT %v%s on the %s lane would leave a pooled connection on another database than the pool's (%d) for its later callers; use a Pool with that Config.DB",
+			ErrRefusedCommand, args[1], within, lane, db)
 	}
 	return nil
 }

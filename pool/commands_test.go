@@ -123,3 +123,49 @@ func TestClientPauseRefusedOnEveryLane(t *testing.T) {
 	require.NoError(t, p.Client().Set(wctx, "k", "v", 0).Err(), "writes are not paused")
 	require.True(t, p.Healthy())
 }
+
+// SELECT changes the database of the connection it runs on, and go-redis
+// puts that connection back in the lane's pool: its later callers would
+// read and write another database. A SELECT of another database than the
+// pool's is refused on every lane; go-redis's own SELECT of Config.DB,
+// which it sends through the hooks on every new connection, still runs.
+func TestSelectOfAnotherDatabaseRefused(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, DB: 2, Request: LaneConfig{Size: 1}})
+	ctx := context.Background()
+	db2 := redis.NewClient(&redis.Options{Addr: srv.Addr(), DB: 2})
+	defer db2.Close()
+	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
+	require.Equal(t, "v", db2.Get(ctx, "k").Val(), "the pool's connections are on DB 2")
+
+	err := p.Client().Do(ctx, "SELECT", 0).Err()
+	require.ErrorIs(t, err, ErrRefusedCommand)
+	require.ErrorContains(t, err, "SELECT 0 on the request lane")
+	require.Equal(t, "v", p.Client().Get(ctx, "k").Val(), "the lane's one connection is still on DB 2")
+	require.ErrorIs(t, p.Background().Do(ctx, "select", "1").Err(), ErrRefusedCommand)
+	require.ErrorIs(t, p.Client().Do(ctx, "select", 1.0).Err(), ErrRefusedCommand, "Redis reads 1")
+
+	pipe := p.Client().Pipeline()
+	pipe.Select(ctx, 0)
+	_, err = pipe.Exec(ctx)
+	require.ErrorIs(t, err, ErrRefusedCommand, "a pipeline of connection set-up only")
+	pipe = p.Client().Pipeline()
+	get := pipe.Get(ctx, "k")
+	pipe.Select(ctx, 0)
+	_, err = pipe.Exec(ctx)
+	require.ErrorIs(t, err, ErrRefusedCommand)
+	require.ErrorIs(t, get.Err(), ErrRefusedCommand, "nothing of the pipeline is sent")
+
+	conn := p.Client().(*redis.Client).Conn()
+	require.ErrorIs(t, conn.Select(ctx, 0).Err(), ErrRefusedCommand)
+	require.NoError(t, conn.Close())
+
+	// The pool's own database may be selected: nothing changes.
+	require.NoError(t, p.Client().Do(ctx, "SELECT", "2").Err())
+	res, err := p.ReserveBlocking("reader", 1)
+	require.NoError(t, err)
+	require.ErrorIs(t, res.Client().Do(ctx, "SELECT", 3).Err(), ErrRefusedCommand)
+	require.Equal(t, "v", res.Client().Get(ctx, "k").Val(), "a new connection is set up on DB 2")
+	require.Equal(t, "v", p.Client().Get(ctx, "k").Val())
+	require.True(t, p.Healthy())
+}

@@ -23,8 +23,9 @@
 // WAITAOF with a timeout under ReadTimeout are allowed) and SUBSCRIBE,
 // PSUBSCRIBE, SSUBSCRIBE and MONITOR, which would leave a pooled
 // connection in subscribe or monitor mode (use Reservation.Subscribe).
-// No lane, reservations included, sends CLIENT PAUSE: an admin command
-// that pauses every client, this pool's own callers too. Sockets per Redis
+// No lane, reservations included, sends CLIENT PAUSE (it pauses every
+// client, this pool's too) or a SELECT of another database than Config.DB
+// (a pooled connection would keep it): ErrRefusedCommand. Sockets per Redis
 // server: Request.Size + Background.Size + Blocking.Size.
 //
 // # Health

@@ -23,8 +23,10 @@ type laneHook struct {
 	// is not under readTimeout, the lane's socket read timeout.
 	noBlocking  bool
 	readTimeout time.Duration
-	claim       func() error // a reservation: commands may run on it (see Reservation.use)
-	reload      func()       // Redis Cluster: reload the slot map (in the background, coalesced)
+	// db is the pool's database (Config.DB): a SELECT of another is refused.
+	db     int
+	claim  func() error // a reservation: commands may run on it (see Reservation.use)
+	reload func()       // Redis Cluster: reload the slot map (in the background, coalesced)
 }
 
 // addLaneHook puts h in front of c. A Redis Cluster client never runs its
@@ -95,7 +97,7 @@ func (k *callKind) healthErr(err error, cmds []redis.Cmder) error {
 
 func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if err := refusedEverywhere(cmd, commandCall.within, h.gate.lane); err != nil {
+		if err := refusedEverywhere(cmd, commandCall.within, h.gate.lane, h.db); err != nil {
 			cmd.SetErr(err)
 			return err
 		}
@@ -111,7 +113,7 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			if err := refusedEverywhere(cmd, pipelineCall.within, h.gate.lane); err != nil {
+			if err := refusedEverywhere(cmd, pipelineCall.within, h.gate.lane, h.db); err != nil {
 				setErrs(cmds, err)
 				return err
 			}
