@@ -31,18 +31,20 @@ func cmdName(args []any) string {
 // with every slot taken they would wait for themselves.
 func isConnInit(cmd redis.Cmder) bool {
 	args := cmd.Args()
-	switch strings.ToLower(cmdName(args)) {
-	case "hello", "auth", "select", "readonly":
+	name := cmdName(args)
+	// strings.EqualFold, not strings.ToLower: this runs for every command,
+	// and lowering an upper-case name allocates.
+	switch {
+	case strings.EqualFold(name, "hello"), strings.EqualFold(name, "auth"),
+		strings.EqualFold(name, "select"), strings.EqualFold(name, "readonly"):
 		return true
-	case "client":
+	case strings.EqualFold(name, "client"):
 		if len(args) < 2 {
 			return false
 		}
 		sub, _ := args[1].(string)
-		switch strings.ToLower(sub) {
-		case "setname", "setinfo", "tracking", "maint_notifications":
-			return true
-		}
+		return strings.EqualFold(sub, "setname") || strings.EqualFold(sub, "setinfo") ||
+			strings.EqualFold(sub, "tracking") || strings.EqualFold(sub, "maint_notifications")
 	}
 	return false
 }
@@ -145,10 +147,13 @@ func modeAdvice(mode string) string {
 	return "run it on a reservation's client (Pool.ReserveBlocking)"
 }
 
+var blockingPops = [...]string{"blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop"}
+
 func isBlockingPop(name string) bool {
-	switch strings.ToLower(name) {
-	case "blpop", "brpop", "blmove", "brpoplpush", "blmpop", "bzpopmin", "bzpopmax", "bzmpop":
-		return true
+	for _, b := range blockingPops {
+		if strings.EqualFold(name, b) {
+			return true
+		}
 	}
 	return false
 }

@@ -169,3 +169,30 @@ func TestSelectOfAnotherDatabaseRefused(t *testing.T) {
 	require.Equal(t, "v", p.Client().Get(ctx, "k").Val())
 	require.True(t, p.Healthy())
 }
+
+// Classifying a command the lanes carry allocates nothing: it runs for
+// every command of every lane (BenchmarkRequestLaneGet measures the whole
+// call: 7 allocs/op, as a bare go-redis client).
+func TestClassifyingAllocatesNothing(t *testing.T) {
+	ctx := context.Background()
+	cmds := []redis.Cmder{
+		redis.NewStringCmd(ctx, "get", "k"),
+		redis.NewCmd(ctx, "SELECT", 2),
+		redis.NewCmd(ctx, "client", "setname", "x"),
+		redis.NewCmd(ctx, "XREAD", "COUNT", 1, "STREAMS", "block", "0-0"),
+		redis.NewCmd(ctx, "WAIT", 1, int32(5)),
+		redis.NewCmd(ctx, "ssubscribe"),
+		redis.NewCmd(ctx, "BITCOUNT", "k"),
+		redis.NewCmd(ctx, "BLPOP", "k", 1),
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, c := range cmds {
+			_ = refusedEverywhere(c, "", "request", 2)
+			_ = isConnInit(c)
+			_ = isBlocking(c)
+			_ = connMode(c)
+			_ = waitTooLong(c, "request", time.Second)
+		}
+	})
+	require.Zero(t, allocs)
+}
