@@ -18,9 +18,14 @@
 // open (on Redis Cluster, per node). A caller that finds its lane full waits
 // at most the lane's MaxWait and its own context; past MaxWaiters it is
 // refused at once. A command runs at most once per call: go-redis's retries
-// are off. Blocking commands (BLMOVE, XREAD BLOCK, WAIT 0, ...) on the
-// request or background lane are refused before they reach Redis; WAIT and
-// WAITAOF with a timeout under ReadTimeout are allowed. Sockets per Redis
+// are off. The request and background lanes refuse, before they reach
+// Redis, blocking commands (BLMOVE, XREAD BLOCK, WAIT 0, ...; WAIT and
+// WAITAOF with a timeout under ReadTimeout are allowed) and SUBSCRIBE,
+// PSUBSCRIBE, SSUBSCRIBE and MONITOR, which would leave a pooled
+// connection in subscribe or monitor mode (use Reservation.Subscribe).
+// No lane, reservations included, sends CLIENT PAUSE (it pauses every
+// client, this pool's too) or a SELECT of another database than Config.DB
+// (a pooled connection would keep it): ErrRefusedCommand. Sockets per Redis
 // server: Request.Size + Background.Size + Blocking.Size.
 //
 // # Health
@@ -42,16 +47,16 @@
 // the lifecycle group, so it runs last); Close releases what is left. A
 // component Releases its Reservation and Closes its Subscriptions; nobody
 // closes the clients, which belong to the pool. A Pool starts no goroutine
-// of its own; those go-redis runs behind it end when Close returns or
-// shortly after.
+// of its own; go-redis's end when Close returns or shortly after.
 //
 // # Errors
 //
 // New fails only on configuration: every such error wraps ErrInvalidConfig
 // and names the field. Calls fail with a *LaneError (ErrLaneExhausted, and
 // the context error or context.DeadlineExceeded when a wait ran out),
-// ErrUnavailable, ErrBlockingCommand, ErrReservationUse or ErrClosed; a call
-// that ran out its caller's deadline matches context.DeadlineExceeded.
+// ErrUnavailable, ErrBlockingCommand, ErrRefusedCommand, ErrReservationUse
+// or ErrClosed; one that ran out its caller's deadline matches
+// context.DeadlineExceeded.
 //
 // Why the lanes exist, Redis Cluster and Sentinel, and the tests and figures
 // behind each claim: docs/pool.md in the repository.

@@ -24,9 +24,15 @@ var (
 	ErrOverBudget = errors.New("pool: blocking lane over budget")
 	// ErrBlockingCommand: a blocking command (BLMOVE, BLPOP, XREAD BLOCK, ...)
 	// was sent through the request or background lane, where it would hold a
-	// connection other callers need. Blocking commands go through a
-	// Reservation.
+	// connection other callers need, or a command that would leave its
+	// connection in subscribe or monitor mode (SUBSCRIBE, MONITOR, ...).
+	// Such commands go through a Reservation.
 	ErrBlockingCommand = errors.New("pool: blocking command outside the blocking lane")
+	// ErrRefusedCommand: a command no lane sends, a reservation neither,
+	// because it would change the server for every client (CLIENT PAUSE) or
+	// a pooled connection for its later callers (SELECT of another database
+	// than Config.DB). Send it from a client of its own, outside the pool.
+	ErrRefusedCommand = errors.New("pool: command refused on pooled connections")
 	// ErrReservationUse: a command on a reservation that holds
 	// subscriptions, or a subscription on one that runs commands. Each
 	// reservation serves one of the two, so its sockets stay within its size.

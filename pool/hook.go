@@ -23,8 +23,10 @@ type laneHook struct {
 	// is not under readTimeout, the lane's socket read timeout.
 	noBlocking  bool
 	readTimeout time.Duration
-	claim       func() error // a reservation: commands may run on it (see Reservation.use)
-	reload      func()       // Redis Cluster: reload the slot map (in the background, coalesced)
+	// db is the pool's database (Config.DB): a SELECT of another is refused.
+	db     int
+	claim  func() error // a reservation: commands may run on it (see Reservation.use)
+	reload func()       // Redis Cluster: reload the slot map (in the background, coalesced)
 }
 
 // addLaneHook puts h in front of c. A Redis Cluster client never runs its
@@ -58,6 +60,12 @@ type callKind struct {
 	// blockingFormat words a shared lane's refusal of a blocking command
 	// (a fmt format: ErrBlockingCommand, command, lane).
 	blockingFormat string
+	// modeFormat words a shared lane's refusal of a command that would
+	// leave its connection in subscribe or monitor mode (ErrBlockingCommand,
+	// command, lane, mode, advice).
+	modeFormat string
+	// within says where the command was: "" or " in a pipeline".
+	within string
 	// cmdErrs is set when the commands carry the errors of this call by
 	// the time process looks at them: go-redis sets them in a pipeline,
 	// but sets a command's own error only once the hooks have returned, so
@@ -68,9 +76,12 @@ type callKind struct {
 var (
 	commandCall = &callKind{
 		blockingFormat: "%w: %s on the %s lane; reserve blocking connections with ReserveBlocking",
+		modeFormat:     "%w: %s on the %s lane would leave a pooled connection in %s mode; %s",
 	}
 	pipelineCall = &callKind{
 		blockingFormat: "%w: %s in a pipeline on the %s lane",
+		modeFormat:     "%w: %s in a pipeline on the %s lane would leave a pooled connection in %s mode; %s",
+		within:         " in a pipeline",
 		cmdErrs:        true,
 	}
 )
@@ -86,6 +97,10 @@ func (k *callKind) healthErr(err error, cmds []redis.Cmder) error {
 
 func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := refusedEverywhere(cmd, commandCall.within, h.gate.lane, h.db); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
 		if isConnInit(cmd) {
 			return next(ctx, cmd)
 		}
@@ -97,6 +112,12 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if err := refusedEverywhere(cmd, pipelineCall.within, h.gate.lane, h.db); err != nil {
+				setErrs(cmds, err)
+				return err
+			}
+		}
 		if allConnInit(cmds) {
 			return next(ctx, cmds)
 		}
@@ -112,7 +133,7 @@ func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // state. A call refused or left without a slot fails with its commands
 // carrying the error, and says nothing about Redis.
 func (h *laneHook) process(ctx context.Context, kind *callKind, cmds []redis.Cmder, send func() error) error {
-	if err := h.enter(ctx, cmds, kind.blockingFormat); err != nil {
+	if err := h.enter(ctx, cmds, kind); err != nil {
 		setErrs(cmds, err)
 		return err
 	}
@@ -131,9 +152,9 @@ func (h *laneHook) process(ctx context.Context, kind *callKind, cmds []redis.Cmd
 
 // enter lets a call onto the lane: not refused, the reservation's use
 // claimed, admitted by the health state, and a slot of the gate taken.
-func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, blockingFormat string) error {
+func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, kind *callKind) error {
 	if h.noBlocking {
-		if err := h.refuse(cmds, blockingFormat); err != nil {
+		if err := h.refuse(cmds, kind); err != nil {
 			return err
 		}
 	}
@@ -149,11 +170,15 @@ func (h *laneHook) enter(ctx context.Context, cmds []redis.Cmder, blockingFormat
 }
 
 // refuse returns ErrBlockingCommand for the first of cmds a shared lane
-// must not send (see isBlocking and waitTooLong), or nil. Nothing is sent.
-func (h *laneHook) refuse(cmds []redis.Cmder, blockingFormat string) error {
+// must not send (see isBlocking, connMode and waitTooLong), or nil. Nothing
+// is sent.
+func (h *laneHook) refuse(cmds []redis.Cmder, kind *callKind) error {
 	for _, cmd := range cmds {
 		if isBlocking(cmd) {
-			return fmt.Errorf(blockingFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane)
+			return fmt.Errorf(kind.blockingFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane)
+		}
+		if mode := connMode(cmd); mode != "" {
+			return fmt.Errorf(kind.modeFormat, ErrBlockingCommand, strings.ToUpper(cmd.Name()), h.gate.lane, mode, modeAdvice(mode))
 		}
 		if err := waitTooLong(cmd, h.gate.lane, h.readTimeout); err != nil {
 			return err

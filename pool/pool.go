@@ -94,6 +94,7 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 		admit:       admit,
 		noBlocking:  true,
 		readTimeout: opts.ReadTimeout,
+		db:          opts.DB,
 	})
 	return l
 }

@@ -78,6 +78,7 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 		health: p.health,
 		admit:  p.health.admitLane,
 		claim:  func() error { return r.claim(useCommands) },
+		db:     opts.DB,
 	})
 	p.reservations = append(p.reservations, r)
 	return r, nil
