@@ -461,3 +461,17 @@ func TestInvalidationCountedOnceApplied(t *testing.T) {
 		testutil.Recv(t, applied, "apply to return")
 	}
 }
+
+// A NaN TTLJitter passes "< 0 || >= 1" (every comparison with NaN is
+// false), and redisTTL then turns every TTL into NaN nanoseconds: on amd64
+// the conversion gives math.MinInt64 and every value expires after 1ms.
+// New refuses it as it refuses 1.
+func TestTTLJitterNaNIsRefused(t *testing.T) {
+	_, p := miniPool(t)
+	for _, j := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		c, err := New(p, "nan", Config[string]{TTLJitter: j})
+		require.Nil(t, c, "TTLJitter %v", j)
+		require.ErrorIs(t, err, ErrInvalidConfig, "TTLJitter %v", j)
+		require.ErrorContains(t, err, "Config.TTLJitter must be in [0, 1)", "TTLJitter %v", j)
+	}
+}

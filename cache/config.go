@@ -133,7 +133,8 @@ func (c Config[V]) withDefaults() (Config[V], error) {
 	}
 	check.Default(e, &c.TTL, DefaultTTL, "Config.TTL")
 	check.Default(e, &c.NegativeTTL, 0, "Config.NegativeTTL") // zero: off
-	if c.TTLJitter < 0 || c.TTLJitter >= 1 {
+	// Written so that NaN fails too: it would make every TTL 1ms.
+	if !(c.TTLJitter >= 0 && c.TTLJitter < 1) {
 		e.Addf("Config.TTLJitter must be in [0, 1), got %g", c.TTLJitter)
 	}
 	check.Default(e, &c.MaxValueBytes, DefaultMaxValueBytes, "Config.MaxValueBytes")
