@@ -31,8 +31,8 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 	keys := []string{c.RedisKey(key), c.lockKey(key)}
 	lockMS := strconv.FormatInt(c.cfg.LockTTL.Milliseconds(), 10)
 	recheck := backoff.Backoff{Min: lockWaitMin, Max: lockWaitMax}
-	undecodable := 0
-	for attempt := 0; ; attempt++ {
+	undecodable, waited := 0, false
+	for {
 		// Registered before the check, so a note published after it is not
 		// missed.
 		wake := c.addWaiter(key)
@@ -65,8 +65,10 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 			undecodable++
 			continue // deleted: take the lock now
 		}
-		// Held by another instance: wait for its note, or check again.
-		if attempt == 0 {
+		// Held by another instance: wait for its note, or check again. (Not
+		// "the first attempt": that one may have found an undecodable value.)
+		if !waited {
+			waited = true
 			c.st.lockWaits.Add(1)
 		}
 		if !c.awaitNote(ctx, key, wake, min(recheck.Next(), lockLeft(r))) {

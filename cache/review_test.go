@@ -2,10 +2,14 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/testutil"
@@ -87,4 +91,68 @@ func TestOwnDeleteDuringALoadKeepsNothingLocally(t *testing.T) {
 			})
 		}
 	}
+}
+
+// afterEach calls fn with every command and its error, after it ran.
+type afterEach struct {
+	fn func(cmd redis.Cmder, err error)
+}
+
+func (h afterEach) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h afterEach) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.fn(cmd, err)
+		return err
+	}
+}
+func (h afterEach) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// isScriptOn reports whether cmd ran a script (EVALSHA, or EVAL after
+// NOSCRIPT) whose keys include key.
+func isScriptOn(cmd redis.Cmder, key string) bool {
+	if cmd.Name() != "evalsha" && cmd.Name() != "eval" {
+		return false
+	}
+	return slices.Contains(cmd.Args(), any(key))
+}
+
+// Stats.LockWaits counts a load this instance waited for because another
+// instance held the lock, also when its first lock check found a value it
+// could not decode (deleted; the second check then found the lock held).
+func TestLockWaitsCountsAWaitAfterAnUndecodableValue(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "undecwait", Config[item]{NoLocal: true, NoInvalidation: true})
+	vk, lk := c.RedisKey("k"), c.lockKey("k")
+	// The flight's GET misses; then an older deploy writes a value this
+	// one cannot decode, which the first lock check finds and the flight
+	// deletes; then another instance takes the lock, which the second lock
+	// check finds held.
+	var gets, lockChecks atomic.Int32
+	p.Client().AddHook(afterEach{fn: func(cmd redis.Cmder, err error) {
+		switch {
+		case err != nil && !errors.Is(err, redis.Nil):
+		case cmd.Name() == "get" && gets.Add(1) == 1:
+			_ = m.Set(vk, "\x09not ours")
+		case isScriptOn(cmd, lk):
+			lockChecks.Add(1)
+		case isScriptOn(cmd, vk): // the delete of the undecodable value
+			_ = m.Set(lk, "other:1")
+			m.SetTTL(lk, time.Minute)
+		}
+	}})
+	got := loadInBackground(c, "k", func(context.Context) (item, error) { return item{Name: "mine"}, nil })
+	testutil.Eventually(t, testutil.Wait, "the flight to find the lock held", func() bool { return lockChecks.Load() >= 2 })
+	require.Equal(t, uint64(1), c.Stats().DecodeErrors)
+	e, err := c.encode("k", item{Name: "theirs"})
+	require.NoError(t, err)
+	require.NoError(t, m.Set(vk, string(e.data))) // the other instance's value
+	r := testutil.Recv(t, got, "GetOrLoad to return")
+	require.NoError(t, r.err)
+	require.Equal(t, "theirs", r.v.Name, "it waited for the other instance's value")
+	st := c.Stats()
+	require.Zero(t, st.Loads)
+	require.Equal(t, uint64(1), st.LockWaits, "it waited for another instance's load")
 }
