@@ -156,3 +156,48 @@ func TestLockWaitsCountsAWaitAfterAnUndecodableValue(t *testing.T) {
 	require.Zero(t, st.Loads)
 	require.Equal(t, uint64(1), st.LockWaits, "it waited for another instance's load")
 }
+
+// TTLJitter shortens the TTL of every write, a load's value and its
+// negative answer included (with or without the lock), and the local copy
+// of what a load wrote lives exactly as long as the jittered Redis TTL: not
+// past it.
+func TestTTLJitterOnLoadedValues(t *testing.T) {
+	for _, noLock := range []bool{false, true} {
+		for _, negative := range []bool{false, true} {
+			t.Run(fmt.Sprintf("NoLock=%v/negative=%v", noLock, negative), func(t *testing.T) {
+				m, p := miniPool(t)
+				ctx := context.Background()
+				clk := testutil.NewClock()
+				c := newCache(t, p, "jit", Config[item]{TTL: time.Second, NegativeTTL: time.Second, TTLJitter: 0.5,
+					NoLock: noLock, LocalTTL: time.Hour, Now: clk.Now})
+				load := func(context.Context) (item, error) {
+					if negative {
+						return item{}, ErrNotFound
+					}
+					return item{Name: "v"}, nil
+				}
+				seen := map[time.Duration]bool{}
+				for i := range 30 {
+					k := fmt.Sprint("k", i)
+					_, err := c.GetOrLoad(ctx, k, load)
+					if negative {
+						require.ErrorIs(t, err, ErrNotFound)
+					} else {
+						require.NoError(t, err)
+					}
+					ttl := m.TTL(c.RedisKey(k))
+					require.GreaterOrEqual(t, ttl, 500*time.Millisecond, k)
+					require.LessOrEqual(t, ttl, time.Second, k)
+					seen[ttl] = true
+					clk.Advance(ttl - time.Millisecond)
+					_, hit, _ := c.fromLocal(k)
+					require.True(t, hit, "%s: the local copy is gone before its Redis TTL (%s)", k, ttl)
+					clk.Advance(time.Millisecond)
+					_, hit, _ = c.fromLocal(k)
+					require.False(t, hit, "%s: the local copy outlives its Redis TTL (%s)", k, ttl)
+				}
+				require.Greater(t, len(seen), 5, "jittered TTLs differ")
+			})
+		}
+	}
+}
