@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Errors collects the problems of one config. The zero value is not
@@ -79,8 +80,8 @@ const MaxNameBytes = 100
 // Name checks a name that becomes part of Redis keys, usually their Redis
 // Cluster hash tag ({name}): not empty, at most MaxNameBytes, no '{' or '}'
 // (they would end the hash tag early and scatter the keys over slots), and
-// no spaces or control characters (they make keys unreadable in redis-cli
-// and logs). what names the field in the error, e.g. "Config.Namespace".
+// no spaces or control characters, Unicode ones included (they make keys
+// unreadable in redis-cli and logs). what names the field in the error, e.g. "Config.Namespace".
 func Name(what, s string) error {
 	switch {
 	case s == "":
@@ -91,7 +92,7 @@ func Name(what, s string) error {
 		return fmt.Errorf("%s %q must not contain '{' or '}' (they delimit the Redis Cluster hash tag)", what, s)
 	}
 	for _, r := range s {
-		if r <= ' ' || r == 0x7f {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
 			return fmt.Errorf("%s %q must not contain spaces or control characters", what, s)
 		}
 	}

@@ -60,7 +60,9 @@ func TestName(t *testing.T) {
 		"a b":                               "must not contain spaces or control characters",
 		"a\tb":                              "must not contain spaces or control characters",
 		"a\x7f":                             "must not contain spaces or control characters",
-		"\u00a0":                            "",
+		"\u00a0":                            "must not contain spaces or control characters",
+		"a\u0085b":                          "must not contain spaces or control characters",
+		"a\u2028":                           "must not contain spaces or control characters",
 	} {
 		err := Name("name", s)
 		if want == "" {
