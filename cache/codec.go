@@ -105,7 +105,8 @@ func (c *Cache[V]) decode(key string, data []byte) (encoded[V], error) {
 		// only v should go to the heap, not the whole encoded.
 		var v V
 		if err := c.codec.Decode(data[1:], &v); err != nil {
-			return encoded[V]{v: v, data: data}, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
+			// Not v: a partly decoded value must not reach a caller.
+			return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
 		}
 		return encoded[V]{v: v, data: data}, nil
 	case kindNotFound:

@@ -296,6 +296,13 @@ func TestGetDeletesAnUndecodableValue(t *testing.T) {
 	_, err = c.Get(ctx, "k")
 	require.ErrorIs(t, err, ErrNotFound)
 
+	// A value that decodes only in part is not handed out either: JSON
+	// fills ID before it finds Name's type wrong.
+	require.NoError(t, m.Set(c.RedisKey("k"), "\x01"+`{"id":7,"name":5}`))
+	v, err := c.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrCodec)
+	require.Zero(t, v, "a partly decoded value reached the caller")
+
 	// Only the bad bytes go: a value written meanwhile stays.
 	require.NoError(t, m.Set(c.RedisKey("k"), "\x01not json"))
 	c.dropUndecodable(ctx, "k", []byte("\x01something else"))
