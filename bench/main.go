@@ -86,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	def := defaultSizes()
 	var (
 		names = fs.String("scenarios", "", "comma-separated scenarios to run (default: all; see -list)")
-		reps  = fs.Int("reps", 3, "repetitions of every case (the issue asks for at least 3; -quick makes it 1)")
+		reps  = fs.Int("reps", 3, "repetitions of every case; medians need at least 3 (-quick makes it 1)")
 		jobs  = fs.Int("jobs", def.Jobs, "jobs per queue drain (-quick makes it 5,000)")
 		keys  = fs.Int("keys", def.Keys, "distinct keys of the many-keys cases")
 		quick = fs.Bool("quick", false, "small sizes and one repetition: a smoke run of about a minute")

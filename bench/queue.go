@@ -215,7 +215,8 @@ func startOneQueue(ctx context.Context, r *Run, mk newQueueSystem, n int) (queue
 		sys.Close()
 		return nil, nil, fmt.Errorf("start: %w", err)
 	}
-	if err := sys.Enqueue(ctx, 0, l.payload(n)); err == nil {
+	err = sys.Enqueue(ctx, 0, l.payload(n))
+	if err == nil {
 		err = l.waitFor(ctx, n)
 	}
 	if err != nil {

@@ -1,42 +1,30 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
-	"time"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is a redis-server process the program started: on a free loopback
-// port (never 6379, where the machine may run its own Redis), with
-// persistence off, stopped by its own process handle. If the program dies,
-// the kernel kills it too (Pdeathsig).
-//
-// The bounded module's internal/redistest does the same for tests; an
-// internal package of another module cannot be imported, and this one needs
-// no testing.TB, so the bench has its own.
+// Server is a redis-server process the program started, through the
+// bounded module's internal/redistest (importable here: Go's internal rule
+// goes by import path, and this module's path lies under bounded's): on a
+// free loopback port (never the machine's own Redis on 6379), with
+// persistence off, stopped by its own process handle, killed by the kernel
+// if the program dies. On top of it the bench keeps one admin connection of
+// its own for resets and INFO, which its counts leave out.
 //
 // Start it with startServer; Close stops it and removes its directory. Its
-// methods are safe for concurrent use.
+// methods are safe for concurrent use, except Restart, which the caller
+// runs alone.
 type Server struct {
-	bin  string
-	dir  string
-	port int
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan error
+	redis *redistest.Redis
 
 	// admin is the harness's own connection (one, never retried): resets,
 	// INFO. Connection counts leave it out.
@@ -44,154 +32,26 @@ type Server struct {
 }
 
 // startServer starts a redis-server and waits until it answers PING.
-func startServer(ctx context.Context) (*Server, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, errors.New("redis-server not found on PATH (Debian: apt-get install redis-server)")
-	}
-	dir, err := os.MkdirTemp("", "bounded-bench-redis-")
+func startServer(context.Context) (*Server, error) {
+	r, err := redistest.Launch(redistest.Options{Args: []string{"--loglevel", "warning"}})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin, dir: dir}
-	for range 5 { // the free port may be taken before redis-server binds it
-		if s.port, err = freePort(); err != nil {
-			break
-		}
-		if err = s.start(ctx); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting redis-server: %w", err)
-	}
-	s.admin = newAdmin(s.Addr())
-	return s, nil
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	port := l.Addr().(*net.TCPAddr).Port
-	if port == 6379 {
-		return 0, errors.New("the kernel offered port 6379; refusing to go near the machine's own Redis")
-	}
-	return port, nil
+	return &Server{redis: r, admin: newAdmin(r.Addr())}, nil
 }
 
 // Addr returns host:port.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
-
-func (s *Server) start(ctx context.Context) error {
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--protected-mode", "yes",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", s.dir,
-		"--daemonize", "no",
-		"--logfile", "",
-		"--loglevel", "warning",
-	)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // ends when the process exits; Stop collects it
-	if err := waitPing(ctx, s.Addr(), exited); err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("%w\n%s", err, out.String())
-	}
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
-	return nil
-}
-
-// waitPing waits until addr answers PING, the process exits, or 10s pass.
-func waitPing(ctx context.Context, addr string, exited <-chan error) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("redis-server exited before answering PING: %v", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		err := ping(addr)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on %s did not answer PING within 10s: %v", addr, err)
-		}
-		time.Sleep(5 * time.Millisecond) // a process we just started, with a deadline
-	}
-}
-
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", strings.TrimSpace(line))
-	}
-	return nil
-}
+func (s *Server) Addr() string { return s.redis.Addr() }
 
 // Stop stops the process (SIGTERM, SIGKILL after 5s) and waits for it.
 // Stopping a stopped server does nothing.
-func (s *Server) Stop() error {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("redis-server pid %d ignored SIGTERM for 5s and was killed", cmd.Process.Pid)
-	}
-}
+func (s *Server) Stop() error { return s.redis.Stop() }
 
 // Restart starts a stopped server again on the same port, empty, with a
 // new harness connection: go-redis keeps answering with the last dial error
 // for a while after dials failed.
-func (s *Server) Restart(ctx context.Context) error {
-	s.mu.Lock()
-	running := s.cmd != nil
-	s.mu.Unlock()
-	if running {
-		return fmt.Errorf("redis-server on %s is running", s.Addr())
-	}
-	if err := s.start(ctx); err != nil {
+func (s *Server) Restart(context.Context) error {
+	if err := s.redis.Relaunch(); err != nil {
 		return err
 	}
 	_ = s.admin.Close()
@@ -205,9 +65,9 @@ func newAdmin(addr string) *redis.Client {
 
 // Close stops the server and removes its directory.
 func (s *Server) Close() error {
-	err := s.Stop()
+	err := s.redis.Close()
 	_ = s.admin.Close()
-	return errors.Join(err, os.RemoveAll(s.dir))
+	return err
 }
 
 // Reset empties the server and its statistics so that every run starts

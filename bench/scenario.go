@@ -46,8 +46,8 @@ type Sizes struct {
 	Keys       int           // distinct keys of the many-keys cases
 }
 
-// defaultSizes is what `go run .` measures: the issue's sizes, within
-// 10 minutes on a 2-core machine.
+// defaultSizes is what `go run .` measures: the sizes bench/RESULTS.md
+// reports, within 10 minutes on a 2-core machine.
 func defaultSizes() Sizes {
 	return Sizes{
 		Jobs:       50_000,
