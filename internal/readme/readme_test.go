@@ -128,7 +128,8 @@ func (b block) source() (string, []string, error) {
 		return "", nil, err
 	}
 	var paths []string
-	for _, id := range f.Unresolved { //nolint:staticcheck // the unresolved identifiers are exactly the package names a block uses
+	// The identifiers the file does not declare are the package names it uses.
+	for _, id := range f.Unresolved {
 		p := importPath(id.Name)
 		if p != "" && !slices.Contains(paths, p) {
 			paths = append(paths, p)
