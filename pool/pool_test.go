@@ -693,11 +693,13 @@ func TestWaitWithTimeoutAfterAWrite(t *testing.T) {
 		info, err := replica.Do(context.Background(), "INFO", "replication")
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})
-	p := newPool(t, Config{Addrs: []string{srv.Addr()}})
+	// WAIT returns as soon as the replica has the write: a long timeout
+	// costs nothing, and 1s was missed on a loaded 2-core CI machine.
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, ReadTimeout: 15 * time.Second})
 	ctx := context.Background()
 	pipe := p.Client().Pipeline()
 	pipe.LPush(ctx, "ready", "job")
-	wait := pipe.Do(ctx, "WAIT", 1, 1000)
+	wait := pipe.Do(ctx, "WAIT", 1, 10000)
 	_, err := pipe.Exec(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), wait.Val(), "the replica has the write")

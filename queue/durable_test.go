@@ -33,7 +33,7 @@ func replicated(t testing.TB) (master, replica *redistest.Redis) {
 // server without the script).
 func TestDurableEnqueueReturnsWhenTheReplicaHasTheJob(t *testing.T) {
 	master, replica := replicated(t)
-	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}})
+	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}, ReadTimeout: 15 * time.Second})
 	q := mustQueue(t, p, "jobs", Config{})
 	ctx := context.Background()
 	count := func(args ...string) string {
@@ -41,7 +41,9 @@ func TestDurableEnqueueReturnsWhenTheReplicaHasTheJob(t *testing.T) {
 		require.NoError(t, err)
 		return v
 	}
-	dur := Durable(1, time.Second)
+	// A generous WAIT timeout: WAIT returns as soon as the replica has the
+	// write, and 1s was missed on a loaded 2-core CI machine.
+	dur := Durable(1, 10*time.Second)
 
 	_, err := q.Enqueue(ctx, []byte("plain"), dur)
 	require.NoError(t, err)
@@ -84,11 +86,11 @@ func TestDurableEnqueueReturnsWhenTheReplicaHasTheJob(t *testing.T) {
 // has the whole job when Enqueue returns, and it runs.
 func TestDurableLargePayloadIsReplicatedWhole(t *testing.T) {
 	master, replica := replicated(t)
-	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}})
+	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}, ReadTimeout: 15 * time.Second})
 	q := mustQueue(t, p, "jobs", Config{})
 	ctx := context.Background()
 	big := []byte(strings.Repeat("x", 64<<10))
-	_, err := q.Enqueue(ctx, big, Durable(1, time.Second))
+	_, err := q.Enqueue(ctx, big, Durable(1, 10*time.Second))
 	require.NoError(t, err)
 	elem, err := replica.Do(ctx, "LINDEX", q.k.ready, "0")
 	require.NoError(t, err)
