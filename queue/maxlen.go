@@ -161,16 +161,6 @@ end
 return {n}
 `)
 
-// takeBackScript takes back a batch pushed by pushThenCheck whose check
-// found no script (NOSCRIPT), with the same guard. Same KEYS and ARGV.
-var takeBackScript = redis.NewScript(`
-local n = tonumber(ARGV[4])
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[5] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[6] then
-  redis.call('LTRIM', KEYS[1], n, -1)
-end
-return 0
-`)
-
 // drainScript is the consumers' part: it publishes on the room channel when
 // producers wait and the queue is below their limit, then counts the jobs
 // that left the queue and takes a rate sample once per window. The publish
@@ -245,10 +235,12 @@ func elemBytes(prs []prepared) int {
 
 // pushThenCheck writes a plain batch too large for Lua: a MULTI of its
 // LPUSH and boundedUndoScript, which takes it back when it does not fit.
-// Every element stays out of Lua. The script must be in Redis's cache (a
-// NOSCRIPT inside the MULTI would leave the batch written unchecked): it is
-// loaded first, and on a NOSCRIPT (a restarted Redis) the batch, written,
-// is taken back with an LTRIM guarded the same way, then sent again once.
+// Every element stays out of Lua. The script is sent whole (EVAL, a few
+// hundred bytes next to over 1 MiB of elements), never by its SHA: a
+// NOSCRIPT inside the MULTI would leave the batch written unchecked, and
+// taking it back afterwards cannot be done safely once another client has
+// pushed to or fetched from the list in between (the batch was then written
+// twice, or refused while it stayed).
 func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs []prepared, wait bool) *redis.Cmd {
 	elems := make([]any, len(prs))
 	for i, pr := range prs {
@@ -256,24 +248,10 @@ func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs 
 	}
 	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()}
 	args := []any{q.cfg.MaxLen, wakeMarker, waitTTL(wait), len(prs), prs[len(prs)-1].elem, prs[0].elem}
-	q.ensureScripts(ctx, c)
-	run := func() *redis.Cmd {
-		pipe := c.TxPipeline()
-		pipe.LPush(ctx, q.k.ready, elems...)
-		cmd := boundedUndoScript.EvalSha(ctx, pipe, ks, args...)
-		_, _ = pipe.Exec(ctx)
-		return cmd
-	}
-	cmd := run()
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		// The LPUSH ran: take the batch back the way the script would.
-		if err := takeBackScript.Run(ctx, c, ks, args...).Err(); err != nil {
-			return cmd
-		}
-		q.loaded.Store(false)
-		q.ensureScripts(ctx, c)
-		cmd = run()
-	}
+	pipe := c.TxPipeline()
+	pipe.LPush(ctx, q.k.ready, elems...)
+	cmd := boundedUndoScript.Eval(ctx, pipe, ks, args...)
+	_, _ = pipe.Exec(ctx)
 	return cmd
 }
 

@@ -161,5 +161,9 @@ func testLargeBatchNoScript(t *testing.T, np newPoolFunc) {
 	p.Client().AddHook(h)
 	_, err = q.EnqueueBatch(ctx, batch)
 	require.NoError(t, err)
-	require.Equal(t, int64(601), queueLen(t, q), "the batch was written twice, or not at all")
+	want := int64(600) // the batch twice
+	if h.fired.Load() {
+		want++ // and the other producer's job, pushed in the window
+	}
+	require.Equal(t, want, queueLen(t, q), "the batch was written twice, or not at all")
 }
