@@ -334,10 +334,11 @@ func (q *Queue) boundedReply(cmd *redis.Cmd, prs []prepared) ([]bool, error) {
 }
 
 // fullError builds the error for jobs refused at length n, from the drain
-// sample (dn jobs left in dt ms, sampled at t ms).
+// sample (dn jobs left in dt ms, sampled at t ms); no estimate for more
+// jobs than MaxLen, which never fit.
 func (q *Queue) fullError(n, jobs, dn, dt, t int64) *FullError {
 	e := &FullError{Queue: q.name, Len: n, Limit: q.cfg.MaxLen}
-	if dn <= 0 || dt <= 0 || q.cfg.Now().UnixMilli()-t > drainStale.Milliseconds() {
+	if jobs > q.cfg.MaxLen || dn <= 0 || dt <= 0 || q.cfg.Now().UnixMilli()-t > drainStale.Milliseconds() {
 		return e
 	}
 	need := float64(n + jobs - q.cfg.MaxLen) // jobs that must leave first

@@ -50,16 +50,16 @@ func TestMaxLenBatchOverTheLimitNeverWaits(t *testing.T) {
 func TestWaitForRoomPassesOnAWakeItCannotUse(t *testing.T) {
 	for range 50 { // the select in wait picks either ready case
 		r := &waiters{max: 10, recheck: time.Hour}
-		a, _, err := r.add()
+		a, _, err := r.add(0)
 		require.NoError(t, err)
-		b, _, err := r.add()
+		b, _, err := r.add(0)
 		require.NoError(t, err)
 		r.wake(1) // room for one: a
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // a's ctx ends at the same time
 		require.ErrorIs(t, r.wait(ctx, a), context.Canceled)
 		select {
-		case <-b:
+		case <-b.ch:
 		default:
 			t.Fatal("the wake-up a could not use was lost")
 		}
@@ -79,10 +79,11 @@ func TestWaitForRoomRefusedAgainKeepsItsPlace(t *testing.T) {
 	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return r.count() == 1 })
 	// Room for one is announced and, before the woken producer retries,
 	// a newcomer takes the one waiting place; the queue is still full.
-	newcomer := make(chan struct{})
 	r.mu.Lock()
-	close(r.list[0])
-	r.list = []chan struct{}{newcomer}
+	close(r.list[0].ch)
+	r.seq++
+	newcomer := waiter{seq: r.seq, ch: make(chan struct{})}
+	r.list = []waiter{newcomer}
 	r.mu.Unlock()
 	testutil.Eventually(t, testutil.Wait, "the woken producer to wait again or give up", func() bool {
 		select {
@@ -93,7 +94,7 @@ func TestWaitForRoomRefusedAgainKeepsItsPlace(t *testing.T) {
 		return r.count() == 2
 	})
 	r.mu.Lock()
-	require.NotEqual(t, newcomer, r.list[0], "the woken producer lost its place")
+	require.NotEqual(t, newcomer.ch, r.list[0].ch, "the woken producer lost its place")
 	r.mu.Unlock()
 	r.remove(newcomer)
 	select {
