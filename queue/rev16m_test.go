@@ -3,6 +3,8 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
+	"math"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -167,4 +170,99 @@ func testLargeBatchNoScript(t *testing.T, np newPoolFunc) {
 		want++ // and the other producer's job, pushed in the window
 	}
 	require.Equal(t, want, queueLen(t, q), "the batch was written twice, or not at all")
+}
+
+// The room subscriber outlives a Redis restart: a waiter waiting through it
+// is woken (the resubscription wakes everyone), and afterwards a new waiter
+// is woken by a message from a draining worker, not by the recheck.
+func TestWaitForRoomSurvivesARedisRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "restart", Config{MaxLen: 2})
+	q.recheck = time.Hour
+	require.NoError(t, q.Start(group(t)))
+	r := q.room.Load()
+	testutil.Eventually(t, testutil.Wait, "the room subscriber", func() bool { return r.subscribed.Load() })
+	fill := func() {
+		t.Helper()
+		testutil.Eventually(t, testutil.Wait, "the queue full", func() bool {
+			_, err := q.Enqueue(ctx, []byte("fill"))
+			return errors.Is(err, ErrQueueFull)
+		})
+	}
+	fill()
+	done := waitingEnqueue(q, ctx)
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return r.count() == 1 })
+	srv.Restart() // no persistence: the queue comes back empty
+	require.NoError(t, testutil.Recv(t, done, "the producer waiting through the restart").err)
+	testutil.Eventually(t, testutil.Wait, "the room subscriber again", func() bool { return r.subscribed.Load() })
+
+	fill()
+	before := r.wakes.Load()
+	done = waitingEnqueue(q, ctx)
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return r.count() == 1 })
+	startWorker(t, group(t), q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 1})
+	require.NoError(t, testutil.Recv(t, done, "the producer woken after the restart").err)
+	require.Greater(t, r.wakes.Load(), before, "woken by something other than a message")
+}
+
+// A job with an ID refused as full leaves no idempotency key: once there is
+// room, the same ID is accepted, not refused as a duplicate. Same for a
+// large payload: no payload stays behind.
+func TestMaxLenRefusedIDIsNotADuplicateLater(t *testing.T) {
+	ctx := context.Background()
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "ids", Config{MaxLen: 1})
+	_, err := q.Enqueue(ctx, []byte("fill"))
+	require.NoError(t, err)
+	large := bytes.Repeat([]byte("x"), 5000)
+	_, err = q.Enqueue(ctx, large, ID("a"))
+	require.ErrorIs(t, err, ErrQueueFull)
+	_, err = q.Enqueue(ctx, []byte("d"), ID("b"), Delay(time.Hour))
+	require.ErrorIs(t, err, ErrQueueFull)
+	n, err := p.Client().Exists(ctx, q.k.unique("a"), q.k.unique("b"), q.k.payloads).Result()
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.NoError(t, p.Client().RPop(ctx, q.k.ready).Err())
+	_, err = q.Enqueue(ctx, large, ID("a"))
+	require.NoError(t, err)
+}
+
+// MaxLen at the int64 edge: nothing is refused, and Lua's doubles do not
+// turn the limit into something smaller.
+func TestMaxLenAtInt64Max(t *testing.T) {
+	ctx := context.Background()
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "huge", Config{MaxLen: math.MaxInt64})
+	_, err := q.Enqueue(ctx, []byte("a"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("b"), Delay(time.Hour), ID("x"))
+	require.NoError(t, err)
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("c"), []byte("d")})
+	require.NoError(t, err)
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.False(t, s.Full)
+	require.Equal(t, int64(math.MaxInt64), s.MaxLen)
+}
+
+// An unbounded queue's Enqueue is still one LPUSH and nothing else.
+func TestUnboundedEnqueueCommandsUnchanged(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "free", Config{})
+	_, err := q.Enqueue(ctx, []byte("warm"))
+	require.NoError(t, err)
+	require.NoError(t, p.Client().ConfigResetStat(ctx).Err())
+	for range 10 {
+		_, err := q.Enqueue(ctx, []byte("j"))
+		require.NoError(t, err)
+	}
+	info, err := p.Client().Info(ctx, "commandstats").Result()
+	require.NoError(t, err)
+	require.Contains(t, info, "cmdstat_lpush:calls=10,")
+	require.NotContains(t, info, "cmdstat_evalsha")
+	require.NotContains(t, info, "cmdstat_eval:")
 }
