@@ -266,3 +266,35 @@ func TestUnboundedEnqueueCommandsUnchanged(t *testing.T) {
 	require.NotContains(t, info, "cmdstat_evalsha")
 	require.NotContains(t, info, "cmdstat_eval:")
 }
+
+// A worker's clock stepped back (NTP) must not freeze the drain sample: the
+// sample taken before the step would otherwise be in the future, never
+// stale and never replaced, until the clock caught up.
+func TestFullErrorRetryAfterAfterTheClockStepsBack(t *testing.T) {
+	ctx := context.Background()
+	p := miniPool(t, pool.Config{})
+	clk := testutil.NewClock()
+	q := mustQueue(t, p, "step", Config{MaxLen: 5, Now: clk.Now})
+	drain := func(gone int) {
+		pipe := p.Client().Pipeline()
+		cmd := q.drainHook(ctx, pipe, gone)
+		_, _ = pipe.Exec(ctx)
+		q.drainDone(ctx, p.Client(), cmd, gone)
+	}
+	for range 5 {
+		_, err := q.Enqueue(ctx, []byte("j"))
+		require.NoError(t, err)
+	}
+	drain(1)
+	clk.Advance(time.Second)
+	drain(10) // 10 jobs/s
+	clk.Set(clk.Now().Add(-time.Hour))
+	drain(1)
+	clk.Advance(time.Second)
+	drain(5) // 5 jobs/s since the step
+	q2 := mustQueue(t, p, "step", Config{MaxLen: 2, Now: clk.Now})
+	_, err := q2.Enqueue(ctx, []byte("j"))
+	var full *FullError
+	require.ErrorAs(t, err, &full)
+	require.Equal(t, 800*time.Millisecond, full.RetryAfter, "4 jobs to go at 5 jobs/s")
+}
