@@ -35,7 +35,8 @@ const (
 
 // drainKey is the hash of a queue's drain counters: n (jobs that left the
 // queue for good, total), t and pn (the time and n of the last sample), dn
-// and dt (the jobs and milliseconds the last sample covered), refused
+// and dt (the jobs and milliseconds the last sample covered; a clock that
+// stepped back before t starts a new window), refused
 // (enqueues refused as full, total).
 func (k keys) drainKey() string { return k.tag + ":drain" }
 
@@ -177,7 +178,7 @@ if ARGV[1] == '0' then return 0 end
 local n = redis.call('HINCRBY', KEYS[3], 'n', ARGV[1])
 local now = tonumber(ARGV[2])
 local t = tonumber(redis.call('HGET', KEYS[3], 't') or '') or 0
-if now - t > tonumber(ARGV[5]) then
+if now - t > tonumber(ARGV[5]) or now < t then
   redis.call('HSET', KEYS[3], 't', now, 'pn', n - tonumber(ARGV[1]))
   redis.call('HDEL', KEYS[3], 'dn', 'dt')
 elseif now - t >= tonumber(ARGV[4]) then
@@ -338,7 +339,8 @@ func (q *Queue) boundedReply(cmd *redis.Cmd, prs []prepared) ([]bool, error) {
 // jobs than MaxLen, which never fit.
 func (q *Queue) fullError(n, jobs, dn, dt, t int64) *FullError {
 	e := &FullError{Queue: q.name, Len: n, Limit: q.cfg.MaxLen}
-	if jobs > q.cfg.MaxLen || dn <= 0 || dt <= 0 || q.cfg.Now().UnixMilli()-t > drainStale.Milliseconds() {
+	age := q.cfg.Now().UnixMilli() - t // negative: clocks apart, or stepped back
+	if jobs > q.cfg.MaxLen || dn <= 0 || dt <= 0 || age > drainStale.Milliseconds() || age < -drainStale.Milliseconds() {
 		return e
 	}
 	need := float64(n + jobs - q.cfg.MaxLen) // jobs that must leave first
