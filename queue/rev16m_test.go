@@ -298,3 +298,26 @@ func TestFullErrorRetryAfterAfterTheClockStepsBack(t *testing.T) {
 	require.ErrorAs(t, err, &full)
 	require.Equal(t, 667*time.Millisecond, full.RetryAfter, "4 jobs to go at 6 jobs/s (the window counts the call that opened it)")
 }
+
+// With no consumer to take them, wake markers pile up at the tail of the
+// ready list (one each time the wake flag has expired and a delayed job
+// becomes the earliest); the bound must not count them as jobs, or a queue
+// whose Stats show room refuses enqueues, with a FullError.Len above the
+// jobs it holds.
+func TestMaxLenDoesNotCountPiledUpWakeMarkers(t *testing.T) {
+	ctx := context.Background()
+	m := redistest.Mini(t)
+	p := mustPool(t, pool.Config{Addrs: []string{m.Addr()}})
+	q := mustQueue(t, p, "markers", Config{MaxLen: 3})
+	for i := range 2 {
+		_, err := q.Enqueue(ctx, []byte("d"), Delay(time.Hour-time.Duration(i)*time.Minute)) // each the new earliest
+		require.NoError(t, err)
+		m.FastForward(wakeTTL + time.Second) // the wake flag expires; no consumer took the marker
+	}
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), s.Ready+s.Delayed)
+	require.False(t, s.Full)
+	_, err = q.Enqueue(ctx, []byte("fits"))
+	require.NoError(t, err, "2 jobs of 3: there is room")
+}
