@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"sync/atomic"
@@ -320,4 +321,39 @@ func TestMaxLenDoesNotCountPiledUpWakeMarkers(t *testing.T) {
 	require.False(t, s.Full)
 	_, err = q.Enqueue(ctx, []byte("fits"))
 	require.NoError(t, err, "2 jobs of 3: there is room")
+}
+
+// Many waiters and a small room, woken by messages only (no recheck): every
+// one of them gets in, and the queue never holds more than MaxLen.
+func TestWaitForRoomManyWaitersSmallRoom(t *testing.T) {
+	testManyWaiters(t, miniPool)
+}
+
+func TestWaitForRoomManyWaitersSmallRoom_Server(t *testing.T) {
+	testManyWaiters(t, serverPool)
+}
+
+func testManyWaiters(t *testing.T, np newPoolFunc) {
+	q := startedQueue(t, np, Config{}) // MaxLen 2, full, recheck an hour
+	r := q.room.Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const n = 20
+	dones := make([]<-chan enqueueResult, n)
+	for i := range dones {
+		dones[i] = waitingEnqueue(q, ctx)
+	}
+	testutil.Eventually(t, testutil.Wait, "every producer to wait", func() bool { return r.count() == n })
+	var over atomic.Bool
+	startWorker(t, group(t), q, func(ctx context.Context, _ *Job) error {
+		if s, err := q.Stats(ctx); err == nil && s.Ready+s.Delayed > 2 {
+			over.Store(true)
+		}
+		return nil
+	}, WorkerConfig{Concurrency: 1})
+	for i, d := range dones {
+		res := recv(t, d, 30*time.Second, fmt.Sprintf("waiter %d", i))
+		require.NoError(t, res.err)
+	}
+	require.False(t, over.Load(), "the queue went over MaxLen")
 }
