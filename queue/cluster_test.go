@@ -40,6 +40,8 @@ func TestCluster(t *testing.T) {
 	t.Run("QueuesOnEveryMaster", func(t *testing.T) { testQueuesOnEveryMaster(t, c, np) })
 	t.Run("MaxLenNeverOvershoots", func(t *testing.T) { testMaxLenNeverOvershoots(t, np) })
 	t.Run("WaitForRoomIsWoken", func(t *testing.T) { testWaitForRoomIsWoken(t, np) })
+	t.Run("MaxLenLargeBatchIsAllOrNone", func(t *testing.T) { testLargeBatch(t, np) })
+	t.Run("MaxLenLargeBatchNoScript", func(t *testing.T) { testLargeBatchNoScript(t, np) })
 }
 
 // lockedBuffer is a log sink for a test.

@@ -17,7 +17,8 @@ type FullError struct {
 	Len   int64  // the jobs the queue held when the enqueue was refused
 	Limit int64  // Config.MaxLen
 	// RetryAfter estimates when there will be room, from the rate the queue
-	// drained at recently; 0 when there is no recent drain to go by.
+	// drained at recently; 0 when there is no recent drain to go by, and
+	// for a batch of more jobs than Limit, which never fits.
 	RetryAfter time.Duration
 }
 

@@ -35,7 +35,8 @@ const (
 
 // drainKey is the hash of a queue's drain counters: n (jobs that left the
 // queue for good, total), t and pn (the time and n of the last sample), dn
-// and dt (the jobs and milliseconds the last sample covered), refused
+// and dt (the jobs and milliseconds the last sample covered; a clock that
+// stepped back before t starts a new window), refused
 // (enqueues refused as full, total).
 func (k keys) drainKey() string { return k.tag + ":drain" }
 
@@ -161,16 +162,6 @@ end
 return {n}
 `)
 
-// takeBackScript takes back a batch pushed by pushThenCheck whose check
-// found no script (NOSCRIPT), with the same guard. Same KEYS and ARGV.
-var takeBackScript = redis.NewScript(`
-local n = tonumber(ARGV[4])
-if redis.call('LINDEX', KEYS[1], 0) == ARGV[5] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[6] then
-  redis.call('LTRIM', KEYS[1], n, -1)
-end
-return 0
-`)
-
 // drainScript is the consumers' part: it publishes on the room channel when
 // producers wait and the queue is below their limit, then counts the jobs
 // that left the queue and takes a rate sample once per window. The publish
@@ -187,7 +178,7 @@ if ARGV[1] == '0' then return 0 end
 local n = redis.call('HINCRBY', KEYS[3], 'n', ARGV[1])
 local now = tonumber(ARGV[2])
 local t = tonumber(redis.call('HGET', KEYS[3], 't') or '') or 0
-if now - t > tonumber(ARGV[5]) then
+if now - t > tonumber(ARGV[5]) or now < t then
   redis.call('HSET', KEYS[3], 't', now, 'pn', n - tonumber(ARGV[1]))
   redis.call('HDEL', KEYS[3], 'dn', 'dt')
 elseif now - t >= tonumber(ARGV[4]) then
@@ -245,10 +236,12 @@ func elemBytes(prs []prepared) int {
 
 // pushThenCheck writes a plain batch too large for Lua: a MULTI of its
 // LPUSH and boundedUndoScript, which takes it back when it does not fit.
-// Every element stays out of Lua. The script must be in Redis's cache (a
-// NOSCRIPT inside the MULTI would leave the batch written unchecked): it is
-// loaded first, and on a NOSCRIPT (a restarted Redis) the batch, written,
-// is taken back with an LTRIM guarded the same way, then sent again once.
+// Every element stays out of Lua. The script is sent whole (EVAL, a few
+// hundred bytes next to over 1 MiB of elements), never by its SHA: a
+// NOSCRIPT inside the MULTI would leave the batch written unchecked, and
+// taking it back afterwards cannot be done safely once another client has
+// pushed to or fetched from the list in between (the batch was then written
+// twice, or refused while it stayed).
 func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs []prepared, wait bool) *redis.Cmd {
 	elems := make([]any, len(prs))
 	for i, pr := range prs {
@@ -256,24 +249,10 @@ func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs 
 	}
 	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()}
 	args := []any{q.cfg.MaxLen, wakeMarker, waitTTL(wait), len(prs), prs[len(prs)-1].elem, prs[0].elem}
-	q.ensureScripts(ctx, c)
-	run := func() *redis.Cmd {
-		pipe := c.TxPipeline()
-		pipe.LPush(ctx, q.k.ready, elems...)
-		cmd := boundedUndoScript.EvalSha(ctx, pipe, ks, args...)
-		_, _ = pipe.Exec(ctx)
-		return cmd
-	}
-	cmd := run()
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		// The LPUSH ran: take the batch back the way the script would.
-		if err := takeBackScript.Run(ctx, c, ks, args...).Err(); err != nil {
-			return cmd
-		}
-		q.loaded.Store(false)
-		q.ensureScripts(ctx, c)
-		cmd = run()
-	}
+	pipe := c.TxPipeline()
+	pipe.LPush(ctx, q.k.ready, elems...)
+	cmd := boundedUndoScript.Eval(ctx, pipe, ks, args...)
+	_, _ = pipe.Exec(ctx)
 	return cmd
 }
 
@@ -356,10 +335,12 @@ func (q *Queue) boundedReply(cmd *redis.Cmd, prs []prepared) ([]bool, error) {
 }
 
 // fullError builds the error for jobs refused at length n, from the drain
-// sample (dn jobs left in dt ms, sampled at t ms).
+// sample (dn jobs left in dt ms, sampled at t ms); no estimate for more
+// jobs than MaxLen, which never fit.
 func (q *Queue) fullError(n, jobs, dn, dt, t int64) *FullError {
 	e := &FullError{Queue: q.name, Len: n, Limit: q.cfg.MaxLen}
-	if dn <= 0 || dt <= 0 || q.cfg.Now().UnixMilli()-t > drainStale.Milliseconds() {
+	age := q.cfg.Now().UnixMilli() - t // negative: clocks apart, or stepped back
+	if jobs > q.cfg.MaxLen || dn <= 0 || dt <= 0 || age > drainStale.Milliseconds() || age < -drainStale.Milliseconds() {
 		return e
 	}
 	need := float64(n + jobs - q.cfg.MaxLen) // jobs that must leave first

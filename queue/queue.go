@@ -436,7 +436,7 @@ func (q *Queue) ensureScripts(ctx context.Context, c redis.Scripter) {
 		return
 	}
 	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil &&
-		boundedScript.Load(ctx, c).Err() == nil && boundedUndoScript.Load(ctx, c).Err() == nil {
+		boundedScript.Load(ctx, c).Err() == nil {
 		q.loaded.Store(true)
 	}
 }

@@ -38,11 +38,15 @@ return 1
 
 // wakeLua is the wake-marker logic shared by the scripts that add to the
 // delayed set: when the job at due became the earliest one, push a marker to
-// the head of the ready list (one at a time, thanks to the flag).
+// the head of the ready list (one at a time, thanks to the flag, and none
+// while one still waits there: with no consumer to take them, markers would
+// otherwise pile up, one per expired flag, and a bounded queue, which only
+// looks at the last element, would count them as jobs).
 const wakeLua = `
 local function wake(delayed, ready, flag, due, marker, ttl)
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-  if tonumber(first[2]) >= tonumber(due) and redis.call('SET', flag, '1', 'NX', 'PX', ttl) then
+  if tonumber(first[2]) >= tonumber(due) and redis.call('SET', flag, '1', 'NX', 'PX', ttl)
+    and redis.call('LINDEX', ready, -1) ~= marker then
     redis.call('RPUSH', ready, marker)
   end
 end

@@ -53,7 +53,7 @@ var ErrNotStarted = errors.New("queue: not started (WaitForRoom needs Queue.Star
 // ErrQueueFull. Consumers wake waiting producers as they drain the queue;
 // see Queue.Start, which a waiting producer's Queue needs. On an unbounded
 // queue it changes nothing. An EnqueueBatch waits until the whole batch
-// fits. A Durable enqueue does not wait (it returns the *FullError).
+// fits; a batch of more jobs than MaxLen, which never fits, fails at once. A Durable enqueue does not wait (it returns the *FullError).
 func WaitForRoom() EnqueueOption {
 	return func(o *enqueueOpts) error { o.wait = true; return nil }
 }
@@ -61,7 +61,8 @@ func WaitForRoom() EnqueueOption {
 // waiters are the producers of one Queue waiting for room in this process.
 type waiters struct {
 	mu      sync.Mutex
-	list    []chan struct{} // oldest first; each closed once woken
+	list    []waiter // oldest first; each closed once woken
+	seq     uint64   // the last waiter's number
 	closed  bool
 	max     int
 	recheck time.Duration // roomRecheck; tests make it long
@@ -70,30 +71,52 @@ type waiters struct {
 	wakes      atomic.Uint64 // messages received
 }
 
-// add registers a waiter; false when there are max already.
-func (r *waiters) add() (chan struct{}, bool, error) {
+// waiter is one waiting producer: its number keeps its place (the oldest
+// first) across the retries it makes when woken.
+type waiter struct {
+	seq uint64
+	ch  chan struct{}
+}
+
+// add registers a waiter; false when there are max already. A producer
+// woken and refused again passes its number (seq > 0): it goes back to its
+// place, and max, which admitted it once, does not turn it away.
+func (r *waiters) add(seq uint64) (waiter, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return nil, false, ErrNotStarted
+		return waiter{}, false, ErrNotStarted
 	}
-	if len(r.list) >= r.max {
-		return nil, false, nil
+	if seq == 0 && len(r.list) >= r.max {
+		return waiter{}, false, nil
 	}
-	ch := make(chan struct{})
-	r.list = append(r.list, ch)
-	return ch, true, nil
+	if seq == 0 {
+		r.seq++
+		seq = r.seq
+	}
+	w := waiter{seq: seq, ch: make(chan struct{})}
+	i := len(r.list)
+	for i > 0 && r.list[i-1].seq > seq {
+		i--
+	}
+	r.list = append(r.list, waiter{})
+	copy(r.list[i+1:], r.list[i:])
+	r.list[i] = w
+	return w, true, nil
 }
 
-func (r *waiters) remove(ch chan struct{}) {
+// remove unregisters w, and reports whether it was still waiting (false:
+// it was woken).
+func (r *waiters) remove(w waiter) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, x := range r.list {
-		if x == ch {
+		if x.ch == w.ch {
 			r.list = append(r.list[:i:i], r.list[i+1:]...)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // wake wakes the n oldest waiters (all for n < 0).
@@ -103,8 +126,8 @@ func (r *waiters) wake(n int) {
 	if n < 0 || n > len(r.list) {
 		n = len(r.list)
 	}
-	for _, ch := range r.list[:n] {
-		close(ch)
+	for _, w := range r.list[:n] {
+		close(w.ch)
 	}
 	r.list = append(r.list[:0:0], r.list[n:]...)
 }
@@ -123,20 +146,25 @@ func (r *waiters) count() int {
 	return len(r.list)
 }
 
-// wait waits for ch to be woken, for the recheck, or for ctx.
-func (r *waiters) wait(ctx context.Context, ch chan struct{}) error {
+// wait waits for w to be woken, for the recheck, or for ctx. A wake-up
+// that comes with the end of ctx, which this producer cannot use, goes to
+// the next waiter.
+func (r *waiters) wait(ctx context.Context, w waiter) error {
 	t := time.NewTimer(backoff.Equal(r.recheck))
 	defer t.Stop()
 	select {
-	case <-ch:
-		return nil
+	case <-w.ch:
 	case <-t.C:
-		r.remove(ch)
-		return nil
+		r.remove(w)
 	case <-ctx.Done():
-		r.remove(ch)
-		return ctx.Err()
 	}
+	if err := ctx.Err(); err != nil {
+		if !r.remove(w) {
+			r.wake(1)
+		}
+		return err
+	}
+	return nil
 }
 
 // Start starts what waiting producers (WaitForRoom) need: a subscriber to
@@ -172,33 +200,40 @@ func (q *Queue) Start(g *lifecycle.Group) error {
 	return nil
 }
 
-// waitingEnqueue is enqueueBounded, waiting for room with wait set.
+// waitingEnqueue is enqueueBounded, waiting for room with wait set. A
+// batch of more jobs than MaxLen never fits: it does not wait.
 func (q *Queue) waitingEnqueue(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
 	added, err := q.enqueueBounded(ctx, prs, false)
 	var full *FullError
-	if !wait || !errors.As(err, &full) {
+	if !wait || !errors.As(err, &full) || int64(len(prs)) > q.cfg.MaxLen {
 		return added, err
 	}
 	r := q.room.Load()
 	if r == nil {
 		return nil, fmt.Errorf("%w (%w)", err, ErrNotStarted)
 	}
+	var seq uint64 // 0 until admitted
+	woken := false
 	for {
-		ch, ok, err := r.add()
+		w, ok, err := r.add(seq)
 		if err != nil {
 			return nil, fmt.Errorf("%w (%w)", full, err)
 		}
 		if !ok {
 			return nil, fmt.Errorf("%w (%w: %d wait already, Config.MaxWaiters)", full, ErrTooManyWaiters, r.max)
 		}
+		seq = w.seq
 		added, err = q.enqueueBounded(ctx, prs, true)
 		if !errors.As(err, &full) {
-			r.remove(ch)
+			if !r.remove(w) || (err != nil && woken) {
+				r.wake(1) // a wake-up this producer does not use
+			}
 			return added, err
 		}
-		if err := r.wait(ctx, ch); err != nil {
+		if err := r.wait(ctx, w); err != nil {
 			return nil, fmt.Errorf("waiting for room: %w (%w)", err, full)
 		}
+		woken = true
 	}
 }
 
