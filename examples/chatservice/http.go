@@ -60,9 +60,18 @@ func (s *service) shedChat(next http.Handler) http.Handler {
 			return
 		}
 		defer s.shed.done()
-		next.ServeHTTP(w, r)
+		adm := &admission{}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), admissionKey{}, adm)))
+		if !adm.queued {
+			s.shed.notQueued()
+		}
 	})
 }
+
+// admission tells shedChat whether postChat queued the chat it admitted.
+type admission struct{ queued bool }
+
+type admissionKey struct{}
 
 // refuse answers a shed chat: 503, Retry-After, and a public message; the
 // reason, with the figures, is for /healthz and the debug log.
@@ -182,6 +191,9 @@ func (s *service) postChat(w http.ResponseWriter, r *http.Request) {
 		}
 		s.failErr(w, "enqueueing the chat", err)
 		return
+	}
+	if adm, _ := ctx.Value(admissionKey{}).(*admission); adm != nil {
+		adm.queued = true
 	}
 	s.httpStats.accepted.Add(1)
 	w.Header().Set("Location", chatapi.PathChat+"/"+id)

@@ -16,8 +16,10 @@
 //
 // Every error answer is JSON, {"error": "...", "code": "..."}. When the
 // chat workers cannot keep up, POST /api/chat sheds: 503 with Retry-After
-// once a chat would wait longer than -wait-budget for a handler, or a queue
-// holds its -max-len-<queue>; /healthz says "degraded" while it does.
+// once more chats wait for a handler than -wait-target allows (the chats
+// admitted and not started, and the waits measured at start), a chat would
+// wait longer than -wait-budget by the queue's backlog, or a queue holds its
+// -max-len-<queue>; /healthz says "degraded" while it does.
 //
 // SIGINT or SIGTERM closes the lifecycle group with a deadline
 // (-shutdown-timeout): the HTTP server stops accepting and finishes its
@@ -76,6 +78,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 1024, "most HTTP connections open at once")
 	fs.IntVar(&cfg.RequestConns, "request-conns", 20, "Redis connections of the request lane")
 	fs.IntVar(&cfg.RequestWaiters, "request-waiters", 0, "callers that may wait for a request-lane connection (0: 10 per connection)")
+	fs.DurationVar(&cfg.WaitTarget, "wait-target", 0, "shed chats (503, Retry-After) once the chats admitted here and not started exceed the free chat handlers plus this times the drain rate, or every chat started for 100ms waited longer than this (0: -latency/2; negative: neither)")
 	fs.DurationVar(&cfg.WaitBudget, "wait-budget", 0, "shed chats (503, Retry-After) that would wait longer than this for a handler (0: 2 x -latency; negative: no budget)")
 	for i, name := range chatapi.Queues() {
 		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "the "+name+" queue's queue.Config.MaxLen (ready + delayed); chats are shed while it is full; negative: unbounded")
@@ -147,7 +150,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	logger.Info("listening", "url", "http://"+ln.Addr().String(), "redis", redact(cfg.RedisURL),
 		"queues", "chat, embeddings, webhooks", "concurrency", s.cfg.Concurrency, "latency", s.cfg.Latency,
-		"fail_rate", s.cfg.FailRate, "shedding", !s.cfg.NoShedding, "wait_budget", s.cfg.WaitBudget, "max_len", fmt.Sprint(s.cfg.MaxLen), "rate", fmt.Sprintf("%d/%s burst %d", s.cfg.Rate, s.cfg.RatePeriod, s.cfg.Burst),
+		"fail_rate", s.cfg.FailRate, "shedding", !s.cfg.NoShedding, "wait_budget", s.cfg.WaitBudget, "wait_target", s.cfg.WaitTarget, "max_len", fmt.Sprint(s.cfg.MaxLen), "rate", fmt.Sprintf("%d/%s burst %d", s.cfg.Rate, s.cfg.RatePeriod, s.cfg.Burst),
 		"tasks", len(g.Tasks()))
 
 	// Until SIGINT or SIGTERM, or a task fails; then Close with -timeout as

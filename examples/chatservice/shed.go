@@ -80,6 +80,12 @@ type shedder struct {
 	// reading: those in flight then and those admitted after.
 	admitted, finished atomic.Int64
 
+	// gate and soj shed on the chats this process admitted and its workers
+	// started (Config.WaitTarget); nil: off.
+	gate   *gate
+	soj    *sojourn
+	target time.Duration
+
 	overloaded, full atomic.Uint64
 	lastShed         atomic.Int64 // unix ns
 	lastReason       atomic.Pointer[string]
@@ -200,8 +206,7 @@ func (s *shedder) admit(ctx context.Context) decision {
 	e := s.current(ctx)
 	now := s.now()
 	if e == nil || now.Sub(e.at) > staleAfter {
-		s.admitted.Add(1)
-		return decision{}
+		return s.admitLocal(nil, now)
 	}
 	b := e.backlog(now, s.admitted.Load())
 	for i, name := range chatapi.Queues() {
@@ -226,8 +231,52 @@ func (s *shedder) admit(ctx context.Context) decision {
 			return d
 		}
 	}
+	return s.admitLocal(e, now)
+}
+
+// admitLocal applies the sojourn controller and the in-flight gate, then
+// counts the chat as admitted.
+func (s *shedder) admitLocal(e *estimate, now time.Time) decision {
+	if s.soj != nil && s.soj.shedding(now) {
+		d := decision{shed: true, code: chatapi.CodeOverloaded, retryAfter: sojournInterval,
+			reason: fmt.Sprintf("every chat started for %s waited over the target of %s for a handler", sojournInterval, s.target)}
+		s.shed(d)
+		return d
+	}
+	if s.gate != nil {
+		var slack int64
+		if e != nil && e.capacity {
+			slack = int64(s.target.Seconds() * e.rate)
+		}
+		if !s.gate.admit(slack, s.admitted.Load()-s.finished.Load()) {
+			d := decision{shed: true, code: chatapi.CodeOverloaded, retryAfter: s.target,
+				reason: fmt.Sprintf("every chat handler is busy and %d more chats are waiting for one (the wait target %s allows %d)",
+					s.gate.pending.Load(), s.target, slack)}
+			s.shed(d)
+			return d
+		}
+	}
 	s.admitted.Add(1)
 	return decision{}
+}
+
+// started records that a chat admitted by some instance started on this
+// process's chat workers after waiting wait.
+func (s *shedder) started(wait time.Duration) {
+	if s.soj != nil {
+		s.soj.observe(wait, s.now())
+	}
+	if s.gate != nil {
+		s.gate.leave()
+	}
+}
+
+// notQueued records that an admitted chat's request ended without queueing
+// it (429, a full queue, a Redis error).
+func (s *shedder) notQueued() {
+	if s.gate != nil {
+		s.gate.leave()
+	}
 }
 
 // shed records a shed: its count and reason for /healthz and /debug.

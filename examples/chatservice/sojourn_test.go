@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
+)
+
+// TestSojourn drives the controller with injected time: a start every
+// millisecond with the wait each phase gives, checking after each start
+// whether it sheds.
+func TestSojourn(t *testing.T) {
+	const target = time.Millisecond
+	type phase struct {
+		starts int
+		wait   time.Duration
+		// shedAfter is the first start of the phase (1-based) after which
+		// it sheds, 0: never in the phase; stopAfter the first after which
+		// it no longer sheds (for a phase that begins shedding).
+		shedAfter, stopAfter int
+	}
+	for _, tc := range []struct {
+		name   string
+		phases []phase
+	}{
+		{"steady under the target never sheds", []phase{{starts: 1000, wait: target / 2}}},
+		{"at the target never sheds", []phase{{starts: 1000, wait: target}}},
+		{"bursts over the target shorter than an interval never shed", []phase{
+			{starts: 90, wait: 5 * target}, {starts: 1, wait: target / 2},
+			{starts: 90, wait: 5 * target}, {starts: 1, wait: target / 2},
+		}},
+		{"step overload sheds within one interval", []phase{
+			{starts: 200, wait: target / 2},
+			{starts: 200, wait: 3 * target, shedAfter: 101}, // the 101st start is 100ms after the first over
+		}},
+		{"recovery stops shedding at the first start within the target", []phase{
+			{starts: 200, wait: 3 * target, shedAfter: 101},
+			{starts: 50, wait: target / 2, stopAfter: 1},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := testutil.NewClock()
+			c := &sojourn{target: target}
+			shedding := false
+			for pi, p := range tc.phases {
+				for i := 1; i <= p.starts; i++ {
+					clk.Advance(time.Millisecond)
+					c.observe(p.wait, clk.Now())
+					got := c.shedding(clk.Now())
+					want := shedding
+					switch {
+					case p.shedAfter > 0 && i >= p.shedAfter:
+						want = true
+					case p.stopAfter > 0 && i >= p.stopAfter:
+						want = false
+					case p.shedAfter > 0 && i < p.shedAfter:
+						want = false
+					}
+					require.Equal(t, want, got, "phase %d start %d", pi, i)
+					shedding = got
+				}
+			}
+		})
+	}
+}
+
+// Once no chat starts (the shed emptied the queue), the controller stops
+// shedding an interval after the last start over the target.
+func TestSojourn_StopsWhenNothingStarts(t *testing.T) {
+	clk := testutil.NewClock()
+	c := &sojourn{target: time.Millisecond}
+	for range 150 {
+		clk.Advance(time.Millisecond)
+		c.observe(5*time.Millisecond, clk.Now())
+	}
+	require.True(t, c.shedding(clk.Now()))
+	clk.Advance(sojournInterval - time.Millisecond)
+	assert.True(t, c.shedding(clk.Now()))
+	clk.Advance(time.Millisecond)
+	assert.False(t, c.shedding(clk.Now()))
+}
+
+func TestGate(t *testing.T) {
+	busy := int64(0)
+	g := &gate{slots: 5, busy: func() int64 { return busy }}
+	// Five handlers free: five chats in, the sixth waits for nobody... until
+	// they are all busy.
+	for i := range 5 {
+		require.True(t, g.admit(0, int64(i)), "admission %d", i)
+	}
+	busy = 5
+	assert.False(t, g.admit(0, 5), "every handler busy, 5 waiting for none free")
+	for range 5 {
+		g.leave() // started
+	}
+	assert.False(t, g.admit(0, 0), "every handler busy, no slack")
+	assert.True(t, g.admit(2, 0), "slack 2: two may wait")
+	assert.True(t, g.admit(2, 0))
+	assert.False(t, g.admit(2, 0))
+	// A handler frees while the count says two wait but no request is in
+	// flight: they started elsewhere; the count drops to the requests.
+	busy = 4
+	assert.True(t, g.admit(0, 0))
+	assert.EqualValues(t, 1, g.pending.Load())
+	g.leave()
+	g.leave()
+	assert.EqualValues(t, 0, g.pending.Load(), "never below zero")
+}
+
+// Through the shedder: the gate sheds with CodeOverloaded, a chat not
+// queued counts out, and the sojourn controller sheds on measured waits.
+func TestShedder_GateAndSojourn(t *testing.T) {
+	ctx := context.Background()
+	s, _, clk := newTestShedder(time.Hour, [3]int64{})
+	busy := int64(5)
+	s.target = time.Millisecond
+	s.gate = &gate{slots: 5, busy: func() int64 { return busy }}
+	s.soj = &sojourn{target: time.Millisecond}
+	busy = 4
+	require.False(t, s.admit(ctx).shed, "one handler free")
+	d := s.admit(ctx)
+	require.True(t, d.shed, "the free handler is spoken for")
+	assert.Contains(t, d.reason, "every chat handler is busy")
+	s.notQueued() // the first one's request failed
+	s.done()
+	require.False(t, s.admit(ctx).shed)
+	s.done()
+	s.started(time.Millisecond / 2)
+	for range 101 {
+		clk.Advance(time.Millisecond)
+		s.started(2 * time.Millisecond)
+	}
+	busy = 0
+	d = s.admit(ctx)
+	require.True(t, d.shed, "every start waited over the target for 100ms")
+	assert.Contains(t, d.reason, "waited over the target of 1ms")
+	s.started(0)
+	assert.False(t, s.admit(ctx).shed, "a start within the target")
+}
