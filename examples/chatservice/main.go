@@ -78,7 +78,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 1024, "most HTTP connections open at once")
 	fs.IntVar(&cfg.RequestConns, "request-conns", 20, "Redis connections of the request lane")
 	fs.IntVar(&cfg.RequestWaiters, "request-waiters", 0, "callers that may wait for a request-lane connection (0: 10 per connection)")
-	fs.DurationVar(&cfg.WaitTarget, "wait-target", 0, "shed chats (503, Retry-After) once the chats admitted here and not started exceed the free chat handlers plus this times the drain rate, or every chat started for 100ms waited longer than this (0: -latency/2; negative: neither)")
+	fs.DurationVar(&cfg.WaitTarget, "wait-target", 0, "shed chats (503, Retry-After) once the chats admitted here and not started exceed the free chat handlers plus this times the drain rate, or every chat started for 100ms waited longer than this (0: -latency/4; negative: neither)")
 	fs.DurationVar(&cfg.WaitBudget, "wait-budget", 0, "shed chats (503, Retry-After) that would wait longer than this for a handler (0: 2 x -latency; negative: no budget)")
 	for i, name := range chatapi.Queues() {
 		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "the "+name+" queue's queue.Config.MaxLen (ready + delayed); chats are shed while it is full; negative: unbounded")

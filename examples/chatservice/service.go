@@ -82,9 +82,10 @@ type Config struct {
 	// under the free chat handlers plus WaitTarget times the drain rate),
 	// and a CoDel-style controller on the waits the chat workers measure
 	// at start (every start over WaitTarget for 100ms sheds until one is
-	// within it). Default Latency/2 (1ms): under 5x overload it kept the
-	// enqueue-to-start p99 within about twice the unloaded one
-	// (docs/chatservice.md). Negative: neither controller.
+	// within it). Default Latency/4 (500µs): no chat waits behind another
+	// below 2,000 chats/s, so what is left of the wait is the transport
+	// (the enqueue, the fetch, the scheduler); measured figures in
+	// docs/chatservice.md. Negative: neither controller.
 	WaitTarget time.Duration
 	// MaxLen bounds each queue's backlog (ready + delayed), in
 	// chatapi.Queues() order: it is each queue's queue.Config.MaxLen, which
@@ -138,7 +139,7 @@ func (c *Config) fill() error {
 	defDur(&c.AgentsLatency, 100*time.Millisecond)
 	defDur(&c.ReplyTTL, 10*time.Minute)
 	defDur(&c.WaitBudget, 2*c.Latency)
-	defDur(&c.WaitTarget, c.Latency/2)
+	defDur(&c.WaitTarget, c.Latency/4)
 	c.WaitTarget = max(c.WaitTarget, 0)
 	for i := range c.MaxLen {
 		if c.MaxLen[i] == 0 {

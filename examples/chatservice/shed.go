@@ -248,7 +248,11 @@ func (s *shedder) admitLocal(e *estimate, now time.Time) decision {
 		if e != nil && e.capacity {
 			slack = int64(s.target.Seconds() * e.rate)
 		}
-		if !s.gate.admit(slack, s.admitted.Load()-s.finished.Load()) {
+		upper := int64(-1)
+		if e != nil {
+			upper = e.reading.backlog[0] + s.admitted.Load() - e.finished + s.gate.slots
+		}
+		if !s.gate.admit(slack, upper) {
 			d := decision{shed: true, code: chatapi.CodeOverloaded, retryAfter: s.target,
 				reason: fmt.Sprintf("every chat handler is busy and %d more chats are waiting for one (the wait target %s allows %d)",
 					s.gate.pending.Load(), s.target, slack)}

@@ -59,9 +59,10 @@ func (c *sojourn) shedding(now time.Time) bool {
 // holds a budget of a millisecond at thousands of arrivals a second.
 //
 // The count is this process's: chats it admitted that start on another
-// instance are never counted off, so whenever a chat handler is free (its
-// fetcher takes any job as soon as a slot frees, so the chat queue is
-// empty) the count drops to the requests still in flight. Lock-free.
+// instance are never counted off here, so the count is capped by what can
+// be waiting at all, from the shedder's last reading of Redis (the chat
+// backlog then, plus every chat admitted since the last request before it
+// ended, plus the chats fetched and not started). Lock-free.
 type gate struct {
 	slots   int64
 	busy    func() int64 // chat handlers running a job
@@ -69,15 +70,15 @@ type gate struct {
 }
 
 // admit counts one chat in when pending is under the free handlers plus
-// slack; inHTTP is the number of admitted requests not over yet.
-func (g *gate) admit(slack, inHTTP int64) bool {
+// slack; upper caps pending first (negative: no cap).
+func (g *gate) admit(slack, upper int64) bool {
 	busy := g.busy()
 	limit := max(g.slots-busy, 0) + slack
 	for {
 		cur := g.pending.Load()
 		p := cur
-		if busy < g.slots && p > inHTTP {
-			p = inHTTP // a free handler: nothing admitted waits in Redis
+		if upper >= 0 && p > upper {
+			p = upper // chats counted here started elsewhere
 		}
 		if p >= limit {
 			if p == cur || g.pending.CompareAndSwap(cur, p) {

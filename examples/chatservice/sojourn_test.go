@@ -88,24 +88,24 @@ func TestSojourn_StopsWhenNothingStarts(t *testing.T) {
 func TestGate(t *testing.T) {
 	busy := int64(0)
 	g := &gate{slots: 5, busy: func() int64 { return busy }}
-	// Five handlers free: five chats in, the sixth waits for nobody... until
-	// they are all busy.
+	// Five handlers free: five chats in, not a sixth.
 	for i := range 5 {
-		require.True(t, g.admit(0, int64(i)), "admission %d", i)
+		require.True(t, g.admit(0, -1), "admission %d", i)
 	}
+	assert.False(t, g.admit(0, -1), "five admitted for five free handlers")
 	busy = 5
-	assert.False(t, g.admit(0, 5), "every handler busy, 5 waiting for none free")
 	for range 5 {
 		g.leave() // started
 	}
-	assert.False(t, g.admit(0, 0), "every handler busy, no slack")
-	assert.True(t, g.admit(2, 0), "slack 2: two may wait")
-	assert.True(t, g.admit(2, 0))
-	assert.False(t, g.admit(2, 0))
-	// A handler frees while the count says two wait but no request is in
-	// flight: they started elsewhere; the count drops to the requests.
+	assert.False(t, g.admit(0, -1), "every handler busy, no slack")
+	assert.True(t, g.admit(2, -1), "slack 2: two may wait")
+	assert.True(t, g.admit(2, -1))
+	assert.False(t, g.admit(2, -1))
+	// A handler frees; the count says two wait for it, a reading of Redis
+	// says none can: they started elsewhere.
 	busy = 4
-	assert.True(t, g.admit(0, 0))
+	assert.False(t, g.admit(0, -1), "two counted for one free handler")
+	assert.True(t, g.admit(0, 0), "capped by the reading")
 	assert.EqualValues(t, 1, g.pending.Load())
 	g.leave()
 	g.leave()
