@@ -65,14 +65,12 @@ type Config struct {
 	// handler, as the shedder estimates it (the chat backlog over the
 	// workers' recent drain rate): past it, POST /api/chat answers 503 with
 	// Retry-After instead of queueing a chat whose reply would be late.
-	// Default two mean model calls (2 x Latency, 4ms at the default): under
-	// overload an accepted chat then waits about the budget plus what it
-	// waits unloaded (the fetch, the scheduler; a p99 of ~3ms measured at
-	// half the capacity), which keeps its enqueue-to-start p99 within about
-	// twice the unloaded one; and the backlog it allows (the budget times
-	// the drain rate, a few jobs a handler) still keeps every handler busy.
-	// A service whose clients would rather wait than retry sets it higher.
-	// Negative: no wait budget.
+	// Default two mean model calls (2 x Latency, 4ms at the default). It
+	// reads Redis at most every 20ms, so it lags a fast overload (measured:
+	// a p99 wait of 29ms at 5x with it alone); WaitTarget is what holds the
+	// latency of accepted chats, this a coarse bound for a backlog queued
+	// by other instances. A service whose clients would rather wait than
+	// retry sets both higher. Negative: no wait budget.
 	WaitBudget time.Duration
 	// WaitTarget is the enqueue-to-start wait, beyond the transport, that
 	// an accepted chat may spend waiting for a handler, held by two
