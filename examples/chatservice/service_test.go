@@ -174,7 +174,9 @@ func TestService_Server(t *testing.T) {
 // testService exercises every endpoint of a service on the Redis newRedis
 // gives, then closes it.
 func testService(t *testing.T, newRedis func(t *testing.T) string) {
-	h := startService(t, newRedis(t), func(c *Config) { c.FailRate = 0 })
+	// The wait target off: this test queues more chats at once than there
+	// are handlers (sojourn_test.go tests the shedding).
+	h := startService(t, newRedis(t), func(c *Config) { c.FailRate = 0; c.WaitTarget = -1 })
 
 	// A chat goes through the model and comes back with the follow-ups done.
 	const chats = 20
@@ -468,7 +470,8 @@ func TestHealth_MemoryAlert(t *testing.T) {
 func TestShutdown_NothingLost(t *testing.T) {
 	m := redistest.Mini(t)
 	url := "redis://" + m.Addr()
-	h := startService(t, url, func(c *Config) { c.Latency = 100 * time.Millisecond; c.FailRate = 0 })
+	// The wait target off: 12 chats for 5 handlers must all be queued.
+	h := startService(t, url, func(c *Config) { c.Latency = 100 * time.Millisecond; c.FailRate = 0; c.WaitTarget = -1 })
 	const chats = 12
 	for i := range chats {
 		h.post("ada", "assistant", "slow "+string(rune('a'+i)))

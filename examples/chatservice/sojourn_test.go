@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/examples/internal/chatapi"
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 )
 
@@ -141,4 +144,22 @@ func TestShedder_GateAndSojourn(t *testing.T) {
 	assert.Contains(t, d.reason, "waited over the target of 1ms")
 	s.started(0)
 	assert.False(t, s.admit(ctx).shed, "a start within the target")
+}
+
+// Through HTTP: with its one handler spoken for, the service answers the
+// next chat 503 with Retry-After and reports degraded health.
+func TestShed_Gate(t *testing.T) {
+	h := startService(t, "redis://"+redistest.Mini(t).Addr(), func(c *Config) {
+		c.Concurrency, c.Latency, c.FailRate = 1, 200*time.Millisecond, 0
+	})
+	h.post("ada", "assistant", "takes the handler")
+	body := `{"user":"ada","agent":"assistant","message":"hi"}`
+	code, hdr, resp := h.do(http.MethodPost, chatapi.PathChat, body)
+	require.Equal(t, http.StatusServiceUnavailable, code, "%s", resp)
+	assert.Equal(t, "1", hdr.Get("Retry-After"))
+	assertJSONError(t, resp, chatapi.CodeOverloaded)
+	var hl chatapi.Health
+	h.getJSON(chatapi.PathHealth, http.StatusOK, &hl)
+	assert.Equal(t, "degraded", hl.Status)
+	assert.Contains(t, hl.Shedding, "every chat handler is busy")
 }
