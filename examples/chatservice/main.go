@@ -21,6 +21,8 @@
 // wait longer than -wait-budget by the queue's backlog, or a queue holds its
 // -max-len-<queue>; /healthz says "degraded" while it does.
 //
+// Design notes and overload figures: docs/chatservice.md.
+//
 // SIGINT or SIGTERM closes the lifecycle group with a deadline
 // (-shutdown-timeout): the HTTP server stops accepting and finishes its
 // requests, the workers drain, the pool closes last, and the exit log lists
