@@ -249,7 +249,9 @@ func (s *service) getHealth(w http.ResponseWriter, r *http.Request) {
 	for _, wk := range s.workers {
 		st := wk.Stats()
 		alive := wk.FetcherAlive(fetcherSlack)
-		h.Queues[wk.Queue().Name()] = chatapi.QueueHealth{FetcherAlive: alive, FetcherState: st.FetcherState, LastReturn: st.FetcherLastReturn}
+		mem := wk.Memory()
+		h.Queues[wk.Queue().Name()] = chatapi.QueueHealth{FetcherAlive: alive, FetcherState: st.FetcherState, LastReturn: st.FetcherLastReturn, Memory: mem}
+		h.Warnings = append(h.Warnings, memoryWarnings(wk.Queue().Name(), mem)...)
 		if !alive {
 			h.Reasons = append(h.Reasons, fmt.Sprintf("queue %s: fetcher not alive (state %s, last back from Redis %s ago)",
 				wk.Queue().Name(), st.FetcherState, time.Since(st.FetcherLastReturn).Round(time.Millisecond)))
@@ -266,12 +268,26 @@ func (s *service) getHealth(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case len(h.Reasons) > 0:
 		code, h.Status = http.StatusServiceUnavailable, "unhealthy"
-	case h.Shedding != "":
+	case h.Shedding != "" || len(h.Warnings) > 0:
 		// Still 200: a load balancer that took an overloaded instance out
-		// would push its load onto the others.
+		// would push its load onto the others, and a Redis at its memory
+		// limit is drained by these very workers.
 		h.Status = "degraded"
 	}
 	writeJSON(w, code, h)
+}
+
+// memoryWarnings says what a worker's view of Redis's memory makes worth
+// an operator's attention.
+func memoryWarnings(queueName string, m queue.MemoryStats) []string {
+	var out []string
+	if m.AtLimit {
+		out = append(out, fmt.Sprintf("queue %s: Redis is at maxmemory: enqueues fail until the workers drain it", queueName))
+	}
+	if m.Evicting {
+		out = append(out, fmt.Sprintf("queue %s: Redis maxmemory-policy %s may evict queue keys: set noeviction", queueName, m.Policy))
+	}
+	return out
 }
 
 // getDebug answers with every component's stats.

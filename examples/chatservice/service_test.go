@@ -556,3 +556,28 @@ func TestDebugJSON(t *testing.T) {
 		require.NotNil(t, d.Queues[name].Local, name)
 	}
 }
+
+// A Redis whose maxmemory-policy may evict the queues' keys makes /healthz
+// say "degraded" (still 200) with the reason, per queue; noeviction is ok.
+func TestHealth_EvictingPolicyIsDegraded_Server(t *testing.T) {
+	r := redistest.ServerWith(t, redistest.Options{Args: []string{"--maxmemory-policy", "allkeys-lru"}})
+	h := startService(t, r.URL(), nil)
+	var got chatapi.Health
+	h.getJSON(chatapi.PathHealth, http.StatusOK, &got)
+	assert.Equal(t, "degraded", got.Status)
+	assert.Empty(t, got.Reasons)
+	require.NotEmpty(t, got.Queues)
+	for name, q := range got.Queues {
+		assert.Equal(t, "allkeys-lru", q.Memory.Policy, name)
+		assert.True(t, q.Memory.Evicting, name)
+	}
+	require.Len(t, got.Warnings, len(got.Queues))
+	assert.Contains(t, got.Warnings[0], "maxmemory-policy allkeys-lru may evict queue keys")
+
+	ok := redistest.Server(t)
+	h2 := startService(t, ok.URL(), nil)
+	var fine chatapi.Health
+	h2.getJSON(chatapi.PathHealth, http.StatusOK, &fine)
+	assert.Equal(t, "ok", fine.Status, "warnings: %v", fine.Warnings)
+	assert.Empty(t, fine.Warnings)
+}

@@ -116,6 +116,9 @@ type Health struct {
 	Status   string                 `json:"status"`
 	Reasons  []string               `json:"reasons"`
 	Shedding string                 `json:"shedding,omitempty"` // why the service sheds, while it does
+	// Warnings make the status "degraded" (still 200): Redis at its memory
+	// limit, or a maxmemory-policy that may evict the queues' keys.
+	Warnings []string `json:"warnings,omitempty"`
 	Redis    RedisHealth            `json:"redis"`
 	Queues   map[string]QueueHealth `json:"queues"`
 	Alerts   []memwatch.Alert       `json:"alerts"`
@@ -130,9 +133,10 @@ type RedisHealth struct {
 
 // QueueHealth is one worker's part of the health check.
 type QueueHealth struct {
-	FetcherAlive bool      `json:"fetcher_alive"`
-	FetcherState string    `json:"fetcher_state"`
-	LastReturn   time.Time `json:"fetcher_last_return"`
+	FetcherAlive bool              `json:"fetcher_alive"`
+	FetcherState string            `json:"fetcher_state"`
+	LastReturn   time.Time         `json:"fetcher_last_return"`
+	Memory       queue.MemoryStats `json:"redis_memory"` // the worker's view of Redis's memory limit and policy
 }
 
 // Debug is the answer to GET /debug/bounded: every component's stats.
