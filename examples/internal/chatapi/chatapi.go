@@ -113,12 +113,12 @@ const (
 // Status is "ok", "degraded" (200: healthy, but shedding load; Shedding says
 // why) or "unhealthy" (503).
 type Health struct {
-	Status   string                 `json:"status"`
-	Reasons  []string               `json:"reasons"`
-	Shedding string                 `json:"shedding,omitempty"` // why the service sheds, while it does
+	Status   string   `json:"status"`
+	Reasons  []string `json:"reasons"`
+	Shedding string   `json:"shedding,omitempty"` // why the service sheds, while it does
 	// Warnings make the status "degraded" (still 200): Redis at its memory
 	// limit, or a maxmemory-policy that may evict the queues' keys.
-	Warnings []string `json:"warnings,omitempty"`
+	Warnings []string               `json:"warnings,omitempty"`
 	Redis    RedisHealth            `json:"redis"`
 	Queues   map[string]QueueHealth `json:"queues"`
 	Alerts   []memwatch.Alert       `json:"alerts"`
