@@ -340,20 +340,7 @@ const fastFetch = 300 * time.Microsecond
 // blocks in Redis when the queue is empty (no polling), and switches to
 // batches while there is a backlog.
 func (w *Worker) fetchLoop(ctx context.Context) error {
-	// A BLMOVE blocked in Redis does not notice ctx; closing the reserved
-	// connection ends it. An element Redis moved at that moment stays in the
-	// processing list, and the drain puts it back.
-	released := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() { _ = w.res.Release(); close(released) })
-	defer func() {
-		// Return only once the reservation is back in the pool, so that
-		// nothing of the fetcher outlives Close.
-		if stop() {
-			_ = w.res.Release()
-		} else {
-			<-released
-		}
-	}()
+	defer w.releaseWhenDone(ctx)()
 	// The acker cancels running handlers on its drain schedule; should it
 	// be held up (a slow flush), the end of the Close context still
 	// cancels them.
@@ -361,97 +348,197 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	defer w.stopOnce.Do(func() { close(w.stopping) })
 	defer w.st.fetchState.Store(fetcherStopped)
 
-	c := w.res.Client()
-	var bo troubleBackoff
-	batch := false
-	previousLife := true // the first reconcile finds what a previous life held
-	// readPolicy: the connection failed since the last read of Redis's
-	// eviction policy (Redis may have restarted with another config), or
-	// the last read failed: read it again after the next fetch that works.
-	readPolicy := w.mem.policyStale()
+	f := &fetcher{
+		w: w, ctx: ctx, c: w.res.Client(),
+		previousLife: true, // the first reconcile finds what a previous life held
+		readPolicy:   w.mem.policyStale(),
+	}
 	for {
-		w.st.fetchState.Store(fetcherWaitingForSlot)
-		select {
-		case w.slots <- struct{}{}:
-		case <-ctx.Done():
+		if !f.holdSlot() {
 			return nil
 		}
-		held := 1
-		if w.needReconcile.Load() && w.reconcile(ctx, previousLife) {
-			previousLife = false
-		}
-		var elems []string
-		var err error
-		idleAtLimit := false
-		if batch {
-			// Let handlers that are about to finish free their slots, so the
-			// batch is as large as it can be.
-			runtime.Gosched()
-			for held < w.cfg.Concurrency {
-				select {
-				case w.slots <- struct{}{}:
-					held++
-					continue
-				default:
-				}
-				break
-			}
-			elems, err = w.take(ctx, c, []string{w.q.k.ready, w.proc}, held)
-			batch = err == nil && len(elems) == held
-		} else {
-			w.st.fetchState.Store(fetcherBlocking)
-			start := time.Now()
-			var elem string
-			elem, err = c.BLMove(ctx, w.q.k.ready, w.proc, "RIGHT", "LEFT", w.cfg.BlockTimeout).Result()
-			switch {
-			case err == nil:
-				elems = []string{elem}
-				batch = time.Since(start) < fastFetch
-				w.setAtLimit(false)
-			case isOOM(err):
-				// Redis is at maxmemory and refuses BLMOVE at once: take
-				// with the allow-oom script, batches while there is work,
-				// and wait when there is none (see oom.go).
-				w.setAtLimit(true)
-				elems, err = w.take(ctx, c, []string{w.q.k.ready, w.proc}, held)
-				batch = err == nil && len(elems) == held
-				idleAtLimit = err == nil && len(elems) == 0
-			case errors.Is(err, redis.Nil):
-				w.setAtLimit(false)
-			}
-		}
-		w.st.lastFetch.Store(time.Now().UnixNano())
-		w.sched.recheck()
-		for range held - len(elems) {
-			<-w.slots
-		}
-		if err != nil && !errors.Is(err, redis.Nil) {
-			if ctx.Err() != nil {
-				return nil
-			}
-			w.st.fetchErrors.Add(1)
-			// A BLMOVE that failed on our side may still have moved an
-			// element on the server: reconcile before the next fetch.
-			w.needReconcile.Store(true)
-			w.log.Warn("queue: fetch failed; backing off", "err", err)
-			w.st.fetchState.Store(fetcherBackingOff)
-			readPolicy = true
-			if !bo.wait(ctx) {
+		f.reconcile()
+		r := f.fetch()
+		f.settle(r)
+		if r.failed() {
+			if !f.backOff(r.err) {
 				return nil
 			}
 			continue
 		}
-		bo.reset()
-		if readPolicy {
-			// Reconnected: Redis may have restarted with another policy.
-			readPolicy = !w.readPolicy(ctx, c)
-		}
-		if idleAtLimit && !w.waitAtLimit(ctx) {
+		f.succeeded()
+		if r.idleAtLimit && !w.waitAtLimit(ctx) {
 			return nil
 		}
-		for _, d := range w.loadPayloads(ctx, c, elems) {
-			w.dispatch(ctx, d)
+		f.deliver(r.elems)
+	}
+}
+
+// releaseWhenDone gives the reserved connection back when ctx ends: a
+// BLMOVE blocked in Redis does not notice ctx, and closing the connection
+// ends it. An element Redis moved at that moment stays in the processing
+// list, and the drain puts it back. The returned func gives it back at
+// once if ctx has not ended, and returns only once the reservation is back
+// in the pool, so that nothing of the fetcher outlives Close.
+func (w *Worker) releaseWhenDone(ctx context.Context) (wait func()) {
+	released := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { _ = w.res.Release(); close(released) })
+	return func() {
+		if stop() {
+			_ = w.res.Release()
+		} else {
+			<-released
 		}
+	}
+}
+
+// fetcher is the state of fetchLoop.
+type fetcher struct {
+	w            *Worker
+	ctx          context.Context
+	c            redis.UniversalClient // the reserved connection
+	bo           troubleBackoff
+	batch        bool // the last fetch suggests a backlog: take a batch
+	previousLife bool // the next reconcile is the first that completes
+	// readPolicy: the connection failed since the last read of Redis's
+	// eviction policy (Redis may have restarted with another config), or
+	// the last read failed: read it again after the next fetch that works.
+	readPolicy bool
+}
+
+// fetched is the outcome of one fetch.
+type fetched struct {
+	elems       []string
+	held        int  // handler slots held for it
+	idleAtLimit bool // Redis is at maxmemory and the ready list is empty
+	err         error
+}
+
+// failed reports whether the fetch failed (an empty queue is no failure).
+func (r fetched) failed() bool { return r.err != nil && !errors.Is(r.err, redis.Nil) }
+
+// holdSlot waits for a free handler slot. It reports false when ctx ended.
+func (f *fetcher) holdSlot() bool {
+	f.w.st.fetchState.Store(fetcherWaitingForSlot)
+	select {
+	case f.w.slots <- struct{}{}:
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
+}
+
+// reconcile reconciles the processing list when something asked for it.
+func (f *fetcher) reconcile() {
+	if f.w.needReconcile.Load() && f.w.reconcile(f.ctx, f.previousLife) {
+		f.previousLife = false
+	}
+}
+
+// fetch takes jobs for the slot held: a batch while there is a backlog,
+// otherwise one blocking BLMOVE.
+func (f *fetcher) fetch() fetched {
+	if f.batch {
+		return f.takeBatch()
+	}
+	return f.blockingMove()
+}
+
+// takeBatch holds every free slot and takes a job for each with one script
+// call.
+func (f *fetcher) takeBatch() fetched {
+	// Let handlers that are about to finish free their slots, so the batch
+	// is as large as it can be.
+	runtime.Gosched()
+	held := f.holdFreeSlots(1)
+	elems, err := f.w.take(f.ctx, f.c, []string{f.w.q.k.ready, f.w.proc}, held)
+	f.batch = err == nil && len(elems) == held
+	return fetched{elems: elems, held: held, err: err}
+}
+
+// holdFreeSlots holds the slots free now, up to Concurrency in all, and
+// returns how many are held.
+func (f *fetcher) holdFreeSlots(held int) int {
+	for held < f.w.cfg.Concurrency {
+		select {
+		case f.w.slots <- struct{}{}:
+			held++
+		default:
+			return held
+		}
+	}
+	return held
+}
+
+// blockingMove waits in Redis for one job with BLMOVE.
+func (f *fetcher) blockingMove() fetched {
+	w := f.w
+	w.st.fetchState.Store(fetcherBlocking)
+	start := time.Now()
+	elem, err := f.c.BLMove(f.ctx, w.q.k.ready, w.proc, "RIGHT", "LEFT", w.cfg.BlockTimeout).Result()
+	switch {
+	case err == nil:
+		f.batch = time.Since(start) < fastFetch
+		w.setAtLimit(false)
+		return fetched{elems: []string{elem}, held: 1}
+	case isOOM(err):
+		return f.takeAtLimit()
+	case errors.Is(err, redis.Nil):
+		w.setAtLimit(false)
+	}
+	return fetched{held: 1, err: err}
+}
+
+// takeAtLimit is the fetch when Redis is at maxmemory and refused BLMOVE
+// at once: take with the allow-oom script, batches while there is work,
+// and wait when there is none (see oom.go).
+func (f *fetcher) takeAtLimit() fetched {
+	const held = 1
+	f.w.setAtLimit(true)
+	elems, err := f.w.take(f.ctx, f.c, []string{f.w.q.k.ready, f.w.proc}, held)
+	f.batch = err == nil && len(elems) == held
+	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0, err: err}
+}
+
+// settle records the fetch and frees the slots it did not fill.
+func (f *fetcher) settle(r fetched) {
+	f.w.st.lastFetch.Store(time.Now().UnixNano())
+	f.w.sched.recheck()
+	for range r.held - len(r.elems) {
+		<-f.w.slots
+	}
+}
+
+// backOff deals with a failed fetch and waits before the next. It reports
+// false when ctx ended.
+func (f *fetcher) backOff(err error) bool {
+	w := f.w
+	if f.ctx.Err() != nil {
+		return false
+	}
+	w.st.fetchErrors.Add(1)
+	// A BLMOVE that failed on our side may still have moved an element on
+	// the server: reconcile before the next fetch.
+	w.needReconcile.Store(true)
+	w.log.Warn("queue: fetch failed; backing off", "err", err)
+	w.st.fetchState.Store(fetcherBackingOff)
+	f.readPolicy = true
+	return f.bo.wait(f.ctx)
+}
+
+// succeeded follows a fetch that worked: the connection is fine again.
+func (f *fetcher) succeeded() {
+	f.bo.reset()
+	if f.readPolicy {
+		// Reconnected: Redis may have restarted with another policy.
+		f.readPolicy = !f.w.readPolicy(f.ctx, f.c)
+	}
+}
+
+// deliver reads the payloads of the fetched elements and hands them out.
+func (f *fetcher) deliver(elems []string) {
+	for _, d := range f.w.loadPayloads(f.ctx, f.c, elems) {
+		f.w.dispatch(f.ctx, d)
 	}
 }
 
