@@ -58,55 +58,10 @@ func (n *node) sweepLoop(ctx context.Context) error {
 // sweepDead sweeps the dead consumers of one heartbeat's view, and of one
 // more page of older ones while the newest page is full.
 func (n *node) sweepDead(ctx context.Context, v deadView) {
-	found := v.found
-	// inView: every dead consumer is in found, so the memo of those not in
-	// it can go.
-	inView := len(found) < deadPage
+	found, inView := n.withOlderPage(ctx, v)
+	dead, seen := n.notSwept(found)
 	if inView {
-		n.pageOff = 0
-	} else {
-		// The newest page is full: older dead may be beyond it. Read one
-		// more page per heartbeat, in rotation, so every dead consumer gets
-		// its turn while newly dead ones are still seen at once.
-		off := max(n.pageOff, deadPage)
-		nowMs := strconv.FormatInt(v.now.UnixMilli(), 10)
-		older, err := n.p.Background().ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: off, Count: deadPage}).Result()
-		if err != nil {
-			n.log.Warn("queue: reading older dead consumers failed", "err", err)
-		}
-		found = append(found, older...)
-		inView = err == nil && off == deadPage && len(older) < deadPage
-		n.pageOff = off + deadPage
-		if len(older) < deadPage {
-			n.pageOff = deadPage // wrap around
-		}
-	}
-	type deadline struct {
-		id string
-		at int64
-	}
-	var dead []deadline
-	seen := map[string]bool{}
-	for _, z := range found {
-		id, _ := z.Member.(string)
-		if id == "" || id == n.id || seen[id] {
-			continue
-		}
-		seen[id] = true
-		if at, ok := n.swept[id]; ok && at == int64(z.Score) {
-			continue // already swept at this deadline
-		}
-		dead = append(dead, deadline{id, int64(z.Score)})
-	}
-	if inView {
-		// Every dead consumer is in view: forget those that are gone
-		// (trimmed, or alive again). While paging, the memo of pages out of
-		// view is kept; it is bounded by the set, which the trim bounds.
-		for id := range n.swept {
-			if !seen[id] {
-				delete(n.swept, id)
-			}
-		}
+		n.forgetGone(seen)
 	}
 	ws := n.attached()
 	for i, d := range dead {
@@ -119,19 +74,92 @@ func (n *node) sweepDead(ctx context.Context, v deadView) {
 			// nothing would ever be swept.
 			return
 		}
-		complete := true
-		for _, w := range ws {
-			if ctx.Err() != nil {
-				return
-			}
-			if !w.sweep(ctx, n, d.id) {
-				complete = false
-			}
-		}
-		if complete {
-			n.swept[d.id] = d.at
+		if !n.sweepOne(ctx, ws, d) {
+			return
 		}
 	}
+}
+
+// withOlderPage returns the dead of the view and, when its newest page is
+// full, of one more page of older ones. inView reports whether every dead
+// consumer is in found, so the memo of those not in it can go.
+func (n *node) withOlderPage(ctx context.Context, v deadView) (found []redis.Z, inView bool) {
+	found = v.found
+	if len(found) < deadPage {
+		n.pageOff = 0
+		return found, true
+	}
+	// The newest page is full: older dead may be beyond it. Read one more
+	// page per heartbeat, in rotation, so every dead consumer gets its turn
+	// while newly dead ones are still seen at once.
+	off := max(n.pageOff, deadPage)
+	nowMs := strconv.FormatInt(v.now.UnixMilli(), 10)
+	older, err := n.p.Background().ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Offset: off, Count: deadPage}).Result()
+	if err != nil {
+		n.log.Warn("queue: reading older dead consumers failed", "err", err)
+	}
+	found = append(found, older...)
+	inView = err == nil && off == deadPage && len(older) < deadPage
+	n.pageOff = off + deadPage
+	if len(older) < deadPage {
+		n.pageOff = deadPage // wrap around
+	}
+	return found, inView
+}
+
+// deadConsumer is a dead consumer and the deadline it missed.
+type deadConsumer struct {
+	id string
+	at int64
+}
+
+// notSwept returns the dead consumers in found not yet swept at their
+// deadline, and every consumer ID seen in found.
+func (n *node) notSwept(found []redis.Z) (dead []deadConsumer, seen map[string]bool) {
+	seen = map[string]bool{}
+	for _, z := range found {
+		id, _ := z.Member.(string)
+		if id == "" || id == n.id || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if at, ok := n.swept[id]; ok && at == int64(z.Score) {
+			continue // already swept at this deadline
+		}
+		dead = append(dead, deadConsumer{id, int64(z.Score)})
+	}
+	return dead, seen
+}
+
+// forgetGone drops from the memo of swept consumers those not seen, when
+// every dead consumer is in view: they are gone (trimmed, or alive again).
+// While paging, the memo of pages out of view is kept; it is bounded by
+// the set, which the trim bounds.
+func (n *node) forgetGone(seen map[string]bool) {
+	for id := range n.swept {
+		if !seen[id] {
+			delete(n.swept, id)
+		}
+	}
+}
+
+// sweepOne sweeps one dead consumer from every attached worker's queue,
+// and remembers it as swept when all of them completed. It reports false
+// when ctx ended.
+func (n *node) sweepOne(ctx context.Context, ws []member, d deadConsumer) bool {
+	complete := true
+	for _, w := range ws {
+		if ctx.Err() != nil {
+			return false
+		}
+		if !w.sweep(ctx, n, d.id) {
+			complete = false
+		}
+	}
+	if complete {
+		n.swept[d.id] = d.at
+	}
+	return true
 }
 
 // checkConsumers finds the dead among the queue's consumers when the
