@@ -189,80 +189,96 @@ func (w *Worker) flush(ctx context.Context, ops []ackOp) []ackOp {
 // apart those refused with NOSCRIPT.
 func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript []ackOp) {
 	c := w.q.p.Background()
-	k := w.q.k
 	pipe := c.Pipeline()
 	cmds := make([]redis.Cmder, len(ops))
-	for i, op := range ops {
-		switch op.kind {
-		case ackDone, ackDrop:
-			if op.unique || op.ref != "" {
-				ks := []string{w.proc, k.payloads}
-				if op.unique {
-					ks = append(ks, k.unique(op.id))
-				}
-				cmds[i] = ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref)
-			} else {
-				cmds[i] = pipe.LRem(ctx, w.proc, 1, op.elem)
-			}
-		case ackRetry:
-			cmds[i] = retryScript.EvalSha(ctx, pipe,
-				[]string{w.proc, k.delayed, k.ready, k.wake},
-				op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
-		case ackDead:
-			if op.deadKeys == nil {
-				op.deadKeys, op.deadArgs = w.q.deadMoveArgs(w.proc, []byte(op.elem), deadLetter{id: op.deadID, reason: w.deadReason(op.reason), attempts: op.attempts, unique: op.unique})
-				ops[i] = op
-			}
-			op.deadArgs[len(op.deadArgs)-1] = boolArg(op.resent)
-			cmds[i] = deadScript.EvalSha(ctx, pipe, op.deadKeys, op.deadArgs...)
-		}
+	for i := range ops {
+		cmds[i] = w.queueOutcome(ctx, pipe, &ops[i])
 	}
 	gone := goneJobs(ops)
 	drained := w.q.drainHook(ctx, pipe, gone)
 	_, _ = pipe.Exec(ctx)
 	w.q.drainDone(ctx, c, drained, gone)
 	for i, op := range ops {
-		err := cmds[i].Err()
-		if err != nil {
-			if redis.HasErrorPrefix(err, "NOSCRIPT") {
-				noScript = append(noScript, op)
-				continue
-			}
-			var reply redis.Error
-			if !errors.As(err, &reply) {
-				// No reply: Redis may have run it.
-				op.resent = true
-			}
-			w.st.ackErrors.Add(1)
-			w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
-			failed = append(failed, op)
-			continue
+		switch err := cmds[i].Err(); {
+		case err == nil:
+			w.written(op, cmdInt(cmds[i]))
+		case redis.HasErrorPrefix(err, "NOSCRIPT"):
+			noScript = append(noScript, op)
+		default:
+			failed = append(failed, w.writeFailed(op, err))
 		}
-		if n := cmdInt(cmds[i]); n == 0 && op.kind != ackDrop && !op.resent {
-			// The job was no longer ours: a sweep gave it to another
-			// consumer, which may run it again.
-			w.st.lostLeases.Add(1)
-		} else {
-			// An outcome resent after a lost reply that finds its job gone
-			// was most likely written by the first send (the scripts confirm
-			// it, answering 2, while the dead record or the delayed next
-			// attempt is still there); a sweep taking the job in between
-			// is far less likely, and cannot be told apart, so it counts as
-			// written, not as a lost lease.
-			if n == 0 {
-				w.log.Info("queue: an outcome resent after a lost reply found its job gone; counted as written", "job", op.id)
-			}
-			switch op.kind {
-			case ackRetry:
-				w.st.retried.Add(1)
-				w.sched.wakeFor(op.due)
-			case ackDead:
-				w.st.dead.Add(1)
-			}
-		}
-		w.untrack(op.elem)
 	}
 	return failed, noScript
+}
+
+// queueOutcome adds the write of one outcome to pipe. A dead-lettering
+// keeps the keys and arguments of its record in op, so that a resend
+// writes the same record.
+func (w *Worker) queueOutcome(ctx context.Context, pipe redis.Pipeliner, op *ackOp) redis.Cmder {
+	k := w.q.k
+	switch op.kind {
+	case ackDone, ackDrop:
+		if !op.unique && op.ref == "" {
+			return pipe.LRem(ctx, w.proc, 1, op.elem)
+		}
+		ks := []string{w.proc, k.payloads}
+		if op.unique {
+			ks = append(ks, k.unique(op.id))
+		}
+		return ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref)
+	case ackRetry:
+		return retryScript.EvalSha(ctx, pipe,
+			[]string{w.proc, k.delayed, k.ready, k.wake},
+			op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
+	case ackDead:
+		if op.deadKeys == nil {
+			op.deadKeys, op.deadArgs = w.q.deadMoveArgs(w.proc, []byte(op.elem), deadLetter{id: op.deadID, reason: w.deadReason(op.reason), attempts: op.attempts, unique: op.unique})
+		}
+		op.deadArgs[len(op.deadArgs)-1] = boolArg(op.resent)
+		return deadScript.EvalSha(ctx, pipe, op.deadKeys, op.deadArgs...)
+	}
+	return nil
+}
+
+// writeFailed records an outcome whose write failed, and returns it to be
+// tried again.
+func (w *Worker) writeFailed(op ackOp, err error) ackOp {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		// No reply: Redis may have run it.
+		op.resent = true
+	}
+	w.st.ackErrors.Add(1)
+	w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
+	return op
+}
+
+// written records an outcome Redis wrote; n is the reply of its write (0:
+// the job was not in the processing list).
+func (w *Worker) written(op ackOp, n int64) {
+	if n == 0 && op.kind != ackDrop && !op.resent {
+		// The job was no longer ours: a sweep gave it to another
+		// consumer, which may run it again.
+		w.st.lostLeases.Add(1)
+	} else {
+		// An outcome resent after a lost reply that finds its job gone
+		// was most likely written by the first send (the scripts confirm
+		// it, answering 2, while the dead record or the delayed next
+		// attempt is still there); a sweep taking the job in between
+		// is far less likely, and cannot be told apart, so it counts as
+		// written, not as a lost lease.
+		if n == 0 {
+			w.log.Info("queue: an outcome resent after a lost reply found its job gone; counted as written", "job", op.id)
+		}
+		switch op.kind {
+		case ackRetry:
+			w.st.retried.Add(1)
+			w.sched.wakeFor(op.due)
+		case ackDead:
+			w.st.dead.Add(1)
+		}
+	}
+	w.untrack(op.elem)
 }
 
 func loadScripts(ctx context.Context, c redis.Scripter) error {
