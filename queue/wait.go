@@ -239,104 +239,158 @@ func (q *Queue) waitingEnqueue(ctx context.Context, prs []prepared, wait bool) (
 
 // subscribe is the room subscriber: one lifecycle task per started Queue,
 // one reserved connection. Its loop is the cache's invalidation
-// subscriber's (see cache/invalidate.go for the reasoning on closing).
+// subscriber's (see cache/invalidate.go for the reasoning on closing). A
+// step that fails backs off and goes round again; a backoff ends only when
+// ctx ends, and then so does the loop.
 func (q *Queue) subscribe(ctx context.Context, res *pool.Reservation, r *waiters) error {
-	var mu sync.Mutex
-	var sub *pool.Subscription
-	closeSub := func() {
-		mu.Lock()
-		if sub != nil {
-			_ = sub.Close()
-			sub = nil
+	s := &roomSubscriber{q: q, ctx: ctx, res: res, r: r}
+	s.bo.Min, s.bo.Max = 50*time.Millisecond, time.Second
+	defer s.releaseWhenDone()()
+	defer s.closeSub()
+	defer r.subscribed.Store(false)
+
+	for ctx.Err() == nil {
+		sub := s.current()
+		if sub == nil {
+			if sub = s.resubscribe(); sub == nil {
+				continue
+			}
 		}
-		mu.Unlock()
+		msg, err := sub.ReceiveTimeout(ctx, subscriberPing)
+		if err != nil {
+			s.receiveFailed(sub, err)
+			continue
+		}
+		s.received(msg)
 	}
+	return nil
+}
+
+// roomSubscriber is the state of subscribe.
+type roomSubscriber struct {
+	q        *Queue
+	ctx      context.Context
+	res      *pool.Reservation
+	r        *waiters
+	bo       backoff.Backoff
+	pingSent bool // a PING checks the quiet connection
+
+	mu  sync.Mutex
+	sub *pool.Subscription // nil while not subscribed
+}
+
+// releaseWhenDone closes the subscription and gives the reserved
+// connection back when ctx ends. The returned func gives it back at once
+// if ctx has not ended, and returns only once it is back in the pool.
+func (s *roomSubscriber) releaseWhenDone() (wait func()) {
 	released := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
+	stop := context.AfterFunc(s.ctx, func() {
 		defer close(released)
-		closeSub()
-		_ = res.Release()
+		s.closeSub()
+		_ = s.res.Release()
 	})
-	defer func() {
+	return func() {
 		if !stop() {
 			<-released
 		} else {
-			_ = res.Release()
-		}
-	}()
-	defer closeSub()
-	defer r.subscribed.Store(false)
-
-	var bo backoff.Backoff
-	bo.Min, bo.Max = 50*time.Millisecond, time.Second
-	pingSent := false
-	for ctx.Err() == nil {
-		mu.Lock()
-		s := sub
-		mu.Unlock()
-		if s == nil {
-			sctx, cancel := context.WithTimeout(ctx, subscriberPing)
-			ns, err := res.Subscribe(sctx, q.k.roomChannel())
-			cancel()
-			if err != nil {
-				q.cfg.Logger.Warn("queue: room subscriber cannot subscribe", "queue", q.name, "err", err)
-				if !bo.Wait(ctx) {
-					return nil
-				}
-				continue
-			}
-			mu.Lock()
-			if ctx.Err() != nil {
-				mu.Unlock()
-				_ = ns.Close()
-				return nil
-			}
-			sub, s = ns, ns
-			mu.Unlock()
-			pingSent = false
-			r.subscribed.Store(true)
-			r.wake(-1) // messages sent while there was no subscription are lost
-		}
-		msg, err := s.ReceiveTimeout(ctx, subscriberPing)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if pingSent || s.Ping(ctx) != nil {
-					r.subscribed.Store(false)
-					closeSub()
-					continue
-				}
-				pingSent = true
-				continue
-			}
-			r.subscribed.Store(false)
-			q.cfg.Logger.Warn("queue: room subscriber lost its connection", "queue", q.name, "err", err)
-			if !bo.Wait(ctx) {
-				return nil
-			}
-			continue
-		}
-		bo.Reset()
-		pingSent = false
-		switch m := msg.(type) {
-		case *redis.Message:
-			r.wakes.Add(1)
-			var n int
-			if _, err := fmt.Sscan(m.Payload, &n); err != nil || n <= 0 {
-				n = -1
-			}
-			r.wake(n)
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				r.subscribed.Store(true)
-				r.wake(-1)
-			}
+			_ = s.res.Release()
 		}
 	}
-	return nil
+}
+
+// closeSub closes the subscription, if any.
+func (s *roomSubscriber) closeSub() {
+	s.mu.Lock()
+	if s.sub != nil {
+		_ = s.sub.Close()
+		s.sub = nil
+	}
+	s.mu.Unlock()
+}
+
+// current is the subscription, nil while not subscribed.
+func (s *roomSubscriber) current() *pool.Subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sub
+}
+
+// resubscribe subscribes to the room channel and wakes every waiter:
+// messages sent while there was no subscription are lost. It returns nil
+// when SUBSCRIBE failed (after a backoff) or ctx ended.
+func (s *roomSubscriber) resubscribe() *pool.Subscription {
+	sctx, cancel := context.WithTimeout(s.ctx, subscriberPing)
+	ns, err := s.res.Subscribe(sctx, s.q.k.roomChannel())
+	cancel()
+	if err != nil {
+		s.q.cfg.Logger.Warn("queue: room subscriber cannot subscribe", "queue", s.q.name, "err", err)
+		s.bo.Wait(s.ctx)
+		return nil
+	}
+	if !s.keep(ns) {
+		_ = ns.Close()
+		return nil
+	}
+	s.pingSent = false
+	s.r.subscribed.Store(true)
+	s.r.wake(-1)
+	return ns
+}
+
+// keep makes ns the subscription, unless ctx ended (then the AfterFunc of
+// releaseWhenDone may have run already, and would not close it).
+func (s *roomSubscriber) keep(ns *pool.Subscription) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.sub = ns
+	return true
+}
+
+// receiveFailed deals with a receive that returned no message: a quiet
+// connection is checked with a PING, and the subscription dropped when a
+// PING went unanswered; after any other error the subscriber backs off
+// and receives again.
+func (s *roomSubscriber) receiveFailed(sub *pool.Subscription, err error) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		if s.pingSent || sub.Ping(s.ctx) != nil {
+			s.r.subscribed.Store(false)
+			s.closeSub()
+			return
+		}
+		s.pingSent = true
+		return
+	}
+	s.r.subscribed.Store(false)
+	s.q.cfg.Logger.Warn("queue: room subscriber lost its connection", "queue", s.q.name, "err", err)
+	s.bo.Wait(s.ctx)
+}
+
+// received wakes waiters for a message: as many as it says fit (all when
+// it says nothing usable), or all on a (re)subscription.
+func (s *roomSubscriber) received(msg any) {
+	s.bo.Reset()
+	s.pingSent = false
+	switch m := msg.(type) {
+	case *redis.Message:
+		s.r.wakes.Add(1)
+		var n int
+		if _, err := fmt.Sscan(m.Payload, &n); err != nil || n <= 0 {
+			n = -1
+		}
+		s.r.wake(n)
+	case *redis.Subscription:
+		if m.Kind == "subscribe" {
+			s.r.subscribed.Store(true)
+			s.r.wake(-1)
+		}
+	}
 }
 
 // subscriberPing is how long the room subscriber waits for a message before
