@@ -103,6 +103,8 @@ func (s *scheduler) wakeFor(due time.Time) {
 	}
 }
 
+// loop is the scheduler: it promotes the delayed jobs that are due, then
+// sleeps until the next due time or a wake.
 func (s *scheduler) loop(ctx context.Context) error {
 	defer close(s.w.schedGone)
 	defer s.handOver(ctx)
@@ -113,58 +115,88 @@ func (s *scheduler) loop(ctx context.Context) error {
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		// Claim the wake before reading, so a wake that arrives during the
-		// read is not lost.
-		clearFlag := s.clear.Swap(false)
-		select {
-		case <-s.wakeCh:
-		default:
-		}
-		// Until this read's answer is in, any retry or enqueue must wake
-		// the loop: a job added after the read would otherwise wait for a
-		// next due time read without it.
-		s.next.Store(math.MaxInt64)
-		s.lastRead.Store(time.Now().UnixNano())
+		clearFlag := s.beginRead()
 		now := w.q.cfg.Now()
 		res, err := w.promote(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
 			now.UnixMilli(), promoteLimit, boolArg(clearFlag))
 		if err != nil || len(res) != 2 {
-			if clearFlag {
-				s.clear.Store(true)
-			}
-			if ctx.Err() != nil {
-				return nil // stopped mid-read: what was known still stands
-			}
-			s.known.Store(true) // not known to be empty
-			w.log.Warn("queue: promoting delayed jobs failed; backing off", "err", err)
-			if !bo.wait(ctx) {
+			if !s.readFailed(ctx, &bo, clearFlag, err) {
 				return nil
 			}
 			continue
 		}
 		bo.reset()
-		s.reads.Add(1)
-		s.known.Store(res[1] >= 0)
-		if res[0] == promoteLimit || (res[1] >= 0 && res[1] <= now.UnixMilli()) {
+		if s.moreDue(res, now) {
 			continue // more are due (the script also stops at its byte and job bounds)
 		}
-		if res[1] < 0 {
-			s.next.Store(math.MaxInt64)
-		} else {
-			s.next.Store(res[1])
-			// A timer never fires early, and a job due at ms X is promoted by
-			// a scheduler whose clock reads X (due times are rounded up at
-			// enqueue, so that is never before the time the job was given).
-			timer.Reset(time.UnixMilli(res[1]).Sub(w.q.cfg.Now()))
-		}
-		select {
-		case <-timer.C:
-		case <-s.wakeCh:
-			timer.Stop()
-		case <-ctx.Done():
+		s.arm(timer, res[1])
+		if !s.sleep(ctx, timer) {
 			return nil
 		}
 	}
+}
+
+// beginRead claims the wake and the clear flag before a read, so a wake
+// that arrives during the read is not lost, and returns the clear flag.
+func (s *scheduler) beginRead() (clearFlag bool) {
+	clearFlag = s.clear.Swap(false)
+	select {
+	case <-s.wakeCh:
+	default:
+	}
+	// Until this read's answer is in, any retry or enqueue must wake the
+	// loop: a job added after the read would otherwise wait for a next due
+	// time read without it.
+	s.next.Store(math.MaxInt64)
+	s.lastRead.Store(time.Now().UnixNano())
+	return clearFlag
+}
+
+// readFailed deals with a failed promotion and backs off. It reports
+// false when ctx ended.
+func (s *scheduler) readFailed(ctx context.Context, bo *troubleBackoff, clearFlag bool, err error) bool {
+	if clearFlag {
+		s.clear.Store(true)
+	}
+	if ctx.Err() != nil {
+		return false // stopped mid-read: what was known still stands
+	}
+	s.known.Store(true) // not known to be empty
+	s.w.log.Warn("queue: promoting delayed jobs failed; backing off", "err", err)
+	return bo.wait(ctx)
+}
+
+// moreDue records a promotion's answer (promoted, next due time or -1) and
+// reports whether more jobs are due now.
+func (s *scheduler) moreDue(res []int64, now time.Time) bool {
+	s.reads.Add(1)
+	s.known.Store(res[1] >= 0)
+	return res[0] == promoteLimit || (res[1] >= 0 && res[1] <= now.UnixMilli())
+}
+
+// arm sets the timer for the next due time (ms; -1: none).
+func (s *scheduler) arm(timer *time.Timer, next int64) {
+	if next < 0 {
+		s.next.Store(math.MaxInt64)
+		return
+	}
+	s.next.Store(next)
+	// A timer never fires early, and a job due at ms X is promoted by a
+	// scheduler whose clock reads X (due times are rounded up at enqueue,
+	// so that is never before the time the job was given).
+	timer.Reset(time.UnixMilli(next).Sub(s.w.q.cfg.Now()))
+}
+
+// sleep waits for the timer or a wake. It reports false when ctx ended.
+func (s *scheduler) sleep(ctx context.Context, timer *time.Timer) bool {
+	select {
+	case <-timer.C:
+	case <-s.wakeCh:
+		timer.Stop()
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 func boolArg(b bool) string {
