@@ -228,70 +228,117 @@ func (w *Worker) checkConsumers(ctx context.Context, n *node) bool {
 // when Redis failed, ctx ended or another process holds the sweep lock, so
 // the caller tries again on a later heartbeat.
 func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
-	q, c := w.q, w.q.p.Background()
-	proc := q.k.proc(consumer)
-	fail := func(what string, err error) bool {
-		if ctx.Err() == nil {
-			w.log.Warn("queue: sweep: "+what+" failed; the next heartbeat tries again", "consumer", consumer, "err", err)
-		}
-		return false
+	proc := w.q.k.proc(consumer)
+	token, elems, member, err := w.readDeadConsumer(ctx, proc, consumer)
+	if err != nil {
+		return w.sweepFailed(ctx, consumer, "reading a dead consumer's jobs", err)
 	}
-	pipe := c.Pipeline()
-	tokCmd := pipe.HGet(ctx, q.k.incarnations, consumer)
-	listCmd := pipe.LRange(ctx, proc, 0, -1)
-	memberCmd := pipe.SIsMember(ctx, q.k.consumers, consumer)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fail("reading a dead consumer's jobs", err)
-	}
-	token := tokCmd.Val() // "" when none is recorded (an earlier version's consumer)
-	if len(listCmd.Val()) == 0 && token == "" && !memberCmd.Val() {
+	if len(elems) == 0 && token == "" && !member {
 		return true // swept already (by another process), nothing to forget
 	}
 	// After the token was read: a separate round trip (the heartbeat lives in
 	// another Cluster slot).
-	hbPipe := c.Pipeline()
-	deadlineCmd := hbPipe.ZScore(ctx, n.hb, consumer)
-	liveCmd := hbPipe.HGet(ctx, n.live, consumer)
-	_, err := hbPipe.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fail("checking a dead consumer's heartbeat", err)
+	alive, err := w.aliveAgain(ctx, n, consumer, token)
+	if err != nil {
+		return w.sweepFailed(ctx, consumer, "checking a dead consumer's heartbeat", err)
 	}
-	deadline, err := deadlineCmd.Result()
-	switch {
-	case errors.Is(err, redis.Nil): // trimmed: dead long ago
-	case int64(deadline) >= n.now().UnixMilli() && !previousLife(token, liveCmd.Val()):
+	if alive {
 		return true // alive again: nothing to sweep
 	}
-	elems := listCmd.Val()
 	if len(elems) > 0 {
-		lock := n.id
-		// The lock only saves duplicate work (every move is conditional), so
-		// it lasts as long as a heartbeat: a sweeper killed mid-sweep
-		// blocks the others no longer than its own death takes to be seen.
-		// (It used to be 30s, which stalled recovery when sweepers died.)
-		ok, err := c.SetNX(ctx, q.k.sweepLock, lock, n.ttl).Result()
-		if isOOM(err) { // Redis at maxmemory: sweeping frees memory (oom.go)
-			ok, err = lockAtLimitScript.Run(ctx, c, []string{q.k.sweepLock}, lock, n.ttl.Milliseconds()).Bool()
-		}
-		if err != nil || !ok {
+		unlock, ok := w.lockSweep(ctx, n)
+		if !ok {
 			return false // another process is sweeping this queue: look again next heartbeat
 		}
-		defer func() {
-			// Unlocked even when the group began closing (by its deadline),
-			// or the others wait HeartbeatTTL to sweep this queue.
-			uctx := ctx
-			if ctx.Err() != nil {
-				uctx = lifecycle.CloseContext(ctx)
-			}
-			_ = unlockScript.Run(uctx, c, []string{q.k.sweepLock}, lock).Err()
-		}()
+		defer unlock()
 	}
+	moved, restarted, err := w.sweepPairs(ctx, proc, consumer, token, redeliveries(elems))
+	w.st.recovered.Add(uint64(moved))
+	switch {
+	case err != nil:
+		return w.sweepFailed(ctx, consumer, "moving a dead consumer's jobs", err)
+	case restarted:
+		w.log.Info("queue: a dead consumer restarted during its sweep; its jobs stay with it", "consumer", consumer, "requeued", moved)
+	case moved > 0:
+		w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", moved)
+	}
+	return true
+}
+
+// sweepFailed logs a failed step of a sweep, unless ctx ended, and
+// returns false.
+func (w *Worker) sweepFailed(ctx context.Context, consumer, what string, err error) bool {
+	if ctx.Err() == nil {
+		w.log.Warn("queue: sweep: "+what+" failed; the next heartbeat tries again", "consumer", consumer, "err", err)
+	}
+	return false
+}
+
+// readDeadConsumer reads, in one round trip, a dead consumer's incarnation
+// token ("" when none is recorded: an earlier version's consumer), its
+// processing list proc, and whether it is in the queue's consumers set.
+func (w *Worker) readDeadConsumer(ctx context.Context, proc, consumer string) (token string, elems []string, member bool, err error) {
+	k := w.q.k
+	pipe := w.q.p.Background().Pipeline()
+	tokCmd := pipe.HGet(ctx, k.incarnations, consumer)
+	listCmd := pipe.LRange(ctx, proc, 0, -1)
+	memberCmd := pipe.SIsMember(ctx, k.consumers, consumer)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return "", nil, false, err
+	}
+	return tokCmd.Val(), listCmd.Val(), memberCmd.Val(), nil
+}
+
+// aliveAgain reports whether a consumer found dead has a heartbeat that has
+// not expired and is not its previous life's (see previousLife). A consumer
+// whose heartbeat was trimmed died long ago.
+func (w *Worker) aliveAgain(ctx context.Context, n *node, consumer, token string) (bool, error) {
+	pipe := w.q.p.Background().Pipeline()
+	deadlineCmd := pipe.ZScore(ctx, n.hb, consumer)
+	liveCmd := pipe.HGet(ctx, n.live, consumer)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, err
+	}
+	deadline, err := deadlineCmd.Result()
+	return !errors.Is(err, redis.Nil) && int64(deadline) >= n.now().UnixMilli() && !previousLife(token, liveCmd.Val()), nil
+}
+
+// lockSweep takes the queue's sweep lock. It returns false when another
+// process holds it (or Redis failed), and otherwise the unlock.
+//
+// The lock only saves duplicate work (every move is conditional), so it
+// lasts as long as a heartbeat: a sweeper killed mid-sweep blocks the
+// others no longer than its own death takes to be seen. (It used to be
+// 30s, which stalled recovery when sweepers died.)
+func (w *Worker) lockSweep(ctx context.Context, n *node) (unlock func(), ok bool) {
+	c, key, lock := w.q.p.Background(), w.q.k.sweepLock, n.id
+	ok, err := c.SetNX(ctx, key, lock, n.ttl).Result()
+	if isOOM(err) { // Redis at maxmemory: sweeping frees memory (oom.go)
+		ok, err = lockAtLimitScript.Run(ctx, c, []string{key}, lock, n.ttl.Milliseconds()).Bool()
+	}
+	if err != nil || !ok {
+		return nil, false
+	}
+	return func() {
+		// Unlocked even when the group began closing (by its deadline), or
+		// the others wait HeartbeatTTL to sweep this queue.
+		uctx := ctx
+		if ctx.Err() != nil {
+			uctx = lifecycle.CloseContext(ctx)
+		}
+		_ = unlockScript.Run(uctx, c, []string{key}, lock).Err()
+	}, true
+}
+
+// redeliveries pairs each element of a dead consumer's processing list with
+// what goes back to the ready list: the job with one more delivery. A
+// marker goes back as it is; so does a malformed element, which the
+// fetcher sends to the dead letters.
+func redeliveries(elems []string) []any {
 	pairs := make([]any, 0, 2*len(elems))
 	for _, e := range elems {
 		env, derr := decodeEnvelope([]byte(e))
 		if e == wakeMarker || derr != nil {
-			// A marker goes back as it is; so does a malformed element,
-			// which the fetcher sends to the dead letters.
 			pairs = append(pairs, e, e)
 			continue
 		}
@@ -299,17 +346,7 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 		next.deliveries++
 		pairs = append(pairs, e, next.encode())
 	}
-	moved, restarted, err := w.sweepPairs(ctx, proc, consumer, token, pairs)
-	w.st.recovered.Add(uint64(moved))
-	switch {
-	case err != nil:
-		return fail("moving a dead consumer's jobs", err)
-	case restarted:
-		w.log.Info("queue: a dead consumer restarted during its sweep; its jobs stay with it", "consumer", consumer, "requeued", moved)
-	case moved > 0:
-		w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", moved)
-	}
-	return true
+	return pairs
 }
 
 // previousLife reports whether a queue's list, recorded under token, belongs
