@@ -307,58 +307,86 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	if len(payloads) > q.cfg.MaxBatch {
 		return nil, q.errorf("enqueue batch: %w: %d jobs, the limit is %d (Config.MaxBatch)", ErrBatchTooLarge, len(payloads), q.cfg.MaxBatch)
 	}
+	o, err := q.batchOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := q.prepareBatch(payloads, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := q.storeBatch(ctx, b, o.wait); err != nil {
+		return nil, q.errorf("enqueue batch: %w", err)
+	}
+	return b.ids, nil
+}
+
+// batchOptions applies opts once, to refuse those that cannot apply to a
+// batch.
+func (q *Queue) batchOptions(opts []EnqueueOption) (enqueueOpts, error) {
 	var probe enqueueOpts
 	for _, opt := range opts {
 		if opt != nil {
 			if err := opt(&probe); err != nil {
-				return nil, q.errorf("enqueue batch: %w", err)
+				return probe, q.errorf("enqueue batch: %w", err)
 			}
 		}
 	}
 	if probe.id != "" {
-		return nil, q.errorf("enqueue batch: the ID option cannot apply to a batch; enqueue jobs with IDs one by one")
+		return probe, q.errorf("enqueue batch: the ID option cannot apply to a batch; enqueue jobs with IDs one by one")
 	}
 	if probe.durable.replicas > 0 {
-		return nil, q.errorf("enqueue batch: the Durable option applies to Enqueue only")
+		return probe, q.errorf("enqueue batch: the Durable option applies to Enqueue only")
 	}
-	ids := make([]string, len(payloads))
-	elems := make([]any, len(payloads))
-	prs := make([]prepared, len(payloads))
+	return probe, nil
+}
+
+// batch is an EnqueueBatch's jobs, prepared.
+type batch struct {
+	ids   []string
+	elems []any
+	prs   []prepared
+	due   time.Time // the same for every job
+	apart bool      // some payloads are kept apart
+}
+
+// prepareBatch prepares every job, within Config.MaxBatchBytes.
+func (q *Queue) prepareBatch(payloads [][]byte, opts []EnqueueOption) (batch, error) {
+	b := batch{ids: make([]string, len(payloads)), elems: make([]any, len(payloads)), prs: make([]prepared, len(payloads))}
 	total := 0
-	var due time.Time
-	apart := false
 	for i, pl := range payloads {
 		pr, err := q.prepare(pl, opts)
 		if err != nil {
-			return nil, q.errorf("enqueue batch: job %d: %w", i, err)
+			return batch{}, q.errorf("enqueue batch: job %d: %w", i, err)
 		}
 		total += len(pr.elem) + len(pr.payload)
 		if total > q.cfg.MaxBatchBytes {
-			return nil, q.errorf("enqueue batch: %w: more than %d bytes (Config.MaxBatchBytes)", ErrBatchTooLarge, q.cfg.MaxBatchBytes)
+			return batch{}, q.errorf("enqueue batch: %w: more than %d bytes (Config.MaxBatchBytes)", ErrBatchTooLarge, q.cfg.MaxBatchBytes)
 		}
-		ids[i], elems[i], due, prs[i] = pr.id, pr.elem, pr.due, pr
-		apart = apart || pr.ref != ""
+		b.ids[i], b.elems[i], b.due, b.prs[i] = pr.id, pr.elem, pr.due, pr
+		b.apart = b.apart || pr.ref != ""
 	}
+	return b, nil
+}
+
+// storeBatch writes a prepared batch: through the bounded path (waiting for
+// room with wait), with one LPUSH, or with writeBatch.
+func (q *Queue) storeBatch(ctx context.Context, b batch, wait bool) error {
 	if q.bounded() {
-		if _, err := q.waitingEnqueue(ctx, prs, probe.wait); err != nil {
-			return nil, q.errorf("enqueue batch: %w", err)
-		}
-		return ids, nil
+		_, err := q.waitingEnqueue(ctx, b.prs, wait)
+		return err
 	}
 	c := q.p.Client()
-	if due.IsZero() && !apart {
-		if err := c.LPush(ctx, q.k.ready, elems...).Err(); err != nil {
-			return nil, q.errorf("enqueue batch: %w", err)
-		}
-		return ids, nil
+	if b.due.IsZero() && !b.apart {
+		return c.LPush(ctx, q.k.ready, b.elems...).Err()
 	}
-	if err := q.writeBatch(ctx, c, prs, elems, due); err != nil {
-		return nil, q.errorf("enqueue batch: %w", err)
+	if err := q.writeBatch(ctx, c, b.prs, b.elems, b.due); err != nil {
+		return err
 	}
-	if !due.IsZero() {
-		q.notifyDelayed(due)
+	if !b.due.IsZero() {
+		q.notifyDelayed(b.due)
 	}
-	return ids, nil
+	return nil
 }
 
 // writeBatch writes a batch that is delayed or holds payloads kept apart in
@@ -376,56 +404,69 @@ func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []p
 			refs, pays = append(refs, pr.ref), append(pays, pr.ref, pr.payload)
 		}
 	}
-	var hset, write *redis.IntCmd
-	run := func() (*redis.Cmd, error) {
-		pipe := c.TxPipeline()
-		hset = nil
-		if len(pays) > 0 {
-			hset = pipe.HSet(ctx, q.k.payloads, pays...)
-		}
-		if due.IsZero() {
-			write = pipe.LPush(ctx, q.k.ready, elems...)
-			_, err := pipe.Exec(ctx)
-			return nil, err
-		}
-		dueMs := due.UnixMilli()
-		zs := make([]redis.Z, len(elems))
-		for i, e := range elems {
-			zs[i] = redis.Z{Score: float64(dueMs), Member: e}
-		}
-		write = pipe.ZAdd(ctx, q.k.delayed, zs...)
-		wake := wakeScript.EvalSha(ctx, pipe, []string{q.k.delayed, q.k.ready, q.k.wake}, dueMs, wakeMarker, wakeTTL.Milliseconds())
-		_, err := pipe.Exec(ctx)
-		return wake, err
-	}
-	wake, err := run()
-	if wake != nil && redis.HasErrorPrefix(wake.Err(), "NOSCRIPT") {
+	m, err := q.batchMulti(ctx, c, pays, elems, due)
+	if m.wake != nil && redis.HasErrorPrefix(m.wake.Err(), "NOSCRIPT") {
 		q.loaded.Store(false)
 		q.ensureScripts(ctx, c)
-		_, err = run()
+		m, err = q.batchMulti(ctx, c, pays, elems, due)
 	}
-	if err != nil && hset != nil {
-		// A MULTI runs its other commands when one fails at run time (a
-		// queue key holding a foreign type): take back the payloads
-		// written without their jobs, or the jobs written without their
-		// payloads, so that a failed batch leaves nothing behind.
-		var reply redis.Error
-		switch {
-		case hset.Err() == nil && errors.As(write.Err(), &reply):
-			_ = c.HDel(ctx, q.k.payloads, refs...).Err()
-		case write.Err() == nil && errors.As(hset.Err(), &reply):
-			pipe := c.Pipeline()
-			for _, e := range elems {
-				if due.IsZero() {
-					pipe.LRem(ctx, q.k.ready, 1, e)
-				} else {
-					pipe.ZRem(ctx, q.k.delayed, e)
-				}
-			}
-			_, _ = pipe.Exec(ctx)
-		}
+	if err != nil && m.hset != nil {
+		q.undoBatch(ctx, c, m, refs, elems, due)
 	}
 	return err
+}
+
+// batchWrite is the commands of one batchMulti.
+type batchWrite struct {
+	hset  *redis.IntCmd // nil with no payload kept apart
+	write *redis.IntCmd // the LPUSH or the ZADD
+	wake  *redis.Cmd    // a delayed batch's wake script
+}
+
+// batchMulti is writeBatch's MULTI.
+func (q *Queue) batchMulti(ctx context.Context, c redis.UniversalClient, pays, elems []any, due time.Time) (batchWrite, error) {
+	var m batchWrite
+	pipe := c.TxPipeline()
+	if len(pays) > 0 {
+		m.hset = pipe.HSet(ctx, q.k.payloads, pays...)
+	}
+	if due.IsZero() {
+		m.write = pipe.LPush(ctx, q.k.ready, elems...)
+		_, err := pipe.Exec(ctx)
+		return m, err
+	}
+	dueMs := due.UnixMilli()
+	zs := make([]redis.Z, len(elems))
+	for i, e := range elems {
+		zs[i] = redis.Z{Score: float64(dueMs), Member: e}
+	}
+	m.write = pipe.ZAdd(ctx, q.k.delayed, zs...)
+	m.wake = wakeScript.EvalSha(ctx, pipe, []string{q.k.delayed, q.k.ready, q.k.wake}, dueMs, wakeMarker, wakeTTL.Milliseconds())
+	_, err := pipe.Exec(ctx)
+	return m, err
+}
+
+// undoBatch takes back half a failed batchMulti. A MULTI runs its other
+// commands when one fails at run time (a queue key holding a foreign
+// type): take back the payloads written without their jobs, or the jobs
+// written without their payloads, so that a failed batch leaves nothing
+// behind.
+func (q *Queue) undoBatch(ctx context.Context, c redis.UniversalClient, m batchWrite, refs []string, elems []any, due time.Time) {
+	var reply redis.Error
+	switch {
+	case m.hset.Err() == nil && errors.As(m.write.Err(), &reply):
+		_ = c.HDel(ctx, q.k.payloads, refs...).Err()
+	case m.write.Err() == nil && errors.As(m.hset.Err(), &reply):
+		pipe := c.Pipeline()
+		for _, e := range elems {
+			if due.IsZero() {
+				pipe.LRem(ctx, q.k.ready, 1, e)
+			} else {
+				pipe.ZRem(ctx, q.k.delayed, e)
+			}
+		}
+		_, _ = pipe.Exec(ctx)
+	}
 }
 
 // ensureScripts loads the scripts that enqueues run inside a MULTI, where a
