@@ -144,66 +144,83 @@ func (q *Queue) enqueueDurable(ctx context.Context, pr prepared) (string, error)
 	if q.p.IsCluster() {
 		return "", q.errorf("enqueue: the Durable option is not supported on Redis Cluster (WAIT must run on the write's connection)")
 	}
-	d := pr.durable
-	send := func(eval bool) (write redis.Cmder, wait *redis.Cmd) {
-		pipe := q.p.Client().Pipeline()
-		run := func(s *redis.Script, keys []string, args ...any) redis.Cmder {
-			if eval {
-				return s.Eval(ctx, pipe, keys, args...)
-			}
-			return s.EvalSha(ctx, pipe, keys, args...)
-		}
-		switch {
-		case q.bounded(): // the payload is inline: no MULTI
-			ks, args, _ := q.boundedArgs([]prepared{pr}, false)
-			write = run(boundedScript, ks, args...)
-		case pr.due.IsZero() && !pr.unique:
-			write = pipe.LPush(ctx, q.k.ready, pr.elem)
-		case pr.due.IsZero():
-			write = run(enqueueUniqueScript, []string{q.k.ready, q.k.unique(pr.id)}, pr.elem, q.uniqueTTL(pr.due))
-		default:
-			ks := []string{q.k.delayed, q.k.ready, q.k.wake}
-			args := []any{pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds()}
-			if pr.unique {
-				ks = append(ks, q.k.unique(pr.id))
-				args = append(args, q.uniqueTTL(pr.due))
-			}
-			write = run(scheduleScript, ks, args...)
-		}
-		wait = pipe.Do(ctx, "WAIT", d.replicas, d.timeout.Milliseconds())
-		_, _ = pipe.Exec(ctx) // each command keeps its own outcome
-		return write, wait
-	}
-	write, wait := send(false)
+	write, wait := q.sendDurable(ctx, pr, false)
 	if redis.HasErrorPrefix(write.Err(), "NOSCRIPT") {
 		// Nothing was written: EVALSHA found no script. Send the script.
-		write, wait = send(true)
+		write, wait = q.sendDurable(ctx, pr, true)
 	}
 	if err := write.Err(); err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
-	if q.bounded() {
-		added, err := q.boundedReply(write.(*redis.Cmd), []prepared{pr})
-		if err != nil {
-			return "", q.errorf("enqueue: %w", err)
-		}
-		if !added[0] {
-			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
-		}
-	} else if ic, ok := write.(*redis.Cmd); ok {
-		if n, err := ic.Int(); err == nil && n == 0 {
-			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
-		}
+	added, err := q.durableAdded(write, pr)
+	if err != nil {
+		return "", q.errorf("enqueue: %w", err)
+	}
+	if !added {
+		return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
 	}
 	if !pr.due.IsZero() && !q.bounded() { // boundedReply told them
 		q.notifyDelayed(pr.due)
 	}
+	return pr.id, q.replicated(pr, wait)
+}
+
+// sendDurable sends the write and the WAIT in one pipeline; with eval, the
+// scripts go as EVAL instead of EVALSHA. Each command keeps its own
+// outcome.
+func (q *Queue) sendDurable(ctx context.Context, pr prepared, eval bool) (write redis.Cmder, wait *redis.Cmd) {
+	pipe := q.p.Client().Pipeline()
+	run := func(s *redis.Script, keys []string, args ...any) redis.Cmder {
+		if eval {
+			return s.Eval(ctx, pipe, keys, args...)
+		}
+		return s.EvalSha(ctx, pipe, keys, args...)
+	}
+	switch {
+	case q.bounded(): // the payload is inline: no MULTI
+		ks, args, _ := q.boundedArgs([]prepared{pr}, false)
+		write = run(boundedScript, ks, args...)
+	case pr.due.IsZero() && !pr.unique:
+		write = pipe.LPush(ctx, q.k.ready, pr.elem)
+	case pr.due.IsZero():
+		write = run(enqueueUniqueScript, q.uniqueKeys(pr), pr.elem, q.uniqueTTL(pr.due))
+	default:
+		ks, args := q.scheduleArgs(pr)
+		write = run(scheduleScript, ks, args...)
+	}
+	wait = pipe.Do(ctx, "WAIT", pr.durable.replicas, pr.durable.timeout.Milliseconds())
+	_, _ = pipe.Exec(ctx)
+	return write, wait
+}
+
+// durableAdded reads a durable write's reply: added is false for a
+// duplicate.
+func (q *Queue) durableAdded(write redis.Cmder, pr prepared) (added bool, err error) {
+	if q.bounded() {
+		res, err := q.boundedReply(write.(*redis.Cmd), []prepared{pr})
+		if err != nil {
+			return false, err
+		}
+		return res[0], nil
+	}
+	if ic, ok := write.(*redis.Cmd); ok {
+		if n, err := ic.Int(); err == nil && n == 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// replicated reads the WAIT of a durable write: an error unless enough
+// replicas acknowledged it in time.
+func (q *Queue) replicated(pr prepared, wait *redis.Cmd) error {
+	d := pr.durable
 	acked, werr := wait.Int()
 	switch {
 	case werr != nil:
-		return pr.id, q.errorf("enqueue %s: %w: the job is written, WAIT failed: %w", pr.id, ErrNotReplicated, werr)
+		return q.errorf("enqueue %s: %w: the job is written, WAIT failed: %w", pr.id, ErrNotReplicated, werr)
 	case acked < d.replicas:
-		return pr.id, q.errorf("enqueue %s: %w: %d of %d replicas within %s", pr.id, ErrNotReplicated, acked, d.replicas, d.timeout)
+		return q.errorf("enqueue %s: %w: %d of %d replicas within %s", pr.id, ErrNotReplicated, acked, d.replicas, d.timeout)
 	}
-	return pr.id, nil
+	return nil
 }

@@ -175,52 +175,69 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if pr.durable.replicas > 0 {
 		return q.enqueueDurable(ctx, pr)
 	}
+	var added bool
 	if q.bounded() {
-		added, err := q.waitingEnqueue(ctx, []prepared{pr}, pr.wait)
-		if err != nil {
-			return "", q.errorf("enqueue: %w", err)
-		}
-		if !added[0] {
-			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
-		}
-		return pr.id, nil
-	}
-	c := q.p.Client()
-	switch {
-	case pr.ref != "":
-		var added bool
-		added, err = q.enqueueApart(ctx, c, pr)
-		if err == nil && !added {
-			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
-		}
-	case pr.due.IsZero() && !pr.unique:
-		err = c.LPush(ctx, q.k.ready, pr.elem).Err()
-	case pr.due.IsZero():
-		var n int
-		n, err = enqueueUniqueScript.Run(ctx, c, []string{q.k.ready, q.k.unique(pr.id)}, pr.elem, q.uniqueTTL(pr.due)).Int()
-		if err == nil && n == 0 {
-			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
-		}
-	default:
-		ks := []string{q.k.delayed, q.k.ready, q.k.wake}
-		args := []any{pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds()}
-		if pr.unique {
-			ks = append(ks, q.k.unique(pr.id))
-			args = append(args, q.uniqueTTL(pr.due))
-		}
-		var n int
-		n, err = scheduleScript.Run(ctx, c, ks, args...).Int()
-		if err == nil && n == 0 {
-			return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
-		}
-		if err == nil {
-			q.notifyDelayed(pr.due)
-		}
+		added, err = q.enqueueOneBounded(ctx, pr)
+	} else {
+		added, err = q.enqueueOne(ctx, q.p.Client(), pr)
 	}
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
+	if !added {
+		return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
+	}
 	return pr.id, nil
+}
+
+// enqueueOneBounded is Enqueue on a bounded queue. added is false for a
+// duplicate.
+func (q *Queue) enqueueOneBounded(ctx context.Context, pr prepared) (added bool, err error) {
+	res, err := q.waitingEnqueue(ctx, []prepared{pr}, pr.wait)
+	if err != nil {
+		return false, err
+	}
+	return res[0], nil
+}
+
+// enqueueOne is Enqueue on an unbounded queue: a job kept apart, a plain
+// LPUSH, or a script call for a job with an ID or a due time. added is
+// false for a duplicate.
+func (q *Queue) enqueueOne(ctx context.Context, c redis.UniversalClient, pr prepared) (added bool, err error) {
+	switch {
+	case pr.ref != "":
+		return q.enqueueApart(ctx, c, pr)
+	case pr.due.IsZero() && !pr.unique:
+		return true, c.LPush(ctx, q.k.ready, pr.elem).Err()
+	case pr.due.IsZero():
+		n, err := enqueueUniqueScript.Run(ctx, c, q.uniqueKeys(pr), pr.elem, q.uniqueTTL(pr.due)).Int()
+		return n != 0, err
+	default:
+		ks, args := q.scheduleArgs(pr)
+		n, err := scheduleScript.Run(ctx, c, ks, args...).Int()
+		if err != nil || n == 0 {
+			return false, err
+		}
+		q.notifyDelayed(pr.due)
+		return true, nil
+	}
+}
+
+// uniqueKeys are the keys of enqueueUniqueScript.
+func (q *Queue) uniqueKeys(pr prepared) []string {
+	return []string{q.k.ready, q.k.unique(pr.id)}
+}
+
+// scheduleArgs are the keys and arguments of scheduleScript for a delayed
+// job.
+func (q *Queue) scheduleArgs(pr prepared) ([]string, []any) {
+	ks := []string{q.k.delayed, q.k.ready, q.k.wake}
+	args := []any{pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds()}
+	if pr.unique {
+		ks = append(ks, q.k.unique(pr.id))
+		args = append(args, q.uniqueTTL(pr.due))
+	}
+	return ks, args
 }
 
 // enqueueApart writes a job whose payload is kept apart: the payload and the
