@@ -549,22 +549,19 @@ func (f *fetcher) deliver(elems []string) {
 // its slot is freed and it stays in the processing list, untracked, for the
 // next reconcile to put back at the head of the ready list.
 func (w *Worker) loadPayloads(ctx context.Context, c redis.Cmdable, elems []string) []delivery {
-	ds := make([]delivery, len(elems))
+	ds := decodeDeliveries(elems)
 	var pipe redis.Pipeliner
 	var cmds []*redis.StringCmd
 	var at []int
-	for i, e := range elems {
-		ds[i].elem = e
-		if e == wakeMarker {
+	for i := range ds {
+		d := &ds[i]
+		if d.err != nil || d.env.ref == "" {
 			continue
 		}
-		ds[i].env, ds[i].err = decodeEnvelope([]byte(e))
-		if ds[i].err == nil && ds[i].env.ref != "" {
-			if pipe == nil {
-				pipe = c.Pipeline()
-			}
-			cmds, at = append(cmds, pipe.HGet(ctx, w.q.k.payloads, ds[i].env.ref)), append(at, i)
+		if pipe == nil {
+			pipe = c.Pipeline()
 		}
+		cmds, at = append(cmds, pipe.HGet(ctx, w.q.k.payloads, d.env.ref)), append(at, i)
 	}
 	if pipe == nil {
 		return ds
@@ -572,33 +569,62 @@ func (w *Worker) loadPayloads(ctx context.Context, c redis.Cmdable, elems []stri
 	_, execErr := pipe.Exec(ctx)
 	failed := 0
 	for j, cmd := range cmds {
-		d := &ds[at[j]]
-		v, err := cmd.Bytes()
-		switch {
-		case err == nil:
-			d.env.payload = v
-		case errors.Is(err, redis.Nil):
-			d.missing = true
-		default:
-			d.elem, failed = "", failed+1
-			<-w.slots
+		if !w.setPayload(&ds[at[j]], cmd) {
+			failed++
 		}
 	}
 	if failed > 0 {
-		if ctx.Err() == nil {
-			w.st.fetchErrors.Add(1)
-			w.log.Warn("queue: reading payloads failed; those jobs go back to the ready list", "count", failed, "err", execErr)
-		}
-		w.needReconcile.Store(true)
-		kept := ds[:0]
-		for _, d := range ds {
-			if d.elem != "" {
-				kept = append(kept, d)
-			}
-		}
-		ds = kept
+		ds = w.dropUnread(ctx, ds, failed, execErr)
 	}
 	return ds
+}
+
+// decodeDeliveries decodes fetched elements (a wake marker is left as it
+// is).
+func decodeDeliveries(elems []string) []delivery {
+	ds := make([]delivery, len(elems))
+	for i, e := range elems {
+		ds[i].elem = e
+		if e != wakeMarker {
+			ds[i].env, ds[i].err = decodeEnvelope([]byte(e))
+		}
+	}
+	return ds
+}
+
+// setPayload sets d's payload from its HGET, or marks it missing. It
+// reports false when the read failed: d's slot is freed and its elem
+// cleared.
+func (w *Worker) setPayload(d *delivery, cmd *redis.StringCmd) bool {
+	v, err := cmd.Bytes()
+	switch {
+	case err == nil:
+		d.env.payload = v
+	case errors.Is(err, redis.Nil):
+		d.missing = true
+	default:
+		d.elem = ""
+		<-w.slots
+		return false
+	}
+	return true
+}
+
+// dropUnread drops the deliveries whose payload could not be read, and
+// has the next reconcile put them back.
+func (w *Worker) dropUnread(ctx context.Context, ds []delivery, failed int, err error) []delivery {
+	if ctx.Err() == nil {
+		w.st.fetchErrors.Add(1)
+		w.log.Warn("queue: reading payloads failed; those jobs go back to the ready list", "count", failed, "err", err)
+	}
+	w.needReconcile.Store(true)
+	kept := ds[:0]
+	for _, d := range ds {
+		if d.elem != "" {
+			kept = append(kept, d)
+		}
+	}
+	return kept
 }
 
 // dispatch hands a fetched element to a handler, or deals with it when it is
