@@ -399,7 +399,7 @@ type fetcher struct {
 	c            redis.UniversalClient // the reserved connection
 	bo           troubleBackoff
 	batch        bool // the last fetch suggests a backlog: take a batch
-	previousLife bool // the next reconcile is the first that completes
+	previousLife bool // no reconcile has completed: the next finds what a previous life held
 	// readPolicy: the connection failed since the last read of Redis's
 	// eviction policy (Redis may have restarted with another config), or
 	// the last read failed: read it again after the next fetch that works.
