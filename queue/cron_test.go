@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"testing"
@@ -359,4 +360,54 @@ func TestCronEndToEndTwoConsumers(t *testing.T) {
 	for i := 1; i < len(dues); i++ {
 		require.Equal(t, int64(1000), dues[i]-dues[i-1], "no occurrence missing: %v", dues)
 	}
+}
+
+// An idle worker whose queue has 100 registered schedules (next occurrences
+// a year away) sends what it sends with one plain delayed job: the
+// scheduler's one re-read per BlockTimeout while the delayed set is not
+// empty, nothing per schedule. Both run at once, each on its own server.
+func TestCronIdleTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about 10s")
+	}
+	ctx := context.Background()
+	run := func(schedules int) *redistest.Redis {
+		srv := redistest.Server(t)
+		p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+		g := group(t)
+		q := mustQueue(t, p, "idle", Config{})
+		if schedules == 0 {
+			_, err := q.Enqueue(ctx, nil, Delay(365*24*time.Hour))
+			require.NoError(t, err)
+		}
+		for i := range schedules {
+			require.NoError(t, q.Schedule(ctx, fmt.Sprint("s", i), "0 0 1 1 *", nil))
+		}
+		startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 2, BlockTimeout: time.Second})
+		return srv
+	}
+	srvs := []*redistest.Redis{run(0), run(100)}
+	calls := func(srv *redistest.Redis) (total, blmove int64) {
+		s, err := srv.CommandStats(ctx)
+		require.NoError(t, err)
+		return redistest.TotalCalls(s, "info"), s["blmove"]
+	}
+	var t0, b0 [2]int64
+	for i, s := range srvs {
+		_, b := calls(s)
+		testutil.Eventually(t, 15*time.Second, "a first BLMOVE timeout", func() bool { _, x := calls(s); return x >= b+2 })
+		t0[i], b0[i] = calls(s)
+	}
+	testutil.Eventually(t, 30*time.Second, "eight more BLMOVE timeouts", func() bool {
+		_, a := calls(srvs[0])
+		_, b := calls(srvs[1])
+		return a >= b0[0]+8 && b >= b0[1]+8
+	})
+	var per [2]float64
+	for i, s := range srvs {
+		tot, b := calls(s)
+		per[i] = float64(tot-t0[i]) / float64(b-b0[i])
+	}
+	t.Logf("commands per BLMOVE timeout (1s): one delayed job %.2f, 100 schedules %.2f", per[0], per[1])
+	require.LessOrEqual(t, per[1], per[0]+0.25, "schedules cost nothing while idle")
 }
