@@ -280,6 +280,9 @@ func (q *Queue) Schedule(ctx context.Context, name, spec string, payload []byte,
 	if err != nil {
 		return q.errorf("schedule %q: the registry holds next %q", name, next)
 	}
+	if due < 0 {
+		return nil // the schedule has no further occurrence
+	}
 	if err := q.enqueueOccurrence(ctx, name, d, due); err != nil {
 		return q.errorf("schedule %q: %w", name, err)
 	}

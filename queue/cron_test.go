@@ -411,3 +411,29 @@ func TestCronIdleTraffic(t *testing.T) {
 	t.Logf("commands per BLMOVE timeout (1s): one delayed job %.2f, 100 schedules %.2f", per[0], per[1])
 	require.LessOrEqual(t, per[1], per[0]+0.25, "schedules cost nothing while idle")
 }
+
+// A process dies mid-run: its occurrence is recovered and taken again. It
+// runs again (at least once) but enqueues no second successor; and an
+// occurrence enqueued again after it completed (a registration racing its
+// run) does not run twice.
+func TestCronRedeliveryDoesNotDouble(t *testing.T) {
+	f := newCronFleet(t, 2, Config{})
+	ctx := context.Background()
+	require.NoError(t, f.qs[0].Schedule(ctx, "r", Every(time.Minute), nil))
+	due, run := f.take(true) // process 0 runs it and dies
+	require.True(t, run)
+	id := occurrenceID("r", due.UnixMilli())
+	next := f.pending()
+	require.Len(t, next, 1)
+
+	_, _, run, err := f.qs[1].cronTake(ctx, id, time.Minute, time.Second) // recovered by process 1
+	require.NoError(t, err)
+	require.True(t, run, "a recovered run runs again")
+	require.Equal(t, next, f.pending(), "no second successor")
+	require.NoError(t, f.qs[1].cronDone(ctx, "r", due))
+
+	_, _, run, err = f.qs[0].cronTake(ctx, id, time.Minute, time.Second) // a stray copy after completion
+	require.NoError(t, err)
+	require.False(t, run, "a completed occurrence does not run again")
+	require.Equal(t, next, f.pending())
+}
