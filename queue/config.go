@@ -66,6 +66,10 @@ type Config struct {
 	// (WaitForRoom) in this queue at once; one more fails at once with
 	// ErrTooManyWaiters. Default 1000.
 	MaxWaiters int
+	// MaxSchedules bounds the schedules registered on the queue
+	// (Queue.Schedule); one more fails with ErrTooManySchedules.
+	// Default 1000.
+	MaxSchedules int
 	// Logger receives what goes wrong in the background. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock for due times and timestamps. Nil means time.Now.
@@ -89,6 +93,7 @@ func (c Config) withDefaults() (Config, error) {
 	check.Default(e, &c.DeadLetterMaxAge, DefaultDeadLetterMaxAge, "Config.DeadLetterMaxAge")
 	check.Default(e, &c.UniqueTTL, DefaultUniqueTTL, "Config.UniqueTTL")
 	check.Default(e, &c.MaxWaiters, DefaultMaxWaiters, "Config.MaxWaiters")
+	check.Default(e, &c.MaxSchedules, DefaultMaxSchedules, "Config.MaxSchedules")
 	if c.MaxLen < 0 {
 		e.Addf("Config.MaxLen must not be negative (0 is unbounded), got %d", c.MaxLen)
 	}

@@ -29,6 +29,11 @@
 // when recovered from dead consumers more than MaxDeliveries times; see
 // Dead, Requeue and Purge.
 //
+// Periodic jobs: Queue.Schedule registers a cron spec or Every(d) in
+// any number of processes; each occurrence is one delayed job with the ID
+// cron:<name>:<due ms>, run once, with no leader and no timer per schedule
+// (see docs/queue.md, "Periodic jobs").
+//
 // # Zero values, concurrency, closing
 //
 // Config, WorkerConfig and ConsumerConfig are useful as zero values: New,

@@ -44,6 +44,12 @@ func newKeys(namespace, name string) keys {
 // proc is a consumer's processing list: jobs it has fetched and not acked.
 func (k keys) proc(consumer string) string { return k.tag + ":proc:" + consumer }
 
+// cron is the registry of the queue's schedules (see cron.go).
+func (k keys) cron() string { return k.tag + ":cron" }
+
+// cronRun is the running marker of a schedule (NoOverlap, redeliveries).
+func (k keys) cronRun(name string) string { return k.tag + ":cronrun:" + name }
+
 // unique is the idempotency key of a job enqueued with ID.
 func (k keys) unique(id string) string { return k.tag + ":id:" + id }
 

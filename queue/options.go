@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -85,11 +86,15 @@ func Timeout(d time.Duration) EnqueueOption {
 // Config.UniqueTTL after the job's due time. A later job with the ID that
 // dies too does not replace the first one's dead letter: both are kept
 // (see DeadJob.ID). IDs are printable ASCII without
-// spaces, '|', '{' or '}', at most 200 bytes.
+// spaces, '|', '{' or '}', at most 200 bytes, and do not start with
+// "cron:" (the occurrences of schedules).
 func ID(id string) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if err := validID(id); err != nil {
 			return fmt.Errorf("queue: ID: %w", err)
+		}
+		if strings.HasPrefix(id, cronPrefix) {
+			return fmt.Errorf("queue: ID %q: the prefix %q is reserved for the occurrences of schedules", id, cronPrefix)
 		}
 		o.id = id
 		return nil

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type Job struct {
 	MaxAttempts int
 	Deliveries  int // times the job was recovered from a consumer that died
 	EnqueuedAt  time.Time
+	// Schedule and Due: for an occurrence of a schedule (Queue.Schedule),
+	// its name and due time; else "" and the zero time.
+	Schedule string
+	Due      time.Time
 }
 
 // Worker consumes one queue with Concurrency handlers.
@@ -714,6 +719,12 @@ func (w *Worker) run(d delivery) {
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
 		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt,
 	}
+	if strings.HasPrefix(d.env.id, cronPrefix) {
+		if !w.cronStart(d, job) {
+			w.cronSkip(d)
+			return
+		}
+	}
 	timeout := d.env.timeout
 	if timeout == 0 {
 		timeout = w.cfg.JobTimeout
@@ -736,6 +747,9 @@ func (w *Worker) run(d delivery) {
 		return
 	}
 	op := w.outcome(d, job, err)
+	if job.Schedule != "" && op.kind != ackRetry {
+		w.cronEnd(job)
+	}
 	select {
 	case w.acks <- op:
 	case <-w.ackerGone:
