@@ -1,0 +1,41 @@
+package prometheus
+
+import (
+	prom "github.com/prometheus/client_golang/prometheus"
+)
+
+// metric is one family a collector emits: its descriptor and its type.
+type metric struct {
+	desc *prom.Desc
+	kind prom.ValueType
+}
+
+func newMetric(kind prom.ValueType, name, help string, labels ...string) metric {
+	return metric{desc: prom.NewDesc(name, help, labels, nil), kind: kind}
+}
+
+func counter(name, help string, labels ...string) metric {
+	return newMetric(prom.CounterValue, name, help, labels...)
+}
+
+func gauge(name, help string, labels ...string) metric {
+	return newMetric(prom.GaugeValue, name, help, labels...)
+}
+
+// emit sends one sample of m.
+func (m metric) emit(ch chan<- prom.Metric, v float64, labels ...string) {
+	ch <- prom.MustNewConstMetric(m.desc, m.kind, v, labels...)
+}
+
+func describe(ch chan<- *prom.Desc, ms ...metric) {
+	for _, m := range ms {
+		ch <- m.desc
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,177 @@
+package prometheus
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	prom "github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bounded-go/bounded/queue"
+)
+
+// DefaultScrapeTimeout bounds the Redis reads of one QueueCollector scrape
+// when QueueConfig.Timeout is zero.
+const DefaultScrapeTimeout = time.Second
+
+// QueueConfig says which queues and workers a QueueCollector exports.
+type QueueConfig struct {
+	// Queues have their counts read from Redis at each scrape
+	// (queue.Queue.Stats). Names must be distinct.
+	Queues []*queue.Queue
+	// Workers have their counters read from the process
+	// (queue.Worker.Stats); several workers of one queue are summed.
+	Workers []*queue.Worker
+	// Timeout bounds the Redis reads of one scrape, all queues together.
+	// Zero means DefaultScrapeTimeout.
+	Timeout time.Duration
+}
+
+// QueueCollector exports queues' counts, read from Redis only when
+// scraped, and their workers' counters. A queue whose read fails or does
+// not finish within the timeout is exported with its last value read,
+// bounded_queue_stats_age_seconds tells how old that is, and
+// bounded_queue_scrape_errors_total counts the failure; a queue never read
+// exports only the latter. At most one scrape reads Redis at a time: a
+// scrape that starts while another is reading exports the cached values.
+type QueueCollector struct {
+	cfg     QueueConfig
+	refresh sync.Mutex // held while reading Redis
+
+	mu     sync.Mutex // guards last and errors
+	last   []cached
+	errors []uint64
+
+	ready, delayed, inFlight, dead, consumers, refused, age, scrapeErrors metric
+	busy, concurrency                                                     metric
+	workerCounters                                                        []metric
+}
+
+type cached struct {
+	s  queue.Stats
+	at time.Time // zero: never read
+}
+
+// NewQueueCollector returns a collector for cfg's queues and workers.
+func NewQueueCollector(cfg QueueConfig) *QueueCollector {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultScrapeTimeout
+	}
+	l := "queue"
+	return &QueueCollector{
+		cfg:          cfg,
+		last:         make([]cached, len(cfg.Queues)),
+		errors:       make([]uint64, len(cfg.Queues)),
+		ready:        gauge("bounded_queue_ready_jobs", "Jobs ready to run.", l),
+		delayed:      gauge("bounded_queue_delayed_jobs", "Jobs delayed or waiting to retry.", l),
+		inFlight:     gauge("bounded_queue_in_flight_jobs", "Jobs fetched and not yet acked, by any consumer.", l),
+		dead:         gauge("bounded_queue_dead_jobs", "Jobs in the dead letters.", l),
+		consumers:    gauge("bounded_queue_consumers", "Consumers with a processing list.", l),
+		refused:      counter("bounded_queue_refused_total", "Enqueues refused as full, by any process, as counted in Redis.", l),
+		age:          gauge("bounded_queue_stats_age_seconds", "Age of the counts exported: 0 when read by this scrape.", l),
+		scrapeErrors: counter("bounded_queue_scrape_errors_total", "Scrapes whose Redis read of the queue failed or timed out.", l),
+		busy:         gauge("bounded_queue_worker_busy_handlers", "Handlers of this process running a job now.", l),
+		concurrency:  gauge("bounded_queue_worker_concurrency", "Handlers this process may run at once.", l),
+		workerCounters: []metric{
+			counter("bounded_queue_jobs_processed_total", "Jobs whose handler succeeded in this process.", l),
+			counter("bounded_queue_jobs_failed_total", "Failed runs in this process, retried or not.", l),
+			counter("bounded_queue_jobs_retried_total", "Failed jobs scheduled for another run.", l),
+			counter("bounded_queue_jobs_dead_lettered_total", "Jobs sent to the dead letters by this process.", l),
+			counter("bounded_queue_handler_panics_total", "Handler panics.", l),
+			counter("bounded_queue_jobs_recovered_total", "Jobs taken back from dead consumers by this process.", l),
+			counter("bounded_queue_jobs_malformed_total", "Jobs that could not be decoded.", l),
+			counter("bounded_queue_lost_leases_total", "Outcomes that found their job given to another consumer.", l),
+			counter("bounded_queue_fetch_errors_total", "Fetches from Redis that failed.", l),
+			counter("bounded_queue_ack_errors_total", "Acks to Redis that failed.", l),
+			counter("bounded_queue_ignored_timeouts_total", "Handlers that returned over a second after their timeout.", l),
+		},
+	}
+}
+
+func (c *QueueCollector) metrics() []metric {
+	return append([]metric{c.ready, c.delayed, c.inFlight, c.dead, c.consumers, c.refused, c.age,
+		c.scrapeErrors, c.busy, c.concurrency}, c.workerCounters...)
+}
+
+// Describe implements prometheus.Collector.
+func (c *QueueCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.metrics()...) }
+
+// Collect implements prometheus.Collector. It reads Redis for at most the
+// configured timeout.
+func (c *QueueCollector) Collect(ch chan<- prom.Metric) {
+	if c.refresh.TryLock() {
+		c.read()
+		c.refresh.Unlock()
+	}
+	now := time.Now()
+	c.mu.Lock()
+	last := append([]cached(nil), c.last...)
+	errs := append([]uint64(nil), c.errors...)
+	c.mu.Unlock()
+	for i, q := range c.cfg.Queues {
+		n := q.Name()
+		c.scrapeErrors.emit(ch, float64(errs[i]), n)
+		l := last[i]
+		if l.at.IsZero() {
+			continue
+		}
+		c.ready.emit(ch, float64(l.s.Ready), n)
+		c.delayed.emit(ch, float64(l.s.Delayed), n)
+		c.inFlight.emit(ch, float64(l.s.InFlight), n)
+		c.dead.emit(ch, float64(l.s.Dead), n)
+		c.consumers.emit(ch, float64(l.s.Consumers), n)
+		c.refused.emit(ch, float64(l.s.Refused), n)
+		c.age.emit(ch, max(now.Sub(l.at), 0).Seconds(), n)
+	}
+	c.collectWorkers(ch)
+}
+
+// read refreshes the cache, queue by queue, within one timeout.
+func (c *QueueCollector) read() {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+	defer cancel()
+	for i, q := range c.cfg.Queues {
+		s, err := q.Stats(ctx)
+		c.mu.Lock()
+		if err != nil {
+			c.errors[i]++
+		} else {
+			s.Local = nil
+			c.last[i] = cached{s: s, at: time.Now()}
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
+	type sum struct {
+		busy, conc float64
+		v          [11]uint64
+	}
+	var order []string
+	sums := map[string]*sum{}
+	for _, w := range c.cfg.Workers {
+		n := w.Queue().Name()
+		t := sums[n]
+		if t == nil {
+			t = &sum{}
+			sums[n] = t
+			order = append(order, n)
+		}
+		s := w.Stats()
+		t.busy += float64(s.Busy)
+		t.conc += float64(s.Concurrency)
+		for i, v := range [11]uint64{s.Processed, s.Failed, s.Retried, s.Dead, s.Panics, s.Recovered,
+			s.Malformed, s.LostLeases, s.FetchErrors, s.AckErrors, s.IgnoredTimeouts} {
+			t.v[i] += v
+		}
+	}
+	for _, n := range order {
+		t := sums[n]
+		c.busy.emit(ch, t.busy, n)
+		c.concurrency.emit(ch, t.conc, n)
+		for i, v := range t.v {
+			c.workerCounters[i].emit(ch, float64(v), n)
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package prometheus
+
+import (
+	prom "github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bounded-go/bounded/cache"
+	"github.com/bounded-go/bounded/memwatch"
+	"github.com/bounded-go/bounded/ratelimit"
+)
+
+// StatsCache is what CacheCollector reads: every *cache.Cache[V] is one.
+type StatsCache interface {
+	Name() string
+	Stats() cache.Stats
+}
+
+// CacheCollector exports caches' counters and local tier from
+// cache.Cache.Stats, which reads no Redis.
+type CacheCollector struct {
+	caches []StatsCache
+	ms     []metric
+}
+
+// NewCacheCollector returns a collector for caches, which must have
+// distinct names.
+func NewCacheCollector(caches ...StatsCache) *CacheCollector {
+	return &CacheCollector{caches: caches, ms: []metric{
+		counter("bounded_cache_hits_total", "Reads answered by a tier (local or redis), negative entries included.", "cache", "tier"),
+		counter("bounded_cache_misses_total", "Reads that found the key in neither tier.", "cache"),
+		counter("bounded_cache_loads_total", "Loader calls made by this instance.", "cache"),
+		counter("bounded_cache_load_errors_total", "Loader calls that failed or returned a value that could not be written.", "cache"),
+		counter("bounded_cache_load_waiters_total", "GetOrLoad callers that shared a load of this process.", "cache"),
+		counter("bounded_cache_lock_waits_total", "Loads waited for because another instance held the load lock.", "cache"),
+		gauge("bounded_cache_loads_in_flight", "Loads running now.", "cache"),
+		counter("bounded_cache_loads_refused_total", "GetOrLoad flights refused with ErrTooManyLoads.", "cache"),
+		counter("bounded_cache_decode_errors_total", "Values in Redis the codec could not decode.", "cache"),
+		counter("bounded_cache_redis_errors_total", "Redis calls that failed.", "cache"),
+		counter("bounded_cache_evictions_total", "Local entries removed to keep the bounds.", "cache"),
+		counter("bounded_cache_expirations_total", "Local entries removed because they expired.", "cache"),
+		counter("bounded_cache_invalidations_sent_total", "Invalidation messages published.", "cache"),
+		counter("bounded_cache_invalidations_received_total", "Invalidation messages applied from other instances.", "cache"),
+		counter("bounded_cache_bad_messages_total", "Invalidation messages that could not be read.", "cache"),
+		counter("bounded_cache_flushes_total", "Times the whole local tier was dropped.", "cache"),
+		counter("bounded_cache_subscribes_total", "Subscriptions of the invalidation subscriber, the first included.", "cache"),
+		gauge("bounded_cache_subscribed", "1 while the invalidation subscriber is listening.", "cache"),
+		gauge("bounded_cache_local_entries", "Entries in the local tier now.", "cache"),
+		gauge("bounded_cache_local_bytes", "Bytes in the local tier now (keys and encoded values).", "cache"),
+	}}
+}
+
+// Describe implements prometheus.Collector.
+func (c *CacheCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...) }
+
+// Collect implements prometheus.Collector.
+func (c *CacheCollector) Collect(ch chan<- prom.Metric) {
+	m := c.ms
+	for _, k := range c.caches {
+		n, s := k.Name(), k.Stats()
+		m[0].emit(ch, float64(s.LocalHits), n, "local")
+		m[0].emit(ch, float64(s.RedisHits), n, "redis")
+		for i, v := range []float64{
+			float64(s.Misses), float64(s.Loads), float64(s.LoadErrors), float64(s.LoadWaiters),
+			float64(s.LockWaits), float64(s.LoadsInFlight), float64(s.LoadsRefused), float64(s.DecodeErrors),
+			float64(s.RedisErrors), float64(s.Evictions), float64(s.Expirations), float64(s.InvalidationsSent),
+			float64(s.InvalidationsReceived), float64(s.BadMessages), float64(s.Flushes), float64(s.Subscribes),
+			boolFloat(s.Subscribed), float64(s.LocalEntries), float64(s.LocalBytes),
+		} {
+			m[i+1].emit(ch, v, n)
+		}
+	}
+}
+
+// LimiterCollector exports limiters' decisions from ratelimit.Limiter.Stats,
+// which reads no Redis.
+type LimiterCollector struct {
+	ls []*ratelimit.Limiter
+	ms []metric
+}
+
+// NewLimiterCollector returns a collector for ls, which must have distinct
+// names.
+func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
+	return &LimiterCollector{ls: ls, ms: []metric{
+		counter("bounded_ratelimit_allowed_total", "Decisions that allowed the request, whatever their source.", "limiter"),
+		counter("bounded_ratelimit_denied_total", "Decisions that denied the request, whatever their source.", "limiter"),
+		counter("bounded_ratelimit_denied_cache_total", "Denials answered by the denied cache without Redis (source denied_cache).", "limiter"),
+		counter("bounded_ratelimit_fallback_total", "Decisions made by OnRedisError (source fallback), allowed or denied.", "limiter"),
+		counter("bounded_ratelimit_redis_calls_total", "Scripts run in Redis.", "limiter"),
+		counter("bounded_ratelimit_redis_errors_total", "Scripts that failed.", "limiter"),
+		gauge("bounded_ratelimit_denied_keys", "Keys in the denied cache now.", "limiter"),
+		counter("bounded_ratelimit_denied_key_evictions_total", "Live denied-cache entries dropped to make room.", "limiter"),
+		gauge("bounded_ratelimit_local_keys", "FailLocal buckets now.", "limiter"),
+		counter("bounded_ratelimit_local_key_evictions_total", "Live FailLocal buckets dropped to make room.", "limiter"),
+	}}
+}
+
+// Describe implements prometheus.Collector.
+func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...) }
+
+// Collect implements prometheus.Collector.
+func (c *LimiterCollector) Collect(ch chan<- prom.Metric) {
+	for _, l := range c.ls {
+		s := l.Stats()
+		for i, v := range []float64{
+			float64(s.Allowed), float64(s.Denied), float64(s.DeniedCache), float64(s.Fallback),
+			float64(s.RedisCalls), float64(s.RedisErrors), float64(s.DeniedKeys), float64(s.DeniedEvictions),
+			float64(s.LocalKeys), float64(s.LocalEvictions),
+		} {
+			c.ms[i].emit(ch, v, l.Name())
+		}
+	}
+}
+
+// MemwatchCollector exports a memwatch.Watcher's latest sample, active
+// alerts, growth slope and counters. It takes no sample: before the
+// Watcher's first one only the counters and alerts are exported.
+type MemwatchCollector struct {
+	w *memwatch.Watcher
+
+	retained, heapLive, used, limit, goroutines, alerts, slope, longSlope metric
+	counters                                                              []metric
+}
+
+// NewMemwatchCollector returns a collector for w.
+func NewMemwatchCollector(w *memwatch.Watcher) *MemwatchCollector {
+	return &MemwatchCollector{
+		w:          w,
+		retained:   gauge("bounded_memwatch_retained_bytes", "Memory the process would hold right after a collection, at the latest sample."),
+		heapLive:   gauge("bounded_memwatch_heap_live_bytes", "Heap marked live by the last GC cycle, at the latest sample."),
+		used:       gauge("bounded_memwatch_memory_used_bytes", "Memory the Go runtime holds (what GOMEMLIMIT governs), at the latest sample."),
+		limit:      gauge("bounded_memwatch_memory_limit_bytes", "The runtime's soft memory limit, 0 when none is set."),
+		goroutines: gauge("bounded_memwatch_goroutines", "Live goroutines at the latest sample."),
+		alerts:     gauge("bounded_memwatch_alert_active", "1 while the alert of this kind is raised.", "kind"),
+		slope:      gauge("bounded_memwatch_heap_growth_bytes_per_second", "Live-heap growth slope over the last growth window; absent until the window is full."),
+		longSlope:  gauge("bounded_memwatch_heap_growth_long_bytes_per_second", "Live-heap growth slope since the growth alert last cleared; absent while no longer than the window."),
+		counters: []metric{
+			counter("bounded_memwatch_samples_total", "Samples taken."),
+			counter("bounded_memwatch_alerts_raised_total", "Alerts raised."),
+			counter("bounded_memwatch_alerts_dropped_total", "Alerts not delivered to a full subscription."),
+			counter("bounded_memwatch_profiles_total", "Heap profiles captured."),
+			counter("bounded_memwatch_profiles_rate_limited_total", "Heap profiles skipped by the rate limit."),
+			counter("bounded_memwatch_profile_errors_total", "Heap profiles that failed."),
+		},
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *MemwatchCollector) Describe(ch chan<- *prom.Desc) {
+	describe(ch, c.retained, c.heapLive, c.used, c.limit, c.goroutines, c.alerts, c.slope, c.longSlope)
+	describe(ch, c.counters...)
+}
+
+// Collect implements prometheus.Collector.
+func (c *MemwatchCollector) Collect(ch chan<- prom.Metric) {
+	if s := c.w.Latest(); !s.Time.IsZero() {
+		c.retained.emit(ch, float64(s.Retained()))
+		c.heapLive.emit(ch, float64(s.HeapLive))
+		c.used.emit(ch, float64(s.MemoryUsed))
+		c.limit.emit(ch, float64(s.MemoryLimit))
+		c.goroutines.emit(ch, float64(s.Goroutines))
+	}
+	active := map[memwatch.AlertKind]bool{}
+	for _, a := range c.w.Active() {
+		active[a.Kind] = true
+	}
+	for _, k := range []memwatch.AlertKind{memwatch.AlertMemoryHigh, memwatch.AlertGoroutines, memwatch.AlertHeapGrowth} {
+		c.alerts.emit(ch, boolFloat(active[k]), string(k))
+	}
+	if t, ok := c.w.Trend(); ok {
+		c.slope.emit(ch, t.BytesPerSecond)
+	}
+	if t, ok := c.w.LongTrend(); ok {
+		c.longSlope.emit(ch, t.BytesPerSecond)
+	}
+	s := c.w.Stats()
+	for i, v := range []uint64{s.Samples, s.AlertsRaised, s.AlertsDropped, s.Profiles, s.ProfilesRateLimited, s.ProfileErrors} {
+		c.counters[i].emit(ch, float64(v))
+	}
+}
