@@ -1,0 +1,49 @@
+// Package prometheus exports the state of bounded's components as
+// Prometheus metrics: one prometheus.Collector per kind of component, which
+// the program builds and registers itself (nothing registers on import, and
+// nothing here runs between scrapes).
+//
+//   - PoolCollector: each lane's size, connections in use, open and idle,
+//     callers waiting, waits, wait timeouts, rejections, dials, dial errors,
+//     wait-time p50 and p99 (label lane), and the health state.
+//   - QueueCollector: each queue's ready, delayed, in-flight and dead jobs,
+//     consumers and refused enqueues (label queue), read from Redis at
+//     scrape time; and this process's workers' counters (processed, failed,
+//     retried, dead-lettered, ...), summed per queue.
+//   - CacheCollector: hits by tier, misses, loads, load errors, evictions,
+//     local entries and bytes, ... (label cache).
+//   - LimiterCollector: allowed, denied, denied from the denied cache,
+//     fallback decisions, Redis calls and errors (label limiter).
+//   - MemwatchCollector: the latest sample (retained memory, live heap,
+//     goroutines, ...), active alerts (label kind), the growth slopes and
+//     the Watcher's counters.
+//
+// Names start with bounded_; counters, and only values that never decrease
+// in the component, end in _total; sizes are in bytes and durations in
+// seconds. Each label value comes from the component's Name: two
+// components of one kind with the same name in one collector make the
+// registry's Gather fail.
+//
+// # Redis at scrape time
+//
+// Only QueueCollector reads Redis: queue.Queue.Stats for each queue, one
+// after another, within QueueConfig.Timeout for all of them (default
+// DefaultScrapeTimeout), through the pool's request lane. A queue whose
+// read fails or times out keeps its last value, bounded_queue_stats_age_seconds
+// says how old it is and bounded_queue_scrape_errors_total counts the
+// failure; a queue never read exports only that counter. A scrape that
+// starts while another one reads Redis exports the cached values without
+// reading. Every other collector reads counters in the process and never
+// blocks.
+//
+// # Concurrency and lifetime
+//
+// Collectors are safe for concurrent use and hold no resources: there is
+// nothing to close. They must not outlive the components they read (a
+// closed pool's queues report scrape errors). The zero value of a
+// collector is not usable: build one with its New function. A nil
+// component makes Collect panic.
+//
+// See docs/prometheus.md for the metric list, the benchmark and what the
+// core would need for histograms.
+package prometheus
