@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/bounded-go/bounded/internal/backoff"
 )
 
 // Queue compares bounded/queue with asynq and with a hand-written
@@ -285,14 +287,10 @@ func idleRun(mk newQueueSystem, sh queueShape) RunFunc {
 	}
 }
 
-// sleep waits d or until ctx ends.
+// sleep waits d or until ctx ends, and then says why.
 func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !backoff.Sleep(ctx, d) {
 		return ctx.Err()
 	}
+	return nil
 }

@@ -39,9 +39,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bounded-go/bounded/examples/internal/chatapi"
+	"github.com/bounded-go/bounded/internal/backoff"
 )
 
 func main() {
@@ -213,16 +215,45 @@ func (c *client) waitHealthy(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// pause waits d or until ctx ends.
+// pause waits d or until ctx ends, and then says why.
 func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !backoff.Sleep(ctx, d) {
 		return ctx.Err()
 	}
+	return nil
+}
+
+// openLoop sends chat k (by calling send) at start + k/rate for every k
+// whose due time is before start + d: an open loop, whose offered load does
+// not drop when the service slows down. inflight goroutines take the next
+// due chat as soon as they are free; a chat sent more than 100ms after its
+// due time is reported to late (the service, or this machine, cannot keep
+// up). It returns when every chat was sent or ctx ended.
+func openLoop(ctx context.Context, start time.Time, rate float64, d time.Duration, inflight int, late func(), send func(k int)) {
+	var next atomic.Int64
+	end := start.Add(d)
+	perChat := float64(time.Second) / rate
+	var wg sync.WaitGroup
+	for range inflight {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				k := next.Add(1) - 1
+				due := start.Add(time.Duration(float64(k) * perChat))
+				if !due.Before(end) {
+					return
+				}
+				if wait := time.Until(due); wait > 0 {
+					if !backoff.Sleep(ctx, wait) {
+						return
+					}
+				} else if wait < -100*time.Millisecond {
+					late()
+				}
+				send(int(k))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // jobCounts are the service's queue counters at one moment.

@@ -330,31 +330,7 @@ func (o *overload) measureCapacity(ctx context.Context, oc *outcomes) (float64, 
 // cfg.maxInflight goroutines take the next due chat as soon as they are
 // free; one sent more than 100ms late is counted late.
 func (o *overload) openLoop(ctx context.Context, rate float64, d time.Duration, oc *outcomes) {
-	var next atomic.Int64
-	start := time.Now()
-	end := start.Add(d)
-	perChat := float64(time.Second) / rate
-	var wg sync.WaitGroup
-	for range o.cfg.maxInflight {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				k := next.Add(1) - 1
-				due := start.Add(time.Duration(float64(k) * perChat))
-				if !due.Before(end) {
-					return
-				}
-				if wait := time.Until(due); wait > 0 {
-					if pause(ctx, wait) != nil {
-						return
-					}
-				} else if wait < -100*time.Millisecond {
-					oc.late.Add(1)
-				}
-				o.chat(ctx, ctx, int(k), oc)
-			}
-		})
-	}
-	wg.Wait()
+	openLoop(ctx, time.Now(), rate, d, o.cfg.maxInflight, func() { oc.late.Add(1) }, func(k int) { o.chat(ctx, ctx, k, oc) })
 }
 
 // chat sends one chat on ctx and counts its outcome; a failure after run

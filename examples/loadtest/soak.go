@@ -245,30 +245,7 @@ func (s *soak) run(ctx context.Context, stdout io.Writer, prog *progress) (*soak
 // soon as they are free. A chat sent more than 100ms after its due time is
 // counted late (the service, or this machine, cannot keep up).
 func (s *soak) send(ctx context.Context, start time.Time) {
-	var next atomic.Int64
-	end := start.Add(s.cfg.duration)
-	perChat := float64(time.Second) / float64(s.cfg.rate)
-	var wg sync.WaitGroup
-	for range s.cfg.maxInflight {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				k := next.Add(1) - 1
-				due := start.Add(time.Duration(float64(k) * perChat))
-				if !due.Before(end) {
-					return
-				}
-				if wait := time.Until(due); wait > 0 {
-					if pause(ctx, wait) != nil {
-						return
-					}
-				} else if wait < -100*time.Millisecond {
-					s.late.Add(1)
-				}
-				s.chat(ctx, int(k))
-			}
-		})
-	}
-	wg.Wait()
+	openLoop(ctx, start, float64(s.cfg.rate), s.cfg.duration, s.cfg.maxInflight, func() { s.late.Add(1) }, func(k int) { s.chat(ctx, k) })
 }
 
 func (s *soak) chat(ctx context.Context, k int) {
