@@ -1,0 +1,62 @@
+package queue
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// Pins the path of a payload kept apart that cannot be read (the fetch
+// itself worked): that job alone is dropped from the deliveries, its slot is
+// freed, the next reconcile is asked to put it back, and the failure counts
+// as a fetch error unless ctx ended. The other elements of the fetch, an
+// inline job and a wake marker, are still delivered with their slots.
+func TestUnreadablePayloadFreesItsSlotAndAsksForReconcile(t *testing.T) {
+	for _, stopped := range []bool{false, true} {
+		p := miniPool(t, pool.Config{})
+		q := mustQueue(t, p, "unread", Config{})
+		w, err := newWorker(t, q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 3})
+		require.NoError(t, err)
+		ctx := context.Background()
+		_, err = q.Enqueue(ctx, make([]byte, inlineMax+1)) // kept apart
+		require.NoError(t, err)
+		_, err = q.Enqueue(ctx, []byte("small"))
+		require.NoError(t, err)
+		elems, err := p.Client().LRange(ctx, q.k.ready, 0, -1).Result()
+		require.NoError(t, err)
+		require.Len(t, elems, 2)
+		elems = append(elems, wakeMarker)
+		// HGET on a key of the wrong type fails with a reply error.
+		require.NoError(t, p.Client().Del(ctx, q.k.payloads).Err())
+		require.NoError(t, p.Client().Set(ctx, q.k.payloads, "x", 0).Err())
+
+		require.False(t, w.needReconcile.Load())
+		for range elems {
+			w.slots <- struct{}{}
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		if stopped {
+			cancel()
+		}
+		ds := w.loadPayloads(lctx, p.Client(), elems)
+		cancel()
+
+		require.Len(t, ds, 2, "stopped=%v", stopped)
+		for _, d := range ds {
+			require.NoError(t, d.err)
+			require.Empty(t, d.env.ref, "the job kept apart is dropped")
+			require.False(t, d.missing)
+		}
+		require.Equal(t, wakeMarker, ds[1].elem)
+		require.Len(t, w.slots, 2, "the dropped job's slot is freed, the others are held")
+		require.True(t, w.needReconcile.Load())
+		want := uint64(1)
+		if stopped {
+			want = 0
+		}
+		require.Equal(t, want, w.Stats().FetchErrors, "stopped=%v", stopped)
+	}
+}
