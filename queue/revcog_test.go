@@ -3,9 +3,11 @@ package queue
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -59,4 +61,26 @@ func TestUnreadablePayloadFreesItsSlotAndAsksForReconcile(t *testing.T) {
 		}
 		require.Equal(t, want, w.Stats().FetchErrors, "stopped=%v", stopped)
 	}
+}
+
+// Pins writeBatch's NOSCRIPT path, untested before the refactor: a delayed
+// batch whose wake script Redis no longer has (SCRIPT FLUSH, a restart)
+// loads the scripts and runs the MULTI again; the batch is written once,
+// payloads kept apart included, and nothing is taken back.
+func TestDelayedBatchAfterScriptFlushIsWrittenOnce(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "batchflush", Config{})
+	ctx := context.Background()
+	_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("warm")}, Delay(time.Hour))
+	require.NoError(t, err)
+	require.NoError(t, p.Client().ScriptFlush(ctx).Err())
+	ready := p.Client().LRange(ctx, q.k.ready, 0, -1).Val() // the first batch's wake marker
+
+	ids, err := q.EnqueueBatch(ctx, [][]byte{[]byte("small"), make([]byte, inlineMax+1)}, Delay(time.Hour))
+	require.NoError(t, err)
+	require.Len(t, ids, 2)
+	require.Equal(t, int64(3), p.Client().ZCard(ctx, q.k.delayed).Val())
+	require.Equal(t, int64(1), p.Client().HLen(ctx, q.k.payloads).Val(), "the payload kept apart is written, once")
+	require.Equal(t, ready, p.Client().LRange(ctx, q.k.ready, 0, -1).Val(), "no second wake marker within the wake TTL")
 }
