@@ -2,12 +2,14 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -83,4 +85,29 @@ func TestDelayedBatchAfterScriptFlushIsWrittenOnce(t *testing.T) {
 	require.Equal(t, int64(3), p.Client().ZCard(ctx, q.k.delayed).Val())
 	require.Equal(t, int64(1), p.Client().HLen(ctx, q.k.payloads).Val(), "the payload kept apart is written, once")
 	require.Equal(t, ready, p.Client().LRange(ctx, q.k.ready, 0, -1).Val(), "no second wake marker within the wake TTL")
+}
+
+// Pins the room subscriber's quiet-connection path (receiveFailed on a
+// timeout), untested before the refactor: after subscriberPing without a
+// message it sends a PING on the subscription and, answered, keeps the
+// subscription: no SUBSCRIBE again, still subscribed.
+func TestRoomSubscriberPingsAQuietConnectionAndKeepsIt(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "quiet", Config{MaxLen: 2})
+	q.recheck = time.Hour
+	require.NoError(t, q.Start(group(t)))
+	r := q.room.Load()
+	testutil.Eventually(t, testutil.Wait, "the room subscriber", func() bool { return r.subscribed.Load() })
+	ctx := context.Background()
+	testutil.Eventually(t, subscriberPing+testutil.Wait, "a PING on the quiet subscription", func() bool {
+		for _, line := range strings.Split(p.Client().ClientList(ctx).Val(), "\n") {
+			if strings.Contains(line, " sub=1 ") && strings.Contains(line, " cmd=ping ") {
+				return true
+			}
+		}
+		return false
+	})
+	require.True(t, r.subscribed.Load())
+	stats := p.Client().Info(ctx, "commandstats").Val()
+	require.Contains(t, stats, "cmdstat_subscribe:calls=1,", "the subscription was dropped and made again")
 }
