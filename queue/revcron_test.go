@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
+)
+
+// A bounded queue that is full when a worker takes an occurrence: the
+// successor is enqueued anyway (like a retry, it is never refused), else
+// the worker would hold a handler slot retrying until the queue drains and
+// the schedule would stall. Schedule's first occurrence likewise.
+func TestRevCronSuccessorBypassesMaxLen(t *testing.T) {
+	f := newCronFleet(t, 1, Config{MaxLen: 1})
+	ctx := context.Background()
+	q := f.qs[0]
+	_, err := q.Enqueue(ctx, []byte("filler"))
+	require.NoError(t, err)
+	require.NoError(t, q.Schedule(ctx, "tick", Every(time.Minute), nil), "the first occurrence is not refused")
+	require.Len(t, f.pending(), 2)
+	// A worker takes the occurrence (the filler keeps the queue full).
+	c := q.p.Client()
+	zs, err := c.ZRangeWithScores(ctx, q.k.delayed, 0, 0).Result()
+	require.NoError(t, err)
+	f.clock.Set(time.UnixMilli(int64(zs[0].Score)))
+	require.NoError(t, c.ZRem(ctx, q.k.delayed, zs[0].Member).Err())
+	_, err = q.Enqueue(ctx, []byte("filler2"))
+	require.ErrorIs(t, err, ErrQueueFull, "the queue is full")
+	env, err := decodeEnvelope([]byte(zs[0].Member.(string)))
+	require.NoError(t, err)
+	_, _, run, err := q.cronTake(ctx, env.id, time.Minute, time.Second)
+	require.NoError(t, err, "the successor of a taken occurrence is not refused as full")
+	require.True(t, run)
+	require.Contains(t, f.pending(), occurrenceID("tick", time.UnixMilli(int64(zs[0].Score)).Add(time.Minute).UnixMilli()))
+}
+
+// Two deploys with the same Version and different definitions: the
+// registry must settle on one of them whatever the order of registration
+// (the last writer winning makes every restart flip the schedule and reset
+// its chain).
+func TestRevCronEqualVersionsDeterministic(t *testing.T) {
+	ctx := context.Background()
+	specs := []string{Every(time.Minute), Every(2 * time.Minute)}
+	var got []string
+	for _, order := range [][]int{{0, 1}, {1, 0}} {
+		f := newCronFleet(t, 2, Config{})
+		for i, j := range order {
+			err := f.qs[i].Schedule(ctx, "job", specs[j], nil, Version(7))
+			if err != nil {
+				require.ErrorIs(t, err, ErrScheduleSuperseded)
+			}
+		}
+		d, err := f.qs[0].p.Client().HGet(ctx, f.qs[0].k.cron(), "d:job").Result()
+		require.NoError(t, err)
+		got = append(got, d)
+	}
+	require.Equal(t, got[0], got[1], "the same definition stands whatever the order")
+}
+
+// A worker whose clock is a few seconds ahead of the process that promoted
+// an Every(1s) occurrence (or that takes it a few seconds late under load)
+// must not count the occurrences of those seconds as missed: the
+// occurrence runs, and none is skipped.
+func TestRevCronClockSkewSkipsNothing(t *testing.T) {
+	due := testutil.T0
+	run, next := successor(every(time.Second), due, due.Add(3*time.Second), 1)
+	require.True(t, run, "an occurrence taken 3s late (clock skew) runs")
+	require.Equal(t, due.Add(time.Second), next, "and its successor is the next one, not a later one")
+}
+
