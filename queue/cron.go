@@ -46,6 +46,12 @@ const minEvery = time.Second
 // maxMissedScan bounds the missed occurrences counted after a downtime.
 const maxMissedScan = 100_000
 
+// cronLateGrace: an occurrence taken at most this late after the next one
+// was due still runs, and so does the next one; only older ones count as
+// missed (MaxCatchUp). It absorbs clock skew between the process that
+// promotes an occurrence and the one that takes it, and late takes.
+const cronLateGrace = 10 * time.Second
+
 // cronPrefix starts the ID of every occurrence of a schedule; the ID option
 // refuses it.
 const cronPrefix = "cron:"
@@ -78,7 +84,8 @@ func NoOverlap() ScheduleOption {
 // worker took them at their time) run when workers are back: the latest n
 // of them, one after the other; the older ones are skipped. 0 runs none
 // (the schedule resumes at its next occurrence). Default 1: the latest
-// missed occurrence runs once.
+// missed occurrence runs once. Occurrences due within the last 10s are not
+// missed (clock skew between processes, late takes): they all run.
 func MaxCatchUp(n int) ScheduleOption {
 	return func(d *scheduleDef) error {
 		if n < 0 || n > 1000 {
@@ -108,7 +115,8 @@ func InLocation(loc *time.Location) ScheduleOption {
 
 // Version sets the deploy version of the definition (default: the
 // registration time in unix ms). Of two different definitions of a
-// schedule, the one with the higher version stands; give a build number
+// schedule, the one with the higher version stands (equal versions: the
+// higher hash of the definition, whatever the order); give a build number
 // so that an old build restarting during a rolling deploy cannot win.
 func Version(v int64) ScheduleOption {
 	return func(d *scheduleDef) error {
@@ -340,10 +348,15 @@ func (q *Queue) enqueueOccurrence(ctx context.Context, name string, d scheduleDe
 	if d.MaxAttempts > 0 {
 		opts = append(opts, MaxAttempts(d.MaxAttempts))
 	}
-	_, err := q.Enqueue(ctx, d.Payload, opts...)
-	if errors.Is(err, ErrDuplicate) {
-		return nil
+	// Not through Enqueue: like a retry, an occurrence is never refused by
+	// Config.MaxLen (a refused successor would stall the schedule and hold
+	// the worker's handler slot until the queue drains). A schedule has one
+	// pending occurrence, so they exceed MaxLen by at most MaxSchedules.
+	pr, err := q.prepare(d.Payload, opts)
+	if err != nil {
+		return err
 	}
+	_, err = q.enqueueOne(ctx, q.p.Client(), pr) // a duplicate is no error
 	return err
 }
 
@@ -371,6 +384,9 @@ func parseOccurrence(id string) (name string, due int64, ok bool) {
 // oldest of the latest maxCatchUp missed ones (which repeats the decision
 // when taken).
 func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, next time.Time) {
+	// Occurrences due within cronLateGrace are not missed: the taker's
+	// clock may be ahead of the promoter's, or the take late under load.
+	now = now.Add(-cronLateGrace)
 	t := occ.Next(due)
 	if t.IsZero() || t.After(now) {
 		return true, t
@@ -485,7 +501,8 @@ if m then
     end
     return {1, nxt}
   end
-  if tonumber(ver) > tonumber(ARGV[3]) then return {2, nxt} end
+  -- Equal versions: the higher hash stands, whatever the order.
+  if tonumber(ver) > tonumber(ARGV[3]) or (tonumber(ver) == tonumber(ARGV[3]) and h > ARGV[2]) then return {2, nxt} end
 elseif redis.call('HLEN', KEYS[1]) >= 2 * tonumber(ARGV[5]) then
   return {3, ''}
 end

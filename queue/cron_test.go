@@ -118,6 +118,7 @@ func TestCronMaxSchedules(t *testing.T) {
 	require.NoError(t, q.Schedule(ctx, "a", "* * * * *", nil))
 	require.NoError(t, q.Schedule(ctx, "b", "* * * * *", nil))
 	require.ErrorIs(t, q.Schedule(ctx, "c", "* * * * *", nil), ErrTooManySchedules)
+	f.clock.Advance(time.Millisecond) // a later deploy: equal versions tie on the hash
 	require.NoError(t, q.Schedule(ctx, "a", "*/2 * * * *", nil), "changing a registered one is no new schedule")
 	require.NoError(t, q.Unschedule(ctx, "b"))
 	require.NoError(t, q.Schedule(ctx, "c", "* * * * *", nil))
@@ -254,19 +255,19 @@ func TestCronSuccessorArithmetic(t *testing.T) {
 	run, next := successor(occ, at(1), at(1).Add(time.Second), 1)
 	require.True(t, run)
 	require.Equal(t, at(2), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 1) // 2..5 missed
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 1) // 2..5 missed
 	require.False(t, run)
 	require.Equal(t, at(5), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 2)
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 2)
 	require.False(t, run)
 	require.Equal(t, at(4), next)
-	run, next = successor(occ, at(4), at(5).Add(time.Second), 2)
+	run, next = successor(occ, at(4), at(5).Add(cronLateGrace+time.Second), 2)
 	require.True(t, run)
 	require.Equal(t, at(5), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 0)
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 0)
 	require.False(t, run)
 	require.Equal(t, at(6), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 10)
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 10)
 	require.True(t, run)
 	require.Equal(t, at(2), next)
 	// Every is anchored on the epoch: the same in every process.

@@ -71,4 +71,3 @@ func TestRevCronClockSkewSkipsNothing(t *testing.T) {
 	require.True(t, run, "an occurrence taken 3s late (clock skew) runs")
 	require.Equal(t, due.Add(time.Second), next, "and its successor is the next one, not a later one")
 }
-
