@@ -71,3 +71,21 @@ func TestRevCronClockSkewSkipsNothing(t *testing.T) {
 	require.True(t, run, "an occurrence taken 3s late (clock skew) runs")
 	require.Equal(t, due.Add(time.Second), next, "and its successor is the next one, not a later one")
 }
+
+// A process whose clock is behind registers a changed definition: its
+// first occurrence must come after the last one taken, else an occurrence
+// that already ran (its ID released by its ack) runs again.
+func TestRevCronBehindClockChangeDoesNotRerun(t *testing.T) {
+	f := newCronFleet(t, 2, Config{})
+	ctx := context.Background()
+	require.NoError(t, f.qs[0].Schedule(ctx, "job", Every(time.Minute), []byte("a"), Version(1)))
+	ran, run := f.take(false)
+	require.True(t, run)
+	f.clock.Set(ran.Add(-30 * time.Second)) // process 1's clock is 30s behind
+	require.NoError(t, f.qs[1].Schedule(ctx, "job", Every(time.Minute), []byte("b"), Version(2)))
+	for _, id := range f.pending() {
+		_, due, ok := parseOccurrence(id)
+		require.True(t, ok)
+		require.Greater(t, due, ran.UnixMilli(), "the occurrence due %s ran already; pending %v", ran, f.pending())
+	}
+}
