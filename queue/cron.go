@@ -268,16 +268,35 @@ func (q *Queue) Schedule(ctx context.Context, name, spec string, payload []byte,
 	if first.IsZero() {
 		return q.errorf("schedule %q: %w %q: it has no occurrence", name, ErrBadSchedule, spec)
 	}
-	res, err := cronRegisterScript.Run(ctx, q.p.Client(), []string{q.k.cron()},
-		name, d.hash(blob), d.version, first.UnixMilli(), q.cfg.MaxSchedules, blob).Slice()
-	if err != nil {
-		return q.errorf("schedule %q: %w", name, err)
+	var code int64
+	var next string
+	for range 3 {
+		res, err := cronRegisterScript.Run(ctx, q.p.Client(), []string{q.k.cron()},
+			name, d.hash(blob), d.version, first.UnixMilli(), q.cfg.MaxSchedules, blob).Slice()
+		if err != nil {
+			return q.errorf("schedule %q: %w", name, err)
+		}
+		if len(res) != 2 {
+			return q.errorf("schedule %q: the registry answered %v", name, res)
+		}
+		code, _ = res[0].(int64)
+		next, _ = res[1].(string)
+		if code != 4 {
+			break
+		}
+		// Our clock is behind the worker that took the occurrence due at
+		// prev: start after it, or it would run again (its ID is free).
+		prev, err := strconv.ParseInt(next, 10, 64)
+		if err != nil {
+			return q.errorf("schedule %q: the registry holds prev %q", name, next)
+		}
+		if first = occ.Next(time.UnixMilli(prev)); first.IsZero() {
+			return q.errorf("schedule %q: %w %q: it has no occurrence after %s", name, ErrBadSchedule, spec, time.UnixMilli(prev).UTC())
+		}
 	}
-	if len(res) != 2 {
-		return q.errorf("schedule %q: the registry answered %v", name, res)
+	if code == 4 {
+		return q.errorf("schedule %q: the registry kept moving on", name)
 	}
-	code, _ := res[0].(int64)
-	next, _ := res[1].(string)
 	switch code {
 	case 2:
 		return q.errorf("schedule %q: %w", name, ErrScheduleSuperseded)
@@ -489,7 +508,9 @@ end
 // cronRegisterScript registers a definition.
 // KEYS: registry. ARGV: name, hash, version, first due ms, max schedules,
 // definition. Returns {code, next}: 0 written, 1 unchanged, 2 a newer
-// version stands, 3 too many schedules.
+// version stands, 3 too many schedules, 4 first due is not after the last
+// occurrence taken (returned instead of next): the caller's clock is
+// behind; it starts the new definition after that one.
 var cronRegisterScript = redis.NewScript(cronMetaLua + `
 local f = 'm:' .. ARGV[1]
 local m = redis.call('HGET', KEYS[1], f)
@@ -503,6 +524,7 @@ if m then
   end
   -- Equal versions: the higher hash stands, whatever the order.
   if tonumber(ver) > tonumber(ARGV[3]) or (tonumber(ver) == tonumber(ARGV[3]) and h > ARGV[2]) then return {2, nxt} end
+  if prev ~= '' and tonumber(prev) >= tonumber(ARGV[4]) then return {4, prev} end
 elseif redis.call('HLEN', KEYS[1]) >= 2 * tonumber(ARGV[5]) then
   return {3, ''}
 end
