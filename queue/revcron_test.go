@@ -7,7 +7,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // A bounded queue that is full when a worker takes an occurrence: the
@@ -88,4 +90,46 @@ func TestRevCronBehindClockChangeDoesNotRerun(t *testing.T) {
 		require.True(t, ok)
 		require.Greater(t, due, ran.UnixMilli(), "the occurrence due %s ran already; pending %v", ran, f.pending())
 	}
+}
+
+// UniqueTTL shorter than an occurrence's wait in a backlog: its ID lapses
+// and a re-registration enqueues a second copy of the pending occurrence.
+// The two copies, taken while the first runs, must not both run (the
+// second looks like a redelivery to the registry).
+func TestRevCronLapsedIDCopyRunsOnce(t *testing.T) {
+	m := redistest.Mini(t)
+	clock := testutil.NewClock()
+	var qs []*Queue
+	for range 2 {
+		p := mustPool(t, pool.Config{Addrs: []string{m.Addr()}})
+		qs = append(qs, mustQueue(t, p, "cron", Config{Now: clock.Now, UniqueTTL: time.Second}))
+	}
+	ctx := context.Background()
+	require.NoError(t, qs[0].Schedule(ctx, "job", Every(time.Minute), nil))
+	// The occurrence waits in a backlog 5s past its due time: its ID lapses.
+	clock.Advance(time.Minute + 5*time.Second)
+	m.FastForward(time.Minute + 5*time.Second)
+	require.NoError(t, qs[1].Schedule(ctx, "job", Every(time.Minute), nil)) // a process restarts
+	c := qs[0].p.Client()
+	elems, err := c.ZRange(ctx, qs[0].k.delayed, 0, -1).Result()
+	require.NoError(t, err)
+	ready, err := c.LRange(ctx, qs[0].k.ready, 0, -1).Result()
+	require.NoError(t, err)
+	for _, e := range ready {
+		if e != wakeMarker {
+			elems = append(elems, e)
+		}
+	}
+	require.Len(t, elems, 2, "the lapsed ID let a second copy in")
+	runs := 0
+	for i, e := range elems { // two workers take the copies at once
+		env, err := decodeEnvelope([]byte(e))
+		require.NoError(t, err)
+		_, _, run, err := qs[i%2].cronTake(ctx, env.id, time.Minute, time.Second)
+		require.NoError(t, err)
+		if run {
+			runs++
+		}
+	}
+	require.Equal(t, 1, runs, "copies %d, runs %d", len(elems), runs)
 }
