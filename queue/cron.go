@@ -440,9 +440,12 @@ func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, n
 
 // cronTake is called by a worker that took an occurrence, before its
 // handler: it advances the schedule (enqueues the next occurrence) and
-// tells whether this one runs. timeout is the run's timeout (0: none), hb
-// the heartbeat's TTL plus interval. ok false: not an occurrence ID.
-func (q *Queue) cronTake(ctx context.Context, id string, timeout, hb time.Duration) (name string, due time.Time, run bool, err error) {
+// tells whether this one runs. copyOf identifies the copy of the
+// occurrence (its enqueue time in unix ms, kept by a recovery): an ID that
+// lapsed (UniqueTTL) may let a second copy in, which must not pass for a
+// redelivery of the first. timeout is the run's timeout (0: none), hb the
+// heartbeat's TTL plus interval. ok false: not an occurrence ID.
+func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, hb time.Duration) (name string, due time.Time, run bool, err error) {
 	name, dueMs, ok := parseOccurrence(id)
 	if !ok {
 		return "", time.Time{}, true, nil
@@ -478,7 +481,7 @@ func (q *Queue) cronTake(ctx context.Context, id string, timeout, hb time.Durati
 		timeout = time.Hour
 	}
 	res, err := cronTakeScript.Run(ctx, c, []string{q.k.cron(), q.k.cronRun(name)},
-		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds()).Int64Slice()
+		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds(), copyOf).Int64Slice()
 	if err != nil {
 		return name, due, false, err
 	}
@@ -493,10 +496,16 @@ func (q *Queue) cronTake(ctx context.Context, id string, timeout, hb time.Durati
 	return name, due, res[1] == 1, nil
 }
 
-// cronDone clears the running marker of the schedule's run due at due,
-// once its outcome is final (done or dead).
-func (q *Queue) cronDone(ctx context.Context, name string, due time.Time) error {
-	return cronDoneScript.Run(ctx, q.p.Client(), []string{q.k.cronRun(name)}, due.UnixMilli()).Err()
+// cronDone clears the running marker of the schedule's run due at due
+// (the copy copyOf, see cronTake), once its outcome is final (done or dead).
+func (q *Queue) cronDone(ctx context.Context, name string, due time.Time, copyOf int64) error {
+	return cronDoneScript.Run(ctx, q.p.Client(), []string{q.k.cronRun(name)}, runMarker(due.UnixMilli(), copyOf)).Err()
+}
+
+// runMarker is the value of a schedule's running marker: the due ms and
+// the copy of the occurrence that runs.
+func runMarker(due, copyOf int64) string {
+	return strconv.FormatInt(due, 10) + ":" + strconv.FormatInt(copyOf, 10)
 }
 
 const cronMetaLua = `
@@ -534,7 +543,8 @@ return {0, ARGV[4]}
 
 // cronTakeScript advances a schedule when a worker takes its occurrence.
 // KEYS: registry, running marker. ARGV: name, due ms, definition hash, next
-// due ms (-1: none), run (the catch-up decision), no overlap, marker TTL ms.
+// due ms (-1: none), run (the catch-up decision), no overlap, marker TTL ms,
+// copy (see cronTake; the marker is "<due>:<copy>").
 // Returns {code, run, next}: code 0 stale (nothing to do), 1 advanced, 2
 // taken before (a redelivery: enqueue next again, run if it was running).
 var cronTakeScript = redis.NewScript(cronMetaLua + `
@@ -543,19 +553,20 @@ local m = redis.call('HGET', KEYS[1], f)
 if not m then return {0, 0, -1} end
 local ver, h, nxt, prev, prun = meta(m)
 if h ~= ARGV[3] then return {0, 0, -1} end
+local mark = ARGV[2] .. ':' .. ARGV[8]
 if nxt == ARGV[2] then
   local run = ARGV[5]
   if run == '1' then
     local cur = redis.call('GET', KEYS[2])
-    if ARGV[6] == '1' and cur and cur ~= ARGV[2] then run = '0' end
+    if ARGV[6] == '1' and cur and cur ~= mark then run = '0' end
   end
-  if run == '1' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[7]) end
+  if run == '1' then redis.call('SET', KEYS[2], mark, 'PX', ARGV[7]) end
   redis.call('HSET', KEYS[1], f, ver .. '|' .. h .. '|' .. ARGV[4] .. '|' .. ARGV[2] .. '|' .. run)
   return {1, tonumber(run), tonumber(ARGV[4])}
 end
 if prev == ARGV[2] then
   local run = 0
-  if prun == '1' and redis.call('GET', KEYS[2]) == ARGV[2] then
+  if prun == '1' and redis.call('GET', KEYS[2]) == mark then
     run = 1
     redis.call('PEXPIRE', KEYS[2], ARGV[7])
   end
@@ -565,7 +576,7 @@ return {0, 0, -1}
 `)
 
 // cronDoneScript deletes a running marker if it is still the run's.
-// KEYS: marker. ARGV: due ms.
+// KEYS: marker. ARGV: the run's marker value (runMarker).
 var cronDoneScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
@@ -594,7 +605,7 @@ func (w *Worker) cronStart(d delivery, job *Job) bool {
 	var bo troubleBackoff
 	for {
 		ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
-		_, _, run, err := w.q.cronTake(ctx, d.env.id, timeout, hb)
+		_, _, run, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
 		cancel()
 		if err == nil {
 			if !run {
@@ -626,7 +637,7 @@ func (w *Worker) cronSkip(d delivery) {
 func (w *Worker) cronEnd(job *Job) {
 	ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
 	defer cancel()
-	if err := w.q.cronDone(ctx, job.Schedule, job.Due); err != nil {
+	if err := w.q.cronDone(ctx, job.Schedule, job.Due, job.EnqueuedAt.UnixMilli()); err != nil {
 		w.log.Warn("queue: clearing the running marker of a schedule failed; it expires", "schedule", job.Schedule, "err", err)
 	}
 }

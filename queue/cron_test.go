@@ -24,11 +24,12 @@ type cronFleet struct {
 	clock *testutil.Clock
 	qs    []*Queue
 	turn  int
+	copy  map[time.Time]int64 // the copy (enqueue ms) of each occurrence taken
 }
 
 func newCronFleet(t *testing.T, n int, cfg Config) *cronFleet {
 	m := redistest.Mini(t)
-	f := &cronFleet{t: t, clock: testutil.NewClock()}
+	f := &cronFleet{t: t, clock: testutil.NewClock(), copy: map[time.Time]int64{}}
 	cfg.Now = f.clock.Now
 	for range n {
 		p := mustPool(t, pool.Config{Addrs: []string{m.Addr()}})
@@ -88,11 +89,12 @@ func (f *cronFleet) take(keepRunning bool) (time.Time, bool) {
 	}
 	env, err := decodeEnvelope([]byte(elem))
 	require.NoError(f.t, err)
-	name, due, run, err := q.cronTake(ctx, env.id, time.Minute, time.Second)
+	name, due, run, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
 	require.NoError(f.t, err)
+	f.copy[due] = env.enqueuedAt.UnixMilli()
 	require.NoError(f.t, c.Del(ctx, q.k.unique(env.id)).Err()) // acked
 	if run && !keepRunning {
-		require.NoError(f.t, q.cronDone(ctx, name, due))
+		require.NoError(f.t, q.cronDone(ctx, name, due, f.copy[due]))
 	}
 	return due, run
 }
@@ -204,7 +206,7 @@ func TestCronNoOverlap(t *testing.T) {
 	_, run = f.take(false)
 	require.False(t, run, "skipped while the previous run runs, in another process")
 	require.Len(t, f.pending(), 1, "the schedule goes on")
-	require.NoError(t, f.qs[0].cronDone(ctx, "slow", first))
+	require.NoError(t, f.qs[0].cronDone(ctx, "slow", first, f.copy[first]))
 	_, run = f.take(false)
 	require.True(t, run)
 
@@ -427,13 +429,13 @@ func TestCronRedeliveryDoesNotDouble(t *testing.T) {
 	next := f.pending()
 	require.Len(t, next, 1)
 
-	_, _, run, err := f.qs[1].cronTake(ctx, id, time.Minute, time.Second) // recovered by process 1
+	_, _, run, err := f.qs[1].cronTake(ctx, id, f.copy[due], time.Minute, time.Second) // recovered by process 1
 	require.NoError(t, err)
 	require.True(t, run, "a recovered run runs again")
 	require.Equal(t, next, f.pending(), "no second successor")
-	require.NoError(t, f.qs[1].cronDone(ctx, "r", due))
+	require.NoError(t, f.qs[1].cronDone(ctx, "r", due, f.copy[due]))
 
-	_, _, run, err = f.qs[0].cronTake(ctx, id, time.Minute, time.Second) // a stray copy after completion
+	_, _, run, err = f.qs[0].cronTake(ctx, id, f.copy[due]+1, time.Minute, time.Second) // a stray copy after completion
 	require.NoError(t, err)
 	require.False(t, run, "a completed occurrence does not run again")
 	require.Equal(t, next, f.pending())
