@@ -133,3 +133,20 @@ func TestRevCronLapsedIDCopyRunsOnce(t *testing.T) {
 	}
 	require.Equal(t, 1, runs, "copies %d, runs %d", len(elems), runs)
 }
+
+// A daily 01:30 in a zone that repeats 01:00-02:00 (New York, 2026-11-01)
+// runs once that day, as cron does; a spec with a wildcard hour runs at
+// every real hour, both passes included.
+func TestRevCronDSTRepeatedHourOnce(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	require.NoError(t, err)
+	occ, err := scheduleDef{Spec: "30 1 * * *", Zone: "America/New_York"}.parse()
+	require.NoError(t, err)
+	first := occ.Next(time.Date(2026, 10, 31, 12, 0, 0, 0, ny))
+	require.Equal(t, time.Date(2026, 11, 1, 5, 30, 0, 0, time.UTC), first.UTC())
+	require.Equal(t, time.Date(2026, 11, 2, 6, 30, 0, 0, time.UTC), occ.Next(first).UTC(), "not again at 01:30 EST")
+
+	occ, err = scheduleDef{Spec: "30 * * * *", Zone: "America/New_York"}.parse()
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 11, 1, 6, 30, 0, 0, time.UTC), occ.Next(first).UTC(), "hourly runs in both passes")
+}
