@@ -215,7 +215,45 @@ func (d scheduleDef) parse() (occurrences, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %w", ErrBadSchedule, d.Spec, err)
 	}
+	if ss, ok := s.(*cron.SpecSchedule); ok && ss.Hour&cronStarBit == 0 {
+		return onceAWallClock{ss}, nil
+	}
 	return s, nil
+}
+
+// cronStarBit marks a wildcard field of a cron.SpecSchedule (robfig/cron's
+// starBit).
+const cronStarBit = 1 << 63
+
+// maxRepeatSkip bounds the occurrences skipped in one repeated hour.
+const maxRepeatSkip = 10_000
+
+// onceAWallClock is a cron spec with a fixed hour: as cron does, a time
+// that the zone's clock shows twice (the repeated hour when daylight time
+// ends) occurs once, at its first pass. A wildcard hour runs at every real
+// hour. (A time in a skipped hour does not occur that day.)
+type onceAWallClock struct{ s *cron.SpecSchedule }
+
+func (o onceAWallClock) Next(t time.Time) time.Time {
+	n := o.s.Next(t)
+	for i := 0; i < maxRepeatSkip && !n.IsZero() && secondPass(n.In(o.s.Location)); i++ {
+		n = o.s.Next(n)
+	}
+	return n
+}
+
+// secondPass reports whether the wall clock of w was shown once before, in
+// the hour(s) its zone's clock went back.
+func secondPass(w time.Time) bool {
+	_, off := w.Zone()
+	_, before := w.Add(-3 * time.Hour).Zone()
+	if before <= off {
+		return false
+	}
+	e := w.Add(-time.Duration(before-off) * time.Second)
+	y1, m1, d1 := w.Date()
+	y2, m2, d2 := e.Date()
+	return y1 == y2 && m1 == m2 && d1 == d2 && w.Hour() == e.Hour() && w.Minute() == e.Minute() && w.Second() == e.Second()
 }
 
 // Schedule registers the periodic job name on the queue: payload enqueued
