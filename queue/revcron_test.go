@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -149,4 +151,40 @@ func TestRevCronDSTRepeatedHourOnce(t *testing.T) {
 	occ, err = scheduleDef{Spec: "30 * * * *", Zone: "America/New_York"}.parse()
 	require.NoError(t, err)
 	require.Equal(t, time.Date(2026, 11, 1, 6, 30, 0, 0, time.UTC), occ.Next(first).UTC(), "hourly runs in both passes")
+}
+
+// NoOverlap holds while the previous run waits to retry: a retry delay
+// longer than the run marker's TTL (job timeout + heartbeat) must not let
+// the next occurrence start beside it.
+func TestRevCronNoOverlapHoldsThroughRetryDelay(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "cron-retry", Config{})
+	g := lifecycle.New()
+	c := newConsumer(t, q)
+	failed := make(chan struct{}, 1)
+	w, err := NewWorker(c, q, func(_ context.Context, j *Job) error {
+		if j.Attempt == 1 {
+			select {
+			case failed <- struct{}{}:
+			default:
+			}
+			return errors.New("first attempt fails")
+		}
+		return nil
+	}, WorkerConfig{Concurrency: 1, BlockTimeout: time.Second, Backoff: func(int, error) time.Duration { return time.Hour }})
+	require.NoError(t, err)
+	require.NoError(t, w.Start(g))
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		require.NoError(t, g.Close(cctx))
+	}()
+	require.NoError(t, q.Schedule(ctx, "tick", Every(time.Second), nil, NoOverlap(), JobTimeout(2*time.Second)))
+	recv(t, failed, 30*time.Second, "a failed first attempt")
+	testutil.Eventually(t, 10*time.Second, "the marker outlives the retry delay", func() bool {
+		d, err := p.Client().PTTL(ctx, q.k.cronRun("tick")).Result()
+		return err == nil && d > 30*time.Minute
+	})
 }
