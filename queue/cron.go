@@ -75,7 +75,8 @@ type ScheduleOption func(*scheduleDef) error
 // still running (or waiting to retry), in whichever process. The run holds
 // a marker in Redis until its outcome; should its process die, the marker
 // expires after the job's timeout (Timeout, else WorkerConfig.JobTimeout,
-// else one hour) plus HeartbeatTTL and HeartbeatInterval.
+// else one hour) plus HeartbeatTTL and HeartbeatInterval (plus the retry
+// delay while a failed run waits to retry).
 func NoOverlap() ScheduleOption {
 	return func(d *scheduleDef) error { d.NoOverlap = true; return nil }
 }
@@ -679,6 +680,30 @@ func (w *Worker) cronEnd(job *Job) {
 		w.log.Warn("queue: clearing the running marker of a schedule failed; it expires", "schedule", job.Schedule, "err", err)
 	}
 }
+
+// cronHold extends the running marker of an occurrence that will retry
+// at due, so that NoOverlap holds while it waits: until its next attempt
+// may have timed out and its process's death been noticed.
+func (w *Worker) cronHold(job *Job, due time.Time, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	ttl := max(due.Sub(w.q.cfg.Now()), 0) + timeout + w.c.cfg.HeartbeatTTL + w.c.cfg.HeartbeatInterval
+	ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
+	defer cancel()
+	err := cronHoldScript.Run(ctx, w.q.p.Client(), []string{w.q.k.cronRun(job.Schedule)},
+		runMarker(job.Due.UnixMilli(), job.EnqueuedAt.UnixMilli()), ttl.Milliseconds()).Err()
+	if err != nil {
+		w.log.Warn("queue: extending the running marker of a schedule failed; NoOverlap may not hold through the retry", "schedule", job.Schedule, "err", err)
+	}
+}
+
+// cronHoldScript extends a running marker if it is still the run's.
+// KEYS: marker. ARGV: the run's marker value, TTL ms.
+var cronHoldScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+`)
 
 // cronCallTimeout bounds the registry calls around an occurrence.
 const cronCallTimeout = 10 * time.Second
