@@ -484,29 +484,29 @@ func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, n
 // lapsed (UniqueTTL) may let a second copy in, which must not pass for a
 // redelivery of the first. timeout is the run's timeout (0: none), hb the
 // heartbeat's TTL plus interval. ok false: not an occurrence ID.
-func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, hb time.Duration) (name string, due time.Time, run bool, err error) {
+func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, hb time.Duration) (name string, due time.Time, run bool, payload []byte, err error) {
 	name, dueMs, ok := parseOccurrence(id)
 	if !ok {
-		return "", time.Time{}, true, nil
+		return "", time.Time{}, true, nil, nil
 	}
 	due = time.UnixMilli(dueMs)
 	c := q.p.Client()
 	vals, err := c.HMGet(ctx, q.k.cron(), "m:"+name, "d:"+name).Result()
 	if err != nil {
-		return name, due, false, err
+		return name, due, false, nil, err
 	}
 	meta, _ := vals[0].(string)
 	blob, _ := vals[1].(string)
 	if meta == "" || blob == "" {
-		return name, due, false, nil // removed
+		return name, due, false, nil, nil // removed
 	}
 	var d scheduleDef
 	if err := json.Unmarshal([]byte(blob), &d); err != nil {
-		return name, due, false, fmt.Errorf("schedule %q: bad definition in the registry: %w", name, err)
+		return name, due, false, nil, fmt.Errorf("schedule %q: bad definition in the registry: %w", name, err)
 	}
 	occ, err := d.parse()
 	if err != nil {
-		return name, due, false, err
+		return name, due, false, nil, err
 	}
 	wantRun, next := successor(occ, due, q.cfg.Now(), d.MaxCatchUp)
 	nextMs := int64(-1)
@@ -522,17 +522,17 @@ func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, 
 	res, err := cronTakeScript.Run(ctx, c, []string{q.k.cron(), q.k.cronRun(name)},
 		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds(), copyOf).Int64Slice()
 	if err != nil {
-		return name, due, false, err
+		return name, due, false, nil, err
 	}
 	if len(res) != 3 {
-		return name, due, false, fmt.Errorf("schedule %q: the registry answered %v", name, res)
+		return name, due, false, nil, fmt.Errorf("schedule %q: the registry answered %v", name, res)
 	}
 	if res[0] != 0 && res[2] >= 0 {
 		if err := q.enqueueOccurrence(ctx, name, d, res[2]); err != nil {
-			return name, due, false, err
+			return name, due, false, nil, err
 		}
 	}
-	return name, due, res[1] == 1, nil
+	return name, due, res[1] == 1, nil, nil
 }
 
 // cronDone clears the running marker of the schedule's run due at due
@@ -644,7 +644,7 @@ func (w *Worker) cronStart(d delivery, job *Job) bool {
 	var bo troubleBackoff
 	for {
 		ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
-		_, _, run, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
+		_, _, run, _, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
 		cancel()
 		if err == nil {
 			if !run {

@@ -89,7 +89,7 @@ func (f *cronFleet) take(keepRunning bool) (time.Time, bool) {
 	}
 	env, err := decodeEnvelope([]byte(elem))
 	require.NoError(f.t, err)
-	name, due, run, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+	name, due, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
 	require.NoError(f.t, err)
 	f.copy[due] = env.enqueuedAt.UnixMilli()
 	require.NoError(f.t, c.Del(ctx, q.k.unique(env.id)).Err()) // acked
@@ -429,13 +429,13 @@ func TestCronRedeliveryDoesNotDouble(t *testing.T) {
 	next := f.pending()
 	require.Len(t, next, 1)
 
-	_, _, run, err := f.qs[1].cronTake(ctx, id, f.copy[due], time.Minute, time.Second) // recovered by process 1
+	_, _, run, _, err := f.qs[1].cronTake(ctx, id, f.copy[due], time.Minute, time.Second) // recovered by process 1
 	require.NoError(t, err)
 	require.True(t, run, "a recovered run runs again")
 	require.Equal(t, next, f.pending(), "no second successor")
 	require.NoError(t, f.qs[1].cronDone(ctx, "r", due, f.copy[due]))
 
-	_, _, run, err = f.qs[0].cronTake(ctx, id, f.copy[due]+1, time.Minute, time.Second) // a stray copy after completion
+	_, _, run, _, err = f.qs[0].cronTake(ctx, id, f.copy[due]+1, time.Minute, time.Second) // a stray copy after completion
 	require.NoError(t, err)
 	require.False(t, run, "a completed occurrence does not run again")
 	require.Equal(t, next, f.pending())

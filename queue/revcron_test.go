@@ -36,7 +36,7 @@ func TestRevCronSuccessorBypassesMaxLen(t *testing.T) {
 	require.ErrorIs(t, err, ErrQueueFull, "the queue is full")
 	env, err := decodeEnvelope([]byte(zs[0].Member.(string)))
 	require.NoError(t, err)
-	_, _, run, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+	_, _, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
 	require.NoError(t, err, "the successor of a taken occurrence is not refused as full")
 	require.True(t, run)
 	require.Contains(t, f.pending(), occurrenceID("tick", time.UnixMilli(int64(zs[0].Score)).Add(time.Minute).UnixMilli()))
@@ -127,7 +127,7 @@ func TestRevCronLapsedIDCopyRunsOnce(t *testing.T) {
 	for i, e := range elems { // two workers take the copies at once
 		env, err := decodeEnvelope([]byte(e))
 		require.NoError(t, err)
-		_, _, run, err := qs[i%2].cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+		_, _, run, _, err := qs[i%2].cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
 		require.NoError(t, err)
 		if run {
 			runs++
@@ -187,4 +187,25 @@ func TestRevCronNoOverlapHoldsThroughRetryDelay(t *testing.T) {
 		d, err := p.Client().PTTL(ctx, q.k.cronRun("tick")).Result()
 		return err == nil && d > 30*time.Minute
 	})
+}
+
+// A deploy changes the payload but not the spec: the new definition's
+// first occurrence is the pending one (same ID), which must run with the
+// new payload, not the old one it was enqueued with.
+func TestRevCronPayloadChangeTakesEffect(t *testing.T) {
+	f := newCronFleet(t, 2, Config{})
+	ctx := context.Background()
+	require.NoError(t, f.qs[0].Schedule(ctx, "job", Every(time.Minute), []byte("old"), Version(1)))
+	require.NoError(t, f.qs[1].Schedule(ctx, "job", Every(time.Minute), []byte("new"), Version(2)))
+	q := f.qs[0]
+	zs, err := q.p.Client().ZRangeWithScores(ctx, q.k.delayed, 0, -1).Result()
+	require.NoError(t, err)
+	require.Len(t, zs, 1)
+	f.clock.Set(time.UnixMilli(int64(zs[0].Score)))
+	env, err := decodeEnvelope([]byte(zs[0].Member.(string)))
+	require.NoError(t, err)
+	_, _, run, payload, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+	require.NoError(t, err)
+	require.True(t, run)
+	require.Equal(t, "new", string(payload), "the handler gets the registered payload")
 }
