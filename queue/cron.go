@@ -532,7 +532,9 @@ func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, 
 			return name, due, false, nil, err
 		}
 	}
-	return name, due, res[1] == 1, nil, nil
+	// The registered payload: a deploy that changed it owns this
+	// occurrence even if it was enqueued by the one before (same ID).
+	return name, due, res[1] == 1, d.Payload, nil
 }
 
 // cronDone clears the running marker of the schedule's run due at due
@@ -644,9 +646,12 @@ func (w *Worker) cronStart(d delivery, job *Job) bool {
 	var bo troubleBackoff
 	for {
 		ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
-		_, _, run, _, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
+		_, _, run, payload, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
 		cancel()
 		if err == nil {
+			if run {
+				job.Payload = payload
+			}
 			if !run {
 				w.log.Debug("queue: occurrence skipped (stale, missed, or NoOverlap)", "job", d.env.id)
 			}
