@@ -51,7 +51,8 @@ type Config struct {
 	// waiting included; jobs in flight are not counted): an enqueue that
 	// would take it over fails with a *FullError (ErrQueueFull) and writes
 	// nothing, whatever the number of concurrent producers. Retries,
-	// recovered jobs and Requeue are never refused, so they may take the
+	// recovered jobs, Requeue and the occurrences of schedules
+	// (Queue.Schedule) are never refused, so they may take the
 	// queue past it. Give workers the same MaxLen: their acks measure the
 	// drain rate behind FullError.RetryAfter and wake producers waiting with
 	// WaitForRoom. See docs/queue.md, "Bounded queues".

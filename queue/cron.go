@@ -46,6 +46,12 @@ const minEvery = time.Second
 // maxMissedScan bounds the missed occurrences counted after a downtime.
 const maxMissedScan = 100_000
 
+// cronLateGrace: an occurrence taken at most this late after the next one
+// was due still runs, and so does the next one; only older ones count as
+// missed (MaxCatchUp). It absorbs clock skew between the process that
+// promotes an occurrence and the one that takes it, and late takes.
+const cronLateGrace = 10 * time.Second
+
 // cronPrefix starts the ID of every occurrence of a schedule; the ID option
 // refuses it.
 const cronPrefix = "cron:"
@@ -69,7 +75,8 @@ type ScheduleOption func(*scheduleDef) error
 // still running (or waiting to retry), in whichever process. The run holds
 // a marker in Redis until its outcome; should its process die, the marker
 // expires after the job's timeout (Timeout, else WorkerConfig.JobTimeout,
-// else one hour) plus HeartbeatTTL and HeartbeatInterval.
+// else one hour) plus HeartbeatTTL and HeartbeatInterval (plus the retry
+// delay while a failed run waits to retry).
 func NoOverlap() ScheduleOption {
 	return func(d *scheduleDef) error { d.NoOverlap = true; return nil }
 }
@@ -78,7 +85,8 @@ func NoOverlap() ScheduleOption {
 // worker took them at their time) run when workers are back: the latest n
 // of them, one after the other; the older ones are skipped. 0 runs none
 // (the schedule resumes at its next occurrence). Default 1: the latest
-// missed occurrence runs once.
+// missed occurrence runs once. Occurrences due within the last 10s are not
+// missed (clock skew between processes, late takes): they all run.
 func MaxCatchUp(n int) ScheduleOption {
 	return func(d *scheduleDef) error {
 		if n < 0 || n > 1000 {
@@ -108,7 +116,8 @@ func InLocation(loc *time.Location) ScheduleOption {
 
 // Version sets the deploy version of the definition (default: the
 // registration time in unix ms). Of two different definitions of a
-// schedule, the one with the higher version stands; give a build number
+// schedule, the one with the higher version stands (equal versions: the
+// higher hash of the definition, whatever the order); give a build number
 // so that an old build restarting during a rolling deploy cannot win.
 func Version(v int64) ScheduleOption {
 	return func(d *scheduleDef) error {
@@ -207,7 +216,45 @@ func (d scheduleDef) parse() (occurrences, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %w", ErrBadSchedule, d.Spec, err)
 	}
+	if ss, ok := s.(*cron.SpecSchedule); ok && ss.Hour&cronStarBit == 0 {
+		return onceAWallClock{ss}, nil
+	}
 	return s, nil
+}
+
+// cronStarBit marks a wildcard field of a cron.SpecSchedule (robfig/cron's
+// starBit).
+const cronStarBit = 1 << 63
+
+// maxRepeatSkip bounds the occurrences skipped in one repeated hour.
+const maxRepeatSkip = 10_000
+
+// onceAWallClock is a cron spec with a fixed hour: as cron does, a time
+// that the zone's clock shows twice (the repeated hour when daylight time
+// ends) occurs once, at its first pass. A wildcard hour runs at every real
+// hour. (A time in a skipped hour does not occur that day.)
+type onceAWallClock struct{ s *cron.SpecSchedule }
+
+func (o onceAWallClock) Next(t time.Time) time.Time {
+	n := o.s.Next(t)
+	for i := 0; i < maxRepeatSkip && !n.IsZero() && secondPass(n.In(o.s.Location)); i++ {
+		n = o.s.Next(n)
+	}
+	return n
+}
+
+// secondPass reports whether the wall clock of w was shown once before, in
+// the hour(s) its zone's clock went back.
+func secondPass(w time.Time) bool {
+	_, off := w.Zone()
+	_, before := w.Add(-3 * time.Hour).Zone()
+	if before <= off {
+		return false
+	}
+	e := w.Add(-time.Duration(before-off) * time.Second)
+	y1, m1, d1 := w.Date()
+	y2, m2, d2 := e.Date()
+	return y1 == y2 && m1 == m2 && d1 == d2 && w.Hour() == e.Hour() && w.Minute() == e.Minute() && w.Second() == e.Second()
 }
 
 // Schedule registers the periodic job name on the queue: payload enqueued
@@ -260,16 +307,35 @@ func (q *Queue) Schedule(ctx context.Context, name, spec string, payload []byte,
 	if first.IsZero() {
 		return q.errorf("schedule %q: %w %q: it has no occurrence", name, ErrBadSchedule, spec)
 	}
-	res, err := cronRegisterScript.Run(ctx, q.p.Client(), []string{q.k.cron()},
-		name, d.hash(blob), d.version, first.UnixMilli(), q.cfg.MaxSchedules, blob).Slice()
-	if err != nil {
-		return q.errorf("schedule %q: %w", name, err)
+	var code int64
+	var next string
+	for range 3 {
+		res, err := cronRegisterScript.Run(ctx, q.p.Client(), []string{q.k.cron()},
+			name, d.hash(blob), d.version, first.UnixMilli(), q.cfg.MaxSchedules, blob).Slice()
+		if err != nil {
+			return q.errorf("schedule %q: %w", name, err)
+		}
+		if len(res) != 2 {
+			return q.errorf("schedule %q: the registry answered %v", name, res)
+		}
+		code, _ = res[0].(int64)
+		next, _ = res[1].(string)
+		if code != 4 {
+			break
+		}
+		// Our clock is behind the worker that took the occurrence due at
+		// prev: start after it, or it would run again (its ID is free).
+		prev, err := strconv.ParseInt(next, 10, 64)
+		if err != nil {
+			return q.errorf("schedule %q: the registry holds prev %q", name, next)
+		}
+		if first = occ.Next(time.UnixMilli(prev)); first.IsZero() {
+			return q.errorf("schedule %q: %w %q: it has no occurrence after %s", name, ErrBadSchedule, spec, time.UnixMilli(prev).UTC())
+		}
 	}
-	if len(res) != 2 {
-		return q.errorf("schedule %q: the registry answered %v", name, res)
+	if code == 4 {
+		return q.errorf("schedule %q: the registry kept moving on", name)
 	}
-	code, _ := res[0].(int64)
-	next, _ := res[1].(string)
 	switch code {
 	case 2:
 		return q.errorf("schedule %q: %w", name, ErrScheduleSuperseded)
@@ -340,10 +406,15 @@ func (q *Queue) enqueueOccurrence(ctx context.Context, name string, d scheduleDe
 	if d.MaxAttempts > 0 {
 		opts = append(opts, MaxAttempts(d.MaxAttempts))
 	}
-	_, err := q.Enqueue(ctx, d.Payload, opts...)
-	if errors.Is(err, ErrDuplicate) {
-		return nil
+	// Not through Enqueue: like a retry, an occurrence is never refused by
+	// Config.MaxLen (a refused successor would stall the schedule and hold
+	// the worker's handler slot until the queue drains). A schedule has one
+	// pending occurrence, so they exceed MaxLen by at most MaxSchedules.
+	pr, err := q.prepare(d.Payload, opts)
+	if err != nil {
+		return err
 	}
+	_, err = q.enqueueOne(ctx, q.p.Client(), pr) // a duplicate is no error
 	return err
 }
 
@@ -371,6 +442,9 @@ func parseOccurrence(id string) (name string, due int64, ok bool) {
 // oldest of the latest maxCatchUp missed ones (which repeats the decision
 // when taken).
 func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, next time.Time) {
+	// Occurrences due within cronLateGrace are not missed: the taker's
+	// clock may be ahead of the promoter's, or the take late under load.
+	now = now.Add(-cronLateGrace)
 	t := occ.Next(due)
 	if t.IsZero() || t.After(now) {
 		return true, t
@@ -405,31 +479,34 @@ func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, n
 
 // cronTake is called by a worker that took an occurrence, before its
 // handler: it advances the schedule (enqueues the next occurrence) and
-// tells whether this one runs. timeout is the run's timeout (0: none), hb
-// the heartbeat's TTL plus interval. ok false: not an occurrence ID.
-func (q *Queue) cronTake(ctx context.Context, id string, timeout, hb time.Duration) (name string, due time.Time, run bool, err error) {
+// tells whether this one runs. copyOf identifies the copy of the
+// occurrence (its enqueue time in unix ms, kept by a recovery): an ID that
+// lapsed (UniqueTTL) may let a second copy in, which must not pass for a
+// redelivery of the first. timeout is the run's timeout (0: none), hb the
+// heartbeat's TTL plus interval. ok false: not an occurrence ID.
+func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, hb time.Duration) (name string, due time.Time, run bool, payload []byte, err error) {
 	name, dueMs, ok := parseOccurrence(id)
 	if !ok {
-		return "", time.Time{}, true, nil
+		return "", time.Time{}, true, nil, nil
 	}
 	due = time.UnixMilli(dueMs)
 	c := q.p.Client()
 	vals, err := c.HMGet(ctx, q.k.cron(), "m:"+name, "d:"+name).Result()
 	if err != nil {
-		return name, due, false, err
+		return name, due, false, nil, err
 	}
 	meta, _ := vals[0].(string)
 	blob, _ := vals[1].(string)
 	if meta == "" || blob == "" {
-		return name, due, false, nil // removed
+		return name, due, false, nil, nil // removed
 	}
 	var d scheduleDef
 	if err := json.Unmarshal([]byte(blob), &d); err != nil {
-		return name, due, false, fmt.Errorf("schedule %q: bad definition in the registry: %w", name, err)
+		return name, due, false, nil, fmt.Errorf("schedule %q: bad definition in the registry: %w", name, err)
 	}
 	occ, err := d.parse()
 	if err != nil {
-		return name, due, false, err
+		return name, due, false, nil, err
 	}
 	wantRun, next := successor(occ, due, q.cfg.Now(), d.MaxCatchUp)
 	nextMs := int64(-1)
@@ -443,25 +520,33 @@ func (q *Queue) cronTake(ctx context.Context, id string, timeout, hb time.Durati
 		timeout = time.Hour
 	}
 	res, err := cronTakeScript.Run(ctx, c, []string{q.k.cron(), q.k.cronRun(name)},
-		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds()).Int64Slice()
+		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds(), copyOf).Int64Slice()
 	if err != nil {
-		return name, due, false, err
+		return name, due, false, nil, err
 	}
 	if len(res) != 3 {
-		return name, due, false, fmt.Errorf("schedule %q: the registry answered %v", name, res)
+		return name, due, false, nil, fmt.Errorf("schedule %q: the registry answered %v", name, res)
 	}
 	if res[0] != 0 && res[2] >= 0 {
 		if err := q.enqueueOccurrence(ctx, name, d, res[2]); err != nil {
-			return name, due, false, err
+			return name, due, false, nil, err
 		}
 	}
-	return name, due, res[1] == 1, nil
+	// The registered payload: a deploy that changed it owns this
+	// occurrence even if it was enqueued by the one before (same ID).
+	return name, due, res[1] == 1, d.Payload, nil
 }
 
-// cronDone clears the running marker of the schedule's run due at due,
-// once its outcome is final (done or dead).
-func (q *Queue) cronDone(ctx context.Context, name string, due time.Time) error {
-	return cronDoneScript.Run(ctx, q.p.Client(), []string{q.k.cronRun(name)}, due.UnixMilli()).Err()
+// cronDone clears the running marker of the schedule's run due at due
+// (the copy copyOf, see cronTake), once its outcome is final (done or dead).
+func (q *Queue) cronDone(ctx context.Context, name string, due time.Time, copyOf int64) error {
+	return cronDoneScript.Run(ctx, q.p.Client(), []string{q.k.cronRun(name)}, runMarker(due.UnixMilli(), copyOf)).Err()
+}
+
+// runMarker is the value of a schedule's running marker: the due ms and
+// the copy of the occurrence that runs.
+func runMarker(due, copyOf int64) string {
+	return strconv.FormatInt(due, 10) + ":" + strconv.FormatInt(copyOf, 10)
 }
 
 const cronMetaLua = `
@@ -473,7 +558,9 @@ end
 // cronRegisterScript registers a definition.
 // KEYS: registry. ARGV: name, hash, version, first due ms, max schedules,
 // definition. Returns {code, next}: 0 written, 1 unchanged, 2 a newer
-// version stands, 3 too many schedules.
+// version stands, 3 too many schedules, 4 first due is not after the last
+// occurrence taken (returned instead of next): the caller's clock is
+// behind; it starts the new definition after that one.
 var cronRegisterScript = redis.NewScript(cronMetaLua + `
 local f = 'm:' .. ARGV[1]
 local m = redis.call('HGET', KEYS[1], f)
@@ -485,7 +572,9 @@ if m then
     end
     return {1, nxt}
   end
-  if tonumber(ver) > tonumber(ARGV[3]) then return {2, nxt} end
+  -- Equal versions: the higher hash stands, whatever the order.
+  if tonumber(ver) > tonumber(ARGV[3]) or (tonumber(ver) == tonumber(ARGV[3]) and h > ARGV[2]) then return {2, nxt} end
+  if prev ~= '' and tonumber(prev) >= tonumber(ARGV[4]) then return {4, prev} end
 elseif redis.call('HLEN', KEYS[1]) >= 2 * tonumber(ARGV[5]) then
   return {3, ''}
 end
@@ -495,7 +584,8 @@ return {0, ARGV[4]}
 
 // cronTakeScript advances a schedule when a worker takes its occurrence.
 // KEYS: registry, running marker. ARGV: name, due ms, definition hash, next
-// due ms (-1: none), run (the catch-up decision), no overlap, marker TTL ms.
+// due ms (-1: none), run (the catch-up decision), no overlap, marker TTL ms,
+// copy (see cronTake; the marker is "<due>:<copy>").
 // Returns {code, run, next}: code 0 stale (nothing to do), 1 advanced, 2
 // taken before (a redelivery: enqueue next again, run if it was running).
 var cronTakeScript = redis.NewScript(cronMetaLua + `
@@ -504,19 +594,20 @@ local m = redis.call('HGET', KEYS[1], f)
 if not m then return {0, 0, -1} end
 local ver, h, nxt, prev, prun = meta(m)
 if h ~= ARGV[3] then return {0, 0, -1} end
+local mark = ARGV[2] .. ':' .. ARGV[8]
 if nxt == ARGV[2] then
   local run = ARGV[5]
   if run == '1' then
     local cur = redis.call('GET', KEYS[2])
-    if ARGV[6] == '1' and cur and cur ~= ARGV[2] then run = '0' end
+    if ARGV[6] == '1' and cur and cur ~= mark then run = '0' end
   end
-  if run == '1' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[7]) end
+  if run == '1' then redis.call('SET', KEYS[2], mark, 'PX', ARGV[7]) end
   redis.call('HSET', KEYS[1], f, ver .. '|' .. h .. '|' .. ARGV[4] .. '|' .. ARGV[2] .. '|' .. run)
   return {1, tonumber(run), tonumber(ARGV[4])}
 end
 if prev == ARGV[2] then
   local run = 0
-  if prun == '1' and redis.call('GET', KEYS[2]) == ARGV[2] then
+  if prun == '1' and redis.call('GET', KEYS[2]) == mark then
     run = 1
     redis.call('PEXPIRE', KEYS[2], ARGV[7])
   end
@@ -526,7 +617,7 @@ return {0, 0, -1}
 `)
 
 // cronDoneScript deletes a running marker if it is still the run's.
-// KEYS: marker. ARGV: due ms.
+// KEYS: marker. ARGV: the run's marker value (runMarker).
 var cronDoneScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
@@ -555,9 +646,12 @@ func (w *Worker) cronStart(d delivery, job *Job) bool {
 	var bo troubleBackoff
 	for {
 		ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
-		_, _, run, err := w.q.cronTake(ctx, d.env.id, timeout, hb)
+		_, _, run, payload, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
 		cancel()
 		if err == nil {
+			if run {
+				job.Payload = payload
+			}
 			if !run {
 				w.log.Debug("queue: occurrence skipped (stale, missed, or NoOverlap)", "job", d.env.id)
 			}
@@ -587,10 +681,34 @@ func (w *Worker) cronSkip(d delivery) {
 func (w *Worker) cronEnd(job *Job) {
 	ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
 	defer cancel()
-	if err := w.q.cronDone(ctx, job.Schedule, job.Due); err != nil {
+	if err := w.q.cronDone(ctx, job.Schedule, job.Due, job.EnqueuedAt.UnixMilli()); err != nil {
 		w.log.Warn("queue: clearing the running marker of a schedule failed; it expires", "schedule", job.Schedule, "err", err)
 	}
 }
+
+// cronHold extends the running marker of an occurrence that will retry
+// at due, so that NoOverlap holds while it waits: until its next attempt
+// may have timed out and its process's death been noticed.
+func (w *Worker) cronHold(job *Job, due time.Time, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	ttl := max(due.Sub(w.q.cfg.Now()), 0) + timeout + w.c.cfg.HeartbeatTTL + w.c.cfg.HeartbeatInterval
+	ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
+	defer cancel()
+	err := cronHoldScript.Run(ctx, w.q.p.Client(), []string{w.q.k.cronRun(job.Schedule)},
+		runMarker(job.Due.UnixMilli(), job.EnqueuedAt.UnixMilli()), ttl.Milliseconds()).Err()
+	if err != nil {
+		w.log.Warn("queue: extending the running marker of a schedule failed; NoOverlap may not hold through the retry", "schedule", job.Schedule, "err", err)
+	}
+}
+
+// cronHoldScript extends a running marker if it is still the run's.
+// KEYS: marker. ARGV: the run's marker value, TTL ms.
+var cronHoldScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+`)
 
 // cronCallTimeout bounds the registry calls around an occurrence.
 const cronCallTimeout = 10 * time.Second

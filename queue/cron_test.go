@@ -24,11 +24,12 @@ type cronFleet struct {
 	clock *testutil.Clock
 	qs    []*Queue
 	turn  int
+	copy  map[time.Time]int64 // the copy (enqueue ms) of each occurrence taken
 }
 
 func newCronFleet(t *testing.T, n int, cfg Config) *cronFleet {
 	m := redistest.Mini(t)
-	f := &cronFleet{t: t, clock: testutil.NewClock()}
+	f := &cronFleet{t: t, clock: testutil.NewClock(), copy: map[time.Time]int64{}}
 	cfg.Now = f.clock.Now
 	for range n {
 		p := mustPool(t, pool.Config{Addrs: []string{m.Addr()}})
@@ -88,11 +89,12 @@ func (f *cronFleet) take(keepRunning bool) (time.Time, bool) {
 	}
 	env, err := decodeEnvelope([]byte(elem))
 	require.NoError(f.t, err)
-	name, due, run, err := q.cronTake(ctx, env.id, time.Minute, time.Second)
+	name, due, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
 	require.NoError(f.t, err)
+	f.copy[due] = env.enqueuedAt.UnixMilli()
 	require.NoError(f.t, c.Del(ctx, q.k.unique(env.id)).Err()) // acked
 	if run && !keepRunning {
-		require.NoError(f.t, q.cronDone(ctx, name, due))
+		require.NoError(f.t, q.cronDone(ctx, name, due, f.copy[due]))
 	}
 	return due, run
 }
@@ -118,6 +120,7 @@ func TestCronMaxSchedules(t *testing.T) {
 	require.NoError(t, q.Schedule(ctx, "a", "* * * * *", nil))
 	require.NoError(t, q.Schedule(ctx, "b", "* * * * *", nil))
 	require.ErrorIs(t, q.Schedule(ctx, "c", "* * * * *", nil), ErrTooManySchedules)
+	f.clock.Advance(time.Millisecond) // a later deploy: equal versions tie on the hash
 	require.NoError(t, q.Schedule(ctx, "a", "*/2 * * * *", nil), "changing a registered one is no new schedule")
 	require.NoError(t, q.Unschedule(ctx, "b"))
 	require.NoError(t, q.Schedule(ctx, "c", "* * * * *", nil))
@@ -203,7 +206,7 @@ func TestCronNoOverlap(t *testing.T) {
 	_, run = f.take(false)
 	require.False(t, run, "skipped while the previous run runs, in another process")
 	require.Len(t, f.pending(), 1, "the schedule goes on")
-	require.NoError(t, f.qs[0].cronDone(ctx, "slow", first))
+	require.NoError(t, f.qs[0].cronDone(ctx, "slow", first, f.copy[first]))
 	_, run = f.take(false)
 	require.True(t, run)
 
@@ -254,19 +257,19 @@ func TestCronSuccessorArithmetic(t *testing.T) {
 	run, next := successor(occ, at(1), at(1).Add(time.Second), 1)
 	require.True(t, run)
 	require.Equal(t, at(2), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 1) // 2..5 missed
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 1) // 2..5 missed
 	require.False(t, run)
 	require.Equal(t, at(5), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 2)
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 2)
 	require.False(t, run)
 	require.Equal(t, at(4), next)
-	run, next = successor(occ, at(4), at(5).Add(time.Second), 2)
+	run, next = successor(occ, at(4), at(5).Add(cronLateGrace+time.Second), 2)
 	require.True(t, run)
 	require.Equal(t, at(5), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 0)
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 0)
 	require.False(t, run)
 	require.Equal(t, at(6), next)
-	run, next = successor(occ, at(1), at(5).Add(time.Second), 10)
+	run, next = successor(occ, at(1), at(5).Add(cronLateGrace+time.Second), 10)
 	require.True(t, run)
 	require.Equal(t, at(2), next)
 	// Every is anchored on the epoch: the same in every process.
@@ -426,13 +429,13 @@ func TestCronRedeliveryDoesNotDouble(t *testing.T) {
 	next := f.pending()
 	require.Len(t, next, 1)
 
-	_, _, run, err := f.qs[1].cronTake(ctx, id, time.Minute, time.Second) // recovered by process 1
+	_, _, run, _, err := f.qs[1].cronTake(ctx, id, f.copy[due], time.Minute, time.Second) // recovered by process 1
 	require.NoError(t, err)
 	require.True(t, run, "a recovered run runs again")
 	require.Equal(t, next, f.pending(), "no second successor")
-	require.NoError(t, f.qs[1].cronDone(ctx, "r", due))
+	require.NoError(t, f.qs[1].cronDone(ctx, "r", due, f.copy[due]))
 
-	_, _, run, err = f.qs[0].cronTake(ctx, id, time.Minute, time.Second) // a stray copy after completion
+	_, _, run, _, err = f.qs[0].cronTake(ctx, id, f.copy[due]+1, time.Minute, time.Second) // a stray copy after completion
 	require.NoError(t, err)
 	require.False(t, run, "a completed occurrence does not run again")
 	require.Equal(t, next, f.pending())

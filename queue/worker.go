@@ -747,8 +747,12 @@ func (w *Worker) run(d delivery) {
 		return
 	}
 	op := w.outcome(d, job, err)
-	if job.Schedule != "" && op.kind != ackRetry {
-		w.cronEnd(job)
+	if job.Schedule != "" {
+		if op.kind == ackRetry {
+			w.cronHold(job, op.due, timeout)
+		} else {
+			w.cronEnd(job)
+		}
 	}
 	select {
 	case w.acks <- op:
