@@ -59,12 +59,16 @@ func (s *service) shedChat(next http.Handler) http.Handler {
 			s.refuse(w, d)
 			return
 		}
-		defer s.shed.done()
 		adm := &admission{}
+		// Deferred, both: a handler that panics (net/http recovers it) must
+		// still count its chat out, or each panic holds a place in the gate.
+		defer func() {
+			if !adm.queued {
+				s.shed.notQueued()
+			}
+			s.shed.done()
+		}()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), admissionKey{}, adm)))
-		if !adm.queued {
-			s.shed.notQueued()
-		}
 	})
 }
 
