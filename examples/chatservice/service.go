@@ -357,6 +357,7 @@ func (s *service) readBacklog(ctx context.Context) (backlogReading, error) {
 	}
 	ws := s.workers[0].Stats()
 	r.processed, r.busy, r.slots = ws.Processed, ws.Busy, int64(ws.Concurrency)
+	r.fetched = max(int64(ws.InFlight)-ws.Busy, 0)
 	return r, nil
 }
 

@@ -44,6 +44,7 @@ type backlogReading struct {
 	backlog     [chatapi.NumQueues]int64
 	processed   uint64
 	busy, slots int64 // chat handlers running a job, and their number
+	fetched     int64 // chat jobs fetched and not running (in flight, not busy)
 }
 
 // saturated reports whether the chat workers had more work than handlers
@@ -250,7 +251,10 @@ func (s *shedder) admitLocal(e *estimate, now time.Time) decision {
 		}
 		upper := int64(-1)
 		if e != nil {
-			upper = e.reading.backlog[0] + s.admitted.Load() - e.finished + s.gate.slots
+			// Not s.gate.slots for the fetched chats: once idle, that
+			// bound equals the free handlers, and a count leaked to it
+			// (chats started elsewhere) shed every chat for good.
+			upper = e.reading.backlog[0] + s.admitted.Load() - e.finished + e.reading.fetched
 		}
 		if !s.gate.admit(slack, upper) {
 			d := decision{shed: true, code: chatapi.CodeOverloaded, retryAfter: s.target,

@@ -62,7 +62,7 @@ func (c *sojourn) shedding(now time.Time) bool {
 // instance are never counted off here, so the count is capped by what can
 // be waiting at all, from the shedder's last reading of Redis (the chat
 // backlog then, plus every chat admitted since the last request before it
-// ended, plus the chats fetched and not started). Lock-free.
+// ended, plus the chats fetched and not running). Lock-free.
 type gate struct {
 	slots   int64
 	busy    func() int64 // chat handlers running a job
