@@ -191,7 +191,16 @@ func (e *estimate) wait(backlog int64) time.Duration {
 	case e.rate <= 0:
 		return time.Duration(math.MaxInt64)
 	}
-	return time.Duration(float64(backlog) / e.rate * float64(time.Second))
+	return seconds(float64(backlog) / e.rate)
+}
+
+// seconds converts s to a Duration, saturating at the largest one (a float
+// past it converts to a negative Duration, which would pass any budget).
+func seconds(s float64) time.Duration {
+	if s >= float64(math.MaxInt64)/float64(time.Second) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(s * float64(time.Second))
 }
 
 // decision is the shedder's answer for one request.
@@ -215,15 +224,17 @@ func (s *shedder) admit(ctx context.Context) decision {
 			d := decision{shed: true, code: chatapi.CodeQueueFull,
 				reason: fmt.Sprintf("queue %s holds about %d jobs, its limit is %d", name, b[i], lim)}
 			if e.rate > 0 {
-				d.retryAfter = time.Duration(float64(b[i]-lim+1) / e.rate * float64(time.Second))
+				d.retryAfter = seconds(float64(b[i]-lim+1) / e.rate)
 			}
 			s.shed(d)
 			return d
 		}
 	}
 	// A capacity not yet measured does not shed: at start, or under a light
-	// load, the backlog alone says nothing about the wait.
-	if s.budget > 0 && e.capacity && e.rate > 0 {
+	// load, the backlog alone says nothing about the wait. A capacity
+	// measured as 0 (saturated workers draining nothing: a hung provider)
+	// makes any backlog an endless wait.
+	if s.budget > 0 && e.capacity {
 		if w := e.wait(b[0]); w > s.budget {
 			d := decision{shed: true, code: chatapi.CodeOverloaded, retryAfter: w - s.budget,
 				reason: fmt.Sprintf("a chat would wait about %s for a handler (backlog %d at %.0f/s), over the budget of %s",
@@ -328,9 +339,15 @@ func (s *shedder) stats() chatapi.Shed {
 	return st
 }
 
-// retryAfterSeconds renders d as a Retry-After value: whole seconds, rounded
-// up, at least 1.
+// maxRetryAfter caps a Retry-After: an estimate past it (a drain rate of
+// nearly nothing) says "not soon", and a client told to come back in
+// centuries never would.
+const maxRetryAfter = time.Hour
+
+// retryAfterSeconds renders d as a Retry-After value (RFC 9110: a
+// non-negative integer of seconds): whole seconds, rounded up, at least 1,
+// at most maxRetryAfter.
 func retryAfterSeconds(d time.Duration) string {
-	s := max(int64((d+time.Second-1)/time.Second), 1)
-	return fmt.Sprint(s)
+	d = min(max(d, time.Second), maxRetryAfter) // before rounding: d+1s-1 overflows near MaxInt64
+	return fmt.Sprint(int64((d + time.Second - 1) / time.Second))
 }
