@@ -346,7 +346,7 @@ func (o *overload) chat(ctx, run context.Context, k int, oc *outcomes) {
 		oc.lat.Observe(lat)
 	case code == http.StatusServiceUnavailable:
 		oc.shed.Add(1)
-		if hdr.Get("Retry-After") == "" {
+		if !validRetryAfter(hdr.Get("Retry-After")) {
 			oc.shedNoRetryAfter.Add(1)
 		}
 	case err == nil && code == http.StatusTooManyRequests:
@@ -360,6 +360,16 @@ func (o *overload) chat(ctx, run context.Context, k int, oc *outcomes) {
 		oc.failed.Add(1)
 		o.errs.add(err)
 	}
+}
+
+// validRetryAfter reports whether v is a Retry-After a client can use
+// (RFC 9110 10.2.3): a non-negative integer of seconds, or an HTTP-date.
+func validRetryAfter(v string) bool {
+	if _, err := strconv.ParseUint(v, 10, 63); err == nil {
+		return true
+	}
+	_, err := http.ParseTime(v)
+	return err == nil
 }
 
 // isTimeout reports whether err is the client giving up on an answer.
