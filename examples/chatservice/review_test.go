@@ -2,16 +2,24 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/examples/internal/chatapi"
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // A handler that panics after admission (net/http recovers it) must count
@@ -91,4 +99,46 @@ func TestRetryAfterSeconds_Huge(t *testing.T) {
 			assert.NotEqual(t, "1", v, "%d: a wait of centuries is not one second", d)
 		}
 	}
+}
+
+// Many concurrent chats, a third failing to enqueue and a third panicking
+// in the handler, with the handlers saturated: once the load is over and
+// the queue drained, the gate counts nothing and a chat is accepted again.
+// On the old code the service shed every chat for good.
+func TestShed_AcceptsAgainAfterFailuresAndPanics(t *testing.T) {
+	h := startService(t, "redis://"+redistest.Mini(t).Addr(), func(c *Config) {
+		c.Concurrency, c.Latency, c.FailRate, c.WaitTarget = 2, 5*time.Millisecond, 0.2, time.Millisecond
+	})
+	real := h.s.enqueueChat
+	var n atomic.Int64
+	var over atomic.Bool // the load is over: no more failures
+	h.s.enqueueChat = func(ctx context.Context, p []byte) (string, error) {
+		if over.Load() {
+			return real(ctx, p)
+		}
+		switch n.Add(1) % 3 {
+		case 0:
+			return "", errors.New("redis said no")
+		case 1:
+			panic(http.ErrAbortHandler)
+		}
+		return real(ctx, p)
+	}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				body := fmt.Sprintf(`{"user":"u%d-%d","agent":"assistant","message":"hi"}`, g, i)
+				_, _, _, _ = h.try(http.MethodPost, chatapi.PathChat, body) // panics end the connection
+			}
+		}()
+	}
+	wg.Wait()
+	over.Store(true)
+	testutil.Eventually(t, testutil.Wait, "the gate to empty and a chat to be accepted", func() bool {
+		code, _, _, err := h.try(http.MethodPost, chatapi.PathChat, `{"user":"after","agent":"assistant","message":"hi"}`)
+		return err == nil && code == http.StatusAccepted && h.s.shed.gate.pending.Load() <= 1
+	})
 }
