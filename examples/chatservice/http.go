@@ -429,6 +429,10 @@ func (w *jsonErrorWriter) WriteHeader(code int) {
 	if w.sent {
 		return
 	}
+	if code < 200 { // informational (103): the final answer is still to come
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	w.sent = true
 	h := w.Header()
 	if code >= 400 && !strings.HasPrefix(h.Get("Content-Type"), "application/json") {

@@ -142,3 +142,22 @@ func TestShed_AcceptsAgainAfterFailuresAndPanics(t *testing.T) {
 		return err == nil && code == http.StatusAccepted && h.s.shed.gate.pending.Load() <= 1
 	})
 }
+
+// An informational answer (103 Early Hints) is not the final one: the
+// status written after it must reach the client, rewritten when an error.
+func TestJSONErrors_Informational(t *testing.T) {
+	h := jsonErrors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		http.Error(w, "no such thing", http.StatusNotFound)
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	assert.JSONEq(t, `{"error":"no such thing","code":"not_found"}`, string(b))
+}
