@@ -414,3 +414,30 @@ func waitGoroutinesGone(t *testing.T, funcs ...string) {
 		return true
 	})
 }
+
+// Config.Hooks see the commands of a Redis Cluster pool once each (on the
+// cluster client, not again on each node's) and the nodes' dials.
+func TestClusterHooks(t *testing.T) {
+	c := redistest.Cluster(t)
+	ctx := context.Background()
+	h := newCountingHook()
+	p := newPool(t, Config{Addrs: c.Addrs(), ClusterMode: true, Hooks: []redis.Hook{h}})
+	tags := c.OnEveryMaster(func(i int) string { return fmt.Sprint("t", i) }, func(n string) string { return "{" + n + "}" })
+	for _, tag := range tags {
+		require.NoError(t, p.Client().Set(ctx, "{"+tag+"}:k", "v", 0).Err())
+	}
+	_, err := p.Background().Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for _, tag := range tags {
+			pl.Get(ctx, "{"+tag+"}:k")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	calls, _ := h.count("SET")
+	require.Equal(t, len(tags), calls)
+	calls, _ = h.count("GET")
+	require.Equal(t, len(tags), calls)
+	h.mu.Lock()
+	require.Positive(t, h.dials, "the nodes' dials")
+	h.mu.Unlock()
+}

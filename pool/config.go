@@ -111,6 +111,14 @@ type Config struct {
 	// through to find out whether it is back. Default 250ms.
 	ProbeInterval time.Duration
 
+	// Hooks are added, in order, to the go-redis client of every lane and
+	// reservation (on a Redis Cluster, their DialHook to every node's
+	// client too), so redisotel or a caller's own instrumentation sees
+	// every command and pipeline. They run outside the lane's own hook:
+	// they see refused calls with their error and time the wait for a
+	// slot, and whatever they do, the gate and the refusals still apply.
+	Hooks []redis.Hook
+
 	// Logger receives health transitions. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock of the health state. Nil means time.Now.

@@ -29,18 +29,38 @@ type laneHook struct {
 	reload func()       // Redis Cluster: reload the slot map (in the background, coalesced)
 }
 
-// addLaneHook puts h in front of c. A Redis Cluster client never runs its
-// own hooks' DialHook: each node has a client of its own that dials, so the
-// dial counting goes on every node client as it is created. And a cluster
-// client looks up the slot map again only on MOVED or once a minute; after
-// a connection failure h has it reloaded, so a master that died and was
-// replaced is found within the cluster's node timeout, not a minute later.
-func addLaneHook(c redis.UniversalClient, h *laneHook) {
+// addLaneHook adds the caller's hooks (Config.Hooks) to c, then h, so h runs
+// innermost, next to the wire: a caller's hook sees every call, refused ones
+// included, and cannot get one past the gate. A Redis Cluster client never
+// runs its own hooks' DialHook: each node has a client of its own that
+// dials, so the dial counting (and the caller's DialHooks) go on every node
+// client as it is created; the node clients' command hooks are not added,
+// or each command would be seen twice. And a cluster client looks up the
+// slot map again only on MOVED or once a minute; after a connection failure
+// h has it reloaded, so a master that died and was replaced is found within
+// the cluster's node timeout, not a minute later.
+func addLaneHook(c redis.UniversalClient, h *laneHook, hooks []redis.Hook) {
 	if cc, ok := c.(*redis.ClusterClient); ok {
 		h.reload = func() { cc.ReloadState(context.Background()) }
-		cc.OnNewNode(func(node *redis.Client) { node.AddHook(nodeDialHook{h}) })
+		cc.OnNewNode(func(node *redis.Client) {
+			for _, u := range hooks {
+				node.AddHook(dialOnly{u})
+			}
+			node.AddHook(nodeDialHook{h})
+		})
+	}
+	for _, u := range hooks {
+		c.AddHook(u)
 	}
 	c.AddHook(h)
+}
+
+// dialOnly is a caller's hook on a cluster node's client: its DialHook only.
+type dialOnly struct{ redis.Hook }
+
+func (d dialOnly) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (d dialOnly) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // nodeDialHook counts a cluster node client's dials in its lane.

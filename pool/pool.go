@@ -95,7 +95,7 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 		noBlocking:  true,
 		readTimeout: opts.ReadTimeout,
 		db:          opts.DB,
-	})
+	}, p.cfg.Hooks)
 	return l
 }
 

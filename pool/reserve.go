@@ -79,7 +79,7 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 		admit:  p.health.admitLane,
 		claim:  func() error { return r.claim(useCommands) },
 		db:     opts.DB,
-	})
+	}, p.cfg.Hooks)
 	p.reservations = append(p.reservations, r)
 	return r, nil
 }
