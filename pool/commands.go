@@ -49,39 +49,142 @@ func isConnInit(cmd redis.Cmder) bool {
 	return false
 }
 
+// identity is what the pool itself sets up on a lane's new connection:
+// go-redis sends HELLO 3 (AUTH username password, SETNAME name), falls back
+// to AUTH, then SELECT db and CLIENT SETNAME name, all through the lane's
+// hooks (see isConnInit).
+type identity struct {
+	db                 int
+	username, password string
+	name               string // the lane's CLIENT SETNAME
+}
+
+// laneIdentity is the identity of the connections of a lane's options.
+func laneIdentity(o *redis.UniversalOptions) identity {
+	return identity{db: o.DB, username: o.Username, password: o.Password, name: o.ClientName}
+}
+
 // refusedEverywhere returns ErrRefusedCommand for a command no lane sends,
-// a reservation neither, or nil. within is "" or " in a pipeline"; db is the
-// pool's database.
+// a reservation neither, or nil. within is "" or " in a pipeline"; id is
+// what the pool sets up on the lane's connections.
 //
 //   - CLIENT PAUSE pauses every client of the server, the pool's own
 //     included (CLIENT UNPAUSE passes: it is the way out of a pause).
-//   - SELECT of another database than db would leave the connection, back
-//     in the lane's pool, on that database for its later callers. go-redis
-//     sends SELECT db through the hooks on every new connection (see
-//     isConnInit); that one, and any SELECT of db, changes nothing.
-func refusedEverywhere(cmd redis.Cmder, within, lane string, db int) error {
+//   - SELECT, AUTH, HELLO and CLIENT SETNAME that set up anything else than
+//     id (another database, user, protocol or name) would leave the
+//     connection, back in the lane's pool, changed for its later callers.
+//     go-redis sends id's own through the hooks on every new connection;
+//     those, sent again, change nothing. Errors never quote credentials.
+func refusedEverywhere(cmd redis.Cmder, within, lane string, id *identity) error {
 	args := cmd.Args()
 	name := cmdName(args)
-	if len(name) != 6 || len(args) < 2 {
-		return nil
+	switch len(name) {
+	case 4:
+		if strings.EqualFold(name, "auth") && !id.sameAuth(args[1:]) {
+			return fmt.Errorf("%w: AUTH%s on the %s lane with other credentials than the pool's would leave a pooled connection logged in as another user for its later callers; use a Pool with those Config.Username and Config.Password",
+				ErrRefusedCommand, within, lane)
+		}
+	case 5:
+		if strings.EqualFold(name, "hello") && !id.sameHello(args[1:]) {
+			return fmt.Errorf("%w: HELLO%s on the %s lane with another protocol, credentials or name than the pool's (RESP3, Config.Username/Password, %q) would change a pooled connection for its later callers",
+				ErrRefusedCommand, within, lane, id.name)
+		}
+	case 6:
+		if len(args) < 2 {
+			return nil
+		}
+		return refused6(name, args, within, lane, id)
 	}
+	return nil
+}
+
+// refused6 is refusedEverywhere for CLIENT and SELECT.
+func refused6(name string, args []any, within, lane string, id *identity) error {
 	switch name[0] {
 	case 'c', 'C':
-		if sub, _ := args[1].(string); strings.EqualFold(name, "client") && strings.EqualFold(sub, "pause") {
+		if !strings.EqualFold(name, "client") {
+			return nil
+		}
+		sub, _ := args[1].(string)
+		if strings.EqualFold(sub, "pause") {
 			return fmt.Errorf("%w: CLIENT PAUSE%s on the %s lane would pause every client of the server, this pool's callers included; send it from a client of its own, outside the pool",
 				ErrRefusedCommand, within, lane)
+		}
+		if strings.EqualFold(sub, "setname") && !(len(args) == 3 && isString(args[2], id.name)) {
+			return fmt.Errorf("%w: CLIENT SETNAME%s on the %s lane would rename a pooled connection (%q) for its later callers; set Config.ClientName",
+				ErrRefusedCommand, within, lane, id.name)
 		}
 	case 's', 'S':
 		if !strings.EqualFold(name, "select") {
 			return nil
 		}
-		if n, ok := intArg(args[1]); ok && n == int64(db) && len(args) == 2 {
+		if n, ok := intArg(args[1]); ok && n == int64(id.db) && len(args) == 2 {
 			return nil
 		}
 		return fmt.Errorf("%w: SELECT %v%s on the %s lane would leave a pooled connection on another database than the pool's (%d) for its later callers; use a Pool with that Config.DB",
-			ErrRefusedCommand, args[1], within, lane, db)
+			ErrRefusedCommand, args[1], within, lane, id.db)
 	}
 	return nil
+}
+
+// sameAuth reports whether AUTH's arguments (after its name) log in as id:
+// AUTH password for the default user, AUTH username password otherwise.
+func (id *identity) sameAuth(args []any) bool {
+	switch len(args) {
+	case 1:
+		return id.username == "" && id.password != "" && isString(args[0], id.password)
+	case 2:
+		return id.sameUser(args[0], args[1])
+	}
+	return false
+}
+
+// sameUser reports whether user and password are id's (go-redis names the
+// user "default" when id has none).
+func (id *identity) sameUser(user, password any) bool {
+	if id.password == "" || !isString(password, id.password) {
+		return false
+	}
+	if id.username == "" {
+		return isString(user, "default")
+	}
+	return isString(user, id.username)
+}
+
+// sameHello reports whether HELLO's arguments (after its name) keep id:
+// protocol 3 (or none: HELLO alone only reports), and AUTH and SETNAME, if
+// given, id's own.
+func (id *identity) sameHello(args []any) bool {
+	if len(args) == 0 {
+		return true
+	}
+	if v, ok := intArg(args[0]); !ok || v != 3 {
+		return false
+	}
+	for i := 1; i < len(args); {
+		opt, _ := args[i].(string)
+		switch {
+		case strings.EqualFold(opt, "auth") && i+2 < len(args):
+			if !id.sameUser(args[i+1], args[i+2]) {
+				return false
+			}
+			i += 3
+		case strings.EqualFold(opt, "setname") && i+1 < len(args):
+			if !isString(args[i+1], id.name) {
+				return false
+			}
+			i += 2
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isString reports whether a command argument is the string s.
+func isString(a any, s string) bool {
+	v, ok := a.(string)
+	return ok && v == s
 }
 
 // allConnInit reports whether a pipeline holds connection set-up only.

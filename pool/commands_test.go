@@ -179,15 +179,18 @@ func TestClassifyingAllocatesNothing(t *testing.T) {
 		redis.NewStringCmd(ctx, "get", "k"),
 		redis.NewCmd(ctx, "SELECT", 2),
 		redis.NewCmd(ctx, "client", "setname", "x"),
+		redis.NewCmd(ctx, "AUTH", "u", "p"),
+		redis.NewCmd(ctx, "hello", 3, "auth", "u", "p", "setname", "x"),
 		redis.NewCmd(ctx, "XREAD", "COUNT", 1, "STREAMS", "block", "0-0"),
 		redis.NewCmd(ctx, "WAIT", 1, int32(5)),
 		redis.NewCmd(ctx, "ssubscribe"),
 		redis.NewCmd(ctx, "BITCOUNT", "k"),
 		redis.NewCmd(ctx, "BLPOP", "k", 1),
 	}
+	id := &identity{db: 2, username: "u", password: "p", name: "x"}
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, c := range cmds {
-			_ = refusedEverywhere(c, "", "request", 2)
+			_ = refusedEverywhere(c, "", "request", id)
 			_ = isConnInit(c)
 			_ = isBlocking(c)
 			_ = connMode(c)
@@ -195,4 +198,92 @@ func TestClassifyingAllocatesNothing(t *testing.T) {
 		}
 	})
 	require.Zero(t, allocs)
+}
+
+// AUTH, HELLO and CLIENT SETNAME change who a connection is, its protocol
+// and its name; go-redis puts it back in the lane's pool for later callers.
+// One that sends anything else than what the pool itself sends on a new
+// connection (its credentials, RESP3, the lane's name) is refused on every
+// lane; go-redis's own connection set-up, with a password and a client
+// name, still runs through the hooks.
+func TestConnSetupOfAnotherIdentityRefused(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{Password: "secret"})
+	ctx := context.Background()
+	_, err := srv.Do(ctx, "ACL", "SETUSER", "other", "on", ">otherpw", "~*", "+@all")
+	require.NoError(t, err)
+	_, err = srv.Do(ctx, "ACL", "SETUSER", "app", "on", ">apppw", "~*", "+@all")
+	require.NoError(t, err)
+
+	t.Run("Password", func(t *testing.T) {
+		p := newPool(t, Config{Addrs: []string{srv.Addr()}, Password: "secret", ClientName: "svc", Request: LaneConfig{Size: 1}})
+		require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err(), "go-redis's HELLO 3 AUTH SETNAME passes")
+		res, err := p.ReserveBlocking("r", 1)
+		require.NoError(t, err)
+		refused := []struct {
+			c    redis.UniversalClient
+			args []any
+		}{
+			{p.Client(), []any{"AUTH", "other", "otherpw"}},
+			{p.Client(), []any{"auth", "default", "wrong"}},
+			{p.Background(), []any{"AUTH", "nope"}},
+			{p.Client(), []any{"HELLO", 2}},
+			{p.Client(), []any{"hello", "3", "AUTH", "other", "otherpw"}},
+			{p.Client(), []any{"HELLO", 3, "SETNAME", "x"}},
+			{p.Client(), []any{"HELLO", 3, "SETNAME", "svc-background"}},
+			{p.Client(), []any{"CLIENT", "SETNAME", "x"}},
+			{p.Background(), []any{"client", "setname", "svc-request"}},
+			{res.Client(), []any{"CLIENT", "SETNAME", "svc-request"}},
+			{res.Client(), []any{"HELLO", 2}},
+		}
+		for _, r := range refused {
+			err := r.c.Do(ctx, r.args...).Err()
+			require.ErrorIs(t, err, ErrRefusedCommand, "%v", r.args)
+			require.NotContains(t, err.Error(), "otherpw", "no credentials in errors")
+			require.NotContains(t, err.Error(), "wrong")
+		}
+		pipe := p.Client().Pipeline()
+		get := pipe.Get(ctx, "k")
+		pipe.ClientSetName(ctx, "x")
+		_, err = pipe.Exec(ctx)
+		require.ErrorIs(t, err, ErrRefusedCommand)
+		require.ErrorIs(t, get.Err(), ErrRefusedCommand, "nothing of the pipeline is sent")
+		conn := p.Client().(*redis.Client).Conn()
+		require.ErrorIs(t, conn.Hello(ctx, 2, "", "", "").Err(), ErrRefusedCommand)
+		require.NoError(t, conn.Close())
+
+		// What the pool sends itself changes nothing and passes.
+		for _, ok := range []struct {
+			c    redis.UniversalClient
+			args []any
+		}{
+			{p.Client(), []any{"AUTH", "secret"}},
+			{p.Client(), []any{"HELLO", 3, "AUTH", "default", "secret", "SETNAME", "svc-request"}},
+			{p.Client(), []any{"HELLO"}},
+			{p.Client(), []any{"CLIENT", "SETNAME", "svc-request"}},
+			{p.Background(), []any{"CLIENT", "SETNAME", "svc-background"}},
+			{res.Client(), []any{"CLIENT", "SETNAME", "svc-blocking-r"}},
+		} {
+			require.NoError(t, ok.c.Do(ctx, ok.args...).Err(), "%v", ok.args)
+		}
+		whoami, err := p.Client().Do(ctx, "ACL", "WHOAMI").Text()
+		require.NoError(t, err)
+		require.Equal(t, "default", whoami)
+		name, err := p.Client().ClientGetName(ctx).Result()
+		require.NoError(t, err)
+		require.Equal(t, "svc-request", name)
+		_, isMap := p.Client().Do(ctx, "HELLO").Val().(map[any]any)
+		require.True(t, isMap, "still RESP3")
+		require.True(t, p.Healthy())
+	})
+
+	t.Run("Username", func(t *testing.T) {
+		p := newPool(t, Config{Addrs: []string{srv.Addr()}, Username: "app", Password: "apppw", Request: LaneConfig{Size: 1}})
+		require.ErrorIs(t, p.Client().Do(ctx, "AUTH", "apppw").Err(), ErrRefusedCommand, "AUTH password is the default user")
+		require.ErrorIs(t, p.Client().Do(ctx, "AUTH", "other", "otherpw").Err(), ErrRefusedCommand)
+		require.NoError(t, p.Client().Do(ctx, "AUTH", "app", "apppw").Err())
+		require.NoError(t, p.Client().Do(ctx, "HELLO", 3, "AUTH", "app", "apppw").Err())
+		whoami, err := p.Client().Do(ctx, "ACL", "WHOAMI").Text()
+		require.NoError(t, err)
+		require.Equal(t, "app", whoami)
+	})
 }

@@ -118,6 +118,13 @@ type Config struct {
 	// they see refused calls with their error and time the wait for a
 	// slot, and whatever they do, the gate and the refusals still apply.
 	Hooks []redis.Hook
+	// Instrument, when set, is called with every lane's and reservation's
+	// client as it is made, after Hooks are added and before the lane's own
+	// hook, for instrumentation that wants a client rather than a hook
+	// (redisotel.InstrumentTracing, InstrumentMetrics). An error fails New
+	// or ReserveBlocking. On a Redis Cluster client redisotel hooks the
+	// node clients, which run inside the lane: refused calls are not seen.
+	Instrument func(redis.UniversalClient) error
 
 	// Logger receives health transitions. Nil discards.
 	Logger *slog.Logger

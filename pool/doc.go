@@ -23,10 +23,11 @@
 // WAITAOF with a timeout under ReadTimeout are allowed) and SUBSCRIBE,
 // PSUBSCRIBE, SSUBSCRIBE and MONITOR, which would leave a pooled
 // connection in subscribe or monitor mode (use Reservation.Subscribe).
-// No lane, reservations included, sends CLIENT PAUSE (it pauses every
-// client, this pool's too) or a SELECT of another database than Config.DB
-// (a pooled connection would keep it): ErrRefusedCommand. Sockets per Redis
-// server: Request.Size + Background.Size + Blocking.Size.
+// No lane sends CLIENT PAUSE, or a SELECT, AUTH, HELLO or CLIENT SETNAME of
+// other than the pool's own DB, credentials, RESP3 and lane name (a pooled
+// connection would keep it): ErrRefusedCommand. Config.Hooks and Instrument
+// (redisotel) reach every client, outside the lane: they see refusals too.
+// Sockets per Redis server: Request.Size + Background.Size + Blocking.Size.
 //
 // # Health
 //

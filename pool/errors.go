@@ -30,8 +30,9 @@ var (
 	ErrBlockingCommand = errors.New("pool: blocking command outside the blocking lane")
 	// ErrRefusedCommand: a command no lane sends, a reservation neither,
 	// because it would change the server for every client (CLIENT PAUSE) or
-	// a pooled connection for its later callers (SELECT of another database
-	// than Config.DB). Send it from a client of its own, outside the pool.
+	// a pooled connection for its later callers (SELECT, AUTH, HELLO or
+	// CLIENT SETNAME of another database, user, protocol or name than the
+	// pool's). Send it from a client of its own, outside the pool.
 	ErrRefusedCommand = errors.New("pool: command refused on pooled connections")
 	// ErrReservationUse: a command on a reservation that holds
 	// subscriptions, or a subscription on one that runs commands. Each

@@ -23,13 +23,15 @@ type laneHook struct {
 	// is not under readTimeout, the lane's socket read timeout.
 	noBlocking  bool
 	readTimeout time.Duration
-	// db is the pool's database (Config.DB): a SELECT of another is refused.
-	db     int
+	// id is what the pool sets up on the lane's connections: a SELECT,
+	// AUTH, HELLO or CLIENT SETNAME of anything else is refused.
+	id     identity
 	claim  func() error // a reservation: commands may run on it (see Reservation.use)
 	reload func()       // Redis Cluster: reload the slot map (in the background, coalesced)
 }
 
-// addLaneHook adds the caller's hooks (Config.Hooks) to c, then h, so h runs
+// addLaneHook adds the caller's hooks (Config.Hooks, then Config.Instrument's)
+// to c, then h, so h runs
 // innermost, next to the wire: a caller's hook sees every call, refused ones
 // included, and cannot get one past the gate. A Redis Cluster client never
 // runs its own hooks' DialHook: each node has a client of its own that
@@ -39,7 +41,7 @@ type laneHook struct {
 // slot map again only on MOVED or once a minute; after a connection failure
 // h has it reloaded, so a master that died and was replaced is found within
 // the cluster's node timeout, not a minute later.
-func addLaneHook(c redis.UniversalClient, h *laneHook, hooks []redis.Hook) {
+func addLaneHook(c redis.UniversalClient, h *laneHook, hooks []redis.Hook, instrument func(redis.UniversalClient) error) error {
 	if cc, ok := c.(*redis.ClusterClient); ok {
 		h.reload = func() { cc.ReloadState(context.Background()) }
 		cc.OnNewNode(func(node *redis.Client) {
@@ -52,7 +54,13 @@ func addLaneHook(c redis.UniversalClient, h *laneHook, hooks []redis.Hook) {
 	for _, u := range hooks {
 		c.AddHook(u)
 	}
+	if instrument != nil {
+		if err := instrument(c); err != nil {
+			return fmt.Errorf("pool: Config.Instrument on the %s lane: %w", h.gate.lane, err)
+		}
+	}
 	c.AddHook(h)
+	return nil
 }
 
 // dialOnly is a caller's hook on a cluster node's client: its DialHook only.
@@ -117,7 +125,7 @@ func (k *callKind) healthErr(err error, cmds []redis.Cmder) error {
 
 func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if err := refusedEverywhere(cmd, commandCall.within, h.gate.lane, h.db); err != nil {
+		if err := refusedEverywhere(cmd, commandCall.within, h.gate.lane, &h.id); err != nil {
 			cmd.SetErr(err)
 			return err
 		}
@@ -133,7 +141,7 @@ func (h *laneHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (h *laneHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, cmd := range cmds {
-			if err := refusedEverywhere(cmd, pipelineCall.within, h.gate.lane, h.db); err != nil {
+			if err := refusedEverywhere(cmd, pipelineCall.within, h.gate.lane, &h.id); err != nil {
 				setErrs(cmds, err)
 				return err
 			}

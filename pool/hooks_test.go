@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -111,4 +112,39 @@ func TestHooksSeeEveryLane(t *testing.T) {
 	require.Equal(t, 1, calls)
 	require.Equal(t, 1, refused)
 	require.True(t, p.Healthy())
+}
+
+// Config.Instrument gets every lane's and reservation's client, for
+// instrumentation that takes a client (redisotel.InstrumentTracing); its
+// hooks too run outside the lane's. Its error fails New or ReserveBlocking.
+func TestInstrumentGetsEveryClient(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	h := newCountingHook()
+	var clients int
+	p := newPool(t, Config{Addrs: []string{srv.Addr()}, Instrument: func(c redis.UniversalClient) error {
+		clients++
+		if clients > 3 {
+			return errors.New("no more")
+		}
+		c.AddHook(h)
+		return nil
+	}})
+	require.ErrorIs(t, p.Client().Get(ctx, "k").Err(), redis.Nil)
+	require.ErrorIs(t, p.Background().Get(ctx, "k").Err(), redis.Nil)
+	res, err := p.ReserveBlocking("r", 1)
+	require.NoError(t, err)
+	require.ErrorIs(t, res.Client().Get(ctx, "k").Err(), redis.Nil)
+	calls, _ := h.count("GET")
+	require.Equal(t, 3, calls)
+	require.ErrorIs(t, p.Client().BLPop(ctx, 0, "k").Err(), ErrBlockingCommand)
+	_, refused := h.count("BLPOP")
+	require.Equal(t, 1, refused, "outside the lane")
+
+	_, err = p.ReserveBlocking("r2", 1)
+	require.ErrorContains(t, err, "Config.Instrument on the blocking lane: no more")
+	require.Len(t, p.Stats().Blocking.Reservations, 1)
+
+	_, err = New(Config{Addrs: []string{srv.Addr()}, Instrument: func(redis.UniversalClient) error { return errors.New("boom") }})
+	require.ErrorContains(t, err, "pool: Config.Instrument on the request lane: boom")
 }

@@ -69,12 +69,17 @@ func New(cfg Config) (*Pool, error) {
 		},
 		blockingSize: cfg.Blocking.Size,
 	}
-	p.request = p.newLane(LaneRequest, cfg.Request)
-	p.background = p.newLane(LaneBackground, cfg.Background)
+	if p.request, err = p.newLane(LaneRequest, cfg.Request); err != nil {
+		return nil, err
+	}
+	if p.background, err = p.newLane(LaneBackground, cfg.Background); err != nil {
+		_ = p.request.client.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
-func (p *Pool) newLane(name string, lc LaneConfig) *lane {
+func (p *Pool) newLane(name string, lc LaneConfig) (*lane, error) {
 	l := &lane{name: name}
 	l.gate = newGate(name, "", lc, &l.counts)
 	dials := dialCounters{&l.dials}
@@ -87,16 +92,20 @@ func (p *Pool) newLane(name string, lc LaneConfig) *lane {
 	if name == LaneRequest {
 		admit = p.health.admitCommand // the request lane fails fast while Redis is down
 	}
-	addLaneHook(l.client, &laneHook{
+	err := addLaneHook(l.client, &laneHook{
 		gate:        l.gate,
 		dials:       dials,
 		health:      p.health,
 		admit:       admit,
 		noBlocking:  true,
 		readTimeout: opts.ReadTimeout,
-		db:          opts.DB,
-	}, p.cfg.Hooks)
-	return l
+		id:          laneIdentity(opts),
+	}, p.cfg.Hooks, p.cfg.Instrument)
+	if err != nil {
+		_ = l.client.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // Client returns the request lane: a go-redis client for short commands on

@@ -72,14 +72,18 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 		opts.Dialer = sentinelDialer(opts, dials)
 	}
 	r.client = redis.NewUniversalClient(opts)
-	addLaneHook(r.client, &laneHook{
+	err := addLaneHook(r.client, &laneHook{
 		gate:   r.gate,
 		dials:  dials,
 		health: p.health,
 		admit:  p.health.admitLane,
 		claim:  func() error { return r.claim(useCommands) },
-		db:     opts.DB,
-	}, p.cfg.Hooks)
+		id:     laneIdentity(opts),
+	}, p.cfg.Hooks, p.cfg.Instrument)
+	if err != nil {
+		_ = r.client.Close()
+		return nil, err
+	}
 	p.reservations = append(p.reservations, r)
 	return r, nil
 }
