@@ -53,12 +53,16 @@ func TestSentinel(t *testing.T) {
 // acknowledged entries.
 func sentinelPool(t *testing.T, s *redistest.RedisSentinel) (*Pool, *Reservation, int) {
 	ctx := context.Background()
-	p := newPool(t, Config{Addrs: s.SentinelAddrs(), MasterName: s.MasterName()})
+	h := newCountingHook()
+	p := newPool(t, Config{Addrs: s.SentinelAddrs(), MasterName: s.MasterName(), Hooks: []redis.Hook{h}})
 	res, err := p.ReserveBlocking("fetcher", 1)
 	require.NoError(t, err)
 	require.NoError(t, p.Client().Set(ctx, "k", "v", 0).Err())
 	require.NoError(t, p.Background().Set(ctx, "k", "v", 0).Err())
 	require.ErrorIs(t, res.Client().BLPop(ctx, 10*time.Millisecond, "nothing").Err(), redis.Nil)
+	sets, _ := h.count("SET")
+	blpops, _ := h.count("BLPOP")
+	require.Equal(t, []int{2, 1}, []int{sets, blpops}, "Config.Hooks on every lane of a Sentinel pool")
 	st := p.Stats()
 	require.Equal(t, 3, st.Open, "one socket to the master per client")
 	require.Equal(t, uint64(3), st.Request.Dials+st.Background.Dials+st.Blocking.Dials, "sentinel dials are not the lanes'")
