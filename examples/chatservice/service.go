@@ -199,6 +199,9 @@ type service struct {
 	// chatWait counts the enqueue-to-start latency of chat jobs on their
 	// first run, in chatapi.WaitHistogram's buckets.
 	chatWait [chatapi.WaitBuckets]atomic.Uint64
+	// chatRunning is the chat handlers running now (the sojourn controller
+	// counts a wait only when they were all busy).
+	chatRunning atomic.Int64
 
 	httpStats struct {
 		accepted, badRequests, unavailable, errors atomic.Uint64
@@ -365,12 +368,13 @@ func (s *service) readBacklog(ctx context.Context) (backlogReading, error) {
 // first run (a retry's or a recovered job's wait is not the queue's).
 // The shedder learns of the start too: the wait for its sojourn controller,
 // and one chat less waiting for its gate.
-func (s *service) observeChatWait(job *queue.Job) {
+// running is the chat handlers busy now, this one included.
+func (s *service) observeChatWait(job *queue.Job, running int64) {
 	if job.Attempt == 1 && job.Deliveries == 0 && !job.EnqueuedAt.IsZero() {
 		wait := time.Since(job.EnqueuedAt)
 		s.chatWait[chatapi.WaitBucket(wait)].Add(1)
 		if s.shed != nil {
-			s.shed.started(wait)
+			s.shed.started(wait, running >= int64(s.cfg.Concurrency))
 		}
 	}
 }

@@ -281,9 +281,10 @@ func (s *shedder) admitLocal(e *estimate, now time.Time) decision {
 
 // started records that a chat admitted by some instance started on this
 // process's chat workers after waiting wait.
-func (s *shedder) started(wait time.Duration) {
+// saturated says every chat handler was busy as it started.
+func (s *shedder) started(wait time.Duration, saturated bool) {
 	if s.soj != nil {
-		s.soj.observe(wait, s.now())
+		s.soj.observe(wait, saturated, s.now())
 	}
 	if s.gate != nil {
 		s.gate.leave()

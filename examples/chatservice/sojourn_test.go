@@ -26,6 +26,9 @@ func TestSojourn(t *testing.T) {
 		// it sheds, 0: never in the phase; stopAfter the first after which
 		// it no longer sheds (for a phase that begins shedding).
 		shedAfter, stopAfter int
+		// free: a chat handler was free when the chat started, so its wait
+		// was the path through Redis, not a queue.
+		free bool
 	}
 	for _, tc := range []struct {
 		name   string
@@ -33,6 +36,11 @@ func TestSojourn(t *testing.T) {
 	}{
 		{"steady under the target never sheds", []phase{{starts: 1000, wait: target / 2}}},
 		{"at the target never sheds", []phase{{starts: 1000, wait: target}}},
+		{"waits over the target with a handler free never shed", []phase{{starts: 1000, wait: 5 * target, free: true}}},
+		{"a free handler ends a run of waits over the target", []phase{
+			{starts: 90, wait: 5 * target}, {starts: 1, wait: 5 * target, free: true},
+			{starts: 90, wait: 5 * target},
+		}},
 		{"bursts over the target shorter than an interval never shed", []phase{
 			{starts: 90, wait: 5 * target}, {starts: 1, wait: target / 2},
 			{starts: 90, wait: 5 * target}, {starts: 1, wait: target / 2},
@@ -53,7 +61,7 @@ func TestSojourn(t *testing.T) {
 			for pi, p := range tc.phases {
 				for i := 1; i <= p.starts; i++ {
 					clk.Advance(time.Millisecond)
-					c.observe(p.wait, clk.Now())
+					c.observe(p.wait, !p.free, clk.Now())
 					got := c.shedding(clk.Now())
 					want := shedding
 					switch {
@@ -79,7 +87,7 @@ func TestSojourn_StopsWhenNothingStarts(t *testing.T) {
 	c := &sojourn{target: time.Millisecond}
 	for range 150 {
 		clk.Advance(time.Millisecond)
-		c.observe(5*time.Millisecond, clk.Now())
+		c.observe(5*time.Millisecond, true, clk.Now())
 	}
 	require.True(t, c.shedding(clk.Now()))
 	clk.Advance(sojournInterval - time.Millisecond)
@@ -133,16 +141,16 @@ func TestShedder_GateAndSojourn(t *testing.T) {
 	s.done()
 	require.False(t, s.admit(ctx).shed)
 	s.done()
-	s.started(time.Millisecond / 2)
+	s.started(time.Millisecond/2, true)
 	for range 101 {
 		clk.Advance(time.Millisecond)
-		s.started(2 * time.Millisecond)
+		s.started(2*time.Millisecond, true)
 	}
 	busy = 0
 	d = s.admit(ctx)
 	require.True(t, d.shed, "every start waited over the target for 100ms")
 	assert.Contains(t, d.reason, "waited over the target of 1ms")
-	s.started(0)
+	s.started(0, true)
 	assert.False(t, s.admit(ctx).shed, "a start within the target")
 }
 

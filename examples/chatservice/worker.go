@@ -47,7 +47,9 @@ var errModel = errors.New("simulated model error")
 // the reply is overwritten with an equal one, and the follow-ups' handlers
 // must tolerate a duplicate.
 func (s *service) handleChat(ctx context.Context, job *queue.Job) error {
-	s.observeChatWait(job)
+	running := s.chatRunning.Add(1)
+	defer s.chatRunning.Add(-1)
+	s.observeChatWait(job, running)
 	var j chatJob
 	if err := json.Unmarshal(job.Payload, &j); err != nil {
 		return queue.Permanent(fmt.Errorf("decoding chat job: %w", err))
