@@ -64,12 +64,7 @@ func runBurst(args []string, stdout, stderr io.Writer) int {
 	if dr.checked && !dr.ok(uint64(res.accepted)) {
 		ok = false
 	}
-	if !ok {
-		fmt.Fprintln(stdout, "FAIL")
-		return 1
-	}
-	fmt.Fprintln(stdout, "PASS")
-	return 0
+	return finish(stdout, ok)
 }
 
 // burstResult is the outcome of a burst.

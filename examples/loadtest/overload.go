@@ -104,14 +104,7 @@ func runOverload(args []string, stdout, stderr io.Writer) int {
 	}
 	checks := overloadVerdict(res)
 	res.print(stdout, checks)
-	for _, c := range checks {
-		if c.status == statusFail {
-			fmt.Fprintln(stdout, "FAIL")
-			return 1
-		}
-	}
-	fmt.Fprintln(stdout, "PASS")
-	return 0
+	return finish(stdout, !failed(checks))
 }
 
 // overload is one overload run.

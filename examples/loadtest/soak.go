@@ -99,14 +99,7 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "chart:", sc.chart)
 	}
-	for _, c := range checks {
-		if c.status == statusFail {
-			fmt.Fprintln(stdout, "FAIL")
-			return 1
-		}
-	}
-	fmt.Fprintln(stdout, "PASS")
-	return 0
+	return finish(stdout, !failed(checks))
 }
 
 // sample is one reading of /debug/bounded, with the client's counts at the
@@ -316,6 +309,26 @@ const (
 // check is one line of the verdict.
 type check struct {
 	name, status, detail string
+}
+
+// finish prints the run's last line, PASS or FAIL, and returns the exit
+// code that goes with it.
+func finish(stdout io.Writer, ok bool) int {
+	fmt.Fprintln(stdout, passIf(ok))
+	if !ok {
+		return 1
+	}
+	return 0
+}
+
+// failed reports whether any check failed.
+func failed(checks []check) bool {
+	for _, c := range checks {
+		if c.status == statusFail {
+			return true
+		}
+	}
+	return false
 }
 
 func passIf(ok bool) string {
