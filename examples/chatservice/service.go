@@ -199,8 +199,9 @@ type service struct {
 	// chatWait counts the enqueue-to-start latency of chat jobs on their
 	// first run, in chatapi.WaitHistogram's buckets.
 	chatWait [chatapi.WaitBuckets]atomic.Uint64
-	// chatRunning is the chat handlers running now (the sojourn controller
-	// counts a wait only when they were all busy).
+	// chatRunning is the chat handlers running now: the in-flight gate's
+	// busy handlers, and the sojourn controller counts a wait only when
+	// they were all busy.
 	chatRunning atomic.Int64
 
 	httpStats struct {
@@ -340,8 +341,9 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		if cfg.WaitTarget > 0 {
 			s.shed.target = cfg.WaitTarget
 			s.shed.soj = &sojourn{target: cfg.WaitTarget}
-			chat := s.workers[0]
-			s.shed.gate = &gate{slots: int64(cfg.Concurrency), busy: func() int64 { return chat.Stats().Busy }}
+			// The handlers' own count, not the chat worker's Stats: the gate
+			// reads it on every POST, and Stats takes the worker's lock.
+			s.shed.gate = &gate{slots: int64(cfg.Concurrency), busy: s.chatRunning.Load}
 		}
 	}
 	return s, nil
