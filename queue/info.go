@@ -1,0 +1,45 @@
+package queue
+
+import "time"
+
+// JobState is where a job is: waiting to run, running, dead, or done.
+type JobState string
+
+// The states of a job (see JobInfo).
+const (
+	StateReady   JobState = "ready"   // waiting on the ready list
+	StateDelayed JobState = "delayed" // waiting for its due time, or to retry
+	StateRunning JobState = "running" // fetched by a consumer, not yet acked
+	StateDead    JobState = "dead"    // in the dead letters
+	StateDone    JobState = "done"    // finished and its result or ID window is still kept
+)
+
+// JobInfo describes one job as Redis holds it (Queue.Get, the Inspector).
+type JobInfo struct {
+	ID          string    `json:"id"`
+	Queue       string    `json:"queue"`
+	State       JobState  `json:"state"`
+	Attempt     int       `json:"attempt"` // failed runs so far
+	MaxAttempts int       `json:"max_attempts"`
+	Deliveries  int       `json:"deliveries"`
+	EnqueuedAt  time.Time `json:"enqueued_at"`
+	Due         time.Time `json:"due,omitzero"`      // StateDelayed: when it becomes ready
+	Consumer    string    `json:"consumer,omitempty"` // StateRunning: the consumer holding it
+	LastError   string    `json:"last_error,omitempty"`
+	Progress    []byte    `json:"progress,omitempty"`
+	Result      []byte    `json:"result,omitempty"`
+	Payload     []byte    `json:"payload,omitempty"`
+	DiedAt      time.Time `json:"died_at,omitzero"` // StateDead
+}
+
+// Per-job keys, all in the queue's hash slot. Each one is written only for
+// jobs that use the feature and carries a TTL.
+
+// progress holds the last value a handler reported (Job.Progress).
+func (k keys) progress(id string) string { return k.tag + ":progress:" + id }
+
+// result holds a finished job's result (opt-in).
+func (k keys) result(id string) string { return k.tag + ":result:" + id }
+
+// lastErr holds the error of a job's last failed run while it waits to retry.
+func (k keys) lastErr(id string) string { return k.tag + ":err:" + id }
