@@ -23,7 +23,7 @@ type JobInfo struct {
 	MaxAttempts int       `json:"max_attempts"`
 	Deliveries  int       `json:"deliveries"`
 	EnqueuedAt  time.Time `json:"enqueued_at"`
-	Due         time.Time `json:"due,omitzero"`      // StateDelayed: when it becomes ready
+	Due         time.Time `json:"due,omitzero"`       // StateDelayed: when it becomes ready
 	Consumer    string    `json:"consumer,omitempty"` // StateRunning: the consumer holding it
 	LastError   string    `json:"last_error,omitempty"`
 	Progress    []byte    `json:"progress,omitempty"`
