@@ -27,6 +27,7 @@ type ackOp struct {
 	id       string
 	unique   bool
 	ref      string    // the payload kept apart, if any
+	window   int64     // ackDone: UniqueFor's window, ms (0: none)
 	next     []byte    // ackRetry: the envelope of the next attempt
 	due      time.Time // ackRetry
 	reason   string    // ackDead
@@ -225,7 +226,7 @@ func (w *Worker) queueOutcome(ctx context.Context, pipe redis.Pipeliner, op *ack
 		if op.unique {
 			ks = append(ks, k.unique(op.id))
 		}
-		return ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref)
+		return ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref, op.window)
 	case ackRetry:
 		return retryScript.EvalSha(ctx, pipe,
 			[]string{w.proc, k.delayed, k.ready, k.wake},

@@ -179,8 +179,11 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 			continue
 		}
 		// A fresh start; the idempotency key was released when the job died
-		// and is not taken again.
+		// and is not taken again (so no window either), and a deadline,
+		// which may be why it died, no longer holds: requeueing is asking
+		// for the run.
 		e.attempt, e.deliveries, e.unique = 0, 0, false
+		e.deadline, e.window = time.Time{}, 0
 		n, err := requeueDeadScript.Run(ctx, c, []string{q.k.deadIdx, q.k.deadData, q.k.ready, q.k.payloads, q.k.deadRefs},
 			id, e.encode(), e.ref, r.DiedMs, len(s)).Int()
 		if err != nil {

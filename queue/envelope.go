@@ -12,7 +12,7 @@ import (
 // An envelope is one list element: a job with everything a worker needs, so a
 // fetch needs no second read and no script has to parse or build anything.
 //
-//	bq1|<id>|<attempt>|<max attempts>|<deliveries>|<enqueued at, unix ms>|<timeout ms>|<flags>|<payload>
+//	bq1|<id>|<attempt>|<max attempts>|<deliveries>|<enqueued at, unix ms>|<timeout ms>|<flags>|[<deadline, unix ms>|][<window ms>|]<payload>
 //
 // The header is ASCII; the payload is the caller's bytes, untouched. attempt
 // counts failed runs so far (0 on the first run); deliveries counts the times
@@ -44,8 +44,10 @@ type envelope struct {
 	enqueuedAt  time.Time
 	timeout     time.Duration
 	unique      bool
-	ref         string // the payload is in the payloads hash under ref
-	payload     []byte // with a ref: empty until loaded
+	ref         string        // the payload is in the payloads hash under ref
+	deadline    time.Time     // zero: none (see Deadline)
+	window      time.Duration // zero: none (see UniqueFor)
+	payload     []byte        // with a ref: empty until loaded
 }
 
 // inlineMax is the largest payload kept inside the element.
@@ -77,10 +79,26 @@ func (e *envelope) appendTo(b []byte) []byte {
 		b = append(b, 'u')
 	}
 	if e.ref != "" {
-		b = append(b, 'r', '|')
-		return append(b, e.ref...)
+		b = append(b, 'r')
+	}
+	if !e.deadline.IsZero() {
+		b = append(b, 'd')
+	}
+	if e.window > 0 {
+		b = append(b, 'w')
+	}
+	if !e.deadline.IsZero() {
+		b = append(b, '|')
+		b = strconv.AppendInt(b, e.deadline.UnixMilli(), 10)
+	}
+	if e.window > 0 {
+		b = append(b, '|')
+		b = strconv.AppendInt(b, e.window.Milliseconds(), 10)
 	}
 	b = append(b, '|')
+	if e.ref != "" {
+		return append(b, e.ref...)
+	}
 	return append(b, e.payload...)
 }
 
@@ -123,22 +141,77 @@ func decodeEnvelope(data []byte) (envelope, error) {
 	e.attempt, e.maxAttempts, e.deliveries = int(nums[0]), int(nums[1]), int(nums[2])
 	e.enqueuedAt = time.UnixMilli(nums[3])
 	e.timeout = time.Duration(nums[4]) * time.Millisecond
-	switch string(fields[6]) {
-	case "":
-	case "u":
-		e.unique = true
-	case "r", "ur":
-		e.unique = fields[6][0] == 'u'
+	flags, err := parseFlags(fields[6])
+	if err != nil {
+		return e, err
+	}
+	e.unique = flags.unique
+	if flags.deadline {
+		var ms int64
+		if ms, rest, err = numberField(rest, "deadline"); err != nil {
+			return e, err
+		}
+		e.deadline = time.UnixMilli(ms)
+	}
+	if flags.window {
+		var ms int64
+		if ms, rest, err = numberField(rest, "window"); err != nil {
+			return e, err
+		}
+		e.window = time.Duration(ms) * time.Millisecond
+	}
+	if flags.ref {
 		if !validRef(rest) {
 			return e, fmt.Errorf("%w: payload ref %q is not 1-64 letters and digits", errMalformed, preview(rest))
 		}
 		e.ref = string(rest)
 		return e, nil
-	default:
-		return e, fmt.Errorf("%w: unknown flags %q", errMalformed, preview(fields[6]))
 	}
 	e.payload = rest
 	return e, nil
+}
+
+// envelopeFlags are the letters of an element's flags field.
+type envelopeFlags struct{ unique, ref, deadline, window bool }
+
+// numberField reads the field a flag adds: a positive number of
+// milliseconds, below the year 10000 (a deadline) or that long (a window).
+func numberField(rest []byte, name string) (int64, []byte, error) {
+	j := bytes.IndexByte(rest, '|')
+	if j < 0 {
+		return 0, rest, fmt.Errorf("%w: the %s field is missing", errMalformed, name)
+	}
+	ms, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	if err != nil || ms <= 0 || ms >= maxDue.UnixMilli() {
+		return 0, rest, fmt.Errorf("%w: %s %q", errMalformed, name, preview(rest[:j]))
+	}
+	return ms, rest[j+1:], nil
+}
+
+// parseFlags reads the flags field: known letters, each at most once, in
+// the order the encoder writes them ("u", "r", "d", "w").
+func parseFlags(f []byte) (envelopeFlags, error) {
+	var fl envelopeFlags
+	const order = "urdw"
+	at := 0
+	for _, c := range f {
+		i := bytes.IndexByte([]byte(order[at:]), c)
+		if i < 0 {
+			return fl, fmt.Errorf("%w: unknown flags %q", errMalformed, preview(f))
+		}
+		at += i + 1
+		switch c {
+		case 'u':
+			fl.unique = true
+		case 'r':
+			fl.ref = true
+		case 'd':
+			fl.deadline = true
+		case 'w':
+			fl.window = true
+		}
+	}
+	return fl, nil
 }
 
 func validRef(r []byte) bool {

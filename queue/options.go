@@ -22,6 +22,11 @@ type enqueueOpts struct {
 	id          string
 	durable     durability
 	wait        bool // WaitForRoom
+	// unique.go
+	window        time.Duration // UniqueFor
+	idFromPayload bool
+	debounce      debounceMode
+	deadline      time.Time
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.

@@ -83,14 +83,15 @@ func newID(now time.Time) string {
 
 // prepared is one job ready to be written.
 type prepared struct {
-	id      string
-	elem    []byte
-	due     time.Time // zero: now
-	unique  bool
-	ref     string     // the payload goes to the payloads hash under ref
-	payload []byte     // with a ref
-	durable durability // the Durable option
-	wait    bool       // the WaitForRoom option
+	id       string
+	elem     []byte
+	due      time.Time // zero: now
+	unique   bool
+	ref      string       // the payload goes to the payloads hash under ref
+	payload  []byte       // with a ref
+	durable  durability   // the Durable option
+	wait     bool         // the WaitForRoom option
+	debounce debounceMode // Debounce, ReplacePayload
 }
 
 // newRef names a payload kept apart: 64 random bits, fresh for each
@@ -113,33 +114,39 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		return prepared{}, fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxPayload)", ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
 	}
 	now := q.cfg.Now()
-	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait}
-	if pr.id == "" {
-		pr.id = newID(now)
-	}
+	var due time.Time
 	switch {
 	case !o.at.IsZero() && o.at.After(now):
-		pr.due = o.at
+		due = o.at
 	case o.delay > 0:
-		pr.due = now.Add(o.delay)
+		due = now.Add(o.delay)
 	}
-	if !pr.due.IsZero() {
+	if !due.IsZero() {
 		// Due times have millisecond resolution in Redis; round up so a
 		// job never starts before the time it was given.
-		pr.due = pr.due.Add(time.Millisecond - 1).Truncate(time.Millisecond)
-		if !pr.due.Before(maxDue) {
+		due = due.Add(time.Millisecond - 1).Truncate(time.Millisecond)
+		if !due.Before(maxDue) {
 			return prepared{}, fmt.Errorf("queue: Delay(%s): the job would be due after the year 9999", o.delay)
 		}
+	}
+	if err := q.applyUnique(&o, payload, due, now); err != nil {
+		return prepared{}, err
+	}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce}
+	if pr.id == "" {
+		pr.id = newID(now)
 	}
 	maxAttempts := o.maxAttempts
 	if maxAttempts == 0 {
 		maxAttempts = q.cfg.MaxAttempts
 	}
-	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload}
+	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload,
+		deadline: o.deadline, window: o.window}
 	// A Durable job keeps its payload inline whatever its size: its write
 	// and the WAIT after it must be one pipeline on one connection, which
-	// the MULTI that writes a payload apart is not.
-	if len(payload) > inlineMax && o.durable.replicas == 0 {
+	// the MULTI that writes a payload apart is not. A debounced one too:
+	// its idempotency key holds its element, to find it again.
+	if len(payload) > inlineMax && o.durable.replicas == 0 && o.debounce == noDebounce {
 		e.ref, e.payload = newRef(), nil
 		pr.ref, pr.payload = e.ref, payload
 	}
@@ -176,9 +183,12 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 		return q.enqueueDurable(ctx, pr)
 	}
 	var added bool
-	if q.bounded() {
+	switch {
+	case pr.debounce != noDebounce:
+		added, err = q.enqueueDebounced(ctx, pr)
+	case q.bounded():
 		added, err = q.enqueueOneBounded(ctx, pr)
-	} else {
+	default:
 		added, err = q.enqueueOne(ctx, q.p.Client(), pr)
 	}
 	if err != nil {
@@ -354,6 +364,14 @@ func (q *Queue) batchOptions(opts []EnqueueOption) (enqueueOpts, error) {
 	}
 	if probe.durable.replicas > 0 {
 		return probe, q.errorf("enqueue batch: the Durable option applies to Enqueue only")
+	}
+	switch {
+	case probe.idFromPayload:
+		return probe, q.errorf("enqueue batch: the IDFromPayload option applies to Enqueue only")
+	case probe.window > 0:
+		return probe, q.errorf("enqueue batch: the UniqueFor option applies to Enqueue only (it needs an ID)")
+	case probe.debounce != noDebounce:
+		return probe, q.errorf("enqueue batch: the Debounce and ReplacePayload options apply to Enqueue only")
 	}
 	return probe, nil
 }

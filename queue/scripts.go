@@ -398,12 +398,20 @@ return 1
 // still there deletes its payload kept apart and frees its idempotency key:
 // a job a sweep gave to another consumer may be running again, and needs
 // both until that run ends. A job with neither is acked with a plain LREM.
+// A job with a UniqueFor window keeps its idempotency key for the window
+// instead.
 // KEYS: processing list, payloads[, unique key]. ARGV: element, payload ref
-// or ”. Returns 1, or 0 if not found.
+// or ”, window ms (0: none). Returns 1, or 0 if not found.
 var ackScript = redis.NewScript(`
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if ARGV[2] ~= '' then redis.call('HDEL', KEYS[2], ARGV[2]) end
-if #KEYS > 2 then redis.call('DEL', KEYS[3]) end
+if #KEYS > 2 then
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  else
+    redis.call('DEL', KEYS[3])
+  end
+end
 return 1
 `)
 

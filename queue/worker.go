@@ -37,7 +37,9 @@ type Job struct {
 	// Schedule and Due: for an occurrence of a schedule (Queue.Schedule),
 	// its name and due time; else "" and the zero time.
 	Schedule string
-	Due      time.Time
+	Due      time.Time // Deadline is the job's Deadline option (zero: none). The handler's
+	// context is not bound by it: it only has to start by then.
+	Deadline time.Time
 }
 
 // Worker consumes one queue with Concurrency handlers.
@@ -665,6 +667,10 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 		reason := fmt.Sprintf("%v: its payload (ref %s) is missing from %s", errMalformed, env.ref, w.q.k.payloads)
 		w.log.Error("queue: job without its payload sent to the dead letters", "job", env.id, "ref", env.ref)
 		op = ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
+	case !env.deadline.IsZero() && w.q.cfg.Now().After(env.deadline):
+		reason := fmt.Sprintf("deadline exceeded: not started by %s", env.deadline.UTC().Format(time.RFC3339Nano))
+		w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
+		op = ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
 	case env.deliveries > w.cfg.MaxDeliveries:
 		// Sweeps count deliveries; the decision is made here, so that a
 		// sweep only ever moves jobs back to the ready list (one fenced
@@ -717,7 +723,7 @@ func (w *Worker) run(d delivery) {
 	job := &Job{
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
-		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt,
+		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt, Deadline: d.env.deadline,
 	}
 	if strings.HasPrefix(d.env.id, cronPrefix) {
 		if !w.cronStart(d, job) {
@@ -778,7 +784,7 @@ func (w *Worker) call(ctx context.Context, job *Job) (err error) {
 func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 	if err == nil {
 		w.st.processed.Add(1)
-		return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
+		return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref, window: d.env.window.Milliseconds()}
 	}
 	w.st.failed.Add(1)
 	w.onError(job, err)
@@ -790,10 +796,15 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 		reason = fmt.Sprintf("attempt %d of %d failed: %v", job.Attempt, job.MaxAttempts, err)
 	default:
 		delay := w.retryDelay(job, err)
+		due := w.q.cfg.Now().Add(delay)
+		if !d.env.deadline.IsZero() && due.After(d.env.deadline) {
+			reason = fmt.Sprintf("attempt %d of %d failed and its retry would start after the deadline %s: %v", job.Attempt, job.MaxAttempts, d.env.deadline.UTC().Format(time.RFC3339Nano), err)
+			break
+		}
 		next := d.env
 		next.attempt++
 		w.log.Debug("queue: job failed; retrying", "job", job.ID, "attempt", job.Attempt, "in", delay, "err", err)
-		return ackOp{kind: ackRetry, elem: d.elem, id: d.env.id, next: next.encode(), due: w.q.cfg.Now().Add(delay)}
+		return ackOp{kind: ackRetry, elem: d.elem, id: d.env.id, next: next.encode(), due: due}
 	}
 	w.log.Warn("queue: job sent to the dead letters", "job", job.ID, "reason", reason)
 	return ackOp{kind: ackDead, elem: d.elem, id: d.env.id, unique: d.env.unique, reason: reason, attempts: job.Attempt, deadID: d.env.id}
