@@ -276,24 +276,9 @@ func (q *Queue) Schedule(ctx context.Context, name, spec string, payload []byte,
 	if err := check.Name("schedule name", name); err != nil {
 		return q.errorf("schedule: %w", err)
 	}
-	if err := validID(cronPrefix + name + ":0"); err != nil {
-		return q.errorf("schedule %q: %w", name, err)
-	}
-	if len(payload) > q.cfg.MaxPayload {
-		return q.errorf("schedule %q: %w: %d bytes, the limit is %d (Config.MaxPayload)", name, ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
-	}
-	d := scheduleDef{Spec: spec, Payload: payload, MaxCatchUp: 1, version: -1}
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o(&d); err != nil {
-			return q.errorf("schedule %q: %w", name, err)
-		}
-	}
-	occ, err := d.parse()
+	d, occ, err := q.scheduleDef(name, spec, payload, opts)
 	if err != nil {
-		return q.errorf("schedule %q: %w", name, err)
+		return q.errorf("%w", err)
 	}
 	now := q.cfg.Now()
 	if d.version < 0 {
@@ -353,6 +338,31 @@ func (q *Queue) Schedule(ctx context.Context, name, spec string, payload []byte,
 		return q.errorf("schedule %q: %w", name, err)
 	}
 	return nil
+}
+
+// scheduleDef checks a schedule and builds its definition (version -1:
+// not given).
+func (q *Queue) scheduleDef(name, spec string, payload []byte, opts []ScheduleOption) (scheduleDef, occurrences, error) {
+	if err := validID(cronPrefix + name + ":0"); err != nil {
+		return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, err)
+	}
+	if len(payload) > q.cfg.MaxPayload {
+		return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w: %d bytes, the limit is %d (Config.MaxPayload)", name, ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
+	}
+	d := scheduleDef{Spec: spec, Payload: payload, MaxCatchUp: 1, version: -1}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&d); err != nil {
+			return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, err)
+		}
+	}
+	occ, err := d.parse()
+	if err != nil {
+		return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, err)
+	}
+	return d, occ, nil
 }
 
 // Unschedule removes the schedule name from the registry: its pending
