@@ -494,7 +494,7 @@ func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, n
 // lapsed (UniqueTTL) may let a second copy in, which must not pass for a
 // redelivery of the first. timeout is the run's timeout (0: none), hb the
 // heartbeat's TTL plus interval. ok false: not an occurrence ID.
-func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, hb time.Duration) (name string, due time.Time, run bool, payload []byte, err error) {
+func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, deliveries int, timeout, hb time.Duration) (name string, due time.Time, run bool, payload []byte, err error) {
 	name, dueMs, ok := parseOccurrence(id)
 	if !ok {
 		return "", time.Time{}, true, nil, nil
@@ -530,7 +530,7 @@ func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, timeout, 
 		timeout = time.Hour
 	}
 	res, err := cronTakeScript.Run(ctx, c, []string{q.k.cron(), q.k.cronRun(name)},
-		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds(), copyOf).Int64Slice()
+		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds(), copyOf, deliveries).Int64Slice()
 	if err != nil {
 		return name, due, false, nil, err
 	}
@@ -595,9 +595,11 @@ return {0, ARGV[4]}
 // cronTakeScript advances a schedule when a worker takes its occurrence.
 // KEYS: registry, running marker. ARGV: name, due ms, definition hash, next
 // due ms (-1: none), run (the catch-up decision), no overlap, marker TTL ms,
-// copy (see cronTake; the marker is "<due>:<copy>").
+// copy (see cronTake; the marker is "<due>:<copy>"), deliveries.
 // Returns {code, run, next}: code 0 stale (nothing to do), 1 advanced, 2
-// taken before (a redelivery: enqueue next again, run if it was running).
+// taken before (a redelivery: enqueue next again, run if it was running),
+// 3 recovered from a dead consumer after the schedule moved past it (run
+// again unless NoOverlap and another run holds the marker; no successor).
 var cronTakeScript = redis.NewScript(cronMetaLua + `
 local f = 'm:' .. ARGV[1]
 local m = redis.call('HGET', KEYS[1], f)
@@ -622,6 +624,16 @@ if prev == ARGV[2] then
     redis.call('PEXPIRE', KEYS[2], ARGV[7])
   end
   return {2, run, tonumber(nxt)}
+end
+-- Recovered (its consumer died while running it) after its successors
+-- were taken: it ran, perhaps not to the end. Every occurrence before
+-- next was taken once, so a recovered one of this definition is not a
+-- stray copy (those are fresh: deliveries 0).
+if tonumber(ARGV[9]) > 0 and (tonumber(nxt) < 0 or tonumber(ARGV[2]) < tonumber(nxt)) then
+  local cur = redis.call('GET', KEYS[2])
+  if ARGV[6] == '1' and cur and cur ~= mark then return {3, 0, -1} end
+  redis.call('SET', KEYS[2], mark, 'PX', ARGV[7])
+  return {3, 1, -1}
 end
 return {0, 0, -1}
 `)
@@ -656,7 +668,7 @@ func (w *Worker) cronStart(d delivery, job *Job) bool {
 	var bo troubleBackoff
 	for {
 		ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
-		_, _, run, payload, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), timeout, hb)
+		_, _, run, payload, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), d.env.deliveries, timeout, hb)
 		cancel()
 		if err == nil {
 			if run {

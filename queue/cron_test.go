@@ -89,7 +89,7 @@ func (f *cronFleet) take(keepRunning bool) (time.Time, bool) {
 	}
 	env, err := decodeEnvelope([]byte(elem))
 	require.NoError(f.t, err)
-	name, due, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+	name, due, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), env.deliveries, time.Minute, time.Second)
 	require.NoError(f.t, err)
 	f.copy[due] = env.enqueuedAt.UnixMilli()
 	require.NoError(f.t, c.Del(ctx, q.k.unique(env.id)).Err()) // acked
@@ -429,14 +429,48 @@ func TestCronRedeliveryDoesNotDouble(t *testing.T) {
 	next := f.pending()
 	require.Len(t, next, 1)
 
-	_, _, run, _, err := f.qs[1].cronTake(ctx, id, f.copy[due], time.Minute, time.Second) // recovered by process 1
+	_, _, run, _, err := f.qs[1].cronTake(ctx, id, f.copy[due], 1, time.Minute, time.Second) // recovered by process 1
 	require.NoError(t, err)
 	require.True(t, run, "a recovered run runs again")
 	require.Equal(t, next, f.pending(), "no second successor")
 	require.NoError(t, f.qs[1].cronDone(ctx, "r", due, f.copy[due]))
 
-	_, _, run, _, err = f.qs[0].cronTake(ctx, id, f.copy[due]+1, time.Minute, time.Second) // a stray copy after completion
+	_, _, run, _, err = f.qs[0].cronTake(ctx, id, f.copy[due]+1, 0, time.Minute, time.Second) // a stray copy after completion
 	require.NoError(t, err)
 	require.False(t, run, "a completed occurrence does not run again")
 	require.Equal(t, next, f.pending())
+}
+
+// A run whose process died is recovered after the heartbeat expires,
+// which at a short interval is after its successor was taken: it must
+// still run again (it may not have finished), once, without a successor
+// of its own.
+func TestCronRecoveredAfterItsSuccessorWasTaken(t *testing.T) {
+	for _, noOverlap := range []bool{false, true} {
+		f := newCronFleet(t, 2, Config{})
+		ctx := context.Background()
+		var opts []ScheduleOption
+		if noOverlap {
+			opts = append(opts, NoOverlap())
+		}
+		require.NoError(t, f.qs[0].Schedule(ctx, "s", Every(time.Second), nil, opts...))
+		due1, run := f.take(true) // process 0 runs it and dies
+		require.True(t, run)
+		due2, run := f.take(false) // the successor, taken by process 1
+		require.Equal(t, due1.Add(time.Second), due2)
+		require.Equal(t, !noOverlap, run, "NoOverlap skips the successor while the first run holds its marker")
+		pending := f.pending()
+		require.Len(t, pending, 1)
+
+		id := occurrenceID("s", due1.UnixMilli())
+		_, _, run, _, err := f.qs[1].cronTake(ctx, id, f.copy[due1], 1, time.Minute, time.Second) // recovered
+		require.NoError(t, err)
+		require.True(t, run, "noOverlap=%v: a recovered run runs again", noOverlap)
+		require.Equal(t, pending, f.pending(), "no successor of its own")
+		require.NoError(t, f.qs[1].cronDone(ctx, "s", due1, f.copy[due1]))
+
+		_, _, run, _, err = f.qs[0].cronTake(ctx, id, f.copy[due1]+1, 0, time.Minute, time.Second)
+		require.NoError(t, err)
+		require.False(t, run, "a fresh stray copy of a taken occurrence does not run")
+	}
 }

@@ -36,7 +36,7 @@ func TestRevCronSuccessorBypassesMaxLen(t *testing.T) {
 	require.ErrorIs(t, err, ErrQueueFull, "the queue is full")
 	env, err := decodeEnvelope([]byte(zs[0].Member.(string)))
 	require.NoError(t, err)
-	_, _, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+	_, _, run, _, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), env.deliveries, time.Minute, time.Second)
 	require.NoError(t, err, "the successor of a taken occurrence is not refused as full")
 	require.True(t, run)
 	require.Contains(t, f.pending(), occurrenceID("tick", time.UnixMilli(int64(zs[0].Score)).Add(time.Minute).UnixMilli()))
@@ -127,7 +127,7 @@ func TestRevCronLapsedIDCopyRunsOnce(t *testing.T) {
 	for i, e := range elems { // two workers take the copies at once
 		env, err := decodeEnvelope([]byte(e))
 		require.NoError(t, err)
-		_, _, run, _, err := qs[i%2].cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+		_, _, run, _, err := qs[i%2].cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), env.deliveries, time.Minute, time.Second)
 		require.NoError(t, err)
 		if run {
 			runs++
@@ -204,7 +204,7 @@ func TestRevCronPayloadChangeTakesEffect(t *testing.T) {
 	f.clock.Set(time.UnixMilli(int64(zs[0].Score)))
 	env, err := decodeEnvelope([]byte(zs[0].Member.(string)))
 	require.NoError(t, err)
-	_, _, run, payload, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), time.Minute, time.Second)
+	_, _, run, payload, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), env.deliveries, time.Minute, time.Second)
 	require.NoError(t, err)
 	require.True(t, run)
 	require.Equal(t, "new", string(payload), "the handler gets the registered payload")
