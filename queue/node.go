@@ -67,8 +67,10 @@ type member interface {
 	// as token, a consumer of the worker's queue.
 	announce(ctx context.Context, pipe redis.Pipeliner, id, token string)
 	// beat is called on every heartbeat; newlyDead says that it saw a
-	// consumer newly dead.
+	// consumer newly dead. dueOverdue is called when the queue's due
+	// announcement has passed (due.go).
 	beat(newlyDead bool)
+	dueOverdue()
 	// checkConsumers sweeps the dead among the queue's consumers, and
 	// sweep one dead consumer's list of the queue; both report whether
 	// they completed (see sweep.go).
@@ -296,7 +298,8 @@ func (n *node) tick(ctx context.Context) {
 	if trimmed {
 		n.lastTrim = now
 	}
-	n.notify(n.sawNewlyDead(found))
+	overdue, found := overdueQueues(found)
+	n.notify(n.sawNewlyDead(found), overdue)
 	n.post(deadView{now: now, found: found, recheck: recheck})
 }
 
@@ -347,9 +350,12 @@ func (n *node) sawNewlyDead(found []redis.Z) bool {
 // have been the only one that knew when the next delayed job is due: every
 // scheduler re-reads. Done here, not by the sweeper, which may be busy with
 // a long list.
-func (n *node) notify(newlyDead bool) {
+func (n *node) notify(newlyDead bool, overdue map[string]bool) {
 	for _, w := range n.attached() {
 		w.beat(newlyDead)
+		if overdue[w.queueTag()] {
+			w.dueOverdue()
+		}
 	}
 }
 

@@ -38,11 +38,16 @@ type scheduler struct {
 	known    atomic.Bool
 	lastRead atomic.Int64  // when the last read was sent, unix nanos (wall clock)
 	reads    atomic.Uint64 // reads completed, for tests
+	// fromDue: the queue's due announcement passed (due.go); announced:
+	// the due time this scheduler announced last.
+	fromDue   atomic.Bool
+	announced atomic.Int64
 }
 
 func newScheduler(w *Worker) *scheduler {
 	s := &scheduler{w: w, wakeCh: make(chan struct{}, 1)}
 	s.next.Store(math.MaxInt64)
+	s.announced.Store(math.MinInt64)
 	return s
 }
 
@@ -114,21 +119,35 @@ func (s *scheduler) loop(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// What the reads since the last announcement taught this process
+	// (see announce).
+	var promoted int64
+	informed := false
 	for {
 		clearFlag := s.beginRead()
+		fromDue := s.fromDue.Swap(false)
 		now := w.q.cfg.Now()
 		res, err := w.promote(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
 			now.UnixMilli(), promoteLimit, boolArg(clearFlag))
 		if err != nil || len(res) != 2 {
+			if fromDue {
+				s.fromDue.Store(true)
+			}
 			if !s.readFailed(ctx, &bo, clearFlag, err) {
 				return nil
 			}
 			continue
 		}
 		bo.reset()
+		promoted += res[0]
+		informed = informed || clearFlag || fromDue
 		if s.moreDue(res, now) {
 			continue // more are due (the script also stops at its byte and job bounds)
 		}
+		actx, cancel := context.WithTimeout(ctx, dueAnnounceTimeout)
+		s.announce(actx, promoted, res[1], informed)
+		cancel()
+		promoted, informed = 0, false
 		s.arm(timer, res[1])
 		if !s.sleep(ctx, timer) {
 			return nil

@@ -119,7 +119,7 @@ func (n *node) notSwept(found []redis.Z) (dead []deadConsumer, seen map[string]b
 	seen = map[string]bool{}
 	for _, z := range found {
 		id, _ := z.Member.(string)
-		if id == "" || id == n.id || seen[id] {
+		if id == "" || id == n.id || seen[id] || isDueMember(id) {
 			continue
 		}
 		seen[id] = true
