@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
 )
 
 func sortedSchedules(t *testing.T, q *Queue) []string {
@@ -88,5 +91,26 @@ func TestSetSchedulesChecksTheWholeSetFirst(t *testing.T) {
 		err := q.SetSchedules(ctx, c.version, c.set...)
 		require.ErrorContains(t, err, c.want, name)
 		require.Equal(t, []string{"keep"}, sortedSchedules(t, q), "%s: nothing changed", name)
+	}
+}
+
+// SetSchedules' scripts and deletes stay in the queue's slot: the same
+// removal on a real server and a cluster.
+func TestSetSchedulesOnRealServers(t *testing.T) {
+	for name, np := range map[string]func(t *testing.T) newPoolFunc{
+		"server":  func(*testing.T) newPoolFunc { return serverPool },
+		"cluster": func(t *testing.T) newPoolFunc { return clusterPools(redistest.Cluster(t)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := np(t)(t, pool.Config{})
+			q := mustQueue(t, p, "cronset", Config{})
+			ctx := context.Background()
+			require.NoError(t, q.SetSchedules(ctx, 1, ScheduleSpec{Name: "a", Spec: "@hourly"}, ScheduleSpec{Name: "b", Spec: Every(time.Minute)}))
+			require.NoError(t, p.Client().Set(ctx, q.k.cronRun("a"), "x", 0).Err())
+			require.NoError(t, q.SetSchedules(ctx, 2, ScheduleSpec{Name: "b", Spec: Every(time.Minute)}))
+			require.Equal(t, []string{"b"}, sortedSchedules(t, q))
+			require.ErrorIs(t, q.SetSchedules(ctx, 1), ErrScheduleSuperseded)
+			require.Zero(t, p.Client().Exists(ctx, q.k.cronRun("a")).Val())
+		})
 	}
 }

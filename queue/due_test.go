@@ -18,7 +18,7 @@ import (
 // survivors promote it within about one HeartbeatInterval of its due time,
 // not when the dead process is detected (here HeartbeatTTL is a minute).
 func TestDelayedJobKnownOnlyToACrashedProcessIsPromoted(t *testing.T) {
-	bothRedis(t, func(t *testing.T, newPool newPoolFunc) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
 		p := newPool(t, pool.Config{})
 		g := group(t)
 		q := mustQueue(t, p, "orphan", Config{})

@@ -11,19 +11,22 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
-// bothRedis runs f on miniredis and on a real redis-server (skipped when
-// there is none, unless BOUNDED_REQUIRE_REDIS is set).
-func bothRedis(t *testing.T, f func(t *testing.T, newPool newPoolFunc)) {
+// onEveryRedis runs f on miniredis, on a real redis-server and on a real
+// 3-master cluster (the last two skipped when there is no redis-server,
+// unless BOUNDED_REQUIRE_REDIS is set).
+func onEveryRedis(t *testing.T, f func(t *testing.T, newPool newPoolFunc)) {
 	t.Run("miniredis", func(t *testing.T) { f(t, miniPool) })
 	t.Run("server", func(t *testing.T) { f(t, serverPool) })
+	t.Run("cluster", func(t *testing.T) { f(t, clusterPools(redistest.Cluster(t))) })
 }
 
 func TestUniqueForKeepsTheIDAfterSuccess(t *testing.T) {
-	bothRedis(t, func(t *testing.T, newPool newPoolFunc) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
 		p := newPool(t, pool.Config{})
 		g := group(t)
 		q := mustQueue(t, p, "window", Config{})
@@ -88,7 +91,7 @@ func TestUniqueForValues(t *testing.T) {
 }
 
 func TestIDFromPayload(t *testing.T) {
-	bothRedis(t, func(t *testing.T, newPool newPoolFunc) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
 		p := newPool(t, pool.Config{})
 		q := mustQueue(t, p, "pid", Config{})
 		ctx := context.Background()
@@ -132,7 +135,7 @@ func delayedPayloads(t *testing.T, p *pool.Pool, q *Queue) map[string]int64 {
 }
 
 func TestDebounceReplacesTheDelayedJob(t *testing.T) {
-	bothRedis(t, func(t *testing.T, newPool newPoolFunc) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
 		p := newPool(t, pool.Config{})
 		clock := testutil.NewClock()
 		q := mustQueue(t, p, "deb", Config{Now: clock.Now})
@@ -178,7 +181,7 @@ func TestDebounceReplacesTheDelayedJob(t *testing.T) {
 }
 
 func TestDebounceRunsTheLastPayloadOnce(t *testing.T) {
-	bothRedis(t, func(t *testing.T, newPool newPoolFunc) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
 		p := newPool(t, pool.Config{})
 		g := group(t)
 		q := mustQueue(t, p, "debrun", Config{})
@@ -240,7 +243,7 @@ func TestDebounceRefusals(t *testing.T) {
 }
 
 func TestDeadlineExpiresJobsNotStartedInTime(t *testing.T) {
-	bothRedis(t, func(t *testing.T, newPool newPoolFunc) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
 		p := newPool(t, pool.Config{})
 		g := group(t)
 		clock := testutil.NewClock()
