@@ -45,20 +45,31 @@ func gcd(a, b int64) int64 {
 // newGCRA derives the units of a limit of rate events per period with a
 // burst. The arguments have been validated as positive, period in whole µs.
 func newGCRA(rate int, period time.Duration, burst int) (gcra, error) {
+	l, ok := gcraUnits(rate, period, burst)
+	if !ok {
+		return gcra{}, fmt.Errorf("%w: Config.Burst (%d) times the emission interval (%s) exceeds %s",
+			ErrInvalidConfig, burst, usDuration(l.step), usDuration(maxUnits))
+	}
+	return l, nil
+}
+
+// gcraUnits is newGCRA without the error: ok is false when even whole µs do
+// not fit, and l.step is then the interval in whole µs, for the message.
+func gcraUnits(rate int, period time.Duration, burst int) (l gcra, ok bool) {
 	r, p, b := int64(rate), period.Microseconds(), int64(burst)
 	g := gcd(r, p)
-	l := gcra{scale: r / g, step: p / g, burst: b, exact: true}
-	if l.step > maxUnits/b {
-		// Exact units would not fit: fall back to whole µs, rounded up so the
-		// limit is never exceeded.
-		l = gcra{scale: 1, step: (p + r - 1) / r, burst: b}
-		if l.step > maxUnits/b {
-			return gcra{}, fmt.Errorf("%w: Config.Burst (%d) times the emission interval (%s) exceeds %s",
-				ErrInvalidConfig, burst, usDuration(l.step), usDuration(maxUnits))
+	l = gcra{scale: r / g, step: p / g, burst: b, exact: true}
+	if l.step > maxUnits/b || l.scale > maxUnits {
+		// Exact units would not fit (nor would a scale past 2^52, a rate of
+		// more than 2^52 per µs of its period, in a Lua number): fall back to
+		// whole µs, rounded up so the limit is never exceeded.
+		l = gcra{scale: 1, step: (p-1)/r + 1, burst: b}
+		if b > maxUnits || l.step > maxUnits/b {
+			return l, false
 		}
 	}
 	l.limit = l.step * b
-	return l, nil
+	return l, true
 }
 
 // interval is the emission interval rounded up to whole µs.
@@ -106,15 +117,6 @@ func (l gcra) state(x int64, r Result) Result {
 	r.Remaining = int(max(0, floorDiv(l.limit-x, l.step)))
 	r.ResetAfter = usDuration(ceilDiv(x, l.scale))
 	return r
-}
-
-// fromReply turns the script's reply into a Result: positive is the new
-// TAT-now of an admission, zero or negative the negated TAT-now of a denial.
-func (l gcra) fromReply(v, n int64) Result {
-	if v > 0 {
-		return l.admission(v, SourceRedis)
-	}
-	return l.denial(-v, n, SourceRedis)
 }
 
 func ceilDiv(a, b int64) int64 {

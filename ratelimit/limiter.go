@@ -56,6 +56,9 @@ type Result struct {
 	Limit int
 	// Source is what decided.
 	Source Source
+	// Window is the position, in the limits of an AllowLimits call, of the
+	// window that decided (see AllowLimits); 0 for a single limit.
+	Window int
 	// Err is, for SourceFallback, why Redis was not used: pool.ErrUnavailable
 	// while Redis is marked down, or the error of the failed call.
 	Err error
@@ -74,12 +77,15 @@ type Limiter struct {
 	prefix string // "{rl:<name>}:"
 	cfg    Config
 	g      gcra
+	own    windows // g as the one window of Allow, AllowN and Wait
 	script *redis.Script
+	// windows is the script of AllowLimits calls with several windows.
+	windows *redis.Script
 	// The script's constant arguments, formatted once.
 	scaleArg, stepArg, burstArg string
 
 	denied *expiring[deniedState] // nil with Config.NoDeniedCache
-	local  *expiring[localTAT]    // nil unless FailLocal
+	local  *expiring[localState]  // nil unless FailLocal
 
 	base   time.Time // the monotonic clock's origin when Config.Now is nil
 	baseUS int64
@@ -117,17 +123,19 @@ func New(p *pool.Pool, name string, cfg Config) (*Limiter, error) {
 		cfg:      cfg,
 		g:        g,
 		script:   redis.NewScript(gcraScript),
+		windows:  redis.NewScript(windowsScript),
 		scaleArg: strconv.FormatInt(g.scale, 10),
 		stepArg:  strconv.FormatInt(g.step, 10),
 		burstArg: strconv.FormatInt(g.burst, 10),
 		base:     now,
 		baseUS:   now.UnixMicro(),
 	}
+	l.own.n, l.own.g[0] = 1, g
 	if !cfg.NoDeniedCache {
 		l.denied = newExpiring[deniedState](cfg.DeniedKeys)
 	}
 	if cfg.OnRedisError == FailLocal {
-		l.local = newExpiring[localTAT](cfg.LocalKeys)
+		l.local = newExpiring[localState](cfg.LocalKeys)
 	}
 	if !g.exact {
 		cfg.Logger.Warn("ratelimit: emission interval rounded up to whole microseconds; the limit is not exact",
@@ -167,9 +175,15 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	if err := l.check(key, n); err != nil {
 		return Result{}, err
 	}
-	now, events := l.now(), int64(n)
+	return l.decide(ctx, key, int64(n), &l.own)
+}
+
+// decide answers n events for key under the windows ws: AllowN's and
+// AllowLimits's common path, the arguments checked.
+func (l *Limiter) decide(ctx context.Context, key string, n int64, ws *windows) (Result, error) {
+	now := l.now()
 	if l.denied != nil {
-		if r, ok := l.lookupDenied(key, events, now); ok {
+		if r, ok := l.lookupDenied(key, n, now, ws); ok {
 			l.stats.deniedCache.Add(1)
 			return l.count(r), nil
 		}
@@ -179,23 +193,23 @@ func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error)
 	// command is the probe and no other caller's can spend it.
 	ctx, err := l.p.AdmitContext(ctx)
 	if err != nil {
-		return l.fallback(key, events, now, err), nil
+		return l.fallback(key, n, now, ws, err), nil
 	}
-	rep := l.ask(ctx, key, events, now)
+	rep := l.ask(ctx, key, n, now, ws)
 	if rep.err != nil {
-		return l.failed(ctx, key, events, now, rep)
+		return l.failed(ctx, key, n, now, ws, rep)
 	}
 	l.stats.redisCalls.Add(1)
-	r := l.g.fromReply(rep.v, events)
+	r := ws.result(&rep.d, n, SourceRedis)
 	if !r.Allowed && l.denied != nil {
-		l.storeDenied(key, now, -rep.v)
+		l.storeDenied(key, now, ws, &rep.d)
 	}
 	return l.count(r), nil
 }
 
 // reply is the outcome of one run of the script.
 type reply struct {
-	v   int64 // the script's reply (see gcraScript)
+	d   [MaxWindows]int64 // each window's TAT-now before the call, in units
 	err error
 	// timedOut: err came from running out Config.Timeout, not the caller's
 	// deadline.
@@ -206,21 +220,38 @@ type reply struct {
 // Config.Timeout through the pool, so that running it out counts toward
 // marking Redis down there, where the caller's deadline does not. A
 // caller's deadline that comes first bounds the call alone.
-func (l *Limiter) ask(ctx context.Context, key string, n, now int64) reply {
+func (l *Limiter) ask(ctx context.Context, key string, n, now int64, ws *windows) reply {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= l.cfg.Timeout {
-		v, err := l.run(ctx, key, n, now)
-		return reply{v: v, err: err}
+		return l.runAny(ctx, key, n, now, ws)
 	}
 	rctx, cancel := pool.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
-	v, err := l.run(rctx, key, n, now)
-	return reply{v: v, err: err, timedOut: err != nil && ended(rctx)}
+	rep := l.runAny(rctx, key, n, now, ws)
+	rep.timedOut = rep.err != nil && ended(rctx)
+	return rep
+}
+
+// runAny runs gcraScript for one window, windowsScript for several.
+func (l *Limiter) runAny(ctx context.Context, key string, n, now int64, ws *windows) (rep reply) {
+	if ws.n > 1 {
+		rep.d, rep.err = l.runWindows(ctx, key, n, now, ws)
+		return rep
+	}
+	g := ws.g[0]
+	v, err := l.run(ctx, key, n, now, g)
+	// gcraScript's reply is TAT-now after an admission, its negation before
+	// a denial: TAT-now before the call either way.
+	rep.d[0], rep.err = -v, err
+	if v > 0 {
+		rep.d[0] = v - n*g.step
+	}
+	return rep
 }
 
 // failed answers a call whose script failed with rep.err. The caller's own
 // context ending, and a closed pool, are errors; anything else is a Redis
 // failure, answered by Config.OnRedisError.
-func (l *Limiter) failed(ctx context.Context, key string, n, now int64, rep reply) (Result, error) {
+func (l *Limiter) failed(ctx context.Context, key string, n, now int64, ws *windows, rep reply) (Result, error) {
 	err := rep.err
 	if cerr := callerEnded(ctx, err); cerr != nil {
 		return Result{}, fmt.Errorf("ratelimit: %s %q: %w", l.name, key, cerr)
@@ -238,7 +269,7 @@ func (l *Limiter) failed(ctx context.Context, key string, n, now int64, rep repl
 	if !errors.Is(err, pool.ErrUnavailable) {
 		l.redisError(err)
 	}
-	return l.fallback(key, n, now, err), nil
+	return l.fallback(key, n, now, ws, err), nil
 }
 
 // callerEnded returns the error for a call to Redis that failed with err
@@ -293,16 +324,20 @@ func (l *Limiter) now() int64 {
 }
 
 // fallback answers with Config.OnRedisError; cause is why Redis was not used.
-func (l *Limiter) fallback(key string, n, now int64, cause error) Result {
+func (l *Limiter) fallback(key string, n, now int64, ws *windows, cause error) Result {
 	l.stats.fallback.Add(1)
 	var r Result
+	var d [MaxWindows]int64
 	switch l.cfg.OnRedisError {
 	case FailOpen:
-		r = l.g.admission(n*l.g.step, SourceFallback) // as if the bucket were full
+		r = ws.result(&d, n, SourceFallback) // as if every bucket were full
 	case FailClosed:
-		r = l.g.denial(l.g.limit, n, SourceFallback) // as if it were empty
+		for i := range ws.n {
+			d[i] = ws.g[i].limit // as if every bucket were empty
+		}
+		r = ws.result(&d, n, SourceFallback)
 	default:
-		r = l.allowLocal(key, n, now)
+		r = l.allowLocal(key, n, now, ws)
 	}
 	r.Err = cause
 	return l.count(r)

@@ -177,7 +177,7 @@ func TestLocalMatchesRationalModel(t *testing.T) {
 					}
 				}
 			}
-			got := l.allowLocal(key, int64(n), now)
+			got := l.allowLocal(key, int64(n), now, &l.own)
 			got.Source = SourceRedis
 			require.Equal(t, m.allow(lim, key, now, n), got, "limit %d call %d: %s n=%d at %d µs", i, j, key, n, now)
 		}

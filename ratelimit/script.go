@@ -135,10 +135,13 @@ return nd
 // run asks Redis about n events for key and returns the script's reply. The
 // instant nowUS is passed only with Config.Now; otherwise the script reads
 // Redis's TIME.
-func (l *Limiter) run(ctx context.Context, key string, n, nowUS int64) (int64, error) {
+func (l *Limiter) run(ctx context.Context, key string, n, nowUS int64, g gcra) (int64, error) {
 	now := ""
 	if l.cfg.Now != nil {
 		now = strconv.FormatInt(nowUS, 10)
+	}
+	if g != l.g { // a limit given with the call
+		return l.script.Run(ctx, l.p.Client(), []string{l.prefix + key}, now, g.scale, g.step, g.burst, n).Int64()
 	}
 	return l.script.Run(ctx, l.p.Client(), []string{l.prefix + key}, now, l.scaleArg, l.stepArg, l.burstArg, n).Int64()
 }
