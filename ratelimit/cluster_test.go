@@ -31,6 +31,10 @@ var clusterSuite = []struct {
 	{"StateExpires", testStateExpires},
 	{"BadArguments", testBadArguments},
 	{"WaitDeadline", testWaitDeadline},
+	{"WindowsMatchRationalModel", testWindowsMatchRationalModel},
+	{"WindowsAllOrNone", testWindowsAllOrNone},
+	{"LimitChangesBetweenCalls", testLimitChangesBetweenCalls},
+	{"AllowLimitsEdgeValues", testAllowLimitsEdgeValues},
 }
 
 // TestCluster runs the Redis-semantics tests on one real 3-master Redis
