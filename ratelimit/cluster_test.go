@@ -35,6 +35,7 @@ var clusterSuite = []struct {
 	{"WindowsAllOrNone", testWindowsAllOrNone},
 	{"LimitChangesBetweenCalls", testLimitChangesBetweenCalls},
 	{"AllowLimitsEdgeValues", testAllowLimitsEdgeValues},
+	{"Reset", testReset},
 }
 
 // TestCluster runs the Redis-semantics tests on one real 3-master Redis

@@ -190,3 +190,13 @@ func (s *expShard[V]) down(i int) bool {
 	}
 	return i > start
 }
+
+// drop removes key's entry, if any.
+func (e *expiring[V]) drop(key string) {
+	s := e.shard(key)
+	s.mu.Lock()
+	if it := s.items[key]; it != nil {
+		s.remove(it)
+	}
+	s.mu.Unlock()
+}
