@@ -23,36 +23,26 @@ import (
 // returns "" limits nothing, so test yours. If the request's context ends
 // before Redis answers, the client has gone: it gets 503 and next is not
 // called.
+//
+// Handler is the same with options: a deny handler, a JSON body, a status,
+// skipping by predicate, limits per request.
 func (l *Limiter) Middleware(key func(*http.Request) string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k := key(r)
-		if k == "" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		res, err := l.Allow(r.Context(), k)
-		if err != nil {
-			http.Error(w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
-			return
-		}
-		h := w.Header()
-		h.Set("RateLimit-Limit", strconv.Itoa(res.Limit))
-		h.Set("RateLimit-Remaining", strconv.Itoa(res.Remaining))
-		h.Set("RateLimit-Reset", seconds(res.ResetAfter))
-		if !res.Allowed {
-			h.Set("Retry-After", seconds(res.RetryAfter))
-			http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return l.handler(next, &handlerConfig{key: key, deny: denyText})
+}
+
+// denyText is Middleware's deny answer: 429 with a text body.
+func denyText(w http.ResponseWriter, _ *http.Request, _ Result) {
+	http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
 }
 
 // seconds renders d in whole seconds, rounded up.
-func seconds(d time.Duration) string {
+func seconds(d time.Duration) string { return strconv.FormatInt(secondsOf(d), 10) }
+
+// secondsOf is d in whole seconds, rounded up.
+func secondsOf(d time.Duration) int64 {
 	s := d / time.Second
 	if d%time.Second > 0 {
 		s++
 	}
-	return strconv.FormatInt(int64(s), 10)
+	return int64(s)
 }

@@ -99,9 +99,9 @@ func (l *Limiter) checkLimits(ws *windows, key string, n int, limits []Limit) er
 	}
 	ws.n = len(limits)
 	for i, lim := range limits {
-		g, err := lim.units()
+		g, err := lim.units(fmt.Sprintf("limits[%d]", i))
 		if err != nil {
-			return fmt.Errorf("%w: %s: limits[%d] (%s): %w", ErrInvalidArgument, l.name, i, lim, err)
+			return fmt.Errorf("%w: %s: %w (%s)", ErrInvalidArgument, l.name, err, lim)
 		}
 		if int64(n) > g.burst {
 			return fmt.Errorf("%w: %s: n=%d exceeds limits[%d].Burst of %d and could never be admitted",
@@ -113,29 +113,29 @@ func (l *Limiter) checkLimits(ws *windows, key string, n int, limits []Limit) er
 }
 
 // units validates lim, fills in its defaults and returns it in GCRA units.
-// The error names the field.
-func (lim Limit) units() (gcra, error) {
+// The error names the field, after name.
+func (lim Limit) units(name string) (gcra, error) {
 	if lim.Rate <= 0 {
-		return gcra{}, fmt.Errorf("Rate must be positive, got %d", lim.Rate)
+		return gcra{}, fmt.Errorf("%s.Rate must be positive, got %d", name, lim.Rate)
 	}
 	switch {
 	case lim.Period == 0:
 		lim.Period = DefaultPeriod
 	case lim.Period < 0:
-		return gcra{}, fmt.Errorf("Period must not be negative, got %s", lim.Period)
+		return gcra{}, fmt.Errorf("%s.Period must not be negative, got %s", name, lim.Period)
 	case lim.Period%time.Microsecond != 0:
-		return gcra{}, fmt.Errorf("Period must be a whole number of microseconds, got %s", lim.Period)
+		return gcra{}, fmt.Errorf("%s.Period must be a whole number of microseconds, got %s", name, lim.Period)
 	}
 	switch {
 	case lim.Burst == 0:
 		lim.Burst = lim.Rate
 	case lim.Burst < 0:
-		return gcra{}, fmt.Errorf("Burst must not be negative, got %d", lim.Burst)
+		return gcra{}, fmt.Errorf("%s.Burst must not be negative, got %d", name, lim.Burst)
 	}
 	g, ok := gcraUnits(lim.Rate, lim.Period, lim.Burst)
 	if !ok {
-		return gcra{}, fmt.Errorf("Burst (%d) times the emission interval (%s) exceeds %s",
-			lim.Burst, usDuration(g.step), usDuration(maxUnits))
+		return gcra{}, fmt.Errorf("%s.Burst (%d) times the emission interval (%s) exceeds %s",
+			name, lim.Burst, usDuration(g.step), usDuration(maxUnits))
 	}
 	return g, nil
 }
