@@ -94,13 +94,14 @@ type Config struct {
 	Timeout time.Duration
 	// LocalKeys bounds the keys FailLocal tracks while Redis is away; past
 	// it, the key whose bucket is fullest is forgotten first. Zero means
-	// DefaultLocalKeys (about 100 bytes each plus the key).
+	// DefaultLocalKeys (about 160 bytes each plus the key, every window of
+	// an AllowLimits call in one).
 	LocalKeys int
 
 	// DeniedKeys bounds the local cache of keys known to be denied, which
 	// answers them without Redis until their RetryAfter passes; past it, the
 	// entry closest to expiry is dropped first. Zero means DefaultDeniedKeys
-	// (about 100 bytes each plus the key).
+	// (about 140 bytes each plus the key).
 	DeniedKeys int
 	// NoDeniedCache turns the denied cache off: every call runs the script.
 	NoDeniedCache bool

@@ -27,8 +27,15 @@
 // toward marking Redis down in the pool), Config.OnRedisError answers
 // ([SourceFallback]): [FailLocal], the default, runs the same GCRA in process
 // memory (N processes then admit up to N times the limit), [FailOpen] admits
-// and [FailClosed] denies. [Limiter.Middleware] limits an http.Handler by a
-// key function; a key of "" exempts a request.
+// and [FailClosed] denies.
+//
+// [Limiter.AllowLimits] takes the limits with the call ([Limit], [PerSecond],
+// [PerDay], ...) instead of from Config, for quotas per plan on one
+// Limiter, and up to [MaxWindows] of them at once, all or none in one
+// script, the most restrictive reporting (Result.Window). [Limiter.Reset]
+// forgets a key. [Limiter.Middleware] and [Limiter.Handler] (with options)
+// limit an http.Handler by a key function; a key of "" exempts a request.
+// contrib/grpc, a module of its own, has gRPC interceptors.
 //
 // # Zero value, concurrency, closing
 //
@@ -41,8 +48,9 @@
 // # Errors
 //
 // New's errors wrap [ErrInvalidConfig] and name the field or the name at
-// fault. A call returns an error only for bad arguments
-// ([ErrInvalidArgument]), a closed pool, or the caller's context ending
+// fault, and so do Handler's. A call returns an error only for bad
+// arguments ([ErrInvalidArgument], naming the limit and field at fault), a
+// closed pool, or the caller's context ending
 // before Redis answers (matching ctx.Err(): context.DeadlineExceeded for a
 // deadline); a failed Redis call is the policy's answer, with Result.Err
 // saying why. [Limiter.Wait] returns at once with an error matching
