@@ -138,7 +138,7 @@ func keepState(t testing.TB, l *Limiter) {
 	require.Equal(t, 2, strings.Count(gcraScript, px), "keepState no longer matches the script's SETs")
 	require.Equal(t, 2, strings.Count(windowsScript, px), "keepState no longer matches the windows script's SETs")
 	l.script = redis.NewScript(strings.ReplaceAll(gcraScript, px, ")"))
-	l.windows = redis.NewScript(strings.ReplaceAll(windowsScript, px, ")"))
+	l.multi = redis.NewScript(strings.ReplaceAll(windowsScript, px, ")"))
 }
 
 // blackHole is a Redis that accepts connections, reads what it is sent and

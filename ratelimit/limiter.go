@@ -79,8 +79,8 @@ type Limiter struct {
 	g      gcra
 	own    windows // g as the one window of Allow, AllowN and Wait
 	script *redis.Script
-	// windows is the script of AllowLimits calls with several windows.
-	windows *redis.Script
+	// multi is the script of AllowLimits calls with several windows.
+	multi *redis.Script
 	// The script's constant arguments, formatted once.
 	scaleArg, stepArg, burstArg string
 
@@ -123,7 +123,7 @@ func New(p *pool.Pool, name string, cfg Config) (*Limiter, error) {
 		cfg:      cfg,
 		g:        g,
 		script:   redis.NewScript(gcraScript),
-		windows:  redis.NewScript(windowsScript),
+		multi:    redis.NewScript(windowsScript),
 		scaleArg: strconv.FormatInt(g.scale, 10),
 		stepArg:  strconv.FormatInt(g.step, 10),
 		burstArg: strconv.FormatInt(g.burst, 10),

@@ -12,7 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // ratLimitOfLimit is a Limit in the model's terms, its defaults filled in.
@@ -377,4 +379,53 @@ func TestDeniedCacheOnlyForTheSameLimit(t *testing.T) {
 	r, err = l.AllowLimits(ctx, "k", 1, pro, free)
 	require.NoError(t, err)
 	require.Equal(t, Result{RetryAfter: time.Hour, ResetAfter: time.Hour, Limit: 1, Source: SourceDeniedCache, Window: 1}, r)
+}
+
+// TestWindowsStateTTL: each window's state lives until that window is full
+// again (its own PX, the ResetAfter rounded up to ms), exactly on
+// miniredis; FastForward past the shorter drops only its key.
+func TestWindowsStateTTL(t *testing.T) {
+	m, p := mini(t)
+	clk := testutil.NewClock()
+	l := newLimiter(t, p, "windows-ttl", Config{Rate: 1, Now: clk.Now, NoDeniedCache: true})
+	_, err := l.AllowLimits(context.Background(), "k", 3, Limit{Rate: 7, Period: 90 * time.Second}, PerHour(10))
+	require.NoError(t, err)
+	require.Equal(t, 38_572*time.Millisecond, m.TTL(l.windowKey("k", 0)))
+	require.Equal(t, fmt.Sprintf("%d 4.7", t0.UnixMicro()+38_571_428), mustGet(t, m, l.windowKey("k", 0)), "µs and 4/7 µs")
+	require.Equal(t, 1080*time.Second, m.TTL(l.windowKey("k", 1)))
+	require.Equal(t, fmt.Sprint(t0.UnixMicro()+1_080_000_000), mustGet(t, m, l.windowKey("k", 1)))
+	m.FastForward(38_572 * time.Millisecond)
+	require.False(t, m.Exists(l.windowKey("k", 0)))
+	require.True(t, m.Exists(l.windowKey("k", 1)))
+}
+
+// TestWindowsDenialWritesNothing_Server: on a real server, which counts the
+// commands scripts run, a call of two windows reads both and writes both
+// when admitted, and a denial by either writes nothing.
+func TestWindowsDenialWritesNothing_Server(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	clk := testutil.NewClock()
+	l := newLimiter(t, p, "windows-writes", Config{Rate: 1, Now: clk.Now, NoDeniedCache: true})
+	keepState(t, l)
+	ctx := context.Background()
+	calls := func() map[string]int64 {
+		st, err := srv.CommandStats(ctx)
+		require.NoError(t, err)
+		return st
+	}
+	before := calls()
+	limits := []Limit{PerSecond(2), PerHour(3)}
+	for i, want := range []bool{true, true, false, false, true, false} {
+		if i == 4 {
+			clk.Advance(time.Second) // the second's window admits again, the hour's once more
+		}
+		r, err := l.AllowLimits(ctx, "k", 1, limits...)
+		require.NoError(t, err)
+		require.Equal(t, want, r.Allowed, "call %d", i)
+	}
+	after := calls()
+	require.Equal(t, int64(12), after["get"]-before["get"])
+	require.Equal(t, int64(6), after["set"]-before["set"], "three admissions, two windows each")
+	require.Zero(t, after["time"]-before["time"])
 }

@@ -130,7 +130,7 @@ func (l *Limiter) runWindows(ctx context.Context, key string, n, nowUS int64, ws
 		keys[i] = l.windowKey(key, i)
 		args = append(args, ws.g[i].scale, ws.g[i].step, ws.g[i].burst)
 	}
-	v, err := l.windows.Run(ctx, l.p.Client(), keys, args...).Int64Slice()
+	v, err := l.multi.Run(ctx, l.p.Client(), keys, args...).Int64Slice()
 	if err != nil {
 		return d, err
 	}
