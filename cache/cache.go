@@ -43,6 +43,8 @@ type Cache[V any] struct {
 	channel    string // {c:<name>}:inval
 
 	scripts scripts
+	tags    tagKeys // tag sets and their scripts (tags.go)
+	track   tracking // Config.TrackRawWrites (tracking.go)
 	flights singleflight.Group
 	loads   loadTracker
 
@@ -55,6 +57,8 @@ type Cache[V any] struct {
 	subscribed atomic.Bool
 
 	st counters
+
+	testHookTagDrain func() // InvalidateTag, between moving the tag's members and deleting them
 }
 
 // New builds a cache named name on p. The name becomes the hash tag of every
@@ -87,6 +91,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		channel:    tag + "inval",
 		waiters:    make(map[string]*waiter),
 		scripts:    newScripts(),
+		tags:       newTagKeys(tag),
 	}
 	c.loads.init(cfg.MaxLoads)
 	if !cfg.NoLocal {
@@ -151,13 +156,18 @@ func (c *Cache[V]) Get(ctx context.Context, key string) (V, error) {
 // whole millisecond (and shortened by Config.TTLJitter); it must be
 // positive. A value the codec cannot encode, or one over
 // Config.MaxValueBytes, fails and writes nothing. If the write fails the
-// local copy is dropped too.
-func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration) error {
+// local copy is dropped too. Tags(...) tags the value for InvalidateTag; the
+// value and its tags are written in one atomic step.
+func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration, opts ...Option) error {
 	if err := c.checkKey("Set", key); err != nil {
 		return err
 	}
 	if ttl <= 0 {
 		return fmt.Errorf("%w: cache %q: Set %q: ttl must be positive, got %s", ErrInvalid, c.name, key, ttl)
+	}
+	o, err := c.callOptions("Set", key, opts)
+	if err != nil {
+		return err
 	}
 	e, err := c.encode(key, v)
 	if err != nil {
@@ -166,7 +176,7 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration) 
 	gen := c.localGen(key) // before the write: see local.store
 	ttl = c.redisTTL(ttl)
 	start := c.clock()
-	if err := c.setRedis(ctx, key, e.data, ttl); err != nil {
+	if err := c.setRedisWith(ctx, key, e.data, ttl, o.tags); err != nil {
 		return err
 	}
 	c.storeLocal(key, e, c.localExpiry(start, ttl), gen)

@@ -28,6 +28,7 @@ var clusterSuite = []struct {
 	{"LockHolderDies", testLockHolderDies},
 	{"TTLToTheMillisecond", testTTLToTheMillisecond},
 	{"SubscriberReplacesASilentConnection", testSubscriberReplacesASilentConnection},
+	{"Tags", testTags},
 }
 
 // TestCluster runs the cache's Redis-semantics tests on one real 3-master

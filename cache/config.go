@@ -116,6 +116,20 @@ type Config[V any] struct {
 	// subscription. Default 30s; at least MinPingInterval.
 	PingInterval time.Duration
 
+	// MaxTagMembers bounds the keys one tag holds (see Tags). A tagged
+	// write that would take a tag past it evicts the member that expires
+	// first, deleting that key's value too, so InvalidateTag never misses
+	// a live key. Default DefaultMaxTagMembers.
+	MaxTagMembers int
+	// TrackRawWrites makes the subscriber ask Redis for client-side-caching
+	// invalidations of the cache's keys (CLIENT TRACKING BCAST PREFIX), on
+	// its own connection, so that a value written by another program (a
+	// plain SET) drops the local copies too. Where Redis refuses it
+	// (miniredis, Redis before 6) the cache logs a notice and invalidates
+	// through its Pub/Sub channel only; Stats.InvalidationMode says which
+	// mode runs. See docs/cache.md.
+	TrackRawWrites bool
+
 	// Logger receives subscriber reconnects and failed Redis writes after a
 	// load. Nil discards.
 	Logger *slog.Logger
@@ -140,6 +154,7 @@ func (c Config[V]) withDefaults() (Config[V], error) {
 	check.Default(e, &c.MaxValueBytes, DefaultMaxValueBytes, "Config.MaxValueBytes")
 	c.checkLocal(e)
 	c.checkLoads(e)
+	c.checkTags(e)
 	check.Default(e, &c.PingInterval, DefaultPingInterval, "Config.PingInterval")
 	if c.PingInterval > 0 && c.PingInterval < MinPingInterval {
 		e.Addf("Config.PingInterval must be at least %s (each late reply reconnects and flushes the local tier), got %s", MinPingInterval, c.PingInterval)

@@ -24,6 +24,8 @@ const writeTimeout = 5 * time.Second
 // its own ctx and returns an error matching ctx's) neither cancels the load
 // nor loses its Redis write.
 //
+// Tags(...) among opts tags the value this call's load writes (see Tags).
+//
 // load reports a missing key by returning ErrNotFound (or an error wrapping
 // it); with Config.NegativeTTL that answer is cached. Other errors are
 // returned to every caller waiting for that load and nothing is cached.
@@ -38,11 +40,16 @@ const writeTimeout = 5 * time.Second
 // NegativeTTL, the ErrNotFound) is kept locally only. So is the value of any
 // load that could not ask Redis for the cross-instance lock: without the
 // lock, a write could undo a Delete made while the loader ran.
-func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (V, error)) (V, error) {
+func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (V, error), opts ...Option) (V, error) {
 	var zero V
 	if err := c.checkKey("GetOrLoad", key); err != nil {
 		return zero, err
 	}
+	o, err := c.callOptions("GetOrLoad", key, opts)
+	if err != nil {
+		return zero, err
+	}
+	ctx = withTags(ctx, o.tags) // read by writeLoaded, on the flight's context
 	if load == nil {
 		return zero, fmt.Errorf("%w: cache %q: GetOrLoad %q: nil loader", ErrInvalid, c.name, key)
 	}
@@ -273,7 +280,13 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 // holds, or, without one (Config.NoLock), if the key is still missing. It
 // reports whether it wrote.
 func (c *Cache[V]) writeLoaded(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
-	if token != "" {
+	if tags := tagsOf(ctx); len(tags) > 0 {
+		mode := writeLocked
+		if token == "" {
+			mode = writeIfAbsent
+		}
+		wrote, err = c.writeTagged(ctx, mode, key, data, ttl, token, tags)
+	} else if token != "" {
 		wrote, err = c.fillLocked(ctx, key, data, ttl, token)
 	} else {
 		wrote, err = c.fillIfMissing(ctx, key, data, ttl)

@@ -36,7 +36,7 @@ func (c *Cache[V]) Start(g *lifecycle.Group) error {
 	var res *pool.Reservation
 	if !c.cfg.NoInvalidation {
 		var err error
-		if res, err = c.p.ReserveBlocking("cache:"+c.name+" invalidation", 1); err != nil {
+		if res, err = c.p.ReserveBlockingWith("cache:"+c.name+" invalidation", 1, c.reserveOptions()); err != nil {
 			return fmt.Errorf("cache %q: Start: %w", c.name, err)
 		}
 	}

@@ -46,6 +46,21 @@ type Stats struct {
 	InvalidationsReceived uint64 `json:"invalidations_received"`
 	// BadMessages counts messages on the channel that could not be read.
 	BadMessages uint64 `json:"bad_messages"`
+	// TagEvictions counts keys a tagged write evicted from a tag that was
+	// full (Config.MaxTagMembers), deleting their values; TagInvalidations
+	// counts InvalidateTag calls that finished, TagKeysInvalidated the keys
+	// they removed.
+	TagEvictions       uint64 `json:"tag_evictions"`
+	TagInvalidations   uint64 `json:"tag_invalidations"`
+	TagKeysInvalidated uint64 `json:"tag_keys_invalidated"`
+	// InvalidationMode is how the subscriber hears of changes: "pubsub"
+	// (the cache's channel) or "tracking" (the channel and Redis's
+	// client-side-caching invalidations, Config.TrackRawWrites); "" until
+	// it first connects, or without a subscriber.
+	InvalidationMode string `json:"invalidation_mode"`
+	// TrackingInvalidations counts client-side-caching invalidation
+	// messages applied (each lists one or more keys, or says "flush").
+	TrackingInvalidations uint64 `json:"tracking_invalidations"`
 	// Flushes counts times the whole local tier was dropped: on every
 	// (re)subscription and on a flush message.
 	Flushes uint64 `json:"flushes"`
@@ -76,6 +91,11 @@ type counters struct {
 	badMessages   atomic.Uint64
 	flushes       atomic.Uint64
 	subscribes    atomic.Uint64
+
+	tagEvictions       atomic.Uint64
+	tagInvalidations   atomic.Uint64
+	tagKeysInvalidated atomic.Uint64
+	trackingInval      atomic.Uint64
 }
 
 // Stats returns the cache's counters and the local tier's size. It takes
@@ -98,6 +118,11 @@ func (c *Cache[V]) Stats() Stats {
 		Flushes:               c.st.flushes.Load(),
 		Subscribes:            c.st.subscribes.Load(),
 		Subscribed:            c.subscribed.Load(),
+		TagEvictions:          c.st.tagEvictions.Load(),
+		TagInvalidations:      c.st.tagInvalidations.Load(),
+		TagKeysInvalidated:    c.st.tagKeysInvalidated.Load(),
+		InvalidationMode:      c.track.modeName(),
+		TrackingInvalidations: c.st.trackingInval.Load(),
 	}
 	if c.local != nil {
 		ls := c.local.stats()

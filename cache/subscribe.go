@@ -140,6 +140,11 @@ func (s *subscriber[V]) receive(ctx context.Context, sub *pool.Subscription) {
 	case ctx.Err() != nil:
 	case isTimeout(err):
 		s.silent(ctx, sub)
+	case unreadableMessage(err):
+		// Read, but not understood (tracking's flush notice): the
+		// connection is fine.
+		s.failures, s.pingSent = 0, false
+		s.c.unreadable(err)
 	default:
 		// go-redis has closed the connection and redials on the next
 		// Receive; the confirmation of its new subscription flushes the
@@ -165,6 +170,10 @@ func (s *subscriber[V]) silent(ctx context.Context, sub *pool.Subscription) {
 func (s *subscriber[V]) handle(msg any) {
 	switch m := msg.(type) {
 	case *redis.Message:
+		if m.Channel == trackingChannel {
+			s.c.applyTracked(m)
+			return
+		}
 		s.c.apply(m.Payload)
 	case *redis.Subscription:
 		if m.Kind == "subscribe" {
@@ -189,6 +198,7 @@ func isTimeout(err error) bool {
 // Messages sent while there was none are lost, so everything local goes.
 func (c *Cache[V]) subscribedNow() {
 	c.flushLocal()
+	c.subscribedMode()
 	c.st.subscribes.Add(1)
 	c.subscribed.Store(true)
 }

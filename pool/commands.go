@@ -54,6 +54,7 @@ func isConnInit(cmd redis.Cmder) bool {
 // to AUTH, then SELECT db and CLIENT SETNAME name, all through the lane's
 // hooks (see isConnInit).
 type identity struct {
+	protocol           int // 3, or 2 for a reservation made with ReserveOptions.Protocol 2
 	db                 int
 	username, password string
 	name               string // the lane's CLIENT SETNAME
@@ -61,7 +62,11 @@ type identity struct {
 
 // laneIdentity is the identity of the connections of a lane's options.
 func laneIdentity(o *redis.UniversalOptions) identity {
-	return identity{db: o.DB, username: o.Username, password: o.Password, name: o.ClientName}
+	protocol := o.Protocol
+	if protocol == 0 {
+		protocol = 3
+	}
+	return identity{protocol: protocol, db: o.DB, username: o.Username, password: o.Password, name: o.ClientName}
 }
 
 // refusedEverywhere returns ErrRefusedCommand for a command no lane sends,
@@ -86,8 +91,8 @@ func refusedEverywhere(cmd redis.Cmder, within, lane string, id *identity) error
 		}
 	case 5:
 		if strings.EqualFold(name, "hello") && !id.sameHello(args[1:]) {
-			return fmt.Errorf("%w: HELLO%s on the %s lane with another protocol, credentials or name than the pool's (RESP3, Config.Username/Password, %q) would change a pooled connection for its later callers",
-				ErrRefusedCommand, within, lane, id.name)
+			return fmt.Errorf("%w: HELLO%s on the %s lane with another protocol, credentials or name than the pool's (RESP%d, Config.Username/Password, %q) would change a pooled connection for its later callers",
+				ErrRefusedCommand, within, lane, id.protocol, id.name)
 		}
 	case 6:
 		if len(args) < 2 {
@@ -152,13 +157,13 @@ func (id *identity) sameUser(user, password any) bool {
 }
 
 // sameHello reports whether HELLO's arguments (after its name) keep id:
-// protocol 3 (or none: HELLO alone only reports), and AUTH and SETNAME, if
-// given, id's own.
+// id's protocol (3, or none: HELLO alone only reports), and AUTH and
+// SETNAME, if given, id's own.
 func (id *identity) sameHello(args []any) bool {
 	if len(args) == 0 {
 		return true
 	}
-	if v, ok := intArg(args[0]); !ok || v != 3 {
+	if v, ok := intArg(args[0]); !ok || v != int64(id.protocol) {
 		return false
 	}
 	for i := 1; i < len(args); {

@@ -45,6 +45,12 @@ type Reservation struct {
 // than the lane holds) is refused at once, with an error naming the lane, its
 // size and who holds the rest, instead of being discovered under load.
 func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
+	return p.ReserveBlockingWith(owner, n, ReserveOptions{})
+}
+
+// ReserveBlockingWith is ReserveBlocking with options for the reservation's
+// connections (see ReserveOptions).
+func (p *Pool) ReserveBlockingWith(owner string, n int, ro ReserveOptions) (*Reservation, error) {
 	if strings.TrimSpace(owner) == "" {
 		return nil, errors.New("pool: ReserveBlocking: owner must not be empty")
 	}
@@ -67,6 +73,9 @@ func (p *Pool) ReserveBlocking(owner string, n int) (*Reservation, error) {
 	// The pool timeout only bounds a dial that outlives its caller: the gate
 	// keeps go-redis from ever waiting for one of these connections.
 	opts := laneOptions(p.base, name, n, p.cfg.DialTimeout+time.Second)
+	if err := ro.apply(opts); err != nil {
+		return nil, fmt.Errorf("pool: ReserveBlocking(%q): %w", owner, err)
+	}
 	dials := dialCounters{&p.blockDials, &r.dials}
 	if opts.MasterName != "" {
 		opts.Dialer = sentinelDialer(opts, dials)
