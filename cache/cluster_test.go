@@ -29,6 +29,7 @@ var clusterSuite = []struct {
 	{"TTLToTheMillisecond", testTTLToTheMillisecond},
 	{"SubscriberReplacesASilentConnection", testSubscriberReplacesASilentConnection},
 	{"Tags", testTags},
+	{"TrackRawWrites", testTrackRawWrites},
 }
 
 // TestCluster runs the cache's Redis-semantics tests on one real 3-master
