@@ -43,7 +43,7 @@ type Cache[V any] struct {
 	channel    string // {c:<name>}:inval
 
 	scripts scripts
-	tags    tagKeys // tag sets and their scripts (tags.go)
+	tags    tagKeys  // tag sets and their scripts (tags.go)
 	track   tracking // Config.TrackRawWrites (tracking.go)
 	flights singleflight.Group
 	loads   loadTracker
