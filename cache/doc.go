@@ -34,6 +34,14 @@
 // a message: LocalTTL bounds the staleness then, and a subscriber flushes its
 // local tier whenever it (re)subscribes.
 //
+// Set and GetOrLoad take Tags("user:42"): InvalidateTag(ctx, "user:42")
+// then removes every key written with that tag, from Redis and from every
+// local tier. A tag holds at most Config.MaxTagMembers keys (past that the
+// one expiring first is evicted and deleted) and expires with its keys.
+// With Config.TrackRawWrites the subscriber also hears of values other
+// programs write (Redis client-side-caching invalidations, CLIENT TRACKING
+// BCAST), where Redis offers it.
+//
 // While Redis is down calls fail fast with pool.ErrUnavailable (the pool's
 // request lane), a local hit still serves, and GetOrLoad on a miss loads and
 // keeps the value in the local tier only. Nothing needs restarting when Redis
