@@ -48,6 +48,8 @@ func testTags(t *testing.T, be backend, name string) {
 	require.NoError(t, a.Set(ctx, "k1", "v1", time.Minute, Tags("user:42")))
 	require.NoError(t, a.Set(ctx, "k2", "v2", 2*time.Minute, Tags("user:42", "team:7", "user:42")))
 	require.NoError(t, a.Set(ctx, "k3", "v3", time.Minute, Tags("team:7")))
+	// Else a late message of these Sets would drop the copies B takes below.
+	testutil.Eventually(t, testutil.Wait, "B to hear of A's Sets", func() bool { return b.Stats().InvalidationsReceived == 3 })
 	v, err := b.GetOrLoad(ctx, "k4", func(context.Context) (string, error) { return "v4", nil }, Tags("user:42"))
 	require.NoError(t, err)
 	require.Equal(t, "v4", v)
@@ -100,7 +102,9 @@ func testTags(t *testing.T, be backend, name string) {
 
 	// k2 still belongs to team:7 (k2's value is gone; the member goes
 	// with InvalidateTag or its expiry); an unused tag is no error.
+	recv = b.Stats().InvalidationsReceived
 	require.NoError(t, a.InvalidateTag(ctx, "team:7"))
+	testutil.Eventually(t, testutil.Wait, "B to hear of it", func() bool { return b.Stats().InvalidationsReceived > recv })
 	_, err = b.Get(ctx, "k3")
 	require.ErrorIs(t, err, ErrNotFound)
 	require.NoError(t, a.InvalidateTag(ctx, "nobody"))
@@ -127,6 +131,7 @@ func testTagMaxMembers(t *testing.T, be backend) {
 	rc := rawClient(t, be)
 	for i, k := range []string{"k1", "k2", "k3"} {
 		require.NoError(t, a.Set(ctx, k, k, time.Duration(i+2)*time.Minute, Tags("t")))
+		testutil.Eventually(t, testutil.Wait, "B to hear of the Set", func() bool { return b.Stats().InvalidationsReceived == uint64(i+1) })
 		_, err := b.Get(ctx, k)
 		require.NoError(t, err)
 	}

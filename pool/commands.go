@@ -54,7 +54,7 @@ func isConnInit(cmd redis.Cmder) bool {
 // to AUTH, then SELECT db and CLIENT SETNAME name, all through the lane's
 // hooks (see isConnInit).
 type identity struct {
-	protocol           int // 3, or 2 for a reservation made with ReserveOptions.Protocol 2
+	protocol           int // 0 or 3, or 2 for a reservation made with ReserveOptions.Protocol 2
 	db                 int
 	username, password string
 	name               string // the lane's CLIENT SETNAME
@@ -62,11 +62,7 @@ type identity struct {
 
 // laneIdentity is the identity of the connections of a lane's options.
 func laneIdentity(o *redis.UniversalOptions) identity {
-	protocol := o.Protocol
-	if protocol == 0 {
-		protocol = 3
-	}
-	return identity{protocol: protocol, db: o.DB, username: o.Username, password: o.Password, name: o.ClientName}
+	return identity{protocol: o.Protocol, db: o.DB, username: o.Username, password: o.Password, name: o.ClientName}
 }
 
 // refusedEverywhere returns ErrRefusedCommand for a command no lane sends,
@@ -92,7 +88,7 @@ func refusedEverywhere(cmd redis.Cmder, within, lane string, id *identity) error
 	case 5:
 		if strings.EqualFold(name, "hello") && !id.sameHello(args[1:]) {
 			return fmt.Errorf("%w: HELLO%s on the %s lane with another protocol, credentials or name than the pool's (RESP%d, Config.Username/Password, %q) would change a pooled connection for its later callers",
-				ErrRefusedCommand, within, lane, id.protocol, id.name)
+				ErrRefusedCommand, within, lane, id.proto(), id.name)
 		}
 	case 6:
 		if len(args) < 2 {
@@ -163,7 +159,7 @@ func (id *identity) sameHello(args []any) bool {
 	if len(args) == 0 {
 		return true
 	}
-	if v, ok := intArg(args[0]); !ok || v != int64(id.protocol) {
+	if v, ok := intArg(args[0]); !ok || v != int64(id.proto()) {
 		return false
 	}
 	for i := 1; i < len(args); {
@@ -184,6 +180,14 @@ func (id *identity) sameHello(args []any) bool {
 		}
 	}
 	return true
+}
+
+// proto is id's protocol; zero means 3.
+func (id *identity) proto() int {
+	if id.protocol == 0 {
+		return 3
+	}
+	return id.protocol
 }
 
 // isString reports whether a command argument is the string s.
