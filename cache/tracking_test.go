@@ -57,6 +57,19 @@ func testTrackRawWrites(t *testing.T, be backend, name string) {
 		require.Equal(t, v, got)
 	}
 	rawSet("v2")
+	// Only the subscribed connection is sent anything: any other
+	// connection of the reservation (on a cluster, the ones that loaded the
+	// slot map) tracks too, but speaks RESP2 and is not in Pub/Sub mode,
+	// so nothing piles up in its output buffer.
+	for _, n := range be.nodes {
+		clients, err := n.Clients(ctx)
+		require.NoError(t, err)
+		for _, line := range clients {
+			if f := clientFields(line); strings.Contains(f["name"], "cache:"+name+"_invalidation") {
+				require.Equal(t, "0", f["omem"], line)
+			}
+		}
+	}
 
 	// FLUSHALL: Redis says "flush"; the tier goes, the subscription stays.
 	subs := a.Stats().Subscribes
