@@ -29,6 +29,8 @@ var clusterSuite = []struct {
 	{"TTLToTheMillisecond", testTTLToTheMillisecond},
 	{"SubscriberReplacesASilentConnection", testSubscriberReplacesASilentConnection},
 	{"Tags", testTags},
+	{"TagMaxMembers", testTagMaxMembers},
+	{"InvalidateTagRacesSet", testInvalidateTagRacesSet},
 	{"TrackRawWrites", testTrackRawWrites},
 }
 
