@@ -14,6 +14,7 @@ import (
 
 	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -362,4 +363,30 @@ func TestGetOrLoadTags_Mini(t *testing.T) {
 		require.NoError(t, err)
 		require.Zero(t, n)
 	}
+}
+
+// After the cache's group closed, tagged calls fail with ErrClosed at once,
+// as every other one (TestEveryMethodAfterCloseReturnsErrClosed).
+func TestTagsAfterClose(t *testing.T) {
+	m, p := miniPool(t)
+	ctx := context.Background()
+	c := newCache(t, p, "closed", Config[string]{})
+	g := lifecycle.New()
+	require.NoError(t, c.Start(g))
+	closeCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.NoError(t, g.Close(closeCtx))
+	commands := m.CommandCount()
+	for name, call := range map[string]func() error{
+		"InvalidateTag": func() error { return c.InvalidateTag(ctx, "t") },
+		"Set tagged":    func() error { return c.Set(ctx, "k", "v", time.Minute, Tags("t")) },
+		"GetOrLoad tagged": func() error {
+			_, err := c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "v", nil }, Tags("t"))
+			return err
+		},
+	} {
+		err := call()
+		require.ErrorIs(t, err, ErrClosed, name)
+	}
+	require.Equal(t, commands, m.CommandCount(), "no call reached Redis")
 }
