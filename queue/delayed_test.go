@@ -97,13 +97,15 @@ func boolIndex(b bool) int {
 }
 
 // A process that knew the earliest due time can also die without handing
-// over. A worker that knows the queue has delayed jobs re-reads the earliest
-// due time when its BLMOVE times out, so the job runs about one BlockTimeout
-// after its due time, not when the later job this worker knew of is due.
+// over. It announced the due time in the heartbeat set when it read it
+// (due.go), so a worker that knows only of a later job re-reads within a
+// HeartbeatInterval of the earlier one's due time, not when the later job
+// is due.
 func TestEarlierDelayedJobKnownOnlyToADeadProcessIsPromoted(t *testing.T) {
 	srv := redistest.Server(t)
 	ran := make(chan string, 4)
-	s := startConsumerProcess(t, srv.Addr(), "recheck", "s", ran, WorkerConfig{BlockTimeout: time.Second})
+	s := startConsumerProcess(t, srv.Addr(), "recheck", "s", ran, WorkerConfig{BlockTimeout: time.Second},
+		ConsumerConfig{HeartbeatInterval: 200 * time.Millisecond, HeartbeatTTL: time.Minute})
 	schedulerIdle(t, s.w)
 	q := s.w.q
 	ctx := context.Background()
@@ -112,9 +114,12 @@ func TestEarlierDelayedJobKnownOnlyToADeadProcessIsPromoted(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "the scheduler knows of the later job", func() bool { return s.w.sched.known.Load() })
 
 	// An earlier job, announced to a process that died before its due time
-	// (written directly: no marker reaches this worker).
+	// (written directly: no marker reaches this worker), with the due
+	// announcement that process wrote.
 	early := envelope{id: "early", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("early")}
-	require.NoError(t, q.p.Client().ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(time.Now().UnixMilli()), Member: early.encode()}).Err())
+	now := float64(time.Now().UnixMilli())
+	require.NoError(t, q.p.Client().ZAdd(ctx, q.k.delayed, redis.Z{Score: now, Member: early.encode()}).Err())
+	require.NoError(t, q.p.Client().ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: now, Member: dueMember(q.k.tag)}).Err())
 	require.Equal(t, "s:early", recv(t, ran, 15*time.Second, "the earlier job"))
 }
 

@@ -196,6 +196,7 @@ func TestIdleAtMemoryLimit(t *testing.T) {
 	require.LessOrEqual(t, perRound, 4.0)
 
 	clock.Advance(2 * time.Minute)
+	w.sched.wake(false) // the manual clock does not move the scheduler's real timer
 	require.Equal(t, "later", testutil.Recv(t, done, "the delayed job, promoted and run at the limit"))
 	require.Equal(t, uint64(1), w.Memory().PromotedAtLimit)
 	require.True(t, w.Memory().AtLimit)

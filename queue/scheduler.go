@@ -20,23 +20,23 @@ const promoteLimit = 1000
 //   - a wake marker the fetcher found on the ready list: another process
 //     enqueued a job that became the earliest one, or a scheduler that knew
 //     of delayed jobs stopped and handed its knowledge over;
-//   - its fetcher, when the last read found delayed jobs and is older than
-//     BlockTimeout: the earliest job may have been announced to a process
-//     that died since;
+//   - the heartbeat, when the queue's due announcement has passed (due.go):
+//     the earliest job may have been announced by a wake marker to a
+//     process that died since;
 //   - the heartbeat, when it finds a dead consumer: that process may have
 //     been the only one that knew the earliest due time.
 //
-// With no delayed job at all it sends nothing to Redis.
+// While it waits it sends nothing to Redis, whether delayed jobs exist or
+// not: an idle queue with delayed jobs (or schedules) costs what an idle
+// queue without them costs.
 type scheduler struct {
 	w      *Worker
 	wakeCh chan struct{}
 	clear  atomic.Bool  // the wake flag in Redis must be cleared on the next promote
 	next   atomic.Int64 // unix ms the loop sleeps until; MaxInt64 when nothing is due
 	// known: the last read found delayed jobs (or failed, so there may be
-	// some). Only then do BLMOVE timeouts cost a re-read, and a stopping
-	// scheduler hands over.
+	// some). Only then does a stopping scheduler hand over.
 	known    atomic.Bool
-	lastRead atomic.Int64  // when the last read was sent, unix nanos (wall clock)
 	reads    atomic.Uint64 // reads completed, for tests
 	// fromDue: the queue's due announcement passed (due.go); announced:
 	// the due time this scheduler announced last.
@@ -59,24 +59,6 @@ func (s *scheduler) wake(clearFlag bool) {
 	select {
 	case s.wakeCh <- struct{}{}:
 	default:
-	}
-}
-
-// recheck is called by the fetcher each time it is back from Redis (a
-// BLMOVE that timed out, mostly): while the delayed set held jobs at the last
-// read, the read is repeated unless it is recent. The earliest job may have
-// been announced by a wake marker to a process that has died since, and no
-// later enqueue announces another while it stays the earliest; re-reading
-// bounds its delay to about one BlockTimeout as long as any worker that saw
-// the set non-empty is alive. With nothing delayed this costs nothing.
-//
-// "Recent" is half a BlockTimeout: the read a timeout triggers runs just
-// after the next BLMOVE was sent, so it is a little less than BlockTimeout
-// old at the next timeout, which must still re-read. A busy fetcher, back
-// from Redis all the time, so reads at most twice per BlockTimeout.
-func (s *scheduler) recheck() {
-	if s.known.Load() && time.Since(time.Unix(0, s.lastRead.Load())) >= s.w.cfg.BlockTimeout/2 {
-		s.wake(false)
 	}
 }
 
@@ -167,7 +149,6 @@ func (s *scheduler) beginRead() (clearFlag bool) {
 	// loop: a job added after the read would otherwise wait for a next due
 	// time read without it.
 	s.next.Store(math.MaxInt64)
-	s.lastRead.Store(time.Now().UnixNano())
 	return clearFlag
 }
 

@@ -510,7 +510,6 @@ func (f *fetcher) takeAtLimit() fetched {
 // settle records the fetch and frees the slots it did not fill.
 func (f *fetcher) settle(r fetched) {
 	f.w.st.lastFetch.Store(time.Now().UnixNano())
-	f.w.sched.recheck()
 	for range r.held - len(r.elems) {
 		<-f.w.slots
 	}
