@@ -519,7 +519,7 @@ type SemaphoreStats struct {
 	RedisCalls    uint64 `json:"redis_calls"`
 	RedisErrors   uint64 `json:"redis_errors"`
 	ReleaseErrors uint64 `json:"release_errors"`
-	// Renewals counts renewal batches sent (one call each), Readmitted
+	// Renewals counts renewal batches Redis answered (one call each), Readmitted
 	// leases found gone and taken back (room was left), Lost leases found
 	// gone with no room left: their holders ran past their slot.
 	Renewals   uint64 `json:"renewals"`

@@ -28,7 +28,6 @@ func (s *Semaphore) renew(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
-	s.stats.renewals.Add(1)
 	rctx, cancel := pool.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	cmds, err := s.runRenew(rctx, batch)
@@ -63,7 +62,9 @@ func (s *Semaphore) renew(ctx context.Context) {
 			stray = append(stray, renewItem{key: it.key, remove: back})
 		}
 	}
-	if err != nil && ctx.Err() == nil {
+	if err == nil {
+		s.stats.renewals.Add(1)
+	} else if ctx.Err() == nil {
 		s.redisError("renewal failed; leases not renewed expire after LeaseTTL", err)
 	}
 	if len(stray) > 0 && ctx.Err() == nil {

@@ -173,6 +173,23 @@ func testSemaphoreLimitNeverExceeded(t *testing.T, b backend) {
 		sems = append(sems, s)
 	}
 	keys := []string{"a", "b"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Every slot is usable, from any process, and no more.
+	var releases []func()
+	for i := range limit {
+		r, err := sems[i%len(sems)].TryAcquire(ctx, "a")
+		require.NoError(t, err)
+		releases = append(releases, r)
+	}
+	for _, s := range sems {
+		_, err := s.TryAcquire(ctx, "a")
+		require.ErrorIs(t, err, ErrSemaphoreFull)
+	}
+	for _, r := range releases {
+		r()
+	}
+
 	var inflight [2]atomic.Int64
 	var maxSeen [2]atomic.Int64
 	var failures atomic.Int64
@@ -182,8 +199,6 @@ func testSemaphoreLimitNeverExceeded(t *testing.T, b backend) {
 			firstErr.Store(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Go(func() {
@@ -205,7 +220,7 @@ func testSemaphoreLimitNeverExceeded(t *testing.T, b backend) {
 				if n > limit {
 					fail(fmt.Errorf("%d holders of %q", n, keys[k]))
 				}
-				if r%5 == 0 {
+				{ // a round trip while holding: holders overlap
 					if c, err := sems[0].p.Client().ZCard(ctx, s.Key(keys[k])).Result(); err != nil || c > limit {
 						fail(fmt.Errorf("ZCARD %d, %v", c, err))
 					}
@@ -220,7 +235,7 @@ func testSemaphoreLimitNeverExceeded(t *testing.T, b backend) {
 		t.Fatalf("%d failures, the first: %v", failures.Load(), e)
 	}
 	for k := range keys {
-		require.Equal(t, int64(limit), maxSeen[k].Load(), "every slot of %q was used", keys[k])
+		t.Logf("%q: at most %d holders at once", keys[k], maxSeen[k].Load())
 		require.Empty(t, holders(t, sems[0].p, sems[0], keys[k]))
 	}
 	var st SemaphoreStats
@@ -232,8 +247,8 @@ func testSemaphoreLimitNeverExceeded(t *testing.T, b backend) {
 		st.Held += x.Held
 		st.Waiting += x.Waiting
 	}
-	require.Equal(t, uint64(workers*rounds), st.Acquired)
-	require.Equal(t, uint64(workers*rounds), st.Released)
+	require.Equal(t, uint64(workers*rounds+limit), st.Acquired)
+	require.Equal(t, uint64(workers*rounds+limit), st.Released)
 	require.Zero(t, st.Held)
 	require.Zero(t, st.Waiting)
 	t.Logf("%d acquisitions, %d of them waited", st.Acquired, st.Waited)
@@ -245,29 +260,32 @@ func testSemaphoreLimitNeverExceeded(t *testing.T, b backend) {
 // LeaseTTL after its last renewal, not a µs sooner. Its late release then
 // removes nothing of the new holder's.
 func testSemaphoreCrashedHolder(t *testing.T, b backend) {
+	// LeaseTTL is real time for the renewal timer and the set's PEXPIRE:
+	// 1.5s leaves a loaded machine room between the crash and the checks.
+	const ttl = 1500 * time.Millisecond
 	clk := testutil.NewClock()
-	cfg := SemaphoreConfig{Limit: 1, LeaseTTL: 300 * time.Millisecond, Now: clk.Now, Timeout: 100 * time.Millisecond}
-	a, crash := newSem(t, b.newPool(t), "crash", cfg)
-	cfg.LeaseTTL = time.Hour // b never renews during the test
-	bs, _ := newSem(t, b.newPool(t), "crash", cfg)
+	a, crash := newSem(t, b.newPool(t), "crash", SemaphoreConfig{Limit: 1, LeaseTTL: ttl, Now: clk.Now})
+	bs, _ := newSem(t, b.newPool(t), "crash", SemaphoreConfig{Limit: 1, LeaseTTL: time.Hour, Now: clk.Now}) // never renews here
 	ctx := context.Background()
 
 	releaseA, err := a.TryAcquire(ctx, "k")
 	require.NoError(t, err)
 	// Renewed while alive: past its first lease's end, still held.
-	clk.Advance(200 * time.Millisecond)
+	clk.Advance(ttl * 2 / 3)
 	r0 := a.Stats().Renewals
 	testutil.Eventually(t, testutil.Wait, "two renewals", func() bool { return a.Stats().Renewals >= r0+2 })
+	// The renewals after the one in flight at the Advance read the new
+	// instant; the crash waits for the last one.
+	crash()
 	renewedAt := clk.Now()
-	clk.Advance(200 * time.Millisecond)
+	clk.Advance(ttl * 2 / 3)
 	_, err = bs.TryAcquire(ctx, "k")
 	require.ErrorIs(t, err, ErrSemaphoreFull, "the renewed lease outlives its first LeaseTTL")
 
-	crash()
-	clk.Set(renewedAt.Add(300*time.Millisecond - time.Microsecond))
+	clk.Set(renewedAt.Add(ttl - time.Microsecond))
 	_, err = bs.TryAcquire(ctx, "k")
 	require.ErrorIs(t, err, ErrSemaphoreFull, "a µs before the lease ends")
-	clk.Set(renewedAt.Add(300 * time.Millisecond))
+	clk.Set(renewedAt.Add(ttl))
 	releaseB, err := bs.TryAcquire(ctx, "k")
 	require.NoError(t, err, "the lease ended LeaseTTL after the last renewal")
 	require.Len(t, holders(t, bs.p, bs, "k"), 1)
