@@ -145,6 +145,7 @@ var semaphoreSuite = []struct {
 	{"ReleaseWakesWaiter", testSemaphoreReleaseWakesWaiter},
 	{"ReleaseTwice", testSemaphoreReleaseTwice},
 	{"WaitersCancelled", testSemaphoreWaitersCancelled},
+	{"WaitersInOrder", testSemaphoreWaitersInOrder},
 	{"CloseWithHolders", testSemaphoreCloseWithHolders},
 }
 
@@ -487,4 +488,59 @@ func TestSemaphoreLostLease(t *testing.T) {
 
 func redisZ(expires time.Time, member string) redis.Z {
 	return redis.Z{Score: float64(expires.UnixMicro()), Member: member}
+}
+
+// testSemaphoreWaitersInOrder: a process's waiters of one key get its
+// slots oldest first.
+func testSemaphoreWaitersInOrder(t *testing.T, b backend) {
+	s, _ := newSem(t, b.newPool(t), "order", SemaphoreConfig{Limit: 1, WaitRecheck: time.Minute})
+	ctx := context.Background()
+	release, err := s.TryAcquire(ctx, "k")
+	require.NoError(t, err)
+	var waiters []<-chan acquired
+	for i := range 3 {
+		waiters = append(waiters, acquireAsync(ctx, s, "k"))
+		testutil.Eventually(t, testutil.Wait, "queued", func() bool { return s.Stats().Waiting == i+1 })
+	}
+	for i, w := range waiters {
+		release()
+		got := testutil.Recv(t, w, fmt.Sprint("waiter ", i))
+		require.NoError(t, got.err)
+		release = got.release
+		for _, later := range waiters[i+1:] {
+			select {
+			case got := <-later:
+				t.Fatalf("a later waiter went first: %v", got.err)
+			default:
+			}
+		}
+	}
+	release()
+	require.Empty(t, holders(t, s.p, s, "k"))
+}
+
+// TestSemaphoreScriptFlush: a Redis that lost its scripts (SCRIPT FLUSH, as
+// after a restart or a failover) gets their bodies again: acquiring,
+// releasing and the renewal pipeline go on without an error.
+func TestSemaphoreScriptFlush(t *testing.T) {
+	srv := redistest.Server(t)
+	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	s, _ := newSem(t, p, "flush", SemaphoreConfig{Limit: 1, LeaseTTL: 300 * time.Millisecond})
+	ctx := context.Background()
+	release, err := s.TryAcquire(ctx, "k")
+	require.NoError(t, err)
+	r0 := s.Stats().Renewals
+	testutil.Eventually(t, testutil.Wait, "a renewal", func() bool { return s.Stats().Renewals > r0 })
+	_, err = srv.Do(ctx, "SCRIPT", "FLUSH")
+	require.NoError(t, err)
+	r1 := s.Stats().Renewals
+	testutil.Eventually(t, testutil.Wait, "two renewals after the flush", func() bool { return s.Stats().Renewals >= r1+2 })
+	release()
+	_, err = srv.Do(ctx, "SCRIPT", "FLUSH")
+	require.NoError(t, err)
+	release, err = s.TryAcquire(ctx, "k")
+	require.NoError(t, err)
+	release()
+	require.Zero(t, s.Stats().RedisErrors)
+	require.Empty(t, holders(t, p, s, "k"))
 }
