@@ -114,7 +114,11 @@ func (c SemaphoreConfig) withDefaults() (SemaphoreConfig, error) {
 	if c.WaitRecheck > 0 && c.WaitRecheck < MinWaitRecheck {
 		e.Addf("SemaphoreConfig.WaitRecheck must be at least %s, got %s", MinWaitRecheck, c.WaitRecheck)
 	}
-	check.Default(e, &c.Timeout, min(DefaultTimeout, c.LeaseTTL/3), "SemaphoreConfig.Timeout")
+	timeout := DefaultTimeout
+	if c.LeaseTTL >= MinLeaseTTL {
+		timeout = min(timeout, c.LeaseTTL/3)
+	}
+	check.Default(e, &c.Timeout, timeout, "SemaphoreConfig.Timeout")
 	switch {
 	case c.Timeout > 0 && c.Timeout < MinTimeout:
 		e.Addf("SemaphoreConfig.Timeout must be at least %s, got %s", MinTimeout, c.Timeout)
@@ -509,7 +513,8 @@ type SemaphoreStats struct {
 	Waited   uint64 `json:"waited"`
 	Full     uint64 `json:"full"`
 	Released uint64 `json:"released"`
-	// Held is the leases held now, Waiting the callers waiting now.
+	// Held is the leases held now; Waiting the callers in Acquire now
+	// (asking Redis or waiting), at most SemaphoreConfig.MaxWaiters.
 	Held    int `json:"held"`
 	Waiting int `json:"waiting"`
 	// Unavailable counts calls failed with ErrSemaphoreUnavailable.

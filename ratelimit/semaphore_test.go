@@ -83,6 +83,7 @@ func TestSemaphoreConfigErrors(t *testing.T) {
 		{"sem", SemaphoreConfig{Limit: -1}, "SemaphoreConfig.Limit must be between 1 and 1000000, got -1"},
 		{"sem", SemaphoreConfig{Limit: MaxSemaphoreLimit + 1}, "got 1000001"},
 		{"sem", SemaphoreConfig{Limit: 1, LeaseTTL: -time.Second}, "SemaphoreConfig.LeaseTTL must not be negative, got -1s"},
+		{"sem", SemaphoreConfig{Limit: 1, LeaseTTL: time.Millisecond, Timeout: -1}, "SemaphoreConfig.Timeout must not be negative, got -1ns"},
 		{"sem", SemaphoreConfig{Limit: 1, LeaseTTL: 99 * time.Millisecond}, "SemaphoreConfig.LeaseTTL must be at least 100ms, got 99ms"},
 		{"sem", SemaphoreConfig{Limit: 1, MaxWaiters: -1}, "SemaphoreConfig.MaxWaiters must not be negative, got -1"},
 		{"sem", SemaphoreConfig{Limit: 1, WaitRecheck: -1}, "SemaphoreConfig.WaitRecheck must not be negative"},
