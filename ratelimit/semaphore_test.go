@@ -545,3 +545,31 @@ func TestSemaphoreScriptFlush(t *testing.T) {
 	require.Zero(t, s.Stats().RedisErrors)
 	require.Empty(t, holders(t, p, s, "k"))
 }
+
+// TestSemaphoreReleaseRetriedByRenewal: a release that cannot reach Redis
+// is not lost: Redis restarted with its data (append-only) still holds
+// the lease, and the next renewal removes it, while the other holder's
+// lease is renewed.
+func TestSemaphoreReleaseRetriedByRenewal(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{AppendOnly: true})
+	p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}, FailureThreshold: 1, ProbeInterval: 20 * time.Millisecond})
+	s, _ := newSem(t, p, "retry", SemaphoreConfig{Limit: 2, LeaseTTL: 3 * time.Second})
+	ctx := context.Background()
+	keep, err := s.TryAcquire(ctx, "k")
+	require.NoError(t, err)
+	drop, err := s.TryAcquire(ctx, "k")
+	require.NoError(t, err)
+	require.Len(t, holders(t, p, s, "k"), 2)
+
+	require.NoError(t, srv.Stop())
+	drop()
+	require.Equal(t, uint64(1), s.Stats().ReleaseErrors)
+	srv.Start()
+	testutil.Eventually(t, testutil.Wait, "the renewal removed the released lease", func() bool {
+		v, err := p.Background().ZCard(ctx, s.Key("k")).Result()
+		return err == nil && v == 1
+	})
+	require.Zero(t, s.Stats().Readmitted, "the restart kept the live lease")
+	keep()
+	require.Empty(t, holders(t, p, s, "k"))
+}
