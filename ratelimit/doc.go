@@ -37,6 +37,19 @@
 // limit an http.Handler by a key function; a key of "" exempts a request.
 // contrib/grpc, a module of its own, has gRPC interceptors.
 //
+// # Semaphore
+//
+// A [Semaphore] bounds how many holders a key has at once across a fleet.
+// Each key's slots are leases in one sorted set, scored by their end; one
+// script drops the ended ones and admits below SemaphoreConfig.Limit, so a
+// holder that dies frees its slot LeaseTTL after its last renewal.
+// [Semaphore.Acquire] waits without polling (releases publish, one timer
+// wakes a waiter at the earliest lease end) and returns a release func that
+// is safe to call twice; [Semaphore.TryAcquire] does not wait. Without
+// Redis it fails closed ([ErrSemaphoreUnavailable]). [Semaphore.Start]
+// gives its renewal timer, wait timer and subscriber (one reserved
+// blocking-lane connection) to a lifecycle group, whose closing stops them.
+//
 // # Zero value, concurrency, closing
 //
 // The zero Limiter is not usable: build one with [New], which does not touch

@@ -1,0 +1,151 @@
+package ratelimit
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// renewItem is one key's part of a renewal batch.
+type renewItem struct {
+	key    string
+	renew  []string // tokens held
+	remove []string // tokens abandoned
+}
+
+// renew is the renewal timer's work, every LeaseTTL/3: one pipelined call
+// (on the background lane) with one script per key this process holds or
+// abandoned leases of, however many leases and keys. A lease found gone
+// (expired and taken, or lost by Redis) is taken back if its key has room,
+// else counted as Lost. With no lease held it sends nothing.
+func (s *Semaphore) renew(ctx context.Context) {
+	batch := s.renewBatch()
+	if len(batch) == 0 {
+		return
+	}
+	rctx, cancel := pool.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	cmds, err := s.runRenew(rctx, batch)
+	var stray []renewItem // re-admitted after their holder released them
+	for i, it := range batch {
+		st, cerr := cmds[i].Int64Slice()
+		if cerr != nil || len(st) != len(it.renew) {
+			for _, tok := range it.remove {
+				s.abandon(it.key, tok)
+			}
+			if err == nil {
+				err = cerr
+			}
+			continue
+		}
+		var back []string
+		for j, v := range st {
+			switch v {
+			case 2:
+				if s.holds(it.key, it.renew[j]) {
+					s.stats.readmitted.Add(1)
+				} else {
+					back = append(back, it.renew[j])
+				}
+			case 0:
+				s.stats.lost.Add(1)
+				s.logf(slog.LevelWarn, "ratelimit: semaphore: a lease held here was gone and its key full: its holder runs past its slot",
+					"key", it.key)
+			}
+		}
+		if len(back) > 0 {
+			stray = append(stray, renewItem{key: it.key, remove: back})
+		}
+	}
+	if err == nil {
+		s.stats.renewals.Add(1)
+	} else if ctx.Err() == nil {
+		s.redisError("renewal failed; leases not renewed expire after LeaseTTL", err)
+	}
+	if len(stray) > 0 && ctx.Err() == nil {
+		// A release raced the batch: its ZREM ran first and the renewal
+		// took the slot back. Give it back now, not after LeaseTTL.
+		if _, err := s.runRenew(rctx, stray); err != nil {
+			for _, it := range stray {
+				for _, tok := range it.remove {
+					s.abandon(it.key, tok)
+				}
+			}
+		}
+	}
+}
+
+// renewBatch takes what the next renewal sends: every held token, and the
+// abandoned ones (which it forgets).
+func (s *Semaphore) renewBatch() []renewItem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	batch := make([]renewItem, 0, len(s.held)+len(s.abandoned))
+	idx := make(map[string]int, len(s.held))
+	for key, m := range s.held {
+		it := renewItem{key: key, renew: make([]string, 0, len(m))}
+		for tok := range m {
+			it.renew = append(it.renew, tok)
+		}
+		idx[key] = len(batch)
+		batch = append(batch, it)
+	}
+	for key, toks := range s.abandoned {
+		if i, ok := idx[key]; ok {
+			batch[i].remove = toks
+		} else {
+			batch = append(batch, renewItem{key: key, remove: toks})
+		}
+	}
+	clear(s.abandoned)
+	s.nAbandoned = 0
+	return batch
+}
+
+func (s *Semaphore) holds(key, token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.held[key][token]
+	return ok
+}
+
+// runRenew sends one renewal script per item in one pipeline, by SHA; if
+// Redis lacks the script (a restart, a failover), the whole batch again
+// with the script's body (renewing and removing twice changes nothing).
+func (s *Semaphore) runRenew(ctx context.Context, batch []renewItem) ([]*redis.Cmd, error) {
+	send := func(body bool) ([]*redis.Cmd, error) {
+		pipe := s.p.Background().Pipeline()
+		cmds := make([]*redis.Cmd, len(batch))
+		now := s.nowArg()
+		for i, it := range batch {
+			args := make([]any, 0, 6+len(it.renew)+len(it.remove))
+			args = append(args, now, s.ttlArg, s.limitArg, s.channel, it.key, strconv.Itoa(len(it.renew)))
+			for _, t := range it.renew {
+				args = append(args, t)
+			}
+			for _, t := range it.remove {
+				args = append(args, t)
+			}
+			keys := []string{s.Key(it.key), s.markKey(it.key)}
+			if body {
+				cmds[i] = semRenewScript.Eval(ctx, pipe, keys, args...)
+			} else {
+				cmds[i] = semRenewScript.EvalSha(ctx, pipe, keys, args...)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := send(false)
+	for _, c := range cmds {
+		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
+			return send(true)
+		}
+	}
+	return cmds, err
+}
