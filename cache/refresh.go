@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"strconv"
 	"time"
 
@@ -74,11 +75,17 @@ func (c *Cache[V]) stamp(e *encoded[V], ttl time.Duration) {
 	if len(e.data) < stampedHeader || e.data[0] != kindStamped {
 		return
 	}
-	ms := ttl.Milliseconds()
-	// Rounded up: a value written with Config.TTL is due after
-	// RefreshAfter, not before.
-	after := int64(math.Ceil(float64(ms) * c.refresh.ratio))
-	below := max(ms-after, 0)
+	ms := uint64(max(ttl.Milliseconds(), 0))
+	// after = ms*RefreshAfter/TTL, rounded up (a value written with
+	// Config.TTL is due after RefreshAfter, not before), in 128 bits: the
+	// product overflows 64 for long TTLs, the quotient never does
+	// (RefreshAfter < TTL, so hi < TTL).
+	hi, lo := bits.Mul64(ms, uint64(c.cfg.RefreshAfter))
+	after, rem := bits.Div64(hi, lo, uint64(c.cfg.TTL))
+	if rem != 0 {
+		after++
+	}
+	below := ms - min(after, ms)
 	binary.BigEndian.PutUint64(e.data[1:stampedHeader], uint64(below))
 	e.staleBelow = time.Duration(below) * time.Millisecond
 }
@@ -107,8 +114,7 @@ type ttlLoader[V any] func(ctx context.Context) (V, time.Duration, error)
 
 // refresher is a cache's refresh-ahead state.
 type refresher[V any] struct {
-	ratio float64 // RefreshAfter/TTL
-	retry int64   // nanoseconds between two claims of one local copy
+	retry int64 // nanoseconds between two claims of one local copy
 	queue chan refreshJob[V]
 	lock  *redis.Script
 }
@@ -124,7 +130,6 @@ func (r *refresher[V]) init(cfg Config[V]) {
 	if cfg.RefreshAfter <= 0 {
 		return
 	}
-	r.ratio = float64(cfg.RefreshAfter) / float64(cfg.TTL)
 	// A read retries a refresh that failed (or found no room, or found
 	// another instance refreshing, whose note was lost) a quarter of the
 	// shorter of the two windows later: several tries before the value
