@@ -46,6 +46,7 @@ type Cache[V any] struct {
 	tags    tagKeys      // tag sets and their scripts (tags.go)
 	track   tracking     // Config.TrackRawWrites (tracking.go)
 	refresh refresher[V] // Config.RefreshAfter's background refreshes (refresh.go)
+	bulk    bulkScripts  // bulk.go
 	flights singleflight.Group
 	loads   loadTracker
 
@@ -93,6 +94,7 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		waiters:    make(map[string]*waiter),
 		scripts:    newScripts(),
 		tags:       newTagKeys(tag),
+		bulk:       newBulkScripts(),
 	}
 	c.loads.init(cfg.MaxLoads)
 	c.refresh.init(cfg)

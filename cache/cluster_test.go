@@ -32,6 +32,7 @@ var clusterSuite = []struct {
 	{"TagMaxMembers", testTagMaxMembers},
 	{"InvalidateTagRacesSet", testInvalidateTagRacesSet},
 	{"TrackRawWrites", testTrackRawWrites},
+	{"Bulk", testBulk},
 }
 
 // TestCluster runs the cache's Redis-semantics tests on one real 3-master
