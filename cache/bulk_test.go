@@ -397,3 +397,25 @@ func testBulk(t *testing.T, b backend, name string) {
 		require.Equal(t, 1, n, "key %s loaded once in all", k)
 	}
 }
+
+// Without a load slot GetOrLoadMany still returns what Redis holds, and
+// ErrTooManyLoads for the rest.
+func TestGetOrLoadManyWithoutALoadSlot(t *testing.T) {
+	_, p := miniPool(t)
+	c := newCache(t, p, "manyslots", Config[item]{MaxLoads: 1})
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "have", item{ID: 1}, time.Minute))
+	c.dropLocal("have")
+	bl := newBlockingLoader(item{})
+	other := loadInBackground(c, "other", bl.load)
+	testutil.Recv(t, bl.started, "the other load")
+	got, err := c.GetOrLoadMany(ctx, []string{"have", "x"}, func(context.Context, []string) (map[string]item, error) {
+		t.Error("the loader ran without a slot")
+		return nil, nil
+	})
+	require.ErrorIs(t, err, ErrTooManyLoads)
+	require.Equal(t, map[string]item{"have": {ID: 1}}, got)
+	close(bl.release)
+	require.NoError(t, testutil.Recv(t, other, "the other load").err)
+	require.Equal(t, uint64(1), c.Stats().LoadsRefused)
+}

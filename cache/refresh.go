@@ -198,6 +198,12 @@ func (c *Cache[V]) refreshWorker(ctx context.Context) error {
 // fromLocalClaim is fromLocal for GetOrLoad: refresh reports that the copy
 // is due and this call claimed its refresh.
 func (c *Cache[V]) fromLocalClaim(key string) (v V, hit, refresh bool, err error) {
+	if c.refresh.queue == nil {
+		// Refresh-ahead off here (a stamped value written by an instance
+		// that has it on is served as any other).
+		v, hit, err = c.fromLocal(key)
+		return v, hit, false, err
+	}
 	if c.local == nil {
 		return v, false, false, nil
 	}

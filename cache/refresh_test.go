@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,14 +200,24 @@ func TestGetDoesNotClaimARefresh(t *testing.T) {
 // loader is held, every read still returns at once (none waits for the
 // loader: a read that did would time out); the loader runs once per period
 // in all; Stats.LoaderWaits stays at the first load's one.
+//
+// With LocalTTL above RefreshAfter the reads find the local copies due;
+// with LocalTTL equal to it the copies expire first and the reads find the
+// values due in Redis.
 func TestRefreshAheadFleet_Mini(t *testing.T) {
+	for _, localTTL := range []time.Duration{time.Hour, time.Minute} {
+		t.Run(fmt.Sprint("LocalTTL=", localTTL), func(t *testing.T) { testRefreshAheadFleetMini(t, localTTL) })
+	}
+}
+
+func testRefreshAheadFleetMini(t *testing.T, localTTL time.Duration) {
 	m := redistest.Mini(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	const instances, readers, periods = 4, 8, 5
 	caches := make([]*Cache[item], instances)
 	for i := range caches {
 		p := newPool(t, pool.Config{Addrs: []string{m.Addr()}})
-		caches[i] = newCache(t, p, "fleet", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
+		caches[i] = newCache(t, p, "fleet", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, LocalTTL: localTTL, Now: clk.Now})
 		started(t, caches[i])
 	}
 	waitSubscribed(t, caches)
@@ -567,4 +578,49 @@ func TestGetOrLoadTTL(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	_, err = c.GetOrLoadTTL(ctx, "", withTTL(0, &calls))
 	require.ErrorIs(t, err, ErrInvalid)
+}
+
+// Refreshes need a load slot: with MaxLoads taken by loads in progress a
+// due refresh is skipped (counted) and the old value serves.
+func TestRefreshSkippedWithoutALoadSlot(t *testing.T) {
+	m, p := miniPool(t)
+	clk := refreshClock{testutil.NewClock(), m}
+	c := newCache(t, p, "slots", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, LocalTTL: time.Hour, MaxLoads: 1, Now: clk.Now})
+	started(t, c)
+	ctx := context.Background()
+	l := newVersionLoader()
+	_, err := c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	testutil.Recv(t, l.started, "the first load")
+	bl := newBlockingLoader(item{})
+	other := loadInBackground(c, "other", bl.load) // takes the one slot
+	testutil.Recv(t, bl.started, "the other load")
+	clk.advance(time.Minute)
+	v, err := c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
+	testutil.Eventually(t, testutil.Wait, "the refresh to be skipped", func() bool { return c.Stats().RefreshesSkipped == 1 })
+	close(bl.release)
+	require.NoError(t, testutil.Recv(t, other, "the other load").err)
+	require.Equal(t, int32(1), l.calls.Load())
+	clk.advance(c.refreshRetry())
+	_, err = c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "the retry", func() bool { return c.Stats().Refreshes == 1 })
+}
+
+// A loader's TTL near the largest Duration ("forever") neither wraps nor
+// is refused.
+func TestGetOrLoadTTLHuge(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "huge", Config[item]{RefreshAfter: time.Minute})
+	v, err := c.GetOrLoadTTL(context.Background(), "k", func(context.Context) (item, time.Duration, error) {
+		return item{ID: 1}, time.Duration(math.MaxInt64), nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
+	require.Greater(t, m.TTL(c.RedisKey("k")), 100*365*24*time.Hour)
+	v, err = c.Get(context.Background(), "k")
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
 }
