@@ -239,10 +239,28 @@ func (c *Cache[V]) SetMany(ctx context.Context, values map[string]V, ttl time.Du
 		return fmt.Errorf("cache %q: set %d key(s): %w", c.name, len(keys), err)
 	}
 	c.st.invalSent.Add(uint64(sent))
+	store := c.storeMany()
 	for i, k := range keys {
-		c.storeLocal(k, es[i], start, ttls[i], gens[i])
+		store(k, es[i], start, ttls[i], gens[i])
 	}
 	return nil
+}
+
+// storeMany returns a storeLocal for the keys of one bulk write, whose
+// generations were all taken before it: each store marks its shard
+// changed, and the call's own earlier stores in a shard must not count as
+// a change that came meanwhile (they would drop every key after the first
+// of each shard).
+func (c *Cache[V]) storeMany() func(key string, e encoded[V], start int64, ttl time.Duration, gen uint64) {
+	own := make(map[*lshard[V]]uint64)
+	return func(key string, e encoded[V], start int64, ttl time.Duration, gen uint64) {
+		if c.local == nil {
+			return
+		}
+		s := c.local.shardOf(key)
+		c.storeLocal(key, e, start, ttl, gen+own[s])
+		own[s]++
+	}
 }
 
 // GetOrLoadMany returns the values of keys, loading the ones neither tier
@@ -510,11 +528,12 @@ func (b *batch[V]) loadAndKeep(keys []string, token string, gens map[string]uint
 			es[i], ttls[i], keep[i] = negative[V](), c.cfg.NegativeTTL, true
 		}
 	}
+	store := c.storeMany()
 	if token == "" {
 		now := c.clock()
 		for i, k := range keys {
 			if keep[i] {
-				c.storeLocal(k, es[i], now, ttls[i], gens[k])
+				store(k, es[i], now, ttls[i], gens[k])
 			}
 		}
 		return
@@ -532,9 +551,9 @@ func (b *batch[V]) loadAndKeep(keys []string, token string, gens map[string]uint
 		case !keep[i]:
 		case err != nil:
 			// The values are good; only caching them failed.
-			c.storeLocal(k, es[i], c.clock(), ttls[i], gens[k])
+			store(k, es[i], c.clock(), ttls[i], gens[k])
 		case wrote[i]:
-			c.storeLocal(k, es[i], start, ttls[i], gens[k])
+			store(k, es[i], start, ttls[i], gens[k])
 		}
 		// Our own note is ignored by our subscriber: wake this process's
 		// waiters (a GetOrLoad of one of the keys) here.

@@ -419,3 +419,41 @@ func TestGetOrLoadManyWithoutALoadSlot(t *testing.T) {
 	require.NoError(t, testutil.Recv(t, other, "the other load").err)
 	require.Equal(t, uint64(1), c.Stats().LoadsRefused)
 }
+
+// Every key a bulk write stores locally stays there, also when several
+// share a shard of the local tier: each store marks its shard changed, and
+// a batch's own stores must not count as a change made meanwhile.
+func TestBulkWritesKeepEveryKeyLocally(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "keepall", Config[item]{})
+	ctx := context.Background()
+	keys := keysN("k", 64)
+	values := map[string]item{}
+	for i, k := range keys {
+		values[k] = item{ID: i}
+	}
+	require.NoError(t, c.SetMany(ctx, values, time.Minute))
+	load := func(_ context.Context, missing []string) (map[string]item, error) {
+		out := map[string]item{}
+		for _, k := range missing {
+			out[k] = item{Name: k}
+		}
+		return out, nil
+	}
+	cold := keysN("cold", 64)
+	_, err := c.GetOrLoadMany(ctx, cold, load)
+	require.NoError(t, err)
+	trips := countTrips(p)
+	got, err := c.GetMany(ctx, append(keys, cold...))
+	require.NoError(t, err)
+	require.Len(t, got, 128)
+	require.Zero(t, trips.n.Load(), "all 128 keys local")
+
+	m.Close() // the values of a batch loaded without Redis too
+	down := keysN("down", 64)
+	_, err = c.GetOrLoadMany(ctx, down, load)
+	require.NoError(t, err)
+	got, err = c.GetMany(ctx, down)
+	require.NoError(t, err)
+	require.Len(t, got, 64)
+}

@@ -123,7 +123,7 @@ func TestRefreshAheadServesTheOldValueWhileItRefreshes(t *testing.T) {
 	m, p := miniPool(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "ra", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	l := newVersionLoader()
 	v, err := c.GetOrLoad(ctx, "k", l.load)
@@ -153,7 +153,7 @@ func TestRefreshAheadServesTheOldValueWhileItRefreshes(t *testing.T) {
 	}
 	testutil.Recv(t, l.started, "the first load")
 	testutil.Recv(t, l.started, "the refresh")
-	require.Equal(t, 1, c.Stats().LoadsInFlight)
+	require.Equal(t, 1, c.Stats().LoadsInFlight, "%+v", c.Stats())
 	release()
 	testutil.Eventually(t, testutil.Wait, "the refresh to end", func() bool { return c.Stats().LoadsInFlight == 0 })
 	v, err = c.GetOrLoad(ctx, "k", l.load)
@@ -180,7 +180,7 @@ func TestGetDoesNotClaimARefresh(t *testing.T) {
 	m, p := miniPool(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "get", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	require.NoError(t, c.Set(ctx, "k", item{ID: 7}, 10*time.Minute))
 	clk.advance(2 * time.Minute)
@@ -277,6 +277,17 @@ func testRefreshAheadFleetMini(t *testing.T, localTTL time.Duration) {
 	require.Zero(t, st.RefreshErrors)
 }
 
+// startedListening starts c and waits for its subscriber to listen: its
+// first subscription flushes the local tier, which would otherwise land
+// at some point of the test.
+func startedListening(t *testing.T, c *Cache[item]) {
+	t.Helper()
+	started(t, c)
+	if !c.cfg.NoInvalidation {
+		waitSubscribed(t, []*Cache[item]{c})
+	}
+}
+
 func waitSubscribed(t *testing.T, caches []*Cache[item]) {
 	t.Helper()
 	testutil.Eventually(t, testutil.Wait, "every subscriber to listen", func() bool {
@@ -357,7 +368,7 @@ func TestFailedRefreshServesTheOldValueUntilTheTTL(t *testing.T) {
 	m, p := miniPool(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "fail", Config[item]{TTL: 10 * time.Minute, RefreshAfter: 2 * time.Minute, LocalTTL: time.Hour, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	l := newVersionLoader()
 	_, err := c.GetOrLoad(ctx, "k", l.load)
@@ -401,7 +412,7 @@ func TestRefreshWithRedisDown(t *testing.T) {
 	p := newPool(t, pool.Config{Addrs: []string{m.Addr()}, FailureThreshold: 1, ProbeInterval: time.Hour})
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "down", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, LocalTTL: time.Hour, Now: clk.Now, NoInvalidation: true})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	l := newVersionLoader()
 	_, err := c.GetOrLoad(ctx, "k", l.load)
@@ -480,7 +491,7 @@ func TestSetDuringARefreshWins(t *testing.T) {
 	m, p := miniPool(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "setwins", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	l := newVersionLoader()
 	_, err := c.GetOrLoad(ctx, "k", l.load)
@@ -513,7 +524,7 @@ func TestUnstampedAndBrokenStamps(t *testing.T) {
 	old := newCache(t, p, "stamps", Config[item]{})
 	require.NoError(t, old.Set(ctx, "k", item{ID: 5}, time.Hour))
 	c := newCache(t, p, "stamps", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	l := newVersionLoader()
 	clk.advance(50 * time.Minute)
 	v, err := c.GetOrLoad(ctx, "k", l.load)
@@ -538,7 +549,7 @@ func TestGetOrLoadTTL(t *testing.T) {
 	m, p := miniPool(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "ttl", Config[item]{TTL: time.Hour, RefreshAfter: 30 * time.Minute, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	withTTL := func(ttl time.Duration, calls *atomic.Int32) func(context.Context) (item, time.Duration, error) {
 		return func(context.Context) (item, time.Duration, error) {
@@ -586,7 +597,7 @@ func TestRefreshSkippedWithoutALoadSlot(t *testing.T) {
 	m, p := miniPool(t)
 	clk := refreshClock{testutil.NewClock(), m}
 	c := newCache(t, p, "slots", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, LocalTTL: time.Hour, MaxLoads: 1, Now: clk.Now})
-	started(t, c)
+	startedListening(t, c)
 	ctx := context.Background()
 	l := newVersionLoader()
 	_, err := c.GetOrLoad(ctx, "k", l.load)
