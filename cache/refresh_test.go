@@ -305,13 +305,17 @@ func waitSubscribed(t *testing.T, caches []*Cache[item]) {
 // with RefreshAfter 500ms is loaded once and refreshed about once per
 // 500ms in all, and no read after the first waits for a loader.
 func TestRefreshAheadFleet_Server(t *testing.T) {
-	srv := redistest.Server(t)
+	testRefreshAheadFleet(t, serverBackend(redistest.Server(t)), "fleet", 2500*time.Millisecond)
+}
+
+// testRefreshAheadFleet is TestRefreshAheadFleet_Server on backend b (the
+// cluster suite runs it too, shorter).
+func testRefreshAheadFleet(t *testing.T, b backend, name string, run time.Duration) {
 	const instances, readers = 4, 4
-	const refreshAfter, run = 500 * time.Millisecond, 2500 * time.Millisecond
+	const refreshAfter = 500 * time.Millisecond
 	caches := make([]*Cache[item], instances)
 	for i := range caches {
-		p := newPool(t, pool.Config{Addrs: []string{srv.Addr()}})
-		caches[i] = newCache(t, p, "fleet", Config[item]{TTL: 5 * time.Second, RefreshAfter: refreshAfter})
+		caches[i] = newCache(t, b.newPool(t), name, Config[item]{TTL: 5 * time.Second, RefreshAfter: refreshAfter})
 		started(t, caches[i])
 	}
 	waitSubscribed(t, caches)
@@ -634,4 +638,44 @@ func TestGetOrLoadTTLHuge(t *testing.T) {
 	v, err = c.Get(context.Background(), "k")
 	require.NoError(t, err)
 	require.Equal(t, 1, v.ID)
+}
+
+// GetOrLoadMany asks for the refresh of the due values it returns, each
+// through a one-key call of its loader.
+func TestGetOrLoadManyRefreshesDueValues(t *testing.T) {
+	m, p := miniPool(t)
+	clk := refreshClock{testutil.NewClock(), m}
+	c := newCache(t, p, "manyra", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, LocalTTL: time.Hour, Now: clk.Now})
+	startedListening(t, c)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var calls [][]string
+	version := 0
+	load := func(_ context.Context, missing []string) (map[string]item, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, missing)
+		version++
+		out := map[string]item{}
+		for _, k := range missing {
+			out[k] = item{ID: version}
+		}
+		return out, nil
+	}
+	got, err := c.GetOrLoadMany(ctx, []string{"a", "b"}, load)
+	require.NoError(t, err)
+	require.Equal(t, map[string]item{"a": {ID: 1}, "b": {ID: 1}}, got)
+	clk.advance(time.Minute)
+	got, err = c.GetOrLoadMany(ctx, []string{"a", "b"}, load)
+	require.NoError(t, err)
+	require.Equal(t, map[string]item{"a": {ID: 1}, "b": {ID: 1}}, got, "due values are returned at once")
+	testutil.Eventually(t, testutil.Wait, "both refreshes", func() bool { return c.Stats().Refreshes == 2 && c.Stats().LoadsInFlight == 0 })
+	mu.Lock()
+	require.Len(t, calls, 3)
+	require.ElementsMatch(t, [][]string{{"a"}, {"b"}}, calls[1:], "one key per refresh")
+	mu.Unlock()
+	got, err = c.GetMany(ctx, []string{"a", "b"})
+	require.NoError(t, err)
+	require.Greater(t, got["a"].ID, 1)
+	require.Greater(t, got["b"].ID, 1)
 }
