@@ -444,6 +444,10 @@ func (b *batch[V]) run(missing []string) {
 	for _, k := range missing {
 		gens[k] = c.localGen(k)
 	}
+	if c.cfg.NoLock {
+		b.runWithoutLock(missing, gens)
+		return
+	}
 	token := c.lockToken()
 	start := c.clock()
 	r, err := c.bulk.lock.Run(b.ctx, c.p.Client(), b.pairs(missing), token, strconv.FormatInt(c.cfg.LockTTL.Milliseconds(), 10)).Slice()
@@ -455,7 +459,7 @@ func (b *batch[V]) run(missing []string) {
 		// Redis is failing: load everything here, keep it here only.
 		c.st.redisErrors.Add(1)
 		c.log.Warn("cache: bulk lock failed; loading without the lock, keeping the values locally only", "keys", len(missing), "err", err)
-		b.loadAndKeep(missing, "", gens)
+		b.loadAndKeep(missing, keepLocalOnly, gens)
 		return
 	}
 	var taken []string
@@ -482,24 +486,45 @@ func (b *batch[V]) run(missing []string) {
 		}
 	}
 	if len(taken) > 0 {
-		b.loadAndKeep(taken, token, gens)
+		c.st.misses.Add(uint64(len(taken)))
+		b.loadAndKeep(taken, keepLocked(token), gens)
 	}
 }
 
-// loadAndKeep calls the loader for keys and keeps its answers: under the
-// locks token holds, or, without a token, locally only.
-func (b *batch[V]) loadAndKeep(keys []string, token string, gens map[string]uint64) {
+// runWithoutLock is run under Config.NoLock: one read of missing, one
+// loader call for what Redis does not hold, and the values written only
+// where the keys are still missing (SET NX), as a GetOrLoad's are: a Set
+// made meanwhile wins.
+func (b *batch[V]) runWithoutLock(missing []string, gens map[string]uint64) {
+	c := b.c
+	absent, err := c.readMany(b.ctx, missing, b.out, b.load)
+	switch {
+	case err == nil && len(absent) > 0:
+		b.loadAndKeep(absent, keepIfMissing, gens)
+	case err == nil:
+	case b.ctx.Err() != nil:
+		b.errs = append(b.errs, c.batchEnded(b.ctx, err))
+	default:
+		c.log.Warn("cache: bulk read failed; loading without Redis, keeping the values locally only", "keys", len(missing), "err", err)
+		b.loadAndKeep(missing, keepLocalOnly, gens)
+	}
+}
+
+// loadAndKeep calls the loader for keys and keeps its answers as k says:
+// under the locks k.token holds, only where the keys are still missing
+// (Config.NoLock), or locally only.
+func (b *batch[V]) loadAndKeep(keys []string, k keep, gens map[string]uint64) {
+	token := k.token
 	c := b.c
 	c.st.loads.Add(1)
-	c.st.misses.Add(uint64(len(keys)))
 	lctx, cancel := context.WithTimeout(b.ctx, c.cfg.LoadTimeout)
 	vals, err := b.load(lctx, slices.Clone(keys))
 	cancel()
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(b.ctx), writeTimeout)
 	defer wcancel()
 	if err != nil {
-		if token != "" {
-			b.fill(wctx, keys, make([]encoded[V], len(keys)), make([]time.Duration, len(keys)), token)
+		if token != "" { // release the locks
+			_, _ = b.fill(wctx, keys, make([]encoded[V], len(keys)), make([]time.Duration, len(keys)), token)
 		}
 		if b.ctx.Err() != nil {
 			b.errs = append(b.errs, c.batchEnded(b.ctx, err))
@@ -529,7 +554,7 @@ func (b *batch[V]) loadAndKeep(keys []string, token string, gens map[string]uint
 		}
 	}
 	store := c.storeMany()
-	if token == "" {
+	if k.localOnly {
 		now := c.clock()
 		for i, k := range keys {
 			if keep[i] {
@@ -545,7 +570,12 @@ func (b *batch[V]) loadAndKeep(keys []string, token string, gens map[string]uint
 		}
 	}
 	start := c.clock()
-	wrote, err := b.fill(wctx, keys, es, ttls, token)
+	var wrote []bool
+	if token != "" {
+		wrote, err = b.fill(wctx, keys, es, ttls, token)
+	} else {
+		wrote, err = b.fillIfMissing(wctx, keys, es, ttls, keep)
+	}
 	for i, k := range keys {
 		switch {
 		case !keep[i]:
@@ -586,6 +616,31 @@ func (b *batch[V]) fill(ctx context.Context, keys []string, es []encoded[V], ttl
 	wrote := make([]bool, len(keys))
 	for i := range wrote {
 		wrote[i] = i < len(r) && r[i] == 1
+	}
+	return wrote, nil
+}
+
+// fillIfMissing writes the kept values of keys where the keys are still
+// missing (SET NX), in one pipeline with the invalidations.
+func (b *batch[V]) fillIfMissing(ctx context.Context, keys []string, es []encoded[V], ttls []time.Duration, keep []bool) ([]bool, error) {
+	c := b.c
+	pipe := c.p.Client().Pipeline()
+	nx := make([]*redis.BoolCmd, len(keys))
+	for i, k := range keys {
+		if keep[i] {
+			nx[i] = pipe.SetNX(ctx, c.RedisKey(k), es[i].data, ttls[i])
+		}
+	}
+	sent := c.publish(ctx, pipe, opLoaded, keys...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		c.st.redisErrors.Add(1)
+		c.log.Warn("cache: could not write loaded values to Redis; keeping them locally only", "keys", len(keys), "err", err)
+		return nil, err
+	}
+	c.st.invalSent.Add(uint64(sent))
+	wrote := make([]bool, len(keys))
+	for i, cmd := range nx {
+		wrote[i] = cmd != nil && cmd.Val()
 	}
 	return wrote, nil
 }

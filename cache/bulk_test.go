@@ -457,3 +457,36 @@ func TestBulkWritesKeepEveryKeyLocally(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, 64)
 }
+
+// A Set that lands while a batch loads wins over the batch's value of that
+// key, with the lock and with Config.NoLock (whose batch reads with MGET
+// and writes with SET NX).
+func TestSetDuringGetOrLoadManyWins(t *testing.T) {
+	for _, noLock := range []bool{false, true} {
+		t.Run(fmt.Sprint("NoLock=", noLock), func(t *testing.T) {
+			m, p := miniPool(t)
+			c := newCache(t, p, "setwins", Config[item]{NoLock: noLock})
+			ctx := context.Background()
+			got, err := c.GetOrLoadMany(ctx, []string{"a", "b"}, func(ctx context.Context, missing []string) (map[string]item, error) {
+				require.Equal(t, []string{"a", "b"}, missing)
+				if err := c.Set(ctx, "a", item{ID: 99}, time.Minute); err != nil {
+					return nil, err
+				}
+				return map[string]item{"a": {ID: 1}, "b": {ID: 2}}, nil
+			})
+			require.NoError(t, err)
+			require.Equal(t, map[string]item{"a": {ID: 1}, "b": {ID: 2}}, got, "the callers get what was loaded")
+			for k, want := range map[string]int{"a": 99, "b": 2} {
+				v, err := c.Get(ctx, k)
+				require.NoError(t, err)
+				require.Equal(t, want, v.ID, "local %s", k)
+				c.dropLocal(k)
+				v, err = c.Get(ctx, k)
+				require.NoError(t, err)
+				require.Equal(t, want, v.ID, "Redis %s", k)
+			}
+			require.False(t, m.Exists(c.lockKey("b")))
+			require.Equal(t, uint64(2), c.Stats().Misses)
+		})
+	}
+}
