@@ -679,3 +679,27 @@ func TestGetOrLoadManyRefreshesDueValues(t *testing.T) {
 	require.Greater(t, got["a"].ID, 1)
 	require.Greater(t, got["b"].ID, 1)
 }
+
+// A refresh writes the value with the tags of the GetOrLoad that asked for
+// it: InvalidateTag still finds the refreshed key.
+func TestRefreshKeepsTheTags(t *testing.T) {
+	m, p := miniPool(t)
+	clk := refreshClock{testutil.NewClock(), m}
+	c := newCache(t, p, "ratags", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, LocalTTL: time.Hour, Now: clk.Now})
+	startedListening(t, c)
+	ctx := context.Background()
+	l := newVersionLoader()
+	_, err := c.GetOrLoad(ctx, "k", l.load, Tags("user:1"))
+	require.NoError(t, err)
+	clk.advance(time.Minute)
+	_, err = c.GetOrLoad(ctx, "k", l.load, Tags("user:1"))
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "the refresh", func() bool { return c.Stats().Refreshes == 1 && c.Stats().LoadsInFlight == 0 })
+	v, err := c.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, 2, v.ID)
+	require.NoError(t, c.InvalidateTag(ctx, "user:1"))
+	require.False(t, m.Exists(c.RedisKey("k")), "the refreshed value was tagged")
+	_, err = c.Get(ctx, "k")
+	require.ErrorIs(t, err, ErrNotFound)
+}
