@@ -43,8 +43,10 @@ type Cache[V any] struct {
 	channel    string // {c:<name>}:inval
 
 	scripts scripts
-	tags    tagKeys  // tag sets and their scripts (tags.go)
-	track   tracking // Config.TrackRawWrites (tracking.go)
+	tags    tagKeys      // tag sets and their scripts (tags.go)
+	track   tracking     // Config.TrackRawWrites (tracking.go)
+	refresh refresher[V] // Config.RefreshAfter's background refreshes (refresh.go)
+	bulk    bulkScripts  // bulk.go
 	flights singleflight.Group
 	loads   loadTracker
 
@@ -92,8 +94,10 @@ func New[V any](p *pool.Pool, name string, cfg Config[V]) (*Cache[V], error) {
 		waiters:    make(map[string]*waiter),
 		scripts:    newScripts(),
 		tags:       newTagKeys(tag),
+		bulk:       newBulkScripts(),
 	}
 	c.loads.init(cfg.MaxLoads)
+	c.refresh.init(cfg)
 	if !cfg.NoLocal {
 		c.local = newLocal[V](cfg.MaxEntries, cfg.MaxBytes, cfg.MaxValueBytes, clock)
 	}
@@ -175,11 +179,12 @@ func (c *Cache[V]) Set(ctx context.Context, key string, v V, ttl time.Duration, 
 	}
 	gen := c.localGen(key) // before the write: see local.store
 	ttl = c.redisTTL(ttl)
+	c.stamp(&e, ttl)
 	start := c.clock()
 	if err := c.setRedisWith(ctx, key, e.data, ttl, o.tags); err != nil {
 		return err
 	}
-	c.storeLocal(key, e, c.localExpiry(start, ttl), gen)
+	c.storeLocal(key, e, start, ttl, gen)
 	return nil
 }
 
@@ -235,18 +240,19 @@ func (c *Cache[V]) localGen(key string) uint64 {
 	return c.local.gen(key)
 }
 
-// fillLocal keeps a value read from Redis (see local.fill).
-func (c *Cache[V]) fillLocal(key string, e encoded[V], expires int64, gen uint64) {
+// fillLocal keeps a value read from Redis at start with Redis TTL pttl
+// (see local.fill).
+func (c *Cache[V]) fillLocal(key string, e encoded[V], start int64, pttl time.Duration, gen uint64) {
 	if c.local != nil {
-		c.local.fill(key, e.v, e.notFound, len(e.data), expires, gen)
+		c.local.fill(key, e.v, e.notFound, len(e.data), c.localExpiry(start, pttl), c.refreshAt(start, pttl, e), gen)
 	}
 }
 
-// storeLocal keeps a value this process wrote, or could not write, to Redis
-// (see local.store).
-func (c *Cache[V]) storeLocal(key string, e encoded[V], expires int64, gen uint64) {
+// storeLocal keeps a value this process wrote at start with TTL ttl, or
+// could not write, to Redis (see local.store).
+func (c *Cache[V]) storeLocal(key string, e encoded[V], start int64, ttl time.Duration, gen uint64) {
 	if c.local != nil {
-		c.local.store(key, e.v, e.notFound, len(e.data), expires, gen)
+		c.local.store(key, e.v, e.notFound, len(e.data), c.localExpiry(start, ttl), c.refreshAt(start, ttl, e), gen)
 	}
 }
 

@@ -32,6 +32,8 @@ var clusterSuite = []struct {
 	{"TagMaxMembers", testTagMaxMembers},
 	{"InvalidateTagRacesSet", testInvalidateTagRacesSet},
 	{"TrackRawWrites", testTrackRawWrites},
+	{"Bulk", testBulk},
+	{"RefreshAhead", func(t *testing.T, b backend, name string) { testRefreshAheadFleet(t, b, name, 1500*time.Millisecond) }},
 }
 
 // TestCluster runs the cache's Redis-semantics tests on one real 3-master

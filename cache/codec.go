@@ -3,6 +3,7 @@ package cache
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Codec turns values into bytes for the Redis tier and back. The local tier
@@ -58,6 +59,9 @@ func defaultCodec[V any]() Codec[V] {
 const (
 	kindValue    byte = 1
 	kindNotFound byte = 2
+	// kindStamped is a value written with Config.RefreshAfter: the kind
+	// byte, then its refresh stamp (refresh.go), then the codec's bytes.
+	kindStamped byte = 3
 )
 
 // encoded is one key's answer ready for both tiers: v for the local tier,
@@ -68,6 +72,9 @@ type encoded[V any] struct {
 	v        V
 	notFound bool
 	data     []byte
+	// staleBelow is the refresh stamp of a kindStamped value: once its
+	// Redis TTL is down to this, it is due for a refresh. Zero: never.
+	staleBelow time.Duration
 }
 
 // notFoundMarker is the whole Redis value of a negative-cache entry.
@@ -88,6 +95,13 @@ func (c *Cache[V]) encode(key string, v V) (encoded[V], error) {
 	if len(b) > c.cfg.MaxValueBytes {
 		return encoded[V]{}, &TooLargeError{Cache: c.name, Key: key, Size: len(b), Max: c.cfg.MaxValueBytes}
 	}
+	if c.cfg.RefreshAfter > 0 {
+		// The stamp is filled in by stamp, once the TTL is known.
+		data := make([]byte, stampedHeader+len(b))
+		data[0] = kindStamped
+		copy(data[stampedHeader:], b)
+		return encoded[V]{v: v, data: data}, nil
+	}
 	data := make([]byte, 1+len(b))
 	data[0] = kindValue
 	copy(data[1:], b)
@@ -99,16 +113,23 @@ func (c *Cache[V]) decode(key string, data []byte) (encoded[V], error) {
 	if len(data) == 0 {
 		return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: key %q holds an empty value, not one this package wrote", ErrCodec, c.name, key)
 	}
+	var staleBelow time.Duration
+	if data[0] == kindStamped {
+		var ok bool
+		if staleBelow, ok = readStamp(data); !ok {
+			return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: key %q holds a stamped value of %d bytes, too short for its stamp", ErrCodec, c.name, key, len(data))
+		}
+	}
 	switch data[0] {
-	case kindValue:
+	case kindValue, kindStamped:
 		// Into v, not into an encoded's field: &v escapes to the codec, and
 		// only v should go to the heap, not the whole encoded.
 		var v V
-		if err := c.codec.Decode(data[1:], &v); err != nil {
+		if err := c.codec.Decode(data[headerLen(data[0]):], &v); err != nil {
 			// Not v: a partly decoded value must not reach a caller.
 			return encoded[V]{data: data}, fmt.Errorf("%w: cache %q: decoding the value of key %q: %w", ErrCodec, c.name, key, err)
 		}
-		return encoded[V]{v: v, data: data}, nil
+		return encoded[V]{v: v, data: data, staleBelow: staleBelow}, nil
 	case kindNotFound:
 		return encoded[V]{notFound: true, data: data}, nil
 	}

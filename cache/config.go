@@ -99,6 +99,22 @@ type Config[V any] struct {
 	// that misses a key loads it once (one load per key per process);
 	// with it one instance loads and the others wait for its value.
 	NoLock bool
+	// RefreshAfter, when positive, turns on refresh-ahead: a GetOrLoad
+	// that finds a value older than RefreshAfter (in either tier) returns
+	// it at once and hands a refresh of the key to the cache's background
+	// refreshers, which load it once across every instance (through the
+	// load lock and MaxLoads); a failed refresh leaves the old value to
+	// serve until its TTL. It scales with each value's own TTL: a value
+	// written with TTL t is due after t*RefreshAfter/TTL. It must be below
+	// TTL, needs the lock (not NoLock) and Start, and every instance must
+	// run a version that reads the refresh stamp (see docs/cache.md). Zero
+	// turns it off.
+	RefreshAfter time.Duration
+	// MaxRefreshes bounds the refreshes that run at once: Start runs that
+	// many lifecycle tasks, and a refresh due while they are all busy (or
+	// hold their one queued request each) is skipped and tried again later.
+	// Default 4 when RefreshAfter is set; at most MaxLoads.
+	MaxRefreshes int
 	// LockTTL is the expiry of the cross-instance load lock: if its holder
 	// dies, another instance takes over after at most this long. Must be at
 	// least LoadTimeout, and at least 1ms: it is sent as whole milliseconds
@@ -155,6 +171,7 @@ func (c Config[V]) withDefaults() (Config[V], error) {
 	c.checkLocal(e)
 	c.checkLoads(e)
 	c.checkTags(e)
+	c.checkRefresh(e)
 	check.Default(e, &c.PingInterval, DefaultPingInterval, "Config.PingInterval")
 	if c.PingInterval > 0 && c.PingInterval < MinPingInterval {
 		e.Addf("Config.PingInterval must be at least %s (each late reply reconnects and flushes the local tier), got %s", MinPingInterval, c.PingInterval)
@@ -204,5 +221,29 @@ func (c *Config[V]) checkLoads(e *check.Errors) {
 		e.Addf("Config.LockTTL must be at least 1ms (the lock is set with PX, in whole milliseconds), got %s", c.LockTTL)
 	case c.LockTTL >= 0 && c.LockTTL < c.LoadTimeout:
 		e.Addf("Config.LockTTL (%s) must be at least Config.LoadTimeout (%s), or a slow load would let another instance load too", c.LockTTL, c.LoadTimeout)
+	}
+}
+
+// DefaultMaxRefreshes is Config.MaxRefreshes when RefreshAfter is set.
+const DefaultMaxRefreshes = 4
+
+// checkRefresh fills and checks RefreshAfter and MaxRefreshes (after TTL,
+// MaxLoads and NoLock are known).
+func (c *Config[V]) checkRefresh(e *check.Errors) {
+	check.Default(e, &c.RefreshAfter, 0, "Config.RefreshAfter") // zero: off
+	if c.RefreshAfter <= 0 {
+		if c.MaxRefreshes != 0 {
+			e.Addf("Config.MaxRefreshes is %d but Config.RefreshAfter is not set", c.MaxRefreshes)
+		}
+		return
+	}
+	check.Default(e, &c.MaxRefreshes, min(DefaultMaxRefreshes, max(c.MaxLoads, 1)), "Config.MaxRefreshes")
+	switch {
+	case c.RefreshAfter >= c.TTL:
+		e.Addf("Config.RefreshAfter (%s) must be below Config.TTL (%s): a value is refreshed after RefreshAfter and served until TTL", c.RefreshAfter, c.TTL)
+	case c.NoLock:
+		e.Addf("Config.RefreshAfter (%s) needs the cross-instance lock, which Config.NoLock turns off: every instance would refresh every key", c.RefreshAfter)
+	case c.MaxRefreshes > c.MaxLoads && c.MaxLoads > 0:
+		e.Addf("Config.MaxRefreshes (%d) must be at most Config.MaxLoads (%d): each refresh holds a load slot", c.MaxRefreshes, c.MaxLoads)
 	}
 }

@@ -29,6 +29,13 @@
 // it. At most Config.MaxLoads loads run or wait at once; past that a miss
 // fails at once with ErrTooManyLoads.
 //
+// With Config.RefreshAfter, a GetOrLoad that finds a value due returns it
+// at once and one refresh runs across the instances, on refreshers Start
+// hands to the group; a failed refresh leaves the value to serve until its
+// TTL. GetOrLoadTTL's loader returns the value's TTL. GetMany,
+// GetOrLoadMany (one loader call for every missing key) and SetMany take up
+// to MaxBulkKeys keys in one Redis round trip each way.
+//
 // Set, Delete and a load's write publish an invalidation in the same round
 // trip; the other instances' subscribers drop their copies. Pub/Sub can lose
 // a message: LocalTTL bounds the staleness then, and a subscriber flushes its

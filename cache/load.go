@@ -41,33 +41,97 @@ const writeTimeout = 5 * time.Second
 // load that could not ask Redis for the cross-instance lock: without the
 // lock, a write could undo a Delete made while the loader ran.
 func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (V, error), opts ...Option) (V, error) {
+	if load == nil {
+		var zero V
+		return zero, c.nilLoader("GetOrLoad", key)
+	}
+	return c.getOrLoad(ctx, "GetOrLoad", key, load, nil, opts)
+}
+
+// GetOrLoadTTL is GetOrLoad with a loader that also says how long its value
+// lives in Redis (from an HTTP Cache-Control max-age, say): zero means
+// Config.TTL, and a negative TTL fails the load with ErrInvalid (nothing is
+// cached; a loader's duration arithmetic that overflowed is caught so). The
+// TTL goes through Config.TTLJitter and is rounded up to a whole
+// millisecond, as Set's; a loader's ErrNotFound is cached for
+// Config.NegativeTTL whatever TTL came with it. With Config.RefreshAfter
+// the value is refreshed after ttl*RefreshAfter/TTL. opts are
+// GetOrLoad's.
+func (c *Cache[V]) GetOrLoadTTL(ctx context.Context, key string, load func(ctx context.Context) (V, time.Duration, error), opts ...Option) (V, error) {
+	if load == nil {
+		var zero V
+		return zero, c.nilLoader("GetOrLoadTTL", key)
+	}
+	return c.getOrLoad(ctx, "GetOrLoadTTL", key, nil, load, opts)
+}
+
+func (c *Cache[V]) nilLoader(op, key string) error {
+	if err := c.checkKey(op, key); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: cache %q: %s %q: nil loader", ErrInvalid, c.name, op, key)
+}
+
+// loaderOf turns either kind of loader into a ttlLoader. It is called only
+// past a local hit, so a hit allocates nothing.
+func loaderOf[V any](load func(ctx context.Context) (V, error), loadTTL ttlLoader[V]) ttlLoader[V] {
+	if loadTTL != nil {
+		return loadTTL
+	}
+	return func(ctx context.Context) (V, time.Duration, error) {
+		v, err := load(ctx)
+		return v, 0, err
+	}
+}
+
+// flightOut is a flight's result: its value (a V, or nil) and whether it
+// got past its Redis read, to call its loader or wait for another
+// instance's (Stats.LoaderWaits).
+type flightOut struct {
+	val    any
+	loaded bool
+}
+
+// getOrLoad is GetOrLoad and GetOrLoadTTL; exactly one of load and loadTTL
+// is set.
+func (c *Cache[V]) getOrLoad(ctx context.Context, op, key string, load func(ctx context.Context) (V, error), loadTTL ttlLoader[V], opts []Option) (V, error) {
 	var zero V
-	if err := c.checkKey("GetOrLoad", key); err != nil {
+	if err := c.checkKey(op, key); err != nil {
 		return zero, err
 	}
-	o, err := c.callOptions("GetOrLoad", key, opts)
+	o, err := c.callOptions(op, key, opts)
 	if err != nil {
 		return zero, err
 	}
-	ctx = withTags(ctx, o.tags) // read by writeLoaded, on the flight's context
-	if load == nil {
-		return zero, fmt.Errorf("%w: cache %q: GetOrLoad %q: nil loader", ErrInvalid, c.name, key)
-	}
-	if v, hit, err := c.fromLocal(key); hit {
+	// The tags ride on the context: read by writeLoaded on the flight's
+	// context, and by a refresh's, which carries this call's values.
+	ctx = withTags(ctx, o.tags)
+	if v, hit, refresh, err := c.fromLocalClaim(key); hit {
+		if refresh {
+			c.requestRefresh(ctx, key, loaderOf(load, loadTTL))
+		}
 		return v, err
 	}
 	if err := ctx.Err(); err != nil {
-		return zero, fmt.Errorf("cache %q: GetOrLoad %q: %w", c.name, key, err)
+		return zero, fmt.Errorf("cache %q: %s %q: %w", c.name, op, key, err)
 	}
+	lf := loaderOf(load, loadTTL)
 	var led atomic.Bool
 	ch := c.flights.DoChan(key, func() (any, error) {
 		led.Store(true)
-		return c.flight(ctx, key, load)
+		var out flightOut
+		val, err := c.flight(ctx, key, lf, &out.loaded)
+		out.val = val
+		return out, err
 	})
 	select {
 	case r := <-ch:
 		if !led.Load() {
 			c.st.loadWaiters.Add(1)
+		}
+		out, _ := r.Val.(flightOut)
+		if out.loaded {
+			c.st.loaderWaits.Add(1)
 		}
 		if r.Err != nil {
 			if errors.Is(r.Err, ErrClosed) && ctx.Err() != nil {
@@ -79,7 +143,7 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 		}
 		// Not r.Val.(V): with V an interface type, a nil value (a loader's
 		// nil, a JSON null) would fail the assertion and panic.
-		v, _ := r.Val.(V)
+		v, _ := out.val.(V)
 		return v, nil
 	case <-ctx.Done():
 		// The flight goes on without this caller and still writes its value.
@@ -98,7 +162,10 @@ func (c *Cache[V]) GetOrLoad(ctx context.Context, key string, load func(ctx cont
 // of the pool's request lane, so the lane bounds those), it needs one of
 // Config.MaxLoads slots to wait for the lock or load, or it fails at once
 // with ErrTooManyLoads.
-func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx context.Context) (V, error)) (any, error) {
+//
+// It sets *loaded once it goes past its Redis read (to wait for another
+// instance's load, or to load).
+func (c *Cache[V]) flight(callerCtx context.Context, key string, load ttlLoader[V], loaded *bool) (any, error) {
 	ctx, cancel, ok := c.loads.begin(callerCtx, c.cfg.LockTTL+c.cfg.LoadTimeout)
 	if !ok {
 		return nil, fmt.Errorf("cache %q: GetOrLoad %q: %w", c.name, key, ErrClosed)
@@ -114,8 +181,11 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 		return v, err
 	}
 	gen := c.localGen(key)
-	v, found, err := c.getRedis(ctx, key)
+	v, found, stale, err := c.readRedis(ctx, key)
 	if found {
+		if stale {
+			c.refreshFound(callerCtx, key, load)
+		}
 		return v, err // err: cached as not found
 	}
 	redisFailed := false
@@ -140,6 +210,7 @@ func (c *Cache[V]) flight(callerCtx context.Context, key string, load func(ctx c
 		return nil, fmt.Errorf("cache %q: GetOrLoad %q: %w (Config.MaxLoads is %d)", c.name, key, ErrTooManyLoads, c.cfg.MaxLoads)
 	}
 	defer c.loads.endLoad()
+	*loaded = true
 	k := keepLocalOnly
 	if !redisFailed {
 		var done bool
@@ -201,11 +272,17 @@ var (
 func keepLocked(token string) keep { return keep{token: token} }
 
 // load calls the loader and keeps what it returns as k says.
-func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.Context) (V, error), k keep, gen uint64) (any, error) {
+func (c *Cache[V]) load(ctx context.Context, key string, load ttlLoader[V], k keep, gen uint64) (any, error) {
 	c.st.loads.Add(1)
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
-	v, err := load(lctx)
+	v, ttl, err := load(lctx)
 	cancel()
+	if err == nil && ttl < 0 {
+		err = fmt.Errorf("%w: the loader returned a negative TTL (%s)", ErrInvalid, ttl)
+	}
+	if ttl == 0 {
+		ttl = c.cfg.TTL
+	}
 
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer wcancel()
@@ -217,7 +294,7 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 			c.release(wctx, key, k.token)
 			return nil, err
 		}
-		c.keepLoaded(wctx, key, e, c.cfg.TTL, k, gen)
+		c.keepLoaded(wctx, key, e, ttl, k, gen)
 		return v, nil
 	case errors.Is(err, ErrNotFound):
 		if c.cfg.NegativeTTL > 0 {
@@ -228,7 +305,7 @@ func (c *Cache[V]) load(ctx context.Context, key string, load func(ctx context.C
 		return nil, fmt.Errorf("cache %q: load %q: %w", c.name, key, err)
 	default:
 		c.release(wctx, key, k.token)
-		if ctx.Err() != nil && c.loads.isClosed() {
+		if ctx.Err() != nil && (c.loads.isClosed() || errors.Is(context.Cause(ctx), ErrClosed)) {
 			// Close cancelled the loader: not a failed load.
 			return nil, fmt.Errorf("cache %q: load %q: %w (the loader returned: %v)", c.name, key, ErrClosed, err)
 		}
@@ -254,11 +331,12 @@ func (c *Cache[V]) flightEnded(ctx context.Context, key, what string, err error)
 func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl time.Duration, k keep, gen uint64) {
 	if !k.localOnly {
 		redisTTL := c.redisTTL(ttl)
+		c.stamp(&e, redisTTL)
 		start := c.clock()
 		wrote, err := c.writeLoaded(ctx, key, e.data, redisTTL, k.token)
 		if err == nil {
 			if wrote {
-				c.storeLocal(key, e, c.localExpiry(start, redisTTL), gen)
+				c.storeLocal(key, e, start, redisTTL, gen)
 			} else {
 				c.log.Debug("cache: a Set or Delete came while loading; the loaded value is not cached", "key", key)
 			}
@@ -273,7 +351,7 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 	// taken before the loader ran, as for a write that succeeds: if the
 	// key's shard was written or invalidated since, the loader may have
 	// read data older than that change, and the key is dropped instead.
-	c.storeLocal(key, e, c.localExpiry(c.clock(), ttl), gen)
+	c.storeLocal(key, e, c.clock(), ttl, gen)
 }
 
 // writeLoaded writes a loaded value to Redis: under the load lock token

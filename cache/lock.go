@@ -27,7 +27,7 @@ const (
 // negative entry), or the lock's token, or an error when Redis failed or ctx
 // ended.
 func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V, done bool, token string, err error) {
-	token = strconv.FormatUint(c.id, 36) + ":" + strconv.FormatUint(c.st.lockTokens.Add(1), 36)
+	token = c.lockToken()
 	keys := []string{c.RedisKey(key), c.lockKey(key)}
 	lockMS := strconv.FormatInt(c.cfg.LockTTL.Milliseconds(), 10)
 	recheck := backoff.Backoff{Min: lockWaitMin, Max: lockWaitMax}
@@ -89,7 +89,7 @@ func (c *Cache[V]) valueFromLock(ctx context.Context, key string, r []any, start
 		return e, err
 	}
 	c.st.redisHits.Add(1)
-	c.fillLocal(key, e, c.localExpiry(start, pttlDuration(pttl)), gen)
+	c.fillLocal(key, e, start, pttlDuration(pttl), gen)
 	return e, nil
 }
 

@@ -19,38 +19,46 @@ import (
 // getRedis reads key from Redis and keeps what it finds in the local tier.
 // found is false on a miss (err is then ErrNotFound).
 func (c *Cache[V]) getRedis(ctx context.Context, key string) (v V, found bool, err error) {
+	v, found, _, err = c.readRedis(ctx, key)
+	return v, found, err
+}
+
+// readRedis is getRedis that also reports whether the value found is due
+// for a refresh (Config.RefreshAfter).
+func (c *Cache[V]) readRedis(ctx context.Context, key string) (v V, found, stale bool, err error) {
 	gen := c.localGen(key) // before the read: see local.fill
 	start := c.clock()
 	data, pttl, err := c.read(ctx, key)
 	if err != nil {
 		if errors.Is(err, redis.Nil) {
 			c.st.misses.Add(1)
-			return v, false, ErrNotFound
+			return v, false, false, ErrNotFound
 		}
 		if ctx.Err() == nil { // else the caller or Close ended it: nothing wrong with Redis
 			c.st.redisErrors.Add(1)
 		}
-		return v, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
+		return v, false, false, fmt.Errorf("cache %q: get %q: %w", c.name, key, err)
 	}
 	e, err := c.decode(key, data)
 	if err != nil {
 		c.dropUndecodable(ctx, key, data)
-		return e.v, false, err
+		return e.v, false, false, err
 	}
 	c.st.redisHits.Add(1)
-	c.fillLocal(key, e, c.localExpiry(start, pttl), gen)
+	c.fillLocal(key, e, start, pttl, gen)
 	if e.notFound {
-		return e.v, true, ErrNotFound
+		return e.v, true, false, ErrNotFound
 	}
-	return e.v, true, nil
+	return e.v, true, isStale(e, pttl), nil
 }
 
 // read fetches key's value and remaining TTL in one round trip. A missing
-// key returns redis.Nil. Without a local tier the TTL is not needed (it only
-// bounds a local copy), so a read is one GET.
+// key returns redis.Nil. Without a local tier and refresh-ahead the TTL is
+// not needed (it only bounds a local copy and dates the value), so a read is
+// one GET.
 func (c *Cache[V]) read(ctx context.Context, key string) ([]byte, time.Duration, error) {
 	rk := c.RedisKey(key)
-	if c.local == nil {
+	if c.local == nil && c.cfg.RefreshAfter == 0 {
 		data, err := c.p.Client().Get(ctx, rk).Bytes()
 		return data, -1, err
 	}

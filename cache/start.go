@@ -73,6 +73,9 @@ func (c *Cache[V]) register(g *lifecycle.Group, res *pool.Reservation) error {
 	}); err != nil {
 		return err
 	}
+	if err := c.startRefreshers(g); err != nil {
+		return err
+	}
 	if res == nil {
 		return nil
 	}

@@ -21,6 +21,20 @@ type Stats struct {
 	// LoadWaiters counts GetOrLoad callers that shared a load another
 	// caller of this process started.
 	LoadWaiters uint64 `json:"load_waiters"`
+	// LoaderWaits counts GetOrLoad calls that waited for a loader: their
+	// key was in neither tier and their flight called its loader or waited
+	// for another instance's. With Config.RefreshAfter it stays flat after
+	// each key's first load while the key is read more often than it
+	// expires.
+	LoaderWaits uint64 `json:"loader_waits"`
+	// Refreshes counts refresh-ahead loads this instance ran (they count in
+	// Loads too); RefreshErrors those that failed (the loader or Redis: the
+	// old value serves on until its TTL); RefreshesSkipped refreshes that
+	// were due but found no refresher or load slot free (or the cache was
+	// not started), to be asked for again by a later read.
+	Refreshes        uint64 `json:"refreshes"`
+	RefreshErrors    uint64 `json:"refresh_errors"`
+	RefreshesSkipped uint64 `json:"refreshes_skipped"`
 	// LockWaits counts loads this instance waited for because another
 	// instance held the key's load lock.
 	LockWaits uint64 `json:"lock_waits"`
@@ -76,21 +90,25 @@ type Stats struct {
 }
 
 type counters struct {
-	redisHits     atomic.Uint64
-	misses        atomic.Uint64
-	loads         atomic.Uint64
-	loadErrors    atomic.Uint64
-	loadWaiters   atomic.Uint64
-	loadsRefused  atomic.Uint64
-	lockWaits     atomic.Uint64
-	lockTokens    atomic.Uint64
-	redisErrors   atomic.Uint64
-	decodeErrors  atomic.Uint64
-	invalSent     atomic.Uint64
-	invalReceived atomic.Uint64
-	badMessages   atomic.Uint64
-	flushes       atomic.Uint64
-	subscribes    atomic.Uint64
+	redisHits        atomic.Uint64
+	misses           atomic.Uint64
+	loads            atomic.Uint64
+	loadErrors       atomic.Uint64
+	loadWaiters      atomic.Uint64
+	loaderWaits      atomic.Uint64
+	refreshes        atomic.Uint64
+	refreshErrs      atomic.Uint64
+	refreshesSkipped atomic.Uint64
+	loadsRefused     atomic.Uint64
+	lockWaits        atomic.Uint64
+	lockTokens       atomic.Uint64
+	redisErrors      atomic.Uint64
+	decodeErrors     atomic.Uint64
+	invalSent        atomic.Uint64
+	invalReceived    atomic.Uint64
+	badMessages      atomic.Uint64
+	flushes          atomic.Uint64
+	subscribes       atomic.Uint64
 
 	tagEvictions       atomic.Uint64
 	tagInvalidations   atomic.Uint64
@@ -108,6 +126,10 @@ func (c *Cache[V]) Stats() Stats {
 		LoadErrors:            c.st.loadErrors.Load(),
 		LoadWaiters:           c.st.loadWaiters.Load(),
 		LockWaits:             c.st.lockWaits.Load(),
+		LoaderWaits:           c.st.loaderWaits.Load(),
+		Refreshes:             c.st.refreshes.Load(),
+		RefreshErrors:         c.st.refreshErrs.Load(),
+		RefreshesSkipped:      c.st.refreshesSkipped.Load(),
 		LoadsInFlight:         c.loads.inFlight(),
 		LoadsRefused:          c.st.loadsRefused.Load(),
 		RedisErrors:           c.st.redisErrors.Load(),
