@@ -42,6 +42,8 @@ type Queue struct {
 	startMu sync.Mutex              // serializes Start
 	room    atomic.Pointer[waiters] // set by Start: producers waiting for room
 	recheck time.Duration           // roomRecheck; tests lengthen it
+
+	seen atomic.Int64 // unix ms this process last noted the queue in the namespace's registry (registry.go)
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does
@@ -179,6 +181,7 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
+	q.noteSeen(ctx)
 	if pr.durable.replicas > 0 {
 		return q.enqueueDurable(ctx, pr)
 	}
@@ -342,6 +345,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	if err != nil {
 		return nil, err
 	}
+	q.noteSeen(ctx)
 	if err := q.storeBatch(ctx, b, o.wait); err != nil {
 		return nil, q.errorf("enqueue batch: %w", err)
 	}
