@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -589,4 +591,74 @@ func countAny(v any) int64 {
 		return n
 	}
 	return 1
+}
+
+// testInspectorAcrossSlots runs the Inspector on queues spread over every
+// master of a cluster (its registry lives in the namespace's slot): the
+// listings, Delete, Consumers, and a worker's hooks and last error.
+func testInspectorAcrossSlots(t *testing.T, c *redistest.RedisCluster, np newPoolFunc) {
+	ctx := context.Background()
+	names := c.OnEveryMaster(func(i int) string { return fmt.Sprint("insp", i) }, func(n string) string { return newKeys("bq", n).ready })
+	p := np(t, pool.Config{})
+	for _, n := range names {
+		q := mustQueue(t, p, n, Config{})
+		for i := range 5 {
+			_, err := q.Enqueue(ctx, []byte(strconv.Itoa(i)))
+			require.NoError(t, err)
+			_, err = q.Enqueue(ctx, []byte(strconv.Itoa(i)), Delay(time.Hour))
+			require.NoError(t, err)
+		}
+		addDead(t, q, 3, func(int) []byte { return []byte("d") })
+	}
+	in := mustInspector(t, p, "")
+	var got []QueueInfo
+	cur := ""
+	for {
+		page, err := in.Queues(ctx, cur, 2)
+		require.NoError(t, err)
+		got = append(got, page.Queues...)
+		if page.Next == "" {
+			break
+		}
+		cur = page.Next
+	}
+	require.Len(t, got, len(names))
+	for _, qi := range got {
+		require.Equal(t, QueueInfo{Name: qi.Name, LastSeen: qi.LastSeen, Ready: 5, Delayed: 5, Dead: 3}, qi)
+	}
+	for _, n := range names {
+		for _, st := range []JobState{StateReady, StateDelayed, StateDead} {
+			js := allPages(t, in, n, st, 2, nil)
+			require.NotEmpty(t, js)
+			require.NoError(t, in.Delete(ctx, n, js[0].Handle), "%s %s", n, st)
+			require.ErrorIs(t, in.Delete(ctx, n, js[0].Handle), ErrJobGone)
+		}
+	}
+
+	g := group(t)
+	q := mustQueue(t, p, names[0], Config{})
+	events := make(chan Outcome, 100)
+	hook := func(o Outcome) { events <- o }
+	startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		if j.Attempt == 1 {
+			return errors.New("first try")
+		}
+		return nil
+	}, WorkerConfig{OnDone: hook, OnRetry: hook, Backoff: func(int, error) time.Duration { return time.Millisecond }},
+		ConsumerConfig{ConsumerID: "cluster-consumer"})
+	seen := 0
+	for seen < 8 { // the 4 ready jobs left: a retry and a success each
+		o := recv(t, events, testutil.Wait, "hooks")
+		seen++
+		if o.Err != nil {
+			continue
+		}
+		n, err := p.Client().Exists(ctx, q.k.lastErr(o.Job.ID)).Result()
+		require.NoError(t, err)
+		require.Zero(t, n, "the last error goes with success")
+	}
+	cs, err := in.Consumers(ctx)
+	require.NoError(t, err)
+	require.Len(t, cs, 1)
+	require.Equal(t, []string{names[0]}, cs[0].Queues)
 }
