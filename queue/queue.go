@@ -181,9 +181,12 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
-	q.noteSeen(ctx)
 	if pr.durable.replicas > 0 {
-		return q.enqueueDurable(ctx, pr)
+		id, err := q.enqueueDurable(ctx, pr)
+		if err == nil {
+			q.noteSeen(ctx)
+		}
+		return id, err
 	}
 	var added bool
 	switch {
@@ -200,6 +203,7 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if !added {
 		return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
 	}
+	q.noteSeen(ctx) // the Inspector's registry: once per process and hour (registry.go)
 	return pr.id, nil
 }
 
@@ -345,10 +349,10 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	if err != nil {
 		return nil, err
 	}
-	q.noteSeen(ctx)
 	if err := q.storeBatch(ctx, b, o.wait); err != nil {
 		return nil, q.errorf("enqueue batch: %w", err)
 	}
+	q.noteSeen(ctx)
 	return b.ids, nil
 }
 
