@@ -667,3 +667,38 @@ func testInspectorAcrossSlots(t *testing.T, c *redistest.RedisCluster, np newPoo
 	require.Len(t, cs, 1)
 	require.Equal(t, []string{names[0]}, cs[0].Queues)
 }
+
+// A consumer's heartbeat notes its queues again every 15 minutes, so a
+// queue consumed for months stays listed; a queue with no live consumer
+// nor producer ages out.
+func TestRegistryRefreshedByTheHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	p := miniPool(t, pool.Config{})
+	g := group(t)
+	clock := testutil.NewClock()
+	q := mustQueue(t, p, "long-lived", Config{Now: clock.Now})
+	startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{},
+		ConsumerConfig{ConsumerID: "steady", HeartbeatInterval: 100 * time.Millisecond, Now: clock.Now})
+	seen := func() float64 {
+		v, err := p.Client().ZScore(ctx, queueSeenKey("bq"), "long-lived").Result()
+		if err != nil {
+			return 0
+		}
+		return v
+	}
+	require.Equal(t, float64(testutil.T0.UnixMilli()), seen(), "noted at Start")
+	// The first beat trims (nothing to note: Start did); 15 minutes later
+	// the next trim notes again.
+	clock.Advance(time.Millisecond)
+	testutil.Eventually(t, testutil.Wait, "a first heartbeat", func() bool {
+		v, _ := p.Client().ZScore(ctx, heartbeatKey("bq"), "steady").Result()
+		return v == float64(clock.Now().Add(200*time.Millisecond).UnixMilli())
+	})
+	clock.Advance(heartbeatRetention/4 + time.Second)
+	testutil.Eventually(t, testutil.Wait, "the refresh", func() bool {
+		return seen() == float64(clock.Now().UnixMilli())
+	})
+	v, err := p.Client().HGet(ctx, consumerQueuesKey("bq"), "steady").Result()
+	require.NoError(t, err)
+	require.Equal(t, "long-lived", v)
+}

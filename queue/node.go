@@ -298,7 +298,11 @@ func (n *node) tick(ctx context.Context) {
 	recheck := trimmed && !n.lastTrim.IsZero()
 	if trimmed {
 		n.lastTrim = now
-		n.noteQueues(ctx) // the Inspector's registry, refreshed (registry.go)
+	}
+	if recheck {
+		// The Inspector's registry, refreshed every 15 minutes; the
+		// workers' Start noted it already (registry.go).
+		n.noteQueues(ctx)
 	}
 	overdue, found := overdueQueues(found)
 	n.notify(n.sawNewlyDead(found), overdue)
