@@ -192,48 +192,61 @@ const maxConsumers = 1000
 // Consumers lists the namespace's live consumers (their heartbeat has not
 // expired), by ID, at most 1,000, with the queues each consumes (as it
 // recorded them when its workers started, refreshed every 15 minutes) and
-// the jobs it holds of each. Three round trips.
+// the jobs it holds of each. It reads the record of consumers' queues
+// (which holds consumers of this version only, and goes with their
+// heartbeat), then in one pipeline their heartbeat deadlines and the
+// lengths of their processing lists: two round trips for a small fleet.
+// (The heartbeat set itself also holds the queues' due announcements, up
+// to one per queue, so it is not what is paged.)
 func (in *Inspector) Consumers(ctx context.Context) ([]ConsumerInfo, error) {
 	c := in.p.Client()
-	now := strconv.FormatInt(in.now().UnixMilli(), 10)
-	zs, err := c.ZRangeByScoreWithScores(ctx, heartbeatKey(in.ns), &redis.ZRangeBy{Min: "(" + now, Max: "+inf", Count: maxConsumers}).Result()
-	if err != nil {
-		return nil, fmt.Errorf("queue: inspector: consumers: %w", err)
-	}
-	if len(zs) == 0 {
-		return nil, nil
-	}
-	out := make([]ConsumerInfo, len(zs))
-	ids := make([]string, len(zs))
-	for i, z := range zs {
-		ids[i], _ = z.Member.(string)
-		out[i] = ConsumerInfo{ID: ids[i], Deadline: time.UnixMilli(int64(z.Score)), InFlight: map[string]int64{}}
-	}
-	qs, err := c.HMGet(ctx, consumerQueuesKey(in.ns), ids...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("queue: inspector: consumers: %w", err)
-	}
-	pipe := c.Pipeline()
-	type held struct {
-		i     int
-		queue string
-		n     *redis.IntCmd
-	}
-	var hs []held
-	for i, v := range qs {
-		s, _ := v.(string)
-		for _, name := range strings.Fields(s) {
-			out[i].Queues = append(out[i].Queues, name)
-			hs = append(hs, held{i, name, pipe.LLen(ctx, newKeys(in.ns, name).proc(ids[i]))})
-		}
-	}
-	if len(hs) > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
+	recs := map[string]string{}
+	var cur uint64
+	for {
+		kv, next, err := c.HScan(ctx, consumerQueuesKey(in.ns), cur, "", maxConsumers).Result()
+		if err != nil {
 			return nil, fmt.Errorf("queue: inspector: consumers: %w", err)
 		}
-		for _, h := range hs {
-			out[h.i].InFlight[h.queue] = h.n.Val()
+		for i := 0; i+1 < len(kv) && len(recs) < maxConsumers; i += 2 {
+			recs[kv[i]] = kv[i+1]
 		}
+		if cur = next; cur == 0 || len(recs) >= maxConsumers {
+			break
+		}
+	}
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	type reads struct {
+		info     ConsumerInfo
+		deadline *redis.FloatCmd
+		held     []*redis.IntCmd
+	}
+	rs := make([]*reads, 0, len(recs))
+	pipe := c.Pipeline()
+	for id, queues := range recs {
+		r := &reads{info: ConsumerInfo{ID: id, Queues: strings.Fields(queues), InFlight: map[string]int64{}}}
+		r.deadline = pipe.ZScore(ctx, heartbeatKey(in.ns), id)
+		for _, name := range r.info.Queues {
+			r.held = append(r.held, pipe.LLen(ctx, newKeys(in.ns, name).proc(id)))
+		}
+		rs = append(rs, r)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("queue: inspector: consumers: %w", err)
+	}
+	now := in.now()
+	out := make([]ConsumerInfo, 0, len(rs))
+	for _, r := range rs {
+		ms, err := r.deadline.Result()
+		if err != nil || !time.UnixMilli(int64(ms)).After(now) {
+			continue // gone, or dead: its record goes with its heartbeat
+		}
+		r.info.Deadline = time.UnixMilli(int64(ms))
+		for i, name := range r.info.Queues {
+			r.info.InFlight[name] = r.held[i].Val()
+		}
+		out = append(out, r.info)
 	}
 	slices.SortFunc(out, func(a, b ConsumerInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
@@ -616,7 +629,8 @@ func (in *Inspector) fill(ctx context.Context, k keys, jobs []ListedJob, o listO
 	if !o.payloads {
 		for i := range jobs {
 			if p := jobs[i].Payload; len(p) > PreviewBytes {
-				jobs[i].Payload, jobs[i].Truncated = p[:PreviewBytes], true
+				// A copy: the page must not keep the whole element alive.
+				jobs[i].Payload, jobs[i].Truncated = append([]byte(nil), p[:PreviewBytes]...), true
 			}
 		}
 		return nil

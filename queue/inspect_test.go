@@ -202,6 +202,12 @@ func TestInspectorRunningJobsOfTwoConsumers(t *testing.T) {
 			require.Equal(t, "c-one", got[0].Consumer)
 			require.Equal(t, "c-two", got[5].Consumer)
 
+			// Neither a dead consumer whose record is still there nor a
+			// due announcement in the heartbeat set is a live consumer.
+			require.NoError(t, p.Client().HSet(ctx, consumerQueuesKey("bq"), "ghost", "held").Err())
+			require.NoError(t, p.Client().ZAdd(ctx, heartbeatKey("bq"),
+				redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "ghost"},
+				redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: dueMember(q.k.tag)}).Err())
 			cs, err := in.Consumers(ctx)
 			require.NoError(t, err)
 			require.Len(t, cs, 2)
