@@ -40,6 +40,8 @@ type ackOp struct {
 	resent   bool
 	deadKeys []string // ackDead: built once, so a resend writes the same record
 	deadArgs []any
+
+	x *outcomeExtra // its last error and hook, if any (hooks.go)
 }
 
 // maxAckBatch bounds one pipeline of outcomes.
@@ -193,6 +195,7 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	pipe := c.Pipeline()
 	cmds := make([]redis.Cmder, len(ops))
 	for i := range ops {
+		w.queueLastErr(ctx, pipe, &ops[i])
 		cmds[i] = w.queueOutcome(ctx, pipe, &ops[i])
 	}
 	gone := goneJobs(ops)
@@ -278,6 +281,9 @@ func (w *Worker) written(op ackOp, n int64) {
 		case ackDead:
 			w.st.dead.Add(1)
 		}
+		w.untrack(op.elem)
+		w.callHook(op) // after the write, and only once it is ours (hooks.go)
+		return
 	}
 	w.untrack(op.elem)
 }

@@ -42,6 +42,7 @@ func TestCluster(t *testing.T) {
 	t.Run("WaitForRoomIsWoken", func(t *testing.T) { testWaitForRoomIsWoken(t, np) })
 	t.Run("MaxLenLargeBatchIsAllOrNone", func(t *testing.T) { testLargeBatch(t, np) })
 	t.Run("MaxLenLargeBatchNoScript", func(t *testing.T) { testLargeBatchNoScript(t, np) })
+	t.Run("InspectorAcrossSlots", func(t *testing.T) { testInspectorAcrossSlots(t, c, np) })
 }
 
 // lockedBuffer is a log sink for a test.

@@ -168,6 +168,22 @@ type WorkerConfig struct {
 	// error, from the handler's goroutine, outside any lock. A panic in
 	// OnError is recovered and logged; the job's outcome is unchanged.
 	OnError func(job *Job, err error)
+	// OnDone, OnRetry and OnDead, if set, are called with a job's outcome
+	// once Redis has it: after the acker's pipeline that wrote it returned,
+	// from the acker's goroutine, one call per outcome, in the order the
+	// outcomes were written. An outcome whose write fails is written again
+	// (backoff) and its hook called then; one never written (the drain
+	// gave up, or a sweep had already given the job to another consumer)
+	// calls none: the job runs again and that run's outcome calls it. A
+	// panic is recovered, logged and counted (WorkerStats.HookPanics). The
+	// acker writes nothing while a hook runs: keep hooks quick (count,
+	// log, hand off to your own bounded channel), or acks, and with them
+	// the handler slots they free, wait. OnDead is also called for jobs
+	// sent to the dead letters without running (malformed, payload
+	// missing, MaxDeliveries), with Ran 0.
+	OnDone  func(Outcome)
+	OnRetry func(Outcome)
+	OnDead  func(Outcome)
 	// Logger receives what goes wrong. Nil uses the queue's logger.
 	Logger *slog.Logger
 	// RefuseEvictingPolicy makes Start fail with ErrEvictingPolicy when

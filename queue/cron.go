@@ -292,6 +292,7 @@ func (q *Queue) Schedule(ctx context.Context, name, spec string, payload []byte,
 	if first.IsZero() {
 		return q.errorf("schedule %q: %w %q: it has no occurrence", name, ErrBadSchedule, spec)
 	}
+	q.noteSeen(ctx)
 	var code int64
 	var next string
 	for range 3 {

@@ -34,6 +34,11 @@
 // cron:<name>:<due ms>, run once, with no leader and no timer per schedule
 // (see docs/queue.md, "Periodic jobs").
 //
+// Visibility: an Inspector (NewInspector) lists a namespace's queues,
+// consumers and jobs by state in bounded pages, and deletes, requeues and
+// purges; WorkerConfig.OnDone, OnRetry and OnDead are called by the acker
+// once an outcome is in Redis (see docs/queue.md, "Inspecting queues").
+//
 // # Zero values, concurrency, closing
 //
 // Config, WorkerConfig and ConsumerConfig are useful as zero values: New,
@@ -63,10 +68,10 @@
 // ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns
 // ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold
 // the fetcher, ErrEvictingPolicy (with WorkerConfig.RefuseEvictingPolicy),
-// and lifecycle.ErrClosed; Requeue
-// returns ErrNotFound. Redis errors in the background are retried with
-// backoff (10 ms to 1 s) and logged, never returned to a handler. A handler
-// panic is recovered as a failed attempt (PanicError).
+// and lifecycle.ErrClosed; Requeue returns ErrNotFound; Inspector calls
+// return ErrInvalidArgument and ErrJobGone. Redis errors in the background
+// are retried with backoff (10 ms to 1 s) and logged, never returned to a
+// handler. A handler panic is recovered as a failed attempt (PanicError).
 //
 // The design, its figures and the tests that hold it are in docs/queue.md
 // (https://github.com/bounded-go/bounded/blob/main/docs/queue.md).

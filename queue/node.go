@@ -275,6 +275,7 @@ func (n *node) leave(ctx context.Context, drained bool) {
 	tx := n.p.Background().TxPipeline()
 	tx.ZRem(ctx, n.hb, n.id)
 	tx.HDel(ctx, n.live, n.id)
+	tx.HDel(ctx, consumerQueuesKey(n.c.cfg.Namespace), n.id)
 	if _, err := tx.Exec(ctx); err != nil {
 		n.log.Warn("queue: leaving the heartbeat failed; it will expire", "err", err)
 	}
@@ -298,6 +299,11 @@ func (n *node) tick(ctx context.Context) {
 	if trimmed {
 		n.lastTrim = now
 	}
+	if recheck {
+		// The Inspector's registry, refreshed every 15 minutes; the
+		// workers' Start noted it already (registry.go).
+		n.noteQueues(ctx)
+	}
 	overdue, found := overdueQueues(found)
 	n.notify(n.sawNewlyDead(found), overdue)
 	n.post(deadView{now: now, found: found, recheck: recheck})
@@ -315,7 +321,7 @@ func (n *node) beat(ctx context.Context, now time.Time) (found []redis.Z, trimme
 	if trimmed {
 		// EVAL, not EVALSHA: once per 15 minutes, and a Redis that lost its
 		// scripts must not fail the heartbeat's pipeline.
-		trimHeartbeatsScript.Eval(ctx, pipe, []string{n.hb, n.live}, now.Add(-heartbeatRetention).UnixMilli())
+		trimHeartbeatsScript.Eval(ctx, pipe, []string{n.hb, n.live, consumerQueuesKey(n.c.cfg.Namespace)}, now.Add(-heartbeatRetention).UnixMilli())
 	}
 	cmds, err := pipe.Exec(ctx)
 	if oomRefused(cmds, err) { // Redis at maxmemory (oom.go)

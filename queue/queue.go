@@ -42,6 +42,8 @@ type Queue struct {
 	startMu sync.Mutex              // serializes Start
 	room    atomic.Pointer[waiters] // set by Start: producers waiting for room
 	recheck time.Duration           // roomRecheck; tests lengthen it
+
+	seen atomic.Int64 // unix ms this process last noted the queue in the namespace's registry (registry.go)
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does
@@ -180,7 +182,11 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 		return "", q.errorf("enqueue: %w", err)
 	}
 	if pr.durable.replicas > 0 {
-		return q.enqueueDurable(ctx, pr)
+		id, err := q.enqueueDurable(ctx, pr)
+		if err == nil {
+			q.noteSeen(ctx)
+		}
+		return id, err
 	}
 	var added bool
 	switch {
@@ -197,6 +203,7 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	if !added {
 		return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
 	}
+	q.noteSeen(ctx) // the Inspector's registry: once per process and hour (registry.go)
 	return pr.id, nil
 }
 
@@ -345,6 +352,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	if err := q.storeBatch(ctx, b, o.wait); err != nil {
 		return nil, q.errorf("enqueue batch: %w", err)
 	}
+	q.noteSeen(ctx)
 	return b.ids, nil
 }
 

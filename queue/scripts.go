@@ -418,13 +418,15 @@ return 1
 // trimHeartbeatsScript removes the consumers dead since before ARGV[1]
 // (unix ms) from the heartbeat set, and their live incarnation tokens with
 // them.
-// KEYS: heartbeats, live incarnations (one namespace's, one slot).
+// KEYS: heartbeats, live incarnations[, consumers' queues] (one
+// namespace's, one slot).
 var trimHeartbeatsScript = redis.NewScript(`
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 for i = 1, #ids, 1000 do
   local part = {unpack(ids, i, math.min(i + 999, #ids))}
   redis.call('ZREM', KEYS[1], unpack(part))
   redis.call('HDEL', KEYS[2], unpack(part))
+  if #KEYS > 2 then redis.call('HDEL', KEYS[3], unpack(part)) end
 end
 return #ids
 `)

@@ -85,6 +85,8 @@ type Worker struct {
 
 	mem memState // Redis's memory limit and eviction policy (oom.go, policy.go)
 
+	hookPanics atomic.Uint64 // outcome hooks that panicked (hooks.go)
+
 	needReconcile  atomic.Bool
 	beats          int    // heartbeats seen; the heartbeat goroutine's only
 	lastReconciled uint64 // jobs done at the last periodic reconcile; ditto
@@ -207,6 +209,7 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	// worker counts as started either way.
 	w.started = true
 	w.res, w.node = res, n
+	n.noteQueues(context.Background()) // the Inspector's registry (registry.go)
 	// A stable consumer ID may find its own jobs of a previous life.
 	w.needReconcile.Store(true)
 	w.q.addWorker(w)
@@ -681,6 +684,9 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 		w.jobs <- d
 		return
 	}
+	if op.kind == ackDead {
+		w.extend(&op, d, nil, nil, 0, 0) // OnDead (hooks.go)
+	}
 	select {
 	case w.acks <- op:
 	case <-ctx.Done():
@@ -740,6 +746,7 @@ func (w *Worker) run(d delivery) {
 	}
 	start := time.Now()
 	err := w.call(ctx, job)
+	ran := time.Since(start)
 	cancel()
 	if timeout > 0 && time.Since(start) > timeout+ignoredTimeoutGrace {
 		w.st.ignoredTimeouts.Add(1)
@@ -752,6 +759,7 @@ func (w *Worker) run(d delivery) {
 		return
 	}
 	op := w.outcome(d, job, err)
+	w.extend(&op, d, job, err, ran, timeout) // last error and hook (hooks.go)
 	if job.Schedule != "" {
 		if op.kind == ackRetry {
 			w.cronHold(job, op.due, timeout)
@@ -868,6 +876,7 @@ type WorkerStats struct {
 	LostLeases  uint64 `json:"lost_leases"`
 	FetchErrors uint64 `json:"fetch_errors"`
 	AckErrors   uint64 `json:"ack_errors"`
+	HookPanics  uint64 `json:"hook_panics"` // OnDone, OnRetry and OnDead calls that panicked
 	// FetcherLastReturn is when the fetcher last came back from Redis. With
 	// FetcherState "blocking" it is never older than BlockTimeout plus a
 	// round trip in a live worker: a health check can tell a dead fetcher.
@@ -889,7 +898,7 @@ func (w *Worker) Stats() WorkerStats {
 		Processed: w.st.processed.Load(), Failed: w.st.failed.Load(), Retried: w.st.retried.Load(),
 		Dead: w.st.dead.Load(), Panics: w.st.panics.Load(), IgnoredTimeouts: w.st.ignoredTimeouts.Load(),
 		Recovered: w.st.recovered.Load(), Malformed: w.st.malformed.Load(), LostLeases: w.st.lostLeases.Load(),
-		FetchErrors: w.st.fetchErrors.Load(), AckErrors: w.st.ackErrors.Load(),
+		FetchErrors: w.st.fetchErrors.Load(), AckErrors: w.st.ackErrors.Load(), HookPanics: w.hookPanics.Load(),
 		FetcherState: fetcherStateNames[w.st.fetchState.Load()], ConsumerID: w.c.ID(),
 		Memory: w.Memory(),
 	}
