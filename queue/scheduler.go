@@ -36,8 +36,8 @@ type scheduler struct {
 	next   atomic.Int64 // unix ms the loop sleeps until; MaxInt64 when nothing is due
 	// known: the last read found delayed jobs (or failed, so there may be
 	// some). Only then does a stopping scheduler hand over.
-	known    atomic.Bool
-	reads    atomic.Uint64 // reads completed, for tests
+	known atomic.Bool
+	reads atomic.Uint64 // reads completed, for tests
 	// fromDue: the queue's due announcement passed (due.go); announced:
 	// the due time this scheduler announced last.
 	fromDue   atomic.Bool
