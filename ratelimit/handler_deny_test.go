@@ -1,0 +1,57 @@
+package ratelimit
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestHandlerDenyHandlerWithoutStatus: a deny handler that writes no status
+// (it only logs, or writes a body without WriteHeader) must not turn a
+// denial into 200 OK, which a client reads as served: the denial is 429
+// unless the deny handler writes another status. Over a real server, where
+// an unwritten status is 200.
+func TestHandlerDenyHandlerWithoutStatus(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		deny func(w http.ResponseWriter, r *http.Request, res Result)
+		body string
+	}{
+		{"writes-nothing", func(http.ResponseWriter, *http.Request, Result) {}, ""},
+		{"body-only", func(w http.ResponseWriter, _ *http.Request, _ Result) { _, _ = io.WriteString(w, "slow down") }, "slow down"},
+		{"flush-only", func(w http.ResponseWriter, _ *http.Request, _ Result) { _ = http.NewResponseController(w).Flush() }, ""},
+		{"own-status", func(w http.ResponseWriter, _ *http.Request, _ Result) { w.WriteHeader(http.StatusServiceUnavailable) }, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newHandlerSetup(t)
+			h := s.handler(t, WithKey(byUser), WithDenyHandler(c.deny))
+			srv := httptest.NewServer(h)
+			t.Cleanup(srv.Close)
+			get := func() *http.Response {
+				req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+				require.NoError(t, err)
+				req.Header.Set("X-User", "ann")
+				resp, err := srv.Client().Do(req)
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = resp.Body.Close() })
+				return resp
+			}
+			get()
+			get()
+			resp := get()
+			want := http.StatusTooManyRequests
+			if c.name == "own-status" {
+				want = http.StatusServiceUnavailable
+			}
+			require.Equal(t, want, resp.StatusCode)
+			require.Equal(t, "2", resp.Header.Get("Retry-After"))
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.Equal(t, c.body, string(body))
+			require.Equal(t, 2, s.served)
+		})
+	}
+}
