@@ -16,14 +16,32 @@ import (
 // an unwritten status is 200.
 func TestHandlerDenyHandlerWithoutStatus(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		deny func(w http.ResponseWriter, r *http.Request, res Result)
-		body string
+		name   string
+		deny   func(w http.ResponseWriter, r *http.Request, res Result)
+		status int
+		body   string
+		retry  string // the Retry-After header
 	}{
-		{"writes-nothing", func(http.ResponseWriter, *http.Request, Result) {}, ""},
-		{"body-only", func(w http.ResponseWriter, _ *http.Request, _ Result) { _, _ = io.WriteString(w, "slow down") }, "slow down"},
-		{"flush-only", func(w http.ResponseWriter, _ *http.Request, _ Result) { _ = http.NewResponseController(w).Flush() }, ""},
-		{"own-status", func(w http.ResponseWriter, _ *http.Request, _ Result) { w.WriteHeader(http.StatusServiceUnavailable) }, ""},
+		{"writes-nothing", func(http.ResponseWriter, *http.Request, Result) {}, http.StatusTooManyRequests, "", "2"},
+		{"body-only", func(w http.ResponseWriter, _ *http.Request, _ Result) { _, _ = io.WriteString(w, "slow down") },
+			http.StatusTooManyRequests, "slow down", "2"},
+		{"flush-only", func(w http.ResponseWriter, _ *http.Request, _ Result) { _ = http.NewResponseController(w).Flush() },
+			http.StatusTooManyRequests, "", "2"},
+		{"own-status", func(w http.ResponseWriter, _ *http.Request, _ Result) { w.WriteHeader(http.StatusServiceUnavailable) },
+			http.StatusServiceUnavailable, "", "2"},
+		{"early-hints", func(w http.ResponseWriter, _ *http.Request, _ Result) { w.WriteHeader(http.StatusEarlyHints) },
+			http.StatusTooManyRequests, "", "2"},
+		// A deny handler that answers on the connection itself: nothing is
+		// written after it.
+		{"hijacks", func(w http.ResponseWriter, _ *http.Request, _ Result) {
+			conn, bw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			_, _ = bw.WriteString("HTTP/1.1 418 I'm a teapot\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbrew")
+			_ = bw.Flush()
+			_ = conn.Close()
+		}, http.StatusTeapot, "brew", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newHandlerSetup(t)
@@ -42,12 +60,8 @@ func TestHandlerDenyHandlerWithoutStatus(t *testing.T) {
 			get()
 			get()
 			resp := get()
-			want := http.StatusTooManyRequests
-			if c.name == "own-status" {
-				want = http.StatusServiceUnavailable
-			}
-			require.Equal(t, want, resp.StatusCode)
-			require.Equal(t, "2", resp.Header.Get("Retry-After"))
+			require.Equal(t, c.status, resp.StatusCode)
+			require.Equal(t, c.retry, resp.Header.Get("Retry-After"))
 			body, err := io.ReadAll(resp.Body)
 			require.NoError(t, err)
 			require.Equal(t, c.body, string(body))
