@@ -181,8 +181,11 @@ func (w *denyWriter) FlushError() error {
 }
 
 func (w *denyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.wrote = true // the deny handler answers on the connection itself
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.wrote = true // the deny handler answers on the connection itself
+	}
+	return conn, rw, err
 }
 
 func (w *denyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

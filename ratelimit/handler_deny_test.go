@@ -69,3 +69,18 @@ func TestHandlerDenyHandlerWithoutStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestHandlerDenyHandlerHijackFails: a deny handler whose Hijack fails (a
+// recorder, or HTTP/2) and that then writes nothing still answers 429.
+func TestHandlerDenyHandlerHijackFails(t *testing.T) {
+	s := newHandlerSetup(t)
+	var hijackErr error
+	h := s.handler(t, WithKey(byUser), WithDenyHandler(func(w http.ResponseWriter, _ *http.Request, _ Result) {
+		_, _, hijackErr = http.NewResponseController(w).Hijack()
+	}))
+	serve(h, "ann")
+	serve(h, "ann")
+	rec := serve(h, "ann")
+	require.ErrorIs(t, hijackErr, http.ErrNotSupported)
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
+}
