@@ -1,9 +1,11 @@
 package ratelimit
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 )
@@ -53,7 +55,9 @@ func WithLimits(limits func(*http.Request) []Limit) HandlerOption {
 // WithDenyHandler replaces the default answer to a denied request (the
 // status of WithStatus, 429 by default, and a JSON body). deny is called
 // with the RateLimit and Retry-After headers set, and writes the status and
-// body itself; next is not called.
+// body itself; next is not called. A deny handler that writes no status
+// (it only logs, or writes a body without WriteHeader) answers 429: a
+// denial never goes out as 200 OK.
 func WithDenyHandler(deny func(w http.ResponseWriter, r *http.Request, res Result)) HandlerOption {
 	return func(c *handlerConfig) {
 		if deny == nil {
@@ -129,9 +133,62 @@ func (l *Limiter) Handler(next http.Handler, opts ...HandlerOption) (http.Handle
 	if c.deny == nil {
 		status := c.status
 		c.deny = func(w http.ResponseWriter, _ *http.Request, res Result) { denyJSON(w, status, res) }
+	} else {
+		deny, status := c.deny, c.status
+		c.deny = func(w http.ResponseWriter, r *http.Request, res Result) {
+			dw := &denyWriter{ResponseWriter: w, status: status}
+			deny(dw, r, res)
+			dw.writeStatus()
+		}
 	}
 	return l.handler(next, &c), nil
 }
+
+// denyWriter is the ResponseWriter a deny handler gets: the first write
+// that would send the headers without a status (Write, Flush) sends status
+// first, and so does the end of a deny handler that wrote nothing, where
+// net/http would send 200 OK. Unwrap gives http.ResponseController the
+// writer underneath.
+type denyWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool // a final status was written, or the connection hijacked
+}
+
+func (w *denyWriter) writeStatus() {
+	if !w.wrote {
+		w.WriteHeader(w.status)
+	}
+}
+
+func (w *denyWriter) WriteHeader(code int) {
+	if code >= 200 { // 1xx are informational: a final status still follows
+		w.wrote = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *denyWriter) Write(b []byte) (int, error) {
+	w.writeStatus()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *denyWriter) Flush() { _ = w.FlushError() }
+
+func (w *denyWriter) FlushError() error {
+	w.writeStatus()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *denyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.wrote = true // the deny handler answers on the connection itself
+	}
+	return conn, rw, err
+}
+
+func (w *denyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // denyJSON is Handler's default deny answer.
 func denyJSON(w http.ResponseWriter, status int, res Result) {

@@ -99,7 +99,7 @@ func (l *Limiter) checkLimits(ws *windows, key string, n int, limits []Limit) er
 	}
 	ws.n = len(limits)
 	for i, lim := range limits {
-		g, err := lim.units(fmt.Sprintf("limits[%d]", i))
+		g, err := lim.units(i)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w (%s)", ErrInvalidArgument, l.name, err, lim)
 		}
@@ -113,29 +113,31 @@ func (l *Limiter) checkLimits(ws *windows, key string, n int, limits []Limit) er
 }
 
 // units validates lim, fills in its defaults and returns it in GCRA units.
-// The error names the field, after name.
-func (lim Limit) units(name string) (gcra, error) {
+// The error names the field as limits[i]. Nothing is formatted unless it
+// fails: this runs on every call, the allocation-free ones (denied cache,
+// Redis down) included.
+func (lim Limit) units(i int) (gcra, error) {
 	if lim.Rate <= 0 {
-		return gcra{}, fmt.Errorf("%s.Rate must be positive, got %d", name, lim.Rate)
+		return gcra{}, fmt.Errorf("limits[%d].Rate must be positive, got %d", i, lim.Rate)
 	}
 	switch {
 	case lim.Period == 0:
 		lim.Period = DefaultPeriod
 	case lim.Period < 0:
-		return gcra{}, fmt.Errorf("%s.Period must not be negative, got %s", name, lim.Period)
+		return gcra{}, fmt.Errorf("limits[%d].Period must not be negative, got %s", i, lim.Period)
 	case lim.Period%time.Microsecond != 0:
-		return gcra{}, fmt.Errorf("%s.Period must be a whole number of microseconds, got %s", name, lim.Period)
+		return gcra{}, fmt.Errorf("limits[%d].Period must be a whole number of microseconds, got %s", i, lim.Period)
 	}
 	switch {
 	case lim.Burst == 0:
 		lim.Burst = lim.Rate
 	case lim.Burst < 0:
-		return gcra{}, fmt.Errorf("%s.Burst must not be negative, got %d", name, lim.Burst)
+		return gcra{}, fmt.Errorf("limits[%d].Burst must not be negative, got %d", i, lim.Burst)
 	}
 	g, ok := gcraUnits(lim.Rate, lim.Period, lim.Burst)
 	if !ok {
-		return gcra{}, fmt.Errorf("%s.Burst (%d) times the emission interval (%s) exceeds %s",
-			name, lim.Burst, usDuration(g.step), usDuration(maxUnits))
+		return gcra{}, fmt.Errorf("limits[%d].Burst (%d) times the emission interval (%s) exceeds %s",
+			i, lim.Burst, usDuration(g.step), usDuration(maxUnits))
 	}
 	return g, nil
 }
@@ -156,6 +158,16 @@ func (l *Limiter) windowKey(key string, i int) string {
 // window with the fewest Remaining decides; denied otherwise, and then the
 // one that would wait longest. Remaining is the least of all.
 func (ws *windows) result(d *[MaxWindows]int64, n int64, src Source) Result {
+	if ws.n == 1 {
+		// Allow, AllowN and a single per-call limit: what the loops below
+		// decide for one window, without them, so that the calls that
+		// answer in process memory cost what they did before windows.
+		g := ws.g[0]
+		if ok, nd := g.decide(d[0], n); ok {
+			return g.admission(nd, src)
+		}
+		return g.denial(d[0], n, src)
+	}
 	allowed := true
 	for i := range ws.n {
 		if ok, _ := ws.g[i].decide(d[i], n); !ok {
