@@ -15,7 +15,9 @@
 // ratelimit-* values as header metadata. A key of "" exempts the call.
 // While Redis is unavailable the Limiter's Config.OnRedisError answers. A
 // call whose context ends before Redis answers fails with the context's
-// code (Canceled, DeadlineExceeded).
+// code (Canceled, DeadlineExceeded), a limiter that cannot answer at all
+// (its pool closed) with Unavailable, and limits the Limiter refuses with
+// Internal. No status message names the key, which is often a credential.
 //
 // The interceptors start nothing and hold nothing to close. This is its own
 // Go module, so that bounded's core module never depends on gRPC.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -194,10 +195,16 @@ func (c *config) decide(ctx context.Context, l *ratelimit.Limiter, method string
 		res, err = l.Allow(ctx, key)
 	}
 	if err != nil {
-		if errors.Is(err, ratelimit.ErrInvalidArgument) {
-			return nil, status.Error(codes.Internal, err.Error())
+		// The key is often a credential (an API key from metadata): no
+		// status message carries the limiter's error, which names it.
+		switch {
+		case errors.Is(err, ratelimit.ErrInvalidArgument):
+			return nil, status.Error(codes.Internal, invalidLimits(err))
+		case ctx.Err() != nil:
+			return nil, status.FromContextError(ctx.Err()).Err()
+		default:
+			return nil, status.Error(codes.Unavailable, "rate limiter unavailable")
 		}
-		return nil, status.FromContextError(err).Err()
 	}
 	md := metadata.Pairs(
 		"ratelimit-limit", strconv.Itoa(res.Limit),
@@ -223,4 +230,15 @@ func seconds(d time.Duration) string {
 		s++
 	}
 	return strconv.FormatInt(int64(s), 10)
+}
+
+// invalidLimits is the status message of limits the limiter refused: what
+// was wrong with them (the field and value), without the key, which the
+// limiter's error also names.
+func invalidLimits(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return "rate limit misconfigured for this method: " + msg
 }

@@ -276,3 +276,43 @@ func TestBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsDoNotEchoTheKey: the key is often a credential (an API key from
+// metadata); a failed decision must not send it back in the status
+// message. A context that ended gets its own code, a limiter that cannot
+// answer (its pool closed) Unavailable.
+func TestErrorsDoNotEchoTheKey(t *testing.T) {
+	const secret = "sk_live_do_not_echo"
+	for _, c := range []struct {
+		name   string
+		cancel bool
+		want   codes.Code
+	}{
+		{"context ended", true, codes.Canceled},
+		{"pool closed", false, codes.Unavailable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := redistest.Mini(t)
+			p, err := pool.New(pool.Config{Addrs: []string{m.Addr()}})
+			require.NoError(t, err)
+			l, err := ratelimit.New(p, "echo", ratelimit.Config{Rate: 1})
+			require.NoError(t, err)
+			unary, err := bgrpc.UnaryServerInterceptor(l, bgrpc.WithKey(bgrpc.KeyFromMetadata("x-api-key")))
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(metadata.NewIncomingContext(context.Background(), metadata.Pairs("x-api-key", secret)))
+			defer cancel()
+			if c.cancel {
+				cancel()
+				t.Cleanup(func() { require.NoError(t, p.Close()) })
+			} else {
+				require.NoError(t, p.Close())
+			}
+			_, err = unary(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/x.Y/Z"}, func(context.Context, any) (any, error) {
+				t.Error("handler called")
+				return nil, nil
+			})
+			require.Equal(t, c.want, status.Code(err), "%v", err)
+			require.NotContains(t, err.Error(), secret)
+		})
+	}
+}
