@@ -154,6 +154,25 @@ func JobMaxAttempts(n int) ScheduleOption {
 	}
 }
 
+// JobHeaders is the Headers option of every occurrence (see Header for
+// the rules). h is read when JobHeaders is called.
+func JobHeaders(h map[string]string) ScheduleOption {
+	hs, err := collectHeaders(h)
+	if err == nil {
+		_, err = encodeHeaders(hs) // the bound on their bytes
+	}
+	return func(s *scheduleDef) error {
+		if err != nil {
+			return err
+		}
+		s.Headers = make(map[string]string, len(hs))
+		for _, e := range hs {
+			s.Headers[e.k] = e.v
+		}
+		return nil
+	}
+}
+
 // Every returns the spec of a schedule every d (at least one second, whole
 // milliseconds): occurrences at the multiples of d since the Unix epoch, so
 // every process computes the same ones.
@@ -168,6 +187,8 @@ type scheduleDef struct {
 	MaxCatchUp  int           `json:"max_catch_up"`
 	Timeout     time.Duration `json:"timeout,omitempty"`
 	MaxAttempts int           `json:"max_attempts,omitempty"`
+
+	Headers map[string]string `json:"headers,omitempty"` // JobHeaders
 
 	version int64
 }
@@ -416,6 +437,9 @@ func (q *Queue) enqueueOccurrence(ctx context.Context, name string, d scheduleDe
 	}
 	if d.MaxAttempts > 0 {
 		opts = append(opts, MaxAttempts(d.MaxAttempts))
+	}
+	if len(d.Headers) > 0 {
+		opts = append(opts, Headers(d.Headers))
 	}
 	// Not through Enqueue: like a retry, an occurrence is never refused by
 	// Config.MaxLen (a refused successor would stall the schedule and hold

@@ -29,6 +29,8 @@ type DeadJob struct {
 	// Malformed is set when the element in Redis did not decode; Payload
 	// then holds the raw element and the job cannot be requeued.
 	Malformed bool `json:"malformed"`
+	// Headers are the job's headers (Requeue keeps them); nil for none.
+	Headers map[string]string `json:"headers,omitempty"`
 }
 
 // deadRecord is what the dead letters store per job, raw (a payload is
@@ -99,6 +101,7 @@ func (r deadRecord) job(id string) (DeadJob, string) {
 		return d, ""
 	}
 	d.Payload, d.MaxAttempts, d.Deliveries, d.EnqueuedAt = e.payload, e.maxAttempts, e.deliveries, e.enqueuedAt
+	d.Headers = headerMap(e.headers)
 	return d, e.ref
 }
 

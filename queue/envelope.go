@@ -17,8 +17,19 @@ import (
 // The header is ASCII; the payload is the caller's bytes, untouched. attempt
 // counts failed runs so far (0 on the first run); deliveries counts the times
 // the job was handed out and then recovered from a dead consumer. flags is
-// empty, "u" (the job holds an idempotency key), "r" or "ur". The version
-// prefix lets a later format coexist with this one.
+// empty or, in this order, "u" (the job holds an idempotency key), "r",
+// "d", "w" and "h". The version prefix lets a later format coexist with
+// this one.
+//
+// With flag "h" the job has headers (Header, Headers): after the last '|'
+// of the fields above come the length of the header section, '|', and the
+// section (headers.go), then the payload or ref:
+//
+//	...|<flags>|[...|]<section length>|<section><payload>
+//
+// A job without headers has no flag "h" and not one byte more. Versions
+// before the "h" flag decode it as an unknown flag (see "Upgrading" in
+// docs/queue.md).
 //
 // With flag "r" the element ends with a payload ref instead of the payload,
 // which is in the queue's payloads hash: a payload over inlineMax is written
@@ -44,6 +55,7 @@ type envelope struct {
 	enqueuedAt  time.Time
 	timeout     time.Duration
 	unique      bool
+	headers     []byte        // the header section (flag "h"); nil without headers
 	ref         string        // the payload is in the payloads hash under ref
 	deadline    time.Time     // zero: none (see Deadline)
 	window      time.Duration // zero: none (see UniqueFor)
@@ -57,7 +69,7 @@ const inlineMax = 4 << 10
 var errMalformed = errors.New("queue: malformed job")
 
 func (e *envelope) encode() []byte {
-	b := make([]byte, 0, len(envelopeVersion)+len(e.id)+48+len(e.payload))
+	b := make([]byte, 0, len(envelopeVersion)+len(e.id)+48+len(e.headers)+len(e.payload))
 	return e.appendTo(b)
 }
 
@@ -87,6 +99,9 @@ func (e *envelope) appendTo(b []byte) []byte {
 	if e.window > 0 {
 		b = append(b, 'w')
 	}
+	if e.headers != nil {
+		b = append(b, 'h')
+	}
 	if !e.deadline.IsZero() {
 		b = append(b, '|')
 		b = strconv.AppendInt(b, e.deadline.UnixMilli(), 10)
@@ -96,6 +111,11 @@ func (e *envelope) appendTo(b []byte) []byte {
 		b = strconv.AppendInt(b, e.window.Milliseconds(), 10)
 	}
 	b = append(b, '|')
+	if e.headers != nil {
+		b = strconv.AppendInt(b, int64(len(e.headers)), 10)
+		b = append(b, '|')
+		b = append(b, e.headers...)
+	}
 	if e.ref != "" {
 		return append(b, e.ref...)
 	}
@@ -160,6 +180,11 @@ func decodeEnvelope(data []byte) (envelope, error) {
 		}
 		e.window = time.Duration(ms) * time.Millisecond
 	}
+	if flags.headers {
+		if e.headers, rest, err = cutHeaderSection(rest); err != nil {
+			return e, fmt.Errorf("%w: %v", errMalformed, err)
+		}
+	}
 	if flags.ref {
 		if !validRef(rest) {
 			return e, fmt.Errorf("%w: payload ref %q is not 1-64 letters and digits", errMalformed, preview(rest))
@@ -172,7 +197,7 @@ func decodeEnvelope(data []byte) (envelope, error) {
 }
 
 // envelopeFlags are the letters of an element's flags field.
-type envelopeFlags struct{ unique, ref, deadline, window bool }
+type envelopeFlags struct{ unique, ref, deadline, window, headers bool }
 
 // numberField reads the field a flag adds: a positive number of
 // milliseconds, below the year 10000 (a deadline) or that long (a window).
@@ -189,10 +214,10 @@ func numberField(rest []byte, name string) (int64, []byte, error) {
 }
 
 // parseFlags reads the flags field: known letters, each at most once, in
-// the order the encoder writes them ("u", "r", "d", "w").
+// the order the encoder writes them ("u", "r", "d", "w", "h").
 func parseFlags(f []byte) (envelopeFlags, error) {
 	var fl envelopeFlags
-	const order = "urdw"
+	const order = "urdwh"
 	at := 0
 	for _, c := range f {
 		i := bytes.IndexByte([]byte(order[at:]), c)
@@ -209,9 +234,29 @@ func parseFlags(f []byte) (envelopeFlags, error) {
 			fl.deadline = true
 		case 'w':
 			fl.window = true
+		case 'h':
+			fl.headers = true
 		}
 	}
 	return fl, nil
+}
+
+// cutHeaderSection cuts "<length>|<section>" off the front of rest and
+// checks the section. The section aliases rest.
+func cutHeaderSection(rest []byte) (section, after []byte, err error) {
+	j := bytes.IndexByte(rest, '|')
+	if j < 0 || j > 5 {
+		return nil, nil, fmt.Errorf("header section length %q", preview(rest))
+	}
+	n, err := strconv.Atoi(string(rest[:j]))
+	if err != nil || n < 1 || n > maxHeaderSection || n > len(rest)-j-1 || rest[0] == '0' || rest[0] == '+' {
+		return nil, nil, fmt.Errorf("header section length %q out of range", preview(rest[:j]))
+	}
+	section, after = rest[j+1:j+1+n], rest[j+1+n:]
+	if err := checkHeaderSection(section); err != nil {
+		return nil, nil, fmt.Errorf("header section: %w", err)
+	}
+	return section, after, nil
 }
 
 func validRef(r []byte) bool {

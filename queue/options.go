@@ -27,6 +27,8 @@ type enqueueOpts struct {
 	idFromPayload bool
 	debounce      debounceMode
 	deadline      time.Time
+
+	headers []header // Header, Headers; in the order set
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.

@@ -144,6 +144,12 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload,
 		deadline: o.deadline, window: o.window}
+	if len(o.headers) > 0 {
+		var err error
+		if e.headers, err = encodeHeaders(o.headers); err != nil {
+			return prepared{}, err
+		}
+	}
 	// A Durable job keeps its payload inline whatever its size: its write
 	// and the WAIT after it must be one pipeline on one connection, which
 	// the MULTI that writes a payload apart is not. A debounced one too:

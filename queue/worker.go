@@ -40,6 +40,10 @@ type Job struct {
 	Due      time.Time // Deadline is the job's Deadline option (zero: none). The handler's
 	// context is not bound by it: it only has to start by then.
 	Deadline time.Time
+	// Headers are the job's headers (Header, Headers, JobHeaders), nil
+	// when it has none. The map is the run's own: a handler may keep or
+	// change it, and changes do not travel with the job.
+	Headers map[string]string
 }
 
 // Worker consumes one queue with Concurrency handlers.
@@ -729,6 +733,7 @@ func (w *Worker) run(d delivery) {
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
 		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt, Deadline: d.env.deadline,
+		Headers: headerMap(d.env.headers),
 	}
 	if strings.HasPrefix(d.env.id, cronPrefix) {
 		if !w.cronStart(d, job) {
