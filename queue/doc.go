@@ -39,6 +39,12 @@
 // purges; WorkerConfig.OnDone, OnRetry and OnDead are called by the acker
 // once an outcome is in Redis (see docs/queue.md, "Inspecting queues").
 //
+// Job headers: the Header and Headers options attach up to MaxHeaders
+// string entries (MaxHeaderBytes together) to a job, a trace context for
+// instance; handlers read them as Job.Headers, and they stay with the job
+// through retries, recovery and the dead letters. A job without them costs
+// nothing more.
+//
 // # Zero values, concurrency, closing
 //
 // Config, WorkerConfig and ConsumerConfig are useful as zero values: New,
@@ -63,7 +69,7 @@
 //
 // Invalid names and settings fail at construction with an error wrapping
 // ErrInvalidConfig that names the field. Enqueue returns ErrPayloadTooLarge,
-// ErrBatchTooLarge, ErrDuplicate (the ID option), ErrNotReplicated
+// ErrBatchTooLarge, ErrInvalidHeader, ErrDuplicate (the ID option), ErrNotReplicated
 // (Durable) and ErrQueueFull (with WaitForRoom also ErrTooManyWaiters,
 // ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns
 // ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold
