@@ -77,39 +77,47 @@ func collectHeaders(h map[string]string) ([]header, error) {
 	return hs, nil
 }
 
-func checkHeader(k, v string) error { return checkHeaderBytes([]byte(k), []byte(v)) }
+// CheckHeader reports whether the Header option accepts key and value:
+// nil, or an error wrapping ErrInvalidHeader that says why. Middleware that
+// adds headers of its own (a trace context) can leave out what the queue
+// would refuse instead of failing the enqueue.
+func CheckHeader(key, value string) error { return checkHeader(key, value) }
 
-// checkHeaderBytes checks one entry; it allocates nothing on success.
-func checkHeaderBytes(k, v []byte) error {
+// checkHeader checks one entry; it allocates nothing on success, except
+// for a value that is not ASCII given as a string.
+func checkHeader[T string | []byte](k, v T) error {
 	if err := checkHeaderKey(k); err != nil {
 		return err
 	}
 	return checkHeaderValue(k, v)
 }
 
-func checkHeaderKey(k []byte) error {
+func checkHeaderKey[T string | []byte](k T) error {
 	if len(k) == 0 {
 		return fmt.Errorf("%w: empty key", ErrInvalidHeader)
 	}
 	if len(k) > MaxHeaderKeyLen {
-		return fmt.Errorf("%w: key %q is %d bytes, the limit is %d", ErrInvalidHeader, preview(k), len(k), MaxHeaderKeyLen)
+		return fmt.Errorf("%w: key %q is %d bytes, the limit is %d", ErrInvalidHeader, preview([]byte(k)), len(k), MaxHeaderKeyLen)
 	}
 	for i := 0; i < len(k); i++ {
 		if c := k[i]; c <= ' ' || c >= 0x7f {
-			return fmt.Errorf("%w: key %q has byte %q at %d: use printable ASCII without spaces", ErrInvalidHeader, preview(k), c, i)
+			return fmt.Errorf("%w: key %q has byte %q at %d: use printable ASCII without spaces", ErrInvalidHeader, preview([]byte(k)), c, i)
 		}
 	}
 	return nil
 }
 
-func checkHeaderValue(k, v []byte) error {
-	if !utf8.Valid(v) {
-		return fmt.Errorf("%w: the value of %q is not valid UTF-8", ErrInvalidHeader, preview(k))
-	}
+func checkHeaderValue[T string | []byte](k, v T) error {
+	ascii := true
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' || c == 0x7f {
-			return fmt.Errorf("%w: the value of %q has control character %q at %d", ErrInvalidHeader, preview(k), c, i)
+		c := v[i]
+		if c < ' ' || c == 0x7f {
+			return fmt.Errorf("%w: the value of %q has control character %q at %d", ErrInvalidHeader, preview([]byte(k)), c, i)
 		}
+		ascii = ascii && c < utf8.RuneSelf
+	}
+	if !ascii && !utf8.Valid([]byte(v)) {
+		return fmt.Errorf("%w: the value of %q is not valid UTF-8", ErrInvalidHeader, preview([]byte(k)))
 	}
 	return nil
 }
@@ -186,7 +194,7 @@ func checkHeaderSection(s []byte) error {
 		if size += len(k) + len(v); size > MaxHeaderBytes {
 			return fmt.Errorf("headers over %d bytes", MaxHeaderBytes)
 		}
-		if err := checkHeaderBytes(k, v); err != nil {
+		if err := checkHeader(k, v); err != nil {
 			return err
 		}
 		if prev != nil && string(prev) >= string(k) {

@@ -364,3 +364,12 @@ func TestCronJobHeaders(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, string(blob), "headers")
 }
+
+func TestCheckHeader(t *testing.T) {
+	require.NoError(t, CheckHeader("traceparent", testTraceparent))
+	require.NoError(t, CheckHeader("k", "é"))
+	require.ErrorIs(t, CheckHeader("a b", ""), ErrInvalidHeader)
+	require.ErrorIs(t, CheckHeader("k", "\xff"), ErrInvalidHeader)
+	require.Zero(t, testing.AllocsPerRun(100, func() { _ = CheckHeader("traceparent", testTraceparent) }),
+		"middleware checks every entry it adds: an ASCII one costs no allocation")
+}
