@@ -1,0 +1,220 @@
+package otelqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/bounded-go/bounded/queue"
+)
+
+// Span events the consumer span records when its run failed.
+const (
+	// EventRetry: the job runs again after a backoff.
+	EventRetry = "retry"
+	// EventDeadLetter: the job goes to the dead letters (its last attempt
+	// failed, or the handler returned queue.Permanent).
+	EventDeadLetter = "dead_letter"
+)
+
+// Attribute keys of bounded's own, beside the messaging semantic
+// conventions.
+const (
+	AttrAttempt     = attribute.Key("bounded.queue.job.attempt")      // 1 on the first run
+	AttrMaxAttempts = attribute.Key("bounded.queue.job.max_attempts") //
+	AttrDeliveries  = attribute.Key("bounded.queue.job.deliveries")   // recoveries from dead consumers, when > 0
+	AttrSchedule    = attribute.Key("bounded.queue.schedule")         // an occurrence's schedule
+	AttrInterrupted = attribute.Key("bounded.queue.job.interrupted")  // the worker's drain cancelled the run: the job goes back, unchanged
+	AttrFailure     = attribute.Key("bounded.queue.failure")          // on the failed counter: "retry" or "dead_letter"
+	AttrReason      = attribute.Key("bounded.queue.dead_letter.reason")
+)
+
+var (
+	noopCounter   metric.Int64Counter     = noop.Int64Counter{}
+	noopHistogram metric.Float64Histogram = noop.Float64Histogram{}
+)
+
+// handler is the state of one Handler wrapper.
+type handler struct {
+	next    queue.Handler
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+	newRoot bool
+
+	duration, wait    metric.Float64Histogram
+	processed, failed metric.Int64Counter
+
+	attrs atomic.Pointer[queueAttrs] // of the last queue seen
+}
+
+// queueAttrs are what a run needs of its queue, built once: a run of a
+// job whose span is not recorded allocates nothing for them.
+type queueAttrs struct {
+	name     string
+	spanName string
+	span     []attribute.KeyValue     // of the consumer span, before the job's own
+	start    []trace.SpanStartOption  // kind and span
+	ok       metric.MeasurementOption // of a run that succeeded
+	waitM    metric.MeasurementOption
+}
+
+// Handler wraps next so that each run of a job is a consumer span named
+// "process <queue>": the child of the producer span whose trace context
+// the job carries in its headers (Producer, Producer.Inject), or with
+// WithNewRoot the root of a new trace linked to it. The span has the
+// messaging attributes (messaging.system "bounded",
+// messaging.destination.name, messaging.message.id, messaging.operation.*)
+// and the job's attempt; a failed run records the error and an event,
+// EventRetry or EventDeadLetter. next's ctx carries the span.
+//
+// It records, through the meter: messaging.process.duration (seconds, per
+// run, with error.type when it failed), bounded.queue.wait.duration (from
+// enqueue, or an occurrence's due time, to the first run's start),
+// bounded.queue.jobs.processed and bounded.queue.jobs.failed (with
+// bounded.queue.failure "retry" or "dead_letter"). A run the worker's
+// drain cancelled is neither: its job goes back to the ready list.
+//
+// A panic in next ends the span as failed and is re-raised for the worker
+// to recover (queue.PanicError). A job the worker dead-letters without
+// running it (malformed, MaxDeliveries) has no span. With a no-op tracer
+// and meter provider (the default when none is set globally) the wrapper
+// costs a few hundred nanoseconds a job (BenchmarkHandler).
+func Handler(next queue.Handler, opts ...Option) queue.Handler {
+	c := newConfig(opts)
+	m := c.mp.Meter(ScopeName)
+	h := &handler{next: next, tracer: c.tp.Tracer(ScopeName), prop: c.prop, newRoot: c.newRoot}
+	h.duration = histogram(m, "messaging.process.duration", "Duration of a job's run.")
+	h.wait = histogram(m, "bounded.queue.wait.duration", "Time from a job's enqueue (an occurrence's due time) to its first run's start.")
+	h.processed = counter(m, "bounded.queue.jobs.processed", "Runs that succeeded.")
+	h.failed = counter(m, "bounded.queue.jobs.failed", "Runs that failed, retried or dead-lettered.")
+	return h.handle
+}
+
+func histogram(m metric.Meter, name, desc string) metric.Float64Histogram {
+	hist, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+	if err != nil {
+		return noopHistogram
+	}
+	return hist
+}
+
+func counter(m metric.Meter, name, desc string) metric.Int64Counter {
+	ctr, err := m.Int64Counter(name, metric.WithUnit("{job}"), metric.WithDescription(desc))
+	if err != nil {
+		return noopCounter
+	}
+	return ctr
+}
+
+// queueAttrs returns the attributes of the queue named name.
+func (h *handler) queueAttrs(name string) *queueAttrs {
+	if a := h.attrs.Load(); a != nil && a.name == name {
+		return a
+	}
+	dest := semconv.MessagingDestinationName(name)
+	a := &queueAttrs{
+		name:     name,
+		spanName: "process " + name,
+		span:     []attribute.KeyValue{attrSystem, dest, attrOpProcess, attrOpNameProcs},
+		ok:       metric.WithAttributeSet(attribute.NewSet(attrSystem, dest, attrOpNameProcs)),
+		waitM:    metric.WithAttributeSet(attribute.NewSet(attrSystem, dest)),
+	}
+	a.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(a.span...)}
+	h.attrs.Store(a)
+	return a
+}
+
+func (h *handler) handle(ctx context.Context, job *queue.Job) (err error) {
+	a := h.queueAttrs(job.Queue)
+	start := time.Now()
+	if job.Attempt == 1 && job.Deliveries == 0 {
+		from := job.EnqueuedAt
+		if !job.Due.IsZero() {
+			from = job.Due
+		}
+		h.wait.Record(ctx, max(start.Sub(from), 0).Seconds(), a.waitM)
+	}
+	ctx, span := h.startSpan(ctx, job, a)
+	defer func() {
+		if v := recover(); v != nil {
+			h.finish(ctx, span, job, a, start, &queue.PanicError{Value: v}, false)
+			panic(v)
+		}
+	}()
+	err = h.next(ctx, job)
+	h.finish(ctx, span, job, a, start, err, errors.Is(ctx.Err(), context.Canceled))
+	return err
+}
+
+func (h *handler) startSpan(ctx context.Context, job *queue.Job, a *queueAttrs) (context.Context, trace.Span) {
+	if len(job.Headers) > 0 {
+		ctx = h.prop.Extract(ctx, propagation.MapCarrier(job.Headers))
+	}
+	opts := a.start
+	if h.newRoot {
+		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+			opts = append(opts[:len(opts):len(opts)], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
+		}
+	}
+	// The queue's attributes go to Start, for samplers; the job's only to
+	// a span that is recorded.
+	ctx, span := h.tracer.Start(ctx, a.spanName, opts...)
+	if span.IsRecording() {
+		span.SetAttributes(semconv.MessagingMessageID(job.ID), semconv.MessagingMessageBodySize(len(job.Payload)),
+			AttrAttempt.Int(job.Attempt), AttrMaxAttempts.Int(job.MaxAttempts))
+		if job.Deliveries > 0 {
+			span.SetAttributes(AttrDeliveries.Int(job.Deliveries))
+		}
+		if job.Schedule != "" {
+			span.SetAttributes(AttrSchedule.String(job.Schedule))
+		}
+	}
+	return ctx, span
+}
+
+// finish ends the span and records the run. interrupted: the worker's
+// drain cancelled it (its ctx, not a timeout).
+func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a *queueAttrs, start time.Time, err error, interrupted bool) {
+	took := time.Since(start).Seconds()
+	if err == nil {
+		span.End()
+		h.duration.Record(ctx, took, a.ok)
+		h.processed.Add(ctx, 1, a.ok)
+		return
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	et := semconv.ErrorType(err)
+	dest := semconv.MessagingDestinationName(job.Queue)
+	h.duration.Record(ctx, took, metric.WithAttributes(attrSystem, dest, attrOpNameProcs, et))
+	if interrupted {
+		span.SetAttributes(AttrInterrupted.Bool(true))
+		span.End()
+		return
+	}
+	failure := EventRetry
+	switch {
+	case queue.IsPermanent(err):
+		failure = EventDeadLetter
+		span.AddEvent(EventDeadLetter, trace.WithAttributes(AttrReason.String("permanent")))
+	case job.Attempt >= job.MaxAttempts:
+		failure = EventDeadLetter
+		span.AddEvent(EventDeadLetter, trace.WithAttributes(AttrReason.String(
+			fmt.Sprintf("attempt %d of %d failed", job.Attempt, job.MaxAttempts))))
+	default:
+		span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(job.Attempt+1), AttrMaxAttempts.Int(job.MaxAttempts)))
+	}
+	span.End()
+	h.failed.Add(ctx, 1, metric.WithAttributes(attrSystem, dest, attrOpNameProcs, et, AttrFailure.String(failure)))
+}
