@@ -209,35 +209,37 @@ func checkHeaderSection(s []byte) error {
 }
 
 // cutLenPrefixed cuts "<n>:<n bytes>" off the front of s.
-func cutLenPrefixed(s []byte) (field, rest []byte, err error) {
+func cutLenPrefixed[T string | []byte](s T) (field, rest T, err error) {
 	n, i := 0, 0
 	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
 		if i == 1 && s[0] == '0' || i == 5 {
-			return nil, nil, fmt.Errorf("bad length %q", preview(s))
+			return field, rest, fmt.Errorf("bad length %q", preview([]byte(s)))
 		}
 		n = n*10 + int(s[i]-'0')
 	}
 	if i == 0 || i >= len(s) || s[i] != ':' {
-		return nil, nil, fmt.Errorf("bad length %q", preview(s))
+		return field, rest, fmt.Errorf("bad length %q", preview([]byte(s)))
 	}
 	s = s[i+1:]
 	if n > len(s) {
-		return nil, nil, fmt.Errorf("length %d past the section's end", n)
+		return field, rest, fmt.Errorf("length %d past the section's end", n)
 	}
 	return s[:n], s[n:], nil
 }
 
 // headerMap returns the headers of a section checked by
-// checkHeaderSection, in a new map; nil for an empty section.
-func headerMap(s []byte) map[string]string {
-	if len(s) == 0 {
+// checkHeaderSection, in a new map; nil for an empty section. Its keys and
+// values share one string: two allocations and the map's.
+func headerMap(section []byte) map[string]string {
+	if len(section) == 0 {
 		return nil
 	}
-	m := make(map[string]string, 4)
+	s := string(section)
+	m := make(map[string]string, 8) // one group of slots: MaxHeaders is 16
 	for len(s) > 0 {
 		k, rest, _ := cutLenPrefixed(s)
 		v, rest, _ := cutLenPrefixed(rest)
-		m[string(k)] = string(v)
+		m[k] = v
 		s = rest
 	}
 	return m

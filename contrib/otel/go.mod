@@ -6,6 +6,7 @@ go 1.26.0
 replace github.com/bounded-go/bounded => ../..
 
 require (
+	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/bounded-go/bounded v0.0.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
@@ -16,7 +17,6 @@ require (
 )
 
 require (
-	github.com/alicebob/miniredis/v2 v2.40.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect

@@ -151,7 +151,7 @@ func mustAttr(t *testing.T, kvs []attribute.KeyValue, key attribute.Key) string 
 	if !ok {
 		t.Fatalf("no attribute %s in %v", key, kvs)
 	}
-	return v.Emit()
+	return v.String()
 }
 
 // collect reads every metric once.
