@@ -379,7 +379,7 @@ func (noisy) Inject(_ context.Context, c propagation.TextMapCarrier) {
 	c.Set("big", strings.Repeat("b", queue.MaxHeaderBytes))
 }
 func (noisy) Extract(ctx context.Context, _ propagation.TextMapCarrier) context.Context { return ctx }
-func (noisy) Fields() []string                                                        { return nil }
+func (noisy) Fields() []string                                                          { return nil }
 
 // A failed enqueue ends the send span with the error.
 func TestProducerRecordsEnqueueErrors(t *testing.T) {
