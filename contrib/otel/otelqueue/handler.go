@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -54,7 +54,7 @@ type handler struct {
 	duration, wait    metric.Float64Histogram
 	processed, failed metric.Int64Counter
 
-	attrs atomic.Pointer[queueAttrs] // of the last queue seen
+	attrs sync.Map // queue name -> *queueAttrs, one per queue the handler serves
 }
 
 // queueAttrs are what a run needs of its queue, built once: a run of a
@@ -89,7 +89,12 @@ type queueAttrs struct {
 // running it (malformed, MaxDeliveries) has no span. With a no-op tracer
 // and meter provider (the default when none is set globally) the wrapper
 // costs a few hundred nanoseconds a job (BenchmarkHandler).
+//
+// Handler(nil) is nil, which queue.NewWorker refuses.
 func Handler(next queue.Handler, opts ...Option) queue.Handler {
+	if next == nil {
+		return nil
+	}
 	c := newConfig(opts)
 	m := c.mp.Meter(ScopeName)
 	h := &handler{next: next, tracer: c.tp.Tracer(ScopeName), prop: c.prop, newRoot: c.newRoot}
@@ -119,8 +124,8 @@ func counter(m metric.Meter, name, desc string) metric.Int64Counter {
 
 // queueAttrs returns the attributes of the queue named name.
 func (h *handler) queueAttrs(name string) *queueAttrs {
-	if a := h.attrs.Load(); a != nil && a.name == name {
-		return a
+	if a, ok := h.attrs.Load(name); ok {
+		return a.(*queueAttrs)
 	}
 	dest := semconv.MessagingDestinationName(name)
 	a := &queueAttrs{
@@ -131,8 +136,8 @@ func (h *handler) queueAttrs(name string) *queueAttrs {
 		waitM:    metric.WithAttributeSet(attribute.NewSet(attrSystem, dest)),
 	}
 	a.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(a.span...)}
-	h.attrs.Store(a)
-	return a
+	v, _ := h.attrs.LoadOrStore(name, a)
+	return v.(*queueAttrs)
 }
 
 func (h *handler) handle(ctx context.Context, job *queue.Job) (err error) {

@@ -412,3 +412,41 @@ func TestProducerRecordsEnqueueErrors(t *testing.T) {
 		t.Fatalf("sends %v, want 3", got)
 	}
 }
+
+func TestHandlerOfNilIsNil(t *testing.T) {
+	if otelqueue.Handler(nil) != nil {
+		t.Fatal("Handler(nil) must stay nil for NewWorker to refuse it")
+	}
+}
+
+// One wrapper may serve several queues: each run's span and metrics name
+// its own queue.
+func TestHandlerServesSeveralQueues(t *testing.T) {
+	e := newEnv(t)
+	other := newQueue(t, e.p, "sms")
+	done := make(chan string, 4)
+	h := otelqueue.Handler(func(_ context.Context, j *queue.Job) error { done <- j.Queue; return nil }, e.opts()...)
+	e.start(h, queue.WorkerConfig{})
+	g := lifecycle.New()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+	})
+	startOn(t, g, e.p, other, h, queue.WorkerConfig{})
+	for _, q := range []*queue.Queue{e.q, other, e.q} {
+		if _, err := q.Enqueue(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+		tu.Recv(t, done, "a run")
+	}
+	ss := e.waitSpans(3)
+	if len(byName(ss, "process mail")) != 2 || len(byName(ss, "process sms")) != 1 {
+		t.Fatalf("spans %v", names(ss))
+	}
+	m := e.collect()
+	if m.must("bounded.queue.jobs.processed", semconv.MessagingDestinationName("mail")) != 2 ||
+		m.must("bounded.queue.jobs.processed", semconv.MessagingDestinationName("sms")) != 1 {
+		t.Fatal("processed per queue")
+	}
+}
