@@ -55,7 +55,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("bq1|||||||"))
 	f.Add([]byte("bq1|id|0|1|0|-5|0|ur|ref123"))
 	f.Add([]byte("bq1|id|0|1|0|5|0|h|16|1:a0:5:tp-id3:xyzpayload"))
-	f.Add([]byte("bq1|id|0|1|0|5|0|uhr|5|1:a0:ref123"))
+	f.Add([]byte("bq1|id|0|1|0|5|0|urh|5|1:a0:ref123"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := decodeEnvelope(data)
 		if err != nil {

@@ -32,9 +32,9 @@ func TestEnvelopeHeadersRoundTrip(t *testing.T) {
 		{envelope{id: "j", maxAttempts: 1, headers: hs, payload: []byte("p|q")},
 			"bq1|j|0|1|0|0|0|h|30|1:a0:1:b2:é11:traceparent2:tpp|q"},
 		{envelope{id: "j", maxAttempts: 1, unique: true, headers: hs, ref: "r1"},
-			"bq1|j|0|1|0|0|0|uhr|30|1:a0:1:b2:é11:traceparent2:tpr1"},
+			"bq1|j|0|1|0|0|0|urh|30|1:a0:1:b2:é11:traceparent2:tpr1"},
 		{envelope{id: "j", maxAttempts: 1, headers: hs, ref: "r1"},
-			"bq1|j|0|1|0|0|0|hr|30|1:a0:1:b2:é11:traceparent2:tpr1"},
+			"bq1|j|0|1|0|0|0|rh|30|1:a0:1:b2:é11:traceparent2:tpr1"},
 		{envelope{id: "j", maxAttempts: 1, unique: true, headers: hs},
 			"bq1|j|0|1|0|0|0|uh|30|1:a0:1:b2:é11:traceparent2:tp"},
 	} {
@@ -172,9 +172,11 @@ func TestDecodeRejectsMalformedHeaders(t *testing.T) {
 		{"h|7|3:a b0:", "has byte ' '"},
 		{"h|6|1:a9:0", "value: length 9 past the section's end"},
 		{"hu|5|1:a0:", `unknown flags "hu"`},
-		{"rh|5|1:a0:r1", `unknown flags "rh"`},
+		{"hr|5|1:a0:r1", `unknown flags "hr"`},
 		{"hh|5|1:a0:", `unknown flags "hh"`},
-		{"hr|5|1:a0:", "payload ref"},
+		{"rh|5|1:a0:", "payload ref"},
+		{"dh|1764000000000|5|1:a0:p", ""}, // a deadline, then the headers
+		{"hd|5|1:a0:p", `unknown flags "hd"`},
 	} {
 		_, err := decodeEnvelope([]byte(pre + c.in))
 		if c.want == "" {

@@ -3,6 +3,7 @@ package otelqueue_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -62,19 +63,20 @@ func Example() {
 	defer cancel()
 	_ = g.Close(closeCtx) // drains the worker: the run's span has ended
 
-	ss := spans.GetSpans()
+	ss := spans.GetSpans() // in the order they ended: the run may end before the send
 	name := map[string]string{}
 	for _, s := range ss {
 		name[s.SpanContext.SpanID().String()] = s.Name
 	}
+	slices.SortFunc(ss, func(a, b tracetest.SpanStub) int { return a.StartTime.Compare(b.StartTime) })
 	for _, s := range ss {
 		fmt.Printf("%s (%s) parent=%q same trace=%t\n", s.Name, s.SpanKind, name[s.Parent.SpanID().String()],
 			s.SpanContext.TraceID() == req.SpanContext().TraceID())
 	}
 	// Output:
 	// handler: job welcome carries a traceparent: true
-	// send emails (producer) parent="POST /signup" same trace=true
 	// POST /signup (internal) parent="" same trace=true
+	// send emails (producer) parent="POST /signup" same trace=true
 	// process emails (consumer) parent="send emails" same trace=true
 }
 
