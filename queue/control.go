@@ -117,7 +117,11 @@ func (q *Queue) locate(ctx context.Context, id string) (location, error) {
 			return location{}, err
 		}
 		ks := []string{q.k.ready, q.k.delayed, q.k.deadData, q.k.deadRefs, q.k.consumers}
-		args := []any{prefix, globEscape(prefix) + "*", id, lookupScan}
+		elems, scan := lookupElems, lookupScan
+		if q.lookupBound > 0 { // tests
+			elems, scan = q.lookupBound, q.lookupBound
+		}
+		args := []any{prefix, globEscape(prefix) + "*", id, strconv.Itoa(elems) + " " + strconv.Itoa(scan)}
 		for _, cid := range ids {
 			ks = append(ks, q.k.proc(cid))
 			args = append(args, cid)

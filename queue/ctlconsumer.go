@@ -66,7 +66,10 @@ func (n *node) reserveControl() error {
 // releaseControl gives back the control connection of a run whose tasks
 // never started (the task releases it otherwise).
 func (n *node) releaseControl() {
-	if n.ctl != nil && !n.running {
+	n.mu.Lock()
+	idle := !n.running
+	n.mu.Unlock()
+	if n.ctl != nil && idle {
 		_ = n.ctl.res.Release()
 	}
 }

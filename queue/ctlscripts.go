@@ -1,10 +1,6 @@
 package queue
 
-import (
-	"strconv"
-
-	"github.com/redis/go-redis/v9"
-)
+import "github.com/redis/go-redis/v9"
 
 // Scripts of job control by ID (control.go, result.go). Like the others they
 // receive every key in KEYS and parse no envelope: the locate script
@@ -28,8 +24,8 @@ const (
 // dead letters, in that order.
 // KEYS: ready, delayed, dead data, dead refs, consumers, then the
 // processing list of each consumer named in ARGV[5..].
-// ARGV: prefix "bq1|<id>|", ZSCAN pattern, dead ID, scan budget, consumer
-// IDs.
+// ARGV: prefix "bq1|<id>|", ZSCAN pattern, dead ID, "<element budget>
+// <scan budget>", consumer IDs.
 // Returns {where, element or record, extra, complete}: where 0 nowhere, 1
 // ready, 2 delayed (extra: due ms), 3 running (extra: index of the consumer
 // in ARGV[5..], from 1), 4 dead (extra: payload ref or ”); -2 when the
@@ -45,7 +41,9 @@ for _, m in ipairs(members) do
 end
 local prefix = ARGV[1]
 local plen = #prefix
-local seen, bytes, maxElems = 0, 0, ` + strconv.Itoa(lookupElems) + `
+local maxElems, maxScan = string.match(ARGV[4], '(%d+) (%d+)')
+maxElems, maxScan = tonumber(maxElems), tonumber(maxScan)
+local seen, bytes = 0, 0
 local complete = 1
 -- scan looks at the elements from index i to j (inclusive) of a list, in
 -- chunks; it returns the element found, or nil (setting complete to 0 when
@@ -87,7 +85,7 @@ repeat
   cursor = r[1]
   examined = examined + 1000
   if #r[2] > 0 then return {2, r[2][1], math.floor(tonumber(r[2][2])), 1} end
-until cursor == '0' or examined >= tonumber(ARGV[4])
+until cursor == '0' or examined >= maxScan
 if cursor ~= '0' then complete = 0 end
 local rec = redis.call('HGET', KEYS[3], ARGV[3])
 if rec then return {4, rec, redis.call('HGET', KEYS[4], ARGV[3]) or '', complete} end
