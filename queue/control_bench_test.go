@@ -102,3 +102,33 @@ func pct(ds []time.Duration, p int) float64 {
 	i := min(len(s)-1, (len(s)*p+99)/100-1)
 	return float64(s[max(i, 0)]) / float64(time.Millisecond)
 }
+
+// BenchmarkRunBookkeeping is what job control adds to every run in the
+// process (beginRun, endRun, withExtra: a context with a cause, the
+// registry of running jobs, no Redis), against a reference in the same run:
+// a context.WithTimeout and its cancel, which every run with a timeout
+// already pays.
+func BenchmarkRunBookkeeping(b *testing.B) {
+	w := &Worker{q: &Queue{cfg: Config{Now: time.Now}}, hardCtx: context.Background()}
+	d := delivery{env: envelope{id: "0123456789abcdef0123456789ab", enqueuedAt: time.Now()}}
+	b.Run("control", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				var job Job
+				_, jr := w.beginRun(w.hardCtx, d, &job)
+				w.endRun(jr, nil)
+				_ = w.withExtra(ackOp{kind: ackDone}, jr, false)
+			}
+		})
+	})
+	b.Run("reference-WithTimeout", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_, cancel := context.WithTimeout(w.hardCtx, time.Minute)
+				cancel()
+			}
+		})
+	})
+}

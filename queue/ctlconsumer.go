@@ -285,9 +285,3 @@ func (c *workerCtl) end(jr *jobRun) {
 	c.mu.Unlock()
 }
 
-// runs returns the number of registered runs (tests).
-func (c *workerCtl) runs() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.running)
-}
