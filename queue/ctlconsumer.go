@@ -284,4 +284,3 @@ func (c *workerCtl) end(jr *jobRun) {
 	}
 	c.mu.Unlock()
 }
-
