@@ -757,3 +757,21 @@ func TestControlNeedsABlockingConnection(t *testing.T) {
 	require.Contains(t, err.Error(), "queue control")
 	require.Empty(t, p.Stats().Blocking.Reservations, "nothing is left reserved")
 }
+
+// TestWaitForAJobPastItsDeadline: a job the fetcher sends to the dead
+// letters (not started by its Deadline) wakes the producer waiting for it.
+func TestWaitForAJobPastItsDeadline(t *testing.T) {
+	ctx := context.Background()
+	clock := testutil.NewClock()
+	pr := newCtlProcess(t, miniPools(t), "deadline", Config{Now: clock.Now})
+	id, err := pr.q.Enqueue(ctx, []byte("late"), Deadline(clock.Now().Add(time.Second)))
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	go func() { _, err := pr.q.Wait(ctx, id); waited <- err }()
+	testutil.Eventually(t, testutil.Wait, "Wait to register", func() bool { return pr.q.room.Load().results.count() == 1 })
+	clock.Advance(2 * time.Second)
+	pr.work(t, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 1})
+	err = testutil.Recv(t, waited, "Wait of the expired job")
+	require.ErrorIs(t, err, ErrJobDead)
+	require.ErrorContains(t, err, "deadline exceeded")
+}

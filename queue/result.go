@@ -61,6 +61,16 @@ func (w *Worker) withExtra(op ackOp, jr *jobRun, cancelled bool) ackOp {
 	return op
 }
 
+// wakeWaitersOfDead has a job the fetcher sends to the dead letters
+// (deadline passed, MaxDeliveries, payload missing) wake the producers
+// waiting for it.
+func wakeWaitersOfDead(op ackOp) ackOp {
+	if op.kind == ackDead && op.id != "" && op.extra == nil {
+		op.extra = &ackExtra{notify: true}
+	}
+	return op
+}
+
 // ctlExtras writes the extras of one pipeline of outcomes.
 type ctlExtras struct {
 	notifies []*redis.Cmd
@@ -130,13 +140,26 @@ func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 		return nil, q.errorf("wait %s: %w", id, ErrNotStarted)
 	}
 	c := q.p.Client()
-	ttl := resultWaitTTL(ctx)
-	if err := waitRegisterScript.Run(ctx, c, []string{q.k.resultWaiters(id)}, ttl.Milliseconds()).Err(); err != nil {
+	register := func() (time.Duration, error) {
+		ttl := resultWaitTTL(ctx)
+		return ttl, waitRegisterScript.Run(ctx, c, []string{q.k.resultWaiters(id)}, ttl.Milliseconds()).Err()
+	}
+	ttl, err := register()
+	if err != nil {
 		return nil, q.errorf("wait %s: %w", id, err)
 	}
 	renew := time.NewTimer(ttl / 2)
 	defer renew.Stop()
-	for {
+	for woken := false; ; woken = true {
+		if woken {
+			// The message that woke us consumed the registration, and the
+			// job may not have ended (a wake-up for every waiter, or an
+			// outcome whose write failed after its wake-up was sent and is
+			// sent again): register again first. This also renews it.
+			if _, err := register(); err != nil {
+				return nil, q.errorf("wait %s: %w", id, err)
+			}
+		}
 		ch, err := r.results.add(id)
 		if err != nil {
 			return nil, q.errorf("wait %s: %w", id, err)
@@ -152,12 +175,9 @@ func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 		select {
 		case <-ch:
 		case <-renew.C:
+			// The registration is renewed at the top of the loop.
 			r.results.remove(id, ch)
-			ttl = resultWaitTTL(ctx)
-			if err := waitRegisterScript.Run(ctx, c, []string{q.k.resultWaiters(id)}, ttl.Milliseconds()).Err(); err != nil {
-				return nil, q.errorf("wait %s: %w", id, err)
-			}
-			renew.Reset(ttl / 2)
+			renew.Reset(resultWaitTTL(ctx) / 2)
 		case <-ctx.Done():
 			r.results.remove(id, ch)
 			return nil, q.errorf("wait %s: %w", id, context.Cause(ctx))

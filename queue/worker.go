@@ -692,6 +692,7 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 	if op.kind == ackDead {
 		w.extend(&op, d, nil, nil, 0, 0) // OnDead (hooks.go)
 	}
+	op = wakeWaitersOfDead(op)
 	select {
 	case w.acks <- op:
 	case <-ctx.Done():
