@@ -41,7 +41,8 @@ type ackOp struct {
 	deadKeys []string // ackDead: built once, so a resend writes the same record
 	deadArgs []any
 
-	x *outcomeExtra // its last error and hook, if any (hooks.go)
+	x     *outcomeExtra // its last error and hook, if any (hooks.go)
+	extra *ackExtra     // result, progress, wake-up of waiters (result.go)
 }
 
 // maxAckBatch bounds one pipeline of outcomes.
@@ -194,14 +195,18 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	c := w.q.p.Background()
 	pipe := c.Pipeline()
 	cmds := make([]redis.Cmder, len(ops))
+	var extras ctlExtras
 	for i := range ops {
 		w.queueLastErr(ctx, pipe, &ops[i])
+		extras.before(ctx, w, pipe, &ops[i])
 		cmds[i] = w.queueOutcome(ctx, pipe, &ops[i])
+		extras.after(ctx, w, pipe, &ops[i])
 	}
 	gone := goneJobs(ops)
 	drained := w.q.drainHook(ctx, pipe, gone)
 	_, _ = pipe.Exec(ctx)
 	w.q.drainDone(ctx, c, drained, gone)
+	extras.done(ctx, w, c)
 	for i, op := range ops {
 		switch err := cmds[i].Err(); {
 		case err == nil:

@@ -43,6 +43,12 @@ func TestCluster(t *testing.T) {
 	t.Run("MaxLenLargeBatchIsAllOrNone", func(t *testing.T) { testLargeBatch(t, np) })
 	t.Run("MaxLenLargeBatchNoScript", func(t *testing.T) { testLargeBatchNoScript(t, np) })
 	t.Run("InspectorAcrossSlots", func(t *testing.T) { testInspectorAcrossSlots(t, c, np) })
+	ctl := clusterPoolsOf(c)
+	t.Run("GetStates", func(t *testing.T) { testGetStates(t, ctl) })
+	t.Run("CancelWaiting", func(t *testing.T) { testCancelWaiting(t, ctl) })
+	t.Run("CancelRunningAcrossProcesses", func(t *testing.T) { testCancelRunning(t, ctl) })
+	t.Run("CancelDuringRetryDelay", func(t *testing.T) { testCancelDuringRetryDelay(t, ctl) })
+	t.Run("Results", func(t *testing.T) { testResults(t, ctl) })
 }
 
 // lockedBuffer is a log sink for a test.

@@ -186,6 +186,15 @@ type WorkerConfig struct {
 	OnDead  func(Outcome)
 	// Logger receives what goes wrong. Nil uses the queue's logger.
 	Logger *slog.Logger
+	// ResultTTL, when positive, keeps a result for every job the worker
+	// runs that succeeds (the value its handler gave Job.SetResult, else an
+	// empty one), for this long, and wakes the producers waiting for it
+	// (Queue.Wait). Zero keeps none: SetResult fails and Wait sees only
+	// dead and cancelled jobs end. See docs/queue.md, "Job control by ID".
+	ResultTTL time.Duration
+	// MaxResult bounds a result, in bytes: a larger one fails
+	// Job.SetResult with ErrResultTooLarge. At most 1 MiB. Default 64 KiB.
+	MaxResult int
 	// RefuseEvictingPolicy makes Start fail with ErrEvictingPolicy when
 	// Redis's maxmemory-policy may evict the queue's keys (allkeys-* or
 	// volatile-*). Without it such a policy is logged at Error level and
@@ -220,6 +229,13 @@ func (c WorkerConfig) withDefaults(queueLogger *slog.Logger) (WorkerConfig, erro
 	check.Default(e, &c.MaxDeliveries, DefaultMaxDeliveries, "WorkerConfig.MaxDeliveries")
 	if c.MaxDeliveries > maxCount {
 		e.Addf("WorkerConfig.MaxDeliveries must be at most %d, got %d", maxCount, c.MaxDeliveries)
+	}
+	if c.ResultTTL < 0 || (c.ResultTTL > 0 && c.ResultTTL < time.Millisecond) {
+		e.Addf("WorkerConfig.ResultTTL must be 0 (keep no results) or at least 1ms, got %s", c.ResultTTL)
+	}
+	check.Default(e, &c.MaxResult, DefaultMaxResult, "WorkerConfig.MaxResult")
+	if c.MaxResult > maxResultLimit {
+		e.Addf("WorkerConfig.MaxResult must be at most %d (1 MiB), got %d", maxResultLimit, c.MaxResult)
 	}
 	if c.Logger == nil {
 		c.Logger = queueLogger
@@ -271,6 +287,14 @@ type ConsumerConfig struct {
 	// means time.Now. The clocks of the processes must agree within
 	// HeartbeatTTL - HeartbeatInterval.
 	Now func() time.Time
+	// Control subscribes the consumer to its control channel, so that
+	// Queue.Cancel cancels the handlers of the jobs it runs (within
+	// milliseconds). It costs one connection of the pool's blocking lane per
+	// Consumer, reserved at its first worker's Start (which fails with
+	// pool.ErrOverBudget when the lane has no room), and one lifecycle task.
+	// Without it, Cancel removes waiting jobs but does not interrupt running
+	// ones.
+	Control bool
 }
 
 func (c ConsumerConfig) withDefaults() (ConsumerConfig, error) {

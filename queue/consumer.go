@@ -82,6 +82,12 @@ func (c *Consumer) heartbeatOn(g *lifecycle.Group, log *slog.Logger) (*node, err
 		if !running.add(n) {
 			return nil, fmt.Errorf("consumer ID %q already runs in this process on another Consumer of namespace %q: give each Consumer its own ConsumerID, or share one Consumer", c.cfg.ConsumerID, c.cfg.Namespace)
 		}
+		if c.cfg.Control {
+			if err := n.reserveControl(); err != nil {
+				running.remove(n)
+				return nil, err
+			}
+		}
 		c.node = n
 	}
 	if c.node.g != g {
@@ -98,6 +104,7 @@ func (c *Consumer) forget(n *node) {
 		c.node = nil
 	}
 	running.remove(n)
+	n.releaseControl()
 	c.mu.Unlock()
 }
 

@@ -12,6 +12,9 @@ const (
 	StateRunning JobState = "running" // fetched by a consumer, not yet acked
 	StateDead    JobState = "dead"    // in the dead letters
 	StateDone    JobState = "done"    // finished and its result or ID window is still kept
+	// StateCancelled: cancelled (Queue.Cancel) and dropped; reported for
+	// 10 minutes after the cancel.
+	StateCancelled JobState = "cancelled"
 )
 
 // JobInfo describes one job as Redis holds it (Queue.Get, the Inspector).

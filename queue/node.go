@@ -50,6 +50,7 @@ type node struct {
 	lastTrim time.Time        // the heartbeat's own
 	lastDead map[string]int64 // the heartbeat's own: the dead it saw last time, and their deadlines
 	views    chan deadView    // the heartbeat's latest view of the dead, for the sweeper (latest wins)
+	ctl      *controlSub      // the control subscription (ConsumerConfig.Control), else nil
 
 	// The sweeper's own.
 	swept   map[string]int64 // dead consumer -> deadline at which every attached queue was swept
@@ -163,6 +164,11 @@ func (n *node) attach(ctx context.Context, w member) error {
 		}
 		if err := n.g.Go("queue heartbeat ("+ns+")", n.loop); err != nil {
 			return err
+		}
+		if n.ctl != nil {
+			if err := n.g.Go("queue control ("+ns+")", n.ctl.loop); err != nil {
+				return err
+			}
 		}
 		n.running = true
 	}

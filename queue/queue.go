@@ -44,6 +44,8 @@ type Queue struct {
 	recheck time.Duration           // roomRecheck; tests lengthen it
 
 	seen atomic.Int64 // unix ms this process last noted the queue in the namespace's registry (registry.go)
+
+	lookupBound int // tests: the bounds of findJobScript instead of lookupElems and lookupScan
 }
 
 // New returns the queue called name, stored in the Redis behind p. It does

@@ -101,7 +101,8 @@ func TestRoomSubscriberPingsAQuietConnectionAndKeepsIt(t *testing.T) {
 	ctx := context.Background()
 	testutil.Eventually(t, subscriberPing+testutil.Wait, "a PING on the quiet subscription", func() bool {
 		for _, line := range strings.Split(p.Client().ClientList(ctx).Val(), "\n") {
-			if strings.Contains(line, " sub=1 ") && strings.Contains(line, " cmd=ping ") {
+			// sub=2: the room channel and the done channel (Queue.Wait).
+			if strings.Contains(line, " sub=2 ") && strings.Contains(line, " cmd=ping ") {
 				return true
 			}
 		}

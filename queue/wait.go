@@ -69,6 +69,8 @@ type waiters struct {
 
 	subscribed atomic.Bool
 	wakes      atomic.Uint64 // messages received
+
+	results *resultWaiters // producers waiting for jobs to end (Queue.Wait)
 }
 
 // waiter is one waiting producer: its number keeps its place (the oldest
@@ -138,6 +140,7 @@ func (r *waiters) close() {
 	r.closed = true
 	r.mu.Unlock()
 	r.wake(-1)
+	r.results.close()
 }
 
 func (r *waiters) count() int {
@@ -188,7 +191,7 @@ func (q *Queue) Start(g *lifecycle.Group) error {
 	if err != nil {
 		return q.errorf("Start: %w", err)
 	}
-	r := &waiters{max: q.cfg.MaxWaiters, recheck: q.recheck}
+	r := &waiters{max: q.cfg.MaxWaiters, recheck: q.recheck, results: newResultWaiters(q.cfg.MaxWaiters)}
 	if err := g.Go(name, func(ctx context.Context) error {
 		defer r.close()
 		return q.subscribe(ctx, res, r)
@@ -320,7 +323,7 @@ func (s *roomSubscriber) current() *pool.Subscription {
 // when SUBSCRIBE failed (after a backoff) or ctx ended.
 func (s *roomSubscriber) resubscribe() *pool.Subscription {
 	sctx, cancel := context.WithTimeout(s.ctx, subscriberPing)
-	ns, err := s.res.Subscribe(sctx, s.q.k.roomChannel())
+	ns, err := s.res.Subscribe(sctx, s.q.k.roomChannel(), s.q.k.doneChannel())
 	cancel()
 	if err != nil {
 		s.q.cfg.Logger.Warn("queue: room subscriber cannot subscribe", "queue", s.q.name, "err", err)
@@ -334,6 +337,7 @@ func (s *roomSubscriber) resubscribe() *pool.Subscription {
 	s.pingSent = false
 	s.r.subscribed.Store(true)
 	s.r.wake(-1)
+	s.r.results.wakeAll()
 	return ns
 }
 
@@ -379,6 +383,10 @@ func (s *roomSubscriber) received(msg any) {
 	s.pingSent = false
 	switch m := msg.(type) {
 	case *redis.Message:
+		if m.Channel == s.q.k.doneChannel() {
+			s.r.results.wake(m.Payload)
+			return
+		}
 		s.r.wakes.Add(1)
 		var n int
 		if _, err := fmt.Sscan(m.Payload, &n); err != nil || n <= 0 {

@@ -37,13 +37,16 @@ type Job struct {
 	// Schedule and Due: for an occurrence of a schedule (Queue.Schedule),
 	// its name and due time; else "" and the zero time.
 	Schedule string
-	Due      time.Time // Deadline is the job's Deadline option (zero: none). The handler's
+	Due      time.Time
+	// Deadline is the job's Deadline option (zero: none). The handler's
 	// context is not bound by it: it only has to start by then.
 	Deadline time.Time
 	// Headers are the job's headers (Header, Headers, JobHeaders), nil
 	// when it has none. The map is the run's own: a handler may keep or
 	// change it, and changes do not travel with the job.
 	Headers map[string]string
+
+	run *jobRun // the run, for Progress, SetResult and Cancel (progress.go)
 }
 
 // Worker consumes one queue with Concurrency handlers.
@@ -96,6 +99,9 @@ type Worker struct {
 	lastReconciled uint64 // jobs done at the last periodic reconcile; ditto
 
 	st counters
+
+	ctl           workerCtl     // running jobs and cancels (ctlconsumer.go)
+	progressEvery time.Duration // shortest time between two progress writes of a job; 0: progressEvery
 }
 
 type counters struct {
@@ -691,6 +697,7 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 	if op.kind == ackDead {
 		w.extend(&op, d, nil, nil, 0, 0) // OnDead (hooks.go)
 	}
+	op = wakeWaitersOfDead(op)
 	select {
 	case w.acks <- op:
 	case <-ctx.Done():
@@ -749,22 +756,32 @@ func (w *Worker) run(d delivery) {
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
+	ctx, jr := w.beginRun(ctx, d, job)
 	start := time.Now()
-	err := w.call(ctx, job)
+	err := w.callRun(ctx, job)
 	ran := time.Since(start)
+	cancelled := w.endRun(jr, err)
 	cancel()
 	if timeout > 0 && time.Since(start) > timeout+ignoredTimeoutGrace {
 		w.st.ignoredTimeouts.Add(1)
 		w.log.Warn("queue: handler ignored its timeout", "job", job.ID, "timeout", timeout, "ran", time.Since(start))
 	}
-	if err != nil && w.hardCtx.Err() != nil {
+	if err != nil && w.hardCtx.Err() != nil && !cancelled {
 		// Cancelled by the drain, not failed: the job stays in the
 		// processing list and goes back to the ready list unchanged.
 		<-w.slots
 		return
 	}
-	op := w.outcome(d, job, err)
-	w.extend(&op, d, job, err, ran, timeout) // last error and hook (hooks.go)
+	var op ackOp
+	if cancelled { // by Queue.Cancel: never retried
+		op = w.cancelledOutcome(d)
+	} else {
+		op = w.outcome(d, job, err)
+	}
+	if !cancelled { // a cancel is no outcome a hook reports
+		w.extend(&op, d, job, err, ran, timeout) // last error and hook (hooks.go)
+	}
+	op = w.withExtra(op, jr, cancelled)
 	if job.Schedule != "" {
 		if op.kind == ackRetry {
 			w.cronHold(job, op.due, timeout)

@@ -1,0 +1,163 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MaxProgress is the largest value Job.Progress accepts, in bytes.
+const MaxProgress = 4 << 10
+
+// progressTTL is how long a progress value is kept after it was written
+// (each write renews it).
+const progressTTL = time.Hour
+
+// progressEvery is the default shortest time between two writes of one
+// job's progress (Worker.progressEvery; tests shorten it).
+const progressEvery = time.Second
+
+var (
+	// ErrProgressTooLarge: a Job.Progress value over MaxProgress bytes.
+	// Nothing was recorded.
+	ErrProgressTooLarge = errors.New("queue: progress value too large")
+	// ErrResultTooLarge: a Job.SetResult value over WorkerConfig.MaxResult
+	// bytes. The result was not set.
+	ErrResultTooLarge = errors.New("queue: result too large")
+	// errNotRunning: Progress or SetResult on a Job that no handler runs.
+	errNotRunning = errors.New("the job is not running (Progress and SetResult are for the handler, until it returns)")
+)
+
+// jobRun is one run of a job, as its Job's Progress and SetResult and the
+// control channel see it.
+type jobRun struct {
+	w      *Worker
+	id     string
+	key    string // runKey
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu         sync.Mutex
+	ended      bool
+	lastWrite  time.Time // of the progress, by Config.Now
+	pending    []byte    // the latest progress value not written yet
+	hasPending bool
+	result     []byte
+}
+
+// Progress records v as the job's progress, readable with Queue.Get (for an
+// hour after it was written). At most one value per job and second goes to
+// Redis: a value given sooner than that after the last write is kept, the
+// latest replacing the earlier ones, and written when the handler returns
+// (or by the next call a second or more after the last write). A write goes
+// inline, on the pool's background lane: no goroutine per job.
+//
+// v is copied. It is at most MaxProgress (4 KiB) bytes: a larger one fails
+// with ErrProgressTooLarge. Progress fails once the handler has returned,
+// and on a Job that is not a worker's. The error of a write to Redis is
+// returned, and the value is then written with the job's outcome.
+func (j *Job) Progress(ctx context.Context, v []byte) error {
+	if len(v) > MaxProgress {
+		return fmt.Errorf("%w: %d bytes, the limit is %d (queue.MaxProgress)", ErrProgressTooLarge, len(v), MaxProgress)
+	}
+	jr := j.run
+	if jr == nil {
+		return fmt.Errorf("queue: Progress: %w", errNotRunning)
+	}
+	w := jr.w
+	now := w.q.cfg.Now()
+	jr.mu.Lock()
+	if jr.ended {
+		jr.mu.Unlock()
+		return fmt.Errorf("queue: Progress: %w", errNotRunning)
+	}
+	every := w.progressEvery
+	if every <= 0 {
+		every = progressEvery
+	}
+	if !jr.lastWrite.IsZero() && now.Sub(jr.lastWrite) < every && now.Sub(jr.lastWrite) >= 0 {
+		jr.pending, jr.hasPending = append(jr.pending[:0], v...), true
+		jr.mu.Unlock()
+		return nil
+	}
+	jr.lastWrite, jr.hasPending = now, false
+	jr.mu.Unlock()
+	if err := w.q.p.Background().Set(ctx, w.q.k.progress(jr.id), v, progressTTL).Err(); err != nil {
+		jr.mu.Lock()
+		if !jr.hasPending {
+			jr.pending, jr.hasPending = append(jr.pending[:0], v...), true
+		}
+		jr.mu.Unlock()
+		return fmt.Errorf("queue: Progress: %w", err)
+	}
+	return nil
+}
+
+// SetResult sets the result of the job, stored when the handler returns nil
+// and readable with Queue.Wait and Queue.Get for WorkerConfig.ResultTTL. The
+// last call wins; a job that succeeds without one stores an empty result.
+// b is copied. It fails with ErrResultTooLarge over WorkerConfig.MaxResult
+// bytes (the result is then unchanged: the handler decides whether the job
+// fails), when the worker keeps no results (ResultTTL 0), and once the
+// handler has returned.
+func (j *Job) SetResult(b []byte) error {
+	jr := j.run
+	if jr == nil {
+		return fmt.Errorf("queue: SetResult: %w", errNotRunning)
+	}
+	cfg := jr.w.cfg
+	if cfg.ResultTTL <= 0 {
+		return fmt.Errorf("queue: SetResult: the worker keeps no results (WorkerConfig.ResultTTL is 0)")
+	}
+	if len(b) > cfg.MaxResult {
+		return fmt.Errorf("%w: %d bytes, the limit is %d (WorkerConfig.MaxResult)", ErrResultTooLarge, len(b), cfg.MaxResult)
+	}
+	jr.mu.Lock()
+	defer jr.mu.Unlock()
+	if jr.ended {
+		return fmt.Errorf("queue: SetResult: %w", errNotRunning)
+	}
+	jr.result = append(jr.result[:0:0], b...)
+	if jr.result == nil {
+		jr.result = []byte{}
+	}
+	return nil
+}
+
+// beginRun prepares a run: its context, cancelled with cause ErrCancelled by
+// the control channel, and its registration. A cancel that came before the
+// run started cancels it at once.
+func (w *Worker) beginRun(ctx context.Context, d delivery, job *Job) (context.Context, *jobRun) {
+	jr := &jobRun{w: w, id: d.env.id, key: runKey(d.env.id, markerValue(d.env))}
+	jr.ctx, jr.cancel = context.WithCancelCause(ctx)
+	job.run = jr
+	if w.ctl.begin(jr, w.q.cfg.Now()) {
+		jr.cancel(ErrCancelled)
+	}
+	return jr.ctx, jr
+}
+
+// callRun runs the handler, unless the run was cancelled before it started.
+func (w *Worker) callRun(ctx context.Context, job *Job) error {
+	if context.Cause(ctx) == ErrCancelled {
+		return ErrCancelled
+	}
+	return w.call(ctx, job)
+}
+
+// endRun ends a run: Progress and SetResult fail from now on. It reports
+// whether the run ended because it was cancelled: an error after a cancel.
+func (w *Worker) endRun(jr *jobRun, err error) (cancelled bool) {
+	w.ctl.end(jr)
+	cancelled = err != nil && context.Cause(jr.ctx) == ErrCancelled
+	jr.cancel(nil)
+	jr.mu.Lock()
+	jr.ended = true
+	jr.mu.Unlock()
+	if cancelled {
+		w.ctl.cancelled.Add(1)
+	}
+	return cancelled
+}

@@ -1,0 +1,305 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultMaxResult is WorkerConfig.MaxResult's default; maxResultLimit its
+// largest value.
+const (
+	DefaultMaxResult = 64 << 10
+	maxResultLimit   = 1 << 20
+)
+
+// ackExtra is what an outcome writes besides the job's move: the result,
+// the last progress value, and the wake-up of producers waiting for the
+// job. Written in the acker's pipeline: the result before the ack, the
+// wake-up after it, so a woken producer finds the result.
+type ackExtra struct {
+	result      []byte
+	storeResult bool
+	progress    []byte
+	notify      bool
+}
+
+// cancelledOutcome drops a job whose run ended because it was cancelled: off
+// the processing list, its payload kept apart and idempotency key freed,
+// as a success is, without a result; never retried.
+func (w *Worker) cancelledOutcome(d delivery) ackOp {
+	w.log.Debug("queue: job cancelled; dropped", "job", d.env.id)
+	return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
+}
+
+// withExtra adds to op what the run leaves besides its outcome.
+func (w *Worker) withExtra(op ackOp, jr *jobRun, cancelled bool) ackOp {
+	jr.mu.Lock()
+	var x ackExtra
+	if jr.hasPending {
+		x.progress = jr.pending
+	}
+	switch {
+	case cancelled:
+		x.notify = true
+	case op.kind == ackDone && w.cfg.ResultTTL > 0:
+		x.result, x.storeResult, x.notify = jr.result, true, true
+		if x.result == nil {
+			x.result = []byte{}
+		}
+	case op.kind == ackDead:
+		x.notify = true
+	}
+	jr.mu.Unlock()
+	if x.progress != nil || x.storeResult || x.notify {
+		op.extra = &x
+	}
+	return op
+}
+
+// wakeWaitersOfDead has a job the fetcher sends to the dead letters
+// (deadline passed, MaxDeliveries, payload missing) wake the producers
+// waiting for it.
+func wakeWaitersOfDead(op ackOp) ackOp {
+	if op.kind == ackDead && op.id != "" && op.extra == nil {
+		op.extra = &ackExtra{notify: true}
+	}
+	return op
+}
+
+// ctlExtras writes the extras of one pipeline of outcomes.
+type ctlExtras struct {
+	notifies []*redis.Cmd
+	ids      []string
+}
+
+// before adds what goes before op's write: its progress and result.
+func (x *ctlExtras) before(ctx context.Context, w *Worker, pipe redis.Pipeliner, op *ackOp) {
+	e := op.extra
+	if e == nil {
+		return
+	}
+	if e.progress != nil {
+		pipe.Set(ctx, w.q.k.progress(op.id), e.progress, progressTTL)
+	}
+	if e.storeResult {
+		pipe.Set(ctx, w.q.k.result(op.id), e.result, w.cfg.ResultTTL)
+	}
+}
+
+// after adds what goes after op's write: the wake-up of its waiters.
+func (x *ctlExtras) after(ctx context.Context, w *Worker, pipe redis.Pipeliner, op *ackOp) {
+	if op.extra == nil || !op.extra.notify {
+		return
+	}
+	x.notifies = append(x.notifies, notifyScript.EvalSha(ctx, pipe, []string{w.q.k.resultWaiters(op.id)}, w.q.k.doneChannel(), op.id))
+	x.ids = append(x.ids, op.id)
+}
+
+// done sends again the wake-ups refused with NOSCRIPT (a cold script
+// cache): a lost one would leave a producer waiting.
+func (x *ctlExtras) done(ctx context.Context, w *Worker, c redis.Scripter) {
+	for i, cmd := range x.notifies {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			if err := notifyScript.Run(ctx, c, []string{w.q.k.resultWaiters(x.ids[i])}, w.q.k.doneChannel(), x.ids[i]).Err(); err != nil {
+				w.log.Warn("queue: waking the producers waiting for a job failed", "job", x.ids[i], "err", err)
+			}
+		}
+	}
+}
+
+// waitTTLMax bounds how long one registration of a waiting producer lives
+// in Redis; a longer Wait renews it.
+const waitTTLMax = time.Hour
+
+// Wait waits until the job with ID id has ended and returns its result:
+// the result its handler set (Job.SetResult; empty when it set none) when
+// it succeeded, an error wrapping ErrJobDead and the dead letter's reason
+// when it went to the dead letters, ErrCancelled when it was cancelled, or
+// ctx's error. It is woken by Pub/Sub (the Queue's subscriber: Wait needs
+// Queue.Start, else it fails with ErrNotStarted), never by polling, and
+// reads the job's end in Redis after it registered, so a job that ended
+// before Wait was called is answered at once.
+//
+// A success is only seen when the queue's workers keep results
+// (WorkerConfig.ResultTTL): without, Wait waits until ctx ends. Wait does
+// not look the job up: for an unknown ID it waits until ctx ends (use Get).
+// A job whose ID is reused answers with the first one's dead letter while
+// that is kept. At most Config.MaxWaiters producers of a process wait for
+// results of one queue at once: one more fails with ErrTooManyWaiters.
+func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
+	if err := validID(id); err != nil {
+		return nil, q.errorf("wait: %w", err)
+	}
+	r := q.room.Load()
+	if r == nil {
+		return nil, q.errorf("wait %s: %w", id, ErrNotStarted)
+	}
+	c := q.p.Client()
+	register := func() (time.Duration, error) {
+		ttl := resultWaitTTL(ctx)
+		return ttl, waitRegisterScript.Run(ctx, c, []string{q.k.resultWaiters(id)}, ttl.Milliseconds()).Err()
+	}
+	ttl, err := register()
+	if err != nil {
+		return nil, q.errorf("wait %s: %w", id, err)
+	}
+	renew := time.NewTimer(ttl / 2)
+	defer renew.Stop()
+	for woken := false; ; woken = true {
+		if woken {
+			// The message that woke us consumed the registration, and the
+			// job may not have ended (a wake-up for every waiter, or an
+			// outcome whose write failed after its wake-up was sent and is
+			// sent again): register again first. This also renews it.
+			if _, err := register(); err != nil {
+				return nil, q.errorf("wait %s: %w", id, err)
+			}
+		}
+		ch, err := r.results.add(id)
+		if err != nil {
+			return nil, q.errorf("wait %s: %w", id, err)
+		}
+		res, ended, err := q.ended(ctx, id)
+		if ended || err != nil {
+			r.results.remove(id, ch)
+			if err != nil {
+				return nil, q.errorf("wait %s: %w", id, err)
+			}
+			return res, nil
+		}
+		select {
+		case <-ch:
+		case <-renew.C:
+			// The registration is renewed at the top of the loop.
+			r.results.remove(id, ch)
+			renew.Reset(resultWaitTTL(ctx) / 2)
+		case <-ctx.Done():
+			r.results.remove(id, ch)
+			return nil, q.errorf("wait %s: %w", id, context.Cause(ctx))
+		}
+	}
+}
+
+// resultWaitTTL is how long a Wait registration lives: until ctx's deadline and
+// a second more, at most waitTTLMax.
+func resultWaitTTL(ctx context.Context) time.Duration {
+	ttl := waitTTLMax
+	if dl, ok := ctx.Deadline(); ok {
+		ttl = min(ttl, max(time.Until(dl), 0)+time.Second)
+	}
+	return ttl
+}
+
+// ended reads whether the job ended: its result, its dead letter, or its
+// cancel (one pipeline). err is the job's failure when it did not succeed.
+func (q *Queue) ended(ctx context.Context, id string) (res []byte, ended bool, err error) {
+	pipe := q.p.Client().Pipeline()
+	resCmd := pipe.Get(ctx, q.k.result(id))
+	dead := pipe.HGet(ctx, q.k.deadData, id)
+	mark := pipe.Exists(ctx, q.k.cancelMarker(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, err
+	}
+	if b, err := resCmd.Bytes(); err == nil {
+		return b, true, nil
+	}
+	if rec, err := dead.Result(); err == nil {
+		reason := "unreadable dead record"
+		if r, err := parseDeadRecord([]byte(rec)); err == nil {
+			reason = r.Reason
+		}
+		return nil, true, fmt.Errorf("%w: %s", ErrJobDead, reason)
+	}
+	if mark.Val() == 1 {
+		return nil, true, ErrCancelled
+	}
+	return nil, false, nil
+}
+
+// resultWaiters are the producers of one Queue waiting for jobs to end
+// (Wait) in this process, by job ID: each waits on a channel closed when a
+// message names its job, or when the subscriber (re)subscribes.
+type resultWaiters struct {
+	mu     sync.Mutex
+	m      map[string]map[chan struct{}]struct{}
+	n      int
+	max    int
+	closed bool
+}
+
+func newResultWaiters(max int) *resultWaiters {
+	return &resultWaiters{m: map[string]map[chan struct{}]struct{}{}, max: max}
+}
+
+func (r *resultWaiters) add(id string) (chan struct{}, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrNotStarted
+	}
+	if r.n >= r.max {
+		return nil, fmt.Errorf("%w: %d wait already (Config.MaxWaiters)", ErrTooManyWaiters, r.max)
+	}
+	ch := make(chan struct{})
+	if r.m[id] == nil {
+		r.m[id] = map[chan struct{}]struct{}{}
+	}
+	r.m[id][ch] = struct{}{}
+	r.n++
+	return ch, nil
+}
+
+func (r *resultWaiters) remove(id string, ch chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.m[id][ch]; ok {
+		delete(r.m[id], ch)
+		r.n--
+		if len(r.m[id]) == 0 {
+			delete(r.m, id)
+		}
+	}
+}
+
+// wake wakes the waiters of id.
+func (r *resultWaiters) wake(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ch := range r.m[id] {
+		close(ch)
+		r.n--
+	}
+	delete(r.m, id)
+}
+
+// wakeAll wakes every waiter: messages may have been missed.
+func (r *resultWaiters) wakeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, chs := range r.m {
+		for ch := range chs {
+			close(ch)
+		}
+		delete(r.m, id)
+	}
+	r.n = 0
+}
+
+// close wakes every waiter for good: the group closed.
+func (r *resultWaiters) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.wakeAll()
+}
+
+func (r *resultWaiters) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
