@@ -166,3 +166,23 @@ func (in *Inspector) Purge(ctx context.Context, queue string) (int, error) {
 	}
 	return q.Purge(ctx)
 }
+
+// Get says where the job id of queue is and what Redis holds of it (see
+// Queue.Get: the same lookup, its bounds and its errors).
+func (in *Inspector) Get(ctx context.Context, queue, id string) (JobInfo, error) {
+	q, err := in.queue(queue)
+	if err != nil {
+		return JobInfo{}, fmt.Errorf("queue: inspector: get: %w", err)
+	}
+	return q.Get(ctx, id)
+}
+
+// Cancel cancels the job id of queue, waiting or running (see
+// Queue.Cancel).
+func (in *Inspector) Cancel(ctx context.Context, queue, id string) error {
+	q, err := in.queue(queue)
+	if err != nil {
+		return fmt.Errorf("queue: inspector: cancel: %w", err)
+	}
+	return q.Cancel(ctx, id)
+}

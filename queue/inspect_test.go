@@ -708,3 +708,26 @@ func TestRegistryRefreshedByTheHeartbeat(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "long-lived", v)
 }
+
+// The Inspector's Get and Cancel are the Queue's, reached by name.
+func TestInspectorGetAndCancel(t *testing.T) {
+	ctx := context.Background()
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "byid", Config{})
+	in := mustInspector(t, p, "")
+	id, err := q.Enqueue(ctx, []byte("x"), Delay(time.Hour))
+	require.NoError(t, err)
+	info, err := in.Get(ctx, "byid", id)
+	require.NoError(t, err)
+	require.Equal(t, StateDelayed, info.State)
+	require.Equal(t, []byte("x"), info.Payload)
+	require.NoError(t, in.Cancel(ctx, "byid", id))
+	info, err = in.Get(ctx, "byid", id)
+	require.NoError(t, err)
+	require.Equal(t, StateCancelled, info.State)
+	_, err = in.Get(ctx, "byid", "nope")
+	require.ErrorIs(t, err, ErrJobNotFound)
+	_, err = in.Get(ctx, "bad{name}", id)
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	require.ErrorIs(t, in.Cancel(ctx, "", id), ErrInvalidArgument)
+}
