@@ -53,6 +53,11 @@ func (s *Semaphore) renew(ctx context.Context) {
 					back = append(back, it.renew[j])
 				}
 			case 0:
+				if !s.holds(it.key, it.renew[j]) {
+					// Released while the batch was on its way, and the
+					// slot taken since: given back, not lost.
+					continue
+				}
 				s.stats.lost.Add(1)
 				s.logf(slog.LevelWarn, "ratelimit: semaphore: a lease held here was gone and its key full: its holder runs past its slot",
 					"key", it.key)

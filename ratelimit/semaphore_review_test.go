@@ -1,0 +1,70 @@
+package ratelimit
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// semAddrs runs test on miniredis and on a real server, for the tests that
+// need a pool of their own (hooks, settings).
+func semAddrs(t *testing.T, test func(t *testing.T, addr string)) {
+	t.Run("miniredis", func(t *testing.T) { test(t, redistest.Mini(t).Addr()) })
+	t.Run("server", func(t *testing.T) { test(t, redistest.Server(t).Addr()) })
+}
+
+// beforePipeline is a hook that calls fn once, before the first pipeline
+// with a script in it (a Semaphore's renewal) is sent.
+type beforePipeline struct {
+	fn   func(ctx context.Context)
+	done atomic.Bool
+}
+
+func (h *beforePipeline) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *beforePipeline) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *beforePipeline) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if n := c.Name(); (n == "evalsha" || n == "eval") && h.done.CompareAndSwap(false, true) {
+				h.fn(ctx)
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestSemaphoreReleaseRacingRenewalIsNotLost: a holder releases while the
+// renewal batch that still lists its lease is on its way, and another
+// process takes the freed slot before the batch runs. The renewal then
+// finds the lease gone and the key full: that is no lost lease (its holder
+// gave it back), so neither Stats.Lost nor the "runs past its slot" warning.
+func TestSemaphoreReleaseRacingRenewalIsNotLost(t *testing.T) {
+	semAddrs(t, func(t *testing.T, addr string) {
+		ctx := context.Background()
+		cfg := SemaphoreConfig{Limit: 1, LeaseTTL: time.Minute} // the test renews by hand
+		other, _ := newSem(t, newPool(t, pool.Config{Addrs: []string{addr}}), "race", cfg)
+		var release func()
+		var otherErr error
+		hook := &beforePipeline{fn: func(context.Context) {
+			release()
+			_, otherErr = other.TryAcquire(ctx, "k")
+		}}
+		a, _ := newSem(t, newPool(t, pool.Config{Addrs: []string{addr}, Hooks: []redis.Hook{hook}}), "race", cfg)
+		var err error
+		release, err = a.TryAcquire(ctx, "k")
+		require.NoError(t, err)
+		a.renew(ctx)
+		require.True(t, hook.done.Load(), "the renewal ran")
+		require.NoError(t, otherErr, "the released slot went to the other process")
+		require.Zero(t, a.Stats().Lost, "a released lease is not a lost one")
+		require.Equal(t, uint64(1), a.Stats().Renewals)
+	})
+}
