@@ -68,3 +68,34 @@ func TestSemaphoreReleaseRacingRenewalIsNotLost(t *testing.T) {
 		require.Equal(t, uint64(1), a.Stats().Renewals)
 	})
 }
+
+// TestSemaphoreRenewalRemovesAbandonedFirst: a key full of this process's
+// own abandoned lease (a release that failed, an acquire that timed out
+// after Redis ran it) while its live lease is gone (a failover that lost
+// it): the renewal frees the abandoned slot before it takes the live
+// lease back, instead of reporting the live one lost and leaving the key
+// empty while its holder works.
+func TestSemaphoreRenewalRemovesAbandonedFirst(t *testing.T) {
+	semAddrs(t, func(t *testing.T, addr string) {
+		ctx := context.Background()
+		p := newPool(t, pool.Config{Addrs: []string{addr}})
+		a, _ := newSem(t, p, "order", SemaphoreConfig{Limit: 1, LeaseTTL: time.Minute}) // the test renews by hand
+		release, err := a.TryAcquire(ctx, "k")
+		require.NoError(t, err)
+		live := holders(t, p, a, "k")
+		require.Len(t, live, 1)
+		_, err = p.Client().TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.Del(ctx, a.Key("k"))
+			pipe.ZAdd(ctx, a.Key("k"), redisZ(time.Now().Add(time.Minute), "abandoned"))
+			return nil
+		})
+		require.NoError(t, err)
+		a.abandon("k", "abandoned")
+		a.renew(ctx)
+		require.Zero(t, a.Stats().Lost)
+		require.Equal(t, uint64(1), a.Stats().Readmitted)
+		require.Equal(t, live, holders(t, p, a, "k"), "the live lease holds the slot")
+		release()
+		require.Empty(t, holders(t, p, a, "k"))
+	})
+}
