@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -185,11 +186,22 @@ func NewSemaphore(p *pool.Pool, name string, cfg SemaphoreConfig) (*Semaphore, e
 		channel:   "{sem:" + name + "}:released",
 		ttlArg:    strconv.FormatInt(cfg.LeaseTTL.Microseconds(), 10),
 		limitArg:  strconv.Itoa(cfg.Limit),
-		markArg:   strconv.FormatInt((3 * cfg.WaitRecheck).Milliseconds(), 10),
+		markArg:   strconv.FormatInt(markTTL(cfg.WaitRecheck).Milliseconds(), 10),
 		tokens:    hex.EncodeToString(id[:]) + ":",
 		held:      map[string]map[string]struct{}{},
 		abandoned: map[string][]string{},
 	}, nil
+}
+
+// markTTL is the waiting mark's PX, three WaitRechecks: a waiting head
+// sets it again at least every WaitRecheck. It saturates: three of a
+// WaitRecheck of centuries overflow a Duration, and Redis refuses a
+// negative PX.
+func markTTL(recheck time.Duration) time.Duration {
+	if recheck > math.MaxInt64/3 {
+		return math.MaxInt64
+	}
+	return 3 * recheck
 }
 
 // Name returns the semaphore's name.

@@ -99,3 +99,23 @@ func TestSemaphoreRenewalRemovesAbandonedFirst(t *testing.T) {
 		require.Empty(t, holders(t, p, a, "k"))
 	})
 }
+
+// TestSemaphoreHugeWaitRecheck: a WaitRecheck so long that three of them
+// overflow a Duration (the waiting mark's PX) is accepted by NewSemaphore,
+// so it must work: a waiter waits (here until its deadline) instead of
+// failing every attempt with ErrSemaphoreUnavailable.
+func TestSemaphoreHugeWaitRecheck(t *testing.T) {
+	semAddrs(t, func(t *testing.T, addr string) {
+		ctx := context.Background()
+		s, _ := newSem(t, newPool(t, pool.Config{Addrs: []string{addr}}), "recheck",
+			SemaphoreConfig{Limit: 1, WaitRecheck: 1 << 62})
+		release, err := s.TryAcquire(ctx, "k")
+		require.NoError(t, err)
+		defer release()
+		dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		_, err = s.Acquire(dctx, "k")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Zero(t, s.Stats().RedisErrors)
+	})
+}
