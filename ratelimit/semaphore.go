@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +166,9 @@ type Semaphore struct {
 
 // NewSemaphore builds a Semaphore named name on p. It does not touch
 // Redis. Semaphores with the same name on the same Redis share their slots.
+// A name is non-empty, at most 100 bytes, without ':', '{', '}', spaces
+// or control characters: the name ends at the first ':' of the key's Redis
+// key, {sem:<name>:<key>}, so that different names never share a key.
 // Errors wrap ErrInvalidConfig and name the field at fault.
 func NewSemaphore(p *pool.Pool, name string, cfg SemaphoreConfig) (*Semaphore, error) {
 	e := check.New(ErrInvalidConfig)
@@ -172,6 +176,11 @@ func NewSemaphore(p *pool.Pool, name string, cfg SemaphoreConfig) (*Semaphore, e
 		e.Addf("nil pool")
 	}
 	e.Add(check.Name("semaphore name", name))
+	if strings.Contains(name, ":") {
+		// With one in it, "a" with key "b:c" and "a:b" with key "c" would
+		// share a set.
+		e.Addf("semaphore name %q must not contain ':' (it ends the name in the key's Redis key)", name)
+	}
 	cfg, err := cfg.withDefaults()
 	if err = errors.Join(e.Err(), err); err != nil {
 		return nil, err

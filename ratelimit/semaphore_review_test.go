@@ -119,3 +119,17 @@ func TestSemaphoreHugeWaitRecheck(t *testing.T) {
 		require.Zero(t, s.Stats().RedisErrors)
 	})
 }
+
+// TestSemaphoreNamesDoNotShareKeys: two Semaphores with different names
+// never share a key's slots, whatever the names and keys: "a" with key
+// "b:c" and "a:b" with key "c" would, so a name with ':' is refused.
+func TestSemaphoreNamesDoNotShareKeys(t *testing.T) {
+	p := newPool(t, pool.Config{Addrs: []string{"127.0.0.1:1"}})
+	a, err := NewSemaphore(p, "a", SemaphoreConfig{Limit: 1})
+	require.NoError(t, err)
+	ab, err := NewSemaphore(p, "a:b", SemaphoreConfig{Limit: 1})
+	if err == nil {
+		require.NotEqual(t, a.Key("b:c"), ab.Key("c"))
+	}
+	require.ErrorIs(t, err, ErrInvalidConfig)
+}
