@@ -94,7 +94,7 @@ type SemaphoreConfig struct {
 	Timeout time.Duration
 	// Now, if set, is the clock of leases: its instant is passed to the
 	// scripts instead of Redis's TIME (tests with fixed instants). The
-	// sets' own TTL (LeaseTTL after their last write) runs on Redis's
+	// sets' own TTL (at least LeaseTTL after their last write) runs on Redis's
 	// clock. Nil means Redis TIME, one clock for every process.
 	Now func() time.Time
 	// Logger receives Redis errors and lost leases (at most one record a

@@ -133,3 +133,25 @@ func TestSemaphoreNamesDoNotShareKeys(t *testing.T) {
 	}
 	require.ErrorIs(t, err, ErrInvalidConfig)
 }
+
+// TestSemaphoreMixedLeaseTTLs: Semaphores of one name whose LeaseTTLs
+// differ (a rolling deploy that shortens it) share the keys' sets; a
+// write by the short one must not shorten a set's TTL below the long
+// one's live lease, or the set vanishes with that lease in it and the
+// fleet admits more than Limit until the long one's next renewal.
+func TestSemaphoreMixedLeaseTTLs(t *testing.T) {
+	semAddrs(t, func(t *testing.T, addr string) {
+		ctx := context.Background()
+		long, _ := newSem(t, newPool(t, pool.Config{Addrs: []string{addr}}), "mixed", SemaphoreConfig{Limit: 2, LeaseTTL: time.Minute})
+		short, _ := newSem(t, newPool(t, pool.Config{Addrs: []string{addr}}), "mixed", SemaphoreConfig{Limit: 2, LeaseTTL: MinLeaseTTL})
+		release, err := long.TryAcquire(ctx, "k")
+		require.NoError(t, err)
+		defer release()
+		r, err := short.TryAcquire(ctx, "k")
+		require.NoError(t, err)
+		r()
+		ttl, err := long.p.Client().PTTL(ctx, long.Key("k")).Result()
+		require.NoError(t, err)
+		require.Greater(t, ttl, 30*time.Second, "the set outlives the long lease in it")
+	})
+}
