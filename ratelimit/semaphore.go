@@ -225,10 +225,10 @@ func (s *Semaphore) markKey(key string) string { return s.prefix + key + "}:w" }
 func (s *Semaphore) Limit() int { return s.cfg.Limit }
 
 // Start hands the Semaphore's background work to g: the renewal of its
-// leases (one timer, one pipelined call per LeaseTTL/3 while it holds any),
-// the timer that wakes waiters when the earliest lease of their key ends,
-// and the subscriber that wakes them on a release anywhere in the fleet,
-// which holds one connection of the pool's blocking lane, reserved here (a
+// leases (one timer, pipelined calls of up to 256 leases each per
+// LeaseTTL/3 while it holds any), the timer that wakes waiters when the
+// earliest lease of their key ends, and the subscriber that wakes them on
+// a release anywhere in the fleet, which holds one connection of the pool's blocking lane, reserved here (a
 // pool whose blocking lane is used up fails with pool.ErrOverBudget).
 // Start may be called once; a second call fails with ErrAlreadyStarted.
 //
@@ -545,7 +545,7 @@ type SemaphoreStats struct {
 	RedisCalls    uint64 `json:"redis_calls"`
 	RedisErrors   uint64 `json:"redis_errors"`
 	ReleaseErrors uint64 `json:"release_errors"`
-	// Renewals counts renewal batches Redis answered (one call each), Readmitted
+	// Renewals counts renewal rounds Redis answered in full, Readmitted
 	// leases found gone and taken back (room was left), Lost leases found
 	// gone with no room left: their holders ran past their slot.
 	Renewals   uint64 `json:"renewals"`

@@ -2,6 +2,9 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,4 +157,135 @@ func TestSemaphoreMixedLeaseTTLs(t *testing.T) {
 		require.NoError(t, err)
 		require.Greater(t, ttl, 30*time.Second, "the set outlives the long lease in it")
 	})
+}
+
+// pipelineSizes records the number of commands of every pipeline.
+type pipelineSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (h *pipelineSizes) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *pipelineSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *pipelineSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.mu.Lock()
+		h.sizes = append(h.sizes, len(cmds))
+		h.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+// TestSemaphoreRenewalInChunks: a process holding many leases renews them
+// in pipelines of at most renewChunk leases, each with its own Timeout.
+// One pipeline for all could not end within Timeout past some ten thousand
+// keys (20,000 took 300ms on a real server, against the 250ms default): it
+// failed every time, and every lease lapsed. A key with more leases than
+// a chunk is split too, its removals first. (A real server only:
+// miniredis's Lua takes seconds for these thousand scripts.)
+func TestSemaphoreRenewalInChunks(t *testing.T) {
+	func(t *testing.T, addr string) {
+		ctx := context.Background()
+		sizes := &pipelineSizes{}
+		p := newPool(t, pool.Config{Addrs: []string{addr}, Hooks: []redis.Hook{sizes}})
+		s, _ := newSem(t, p, "chunks", SemaphoreConfig{Limit: 3 * renewChunk, LeaseTTL: time.Hour}) // the test renews by hand
+		const keys = 5*renewChunk/2 + 1
+		var releases []func()
+		for i := range keys {
+			r, err := s.TryAcquire(ctx, fmt.Sprint("k", i))
+			require.NoError(t, err)
+			releases = append(releases, r)
+		}
+		for range 2*renewChunk + 1 { // one key with more leases than a chunk
+			r, err := s.TryAcquire(ctx, "big")
+			require.NoError(t, err)
+			releases = append(releases, r)
+		}
+		// Every lease ends in a minute: the renewal makes it an hour.
+		soon := float64(time.Now().Add(time.Minute).UnixMicro())
+		for i := range keys {
+			k := s.Key(fmt.Sprint("k", i))
+			require.NoError(t, p.Client().ZAddXX(ctx, k, redis.Z{Score: soon, Member: holders(t, p, s, fmt.Sprint("k", i))[0]}).Err())
+		}
+		for _, tok := range holders(t, p, s, "big") {
+			require.NoError(t, p.Client().ZAddXX(ctx, s.Key("big"), redis.Z{Score: soon, Member: tok}).Err())
+		}
+		s.abandon("big", "gone") // a removal in the same key
+
+		sizes.mu.Lock()
+		sizes.sizes = nil
+		sizes.mu.Unlock()
+		s.renew(ctx)
+		require.Equal(t, uint64(1), s.Stats().Renewals)
+		require.Zero(t, s.Stats().RedisErrors)
+		sizes.mu.Lock()
+		got := slices.Clone(sizes.sizes)
+		sizes.mu.Unlock()
+		require.GreaterOrEqual(t, len(got), 2, "several pipelines")
+		for _, n := range got {
+			require.LessOrEqual(t, n, renewChunk, "pipelines %v", got)
+		}
+		later := float64(time.Now().Add(30 * time.Minute).UnixMicro())
+		for _, key := range append([]string{"big"}, func() (ks []string) {
+			for i := range keys {
+				ks = append(ks, fmt.Sprint("k", i))
+			}
+			return ks
+		}()...) {
+			zs, err := p.Client().ZRangeWithScores(ctx, s.Key(key), 0, -1).Result()
+			require.NoError(t, err)
+			for _, z := range zs {
+				require.Greater(t, z.Score, later, "%s's lease %v renewed", key, z.Member)
+			}
+		}
+		for _, r := range releases {
+			r()
+		}
+	}(t, redistest.Server(t).Addr())
+}
+
+// TestRenewChunks: chunks hold at most renewChunk leases and no empty
+// item; every lease is in one, in order, a split key's removals first.
+func TestRenewChunks(t *testing.T) {
+	toks := func(p string, n int) []string {
+		var v []string
+		for i := range n {
+			v = append(v, fmt.Sprint(p, i))
+		}
+		return v
+	}
+	for _, batch := range [][]renewItem{
+		{{key: "a", renew: toks("r", renewChunk)}},
+		{{key: "a", renew: toks("r", renewChunk)}, {key: "b", renew: toks("r", 1)}},
+		{{key: "a", renew: toks("r", renewChunk-1)}, {key: "b", renew: toks("r", 2), remove: toks("x", 1)}},
+		{{key: "a", renew: toks("r", 2*renewChunk+3), remove: toks("x", renewChunk+5)}},
+		{{key: "a", remove: toks("x", 3)}, {key: "b", renew: toks("r", 3*renewChunk)}, {key: "c", renew: toks("r", 1)}},
+	} {
+		var want, got []string
+		for _, it := range batch {
+			for _, tok := range it.remove {
+				want = append(want, it.key+"-"+tok)
+			}
+			for _, tok := range it.renew {
+				want = append(want, it.key+"+"+tok)
+			}
+		}
+		for _, c := range renewChunks(batch) {
+			n := 0
+			for _, it := range c {
+				require.NotZero(t, len(it.renew)+len(it.remove), "an empty item")
+				n += len(it.renew) + len(it.remove)
+				for _, tok := range it.remove {
+					got = append(got, it.key+"-"+tok)
+				}
+				for _, tok := range it.renew {
+					got = append(got, it.key+"+"+tok)
+				}
+			}
+			require.LessOrEqual(t, n, renewChunk)
+			require.NotZero(t, n)
+		}
+		require.Equal(t, want, got)
+	}
+	require.Empty(t, renewChunks(nil))
 }
