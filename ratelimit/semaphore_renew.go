@@ -176,15 +176,18 @@ func (s *Semaphore) holds(key, token string) bool {
 	return ok
 }
 
-// runRenew sends one renewal script per item in one pipeline, by SHA; if
-// Redis lacks the script (a restart, a failover), the whole batch again
-// with the script's body (renewing and removing twice changes nothing).
+// runRenew sends one renewal script per item in one pipeline, by SHA; the
+// items whose node lacks the script (a restart, a failover) go again with
+// its body, and only those: on a Redis Cluster the others ran already,
+// and running them twice would hide a re-admission (the second run finds
+// the lease present) from the caller's check for released leases.
 func (s *Semaphore) runRenew(ctx context.Context, batch []renewItem) ([]*redis.Cmd, error) {
-	send := func(body bool) ([]*redis.Cmd, error) {
+	send := func(items []int, body bool) ([]*redis.Cmd, error) {
 		pipe := s.p.Background().Pipeline()
-		cmds := make([]*redis.Cmd, len(batch))
+		cmds := make([]*redis.Cmd, len(items))
 		now := s.nowArg()
-		for i, it := range batch {
+		for i, j := range items {
+			it := batch[j]
 			args := make([]any, 0, 6+len(it.renew)+len(it.remove))
 			args = append(args, now, s.ttlArg, s.limitArg, s.channel, it.key, strconv.Itoa(len(it.renew)))
 			for _, t := range it.renew {
@@ -203,11 +206,28 @@ func (s *Semaphore) runRenew(ctx context.Context, batch []renewItem) ([]*redis.C
 		_, err := pipe.Exec(ctx)
 		return cmds, err
 	}
-	cmds, err := send(false)
-	for _, c := range cmds {
+	all := make([]int, len(batch))
+	for i := range all {
+		all[i] = i
+	}
+	cmds, err := send(all, false)
+	var again []int
+	for i, c := range cmds {
 		if c.Err() != nil && strings.HasPrefix(c.Err().Error(), "NOSCRIPT") {
-			return send(true)
+			again = append(again, i)
 		}
 	}
-	return cmds, err
+	if len(again) == 0 {
+		return cmds, err
+	}
+	cmds2, _ := send(again, true) // its error is one of its commands'
+	for i, j := range again {
+		cmds[j] = cmds2[i]
+	}
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return cmds, c.Err()
+		}
+	}
+	return cmds, nil
 }

@@ -289,3 +289,55 @@ func TestRenewChunks(t *testing.T) {
 	}
 	require.Empty(t, renewChunks(nil))
 }
+
+// TestSemaphoreReleaseRacingRenewalNoScriptCluster: on a Redis Cluster
+// one master lost its scripts (a restart, a failover) while another still
+// has them, and a release's ZREM runs just before the renewal, whose
+// script re-admits the released lease on the master that has the script.
+// Only the scripts that got NOSCRIPT are sent again: sending the whole
+// pipeline again hid the re-admission (the second run found the lease
+// present) and left a released lease holding a slot for LeaseTTL.
+func TestSemaphoreReleaseRacingRenewalNoScriptCluster(t *testing.T) {
+	c := redistest.Cluster(t)
+	ctx := context.Background()
+	var release func()
+	var flush *redistest.Redis
+	var hookErr error
+	hook := &beforePipeline{fn: func(context.Context) {
+		release()
+		_, hookErr = flush.Do(ctx, "SCRIPT", "FLUSH")
+	}}
+	hook.done.Store(true) // armed below
+	require.NoError(t, c.Flush(ctx))
+	p := newPool(t, pool.Config{Addrs: c.Addrs(), ClusterMode: true, Hooks: []redis.Hook{hook}})
+	s, _ := newSem(t, p, "noscript", SemaphoreConfig{Limit: 2, LeaseTTL: time.Minute}) // the test renews by hand
+	// Two keys on different masters.
+	keyA := "a"
+	mA, err := c.MasterOf(ctx, s.Key(keyA))
+	require.NoError(t, err)
+	var keyB string
+	for i := range 1000 {
+		k := fmt.Sprint("b", i)
+		m, err := c.MasterOf(ctx, s.Key(k))
+		require.NoError(t, err)
+		if m.Addr() != mA.Addr() {
+			keyB, flush = k, m
+			break
+		}
+	}
+	require.NotEmpty(t, keyB)
+	release, err = s.TryAcquire(ctx, keyA)
+	require.NoError(t, err)
+	releaseB, err := s.TryAcquire(ctx, keyB)
+	require.NoError(t, err)
+	defer releaseB()
+	s.renew(ctx) // loads the renewal script on both masters
+	require.Equal(t, uint64(1), s.Stats().Renewals)
+
+	hook.done.Store(false)
+	s.renew(ctx)
+	require.True(t, hook.done.Load(), "the renewal ran")
+	require.NoError(t, hookErr)
+	require.Empty(t, holders(t, p, s, keyA), "the released lease is not held")
+	require.Len(t, holders(t, p, s, keyB), 1)
+}
