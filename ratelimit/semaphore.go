@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,7 +94,7 @@ type SemaphoreConfig struct {
 	Timeout time.Duration
 	// Now, if set, is the clock of leases: its instant is passed to the
 	// scripts instead of Redis's TIME (tests with fixed instants). The
-	// sets' own TTL (LeaseTTL after their last write) runs on Redis's
+	// sets' own TTL (at least LeaseTTL after their last write) runs on Redis's
 	// clock. Nil means Redis TIME, one clock for every process.
 	Now func() time.Time
 	// Logger receives Redis errors and lost leases (at most one record a
@@ -164,6 +166,9 @@ type Semaphore struct {
 
 // NewSemaphore builds a Semaphore named name on p. It does not touch
 // Redis. Semaphores with the same name on the same Redis share their slots.
+// A name is non-empty, at most 100 bytes, without ':', '{', '}', spaces
+// or control characters: the name ends at the first ':' of the key's Redis
+// key, {sem:<name>:<key>}, so that different names never share a key.
 // Errors wrap ErrInvalidConfig and name the field at fault.
 func NewSemaphore(p *pool.Pool, name string, cfg SemaphoreConfig) (*Semaphore, error) {
 	e := check.New(ErrInvalidConfig)
@@ -171,6 +176,11 @@ func NewSemaphore(p *pool.Pool, name string, cfg SemaphoreConfig) (*Semaphore, e
 		e.Addf("nil pool")
 	}
 	e.Add(check.Name("semaphore name", name))
+	if strings.Contains(name, ":") {
+		// With one in it, "a" with key "b:c" and "a:b" with key "c" would
+		// share a set.
+		e.Addf("semaphore name %q must not contain ':' (it ends the name in the key's Redis key)", name)
+	}
 	cfg, err := cfg.withDefaults()
 	if err = errors.Join(e.Err(), err); err != nil {
 		return nil, err
@@ -185,11 +195,22 @@ func NewSemaphore(p *pool.Pool, name string, cfg SemaphoreConfig) (*Semaphore, e
 		channel:   "{sem:" + name + "}:released",
 		ttlArg:    strconv.FormatInt(cfg.LeaseTTL.Microseconds(), 10),
 		limitArg:  strconv.Itoa(cfg.Limit),
-		markArg:   strconv.FormatInt((3 * cfg.WaitRecheck).Milliseconds(), 10),
+		markArg:   strconv.FormatInt(markTTL(cfg.WaitRecheck).Milliseconds(), 10),
 		tokens:    hex.EncodeToString(id[:]) + ":",
 		held:      map[string]map[string]struct{}{},
 		abandoned: map[string][]string{},
 	}, nil
+}
+
+// markTTL is the waiting mark's PX, three WaitRechecks: a waiting head
+// sets it again at least every WaitRecheck. It saturates: three of a
+// WaitRecheck of centuries overflow a Duration, and Redis refuses a
+// negative PX.
+func markTTL(recheck time.Duration) time.Duration {
+	if recheck > math.MaxInt64/3 {
+		return math.MaxInt64
+	}
+	return 3 * recheck
 }
 
 // Name returns the semaphore's name.
@@ -204,10 +225,10 @@ func (s *Semaphore) markKey(key string) string { return s.prefix + key + "}:w" }
 func (s *Semaphore) Limit() int { return s.cfg.Limit }
 
 // Start hands the Semaphore's background work to g: the renewal of its
-// leases (one timer, one pipelined call per LeaseTTL/3 while it holds any),
-// the timer that wakes waiters when the earliest lease of their key ends,
-// and the subscriber that wakes them on a release anywhere in the fleet,
-// which holds one connection of the pool's blocking lane, reserved here (a
+// leases (one timer, pipelined calls of up to 256 leases each per
+// LeaseTTL/3 while it holds any), the timer that wakes waiters when the
+// earliest lease of their key ends, and the subscriber that wakes them on
+// a release anywhere in the fleet, which holds one connection of the pool's blocking lane, reserved here (a
 // pool whose blocking lane is used up fails with pool.ErrOverBudget).
 // Start may be called once; a second call fails with ErrAlreadyStarted.
 //
@@ -524,7 +545,7 @@ type SemaphoreStats struct {
 	RedisCalls    uint64 `json:"redis_calls"`
 	RedisErrors   uint64 `json:"redis_errors"`
 	ReleaseErrors uint64 `json:"release_errors"`
-	// Renewals counts renewal batches Redis answered (one call each), Readmitted
+	// Renewals counts renewal rounds Redis answered in full, Readmitted
 	// leases found gone and taken back (room was left), Lost leases found
 	// gone with no room left: their holders ran past their slot.
 	Renewals   uint64 `json:"renewals"`

@@ -35,20 +35,21 @@ end
 return removed
 `)
 
-// semRenewScript renews one key's leases of one process and removes its
-// abandoned ones. ARGV now, ttl µs, limit, channel, key, the number of
-// tokens to renew, those tokens, then the tokens to remove. Reply: one
-// lease_renew status per renewed token.
+// semRenewScript removes one key's abandoned leases of one process and
+// renews its live ones, in that order: a slot its own dead lease holds is
+// room for a live lease that was lost. ARGV now, ttl µs, limit, channel,
+// key, the number of tokens to renew, those tokens, then the tokens to
+// remove. Reply: one lease_renew status per renewed token.
 var semRenewScript = redis.NewScript(lease.Lua + `
 local now, ttl, limit = lease_now(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local nr = tonumber(ARGV[6])
-local out = {}
-for i = 1, nr do
-  out[i] = lease_renew(KEYS[1], now, ttl, limit, ARGV[6 + i])
-end
 local removed = 0
 for i = 7 + nr, #ARGV do
   removed = removed + lease_release(KEYS[1], ARGV[i])
+end
+local out = {}
+for i = 1, nr do
+  out[i] = lease_renew(KEYS[1], now, ttl, limit, ARGV[6 + i])
 end
 if removed > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PUBLISH', ARGV[4], ARGV[5])

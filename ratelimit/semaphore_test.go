@@ -93,6 +93,7 @@ func TestSemaphoreConfigErrors(t *testing.T) {
 			"SemaphoreConfig.Timeout must be at most LeaseTTL/3 (333.333333ms), got 334ms"},
 		{"", SemaphoreConfig{Limit: 1}, "semaphore name must not be empty"},
 		{"a{b}", SemaphoreConfig{Limit: 1}, "must not contain '{' or '}'"},
+		{"a:b", SemaphoreConfig{Limit: 1}, `semaphore name "a:b" must not contain ':'`},
 		{strings.Repeat("n", 101), SemaphoreConfig{Limit: 1}, "is 101 bytes, the limit is 100"},
 	} {
 		_, err := NewSemaphore(p, c.name, c.cfg)

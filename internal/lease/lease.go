@@ -9,8 +9,10 @@
 // holder renews its lease before it expires; releasing removes the token.
 // Tokens are unique per acquisition, so a late release (after the lease
 // expired and the slot went to another holder) removes nothing of anyone
-// else's. The set's own TTL is the lease TTL, renewed by every write, so a
-// key whose holders all died vanishes by itself.
+// else's. The set's own TTL is the lease TTL, renewed by every write (and
+// never shortened: callers with a shorter lease TTL, as in a rolling
+// deploy that changes it, share the set with longer leases), so a key
+// whose holders all died vanishes by itself.
 //
 // # Using it from another script
 //
@@ -33,10 +35,11 @@ package lease
 // Lua is the library: see the package doc. Its local functions are
 // prefixed lease_ so that they do not shadow the including script's.
 //
-// Scores and PEXPIRE arguments go through string.format('%d'), as the
-// limiter's script does: an instant in µs has 16 digits, and how a Lua
-// number passed to redis.call is formatted (significant digits, exponent)
-// is the server's choice.
+// lease_keep only extends the set's TTL (PTTL first, rather than PEXPIRE
+// GT, which needs Redis 7). Scores and PEXPIRE arguments go through
+// string.format('%d'), as the limiter's script does: an instant in µs has
+// 16 digits, and how a Lua number passed to redis.call is formatted
+// (significant digits, exponent) is the server's choice.
 const Lua = `
 local function lease_fmt(x) return string.format('%d', x) end
 local function lease_now(arg)
@@ -47,7 +50,9 @@ local function lease_now(arg)
 end
 local function lease_keep(set, ttl)
   local ms = math.floor((ttl + 999) / 1000)
-  redis.call('PEXPIRE', set, lease_fmt(ms))
+  if redis.call('PTTL', set) < ms then
+    redis.call('PEXPIRE', set, lease_fmt(ms))
+  end
 end
 local function lease_holders(set, now)
   redis.call('ZREMRANGEBYSCORE', set, '-inf', lease_fmt(now))

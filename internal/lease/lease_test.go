@@ -70,3 +70,40 @@ return {lease_release(KEYS[1], ARGV[3])}
 		})
 	}
 }
+
+// TestKeepNeverShortens: a write with a shorter lease TTL than a lease
+// already in the set (callers of different TTLs share it) leaves the
+// set's TTL, so the longer lease is not dropped with the set.
+func TestKeepNeverShortens(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		addr func(t *testing.T) string
+	}{
+		{"miniredis", func(t *testing.T) string { return redistest.Mini(t).Addr() }},
+		{"server", func(t *testing.T) string { return redistest.Server(t).Addr() }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: c.addr(t)})
+			t.Cleanup(func() { _ = rdb.Close() })
+			script := redis.NewScript(Lua + `
+local now = lease_now('')
+if ARGV[1] == 'acquire' then
+  return {lease_acquire(KEYS[1], now, tonumber(ARGV[2]), 10, ARGV[3])}
+end
+return {lease_renew(KEYS[1], now, tonumber(ARGV[2]), 10, ARGV[3])}
+`)
+			ctx := context.Background()
+			pttl := func() time.Duration {
+				d, err := rdb.PTTL(ctx, "{q}:sem").Result()
+				require.NoError(t, err)
+				return d
+			}
+			const long, short = 60_000_000, 1_000_000 // µs
+			require.NoError(t, script.Run(ctx, rdb, []string{"{q}:sem"}, "acquire", long, "a").Err())
+			require.NoError(t, script.Run(ctx, rdb, []string{"{q}:sem"}, "acquire", short, "b").Err())
+			require.Greater(t, pttl(), 30*time.Second, "b's write kept a's TTL")
+			require.NoError(t, script.Run(ctx, rdb, []string{"{q}:sem"}, "renew", short, "b").Err())
+			require.Greater(t, pttl(), 30*time.Second, "b's renewal kept a's TTL")
+		})
+	}
+}
