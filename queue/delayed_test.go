@@ -111,15 +111,17 @@ func TestEarlierDelayedJobKnownOnlyToADeadProcessIsPromoted(t *testing.T) {
 	ctx := context.Background()
 	_, err := q.Enqueue(ctx, []byte("later"), Delay(time.Hour))
 	require.NoError(t, err)
-	testutil.Eventually(t, 10*time.Second, "the scheduler knows of the later job", func() bool { return s.w.sched.known.Load() })
+	testutil.Eventually(t, 10*time.Second, "the scheduler knows of the later job and announced it", func() bool {
+		return s.w.sched.known.Load() && s.w.sched.announced.Load() > 0
+	})
 
 	// An earlier job, announced to a process that died before its due time
 	// (written directly: no marker reaches this worker), with the due
 	// announcement that process wrote.
 	early := envelope{id: "early", maxAttempts: 1, enqueuedAt: time.Now(), payload: []byte("early")}
-	now := float64(time.Now().UnixMilli())
-	require.NoError(t, q.p.Client().ZAdd(ctx, q.k.delayed, redis.Z{Score: now, Member: early.encode()}).Err())
-	require.NoError(t, q.p.Client().ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: now, Member: dueMember(q.k.tag)}).Err())
+	due := float64(time.Now().Add(300 * time.Millisecond).UnixMilli())
+	require.NoError(t, q.p.Client().ZAdd(ctx, q.k.delayed, redis.Z{Score: due, Member: early.encode()}).Err())
+	require.NoError(t, q.p.Client().ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: due, Member: dueMember(q.k.tag)}).Err())
 	require.Equal(t, "s:early", recv(t, ran, 15*time.Second, "the earlier job"))
 }
 

@@ -44,7 +44,11 @@ func isDueMember(member string) bool { return strings.HasPrefix(member, dueMembe
 // a read found (-1: none), unless it holds an earlier time still in the
 // future (another process announced a job this read did not see yet; if
 // that job is gone, the announcement only costs one extra read when it
-// comes due).
+// comes due). An announcement already past is replaced: the read just made
+// promoted what was due. The one case this misses is a job added after
+// the read with a due time already past when the announcement is written
+// (milliseconds), whose announcer then crashes: jobs enter the delayed set
+// with a due time ahead (Delay, At, retries), so it needs both at once.
 // KEYS: heartbeat set. ARGV: member, next due ms (-1: none), now ms.
 var announceDueScript = redis.NewScript(`
 local cur = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
