@@ -103,9 +103,10 @@ func (c *Cache[V]) getOrLoad(ctx context.Context, op, key string, load func(ctx 
 	if err != nil {
 		return zero, err
 	}
-	// The tags ride on the context: read by writeLoaded on the flight's
-	// context, and by a refresh's, which carries this call's values.
-	ctx = withTags(ctx, o.tags)
+	// The tags ride on the context, bound to this cache and key: read by
+	// writeLoaded on the flight's context, and by a refresh's, which
+	// carries this call's values.
+	ctx = withTags(ctx, c, key, o.tags)
 	if v, hit, refresh, err := c.fromLocalClaim(key); hit {
 		if refresh {
 			c.requestRefresh(ctx, key, loaderOf(load, loadTTL))
@@ -358,7 +359,7 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 // holds, or, without one (Config.NoLock), if the key is still missing. It
 // reports whether it wrote.
 func (c *Cache[V]) writeLoaded(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
-	if tags := tagsOf(ctx); len(tags) > 0 {
+	if tags := tagsOf(ctx, c, key); len(tags) > 0 {
 		mode := writeLocked
 		if token == "" {
 			mode = writeIfAbsent

@@ -300,19 +300,32 @@ func (c *Cache[V]) setRedisWith(ctx context.Context, key string, data []byte, tt
 }
 
 // tagsCtxKey carries a GetOrLoad's tags to its flight's write: the flight
-// runs on a context with the first caller's values.
+// runs on a context with the first caller's values. The value names the
+// cache and the key it is for: the loader gets that context too, and a
+// GetOrLoad it makes of another key (of this cache or another) must not
+// write its value with the outer call's tags.
 type tagsCtxKey struct{}
 
-func withTags(ctx context.Context, tags []string) context.Context {
+type flightTags struct {
+	owner any // the *Cache[V] of the call
+	key   string
+	tags  []string
+}
+
+func withTags(ctx context.Context, owner any, key string, tags []string) context.Context {
 	if len(tags) == 0 {
 		return ctx
 	}
-	return context.WithValue(ctx, tagsCtxKey{}, tags)
+	return context.WithValue(ctx, tagsCtxKey{}, &flightTags{owner: owner, key: key, tags: tags})
 }
 
-func tagsOf(ctx context.Context) []string {
-	tags, _ := ctx.Value(tagsCtxKey{}).([]string)
-	return tags
+// tagsOf returns the tags ctx carries for owner's key, if any.
+func tagsOf(ctx context.Context, owner any, key string) []string {
+	ft, _ := ctx.Value(tagsCtxKey{}).(*flightTags)
+	if ft == nil || ft.owner != owner || ft.key != key {
+		return nil
+	}
+	return ft.tags
 }
 
 // InvalidateTag removes every key that carries tag: from Redis, and from
