@@ -275,6 +275,9 @@ func keepLocked(token string) keep { return keep{token: token} }
 // load calls the loader and keeps what it returns as k says.
 func (c *Cache[V]) load(ctx context.Context, key string, load ttlLoader[V], k keep, gen uint64) (any, error) {
 	c.st.loads.Add(1)
+	if !k.localOnly {
+		c.readTagEpochs(ctx, key) // before the loader reads the source
+	}
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	v, ttl, err := load(lctx)
 	cancel()
@@ -359,12 +362,8 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 // holds, or, without one (Config.NoLock), if the key is still missing. It
 // reports whether it wrote.
 func (c *Cache[V]) writeLoaded(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
-	if tags := tagsOf(ctx, c, key); len(tags) > 0 {
-		mode := writeLocked
-		if token == "" {
-			mode = writeIfAbsent
-		}
-		wrote, err = c.writeTagged(ctx, mode, key, data, ttl, token, tags)
+	if ft := tagsOf(ctx, c, key); ft != nil {
+		wrote, err = c.writeLoadedTagged(ctx, ft, key, data, ttl, token)
 	} else if token != "" {
 		wrote, err = c.fillLocked(ctx, key, data, ttl, token)
 	} else {

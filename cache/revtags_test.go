@@ -2,9 +2,15 @@ package cache
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // A loader that reads another key through GetOrLoad (of this cache or of
@@ -45,4 +51,63 @@ func TestNestedGetOrLoadDoesNotInheritTags(t *testing.T) {
 	n, err = rc.Exists(ctx, a.RedisKey("inner")).Result()
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n, "the untagged inner key survives")
+}
+
+func TestInvalidateTagRacesFirstLoad_Mini(t *testing.T) {
+	testInvalidateTagRacesFirstLoad(t, miniBackend(t), "firstload")
+}
+func TestInvalidateTagRacesFirstLoad_Server(t *testing.T) {
+	testInvalidateTagRacesFirstLoad(t, serverBackend(redistest.Server(t)), "firstload")
+}
+
+// "Update the source, then InvalidateTag": a tagged load of a key that is
+// not cached yet (so not yet a member of the tag), whose loader read the
+// source before the update, must not write its value after the
+// InvalidateTag, as a load racing a Delete of its key does not (with the
+// lock and without it). Before, the InvalidateTag could not see the key,
+// the load wrote the old data under the tag and it was served for its
+// whole TTL.
+func testInvalidateTagRacesFirstLoad(t *testing.T, be backend, name string) {
+	ctx := context.Background()
+	rc := rawClient(t, be)
+	for _, noLock := range []bool{false, true} {
+		c := newCache(t, be.newPool(t), fmt.Sprint(name, noLock), Config[string]{NoLock: noLock})
+		started(t, c)
+		testutil.Eventually(t, testutil.Wait, "the subscriber to listen", func() bool { return c.Stats().Subscribed })
+		source := "old"
+		var mu sync.Mutex
+		read, release := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.GetOrLoad(ctx, "k", func(lctx context.Context) (string, error) {
+				mu.Lock()
+				v := source
+				mu.Unlock()
+				close(read)
+				select {
+				case <-release:
+				case <-lctx.Done():
+				}
+				return v, nil
+			}, Tags("user:1"))
+			done <- err
+		}()
+		testutil.Recv(t, read, "the loader to read the source")
+		mu.Lock()
+		source = "new"
+		mu.Unlock()
+		require.NoError(t, c.InvalidateTag(ctx, "user:1"))
+		close(release)
+		require.NoError(t, testutil.Recv(t, done, "the load to end"))
+
+		got, err := rc.Get(ctx, c.RedisKey("k")).Result()
+		if err == nil {
+			require.NotEqual(t, string(append([]byte{kindValue}, "old"...)), got, "NoLock %v: the old value was written after InvalidateTag", noLock)
+		} else {
+			require.ErrorIs(t, err, redis.Nil)
+		}
+		v, err := c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return source, nil }, Tags("user:1"))
+		require.NoError(t, err)
+		require.Equal(t, "new", v, "NoLock %v", noLock)
+	}
 }

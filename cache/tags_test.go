@@ -244,7 +244,9 @@ func TestInvalidateTagRedisDown(t *testing.T) {
 	err = c.InvalidateTag(ctx, "t")
 	require.NoError(t, err)
 	require.Equal(t, uint64(n+1), c.Stats().TagKeysInvalidated)
-	require.Empty(t, m.Keys(), "values, tag and drain sets all gone")
+	// What is left is the tag's epoch, which expires.
+	require.Equal(t, []string{c.tagEpochKey("t")}, m.Keys(), "values, tag and drain sets all gone")
+	require.Equal(t, c.tagEpochTTL(), m.TTL(c.tagEpochKey("t")))
 
 	// Once the pool has seen Redis fail, calls fail at once.
 	m.Close()
