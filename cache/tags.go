@@ -172,7 +172,7 @@ const (
 // ARGV[5] channel, ARGV[6] message (empty: none), ARGV[7] the key, ARGV[8]
 // max members, ARGV[9] value key prefix, ARGV[10] lock key prefix,
 // ARGV[11] header of an eviction's message (empty: none), ARGV[12] n,
-// ARGV[13..12+n] the epochs the load read ('' for none).
+// ARGV[13..12+n] the epochs the load read (empty: none).
 //
 // Returns {wrote, evicted keys...}.
 const taggedWriteScript = `
