@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -110,4 +111,21 @@ func testInvalidateTagRacesFirstLoad(t *testing.T, be backend, name string) {
 		require.NoError(t, err)
 		require.Equal(t, "new", v, "NoLock %v", noLock)
 	}
+}
+
+// GetOrLoad answered by the local tier allocates nothing, with or without
+// the options Set and GetOrLoad took since tags.
+func TestGetOrLoadLocalHitAllocs(t *testing.T) {
+	_, p := miniPool(t)
+	c := newCache(t, p, "allocs", Config[item]{})
+	ctx := context.Background()
+	require.NoError(t, c.Set(ctx, "k", item{ID: 1}, time.Hour))
+	load := func(context.Context) (item, error) { return item{}, nil }
+	allocs := testing.AllocsPerRun(100, func() {
+		v, err := c.GetOrLoad(ctx, "k", load)
+		if err != nil || v.ID != 1 {
+			panic("not a hit")
+		}
+	})
+	require.Zero(t, allocs, "allocations per GetOrLoad local hit")
 }

@@ -56,6 +56,11 @@ func Tags(tags ...string) Option {
 
 // callOptions applies opts and checks them for op on key.
 func (c *Cache[V]) callOptions(op, key string, opts []Option) (callOptions, error) {
+	if len(opts) == 0 {
+		// Before o: its address goes to the options, so it lives on
+		// the heap, an allocation a call without options need not make.
+		return callOptions{}, nil
+	}
 	var o callOptions
 	for _, opt := range opts {
 		if opt != nil {
