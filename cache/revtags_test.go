@@ -129,3 +129,21 @@ func TestGetOrLoadLocalHitAllocs(t *testing.T) {
 	})
 	require.Zero(t, allocs, "allocations per GetOrLoad local hit")
 }
+
+// A write with far too many tags is refused as soon as it is known to be
+// over MaxTagsPerWrite: before, the duplicates were sought among all of
+// them first, quadratic in their number (100,000 tags took seconds of
+// CPU before the refusal).
+func TestTagsOverMaxRefusedAtOnce(t *testing.T) {
+	_, p := miniPool(t)
+	c := newCache(t, p, "manytags", Config[string]{})
+	tags := make([]string, 100_000)
+	for i := range tags {
+		tags[i] = fmt.Sprint("t", i)
+	}
+	start := time.Now()
+	err := c.Set(context.Background(), "k", "v", time.Minute, Tags(tags...))
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "over MaxTagsPerWrite (32)")
+	require.Less(t, time.Since(start), time.Second, "refused without comparing every pair")
+}

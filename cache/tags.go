@@ -72,8 +72,9 @@ func (c *Cache[V]) callOptions(op, key string, opts []Option) (callOptions, erro
 	}
 	uniq := o.tags[:0:0]
 	for i, t := range o.tags {
-		if err := c.checkTag(fmt.Sprintf("%s %q: tag %d of %d", op, key, i+1, len(o.tags)), t); err != nil {
-			return o, err
+		if t == "" || len(t) > MaxTagBytes {
+			// Formatted only here: a call with good tags pays nothing.
+			return o, c.checkTag(fmt.Sprintf("%s %q: tag %d of %d", op, key, i+1, len(o.tags)), t)
 		}
 		dup := false
 		for _, u := range uniq {
@@ -84,10 +85,11 @@ func (c *Cache[V]) callOptions(op, key string, opts []Option) (callOptions, erro
 		}
 		if !dup {
 			uniq = append(uniq, t)
+			if len(uniq) > MaxTagsPerWrite {
+				// Stop here: the search for duplicates is quadratic.
+				return o, fmt.Errorf("%w: cache %q: %s %q: more than %d distinct tags (of %d given), over MaxTagsPerWrite (%d)", ErrInvalid, c.name, op, key, MaxTagsPerWrite, len(o.tags), MaxTagsPerWrite)
+			}
 		}
-	}
-	if len(uniq) > MaxTagsPerWrite {
-		return o, fmt.Errorf("%w: cache %q: %s %q: %d tags, over MaxTagsPerWrite (%d)", ErrInvalid, c.name, op, key, len(uniq), MaxTagsPerWrite)
 	}
 	o.tags = uniq
 	return o, nil

@@ -185,7 +185,7 @@ func TestTagValidation(t *testing.T) {
 	}{
 		{"empty", []string{"a", ""}, `Set "k": tag 2 of 2: empty tag`},
 		{"long", []string{long}, fmt.Sprintf("is %d bytes, over MaxTagBytes (%d)", MaxTagBytes+1, MaxTagBytes)},
-		{"many", many, fmt.Sprintf("%d tags, over MaxTagsPerWrite (%d)", MaxTagsPerWrite+1, MaxTagsPerWrite)},
+		{"many", many, fmt.Sprintf("more than %d distinct tags (of %d given), over MaxTagsPerWrite (%d)", MaxTagsPerWrite, MaxTagsPerWrite+1, MaxTagsPerWrite)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
