@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // A loader that reads another key through GetOrLoad (of this cache or of
@@ -146,4 +148,105 @@ func TestTagsOverMaxRefusedAtOnce(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalid)
 	require.ErrorContains(t, err, "over MaxTagsPerWrite (32)")
 	require.Less(t, time.Since(start), time.Second, "refused without comparing every pair")
+}
+
+// TrackRawWrites on a pool with a password, a database and a client name:
+// the RESP2 reservation's own HELLO 2 AUTH ... SETNAME passes the pool's
+// identity check, tracking is on, and a raw EXPIRE reaches the tier; with
+// NoLocal too.
+func TestTrackRawWritesPoolIdentity_Server(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{Password: "s3cret"})
+	cfg := pool.Config{Addrs: []string{srv.Addr()}, Password: "s3cret", ClientName: "app", DB: 3}
+	ctx := context.Background()
+	a := newCache(t, newPool(t, cfg), "pa", Config[string]{TrackRawWrites: true})
+	started(t, a)
+	testutil.Eventually(t, testutil.Wait, "sub", func() bool { return a.Stats().Subscribed })
+	require.Equal(t, "tracking", a.Stats().InvalidationMode)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: "s3cret", DB: 3})
+	defer func() { require.NoError(t, rc.Close()) }()
+	require.NoError(t, a.Set(ctx, "k", "v", time.Minute))
+	testutil.Eventually(t, testutil.Wait, "own", func() bool { return a.Stats().TrackingInvalidations >= 1 })
+	_, err := a.Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), a.Stats().LocalEntries)
+	require.NoError(t, rc.Expire(ctx, a.RedisKey("k"), time.Millisecond).Err())
+	testutil.Eventually(t, testutil.Wait, "expire drop", func() bool { return a.Stats().LocalEntries == 0 })
+	// NoLocal + tracking
+	b := newCache(t, newPool(t, cfg), "pb", Config[string]{TrackRawWrites: true, NoLocal: true})
+	started(t, b)
+	testutil.Eventually(t, testutil.Wait, "sub", func() bool { return b.Stats().Subscribed })
+	require.Equal(t, "tracking", b.Stats().InvalidationMode)
+}
+
+// A tagged key with the largest TTL (a common "forever") next to one of
+// 1ms: the tag's set takes the longest expiry, and InvalidateTag removes
+// the key.
+func TestTagHugeTTL(t *testing.T) {
+	for _, be := range []backend{miniBackend(t), serverBackend(redistest.Server(t))} {
+		ctx := context.Background()
+		c := newCache(t, be.newPool(t), "huge", Config[string]{})
+		rc := rawClient(t, be)
+		require.NoError(t, c.Set(ctx, "k", "v", time.Duration(math.MaxInt64), Tags("t")))
+		require.NoError(t, c.Set(ctx, "k2", "v", time.Millisecond, Tags("t")))
+		ms, err := rc.ZRange(ctx, c.TagKey("t"), 0, -1).Result()
+		require.NoError(t, err)
+		require.Equal(t, []string{"k2", "k"}, ms)
+		pttl, err := rc.PTTL(ctx, c.TagKey("t")).Result()
+		require.NoError(t, err)
+		require.Greater(t, pttl, 100*365*24*time.Hour)
+		require.NoError(t, c.InvalidateTag(ctx, "t"))
+		n, err := rc.Exists(ctx, c.RedisKey("k")).Result()
+		require.NoError(t, err)
+		require.Zero(t, n)
+	}
+}
+
+// Three instances, six writers (Sets and loads) and InvalidateTags on one
+// tag of MaxTagMembers 20: the tag never holds more, and every value in
+// Redis is a member of it.
+func TestTagMaxMembersConcurrentWriters_Server(t *testing.T) {
+	be := serverBackend(redistest.Server(t))
+	ctx := context.Background()
+	rc := rawClient(t, be)
+	var cs []*Cache[string]
+	for range 3 {
+		c := newCache(t, be.newPool(t), "fullc", Config[string]{MaxTagMembers: 20})
+		started(t, c)
+		cs = append(cs, c)
+	}
+	var wg sync.WaitGroup
+	for w := range 6 {
+		c := cs[w%3]
+		wg.Go(func() {
+			for i := range 60 {
+				k := fmt.Sprint("k", (w*13+i)%50)
+				if i%3 == 0 {
+					_, _ = c.GetOrLoad(ctx, k+"L", func(context.Context) (string, error) { return "l", nil }, Tags("t"))
+				} else {
+					_ = c.Set(ctx, k, "v", time.Duration(1+i%5)*time.Minute, Tags("t"))
+				}
+				if i%17 == 0 {
+					_ = c.InvalidateTag(ctx, "t")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	members, err := rc.ZRange(ctx, cs[0].TagKey("t"), 0, -1).Result()
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(members), 20)
+	keys, err := rc.Keys(ctx, "{c:fullc}:k:*").Result()
+	require.NoError(t, err)
+	in := map[string]bool{}
+	for _, m := range members {
+		in[cs[0].RedisKey(m)] = true
+	}
+	for _, k := range keys {
+		require.True(t, in[k], k)
+	}
+	var ev uint64
+	for _, c := range cs {
+		ev += c.Stats().TagEvictions
+	}
+	require.NotZero(t, ev, "the tag was full at times")
 }
