@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -371,10 +370,6 @@ type flightTags struct {
 	owner any // the *Cache[V] of the call
 	key   string
 	tags  []string
-	// Set by the flight before its loader runs (see readTagEpochs): the
-	// tags' epochs, or why they could not be read.
-	epochs   []string
-	epochErr error
 }
 
 func withTags(ctx context.Context, owner any, key string, tags []string) context.Context {
@@ -385,53 +380,58 @@ func withTags(ctx context.Context, owner any, key string, tags []string) context
 }
 
 // tagsOf returns the tags ctx carries for owner's key, if any.
-func tagsOf(ctx context.Context, owner any, key string) *flightTags {
+func tagsOf(ctx context.Context, owner any, key string) []string {
 	ft, _ := ctx.Value(tagsCtxKey{}).(*flightTags)
 	if ft == nil || ft.owner != owner || ft.key != key {
 		return nil
 	}
-	return ft
+	return ft.tags
 }
 
-// readTagEpochs reads, before a tagged load's loader runs, its tags'
-// epochs, which its write checks: an InvalidateTag that begins after this
-// read keeps the value out of Redis, and one that began before it came
-// before the loader read the source.
-func (c *Cache[V]) readTagEpochs(ctx context.Context, key string) {
-	ft := tagsOf(ctx, c, key)
-	if ft == nil {
-		return
+// tagWrite is what a tagged load's write needs: its tags and their
+// epochs, read before its loader ran (or why they could not be).
+type tagWrite struct {
+	tags   []string
+	epochs []string
+	err    error
+}
+
+// tagWriteOf reads, before a tagged load's loader runs, its tags' epochs,
+// which its write checks: an InvalidateTag that begins after this read
+// keeps the value out of Redis, and one that began before it came before
+// the loader read the source. Nil for an untagged load.
+func (c *Cache[V]) tagWriteOf(ctx context.Context, key string) *tagWrite {
+	tags := tagsOf(ctx, c, key)
+	if len(tags) == 0 {
+		return nil
 	}
-	keys := make([]string, len(ft.tags))
-	for i, t := range ft.tags {
+	tw := &tagWrite{tags: tags}
+	keys := make([]string, len(tags))
+	for i, t := range tags {
 		keys[i] = c.tagEpochKey(t)
 	}
 	vals, err := c.p.Client().MGet(ctx, keys...).Result()
 	if err != nil {
-		ft.epochErr = fmt.Errorf("reading the epochs of its %d tag(s): %w", len(keys), err)
-		return
+		tw.err = fmt.Errorf("reading the epochs of its %d tag(s): %w", len(keys), err)
+		return tw
 	}
-	ft.epochs = make([]string, len(vals))
+	tw.epochs = make([]string, len(vals))
 	for i, v := range vals {
-		ft.epochs[i], _ = v.(string)
+		tw.epochs[i], _ = v.(string)
 	}
+	return tw
 }
 
 // writeLoadedTagged is writeLoaded for a tagged load.
-func (c *Cache[V]) writeLoadedTagged(ctx context.Context, ft *flightTags, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
-	if ft.epochErr != nil {
-		return false, ft.epochErr
-	}
-	if ft.epochs == nil {
-		// No epochs read (none of this flight's doing): nothing to
-		// check against, so write nothing.
-		return false, errors.New("the tags' epochs were not read")
+func (c *Cache[V]) writeLoadedTagged(ctx context.Context, tw *tagWrite, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
+	if tw.err != nil {
+		return false, tw.err
 	}
 	mode := writeLocked
 	if token == "" {
 		mode = writeIfAbsent
 	}
-	return c.writeTagged(ctx, mode, key, data, ttl, token, ft.tags, ft.epochs)
+	return c.writeTagged(ctx, mode, key, data, ttl, token, tw.tags, tw.epochs)
 }
 
 // InvalidateTag removes every key that carries tag: from Redis, and from
