@@ -103,9 +103,10 @@ func (c *Cache[V]) getOrLoad(ctx context.Context, op, key string, load func(ctx 
 	if err != nil {
 		return zero, err
 	}
-	// The tags ride on the context: read by writeLoaded on the flight's
-	// context, and by a refresh's, which carries this call's values.
-	ctx = withTags(ctx, o.tags)
+	// The tags ride on the context, bound to this cache and key: read by
+	// writeLoaded on the flight's context, and by a refresh's, which
+	// carries this call's values.
+	ctx = withTags(ctx, c, key, o.tags)
 	if v, hit, refresh, err := c.fromLocalClaim(key); hit {
 		if refresh {
 			c.requestRefresh(ctx, key, loaderOf(load, loadTTL))
@@ -262,6 +263,9 @@ type keep struct {
 	// TTL. The value is kept in the local tier only, where LocalTTL and the
 	// invalidations bound it.
 	localOnly bool
+	// tagged: the tags the value is written with and their epochs, read
+	// before the loader ran (see tagWriteOf); nil for an untagged load.
+	tagged *tagWrite
 }
 
 var (
@@ -274,6 +278,9 @@ func keepLocked(token string) keep { return keep{token: token} }
 // load calls the loader and keeps what it returns as k says.
 func (c *Cache[V]) load(ctx context.Context, key string, load ttlLoader[V], k keep, gen uint64) (any, error) {
 	c.st.loads.Add(1)
+	if !k.localOnly {
+		k.tagged = c.tagWriteOf(ctx, key) // before the loader reads the source
+	}
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
 	v, ttl, err := load(lctx)
 	cancel()
@@ -333,7 +340,7 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 		redisTTL := c.redisTTL(ttl)
 		c.stamp(&e, redisTTL)
 		start := c.clock()
-		wrote, err := c.writeLoaded(ctx, key, e.data, redisTTL, k.token)
+		wrote, err := c.writeLoaded(ctx, key, e.data, redisTTL, k)
 		if err == nil {
 			if wrote {
 				c.storeLocal(key, e, start, redisTTL, gen)
@@ -354,16 +361,13 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 	c.storeLocal(key, e, c.clock(), ttl, gen)
 }
 
-// writeLoaded writes a loaded value to Redis: under the load lock token
+// writeLoaded writes a loaded value to Redis: under the load lock k.token
 // holds, or, without one (Config.NoLock), if the key is still missing. It
 // reports whether it wrote.
-func (c *Cache[V]) writeLoaded(ctx context.Context, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
-	if tags := tagsOf(ctx); len(tags) > 0 {
-		mode := writeLocked
-		if token == "" {
-			mode = writeIfAbsent
-		}
-		wrote, err = c.writeTagged(ctx, mode, key, data, ttl, token, tags)
+func (c *Cache[V]) writeLoaded(ctx context.Context, key string, data []byte, ttl time.Duration, k keep) (wrote bool, err error) {
+	token := k.token
+	if k.tagged != nil {
+		wrote, err = c.writeLoadedTagged(ctx, k.tagged, key, data, ttl, token)
 	} else if token != "" {
 		wrote, err = c.fillLocked(ctx, key, data, ttl, token)
 	} else {

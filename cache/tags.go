@@ -55,6 +55,11 @@ func Tags(tags ...string) Option {
 
 // callOptions applies opts and checks them for op on key.
 func (c *Cache[V]) callOptions(op, key string, opts []Option) (callOptions, error) {
+	if len(opts) == 0 {
+		// Before o: its address goes to the options, so it lives on
+		// the heap, an allocation a call without options need not make.
+		return callOptions{}, nil
+	}
 	var o callOptions
 	for _, opt := range opts {
 		if opt != nil {
@@ -66,8 +71,9 @@ func (c *Cache[V]) callOptions(op, key string, opts []Option) (callOptions, erro
 	}
 	uniq := o.tags[:0:0]
 	for i, t := range o.tags {
-		if err := c.checkTag(fmt.Sprintf("%s %q: tag %d of %d", op, key, i+1, len(o.tags)), t); err != nil {
-			return o, err
+		if t == "" || len(t) > MaxTagBytes {
+			// Formatted only here: a call with good tags pays nothing.
+			return o, c.checkTag(fmt.Sprintf("%s %q: tag %d of %d", op, key, i+1, len(o.tags)), t)
 		}
 		dup := false
 		for _, u := range uniq {
@@ -78,10 +84,11 @@ func (c *Cache[V]) callOptions(op, key string, opts []Option) (callOptions, erro
 		}
 		if !dup {
 			uniq = append(uniq, t)
+			if len(uniq) > MaxTagsPerWrite {
+				// Stop here: the search for duplicates is quadratic.
+				return o, fmt.Errorf("%w: cache %q: %s %q: more than %d distinct tags (of %d given), over MaxTagsPerWrite (%d)", ErrInvalid, c.name, op, key, MaxTagsPerWrite, len(o.tags), MaxTagsPerWrite)
+			}
 		}
-	}
-	if len(uniq) > MaxTagsPerWrite {
-		return o, fmt.Errorf("%w: cache %q: %s %q: %d tags, over MaxTagsPerWrite (%d)", ErrInvalid, c.name, op, key, len(uniq), MaxTagsPerWrite)
 	}
 	o.tags = uniq
 	return o, nil
@@ -110,6 +117,7 @@ func (c *Config[V]) checkTags(e *check.Errors) {
 type tagKeys struct {
 	prefix      string // {c:<name>}:t:
 	drainPrefix string // {c:<name>}:ti: the members of an InvalidateTag in progress
+	epochPrefix string // {c:<name>}:te: how many InvalidateTags of the tag began lately
 	write       *redis.Script
 	drainStart  *redis.Script
 }
@@ -118,6 +126,7 @@ func newTagKeys(hashTag string) tagKeys {
 	return tagKeys{
 		prefix:      hashTag + "t:",
 		drainPrefix: hashTag + "ti:",
+		epochPrefix: hashTag + "te:",
 		write:       redis.NewScript(taggedWriteScript),
 		drainStart:  redis.NewScript(tagDrainStartScript),
 	}
@@ -127,6 +136,17 @@ func newTagKeys(hashTag string) tagKeys {
 func (c *Cache[V]) TagKey(tag string) string { return c.tags.prefix + tag }
 
 func (c *Cache[V]) tagDrainKey(tag string) string { return c.tags.drainPrefix + tag }
+
+func (c *Cache[V]) tagEpochKey(tag string) string { return c.tags.epochPrefix + tag }
+
+// tagEpochTTL is how long a tag's epoch outlives its last InvalidateTag:
+// longer than any load that may have read it before (a flight lasts at
+// most LockTTL+LoadTimeout, its write writeTimeout more), twice over. An
+// epoch that expired reads as none, which a load that read a number
+// takes for a change: it does not write.
+func (c *Cache[V]) tagEpochTTL() time.Duration {
+	return 2 * (c.cfg.LockTTL + c.cfg.LoadTimeout + writeTimeout)
+}
 
 // Modes of taggedWriteScript.
 const (
@@ -145,19 +165,43 @@ const (
 // of the same hash tag and slot, but not in KEYS: nobody knows them before
 // the script runs.
 //
-// KEYS[1] value, KEYS[2] lock, KEYS[3..] tag sets. ARGV[1] mode (writeSet,
-// writeLocked, writeIfAbsent), ARGV[2] value, ARGV[3] ttl in ms, ARGV[4]
-// lock token, ARGV[5] channel, ARGV[6] message (empty: none), ARGV[7] the
-// key, ARGV[8] max members, ARGV[9] value key prefix, ARGV[10] lock key
-// prefix, ARGV[11] header of an eviction's message (empty: none).
+// A load's write also gets, for each tag, the tag's epoch key and the
+// epoch its load read before the loader ran: if an InvalidateTag of one of
+// its tags began since (the epoch moved), the loader may have read the
+// source before the change the InvalidateTag is about, and the key, not
+// yet a member, was out of its reach; the value is not written (and the
+// lock is released), as after a Delete.
+//
+// KEYS[1] value, KEYS[2] lock, KEYS[3..2+n] the n tag sets, then, for a
+// load, KEYS[3+n..2+2n] their epochs. ARGV[1] mode (writeSet, writeLocked,
+// writeIfAbsent), ARGV[2] value, ARGV[3] ttl in ms, ARGV[4] lock token,
+// ARGV[5] channel, ARGV[6] message (empty: none), ARGV[7] the key, ARGV[8]
+// max members, ARGV[9] value key prefix, ARGV[10] lock key prefix,
+// ARGV[11] header of an eviction's message (empty: none), ARGV[12] n,
+// ARGV[13..12+n] the epochs the load read (empty: none).
 //
 // Returns {wrote, evicted keys...}.
 const taggedWriteScript = `
 local wrote = 0
+local ntags = tonumber(ARGV[12])
+local current = true
+if #KEYS > 2 + ntags then
+	for i = 1, ntags do
+		local e = redis.call('GET', KEYS[2 + ntags + i]) or ''
+		if e ~= ARGV[12 + i] then
+			current = false
+			break
+		end
+	end
+end
 if ARGV[1] == 's' then
 	redis.call('DEL', KEYS[2])
 	redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 	wrote = 1
+elseif not current then
+	if ARGV[1] == 'l' and redis.call('GET', KEYS[2]) == ARGV[4] then
+		redis.call('DEL', KEYS[2])
+	end
 elseif ARGV[1] == 'l' then
 	if redis.call('GET', KEYS[2]) == ARGV[4] then
 		redis.call('DEL', KEYS[2])
@@ -174,7 +218,7 @@ if wrote == 1 then
 	local exp = string.format('%.0f', now + tonumber(ARGV[3]))
 	local nows = string.format('%.0f', now)
 	local max = tonumber(ARGV[8])
-	for i = 3, #KEYS do
+	for i = 3, 2 + ntags do
 		local tk = KEYS[i]
 		redis.call('ZREMRANGEBYSCORE', tk, '-inf', '(' .. nows)
 		redis.call('ZADD', tk, exp, ARGV[7])
@@ -212,10 +256,15 @@ return out
 // into the tag's drain set (merged with what a failed InvalidateTag left
 // there), so that writes tagged from now on go to a new set and survive,
 // trims both of expired members, gives the drain its last member's expiry,
-// and returns how many members it holds.
+// and returns how many members it holds. First it moves the tag's epoch,
+// so that the loads in progress of keys not yet in the tag do not write
+// what they loaded (see taggedWriteScript).
 //
-// KEYS[1] tag set, KEYS[2] drain set.
+// KEYS[1] tag set, KEYS[2] drain set, KEYS[3] the tag's epoch; ARGV[1] the
+// epoch's ttl in ms.
 const tagDrainStartScript = `
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 local t = redis.call('TIME')
 local nows = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. nows)
@@ -234,10 +283,11 @@ return redis.call('ZCARD', KEYS[2])
 `
 
 // writeTagged runs taggedWriteScript for key (mode: writeSet, writeLocked
-// with token, writeIfAbsent) and reports whether it wrote. The keys it
-// evicted from full tags are dropped here (the script told the other
-// instances).
-func (c *Cache[V]) writeTagged(ctx context.Context, mode, key string, data []byte, ttl time.Duration, token string, tags []string) (wrote bool, err error) {
+// with token, writeIfAbsent) and reports whether it wrote. epochs are, for
+// a load, its tags' epochs read before its loader ran (nil for a Set). The
+// keys it evicted from full tags are dropped here (the script told the
+// other instances).
+func (c *Cache[V]) writeTagged(ctx context.Context, mode, key string, data []byte, ttl time.Duration, token string, tags, epochs []string) (wrote bool, err error) {
 	msg, header, sent := "", "", 0
 	if !c.cfg.NoInvalidation {
 		op := byte(opKeys)
@@ -247,13 +297,23 @@ func (c *Cache[V]) writeTagged(ctx context.Context, mode, key string, data []byt
 		msg, sent = keyMessages(c.id, op, []string{key})[0], 1
 		header = messageHeader(c.id, opKeys)
 	}
-	keys := make([]string, 0, 2+len(tags))
+	keys := make([]string, 0, 2+2*len(tags))
 	keys = append(keys, c.RedisKey(key), c.lockKey(key))
 	for _, t := range tags {
 		keys = append(keys, c.TagKey(t))
 	}
-	res, err := c.tags.write.Run(ctx, c.p.Client(), keys, mode, data, ttl.Milliseconds(), token,
-		c.channel, msg, key, c.cfg.MaxTagMembers, c.keyPrefix, c.lockPrefix, header).Slice()
+	args := make([]any, 0, 12+len(epochs))
+	args = append(args, mode, data, ttl.Milliseconds(), token,
+		c.channel, msg, key, c.cfg.MaxTagMembers, c.keyPrefix, c.lockPrefix, header, len(tags))
+	if epochs != nil {
+		for _, t := range tags {
+			keys = append(keys, c.tagEpochKey(t))
+		}
+		for _, e := range epochs {
+			args = append(args, e)
+		}
+	}
+	res, err := c.tags.write.Run(ctx, c.p.Client(), keys, args...).Slice()
 	if err != nil {
 		return false, err
 	}
@@ -281,7 +341,7 @@ func messageHeader(id uint64, op byte) string {
 
 // setTagged is a Set's write with tags: as setRedis, in one script.
 func (c *Cache[V]) setTagged(ctx context.Context, key string, data []byte, ttl time.Duration, tags []string) error {
-	_, err := c.writeTagged(ctx, writeSet, key, data, ttl, "", tags)
+	_, err := c.writeTagged(ctx, writeSet, key, data, ttl, "", tags, nil)
 	c.flights.Forget(key)
 	if err != nil {
 		c.st.redisErrors.Add(1)
@@ -300,19 +360,78 @@ func (c *Cache[V]) setRedisWith(ctx context.Context, key string, data []byte, tt
 }
 
 // tagsCtxKey carries a GetOrLoad's tags to its flight's write: the flight
-// runs on a context with the first caller's values.
+// runs on a context with the first caller's values. The value names the
+// cache and the key it is for: the loader gets that context too, and a
+// GetOrLoad it makes of another key (of this cache or another) must not
+// write its value with the outer call's tags.
 type tagsCtxKey struct{}
 
-func withTags(ctx context.Context, tags []string) context.Context {
+type flightTags struct {
+	owner any // the *Cache[V] of the call
+	key   string
+	tags  []string
+}
+
+func withTags(ctx context.Context, owner any, key string, tags []string) context.Context {
 	if len(tags) == 0 {
 		return ctx
 	}
-	return context.WithValue(ctx, tagsCtxKey{}, tags)
+	return context.WithValue(ctx, tagsCtxKey{}, &flightTags{owner: owner, key: key, tags: tags})
 }
 
-func tagsOf(ctx context.Context) []string {
-	tags, _ := ctx.Value(tagsCtxKey{}).([]string)
-	return tags
+// tagsOf returns the tags ctx carries for owner's key, if any.
+func tagsOf(ctx context.Context, owner any, key string) []string {
+	ft, _ := ctx.Value(tagsCtxKey{}).(*flightTags)
+	if ft == nil || ft.owner != owner || ft.key != key {
+		return nil
+	}
+	return ft.tags
+}
+
+// tagWrite is what a tagged load's write needs: its tags and their
+// epochs, read before its loader ran (or why they could not be).
+type tagWrite struct {
+	tags   []string
+	epochs []string
+	err    error
+}
+
+// tagWriteOf reads, before a tagged load's loader runs, its tags' epochs,
+// which its write checks: an InvalidateTag that begins after this read
+// keeps the value out of Redis, and one that began before it came before
+// the loader read the source. Nil for an untagged load.
+func (c *Cache[V]) tagWriteOf(ctx context.Context, key string) *tagWrite {
+	tags := tagsOf(ctx, c, key)
+	if len(tags) == 0 {
+		return nil
+	}
+	tw := &tagWrite{tags: tags}
+	keys := make([]string, len(tags))
+	for i, t := range tags {
+		keys[i] = c.tagEpochKey(t)
+	}
+	vals, err := c.p.Client().MGet(ctx, keys...).Result()
+	if err != nil {
+		tw.err = fmt.Errorf("reading the epochs of its %d tag(s): %w", len(keys), err)
+		return tw
+	}
+	tw.epochs = make([]string, len(vals))
+	for i, v := range vals {
+		tw.epochs[i], _ = v.(string)
+	}
+	return tw
+}
+
+// writeLoadedTagged is writeLoaded for a tagged load.
+func (c *Cache[V]) writeLoadedTagged(ctx context.Context, tw *tagWrite, key string, data []byte, ttl time.Duration, token string) (wrote bool, err error) {
+	if tw.err != nil {
+		return false, tw.err
+	}
+	mode := writeLocked
+	if token == "" {
+		mode = writeIfAbsent
+	}
+	return c.writeTagged(ctx, mode, key, data, ttl, token, tw.tags, tw.epochs)
 }
 
 // InvalidateTag removes every key that carries tag: from Redis, and from
@@ -338,7 +457,7 @@ func (c *Cache[V]) InvalidateTag(ctx context.Context, tag string) error {
 		return err
 	}
 	tk, dk := c.TagKey(tag), c.tagDrainKey(tag)
-	if _, err := c.tags.drainStart.Run(ctx, c.p.Client(), []string{tk, dk}).Int64(); err != nil {
+	if _, err := c.tags.drainStart.Run(ctx, c.p.Client(), []string{tk, dk, c.tagEpochKey(tag)}, c.tagEpochTTL().Milliseconds()).Int64(); err != nil {
 		c.st.redisErrors.Add(1)
 		return fmt.Errorf("cache %q: InvalidateTag %q: %w", c.name, tag, err)
 	}

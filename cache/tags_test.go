@@ -185,7 +185,7 @@ func TestTagValidation(t *testing.T) {
 	}{
 		{"empty", []string{"a", ""}, `Set "k": tag 2 of 2: empty tag`},
 		{"long", []string{long}, fmt.Sprintf("is %d bytes, over MaxTagBytes (%d)", MaxTagBytes+1, MaxTagBytes)},
-		{"many", many, fmt.Sprintf("%d tags, over MaxTagsPerWrite (%d)", MaxTagsPerWrite+1, MaxTagsPerWrite)},
+		{"many", many, fmt.Sprintf("more than %d distinct tags (of %d given), over MaxTagsPerWrite (%d)", MaxTagsPerWrite, MaxTagsPerWrite+1, MaxTagsPerWrite)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -244,7 +244,9 @@ func TestInvalidateTagRedisDown(t *testing.T) {
 	err = c.InvalidateTag(ctx, "t")
 	require.NoError(t, err)
 	require.Equal(t, uint64(n+1), c.Stats().TagKeysInvalidated)
-	require.Empty(t, m.Keys(), "values, tag and drain sets all gone")
+	// What is left is the tag's epoch, which expires.
+	require.Equal(t, []string{c.tagEpochKey("t")}, m.Keys(), "values, tag and drain sets all gone")
+	require.Equal(t, c.tagEpochTTL(), m.TTL(c.tagEpochKey("t")))
 
 	// Once the pool has seen Redis fail, calls fail at once.
 	m.Close()
