@@ -90,8 +90,10 @@ func (c *Cache[V]) enableTracking(ctx context.Context, cn *redis.Conn) error {
 		err = cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", c.keyPrefix).Err()
 	}
 	if err != nil {
-		var rerr redis.Error
-		if !errors.As(err, &rerr) && !errors.Is(err, errNoHelloID) {
+		if !trackingRefused(err) {
+			// No reply, or a passing one (BUSY, LOADING, OOM): the set-up
+			// fails and the subscriber connects again, rather than staying
+			// on Pub/Sub alone until some later reconnect.
 			return err
 		}
 		if c.track.mode.Swap(modePubSub) != modePubSub {
@@ -106,6 +108,24 @@ func (c *Cache[V]) enableTracking(ctx context.Context, cn *redis.Conn) error {
 }
 
 var errNoHelloID = errors.New("no id in the HELLO reply")
+
+// trackingRefused tells a server that cannot or will not track (an unknown
+// command or subcommand, an ACL refusal, an id-less HELLO) from a passing
+// failure.
+func trackingRefused(err error) bool {
+	if errors.Is(err, errNoHelloID) {
+		return true
+	}
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := strings.ToLower(rerr.Error())
+	return strings.HasPrefix(msg, "noperm") || strings.Contains(msg, "unknown command") ||
+		strings.Contains(msg, "unknown subcommand") || strings.Contains(msg, "syntax error") ||
+		strings.Contains(msg, "wrong number of arguments") ||
+		strings.Contains(msg, "not supported")
+}
 
 // helloID finds the client id in a HELLO reply: a map (RESP3) or a flat
 // list of names and values (RESP2).
