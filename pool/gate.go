@@ -32,10 +32,17 @@ type gate struct {
 
 type laneCounters struct {
 	waiting    atomic.Int64
-	waits      atomic.Uint64 // acquisitions that had to wait
-	timeouts   atomic.Uint64 // waits that ended without a connection
-	rejections atomic.Uint64 // refused at once: too many waiters
-	waitTime   hist.Histogram
+	waits      atomic.Uint64  // acquisitions that had to wait
+	timeouts   atomic.Uint64  // waits that ended without a connection
+	rejections atomic.Uint64  // refused at once: too many waiters
+	waitTime   hist.Histogram // quantiles (LaneStats.WaitP50, WaitP99)
+	waitBkts   hist.Buckets   // the exported histogram (LaneStats.WaitTime)
+}
+
+// observeWait records one acquisition's wait in both histograms.
+func (st *laneCounters) observeWait(d time.Duration) {
+	st.waitTime.Observe(d)
+	st.waitBkts.Observe(d)
 }
 
 // newGate makes the gate of a lane, or of a reservation of the blocking
@@ -56,7 +63,7 @@ func newGate(lane, owner string, lc LaneConfig, st *laneCounters) *gate {
 func (g *gate) acquire(ctx context.Context) error {
 	select {
 	case g.sem <- struct{}{}:
-		g.st.waitTime.Observe(0)
+		g.st.observeWait(0)
 		return nil
 	default:
 	}
@@ -80,16 +87,16 @@ func (g *gate) acquire(ctx context.Context) error {
 	}
 	select {
 	case g.sem <- struct{}{}:
-		g.st.waitTime.Observe(time.Since(start))
+		g.st.observeWait(time.Since(start))
 		return nil
 	case <-expire:
 		waited := time.Since(start)
-		g.st.waitTime.Observe(waited)
+		g.st.observeWait(waited)
 		g.st.timeouts.Add(1)
 		return g.errorf(context.DeadlineExceeded, fmt.Sprintf("no connection free within the lane's max wait %s", g.maxWait), waited)
 	case <-ctx.Done():
 		waited := time.Since(start)
-		g.st.waitTime.Observe(waited)
+		g.st.observeWait(waited)
 		return g.fail(ctx.Err(), "the caller's context ended while waiting for a connection", waited)
 	}
 }

@@ -19,8 +19,12 @@ type LaneStats struct {
 	Rejections uint64        `json:"rejections"`  // callers refused at once (too many waiting)
 	WaitP50    time.Duration `json:"wait_p50_ns"` // over all acquisitions, waits of zero included
 	WaitP99    time.Duration `json:"wait_p99_ns"`
-	Dials      uint64        `json:"dials"`
-	DialErrors uint64        `json:"dial_errors"`
+	// WaitTime counts every acquisition's wait (zero waits included, as
+	// WaitP50 and WaitP99 do) in fixed buckets, with their sum: what a
+	// Prometheus histogram exports.
+	WaitTime   Histogram `json:"wait_time"`
+	Dials      uint64    `json:"dials"`
+	DialErrors uint64    `json:"dial_errors"`
 	// SentinelOpen (Redis Sentinel only) is the sockets to sentinels open
 	// now, apart from Open: per client (the lane's, or each reservation's)
 	// one subscription to +switch-master and the sockets that ask a
@@ -70,6 +74,7 @@ func counterStats(s *LaneStats, st *laneCounters, d *dialCounter) {
 	s.Rejections = st.rejections.Load()
 	s.WaitP50 = st.waitTime.Quantile(0.50)
 	s.WaitP99 = st.waitTime.Quantile(0.99)
+	s.WaitTime = snapshot(&st.waitBkts)
 	s.Dials = d.dials.Load()
 	s.DialErrors = d.dialErrors.Load()
 	s.Open = int(d.open.Load())
