@@ -578,6 +578,10 @@ type Stats struct {
 	Refused      int64        `json:"refused"`
 	RefusedLocal uint64       `json:"refused_local"`
 	Local        *WorkerStats `json:"local,omitempty"`
+	// OldestReady is the age of the job fetched next (the oldest ready
+	// one) from its EnqueuedAt, at the time of the call; 0 when the ready
+	// list is empty or its last elements hold no job (see latency.go).
+	OldestReady time.Duration `json:"oldest_ready_ns"`
 }
 
 // Stats reads the queue's counts from Redis (two round trips through the
@@ -595,9 +599,11 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	// the tail end only, so a long backlog costs no scan.
 	markers := pipe.LPosCount(ctx, q.k.ready, wakeMarker, 0, redis.LPosArgs{Rank: -1, MaxLen: markerScan})
 	refused := q.refusedCmd(ctx, pipe)
+	oldest := pipe.LRange(ctx, q.k.ready, -oldestScan, -1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
+	s.OldestReady = oldestReady(oldest.Val(), q.cfg.Now())
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
 	s.Ready = max(s.Ready-int64(len(markers.Val())), 0)
 	if ids := consumers.Val(); len(ids) > 0 {

@@ -98,7 +98,8 @@ type Worker struct {
 	beats          int    // heartbeats seen; the heartbeat goroutine's only
 	lastReconciled uint64 // jobs done at the last periodic reconcile; ditto
 
-	st counters
+	st  counters
+	lat latency // latency.go
 
 	ctl           workerCtl     // running jobs and cancels (ctlconsumer.go)
 	progressEvery time.Duration // shortest time between two progress writes of a job; 0: progressEvery
@@ -758,10 +759,12 @@ func (w *Worker) run(d delivery) {
 	}
 	ctx, jr := w.beginRun(ctx, d, job)
 	start := time.Now()
+	w.lat.started(d.env.attempt, d.env.enqueuedAt, w.q.cfg.Now)
 	err := w.callRun(ctx, job)
 	ran := time.Since(start)
 	cancelled := w.endRun(jr, err)
 	cancel()
+	w.lat.ran(ran)
 	if timeout > 0 && time.Since(start) > timeout+ignoredTimeoutGrace {
 		w.st.ignoredTimeouts.Add(1)
 		w.log.Warn("queue: handler ignored its timeout", "job", job.ID, "timeout", timeout, "ran", time.Since(start))
@@ -908,6 +911,11 @@ type WorkerStats struct {
 	// Memory is Redis's eviction policy and memory limit as the worker
 	// knows them (see Worker.Memory).
 	Memory MemoryStats `json:"memory"`
+	// StartDelay counts first runs' waits from EnqueuedAt to the handler's
+	// start (a delayed job's includes its delay; retries are left out),
+	// Run every handler call's duration; see latency.go.
+	StartDelay pool.Histogram `json:"start_delay"`
+	Run        pool.Histogram `json:"run"`
 }
 
 // Stats returns the worker's counters.
@@ -922,7 +930,8 @@ func (w *Worker) Stats() WorkerStats {
 		Recovered: w.st.recovered.Load(), Malformed: w.st.malformed.Load(), LostLeases: w.st.lostLeases.Load(),
 		FetchErrors: w.st.fetchErrors.Load(), AckErrors: w.st.ackErrors.Load(), HookPanics: w.hookPanics.Load(),
 		FetcherState: fetcherStateNames[w.st.fetchState.Load()], ConsumerID: w.c.ID(),
-		Memory: w.Memory(),
+		Memory:     w.Memory(),
+		StartDelay: bucketsOf(&w.lat.startDelay), Run: bucketsOf(&w.lat.run),
 	}
 	if ns := w.st.lastFetch.Load(); ns != 0 {
 		s.FetcherLastReturn = time.Unix(0, ns)

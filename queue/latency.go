@@ -1,0 +1,61 @@
+package queue
+
+import (
+	"time"
+
+	"github.com/bounded-go/bounded/internal/hist"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// latency is a worker's two histograms: fixed memory (hist.Buckets), two
+// atomic adds per observation, no lock on the job path.
+type latency struct {
+	startDelay hist.Buckets // enqueue to handler start, first runs only
+	run        hist.Buckets // handler call, every run
+	// off skips both (set only by the drain benchmark's reference run).
+	off bool
+}
+
+// started records the wait of a job's first run: from its EnqueuedAt
+// (the enqueuing process's clock, in milliseconds) to now. Retries are
+// left out: their wait is the backoff the worker chose, not the queue's.
+// A delayed job's wait includes its delay.
+func (l *latency) started(attempt int, enqueuedAt time.Time, now func() time.Time) {
+	if l.off || attempt != 0 || enqueuedAt.IsZero() {
+		return
+	}
+	l.startDelay.Observe(now().Sub(enqueuedAt)) // clock skew: negative counts as 0
+}
+
+// ran records a handler call's duration.
+func (l *latency) ran(d time.Duration) {
+	if !l.off {
+		l.run.Observe(d)
+	}
+}
+
+func bucketsOf(b *hist.Buckets) pool.Histogram {
+	counts, n, sum := b.Snapshot()
+	return pool.Histogram{Bounds: hist.Bounds(), Counts: counts, Count: n, Sum: sum}
+}
+
+// oldestScan is how many elements from the fetch end (the tail) Stats
+// reads to find the oldest ready job: wake markers sit there too.
+const oldestScan = 8
+
+// oldestReady returns the age at now of the oldest job among elems (the
+// ready list's tail, LRANGE -oldestScan -1: the last element is fetched
+// next), or 0 when they hold no job that decodes.
+func oldestReady(elems []string, now time.Time) time.Duration {
+	for i := len(elems) - 1; i >= 0; i-- {
+		if elems[i] == wakeMarker {
+			continue
+		}
+		env, err := decodeEnvelope([]byte(elems[i]))
+		if err != nil || env.enqueuedAt.IsZero() {
+			continue
+		}
+		return max(now.Sub(env.enqueuedAt), 0)
+	}
+	return 0
+}
