@@ -344,6 +344,7 @@ func (l *Limiter) fallback(key string, n, now int64, ws *windows, cause error) R
 }
 
 func (l *Limiter) count(r Result) Result {
+	l.stats.bySource.count(r)
 	if r.Allowed {
 		l.stats.allowed.Add(1)
 	} else {
@@ -395,10 +396,14 @@ type Stats struct {
 	// Config.LocalKeys), LocalEvictions the live ones dropped to make room.
 	LocalKeys      int    `json:"local_keys"`
 	LocalEvictions uint64 `json:"local_evictions"`
+	// BySource splits Allowed and Denied by the Source that decided:
+	// redis, denied-cache and fallback, in that order (sources.go).
+	BySource []SourceStats `json:"by_source"`
 }
 
 type counters struct {
 	allowed, denied, deniedCache, fallback, redisCalls, redisErrors atomic.Uint64
+	bySource                                                        bySource
 }
 
 // Stats returns a snapshot of the counters. It takes each cache shard's lock
@@ -411,6 +416,7 @@ func (l *Limiter) Stats() Stats {
 		Fallback:    l.stats.fallback.Load(),
 		RedisCalls:  l.stats.redisCalls.Load(),
 		RedisErrors: l.stats.redisErrors.Load(),
+		BySource:    l.stats.bySource.stats(),
 	}
 	if l.denied != nil {
 		s.DeniedKeys, s.DeniedEvictions = l.denied.len(), l.denied.evictions()
