@@ -2,6 +2,8 @@ package prometheus
 
 import (
 	prom "github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bounded-go/bounded/pool"
 )
 
 // metric is one family a collector emits: its descriptor and its type.
@@ -38,4 +40,20 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+func histogram(name, help string, labels ...string) metric {
+	return newMetric(prom.UntypedValue, name, help, labels...) // kind unused: see emitHistogram
+}
+
+// emitHistogram sends h as a Prometheus histogram in seconds (the bounds
+// are bounded's fixed ones, the same for every series).
+func (m metric) emitHistogram(ch chan<- prom.Metric, h pool.Histogram, labels ...string) {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		if i < len(h.Counts) {
+			buckets[b.Seconds()] = h.Counts[i]
+		}
+	}
+	ch <- prom.MustNewConstHistogram(m.desc, h.Count, h.Sum.Seconds(), buckets, labels...)
 }

@@ -11,10 +11,11 @@ import (
 type PoolCollector struct {
 	p *pool.Pool
 
-	size, inUse, open, idle, waiting    metric
-	waits, timeouts, rejections         metric
-	waitP50, waitP99, dials, dialErrors metric
-	reserved, up, failures, probes      metric
+	size, inUse, open, idle, waiting metric
+	waits, timeouts, rejections      metric
+	waitTime, dials, dialErrors      metric
+	reserved, up, failures, probes   metric
+	since                            metric
 }
 
 // NewPoolCollector returns a collector for p.
@@ -29,20 +30,20 @@ func NewPoolCollector(p *pool.Pool) *PoolCollector {
 		waits:      counter("bounded_pool_waits_total", "Acquisitions that had to wait for a connection.", "lane"),
 		timeouts:   counter("bounded_pool_wait_timeouts_total", "Waits that ended without a connection.", "lane"),
 		rejections: counter("bounded_pool_rejections_total", "Callers refused at once because too many were waiting.", "lane"),
-		waitP50:    gauge("bounded_pool_wait_p50_seconds", "Median time to acquire a connection since the pool was built, zero waits included.", "lane"),
-		waitP99:    gauge("bounded_pool_wait_p99_seconds", "99th percentile of the time to acquire a connection since the pool was built, zero waits included.", "lane"),
+		waitTime:   histogram("bounded_pool_wait_seconds", "Time each acquisition of a connection of the lane waited, zero waits included.", "lane"),
 		dials:      counter("bounded_pool_dials_total", "Connections dialled by the lane.", "lane"),
 		dialErrors: counter("bounded_pool_dial_errors_total", "Dials of the lane that failed.", "lane"),
 		reserved:   gauge("bounded_pool_reserved_connections", "Connections of the blocking lane held by reservations."),
 		up:         gauge("bounded_pool_up", "1 while the pool believes Redis is up, 0 while it is marked down."),
 		failures:   counter("bounded_pool_health_failures_total", "Connection-level failures seen by the pool."),
 		probes:     counter("bounded_pool_health_probes_total", "Calls let through to probe Redis while it was marked down."),
+		since:      gauge("bounded_pool_health_changed_timestamp_seconds", "When the pool last marked Redis up or down (Unix time); absent while up since the start."),
 	}
 }
 
 func (c *PoolCollector) metrics() []metric {
 	return []metric{c.size, c.inUse, c.open, c.idle, c.waiting, c.waits, c.timeouts, c.rejections,
-		c.waitP50, c.waitP99, c.dials, c.dialErrors, c.reserved, c.up, c.failures, c.probes}
+		c.waitTime, c.dials, c.dialErrors, c.reserved, c.up, c.failures, c.probes, c.since}
 }
 
 // Describe implements prometheus.Collector.
@@ -60,8 +61,7 @@ func (c *PoolCollector) Collect(ch chan<- prom.Metric) {
 		c.waits.emit(ch, float64(l.Waits), l.Lane)
 		c.timeouts.emit(ch, float64(l.Timeouts), l.Lane)
 		c.rejections.emit(ch, float64(l.Rejections), l.Lane)
-		c.waitP50.emit(ch, l.WaitP50.Seconds(), l.Lane)
-		c.waitP99.emit(ch, l.WaitP99.Seconds(), l.Lane)
+		c.waitTime.emitHistogram(ch, l.WaitTime, l.Lane)
 		c.dials.emit(ch, float64(l.Dials), l.Lane)
 		c.dialErrors.emit(ch, float64(l.DialErrors), l.Lane)
 	}
@@ -70,4 +70,7 @@ func (c *PoolCollector) Collect(ch chan<- prom.Metric) {
 	c.up.emit(ch, boolFloat(h.Up))
 	c.failures.emit(ch, float64(h.Failures))
 	c.probes.emit(ch, float64(h.Probes))
+	if !h.Since.IsZero() {
+		c.since.emit(ch, float64(h.Since.UnixNano())/1e9)
+	}
 }

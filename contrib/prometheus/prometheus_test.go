@@ -75,8 +75,8 @@ type lookup struct {
 	mfs []*dto.MetricFamily
 }
 
-// get returns the sample of name with labels, given as name=value pairs;
-// ok is false when there is none.
+// get returns the sample of name with labels, given as name=value pairs
+// (a histogram's sample count); ok is false when there is none.
 func (l lookup) get(name string, labels ...string) (v float64, ok bool) {
 	for _, mf := range l.mfs {
 		if mf.GetName() != name {
@@ -98,6 +98,8 @@ func (l lookup) get(name string, labels ...string) (v float64, ok bool) {
 				return m.Counter.GetValue(), true
 			case m.Gauge != nil:
 				return m.Gauge.GetValue(), true
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount()), true
 			}
 		}
 	}
@@ -397,12 +399,16 @@ func TestLimiterCollector(t *testing.T) {
 	}
 	c := bprom.NewLimiterCollector(l)
 	want := `
-# HELP bounded_ratelimit_allowed_total Decisions that allowed the request, whatever their source.
+# HELP bounded_ratelimit_allowed_total Decisions that allowed the request, by the source that decided: redis, denied-cache (never allows) or fallback (Config.OnRedisError).
 # TYPE bounded_ratelimit_allowed_total counter
-bounded_ratelimit_allowed_total{limiter="login"} 1
-# HELP bounded_ratelimit_denied_total Decisions that denied the request, whatever their source.
+bounded_ratelimit_allowed_total{limiter="login",source="denied-cache"} 0
+bounded_ratelimit_allowed_total{limiter="login",source="fallback"} 0
+bounded_ratelimit_allowed_total{limiter="login",source="redis"} 1
+# HELP bounded_ratelimit_denied_total Decisions that denied the request, by the source that decided: redis, denied-cache or fallback (Config.OnRedisError).
 # TYPE bounded_ratelimit_denied_total counter
-bounded_ratelimit_denied_total{limiter="login"} 1
+bounded_ratelimit_denied_total{limiter="login",source="denied-cache"} 0
+bounded_ratelimit_denied_total{limiter="login",source="fallback"} 0
+bounded_ratelimit_denied_total{limiter="login",source="redis"} 1
 # HELP bounded_ratelimit_redis_errors_total Scripts that failed.
 # TYPE bounded_ratelimit_redis_errors_total counter
 bounded_ratelimit_redis_errors_total{limiter="login"} 0

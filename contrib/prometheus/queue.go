@@ -7,6 +7,7 @@ import (
 
 	prom "github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bounded-go/bounded/pool"
 	"github.com/bounded-go/bounded/queue"
 )
 
@@ -43,7 +44,8 @@ type QueueCollector struct {
 	errors []uint64
 
 	ready, delayed, inFlight, dead, consumers, refused, age, scrapeErrors metric
-	busy, concurrency                                                     metric
+	oldest                                                                metric
+	busy, concurrency, startDelay, run                                    metric
 	workerCounters                                                        []metric
 }
 
@@ -70,6 +72,9 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 		refused:      counter("bounded_queue_refused_total", "Enqueues refused as full, by any process, as counted in Redis.", l),
 		age:          gauge("bounded_queue_stats_age_seconds", "Age of the counts exported: 0 when read by this scrape.", l),
 		scrapeErrors: counter("bounded_queue_scrape_errors_total", "Scrapes whose Redis read of the queue failed or timed out.", l),
+		oldest:       gauge("bounded_queue_oldest_ready_age_seconds", "Age of the job fetched next (the oldest ready one) since its enqueue, when the counts were read; 0 when none is ready.", l),
+		startDelay:   histogram("bounded_queue_start_delay_seconds", "Time from a job's enqueue to its first run's start in this process (a delayed job's includes its delay; retries are left out).", l),
+		run:          histogram("bounded_queue_run_duration_seconds", "Duration of each handler call in this process, failed ones included.", l),
 		busy:         gauge("bounded_queue_worker_busy_handlers", "Handlers of this process running a job now.", l),
 		concurrency:  gauge("bounded_queue_worker_concurrency", "Handlers this process may run at once.", l),
 		workerCounters: []metric{
@@ -90,7 +95,7 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 
 func (c *QueueCollector) metrics() []metric {
 	return append([]metric{c.ready, c.delayed, c.inFlight, c.dead, c.consumers, c.refused, c.age,
-		c.scrapeErrors, c.busy, c.concurrency}, c.workerCounters...)
+		c.scrapeErrors, c.oldest, c.busy, c.concurrency, c.startDelay, c.run}, c.workerCounters...)
 }
 
 // Describe implements prometheus.Collector.
@@ -121,6 +126,7 @@ func (c *QueueCollector) Collect(ch chan<- prom.Metric) {
 		c.dead.emit(ch, float64(l.s.Dead), n)
 		c.consumers.emit(ch, float64(l.s.Consumers), n)
 		c.refused.emit(ch, float64(l.s.Refused), n)
+		c.oldest.emit(ch, l.s.OldestReady.Seconds(), n)
 		c.age.emit(ch, max(now.Sub(l.at), 0).Seconds(), n)
 	}
 	c.collectWorkers(ch)
@@ -145,8 +151,9 @@ func (c *QueueCollector) read() {
 
 func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 	type sum struct {
-		busy, conc float64
-		v          [11]uint64
+		busy, conc      float64
+		v               [11]uint64
+		startDelay, run pool.Histogram
 	}
 	var order []string
 	sums := map[string]*sum{}
@@ -161,6 +168,8 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 		s := w.Stats()
 		t.busy += float64(s.Busy)
 		t.conc += float64(s.Concurrency)
+		t.startDelay.Add(s.StartDelay)
+		t.run.Add(s.Run)
 		for i, v := range [11]uint64{s.Processed, s.Failed, s.Retried, s.Dead, s.Panics, s.Recovered,
 			s.Malformed, s.LostLeases, s.FetchErrors, s.AckErrors, s.IgnoredTimeouts} {
 			t.v[i] += v
@@ -170,6 +179,8 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 		t := sums[n]
 		c.busy.emit(ch, t.busy, n)
 		c.concurrency.emit(ch, t.conc, n)
+		c.startDelay.emitHistogram(ch, t.startDelay, n)
+		c.run.emitHistogram(ch, t.run, n)
 		for i, v := range t.v {
 			c.workerCounters[i].emit(ch, float64(v), n)
 		}

@@ -81,10 +81,8 @@ type LimiterCollector struct {
 // names.
 func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
 	return &LimiterCollector{ls: ls, ms: []metric{
-		counter("bounded_ratelimit_allowed_total", "Decisions that allowed the request, whatever their source.", "limiter"),
-		counter("bounded_ratelimit_denied_total", "Decisions that denied the request, whatever their source.", "limiter"),
-		counter("bounded_ratelimit_denied_cache_total", "Denials answered by the denied cache without Redis (source denied_cache).", "limiter"),
-		counter("bounded_ratelimit_fallback_total", "Decisions made by OnRedisError (source fallback), allowed or denied.", "limiter"),
+		counter("bounded_ratelimit_allowed_total", "Decisions that allowed the request, by the source that decided: redis, denied-cache (never allows) or fallback (Config.OnRedisError).", "limiter", "source"),
+		counter("bounded_ratelimit_denied_total", "Decisions that denied the request, by the source that decided: redis, denied-cache or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_redis_calls_total", "Scripts run in Redis.", "limiter"),
 		counter("bounded_ratelimit_redis_errors_total", "Scripts that failed.", "limiter"),
 		gauge("bounded_ratelimit_denied_keys", "Keys in the denied cache now.", "limiter"),
@@ -100,13 +98,16 @@ func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...
 // Collect implements prometheus.Collector.
 func (c *LimiterCollector) Collect(ch chan<- prom.Metric) {
 	for _, l := range c.ls {
-		s := l.Stats()
+		s, n := l.Stats(), l.Name()
+		for _, b := range s.BySource {
+			c.ms[0].emit(ch, float64(b.Allowed), n, b.Source)
+			c.ms[1].emit(ch, float64(b.Denied), n, b.Source)
+		}
 		for i, v := range []float64{
-			float64(s.Allowed), float64(s.Denied), float64(s.DeniedCache), float64(s.Fallback),
 			float64(s.RedisCalls), float64(s.RedisErrors), float64(s.DeniedKeys), float64(s.DeniedEvictions),
 			float64(s.LocalKeys), float64(s.LocalEvictions),
 		} {
-			c.ms[i].emit(ch, v, l.Name())
+			c.ms[i+2].emit(ch, v, n)
 		}
 	}
 }
