@@ -444,9 +444,9 @@ func (w *Watcher) LongTrend() (Trend, bool) {
 // subscription. No lock of the Watcher is held.
 func (w *Watcher) deliver(a Alert) {
 	if a.Raised {
-		w.cfg.Logger.Warn("memwatch: alert raised", "kind", a.Kind, "value", a.Value, "threshold", a.Threshold, "msg", a.Message)
+		w.cfg.Logger.Warn("memwatch: alert raised", "kind", a.Kind, "value", a.Value, "threshold", a.Threshold, "detail", a.Message)
 	} else {
-		w.cfg.Logger.Info("memwatch: alert cleared", "kind", a.Kind, "value", a.Value, "threshold", a.Threshold, "msg", a.Message)
+		w.cfg.Logger.Info("memwatch: alert cleared", "kind", a.Kind, "value", a.Value, "threshold", a.Threshold, "detail", a.Message)
 	}
 	if w.cfg.OnAlert != nil {
 		w.cfg.OnAlert(a)

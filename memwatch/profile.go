@@ -64,7 +64,7 @@ func (w *Watcher) captureProfile(now time.Time, kind AlertKind) {
 		w.mu.Lock()
 		w.stats.ProfilesRateLimited++
 		w.mu.Unlock()
-		p.logger.Debug("memwatch: heap profile skipped: rate limited", "alert", kind, "last", p.last)
+		p.logger.Debug("memwatch: heap profile skipped: rate limited", "kind", kind, "last", p.last)
 		return
 	}
 	// A failed attempt counts too, so a broken disk is not retried on every
@@ -76,7 +76,7 @@ func (w *Watcher) captureProfile(now time.Time, kind AlertKind) {
 		w.mu.Lock()
 		w.stats.ProfileErrors++
 		w.mu.Unlock()
-		p.logger.Error("memwatch: heap profile capture failed", "alert", kind, "err", err)
+		p.logger.Error("memwatch: heap profile capture failed", "kind", kind, "err", err)
 		return
 	}
 	w.mu.Lock()
@@ -87,7 +87,7 @@ func (w *Watcher) captureProfile(now time.Time, kind AlertKind) {
 	w.profiles.Push(prof)
 	w.stats.Profiles++
 	w.mu.Unlock()
-	p.logger.Info("memwatch: heap profile captured", "alert", kind, "path", prof.Path, "bytes", prof.Size)
+	p.logger.Info("memwatch: heap profile captured", "kind", kind, "path", prof.Path, "bytes", prof.Size)
 	if full {
 		p.remove(evicted)
 	}

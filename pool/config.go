@@ -220,7 +220,7 @@ func (c *Config) applyURL() error {
 	}
 	u, err := redis.ParseURL(c.URL)
 	if err != nil {
-		return fmt.Errorf("Config.URL: %w", err)
+		return urlError(c.URL, err) // redact.go: the URL may hold a password
 	}
 	if u.Network == "unix" {
 		return errors.New("Config.URL: unix sockets are not supported; use a TCP address")

@@ -100,7 +100,7 @@ func newNode(c *Consumer, g *lifecycle.Group, log *slog.Logger) *node {
 	}
 	return &node{
 		c: c, p: c.p, g: g, id: c.cfg.ConsumerID, token: newID(time.Now()), hb: heartbeatKey(ns), live: liveKey(ns),
-		interval: c.cfg.HeartbeatInterval, ttl: c.cfg.HeartbeatTTL, now: c.cfg.Now, log: log,
+		interval: c.cfg.HeartbeatInterval, ttl: c.cfg.HeartbeatTTL, now: c.cfg.Now, log: log.With("consumer", c.cfg.ConsumerID),
 		workers: map[member]struct{}{}, changed: make(chan struct{}, 1), joined: make(chan struct{}, 1),
 		views: make(chan deadView, 1), swept: map[string]int64{},
 	}
@@ -275,7 +275,7 @@ func (n *node) leave(ctx context.Context, drained bool) {
 	clean := drained && !n.dirty
 	n.mu.Unlock()
 	if !clean {
-		n.log.Warn("queue: leaving with jobs possibly still held; the heartbeat expires and other processes recover them", "consumer", n.id, "within", n.ttl+n.interval)
+		n.log.Warn("queue: leaving with jobs possibly still held; the heartbeat expires and other processes recover them", "within", n.ttl+n.interval)
 		return
 	}
 	tx := n.p.Background().TxPipeline()

@@ -258,9 +258,9 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 	case err != nil:
 		return w.sweepFailed(ctx, consumer, "moving a dead consumer's jobs", err)
 	case restarted:
-		w.log.Info("queue: a dead consumer restarted during its sweep; its jobs stay with it", "consumer", consumer, "requeued", moved)
+		w.log.Info("queue: a dead consumer restarted during its sweep; its jobs stay with it", "dead_consumer", consumer, "requeued", moved)
 	case moved > 0:
-		w.log.Info("queue: recovered jobs of a dead consumer", "consumer", consumer, "requeued", moved)
+		w.log.Info("queue: recovered jobs of a dead consumer", "dead_consumer", consumer, "requeued", moved)
 	}
 	return true
 }
@@ -269,7 +269,7 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 // returns false.
 func (w *Worker) sweepFailed(ctx context.Context, consumer, what string, err error) bool {
 	if ctx.Err() == nil {
-		w.log.Warn("queue: sweep: "+what+" failed; the next heartbeat tries again", "consumer", consumer, "err", err)
+		w.log.Warn("queue: sweep: "+what+" failed; the next heartbeat tries again", "dead_consumer", consumer, "err", err)
 	}
 	return false
 }

@@ -153,7 +153,7 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 		cfg:          cfg,
 		c:            c,
 		proc:         q.k.proc(c.ID()),
-		log:          cfg.Logger.With("queue", q.name),
+		log:          cfg.Logger.With("queue", q.name, "consumer", c.ID()), // docs/logging.md
 		slots:        make(chan struct{}, cfg.Concurrency),
 		jobs:         make(chan delivery, cfg.Concurrency),
 		acks:         make(chan ackOp, 2*cfg.Concurrency),

@@ -267,8 +267,8 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		TTL:            cfg.ReplyTTL,
 		NoLocal:        true,
 		NoInvalidation: true,
-		MaxValueBytes:  4*cfg.MaxMessage + 4<<10, // the message, escaped, and the reply
-		Logger:         log.With("component", "cache", "cache", "replies"),
+		MaxValueBytes:  4*cfg.MaxMessage + 4<<10,       // the message, escaped, and the reply
+		Logger:         log.With("component", "cache"), // the cache adds cache=replies itself
 	})
 	if err != nil {
 		return nil, err
@@ -284,7 +284,7 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		TTL:        time.Hour,
 		MaxEntries: 16,
 		MaxBytes:   1 << 20,
-		Logger:     log.With("component", "cache", "cache", "agents"),
+		Logger:     log.With("component", "cache"),
 	})
 	if err != nil {
 		return nil, err
@@ -312,7 +312,9 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		return nil, err
 	}
 	for i, name := range chatapi.Queues() {
-		qlog := log.With("component", "queue", "queue", name)
+		// Not With("queue", name): the queue names itself in its records
+		// (docs/logging.md), and the key would appear twice.
+		qlog := log.With("component", "queue")
 		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, MaxLen: cfg.MaxLen[i], Logger: qlog})
 		if err != nil {
 			return nil, err
