@@ -12,7 +12,6 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
@@ -440,57 +439,5 @@ func TestMemwatchCollector(t *testing.T) {
 	}
 	if got := mustValue(t, c, "bounded_memwatch_alert_active", "kind", string(memwatch.AlertGoroutines)); got != 0 {
 		t.Fatalf("goroutines alert: %v, want 0", got)
-	}
-}
-
-// TestExpositionLints registers every collector, fed by real components,
-// and runs promlint over the exposition.
-func TestExpositionLints(t *testing.T) {
-	m := redistest.Mini(t)
-	p := newPool(t, pool.Config{Addrs: []string{m.Addr()}})
-	q := newQueue(t, p, "mail")
-	enqueue(t, q, 1)
-	cons, err := queue.NewConsumer(p, queue.ConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := queue.NewWorker(cons, q, func(context.Context, *queue.Job) error { return nil }, queue.WorkerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := cache.New(p, "users", cache.Config[string]{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ratelimit.New(p, "login", ratelimit.Config{Rate: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mw, err := memwatch.New(memwatch.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mw.Tick()
-	reg := prom.NewPedanticRegistry()
-	reg.MustRegister(
-		bprom.NewPoolCollector(p),
-		bprom.NewQueueCollector(bprom.QueueConfig{Queues: []*queue.Queue{q}, Workers: []*queue.Worker{w}}),
-		bprom.NewCacheCollector(k),
-		bprom.NewLimiterCollector(l),
-		bprom.NewMemwatchCollector(mw),
-	)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(mfs) < 60 {
-		t.Fatalf("only %d metric families gathered", len(mfs))
-	}
-	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, pr := range problems {
-		t.Errorf("promlint: %s: %s", pr.Metric, pr.Text)
 	}
 }
