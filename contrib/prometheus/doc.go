@@ -4,23 +4,25 @@
 // nothing here runs between scrapes).
 //
 //   - PoolCollector: each lane's size, connections in use, open and idle,
-//     callers waiting, waits, wait timeouts, rejections, dials, dial errors,
-//     wait-time p50 and p99 (label lane), and the health state.
+//     callers waiting, waits, wait timeouts, rejections, dials, dial errors
+//     and a wait-time histogram (label lane), and the health state.
 //   - QueueCollector: each queue's ready, delayed, in-flight and dead jobs,
-//     consumers and refused enqueues (label queue), read from Redis at
-//     scrape time; and this process's workers' counters (processed, failed,
-//     retried, dead-lettered, ...), summed per queue.
+//     consumers, refused enqueues and the oldest ready job's age (label
+//     queue), read from Redis at scrape time; and this process's workers'
+//     counters (processed, failed, retried, dead-lettered, ...) and
+//     enqueue-to-start and run-duration histograms, summed per queue.
 //   - CacheCollector: hits by tier, misses, loads, load errors, evictions,
 //     local entries and bytes, ... (label cache).
-//   - LimiterCollector: allowed, denied, denied from the denied cache,
-//     fallback decisions, Redis calls and errors (label limiter).
+//   - LimiterCollector: allowed and denied decisions by source (labels
+//     limiter and source), Redis calls and errors (label limiter).
 //   - MemwatchCollector: the latest sample (retained memory, live heap,
 //     goroutines, ...), active alerts (label kind), the growth slopes and
 //     the Watcher's counters.
 //
 // Names start with bounded_; counters, and only values that never decrease
 // in the component, end in _total; sizes are in bytes and durations in
-// seconds. Each label value comes from the component's Name: two
+// seconds. Histograms share fixed buckets (1-2-5 steps from 10µs to
+// 5000s), so that series add up across processes. Each label value comes from the component's Name: two
 // components of one kind with the same name in one collector make the
 // registry's Gather fail.
 //
@@ -44,6 +46,7 @@
 // collector is not usable: build one with its New function. A nil
 // component makes Collect panic.
 //
-// See docs/prometheus.md for the metric list, the benchmark and what the
-// core would need for histograms.
+// See docs/prometheus.md for the metric list, the histograms, the
+// benchmarks and the Grafana dashboard; the demo directory holds a
+// runnable program serving /metrics.
 package prometheus
