@@ -396,9 +396,13 @@ type Stats struct {
 	// Config.LocalKeys), LocalEvictions the live ones dropped to make room.
 	LocalKeys      int    `json:"local_keys"`
 	LocalEvictions uint64 `json:"local_evictions"`
-	// BySource splits Allowed and Denied by the Source that decided:
-	// redis, denied-cache and fallback, in that order (sources.go).
-	BySource []SourceStats `json:"by_source"`
+	// Allowed and Denied by the Source that decided (sources.go): Redis's
+	// script, or Config.OnRedisError (Fallback is the sum of the latter
+	// two). The denied cache only denies: DeniedCache.
+	RedisAllowed    uint64 `json:"redis_allowed"`
+	RedisDenied     uint64 `json:"redis_denied"`
+	FallbackAllowed uint64 `json:"fallback_allowed"`
+	FallbackDenied  uint64 `json:"fallback_denied"`
 }
 
 type counters struct {
@@ -416,8 +420,8 @@ func (l *Limiter) Stats() Stats {
 		Fallback:    l.stats.fallback.Load(),
 		RedisCalls:  l.stats.redisCalls.Load(),
 		RedisErrors: l.stats.redisErrors.Load(),
-		BySource:    l.stats.bySource.stats(),
 	}
+	l.stats.bySource.fill(&s)
 	if l.denied != nil {
 		s.DeniedKeys, s.DeniedEvictions = l.denied.len(), l.denied.evictions()
 	}

@@ -2,35 +2,29 @@ package ratelimit
 
 import "sync/atomic"
 
-// SourceStats counts the decisions one Source made.
-type SourceStats struct {
-	Source  string `json:"source"` // Source.String: redis, denied-cache or fallback
-	Allowed uint64 `json:"allowed"`
-	Denied  uint64 `json:"denied"`
+// bySource counts decisions per Source and outcome, one atomic add per
+// decision next to the totals, so that an exporter reads each split
+// directly instead of subtracting counters read at different moments
+// (which could make a counter go backwards). SourceDeniedCache only ever
+// denies: Stats.DeniedCache counts it.
+type bySource struct {
+	redisAllowed, redisDenied, fallbackAllowed, fallbackDenied atomic.Uint64
 }
-
-// sources are the Sources that decide, in the order Stats.BySource lists
-// them.
-var sources = [...]Source{SourceRedis, SourceDeniedCache, SourceFallback}
-
-// bySource counts decisions per Source and outcome: one atomic add per
-// decision, next to the totals.
-type bySource [len(sources) + 1][2]atomic.Uint64 // indexed by Source (0: none), then allowed
 
 func (b *bySource) count(r Result) {
-	i := 0
-	if r.Allowed {
-		i = 1
-	}
-	if int(r.Source) < len(b) {
-		b[r.Source][i].Add(1)
+	switch {
+	case r.Source == SourceRedis && r.Allowed:
+		b.redisAllowed.Add(1)
+	case r.Source == SourceRedis:
+		b.redisDenied.Add(1)
+	case r.Source == SourceFallback && r.Allowed:
+		b.fallbackAllowed.Add(1)
+	case r.Source == SourceFallback:
+		b.fallbackDenied.Add(1)
 	}
 }
 
-func (b *bySource) stats() []SourceStats {
-	out := make([]SourceStats, len(sources))
-	for i, s := range sources {
-		out[i] = SourceStats{Source: s.String(), Denied: b[s][0].Load(), Allowed: b[s][1].Load()}
-	}
-	return out
+func (b *bySource) fill(s *Stats) {
+	s.RedisAllowed, s.RedisDenied = b.redisAllowed.Load(), b.redisDenied.Load()
+	s.FallbackAllowed, s.FallbackDenied = b.fallbackAllowed.Load(), b.fallbackDenied.Load()
 }

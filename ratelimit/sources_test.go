@@ -8,23 +8,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func bySourceOf(s Stats) map[string][2]uint64 {
-	m := map[string][2]uint64{}
-	for _, b := range s.BySource {
-		m[b.Source] = [2]uint64{b.Allowed, b.Denied}
-	}
-	return m
-}
-
 // TestStatsBySource: every decision is counted once under the source that
 // made it, and the split adds up to Allowed and Denied.
 func TestStatsBySource(t *testing.T) {
 	d := newDownSetup(t, Config{Rate: 1, Period: time.Minute, Burst: 2, DeniedKeys: 10, OnRedisError: FailLocal})
-	s := d.l.Stats()
-	require.Len(t, s.BySource, 3, "a new limiter lists every source")
-	for _, b := range s.BySource {
-		require.Zero(t, b.Allowed+b.Denied, b.Source)
-	}
+	require.Equal(t, Stats{}, d.l.Stats(), "a new limiter counted nothing")
 
 	ctx := context.Background()
 	allow := func(key string, want Source) Result {
@@ -43,26 +31,21 @@ func TestStatsBySource(t *testing.T) {
 	allow("j", SourceFallback)
 	allow("j", SourceFallback) // denied locally
 
-	s = d.l.Stats()
-	got := bySourceOf(s)
-	require.Equal(t, [2]uint64{3, 1}, got["redis"])
-	require.Equal(t, [2]uint64{0, 1}, got["denied-cache"])
-	require.Equal(t, [2]uint64{3, 1}, got["fallback"])
-	var allowed, denied uint64
-	for _, b := range s.BySource {
-		allowed, denied = allowed+b.Allowed, denied+b.Denied
-	}
-	require.Equal(t, s.Allowed, allowed)
-	require.Equal(t, s.Denied, denied)
-	require.Equal(t, s.DeniedCache, got["denied-cache"][1])
-	require.Equal(t, s.Fallback, got["fallback"][0]+got["fallback"][1])
+	s := d.l.Stats()
+	require.Equal(t, [2]uint64{3, 1}, [2]uint64{s.RedisAllowed, s.RedisDenied})
+	require.Equal(t, uint64(1), s.DeniedCache)
+	require.Equal(t, [2]uint64{3, 1}, [2]uint64{s.FallbackAllowed, s.FallbackDenied})
+	require.Equal(t, s.Allowed, s.RedisAllowed+s.FallbackAllowed)
+	require.Equal(t, s.Denied, s.RedisDenied+s.DeniedCache+s.FallbackDenied)
+	require.Equal(t, s.Fallback, s.FallbackAllowed+s.FallbackDenied)
 }
 
-func TestBySourceIgnoresNoSource(t *testing.T) {
+func TestBySourceIgnoresOtherSources(t *testing.T) {
 	var b bySource
 	b.count(Result{})                                   // the zero Result: no source
-	b.count(Result{Allowed: true, Source: Source(200)}) // unknown: not counted, no panic
-	for _, s := range b.stats() {
-		require.Zero(t, s.Allowed+s.Denied, s.Source)
-	}
+	b.count(Result{Allowed: true, Source: Source(200)}) // unknown: not counted
+	b.count(Result{Source: SourceDeniedCache})          // counted in DeniedCache by the caller
+	var s Stats
+	b.fill(&s)
+	require.Equal(t, Stats{}, s)
 }

@@ -99,9 +99,17 @@ func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...
 func (c *LimiterCollector) Collect(ch chan<- prom.Metric) {
 	for _, l := range c.ls {
 		s, n := l.Stats(), l.Name()
-		for _, b := range s.BySource {
-			c.ms[0].emit(ch, float64(b.Allowed), n, b.Source)
-			c.ms[1].emit(ch, float64(b.Denied), n, b.Source)
+		// Every source of ratelimit.Source, each counted directly.
+		for _, v := range []struct {
+			src             ratelimit.Source
+			allowed, denied uint64
+		}{
+			{ratelimit.SourceRedis, s.RedisAllowed, s.RedisDenied},
+			{ratelimit.SourceDeniedCache, 0, s.DeniedCache}, // the denied cache only denies
+			{ratelimit.SourceFallback, s.FallbackAllowed, s.FallbackDenied},
+		} {
+			c.ms[0].emit(ch, float64(v.allowed), n, v.src.String())
+			c.ms[1].emit(ch, float64(v.denied), n, v.src.String())
 		}
 		for i, v := range []float64{
 			float64(s.RedisCalls), float64(s.RedisErrors), float64(s.DeniedKeys), float64(s.DeniedEvictions),
