@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// lostReply lets the bulk lock script run in Redis and then loses its reply,
+// as a read that times out (the caller's deadline, the pool's ReadTimeout)
+// after Redis ran the script does: the locks are taken, and the batch does
+// not know it. cancel, if set, is called before the error is returned (the
+// caller's context ending while it waited for the reply).
+type lostReply struct {
+	sha    string
+	cancel context.CancelFunc
+	err    error
+}
+
+func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if len(args) < 2 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
+			return next(ctx, cmd)
+		}
+		if s, _ := args[1].(string); s != h.sha && s != lockManyScript {
+			return next(ctx, cmd)
+		}
+		if err := next(ctx, cmd); err != nil {
+			return err // NOSCRIPT: the EVAL that follows runs it
+		}
+		if h.cancel != nil {
+			h.cancel()
+		}
+		cmd.SetErr(h.err)
+		return h.err
+	}
+}
+func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A GetOrLoadMany whose lock script ran but whose reply never came back
+// (the caller's deadline passing, or a read timeout, while Redis ran it)
+// releases the locks the script may have taken: otherwise every other
+// instance's GetOrLoad of those keys waits for LockTTL.
+func TestGetOrLoadManyReleasesLocksOfALostLockReply(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cancel bool
+		err    error
+	}{
+		{name: "caller's deadline", cancel: true, err: context.DeadlineExceeded},
+		{name: "read timeout", err: errors.New("i/o timeout")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := miniPool(t)
+			p := newPool(t, pool.Config{Addrs: []string{m.Addr()}})
+			c := newCache(t, p, "lostreply", Config[item]{})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h := &lostReply{sha: c.bulk.lock.Hash(), err: tc.err}
+			if tc.cancel {
+				h.cancel = cancel
+			}
+			p.Client().AddHook(h)
+			_, _ = c.GetOrLoadMany(ctx, []string{"a", "b"}, func(_ context.Context, missing []string) (map[string]item, error) {
+				out := map[string]item{}
+				for _, k := range missing {
+					out[k] = item{Name: k}
+				}
+				return out, nil
+			})
+			for _, k := range []string{"a", "b"} {
+				require.False(t, m.Exists(c.lockKey(k)), "the lock of %q is left for LockTTL (%s)", k, c.cfg.LockTTL)
+			}
+		})
+	}
+}
+
+// A bulk loader that panics (recovered by the caller, as net/http recovers a
+// handler's panic) leaves no lock behind: the panic goes on to the caller,
+// and the locks are released on the way.
+func TestGetOrLoadManyLoaderPanicReleasesTheLocks(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "manypanic", Config[item]{})
+	func() {
+		defer func() {
+			require.Equal(t, "loader bug", recover(), "the panic reaches the caller")
+		}()
+		_, _ = c.GetOrLoadMany(context.Background(), []string{"a", "b"}, func(context.Context, []string) (map[string]item, error) {
+			panic("loader bug")
+		})
+	}()
+	for _, k := range []string{"a", "b"} {
+		require.False(t, m.Exists(c.lockKey(k)), "the lock of %q is left for LockTTL (%s)", k, c.cfg.LockTTL)
+	}
+	require.Zero(t, c.Stats().LoadsInFlight)
+	// The next call loads at once instead of waiting for the locks.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // LockTTL is 12s
+	defer cancel()
+	got, err := c.GetOrLoad(ctx, "a", func(context.Context) (item, error) { return item{Name: "a"}, nil })
+	require.NoError(t, err)
+	require.Equal(t, "a", got.Name)
+}
