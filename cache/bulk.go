@@ -452,6 +452,11 @@ func (b *batch[V]) run(missing []string) {
 	start := c.clock()
 	r, err := c.bulk.lock.Run(b.ctx, c.p.Client(), b.pairs(missing), token, strconv.FormatInt(c.cfg.LockTTL.Milliseconds(), 10)).Slice()
 	if err != nil {
+		// The script may have run, and taken locks, before its reply was
+		// lost (the caller's deadline or a read timeout while Redis ran
+		// it): release whatever this token holds, or every other
+		// instance's load of these keys waits for LockTTL.
+		b.release(missing, token)
 		if b.ctx.Err() != nil {
 			b.errs = append(b.errs, c.batchEnded(b.ctx, err))
 			return
@@ -517,15 +522,11 @@ func (b *batch[V]) loadAndKeep(keys []string, k keep, gens map[string]uint64) {
 	token := k.token
 	c := b.c
 	c.st.loads.Add(1)
-	lctx, cancel := context.WithTimeout(b.ctx, c.cfg.LoadTimeout)
-	vals, err := b.load(lctx, slices.Clone(keys))
-	cancel()
+	vals, err := b.callLoad(keys, token)
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(b.ctx), writeTimeout)
 	defer wcancel()
 	if err != nil {
-		if token != "" { // release the locks
-			_, _ = b.fill(wctx, keys, make([]encoded[V], len(keys)), make([]time.Duration, len(keys)), token)
-		}
+		b.release(keys, token)
 		if b.ctx.Err() != nil {
 			b.errs = append(b.errs, c.batchEnded(b.ctx, err))
 			return
@@ -588,6 +589,40 @@ func (b *batch[V]) loadAndKeep(keys []string, k keep, gens map[string]uint64) {
 		// Our own note is ignored by our subscriber: wake this process's
 		// waiters (a GetOrLoad of one of the keys) here.
 		c.wake(k)
+	}
+}
+
+// callLoad calls the loader for keys, which token has locked. A loader
+// that panics (or calls runtime.Goexit) releases the locks on its way out:
+// the caller may recover the panic (net/http does), and the locks would
+// otherwise stall every instance's load of those keys for LockTTL.
+func (b *batch[V]) callLoad(keys []string, token string) (map[string]V, error) {
+	returned := false
+	defer func() {
+		if !returned {
+			b.release(keys, token)
+		}
+	}()
+	lctx, cancel := context.WithTimeout(b.ctx, b.c.cfg.LoadTimeout)
+	defer cancel()
+	vals, err := b.load(lctx, slices.Clone(keys))
+	returned = true
+	return vals, err
+}
+
+// release gives up the locks token holds on keys, without values, and wakes
+// this process's waiters for them (our own note does not reach them), so
+// that a waiting load takes over at once rather than at the locks' expiry.
+// Without a token (Config.NoLock, Redis failing) there is nothing to do.
+func (b *batch[V]) release(keys []string, token string) {
+	if token == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), writeTimeout)
+	defer cancel()
+	_, _ = b.fill(ctx, keys, make([]encoded[V], len(keys)), make([]time.Duration, len(keys)), token)
+	for _, k := range keys {
+		b.c.wake(k)
 	}
 }
 
