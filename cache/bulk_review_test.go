@@ -1,8 +1,12 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,4 +113,77 @@ func TestGetOrLoadManyLoaderPanicReleasesTheLocks(t *testing.T) {
 	got, err := c.GetOrLoad(ctx, "a", func(context.Context) (item, error) { return item{Name: "a"}, nil })
 	require.NoError(t, err)
 	require.Equal(t, "a", got.Name)
+}
+
+// scriptBytes records the request size of every call of one script.
+type scriptBytes struct {
+	sha, src string
+	mu       sync.Mutex
+	sizes    []int
+}
+
+func (h *scriptBytes) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *scriptBytes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if len(args) < 2 || (args[1] != h.sha && args[1] != h.src) || cmd.Name() == "script" {
+			return next(ctx, cmd)
+		}
+		err := next(ctx, cmd)
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return err // sent again as EVAL
+		}
+		n := 0
+		for _, a := range args {
+			switch a := a.(type) {
+			case []byte:
+				n += len(a)
+			case string:
+				n += len(a)
+			default:
+				n += len(fmt.Sprint(a))
+			}
+		}
+		h.mu.Lock()
+		h.sizes = append(h.sizes, n)
+		h.mu.Unlock()
+		return err
+	}
+}
+func (h *scriptBytes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// The values a GetOrLoadMany writes are split over fill scripts of at most
+// about fillBytes each: one script holds Redis for its whole run, copying
+// every value, and MaxBulkKeys values of MaxValueBytes (1 GiB by default)
+// would also pass Redis's client-query-buffer-limit (1 GiB), which closes
+// the connection, so the batch could never be cached and its locks would
+// stay for LockTTL. Every value is still written, under its lock.
+func TestGetOrLoadManyFillsInBoundedScripts(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "bigfill", Config[[]byte]{})
+	h := &scriptBytes{sha: c.bulk.fill.Hash(), src: fillManyScript}
+	p.Client().AddHook(h)
+	const n, size = 40, 100 << 10 // 4 MB in all
+	keys := keysN("k", n)
+	got, err := c.GetOrLoadMany(context.Background(), keys, func(_ context.Context, missing []string) (map[string][]byte, error) {
+		out := map[string][]byte{}
+		for _, k := range missing {
+			out[k] = bytes.Repeat([]byte(k[:1]), size)
+		}
+		return out, nil
+	})
+	require.NoError(t, err)
+	require.Len(t, got, n)
+	for _, k := range keys {
+		require.True(t, m.Exists(c.RedisKey(k)), k)
+		require.False(t, m.Exists(c.lockKey(k)), k)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Greater(t, len(h.sizes), 1, "one script carried every value")
+	for _, s := range h.sizes {
+		require.LessOrEqual(t, s, 1<<20+size+64<<10, "a fill script of %d bytes", s)
+	}
 }
