@@ -573,7 +573,7 @@ func (b *batch[V]) loadAndKeep(keys []string, k keep, gens map[string]uint64) {
 	start := c.clock()
 	var wrote []bool
 	if token != "" {
-		wrote, err = b.fill(wctx, keys, es, ttls, token)
+		wrote, err = b.fillAll(wctx, keys, es, ttls, token)
 	} else {
 		wrote, err = b.fillIfMissing(wctx, keys, es, ttls, keep)
 	}
@@ -624,6 +624,37 @@ func (b *batch[V]) release(keys []string, token string) {
 	for _, k := range keys {
 		b.c.wake(k)
 	}
+}
+
+// fillBytes bounds the values one fillManyScript call carries (a value
+// larger than that goes alone). The script holds Redis while it copies
+// every value, and MaxBulkKeys values of MaxValueBytes (1 GiB by default)
+// would reach Redis's client-query-buffer-limit (1 GiB by default), past
+// which Redis closes the connection: the batch would never be cached and
+// its locks would stay until LockTTL.
+const fillBytes = 1 << 20
+
+// fillAll runs fill over keys in calls of at most fillBytes of values. The
+// keys are independent (each written only while its own lock holds), so
+// splitting changes nothing but the size of each call. On an error the
+// calls before it have written their keys; the caller keeps every value
+// locally, as when a single fill fails.
+func (b *batch[V]) fillAll(ctx context.Context, keys []string, es []encoded[V], ttls []time.Duration, token string) ([]bool, error) {
+	wrote := make([]bool, 0, len(keys))
+	for i := 0; i < len(keys); {
+		j, n := i+1, len(es[i].data)
+		for j < len(keys) && n+len(es[j].data) <= fillBytes {
+			n += len(es[j].data)
+			j++
+		}
+		w, err := b.fill(ctx, keys[i:j], es[i:j], ttls[i:j], token)
+		if err != nil {
+			return nil, err
+		}
+		wrote = append(wrote, w...)
+		i = j
+	}
+	return wrote, nil
 }
 
 // fill runs fillManyScript for keys (an empty data: release only).

@@ -184,6 +184,6 @@ func TestGetOrLoadManyFillsInBoundedScripts(t *testing.T) {
 	defer h.mu.Unlock()
 	require.Greater(t, len(h.sizes), 1, "one script carried every value")
 	for _, s := range h.sizes {
-		require.LessOrEqual(t, s, 1<<20+size+64<<10, "a fill script of %d bytes", s)
+		require.LessOrEqual(t, s, fillBytes+size+64<<10, "a fill script of %d bytes", s)
 	}
 }
