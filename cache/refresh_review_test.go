@@ -1,0 +1,63 @@
+package cache
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The refresh stamp at its edges: the stamp is the Redis TTL below which a
+// value is due, ttl - ceil(ttl*RefreshAfter/TTL), never negative, exact for
+// huge TTLs; a stamp of 0 (a window under a millisecond) means never due.
+func TestStampEdges(t *testing.T) {
+	_, p := miniPool(t)
+	const maxMS = time.Duration(math.MaxInt64/int64(time.Millisecond)) * time.Millisecond
+	for _, tc := range []struct {
+		name          string
+		ttl, after    time.Duration // Config.TTL, Config.RefreshAfter
+		written, want time.Duration // the value's Redis TTL, its stamp
+	}{
+		{"Config.TTL", time.Hour, 45 * time.Minute, time.Hour, 15 * time.Minute},
+		{"1ms: never due", time.Hour, 45 * time.Minute, time.Millisecond, 0},
+		{"2ms", 2 * time.Millisecond, time.Millisecond, 2 * time.Millisecond, time.Millisecond},
+		{"RefreshAfter 1ms below TTL", time.Hour, time.Hour - time.Millisecond, time.Hour, time.Millisecond},
+		{"RefreshAfter 1ns below TTL: never due", time.Hour, time.Hour - 1, time.Hour, 0},
+		{"per-call TTL far below", time.Hour, 30 * time.Minute, 10 * time.Millisecond, 5 * time.Millisecond},
+		{"per-call TTL far above", time.Minute, 30 * time.Second, 365 * 24 * time.Hour, 365 * 12 * time.Hour},
+		{"per-call TTL rounds the due time up", time.Hour, 20 * time.Minute, 10 * time.Millisecond, 6 * time.Millisecond},
+		{"largest TTL", maxMS, maxMS / 2, maxMS, maxMS - maxMS/2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCache(t, p, "stamp", Config[[]byte]{TTL: tc.ttl, RefreshAfter: tc.after})
+			e, err := c.encode("k", []byte("v"))
+			require.NoError(t, err)
+			c.stamp(&e, tc.written)
+			require.Equal(t, tc.want, e.staleBelow)
+			got, ok := readStamp(e.data)
+			require.True(t, ok)
+			require.Equal(t, tc.want, got, "the stamp written")
+			d, err := c.decode("k", e.data)
+			require.NoError(t, err)
+			require.Equal(t, []byte("v"), d.v)
+			// PTTL -1 (no expiry) and -2 (gone) are never due; the stamp
+			// itself is.
+			require.False(t, isStale(d, -1))
+			require.False(t, isStale(d, -2))
+			require.Equal(t, tc.want > 0, isStale(d, tc.want))
+			require.False(t, isStale(d, tc.want+time.Millisecond))
+			// A local copy read at 0 with the full TTL is due after the
+			// refresh window, never before, and never wraps.
+			at := c.refreshAt(0, tc.written, d)
+			if tc.want == 0 {
+				require.Equal(t, int64(neverRefresh), at)
+			} else {
+				require.Equal(t, int64(tc.written-tc.want), at)
+			}
+			if tc.written-tc.want > 10 {
+				require.Equal(t, int64(neverRefresh), c.refreshAt(math.MaxInt64-10, tc.written, d), "saturates")
+			}
+		})
+	}
+}
