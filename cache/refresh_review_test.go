@@ -1,11 +1,15 @@
 package cache
 
 import (
+	"context"
+	"errors"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
 )
 
 // The refresh stamp at its edges: the stamp is the Redis TTL below which a
@@ -60,4 +64,35 @@ func TestStampEdges(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A value whose per-call TTL is far below Config.TTL has a refresh window
+// as short (here 500ms, against RefreshAfter's 30 minutes): a refresh that
+// failed is tried again within that window, not a quarter of Config's
+// window (7.5 minutes) later, after the value has expired and its readers
+// have waited for a load.
+func TestFailedRefreshOfAShortTTLIsRetriedBeforeItExpires(t *testing.T) {
+	m, p := miniPool(t)
+	clk := refreshClock{testutil.NewClock(), m}
+	c := newCache(t, p, "shortretry", Config[item]{TTL: time.Hour, RefreshAfter: 30 * time.Minute, Now: clk.Now})
+	startedListening(t, c)
+	ctx := context.Background()
+	l := newVersionLoader()
+	load := func(ctx context.Context) (item, time.Duration, error) {
+		v, err := l.load(ctx)
+		return v, time.Second, err
+	}
+	_, err := c.GetOrLoadTTL(ctx, "k", load)
+	require.NoError(t, err)
+	l.failWith(errors.New("database down"))
+	clk.advance(600 * time.Millisecond) // due: 400ms left
+	v, err := c.GetOrLoadTTL(ctx, "k", load)
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
+	testutil.Eventually(t, testutil.Wait, "the refresh to fail", func() bool { return c.Stats().RefreshErrors == 1 })
+	clk.advance(150 * time.Millisecond) // 250ms left
+	v, err = c.GetOrLoadTTL(ctx, "k", load)
+	require.NoError(t, err)
+	require.Equal(t, 1, v.ID)
+	testutil.Eventually(t, testutil.Wait, "a second try before the value expires", func() bool { return l.calls.Load() == 3 })
 }
