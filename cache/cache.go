@@ -244,7 +244,7 @@ func (c *Cache[V]) localGen(key string) uint64 {
 // (see local.fill).
 func (c *Cache[V]) fillLocal(key string, e encoded[V], start int64, pttl time.Duration, gen uint64) {
 	if c.local != nil {
-		c.local.fill(key, e.v, e.notFound, len(e.data), c.localExpiry(start, pttl), c.refreshAt(start, pttl, e), gen)
+		c.local.fill(key, e.v, e.notFound, len(e.data), c.localExpiry(start, pttl), c.refreshDue(start, pttl, e), gen)
 	}
 }
 
@@ -252,7 +252,7 @@ func (c *Cache[V]) fillLocal(key string, e encoded[V], start int64, pttl time.Du
 // could not write, to Redis (see local.store).
 func (c *Cache[V]) storeLocal(key string, e encoded[V], start int64, ttl time.Duration, gen uint64) {
 	if c.local != nil {
-		c.local.store(key, e.v, e.notFound, len(e.data), c.localExpiry(start, ttl), c.refreshAt(start, ttl, e), gen)
+		c.local.store(key, e.v, e.notFound, len(e.data), c.localExpiry(start, ttl), c.refreshDue(start, ttl, e), gen)
 	}
 }
 

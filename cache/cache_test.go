@@ -445,7 +445,7 @@ func TestInvalidationCountedOnceApplied(t *testing.T) {
 	require.Len(t, msgs, 1)
 	for round := range 20 {
 		for _, k := range keys {
-			c.local.fill(k, "v", false, 1, math.MaxInt64, neverRefresh, c.local.gen(k))
+			c.local.fill(k, "v", false, 1, math.MaxInt64, never, c.local.gen(k))
 		}
 		require.Equal(t, int64(len(keys)), c.Stats().LocalEntries)
 		applied := make(chan struct{})

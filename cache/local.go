@@ -65,8 +65,9 @@ type lentry[V any] struct {
 	expires  int64 // on the tier's clock; the entry is gone from then on
 	// refreshAt is when a GetOrLoad that reads the entry should refresh it
 	// (Config.RefreshAfter; neverRefresh without). The read that claims a
-	// refresh moves it on by the retry interval (see getOrClaim).
+	// refresh moves it on by retry (see getOrClaim).
 	refreshAt atomic.Int64
+	retry     int64 // written under the shard's write lock
 	weight    int64 // len(key) + encoded size
 	prev      *lentry[V]
 	next      *lentry[V]
@@ -168,7 +169,7 @@ func (l *local[V]) gen(key string) uint64 { return l.shardOf(key).gen.Load() }
 // fill keeps a value read from Redis, unless key's shard changed since gen
 // was taken: what the read saw may then be older than a write that landed
 // since, and whatever the tier holds now is at least as new.
-func (l *local[V]) fill(key string, v V, notFound bool, size int, expires, refreshAt int64, gen uint64) {
+func (l *local[V]) fill(key string, v V, notFound bool, size int, expires int64, d due, gen uint64) {
 	h := l.hash(key)
 	s := &l.shards[h&l.mask]
 	now := l.clock()
@@ -177,14 +178,14 @@ func (l *local[V]) fill(key string, v V, notFound bool, size int, expires, refre
 	if s.gen.Load() != gen {
 		return
 	}
-	s.set(l, h, key, v, notFound, int64(len(key)+size), expires, refreshAt, now)
+	s.set(l, h, key, v, notFound, int64(len(key)+size), expires, d, now)
 }
 
 // store keeps a value this process wrote to Redis and marks the shard
 // changed. If the shard changed since gen was taken, another write may have
 // landed in between and nobody knows which is newer, so the key is dropped
 // instead and the next read goes to Redis.
-func (l *local[V]) store(key string, v V, notFound bool, size int, expires, refreshAt int64, gen uint64) {
+func (l *local[V]) store(key string, v V, notFound bool, size int, expires int64, d due, gen uint64) {
 	h := l.hash(key)
 	s := &l.shards[h&l.mask]
 	now := l.clock()
@@ -196,13 +197,13 @@ func (l *local[V]) store(key string, v V, notFound bool, size int, expires, refr
 		s.remove(key)
 		return
 	}
-	s.set(l, h, key, v, notFound, int64(len(key)+size), expires, refreshAt, now)
+	s.set(l, h, key, v, notFound, int64(len(key)+size), expires, d, now)
 }
 
 // set puts key's entry (h is its hash) in the shard and evicts down to the
 // bounds; an entry that cannot be kept (too heavy for the shard, already
 // expired) takes the old one with it. The caller holds s.mu.
-func (s *lshard[V]) set(l *local[V], h uint64, key string, v V, notFound bool, weight, expires, refreshAt, now int64) {
+func (s *lshard[V]) set(l *local[V], h uint64, key string, v V, notFound bool, weight, expires int64, d due, now int64) {
 	old := s.m[key]
 	if weight > s.maxBytes || s.maxEntries == 0 || expires <= now {
 		if old != nil {
@@ -216,10 +217,12 @@ func (s *lshard[V]) set(l *local[V], h uint64, key string, v V, notFound bool, w
 		}
 		s.bytes += weight - old.weight
 		old.val, old.notFound, old.expires, old.weight = v, notFound, expires, weight
-		old.refreshAt.Store(refreshAt)
+		old.refreshAt.Store(d.at)
+		old.retry = d.retry
 	} else {
 		e := &lentry[V]{key: key, val: v, notFound: notFound, expires: expires, weight: weight}
-		e.refreshAt.Store(refreshAt)
+		e.refreshAt.Store(d.at)
+		e.retry = d.retry
 		if s.ghost.contains(h) {
 			e.inMain = true
 			s.main.pushBack(e)

@@ -98,10 +98,10 @@ func TestLocalNeverExceedsItsBounds(t *testing.T) {
 				switch op := rng.IntN(10); {
 				case op < 5:
 					size := rng.IntN(512)
-					l.fill(key, make([]byte, size), false, size, exp, neverRefresh, l.gen(key))
+					l.fill(key, make([]byte, size), false, size, exp, never, l.gen(key))
 				case op < 6:
 					size := rng.IntN(512)
-					l.store(key, make([]byte, size), false, size, exp, neverRefresh, l.gen(key))
+					l.store(key, make([]byte, size), false, size, exp, never, l.gen(key))
 				case op < 9:
 					l.get(key)
 				default:
@@ -149,7 +149,7 @@ func TestLocalBoundsHoldUnderConcurrentWriters(t *testing.T) {
 			for range 5000 {
 				key := fmt.Sprintf("k%d", rng.IntN(2000))
 				size := rng.IntN(256)
-				l.fill(key, make([]byte, size), false, size, exp, neverRefresh, l.gen(key))
+				l.fill(key, make([]byte, size), false, size, exp, never, l.gen(key))
 				l.get(fmt.Sprintf("k%d", rng.IntN(2000)))
 			}
 		})
@@ -164,8 +164,8 @@ func TestLocalExpiryIsLazyAndExact(t *testing.T) {
 	clk := testutil.NewClock()
 	l := newLocal[string](100, 1<<20, 1<<10, newClock(clk.Now))
 	exp := int64(time.Second)
-	l.fill("a", "A", false, 1, exp, neverRefresh, l.gen("a"))
-	l.fill("b", "B", false, 1, exp, neverRefresh, l.gen("b"))
+	l.fill("a", "A", false, 1, exp, never, l.gen("a"))
+	l.fill("b", "B", false, 1, exp, never, l.gen("b"))
 
 	clk.Advance(time.Second - time.Nanosecond)
 	v, _, ok := l.get("a")
@@ -181,7 +181,7 @@ func TestLocalExpiryIsLazyAndExact(t *testing.T) {
 	require.Equal(t, uint64(1), st.expirations)
 
 	// An entry that arrives expired is not kept.
-	l.fill("c", "C", false, 1, l.clock(), neverRefresh, l.gen("c"))
+	l.fill("c", "C", false, 1, l.clock(), never, l.gen("c"))
 	_, _, ok = l.get("c")
 	require.False(t, ok)
 }
@@ -189,7 +189,7 @@ func TestLocalExpiryIsLazyAndExact(t *testing.T) {
 func TestLocalKeepsHotKeysThroughAScan(t *testing.T) {
 	l := newLocal[int](100, 1<<20, 64, newClock(nil))
 	exp := int64(time.Hour)
-	put := func(k string) { l.fill(k, 1, false, 8, exp, neverRefresh, l.gen(k)) }
+	put := func(k string) { l.fill(k, 1, false, 8, exp, never, l.gen(k)) }
 	for i := range 50 {
 		put(fmt.Sprintf("hot%d", i))
 	}
@@ -213,28 +213,28 @@ func TestLocalGenerationStopsStaleFills(t *testing.T) {
 	// A read that started before an invalidation does not store what it read.
 	g := l.gen("k")
 	l.drop("k")
-	l.fill("k", "old", false, 3, exp, neverRefresh, g)
+	l.fill("k", "old", false, 3, exp, never, g)
 	_, _, ok := l.get("k")
 	require.False(t, ok)
 
 	// A write that raced another write drops the key instead of guessing.
-	l.store("k", "v1", false, 2, exp, neverRefresh, l.gen("k"))
+	l.store("k", "v1", false, 2, exp, never, l.gen("k"))
 	g = l.gen("k")
-	l.store("k", "v2", false, 2, exp, neverRefresh, l.gen("k"))
-	l.store("k", "v3", false, 2, exp, neverRefresh, g)
+	l.store("k", "v2", false, 2, exp, never, l.gen("k"))
+	l.store("k", "v3", false, 2, exp, never, g)
 	_, _, ok = l.get("k")
 	require.False(t, ok)
 
 	// A read racing a write leaves the write's value.
 	g = l.gen("k")
-	l.store("k", "new", false, 3, exp, neverRefresh, l.gen("k"))
-	l.fill("k", "old", false, 3, exp, neverRefresh, g)
+	l.store("k", "new", false, 3, exp, never, l.gen("k"))
+	l.fill("k", "old", false, 3, exp, never, g)
 	v, _, ok := l.get("k")
 	require.True(t, ok)
 	require.Equal(t, "new", v)
 
 	// A value too big for its shard is not kept, and the old copy goes.
-	l.store("k", "huge", false, 2<<20, exp, neverRefresh, l.gen("k"))
+	l.store("k", "huge", false, 2<<20, exp, never, l.gen("k"))
 	_, _, ok = l.get("k")
 	require.False(t, ok)
 }
@@ -246,7 +246,7 @@ func TestLocalFlush(t *testing.T) {
 	for i := range 50 {
 		k := fmt.Sprint(i)
 		gens[i] = l.gen(k)
-		l.fill(k, i, false, 8, exp, neverRefresh, gens[i])
+		l.fill(k, i, false, 8, exp, never, gens[i])
 	}
 	l.flush()
 	st := l.stats()
@@ -256,7 +256,7 @@ func TestLocalFlush(t *testing.T) {
 		k := fmt.Sprint(i)
 		_, _, ok := l.get(k)
 		require.False(t, ok)
-		l.fill(k, i, false, 8, exp, neverRefresh, gens[i]) // read before the flush: refused
+		l.fill(k, i, false, 8, exp, never, gens[i]) // read before the flush: refused
 	}
 	require.Zero(t, l.stats().entries)
 	l.check(t, 1000, 1<<20)

@@ -95,17 +95,28 @@ func isStale[V any](e encoded[V], pttl time.Duration) bool {
 	return e.staleBelow > 0 && pttl >= 0 && pttl <= e.staleBelow
 }
 
-// refreshAt is when a local copy of e, read (or written) at start with
-// Redis TTL pttl, is due: never for a value without a stamp.
-func (c *Cache[V]) refreshAt(start int64, pttl time.Duration, e encoded[V]) int64 {
+// due is when a local copy is due for a refresh (at, on the tier's clock),
+// and how long a read that claims its refresh holds the claim (retry).
+type due struct{ at, retry int64 }
+
+// never is the due of a copy that is never refreshed.
+var never = due{at: neverRefresh}
+
+// refreshDue is when a local copy of e, read (or written) at start with
+// Redis TTL pttl, is due (never for a value without a stamp), and its
+// retry interval: the cache's, or a quarter of the value's own refresh
+// window (its stamp) if that is shorter, so that a value with a short
+// per-call TTL is still tried several times before it expires.
+func (c *Cache[V]) refreshDue(start int64, pttl time.Duration, e encoded[V]) due {
 	if e.staleBelow <= 0 || pttl < 0 {
-		return neverRefresh
+		return never
 	}
+	retry := max(min(c.refresh.retry, int64(e.staleBelow/4)), int64(time.Millisecond))
 	d := int64(pttl - e.staleBelow)
 	if start > 0 && d > math.MaxInt64-start {
-		return neverRefresh
+		return due{at: neverRefresh, retry: retry}
 	}
-	return start + d
+	return due{at: start + d, retry: retry}
 }
 
 // ttlLoader is the loader every GetOrLoad variant comes down to: a value
@@ -133,7 +144,9 @@ func (r *refresher[V]) init(cfg Config[V]) {
 	// A read retries a refresh that failed (or found no room, or found
 	// another instance refreshing, whose note was lost) a quarter of the
 	// shorter of the two windows later: several tries before the value
-	// expires, and at most four per RefreshAfter per instance.
+	// expires, and at most four per RefreshAfter per instance. A value
+	// whose own window is shorter (a short per-call TTL) is retried a
+	// quarter of its window later (see refreshDue).
 	r.retry = int64(max(min(cfg.RefreshAfter, cfg.TTL-cfg.RefreshAfter)/4, time.Millisecond))
 	r.queue = make(chan refreshJob[V], cfg.MaxRefreshes)
 	r.lock = redis.NewScript(refreshScript)
@@ -207,7 +220,7 @@ func (c *Cache[V]) fromLocalClaim(key string) (v V, hit, refresh bool, err error
 	if c.local == nil {
 		return v, false, false, nil
 	}
-	v, notFound, hit, refresh := c.local.getOrClaim(key, c.refresh.retry)
+	v, notFound, hit, refresh := c.local.getOrClaim(key)
 	if hit && notFound {
 		return v, true, false, ErrNotFound
 	}
@@ -218,7 +231,7 @@ func (c *Cache[V]) fromLocalClaim(key string) (v V, hit, refresh bool, err error
 // unless another read claimed the local copy it just filled.
 func (c *Cache[V]) refreshFound(ctx context.Context, key string, load ttlLoader[V]) {
 	if c.local != nil {
-		if present, claimed := c.local.claim(key, c.refresh.retry); present && !claimed {
+		if present, claimed := c.local.claim(key); present && !claimed {
 			return
 		}
 	}
@@ -308,8 +321,8 @@ func (c *Cache[V]) lockToken() string {
 
 // getOrClaim is get for GetOrLoad: when the entry is due for a refresh it
 // also claims the refresh (claimed) by moving the entry's refresh time on
-// by retry, so that one read per retry interval claims it.
-func (l *local[V]) getOrClaim(key string, retry int64) (v V, notFound, ok, claimed bool) {
+// by its retry interval, so that one read per interval claims it.
+func (l *local[V]) getOrClaim(key string) (v V, notFound, ok, claimed bool) {
 	s := l.shardOf(key)
 	now := l.clock()
 	s.mu.RLock()
@@ -328,7 +341,7 @@ func (l *local[V]) getOrClaim(key string, retry int64) (v V, notFound, ok, claim
 		e.freq.Add(1)
 	}
 	if r := e.refreshAt.Load(); now >= r {
-		claimed = e.refreshAt.CompareAndSwap(r, satAdd(now, retry))
+		claimed = e.refreshAt.CompareAndSwap(r, satAdd(now, e.retry))
 	}
 	s.mu.RUnlock()
 	s.hits.Add(1)
@@ -336,7 +349,7 @@ func (l *local[V]) getOrClaim(key string, retry int64) (v V, notFound, ok, claim
 }
 
 // claim claims the refresh of key's entry, if it is there and due.
-func (l *local[V]) claim(key string, retry int64) (present, claimed bool) {
+func (l *local[V]) claim(key string) (present, claimed bool) {
 	s := l.shardOf(key)
 	now := l.clock()
 	s.mu.RLock()
@@ -346,7 +359,7 @@ func (l *local[V]) claim(key string, retry int64) (present, claimed bool) {
 		return false, false
 	}
 	if r := e.refreshAt.Load(); now >= r {
-		return true, e.refreshAt.CompareAndSwap(r, satAdd(now, retry))
+		return true, e.refreshAt.CompareAndSwap(r, satAdd(now, e.retry))
 	}
 	return true, false
 }

@@ -53,14 +53,14 @@ func TestStampEdges(t *testing.T) {
 			require.False(t, isStale(d, tc.want+time.Millisecond))
 			// A local copy read at 0 with the full TTL is due after the
 			// refresh window, never before, and never wraps.
-			at := c.refreshAt(0, tc.written, d)
+			at := c.refreshDue(0, tc.written, d).at
 			if tc.want == 0 {
 				require.Equal(t, int64(neverRefresh), at)
 			} else {
 				require.Equal(t, int64(tc.written-tc.want), at)
 			}
 			if tc.written-tc.want > 10 {
-				require.Equal(t, int64(neverRefresh), c.refreshAt(math.MaxInt64-10, tc.written, d), "saturates")
+				require.Equal(t, int64(neverRefresh), c.refreshDue(math.MaxInt64-10, tc.written, d).at, "saturates")
 			}
 		})
 	}
