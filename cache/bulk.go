@@ -269,11 +269,13 @@ func (c *Cache[V]) storeMany() func(key string, e encoded[V], start int64, ttl t
 // found (cached as such with Config.NegativeTTL) and left out of the
 // result, as are keys cached as not found.
 //
-// It takes three Redis round trips at most: the local tier first; then one
-// script that reads the missing keys and, for those still missing, takes
-// their load locks; after load, one script that writes the loaded values
-// (each only while its lock holds, so a Set or Delete made meanwhile wins,
-// as for GetOrLoad) and publishes the invalidations.
+// It takes two Redis round trips, plus one per MiB of loaded values: the
+// local tier first; then one script that reads the missing keys and, for
+// those still missing, takes their load locks; after load, one script per
+// MiB of values that writes them (each only while its lock holds, so a Set
+// or Delete made meanwhile wins, as for GetOrLoad) and publishes the
+// invalidations. A load that fails or panics, or a lock script whose reply
+// is lost, releases the locks.
 //
 // Stampede protection holds per key across instances: a key whose lock
 // another instance (or another call in this process) holds is not given to
