@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/testutil"
@@ -95,4 +96,46 @@ func TestFailedRefreshOfAShortTTLIsRetriedBeforeItExpires(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, v.ID)
 	testutil.Eventually(t, testutil.Wait, "a second try before the value expires", func() bool { return l.calls.Load() == 3 })
+}
+
+// failScript fails every call of one script (by its source or SHA).
+type failScript struct{ sha, src string }
+
+func (h *failScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if args := cmd.Args(); len(args) > 1 && (args[1] == h.sha || args[1] == h.src) && cmd.Name() != "script" {
+			err := errors.New("READONLY You can't write against a read only replica")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *failScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A refresh whose loaded value cannot be written to Redis failed as a
+// refresh: the fleet still has the old value, due, so it counts in
+// Stats.RefreshErrors, as documented ("the loader or Redis").
+func TestRefreshWhoseWriteFailsCountsAsAnError(t *testing.T) {
+	m, p := miniPool(t)
+	clk := refreshClock{testutil.NewClock(), m}
+	c := newCache(t, p, "writefails", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
+	startedListening(t, c)
+	ctx := context.Background()
+	l := newVersionLoader()
+	_, err := c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	p.Client().AddHook(&failScript{sha: c.scripts.fill.Hash(), src: fillScript})
+	clk.advance(time.Minute)
+	_, err = c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "the refresh to end", func() bool {
+		st := c.Stats()
+		return st.Refreshes == 1 && st.LoadsInFlight == 0
+	})
+	require.Equal(t, int32(2), l.calls.Load())
+	require.Equal(t, uint64(1), c.Stats().RefreshErrors)
 }
