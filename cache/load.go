@@ -266,6 +266,9 @@ type keep struct {
 	// tagged: the tags the value is written with and their epochs, read
 	// before the loader ran (see tagWriteOf); nil for an untagged load.
 	tagged *tagWrite
+	// writeFailed, if set, is set when the value could not be written to
+	// Redis (a refresh counts that as a failed refresh).
+	writeFailed *bool
 }
 
 var (
@@ -350,6 +353,9 @@ func (c *Cache[V]) keepLoaded(ctx context.Context, key string, e encoded[V], ttl
 			return
 		}
 		// The value is good; only caching it failed.
+		if k.writeFailed != nil {
+			*k.writeFailed = true
+		}
 		c.log.Warn("cache: could not write a loaded value to Redis; keeping it locally only", "key", key, "not_found", e.notFound, "err", err)
 		c.release(ctx, key, k.token)
 	}

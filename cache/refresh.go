@@ -307,7 +307,15 @@ func (c *Cache[V]) runRefresh(taskCtx context.Context, j refreshJob[V]) {
 		return
 	}
 	c.st.refreshes.Add(1)
-	_, err = c.load(ctx, j.key, j.load, keepLocked(token), gen)
+	k := keepLocked(token)
+	var writeFailed bool
+	k.writeFailed = &writeFailed
+	_, err = c.load(ctx, j.key, j.load, k, gen)
+	if err == nil && writeFailed {
+		// The fleet still has the old value, due: a failed refresh.
+		c.st.refreshErrs.Add(1)
+		return
+	}
 	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
 		c.st.refreshErrs.Add(1)
 		c.log.Warn("cache: refresh failed; the old value serves until its TTL", "key", j.key, "err", err)
