@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -185,5 +186,60 @@ func TestGetOrLoadManyFillsInBoundedScripts(t *testing.T) {
 	require.Greater(t, len(h.sizes), 1, "one script carried every value")
 	for _, s := range h.sizes {
 		require.LessOrEqual(t, s, fillBytes+size+64<<10, "a fill script of %d bytes", s)
+	}
+}
+
+// A caller that gives up while its batch loads cancels the loader, gets an
+// error matching its context's, and leaves no lock: a GetOrLoad of this
+// process waiting for one of the keys is woken and loads it at once (it
+// would otherwise check again only after its backoff, up to 500ms later).
+func TestGetOrLoadManyCallerGivesUpMidBatch(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "manycancel", Config[item]{})
+	started(t, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loading := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.GetOrLoadMany(ctx, []string{"a", "b"}, func(ctx context.Context, _ []string) (map[string]item, error) {
+			close(loading)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		})
+		errc <- err
+	}()
+	testutil.Recv(t, loading, "the batch to load")
+	require.True(t, m.Exists(c.lockKey("a")))
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := c.GetOrLoad(context.Background(), "a", func(context.Context) (item, error) { return item{Name: "a"}, nil })
+		waiting <- err
+	}()
+	testutil.Eventually(t, testutil.Wait, "the GetOrLoad to wait for the batch's lock", func() bool { return c.Stats().LockWaits == 1 })
+	cancel()
+	require.ErrorIs(t, testutil.Recv(t, errc, "GetOrLoadMany"), context.Canceled)
+	require.NoError(t, testutil.Recv(t, waiting, "the waiting GetOrLoad"))
+	require.False(t, m.Exists(c.lockKey("b")))
+	st := c.Stats()
+	require.Zero(t, st.LoadErrors, "giving up is not a failed load")
+	testutil.Eventually(t, testutil.Wait, "no load in flight", func() bool { return c.Stats().LoadsInFlight == 0 })
+}
+
+// A bulk loader that returns a nil map and no error found nothing: with
+// NegativeTTL every key is cached as not found, and the result is empty.
+func TestGetOrLoadManyNilMap(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "manynil", Config[item]{NegativeTTL: time.Minute})
+	got, err := c.GetOrLoadMany(context.Background(), []string{"a", "b", "a"}, func(context.Context, []string) (map[string]item, error) {
+		return nil, nil
+	})
+	require.NoError(t, err)
+	require.Empty(t, got)
+	for _, k := range []string{"a", "b"} {
+		v, err := m.Get(c.RedisKey(k))
+		require.NoError(t, err)
+		require.Equal(t, notFoundMarker, v)
+		require.False(t, m.Exists(c.lockKey(k)))
 	}
 }
