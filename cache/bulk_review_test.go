@@ -24,6 +24,7 @@ import (
 // caller's context ending while it waited for the reply).
 type lostReply struct {
 	sha    string
+	src    string // the script's source; lockManyScript if empty
 	cancel context.CancelFunc
 	err    error
 }
@@ -35,7 +36,11 @@ func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if len(args) < 2 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") {
 			return next(ctx, cmd)
 		}
-		if s, _ := args[1].(string); s != h.sha && s != lockManyScript {
+		src := h.src
+		if src == "" {
+			src = lockManyScript
+		}
+		if s, _ := args[1].(string); s != h.sha && s != src {
 			return next(ctx, cmd)
 		}
 		if err := next(ctx, cmd); err != nil {
@@ -242,4 +247,20 @@ func TestGetOrLoadManyNilMap(t *testing.T) {
 		require.Equal(t, notFoundMarker, v)
 		require.False(t, m.Exists(c.lockKey(k)))
 	}
+}
+
+// The same for GetOrLoad: a lock script that ran but whose reply was lost
+// (a read timeout while a slow Redis ran it) makes the flight load without
+// the lock and keep its value locally only; the lock it may hold is
+// released, or every other instance waits on it for LockTTL.
+func TestGetOrLoadReleasesTheLockOfALostLockReply(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "lostreply1", Config[item]{})
+	h := &lostReply{err: errors.New("i/o timeout")}
+	h.sha, h.src = c.scripts.lock.Hash(), lockScript
+	p.Client().AddHook(h)
+	v, err := c.GetOrLoad(context.Background(), "a", func(context.Context) (item, error) { return item{Name: "a"}, nil })
+	require.NoError(t, err)
+	require.Equal(t, "a", v.Name)
+	require.False(t, m.Exists(c.lockKey("a")), "the lock is left for LockTTL (%s)", c.cfg.LockTTL)
 }
