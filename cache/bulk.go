@@ -457,8 +457,11 @@ func (b *batch[V]) run(missing []string) {
 		// The script may have run, and taken locks, before its reply was
 		// lost (the caller's deadline or a read timeout while Redis ran
 		// it): release whatever this token holds, or every other
-		// instance's load of these keys waits for LockTTL.
-		b.release(missing, token)
+		// instance's load of these keys waits for LockTTL. (Not when the
+		// pool sent nothing: Redis marked down, the lane exhausted.)
+		if sent(err) {
+			b.release(missing, token)
+		}
 		if b.ctx.Err() != nil {
 			b.errs = append(b.errs, c.batchEnded(b.ctx, err))
 			return

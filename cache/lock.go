@@ -2,12 +2,14 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"time"
 
 	"github.com/bounded-go/bounded/internal/backoff"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // Waiting for another instance's load: the holder publishes a note when it
@@ -43,6 +45,7 @@ func (c *Cache[V]) lockOrWait(ctx context.Context, key string, gen uint64) (v V,
 			if ctx.Err() == nil {
 				c.st.redisErrors.Add(1)
 			}
+			c.releaseUnknown(ctx, key, token, err)
 			return v, false, "", err
 		}
 		switch state, _ := r[0].(int64); state {
@@ -129,6 +132,28 @@ func (c *Cache[V]) release(ctx context.Context, key, token string) {
 	if _, err := c.fillLocked(ctx, key, nil, 0, token); err != nil {
 		c.log.Warn("cache: could not release the load lock; it expires by itself", "key", key, "err", err)
 	}
+}
+
+// releaseUnknown releases key's load lock after a lock script failed with
+// err: the script may have run, and taken the lock, before its reply was
+// lost (a read timeout while Redis ran it, the context ending meanwhile),
+// and the waiters of every other instance would wait for it until LockTTL.
+// A lock token does not hold is left alone. An error the pool returned
+// without sending the command (Redis marked down, the lane exhausted) took
+// nothing.
+func (c *Cache[V]) releaseUnknown(ctx context.Context, key, token string, err error) {
+	if !sent(err) {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	c.release(rctx, key, token)
+}
+
+// sent reports whether a command that failed with err may have reached
+// Redis.
+func sent(err error) bool {
+	return !errors.Is(err, pool.ErrUnavailable) && !errors.Is(err, pool.ErrLaneExhausted)
 }
 
 // waiter is the flights waiting for one key's value: usually one, but a
