@@ -139,3 +139,24 @@ func TestRefreshWhoseWriteFailsCountsAsAnError(t *testing.T) {
 	require.Equal(t, int32(2), l.calls.Load())
 	require.Equal(t, uint64(1), c.Stats().RefreshErrors)
 }
+
+// A refresh whose lock script ran but whose reply was lost releases the
+// lock it may hold: otherwise no instance refreshes the key until LockTTL,
+// and should the value expire meanwhile, every reader waits on that lock.
+func TestRefreshReleasesTheLockOfALostLockReply(t *testing.T) {
+	m, p := miniPool(t)
+	clk := refreshClock{testutil.NewClock(), m}
+	c := newCache(t, p, "refreshlost", Config[item]{TTL: 10 * time.Minute, RefreshAfter: time.Minute, Now: clk.Now})
+	startedListening(t, c)
+	ctx := context.Background()
+	l := newVersionLoader()
+	_, err := c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	p.Client().AddHook(&lostReply{sha: c.refresh.lock.Hash(), src: refreshScript, err: errors.New("i/o timeout")})
+	clk.advance(time.Minute)
+	_, err = c.GetOrLoad(ctx, "k", l.load)
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "the refresh to fail", func() bool { return c.Stats().RefreshErrors == 1 })
+	testutil.Eventually(t, testutil.Wait, "the refresh to end", func() bool { return c.Stats().LoadsInFlight == 0 })
+	require.False(t, m.Exists(c.lockKey("k")), "the lock is left for LockTTL (%s)", c.cfg.LockTTL)
+}
