@@ -289,6 +289,7 @@ func (c *Cache[V]) runRefresh(taskCtx context.Context, j refreshJob[V]) {
 	keys := []string{c.RedisKey(j.key), c.lockKey(j.key)}
 	r, err := c.refresh.lock.Run(ctx, c.p.Client(), keys, token, c.cfg.LockTTL.Milliseconds()).Int64()
 	if err != nil {
+		c.releaseUnknown(ctx, j.key, token, err)
 		if ctx.Err() == nil {
 			c.st.redisErrors.Add(1)
 			c.st.refreshErrs.Add(1)
