@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -167,7 +168,14 @@ func (h *scriptBytes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // the connection, so the batch could never be cached and its locks would
 // stay for LockTTL. Every value is still written, under its lock.
 func TestGetOrLoadManyFillsInBoundedScripts(t *testing.T) {
-	m, p := miniPool(t)
+	t.Run("mini", func(t *testing.T) {
+		testFillsInBoundedScripts(t, backend{cfg: pool.Config{Addrs: []string{redistest.Mini(t).Addr()}}})
+	})
+	t.Run("server", func(t *testing.T) { testFillsInBoundedScripts(t, serverBackend(redistest.Server(t))) })
+}
+
+func testFillsInBoundedScripts(t *testing.T, be backend) {
+	p := be.newPool(t)
 	c := newCache(t, p, "bigfill", Config[[]byte]{})
 	h := &scriptBytes{sha: c.bulk.fill.Hash(), src: fillManyScript}
 	p.Client().AddHook(h)
@@ -182,9 +190,10 @@ func TestGetOrLoadManyFillsInBoundedScripts(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Len(t, got, n)
+	ctx := context.Background()
 	for _, k := range keys {
-		require.True(t, m.Exists(c.RedisKey(k)), k)
-		require.False(t, m.Exists(c.lockKey(k)), k)
+		require.EqualValues(t, 1, p.Client().Exists(ctx, c.RedisKey(k)).Val(), k)
+		require.Zero(t, p.Client().Exists(ctx, c.lockKey(k)).Val(), k)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
