@@ -18,7 +18,7 @@ import (
 // huge TTLs; a stamp of 0 (a window under a millisecond) means never due.
 func TestStampEdges(t *testing.T) {
 	_, p := miniPool(t)
-	const maxMS = time.Duration(math.MaxInt64/int64(time.Millisecond)) * time.Millisecond
+	const largest = time.Duration(math.MaxInt64/int64(time.Millisecond)) * time.Millisecond
 	for _, tc := range []struct {
 		name          string
 		ttl, after    time.Duration // Config.TTL, Config.RefreshAfter
@@ -32,7 +32,7 @@ func TestStampEdges(t *testing.T) {
 		{"per-call TTL far below", time.Hour, 30 * time.Minute, 10 * time.Millisecond, 5 * time.Millisecond},
 		{"per-call TTL far above", time.Minute, 30 * time.Second, 365 * 24 * time.Hour, 365 * 12 * time.Hour},
 		{"per-call TTL rounds the due time up", time.Hour, 20 * time.Minute, 10 * time.Millisecond, 6 * time.Millisecond},
-		{"largest TTL", maxMS, maxMS / 2, maxMS, maxMS - maxMS/2},
+		{"largest TTL", largest, largest / 2, largest, largest - largest/2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCache(t, p, "stamp", Config[[]byte]{TTL: tc.ttl, RefreshAfter: tc.after})
