@@ -160,3 +160,21 @@ func TestRefreshReleasesTheLockOfALostLockReply(t *testing.T) {
 	testutil.Eventually(t, testutil.Wait, "the refresh to end", func() bool { return c.Stats().LoadsInFlight == 0 })
 	require.False(t, m.Exists(c.lockKey("k")), "the lock is left for LockTTL (%s)", c.cfg.LockTTL)
 }
+
+// A GetOrLoad answered by the local tier allocates nothing, as Get does,
+// with refresh-ahead off and on (a copy that is not due).
+func TestGetOrLoadLocalHitAllocatesNothing(t *testing.T) {
+	_, p := miniPool(t)
+	for _, cfg := range []Config[item]{{}, {TTL: time.Hour, RefreshAfter: 30 * time.Minute}} {
+		c := newCache(t, p, "hitallocs", cfg)
+		ctx := context.Background()
+		require.NoError(t, c.Set(ctx, "k", item{ID: 1}, time.Hour))
+		load := func(context.Context) (item, error) { return item{}, nil }
+		allocs := testing.AllocsPerRun(1000, func() {
+			if v, err := c.GetOrLoad(ctx, "k", load); err != nil || v.ID != 1 {
+				panic("not a hit")
+			}
+		})
+		require.Zero(t, allocs, "RefreshAfter %s", cfg.RefreshAfter)
+	}
+}
