@@ -273,3 +273,33 @@ func TestGetOrLoadReleasesTheLockOfALostLockReply(t *testing.T) {
 	require.Equal(t, "a", v.Name)
 	require.False(t, m.Exists(c.lockKey("a")), "the lock is left for LockTTL (%s)", c.cfg.LockTTL)
 }
+
+// Long keys count toward a fill script's size too: 1,000 keys of
+// MaxKeyBytes with tiny values are 24 MB of keys and messages.
+func TestGetOrLoadManyFillCountsTheKeys(t *testing.T) {
+	m, p := miniPool(t)
+	c := newCache(t, p, "longkeys", Config[[]byte]{})
+	h := &scriptBytes{sha: c.bulk.fill.Hash(), src: fillManyScript}
+	p.Client().AddHook(h)
+	keys := make([]string, 200)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%05d", i) + strings.Repeat("k", MaxKeyBytes-5)
+	}
+	got, err := c.GetOrLoadMany(context.Background(), keys, func(_ context.Context, missing []string) (map[string][]byte, error) {
+		out := map[string][]byte{}
+		for _, k := range missing {
+			out[k] = []byte("v")
+		}
+		return out, nil
+	})
+	require.NoError(t, err)
+	require.Len(t, got, len(keys))
+	for _, k := range keys {
+		require.True(t, m.Exists(c.RedisKey(k)))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range h.sizes {
+		require.LessOrEqual(t, s, fillBytes+64<<10, "a fill script of %d bytes", s)
+	}
+}
