@@ -631,25 +631,29 @@ func (b *batch[V]) release(keys []string, token string) {
 	}
 }
 
-// fillBytes bounds the values one fillManyScript call carries (a value
-// larger than that goes alone). The script holds Redis while it copies
+// fillBytes bounds the values (and keys) one fillManyScript call carries (a
+// value larger than that goes alone). The script holds Redis while it copies
 // every value, and MaxBulkKeys values of MaxValueBytes (1 GiB by default)
 // would reach Redis's client-query-buffer-limit (1 GiB by default), past
 // which Redis closes the connection: the batch would never be cached and
 // its locks would stay until LockTTL.
 const fillBytes = 1 << 20
 
-// fillAll runs fill over keys in calls of at most fillBytes of values. The
+// fillAll runs fill over keys in calls of at most fillBytes of values and
+// keys. The
 // keys are independent (each written only while its own lock holds), so
 // splitting changes nothing but the size of each call. On an error the
 // calls before it have written their keys; the caller keeps every value
 // locally, as when a single fill fails.
 func (b *batch[V]) fillAll(ctx context.Context, keys []string, es []encoded[V], ttls []time.Duration, token string) ([]bool, error) {
+	// A key is in the call three times: its value's key, its lock's, and
+	// its invalidation message (keys are up to MaxKeyBytes each).
+	size := func(i int) int { return len(es[i].data) + 3*len(keys[i]) }
 	wrote := make([]bool, 0, len(keys))
 	for i := 0; i < len(keys); {
-		j, n := i+1, len(es[i].data)
-		for j < len(keys) && n+len(es[j].data) <= fillBytes {
-			n += len(es[j].data)
+		j, n := i+1, size(i)
+		for j < len(keys) && n+size(j) <= fillBytes {
+			n += size(j)
 			j++
 		}
 		w, err := b.fill(ctx, keys[i:j], es[i:j], ttls[i:j], token)
