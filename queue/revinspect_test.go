@@ -1,0 +1,190 @@
+package queue
+
+// Review of the Inspector, the outcome hooks and the last error (issue 18):
+// each test here failed on the code as merged.
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// Consumer IDs may contain '|' (check.Name allows it): the running state's
+// cursor must still page past such a consumer's jobs.
+func TestInspectorRunningCursorOfAConsumerIDWithABar(t *testing.T) {
+	ctx := context.Background()
+	p := miniPool(t, pool.Config{})
+	g := group(t)
+	q := mustQueue(t, p, "barred", Config{})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}, WorkerConfig{Concurrency: 3}, ConsumerConfig{ConsumerID: "pod|7"})
+	for i := range 3 {
+		_, err := q.Enqueue(ctx, []byte(strconv.Itoa(i)))
+		require.NoError(t, err)
+	}
+	testutil.Eventually(t, testutil.Wait, "the consumer holds 3 jobs", func() bool { return w.Stats().Busy == 3 })
+	got := allPages(t, mustInspector(t, p, ""), "barred", StateRunning, 2, nil)
+	require.Len(t, got, 3)
+	for _, j := range got {
+		require.Equal(t, "pod|7", j.Consumer)
+	}
+}
+
+// A cursor whose score is not a finite number is not a cursor of Jobs: it
+// fails with ErrInvalidArgument, not with whatever Redis answers.
+func TestInspectorCursorWithANonFiniteScore(t *testing.T) {
+	ctx := context.Background()
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "odd", Config{})
+	_, err := q.Enqueue(ctx, []byte("x"), Delay(time.Hour))
+	require.NoError(t, err)
+	in := mustInspector(t, p, "")
+	for _, score := range []string{"NaN", "nan", "Inf", "-inf", "+Inf", "1e400"} {
+		for _, st := range []JobState{StateDelayed, StateDead} {
+			_, err := in.Jobs(ctx, "odd", st, encodeCursor(st, score, "x"), 10)
+			require.ErrorIs(t, err, ErrInvalidArgument, "%s cursor with score %q", st, score)
+		}
+	}
+}
+
+// deadWithID writes a dead letter of a job with the given ID, as the
+// workers do, at q's clock, and returns its dead letter ID.
+func deadWithID(t testing.TB, q *Queue, id string, payload []byte) string {
+	t.Helper()
+	pr, err := q.prepare(payload, []EnqueueOption{ID(id)})
+	require.NoError(t, err)
+	ks, args := q.deadAddArgs(pr.elem, deadLetter{id: pr.id, reason: "boom", attempts: 1})
+	require.NoError(t, deadScript.Run(context.Background(), q.p.Client(), ks, args...).Err())
+	return pr.id
+}
+
+// A dead letter's handle names the dead letter the listing saw, not any
+// later one that took the same ID: after the listed one was requeued and
+// the ID died again (an ID option reused for a new job), a stale handle
+// deletes nothing.
+func TestInspectorStaleDeadHandleDeletesNoLaterDeadLetter(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			p := np(t, pool.Config{})
+			clock := testutil.NewClock()
+			q := mustQueue(t, p, "reused", Config{Now: clock.Now})
+			deadWithID(t, q, "order-1", []byte("first"))
+			in := mustInspector(t, p, "")
+			page, err := in.Jobs(ctx, "reused", StateDead, "", 10)
+			require.NoError(t, err)
+			require.Len(t, page.Jobs, 1)
+			stale := page.Jobs[0].Handle
+
+			// The listed dead letter is requeued (and runs); a new job
+			// with the same ID dies later.
+			n, err := in.Requeue(ctx, "reused", "order-1")
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			require.NoError(t, p.Client().Del(ctx, q.k.ready).Err())
+			clock.Advance(time.Second)
+			require.Equal(t, "order-1", deadWithID(t, q, "order-1", []byte("second")))
+
+			err = in.Delete(ctx, "reused", stale)
+			require.ErrorIs(t, err, ErrJobGone, "the stale handle names the first dead letter, which is gone")
+			dead, err := q.Dead(ctx, 0, 10)
+			require.NoError(t, err)
+			require.Len(t, dead, 1, "the later dead letter is still there")
+			require.Equal(t, "second", string(dead[0].Payload))
+
+			// A fresh listing's handle deletes it.
+			page, err = in.Jobs(ctx, "reused", StateDead, "", 10)
+			require.NoError(t, err)
+			require.NoError(t, in.Delete(ctx, "reused", page.Jobs[0].Handle))
+		})
+	}
+}
+
+// A listing script reads at most about a page's byte budget of elements:
+// with elements of 1 MiB (Durable jobs keep their payload inline whatever
+// its size), one page of ready or delayed jobs must not pull 32 of them
+// into Lua to return 4. Measured on a real server by the Lua VM's memory
+// right after the call (the script cache flushed before, so nothing else
+// is in it; Redis collects Lua garbage only every 50 scripts).
+func TestInspectorPageReadsAtMostItsBudgetInLua(t *testing.T) {
+	ctx := context.Background()
+	p := serverPool(t, pool.Config{})
+	c := p.Client()
+	q := mustQueue(t, p, "heavy", Config{MaxPayload: 2 << 20})
+	const n, size = 40, 1 << 20
+	var elems []any
+	for i := range n {
+		e := envelope{id: "big" + strconv.Itoa(i), maxAttempts: 1, enqueuedAt: time.Now(), payload: bytes.Repeat([]byte{'x'}, size)}
+		elems = append(elems, e.encode())
+	}
+	require.NoError(t, c.LPush(ctx, q.k.ready, elems...).Err())
+	for i, e := range elems {
+		require.NoError(t, c.ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli() + int64(i)), Member: e}).Err())
+	}
+	luaMem := func() int64 {
+		info, err := c.Info(ctx, "memory").Result()
+		require.NoError(t, err)
+		m := regexp.MustCompile(`(?m)^used_memory_lua:(\d+)`).FindStringSubmatch(info)
+		require.NotNil(t, m, "used_memory_lua in INFO memory")
+		v, err := strconv.ParseInt(strings.TrimSpace(m[1]), 10, 64)
+		require.NoError(t, err)
+		return v
+	}
+	in := mustInspector(t, p, "")
+	for _, st := range []JobState{StateReady, StateDelayed} {
+		require.NoError(t, c.ScriptFlush(ctx).Err())
+		before := luaMem()
+		page, err := in.Jobs(ctx, "heavy", st, "", MaxPageLimit)
+		require.NoError(t, err)
+		used := luaMem() - before
+		t.Logf("%s: %d jobs in the page, Lua memory grew by %.1f MiB", st, len(page.Jobs), float64(used)/(1<<20))
+		require.LessOrEqual(t, len(page.Jobs), maxCallBytes/size+1)
+		require.Less(t, used, int64(3*maxCallBytes), "%s: Lua read far more than the page's budget", st)
+	}
+}
+
+// OnDead is called for every job sent to the dead letters without running,
+// MaxDeliveries included: also when the worker's start finds the job in
+// its previous life's processing list (a stable ConsumerID whose process
+// crashed running it once too often), which reconcile dead-letters
+// without going through the acker.
+func TestOnDeadForAJobItsPreviousLifeHeldTooOften(t *testing.T) {
+	ctx := context.Background()
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "crashy", Config{})
+	killer := envelope{id: "killer", maxAttempts: 3, attempt: 1, deliveries: DefaultMaxDeliveries, enqueuedAt: time.Now(), payload: []byte("k")}
+	require.NoError(t, p.Client().LPush(ctx, q.k.proc("pod-0"), killer.encode()).Err())
+	require.NoError(t, p.Client().Set(ctx, q.k.lastErr("killer"), "oom", time.Hour).Err())
+	got := make(chan Outcome, 1)
+	g := group(t)
+	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{
+		OnDead: func(o Outcome) { got <- o },
+	}, ConsumerConfig{ConsumerID: "pod-0"})
+	testutil.Eventually(t, testutil.Wait, "the job is dead", func() bool { return w.Stats().Dead == 1 })
+	o := recv(t, got, testutil.Wait, "OnDead of the job its previous life held")
+	require.Equal(t, "killer", o.Job.ID)
+	require.Equal(t, "crashy", o.Job.Queue)
+	require.Zero(t, o.Ran)
+	require.Contains(t, o.Reason, "MaxDeliveries")
+	require.ErrorContains(t, o.Err, "MaxDeliveries")
+	n, err := p.Client().Exists(ctx, q.k.lastErr("killer")).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "its last error goes with its death, as on the acker's path")
+}
