@@ -387,9 +387,13 @@ func decodeCursor(state JobState, s string) (cursor, error) {
 	case StateReady:
 		c.off, err = strconv.ParseInt(rest, 10, 64)
 	case StateRunning:
-		var off string
-		c.consumer, off, _ = strings.Cut(rest, "|")
-		c.off, err = strconv.ParseInt(off, 10, 64)
+		// The offset follows the last '|': a consumer ID may contain '|'.
+		i := strings.LastIndexByte(rest, '|')
+		if i < 0 {
+			return bad("malformed")
+		}
+		c.consumer = rest[:i]
+		c.off, err = strconv.ParseInt(rest[i+1:], 10, 64)
 	default:
 		c.score, c.member, _ = strings.Cut(rest, "|")
 		_, err = strconv.ParseFloat(c.score, 64)
