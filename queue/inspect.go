@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -396,12 +397,23 @@ func decodeCursor(state JobState, s string) (cursor, error) {
 		c.off, err = strconv.ParseInt(rest[i+1:], 10, 64)
 	default:
 		c.score, c.member, _ = strings.Cut(rest, "|")
-		_, err = strconv.ParseFloat(c.score, 64)
+		err = checkScore(c.score)
 	}
 	if err != nil || c.off < 0 {
 		return bad("malformed")
 	}
 	return c, nil
+}
+
+// checkScore accepts the score of a cursor or handle: a finite number
+// (Redis refuses NaN in a range, and no due time or time of death is
+// infinite).
+func checkScore(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		err = fmt.Errorf("score %q is not finite", s)
+	}
+	return err
 }
 
 // listPage reads a page of a list; more reports whether elements follow.

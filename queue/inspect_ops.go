@@ -105,7 +105,7 @@ func (in *Inspector) deleteReady(ctx context.Context, k keys, rest string) error
 
 func (in *Inspector) deleteDelayed(ctx context.Context, k keys, rest string) error {
 	score, prefix, _ := strings.Cut(rest, "|")
-	if _, err := strconv.ParseFloat(score, 64); err != nil || prefix == "" {
+	if err := checkScore(score); err != nil || prefix == "" {
 		return fmt.Errorf("%w: malformed handle", ErrInvalidArgument)
 	}
 	elem, err := locateScript.Run(ctx, in.p.Client(), []string{k.delayed}, score, prefix).Text()

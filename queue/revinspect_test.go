@@ -188,3 +188,13 @@ func TestOnDeadForAJobItsPreviousLifeHeldTooOften(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "its last error goes with its death, as on the acker's path")
 }
+
+// A delayed job's handle with a score that is not finite is malformed.
+func TestInspectorDeleteHandleWithANonFiniteScore(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	in := mustInspector(t, p, "")
+	for _, score := range []string{"NaN", "-Inf", "+inf"} {
+		err := in.Delete(context.Background(), "odd", encodeHandle(StateDelayed, score, "bq1|x|"))
+		require.ErrorIs(t, err, ErrInvalidArgument, score)
+	}
+}
