@@ -516,7 +516,10 @@ func (in *Inspector) deadJobs(ctx context.Context, k keys, queue string, cur cur
 		if !ok {
 			continue // trimmed while the index still named it
 		}
-		j := ListedJob{JobInfo: JobInfo{ID: id, Queue: queue, State: StateDead}, Handle: encodeHandle(StateDead, id)}
+		// The handle names this dead letter by its time of death too: the
+		// same dead ID may die again later (requeued, or an ID option
+		// reused), and a stale handle must not delete that one.
+		j := ListedJob{JobInfo: JobInfo{ID: id, Queue: queue, State: StateDead}, Handle: encodeHandle(StateDead, score, id)}
 		r, err := parseDeadRecord([]byte(rec))
 		if err != nil {
 			j.Malformed, j.Error = true, "unreadable dead record: "+err.Error()

@@ -62,11 +62,7 @@ func (in *Inspector) Delete(ctx context.Context, queue, handle string) error {
 	case StateDelayed:
 		err = in.deleteDelayed(ctx, k, rest)
 	case StateDead:
-		var n int
-		n, err = deleteDeadScript.Run(ctx, in.p.Client(), []string{k.deadIdx, k.deadData, k.payloads, k.deadRefs}, rest).Int()
-		if err == nil && n == 0 {
-			err = fmt.Errorf("%w: dead letter %s", ErrJobGone, rest)
-		}
+		err = in.deleteDead(ctx, k, rest)
 	default:
 		err = fmt.Errorf("%w: handle of state %q: only ready, delayed and dead jobs are deleted", ErrInvalidArgument, st)
 	}
@@ -74,6 +70,20 @@ func (in *Inspector) Delete(ctx context.Context, queue, handle string) error {
 		return fmt.Errorf("queue: inspector: delete from %q: %w", queue, err)
 	}
 	return nil
+}
+
+// deleteDead deletes the dead letter of a handle "<died at>|<dead ID>",
+// only if the dead ID still died at that time.
+func (in *Inspector) deleteDead(ctx context.Context, k keys, rest string) error {
+	score, id, _ := strings.Cut(rest, "|")
+	if err := checkScore(score); err != nil || id == "" {
+		return fmt.Errorf("%w: malformed handle", ErrInvalidArgument)
+	}
+	n, err := deleteDeadScript.Run(ctx, in.p.Client(), []string{k.deadIdx, k.deadData, k.payloads, k.deadRefs}, id, score).Int()
+	if err == nil && n == 0 {
+		err = fmt.Errorf("%w: dead letter %s", ErrJobGone, id)
+	}
+	return err
 }
 
 func (in *Inspector) deleteReady(ctx context.Context, k keys, rest string) error {

@@ -183,9 +183,12 @@ return 1
 `)
 
 // deleteDeadScript deletes one dead letter with its payload kept apart,
-// only if it is still there. KEYS: dead index, dead data, payloads, dead
-// refs. ARGV: dead ID. Returns 1, or 0 when it is gone.
+// only if it is still there, dead since the listing's time (not a later
+// death of the same dead ID). KEYS: dead index, dead data, payloads, dead
+// refs. ARGV: dead ID, died at (its score). Returns 1, or 0 when it is
+// gone.
 var deleteDeadScript = redis.NewScript(budgetLua + dropDeadLua + `
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
 return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], {ARGV[1]})
 `)

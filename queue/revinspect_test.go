@@ -198,3 +198,12 @@ func TestInspectorDeleteHandleWithANonFiniteScore(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalidArgument, score)
 	}
 }
+
+// A dead handle without its time of death, or with a bad one, is malformed.
+func TestInspectorMalformedDeadHandles(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	in := mustInspector(t, p, "")
+	for _, h := range []string{encodeHandle(StateDead, "order-1"), encodeHandle(StateDead, "NaN", "order-1"), encodeHandle(StateDead, "12", "")} {
+		require.ErrorIs(t, in.Delete(context.Background(), "odd", h), ErrInvalidArgument, h)
+	}
+}
