@@ -5,8 +5,13 @@ import "github.com/redis/go-redis/v9"
 // The Inspector's scripts. Each reads one page atomically (a consistent
 // view of one key), at most the page's limit and about callBudget bytes
 // (at least one element, so a page always makes progress), reading in
-// chunks of at most 32 elements sized by the largest seen, as promoteLua
-// does. They write nothing but deleteJobScript.
+// chunks of at most 32 elements sized by the largest seen, the first
+// chunk one element, as promoteLua does: elements of a size (Durable and
+// debounced jobs keep payloads of up to Config.MaxPayload inline) never
+// pull 32 times that size into Lua to return callBudget. (Elements much
+// larger than every one before them in the page can still overshoot, by
+// at most one chunk.) Whether more follow is counted (ZCARD, LLEN), not
+// read. They write nothing but deleteJobScript.
 
 // cmpLua defines cmp(a, b): -1, 0 or 1 as a sorts before, equal to or after
 // b byte by byte, the order Redis keeps the members of equal score in. (Lua's
@@ -77,8 +82,8 @@ local start = 0
 if ARGV[1] ~= '' then start = seek(KEYS[1], ARGV[1], ARGV[2], rev, ARGV[5] == '1') end
 local out, got, bytes, largest = {}, 0, 0, 0
 while got < limit and (got == 0 or bytes < callBudget) do
-  local n = math.min(limit - got, 32)
-  if largest > 0 then n = math.max(1, math.min(n, math.floor((callBudget - bytes) / largest))) end
+  local n = 1
+  if largest > 0 then n = math.max(1, math.min(limit - got, 32, math.floor((callBudget - bytes) / largest))) end
   local part
   if rev then
     part = redis.call('ZREVRANGE', KEYS[1], start + got, start + got + n - 1, 'WITHSCORES')
@@ -108,9 +113,9 @@ while got < limit and (got == 0 or bytes < callBudget) do
   end
   if #part < 2 * n then break end
 end
-local more
-if rev then more = redis.call('ZREVRANGE', KEYS[1], start + got, start + got) else more = redis.call('ZRANGE', KEYS[1], start + got, start + got) end
-table.insert(out, 1, #more)
+local more = 0
+if redis.call('ZCARD', KEYS[1]) > start + got then more = 1 end
+table.insert(out, 1, more)
 return out
 `)
 
@@ -123,8 +128,8 @@ var listPageScript = redis.NewScript(budgetLua + `
 local off, limit, tail = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local out, bytes, largest = {}, 0, 0
 while #out < limit and (#out == 0 or bytes < callBudget) do
-  local n = math.min(limit - #out, 32)
-  if largest > 0 then n = math.max(1, math.min(n, math.floor((callBudget - bytes) / largest))) end
+  local n = 1
+  if largest > 0 then n = math.max(1, math.min(limit - #out, 32, math.floor((callBudget - bytes) / largest))) end
   local from = off + #out
   local part
   if tail then
@@ -143,9 +148,8 @@ while #out < limit and (#out == 0 or bytes < callBudget) do
   end
   if #part < n or bytes >= callBudget then break end
 end
-local more
-if tail then more = redis.call('LINDEX', KEYS[1], -(off + #out + 1)) else more = redis.call('LINDEX', KEYS[1], off + #out) end
-if more then more = 1 else more = 0 end
+local more = 0
+if redis.call('LLEN', KEYS[1]) > off + #out then more = 1 end
 table.insert(out, 1, more)
 return out
 `)
