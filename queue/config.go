@@ -180,7 +180,9 @@ type WorkerConfig struct {
 	// log, hand off to your own bounded channel), or acks, and with them
 	// the handler slots they free, wait. OnDead is also called for jobs
 	// sent to the dead letters without running (malformed, payload
-	// missing, MaxDeliveries), with Ran 0.
+	// missing, MaxDeliveries), with Ran 0; for a job that a previous
+	// process with the same ConsumerID held too often, found when the
+	// worker starts, it is called from the worker's fetcher goroutine.
 	OnDone  func(Outcome)
 	OnRetry func(Outcome)
 	OnDead  func(Outcome)

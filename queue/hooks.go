@@ -116,3 +116,23 @@ func (w *Worker) callHook(op ackOp) {
 	}()
 	op.x.hook(op.x.out)
 }
+
+// reconciledDead completes a dead-lettering that reconcile wrote itself (a
+// job a previous life of the consumer held once too often), as the acker
+// completes its own: the job's last error goes, and OnDead is called. The
+// hook runs on the fetcher's goroutine, which reconciles its previous
+// life's list before its first fetch (unless that reconcile failed and is
+// retried later), so normally no outcome of this worker is acked meanwhile.
+func (w *Worker) reconciledDead(ctx context.Context, elem string, env envelope, reason string) {
+	op := ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
+	w.extend(&op, delivery{elem: elem, env: env}, nil, nil, 0, 0)
+	if op.x == nil {
+		return
+	}
+	if op.x.clearErr {
+		if err := w.q.p.Background().Del(ctx, w.q.k.lastErr(env.id)).Err(); err != nil {
+			w.log.Debug("queue: deleting a dead job's last error failed; it expires", "job", env.id, "err", err)
+		}
+	}
+	w.callHook(op)
+}
