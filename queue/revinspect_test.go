@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -205,5 +206,45 @@ func TestInspectorMalformedDeadHandles(t *testing.T) {
 	in := mustInspector(t, p, "")
 	for _, h := range []string{encodeHandle(StateDead, "order-1"), encodeHandle(StateDead, "NaN", "order-1"), encodeHandle(StateDead, "12", "")} {
 		require.ErrorIs(t, in.Delete(context.Background(), "odd", h), ErrInvalidArgument, h)
+	}
+}
+
+// The registry costs nothing per job on a real server either, counted by
+// the server (INFO commandstats, which also counts the commands scripts
+// run): after the first enqueue of each kind, 300 enqueues (plain,
+// delayed, with an ID) are 100 LPUSHes and 200 EVALSHAs, and no EVAL (the
+// registry's write) runs.
+func TestRegistryCostsNothingPerJobOnAServer(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "counted", Config{})
+	kinds := [][]EnqueueOption{nil, {Delay(time.Hour)}, nil}
+	for i, opts := range kinds {
+		_, err := q.Enqueue(ctx, []byte("warm"), append(opts, ID("warm"+strconv.Itoa(i)))...)
+		require.NoError(t, err)
+	}
+	_, err := srv.Do(ctx, "CONFIG", "RESETSTAT")
+	require.NoError(t, err)
+	for i := range 100 {
+		_, err := q.Enqueue(ctx, []byte("x"))
+		require.NoError(t, err)
+		_, err = q.Enqueue(ctx, []byte("x"), Delay(time.Hour))
+		require.NoError(t, err)
+		_, err = q.Enqueue(ctx, []byte("x"), ID("j"+strconv.Itoa(i)))
+		require.NoError(t, err)
+	}
+	stats, err := srv.Do(ctx, "INFO", "commandstats")
+	require.NoError(t, err)
+	calls := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^cmdstat_([a-z|]+):calls=(\d+)`).FindAllStringSubmatch(stats, -1) {
+		calls[m[1]], _ = strconv.Atoi(m[2])
+	}
+	t.Logf("server command counts: %v", calls)
+	require.Zero(t, calls["eval"], "no registry write after the first enqueue")
+	require.Equal(t, 200, calls["evalsha"], "one script call per delayed job and per job with an ID")
+	require.Equal(t, 200, calls["lpush"], "one LPUSH per plain job, one inside each ID job's script")
+	for _, c := range []string{"hset", "hscan", "zrangebylex", "expire", "pexpire"} {
+		require.Zero(t, calls[c], c)
 	}
 }
