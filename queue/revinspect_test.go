@@ -6,9 +6,11 @@ package queue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,5 +248,97 @@ func TestRegistryCostsNothingPerJobOnAServer(t *testing.T) {
 	require.Equal(t, 200, calls["lpush"], "one LPUSH per plain job, one inside each ID job's script")
 	for _, c := range []string{"hset", "hscan", "zrangebylex", "expire", "pexpire"} {
 		require.Zero(t, calls[c], c)
+	}
+}
+
+// Delete racing the workers: jobs are fetched, run, retried and promoted
+// while their listings' handles are deleted. A job Delete reports deleted
+// never runs after it, and a job is never both deleted and done; every
+// job ends exactly one way.
+func TestInspectorDeleteRacingWorkers(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			p := np(t, pool.Config{})
+			g := group(t)
+			q := mustQueue(t, p, "raced", Config{})
+			var mu sync.Mutex
+			ran := map[string]int{}
+			deleted := map[string]bool{}
+			var bad []string // jobs that ran after Delete reported them deleted
+			const n = 400
+			var all []string
+			for i := range n {
+				pay, opts := "plain", []EnqueueOption(nil)
+				switch i % 4 {
+				case 1:
+					pay = "retry"
+				case 2:
+					opts = append(opts, Delay(time.Duration(i%20)*time.Millisecond))
+				case 3:
+					pay = strings.Repeat("big", 2000) // kept apart
+				}
+				id, err := q.Enqueue(ctx, []byte(pay), opts...)
+				require.NoError(t, err)
+				all = append(all, id)
+			}
+			// The listings first; the workers start as the deletes begin.
+			in := mustInspector(t, p, "")
+			var listed []ListedJob
+			for _, st := range []JobState{StateReady, StateDelayed} {
+				page, err := in.Jobs(ctx, "raced", st, "", MaxPageLimit)
+				require.NoError(t, err)
+				listed = append(listed, page.Jobs...)
+			}
+			require.Len(t, listed, n)
+			startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+				mu.Lock()
+				defer mu.Unlock()
+				ran[j.ID]++
+				if deleted[j.ID] {
+					bad = append(bad, j.ID)
+				}
+				if j.Attempt == 0 && len(j.Payload) > 0 && j.Payload[0] == 'r' {
+					return errors.New("retry me") // back through the delayed set
+				}
+				return nil
+			}, WorkerConfig{Concurrency: 4, Backoff: func(int, error) time.Duration { return 5 * time.Millisecond }, OnDead: func(o Outcome) {
+				t.Errorf("job %s died: %v", o.Job.ID, o.Err)
+			}})
+			for range 2 {
+				for _, j := range listed {
+					// Held across Delete: a run of this job cannot start
+					// its handler in between (it would block on mu), so
+					// "deleted" is recorded before any later run looks.
+					mu.Lock()
+					err := in.Delete(ctx, "raced", j.Handle)
+					if err == nil {
+						deleted[j.ID] = true
+					}
+					mu.Unlock()
+					if err != nil {
+						require.ErrorIs(t, err, ErrJobGone)
+					}
+				}
+			}
+			testutil.Eventually(t, 10*time.Second, "every job done or deleted", func() bool {
+				s, err := q.Stats(ctx)
+				require.NoError(t, err)
+				return s.Ready == 0 && s.Delayed == 0 && s.InFlight == 0
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range all {
+				if deleted[id] {
+					continue
+				}
+				require.Positive(t, ran[id], "job %s neither ran nor was deleted", id)
+			}
+			require.Empty(t, bad, "jobs ran after Delete reported them deleted")
+			t.Logf("deleted %d of %d", len(deleted), n)
+			left, err := p.Client().HLen(ctx, q.k.payloads).Result()
+			require.NoError(t, err)
+			require.Zero(t, left, "no payload kept apart is left behind")
+		})
 	}
 }
