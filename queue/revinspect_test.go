@@ -342,3 +342,61 @@ func TestInspectorDeleteRacingWorkers(t *testing.T) {
 		})
 	}
 }
+
+// Across a NOSCRIPT resend (the script cache flushed while jobs ran), each
+// outcome still calls its hook once, after Redis has it, and the last
+// error is written with the retry.
+func TestOutcomeHooksOnceAcrossNoscript(t *testing.T) {
+	ctx := context.Background()
+	p := serverPool(t, pool.Config{})
+	g := group(t)
+	q := mustQueue(t, p, "flushed", Config{})
+	cfg, events := recordingHooks(p, q, "flusher")
+	cfg.Backoff = func(int, error) time.Duration { return time.Millisecond }
+	cfg.Concurrency = 2
+	gate := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(gate) }) })
+	startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		if j.Attempt == 1 { // Attempt counts from 1
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+		}
+		if j.ID == "retried" && j.Attempt == 1 {
+			return errors.New("once more")
+		}
+		return nil
+	}, cfg, ConsumerConfig{ConsumerID: "flusher"})
+	for _, id := range []string{"done", "retried"} {
+		_, err := q.Enqueue(ctx, []byte("x"), ID(id)) // an ID: acked by a script
+		require.NoError(t, err)
+	}
+	testutil.Eventually(t, testutil.Wait, "both jobs running", func() bool {
+		n, err := p.Client().LLen(ctx, q.k.proc("flusher")).Result()
+		return err == nil && n == 2
+	})
+	require.NoError(t, p.Client().ConfigResetStat(ctx).Err())
+	require.NoError(t, p.Client().ScriptFlush(ctx).Err())
+	once.Do(func() { close(gate) })
+	got := map[string][]string{}
+	for range 3 {
+		ev := recv(t, events, testutil.Wait, "a hook")
+		require.NoError(t, ev.err)
+		require.Zero(t, ev.inProc, "%s of %s: written before the hook", ev.kind, ev.out.Job.ID)
+		if ev.kind == "retry" {
+			require.Equal(t, "once more", ev.lastErr)
+		}
+		got[ev.out.Job.ID] = append(got[ev.out.Job.ID], ev.kind)
+	}
+	require.Equal(t, map[string][]string{"done": {"done"}, "retried": {"retry", "done"}}, got)
+	stats, err := p.Client().Info(ctx, "commandstats").Result()
+	require.NoError(t, err)
+	require.Contains(t, stats, "cmdstat_script|load:", "the acks were refused with NOSCRIPT and resent")
+	select {
+	case ev := <-events:
+		t.Fatalf("a hook ran once more: %s of %s", ev.kind, ev.out.Job.ID)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
