@@ -400,3 +400,70 @@ func TestOutcomeHooksOnceAcrossNoscript(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// Delayed pages stay stable while jobs leave the set, the cursor's own job
+// included: between pages the last listed job and jobs on both sides of
+// the cursor (many of one due time) are deleted or promoted; every job
+// that stays is listed exactly once.
+func TestInspectorDelayedPagesStableWhileJobsLeave(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			p := np(t, pool.Config{})
+			clock := testutil.NewClock()
+			q := mustQueue(t, p, "leaving", Config{Now: clock.Now, MaxBatch: 10_000})
+			var all []string
+			for b := range 3 {
+				pays := make([][]byte, 300)
+				for i := range pays {
+					pays[i] = []byte(strings.Repeat("|", i%7) + strconv.Itoa(i)) // '|' in payloads
+				}
+				ids, err := q.EnqueueBatch(ctx, pays, Delay(time.Duration(1+b)*time.Hour))
+				require.NoError(t, err)
+				all = append(all, ids...)
+			}
+			in := mustInspector(t, p, "")
+			gone := map[string]bool{}
+			var got []ListedJob
+			cur := ""
+			for page := 0; ; page++ {
+				require.Less(t, page, 1000)
+				pg, err := in.Jobs(ctx, "leaving", StateDelayed, cur, 37)
+				require.NoError(t, err)
+				got = append(got, pg.Jobs...)
+				if pg.Next == "" {
+					break
+				}
+				cur = pg.Next
+				// The cursor's own job leaves, then the earliest job (before
+				// the cursor) and the first one after it.
+				del := func(j ListedJob) {
+					if !gone[j.ID] {
+						require.NoError(t, in.Delete(ctx, "leaving", j.Handle))
+						gone[j.ID] = true
+					}
+				}
+				del(pg.Jobs[len(pg.Jobs)-1])
+				for _, from := range []string{"", cur} {
+					e, err := in.Jobs(ctx, "leaving", StateDelayed, from, 1)
+					require.NoError(t, err)
+					if len(e.Jobs) > 0 {
+						del(e.Jobs[0])
+					}
+				}
+			}
+			seen := map[string]int{}
+			for _, j := range got {
+				seen[j.ID]++
+			}
+			for id, n := range seen {
+				require.Equal(t, 1, n, "job %s listed %d times", id, n)
+			}
+			for _, id := range all {
+				if !gone[id] {
+					require.Equal(t, 1, seen[id], "job %s stayed and is listed once", id)
+				}
+			}
+		})
+	}
+}
