@@ -467,3 +467,24 @@ func TestInspectorDelayedPagesStableWhileJobsLeave(t *testing.T) {
 		})
 	}
 }
+
+// A producer waiting for a job (Queue.Wait) is woken when the worker's
+// start dead-letters it because its previous life held it too often, as
+// it is when the fetcher dead-letters a job.
+func TestWaitForAJobItsPreviousLifeHeldTooOften(t *testing.T) {
+	ctx := context.Background()
+	pr := newCtlProcess(t, miniPools(t), "crashy", Config{})
+	killer := envelope{id: "killer", maxAttempts: 3, deliveries: DefaultMaxDeliveries, enqueuedAt: time.Now(), payload: []byte("k")}
+	require.NoError(t, pr.p.Client().LPush(ctx, pr.q.k.proc("pod-0"), killer.encode()).Err())
+	waited := make(chan error, 1)
+	go func() { _, err := pr.q.Wait(ctx, "killer"); waited <- err }()
+	testutil.Eventually(t, testutil.Wait, "Wait to register", func() bool { return pr.q.room.Load().results.count() == 1 })
+	c, err := NewConsumer(pr.p, ConsumerConfig{ConsumerID: "pod-0"})
+	require.NoError(t, err)
+	w, err := NewWorker(c, pr.q, func(context.Context, *Job) error { return nil }, WorkerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, w.Start(pr.g))
+	err = testutil.Recv(t, waited, "Wait of the job dead-lettered at the worker's start")
+	require.ErrorIs(t, err, ErrJobDead)
+	require.ErrorContains(t, err, "MaxDeliveries")
+}
