@@ -119,18 +119,25 @@ func (w *Worker) callHook(op ackOp) {
 
 // reconciledDead completes a dead-lettering that reconcile wrote itself (a
 // job a previous life of the consumer held once too often), as the acker
-// completes its own: the job's last error goes, and OnDead is called. The
-// hook runs on the fetcher's goroutine, which reconciles its previous
-// life's list before its first fetch (unless that reconcile failed and is
-// retried later), so normally no outcome of this worker is acked meanwhile.
+// completes its own: its waiters are woken, its last error goes, and
+// OnDead is called. The hook runs on the fetcher's goroutine, which
+// reconciles its previous life's list before its first fetch (unless that
+// reconcile failed and is retried later), so normally no outcome of this
+// worker is acked meanwhile.
 func (w *Worker) reconciledDead(ctx context.Context, elem string, env envelope, reason string) {
+	c := w.q.p.Background()
+	// The producers waiting for it (Queue.Wait), as wakeWaitersOfDead has
+	// the acker wake them for a job the fetcher dead-letters.
+	if err := notifyScript.Run(ctx, c, []string{w.q.k.resultWaiters(env.id)}, w.q.k.doneChannel(), env.id).Err(); err != nil {
+		w.log.Warn("queue: waking the producers waiting for a job failed", "job", env.id, "err", err)
+	}
 	op := ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
 	w.extend(&op, delivery{elem: elem, env: env}, nil, nil, 0, 0)
 	if op.x == nil {
 		return
 	}
 	if op.x.clearErr {
-		if err := w.q.p.Background().Del(ctx, w.q.k.lastErr(env.id)).Err(); err != nil {
+		if err := c.Del(ctx, w.q.k.lastErr(env.id)).Err(); err != nil {
 			w.log.Debug("queue: deleting a dead job's last error failed; it expires", "job", env.id, "err", err)
 		}
 	}
