@@ -29,11 +29,17 @@ type ackExtra struct {
 }
 
 // cancelledOutcome drops a job whose run ended because it was cancelled: off
-// the processing list, its payload kept apart and idempotency key freed,
-// as a success is, without a result; never retried.
+// the processing list, its payload kept apart, idempotency key and last
+// error deleted, as a success is, without a result or a hook; never retried.
 func (w *Worker) cancelledOutcome(d delivery) ackOp {
 	w.log.Debug("queue: job cancelled; dropped", "job", d.env.id)
-	return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
+	op := ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
+	if d.env.attempt > 0 {
+		// A run after a failed one: the failed run's error goes with the
+		// job, as a success or a cancel of the waiting retry deletes it.
+		op.x = &outcomeExtra{clearErr: true}
+	}
+	return op
 }
 
 // withExtra adds to op what the run leaves besides its outcome.
