@@ -140,3 +140,28 @@ func TestRevctlCancelledRetryDropsItsLastError(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "the last error of the cancelled job is deleted")
 }
+
+// A job a restarted consumer (stable ConsumerID) finds in its previous
+// life's processing list and sends to the dead letters (MaxDeliveries)
+// wakes the producers waiting for it, as every other dead letter does.
+func TestRevctlWaitWokenByADeadLetterOfAPreviousLife(t *testing.T) {
+	ctx := context.Background()
+	pr := newCtlProcess(t, miniPools(t), "crashy", Config{})
+	q, c := pr.q, pr.p.Client()
+	env := envelope{id: "crashy", maxAttempts: 3, deliveries: 2, enqueuedAt: time.Now(), payload: []byte("x")}
+	require.NoError(t, c.LPush(ctx, q.k.proc("stable"), env.encode()).Err())
+	require.NoError(t, c.SAdd(ctx, q.k.consumers, "stable").Err())
+	require.NoError(t, c.HSet(ctx, q.k.incarnations, "stable", "previous-life").Err())
+	waited := make(chan error, 1)
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	go func() { _, err := q.Wait(wctx, "crashy"); waited <- err }()
+	testutil.Eventually(t, testutil.Wait, "Wait to register", func() bool { return q.room.Load().results.count() == 1 })
+	startWorker(t, pr.g, q, func(context.Context, *Job) error { return nil },
+		WorkerConfig{Concurrency: 1, MaxDeliveries: 2}, ConsumerConfig{Namespace: q.cfg.Namespace, ConsumerID: "stable"})
+	testutil.Eventually(t, testutil.Wait, "the dead letter", func() bool {
+		n, err := c.HExists(ctx, q.k.deadData, "crashy").Result()
+		return err == nil && n
+	})
+	require.ErrorIs(t, testutil.Recv(t, waited, "Wait of the dead job"), ErrJobDead)
+}
