@@ -342,6 +342,7 @@ func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 			} else if n == 1 {
 				w.st.dead.Add(1)
 				w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
+				w.wakeWaiters(ctx, c, env.id) // result.go
 			}
 		default:
 			next := env

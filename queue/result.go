@@ -77,6 +77,15 @@ func wakeWaitersOfDead(op ackOp) ackOp {
 	return op
 }
 
+// wakeWaiters wakes the producers waiting for a job that ended outside the
+// acker's pipelines (a restarted consumer's previous life sent it to the
+// dead letters), if any.
+func (w *Worker) wakeWaiters(ctx context.Context, c redis.Scripter, id string) {
+	if err := notifyScript.Run(ctx, c, []string{w.q.k.resultWaiters(id)}, w.q.k.doneChannel(), id).Err(); err != nil {
+		w.log.Warn("queue: waking the producers waiting for a job failed", "job", id, "err", err)
+	}
+}
+
 // ctlExtras writes the extras of one pipeline of outcomes.
 type ctlExtras struct {
 	notifies []*redis.Cmd
