@@ -143,8 +143,8 @@ const waitTTLMax = time.Hour
 // A success is only seen when the queue's workers keep results
 // (WorkerConfig.ResultTTL): without, Wait waits until ctx ends. Wait does
 // not look the job up: for an unknown ID it waits until ctx ends (use Get).
-// A job whose ID is reused answers with the first one's dead letter while
-// that is kept. At most Config.MaxWaiters producers of a process wait for
+// A job whose ID is reused answers at once with the previous one's result
+// while it is kept, its cancel (10 minutes) or its dead letter. At most Config.MaxWaiters producers of a process wait for
 // results of one queue at once: one more fails with ErrTooManyWaiters.
 func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 	if err := validID(id); err != nil {
