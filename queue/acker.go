@@ -342,7 +342,7 @@ func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 			} else if n == 1 {
 				w.st.dead.Add(1)
 				w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
-				w.reconciledDead(ctx, e, env, reason)
+				w.reconciledDead(ctx, e, env, reason) // hooks.go: OnDead, the last error, Queue.Wait
 			}
 		default:
 			next := env

@@ -128,9 +128,7 @@ func (w *Worker) reconciledDead(ctx context.Context, elem string, env envelope, 
 	c := w.q.p.Background()
 	// The producers waiting for it (Queue.Wait), as wakeWaitersOfDead has
 	// the acker wake them for a job the fetcher dead-letters.
-	if err := notifyScript.Run(ctx, c, []string{w.q.k.resultWaiters(env.id)}, w.q.k.doneChannel(), env.id).Err(); err != nil {
-		w.log.Warn("queue: waking the producers waiting for a job failed", "job", env.id, "err", err)
-	}
+	w.wakeWaiters(ctx, c, env.id)
 	op := ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
 	w.extend(&op, delivery{elem: elem, env: env}, nil, nil, 0, 0)
 	if op.x == nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // MaxProgress is the largest value Job.Progress accepts, in bytes.
@@ -133,10 +135,35 @@ func (w *Worker) beginRun(ctx context.Context, d delivery, job *Job) (context.Co
 	jr := &jobRun{w: w, id: d.env.id, key: runKey(d.env.id, markerValue(d.env))}
 	jr.ctx, jr.cancel = context.WithCancelCause(ctx)
 	job.run = jr
-	if w.ctl.begin(jr, w.q.cfg.Now()) {
+	if w.ctl.begin(jr, w.q.cfg.Now()) || w.cancelRecorded(ctx, d.env) {
 		jr.cancel(ErrCancelled)
 	}
 	return jr.ctx, jr
+}
+
+// cancelRecorded reads the cancel marker of a run that follows an earlier
+// one: a retry (attempt > 0) or a job recovered from a dead consumer
+// (deliveries > 0). A cancel recorded while the earlier run held the job
+// may never have reached its handler: the consumer runs without Control,
+// the message came just after the handler returned with an error (the
+// retry was already on its way), or the consumer died and a sweep
+// recovered the job. Such a run is dropped without starting. A first run
+// reads nothing (the drain's hot path is unchanged): a job cancelled while
+// it waited was removed, and one cancelled between its fetch and its start
+// is in the control channel's memory (workerCtl.recent). A read that fails
+// lets the run start.
+func (w *Worker) cancelRecorded(ctx context.Context, e envelope) bool {
+	if e.attempt == 0 && e.deliveries == 0 {
+		return false
+	}
+	v, err := w.q.p.Background().Get(ctx, w.q.k.cancelMarker(e.id)).Result()
+	if err != nil {
+		if !errors.Is(err, redis.Nil) {
+			w.log.Warn("queue: reading the cancel of a retried or recovered job failed; it runs", "job", e.id, "err", err)
+		}
+		return false
+	}
+	return v == markerValue(e)
 }
 
 // callRun runs the handler, unless the run was cancelled before it started.

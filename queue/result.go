@@ -29,11 +29,17 @@ type ackExtra struct {
 }
 
 // cancelledOutcome drops a job whose run ended because it was cancelled: off
-// the processing list, its payload kept apart and idempotency key freed,
-// as a success is, without a result; never retried.
+// the processing list, its payload kept apart, idempotency key and last
+// error deleted, as a success is, without a result or a hook; never retried.
 func (w *Worker) cancelledOutcome(d delivery) ackOp {
 	w.log.Debug("queue: job cancelled; dropped", "job", d.env.id)
-	return ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
+	op := ackOp{kind: ackDone, elem: d.elem, id: d.env.id, unique: d.env.unique, ref: d.env.ref}
+	if d.env.attempt > 0 {
+		// A run after a failed one: the failed run's error goes with the
+		// job, as a success or a cancel of the waiting retry deletes it.
+		op.x = &outcomeExtra{clearErr: true}
+	}
+	return op
 }
 
 // withExtra adds to op what the run leaves besides its outcome.
@@ -69,6 +75,15 @@ func wakeWaitersOfDead(op ackOp) ackOp {
 		op.extra = &ackExtra{notify: true}
 	}
 	return op
+}
+
+// wakeWaiters wakes the producers waiting for a job that ended outside the
+// acker's pipelines (a restarted consumer's previous life sent it to the
+// dead letters), if any.
+func (w *Worker) wakeWaiters(ctx context.Context, c redis.Scripter, id string) {
+	if err := notifyScript.Run(ctx, c, []string{w.q.k.resultWaiters(id)}, w.q.k.doneChannel(), id).Err(); err != nil {
+		w.log.Warn("queue: waking the producers waiting for a job failed", "job", id, "err", err)
+	}
 }
 
 // ctlExtras writes the extras of one pipeline of outcomes.
@@ -128,8 +143,8 @@ const waitTTLMax = time.Hour
 // A success is only seen when the queue's workers keep results
 // (WorkerConfig.ResultTTL): without, Wait waits until ctx ends. Wait does
 // not look the job up: for an unknown ID it waits until ctx ends (use Get).
-// A job whose ID is reused answers with the first one's dead letter while
-// that is kept. At most Config.MaxWaiters producers of a process wait for
+// A job whose ID is reused answers at once with the previous one's result
+// while it is kept, its cancel (10 minutes) or its dead letter. At most Config.MaxWaiters producers of a process wait for
 // results of one queue at once: one more fails with ErrTooManyWaiters.
 func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 	if err := validID(id); err != nil {
