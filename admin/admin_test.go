@@ -289,13 +289,13 @@ func TestLimitsAndBadQueries(t *testing.T) {
 	require.Equal(t, []string{"0", "1", "2", "3", "4", "5", "6"}, got)
 
 	for path, want := range map[string]string{
-		"/api/jobs?state=ready":                       "queue is required",
-		"/api/jobs?queue=many":                        "state must be",
-		"/api/jobs?queue=many&state=done":             "state must be",
-		"/api/jobs?queue=many&state=dead&cursor=junk": "",
-		"/api/jobs?queue=many&state=dead&cursor=" + url.QueryEscape(cur): "", // a ready cursor
-		"/api/job?queue=many":                                          "id is required",
-		"/api/job?id=x":                                                "queue is required",
+		"/api/jobs?state=ready":                                            "queue is required",
+		"/api/jobs?queue=many":                                             "state must be",
+		"/api/jobs?queue=many&state=done":                                  "state must be",
+		"/api/jobs?queue=many&state=dead&cursor=junk":                      "",
+		"/api/jobs?queue=many&state=dead&cursor=" + url.QueryEscape(cur):   "", // a ready cursor
+		"/api/job?queue=many":                                              "id is required",
+		"/api/job?id=x":                                                    "queue is required",
 		"/api/jobs?queue=" + strings.Repeat("n", 100_000) + "&state=ready": "",
 	} {
 		r := get(t, h, path)
@@ -335,7 +335,7 @@ func TestPayloadPreviewCapped(t *testing.T) {
 	p := miniPool(t)
 	q := mustQueue(t, p, "big")
 	large := []byte(strings.Repeat("é", 5000)) // 10,000 bytes, a rune cut at the cap
-	mid := []byte(strings.Repeat("m", 2000)) // inline, over the preview
+	mid := []byte(strings.Repeat("m", 2000))   // inline, over the preview
 	ids := kill(t, p, q, [][]byte{large, {0xff, 0xfe, 'o', 'k'}, {}, mid})
 	h := mustHandler(t, Config{Inspector: mustInspector(t, p)})
 
