@@ -82,7 +82,7 @@ func kill(t testing.TB, p *pool.Pool, q *queue.Queue, payloads [][]byte) []strin
 	}, queue.WorkerConfig{Concurrency: 16})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(g))
-	testutil.Eventually(t, time.Minute, "jobs dead", func() bool {
+	testutil.Eventually(t, 3*time.Minute, "jobs dead", func() bool {
 		s, err := q.Stats(ctx)
 		return err == nil && s.Dead-before.Dead == int64(len(payloads))
 	})
