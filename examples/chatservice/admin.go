@@ -22,8 +22,8 @@ func (s *service) newAdmin() (http.Handler, error) {
 		Limiters:       map[string]admin.LimiterStats{"chat": s.limiter},
 		Memwatch:       s.mem,
 		AllowMutations: s.cfg.AdminMutations,
-		ErrorLog: func(r *http.Request, err error) {
-			s.log.Warn("admin", "path", r.URL.Path, "err", err)
+		ErrorLog: func(_ *http.Request, err error) {
+			s.log.Warn("admin: a dashboard request failed; answered 500", "component", "admin", "err", err)
 		},
 	})
 }
