@@ -324,7 +324,7 @@
     if (session.mutations) mode.classList.add("rw");
     document.getElementById("nav-memory").hidden = !session.memwatch;
     window.addEventListener("hashchange", route);
-    route();
+    await route();
   }
 
   document.addEventListener("DOMContentLoaded", start);
