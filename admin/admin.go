@@ -18,6 +18,9 @@
 //
 //	h, err := admin.New(admin.Config{Inspector: in})
 //	mux.Handle("/admin/", http.StripPrefix("/admin", h))
+//
+// The API, the safety rules, the tests and the measured Redis work per page
+// are in docs/admin.md.
 package admin
 
 import (
