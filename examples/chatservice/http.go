@@ -43,6 +43,9 @@ func (s *service) routes() http.Handler {
 	mux.HandleFunc("GET "+chatapi.PathHealth, s.getHealth)
 	mux.HandleFunc("GET "+chatapi.PathDebug, s.getDebug)
 	mux.HandleFunc("GET "+chatapi.PathDebugHistory, s.getHistory)
+	// The dashboard's relative links need the trailing slash.
+	mux.Handle("/admin/", http.StripPrefix("/admin", s.admin))
+	mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	// The router's own 404 and 405 and the limiter's 429 are plain text:
 	// jsonErrors rewrites them, so every error has one format.
 	return jsonErrors(mux)

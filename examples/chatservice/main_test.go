@@ -44,6 +44,14 @@ func TestRun_EmbeddedRedisAndSignal(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusAccepted, resp.StatusCode)
+	// The dashboard is mounted, read-only without -admin-mutations.
+	resp, err = client.Get(url + "/admin/api/session")
+	require.NoError(t, err)
+	session, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(session), `"mutations":false`)
 	client.CloseIdleConnections()
 
 	// The signal reaches run's signal.NotifyContext, registered before it
@@ -65,7 +73,7 @@ func TestRun_EmbeddedRedisAndSignal(t *testing.T) {
 }
 
 func TestRun_BadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-nope"}, {"-log-level", "loud"}, {"-concurrency", "x"}} {
+	for _, args := range [][]string{{"-nope"}, {"-log-level", "loud"}, {"-concurrency", "x"}, {"-admin-mutations=maybe"}} {
 		assert.Equal(t, 2, run(args, io.Discard), "%q", args)
 	}
 	// Wiring that fails after the group exists closes it and exits 1.

@@ -24,6 +24,9 @@ import (
 type Config struct {
 	// RedisURL is the redis:// URL of the server. Required.
 	RedisURL string
+	// AdminMutations lets the dashboard at /admin/ requeue, delete, purge
+	// and cancel jobs; without it the dashboard is read-only.
+	AdminMutations bool
 	// Concurrency is the number of handlers of each queue. Default 5 (the
 	// post-mortem's 3 queues x 5).
 	Concurrency int
@@ -190,7 +193,9 @@ type service struct {
 	// agents holds the agent configs under one key, loaded by a slow loader.
 	agents *cache.Cache[[]chatapi.Agent]
 
-	queues  map[string]*queue.Queue
+	queues map[string]*queue.Queue
+	// admin is the dashboard mounted at /admin/.
+	admin   http.Handler
 	workers []*queue.Worker // in chatapi.Queues() order
 	// enqueueChat queues a chat job; a seam for tests.
 	enqueueChat func(ctx context.Context, payload []byte) (string, error)
@@ -334,6 +339,9 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		}
 		s.queues[name] = q
 		s.workers = append(s.workers, w)
+	}
+	if s.admin, err = s.newAdmin(); err != nil {
+		return nil, err
 	}
 	s.enqueueChat = func(ctx context.Context, payload []byte) (string, error) {
 		return s.queues[chatapi.QueueChat].Enqueue(ctx, payload)

@@ -1,0 +1,502 @@
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bounded-go/bounded/memwatch"
+	"github.com/bounded-go/bounded/pool"
+	"github.com/bounded-go/bounded/queue"
+)
+
+// CSRFHeader is the request header that must carry the handler's token on
+// every mutation.
+const CSRFHeader = "X-Bounded-CSRF"
+
+func (h *handler) routes() {
+	m := h.mux
+	m.HandleFunc("/", h.page)
+	for _, p := range []string{"/api/session", "/api/queues", "/api/jobs", "/api/job", "/api/consumers", "/api/stats", "/api/memwatch"} {
+		get := map[string]http.HandlerFunc{
+			"/api/session": h.session, "/api/queues": h.queues, "/api/jobs": h.jobs, "/api/job": h.job,
+			"/api/consumers": h.consumers, "/api/stats": h.stats, "/api/memwatch": h.memwatch,
+		}[p]
+		m.HandleFunc(p, onlyGet(get))
+	}
+	for p, f := range map[string]http.HandlerFunc{
+		"/api/requeue": h.requeue, "/api/delete": h.delete, "/api/purge": h.purge, "/api/cancel": h.cancel,
+	} {
+		m.HandleFunc(p, h.mutation(f))
+	}
+	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
+	})
+}
+
+func onlyGet(f http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" not allowed: this endpoint is read-only (GET)")
+			return
+		}
+		f(w, r)
+	}
+}
+
+// mutation checks, in order: POST, mutations allowed, same origin, the CSRF
+// token, a JSON body of at most MaxBody.
+func (h *handler) mutation(f http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" not allowed: mutations are POST only")
+			return
+		}
+		if !h.cfg.AllowMutations {
+			writeError(w, http.StatusForbidden, "read_only", "the dashboard is read-only (admin.Config.AllowMutations is off)")
+			return
+		}
+		if msg := crossOrigin(r); msg != "" {
+			writeError(w, http.StatusForbidden, "cross_origin", msg)
+			return
+		}
+		got := r.Header.Get(CSRFHeader)
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(h.token)) != 1 {
+			writeError(w, http.StatusForbidden, "csrf", "missing or wrong "+CSRFHeader+" header (reload the page)")
+			return
+		}
+		if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "content_type", "the body must be application/json")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		f(w, r)
+	}
+}
+
+// crossOrigin says why a request is not same-origin, "" when it is (or when
+// the browser sent neither header: non-browser clients still need the token).
+func crossOrigin(r *http.Request) string {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
+		return "cross-site request refused (Sec-Fetch-Site: " + s + ")"
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if o == "null" || err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			return "cross-origin request refused (Origin " + strconv.Quote(o) + " is not " + strconv.Quote(r.Host) + ")"
+		}
+	}
+	return ""
+}
+
+func (h *handler) page(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" not allowed")
+		return
+	}
+	name, ctype := "", ""
+	switch r.URL.Path {
+	case "/", "", "/index.html":
+		name, ctype = "static/index.html", "text/html; charset=utf-8"
+	case "/app.js":
+		name, ctype = "static/app.js", "text/javascript; charset=utf-8"
+	case "/style.css":
+		name, ctype = "static/style.css", "text/css; charset=utf-8"
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "no such page: "+r.URL.Path)
+		return
+	}
+	b, err := static.ReadFile(name)
+	if err != nil {
+		h.internal(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(b)
+}
+
+type sessionView struct {
+	CSRFToken     string   `json:"csrf_token"`
+	Mutations     bool     `json:"mutations"`
+	Namespace     string   `json:"namespace"`
+	MaxLimit      int      `json:"max_limit"`
+	DefaultLimit  int      `json:"default_limit"`
+	PreviewBytes  int      `json:"preview_bytes"`
+	Pools         []string `json:"pools"`
+	Caches        []string `json:"caches"`
+	Limiters      []string `json:"limiters"`
+	Memwatch      bool     `json:"memwatch"`
+	MaxRequeueIDs int      `json:"max_requeue_ids"`
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func (h *handler) session(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, sessionView{
+		CSRFToken: h.token, Mutations: h.cfg.AllowMutations, Namespace: h.cfg.Inspector.Namespace(),
+		MaxLimit: queue.MaxPageLimit, DefaultLimit: DefaultLimit, PreviewBytes: PreviewBytes,
+		Pools: sortedKeys(h.cfg.Pools), Caches: sortedKeys(h.cfg.Caches), Limiters: sortedKeys(h.cfg.Limiters),
+		Memwatch: h.cfg.Memwatch != nil, MaxRequeueIDs: MaxRequeueIDs,
+	})
+}
+
+// limitOf reads ?limit=, DefaultLimit when absent; 1..queue.MaxPageLimit.
+func limitOf(r *http.Request) (int, string) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return DefaultLimit, ""
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > queue.MaxPageLimit {
+		return 0, "limit must be an integer in [1, " + strconv.Itoa(queue.MaxPageLimit) + "], got " + strconv.Quote(s)
+	}
+	return n, ""
+}
+
+func (h *handler) queues(w http.ResponseWriter, r *http.Request) {
+	limit, msg := limitOf(r)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, "bad_request", msg)
+		return
+	}
+	page, err := h.cfg.Inspector.Queues(r.Context(), r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if page.Queues == nil {
+		page.Queues = []queue.QueueInfo{}
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+var states = []queue.JobState{queue.StateReady, queue.StateDelayed, queue.StateRunning, queue.StateDead}
+
+func required(w http.ResponseWriter, name, v string) bool {
+	if v == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", name+" is required")
+		return false
+	}
+	return true
+}
+
+type jobPageView struct {
+	Jobs []jobView `json:"jobs"`
+	Next string    `json:"next,omitempty"`
+}
+
+func (h *handler) jobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name, state := q.Get("queue"), queue.JobState(q.Get("state"))
+	if !required(w, "queue", name) {
+		return
+	}
+	if !slices.Contains(states, state) {
+		writeError(w, http.StatusBadRequest, "bad_request", "state must be one of ready, delayed, running, dead; got "+strconv.Quote(string(state)))
+		return
+	}
+	limit, msg := limitOf(r)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, "bad_request", msg)
+		return
+	}
+	page, err := h.cfg.Inspector.Jobs(r.Context(), name, state, q.Get("cursor"), limit)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := jobPageView{Jobs: make([]jobView, len(page.Jobs)), Next: page.Next}
+	for i, j := range page.Jobs {
+		out.Jobs[i] = listedView(j)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) job(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name, id := q.Get("queue"), q.Get("id")
+	if !required(w, "queue", name) || !required(w, "id", id) {
+		return
+	}
+	info, err := h.cfg.Inspector.Get(r.Context(), name, id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, infoView(info))
+}
+
+func (h *handler) consumers(w http.ResponseWriter, r *http.Request) {
+	cs, err := h.cfg.Inspector.Consumers(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if cs == nil {
+		cs = []queue.ConsumerInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"consumers": cs})
+}
+
+type statsView struct {
+	Pools    map[string]pool.Stats `json:"pools"`
+	Caches   map[string]any        `json:"caches"`
+	Limiters map[string]any        `json:"limiters"`
+}
+
+func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
+	v := statsView{Pools: map[string]pool.Stats{}, Caches: map[string]any{}, Limiters: map[string]any{}}
+	for n, p := range h.cfg.Pools {
+		v.Pools[n] = p.Stats()
+	}
+	for n, c := range h.cfg.Caches {
+		v.Caches[n] = c.Stats()
+	}
+	for n, l := range h.cfg.Limiters {
+		v.Limiters[n] = l.Stats()
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type memwatchView struct {
+	Latest    memwatch.Sample   `json:"latest"`
+	Alerts    []memwatch.Alert  `json:"alerts"`
+	Trend     *memwatch.Trend   `json:"trend,omitempty"`
+	LongTrend *memwatch.Trend   `json:"long_trend,omitempty"`
+	Stats     memwatch.Stats    `json:"stats"`
+	History   []memwatch.Sample `json:"history"`
+}
+
+func (h *handler) memwatch(w http.ResponseWriter, r *http.Request) {
+	mw := h.cfg.Memwatch
+	if mw == nil {
+		writeError(w, http.StatusNotFound, "not_configured", "no memwatch.Watcher is registered (admin.Config.Memwatch)")
+		return
+	}
+	v := memwatchView{Latest: mw.Latest(), Alerts: mw.Active(), Stats: mw.Stats(), History: mw.History()}
+	if t, ok := mw.Trend(); ok {
+		v.Trend = &t
+	}
+	if t, ok := mw.LongTrend(); ok {
+		v.LongTrend = &t
+	}
+	if v.Alerts == nil {
+		v.Alerts = []memwatch.Alert{}
+	}
+	if v.History == nil {
+		v.History = []memwatch.Sample{}
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type mutationBody struct {
+	Queue  string   `json:"queue"`
+	ID     string   `json:"id"`
+	IDs    []string `json:"ids"`
+	Handle string   `json:"handle"`
+}
+
+func decode(w http.ResponseWriter, r *http.Request) (mutationBody, bool) {
+	var b mutationBody
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", "the body is over "+strconv.Itoa(MaxBody)+" bytes")
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_request", "the body is not a JSON object of queue, id, ids, handle: "+err.Error())
+		}
+		return b, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "bad_request", "the body holds more than one JSON value")
+		return b, false
+	}
+	return b, required(w, "queue", b.Queue)
+}
+
+func (h *handler) requeue(w http.ResponseWriter, r *http.Request) {
+	b, ok := decode(w, r)
+	if !ok {
+		return
+	}
+	if len(b.IDs) == 0 || len(b.IDs) > MaxRequeueIDs {
+		writeError(w, http.StatusBadRequest, "bad_request", "ids must hold 1 to "+strconv.Itoa(MaxRequeueIDs)+" IDs, got "+strconv.Itoa(len(b.IDs)))
+		return
+	}
+	n, err := h.cfg.Inspector.Requeue(r.Context(), b.Queue, b.IDs...)
+	if err != nil && n == 0 {
+		h.fail(w, r, err)
+		return
+	}
+	v := map[string]any{"requeued": n}
+	if err != nil {
+		v["error"] = err.Error() // some were not found
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
+	b, ok := decode(w, r)
+	if !ok || !required(w, "handle", b.Handle) {
+		return
+	}
+	if err := h.cfg.Inspector.Delete(r.Context(), b.Queue, b.Handle); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deleted": 1})
+}
+
+func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
+	b, ok := decode(w, r)
+	if !ok {
+		return
+	}
+	n, err := h.cfg.Inspector.Purge(r.Context(), b.Queue)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"purged": n})
+}
+
+func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
+	b, ok := decode(w, r)
+	if !ok || !required(w, "id", b.ID) {
+		return
+	}
+	if err := h.cfg.Inspector.Cancel(r.Context(), b.Queue, b.ID); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"cancelled": b.ID})
+}
+
+// fail maps the queue package's errors to statuses; anything else is a 500
+// whose text stays in the server's log (it may name a Redis server).
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, queue.ErrInvalidArgument), errors.Is(err, queue.ErrInvalidConfig):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, queue.ErrJobNotFound), errors.Is(err, queue.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, queue.ErrLookupIncomplete):
+		writeError(w, http.StatusNotFound, "lookup_incomplete", err.Error())
+	case errors.Is(err, queue.ErrJobGone):
+		writeError(w, http.StatusConflict, "gone", err.Error())
+	case errors.Is(err, queue.ErrJobFinished):
+		writeError(w, http.StatusConflict, "finished", err.Error())
+	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
+		writeError(w, http.StatusGatewayTimeout, "timeout", "the request took longer than admin.Config.Timeout")
+	default:
+		h.internal(w, r, err)
+	}
+}
+
+func (h *handler) internal(w http.ResponseWriter, r *http.Request, err error) {
+	if h.cfg.ErrorLog != nil {
+		h.cfg.ErrorLog(r, err)
+	}
+	writeError(w, http.StatusInternalServerError, "internal", "internal error (Redis unreachable or failing); see the server's log")
+}
+
+type errorView struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, errorView{Error: msg, Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	// json.Encoder escapes <, > and & (as \u003c ...), so nothing in a body
+	// can be read as markup even by a client that sniffs.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// jobView is a job as the API shows it: payload, progress and result as
+// capped text (invalid UTF-8 replaced), never as markup.
+type jobView struct {
+	ID                string         `json:"id"`
+	Queue             string         `json:"queue"`
+	State             queue.JobState `json:"state"`
+	Attempt           int            `json:"attempt"`
+	MaxAttempts       int            `json:"max_attempts"`
+	Deliveries        int            `json:"deliveries"`
+	EnqueuedAt        time.Time      `json:"enqueued_at,omitzero"`
+	Due               time.Time      `json:"due,omitzero"`
+	DiedAt            time.Time      `json:"died_at,omitzero"`
+	Consumer          string         `json:"consumer,omitempty"`
+	LastError         string         `json:"last_error,omitempty"`
+	Payload           string         `json:"payload"`
+	PayloadSize       int            `json:"payload_size"`
+	PayloadTruncated  bool           `json:"payload_truncated,omitempty"`
+	PayloadApart      bool           `json:"payload_apart,omitempty"`
+	Progress          string         `json:"progress,omitempty"`
+	ProgressTruncated bool           `json:"progress_truncated,omitempty"`
+	Result            string         `json:"result,omitempty"`
+	ResultTruncated   bool           `json:"result_truncated,omitempty"`
+	Malformed         bool           `json:"malformed,omitempty"`
+	Error             string         `json:"error,omitempty"`
+	Handle            string         `json:"handle,omitempty"`
+}
+
+func preview(b []byte, max int) (string, bool) {
+	cut := len(b) > max
+	if cut {
+		b = b[:max]
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD"), cut
+}
+
+func infoView(j queue.JobInfo) jobView {
+	v := jobView{
+		ID: j.ID, Queue: j.Queue, State: j.State, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts,
+		Deliveries: j.Deliveries, EnqueuedAt: j.EnqueuedAt, Due: j.Due, DiedAt: j.DiedAt, Consumer: j.Consumer,
+		PayloadSize: len(j.Payload),
+	}
+	v.LastError, _ = preview([]byte(j.LastError), maxErrorText)
+	v.Payload, v.PayloadTruncated = preview(j.Payload, PreviewBytes)
+	v.Progress, v.ProgressTruncated = preview(j.Progress, PreviewBytes)
+	v.Result, v.ResultTruncated = preview(j.Result, PreviewBytes)
+	return v
+}
+
+func listedView(j queue.ListedJob) jobView {
+	v := infoView(j.JobInfo)
+	v.PayloadSize = j.PayloadSize
+	v.PayloadTruncated = v.PayloadTruncated || j.Truncated
+	v.PayloadApart = j.PayloadApart
+	v.Malformed = j.Malformed
+	v.Error, _ = preview([]byte(j.Error), maxErrorText)
+	v.Handle = j.Handle
+	return v
+}

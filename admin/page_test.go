@@ -1,0 +1,69 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/memwatch"
+)
+
+// The page's script, run under node with a minimal DOM (testdata/dom_shim.js)
+// against a live handler: every view renders without an error, a job whose
+// payload and error hold markup shows them as text, and no script element
+// is ever created. (The real-browser test in Chromium is for later; this
+// one needs node on PATH and is skipped without it.)
+func TestPageScriptRenders(t *testing.T) {
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on PATH")
+	}
+	p := miniPool(t)
+	q := mustQueue(t, p, "xss")
+	evil := `<script>alert("x")</script>`
+	ids := kill(t, p, q, [][]byte{[]byte(evil)})
+	w, err := memwatch.New(memwatch.Config{})
+	require.NoError(t, err)
+	for range 3 {
+		w.Tick()
+	}
+	srv := httptest.NewServer(mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true, Pools: map[string]PoolStats{"main": p}, Memwatch: w}))
+	defer srv.Close()
+
+	js, err := static.ReadFile("static/app.js")
+	require.NoError(t, err)
+	appPath := filepath.Join(t.TempDir(), "app.js")
+	require.NoError(t, os.WriteFile(appPath, js, 0o600))
+	shim, err := filepath.Abs("testdata/dom_shim.js")
+	require.NoError(t, err)
+	hashes := []string{"#/queues", "#/queue/xss/dead", "#/queue/xss/ready", "#/job/xss/" + ids[0], "#/consumers", "#/components", "#/memory", "#/job/xss/nosuch"}
+	hb, err := json.Marshal(hashes)
+	require.NoError(t, err)
+	out, err := exec.Command(nodeBin, shim, srv.URL+"/", string(hb), appPath).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(out, &got), "%s", out)
+
+	for _, h := range hashes[:7] {
+		v := got[h].(map[string]any)
+		require.Empty(t, v["error"], h)
+		require.NotEmpty(t, v["text"], h)
+	}
+	require.Contains(t, got["#/queues"].(map[string]any)["text"], "xss")
+	require.Contains(t, got["#/queue/xss/dead"].(map[string]any)["text"], evil)
+	require.Contains(t, got["#/queue/xss/dead"].(map[string]any)["text"], "Purge dead letters")
+	job := got["#/job/xss/"+ids[0]].(map[string]any)["text"].(string)
+	require.Contains(t, job, evil)
+	require.Contains(t, job, "boom <b>bold</b>")
+	require.Contains(t, got["#/components"].(map[string]any)["text"], "request.size")
+	require.Contains(t, got["#/job/xss/nosuch"].(map[string]any)["error"], "not found")
+	require.Contains(t, got["#/memory"].(map[string]any)["text"], "heap live")
+	require.Contains(t, got["created"], "polyline", "the memory chart is drawn")
+	require.NotContains(t, got["created"], "script", "the page never creates a script element")
+	require.NotContains(t, got["created"], "b")
+}
