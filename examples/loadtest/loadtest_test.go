@@ -196,6 +196,17 @@ func TestVerdict(t *testing.T) {
 	r = soakOf(600, flatHeap, flatGr)
 	r.accepted, r.limited = 0, r.sent // everything 429: nothing exercised
 	assert.Equal(t, statusFail, statusOf(verdict(r), "requests"))
+	// Chats shed by the service (503 overloaded) fail the soak unless
+	// -max-shed allows that fraction of those sent.
+	r = soakOf(600, flatHeap, flatGr)
+	r.sent, r.shed = 8000, 3
+	assert.Equal(t, statusFail, statusOf(verdict(r), "requests"), "no shedding allowed by default")
+	r.cfg.maxShed = 0.005
+	assert.Equal(t, statusPass, statusOf(verdict(r), "requests"), "3 of 8000 is within 0.5 %")
+	r.shed = 41
+	assert.Equal(t, statusFail, statusOf(verdict(r), "requests"), "41 of 8000 is over 0.5 %")
+	r.shed, r.failed = 0, 1
+	assert.Equal(t, statusFail, statusOf(verdict(r), "requests"), "other failures are never allowed")
 
 	r = soakOf(600, flatHeap, flatGr)
 	r.drain.processed[1]-- // one embedding missing
@@ -469,7 +480,7 @@ func TestRun_Soak(t *testing.T) {
 	assert.Equal(t, 0, code, "%s\n%s", out.String(), errOut.String())
 	s := out.String()
 	assert.Contains(t, s, "PASS  requests")
-	assert.Contains(t, s, "20 limited (429), 0 failed otherwise", "429s do not fail a soak")
+	assert.Contains(t, s, "20 limited (429), 0 shed (503, -max-shed 0), 0 failed otherwise", "429s do not fail a soak")
 	assert.Contains(t, s, "SKIP  live heap slope")
 	assert.Contains(t, s, "PASS  goroutines       40 before the load, 40 after it")
 	assert.Contains(t, s, "PASS  jobs             chat +180, embeddings +180, webhooks +180")
