@@ -25,6 +25,9 @@ const (
 	// EventDeadLetter: the job goes to the dead letters (its last attempt
 	// failed, or the handler returned queue.Permanent).
 	EventDeadLetter = "dead_letter"
+	// EventCancelled: queue.Queue.Cancel cancelled the run (its ctx's
+	// cause is queue.ErrCancelled) and it failed: the worker drops the job.
+	EventCancelled = "cancelled"
 )
 
 // Attribute keys of bounded's own, beside the messaging semantic
@@ -35,7 +38,7 @@ const (
 	AttrDeliveries  = attribute.Key("bounded.queue.job.deliveries")   // recoveries from dead consumers, when > 0
 	AttrSchedule    = attribute.Key("bounded.queue.schedule")         // an occurrence's schedule
 	AttrInterrupted = attribute.Key("bounded.queue.job.interrupted")  // the worker's drain cancelled the run: the job goes back, unchanged
-	AttrFailure     = attribute.Key("bounded.queue.failure")          // on the failed counter: "retry" or "dead_letter"
+	AttrFailure     = attribute.Key("bounded.queue.failure")          // on the failed counter: "retry", "dead_letter" or "cancelled"
 	AttrReason      = attribute.Key("bounded.queue.dead_letter.reason")
 )
 
@@ -81,8 +84,10 @@ type queueAttrs struct {
 // run, with error.type when it failed), bounded.queue.wait.duration (from
 // enqueue, or an occurrence's due time, to the first run's start),
 // bounded.queue.jobs.processed and bounded.queue.jobs.failed (with
-// bounded.queue.failure "retry" or "dead_letter"). A run the worker's
-// drain cancelled is neither: its job goes back to the ready list.
+// bounded.queue.failure "retry", "dead_letter" or "cancelled"). A run the
+// worker's drain cancelled is neither: its job goes back to the ready
+// list; one that Queue.Cancel cancelled and that failed records
+// EventCancelled: the worker drops the job.
 //
 // A panic in next ends the span as failed and is re-raised for the worker
 // to recover (queue.PanicError). A job the worker dead-letters without
@@ -153,13 +158,32 @@ func (h *handler) handle(ctx context.Context, job *queue.Job) (err error) {
 	ctx, span := h.startSpan(ctx, job, a)
 	defer func() {
 		if v := recover(); v != nil {
-			h.finish(ctx, span, job, a, start, &queue.PanicError{Value: v}, false)
+			h.finish(ctx, span, job, a, start, &queue.PanicError{Value: v}, endNormal)
 			panic(v)
 		}
 	}()
 	err = h.next(ctx, job)
-	h.finish(ctx, span, job, a, start, err, errors.Is(ctx.Err(), context.Canceled))
+	h.finish(ctx, span, job, a, start, err, runEnd(ctx))
 	return err
+}
+
+// How a failed run's ctx ended, as the worker tells them apart.
+const (
+	endNormal    = iota // not cancelled, or by the job's timeout
+	endCancelled        // by Queue.Cancel: the worker drops the job
+	endDrained          // by the worker's drain: the job goes back unchanged
+)
+
+// runEnd reports how ctx, the run's, ended. A cancel by Queue.Cancel is
+// told apart from the drain by its cause, as the worker does.
+func runEnd(ctx context.Context) int {
+	switch {
+	case errors.Is(context.Cause(ctx), queue.ErrCancelled):
+		return endCancelled
+	case errors.Is(ctx.Err(), context.Canceled):
+		return endDrained
+	}
+	return endNormal
 }
 
 func (h *handler) startSpan(ctx context.Context, job *queue.Job, a *queueAttrs) (context.Context, trace.Span) {
@@ -188,9 +212,9 @@ func (h *handler) startSpan(ctx context.Context, job *queue.Job, a *queueAttrs) 
 	return ctx, span
 }
 
-// finish ends the span and records the run. interrupted: the worker's
-// drain cancelled it (its ctx, not a timeout).
-func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a *queueAttrs, start time.Time, err error, interrupted bool) {
+// finish ends the span and records the run. end: how its ctx ended
+// (runEnd).
+func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a *queueAttrs, start time.Time, err error, end int) {
 	took := time.Since(start).Seconds()
 	if err == nil {
 		span.End()
@@ -203,13 +227,16 @@ func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a
 	et := semconv.ErrorType(err)
 	dest := semconv.MessagingDestinationName(job.Queue)
 	h.duration.Record(ctx, took, metric.WithAttributes(attrSystem, dest, attrOpNameProcs, et))
-	if interrupted {
+	if end == endDrained {
 		span.SetAttributes(AttrInterrupted.Bool(true))
 		span.End()
 		return
 	}
 	failure := EventRetry
 	switch {
+	case end == endCancelled:
+		failure = EventCancelled
+		span.AddEvent(EventCancelled)
 	case queue.IsPermanent(err):
 		failure = EventDeadLetter
 		span.AddEvent(EventDeadLetter, trace.WithAttributes(AttrReason.String("permanent")))
