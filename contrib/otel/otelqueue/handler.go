@@ -23,7 +23,8 @@ const (
 	// EventRetry: the job runs again after a backoff.
 	EventRetry = "retry"
 	// EventDeadLetter: the job goes to the dead letters (its last attempt
-	// failed, or the handler returned queue.Permanent).
+	// failed, the handler returned queue.Permanent, or it failed after its
+	// queue.Deadline).
 	EventDeadLetter = "dead_letter"
 	// EventCancelled: queue.Queue.Cancel cancelled the run (its ctx's
 	// cause is queue.ErrCancelled) and it failed: the worker drops the job.
@@ -244,6 +245,13 @@ func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a
 		failure = EventDeadLetter
 		span.AddEvent(EventDeadLetter, trace.WithAttributes(AttrReason.String(
 			fmt.Sprintf("attempt %d of %d failed", job.Attempt, job.MaxAttempts))))
+	case !job.Deadline.IsZero() && time.Now().After(job.Deadline):
+		// Any retry would start after the deadline: the worker sends the
+		// job to the dead letters. (A retry that the backoff alone pushes
+		// past a deadline still ahead is dead-lettered too; the wrapper
+		// cannot know the worker's backoff and reports a retry.)
+		failure = EventDeadLetter
+		span.AddEvent(EventDeadLetter, trace.WithAttributes(AttrReason.String("deadline")))
 	default:
 		span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(job.Attempt+1), AttrMaxAttempts.Int(job.MaxAttempts)))
 	}

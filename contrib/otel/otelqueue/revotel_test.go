@@ -2,6 +2,7 @@ package otelqueue_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +63,32 @@ func TestCancelledRunIsNotADrain(t *testing.T) {
 	s, err := e.q.Stats(ctx)
 	if err != nil || s.Ready != 0 || s.Delayed != 0 || s.Dead != 0 {
 		t.Fatalf("stats %+v (%v): the cancelled job is dropped", s, err)
+	}
+}
+
+// A run that fails after its job's Deadline is dead-lettered by the worker
+// (its retry would start after the deadline): the span must say so, not
+// announce a retry.
+func TestFailureAfterTheDeadlineIsADeadLetter(t *testing.T) {
+	e := newEnv(t)
+	e.start(otelqueue.Handler(func(_ context.Context, j *queue.Job) error {
+		// Let the deadline pass: the clock is what this test is about.
+		time.Sleep(time.Until(j.Deadline) + 5*time.Millisecond)
+		return errors.New("too late")
+	}, e.opts()...), queue.WorkerConfig{RetryBase: time.Millisecond, RetryMax: time.Millisecond})
+	ctx := context.Background()
+	if _, err := e.q.Enqueue(ctx, nil, queue.Deadline(time.Now().Add(time.Second)), queue.MaxAttempts(5)); err != nil {
+		t.Fatal(err)
+	}
+	tu.Eventually(t, 10*time.Second, "the dead letter", func() bool {
+		d, err := e.q.Dead(ctx, 0, 10)
+		return err == nil && len(d) == 1
+	})
+	ss := e.waitSpans(1)
+	if got := eventNames(ss[0].Events); strings.Join(got, ",") != "exception,dead_letter" {
+		t.Errorf("events %v: the worker dead-lettered the job", got)
+	}
+	if got := e.collect().must("bounded.queue.jobs.failed", otelqueue.AttrFailure.String("dead_letter")); got != 1 {
+		t.Errorf("failed (dead_letter) %v, want 1", got)
 	}
 }
