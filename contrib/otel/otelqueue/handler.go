@@ -41,6 +41,7 @@ const (
 	AttrInterrupted = attribute.Key("bounded.queue.job.interrupted")  // the worker's drain cancelled the run: the job goes back, unchanged
 	AttrFailure     = attribute.Key("bounded.queue.failure")          // on the failed counter: "retry", "dead_letter" or "cancelled"
 	AttrReason      = attribute.Key("bounded.queue.dead_letter.reason")
+	AttrError       = attribute.Key("bounded.queue.error") // EventContextDropped: why the queue refused the trace context
 )
 
 var (

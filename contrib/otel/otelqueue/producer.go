@@ -2,6 +2,7 @@ package otelqueue
 
 import (
 	"context"
+	"errors"
 	"sort"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -52,11 +53,18 @@ func NewProducer(opts ...Option) *Producer {
 
 // Enqueue is q.Enqueue in a producer span named "send <queue>", with the
 // span's trace context added to the job's headers. The span records the
-// job's ID, or the error. The trace context counts toward the job's
-// MaxHeaders; a header of opts with the same key wins over it.
+// job's ID, or the error. A header of opts with the same key wins over the
+// trace context; when the headers of opts leave it no room (the queue's
+// MaxHeaders and MaxHeaderBytes), the job is enqueued without it
+// (EventContextDropped): tracing never fails an enqueue that q.Enqueue
+// accepts.
 func (p *Producer) Enqueue(ctx context.Context, q *queue.Queue, payload []byte, opts ...queue.EnqueueOption) (string, error) {
 	ctx, span := p.start(ctx, q, attribute.Int(string(semconv.MessagingMessageBodySizeKey), len(payload)))
-	id, err := q.Enqueue(ctx, payload, p.withContext(ctx, opts)...)
+	withCtx := p.withContext(ctx, opts)
+	id, err := q.Enqueue(ctx, payload, withCtx...)
+	if dropContext(span, withCtx, opts, err, false) {
+		id, err = q.Enqueue(ctx, payload, opts...)
+	}
 	if id != "" {
 		span.SetAttributes(semconv.MessagingMessageID(id))
 	}
@@ -68,7 +76,11 @@ func (p *Producer) Enqueue(ctx context.Context, q *queue.Queue, payload []byte, 
 // its trace context.
 func (p *Producer) EnqueueBatch(ctx context.Context, q *queue.Queue, payloads [][]byte, opts ...queue.EnqueueOption) ([]string, error) {
 	ctx, span := p.start(ctx, q, semconv.MessagingBatchMessageCount(len(payloads)))
-	ids, err := q.EnqueueBatch(ctx, payloads, p.withContext(ctx, opts)...)
+	withCtx := p.withContext(ctx, opts)
+	ids, err := q.EnqueueBatch(ctx, payloads, withCtx...)
+	if dropContext(span, withCtx, opts, err, true) {
+		ids, err = q.EnqueueBatch(ctx, payloads, opts...)
+	}
 	p.end(ctx, span, q, len(payloads), err)
 	return ids, err
 }
@@ -89,6 +101,29 @@ func (p *Producer) end(ctx context.Context, span trace.Span, q *queue.Queue, n i
 	p.sent.Add(ctx, int64(n), metric.WithAttributes(attrs...))
 }
 
+// EventContextDropped: the send span's event when the job's own headers
+// left no room for the trace context (queue.MaxHeaders, MaxHeaderBytes),
+// or it would push a batch past Config.MaxBatchBytes: the job is enqueued
+// without it, as q.Enqueue would, and its run starts a trace of its own.
+const EventContextDropped = "trace_context_dropped"
+
+// dropContext reports whether an enqueue that failed with the trace context
+// is to be tried again without it: when the trace context was added and the
+// queue refused the job before writing anything, for a reason the trace
+// context may have caused (headers over the bounds; a batch over its
+// bytes). Tried again, a job that the queue refuses by itself fails with
+// the queue's own error. It records EventContextDropped on span.
+func dropContext(span trace.Span, withCtx, opts []queue.EnqueueOption, err error, batch bool) bool {
+	if err == nil || len(withCtx) == len(opts) {
+		return false
+	}
+	if !errors.Is(err, queue.ErrInvalidHeader) && !(batch && errors.Is(err, queue.ErrBatchTooLarge)) {
+		return false
+	}
+	span.AddEvent(EventContextDropped, trace.WithAttributes(semconv.ErrorType(err), AttrError.String(err.Error())))
+	return true
+}
+
 // withContext returns opts with the trace context first, so that the
 // caller's headers win.
 func (p *Producer) withContext(ctx context.Context, opts []queue.EnqueueOption) []queue.EnqueueOption {
@@ -104,8 +139,10 @@ func (p *Producer) withContext(ctx context.Context, opts []queue.EnqueueOption) 
 // through its own code. It returns nil (an option Enqueue skips) when ctx
 // carries no trace context. Entries the queue would refuse (queue.CheckHeader)
 // are left out, and so are those past the queue's bounds (the W3C
-// traceparent and tracestate first, then the others by key): tracing never
-// fails an enqueue.
+// traceparent and tracestate first, then the others by key). The entries
+// count toward the job's bounds with the caller's own headers: a caller
+// whose headers may fill them leaves room, or uses Producer.Enqueue, which
+// drops the trace context when there is none.
 func (p *Producer) Inject(ctx context.Context) queue.EnqueueOption {
 	carrier := propagation.MapCarrier{}
 	p.prop.Inject(ctx, carrier)

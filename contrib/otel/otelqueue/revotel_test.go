@@ -3,6 +3,7 @@ package otelqueue_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,59 @@ func TestFailureAfterTheDeadlineIsADeadLetter(t *testing.T) {
 	}
 	if got := e.collect().must("bounded.queue.jobs.failed", otelqueue.AttrFailure.String("dead_letter")); got != 1 {
 		t.Errorf("failed (dead_letter) %v, want 1", got)
+	}
+}
+
+// Tracing never fails an enqueue: a job whose own headers fill the queue's
+// bounds (16 entries, or 4 KiB) is enqueued, without the trace context,
+// exactly as q.Enqueue would.
+func TestProducerNeverFailsAnEnqueueTheQueueAccepts(t *testing.T) {
+	e := newEnv(t)
+	prod := otelqueue.NewProducer(e.opts()...)
+	ctx, span := e.tp.Tracer("test").Start(context.Background(), "request")
+	defer span.End()
+	sixteen := map[string]string{}
+	for i := range queue.MaxHeaders {
+		sixteen[fmt.Sprintf("k%02d", i)] = "v"
+	}
+	full := queue.Header("big", strings.Repeat("x", queue.MaxHeaderBytes-len("big")))
+	for name, opt := range map[string]queue.EnqueueOption{"16 entries": queue.Headers(sixteen), "4 KiB": full} {
+		if _, err := e.q.Enqueue(ctx, nil, opt); err != nil {
+			t.Fatalf("%s: the queue refuses it: %v", name, err)
+		}
+		if _, err := prod.Enqueue(ctx, e.q, nil, opt); err != nil {
+			t.Errorf("%s: Producer.Enqueue: %v", name, err)
+		}
+		if _, err := prod.EnqueueBatch(ctx, e.q, [][]byte{nil, nil}, opt); err != nil {
+			t.Errorf("%s: Producer.EnqueueBatch: %v", name, err)
+		}
+	}
+	// What the queue refuses without tracing stays refused.
+	if _, err := prod.Enqueue(ctx, e.q, nil, queue.Header("bad key", "v")); !errors.Is(err, queue.ErrInvalidHeader) {
+		t.Fatalf("err %v, want ErrInvalidHeader", err)
+	}
+}
+
+// A batch that fits Config.MaxBatchBytes without the trace context is
+// enqueued without it rather than refused.
+func TestProducerBatchAtItsByteBound(t *testing.T) {
+	e := newEnv(t)
+	q, err := queue.New(e.p, "tight", queue.Config{MaxBatchBytes: 400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads := [][]byte{make([]byte, 100), make([]byte, 100)}
+	prod := otelqueue.NewProducer(e.opts()...)
+	ctx, span := e.tp.Tracer("test").Start(context.Background(), "request")
+	defer span.End()
+	if _, err := prod.EnqueueBatch(ctx, q, payloads); err != nil {
+		t.Fatalf("Producer.EnqueueBatch: %v", err)
+	}
+	send := byName(e.waitSpans(1), "send tight")[0]
+	if got := eventNames(send.Events); strings.Join(got, ",") != otelqueue.EventContextDropped {
+		t.Fatalf("events %v", got)
+	}
+	if ids, err := q.EnqueueBatch(ctx, payloads); err != nil || len(ids) != 2 {
+		t.Fatalf("the queue accepts the batch by itself: %v", err)
 	}
 }
