@@ -166,6 +166,10 @@ func collectFrom(t *testing.T, r *sdkmetric.ManualReader) metrics {
 	if err := r.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
+	return metricsOf(t, rm)
+}
+
+func metricsOf(t *testing.T, rm metricdata.ResourceMetrics) metrics {
 	m := metrics{t: t, by: map[string]metricdata.Metrics{}}
 	for _, sm := range rm.ScopeMetrics {
 		for _, mm := range sm.Metrics {

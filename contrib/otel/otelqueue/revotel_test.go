@@ -5,12 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
 	"github.com/bounded-go/bounded/contrib/otel/otelqueue"
+	"github.com/bounded-go/bounded/internal/redistest"
 	tu "github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
 	"github.com/bounded-go/bounded/queue"
 )
 
@@ -145,5 +151,80 @@ func TestProducerBatchAtItsByteBound(t *testing.T) {
 	}
 	if ids, err := q.EnqueueBatch(ctx, payloads); err != nil || len(ids) != 2 {
 		t.Fatalf("the queue accepts the batch by itself: %v", err)
+	}
+}
+
+// Collections by two readers of one meter provider, at the same time and
+// while the observer closes: no race (go test -race), every collection
+// that reports counts reports the queue's, and nothing outlives Close.
+func TestObserveStatsConcurrentCollections(t *testing.T) {
+	m := redistest.Mini(t)
+	p := newPool(t, pool.Config{Addrs: []string{m.Addr()}})
+	q := newQueue(t, p, "mail")
+	for range 2 {
+		if _, err := q.Enqueue(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1, r2 := sdkmetric.NewManualReader(), sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r1), sdkmetric.WithReader(r2))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	o, err := otelqueue.ObserveStats([]*queue.Queue{q}, otelqueue.WithMeterProvider(mp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 50
+	type result struct {
+		ready float64
+		ok    bool
+		err   error
+	}
+	results := make(chan result, 2*rounds)
+	var wg sync.WaitGroup
+	for _, r := range []*sdkmetric.ManualReader{r1, r2} {
+		wg.Go(func() {
+			for range rounds {
+				var rm metricdata.ResourceMetrics
+				err := r.Collect(context.Background(), &rm)
+				res := result{err: err}
+				for _, sm := range rm.ScopeMetrics {
+					for _, mm := range sm.Metrics {
+						if g, ok := mm.Data.(metricdata.Gauge[int64]); ok && mm.Name == "bounded.queue.jobs.ready" && len(g.DataPoints) == 1 {
+							res.ready, res.ok = float64(g.DataPoints[0].Value), true
+						}
+					}
+				}
+				results <- res
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	seen := 0
+	for res := range results {
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if res.ok {
+			seen++
+			if res.ready != 2 {
+				t.Fatalf("ready %v, want 2", res.ready)
+			}
+		}
+	}
+	if seen < rounds {
+		t.Fatalf("%d of %d collections reported the counts", seen, 2*rounds)
+	}
+	// Close while a reader collects.
+	done := make(chan error, 1)
+	go func() {
+		var rm metricdata.ResourceMetrics
+		done <- r1.Collect(context.Background(), &rm)
+	}()
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tu.Recv(t, done, "the collection"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bounded-go/bounded/contrib/otel/otelqueue"
@@ -72,9 +73,15 @@ func TestObserveStatsTimeout(t *testing.T) {
 		Request: pool.LaneConfig{MaxWait: time.Minute}})
 	qs := []*queue.Queue{newQueue(t, p, "a"), newQueue(t, p, "b")}
 	r, _ := observe(t, qs, otelqueue.WithStatsTimeout(50*time.Millisecond))
-	done := make(chan metrics, 1)
-	go func() { done <- collectFrom(t, r) }()
-	s := tu.Recv(t, done, "a collection against a Redis that never answers")
+	// The collection runs off the test goroutine (it must not hang the
+	// test), which must not call t.Fatal: it sends its error back.
+	done := make(chan error, 1)
+	var rm metricdata.ResourceMetrics
+	go func() { done <- r.Collect(context.Background(), &rm) }()
+	if err := tu.Recv(t, done, "a collection against a Redis that never answers"); err != nil {
+		t.Fatal(err)
+	}
+	s := metricsOf(t, rm)
 	for _, q := range []string{"a", "b"} {
 		dest := semconv.MessagingDestinationName(q)
 		if got := s.must("bounded.queue.stats.errors", dest); got != 1 {
