@@ -165,7 +165,11 @@ func (h *handler) handle(ctx context.Context, job *queue.Job) (err error) {
 		}
 	}()
 	err = h.next(ctx, job)
-	h.finish(ctx, span, job, a, start, err, runEnd(ctx))
+	end := endNormal
+	if err != nil {
+		end = runEnd(ctx)
+	}
+	h.finish(ctx, span, job, a, start, err, end)
 	return err
 }
 
