@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -36,10 +37,14 @@ type Producer struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	sent   metric.Int64Counter
+	dur    metric.Float64Histogram // messaging.client.operation.duration
 }
 
 // NewProducer returns a Producer. It uses WithTracerProvider,
-// WithMeterProvider and WithPropagator.
+// WithMeterProvider and WithPropagator. Each Enqueue or EnqueueBatch
+// records messaging.client.sent.messages (the jobs) and
+// messaging.client.operation.duration (the call, in seconds), with
+// error.type when it failed.
 func NewProducer(opts ...Option) *Producer {
 	c := newConfig(opts)
 	m := c.mp.Meter(ScopeName)
@@ -48,7 +53,8 @@ func NewProducer(opts ...Option) *Producer {
 	if err != nil {
 		sent = noopCounter
 	}
-	return &Producer{tracer: c.tp.Tracer(ScopeName), prop: c.prop, sent: sent}
+	dur := histogram(m, "messaging.client.operation.duration", "Duration of an enqueue (a send) by the producer.")
+	return &Producer{tracer: c.tp.Tracer(ScopeName), prop: c.prop, sent: sent, dur: dur}
 }
 
 // Enqueue is q.Enqueue in a producer span named "send <queue>", with the
@@ -59,6 +65,7 @@ func NewProducer(opts ...Option) *Producer {
 // (EventContextDropped): tracing never fails an enqueue that q.Enqueue
 // accepts.
 func (p *Producer) Enqueue(ctx context.Context, q *queue.Queue, payload []byte, opts ...queue.EnqueueOption) (string, error) {
+	start := time.Now()
 	ctx, span := p.start(ctx, q, attribute.Int(string(semconv.MessagingMessageBodySizeKey), len(payload)))
 	withCtx := p.withContext(ctx, opts)
 	id, err := q.Enqueue(ctx, payload, withCtx...)
@@ -68,20 +75,21 @@ func (p *Producer) Enqueue(ctx context.Context, q *queue.Queue, payload []byte, 
 	if id != "" {
 		span.SetAttributes(semconv.MessagingMessageID(id))
 	}
-	p.end(ctx, span, q, 1, err)
+	p.end(ctx, span, q, 1, start, err)
 	return id, err
 }
 
 // EnqueueBatch is q.EnqueueBatch in one producer span, every job carrying
 // its trace context.
 func (p *Producer) EnqueueBatch(ctx context.Context, q *queue.Queue, payloads [][]byte, opts ...queue.EnqueueOption) ([]string, error) {
+	start := time.Now()
 	ctx, span := p.start(ctx, q, semconv.MessagingBatchMessageCount(len(payloads)))
 	withCtx := p.withContext(ctx, opts)
 	ids, err := q.EnqueueBatch(ctx, payloads, withCtx...)
 	if dropContext(span, withCtx, opts, err, true) {
 		ids, err = q.EnqueueBatch(ctx, payloads, opts...)
 	}
-	p.end(ctx, span, q, len(payloads), err)
+	p.end(ctx, span, q, len(payloads), start, err)
 	return ids, err
 }
 
@@ -90,7 +98,7 @@ func (p *Producer) start(ctx context.Context, q *queue.Queue, attr attribute.Key
 		trace.WithAttributes(attrSystem, semconv.MessagingDestinationName(q.Name()), attrOpSend, attrOpNameSend, attr))
 }
 
-func (p *Producer) end(ctx context.Context, span trace.Span, q *queue.Queue, n int, err error) {
+func (p *Producer) end(ctx context.Context, span trace.Span, q *queue.Queue, n int, start time.Time, err error) {
 	attrs := []attribute.KeyValue{attrSystem, semconv.MessagingDestinationName(q.Name()), attrOpNameSend}
 	if err != nil {
 		span.RecordError(err)
@@ -98,7 +106,9 @@ func (p *Producer) end(ctx context.Context, span trace.Span, q *queue.Queue, n i
 		attrs = append(attrs, semconv.ErrorType(err))
 	}
 	span.End()
-	p.sent.Add(ctx, int64(n), metric.WithAttributes(attrs...))
+	set := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	p.sent.Add(ctx, int64(n), set)
+	p.dur.Record(ctx, time.Since(start).Seconds(), set)
 }
 
 // EventContextDropped: the send span's event when the job's own headers

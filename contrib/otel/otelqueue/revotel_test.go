@@ -11,6 +11,7 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bounded-go/bounded/contrib/otel/otelqueue"
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -226,5 +227,36 @@ func TestObserveStatsConcurrentCollections(t *testing.T) {
 	}
 	if err := tu.Recv(t, done, "the collection"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The messaging semantic conventions require messaging.client.operation.duration
+// for a producer's send (seconds, with messaging.operation.name and
+// messaging.system; error.type when it failed), as for the span.
+func TestProducerRecordsOperationDuration(t *testing.T) {
+	e := newEnv(t)
+	prod := otelqueue.NewProducer(e.opts()...)
+	ctx := context.Background()
+	if _, err := prod.Enqueue(ctx, e.q, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prod.EnqueueBatch(ctx, e.q, [][]byte{nil, nil}); err != nil {
+		t.Fatal(err)
+	}
+	_, enqErr := prod.Enqueue(ctx, e.q, nil, queue.Header("bad key", "v"))
+	if enqErr == nil {
+		t.Fatal("a bad header was accepted")
+	}
+	m := e.collect()
+	send := semconv.MessagingOperationName("send")
+	if got := m.must("messaging.client.operation.duration", send, semconv.MessagingSystemKey.String("bounded"),
+		semconv.MessagingDestinationName("mail")); got != 3 {
+		t.Fatalf("%v send durations, want 3 (one per call)", got)
+	}
+	if got := m.must("messaging.client.operation.duration", semconv.ErrorType(enqErr)); got != 1 {
+		t.Fatalf("%v failed send durations, want 1", got)
+	}
+	if u := m.by["messaging.client.operation.duration"].Unit; u != "s" {
+		t.Fatalf("unit %q", u)
 	}
 }
