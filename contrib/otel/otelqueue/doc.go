@@ -9,7 +9,8 @@
 //   - Handler: wraps a queue.Handler; each run is a span "process <queue>"
 //     (kind consumer), the child of the producer span (or, with
 //     WithNewRoot, linked to it), with the error and an event for a retry
-//     (EventRetry) or the dead letters (EventDeadLetter); and the run's
+//     (EventRetry), the dead letters (EventDeadLetter) or a cancel by
+//     Queue.Cancel (EventCancelled); and the run's
 //     duration, the wait from enqueue to the first start, and processed
 //     and failed counters.
 //   - ObserveStats: observable gauges of queue.Queue.Stats (ready,

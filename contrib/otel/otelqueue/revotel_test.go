@@ -60,7 +60,7 @@ func TestCancelledRunIsNotADrain(t *testing.T) {
 	tu.Eventually(t, 10*time.Second, "the cancel", func() bool { return e.q.Cancel(ctx, id) == nil })
 	ss := e.waitSpans(1)
 	if v, ok := attr(ss[0].Attributes, otelqueue.AttrInterrupted); ok {
-		t.Errorf("interrupted = %s: the job was cancelled, not put back by a drain", v.Emit())
+		t.Errorf("interrupted = %s: the job was cancelled, not put back by a drain", v.String())
 	}
 	if got := eventNames(ss[0].Events); strings.Join(got, ",") != "exception,"+otelqueue.EventCancelled {
 		t.Errorf("events %v, want the exception and %q", got, otelqueue.EventCancelled)
