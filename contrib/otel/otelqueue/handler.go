@@ -221,11 +221,13 @@ func (h *handler) startSpan(ctx context.Context, job *queue.Job, a *queueAttrs) 
 // finish ends the span and records the run. end: how its ctx ended
 // (runEnd).
 func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a *queueAttrs, start time.Time, err error, end int) {
+	// The metrics are recorded before the span ends: whoever sees the
+	// span ended (an exporter, a test) finds the run counted.
 	took := time.Since(start).Seconds()
 	if err == nil {
-		span.End()
 		h.duration.Record(ctx, took, a.ok)
 		h.processed.Add(ctx, 1, a.ok)
+		span.End()
 		return
 	}
 	span.RecordError(err)
@@ -260,6 +262,6 @@ func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a
 	default:
 		span.AddEvent(EventRetry, trace.WithAttributes(AttrAttempt.Int(job.Attempt+1), AttrMaxAttempts.Int(job.MaxAttempts)))
 	}
-	span.End()
 	h.failed.Add(ctx, 1, metric.WithAttributes(attrSystem, dest, attrOpNameProcs, et, AttrFailure.String(failure)))
+	span.End()
 }
