@@ -39,7 +39,8 @@ type jobRun struct {
 	id     string
 	key    string // runKey
 	ctx    context.Context
-	cancel context.CancelCauseFunc
+	cancel context.CancelCauseFunc // nil without Control
+	early  bool                    // cancelled before it started (without Control)
 
 	mu         sync.Mutex
 	ended      bool
@@ -131,14 +132,30 @@ func (j *Job) SetResult(b []byte) error {
 // beginRun prepares a run: its context, cancelled with cause ErrCancelled by
 // the control channel, and its registration. A cancel that came before the
 // run started cancels it at once.
+//
+// Without ConsumerConfig.Control nothing can cancel a run once it started,
+// so a run costs no cancellable context and no entry in the registry of
+// running jobs (the drain's hot path): only a cancel recorded before a
+// retried or recovered run starts is honoured (early).
 func (w *Worker) beginRun(ctx context.Context, d delivery, job *Job) (context.Context, *jobRun) {
-	jr := &jobRun{w: w, id: d.env.id, key: runKey(d.env.id, markerValue(d.env))}
-	jr.ctx, jr.cancel = context.WithCancelCause(ctx)
+	jr := &jobRun{w: w, id: d.env.id}
 	job.run = jr
+	if !w.c.cfg.Control {
+		jr.ctx = ctx
+		jr.early = w.cancelRecorded(ctx, d.env)
+		return ctx, jr
+	}
+	jr.key = runKey(d.env.id, markerValue(d.env))
+	jr.ctx, jr.cancel = context.WithCancelCause(ctx)
 	if w.ctl.begin(jr, w.q.cfg.Now()) || w.cancelRecorded(ctx, d.env) {
 		jr.cancel(ErrCancelled)
 	}
 	return jr.ctx, jr
+}
+
+// cancelledRun reports whether the run was cancelled (by Queue.Cancel).
+func (jr *jobRun) cancelledRun() bool {
+	return jr.early || context.Cause(jr.ctx) == ErrCancelled
 }
 
 // cancelRecorded reads the cancel marker of a run that follows an earlier
@@ -168,7 +185,7 @@ func (w *Worker) cancelRecorded(ctx context.Context, e envelope) bool {
 
 // callRun runs the handler, unless the run was cancelled before it started.
 func (w *Worker) callRun(ctx context.Context, job *Job) error {
-	if context.Cause(ctx) == ErrCancelled {
+	if job.run.cancelledRun() {
 		return ErrCancelled
 	}
 	return w.call(ctx, job)
@@ -177,9 +194,11 @@ func (w *Worker) callRun(ctx context.Context, job *Job) error {
 // endRun ends a run: Progress and SetResult fail from now on. It reports
 // whether the run ended because it was cancelled: an error after a cancel.
 func (w *Worker) endRun(jr *jobRun, err error) (cancelled bool) {
-	w.ctl.end(jr)
-	cancelled = err != nil && context.Cause(jr.ctx) == ErrCancelled
-	jr.cancel(nil)
+	cancelled = err != nil && jr.cancelledRun()
+	if jr.cancel != nil {
+		w.ctl.end(jr)
+		jr.cancel(nil)
+	}
 	jr.mu.Lock()
 	jr.ended = true
 	jr.mu.Unlock()
