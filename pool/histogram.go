@@ -9,7 +9,9 @@ import (
 // Histogram is a snapshot of durations counted in fixed buckets, what a
 // Prometheus histogram exports: Counts[i] durations were at most
 // Bounds[i] (cumulative), Count were observed in all (those above the
-// last bound included), and Sum is their total. The bounds are the same
+// last bound included), and Sum is their total in seconds (a float64, as
+// Prometheus keeps it: a time.Duration would wrap after 292 years of
+// observed time, which a queue of jobs delayed by an hour sums in hours). The bounds are the same
 // everywhere in bounded (1-2-5 steps from 10µs to 5000s), so histograms
 // of several lanes or workers can be added bucket by bucket.
 //
@@ -20,7 +22,7 @@ type Histogram struct {
 	Bounds []time.Duration `json:"bounds_ns"`
 	Counts []uint64        `json:"counts"`
 	Count  uint64          `json:"count"`
-	Sum    time.Duration   `json:"sum_ns"`
+	Sum    float64         `json:"sum_seconds"`
 }
 
 // snapshot copies b.

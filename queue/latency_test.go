@@ -63,7 +63,7 @@ func TestWorkerHistograms(t *testing.T) {
 			s := w.Stats()
 			require.Equal(t, uint64(3), s.StartDelay.Count, "first runs only: the retry is left out")
 			require.Equal(t, uint64(3), bucketOf(t, s.StartDelay, 200*time.Millisecond, 500*time.Millisecond), "%+v", s.StartDelay)
-			require.GreaterOrEqual(t, s.StartDelay.Sum, 900*time.Millisecond)
+			require.GreaterOrEqual(t, s.StartDelay.Sum, 0.9)
 			require.Equal(t, uint64(4), s.Run.Count, "every run, the failed one included")
 			require.Equal(t, s.Run.Count, s.Run.Counts[len(s.Run.Counts)-1], "no-op handlers run well under 5000s")
 			require.Len(t, s.Run.Bounds, len(s.Run.Counts))

@@ -55,5 +55,5 @@ func (m metric) emitHistogram(ch chan<- prom.Metric, h pool.Histogram, labels ..
 			buckets[b.Seconds()] = h.Counts[i]
 		}
 	}
-	ch <- prom.MustNewConstHistogram(m.desc, h.Count, h.Sum.Seconds(), buckets, labels...)
+	ch <- prom.MustNewConstHistogram(m.desc, h.Count, h.Sum, buckets, labels...)
 }

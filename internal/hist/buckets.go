@@ -1,6 +1,7 @@
 package hist
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -37,11 +38,15 @@ const (
 // Histogram it answers no quantile; its buckets are the exposition's.
 //
 // The zero value is empty and ready to use. It is safe for concurrent use;
-// Observe is two atomic adds and a search of 27 bounds, with no lock and no
-// allocation. Memory is fixed (29 words).
+// Observe is an atomic add, a compare-and-swap and a search of 27 bounds,
+// with no lock and no allocation. Memory is fixed (29 words).
 type Buckets struct {
 	counts [NumBounds + 1]atomic.Uint64
-	sum    atomic.Int64 // nanoseconds; wraps after 292 years of observed time
+	// sum is the float64 bits of the total in seconds, as Prometheus keeps
+	// it. Not int64 nanoseconds: their 292 years are reached in hours by a
+	// queue of jobs delayed by an hour (a start delay includes the delay),
+	// and a wrapped sum reads as a counter reset.
+	sum atomic.Uint64
 }
 
 // Observe records one duration; a negative one counts as zero.
@@ -57,19 +62,24 @@ func (b *Buckets) Observe(d time.Duration) {
 		}
 	}
 	b.counts[lo].Add(1)
-	b.sum.Add(int64(d))
+	for {
+		old := b.sum.Load()
+		if b.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+d.Seconds())) {
+			return
+		}
+	}
 }
 
 // Snapshot returns the cumulative count of each bound (NumBounds values:
 // cumulative[i] durations were <= Bound(i)), the count of all durations
-// and their sum. Buckets read one after another while Observe runs may be
+// and their sum in seconds. Buckets read one after another while Observe runs may be
 // off by the observations in between, never by more.
-func (b *Buckets) Snapshot() (cumulative []uint64, count uint64, sum time.Duration) {
+func (b *Buckets) Snapshot() (cumulative []uint64, count uint64, sum float64) {
 	cumulative = make([]uint64, NumBounds)
 	for i := range NumBounds {
 		count += b.counts[i].Load()
 		cumulative[i] = count
 	}
 	count += b.counts[NumBounds].Load()
-	return cumulative, count, time.Duration(b.sum.Load())
+	return cumulative, count, math.Float64frombits(b.sum.Load())
 }

@@ -36,7 +36,7 @@ func TestBucketsEdgeValues(t *testing.T) {
 	require.Equal(t, uint64(4), cum[1])
 	require.Equal(t, uint64(4), cum[NumBounds-2])
 	require.Equal(t, uint64(5), cum[NumBounds-1])
-	require.Equal(t, 10*time.Microsecond+10*time.Microsecond+1+5000*time.Second+5000*time.Second+1+time.Duration(1<<62)+12345, sum)
+	require.InDelta(t, (10*time.Microsecond+10*time.Microsecond+1+5000*time.Second+5000*time.Second+1).Seconds()+time.Duration(1<<62+12345).Seconds(), sum, 1e3)
 }
 
 func TestBucketsEveryBoundIsInclusive(t *testing.T) {
@@ -64,7 +64,7 @@ func TestBucketsConcurrentObserve(t *testing.T) {
 	wg.Wait()
 	cum, n, sum := b.Snapshot()
 	require.Equal(t, uint64(8000), n)
-	require.Equal(t, 8*time.Duration(999*1000/2)*time.Millisecond, sum)
+	require.InDelta(t, (8 * time.Duration(999*1000/2) * time.Millisecond).Seconds(), sum, 1e-6)
 	require.Equal(t, uint64(8*11), cum[9]) // 0..10ms
 }
 
@@ -77,4 +77,22 @@ func BenchmarkBucketsObserve(b *testing.B) {
 			d = (d + 7919*time.Microsecond) % (10 * time.Second)
 		}
 	})
+}
+
+// TestBucketsSumOfLongWaitsDoesNotWrap: the sum was int64 nanoseconds,
+// "292 years of observed time", which sounds out of reach but is not: the
+// queue's enqueue-to-start histogram counts a delayed job's delay, and jobs
+// delayed by an hour add an hour each, so 2.6 million of them (7 hours at
+// 100 jobs/s) wrapped the sum negative. Prometheus then saw the _sum
+// counter fall (a reset) and every mean computed from it was garbage.
+func TestBucketsSumOfLongWaitsDoesNotWrap(t *testing.T) {
+	var b Buckets
+	const n = 2_600_000
+	for range n {
+		b.Observe(time.Hour)
+	}
+	_, count, sum := b.Snapshot()
+	require.Equal(t, uint64(n), count)
+	require.Positive(t, sum, "the sum wrapped")
+	require.InDelta(t, float64(n)*3600, sum, 1, "seconds")
 }
