@@ -43,6 +43,24 @@ func bucketsOf(b *hist.Buckets) pool.Histogram {
 // reads to find the oldest ready job: wake markers sit there too.
 const oldestScan = 8
 
+// behindMarkers returns the index of the ready list's last element that is
+// not a wake marker, or -1 when there is none, from its length and the
+// positions of the markers nearest its tail (LPOS RANK -1: descending).
+// Markers can outnumber oldestScan there: each stopping process's
+// scheduler pushes one (handOver), and with every consumer gone nothing
+// takes them, which is when the oldest job's age matters most; Stats then
+// reads that element in a second round trip.
+func behindMarkers(positions []int64, length int64) int64 {
+	i := length - 1
+	for _, p := range positions {
+		if p != i {
+			break
+		}
+		i--
+	}
+	return i
+}
+
 // oldestReady returns the age at now of the oldest job among elems (the
 // ready list's tail, LRANGE -oldestScan -1: the last element is fetched
 // next), or 0 when they hold no job that decodes.

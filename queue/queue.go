@@ -604,6 +604,14 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		return s, q.errorf("stats: %w", err)
 	}
 	s.OldestReady = oldestReady(oldest.Val(), q.cfg.Now())
+	if i := behindMarkers(markers.Val(), ready.Val()); len(oldest.Val()) == oldestScan && i >= 0 && ready.Val()-1-i >= oldestScan {
+		// latency.go: a run of markers longer than the scan hides the job.
+		elem, err := c.LIndex(ctx, q.k.ready, i).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return s, q.errorf("stats: %w", err)
+		}
+		s.OldestReady = oldestReady([]string{elem}, q.cfg.Now())
+	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
 	s.Ready = max(s.Ready-int64(len(markers.Val())), 0)
 	if ids := consumers.Val(); len(ids) > 0 {
