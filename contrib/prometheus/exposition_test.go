@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"runtime"
@@ -142,8 +143,53 @@ func TestExpositionHasTheIssueList(t *testing.T) {
 	}
 }
 
-// metricName matches what looks like one of our metric names in a query.
-var metricName = regexp.MustCompile(`\bbounded_[a-z0-9_]+`)
+// In a query: a quoted string, a selector's matchers, a grouping's labels,
+// an identifier with an underscore (a metric name unless a function call),
+// a label name in a matcher, a selector with its matchers, label_values.
+var (
+	quoted     = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	matchers   = regexp.MustCompile(`\{[^}]*\}`)
+	grouping   = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	identifier = regexp.MustCompile(`\$?\b[a-zA-Z_:][a-zA-Z0-9_:]*\b(\s*\()?`)
+	labelName  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
+	selector   = regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
+	labelVals  = regexp.MustCompile(`label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)`)
+)
+
+// queryProblems returns the metric names e uses and what is wrong with
+// them against series: a name not exported (a typo in the prefix
+// included: every identifier with an underscore that is not a function
+// call must be an exported series) and a label the metric does not have.
+func queryProblems(e string, series map[string]map[string]bool) (names, problems []string) {
+	for _, m := range selector.FindAllStringSubmatch(e, -1) {
+		labels := series[m[1]]
+		if labels == nil {
+			continue // reported below
+		}
+		for _, l := range labelName.FindAllStringSubmatch(quoted.ReplaceAllString(m[2], `""`), -1) {
+			if !labels[l[1]] {
+				problems = append(problems, fmt.Sprintf("%s has no label %s (in %s)", m[1], l[1], e))
+			}
+		}
+	}
+	for _, m := range labelVals.FindAllStringSubmatch(e, -1) {
+		if labels := series[m[1]]; labels != nil && !labels[m[2]] {
+			problems = append(problems, fmt.Sprintf("%s has no label %s (in %s)", m[1], m[2], e))
+		}
+	}
+	bare := grouping.ReplaceAllString(matchers.ReplaceAllString(quoted.ReplaceAllString(e, `""`), ""), "")
+	for _, m := range identifier.FindAllStringSubmatch(bare, -1) {
+		id := m[0]
+		if m[1] != "" || strings.HasPrefix(id, "$") || !strings.Contains(id, "_") {
+			continue // a function, a dashboard variable, a keyword or a label
+		}
+		names = append(names, id)
+		if series[id] == nil {
+			problems = append(problems, fmt.Sprintf("the dashboard queries %s, which the collectors do not export (in %s)", id, e))
+		}
+	}
+	return names, problems
+}
 
 // TestGrafanaDashboard parses docs/grafana-dashboard.json and checks that
 // every metric its queries and variables name is in the exposition (a
@@ -154,6 +200,43 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	queried, problems := dashboardProblems(raw, exportedSeries(fullExposition(t)))
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if len(queried) < 40 {
+		t.Errorf("the dashboard queries only %d metrics", len(queried))
+	}
+	t.Logf("%d metrics queried: %s", len(queried), strings.Join(queried, " "))
+}
+
+// exportedSeries maps each series name of mfs (a histogram's _bucket, _sum
+// and _count) to its label names.
+func exportedSeries(mfs []*dto.MetricFamily) map[string]map[string]bool {
+	series := map[string]map[string]bool{}
+	for _, mf := range mfs {
+		labels := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = true
+			}
+		}
+		n := mf.GetName()
+		series[n] = labels
+		if mf.GetType() == dto.MetricType_HISTOGRAM {
+			bucket := map[string]bool{"le": true}
+			for l := range labels {
+				bucket[l] = true
+			}
+			series[n+"_bucket"], series[n+"_sum"], series[n+"_count"] = bucket, labels, labels
+		}
+	}
+	return series
+}
+
+// dashboardProblems returns the metrics a dashboard queries (sorted) and
+// what is wrong with it against series.
+func dashboardProblems(raw []byte, series map[string]map[string]bool) (queried, problems []string) {
 	var dash struct {
 		Title      string            `json:"title"`
 		UID        string            `json:"uid"`
@@ -166,21 +249,11 @@ func TestGrafanaDashboard(t *testing.T) {
 		} `json:"templating"`
 	}
 	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatalf("not valid JSON: %v", err)
+		return nil, []string{fmt.Sprintf("not valid JSON: %v", err)}
 	}
 	if dash.Title == "" || dash.UID == "" || len(dash.Panels) == 0 {
-		t.Fatalf("no title, uid or panels: %q %q %d", dash.Title, dash.UID, len(dash.Panels))
+		return nil, []string{fmt.Sprintf("no title, uid or panels: %q %q %d", dash.Title, dash.UID, len(dash.Panels))}
 	}
-
-	series := map[string]bool{}
-	for _, mf := range fullExposition(t) {
-		n := mf.GetName()
-		series[n] = true
-		if mf.GetType() == dto.MetricType_HISTOGRAM {
-			series[n+"_bucket"], series[n+"_sum"], series[n+"_count"] = true, true, true
-		}
-	}
-
 	type panel struct {
 		ID      int    `json:"id"`
 		Type    string `json:"type"`
@@ -189,25 +262,29 @@ func TestGrafanaDashboard(t *testing.T) {
 			Expr  string `json:"expr"`
 			RefID string `json:"refId"`
 		} `json:"targets"`
+		Panels []json.RawMessage `json:"panels"` // a collapsed row's
 	}
 	ids := map[int]bool{}
-	queried := map[string]bool{}
+	seen := map[string]bool{}
 	var exprs []string
-	for _, r := range dash.Panels {
+	for todo := dash.Panels; len(todo) > 0; {
+		r := todo[0]
+		todo = todo[1:]
 		var p panel
 		if err := json.Unmarshal(r, &p); err != nil {
-			t.Fatal(err)
+			return nil, []string{err.Error()}
 		}
+		todo = append(todo, p.Panels...)
 		if ids[p.ID] {
-			t.Errorf("panel id %d used twice", p.ID)
+			problems = append(problems, fmt.Sprintf("panel id %d used twice", p.ID))
 		}
 		ids[p.ID] = true
 		if p.Type != "row" && len(p.Targets) == 0 {
-			t.Errorf("panel %q queries nothing", p.Title)
+			problems = append(problems, fmt.Sprintf("panel %q queries nothing", p.Title))
 		}
 		for _, tg := range p.Targets {
 			if strings.TrimSpace(tg.Expr) == "" {
-				t.Errorf("panel %q has an empty query %s", p.Title, tg.RefID)
+				problems = append(problems, fmt.Sprintf("panel %q has an empty query %s", p.Title, tg.RefID))
 			}
 			exprs = append(exprs, tg.Expr)
 		}
@@ -216,20 +293,48 @@ func TestGrafanaDashboard(t *testing.T) {
 		exprs = append(exprs, v.Definition)
 	}
 	for _, e := range exprs {
-		for _, n := range metricName.FindAllString(e, -1) {
-			queried[n] = true
-			if !series[n] {
-				t.Errorf("the dashboard queries %s, which the collectors do not export (in %s)", n, e)
-			}
+		names, ps := queryProblems(e, series)
+		for _, n := range names {
+			seen[n] = true
 		}
+		problems = append(problems, ps...)
 	}
-	if len(queried) < 40 {
-		t.Errorf("the dashboard queries only %d metrics", len(queried))
+	for n := range seen {
+		queried = append(queried, n)
 	}
-	var names []string
-	for n := range queried {
-		names = append(names, n)
+	sort.Strings(queried)
+	return queried, problems
+}
+
+// TestGrafanaDashboardCatchesTypos feeds the check the real dashboard with
+// one mistake each: every one would leave a panel silently empty, and
+// every one must be reported.
+func TestGrafanaDashboardCatchesTypos(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Strings(names)
-	t.Logf("%d metrics queried: %s", len(names), strings.Join(names, " "))
+	series := exportedSeries(fullExposition(t))
+	if _, problems := dashboardProblems(raw, series); len(problems) != 0 {
+		t.Fatalf("the real dashboard has problems: %v", problems)
+	}
+	for name, mistake := range map[string]struct{ old, new string }{
+		"metric name":           {`bounded_queue_ready_jobs{`, `bounded_queue_ready_job{`},
+		"prefix":                {`min(bounded_pool_up)`, `min(bouned_pool_up)`},
+		"label name":            {`bounded_pool_waiting_callers{lane=~`, `bounded_pool_waiting_callers{lanes=~`},
+		"label of another kind": {`bounded_queue_dead_jobs{queue=~`, `bounded_queue_dead_jobs{cache=~`},
+		"collapsed row": {`"panels": [`, `"panels": [
+    {"type": "row", "id": 9999, "title": "collapsed", "collapsed": true, "panels": [
+      {"type": "timeseries", "id": 9998, "title": "hidden", "targets": [{"expr": "bounded_queue_nonsense_total", "refId": "A"}]}]},`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			bad := strings.Replace(string(raw), mistake.old, mistake.new, 1)
+			if bad == string(raw) {
+				t.Fatalf("%q is not in the dashboard", mistake.old)
+			}
+			if _, problems := dashboardProblems([]byte(bad), series); len(problems) == 0 {
+				t.Errorf("a dashboard with %s was accepted", strings.TrimSpace(mistake.new))
+			}
+		})
+	}
 }
