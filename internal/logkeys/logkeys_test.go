@@ -80,23 +80,34 @@ func logCalls(t *testing.T, dir string) []call {
 			if !ok {
 				return true
 			}
-			var args []ast.Expr
+			msg := -1 // the message's position; -1: none (With)
 			switch sel.Sel.Name {
 			case "Debug", "Info", "Warn", "Error":
-				if len(ce.Args) == 0 || !isMessage(ce.Args[0]) {
-					return true
-				}
-				args = ce.Args[1:]
+				msg = 0
+			case "DebugContext", "InfoContext", "WarnContext", "ErrorContext":
+				msg = 1
+			case "Log", "LogAttrs":
+				msg = 2
 			case "With":
-				args = ce.Args
 			default:
 				return true
 			}
+			// A logger's method: a "<package>: " message, or a receiver
+			// named like a logger (the message may be in a variable).
+			if len(ce.Args) <= msg || (msg >= 0 && !isMessage(ce.Args[msg]) && !isLogger(sel.X)) ||
+				(msg < 0 && !isLogger(sel.X)) {
+				return true
+			}
+			args := ce.Args[msg+1:]
 			c := call{pos: fset.Position(ce.Pos())}
 			for i := 0; i < len(args); i++ {
+				if k, ok := attrKey(args[i]); ok {
+					c.keys = append(c.keys, k) // slog.String("key", v): one argument
+					continue
+				}
 				lit, ok := args[i].(*ast.BasicLit)
 				if !ok || lit.Kind != token.STRING {
-					continue // an slog.Attr, or a computed key: skip one
+					continue // an slog.Attr built elsewhere, or a computed key: skip one
 				}
 				k, err := strconv.Unquote(lit.Value)
 				if err != nil {
@@ -110,6 +121,44 @@ func logCalls(t *testing.T, dir string) []call {
 		})
 	}
 	return out
+}
+
+// isLogger reports whether e, a method's receiver, is named like a logger
+// (log, logger, w.log, s.c.log, ...) or is a call that returns one (With).
+func isLogger(e ast.Expr) bool {
+	switch x := e.(type) {
+	case *ast.Ident:
+		return strings.Contains(strings.ToLower(x.Name), "log")
+	case *ast.SelectorExpr:
+		return strings.Contains(strings.ToLower(x.Sel.Name), "log")
+	case *ast.CallExpr:
+		if sel, ok := x.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "With" {
+			return isLogger(sel.X)
+		}
+	}
+	return false
+}
+
+// attrKey returns the key of an slog.Attr made in place (slog.String("k",
+// v), slog.Any, slog.Group, ...).
+func attrKey(e ast.Expr) (string, bool) {
+	ce, ok := e.(*ast.CallExpr)
+	if !ok || len(ce.Args) == 0 {
+		return "", false
+	}
+	sel, ok := ce.Fun.(*ast.SelectorExpr)
+	if !ok {
+		return "", false
+	}
+	if pkg, ok := sel.X.(*ast.Ident); !ok || pkg.Name != "slog" {
+		return "", false
+	}
+	lit, ok := ce.Args[0].(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	k, err := strconv.Unquote(lit.Value)
+	return k, err == nil
 }
 
 // isMessage reports whether e is a string literal (or a concatenation
