@@ -60,6 +60,9 @@ type options struct {
 	failRate float64
 }
 
+// maxRate is the highest -rate: one chat a microsecond.
+const maxRate = 1e6
+
 // run runs the demo until ctx ends. listening, if not nil, receives the
 // address /metrics is served on.
 func run(ctx context.Context, args []string, stderr io.Writer, listening chan<- string) error {
@@ -74,8 +77,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, listening chan<- 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.rate <= 0 || o.latency < 0 || o.failRate < 0 || o.failRate > 1 {
-		return fmt.Errorf("-rate must be positive, -latency not negative, -fail-rate in [0, 1]")
+	// Written so that NaN fails too; a rate over maxRate would tick every
+	// 0ns, which time.NewTicker refuses with a panic.
+	if !(o.rate > 0 && o.rate <= maxRate) || o.latency < 0 || !(o.failRate >= 0 && o.failRate <= 1) {
+		return fmt.Errorf("-rate must be in (0, %g], -latency not negative, -fail-rate in [0, 1]; got %g, %s, %g",
+			float64(maxRate), o.rate, o.latency, o.failRate)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if o.redisURL == "" {

@@ -82,8 +82,14 @@ func TestDemoServesMetrics(t *testing.T) {
 }
 
 func TestDemoBadFlags(t *testing.T) {
-	for _, args := range [][]string{{"-rate", "0"}, {"-fail-rate", "2"}, {"-latency", "-1s"}, {"-nope"}} {
-		if err := run(context.Background(), args, io.Discard, nil); err == nil {
+	// A rate whose tick rounds to 0ns (or NaN) passed the check and made
+	// time.NewTicker panic in the load task once everything had started.
+	for _, args := range [][]string{{"-rate", "0"}, {"-fail-rate", "2"}, {"-latency", "-1s"}, {"-nope"},
+		{"-rate", "NaN"}, {"-rate", "+Inf"}, {"-rate", "3e9"}, {"-fail-rate", "NaN"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, append(args, "-addr", "127.0.0.1:0", "-redis", ""), io.Discard, nil)
+		cancel()
+		if err == nil {
 			t.Errorf("%v: no error", args)
 		}
 	}
