@@ -2,10 +2,7 @@ package ratelimit
 
 import (
 	"context"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -139,48 +136,4 @@ func keepState(t testing.TB, l *Limiter) {
 	require.Equal(t, 2, strings.Count(windowsScript, px), "keepState no longer matches the windows script's SETs")
 	l.script = redis.NewScript(strings.ReplaceAll(gcraScript, px, ")"))
 	l.multi = redis.NewScript(strings.ReplaceAll(windowsScript, px, ")"))
-}
-
-// blackHole is a Redis that accepts connections, reads what it is sent and
-// never answers: Redis too slow for any deadline. It returns the address;
-// the listener and every connection close in t.Cleanup, and the goroutines
-// serving them have exited when Cleanup returns.
-func blackHole(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var (
-		mu     sync.Mutex
-		conns  []net.Conn
-		closed bool
-		wg     sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return // closed by Cleanup
-			}
-			mu.Lock()
-			if closed {
-				mu.Unlock()
-				_ = c.Close()
-				return
-			}
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		closed = true
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }

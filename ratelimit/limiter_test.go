@@ -171,7 +171,7 @@ func TestPoolClosed(t *testing.T) {
 // deadline is the context's, and its I/O timeout can come back a moment
 // before the context reports its own error).
 func TestDeadlineMidCall(t *testing.T) {
-	p := newPool(t, pool.Config{Addrs: []string{blackHole(t)}})
+	p := newPool(t, pool.Config{Addrs: []string{redistest.BlackHole(t)}})
 	l := newLimiter(t, p, "deadline", Config{Rate: 10, OnRedisError: FailOpen})
 	for i := range 200 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)

@@ -3,9 +3,7 @@ package prometheus_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -213,45 +211,10 @@ func TestQueueCollectorNeverReadExportsOnlyErrors(t *testing.T) {
 	}
 }
 
-// silent accepts connections and never answers.
-func silent(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-		wg    sync.WaitGroup
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		wg.Wait()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String()
-}
-
 func TestQueueCollectorScrapeTimeout(t *testing.T) {
 	// The pool would wait a minute for an answer; the scrape's timeout
 	// (50ms, all queues together) must end it long before.
-	p := newPool(t, pool.Config{Addrs: []string{silent(t)}, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+	p := newPool(t, pool.Config{Addrs: []string{redistest.BlackHole(t)}, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 		Request: pool.LaneConfig{MaxWait: time.Minute}})
 	qs := []*queue.Queue{newQueue(t, p, "a"), newQueue(t, p, "b")}
 	c := bprom.NewQueueCollector(bprom.QueueConfig{Queues: qs, Timeout: 50 * time.Millisecond})

@@ -69,7 +69,7 @@ func TestObserveStatsReadsRedisOnlyWhenCollected(t *testing.T) {
 // A Redis that never answers costs a collection the timeout, all queues
 // together, and leaves only the error counters.
 func TestObserveStatsTimeout(t *testing.T) {
-	p := newPool(t, pool.Config{Addrs: []string{silent(t)}, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+	p := newPool(t, pool.Config{Addrs: []string{redistest.BlackHole(t)}, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 		Request: pool.LaneConfig{MaxWait: time.Minute}})
 	qs := []*queue.Queue{newQueue(t, p, "a"), newQueue(t, p, "b")}
 	r, _ := observe(t, qs, otelqueue.WithStatsTimeout(50*time.Millisecond))
