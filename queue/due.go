@@ -74,6 +74,8 @@ func (s *scheduler) announce(ctx context.Context, promoted, next int64, informed
 		return
 	}
 	w := s.w
+	ctx, cancel := context.WithTimeout(ctx, dueAnnounceTimeout)
+	defer cancel()
 	err := announceDueScript.Run(ctx, w.q.p.Background(), []string{heartbeatKey(w.q.cfg.Namespace)},
 		dueMember(w.q.k.tag), next, w.q.cfg.Now().UnixMilli()).Err()
 	if err != nil {

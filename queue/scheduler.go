@@ -126,9 +126,7 @@ func (s *scheduler) loop(ctx context.Context) error {
 		if s.moreDue(res, now) {
 			continue // more are due (the script also stops at its byte and job bounds)
 		}
-		actx, cancel := context.WithTimeout(ctx, dueAnnounceTimeout)
-		s.announce(actx, promoted, res[1], informed)
-		cancel()
+		s.announce(ctx, promoted, res[1], informed)
 		promoted, informed = 0, false
 		s.arm(timer, res[1])
 		if !s.sleep(ctx, timer) {
