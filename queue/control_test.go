@@ -164,9 +164,12 @@ func testGetStates(t *testing.T, pools poolsFunc) {
 	res, err := q.Wait(ctx, hold)
 	require.NoError(t, err)
 	require.Equal(t, "held", string(res))
-	info, err = q.Get(ctx, hold)
-	require.NoError(t, err)
-	require.Equal(t, StateDone, info.State)
+	// The result is written just before the ack, not atomically with it
+	// (see Wait): the ack may land a moment after Wait returned.
+	testutil.Eventually(t, testutil.Wait, "the ack after the result", func() bool {
+		info, err = q.Get(ctx, hold)
+		return err == nil && info.State == StateDone
+	})
 	require.Equal(t, "held", string(info.Result))
 	require.Equal(t, "half", string(info.Progress))
 

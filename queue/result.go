@@ -143,6 +143,9 @@ const waitTTLMax = time.Hour
 // A success is only seen when the queue's workers keep results
 // (WorkerConfig.ResultTTL): without, Wait waits until ctx ends. Wait does
 // not look the job up: for an unknown ID it waits until ctx ends (use Get).
+// The result is written just before the job's ack, in the same pipeline
+// but not atomically with it, so Wait can return a moment before the ack
+// lands: a Get right after may still say StateRunning.
 // A job whose ID is reused answers at once with the previous one's result
 // while it is kept, its cancel (10 minutes) or its dead letter. At most Config.MaxWaiters producers of a process wait for
 // results of one queue at once: one more fails with ErrTooManyWaiters.
