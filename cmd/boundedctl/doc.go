@@ -15,6 +15,7 @@
 //	boundedctl purge QUEUE --yes                        delete every dead letter
 //	boundedctl cancel QUEUE ID                          cancel a waiting or running job
 //	boundedctl pause QUEUE / resume QUEUE               when the queue package supports it
+//	boundedctl tail QUEUE... [--count N]                outcomes (done, retry, dead) as workers write them
 //
 // The Redis URL is --redis or $BOUNDED_REDIS_URL (redis://[user:password@]host:port[/db],
 // rediss:// for TLS). No message prints the password. --namespace is the
@@ -30,6 +31,12 @@
 // size of a queue (queue.Inspector). A queue that the namespace's registry
 // does not list is an error. A destructive command over a whole queue
 // (purge, requeue --all) needs --yes.
+//
+// tail follows queue.Inspector.Tail: workers learn at their next
+// heartbeat (10s by default) that a queue is followed and then publish the
+// outcomes they write, one message per pipeline of acks; nobody tailing
+// costs nothing per job. It runs until interrupted (exit 0) or --count
+// outcomes, and fails (exit 1) when its subscription is lost.
 //
 // Exit codes: 0 success, 1 the command failed (Redis unreachable or too
 // slow, an unknown queue or job, a job that cannot be cancelled), 2 the

@@ -76,6 +76,7 @@ type opts struct {
 	queue   string
 	search  int
 	payload bool
+	count   int
 }
 
 func commands() []command {
@@ -89,6 +90,7 @@ func commands() []command {
 		{name: "cancel", args: "QUEUE ID", summary: "cancel a waiting or running job", run: runCancel},
 		{name: "pause", args: "QUEUE", summary: "stop the queue's workers from taking jobs", run: runPause},
 		{name: "resume", args: "QUEUE", summary: "let the queue's workers take jobs again", run: runResume},
+		{name: "tail", args: "QUEUE...", summary: "print jobs' outcomes (done, retry, dead) as they happen", read: true, flags: tailFlags, run: runTail},
 	}
 }
 
@@ -200,7 +202,7 @@ func (e *env) commonFlags(fs *flag.FlagSet) {
 	if t == 0 {
 		t = defaultTimeout
 	}
-	fs.DurationVar(&e.timeout, "timeout", t, "bound on the whole command (tail: on each read)")
+	fs.DurationVar(&e.timeout, "timeout", t, "bound on the whole command (tail: on its start)")
 }
 
 // parseInterspersed parses flags anywhere among the positional arguments
