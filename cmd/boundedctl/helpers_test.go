@@ -119,7 +119,7 @@ func kill(t testing.TB, p *pool.Pool, q *queue.Queue, failure string, payloads .
 	require.NoError(t, err)
 	w, err := queue.NewWorker(c, q, func(context.Context, *queue.Job) error {
 		return errors.New(failure)
-	}, queue.WorkerConfig{Concurrency: 4})
+	}, queue.WorkerConfig{Concurrency: 16})
 	require.NoError(t, err)
 	require.NoError(t, w.Start(g))
 	testutil.Eventually(t, time.Minute, "jobs dead", func() bool {

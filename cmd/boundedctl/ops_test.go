@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -156,7 +157,12 @@ func TestCancel(t *testing.T) {
 		require.Contains(t, ok(t, b.url, "cancel", "work", running), "cancelled")
 		require.True(t, errors.Is(testutil.Recv(t, cause, "the handler's cancel"), queue.ErrCancelled))
 
-		stderr := fails(t, exitError, b.url, "cancel", "work", "nosuchid")
+		dead := kill(t, b.p, mustQueue(t, b.p, "doomed"), "dead already", "d")
+		stderr := fails(t, exitError, b.url, "cancel", "doomed", dead[0])
+		require.Contains(t, stderr, "job already finished")
+		require.NotContains(t, stderr, "(redis ", "the queue's answer, not a Redis failure")
+
+		stderr = fails(t, exitError, b.url, "cancel", "work", "nosuchid")
 		require.Contains(t, stderr, "job not found")
 		stderr = fails(t, exitError, b.url, "cancel", "nosuch", running)
 		require.Contains(t, stderr, `unknown queue "nosuch"`)
@@ -183,5 +189,22 @@ func TestPauseResume(t *testing.T) {
 		}
 		stderr := fails(t, exitUsage, b.url, "pause")
 		require.Contains(t, stderr, "pause takes one queue, got 0")
+	})
+}
+
+func TestRequeueAllPages(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		q := mustQueue(t, b.p, "many")
+		payloads := make([]string, queue.MaxPageLimit+5)
+		for i := range payloads {
+			payloads[i] = "p"
+		}
+		kill(t, b.p, q, "failed", payloads...)
+		out := ok(t, b.url, "requeue", "many", "--all", "--yes", "--timeout", "1m")
+		require.Contains(t, out, fmt.Sprintf("requeued %d dead letter(s) of many", len(payloads)))
+		s, err := q.Stats(context.Background())
+		require.NoError(t, err)
+		require.Zero(t, s.Dead)
+		require.Equal(t, int64(len(payloads)), s.Ready)
 	})
 }

@@ -273,7 +273,13 @@ func (e *env) redisErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, queue.ErrInvalidArgument) || isNotFound(err) {
+	// The queue's answers (not Redis failures) need no address.
+	for _, answer := range []error{queue.ErrInvalidArgument, queue.ErrJobFinished, queue.ErrLookupIncomplete, queue.ErrJobGone} {
+		if errors.Is(err, answer) {
+			return err
+		}
+	}
+	if isNotFound(err) {
 		return err
 	}
 	return fmt.Errorf("%w (redis %s)", err, redactURL(e.redisURL))
