@@ -14,6 +14,9 @@ import (
 // defaultLimit is a page's size unless --limit says otherwise.
 const defaultLimit = 20
 
+// maxTopUps bounds the further reads that fill a short page.
+const maxTopUps = 3
+
 func pageFlags(fs *flag.FlagSet, o *opts) {
 	fs.IntVar(&o.limit, "limit", defaultLimit, fmt.Sprintf("page size, 1..%d", queue.MaxPageLimit))
 	fs.StringVar(&o.cursor, "cursor", "", "cursor of the page to show (printed after the previous page)")
@@ -167,6 +170,20 @@ func (e *env) list(ctx context.Context, name string, st queue.JobState, o *opts)
 	page, err := e.in.Jobs(ctx, name, st, o.cursor, o.limit, lo...)
 	if err != nil {
 		return e.redisErr(err)
+	}
+	// A page may hold fewer jobs than its limit with more to follow (wake
+	// markers take places in the ready list, the byte bound cuts a page of
+	// large jobs): fill it from the next pages, at most maxTopUps more
+	// reads, so Redis work stays bounded by the limit.
+	for range maxTopUps {
+		if len(page.Jobs) >= o.limit || page.Next == "" {
+			break
+		}
+		more, err := e.in.Jobs(ctx, name, st, page.Next, o.limit-len(page.Jobs), lo...)
+		if err != nil {
+			return e.redisErr(err)
+		}
+		page.Jobs, page.Next = append(page.Jobs, more.Jobs...), more.Next
 	}
 	if page.Jobs == nil {
 		page.Jobs = []queue.ListedJob{}

@@ -27,10 +27,14 @@
 //
 // Listings are one page: --limit (20, at most 1000) jobs or queues, and the
 // cursor of the next page is printed after it ("more: --cursor ..."; "next"
-// in JSON). Redis work per command is bounded by the page, never by the
+// in JSON). A page of jobs the Inspector returns short (wake markers take
+// places in the ready list; about 4 MiB of elements end a page) is filled
+// from at most 3 further pages. Redis work per command is bounded by the page, never by the
 // size of a queue (queue.Inspector). A queue that the namespace's registry
 // does not list is an error. A destructive command over a whole queue
-// (purge, requeue --all) needs --yes.
+// (purge, requeue --all) needs --yes. requeue --all costs two round trips
+// per dead letter: give a larger --timeout for a large dead set (a rerun
+// goes on where a timed-out one stopped).
 //
 // tail follows queue.Inspector.Tail: workers learn at their next
 // heartbeat (10s by default) that a queue is followed and then publish the

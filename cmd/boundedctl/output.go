@@ -85,7 +85,7 @@ func (e *env) printJobs(st queue.JobState, page queue.JobPage) error {
 	if col == "" {
 		col = "ENQUEUED"
 	}
-	fmt.Fprintf(w, "ID\tATTEMPT\t%s\tERROR\tSIZE\tPAYLOAD\n", col)
+	fmt.Fprintf(w, "ID\tFAILED\t%s\tERROR\tSIZE\tPAYLOAD\n", col)
 	for _, j := range page.Jobs {
 		at := when(j.EnqueuedAt)
 		switch st {
@@ -132,7 +132,7 @@ func (e *env) printJob(j queue.JobInfo) error {
 	row("id", j.ID)
 	row("queue", j.Queue)
 	row("state", string(j.State))
-	row("attempt", fmt.Sprintf("%d of %d", j.Attempt, j.MaxAttempts))
+	row("failed runs", fmt.Sprintf("%d of at most %d", j.Attempt, j.MaxAttempts))
 	row("deliveries", strconv.Itoa(j.Deliveries))
 	row("enqueued", when(j.EnqueuedAt))
 	row("due", when(j.Due))

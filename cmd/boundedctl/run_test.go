@@ -223,6 +223,10 @@ func TestLsAndDead(t *testing.T) {
 			}
 		}
 		require.Equal(t, ready, paged, "next to run first")
+		// The ready list holds a wake marker among the jobs (a page of
+		// the Inspector's with limit 3 held 2 jobs): ls fills its page.
+		full := decode[queue.JobPage](t, b.url, "ls", "emails", "--limit", "4")
+		require.Equal(t, ready, idsOf(full.Jobs))
 
 		text := ok(t, b.url, "ls", "emails")
 		require.Contains(t, text, ready[0])
