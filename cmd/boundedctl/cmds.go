@@ -82,7 +82,7 @@ func (e *env) lookupQueue(ctx context.Context, name string) (queue.QueueInfo, er
 	below := name[:len(name)-1] + string([]byte{last - 1}) + strings.Repeat("\xff", check.MaxNameBytes-len(name))
 	page, err := e.in.Queues(ctx, below, 1)
 	if err != nil {
-		return queue.QueueInfo{}, e.redisErr(err)
+		return queue.QueueInfo{}, e.redisErr(fmt.Errorf("looking up queue %q: %w", name, err))
 	}
 	if len(page.Queues) == 0 || page.Queues[0].Name != name {
 		return queue.QueueInfo{}, fmt.Errorf("%w %q in namespace %q (never used, or not seen for 30 days; 'boundedctl stats' lists the queues)", errUnknownQueue, name, e.namespace)

@@ -73,22 +73,26 @@ func TestRedisURLFromEnvironment(t *testing.T) {
 
 func TestNoPasswordPrinted(t *testing.T) {
 	const secret = "s3cr3t-Pa55"
-	srv := redistest.ServerWith(t, redistest.Options{Password: "the-right-one"})
 	for _, tc := range []struct {
-		name, url string
-		code      int
+		name string
+		url  func(t *testing.T) string
+		code int
 	}{
-		{"malformed URL", "redis://user:" + secret + "/x@127.0.0.1:port", exitUsage},
-		{"bad port", "redis://user:" + secret + "@127.0.0.1:99999", exitError},
-		{"refused", "redis://user:" + secret + "@127.0.0.1:1", exitError},
-		{"wrong password", "redis://default:" + secret + "@" + srv.Addr(), exitError},
-		{"pool option", "redis://user:" + secret + "@127.0.0.1:1?pool_size=3", exitUsage},
+		{"malformed URL", func(*testing.T) string { return "redis://user:" + secret + "/x@127.0.0.1:port" }, exitUsage},
+		{"bad port", func(*testing.T) string { return "redis://user:" + secret + "@127.0.0.1:99999" }, exitError},
+		{"refused", func(*testing.T) string { return "redis://user:" + secret + "@127.0.0.1:1" }, exitError},
+		{"pool option", func(*testing.T) string { return "redis://user:" + secret + "@127.0.0.1:1?pool_size=3" }, exitUsage},
+		{"wrong password", func(t *testing.T) string {
+			srv := redistest.ServerWith(t, redistest.Options{Password: "the-right-one"})
+			return "redis://default:" + secret + "@" + srv.Addr()
+		}, exitError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, env := range []map[string]string{nil, {EnvRedisURL: tc.url}} {
+			url := tc.url(t)
+			for _, env := range []map[string]string{nil, {EnvRedisURL: url}} {
 				args := []string{"stats"}
 				if env == nil {
-					args = []string{"--redis", tc.url, "stats"}
+					args = []string{"--redis", url, "stats"}
 				}
 				r := ctl(t, env, args...)
 				require.Equal(t, tc.code, r.code, r.stderr)
