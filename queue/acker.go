@@ -178,6 +178,7 @@ func (a *acker) write() bool {
 // back just because the script cache was cold.
 func (w *Worker) flush(ctx context.Context, ops []ackOp) []ackOp {
 	failed, noScript := w.flushOnce(ctx, ops)
+	defer w.tailPublish(ctx) // tail.go: nothing unless the queue is followed
 	if len(noScript) == 0 {
 		return failed
 	}
@@ -287,7 +288,8 @@ func (w *Worker) written(op ackOp, n int64) {
 			w.st.dead.Add(1)
 		}
 		w.untrack(op.elem)
-		w.callHook(op) // after the write, and only once it is ours (hooks.go)
+		w.callHook(op)    // after the write, and only once it is ours (hooks.go)
+		w.tailWritten(op) // tail.go
 		return
 	}
 	w.untrack(op.elem)

@@ -323,6 +323,7 @@ func (n *node) beat(ctx context.Context, now time.Time) (found []redis.Z, trimme
 	pipe := n.p.Background().Pipeline()
 	pipe.ZAdd(ctx, n.hb, redis.Z{Score: float64(now.Add(n.ttl).UnixMilli()), Member: n.id})
 	deadCmd := pipe.ZRevRangeByScoreWithScores(ctx, n.hb, &redis.ZRangeBy{Min: "-inf", Max: nowMs, Count: deadPage})
+	tailCmd := n.tailNote(ctx, pipe, now) // tail.go
 	trimmed = now.Sub(n.lastTrim) > heartbeatRetention/4
 	if trimmed {
 		// EVAL, not EVALSHA: once per 15 minutes, and a Redis that lost its
@@ -336,6 +337,7 @@ func (n *node) beat(ctx context.Context, now time.Time) (found []redis.Z, trimme
 	if err != nil {
 		return nil, false, err
 	}
+	n.applyTails(tailCmd.Val())
 	return deadCmd.Val(), trimmed, nil
 }
 

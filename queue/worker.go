@@ -93,6 +93,7 @@ type Worker struct {
 	mem memState // Redis's memory limit and eviction policy (oom.go, policy.go)
 
 	hookPanics atomic.Uint64 // outcome hooks that panicked (hooks.go)
+	tail       tailState     // live outcomes for a follower (tail.go)
 
 	needReconcile  atomic.Bool
 	beats          int    // heartbeats seen; the heartbeat goroutine's only

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/bounded-go/bounded/queue"
+)
+
+func tailFlags(fs *flag.FlagSet, o *opts) {
+	fs.IntVar(&o.count, "count", 0, "stop after this many outcomes (0: until interrupted)")
+}
+
+// errEnough ends a tail that printed --count outcomes.
+var errEnough = errors.New("enough outcomes")
+
+// runTail prints the outcomes of the queues' jobs as workers write them
+// (queue.Inspector.Tail), one line each (--json: one JSON object a line),
+// until interrupted or --count. Workers start publishing at their next
+// heartbeat, and only while somebody tails: see queue/tail.go.
+func runTail(ctx context.Context, e *env, o *opts, args []string) error {
+	if len(args) == 0 || len(args) > queue.MaxTailQueues {
+		return usagef("tail takes 1 to %d queues, got %d", queue.MaxTailQueues, len(args))
+	}
+	if o.count < 0 {
+		return usagef("--count must not be negative, got %d", o.count)
+	}
+	lctx, cancel := context.WithTimeout(ctx, e.timeout)
+	for _, name := range args {
+		if _, err := e.lookupQueue(lctx, name); err != nil {
+			cancel()
+			return err
+		}
+	}
+	cancel()
+	if !e.json {
+		fmt.Fprintf(e.stderr, "following %d queue(s); workers start publishing at their next heartbeat (10s by default)\n", len(args))
+	}
+	tctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	n := 0
+	var werr error
+	err := e.in.Tail(tctx, args, func(ev queue.TailEvent) {
+		if werr != nil {
+			return
+		}
+		werr = e.printEvent(ev)
+		if n++; werr == nil && o.count > 0 && n >= o.count {
+			stop(errEnough)
+		}
+	})
+	if werr != nil {
+		return werr
+	}
+	return e.redisErr(err)
+}
+
+func (e *env) printEvent(ev queue.TailEvent) error {
+	if e.json {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s\n", b)
+		return err
+	}
+	line := fmt.Sprintf("%s  %s  %-5s  %s", ev.At.UTC().Format(time.DateTime+".000"), ev.Queue, ev.Outcome, ev.ID)
+	switch ev.Outcome {
+	case "retry":
+		line += fmt.Sprintf("  next %s: %s", when(ev.RetryAt), text([]byte(ev.Error), 200))
+	case "dead":
+		line += fmt.Sprintf("  after %d attempt(s): %s", ev.Attempts, text([]byte(ev.Error), 200))
+	}
+	_, err := fmt.Fprintln(e.stdout, line)
+	return err
+}

@@ -1,0 +1,253 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// Live outcomes for an operator (Inspector.Tail, boundedctl tail), at no
+// cost per job while nobody follows them.
+//
+// A follower registers the queues it follows in the namespace's tails set
+// (member = "<queue> <follower>", score = unix ms until which the
+// registration holds; a queue name has no space), renewed while it follows. Every heartbeat (one per process and
+// HeartbeatInterval) already sends a pipeline to the namespace's slot; it
+// reads the live registrations in that pipeline and tells each worker
+// whether its queue is followed. A followed worker's acker publishes the
+// outcomes it wrote, one message per pipeline of acks (at most
+// maxAckBatch outcomes), on the queue's tail channel. So:
+//   - nobody follows: one ZRANGEBYSCORE of an empty key per heartbeat and
+//     process, nothing per job;
+//   - somebody follows: one PUBLISH per ack pipeline of a followed queue;
+//   - a follower sees outcomes from at most one HeartbeatInterval after it
+//     registered, and publishing stops at most tailTTL plus one interval
+//     after it left without saying so.
+// Other designs were measured against this one: a PUBLISH per outcome for
+// everybody (a command per job), keyspace notifications (a server setting,
+// and they do not say which job), PUBSUB NUMSUB (per node on Redis
+// Cluster, so a worker cannot learn of a follower on another node).
+
+// tailTTL is how long a registration holds unless renewed; a follower
+// renews it every tailTTL/3.
+const tailTTL = 30 * time.Second
+
+// MaxTailQueues is the most queues one Tail follows.
+const MaxTailQueues = 100
+
+// tailEventMax caps the error text of an event.
+const tailEventMax = 512
+
+func tailsKey(namespace string) string { return "{" + namespace + "}:tails" }
+
+// tailChannel carries the outcomes of a followed queue.
+func (k keys) tailChannel() string { return k.tag + ":tail" }
+
+// TailEvent is one outcome of a job, as Inspector.Tail delivers it.
+type TailEvent struct {
+	Queue   string    `json:"queue"`
+	ID      string    `json:"id"`
+	Outcome string    `json:"outcome"` // "done", "retry" or "dead"
+	At      time.Time `json:"at"`      // when the worker wrote it
+	// Error is the failed run's error (retry) or the dead letter's reason
+	// (dead), at most 512 bytes.
+	Error   string    `json:"error,omitempty"`
+	RetryAt time.Time `json:"retry_at,omitzero"` // retry: when the next attempt is due
+	// Attempts is the runs a dead job had.
+	Attempts int `json:"attempts,omitempty"`
+}
+
+// tailState is a worker's side of the tail: whether its queue is followed
+// (set by the heartbeat), and the outcomes written since the last publish
+// (the acker's own).
+type tailState struct {
+	on  atomic.Bool
+	buf []TailEvent
+}
+
+// tailNote reads the live registrations in the heartbeat's pipeline.
+func (n *node) tailNote(ctx context.Context, pipe redis.Pipeliner, now time.Time) *redis.StringSliceCmd {
+	return pipe.ZRangeByScore(ctx, tailsKey(n.c.cfg.Namespace), &redis.ZRangeBy{
+		Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf", Count: MaxTailQueues * 10,
+	})
+}
+
+// applyTails tells every attached worker whether its queue is followed.
+func (n *node) applyTails(names []string) {
+	followed := make(map[string]bool, len(names))
+	for _, m := range names {
+		name, _, _ := strings.Cut(m, " ")
+		followed[name] = true
+	}
+	for _, m := range n.attached() {
+		if w, ok := m.(*Worker); ok {
+			w.tail.on.Store(followed[w.q.name])
+		}
+	}
+}
+
+// tailWritten notes an outcome Redis wrote, while the queue is followed.
+func (w *Worker) tailWritten(op ackOp) {
+	if !w.tail.on.Load() || op.kind == ackDrop || len(w.tail.buf) >= maxAckBatch*2 {
+		return
+	}
+	ev := TailEvent{Queue: w.q.name, ID: op.id, At: w.q.cfg.Now()}
+	switch op.kind {
+	case ackDone:
+		ev.Outcome = "done"
+	case ackRetry:
+		ev.Outcome, ev.RetryAt = "retry", op.due
+		if op.x != nil {
+			ev.Error = truncate(op.x.lastErr, tailEventMax)
+		}
+	case ackDead:
+		ev.Outcome, ev.Error, ev.Attempts = "dead", truncate(op.reason, tailEventMax), op.attempts
+		if ev.ID == "" {
+			ev.ID = op.deadID
+		}
+	}
+	w.tail.buf = append(w.tail.buf, ev)
+}
+
+// tailPublish publishes the outcomes noted since the last call, in one
+// message. A failed publish is dropped: the tail is for watching, and
+// nothing waits on it.
+func (w *Worker) tailPublish(ctx context.Context) {
+	if len(w.tail.buf) == 0 {
+		return
+	}
+	b, err := json.Marshal(w.tail.buf)
+	w.tail.buf = w.tail.buf[:0]
+	if err == nil {
+		err = w.q.p.Background().Publish(ctx, w.q.k.tailChannel(), b).Err()
+	}
+	if err != nil {
+		w.log.Debug("queue: publishing outcomes to a tail failed", "err", err)
+	}
+}
+
+// ErrTailLost: Tail's subscription failed; outcomes after it were missed.
+var ErrTailLost = errors.New("queue: tail subscription lost")
+
+// Tail calls fn with the outcomes of the given queues' jobs (done, retry,
+// dead) as workers of this version write them, until ctx ends (then it
+// returns nil) or its subscription fails (ErrTailLost). Workers learn that
+// a queue is followed at their next heartbeat (ConsumerConfig.
+// HeartbeatInterval, 10 s by default): outcomes before that are not
+// delivered. fn runs on Tail's goroutine; a slow fn delays the reading,
+// and Redis disconnects a subscriber that falls too far behind
+// (client-output-buffer-limit pubsub), which ends Tail with ErrTailLost.
+//
+// Tail holds one connection of the pool's blocking lane while it runs
+// (pool.Pool.ReserveBlocking), and renews its registration every 10 s.
+// At most MaxTailQueues queues.
+func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEvent)) error {
+	if len(queues) == 0 || len(queues) > MaxTailQueues {
+		return fmt.Errorf("queue: inspector: tail: %w: 1..%d queues, got %d", ErrInvalidArgument, MaxTailQueues, len(queues))
+	}
+	channels := make([]string, len(queues))
+	byChannel := make(map[string]string, len(queues))
+	for i, name := range queues {
+		k, err := in.keysOf(name)
+		if err != nil {
+			return fmt.Errorf("queue: inspector: tail: %w", err)
+		}
+		channels[i] = k.tailChannel()
+		byChannel[channels[i]] = name
+	}
+	res, err := in.p.ReserveBlocking("queue inspector tail", 1)
+	if err != nil {
+		return fmt.Errorf("queue: inspector: tail: %w", err)
+	}
+	defer func() { _ = res.Release() }()
+	sub, err := res.Subscribe(ctx, channels...)
+	if err != nil {
+		return fmt.Errorf("queue: inspector: tail: %w", err)
+	}
+	// go-redis does not interrupt a read when ctx ends: closing does.
+	stop := context.AfterFunc(ctx, func() { _ = sub.Close() })
+	defer func() {
+		stop()
+		_ = sub.Close()
+	}()
+	follower := newID(in.now())
+	members := make([]string, len(queues))
+	for i, q := range queues {
+		members[i] = q + " " + follower
+	}
+	if err := in.tailRegister(ctx, members); err != nil {
+		return fmt.Errorf("queue: inspector: tail: %w", err)
+	}
+	defer in.tailUnregister(ctx, members)
+	return in.tailRead(ctx, sub, members, byChannel, fn)
+}
+
+func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, members []string, byChannel map[string]string, fn func(TailEvent)) error {
+	renew := in.now().Add(tailTTL / 3)
+	for {
+		msg, err := sub.ReceiveTimeout(ctx, max(time.Until(renew), time.Millisecond))
+		if ctx.Err() != nil {
+			return nil
+		}
+		var nerr interface{ Timeout() bool }
+		switch {
+		case errors.As(err, &nerr) && nerr.Timeout():
+		case err != nil:
+			return fmt.Errorf("queue: inspector: tail: %w: %w", ErrTailLost, err)
+		default:
+			if m, ok := msg.(*redis.Message); ok && byChannel[m.Channel] != "" {
+				var evs []TailEvent
+				if json.Unmarshal([]byte(m.Payload), &evs) == nil {
+					for _, ev := range evs {
+						fn(ev)
+					}
+				}
+			}
+		}
+		if !in.now().Before(renew) {
+			if err := in.tailRegister(ctx, members); err != nil {
+				return fmt.Errorf("queue: inspector: tail: renewing: %w", err)
+			}
+			renew = in.now().Add(tailTTL / 3)
+		}
+	}
+}
+
+// tailRegister registers (or renews) a follower's members, and drops the
+// registrations that expired; the key itself expires with the last.
+func (in *Inspector) tailRegister(ctx context.Context, members []string) error {
+	now := in.now()
+	until := float64(now.Add(tailTTL).UnixMilli())
+	zs := make([]redis.Z, len(members))
+	for i, m := range members {
+		zs[i] = redis.Z{Score: until, Member: m}
+	}
+	k := tailsKey(in.ns)
+	pipe := in.p.Client().TxPipeline()
+	pipe.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
+	pipe.ZAdd(ctx, k, zs...)
+	pipe.PExpire(ctx, k, tailTTL)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// tailUnregister removes a follower's registrations, so publishing stops
+// at the next heartbeat unless another follows the queue.
+func (in *Inspector) tailUnregister(ctx context.Context, members []string) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	ms := make([]any, len(members))
+	for i, m := range members {
+		ms[i] = m
+	}
+	_ = in.p.Client().ZRem(uctx, tailsKey(in.ns), ms...).Err()
+}
