@@ -96,6 +96,7 @@
 
   const ms = (ns) => {
     if (!ns) return "0";
+    if (ns < 1e3) return ns.toFixed(0) + " ns";
     if (ns < 1e6) return (ns / 1e3).toFixed(0) + " µs";
     if (ns < 1e9) return (ns / 1e6).toFixed(ns < 1e7 ? 1 : 0) + " ms";
     return (ns / 1e9).toFixed(1) + " s";
@@ -287,11 +288,15 @@
     return out;
   }
 
+  // statsTables shows components of one kind side by side: a row per
+  // counter, a column per component.
   function statsTables(title, m) {
     const names = Object.keys(m || {}).sort();
     if (!names.length) return [];
-    return [el("h2", {}, title), names.map((n) => [el("h3", {}, n),
-      table(["counter", "value"], flatten(m[n], "", []).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, v))))])];
+    const cols = names.map((n) => new Map(flatten(m[n], "", [])));
+    const keys = [...new Set(cols.flatMap((c) => [...c.keys()]))];
+    return [el("h2", {}, title), table(["counter"].concat(names), keys.map((k) => el("tr", {},
+      el("td", {}, k), cols.map((c) => el("td", { class: "num" }, c.has(k) ? c.get(k) : ""))))) ];
   }
 
   // poolLanes shows a pool's three lanes side by side.
