@@ -61,6 +61,10 @@ type Config struct {
 	Pools    map[string]PoolStats
 	Caches   map[string]CacheStats
 	Limiters map[string]LimiterStats
+	// Workers, optional, are the queue workers of this process: the queue
+	// table adds their rates and enqueue-to-start latency, marked "this
+	// process" (another process's workers are not counted).
+	Workers []Worker
 	// Memwatch, optional, adds the memory history, trend and alerts.
 	Memwatch *memwatch.Watcher
 	// AllowMutations enables requeue, delete, purge and cancel. Without it
@@ -101,6 +105,8 @@ type handler struct {
 	cfg   Config
 	token string
 	mux   *http.ServeMux
+	rates *rates
+	now   func() time.Time // time.Now; tests inject a clock
 }
 
 // New returns the dashboard's handler. Each handler has its own random CSRF
@@ -126,6 +132,11 @@ func New(cfg Config) (http.Handler, error) {
 			e.Addf("Config.Caches[%q] is nil", name)
 		}
 	}
+	for i, w := range cfg.Workers {
+		if w == nil {
+			e.Addf("Config.Workers[%d] is nil", i)
+		}
+	}
 	for name, l := range cfg.Limiters {
 		if l == nil {
 			e.Addf("Config.Limiters[%q] is nil", name)
@@ -138,7 +149,7 @@ func New(cfg Config) (http.Handler, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("admin: csrf token: %w", err)
 	}
-	h := &handler{cfg: cfg, token: hex.EncodeToString(b[:]), mux: http.NewServeMux()}
+	h := &handler{cfg: cfg, token: hex.EncodeToString(b[:]), mux: http.NewServeMux(), rates: newRates(len(cfg.Workers)), now: time.Now}
 	h.routes()
 	return h, nil
 }

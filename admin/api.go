@@ -25,15 +25,16 @@ const CSRFHeader = "X-Bounded-CSRF"
 func (h *handler) routes() {
 	m := h.mux
 	m.HandleFunc("/", h.page)
-	for _, p := range []string{"/api/session", "/api/queues", "/api/jobs", "/api/job", "/api/consumers", "/api/stats", "/api/memwatch"} {
-		get := map[string]http.HandlerFunc{
-			"/api/session": h.session, "/api/queues": h.queues, "/api/jobs": h.jobs, "/api/job": h.job,
-			"/api/consumers": h.consumers, "/api/stats": h.stats, "/api/memwatch": h.memwatch,
-		}[p]
+	for p, get := range map[string]http.HandlerFunc{
+		"/api/session": h.session, "/api/queues": h.queues, "/api/jobs": h.jobs, "/api/job": h.job,
+		"/api/consumers": h.consumers, "/api/stats": h.stats, "/api/memwatch": h.memwatch,
+		"/api/workers": h.workers,
+	} {
 		m.HandleFunc(p, onlyGet(get))
 	}
 	for p, f := range map[string]http.HandlerFunc{
 		"/api/requeue": h.requeue, "/api/delete": h.delete, "/api/purge": h.purge, "/api/cancel": h.cancel,
+		"/api/pause": h.notSupported, "/api/resume": h.notSupported,
 	} {
 		m.HandleFunc(p, h.mutation(f))
 	}
@@ -141,6 +142,7 @@ type sessionView struct {
 	Caches        []string `json:"caches"`
 	Limiters      []string `json:"limiters"`
 	Memwatch      bool     `json:"memwatch"`
+	Workers       int      `json:"workers"`
 	MaxRequeueIDs int      `json:"max_requeue_ids"`
 }
 
@@ -158,7 +160,7 @@ func (h *handler) session(w http.ResponseWriter, r *http.Request) {
 		CSRFToken: h.token, Mutations: h.cfg.AllowMutations, Namespace: h.cfg.Inspector.Namespace(),
 		MaxLimit: queue.MaxPageLimit, DefaultLimit: DefaultLimit, PreviewBytes: PreviewBytes,
 		Pools: sortedKeys(h.cfg.Pools), Caches: sortedKeys(h.cfg.Caches), Limiters: sortedKeys(h.cfg.Limiters),
-		Memwatch: h.cfg.Memwatch != nil, MaxRequeueIDs: MaxRequeueIDs,
+		Memwatch: h.cfg.Memwatch != nil, Workers: len(h.cfg.Workers), MaxRequeueIDs: MaxRequeueIDs,
 	})
 }
 
@@ -394,6 +396,13 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"cancelled": b.ID})
+}
+
+// notSupported answers pause and resume, which wait for the Inspector's
+// Pause and Resume: the routes are here (behind the mutation checks) so the
+// page and clients can be written against them.
+func (h *handler) notSupported(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotImplemented, "not_supported", "not supported yet: "+strings.TrimPrefix(r.URL.Path, "/api/")+" needs queue.Inspector.Pause and Resume, which this version does not have")
 }
 
 // fail maps the queue package's errors to statuses; anything else is a 500

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -32,7 +33,9 @@ func TestPageScriptRenders(t *testing.T) {
 	for range 3 {
 		w.Tick()
 	}
-	srv := httptest.NewServer(mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true, Pools: map[string]PoolStats{"main": p}, Memwatch: w}))
+	fw := &fakeWorker{q: q}
+	fw.s.StartDelay = histOf(40*time.Millisecond, 40*time.Millisecond, 100*time.Millisecond)
+	srv := httptest.NewServer(mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true, Pools: map[string]PoolStats{"main": p}, Memwatch: w, Workers: []Worker{fw}}))
 	defer srv.Close()
 
 	js, err := static.ReadFile("static/app.js")
@@ -60,7 +63,11 @@ func TestPageScriptRenders(t *testing.T) {
 	job := got["#/job/xss/"+ids[0]].(map[string]any)["text"].(string)
 	require.Contains(t, job, evil)
 	require.Contains(t, job, "boom <b>bold</b>")
-	require.Contains(t, got["#/components"].(map[string]any)["text"], "request.size")
+	require.Contains(t, got["#/components"].(map[string]any)["text"], "Pool lanes")
+	require.Contains(t, got["#/components"].(map[string]any)["text"], "dial errors")
+	require.Contains(t, got["#/queues"].(map[string]any)["text"], "Workers in this process")
+	require.Contains(t, got["#/queues"].(map[string]any)["text"], "enqueue→start p50 / p99")
+	require.Contains(t, got["#/queues"].(map[string]any)["text"], "50 ms / 100 ms", "the fake worker's start delay quantiles (bucket bounds)")
 	require.Contains(t, got["#/job/xss/nosuch"].(map[string]any)["error"], "not found")
 	require.Contains(t, got["#/memory"].(map[string]any)["text"], "heap live")
 	require.Contains(t, got["created"], "polyline", "the memory chart is drawn")

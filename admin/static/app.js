@@ -29,6 +29,13 @@
     box.hidden = !msg;
   }
 
+  // showNotice says what a mutation did; it stays until the next one.
+  function showNotice(msg) {
+    const box = document.getElementById("notice");
+    box.textContent = msg || "";
+    box.hidden = !msg;
+  }
+
   async function api(path, params) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) if (v !== undefined && v !== "") q.set(k, v);
@@ -73,28 +80,85 @@
       el("tbody", {}, rows));
   }
 
-  function confirmThen(msg, fn) {
+  // confirmThen asks, runs fn, says what it did (done(answer)) and
+  // renders the view again.
+  function confirmThen(msg, fn, done) {
     return async () => {
       if (!window.confirm(msg)) return;
-      try { await fn(); showError(""); route(); } catch (e) { showError(e.message); }
+      try {
+        const res = await fn();
+        showError("");
+        showNotice(done(res || {}));
+        await route();
+      } catch (e) { showError(e.message); }
     };
   }
 
+  const ms = (ns) => {
+    if (!ns) return "0";
+    if (ns < 1e3) return ns.toFixed(0) + " ns";
+    if (ns < 1e6) return (ns / 1e3).toFixed(0) + " µs";
+    if (ns < 1e9) return (ns / 1e6).toFixed(ns < 1e7 ? 1 : 0) + " ms";
+    return (ns / 1e9).toFixed(1) + " s";
+  };
+  const perSec = (v, win) => (win ? v.toFixed(v < 10 ? 1 : 0) + "/s" : "–");
+
   // --- queues -------------------------------------------------------------
   async function viewQueues(params) {
-    const page = await api("queues", { cursor: params.get("cursor") || "", limit: session.default_limit });
-    const rows = page.queues.map((q) => el("tr", {},
-      el("td", {}, link(q.name, hash("queue", q.name, "ready"))),
-      num(q.ready), num(q.delayed), num(q.in_flight),
-      el("td", { class: "num" }, link(q.dead, hash("queue", q.name, "dead"))),
-      num(q.consumers), el("td", {}, when(q.last_seen))));
-    return [
-      el("h2", {}, "Queues ", el("span", { class: "muted" }, "namespace " + session.namespace)),
-      searchBox(),
-      rows.length ? table(["queue", "ready", "delayed", "in flight", "dead", "consumers", "last seen"], rows)
-        : el("p", { class: "muted" }, "No queues registered in this namespace yet."),
-      pager(params, page.next, "#/queues"),
-    ];
+    const [page, wk, mem] = await Promise.all([
+      api("queues", { cursor: params.get("cursor") || "", limit: session.default_limit }),
+      session.workers ? api("workers") : Promise.resolve(null),
+      session.memwatch ? api("memwatch") : Promise.resolve(null),
+    ]);
+    // This process's workers, summed by queue: rates add up, the start
+    // delay shown is the worst p99 of them.
+    const local = {};
+    for (const w of (wk && wk.workers) || []) {
+      const a = local[w.queue] || (local[w.queue] = { rate: 0, win: 0, p50: 0, p99: 0, n: 0 });
+      a.rate += w.processed_per_s;
+      a.win = Math.max(a.win, w.rate_window_ns);
+      a.p50 = Math.max(a.p50, w.start_delay.p50_ns);
+      a.p99 = Math.max(a.p99, w.start_delay.p99_ns);
+      a.n += w.start_delay.count;
+    }
+    const rows = page.queues.map((q) => {
+      const l = local[q.name];
+      return el("tr", {},
+        el("td", {}, link(q.name, hash("queue", q.name, "ready"))),
+        num(q.ready), num(q.delayed), num(q.in_flight),
+        el("td", { class: "num" }, link(q.dead, hash("queue", q.name, "dead"))),
+        num(q.consumers), el("td", {}, when(q.last_seen)),
+        wk ? num(l ? perSec(l.rate, l.win) : "") : null,
+        wk ? num(l && l.n ? ms(l.p50) + " / " + ms(l.p99) : "") : null);
+    });
+    const head = ["queue", "ready", "delayed", "in flight", "dead", "consumers", "last seen"];
+    if (wk) head.push("processed (this process)", "enqueue→start p50 / p99 (this process)");
+    const out = [el("h2", {}, "Queues ", el("span", { class: "muted" }, "namespace " + session.namespace)), alertsBox(mem), searchBox(),
+      rows.length ? table(head, rows) : el("p", { class: "muted" }, "No queues registered in this namespace yet."),
+      pager(params, page.next, "#/queues")];
+    if (wk && wk.workers.length) out.push(workersTable(wk));
+    return out;
+  }
+
+  function alertsBox(mem) {
+    if (!mem || !mem.alerts.length) return null;
+    return el("div", { class: "alerts", role: "alert" }, el("strong", {}, "Memory alerts: "),
+      el("ul", {}, mem.alerts.map((a) => el("li", { class: "alert" }, when(a.time) + " " + a.kind + ": " + a.message))),
+      link("memory history", "#/memory"));
+  }
+
+  function workersTable(wk) {
+    const rows = wk.workers.map((w) => el("tr", {},
+      el("td", {}, link(w.queue, hash("queue", w.queue, "running"))),
+      num(w.busy + " / " + w.concurrency), num(w.processed), num(w.failed), num(w.retried), num(w.dead),
+      num(perSec(w.processed_per_s, w.rate_window_ns)), num(perSec(w.failed_per_s, w.rate_window_ns)),
+      num(w.start_delay.count ? ms(w.start_delay.p50_ns) + " / " + ms(w.start_delay.p99_ns) + (w.start_delay.p99_over_last_bound ? "+" : "") : ""),
+      num(w.run.count ? ms(w.run.p50_ns) + " / " + ms(w.run.p99_ns) : ""),
+      el("td", {}, w.fetcher_state)));
+    const win = Math.max(0, ...wk.workers.map((w) => w.rate_window_ns));
+    return [el("h3", {}, "Workers in " + wk.scope + " ", el("span", { class: "muted" },
+      win ? "rates over the last " + (win / 1e9).toFixed(0) + " s" : "rates from the next refresh")),
+    table(["queue", "busy", "processed", "failed", "retried", "dead", "processed/s", "failed/s", "enqueue→start p50 / p99", "run p50 / p99", "fetcher"], rows)];
   }
 
   function searchBox() {
@@ -139,7 +203,8 @@
     if (state === "dead" && session.mutations) {
       out.push(el("p", {}, el("button", {
         class: "danger",
-        onclick: confirmThen("Delete ALL dead letters of " + queue + "?", () => post("purge", { queue })),
+        onclick: confirmThen("Delete ALL dead letters of " + queue + "?", () => post("purge", { queue }),
+          (r) => "Purged " + r.purged + " dead letters of " + queue + "."),
       }, "Purge dead letters")));
     }
     const rows = page.jobs.map((j) => el("tr", {},
@@ -169,13 +234,16 @@
     if (!session.mutations) return [];
     const out = [];
     if (j.state === "dead") {
-      out.push(el("button", { onclick: confirmThen("Requeue " + j.id + "?", () => post("requeue", { queue, ids: [j.id] })) }, "requeue"));
+      out.push(el("button", { onclick: confirmThen("Requeue " + j.id + "?", () => post("requeue", { queue, ids: [j.id] }),
+        (r) => "Requeued " + r.requeued + " job (" + j.id + ")" + (r.error ? ": " + r.error : ".")) }, "requeue"));
     }
     if (j.handle) {
-      out.push(el("button", { class: "danger", onclick: confirmThen("Delete " + j.id + "?", () => post("delete", { queue, handle: j.handle })) }, "delete"));
+      out.push(el("button", { class: "danger", onclick: confirmThen("Delete " + j.id + "?", () => post("delete", { queue, handle: j.handle }),
+        () => "Deleted " + j.id + ".") }, "delete"));
     }
     if (j.state === "ready" || j.state === "delayed" || j.state === "running") {
-      out.push(el("button", { class: "danger", onclick: confirmThen("Cancel " + j.id + "?", () => post("cancel", { queue, id: j.id })) }, "cancel"));
+      out.push(el("button", { class: "danger", onclick: confirmThen("Cancel " + j.id + "?", () => post("cancel", { queue, id: j.id }),
+        () => "Cancelled " + j.id + ".") }, "cancel"));
     }
     return out;
   }
@@ -220,16 +288,37 @@
     return out;
   }
 
+  // statsTables shows components of one kind side by side: a row per
+  // counter, a column per component.
   function statsTables(title, m) {
     const names = Object.keys(m || {}).sort();
     if (!names.length) return [];
-    return [el("h2", {}, title), names.map((n) => [el("h3", {}, n),
-      table(["counter", "value"], flatten(m[n], "", []).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, v))))])];
+    const cols = names.map((n) => new Map(flatten(m[n], "", [])));
+    const keys = [...new Set(cols.flatMap((c) => [...c.keys()]))];
+    return [el("h2", {}, title), table(["counter"].concat(names), keys.map((k) => el("tr", {},
+      el("td", {}, k), cols.map((c) => el("td", { class: "num" }, c.has(k) ? c.get(k) : ""))))) ];
+  }
+
+  // poolLanes shows a pool's three lanes side by side.
+  function poolLanes(pools) {
+    const names = Object.keys(pools || {}).sort();
+    if (!names.length) return [];
+    const cols = [["size", "size"], ["in use", "in_use"], ["open", "open"], ["idle", "idle"], ["waiting", "waiting"],
+      ["waits", "waits"], ["timeouts", "timeouts"], ["rejections", "rejections"], ["dials", "dials"], ["dial errors", "dial_errors"]];
+    return [el("h2", {}, "Pool lanes"), names.map((n) => {
+      const p = pools[n];
+      const lanes = [["request", p.request], ["background", p.background], ["blocking", p.blocking]];
+      return [el("h3", {}, n + " ", el("span", { class: p.healthy ? "muted" : "alert" },
+        (p.healthy ? "healthy" : "UNHEALTHY") + ", " + p.open + " of " + p.total_size + " sockets open")),
+      table(["lane"].concat(cols.map(([h]) => h), ["wait p50", "wait p99", "reserved"]), lanes.map(([name, l]) => el("tr", {},
+        el("td", {}, name), cols.map(([, k]) => num(l[k])), num(ms(l.wait_p50_ns)), num(ms(l.wait_p99_ns)),
+        num(name === "blocking" ? l.reserved + " (" + (l.reservations || []).map((r) => r.owner + ": " + r.size).join(", ") + ")" : ""))))];
+    })];
   }
 
   async function viewComponents() {
     const s = await api("stats");
-    const out = [statsTables("Pools", s.pools), statsTables("Caches", s.caches), statsTables("Limiters", s.limiters)].flat();
+    const out = [poolLanes(s.pools), statsTables("Caches", s.caches), statsTables("Limiters", s.limiters)].flat();
     return out.length ? out : [el("p", { class: "muted" }, "No pools, caches or limiters registered (admin.Config).")];
   }
 
@@ -308,6 +397,9 @@
       showError("");
       main().replaceChildren(...[view].flat(Infinity).filter((n) => n));
     } catch (e) {
+      // The view that was shown may be out of date (a job just requeued
+      // and processed): it goes, the error says why.
+      main().replaceChildren(el("p", { class: "muted" }, "This view could not be loaded."));
       showError(e.message);
     }
   }
@@ -323,7 +415,9 @@
     mode.textContent = session.mutations ? "mutations allowed" : "read-only";
     if (session.mutations) mode.classList.add("rw");
     document.getElementById("nav-memory").hidden = !session.memwatch;
-    window.addEventListener("hashchange", route);
+    window.addEventListener("hashchange", () => { showNotice(""); route(); });
+    const refresh = document.getElementById("refresh");
+    if (refresh) refresh.addEventListener("click", () => route());
     await route();
   }
 

@@ -16,7 +16,7 @@ class Node {
 }
 class Text { constructor(s) { this.data = s; } get textContent() { return this.data; } }
 const byId = {};
-for (const id of ["main", "error", "mode", "nav-memory"]) byId[id] = new Node("div");
+for (const id of ["main", "error", "notice", "refresh", "mode", "nav-memory"]) byId[id] = new Node("div");
 const listeners = {};
 global.document = {
   createElement: (t) => { const n = new Node(t); created.push(t); return n; },

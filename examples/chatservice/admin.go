@@ -15,8 +15,13 @@ func (s *service) newAdmin() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	workers := make([]admin.Worker, len(s.workers))
+	for i, w := range s.workers {
+		workers[i] = w
+	}
 	return admin.New(admin.Config{
 		Inspector:      in,
+		Workers:        workers,
 		Pools:          map[string]admin.PoolStats{"main": s.p},
 		Caches:         map[string]admin.CacheStats{"replies": s.replies, "agents": s.agents},
 		Limiters:       map[string]admin.LimiterStats{"chat": s.limiter},

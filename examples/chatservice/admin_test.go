@@ -110,6 +110,22 @@ func TestAdminDashboard(t *testing.T) {
 				code, _, body = h.do(http.MethodGet, path, "")
 				require.Equal(t, http.StatusOK, code, "%s: %s", path, body)
 			}
+			// The service's three workers, marked as this process's; the chat
+			// worker counted the dead chat.
+			var workers struct {
+				Scope   string `json:"scope"`
+				Workers []struct {
+					Queue string `json:"queue"`
+					Dead  uint64 `json:"dead"`
+				} `json:"workers"`
+			}
+			h.getJSON("/admin/api/workers", http.StatusOK, &workers)
+			require.Equal(t, "this process", workers.Scope)
+			require.Len(t, workers.Workers, len(chatapi.Queues()))
+			for i, name := range chatapi.Queues() {
+				require.Equal(t, name, workers.Workers[i].Queue)
+			}
+			require.EqualValues(t, 1, workers.Workers[0].Dead, "the chat worker's dead count")
 
 			code, body = adminPost(t, h, "/admin/api/requeue", `{"queue":"`+chatapi.QueueChat+`","ids":["`+dead.Jobs[0].ID+`"]}`)
 			if !mutations {
