@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/bounded-go/bounded/queue"
 )
@@ -47,6 +48,7 @@ const (
 var (
 	noopCounter   metric.Int64Counter     = noop.Int64Counter{}
 	noopHistogram metric.Float64Histogram = noop.Float64Histogram{}
+	noSpan        trace.Span              = tracenoop.Span{}
 )
 
 // handler is the state of one Handler wrapper.
@@ -55,6 +57,10 @@ type handler struct {
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
 	newRoot bool
+	// noTrace: the tracer provider is the no-op one (trace/noop): a run
+	// reads no trace context and starts no span. Extracting the context
+	// cost more than all of the wrapper's metrics together but one.
+	noTrace bool
 
 	duration, wait    metric.Float64Histogram
 	processed, failed metric.Int64Counter
@@ -67,10 +73,15 @@ type handler struct {
 type queueAttrs struct {
 	name     string
 	spanName string
-	span     []attribute.KeyValue     // of the consumer span, before the job's own
-	start    []trace.SpanStartOption  // kind and span
-	ok       metric.MeasurementOption // of a run that succeeded
-	waitM    metric.MeasurementOption
+	span     []attribute.KeyValue    // of the consumer span, before the job's own
+	start    []trace.SpanStartOption // kind and span
+	// The options of the measurements of a run that succeeded, and of its
+	// wait, as slices: passing one to a variadic interface method
+	// allocates nothing, where a single option is copied to the heap on
+	// every call.
+	okRecord []metric.RecordOption
+	okAdd    []metric.AddOption
+	wait     []metric.RecordOption
 }
 
 // Handler wraps next so that each run of a job is a consumer span named
@@ -104,7 +115,7 @@ func Handler(next queue.Handler, opts ...Option) queue.Handler {
 	}
 	c := newConfig(opts)
 	m := c.mp.Meter(ScopeName)
-	h := &handler{next: next, tracer: c.tp.Tracer(ScopeName), prop: c.prop, newRoot: c.newRoot}
+	h := &handler{next: next, tracer: c.tp.Tracer(ScopeName), prop: c.prop, newRoot: c.newRoot, noTrace: isNoopTracing(c.tp)}
 	h.duration = histogram(m, "messaging.process.duration", "Duration of a job's run.")
 	h.wait = histogram(m, "bounded.queue.wait.duration", "Time from a job's enqueue (an occurrence's due time) to its first run's start.")
 	h.processed = counter(m, "bounded.queue.jobs.processed", "Runs that succeeded.")
@@ -139,9 +150,10 @@ func (h *handler) queueAttrs(name string) *queueAttrs {
 		name:     name,
 		spanName: "process " + name,
 		span:     []attribute.KeyValue{attrSystem, dest, attrOpProcess, attrOpNameProcs},
-		ok:       metric.WithAttributeSet(attribute.NewSet(attrSystem, dest, attrOpNameProcs)),
-		waitM:    metric.WithAttributeSet(attribute.NewSet(attrSystem, dest)),
 	}
+	ok := metric.WithAttributeSet(attribute.NewSet(attrSystem, dest, attrOpNameProcs))
+	a.okRecord, a.okAdd = []metric.RecordOption{ok}, []metric.AddOption{ok}
+	a.wait = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrSystem, dest))}
 	a.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(a.span...)}
 	v, _ := h.attrs.LoadOrStore(name, a)
 	return v.(*queueAttrs)
@@ -155,22 +167,42 @@ func (h *handler) handle(ctx context.Context, job *queue.Job) (err error) {
 		if !job.Due.IsZero() {
 			from = job.Due
 		}
-		h.wait.Record(ctx, max(start.Sub(from), 0).Seconds(), a.waitM)
+		h.wait.Record(ctx, max(start.Sub(from), 0).Seconds(), a.wait...)
 	}
-	ctx, span := h.startSpan(ctx, job, a)
+	// The measurements take the span's ctx only when the span records:
+	// the SDK's default exemplar filter would otherwise sample, for every
+	// measurement, the producer's span that a non-recording span carries.
+	runCtx, mctx, span := ctx, ctx, trace.Span(nil)
+	if !h.noTrace {
+		runCtx, span = h.startSpan(ctx, job, a)
+		if span.IsRecording() {
+			mctx = runCtx
+		}
+	}
 	defer func() {
 		if v := recover(); v != nil {
-			h.finish(ctx, span, job, a, start, &queue.PanicError{Value: v}, endNormal)
+			h.finish(mctx, span, job, a, start, &queue.PanicError{Value: v}, endNormal)
 			panic(v)
 		}
 	}()
-	err = h.next(ctx, job)
+	err = h.next(runCtx, job)
 	end := endNormal
 	if err != nil {
-		end = runEnd(ctx)
+		end = runEnd(runCtx)
 	}
-	h.finish(ctx, span, job, a, start, err, end)
+	h.finish(mctx, span, job, a, start, err, end)
 	return err
+}
+
+// isNoopTracing reports whether tp is the OpenTelemetry no-op tracer
+// provider, whose spans record nothing. The global provider is not: a
+// provider set later becomes its delegate.
+func isNoopTracing(tp trace.TracerProvider) bool {
+	switch tp.(type) {
+	case tracenoop.TracerProvider, *tracenoop.TracerProvider:
+		return true
+	}
+	return false
 }
 
 // How a failed run's ctx ended, as the worker tells them apart.
@@ -218,15 +250,18 @@ func (h *handler) startSpan(ctx context.Context, job *queue.Job, a *queueAttrs) 
 	return ctx, span
 }
 
-// finish ends the span and records the run. end: how its ctx ended
-// (runEnd).
+// finish ends the span (nil: tracing is off) and records the run. end:
+// how its ctx ended (runEnd).
 func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a *queueAttrs, start time.Time, err error, end int) {
+	if span == nil {
+		span = noSpan
+	}
 	// The metrics are recorded before the span ends: whoever sees the
 	// span ended (an exporter, a test) finds the run counted.
 	took := time.Since(start).Seconds()
 	if err == nil {
-		h.duration.Record(ctx, took, a.ok)
-		h.processed.Add(ctx, 1, a.ok)
+		h.duration.Record(ctx, took, a.okRecord...)
+		h.processed.Add(ctx, 1, a.okAdd...)
 		span.End()
 		return
 	}
