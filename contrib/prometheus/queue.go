@@ -36,6 +36,7 @@ type QueueConfig struct {
 // exports only the latter. At most one scrape reads Redis at a time: a
 // scrape that starts while another is reading exports the cached values.
 type QueueCollector struct {
+	invalid
 	cfg     QueueConfig
 	refresh sync.Mutex // held while reading Redis
 
@@ -60,7 +61,12 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 		cfg.Timeout = DefaultScrapeTimeout
 	}
 	l := "queue"
+	names := make([]string, len(cfg.Queues))
+	for i, q := range cfg.Queues {
+		names[i] = q.Name()
+	}
 	return &QueueCollector{
+		invalid:      invalid{distinct("NewQueueCollector", "queue", names)},
 		cfg:          cfg,
 		last:         make([]cached, len(cfg.Queues)),
 		errors:       make([]uint64, len(cfg.Queues)),
@@ -99,11 +105,18 @@ func (c *QueueCollector) metrics() []metric {
 }
 
 // Describe implements prometheus.Collector.
-func (c *QueueCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.metrics()...) }
+func (c *QueueCollector) Describe(ch chan<- *prom.Desc) {
+	if c.describe(ch) {
+		describe(ch, c.metrics()...)
+	}
+}
 
 // Collect implements prometheus.Collector. It reads Redis for at most the
 // configured timeout.
 func (c *QueueCollector) Collect(ch chan<- prom.Metric) {
+	if !c.collect(ch) {
+		return
+	}
 	if c.refresh.TryLock() {
 		c.read()
 		c.refresh.Unlock()

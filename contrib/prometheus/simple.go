@@ -17,6 +17,7 @@ type StatsCache interface {
 // CacheCollector exports caches' counters and local tier from
 // cache.Cache.Stats, which reads no Redis: every number it counts.
 type CacheCollector struct {
+	invalid
 	caches []StatsCache
 	hits   metric // by tier
 	mode   metric // bounded_cache_invalidation_info
@@ -41,10 +42,15 @@ func NewCacheCollector(caches ...StatsCache) *CacheCollector {
 	g := func(name, help string, f func(cache.Stats) float64) cacheMetric {
 		return cacheMetric{gauge(name, help, "cache"), f}
 	}
+	names := make([]string, len(caches))
+	for i, k := range caches {
+		names[i] = k.Name()
+	}
 	return &CacheCollector{
-		caches: caches,
-		hits:   counter("bounded_cache_hits_total", "Reads answered by a tier (local or redis), negative entries included.", "cache", "tier"),
-		mode:   gauge("bounded_cache_invalidation_info", "1 for how the invalidation subscriber hears of changes: mode pubsub or tracking (Config.TrackRawWrites); absent before it first connects.", "cache", "mode"),
+		invalid: invalid{distinct("NewCacheCollector", "cache", names)},
+		caches:  caches,
+		hits:    counter("bounded_cache_hits_total", "Reads answered by a tier (local or redis), negative entries included.", "cache", "tier"),
+		mode:    gauge("bounded_cache_invalidation_info", "1 for how the invalidation subscriber hears of changes: mode pubsub or tracking (Config.TrackRawWrites); absent before it first connects.", "cache", "mode"),
 		ms: []cacheMetric{
 			c("bounded_cache_misses_total", "Reads that found the key in neither tier.", func(s cache.Stats) uint64 { return s.Misses }),
 			c("bounded_cache_loads_total", "Loader calls made by this instance, refreshes included.", func(s cache.Stats) uint64 { return s.Loads }),
@@ -79,6 +85,9 @@ func NewCacheCollector(caches ...StatsCache) *CacheCollector {
 
 // Describe implements prometheus.Collector.
 func (c *CacheCollector) Describe(ch chan<- *prom.Desc) {
+	if !c.describe(ch) {
+		return
+	}
 	describe(ch, c.hits, c.mode)
 	for _, m := range c.ms {
 		ch <- m.desc
@@ -87,6 +96,9 @@ func (c *CacheCollector) Describe(ch chan<- *prom.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *CacheCollector) Collect(ch chan<- prom.Metric) {
+	if !c.collect(ch) {
+		return
+	}
 	for _, k := range c.caches {
 		n, s := k.Name(), k.Stats()
 		c.hits.emit(ch, float64(s.LocalHits), n, "local")
@@ -103,6 +115,7 @@ func (c *CacheCollector) Collect(ch chan<- prom.Metric) {
 // LimiterCollector exports limiters' decisions from ratelimit.Limiter.Stats,
 // which reads no Redis.
 type LimiterCollector struct {
+	invalid
 	ls []*ratelimit.Limiter
 	ms []metric
 }
@@ -110,7 +123,11 @@ type LimiterCollector struct {
 // NewLimiterCollector returns a collector for ls, which must have distinct
 // names.
 func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
-	return &LimiterCollector{ls: ls, ms: []metric{
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = l.Name()
+	}
+	return &LimiterCollector{invalid: invalid{distinct("NewLimiterCollector", "limiter", names)}, ls: ls, ms: []metric{
 		counter("bounded_ratelimit_allowed_total", "Decisions that allowed the request, by the source that decided: redis, denied-cache (never allows) or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_denied_total", "Decisions that denied the request, by the source that decided: redis, denied-cache or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_redis_calls_total", "Scripts run in Redis.", "limiter"),
@@ -123,10 +140,17 @@ func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...) }
+func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) {
+	if c.describe(ch) {
+		describe(ch, c.ms...)
+	}
+}
 
 // Collect implements prometheus.Collector.
 func (c *LimiterCollector) Collect(ch chan<- prom.Metric) {
+	if !c.collect(ch) {
+		return
+	}
 	for _, l := range c.ls {
 		s, n := l.Stats(), l.Name()
 		// Every source of ratelimit.Source, each counted directly.
