@@ -67,6 +67,7 @@ type handler struct {
 	failed         metric.Int64Counter
 
 	queues *queues
+	last   atomic.Pointer[queueAttrs] // of the latest run: a wrapper usually serves one queue
 }
 
 // queues are the queues a handler served, each with its attributes and
@@ -190,7 +191,11 @@ func counter(m metric.Meter, name, desc string) metric.Int64Counter {
 
 // queueAttrs returns the attributes of the queue named name.
 func (h *handler) queueAttrs(name string) *queueAttrs {
+	if a := h.last.Load(); a != nil && a.name == name {
+		return a
+	}
 	if a, ok := h.queues.m.Load(name); ok {
+		h.last.Store(a.(*queueAttrs))
 		return a.(*queueAttrs)
 	}
 	dest := semconv.MessagingDestinationName(name)
@@ -204,6 +209,7 @@ func (h *handler) queueAttrs(name string) *queueAttrs {
 	a.wait = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrSystem, dest))}
 	a.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(a.span...)}
 	v, _ := h.queues.m.LoadOrStore(name, a)
+	h.last.Store(v.(*queueAttrs))
 	return v.(*queueAttrs)
 }
 
