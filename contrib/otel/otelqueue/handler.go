@@ -60,7 +60,8 @@ type handler struct {
 	newRoot bool
 	// noTrace: the tracer provider is the no-op one (trace/noop): a run
 	// reads no trace context and starts no span. Extracting the context
-	// cost more than all of the wrapper's metrics together but one.
+	// cost a run about 270 ns and 2 allocations, as much as one SDK
+	// measurement, to pass it through a span that records nothing.
 	noTrace bool
 
 	duration, wait metric.Float64Histogram
