@@ -48,6 +48,9 @@ type jobRun struct {
 	pending    []byte    // the latest progress value not written yet
 	hasPending bool
 	result     []byte
+	deadline   time.Time // the envelope's, which a handler cannot change (verdict.go)
+	retryAt    time.Time // drawn once per run (retryDue, verdict.go)
+	retryDrawn bool
 }
 
 // Progress records v as the job's progress, readable with Queue.Get (for an
@@ -138,7 +141,7 @@ func (j *Job) SetResult(b []byte) error {
 // running jobs (the drain's hot path): only a cancel recorded before a
 // retried or recovered run starts is honoured (early).
 func (w *Worker) beginRun(ctx context.Context, d delivery, job *Job) (context.Context, *jobRun) {
-	jr := &jobRun{w: w, id: d.env.id}
+	jr := &jobRun{w: w, id: d.env.id, deadline: d.env.deadline}
 	job.run = jr
 	if !w.c.cfg.Control {
 		jr.ctx = ctx

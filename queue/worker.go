@@ -821,26 +821,17 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 	}
 	w.st.failed.Add(1)
 	w.onError(job, err)
-	var reason string
-	switch {
-	case IsPermanent(err):
-		reason = fmt.Sprintf("attempt %d of %d failed permanently: %v", job.Attempt, job.MaxAttempts, err)
-	case job.Attempt >= job.MaxAttempts:
-		reason = fmt.Sprintf("attempt %d of %d failed: %v", job.Attempt, job.MaxAttempts, err)
-	default:
-		delay := w.retryDelay(job, err)
-		due := w.q.cfg.Now().Add(delay)
-		if !d.env.deadline.IsZero() && due.After(d.env.deadline) {
-			reason = fmt.Sprintf("attempt %d of %d failed and its retry would start after the deadline %s: %v", job.Attempt, job.MaxAttempts, d.env.deadline.UTC().Format(time.RFC3339Nano), err)
-			break
-		}
+	// The verdict Job.Verdict reported to the handler, if it asked: the
+	// retry's delay is drawn once per run (verdict.go).
+	v := w.verdict(job, err)
+	if v.Retry {
 		next := d.env
 		next.attempt++
-		w.log.Debug("queue: job failed; retrying", "job", job.ID, "attempt", job.Attempt, "in", delay, "err", err)
-		return ackOp{kind: ackRetry, elem: d.elem, id: d.env.id, next: next.encode(), due: due}
+		w.log.Debug("queue: job failed; retrying", "job", job.ID, "attempt", job.Attempt, "in", max(v.RetryAt.Sub(w.q.cfg.Now()), 0), "err", err)
+		return ackOp{kind: ackRetry, elem: d.elem, id: d.env.id, next: next.encode(), due: v.RetryAt}
 	}
-	w.log.Warn("queue: job sent to the dead letters", "job", job.ID, "reason", reason)
-	return ackOp{kind: ackDead, elem: d.elem, id: d.env.id, unique: d.env.unique, reason: reason, attempts: job.Attempt, deadID: d.env.id}
+	w.log.Warn("queue: job sent to the dead letters", "job", job.ID, "reason", v.Reason)
+	return ackOp{kind: ackDead, elem: d.elem, id: d.env.id, unique: d.env.unique, reason: v.Reason, attempts: job.Attempt, deadID: d.env.id}
 }
 
 // onError calls WorkerConfig.OnError. A panic in it is recovered and

@@ -22,9 +22,11 @@
 // Names start with bounded_; counters, and only values that never decrease
 // in the component, end in _total; sizes are in bytes and durations in
 // seconds. Histograms share fixed buckets (1-2-5 steps from 10µs to
-// 5000s), so that series add up across processes. Each label value comes from the component's Name: two
-// components of one kind with the same name in one collector make the
-// registry's Gather fail.
+// 5000s), so that series add up across processes. Each label value comes from the component's Name: a
+// collector given two components of one kind with the same name (two
+// queues, caches or limiters) describes only an error naming them, so
+// that Register refuses it (MustRegister panics) instead of every Gather
+// failing.
 //
 // # Redis at scrape time
 //

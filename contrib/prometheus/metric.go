@@ -1,6 +1,8 @@
 package prometheus
 
 import (
+	"fmt"
+
 	prom "github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bounded-go/bounded/pool"
@@ -56,4 +58,41 @@ func (m metric) emitHistogram(ch chan<- prom.Metric, h pool.Histogram, labels ..
 		}
 	}
 	ch <- prom.MustNewConstHistogram(m.desc, h.Count, h.Sum, buckets, labels...)
+}
+
+// distinct returns an error naming the first name that appears twice
+// among names, the Name of each component of one collector: their samples
+// would have the same labels, and every Gather would fail.
+func distinct(fn, kind string, names []string) error {
+	seen := make(map[string]int, len(names))
+	for i, n := range names {
+		if j, ok := seen[n]; ok {
+			return fmt.Errorf("contrib/prometheus: %s: %ss %d and %d are both named %q: names must be distinct", fn, kind, j, i, n)
+		}
+		seen[n] = i
+	}
+	return nil
+}
+
+// invalid is a collector's construction error, nil when it has none: a
+// collector that has one describes only it, so that Register (MustRegister
+// panics) refuses the collector with the error, and collects only it.
+type invalid struct{ err error }
+
+// describe reports whether the collector is valid, else sends its error.
+func (v invalid) describe(ch chan<- *prom.Desc) bool {
+	if v.err != nil {
+		ch <- prom.NewInvalidDesc(v.err)
+		return false
+	}
+	return true
+}
+
+// collect reports whether the collector is valid, else sends its error.
+func (v invalid) collect(ch chan<- prom.Metric) bool {
+	if v.err != nil {
+		ch <- prom.NewInvalidMetric(prom.NewInvalidDesc(v.err), v.err)
+		return false
+	}
+	return true
 }

@@ -23,6 +23,16 @@ type QueueConfig struct {
 	// Workers have their counters read from the process
 	// (queue.Worker.Stats); several workers of one queue are summed.
 	Workers []*queue.Worker
+	// LiveWorkers, if set, is called at each scrape for more workers to
+	// export with Workers: a program that replaces its workers (a
+	// restarted worker is a new *queue.Worker) returns the current ones,
+	// and the collector follows them. A worker that left the list keeps
+	// counting in the sums with its counters and histograms as they were
+	// at the last scrape that saw it, so that the exported counters never
+	// go down (what it counted after that scrape is not exported).
+	// LiveWorkers must be quick and safe for concurrent use; scrapes call
+	// it one at a time.
+	LiveWorkers func() []*queue.Worker
 	// Timeout bounds the Redis reads of one scrape, all queues together.
 	// Zero means DefaultScrapeTimeout.
 	Timeout time.Duration
@@ -36,6 +46,7 @@ type QueueConfig struct {
 // exports only the latter. At most one scrape reads Redis at a time: a
 // scrape that starts while another is reading exports the cached values.
 type QueueCollector struct {
+	invalid
 	cfg     QueueConfig
 	refresh sync.Mutex // held while reading Redis
 
@@ -47,6 +58,32 @@ type QueueCollector struct {
 	oldest                                                                metric
 	busy, concurrency, startDelay, run                                    metric
 	workerCounters                                                        []metric
+
+	wmu     sync.Mutex // guards seen and retired; held by collectWorkers
+	seen    map[*queue.Worker]workerSnap
+	retired map[string]*workerSum // by queue: the workers that left LiveWorkers
+}
+
+// workerSnap is a worker's counters at the last scrape that saw it.
+type workerSnap struct {
+	queue string
+	sum   workerSum
+}
+
+// workerSum is what the workers of one queue add up to.
+type workerSum struct {
+	busy, conc      float64
+	v               [11]uint64
+	startDelay, run pool.Histogram
+}
+
+// addCounts adds o's counters and histograms (not its gauges) to t.
+func (t *workerSum) addCounts(o *workerSum) {
+	for i := range t.v {
+		t.v[i] += o.v[i]
+	}
+	t.startDelay.Add(o.startDelay)
+	t.run.Add(o.run)
 }
 
 type cached struct {
@@ -60,7 +97,12 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 		cfg.Timeout = DefaultScrapeTimeout
 	}
 	l := "queue"
+	names := make([]string, len(cfg.Queues))
+	for i, q := range cfg.Queues {
+		names[i] = q.Name()
+	}
 	return &QueueCollector{
+		invalid:      invalid{distinct("NewQueueCollector", "queue", names)},
 		cfg:          cfg,
 		last:         make([]cached, len(cfg.Queues)),
 		errors:       make([]uint64, len(cfg.Queues)),
@@ -99,11 +141,18 @@ func (c *QueueCollector) metrics() []metric {
 }
 
 // Describe implements prometheus.Collector.
-func (c *QueueCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.metrics()...) }
+func (c *QueueCollector) Describe(ch chan<- *prom.Desc) {
+	if c.describe(ch) {
+		describe(ch, c.metrics()...)
+	}
+}
 
 // Collect implements prometheus.Collector. It reads Redis for at most the
 // configured timeout.
 func (c *QueueCollector) Collect(ch chan<- prom.Metric) {
+	if !c.collect(ch) {
+		return
+	}
 	if c.refresh.TryLock() {
 		c.read()
 		c.refresh.Unlock()
@@ -150,30 +199,57 @@ func (c *QueueCollector) read() {
 }
 
 func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
-	type sum struct {
-		busy, conc      float64
-		v               [11]uint64
-		startDelay, run pool.Histogram
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	ws := c.cfg.Workers
+	if c.cfg.LiveWorkers != nil {
+		ws = append(append([]*queue.Worker(nil), ws...), c.cfg.LiveWorkers()...)
 	}
 	var order []string
-	sums := map[string]*sum{}
-	for _, w := range c.cfg.Workers {
-		n := w.Queue().Name()
+	sums := map[string]*workerSum{}
+	sumOf := func(n string) *workerSum {
 		t := sums[n]
 		if t == nil {
-			t = &sum{}
+			t = &workerSum{}
 			sums[n] = t
 			order = append(order, n)
 		}
-		s := w.Stats()
-		t.busy += float64(s.Busy)
-		t.conc += float64(s.Concurrency)
-		t.startDelay.Add(s.StartDelay)
-		t.run.Add(s.Run)
-		for i, v := range [11]uint64{s.Processed, s.Failed, s.Retried, s.Dead, s.Panics, s.Recovered,
-			s.Malformed, s.LostLeases, s.FetchErrors, s.AckErrors, s.IgnoredTimeouts} {
-			t.v[i] += v
+		return t
+	}
+	now := make(map[*queue.Worker]workerSnap, len(ws))
+	for _, w := range ws {
+		if _, dup := now[w]; dup || w == nil {
+			continue
 		}
+		n, s := w.Queue().Name(), w.Stats()
+		one := workerSum{busy: float64(s.Busy), conc: float64(s.Concurrency), startDelay: s.StartDelay, run: s.Run,
+			v: [11]uint64{s.Processed, s.Failed, s.Retried, s.Dead, s.Panics, s.Recovered,
+				s.Malformed, s.LostLeases, s.FetchErrors, s.AckErrors, s.IgnoredTimeouts}}
+		now[w] = workerSnap{queue: n, sum: one}
+		t := sumOf(n)
+		t.busy += one.busy
+		t.conc += one.conc
+		t.addCounts(&one)
+	}
+	// The workers that left the list since the last scrape: their last
+	// counts stay in the sums.
+	for w, snap := range c.seen {
+		if _, ok := now[w]; ok {
+			continue
+		}
+		if c.retired == nil {
+			c.retired = map[string]*workerSum{}
+		}
+		r := c.retired[snap.queue]
+		if r == nil {
+			r = &workerSum{}
+			c.retired[snap.queue] = r
+		}
+		r.addCounts(&snap.sum)
+	}
+	c.seen = now
+	for n, r := range c.retired {
+		sumOf(n).addCounts(r)
 	}
 	for _, n := range order {
 		t := sums[n]

@@ -15,57 +15,99 @@ type StatsCache interface {
 }
 
 // CacheCollector exports caches' counters and local tier from
-// cache.Cache.Stats, which reads no Redis.
+// cache.Cache.Stats, which reads no Redis: every number it counts.
 type CacheCollector struct {
+	invalid
 	caches []StatsCache
-	ms     []metric
+	hits   metric // by tier
+	mode   metric // bounded_cache_invalidation_info
+	ms     []cacheMetric
+}
+
+// cacheMetric is one family of cache.Stats with one sample per cache.
+type cacheMetric struct {
+	metric
+	v func(cache.Stats) float64
 }
 
 // NewCacheCollector returns a collector for caches, which must have
 // distinct names.
 func NewCacheCollector(caches ...StatsCache) *CacheCollector {
-	return &CacheCollector{caches: caches, ms: []metric{
-		counter("bounded_cache_hits_total", "Reads answered by a tier (local or redis), negative entries included.", "cache", "tier"),
-		counter("bounded_cache_misses_total", "Reads that found the key in neither tier.", "cache"),
-		counter("bounded_cache_loads_total", "Loader calls made by this instance.", "cache"),
-		counter("bounded_cache_load_errors_total", "Loader calls that failed or returned a value that could not be written.", "cache"),
-		counter("bounded_cache_load_waiters_total", "GetOrLoad callers that shared a load of this process.", "cache"),
-		counter("bounded_cache_lock_waits_total", "Loads waited for because another instance held the load lock.", "cache"),
-		gauge("bounded_cache_loads_in_flight", "Loads running now.", "cache"),
-		counter("bounded_cache_loads_refused_total", "GetOrLoad flights refused with ErrTooManyLoads.", "cache"),
-		counter("bounded_cache_decode_errors_total", "Values in Redis the codec could not decode.", "cache"),
-		counter("bounded_cache_redis_errors_total", "Redis calls that failed.", "cache"),
-		counter("bounded_cache_evictions_total", "Local entries removed to keep the bounds.", "cache"),
-		counter("bounded_cache_expirations_total", "Local entries removed because they expired.", "cache"),
-		counter("bounded_cache_invalidations_sent_total", "Invalidation messages published.", "cache"),
-		counter("bounded_cache_invalidations_received_total", "Invalidation messages applied from other instances.", "cache"),
-		counter("bounded_cache_bad_messages_total", "Invalidation messages that could not be read.", "cache"),
-		counter("bounded_cache_flushes_total", "Times the whole local tier was dropped.", "cache"),
-		counter("bounded_cache_subscribes_total", "Subscriptions of the invalidation subscriber, the first included.", "cache"),
-		gauge("bounded_cache_subscribed", "1 while the invalidation subscriber is listening.", "cache"),
-		gauge("bounded_cache_local_entries", "Entries in the local tier now.", "cache"),
-		gauge("bounded_cache_local_bytes", "Bytes in the local tier now (keys and encoded values).", "cache"),
-	}}
+	u := func(f func(cache.Stats) uint64) func(cache.Stats) float64 {
+		return func(s cache.Stats) float64 { return float64(f(s)) }
+	}
+	c := func(name, help string, f func(cache.Stats) uint64) cacheMetric {
+		return cacheMetric{counter(name, help, "cache"), u(f)}
+	}
+	g := func(name, help string, f func(cache.Stats) float64) cacheMetric {
+		return cacheMetric{gauge(name, help, "cache"), f}
+	}
+	names := make([]string, len(caches))
+	for i, k := range caches {
+		names[i] = k.Name()
+	}
+	return &CacheCollector{
+		invalid: invalid{distinct("NewCacheCollector", "cache", names)},
+		caches:  caches,
+		hits:    counter("bounded_cache_hits_total", "Reads answered by a tier (local or redis), negative entries included.", "cache", "tier"),
+		mode:    gauge("bounded_cache_invalidation_info", "1 for how the invalidation subscriber hears of changes: mode pubsub or tracking (Config.TrackRawWrites); absent before it first connects.", "cache", "mode"),
+		ms: []cacheMetric{
+			c("bounded_cache_misses_total", "Reads that found the key in neither tier.", func(s cache.Stats) uint64 { return s.Misses }),
+			c("bounded_cache_loads_total", "Loader calls made by this instance, refreshes included.", func(s cache.Stats) uint64 { return s.Loads }),
+			c("bounded_cache_load_errors_total", "Loader calls that failed or returned a value that could not be written.", func(s cache.Stats) uint64 { return s.LoadErrors }),
+			c("bounded_cache_load_waiters_total", "GetOrLoad callers that shared a load of this process.", func(s cache.Stats) uint64 { return s.LoadWaiters }),
+			c("bounded_cache_loader_waits_total", "GetOrLoad calls that waited for a loader: their key was in neither tier.", func(s cache.Stats) uint64 { return s.LoaderWaits }),
+			c("bounded_cache_refreshes_total", "Refresh-ahead loads this instance ran (Config.RefreshAfter); they count in loads too.", func(s cache.Stats) uint64 { return s.Refreshes }),
+			c("bounded_cache_refresh_errors_total", "Refresh-ahead loads that failed; the old value serves on until its TTL.", func(s cache.Stats) uint64 { return s.RefreshErrors }),
+			c("bounded_cache_refreshes_skipped_total", "Refreshes that were due but found no refresher or load slot free.", func(s cache.Stats) uint64 { return s.RefreshesSkipped }),
+			c("bounded_cache_lock_waits_total", "Loads waited for because another instance held the load lock.", func(s cache.Stats) uint64 { return s.LockWaits }),
+			g("bounded_cache_loads_in_flight", "Loads running now.", func(s cache.Stats) float64 { return float64(s.LoadsInFlight) }),
+			c("bounded_cache_loads_refused_total", "GetOrLoad flights refused with ErrTooManyLoads.", func(s cache.Stats) uint64 { return s.LoadsRefused }),
+			c("bounded_cache_decode_errors_total", "Values in Redis the codec could not decode.", func(s cache.Stats) uint64 { return s.DecodeErrors }),
+			c("bounded_cache_redis_errors_total", "Redis calls that failed.", func(s cache.Stats) uint64 { return s.RedisErrors }),
+			c("bounded_cache_evictions_total", "Local entries removed to keep the bounds.", func(s cache.Stats) uint64 { return s.Evictions }),
+			c("bounded_cache_expirations_total", "Local entries removed because they expired.", func(s cache.Stats) uint64 { return s.Expirations }),
+			c("bounded_cache_invalidations_sent_total", "Invalidation messages published.", func(s cache.Stats) uint64 { return s.InvalidationsSent }),
+			c("bounded_cache_invalidations_received_total", "Invalidation messages applied from other instances.", func(s cache.Stats) uint64 { return s.InvalidationsReceived }),
+			c("bounded_cache_bad_messages_total", "Invalidation messages that could not be read.", func(s cache.Stats) uint64 { return s.BadMessages }),
+			c("bounded_cache_tracking_invalidations_total", "Client-side-caching invalidation messages applied (Config.TrackRawWrites).", func(s cache.Stats) uint64 { return s.TrackingInvalidations }),
+			c("bounded_cache_tag_evictions_total", "Keys a tagged write evicted from a full tag (Config.MaxTagMembers), their values deleted.", func(s cache.Stats) uint64 { return s.TagEvictions }),
+			c("bounded_cache_tag_invalidations_total", "InvalidateTag calls that finished.", func(s cache.Stats) uint64 { return s.TagInvalidations }),
+			c("bounded_cache_tag_keys_invalidated_total", "Keys InvalidateTag calls removed.", func(s cache.Stats) uint64 { return s.TagKeysInvalidated }),
+			c("bounded_cache_flushes_total", "Times the whole local tier was dropped.", func(s cache.Stats) uint64 { return s.Flushes }),
+			c("bounded_cache_subscribes_total", "Subscriptions of the invalidation subscriber, the first included.", func(s cache.Stats) uint64 { return s.Subscribes }),
+			g("bounded_cache_subscribed", "1 while the invalidation subscriber is listening.", func(s cache.Stats) float64 { return boolFloat(s.Subscribed) }),
+			g("bounded_cache_local_entries", "Entries in the local tier now.", func(s cache.Stats) float64 { return float64(s.LocalEntries) }),
+			g("bounded_cache_local_bytes", "Bytes in the local tier now (keys and encoded values).", func(s cache.Stats) float64 { return float64(s.LocalBytes) }),
+		},
+	}
 }
 
 // Describe implements prometheus.Collector.
-func (c *CacheCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...) }
+func (c *CacheCollector) Describe(ch chan<- *prom.Desc) {
+	if !c.describe(ch) {
+		return
+	}
+	describe(ch, c.hits, c.mode)
+	for _, m := range c.ms {
+		ch <- m.desc
+	}
+}
 
 // Collect implements prometheus.Collector.
 func (c *CacheCollector) Collect(ch chan<- prom.Metric) {
-	m := c.ms
+	if !c.collect(ch) {
+		return
+	}
 	for _, k := range c.caches {
 		n, s := k.Name(), k.Stats()
-		m[0].emit(ch, float64(s.LocalHits), n, "local")
-		m[0].emit(ch, float64(s.RedisHits), n, "redis")
-		for i, v := range []float64{
-			float64(s.Misses), float64(s.Loads), float64(s.LoadErrors), float64(s.LoadWaiters),
-			float64(s.LockWaits), float64(s.LoadsInFlight), float64(s.LoadsRefused), float64(s.DecodeErrors),
-			float64(s.RedisErrors), float64(s.Evictions), float64(s.Expirations), float64(s.InvalidationsSent),
-			float64(s.InvalidationsReceived), float64(s.BadMessages), float64(s.Flushes), float64(s.Subscribes),
-			boolFloat(s.Subscribed), float64(s.LocalEntries), float64(s.LocalBytes),
-		} {
-			m[i+1].emit(ch, v, n)
+		c.hits.emit(ch, float64(s.LocalHits), n, "local")
+		c.hits.emit(ch, float64(s.RedisHits), n, "redis")
+		if s.InvalidationMode != "" {
+			c.mode.emit(ch, 1, n, s.InvalidationMode)
+		}
+		for _, m := range c.ms {
+			m.emit(ch, m.v(s), n)
 		}
 	}
 }
@@ -73,6 +115,7 @@ func (c *CacheCollector) Collect(ch chan<- prom.Metric) {
 // LimiterCollector exports limiters' decisions from ratelimit.Limiter.Stats,
 // which reads no Redis.
 type LimiterCollector struct {
+	invalid
 	ls []*ratelimit.Limiter
 	ms []metric
 }
@@ -80,7 +123,11 @@ type LimiterCollector struct {
 // NewLimiterCollector returns a collector for ls, which must have distinct
 // names.
 func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
-	return &LimiterCollector{ls: ls, ms: []metric{
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = l.Name()
+	}
+	return &LimiterCollector{invalid: invalid{distinct("NewLimiterCollector", "limiter", names)}, ls: ls, ms: []metric{
 		counter("bounded_ratelimit_allowed_total", "Decisions that allowed the request, by the source that decided: redis, denied-cache (never allows) or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_denied_total", "Decisions that denied the request, by the source that decided: redis, denied-cache or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_redis_calls_total", "Scripts run in Redis.", "limiter"),
@@ -93,10 +140,17 @@ func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) { describe(ch, c.ms...) }
+func (c *LimiterCollector) Describe(ch chan<- *prom.Desc) {
+	if c.describe(ch) {
+		describe(ch, c.ms...)
+	}
+}
 
 // Collect implements prometheus.Collector.
 func (c *LimiterCollector) Collect(ch chan<- prom.Metric) {
+	if !c.collect(ch) {
+		return
+	}
 	for _, l := range c.ls {
 		s, n := l.Stats(), l.Name()
 		// Every source of ratelimit.Source, each counted directly.

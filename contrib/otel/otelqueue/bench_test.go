@@ -79,7 +79,8 @@ func BenchmarkHandler(b *testing.B) {
 // (one queue, concurrency 10, a real redis-server) through the plain
 // handler and each shape of the wrapper. Each iteration drains every shape
 // once, in turn (the first one rotating), so that a noisy neighbour hits
-// them all alike; the metrics are per shape, medians of the iterations:
+// them all alike; the metrics are per shape, medians of the iterations
+// (the first shape, plain, is the reference of the -extra-cpu-% ones):
 //
 //	go test ./otelqueue -run '^$' -bench Drain -benchtime 5x
 func BenchmarkDrain(b *testing.B) {
@@ -101,6 +102,17 @@ func BenchmarkDrain(b *testing.B) {
 	for n, s := range all {
 		b.ReportMetric(median(rate[n]), s.name+"-jobs/s")
 		b.ReportMetric(median(cpu[n]), s.name+"-cpu-ns/job")
+		if n == 0 {
+			continue
+		}
+		// The extra CPU per job over the plain handler's drain of the
+		// same iteration, in percent: a median of paired comparisons,
+		// steadier than comparing the medians of each.
+		extra := make([]float64, len(cpu[n]))
+		for i := range extra {
+			extra[i] = 100 * (cpu[n][i]/cpu[0][i] - 1)
+		}
+		b.ReportMetric(median(extra), s.name+"-extra-cpu-%")
 	}
 }
 
