@@ -145,7 +145,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		maxAttempts = q.cfg.MaxAttempts
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload,
-		deadline: o.deadline, window: o.window}
+		deadline: o.deadline, window: o.window, typ: o.typ}
 	if len(o.headers) > 0 {
 		var err error
 		if e.headers, err = encodeHeaders(o.headers); err != nil {
