@@ -78,7 +78,8 @@ type Config struct {
 	// anything is sent. It may add headers (Enqueuing.SetHeader: a trace
 	// context or a request ID from ctx), or refuse the job by returning an
 	// error: the enqueue then writes nothing (a batch, none of its jobs)
-	// and returns the error, wrapped. It is not called for what is not a
+	// and returns the error, wrapped. The enqueue may still fail after it
+	// (a payload over MaxPayload, a full queue). It is not called for what is not a
 	// new job (retries, recovery, Requeue) nor for the occurrences of
 	// schedules, which have no caller (JobHeaders sets theirs). A panic in
 	// it is not recovered: it is the caller's.
