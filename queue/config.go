@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 	"time"
@@ -71,6 +72,18 @@ type Config struct {
 	// (Queue.Schedule); one more fails with ErrTooManySchedules.
 	// Default 1000.
 	MaxSchedules int
+	// BeforeEnqueue, if set, is called for every job Enqueue, EnqueueJSON
+	// and EnqueueBatch (once per job) are asked to write, on the caller's
+	// goroutine with the caller's ctx, after the options and before
+	// anything is sent. It may add headers (Enqueuing.SetHeader: a trace
+	// context or a request ID from ctx), or refuse the job by returning an
+	// error: the enqueue then writes nothing (a batch, none of its jobs)
+	// and returns the error, wrapped. The enqueue may still fail after it
+	// (a payload over MaxPayload, a full queue). It is not called for what is not a
+	// new job (retries, recovery, Requeue) nor for the occurrences of
+	// schedules, which have no caller (JobHeaders sets theirs). A panic in
+	// it is not recovered: it is the caller's.
+	BeforeEnqueue func(ctx context.Context, job *Enqueuing) error
 	// Logger receives what goes wrong in the background. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock for due times and timestamps. Nil means time.Now.

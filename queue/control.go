@@ -231,6 +231,7 @@ func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 // fromEnvelope fills the fields an element holds.
 func (j *JobInfo) fromEnvelope(e envelope) {
 	j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = e.attempt, e.maxAttempts, e.deliveries, e.enqueuedAt
+	j.Type = e.typ
 	if e.ref == "" {
 		j.Payload = e.payload
 	}

@@ -189,6 +189,7 @@ type scheduleDef struct {
 	MaxAttempts int           `json:"max_attempts,omitempty"`
 
 	Headers map[string]string `json:"headers,omitempty"` // JobHeaders
+	Type    string            `json:"type,omitempty"`    // JobType (typed.go)
 
 	version int64
 }
@@ -440,6 +441,9 @@ func (q *Queue) enqueueOccurrence(ctx context.Context, name string, d scheduleDe
 	}
 	if len(d.Headers) > 0 {
 		opts = append(opts, Headers(d.Headers))
+	}
+	if d.Type != "" {
+		opts = append(opts, Type(d.Type))
 	}
 	// Not through Enqueue: like a retry, an occurrence is never refused by
 	// Config.MaxLen (a refused successor would stall the schedule and hold

@@ -31,6 +31,9 @@ type DeadJob struct {
 	Malformed bool `json:"malformed"`
 	// Headers are the job's headers (Requeue keeps them); nil for none.
 	Headers map[string]string `json:"headers,omitempty"`
+	// Type is the job's type (the Type option; Requeue keeps it); "" for
+	// none.
+	Type string `json:"type,omitempty"`
 }
 
 // deadRecord is what the dead letters store per job, raw (a payload is
@@ -101,7 +104,7 @@ func (r deadRecord) job(id string) (DeadJob, string) {
 		return d, ""
 	}
 	d.Payload, d.MaxAttempts, d.Deliveries, d.EnqueuedAt = e.payload, e.maxAttempts, e.deliveries, e.enqueuedAt
-	d.Headers = headerMap(e.headers)
+	d.Headers, d.Type = headerMap(e.headers), e.typ
 	return d, e.ref
 }
 

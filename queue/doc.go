@@ -45,6 +45,10 @@
 // through retries, recovery and the dead letters. A job without them costs
 // nothing more.
 //
+// Job types: the Type option names a job's kind; a Mux routes on it
+// (Mux.Run is a Handler), Chain adds Middleware, HandleJSON and EnqueueJSON
+// speak JSON, and Config.BeforeEnqueue sees every new job.
+//
 // # Zero values, concurrency, closing
 //
 // Config, WorkerConfig and ConsumerConfig are useful as zero values: New,
@@ -75,7 +79,9 @@
 // ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold
 // the fetcher, ErrEvictingPolicy (with WorkerConfig.RefuseEvictingPolicy),
 // and lifecycle.ErrClosed; Requeue returns ErrNotFound; Inspector calls
-// return ErrInvalidArgument and ErrJobGone. Redis errors in the background
+// return ErrInvalidArgument and ErrJobGone. A Mux fails a job of a type it
+// has no handler for with ErrUnknownType, and HandleJSON one whose payload
+// does not decode with ErrDecode, both Permanent. Redis errors in the background
 // are retried with backoff (10 ms to 1 s) and logged, never returned to a
 // handler. A handler panic is recovered as a failed attempt (PanicError).
 //

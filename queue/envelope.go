@@ -18,8 +18,8 @@ import (
 // counts failed runs so far (0 on the first run); deliveries counts the times
 // the job was handed out and then recovered from a dead consumer. flags is
 // empty or, in this order, "u" (the job holds an idempotency key), "r",
-// "d", "w" and "h". The version prefix lets a later format coexist with
-// this one.
+// "d", "w", "h" and "t". The version prefix lets a later format coexist
+// with this one.
 //
 // With flag "h" the job has headers (Header, Headers): after the last '|'
 // of the fields above come the length of the header section, '|', and the
@@ -30,6 +30,16 @@ import (
 // A job without headers has no flag "h" and not one byte more. Versions
 // before the "h" flag decode it as an unknown flag (see "Upgrading" in
 // docs/queue.md).
+//
+// With flag "t" the job has a type (the Type option, typed.go): after the
+// header section (if any) come the type's length, '|', and the type, then
+// the payload or ref:
+//
+//	...|<flags>|[...|][<section length>|<section>]<type length>|<type><payload>
+//
+// Length-prefixed like the header section, so no byte of a type can be
+// mistaken for a separator. A job without a type has no flag "t" and not
+// one byte more; versions before it decode "t" as an unknown flag.
 //
 // With flag "r" the element ends with a payload ref instead of the payload,
 // which is in the queue's payloads hash: a payload over inlineMax is written
@@ -56,6 +66,7 @@ type envelope struct {
 	timeout     time.Duration
 	unique      bool
 	headers     []byte        // the header section (flag "h"); nil without headers
+	typ         string        // the job's type (flag "t"); "" without
 	ref         string        // the payload is in the payloads hash under ref
 	deadline    time.Time     // zero: none (see Deadline)
 	window      time.Duration // zero: none (see UniqueFor)
@@ -69,7 +80,7 @@ const inlineMax = 4 << 10
 var errMalformed = errors.New("queue: malformed job")
 
 func (e *envelope) encode() []byte {
-	b := make([]byte, 0, len(envelopeVersion)+len(e.id)+48+len(e.headers)+len(e.payload))
+	b := make([]byte, 0, len(envelopeVersion)+len(e.id)+48+len(e.headers)+len(e.typ)+len(e.payload))
 	return e.appendTo(b)
 }
 
@@ -102,6 +113,9 @@ func (e *envelope) appendTo(b []byte) []byte {
 	if e.headers != nil {
 		b = append(b, 'h')
 	}
+	if e.typ != "" {
+		b = append(b, 't')
+	}
 	if !e.deadline.IsZero() {
 		b = append(b, '|')
 		b = strconv.AppendInt(b, e.deadline.UnixMilli(), 10)
@@ -115,6 +129,11 @@ func (e *envelope) appendTo(b []byte) []byte {
 		b = strconv.AppendInt(b, int64(len(e.headers)), 10)
 		b = append(b, '|')
 		b = append(b, e.headers...)
+	}
+	if e.typ != "" {
+		b = strconv.AppendInt(b, int64(len(e.typ)), 10)
+		b = append(b, '|')
+		b = append(b, e.typ...)
 	}
 	if e.ref != "" {
 		return append(b, e.ref...)
@@ -185,6 +204,11 @@ func decodeEnvelope(data []byte) (envelope, error) {
 			return e, fmt.Errorf("%w: %v", errMalformed, err)
 		}
 	}
+	if flags.typ {
+		if e.typ, rest, err = cutTypeField(rest); err != nil {
+			return e, fmt.Errorf("%w: %v", errMalformed, err)
+		}
+	}
 	if flags.ref {
 		if !validRef(rest) {
 			return e, fmt.Errorf("%w: payload ref %q is not 1-64 letters and digits", errMalformed, preview(rest))
@@ -197,7 +221,7 @@ func decodeEnvelope(data []byte) (envelope, error) {
 }
 
 // envelopeFlags are the letters of an element's flags field.
-type envelopeFlags struct{ unique, ref, deadline, window, headers bool }
+type envelopeFlags struct{ unique, ref, deadline, window, headers, typ bool }
 
 // numberField reads the field a flag adds: a positive number of
 // milliseconds, below the year 10000 (a deadline) or that long (a window).
@@ -214,10 +238,10 @@ func numberField(rest []byte, name string) (int64, []byte, error) {
 }
 
 // parseFlags reads the flags field: known letters, each at most once, in
-// the order the encoder writes them ("u", "r", "d", "w", "h").
+// the order the encoder writes them ("u", "r", "d", "w", "h", "t").
 func parseFlags(f []byte) (envelopeFlags, error) {
 	var fl envelopeFlags
-	const order = "urdwh"
+	const order = "urdwht"
 	at := 0
 	for _, c := range f {
 		i := bytes.IndexByte([]byte(order[at:]), c)
@@ -236,6 +260,8 @@ func parseFlags(f []byte) (envelopeFlags, error) {
 			fl.window = true
 		case 'h':
 			fl.headers = true
+		case 't':
+			fl.typ = true
 		}
 	}
 	return fl, nil

@@ -21,6 +21,7 @@ const (
 type JobInfo struct {
 	ID          string    `json:"id"`
 	Queue       string    `json:"queue"`
+	Type        string    `json:"type,omitempty"` // the Type option
 	State       JobState  `json:"state"`
 	Attempt     int       `json:"attempt"` // failed runs so far
 	MaxAttempts int       `json:"max_attempts"`

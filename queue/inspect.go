@@ -529,7 +529,7 @@ func (in *Inspector) deadJobs(ctx context.Context, k keys, queue string, cur cur
 		}
 		d, ref := r.job(id)
 		j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = d.Attempts, d.MaxAttempts, d.Deliveries, d.EnqueuedAt
-		j.DiedAt, j.LastError = d.DiedAt, d.Reason
+		j.DiedAt, j.LastError, j.Type = d.DiedAt, d.Reason, d.Type
 		if d.Malformed {
 			j.Malformed, j.Error = true, "malformed element"
 		}
@@ -604,6 +604,7 @@ func listed(queue string, state JobState, e string) ListedJob {
 		return j
 	}
 	j.ID, j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = env.id, env.attempt, env.maxAttempts, env.deliveries, env.enqueuedAt
+	j.Type = env.typ
 	if env.ref != "" {
 		j.ref, j.PayloadApart = env.ref, true
 	} else {

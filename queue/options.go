@@ -29,6 +29,7 @@ type enqueueOpts struct {
 	deadline      time.Time
 
 	headers []header // Header, Headers; in the order set
+	typ     string   // Type (typed.go)
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.

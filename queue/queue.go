@@ -145,7 +145,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		maxAttempts = q.cfg.MaxAttempts
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload,
-		deadline: o.deadline, window: o.window}
+		deadline: o.deadline, window: o.window, typ: o.typ}
 	if len(o.headers) > 0 {
 		var err error
 		if e.headers, err = encodeHeaders(o.headers); err != nil {
@@ -185,7 +185,7 @@ func (q *Queue) uniqueTTL(due time.Time) int64 {
 // returned), option errors, and the pool's errors (pool.ErrLaneExhausted,
 // pool.ErrUnavailable) or Redis's.
 func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOption) (string, error) {
-	pr, err := q.prepare(payload, opts)
+	pr, err := q.prepare(payload, q.withHook(ctx, payload, opts))
 	if err != nil {
 		return "", q.errorf("enqueue: %w", err)
 	}
@@ -353,7 +353,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	if err != nil {
 		return nil, err
 	}
-	b, err := q.prepareBatch(payloads, opts)
+	b, err := q.prepareBatch(ctx, payloads, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -402,11 +402,11 @@ type batch struct {
 }
 
 // prepareBatch prepares every job, within Config.MaxBatchBytes.
-func (q *Queue) prepareBatch(payloads [][]byte, opts []EnqueueOption) (batch, error) {
+func (q *Queue) prepareBatch(ctx context.Context, payloads [][]byte, opts []EnqueueOption) (batch, error) {
 	b := batch{ids: make([]string, len(payloads)), elems: make([]any, len(payloads)), prs: make([]prepared, len(payloads))}
 	total := 0
 	for i, pl := range payloads {
-		pr, err := q.prepare(pl, opts)
+		pr, err := q.prepare(pl, q.withHook(ctx, pl, opts))
 		if err != nil {
 			return batch{}, q.errorf("enqueue batch: job %d: %w", i, err)
 		}

@@ -52,7 +52,9 @@ func UniqueFor(d time.Duration) EnqueueOption {
 // IDFromPayload gives the job the ID "sha256-" followed by the hex SHA-256
 // of its payload, with the ID option's idempotency: the same payload
 // enqueued while the first job exists adds nothing and returns
-// ErrDuplicate. It cannot be combined with ID. EnqueueBatch refuses it.
+// ErrDuplicate. For a job with a Type, the hash is of the type, a zero
+// byte and the payload: the same payload under two types is two jobs. It
+// cannot be combined with ID. EnqueueBatch refuses it.
 func IDFromPayload() EnqueueOption {
 	return func(o *enqueueOpts) error { o.idFromPayload = true; return nil }
 }
@@ -60,8 +62,17 @@ func IDFromPayload() EnqueueOption {
 // payloadIDPrefix starts every ID that IDFromPayload derives.
 const payloadIDPrefix = "sha256-"
 
-func payloadID(payload []byte) string {
-	sum := sha256.Sum256(payload)
+func payloadID(typ string, payload []byte) string {
+	var sum [sha256.Size]byte
+	if typ == "" {
+		sum = sha256.Sum256(payload) // as before types existed: the same IDs
+	} else {
+		h := sha256.New()
+		h.Write([]byte(typ))
+		h.Write([]byte{0})
+		h.Write(payload)
+		h.Sum(sum[:0])
+	}
 	return payloadIDPrefix + hex.EncodeToString(sum[:])
 }
 
@@ -115,7 +126,7 @@ func (q *Queue) applyUnique(o *enqueueOpts, payload []byte, due, now time.Time) 
 		if o.id != "" {
 			return fmt.Errorf("queue: IDFromPayload: the ID option gives the ID %q already; use one of them", o.id)
 		}
-		o.id = payloadID(payload)
+		o.id = payloadID(o.typ, payload)
 	}
 	if o.window > 0 && o.id == "" {
 		return fmt.Errorf("queue: UniqueFor(%s) needs the ID or IDFromPayload option", o.window)

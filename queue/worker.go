@@ -29,7 +29,7 @@ type Handler func(ctx context.Context, job *Job) error
 type Job struct {
 	ID          string
 	Queue       string
-	Payload     []byte // valid during the handler call only; copy it to keep it
+	Payload     []byte // the run's own copy: a handler may keep or change it (a retry runs the payload as enqueued)
 	Attempt     int    // 1 on the first run
 	MaxAttempts int
 	Deliveries  int // times the job was recovered from a consumer that died
@@ -45,6 +45,9 @@ type Job struct {
 	// when it has none. The map is the run's own: a handler may keep or
 	// change it, and changes do not travel with the job.
 	Headers map[string]string
+	// Type is the job's type (the Type option), "" when it has none. A
+	// Mux routes on it.
+	Type string
 
 	run *jobRun // the run, for Progress, SetResult and Cancel (progress.go)
 }
@@ -742,7 +745,7 @@ func (w *Worker) run(d delivery) {
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
 		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt, Deadline: d.env.deadline,
-		Headers: headerMap(d.env.headers),
+		Headers: headerMap(d.env.headers), Type: d.env.typ,
 	}
 	if strings.HasPrefix(d.env.id, cronPrefix) {
 		if !w.cronStart(d, job) {
@@ -825,7 +828,9 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 	// retry's delay is drawn once per run (verdict.go).
 	v := w.verdict(job, err)
 	if v.Retry {
-		next := d.env
+		// From the element as fetched, not d.env: its payload is the
+		// handler's Job.Payload, which the handler may have changed.
+		next, _ := decodeEnvelope([]byte(d.elem)) // it decoded when fetched
 		next.attempt++
 		w.log.Debug("queue: job failed; retrying", "job", job.ID, "attempt", job.Attempt, "in", max(v.RetryAt.Sub(w.q.cfg.Now()), 0), "err", err)
 		return ackOp{kind: ackRetry, elem: d.elem, id: d.env.id, next: next.encode(), due: v.RetryAt}
