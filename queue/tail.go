@@ -44,6 +44,12 @@ const tailTTL = 30 * time.Second
 // MaxTailQueues is the most queues one Tail follows.
 const MaxTailQueues = 100
 
+// maxTailRegistrations is the most live registrations (followed queues of
+// all followers) a namespace holds: a heartbeat reads that many, and a
+// registration past it is refused (tailRegisterScript) rather than left
+// unseen.
+const maxTailRegistrations = MaxTailQueues * 10
+
 // tailEventMax caps the error text of an event.
 const tailEventMax = 512
 
@@ -77,7 +83,7 @@ type tailState struct {
 // tailNote reads the live registrations in the heartbeat's pipeline.
 func (n *node) tailNote(ctx context.Context, pipe redis.Pipeliner, now time.Time) *redis.StringSliceCmd {
 	return pipe.ZRangeByScore(ctx, tailsKey(n.c.cfg.Namespace), &redis.ZRangeBy{
-		Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf", Count: MaxTailQueues * 10,
+		Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf", Count: maxTailRegistrations,
 	})
 }
 
@@ -222,22 +228,41 @@ func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, membe
 	}
 }
 
+// tailRegisterScript drops the expired registrations, then adds (or
+// renews) a follower's, unless the new ones would take the live count past
+// the most a heartbeat reads: then it adds nothing and returns that count.
+// The key expires with the last registration.
+// KEYS: tails set. ARGV: now ms, until ms, ttl ms, the most, members...
+var tailRegisterScript = redis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local live, added = redis.call('ZCARD', KEYS[1]), 0
+for i = 5, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then added = added + 1 end
+end
+if live + added > tonumber(ARGV[4]) then return live end
+for i = 5, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return -1
+`)
+
 // tailRegister registers (or renews) a follower's members, and drops the
-// registrations that expired; the key itself expires with the last.
+// registrations that expired.
 func (in *Inspector) tailRegister(ctx context.Context, members []string) error {
 	now := in.now()
-	until := float64(now.Add(tailTTL).UnixMilli())
-	zs := make([]redis.Z, len(members))
-	for i, m := range members {
-		zs[i] = redis.Z{Score: until, Member: m}
+	args := make([]any, 0, 4+len(members))
+	args = append(args, now.UnixMilli(), now.Add(tailTTL).UnixMilli(), tailTTL.Milliseconds(), maxTailRegistrations)
+	for _, m := range members {
+		args = append(args, m)
 	}
 	k := tailsKey(in.ns)
-	pipe := in.p.Client().TxPipeline()
-	pipe.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
-	pipe.ZAdd(ctx, k, zs...)
-	pipe.PExpire(ctx, k, tailTTL)
-	_, err := pipe.Exec(ctx)
-	return err
+	live, err := tailRegisterScript.Run(ctx, in.p.Client(), []string{k}, args...).Int()
+	if err != nil {
+		return err
+	}
+	if live >= 0 {
+		return fmt.Errorf("too many followers: %d queue registrations are live in %s, %d more would pass the %d the heartbeats read", live, k, len(members), maxTailRegistrations)
+	}
+	return nil
 }
 
 // tailUnregister removes a follower's registrations, so publishing stops
