@@ -200,7 +200,7 @@ func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEven
 func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, members []string, byChannel map[string]string, fn func(TailEvent)) error {
 	renew := in.now().Add(tailTTL / 3)
 	for {
-		msg, err := sub.ReceiveTimeout(ctx, max(time.Until(renew), time.Millisecond))
+		msg, err := sub.ReceiveTimeout(ctx, max(renew.Sub(in.now()), time.Millisecond))
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -219,8 +219,14 @@ func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, membe
 				}
 			}
 		}
+		if ctx.Err() != nil { // fn may have ended it
+			return nil
+		}
 		if !in.now().Before(renew) {
 			if err := in.tailRegister(ctx, members); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return fmt.Errorf("queue: inspector: tail: renewing: %w", err)
 			}
 			renew = in.now().Add(tailTTL / 3)
