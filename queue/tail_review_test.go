@@ -3,7 +3,9 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +80,34 @@ func TestTailManyFollowers(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 		require.True(t, time.Now().Before(deadline), "Tail runs, but no heartbeat sees its registration among %d others", len(zs))
+	}
+	require.NoError(t, tl.stop(t))
+}
+
+// TailEvent.Error's doc: at most 512 bytes. A long error of multi-byte
+// runes is cut to that, between runes.
+func TestTailEventErrorBounded(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "long", Config{})
+	in, err := NewInspector(p, "")
+	require.NoError(t, err)
+	g := group(t)
+	cc := ConsumerConfig{HeartbeatInterval: MinHeartbeatInterval, HeartbeatTTL: time.Second}
+	long := strings.Repeat("é", 1000) // 2000 bytes
+	w := startWorker(t, g, q, func(context.Context, *Job) error { return errors.New(long) },
+		WorkerConfig{Backoff: func(int, error) time.Duration { return time.Millisecond }}, cc)
+	tl := startTail(in, "long")
+	defer tl.cancel()
+	testutil.Eventually(t, 10*time.Second, "the worker to learn of the follower", w.tail.on.Load)
+	_, err = q.Enqueue(ctx, []byte("x"), MaxAttempts(2))
+	require.NoError(t, err)
+	for _, outcome := range []string{"retry", "dead"} {
+		ev := testutil.Recv(t, tl.events, outcome)
+		require.Equal(t, outcome, ev.Outcome)
+		require.LessOrEqual(t, len(ev.Error), 512, "%s: %d bytes", outcome, len(ev.Error))
+		require.NotContains(t, ev.Error, "\uFFFD", "%s: cut inside a rune", outcome)
+		require.True(t, strings.HasPrefix(ev.Error, "éé"), ev.Error)
 	}
 	require.NoError(t, tl.stop(t))
 }
