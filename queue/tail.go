@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -113,15 +114,29 @@ func (w *Worker) tailWritten(op ackOp) {
 	case ackRetry:
 		ev.Outcome, ev.RetryAt = "retry", op.due
 		if op.x != nil {
-			ev.Error = truncate(op.x.lastErr, tailEventMax)
+			ev.Error = tailText(op.x.lastErr)
 		}
 	case ackDead:
-		ev.Outcome, ev.Error, ev.Attempts = "dead", truncate(op.reason, tailEventMax), op.attempts
+		ev.Outcome, ev.Error, ev.Attempts = "dead", tailText(op.reason), op.attempts
 		if ev.ID == "" {
 			ev.ID = op.deadID
 		}
 	}
 	w.tail.buf = append(w.tail.buf, ev)
+}
+
+// tailText is an error text cut to tailEventMax bytes, its mark of the cut
+// included, between runes.
+func tailText(s string) string {
+	if len(s) <= tailEventMax {
+		return s
+	}
+	const mark = "... (truncated)"
+	n := tailEventMax - len(mark)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
 }
 
 // tailPublish publishes the outcomes noted since the last call, in one
