@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -22,5 +24,25 @@ func TestHelpHidesPassword(t *testing.T) {
 			require.NotEmpty(t, r.stdout)
 			require.NotContains(t, r.stdout+r.stderr, secret, "boundedctl %s -h", c.name)
 		}
+	}
+}
+
+// A job ID the queue package refuses (a space, a brace, too long) is a
+// wrong command line: exit 2, a message about the ID, not a Redis failure
+// with its address (nor, for show without --queue, a failure of whichever
+// queue was searched first).
+func TestBadJobID(t *testing.T) {
+	b := backends["mini"](t)
+	q := mustQueue(t, b.p, "a0")
+	_, err := q.Enqueue(context.Background(), []byte("x"))
+	require.NoError(t, err)
+	for _, args := range [][]string{
+		{"show", "bad id"}, {"show", "bad id", "--queue", "a0"}, {"cancel", "a0", "bad{id}"},
+		{"show", strings.Repeat("x", 10000)},
+	} {
+		r := ctl(t, nil, append([]string{"--redis", b.url}, args...)...)
+		require.Equal(t, exitUsage, r.code, "boundedctl %v: %s", args, r.stderr)
+		require.Contains(t, r.stderr, "job ID", "boundedctl %v", args)
+		require.NotContains(t, r.stderr, "redis://", "boundedctl %v: not a Redis failure", args)
 	}
 }
