@@ -238,6 +238,12 @@ func (e *env) search(ctx context.Context, id string, max int) (queue.JobInfo, er
 				return info, nil
 			case errors.Is(err, queue.ErrLookupIncomplete):
 				incomplete = append(incomplete, q.Name)
+			case errors.Is(err, queue.ErrInvalidArgument): // the ID: no queue can hold it
+				msg := err.Error()
+				if _, why, ok := strings.Cut(msg, queue.ErrInvalidArgument.Error()+": "); ok {
+					msg = why // not the name of the queue that happened to be asked first
+				}
+				return queue.JobInfo{}, usagef("show: %s", msg)
 			case !errors.Is(err, queue.ErrJobNotFound):
 				return queue.JobInfo{}, e.redisErr(err)
 			}
