@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/queue"
 )
 
 // A command's -h prints its flags with their defaults; the --redis flag's
@@ -45,4 +51,35 @@ func TestBadJobID(t *testing.T) {
 		require.Contains(t, r.stderr, "job ID", "boundedctl %v", args)
 		require.NotContains(t, r.stderr, "redis://", "boundedctl %v: not a Redis failure", args)
 	}
+}
+
+// failingWriter fails every write, as a closed pipe does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("write |1: broken pipe") }
+
+// tail whose output cannot be written ends with exit 1 at the first
+// outcome it fails to print, rather than following on with nothing shown.
+func TestTailStopsWhenOutputFails(t *testing.T) {
+	b := backends["mini"](t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q := mustQueue(t, b.p, "tailed")
+	_, err := q.Enqueue(ctx, []byte("x")) // registers the queue
+	require.NoError(t, err)
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--redis", b.url, "tail", "tailed", "--json"}, failingWriter{}, &stderr, func(string) string { return "" })
+	}()
+	testutil.Eventually(t, 10*time.Second, "the follower registered", func() bool {
+		n, err := b.p.Client().ZCard(ctx, "{bq}:tails").Result()
+		return err == nil && n == 1
+	})
+	msg, err := json.Marshal([]queue.TailEvent{{Queue: "tailed", ID: "j1", Outcome: "done"}})
+	require.NoError(t, err)
+	require.NoError(t, b.p.Client().Publish(ctx, "{bq:tailed}:tail", msg).Err())
+	code := testutil.Recv(t, done, "tail to end once its output failed (it went on following)")
+	require.Equal(t, exitError, code)
+	require.Contains(t, stderr.String(), "broken pipe")
 }
