@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +83,33 @@ func TestTailStopsWhenOutputFails(t *testing.T) {
 	code := testutil.Recv(t, done, "tail to end once its output failed (it went on following)")
 	require.Equal(t, exitError, code)
 	require.Contains(t, stderr.String(), "broken pipe")
+}
+
+// requeue --all goes through every page: a dead letter it cannot requeue
+// (a malformed element) is reported, not a reason to leave the older pages
+// dead.
+func TestRequeueAllPastMalformed(t *testing.T) {
+	b := backends["mini"](t)
+	ctx := context.Background()
+	q := mustQueue(t, b.p, "many")
+	payloads := make([]string, queue.MaxPageLimit)
+	for i := range payloads {
+		payloads[i] = "p"
+	}
+	kill(t, b.p, q, "failed", payloads...)
+	// The newest page: a malformed element's dead letter among good ones.
+	require.NoError(t, b.p.Client().LPush(ctx, "{bq:many}:ready", "not a job").Err())
+	kill(t, b.p, q, "failed", "late")
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(payloads)+2), s.Dead)
+
+	r := ctl(t, nil, "--redis", b.url, "--timeout", "1m", "requeue", "many", "--all", "--yes")
+	require.Equal(t, exitError, r.code, "the malformed letter stays: %s", r.stderr)
+	require.Contains(t, r.stdout, fmt.Sprintf("requeued %d dead letter(s) of many", len(payloads)+1))
+	require.Contains(t, r.stderr, "malformed")
+	s, err = q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), s.Dead, "only the malformed letter is left")
+	require.Equal(t, int64(len(payloads)+1), s.Ready)
 }
