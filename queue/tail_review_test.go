@@ -111,3 +111,21 @@ func TestTailEventErrorBounded(t *testing.T) {
 	}
 	require.NoError(t, tl.stop(t))
 }
+
+// Following is for watching: a tails key the heartbeat cannot read (here
+// another type at its name) must not fail the heartbeat, which finds the
+// dead consumers whose jobs it recovers.
+func TestUnreadableTailsKeyKeepsRecovery(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "tailsbroken", Config{})
+	c := p.Client()
+	require.NoError(t, c.Set(ctx, tailsKey("bq"), "not a sorted set", 0).Err())
+	g := group(t)
+	ran := make(chan string, 4)
+	startWorker(t, g, q, func(ctx context.Context, j *Job) error { ran <- j.ID; return nil },
+		WorkerConfig{}, ConsumerConfig{HeartbeatInterval: MinHeartbeatInterval})
+	// The consumer dies after the worker started: only the heartbeat finds it.
+	ghost(t, c, q, "ghost", time.Now().Add(-time.Second), "late")
+	require.Equal(t, "late", testutil.Recv(t, ran, "the dead consumer's job recovered by a heartbeat"))
+}
