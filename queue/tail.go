@@ -88,6 +88,22 @@ func (n *node) tailNote(ctx context.Context, pipe redis.Pipeliner, now time.Time
 	})
 }
 
+// tailTolerate is the heartbeat pipeline's error, unless the tail read
+// alone failed: following is for watching, and must not stop the heartbeat
+// from finding dead consumers. Its workers then publish nothing.
+func (n *node) tailTolerate(cmds []redis.Cmder, tailCmd redis.Cmder, err error) error {
+	if err == nil || tailCmd.Err() == nil {
+		return err
+	}
+	for _, c := range cmds {
+		if c != tailCmd && c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
+			return err
+		}
+	}
+	n.log.Debug("queue: reading the tail registrations failed", "err", tailCmd.Err())
+	return nil
+}
+
 // applyTails tells every attached worker whether its queue is followed.
 func (n *node) applyTails(names []string) {
 	followed := make(map[string]bool, len(names))
