@@ -186,7 +186,10 @@ var ErrTailLost = errors.New("queue: tail subscription lost")
 //
 // Tail holds one connection of the pool's blocking lane while it runs
 // (pool.Pool.ReserveBlocking), and renews its registration every 10 s.
-// At most MaxTailQueues queues.
+// At most MaxTailQueues queues, and at most 10*MaxTailQueues live
+// registrations (queues followed, all followers of the namespace together:
+// what a heartbeat reads); past that Tail fails at once, "too many
+// followers", rather than follow unseen.
 func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEvent)) error {
 	if len(queues) == 0 || len(queues) > MaxTailQueues {
 		return fmt.Errorf("queue: inspector: tail: %w: 1..%d queues, got %d", ErrInvalidArgument, MaxTailQueues, len(queues))
