@@ -113,3 +113,30 @@ func TestRequeueAllPastMalformed(t *testing.T) {
 	require.Equal(t, int64(1), s.Dead, "only the malformed letter is left")
 	require.Equal(t, int64(len(payloads)+1), s.Ready)
 }
+
+// tail --count N prints N outcomes, also when one message of a worker
+// (one ack pipeline) carries more.
+func TestTailCountWithinOneMessage(t *testing.T) {
+	b := backends["mini"](t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q := mustQueue(t, b.p, "tailed")
+	_, err := q.Enqueue(ctx, []byte("x")) // registers the queue
+	require.NoError(t, err)
+	var stdout, stderr syncBuffer
+	done := background(ctx, &stdout, &stderr, "--redis", b.url, "tail", "tailed", "--json", "--count", "2")
+	testutil.Eventually(t, 10*time.Second, "the follower registered", func() bool {
+		n, err := b.p.Client().ZCard(ctx, "{bq}:tails").Result()
+		return err == nil && n == 1
+	})
+	evs := make([]queue.TailEvent, 5)
+	for i := range evs {
+		evs[i] = queue.TailEvent{Queue: "tailed", ID: fmt.Sprint("j", i), Outcome: "done"}
+	}
+	msg, err := json.Marshal(evs)
+	require.NoError(t, err)
+	require.NoError(t, b.p.Client().Publish(ctx, "{bq:tailed}:tail", msg).Err())
+	require.Equal(t, exitOK, testutil.Recv(t, done, "tail --count 2 to end"), stderr.String())
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	require.Len(t, lines, 2, "tail --count 2 printed:\n%s", stdout.String())
+}
