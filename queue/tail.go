@@ -248,6 +248,9 @@ func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, membe
 				var evs []TailEvent
 				if json.Unmarshal([]byte(m.Payload), &evs) == nil {
 					for _, ev := range evs {
+						if ctx.Err() != nil { // fn may have ended it
+							return nil
+						}
 						fn(ev)
 					}
 				}

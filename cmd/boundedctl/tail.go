@@ -45,7 +45,7 @@ func runTail(ctx context.Context, e *env, o *opts, args []string) error {
 	n := 0
 	var werr error
 	err := e.in.Tail(tctx, args, func(ev queue.TailEvent) {
-		if werr != nil {
+		if werr != nil || (o.count > 0 && n >= o.count) {
 			return
 		}
 		werr = e.printEvent(ev)
