@@ -129,3 +129,27 @@ func TestUnreadableTailsKeyKeepsRecovery(t *testing.T) {
 	ghost(t, c, q, "ghost", time.Now().Add(-time.Second), "late")
 	require.Equal(t, "late", testutil.Recv(t, ran, "the dead consumer's job recovered by a heartbeat"))
 }
+
+// Once its ctx ended, Tail calls fn no more, also for the rest of a message
+// that carries several outcomes.
+func TestTailNoCallAfterCtxEnds(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	in, err := NewInspector(p, "")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- in.Tail(ctx, []string{"q"}, func(TailEvent) { calls++; cancel() })
+	}()
+	testutil.Eventually(t, 10*time.Second, "the follower registered", func() bool {
+		n, err := p.Client().ZCard(context.Background(), tailsKey("bq")).Result()
+		return err == nil && n == 1
+	})
+	msg, err := json.Marshal(make([]TailEvent, 5))
+	require.NoError(t, err)
+	require.NoError(t, p.Client().Publish(context.Background(), newKeys("bq", "q").tailChannel(), msg).Err())
+	require.NoError(t, testutil.Recv(t, done, "Tail to return"))
+	require.Equal(t, 1, calls, "fn called after ctx ended")
+}
