@@ -177,7 +177,7 @@ func (q *Queue) locate(ctx context.Context, id string) (location, error) {
 // middle).
 func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 	if err := validID(id); err != nil {
-		return JobInfo{}, q.errorf("get: %w", err)
+		return JobInfo{}, q.errorf("get: %w: %w", ErrInvalidArgument, err)
 	}
 	loc, err := q.locate(ctx, id)
 	if err != nil {
@@ -316,7 +316,7 @@ func (q *Queue) readJobKeys(ctx context.Context, id, ref string) (jobKeys, error
 // end the schedule's chain): Unschedule it; a running one can.
 func (q *Queue) Cancel(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
-		return q.errorf("cancel: %w", err)
+		return q.errorf("cancel: %w: %w", ErrInvalidArgument, err)
 	}
 	c := q.p.Client()
 	for range locateTries {

@@ -334,7 +334,7 @@ func (n *node) beat(ctx context.Context, now time.Time) (found []redis.Z, trimme
 	if oomRefused(cmds, err) { // Redis at maxmemory (oom.go)
 		err = replayAtLimit(ctx, n.p.Background(), cmds)
 	}
-	if err != nil {
+	if err = n.tailTolerate(cmds, tailCmd, err); err != nil { // tail.go
 		return nil, false, err
 	}
 	n.applyTails(tailCmd.Val())

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -44,6 +45,12 @@ const tailTTL = 30 * time.Second
 // MaxTailQueues is the most queues one Tail follows.
 const MaxTailQueues = 100
 
+// maxTailRegistrations is the most live registrations (followed queues of
+// all followers) a namespace holds: a heartbeat reads that many, and a
+// registration past it is refused (tailRegisterScript) rather than left
+// unseen.
+const maxTailRegistrations = MaxTailQueues * 10
+
 // tailEventMax caps the error text of an event.
 const tailEventMax = 512
 
@@ -77,8 +84,24 @@ type tailState struct {
 // tailNote reads the live registrations in the heartbeat's pipeline.
 func (n *node) tailNote(ctx context.Context, pipe redis.Pipeliner, now time.Time) *redis.StringSliceCmd {
 	return pipe.ZRangeByScore(ctx, tailsKey(n.c.cfg.Namespace), &redis.ZRangeBy{
-		Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf", Count: MaxTailQueues * 10,
+		Min: strconv.FormatInt(now.UnixMilli(), 10), Max: "+inf", Count: maxTailRegistrations,
 	})
+}
+
+// tailTolerate is the heartbeat pipeline's error, unless the tail read
+// alone failed: following is for watching, and must not stop the heartbeat
+// from finding dead consumers. Its workers then publish nothing.
+func (n *node) tailTolerate(cmds []redis.Cmder, tailCmd redis.Cmder, err error) error {
+	if err == nil || tailCmd.Err() == nil {
+		return err
+	}
+	for _, c := range cmds {
+		if c != tailCmd && c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
+			return err
+		}
+	}
+	n.log.Debug("queue: reading the tail registrations failed", "err", tailCmd.Err())
+	return nil
 }
 
 // applyTails tells every attached worker whether its queue is followed.
@@ -107,15 +130,29 @@ func (w *Worker) tailWritten(op ackOp) {
 	case ackRetry:
 		ev.Outcome, ev.RetryAt = "retry", op.due
 		if op.x != nil {
-			ev.Error = truncate(op.x.lastErr, tailEventMax)
+			ev.Error = tailText(op.x.lastErr)
 		}
 	case ackDead:
-		ev.Outcome, ev.Error, ev.Attempts = "dead", truncate(op.reason, tailEventMax), op.attempts
+		ev.Outcome, ev.Error, ev.Attempts = "dead", tailText(op.reason), op.attempts
 		if ev.ID == "" {
 			ev.ID = op.deadID
 		}
 	}
 	w.tail.buf = append(w.tail.buf, ev)
+}
+
+// tailText is an error text cut to tailEventMax bytes, its mark of the cut
+// included, between runes.
+func tailText(s string) string {
+	if len(s) <= tailEventMax {
+		return s
+	}
+	const mark = "... (truncated)"
+	n := tailEventMax - len(mark)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
 }
 
 // tailPublish publishes the outcomes noted since the last call, in one
@@ -149,7 +186,10 @@ var ErrTailLost = errors.New("queue: tail subscription lost")
 //
 // Tail holds one connection of the pool's blocking lane while it runs
 // (pool.Pool.ReserveBlocking), and renews its registration every 10 s.
-// At most MaxTailQueues queues.
+// At most MaxTailQueues queues, and at most 10*MaxTailQueues live
+// registrations (queues followed, all followers of the namespace together:
+// what a heartbeat reads); past that Tail fails at once, "too many
+// followers", rather than follow unseen.
 func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEvent)) error {
 	if len(queues) == 0 || len(queues) > MaxTailQueues {
 		return fmt.Errorf("queue: inspector: tail: %w: 1..%d queues, got %d", ErrInvalidArgument, MaxTailQueues, len(queues))
@@ -194,7 +234,7 @@ func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEven
 func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, members []string, byChannel map[string]string, fn func(TailEvent)) error {
 	renew := in.now().Add(tailTTL / 3)
 	for {
-		msg, err := sub.ReceiveTimeout(ctx, max(time.Until(renew), time.Millisecond))
+		msg, err := sub.ReceiveTimeout(ctx, max(renew.Sub(in.now()), time.Millisecond))
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -208,13 +248,22 @@ func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, membe
 				var evs []TailEvent
 				if json.Unmarshal([]byte(m.Payload), &evs) == nil {
 					for _, ev := range evs {
+						if ctx.Err() != nil { // fn may have ended it
+							return nil
+						}
 						fn(ev)
 					}
 				}
 			}
 		}
+		if ctx.Err() != nil { // fn may have ended it
+			return nil
+		}
 		if !in.now().Before(renew) {
 			if err := in.tailRegister(ctx, members); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return fmt.Errorf("queue: inspector: tail: renewing: %w", err)
 			}
 			renew = in.now().Add(tailTTL / 3)
@@ -222,22 +271,41 @@ func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, membe
 	}
 }
 
+// tailRegisterScript drops the expired registrations, then adds (or
+// renews) a follower's, unless the new ones would take the live count past
+// the most a heartbeat reads: then it adds nothing and returns that count.
+// The key expires with the last registration.
+// KEYS: tails set. ARGV: now ms, until ms, ttl ms, the most, members...
+var tailRegisterScript = redis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local live, added = redis.call('ZCARD', KEYS[1]), 0
+for i = 5, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then added = added + 1 end
+end
+if live + added > tonumber(ARGV[4]) then return live end
+for i = 5, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return -1
+`)
+
 // tailRegister registers (or renews) a follower's members, and drops the
-// registrations that expired; the key itself expires with the last.
+// registrations that expired.
 func (in *Inspector) tailRegister(ctx context.Context, members []string) error {
 	now := in.now()
-	until := float64(now.Add(tailTTL).UnixMilli())
-	zs := make([]redis.Z, len(members))
-	for i, m := range members {
-		zs[i] = redis.Z{Score: until, Member: m}
+	args := make([]any, 0, 4+len(members))
+	args = append(args, now.UnixMilli(), now.Add(tailTTL).UnixMilli(), tailTTL.Milliseconds(), maxTailRegistrations)
+	for _, m := range members {
+		args = append(args, m)
 	}
 	k := tailsKey(in.ns)
-	pipe := in.p.Client().TxPipeline()
-	pipe.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
-	pipe.ZAdd(ctx, k, zs...)
-	pipe.PExpire(ctx, k, tailTTL)
-	_, err := pipe.Exec(ctx)
-	return err
+	live, err := tailRegisterScript.Run(ctx, in.p.Client(), []string{k}, args...).Int()
+	if err != nil {
+		return err
+	}
+	if live >= 0 {
+		return fmt.Errorf("too many followers: %d queue registrations are live in %s, %d more would pass the %d the heartbeats read", live, k, len(members), maxTailRegistrations)
+	}
+	return nil
 }
 
 // tailUnregister removes a follower's registrations, so publishing stops

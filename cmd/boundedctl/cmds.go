@@ -238,6 +238,12 @@ func (e *env) search(ctx context.Context, id string, max int) (queue.JobInfo, er
 				return info, nil
 			case errors.Is(err, queue.ErrLookupIncomplete):
 				incomplete = append(incomplete, q.Name)
+			case errors.Is(err, queue.ErrInvalidArgument): // the ID: no queue can hold it
+				msg := err.Error()
+				if _, why, ok := strings.Cut(msg, queue.ErrInvalidArgument.Error()+": "); ok {
+					msg = why // not the name of the queue that happened to be asked first
+				}
+				return queue.JobInfo{}, usagef("show: %s", msg)
 			case !errors.Is(err, queue.ErrJobNotFound):
 				return queue.JobInfo{}, e.redisErr(err)
 			}
@@ -296,8 +302,14 @@ func runRequeue(ctx context.Context, e *env, o *opts, args []string) error {
 // each read). The cursor goes on from the last page's oldest dead letter,
 // so a job that dies again while this runs (it is newer) is not requeued
 // twice.
+//
+// A dead letter that cannot be requeued does not stop it: a malformed one
+// (its element does not decode) is left and counted, one gone meanwhile
+// (requeued or purged by another) skipped; only a failure of Redis stops
+// it. The malformed are reported at the end.
 func (e *env) requeueAll(ctx context.Context, name string) (int, error) {
 	total, cursor := 0, ""
+	var malformed []string
 	for {
 		page, err := e.in.Jobs(ctx, name, queue.StateDead, cursor, queue.MaxPageLimit)
 		if err != nil {
@@ -305,20 +317,32 @@ func (e *env) requeueAll(ctx context.Context, name string) (int, error) {
 		}
 		ids := make([]string, 0, len(page.Jobs))
 		for _, j := range page.Jobs {
+			if j.Malformed {
+				malformed = append(malformed, j.ID)
+				continue
+			}
 			ids = append(ids, j.ID)
 		}
 		if len(ids) > 0 {
 			n, err := e.in.Requeue(ctx, name, ids...)
 			total += n
-			if err != nil {
+			// Requeue goes through every ID and reports those it did
+			// not find at the end; any other error stopped it.
+			if err != nil && !errors.Is(err, queue.ErrNotFound) {
 				return total, err
 			}
 		}
 		if page.Next == "" {
-			return total, nil
+			break
 		}
 		cursor = page.Next
 	}
+	if len(malformed) > 0 {
+		shown := malformed[:min(len(malformed), 5)]
+		return total, fmt.Errorf("%d malformed dead letter(s) of %q cannot be requeued (%s): 'boundedctl dead %s' lists them",
+			len(malformed), name, strings.Join(shown, ", "), name)
+	}
+	return total, nil
 }
 
 func runPurge(ctx context.Context, e *env, o *opts, args []string) error {

@@ -34,7 +34,9 @@
 // does not list is an error. A destructive command over a whole queue
 // (purge, requeue --all) needs --yes. requeue --all costs two round trips
 // per dead letter: give a larger --timeout for a large dead set (a rerun
-// goes on where a timed-out one stopped).
+// goes on where a timed-out one stopped). It goes through every page: a
+// malformed dead letter (its job does not decode) is left and reported at
+// the end, with exit 1.
 //
 // tail follows queue.Inspector.Tail: workers learn at their next
 // heartbeat (10s by default) that a queue is followed and then publish the

@@ -192,7 +192,8 @@ func (e *env) commonFlags(fs *flag.FlagSet) {
 	if def == "" {
 		def = e.getenv(EnvRedisURL)
 	}
-	fs.StringVar(&e.redisURL, "redis", def, "Redis URL (redis://[user:password@]host:port[/db], rediss:// for TLS); default $"+EnvRedisURL)
+	e.redisURL = def
+	fs.Var(redisURLFlag{&e.redisURL}, "redis", "Redis `URL` (redis://[user:password@]host:port[/db], rediss:// for TLS); default $"+EnvRedisURL)
 	ns := e.namespace
 	if ns == "" {
 		ns = queue.DefaultNamespace
@@ -254,6 +255,20 @@ func (e *env) connect() error {
 	e.pauser = pauserOf(in)
 	return nil
 }
+
+// redisURLFlag is the --redis flag. Its String, which a command's -h
+// prints as the default (the URL given before the command or in
+// $BOUNDED_REDIS_URL), shows the URL without its password.
+type redisURLFlag struct{ p *string }
+
+func (f redisURLFlag) String() string {
+	if f.p == nil || *f.p == "" {
+		return ""
+	}
+	return redactURL(*f.p)
+}
+
+func (f redisURLFlag) Set(s string) error { *f.p = s; return nil }
 
 // redactURL is the URL as it may be printed: its password replaced, or,
 // when it does not parse, only its scheme.

@@ -45,16 +45,20 @@ func runTail(ctx context.Context, e *env, o *opts, args []string) error {
 	n := 0
 	var werr error
 	err := e.in.Tail(tctx, args, func(ev queue.TailEvent) {
-		if werr != nil {
+		if werr != nil || (o.count > 0 && n >= o.count) {
 			return
 		}
 		werr = e.printEvent(ev)
-		if n++; werr == nil && o.count > 0 && n >= o.count {
+		if werr != nil {
+			stop(werr) // nobody reads what follows
+			return
+		}
+		if n++; o.count > 0 && n >= o.count {
 			stop(errEnough)
 		}
 	})
 	if werr != nil {
-		return werr
+		return fmt.Errorf("printing outcomes: %w", werr)
 	}
 	return e.redisErr(err)
 }
