@@ -191,3 +191,30 @@ func TestWorkersRateConcurrentRequests(t *testing.T) {
 	})
 }
 
+// A request waiting for another that is stuck reading a worker's counters
+// gives up at admin.Config.Timeout with a 503 that says why.
+func TestWorkersGivesUpWaiting(t *testing.T) {
+	p := miniPool(t)
+	in := mustInspector(t, p)
+	q := mustQueue(t, p, "emails")
+	synctest.Test(t, func(t *testing.T) {
+		gw := &gatedWorker{q: q, hold: make(chan struct{}), read: make(chan struct{})}
+		release, read := gw.hold, gw.read
+		h := mustHandler(t, Config{Inspector: in, Workers: []Worker{gw}, Timeout: time.Second})
+		done := make(chan int, 1)
+		go func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/workers", nil))
+			done <- rec.Code
+		}()
+		testutil.Recv(t, read, "the first request reading the counters")
+		start := time.Now()
+		r := get(t, h, "/api/workers")
+		require.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.raw)
+		require.Equal(t, "busy", r.body["code"])
+		require.Contains(t, r.body["error"], "another request reading the workers' counters")
+		require.Equal(t, time.Second, time.Since(start), "gave up at the timeout")
+		close(release)
+		require.Equal(t, http.StatusOK, testutil.Recv(t, done, "the held request's answer"))
+	})
+}
