@@ -106,8 +106,19 @@ func startBrowser(bin, userDir string, startWithin, within time.Duration, logf f
 	}
 	// Start the browser now, on the tab's own context (a timeout on the
 	// first call's context would bound the browser's life), so a browser
-	// that cannot start fails here with its own error.
-	if err := chromedp.Do(tctx); err != nil {
+	// that cannot start fails here with its own error. One that does not
+	// answer within startWithin is killed (the allocator's cancel), which
+	// ends the wait.
+	deadline, cancelDeadline := context.WithTimeout(context.Background(), startWithin)
+	stop := context.AfterFunc(deadline, cancelAlloc)
+	err := chromedp.Do(tctx)
+	killed := !stop()
+	cancelDeadline()
+	if killed {
+		closeAll()
+		return nil, nil, fmt.Errorf("%s did not answer within %v (killed): %v", bin, startWithin, err)
+	}
+	if err != nil {
 		closeAll()
 		return nil, nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
