@@ -34,6 +34,7 @@ func firstWorker(t *testing.T, h http.Handler) map[string]any {
 	t.Helper()
 	r := get(t, h, "/api/workers")
 	require.Equal(t, http.StatusOK, r.status, "%s", r.raw)
+	require.NotNil(t, r.body, "a JSON body, got %q", r.raw)
 	ws := r.body["workers"].([]any)
 	require.Len(t, ws, 1)
 	return ws[0].(map[string]any)
@@ -217,4 +218,21 @@ func TestWorkersGivesUpWaiting(t *testing.T) {
 		close(release)
 		require.Equal(t, http.StatusOK, testutil.Recv(t, done, "the held request's answer"))
 	})
+}
+
+// A histogram whose sum is not finite (a Worker of another implementation;
+// encoding/json refuses NaN and ±Inf) must not cost the whole answer: the
+// mean is left out (0), the quantiles still shown.
+func TestWorkersNonFiniteSum(t *testing.T) {
+	p := miniPool(t)
+	for _, sum := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		fw := &fakeWorker{q: mustQueue(t, p, "emails")}
+		fw.s.Run = histOf(3 * time.Millisecond)
+		fw.s.Run.Sum = sum
+		h := mustHandler(t, Config{Inspector: mustInspector(t, p), Workers: []Worker{fw}})
+		w := firstWorker(t, h)
+		run := w["run"].(map[string]any)
+		require.EqualValues(t, 0, run["mean_ns"], "sum %v", sum)
+		require.EqualValues(t, 5*time.Millisecond, run["p50_ns"], "sum %v", sum)
+	}
 }
