@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"math"
 	"net/http"
 	"time"
 
@@ -114,8 +115,10 @@ func latencyOf(h pool.Histogram) latencyView {
 	v.P50, _ = quantile(h, 0.50)
 	v.P90, _ = quantile(h, 0.90)
 	v.P99, v.Over = quantile(h, 0.99)
-	if h.Count > 0 {
-		v.MeanNS = h.Sum / float64(h.Count) * 1e9
+	// A sum that is not finite (encoding/json refuses NaN and ±Inf) leaves
+	// the mean out rather than the whole answer.
+	if m := h.Sum / float64(h.Count) * 1e9; h.Count > 0 && !math.IsNaN(m) && !math.IsInf(m, 0) {
+		v.MeanNS = m
 	}
 	return v
 }

@@ -236,3 +236,16 @@ func TestWorkersNonFiniteSum(t *testing.T) {
 		require.EqualValues(t, 5*time.Millisecond, run["p50_ns"], "sum %v", sum)
 	}
 }
+
+// An answer that cannot be encoded is a 500 that says so, never a 200 with
+// an empty or cut body.
+func TestWriteJSONUnencodable(t *testing.T) {
+	rec := httptest.NewRecorder()
+	writeJSON(rec, http.StatusOK, map[string]float64{"rate": math.NaN()})
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	var e errorView
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &e), "%s", rec.Body)
+	require.Equal(t, "internal", e.Code)
+	require.Contains(t, e.Error, "could not be encoded as JSON")
+	require.Contains(t, e.Error, "NaN")
+}
