@@ -445,10 +445,17 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	// json.Marshal escapes <, > and & (as \u003c ...), so nothing in a body
+	// can be read as markup even by a client that sniffs. The body is
+	// encoded before the status is sent: a value it cannot encode (NaN)
+	// answers a 500 that says so, not a 200 with an empty body.
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(errorView{Error: "admin: the answer could not be encoded as JSON: " + err.Error(), Code: "internal"})
+	}
 	w.WriteHeader(status)
-	// json.Encoder escapes <, > and & (as \u003c ...), so nothing in a body
-	// can be read as markup even by a client that sniffs.
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // jobView is a job as the API shows it: payload, progress and result as

@@ -1,8 +1,8 @@
 package admin
 
 import (
+	"math"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/bounded-go/bounded/pool"
@@ -37,19 +37,36 @@ type counts struct {
 
 // rates keeps, for each worker, the two samples rates are measured from.
 // Its work is bounded by the number of workers, fixed at New.
+//
+// One request at a time samples (sem): a request reads a worker's
+// counters and the time while it holds sem, so the samples are in the
+// order their counters were read. Without it a request whose counters
+// were read before another's sample (descheduled between the two) made a
+// window whose end counted less than its start, a difference wrapped
+// around to about 1e18 jobs/s. sem is a channel so that a request waiting
+// for it gives up at its context's deadline.
 type rates struct {
-	mu       sync.Mutex
+	sem      chan struct{}
 	old, new []counts
 }
 
-func newRates(n int) *rates { return &rates{old: make([]counts, n), new: make([]counts, n)} }
+func newRates(n int) *rates {
+	return &rates{sem: make(chan struct{}, 1), old: make([]counts, n), new: make([]counts, n)}
+}
+
+// below says whether any counter of c is below o's.
+func (c counts) below(o counts) bool {
+	return c.processed < o.processed || c.failed < o.failed || c.dead < o.dead
+}
 
 // observe records cur for worker i at now and returns the rates per second
-// since the older sample, and that sample's age (0: no rate yet).
+// since the older sample, and that sample's age (0: no rate yet). The
+// caller holds r.sem. Samples that go backwards (a counter below the last
+// sample's: the Worker was replaced by a new one; or a time before it: an
+// injected clock set back) start the rates again from cur rather than
+// measuring across them.
 func (r *rates) observe(i int, cur counts) (processed, failed, dead float64, window time.Duration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.new[i].at.IsZero() && cur.at.Sub(r.new[i].at) > staleRate {
+	if n := r.new[i]; !n.at.IsZero() && (cur.at.Sub(n.at) > staleRate || cur.at.Before(n.at) || cur.below(n)) {
 		r.old[i], r.new[i] = counts{}, counts{}
 	}
 	if r.old[i].at.IsZero() {
@@ -98,8 +115,10 @@ func latencyOf(h pool.Histogram) latencyView {
 	v.P50, _ = quantile(h, 0.50)
 	v.P90, _ = quantile(h, 0.90)
 	v.P99, v.Over = quantile(h, 0.99)
-	if h.Count > 0 {
-		v.MeanNS = h.Sum / float64(h.Count) * 1e9
+	// A sum that is not finite (encoding/json refuses NaN and ±Inf) leaves
+	// the mean out rather than the whole answer.
+	if m := h.Sum / float64(h.Count) * 1e9; h.Count > 0 && !math.IsNaN(m) && !math.IsInf(m, 0) {
+		v.MeanNS = m
 	}
 	return v
 }
@@ -132,6 +151,13 @@ type workersView struct {
 }
 
 func (h *handler) workers(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.rates.sem <- struct{}{}:
+	case <-r.Context().Done():
+		writeError(w, http.StatusServiceUnavailable, "busy", "gave up waiting for another request reading the workers' counters (admin.Config.Timeout)")
+		return
+	}
+	defer func() { <-h.rates.sem }()
 	v := workersView{Scope: "this process", Workers: make([]workerView, len(h.cfg.Workers))}
 	for i, wk := range h.cfg.Workers {
 		s := wk.Stats()

@@ -2,6 +2,7 @@ package browsertest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,11 +58,25 @@ func artifactsDir(t testing.TB) string {
 	return dir
 }
 
+// startWithin bounds chromium's start: a browser that never answers
+// fails the test instead of hanging it until go test's -timeout.
+const startWithin = time.Minute
+
 // browser starts a headless chromium for the test and returns a tab's
 // context, bounded by within; everything is closed in t.Cleanup.
 func browser(t testing.TB, within time.Duration) context.Context {
 	t.Helper()
 	bin := chromiumPath(t)
+	ctx, closeAll, err := startBrowser(bin, t.TempDir(), startWithin, within, t.Logf)
+	require.NoError(t, err)
+	t.Cleanup(closeAll)
+	return ctx
+}
+
+// startBrowser starts bin headless with its profile in userDir and returns
+// a tab's context bounded by within, and the func that closes the tab and
+// the browser (its process killed by its handle and waited for).
+func startBrowser(bin, userDir string, startWithin, within time.Duration, logf func(string, ...any)) (context.Context, func(), error) {
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
 		chromedp.Flag("headless", "new"),
@@ -71,7 +86,7 @@ func browser(t testing.TB, within time.Duration) context.Context {
 		chromedp.DisableGPU,
 		chromedp.NoFirstRun,
 		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(userDir),
 		chromedp.WindowSize(1280, 860),
 		// The machine has no network but loopback: without these flags
 		// chromium keeps trying Google's hosts.
@@ -84,18 +99,31 @@ func browser(t testing.TB, within time.Duration) context.Context {
 		chromedp.Flag("mute-audio", true),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	tctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	t.Cleanup(func() {
+	tctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(logf))
+	closeAll := func() {
 		cancelTab()
 		cancelAlloc() // waits for the browser process to exit
-	})
+	}
 	// Start the browser now, on the tab's own context (a timeout on the
 	// first call's context would bound the browser's life), so a browser
-	// that cannot start fails here with its own error.
-	require.NoError(t, chromedp.Do(tctx), "starting %s", bin)
+	// that cannot start fails here with its own error. One that does not
+	// answer within startWithin is killed (the allocator's cancel), which
+	// ends the wait.
+	deadline, cancelDeadline := context.WithTimeout(context.Background(), startWithin)
+	stop := context.AfterFunc(deadline, cancelAlloc)
+	err := chromedp.Do(tctx)
+	killed := !stop()
+	cancelDeadline()
+	if killed {
+		closeAll()
+		return nil, nil, fmt.Errorf("%s did not answer within %v (killed): %v", bin, startWithin, err)
+	}
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
 	ctx, cancelTimeout := context.WithTimeout(tctx, within)
-	t.Cleanup(cancelTimeout)
-	return ctx
+	return ctx, func() { cancelTimeout(); closeAll() }, nil
 }
 
 // screenshot saves the tab's viewport as dir/name.png.

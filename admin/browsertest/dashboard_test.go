@@ -29,6 +29,10 @@ const (
 // xssPayload must show as text on the page and never run.
 const xssPayload = `<script>window.__pwned=1</script>`
 
+// cspViolationsJS records the page's Content-Security-Policy violations.
+const cspViolationsJS = `window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective + " " + (e.blockedURI || "inline") + " at " + e.sourceFile + ":" + e.lineNumber));`
+
 // rowsJS reads the first table of the view (the queues, the jobs) as cell texts.
 const rowsJS = `Array.from(document.querySelectorAll("main table:first-of-type tbody tr")).map(r => Array.from(r.cells).map(c => c.textContent))`
 
@@ -62,6 +66,16 @@ func TestDashboardInChromium(t *testing.T) {
 	bin := buildChatservice(t, t.TempDir())
 	svc := startService(t, bin, dir, srv.URL(), "-admin-mutations")
 	dialogs := acceptDialogs(t, ctx)
+	// Everything the page does must work under its Content-Security-Policy:
+	// a violation (an inline style or script the page came to rely on) is
+	// recorded in every document and fails the test at the end.
+	_, err = chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspViolationsJS})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if v, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp || []`)); err == nil {
+			require.Empty(t, v, "Content-Security-Policy violations in the last document")
+		}
+	})
 
 	// The queue table.
 	rows := mustRun(t, ctx, chromedp.Steps(
@@ -80,6 +94,7 @@ func TestDashboardInChromium(t *testing.T) {
 	require.Equal(t, "2", byName[queueWebhooks][4], "webhooks' dead count: %q", byName[queueWebhooks])
 	require.Equal(t, "1", byName[queueWebhooks][5], "webhooks' consumers (the service): %q", byName[queueWebhooks])
 	screenshot(t, ctx, dir, "1-queues")
+	require.Empty(t, evalJS[[]string](t, ctx, `window.__csp`), "Content-Security-Policy violations on the queue page")
 
 	// The dead letters, then the <script> job's page, reached by clicking.
 	deadPayloads := mustRun(t, ctx, chromedp.Steps(
@@ -139,6 +154,13 @@ func TestDashboardInChromium(t *testing.T) {
 		chromedp.WaitVisible(chromedp.Search(`//main//a[text()="`+xssID+`"]`)),
 	), chromedp.Evaluate[[][]string](rowsJS))
 	require.Len(t, rows, 1, "dead letters after the requeue: %q", rows)
+	// The other views, each drawn once, under the policy too.
+	for _, view := range []string{"#/components", "#/consumers", "#/memory"} {
+		require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(svc.URL+"/admin/"+view)))
+		waitPage(t, ctx, view+" drawn", `!!document.querySelector("main h2, main table") && !document.getElementById("main").textContent.startsWith("Loading")`)
+		require.Empty(t, evalJS[string](t, ctx, `document.getElementById("error").textContent`), "%s shows an error", view)
+		require.Empty(t, evalJS[[]string](t, ctx, `window.__csp`), "Content-Security-Policy violations on %s", view)
+	}
 	require.Equal(t, "undefined", evalJS[string](t, ctx, `typeof window.__pwned`), "the <script> payload ran")
 }
 
