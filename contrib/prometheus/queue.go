@@ -120,12 +120,8 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 		cfg.Timeout = DefaultScrapeTimeout
 	}
 	l := "queue"
-	names := make([]string, len(cfg.Queues))
-	for i, q := range cfg.Queues {
-		names[i] = q.Name()
-	}
 	return &QueueCollector{
-		invalid:      invalid{distinct("NewQueueCollector", "queue", names)},
+		invalid:      invalid{distinct("NewQueueCollector", "queue", cfg.Queues, (*queue.Queue).Name)},
 		cfg:          cfg,
 		last:         make([]cached, len(cfg.Queues)),
 		errors:       make([]uint64, len(cfg.Queues)),
