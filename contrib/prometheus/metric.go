@@ -27,9 +27,16 @@ func gauge(name, help string, labels ...string) metric {
 	return newMetric(prom.GaugeValue, name, help, labels...)
 }
 
-// emit sends one sample of m.
+// emit sends one sample of m. A label value Prometheus refuses (a name
+// that is not valid UTF-8) is sent as an invalid metric: the scrape
+// reports the error; a panic here would end the process (the registry
+// collects on goroutines of its own).
 func (m metric) emit(ch chan<- prom.Metric, v float64, labels ...string) {
-	ch <- prom.MustNewConstMetric(m.desc, m.kind, v, labels...)
+	s, err := prom.NewConstMetric(m.desc, m.kind, v, labels...)
+	if err != nil {
+		s = prom.NewInvalidMetric(m.desc, err)
+	}
+	ch <- s
 }
 
 func describe(ch chan<- *prom.Desc, ms ...metric) {
@@ -58,7 +65,11 @@ func (m metric) emitHistogram(ch chan<- prom.Metric, h pool.Histogram, labels ..
 			buckets[b.Seconds()] = h.Counts[i]
 		}
 	}
-	ch <- prom.MustNewConstHistogram(m.desc, h.Count, h.Sum, buckets, labels...)
+	s, err := prom.NewConstHistogram(m.desc, h.Count, h.Sum, buckets, labels...)
+	if err != nil { // as in emit
+		s = prom.NewInvalidMetric(m.desc, err)
+	}
+	ch <- s
 }
 
 // distinct returns an error naming the first component of cs that is nil
