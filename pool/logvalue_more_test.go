@@ -43,3 +43,12 @@ func TestConfigFormatRedactsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// A URL put in Addrs by mistake with its password in the query shows the
+// address, not the password.
+func TestConfigLogValueRedactsAddrQuery(t *testing.T) {
+	out := logged(Config{Addrs: []string{"redis://h1:6379/0?password=addrq-secret", "h2:6379"}})
+	require.NotContains(t, out, "addrq-secret")
+	require.Contains(t, out, "h1:6379")
+	require.Contains(t, out, "h2:6379")
+}
