@@ -16,7 +16,7 @@ const redacted = "REDACTED"
 // REDACTED when set, the password of URL as xxxxx and the values of its
 // query options that go-redis does not know (?password=) as REDACTED (a
 // URL that does not parse is not shown), and an address of Addrs that
-// holds user info (a URL put there by mistake) loses it. Fields at their zero value are left
+// holds user info or a query (a URL put there by mistake) loses them. Fields at their zero value are left
 // out; Logger, Now, Hooks and Instrument are not logged (Hooks by count).
 // fmt prints a Config the same way (String, GoString).
 func (c Config) LogValue() slog.Value {
@@ -137,8 +137,12 @@ func (c Config) String() string { return c.LogValue().String() }
 // GoString is String, for fmt's %#v.
 func (c Config) GoString() string { return "pool.Config" + c.LogValue().String() }
 
-// redactAddr is an address of Config.Addrs without user info.
+// redactAddr is an address of Config.Addrs without user info or query
+// (neither is part of a host:port: a URL put there by mistake).
 func redactAddr(a string) string {
+	if q := strings.IndexByte(a, '?'); q >= 0 {
+		a = a[:q] + "?" + redacted
+	}
 	at := strings.LastIndexByte(a, '@')
 	if at < 0 {
 		return a
