@@ -13,10 +13,12 @@ const redacted = "REDACTED"
 // LogValue implements slog.LogValuer, so that logging a whole Config
 // (slog.Any("pool", cfg)) shows where it connects and how its lanes are
 // sized, never a secret: Password and SentinelPassword are logged as
-// REDACTED when set, the password of URL as xxxxx (a URL that does not
-// parse is not shown), and an address of Addrs that holds user info (a
-// URL put there by mistake) loses it. Fields at their zero value are left
+// REDACTED when set, the password of URL as xxxxx and the values of its
+// query options that go-redis does not know (?password=) as REDACTED (a
+// URL that does not parse is not shown), and an address of Addrs that
+// holds user info or a query (a URL put there by mistake) loses them. Fields at their zero value are left
 // out; Logger, Now, Hooks and Instrument are not logged (Hooks by count).
+// fmt prints a Config the same way (String, GoString).
 func (c Config) LogValue() slog.Value {
 	var as []slog.Attr
 	add := func(a slog.Attr) { as = append(as, a) }
@@ -92,11 +94,55 @@ func redactURL(raw string) string {
 	if err != nil {
 		return "(a URL that does not parse; not shown)"
 	}
+	if u.RawQuery != "" {
+		// URL.Redacted hides the user info only: a query option go-redis
+		// does not know (?password=, which other clients accept and
+		// go-redis refuses) shows its name, not its value.
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			u.RawQuery = "(a query that does not parse; not shown)"
+		} else {
+			for k, vs := range q {
+				if !urlOption(k) {
+					for i := range vs {
+						vs[i] = redacted
+					}
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
+	}
 	return u.Redacted()
 }
 
-// redactAddr is an address of Config.Addrs without user info.
+// urlOption reports whether k is a query option of go-redis's ParseURL:
+// none holds a secret (it takes the credentials from the user info only).
+func urlOption(k string) bool {
+	switch k {
+	case "client_name", "conn_max_idle_time", "conn_max_lifetime", "conn_max_lifetime_jitter",
+		"db", "dial_timeout", "idle_timeout", "max_active_conns", "max_concurrent_dials",
+		"max_conn_age", "max_idle_conns", "max_retries", "max_retry_backoff",
+		"min_idle_conns", "min_retry_backoff", "pipeline_pool_size", "pipeline_read_buffer_size",
+		"pipeline_write_buffer_size", "pool_fifo", "pool_size", "pool_timeout",
+		"protocol", "read_timeout", "skip_verify", "write_timeout", "addr":
+		return true
+	}
+	return false
+}
+
+// String is the Config as LogValue shows it, without a secret: fmt's %v,
+// %+v and %s print it (a Config in log.Printf, a panic's value).
+func (c Config) String() string { return c.LogValue().String() }
+
+// GoString is String, for fmt's %#v.
+func (c Config) GoString() string { return "pool.Config" + c.LogValue().String() }
+
+// redactAddr is an address of Config.Addrs without user info or query
+// (neither is part of a host:port: a URL put there by mistake).
 func redactAddr(a string) string {
+	if q := strings.IndexByte(a, '?'); q >= 0 {
+		a = a[:q] + "?" + redacted
+	}
 	at := strings.LastIndexByte(a, '@')
 	if at < 0 {
 		return a

@@ -51,6 +51,7 @@ type jobRun struct {
 	deadline   time.Time // the envelope's, which a handler cannot change (verdict.go)
 	retryAt    time.Time // drawn once per run (retryDue, verdict.go)
 	retryDrawn bool
+	drawing    chan struct{} // while a call draws retryAt: closed when it is in
 }
 
 // Progress records v as the job's progress, readable with Queue.Get (for an

@@ -23,7 +23,8 @@ type Verdict struct {
 // The worker draws the retry's delay (WorkerConfig.Backoff or the default
 // jittered one) once per run, at the first call of Verdict or when the
 // handler returned, from that call's error; the retry, or the dead letter
-// when it would start after the job's Deadline, is the one reported. Two
+// when it would start after the job's Deadline, is the one reported
+// (calls at once wait for one draw: Backoff must not call Verdict). Two
 // things Verdict cannot foresee: a run cancelled by Queue.Cancel (its
 // ctx's cause is ErrCancelled) is dropped, and one the worker's drain
 // cancelled (ctx cancelled, without that cause) goes back to the ready
@@ -59,23 +60,33 @@ func (w *Worker) verdict(job *Job, err error) Verdict {
 
 // retryDue is when the retry of a failed run is due: drawn once per run,
 // by the first of Job.Verdict and the worker to ask, so that both see the
-// same. Backoff runs outside the run's lock (it may call Progress).
+// same. Backoff runs outside the run's lock (it may call Progress); a call
+// that comes while another draws waits for that draw.
 func (w *Worker) retryDue(job *Job, err error) time.Time {
 	jr := job.run
 	if jr == nil {
 		return w.q.cfg.Now().Add(w.retryDelay(job, err))
 	}
 	jr.mu.Lock()
-	due, drawn := jr.retryAt, jr.retryDrawn
-	jr.mu.Unlock()
-	if drawn {
+	for !jr.retryDrawn && jr.drawing != nil {
+		ch := jr.drawing
+		jr.mu.Unlock()
+		<-ch // closed when the draw is in
+		jr.mu.Lock()
+	}
+	if jr.retryDrawn {
+		due := jr.retryAt
+		jr.mu.Unlock()
 		return due
 	}
-	due = w.q.cfg.Now().Add(w.retryDelay(job, err))
+	ch := make(chan struct{})
+	jr.drawing = ch
+	jr.mu.Unlock()
+	// retryDelay recovers a panic of Backoff: the draw always comes in.
+	due := w.q.cfg.Now().Add(w.retryDelay(job, err))
 	jr.mu.Lock()
-	defer jr.mu.Unlock()
-	if !jr.retryDrawn { // else a concurrent call drew first: its draw stands
-		jr.retryAt, jr.retryDrawn = due, true
-	}
-	return jr.retryAt
+	jr.retryAt, jr.retryDrawn, jr.drawing = due, true, nil
+	jr.mu.Unlock()
+	close(ch)
+	return due
 }

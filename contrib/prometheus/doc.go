@@ -45,8 +45,9 @@
 // Collectors are safe for concurrent use and hold no resources: there is
 // nothing to close. They must not outlive the components they read (a
 // closed pool's queues report scrape errors). The zero value of a
-// collector is not usable: build one with its New function. A nil
-// component makes Collect panic.
+// collector is not usable: build one with its New function. A nil cache,
+// limiter or queue is refused as two with one name are: Register returns
+// an error that names it. A nil pool or watcher makes Collect panic.
 //
 // See docs/prometheus.md for the metric list, the histograms, the
 // benchmarks and the Grafana dashboard; the demo directory holds a

@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"fmt"
+	"reflect"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 
@@ -26,9 +27,16 @@ func gauge(name, help string, labels ...string) metric {
 	return newMetric(prom.GaugeValue, name, help, labels...)
 }
 
-// emit sends one sample of m.
+// emit sends one sample of m. A label value Prometheus refuses (a name
+// that is not valid UTF-8) is sent as an invalid metric: the scrape
+// reports the error; a panic here would end the process (the registry
+// collects on goroutines of its own).
 func (m metric) emit(ch chan<- prom.Metric, v float64, labels ...string) {
-	ch <- prom.MustNewConstMetric(m.desc, m.kind, v, labels...)
+	s, err := prom.NewConstMetric(m.desc, m.kind, v, labels...)
+	if err != nil {
+		s = prom.NewInvalidMetric(m.desc, err)
+	}
+	ch <- s
 }
 
 func describe(ch chan<- *prom.Desc, ms ...metric) {
@@ -57,21 +65,44 @@ func (m metric) emitHistogram(ch chan<- prom.Metric, h pool.Histogram, labels ..
 			buckets[b.Seconds()] = h.Counts[i]
 		}
 	}
-	ch <- prom.MustNewConstHistogram(m.desc, h.Count, h.Sum, buckets, labels...)
+	s, err := prom.NewConstHistogram(m.desc, h.Count, h.Sum, buckets, labels...)
+	if err != nil { // as in emit
+		s = prom.NewInvalidMetric(m.desc, err)
+	}
+	ch <- s
 }
 
-// distinct returns an error naming the first name that appears twice
-// among names, the Name of each component of one collector: their samples
-// would have the same labels, and every Gather would fail.
-func distinct(fn, kind string, names []string) error {
-	seen := make(map[string]int, len(names))
-	for i, n := range names {
+// distinct returns an error naming the first component of cs that is nil
+// (a component whose New failed, left in the list: reading it would
+// panic) or whose name, by name, appears twice: their samples would have
+// the same labels, and every Gather would fail.
+func distinct[T any](fn, kind string, cs []T, name func(T) string) error {
+	seen := make(map[string]int, len(cs))
+	for i, c := range cs {
+		if isNil(c) {
+			return fmt.Errorf("contrib/prometheus: %s: %s %d is nil", fn, kind, i)
+		}
+		n := name(c)
 		if j, ok := seen[n]; ok {
 			return fmt.Errorf("contrib/prometheus: %s: %ss %d and %d are both named %q: names must be distinct", fn, kind, j, i, n)
 		}
 		seen[n] = i
 	}
 	return nil
+}
+
+// isNil reports whether c is nil: a nil interface, pointer, or a non-nil
+// interface holding a nil pointer.
+func isNil(c any) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // invalid is a collector's construction error, nil when it has none: a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"time"
+	"weak"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 
@@ -29,7 +30,9 @@ type QueueConfig struct {
 	// and the collector follows them. A worker that left the list keeps
 	// counting in the sums with its counters and histograms as they were
 	// at the last scrape that saw it, so that the exported counters never
-	// go down (what it counted after that scrape is not exported).
+	// go down (what it counted after that scrape is not exported, unless
+	// it comes back: a worker listed again counts once, from its own
+	// counters).
 	// LiveWorkers must be quick and safe for concurrent use; scrapes call
 	// it one at a time.
 	LiveWorkers func() []*queue.Worker
@@ -59,9 +62,14 @@ type QueueCollector struct {
 	busy, concurrency, startDelay, run                                    metric
 	workerCounters                                                        []metric
 
-	wmu     sync.Mutex // guards seen and retired; held by collectWorkers
+	wmu     sync.Mutex // guards seen, retired and gone; held by collectWorkers
 	seen    map[*queue.Worker]workerSnap
 	retired map[string]*workerSum // by queue: the workers that left LiveWorkers
+	// gone are the workers whose counts are in retired, by weak pointer
+	// (an entry keeps no worker alive, and is dropped once its worker is
+	// collected): one that LiveWorkers lists again leaves retired, else
+	// its counts were summed twice.
+	gone map[weak.Pointer[queue.Worker]]workerSnap
 }
 
 // workerSnap is a worker's counters at the last scrape that saw it.
@@ -86,6 +94,21 @@ func (t *workerSum) addCounts(o *workerSum) {
 	t.run.Add(o.run)
 }
 
+// subCounts takes from t o's counters and histograms, which addCounts
+// added to it before.
+func (t *workerSum) subCounts(o *workerSum) {
+	for i := range t.v {
+		t.v[i] -= o.v[i]
+	}
+	for _, h := range [][2]*pool.Histogram{{&t.startDelay, &o.startDelay}, {&t.run, &o.run}} {
+		for i := range min(len(h[0].Counts), len(h[1].Counts)) {
+			h[0].Counts[i] -= h[1].Counts[i]
+		}
+		h[0].Count -= h[1].Count
+		h[0].Sum -= h[1].Sum
+	}
+}
+
 type cached struct {
 	s  queue.Stats
 	at time.Time // zero: never read
@@ -97,12 +120,8 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 		cfg.Timeout = DefaultScrapeTimeout
 	}
 	l := "queue"
-	names := make([]string, len(cfg.Queues))
-	for i, q := range cfg.Queues {
-		names[i] = q.Name()
-	}
 	return &QueueCollector{
-		invalid:      invalid{distinct("NewQueueCollector", "queue", names)},
+		invalid:      invalid{distinct("NewQueueCollector", "queue", cfg.Queues, (*queue.Queue).Name)},
 		cfg:          cfg,
 		last:         make([]cached, len(cfg.Queues)),
 		errors:       make([]uint64, len(cfg.Queues)),
@@ -226,6 +245,10 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 			v: [11]uint64{s.Processed, s.Failed, s.Retried, s.Dead, s.Panics, s.Recovered,
 				s.Malformed, s.LostLeases, s.FetchErrors, s.AckErrors, s.IgnoredTimeouts}}
 		now[w] = workerSnap{queue: n, sum: one}
+		if snap, ok := c.gone[weak.Make(w)]; ok { // back in the list
+			c.retired[snap.queue].subCounts(&snap.sum)
+			delete(c.gone, weak.Make(w))
+		}
 		t := sumOf(n)
 		t.busy += one.busy
 		t.conc += one.conc
@@ -246,6 +269,15 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 			c.retired[snap.queue] = r
 		}
 		r.addCounts(&snap.sum)
+		if c.gone == nil {
+			c.gone = map[weak.Pointer[queue.Worker]]workerSnap{}
+		}
+		c.gone[weak.Make(w)] = snap
+	}
+	for k := range c.gone {
+		if k.Value() == nil { // collected: it cannot come back
+			delete(c.gone, k)
+		}
 	}
 	c.seen = now
 	for n, r := range c.retired {

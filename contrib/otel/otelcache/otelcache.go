@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 
 	"go.opentelemetry.io/otel"
@@ -83,7 +84,7 @@ type observed struct {
 func ObserveCaches(caches []StatsCache, opts ...Option) (*CacheObserver, error) {
 	seen := map[string]int{}
 	for i, k := range caches {
-		if k == nil {
+		if isNil(k) {
 			return nil, fmt.Errorf("otelcache: ObserveCaches: cache %d is nil", i)
 		}
 		if j, ok := seen[k.Name()]; ok {
@@ -167,6 +168,20 @@ func ObserveCaches(caches []StatsCache, opts ...Option) (*CacheObserver, error) 
 		return nil, fmt.Errorf("otelcache: ObserveCaches: %w", err)
 	}
 	return o, nil
+}
+
+// isNil reports whether k is nil: a nil interface, or one holding a nil
+// pointer (a *cache.Cache whose New failed), whose Name would panic.
+func isNil(k StatsCache) bool {
+	if k == nil {
+		return true
+	}
+	v := reflect.ValueOf(k)
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // Close unregisters the callback: later collections report nothing of the
