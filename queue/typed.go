@@ -115,8 +115,9 @@ func EnqueueJSON[T any](ctx context.Context, q *Queue, v T, opts ...EnqueueOptio
 }
 
 // JobType is the Type option of every occurrence of a schedule. An
-// earlier worker that enqueues the next occurrence ignores it (see
-// docs/queue.md, "Upgrading").
+// occurrence runs with the type of the definition registered when it
+// runs (as with its payload): one enqueued by an earlier version without
+// the type runs with it too (see docs/queue.md, "Upgrading").
 func JobType(typ string) ScheduleOption {
 	err := checkType(typ)
 	return func(s *scheduleDef) error {
