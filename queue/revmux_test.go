@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -84,4 +86,53 @@ func TestRevMuxCronOccurrenceTakesTheRegisteredType(t *testing.T) {
 			}
 		})
 	}
+}
+
+// namedEvent is an interface a handler might mistake for a payload type.
+type namedEvent interface{ EventName() string }
+
+// funcWithText decodes from JSON through its UnmarshalText, though a func.
+type funcWithText func() string
+
+func (f *funcWithText) UnmarshalText(b []byte) error {
+	s := string(b)
+	*f = func() string { return s }
+	return nil
+}
+
+// HandleJSON with a T that no JSON payload can decode into (an interface
+// with methods, a channel, a func) is a wiring mistake: every job would go
+// to the dead letters as ErrDecode, blaming its payload. It must be found
+// when the handler is built, as Mux.Handle's mistakes are.
+func TestRevMuxHandleJSONRefusesUndecodableTypes(t *testing.T) {
+	mustPanic := func(name string, build func()) {
+		t.Helper()
+		defer func() {
+			v := recover()
+			require.NotNil(t, v, "%s: HandleJSON accepted a type JSON cannot decode into", name)
+			require.Contains(t, fmt.Sprint(v), name)
+		}()
+		build()
+	}
+	mustPanic("queue.namedEvent", func() {
+		HandleJSON(func(context.Context, *Job, namedEvent) error { return nil })
+	})
+	mustPanic("*queue.namedEvent", func() {
+		HandleJSON(func(context.Context, *Job, *namedEvent) error { return nil })
+	})
+	mustPanic("chan int", func() { HandleJSON(func(context.Context, *Job, chan int) error { return nil }) })
+	mustPanic("func()", func() { HandleJSON(func(context.Context, *Job, func()) error { return nil }) })
+
+	// What JSON can decode into is accepted, and works.
+	ctx := context.Background()
+	var got []string
+	for _, h := range []Handler{
+		HandleJSON(func(_ context.Context, _ *Job, v any) error { got = append(got, fmt.Sprint(v)); return nil }),
+		HandleJSON(func(_ context.Context, _ *Job, v json.RawMessage) error { got = append(got, string(v)); return nil }),
+		HandleJSON(func(_ context.Context, _ *Job, v funcWithText) error { got = append(got, v()); return nil }),
+		HandleJSON(func(_ context.Context, _ *Job, v *funcWithText) error { got = append(got, (*v)()); return nil }),
+	} {
+		require.NoError(t, h(ctx, &Job{Payload: []byte(`"x"`)}))
+	}
+	require.Equal(t, []string{"x", `"x"`, "x", "x"}, got)
 }
