@@ -201,3 +201,39 @@ func FuzzRevMuxEnvelopeAllFlags(f *testing.F) {
 		}
 	})
 }
+
+// Enqueuing.Payload is an exported field: a hook that assigns it (to
+// compress or encrypt the payload, as producer middleware elsewhere does)
+// must not see its new payload silently dropped and the caller's bytes
+// enqueued. The enqueue fails, naming what the hook did, and writes
+// nothing; a hook that leaves the field alone is unaffected.
+func TestRevMuxBeforeEnqueueCannotReplaceThePayload(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "hookpay", Config{BeforeEnqueue: func(_ context.Context, e *Enqueuing) error {
+		switch string(e.Payload) {
+		case "compress me":
+			e.Payload = []byte("zz")
+		case "shorten me":
+			e.Payload = e.Payload[:7]
+		case "nil me":
+			e.Payload = nil
+		}
+		return nil
+	}})
+	for _, pl := range []string{"compress me", "shorten me", "nil me"} {
+		_, err := q.Enqueue(ctx, []byte(pl))
+		require.ErrorContains(t, err, "Config.BeforeEnqueue changed Enqueuing.Payload", pl)
+		_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("fine"), []byte(pl)})
+		require.ErrorContains(t, err, "job 1: queue: Config.BeforeEnqueue changed Enqueuing.Payload", pl)
+	}
+	n, err := p.Client().LLen(ctx, q.k.ready).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing written")
+	_, err = q.Enqueue(ctx, []byte("fine"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, nil)
+	require.NoError(t, err, "an empty payload the hook leaves alone")
+	_, err = q.Enqueue(ctx, []byte{})
+	require.NoError(t, err)
+}
