@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -703,9 +704,12 @@ func (w *Worker) cronStart(d *delivery, job *Job) bool {
 		if err == nil {
 			if run {
 				// The registered payload and type, as the definition
-				// stands now; d.env.typ carries the type to a retry
-				// (Worker.outcome), which does not come back here.
-				job.Payload, job.Type, d.env.typ = def.Payload, def.Type, def.Type
+				// stands now. d.env carries them to a retry
+				// (Worker.outcome), which does not come back here; the
+				// handler gets its own copy of the payload, which it may
+				// change.
+				d.env.payload, d.env.typ = def.Payload, def.Type
+				job.Payload, job.Type = bytes.Clone(def.Payload), def.Type
 			}
 			if !run {
 				w.log.Debug("queue: occurrence skipped (stale, missed, or NoOverlap)", "job", d.env.id)

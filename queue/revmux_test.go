@@ -237,3 +237,53 @@ func TestRevMuxBeforeEnqueueCannotReplaceThePayload(t *testing.T) {
 	_, err = q.Enqueue(ctx, []byte{})
 	require.NoError(t, err)
 }
+
+// A deploy changes a schedule's payload (and type): the pending occurrence
+// runs with the registered payload (TestRevCronPayloadChangeTakesEffect),
+// and so must its retry. The retry was re-encoded from the element, which
+// holds the payload of the deploy before: the retry ran a payload the
+// first attempt never saw, under the new type (a HandleJSON route would
+// fail it as ErrDecode). A handler that changes its Job.Payload in place
+// does not change what the retry runs.
+func TestRevMuxCronRetryRunsTheRegisteredPayload(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			p := np(t, pool.Config{})
+			ctx := context.Background()
+			q := mustQueue(t, p, "cronpay", Config{})
+			require.NoError(t, q.Schedule(ctx, "report", Every(time.Second), []byte(`{"v":1}`), Version(1)))
+			zs, err := p.Client().ZRange(ctx, q.k.delayed, 0, -1).Result()
+			require.NoError(t, err)
+			require.Len(t, zs, 1)
+			pending, err := decodeEnvelope([]byte(zs[0]))
+			require.NoError(t, err)
+			require.NoError(t, q.Schedule(ctx, "report", Every(time.Second), []byte(`{"v":2}`), Version(2), JobType("report.v2")))
+
+			type run struct {
+				attempt int
+				typ, v  string
+			}
+			runs := make(chan run, 64)
+			mux := new(Mux)
+			mux.Handle("report.v2", func(_ context.Context, j *Job) error {
+				if j.ID != pending.id {
+					return nil // a later occurrence
+				}
+				select {
+				case runs <- run{j.Attempt, j.Type, string(j.Payload)}:
+				default:
+				}
+				if j.Attempt == 1 {
+					copy(j.Payload, "XXXXXXX") // in place: the retry must not see it
+					return errors.New("once more")
+				}
+				return nil
+			})
+			g := group(t)
+			startWorker(t, g, q, mux.Run, WorkerConfig{Concurrency: 2,
+				Backoff: func(int, error) time.Duration { return time.Millisecond }})
+			require.Equal(t, run{1, "report.v2", `{"v":2}`}, recv(t, runs, 15*time.Second, "the first attempt"))
+			require.Equal(t, run{2, "report.v2", `{"v":2}`}, recv(t, runs, 15*time.Second, "the retry"))
+		})
+	}
+}
