@@ -78,7 +78,9 @@ type Config struct {
 	// anything is sent. It may add headers (Enqueuing.SetHeader: a trace
 	// context or a request ID from ctx), or refuse the job by returning an
 	// error: the enqueue then writes nothing (a batch, none of its jobs)
-	// and returns the error, wrapped. The enqueue may still fail after it
+	// and returns the error, wrapped. It cannot replace the payload: an
+	// enqueue whose hook assigns Enqueuing.Payload fails (transform the
+	// payload before Enqueue). The enqueue may still fail after it
 	// (a payload over MaxPayload, a full queue). It is not called for what is not a
 	// new job (retries, recovery, Requeue) nor for the occurrences of
 	// schedules, which have no caller (JobHeaders sets theirs). A panic in

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -523,29 +524,29 @@ func successor(occ occurrences, due, now time.Time, maxCatchUp int) (run bool, n
 // lapsed (UniqueTTL) may let a second copy in, which must not pass for a
 // redelivery of the first. timeout is the run's timeout (0: none), hb the
 // heartbeat's TTL plus interval. ok false: not an occurrence ID.
-func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, deliveries int, timeout, hb time.Duration) (name string, due time.Time, run bool, payload []byte, err error) {
+func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, deliveries int, timeout, hb time.Duration) (name string, due time.Time, run bool, def scheduleDef, err error) {
 	name, dueMs, ok := parseOccurrence(id)
 	if !ok {
-		return "", time.Time{}, true, nil, nil
+		return "", time.Time{}, true, scheduleDef{}, nil
 	}
 	due = time.UnixMilli(dueMs)
 	c := q.p.Client()
 	vals, err := c.HMGet(ctx, q.k.cron(), "m:"+name, "d:"+name).Result()
 	if err != nil {
-		return name, due, false, nil, err
+		return name, due, false, scheduleDef{}, err
 	}
 	meta, _ := vals[0].(string)
 	blob, _ := vals[1].(string)
 	if meta == "" || blob == "" {
-		return name, due, false, nil, nil // removed
+		return name, due, false, scheduleDef{}, nil // removed
 	}
 	var d scheduleDef
 	if err := json.Unmarshal([]byte(blob), &d); err != nil {
-		return name, due, false, nil, fmt.Errorf("schedule %q: bad definition in the registry: %w", name, err)
+		return name, due, false, scheduleDef{}, fmt.Errorf("schedule %q: bad definition in the registry: %w", name, err)
 	}
 	occ, err := d.parse()
 	if err != nil {
-		return name, due, false, nil, err
+		return name, due, false, scheduleDef{}, err
 	}
 	wantRun, next := successor(occ, due, q.cfg.Now(), d.MaxCatchUp)
 	nextMs := int64(-1)
@@ -561,19 +562,20 @@ func (q *Queue) cronTake(ctx context.Context, id string, copyOf int64, deliverie
 	res, err := cronTakeScript.Run(ctx, c, []string{q.k.cron(), q.k.cronRun(name)},
 		name, dueMs, d.hash([]byte(blob)), nextMs, boolArg(wantRun), boolArg(d.NoOverlap), (timeout + hb).Milliseconds(), copyOf, deliveries).Int64Slice()
 	if err != nil {
-		return name, due, false, nil, err
+		return name, due, false, scheduleDef{}, err
 	}
 	if len(res) != 3 {
-		return name, due, false, nil, fmt.Errorf("schedule %q: the registry answered %v", name, res)
+		return name, due, false, scheduleDef{}, fmt.Errorf("schedule %q: the registry answered %v", name, res)
 	}
 	if res[0] != 0 && res[2] >= 0 {
 		if err := q.enqueueOccurrence(ctx, name, d, res[2]); err != nil {
-			return name, due, false, nil, err
+			return name, due, false, scheduleDef{}, err
 		}
 	}
-	// The registered payload: a deploy that changed it owns this
-	// occurrence even if it was enqueued by the one before (same ID).
-	return name, due, res[1] == 1, d.Payload, nil
+	// The registered definition: a deploy that changed the payload or the
+	// type (JobType) owns this occurrence even if it was enqueued by the
+	// one before (same ID).
+	return name, due, res[1] == 1, d, nil
 }
 
 // cronDone clears the running marker of the schedule's run due at due
@@ -680,7 +682,7 @@ return 1
 // (its first attempt advanced the schedule). Redis errors are retried with
 // backoff until the worker drains: the occurrence stays in the processing
 // list meanwhile, and goes back to the ready list with the drain.
-func (w *Worker) cronStart(d delivery, job *Job) bool {
+func (w *Worker) cronStart(d *delivery, job *Job) bool {
 	name, due, ok := parseOccurrence(d.env.id)
 	if !ok {
 		return true
@@ -697,11 +699,17 @@ func (w *Worker) cronStart(d delivery, job *Job) bool {
 	var bo troubleBackoff
 	for {
 		ctx, cancel := context.WithTimeout(w.hardCtx, cronCallTimeout)
-		_, _, run, payload, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), d.env.deliveries, timeout, hb)
+		_, _, run, def, err := w.q.cronTake(ctx, d.env.id, d.env.enqueuedAt.UnixMilli(), d.env.deliveries, timeout, hb)
 		cancel()
 		if err == nil {
 			if run {
-				job.Payload = payload
+				// The registered payload and type, as the definition
+				// stands now. d.env carries them to a retry
+				// (Worker.outcome), which does not come back here; the
+				// handler gets its own copy of the payload, which it may
+				// change.
+				d.env.payload, d.env.typ = def.Payload, def.Type
+				job.Payload, job.Type = bytes.Clone(def.Payload), def.Type
 			}
 			if !run {
 				w.log.Debug("queue: occurrence skipped (stale, missed, or NoOverlap)", "job", d.env.id)

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -51,7 +52,7 @@ func Chain(h Handler, mws ...Middleware) Handler {
 type Enqueuing struct {
 	Queue   string
 	Type    string // the Type option; "" without
-	Payload []byte // the caller's bytes: read them, do not change them
+	Payload []byte // the caller's bytes: read them, do not change them (an enqueue whose hook assigns the field fails)
 
 	o *enqueueOpts
 }
@@ -119,6 +120,15 @@ func (q *Queue) withHook(ctx context.Context, payload []byte, opts []EnqueueOpti
 		if err := hook(ctx, &e); err != nil {
 			return fmt.Errorf("queue: Config.BeforeEnqueue refused the job: %w", err)
 		}
+		if !sameSlice(e.Payload, payload) {
+			return errors.New("queue: Config.BeforeEnqueue changed Enqueuing.Payload: a hook cannot replace the payload (the caller's bytes would be enqueued); transform it before Enqueue")
+		}
 		return nil
 	})
+}
+
+// sameSlice reports whether a and b are the same slice: length and first
+// element (two empty slices are the same).
+func sameSlice(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }

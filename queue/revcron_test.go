@@ -204,8 +204,8 @@ func TestRevCronPayloadChangeTakesEffect(t *testing.T) {
 	f.clock.Set(time.UnixMilli(int64(zs[0].Score)))
 	env, err := decodeEnvelope([]byte(zs[0].Member.(string)))
 	require.NoError(t, err)
-	_, _, run, payload, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), env.deliveries, time.Minute, time.Second)
+	_, _, run, def, err := q.cronTake(ctx, env.id, env.enqueuedAt.UnixMilli(), env.deliveries, time.Minute, time.Second)
 	require.NoError(t, err)
 	require.True(t, run)
-	require.Equal(t, "new", string(payload), "the handler gets the registered payload")
+	require.Equal(t, "new", string(def.Payload), "the handler gets the registered payload")
 }

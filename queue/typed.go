@@ -3,6 +3,7 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,12 +82,18 @@ var ErrDecode = errors.New("queue: cannot decode the job's payload")
 // into a fresh T and calls f with it. A payload that does not decode
 // fails the run with Permanent(err), err wrapping ErrDecode and naming
 // the job's ID and type and T; f is not called. f's own errors are
-// returned as they are (a plain error retries the job).
+// returned as they are (a plain error retries the job). HandleJSON panics
+// when T is one no JSON decodes into (an interface with methods, a
+// channel, a func): a mistake in the program's wiring, found when it
+// starts rather than by every job going to the dead letters.
 func HandleJSON[T any](f func(ctx context.Context, job *Job, v T) error) Handler {
 	if f == nil {
 		panic("queue: HandleJSON(nil)")
 	}
 	into := reflect.TypeFor[T]().String()
+	if !decodable(reflect.TypeFor[T]()) {
+		panic(fmt.Sprintf("queue: HandleJSON: no JSON payload decodes into %s (an interface with methods, a channel, a func or a complex number): every job would fail with ErrDecode", into))
+	}
 	return func(ctx context.Context, job *Job) error {
 		var v T
 		if err := json.Unmarshal(job.Payload, &v); err != nil {
@@ -94,6 +101,32 @@ func HandleJSON[T any](f func(ctx context.Context, job *Job, v T) error) Handler
 		}
 		return f(ctx, job, v)
 	}
+}
+
+// decodable reports whether encoding/json can decode a payload other
+// than null into a fresh value of t: not when t is, under its pointers, an
+// interface with methods (the value is a nil interface json cannot fill),
+// a channel, a func or a complex number, unless it decodes itself.
+func decodable(t reflect.Type) bool {
+	unmarshaler := reflect.TypeFor[json.Unmarshaler]()
+	text := reflect.TypeFor[encoding.TextUnmarshaler]()
+	for {
+		if t.Kind() == reflect.Interface {
+			return t.NumMethod() == 0
+		}
+		if p := reflect.PointerTo(t); p.Implements(unmarshaler) || p.Implements(text) {
+			return true
+		}
+		if t.Kind() != reflect.Pointer {
+			break
+		}
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Chan, reflect.Func, reflect.Complex64, reflect.Complex128, reflect.UnsafePointer:
+		return false
+	}
+	return true
 }
 
 func decodeError(job *Job, into string, err error) error {
@@ -115,8 +148,9 @@ func EnqueueJSON[T any](ctx context.Context, q *Queue, v T, opts ...EnqueueOptio
 }
 
 // JobType is the Type option of every occurrence of a schedule. An
-// earlier worker that enqueues the next occurrence ignores it (see
-// docs/queue.md, "Upgrading").
+// occurrence runs with the type of the definition registered when it
+// runs (as with its payload): one enqueued by an earlier version without
+// the type runs with it too (see docs/queue.md, "Upgrading").
 func JobType(typ string) ScheduleOption {
 	err := checkType(typ)
 	return func(s *scheduleDef) error {

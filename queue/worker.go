@@ -748,7 +748,7 @@ func (w *Worker) run(d delivery) {
 		Headers: headerMap(d.env.headers), Type: d.env.typ,
 	}
 	if strings.HasPrefix(d.env.id, cronPrefix) {
-		if !w.cronStart(d, job) {
+		if !w.cronStart(&d, job) {
 			w.cronSkip(d)
 			return
 		}
@@ -831,6 +831,14 @@ func (w *Worker) outcome(d delivery, job *Job, err error) ackOp {
 		// From the element as fetched, not d.env: its payload is the
 		// handler's Job.Payload, which the handler may have changed.
 		next, _ := decodeEnvelope([]byte(d.elem)) // it decoded when fetched
+		// The type is d.env's: the element's, or a schedule's registered
+		// type (cronStart). The first attempt of a schedule's occurrence
+		// ran the registered payload (cronStart): so does its retry,
+		// unless the element's payload is kept apart (its ref stays).
+		next.typ = d.env.typ
+		if _, _, occ := parseOccurrence(d.env.id); occ && d.env.attempt == 0 && next.ref == "" {
+			next.payload = d.env.payload
+		}
 		next.attempt++
 		w.log.Debug("queue: job failed; retrying", "job", job.ID, "attempt", job.Attempt, "in", max(v.RetryAt.Sub(w.q.cfg.Now()), 0), "err", err)
 		return ackOp{kind: ackRetry, elem: d.elem, id: d.env.id, next: next.encode(), due: v.RetryAt}
