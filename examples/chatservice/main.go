@@ -14,6 +14,7 @@
 //	curl -s localhost:8080/healthz
 //	curl -s localhost:8080/debug/bounded
 //	curl -s localhost:8080/debug/bounded/history
+//	curl -s localhost:8080/metrics                    # Prometheus (contrib/prometheus)
 //
 // Every error answer is JSON, {"error": "...", "code": "..."}. When the
 // chat workers cannot keep up, POST /api/chat sheds: 503 with Retry-After
