@@ -49,6 +49,6 @@
 // component makes Collect panic.
 //
 // See docs/prometheus.md for the metric list, the histograms, the
-// benchmarks and the Grafana dashboard; the demo directory holds a
-// runnable program serving /metrics.
+// benchmarks and the Grafana dashboard; examples/chatservice serves
+// /metrics with every collector (its metrics.go is the wiring).
 package prometheus
