@@ -121,7 +121,7 @@ func TestAdminDashboard(t *testing.T) {
 			}
 			h.getJSON("/admin/api/workers", http.StatusOK, &workers)
 			require.Equal(t, "this process", workers.Scope)
-			require.Len(t, workers.Workers, len(chatapi.Queues()))
+			require.Len(t, workers.Workers, chatapi.NumQueues)
 			for i, name := range chatapi.Queues() {
 				require.Equal(t, name, workers.Workers[i].Queue)
 			}
