@@ -50,6 +50,6 @@
 // an error that names it. A nil pool or watcher makes Collect panic.
 //
 // See docs/prometheus.md for the metric list, the histograms, the
-// benchmarks and the Grafana dashboard; the demo directory holds a
-// runnable program serving /metrics.
+// benchmarks and the Grafana dashboard; examples/chatservice serves
+// /metrics with every collector (its metrics.go is the wiring).
 package prometheus

@@ -2,13 +2,9 @@ package prometheus_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
-	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +15,7 @@ import (
 
 	"github.com/bounded-go/bounded/cache"
 	bprom "github.com/bounded-go/bounded/contrib/prometheus"
+	"github.com/bounded-go/bounded/internal/grafanacheck"
 	"github.com/bounded-go/bounded/internal/redistest"
 	tu "github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/lifecycle"
@@ -143,54 +140,6 @@ func TestExpositionHasTheIssueList(t *testing.T) {
 	}
 }
 
-// In a query: a quoted string, a selector's matchers, a grouping's labels,
-// an identifier with an underscore (a metric name unless a function call),
-// a label name in a matcher, a selector with its matchers, label_values.
-var (
-	quoted     = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
-	matchers   = regexp.MustCompile(`\{[^}]*\}`)
-	grouping   = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
-	identifier = regexp.MustCompile(`\$?\b[a-zA-Z_:][a-zA-Z0-9_:]*\b(\s*\()?`)
-	labelName  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
-	selector   = regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}`)
-	labelVals  = regexp.MustCompile(`label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)`)
-)
-
-// queryProblems returns the metric names e uses and what is wrong with
-// them against series: a name not exported (a typo in the prefix
-// included: every identifier with an underscore that is not a function
-// call must be an exported series) and a label the metric does not have.
-func queryProblems(e string, series map[string]map[string]bool) (names, problems []string) {
-	for _, m := range selector.FindAllStringSubmatch(e, -1) {
-		labels := series[m[1]]
-		if labels == nil {
-			continue // reported below
-		}
-		for _, l := range labelName.FindAllStringSubmatch(quoted.ReplaceAllString(m[2], `""`), -1) {
-			if !labels[l[1]] {
-				problems = append(problems, fmt.Sprintf("%s has no label %s (in %s)", m[1], l[1], e))
-			}
-		}
-	}
-	for _, m := range labelVals.FindAllStringSubmatch(e, -1) {
-		if labels := series[m[1]]; labels != nil && !labels[m[2]] {
-			problems = append(problems, fmt.Sprintf("%s has no label %s (in %s)", m[1], m[2], e))
-		}
-	}
-	bare := grouping.ReplaceAllString(matchers.ReplaceAllString(quoted.ReplaceAllString(e, `""`), ""), "")
-	for _, m := range identifier.FindAllStringSubmatch(bare, -1) {
-		id := m[0]
-		if m[1] != "" || strings.HasPrefix(id, "$") || !strings.Contains(id, "_") {
-			continue // a function, a dashboard variable, a keyword or a label
-		}
-		names = append(names, id)
-		if series[id] == nil {
-			problems = append(problems, fmt.Sprintf("the dashboard queries %s, which the collectors do not export (in %s)", id, e))
-		}
-	}
-	return names, problems
-}
-
 // TestGrafanaDashboard parses docs/grafana-dashboard.json and checks that
 // every metric its queries and variables name is in the exposition (a
 // histogram's _bucket, _sum and _count series included), so a renamed
@@ -200,7 +149,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queried, problems := dashboardProblems(raw, exportedSeries(fullExposition(t)))
+	queried, problems := grafanacheck.Dashboard(raw, exportedSeries(fullExposition(t)))
 	for _, p := range problems {
 		t.Error(p)
 	}
@@ -212,8 +161,8 @@ func TestGrafanaDashboard(t *testing.T) {
 
 // exportedSeries maps each series name of mfs (a histogram's _bucket, _sum
 // and _count) to its label names.
-func exportedSeries(mfs []*dto.MetricFamily) map[string]map[string]bool {
-	series := map[string]map[string]bool{}
+func exportedSeries(mfs []*dto.MetricFamily) grafanacheck.Series {
+	series := grafanacheck.Series{}
 	for _, mf := range mfs {
 		labels := map[string]bool{}
 		for _, m := range mf.GetMetric() {
@@ -234,78 +183,6 @@ func exportedSeries(mfs []*dto.MetricFamily) map[string]map[string]bool {
 	return series
 }
 
-// dashboardProblems returns the metrics a dashboard queries (sorted) and
-// what is wrong with it against series.
-func dashboardProblems(raw []byte, series map[string]map[string]bool) (queried, problems []string) {
-	var dash struct {
-		Title      string            `json:"title"`
-		UID        string            `json:"uid"`
-		Panels     []json.RawMessage `json:"panels"`
-		Templating struct {
-			List []struct {
-				Name       string `json:"name"`
-				Definition string `json:"definition"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		return nil, []string{fmt.Sprintf("not valid JSON: %v", err)}
-	}
-	if dash.Title == "" || dash.UID == "" || len(dash.Panels) == 0 {
-		return nil, []string{fmt.Sprintf("no title, uid or panels: %q %q %d", dash.Title, dash.UID, len(dash.Panels))}
-	}
-	type panel struct {
-		ID      int    `json:"id"`
-		Type    string `json:"type"`
-		Title   string `json:"title"`
-		Targets []struct {
-			Expr  string `json:"expr"`
-			RefID string `json:"refId"`
-		} `json:"targets"`
-		Panels []json.RawMessage `json:"panels"` // a collapsed row's
-	}
-	ids := map[int]bool{}
-	seen := map[string]bool{}
-	var exprs []string
-	for todo := dash.Panels; len(todo) > 0; {
-		r := todo[0]
-		todo = todo[1:]
-		var p panel
-		if err := json.Unmarshal(r, &p); err != nil {
-			return nil, []string{err.Error()}
-		}
-		todo = append(todo, p.Panels...)
-		if ids[p.ID] {
-			problems = append(problems, fmt.Sprintf("panel id %d used twice", p.ID))
-		}
-		ids[p.ID] = true
-		if p.Type != "row" && len(p.Targets) == 0 {
-			problems = append(problems, fmt.Sprintf("panel %q queries nothing", p.Title))
-		}
-		for _, tg := range p.Targets {
-			if strings.TrimSpace(tg.Expr) == "" {
-				problems = append(problems, fmt.Sprintf("panel %q has an empty query %s", p.Title, tg.RefID))
-			}
-			exprs = append(exprs, tg.Expr)
-		}
-	}
-	for _, v := range dash.Templating.List {
-		exprs = append(exprs, v.Definition)
-	}
-	for _, e := range exprs {
-		names, ps := queryProblems(e, series)
-		for _, n := range names {
-			seen[n] = true
-		}
-		problems = append(problems, ps...)
-	}
-	for n := range seen {
-		queried = append(queried, n)
-	}
-	sort.Strings(queried)
-	return queried, problems
-}
-
 // TestGrafanaDashboardCatchesTypos feeds the check the real dashboard with
 // one mistake each: every one would leave a panel silently empty, and
 // every one must be reported.
@@ -315,7 +192,7 @@ func TestGrafanaDashboardCatchesTypos(t *testing.T) {
 		t.Fatal(err)
 	}
 	series := exportedSeries(fullExposition(t))
-	if _, problems := dashboardProblems(raw, series); len(problems) != 0 {
+	if _, problems := grafanacheck.Dashboard(raw, series); len(problems) != 0 {
 		t.Fatalf("the real dashboard has problems: %v", problems)
 	}
 	for name, mistake := range map[string]struct{ old, new string }{
@@ -332,7 +209,7 @@ func TestGrafanaDashboardCatchesTypos(t *testing.T) {
 			if bad == string(raw) {
 				t.Fatalf("%q is not in the dashboard", mistake.old)
 			}
-			if _, problems := dashboardProblems([]byte(bad), series); len(problems) == 0 {
+			if _, problems := grafanacheck.Dashboard([]byte(bad), series); len(problems) == 0 {
 				t.Errorf("a dashboard with %s was accepted", strings.TrimSpace(mistake.new))
 			}
 		})

@@ -43,6 +43,7 @@ func (s *service) routes() http.Handler {
 	mux.HandleFunc("GET "+chatapi.PathHealth, s.getHealth)
 	mux.HandleFunc("GET "+chatapi.PathDebug, s.getDebug)
 	mux.HandleFunc("GET "+chatapi.PathDebugHistory, s.getHistory)
+	mux.Handle("GET "+chatapi.PathMetrics, s.metrics)
 	// The dashboard's relative links need the trailing slash.
 	mux.Handle("/admin/", http.StripPrefix("/admin", s.admin))
 	mux.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))

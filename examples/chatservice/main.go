@@ -4,8 +4,9 @@
 // per-user rate limit, memory watching and health checks, on one Redis
 // connection budget and one lifecycle group.
 //
-//	go run ./examples/chatservice                        # embedded Redis (miniredis), nothing to install
-//	go run ./examples/chatservice -redis redis://127.0.0.1:6380
+//	cd examples   # its own Go module
+//	go run ./chatservice                        # embedded Redis (miniredis), nothing to install
+//	go run ./chatservice -redis redis://127.0.0.1:6380
 //
 //	curl -s -XPOST localhost:8080/api/chat -d '{"user":"ada","agent":"assistant","message":"hello"}'
 //	curl -s localhost:8080/api/chat/<id>
@@ -13,6 +14,7 @@
 //	curl -s localhost:8080/healthz
 //	curl -s localhost:8080/debug/bounded
 //	curl -s localhost:8080/debug/bounded/history
+//	curl -s localhost:8080/metrics                    # Prometheus (contrib/prometheus)
 //
 // Every error answer is JSON, {"error": "...", "code": "..."}. When the
 // chat workers cannot keep up, POST /api/chat sheds: 503 with Retry-After

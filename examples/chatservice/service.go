@@ -195,7 +195,9 @@ type service struct {
 
 	queues map[string]*queue.Queue
 	// admin is the dashboard mounted at /admin/.
-	admin   http.Handler
+	admin http.Handler
+	// metrics serves GET /metrics: the components' Prometheus collectors.
+	metrics http.Handler
 	workers []*queue.Worker // in chatapi.Queues() order
 	// enqueueChat queues a chat job; a seam for tests.
 	enqueueChat func(ctx context.Context, payload []byte) (string, error)
@@ -341,6 +343,9 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		s.workers = append(s.workers, w)
 	}
 	if s.admin, err = s.newAdmin(); err != nil {
+		return nil, err
+	}
+	if s.metrics, err = s.newMetrics(); err != nil {
 		return nil, err
 	}
 	s.enqueueChat = func(ctx context.Context, payload []byte) (string, error) {

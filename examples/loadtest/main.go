@@ -1,9 +1,10 @@
 // Command loadtest drives examples/chatservice the way the post-mortem
 // verified its fix (ab -n 10000 -c 100, then a 24-hour soak):
 //
-//	go run ./examples/loadtest burst -n 10000 -c 100
-//	go run ./examples/loadtest soak -rate 1000 -duration 10m -chart soak.svg
-//	go run ./examples/loadtest overload -multiple 5 -duration 60s -redis redis://127.0.0.1:6380
+//	cd examples   # its own Go module
+//	go run ./loadtest burst -n 10000 -c 100
+//	go run ./loadtest soak -rate 1000 -duration 10m -chart soak.svg
+//	go run ./loadtest overload -multiple 5 -duration 60s -redis redis://127.0.0.1:6380
 //
 // burst sends N chats at concurrency C and prints the success count,
 // throughput and latency percentiles. soak sends chats at a fixed rate for a

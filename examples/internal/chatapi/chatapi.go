@@ -21,6 +21,7 @@ const (
 	PathHealth       = "/healthz"       // GET: Health
 	PathDebug        = "/debug/bounded" // GET: Debug
 	PathDebugHistory = "/debug/bounded/history"
+	PathMetrics      = "/metrics" // GET: the Prometheus text exposition
 )
 
 // The queues of the service, in the order the worker pipeline uses them: a

@@ -1,0 +1,38 @@
+module github.com/bounded-go/bounded/examples
+
+go 1.26.0
+
+// This module builds against the bounded checkout it sits in: the library
+// and its Prometheus collectors. Its programs and tests import the library's
+// internal packages (redistest, testutil, hist, trend, backoff), which Go
+// allows: they sit under github.com/bounded-go/bounded.
+replace (
+	github.com/bounded-go/bounded => ../
+	github.com/bounded-go/bounded/contrib/prometheus => ../contrib/prometheus
+)
+
+require (
+	github.com/alicebob/miniredis/v2 v2.40.0
+	github.com/bounded-go/bounded v0.0.0
+	github.com/bounded-go/bounded/contrib/prometheus v0.0.0
+	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
+	github.com/prometheus/common v0.72.0
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/stretchr/testify v1.12.1
+	go.uber.org/goleak v1.3.0
+)
+
+require (
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/robfig/cron/v3 v3.0.1 // indirect
+	github.com/yuin/gopher-lua v1.1.1 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/sync v0.25.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
