@@ -100,15 +100,18 @@ func TestRequeueAllPastMalformed(t *testing.T) {
 	// The newest page: a malformed element's dead letter among good ones.
 	require.NoError(t, b.p.Client().LPush(ctx, "{bq:many}:ready", "not a job").Err())
 	kill(t, b.p, q, "failed", "late")
-	s, err := q.Stats(ctx)
-	require.NoError(t, err)
-	require.Equal(t, int64(len(payloads)+2), s.Dead)
+	// kill waits for one more dead letter; the malformed element's may
+	// land a moment later (kill's stop condition can be met by either).
+	testutil.Eventually(t, 30*time.Second, "both new dead letters", func() bool {
+		s, err := q.Stats(ctx)
+		return err == nil && s.Dead == int64(len(payloads)+2)
+	})
 
 	r := ctl(t, nil, "--redis", b.url, "--timeout", "1m", "requeue", "many", "--all", "--yes")
 	require.Equal(t, exitError, r.code, "the malformed letter stays: %s", r.stderr)
 	require.Contains(t, r.stdout, fmt.Sprintf("requeued %d dead letter(s) of many", len(payloads)+1))
 	require.Contains(t, r.stderr, "malformed")
-	s, err = q.Stats(ctx)
+	s, err := q.Stats(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), s.Dead, "only the malformed letter is left")
 	require.Equal(t, int64(len(payloads)+1), s.Ready)
