@@ -69,9 +69,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 `)
 
-	// pushAtLimitScript is RPUSH of one element. KEYS: list. ARGV: element.
+	// pushAtLimitScript is RPUSH of one element to a ready list, and the
+	// ring of its doorbell. KEYS: list, bell. ARGV: element.
 	pushAtLimitScript = redis.NewScript(allowOOM + `
-return redis.call('RPUSH', KEYS[1], ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, '1')
+return n
 `)
 )
 
@@ -192,8 +195,8 @@ const atLimitProbe = time.Second
 // fetcher draining a backlog takes full batches and never blocks, so
 // without the probe it would never see Redis leave the limit (AtLimit, a
 // health check's "degraded", would stay set until the backlog is gone).
-// The plain script's first command is LMOVE, refused at the limit even on
-// an empty list, so its success means Redis accepts writes again.
+// The plain script's first write is LMOVE (after a read of the paused
+// flag), refused at the limit even on an empty list, so its success means Redis accepts writes again.
 func (w *Worker) take(ctx context.Context, c redis.Scripter, ks []string, n int) ([]string, error) {
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		elems, err := takeScript.Run(ctx, c, ks, n).StringSlice()
@@ -252,6 +255,7 @@ func (w *Worker) waitAtLimit(ctx context.Context) bool {
 	select {
 	case <-t.C:
 	case <-w.mem.wake:
+	case <-w.wakeCh:
 	case <-ctx.Done():
 		return false
 	}
