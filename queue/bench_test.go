@@ -203,6 +203,9 @@ func BenchmarkLatency(b *testing.B) {
 				flush(b, srv)
 				lat := steadyLatency(b, srv, impl, rate, rate*seconds)
 				reportLatency(b, lat)
+				// Every command Redis ran (scripts' inner calls included),
+				// start-up and close included, per job.
+				b.ReportMetric(float64(totalCommands(b, srv))/float64(rate*seconds), "cmds/job")
 			}
 		})
 	}
