@@ -281,9 +281,16 @@ func (h *hub) rang(ctx context.Context, bell string) {
 		h.muted[bell] = true
 	}
 	h.mu.Unlock()
-	if err := h.res.Client().ZAdd(ctx, bell, redis.Z{Score: 0, Member: bellMember}).Err(); err != nil && ctx.Err() == nil {
+	// On the background lane, and past the group's closing (by its
+	// deadline): closing releases the hub's own connection, and a ring
+	// dropped here would leave the queue's jobs waiting.
+	rctx := ctx
+	if ctx.Err() != nil {
+		rctx = lifecycle.CloseContext(ctx)
+	}
+	if err := h.n.p.Background().ZAdd(rctx, bell, redis.Z{Score: 0, Member: bellMember}).Err(); err != nil {
 		h.log.Warn("queue: fetch hub: ringing a doorbell again failed", "bell", bell, "err", err)
-		if w != nil {
+		if w != nil && ctx.Err() == nil {
 			h.mu.Lock()
 			delete(h.muted, bell)
 			w.wakeFetcher() // it takes once it has room

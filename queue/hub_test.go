@@ -392,3 +392,34 @@ func testOneHubPerSlotGroup(t *testing.T, c *redistest.RedisCluster, np newPoolF
 	require.NotContains(t, logs.String(), "CROSSSLOT")
 	require.Empty(t, logs.String())
 }
+
+// A ring popped by a consumer whose worker has no free slot is rung again
+// for the others: with consumer A busy (its one slot held) and B idle,
+// every job enqueued one at a time runs on B at once, whichever hub pops
+// its ring.
+func TestRingOfABusyConsumerGoesToAnother(t *testing.T) {
+	bothPools(t, func(t *testing.T, np newPoolFunc) {
+		p := np(t, pool.Config{})
+		ctx := context.Background()
+		q := mustQueue(t, p, "busy", Config{})
+		g := group(t)
+		release := make(chan struct{})
+		t.Cleanup(sync.OnceFunc(func() { close(release) }))
+		busy := make(chan struct{}, 1)
+		wa := startWorker(t, g, q, func(context.Context, *Job) error { busy <- struct{}{}; <-release; return nil },
+			WorkerConfig{Concurrency: 1, BlockTimeout: time.Minute}, ConsumerConfig{ConsumerID: "pa"})
+		_, err := q.Enqueue(ctx, []byte("long"))
+		require.NoError(t, err)
+		recv(t, busy, 10*time.Second, "A busy")
+		ran := make(chan string, 1)
+		wb := startWorker(t, g, q, func(_ context.Context, j *Job) error { ran <- string(j.Payload); return nil },
+			WorkerConfig{Concurrency: 1, BlockTimeout: time.Minute}, ConsumerConfig{ConsumerID: "pb"})
+		testutil.Eventually(t, testutil.Wait, "B waiting", func() bool { return wb.Stats().FetcherState == "blocking" })
+		for i := range 50 {
+			_, err := q.Enqueue(ctx, []byte(fmt.Sprint(i)))
+			require.NoError(t, err)
+			require.Equal(t, fmt.Sprint(i), recv(t, ran, 10*time.Second, fmt.Sprint("job ", i, " on B")))
+		}
+		require.Equal(t, int64(1), wa.Stats().Busy, "A held its slot throughout")
+	})
+}
