@@ -34,10 +34,10 @@ import (
 // score (heartbeat), or add a consumer's few bytes (join, sweep lock). On
 // Redis 6 the twins fail to compile and the paths fail as before.
 //
-// BLMOVE cannot run in a script (it would not block). At the limit the
+// The fetch hub's BZPOPMIN is not refused at the limit. At the limit the
 // fetcher takes jobs with the allow-oom take script while there are any,
-// and when the ready list is empty waits BlockTimeout on a timer (or less,
-// when this worker promoted jobs) before it tries BLMOVE again: see
+// and when the ready list is empty waits for a ring, BlockTimeout on a
+// timer, or this worker's promotions, before it takes again: see
 // waitAtLimit for why that is not polling.
 
 // allowOOM is the flags line of a Redis 7 script that may run at maxmemory.
@@ -235,19 +235,19 @@ func (w *Worker) promote(ctx context.Context, c redis.Scripter, ks []string, arg
 }
 
 // waitAtLimit is the fetcher's wait when Redis is at the limit and the
-// ready list is empty: BlockTimeout, or until this worker promotes jobs, or
-// ctx ends. It reports false when ctx ended.
+// ready list is empty: BlockTimeout, or until this worker promotes jobs or
+// the hub reports a ring, or ctx ends. It reports false when ctx ended.
 //
 // Not a poll: at the limit no producer can add a job (LPUSH is refused), so
 // the ready list grows only by promotions (this worker's wake it at once;
 // another worker's are seen within BlockTimeout, the bound invariant 2 gives
-// for delayed jobs anyway), sweeps and requeues. And once memory is freed
-// the next BLMOVE blocks in Redis as usual. An idle worker at the limit
-// costs two commands (BLMOVE refused, take script) per BlockTimeout, 0.4/s
-// at the default 5s. A blocking wait on something else was considered and
-// rejected: BLPOP on the ready list takes the job out of Redis instead of
-// moving it into the processing list (a crash would lose it), and a
-// doorbell list would cost memory and a write per enqueue.
+// for delayed jobs anyway; the allow-oom promotion rings the doorbell too),
+// sweeps and requeues, which ring. The timer only lets the fetcher see
+// Redis leave the limit (WorkerStats.Memory.AtLimit): an idle worker at
+// the limit costs one take script per BlockTimeout (TestIdleAtMemoryLimit).
+// A fetcher whose last take saw no refusal (Redis just under the limit)
+// waits for a ring instead, and its AtLimit stays as last seen until its
+// next take.
 func (w *Worker) waitAtLimit(ctx context.Context) bool {
 	w.st.fetchState.Store(fetcherWaitingAtLimit)
 	t := time.NewTimer(w.cfg.BlockTimeout)
