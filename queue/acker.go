@@ -238,7 +238,7 @@ func (w *Worker) queueOutcome(ctx context.Context, pipe redis.Pipeliner, op *ack
 		return ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref, op.window)
 	case ackRetry:
 		return retryScript.EvalSha(ctx, pipe,
-			[]string{w.proc, k.delayed, k.ready, k.wake},
+			[]string{w.proc, k.delayed, k.ready, k.wake, k.bell},
 			op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
 	case ackDead:
 		if op.deadKeys == nil {
@@ -379,7 +379,7 @@ func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (in
 			bytes += argLen(pairs[n]) + argLen(pairs[n+1])
 			n += 2
 		}
-		got, err := recoverScript.Run(ctx, w.q.p.Background(), []string{proc, w.q.k.ready}, pairs[:n]...).Int()
+		got, err := recoverScript.Run(ctx, w.q.p.Background(), []string{proc, w.q.k.ready, w.q.k.bell}, pairs[:n]...).Int()
 		if err != nil {
 			return total, err
 		}

@@ -203,6 +203,16 @@ func BenchmarkLatency(b *testing.B) {
 				flush(b, srv)
 				lat := steadyLatency(b, srv, impl, rate, rate*seconds)
 				reportLatency(b, lat)
+				// Every command Redis ran (scripts' inner calls included),
+				// start-up and close included, per job.
+				b.ReportMetric(float64(totalCommands(b, srv))/float64(rate*seconds), "cmds/job")
+				if st, err := srv.CommandStats(context.Background()); err == nil {
+					per := map[string]string{}
+					for name, n := range st {
+						per[name] = fmt.Sprintf("%.2f", float64(n)/float64(rate*seconds))
+					}
+					b.Logf("%s: commands per job by name: %v", impl, per)
+				}
 			}
 		})
 	}

@@ -43,6 +43,8 @@ func TestCluster(t *testing.T) {
 	t.Run("MaxLenLargeBatchIsAllOrNone", func(t *testing.T) { testLargeBatch(t, np) })
 	t.Run("MaxLenLargeBatchNoScript", func(t *testing.T) { testLargeBatchNoScript(t, np) })
 	t.Run("InspectorAcrossSlots", func(t *testing.T) { testInspectorAcrossSlots(t, c, np) })
+	t.Run("OneHubPerSlotGroup", func(t *testing.T) { testOneHubPerSlotGroup(t, c, np) })
+	t.Run("PauseAndResume", func(t *testing.T) { testPauseAndResume(t, np(t, pool.Config{}), np(t, pool.Config{})) })
 	ctl := clusterPoolsOf(c)
 	t.Run("GetStates", func(t *testing.T) { testGetStates(t, ctl) })
 	t.Run("CancelWaiting", func(t *testing.T) { testCancelWaiting(t, ctl) })

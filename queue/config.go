@@ -156,12 +156,12 @@ type WorkerConfig struct {
 	// Concurrency is the number of handler goroutines, and the most jobs the
 	// worker holds at once (it never fetches more than it can run). Default 10.
 	Concurrency int
-	// BlockTimeout is how long one BLMOVE waits for a job. The fetcher
-	// blocks in Redis instead of polling; this only bounds each wait, so an
-	// idle queue costs one command per BlockTimeout. A whole number of
-	// seconds (go-redis sends it so). While the queue has delayed jobs, each
-	// BLMOVE that times out is followed by one read of the earliest due
-	// time (see docs/queue.md). Default 5s.
+	// BlockTimeout bounds one BZPOPMIN of the Consumer's fetch hub (the
+	// shortest of its workers' is used): the hub blocks in Redis on the
+	// doorbells of all the consumer's queues instead of polling, so an idle
+	// consumer costs one command per BlockTimeout, whatever the number of
+	// queues. A whole number of seconds (go-redis sends it so). See
+	// docs/queue.md, "One connection per consumer". Default 5s.
 	BlockTimeout time.Duration
 	// JobTimeout bounds one run when the job has no Timeout option of its
 	// own: the handler's context is cancelled after it. Zero means no bound.

@@ -43,7 +43,7 @@ func TestConsumerOwnsItsWorkers(t *testing.T) {
 	again, err := NewWorker(c, mustQueue(t, p, "a", Config{}), h, WorkerConfig{})
 	require.NoError(t, err)
 	require.ErrorContains(t, again.Start(g), "already has a worker in this process")
-	require.Len(t, g.Tasks(), 2+2*(3+DefaultConcurrency), "one heartbeat and one sweeper for both workers")
+	require.Len(t, g.Tasks(), 3+2*(3+DefaultConcurrency), "one heartbeat, one sweeper and one fetch hub for both workers")
 	require.Equal(t, "pod-0", b.Stats().ConsumerID)
 
 	// Once its group closed, the consumer starts again on another group, as

@@ -386,18 +386,18 @@ func TestCronIdleTraffic(t *testing.T) {
 		return srv
 	}
 	srvs := []*redistest.Redis{run(0), run(100)}
-	calls := func(srv *redistest.Redis) (total, blmove int64) {
+	calls := func(srv *redistest.Redis) (total, bzpopmin int64) {
 		s, err := srv.CommandStats(ctx)
 		require.NoError(t, err)
-		return redistest.TotalCalls(s, "info"), s["blmove"]
+		return redistest.TotalCalls(s, "info"), s["bzpopmin"]
 	}
 	var t0, b0 [2]int64
 	for i, s := range srvs {
 		_, b := calls(s)
-		testutil.Eventually(t, 15*time.Second, "a first BLMOVE timeout", func() bool { _, x := calls(s); return x >= b+2 })
+		testutil.Eventually(t, 15*time.Second, "a first BZPOPMIN timeout", func() bool { _, x := calls(s); return x >= b+2 })
 		t0[i], b0[i] = calls(s)
 	}
-	testutil.Eventually(t, 30*time.Second, "eight more BLMOVE timeouts", func() bool {
+	testutil.Eventually(t, 30*time.Second, "eight more BZPOPMIN timeouts", func() bool {
 		_, a := calls(srvs[0])
 		_, b := calls(srvs[1])
 		return a >= b0[0]+8 && b >= b0[1]+8
@@ -407,7 +407,7 @@ func TestCronIdleTraffic(t *testing.T) {
 		tot, b := calls(s)
 		per[i] = float64(tot-t0[i]) / float64(b-b0[i])
 	}
-	t.Logf("commands per BLMOVE timeout (1s): no schedule %.2f, 100 schedules %.2f", per[0], per[1])
+	t.Logf("commands per BZPOPMIN timeout (1s): no schedule %.2f, 100 schedules %.2f", per[0], per[1])
 	require.LessOrEqual(t, per[1], per[0]+0.25, "schedules cost nothing while idle: the same as none")
 }
 

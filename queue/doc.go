@@ -1,15 +1,19 @@
-// Package queue is a reliable Redis job queue: one blocking fetcher per
-// queue and process, N handlers, delayed jobs without polling, retries with
-// backoff, dead letters, and recovery of the jobs of processes that died.
+// Package queue is a reliable Redis job queue: one blocking connection per
+// process whatever the number of queues it consumes (one per hash-slot
+// group on Redis Cluster), N handlers per queue, delayed jobs without
+// polling, retries with backoff, dead letters, fleet-wide pause, and
+// recovery of the jobs of processes that died.
 //
 // # Model
 //
 // A Queue (New) is a named queue in the Redis behind a pool; producers call
 // Enqueue and EnqueueBatch on it. A Consumer (NewConsumer) is this process
-// as a consumer of one namespace's queues: its ConsumerID and one heartbeat,
-// shared by all its workers. A Worker (NewWorker) consumes one queue for a
-// Consumer, with Concurrency handlers; a process runs at most one worker
-// per queue. Every key of a queue carries the hash tag {<namespace>:<name>},
+// as a consumer of one namespace's queues: its ConsumerID, one heartbeat
+// and one fetch hub (one blocking connection, BZPOPMIN on the doorbells of
+// all its queues), shared by all its workers. A Worker (NewWorker) consumes
+// one queue for a Consumer, with Concurrency handlers; a process runs at
+// most one worker per queue. Queue.Pause and Resume stop and restart the
+// takes of a queue in every process. Every key of a queue carries the hash tag {<namespace>:<name>},
 // so the same code runs on one Redis and on Redis Cluster.
 //
 //	q, _ := queue.New(p, "emails", queue.Config{})
@@ -77,7 +81,7 @@
 // (Durable) and ErrQueueFull (with WaitForRoom also ErrTooManyWaiters,
 // ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns
 // ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold
-// the fetcher, ErrEvictingPolicy (with WorkerConfig.RefuseEvictingPolicy),
+// the consumer's fetch hub, ErrEvictingPolicy (with WorkerConfig.RefuseEvictingPolicy),
 // and lifecycle.ErrClosed; Requeue returns ErrNotFound; Inspector calls
 // return ErrInvalidArgument and ErrJobGone. A Mux fails a job of a type it
 // has no handler for with ErrUnknownType, and HandleJSON one whose payload

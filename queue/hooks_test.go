@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/testutil"
@@ -158,7 +159,13 @@ func TestOnDeadForAJobThatDidNotRun(t *testing.T) {
 	startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{
 		OnDead: func(o Outcome) { got <- o },
 	})
-	require.NoError(t, p.Client().LPush(ctx, q.k.ready, "not a job").Err())
+	// Pushed as a producer of this version does: with a ring of the
+	// queue's doorbell (the worker may already wait for one).
+	pipe := p.Client().TxPipeline()
+	pipe.LPush(ctx, q.k.ready, "not a job")
+	pipe.ZAdd(ctx, q.k.bell, redis.Z{Score: 0, Member: bellMember})
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
 	o := recv(t, got, testutil.Wait, "OnDead")
 	require.Zero(t, o.Ran)
 	require.True(t, strings.HasPrefix(o.Job.ID, "malformed-"), o.Job.ID)

@@ -17,16 +17,13 @@ import (
 // TestIdleTrafficBudget runs the post-mortem's shape, 3 queues x 5 workers in
 // one process with the default configuration, idle, on a real server, and
 // counts what reaches Redis with INFO commandstats: at most one command per
-// second in total, heartbeats and sweeps included, and exactly one blocked
-// connection per queue. The post-mortem's service ran 30 polling timers for
-// this.
+// second in total, heartbeats and sweeps included, and exactly ONE blocked
+// connection for the three queues (the consumer's fetch hub). The
+// post-mortem's service ran 30 polling timers for this.
 //
 // The measuring window is bounded by events, not by a sleep: it ends when
-// the fetchers have completed six more BLMOVE timeouts each (about 30s with
-// the default 5s block), so it holds three or four heartbeats of 10s. A
-// 15s window held one or two, and a second heartbeat plus a sporadic
-// command put one run in ~50 at 1.0001 commands/s against a steady state
-// of about 0.9.
+// the hub has completed six more BZPOPMIN timeouts (about 30s with the
+// default 5s block), so it holds three or four heartbeats of 10s.
 func TestIdleTrafficBudget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes about 35s")
@@ -39,34 +36,41 @@ func TestIdleTrafficBudget(t *testing.T) {
 		q := mustQueue(t, p, fmt.Sprint("idle", i), Config{})
 		startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{Concurrency: 5})
 	}
-	calls := func() (total, blmove int64) {
+	calls := func() (total, bzpopmin int64) {
 		s, err := srv.CommandStats(ctx)
 		require.NoError(t, err)
-		return redistest.TotalCalls(s, "info"), s["blmove"]
+		return redistest.TotalCalls(s, "info"), s["bzpopmin"]
 	}
 	// Let start-up work (first heartbeat, first promote, consumer checks)
-	// finish: wait for the first BLMOVE of each fetcher to time out.
+	// finish: wait for the hub's first BZPOPMIN to time out.
 	_, b0 := calls()
-	testutil.Eventually(t, 15*time.Second, "first round of BLMOVE timeouts", func() bool { _, b := calls(); return b >= b0+6 })
+	testutil.Eventually(t, 15*time.Second, "first BZPOPMIN timeout", func() bool { _, b := calls(); return b >= b0+2 })
 
-	total0, blmove0 := calls()
+	total0, bz0 := calls()
 	start := time.Now()
-	testutil.Eventually(t, 60*time.Second, "six more rounds of BLMOVE timeouts", func() bool { _, b := calls(); return b >= blmove0+18 })
+	testutil.Eventually(t, 60*time.Second, "six more BZPOPMIN timeouts", func() bool { _, b := calls(); return b >= bz0+6 })
 	total1, _ := calls()
 	elapsed := time.Since(start)
 	perSecond := float64(total1-total0) / elapsed.Seconds()
 	t.Logf("idle: %d commands in %s = %.2f commands/s for 3 queues x 5 workers", total1-total0, elapsed.Round(time.Millisecond), perSecond)
 	require.LessOrEqual(t, perSecond, 1.0)
 
-	clients, err := srv.Clients(ctx)
+	require.Equal(t, 1, blockedClients(t, srv, "bzpopmin"), "one blocked connection for the three queues")
+	require.Zero(t, blockedClients(t, srv, "blmove"))
+	require.Equal(t, 1, p.Stats().Blocking.Reserved)
+	require.Len(t, g.Tasks(), 3*(5+3)+3, "per queue 5 handlers, a fetcher, an acker, a scheduler; one heartbeat, one sweeper, one fetch hub")
+}
+
+// blockedClients counts the connections whose last command was cmd.
+func blockedClients(t *testing.T, srv *redistest.Redis, cmd string) int {
+	t.Helper()
+	clients, err := srv.Clients(context.Background())
 	require.NoError(t, err)
-	blocked := 0
+	n := 0
 	for _, c := range clients {
-		if strings.Contains(c, "cmd=blmove") {
-			blocked++
+		if strings.Contains(c, " cmd="+cmd+" ") {
+			n++
 		}
 	}
-	require.Equal(t, 3, blocked, "one blocked connection per queue, not per worker:\n%s", strings.Join(clients, "\n"))
-	require.Equal(t, 3, p.Stats().Blocking.Reserved)
-	require.Len(t, g.Tasks(), 3*(5+3)+2, "per queue 5 handlers, a fetcher, an acker, a scheduler; one heartbeat, one sweeper")
+	return n
 }

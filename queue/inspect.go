@@ -89,6 +89,7 @@ type QueueInfo struct {
 	InFlight  int64     `json:"in_flight"`
 	Dead      int64     `json:"dead"`
 	Consumers int       `json:"consumers"` // consumers with a processing list
+	Paused    bool      `json:"paused"`    // paused fleet-wide (Queue.Pause)
 }
 
 // QueuePage is one page of Queues; Next is the cursor of the next page, ""
@@ -130,6 +131,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 	}
 	type reads struct {
 		ready, delayed, dead *redis.IntCmd
+		paused               *redis.IntCmd
 		markers              *redis.IntSliceCmd
 		consumers            *redis.StringSliceCmd
 		seen                 *redis.FloatCmd
@@ -143,6 +145,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 			markers:   pipe.LPosCount(ctx, k.ready, wakeMarker, 0, redis.LPosArgs{Rank: -1, MaxLen: markerScan}),
 			consumers: pipe.SMembers(ctx, k.consumers),
 			seen:      pipe.ZScore(ctx, queueSeenKey(in.ns), n),
+			paused:    pipe.Exists(ctx, k.paused),
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -154,7 +157,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 	pipe = c.Pipeline()
 	for i, n := range names {
 		r := rs[i]
-		qi := QueueInfo{Name: n, Ready: max(r.ready.Val()-int64(len(r.markers.Val())), 0), Delayed: r.delayed.Val(), Dead: r.dead.Val()}
+		qi := QueueInfo{Name: n, Ready: max(r.ready.Val()-int64(len(r.markers.Val())), 0), Delayed: r.delayed.Val(), Dead: r.dead.Val(), Paused: r.paused.Val() == 1}
 		if ms := r.seen.Val(); ms > 0 {
 			qi.LastSeen = time.UnixMilli(int64(ms))
 		}

@@ -20,6 +20,13 @@ type keys struct {
 	// restarted with the same ID (see Worker.sweep).
 	incarnations string
 	sweepLock    string // SET NX PX lock: one process sweeps the queue at a time
+	// bell is the queue's doorbell: a sorted set with one member ("1"),
+	// added (ZADD bell 0 1, idempotent) by every write that adds to the
+	// ready list, popped by the consumers' fetch hubs (hub.go).
+	bell string
+	// paused is set while the queue is paused (pause.go): the take script
+	// then hands out nothing.
+	paused string
 }
 
 func newKeys(namespace, name string) keys {
@@ -38,6 +45,8 @@ func newKeys(namespace, name string) keys {
 		// so that a Redis written by an earlier version keeps working.
 		incarnations: tag + ":incarnations",
 		sweepLock:    tag + ":sweeplock",
+		bell:         tag + ":bell",
+		paused:       tag + ":paused",
 	}
 }
 

@@ -50,7 +50,7 @@ func (k keys) roomChannel() string { return k.tag + ":room" }
 
 // boundedScript enqueues jobs into a bounded queue: all of them, or none
 // when they do not fit (duplicate IDs take no room and are answered 0).
-// KEYS: ready, delayed, wake, payloads, drain, waiters, then the unique
+// KEYS: ready, delayed, wake, payloads, drain, waiters, bell, then the unique
 // keys in use.
 // ARGV: limit, marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the
 // caller does not wait), then for each job four values: due ms (0 = now),
@@ -79,7 +79,7 @@ if jobs > 0 and len + jobs > tonumber(ARGV[1]) then
   return refuse(len, KEYS[5], KEYS[6], ARGV[1], ARGV[5])
 end
 dropRefs(dup)
-local out, now, earliest = {}, {}, nil
+local out, now, earliest, rung = {}, {}, nil, false
 for i = 6, #ARGV, 4 do
   if dup[i] then
     out[#out+1] = 0
@@ -88,6 +88,7 @@ for i = 6, #ARGV, 4 do
     if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[4]) end
     if due == 0 then
       now[#now+1] = ARGV[i+1]
+      rung = true
       if #now == 1000 then redis.call('LPUSH', KEYS[1], unpack(now)); now = {} end
     else
       redis.call('ZADD', KEYS[2], due, ARGV[i+1])
@@ -97,7 +98,8 @@ for i = 6, #ARGV, 4 do
   end
 end
 if #now > 0 then redis.call('LPUSH', KEYS[1], unpack(now)) end
-if earliest ~= nil then wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[2], ARGV[3]) end
+if rung then redis.call('ZADD', KEYS[7], 0, '1') end
+if earliest ~= nil then wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[2], ARGV[3], KEYS[7]) end
 return out
 `)
 
@@ -127,7 +129,7 @@ end
 // boundedPushScript is boundedScript for jobs that are all plain (ready
 // now, no ID, payload inline), the common case: their elements go to one
 // LPUSH per 1,000 without a look at each.
-// KEYS: ready, delayed, drain, waiters. ARGV: limit, marker, waiters TTL
+// KEYS: ready, delayed, drain, waiters, bell. ARGV: limit, marker, waiters TTL
 // ms (0: the caller does not wait), then the envelopes.
 // Returns {the number of jobs added}, or the refusal of boundedScript.
 var boundedPushScript = redis.NewScript(boundedLua + `
@@ -137,6 +139,7 @@ if len + jobs > tonumber(ARGV[1]) then return refuse(len, KEYS[3], KEYS[4], ARGV
 for i = 4, #ARGV, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
+redis.call('ZADD', KEYS[5], 0, '1')
 return {jobs}
 `)
 
@@ -146,7 +149,7 @@ return {jobs}
 // (the n elements at the head, which nothing can have touched inside the
 // MULTI) before refusing. The head and tail of the batch are checked first,
 // so that it never trims jobs that are not the batch's (an LPUSH that failed).
-// KEYS: ready, delayed, drain, waiters. ARGV: limit, marker, waiters TTL
+// KEYS: ready, delayed, drain, waiters, bell. ARGV: limit, marker, waiters TTL
 // ms, n, the batch's last element (now at the head), its first one.
 // Returns {n}, or the refusal of boundedScript.
 var boundedUndoScript = redis.NewScript(boundedLua + `
@@ -159,6 +162,7 @@ if len + n > tonumber(ARGV[1]) then
   redis.call('LTRIM', KEYS[1], n, -1)
   return refuse(len, KEYS[3], KEYS[4], ARGV[1], ARGV[3])
 end
+redis.call('ZADD', KEYS[5], 0, '1')
 return {n}
 `)
 
@@ -247,7 +251,7 @@ func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs 
 	for i, pr := range prs {
 		elems[i] = pr.elem
 	}
-	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()}
+	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell}
 	args := []any{q.cfg.MaxLen, wakeMarker, waitTTL(wait), len(prs), prs[len(prs)-1].elem, prs[0].elem}
 	pipe := c.TxPipeline()
 	pipe.LPush(ctx, q.k.ready, elems...)
@@ -263,7 +267,7 @@ func (q *Queue) pushArgs(prs []prepared, wait bool) ([]string, []any) {
 	for _, pr := range prs {
 		args = append(args, pr.elem)
 	}
-	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()}, args
+	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell}, args
 }
 
 // waitTTL is the TTL a refusal gives the waiters key (0: none).
@@ -277,7 +281,7 @@ func waitTTL(wait bool) int64 {
 // boundedArgs builds the KEYS and ARGV of boundedScript, and reports
 // whether a payload is kept apart (to be written by an HSET first).
 func (q *Queue) boundedArgs(prs []prepared, wait bool) (ks []string, args []any, apart bool) {
-	ks = []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey()}
+	ks = []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey(), q.k.bell}
 	args = make([]any, 0, 5+4*len(prs))
 	args = append(args, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL(wait))
 	for _, pr := range prs {

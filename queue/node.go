@@ -51,6 +51,7 @@ type node struct {
 	lastDead map[string]int64 // the heartbeat's own: the dead it saw last time, and their deadlines
 	views    chan deadView    // the heartbeat's latest view of the dead, for the sweeper (latest wins)
 	ctl      *controlSub      // the control subscription (ConsumerConfig.Control), else nil
+	hubs     hubs             // the fetch hubs, one per slot group (hub.go)
 
 	// The sweeper's own.
 	swept   map[string]int64 // dead consumer -> deadline at which every attached queue was swept

@@ -34,10 +34,10 @@ import (
 // score (heartbeat), or add a consumer's few bytes (join, sweep lock). On
 // Redis 6 the twins fail to compile and the paths fail as before.
 //
-// BLMOVE cannot run in a script (it would not block). At the limit the
+// The fetch hub's BZPOPMIN is not refused at the limit. At the limit the
 // fetcher takes jobs with the allow-oom take script while there are any,
-// and when the ready list is empty waits BlockTimeout on a timer (or less,
-// when this worker promoted jobs) before it tries BLMOVE again: see
+// and when the ready list is empty waits for a ring, BlockTimeout on a
+// timer, or this worker's promotions, before it takes again: see
 // waitAtLimit for why that is not polling.
 
 // allowOOM is the flags line of a Redis 7 script that may run at maxmemory.
@@ -69,9 +69,12 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 `)
 
-	// pushAtLimitScript is RPUSH of one element. KEYS: list. ARGV: element.
+	// pushAtLimitScript is RPUSH of one element to a ready list, and the
+	// ring of its doorbell. KEYS: list, bell. ARGV: element.
 	pushAtLimitScript = redis.NewScript(allowOOM + `
-return redis.call('RPUSH', KEYS[1], ARGV[1])
+local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, '1')
+return n
 `)
 )
 
@@ -192,8 +195,8 @@ const atLimitProbe = time.Second
 // fetcher draining a backlog takes full batches and never blocks, so
 // without the probe it would never see Redis leave the limit (AtLimit, a
 // health check's "degraded", would stay set until the backlog is gone).
-// The plain script's first command is LMOVE, refused at the limit even on
-// an empty list, so its success means Redis accepts writes again.
+// The plain script's first write is LMOVE (after a read of the paused
+// flag), refused at the limit even on an empty list, so its success means Redis accepts writes again.
 func (w *Worker) take(ctx context.Context, c redis.Scripter, ks []string, n int) ([]string, error) {
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		elems, err := takeScript.Run(ctx, c, ks, n).StringSlice()
@@ -232,19 +235,19 @@ func (w *Worker) promote(ctx context.Context, c redis.Scripter, ks []string, arg
 }
 
 // waitAtLimit is the fetcher's wait when Redis is at the limit and the
-// ready list is empty: BlockTimeout, or until this worker promotes jobs, or
-// ctx ends. It reports false when ctx ended.
+// ready list is empty: BlockTimeout, or until this worker promotes jobs or
+// the hub reports a ring, or ctx ends. It reports false when ctx ended.
 //
 // Not a poll: at the limit no producer can add a job (LPUSH is refused), so
 // the ready list grows only by promotions (this worker's wake it at once;
 // another worker's are seen within BlockTimeout, the bound invariant 2 gives
-// for delayed jobs anyway), sweeps and requeues. And once memory is freed
-// the next BLMOVE blocks in Redis as usual. An idle worker at the limit
-// costs two commands (BLMOVE refused, take script) per BlockTimeout, 0.4/s
-// at the default 5s. A blocking wait on something else was considered and
-// rejected: BLPOP on the ready list takes the job out of Redis instead of
-// moving it into the processing list (a crash would lose it), and a
-// doorbell list would cost memory and a write per enqueue.
+// for delayed jobs anyway; the allow-oom promotion rings the doorbell too),
+// sweeps and requeues, which ring. The timer only lets the fetcher see
+// Redis leave the limit (WorkerStats.Memory.AtLimit): an idle worker at
+// the limit costs one take script per BlockTimeout (TestIdleAtMemoryLimit).
+// A fetcher whose last take saw no refusal (Redis just under the limit)
+// waits for a ring instead, and its AtLimit stays as last seen until its
+// next take.
 func (w *Worker) waitAtLimit(ctx context.Context) bool {
 	w.st.fetchState.Store(fetcherWaitingAtLimit)
 	t := time.NewTimer(w.cfg.BlockTimeout)
@@ -252,6 +255,7 @@ func (w *Worker) waitAtLimit(ctx context.Context) bool {
 	select {
 	case <-t.C:
 	case <-w.mem.wake:
+	case <-w.wakeCh:
 	case <-ctx.Done():
 		return false
 	}

@@ -194,7 +194,7 @@ func (q *Queue) sendDurable(ctx context.Context, pr prepared, eval bool) (write 
 		ks, args, _ := q.boundedArgs([]prepared{pr}, false)
 		write = run(boundedScript, ks, args...)
 	case pr.due.IsZero() && !pr.unique:
-		write = pipe.LPush(ctx, q.k.ready, pr.elem)
+		write = run(pushScript, []string{q.k.ready, q.k.bell}, pr.elem)
 	case pr.due.IsZero():
 		write = run(enqueueUniqueScript, q.uniqueKeys(pr), pr.elem, q.uniqueTTL(pr.due))
 	default:

@@ -159,7 +159,7 @@ func clientID(t *testing.T, srv *redistest.Redis, name string) string {
 }
 
 // TestWorkerSurvivesClientKill cuts the worker's connections with CLIENT
-// KILL: first the fetcher's, blocked in BLMOVE, then every client
+// KILL: first its consumer's fetch hub's, blocked in BZPOPMIN, then every client
 // connection at once. The worker reconnects by itself and keeps processing;
 // nothing is lost and no goroutine is added.
 func TestWorkerSurvivesClientKill(t *testing.T) {
@@ -172,7 +172,7 @@ func TestWorkerSurvivesClientKill(t *testing.T) {
 	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
 		seen.add(j.Payload)
 		return nil
-	}, WorkerConfig{Concurrency: 2, BlockTimeout: 5 * time.Second})
+	}, WorkerConfig{Concurrency: 2, BlockTimeout: 5 * time.Second}, ConsumerConfig{ConsumerID: "killed-1"})
 	enqueue := func(payload string) {
 		t.Helper()
 		testutil.Eventually(t, 10*time.Second, "enqueue "+payload, func() bool {
@@ -187,8 +187,8 @@ func TestWorkerSurvivesClientKill(t *testing.T) {
 
 	// The fetcher's connection, while it blocks on an empty queue.
 	var id string
-	testutil.Eventually(t, 5*time.Second, "the fetcher blocking in BLMOVE", func() bool {
-		id = clientID(t, srv, "bounded-blocking-queue:killed")
+	testutil.Eventually(t, 5*time.Second, "the hub blocking in BZPOPMIN", func() bool {
+		id = clientID(t, srv, "bounded-blocking-queue:consumer:killed-1")
 		return id != "" && w.Stats().FetcherState == fetcherStateNames[fetcherBlocking]
 	})
 	n, err := srv.Do(ctx, "CLIENT", "KILL", "ID", id)
@@ -197,7 +197,7 @@ func TestWorkerSurvivesClientKill(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "the fetcher saw it", func() bool { return w.Stats().FetchErrors == 1 })
 	enqueue("after fetcher kill")
 	testutil.Eventually(t, 10*time.Second, "a job after the fetcher's connection was killed", func() bool { return seen.has("after fetcher kill") })
-	require.NotEqual(t, id, clientID(t, srv, "bounded-blocking-queue:killed"), "a new connection")
+	require.NotEqual(t, id, clientID(t, srv, "bounded-blocking-queue:consumer:killed-1"), "a new connection")
 
 	// Every client connection at once, with jobs coming in.
 	for i := range 20 {

@@ -233,7 +233,9 @@ func (q *Queue) enqueueOne(ctx context.Context, c redis.UniversalClient, pr prep
 	case pr.ref != "":
 		return q.enqueueApart(ctx, c, pr)
 	case pr.due.IsZero() && !pr.unique:
-		return true, c.LPush(ctx, q.k.ready, pr.elem).Err()
+		// LPUSH and the doorbell's ring in one script (3 commands, atomic):
+		// see pushScript.
+		return true, pushScript.Run(ctx, c, []string{q.k.ready, q.k.bell}, pr.elem).Err()
 	case pr.due.IsZero():
 		n, err := enqueueUniqueScript.Run(ctx, c, q.uniqueKeys(pr), pr.elem, q.uniqueTTL(pr.due)).Int()
 		return n != 0, err
@@ -250,13 +252,13 @@ func (q *Queue) enqueueOne(ctx context.Context, c redis.UniversalClient, pr prep
 
 // uniqueKeys are the keys of enqueueUniqueScript.
 func (q *Queue) uniqueKeys(pr prepared) []string {
-	return []string{q.k.ready, q.k.unique(pr.id)}
+	return []string{q.k.ready, q.k.unique(pr.id), q.k.bell}
 }
 
 // scheduleArgs are the keys and arguments of scheduleScript for a delayed
 // job.
 func (q *Queue) scheduleArgs(pr prepared) ([]string, []any) {
-	ks := []string{q.k.delayed, q.k.ready, q.k.wake}
+	ks := []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell}
 	args := []any{pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds()}
 	if pr.unique {
 		ks = append(ks, q.k.unique(pr.id))
@@ -268,7 +270,7 @@ func (q *Queue) scheduleArgs(pr prepared) ([]string, []any) {
 // enqueueApart writes a job whose payload is kept apart: the payload and the
 // element in one MULTI (an HSET and a script call).
 func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr prepared) (bool, error) {
-	ks := []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads}
+	ks := []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.bell}
 	u := 0
 	if pr.unique {
 		ks = append(ks, q.k.unique(pr.id))
@@ -429,7 +431,15 @@ func (q *Queue) storeBatch(ctx context.Context, b batch, wait bool) error {
 	}
 	c := q.p.Client()
 	if b.due.IsZero() && !b.apart {
-		return c.LPush(ctx, q.k.ready, b.elems...).Err()
+		// LPUSH and the doorbell's ring in one MULTI: atomic, and the
+		// elements stay out of Lua.
+		pipe := c.TxPipeline()
+		push := pipe.LPush(ctx, q.k.ready, b.elems...)
+		pipe.ZAdd(ctx, q.k.bell, redis.Z{Score: 0, Member: bellMember})
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		return push.Err()
 	}
 	if err := q.writeBatch(ctx, c, b.prs, b.elems, b.due); err != nil {
 		return err
@@ -483,6 +493,7 @@ func (q *Queue) batchMulti(ctx context.Context, c redis.UniversalClient, pays, e
 	}
 	if due.IsZero() {
 		m.write = pipe.LPush(ctx, q.k.ready, elems...)
+		pipe.ZAdd(ctx, q.k.bell, redis.Z{Score: 0, Member: bellMember})
 		_, err := pipe.Exec(ctx)
 		return m, err
 	}
@@ -492,7 +503,7 @@ func (q *Queue) batchMulti(ctx context.Context, c redis.UniversalClient, pays, e
 		zs[i] = redis.Z{Score: float64(dueMs), Member: e}
 	}
 	m.write = pipe.ZAdd(ctx, q.k.delayed, zs...)
-	m.wake = wakeScript.EvalSha(ctx, pipe, []string{q.k.delayed, q.k.ready, q.k.wake}, dueMs, wakeMarker, wakeTTL.Milliseconds())
+	m.wake = wakeScript.EvalSha(ctx, pipe, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell}, dueMs, wakeMarker, wakeTTL.Milliseconds())
 	_, err := pipe.Exec(ctx)
 	return m, err
 }

@@ -473,16 +473,23 @@ func TestStartRefusesAnImpossibleBudget(t *testing.T) {
 	a := mustQueue(t, p, "a", Config{})
 	b := mustQueue(t, p, "b", Config{})
 	h := func(context.Context, *Job) error { return nil }
-	startWorker(t, g, a, h, WorkerConfig{})
-	wb, err := newWorker(t, b, h, WorkerConfig{})
+	ca := newConsumer(t, a, ConsumerConfig{ConsumerID: "pa"})
+	wa, err := NewWorker(ca, a, h, WorkerConfig{})
 	require.NoError(t, err)
-	err = wb.Start(g)
-	require.ErrorIs(t, err, pool.ErrOverBudget)
-	require.ErrorContains(t, err, `"queue:b" asks for 1 connection(s) but the blocking lane has 0 of 1 left (held by queue:a=1)`)
+	require.NoError(t, wa.Start(g))
+	wb, err := NewWorker(ca, b, h, WorkerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, wb.Start(g), "a second queue of the same consumer shares its blocking connection")
+	require.Equal(t, 1, p.Stats().Blocking.Reserved)
 
-	w2, err := newWorker(t, a, h, WorkerConfig{})
+	// Another consumer (another process's worth) needs a connection of its
+	// own, and the lane has none left.
+	w2, err := newWorker(t, b, h, WorkerConfig{}, ConsumerConfig{ConsumerID: "pb"})
 	require.NoError(t, err)
-	require.Error(t, w2.Start(g), "a second worker of the same queue would need a second connection")
+	err = w2.Start(g)
+	require.ErrorIs(t, err, pool.ErrOverBudget)
+	require.ErrorContains(t, err, `"queue:consumer:pb" asks for 1 connection(s) but the blocking lane has 0 of 1 left (held by queue:consumer:pa=1)`)
+	require.Equal(t, 1, p.Stats().Blocking.Reserved, "the failed start holds no reservation")
 }
 
 func TestStartTwiceAndOnClosedGroup(t *testing.T) {
@@ -525,7 +532,7 @@ func TestGoroutinesAreOwnedAndConstant(t *testing.T) {
 				}
 				names[strings.TrimRight(name, "0123456789 ")]++
 			}
-			require.Equal(t, map[string]int{"handler": n, "fetcher": 1, "acker": 1, "scheduler": 1, "queue heartbeat (bq)": 1, "queue sweeper (bq)": 1}, names)
+			require.Equal(t, map[string]int{"handler": n, "fetcher": 1, "acker": 1, "scheduler": 1, "queue heartbeat (bq)": 1, "queue sweeper (bq)": 1, "queue fetch hub (bq slot 0)": 1}, names)
 			goroutines := func(want int) func() bool {
 				return func() bool { return queueGoroutines() == want }
 			}

@@ -248,7 +248,9 @@ func TestMaxLenAtInt64Max(t *testing.T) {
 	require.Equal(t, int64(math.MaxInt64), s.MaxLen)
 }
 
-// An unbounded queue's Enqueue is still one LPUSH and nothing else.
+// An unbounded queue's Enqueue is one call of pushScript: an LPUSH and the
+// ring of the queue's doorbell (one ZADD) in one atomic script, and nothing
+// else (three commands as INFO commandstats counts them).
 func TestUnboundedEnqueueCommandsUnchanged(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Server(t)
@@ -264,8 +266,11 @@ func TestUnboundedEnqueueCommandsUnchanged(t *testing.T) {
 	info, err := p.Client().Info(ctx, "commandstats").Result()
 	require.NoError(t, err)
 	require.Contains(t, info, "cmdstat_lpush:calls=10,")
-	require.NotContains(t, info, "cmdstat_evalsha")
+	require.Contains(t, info, "cmdstat_zadd:calls=10,")
+	require.Contains(t, info, "cmdstat_evalsha:calls=10,")
 	require.NotContains(t, info, "cmdstat_eval:")
+	stats := redistest.ParseCommandStats(info)
+	require.Equal(t, int64(30), redistest.TotalCalls(stats, "config|resetstat", "info"), "three commands per job: %v", stats)
 }
 
 // A worker's clock stepped back (NTP) must not freeze the drain sample: the

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
@@ -73,9 +75,13 @@ func (s *scheduler) handOver(ctx context.Context) {
 	}
 	w := s.w
 	closeCtx := lifecycle.CloseContext(ctx)
-	err := w.q.p.Background().RPush(closeCtx, w.q.k.ready, wakeMarker).Err()
-	if isOOM(err) {
-		err = pushAtLimitScript.Run(closeCtx, w.q.p.Background(), []string{w.q.k.ready}, wakeMarker).Err()
+	// The marker and the doorbell's ring in one MULTI.
+	pipe := w.q.p.Background().TxPipeline()
+	pipe.RPush(closeCtx, w.q.k.ready, wakeMarker)
+	pipe.ZAdd(closeCtx, w.q.k.bell, redis.Z{Score: 0, Member: bellMember})
+	cmds, err := pipe.Exec(closeCtx)
+	if oomRefused(cmds, err) {
+		err = pushAtLimitScript.Run(closeCtx, w.q.p.Background(), []string{w.q.k.ready, w.q.k.bell}, wakeMarker).Err()
 	}
 	if err != nil {
 		w.node.keepHeartbeat()
@@ -109,7 +115,7 @@ func (s *scheduler) loop(ctx context.Context) error {
 		clearFlag := s.beginRead()
 		fromDue := s.fromDue.Swap(false)
 		now := w.q.cfg.Now()
-		res, err := w.promote(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake},
+		res, err := w.promote(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake, k.bell},
 			now.UnixMilli(), promoteLimit, boolArg(clearFlag))
 		if err != nil || len(res) != 2 {
 			if fromDue {

@@ -26,13 +26,41 @@ local function wrongtype(key, want)
 end
 `
 
+// bellMember is the one member of a queue's doorbell (keys.bell): ringing
+// is ZADD bell 0 1, idempotent, so the doorbell never grows.
+const bellMember = "1"
+
+// pushScript is the plain Enqueue: LPUSH and the ring of the doorbell, in
+// one atomic call, so that no crash of the producer can leave a job
+// without its ring (a pipeline of the two would cost one command less per
+// job, but a connection cut between them would leave the job waiting for
+// the next ring of its queue: see docs/queue.md, "The doorbell").
+// KEYS: ready, bell. ARGV: elements.
+var pushScript = redis.NewScript(`
+local n = redis.call('LPUSH', KEYS[1], unpack(ARGV))
+redis.call('ZADD', KEYS[2], 0, '1')
+return n
+`)
+
+// ringScript rings the doorbell when the ready list holds anything: a
+// worker that stops, or a hub that lost a popped ring, hands the ring on.
+// KEYS: ready, bell. Returns 1 when it rang.
+var ringScript = redis.NewScript(`
+if redis.call('LLEN', KEYS[1]) > 0 then
+  redis.call('ZADD', KEYS[2], 0, '1')
+  return 1
+end
+return 0
+`)
+
 // enqueueUniqueScript enqueues a job holding an idempotency key.
-// KEYS: ready, unique key. ARGV: envelope, unique TTL ms.
+// KEYS: ready, unique key, bell. ARGV: envelope, unique TTL ms.
 var enqueueUniqueScript = redis.NewScript(typeLua + `
 local bad = wrongtype(KEYS[1], 'list')
 if bad then return redis.error_reply(bad) end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
 redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], 0, '1')
 return 1
 `)
 
@@ -42,12 +70,17 @@ return 1
 // while one still waits there: with no consumer to take them, markers would
 // otherwise pile up, one per expired flag, and a bounded queue, which only
 // looks at the last element, would count them as jobs).
+//
+// The marker rings the queue's doorbell like any job: a worker takes it and
+// wakes its scheduler (the bell alone would wake a fetcher, not a
+// scheduler, and markers already in Redis keep working).
 const wakeLua = `
-local function wake(delayed, ready, flag, due, marker, ttl)
+local function wake(delayed, ready, flag, due, marker, ttl, bell)
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if tonumber(first[2]) >= tonumber(due) and redis.call('SET', flag, '1', 'NX', 'PX', ttl)
     and redis.call('LINDEX', ready, -1) ~= marker then
     redis.call('RPUSH', ready, marker)
+    redis.call('ZADD', bell, 0, '1')
   end
 end
 `
@@ -56,22 +89,22 @@ end
 // the head of the ready list when it became the earliest one, so a scheduler
 // re-reads the next due time at once, in whichever process. The wake flag
 // keeps the markers to one at a time.
-// KEYS: delayed, ready, wake[, unique key]. ARGV: due ms, envelope, marker,
-// wake TTL ms[, unique TTL ms]. Returns 1, or 0 for a duplicate ID.
+// KEYS: delayed, ready, wake, bell[, unique key]. ARGV: due ms, envelope,
+// marker, wake TTL ms[, unique TTL ms]. Returns 1, or 0 for a duplicate ID.
 var scheduleScript = redis.NewScript(typeLua + wakeLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
-if #KEYS > 3 and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then return 0 end
+if #KEYS > 4 and not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[5]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4])
+wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], KEYS[4])
 return 1
 `)
 
 // wakeScript pushes a wake marker when the delayed jobs a batch just added
 // at due (a ZADD in the same MULTI) are the earliest.
-// KEYS: delayed, ready, wake. ARGV: due ms, marker, wake TTL ms.
+// KEYS: delayed, ready, wake, bell. ARGV: due ms, marker, wake TTL ms.
 var wakeScript = redis.NewScript(wakeLua + `
-wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], KEYS[4])
 return 1
 `)
 
@@ -80,7 +113,7 @@ return 1
 // by an HSET in the same MULTI just before (a payload through Lua would cost
 // ten times the server time), and this script deletes it again if it does
 // not add the job. (EnqueueBatch uses plain commands: a batch has no IDs.)
-// KEYS: ready, delayed, wake, payloads, then the unique keys in use.
+// KEYS: ready, delayed, wake, payloads, bell, then the unique keys in use.
 // ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
 // payload ref (” = inline).
@@ -103,6 +136,7 @@ for i = 4, #ARGV, 4 do
   else
     if due == 0 then
       redis.call('LPUSH', KEYS[1], env)
+      redis.call('ZADD', KEYS[5], 0, '1')
     else
       redis.call('ZADD', KEYS[2], due, env)
       if earliest == nil or due < earliest then earliest = due end
@@ -111,7 +145,7 @@ for i = 4, #ARGV, 4 do
   end
 end
 if earliest ~= nil then
-  wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[1], ARGV[2])
+  wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[1], ARGV[2], KEYS[5])
 end
 return out
 `)
@@ -163,18 +197,24 @@ end
 `
 
 // takeScript moves up to ARGV[1] jobs from ready to a processing list without
-// blocking: the fetcher's way to fill free slots when there is a backlog. It
-// stops early once maxLuaBytes have moved.
-// KEYS: ready, processing list.
+// blocking: the fetcher's only way to take jobs (it blocks on the doorbell,
+// in its consumer's hub, never on the list). It stops early once
+// maxLuaBytes have moved. While the queue is paused it takes nothing. When
+// it leaves jobs behind it rings the doorbell again, so that another
+// consumer (or this one, once it has room) wakes for them: a ring popped by
+// a consumer that took only part of the jobs is handed on.
+// KEYS: ready, processing list, bell, paused flag.
 var takeLua = budgetLua + `
-local out, bytes = {}, 0
+if redis.call('EXISTS', KEYS[4]) == 1 then return {} end
+local out, bytes, more = {}, 0, true
 for i = 1, tonumber(ARGV[1]) do
   if bytes >= budget then break end
   local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then break end
+  if not v then more = false; break end
   out[i] = v
   bytes = bytes + #v
 end
+if more and redis.call('LLEN', KEYS[1]) > 0 then redis.call('ZADD', KEYS[3], 0, '1') end
 return out
 `
 
@@ -188,7 +228,8 @@ var takeScript = redis.NewScript(takeLua)
 // most 32 sized by the largest seen so far, so that Lua holds little more
 // than the bound (an unseen element larger than those seen can only be one
 // an earlier version wrote, with its payload inside: at most 32 of them).
-// KEYS: delayed, ready, wake. ARGV: now ms, limit, "1" to clear the wake flag.
+// KEYS: delayed, ready, wake, bell. ARGV: now ms, limit, "1" to clear the
+// wake flag.
 var promoteLua = budgetLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
 local limit = math.min(tonumber(ARGV[2]), maxJobs)
@@ -209,6 +250,7 @@ while moved < limit and bytes < budget do
   moved = moved + #due
   if #due < n then break end
 end
+if moved > 0 then redis.call('ZADD', KEYS[4], 0, '1') end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt == 0 then return {moved, -1} end
 return {moved, math.floor(tonumber(nxt[2]))}
@@ -219,7 +261,7 @@ var promoteScript = redis.NewScript(promoteLua)
 // retryScript takes a failed job off a processing list and schedules its
 // next attempt, only if it was still there (a job recovered by a sweep in the
 // meantime belongs to someone else now).
-// KEYS: processing list, delayed, ready, wake. ARGV: old envelope, new
+// KEYS: processing list, delayed, ready, wake, bell. ARGV: old envelope, new
 // envelope, due ms, marker, wake TTL ms, "1" when this is a resend after a
 // lost reply. Returns 1, 0 if not found, 2 if not found because the lost
 // call had already scheduled the next attempt.
@@ -231,7 +273,7 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-wake(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5])
+wake(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5], KEYS[5])
 return 1
 `)
 
@@ -328,7 +370,8 @@ return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], drop)
 
 // recoverScript moves elements of a processing list back to the head of the
 // ready list, each only if it is still there.
-// KEYS: processing list, ready. ARGV: pairs of (element, element to push).
+// KEYS: processing list, ready, bell. ARGV: pairs of (element, element to
+// push).
 var recoverScript = redis.NewScript(typeLua + `
 local bad = wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
@@ -339,6 +382,7 @@ for i = 1, #ARGV, 2 do
     n = n + 1
   end
 end
+if n > 0 then redis.call('ZADD', KEYS[3], 0, '1') end
 return n
 `)
 
@@ -347,8 +391,11 @@ return n
 // the consumer is still the incarnation the sweep found dead: one that
 // restarted with the same ID recorded a new token before it fetched
 // anything, and its jobs stay where they are. With the list empty it
-// forgets the consumer (consumers set and incarnation).
-// KEYS: processing list, ready, incarnations, consumers. ARGV: consumer ID,
+// forgets the consumer (consumers set and incarnation). It rings the
+// doorbell whenever the ready list holds jobs: a consumer killed after it
+// popped a ring and before it took the jobs leaves them without one, and
+// its sweep is what bounds their wait (docs/queue.md, "The doorbell").
+// KEYS: processing list, ready, incarnations, consumers, bell. ARGV: consumer ID,
 // token (empty: none recorded), then pairs of (element, element to push).
 // Returns how many moved, or -1 if the consumer restarted.
 var sweepScript = redis.NewScript(typeLua + `
@@ -367,6 +414,7 @@ if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
+if redis.call('LLEN', KEYS[2]) > 0 then redis.call('ZADD', KEYS[5], 0, '1') end
 return n
 `)
 
@@ -375,7 +423,7 @@ return n
 // read moves: one that replaced it under the same dead ID in the meantime
 // (trimmed, then another job with the ID died) has another time of death
 // or length, and is left alone.
-// KEYS: dead index, dead data, ready, payloads, dead refs. ARGV: dead ID,
+// KEYS: dead index, dead data, ready, payloads, dead refs, bell. ARGV: dead ID,
 // envelope, payload ref or ”, died at ms, record length.
 var requeueDeadScript = redis.NewScript(typeLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list') or wrongtype(KEYS[4], 'hash')
@@ -391,6 +439,7 @@ redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[6], 0, '1')
 return 1
 `)
 
@@ -440,5 +489,5 @@ return 0
 var allScripts = append([]*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
 	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript, wakeScript,
-	sweepScript,
+	sweepScript, pushScript, ringScript,
 }, ctlScripts...)

@@ -163,7 +163,7 @@ func (q *Queue) applyUnique(o *enqueueOpts, payload []byte, due, now time.Time) 
 // debounced enqueue) is replaced; a free ID is taken as by scheduleScript;
 // an ID held otherwise is a duplicate. The key holds the new element, with
 // UniqueTTL after the new due time.
-// KEYS: delayed, ready, wake, unique key. ARGV: due ms, envelope, marker,
+// KEYS: delayed, ready, wake, unique key, bell. ARGV: due ms, envelope, marker,
 // wake TTL ms, UniqueTTL ms, now ms, "1" to keep a replaced job's due time.
 // Returns {0} for a duplicate, else {1 added or 2 replaced, due ms}.
 var debounceScript = redis.NewScript(typeLua + wakeLua + `
@@ -183,7 +183,7 @@ end
 local ttl = tonumber(ARGV[5]) + math.max(due - tonumber(ARGV[6]), 0)
 redis.call('SET', KEYS[4], ARGV[2], 'PX', ttl)
 redis.call('ZADD', KEYS[1], due, ARGV[2])
-wake(KEYS[1], KEYS[2], KEYS[3], due, ARGV[3], ARGV[4])
+wake(KEYS[1], KEYS[2], KEYS[3], due, ARGV[3], ARGV[4], KEYS[5])
 return {code, due}
 `)
 
@@ -195,7 +195,7 @@ func (q *Queue) enqueueDebounced(ctx context.Context, pr prepared) (added bool, 
 		keep = "1"
 	}
 	res, err := debounceScript.Run(ctx, q.p.Client(),
-		[]string{q.k.delayed, q.k.ready, q.k.wake, q.k.unique(pr.id)},
+		[]string{q.k.delayed, q.k.ready, q.k.wake, q.k.unique(pr.id), q.k.bell},
 		pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds(),
 		max(q.cfg.UniqueTTL.Milliseconds(), 1), q.cfg.Now().UnixMilli(), keep).Int64Slice()
 	if err != nil {

@@ -54,10 +54,14 @@ type Job struct {
 
 // Worker consumes one queue with Concurrency handlers.
 //
-// Per worker there is ONE fetcher goroutine holding ONE reserved
-// blocking-lane connection (BLMOVE ready -> processing list), N handler
-// goroutines fed by a channel, one acker that pipelines the outcomes, and one
-// scheduler that promotes delayed jobs at their exact due time. All of them
+// Per worker there is ONE fetcher goroutine, which takes jobs with the take
+// script (ready -> processing list) on the pool's background lane and, when
+// the queue is empty, waits for its Consumer's fetch hub to report a ring
+// of the queue's doorbell: the Consumer blocks for ALL its queues on ONE
+// reserved blocking-lane connection (one per hash-slot group on Redis
+// Cluster; see hub). Then N handler goroutines fed by a channel, one acker
+// that pipelines the outcomes, and one scheduler that promotes delayed jobs
+// at their exact due time. All of them
 // are lifecycle tasks of the group given to Start; closing the group drains
 // the worker (see Start). The worker belongs to the Consumer given to
 // NewWorker, whose heartbeat keeps its jobs its own. A Worker is safe for
@@ -71,13 +75,14 @@ type Worker struct {
 
 	c     *Consumer
 	proc  string // this consumer's processing list
-	res   *pool.Reservation
-	node  *node // the consumer's heartbeat the worker is attached to, once started
+	hub   *hub   // the consumer's fetch hub of the queue's slot group, once started
+	node  *node  // the consumer's heartbeat the worker is attached to, once started
 	sched *scheduler
 
-	slots chan struct{} // one token per job held (fetched and not yet finished)
-	jobs  chan delivery // fetched jobs waiting for a handler
-	acks  chan ackOp    // outcomes waiting for the acker
+	slots  chan struct{} // one token per job held (fetched and not yet finished)
+	wakeCh chan struct{} // the hub saw the queue's doorbell ring (buffered 1)
+	jobs   chan delivery // fetched jobs waiting for a handler
+	acks   chan ackOp    // outcomes waiting for the acker
 
 	mu       sync.Mutex
 	inflight map[string]struct{} // elements in our processing list, until acked
@@ -159,6 +164,7 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 		proc:         q.k.proc(c.ID()),
 		log:          cfg.Logger.With("queue", q.name, "consumer", c.ID()), // docs/logging.md
 		slots:        make(chan struct{}, cfg.Concurrency),
+		wakeCh:       make(chan struct{}, 1),
 		jobs:         make(chan delivery, cfg.Concurrency),
 		acks:         make(chan ackOp, 2*cfg.Concurrency),
 		inflight:     make(map[string]struct{}, cfg.Concurrency),
@@ -173,10 +179,12 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 	return w, nil
 }
 
-// Start reserves the fetcher's blocking connection, joins its Consumer's
-// heartbeat (starting it on g for the Consumer's first worker; every worker
-// of a Consumer is started on the same group), and starts the worker's
-// tasks on g: a fetcher, Concurrency handlers, an acker and a scheduler.
+// Start joins its Consumer's heartbeat and fetch hub (starting them on g
+// for the Consumer's first worker, and a hub for the first worker of each
+// hash-slot group on Redis Cluster; every worker of a Consumer is started on
+// the same group), and starts the worker's tasks on g: a fetcher,
+// Concurrency handlers, an acker and a scheduler. The worker holds no
+// connection of its own: its hub holds the one blocking connection.
 //
 // Closing g drains the worker: the fetcher stops fetching; handlers finish
 // the jobs they run until shortly before the Close deadline, when their
@@ -192,7 +200,7 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 // 10 seconds. When it fails it has started no task and holds no
 // reservation (a heartbeat entry it may have written just expires), and
 // Start may be called again. It fails with the pool's error when the
-// blocking lane cannot hold the fetcher (pool.ErrOverBudget), and with
+// blocking lane cannot hold a new hub (pool.ErrOverBudget), and with
 // ErrAlreadyStarted once the worker was started. A group that begins closing
 // during Start stops the tasks already started; that worker cannot be
 // started again.
@@ -211,19 +219,25 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	if err := w.checkPolicyAtStart(); err != nil {
 		return w.q.errorf("Start: %w", err)
 	}
-	res, err := w.q.p.ReserveBlocking("queue:"+w.q.name, 1)
+	n, err := w.c.heartbeatOn(g, w.cfg.Logger)
 	if err != nil {
 		return w.q.errorf("Start: %w", err)
 	}
-	n, err := w.join(g)
+	h, err := n.hubFor(w)
 	if err != nil {
-		_ = res.Release()
+		if n.unused() {
+			w.c.forget(n)
+		}
+		return w.q.errorf("Start: %w", err)
+	}
+	if _, err := w.join(g); err != nil {
+		n.dropHub(h)
 		return w.q.errorf("Start: %w", err)
 	}
 	// From here on Start either succeeds or the group is closing: the
 	// worker counts as started either way.
 	w.started = true
-	w.res, w.node = res, n
+	w.hub, w.node = h, n
 	n.noteQueues(context.Background()) // the Inspector's registry (registry.go)
 	// A stable consumer ID may find its own jobs of a previous life.
 	w.needReconcile.Store(true)
@@ -234,14 +248,12 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 		// Nothing was started: undo it all, so Start may be called again.
 		w.q.removeWorker(w)
 		n.detach(w)
-		_ = res.Release()
-		w.started, w.res, w.node = false, nil, nil
+		n.dropHub(h)
+		w.started, w.hub, w.node = false, nil, nil
 		return w.q.errorf("Start: %w", err)
 	}
 	// From here on the acker cleans up, once stopping is closed.
 	fail := func(err error) error {
-		// The fetcher never ran, so nothing else releases its connection.
-		_ = res.Release()
 		w.stopOnce.Do(func() { close(w.stopping) })
 		return w.q.errorf("Start: %w", err)
 	}
@@ -259,7 +271,13 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 		close(w.schedGone)
 		return fail(err)
 	}
+	if err := n.startHub(h); err != nil {
+		return fail(err)
+	}
+	// Watched before the fetcher runs: its first act is a take anyway.
+	h.add(context.Background(), w)
 	if err := g.Go(name+"fetcher", w.fetchLoop); err != nil {
+		h.remove(w)
 		return fail(err)
 	}
 	return nil
@@ -355,17 +373,16 @@ func (w *Worker) tracked(elem string) bool {
 	return ok
 }
 
-// fastFetch: a BLMOVE that returns sooner than this did not wait, so the
-// ready list probably holds more; the fetcher then takes a batch with one
-// script call instead of one BLMOVE per job.
-const fastFetch = 300 * time.Microsecond
-
-// fetchLoop is the fetcher: one goroutine, one reserved connection. It
+// fetchLoop is the fetcher: one goroutine, no connection of its own. It
 // fetches only when a handler slot is free (no prefetch beyond capacity),
-// blocks in Redis when the queue is empty (no polling), and switches to
-// batches while there is a backlog.
+// takes as many jobs as it has free slots with one script call, and when
+// the queue is empty waits for its hub to report a ring of the queue's
+// doorbell (no polling: the hub blocks in Redis). It always tries a take
+// before it waits, and the wake channel is emptied just before each take,
+// so a ring that arrives after a take found the queue empty always wakes
+// it.
 func (w *Worker) fetchLoop(ctx context.Context) error {
-	defer w.releaseWhenDone(ctx)()
+	defer w.handOnRing(ctx)
 	// The acker cancels running handlers on its drain schedule; should it
 	// be held up (a slow flush), the end of the Close context still
 	// cancels them.
@@ -374,7 +391,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	defer w.st.fetchState.Store(fetcherStopped)
 
 	f := &fetcher{
-		w: w, ctx: ctx, c: w.res.Client(),
+		w: w, ctx: ctx, c: w.q.p.Background(),
 		previousLife: true, // the first reconcile finds what a previous life held
 		readPolicy:   w.mem.policyStale(),
 	}
@@ -383,7 +400,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			return nil
 		}
 		f.reconcile()
-		r := f.fetch()
+		r := f.takeBatch()
 		f.settle(r)
 		if r.failed() {
 			if !f.backOff(r.err) {
@@ -392,38 +409,48 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			continue
 		}
 		f.succeeded()
-		if r.idleAtLimit && !w.waitAtLimit(ctx) {
+		f.deliver(r.elems)
+		if len(r.elems) < r.held && !f.waitForRing(r.idleAtLimit) {
 			return nil
 		}
-		f.deliver(r.elems)
 	}
 }
 
-// releaseWhenDone gives the reserved connection back when ctx ends: a
-// BLMOVE blocked in Redis does not notice ctx, and closing the connection
-// ends it. An element Redis moved at that moment stays in the processing
-// list, and the drain puts it back. The returned func gives it back at
-// once if ctx has not ended, and returns only once the reservation is back
-// in the pool, so that nothing of the fetcher outlives Close.
-func (w *Worker) releaseWhenDone(ctx context.Context) (wait func()) {
-	released := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() { _ = w.res.Release(); close(released) })
-	return func() {
-		if stop() {
-			_ = w.res.Release()
-		} else {
-			<-released
-		}
+// handOnRing runs when the fetcher stops: it leaves the hub, and a ring the
+// hub delivered that the fetcher did not act on is rung again (if the
+// queue still holds jobs), for the other consumers of the queue.
+func (w *Worker) handOnRing(ctx context.Context) {
+	w.hub.remove(w)
+	select {
+	case <-w.wakeCh:
+	default:
+		return
+	}
+	cctx := lifecycle.CloseContext(ctx)
+	if err := ringScript.Run(cctx, w.q.p.Background(), []string{w.q.k.ready, w.q.k.bell}).Err(); err != nil {
+		w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
 	}
 }
+
+// wakeFetcher reports a ring of the queue's doorbell to the fetcher. It
+// never blocks: one pending wake is as good as many.
+func (w *Worker) wakeFetcher() {
+	select {
+	case w.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// hasRoom reports whether the worker has a free handler slot, so that a
+// ring would have it take a job now.
+func (w *Worker) hasRoom() bool { return len(w.slots) < cap(w.slots) }
 
 // fetcher is the state of fetchLoop.
 type fetcher struct {
 	w            *Worker
 	ctx          context.Context
-	c            redis.UniversalClient // the reserved connection
+	c            redis.UniversalClient // the pool's background lane
 	bo           troubleBackoff
-	batch        bool // the last fetch suggests a backlog: take a batch
 	previousLife bool // no reconcile has completed: the next finds what a previous life held
 	// readPolicy: the connection failed since the last read of Redis's
 	// eviction policy (Redis may have restarted with another config), or
@@ -460,25 +487,21 @@ func (f *fetcher) reconcile() {
 	}
 }
 
-// fetch takes jobs for the slot held: a batch while there is a backlog,
-// otherwise one blocking BLMOVE.
-func (f *fetcher) fetch() fetched {
-	if f.batch {
-		return f.takeBatch()
-	}
-	return f.blockingMove()
-}
-
 // takeBatch holds every free slot and takes a job for each with one script
-// call.
+// call (the allow-oom twin at maxmemory, see Worker.take). A ring reported
+// before the take is consumed by it.
 func (f *fetcher) takeBatch() fetched {
 	// Let handlers that are about to finish free their slots, so the batch
 	// is as large as it can be.
 	runtime.Gosched()
 	held := f.holdFreeSlots(1)
-	elems, err := f.w.take(f.ctx, f.c, []string{f.w.q.k.ready, f.w.proc}, held)
-	f.batch = err == nil && len(elems) == held
-	return fetched{elems: elems, held: held, err: err}
+	select {
+	case <-f.w.wakeCh:
+	default:
+	}
+	w := f.w
+	elems, err := w.take(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused}, held)
+	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0 && w.mem.atLimit.Load(), err: err}
 }
 
 // holdFreeSlots holds the slots free now, up to Concurrency in all, and
@@ -495,34 +518,23 @@ func (f *fetcher) holdFreeSlots(held int) int {
 	return held
 }
 
-// blockingMove waits in Redis for one job with BLMOVE.
-func (f *fetcher) blockingMove() fetched {
+// waitForRing waits, after a take that left free slots (the queue was
+// empty, or paused), for the hub to report a ring of the doorbell; at
+// maxmemory also for BlockTimeout or this worker's promotions (see
+// waitAtLimit). It reports false when ctx ended.
+func (f *fetcher) waitForRing(atLimit bool) bool {
 	w := f.w
-	w.st.fetchState.Store(fetcherBlocking)
-	start := time.Now()
-	elem, err := f.c.BLMove(f.ctx, w.q.k.ready, w.proc, "RIGHT", "LEFT", w.cfg.BlockTimeout).Result()
-	switch {
-	case err == nil:
-		f.batch = time.Since(start) < fastFetch
-		w.setAtLimit(false)
-		return fetched{elems: []string{elem}, held: 1}
-	case isOOM(err):
-		return f.takeAtLimit()
-	case errors.Is(err, redis.Nil):
-		w.setAtLimit(false)
+	w.hub.watch(f.ctx, w)
+	if atLimit {
+		return w.waitAtLimit(f.ctx)
 	}
-	return fetched{held: 1, err: err}
-}
-
-// takeAtLimit is the fetch when Redis is at maxmemory and refused BLMOVE
-// at once: take with the allow-oom script, batches while there is work,
-// and wait when there is none (see oom.go).
-func (f *fetcher) takeAtLimit() fetched {
-	const held = 1
-	f.w.setAtLimit(true)
-	elems, err := f.w.take(f.ctx, f.c, []string{f.w.q.k.ready, f.w.proc}, held)
-	f.batch = err == nil && len(elems) == held
-	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0, err: err}
+	w.st.fetchState.Store(fetcherBlocking)
+	select {
+	case <-w.wakeCh:
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
 }
 
 // settle records the fetch and frees the slots it did not fill.
@@ -541,8 +553,8 @@ func (f *fetcher) backOff(err error) bool {
 		return false
 	}
 	w.st.fetchErrors.Add(1)
-	// A BLMOVE that failed on our side may still have moved an element on
-	// the server: reconcile before the next fetch.
+	// A take that failed on our side may still have moved elements on the
+	// server: reconcile before the next fetch.
 	w.needReconcile.Store(true)
 	w.log.Warn("queue: fetch failed; backing off", "err", err)
 	w.st.fetchState.Store(fetcherBackingOff)
@@ -561,15 +573,17 @@ func (f *fetcher) succeeded() {
 
 // deliver reads the payloads of the fetched elements and hands them out.
 func (f *fetcher) deliver(elems []string) {
+	if len(elems) == 0 {
+		return
+	}
 	for _, d := range f.w.loadPayloads(f.ctx, f.c, elems) {
 		f.w.dispatch(f.ctx, d)
 	}
 }
 
 // loadPayloads decodes fetched elements and reads the payloads kept apart,
-// one pipelined HGET each, on the fetcher's own connection: no lane is
-// shared with the heartbeat or the acker, and a fetch of n jobs costs one
-// more round trip, not n. An element whose read failed is not handed out:
+// one pipelined HGET each: a fetch of n jobs costs one more round trip,
+// not n. An element whose read failed is not handed out:
 // its slot is freed and it stays in the processing list, untracked, for the
 // next reconcile to put back at the head of the ready list.
 func (w *Worker) loadPayloads(ctx context.Context, c redis.Cmdable, elems []string) []delivery {

@@ -241,11 +241,12 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		URL:        cfg.RedisURL,
 		ClientName: "chatservice",
 		Request:    pool.LaneConfig{Size: cfg.RequestConns, MaxWaiters: cfg.RequestWaiters},
-		// Exactly what is reserved: one BLMOVE connection per queue (3) and
-		// one for the agents cache's invalidation subscriber. The replies
-		// cache runs no subscriber (see below). A fourth queue or another
-		// cache with invalidation must raise this, and fails at startup with
-		// pool.ErrOverBudget naming who holds the lane until it does.
+		// Reserved: one connection for the queue consumer's fetch hub,
+		// whatever the number of queues, and one for the agents cache's
+		// invalidation subscriber; the replies cache runs no subscriber (see
+		// below). The lane keeps room for two more: another cache with
+		// invalidation or a second consumer fails at startup with
+		// pool.ErrOverBudget naming who holds the lane once it is full.
 		Blocking: pool.BlockingConfig{Size: chatapi.NumQueues + 1},
 		Logger:   log.With("component", "pool"),
 	})

@@ -243,7 +243,7 @@ func testService(t *testing.T, newRedis func(t *testing.T) string) {
 	assert.EqualValues(t, chats, d.Limiter.Allowed)
 	assert.Zero(t, d.Limiter.Denied)
 	assert.Equal(t, 4, d.Pool.Blocking.Size)
-	assert.Equal(t, 4, d.Pool.Blocking.Reserved, "3 queue fetchers and the agents cache's subscriber")
+	assert.Equal(t, 2, d.Pool.Blocking.Reserved, "the queue consumer's fetch hub (one connection for its 3 queues) and the agents cache's subscriber")
 	assert.Zero(t, d.Pool.Request.Timeouts+d.Pool.Request.Rejections)
 	assert.EqualValues(t, 1, d.Caches["agents"].Loads)
 	assert.Zero(t, d.Caches["replies"].LocalEntries, "replies live in Redis only")
