@@ -39,8 +39,8 @@ func (catalog) Queue(sz Sizes) Scenario {
 			"Drains: the jobs are enqueued first (bounded: EnqueueBatch of 1,000; hand-written: LPUSH of 1,000; asynq, which has no batch enqueue: " +
 				"Client.Enqueue from 16 goroutines), then the clock runs from starting the consumers to the last job's handler start. " +
 				"Redis commands/job counts enqueue, fetch, acknowledgement and all background traffic of the run, commands inside Lua scripts included.",
-			"bounded: queue.Config{} and queue.WorkerConfig{Concurrency: n} on a pool.Config{} pool; one Worker per queue " +
-				"(its defaults: 5s BLMOVE timeout, 10s heartbeat).",
+			"bounded: queue.Config{} and queue.WorkerConfig{Concurrency: n} on a pool.Config{} pool; one Consumer, one Worker per queue " +
+				"(its defaults: 5s BlockTimeout of the consumer's fetch hub, 10s heartbeat).",
 			"asynq: one Server with asynq.Config{Concurrency: queues x n, Queues: the queues at priority 1}, as its README sets it up. " +
 				"Defaults that matter here: an empty dequeue makes the processor sleep TaskCheckInterval/2 plus up to TaskCheckInterval " +
 				"(1s: 0.5-1.5s) before it looks again, which is what its pickup latency measures; heartbeat 5s, delayed-task check 5s, " +
