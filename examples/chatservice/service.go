@@ -252,8 +252,8 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		URL:        cfg.RedisURL,
 		ClientName: "chatservice",
 		Request:    pool.LaneConfig{Size: cfg.RequestConns, MaxWaiters: cfg.RequestWaiters},
-		Blocking: pool.BlockingConfig{Size: blockingConns},
-		Logger:   log.With("component", "pool"),
+		Blocking:   pool.BlockingConfig{Size: blockingConns},
+		Logger:     log.With("component", "pool"),
 	})
 	if err != nil {
 		return nil, err
