@@ -25,7 +25,8 @@ type Config struct {
 	// RedisURL is the redis:// URL of the server. Required.
 	RedisURL string
 	// AdminMutations lets the dashboard at /admin/ requeue, delete, purge
-	// and cancel jobs; without it the dashboard is read-only.
+	// and cancel jobs and pause and resume queues; without it the dashboard
+	// is read-only.
 	AdminMutations bool
 	// Concurrency is the number of handlers of each queue. Default 5 (the
 	// post-mortem's 3 queues x 5).
