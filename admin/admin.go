@@ -67,8 +67,9 @@ type Config struct {
 	Workers []Worker
 	// Memwatch, optional, adds the memory history, trend and alerts.
 	Memwatch *memwatch.Watcher
-	// AllowMutations enables requeue, delete, purge and cancel. Without it
-	// the handler is read-only: those endpoints answer 403.
+	// AllowMutations enables requeue, delete, purge, cancel, pause and
+	// resume. Without it the handler is read-only: those endpoints answer
+	// 403, and the page shows no buttons.
 	AllowMutations bool
 	// Authorize, when set, is called on every request (page, assets and
 	// API) before anything else; an error answers 403 with its message.

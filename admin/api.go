@@ -34,7 +34,7 @@ func (h *handler) routes() {
 	}
 	for p, f := range map[string]http.HandlerFunc{
 		"/api/requeue": h.requeue, "/api/delete": h.delete, "/api/purge": h.purge, "/api/cancel": h.cancel,
-		"/api/pause": h.notSupported, "/api/resume": h.notSupported,
+		"/api/pause": h.pause, "/api/resume": h.resume,
 	} {
 		m.HandleFunc(p, h.mutation(f))
 	}
@@ -396,13 +396,6 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"cancelled": b.ID})
-}
-
-// notSupported answers pause and resume, which wait for the Inspector's
-// Pause and Resume: the routes are here (behind the mutation checks) so the
-// page and clients can be written against them.
-func (h *handler) notSupported(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotImplemented, "not_supported", "not supported yet: "+strings.TrimPrefix(r.URL.Path, "/api/")+" needs queue.Inspector.Pause and Resume, which this version does not have")
 }
 
 // fail maps the queue package's errors to statuses; anything else is a 500

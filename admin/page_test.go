@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
@@ -73,4 +74,29 @@ func TestPageScriptRenders(t *testing.T) {
 	require.Contains(t, got["created"], "polyline", "the memory chart is drawn")
 	require.NotContains(t, got["created"], "script", "the page never creates a script element")
 	require.NotContains(t, got["created"], "b")
+	require.Contains(t, got["#/queues"].(map[string]any)["text"], "active")
+	require.Contains(t, got["#/queues"].(map[string]any)["text"], "pause", "the pause button, mutations allowed")
+
+	// A paused queue shows its state, with a resume button only when
+	// mutations are allowed.
+	require.NoError(t, q.Pause(context.Background()))
+	ro := httptest.NewServer(mustHandler(t, Config{Inspector: mustInspector(t, p)}))
+	defer ro.Close()
+	for url, mutations := range map[string]bool{srv.URL: true, ro.URL: false} {
+		out, err := exec.Command(nodeBin, shim, url+"/", `["#/queues"]`, appPath).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		var got map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(out, &got), "%s", out)
+		var view struct{ Text, Error string }
+		require.NoError(t, json.Unmarshal(got["#/queues"], &view), "%s", out)
+		text := view.Text
+		require.Empty(t, view.Error)
+		require.Contains(t, text, "paused")
+		require.NotContains(t, text, "active")
+		if mutations {
+			require.Contains(t, text, "resume")
+		} else {
+			require.NotContains(t, text, "resume", "a read-only page shows no resume button")
+		}
+	}
 }

@@ -131,21 +131,3 @@ func TestWorkersConfig(t *testing.T) {
 	require.Empty(t, r.body["workers"])
 	require.Equal(t, http.StatusMethodNotAllowed, call(t, h, http.MethodPost, "/api/workers", nil, nil).status)
 }
-
-// Pause and resume are routed through the mutation checks and answer 501
-// until the Inspector has them.
-func TestPauseResumeNotSupportedYet(t *testing.T) {
-	p := miniPool(t)
-	ro := mustHandler(t, Config{Inspector: mustInspector(t, p)})
-	require.Equal(t, http.StatusForbidden, mutate(t, ro, "/api/pause", map[string]any{"queue": "q"}).status, "read-only first")
-	rw := mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true})
-	for _, path := range []string{"/api/pause", "/api/resume"} {
-		r := mutate(t, rw, path, map[string]any{"queue": "q"})
-		require.Equal(t, http.StatusNotImplemented, r.status, "%s: %s", path, r.raw)
-		require.Equal(t, "not_supported", r.body["code"])
-		require.Contains(t, r.body["error"], "not supported yet")
-		// Without the token: refused before anything else.
-		r = call(t, rw, http.MethodPost, path, map[string]any{"queue": "q"}, map[string]string{"Content-Type": "application/json"})
-		require.Equal(t, http.StatusForbidden, r.status)
-	}
-}

@@ -41,7 +41,9 @@ const rowsJS = `Array.from(document.querySelectorAll("main table:first-of-type t
 // lists the service's queues with their counts; a dead job whose payload is
 // a <script> shows it as text and does not run it; requeueing a dead job
 // (through the page's button and its confirm dialog) gets it processed by
-// the service: it leaves the dead letters and the dead count drops.
+// the service: it leaves the dead letters and the dead count drops. Pausing
+// a queue with its button holds a job enqueued to it while the service
+// processes others; resuming gets it processed.
 func TestDashboardInChromium(t *testing.T) {
 	ctx := browser(t, 3*time.Minute) // first: skips at once without chromium
 	dir := artifactsDir(t)
@@ -154,6 +156,8 @@ func TestDashboardInChromium(t *testing.T) {
 		chromedp.WaitVisible(chromedp.Search(`//main//a[text()="`+xssID+`"]`)),
 	), chromedp.Evaluate[[][]string](rowsJS))
 	require.Len(t, rows, 1, "dead letters after the requeue: %q", rows)
+	// Pause and resume the embeddings queue from the queue table.
+	pauseFromPage(t, ctx, svc.URL, dir, emb, hooks, dialogs)
 	// The other views, each drawn once, under the policy too.
 	for _, view := range []string{"#/components", "#/consumers", "#/memory"} {
 		require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(svc.URL+"/admin/"+view)))

@@ -128,16 +128,30 @@
         num(q.ready), num(q.delayed), num(q.in_flight),
         el("td", { class: "num" }, link(q.dead, hash("queue", q.name, "dead"))),
         num(q.consumers), el("td", {}, when(q.last_seen)),
+        el("td", { class: q.paused ? "alert" : undefined }, q.paused ? "paused" : "active"),
         wk ? num(l ? perSec(l.rate, l.win) : "") : null,
-        wk ? num(l && l.n ? ms(l.p50) + " / " + ms(l.p99) : "") : null);
+        wk ? num(l && l.n ? ms(l.p50) + " / " + ms(l.p99) : "") : null,
+        session.mutations ? el("td", {}, pauseButton(q)) : null);
     });
-    const head = ["queue", "ready", "delayed", "in flight", "dead", "consumers", "last seen"];
+    const head = ["queue", "ready", "delayed", "in flight", "dead", "consumers", "last seen", "state"];
     if (wk) head.push("processed (this process)", "enqueue→start p50 / p99 (this process)");
+    if (session.mutations) head.push("");
     const out = [el("h2", {}, "Queues ", el("span", { class: "muted" }, "namespace " + session.namespace)), alertsBox(mem), searchBox(),
       rows.length ? table(head, rows) : el("p", { class: "muted" }, "No queues registered in this namespace yet."),
       pager(params, page.next, "#/queues")];
     if (wk && wk.workers.length) out.push(workersTable(wk));
     return out;
+  }
+
+  // pauseButton pauses or resumes a queue for the whole fleet.
+  function pauseButton(q) {
+    const name = q.name;
+    if (q.paused) {
+      return el("button", { onclick: confirmThen("Resume " + name + "? Every worker of the fleet takes its jobs again.",
+        () => post("resume", { queue: name }), () => "Resumed " + name + ".") }, "resume");
+    }
+    return el("button", { class: "danger", onclick: confirmThen("Pause " + name + "? No worker of the fleet takes its jobs until it is resumed; running jobs finish.",
+      () => post("pause", { queue: name }), () => "Paused " + name + ".") }, "pause");
   }
 
   function alertsBox(mem) {

@@ -160,7 +160,8 @@ func (e *env) list(ctx context.Context, name string, st queue.JobState, o *opts)
 	if err := checkPage(o); err != nil {
 		return err
 	}
-	if _, err := e.lookupQueue(ctx, name); err != nil {
+	qi, err := e.lookupQueue(ctx, name)
+	if err != nil {
 		return err
 	}
 	var lo []queue.ListOption
@@ -191,7 +192,7 @@ func (e *env) list(ctx context.Context, name string, st queue.JobState, o *opts)
 	if e.json {
 		return e.writeJSON(page)
 	}
-	return e.printJobs(st, page)
+	return e.printJobs(qi, st, page)
 }
 
 func runShow(ctx context.Context, e *env, o *opts, args []string) error {

@@ -1,12 +1,12 @@
 // Command boundedctl shows and operates the queues of bounded in a Redis:
-// their counts and consumers, jobs by state, one job, dead letters, and
-// requeue, purge and cancel.
+// their counts, state and consumers, jobs by state, one job, dead letters,
+// and requeue, purge, cancel, pause and resume.
 //
 // Usage:
 //
 //	boundedctl [--redis URL] [--namespace NS] [--timeout D] COMMAND [flags] [args]
 //
-//	boundedctl stats [QUEUE] [--limit N] [--cursor C]   queues with their counts, and the live consumers
+//	boundedctl stats [QUEUE] [--limit N] [--cursor C]   queues with their counts and state, and the live consumers
 //	boundedctl ls QUEUE [--state ready|delayed|running|dead] [--limit N] [--cursor C] [--payloads]
 //	boundedctl show ID [--queue QUEUE] [--search N]     one job; without --queue, searched in at most N queues
 //	boundedctl dead QUEUE [--limit N] [--cursor C]      dead letters, newest first
@@ -14,7 +14,7 @@
 //	boundedctl requeue QUEUE --all --yes                every dead letter, page by page
 //	boundedctl purge QUEUE --yes                        delete every dead letter
 //	boundedctl cancel QUEUE ID                          cancel a waiting or running job
-//	boundedctl pause QUEUE / resume QUEUE               when the queue package supports it
+//	boundedctl pause QUEUE / resume QUEUE               stop / restart the fleet's workers taking the queue's jobs
 //	boundedctl tail QUEUE... [--count N]                outcomes (done, retry, dead) as workers write them
 //
 // The Redis URL is --redis or $BOUNDED_REDIS_URL (redis://[user:password@]host:port[/db],
@@ -37,6 +37,13 @@
 // goes on where a timed-out one stopped). It goes through every page: a
 // malformed dead letter (its job does not decode) is left and reported at
 // the end, with exit 1.
+//
+// pause and resume act for the whole fleet (queue.Inspector.Pause): no
+// worker of any process takes the queue's jobs until resume; enqueues go
+// on and running jobs finish. Workers built with a version of the queue
+// package older than pause do not read the flag and go on taking. stats
+// shows each queue's STATE (active or paused; "paused" in JSON), and ls
+// and dead say so above a paused queue's jobs.
 //
 // tail follows queue.Inspector.Tail: workers learn at their next
 // heartbeat (10s by default) that a queue is followed and then publish the

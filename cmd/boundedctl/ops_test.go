@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -169,26 +170,55 @@ func TestCancel(t *testing.T) {
 	})
 }
 
+// pause and resume act on the queue for the whole fleet (queue.Paused says
+// so), stats (table and JSON) and ls show the state, and an unknown queue
+// is refused without being paused or registered.
 func TestPauseResume(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b backend) {
-		_, err := mustQueue(t, b.p, "q").Enqueue(context.Background(), []byte("x"))
+		ctx := context.Background()
+		q := mustQueue(t, b.p, "q")
+		_, err := q.Enqueue(ctx, []byte("x"))
 		require.NoError(t, err)
-		in, err := queue.NewInspector(b.p, "")
-		require.NoError(t, err)
-		if pauserOf(in) != nil {
-			// The queue package can pause: the commands work.
-			require.Contains(t, ok(t, b.url, "pause", "q"), "paused q")
-			require.Contains(t, ok(t, b.url, "resume", "q"), "resumed q")
-			stderr := fails(t, exitError, b.url, "pause", "nosuch")
-			require.Contains(t, stderr, `unknown queue "nosuch"`)
-			return
+		paused := func() bool {
+			t.Helper()
+			v, err := q.Paused(ctx)
+			require.NoError(t, err)
+			return v
 		}
+		statsJSON := func() bool {
+			t.Helper()
+			var out struct{ Queues []queue.QueueInfo }
+			require.NoError(t, json.Unmarshal([]byte(ok(t, b.url, "stats", "q", "--json")), &out))
+			require.Len(t, out.Queues, 1)
+			return out.Queues[0].Paused
+		}
+		require.Regexp(t, `(?m)^q .* active$`, ok(t, b.url, "stats"))
+		require.NotContains(t, ok(t, b.url, "ls", "q"), "paused")
+
+		require.Contains(t, ok(t, b.url, "pause", "q"), "paused q: no worker takes its jobs until 'boundedctl resume q'")
+		require.True(t, paused())
+		require.Regexp(t, `(?m)^q .* paused$`, ok(t, b.url, "stats"))
+		require.True(t, statsJSON())
+		require.Contains(t, ok(t, b.url, "ls", "q"), "queue q is paused: no worker takes its jobs until 'boundedctl resume q'")
+		require.Contains(t, ok(t, b.url, "pause", "q"), "paused q", "pausing a paused queue is no error")
+
+		require.Contains(t, ok(t, b.url, "resume", "q"), "resumed q")
+		require.False(t, paused())
+		require.False(t, statsJSON())
+		require.Regexp(t, `(?m)^q .* active$`, ok(t, b.url, "stats"))
+
 		for _, cmd := range []string{"pause", "resume"} {
-			stderr := fails(t, exitError, b.url, cmd, "q")
-			require.Contains(t, stderr, cmd+" q: pause and resume are not supported by this version")
+			stderr := fails(t, exitError, b.url, cmd, "nosuch")
+			require.Contains(t, stderr, `unknown queue "nosuch"`)
+			stderr = fails(t, exitUsage, b.url, cmd)
+			require.Contains(t, stderr, cmd+" takes one queue, got 0")
+			stderr = fails(t, exitUsage, b.url, cmd, "a{b}")
+			require.Contains(t, stderr, `queue name "a{b}"`)
 		}
-		stderr := fails(t, exitUsage, b.url, "pause")
-		require.Contains(t, stderr, "pause takes one queue, got 0")
+		v, err := mustQueue(t, b.p, "nosuch").Paused(ctx)
+		require.NoError(t, err)
+		require.False(t, v, "a refused pause paused the queue")
+		require.NotContains(t, ok(t, b.url, "stats"), "nosuch", "a refused pause registered the queue")
 	})
 }
 

@@ -51,11 +51,19 @@ func text(b []byte, n int) string {
 	return s
 }
 
+// stateOf says whether the queue's workers take its jobs.
+func stateOf(q queue.QueueInfo) string {
+	if q.Paused {
+		return "paused"
+	}
+	return "active"
+}
+
 func (e *env) printStats(out statsOut) error {
 	w := e.table()
-	fmt.Fprintln(w, "QUEUE\tREADY\tDELAYED\tRUNNING\tDEAD\tCONSUMERS\tLAST SEEN")
+	fmt.Fprintln(w, "QUEUE\tREADY\tDELAYED\tRUNNING\tDEAD\tCONSUMERS\tLAST SEEN\tSTATE")
 	for _, q := range out.Queues {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", q.Name, q.Ready, q.Delayed, q.InFlight, q.Dead, q.Consumers, when(q.LastSeen))
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", q.Name, q.Ready, q.Delayed, q.InFlight, q.Dead, q.Consumers, when(q.LastSeen), stateOf(q))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -79,7 +87,10 @@ func (e *env) printStats(out statsOut) error {
 	return w.Flush()
 }
 
-func (e *env) printJobs(st queue.JobState, page queue.JobPage) error {
+func (e *env) printJobs(qi queue.QueueInfo, st queue.JobState, page queue.JobPage) error {
+	if qi.Paused {
+		fmt.Fprintf(e.stdout, "queue %s is paused: no worker takes its jobs until 'boundedctl resume %s'\n", qi.Name, qi.Name)
+	}
 	w := e.table()
 	col := map[queue.JobState]string{queue.StateDelayed: "DUE", queue.StateRunning: "CONSUMER", queue.StateDead: "DIED"}[st]
 	if col == "" {

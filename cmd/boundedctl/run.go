@@ -50,9 +50,6 @@ type env struct {
 
 	p  *pool.Pool
 	in *queue.Inspector
-	// pauser pauses and resumes queues; nil while the queue package's
-	// Inspector has no Pause and Resume (see pause.go).
-	pauser pauser
 }
 
 // command is one subcommand.
@@ -252,7 +249,6 @@ func (e *env) connect() error {
 		return fmt.Errorf("--namespace: %w", err)
 	}
 	e.in = in
-	e.pauser = pauserOf(in)
 	return nil
 }
 

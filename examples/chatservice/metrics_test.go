@@ -197,8 +197,8 @@ func testMetrics(t *testing.T, newRedis func(t *testing.T) string) {
 		{"bounded_ratelimit_denied_total", []string{"limiter", "chat", "source", "redis"}, 1},
 		{"bounded_cache_loads_total", []string{"cache", "agents"}, 1},
 		{"bounded_cache_local_entries", []string{"cache", "replies"}, 0}, // replies live in Redis only
-		{"bounded_pool_max_connections", []string{"lane", "blocking"}, chatapi.NumQueues + 1},
-		{"bounded_pool_reserved_connections", nil, chatapi.NumQueues + 1},
+		{"bounded_pool_max_connections", []string{"lane", "blocking"}, blockingConns},
+		{"bounded_pool_reserved_connections", nil, blockingConns}, // the consumer's hub and the agents' subscriber
 		{"bounded_pool_up", nil, 1},
 	} {
 		got, ok := e.value(c.name, c.labels...)

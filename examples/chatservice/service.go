@@ -25,7 +25,8 @@ type Config struct {
 	// RedisURL is the redis:// URL of the server. Required.
 	RedisURL string
 	// AdminMutations lets the dashboard at /admin/ requeue, delete, purge
-	// and cancel jobs; without it the dashboard is read-only.
+	// and cancel jobs and pause and resume queues; without it the dashboard
+	// is read-only.
 	AdminMutations bool
 	// Concurrency is the number of handlers of each queue. Default 5 (the
 	// post-mortem's 3 queues x 5).
@@ -225,6 +226,17 @@ type service struct {
 // agentsKey is the agents cache's one key: the whole list.
 const agentsKey = "all"
 
+// blockingConns sizes the pool's blocking lane to what the service
+// reserves, no more: one connection for the queue consumer's fetch hub,
+// whatever the number of queues (they are one slot group on a single
+// Redis; on Redis Cluster a consumer holds one per slot of its queues, and
+// the service does not run on Cluster), and one for the agents cache's
+// invalidation subscriber; the replies cache runs no subscriber (see
+// below). Another cache with invalidation or a second consumer fails at
+// startup with pool.ErrOverBudget naming who holds the lane: raise this
+// with it.
+const blockingConns = 1 + 1
+
 // newService builds the service on g: the pool (whose Close is g's first
 // closer, so it runs last), the memory watcher, the caches, the limiter and
 // the queue workers. Nothing listens until serve. If a step fails, newService
@@ -241,14 +253,8 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		URL:        cfg.RedisURL,
 		ClientName: "chatservice",
 		Request:    pool.LaneConfig{Size: cfg.RequestConns, MaxWaiters: cfg.RequestWaiters},
-		// Reserved: one connection for the queue consumer's fetch hub,
-		// whatever the number of queues, and one for the agents cache's
-		// invalidation subscriber; the replies cache runs no subscriber (see
-		// below). The lane keeps room for two more: another cache with
-		// invalidation or a second consumer fails at startup with
-		// pool.ErrOverBudget naming who holds the lane once it is full.
-		Blocking: pool.BlockingConfig{Size: chatapi.NumQueues + 1},
-		Logger:   log.With("component", "pool"),
+		Blocking:   pool.BlockingConfig{Size: blockingConns},
+		Logger:     log.With("component", "pool"),
 	})
 	if err != nil {
 		return nil, err
