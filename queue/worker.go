@@ -427,7 +427,7 @@ func (w *Worker) handOnRing(ctx context.Context) {
 		return
 	}
 	cctx := lifecycle.CloseContext(ctx)
-	if err := ringScript.Run(cctx, w.q.p.Background(), []string{w.q.k.ready, w.q.k.bell}).Err(); err != nil {
+	if err := ringIfReady(cctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil {
 		w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
 	}
 }
