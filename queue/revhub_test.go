@@ -62,3 +62,35 @@ func TestRingHandedOnAtMemoryLimit(t *testing.T) {
 	w.hub.rang(ctx, q.k.bell)
 	require.True(t, rung(), "a ring popped for a worker that left is rung again at the limit (rang)")
 }
+
+// TestUnreadPayloadDoesNotWaitForARing: a job whose payload (kept apart)
+// could not be read stays in the worker's processing list for its next
+// reconcile. The fetcher then had free slots and waited for a ring of the
+// doorbell before it reconciled: with no other enqueue, the job never ran
+// (before the doorbell, a blocking BLMOVE returned within BlockTimeout).
+func TestUnreadPayloadDoesNotWaitForARing(t *testing.T) {
+	bothPools(t, func(t *testing.T, np newPoolFunc) {
+		p := np(t, pool.Config{})
+		ctx := context.Background()
+		q := mustQueue(t, p, "unread", Config{})
+		big := make([]byte, inlineMax+1)
+		_, err := q.Enqueue(ctx, big)
+		require.NoError(t, err)
+		// The payloads hash unreadable for a while: HGET fails (WRONGTYPE).
+		require.NoError(t, p.Client().Rename(ctx, q.k.payloads, q.k.payloads+":saved").Err())
+		require.NoError(t, p.Client().Set(ctx, q.k.payloads, "not a hash", 0).Err())
+		// The fetcher takes once when it starts, ring or not: no ring is
+		// left over to wake it again.
+		require.NoError(t, p.Client().Del(ctx, q.k.bell).Err())
+
+		ran := make(chan int, 1)
+		g := group(t)
+		w := startWorker(t, g, q, func(_ context.Context, j *Job) error { ran <- len(j.Payload); return nil },
+			WorkerConfig{Concurrency: 2, BlockTimeout: time.Second})
+		testutil.Eventually(t, testutil.Wait, "a payload read failed", func() bool { return w.Stats().FetchErrors > 0 })
+		require.NoError(t, p.Client().Del(ctx, q.k.payloads).Err())
+		require.NoError(t, p.Client().Rename(ctx, q.k.payloads+":saved", q.k.payloads).Err())
+
+		require.Equal(t, len(big), testutil.Recv(t, ran, "the job, once its payload can be read, without another enqueue"))
+	})
+}
