@@ -410,7 +410,20 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		}
 		f.succeeded()
 		f.deliver(r.elems)
-		if len(r.elems) < r.held && !f.waitForRing(r.idleAtLimit) {
+		if len(r.elems) == r.held {
+			continue
+		}
+		if w.needReconcile.Load() {
+			// Elements wait in the processing list for a reconcile (a
+			// payload read or a put-back failed): no ring may come for
+			// them, so reconcile again, paced, instead of waiting.
+			if !f.unreconciled.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		f.unreconciled.reset()
+		if !f.waitForRing(r.idleAtLimit) {
 			return nil
 		}
 	}
@@ -451,7 +464,8 @@ type fetcher struct {
 	ctx          context.Context
 	c            redis.UniversalClient // the pool's background lane
 	bo           troubleBackoff
-	previousLife bool // no reconcile has completed: the next finds what a previous life held
+	unreconciled troubleBackoff // paces the reconciles the fetcher retries before it waits for a ring
+	previousLife bool           // no reconcile has completed: the next finds what a previous life held
 	// readPolicy: the connection failed since the last read of Redis's
 	// eviction policy (Redis may have restarted with another config), or
 	// the last read failed: read it again after the next fetch that works.
