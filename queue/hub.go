@@ -288,7 +288,7 @@ func (h *hub) rang(ctx context.Context, bell string) {
 	if ctx.Err() != nil {
 		rctx = lifecycle.CloseContext(ctx)
 	}
-	if err := h.n.p.Background().ZAdd(rctx, bell, redis.Z{Score: 0, Member: bellMember}).Err(); err != nil {
+	if err := ringBell(rctx, h.n.p.Background(), bell); err != nil {
 		h.log.Warn("queue: fetch hub: ringing a doorbell again failed", "bell", bell, "err", err)
 		if w != nil && ctx.Err() == nil {
 			h.mu.Lock()
@@ -316,12 +316,21 @@ func (h *hub) handOn(ctx context.Context, bells []string) {
 	if len(bells) == 0 {
 		return
 	}
-	pipe := h.n.p.Background().Pipeline()
-	for _, b := range bells {
-		// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready".
-		ringScript.Eval(ctx, pipe, []string{strings.TrimSuffix(b, ":bell") + ":ready", b})
+	ring := func(s *redis.Script) ([]redis.Cmder, error) {
+		pipe := h.n.p.Background().Pipeline()
+		for _, b := range bells {
+			// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready".
+			s.Eval(ctx, pipe, []string{strings.TrimSuffix(b, ":bell") + ":ready", b})
+		}
+		return pipe.Exec(ctx)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	cmds, err := ring(ringScript)
+	if oomRefused(cmds, err) {
+		// At maxmemory, where no producer can ring: the allow-oom twin
+		// (ringing again a bell that did ring is harmless).
+		_, err = ring(ringAtLimitScript)
+	}
+	if err != nil {
 		h.log.Warn("queue: fetch hub: handing the doorbells on at close failed; other consumers find those jobs at the next ring of their queue, or when this consumer's heartbeat expires", "err", err)
 	}
 }

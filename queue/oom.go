@@ -69,6 +69,15 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 `)
 
+	// ringAtLimitScript is ringScript at maxmemory, and bellAtLimitScript
+	// rings a doorbell unconditionally: a ring handed on must not be lost
+	// at the limit, where no producer can ring (a bell is a few bytes).
+	// KEYS: ready, bell (ringAtLimitScript); bell (bellAtLimitScript).
+	ringAtLimitScript = redis.NewScript(allowOOM + ringLua)
+	bellAtLimitScript = redis.NewScript(allowOOM + `
+return redis.call('ZADD', KEYS[1], 0, '1')
+`)
+
 	// pushAtLimitScript is RPUSH of one element to a ready list, and the
 	// ring of its doorbell. KEYS: list, bell. ARGV: element.
 	pushAtLimitScript = redis.NewScript(allowOOM + `
@@ -77,6 +86,26 @@ redis.call('ZADD', KEYS[2], 0, '1')
 return n
 `)
 )
+
+// ringIfReady rings bell if ready holds jobs, with the allow-oom twin when
+// Redis refuses the ring at maxmemory.
+func ringIfReady(ctx context.Context, c redis.Scripter, ready, bell string) error {
+	err := ringScript.Run(ctx, c, []string{ready, bell}).Err()
+	if isOOM(err) {
+		err = ringAtLimitScript.Run(ctx, c, []string{ready, bell}).Err()
+	}
+	return err
+}
+
+// ringBell rings bell, with the allow-oom twin when Redis refuses the
+// ZADD at maxmemory.
+func ringBell(ctx context.Context, c redis.UniversalClient, bell string) error {
+	err := c.ZAdd(ctx, bell, redis.Z{Score: 0, Member: bellMember}).Err()
+	if isOOM(err) {
+		err = bellAtLimitScript.Run(ctx, c, []string{bell}).Err()
+	}
+	return err
+}
 
 // isOOM reports whether err is Redis refusing a command at maxmemory.
 func isOOM(err error) bool {

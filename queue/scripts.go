@@ -44,14 +44,18 @@ return n
 
 // ringScript rings the doorbell when the ready list holds anything: a
 // worker that stops, or a hub that lost a popped ring, hands the ring on.
-// KEYS: ready, bell. Returns 1 when it rang.
-var ringScript = redis.NewScript(`
+// KEYS: ready, bell. Returns 1 when it rang. At maxmemory the ZADD, its
+// first write, is refused: handing a ring on uses ringAtLimitScript then
+// (see ringIfReady), as no producer can ring at the limit.
+var ringScript = redis.NewScript(ringLua)
+
+const ringLua = `
 if redis.call('LLEN', KEYS[1]) > 0 then
   redis.call('ZADD', KEYS[2], 0, '1')
   return 1
 end
 return 0
-`)
+`
 
 // enqueueUniqueScript enqueues a job holding an idempotency key.
 // KEYS: ready, unique key, bell. ARGV: envelope, unique TTL ms.

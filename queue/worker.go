@@ -410,7 +410,20 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		}
 		f.succeeded()
 		f.deliver(r.elems)
-		if len(r.elems) < r.held && !f.waitForRing(r.idleAtLimit) {
+		if len(r.elems) == r.held {
+			continue
+		}
+		if w.needReconcile.Load() {
+			// Elements wait in the processing list for a reconcile (a
+			// payload read or a put-back failed): no ring may come for
+			// them, so reconcile again, paced, instead of waiting.
+			if !f.unreconciled.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		f.unreconciled.reset()
+		if !f.waitForRing(r.idleAtLimit) {
 			return nil
 		}
 	}
@@ -427,7 +440,7 @@ func (w *Worker) handOnRing(ctx context.Context) {
 		return
 	}
 	cctx := lifecycle.CloseContext(ctx)
-	if err := ringScript.Run(cctx, w.q.p.Background(), []string{w.q.k.ready, w.q.k.bell}).Err(); err != nil {
+	if err := ringIfReady(cctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil {
 		w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
 	}
 }
@@ -451,7 +464,8 @@ type fetcher struct {
 	ctx          context.Context
 	c            redis.UniversalClient // the pool's background lane
 	bo           troubleBackoff
-	previousLife bool // no reconcile has completed: the next finds what a previous life held
+	unreconciled troubleBackoff // paces the reconciles the fetcher retries before it waits for a ring
+	previousLife bool           // no reconcile has completed: the next finds what a previous life held
 	// readPolicy: the connection failed since the last read of Redis's
 	// eviction policy (Redis may have restarted with another config), or
 	// the last read failed: read it again after the next fetch that works.
