@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -69,11 +70,26 @@ func (q *Queue) Paused(ctx context.Context) (bool, error) {
 	return n == 1, nil
 }
 
-// Pause pauses queue for the whole fleet (see Queue.Pause).
+// ErrUnknownQueue is Inspector.Pause's error for a name the namespace's
+// registry does not list (see Inspector.Queues).
+var ErrUnknownQueue = errors.New("queue: unknown queue")
+
+// Pause pauses queue for the whole fleet (see Queue.Pause). It refuses,
+// with ErrUnknownQueue, a name that Inspector.Queues does not list: an
+// operator's typo would otherwise pause, and list, a queue nobody uses
+// while the one meant keeps running. Queue.Pause pauses a queue before
+// its first use.
 func (in *Inspector) Pause(ctx context.Context, queue string) error {
 	q, err := in.queue(queue)
 	if err != nil {
 		return fmt.Errorf("queue: inspector: pause: %w", err)
+	}
+	err = in.p.Client().ZScore(ctx, queuesKey(in.ns), queue).Err()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("queue: inspector: pause: %w %q in namespace %q (Queue.Pause pauses a queue before its first use)", ErrUnknownQueue, queue, in.ns)
+	}
+	if err != nil {
+		return fmt.Errorf("queue: inspector: pause %q: %w", queue, err)
 	}
 	return q.Pause(ctx)
 }
