@@ -2,10 +2,15 @@ package queue
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -43,4 +48,41 @@ func TestInspectorPauseOfUnknownQueue(t *testing.T) {
 	paused, err = q.Paused(ctx)
 	require.NoError(t, err)
 	require.False(t, paused)
+}
+
+// keySlot agrees with the server's CLUSTER KEYSLOT on the keys the package
+// builds (queue tags, namespace-only tags, a hub's wakeup key) and on
+// random keys full of braces, empty tags and non-ASCII bytes.
+func TestKeySlotMatchesClusterKeyslot(t *testing.T) {
+	c := redistest.Cluster(t)
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: c.Addrs()[0]})
+	defer func() { require.NoError(t, rc.Close()) }()
+
+	var ks []string
+	for i := range 200 {
+		k := newKeys(fmt.Sprint("ns", i%7), fmt.Sprintf("q-%d.é/%d", i, i*31))
+		ks = append(ks, k.ready, k.bell, k.paused, k.proc("c1"), k.tag+":hub:node-1",
+			heartbeatKey(fmt.Sprint("ns", i)), queuesKey(fmt.Sprint("ns", i)))
+	}
+	ks = append(ks, "", "{", "}", "{}", "}{", "{}{}", "{{}}", "{a}{b}", "x{}{a}", "{{a}", "a{b", "a}b{c}", "\xff{\x00}")
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("{}ab:\x00\xff")
+	for range 2000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		ks = append(ks, string(b))
+	}
+	pipe := rc.Pipeline()
+	cmds := make([]*redis.IntCmd, len(ks))
+	for i, k := range ks {
+		cmds[i] = pipe.ClusterKeySlot(ctx, k)
+	}
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+	for i, k := range ks {
+		require.Equal(t, int(cmds[i].Val()), keySlot(k), "key %q", k)
+	}
 }
