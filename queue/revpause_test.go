@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -85,4 +87,43 @@ func TestKeySlotMatchesClusterKeyslot(t *testing.T) {
 	for i, k := range ks {
 		require.Equal(t, int(cmds[i].Val()), keySlot(k), "key %q", k)
 	}
+}
+
+// The docs promise that promotions of delayed jobs go on while a queue is
+// paused. A delayed job enqueued during the pause, due before anything the
+// scheduler waits for, wakes the scheduler with a wake marker on the ready
+// list, which only a take delivers: the take of a paused queue handed out
+// nothing, markers included, so the job stayed delayed (past its due time)
+// until Resume.
+func TestPausedQueuePromotesDelayedJobs(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	// The producer is another process: it cannot tell the worker's
+	// scheduler in memory (Queue.notifyDelayed).
+	op := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	ctx := context.Background()
+	q := mustQueue(t, p, "pausedpromote", Config{})
+	oq := mustQueue(t, op, "pausedpromote", Config{})
+	ran := make(chan string, 4)
+	g := group(t)
+	startWorker(t, g, q, func(_ context.Context, j *Job) error { ran <- string(j.Payload); return nil },
+		WorkerConfig{Concurrency: 2, BlockTimeout: time.Minute})
+	_, err := q.Enqueue(ctx, []byte("before"))
+	require.NoError(t, err)
+	require.Equal(t, "before", recv(t, ran, 10*time.Second, "a job before the pause"))
+
+	require.NoError(t, q.Pause(ctx))
+	_, err = oq.Enqueue(ctx, []byte("delayed"), Delay(100*time.Millisecond))
+	require.NoError(t, err)
+	testutil.Eventually(t, 10*time.Second, "the delayed job promoted to the ready list while paused", func() bool {
+		st, err := q.Stats(ctx)
+		return err == nil && st.Ready == 1 && st.Delayed == 0
+	})
+	select {
+	case j := <-ran:
+		t.Fatalf("job %q ran while the queue was paused", j)
+	default:
+	}
+	require.NoError(t, q.Resume(ctx))
+	require.Equal(t, "delayed", recv(t, ran, 10*time.Second, "the job, after Resume"))
 }
