@@ -127,3 +127,18 @@ func TestPausedQueuePromotesDelayedJobs(t *testing.T) {
 	require.NoError(t, q.Resume(ctx))
 	require.Equal(t, "delayed", recv(t, ran, 10*time.Second, "the job, after Resume"))
 }
+
+// Resume of a name that holds no jobs (a typo, or a queue never used)
+// writes nothing: it rang a doorbell for an empty list, a key no consumer
+// watches and nothing ever deletes.
+func TestResumeOfAnEmptyQueueLeavesNoKey(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	in, err := NewInspector(p, "")
+	require.NoError(t, err)
+	require.NoError(t, in.Resume(ctx, "nosuchqueue"))
+	q := mustQueue(t, p, "nosuchqueue", Config{})
+	n, err := p.Client().Exists(ctx, q.k.bell, q.k.paused).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "Resume of an empty queue left a key")
+}
