@@ -27,12 +27,15 @@ var pauseAtLimitScript = redis.NewScript(allowOOM + `
 return redis.call('SET', KEYS[1], '1')
 `)
 
-// resumeScript deletes the paused flag and rings the doorbell. The DEL
-// comes first, so that Redis runs the ZADD even at maxmemory when the
-// queue was paused. KEYS: paused flag, bell. Returns 1 when it was paused.
+// resumeScript deletes the paused flag and rings the doorbell if the
+// ready list holds anything (a ring for an empty list wakes nobody for
+// anything, and on a name never used would leave a key nothing deletes).
+// The DEL comes first, so that Redis runs the ZADD even at maxmemory when
+// the queue was paused. KEYS: paused flag, bell, ready. Returns 1 when it
+// was paused.
 var resumeScript = redis.NewScript(`
 local was = redis.call('DEL', KEYS[1])
-redis.call('ZADD', KEYS[2], 0, '1')
+if redis.call('LLEN', KEYS[3]) > 0 then redis.call('ZADD', KEYS[2], 0, '1') end
 return was
 `)
 
@@ -52,10 +55,10 @@ func (q *Queue) Pause(ctx context.Context) error {
 	return nil
 }
 
-// Resume ends a pause: the queue's doorbell rings, and idle consumers take
-// its jobs at once. Resuming a queue that is not paused is no error.
+// Resume ends a pause: the queue's doorbell rings if it holds jobs, and
+// idle consumers take them at once. Resuming a queue that is not paused is no error.
 func (q *Queue) Resume(ctx context.Context) error {
-	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell}).Err(); err != nil {
+	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell, q.k.ready}).Err(); err != nil {
 		return q.errorf("resume: %w", err)
 	}
 	return nil
