@@ -142,3 +142,22 @@ func TestResumeOfAnEmptyQueueLeavesNoKey(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "Resume of an empty queue left a key")
 }
+
+// Stats says a queue is paused: a paused queue's ready jobs wait and its
+// OldestReady grows, which Stats alone showed as a stuck queue.
+func TestStatsReportsPaused(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "statspaused", Config{})
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.False(t, st.Paused)
+	require.NoError(t, q.Pause(ctx))
+	st, err = q.Stats(ctx)
+	require.NoError(t, err)
+	require.True(t, st.Paused)
+	require.NoError(t, q.Resume(ctx))
+	st, err = q.Stats(ctx)
+	require.NoError(t, err)
+	require.False(t, st.Paused)
+}
