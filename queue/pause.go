@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -26,12 +27,15 @@ var pauseAtLimitScript = redis.NewScript(allowOOM + `
 return redis.call('SET', KEYS[1], '1')
 `)
 
-// resumeScript deletes the paused flag and rings the doorbell. The DEL
-// comes first, so that Redis runs the ZADD even at maxmemory when the
-// queue was paused. KEYS: paused flag, bell. Returns 1 when it was paused.
+// resumeScript deletes the paused flag and rings the doorbell if the
+// ready list holds anything (a ring for an empty list wakes nobody for
+// anything, and on a name never used would leave a key nothing deletes).
+// The DEL comes first, so that Redis runs the ZADD even at maxmemory when
+// the queue was paused. KEYS: paused flag, bell, ready. Returns 1 when it
+// was paused.
 var resumeScript = redis.NewScript(`
 local was = redis.call('DEL', KEYS[1])
-redis.call('ZADD', KEYS[2], 0, '1')
+if redis.call('LLEN', KEYS[3]) > 0 then redis.call('ZADD', KEYS[2], 0, '1') end
 return was
 `)
 
@@ -51,10 +55,10 @@ func (q *Queue) Pause(ctx context.Context) error {
 	return nil
 }
 
-// Resume ends a pause: the queue's doorbell rings, and idle consumers take
-// its jobs at once. Resuming a queue that is not paused is no error.
+// Resume ends a pause: the queue's doorbell rings if it holds jobs, and
+// idle consumers take them at once. Resuming a queue that is not paused is no error.
 func (q *Queue) Resume(ctx context.Context) error {
-	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell}).Err(); err != nil {
+	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell, q.k.ready}).Err(); err != nil {
 		return q.errorf("resume: %w", err)
 	}
 	return nil
@@ -69,11 +73,26 @@ func (q *Queue) Paused(ctx context.Context) (bool, error) {
 	return n == 1, nil
 }
 
-// Pause pauses queue for the whole fleet (see Queue.Pause).
+// ErrUnknownQueue is Inspector.Pause's error for a name the namespace's
+// registry does not list (see Inspector.Queues).
+var ErrUnknownQueue = errors.New("queue: unknown queue")
+
+// Pause pauses queue for the whole fleet (see Queue.Pause). It refuses,
+// with ErrUnknownQueue, a name that Inspector.Queues does not list: an
+// operator's typo would otherwise pause, and list, a queue nobody uses
+// while the one meant keeps running. Queue.Pause pauses a queue before
+// its first use.
 func (in *Inspector) Pause(ctx context.Context, queue string) error {
 	q, err := in.queue(queue)
 	if err != nil {
 		return fmt.Errorf("queue: inspector: pause: %w", err)
+	}
+	err = in.p.Client().ZScore(ctx, queuesKey(in.ns), queue).Err()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("queue: inspector: pause: %w %q in namespace %q (Queue.Pause pauses a queue before its first use)", ErrUnknownQueue, queue, in.ns)
+	}
+	if err != nil {
+		return fmt.Errorf("queue: inspector: pause %q: %w", queue, err)
 	}
 	return q.Pause(ctx)
 }

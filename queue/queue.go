@@ -593,6 +593,9 @@ type Stats struct {
 	// one) from its EnqueuedAt, at the time of the call; 0 when the ready
 	// list is empty or its last elements hold no job (see latency.go).
 	OldestReady time.Duration `json:"oldest_ready_ns"`
+	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
+	// jobs wait, and OldestReady grows, until Resume.
+	Paused bool `json:"paused"`
 }
 
 // Stats reads the queue's counts from Redis (two round trips through the
@@ -611,9 +614,11 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	markers := pipe.LPosCount(ctx, q.k.ready, wakeMarker, 0, redis.LPosArgs{Rank: -1, MaxLen: markerScan})
 	refused := q.refusedCmd(ctx, pipe)
 	oldest := pipe.LRange(ctx, q.k.ready, -oldestScan, -1)
+	paused := pipe.Exists(ctx, q.k.paused)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
+	s.Paused = paused.Val() == 1
 	s.OldestReady = oldestReady(oldest.Val(), q.cfg.Now())
 	if i := behindMarkers(markers.Val(), ready.Val()); len(oldest.Val()) == oldestScan && i >= 0 && ready.Val()-1-i >= oldestScan {
 		// latency.go: a run of markers longer than the scan hides the job.

@@ -208,8 +208,17 @@ end
 // consumer (or this one, once it has room) wakes for them: a ring popped by
 // a consumer that took only part of the jobs is handed on.
 // KEYS: ready, processing list, bell, paused flag.
+//
+// A paused take still hands out a wake marker at the take end of the list:
+// it is no job, and the scheduler it wakes promotes the delayed jobs that
+// came due (promotions go on while paused).
 var takeLua = budgetLua + `
-if redis.call('EXISTS', KEYS[4]) == 1 then return {} end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  if redis.call('LINDEX', KEYS[1], -1) == '` + wakeMarker + `' then
+    return {redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
+  end
+  return {}
+end
 local out, bytes, more = {}, 0, true
 for i = 1, tonumber(ARGV[1]) do
   if bytes >= budget then break end
