@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bounded-go/bounded/internal/hashslot"
 	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -335,34 +336,5 @@ func (h *hub) handOn(ctx context.Context, bells []string) {
 	}
 }
 
-// keySlot is the Redis Cluster hash slot of key: CRC16 (XMODEM) of its hash
-// tag (the part between the first '{' and the next '}', if not empty), or
-// of the whole key, modulo 16384. (go-redis has it in an internal package.)
-func keySlot(key string) int {
-	if s := indexByte(key, '{'); s >= 0 {
-		if e := indexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc) % 16384
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
+// keySlot is the Redis Cluster hash slot of key.
+var keySlot = hashslot.Of

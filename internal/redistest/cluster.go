@@ -1,6 +1,8 @@
 package redistest
 
 import (
+	"github.com/bounded-go/bounded/internal/hashslot"
+
 	"context"
 	"errors"
 	"fmt"
@@ -487,31 +489,5 @@ func (c *RedisCluster) WaitReplicated(ctx context.Context, master *Redis) {
 	}
 }
 
-// KeySlot returns the cluster slot of key: CRC16 of the key, or of its hash
-// tag (the part between the first '{' and the next '}', if not empty),
-// modulo 16384.
-func KeySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial 0), as Redis Cluster
-// uses.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// KeySlot returns the cluster slot of key (hashslot.Of).
+func KeySlot(key string) int { return hashslot.Of(key) }

@@ -1,6 +1,8 @@
 package redistest
 
 import (
+	"github.com/bounded-go/bounded/internal/hashslot"
+
 	"context"
 	"fmt"
 	"strconv"
@@ -69,13 +71,13 @@ func TestParseCommandStats(t *testing.T) {
 
 func TestKeySlot(t *testing.T) {
 	// Vectors from the Redis Cluster specification.
-	require.Equal(t, 0x31C3, int(crc16("123456789")))
+	require.Equal(t, 0x31C3, int(hashslot.CRC16("123456789")))
 	require.Equal(t, 12182, KeySlot("foo"))
 	require.Equal(t, KeySlot("{user1000}.following"), KeySlot("{user1000}.followers"))
 	require.Equal(t, KeySlot("user1000"), KeySlot("{user1000}.following"))
-	require.Equal(t, KeySlot("foo{}{bar}"), int(crc16("foo{}{bar}")%16384), "an empty tag hashes the whole key")
+	require.Equal(t, KeySlot("foo{}{bar}"), int(hashslot.CRC16("foo{}{bar}")%16384), "an empty tag hashes the whole key")
 	require.Equal(t, KeySlot("bar"), KeySlot("foo{bar}{zap}"), "the first tag counts")
-	require.Equal(t, KeySlot("{bar"), int(crc16("{bar")%16384), "no closing brace: the whole key")
+	require.Equal(t, KeySlot("{bar"), int(hashslot.CRC16("{bar")%16384), "no closing brace: the whole key")
 }
 
 func TestParseClusterNodes(t *testing.T) {
