@@ -276,7 +276,12 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	}
 	// Watched before the fetcher runs: its first act is a take anyway.
 	h.add(context.Background(), w)
+	// Alive from here on, before the fetcher goroutine first runs (its
+	// first act is to wait for a slot): a health check right after Start
+	// must not find it "not started".
+	w.st.fetchState.Store(fetcherWaitingForSlot)
 	if err := g.Go(name+"fetcher", w.fetchLoop); err != nil {
+		w.st.fetchState.Store(fetcherNotStarted)
 		h.remove(w)
 		return fail(err)
 	}
