@@ -726,7 +726,7 @@ func (w *Worker) cronStart(d *delivery, job *Job) bool {
 // cronSkip acks an occurrence that does not run; once the worker is
 // drained it leaves it to go back to the ready list.
 func (w *Worker) cronSkip(d delivery) {
-	defer func() { <-w.slots }()
+	defer w.freeSlot()
 	if w.hardCtx.Err() != nil {
 		return
 	}

@@ -80,6 +80,7 @@ type Worker struct {
 	sched *scheduler
 
 	slots  chan struct{} // one token per job held (fetched and not yet finished)
+	lane   *lane         // lanes: its share of the consumer's shared slots; nil without (slots.go)
 	wakeCh chan struct{} // the hub saw the queue's doorbell ring (buffered 1)
 	jobs   chan delivery // fetched jobs waiting for a handler
 	acks   chan ackOp    // outcomes waiting for the acker
@@ -152,7 +153,7 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 	if err := c.accepts(q); err != nil {
 		return nil, err
 	}
-	cfg, err := cfg.withDefaults(q.cfg.Logger)
+	cfg, err := c.workerConfig(cfg, q.cfg.Logger) // lanes: shared slots (slots.go)
 	if err != nil {
 		return nil, err
 	}
@@ -176,6 +177,9 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 	}
 	w.hardCtx, w.hardCancel = context.WithCancel(context.Background())
 	w.sched = newScheduler(w)
+	if c.lanes != nil { // lanes
+		w.lane = c.lanes.join(cfg)
+	}
 	return w, nil
 }
 
@@ -394,6 +398,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	defer func() { context.AfterFunc(lifecycle.CloseContext(ctx), w.hardCancel) }()
 	defer w.stopOnce.Do(func() { close(w.stopping) })
 	defer w.st.fetchState.Store(fetcherStopped)
+	defer w.leaveLanes() // lanes: stop asking for shared slots
 
 	f := &fetcher{
 		w: w, ctx: ctx, c: w.q.p.Background(),
@@ -493,7 +498,7 @@ func (f *fetcher) holdSlot() bool {
 	f.w.st.fetchState.Store(fetcherWaitingForSlot)
 	select {
 	case f.w.slots <- struct{}{}:
-		return true
+		return f.grantSlot() // lanes: and a shared slot behind it
 	case <-f.ctx.Done():
 		return false
 	}
@@ -513,7 +518,7 @@ func (f *fetcher) takeBatch() fetched {
 	// Let handlers that are about to finish free their slots, so the batch
 	// is as large as it can be.
 	runtime.Gosched()
-	held := f.holdFreeSlots(1)
+	held := f.w.sharedBatch(f.holdFreeSlots(1)) // lanes: as many as shared slots back
 	select {
 	case <-f.w.wakeCh:
 	default:
@@ -562,6 +567,7 @@ func (f *fetcher) settle(r fetched) {
 	for range r.held - len(r.elems) {
 		<-f.w.slots
 	}
+	f.w.settleShared(r.held, len(r.elems)) // lanes
 }
 
 // backOff deals with a failed fetch and waits before the next. It reports
@@ -661,7 +667,7 @@ func (w *Worker) setPayload(d *delivery, cmd *redis.StringCmd) bool {
 		d.missing = true
 	default:
 		d.elem = ""
-		<-w.slots
+		w.freeSlot()
 		return false
 	}
 	return true
@@ -704,7 +710,7 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 			// live worker. It stays in the processing list, and the drain
 			// puts it back at the head of the ready list. (Checked after
 			// the wake: a scheduler that stops later sees the wake.)
-			<-w.slots
+			w.freeSlot()
 			return
 		}
 		op = ackOp{kind: ackDrop, elem: elem}
@@ -740,7 +746,7 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 	case w.acks <- op:
 	case <-ctx.Done():
 	}
-	<-w.slots
+	w.freeSlot()
 }
 
 // handleLoop is one handler goroutine.
@@ -809,7 +815,7 @@ func (w *Worker) run(d delivery) {
 	if err != nil && w.hardCtx.Err() != nil && !cancelled {
 		// Cancelled by the drain, not failed: the job stays in the
 		// processing list and goes back to the ready list unchanged.
-		<-w.slots
+		w.freeSlot()
 		return
 	}
 	var op ackOp
@@ -835,7 +841,7 @@ func (w *Worker) run(d delivery) {
 		// The drain is over and put this job back in the ready list; its
 		// outcome no longer matters here.
 	}
-	<-w.slots
+	w.freeSlot()
 }
 
 // call runs the handler, turning a panic into a failed attempt.

@@ -1,0 +1,311 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/bounded-go/bounded/internal/check"
+)
+
+// Shared handler slots and priorities across queues (ConsumerConfig.Slots,
+// WorkerConfig.Priority and Weight; docs/queue.md, "Priorities across
+// queues").
+//
+// Without shared slots every worker runs up to its own Concurrency jobs,
+// and a high-priority queue never competes with a low one. With them, a
+// worker's fetcher needs two things before it takes a job: one of its own
+// handler slots (Worker.slots, Concurrency of them, as before) and a grant
+// of one of the consumer's shared slots from the arbiter below. The
+// arbiter has no goroutine: it is a mutex, a count of free slots and, per
+// worker, a count of grants and a buffered-1 channel that signals one.
+//
+// A worker asks from the moment its fetcher wants a job (it was rung, or
+// its last take filled every slot it held) until a take finds fewer jobs
+// than slots (the queue is empty, paused, or may not run more now): then
+// it gives back what it was granted and stops asking, and only a ring of
+// its doorbell makes it ask again. So a slot is never granted to a worker
+// that is not about to take: one that waits for a ring, backs off, or
+// sleeps on a timer (Redis at maxmemory, a rate limit) does not ask.
+//
+// A freed slot goes to an asking worker at once (so no slot stays free
+// while a worker that can use it asks): to the one of highest Priority;
+// among those of equal Priority, by smooth weighted round robin on Weight
+// (the nginx upstream algorithm), so over any run of grants each gets its
+// share within one grant and none starves. A grant made while its
+// worker's fetcher is between two takes is kept for it (granted) rather
+// than lost to a worker that happened to be waiting: otherwise a fast
+// queue would lose its share to every round trip. A worker is granted at
+// most Concurrency slots, counting those it holds, so a grant is never
+// stranded behind a full worker.
+
+// Bounds of WorkerConfig.Weight and Priority.
+const (
+	MaxWeight   = 1000
+	MaxPriority = 1000
+)
+
+// lanes is a consumer's shared handler slots and their arbiter. It is
+// safe for concurrent use.
+type lanes struct {
+	mu     sync.Mutex
+	size   int
+	free   int     // slots neither held nor granted
+	asking []*lane // the workers asking, in the order they began
+}
+
+func newLanes(size int) *lanes { return &lanes{size: size, free: size} }
+
+// lane is one worker's account with its consumer's lanes. Its fields are
+// guarded by l.mu.
+type lane struct {
+	l        *lanes
+	priority int
+	weight   int
+	max      int // the worker's Concurrency
+	grantCh  chan struct{}
+
+	asking  bool
+	held    int // slots held for jobs taken
+	granted int // slots granted and not yet used by a take
+	current int // smooth weighted round robin
+}
+
+func (l *lanes) join(cfg WorkerConfig) *lane {
+	return &lane{l: l, priority: cfg.Priority, weight: cfg.Weight, max: cfg.Concurrency, grantCh: make(chan struct{}, 1)}
+}
+
+// room reports whether m can use one more slot.
+func (m *lane) room() bool { return m.held+m.granted < m.max }
+
+// pick chooses the asking worker that gets a freed slot, or nil when none
+// can use it. l.mu is held.
+func (l *lanes) pick() *lane {
+	top, found := 0, false
+	for _, m := range l.asking {
+		if m.room() && (!found || m.priority > top) {
+			top, found = m.priority, true
+		}
+	}
+	if !found {
+		return nil
+	}
+	var best *lane
+	total := 0
+	for _, m := range l.asking {
+		if !m.room() || m.priority != top {
+			continue
+		}
+		m.current += m.weight
+		total += m.weight
+		if best == nil || m.current > best.current {
+			best = m
+		}
+	}
+	best.current -= total
+	return best
+}
+
+// give hands n freed slots to asking workers, or back to the free ones.
+// l.mu is held.
+func (l *lanes) give(n int) {
+	for ; n > 0; n-- {
+		m := l.pick()
+		if m == nil {
+			l.free += n
+			return
+		}
+		m.granted++
+		select {
+		case m.grantCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// acquire makes m ask, and waits for a slot: one granted to it, or a free
+// one. It reports false when ctx ended first (m keeps asking: stop ends
+// that).
+func (m *lane) acquire(ctx context.Context) bool {
+	l := m.l
+	l.mu.Lock()
+	if !m.asking {
+		m.asking = true
+		l.asking = append(l.asking, m)
+	}
+	for {
+		switch {
+		case m.granted > 0:
+			m.granted--
+		case l.free > 0:
+			l.free--
+		default:
+			l.mu.Unlock()
+			select {
+			case <-m.grantCh:
+			case <-ctx.Done():
+				return false
+			}
+			l.mu.Lock()
+			continue
+		}
+		m.held++
+		l.mu.Unlock()
+		return true
+	}
+}
+
+// more takes up to n more slots for a batch, granted or free, without
+// waiting, and returns how many.
+func (m *lane) more(n int) int {
+	l := m.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := min(n, m.granted)
+	m.granted -= k
+	j := min(n-k, l.free)
+	l.free -= j
+	m.held += k + j
+	return k + j
+}
+
+// release gives back n slots m held.
+func (m *lane) release(n int) {
+	l := m.l
+	l.mu.Lock()
+	m.held -= n
+	l.give(n)
+	l.mu.Unlock()
+}
+
+// stop ends m's asking and gives back what it was granted.
+func (m *lane) stop() {
+	l := m.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if m.asking {
+		m.asking = false
+		for i, a := range l.asking {
+			if a == m {
+				l.asking = append(l.asking[:i], l.asking[i+1:]...)
+				break
+			}
+		}
+	}
+	g := m.granted
+	m.granted = 0
+	l.give(g)
+}
+
+// isAsking reports whether m asks (for tests).
+func (m *lane) isAsking() bool {
+	m.l.mu.Lock()
+	defer m.l.mu.Unlock()
+	return m.asking
+}
+
+// SlotStats describes a Consumer's shared handler slots.
+type SlotStats struct {
+	Slots  int `json:"slots"`  // ConsumerConfig.Slots; 0: none shared
+	Free   int `json:"free"`   // neither running a job nor granted to a worker
+	Asking int `json:"asking"` // workers that want a slot
+}
+
+// SlotStats returns the state of the consumer's shared handler slots (all
+// zero without ConsumerConfig.Slots).
+func (c *Consumer) SlotStats() SlotStats {
+	l := c.lanes
+	if l == nil {
+		return SlotStats{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return SlotStats{Slots: l.size, Free: l.free, Asking: len(l.asking)}
+}
+
+// workerConfig fills and checks cfg for a worker of c: with shared slots,
+// Concurrency defaults to ConsumerConfig.Slots and may not exceed it, and
+// Weight defaults to 1; without them Priority and Weight are refused.
+func (c *Consumer) workerConfig(cfg WorkerConfig, queueLogger *slog.Logger) (WorkerConfig, error) {
+	e := check.New(ErrInvalidConfig)
+	if c.cfg.Slots == 0 {
+		if cfg.Priority != 0 || cfg.Weight != 0 {
+			e.Addf("WorkerConfig.Priority (%d) and Weight (%d) order the workers of a Consumer with shared handler slots: set ConsumerConfig.Slots", cfg.Priority, cfg.Weight)
+		}
+	} else {
+		if cfg.Concurrency == 0 {
+			cfg.Concurrency = c.cfg.Slots
+		}
+		if cfg.Concurrency > c.cfg.Slots {
+			e.Addf("WorkerConfig.Concurrency (%d) must not exceed the consumer's shared ConsumerConfig.Slots (%d): it bounds the worker's share of them", cfg.Concurrency, c.cfg.Slots)
+		}
+		check.Default(e, &cfg.Weight, 1, "WorkerConfig.Weight")
+		if cfg.Weight > MaxWeight {
+			e.Addf("WorkerConfig.Weight must be in 1..%d, got %d", MaxWeight, cfg.Weight)
+		}
+		if cfg.Priority < 0 || cfg.Priority > MaxPriority {
+			e.Addf("WorkerConfig.Priority must be in 0..%d, got %d", MaxPriority, cfg.Priority)
+		}
+	}
+	cfg, err := cfg.withDefaults(queueLogger)
+	return cfg, errors.Join(e.Err(), err)
+}
+
+// The worker's side: every handler slot of a worker with shared slots is
+// backed by one of the consumer's (see fetchLoop, takeBatch, settle).
+
+// grantSlot waits, after the fetcher held one of the worker's own slots,
+// for a shared slot to back it. When ctx ends first it frees the worker's
+// slot and reports false.
+func (f *fetcher) grantSlot() bool {
+	if f.w.lane == nil {
+		return true
+	}
+	if f.w.lane.acquire(f.ctx) {
+		return true
+	}
+	<-f.w.slots
+	return false
+}
+
+// sharedBatch trims a batch of held worker slots to the shared slots it
+// can back now (the first is backed already), freeing the rest.
+func (w *Worker) sharedBatch(held int) int {
+	if w.lane == nil || held <= 1 {
+		return held
+	}
+	got := w.lane.more(held - 1)
+	for range held - 1 - got {
+		<-w.slots
+	}
+	return 1 + got
+}
+
+// settleShared follows a take of taken jobs for held slots: a take that
+// came short stops asking, and the unused shared slots go back.
+func (w *Worker) settleShared(held, taken int) {
+	if w.lane == nil {
+		return
+	}
+	if taken < held {
+		w.lane.stop()
+		w.lane.release(held - taken)
+	}
+}
+
+// leaveLanes stops the fetcher's asking when it stops.
+func (w *Worker) leaveLanes() {
+	if w.lane != nil {
+		w.lane.stop()
+	}
+}
+
+// freeSlot frees a handler slot of a job: the worker's, and the shared one
+// behind it.
+func (w *Worker) freeSlot() {
+	<-w.slots
+	if w.lane != nil {
+		w.lane.release(1)
+	}
+}

@@ -1,0 +1,257 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// The arbiter alone: strict priority, weights, no starvation, and a
+// worker is never granted more than its Concurrency.
+func TestLanesArbiter(t *testing.T) {
+	grants := func(l *lanes, ms []*lane, n int) []int {
+		counts := make([]int, len(ms))
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for range n {
+			m := l.pick()
+			for i := range ms {
+				if ms[i] == m {
+					counts[i]++
+				}
+			}
+		}
+		return counts
+	}
+	ask := func(l *lanes, ms ...*lane) {
+		for _, m := range ms {
+			m.asking = true
+			l.asking = append(l.asking, m)
+		}
+	}
+	t.Run("strict", func(t *testing.T) {
+		l := newLanes(4)
+		low, high := l.join(WorkerConfig{Concurrency: 4, Weight: 1}), l.join(WorkerConfig{Concurrency: 4, Priority: 1, Weight: 1})
+		ask(l, low, high)
+		require.Equal(t, []int{0, 100}, grants(l, []*lane{low, high}, 100))
+	})
+	t.Run("weighted 3:1, exact over every 4 grants", func(t *testing.T) {
+		l := newLanes(4)
+		a, b := l.join(WorkerConfig{Concurrency: 4, Weight: 3}), l.join(WorkerConfig{Concurrency: 4, Weight: 1})
+		ask(l, a, b)
+		for range 25 {
+			require.Equal(t, []int{3, 1}, grants(l, []*lane{a, b}, 4))
+		}
+	})
+	t.Run("no starvation at the largest weight ratio", func(t *testing.T) {
+		l := newLanes(4)
+		a, b := l.join(WorkerConfig{Concurrency: 4, Weight: MaxWeight}), l.join(WorkerConfig{Concurrency: 4, Weight: 1})
+		ask(l, a, b)
+		require.Equal(t, []int{MaxWeight, 1}, grants(l, []*lane{a, b}, MaxWeight+1))
+	})
+	t.Run("a full worker is passed over", func(t *testing.T) {
+		l := newLanes(4)
+		high, low := l.join(WorkerConfig{Concurrency: 1, Priority: 1, Weight: 1}), l.join(WorkerConfig{Concurrency: 4, Weight: 1})
+		ask(l, high, low)
+		high.held = 1
+		require.Equal(t, []int{0, 3}, grants(l, []*lane{high, low}, 3))
+	})
+	t.Run("a worker that stops asking gives its grants on", func(t *testing.T) {
+		l := newLanes(2)
+		a, b := l.join(WorkerConfig{Concurrency: 2, Weight: 1}), l.join(WorkerConfig{Concurrency: 2, Weight: 1})
+		require.True(t, a.acquire(context.Background()))
+		require.Equal(t, 1, a.more(5), "one free slot left")
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		require.False(t, b.acquire(ctx), "none free")
+		require.True(t, b.isAsking())
+		a.stop()
+		a.release(1) // b is asking: the slot is granted to it
+		require.True(t, b.acquire(context.Background()))
+		b.stop()
+		b.release(1)
+		a.release(1)
+		require.Equal(t, SlotStats{Slots: 2, Free: 2}, SlotStats{Slots: l.size, Free: l.free, Asking: len(l.asking)})
+	})
+}
+
+// Bad shared-slot settings fail with ErrInvalidConfig naming the field,
+// and nothing is built.
+func TestSharedSlotsConfig(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "cfg", Config{})
+	h := func(context.Context, *Job) error { return nil }
+	for _, cc := range []ConsumerConfig{{Slots: -1}, {Slots: 10_001}} {
+		c, err := NewConsumer(p, cc)
+		require.ErrorIs(t, err, ErrInvalidConfig)
+		require.ErrorContains(t, err, "ConsumerConfig.Slots")
+		require.Nil(t, c)
+	}
+	plain := newConsumer(t, q)
+	shared := newConsumer(t, q, ConsumerConfig{Slots: 4})
+	for _, tc := range []struct {
+		c    *Consumer
+		cfg  WorkerConfig
+		want string
+	}{
+		{plain, WorkerConfig{Priority: 1}, "set ConsumerConfig.Slots"},
+		{plain, WorkerConfig{Weight: 2}, "set ConsumerConfig.Slots"},
+		{shared, WorkerConfig{Concurrency: 5}, "WorkerConfig.Concurrency (5) must not exceed"},
+		{shared, WorkerConfig{Weight: -1}, "WorkerConfig.Weight"},
+		{shared, WorkerConfig{Weight: MaxWeight + 1}, "WorkerConfig.Weight"},
+		{shared, WorkerConfig{Priority: -1}, "WorkerConfig.Priority"},
+		{shared, WorkerConfig{Priority: MaxPriority + 1}, "WorkerConfig.Priority"},
+	} {
+		w, err := NewWorker(tc.c, q, h, tc.cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", tc.cfg)
+		require.ErrorContains(t, err, tc.want)
+		require.Nil(t, w)
+	}
+	w, err := NewWorker(shared, q, h, WorkerConfig{})
+	require.NoError(t, err)
+	require.Equal(t, 4, w.cfg.Concurrency, "Concurrency defaults to the shared slots")
+	require.Equal(t, 1, w.cfg.Weight)
+}
+
+// With a low-priority backlog holding every shared slot, high-priority
+// jobs start at the next free slots, ahead of the low backlog.
+func TestStrictPriorityAcrossQueues(t *testing.T) {
+	bothPools(t, func(t *testing.T, np newPoolFunc) {
+		p := np(t, pool.Config{})
+		ctx := context.Background()
+		g := group(t)
+		low, high := mustQueue(t, p, "low", Config{}), mustQueue(t, p, "high", Config{})
+		c := newConsumer(t, low, ConsumerConfig{Slots: 2})
+		started := make(chan string, 100)
+		gate := make(chan struct{})
+		defer close(gate)
+		for range 20 {
+			_, err := low.Enqueue(ctx, []byte("l"))
+			require.NoError(t, err)
+		}
+		wl, err := NewWorker(c, low, func(ctx context.Context, j *Job) error {
+			started <- "low"
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+			return nil
+		}, WorkerConfig{})
+		require.NoError(t, err)
+		wh, err := NewWorker(c, high, func(ctx context.Context, j *Job) error { started <- "high"; return nil }, WorkerConfig{Priority: 1})
+		require.NoError(t, err)
+		require.NoError(t, wl.Start(g))
+		require.NoError(t, wh.Start(g))
+		require.Equal(t, "low", testutil.Recv(t, started, "a low job"))
+		require.Equal(t, "low", testutil.Recv(t, started, "a second low job"))
+
+		for range 3 {
+			_, err := high.Enqueue(ctx, []byte("h"))
+			require.NoError(t, err)
+		}
+		testutil.Eventually(t, 5*time.Second, "the high worker asks for a slot", wh.lane.isAsking)
+		require.Empty(t, started, "both slots run low jobs: the high ones wait")
+		require.Equal(t, SlotStats{Slots: 2, Free: 0, Asking: 2}, c.SlotStats())
+
+		gate <- struct{}{} // one low job ends: its slot, and the next ones, go to the high queue
+		for i := range 3 {
+			require.Equal(t, "high", testutil.Recv(t, started, "a high job"), "start %d after the low job ended", i)
+		}
+		require.Equal(t, "low", testutil.Recv(t, started, "the low backlog again"))
+	})
+}
+
+// Two saturated queues of weights 3 and 1 share the slots 3:1, and the
+// light one is never starved.
+func TestWeightedSlotsAcrossQueues(t *testing.T) {
+	bothPools(t, func(t *testing.T, np newPoolFunc) {
+		p := np(t, pool.Config{})
+		ctx := context.Background()
+		g := group(t)
+		const n = 400 // starts counted
+		heavy, light := mustQueue(t, p, "heavy", Config{}), mustQueue(t, p, "light", Config{})
+		for _, q := range []*Queue{heavy, light} {
+			batch := make([][]byte, n)
+			for i := range batch {
+				batch[i] = []byte("x")
+			}
+			_, err := q.EnqueueBatch(ctx, batch)
+			require.NoError(t, err)
+		}
+		c := newConsumer(t, heavy, ConsumerConfig{Slots: 4})
+		started := make(chan string, 2*n)
+		h := func(_ context.Context, j *Job) error { started <- j.Queue; return nil }
+		for q, weight := range map[*Queue]int{heavy: 3, light: 1} {
+			w, err := NewWorker(c, q, h, WorkerConfig{Weight: weight})
+			require.NoError(t, err)
+			require.NoError(t, w.Start(g))
+		}
+		counts := map[string]int{}
+		for range n {
+			counts[testutil.Recv(t, started, "a job")]++
+		}
+		t.Logf("first %d starts: %v", n, counts)
+		require.InDelta(t, 3*n/4, counts["heavy"], n/20, "3:1 within 5%% of %d starts", n)
+		require.InDelta(t, n/4, counts["light"], n/20)
+	})
+}
+
+// Shared slots cost no goroutine and no connection: a consumer with shared
+// slots runs as many goroutines as one without (same Concurrency), holds
+// one blocking connection, and running jobs leaves both counts unchanged.
+func TestSharedSlotsGoroutinesAndConnections(t *testing.T) {
+	p1, p2 := serverPool(t, pool.Config{}), serverPool(t, pool.Config{}) // miniredis runs a goroutine per connection
+	ctx := context.Background()
+	h := func(context.Context, *Job) error { return nil }
+	var ws []*Worker
+	start := func(p *pool.Pool, cc ConsumerConfig) ([]*Queue, int) {
+		before := runtime.NumGoroutine()
+		g := group(t)
+		ws = ws[:0]
+		qs := make([]*Queue, 3)
+		c := newConsumer(t, mustQueue(t, p, "x", Config{}), cc)
+		for i := range qs {
+			qs[i] = mustQueue(t, p, fmt.Sprint("g", i), Config{})
+			w, err := NewWorker(c, qs[i], h, WorkerConfig{Concurrency: 4, Priority: min(cc.Slots, i)})
+			require.NoError(t, err)
+			require.NoError(t, w.Start(g))
+			ws = append(ws, w)
+		}
+		testutil.Eventually(t, 5*time.Second, "the fetchers wait for a ring", func() bool {
+			for _, w := range ws {
+				if w.Stats().FetcherState != "blocking" {
+					return false
+				}
+			}
+			return true
+		})
+		return qs, runtime.NumGoroutine() - before
+	}
+	_, separate := start(p1, ConsumerConfig{})
+	qs, shared := start(p2, ConsumerConfig{Slots: 4})
+	require.Equal(t, separate, shared, "goroutines: separate slots vs shared")
+	require.Equal(t, 1, p2.Stats().Blocking.Reserved, "one blocking connection")
+	before := runtime.NumGoroutine()
+	for _, q := range qs {
+		for range 50 {
+			_, err := q.Enqueue(ctx, []byte("x"))
+			require.NoError(t, err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "every job ran", func() bool {
+		done := uint64(0)
+		for _, w := range ws {
+			done += w.Stats().Processed
+		}
+		return done == 150
+	})
+	testutil.Eventually(t, 5*time.Second, "goroutines back to what they were", func() bool { return runtime.NumGoroutine() == before })
+	require.Equal(t, 1, p2.Stats().Blocking.Reserved)
+}
