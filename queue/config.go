@@ -218,13 +218,16 @@ type WorkerConfig struct {
 	// shown in WorkerStats.Memory. An unknown policy (Redis refused to
 	// tell) does not refuse. See docs/queue-memory.md.
 	RefuseEvictingPolicy bool
-	// Priority and Weight order the workers of a Consumer that shares its
-	// handler slots (ConsumerConfig.Slots; without it NewWorker refuses
-	// them). A freed slot goes to the worker of highest Priority whose
-	// queue has jobs (strict); among workers of equal Priority, in
-	// proportion to Weight (weighted: none starves). Priority is in
-	// 0..MaxPriority, default 0; Weight in 1..MaxWeight, default 1. See
+	// Slots, if set, are handler slots the worker shares with the other
+	// workers given the same Slots (NewSlots), of any queue: at most
+	// Slots.Size() of their jobs run at once, and a freed slot goes to the
+	// worker of highest Priority whose queue has jobs (strict), among
+	// workers of equal Priority in proportion to Weight (weighted: none
+	// starves). Concurrency then bounds the worker's share: default
+	// Slots.Size(), at most that. Priority is in 0..MaxPriority (default
+	// 0), Weight in 1..MaxWeight (default 1); both need Slots. See
 	// docs/queue.md, "Priorities across queues".
+	Slots    *Slots
 	Priority int
 	Weight   int
 }
@@ -321,14 +324,6 @@ type ConsumerConfig struct {
 	// Without it, Cancel removes waiting jobs but does not interrupt running
 	// ones.
 	Control bool
-	// Slots, when positive, is the number of handler slots the consumer's
-	// workers share: at most Slots jobs run at once in all its queues, and
-	// a freed slot goes to a worker whose queue has jobs by its
-	// WorkerConfig.Priority, then Weight. A worker's Concurrency then
-	// bounds its share (default: Slots, at most Slots); each worker still
-	// runs Concurrency handler goroutines. At most 10,000. Default 0: no
-	// sharing, each worker runs up to its own Concurrency jobs.
-	Slots int
 }
 
 func (c ConsumerConfig) withDefaults() (ConsumerConfig, error) {
@@ -353,9 +348,6 @@ func (c ConsumerConfig) withDefaults() (ConsumerConfig, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
-	}
-	if c.Slots < 0 || c.Slots > 10_000 { // lanes (slots.go)
-		e.Addf("ConsumerConfig.Slots must be in 0..10000 (0: no shared slots), got %d", c.Slots)
 	}
 	return c, e.Err()
 }

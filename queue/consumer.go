@@ -24,9 +24,8 @@ import (
 // Consumer holds no resources between runs, so it needs no closing. It is
 // safe for concurrent use. The zero value is not usable.
 type Consumer struct {
-	p     *pool.Pool
-	cfg   ConsumerConfig
-	lanes *lanes // the shared handler slots; nil without ConsumerConfig.Slots (slots.go)
+	p   *pool.Pool
+	cfg ConsumerConfig
 
 	mu   sync.Mutex
 	node *node // the running heartbeat; nil while no worker runs
@@ -43,11 +42,7 @@ func NewConsumer(p *pool.Pool, cfg ConsumerConfig) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Consumer{p: p, cfg: cfg}
-	if cfg.Slots > 0 {
-		c.lanes = newLanes(cfg.Slots)
-	}
-	return c, nil
+	return &Consumer{p: p, cfg: cfg}, nil
 }
 
 // ID returns the consumer's ID (ConsumerConfig.ConsumerID, or the one

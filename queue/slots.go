@@ -3,13 +3,14 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/bounded-go/bounded/internal/check"
 )
 
-// Shared handler slots and priorities across queues (ConsumerConfig.Slots,
+// Shared handler slots and priorities across queues (Slots,
 // WorkerConfig.Priority and Weight; docs/queue.md, "Priorities across
 // queues").
 //
@@ -17,9 +18,9 @@ import (
 // and a high-priority queue never competes with a low one. With them, a
 // worker's fetcher needs two things before it takes a job: one of its own
 // handler slots (Worker.slots, Concurrency of them, as before) and a grant
-// of one of the consumer's shared slots from the arbiter below. The
-// arbiter has no goroutine: it is a mutex, a count of free slots and, per
-// worker, a count of grants and a buffered-1 channel that signals one.
+// of one of the shared slots from the arbiter below. The arbiter has no
+// goroutine: it is a mutex, a count of free slots and, per worker, a count
+// of grants and a buffered-1 channel that signals one.
 //
 // A worker asks from the moment its fetcher wants a job (it was rung, or
 // its last take filled every slot it held) until a take finds fewer jobs
@@ -40,27 +41,42 @@ import (
 // most Concurrency slots, counting those it holds, so a grant is never
 // stranded behind a full worker.
 
-// Bounds of WorkerConfig.Weight and Priority.
+// Bounds of NewSlots's size and of WorkerConfig.Weight and Priority.
 const (
+	MaxSlots    = 10_000
 	MaxWeight   = 1000
 	MaxPriority = 1000
 )
 
-// lanes is a consumer's shared handler slots and their arbiter. It is
-// safe for concurrent use.
-type lanes struct {
+// Slots are handler slots shared by the workers given them in
+// WorkerConfig.Slots, of any queues (and consumers) of the process: at
+// most Size of their jobs run at once, and a freed slot goes to a worker
+// whose queue has jobs, by WorkerConfig.Priority, then Weight. Make them
+// with NewSlots; the zero value is not usable. Slots hold no resources
+// and need no closing; they are safe for concurrent use.
+type Slots struct {
 	mu     sync.Mutex
 	size   int
 	free   int     // slots neither held nor granted
 	asking []*lane // the workers asking, in the order they began
 }
 
-func newLanes(size int) *lanes { return &lanes{size: size, free: size} }
+// NewSlots returns size shared handler slots. A size outside
+// 1..MaxSlots fails with an error wrapping ErrInvalidConfig.
+func NewSlots(size int) (*Slots, error) {
+	if size < 1 || size > MaxSlots {
+		return nil, fmt.Errorf("%w: NewSlots: size must be in 1..%d, got %d", ErrInvalidConfig, MaxSlots, size)
+	}
+	return &Slots{size: size, free: size}, nil
+}
 
-// lane is one worker's account with its consumer's lanes. Its fields are
+// Size returns the number of slots.
+func (l *Slots) Size() int { return l.size }
+
+// lane is one worker's account with its shared Slots. Its fields are
 // guarded by l.mu.
 type lane struct {
-	l        *lanes
+	l        *Slots
 	priority int
 	weight   int
 	max      int // the worker's Concurrency
@@ -72,7 +88,7 @@ type lane struct {
 	current int // smooth weighted round robin
 }
 
-func (l *lanes) join(cfg WorkerConfig) *lane {
+func (l *Slots) join(cfg WorkerConfig) *lane {
 	return &lane{l: l, priority: cfg.Priority, weight: cfg.Weight, max: cfg.Concurrency, grantCh: make(chan struct{}, 1)}
 }
 
@@ -81,7 +97,7 @@ func (m *lane) room() bool { return m.held+m.granted < m.max }
 
 // pick chooses the asking worker that gets a freed slot, or nil when none
 // can use it. l.mu is held.
-func (l *lanes) pick() *lane {
+func (l *Slots) pick() *lane {
 	top, found := 0, false
 	for _, m := range l.asking {
 		if m.room() && (!found || m.priority > top) {
@@ -109,7 +125,7 @@ func (l *lanes) pick() *lane {
 
 // give hands n freed slots to asking workers, or back to the free ones.
 // l.mu is held.
-func (l *lanes) give(n int) {
+func (l *Slots) give(n int) {
 	for ; n > 0; n-- {
 		m := l.pick()
 		if m == nil {
@@ -205,51 +221,46 @@ func (m *lane) isAsking() bool {
 	return m.asking
 }
 
-// SlotStats describes a Consumer's shared handler slots.
+// SlotStats describes shared handler slots.
 type SlotStats struct {
-	Slots  int `json:"slots"`  // ConsumerConfig.Slots; 0: none shared
+	Size   int `json:"size"`
 	Free   int `json:"free"`   // neither running a job nor granted to a worker
 	Asking int `json:"asking"` // workers that want a slot
 }
 
-// SlotStats returns the state of the consumer's shared handler slots (all
-// zero without ConsumerConfig.Slots).
-func (c *Consumer) SlotStats() SlotStats {
-	l := c.lanes
-	if l == nil {
-		return SlotStats{}
-	}
+// Stats returns the state of the slots.
+func (l *Slots) Stats() SlotStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return SlotStats{Slots: l.size, Free: l.free, Asking: len(l.asking)}
+	return SlotStats{Size: l.size, Free: l.free, Asking: len(l.asking)}
 }
 
-// workerConfig fills and checks cfg for a worker of c: with shared slots,
-// Concurrency defaults to ConsumerConfig.Slots and may not exceed it, and
+// withSlots fills and checks c (withDefaults) and its shared slots: with
+// Slots, Concurrency defaults to their size and may not exceed it, and
 // Weight defaults to 1; without them Priority and Weight are refused.
-func (c *Consumer) workerConfig(cfg WorkerConfig, queueLogger *slog.Logger) (WorkerConfig, error) {
+func (c WorkerConfig) withSlots(queueLogger *slog.Logger) (WorkerConfig, error) {
 	e := check.New(ErrInvalidConfig)
-	if c.cfg.Slots == 0 {
-		if cfg.Priority != 0 || cfg.Weight != 0 {
-			e.Addf("WorkerConfig.Priority (%d) and Weight (%d) order the workers of a Consumer with shared handler slots: set ConsumerConfig.Slots", cfg.Priority, cfg.Weight)
+	if c.Slots == nil {
+		if c.Priority != 0 || c.Weight != 0 {
+			e.Addf("WorkerConfig.Priority (%d) and Weight (%d) order the workers that share handler slots: set WorkerConfig.Slots (NewSlots)", c.Priority, c.Weight)
 		}
 	} else {
-		if cfg.Concurrency == 0 {
-			cfg.Concurrency = c.cfg.Slots
+		if c.Concurrency == 0 {
+			c.Concurrency = c.Slots.size
 		}
-		if cfg.Concurrency > c.cfg.Slots {
-			e.Addf("WorkerConfig.Concurrency (%d) must not exceed the consumer's shared ConsumerConfig.Slots (%d): it bounds the worker's share of them", cfg.Concurrency, c.cfg.Slots)
+		if c.Concurrency > c.Slots.size {
+			e.Addf("WorkerConfig.Concurrency (%d) must not exceed the size of its shared WorkerConfig.Slots (%d): it bounds the worker's share of them", c.Concurrency, c.Slots.size)
 		}
-		check.Default(e, &cfg.Weight, 1, "WorkerConfig.Weight")
-		if cfg.Weight > MaxWeight {
-			e.Addf("WorkerConfig.Weight must be in 1..%d, got %d", MaxWeight, cfg.Weight)
+		check.Default(e, &c.Weight, 1, "WorkerConfig.Weight")
+		if c.Weight > MaxWeight {
+			e.Addf("WorkerConfig.Weight must be in 1..%d, got %d", MaxWeight, c.Weight)
 		}
-		if cfg.Priority < 0 || cfg.Priority > MaxPriority {
-			e.Addf("WorkerConfig.Priority must be in 0..%d, got %d", MaxPriority, cfg.Priority)
+		if c.Priority < 0 || c.Priority > MaxPriority {
+			e.Addf("WorkerConfig.Priority must be in 0..%d, got %d", MaxPriority, c.Priority)
 		}
 	}
-	cfg, err := cfg.withDefaults(queueLogger)
-	return cfg, errors.Join(e.Err(), err)
+	c, err := c.withDefaults(queueLogger)
+	return c, errors.Join(e.Err(), err)
 }
 
 // The worker's side: every handler slot of a worker with shared slots is

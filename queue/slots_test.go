@@ -16,7 +16,7 @@ import (
 // The arbiter alone: strict priority, weights, no starvation, and a
 // worker is never granted more than its Concurrency.
 func TestLanesArbiter(t *testing.T) {
-	grants := func(l *lanes, ms []*lane, n int) []int {
+	grants := func(l *Slots, ms []*lane, n int) []int {
 		counts := make([]int, len(ms))
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -30,20 +30,20 @@ func TestLanesArbiter(t *testing.T) {
 		}
 		return counts
 	}
-	ask := func(l *lanes, ms ...*lane) {
+	ask := func(l *Slots, ms ...*lane) {
 		for _, m := range ms {
 			m.asking = true
 			l.asking = append(l.asking, m)
 		}
 	}
 	t.Run("strict", func(t *testing.T) {
-		l := newLanes(4)
+		l := mustSlots(t, 4)
 		low, high := l.join(WorkerConfig{Concurrency: 4, Weight: 1}), l.join(WorkerConfig{Concurrency: 4, Priority: 1, Weight: 1})
 		ask(l, low, high)
 		require.Equal(t, []int{0, 100}, grants(l, []*lane{low, high}, 100))
 	})
 	t.Run("weighted 3:1, exact over every 4 grants", func(t *testing.T) {
-		l := newLanes(4)
+		l := mustSlots(t, 4)
 		a, b := l.join(WorkerConfig{Concurrency: 4, Weight: 3}), l.join(WorkerConfig{Concurrency: 4, Weight: 1})
 		ask(l, a, b)
 		for range 25 {
@@ -51,20 +51,20 @@ func TestLanesArbiter(t *testing.T) {
 		}
 	})
 	t.Run("no starvation at the largest weight ratio", func(t *testing.T) {
-		l := newLanes(4)
+		l := mustSlots(t, 4)
 		a, b := l.join(WorkerConfig{Concurrency: 4, Weight: MaxWeight}), l.join(WorkerConfig{Concurrency: 4, Weight: 1})
 		ask(l, a, b)
 		require.Equal(t, []int{MaxWeight, 1}, grants(l, []*lane{a, b}, MaxWeight+1))
 	})
 	t.Run("a full worker is passed over", func(t *testing.T) {
-		l := newLanes(4)
+		l := mustSlots(t, 4)
 		high, low := l.join(WorkerConfig{Concurrency: 1, Priority: 1, Weight: 1}), l.join(WorkerConfig{Concurrency: 4, Weight: 1})
 		ask(l, high, low)
 		high.held = 1
 		require.Equal(t, []int{0, 3}, grants(l, []*lane{high, low}, 3))
 	})
 	t.Run("a worker that stops asking gives its grants on", func(t *testing.T) {
-		l := newLanes(2)
+		l := mustSlots(t, 2)
 		a, b := l.join(WorkerConfig{Concurrency: 2, Weight: 1}), l.join(WorkerConfig{Concurrency: 2, Weight: 1})
 		require.True(t, a.acquire(context.Background()))
 		require.Equal(t, 1, a.more(5), "one free slot left")
@@ -78,7 +78,7 @@ func TestLanesArbiter(t *testing.T) {
 		b.stop()
 		b.release(1)
 		a.release(1)
-		require.Equal(t, SlotStats{Slots: 2, Free: 2}, SlotStats{Slots: l.size, Free: l.free, Asking: len(l.asking)})
+		require.Equal(t, SlotStats{Size: 2, Free: 2}, l.Stats())
 	})
 }
 
@@ -88,33 +88,33 @@ func TestSharedSlotsConfig(t *testing.T) {
 	p := miniPool(t, pool.Config{})
 	q := mustQueue(t, p, "cfg", Config{})
 	h := func(context.Context, *Job) error { return nil }
-	for _, cc := range []ConsumerConfig{{Slots: -1}, {Slots: 10_001}} {
-		c, err := NewConsumer(p, cc)
+	for _, size := range []int{-1, 0, MaxSlots + 1} {
+		s, err := NewSlots(size)
 		require.ErrorIs(t, err, ErrInvalidConfig)
-		require.ErrorContains(t, err, "ConsumerConfig.Slots")
-		require.Nil(t, c)
+		require.ErrorContains(t, err, "NewSlots: size must be in 1..10000")
+		require.Nil(t, s)
 	}
-	plain := newConsumer(t, q)
-	shared := newConsumer(t, q, ConsumerConfig{Slots: 4})
+	c := newConsumer(t, q)
+	slots := mustSlots(t, 4)
 	for _, tc := range []struct {
-		c    *Consumer
 		cfg  WorkerConfig
 		want string
 	}{
-		{plain, WorkerConfig{Priority: 1}, "set ConsumerConfig.Slots"},
-		{plain, WorkerConfig{Weight: 2}, "set ConsumerConfig.Slots"},
-		{shared, WorkerConfig{Concurrency: 5}, "WorkerConfig.Concurrency (5) must not exceed"},
-		{shared, WorkerConfig{Weight: -1}, "WorkerConfig.Weight"},
-		{shared, WorkerConfig{Weight: MaxWeight + 1}, "WorkerConfig.Weight"},
-		{shared, WorkerConfig{Priority: -1}, "WorkerConfig.Priority"},
-		{shared, WorkerConfig{Priority: MaxPriority + 1}, "WorkerConfig.Priority"},
+		{WorkerConfig{Priority: 1}, "set WorkerConfig.Slots"},
+		{WorkerConfig{Weight: 2}, "set WorkerConfig.Slots"},
+		{WorkerConfig{Slots: slots, Concurrency: 5}, "WorkerConfig.Concurrency (5) must not exceed"},
+		{WorkerConfig{Slots: slots, Weight: -1}, "WorkerConfig.Weight"},
+		{WorkerConfig{Slots: slots, Weight: MaxWeight + 1}, "WorkerConfig.Weight"},
+		{WorkerConfig{Slots: slots, Priority: -1}, "WorkerConfig.Priority"},
+		{WorkerConfig{Slots: slots, Priority: MaxPriority + 1}, "WorkerConfig.Priority"},
 	} {
-		w, err := NewWorker(tc.c, q, h, tc.cfg)
+		w, err := NewWorker(c, q, h, tc.cfg)
 		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", tc.cfg)
 		require.ErrorContains(t, err, tc.want)
 		require.Nil(t, w)
 	}
-	w, err := NewWorker(shared, q, h, WorkerConfig{})
+	require.Equal(t, SlotStats{Size: 4, Free: 4}, slots.Stats(), "nothing taken")
+	w, err := NewWorker(c, q, h, WorkerConfig{Slots: slots})
 	require.NoError(t, err)
 	require.Equal(t, 4, w.cfg.Concurrency, "Concurrency defaults to the shared slots")
 	require.Equal(t, 1, w.cfg.Weight)
@@ -128,7 +128,7 @@ func TestStrictPriorityAcrossQueues(t *testing.T) {
 		ctx := context.Background()
 		g := group(t)
 		low, high := mustQueue(t, p, "low", Config{}), mustQueue(t, p, "high", Config{})
-		c := newConsumer(t, low, ConsumerConfig{Slots: 2})
+		c, slots := newConsumer(t, low), mustSlots(t, 2)
 		started := make(chan string, 100)
 		gate := make(chan struct{})
 		defer close(gate)
@@ -143,9 +143,9 @@ func TestStrictPriorityAcrossQueues(t *testing.T) {
 			case <-ctx.Done():
 			}
 			return nil
-		}, WorkerConfig{})
+		}, WorkerConfig{Slots: slots})
 		require.NoError(t, err)
-		wh, err := NewWorker(c, high, func(ctx context.Context, j *Job) error { started <- "high"; return nil }, WorkerConfig{Priority: 1})
+		wh, err := NewWorker(c, high, func(ctx context.Context, j *Job) error { started <- "high"; return nil }, WorkerConfig{Slots: slots, Priority: 1})
 		require.NoError(t, err)
 		require.NoError(t, wl.Start(g))
 		require.NoError(t, wh.Start(g))
@@ -158,7 +158,7 @@ func TestStrictPriorityAcrossQueues(t *testing.T) {
 		}
 		testutil.Eventually(t, 5*time.Second, "the high worker asks for a slot", wh.lane.isAsking)
 		require.Empty(t, started, "both slots run low jobs: the high ones wait")
-		require.Equal(t, SlotStats{Slots: 2, Free: 0, Asking: 2}, c.SlotStats())
+		require.Equal(t, SlotStats{Size: 2, Free: 0, Asking: 2}, slots.Stats())
 
 		gate <- struct{}{} // one low job ends: its slot, and the next ones, go to the high queue
 		for i := range 3 {
@@ -185,11 +185,11 @@ func TestWeightedSlotsAcrossQueues(t *testing.T) {
 			_, err := q.EnqueueBatch(ctx, batch)
 			require.NoError(t, err)
 		}
-		c := newConsumer(t, heavy, ConsumerConfig{Slots: 4})
+		c, slots := newConsumer(t, heavy), mustSlots(t, 4)
 		started := make(chan string, 2*n)
 		h := func(_ context.Context, j *Job) error { started <- j.Queue; return nil }
 		for q, weight := range map[*Queue]int{heavy: 3, light: 1} {
-			w, err := NewWorker(c, q, h, WorkerConfig{Weight: weight})
+			w, err := NewWorker(c, q, h, WorkerConfig{Slots: slots, Weight: weight})
 			require.NoError(t, err)
 			require.NoError(t, w.Start(g))
 		}
@@ -211,15 +211,18 @@ func TestSharedSlotsGoroutinesAndConnections(t *testing.T) {
 	ctx := context.Background()
 	h := func(context.Context, *Job) error { return nil }
 	var ws []*Worker
-	start := func(p *pool.Pool, cc ConsumerConfig) ([]*Queue, int) {
+	start := func(p *pool.Pool, slots *Slots) ([]*Queue, int) {
 		before := runtime.NumGoroutine()
 		g := group(t)
 		ws = ws[:0]
 		qs := make([]*Queue, 3)
-		c := newConsumer(t, mustQueue(t, p, "x", Config{}), cc)
+		c := newConsumer(t, mustQueue(t, p, "x", Config{}))
 		for i := range qs {
 			qs[i] = mustQueue(t, p, fmt.Sprint("g", i), Config{})
-			w, err := NewWorker(c, qs[i], h, WorkerConfig{Concurrency: 4, Priority: min(cc.Slots, i)})
+			w, err := NewWorker(c, qs[i], h, WorkerConfig{Concurrency: 4})
+			if slots != nil {
+				w, err = NewWorker(c, qs[i], h, WorkerConfig{Concurrency: 4, Slots: slots, Priority: i})
+			}
 			require.NoError(t, err)
 			require.NoError(t, w.Start(g))
 			ws = append(ws, w)
@@ -234,8 +237,8 @@ func TestSharedSlotsGoroutinesAndConnections(t *testing.T) {
 		})
 		return qs, runtime.NumGoroutine() - before
 	}
-	_, separate := start(p1, ConsumerConfig{})
-	qs, shared := start(p2, ConsumerConfig{Slots: 4})
+	_, separate := start(p1, nil)
+	qs, shared := start(p2, mustSlots(t, 4))
 	require.Equal(t, separate, shared, "goroutines: separate slots vs shared")
 	require.Equal(t, 1, p2.Stats().Blocking.Reserved, "one blocking connection")
 	before := runtime.NumGoroutine()
@@ -254,4 +257,11 @@ func TestSharedSlotsGoroutinesAndConnections(t *testing.T) {
 	})
 	testutil.Eventually(t, 5*time.Second, "goroutines back to what they were", func() bool { return runtime.NumGoroutine() == before })
 	require.Equal(t, 1, p2.Stats().Blocking.Reserved)
+}
+
+func mustSlots(t testing.TB, size int) *Slots {
+	t.Helper()
+	s, err := NewSlots(size)
+	require.NoError(t, err)
+	return s
 }

@@ -80,7 +80,7 @@ type Worker struct {
 	sched *scheduler
 
 	slots  chan struct{} // one token per job held (fetched and not yet finished)
-	lane   *lane         // lanes: its share of the consumer's shared slots; nil without (slots.go)
+	lane   *lane         // its share of WorkerConfig.Slots, nil without (slots.go)
 	wakeCh chan struct{} // the hub saw the queue's doorbell ring (buffered 1)
 	jobs   chan delivery // fetched jobs waiting for a handler
 	acks   chan ackOp    // outcomes waiting for the acker
@@ -153,7 +153,7 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 	if err := c.accepts(q); err != nil {
 		return nil, err
 	}
-	cfg, err := c.workerConfig(cfg, q.cfg.Logger) // lanes: shared slots (slots.go)
+	cfg, err := cfg.withSlots(q.cfg.Logger) // and WorkerConfig.Slots (slots.go)
 	if err != nil {
 		return nil, err
 	}
@@ -177,8 +177,8 @@ func NewWorker(c *Consumer, q *Queue, h Handler, cfg WorkerConfig) (*Worker, err
 	}
 	w.hardCtx, w.hardCancel = context.WithCancel(context.Background())
 	w.sched = newScheduler(w)
-	if c.lanes != nil { // lanes
-		w.lane = c.lanes.join(cfg)
+	if cfg.Slots != nil { // shared slots (slots.go)
+		w.lane = cfg.Slots.join(cfg)
 	}
 	return w, nil
 }
@@ -398,7 +398,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	defer func() { context.AfterFunc(lifecycle.CloseContext(ctx), w.hardCancel) }()
 	defer w.stopOnce.Do(func() { close(w.stopping) })
 	defer w.st.fetchState.Store(fetcherStopped)
-	defer w.leaveLanes() // lanes: stop asking for shared slots
+	defer w.leaveLanes() // stop asking for shared slots (slots.go)
 
 	f := &fetcher{
 		w: w, ctx: ctx, c: w.q.p.Background(),
@@ -498,7 +498,7 @@ func (f *fetcher) holdSlot() bool {
 	f.w.st.fetchState.Store(fetcherWaitingForSlot)
 	select {
 	case f.w.slots <- struct{}{}:
-		return f.grantSlot() // lanes: and a shared slot behind it
+		return f.grantSlot() // and a shared slot behind it (slots.go)
 	case <-f.ctx.Done():
 		return false
 	}
@@ -518,7 +518,7 @@ func (f *fetcher) takeBatch() fetched {
 	// Let handlers that are about to finish free their slots, so the batch
 	// is as large as it can be.
 	runtime.Gosched()
-	held := f.w.sharedBatch(f.holdFreeSlots(1)) // lanes: as many as shared slots back
+	held := f.w.sharedBatch(f.holdFreeSlots(1)) // as many as shared slots back (slots.go)
 	select {
 	case <-f.w.wakeCh:
 	default:
@@ -567,7 +567,7 @@ func (f *fetcher) settle(r fetched) {
 	for range r.held - len(r.elems) {
 		<-f.w.slots
 	}
-	f.w.settleShared(r.held, len(r.elems)) // lanes
+	f.w.settleShared(r.held, len(r.elems)) // shared slots (slots.go)
 }
 
 // backOff deals with a failed fetch and waits before the next. It reports
