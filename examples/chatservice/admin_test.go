@@ -121,8 +121,8 @@ func TestAdminDashboard(t *testing.T) {
 			}
 			h.getJSON("/admin/api/workers", http.StatusOK, &workers)
 			require.Equal(t, "this process", workers.Scope)
-			require.Len(t, workers.Workers, chatapi.NumQueues)
-			for i, name := range chatapi.Queues() {
+			require.Len(t, workers.Workers, chatapi.NumQueues+1)
+			for i, name := range chatapi.AllQueues() {
 				require.Equal(t, name, workers.Workers[i].Queue)
 			}
 			require.EqualValues(t, 1, workers.Workers[0].Dead, "the chat worker's dead count")

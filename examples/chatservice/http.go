@@ -181,7 +181,7 @@ func (s *service) postChat(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, "encoding the job", err)
 		return
 	}
-	if _, err := s.enqueueChat(ctx, payload); err != nil {
+	if _, err := s.enqueueChat(ctx, req.User, payload); err != nil {
 		// Nothing will answer this chat: drop the marker, on a context of its
 		// own since the request's may be what ended.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)

@@ -87,6 +87,14 @@ func run(args []string, stderr io.Writer) int {
 	for i, name := range chatapi.Queues() {
 		fs.Int64Var(&cfg.MaxLen[i], "max-len-"+name, 10_000, "the "+name+" queue's queue.Config.MaxLen (ready + delayed); chats are shed while it is full; negative: unbounded")
 	}
+	fs.Func("paid-users", "comma-separated `users` whose chats go to the paid lane ("+chatapi.QueueChatPaid+"): a free chat handler takes them first", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				cfg.PaidUsers = append(cfg.PaidUsers, u)
+			}
+		}
+		return nil
+	})
 	fs.BoolVar(&cfg.AdminMutations, "admin-mutations", false, "let the dashboard at /admin/ requeue, delete, purge and cancel jobs and pause and resume queues (read-only without it; anyone who reaches the port may use it)")
 	fs.BoolVar(&cfg.NoShedding, "no-shedding", false, "accept every valid chat, however long the queues (for comparison runs)")
 	if err := fs.Parse(args); err != nil {

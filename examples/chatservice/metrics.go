@@ -31,8 +31,8 @@ const maxScrapes = 2
 // timed-out request, which no lifecycle task would own. The queue
 // collector's timeout bounds the only slow part.
 func (s *service) newMetrics() (http.Handler, error) {
-	queues := make([]*queue.Queue, 0, chatapi.NumQueues)
-	for _, name := range chatapi.Queues() {
+	queues := make([]*queue.Queue, 0, chatapi.NumQueues+1)
+	for _, name := range chatapi.AllQueues() {
 		queues = append(queues, s.queues[name])
 	}
 	reg := prom.NewRegistry()

@@ -112,9 +112,9 @@ func TestShed_AcceptsAgainAfterFailuresAndPanics(t *testing.T) {
 	real := h.s.enqueueChat
 	var n atomic.Int64
 	var over atomic.Bool // the load is over: no more failures
-	h.s.enqueueChat = func(ctx context.Context, p []byte) (string, error) {
+	h.s.enqueueChat = func(ctx context.Context, user string, p []byte) (string, error) {
 		if over.Load() {
-			return real(ctx, p)
+			return real(ctx, user, p)
 		}
 		switch n.Add(1) % 3 {
 		case 0:
@@ -122,7 +122,7 @@ func TestShed_AcceptsAgainAfterFailuresAndPanics(t *testing.T) {
 		case 1:
 			panic(http.ErrAbortHandler)
 		}
-		return real(ctx, p)
+		return real(ctx, user, p)
 	}
 	var wg sync.WaitGroup
 	for g := range 16 {

@@ -29,8 +29,15 @@ type Config struct {
 	// is read-only.
 	AdminMutations bool
 	// Concurrency is the number of handlers of each queue. Default 5 (the
-	// post-mortem's 3 queues x 5).
+	// post-mortem's 3 queues x 5). The chat queue and its paid lane
+	// (chatapi.QueueChatPaid) share theirs.
 	Concurrency int
+	// PaidUsers are the users whose chats go to the paid lane: a free chat
+	// handler takes their chats before any other user's, so a paying
+	// user's chat waits at most for one chat to end, however long the
+	// backlog of the others (a real service would read the plan from its
+	// user store). Their chats are admitted and shed as everyone's.
+	PaidUsers []string
 	// Latency is the mean simulated model latency of a chat job; each call
 	// takes between half and one and a half times it. Default 2ms. With
 	// Concurrency handlers the chat queue runs about Concurrency/Latency
@@ -199,9 +206,13 @@ type service struct {
 	admin http.Handler
 	// metrics serves GET /metrics: the components' Prometheus collectors.
 	metrics http.Handler
-	workers []*queue.Worker // in chatapi.Queues() order
+	workers []*queue.Worker // in chatapi.Queues() order, then the paid lane's
+	// paid holds Config.PaidUsers.
+	paid map[string]bool
+	// chatSlots are the handlers the chat queue and its paid lane share.
+	chatSlots *queue.Slots
 	// enqueueChat queues a chat job; a seam for tests.
-	enqueueChat func(ctx context.Context, payload []byte) (string, error)
+	enqueueChat func(ctx context.Context, user string, payload []byte) (string, error)
 	// shed decides which chats to refuse; nil with Config.NoShedding.
 	shed *shedder
 	// chatWait counts the enqueue-to-start latency of chat jobs on their
@@ -320,26 +331,50 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 		chatapi.QueueEmbeddings: s.handleEmbedding,
 		chatapi.QueueWebhooks:   s.handleWebhook,
 	}
-	// One consumer for the process: one heartbeat for every queue's worker.
+	// One consumer for the process: one heartbeat for every queue's worker,
+	// and one blocking connection for all four queues.
 	consumer, err := queue.NewConsumer(s.p, queue.ConsumerConfig{Logger: log.With("component", "queue")})
 	if err != nil {
 		return nil, err
 	}
-	for i, name := range chatapi.Queues() {
+	// The chat queue and its paid lane share the chat handlers: at most
+	// Concurrency model calls at once, as before the lane, and a freed
+	// handler goes to the paid lane first (strict priority). The
+	// follow-ups keep handlers of their own, so a chat backlog never
+	// starves them.
+	if s.chatSlots, err = queue.NewSlots(cfg.Concurrency); err != nil {
+		return nil, err
+	}
+	s.paid = make(map[string]bool, len(cfg.PaidUsers))
+	for _, u := range cfg.PaidUsers {
+		s.paid[u] = true
+	}
+	for i, name := range chatapi.AllQueues() {
 		// Not With("queue", name): the queue names itself in its records
 		// (docs/logging.md), and the key would appear twice.
 		qlog := log.With("component", "queue")
-		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, MaxLen: cfg.MaxLen[i], Logger: qlog})
-		if err != nil {
-			return nil, err
-		}
-		w, err := queue.NewWorker(consumer, q, handlers[name], queue.WorkerConfig{
+		wcfg := queue.WorkerConfig{
 			Concurrency: cfg.Concurrency,
 			JobTimeout:  30 * time.Second,
 			RetryBase:   100 * time.Millisecond, // a failed model call is retried soon
 			RetryMax:    5 * time.Second,
 			Logger:      qlog,
-		})
+		}
+		maxLen, h := int64(0), handlers[name]
+		switch name {
+		case chatapi.QueueChat:
+			wcfg.Slots = s.chatSlots
+		case chatapi.QueueChatPaid:
+			wcfg.Slots, wcfg.Priority, maxLen, h = s.chatSlots, 1, cfg.MaxLen[0], s.handleChat
+		}
+		if i < chatapi.NumQueues {
+			maxLen = cfg.MaxLen[i]
+		}
+		q, err := queue.New(s.p, name, queue.Config{MaxPayload: 4*cfg.MaxMessage + 4<<10, MaxLen: maxLen, Logger: qlog})
+		if err != nil {
+			return nil, err
+		}
+		w, err := queue.NewWorker(consumer, q, h, wcfg)
 		if err != nil {
 			return nil, err
 		}
@@ -355,7 +390,10 @@ func newService(g *lifecycle.Group, cfg Config) (*service, error) {
 	if s.metrics, err = s.newMetrics(); err != nil {
 		return nil, err
 	}
-	s.enqueueChat = func(ctx context.Context, payload []byte) (string, error) {
+	s.enqueueChat = func(ctx context.Context, user string, payload []byte) (string, error) {
+		if s.paid[user] {
+			return s.queues[chatapi.QueueChatPaid].Enqueue(ctx, payload)
+		}
 		return s.queues[chatapi.QueueChat].Enqueue(ctx, payload)
 	}
 	if !cfg.NoShedding {
@@ -382,9 +420,20 @@ func (s *service) readBacklog(ctx context.Context) (backlogReading, error) {
 		}
 		r.backlog[i] = st.Ready + st.Delayed
 	}
-	ws := s.workers[0].Stats()
-	r.processed, r.busy, r.slots = ws.Processed, ws.Busy, int64(ws.Concurrency)
-	r.fetched = max(int64(ws.InFlight)-ws.Busy, 0)
+	// The chat stage is the chat queue and its paid lane, on the same
+	// handlers.
+	st, err := s.queues[chatapi.QueueChatPaid].Stats(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.backlog[0] += st.Ready + st.Delayed
+	r.slots = int64(s.chatSlots.Size())
+	for _, w := range []*queue.Worker{s.workers[0], s.workers[chatapi.NumQueues]} {
+		ws := w.Stats()
+		r.processed += ws.Processed
+		r.busy += ws.Busy
+		r.fetched += max(int64(ws.InFlight)-ws.Busy, 0)
+	}
 	return r, nil
 }
 

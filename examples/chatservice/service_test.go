@@ -230,7 +230,7 @@ func testService(t *testing.T, newRedis func(t *testing.T) string) {
 	assert.Equal(t, "ok", hl.Status)
 	assert.Empty(t, hl.Reasons)
 	assert.True(t, hl.Redis.Healthy)
-	require.Len(t, hl.Queues, 3)
+	require.Len(t, hl.Queues, chatapi.NumQueues+1, "the pipeline's queues and the paid lane")
 	for name, q := range hl.Queues {
 		assert.True(t, q.FetcherAlive, name)
 	}

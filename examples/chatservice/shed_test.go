@@ -201,7 +201,7 @@ func TestRetryAfterSeconds(t *testing.T) {
 func TestShed_QueueFullFromEnqueue(t *testing.T) {
 	h := startService(t, "redis://"+redistest.Mini(t).Addr(), nil)
 	full := &queue.FullError{Queue: chatapi.QueueChat, Len: 10_000, Limit: 10_000, RetryAfter: 2500 * time.Millisecond}
-	h.s.enqueueChat = func(context.Context, []byte) (string, error) {
+	h.s.enqueueChat = func(context.Context, string, []byte) (string, error) {
 		return "", errors.Join(errors.New("queue: enqueue"), full) // wrapped, as a caller might get it
 	}
 	body := `{"user":"ada","agent":"assistant","message":"hi"}`
@@ -259,13 +259,13 @@ func TestShed_WaitBudget(t *testing.T) {
 func TestNoShedding_ChatWait(t *testing.T) {
 	h := startService(t, "redis://"+redistest.Mini(t).Addr(), func(c *Config) { c.NoShedding = true })
 	require.Nil(t, h.s.shed)
-	h.s.enqueueChat = func(context.Context, []byte) (string, error) {
+	h.s.enqueueChat = func(context.Context, string, []byte) (string, error) {
 		return "", &queue.FullError{Queue: "chat", Len: 1, Limit: 1}
 	}
 	code, hdr, resp := h.do(http.MethodPost, chatapi.PathChat, `{"user":"ada","agent":"assistant","message":"hi"}`)
 	require.Equal(t, http.StatusServiceUnavailable, code, "%s", resp)
 	assert.Equal(t, "1", hdr.Get("Retry-After"), "no estimate: a second")
-	h.s.enqueueChat = func(ctx context.Context, p []byte) (string, error) {
+	h.s.enqueueChat = func(ctx context.Context, _ string, p []byte) (string, error) {
 		return h.s.queues[chatapi.QueueChat].Enqueue(ctx, p)
 	}
 	h.reply(h.post("ada", "assistant", "hi"))

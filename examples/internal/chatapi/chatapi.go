@@ -32,11 +32,23 @@ const (
 	QueueWebhooks   = "webhooks"
 )
 
+// QueueChatPaid is the chat stage's priority lane: the chats of paying
+// users. Its worker and the chat queue's share the chat handlers
+// (queue.Slots), and a free handler takes a paid chat before any other.
+// It is not a stage of the pipeline, so Queues leaves it out.
+const QueueChatPaid = "chat-paid"
+
 // NumQueues is how many queues the pipeline has.
 const NumQueues = 3
 
 // Queues returns the queue names in pipeline order.
 func Queues() [NumQueues]string { return [NumQueues]string{QueueChat, QueueEmbeddings, QueueWebhooks} }
+
+// AllQueues returns every queue of the service: the pipeline's in order,
+// then the paid lane.
+func AllQueues() [NumQueues + 1]string {
+	return [NumQueues + 1]string{QueueChat, QueueEmbeddings, QueueWebhooks, QueueChatPaid}
+}
 
 // ChatRequest is the body of POST /api/chat. Every field is required.
 type ChatRequest struct {
