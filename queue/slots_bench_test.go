@@ -120,11 +120,11 @@ func crossQueueLatency(b *testing.B, srv *redistest.Redis, mode string, n int) [
 //	go test ./queue -run '^$' -bench SharedSlotsDrain -benchtime 1x -count 5
 func BenchmarkSharedSlotsDrain(b *testing.B) {
 	srv := redistest.Server(b)
-	for _, mode := range []string{"separate", "shared"} {
-		b.Run(mode+"-3x5", func(b *testing.B) {
+	for _, mode := range []string{"separate-3x5", "shared-15"} {
+		b.Run(mode, func(b *testing.B) {
 			for range b.N {
 				flush(b, srv)
-				jobs, elapsed := drainSharedSlots(b, srv, mode == "shared")
+				jobs, elapsed := drainSharedSlots(b, srv, mode == "shared-15")
 				b.ReportMetric(float64(jobs)/elapsed.Seconds(), "jobs/s")
 			}
 		})
