@@ -214,7 +214,7 @@ func (m *lane) stop() {
 	l.give(g)
 }
 
-// isAsking reports whether m asks (for tests).
+// isAsking reports whether m asks.
 func (m *lane) isAsking() bool {
 	m.l.mu.Lock()
 	defer m.l.mu.Unlock()
@@ -304,6 +304,13 @@ func (w *Worker) settleShared(held, taken int) {
 		w.lane.release(held - taken)
 	}
 }
+
+// asksForSharedSlot reports whether the worker asks for a shared slot: it
+// will take once granted one, whether rung or not. The hub then hands a
+// ring of its queue on to the other consumers, as for a worker without a
+// free slot: a worker starved by a higher Priority must not sit on a ring
+// that an idle consumer of the queue in another process could act on.
+func (w *Worker) asksForSharedSlot() bool { return w.lane != nil && w.lane.isAsking() }
 
 // leaveLanes stops the fetcher's asking when it stops.
 func (w *Worker) leaveLanes() {

@@ -265,3 +265,51 @@ func mustSlots(t testing.TB, size int) *Slots {
 	require.NoError(t, err)
 	return s
 }
+
+// A worker starved of shared slots by a higher Priority does not sit on
+// the rings of its queue: another process's idle consumer of the queue
+// runs its jobs at once.
+func TestStarvedWorkerHandsRingsOn(t *testing.T) {
+	bothPools(t, func(t *testing.T, np newPoolFunc) {
+		pa, pb := twoPools(t, np)
+		ctx := context.Background()
+		ga, gb := group(t), group(t)
+		high := mustQueue(t, pa, "high", Config{})
+		lowA, lowB := mustQueue(t, pa, "low", Config{}), mustQueue(t, pb, "low", Config{})
+		slots := mustSlots(t, 2) // the low worker has room of its own: only the shared slots are taken
+		gate := make(chan struct{})
+		defer close(gate)
+		highStarted := make(chan struct{}, 10)
+		for range 3 {
+			_, err := high.Enqueue(ctx, []byte("h"))
+			require.NoError(t, err)
+		}
+		ca := newConsumer(t, high)
+		wh, err := NewWorker(ca, high, func(ctx context.Context, _ *Job) error {
+			highStarted <- struct{}{}
+			select {
+			case <-gate:
+			case <-ctx.Done():
+			}
+			return nil
+		}, WorkerConfig{Slots: slots, Priority: 1})
+		require.NoError(t, err)
+		require.NoError(t, wh.Start(ga))
+		testutil.Recv(t, highStarted, "the high backlog holds a slot")
+		testutil.Recv(t, highStarted, "the high backlog holds both slots")
+		ranOnA := make(chan string, 10)
+		wa, err := NewWorker(ca, lowA, func(_ context.Context, j *Job) error { ranOnA <- j.ID; return nil }, WorkerConfig{Slots: slots})
+		require.NoError(t, err)
+		require.NoError(t, wa.Start(ga))
+		testutil.Eventually(t, 5*time.Second, "the low worker asks for a slot", wa.lane.isAsking)
+
+		ranOnB := make(chan string, 10)
+		startWorker(t, gb, lowB, func(_ context.Context, j *Job) error { ranOnB <- j.ID; return nil }, WorkerConfig{Concurrency: 1})
+		for i := range 6 {
+			id, err := lowA.Enqueue(ctx, []byte("l"))
+			require.NoError(t, err)
+			require.Equal(t, id, testutil.Recv(t, ranOnB, fmt.Sprint("low job ", i, " on the idle process")))
+		}
+		require.Empty(t, ranOnA)
+	})
+}

@@ -465,8 +465,9 @@ func (w *Worker) wakeFetcher() {
 }
 
 // hasRoom reports whether the worker has a free handler slot, so that a
-// ring would have it take a job now.
-func (w *Worker) hasRoom() bool { return len(w.slots) < cap(w.slots) }
+// ring would have it take a job now (not when it waits for a shared slot
+// already: slots.go).
+func (w *Worker) hasRoom() bool { return len(w.slots) < cap(w.slots) && !w.asksForSharedSlot() }
 
 // fetcher is the state of fetchLoop.
 type fetcher struct {
