@@ -113,25 +113,30 @@ func crossQueueLatency(b *testing.B, srv *redistest.Redis, mode string, n int) [
 }
 
 // BenchmarkSharedSlotsDrain drains 50,000 no-op jobs of 3 queues on one
-// consumer: "separate" with 5 slots per worker, the reference, and in the
-// same run "shared" with 15 slots shared by the three workers (Concurrency
-// 15 each, equal priority).
+// consumer, twice per iteration so that both see the same machine: with 5
+// slots per worker ("separate", the reference), then with 15 slots shared
+// by the three workers (Concurrency 15 each, equal priority). It reports
+// both rates, their ratio and Redis commands per job.
 //
 //	go test ./queue -run '^$' -bench SharedSlotsDrain -benchtime 1x -count 5
 func BenchmarkSharedSlotsDrain(b *testing.B) {
 	srv := redistest.Server(b)
-	for _, mode := range []string{"separate-3x5", "shared-15"} {
-		b.Run(mode, func(b *testing.B) {
-			for range b.N {
-				flush(b, srv)
-				jobs, elapsed := drainSharedSlots(b, srv, mode == "shared-15")
-				b.ReportMetric(float64(jobs)/elapsed.Seconds(), "jobs/s")
-			}
-		})
+	for range b.N {
+		var rate, cmds [2]float64
+		for i, shared := range []bool{false, true} {
+			flush(b, srv)
+			jobs, elapsed, n := drainSharedSlots(b, srv, shared)
+			rate[i], cmds[i] = float64(jobs)/elapsed.Seconds(), float64(n)/float64(jobs)
+		}
+		b.ReportMetric(rate[0], "separate-jobs/s")
+		b.ReportMetric(rate[1], "shared-jobs/s")
+		b.ReportMetric(rate[1]/rate[0], "shared/separate")
+		b.ReportMetric(cmds[0], "separate-cmds/job")
+		b.ReportMetric(cmds[1], "shared-cmds/job")
 	}
 }
 
-func drainSharedSlots(b *testing.B, srv *redistest.Redis, shared bool) (int, time.Duration) {
+func drainSharedSlots(b *testing.B, srv *redistest.Redis, shared bool) (int, time.Duration, int64) {
 	const queues = 3
 	ctx := context.Background()
 	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}})
@@ -166,7 +171,6 @@ func drainSharedSlots(b *testing.B, srv *redistest.Redis, shared bool) (int, tim
 	all := make(chan struct{})
 	total := int64(per * queues)
 	g := lifecycle.New()
-	b.ResetTimer()
 	start := time.Now()
 	for _, q := range qs {
 		w, err := NewWorker(c, q, func(context.Context, *Job) error {
@@ -184,11 +188,10 @@ func drainSharedSlots(b *testing.B, srv *redistest.Redis, shared bool) (int, tim
 	}
 	benchRecv(b, all, "the drain to finish")
 	elapsed := time.Since(start)
-	b.StopTimer()
 	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := g.Close(closeCtx); err != nil {
 		b.Fatal(err)
 	}
-	return int(total), elapsed
+	return int(total), elapsed, totalCommands(b, srv)
 }
