@@ -379,7 +379,7 @@ func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (in
 			bytes += argLen(pairs[n]) + argLen(pairs[n+1])
 			n += 2
 		}
-		got, err := recoverScript.Run(ctx, w.q.p.Background(), []string{proc, w.q.k.ready, w.q.k.bell}, pairs[:n]...).Int()
+		got, err := recoverScript.Run(ctx, w.q.p.Background(), append([]string{proc, w.q.k.ready, w.q.k.bell}, w.q.partKeys()...), pairs[:n]...).Int()
 		if err != nil {
 			return total, err
 		}

@@ -64,6 +64,18 @@ type Config struct {
 	// and one of 1 MiB payloads: size it from Redis's memory and the wait
 	// your callers accept (capacity x wait).
 	MaxLen int64
+	// MaxPartitions bounds the partitions (the Partition option) with jobs
+	// waiting at once: an enqueue that would start one more fails with
+	// ErrTooManyPartitions (which matches ErrQueueFull) and writes nothing.
+	// A partition ends when its last waiting job is taken. Retries,
+	// recovered jobs and Requeue are never refused. At most 1,000,000.
+	// Default 10,000.
+	MaxPartitions int
+	// MaxPartitionLen bounds the jobs waiting in one partition (delayed
+	// ones count once due): an enqueue that would take a partition over it
+	// fails with ErrPartitionFull (which matches ErrQueueFull), naming the
+	// partition, and writes nothing. Default 0: only MaxLen bounds them.
+	MaxPartitionLen int64
 	// MaxWaiters bounds the producers of this process waiting for room
 	// (WaitForRoom) in this queue at once; one more fails at once with
 	// ErrTooManyWaiters. Default 1000.
@@ -110,6 +122,13 @@ func (c Config) withDefaults() (Config, error) {
 	check.Default(e, &c.UniqueTTL, DefaultUniqueTTL, "Config.UniqueTTL")
 	check.Default(e, &c.MaxWaiters, DefaultMaxWaiters, "Config.MaxWaiters")
 	check.Default(e, &c.MaxSchedules, DefaultMaxSchedules, "Config.MaxSchedules")
+	check.Default(e, &c.MaxPartitions, DefaultMaxPartitions, "Config.MaxPartitions")
+	if c.MaxPartitions > maxMaxPartitions {
+		e.Addf("Config.MaxPartitions must be at most %d, got %d", maxMaxPartitions, c.MaxPartitions)
+	}
+	if c.MaxPartitionLen < 0 {
+		e.Addf("Config.MaxPartitionLen must not be negative (0 is unbounded), got %d", c.MaxPartitionLen)
+	}
 	if c.MaxLen < 0 {
 		e.Addf("Config.MaxLen must not be negative (0 is unbounded), got %d", c.MaxLen)
 	}

@@ -18,7 +18,7 @@ import (
 // counts failed runs so far (0 on the first run); deliveries counts the times
 // the job was handed out and then recovered from a dead consumer. flags is
 // empty or, in this order, "u" (the job holds an idempotency key), "r",
-// "d", "w", "h" and "t". The version prefix lets a later format coexist
+// "d", "w", "h", "t" and "g". The version prefix lets a later format coexist
 // with this one.
 //
 // With flag "h" the job has headers (Header, Headers): after the last '|'
@@ -40,6 +40,17 @@ import (
 // Length-prefixed like the header section, so no byte of a type can be
 // mistaken for a separator. A job without a type has no flag "t" and not
 // one byte more; versions before it decode "t" as an unknown flag.
+//
+// With flag "g" the job belongs to a partition (the Partition option,
+// parts.go): the partition key is the first field after the flags,
+// before the deadline and window fields,
+//
+//	...|<flags>|<partition>|[<deadline>|][<window>|]...
+//
+// so that the scripts that route a job back to its partition (promotion,
+// recovery, Requeue) find it with one anchored pattern (partLua) without
+// parsing the rest. A job without a partition has no flag "g" and not one
+// byte more; versions before it decode "g" as an unknown flag.
 //
 // With flag "r" the element ends with a payload ref instead of the payload,
 // which is in the queue's payloads hash: a payload over inlineMax is written
@@ -67,6 +78,7 @@ type envelope struct {
 	unique      bool
 	headers     []byte        // the header section (flag "h"); nil without headers
 	typ         string        // the job's type (flag "t"); "" without
+	part        string        // the job's partition (flag "g", parts.go); "" without
 	ref         string        // the payload is in the payloads hash under ref
 	deadline    time.Time     // zero: none (see Deadline)
 	window      time.Duration // zero: none (see UniqueFor)
@@ -115,6 +127,13 @@ func (e *envelope) appendTo(b []byte) []byte {
 	}
 	if e.typ != "" {
 		b = append(b, 't')
+	}
+	if e.part != "" {
+		b = append(b, 'g')
+		// The partition comes first after the flags, so that a script
+		// finds it with one anchored pattern (partLua).
+		b = append(b, '|')
+		b = append(b, e.part...)
 	}
 	if !e.deadline.IsZero() {
 		b = append(b, '|')
@@ -185,6 +204,16 @@ func decodeEnvelope(data []byte) (envelope, error) {
 		return e, err
 	}
 	e.unique = flags.unique
+	if flags.part {
+		j := bytes.IndexByte(rest, '|')
+		if j < 0 {
+			return e, fmt.Errorf("%w: the partition field is missing", errMalformed)
+		}
+		if err := validPartition(string(rest[:j])); err != nil {
+			return e, fmt.Errorf("%w: %v", errMalformed, err)
+		}
+		e.part, rest = string(rest[:j]), rest[j+1:]
+	}
 	if flags.deadline {
 		var ms int64
 		if ms, rest, err = numberField(rest, "deadline"); err != nil {
@@ -221,7 +250,7 @@ func decodeEnvelope(data []byte) (envelope, error) {
 }
 
 // envelopeFlags are the letters of an element's flags field.
-type envelopeFlags struct{ unique, ref, deadline, window, headers, typ bool }
+type envelopeFlags struct{ unique, ref, deadline, window, headers, typ, part bool }
 
 // numberField reads the field a flag adds: a positive number of
 // milliseconds, below the year 10000 (a deadline) or that long (a window).
@@ -238,10 +267,10 @@ func numberField(rest []byte, name string) (int64, []byte, error) {
 }
 
 // parseFlags reads the flags field: known letters, each at most once, in
-// the order the encoder writes them ("u", "r", "d", "w", "h", "t").
+// the order the encoder writes them ("u", "r", "d", "w", "h", "t", "g").
 func parseFlags(f []byte) (envelopeFlags, error) {
 	var fl envelopeFlags
-	const order = "urdwht"
+	const order = "urdwhtg"
 	at := 0
 	for _, c := range f {
 		i := bytes.IndexByte([]byte(order[at:]), c)
@@ -262,6 +291,8 @@ func parseFlags(f []byte) (envelopeFlags, error) {
 			fl.headers = true
 		case 't':
 			fl.typ = true
+		case 'g':
+			fl.part = true
 		}
 	}
 	return fl, nil

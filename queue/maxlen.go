@@ -50,7 +50,7 @@ func (k keys) roomChannel() string { return k.tag + ":room" }
 
 // boundedScript enqueues jobs into a bounded queue: all of them, or none
 // when they do not fit (duplicate IDs take no room and are answered 0).
-// KEYS: ready, delayed, wake, payloads, drain, waiters, bell, then the unique
+// KEYS: ready, delayed, wake, payloads, drain, waiters, bell, fair (parts.go), then the unique
 // keys in use.
 // ARGV: limit, marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the
 // caller does not wait), then for each job four values: due ms (0 = now),
@@ -64,7 +64,7 @@ local function dropRefs(only)
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[4], ARGV[i+3]) end
   end
 end
-local ok, len = pcall(count, KEYS[1], KEYS[2], ARGV[2])
+local ok, len = pcall(count, KEYS[1], KEYS[2], ARGV[2], KEYS[8])
 if not ok then
   dropRefs(nil)
   return redis.error_reply('WRONGTYPE a key of queue ' .. KEYS[1] .. ' holds the wrong type')
@@ -113,8 +113,9 @@ return out
 // "0"; its writes are pcalls, so that a Redis at maxmemory still answers
 // with a *FullError rather than OOM.
 const boundedLua = `
-local function count(ready, delayed, marker)
+local function count(ready, delayed, marker, fair)
   local n = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
+  if fair then n = n + redis.call('ZCARD', fair) end
   if n > 0 and redis.call('LINDEX', ready, -1) == marker then n = n - 1 end
   return n
 end
@@ -129,11 +130,11 @@ end
 // boundedPushScript is boundedScript for jobs that are all plain (ready
 // now, no ID, payload inline), the common case: their elements go to one
 // LPUSH per 1,000 without a look at each.
-// KEYS: ready, delayed, drain, waiters, bell. ARGV: limit, marker, waiters TTL
+// KEYS: ready, delayed, drain, waiters, bell, fair. ARGV: limit, marker, waiters TTL
 // ms (0: the caller does not wait), then the envelopes.
 // Returns {the number of jobs added}, or the refusal of boundedScript.
 var boundedPushScript = redis.NewScript(boundedLua + `
-local len = count(KEYS[1], KEYS[2], ARGV[2])
+local len = count(KEYS[1], KEYS[2], ARGV[2], KEYS[6])
 local jobs = #ARGV - 3
 if len + jobs > tonumber(ARGV[1]) then return refuse(len, KEYS[3], KEYS[4], ARGV[1], ARGV[3]) end
 for i = 4, #ARGV, 1000 do
@@ -149,7 +150,7 @@ return {jobs}
 // (the n elements at the head, which nothing can have touched inside the
 // MULTI) before refusing. The head and tail of the batch are checked first,
 // so that it never trims jobs that are not the batch's (an LPUSH that failed).
-// KEYS: ready, delayed, drain, waiters, bell. ARGV: limit, marker, waiters TTL
+// KEYS: ready, delayed, drain, waiters, bell, fair. ARGV: limit, marker, waiters TTL
 // ms, n, the batch's last element (now at the head), its first one.
 // Returns {n}, or the refusal of boundedScript.
 var boundedUndoScript = redis.NewScript(boundedLua + `
@@ -157,7 +158,7 @@ local n = tonumber(ARGV[4])
 if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[5] or redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[6] then
   return redis.error_reply('the batch is not at the head of ' .. KEYS[1] .. ': its LPUSH failed')
 end
-local len = count(KEYS[1], KEYS[2], ARGV[2]) - n
+local len = count(KEYS[1], KEYS[2], ARGV[2], KEYS[6]) - n
 if len + n > tonumber(ARGV[1]) then
   redis.call('LTRIM', KEYS[1], n, -1)
   return refuse(len, KEYS[3], KEYS[4], ARGV[1], ARGV[3])
@@ -170,12 +171,13 @@ return {n}
 // producers wait and the queue is below their limit, then counts the jobs
 // that left the queue and takes a rate sample once per window. The publish
 // comes first: PUBLISH is allowed when Redis is at maxmemory, HINCRBY not.
-// KEYS: ready, delayed, drain, waiters. ARGV: jobs gone, now ms, room
+// KEYS: ready, delayed, drain, waiters[, fair]. ARGV: jobs gone, now ms, room
 // channel, window ms, stale ms.
 var drainScript = redis.NewScript(`
 local limit = tonumber(redis.call('GET', KEYS[4]) or '')
 if limit then
   local room = limit - redis.call('LLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2])
+  if KEYS[5] then room = room - redis.call('ZCARD', KEYS[5]) end
   if room > 0 then redis.call('PUBLISH', ARGV[3], room) end
 end
 if ARGV[1] == '0' then return 0 end
@@ -251,7 +253,7 @@ func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs 
 	for i, pr := range prs {
 		elems[i] = pr.elem
 	}
-	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell}
+	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair()}
 	args := []any{q.cfg.MaxLen, wakeMarker, waitTTL(wait), len(prs), prs[len(prs)-1].elem, prs[0].elem}
 	pipe := c.TxPipeline()
 	pipe.LPush(ctx, q.k.ready, elems...)
@@ -267,7 +269,7 @@ func (q *Queue) pushArgs(prs []prepared, wait bool) ([]string, []any) {
 	for _, pr := range prs {
 		args = append(args, pr.elem)
 	}
-	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell}, args
+	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair()}, args
 }
 
 // waitTTL is the TTL a refusal gives the waiters key (0: none).
@@ -281,7 +283,7 @@ func waitTTL(wait bool) int64 {
 // boundedArgs builds the KEYS and ARGV of boundedScript, and reports
 // whether a payload is kept apart (to be written by an HSET first).
 func (q *Queue) boundedArgs(prs []prepared, wait bool) (ks []string, args []any, apart bool) {
-	ks = []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey(), q.k.bell}
+	ks = []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair()}
 	args = make([]any, 0, 5+4*len(prs))
 	args = append(args, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL(wait))
 	for _, pr := range prs {
@@ -368,7 +370,7 @@ func (q *Queue) drainHook(ctx context.Context, pipe redis.Pipeliner, gone int) *
 }
 
 func (q *Queue) drainArgs(gone int) ([]string, []any) {
-	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey()},
+	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.fair()},
 		[]any{gone, q.cfg.Now().UnixMilli(), q.k.roomChannel(), drainWindow.Milliseconds(), drainStale.Milliseconds()}
 }
 

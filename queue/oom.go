@@ -89,10 +89,11 @@ return n
 
 // ringIfReady rings bell if ready holds jobs, with the allow-oom twin when
 // Redis refuses the ring at maxmemory.
-func ringIfReady(ctx context.Context, c redis.Scripter, ready, bell string) error {
-	err := ringScript.Run(ctx, c, []string{ready, bell}).Err()
+func ringIfReady(ctx context.Context, c redis.Scripter, k keys) error {
+	ks := []string{k.ready, k.bell, k.fair()}
+	err := ringScript.Run(ctx, c, ks).Err()
 	if isOOM(err) {
-		err = ringAtLimitScript.Run(ctx, c, []string{ready, bell}).Err()
+		err = ringAtLimitScript.Run(ctx, c, ks).Err()
 	}
 	return err
 }

@@ -30,6 +30,7 @@ type enqueueOpts struct {
 
 	headers []header // Header, Headers; in the order set
 	typ     string   // Type (typed.go)
+	part    string   // Partition (parts.go)
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.

@@ -35,7 +35,7 @@ return redis.call('SET', KEYS[1], '1')
 // was paused.
 var resumeScript = redis.NewScript(`
 local was = redis.call('DEL', KEYS[1])
-if redis.call('LLEN', KEYS[3]) > 0 then redis.call('ZADD', KEYS[2], 0, '1') end
+if redis.call('LLEN', KEYS[3]) > 0 or (#KEYS > 3 and redis.call('EXISTS', KEYS[4]) == 1) then redis.call('ZADD', KEYS[2], 0, '1') end
 return was
 `)
 
@@ -58,7 +58,7 @@ func (q *Queue) Pause(ctx context.Context) error {
 // Resume ends a pause: the queue's doorbell rings if it holds jobs, and
 // idle consumers take them at once. Resuming a queue that is not paused is no error.
 func (q *Queue) Resume(ctx context.Context) error {
-	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell, q.k.ready}).Err(); err != nil {
+	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell, q.k.ready, q.k.fair()}).Err(); err != nil {
 		return q.errorf("resume: %w", err)
 	}
 	return nil

@@ -96,6 +96,7 @@ type prepared struct {
 	durable  durability   // the Durable option
 	wait     bool         // the WaitForRoom option
 	debounce debounceMode // Debounce, ReplacePayload
+	part     string       // the Partition option (parts.go)
 }
 
 // newRef names a payload kept apart: 64 random bits, fresh for each
@@ -113,6 +114,9 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		if err := opt(&o); err != nil {
 			return prepared{}, err
 		}
+	}
+	if err := checkPartition(&o); err != nil {
+		return prepared{}, err
 	}
 	if len(payload) > q.cfg.MaxPayload {
 		return prepared{}, fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxPayload)", ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
@@ -136,7 +140,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	if err := q.applyUnique(&o, payload, due, now); err != nil {
 		return prepared{}, err
 	}
-	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
@@ -145,7 +149,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		maxAttempts = q.cfg.MaxAttempts
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload,
-		deadline: o.deadline, window: o.window, typ: o.typ}
+		deadline: o.deadline, window: o.window, typ: o.typ, part: o.part}
 	if len(o.headers) > 0 {
 		var err error
 		if e.headers, err = encodeHeaders(o.headers); err != nil {
@@ -198,6 +202,11 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	}
 	var added bool
 	switch {
+	case pr.part != "":
+		var res []bool
+		if res, err = q.enqueueParts(ctx, []prepared{pr}); err == nil {
+			added = res[0]
+		}
 	case pr.debounce != noDebounce:
 		added, err = q.enqueueDebounced(ctx, pr)
 	case q.bounded():
@@ -425,6 +434,10 @@ func (q *Queue) prepareBatch(ctx context.Context, payloads [][]byte, opts []Enqu
 // storeBatch writes a prepared batch: through the bounded path (waiting for
 // room with wait), with one LPUSH, or with writeBatch.
 func (q *Queue) storeBatch(ctx context.Context, b batch, wait bool) error {
+	if b.prs[0].part != "" { // the option applies to every job
+		_, err := q.enqueueParts(ctx, b.prs)
+		return err
+	}
 	if q.bounded() {
 		_, err := q.waitingEnqueue(ctx, b.prs, wait)
 		return err
@@ -539,7 +552,7 @@ func (q *Queue) ensureScripts(ctx context.Context, c redis.Scripter) {
 		return
 	}
 	if enqueueManyScript.Load(ctx, c).Err() == nil && wakeScript.Load(ctx, c).Err() == nil &&
-		boundedScript.Load(ctx, c).Err() == nil {
+		boundedScript.Load(ctx, c).Err() == nil && partEnqueueScript.Load(ctx, c).Err() == nil {
 		q.loaded.Store(true)
 	}
 }
@@ -575,7 +588,7 @@ func (q *Queue) removeWorker(w *Worker) {
 // Stats describes a queue. The counts come from Redis at the time of the
 // call; Local describes this process's worker, if one runs.
 type Stats struct {
-	Ready     int64 `json:"ready"`     // jobs, not wake markers (looked for among the last 1,000)
+	Ready     int64 `json:"ready"`     // jobs, not wake markers (looked for among the last 1,000); partitioned ones included
 	Delayed   int64 `json:"delayed"`   // delayed and waiting to retry
 	InFlight  int64 `json:"in_flight"` // fetched and not yet acked, by any consumer
 	Dead      int64 `json:"dead"`
@@ -596,6 +609,10 @@ type Stats struct {
 	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
 	// jobs wait, and OldestReady grows, until Resume.
 	Paused bool `json:"paused"`
+	// Partitions is the number of partitions with jobs waiting (the
+	// Partition option), and Partitioned their jobs (counted in Ready).
+	Partitions  int64 `json:"partitions"`
+	Partitioned int64 `json:"partitioned"`
 }
 
 // Stats reads the queue's counts from Redis (two round trips through the
@@ -615,9 +632,11 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	refused := q.refusedCmd(ctx, pipe)
 	oldest := pipe.LRange(ctx, q.k.ready, -oldestScan, -1)
 	paused := pipe.Exists(ctx, q.k.paused)
+	parts, parted := pipe.HLen(ctx, q.k.partLen()), pipe.ZCard(ctx, q.k.fair())
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
+	s.Partitions, s.Partitioned = parts.Val(), parted.Val()
 	s.Paused = paused.Val() == 1
 	s.OldestReady = oldestReady(oldest.Val(), q.cfg.Now())
 	if i := behindMarkers(markers.Val(), ready.Val()); len(oldest.Val()) == oldestScan && i >= 0 && ready.Val()-1-i >= oldestScan {
@@ -629,7 +648,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		s.OldestReady = oldestReady([]string{elem}, q.cfg.Now())
 	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
-	s.Ready = max(s.Ready-int64(len(markers.Val())), 0)
+	s.Ready = max(s.Ready-int64(len(markers.Val())), 0) + s.Partitioned
 	if ids := consumers.Val(); len(ids) > 0 {
 		pipe := c.Pipeline()
 		lens := make([]*redis.IntCmd, len(ids))

@@ -44,13 +44,13 @@ return n
 
 // ringScript rings the doorbell when the ready list holds anything: a
 // worker that stops, or a hub that lost a popped ring, hands the ring on.
-// KEYS: ready, bell. Returns 1 when it rang. At maxmemory the ZADD, its
+// KEYS: ready, bell[, fair (parts.go)]. Returns 1 when it rang. At maxmemory the ZADD, its
 // first write, is refused: handing a ring on uses ringAtLimitScript then
 // (see ringIfReady), as no producer can ring at the limit.
 var ringScript = redis.NewScript(ringLua)
 
 const ringLua = `
-if redis.call('LLEN', KEYS[1]) > 0 then
+if redis.call('LLEN', KEYS[1]) > 0 or (#KEYS > 2 and redis.call('EXISTS', KEYS[3]) == 1) then
   redis.call('ZADD', KEYS[2], 0, '1')
   return 1
 end
@@ -207,12 +207,13 @@ end
 // it leaves jobs behind it rings the doorbell again, so that another
 // consumer (or this one, once it has room) wakes for them: a ring popped by
 // a consumer that took only part of the jobs is handed on.
-// KEYS: ready, processing list, bell, paused flag.
+// KEYS: ready, processing list, bell, paused flag[, fair, partlen,
+// parttag (parts.go)].
 //
 // A paused take still hands out a wake marker at the take end of the list:
 // it is no job, and the scheduler it wakes promotes the delayed jobs that
 // came due (promotions go on while paused).
-var takeLua = budgetLua + `
+var takeLua = budgetLua + partLua + partTakeLua + `
 if redis.call('EXISTS', KEYS[4]) == 1 then
   if redis.call('LINDEX', KEYS[1], -1) == '` + wakeMarker + `' then
     return {redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
@@ -220,6 +221,17 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
   return {}
 end
 local out, bytes, more = {}, 0, true
+-- parts: with partitioned jobs waiting (KEYS[5..7], parts.go), the
+-- partitions and the ready list are served in turn.
+if #KEYS >= 7 and redis.call('EXISTS', KEYS[5]) == 1 then
+  local dry
+  bytes, dry = takePart(out, tonumber(ARGV[1]), bytes, budget)
+  if not dry and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1) then
+    redis.call('ZADD', KEYS[3], 0, '1')
+  end
+  return out
+end
+-- end parts
 for i = 1, tonumber(ARGV[1]) do
   if bytes >= budget then break end
   local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
@@ -241,9 +253,10 @@ var takeScript = redis.NewScript(takeLua)
 // most 32 sized by the largest seen so far, so that Lua holds little more
 // than the bound (an unseen element larger than those seen can only be one
 // an earlier version wrote, with its payload inside: at most 32 of them).
-// KEYS: delayed, ready, wake, bell. ARGV: now ms, limit, "1" to clear the
-// wake flag.
-var promoteLua = budgetLua + `
+// KEYS: delayed, ready, wake, bell[, fair, partlen, parttag: a partitioned
+// job goes to its partition (parts.go)]. ARGV: now ms, limit, "1" to clear
+// the wake flag.
+var promoteLua = budgetLua + partLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
 local limit = math.min(tonumber(ARGV[2]), maxJobs)
 local moved, bytes, largest = 0, 0, 0
@@ -258,7 +271,16 @@ while moved < limit and bytes < budget do
     bytes = bytes + #v
     if #v > largest then largest = #v end
   end
-  redis.call('LPUSH', KEYS[2], unpack(due))
+  -- parts: a partitioned job goes back to its partition (KEYS[5..7]).
+  local plain = due
+  if #KEYS >= 7 then
+    plain = {}
+    for _, v in ipairs(due) do
+      local key = partOf(v)
+      if key then partAdd(KEYS[5], KEYS[6], KEYS[7], key, v, false) else plain[#plain+1] = v end
+    end
+  end
+  if #plain > 0 then redis.call('LPUSH', KEYS[2], unpack(plain)) end
   redis.call('ZREM', KEYS[1], unpack(due))
   moved = moved + #due
   if #due < n then break end
@@ -383,15 +405,21 @@ return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], drop)
 
 // recoverScript moves elements of a processing list back to the head of the
 // ready list, each only if it is still there.
-// KEYS: processing list, ready, bell. ARGV: pairs of (element, element to
-// push).
-var recoverScript = redis.NewScript(typeLua + `
+// KEYS: processing list, ready, bell[, fair, partlen, parttag: a
+// partitioned job goes back to the front of its partition (parts.go)].
+// ARGV: pairs of (element, element to push).
+var recoverScript = redis.NewScript(typeLua + partLua + `
 local bad = wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
 local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[i+1])
+    local key = #KEYS >= 6 and partOf(ARGV[i+1])
+    if key then
+      partAdd(KEYS[4], KEYS[5], KEYS[6], key, ARGV[i+1], true)
+    else
+      redis.call('RPUSH', KEYS[2], ARGV[i+1])
+    end
     n = n + 1
   end
 end
@@ -408,10 +436,12 @@ return n
 // doorbell whenever the ready list holds jobs: a consumer killed after it
 // popped a ring and before it took the jobs leaves them without one, and
 // its sweep is what bounds their wait (docs/queue.md, "The doorbell").
-// KEYS: processing list, ready, incarnations, consumers, bell. ARGV: consumer ID,
-// token (empty: none recorded), then pairs of (element, element to push).
+// KEYS: processing list, ready, incarnations, consumers, bell[, fair,
+// partlen, parttag: a partitioned job goes back to the front of its
+// partition (parts.go)]. ARGV: consumer ID, token (empty: none recorded),
+// then pairs of (element, element to push).
 // Returns how many moved, or -1 if the consumer restarted.
-var sweepScript = redis.NewScript(typeLua + `
+var sweepScript = redis.NewScript(typeLua + partLua + `
 local bad = wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
 local tok = redis.call('HGET', KEYS[3], ARGV[1])
@@ -419,7 +449,12 @@ if (tok or '') ~= ARGV[2] then return -1 end
 local n = 0
 for i = 3, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[i+1])
+    local key = #KEYS >= 8 and partOf(ARGV[i+1])
+    if key then
+      partAdd(KEYS[6], KEYS[7], KEYS[8], key, ARGV[i+1], true)
+    else
+      redis.call('RPUSH', KEYS[2], ARGV[i+1])
+    end
     n = n + 1
   end
 end
@@ -427,7 +462,9 @@ if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
-if redis.call('LLEN', KEYS[2]) > 0 then redis.call('ZADD', KEYS[5], 0, '1') end
+if redis.call('LLEN', KEYS[2]) > 0 or (#KEYS >= 8 and redis.call('EXISTS', KEYS[6]) == 1) then
+  redis.call('ZADD', KEYS[5], 0, '1')
+end
 return n
 `)
 
@@ -436,9 +473,11 @@ return n
 // read moves: one that replaced it under the same dead ID in the meantime
 // (trimmed, then another job with the ID died) has another time of death
 // or length, and is left alone.
-// KEYS: dead index, dead data, ready, payloads, dead refs, bell. ARGV: dead ID,
-// envelope, payload ref or ”, died at ms, record length.
-var requeueDeadScript = redis.NewScript(typeLua + `
+// KEYS: dead index, dead data, ready, payloads, dead refs, bell[, fair,
+// partlen, parttag: a partitioned job goes back to its partition
+// (parts.go)]. ARGV: dead ID, envelope, payload ref or ”, died at ms,
+// record length.
+var requeueDeadScript = redis.NewScript(typeLua + partLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list') or wrongtype(KEYS[4], 'hash')
 if bad then return redis.error_reply(bad) end
 local died = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -451,7 +490,12 @@ end
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('LPUSH', KEYS[3], ARGV[2])
+local key = #KEYS >= 9 and partOf(ARGV[2])
+if key then
+  partAdd(KEYS[7], KEYS[8], KEYS[9], key, ARGV[2], false)
+else
+  redis.call('LPUSH', KEYS[3], ARGV[2])
+end
 redis.call('ZADD', KEYS[6], 0, '1')
 return 1
 `)
@@ -502,5 +546,5 @@ return 0
 var allScripts = append([]*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
 	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript, wakeScript,
-	sweepScript, pushScript, ringScript,
+	sweepScript, pushScript, ringScript, partEnqueueScript,
 }, ctlScripts...)

@@ -48,6 +48,9 @@ type Job struct {
 	// Type is the job's type (the Type option), "" when it has none. A
 	// Mux routes on it.
 	Type string
+	// Partition is the job's partition (the Partition option), "" when it
+	// has none.
+	Partition string
 
 	run *jobRun // the run, for Progress, SetResult and Cancel (progress.go)
 }
@@ -450,7 +453,7 @@ func (w *Worker) handOnRing(ctx context.Context) {
 		return
 	}
 	cctx := lifecycle.CloseContext(ctx)
-	if err := ringIfReady(cctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil {
+	if err := ringIfReady(cctx, w.q.p.Background(), w.q.k); err != nil {
 		w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
 	}
 }
@@ -525,7 +528,7 @@ func (f *fetcher) takeBatch() fetched {
 	default:
 	}
 	w := f.w
-	elems, err := w.take(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused}, held)
+	elems, err := w.take(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}, held)
 	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0 && w.mem.atLimit.Load(), err: err}
 }
 
@@ -785,7 +788,7 @@ func (w *Worker) run(d delivery) {
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
 		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt, Deadline: d.env.deadline,
-		Headers: headerMap(d.env.headers), Type: d.env.typ,
+		Headers: headerMap(d.env.headers), Type: d.env.typ, Partition: d.env.part,
 	}
 	if strings.HasPrefix(d.env.id, cronPrefix) {
 		if !w.cronStart(&d, job) {

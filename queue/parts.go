@@ -1,0 +1,389 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Partitions (tenants). A job enqueued with the Partition option waits in
+// the queue's fair set instead of its ready list, and the take script
+// serves the partitions round-robin, one job per partition per turn, so
+// that one partition's backlog cannot delay the jobs of the others.
+//
+// The model is start-time fair queueing on three keys of fixed names (no
+// key per partition, so scripts never build key names, and 10,000
+// partitions cost what one does):
+//
+//   - fair, a sorted set of the partitioned jobs ready to run, scored by
+//     their tag;
+//   - partlen, a hash: partition -> its jobs in the fair set (HLEN is the
+//     number of partitions with work: MaxPartitions);
+//   - parttag, a hash: partition -> the tag of its last job, plus the
+//     queue's virtual clock (the tag of the job served last) and the tag
+//     the unpartitioned ready list was served at last.
+//
+// A job's tag is max(clock, its partition's last tag) + 1: a partition
+// with a backlog of 100,000 holds the tags clock+1 .. clock+100,000, and a
+// job of another partition enqueued now gets clock+1, so it is served
+// within one turn of every partition with work. The unpartitioned ready
+// list takes part as one more partition, tagged when it is served. A
+// partition with no job left is forgotten (both hash fields go), so the
+// hashes hold only partitions with work.
+
+// Field names of parttag that are not partitions (a partition has no
+// space).
+const (
+	partClockField = " clock"
+	partReadyField = " ready"
+)
+
+// maxPartitionLen is the longest partition key.
+const maxPartitionLen = 128
+
+// Default and upper bound of Config.MaxPartitions.
+const (
+	DefaultMaxPartitions = 10_000
+	maxMaxPartitions     = 1_000_000
+)
+
+var (
+	// ErrTooManyPartitions: an enqueue would start a partition while
+	// Config.MaxPartitions partitions already have jobs waiting. It
+	// matches ErrQueueFull too. Nothing was enqueued.
+	ErrTooManyPartitions = errors.New("queue: too many partitions")
+	// ErrPartitionFull: an enqueue would take a partition over
+	// Config.MaxPartitionLen jobs waiting. It matches ErrQueueFull too.
+	// Nothing was enqueued.
+	ErrPartitionFull = errors.New("queue: partition full")
+)
+
+// partKeys are the keys of the fair set (see above).
+func (k keys) fair() string    { return k.tag + ":fair" }
+func (k keys) partLen() string { return k.tag + ":partlen" }
+func (k keys) partTag() string { return k.tag + ":parttag" }
+
+// Partition puts the job in partition key: the queue serves its partitions
+// round-robin, one job of each in turn, so a backlog in one partition does
+// not delay the jobs of the others (unpartitioned jobs take their turn as
+// one more partition). Within a partition jobs run in enqueue order. The
+// job stays in its partition when it is retried, recovered from a dead
+// consumer or requeued from the dead letters.
+//
+// A partition exists while it has jobs waiting: Config.MaxPartitions
+// bounds how many exist at once (ErrTooManyPartitions) and
+// Config.MaxPartitionLen the jobs waiting in one (ErrPartitionFull); a
+// delayed job counts once it is due. Keys are 1 to 128 bytes of printable
+// ASCII without spaces, '|', '{' or '}'. The option cannot be combined
+// with Durable, Debounce, ReplacePayload or WaitForRoom.
+func Partition(key string) EnqueueOption {
+	return func(o *enqueueOpts) error {
+		if err := validPartition(key); err != nil {
+			return fmt.Errorf("queue: Partition: %w", err)
+		}
+		o.part = key
+		return nil
+	}
+}
+
+func validPartition(key string) error {
+	if key == "" {
+		return errors.New("partition key is empty")
+	}
+	if len(key) > maxPartitionLen {
+		return fmt.Errorf("partition key is %d bytes, the limit is %d", len(key), maxPartitionLen)
+	}
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c <= ' ' || c >= 0x7f || c == '|' || c == '{' || c == '}' {
+			return fmt.Errorf("partition key %q has byte %q at %d: use printable ASCII without spaces, '|', '{' or '}'", preview([]byte(key)), c, i)
+		}
+	}
+	return nil
+}
+
+// checkPartition refuses the options a partitioned job cannot have.
+func checkPartition(o *enqueueOpts) error {
+	switch {
+	case o.part == "":
+		return nil
+	case o.durable.replicas > 0:
+		return errors.New("queue: the Partition option cannot be combined with Durable")
+	case o.debounce != noDebounce:
+		return errors.New("queue: the Partition option cannot be combined with Debounce or ReplacePayload")
+	case o.wait:
+		return errors.New("queue: the Partition option cannot be combined with WaitForRoom")
+	}
+	return nil
+}
+
+// partLua is what the scripts know of partitions. partOf(v) is the
+// partition of element v, or nil: the one envelope field a script reads,
+// placed first after the flags for that (envelope.go). partAdd adds v to
+// partition key in the fair set: at the back (a new job) or, with front, to
+// be served next (a job put back after it was taken). It answers 1 if v
+// was added (0: it was there already).
+const partLua = `
+local function partOf(v)
+  local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z]*)|([^|]*)|')
+  if flags and string.find(flags, 'g', 1, true) then return key end
+  return nil
+end
+local function partAdd(fair, plen, ptag, key, v, front)
+  local clock = tonumber(redis.call('HGET', ptag, '` + partClockField + `') or '0')
+  local last = redis.call('HGET', ptag, key)
+  local tag
+  if front then
+    tag = clock
+    if not last then redis.call('HSET', ptag, key, clock) end
+  else
+    tag = math.max(clock, tonumber(last or '0')) + 1
+    redis.call('HSET', ptag, key, tag)
+  end
+  if redis.call('ZADD', fair, tag, v) == 0 then return 0 end
+  redis.call('HINCRBY', plen, key, 1)
+  return 1
+end
+`
+
+// partTakeLua is the take script's fragment for partitions (see takeLua):
+// takePart(out, n, bytes) takes up to n more jobs into KEYS[2], from the
+// partitions and the ready list in turn, and returns the new byte count
+// and whether it stopped for want of jobs.
+//
+// partMay is the admission hook: a partition for which it answers false
+// gives no job now, and the take looks at most partScan jobs further for
+// one of another partition. (The concurrency and rate limits per
+// partition go there.)
+const partTakeLua = `
+local partScan = 64
+local function partMay(key) return true end
+local function nextPart(fair)
+  for off = 0, partScan - 1 do
+    local r = redis.call('ZRANGE', fair, off, off, 'WITHSCORES')
+    if #r == 0 then return nil end
+    local key = partOf(r[1])
+    if key == nil or partMay(key) then return r[1], tonumber(r[2]), key end
+  end
+  return nil
+end
+local function takePart(out, n, bytes, budget)
+  local ready, proc, fair, plen, ptag = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
+  local st = redis.call('HMGET', ptag, '` + partClockField + `', '` + partReadyField + `')
+  local clock, rtag = tonumber(st[1] or '0'), tonumber(st[2] or '0')
+  local readyLeft = redis.call('LLEN', ready) > 0
+  local dry = false
+  local taken = 0
+  while taken < n and bytes < budget do
+    local m, score, key = nextPart(fair)
+    local rt = math.max(rtag, clock) + 1
+    local v = nil
+    if readyLeft and (m == nil or rt <= score) then
+      v = redis.call('LMOVE', ready, proc, 'RIGHT', 'LEFT')
+      if v then
+        rtag, clock = rt, rt
+      else
+        readyLeft = false
+      end
+    elseif m ~= nil then
+      redis.call('ZREM', fair, m)
+      redis.call('LPUSH', proc, m)
+      v = m
+      if score > clock then clock = score end
+      if key ~= nil and redis.call('HINCRBY', plen, key, -1) <= 0 then
+        redis.call('HDEL', plen, key)
+        redis.call('HDEL', ptag, key)
+      end
+    else
+      dry = true
+      break
+    end
+    if v then
+      taken = taken + 1
+      out[#out+1] = v
+      bytes = bytes + #v
+    end
+  end
+  redis.call('HSET', ptag, '` + partClockField + `', clock, '` + partReadyField + `', rtag)
+  return bytes, dry
+end
+`
+
+// partEnqueueScript enqueues partitioned jobs: all of them, or none when
+// they do not fit (duplicate IDs take no room and are answered 0). Jobs due
+// now go to the fair set, delayed ones to the delayed set (their partition
+// is in their element; promotion puts them in it).
+// KEYS: fair, partlen, parttag, bell, delayed, ready, wake, payloads,
+// drain, waiters, then the unique keys in use.
+// ARGV: max partitions, max partition length (0: none), queue limit (0:
+// none), marker, wake TTL ms, unique TTL ms, then for each job five values:
+// due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
+// payload ref (” = inline), partition.
+// Returns one 1 (added) or 0 (duplicate ID) per job; refused: {-1, length,
+// dn, dt, t} (the queue is full, see boundedScript), {-2, partitions} (too
+// many partitions) or {-3, length, partition} (the partition is full).
+var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + `
+local function dropRefs(only)
+  for i = 7, #ARGV, 5 do
+    if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[8], ARGV[i+3]) end
+  end
+end
+local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash') or
+  wrongtype(KEYS[5], 'zset') or wrongtype(KEYS[6], 'list') or wrongtype(KEYS[8], 'hash')
+if bad then
+  dropRefs(nil)
+  return redis.error_reply(bad)
+end
+local dup, jobs, adds, cur, order, fresh = {}, 0, {}, {}, {}, 0
+for i = 7, #ARGV, 5 do
+  local u = tonumber(ARGV[i+2])
+  if u > 0 and redis.call('EXISTS', KEYS[u]) == 1 then
+    dup[i] = true
+  else
+    jobs = jobs + 1
+    if tonumber(ARGV[i]) == 0 then
+      local key = ARGV[i+4]
+      if adds[key] == nil then
+        adds[key] = 0
+        cur[key] = tonumber(redis.call('HGET', KEYS[2], key) or '0')
+        if cur[key] == 0 then fresh = fresh + 1 end
+        order[#order+1] = key
+      end
+      adds[key] = adds[key] + 1
+    end
+  end
+end
+local limit = tonumber(ARGV[3])
+if limit > 0 and jobs > 0 then
+  local len = count(KEYS[6], KEYS[5], ARGV[4]) + redis.call('ZCARD', KEYS[1])
+  if len + jobs > limit then
+    dropRefs(nil)
+    return refuse(len, KEYS[9], KEYS[10], ARGV[3], '0')
+  end
+end
+if fresh > 0 then
+  local parts = redis.call('HLEN', KEYS[2])
+  if parts + fresh > tonumber(ARGV[1]) then
+    dropRefs(nil)
+    return {-2, parts}
+  end
+end
+local maxLen = tonumber(ARGV[2])
+if maxLen > 0 then
+  for _, key in ipairs(order) do
+    if cur[key] + adds[key] > maxLen then
+      dropRefs(nil)
+      return {-3, cur[key], key}
+    end
+  end
+end
+dropRefs(dup)
+local out, earliest, rung = {}, nil, false
+for i = 7, #ARGV, 5 do
+  if dup[i] then
+    out[#out+1] = 0
+  else
+    local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
+    if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[6]) end
+    if due == 0 then
+      partAdd(KEYS[1], KEYS[2], KEYS[3], ARGV[i+4], ARGV[i+1], false)
+      rung = true
+    else
+      redis.call('ZADD', KEYS[5], due, ARGV[i+1])
+      if earliest == nil or due < earliest then earliest = due end
+    end
+    out[#out+1] = 1
+  end
+end
+if rung then redis.call('ZADD', KEYS[4], 0, '1') end
+if earliest ~= nil then wake(KEYS[5], KEYS[6], KEYS[7], earliest, ARGV[4], ARGV[5], KEYS[4]) end
+return out
+`)
+
+// partKeys are the keys the scripts that route jobs back to their
+// partition take after their own.
+func (q *Queue) partKeys() []string { return []string{q.k.fair(), q.k.partLen(), q.k.partTag()} }
+
+// enqueueParts writes partitioned jobs (all in one script call, their
+// payloads kept apart written by an HSET in the same MULTI) and reports
+// which were added (false: a duplicate ID).
+func (q *Queue) enqueueParts(ctx context.Context, prs []prepared) ([]bool, error) {
+	c := q.p.Client()
+	ks := []string{q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
+		q.k.drainKey(), q.k.waitersKey()}
+	args := make([]any, 0, 6+5*len(prs))
+	args = append(args, q.cfg.MaxPartitions, q.cfg.MaxPartitionLen, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due))
+	apart := false
+	for _, pr := range prs {
+		u := 0
+		if pr.unique {
+			ks = append(ks, q.k.unique(pr.id))
+			u = len(ks)
+		}
+		var dueMs int64
+		if !pr.due.IsZero() {
+			dueMs = pr.due.UnixMilli()
+		}
+		args = append(args, dueMs, pr.elem, u, pr.ref, pr.part)
+		apart = apart || pr.ref != ""
+	}
+	var cmd *redis.Cmd
+	if apart {
+		cmd = q.runApart(ctx, c, partEnqueueScript, prs, ks, args...)
+	} else {
+		cmd = partEnqueueScript.Run(ctx, c, ks, args...)
+	}
+	res, err := cmd.Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) > 0 {
+		if code, _ := res[0].(int64); code < 0 {
+			return nil, q.partRefusal(res, int64(len(prs)), prs[0].part)
+		}
+	}
+	if len(res) != len(prs) {
+		return nil, fmt.Errorf("enqueue script answered %v", res)
+	}
+	added := make([]bool, len(res))
+	var earliest time.Time
+	for i, r := range res {
+		added[i] = r == int64(1)
+		if due := prs[i].due; added[i] && !due.IsZero() && (earliest.IsZero() || due.Before(earliest)) {
+			earliest = due
+		}
+	}
+	if !earliest.IsZero() {
+		q.notifyDelayed(earliest)
+	}
+	return added, nil
+}
+
+// partRefusal is the error for a refusal of partEnqueueScript.
+func (q *Queue) partRefusal(res []any, jobs int64, part string) error {
+	n := func(i int) int64 {
+		if i < len(res) {
+			v, _ := res[i].(int64)
+			return v
+		}
+		return 0
+	}
+	q.refused.Add(1)
+	switch n(0) {
+	case -1:
+		return q.fullError(n(1), jobs, n(2), n(3), n(4))
+	case -2:
+		return fmt.Errorf("%w (%w): partition %q would be one more than the %d partitions with jobs waiting (Config.MaxPartitions)",
+			ErrTooManyPartitions, ErrQueueFull, part, q.cfg.MaxPartitions)
+	default:
+		if len(res) > 2 {
+			if s, ok := res[2].(string); ok {
+				part = s
+			}
+		}
+		return fmt.Errorf("%w (%w): partition %q holds %d jobs waiting, the limit is %d (Config.MaxPartitionLen)",
+			ErrPartitionFull, ErrQueueFull, part, n(1), q.cfg.MaxPartitionLen)
+	}
+}
