@@ -71,6 +71,7 @@ const (
 	locDelayed        = 2
 	locRunning        = 3
 	locDead           = 4
+	locFair           = 5 // waiting in a partition (parts.go)
 	locConsumersMoved = -2
 )
 
@@ -116,7 +117,7 @@ func (q *Queue) locate(ctx context.Context, id string) (location, error) {
 		if err != nil {
 			return location{}, err
 		}
-		ks := []string{q.k.ready, q.k.delayed, q.k.deadData, q.k.deadRefs, q.k.consumers}
+		ks := []string{q.k.ready, q.k.delayed, q.k.deadData, q.k.deadRefs, q.k.consumers, q.k.fair()}
 		elems, scan := lookupElems, lookupScan
 		if q.lookupBound > 0 { // tests
 			elems, scan = q.lookupBound, q.lookupBound
@@ -142,7 +143,7 @@ func (q *Queue) locate(ctx context.Context, id string) (location, error) {
 		complete, _ := res[3].(int64)
 		loc.complete = complete == 1
 		switch loc.where {
-		case locReady, locDelayed, locRunning:
+		case locReady, locDelayed, locRunning, locFair:
 			loc.env, loc.envErr = decodeEnvelope([]byte(loc.elem))
 			n, _ := res[2].(int64)
 			if loc.where == locDelayed {
@@ -186,11 +187,11 @@ func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 	info := JobInfo{ID: id, Queue: q.name}
 	ref := ""
 	switch loc.where {
-	case locReady, locDelayed, locRunning:
+	case locReady, locDelayed, locRunning, locFair:
 		if loc.envErr != nil {
 			return info, q.errorf("get %s: %w", id, loc.envErr)
 		}
-		info.State = map[int]JobState{locReady: StateReady, locDelayed: StateDelayed, locRunning: StateRunning}[loc.where]
+		info.State = map[int]JobState{locReady: StateReady, locDelayed: StateDelayed, locRunning: StateRunning, locFair: StateReady}[loc.where]
 		info.fromEnvelope(loc.env)
 		info.Due, info.Consumer, ref = loc.due, loc.consumer, loc.env.ref
 	case locDead:
@@ -231,7 +232,7 @@ func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 // fromEnvelope fills the fields an element holds.
 func (j *JobInfo) fromEnvelope(e envelope) {
 	j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = e.attempt, e.maxAttempts, e.deliveries, e.enqueuedAt
-	j.Type = e.typ
+	j.Type, j.Partition = e.typ, e.part
 	if e.ref == "" {
 		j.Payload = e.payload
 	}
@@ -326,7 +327,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 		}
 		var n int
 		switch loc.where {
-		case locReady, locDelayed:
+		case locReady, locDelayed, locFair:
 			if loc.envErr != nil {
 				return q.errorf("cancel %s: %w", id, loc.envErr)
 			}
@@ -356,13 +357,19 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 // cancelWaiting removes a waiting job; 0 when its element moved.
 func (q *Queue) cancelWaiting(ctx context.Context, c redis.Scripter, loc location) (int, error) {
 	list, zset := q.k.ready, "0"
-	if loc.where == locDelayed {
+	switch loc.where {
+	case locDelayed:
 		list, zset = q.k.delayed, "1"
+	case locFair:
+		list, zset = q.k.fair(), "2"
 	}
 	id := loc.env.id
 	ks := []string{list, q.k.payloads, q.k.cancelMarker(id), q.k.resultWaiters(id), q.k.lastErr(id)}
 	if loc.env.unique {
 		ks = append(ks, q.k.unique(id))
+	}
+	if loc.where == locFair {
+		ks = append(ks, q.k.partLen(), q.k.partTag())
 	}
 	return cancelWaitingScript.Run(ctx, c, ks, loc.elem, zset, loc.env.ref, markerValue(loc.env),
 		cancelTTL.Milliseconds(), q.k.doneChannel(), id).Int()

@@ -21,14 +21,16 @@ const (
 
 // findJobScript finds the job whose elements start with ARGV[1], at one
 // instant: in a processing list, the ready list, the delayed set or the
-// dead letters, in that order.
-// KEYS: ready, delayed, dead data, dead refs, consumers, then the
+// dead letters, in that order (the fair set of partitioned jobs, parts.go,
+// after the ready list).
+// KEYS: ready, delayed, dead data, dead refs, consumers, fair, then the
 // processing list of each consumer named in ARGV[5..].
 // ARGV: prefix "bq1|<id>|", ZSCAN pattern, dead ID, "<element budget>
 // <scan budget>", consumer IDs.
 // Returns {where, element or record, extra, complete}: where 0 nowhere, 1
 // ready, 2 delayed (extra: due ms), 3 running (extra: index of the consumer
-// in ARGV[5..], from 1), 4 dead (extra: payload ref or ”); -2 when the
+// in ARGV[5..], from 1), 4 dead (extra: payload ref or ”), 5 in a
+// partition (the fair set; extra: its tag); -2 when the
 // consumers set is not the one given (read it again). complete is 0 when
 // a bound stopped a scan before it found the job.
 var findJobScript = redis.NewScript(budgetLua + `
@@ -63,9 +65,9 @@ local function scan(key, i, j)
   end
   return nil
 end
-for k = 6, #KEYS do
+for k = 7, #KEYS do
   local v = scan(KEYS[k], 0, redis.call('LLEN', KEYS[k]) - 1)
-  if v then return {3, v, k - 5, 1} end
+  if v then return {3, v, k - 6, 1} end
 end
 local n = redis.call('LLEN', KEYS[1])
 local left = maxElems - seen
@@ -79,14 +81,19 @@ else
   if v then return {1, v, 0, 1} end
   complete = 0
 end
-local cursor, examined = '0', 0
-repeat
-  local r = redis.call('ZSCAN', KEYS[2], cursor, 'MATCH', ARGV[2], 'COUNT', 1000)
-  cursor = r[1]
-  examined = examined + 1000
-  if #r[2] > 0 then return {2, r[2][1], math.floor(tonumber(r[2][2])), 1} end
-until cursor == '0' or examined >= maxScan
-if cursor ~= '0' then complete = 0 end
+local function zscan(key, where)
+  local cursor, examined = '0', 0
+  repeat
+    local r = redis.call('ZSCAN', key, cursor, 'MATCH', ARGV[2], 'COUNT', 1000)
+    cursor = r[1]
+    examined = examined + 1000
+    if #r[2] > 0 then return {where, r[2][1], math.floor(tonumber(r[2][2])), 1} end
+  until cursor == '0' or examined >= maxScan
+  if cursor ~= '0' then complete = 0 end
+  return nil
+end
+local found = zscan(KEYS[6], 5) or zscan(KEYS[2], 2)
+if found then return found end
 local rec = redis.call('HGET', KEYS[3], ARGV[3])
 if rec then return {4, rec, redis.call('HGET', KEYS[4], ARGV[3]) or '', complete} end
 return {0, '', 0, complete}
@@ -98,12 +105,17 @@ return {0, '', 0, complete}
 // locates it again). As the Inspector's Delete does, it deletes the
 // payload kept apart, the last error, and frees the idempotency key. It records the cancel
 // and wakes the producers waiting for the job (Queue.Wait).
-// KEYS: ready or delayed, payloads, cancel marker, result waiters, last
-// error[, unique key]. ARGV: element, "1" for the delayed set, payload ref or ”, marker
+// KEYS: ready, delayed or fair, payloads, cancel marker, result waiters, last
+// error[, unique key][, partlen, parttag: with "2"]. ARGV: element, "1" for the
+// delayed set, "2" for the fair set (parts.go), payload ref or ”, marker
 // value, marker TTL ms, done channel, job ID.
-var cancelWaitingScript = redis.NewScript(`
+var cancelWaitingScript = redis.NewScript(partLua + `
 local n
-if ARGV[2] == '1' then
+local base = 5
+if ARGV[2] == '2' then
+  base = 7
+  n = partDel(KEYS[1], KEYS[#KEYS-1], KEYS[#KEYS], ARGV[1])
+elseif ARGV[2] == '1' then
   n = redis.call('ZREM', KEYS[1], ARGV[1])
 else
   n = redis.call('LREM', KEYS[1], 1, ARGV[1])
@@ -111,7 +123,7 @@ end
 if n == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('DEL', KEYS[5])
-if #KEYS > 5 then redis.call('DEL', KEYS[6]) end
+if #KEYS > base then redis.call('DEL', KEYS[6]) end
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('DEL', KEYS[4])

@@ -21,7 +21,8 @@ const (
 type JobInfo struct {
 	ID          string    `json:"id"`
 	Queue       string    `json:"queue"`
-	Type        string    `json:"type,omitempty"` // the Type option
+	Type        string    `json:"type,omitempty"`      // the Type option
+	Partition   string    `json:"partition,omitempty"` // the Partition option
 	State       JobState  `json:"state"`
 	Attempt     int       `json:"attempt"` // failed runs so far
 	MaxAttempts int       `json:"max_attempts"`

@@ -131,7 +131,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 	}
 	type reads struct {
 		ready, delayed, dead *redis.IntCmd
-		paused               *redis.IntCmd
+		paused, fair         *redis.IntCmd
 		markers              *redis.IntSliceCmd
 		consumers            *redis.StringSliceCmd
 		seen                 *redis.FloatCmd
@@ -146,6 +146,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 			consumers: pipe.SMembers(ctx, k.consumers),
 			seen:      pipe.ZScore(ctx, queueSeenKey(in.ns), n),
 			paused:    pipe.Exists(ctx, k.paused),
+			fair:      pipe.ZCard(ctx, k.fair()),
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -157,7 +158,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 	pipe = c.Pipeline()
 	for i, n := range names {
 		r := rs[i]
-		qi := QueueInfo{Name: n, Ready: max(r.ready.Val()-int64(len(r.markers.Val())), 0), Delayed: r.delayed.Val(), Dead: r.dead.Val(), Paused: r.paused.Val() == 1}
+		qi := QueueInfo{Name: n, Ready: max(r.ready.Val()-int64(len(r.markers.Val())), 0) + r.fair.Val(), Delayed: r.delayed.Val(), Dead: r.dead.Val(), Paused: r.paused.Val() == 1}
 		if ms := r.seen.Val(); ms > 0 {
 			qi.LastSeen = time.UnixMilli(int64(ms))
 		}
@@ -363,6 +364,7 @@ type cursor struct {
 	score    string
 	member   string
 	consumer string
+	fair     bool // StateReady: in the fair set (score, member), after the ready list
 }
 
 // encodeCursor and decodeCursor: "<state>|<fields>", base64url, so a
@@ -389,6 +391,14 @@ func decodeCursor(state JobState, s string) (cursor, error) {
 	c := cursor{set: true}
 	switch state {
 	case StateReady:
+		if f, ok := strings.CutPrefix(rest, "p|"); ok { // parts.go
+			c.fair = true
+			c.score, c.member, _ = strings.Cut(f, "|")
+			if c.score != "" {
+				err = checkScore(c.score)
+			}
+			break
+		}
 		c.off, err = strconv.ParseInt(rest, 10, 64)
 	case StateRunning:
 		// The offset follows the last '|': a consumer ID may contain '|'.
@@ -439,6 +449,9 @@ func (in *Inspector) listPage(ctx context.Context, list string, off int64, limit
 }
 
 func (in *Inspector) readyJobs(ctx context.Context, k keys, queue string, cur cursor, limit int) (JobPage, error) {
+	if cur.fair {
+		return in.fairJobs(ctx, k, queue, JobPage{}, cur, limit)
+	}
 	elems, more, err := in.listPage(ctx, k.ready, cur.off, limit, true)
 	if err != nil {
 		return JobPage{}, err
@@ -454,6 +467,18 @@ func (in *Inspector) readyJobs(ctx context.Context, k keys, queue string, cur cu
 	}
 	if more {
 		page.Next = encodeCursor(StateReady, strconv.FormatInt(cur.off+int64(len(elems)), 10))
+		return page, nil
+	}
+	// Then the jobs waiting in partitions.
+	if limit > len(elems) {
+		return in.fairJobs(ctx, k, queue, page, cursor{}, limit-len(elems))
+	}
+	n, err := in.p.Client().Exists(ctx, k.fair()).Result()
+	if err != nil {
+		return JobPage{}, err
+	}
+	if n > 0 {
+		page.Next = encodeCursor(StateReady, "p", "", "")
 	}
 	return page, nil
 }
@@ -607,7 +632,7 @@ func listed(queue string, state JobState, e string) ListedJob {
 		return j
 	}
 	j.ID, j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = env.id, env.attempt, env.maxAttempts, env.deliveries, env.enqueuedAt
-	j.Type = env.typ
+	j.Type, j.Partition = env.typ, env.part
 	if env.ref != "" {
 		j.ref, j.PayloadApart = env.ref, true
 	} else {

@@ -91,6 +91,19 @@ func (in *Inspector) deleteReady(ctx context.Context, k keys, rest string) error
 	elem := v
 	switch kind {
 	case "e":
+	case "g": // in a partition (parts.go): "<tag>|<member prefix>"
+		score, prefix, _ := strings.Cut(v, "|")
+		if err := checkScore(score); err != nil || prefix == "" {
+			return fmt.Errorf("%w: malformed handle", ErrInvalidArgument)
+		}
+		elem, err := locateScript.Run(ctx, in.p.Client(), []string{k.fair()}, score, prefix).Text()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("%w: %s", ErrJobGone, preview([]byte(prefix)))
+		}
+		if err != nil {
+			return err
+		}
+		return in.deleteElem(ctx, k, k.fair(), "part", elem)
 	case "at":
 		off, sum, _ := strings.Cut(v, "|")
 		n, err := strconv.ParseInt(off, 10, 64)
@@ -138,6 +151,9 @@ func (in *Inspector) deleteElem(ctx context.Context, k keys, from, kind, elem st
 	}
 	if env.unique {
 		ks = append(ks, k.unique(env.id))
+	}
+	if kind == "part" {
+		ks = append(ks, k.partLen(), k.partTag())
 	}
 	n, err := deleteJobScript.Run(ctx, in.p.Client(), ks, kind, elem, env.ref).Int()
 	if err != nil {

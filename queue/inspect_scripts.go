@@ -173,16 +173,22 @@ return v[1]
 // deleteJobScript deletes a waiting job, only if it is still there: takes
 // the element off the ready list or the delayed set, and then deletes its
 // payload kept apart, its last error and its idempotency key.
-// KEYS: ready list or delayed set, payloads, last error[, unique key].
-// ARGV: "zset" or "list", element, payload ref or ”.
+// KEYS: ready list, delayed set or fair set, payloads, last error[, unique
+// key][, partlen, parttag: with "part"].
+// ARGV: "zset", "list" or "part" (the fair set, parts.go), element,
+// payload ref or ”.
 // Returns 1, or 0 when the element is gone.
-var deleteJobScript = redis.NewScript(`
+var deleteJobScript = redis.NewScript(partLua + `
 local n
-if ARGV[1] == 'zset' then n = redis.call('ZREM', KEYS[1], ARGV[2]) else n = redis.call('LREM', KEYS[1], 1, ARGV[2]) end
+local base = 3
+if ARGV[1] == 'part' then
+  base = 5
+  n = partDel(KEYS[1], KEYS[#KEYS-1], KEYS[#KEYS], ARGV[2])
+elseif ARGV[1] == 'zset' then n = redis.call('ZREM', KEYS[1], ARGV[2]) else n = redis.call('LREM', KEYS[1], 1, ARGV[2]) end
 if n == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('DEL', KEYS[3])
-if #KEYS > 3 then redis.call('DEL', KEYS[4]) end
+if #KEYS > base then redis.call('DEL', KEYS[4]) end
 return 1
 `)
 

@@ -124,7 +124,9 @@ func checkPartition(o *enqueueOpts) error {
 // placed first after the flags for that (envelope.go). partAdd adds v to
 // partition key in the fair set: at the back (a new job) or, with front, to
 // be served next (a job put back after it was taken). It answers 1 if v
-// was added (0: it was there already).
+// was added (0: it was there already). partDel takes v out of the fair set
+// (answering 0 if it was not there), and forgets its partition when it was
+// the last job.
 const partLua = `
 local function partOf(v)
   local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z]*)|([^|]*)|')
@@ -144,6 +146,15 @@ local function partAdd(fair, plen, ptag, key, v, front)
   end
   if redis.call('ZADD', fair, tag, v) == 0 then return 0 end
   redis.call('HINCRBY', plen, key, 1)
+  return 1
+end
+local function partDel(fair, plen, ptag, v)
+  if redis.call('ZREM', fair, v) == 0 then return 0 end
+  local key = partOf(v)
+  if key and redis.call('HINCRBY', plen, key, -1) <= 0 then
+    redis.call('HDEL', plen, key)
+    redis.call('HDEL', ptag, key)
+  end
   return 1
 end
 `
@@ -188,14 +199,10 @@ local function takePart(out, n, bytes, budget)
         readyLeft = false
       end
     elseif m ~= nil then
-      redis.call('ZREM', fair, m)
+      partDel(fair, plen, ptag, m)
       redis.call('LPUSH', proc, m)
       v = m
       if score > clock then clock = score end
-      if key ~= nil and redis.call('HINCRBY', plen, key, -1) <= 0 then
-        redis.call('HDEL', plen, key)
-        redis.call('HDEL', ptag, key)
-      end
     else
       dry = true
       break
@@ -386,4 +393,27 @@ func (q *Queue) partRefusal(res []any, jobs int64, part string) error {
 		return fmt.Errorf("%w (%w): partition %q holds %d jobs waiting, the limit is %d (Config.MaxPartitionLen)",
 			ErrPartitionFull, ErrQueueFull, part, n(1), q.cfg.MaxPartitionLen)
 	}
+}
+
+// fairJobs adds to page the jobs waiting in partitions, in the order they
+// are served, after cursor cur (Inspector.Jobs, StateReady). Their handles
+// name them by tag and ID, like delayed jobs.
+func (in *Inspector) fairJobs(ctx context.Context, k keys, queue string, page JobPage, cur cursor, limit int) (JobPage, error) {
+	vals, more, err := in.zsetPage(ctx, []string{k.fair()}, cur, limit, false, true)
+	if err != nil {
+		return JobPage{}, err
+	}
+	var last, lastScore string
+	for i := 0; i+1 < len(vals); i += 2 {
+		e, _ := vals[i].(string)
+		score, _ := vals[i+1].(string)
+		last, lastScore = e, score
+		j := listed(queue, StateReady, e)
+		j.Handle = encodeHandle(StateReady, "g", score, memberPrefix(e))
+		page.Jobs = append(page.Jobs, j)
+	}
+	if more && last != "" {
+		page.Next = encodeCursor(StateReady, "p", lastScore, memberPrefix(last))
+	}
+	return page, nil
 }

@@ -351,3 +351,67 @@ func TestPartitionTakeHandsTheRingOn(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing left, no ring")
 }
+
+// Get, Cancel, the Inspector's listing and Delete see partitioned jobs,
+// and taking them out keeps the partition counts exact.
+func TestPartitionJobsAreInspected(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "insp", Config{MaxPartitions: 2})
+	ctx := context.Background()
+	_, err := q.Enqueue(ctx, []byte("plain"))
+	require.NoError(t, err)
+	for i := range 3 {
+		_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), ID(fmt.Sprintf("a%d", i)))
+		require.NoError(t, err)
+	}
+	_, err = q.Enqueue(ctx, []byte("y"), Partition("b"), ID("b0"))
+	require.NoError(t, err)
+
+	info, err := q.Get(ctx, "a1")
+	require.NoError(t, err)
+	assert.Equal(t, StateReady, info.State)
+	assert.Equal(t, "a", info.Partition)
+
+	in, err := NewInspector(p, q.cfg.Namespace)
+	require.NoError(t, err)
+	var all []ListedJob
+	cur := ""
+	for range 10 {
+		page, err := in.Jobs(ctx, "insp", StateReady, cur, 2)
+		require.NoError(t, err)
+		all = append(all, page.Jobs...)
+		if cur = page.Next; cur == "" {
+			break
+		}
+	}
+	require.Len(t, all, 5, "the plain job and the four partitioned ones")
+	assert.Equal(t, "", all[0].Partition)
+	var b ListedJob
+	for _, j := range all[1:] {
+		assert.NotEmpty(t, j.Partition)
+		if j.ID == "b0" {
+			b = j
+		}
+	}
+
+	// Cancel the last job of b, delete the last of a through its handle:
+	// b is forgotten, room for another partition.
+	require.NoError(t, q.Cancel(ctx, "b0"))
+	require.ErrorIs(t, in.Delete(ctx, "insp", b.Handle), ErrJobGone)
+	for _, j := range all {
+		if j.Partition == "a" {
+			require.NoError(t, in.Delete(ctx, "insp", j.Handle))
+		}
+	}
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.Partitions)
+	assert.Zero(t, s.Partitioned)
+	assert.Equal(t, int64(1), s.Ready)
+	_, err = q.Enqueue(ctx, []byte("y"), Partition("b"), ID("b0"))
+	require.NoError(t, err, "the ID is free again")
+	_, err = q.Enqueue(ctx, []byte("z"), Partition("c"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("z"), Partition("d"))
+	require.ErrorIs(t, err, ErrTooManyPartitions)
+}
