@@ -45,6 +45,13 @@ func TestCluster(t *testing.T) {
 	t.Run("InspectorAcrossSlots", func(t *testing.T) { testInspectorAcrossSlots(t, c, np) })
 	t.Run("OneHubPerSlotGroup", func(t *testing.T) { testOneHubPerSlotGroup(t, c, np) })
 	t.Run("PauseAndResume", func(t *testing.T) { testPauseAndResume(t, np(t, pool.Config{}), np(t, pool.Config{})) })
+	t.Run("Partitions", func(t *testing.T) {
+		testPartitionBacklog(t, np)
+		testPartitionBounds(t, np)
+		testPartitionDeadConsumer(t, np)
+		testPartitionRetry(t, np)
+		testPartitionInspected(t, np)
+	})
 	ctl := clusterPoolsOf(c)
 	t.Run("GetStates", func(t *testing.T) { testGetStates(t, ctl) })
 	t.Run("CancelWaiting", func(t *testing.T) { testCancelWaiting(t, ctl) })

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -42,45 +41,46 @@ func takeFor(t *testing.T, q *Queue, id string, n int) []string {
 // nor an unpartitioned one: the take serves each in turn.
 func TestPartitionBacklogDoesNotDelayOthers(t *testing.T) {
 	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
-		t.Run(name, func(t *testing.T) {
-			p := np(t, pool.Config{})
-			q := mustQueue(t, p, "fair", Config{})
-			ctx := context.Background()
-			backlog := make([][]byte, 1000)
-			for i := range backlog {
-				backlog[i] = fmt.Appendf(nil, "a%d", i)
-			}
-			_, err := q.EnqueueBatch(ctx, backlog, Partition("tenant-a"))
-			require.NoError(t, err)
-			_, err = q.Enqueue(ctx, []byte("b0"), Partition("tenant-b"))
-			require.NoError(t, err)
-			_, err = q.Enqueue(ctx, []byte("plain"))
-			require.NoError(t, err)
-			_, err = q.Enqueue(ctx, []byte("c0"), Partition("tenant-c"))
-			require.NoError(t, err)
-
-			got := takeFor(t, q, "c1", 4)
-			assert.ElementsMatch(t, []string{"a0", "b0", "plain", "c0"}, got, "one job of each, the backlog's first")
-			// Then the backlog alone, in order.
-			assert.Equal(t, []string{"a1", "a2", "a3"}, takeFor(t, q, "c1", 3))
-
-			s, err := q.Stats(ctx)
-			require.NoError(t, err)
-			assert.Equal(t, int64(1), s.Partitions, "tenants b and c are done and forgotten")
-			assert.Equal(t, int64(996), s.Partitioned)
-			assert.Equal(t, int64(996), s.Ready)
-			n, err := p.Client().HLen(ctx, q.k.partTag()).Result()
-			require.NoError(t, err)
-			assert.Equal(t, int64(3), n, "tenant-a and the two clocks: no field per past partition")
-		})
+		t.Run(name, func(t *testing.T) { testPartitionBacklog(t, np) })
 	}
+}
+
+func testPartitionBacklog(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
+	q := mustQueue(t, p, "fair", Config{})
+	ctx := context.Background()
+	backlog := make([][]byte, 1000)
+	for i := range backlog {
+		backlog[i] = fmt.Appendf(nil, "a%d", i)
+	}
+	_, err := q.EnqueueBatch(ctx, backlog, Partition("tenant-a"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("b0"), Partition("tenant-b"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("plain"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("c0"), Partition("tenant-c"))
+	require.NoError(t, err)
+
+	got := takeFor(t, q, "c1", 4)
+	assert.ElementsMatch(t, []string{"a0", "b0", "plain", "c0"}, got, "one job of each, the backlog's first")
+	// Then the backlog alone, in order.
+	assert.Equal(t, []string{"a1", "a2", "a3"}, takeFor(t, q, "c1", 3))
+
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), s.Partitions, "tenants b and c are done and forgotten")
+	assert.Equal(t, int64(996), s.Partitioned)
+	assert.Equal(t, int64(996), s.Ready)
+	n, err := p.Client().HLen(ctx, q.k.partTag()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), n, "tenant-a and the two clocks: no field per past partition")
 }
 
 // The same through a worker: with a backlog of one partition enqueued
 // first, the job of another partition runs among the first few.
 func TestPartitionFairnessThroughWorker(t *testing.T) {
-	srv := redistest.Server(t)
-	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	p := serverPool(t, pool.Config{})
 	q := mustQueue(t, p, "fairw", Config{})
 	ctx := context.Background()
 	backlog := make([][]byte, 2000)
@@ -114,45 +114,47 @@ func TestPartitionFairnessThroughWorker(t *testing.T) {
 
 func TestPartitionBounds(t *testing.T) {
 	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
-		t.Run(name, func(t *testing.T) {
-			p := np(t, pool.Config{})
-			q := mustQueue(t, p, "bounds", Config{MaxPartitions: 2, MaxPartitionLen: 3})
-			ctx := context.Background()
-			_, err := q.Enqueue(ctx, []byte("x"), Partition("a"))
-			require.NoError(t, err)
-			_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("1"), []byte("2")}, Partition("b"))
-			require.NoError(t, err)
-
-			_, err = q.Enqueue(ctx, []byte("x"), Partition("c"))
-			require.ErrorIs(t, err, ErrTooManyPartitions)
-			require.ErrorIs(t, err, ErrQueueFull)
-			assert.Contains(t, err.Error(), `"c"`)
-			assert.Contains(t, err.Error(), "MaxPartitions")
-
-			_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("3"), []byte("4")}, Partition("b"))
-			require.ErrorIs(t, err, ErrPartitionFull)
-			require.ErrorIs(t, err, ErrQueueFull)
-			assert.Contains(t, err.Error(), `partition "b" holds 2 jobs waiting, the limit is 3`)
-
-			// A delayed job counts once due: not refused now.
-			_, err = q.Enqueue(ctx, []byte("later"), Partition("c"), Delay(time.Hour))
-			require.NoError(t, err)
-
-			// Nothing half-written by the refusals.
-			s, err := q.Stats(ctx)
-			require.NoError(t, err)
-			assert.Equal(t, int64(3), s.Partitioned)
-			assert.Equal(t, int64(2), s.Partitions)
-			assert.Equal(t, int64(1), s.Delayed)
-
-			// A partition ends when its last job is taken: there is room
-			// for another.
-			got := takeFor(t, q, "c1", 4) // and the delayed job's wake marker
-			assert.ElementsMatch(t, []string{"x", "1", "2"}, got)
-			_, err = q.Enqueue(ctx, []byte("y"), Partition("c"))
-			require.NoError(t, err)
-		})
+		t.Run(name, func(t *testing.T) { testPartitionBounds(t, np) })
 	}
+}
+
+func testPartitionBounds(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
+	q := mustQueue(t, p, "bounds", Config{MaxPartitions: 2, MaxPartitionLen: 3})
+	ctx := context.Background()
+	_, err := q.Enqueue(ctx, []byte("x"), Partition("a"))
+	require.NoError(t, err)
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("1"), []byte("2")}, Partition("b"))
+	require.NoError(t, err)
+
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("c"))
+	require.ErrorIs(t, err, ErrTooManyPartitions)
+	require.ErrorIs(t, err, ErrQueueFull)
+	assert.Contains(t, err.Error(), `"c"`)
+	assert.Contains(t, err.Error(), "MaxPartitions")
+
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("3"), []byte("4")}, Partition("b"))
+	require.ErrorIs(t, err, ErrPartitionFull)
+	require.ErrorIs(t, err, ErrQueueFull)
+	assert.Contains(t, err.Error(), `partition "b" holds 2 jobs waiting, the limit is 3`)
+
+	// A delayed job counts once due: not refused now.
+	_, err = q.Enqueue(ctx, []byte("later"), Partition("c"), Delay(time.Hour))
+	require.NoError(t, err)
+
+	// Nothing half-written by the refusals.
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), s.Partitioned)
+	assert.Equal(t, int64(2), s.Partitions)
+	assert.Equal(t, int64(1), s.Delayed)
+
+	// A partition ends when its last job is taken: there is room
+	// for another.
+	got := takeFor(t, q, "c1", 4) // and the delayed job's wake marker
+	assert.ElementsMatch(t, []string{"x", "1", "2"}, got)
+	_, err = q.Enqueue(ctx, []byte("y"), Partition("c"))
+	require.NoError(t, err)
 }
 
 // A bounded queue counts its partitioned jobs, both ways.
@@ -238,9 +240,10 @@ func TestPartitionWithIDAndLargePayload(t *testing.T) {
 
 // A failed job goes back to its partition when its retry is due, and a
 // requeued dead one too.
-func TestPartitionKeptOnRetryAndRequeue(t *testing.T) {
-	srv := redistest.Server(t)
-	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+func TestPartitionKeptOnRetryAndRequeue(t *testing.T) { testPartitionRetry(t, serverPool) }
+
+func testPartitionRetry(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
 	q := mustQueue(t, p, "retry", Config{MaxAttempts: 2})
 	ctx := context.Background()
 	type run struct {
@@ -277,42 +280,44 @@ func TestPartitionKeptOnRetryAndRequeue(t *testing.T) {
 // them back at the front of their partitions.
 func TestPartitionJobsOfDeadConsumerAreRecovered(t *testing.T) {
 	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
-		t.Run(name, func(t *testing.T) {
-			p := np(t, pool.Config{})
-			q := mustQueue(t, p, "deadparts", Config{})
-			c := p.Client()
-			ctx := context.Background()
-			for i := range 6 {
-				_, err := q.Enqueue(ctx, fmt.Appendf(nil, "j%d", i), Partition(fmt.Sprintf("t%d", i%3)))
-				require.NoError(t, err)
-			}
-			// The dead consumer took 4 of them, mid-run, and died.
-			require.Len(t, takeFor(t, q, "ghost", 4), 4)
-			require.NoError(t, c.ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "ghost"}).Err())
-
-			var mu sync.Mutex
-			seen := map[string]string{}
-			w := startWorker(t, group(t), q, func(ctx context.Context, j *Job) error {
-				mu.Lock()
-				seen[string(j.Payload)] = j.Partition
-				mu.Unlock()
-				return nil
-			}, WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
-			testutil.Eventually(t, 10*time.Second, "all 6 jobs ran", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return len(seen) == 6
-			})
-			for i := range 6 {
-				assert.Equal(t, fmt.Sprintf("t%d", i%3), seen[fmt.Sprintf("j%d", i)])
-			}
-			testutil.Eventually(t, 5*time.Second, "4 counted as recovered", func() bool { return w.Stats().Recovered == 4 })
-			s, err := q.Stats(ctx)
-			require.NoError(t, err)
-			assert.Zero(t, s.Partitions)
-			assert.Zero(t, s.Ready)
-		})
+		t.Run(name, func(t *testing.T) { testPartitionDeadConsumer(t, np) })
 	}
+}
+
+func testPartitionDeadConsumer(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
+	q := mustQueue(t, p, "deadparts", Config{})
+	c := p.Client()
+	ctx := context.Background()
+	for i := range 6 {
+		_, err := q.Enqueue(ctx, fmt.Appendf(nil, "j%d", i), Partition(fmt.Sprintf("t%d", i%3)))
+		require.NoError(t, err)
+	}
+	// The dead consumer took 4 of them, mid-run, and died.
+	require.Len(t, takeFor(t, q, "ghost", 4), 4)
+	require.NoError(t, c.ZAdd(ctx, heartbeatKey(q.cfg.Namespace), redis.Z{Score: float64(time.Now().Add(-time.Minute).UnixMilli()), Member: "ghost"}).Err())
+
+	var mu sync.Mutex
+	seen := map[string]string{}
+	w := startWorker(t, group(t), q, func(ctx context.Context, j *Job) error {
+		mu.Lock()
+		seen[string(j.Payload)] = j.Partition
+		mu.Unlock()
+		return nil
+	}, WorkerConfig{}, ConsumerConfig{HeartbeatInterval: 100 * time.Millisecond})
+	testutil.Eventually(t, 10*time.Second, "all 6 jobs ran", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == 6
+	})
+	for i := range 6 {
+		assert.Equal(t, fmt.Sprintf("t%d", i%3), seen[fmt.Sprintf("j%d", i)])
+	}
+	testutil.Eventually(t, 5*time.Second, "4 counted as recovered", func() bool { return w.Stats().Recovered == 4 })
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.Partitions)
+	assert.Zero(t, s.Ready)
 }
 
 // A paused queue hands out no partitioned job; Resume rings for them.
@@ -354,8 +359,10 @@ func TestPartitionTakeHandsTheRingOn(t *testing.T) {
 
 // Get, Cancel, the Inspector's listing and Delete see partitioned jobs,
 // and taking them out keeps the partition counts exact.
-func TestPartitionJobsAreInspected(t *testing.T) {
-	p := serverPool(t, pool.Config{})
+func TestPartitionJobsAreInspected(t *testing.T) { testPartitionInspected(t, serverPool) }
+
+func testPartitionInspected(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
 	q := mustQueue(t, p, "insp", Config{MaxPartitions: 2})
 	ctx := context.Background()
 	_, err := q.Enqueue(ctx, []byte("plain"))

@@ -214,7 +214,10 @@ end
 // it is no job, and the scheduler it wakes promotes the delayed jobs that
 // came due (promotions go on while paused).
 var takeLua = budgetLua + partLua + partTakeLua + `
-if redis.call('EXISTS', KEYS[4]) == 1 then
+-- parts: one EXISTS answers for the paused flag and the fair set, so that a
+-- queue without partitions pays no command more.
+local flagged = redis.call('EXISTS', unpack(KEYS, 4, math.min(#KEYS, 5)))
+if flagged > 0 and (#KEYS < 5 or redis.call('EXISTS', KEYS[4]) == 1) then
   if redis.call('LINDEX', KEYS[1], -1) == '` + wakeMarker + `' then
     return {redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
   end
@@ -223,7 +226,7 @@ end
 local out, bytes, more = {}, 0, true
 -- parts: with partitioned jobs waiting (KEYS[5..7], parts.go), the
 -- partitions and the ready list are served in turn.
-if #KEYS >= 7 and redis.call('EXISTS', KEYS[5]) == 1 then
+if flagged > 0 and #KEYS >= 7 then
   local dry
   bytes, dry = takePart(out, tonumber(ARGV[1]), bytes, budget)
   if not dry and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1) then

@@ -1,0 +1,236 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// BenchmarkPartitionFairness: one partition holds a backlog of 100,000
+// no-op jobs (10,000 with -short) while 99 other partitions enqueue 10
+// jobs/s each. It reports the others' enqueue-to-start latency (p50, p99)
+// and the backlog's drain rate, against the same backlog drained alone in
+// the same run (backlog-ratio = with others / alone).
+//
+//	go test ./queue -run '^$' -bench PartitionFairness -benchtime 1x -count 3
+func BenchmarkPartitionFairness(b *testing.B) {
+	backlog := 100_000
+	if testing.Short() {
+		backlog = 10_000
+	}
+	srv := redistest.Server(b)
+	for range b.N {
+		flush(b, srv)
+		alone, _ := fairnessRun(b, srv, backlog, 0)
+		flush(b, srv)
+		with, lat := fairnessRun(b, srv, backlog, 99)
+		b.ReportMetric(with, "backlog-jobs/s")
+		b.ReportMetric(alone, "alone-jobs/s")
+		b.ReportMetric(with/alone, "backlog-ratio")
+		if len(lat) > 0 {
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+			b.ReportMetric(float64(len(lat)), "small-jobs")
+		}
+	}
+}
+
+// fairnessRun drains backlog jobs of partition "big" with one worker at
+// concurrency 10 while others partitions enqueue a job each every 100ms;
+// it returns the backlog's jobs/s and the others' enqueue-to-start
+// latencies.
+func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float64, []int64) {
+	ctx := context.Background()
+	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	q, err := New(p, "fair", Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([][]byte, 5000)
+	for i := range batch {
+		batch[i] = []byte("big")
+	}
+	for n := 0; n < backlog; n += len(batch) {
+		if _, err := q.EnqueueBatch(ctx, batch[:min(len(batch), backlog-n)], Partition("big")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var (
+		bigDone  atomic.Int64
+		drained  = make(chan time.Time, 1)
+		mu       sync.Mutex
+		lat      []int64
+		produced atomic.Int64
+		ran      atomic.Int64
+	)
+	g := lifecycle.New()
+	w, err := newWorker(b, q, func(ctx context.Context, j *Job) error {
+		if j.Partition == "big" {
+			if bigDone.Add(1) == int64(backlog) {
+				drained <- time.Now()
+			}
+			return nil
+		}
+		d := time.Now().UnixNano() - int64(binary.BigEndian.Uint64(j.Payload))
+		mu.Lock()
+		lat = append(lat, d)
+		mu.Unlock()
+		ran.Add(1)
+		return nil
+	}, WorkerConfig{Concurrency: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var producers sync.WaitGroup
+	for i := range others {
+		producers.Add(1)
+		go func() {
+			defer producers.Done()
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			key := Partition(fmt.Sprint("small", i))
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				if _, err := q.Enqueue(ctx, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano())), key); err != nil {
+					b.Error(err)
+					return
+				}
+				produced.Add(1)
+			}
+		}()
+	}
+	b.ResetTimer()
+	start := time.Now()
+	if err := w.Start(g); err != nil {
+		b.Fatal(err)
+	}
+	var end time.Time
+	select {
+	case end = <-drained:
+	case <-time.After(5 * time.Minute):
+		b.Fatal("the backlog did not drain within 5 minutes")
+	}
+	b.StopTimer()
+	close(stop)
+	producers.Wait()
+	for deadline := time.Now().Add(10 * time.Second); ran.Load() < produced.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d small jobs ran", ran.Load(), produced.Load())
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := g.Close(cctx); err != nil {
+		b.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return float64(backlog) / end.Sub(start).Seconds(), slices.Clone(lat)
+}
+
+// BenchmarkIdlePartitions: one process consuming one queue whose 10,000
+// partitions all had a job (run and gone), against one queue that never
+// had a partition, in the same run: blocking connections and idle Redis
+// commands per second.
+func BenchmarkIdlePartitions(b *testing.B) {
+	for _, n := range []int{0, 10_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for range b.N {
+				srv := redistest.Server(b)
+				cmdsPerSec, blocked := idlePartitions(b, srv, n)
+				b.ReportMetric(cmdsPerSec, "cmds/s")
+				b.ReportMetric(float64(blocked), "blocking-conns")
+			}
+		})
+	}
+}
+
+func idlePartitions(b *testing.B, srv *redistest.Redis, parts int) (float64, int) {
+	ctx := context.Background()
+	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	g := lifecycle.New()
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_ = g.Close(cctx)
+	}()
+	q, _ := New(p, "idleparts", Config{})
+	for i := range parts {
+		if _, err := q.Enqueue(ctx, []byte("x"), Partition(fmt.Sprint("tenant", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var ran atomic.Int64
+	w, err := newWorker(b, q, func(context.Context, *Job) error { ran.Add(1); return nil }, WorkerConfig{BlockTimeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Start(g); err != nil {
+		b.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ran.Load() < int64(parts); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d jobs ran", ran.Load(), parts)
+		}
+	}
+	calls := func() (total, rounds int64) {
+		s, err := srv.CommandStats(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return redistest.TotalCalls(s, "info", "client|list"), s["bzpopmin"]
+	}
+	waitRounds := func(k int64) {
+		_, r0 := calls()
+		deadline := time.Now().Add(time.Duration(k+20) * time.Second)
+		for _, r := calls(); r < r0+k; _, r = calls() {
+			if time.Now().After(deadline) {
+				b.Fatalf("no %d BZPOPMIN timeouts within %s", k, time.Duration(k+20)*time.Second)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitRounds(2)
+	b.ResetTimer()
+	t0, _ := calls()
+	start := time.Now()
+	waitRounds(10)
+	t1, _ := calls()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	clients, err := srv.Clients(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	blocked := 0
+	for _, cl := range clients {
+		if strings.Contains(cl, " cmd=bzpopmin ") || strings.Contains(cl, " cmd=blmove ") {
+			blocked++
+		}
+	}
+	return float64(t1-t0) / elapsed.Seconds(), blocked
+}
