@@ -37,11 +37,12 @@ func BenchmarkPartitionFairness(b *testing.B) {
 		b.ReportMetric(with, "backlog-jobs/s")
 		b.ReportMetric(alone, "alone-jobs/s")
 		b.ReportMetric(with/alone, "backlog-ratio")
-		if len(lat) > 0 {
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
-			b.ReportMetric(float64(len(lat)), "small-jobs")
+		if len(lat.lat) > 0 {
+			b.ReportMetric(pctMs(lat.lat, 50), "p50-ms")
+			b.ReportMetric(pctMs(lat.lat, 99), "p99-ms")
+			b.ReportMetric(pctMs(lat.calls, 99), "enqueue-call-p99-ms")
+			b.ReportMetric(pctMs(lat.waits, 99), "wait-p99-ms")
+			b.ReportMetric(float64(len(lat.lat)), "small-jobs")
 		}
 	}
 }
@@ -50,7 +51,7 @@ func BenchmarkPartitionFairness(b *testing.B) {
 // concurrency 10 while others partitions enqueue a job each every 100ms;
 // it returns the backlog's jobs/s and the others' enqueue-to-start
 // latencies.
-func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float64, []int64) {
+func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float64, fairness) {
 	ctx := context.Background()
 	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}})
 	if err != nil {
@@ -75,6 +76,9 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 		drained  = make(chan time.Time, 1)
 		mu       sync.Mutex
 		lat      []int64
+		calls    []int64 // enqueue call durations
+		started  = map[string]int64{}
+		returned = map[string]int64{}
 		produced atomic.Int64
 		ran      atomic.Int64
 	)
@@ -86,9 +90,11 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 			}
 			return nil
 		}
-		d := time.Now().UnixNano() - int64(binary.BigEndian.Uint64(j.Payload))
+		now := time.Now().UnixNano()
+		d := now - int64(binary.BigEndian.Uint64(j.Payload))
 		mu.Lock()
 		lat = append(lat, d)
+		started[j.ID] = now
 		mu.Unlock()
 		ran.Add(1)
 		return nil
@@ -102,6 +108,13 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 		producers.Add(1)
 		go func() {
 			defer producers.Done()
+			// Staggered: 99 producers ticking together would be bursts of
+			// 99 enqueues, not 990 jobs/s.
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(i) * 100 * time.Millisecond / time.Duration(others)):
+			}
 			t := time.NewTicker(100 * time.Millisecond)
 			defer t.Stop()
 			key := Partition(fmt.Sprint("small", i))
@@ -111,10 +124,17 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 					return
 				case <-t.C:
 				}
-				if _, err := q.Enqueue(ctx, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano())), key); err != nil {
+				t0 := time.Now()
+				id, err := q.Enqueue(ctx, binary.BigEndian.AppendUint64(nil, uint64(t0.UnixNano())), key)
+				if err != nil {
 					b.Error(err)
 					return
 				}
+				t1 := time.Now()
+				mu.Lock()
+				calls = append(calls, int64(t1.Sub(t0)))
+				returned[id] = t1.UnixNano()
+				mu.Unlock()
 				produced.Add(1)
 			}
 		}()
@@ -145,7 +165,23 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return float64(backlog) / end.Sub(start).Seconds(), slices.Clone(lat)
+	var waits []int64
+	for id, t := range returned {
+		waits = append(waits, max(0, started[id]-t))
+	}
+	return float64(backlog) / end.Sub(start).Seconds(), fairness{lat: slices.Clone(lat), calls: slices.Clone(calls), waits: waits}
+}
+
+// fairness is what fairnessRun measured of the small partitions' jobs:
+// enqueue-to-start latencies (from before the Enqueue call), the Enqueue
+// calls' durations, and the waits from the call's return to the start
+// (0 for a job that started first), in ns.
+type fairness struct{ lat, calls, waits []int64 }
+
+// pctMs is the p-th percentile of xs in ms (xs is sorted in place).
+func pctMs(xs []int64, p int) float64 {
+	slices.Sort(xs)
+	return float64(xs[min(len(xs)-1, len(xs)*p/100)]) / 1e6
 }
 
 // BenchmarkIdlePartitions: one process consuming one queue whose 10,000
