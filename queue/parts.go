@@ -160,57 +160,84 @@ end
 `
 
 // partTakeLua is the take script's fragment for partitions (see takeLua):
-// takePart(out, n, bytes) takes up to n more jobs into KEYS[2], from the
-// partitions and the ready list in turn, and returns the new byte count
-// and whether it stopped for want of jobs.
+// takePart(out, n, bytes, budget) takes up to n more jobs into KEYS[2],
+// from the partitions and the ready list in turn, and returns the new
+// byte count and whether it stopped for want of jobs.
+//
+// The partitions' candidates are read in windows of the fair set, lowest
+// tag first, and taken at the end with one ZREM, one LPUSH and one HINCRBY
+// per partition, so a take of n jobs costs a few commands, not a few per
+// job. partTaken[key] counts the jobs of each partition taken so far in
+// this call.
 //
 // partMay is the admission hook: a partition for which it answers false
-// gives no job now, and the take looks at most partScan jobs further for
-// one of another partition. (The concurrency and rate limits per
-// partition go there.)
+// gives no job now, and the take looks at most partScan candidates past
+// the n it needs for one of another partition. (The concurrency and rate
+// limits per partition go there.)
 const partTakeLua = `
 local partScan = 64
+local partTaken = {}
 local function partMay(key) return true end
-local function nextPart(fair)
-  for off = 0, partScan - 1 do
-    local r = redis.call('ZRANGE', fair, off, off, 'WITHSCORES')
-    if #r == 0 then return nil end
-    local key = partOf(r[1])
-    if key == nil or partMay(key) then return r[1], tonumber(r[2]), key end
-  end
-  return nil
-end
 local function takePart(out, n, bytes, budget)
   local ready, proc, fair, plen, ptag = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
   local st = redis.call('HMGET', ptag, '` + partClockField + `', '` + partReadyField + `')
   local clock, rtag = tonumber(st[1] or '0'), tonumber(st[2] or '0')
   local readyLeft = redis.call('LLEN', ready) > 0
-  local dry = false
-  local taken = 0
-  while taken < n and bytes < budget do
-    local m, score, key = nextPart(fair)
+  local win, off, cands, ci, scanMax = math.min(n, 64), 0, {}, 1, n + partScan
+  local cm, cs, ck -- the next candidate of the partitions, nil: none
+  local function nextCand()
+    while true do
+      if ci > #cands then
+        if off >= scanMax then return nil end
+        cands, ci = redis.call('ZRANGE', fair, off, off + win - 1, 'WITHSCORES'), 1
+        off = off + win
+        if #cands == 0 then off = scanMax; return nil end
+      end
+      local m, s = cands[ci], tonumber(cands[ci+1])
+      ci = ci + 2
+      local key = partOf(m)
+      if key == nil or partMay(key) then return m, s, key end
+    end
+  end
+  cm, cs, ck = nextCand()
+  local taken, keys, dry = {}, {}, false
+  local got = 0
+  while got < n and bytes < budget do
     local rt = math.max(rtag, clock) + 1
     local v = nil
-    if readyLeft and (m == nil or rt <= score) then
+    if readyLeft and (cm == nil or rt <= cs) then
       v = redis.call('LMOVE', ready, proc, 'RIGHT', 'LEFT')
-      if v then
-        rtag, clock = rt, rt
-      else
-        readyLeft = false
+      if v then rtag, clock = rt, rt else readyLeft = false end
+    elseif cm ~= nil then
+      v = cm
+      taken[#taken+1] = cm
+      if cs > clock then clock = cs end
+      if ck ~= nil then
+        if partTaken[ck] == nil then keys[#keys+1] = ck; partTaken[ck] = 0 end
+        partTaken[ck] = partTaken[ck] + 1
       end
-    elseif m ~= nil then
-      partDel(fair, plen, ptag, m)
-      redis.call('LPUSH', proc, m)
-      v = m
-      if score > clock then clock = score end
+      cm, cs, ck = nextCand()
     else
       dry = true
       break
     end
     if v then
-      taken = taken + 1
+      got = got + 1
       out[#out+1] = v
       bytes = bytes + #v
+    end
+  end
+  for i = 1, #taken, 1000 do
+    local part = {unpack(taken, i, math.min(i + 999, #taken))}
+    redis.call('ZREM', fair, unpack(part))
+    redis.call('LPUSH', proc, unpack(part))
+  end
+  if #taken > 0 then
+    for _, key in ipairs(keys) do
+      if redis.call('HINCRBY', plen, key, -partTaken[key]) <= 0 then
+        redis.call('HDEL', plen, key)
+        redis.call('HDEL', ptag, key)
+      end
     end
   end
   redis.call('HSET', ptag, '` + partClockField + `', clock, '` + partReadyField + `', rtag)

@@ -31,9 +31,12 @@ func BenchmarkPartitionFairness(b *testing.B) {
 	srv := redistest.Server(b)
 	for range b.N {
 		flush(b, srv)
-		alone, _ := fairnessRun(b, srv, backlog, 0)
+		alone, _, _ := fairnessRun(b, srv, backlog, 0, 0)
 		flush(b, srv)
-		with, lat := fairnessRun(b, srv, backlog, 99)
+		with, lat, took := fairnessRun(b, srv, backlog, 99, 0)
+		// The reference: the same producers without the backlog, as long.
+		flush(b, srv)
+		_, floor, _ := fairnessRun(b, srv, 0, 99, took)
 		b.ReportMetric(with, "backlog-jobs/s")
 		b.ReportMetric(alone, "alone-jobs/s")
 		b.ReportMetric(with/alone, "backlog-ratio")
@@ -44,14 +47,18 @@ func BenchmarkPartitionFairness(b *testing.B) {
 			b.ReportMetric(pctMs(lat.waits, 99), "wait-p99-ms")
 			b.ReportMetric(float64(len(lat.lat)), "small-jobs")
 		}
+		if len(floor.lat) > 0 {
+			b.ReportMetric(pctMs(floor.lat, 99), "nobacklog-p99-ms")
+			b.ReportMetric(pctMs(floor.waits, 99), "nobacklog-wait-p99-ms")
+		}
 	}
 }
 
 // fairnessRun drains backlog jobs of partition "big" with one worker at
 // concurrency 10 while others partitions enqueue a job each every 100ms;
-// it returns the backlog's jobs/s and the others' enqueue-to-start
-// latencies.
-func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float64, fairness) {
+// it returns the backlog's jobs/s, the others' latencies and how long the
+// drain took. The producers run at least atLeast.
+func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int, atLeast time.Duration) (float64, fairness, time.Duration) {
 	ctx := context.Background()
 	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}})
 	if err != nil {
@@ -145,12 +152,19 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 		b.Fatal(err)
 	}
 	var end time.Time
-	select {
-	case end = <-drained:
-	case <-time.After(5 * time.Minute):
-		b.Fatal("the backlog did not drain within 5 minutes")
+	if backlog > 0 {
+		select {
+		case end = <-drained:
+		case <-time.After(5 * time.Minute):
+			b.Fatal("the backlog did not drain within 5 minutes")
+		}
+	} else {
+		end = start
 	}
 	b.StopTimer()
+	if rest := atLeast - time.Since(start); rest > 0 {
+		time.Sleep(rest) // the producers go on: a reference as long as the run it is one for
+	}
 	close(stop)
 	producers.Wait()
 	for deadline := time.Now().Add(10 * time.Second); ran.Load() < produced.Load(); time.Sleep(10 * time.Millisecond) {
@@ -169,7 +183,8 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int) (float
 	for id, t := range returned {
 		waits = append(waits, max(0, started[id]-t))
 	}
-	return float64(backlog) / end.Sub(start).Seconds(), fairness{lat: slices.Clone(lat), calls: slices.Clone(calls), waits: waits}
+	took := end.Sub(start)
+	return float64(backlog) / max(took.Seconds(), 1e-9), fairness{lat: slices.Clone(lat), calls: slices.Clone(calls), waits: waits}, took
 }
 
 // fairness is what fairnessRun measured of the small partitions' jobs:
