@@ -34,6 +34,9 @@ type DeadJob struct {
 	// Type is the job's type (the Type option; Requeue keeps it); "" for
 	// none.
 	Type string `json:"type,omitempty"`
+	// Partition is the job's partition (the Partition option; Requeue
+	// puts the job back in it); "" for none.
+	Partition string `json:"partition,omitempty"`
 }
 
 // deadRecord is what the dead letters store per job, raw (a payload is
@@ -104,7 +107,7 @@ func (r deadRecord) job(id string) (DeadJob, string) {
 		return d, ""
 	}
 	d.Payload, d.MaxAttempts, d.Deliveries, d.EnqueuedAt = e.payload, e.maxAttempts, e.deliveries, e.enqueuedAt
-	d.Headers, d.Type = headerMap(e.headers), e.typ
+	d.Headers, d.Type, d.Partition = headerMap(e.headers), e.typ, e.part
 	return d, e.ref
 }
 

@@ -422,3 +422,52 @@ func testPartitionInspected(t *testing.T, np newPoolFunc) {
 	_, err = q.Enqueue(ctx, []byte("z"), Partition("d"))
 	require.ErrorIs(t, err, ErrTooManyPartitions)
 }
+
+// The partition field decodes with every other field around it, and the
+// scripts' pattern (partOf) finds it in all those shapes: a delayed job
+// with a deadline, a window, headers and a type goes to its partition
+// when promoted.
+func TestPartitionEnvelope(t *testing.T) {
+	hs, err := encodeHeaders([]header{{k: "k", v: "v|w"}})
+	require.NoError(t, err)
+	e := envelope{id: "j1", attempt: 1, maxAttempts: 3, enqueuedAt: time.UnixMilli(1000), unique: true,
+		deadline: time.UnixMilli(5000), window: time.Second, headers: hs, typ: "email",
+		part: "tenant-7", payload: []byte("p|a|y")}
+	got, err := decodeEnvelope(e.encode())
+	require.NoError(t, err)
+	assert.Equal(t, e.part, got.part)
+	assert.Equal(t, e.deadline, got.deadline)
+	assert.Equal(t, e.window, got.window)
+	assert.Equal(t, e.typ, got.typ)
+	assert.Equal(t, e.headers, got.headers)
+	assert.Equal(t, e.payload, got.payload)
+
+	for _, bad := range []string{
+		"bq1|j|0|1|0|1|0|g|",            // no partition field
+		"bq1|j|0|1|0|1|0|g|a b|payload", // a space
+		"bq1|j|0|1|0|1|0|g||payload",    // empty
+	} {
+		_, err := decodeEnvelope([]byte(bad))
+		require.ErrorIs(t, err, errMalformed, bad)
+	}
+
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "env", Config{})
+	ctx := context.Background()
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("t"), Delay(time.Millisecond), Deadline(time.Now().Add(time.Hour)),
+		ID("u1"), UniqueFor(time.Minute), Header("k", "v"), Type("email"))
+	require.NoError(t, err)
+	_, err = EnqueueJSON(ctx, q, map[string]int{"a": 1}, Partition("t"), Delay(time.Millisecond))
+	require.NoError(t, err)
+	// Promoted by a clock a second ahead: both are due.
+	res, err := promoteScript.Run(ctx, p.Client(), []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+		time.Now().Add(time.Second).UnixMilli(), promoteLimit, "0").Int64Slice()
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), res[0])
+	n, err := p.Client().ZCard(ctx, q.k.fair()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), n, "both promoted into their partition")
+	l, err := p.Client().HGet(ctx, q.k.partLen(), "t").Int64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), l)
+}
