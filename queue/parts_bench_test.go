@@ -60,7 +60,8 @@ func BenchmarkPartitionFairness(b *testing.B) {
 // drain took. The producers run at least atLeast.
 func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int, atLeast time.Duration) (float64, fairness, time.Duration) {
 	ctx := context.Background()
-	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}})
+	// A request lane for the 99 producers: they stand for 99 processes.
+	p, err := pool.New(pool.Config{Addrs: []string{srv.Addr()}, Request: pool.LaneConfig{Size: 100}})
 	if err != nil {
 		b.Fatal(err)
 	}
