@@ -20,7 +20,8 @@ import (
 // no-op jobs (10,000 with -short) while 99 other partitions enqueue 10
 // jobs/s each. It reports the others' enqueue-to-start latency (p50, p99)
 // and the backlog's drain rate, against the same backlog drained alone in
-// the same run (backlog-ratio = with others / alone).
+// the same run (backlog-ratio = with others / alone), and the same jobs
+// unpartitioned, drained alone (the cost of partitions).
 //
 //	go test ./queue -run '^$' -bench PartitionFairness -benchtime 1x -count 3
 func BenchmarkPartitionFairness(b *testing.B) {
@@ -31,6 +32,8 @@ func BenchmarkPartitionFairness(b *testing.B) {
 	srv := redistest.Server(b)
 	for range b.N {
 		flush(b, srv)
+		plain, _, _ := fairnessRun(b, srv, -backlog, 0, 0)
+		flush(b, srv)
 		alone, _, _ := fairnessRun(b, srv, backlog, 0, 0)
 		flush(b, srv)
 		with, lat, took := fairnessRun(b, srv, backlog, 99, 0)
@@ -39,6 +42,7 @@ func BenchmarkPartitionFairness(b *testing.B) {
 		_, floor, _ := fairnessRun(b, srv, 0, 99, took)
 		b.ReportMetric(with, "backlog-jobs/s")
 		b.ReportMetric(alone, "alone-jobs/s")
+		b.ReportMetric(plain, "unpartitioned-jobs/s")
 		b.ReportMetric(with/alone, "backlog-ratio")
 		if len(lat.lat) > 0 {
 			b.ReportMetric(pctMs(lat.lat, 50), "p50-ms")
@@ -54,7 +58,8 @@ func BenchmarkPartitionFairness(b *testing.B) {
 	}
 }
 
-// fairnessRun drains backlog jobs of partition "big" with one worker at
+// fairnessRun drains backlog jobs of partition "big" (-backlog: as many
+// unpartitioned jobs, the reference for the partitions' cost) with one worker at
 // concurrency 10 while others partitions enqueue a job each every 100ms;
 // it returns the backlog's jobs/s, the others' latencies and how long the
 // drain took. The producers run at least atLeast.
@@ -74,8 +79,13 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int, atLeas
 	for i := range batch {
 		batch[i] = []byte("big")
 	}
+	var opts []EnqueueOption
+	if backlog > 0 {
+		opts = append(opts, Partition("big"))
+	}
+	backlog = max(backlog, -backlog)
 	for n := 0; n < backlog; n += len(batch) {
-		if _, err := q.EnqueueBatch(ctx, batch[:min(len(batch), backlog-n)], Partition("big")); err != nil {
+		if _, err := q.EnqueueBatch(ctx, batch[:min(len(batch), backlog-n)], opts...); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -93,7 +103,7 @@ func fairnessRun(b *testing.B, srv *redistest.Redis, backlog, others int, atLeas
 	)
 	g := lifecycle.New()
 	w, err := newWorker(b, q, func(ctx context.Context, j *Job) error {
-		if j.Partition == "big" {
+		if string(j.Payload) == "big" {
 			if bigDone.Add(1) == int64(backlog) {
 				drained <- time.Now()
 			}
