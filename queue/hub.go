@@ -320,8 +320,10 @@ func (h *hub) handOn(ctx context.Context, bells []string) {
 	ring := func(s *redis.Script) ([]redis.Cmder, error) {
 		pipe := h.n.p.Background().Pipeline()
 		for _, b := range bells {
-			// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready".
-			s.Eval(ctx, pipe, []string{strings.TrimSuffix(b, ":bell") + ":ready", b})
+			// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready"
+			// and its fair set "<tag>:fair" (parts.go).
+			tag := strings.TrimSuffix(b, ":bell")
+			s.Eval(ctx, pipe, []string{tag + ":ready", b, tag + ":fair"})
 		}
 		return pipe.Exec(ctx)
 	}

@@ -471,3 +471,27 @@ func TestPartitionEnvelope(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), l)
 }
+
+// A ring handed on (a stopping fetcher's, or the hub's at close) is rung
+// again for a queue whose only jobs wait in partitions.
+func TestPartitionRingHandedOn(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	ctx := context.Background()
+	q := mustQueue(t, p, "handon", Config{})
+	_, err := q.Enqueue(ctx, []byte("x"), Partition("a"))
+	require.NoError(t, err)
+	rung := func() bool {
+		n, err := p.Client().Exists(ctx, q.k.bell).Result()
+		require.NoError(t, err)
+		return n == 1
+	}
+	require.NoError(t, p.Client().Del(ctx, q.k.bell).Err())
+	require.NoError(t, ringIfReady(ctx, p.Client(), q.k))
+	assert.True(t, rung(), "ringIfReady")
+
+	require.NoError(t, p.Client().Del(ctx, q.k.bell).Err())
+	w := startWorker(t, group(t), mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil },
+		WorkerConfig{Concurrency: 1})
+	w.hub.handOn(ctx, []string{q.k.bell})
+	assert.True(t, rung(), "the hub's handOn")
+}
