@@ -73,6 +73,12 @@
 // woken by the consumers; that needs Queue.Start (one subscriber task and
 // one reserved connection per Queue).
 //
+// Partitions (tenants): the Partition option puts a job in a partition,
+// and the queue serves its partitions round-robin, so one partition's
+// backlog does not delay another's jobs. Config.MaxPartitions and
+// Config.MaxPartitionLen bound them (ErrTooManyPartitions,
+// ErrPartitionFull; both match ErrQueueFull).
+//
 // # Errors
 //
 // Invalid names and settings fail at construction with an error wrapping
