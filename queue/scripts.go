@@ -213,36 +213,67 @@ end
 // A paused take still hands out a wake marker at the take end of the list:
 // it is no job, and the scheduler it wakes promotes the delayed jobs that
 // came due (promotions go on while paused).
+//
+// Commands (each counts, Lua's too): a lone job costs LMOVE + EXISTS, an
+// empty list LMOVE + EXISTS (the fair set's). The script moves first and
+// asks after: ONE EXISTS names the paused flag four times, the fair set of
+// the partitions twice and the ready list once (EXISTS counts a key once
+// per mention), so its reply says whether the queue is paused (>= 4),
+// whether partitioned jobs wait (bit 2) and whether ready jobs are left
+// (odd). A paused queue's job goes back where it was, at the take end, in
+// the same atomic call: nobody sees it move. (Checking the flag first, then
+// moving until LMOVE finds the list empty, cost EXISTS + LMOVE + an empty
+// LMOVE per lone job.) With partitioned jobs waiting (KEYS[5..7],
+// parts.go), the first job goes back too and the partitions and the ready
+// list are served in turn by takePart.
 var takeLua = budgetLua + partLua + partTakeLua + `
--- parts: one EXISTS answers for the paused flag and the fair set, so that a
--- queue without partitions pays no command more.
-local flagged = redis.call('EXISTS', unpack(KEYS, 4, math.min(#KEYS, 5)))
-if flagged > 0 and (#KEYS < 5 or redis.call('EXISTS', KEYS[4]) == 1) then
-  if redis.call('LINDEX', KEYS[1], -1) == '` + wakeMarker + `' then
-    return {redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
-  end
-  return {}
-end
-local out, bytes, more = {}, 0, true
--- parts: with partitioned jobs waiting (KEYS[5..7], parts.go), the
--- partitions and the ready list are served in turn.
-if flagged > 0 and #KEYS >= 7 then
-  local dry
-  bytes, dry = takePart(out, tonumber(ARGV[1]), bytes, budget)
-  if not dry and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1) then
+local n = tonumber(ARGV[1])
+if n < 1 then return {} end
+local parts = #KEYS >= 7
+local function ringIfLeft()
+  if redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1 then
     redis.call('ZADD', KEYS[3], 0, '1')
   end
+end
+local first = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+if not first then
+  -- parts: the ready list is empty; partitioned jobs may wait.
+  if not parts or redis.call('EXISTS', KEYS[5], KEYS[5], KEYS[4]) ~= 2 then return {} end
+  local out = {}
+  local _, dry = takePart(out, n, 0, budget)
+  if not dry then ringIfLeft() end
   return out
 end
--- end parts
-for i = 1, tonumber(ARGV[1]) do
-  if bytes >= budget then break end
+local seen
+if parts then
+  seen = redis.call('EXISTS', KEYS[4], KEYS[4], KEYS[4], KEYS[4], KEYS[5], KEYS[5], KEYS[1])
+else
+  seen = redis.call('EXISTS', KEYS[4], KEYS[4], KEYS[4], KEYS[4], KEYS[1])
+end
+if seen >= 4 then
+  if first == '` + wakeMarker + `' then return {first} end
+  redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
+  return {}
+end
+if seen >= 2 then
+  -- parts: partitioned jobs wait: the ready list takes its turn with them.
+  redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
+  local out = {}
+  local _, dry = takePart(out, n, 0, budget)
+  if not dry then ringIfLeft() end
+  return out
+end
+-- left: jobs remain; exact: no LMOVE since the EXISTS moved a job.
+local out, bytes, left, exact = {first}, #first, seen == 1, true
+for i = 2, n do
+  if not left or bytes >= budget then break end
   local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then more = false; break end
+  if not v then left = false; break end
   out[i] = v
   bytes = bytes + #v
+  exact = false
 end
-if more and redis.call('LLEN', KEYS[1]) > 0 then redis.call('ZADD', KEYS[3], 0, '1') end
+if left and (exact or redis.call('LLEN', KEYS[1]) > 0) then redis.call('ZADD', KEYS[3], 0, '1') end
 return out
 `
 

@@ -1,0 +1,131 @@
+package queue
+
+import (
+	"context"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// takeCase is one call of the take script on a prepared queue.
+type takeCase struct {
+	name     string
+	ready    []string // the ready list, take end last
+	paused   bool
+	n        int
+	took     []string
+	left     []string // the ready list after, take end last
+	rang     bool     // the doorbell rang
+	commands int64    // Redis commands the call costs, EVALSHA included
+}
+
+var takeCases = []takeCase{
+	{name: "empty", n: 10, commands: 2},
+	{name: "lone job", ready: []string{"a"}, n: 10, took: []string{"a"}, commands: 3},
+	{name: "lone job, one slot", ready: []string{"a"}, n: 1, took: []string{"a"}, commands: 3},
+	{name: "two jobs, one slot", ready: []string{"b", "a"}, n: 1, took: []string{"a"}, left: []string{"b"}, rang: true, commands: 4},
+	{name: "three jobs, three slots", ready: []string{"c", "b", "a"}, n: 3, took: []string{"a", "b", "c"}, commands: 6},
+	{name: "three jobs, ten slots", ready: []string{"c", "b", "a"}, n: 10, took: []string{"a", "b", "c"}, commands: 6},
+	{name: "four jobs, three slots", ready: []string{"d", "c", "b", "a"}, n: 3, took: []string{"a", "b", "c"}, left: []string{"d"}, rang: true, commands: 7},
+	{name: "paused", ready: []string{"b", "a"}, paused: true, n: 10, left: []string{"b", "a"}, commands: 4},
+	{name: "paused, lone job", ready: []string{"a"}, paused: true, n: 10, left: []string{"a"}, commands: 4},
+	{name: "paused, wake marker at the take end", ready: []string{"a", wakeMarker}, paused: true, n: 10, took: []string{wakeMarker}, left: []string{"a"}, commands: 3},
+	{name: "wake marker among jobs", ready: []string{"a", wakeMarker}, n: 10, took: []string{wakeMarker, "a"}, commands: 5},
+	{name: "no slot", ready: []string{"a"}, n: 0, left: []string{"a"}, commands: 1},
+}
+
+// TestTakeScript runs the take script on miniredis and on a server: what
+// it takes, what it leaves (in order), when it rings, and that it takes
+// nothing from a paused queue (but its wake marker).
+func TestTakeScript(t *testing.T) {
+	for _, impl := range []struct {
+		name string
+		pool newPoolFunc
+	}{{"miniredis", miniPool}, {"server", serverPool}} {
+		t.Run(impl.name, func(t *testing.T) {
+			p := impl.pool(t, pool.Config{})
+			q := mustQueue(t, p, "take", Config{})
+			for _, tc := range takeCases {
+				t.Run(tc.name, func(t *testing.T) {
+					took, left, rang := runTake(t, p.Client(), q, tc)
+					require.Equal(t, tc.took, took, "taken, in order")
+					require.Equal(t, tc.left, left, "left in the ready list")
+					require.Equal(t, tc.rang, rang, "rang the doorbell")
+				})
+			}
+		})
+	}
+}
+
+// TestTakeScriptCommands counts, on a server, the commands one take costs:
+// a lone job costs EVALSHA + LMOVE + EXISTS (it cost EVALSHA + EXISTS +
+// LMOVE + an empty LMOVE), an empty list EVALSHA + LMOVE.
+func TestTakeScriptCommands(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "takecmds", Config{})
+	ctx := context.Background()
+	require.NoError(t, takeScript.Load(ctx, p.Client()).Err())
+	for _, tc := range takeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			prepareTake(t, p.Client(), q, tc)
+			_, err := srv.Do(ctx, "CONFIG", "RESETSTAT")
+			require.NoError(t, err)
+			_, err = takeScript.EvalSha(ctx, p.Client(), takeKeys(q), tc.n).StringSlice()
+			if err != nil && err != redis.Nil {
+				require.NoError(t, err)
+			}
+			st, err := srv.CommandStats(ctx)
+			require.NoError(t, err)
+			require.Equal(t, tc.commands, redistest.TotalCalls(st, "config|resetstat", "config"), "commands by name: %v", st)
+		})
+	}
+}
+
+func takeKeys(q *Queue) []string {
+	return []string{q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused}
+}
+
+func prepareTake(t *testing.T, c redis.UniversalClient, q *Queue, tc takeCase) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, c.Del(ctx, q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused).Err())
+	for _, e := range tc.ready {
+		require.NoError(t, c.RPush(ctx, q.k.ready, e).Err())
+	}
+	if tc.paused {
+		require.NoError(t, c.Set(ctx, q.k.paused, "1", 0).Err())
+	}
+}
+
+func runTake(t *testing.T, c redis.UniversalClient, q *Queue, tc takeCase) (took, left []string, rang bool) {
+	t.Helper()
+	ctx := context.Background()
+	prepareTake(t, c, q, tc)
+	took, err := takeScript.Run(ctx, c, takeKeys(q), tc.n).StringSlice()
+	if err == redis.Nil {
+		err = nil
+	}
+	require.NoError(t, err)
+	if len(took) == 0 {
+		took = nil
+	}
+	left, err = c.LRange(ctx, q.k.ready, 0, -1).Result()
+	require.NoError(t, err)
+	if len(left) == 0 {
+		left = nil
+	}
+	proc, err := c.LRange(ctx, q.k.proc("taker"), 0, -1).Result()
+	require.NoError(t, err)
+	for i, e := range took {
+		require.Equal(t, e, proc[len(proc)-1-i], "the processing list holds what was taken, first taken deepest")
+	}
+	require.Len(t, proc, len(took))
+	n, err := c.Exists(ctx, q.k.bell).Result()
+	require.NoError(t, err)
+	return took, left, n == 1
+}
