@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -128,4 +129,54 @@ func runTake(t *testing.T, c redis.UniversalClient, q *Queue, tc takeCase) (took
 	n, err := c.Exists(ctx, q.k.bell).Result()
 	require.NoError(t, err)
 	return took, left, n == 1
+}
+
+// TestLoneJobCommands counts, on a server, every command one lone job
+// costs from its enqueue to its ack, with the consumer idle before and
+// after: the enqueue script (EVALSHA, LPUSH, ZADD), the hub's BZPOPMIN,
+// the take (EVALSHA, LMOVE, EXISTS) and the ack (LREM): 8. It was 9 (the
+// take read the paused flag first and proved the list empty with a second
+// LMOVE); docs/queue.md, "Why not 3", says why it is not 3.
+func TestLoneJobCommands(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "lonejob", Config{})
+	ctx := context.Background()
+	g := group(t)
+	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil },
+		WorkerConfig{Concurrency: 10, BlockTimeout: time.Minute},
+		ConsumerConfig{HeartbeatInterval: time.Minute, HeartbeatTTL: 2 * time.Minute})
+	idle := func(processed uint64) func() bool {
+		return func() bool {
+			st := w.Stats()
+			return st.Processed == processed && st.InFlight == 0 && st.FetcherState == "blocking"
+		}
+	}
+	// A warm-up job: scripts loaded, the registry noted, the hub blocked.
+	_, err := q.Enqueue(ctx, []byte("warm-up"))
+	require.NoError(t, err)
+	require.Eventually(t, idle(1), 10*time.Second, time.Millisecond)
+	stats := func() map[string]int64 {
+		st, err := srv.CommandStats(ctx)
+		require.NoError(t, err)
+		delete(st, "config|resetstat")
+		delete(st, "info")
+		return st
+	}
+	// The hub blocks again once its BZPOPMIN reached Redis.
+	require.Eventually(t, func() bool { return stats()["bzpopmin"] >= 2 }, 10*time.Second, time.Millisecond)
+	_, err = srv.Do(ctx, "CONFIG", "RESETSTAT")
+	require.NoError(t, err)
+
+	_, err = q.Enqueue(ctx, []byte("lone"))
+	require.NoError(t, err)
+	require.Eventually(t, idle(2), 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return stats()["bzpopmin"] == 1 }, 10*time.Second, time.Millisecond,
+		"the hub blocks again")
+	require.Equal(t, map[string]int64{
+		"evalsha": 2, "lpush": 1, "zadd": 1, // enqueue
+		"bzpopmin": 1,              // the hub
+		"lmove":    1, "exists": 1, // take
+		"lrem": 1, // ack
+	}, stats())
 }
