@@ -25,7 +25,7 @@ type takeCase struct {
 }
 
 var takeCases = []takeCase{
-	{name: "empty", n: 10, commands: 2},
+	{name: "empty", n: 10, commands: 3}, // LMOVE, and EXISTS of the partitions' fair set
 	{name: "lone job", ready: []string{"a"}, n: 10, took: []string{"a"}, commands: 3},
 	{name: "lone job, one slot", ready: []string{"a"}, n: 1, took: []string{"a"}, commands: 3},
 	{name: "two jobs, one slot", ready: []string{"b", "a"}, n: 1, took: []string{"a"}, left: []string{"b"}, rang: true, commands: 4},
@@ -64,7 +64,8 @@ func TestTakeScript(t *testing.T) {
 
 // TestTakeScriptCommands counts, on a server, the commands one take costs:
 // a lone job costs EVALSHA + LMOVE + EXISTS (it cost EVALSHA + EXISTS +
-// LMOVE + an empty LMOVE), an empty list EVALSHA + LMOVE.
+// LMOVE + an empty LMOVE), an empty list EVALSHA + LMOVE + EXISTS (the
+// partitions' fair set: the keys are the worker's).
 func TestTakeScriptCommands(t *testing.T) {
 	srv := redistest.Server(t)
 	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
@@ -88,13 +89,13 @@ func TestTakeScriptCommands(t *testing.T) {
 }
 
 func takeKeys(q *Queue) []string {
-	return []string{q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused}
+	return []string{q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused, q.k.fair(), q.k.partLen(), q.k.partTag()}
 }
 
 func prepareTake(t *testing.T, c redis.UniversalClient, q *Queue, tc takeCase) {
 	t.Helper()
 	ctx := context.Background()
-	require.NoError(t, c.Del(ctx, q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused).Err())
+	require.NoError(t, c.Del(ctx, takeKeys(q)...).Err())
 	for _, e := range tc.ready {
 		require.NoError(t, c.RPush(ctx, q.k.ready, e).Err())
 	}
