@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	igcra "github.com/bounded-go/bounded/internal/gcra"
 	"math"
 	"time"
 )
@@ -9,7 +10,7 @@ import (
 // maxUnits bounds the span of one limit in units (see gcra): the script adds
 // at most two such spans, and 2^53 is the largest integer a Lua number (a
 // float64) holds exactly.
-const maxUnits = 1 << 52
+const maxUnits = igcra.MaxUnits
 
 // gcra is a limit in the integer arithmetic the algorithm runs in, the same
 // in the Lua script and in Go.
@@ -35,13 +36,6 @@ type gcra struct {
 	exact bool
 }
 
-func gcd(a, b int64) int64 {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
-}
-
 // newGCRA derives the units of a limit of rate events per period with a
 // burst. The arguments have been validated as positive, period in whole µs.
 func newGCRA(rate int, period time.Duration, burst int) (gcra, error) {
@@ -56,20 +50,12 @@ func newGCRA(rate int, period time.Duration, burst int) (gcra, error) {
 // gcraUnits is newGCRA without the error: ok is false when even whole µs do
 // not fit, and l.step is then the interval in whole µs, for the message.
 func gcraUnits(rate int, period time.Duration, burst int) (l gcra, ok bool) {
-	r, p, b := int64(rate), period.Microseconds(), int64(burst)
-	g := gcd(r, p)
-	l = gcra{scale: r / g, step: p / g, burst: b, exact: true}
-	if l.step > maxUnits/b || l.scale > maxUnits {
-		// Exact units would not fit (nor would a scale past 2^52, a rate of
-		// more than 2^52 per µs of its period, in a Lua number): fall back to
-		// whole µs, rounded up so the limit is never exceeded.
-		l = gcra{scale: 1, step: (p-1)/r + 1, burst: b}
-		if b > maxUnits || l.step > maxUnits/b {
-			return l, false
-		}
+	scale, step, exact, ok := igcra.Units(int64(rate), period.Microseconds(), int64(burst))
+	l = gcra{scale: scale, step: step, burst: int64(burst), exact: exact}
+	if ok {
+		l.limit = l.step * l.burst
 	}
-	l.limit = l.step * b
-	return l, true
+	return l, ok
 }
 
 // interval is the emission interval rounded up to whole µs.
