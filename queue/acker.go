@@ -196,11 +196,18 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	c := w.q.p.Background()
 	pipe := c.Pipeline()
 	cmds := make([]redis.Cmder, len(ops))
+	var rels []redis.Cmder // the limit slots' releases (limits.go); nil without a limit
+	if w.lim != nil {
+		rels = make([]redis.Cmder, len(ops))
+	}
 	var extras ctlExtras
 	for i := range ops {
 		w.queueLastErr(ctx, pipe, &ops[i])
 		extras.before(ctx, w, pipe, &ops[i])
 		cmds[i] = w.queueOutcome(ctx, pipe, &ops[i])
+		if rels != nil {
+			rels[i] = w.queueRelease(ctx, pipe, &ops[i])
+		}
 		extras.after(ctx, w, pipe, &ops[i])
 	}
 	gone := goneJobs(ops)
@@ -209,7 +216,14 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	w.q.drainDone(ctx, c, drained, gone)
 	extras.done(ctx, w, c)
 	for i, op := range ops {
-		switch err := cmds[i].Err(); {
+		err := cmds[i].Err()
+		if err == nil && rels != nil && rels[i] != nil && rels[i].Err() != nil {
+			// The outcome is written and its slot not given back: send
+			// both again, the outcome as a resend (which finds its job
+			// gone and counts as written).
+			err, op.resent = rels[i].Err(), true
+		}
+		switch {
 		case err == nil:
 			w.written(op, cmdInt(cmds[i]))
 		case redis.HasErrorPrefix(err, "NOSCRIPT"):
@@ -364,6 +378,11 @@ func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 	}
 	if n > 0 {
 		w.log.Info("queue: reconcile put back elements this worker did not hold", "count", n)
+	}
+	if err := w.releaseStale(ctx); err != nil { // limits.go
+		w.needReconcile.Store(true)
+		w.log.Warn("queue: reconcile: giving back limit slots failed", "err", err)
+		return false
 	}
 	return true
 }

@@ -249,6 +249,9 @@ type WorkerConfig struct {
 	Slots    *Slots
 	Priority int
 	Weight   int
+	// Limit is the queue's fleet-wide concurrency and rate limit (see
+	// Limit). The zero value limits nothing and costs nothing.
+	Limit Limit
 }
 
 // withDefaults fills and checks c; the logger defaults to the queue's.
@@ -285,6 +288,7 @@ func (c WorkerConfig) withDefaults(queueLogger *slog.Logger) (WorkerConfig, erro
 	if c.MaxResult > maxResultLimit {
 		e.Addf("WorkerConfig.MaxResult must be at most %d (1 MiB), got %d", maxResultLimit, c.MaxResult)
 	}
+	c.Limit = c.Limit.withDefaults(e, "WorkerConfig.Limit") // limits.go
 	if c.Logger == nil {
 		c.Logger = queueLogger
 	}

@@ -118,6 +118,9 @@ func (w *Worker) putBack(ctx context.Context) error {
 			return fmt.Errorf("moving jobs to the ready list: %w", err)
 		}
 	}
+	if err := w.releaseMine(ctx); err != nil { // limits.go
+		return fmt.Errorf("giving back the queue's limit slots: %w", err)
+	}
 	pipe := c.Pipeline()
 	pipe.SRem(ctx, w.q.k.consumers, w.c.ID())
 	pipe.HDel(ctx, w.q.k.incarnations, w.c.ID())

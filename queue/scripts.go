@@ -581,4 +581,4 @@ var allScripts = append([]*redis.Script{
 	enqueueUniqueScript, scheduleScript, enqueueManyScript, takeScript, promoteScript,
 	retryScript, deadScript, recoverScript, requeueDeadScript, ackScript, unlockScript, deadReadScript, purgeScript, wakeScript,
 	sweepScript, pushScript, ringScript, partEnqueueScript,
-}, ctlScripts...)
+}, append(ctlScripts, limitScripts...)...)

@@ -245,6 +245,10 @@ func (w *Worker) sweep(ctx context.Context, n *node, consumer string) bool {
 	if alive {
 		return true // alive again: nothing to sweep
 	}
+	// Its limit slots first (limits.go): its jobs do not run any more.
+	if err := w.releaseDead(ctx, consumer, token); err != nil {
+		return w.sweepFailed(ctx, consumer, "giving back a dead consumer's limit slots", err)
+	}
 	if len(elems) > 0 {
 		unlock, ok := w.lockSweep(ctx, n)
 		if !ok {

@@ -116,6 +116,12 @@ type Worker struct {
 
 	ctl           workerCtl     // running jobs and cancels (ctlconsumer.go)
 	progressEvery time.Duration // shortest time between two progress writes of a job; 0: progressEvery
+
+	// limits (limits.go): lim is nil when the queue has no Limit;
+	// limitNow, set by tests, is the rate's clock (nil: Redis TIME).
+	lim         *limiter
+	limitNow    func() time.Time
+	rateWaiting atomic.Bool // the fetcher sleeps until the rate allows a job
 }
 
 type counters struct {
@@ -135,9 +141,10 @@ const (
 	fetcherBackingOff
 	fetcherStopped
 	fetcherWaitingAtLimit
+	fetcherWaitingForRate // limits.go
 )
 
-var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory"}
+var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory", "waiting: the queue's rate limit"}
 
 // NewWorker validates cfg and returns a worker for q running h, on the
 // process's consumer c, whose namespace must be q's. It does not talk to
@@ -245,6 +252,7 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	// worker counts as started either way.
 	w.started = true
 	w.hub, w.node = h, n
+	w.lim = newLimiter(w, n.token)     // limits.go: nil without a Limit
 	n.noteQueues(context.Background()) // the Inspector's registry (registry.go)
 	// A stable consumer ID may find its own jobs of a previous life.
 	w.needReconcile.Store(true)
@@ -426,6 +434,14 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		if len(r.elems) == r.held {
 			continue
 		}
+		if r.wait > 0 {
+			// The queue's rate limit stopped the take (limits.go): one
+			// timer to the instant it allows the next job.
+			if !f.waitRate(r.wait) {
+				return nil
+			}
+			continue
+		}
 		if w.needReconcile.Load() {
 			// Elements wait in the processing list for a reconcile (a
 			// payload read or a put-back failed): no ring may come for
@@ -450,7 +466,9 @@ func (w *Worker) handOnRing(ctx context.Context) {
 	select {
 	case <-w.wakeCh:
 	default:
-		return
+		if !w.rateWaiting.Load() { // a rate-limited fetcher owes its queue a take (limits.go)
+			return
+		}
 	}
 	cctx := lifecycle.CloseContext(ctx)
 	if err := ringIfReady(cctx, w.q.p.Background(), w.q.k); err != nil {
@@ -489,8 +507,9 @@ type fetcher struct {
 // fetched is the outcome of one fetch.
 type fetched struct {
 	elems       []string
-	held        int  // handler slots held for it
-	idleAtLimit bool // Redis is at maxmemory and the ready list is empty
+	held        int           // handler slots held for it
+	idleAtLimit bool          // Redis is at maxmemory and the ready list is empty
+	wait        time.Duration // the queue's rate limit allows the next job in wait (limits.go)
 	err         error
 }
 
@@ -528,6 +547,10 @@ func (f *fetcher) takeBatch() fetched {
 	default:
 	}
 	w := f.w
+	if w.lim != nil {
+		elems, wait, err := w.takeLimited(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused}, held)
+		return fetched{elems: elems, held: held, wait: wait, idleAtLimit: err == nil && len(elems) == 0 && wait == 0 && w.mem.atLimit.Load(), err: err}
+	}
 	elems, err := w.take(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}, held)
 	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0 && w.mem.atLimit.Load(), err: err}
 }
@@ -992,7 +1015,7 @@ func (w *Worker) Stats() WorkerStats {
 // BlockTimeout plus slack. A health check can call it.
 func (w *Worker) FetcherAlive(slack time.Duration) bool {
 	switch w.st.fetchState.Load() {
-	case fetcherWaitingForSlot:
+	case fetcherWaitingForSlot, fetcherWaitingForRate:
 		return true
 	case fetcherBlocking, fetcherBackingOff, fetcherWaitingAtLimit:
 		last := w.st.lastFetch.Load()

@@ -1,0 +1,265 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bounded-go/bounded/internal/check"
+	"github.com/bounded-go/bounded/internal/gcra"
+)
+
+// Limit is a fleet-wide limit on a queue's jobs, enforced by the take
+// script in Redis, so it holds across every process consuming the queue.
+// The zero value limits nothing. See docs/queue.md, "Concurrency and rate
+// limits".
+//
+// The limit is configured per worker (WorkerConfig.Limit) and travels with
+// every take: processes that disagree each admit by their own limit, so
+// while a new limit rolls out the most permissive one in the fleet holds.
+// A process with no limit takes without looking at it: every consumer of
+// a limited queue must be given the limit.
+type Limit struct {
+	// Concurrency is how many of the queue's jobs may be in flight at
+	// once across every process: taken by a consumer and not yet acked,
+	// retried, dead-lettered or put back. Zero: no concurrency limit. A
+	// slot held by a process that dies is given back by the sweep of its
+	// consumer, HeartbeatTTL + HeartbeatInterval after it died at most
+	// (see ConsumerConfig.HeartbeatInterval). At most 1,000,000.
+	Concurrency int
+	// Rate and Per limit how many of the queue's jobs may start per Per
+	// across every process, by the generic cell rate algorithm (the
+	// ratelimit package's): Rate jobs per Per, evenly spaced, with Burst
+	// at once after an idle spell. A job the rate forbids stays in the
+	// ready list (no attempt is spent) and the consumer sleeps on one
+	// timer to the instant the next one is allowed. Zero Rate: no rate
+	// limit. Per is at least 1µs and a whole number of µs; Burst defaults
+	// to Rate.
+	Rate  int
+	Per   time.Duration
+	Burst int
+}
+
+// maxLimitConcurrency bounds Limit.Concurrency: its slots are members of
+// one sorted set.
+const maxLimitConcurrency = 1_000_000
+
+// limiting reports whether l limits anything.
+func (l Limit) limiting() bool { return l.Concurrency > 0 || l.Rate > 0 }
+
+// withDefaults fills and checks l, as field (its name in the config).
+func (l Limit) withDefaults(e *check.Errors, field string) Limit {
+	if l.Concurrency < 0 || l.Concurrency > maxLimitConcurrency {
+		e.Addf("%s.Concurrency must be in 0..%d, got %d", field, maxLimitConcurrency, l.Concurrency)
+	}
+	switch {
+	case l.Rate < 0:
+		e.Addf("%s.Rate must not be negative, got %d", field, l.Rate)
+	case l.Rate == 0 && (l.Per != 0 || l.Burst != 0):
+		e.Addf("%s.Per and Burst need a Rate, got Rate 0, Per %s, Burst %d", field, l.Per, l.Burst)
+	case l.Rate > 0:
+		if l.Burst == 0 {
+			l.Burst = l.Rate
+		}
+		if l.Per < time.Microsecond || l.Per%time.Microsecond != 0 {
+			e.Addf("%s.Per must be a whole number of µs, at least 1µs, got %s", field, l.Per)
+		} else if l.Burst < 1 {
+			e.Addf("%s.Burst must be at least 1, got %d", field, l.Burst)
+		} else if _, step, _, ok := gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst)); !ok {
+			e.Addf("%s.Burst (%d) times the interval between two jobs (%dµs) exceeds %dµs", field, l.Burst, step, int64(gcra.MaxUnits))
+		}
+	}
+	return l
+}
+
+// limiter is a worker's view of its queue's limit: the arguments every
+// take sends.
+type limiter struct {
+	conc                   int
+	scale, step, burst     int64
+	held, rate             string // keys
+	prefix                 string // this incarnation's slots: consumer ID, NUL, token, NUL, list, NUL
+	now                    func() time.Time
+	minRange, maxRange     string // ZREMRANGEBYLEX bounds of this incarnation's slots
+	consumerLo, consumerHi string // ZRANGEBYLEX bounds of every incarnation of this consumer ID
+}
+
+// The keys of a queue's limits, beside keys.go's.
+func (k keys) limitHeld() string { return k.tag + ":limit:held" }
+func (k keys) limitRate() string { return k.tag + ":limit:rate" }
+
+// slotPrefix is the start of the members of one consumer incarnation's
+// slots. A slot is <consumer ID> NUL <token> NUL <list> NUL <element>:
+// <list> is "" for the queue's own limit. The sweep of a dead consumer
+// removes its incarnation's range in one command, whatever it held.
+func slotPrefix(consumer, token string) string { return consumer + "\x00" + token + "\x00" }
+
+// lexRange returns the ZRANGEBYLEX bounds of the members starting with
+// prefix, which ends with NUL.
+func lexRange(prefix string) (lo, hi string) {
+	return "[" + prefix, "(" + prefix[:len(prefix)-1] + "\x01"
+}
+
+// newLimiter returns w's limiter, or nil when its queue is not limited.
+// The consumer's incarnation token is known once Start joined.
+func newLimiter(w *Worker, token string) *limiter {
+	l := w.cfg.Limit
+	if !l.limiting() {
+		return nil
+	}
+	lim := &limiter{conc: l.Concurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), now: w.limitNow}
+	if l.Rate > 0 {
+		lim.scale, lim.step, _, _ = gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst))
+		lim.burst = int64(l.Burst)
+	}
+	p := slotPrefix(w.c.ID(), token)
+	lim.prefix = p + "\x00" // the queue's own limit: list ""
+	lim.minRange, lim.maxRange = lexRange(p)
+	lim.consumerLo, lim.consumerHi = lexRange(w.c.ID() + "\x00")
+	return lim
+}
+
+// takeLimited is the take of a limited queue (limitTakeScript, its
+// allow-oom twin at maxmemory, as Worker.take). wait is how long until the
+// rate allows the next job, when the rate stopped the take.
+func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string, n int) (elems []string, wait time.Duration, err error) {
+	lim := w.lim
+	ks = append(ks, lim.held, lim.rate)
+	now := ""
+	if lim.now != nil {
+		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
+	}
+	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst}
+	var reply []string
+	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
+		reply, err = limitTakeScript.Run(ctx, c, ks, args...).StringSlice()
+		if !isOOM(err) {
+			if err == nil {
+				w.setAtLimit(false)
+			}
+			return splitTake(reply, err)
+		}
+		w.setAtLimit(true)
+	}
+	reply, err = limitTakeAtLimitScript.Run(ctx, c, ks, args...).StringSlice()
+	elems, wait, err = splitTake(reply, err)
+	w.mem.fetched.Add(uint64(len(elems)))
+	return elems, wait, err
+}
+
+// splitTake splits limitTakeScript's reply.
+func splitTake(reply []string, err error) ([]string, time.Duration, error) {
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(reply) == 0 {
+		return nil, 0, errors.New("queue: the limited take script replied nothing")
+	}
+	us, perr := strconv.ParseInt(reply[0], 10, 64)
+	if perr != nil {
+		return nil, 0, fmt.Errorf("queue: the limited take script replied %q for its wait", reply[0])
+	}
+	return reply[1:], time.Duration(us) * time.Microsecond, nil
+}
+
+// queueRelease adds to pipe the release of op's slot, or returns nil when
+// it holds none (no concurrency limit, or a wake marker).
+func (w *Worker) queueRelease(ctx context.Context, pipe redis.Pipeliner, op *ackOp) redis.Cmder {
+	if w.lim == nil || w.lim.conc == 0 || op.elem == wakeMarker {
+		return nil
+	}
+	k := w.q.k
+	return limitReleaseScript.EvalSha(ctx, pipe, []string{w.lim.held, k.ready, k.bell}, "one", w.lim.prefix+op.elem)
+}
+
+// releaseMine gives back every slot this incarnation holds: the drain runs
+// it once its processing list is back in the ready list.
+func (w *Worker) releaseMine(ctx context.Context) error {
+	if w.lim == nil || w.lim.conc == 0 {
+		return nil
+	}
+	k := w.q.k
+	return limitReleaseScript.Run(ctx, w.q.p.Background(), []string{w.lim.held, k.ready, k.bell}, "range", w.lim.minRange, w.lim.maxRange).Err()
+}
+
+// releaseDead gives back every slot a dead consumer's incarnation held:
+// its sweep runs it before it moves the consumer's jobs back. It runs
+// whether or not this worker has a limit (another process's may), at the
+// cost of one command per sweep.
+func (w *Worker) releaseDead(ctx context.Context, consumer, token string) error {
+	if token == "" {
+		return nil // a consumer of an earlier version, which held no slots
+	}
+	lo, hi := lexRange(slotPrefix(consumer, token))
+	k := w.q.k
+	n, err := limitReleaseScript.Run(ctx, w.q.p.Background(), []string{k.limitHeld(), k.ready, k.bell}, "range", lo, hi).Int()
+	if n > 0 {
+		w.log.Info("queue: gave back the limit slots of a dead consumer", "dead_consumer", consumer, "count", n)
+	}
+	return err
+}
+
+// releaseStale gives back the slots of this consumer ID that it does not
+// hold: those of a previous incarnation (a restart under a stable
+// ConsumerID), and this incarnation's whose element it no longer tracks
+// (a reconcile just put it back). It runs on the fetcher's goroutine after
+// a reconcile, so no take races it, and an element tracked when read is
+// released by its outcome.
+func (w *Worker) releaseStale(ctx context.Context) error {
+	if w.lim == nil || w.lim.conc == 0 {
+		return nil
+	}
+	c := w.q.p.Background()
+	members, err := c.ZRangeByLex(ctx, w.lim.held, &redis.ZRangeBy{Min: w.lim.consumerLo, Max: w.lim.consumerHi}).Result()
+	if err != nil {
+		return err
+	}
+	stale := []any{"one"}
+	for _, m := range members {
+		if !strings.HasPrefix(m, w.lim.prefix) || !w.tracked(m[len(w.lim.prefix):]) {
+			stale = append(stale, m)
+		}
+	}
+	if len(stale) == 1 {
+		return nil
+	}
+	k := w.q.k
+	return limitReleaseScript.Run(ctx, c, []string{w.lim.held, k.ready, k.bell}, stale...).Err()
+}
+
+// LimitInFlight returns how many of the queue's jobs hold a slot of its
+// concurrency limit now, across every process (the size of the set of
+// slots, which a take, an outcome, a put-back and a sweep keep exact).
+func (q *Queue) LimitInFlight(ctx context.Context) (int64, error) {
+	n, err := q.p.Client().ZCard(ctx, q.k.limitHeld()).Result()
+	if err != nil {
+		return 0, q.errorf("LimitInFlight: %w", err)
+	}
+	return n, nil
+}
+
+// waitRate is the fetcher's wait when the queue's rate limit stopped its
+// take: one timer to the instant the rate allows the next job (no ring
+// can make it come sooner, so rings are not watched). Should the fetcher
+// stop meanwhile, it rings the doorbell again (handOnRing), so another
+// consumer takes the jobs at that instant. It reports false when ctx
+// ended.
+func (f *fetcher) waitRate(d time.Duration) bool {
+	w := f.w
+	w.st.fetchState.Store(fetcherWaitingForRate)
+	w.rateWaiting.Store(true)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		w.rateWaiting.Store(false)
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
+}

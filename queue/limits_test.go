@@ -1,0 +1,319 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// TestLimitConfig: a Limit that cannot work is refused by NewWorker with
+// an error naming the field, and nothing is started.
+func TestLimitConfig(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "lim-config", Config{})
+	h := func(context.Context, *Job) error { return nil }
+	for _, c := range []struct {
+		l    Limit
+		want string
+	}{
+		{Limit{Concurrency: -1}, "WorkerConfig.Limit.Concurrency must be in 0..1000000, got -1"},
+		{Limit{Concurrency: maxLimitConcurrency + 1}, "WorkerConfig.Limit.Concurrency must be in 0..1000000"},
+		{Limit{Rate: -2, Per: time.Second}, "WorkerConfig.Limit.Rate must not be negative, got -2"},
+		{Limit{Per: time.Second}, "WorkerConfig.Limit.Per and Burst need a Rate"},
+		{Limit{Burst: 3}, "WorkerConfig.Limit.Per and Burst need a Rate"},
+		{Limit{Rate: 1}, "WorkerConfig.Limit.Per must be a whole number of µs, at least 1µs, got 0s"},
+		{Limit{Rate: 1, Per: 1500 * time.Nanosecond}, "WorkerConfig.Limit.Per must be a whole number of µs"},
+		{Limit{Rate: 1, Per: time.Second, Burst: -1}, "WorkerConfig.Limit.Burst must be at least 1, got -1"},
+		{Limit{Rate: 1, Per: 1000 * time.Hour, Burst: 1 << 30}, "WorkerConfig.Limit.Burst (1073741824) times the interval between two jobs"},
+	} {
+		_, err := newWorker(t, q, h, WorkerConfig{Limit: c.l})
+		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", c.l)
+		require.ErrorContains(t, err, c.want, "%+v", c.l)
+	}
+	w, err := newWorker(t, q, h, WorkerConfig{Limit: Limit{Rate: 5, Per: time.Second}})
+	require.NoError(t, err)
+	require.Equal(t, 5, w.cfg.Limit.Burst, "Burst defaults to Rate")
+}
+
+// limitTake runs the limited take script as a worker would, with a fixed
+// instant.
+type limitTake struct {
+	t      *testing.T
+	rdb    *redis.Client
+	k      keys
+	prefix string
+	conc   int
+	scale  int64
+	step   int64
+	burst  int64
+}
+
+func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
+	l.t.Helper()
+	reply, err := limitTakeScript.Run(context.Background(), l.rdb,
+		[]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.limitHeld(), l.k.limitRate()},
+		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst).StringSlice()
+	require.NoError(l.t, err)
+	wait, err = strconv.ParseInt(reply[0], 10, 64)
+	require.NoError(l.t, err)
+	return wait, reply[1:]
+}
+
+func (l limitTake) release(elems ...string) int64 {
+	args := []any{"one"}
+	for _, e := range elems {
+		args = append(args, l.prefix+e)
+	}
+	n, err := limitReleaseScript.Run(context.Background(), l.rdb, []string{l.k.limitHeld(), l.k.ready, l.k.bell}, args...).Int64()
+	require.NoError(l.t, err)
+	return n
+}
+
+func scriptServers() []struct {
+	name string
+	addr func(t *testing.T) string
+} {
+	return []struct {
+		name string
+		addr func(t *testing.T) string
+	}{
+		{"miniredis", func(t *testing.T) string { return redistest.Mini(t).Addr() }},
+		{"server", func(t *testing.T) string { return redistest.Server(t).Addr() }},
+	}
+}
+
+// TestLimitTakeScript walks the limited take through its decisions on
+// fixed instants: the concurrency limit admits up to N and a release
+// frees one (and rings); a wake marker passes the limit and holds no
+// slot; the rate admits a burst, then one job per interval, and names the
+// exact µs until the next; a take stopped by a limit does not ring.
+func TestLimitTakeScript(t *testing.T) {
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.addr(t)})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			k := newKeys("bq", "lim")
+			push := func(elems ...string) {
+				for _, e := range elems {
+					require.NoError(t, rdb.LPush(ctx, k.ready, e).Err())
+				}
+			}
+			bell := func() bool {
+				n, err := rdb.ZCard(ctx, k.bell).Result()
+				require.NoError(t, err)
+				require.NoError(t, rdb.Del(ctx, k.bell).Err())
+				return n > 0
+			}
+			const t0 = 1_767_225_600_000_123
+
+			// Concurrency 2.
+			l := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("c1", "tok") + "\x00", conc: 2}
+			push("a", "b", "c", "d")
+			wait, got := l.take(1, t0)
+			require.Equal(t, []string{"a"}, got)
+			require.Zero(t, wait)
+			require.True(t, bell(), "left jobs it had no slot for: rings for the others")
+			wait, got = l.take(5, t0)
+			require.Equal(t, []string{"b"}, got, "the second slot")
+			require.Zero(t, wait, "not the rate")
+			require.False(t, bell(), "stopped by the limit: no ring")
+			_, got = l.take(5, t0)
+			require.Empty(t, got)
+			require.False(t, bell())
+			held, err := rdb.ZRange(ctx, k.limitHeld(), 0, -1).Result()
+			require.NoError(t, err)
+			require.Equal(t, []string{l.prefix + "a", l.prefix + "b"}, held)
+			require.EqualValues(t, 1, l.release("a"))
+			require.True(t, bell(), "a freed slot with jobs waiting rings")
+			require.EqualValues(t, 0, l.release("a"), "a second release frees nothing")
+			require.False(t, bell())
+			push(wakeMarker)
+			_, got = l.take(5, t0)
+			require.Equal(t, []string{"c"}, got)
+			push("e")
+			// ready (take end first): d, marker, e.
+			_, got = l.take(5, t0)
+			require.Empty(t, got, "d waits for a slot; the marker behind it too")
+			require.EqualValues(t, 2, l.release("b", "c"))
+			_, got = l.take(5, t0)
+			require.Equal(t, []string{"d", wakeMarker, "e"}, got, "the marker holds no slot")
+			require.EqualValues(t, 2, rdb.ZCard(ctx, k.limitHeld()).Val())
+			push(wakeMarker, "f")
+			_, got = l.take(5, t0)
+			require.Equal(t, []string{wakeMarker}, got, "a marker at the take end passes the limit")
+			require.NoError(t, rdb.Del(ctx, k.limitHeld(), k.ready, k.bell).Err())
+
+			// Rate: 10 per second (an interval of 100ms), burst 3; no concurrency limit.
+			r := limitTake{t: t, rdb: rdb, k: k, prefix: l.prefix, scale: 1, step: 100_000, burst: 3}
+			push("1", "2", "3", "4", "5")
+			wait, got = r.take(5, t0)
+			require.Equal(t, []string{"1", "2", "3"}, got, "the burst")
+			require.EqualValues(t, 100_000, wait, "the next in one interval")
+			require.False(t, bell(), "stopped by the rate: no ring")
+			wait, got = r.take(5, t0+40_000)
+			require.Empty(t, got)
+			require.EqualValues(t, 60_000, wait, "to the µs")
+			wait, got = r.take(5, t0+100_000)
+			require.Equal(t, []string{"4"}, got)
+			require.EqualValues(t, 100_000, wait)
+			wait, got = r.take(5, t0+450_000)
+			require.Equal(t, []string{"5"}, got, "the last job: the queue is empty, no wait")
+			require.Zero(t, wait)
+			require.Zero(t, rdb.Exists(ctx, k.limitHeld()).Val(), "no concurrency limit: no slots")
+			pttl, err := rdb.PTTL(ctx, k.limitRate()).Result()
+			require.NoError(t, err)
+			require.Greater(t, pttl, time.Duration(0), "the rate's state expires by itself")
+		})
+	}
+}
+
+// TestLimitConcurrencyInProcess: 4 consumers (each on a pool of its own,
+// as 4 processes) x 10 handlers share a queue limited to 3 in flight;
+// every handler start checks the count, and a sampler reads the slots in
+// Redis every ms: never more than 3, and the queue drains.
+func TestLimitConcurrencyInProcess(t *testing.T) {
+	addr := redistest.Server(t).Addr()
+	p0 := mustPool(t, pool.Config{Addrs: []string{addr}})
+	q0 := mustQueue(t, p0, "lim-conc", Config{})
+	const jobs, limit = 300, 3
+	var running, maxRunning, done atomic.Int64
+	h := func(ctx context.Context, j *Job) error {
+		n := running.Add(1)
+		for {
+			m := maxRunning.Load()
+			if n <= m || maxRunning.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(time.Millisecond) // the work
+		running.Add(-1)
+		done.Add(1)
+		return nil
+	}
+	var ws []*Worker
+	for i := range 4 {
+		p := mustPool(t, pool.Config{Addrs: []string{addr}})
+		q := mustQueue(t, p, "lim-conc", Config{})
+		ws = append(ws, startWorker(t, group(t), q, h, WorkerConfig{Concurrency: 10, Limit: Limit{Concurrency: limit}}, ConsumerConfig{ConsumerID: fmt.Sprintf("c%d", i)}))
+	}
+	ctx := context.Background()
+	payloads := make([][]byte, jobs)
+	for i := range payloads {
+		payloads[i] = []byte("x")
+	}
+	_, err := q0.EnqueueBatch(ctx, payloads)
+	require.NoError(t, err)
+	var sampled, maxSampled atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the sampler: the slots in Redis, every ms
+		defer wg.Done()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			n, err := q0.LimitInFlight(ctx)
+			if err != nil {
+				continue
+			}
+			sampled.Add(1)
+			if n > maxSampled.Load() {
+				maxSampled.Store(n)
+			}
+		}
+	}()
+	testutil.Eventually(t, 30*time.Second, "every job done", func() bool { return done.Load() == jobs })
+	close(stop)
+	wg.Wait()
+	require.LessOrEqual(t, maxRunning.Load(), int64(limit), "never more than the limit in flight")
+	require.LessOrEqual(t, maxSampled.Load(), int64(limit))
+	require.EqualValues(t, limit, maxRunning.Load(), "the limit is reached")
+	testutil.Eventually(t, 5*time.Second, "every slot given back", func() bool {
+		n, err := q0.LimitInFlight(ctx)
+		return err == nil && n == 0
+	})
+	t.Logf("max in flight %d (sampled %d times, max %d)", maxRunning.Load(), sampled.Load(), maxSampled.Load())
+	for _, w := range ws {
+		require.Zero(t, w.Stats().LostLeases)
+	}
+}
+
+// TestLimitSlotsGivenBack: every way a job leaves a consumer gives its
+// slot back: success, a retry, the dead letters, and the drain's put-back
+// of a job whose handler was still running.
+func TestLimitSlotsGivenBack(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "lim-back", Config{})
+	ctx := context.Background()
+	release := make(chan struct{})
+	started := make(chan string, 10)
+	h := func(ctx context.Context, j *Job) error {
+		started <- string(j.Payload)
+		switch string(j.Payload) {
+		case "fail":
+			if j.Attempt == 1 {
+				return errors.New("once")
+			}
+			return nil
+		case "dead":
+			return Permanent(errors.New("never"))
+		case "hold":
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}
+	g := group(t)
+	w := startWorker(t, g, q, h, WorkerConfig{Concurrency: 4, RetryBase: time.Millisecond, RetryMax: time.Millisecond, Limit: Limit{Concurrency: 2}})
+	inFlight := func() int64 {
+		n, err := q.LimitInFlight(ctx)
+		require.NoError(t, err)
+		return n
+	}
+	for _, pl := range []string{"ok", "fail", "dead"} {
+		_, err := q.Enqueue(ctx, []byte(pl))
+		require.NoError(t, err)
+	}
+	testutil.Eventually(t, 10*time.Second, "done, retried and dead", func() bool {
+		s := w.Stats()
+		return s.Processed == 2 && s.Dead == 1 && s.Retried == 1
+	})
+	// Processed counts a run when it ends, before its outcome is written.
+	testutil.Eventually(t, 5*time.Second, "every slot back", func() bool { return inFlight() == 0 })
+	_, err := q.Enqueue(ctx, []byte("hold"))
+	require.NoError(t, err)
+	recv(t, started, 5*time.Second, "a job")
+	for len(started) > 0 {
+		<-started
+	}
+	testutil.Eventually(t, 5*time.Second, "the held job's slot", func() bool { return inFlight() == 1 })
+	closeCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	require.NoError(t, g.Close(closeCtx))
+	require.Zero(t, inFlight(), "the drain gave the slot back with the job")
+	n, err := p.Client().LLen(ctx, q.k.ready).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "the job is back in the ready list")
+	close(release)
+}
