@@ -317,3 +317,57 @@ func TestLimitSlotsGivenBack(t *testing.T) {
 	require.EqualValues(t, 1, n, "the job is back in the ready list")
 	close(release)
 }
+
+// TestLimitRate: a queue limited to 1 job per 700ms runs its jobs one per
+// interval, each on its first attempt (a job the rate forbids waits, it is
+// not retried); its fetcher sleeps on one timer per interval, not a poll
+// (the take scripts Redis ran are counted: about one per job); and another
+// queue of the same consumer is not held up by it.
+func TestLimitRate(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	ctx := context.Background()
+	qa := mustQueue(t, p, "lim-rate", Config{})
+	qb := mustQueue(t, p, "lim-free", Config{})
+	const jobs, interval = 4, 700 * time.Millisecond
+	var mu sync.Mutex
+	var attempts []int
+	var doneA, doneB atomic.Int64
+	g := group(t)
+	wa := startWorker(t, g, qa, func(_ context.Context, j *Job) error {
+		mu.Lock()
+		attempts = append(attempts, j.Attempt)
+		mu.Unlock()
+		doneA.Add(1)
+		return nil
+	}, WorkerConfig{Concurrency: 4, Limit: Limit{Rate: 1, Per: interval}})
+	startWorker(t, g, qb, func(context.Context, *Job) error { doneB.Add(1); return nil }, WorkerConfig{})
+	before, err := srv.CommandStats(ctx)
+	require.NoError(t, err)
+	for range jobs {
+		_, err := qa.Enqueue(ctx, []byte("a"))
+		require.NoError(t, err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the first job", func() bool { return doneA.Load() == 1 })
+	testutil.Eventually(t, 5*time.Second, "the fetcher sleeping to the next allowed instant", func() bool {
+		return wa.Stats().FetcherState == "waiting: the queue's rate limit"
+	})
+	for range 20 {
+		_, err := qb.Enqueue(ctx, []byte("b"))
+		require.NoError(t, err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the other queue's jobs", func() bool { return doneB.Load() == 20 })
+	require.Less(t, doneA.Load(), int64(jobs), "the other queue ran while the limited one waited for its rate")
+	testutil.Eventually(t, 10*time.Second, "every limited job", func() bool { return doneA.Load() == jobs })
+	after, err := srv.CommandStats(ctx)
+	require.NoError(t, err)
+	mu.Lock()
+	require.Equal(t, []int{1, 1, 1, 1}, attempts, "no attempt spent waiting for the rate")
+	mu.Unlock()
+	// Scripts: the enqueues (jobs + 20), the takes of the free queue (at
+	// most one per job), and the limited takes: one that admits and one
+	// that finds the rate closed per job, give or take a wake-up.
+	scripts := after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"]
+	t.Logf("scripts run: %d for %d+20 jobs", scripts, jobs)
+	require.LessOrEqual(t, scripts, int64(jobs+20+20+3*jobs+4), "one timer per interval, not a poll")
+}
