@@ -44,6 +44,7 @@ func TestCluster(t *testing.T) {
 	t.Run("MaxLenLargeBatchNoScript", func(t *testing.T) { testLargeBatchNoScript(t, np) })
 	t.Run("InspectorAcrossSlots", func(t *testing.T) { testInspectorAcrossSlots(t, c, np) })
 	t.Run("OneHubPerSlotGroup", func(t *testing.T) { testOneHubPerSlotGroup(t, c, np) })
+	t.Run("Limits", func(t *testing.T) { testLimitConcurrency(t, np) })
 	t.Run("PauseAndResume", func(t *testing.T) { testPauseAndResume(t, np(t, pool.Config{}), np(t, pool.Config{})) })
 	t.Run("Partitions", func(t *testing.T) {
 		testPartitionBacklog(t, np)

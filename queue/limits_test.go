@@ -186,7 +186,18 @@ func TestLimitTakeScript(t *testing.T) {
 // Redis every ms: never more than 3, and the queue drains.
 func TestLimitConcurrencyInProcess(t *testing.T) {
 	addr := redistest.Server(t).Addr()
-	p0 := mustPool(t, pool.Config{Addrs: []string{addr}})
+	testLimitConcurrency(t, func(t testing.TB, cfg pool.Config) *pool.Pool {
+		cfg.Addrs = []string{addr}
+		return mustPool(t, cfg)
+	})
+}
+
+// testLimitConcurrency is TestLimitConcurrencyInProcess on the pools of np
+// (all on one Redis or cluster; np may empty it, so every pool is made
+// before the jobs are enqueued), with a rate limit too, loose enough not
+// to stop the drain.
+func testLimitConcurrency(t *testing.T, np newPoolFunc) {
+	p0 := np(t, pool.Config{})
 	q0 := mustQueue(t, p0, "lim-conc", Config{})
 	const jobs, limit = 300, 3
 	var running, maxRunning, done atomic.Int64
@@ -205,9 +216,9 @@ func TestLimitConcurrencyInProcess(t *testing.T) {
 	}
 	var ws []*Worker
 	for i := range 4 {
-		p := mustPool(t, pool.Config{Addrs: []string{addr}})
-		q := mustQueue(t, p, "lim-conc", Config{})
-		ws = append(ws, startWorker(t, group(t), q, h, WorkerConfig{Concurrency: 10, Limit: Limit{Concurrency: limit}}, ConsumerConfig{ConsumerID: fmt.Sprintf("c%d", i)}))
+		q := mustQueue(t, np(t, pool.Config{}), "lim-conc", Config{})
+		lim := Limit{Concurrency: limit, Rate: 100_000, Per: time.Second}
+		ws = append(ws, startWorker(t, group(t), q, h, WorkerConfig{Concurrency: 10, Limit: lim}, ConsumerConfig{ConsumerID: fmt.Sprintf("c%d", i)}))
 	}
 	ctx := context.Background()
 	payloads := make([][]byte, jobs)
@@ -370,4 +381,52 @@ func TestLimitRate(t *testing.T) {
 	scripts := after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"]
 	t.Logf("scripts run: %d for %d+20 jobs", scripts, jobs)
 	require.LessOrEqual(t, scripts, int64(jobs+20+20+3*jobs+4), "one timer per interval, not a poll")
+}
+
+// TestLimitSlotsOfDeadAndPreviousLives: a consumer that died holding slots
+// gets them given back by its sweep (its jobs run again, within the
+// limit), and a consumer restarted under its stable ID gives back the
+// slots of its previous life at its first reconcile; slots of a live
+// consumer are left alone.
+func TestLimitSlotsOfDeadAndPreviousLives(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		np   newPoolFunc
+	}{{"miniredis", miniPool}, {"server", serverPool}} {
+		t.Run(c.name, func(t *testing.T) {
+			p := c.np(t, pool.Config{})
+			ctx := context.Background()
+			q := mustQueue(t, p, "lim-dead", Config{})
+			rdb := p.Client()
+			job := func(id string) string {
+				e := envelope{id: id, maxAttempts: 3, enqueuedAt: time.Now(), payload: []byte(id)}
+				return string(e.encode())
+			}
+			slot := func(consumer, token, elem string) string { return slotPrefix(consumer, token) + "\x00" + elem }
+			// ghost died holding a job and a slot, under token t1.
+			ghostJob := job("ghost-job")
+			require.NoError(t, rdb.LPush(ctx, q.k.proc("ghost"), ghostJob).Err())
+			require.NoError(t, rdb.SAdd(ctx, q.k.consumers, "ghost").Err())
+			require.NoError(t, rdb.HSet(ctx, q.k.incarnations, "ghost", "t1").Err())
+			require.NoError(t, rdb.ZAdd(ctx, heartbeatKey("bq"), redis.Z{Score: float64(time.Now().Add(-time.Second).UnixMilli()), Member: "ghost"}).Err())
+			// stable's previous life held a slot (its job was acked, the
+			// release lost with the process); alive holds one and lives on.
+			alive := slot("alive", "t9", job("alive-job"))
+			require.NoError(t, rdb.ZAdd(ctx, q.k.limitHeld(),
+				redis.Z{Member: slot("ghost", "t1", ghostJob)},
+				redis.Z{Member: slot("stable", "old", job("gone"))},
+				redis.Z{Member: alive},
+			).Err())
+			ran := make(chan string, 4)
+			g := group(t)
+			startWorker(t, g, q, func(_ context.Context, j *Job) error { ran <- j.ID; return nil },
+				WorkerConfig{Limit: Limit{Concurrency: 2}},
+				ConsumerConfig{ConsumerID: "stable", HeartbeatInterval: 100 * time.Millisecond})
+			require.Equal(t, "ghost-job", recv(t, ran, 10*time.Second, "the dead consumer's job, run again"))
+			testutil.Eventually(t, 5*time.Second, "only the live consumer's slot left", func() bool {
+				held, err := rdb.ZRange(ctx, q.k.limitHeld(), 0, -1).Result()
+				return err == nil && len(held) == 1 && held[0] == alive
+			})
+		})
+	}
 }
