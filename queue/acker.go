@@ -196,32 +196,27 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	c := w.q.p.Background()
 	pipe := c.Pipeline()
 	cmds := make([]redis.Cmder, len(ops))
-	var rels []redis.Cmder // the limit slots' releases (limits.go); nil without a limit
-	if w.lim != nil {
-		rels = make([]redis.Cmder, len(ops))
-	}
 	var extras ctlExtras
 	for i := range ops {
 		w.queueLastErr(ctx, pipe, &ops[i])
 		extras.before(ctx, w, pipe, &ops[i])
 		cmds[i] = w.queueOutcome(ctx, pipe, &ops[i])
-		if rels != nil {
-			rels[i] = w.queueRelease(ctx, pipe, &ops[i])
-		}
 		extras.after(ctx, w, pipe, &ops[i])
 	}
+	rels := w.queueRelease(ctx, pipe, ops) // limits.go: none without a concurrency limit
 	gone := goneJobs(ops)
 	drained := w.q.drainHook(ctx, pipe, gone)
 	_, _ = pipe.Exec(ctx)
 	w.q.drainDone(ctx, c, drained, gone)
 	extras.done(ctx, w, c)
+	relErr := releaseFailed(rels)
 	for i, op := range ops {
 		err := cmds[i].Err()
-		if err == nil && rels != nil && rels[i] != nil && rels[i].Err() != nil {
-			// The outcome is written and its slot not given back: send
-			// both again, the outcome as a resend (which finds its job
-			// gone and counts as written).
-			err, op.resent = rels[i].Err(), true
+		if err == nil && relErr != nil && holdsSlot(op) {
+			// The outcome is written and its slot maybe not given back:
+			// send both again, the outcome as a resend (which finds its
+			// job gone and counts as written).
+			err, op.resent = relErr, true
 		}
 		switch {
 		case err == nil:

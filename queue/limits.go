@@ -167,15 +167,47 @@ func splitTake(reply []string, err error) ([]string, time.Duration, error) {
 	return reply[1:], time.Duration(us) * time.Microsecond, nil
 }
 
-// queueRelease adds to pipe the release of op's slot, or returns nil when
-// it holds none (no concurrency limit, or a wake marker).
-func (w *Worker) queueRelease(ctx context.Context, pipe redis.Pipeliner, op *ackOp) redis.Cmder {
-	if w.lim == nil || w.lim.conc == 0 || op.elem == wakeMarker {
+// queueRelease adds to pipe the release of the slots of ops: one script
+// call per pipeline of outcomes (per releaseChunk of them: the drain's last
+// pipeline may carry more than maxAckBatch), however many it carries. It
+// adds nothing without a concurrency limit, or for wake markers only.
+func (w *Worker) queueRelease(ctx context.Context, pipe redis.Pipeliner, ops []ackOp) []redis.Cmder {
+	if w.lim == nil || w.lim.conc == 0 {
 		return nil
 	}
+	var cmds []redis.Cmder
 	k := w.q.k
-	return limitReleaseScript.EvalSha(ctx, pipe, []string{w.lim.held, k.ready, k.bell}, "one", w.lim.prefix+op.elem)
+	args := []any{"one", w.lim.conc}
+	for i, op := range ops {
+		if holdsSlot(op) {
+			args = append(args, w.lim.prefix+op.elem)
+		}
+		if len(args) == 2+releaseChunk || (i == len(ops)-1 && len(args) > 2) {
+			cmds = append(cmds, limitReleaseScript.EvalSha(ctx, pipe, []string{w.lim.held, k.ready, k.bell}, args...))
+			args = []any{"one", w.lim.conc}
+		}
+	}
+	return cmds
 }
+
+// releaseChunk bounds the slots one release call gives back (Lua's unpack
+// has a limit).
+const releaseChunk = 1000
+
+// releaseFailed returns the error of the first release in cmds that
+// failed, or nil.
+func releaseFailed(cmds []redis.Cmder) error {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holdsSlot reports whether op's element holds a slot of a concurrency
+// limit: every job does, a wake marker does not.
+func holdsSlot(op ackOp) bool { return op.elem != wakeMarker }
 
 // releaseMine gives back every slot this incarnation holds: the drain runs
 // it once its processing list is back in the ready list.
@@ -184,7 +216,7 @@ func (w *Worker) releaseMine(ctx context.Context) error {
 		return nil
 	}
 	k := w.q.k
-	return limitReleaseScript.Run(ctx, w.q.p.Background(), []string{w.lim.held, k.ready, k.bell}, "range", w.lim.minRange, w.lim.maxRange).Err()
+	return limitReleaseScript.Run(ctx, w.q.p.Background(), []string{w.lim.held, k.ready, k.bell}, "range", w.lim.conc, w.lim.minRange, w.lim.maxRange).Err()
 }
 
 // releaseDead gives back every slot a dead consumer's incarnation held:
@@ -197,7 +229,7 @@ func (w *Worker) releaseDead(ctx context.Context, consumer, token string) error 
 	}
 	lo, hi := lexRange(slotPrefix(consumer, token))
 	k := w.q.k
-	n, err := limitReleaseScript.Run(ctx, w.q.p.Background(), []string{k.limitHeld(), k.ready, k.bell}, "range", lo, hi).Int()
+	n, err := limitReleaseScript.Run(ctx, w.q.p.Background(), []string{k.limitHeld(), k.ready, k.bell}, "range", 0, lo, hi).Int()
 	if n > 0 {
 		w.log.Info("queue: gave back the limit slots of a dead consumer", "dead_consumer", consumer, "count", n)
 	}
@@ -219,17 +251,22 @@ func (w *Worker) releaseStale(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stale := []any{"one"}
+	var stale []any
 	for _, m := range members {
 		if !strings.HasPrefix(m, w.lim.prefix) || !w.tracked(m[len(w.lim.prefix):]) {
 			stale = append(stale, m)
 		}
 	}
-	if len(stale) == 1 {
-		return nil
-	}
 	k := w.q.k
-	return limitReleaseScript.Run(ctx, c, []string{w.lim.held, k.ready, k.bell}, stale...).Err()
+	for len(stale) > 0 {
+		part := stale[:min(len(stale), releaseChunk)]
+		stale = stale[len(part):]
+		args := append([]any{"one", w.lim.conc}, part...)
+		if err := limitReleaseScript.Run(ctx, c, []string{w.lim.held, k.ready, k.bell}, args...).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LimitInFlight returns how many of the queue's jobs hold a slot of its

@@ -83,7 +83,7 @@ local scale, step, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7
 local now = 0
 if step > 0 then now = gcra_now(ARGV[4]) end
 local room, why, d, us, num, den = limit_room(KEYS[5], KEYS[6], conc, now, scale, step, burst)
-local out, bytes, jobs, stop = {'0'}, 0, 0, nil
+local out, bytes, jobs, stop, slots = {'0'}, 0, 0, nil, {}
 while #out - 1 < n do
   if bytes >= budget then stop = 'budget'; break end
   if jobs >= room and redis.call('LINDEX', KEYS[1], -1) ~= marker then stop = why; break end
@@ -93,9 +93,11 @@ while #out - 1 < n do
   bytes = bytes + #v
   if v ~= marker then
     jobs = jobs + 1
-    if conc > 0 then redis.call('ZADD', KEYS[5], 0, prefix .. v) end
+    slots[#slots+1] = 0
+    slots[#slots+1] = prefix .. v
   end
 end
+if conc > 0 and jobs > 0 then redis.call('ZADD', KEYS[5], unpack(slots)) end
 limit_take_done(KEYS[6], now, us, num, den, jobs, step, scale)
 if stop == 'rate' then
   out[1] = string.format('%d', limit_wait(d, jobs, step, burst, scale))
@@ -112,19 +114,26 @@ var (
 
 // limitReleaseLua gives slots back: it removes from the held set the
 // members in ARGV (the first form) or every member in the lex range
-// [ARGV[2], ARGV[3]) (ARGV[1] == 'range': all the slots of one consumer
-// incarnation), and rings the doorbell when it freed one and the ready
-// list holds jobs, so a consumer waiting at the limit takes the next.
-// KEYS: held, ready, bell. ARGV: 'one', members... | 'range', min, max.
-// Returns how many slots it freed.
+// [ARGV[3], ARGV[4]) (ARGV[1] == 'range': all the slots of one consumer
+// incarnation). When it freed a slot of a full set (the count was at least
+// ARGV[2], the limit, before; 0: whatever the count) and the ready list
+// holds jobs, it rings the doorbell, so one consumer waiting at the limit
+// takes the next (a take that leaves room and jobs rings on for the
+// others). A release below the limit rings nothing: nobody waits for it,
+// and a ring per job would cost a wake-up and a take per job.
+// KEYS: held, ready, bell. ARGV: 'one', limit, members... | 'range', limit,
+// min, max. Returns how many slots it freed.
 const limitReleaseLua = `
 local n = 0
 if ARGV[1] == 'range' then
-  n = redis.call('ZREMRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3])
+  n = redis.call('ZREMRANGEBYLEX', KEYS[1], ARGV[3], ARGV[4])
 else
-  n = redis.call('ZREM', KEYS[1], unpack(ARGV, 2))
+  n = redis.call('ZREM', KEYS[1], unpack(ARGV, 3))
 end
-if n > 0 and redis.call('LLEN', KEYS[2]) > 0 then redis.call('ZADD', KEYS[3], 0, '1') end
+local conc = tonumber(ARGV[2])
+if n > 0 and (conc == 0 or redis.call('ZCARD', KEYS[1]) + n >= conc) and redis.call('LLEN', KEYS[2]) > 0 then
+  redis.call('ZADD', KEYS[3], 0, '1')
+end
 return n
 `
 

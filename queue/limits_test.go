@@ -72,7 +72,7 @@ func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
 }
 
 func (l limitTake) release(elems ...string) int64 {
-	args := []any{"one"}
+	args := []any{"one", l.conc}
 	for _, e := range elems {
 		args = append(args, l.prefix+e)
 	}
@@ -429,4 +429,38 @@ func TestLimitSlotsOfDeadAndPreviousLives(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestLimitReleaseFailsIsRetried: an outcome whose slot could not be given
+// back (here the set of slots is a foreign key of the wrong type) is
+// written again, with its release, until both are: the job counts as done
+// once, and no lease is reported lost.
+func TestLimitReleaseFailsIsRetried(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "lim-relfail", Config{})
+	ctx := context.Background()
+	rdb := p.Client()
+	proceed := make(chan struct{})
+	g := group(t)
+	w := startWorker(t, g, q, func(ctx context.Context, j *Job) error {
+		select {
+		case <-proceed:
+		case <-ctx.Done():
+		}
+		return nil
+	}, WorkerConfig{Limit: Limit{Concurrency: 1}})
+	_, err := q.Enqueue(ctx, []byte("x"))
+	require.NoError(t, err)
+	testutil.Eventually(t, 5*time.Second, "the job running", func() bool { return w.Stats().Busy == 1 })
+	require.NoError(t, rdb.Set(ctx, q.k.limitHeld(), "foreign", 0).Err())
+	close(proceed)
+	testutil.Eventually(t, 5*time.Second, "the release failing", func() bool { return w.Stats().AckErrors > 0 })
+	require.Zero(t, w.Stats().Processed-1, "the run counted once")
+	require.NoError(t, rdb.Del(ctx, q.k.limitHeld()).Err())
+	testutil.Eventually(t, 10*time.Second, "the outcome and release written", func() bool {
+		n, err := rdb.LLen(ctx, q.k.proc(w.c.ID())).Result()
+		return err == nil && n == 0 && w.Stats().InFlight == 0
+	})
+	require.Zero(t, w.Stats().LostLeases)
+	require.EqualValues(t, 1, w.Stats().Processed)
 }
