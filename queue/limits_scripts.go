@@ -86,7 +86,12 @@ local room, why, d, us, num, den = limit_room(KEYS[5], KEYS[6], conc, now, scale
 local out, bytes, jobs, stop, slots = {'0'}, 0, 0, nil, {}
 while #out - 1 < n do
   if bytes >= budget then stop = 'budget'; break end
-  if jobs >= room and redis.call('LINDEX', KEYS[1], -1) ~= marker then stop = why; break end
+  if jobs >= room then
+    -- At the limit: only a wake marker may still go.
+    local tail = redis.call('LINDEX', KEYS[1], -1)
+    if not tail then stop = 'empty'; break end
+    if tail ~= marker then stop = why; break end
+  end
   local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
   if not v then stop = 'empty'; break end
   out[#out+1] = v

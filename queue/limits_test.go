@@ -172,6 +172,9 @@ func TestLimitTakeScript(t *testing.T) {
 			wait, got = r.take(5, t0+450_000)
 			require.Equal(t, []string{"5"}, got, "the last job: the queue is empty, no wait")
 			require.Zero(t, wait)
+			wait, got = r.take(5, t0+450_001)
+			require.Empty(t, got)
+			require.Zero(t, wait, "the rate is closed, but nothing waits for it: no timer")
 			require.Zero(t, rdb.Exists(ctx, k.limitHeld()).Val(), "no concurrency limit: no slots")
 			pttl, err := rdb.PTTL(ctx, k.limitRate()).Result()
 			require.NoError(t, err)
@@ -463,4 +466,38 @@ func TestLimitReleaseFailsIsRetried(t *testing.T) {
 	})
 	require.Zero(t, w.Stats().LostLeases)
 	require.EqualValues(t, 1, w.Stats().Processed)
+}
+
+// TestLimitRateInjectedClock: with the rate's clock frozen, a queue
+// limited to 1 job an hour with a burst of 2 runs exactly 2 jobs, on their
+// first attempt; the others wait in the ready list, and the fetcher sleeps
+// to the instant the rate allows the next.
+func TestLimitRateInjectedClock(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "lim-frozen", Config{})
+	ctx := context.Background()
+	var ran atomic.Int64
+	g := group(t)
+	w, err := NewWorker(consumerFor(t, g, q), q, func(_ context.Context, j *Job) error {
+		if j.Attempt != 1 {
+			return Permanent(fmt.Errorf("attempt %d", j.Attempt))
+		}
+		ran.Add(1)
+		return nil
+	}, WorkerConfig{Limit: Limit{Rate: 1, Per: time.Hour, Burst: 2}})
+	require.NoError(t, err)
+	frozen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w.limitNow = func() time.Time { return frozen }
+	require.NoError(t, w.Start(g))
+	for range 5 {
+		_, err := q.Enqueue(ctx, []byte("x"))
+		require.NoError(t, err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the burst run, the fetcher asleep", func() bool {
+		return ran.Load() == 2 && w.Stats().FetcherState == "waiting: the queue's rate limit"
+	})
+	n, err := p.Client().LLen(ctx, q.k.ready).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n, "the others wait")
+	require.Zero(t, w.Stats().Failed)
 }
