@@ -43,6 +43,11 @@ type Limit struct {
 	Rate  int
 	Per   time.Duration
 	Burst int
+	// PartitionConcurrency is how many jobs of one partition (the
+	// Partition option) may be in flight at once across every process:
+	// a partition at its limit is skipped by the take, and the others
+	// keep flowing. Zero: no per-partition limit. At most 1,000,000.
+	PartitionConcurrency int
 }
 
 // maxLimitConcurrency bounds Limit.Concurrency: its slots are members of
@@ -50,12 +55,15 @@ type Limit struct {
 const maxLimitConcurrency = 1_000_000
 
 // limiting reports whether l limits anything.
-func (l Limit) limiting() bool { return l.Concurrency > 0 || l.Rate > 0 }
+func (l Limit) limiting() bool { return l.Concurrency > 0 || l.Rate > 0 || l.PartitionConcurrency > 0 }
 
 // withDefaults fills and checks l, as field (its name in the config).
 func (l Limit) withDefaults(e *check.Errors, field string) Limit {
 	if l.Concurrency < 0 || l.Concurrency > maxLimitConcurrency {
 		e.Addf("%s.Concurrency must be in 0..%d, got %d", field, maxLimitConcurrency, l.Concurrency)
+	}
+	if l.PartitionConcurrency < 0 || l.PartitionConcurrency > maxLimitConcurrency {
+		e.Addf("%s.PartitionConcurrency must be in 0..%d, got %d", field, maxLimitConcurrency, l.PartitionConcurrency)
 	}
 	switch {
 	case l.Rate < 0:
@@ -80,10 +88,11 @@ func (l Limit) withDefaults(e *check.Errors, field string) Limit {
 // limiter is a worker's view of its queue's limit: the arguments every
 // take sends.
 type limiter struct {
-	conc                   int
+	conc, pconc            int
 	scale, step, burst     int64
 	held, rate             string // keys
-	prefix                 string // this incarnation's slots: consumer ID, NUL, token, NUL, list, NUL
+	pheld                  string // key: partition -> its slots held
+	prefix                 string // this incarnation's slots: consumer ID, NUL, token, NUL
 	now                    func() time.Time
 	minRange, maxRange     string // ZREMRANGEBYLEX bounds of this incarnation's slots
 	consumerLo, consumerHi string // ZRANGEBYLEX bounds of every incarnation of this consumer ID
@@ -92,10 +101,12 @@ type limiter struct {
 // The keys of a queue's limits, beside keys.go's.
 func (k keys) limitHeld() string { return k.tag + ":limit:held" }
 func (k keys) limitRate() string { return k.tag + ":limit:rate" }
+func (k keys) limitPart() string { return k.tag + ":limit:parts" }
 
 // slotPrefix is the start of the members of one consumer incarnation's
 // slots. A slot is <consumer ID> NUL <token> NUL <list> NUL <element>:
-// <list> is "" for the queue's own limit. The sweep of a dead consumer
+// <list> is the job's partition when a per-partition limit counts it,
+// else "". The sweep of a dead consumer
 // removes its incarnation's range in one command, whatever it held.
 func slotPrefix(consumer, token string) string { return consumer + "\x00" + token + "\x00" }
 
@@ -112,13 +123,13 @@ func newLimiter(w *Worker, token string) *limiter {
 	if !l.limiting() {
 		return nil
 	}
-	lim := &limiter{conc: l.Concurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), now: w.limitNow}
+	lim := &limiter{conc: l.Concurrency, pconc: l.PartitionConcurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), pheld: w.q.k.limitPart(), now: w.limitNow}
 	if l.Rate > 0 {
 		lim.scale, lim.step, _, _ = gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst))
 		lim.burst = int64(l.Burst)
 	}
 	p := slotPrefix(w.c.ID(), token)
-	lim.prefix = p + "\x00" // the queue's own limit: list ""
+	lim.prefix = p
 	lim.minRange, lim.maxRange = lexRange(p)
 	lim.consumerLo, lim.consumerHi = lexRange(w.c.ID() + "\x00")
 	return lim
@@ -129,12 +140,12 @@ func newLimiter(w *Worker, token string) *limiter {
 // rate allows the next job, when the rate stopped the take.
 func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string, n int) (elems []string, wait time.Duration, err error) {
 	lim := w.lim
-	ks = append(ks, lim.held, lim.rate)
+	ks = append(ks, lim.held, lim.rate, lim.pheld)
 	now := ""
 	if lim.now != nil {
 		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
 	}
-	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst}
+	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc}
 	var reply []string
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		reply, err = limitTakeScript.Run(ctx, c, ks, args...).StringSlice()
@@ -172,22 +183,31 @@ func splitTake(reply []string, err error) ([]string, time.Duration, error) {
 // pipeline may carry more than maxAckBatch), however many it carries. It
 // adds nothing without a concurrency limit, or for wake markers only.
 func (w *Worker) queueRelease(ctx context.Context, pipe redis.Pipeliner, ops []ackOp) []redis.Cmder {
-	if w.lim == nil || w.lim.conc == 0 {
+	if !w.lim.counts() {
 		return nil
 	}
 	var cmds []redis.Cmder
-	k := w.q.k
-	args := []any{"one", w.lim.conc}
+	args := []any{"elems", w.lim.conc, w.lim.pconc, w.lim.prefix}
 	for i, op := range ops {
 		if holdsSlot(op) {
-			args = append(args, w.lim.prefix+op.elem)
+			args = append(args, op.elem)
 		}
-		if len(args) == 2+releaseChunk || (i == len(ops)-1 && len(args) > 2) {
-			cmds = append(cmds, limitReleaseScript.EvalSha(ctx, pipe, []string{w.lim.held, k.ready, k.bell}, args...))
-			args = []any{"one", w.lim.conc}
+		if len(args) == 4+releaseChunk || (i == len(ops)-1 && len(args) > 4) {
+			cmds = append(cmds, limitReleaseScript.EvalSha(ctx, pipe, w.releaseKeys(), args...))
+			args = []any{"elems", w.lim.conc, w.lim.pconc, w.lim.prefix}
 		}
 	}
 	return cmds
+}
+
+// counts reports whether l counts slots: a concurrency limit, of the
+// queue or of its partitions (a rate alone counts none).
+func (l *limiter) counts() bool { return l != nil && (l.conc > 0 || l.pconc > 0) }
+
+// releaseKeys are the KEYS of limitReleaseScript.
+func (w *Worker) releaseKeys() []string {
+	k := w.q.k
+	return []string{k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart()}
 }
 
 // releaseChunk bounds the slots one release call gives back (Lua's unpack
@@ -212,11 +232,10 @@ func holdsSlot(op ackOp) bool { return op.elem != wakeMarker }
 // releaseMine gives back every slot this incarnation holds: the drain runs
 // it once its processing list is back in the ready list.
 func (w *Worker) releaseMine(ctx context.Context) error {
-	if w.lim == nil || w.lim.conc == 0 {
+	if !w.lim.counts() {
 		return nil
 	}
-	k := w.q.k
-	return limitReleaseScript.Run(ctx, w.q.p.Background(), []string{w.lim.held, k.ready, k.bell}, "range", w.lim.conc, w.lim.minRange, w.lim.maxRange).Err()
+	return limitReleaseScript.Run(ctx, w.q.p.Background(), w.releaseKeys(), "range", w.lim.conc, w.lim.pconc, w.lim.minRange, w.lim.maxRange).Err()
 }
 
 // releaseDead gives back every slot a dead consumer's incarnation held:
@@ -228,8 +247,7 @@ func (w *Worker) releaseDead(ctx context.Context, consumer, token string) error 
 		return nil // a consumer of an earlier version, which held no slots
 	}
 	lo, hi := lexRange(slotPrefix(consumer, token))
-	k := w.q.k
-	n, err := limitReleaseScript.Run(ctx, w.q.p.Background(), []string{k.limitHeld(), k.ready, k.bell}, "range", 0, lo, hi).Int()
+	n, err := limitReleaseScript.Run(ctx, w.q.p.Background(), w.releaseKeys(), "range", 0, 0, lo, hi).Int()
 	if n > 0 {
 		w.log.Info("queue: gave back the limit slots of a dead consumer", "dead_consumer", consumer, "count", n)
 	}
@@ -243,7 +261,7 @@ func (w *Worker) releaseDead(ctx context.Context, consumer, token string) error 
 // a reconcile, so no take races it, and an element tracked when read is
 // released by its outcome.
 func (w *Worker) releaseStale(ctx context.Context) error {
-	if w.lim == nil || w.lim.conc == 0 {
+	if !w.lim.counts() {
 		return nil
 	}
 	c := w.q.p.Background()
@@ -253,16 +271,17 @@ func (w *Worker) releaseStale(ctx context.Context) error {
 	}
 	var stale []any
 	for _, m := range members {
-		if !strings.HasPrefix(m, w.lim.prefix) || !w.tracked(m[len(w.lim.prefix):]) {
+		rest, mine := strings.CutPrefix(m, w.lim.prefix)
+		_, elem, _ := strings.Cut(rest, "\x00") // after the partition
+		if !mine || !w.tracked(elem) {
 			stale = append(stale, m)
 		}
 	}
-	k := w.q.k
 	for len(stale) > 0 {
 		part := stale[:min(len(stale), releaseChunk)]
 		stale = stale[len(part):]
-		args := append([]any{"one", w.lim.conc}, part...)
-		if err := limitReleaseScript.Run(ctx, c, []string{w.lim.held, k.ready, k.bell}, args...).Err(); err != nil {
+		args := append([]any{"members", w.lim.conc, w.lim.pconc}, part...)
+		if err := limitReleaseScript.Run(ctx, c, w.releaseKeys(), args...).Err(); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"strings"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bounded-go/bounded/internal/gcra"
@@ -58,21 +60,48 @@ local function limit_wait(d, jobs, step, burst, scale)
 end
 `
 
+// limitPartMayLua replaces the partitions' admission hook (partMay in
+// partTakeLua): with a per-partition concurrency limit (ARGV[8] > 0), a
+// partition gives a job only while fewer than that many of its jobs hold a
+// slot (KEYS[10], a hash: partition -> slots held, read once per partition
+// per take) counting those this take already took.
+const limitPartMayLua = `local limitPartConc = tonumber(ARGV[8]) or 0
+local limitPartHeld = {}
+local function partMay(key)
+  if limitPartConc <= 0 then return true end
+  local h = limitPartHeld[key]
+  if h == nil then
+    h = tonumber(redis.call('HGET', KEYS[10], key) or '0')
+    limitPartHeld[key] = h
+  end
+  return h + (partTaken[key] or 0) < limitPartConc
+end`
+
+// partMayDefault is partTakeLua's own hook, which limitPartMayLua replaces.
+const partMayDefault = "local function partMay(key) return true end"
+
 // limitTakeLua is takeLua for a limited queue: it takes jobs while
-// limit_room allows, adds a slot (prefix .. element) per job to the held
-// set when there is a concurrency limit, and advances the rate key once
-// for all of them. A wake marker is no job: it is taken even at the limit
-// and holds no slot. It rings the doorbell again only when it leaves jobs
-// that another consumer could take now: never when the limit stopped it
-// (the release of a slot rings; a rate-limited consumer sleeps to the
-// instant it returns). Its reply is {wait, elements...}: wait is "0", or
-// the µs until the rate allows the next job when the rate stopped it.
-// KEYS: ready, processing list, bell, paused flag, held, rate.
-// ARGV: n, slot prefix, concurrency (0: none), now µs ("": Redis TIME),
-// scale, step (0: no rate), burst.
-var limitTakeLua = budgetLua + gcra.Lua + limitLua + `
+// limit_room allows (and, from the partitions, while the partition's own
+// limit allows: limitPartMayLua), adds a slot per job to the held set when
+// a concurrency limit counts it (member: prefix, partition or "", NUL,
+// element), counts the partitions' slots, and advances the rate key once
+// for all of them. A wake marker is no job: it holds no slot, and is taken
+// even at the limit from the ready list. It rings the doorbell again only
+// when it leaves jobs that another consumer could take now: never when a
+// limit stopped it (the release of a slot rings; a rate-limited consumer
+// sleeps to the instant it returns). Its reply is {wait, elements...}: wait
+// is "0", or the µs until the rate allows the next job when the rate
+// stopped it.
+// KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag,
+// held, rate, partition slots.
+// ARGV: n, slot prefix (consumer ID, NUL, token, NUL), concurrency (0:
+// none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
+// per-partition concurrency (0: none).
+var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua +
+	strings.Replace(partTakeLua, partMayDefault, limitPartMayLua, 1) + `
 local marker = '` + wakeMarker + `'
-if redis.call('EXISTS', KEYS[4]) == 1 then
+local flagged = redis.call('EXISTS', KEYS[4], KEYS[5])
+if flagged > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
   if redis.call('LINDEX', KEYS[1], -1) == marker then
     return {'0', redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
   end
@@ -82,32 +111,69 @@ local n, prefix, conc = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local scale, step, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = 0
 if step > 0 then now = gcra_now(ARGV[4]) end
-local room, why, d, us, num, den = limit_room(KEYS[5], KEYS[6], conc, now, scale, step, burst)
-local out, bytes, jobs, stop, slots = {'0'}, 0, 0, nil, {}
-while #out - 1 < n do
-  if bytes >= budget then stop = 'budget'; break end
-  if jobs >= room then
-    -- At the limit: only a wake marker may still go.
-    local tail = redis.call('LINDEX', KEYS[1], -1)
-    if not tail then stop = 'empty'; break end
-    if tail ~= marker then stop = why; break end
+local room, why, d, us, num, den = limit_room(KEYS[8], KEYS[9], conc, now, scale, step, burst)
+local out, bytes, jobs, stop = {'0'}, 0, 0, nil
+if flagged > 0 then
+  -- Partitioned jobs wait: the partitions and the ready list in turn
+  -- (takePart), as many as the queue's limits allow.
+  local got = {}
+  if room > 0 then
+    local dry
+    bytes, dry = takePart(got, math.min(n, room), bytes, budget)
+    if dry then stop = 'dry' end
   end
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then stop = 'empty'; break end
-  out[#out+1] = v
-  bytes = bytes + #v
-  if v ~= marker then
-    jobs = jobs + 1
-    slots[#slots+1] = 0
-    slots[#slots+1] = prefix .. v
+  for _, v in ipairs(got) do
+    out[#out+1] = v
+    if v ~= marker then jobs = jobs + 1 end
+  end
+  if stop == nil and #got < n and jobs >= room then stop = why end
+else
+  while #out - 1 < n do
+    if bytes >= budget then stop = 'budget'; break end
+    if jobs >= room then
+      -- At the limit: only a wake marker may still go.
+      local tail = redis.call('LINDEX', KEYS[1], -1)
+      if not tail then stop = 'empty'; break end
+      if tail ~= marker then stop = why; break end
+    end
+    local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+    if not v then stop = 'empty'; break end
+    out[#out+1] = v
+    bytes = bytes + #v
+    if v ~= marker then jobs = jobs + 1 end
   end
 end
-if conc > 0 and jobs > 0 then redis.call('ZADD', KEYS[5], unpack(slots)) end
-limit_take_done(KEYS[6], now, us, num, den, jobs, step, scale)
+-- The slots: one ZADD, and one HINCRBY per partition.
+local pconc = tonumber(ARGV[8])
+if jobs > 0 and (conc > 0 or pconc > 0) then
+  local slots, parts, order = {}, {}, {}
+  for i = 2, #out do
+    local v = out[i]
+    if v ~= marker then
+      -- The member names the partition only when its limit counts it.
+      local key = pconc > 0 and partOf(v)
+      if conc > 0 or key then
+        slots[#slots+1] = 0
+        slots[#slots+1] = prefix .. (key or '') .. '\0' .. v
+      end
+      if key then
+        if parts[key] == nil then parts[key] = 0; order[#order+1] = key end
+        parts[key] = parts[key] + 1
+      end
+    end
+  end
+  for i = 1, #slots, 2000 do redis.call('ZADD', KEYS[8], unpack(slots, i, math.min(i + 1999, #slots))) end
+  for _, key in ipairs(order) do redis.call('HINCRBY', KEYS[10], key, parts[key]) end
+end
+limit_take_done(KEYS[9], now, us, num, den, jobs, step, scale)
 if stop == 'rate' then
-  out[1] = string.format('%d', limit_wait(d, jobs, step, burst, scale))
-elseif stop ~= 'empty' and stop ~= 'conc' and jobs < room and redis.call('LLEN', KEYS[1]) > 0 then
-  redis.call('ZADD', KEYS[3], 0, '1')
+  if redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1 then
+    out[1] = string.format('%d', limit_wait(d, jobs, step, burst, scale))
+  end
+elseif stop == nil or stop == 'budget' then
+  if jobs < room and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1) then
+    redis.call('ZADD', KEYS[3], 0, '1')
+  end
 end
 return out
 `
@@ -117,26 +183,48 @@ var (
 	limitTakeAtLimitScript = redis.NewScript(allowOOM + limitTakeLua)
 )
 
-// limitReleaseLua gives slots back: it removes from the held set the
-// members in ARGV (the first form) or every member in the lex range
-// [ARGV[3], ARGV[4]) (ARGV[1] == 'range': all the slots of one consumer
-// incarnation). When it freed a slot of a full set (the count was at least
-// ARGV[2], the limit, before; 0: whatever the count) and the ready list
-// holds jobs, it rings the doorbell, so one consumer waiting at the limit
-// takes the next (a take that leaves room and jobs rings on for the
-// others). A release below the limit rings nothing: nobody waits for it,
-// and a ring per job would cost a wake-up and a take per job.
-// KEYS: held, ready, bell. ARGV: 'one', limit, members... | 'range', limit,
+// limitReleaseLua gives slots back, and the partitions' counts with them.
+// Three forms name the slots: 'elems' (the slots of this prefix for these
+// elements: an outcome's), 'members' (the members themselves), 'range'
+// (every member in the lex range [min, max): all the slots of one
+// consumer incarnation). When it freed a slot of a full set or of a full
+// partition (ARGV[2], the queue's limit, and ARGV[3], the partitions'; 0:
+// whatever the count) and jobs wait, it rings the doorbell, so one
+// consumer waiting at the limit takes the next (a take that leaves room
+// and jobs rings on for the others). A release below the limits rings
+// nothing: nobody waits for it, and a ring per job would cost a wake-up
+// and a take per job.
+// KEYS: held, ready, bell, fair, partition slots.
+// ARGV: 'elems', limit, partition limit, prefix, elements... | 'members',
+// limit, partition limit, members... | 'range', limit, partition limit,
 // min, max. Returns how many slots it freed.
-const limitReleaseLua = `
-local n = 0
+const limitReleaseLua = partLua + `
+local conc, pconc = tonumber(ARGV[2]), tonumber(ARGV[3])
+local members = {}
 if ARGV[1] == 'range' then
-  n = redis.call('ZREMRANGEBYLEX', KEYS[1], ARGV[3], ARGV[4])
+  members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[4], ARGV[5])
+elseif ARGV[1] == 'elems' then
+  for i = 5, #ARGV do
+    local key = pconc > 0 and partOf(ARGV[i])
+    members[#members+1] = ARGV[4] .. (key or '') .. '\0' .. ARGV[i]
+  end
 else
-  n = redis.call('ZREM', KEYS[1], unpack(ARGV, 3))
+  members = {unpack(ARGV, 4)}
 end
-local conc = tonumber(ARGV[2])
-if n > 0 and (conc == 0 or redis.call('ZCARD', KEYS[1]) + n >= conc) and redis.call('LLEN', KEYS[2]) > 0 then
+local n, ring = 0, false
+for _, m in ipairs(members) do
+  if redis.call('ZREM', KEYS[1], m) == 1 then
+    n = n + 1
+    local key = string.match(m, '^[^%z]*%z[^%z]*%z([^%z]+)%z')
+    if key then
+      local left = redis.call('HINCRBY', KEYS[5], key, -1)
+      if left <= 0 then redis.call('HDEL', KEYS[5], key) end
+      if pconc == 0 or left + 1 >= pconc then ring = true end
+    end
+  end
+end
+if n > 0 and (conc == 0 or redis.call('ZCARD', KEYS[1]) + n >= conc) then ring = true end
+if ring and (redis.call('LLEN', KEYS[2]) > 0 or redis.call('EXISTS', KEYS[4]) == 1) then
   redis.call('ZADD', KEYS[3], 0, '1')
 end
 return n

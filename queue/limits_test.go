@@ -53,18 +53,19 @@ type limitTake struct {
 	t      *testing.T
 	rdb    *redis.Client
 	k      keys
-	prefix string
+	prefix string // slotPrefix's
 	conc   int
 	scale  int64
 	step   int64
 	burst  int64
+	pconc  int
 }
 
 func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
 	l.t.Helper()
 	reply, err := limitTakeScript.Run(context.Background(), l.rdb,
-		[]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.limitHeld(), l.k.limitRate()},
-		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst).StringSlice()
+		[]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.fair(), l.k.partLen(), l.k.partTag(), l.k.limitHeld(), l.k.limitRate(), l.k.limitPart()},
+		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst, l.pconc).StringSlice()
 	require.NoError(l.t, err)
 	wait, err = strconv.ParseInt(reply[0], 10, 64)
 	require.NoError(l.t, err)
@@ -72,11 +73,11 @@ func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
 }
 
 func (l limitTake) release(elems ...string) int64 {
-	args := []any{"one", l.conc}
+	args := []any{"elems", l.conc, l.pconc, l.prefix}
 	for _, e := range elems {
-		args = append(args, l.prefix+e)
+		args = append(args, e)
 	}
-	n, err := limitReleaseScript.Run(context.Background(), l.rdb, []string{l.k.limitHeld(), l.k.ready, l.k.bell}, args...).Int64()
+	n, err := limitReleaseScript.Run(context.Background(), l.rdb, []string{l.k.limitHeld(), l.k.ready, l.k.bell, l.k.fair(), l.k.limitPart()}, args...).Int64()
 	require.NoError(l.t, err)
 	return n
 }
@@ -120,7 +121,7 @@ func TestLimitTakeScript(t *testing.T) {
 			const t0 = 1_767_225_600_000_123
 
 			// Concurrency 2.
-			l := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("c1", "tok") + "\x00", conc: 2}
+			l := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("c1", "tok"), conc: 2}
 			push("a", "b", "c", "d")
 			wait, got := l.take(1, t0)
 			require.Equal(t, []string{"a"}, got)
@@ -135,7 +136,7 @@ func TestLimitTakeScript(t *testing.T) {
 			require.False(t, bell())
 			held, err := rdb.ZRange(ctx, k.limitHeld(), 0, -1).Result()
 			require.NoError(t, err)
-			require.Equal(t, []string{l.prefix + "a", l.prefix + "b"}, held)
+			require.Equal(t, []string{l.prefix + "\x00a", l.prefix + "\x00b"}, held)
 			require.EqualValues(t, 1, l.release("a"))
 			require.True(t, bell(), "a freed slot with jobs waiting rings")
 			require.EqualValues(t, 0, l.release("a"), "a second release frees nothing")

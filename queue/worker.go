@@ -547,11 +547,12 @@ func (f *fetcher) takeBatch() fetched {
 	default:
 	}
 	w := f.w
+	ks := []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}
 	if w.lim != nil {
-		elems, wait, err := w.takeLimited(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused}, held)
+		elems, wait, err := w.takeLimited(f.ctx, f.c, ks, held)
 		return fetched{elems: elems, held: held, wait: wait, idleAtLimit: err == nil && len(elems) == 0 && wait == 0 && w.mem.atLimit.Load(), err: err}
 	}
-	elems, err := w.take(f.ctx, f.c, []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}, held)
+	elems, err := w.take(f.ctx, f.c, ks, held)
 	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0 && w.mem.atLimit.Load(), err: err}
 }
 
