@@ -30,7 +30,17 @@ const (
 	limitKillMax      = "limkill:max"     // the most members running ever had
 	limitKillEnv      = "BOUNDED_LIMITKILL_REDIS"
 	limitKillEnvID    = "BOUNDED_LIMITKILL_CONSUMER"
+	limitKillEnvMode  = "BOUNDED_LIMITKILL_MODE" // "queue" or "partition"
+	limitKillPart     = "p1"                     // the partition of every job in "partition" mode
 )
+
+// limitKillLimit is the limit of a mode of TestLimitKill.
+func limitKillLimit(mode string) Limit {
+	if mode == "partition" {
+		return Limit{PartitionConcurrency: limitKillN}
+	}
+	return Limit{Concurrency: limitKillN}
+}
 
 // limitKillStartScript adds a running handler and records the most ever
 // running, atomically: the check of "never more than N" in flight.
@@ -63,7 +73,7 @@ func TestLimitKillProcess(t *testing.T) {
 	}, WorkerConfig{
 		Concurrency:  limitKillHandlers,
 		BlockTimeout: time.Second,
-		Limit:        Limit{Concurrency: limitKillN},
+		Limit:        limitKillLimit(os.Getenv(limitKillEnvMode)),
 	}, ConsumerConfig{
 		ConsumerID:        id,
 		HeartbeatInterval: chaosInterval,
@@ -77,7 +87,8 @@ func TestLimitKillProcess(t *testing.T) {
 }
 
 // TestLimitKill: 4 processes x 10 handlers consume a queue limited to 3
-// in flight. The handlers record every start and end in Redis (the most
+// in flight (subtest "queue"), or whose jobs are all in one partition
+// limited to 3 in flight (subtest "partition"). The handlers record every start and end in Redis (the most
 // ever running at once is kept atomically) and the slots are sampled every
 // ms: never more than 3. A process holding slots is SIGKILLed: its slots
 // come back with the sweep of its consumer, within the recovery bound
@@ -87,6 +98,12 @@ func TestLimitKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 4 processes")
 	}
+	for _, mode := range []string{"queue", "partition"} {
+		t.Run(mode, func(t *testing.T) { testLimitKill(t, mode) })
+	}
+}
+
+func testLimitKill(t *testing.T, mode string) {
 	srv := redistest.Server(t)
 	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
 	q := mustQueue(t, p, limitKillQueue, Config{})
@@ -96,7 +113,11 @@ func TestLimitKill(t *testing.T) {
 	for i := range payloads {
 		payloads[i] = []byte("x")
 	}
-	_, err := q.EnqueueBatch(ctx, payloads)
+	var opts []EnqueueOption
+	if mode == "partition" {
+		opts = append(opts, Partition(limitKillPart))
+	}
+	_, err := q.EnqueueBatch(ctx, payloads, opts...)
 	require.NoError(t, err)
 
 	var procs []*chaosProc
@@ -108,7 +129,7 @@ func TestLimitKill(t *testing.T) {
 	})
 	for i := range limitKillProcs {
 		id := fmt.Sprint("lk-", i)
-		procs = append(procs, startWorkerProcess(t, "TestLimitKillProcess", id, limitKillEnv+"="+srv.Addr(), limitKillEnvID+"="+id))
+		procs = append(procs, startWorkerProcess(t, "TestLimitKillProcess", id, limitKillEnv+"="+srv.Addr(), limitKillEnvID+"="+id, limitKillEnvMode+"="+mode))
 	}
 
 	// The sampler: the slots in Redis, every ms.
@@ -215,6 +236,9 @@ func TestLimitKill(t *testing.T) {
 	n, err := q.LimitInFlight(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n, "the drained survivors left no slot")
+	parts, err := c.HLen(ctx, q.k.limitPart()).Result()
+	require.NoError(t, err)
+	require.Zero(t, parts, "no partition counted")
 }
 
 func toAny(ss []string) []any {
