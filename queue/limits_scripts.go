@@ -211,17 +211,22 @@ elseif ARGV[1] == 'elems' then
 else
   members = {unpack(ARGV, 4)}
 end
-local n, ring = 0, false
+-- Slots of no partition go in one ZREM; a partition's one at a time, to
+-- count down the partition of each one removed.
+local n, ring, plain = 0, false, {}
 for _, m in ipairs(members) do
-  if redis.call('ZREM', KEYS[1], m) == 1 then
+  local key = string.match(m, '^[^%z]*%z[^%z]*%z([^%z]+)%z')
+  if not key then
+    plain[#plain+1] = m
+  elseif redis.call('ZREM', KEYS[1], m) == 1 then
     n = n + 1
-    local key = string.match(m, '^[^%z]*%z[^%z]*%z([^%z]+)%z')
-    if key then
-      local left = redis.call('HINCRBY', KEYS[5], key, -1)
-      if left <= 0 then redis.call('HDEL', KEYS[5], key) end
-      if pconc == 0 or left + 1 >= pconc then ring = true end
-    end
+    local left = redis.call('HINCRBY', KEYS[5], key, -1)
+    if left <= 0 then redis.call('HDEL', KEYS[5], key) end
+    if pconc == 0 or left + 1 >= pconc then ring = true end
   end
+end
+for i = 1, #plain, 1000 do
+  n = n + redis.call('ZREM', KEYS[1], unpack(plain, i, math.min(i + 999, #plain)))
 end
 if n > 0 and (conc == 0 or redis.call('ZCARD', KEYS[1]) + n >= conc) then ring = true end
 if ring and (redis.call('LLEN', KEYS[2]) > 0 or redis.call('EXISTS', KEYS[4]) == 1) then
