@@ -327,3 +327,19 @@ func (w *Worker) freeSlot() {
 		w.lane.release(1)
 	}
 }
+
+// dropUnstarted frees the slots of the fetched jobs no handler took before
+// the worker began to drain (the fetcher has stopped: none come after).
+// The jobs stay in the processing list and go back to the ready list; the
+// shared slots behind them must go back to their Slots, which outlive the
+// worker and serve others.
+func (w *Worker) dropUnstarted() {
+	for {
+		select {
+		case <-w.jobs:
+			w.freeSlot()
+		default:
+			return
+		}
+	}
+}

@@ -780,6 +780,7 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 // handleLoop is one handler goroutine.
 func (w *Worker) handleLoop(ctx context.Context) error {
 	defer func() {
+		w.dropUnstarted() // their slots, shared ones too (slots.go)
 		if w.handlersLeft.Add(-1) == 0 {
 			close(w.handlersDone)
 		}

@@ -1,0 +1,93 @@
+package queue
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// A fetched job still waiting in the jobs channel when its worker drains
+// (its handler went on to stop instead) goes back to the ready list: its
+// shared slot must go back to the Slots, which outlive the worker and
+// serve other workers (of other lifecycle groups, or started later).
+func TestDrainFreesSharedSlotsOfUnstartedJobs(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "drainslots", Config{})
+	slots := mustSlots(t, 2)
+	w, err := NewWorker(newConsumer(t, q), q, func(context.Context, *Job) error { return nil }, WorkerConfig{Slots: slots, Concurrency: 1})
+	require.NoError(t, err)
+	// What the fetcher does for one job: a slot of its own, a shared one,
+	// the job in the channel; then the worker drains before a handler
+	// took it.
+	w.slots <- struct{}{}
+	require.True(t, w.lane.acquire(context.Background()))
+	w.jobs <- delivery{elem: "x"}
+	w.lane.stop()
+	close(w.stopping)
+	w.handlersLeft.Store(1)
+	require.NoError(t, w.handleLoop(context.Background()))
+	require.Equal(t, SlotStats{Size: 2, Free: 2}, slots.Stats(), "the unstarted job's shared slot is back")
+}
+
+// The ring that wakes a worker which then finds every shared slot taken
+// (a higher Priority holds them) is handed on: an idle consumer of the
+// queue in another process runs the job, rather than it waiting for the
+// starved worker.
+func TestStarvedWorkerHandsOnTheRingThatWokeIt(t *testing.T) {
+	pa, pb := twoPools(t, serverPool)
+	ctx := context.Background()
+	ga, gb := group(t), group(t)
+	high := mustQueue(t, pa, "high", Config{})
+	lowA, lowB := mustQueue(t, pa, "low", Config{}), mustQueue(t, pb, "low", Config{})
+	slots := mustSlots(t, 1)
+	ca := newConsumer(t, high)
+	// A long BlockTimeout: A's hub stays blocked from before B's, so A's
+	// hub is the one that pops the low queue's ring (Redis serves the
+	// longest-blocked client first).
+	const block = 30 * time.Second
+	ranOnA := make(chan string, 10)
+	wa, err := NewWorker(ca, lowA, func(_ context.Context, j *Job) error { ranOnA <- j.ID; return nil }, WorkerConfig{Slots: slots, BlockTimeout: block})
+	require.NoError(t, err)
+	require.NoError(t, wa.Start(ga))
+	testutil.Eventually(t, 5*time.Second, "the low worker waits for a ring, asking for no slot", func() bool {
+		return wa.Stats().FetcherState == "blocking" && !wa.lane.isAsking()
+	})
+
+	gate := make(chan struct{})
+	defer close(gate)
+	highStarted := make(chan struct{}, 10)
+	_, err = high.Enqueue(ctx, []byte("h"))
+	require.NoError(t, err)
+	wh, err := NewWorker(ca, high, func(ctx context.Context, _ *Job) error {
+		highStarted <- struct{}{}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		return nil
+	}, WorkerConfig{Slots: slots, Priority: 1, BlockTimeout: block})
+	require.NoError(t, err)
+	require.NoError(t, wh.Start(ga))
+	testutil.Recv(t, highStarted, "the high job holds the only slot")
+	testutil.Eventually(t, 5*time.Second, "A's hub blocks on the low queue's bell", func() bool {
+		h := wa.hub
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.blocked && slices.Contains(h.watching, lowA.k.bell)
+	})
+
+	ranOnB := make(chan string, 10)
+	wb := startWorker(t, gb, lowB, func(_ context.Context, j *Job) error { ranOnB <- j.ID; return nil }, WorkerConfig{Concurrency: 1})
+	testutil.Eventually(t, 5*time.Second, "B waits for a ring", func() bool { return wb.Stats().FetcherState == "blocking" })
+
+	id, err := lowA.Enqueue(ctx, []byte("l"))
+	require.NoError(t, err)
+	require.Equal(t, id, testutil.Recv(t, ranOnB, "the low job on the idle process"))
+	require.Empty(t, ranOnA)
+}
