@@ -139,6 +139,18 @@ func (h *hub) remove(w *Worker) {
 	h.mu.Unlock()
 }
 
+// mute leaves w's bell out of the hub's BZPOPMIN until w waits for a
+// ring again (watch). It reports whether it was watched.
+func (h *hub) mute(w *Worker) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.members[w.q.k.bell] != w || h.muted[w.q.k.bell] {
+		return false
+	}
+	h.muted[w.q.k.bell] = true
+	return true
+}
+
 // watch unmutes w, if it was muted: it found its queue empty and waits for
 // a ring.
 func (h *hub) watch(ctx context.Context, w *Worker) {

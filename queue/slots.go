@@ -141,9 +141,10 @@ func (l *Slots) give(n int) {
 }
 
 // acquire makes m ask, and waits for a slot: one granted to it, or a free
-// one. It reports false when ctx ended first (m keeps asking: stop ends
+// one. Before it first waits it calls waiting (if not nil), outside the
+// lock. It reports false when ctx ended first (m keeps asking: stop ends
 // that).
-func (m *lane) acquire(ctx context.Context) bool {
+func (m *lane) acquire(ctx context.Context, waiting func()) bool {
 	l := m.l
 	l.mu.Lock()
 	if !m.asking {
@@ -158,6 +159,10 @@ func (m *lane) acquire(ctx context.Context) bool {
 			l.free--
 		default:
 			l.mu.Unlock()
+			if waiting != nil {
+				waiting()
+				waiting = nil
+			}
 			select {
 			case <-m.grantCh:
 			case <-ctx.Done():
@@ -273,7 +278,7 @@ func (f *fetcher) grantSlot() bool {
 	if f.w.lane == nil {
 		return true
 	}
-	if f.w.lane.acquire(f.ctx) {
+	if f.w.lane.acquire(f.ctx, func() { f.w.handOnStarved(f.ctx) }) {
 		return true
 	}
 	<-f.w.slots
@@ -311,6 +316,26 @@ func (w *Worker) settleShared(held, taken int) {
 // free slot: a worker starved by a higher Priority must not sit on a ring
 // that an idle consumer of the queue in another process could act on.
 func (w *Worker) asksForSharedSlot() bool { return w.lane != nil && w.lane.isAsking() }
+
+// handOnStarved runs when the worker has to wait for a shared slot: from
+// now on it asks, so its hub hands the rings of its queue on (hasRoom),
+// but the ring that woke it, or the jobs its last full take left, were
+// announced already. So its bell is left out of the hub's BZPOPMIN and
+// rung again if the queue holds jobs, for the other consumers of the
+// queue: a worker starved here must not sit on jobs an idle process could
+// run. A bell muted already (the worker asked before, and a ring was
+// handed on since) is not rung again: a saturated worker costs nothing.
+func (w *Worker) handOnStarved(ctx context.Context) {
+	if !w.hub.mute(w) {
+		return
+	}
+	if err := ringIfReady(ctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
+		}
+		w.hub.watch(ctx, w) // the hub hands the next ring on
+	}
+}
 
 // leaveLanes stops the fetcher's asking when it stops.
 func (w *Worker) leaveLanes() {

@@ -26,7 +26,7 @@ func TestDrainFreesSharedSlotsOfUnstartedJobs(t *testing.T) {
 	// the job in the channel; then the worker drains before a handler
 	// took it.
 	w.slots <- struct{}{}
-	require.True(t, w.lane.acquire(context.Background()))
+	require.True(t, w.lane.acquire(context.Background(), nil))
 	w.jobs <- delivery{elem: "x"}
 	w.lane.stop()
 	close(w.stopping)

@@ -66,15 +66,15 @@ func TestLanesArbiter(t *testing.T) {
 	t.Run("a worker that stops asking gives its grants on", func(t *testing.T) {
 		l := mustSlots(t, 2)
 		a, b := l.join(WorkerConfig{Concurrency: 2, Weight: 1}), l.join(WorkerConfig{Concurrency: 2, Weight: 1})
-		require.True(t, a.acquire(context.Background()))
+		require.True(t, a.acquire(context.Background(), nil))
 		require.Equal(t, 1, a.more(5), "one free slot left")
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		require.False(t, b.acquire(ctx), "none free")
+		require.False(t, b.acquire(ctx, nil), "none free")
 		require.True(t, b.isAsking())
 		a.stop()
 		a.release(1) // b is asking: the slot is granted to it
-		require.True(t, b.acquire(context.Background()))
+		require.True(t, b.acquire(context.Background(), nil))
 		b.stop()
 		b.release(1)
 		a.release(1)
