@@ -140,6 +140,25 @@ func (l *Slots) give(n int) {
 	}
 }
 
+// regive hands the free slots out by the rule of give when m begins to
+// ask while another asking worker has room: that one found them free (it
+// began to ask while no one else did) and would take them for its batch
+// first come, ahead of a higher Priority, or beyond its Weight. Alone, m
+// takes free slots as they are. l.mu is held.
+func (l *Slots) regive(m *lane) {
+	if l.free == 0 {
+		return
+	}
+	for _, a := range l.asking {
+		if a != m && a.room() {
+			n := l.free
+			l.free = 0
+			l.give(n)
+			return
+		}
+	}
+}
+
 // acquire makes m ask, and waits for a slot: one granted to it, or a free
 // one. Before it first waits it calls waiting (if not nil), outside the
 // lock. It reports false when ctx ended first (m keeps asking: stop ends
@@ -150,6 +169,7 @@ func (m *lane) acquire(ctx context.Context, waiting func()) bool {
 	if !m.asking {
 		m.asking = true
 		l.asking = append(l.asking, m)
+		l.regive(m)
 	}
 	for {
 		switch {

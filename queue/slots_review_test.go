@@ -91,3 +91,27 @@ func TestStarvedWorkerHandsOnTheRingThatWokeIt(t *testing.T) {
 	require.Equal(t, id, testutil.Recv(t, ranOnB, "the low job on the idle process"))
 	require.Empty(t, ranOnA)
 }
+
+// Free slots go by priority too: a worker that begins to ask while
+// another (which found the slots free) has not yet taken the rest for its
+// batch gets them first when its Priority is higher. Else a low queue
+// woken at the same moment as a high one runs a whole batch ahead of the
+// high queue's jobs, which then wait for the low ones to end.
+func TestFreeSlotsGoByPriority(t *testing.T) {
+	l := mustSlots(t, 4)
+	low := l.join(WorkerConfig{Concurrency: 4, Weight: 1})
+	high := l.join(WorkerConfig{Concurrency: 4, Priority: 1, Weight: 1})
+	require.True(t, low.acquire(context.Background(), nil), "the slots are free")
+	require.True(t, high.acquire(context.Background(), nil))
+	require.Equal(t, 0, low.more(3), "the two slots left are the high worker's")
+	require.Equal(t, 2, high.more(3))
+	require.Equal(t, SlotStats{Size: 4, Free: 0, Asking: 2}, l.Stats())
+
+	// Equal priorities share the free slots by weight.
+	l = mustSlots(t, 5)
+	a, b := l.join(WorkerConfig{Concurrency: 5, Weight: 1}), l.join(WorkerConfig{Concurrency: 5, Weight: 1})
+	require.True(t, a.acquire(context.Background(), nil))
+	require.True(t, b.acquire(context.Background(), nil))
+	require.Equal(t, 2, a.more(4), "a's share of the 4 free when b began to ask")
+	require.Equal(t, 1, b.more(4), "b's, less the one it took")
+}
