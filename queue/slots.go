@@ -269,6 +269,8 @@ func (c WorkerConfig) withSlots(queueLogger *slog.Logger) (WorkerConfig, error) 
 		if c.Priority != 0 || c.Weight != 0 {
 			e.Addf("WorkerConfig.Priority (%d) and Weight (%d) order the workers that share handler slots: set WorkerConfig.Slots (NewSlots)", c.Priority, c.Weight)
 		}
+	} else if c.Slots.size == 0 {
+		e.Addf("WorkerConfig.Slots are not usable: make them with NewSlots (the zero Slots have no slot, and the worker would never run a job)")
 	} else {
 		if c.Concurrency == 0 {
 			c.Concurrency = c.Slots.size

@@ -115,3 +115,14 @@ func TestFreeSlotsGoByPriority(t *testing.T) {
 	require.Equal(t, 2, a.more(4), "a's share of the 4 free when b began to ask")
 	require.Equal(t, 1, b.more(4), "b's, less the one it took")
 }
+
+// Slots not made by NewSlots (the zero value, which is not usable) are
+// refused by NewWorker, rather than giving a worker that never runs a job.
+func TestZeroSlotsRefused(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "zeroslots", Config{})
+	w, err := NewWorker(newConsumer(t, q), q, func(context.Context, *Job) error { return nil }, WorkerConfig{Slots: &Slots{}})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "NewSlots")
+	require.Nil(t, w)
+}
