@@ -347,14 +347,13 @@ func (w *Worker) asksForSharedSlot() bool { return w.lane != nil && w.lane.isAsk
 // queue: a worker starved here must not sit on jobs an idle process could
 // run. A bell muted already (the worker asked before, and a ring was
 // handed on since) is not rung again: a saturated worker costs nothing.
+// (Stopping, it leaves that to handOnRing.)
 func (w *Worker) handOnStarved(ctx context.Context) {
-	if !w.hub.mute(w) {
+	if ctx.Err() != nil || !w.hub.mute(w) {
 		return
 	}
-	if err := ringIfReady(ctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil {
-		if ctx.Err() == nil {
-			w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
-		}
+	if err := ringIfReady(ctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil && ctx.Err() == nil {
+		w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
 		w.hub.watch(ctx, w) // the hub hands the next ring on
 	}
 }
