@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/lifecycle"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -125,4 +126,47 @@ func TestZeroSlotsRefused(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	require.ErrorContains(t, err, "NewSlots")
 	require.Nil(t, w)
+}
+
+// Workers of two lifecycle groups share Slots; each group is closed while
+// its worker drains a backlog, again and again: after every round every
+// shared slot is free again, whatever the close interrupted (a take, a
+// wait for a slot, jobs fetched and not started, running handlers).
+func TestSharedSlotsSurviveCloses(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	ctx := context.Background()
+	slots := mustSlots(t, 3)
+	qs := []*Queue{mustQueue(t, p, "churn-a", Config{}), mustQueue(t, p, "churn-b", Config{})}
+	h := func(ctx context.Context, j *Job) error {
+		if j.Attempt%3 == 0 {
+			panic("a handler panic frees its slot too")
+		}
+		return nil
+	}
+	for round := range 15 {
+		var gs []*lifecycle.Group
+		var ws []*Worker
+		for i, q := range qs {
+			batch := make([][]byte, 200)
+			for k := range batch {
+				batch[k] = []byte("x")
+			}
+			_, err := q.EnqueueBatch(ctx, batch)
+			require.NoError(t, err)
+			g := lifecycle.New()
+			w, err := NewWorker(newConsumer(t, q), q, h, WorkerConfig{Slots: slots, Concurrency: 3 - i, Priority: i, RetryBase: time.Millisecond, RetryMax: time.Millisecond})
+			require.NoError(t, err)
+			require.NoError(t, w.Start(g))
+			gs, ws = append(gs, g), append(ws, w)
+		}
+		testutil.Eventually(t, 5*time.Second, "both workers ran jobs", func() bool {
+			return ws[0].Stats().Processed > uint64(round%4) && ws[1].Stats().Processed > uint64(round%4)
+		})
+		for _, g := range gs {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			require.NoError(t, g.Close(cctx))
+			cancel()
+		}
+		require.Equal(t, SlotStats{Size: 3, Free: 3}, slots.Stats(), "round %d", round)
+	}
 }
