@@ -352,7 +352,7 @@ func (w *Worker) handOnStarved(ctx context.Context) {
 	if ctx.Err() != nil || !w.hub.mute(w) {
 		return
 	}
-	if err := ringIfReady(ctx, w.q.p.Background(), w.q.k.ready, w.q.k.bell); err != nil && ctx.Err() == nil {
+	if err := ringIfReady(ctx, w.q.p.Background(), w.q.k); err != nil && ctx.Err() == nil {
 		w.log.Warn("queue: handing a doorbell ring on failed; other consumers take those jobs at the next ring of the queue", "err", err)
 		w.hub.watch(ctx, w) // the hub hands the next ring on
 	}
