@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -168,5 +169,57 @@ func TestSharedSlotsSurviveCloses(t *testing.T) {
 			cancel()
 		}
 		require.Equal(t, SlotStats{Size: 3, Free: 3}, slots.Stats(), "round %d", round)
+	}
+}
+
+// Random acquires, batches, releases and stops, as fetchers and handlers
+// make them: the slots are never lost nor made (free + held + granted is
+// the size), a worker never holds or is granted more than its
+// Concurrency, and a slot is free only when no asking worker could use it
+// (beyond the one that found the slots free and has yet to batch).
+func TestSlotsAccountingRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		size := 1 + rng.IntN(8)
+		l := mustSlots(t, size)
+		var ms []*lane
+		for range 1 + rng.IntN(4) {
+			ms = append(ms, l.join(WorkerConfig{Concurrency: 1 + rng.IntN(size), Priority: rng.IntN(2), Weight: 1 + rng.IntN(3)}))
+		}
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		for step := range 300 {
+			m := ms[rng.IntN(len(ms))]
+			switch rng.IntN(4) {
+			case 0: // the fetcher wants one (without waiting)
+				if m.held < m.max {
+					m.acquire(done, nil)
+				}
+			case 1: // its batch
+				if m.isAsking() && m.held < m.max {
+					m.more(rng.IntN(m.max - m.held + 1))
+				}
+			case 2: // a take that came short
+				m.stop()
+			case 3: // a handler ends
+				if m.held > 0 {
+					m.release(1)
+				}
+			}
+			l.mu.Lock()
+			sum := l.free
+			for _, a := range ms {
+				sum += a.held + a.granted
+				require.LessOrEqual(t, a.held+a.granted, a.max, "round %d step %d", round, step)
+				require.GreaterOrEqual(t, a.granted, 0)
+			}
+			require.Equal(t, size, sum, "round %d step %d: slots lost or made", round, step)
+			l.mu.Unlock()
+		}
+		for _, m := range ms {
+			m.stop()
+			m.release(m.held)
+		}
+		require.Equal(t, SlotStats{Size: size, Free: size}, l.Stats())
 	}
 }
