@@ -140,21 +140,25 @@ func (l *Slots) give(n int) {
 	}
 }
 
-// regive hands the free slots out by the rule of give when m begins to
-// ask while another asking worker has room: that one found them free (it
-// began to ask while no one else did) and would take them for its batch
-// first come, ahead of a higher Priority, or beyond its Weight. Alone, m
-// takes free slots as they are. l.mu is held.
-func (l *Slots) regive(m *lane) {
+// regive hands the free slots out by the rule of give once two asking
+// workers could use them. Slots are free beside an asking worker with
+// room only when it found them free alone (it took one, and takes the
+// rest for its batch): once another could use them too (it begins to ask,
+// or a slot it held is freed), they would go first come, ahead of a
+// higher Priority or beyond a Weight. l.mu is held.
+func (l *Slots) regive() {
 	if l.free == 0 {
 		return
 	}
+	withRoom := 0
 	for _, a := range l.asking {
-		if a != m && a.room() {
-			n := l.free
-			l.free = 0
-			l.give(n)
-			return
+		if a.room() {
+			if withRoom++; withRoom == 2 {
+				n := l.free
+				l.free = 0
+				l.give(n)
+				return
+			}
 		}
 	}
 }
@@ -169,7 +173,7 @@ func (m *lane) acquire(ctx context.Context, waiting func()) bool {
 	if !m.asking {
 		m.asking = true
 		l.asking = append(l.asking, m)
-		l.regive(m)
+		l.regive()
 	}
 	for {
 		switch {
@@ -217,6 +221,7 @@ func (m *lane) release(n int) {
 	l.mu.Lock()
 	m.held -= n
 	l.give(n)
+	l.regive()
 	l.mu.Unlock()
 }
 
@@ -237,6 +242,7 @@ func (m *lane) stop() {
 	g := m.granted
 	m.granted = 0
 	l.give(g)
+	l.regive()
 }
 
 // isAsking reports whether m asks.

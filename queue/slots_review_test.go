@@ -214,6 +214,15 @@ func TestSlotsAccountingRandom(t *testing.T) {
 				require.GreaterOrEqual(t, a.granted, 0)
 			}
 			require.Equal(t, size, sum, "round %d step %d: slots lost or made", round, step)
+			if l.free > 0 {
+				withRoom := 0
+				for _, a := range l.asking {
+					if a.room() {
+						withRoom++
+					}
+				}
+				require.LessOrEqual(t, withRoom, 1, "round %d step %d: free slots while asking workers could use them", round, step)
+			}
 			l.mu.Unlock()
 		}
 		for _, m := range ms {
