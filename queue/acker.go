@@ -374,7 +374,7 @@ func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 	if n > 0 {
 		w.log.Info("queue: reconcile put back elements this worker did not hold", "count", n)
 	}
-	if err := w.releaseStale(ctx); err != nil { // limits.go
+	if err := w.releaseStale(ctx, previousLife); err != nil { // limits.go
 		w.needReconcile.Store(true)
 		w.log.Warn("queue: reconcile: giving back limit slots failed", "err", err)
 		return false

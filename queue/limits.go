@@ -260,18 +260,26 @@ func (w *Worker) releaseDead(ctx context.Context, consumer, token string) error 
 // (a reconcile just put it back). It runs on the fetcher's goroutine after
 // a reconcile, so no take races it, and an element tracked when read is
 // released by its outcome.
-func (w *Worker) releaseStale(ctx context.Context) error {
-	if !w.lim.counts() {
+//
+// A worker whose limit counts no slots (none, or a rate only) holds none,
+// but its previous life may have (the limit changed in the restart): no
+// sweep gives those back, since the consumer is alive under a token the
+// queue records, so its first reconcile (previousLife) does, at the cost
+// of one ZRANGEBYLEX per start.
+func (w *Worker) releaseStale(ctx context.Context, previousLife bool) error {
+	if !w.lim.counts() && !previousLife {
 		return nil
 	}
+	lo, hi := lexRange(w.c.ID() + "\x00")
+	prefix := slotPrefix(w.c.ID(), w.node.token)
 	c := w.q.p.Background()
-	members, err := c.ZRangeByLex(ctx, w.lim.held, &redis.ZRangeBy{Min: w.lim.consumerLo, Max: w.lim.consumerHi}).Result()
+	members, err := c.ZRangeByLex(ctx, w.q.k.limitHeld(), &redis.ZRangeBy{Min: lo, Max: hi}).Result()
 	if err != nil {
 		return err
 	}
 	var stale []any
 	for _, m := range members {
-		rest, mine := strings.CutPrefix(m, w.lim.prefix)
+		rest, mine := strings.CutPrefix(m, prefix)
 		_, elem, _ := strings.Cut(rest, "\x00") // after the partition
 		if !mine || !w.tracked(elem) {
 			stale = append(stale, m)
@@ -280,7 +288,11 @@ func (w *Worker) releaseStale(ctx context.Context) error {
 	for len(stale) > 0 {
 		part := stale[:min(len(stale), releaseChunk)]
 		stale = stale[len(part):]
-		args := append([]any{"members", w.lim.conc, w.lim.pconc}, part...)
+		var conc, pconc int
+		if w.lim != nil {
+			conc, pconc = w.lim.conc, w.lim.pconc
+		}
+		args := append([]any{"members", conc, pconc}, part...)
 		if err := limitReleaseScript.Run(ctx, c, w.releaseKeys(), args...).Err(); err != nil {
 			return err
 		}
