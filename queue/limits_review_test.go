@@ -42,3 +42,38 @@ func TestLimitPreviousLifeSlotsWithoutCounting(t *testing.T) {
 		})
 	}
 }
+
+// TestLimitRateStateAheadOfItsLimit: the rate's state (its TAT) can lie
+// further ahead than this limit ever puts it (Burst intervals): Redis's
+// clock went back (a failover to a replica whose clock is behind), or a
+// process with a slower rate wrote it (a rate being rolled out). The take
+// must then admit by its own limit within one interval, not stop the queue
+// until the foreign instant: the docs promise that while limits disagree
+// the most permissive holds, and a clock that goes back an hour must not
+// stop the queue for an hour.
+func TestLimitRateStateAheadOfItsLimit(t *testing.T) {
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.addr(t)})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			k := newKeys("bq", "lim-ahead")
+			for _, e := range []string{"a", "b", "c"} {
+				require.NoError(t, rdb.LPush(ctx, k.ready, e).Err())
+			}
+			const t0 = 1_767_225_600_000_000
+			// A process limited to 1 job an hour took one: the TAT is an
+			// hour ahead.
+			slow := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("slow", "tok"), scale: 1, step: 3_600_000_000, burst: 1}
+			_, got := slow.take(1, t0)
+			require.Equal(t, []string{"a"}, got)
+			// This process: 10 a second, burst 2 (an interval of 100ms).
+			fast := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("fast", "tok"), scale: 1, step: 100_000, burst: 2}
+			wait, got := fast.take(5, t0+1)
+			require.Empty(t, got, "its own burst window is the most it waits for: the state counts as full")
+			require.LessOrEqual(t, wait, int64(100_000), "one interval of its own, not the hour")
+			_, got = fast.take(5, t0+1+wait)
+			require.Equal(t, []string{"b"}, got, "then its own rate")
+		})
+	}
+}
