@@ -21,7 +21,9 @@ import (
 //
 // The limit is configured per worker (WorkerConfig.Limit) and travels with
 // every take: processes that disagree each admit by their own limit, so
-// while a new limit rolls out the most permissive one in the fleet holds.
+// while a new limit rolls out the most permissive concurrency limit in the
+// fleet holds, and each distinct rate admits its own jobs (the rates add
+// up: each keeps its own state).
 // A process with no limit takes without looking at it: every consumer of
 // a limited queue must be given the limit.
 type Limit struct {
@@ -101,6 +103,14 @@ type limiter struct {
 // The keys of a queue's limits, beside keys.go's.
 func (k keys) limitHeld() string { return k.tag + ":limit:held" }
 func (k keys) limitRate() string { return k.tag + ":limit:rate" }
+
+// limitRateOf is the GCRA state of one rate limit (its units): processes
+// whose limits disagree (a new limit rolling out) keep apart states, so
+// each admits by its own limit, and one limit's state is never further
+// ahead than its Burst intervals unless Redis's clock went back.
+func (k keys) limitRateOf(scale, step, burst int64) string {
+	return k.limitRate() + ":" + strconv.FormatInt(scale, 10) + ":" + strconv.FormatInt(step, 10) + ":" + strconv.FormatInt(burst, 10)
+}
 func (k keys) limitPart() string { return k.tag + ":limit:parts" }
 
 // slotPrefix is the start of the members of one consumer incarnation's
@@ -127,6 +137,7 @@ func newLimiter(w *Worker, token string) *limiter {
 	if l.Rate > 0 {
 		lim.scale, lim.step, _, _ = gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst))
 		lim.burst = int64(l.Burst)
+		lim.rate = w.q.k.limitRateOf(lim.scale, lim.step, lim.burst)
 	}
 	p := slotPrefix(w.c.ID(), token)
 	lim.prefix = p

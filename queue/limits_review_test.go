@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,14 +44,14 @@ func TestLimitPreviousLifeSlotsWithoutCounting(t *testing.T) {
 	}
 }
 
-// TestLimitRateStateAheadOfItsLimit: the rate's state (its TAT) can lie
-// further ahead than this limit ever puts it (Burst intervals): Redis's
-// clock went back (a failover to a replica whose clock is behind), or a
-// process with a slower rate wrote it (a rate being rolled out). The take
-// must then admit by its own limit within one interval, not stop the queue
-// until the foreign instant: the docs promise that while limits disagree
-// the most permissive holds, and a clock that goes back an hour must not
-// stop the queue for an hour.
+// TestLimitRateStateAheadOfItsLimit: a rate's state (its TAT) can lie
+// further ahead than its limit ever puts it (Burst intervals) when Redis's
+// clock went back (a failover to a replica whose clock is behind): the
+// take must then count it as full from now and admit within one interval,
+// not stop the queue for as long as the clock went back. And processes
+// whose rates disagree (a new rate rolling out) keep apart states: one
+// limited to 1 job an hour does not stop one limited to 10 a second for
+// an hour (Limit's doc: each admits by its own limit).
 func TestLimitRateStateAheadOfItsLimit(t *testing.T) {
 	for _, srv := range scriptServers() {
 		t.Run(srv.name, func(t *testing.T) {
@@ -58,22 +59,45 @@ func TestLimitRateStateAheadOfItsLimit(t *testing.T) {
 			t.Cleanup(func() { _ = rdb.Close() })
 			ctx := context.Background()
 			k := newKeys("bq", "lim-ahead")
-			for _, e := range []string{"a", "b", "c"} {
+			for _, e := range []string{"a", "b", "c", "d", "e"} {
 				require.NoError(t, rdb.LPush(ctx, k.ready, e).Err())
 			}
 			const t0 = 1_767_225_600_000_000
-			// A process limited to 1 job an hour took one: the TAT is an
-			// hour ahead.
-			slow := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("slow", "tok"), scale: 1, step: 3_600_000_000, burst: 1}
-			_, got := slow.take(1, t0)
-			require.Equal(t, []string{"a"}, got)
-			// This process: 10 a second, burst 2 (an interval of 100ms).
+			const hour = 3_600_000_000
+			// 10 a second, burst 2 (an interval of 100ms).
 			fast := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("fast", "tok"), scale: 1, step: 100_000, burst: 2}
-			wait, got := fast.take(5, t0+1)
-			require.Empty(t, got, "its own burst window is the most it waits for: the state counts as full")
-			require.LessOrEqual(t, wait, int64(100_000), "one interval of its own, not the hour")
-			_, got = fast.take(5, t0+1+wait)
-			require.Equal(t, []string{"b"}, got, "then its own rate")
+			fast.rate = k.limitRateOf(fast.scale, fast.step, fast.burst)
+			_, got := fast.take(2, t0)
+			require.Equal(t, []string{"a", "b"}, got, "the burst")
+			// Redis's clock goes back an hour.
+			wait, got := fast.take(5, t0-hour)
+			require.Empty(t, got, "its state counts as full from now")
+			require.EqualValues(t, 100_000, wait, "one interval, not the hour")
+			_, got = fast.take(5, t0-hour+wait)
+			require.Equal(t, []string{"c"}, got, "then its own pace")
+
+			// A process limited to 1 job an hour keeps its own state.
+			slow := limitTake{t: t, rdb: rdb, k: k, prefix: slotPrefix("slow", "tok"), scale: 1, step: hour, burst: 1}
+			slow.rate = k.limitRateOf(slow.scale, slow.step, slow.burst)
+			require.NotEqual(t, fast.rate, slow.rate)
+			_, got = slow.take(1, t0)
+			require.Equal(t, []string{"d"}, got)
+			_, got = fast.take(1, t0+hour/2)
+			require.Equal(t, []string{"e"}, got, "the slow limit's hour does not stop the fast one")
 		})
 	}
+}
+
+// TestLimitRateKeyPerLimit: a worker's rate state is its limit's own key,
+// in the queue's hash tag.
+func TestLimitRateKeyPerLimit(t *testing.T) {
+	p := miniPool(t, pool.Config{})
+	q := mustQueue(t, p, "lim-key", Config{})
+	g := group(t)
+	a := startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{Limit: Limit{Rate: 10, Per: time.Second}})
+	q2 := mustQueue(t, p, "lim-key", Config{})
+	b := startWorker(t, g, q2, func(context.Context, *Job) error { return nil }, WorkerConfig{Limit: Limit{Rate: 1, Per: time.Hour}}, ConsumerConfig{ConsumerID: "other"})
+	require.NotEqual(t, a.lim.rate, b.lim.rate)
+	require.Equal(t, q.k.limitRateOf(1, 100_000, 10), a.lim.rate)
+	require.True(t, strings.HasPrefix(a.lim.rate, q.k.tag+":"), "in the queue's hash tag")
 }

@@ -39,12 +39,11 @@ local function limit_room(held, rate, conc, now, scale, step, burst)
   local d, us, num, den = 0, now, 0, 1
   if step > 0 and room > 0 then
     d, us, num, den = gcra_read(redis.call('GET', rate), now, scale)
-    -- This limit never puts the TAT more than burst intervals ahead: one
-    -- further ahead was written by a slower limit (another process's) or
+    -- This limit never puts the TAT more than burst intervals ahead (the
+    -- key is this limit's own, limitRateOf): one further ahead was written
     -- before Redis's clock went back. It counts as full from now, and is
-    -- stored so (from where the next interval counts), so this limit
-    -- admits by its own pace: the most permissive holds, and a clock that
-    -- goes back an hour does not stop the queue for an hour.
+    -- stored so, so a clock that goes back an hour does not stop the
+    -- queue for an hour.
     local full = burst * step
     if d > full then
       local fr = math.fmod(full, scale)

@@ -59,12 +59,17 @@ type limitTake struct {
 	step   int64
 	burst  int64
 	pconc  int
+	rate   string // the rate's key; "": k.limitRate()
 }
 
 func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
 	l.t.Helper()
+	rate := l.rate
+	if rate == "" {
+		rate = l.k.limitRate()
+	}
 	reply, err := limitTakeScript.Run(context.Background(), l.rdb,
-		[]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.fair(), l.k.partLen(), l.k.partTag(), l.k.limitHeld(), l.k.limitRate(), l.k.limitPart()},
+		[]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.fair(), l.k.partLen(), l.k.partTag(), l.k.limitHeld(), rate, l.k.limitPart()},
 		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst, l.pconc).StringSlice()
 	require.NoError(l.t, err)
 	wait, err = strconv.ParseInt(reply[0], 10, 64)
