@@ -393,7 +393,7 @@ func (w *Worker) recoverPairs(ctx context.Context, proc string, pairs []any) (in
 			bytes += argLen(pairs[n]) + argLen(pairs[n+1])
 			n += 2
 		}
-		got, err := recoverScript.Run(ctx, w.q.p.Background(), append([]string{proc, w.q.k.ready, w.q.k.bell}, w.q.partKeys()...), pairs[:n]...).Int()
+		got, err := recoverScript.Run(ctx, w.q.p.Background(), w.q.k.recoverKeys(proc), pairs[:n]...).Int()
 		if err != nil {
 			return total, err
 		}

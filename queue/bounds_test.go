@@ -396,7 +396,7 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 	for i := range jobs {
 		require.NoError(t, c.ZAdd(ctx, q.k.delayed, redis.Z{Score: float64(now.UnixMilli() - 1), Member: elem(i)}).Err())
 	}
-	res, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell}, now.UnixMilli(), promoteLimit, "0").Int64Slice()
+	res, err := promoteScript.Run(ctx, c, q.k.promoteKeys(), now.UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	require.Positive(t, res[0])
 	require.LessOrEqual(t, res[0]*size, int64(maxLuaBytes+size), "one promote call moves a bounded number of bytes")
@@ -407,7 +407,7 @@ func TestCallsAreBoundedByBytes(t *testing.T) {
 	for i := range jobs {
 		require.NoError(t, c.LPush(ctx, q.k.ready, elem(i)).Err())
 	}
-	took, err := takeScript.Run(ctx, c, []string{q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused}, 10).StringSlice()
+	took, err := takeScript.Run(ctx, c, q.k.takeKeys(q.k.proc("taker")), 10).StringSlice()
 	require.NoError(t, err)
 	require.NotEmpty(t, took)
 	require.LessOrEqual(t, len(took)*size, maxLuaBytes+size, "one batch fetch moves a bounded number of bytes")

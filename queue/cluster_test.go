@@ -53,6 +53,11 @@ func TestCluster(t *testing.T) {
 		testPartitionRetry(t, np)
 		testPartitionInspected(t, np)
 	})
+	// Priority levels (levels.go): every level list in the queue's slot.
+	t.Run("PriorityJumpsTheBacklog", func(t *testing.T) { testPriorityJumpsTheBacklog(t, np) })
+	t.Run("PriorityRetryAndRequeue", func(t *testing.T) { testPriorityRetryAndRequeue(t, np) })
+	t.Run("PriorityMaxLen", func(t *testing.T) { testPriorityMaxLen(t, np) })
+	t.Run("PriorityInspector", func(t *testing.T) { testPriorityInspector(t, np) })
 	ctl := clusterPoolsOf(c)
 	t.Run("GetStates", func(t *testing.T) { testGetStates(t, ctl) })
 	t.Run("CancelWaiting", func(t *testing.T) { testCancelWaiting(t, ctl) })

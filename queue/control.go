@@ -117,7 +117,7 @@ func (q *Queue) locate(ctx context.Context, id string) (location, error) {
 		if err != nil {
 			return location{}, err
 		}
-		ks := []string{q.k.ready, q.k.delayed, q.k.deadData, q.k.deadRefs, q.k.consumers, q.k.fair()}
+		ks := append([]string{q.k.ready, q.k.delayed, q.k.deadData, q.k.deadRefs, q.k.consumers, q.k.fair()}, q.k.levels...)
 		elems, scan := lookupElems, lookupScan
 		if q.lookupBound > 0 { // tests
 			elems, scan = q.lookupBound, q.lookupBound
@@ -232,7 +232,7 @@ func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 // fromEnvelope fills the fields an element holds.
 func (j *JobInfo) fromEnvelope(e envelope) {
 	j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = e.attempt, e.maxAttempts, e.deliveries, e.enqueuedAt
-	j.Type, j.Partition = e.typ, e.part
+	j.Type, j.Partition, j.Priority = e.typ, e.part, e.level
 	if e.ref == "" {
 		j.Payload = e.payload
 	}
@@ -356,7 +356,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 
 // cancelWaiting removes a waiting job; 0 when its element moved.
 func (q *Queue) cancelWaiting(ctx context.Context, c redis.Scripter, loc location) (int, error) {
-	list, zset := q.k.ready, "0"
+	list, zset := q.k.readyAt(loc.env.level), "0"
 	switch loc.where {
 	case locDelayed:
 		list, zset = q.k.delayed, "1"

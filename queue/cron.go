@@ -191,6 +191,9 @@ type scheduleDef struct {
 
 	Headers map[string]string `json:"headers,omitempty"` // JobHeaders
 	Type    string            `json:"type,omitempty"`    // JobType (typed.go)
+	// Priority is JobPriority's level (levels.go); 0 is left out, so the
+	// definitions registered before it keep their hash.
+	Priority int `json:"priority,omitempty"`
 
 	version int64
 }
@@ -445,6 +448,9 @@ func (q *Queue) enqueueOccurrence(ctx context.Context, name string, d scheduleDe
 	}
 	if d.Type != "" {
 		opts = append(opts, Type(d.Type))
+	}
+	if d.Priority > 0 {
+		opts = append(opts, Priority(d.Priority))
 	}
 	// Not through Enqueue: like a retry, an occurrence is never refused by
 	// Config.MaxLen (a refused successor would stall the schedule and hold

@@ -21,9 +21,11 @@ const (
 
 // findJobScript finds the job whose elements start with ARGV[1], at one
 // instant: in a processing list, the ready list, the delayed set or the
-// dead letters, in that order (the fair set of partitioned jobs, parts.go,
-// after the ready list).
-// KEYS: ready, delayed, dead data, dead refs, consumers, fair, then the
+// dead letters, in that order (the level ready lists before level 0's,
+// levels.go; the fair set of partitioned jobs, parts.go, after the ready
+// list).
+// KEYS: ready, delayed, dead data, dead refs, consumers, fair, the level
+// ready lists (keys.readyLevels), then the
 // processing list of each consumer named in ARGV[5..].
 // ARGV: prefix "bq1|<id>|", ZSCAN pattern, dead ID, "<element budget>
 // <scan budget>", consumer IDs.
@@ -33,7 +35,7 @@ const (
 // partition (the fair set; extra: its tag); -2 when the
 // consumers set is not the one given (read it again). complete is 0 when
 // a bound stopped a scan before it found the job.
-var findJobScript = redis.NewScript(budgetLua + `
+var findJobScript = redis.NewScript(budgetLua + levelLua + `
 local members = redis.call('SMEMBERS', KEYS[5])
 if #members ~= #ARGV - 4 then return {-2} end
 local want = {}
@@ -65,9 +67,14 @@ local function scan(key, i, j)
   end
   return nil
 end
-for k = 7, #KEYS do
+local procs = 7 + maxLevel
+for k = procs, #KEYS do
   local v = scan(KEYS[k], 0, redis.call('LLEN', KEYS[k]) - 1)
-  if v then return {3, v, k - 6, 1} end
+  if v then return {3, v, k - procs + 1, 1} end
+end
+for k = 7, procs - 1 do
+  local v = scan(KEYS[k], 0, redis.call('LLEN', KEYS[k]) - 1)
+  if v then return {1, v, 0, 1} end
 end
 local n = redis.call('LLEN', KEYS[1])
 local left = maxElems - seen

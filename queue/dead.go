@@ -193,7 +193,7 @@ func (q *Queue) Requeue(ctx context.Context, ids ...string) (int, error) {
 		// for the run.
 		e.attempt, e.deliveries, e.unique = 0, 0, false
 		e.deadline, e.window = time.Time{}, 0
-		n, err := requeueDeadScript.Run(ctx, c, append([]string{q.k.deadIdx, q.k.deadData, q.k.ready, q.k.payloads, q.k.deadRefs, q.k.bell}, q.partKeys()...),
+		n, err := requeueDeadScript.Run(ctx, c, append([]string{q.k.deadIdx, q.k.deadData, q.k.readyAt(e.level), q.k.payloads, q.k.deadRefs, q.k.bell}, q.partKeys()...),
 			id, e.encode(), e.ref, r.DiedMs, len(s)).Int()
 		if err != nil {
 			return moved, q.errorf("requeue %s: %w", id, err)

@@ -49,6 +49,12 @@
 // through retries, recovery and the dead letters. A job without them costs
 // nothing more.
 //
+// Priorities: the Priority option puts a job at a level (0..MaxLevel,
+// default 0); a worker takes the highest level holding jobs first, so a
+// job enqueued behind a backlog at a higher level starts at the next free
+// handler slot. The level stays with the job through retries, recovery and
+// the dead letters.
+//
 // Job types: the Type option names a job's kind; a Mux routes on it
 // (Mux.Run is a Handler), Chain adds Middleware, HandleJSON and EnqueueJSON
 // speak JSON, and Config.BeforeEnqueue sees every new job.
@@ -83,7 +89,8 @@
 //
 // Invalid names and settings fail at construction with an error wrapping
 // ErrInvalidConfig that names the field. Enqueue returns ErrPayloadTooLarge,
-// ErrBatchTooLarge, ErrInvalidHeader, ErrDuplicate (the ID option), ErrNotReplicated
+// ErrBatchTooLarge, ErrInvalidHeader, ErrInvalidArgument (a Priority out of
+// range), ErrDuplicate (the ID option), ErrNotReplicated
 // (Durable) and ErrQueueFull (with WaitForRoom also ErrTooManyWaiters,
 // ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns
 // ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold

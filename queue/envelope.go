@@ -18,8 +18,8 @@ import (
 // counts failed runs so far (0 on the first run); deliveries counts the times
 // the job was handed out and then recovered from a dead consumer. flags is
 // empty or, in this order, "u" (the job holds an idempotency key), "r",
-// "d", "w", "h", "t" and "g". The version prefix lets a later format coexist
-// with this one.
+// "d", "w", "h", "t", "g" and "p<level>" (the letter and one digit). The
+// version prefix lets a later format coexist with this one.
 //
 // With flag "h" the job has headers (Header, Headers): after the last '|'
 // of the fields above come the length of the header section, '|', and the
@@ -52,6 +52,16 @@ import (
 // parsing the rest. A job without a partition has no flag "g" and not one
 // byte more; versions before it decode "g" as an unknown flag.
 //
+// With flag "p" the job has a priority level above 0 (the Priority option,
+// levels.go): the level's digit follows the letter, "p1" to "p3", in the
+// flags field, where the scripts that route a job to its level's ready
+// list read it without parsing more (no other flag is a letter followed by
+// a digit; partLua reads the flags as letters and digits, so "p<l>" does
+// not hide "g"). A level-0 job has no flag "p" and not one byte more;
+// versions before it decode "p" as an unknown flag. The Partition and
+// Priority options are exclusive (prepare refuses both), so no element
+// holds both flags today; the order is fixed should it ever.
+//
 // With flag "r" the element ends with a payload ref instead of the payload,
 // which is in the queue's payloads hash: a payload over inlineMax is written
 // to Redis once at enqueue and read once per run, while the element that
@@ -79,6 +89,7 @@ type envelope struct {
 	headers     []byte        // the header section (flag "h"); nil without headers
 	typ         string        // the job's type (flag "t"); "" without
 	part        string        // the job's partition (flag "g", parts.go); "" without
+	level       int           // the priority level (flag "p<level>"); 0 without
 	ref         string        // the payload is in the payloads hash under ref
 	deadline    time.Time     // zero: none (see Deadline)
 	window      time.Duration // zero: none (see UniqueFor)
@@ -130,6 +141,11 @@ func (e *envelope) appendTo(b []byte) []byte {
 	}
 	if e.part != "" {
 		b = append(b, 'g')
+	}
+	if e.level > 0 {
+		b = append(b, 'p', byte('0'+e.level))
+	}
+	if e.part != "" {
 		// The partition comes first after the flags, so that a script
 		// finds it with one anchored pattern (partLua).
 		b = append(b, '|')
@@ -203,7 +219,7 @@ func decodeEnvelope(data []byte) (envelope, error) {
 	if err != nil {
 		return e, err
 	}
-	e.unique = flags.unique
+	e.unique, e.level = flags.unique, flags.level
 	if flags.part {
 		j := bytes.IndexByte(rest, '|')
 		if j < 0 {
@@ -250,7 +266,10 @@ func decodeEnvelope(data []byte) (envelope, error) {
 }
 
 // envelopeFlags are the letters of an element's flags field.
-type envelopeFlags struct{ unique, ref, deadline, window, headers, typ, part bool }
+type envelopeFlags struct {
+	unique, ref, deadline, window, headers, typ, part bool
+	level                                             int // "p<level>", 1..MaxLevel; 0 without
+}
 
 // numberField reads the field a flag adds: a positive number of
 // milliseconds, below the year 10000 (a deadline) or that long (a window).
@@ -267,12 +286,14 @@ func numberField(rest []byte, name string) (int64, []byte, error) {
 }
 
 // parseFlags reads the flags field: known letters, each at most once, in
-// the order the encoder writes them ("u", "r", "d", "w", "h", "t", "g").
+// the order the encoder writes them ("u", "r", "d", "w", "h", "t", "g",
+// "p" with its level's digit).
 func parseFlags(f []byte) (envelopeFlags, error) {
 	var fl envelopeFlags
-	const order = "urdwhtg"
+	const order = "urdwhtgp"
 	at := 0
-	for _, c := range f {
+	for k := 0; k < len(f); k++ {
+		c := f[k]
 		i := bytes.IndexByte([]byte(order[at:]), c)
 		if i < 0 {
 			return fl, fmt.Errorf("%w: unknown flags %q", errMalformed, preview(f))
@@ -293,6 +314,12 @@ func parseFlags(f []byte) (envelopeFlags, error) {
 			fl.typ = true
 		case 'g':
 			fl.part = true
+		case 'p': // its level's digit follows
+			if k+1 == len(f) || f[k+1] < '1' || f[k+1] > '0'+MaxLevel {
+				return fl, fmt.Errorf("%w: priority level out of range in flags %q", errMalformed, preview(f))
+			}
+			fl.level = int(f[k+1] - '0')
+			k++
 		}
 	}
 	return fl, nil

@@ -56,6 +56,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("bq1|id|0|1|0|-5|0|ur|ref123"))
 	f.Add([]byte("bq1|id|0|1|0|5|0|h|16|1:a0:5:tp-id3:xyzpayload"))
 	f.Add([]byte("bq1|id|0|1|0|5|0|urh|5|1:a0:ref123"))
+	f.Add([]byte("bq1|id|0|1|0|5|0|utp3|1|tpayload"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := decodeEnvelope(data)
 		if err != nil {
@@ -70,6 +71,7 @@ func FuzzDecode(f *testing.F) {
 			require.Equal(t, e.id, e2.id)
 			require.Equal(t, e.payload, e2.payload)
 			require.Equal(t, e.attempt, e2.attempt)
+			require.Equal(t, e.level, e2.level)
 		}
 	})
 }

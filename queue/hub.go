@@ -332,10 +332,11 @@ func (h *hub) handOn(ctx context.Context, bells []string) {
 	ring := func(s *redis.Script) ([]redis.Cmder, error) {
 		pipe := h.n.p.Background().Pipeline()
 		for _, b := range bells {
-			// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready"
-			// and its fair set "<tag>:fair" (parts.go).
+			// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready",
+			// its fair set "<tag>:fair" (parts.go) and its level lists
+			// "<tag>:ready:<l>" (levels.go).
 			tag := strings.TrimSuffix(b, ":bell")
-			s.Eval(ctx, pipe, []string{tag + ":ready", b, tag + ":fair"})
+			s.Eval(ctx, pipe, append([]string{tag + ":ready", b, tag + ":fair"}, levelLists(tag+":ready")...))
 		}
 		return pipe.Exec(ctx)
 	}

@@ -23,6 +23,7 @@ type JobInfo struct {
 	Queue       string    `json:"queue"`
 	Type        string    `json:"type,omitempty"`      // the Type option
 	Partition   string    `json:"partition,omitempty"` // the Partition option
+	Priority    int       `json:"priority,omitempty"`  // the Priority option's level
 	State       JobState  `json:"state"`
 	Attempt     int       `json:"attempt"` // failed runs so far
 	MaxAttempts int       `json:"max_attempts"`

@@ -42,7 +42,8 @@ const MaxPageLimit = 1000
 const PreviewBytes = 1 << 10
 
 // ErrInvalidArgument wraps the errors of Inspector calls given a bad limit,
-// state, cursor, queue name or handle; the message names it.
+// state, cursor, queue name or handle, and of an enqueue given a Priority
+// out of range; the message names it.
 var ErrInvalidArgument = errors.New("queue: invalid argument")
 
 // NewInspector returns an Inspector of the namespace's queues in the Redis
@@ -135,6 +136,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 		markers              *redis.IntSliceCmd
 		consumers            *redis.StringSliceCmd
 		seen                 *redis.FloatCmd
+		levels               levelReads
 	}
 	rs := make([]reads, len(names))
 	pipe := c.Pipeline()
@@ -147,6 +149,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 			seen:      pipe.ZScore(ctx, queueSeenKey(in.ns), n),
 			paused:    pipe.Exists(ctx, k.paused),
 			fair:      pipe.ZCard(ctx, k.fair()),
+			levels:    readLevels(ctx, pipe, k, false),
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -158,7 +161,7 @@ func (in *Inspector) Queues(ctx context.Context, cursor string, limit int) (Queu
 	pipe = c.Pipeline()
 	for i, n := range names {
 		r := rs[i]
-		qi := QueueInfo{Name: n, Ready: max(r.ready.Val()-int64(len(r.markers.Val())), 0) + r.fair.Val(), Delayed: r.delayed.Val(), Dead: r.dead.Val(), Paused: r.paused.Val() == 1}
+		qi := QueueInfo{Name: n, Ready: max(r.ready.Val()-int64(len(r.markers.Val())), 0) + r.fair.Val() + r.levels.jobs(), Delayed: r.delayed.Val(), Dead: r.dead.Val(), Paused: r.paused.Val() == 1}
 		if ms := r.seen.Val(); ms > 0 {
 			qi.LastSeen = time.UnixMilli(int64(ms))
 		}
@@ -360,6 +363,7 @@ func (in *Inspector) Jobs(ctx context.Context, queue string, state JobState, cur
 // and member (delayed, dead), and for running the consumer.
 type cursor struct {
 	set      bool
+	level    int // ready: the priority level listed (levels.go)
 	off      int64
 	score    string
 	member   string
@@ -399,7 +403,10 @@ func decodeCursor(state JobState, s string) (cursor, error) {
 			}
 			break
 		}
-		c.off, err = strconv.ParseInt(rest, 10, 64)
+		c.level, rest, err = cutLevel(rest) // levels.go: "p<l>:<off>"
+		if err == nil {
+			c.off, err = strconv.ParseInt(rest, 10, 64)
+		}
 	case StateRunning:
 		// The offset follows the last '|': a consumer ID may contain '|'.
 		i := strings.LastIndexByte(rest, '|')
@@ -448,39 +455,59 @@ func (in *Inspector) listPage(ctx context.Context, list string, off int64, limit
 	return elems, more, nil
 }
 
+// readyJobs lists the ready jobs in the order they are taken: the
+// priority levels' lists, highest first, then level 0's (levels.go), then
+// the jobs waiting in partitions (parts.go). A page holds the jobs of one
+// level: at the end of a level, it may be short.
 func (in *Inspector) readyJobs(ctx context.Context, k keys, queue string, cur cursor, limit int) (JobPage, error) {
 	if cur.fair {
 		return in.fairJobs(ctx, k, queue, JobPage{}, cur, limit)
 	}
-	elems, more, err := in.listPage(ctx, k.ready, cur.off, limit, true)
-	if err != nil {
-		return JobPage{}, err
+	if !cur.set {
+		var err error
+		if cur.level, err = in.topLevel(ctx, k); err != nil {
+			return JobPage{}, err
+		}
 	}
-	var page JobPage
-	for i, e := range elems {
-		if e == wakeMarker {
+	for {
+		elems, more, err := in.listPage(ctx, k.readyAt(cur.level), cur.off, limit, true)
+		if err != nil {
+			return JobPage{}, err
+		}
+		if len(elems) == 0 && !more && cur.level > 0 {
+			cur.level, cur.off = cur.level-1, 0
 			continue
 		}
-		j := listed(queue, StateReady, e)
-		j.Handle = readyHandle(e, cur.off+int64(i))
-		page.Jobs = append(page.Jobs, j)
-	}
-	if more {
-		page.Next = encodeCursor(StateReady, strconv.FormatInt(cur.off+int64(len(elems)), 10))
+		var page JobPage
+		for i, e := range elems {
+			if e == wakeMarker {
+				continue
+			}
+			j := listed(queue, StateReady, e)
+			j.Handle = readyHandle(e, cur.off+int64(i), cur.level)
+			page.Jobs = append(page.Jobs, j)
+		}
+		switch {
+		case more:
+			page.Next = encodeCursor(StateReady, levelField(cur.level)+strconv.FormatInt(cur.off+int64(len(elems)), 10))
+			return page, nil
+		case cur.level > 0:
+			page.Next = encodeCursor(StateReady, levelField(cur.level-1)+"0")
+			return page, nil
+		}
+		// Then the jobs waiting in partitions (parts.go).
+		if limit > len(elems) {
+			return in.fairJobs(ctx, k, queue, page, cursor{}, limit-len(elems))
+		}
+		n, err := in.p.Client().Exists(ctx, k.fair()).Result()
+		if err != nil {
+			return JobPage{}, err
+		}
+		if n > 0 {
+			page.Next = encodeCursor(StateReady, "p", "", "")
+		}
 		return page, nil
 	}
-	// Then the jobs waiting in partitions.
-	if limit > len(elems) {
-		return in.fairJobs(ctx, k, queue, page, cursor{}, limit-len(elems))
-	}
-	n, err := in.p.Client().Exists(ctx, k.fair()).Result()
-	if err != nil {
-		return JobPage{}, err
-	}
-	if n > 0 {
-		page.Next = encodeCursor(StateReady, "p", "", "")
-	}
-	return page, nil
 }
 
 // zsetPage reads a page of a sorted set after (score, member); per member
@@ -632,7 +659,7 @@ func listed(queue string, state JobState, e string) ListedJob {
 		return j
 	}
 	j.ID, j.Attempt, j.MaxAttempts, j.Deliveries, j.EnqueuedAt = env.id, env.attempt, env.maxAttempts, env.deliveries, env.enqueuedAt
-	j.Type, j.Partition = env.typ, env.part
+	j.Type, j.Partition, j.Priority = env.typ, env.part, env.level
 	if env.ref != "" {
 		j.ref, j.PayloadApart = env.ref, true
 	} else {

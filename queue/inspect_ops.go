@@ -29,12 +29,14 @@ func encodeHandle(state JobState, fields ...string) string {
 
 // readyHandle names a ready job: by its element, or, over maxHandleElem,
 // by its position from the tail and the element's SHA-1.
-func readyHandle(e string, off int64) string {
+// The position of a job of a priority level counts in its level's list
+// (levels.go): "at|p<level>:<position>|<sum>".
+func readyHandle(e string, off int64, level int) string {
 	if len(e) <= maxHandleElem {
 		return encodeHandle(StateReady, "e", e)
 	}
 	sum := sha1.Sum([]byte(e))
-	return encodeHandle(StateReady, "at", strconv.FormatInt(off, 10), hex.EncodeToString(sum[:]))
+	return encodeHandle(StateReady, "at", levelField(level)+strconv.FormatInt(off, 10), hex.EncodeToString(sum[:]))
 }
 
 // Delete deletes the job a listing (Jobs) named by handle: a ready or
@@ -106,11 +108,15 @@ func (in *Inspector) deleteReady(ctx context.Context, k keys, rest string) error
 		return in.deleteElem(ctx, k, k.fair(), "part", elem)
 	case "at":
 		off, sum, _ := strings.Cut(v, "|")
+		level, off, err := cutLevel(off)
+		if err != nil {
+			return fmt.Errorf("%w: malformed handle", ErrInvalidArgument)
+		}
 		n, err := strconv.ParseInt(off, 10, 64)
 		if err != nil || n < 0 {
 			return fmt.Errorf("%w: malformed handle", ErrInvalidArgument)
 		}
-		elem, err = in.p.Client().LIndex(ctx, k.ready, -(n + 1)).Result()
+		elem, err = in.p.Client().LIndex(ctx, k.readyAt(level), -(n + 1)).Result()
 		if errors.Is(err, redis.Nil) {
 			return fmt.Errorf("%w: no job at position %d", ErrJobGone, n)
 		}
@@ -123,7 +129,8 @@ func (in *Inspector) deleteReady(ctx context.Context, k keys, rest string) error
 	default:
 		return fmt.Errorf("%w: malformed handle", ErrInvalidArgument)
 	}
-	return in.deleteElem(ctx, k, k.ready, "list", elem)
+	env, _ := decodeEnvelope([]byte(elem)) // a malformed one is level 0's
+	return in.deleteElem(ctx, k, k.readyAt(env.level), "list", elem)
 }
 
 func (in *Inspector) deleteDelayed(ctx context.Context, k keys, rest string) error {

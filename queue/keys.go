@@ -27,6 +27,9 @@ type keys struct {
 	// paused is set while the queue is paused (pause.go): the take script
 	// then hands out nothing.
 	paused string
+	// levels are the ready lists of priority levels 1..MaxLevel
+	// (levels.go), "<ready>:<level>".
+	levels []string
 }
 
 func newKeys(namespace, name string) keys {
@@ -47,6 +50,7 @@ func newKeys(namespace, name string) keys {
 		sweepLock:    tag + ":sweeplock",
 		bell:         tag + ":bell",
 		paused:       tag + ":paused",
+		levels:       levelLists(tag + ":ready"),
 	}
 }
 

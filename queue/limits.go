@@ -151,7 +151,6 @@ func newLimiter(w *Worker, token string) *limiter {
 // rate allows the next job, when the rate stopped the take.
 func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string, n int) (elems []string, wait time.Duration, err error) {
 	lim := w.lim
-	ks = append(ks, lim.held, lim.rate, lim.pheld)
 	now := ""
 	if lim.now != nil {
 		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
@@ -218,7 +217,7 @@ func (l *limiter) counts() bool { return l != nil && (l.conc > 0 || l.pconc > 0)
 // releaseKeys are the KEYS of limitReleaseScript.
 func (w *Worker) releaseKeys() []string {
 	k := w.q.k
-	return []string{k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart()}
+	return k.withLevels(k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart())
 }
 
 // releaseChunk bounds the slots one release call gives back (Lua's unpack

@@ -104,15 +104,22 @@ const partMayDefault = "local function partMay(key) return true end"
 // is "0", or the µs until the rate allows the next job when the rate
 // stopped it.
 // KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag,
-// held, rate, partition slots.
+// held, rate, partition slots, the level ready lists (levels.go: served
+// first, highest first, within the queue's limits).
 // ARGV: n, slot prefix (consumer ID, NUL, token, NUL), concurrency (0:
 // none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
 // per-partition concurrency (0: none).
 var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua +
 	strings.Replace(partTakeLua, partMayDefault, limitPartMayLua, 1) + `
 local marker = '` + wakeMarker + `'
-local flagged = redis.call('EXISTS', KEYS[4], KEYS[5])
-if flagged > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+-- ONE EXISTS: the paused flag once, the fair set twice, each level list
+-- four times (levels.go).
+local flagged = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[5], ` + levelsTimes(11, 4) + `)
+local levels = ` + levelsReverse(11) + `
+local function jobsLeft()
+  return redis.call('EXISTS', KEYS[1], KEYS[5], unpack(levels)) > 0
+end
+if flagged % 2 == 1 then
   if redis.call('LINDEX', KEYS[1], -1) == marker then
     return {'0', redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
   end
@@ -124,20 +131,32 @@ local now = 0
 if step > 0 then now = gcra_now(ARGV[4]) end
 local room, why, d, us, num, den = limit_room(KEYS[8], KEYS[9], conc, now, scale, step, burst)
 local out, bytes, jobs, stop = {'0'}, 0, 0, nil
-if flagged > 0 then
+if flagged >= 4 then
+  -- levels: the level lists first, highest first, within the limits.
+  for _, l in ipairs(levels) do
+    while #out - 1 < n and jobs < room and bytes < budget do
+      local v = redis.call('LMOVE', l, KEYS[2], 'RIGHT', 'LEFT')
+      if not v then break end
+      out[#out+1] = v
+      bytes = bytes + #v
+      jobs = jobs + 1
+    end
+  end
+end
+if flagged % 4 >= 2 then
   -- Partitioned jobs wait: the partitions and the ready list in turn
   -- (takePart), as many as the queue's limits allow.
-  local got = {}
-  if room > 0 then
+  local got, want = {}, math.min(n - (#out - 1), room - jobs)
+  if want > 0 and bytes < budget then
     local dry
-    bytes, dry = takePart(got, math.min(n, room), bytes, budget)
+    bytes, dry = takePart(got, want, bytes, budget)
     if dry then stop = 'dry' end
   end
   for _, v in ipairs(got) do
     out[#out+1] = v
     if v ~= marker then jobs = jobs + 1 end
   end
-  if stop == nil and #got < n and jobs >= room then stop = why end
+  if stop == nil and #out - 1 < n and jobs >= room then stop = why end
 else
   while #out - 1 < n do
     if bytes >= budget then stop = 'budget'; break end
@@ -178,11 +197,11 @@ if jobs > 0 and (conc > 0 or pconc > 0) then
 end
 limit_take_done(KEYS[9], now, us, num, den, jobs, step, scale)
 if stop == 'rate' then
-  if redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1 then
+  if jobsLeft() then
     out[1] = string.format('%d', limit_wait(d, jobs, step, burst, scale))
   end
 elseif stop == nil or stop == 'budget' then
-  if jobs < room and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1) then
+  if jobs < room and jobsLeft() then
     redis.call('ZADD', KEYS[3], 0, '1')
   end
 end
@@ -205,7 +224,8 @@ var (
 // and jobs rings on for the others). A release below the limits rings
 // nothing: nobody waits for it, and a ring per job would cost a wake-up
 // and a take per job.
-// KEYS: held, ready, bell, fair, partition slots.
+// KEYS: held, ready, bell, fair, partition slots, the level ready lists
+// (levels.go).
 // ARGV: 'elems', limit, partition limit, prefix, elements... | 'members',
 // limit, partition limit, members... | 'range', limit, partition limit,
 // min, max. Returns how many slots it freed.
@@ -240,7 +260,7 @@ for i = 1, #plain, 1000 do
   n = n + redis.call('ZREM', KEYS[1], unpack(plain, i, math.min(i + 999, #plain)))
 end
 if n > 0 and (conc == 0 or redis.call('ZCARD', KEYS[1]) + n >= conc) then ring = true end
-if ring and (redis.call('LLEN', KEYS[2]) > 0 or redis.call('EXISTS', KEYS[4]) == 1) then
+if ring and redis.call('EXISTS', KEYS[2], KEYS[4], unpack(KEYS, 6)) > 0 then
   redis.call('ZADD', KEYS[3], 0, '1')
 end
 return n

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,8 +51,10 @@ func (k keys) roomChannel() string { return k.tag + ":room" }
 
 // boundedScript enqueues jobs into a bounded queue: all of them, or none
 // when they do not fit (duplicate IDs take no room and are answered 0).
-// KEYS: ready, delayed, wake, payloads, drain, waiters, bell, fair (parts.go), then the unique
-// keys in use.
+// KEYS: ready, delayed, wake, payloads, drain, waiters, bell, fair
+// (parts.go), the jobs' level's ready list (the jobs of one call share a
+// level), the level ready lists (keys.readyLevels), then the unique keys in
+// use.
 // ARGV: limit, marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the
 // caller does not wait), then for each job four values: due ms (0 = now),
 // envelope, index of its unique key in KEYS (0 = none), payload ref (” =
@@ -64,7 +67,7 @@ local function dropRefs(only)
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[4], ARGV[i+3]) end
   end
 end
-local ok, len = pcall(count, KEYS[1], KEYS[2], ARGV[2], KEYS[8])
+local ok, len = pcall(count, KEYS[1], KEYS[2], ARGV[2], KEYS[8], 10)
 if not ok then
   dropRefs(nil)
   return redis.error_reply('WRONGTYPE a key of queue ' .. KEYS[1] .. ' holds the wrong type')
@@ -89,7 +92,7 @@ for i = 6, #ARGV, 4 do
     if due == 0 then
       now[#now+1] = ARGV[i+1]
       rung = true
-      if #now == 1000 then redis.call('LPUSH', KEYS[1], unpack(now)); now = {} end
+      if #now == 1000 then redis.call('LPUSH', KEYS[9], unpack(now)); now = {} end
     else
       redis.call('ZADD', KEYS[2], due, ARGV[i+1])
       if earliest == nil or due < earliest then earliest = due end
@@ -97,7 +100,7 @@ for i = 6, #ARGV, 4 do
     out[#out+1] = 1
   end
 end
-if #now > 0 then redis.call('LPUSH', KEYS[1], unpack(now)) end
+if #now > 0 then redis.call('LPUSH', KEYS[9], unpack(now)) end
 if rung then redis.call('ZADD', KEYS[7], 0, '1') end
 if earliest ~= nil then wake(KEYS[2], KEYS[1], KEYS[3], earliest, ARGV[2], ARGV[3], KEYS[7]) end
 return out
@@ -107,16 +110,23 @@ return out
 // the ready list's tail, one at a time, so LINDEX -1 finds it (O(1); an
 // LPOS over the last 16 elements cost 1.8us more per enqueue, 40 %). A
 // marker behind a recovered job counts as a job: the queue may then take
-// one job fewer, never one more. count(ready, delayed, marker) raises an error on a key of the wrong type,
+// one job fewer, never one more. count(ready, delayed, marker, fair, base)
+// adds the jobs of the fair set (parts.go) and of the level ready lists in
+// KEYS[base..] (levels.go: one EXISTS
+// when none holds any). It raises an error on a key of the wrong type,
 // before anything was written. refuse(...) is the refusal's reply (see
 // boundedScript), which marks the waiting producers when waitTTL is not
 // "0"; its writes are pcalls, so that a Redis at maxmemory still answers
 // with a *FullError rather than OOM.
-const boundedLua = `
-local function count(ready, delayed, marker, fair)
+var boundedLua = `
+local function count(ready, delayed, marker, fair, base)
   local n = redis.call('LLEN', ready) + redis.call('ZCARD', delayed)
-  if fair then n = n + redis.call('ZCARD', fair) end
+  n = n + redis.call('ZCARD', fair)
   if n > 0 and redis.call('LINDEX', ready, -1) == marker then n = n - 1 end
+  local levels = {unpack(KEYS, base, base + ` + strconv.Itoa(MaxLevel-1) + `)}
+  if redis.call('EXISTS', unpack(levels)) > 0 then
+    for _, l in ipairs(levels) do n = n + redis.call('LLEN', l) end
+  end
   return n
 end
 local function refuse(len, drain, waiters, limit, waitTTL)
@@ -130,15 +140,16 @@ end
 // boundedPushScript is boundedScript for jobs that are all plain (ready
 // now, no ID, payload inline), the common case: their elements go to one
 // LPUSH per 1,000 without a look at each.
-// KEYS: ready, delayed, drain, waiters, bell, fair. ARGV: limit, marker, waiters TTL
-// ms (0: the caller does not wait), then the envelopes.
+// KEYS: ready, delayed, drain, waiters, bell, fair, the jobs' level's ready
+// list, the level ready lists (keys.readyLevels). ARGV: limit, marker,
+// waiters TTL ms (0: the caller does not wait), then the envelopes.
 // Returns {the number of jobs added}, or the refusal of boundedScript.
 var boundedPushScript = redis.NewScript(boundedLua + `
-local len = count(KEYS[1], KEYS[2], ARGV[2], KEYS[6])
+local len = count(KEYS[1], KEYS[2], ARGV[2], KEYS[6], 8)
 local jobs = #ARGV - 3
 if len + jobs > tonumber(ARGV[1]) then return refuse(len, KEYS[3], KEYS[4], ARGV[1], ARGV[3]) end
 for i = 4, #ARGV, 1000 do
-  redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  redis.call('LPUSH', KEYS[7], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 redis.call('ZADD', KEYS[5], 0, '1')
 return {jobs}
@@ -150,17 +161,19 @@ return {jobs}
 // (the n elements at the head, which nothing can have touched inside the
 // MULTI) before refusing. The head and tail of the batch are checked first,
 // so that it never trims jobs that are not the batch's (an LPUSH that failed).
-// KEYS: ready, delayed, drain, waiters, bell, fair. ARGV: limit, marker, waiters TTL
-// ms, n, the batch's last element (now at the head), its first one.
+// KEYS: ready, delayed, drain, waiters, bell, fair, the batch's level's
+// ready list (where the LPUSH went), the level ready lists
+// (keys.readyLevels). ARGV: limit, marker, waiters TTL ms, n, the batch's
+// last element (now at the head), its first one.
 // Returns {n}, or the refusal of boundedScript.
 var boundedUndoScript = redis.NewScript(boundedLua + `
 local n = tonumber(ARGV[4])
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[5] or redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[6] then
-  return redis.error_reply('the batch is not at the head of ' .. KEYS[1] .. ': its LPUSH failed')
+if redis.call('LINDEX', KEYS[7], 0) ~= ARGV[5] or redis.call('LINDEX', KEYS[7], n - 1) ~= ARGV[6] then
+  return redis.error_reply('the batch is not at the head of ' .. KEYS[7] .. ': its LPUSH failed')
 end
-local len = count(KEYS[1], KEYS[2], ARGV[2], KEYS[6]) - n
+local len = count(KEYS[1], KEYS[2], ARGV[2], KEYS[6], 8) - n
 if len + n > tonumber(ARGV[1]) then
-  redis.call('LTRIM', KEYS[1], n, -1)
+  redis.call('LTRIM', KEYS[7], n, -1)
   return refuse(len, KEYS[3], KEYS[4], ARGV[1], ARGV[3])
 end
 redis.call('ZADD', KEYS[5], 0, '1')
@@ -171,13 +184,15 @@ return {n}
 // producers wait and the queue is below their limit, then counts the jobs
 // that left the queue and takes a rate sample once per window. The publish
 // comes first: PUBLISH is allowed when Redis is at maxmemory, HINCRBY not.
-// KEYS: ready, delayed, drain, waiters[, fair]. ARGV: jobs gone, now ms, room
-// channel, window ms, stale ms.
+// KEYS: ready, delayed, drain, waiters, fair, the level ready lists
+// (keys.readyLevels). ARGV: jobs gone, now ms, room channel, window ms,
+// stale ms.
 var drainScript = redis.NewScript(`
 local limit = tonumber(redis.call('GET', KEYS[4]) or '')
 if limit then
   local room = limit - redis.call('LLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2])
-  if KEYS[5] then room = room - redis.call('ZCARD', KEYS[5]) end
+  room = room - redis.call('ZCARD', KEYS[5])
+  for i = 6, #KEYS do room = room - redis.call('LLEN', KEYS[i]) end
   if room > 0 then redis.call('PUBLISH', ARGV[3], room) end
 end
 if ARGV[1] == '0' then return 0 end
@@ -253,10 +268,10 @@ func (q *Queue) pushThenCheck(ctx context.Context, c redis.UniversalClient, prs 
 	for i, pr := range prs {
 		elems[i] = pr.elem
 	}
-	ks := []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair()}
+	ks := q.k.withLevels(q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair(), q.k.readyAt(prs[0].level))
 	args := []any{q.cfg.MaxLen, wakeMarker, waitTTL(wait), len(prs), prs[len(prs)-1].elem, prs[0].elem}
 	pipe := c.TxPipeline()
-	pipe.LPush(ctx, q.k.ready, elems...)
+	pipe.LPush(ctx, q.k.readyAt(prs[0].level), elems...)
 	cmd := boundedUndoScript.Eval(ctx, pipe, ks, args...)
 	_, _ = pipe.Exec(ctx)
 	return cmd
@@ -269,7 +284,7 @@ func (q *Queue) pushArgs(prs []prepared, wait bool) ([]string, []any) {
 	for _, pr := range prs {
 		args = append(args, pr.elem)
 	}
-	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair()}, args
+	return q.k.withLevels(q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair(), q.k.readyAt(prs[0].level)), args
 }
 
 // waitTTL is the TTL a refusal gives the waiters key (0: none).
@@ -283,7 +298,7 @@ func waitTTL(wait bool) int64 {
 // boundedArgs builds the KEYS and ARGV of boundedScript, and reports
 // whether a payload is kept apart (to be written by an HSET first).
 func (q *Queue) boundedArgs(prs []prepared, wait bool) (ks []string, args []any, apart bool) {
-	ks = []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair()}
+	ks = q.k.withLevels(q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.drainKey(), q.k.waitersKey(), q.k.bell, q.k.fair(), q.k.readyAt(prs[0].level))
 	args = make([]any, 0, 5+4*len(prs))
 	args = append(args, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL(wait))
 	for _, pr := range prs {
@@ -370,7 +385,7 @@ func (q *Queue) drainHook(ctx context.Context, pipe redis.Pipeliner, gone int) *
 }
 
 func (q *Queue) drainArgs(gone int) ([]string, []any) {
-	return []string{q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.fair()},
+	return q.k.withLevels(q.k.ready, q.k.delayed, q.k.drainKey(), q.k.waitersKey(), q.k.fair()),
 		[]any{gone, q.cfg.Now().UnixMilli(), q.k.roomChannel(), drainWindow.Milliseconds(), drainStale.Milliseconds()}
 }
 

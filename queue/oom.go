@@ -90,7 +90,7 @@ return n
 // ringIfReady rings bell if ready holds jobs, with the allow-oom twin when
 // Redis refuses the ring at maxmemory.
 func ringIfReady(ctx context.Context, c redis.Scripter, k keys) error {
-	ks := []string{k.ready, k.bell, k.fair()}
+	ks := append([]string{k.ready, k.bell, k.fair()}, k.levels...)
 	err := ringScript.Run(ctx, c, ks).Err()
 	if isOOM(err) {
 		err = ringAtLimitScript.Run(ctx, c, ks).Err()

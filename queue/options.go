@@ -31,6 +31,7 @@ type enqueueOpts struct {
 	headers []header // Header, Headers; in the order set
 	typ     string   // Type (typed.go)
 	part    string   // Partition (parts.go)
+	level   int      // Priority (levels.go)
 }
 
 // Delay makes the job ready d from now. d <= 0 means now.
@@ -195,7 +196,7 @@ func (q *Queue) sendDurable(ctx context.Context, pr prepared, eval bool) (write 
 		ks, args, _ := q.boundedArgs([]prepared{pr}, false)
 		write = run(boundedScript, ks, args...)
 	case pr.due.IsZero() && !pr.unique:
-		write = run(pushScript, []string{q.k.ready, q.k.bell}, pr.elem)
+		write = run(pushScript, []string{q.k.readyAt(pr.level), q.k.bell}, pr.elem)
 	case pr.due.IsZero():
 		write = run(enqueueUniqueScript, q.uniqueKeys(pr), pr.elem, q.uniqueTTL(pr.due))
 	default:

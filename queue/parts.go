@@ -78,7 +78,8 @@ func (k keys) partTag() string { return k.tag + ":parttag" }
 // Config.MaxPartitionLen the jobs waiting in one (ErrPartitionFull); a
 // delayed job counts once it is due. Keys are 1 to 128 bytes of printable
 // ASCII without spaces, '|', '{' or '}'. The option cannot be combined
-// with Durable, Debounce, ReplacePayload or WaitForRoom.
+// with Durable, Debounce, ReplacePayload, WaitForRoom or a Priority level
+// above 0 (that one fails with an error wrapping ErrInvalidArgument).
 func Partition(key string) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if err := validPartition(key); err != nil {
@@ -115,6 +116,10 @@ func checkPartition(o *enqueueOpts) error {
 		return errors.New("queue: the Partition option cannot be combined with Debounce or ReplacePayload")
 	case o.wait:
 		return errors.New("queue: the Partition option cannot be combined with WaitForRoom")
+	case o.level > 0:
+		// Partitioned jobs wait in the fair set, which has no levels: a
+		// level would be silently ignored (levels.go).
+		return fmt.Errorf("queue: the Partition option cannot be combined with Priority(%d): %w: partitioned jobs run at level 0, in turn with the queue's unpartitioned level-0 jobs", o.level, ErrInvalidArgument)
 	}
 	return nil
 }
@@ -129,7 +134,7 @@ func checkPartition(o *enqueueOpts) error {
 // the last job.
 const partLua = `
 local function partOf(v)
-  local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z]*)|([^|]*)|')
+  local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|([^|]*)|')
   if flags and string.find(flags, 'g', 1, true) then return key end
   return nil
 end
@@ -250,7 +255,8 @@ end
 // now go to the fair set, delayed ones to the delayed set (their partition
 // is in their element; promotion puts them in it).
 // KEYS: fair, partlen, parttag, bell, delayed, ready, wake, payloads,
-// drain, waiters, then the unique keys in use.
+// drain, waiters, the level ready lists (counted for MaxLen, levels.go),
+// then the unique keys in use.
 // ARGV: max partitions, max partition length (0: none), queue limit (0:
 // none), marker, wake TTL ms, unique TTL ms, then for each job five values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
@@ -291,7 +297,7 @@ for i = 7, #ARGV, 5 do
 end
 local limit = tonumber(ARGV[3])
 if limit > 0 and jobs > 0 then
-  local len = count(KEYS[6], KEYS[5], ARGV[4]) + redis.call('ZCARD', KEYS[1])
+  local len = count(KEYS[6], KEYS[5], ARGV[4], KEYS[1], 11)
   if len + jobs > limit then
     dropRefs(nil)
     return refuse(len, KEYS[9], KEYS[10], ARGV[3], '0')
@@ -345,8 +351,8 @@ func (q *Queue) partKeys() []string { return []string{q.k.fair(), q.k.partLen(),
 // which were added (false: a duplicate ID).
 func (q *Queue) enqueueParts(ctx context.Context, prs []prepared) ([]bool, error) {
 	c := q.p.Client()
-	ks := []string{q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
-		q.k.drainKey(), q.k.waitersKey()}
+	ks := q.k.withLevels(q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
+		q.k.drainKey(), q.k.waitersKey())
 	args := make([]any, 0, 6+5*len(prs))
 	args = append(args, q.cfg.MaxPartitions, q.cfg.MaxPartitionLen, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due))
 	apart := false

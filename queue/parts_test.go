@@ -21,7 +21,7 @@ import (
 // to n jobs, and returns their payloads.
 func takeFor(t *testing.T, q *Queue, id string, n int) []string {
 	t.Helper()
-	ks := []string{q.k.ready, q.k.proc(id), q.k.bell, q.k.paused, q.k.fair(), q.k.partLen(), q.k.partTag()}
+	ks := q.k.takeKeys(q.k.proc(id))
 	elems, err := takeScript.Run(context.Background(), q.p.Client(), ks, n).StringSlice()
 	require.NoError(t, err)
 	out := make([]string, len(elems))
@@ -224,7 +224,7 @@ func TestPartitionWithIDAndLargePayload(t *testing.T) {
 	require.NoError(t, err)
 	_, err = q.Enqueue(ctx, big, Partition("a"), ID("job-1"))
 	require.ErrorIs(t, err, ErrDuplicate)
-	ks := []string{q.k.ready, q.k.proc("c1"), q.k.bell, q.k.paused, q.k.fair(), q.k.partLen(), q.k.partTag()}
+	ks := q.k.takeKeys(q.k.proc("c1"))
 	elems, err := takeScript.Run(ctx, p.Client(), ks, 10).StringSlice()
 	require.NoError(t, err)
 	require.Len(t, elems, 1)
@@ -460,7 +460,7 @@ func TestPartitionEnvelope(t *testing.T) {
 	_, err = EnqueueJSON(ctx, q, map[string]int{"a": 1}, Partition("t"), Delay(time.Millisecond))
 	require.NoError(t, err)
 	// Promoted by a clock a second ahead: both are due.
-	res, err := promoteScript.Run(ctx, p.Client(), []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+	res, err := promoteScript.Run(ctx, p.Client(), q.k.promoteKeys(),
 		time.Now().Add(time.Second).UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), res[0])

@@ -31,11 +31,11 @@ return redis.call('SET', KEYS[1], '1')
 // ready list holds anything (a ring for an empty list wakes nobody for
 // anything, and on a name never used would leave a key nothing deletes).
 // The DEL comes first, so that Redis runs the ZADD even at maxmemory when
-// the queue was paused. KEYS: paused flag, bell, ready. Returns 1 when it
-// was paused.
+// the queue was paused. KEYS: paused flag, bell, ready, the level ready
+// lists (keys.readyLevels). Returns 1 when it was paused.
 var resumeScript = redis.NewScript(`
 local was = redis.call('DEL', KEYS[1])
-if redis.call('LLEN', KEYS[3]) > 0 or (#KEYS > 3 and redis.call('EXISTS', KEYS[4]) == 1) then redis.call('ZADD', KEYS[2], 0, '1') end
+if redis.call('EXISTS', unpack(KEYS, 3)) > 0 then redis.call('ZADD', KEYS[2], 0, '1') end
 return was
 `)
 
@@ -58,7 +58,7 @@ func (q *Queue) Pause(ctx context.Context) error {
 // Resume ends a pause: the queue's doorbell rings if it holds jobs, and
 // idle consumers take them at once. Resuming a queue that is not paused is no error.
 func (q *Queue) Resume(ctx context.Context) error {
-	if err := resumeScript.Run(ctx, q.p.Client(), []string{q.k.paused, q.k.bell, q.k.ready, q.k.fair()}).Err(); err != nil {
+	if err := resumeScript.Run(ctx, q.p.Client(), append([]string{q.k.paused, q.k.bell, q.k.ready, q.k.fair()}, q.k.levels...)).Err(); err != nil {
 		return q.errorf("resume: %w", err)
 	}
 	return nil

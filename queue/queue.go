@@ -97,6 +97,7 @@ type prepared struct {
 	wait     bool         // the WaitForRoom option
 	debounce debounceMode // Debounce, ReplacePayload
 	part     string       // the Partition option (parts.go)
+	level    int          // Priority
 }
 
 // newRef names a payload kept apart: 64 random bits, fresh for each
@@ -140,7 +141,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	if err := q.applyUnique(&o, payload, due, now); err != nil {
 		return prepared{}, err
 	}
-	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part, level: o.level}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
@@ -149,7 +150,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		maxAttempts = q.cfg.MaxAttempts
 	}
 	e := envelope{id: pr.id, maxAttempts: maxAttempts, enqueuedAt: now, timeout: o.timeout, unique: pr.unique, payload: payload,
-		deadline: o.deadline, window: o.window, typ: o.typ, part: o.part}
+		deadline: o.deadline, window: o.window, typ: o.typ, part: o.part, level: o.level}
 	if len(o.headers) > 0 {
 		var err error
 		if e.headers, err = encodeHeaders(o.headers); err != nil {
@@ -244,7 +245,7 @@ func (q *Queue) enqueueOne(ctx context.Context, c redis.UniversalClient, pr prep
 	case pr.due.IsZero() && !pr.unique:
 		// LPUSH and the doorbell's ring in one script (3 commands, atomic):
 		// see pushScript.
-		return true, pushScript.Run(ctx, c, []string{q.k.ready, q.k.bell}, pr.elem).Err()
+		return true, pushScript.Run(ctx, c, []string{q.k.readyAt(pr.level), q.k.bell}, pr.elem).Err()
 	case pr.due.IsZero():
 		n, err := enqueueUniqueScript.Run(ctx, c, q.uniqueKeys(pr), pr.elem, q.uniqueTTL(pr.due)).Int()
 		return n != 0, err
@@ -261,7 +262,7 @@ func (q *Queue) enqueueOne(ctx context.Context, c redis.UniversalClient, pr prep
 
 // uniqueKeys are the keys of enqueueUniqueScript.
 func (q *Queue) uniqueKeys(pr prepared) []string {
-	return []string{q.k.ready, q.k.unique(pr.id), q.k.bell}
+	return []string{q.k.readyAt(pr.level), q.k.unique(pr.id), q.k.bell}
 }
 
 // scheduleArgs are the keys and arguments of scheduleScript for a delayed
@@ -279,7 +280,13 @@ func (q *Queue) scheduleArgs(pr prepared) ([]string, []any) {
 // enqueueApart writes a job whose payload is kept apart: the payload and the
 // element in one MULTI (an HSET and a script call).
 func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr prepared) (bool, error) {
-	ks := []string{q.k.ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.bell}
+	// A job ready now goes to its level's list; a delayed one's ready list
+	// is level 0's, where a wake marker goes (promoteLua routes the job).
+	ready := q.k.ready
+	if pr.due.IsZero() {
+		ready = q.k.readyAt(pr.level)
+	}
+	ks := []string{ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.bell}
 	u := 0
 	if pr.unique {
 		ks = append(ks, q.k.unique(pr.id))
@@ -409,6 +416,7 @@ type batch struct {
 	elems []any
 	prs   []prepared
 	due   time.Time // the same for every job
+	level int       // the same for every job (Priority)
 	apart bool      // some payloads are kept apart
 }
 
@@ -425,7 +433,12 @@ func (q *Queue) prepareBatch(ctx context.Context, payloads [][]byte, opts []Enqu
 		if total > q.cfg.MaxBatchBytes {
 			return batch{}, q.errorf("enqueue batch: %w: more than %d bytes (Config.MaxBatchBytes)", ErrBatchTooLarge, q.cfg.MaxBatchBytes)
 		}
-		b.ids[i], b.elems[i], b.due, b.prs[i] = pr.id, pr.elem, pr.due, pr
+		if i > 0 && pr.level != b.level {
+			// Every option applies to every job of a batch, but should a
+			// hook ever set the level: a batch goes to one ready list.
+			return batch{}, q.errorf("enqueue batch: job %d: %w: Priority(%d), job 0 has Priority(%d): a batch has one level", i, ErrInvalidArgument, pr.level, b.level)
+		}
+		b.ids[i], b.elems[i], b.due, b.prs[i], b.level = pr.id, pr.elem, pr.due, pr, pr.level
 		b.apart = b.apart || pr.ref != ""
 	}
 	return b, nil
@@ -447,14 +460,14 @@ func (q *Queue) storeBatch(ctx context.Context, b batch, wait bool) error {
 		// LPUSH and the doorbell's ring in one MULTI: atomic, and the
 		// elements stay out of Lua.
 		pipe := c.TxPipeline()
-		push := pipe.LPush(ctx, q.k.ready, b.elems...)
+		push := pipe.LPush(ctx, q.k.readyAt(b.level), b.elems...)
 		pipe.ZAdd(ctx, q.k.bell, redis.Z{Score: 0, Member: bellMember})
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
 		}
 		return push.Err()
 	}
-	if err := q.writeBatch(ctx, c, b.prs, b.elems, b.due); err != nil {
+	if err := q.writeBatch(ctx, c, b); err != nil {
 		return err
 	}
 	if !b.due.IsZero() {
@@ -469,7 +482,8 @@ func (q *Queue) storeBatch(ctx context.Context, b batch, wait bool) error {
 // job (through Lua the jobs would cost ten times the server time). A batch
 // has no ID option, so nothing is conditional. A NOSCRIPT re-runs the MULTI
 // once the scripts are loaded: every command in it is idempotent.
-func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []prepared, elems []any, due time.Time) error {
+func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, b batch) error {
+	prs, elems, due, ready := b.prs, b.elems, b.due, q.k.readyAt(b.level)
 	q.ensureScripts(ctx, c)
 	var refs []string
 	var pays []any
@@ -478,14 +492,14 @@ func (q *Queue) writeBatch(ctx context.Context, c redis.UniversalClient, prs []p
 			refs, pays = append(refs, pr.ref), append(pays, pr.ref, pr.payload)
 		}
 	}
-	m, err := q.batchMulti(ctx, c, pays, elems, due)
+	m, err := q.batchMulti(ctx, c, pays, elems, due, ready)
 	if m.wake != nil && redis.HasErrorPrefix(m.wake.Err(), "NOSCRIPT") {
 		q.loaded.Store(false)
 		q.ensureScripts(ctx, c)
-		m, err = q.batchMulti(ctx, c, pays, elems, due)
+		m, err = q.batchMulti(ctx, c, pays, elems, due, ready)
 	}
 	if err != nil && m.hset != nil {
-		q.undoBatch(ctx, c, m, refs, elems, due)
+		q.undoBatch(ctx, c, m, refs, elems, due, ready)
 	}
 	return err
 }
@@ -497,15 +511,15 @@ type batchWrite struct {
 	wake  *redis.Cmd    // a delayed batch's wake script
 }
 
-// batchMulti is writeBatch's MULTI.
-func (q *Queue) batchMulti(ctx context.Context, c redis.UniversalClient, pays, elems []any, due time.Time) (batchWrite, error) {
+// batchMulti is writeBatch's MULTI; ready is the batch's level's list.
+func (q *Queue) batchMulti(ctx context.Context, c redis.UniversalClient, pays, elems []any, due time.Time, ready string) (batchWrite, error) {
 	var m batchWrite
 	pipe := c.TxPipeline()
 	if len(pays) > 0 {
 		m.hset = pipe.HSet(ctx, q.k.payloads, pays...)
 	}
 	if due.IsZero() {
-		m.write = pipe.LPush(ctx, q.k.ready, elems...)
+		m.write = pipe.LPush(ctx, ready, elems...)
 		pipe.ZAdd(ctx, q.k.bell, redis.Z{Score: 0, Member: bellMember})
 		_, err := pipe.Exec(ctx)
 		return m, err
@@ -526,7 +540,7 @@ func (q *Queue) batchMulti(ctx context.Context, c redis.UniversalClient, pays, e
 // type): take back the payloads written without their jobs, or the jobs
 // written without their payloads, so that a failed batch leaves nothing
 // behind.
-func (q *Queue) undoBatch(ctx context.Context, c redis.UniversalClient, m batchWrite, refs []string, elems []any, due time.Time) {
+func (q *Queue) undoBatch(ctx context.Context, c redis.UniversalClient, m batchWrite, refs []string, elems []any, due time.Time, ready string) {
 	var reply redis.Error
 	switch {
 	case m.hset.Err() == nil && errors.As(m.write.Err(), &reply):
@@ -535,7 +549,7 @@ func (q *Queue) undoBatch(ctx context.Context, c redis.UniversalClient, m batchW
 		pipe := c.Pipeline()
 		for _, e := range elems {
 			if due.IsZero() {
-				pipe.LRem(ctx, q.k.ready, 1, e)
+				pipe.LRem(ctx, ready, 1, e)
 			} else {
 				pipe.ZRem(ctx, q.k.delayed, e)
 			}
@@ -605,6 +619,8 @@ type Stats struct {
 	// OldestReady is the age of the job fetched next (the oldest ready
 	// one) from its EnqueuedAt, at the time of the call; 0 when the ready
 	// list is empty or its last elements hold no job (see latency.go).
+	// With priority levels, the largest age among the jobs each level
+	// would hand out next.
 	OldestReady time.Duration `json:"oldest_ready_ns"`
 	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
 	// jobs wait, and OldestReady grows, until Resume.
@@ -633,6 +649,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	oldest := pipe.LRange(ctx, q.k.ready, -oldestScan, -1)
 	paused := pipe.Exists(ctx, q.k.paused)
 	parts, parted := pipe.HLen(ctx, q.k.partLen()), pipe.ZCard(ctx, q.k.fair())
+	levels := readLevels(ctx, pipe, q.k, true)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
@@ -648,7 +665,8 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		s.OldestReady = oldestReady([]string{elem}, q.cfg.Now())
 	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
-	s.Ready = max(s.Ready-int64(len(markers.Val())), 0) + s.Partitioned
+	s.Ready = max(s.Ready-int64(len(markers.Val())), 0) + s.Partitioned + levels.jobs()
+	s.OldestReady = max(s.OldestReady, levels.oldest(q.cfg.Now()))
 	if ids := consumers.Val(); len(ids) > 0 {
 		pipe := c.Pipeline()
 		lens := make([]*redis.IntCmd, len(ids))

@@ -99,7 +99,7 @@ func TestPromoteMovesSmallJobsInChunks(t *testing.T) {
 	require.NoError(t, c.ZAdd(ctx, q.k.delayed, zs...).Err())
 	_, err := srv.Do(ctx, "CONFIG", "RESETSTAT")
 	require.NoError(t, err)
-	res, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell}, now.UnixMilli(), promoteLimit, "0").Int64Slice()
+	res, err := promoteScript.Run(ctx, c, q.k.promoteKeys(), now.UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	require.Equal(t, []int64{200, -1}, res)
 	s, err := srv.CommandStats(ctx)

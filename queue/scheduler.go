@@ -115,7 +115,7 @@ func (s *scheduler) loop(ctx context.Context) error {
 		clearFlag := s.beginRead()
 		fromDue := s.fromDue.Swap(false)
 		now := w.q.cfg.Now()
-		res, err := w.promote(ctx, w.q.p.Background(), []string{k.delayed, k.ready, k.wake, k.bell, k.fair(), k.partLen(), k.partTag()},
+		res, err := w.promote(ctx, w.q.p.Background(), k.promoteKeys(),
 			now.UnixMilli(), promoteLimit, boolArg(clearFlag))
 		if err != nil || len(res) != 2 {
 			if fromDue {

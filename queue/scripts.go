@@ -44,13 +44,14 @@ return n
 
 // ringScript rings the doorbell when the ready list holds anything: a
 // worker that stops, or a hub that lost a popped ring, hands the ring on.
-// KEYS: ready, bell[, fair (parts.go)]. Returns 1 when it rang. At maxmemory the ZADD, its
+// KEYS: ready, bell, fair (parts.go), the level ready lists (levels.go,
+// keys.readyLevels). Returns 1 when it rang. At maxmemory the ZADD, its
 // first write, is refused: handing a ring on uses ringAtLimitScript then
 // (see ringIfReady), as no producer can ring at the limit.
 var ringScript = redis.NewScript(ringLua)
 
 const ringLua = `
-if redis.call('LLEN', KEYS[1]) > 0 or (#KEYS > 2 and redis.call('EXISTS', KEYS[3]) == 1) then
+if redis.call('LLEN', KEYS[1]) > 0 or (#KEYS > 2 and redis.call('EXISTS', unpack(KEYS, 3)) > 0) then
   redis.call('ZADD', KEYS[2], 0, '1')
   return 1
 end
@@ -207,61 +208,96 @@ end
 // it leaves jobs behind it rings the doorbell again, so that another
 // consumer (or this one, once it has room) wakes for them: a ring popped by
 // a consumer that took only part of the jobs is handed on.
-// KEYS: ready, processing list, bell, paused flag[, fair, partlen,
-// parttag (parts.go)].
+// KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag
+// (parts.go), the level ready lists (levels.go, keys.readyLevels: KEYS[8..10]).
 //
 // A paused take still hands out a wake marker at the take end of the list:
 // it is no job, and the scheduler it wakes promotes the delayed jobs that
 // came due (promotions go on while paused).
 //
 // Commands (each counts, Lua's too): a lone job costs LMOVE + EXISTS, an
-// empty list LMOVE + EXISTS (the fair set's). The script moves first and
-// asks after: ONE EXISTS names the paused flag four times, the fair set of
-// the partitions twice and the ready list once (EXISTS counts a key once
-// per mention), so its reply says whether the queue is paused (>= 4),
-// whether partitioned jobs wait (bit 2) and whether ready jobs are left
-// (odd). A paused queue's job goes back where it was, at the take end, in
-// the same atomic call: nobody sees it move. (Checking the flag first, then
-// moving until LMOVE finds the list empty, cost EXISTS + LMOVE + an empty
-// LMOVE per lone job.) With partitioned jobs waiting (KEYS[5..7],
-// parts.go), the first job goes back too and the partitions and the ready
-// list are served in turn by takePart.
+// empty list LMOVE + EXISTS (the fair set's and the level lists'). The
+// script moves first and asks after: ONE EXISTS names the ready list once,
+// the fair set of the partitions twice, the paused flag four times and each
+// level list eight times (EXISTS counts a key once per mention), so its
+// reply says whether ready jobs are left (bit 1), partitioned jobs wait
+// (bit 2), the queue is paused (bit 4) and level jobs wait (>= 8). A paused
+// queue's job goes back where it was, at the take end, in the same atomic
+// call: nobody sees it move. (Checking the flag first, then moving until
+// LMOVE finds the list empty, cost EXISTS + LMOVE + an empty LMOVE per
+// lone job.) With partitioned or level jobs waiting, the first job goes
+// back too (a wake marker is handed out first instead: the scheduler it
+// wakes must not wait for a backlog), the levels are served highest first
+// (takeLevels), then the partitions and the ready list in turn by takePart.
 var takeLua = budgetLua + partLua + partTakeLua + `
 local n = tonumber(ARGV[1])
 if n < 1 then return {} end
-local parts = #KEYS >= 7
+-- levels (levels.go): the level lists, highest first.
+local levels = ` + levelsReverse(8) + `
 local function ringIfLeft()
-  if redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[5]) == 1 then
+  if redis.call('EXISTS', KEYS[1], KEYS[5], unpack(levels)) > 0 then
     redis.call('ZADD', KEYS[3], 0, '1')
   end
 end
-local first = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-if not first then
-  -- parts: the ready list is empty; partitioned jobs may wait.
-  if not parts or redis.call('EXISTS', KEYS[5], KEYS[5], KEYS[4]) ~= 2 then return {} end
-  local out = {}
-  local _, dry = takePart(out, n, 0, budget)
-  if not dry then ringIfLeft() end
+-- levels: takeLevels moves level jobs into out, highest level first, and
+-- returns the new byte count; c is how many level lists hold jobs.
+local function takeLevels(out, bytes, c)
+  for _, l in ipairs(levels) do
+    if c == 0 or #out >= n or bytes >= budget then break end
+    local got = false
+    while #out < n and bytes < budget do
+      local v = redis.call('LMOVE', l, KEYS[2], 'RIGHT', 'LEFT')
+      if not v then break end
+      got = true
+      out[#out + 1] = v
+      bytes = bytes + #v
+    end
+    if got then c = c - 1 end
+  end
+  return bytes
+end
+-- levels and parts: serve the level lists, then the partitions and the
+-- ready list in turn; out holds a wake marker or nothing yet, ready says
+-- whether the ready list may hold jobs.
+local function takeAll(out, bytes, lv, parted, ready)
+  if lv > 0 then bytes = takeLevels(out, bytes, lv) end
+  if #out >= n or bytes >= budget then ringIfLeft(); return out end
+  if parted then
+    local _, dry = takePart(out, n - #out, bytes, budget)
+    if not dry then ringIfLeft() end
+    return out
+  end
+  while ready and #out < n and bytes < budget do
+    local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+    if not v then return out end
+    out[#out + 1] = v
+    bytes = bytes + #v
+  end
+  if ready then ringIfLeft() end
   return out
 end
-local seen
-if parts then
-  seen = redis.call('EXISTS', KEYS[4], KEYS[4], KEYS[4], KEYS[4], KEYS[5], KEYS[5], KEYS[1])
-else
-  seen = redis.call('EXISTS', KEYS[4], KEYS[4], KEYS[4], KEYS[4], KEYS[1])
+local first = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+if not first then
+  -- The ready list is empty; partitioned or level jobs may wait. ONE
+  -- EXISTS: the paused flag once, the fair set twice, each level list four
+  -- times.
+  local seen = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[5], ` + levelsTimes(8, 4) + `)
+  if seen == 0 or seen % 2 == 1 then return {} end
+  return takeAll({}, 0, math.floor(seen / 4), seen % 4 >= 2, false)
 end
-if seen >= 4 then
+local seen = redis.call('EXISTS', KEYS[1], KEYS[5], KEYS[5], KEYS[4], KEYS[4], KEYS[4], KEYS[4], ` + levelsTimes(8, 8) + `)
+if seen % 8 >= 4 then
   if first == '` + wakeMarker + `' then return {first} end
   redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
   return {}
 end
 if seen >= 2 then
-  -- parts: partitioned jobs wait: the ready list takes its turn with them.
+  -- parts or levels wait: the ready list takes its turn with them.
+  if first == '` + wakeMarker + `' then
+    return takeAll({first}, #first, math.floor(seen / 8), seen % 4 >= 2, seen % 2 == 1)
+  end
   redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
-  local out = {}
-  local _, dry = takePart(out, n, 0, budget)
-  if not dry then ringIfLeft() end
-  return out
+  return takeAll({}, 0, math.floor(seen / 8), seen % 4 >= 2, true)
 end
 -- left: jobs remain; exact: no LMOVE since the EXISTS moved a job.
 local out, bytes, left, exact = {first}, #first, seen == 1, true
@@ -287,10 +323,11 @@ var takeScript = redis.NewScript(takeLua)
 // most 32 sized by the largest seen so far, so that Lua holds little more
 // than the bound (an unseen element larger than those seen can only be one
 // an earlier version wrote, with its payload inside: at most 32 of them).
-// KEYS: delayed, ready, wake, bell[, fair, partlen, parttag: a partitioned
-// job goes to its partition (parts.go)]. ARGV: now ms, limit, "1" to clear
-// the wake flag.
-var promoteLua = budgetLua + partLua + `
+// KEYS: delayed, ready, wake, bell, fair, partlen, parttag (a partitioned
+// job goes to its partition, parts.go), the level ready lists (each other
+// job goes to its level's ready list, levelLua; keys.readyLevels).
+// ARGV: now ms, limit, "1" to clear the wake flag.
+var promoteLua = budgetLua + partLua + levelLua + `
 if ARGV[3] == '1' then redis.call('DEL', KEYS[3]) end
 local limit = math.min(tonumber(ARGV[2]), maxJobs)
 local moved, bytes, largest = 0, 0, 0
@@ -305,16 +342,20 @@ while moved < limit and bytes < budget do
     bytes = bytes + #v
     if #v > largest then largest = #v end
   end
-  -- parts: a partitioned job goes back to its partition (KEYS[5..7]).
-  local plain = due
-  if #KEYS >= 7 then
-    plain = {}
-    for _, v in ipairs(due) do
-      local key = partOf(v)
-      if key then partAdd(KEYS[5], KEYS[6], KEYS[7], key, v, false) else plain[#plain+1] = v end
+  -- parts: a partitioned job goes back to its partition (KEYS[5..7]);
+  -- levels: each other job to its level's ready list (KEYS[8..]).
+  local byList, lists = {}, {}
+  for _, v in ipairs(due) do
+    local key = partOf(v)
+    if key then
+      partAdd(KEYS[5], KEYS[6], KEYS[7], key, v, false)
+    else
+      local r = readyFor(v, KEYS[2], 8)
+      if not byList[r] then byList[r] = {}; lists[#lists + 1] = r end
+      table.insert(byList[r], v)
     end
   end
-  if #plain > 0 then redis.call('LPUSH', KEYS[2], unpack(plain)) end
+  for _, r in ipairs(lists) do redis.call('LPUSH', r, unpack(byList[r])) end
   redis.call('ZREM', KEYS[1], unpack(due))
   moved = moved + #due
   if #due < n then break end
@@ -439,20 +480,22 @@ return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], drop)
 
 // recoverScript moves elements of a processing list back to the head of the
 // ready list, each only if it is still there.
-// KEYS: processing list, ready, bell[, fair, partlen, parttag: a
-// partitioned job goes back to the front of its partition (parts.go)].
+// KEYS: processing list, ready, bell, fair, partlen, parttag (a
+// partitioned job goes back to the front of its partition, parts.go), the
+// level ready lists (each other job goes to the take end of its level's
+// ready list, levelLua; keys.readyLevels).
 // ARGV: pairs of (element, element to push).
-var recoverScript = redis.NewScript(typeLua + partLua + `
+var recoverScript = redis.NewScript(typeLua + partLua + levelLua + `
 local bad = wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
 local n = 0
 for i = 1, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
-    local key = #KEYS >= 6 and partOf(ARGV[i+1])
+    local key = partOf(ARGV[i+1])
     if key then
       partAdd(KEYS[4], KEYS[5], KEYS[6], key, ARGV[i+1], true)
     else
-      redis.call('RPUSH', KEYS[2], ARGV[i+1])
+      redis.call('RPUSH', readyFor(ARGV[i+1], KEYS[2], 7), ARGV[i+1])
     end
     n = n + 1
   end
@@ -470,12 +513,14 @@ return n
 // doorbell whenever the ready list holds jobs: a consumer killed after it
 // popped a ring and before it took the jobs leaves them without one, and
 // its sweep is what bounds their wait (docs/queue.md, "The doorbell").
-// KEYS: processing list, ready, incarnations, consumers, bell[, fair,
-// partlen, parttag: a partitioned job goes back to the front of its
-// partition (parts.go)]. ARGV: consumer ID, token (empty: none recorded),
-// then pairs of (element, element to push).
+// KEYS: processing list, ready, incarnations, consumers, bell, fair,
+// partlen, parttag (a partitioned job goes back to the front of its
+// partition, parts.go), the level ready lists (each other job goes to the
+// take end of its level's ready list, levelLua; keys.readyLevels).
+// ARGV: consumer ID, token (empty: none recorded), then pairs of (element,
+// element to push).
 // Returns how many moved, or -1 if the consumer restarted.
-var sweepScript = redis.NewScript(typeLua + partLua + `
+var sweepScript = redis.NewScript(typeLua + partLua + levelLua + `
 local bad = wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
 local tok = redis.call('HGET', KEYS[3], ARGV[1])
@@ -483,11 +528,11 @@ if (tok or '') ~= ARGV[2] then return -1 end
 local n = 0
 for i = 3, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
-    local key = #KEYS >= 8 and partOf(ARGV[i+1])
+    local key = partOf(ARGV[i+1])
     if key then
       partAdd(KEYS[6], KEYS[7], KEYS[8], key, ARGV[i+1], true)
     else
-      redis.call('RPUSH', KEYS[2], ARGV[i+1])
+      redis.call('RPUSH', readyFor(ARGV[i+1], KEYS[2], 9), ARGV[i+1])
     end
     n = n + 1
   end
@@ -496,7 +541,7 @@ if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
-if redis.call('LLEN', KEYS[2]) > 0 or (#KEYS >= 8 and redis.call('EXISTS', KEYS[6]) == 1) then
+if redis.call('EXISTS', KEYS[2], KEYS[6], unpack(KEYS, 9, 8 + maxLevel)) > 0 then
   redis.call('ZADD', KEYS[5], 0, '1')
 end
 return n

@@ -368,7 +368,7 @@ func previousLife(token, live string) bool {
 // the consumer restarted.
 func (w *Worker) sweepPairs(ctx context.Context, proc, consumer, token string, pairs []any) (moved int, restarted bool, err error) {
 	const chunk = 2 * 500
-	ks := append([]string{proc, w.q.k.ready, w.q.k.incarnations, w.q.k.consumers, w.q.k.bell}, w.q.partKeys()...)
+	ks := w.q.k.sweepKeys(proc)
 	for first := true; first || len(pairs) > 0; first = false {
 		if err := ctx.Err(); err != nil {
 			return moved, false, err

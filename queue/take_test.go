@@ -89,7 +89,7 @@ func TestTakeScriptCommands(t *testing.T) {
 }
 
 func takeKeys(q *Queue) []string {
-	return []string{q.k.ready, q.k.proc("taker"), q.k.bell, q.k.paused, q.k.fair(), q.k.partLen(), q.k.partTag()}
+	return q.k.takeKeys(q.k.proc("taker"))
 }
 
 func prepareTake(t *testing.T, c redis.UniversalClient, q *Queue, tc takeCase) {

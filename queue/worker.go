@@ -51,6 +51,8 @@ type Job struct {
 	// Partition is the job's partition (the Partition option), "" when it
 	// has none.
 	Partition string
+	// Priority is the job's level (the Priority option), 0 by default.
+	Priority int
 
 	run *jobRun // the run, for Progress, SetResult and Cancel (progress.go)
 }
@@ -547,12 +549,14 @@ func (f *fetcher) takeBatch() fetched {
 	default:
 	}
 	w := f.w
-	ks := []string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}
 	if w.lim != nil {
-		elems, wait, err := w.takeLimited(f.ctx, f.c, ks, held)
+		// A limited take (limits.go) takes the level lists after its own
+		// keys (limitTakeLua).
+		ks := append([]string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}, w.lim.held, w.lim.rate, w.lim.pheld)
+		elems, wait, err := w.takeLimited(f.ctx, f.c, append(ks, w.q.k.levels...), held)
 		return fetched{elems: elems, held: held, wait: wait, idleAtLimit: err == nil && len(elems) == 0 && wait == 0 && w.mem.atLimit.Load(), err: err}
 	}
-	elems, err := w.take(f.ctx, f.c, ks, held)
+	elems, err := w.take(f.ctx, f.c, w.q.k.takeKeys(w.proc), held)
 	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0 && w.mem.atLimit.Load(), err: err}
 }
 
@@ -813,7 +817,7 @@ func (w *Worker) run(d delivery) {
 		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
 		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt, Deadline: d.env.deadline,
-		Headers: headerMap(d.env.headers), Type: d.env.typ, Partition: d.env.part,
+		Headers: headerMap(d.env.headers), Type: d.env.typ, Partition: d.env.part, Priority: d.env.level,
 	}
 	if strings.HasPrefix(d.env.id, cronPrefix) {
 		if !w.cronStart(&d, job) {
