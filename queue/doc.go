@@ -90,7 +90,8 @@
 // Invalid names and settings fail at construction with an error wrapping
 // ErrInvalidConfig that names the field. Enqueue returns ErrPayloadTooLarge,
 // ErrBatchTooLarge, ErrInvalidHeader, ErrInvalidArgument (a Priority out of
-// range), ErrDuplicate (the ID option), ErrNotReplicated
+// range, or above 0 with Partition), ErrDuplicate (the ID option),
+// ErrNotReplicated
 // (Durable) and ErrQueueFull (with WaitForRoom also ErrTooManyWaiters,
 // ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns
 // ErrAlreadyStarted, pool.ErrOverBudget when the blocking lane cannot hold
