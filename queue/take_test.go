@@ -25,7 +25,7 @@ type takeCase struct {
 }
 
 var takeCases = []takeCase{
-	{name: "empty", n: 10, commands: 3}, // LMOVE, and EXISTS of the partitions' fair set
+	{name: "empty", n: 10, commands: 3}, // LMOVE, and EXISTS of the partitions' fair set and the level lists
 	{name: "lone job", ready: []string{"a"}, n: 10, took: []string{"a"}, commands: 3},
 	{name: "lone job, one slot", ready: []string{"a"}, n: 1, took: []string{"a"}, commands: 3},
 	{name: "two jobs, one slot", ready: []string{"b", "a"}, n: 1, took: []string{"a"}, left: []string{"b"}, rang: true, commands: 4},
@@ -65,7 +65,8 @@ func TestTakeScript(t *testing.T) {
 // TestTakeScriptCommands counts, on a server, the commands one take costs:
 // a lone job costs EVALSHA + LMOVE + EXISTS (it cost EVALSHA + EXISTS +
 // LMOVE + an empty LMOVE), an empty list EVALSHA + LMOVE + EXISTS (the
-// partitions' fair set: the keys are the worker's).
+// partitions' fair set and the priority level lists: the keys are the
+// worker's, keys.takeKeys).
 func TestTakeScriptCommands(t *testing.T) {
 	srv := redistest.Server(t)
 	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
