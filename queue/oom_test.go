@@ -127,9 +127,12 @@ func TestDrainAtMemoryLimit(t *testing.T) {
 	require.Zero(t, st.Recovered)
 	require.Zero(t, st.LostLeases)
 	require.Zero(t, st.Dead)
-	s, err := q.Stats(ctx)
-	require.NoError(t, err)
-	require.Zero(t, s.Ready+s.Delayed+s.InFlight)
+	// Processed counts a job when its handler returns, before the acker's
+	// pipeline has written its outcome: wait for the last acks to land.
+	testutil.Eventually(t, testutil.Wait, "every outcome written", func() bool {
+		s, err := q.Stats(ctx)
+		return err == nil && s.Ready+s.Delayed+s.InFlight == 0
+	})
 	require.Positive(t, w.Memory().FetchedAtLimit)
 	require.Equal(t, 1, logs.count("ERROR queue: Redis is at maxmemory"), "said once, however often the fetcher finds Redis at the limit")
 	require.Zero(t, logs.count("WARN"), "nothing failed")
@@ -177,7 +180,7 @@ func TestIdleAtMemoryLimit(t *testing.T) {
 		return st == "waiting: Redis at maxmemory" || st == "blocking"
 	})
 
-	// The window is bounded by events: three BZPOPMIN timeouts of the
+	// The window is bounded by events: six BZPOPMIN timeouts of the
 	// consumer's fetch hub (BZPOPMIN is not refused at the limit). INFO
 	// commandstats counts the commands scripts run as calls, and commands
 	// refused at the limit as rejected calls: what the worker sent is every
@@ -190,9 +193,12 @@ func TestIdleAtMemoryLimit(t *testing.T) {
 		return redistest.TotalCalls(s, inScripts...) + rejected(t, srv, "zadd") + rejected(t, srv, "lmove"), s["bzpopmin"]
 	}
 	sent0, b0 := sent()
-	testutil.Eventually(t, testutil.Wait, "three more BZPOPMIN timeouts", func() bool {
+	// Six rounds, not three: a heartbeat pipeline or a script sent once
+	// with EVAL (the script cache was cold) inside a short window read as
+	// 4.33 per round on a loaded machine.
+	testutil.Eventually(t, testutil.Wait, "six more BZPOPMIN timeouts", func() bool {
 		_, b := sent()
-		return b >= b0+3
+		return b >= b0+6
 	})
 	sent1, b1 := sent()
 	perRound := float64(sent1-sent0) / float64(b1-b0)
