@@ -128,7 +128,8 @@ func checkPartition(o *enqueueOpts) error {
 // partition of element v, or nil: the one envelope field a script reads,
 // placed first after the flags for that (envelope.go). partAdd adds v to
 // partition key in the fair set: at the back (a new job) or, with front, to
-// be served next (a job put back after it was taken). It answers 1 if v
+// be served next (a job put back after it was taken: each one put back goes
+// before those put back earlier). It answers 1 if v
 // was added (0: it was there already). partDel takes v out of the fair set
 // (answering 0 if it was not there), and forgets its partition when it was
 // the last job.
@@ -143,7 +144,13 @@ local function partAdd(fair, plen, ptag, key, v, front)
   local last = redis.call('HGET', ptag, key)
   local tag
   if front then
+    -- Below every job waiting (tags are >= clock), and below the jobs put
+    -- back before it: put back newest first, oldest last (as on the ready
+    -- list), a partition's jobs run again in their order. Equal tags would
+    -- order them by their bytes, that is by random or callers' IDs.
+    local low = redis.call('ZRANGE', fair, 0, 0, 'WITHSCORES')
     tag = clock
+    if #low > 0 then tag = math.min(clock, tonumber(low[2]) - 1) end
     if not last then redis.call('HSET', ptag, key, clock) end
   else
     tag = math.max(clock, tonumber(last or '0')) + 1

@@ -1,0 +1,151 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/pool"
+)
+
+// checkPartCounts asserts the partition bookkeeping matches the fair set:
+// partlen holds each partition's jobs there, parttag a field for each
+// partition with jobs (and the queue's own fields), nothing more.
+func checkPartCounts(t *testing.T, q *Queue) {
+	t.Helper()
+	ctx := context.Background()
+	c := q.p.Client()
+	members, err := c.ZRange(ctx, q.k.fair(), 0, -1).Result()
+	require.NoError(t, err)
+	want := map[string]string{}
+	n := map[string]int{}
+	for _, m := range members {
+		e, err := decodeEnvelope([]byte(m))
+		require.NoError(t, err)
+		require.NotEmpty(t, e.part, "a job without a partition in the fair set")
+		n[e.part]++
+	}
+	for k, v := range n {
+		want[k] = fmt.Sprint(v)
+	}
+	lens, err := c.HGetAll(ctx, q.k.partLen()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, want, lens, "partlen against the fair set")
+	tags, err := c.HGetAll(ctx, q.k.partTag()).Result()
+	require.NoError(t, err)
+	for f := range tags {
+		if f[0] == ' ' {
+			continue
+		}
+		_, ok := n[f]
+		assert.True(t, ok, "parttag holds partition %q that has no job waiting", f)
+	}
+	for k := range n {
+		_, ok := tags[k]
+		assert.True(t, ok, "partition %q has jobs and no tag", k)
+	}
+}
+
+// Jobs of one partition that a consumer took and put back (a closing
+// worker's put-back, a sweep of a dead consumer) run again in enqueue
+// order, as they do from the ready list ("oldest last, so it ends up first
+// in line"). They all got the tag of the clock, and jobs of equal score are
+// ordered by their bytes, that is by their IDs: random within a
+// millisecond, or the caller's with the ID option.
+func TestPartitionPutBackKeepsOrder(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) { testPartitionPutBackOrder(t, np) })
+	}
+}
+
+func testPartitionPutBackOrder(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
+	q := mustQueue(t, p, "putback", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	// Descending IDs: their bytes sort against enqueue order.
+	for i := range 6 {
+		_, err := q.Enqueue(ctx, fmt.Appendf(nil, "a%d", i), Partition("a"), ID(fmt.Sprintf("z%d", 9-i)))
+		require.NoError(t, err)
+	}
+	payloads := make([][]byte, 20)
+	for i := range payloads {
+		payloads[i] = fmt.Appendf(nil, "b%02d", i)
+	}
+	_, err := q.EnqueueBatch(ctx, payloads, Partition("b"))
+	require.NoError(t, err)
+
+	require.Len(t, takeFor(t, q, "gone", 26), 26)
+	// What putBack does: the processing list, oldest last.
+	elems, err := c.LRange(ctx, q.k.proc("gone"), 0, -1).Result()
+	require.NoError(t, err)
+	pairs := make([]any, 0, 2*len(elems))
+	for _, e := range elems {
+		pairs = append(pairs, e, e)
+	}
+	n, err := recoverScript.Run(ctx, c, append([]string{q.k.proc("gone"), q.k.ready, q.k.bell}, q.partKeys()...), pairs...).Int()
+	require.NoError(t, err)
+	require.Equal(t, 26, n)
+	checkPartCounts(t, q)
+
+	var a, b []string
+	for _, pl := range takeFor(t, q, "next", 26) {
+		if pl[0] == 'a' {
+			a = append(a, pl)
+		} else {
+			b = append(b, pl)
+		}
+	}
+	assert.Equal(t, []string{"a0", "a1", "a2", "a3", "a4", "a5"}, a, "partition a in enqueue order")
+	want := make([]string, 20)
+	for i := range want {
+		want[i] = string(payloads[i])
+	}
+	assert.Equal(t, want, b, "partition b in enqueue order")
+	checkPartCounts(t, q)
+}
+
+// A take that stops at its byte budget in the middle of a partition loses
+// no job and leaves the counts exact; the rest are taken next.
+func TestPartitionTakeBudgetMidPartition(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "budget", Config{})
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("x"), inlineMax) // inline: the element holds it
+	const jobs = 600                            // 600 x 4 KiB > maxLuaBytes
+	for i := 0; i < jobs; i += 100 {
+		pls := make([][]byte, 100)
+		for j := range pls {
+			pls[j] = append(fmt.Appendf(nil, "%03d", i+j), big[:inlineMax-3]...)
+		}
+		_, err := q.EnqueueBatch(ctx, pls, Partition(fmt.Sprintf("p%d", i/300)))
+		require.NoError(t, err)
+	}
+	first := takeFor(t, q, "c", jobs)
+	require.Less(t, len(first), jobs, "the budget stopped the take")
+	checkPartCounts(t, q)
+	seen := map[string]bool{}
+	for _, pl := range first {
+		seen[pl[:3]] = true
+	}
+	for range 10 {
+		got := takeFor(t, q, "c", jobs)
+		if len(got) == 0 {
+			break
+		}
+		for _, pl := range got {
+			require.False(t, seen[pl[:3]], "taken twice")
+			seen[pl[:3]] = true
+		}
+		checkPartCounts(t, q)
+	}
+	assert.Len(t, seen, jobs)
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.Partitions)
+	assert.Zero(t, s.Ready)
+}
