@@ -621,6 +621,8 @@ type Stats struct {
 	// list is empty or its last elements hold no job (see latency.go).
 	// With priority levels, the largest age among the jobs each level
 	// would hand out next.
+	// With partitions, the older of the ready list's next job and the
+	// partitions' next one.
 	OldestReady time.Duration `json:"oldest_ready_ns"`
 	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
 	// jobs wait, and OldestReady grows, until Resume.
@@ -650,6 +652,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	paused := pipe.Exists(ctx, q.k.paused)
 	parts, parted := pipe.HLen(ctx, q.k.partLen()), pipe.ZCard(ctx, q.k.fair())
 	levels := readLevels(ctx, pipe, q.k, true)
+	partNext := pipe.ZRange(ctx, q.k.fair(), 0, 0) // the partitioned job fetched next (parts.go)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
@@ -664,6 +667,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		}
 		s.OldestReady = oldestReady([]string{elem}, q.cfg.Now())
 	}
+	s.OldestReady = max(s.OldestReady, oldestReady(partNext.Val(), q.cfg.Now()))
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
 	s.Ready = max(s.Ready-int64(len(markers.Val())), 0) + s.Partitioned + levels.jobs()
 	s.OldestReady = max(s.OldestReady, levels.oldest(q.cfg.Now()))
