@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -148,4 +150,50 @@ func TestPartitionTakeBudgetMidPartition(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, s.Partitions)
 	assert.Zero(t, s.Ready)
+}
+
+// Partition keys at their edges: 128 bytes of every punctuation byte
+// allowed (Lua pattern and glob characters among them), and keys that read
+// as numbers or as the names of parttag's own fields without their space.
+func TestPartitionKeyEdges(t *testing.T) {
+	const punct = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`~"
+	long := strings.Repeat(punct, 5)[:maxPartitionLen]
+	keys := []string{long, "clock", "ready", "1", "-1", "1e400", "nan", "%d", ".*", "[a]"}
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "edges", Config{MaxPartitionLen: 2})
+	ctx := context.Background()
+	c := p.Client()
+	for i, k := range keys {
+		_, err := q.Enqueue(ctx, fmt.Appendf(nil, "%d", i), Partition(k), ID(fmt.Sprintf("now%d", i)))
+		require.NoError(t, err, k)
+		_, err = q.Enqueue(ctx, fmt.Appendf(nil, "%d", i), Partition(k), Delay(time.Millisecond))
+		require.NoError(t, err, k)
+		_, err = q.Enqueue(ctx, []byte("x"), Partition(k))
+		require.NoError(t, err, k)
+		_, err = q.Enqueue(ctx, []byte("x"), Partition(k))
+		require.ErrorIs(t, err, ErrPartitionFull, k)
+		info, err := q.Get(ctx, fmt.Sprintf("now%d", i))
+		require.NoError(t, err)
+		assert.Equal(t, k, info.Partition)
+	}
+	_, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+		time.Now().Add(time.Second).UnixMilli(), promoteLimit, "0").Int64Slice()
+	require.NoError(t, err)
+	checkPartCounts(t, q)
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(keys)), s.Partitions)
+	assert.Equal(t, int64(3*len(keys)), s.Partitioned)
+
+	require.NoError(t, q.Cancel(ctx, "now0"))
+	checkPartCounts(t, q)
+	got := takeFor(t, q, "c", 100)
+	assert.Len(t, got, 3*len(keys)-1)
+	checkPartCounts(t, q)
+	s, err = q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.Partitions)
+	n, err := c.HLen(ctx, q.k.partTag()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), n, "only the clocks are left")
 }
