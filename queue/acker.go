@@ -247,7 +247,7 @@ func (w *Worker) queueOutcome(ctx context.Context, pipe redis.Pipeliner, op *ack
 		return ackScript.EvalSha(ctx, pipe, ks, op.elem, op.ref, op.window)
 	case ackRetry:
 		return retryScript.EvalSha(ctx, pipe,
-			[]string{w.proc, k.delayed, k.ready, k.wake, k.bell},
+			[]string{w.proc, k.delayed, k.ready, k.wake, k.bell, k.partLen()},
 			op.elem, op.next, op.due.UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), boolArg(op.resent))
 	case ackDead:
 		if op.deadKeys == nil {

@@ -65,14 +65,15 @@ type Config struct {
 	// your callers accept (capacity x wait).
 	MaxLen int64
 	// MaxPartitions bounds the partitions (the Partition option) with jobs
-	// waiting at once: an enqueue that would start one more fails with
-	// ErrTooManyPartitions (which matches ErrQueueFull) and writes nothing.
-	// A partition ends when its last waiting job is taken. Retries,
+	// waiting at once, due or delayed: an enqueue that would start one more
+	// fails with ErrTooManyPartitions (which matches ErrQueueFull) and
+	// writes nothing. A partition ends when its last waiting job is taken
+	// (or cancelled, or deleted). Retries,
 	// recovered jobs and Requeue are never refused. At most 1,000,000.
 	// Default 10,000.
 	MaxPartitions int
 	// MaxPartitionLen bounds the jobs waiting in one partition (delayed
-	// ones count once due): an enqueue that would take a partition over it
+	// ones and retries count from the time they are delayed): an enqueue that would take a partition over it
 	// fails with ErrPartitionFull (which matches ErrQueueFull), naming the
 	// partition, and writes nothing. Default 0: only MaxLen bounds them.
 	MaxPartitionLen int64

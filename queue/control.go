@@ -368,7 +368,7 @@ func (q *Queue) cancelWaiting(ctx context.Context, c redis.Scripter, loc locatio
 	if loc.env.unique {
 		ks = append(ks, q.k.unique(id))
 	}
-	if loc.where == locFair {
+	if loc.where == locFair || loc.where == locDelayed {
 		ks = append(ks, q.k.partLen(), q.k.partTag())
 	}
 	return cancelWaitingScript.Run(ctx, c, ks, loc.elem, zset, loc.env.ref, markerValue(loc.env),

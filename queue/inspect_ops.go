@@ -159,7 +159,7 @@ func (in *Inspector) deleteElem(ctx context.Context, k keys, from, kind, elem st
 	if env.unique {
 		ks = append(ks, k.unique(env.id))
 	}
-	if kind == "part" {
+	if kind == "part" || kind == "zset" {
 		ks = append(ks, k.partLen(), k.partTag())
 	}
 	n, err := deleteJobScript.Run(ctx, in.p.Client(), ks, kind, elem, env.ref).Int()

@@ -20,8 +20,9 @@ import (
 //
 //   - fair, a sorted set of the partitioned jobs ready to run, scored by
 //     their tag;
-//   - partlen, a hash: partition -> its jobs in the fair set (HLEN is the
-//     number of partitions with work: MaxPartitions);
+//   - partlen, a hash: partition -> its jobs in the fair set and in the
+//     delayed set (HLEN is the number of partitions with work:
+//     MaxPartitions);
 //   - parttag, a hash: partition -> the tag of its last job, plus the
 //     queue's virtual clock (the tag of the job served last) and the tag
 //     the unpartitioned ready list was served at last.
@@ -73,10 +74,10 @@ func (k keys) partTag() string { return k.tag + ":parttag" }
 // job stays in its partition when it is retried, recovered from a dead
 // consumer or requeued from the dead letters.
 //
-// A partition exists while it has jobs waiting: Config.MaxPartitions
-// bounds how many exist at once (ErrTooManyPartitions) and
-// Config.MaxPartitionLen the jobs waiting in one (ErrPartitionFull); a
-// delayed job counts once it is due. Keys are 1 to 128 bytes of printable
+// A partition exists while it has jobs waiting, due or delayed (retries
+// included): Config.MaxPartitions bounds how many exist at once
+// (ErrTooManyPartitions) and Config.MaxPartitionLen the jobs waiting in
+// one (ErrPartitionFull); a delayed job counts from its enqueue. Keys are 1 to 128 bytes of printable
 // ASCII without spaces, '|', '{' or '}'. The option cannot be combined
 // with Durable, Debounce, ReplacePayload, WaitForRoom or a Priority level
 // above 0 (that one fails with an error wrapping ErrInvalidArgument).
@@ -129,17 +130,30 @@ func checkPartition(o *enqueueOpts) error {
 // placed first after the flags for that (envelope.go). partAdd adds v to
 // partition key in the fair set: at the back (a new job) or, with front, to
 // be served next (a job put back after it was taken: each one put back goes
-// before those put back earlier). It answers 1 if v
-// was added (0: it was there already). partDel takes v out of the fair set
-// (answering 0 if it was not there), and forgets its partition when it was
-// the last job.
+// before those put back earlier); with counted, v was counted in partlen
+// already (a delayed job: promotion moves it). It answers 1 if v was added
+// (0: it was there already). partDel and partDelayedDel take v out of the
+// fair set or the delayed set (answering 0 if it was not there), and
+// forget its partition when it was the last job.
+//
+// partlen counts a partition's jobs in the fair set AND in the delayed set
+// (delayed at enqueue, or a retry), so that the bounds hold for jobs that
+// come due: promotion never refuses, and a count taken only once a job is
+// due let Delay(time.Millisecond) walk past MaxPartitionLen and
+// MaxPartitions.
 const partLua = `
 local function partOf(v)
   local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|([^|]*)|')
   if flags and string.find(flags, 'g', 1, true) then return key end
   return nil
 end
-local function partAdd(fair, plen, ptag, key, v, front)
+local function partDec(plen, ptag, key)
+  if redis.call('HINCRBY', plen, key, -1) <= 0 then
+    redis.call('HDEL', plen, key)
+    redis.call('HDEL', ptag, key)
+  end
+end
+local function partAdd(fair, plen, ptag, key, v, front, counted)
   local clock = tonumber(redis.call('HGET', ptag, '` + partClockField + `') or '0')
   local last = redis.call('HGET', ptag, key)
   local tag
@@ -156,17 +170,23 @@ local function partAdd(fair, plen, ptag, key, v, front)
     tag = math.max(clock, tonumber(last or '0')) + 1
     redis.call('HSET', ptag, key, tag)
   end
-  if redis.call('ZADD', fair, tag, v) == 0 then return 0 end
-  redis.call('HINCRBY', plen, key, 1)
+  if redis.call('ZADD', fair, tag, v) == 0 then
+    if counted then partDec(plen, ptag, key) end
+    return 0
+  end
+  if not counted then redis.call('HINCRBY', plen, key, 1) end
   return 1
 end
 local function partDel(fair, plen, ptag, v)
   if redis.call('ZREM', fair, v) == 0 then return 0 end
   local key = partOf(v)
-  if key and redis.call('HINCRBY', plen, key, -1) <= 0 then
-    redis.call('HDEL', plen, key)
-    redis.call('HDEL', ptag, key)
-  end
+  if key then partDec(plen, ptag, key) end
+  return 1
+end
+local function partDelayedDel(delayed, plen, ptag, v)
+  if redis.call('ZREM', delayed, v) == 0 then return 0 end
+  local key = partOf(v)
+  if key then partDec(plen, ptag, key) end
   return 1
 end
 `
@@ -260,7 +280,8 @@ end
 // partEnqueueScript enqueues partitioned jobs: all of them, or none when
 // they do not fit (duplicate IDs take no room and are answered 0). Jobs due
 // now go to the fair set, delayed ones to the delayed set (their partition
-// is in their element; promotion puts them in it).
+// is in their element; promotion puts them in it); both count in their
+// partition at once (partLua).
 // KEYS: fair, partlen, parttag, bell, delayed, ready, wake, payloads,
 // drain, waiters, the level ready lists (counted for MaxLen, levels.go),
 // then the unique keys in use.
@@ -290,16 +311,14 @@ for i = 7, #ARGV, 5 do
     dup[i] = true
   else
     jobs = jobs + 1
-    if tonumber(ARGV[i]) == 0 then
-      local key = ARGV[i+4]
-      if adds[key] == nil then
-        adds[key] = 0
-        cur[key] = tonumber(redis.call('HGET', KEYS[2], key) or '0')
-        if cur[key] == 0 then fresh = fresh + 1 end
-        order[#order+1] = key
-      end
-      adds[key] = adds[key] + 1
+    local key = ARGV[i+4]
+    if adds[key] == nil then
+      adds[key] = 0
+      cur[key] = tonumber(redis.call('HGET', KEYS[2], key) or '0')
+      if cur[key] == 0 then fresh = fresh + 1 end
+      order[#order+1] = key
     end
+    adds[key] = adds[key] + 1
   end
 end
 local limit = tonumber(ARGV[3])
@@ -339,6 +358,7 @@ for i = 7, #ARGV, 5 do
       rung = true
     else
       redis.call('ZADD', KEYS[5], due, ARGV[i+1])
+      redis.call('HINCRBY', KEYS[2], ARGV[i+4], 1) -- counted from now (partLua)
       if earliest == nil or due < earliest then earliest = due end
     end
     out[#out+1] = 1

@@ -14,29 +14,39 @@ import (
 	"github.com/bounded-go/bounded/pool"
 )
 
-// checkPartCounts asserts the partition bookkeeping matches the fair set:
-// partlen holds each partition's jobs there, parttag a field for each
-// partition with jobs (and the queue's own fields), nothing more.
+// checkPartCounts asserts the partition bookkeeping matches the fair and
+// delayed sets: partlen holds each partition's jobs there, parttag a field
+// for each partition with jobs in the fair set (and the queue's own
+// fields), none for a partition without jobs.
 func checkPartCounts(t *testing.T, q *Queue) {
 	t.Helper()
 	ctx := context.Background()
 	c := q.p.Client()
 	members, err := c.ZRange(ctx, q.k.fair(), 0, -1).Result()
 	require.NoError(t, err)
-	want := map[string]string{}
+	inFair := map[string]bool{}
 	n := map[string]int{}
 	for _, m := range members {
 		e, err := decodeEnvelope([]byte(m))
 		require.NoError(t, err)
 		require.NotEmpty(t, e.part, "a job without a partition in the fair set")
 		n[e.part]++
+		inFair[e.part] = true
 	}
+	delayed, err := c.ZRange(ctx, q.k.delayed, 0, -1).Result()
+	require.NoError(t, err)
+	for _, m := range delayed {
+		if e, err := decodeEnvelope([]byte(m)); err == nil && e.part != "" {
+			n[e.part]++
+		}
+	}
+	want := map[string]string{}
 	for k, v := range n {
 		want[k] = fmt.Sprint(v)
 	}
 	lens, err := c.HGetAll(ctx, q.k.partLen()).Result()
 	require.NoError(t, err)
-	assert.Equal(t, want, lens, "partlen against the fair set")
+	assert.Equal(t, want, lens, "partlen against the fair and delayed sets")
 	tags, err := c.HGetAll(ctx, q.k.partTag()).Result()
 	require.NoError(t, err)
 	for f := range tags {
@@ -44,9 +54,9 @@ func checkPartCounts(t *testing.T, q *Queue) {
 			continue
 		}
 		_, ok := n[f]
-		assert.True(t, ok, "parttag holds partition %q that has no job waiting", f)
+		assert.True(t, ok, "parttag holds partition %q that has no job", f)
 	}
-	for k := range n {
+	for k := range inFair {
 		_, ok := tags[k]
 		assert.True(t, ok, "partition %q has jobs and no tag", k)
 	}
@@ -160,7 +170,7 @@ func TestPartitionKeyEdges(t *testing.T) {
 	long := strings.Repeat(punct, 5)[:maxPartitionLen]
 	keys := []string{long, "clock", "ready", "1", "-1", "1e400", "nan", "%d", ".*", "[a]"}
 	p := serverPool(t, pool.Config{})
-	q := mustQueue(t, p, "edges", Config{MaxPartitionLen: 2})
+	q := mustQueue(t, p, "edges", Config{MaxPartitionLen: 3})
 	ctx := context.Background()
 	c := p.Client()
 	for i, k := range keys {
@@ -196,4 +206,92 @@ func TestPartitionKeyEdges(t *testing.T) {
 	n, err := c.HLen(ctx, q.k.partTag()).Result()
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), n, "only the clocks are left")
+}
+
+// A delayed job counts in its partition from its enqueue, not once it is
+// due: else Delay(time.Millisecond) walked past MaxPartitionLen and
+// MaxPartitions (promotion never refuses), and a partition held any number
+// of jobs once they came due. A retry counts too (never refused), and a
+// delayed job cancelled or deleted gives its place back.
+func TestPartitionDelayedJobsCount(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) { testPartitionDelayedCount(t, np) })
+	}
+}
+
+func testPartitionDelayedCount(t *testing.T, np newPoolFunc) {
+	p := np(t, pool.Config{})
+	q := mustQueue(t, p, "delayedcount", Config{MaxPartitions: 2, MaxPartitionLen: 2})
+	ctx := context.Background()
+	c := p.Client()
+	for i := range 2 {
+		_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), Delay(time.Minute), ID(fmt.Sprintf("a%d", i)))
+		require.NoError(t, err)
+	}
+	_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), Delay(time.Minute))
+	require.ErrorIs(t, err, ErrPartitionFull, "two delayed jobs fill partition a")
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("a"))
+	require.ErrorIs(t, err, ErrPartitionFull)
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("1"), []byte("2")}, Partition("b"), Delay(time.Minute))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("c"), Delay(time.Minute))
+	require.ErrorIs(t, err, ErrTooManyPartitions, "a and b exist while their jobs are delayed")
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), s.Partitions)
+	assert.Zero(t, s.Partitioned)
+
+	// Cancel and Delete give the place back.
+	require.NoError(t, q.Cancel(ctx, "a0"))
+	in, err := NewInspector(p, q.cfg.Namespace)
+	require.NoError(t, err)
+	page, err := in.Jobs(ctx, "delayedcount", StateDelayed, "", 10)
+	require.NoError(t, err)
+	for _, j := range page.Jobs {
+		if j.ID == "a1" {
+			require.NoError(t, in.Delete(ctx, "delayedcount", j.Handle))
+		}
+	}
+	n, err := c.HExists(ctx, q.k.partLen(), "a").Result()
+	require.NoError(t, err)
+	assert.False(t, n, "partition a is gone with its last delayed job")
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("c"), Delay(time.Minute))
+	require.NoError(t, err)
+
+	// Promotion moves them without counting them again.
+	_, err = promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+		time.Now().Add(2*time.Minute).UnixMilli(), promoteLimit, "0").Int64Slice()
+	require.NoError(t, err)
+	checkPartCounts(t, q)
+	lens, err := c.HGetAll(ctx, q.k.partLen()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"b": "2", "c": "1"}, lens)
+
+	// A retry counts while it waits, and leaves no count once it ran.
+	require.Len(t, takeFor(t, q, "w", 10), 3)
+	elems, err := c.LRange(ctx, q.k.proc("w"), 0, -1).Result()
+	require.NoError(t, err)
+	for _, el := range elems {
+		e, err := decodeEnvelope([]byte(el))
+		if err != nil || e.part != "c" { // a wake marker, or another partition's job
+			continue
+		}
+		e.attempt++
+		n, err := retryScript.Run(ctx, c, []string{q.k.proc("w"), q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.partLen()},
+			el, e.encode(), time.Now().Add(time.Minute).UnixMilli(), wakeMarker, wakeTTL.Milliseconds(), "0").Int()
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+	}
+	lens, err = c.HGetAll(ctx, q.k.partLen()).Result()
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"c": "1"}, lens, "the retry of c waits")
+	_, err = promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+		time.Now().Add(2*time.Minute).UnixMilli(), promoteLimit, "0").Int64Slice()
+	require.NoError(t, err)
+	checkPartCounts(t, q)
+	require.Len(t, takeFor(t, q, "w", 10), 1)
+	s, err = q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.Partitions)
+	checkPartCounts(t, q)
 }

@@ -627,8 +627,9 @@ type Stats struct {
 	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
 	// jobs wait, and OldestReady grows, until Resume.
 	Paused bool `json:"paused"`
-	// Partitions is the number of partitions with jobs waiting (the
-	// Partition option), and Partitioned their jobs (counted in Ready).
+	// Partitions is the number of partitions with jobs waiting, due or
+	// delayed (the Partition option), and Partitioned their jobs that are
+	// due (counted in Ready; the delayed ones are in Delayed).
 	Partitions  int64 `json:"partitions"`
 	Partitioned int64 `json:"partitioned"`
 }

@@ -342,13 +342,14 @@ while moved < limit and bytes < budget do
     bytes = bytes + #v
     if #v > largest then largest = #v end
   end
-  -- parts: a partitioned job goes back to its partition (KEYS[5..7]);
+  -- parts: a partitioned job goes to its partition (KEYS[5..7]), where it
+  -- was counted while delayed;
   -- levels: each other job to its level's ready list (KEYS[8..]).
   local byList, lists = {}, {}
   for _, v in ipairs(due) do
     local key = partOf(v)
     if key then
-      partAdd(KEYS[5], KEYS[6], KEYS[7], key, v, false)
+      partAdd(KEYS[5], KEYS[6], KEYS[7], key, v, false, true)
     else
       local r = readyFor(v, KEYS[2], 8)
       if not byList[r] then byList[r] = {}; lists[#lists + 1] = r end
@@ -371,11 +372,12 @@ var promoteScript = redis.NewScript(promoteLua)
 // retryScript takes a failed job off a processing list and schedules its
 // next attempt, only if it was still there (a job recovered by a sweep in the
 // meantime belongs to someone else now).
-// KEYS: processing list, delayed, ready, wake, bell. ARGV: old envelope, new
-// envelope, due ms, marker, wake TTL ms, "1" when this is a resend after a
-// lost reply. Returns 1, 0 if not found, 2 if not found because the lost
-// call had already scheduled the next attempt.
-var retryScript = redis.NewScript(typeLua + wakeLua + `
+// KEYS: processing list, delayed, ready, wake, bell[, partlen: a
+// partitioned job counts in its partition while it waits (parts.go)].
+// ARGV: old envelope, new envelope, due ms, marker, wake TTL ms, "1" when
+// this is a resend after a lost reply. Returns 1, 0 if not found, 2 if not
+// found because the lost call had already scheduled the next attempt.
+var retryScript = redis.NewScript(typeLua + wakeLua + partLua + `
 local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'list')
 if bad then return redis.error_reply(bad) end
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
@@ -383,6 +385,9 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return 0
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+-- parts: counted while delayed, as a delayed enqueue is (partLua).
+local key = #KEYS >= 6 and partOf(ARGV[2])
+if key then redis.call('HINCRBY', KEYS[6], key, 1) end
 wake(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5], KEYS[5])
 return 1
 `)
