@@ -295,3 +295,42 @@ func testPartitionDelayedCount(t *testing.T, np newPoolFunc) {
 	assert.Zero(t, s.Partitions)
 	checkPartCounts(t, q)
 }
+
+// Neither side starves the other: a backlog of unpartitioned jobs and one
+// of a partition alternate, one job each, also when jobs put back (tagged
+// below the clock) and new partitions arrive in between.
+func TestPartitionAndReadyAlternate(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "alternate", Config{})
+	ctx := context.Background()
+	pls := func(prefix string, n int) [][]byte {
+		out := make([][]byte, n)
+		for i := range out {
+			out[i] = fmt.Appendf(nil, "%s%02d", prefix, i)
+		}
+		return out
+	}
+	_, err := q.EnqueueBatch(ctx, pls("r", 50), nil)
+	require.NoError(t, err)
+	_, err = q.EnqueueBatch(ctx, pls("a", 50), Partition("a"))
+	require.NoError(t, err)
+	var got []string
+	for range 10 {
+		got = append(got, takeFor(t, q, "c", 1)...)
+	}
+	for i := 0; i+1 < len(got); i += 2 {
+		assert.NotEqual(t, got[i][0], got[i+1][0], "alternating: %v", got)
+	}
+	_, err = q.Enqueue(ctx, []byte("b00"), Partition("b"))
+	require.NoError(t, err)
+	next := takeFor(t, q, "c", 3)
+	assert.Contains(t, next, "b00", "a new partition is served within one turn")
+	got = nil
+	for range 10 {
+		got = append(got, takeFor(t, q, "c", 1)...)
+	}
+	for i := 0; i+1 < len(got); i += 2 {
+		assert.NotEqual(t, got[i][0], got[i+1][0], "alternating: %v", got)
+	}
+	checkPartCounts(t, q)
+}
