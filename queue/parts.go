@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -141,10 +142,14 @@ func checkPartition(o *enqueueOpts) error {
 // come due: promotion never refuses, and a count taken only once a job is
 // due let Delay(time.Millisecond) walk past MaxPartitionLen and
 // MaxPartitions.
-const partLua = `
+var partLua = `
 local function partOf(v)
   local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|([^|]*)|')
-  if flags and string.find(flags, 'g', 1, true) then return key end
+  -- Only a valid key (validPartition): a malformed element that names
+  -- another (empty, or parttag's own fields, which have a space) is no
+  -- partition's, and goes where a worker dead-letters it.
+  if flags and string.find(flags, 'g', 1, true) and #key > 0 and #key <= ` + strconv.Itoa(maxPartitionLen) + `
+    and not string.find(key, '[^!-~]') and not string.find(key, '[{}]') then return key end
   return nil
 end
 local function partDec(plen, ptag, key)

@@ -334,3 +334,42 @@ func TestPartitionAndReadyAlternate(t *testing.T) {
 	}
 	checkPartCounts(t, q)
 }
+
+// An element that only looks partitioned (flag "g" with a key that is no
+// valid partition: one with a space, such as parttag's own " clock", or
+// empty) is no partition's: put back, it goes to the ready list, where a
+// worker dead-letters it as malformed. Routed as a partition, its take
+// deleted the queue's clock field with the partition it named.
+func TestPartitionMalformedKeyIsNoPartition(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "malformed", Config{})
+	ctx := context.Background()
+	c := p.Client()
+	_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("1"), []byte("2")}, Partition("a"))
+	require.NoError(t, err)
+	require.Len(t, takeFor(t, q, "c", 1), 1) // the clock moves
+	clock, err := c.HGet(ctx, q.k.partTag(), partClockField).Float64()
+	require.NoError(t, err)
+
+	bad := []string{"bq1|x1|0|1|0|1|0|g|" + partClockField + "|p", "bq1|x2|0|1|0|1|0|g||p", "bq1|x3|0|1|0|1|0|g|a{b}|p"}
+	pairs := []any{}
+	for _, b := range bad {
+		require.NoError(t, c.LPush(ctx, q.k.proc("gone"), b).Err())
+		pairs = append(pairs, b, b)
+	}
+	n, err := recoverScript.Run(ctx, c, append([]string{q.k.proc("gone"), q.k.ready, q.k.bell}, q.partKeys()...), pairs...).Int()
+	require.NoError(t, err)
+	require.Equal(t, 3, n)
+	l, err := c.LLen(ctx, q.k.ready).Result()
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), l, "on the ready list, not in a partition")
+	checkPartCounts(t, q)
+	ks := []string{q.k.ready, q.k.proc("c"), q.k.bell, q.k.paused, q.k.fair(), q.k.partLen(), q.k.partTag()}
+	elems, err := takeScript.Run(ctx, c, ks, 10).StringSlice()
+	require.NoError(t, err)
+	assert.Len(t, elems, 4)
+	now, err := c.HGet(ctx, q.k.partTag(), partClockField).Float64()
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, now, clock, "the clock field stays")
+	checkPartCounts(t, q)
+}
