@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,7 +42,8 @@ const (
 	partReadyField = " ready"
 )
 
-// maxPartitionLen is the longest partition key.
+// maxPartitionLen is the longest partition key (partLua's partOf repeats
+// it: TestPartitionKeyEdges).
 const maxPartitionLen = 128
 
 // Default and upper bound of Config.MaxPartitions.
@@ -142,13 +142,13 @@ func checkPartition(o *enqueueOpts) error {
 // come due: promotion never refuses, and a count taken only once a job is
 // due let Delay(time.Millisecond) walk past MaxPartitionLen and
 // MaxPartitions.
-var partLua = `
+const partLua = `
 local function partOf(v)
   local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|([^|]*)|')
   -- Only a valid key (validPartition): a malformed element that names
   -- another (empty, or parttag's own fields, which have a space) is no
   -- partition's, and goes where a worker dead-letters it.
-  if flags and string.find(flags, 'g', 1, true) and #key > 0 and #key <= ` + strconv.Itoa(maxPartitionLen) + `
+  if flags and string.find(flags, 'g', 1, true) and #key > 0 and #key <= 128
     and not string.find(key, '[^!-~]') and not string.find(key, '[{}]') then return key end
   return nil
 end

@@ -168,6 +168,7 @@ func TestPartitionTakeBudgetMidPartition(t *testing.T) {
 func TestPartitionKeyEdges(t *testing.T) {
 	const punct = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`~"
 	long := strings.Repeat(punct, 5)[:maxPartitionLen]
+	require.Contains(t, partLua, fmt.Sprintf("#key <= %d", maxPartitionLen), "partOf knows the longest key")
 	keys := []string{long, "clock", "ready", "1", "-1", "1e400", "nan", "%d", ".*", "[a]"}
 	p := serverPool(t, pool.Config{})
 	q := mustQueue(t, p, "edges", Config{MaxPartitionLen: 3})
