@@ -225,8 +225,8 @@ const atLimitProbe = time.Second
 // fetcher draining a backlog takes full batches and never blocks, so
 // without the probe it would never see Redis leave the limit (AtLimit, a
 // health check's "degraded", would stay set until the backlog is gone).
-// The plain script's first write is LMOVE (after a read of the paused
-// flag), refused at the limit even on an empty list, so its success means Redis accepts writes again.
+// The plain script's first command is LMOVE, refused at the limit even on
+// an empty list, so its success means Redis accepts writes again.
 func (w *Worker) take(ctx context.Context, c redis.Scripter, ks []string, n int) ([]string, error) {
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		elems, err := takeScript.Run(ctx, c, ks, n).StringSlice()

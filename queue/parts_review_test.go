@@ -342,7 +342,6 @@ func TestPartitionAndReadyAlternate(t *testing.T) {
 // worker dead-letters it as malformed. Routed as a partition, its take
 // deleted the queue's clock field with the partition it named.
 func TestPartitionMalformedKeyIsNoPartition(t *testing.T) {
-	t.Skip("since priority levels merged, recoverScript fails on these malformed elements (readyFor: 'arguments must be strings or integers'): a levels defect, reported")
 	p := serverPool(t, pool.Config{})
 	q := mustQueue(t, p, "malformed", Config{})
 	ctx := context.Background()
@@ -366,8 +365,7 @@ func TestPartitionMalformedKeyIsNoPartition(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), l, "on the ready list, not in a partition")
 	checkPartCounts(t, q)
-	ks := []string{q.k.ready, q.k.proc("c"), q.k.bell, q.k.paused, q.k.fair(), q.k.partLen(), q.k.partTag()}
-	elems, err := takeScript.Run(ctx, c, ks, 10).StringSlice()
+	elems, err := takeScript.Run(ctx, c, q.k.takeKeys(q.k.proc("c")), 10).StringSlice()
 	require.NoError(t, err)
 	assert.Len(t, elems, 4)
 	now, err := c.HGet(ctx, q.k.partTag(), partClockField).Float64()
