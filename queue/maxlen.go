@@ -302,16 +302,7 @@ func (q *Queue) boundedArgs(prs []prepared, wait bool) (ks []string, args []any,
 	args = make([]any, 0, 5+4*len(prs))
 	args = append(args, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL(wait))
 	for _, pr := range prs {
-		u := 0
-		if pr.unique {
-			ks = append(ks, q.k.unique(pr.id))
-			u = len(ks)
-		}
-		var dueMs int64
-		if !pr.due.IsZero() {
-			dueMs = pr.due.UnixMilli()
-		}
-		args = append(args, dueMs, pr.elem, u, pr.ref)
+		ks, args = q.appendJob(ks, args, pr)
 		apart = apart || pr.ref != ""
 	}
 	return ks, args, apart

@@ -389,16 +389,8 @@ func (q *Queue) enqueueParts(ctx context.Context, prs []prepared) ([]bool, error
 	args = append(args, q.cfg.MaxPartitions, q.cfg.MaxPartitionLen, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due))
 	apart := false
 	for _, pr := range prs {
-		u := 0
-		if pr.unique {
-			ks = append(ks, q.k.unique(pr.id))
-			u = len(ks)
-		}
-		var dueMs int64
-		if !pr.due.IsZero() {
-			dueMs = pr.due.UnixMilli()
-		}
-		args = append(args, dueMs, pr.elem, u, pr.ref, pr.part)
+		ks, args = q.appendJob(ks, args, pr)
+		args = append(args, pr.part)
 		apart = apart || pr.ref != ""
 	}
 	var cmd *redis.Cmd

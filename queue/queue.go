@@ -286,18 +286,9 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr pr
 	if pr.due.IsZero() {
 		ready = q.k.readyAt(pr.level)
 	}
-	ks := []string{ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.bell}
-	u := 0
-	if pr.unique {
-		ks = append(ks, q.k.unique(pr.id))
-		u = len(ks)
-	}
-	var dueMs int64
-	if !pr.due.IsZero() {
-		dueMs = pr.due.UnixMilli()
-	}
-	res, err := q.runApart(ctx, c, enqueueManyScript, []prepared{pr}, ks, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due),
-		dueMs, pr.elem, u, pr.ref).Int64Slice()
+	ks, args := q.appendJob([]string{ready, q.k.delayed, q.k.wake, q.k.payloads, q.k.bell},
+		[]any{wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(pr.due)}, pr)
+	res, err := q.runApart(ctx, c, enqueueManyScript, []prepared{pr}, ks, args...).Int64Slice()
 	if err != nil {
 		return false, err
 	}
@@ -308,6 +299,23 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr pr
 		q.notifyDelayed(pr.due)
 	}
 	return res[0] == 1, nil
+}
+
+// appendJob appends pr to the KEYS and ARGV of an enqueue script, as they
+// all read a job: its idempotency key (if any) to KEYS, and to ARGV its due
+// time (unix ms, 0: now), element, the idempotency key's position in KEYS
+// (0: none) and payload ref.
+func (q *Queue) appendJob(ks []string, args []any, pr prepared) ([]string, []any) {
+	u := 0
+	if pr.unique {
+		ks = append(ks, q.k.unique(pr.id))
+		u = len(ks)
+	}
+	var dueMs int64
+	if !pr.due.IsZero() {
+		dueMs = pr.due.UnixMilli()
+	}
+	return ks, append(args, dueMs, pr.elem, u, pr.ref)
 }
 
 // runApart runs enqueueManyScript in a MULTI after an HSET of the payloads
