@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -267,40 +266,5 @@ func idlePartitions(b *testing.B, srv *redistest.Redis, parts int) (float64, int
 			b.Fatalf("%d of %d jobs ran", ran.Load(), parts)
 		}
 	}
-	calls := func() (total, rounds int64) {
-		s, err := srv.CommandStats(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return redistest.TotalCalls(s, "info", "client|list"), s["bzpopmin"]
-	}
-	waitRounds := func(k int64) {
-		_, r0 := calls()
-		deadline := time.Now().Add(time.Duration(k+20) * time.Second)
-		for _, r := calls(); r < r0+k; _, r = calls() {
-			if time.Now().After(deadline) {
-				b.Fatalf("no %d BZPOPMIN timeouts within %s", k, time.Duration(k+20)*time.Second)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitRounds(2)
-	b.ResetTimer()
-	t0, _ := calls()
-	start := time.Now()
-	waitRounds(10)
-	t1, _ := calls()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	clients, err := srv.Clients(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	blocked := 0
-	for _, cl := range clients {
-		if strings.Contains(cl, " cmd=bzpopmin ") || strings.Contains(cl, " cmd=blmove ") {
-			blocked++
-		}
-	}
-	return float64(t1-t0) / elapsed.Seconds(), blocked
+	return idleRate(b, srv)
 }
