@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,31 +134,8 @@ func testLimitKill(t *testing.T, mode string) {
 	}
 
 	// The sampler: the slots in Redis, every ms.
-	var mu sync.Mutex
-	maxHeld, samples := int64(0), 0
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			n, err := q.LimitInFlight(ctx)
-			if err != nil {
-				continue
-			}
-			mu.Lock()
-			maxHeld, samples = max(maxHeld, n), samples+1
-			mu.Unlock()
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	smp := sampleInFlight(ctx, q)
+	defer smp.stop()
 
 	runningOf := func(id string) []string {
 		ms, err := c.SMembers(ctx, limitKillRunning).Result()
@@ -228,10 +206,8 @@ func testLimitKill(t *testing.T, mode string) {
 	procs = nil
 	mx, err := c.Get(ctx, limitKillMax).Int64()
 	require.NoError(t, err)
-	mu.Lock()
-	t.Logf("most running at once %d; slots sampled %d times, at most %d", mx, samples, maxHeld)
-	require.LessOrEqual(t, maxHeld, int64(limitKillN))
-	mu.Unlock()
+	t.Logf("most running at once %d; slots sampled %d times, at most %d", mx, smp.samples.Load(), smp.most.Load())
+	require.LessOrEqual(t, smp.most.Load(), int64(limitKillN))
 	require.Equal(t, int64(limitKillN), mx, "never more than the limit running, and the limit reached")
 	n, err := q.LimitInFlight(ctx)
 	require.NoError(t, err)
@@ -247,4 +223,47 @@ func toAny(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// inFlightSampler reads a queue's fleet-wide slots in Redis
+// (Queue.LimitInFlight) every ms until stop: the most it saw, and how many
+// samples it took.
+type inFlightSampler struct {
+	most, samples atomic.Int64
+	done          chan struct{}
+	wg            sync.WaitGroup
+}
+
+func sampleInFlight(ctx context.Context, q *Queue) *inFlightSampler {
+	s := &inFlightSampler{done: make(chan struct{})}
+	s.wg.Go(func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-tick.C:
+			}
+			n, err := q.LimitInFlight(ctx)
+			if err != nil {
+				continue
+			}
+			s.samples.Add(1)
+			if n > s.most.Load() {
+				s.most.Store(n)
+			}
+		}
+	})
+	return s
+}
+
+// stop ends the sampling and waits for the sampler; once is enough.
+func (s *inFlightSampler) stop() {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	s.wg.Wait()
 }

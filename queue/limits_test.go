@@ -236,41 +236,18 @@ func testLimitConcurrency(t *testing.T, np newPoolFunc) {
 	}
 	_, err := q0.EnqueueBatch(ctx, payloads)
 	require.NoError(t, err)
-	var sampled, maxSampled atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the sampler: the slots in Redis, every ms
-		defer wg.Done()
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			n, err := q0.LimitInFlight(ctx)
-			if err != nil {
-				continue
-			}
-			sampled.Add(1)
-			if n > maxSampled.Load() {
-				maxSampled.Store(n)
-			}
-		}
-	}()
+	smp := sampleInFlight(ctx, q0) // the slots in Redis, every ms
+	defer smp.stop()
 	testutil.Eventually(t, 30*time.Second, "every job done", func() bool { return done.Load() == jobs })
-	close(stop)
-	wg.Wait()
+	smp.stop()
 	require.LessOrEqual(t, maxRunning.Load(), int64(limit), "never more than the limit in flight")
-	require.LessOrEqual(t, maxSampled.Load(), int64(limit))
+	require.LessOrEqual(t, smp.most.Load(), int64(limit))
 	require.EqualValues(t, limit, maxRunning.Load(), "the limit is reached")
 	testutil.Eventually(t, 5*time.Second, "every slot given back", func() bool {
 		n, err := q0.LimitInFlight(ctx)
 		return err == nil && n == 0
 	})
-	t.Logf("max in flight %d (sampled %d times, max %d)", maxRunning.Load(), sampled.Load(), maxSampled.Load())
+	t.Logf("max in flight %d (sampled %d times, max %d)", maxRunning.Load(), smp.samples.Load(), smp.most.Load())
 	for _, w := range ws {
 		require.Zero(t, w.Stats().LostLeases)
 	}
