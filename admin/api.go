@@ -1,17 +1,22 @@
 package admin
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bounded-go/bounded/memwatch"
 	"github.com/bounded-go/bounded/pool"
@@ -398,8 +403,10 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"cancelled": b.ID})
 }
 
-// fail maps the queue package's errors to statuses; anything else is a 500
-// whose text stays in the server's log (it may name a Redis server).
+// fail maps the queue package's errors to statuses: bad input 400, not
+// found 404, a job that moved or finished 409, Redis unavailable or too slow
+// 503 with a Retry-After; anything else is a 500. The text of a 503 or a 500
+// stays in the server's log (it may name a Redis server).
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, queue.ErrInvalidArgument), errors.Is(err, queue.ErrInvalidConfig):
@@ -412,11 +419,56 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "gone", err.Error())
 	case errors.Is(err, queue.ErrJobFinished):
 		writeError(w, http.StatusConflict, "finished", err.Error())
-	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
-		writeError(w, http.StatusGatewayTimeout, "timeout", "the request took longer than admin.Config.Timeout")
+	case redisUnavailable(r.Context(), err):
+		// Redis is down, refusing to serve, or slower than Config.Timeout:
+		// the request was fine and may be sent again (503, not 500). The
+		// error goes to the log only: it may name a Redis server.
+		if h.cfg.ErrorLog != nil {
+			h.cfg.ErrorLog(r, err)
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		msg := "Redis is unavailable or did not answer in time (admin.Config.Timeout); retry in a few seconds"
+		if r.Method == http.MethodPost {
+			msg += " (the change may have been made before the failure)"
+		}
+		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
 	default:
 		h.internal(w, r, err)
 	}
+}
+
+// RetryAfterSeconds is the Retry-After of a 503: Redis unreachable,
+// failing over, or slower than Config.Timeout.
+const RetryAfterSeconds = 5
+
+// redisUnavailable reports whether err says that Redis could not serve the
+// request (as opposed to an answer about the request): the pool believes it
+// down (pool.ErrUnavailable), has no connection to give (a lane exhausted),
+// or is closed; the connection failed (refused, reset, closed, a network
+// error or timeout); Redis answered that it does not serve (LOADING,
+// MASTERDOWN, CLUSTERDOWN, TRYAGAIN, BUSY, READONLY); or the request's
+// deadline (Config.Timeout) passed.
+func redisUnavailable(ctx context.Context, err error) bool {
+	switch {
+	case errors.Is(err, pool.ErrUnavailable), errors.Is(err, pool.ErrLaneExhausted), errors.Is(err, pool.ErrClosed),
+		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout),
+		errors.Is(err, context.DeadlineExceeded), ctx.Err() != nil,
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	if rerr, ok := errors.AsType[redis.Error](err); ok {
+		msg := rerr.Error()
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "READONLY", "NOREPLICAS"} {
+			if strings.HasPrefix(msg, p+" ") || msg == p {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (h *handler) internal(w http.ResponseWriter, r *http.Request, err error) {

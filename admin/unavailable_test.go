@@ -1,0 +1,101 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// mutations are a valid body of each mutation endpoint, for queue "mail".
+var mutations = map[string]map[string]any{
+	"/api/pause":   {"queue": "mail"},
+	"/api/resume":  {"queue": "mail"},
+	"/api/requeue": {"queue": "mail", "ids": []string{"id1"}},
+	"/api/delete":  {"queue": "mail", "handle": "h"},
+	"/api/purge":   {"queue": "mail"},
+	"/api/cancel":  {"queue": "mail", "id": "id1"},
+}
+
+// requireUnavailable checks a 503 that says Redis is unavailable, with a
+// Retry-After, and neither the server's address nor the password.
+func requireUnavailable(t *testing.T, r resp, what, addr string) {
+	t.Helper()
+	require.Equal(t, http.StatusServiceUnavailable, r.status, "%s: %s", what, r.raw)
+	secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+	require.NoError(t, err, "%s: Retry-After %q", what, r.header.Get("Retry-After"))
+	require.Positive(t, secs, what)
+	require.Equal(t, "unavailable", r.body["code"], what)
+	require.Contains(t, r.body["error"], "Redis", what)
+	require.NotContains(t, string(r.raw), addr, what)
+	require.NotContains(t, string(r.raw), "s3cret", what)
+}
+
+// A Redis that stopped answers every mutation (and every read) with a 503
+// and a Retry-After, not a 500: the dashboard is fine, Redis is not; the
+// error itself goes to ErrorLog. Bad input is still a 400, before Redis.
+func TestMutationsRedisStopped(t *testing.T) {
+	srv := redistest.ServerWith(t, redistest.Options{Password: "s3cret"})
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}, Password: "s3cret"})
+	q := mustQueue(t, p, "mail")
+	_, err := q.Enqueue(context.Background(), []byte("x")) // registers the queue
+	require.NoError(t, err)
+	logged := make(chan error, 100)
+	h := mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true, Timeout: 2 * time.Second,
+		ErrorLog: func(_ *http.Request, err error) {
+			select {
+			case logged <- err:
+			default:
+			}
+		}})
+	require.Equal(t, http.StatusOK, mutate(t, h, "/api/pause", map[string]any{"queue": "mail"}).status)
+	listed := get(t, h, "/api/jobs?queue=mail&state=ready")
+	require.Equal(t, http.StatusOK, listed.status, "%s", listed.raw)
+	job := jobsOf(listed)[0]
+	require.NoError(t, srv.Stop())
+
+	for path, body := range mutations {
+		if path == "/api/delete" {
+			body = map[string]any{"queue": "mail", "handle": job["handle"]}
+		}
+		requireUnavailable(t, mutate(t, h, path, body), path, srv.Addr())
+	}
+	requireUnavailable(t, get(t, h, "/api/queues"), "/api/queues", srv.Addr())
+	require.NotEmpty(t, logged, "the errors went to ErrorLog")
+
+	r := mutate(t, h, "/api/pause", map[string]any{"queue": "bad name"})
+	require.Equal(t, http.StatusBadRequest, r.status, "%s", r.raw)
+	r = mutate(t, h, "/api/requeue", map[string]any{"queue": "mail"})
+	require.Equal(t, http.StatusBadRequest, r.status, "%s", r.raw)
+}
+
+// A Redis that accepts connections and never answers costs a request its
+// Config.Timeout, then answers 503 with a Retry-After.
+func TestMutationsRedisTimesOut(t *testing.T) {
+	addr := redistest.BlackHole(t)
+	p := mustPool(t, pool.Config{Addrs: []string{addr}, Password: "s3cret"})
+	h := mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true, Timeout: 200 * time.Millisecond})
+	for _, path := range []string{"/api/pause", "/api/purge"} {
+		requireUnavailable(t, mutate(t, h, path, mutations[path]), path, addr)
+	}
+}
+
+// Not found is still a 404 with Redis up: the 503 is for Redis failing.
+func TestMutationsNotFoundWithRedisUp(t *testing.T) {
+	for name, newPool := range backends {
+		t.Run(name, func(t *testing.T) {
+			p := newPool(t)
+			h := mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true})
+			r := mutate(t, h, "/api/pause", map[string]any{"queue": "nosuch"})
+			require.Equal(t, http.StatusNotFound, r.status, "%s", r.raw)
+			r = mutate(t, h, "/api/cancel", map[string]any{"queue": "nosuch", "id": "nope"})
+			require.Equal(t, http.StatusNotFound, r.status, "%s", r.raw)
+		})
+	}
+}
