@@ -190,7 +190,16 @@ var ErrTailLost = errors.New("queue: tail subscription lost")
 // registrations (queues followed, all followers of the namespace together:
 // what a heartbeat reads); past that Tail fails at once, "too many
 // followers", rather than follow unseen.
-func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEvent)) error {
+//
+// Its start (the subscription, confirmed by the server, and the
+// registration) is bounded by ctx only, unless TailStartTimeout bounds it.
+func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEvent), opts ...TailOption) error {
+	var tc tailConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&tc)
+		}
+	}
 	if len(queues) == 0 || len(queues) > MaxTailQueues {
 		return fmt.Errorf("queue: inspector: tail: %w: 1..%d queues, got %d", ErrInvalidArgument, MaxTailQueues, len(queues))
 	}
@@ -209,9 +218,14 @@ func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEven
 		return fmt.Errorf("queue: inspector: tail: %w", err)
 	}
 	defer func() { _ = res.Release() }()
-	sub, err := res.Subscribe(ctx, channels...)
+	startCtx, endStart := ctx, context.CancelFunc(func() {})
+	if tc.startTimeout > 0 {
+		startCtx, endStart = context.WithTimeout(ctx, tc.startTimeout)
+	}
+	defer endStart()
+	sub, err := res.Subscribe(startCtx, channels...)
 	if err != nil {
-		return fmt.Errorf("queue: inspector: tail: %w", err)
+		return tc.startErr(ctx, startCtx, err)
 	}
 	// go-redis does not interrupt a read when ctx ends: closing does.
 	stop := context.AfterFunc(ctx, func() { _ = sub.Close() })
@@ -224,11 +238,46 @@ func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEven
 	for i, q := range queues {
 		members[i] = q + " " + follower
 	}
-	if err := in.tailRegister(ctx, members); err != nil {
-		return fmt.Errorf("queue: inspector: tail: %w", err)
+	if err := in.tailRegister(startCtx, members); err != nil {
+		return tc.startErr(ctx, startCtx, err)
 	}
+	endStart()
 	defer in.tailUnregister(ctx, members)
 	return in.tailRead(ctx, sub, members, byChannel, fn)
+}
+
+// A TailOption configures Inspector.Tail.
+type TailOption func(*tailConfig)
+
+type tailConfig struct {
+	startTimeout time.Duration
+}
+
+// TailStartTimeout bounds Tail's start: the subscription (a connection,
+// and the server's confirmation) and the registration, not what follows.
+// A start that does not finish within d fails with an error that matches
+// context.DeadlineExceeded. d <= 0: the start is bounded by ctx only.
+func TailStartTimeout(d time.Duration) TailOption {
+	return func(c *tailConfig) { c.startTimeout = d }
+}
+
+// startErr is the error of a start that failed: one that ran out its
+// TailStartTimeout (and not ctx) says so and matches
+// context.DeadlineExceeded, whatever the pool's error was (an I/O timeout
+// of the socket deadline the start's context set).
+func (c tailConfig) startErr(ctx, startCtx context.Context, err error) error {
+	// The socket's deadline may fire a moment before startCtx reports it.
+	over := func(ctx context.Context) bool {
+		dl, ok := ctx.Deadline()
+		return ctx.Err() != nil || ok && !time.Now().Before(dl)
+	}
+	switch {
+	case !over(startCtx) || over(ctx):
+		return fmt.Errorf("queue: inspector: tail: %w", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("queue: inspector: tail: not following within %v: %w", c.startTimeout.Round(time.Millisecond), err)
+	}
+	return fmt.Errorf("queue: inspector: tail: not following within %v: %w: %w", c.startTimeout.Round(time.Millisecond), context.DeadlineExceeded, err)
 }
 
 func (in *Inspector) tailRead(ctx context.Context, sub *pool.Subscription, members []string, byChannel map[string]string, fn func(TailEvent)) error {
