@@ -49,7 +49,11 @@
 // heartbeat (10s by default) that a queue is followed and then publish the
 // outcomes they write, one message per pipeline of acks; nobody tailing
 // costs nothing per job. It runs until interrupted (exit 0) or --count
-// outcomes, and fails (exit 1) when its subscription is lost.
+// outcomes, and fails (exit 1) when its subscription is lost. Its
+// --timeout bounds its start as a whole: the queues' lookup, the
+// connection, the server's confirmation of the subscription and the
+// registration; a start that does not finish in time fails (exit 1) with
+// "did not start within --timeout D".
 //
 // Exit codes: 0 success, 1 the command failed (Redis unreachable or too
 // slow, an unknown queue or job, a job that cannot be cancelled), 2 the

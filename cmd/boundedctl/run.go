@@ -26,7 +26,7 @@ const (
 const EnvRedisURL = "BOUNDED_REDIS_URL"
 
 // defaultTimeout bounds a whole command (tail excepted: it runs until
-// interrupted, and its --timeout bounds each read).
+// interrupted, and its --timeout bounds its start).
 const defaultTimeout = 10 * time.Second
 
 // usageError is a wrong command line: exit code 2.
@@ -200,7 +200,7 @@ func (e *env) commonFlags(fs *flag.FlagSet) {
 	if t == 0 {
 		t = defaultTimeout
 	}
-	fs.DurationVar(&e.timeout, "timeout", t, "bound on the whole command (tail: on its start)")
+	fs.DurationVar(&e.timeout, "timeout", t, "bound on the whole command (tail: on its start, the subscription included)")
 }
 
 // parseInterspersed parses flags anywhere among the positional arguments

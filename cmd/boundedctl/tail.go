@@ -29,14 +29,22 @@ func runTail(ctx context.Context, e *env, o *opts, args []string) error {
 	if o.count < 0 {
 		return usagef("--count must not be negative, got %d", o.count)
 	}
+	// --timeout bounds the whole start: the lookups, the connection, the
+	// subscription and the registration (queue.TailStartTimeout); then the
+	// tail runs until interrupted or --count.
+	start := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, e.timeout)
 	for _, name := range args {
 		if _, err := e.lookupQueue(lctx, name); err != nil {
 			cancel()
-			return err
+			return e.tailStartErr(err)
 		}
 	}
 	cancel()
+	left := e.timeout - time.Since(start)
+	if left <= 0 {
+		return e.tailStartErr(context.DeadlineExceeded)
+	}
 	if !e.json {
 		fmt.Fprintf(e.stderr, "following %d queue(s); workers start publishing at their next heartbeat (10s by default)\n", len(args))
 	}
@@ -56,11 +64,22 @@ func runTail(ctx context.Context, e *env, o *opts, args []string) error {
 		if n++; o.count > 0 && n >= o.count {
 			stop(errEnough)
 		}
-	})
+	}, queue.TailStartTimeout(left))
 	if werr != nil {
 		return fmt.Errorf("printing outcomes: %w", werr)
 	}
+	if !errors.Is(err, queue.ErrTailLost) {
+		err = e.tailStartErr(err)
+	}
 	return e.redisErr(err)
+}
+
+// tailStartErr is the error of a start that ran out --timeout; others pass.
+func (e *env) tailStartErr(err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("tail: did not start within --timeout %s: %w", e.timeout, err)
 }
 
 func (e *env) printEvent(ev queue.TailEvent) error {
