@@ -67,9 +67,9 @@ func (w *Worker) extend(op *ackOp, d delivery, job *Job, err error, ran, timeout
 		if job != nil {
 			x.out.Job = *job
 		} else if d.err == nil {
-			x.out.Job = Job{ID: d.env.id, Queue: w.q.name, Type: d.env.typ, Attempt: d.env.attempt, MaxAttempts: d.env.maxAttempts, Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt}
+			x.out.Job = Job{ID: d.env.id, Queue: w.q.name, Namespace: w.q.cfg.Namespace, Type: d.env.typ, Attempt: d.env.attempt, MaxAttempts: d.env.maxAttempts, Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt}
 		} else {
-			x.out.Job = Job{ID: op.deadID, Queue: w.q.name}
+			x.out.Job = Job{ID: op.deadID, Queue: w.q.name, Namespace: w.q.cfg.Namespace}
 		}
 		x.out.Job.Payload = nil
 		x.out.Err, x.out.Ran, x.out.Reason = err, ran, op.reason

@@ -68,6 +68,11 @@ func New(p *pool.Pool, name string, cfg Config) (*Queue, error) {
 // Name returns the queue's name.
 func (q *Queue) Name() string { return q.name }
 
+// Namespace returns the queue's namespace (Config.Namespace, filled in):
+// two queues of one name in two namespaces are two queues, which metrics
+// and logs keep apart by it.
+func (q *Queue) Namespace() string { return q.cfg.Namespace }
+
 func (q *Queue) errorf(format string, args ...any) error {
 	return fmt.Errorf("queue %q: "+format, append([]any{q.name}, args...)...)
 }

@@ -27,8 +27,11 @@ type Handler func(ctx context.Context, job *Job) error
 
 // Job is one run of a job, as a handler sees it.
 type Job struct {
-	ID          string
-	Queue       string
+	ID    string
+	Queue string
+	// Namespace is the queue's namespace (Config.Namespace): queues of
+	// one name in two namespaces are two queues.
+	Namespace   string
 	Payload     []byte // the run's own copy: a handler may keep or change it (a retry runs the payload as enqueued)
 	Attempt     int    // 1 on the first run
 	MaxAttempts int
@@ -814,7 +817,7 @@ func (w *Worker) run(d delivery) {
 	w.st.busy.Add(1)
 	defer w.st.busy.Add(-1)
 	job := &Job{
-		ID: d.env.id, Queue: w.q.name, Payload: d.env.payload,
+		ID: d.env.id, Queue: w.q.name, Namespace: w.q.cfg.Namespace, Payload: d.env.payload,
 		Attempt: d.env.attempt + 1, MaxAttempts: d.env.maxAttempts,
 		Deliveries: d.env.deliveries, EnqueuedAt: d.env.enqueuedAt, Deadline: d.env.deadline,
 		Headers: headerMap(d.env.headers), Type: d.env.typ, Partition: d.env.part, Priority: d.env.level,
