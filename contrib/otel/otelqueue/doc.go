@@ -6,7 +6,7 @@
 //   - Producer.Enqueue and Producer.EnqueueBatch: q.Enqueue in a span
 //     "send <queue>" (kind producer) that puts its trace context in the
 //     job's headers; Producer.Inject returns that header option alone.
-//   - Handler: wraps a queue.Handler; each run is a span "process <queue>"
+//   - NewHandler (or Handler): wraps a queue.Handler; each run is a span "process <queue>"
 //     (kind consumer), the child of the producer span (or, with
 //     WithNewRoot, linked to it), with the error and an event for a retry
 //     (EventRetry), the dead letters (EventDeadLetter) or a cancel by
@@ -21,7 +21,8 @@
 // Spans follow the messaging semantic conventions (messaging.system
 // "bounded", messaging.destination.name the queue's name,
 // messaging.message.id the job's ID, messaging.operation.type "send" or
-// "process"). The tracer and meter providers default to the global ones
+// "process"); spans and measurements carry the queue's namespace
+// (AttrNamespace), so queues of one name in two namespaces stay apart. The tracer and meter providers default to the global ones
 // at the time a Producer, Handler or StatsObserver is built; the
 // propagator defaults to propagation.TraceContext (WithPropagator).
 //
@@ -29,8 +30,11 @@
 // Producer) carries no header and costs the queue nothing more; its run
 // starts a span of its own if tracing is on.
 //
-// Producer and Handler are safe for concurrent use and hold no resources.
-// A StatsObserver holds a registration on the meter: Close it.
+// Producer is safe for concurrent use and holds no resources. An
+// Instrumented handler (NewHandler) and a StatsObserver are safe for
+// concurrent use and hold a callback registration on the meter: Close
+// them when their worker or queues are done. Handler's wrapper releases
+// its registration when it is garbage collected.
 //
 // See docs/otel.md for the names, the costs and the example.
 package otelqueue

@@ -40,7 +40,12 @@ func Example() {
 		return nil
 	}
 	c, _ := queue.NewConsumer(p, queue.ConsumerConfig{})
-	w, _ := queue.NewWorker(c, q, otelqueue.Handler(handle, otelqueue.WithTracerProvider(tp)), queue.WorkerConfig{})
+	h, err := otelqueue.NewHandler(handle, otelqueue.WithTracerProvider(tp))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	w, _ := queue.NewWorker(c, q, h.Handle, queue.WorkerConfig{})
 	g := lifecycle.New()
 	if err := w.Start(g); err != nil {
 		fmt.Println(err)
@@ -62,6 +67,7 @@ func Example() {
 	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_ = g.Close(closeCtx) // drains the worker: the run's span has ended
+	_ = h.Close()         // then the handler's metrics callback is unregistered
 
 	ss := spans.GetSpans() // in the order they ended: the run may end before the send
 	name := map[string]string{}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,10 @@ const (
 	AttrFailure     = attribute.Key("bounded.queue.failure")          // on the failed counter: "retry", "dead_letter" or "cancelled"
 	AttrReason      = attribute.Key("bounded.queue.dead_letter.reason")
 	AttrError       = attribute.Key("bounded.queue.error") // EventContextDropped: why the queue refused the trace context
+	// AttrNamespace is the queue's namespace (queue.Config.Namespace), on
+	// every span and measurement beside messaging.destination.name: two
+	// queues of one name in two namespaces are two series.
+	AttrNamespace = attribute.Key("bounded.queue.namespace")
 )
 
 var (
@@ -55,6 +61,7 @@ var (
 // handler is the state of one Handler wrapper.
 type handler struct {
 	next    queue.Handler
+	meter   metric.Meter
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
 	newRoot bool
@@ -74,13 +81,17 @@ type handler struct {
 // queues are the queues a handler served, each with its attributes and
 // its count of runs that succeeded.
 type queues struct {
-	m sync.Map // queue name -> *queueAttrs, one per queue the handler serves
+	m sync.Map // queueKey -> *queueAttrs, one per queue the handler serves
 }
+
+// queueKey names a queue: its namespace and its name.
+type queueKey struct{ ns, name string }
 
 // queueAttrs are what a run needs of its queue, built once: a run of a
 // job whose span is not recorded allocates nothing for them.
 type queueAttrs struct {
-	name     string
+	key      queueKey
+	base     []attribute.KeyValue // messaging.system, messaging.destination.name, bounded.queue.namespace
 	spanName string
 	span     []attribute.KeyValue    // of the consumer span, before the job's own
 	start    []trace.SpanStartOption // kind and span
@@ -103,18 +114,20 @@ type queueAttrs struct {
 // the job carries in its headers (Producer, Producer.Inject), or with
 // WithNewRoot the root of a new trace linked to it. The span has the
 // messaging attributes (messaging.system "bounded",
-// messaging.destination.name, messaging.message.id, messaging.operation.*)
-// and the job's attempt; a failed run records the error and an event,
-// EventRetry or EventDeadLetter. next's ctx carries the span.
+// messaging.destination.name, messaging.message.id, messaging.operation.*),
+// the queue's namespace (AttrNamespace) and the job's attempt; a failed
+// run records the error and an event, EventRetry or EventDeadLetter.
+// next's ctx carries the span.
 //
 // It records, through the meter: messaging.process.duration (seconds, per
 // run, with error.type when it failed), bounded.queue.wait.duration (from
 // enqueue, or an occurrence's due time, to the first run's start),
 // bounded.queue.jobs.processed and bounded.queue.jobs.failed (with
-// bounded.queue.failure "retry", "dead_letter" or "cancelled"). A run the
-// worker's drain cancelled is neither: its job goes back to the ready
-// list; one that Queue.Cancel cancelled and that failed records
-// EventCancelled: the worker drops the job.
+// bounded.queue.failure "retry", "dead_letter" or "cancelled"), each with
+// the queue's name and namespace. A run the worker's drain cancelled is
+// neither: its job goes back to the ready list; one that Queue.Cancel
+// cancelled and that failed records EventCancelled: the worker drops the
+// job.
 //
 // A panic in next ends the span as failed and is re-raised for the worker
 // to recover (queue.PanicError). A job the worker dead-letters without
@@ -124,44 +137,103 @@ type queueAttrs struct {
 // the wrapper reads no trace context and starts no span: next's ctx does
 // not carry the producer's span context on to the handler's own enqueues.
 // The global provider is not taken for a no-op one (a provider set later
-// becomes its delegate). bounded.queue.jobs.processed is counted in the
-// wrapper and read when a reader collects: the callback that reads it is
-// registered on the meter when the Handler is built and lasts as long as
-// the meter provider, so build one Handler per worker, not per job.
-// With tracing off and an SDK meter provider a run costs about 0.5 µs of
-// CPU (two histogram records; BenchmarkHandler, BenchmarkDrain).
+// becomes its delegate). With tracing off and an SDK meter provider a run
+// costs about 0.5 µs of CPU (two histogram records; BenchmarkHandler,
+// BenchmarkDrain).
+//
+// bounded.queue.jobs.processed is counted in the wrapper and reported by a
+// callback registered on the meter. Handler has no Close: its callback is
+// unregistered once the returned function is unreachable (garbage
+// collected), so a program that stops a worker stops its reports only at
+// a later GC. NewHandler gives the same wrapper with a Close that
+// unregisters at once: use it where workers come and go.
 //
 // Handler(nil) is nil, which queue.NewWorker refuses.
 func Handler(next queue.Handler, opts ...Option) queue.Handler {
 	if next == nil {
 		return nil
 	}
-	c := newConfig(opts)
+	in, err := NewHandler(next, opts...)
+	if err != nil { // only a meter that refuses the callback: no processed count
+		return newHandler(next, newConfig(opts)).handle
+	}
+	// The cleanup holds the registration, not in: once the worker drops the
+	// handler, in is collected and the callback unregistered.
+	runtime.AddCleanup(in, func(reg metric.Registration) { _ = reg.Unregister() }, in.reg)
+	return in.Handle
+}
+
+// Instrumented is a queue.Handler wrapped as Handler wraps it, with a
+// Close that unregisters its metrics callback: after Close, collections
+// report no bounded.queue.jobs.processed of its queues and do not call it.
+// (The synchronous instruments, run durations and failures, keep the
+// series they recorded, as OpenTelemetry's instruments do.)
+//
+// Build it with NewHandler; the zero value is not usable. It is safe for
+// concurrent use. Close it after the worker that runs Handle stopped
+// (lifecycle.Group.Close, or lifecycle.Group.OnClose).
+type Instrumented struct {
+	h   *handler
+	mu  sync.Mutex
+	reg metric.Registration // nil once closed
+}
+
+// NewHandler wraps next as Handler does and returns the wrapper: give
+// its Handle to queue.NewWorker and Close it when the worker has stopped.
+// A nil next, or a meter that refuses the callback, is an error.
+func NewHandler(next queue.Handler, opts ...Option) (*Instrumented, error) {
+	if next == nil {
+		return nil, errors.New("otelqueue: NewHandler: next is nil")
+	}
+	h := newHandler(next, newConfig(opts))
+	reg, err := observeProcessed(h.meter, h.queues)
+	if err != nil {
+		return nil, fmt.Errorf("otelqueue: NewHandler: %w", err)
+	}
+	return &Instrumented{h: h, reg: reg}, nil
+}
+
+// Handle runs the job through the wrapper: a queue.Handler.
+func (in *Instrumented) Handle(ctx context.Context, job *queue.Job) error {
+	return in.h.handle(ctx, job)
+}
+
+// Close unregisters the callback that reports bounded.queue.jobs.processed.
+// Handle still runs jobs after Close, but their successes are no longer
+// reported. It is idempotent.
+func (in *Instrumented) Close() error {
+	in.mu.Lock()
+	reg := in.reg
+	in.reg = nil
+	in.mu.Unlock()
+	if reg == nil {
+		return nil
+	}
+	return reg.Unregister()
+}
+
+func newHandler(next queue.Handler, c config) *handler {
 	m := c.mp.Meter(ScopeName)
-	h := &handler{next: next, tracer: c.tp.Tracer(ScopeName), prop: c.prop, newRoot: c.newRoot, noTrace: isNoopTracing(c.tp)}
+	h := &handler{next: next, meter: m, tracer: c.tp.Tracer(ScopeName), prop: c.prop, newRoot: c.newRoot, noTrace: isNoopTracing(c.tp)}
 	h.duration = histogram(m, "messaging.process.duration", "Duration of a job's run.")
 	h.wait = histogram(m, "bounded.queue.wait.duration", "Time from a job's enqueue (an occurrence's due time) to its first run's start.")
 	h.failed = counter(m, "bounded.queue.jobs.failed", "Runs that failed, retried or dead-lettered.")
 	h.queues = &queues{}
-	observeProcessed(m, h.queues)
-	return h.handle
+	return h
 }
 
 // observeProcessed registers the callback that reports qs's runs that
 // succeeded as bounded.queue.jobs.processed. The callback holds qs only,
-// not the handler: the registration lasts as long as the meter provider
-// (a Handler has no Close), and keeps a few words per queue alive. Two
+// not the handler (Handler's cleanup needs the handler unreachable). Two
 // handlers of one queue report one sum (the SDK adds the observations of
 // one attribute set in a collection).
-func observeProcessed(m metric.Meter, qs *queues) {
+func observeProcessed(m metric.Meter, qs *queues) (metric.Registration, error) {
 	ctr, err := m.Int64ObservableCounter("bounded.queue.jobs.processed", metric.WithUnit("{job}"),
 		metric.WithDescription("Runs that succeeded."))
 	if err != nil {
-		return
+		return nil, err
 	}
-	// A meter that refuses the callback reports no processed count (the
-	// SDK refuses only instruments of another meter).
-	_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		qs.m.Range(func(_, v any) bool {
 			a := v.(*queueAttrs)
 			if n := a.processed.Load(); n > 0 {
@@ -190,32 +262,46 @@ func counter(m metric.Meter, name, desc string) metric.Int64Counter {
 	return ctr
 }
 
-// queueAttrs returns the attributes of the queue named name.
-func (h *handler) queueAttrs(name string) *queueAttrs {
-	if a := h.last.Load(); a != nil && a.name == name {
+// queueAttrs returns the attributes of the queue named name in the
+// namespace ns ("" for a Job built by hand: no namespace attribute).
+func (h *handler) queueAttrs(ns, name string) *queueAttrs {
+	k := queueKey{ns: ns, name: name}
+	if a := h.last.Load(); a != nil && a.key == k {
 		return a
 	}
-	if a, ok := h.queues.m.Load(name); ok {
+	if a, ok := h.queues.m.Load(k); ok {
 		h.last.Store(a.(*queueAttrs))
 		return a.(*queueAttrs)
 	}
-	dest := semconv.MessagingDestinationName(name)
+	base := baseAttrs(ns, name)
 	a := &queueAttrs{
-		name:     name,
+		key:      k,
+		base:     base,
 		spanName: "process " + name,
-		span:     []attribute.KeyValue{attrSystem, dest, attrOpProcess, attrOpNameProcs},
+		span:     append(slices.Clip(base), attrOpProcess, attrOpNameProcs),
 	}
-	ok := metric.WithAttributeSet(attribute.NewSet(attrSystem, dest, attrOpNameProcs))
+	ok := metric.WithAttributeSet(attribute.NewSet(append(slices.Clip(base), attrOpNameProcs)...))
 	a.okRecord, a.okObserve = []metric.RecordOption{ok}, []metric.ObserveOption{ok}
-	a.wait = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrSystem, dest))}
+	a.wait = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(base...))}
 	a.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(a.span...)}
-	v, _ := h.queues.m.LoadOrStore(name, a)
+	v, _ := h.queues.m.LoadOrStore(k, a)
 	h.last.Store(v.(*queueAttrs))
 	return v.(*queueAttrs)
 }
 
+// baseAttrs are the attributes of a queue on every span and measurement:
+// messaging.system, messaging.destination.name and, when known,
+// bounded.queue.namespace.
+func baseAttrs(ns, name string) []attribute.KeyValue {
+	base := []attribute.KeyValue{attrSystem, semconv.MessagingDestinationName(name)}
+	if ns != "" {
+		base = append(base, AttrNamespace.String(ns))
+	}
+	return base
+}
+
 func (h *handler) handle(ctx context.Context, job *queue.Job) (err error) {
-	a := h.queueAttrs(job.Queue)
+	a := h.queueAttrs(job.Namespace, job.Queue)
 	start := time.Now()
 	if job.Attempt == 1 && job.Deliveries == 0 {
 		from := job.EnqueuedAt
@@ -323,8 +409,7 @@ func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
 	et := semconv.ErrorType(err)
-	dest := semconv.MessagingDestinationName(job.Queue)
-	h.duration.Record(ctx, took, metric.WithAttributes(attrSystem, dest, attrOpNameProcs, et))
+	h.duration.Record(ctx, took, metric.WithAttributes(append(slices.Clip(a.base), attrOpNameProcs, et)...))
 	if end == endDrained {
 		span.SetAttributes(AttrInterrupted.Bool(true))
 		span.End()
@@ -350,7 +435,7 @@ func (h *handler) finish(ctx context.Context, span trace.Span, job *queue.Job, a
 		failure = EventDeadLetter
 		span.AddEvent(EventDeadLetter, trace.WithAttributes(AttrReason.String(deadReason(job, err))))
 	}
-	h.failed.Add(ctx, 1, metric.WithAttributes(attrSystem, dest, attrOpNameProcs, et, AttrFailure.String(failure)))
+	h.failed.Add(ctx, 1, metric.WithAttributes(append(slices.Clip(a.base), attrOpNameProcs, et, AttrFailure.String(failure))...))
 	span.End()
 }
 

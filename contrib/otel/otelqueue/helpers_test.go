@@ -71,7 +71,7 @@ func (e *env) start(h queue.Handler, cfg queue.WorkerConfig) *queue.Worker {
 
 func startOn(t *testing.T, g *lifecycle.Group, p *pool.Pool, q *queue.Queue, h queue.Handler, cfg queue.WorkerConfig) *queue.Worker {
 	t.Helper()
-	c, err := queue.NewConsumer(p, queue.ConsumerConfig{})
+	c, err := queue.NewConsumer(p, queue.ConsumerConfig{Namespace: q.Namespace()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,11 +95,11 @@ func (p *Producer) EnqueueBatch(ctx context.Context, q *queue.Queue, payloads []
 
 func (p *Producer) start(ctx context.Context, q *queue.Queue, attr attribute.KeyValue) (context.Context, trace.Span) {
 	return p.tracer.Start(ctx, "send "+q.Name(), trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attrSystem, semconv.MessagingDestinationName(q.Name()), attrOpSend, attrOpNameSend, attr))
+		trace.WithAttributes(append(baseAttrs(q.Namespace(), q.Name()), attrOpSend, attrOpNameSend, attr)...))
 }
 
 func (p *Producer) end(ctx context.Context, span trace.Span, q *queue.Queue, n int, start time.Time, err error) {
-	attrs := []attribute.KeyValue{attrSystem, semconv.MessagingDestinationName(q.Name()), attrOpNameSend}
+	attrs := append(baseAttrs(q.Namespace(), q.Name()), attrOpNameSend)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

@@ -9,7 +9,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bounded-go/bounded/queue"
 )
@@ -41,8 +40,8 @@ type cachedStats struct {
 }
 
 // ObserveStats registers, on the meter provider (WithMeterProvider), one
-// callback that reports qs's counts with the attribute
-// messaging.destination.name:
+// callback that reports qs's counts with the attributes
+// messaging.destination.name and bounded.queue.namespace (AttrNamespace):
 //
 //	bounded.queue.jobs.ready, .delayed, .in_flight, .dead   {job}
 //	bounded.queue.consumers                                 {consumer}
@@ -54,18 +53,20 @@ type cachedStats struct {
 // the pool's request lane. A queue whose read fails or times out reports
 // its last counts (bounded.queue.stats.age says how old); one never read
 // reports only bounded.queue.stats.errors. A collection that starts while
-// another reads Redis reports the cached counts without reading. Queue
-// names must be distinct; a nil queue is an error.
+// another reads Redis reports the cached counts without reading. A queue
+// (a name in a namespace) must appear once; queues of one name in two
+// namespaces are two series. A nil queue is an error.
 func ObserveStats(qs []*queue.Queue, opts ...Option) (*StatsObserver, error) {
-	seen := map[string]bool{}
+	seen := map[queueKey]bool{}
 	for i, q := range qs {
 		if q == nil {
 			return nil, fmt.Errorf("otelqueue: ObserveStats: queue %d is nil", i)
 		}
-		if seen[q.Name()] {
-			return nil, fmt.Errorf("otelqueue: ObserveStats: queue %q appears twice", q.Name())
+		k := queueKey{ns: q.Namespace(), name: q.Name()}
+		if seen[k] {
+			return nil, fmt.Errorf("otelqueue: ObserveStats: queue %q of namespace %q appears twice", q.Name(), q.Namespace())
 		}
-		seen[q.Name()] = true
+		seen[k] = true
 	}
 	c := newConfig(opts)
 	m := c.mp.Meter(ScopeName)
@@ -76,7 +77,7 @@ func ObserveStats(qs []*queue.Queue, opts ...Option) (*StatsObserver, error) {
 		errors:  make([]int64, len(qs)),
 	}
 	for _, q := range qs {
-		o.attrs = append(o.attrs, metric.WithAttributeSet(attribute.NewSet(attrSystem, semconv.MessagingDestinationName(q.Name()))))
+		o.attrs = append(o.attrs, metric.WithAttributeSet(attribute.NewSet(baseAttrs(q.Namespace(), q.Name())...)))
 	}
 	var errs []error
 	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {

@@ -132,7 +132,7 @@ func TestObserveStatsRefusesBadQueues(t *testing.T) {
 	if _, err := otelqueue.ObserveStats([]*queue.Queue{a, nil}); err == nil || err.Error() != "otelqueue: ObserveStats: queue 1 is nil" {
 		t.Fatalf("err %v", err)
 	}
-	if _, err := otelqueue.ObserveStats([]*queue.Queue{a, a}); err == nil || err.Error() != `otelqueue: ObserveStats: queue "a" appears twice` {
+	if _, err := otelqueue.ObserveStats([]*queue.Queue{a, a}); err == nil || err.Error() != `otelqueue: ObserveStats: queue "a" of namespace "bq" appears twice` {
 		t.Fatalf("err %v", err)
 	}
 }
