@@ -7,10 +7,11 @@
 //     callers waiting, waits, wait timeouts, rejections, dials, dial errors
 //     and a wait-time histogram (label lane), and the health state.
 //   - QueueCollector: each queue's ready, delayed, in-flight and dead jobs,
-//     consumers, refused enqueues and the oldest ready job's age (label
-//     queue), read from Redis at scrape time; and this process's workers'
-//     counters (processed, failed, retried, dead-lettered, ...) and
-//     enqueue-to-start and run-duration histograms, summed per queue.
+//     consumers, refused enqueues and the oldest ready job's age (labels
+//     queue and namespace), read from Redis at scrape time; and this
+//     process's workers' counters (processed, failed, retried,
+//     dead-lettered, ...) and enqueue-to-start and run-duration
+//     histograms, summed per queue (a name in a namespace).
 //   - CacheCollector: hits by tier, misses, loads, load errors, evictions,
 //     local entries and bytes, ... (label cache).
 //   - LimiterCollector: allowed and denied decisions by source (labels
@@ -22,11 +23,12 @@
 // Names start with bounded_; counters, and only values that never decrease
 // in the component, end in _total; sizes are in bytes and durations in
 // seconds. Histograms share fixed buckets (1-2-5 steps from 10µs to
-// 5000s), so that series add up across processes. Each label value comes from the component's Name: a
-// collector given two components of one kind with the same name (two
-// queues, caches or limiters) describes only an error naming them, so
-// that Register refuses it (MustRegister panics) instead of every Gather
-// failing.
+// 5000s), so that series add up across processes. Each label value comes
+// from the component's Name (and a queue's Namespace): a collector given
+// two components of one kind with the same labels (two queues of one name
+// in one namespace, two caches or limiters of one name) describes only an
+// error naming them, so that Register refuses it (MustRegister panics)
+// instead of every Gather failing.
 //
 // # Redis at scrape time
 //

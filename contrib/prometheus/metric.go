@@ -3,6 +3,7 @@ package prometheus
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 
@@ -75,7 +76,8 @@ func (m metric) emitHistogram(ch chan<- prom.Metric, h pool.Histogram, labels ..
 // distinct returns an error naming the first component of cs that is nil
 // (a component whose New failed, left in the list: reading it would
 // panic) or whose name, by name, appears twice: their samples would have
-// the same labels, and every Gather would fail.
+// the same labels, and every Gather would fail. name returns what labels
+// the component's samples, as the error shows it.
 func distinct[T any](fn, kind string, cs []T, name func(T) string) error {
 	seen := make(map[string]int, len(cs))
 	for i, c := range cs {
@@ -84,12 +86,15 @@ func distinct[T any](fn, kind string, cs []T, name func(T) string) error {
 		}
 		n := name(c)
 		if j, ok := seen[n]; ok {
-			return fmt.Errorf("contrib/prometheus: %s: %ss %d and %d are both named %q: names must be distinct", fn, kind, j, i, n)
+			return fmt.Errorf("contrib/prometheus: %s: %ss %d and %d are both named %s: names must be distinct", fn, kind, j, i, n)
 		}
 		seen[n] = i
 	}
 	return nil
 }
+
+// quoted is a component's name as distinct shows it.
+func quoted[T interface{ Name() string }](c T) string { return strconv.Quote(c.Name()) }
 
 // isNil reports whether c is nil: a nil interface, pointer, or a non-nil
 // interface holding a nil pointer.

@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 	"weak"
@@ -19,10 +20,13 @@ const DefaultScrapeTimeout = time.Second
 // QueueConfig says which queues and workers a QueueCollector exports.
 type QueueConfig struct {
 	// Queues have their counts read from Redis at each scrape
-	// (queue.Queue.Stats). Names must be distinct.
+	// (queue.Queue.Stats). A queue (a name in a namespace) must appear
+	// once; queues of one name in two namespaces are two queues (label
+	// namespace).
 	Queues []*queue.Queue
 	// Workers have their counters read from the process
-	// (queue.Worker.Stats); several workers of one queue are summed.
+	// (queue.Worker.Stats); several workers of one queue (one name in one
+	// namespace) are summed.
 	Workers []*queue.Worker
 	// LiveWorkers, if set, is called at each scrape for more workers to
 	// export with Workers: a program that replaces its workers (a
@@ -64,7 +68,7 @@ type QueueCollector struct {
 
 	wmu     sync.Mutex // guards seen, retired and gone; held by collectWorkers
 	seen    map[*queue.Worker]workerSnap
-	retired map[string]*workerSum // by queue: the workers that left LiveWorkers
+	retired map[queueKey]*workerSum // by queue: the workers that left LiveWorkers
 	// gone are the workers whose counts are in retired, by weak pointer
 	// (an entry keeps no worker alive, and is dropped once its worker is
 	// collected): one that LiveWorkers lists again leaves retired, else
@@ -74,9 +78,14 @@ type QueueCollector struct {
 
 // workerSnap is a worker's counters at the last scrape that saw it.
 type workerSnap struct {
-	queue string
+	queue queueKey
 	sum   workerSum
 }
+
+// queueKey is what labels a queue's samples: its name and namespace.
+type queueKey struct{ name, ns string }
+
+func keyOf(q *queue.Queue) queueKey { return queueKey{name: q.Name(), ns: q.Namespace()} }
 
 // workerSum is what the workers of one queue add up to.
 type workerSum struct {
@@ -119,37 +128,39 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultScrapeTimeout
 	}
-	l := "queue"
+	l := []string{"queue", "namespace"}
 	return &QueueCollector{
-		invalid:      invalid{distinct("NewQueueCollector", "queue", cfg.Queues, (*queue.Queue).Name)},
+		invalid: invalid{distinct("NewQueueCollector", "queue", cfg.Queues, func(q *queue.Queue) string {
+			return fmt.Sprintf("%q in namespace %q", q.Name(), q.Namespace())
+		})},
 		cfg:          cfg,
 		last:         make([]cached, len(cfg.Queues)),
 		errors:       make([]uint64, len(cfg.Queues)),
-		ready:        gauge("bounded_queue_ready_jobs", "Jobs ready to run.", l),
-		delayed:      gauge("bounded_queue_delayed_jobs", "Jobs delayed or waiting to retry.", l),
-		inFlight:     gauge("bounded_queue_in_flight_jobs", "Jobs fetched and not yet acked, by any consumer.", l),
-		dead:         gauge("bounded_queue_dead_jobs", "Jobs in the dead letters.", l),
-		consumers:    gauge("bounded_queue_consumers", "Consumers with a processing list.", l),
-		refused:      counter("bounded_queue_refused_total", "Enqueues refused as full, by any process, as counted in Redis.", l),
-		age:          gauge("bounded_queue_stats_age_seconds", "Age of the counts exported: 0 when read by this scrape.", l),
-		scrapeErrors: counter("bounded_queue_scrape_errors_total", "Scrapes whose Redis read of the queue failed or timed out.", l),
-		oldest:       gauge("bounded_queue_oldest_ready_age_seconds", "Age of the job fetched next (the oldest ready one) since its enqueue, when the counts were read; 0 when none is ready.", l),
-		startDelay:   histogram("bounded_queue_start_delay_seconds", "Time from a job's enqueue to its first run's start in this process (a delayed job's includes its delay; retries are left out).", l),
-		run:          histogram("bounded_queue_run_duration_seconds", "Duration of each handler call in this process, failed ones included.", l),
-		busy:         gauge("bounded_queue_worker_busy_handlers", "Handlers of this process running a job now.", l),
-		concurrency:  gauge("bounded_queue_worker_concurrency", "Handlers this process may run at once.", l),
+		ready:        gauge("bounded_queue_ready_jobs", "Jobs ready to run.", l...),
+		delayed:      gauge("bounded_queue_delayed_jobs", "Jobs delayed or waiting to retry.", l...),
+		inFlight:     gauge("bounded_queue_in_flight_jobs", "Jobs fetched and not yet acked, by any consumer.", l...),
+		dead:         gauge("bounded_queue_dead_jobs", "Jobs in the dead letters.", l...),
+		consumers:    gauge("bounded_queue_consumers", "Consumers with a processing list.", l...),
+		refused:      counter("bounded_queue_refused_total", "Enqueues refused as full, by any process, as counted in Redis.", l...),
+		age:          gauge("bounded_queue_stats_age_seconds", "Age of the counts exported: 0 when read by this scrape.", l...),
+		scrapeErrors: counter("bounded_queue_scrape_errors_total", "Scrapes whose Redis read of the queue failed or timed out.", l...),
+		oldest:       gauge("bounded_queue_oldest_ready_age_seconds", "Age of the job fetched next (the oldest ready one) since its enqueue, when the counts were read; 0 when none is ready.", l...),
+		startDelay:   histogram("bounded_queue_start_delay_seconds", "Time from a job's enqueue to its first run's start in this process (a delayed job's includes its delay; retries are left out).", l...),
+		run:          histogram("bounded_queue_run_duration_seconds", "Duration of each handler call in this process, failed ones included.", l...),
+		busy:         gauge("bounded_queue_worker_busy_handlers", "Handlers of this process running a job now.", l...),
+		concurrency:  gauge("bounded_queue_worker_concurrency", "Handlers this process may run at once.", l...),
 		workerCounters: []metric{
-			counter("bounded_queue_jobs_processed_total", "Jobs whose handler succeeded in this process.", l),
-			counter("bounded_queue_jobs_failed_total", "Failed runs in this process, retried or not.", l),
-			counter("bounded_queue_jobs_retried_total", "Failed jobs scheduled for another run.", l),
-			counter("bounded_queue_jobs_dead_lettered_total", "Jobs sent to the dead letters by this process.", l),
-			counter("bounded_queue_handler_panics_total", "Handler panics.", l),
-			counter("bounded_queue_jobs_recovered_total", "Jobs taken back from dead consumers by this process.", l),
-			counter("bounded_queue_jobs_malformed_total", "Jobs that could not be decoded.", l),
-			counter("bounded_queue_lost_leases_total", "Outcomes that found their job given to another consumer.", l),
-			counter("bounded_queue_fetch_errors_total", "Fetches from Redis that failed.", l),
-			counter("bounded_queue_ack_errors_total", "Acks to Redis that failed.", l),
-			counter("bounded_queue_ignored_timeouts_total", "Handlers that returned over a second after their timeout.", l),
+			counter("bounded_queue_jobs_processed_total", "Jobs whose handler succeeded in this process.", l...),
+			counter("bounded_queue_jobs_failed_total", "Failed runs in this process, retried or not.", l...),
+			counter("bounded_queue_jobs_retried_total", "Failed jobs scheduled for another run.", l...),
+			counter("bounded_queue_jobs_dead_lettered_total", "Jobs sent to the dead letters by this process.", l...),
+			counter("bounded_queue_handler_panics_total", "Handler panics.", l...),
+			counter("bounded_queue_jobs_recovered_total", "Jobs taken back from dead consumers by this process.", l...),
+			counter("bounded_queue_jobs_malformed_total", "Jobs that could not be decoded.", l...),
+			counter("bounded_queue_lost_leases_total", "Outcomes that found their job given to another consumer.", l...),
+			counter("bounded_queue_fetch_errors_total", "Fetches from Redis that failed.", l...),
+			counter("bounded_queue_ack_errors_total", "Acks to Redis that failed.", l...),
+			counter("bounded_queue_ignored_timeouts_total", "Handlers that returned over a second after their timeout.", l...),
 		},
 	}
 }
@@ -182,20 +193,20 @@ func (c *QueueCollector) Collect(ch chan<- prom.Metric) {
 	errs := append([]uint64(nil), c.errors...)
 	c.mu.Unlock()
 	for i, q := range c.cfg.Queues {
-		n := q.Name()
-		c.scrapeErrors.emit(ch, float64(errs[i]), n)
+		n, ns := q.Name(), q.Namespace()
+		c.scrapeErrors.emit(ch, float64(errs[i]), n, ns)
 		l := last[i]
 		if l.at.IsZero() {
 			continue
 		}
-		c.ready.emit(ch, float64(l.s.Ready), n)
-		c.delayed.emit(ch, float64(l.s.Delayed), n)
-		c.inFlight.emit(ch, float64(l.s.InFlight), n)
-		c.dead.emit(ch, float64(l.s.Dead), n)
-		c.consumers.emit(ch, float64(l.s.Consumers), n)
-		c.refused.emit(ch, float64(l.s.Refused), n)
-		c.oldest.emit(ch, l.s.OldestReady.Seconds(), n)
-		c.age.emit(ch, max(now.Sub(l.at), 0).Seconds(), n)
+		c.ready.emit(ch, float64(l.s.Ready), n, ns)
+		c.delayed.emit(ch, float64(l.s.Delayed), n, ns)
+		c.inFlight.emit(ch, float64(l.s.InFlight), n, ns)
+		c.dead.emit(ch, float64(l.s.Dead), n, ns)
+		c.consumers.emit(ch, float64(l.s.Consumers), n, ns)
+		c.refused.emit(ch, float64(l.s.Refused), n, ns)
+		c.oldest.emit(ch, l.s.OldestReady.Seconds(), n, ns)
+		c.age.emit(ch, max(now.Sub(l.at), 0).Seconds(), n, ns)
 	}
 	c.collectWorkers(ch)
 }
@@ -224,9 +235,9 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 	if c.cfg.LiveWorkers != nil {
 		ws = append(append([]*queue.Worker(nil), ws...), c.cfg.LiveWorkers()...)
 	}
-	var order []string
-	sums := map[string]*workerSum{}
-	sumOf := func(n string) *workerSum {
+	var order []queueKey
+	sums := map[queueKey]*workerSum{}
+	sumOf := func(n queueKey) *workerSum {
 		t := sums[n]
 		if t == nil {
 			t = &workerSum{}
@@ -240,7 +251,7 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 		if _, dup := now[w]; dup || w == nil {
 			continue
 		}
-		n, s := w.Queue().Name(), w.Stats()
+		n, s := keyOf(w.Queue()), w.Stats()
 		one := workerSum{busy: float64(s.Busy), conc: float64(s.Concurrency), startDelay: s.StartDelay, run: s.Run,
 			v: [11]uint64{s.Processed, s.Failed, s.Retried, s.Dead, s.Panics, s.Recovered,
 				s.Malformed, s.LostLeases, s.FetchErrors, s.AckErrors, s.IgnoredTimeouts}}
@@ -261,7 +272,7 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 			continue
 		}
 		if c.retired == nil {
-			c.retired = map[string]*workerSum{}
+			c.retired = map[queueKey]*workerSum{}
 		}
 		r := c.retired[snap.queue]
 		if r == nil {
@@ -285,12 +296,12 @@ func (c *QueueCollector) collectWorkers(ch chan<- prom.Metric) {
 	}
 	for _, n := range order {
 		t := sums[n]
-		c.busy.emit(ch, t.busy, n)
-		c.concurrency.emit(ch, t.conc, n)
-		c.startDelay.emitHistogram(ch, t.startDelay, n)
-		c.run.emitHistogram(ch, t.run, n)
+		c.busy.emit(ch, t.busy, n.name, n.ns)
+		c.concurrency.emit(ch, t.conc, n.name, n.ns)
+		c.startDelay.emitHistogram(ch, t.startDelay, n.name, n.ns)
+		c.run.emitHistogram(ch, t.run, n.name, n.ns)
 		for i, v := range t.v {
-			c.workerCounters[i].emit(ch, float64(v), n)
+			c.workerCounters[i].emit(ch, float64(v), n.name, n.ns)
 		}
 	}
 }

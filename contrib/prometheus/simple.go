@@ -43,7 +43,7 @@ func NewCacheCollector(caches ...StatsCache) *CacheCollector {
 		return cacheMetric{gauge(name, help, "cache"), f}
 	}
 	return &CacheCollector{
-		invalid: invalid{distinct("NewCacheCollector", "cache", caches, StatsCache.Name)},
+		invalid: invalid{distinct("NewCacheCollector", "cache", caches, quoted[StatsCache])},
 		caches:  caches,
 		hits:    counter("bounded_cache_hits_total", "Reads answered by a tier (local or redis), negative entries included.", "cache", "tier"),
 		mode:    gauge("bounded_cache_invalidation_info", "1 for how the invalidation subscriber hears of changes: mode pubsub or tracking (Config.TrackRawWrites); absent before it first connects.", "cache", "mode"),
@@ -119,7 +119,7 @@ type LimiterCollector struct {
 // NewLimiterCollector returns a collector for ls, which must have distinct
 // names.
 func NewLimiterCollector(ls ...*ratelimit.Limiter) *LimiterCollector {
-	return &LimiterCollector{invalid: invalid{distinct("NewLimiterCollector", "limiter", ls, (*ratelimit.Limiter).Name)}, ls: ls, ms: []metric{
+	return &LimiterCollector{invalid: invalid{distinct("NewLimiterCollector", "limiter", ls, quoted[*ratelimit.Limiter])}, ls: ls, ms: []metric{
 		counter("bounded_ratelimit_allowed_total", "Decisions that allowed the request, by the source that decided: redis, denied-cache (never allows) or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_denied_total", "Decisions that denied the request, by the source that decided: redis, denied-cache or fallback (Config.OnRedisError).", "limiter", "source"),
 		counter("bounded_ratelimit_redis_calls_total", "Scripts run in Redis.", "limiter"),
