@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"time"
 
 	"github.com/bounded-go/bounded/cache"
@@ -63,7 +64,8 @@ type Config struct {
 	Limiters map[string]LimiterStats
 	// Workers, optional, are the queue workers of this process: the queue
 	// table adds their rates and enqueue-to-start latency, marked "this
-	// process" (another process's workers are not counted).
+	// process" (another process's workers are not counted). Their queues
+	// must be of the Inspector's namespace.
 	Workers []Worker
 	// Memwatch, optional, adds the memory history, trend and alerts.
 	Memwatch *memwatch.Watcher
@@ -134,8 +136,14 @@ func New(cfg Config) (http.Handler, error) {
 		}
 	}
 	for i, w := range cfg.Workers {
-		if w == nil {
+		switch {
+		case w == nil || isNilPointer(w):
 			e.Addf("Config.Workers[%d] is nil", i)
+		case cfg.Inspector != nil && w.Queue() != nil && w.Queue().Namespace() != cfg.Inspector.Namespace():
+			// The page adds workers to the Inspector's queues by name: a
+			// queue of that name in another namespace is another queue.
+			e.Addf("Config.Workers[%d]: queue %q is in namespace %q, the Inspector reads %q", i,
+				w.Queue().Name(), w.Queue().Namespace(), cfg.Inspector.Namespace())
 		}
 	}
 	for name, l := range cfg.Limiters {
@@ -153,6 +161,13 @@ func New(cfg Config) (http.Handler, error) {
 	h := &handler{cfg: cfg, token: hex.EncodeToString(b[:]), mux: http.NewServeMux(), rates: newRates(len(cfg.Workers)), now: time.Now}
 	h.routes()
 	return h, nil
+}
+
+// isNilPointer says whether v holds a nil pointer (a nil *queue.Worker in
+// a Worker), whose methods would panic.
+func isNilPointer(v any) bool {
+	r := reflect.ValueOf(v)
+	return r.Kind() == reflect.Pointer && r.IsNil()
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
+	"github.com/bounded-go/bounded/queue"
 )
 
 // mutations are a valid body of each mutation endpoint, for queue "mail".
@@ -98,4 +99,22 @@ func TestMutationsNotFoundWithRedisUp(t *testing.T) {
 			require.Equal(t, http.StatusNotFound, r.status, "%s", r.raw)
 		})
 	}
+}
+
+// The dashboard shows one namespace (the Inspector's) and adds this
+// process's workers to its queues by name: a worker of a queue of one name
+// in another namespace would be shown as this one's. New refuses it,
+// naming both namespaces.
+func TestNewRefusesWorkerOfAnotherNamespace(t *testing.T) {
+	p := miniPool(t)
+	other, err := queue.New(p, "mail", queue.Config{Namespace: "other"})
+	require.NoError(t, err)
+	ok := &fakeWorker{q: mustQueue(t, p, "mail")}
+	_, err = New(Config{Inspector: mustInspector(t, p), Workers: []Worker{ok, &fakeWorker{q: other}}})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, `Config.Workers[1]: queue "mail" is in namespace "other", the Inspector reads "bq"`)
+	_, err = New(Config{Inspector: mustInspector(t, p), Workers: []Worker{ok}})
+	require.NoError(t, err)
+	_, err = New(Config{Inspector: mustInspector(t, p), Workers: []Worker{(*queue.Worker)(nil)}})
+	require.ErrorContains(t, err, "Config.Workers[0] is nil")
 }
