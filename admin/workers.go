@@ -154,6 +154,8 @@ func (h *handler) workers(w http.ResponseWriter, r *http.Request) {
 	select {
 	case h.rates.sem <- struct{}{}:
 	case <-r.Context().Done():
+		// Another request holds the counters for a moment: come back soon.
+		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "busy", "gave up waiting for another request reading the workers' counters (admin.Config.Timeout)")
 		return
 	}

@@ -213,6 +213,7 @@ func TestWorkersGivesUpWaiting(t *testing.T) {
 		r := get(t, h, "/api/workers")
 		require.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.raw)
 		require.Equal(t, "busy", r.body["code"])
+		require.Equal(t, "1", r.header.Get("Retry-After"), "a 503 says when to come back")
 		require.Contains(t, r.body["error"], "another request reading the workers' counters")
 		require.Equal(t, time.Second, time.Since(start), "gave up at the timeout")
 		close(release)
