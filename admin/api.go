@@ -355,15 +355,22 @@ func (h *handler) requeue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := h.cfg.Inspector.Requeue(r.Context(), b.Queue, b.IDs...)
-	if err != nil && n == 0 {
-		h.fail(w, r, err)
-		return
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]any{"requeued": n})
+	case n > 0 && errors.Is(err, queue.ErrNotFound) && !redisUnavailable(r.Context(), err):
+		// Some were not dead letters: the queue's answer, which names
+		// them and no server.
+		writeJSON(w, http.StatusOK, map[string]any{"requeued": n, "error": err.Error()})
+	default:
+		// Redis failed after n moved (or before any): the failure's
+		// status, with how many moved.
+		status, v := h.failure(w, r, err)
+		writeJSON(w, status, struct {
+			errorView
+			Requeued int `json:"requeued"`
+		}{v, n})
 	}
-	v := map[string]any{"requeued": n}
-	if err != nil {
-		v["error"] = err.Error() // some were not found
-	}
-	writeJSON(w, http.StatusOK, v)
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
@@ -385,7 +392,12 @@ func (h *handler) purge(w http.ResponseWriter, r *http.Request) {
 	}
 	n, err := h.cfg.Inspector.Purge(r.Context(), b.Queue)
 	if err != nil {
-		h.fail(w, r, err)
+		// Purge deletes in steps: say how many went before the failure.
+		status, v := h.failure(w, r, err)
+		writeJSON(w, status, struct {
+			errorView
+			Purged int `json:"purged"`
+		}{v, n})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"purged": n})
@@ -408,33 +420,39 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 // 503 with a Retry-After; anything else is a 500. The text of a 503 or a 500
 // stays in the server's log (it may name a Redis server).
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, v := h.failure(w, r, err)
+	writeJSON(w, status, v)
+}
+
+// failure is fail's status and body; it sets the headers and logs what is
+// not sent.
+func (h *handler) failure(w http.ResponseWriter, r *http.Request, err error) (int, errorView) {
 	switch {
 	case errors.Is(err, queue.ErrInvalidArgument), errors.Is(err, queue.ErrInvalidConfig):
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return http.StatusBadRequest, errorView{Error: err.Error(), Code: "bad_request"}
 	case errors.Is(err, queue.ErrJobNotFound), errors.Is(err, queue.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return http.StatusNotFound, errorView{Error: err.Error(), Code: "not_found"}
 	case errors.Is(err, queue.ErrLookupIncomplete):
-		writeError(w, http.StatusNotFound, "lookup_incomplete", err.Error())
+		return http.StatusNotFound, errorView{Error: err.Error(), Code: "lookup_incomplete"}
 	case errors.Is(err, queue.ErrJobGone):
-		writeError(w, http.StatusConflict, "gone", err.Error())
+		return http.StatusConflict, errorView{Error: err.Error(), Code: "gone"}
 	case errors.Is(err, queue.ErrJobFinished):
-		writeError(w, http.StatusConflict, "finished", err.Error())
-	case redisUnavailable(r.Context(), err):
-		// Redis is down, refusing to serve, or slower than Config.Timeout:
-		// the request was fine and may be sent again (503, not 500). The
-		// error goes to the log only: it may name a Redis server.
-		if h.cfg.ErrorLog != nil {
-			h.cfg.ErrorLog(r, err)
-		}
-		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
-		msg := "Redis is unavailable or did not answer in time (admin.Config.Timeout); retry in a few seconds"
-		if r.Method == http.MethodPost {
-			msg += " (the change may have been made before the failure)"
-		}
-		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
-	default:
-		h.internal(w, r, err)
+		return http.StatusConflict, errorView{Error: err.Error(), Code: "finished"}
 	}
+	if h.cfg.ErrorLog != nil {
+		h.cfg.ErrorLog(r, err)
+	}
+	if !redisUnavailable(r.Context(), err) {
+		return http.StatusInternalServerError, internalError
+	}
+	// Redis is down, refusing to serve, or slower than Config.Timeout: the
+	// request was fine and may be sent again (503, not 500).
+	w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	msg := "Redis is unavailable or did not answer in time (admin.Config.Timeout); retry in a few seconds"
+	if r.Method == http.MethodPost {
+		msg += " (the change may have been made before the failure)"
+	}
+	return http.StatusServiceUnavailable, errorView{Error: msg, Code: "unavailable"}
 }
 
 // RetryAfterSeconds is the Retry-After of a 503: Redis unreachable,
@@ -471,11 +489,13 @@ func redisUnavailable(ctx context.Context, err error) bool {
 	return false
 }
 
+var internalError = errorView{Error: "internal error (Redis failing); see the server's log", Code: "internal"}
+
 func (h *handler) internal(w http.ResponseWriter, r *http.Request, err error) {
 	if h.cfg.ErrorLog != nil {
 		h.cfg.ErrorLog(r, err)
 	}
-	writeError(w, http.StatusInternalServerError, "internal", "internal error (Redis unreachable or failing); see the server's log")
+	writeJSON(w, http.StatusInternalServerError, internalError)
 }
 
 type errorView struct {

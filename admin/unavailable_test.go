@@ -2,11 +2,15 @@ package admin
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -117,4 +121,49 @@ func TestNewRefusesWorkerOfAnotherNamespace(t *testing.T) {
 	require.NoError(t, err)
 	_, err = New(Config{Inspector: mustInspector(t, p), Workers: []Worker{(*queue.Worker)(nil)}})
 	require.ErrorContains(t, err, "Config.Workers[0] is nil")
+}
+
+// failSecondHGet fails, once armed, every HGET after the first with a
+// connection reset that names the server: Redis lost in the middle of a
+// requeue.
+type failSecondHGet struct {
+	armed atomic.Bool
+	hgets atomic.Int64
+	addr  net.Addr
+}
+
+func (f *failSecondHGet) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (f *failSecondHGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (f *failSecondHGet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if f.armed.Load() && cmd.Name() == "hget" && f.hgets.Add(1) > 1 {
+			err := &net.OpError{Op: "read", Net: "tcp", Addr: f.addr, Err: syscall.ECONNRESET}
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// A requeue that Redis failed after it moved some jobs is not a 200 whose
+// "error" carries the failure's text (the server's address): it answers 503
+// with a Retry-After and how many moved, the error in ErrorLog only.
+func TestRequeueRedisLostMidway(t *testing.T) {
+	m := redistest.Mini(t)
+	tcp, err := net.ResolveTCPAddr("tcp", m.Addr())
+	require.NoError(t, err)
+	hook := &failSecondHGet{addr: tcp}
+	p := mustPool(t, pool.Config{Addrs: []string{m.Addr()}, Hooks: []redis.Hook{hook}})
+	q := mustQueue(t, p, "ops")
+	ids := kill(t, p, q, [][]byte{[]byte("a"), []byte("b"), []byte("c")})
+	var logged atomic.Int64
+	h := mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true,
+		ErrorLog: func(*http.Request, error) { logged.Add(1) }})
+	hook.armed.Store(true)
+	r := mutate(t, h, "/api/requeue", map[string]any{"queue": "ops", "ids": ids})
+	requireUnavailable(t, r, "requeue", m.Addr())
+	require.Equal(t, float64(1), r.body["requeued"], "%s", r.raw)
+	require.Equal(t, int64(1), logged.Load())
 }
