@@ -80,7 +80,15 @@ func TestWaitForRoomReturnsOnCancel(t *testing.T) {
 	q := startedQueue(t, miniPool, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := waitingEnqueue(q, ctx)
-	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return q.room.Load().count() == 1 })
+	// Registered (count) is not yet waiting: the producer still tries once
+	// more, and a cancel that ends that enqueue before it is sent is a plain
+	// context error (nothing was refused). Its refusal leaves the waiters
+	// mark in Redis; once the mark is there, the producer is refused and
+	// waits, and only the cancel ends its wait.
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool {
+		n, err := q.p.Client().Exists(context.Background(), q.k.waitersKey()).Result()
+		return q.room.Load().count() == 1 && err == nil && n == 1
+	})
 	cancel()
 	res := testutil.Recv(t, done, "the cancelled producer")
 	require.ErrorIs(t, res.err, context.Canceled)
