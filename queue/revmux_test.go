@@ -30,7 +30,14 @@ func TestRevMuxCronOccurrenceTakesTheRegisteredType(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := np(t, pool.Config{})
 			ctx := context.Background()
-			q := mustQueue(t, p, "cronup", Config{})
+			// Both deploys register at one instant for the queue: on the
+			// wall clock, a second boundary between them gave the new
+			// deploy another first occurrence (Every(time.Second)), and one
+			// crossed between Schedule's clock read and its enqueue put the
+			// occurrence straight in the ready list.
+			clock := &pausableClock{}
+			q := mustQueue(t, p, "cronup", Config{Now: clock.now})
+			clock.pause()
 			// The deploy before types: no JobType.
 			require.NoError(t, q.Schedule(ctx, "report", Every(time.Second), []byte("r"), Version(1)))
 			zs, err := p.Client().ZRange(ctx, q.k.delayed, 0, -1).Result()
@@ -44,7 +51,8 @@ func TestRevMuxCronOccurrenceTakesTheRegisteredType(t *testing.T) {
 			require.NoError(t, q.Schedule(ctx, "report", Every(time.Second), []byte("r"), Version(2), JobType("report.build")))
 			zs, err = p.Client().ZRange(ctx, q.k.delayed, 0, -1).Result()
 			require.NoError(t, err)
-			require.Equal(t, []string{zs[0]}, []string{string(pending.encode())}, "still the untyped occurrence")
+			require.Equal(t, []string{string(pending.encode())}, zs, "still the untyped occurrence, alone")
+			clock.resume()
 
 			runs := make(chan typedRunOf, 64)
 			mux := new(Mux)
