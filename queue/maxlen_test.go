@@ -228,10 +228,15 @@ func TestFullErrorRetryAfterFromWorkers(t *testing.T) {
 // on the replica when it returns.
 func TestMaxLenDurableEnqueue(t *testing.T) {
 	master, replica := replicated(t)
-	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}})
+	p := mustPool(t, pool.Config{Addrs: []string{master.Addr()}, ReadTimeout: 15 * time.Second})
 	q := mustQueue(t, p, "durable", Config{MaxLen: 2})
 	ctx := context.Background()
-	dur := Durable(1, time.Second)
+	// WAIT returns as soon as the replica has the write: its timeout only
+	// bounds a replica that never acknowledges, and 1s was missed on a
+	// loaded 2-core machine (ErrNotReplicated), as in
+	// TestDurableEnqueueReturnsWhenTheReplicaHasTheJob. The pool's
+	// ReadTimeout must exceed it (Durable's doc).
+	dur := Durable(1, 10*time.Second)
 	_, err := q.Enqueue(ctx, []byte("a"), dur)
 	require.NoError(t, err)
 	_, err = q.Enqueue(ctx, []byte("b"), dur, ID("b"))
