@@ -320,6 +320,7 @@ func (h *hub) failed() {
 	defer h.mu.Unlock()
 	for _, w := range h.members {
 		w.st.fetchErrors.Add(1)
+		w.mem.connectionFailed() // before the wake: the take it causes reads the policy again
 		w.wakeFetcher()
 	}
 }

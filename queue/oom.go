@@ -145,7 +145,7 @@ type memState struct {
 
 	mu     sync.Mutex
 	policy string // "" until read
-	stale  bool   // the last read failed on the connection, not by refusal: read again
+	stale  bool   // the last read failed on the connection (not by refusal), or the hub's connection failed since: read again
 }
 
 func newMemState() memState { return memState{wake: make(chan struct{}, 1)} }
@@ -153,7 +153,7 @@ func newMemState() memState { return memState{wake: make(chan struct{}, 1)} }
 // MemoryStats is what a worker knows of Redis's memory limit.
 type MemoryStats struct {
 	// Policy is Redis's maxmemory-policy, read at Start and again after
-	// each reconnect of the fetcher; "unknown" when Redis refused both
+	// each reconnect of the fetcher or of its fetch hub; "unknown" when Redis refused both
 	// CONFIG GET and INFO (a managed Redis may).
 	Policy string `json:"maxmemory_policy"`
 	// Evicting is set for the allkeys-* and volatile-* policies: Redis may

@@ -121,8 +121,21 @@ func (w *Worker) readPolicy(ctx context.Context, c redis.Cmdable) bool {
 	return answered
 }
 
+// connectionFailed records a failure of a connection the worker waits on
+// that the fetcher does not see: the fetch hub's BZPOPMIN. Redis may have
+// restarted with another config, and the fetcher the hub wakes may take
+// without a failure of its own (Redis is back by then, and its take dials
+// anew), so the fetcher reads the policy again after its next fetch that
+// works.
+func (m *memState) connectionFailed() {
+	m.mu.Lock()
+	m.stale = true
+	m.mu.Unlock()
+}
+
 // policyStale reports whether the policy should be read again: never read,
-// or the last read could not reach Redis.
+// the last read could not reach Redis, or a connection failed since
+// (connectionFailed).
 func (m *memState) policyStale() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -111,6 +111,49 @@ func TestEvictingPolicy(t *testing.T) {
 	require.Equal(t, 1, logs.count("INFO queue: Redis's maxmemory-policy changed"))
 }
 
+// TestPolicyReadAgainAfterTheHubsConnectionFailed: a restart of Redis may
+// be seen only by the fetch hub (its BZPOPMIN fails; the fetcher it wakes
+// takes on a fresh connection, once Redis is back, without a failure of its
+// own): the policy is read again all the same. Here the hub's connection
+// alone is killed, after a CONFIG SET that stands for the restarted
+// server's configuration.
+func TestPolicyReadAgainAfterTheHubsConnectionFailed(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	_, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+	require.NoError(t, err)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "q", Config{})
+	logs := &logRecorder{}
+	w := startWorker(t, group(t), q, func(context.Context, *Job) error { return nil },
+		WorkerConfig{BlockTimeout: time.Second, Logger: slog.New(logs)})
+	require.Equal(t, "allkeys-lru", w.Memory().Policy)
+
+	_, err = srv.Do(ctx, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+	require.NoError(t, err)
+	var hub string // the id of the hub's connection, blocked in BZPOPMIN
+	testutil.Eventually(t, testutil.Wait, "the hub blocked", func() bool {
+		list, err := srv.Do(ctx, "CLIENT", "LIST")
+		if err != nil {
+			return false
+		}
+		for line := range strings.Lines(list) {
+			if strings.Contains(line, " cmd=bzpopmin") {
+				f := strings.Fields(line)
+				hub, _ = strings.CutPrefix(f[0], "id=")
+				return true
+			}
+		}
+		return false
+	})
+	_, err = srv.Do(ctx, "CLIENT", "KILL", "ID", hub)
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "policy read again after the hub's connection failed", func() bool {
+		return w.Memory().Policy == "noeviction"
+	})
+	require.Equal(t, 1, logs.count("INFO queue: Redis's maxmemory-policy changed"))
+}
+
 // TestPolicyFromInfo: a Redis that refuses CONFIG (renamed away, as managed
 // Redis services do) still tells its policy in INFO memory. volatile-* is
 // evicting too: it deletes the idempotency keys.

@@ -625,8 +625,9 @@ func (f *fetcher) backOff(err error) bool {
 // succeeded follows a fetch that worked: the connection is fine again.
 func (f *fetcher) succeeded() {
 	f.bo.reset()
-	if f.readPolicy {
-		// Reconnected: Redis may have restarted with another policy.
+	if f.readPolicy || f.w.mem.policyStale() {
+		// Reconnected (the fetcher, or its hub: memState.connectionFailed):
+		// Redis may have restarted with another policy.
 		f.readPolicy = !f.w.readPolicy(f.ctx, f.c)
 	}
 }
