@@ -382,7 +382,7 @@ func (q *Queue) scheduleDef(name, spec string, payload []byte, opts []ScheduleOp
 			continue
 		}
 		if err := o(&d); err != nil {
-			return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, err)
+			return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, invalidOption(err))
 		}
 	}
 	occ, err := d.parse()

@@ -89,8 +89,9 @@
 //
 // Invalid names and settings fail at construction with an error wrapping
 // ErrInvalidConfig that names the field. Enqueue returns ErrPayloadTooLarge,
-// ErrBatchTooLarge, ErrInvalidHeader, ErrInvalidArgument (a Priority out of
-// range, or above 0 with Partition), ErrDuplicate (the ID option),
+// ErrBatchTooLarge, ErrInvalidArgument (any option given an invalid value
+// or a combination it refuses; ErrInvalidHeader, for headers, matches it
+// too), ErrDuplicate (the ID option),
 // ErrNotReplicated
 // (Durable) and ErrQueueFull (with WaitForRoom also ErrTooManyWaiters,
 // ErrNotStarted or ctx's error, each matching ErrQueueFull); Start returns

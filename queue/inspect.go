@@ -41,9 +41,12 @@ const MaxPageLimit = 1000
 // WithPayloads is given.
 const PreviewBytes = 1 << 10
 
-// ErrInvalidArgument wraps the errors of Inspector calls given a bad limit,
-// state, cursor, queue name or handle, and of an enqueue given a Priority
-// out of range; the message names it.
+// ErrInvalidArgument is matched (errors.Is) by the errors of Inspector
+// calls given a bad limit, state, cursor, queue name or handle, of Get and
+// Cancel given a malformed ID, and of every enqueue or schedule option
+// given an invalid value or a combination it refuses (MaxAttempts(0), a
+// Priority out of range, Debounce without ID, a header that is not valid,
+// an option EnqueueBatch does not take...); the message names it.
 var ErrInvalidArgument = errors.New("queue: invalid argument")
 
 // NewInspector returns an Inspector of the namespace's queues in the Redis

@@ -122,6 +122,24 @@ type durability struct {
 	timeout  time.Duration
 }
 
+// invalidOption marks err, an option's refusal of its value or of the
+// options it is combined with, as matching ErrInvalidArgument, without
+// changing its message. Every place that applies options (prepare,
+// batchOptions, scheduleDef) passes their errors through it, so a new
+// option's error matches without remembering to wrap. nil stays nil; an
+// error matching ErrInvalidArgument already is returned as it is.
+func invalidOption(err error) error {
+	if err == nil || errors.Is(err, ErrInvalidArgument) {
+		return err
+	}
+	return &invalidOptionError{err}
+}
+
+type invalidOptionError struct{ err error }
+
+func (e *invalidOptionError) Error() string   { return e.err.Error() }
+func (e *invalidOptionError) Unwrap() []error { return []error{e.err, ErrInvalidArgument} }
+
 // Durable makes Enqueue wait, after writing the job and on the same
 // connection (Redis WAIT), until replicas replicas have it or timeout has
 // passed. Redis replication is asynchronous, so a master that fails over
@@ -157,7 +175,7 @@ func Durable(replicas int, timeout time.Duration) EnqueueOption {
 // would send, then WAIT, in one pipeline, so both run on one connection.
 func (q *Queue) enqueueDurable(ctx context.Context, pr prepared) (string, error) {
 	if q.p.IsCluster() {
-		return "", q.errorf("enqueue: the Durable option is not supported on Redis Cluster (WAIT must run on the write's connection)")
+		return "", q.errorf("enqueue: %w", invalidOption(errors.New("the Durable option is not supported on Redis Cluster (WAIT must run on the write's connection)")))
 	}
 	write, wait := q.sendDurable(ctx, pr, false)
 	if redis.HasErrorPrefix(write.Err(), "NOSCRIPT") {

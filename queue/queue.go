@@ -118,11 +118,11 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 			continue
 		}
 		if err := opt(&o); err != nil {
-			return prepared{}, err
+			return prepared{}, invalidOption(err)
 		}
 	}
 	if err := checkPartition(&o); err != nil {
-		return prepared{}, err
+		return prepared{}, invalidOption(err)
 	}
 	if len(payload) > q.cfg.MaxPayload {
 		return prepared{}, fmt.Errorf("%w: %d bytes, the limit is %d (Config.MaxPayload)", ErrPayloadTooLarge, len(payload), q.cfg.MaxPayload)
@@ -140,11 +140,11 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 		// job never starts before the time it was given.
 		due = due.Add(time.Millisecond - 1).Truncate(time.Millisecond)
 		if !due.Before(maxDue) {
-			return prepared{}, fmt.Errorf("queue: Delay(%s): the job would be due after the year 9999", o.delay)
+			return prepared{}, invalidOption(fmt.Errorf("queue: Delay(%s): the job would be due after the year 9999", o.delay))
 		}
 	}
 	if err := q.applyUnique(&o, payload, due, now); err != nil {
-		return prepared{}, err
+		return prepared{}, invalidOption(err)
 	}
 	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part, level: o.level}
 	if pr.id == "" {
@@ -159,7 +159,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	if len(o.headers) > 0 {
 		var err error
 		if e.headers, err = encodeHeaders(o.headers); err != nil {
-			return prepared{}, err
+			return prepared{}, invalidOption(err)
 		}
 	}
 	// A Durable job keeps its payload inline whatever its size: its write
@@ -395,6 +395,23 @@ func (q *Queue) EnqueueBatch(ctx context.Context, payloads [][]byte, opts ...Enq
 	return b.ids, nil
 }
 
+// batchRefuses is the refusal of options that apply to Enqueue only.
+func batchRefuses(probe enqueueOpts) error {
+	switch {
+	case probe.id != "":
+		return errors.New("the ID option cannot apply to a batch; enqueue jobs with IDs one by one")
+	case probe.durable.replicas > 0:
+		return errors.New("the Durable option applies to Enqueue only")
+	case probe.idFromPayload:
+		return errors.New("the IDFromPayload option applies to Enqueue only")
+	case probe.window > 0:
+		return errors.New("the UniqueFor option applies to Enqueue only (it needs an ID)")
+	case probe.debounce != noDebounce:
+		return errors.New("the Debounce and ReplacePayload options apply to Enqueue only")
+	}
+	return nil
+}
+
 // batchOptions applies opts once, to refuse those that cannot apply to a
 // batch.
 func (q *Queue) batchOptions(opts []EnqueueOption) (enqueueOpts, error) {
@@ -402,23 +419,12 @@ func (q *Queue) batchOptions(opts []EnqueueOption) (enqueueOpts, error) {
 	for _, opt := range opts {
 		if opt != nil {
 			if err := opt(&probe); err != nil {
-				return probe, q.errorf("enqueue batch: %w", err)
+				return probe, q.errorf("enqueue batch: %w", invalidOption(err))
 			}
 		}
 	}
-	if probe.id != "" {
-		return probe, q.errorf("enqueue batch: the ID option cannot apply to a batch; enqueue jobs with IDs one by one")
-	}
-	if probe.durable.replicas > 0 {
-		return probe, q.errorf("enqueue batch: the Durable option applies to Enqueue only")
-	}
-	switch {
-	case probe.idFromPayload:
-		return probe, q.errorf("enqueue batch: the IDFromPayload option applies to Enqueue only")
-	case probe.window > 0:
-		return probe, q.errorf("enqueue batch: the UniqueFor option applies to Enqueue only (it needs an ID)")
-	case probe.debounce != noDebounce:
-		return probe, q.errorf("enqueue batch: the Debounce and ReplacePayload options apply to Enqueue only")
+	if err := batchRefuses(probe); err != nil {
+		return probe, q.errorf("enqueue batch: %w", invalidOption(err))
 	}
 	return probe, nil
 }
