@@ -47,7 +47,9 @@
 // component and closes it after they have stopped (register Close first on
 // the lifecycle group, so it runs last); Close releases what is left. A
 // component Releases its Reservation and Closes its Subscriptions; nobody
-// closes the clients, which belong to the pool. A Pool starts no goroutine
+// closes the clients, which belong to the pool. Claim holds a name for what
+// must run once per pool (a queue consumer ID), so components need no
+// process-wide registry. A Pool starts no goroutine
 // of its own; go-redis's end when Close returns or shortly after.
 //
 // # Errors

@@ -39,6 +39,8 @@ type Pool struct {
 	blockDials   dialCounter  // dials and sockets of all reservations' clients
 	blockStats   laneCounters // waits of all reservations' gates
 	closed       bool
+
+	claims claims // names held by components (Claim)
 }
 
 // lane is a shared lane: one go-redis client behind one gate.

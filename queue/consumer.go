@@ -73,18 +73,22 @@ func (c *Consumer) accepts(q *Queue) error {
 // consumer ID runs once per pool and namespace in a process: a second
 // Consumer with the same ID would write its own incarnation token over the
 // first's, and the first's queues would look like a previous life of the
-// ID, their running jobs swept and run twice.
+// ID, their running jobs swept and run twice. The pool, which both
+// Consumers share, holds the claim (pool.Claim): two pools on one Redis
+// are not told apart, as two processes are not.
 func (c *Consumer) heartbeatOn(g *lifecycle.Group, log *slog.Logger) (*node, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.node == nil {
 		n := newNode(c, g, log)
-		if !running.add(n) {
+		release, ok := c.p.Claim(fmt.Sprintf("queue: consumer %q of namespace %q", c.cfg.ConsumerID, c.cfg.Namespace))
+		if !ok {
 			return nil, fmt.Errorf("consumer ID %q already runs in this process on another Consumer of namespace %q: give each Consumer its own ConsumerID, or share one Consumer", c.cfg.ConsumerID, c.cfg.Namespace)
 		}
+		n.unclaim = release
 		if c.cfg.Control {
 			if err := n.reserveControl(); err != nil {
-				running.remove(n)
+				release()
 				return nil, err
 			}
 		}
@@ -103,46 +107,11 @@ func (c *Consumer) forget(n *node) {
 	if c.node == n {
 		c.node = nil
 	}
-	running.remove(n)
+	if n.unclaim != nil {
+		n.unclaim() // a second call does nothing
+	}
 	n.releaseControl()
 	c.mu.Unlock()
-}
-
-// running holds the heartbeats running in this process, by pool, namespace
-// and consumer ID (see heartbeatOn).
-var running = runningNodes{m: map[runningKey]*node{}}
-
-type runningKey struct {
-	p      *pool.Pool
-	ns, id string
-}
-
-type runningNodes struct {
-	mu sync.Mutex
-	m  map[runningKey]*node
-}
-
-func keyOf(n *node) runningKey { return runningKey{p: n.p, ns: n.c.cfg.Namespace, id: n.id} }
-
-// add records n, unless another heartbeat of its key runs.
-func (r *runningNodes) add(n *node) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := keyOf(n)
-	if other, ok := r.m[k]; ok && other != n {
-		return false
-	}
-	r.m[k] = n
-	return true
-}
-
-// remove forgets n, if it is still recorded.
-func (r *runningNodes) remove(n *node) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if k := keyOf(n); r.m[k] == n {
-		delete(r.m, k)
-	}
 }
 
 // defaultConsumerID names a process: hostname-pid-random.

@@ -39,6 +39,7 @@ type node struct {
 	ttl      time.Duration
 	now      func() time.Time
 	log      *slog.Logger
+	unclaim  func() // gives the pool's claim of the consumer ID back (Consumer.heartbeatOn)
 
 	mu      sync.Mutex
 	workers map[member]struct{}
