@@ -166,7 +166,9 @@ func (q *Queue) locate(ctx context.Context, id string) (location, error) {
 // retry, when recorded), its progress (Job.Progress), its result
 // (WorkerConfig.ResultTTL) and its payload. A job that succeeded is
 // reported StateDone while its result, or its progress, is kept; a
-// cancelled one StateCancelled for 10 minutes.
+// cancelled one StateCancelled for 10 minutes. For a reused ID (see Wait)
+// Get describes the latest job: an enqueue that takes the ID deletes the
+// result, progress, cancel and last error of earlier jobs.
 //
 // Jobs have no per-ID index: Get looks for the job in the processing lists,
 // the ready list and the delayed set, within bounds (about 10,000 list
@@ -203,6 +205,13 @@ func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 	extra, err := q.readJobKeys(ctx, id, ref)
 	if err != nil {
 		return info, q.errorf("get %s: %w", id, err)
+	}
+	if loc.where == locDead && (extra.hasResult || extra.cancelled) {
+		// A later job of the ID succeeded or was cancelled: the enqueue
+		// that took the ID deleted what earlier jobs left (keys.endKeys),
+		// so these are its, and the dead letter is an earlier job's.
+		info, loc.where = JobInfo{ID: id, Queue: q.name}, locNowhere
+		extra.payload = nil
 	}
 	info.Progress, info.Result = extra.progress, extra.result
 	if info.State != StateDead {

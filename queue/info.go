@@ -49,3 +49,13 @@ func (k keys) result(id string) string { return k.tag + ":result:" + id }
 
 // lastErr holds the error of a job's last failed run while it waits to retry.
 func (k keys) lastErr(id string) string { return k.tag + ":err:" + id }
+
+// endKeys are what a job leaves under its ID when it ends or while it
+// runs: its result, progress, cancel marker and last error. An enqueue that
+// takes the ID (its idempotency key) deletes them in the same script, so a
+// reused ID never reports the end of an earlier job as its own (Wait, Get).
+// The scripts find them right after the idempotency key in KEYS (u+1 to
+// u+4).
+func (k keys) endKeys(id string) []string {
+	return []string{k.result(id), k.progress(id), k.cancelMarker(id), k.lastErr(id)}
+}

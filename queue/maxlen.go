@@ -54,7 +54,7 @@ func (k keys) roomChannel() string { return k.tag + ":room" }
 // KEYS: ready, delayed, wake, payloads, drain, waiters, bell, fair
 // (parts.go), the jobs' level's ready list (the jobs of one call share a
 // level), the level ready lists (keys.readyLevels), then the unique keys in
-// use.
+// use, each followed by its job's 4 end keys (appendJob).
 // ARGV: limit, marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the
 // caller does not wait), then for each job four values: due ms (0 = now),
 // envelope, index of its unique key in KEYS (0 = none), payload ref (” =
@@ -88,7 +88,10 @@ for i = 6, #ARGV, 4 do
     out[#out+1] = 0
   else
     local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
-    if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[4]) end
+    if u > 0 then
+      redis.call('SET', KEYS[u], '1', 'PX', ARGV[4])
+      redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4])
+    end
     if due == 0 then
       now[#now+1] = ARGV[i+1]
       rung = true

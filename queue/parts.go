@@ -289,7 +289,7 @@ end
 // partition at once (partLua).
 // KEYS: fair, partlen, parttag, bell, delayed, ready, wake, payloads,
 // drain, waiters, the level ready lists (counted for MaxLen, levels.go),
-// then the unique keys in use.
+// then the unique keys in use, each followed by its 4 end keys (appendJob).
 // ARGV: max partitions, max partition length (0: none), queue limit (0:
 // none), marker, wake TTL ms, unique TTL ms, then for each job five values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
@@ -357,7 +357,7 @@ for i = 7, #ARGV, 5 do
     out[#out+1] = 0
   else
     local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
-    if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[6]) end
+    if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[6]); redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4]) end
     if due == 0 then
       partAdd(KEYS[1], KEYS[2], KEYS[3], ARGV[i+4], ARGV[i+1], false)
       rung = true

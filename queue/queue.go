@@ -267,7 +267,7 @@ func (q *Queue) enqueueOne(ctx context.Context, c redis.UniversalClient, pr prep
 
 // uniqueKeys are the keys of enqueueUniqueScript.
 func (q *Queue) uniqueKeys(pr prepared) []string {
-	return []string{q.k.readyAt(pr.level), q.k.unique(pr.id), q.k.bell}
+	return append([]string{q.k.readyAt(pr.level), q.k.unique(pr.id), q.k.bell}, q.k.endKeys(pr.id)...)
 }
 
 // scheduleArgs are the keys and arguments of scheduleScript for a delayed
@@ -276,7 +276,7 @@ func (q *Queue) scheduleArgs(pr prepared) ([]string, []any) {
 	ks := []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell}
 	args := []any{pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds()}
 	if pr.unique {
-		ks = append(ks, q.k.unique(pr.id))
+		ks = append(append(ks, q.k.unique(pr.id)), q.k.endKeys(pr.id)...)
 		args = append(args, q.uniqueTTL(pr.due))
 	}
 	return ks, args
@@ -307,14 +307,15 @@ func (q *Queue) enqueueApart(ctx context.Context, c redis.UniversalClient, pr pr
 }
 
 // appendJob appends pr to the KEYS and ARGV of an enqueue script, as they
-// all read a job: its idempotency key (if any) to KEYS, and to ARGV its due
-// time (unix ms, 0: now), element, the idempotency key's position in KEYS
-// (0: none) and payload ref.
+// all read a job: its idempotency key (if any) and its end keys (keys.endKeys)
+// to KEYS, and to ARGV its due time (unix ms, 0: now), element, the
+// idempotency key's position in KEYS (0: none) and payload ref.
 func (q *Queue) appendJob(ks []string, args []any, pr prepared) ([]string, []any) {
 	u := 0
 	if pr.unique {
 		ks = append(ks, q.k.unique(pr.id))
 		u = len(ks)
+		ks = append(ks, q.k.endKeys(pr.id)...)
 	}
 	var dueMs int64
 	if !pr.due.IsZero() {

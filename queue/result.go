@@ -146,8 +146,13 @@ const waitTTLMax = time.Hour
 // The result is written just before the job's ack, in the same pipeline
 // but not atomically with it, so Wait can return a moment before the ack
 // lands: a Get right after may still say StateRunning.
-// A job whose ID is reused answers at once with the previous one's result
-// while it is kept, its cancel (10 minutes) or its dead letter. At most Config.MaxWaiters producers of a process wait for
+// A reused ID (the ID option, after the job with it ended) is the new
+// job's: the enqueue that takes the ID deletes, in the same script, the
+// result, progress, cancel and last error the earlier job left, so Wait
+// waits for the new job's end. The earlier job's dead letter is kept (it
+// is history): it answers Wait only while no job holds the ID, so a new
+// job that succeeds with no result kept (ResultTTL 0) may be reported dead
+// by it. At most Config.MaxWaiters producers of a process wait for
 // results of one queue at once: one more fails with ErrTooManyWaiters.
 func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 	if err := validID(id); err != nil {
@@ -213,28 +218,34 @@ func resultWaitTTL(ctx context.Context) time.Duration {
 	return ttl
 }
 
-// ended reads whether the job ended: its result, its dead letter, or its
-// cancel (one pipeline). err is the job's failure when it did not succeed.
+// ended reads whether the job ended: its result, its cancel, or its dead
+// letter (one pipeline). err is the job's failure when it did not succeed.
+//
+// The result and the cancel marker are the latest job's of the ID: an
+// enqueue that takes the ID deletes them (keys.endKeys). A dead letter is
+// history and stays: it is the job's only while no later job holds the ID
+// (its idempotency key, which a death frees).
 func (q *Queue) ended(ctx context.Context, id string) (res []byte, ended bool, err error) {
 	pipe := q.p.Client().Pipeline()
 	resCmd := pipe.Get(ctx, q.k.result(id))
 	dead := pipe.HGet(ctx, q.k.deadData, id)
 	mark := pipe.Exists(ctx, q.k.cancelMarker(id))
+	held := pipe.Exists(ctx, q.k.unique(id))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, false, err
 	}
 	if b, err := resCmd.Bytes(); err == nil {
 		return b, true, nil
 	}
-	if rec, err := dead.Result(); err == nil {
+	if mark.Val() == 1 {
+		return nil, true, ErrCancelled
+	}
+	if rec, err := dead.Result(); err == nil && held.Val() == 0 {
 		reason := "unreadable dead record"
 		if r, err := parseDeadRecord([]byte(rec)); err == nil {
 			reason = r.Reason
 		}
 		return nil, true, fmt.Errorf("%w: %s", ErrJobDead, reason)
-	}
-	if mark.Val() == 1 {
-		return nil, true, ErrCancelled
 	}
 	return nil, false, nil
 }

@@ -58,12 +58,14 @@ end
 return 0
 `
 
-// enqueueUniqueScript enqueues a job holding an idempotency key.
-// KEYS: ready, unique key, bell. ARGV: envelope, unique TTL ms.
+// enqueueUniqueScript enqueues a job holding an idempotency key, deleting
+// what an earlier job of its ID left (keys.endKeys).
+// KEYS: ready, unique key, bell, the 4 end keys. ARGV: envelope, unique TTL ms.
 var enqueueUniqueScript = redis.NewScript(typeLua + `
 local bad = wrongtype(KEYS[1], 'list')
 if bad then return redis.error_reply(bad) end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], 0, '1')
 return 1
@@ -94,12 +96,16 @@ end
 // the head of the ready list when it became the earliest one, so a scheduler
 // re-reads the next due time at once, in whichever process. The wake flag
 // keeps the markers to one at a time.
-// KEYS: delayed, ready, wake, bell[, unique key]. ARGV: due ms, envelope,
-// marker, wake TTL ms[, unique TTL ms]. Returns 1, or 0 for a duplicate ID.
+// KEYS: delayed, ready, wake, bell[, unique key, the 4 end keys]. ARGV:
+// due ms, envelope, marker, wake TTL ms[, unique TTL ms]. Returns 1, or 0
+// for a duplicate ID.
 var scheduleScript = redis.NewScript(typeLua + wakeLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
-if #KEYS > 4 and not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[5]) then return 0 end
+if #KEYS > 4 then
+  if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[5]) then return 0 end
+  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 wake(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], KEYS[4])
 return 1
@@ -118,7 +124,8 @@ return 1
 // by an HSET in the same MULTI just before (a payload through Lua would cost
 // ten times the server time), and this script deletes it again if it does
 // not add the job. (EnqueueBatch uses plain commands: a batch has no IDs.)
-// KEYS: ready, delayed, wake, payloads, bell, then the unique keys in use.
+// KEYS: ready, delayed, wake, payloads, bell, then the unique keys in use,
+// each followed by its job's 4 end keys (appendJob).
 // ARGV: marker, wake TTL ms, unique TTL ms, then for each job four values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
 // payload ref (” = inline).
@@ -139,6 +146,7 @@ for i = 4, #ARGV, 4 do
     if ARGV[i+3] ~= '' then redis.call('HDEL', KEYS[4], ARGV[i+3]) end
     out[#out+1] = 0
   else
+    if u > 0 then redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4]) end
     if due == 0 then
       redis.call('LPUSH', KEYS[1], env)
       redis.call('ZADD', KEYS[5], 0, '1')

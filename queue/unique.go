@@ -163,8 +163,11 @@ func (q *Queue) applyUnique(o *enqueueOpts, payload []byte, due, now time.Time) 
 // debounced enqueue) is replaced; a free ID is taken as by scheduleScript;
 // an ID held otherwise is a duplicate. The key holds the new element, with
 // UniqueTTL after the new due time.
-// KEYS: delayed, ready, wake, unique key, bell. ARGV: due ms, envelope, marker,
-// wake TTL ms, UniqueTTL ms, now ms, "1" to keep a replaced job's due time.
+// A job that takes a free ID deletes what an earlier job of the ID left
+// (keys.endKeys); one that replaces a waiting job is that job still.
+// KEYS: delayed, ready, wake, unique key, bell, the 4 end keys. ARGV: due
+// ms, envelope, marker, wake TTL ms, UniqueTTL ms, now ms, "1" to keep a
+// replaced job's due time.
 // Returns {0} for a duplicate, else {1 added or 2 replaced, due ms}.
 var debounceScript = redis.NewScript(typeLua + wakeLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
@@ -179,6 +182,8 @@ if old then
   if ARGV[7] == '1' then due = tonumber(score) end
   redis.call('ZREM', KEYS[1], old)
   code = 2
+else
+  redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 end
 local ttl = tonumber(ARGV[5]) + math.max(due - tonumber(ARGV[6]), 0)
 redis.call('SET', KEYS[4], ARGV[2], 'PX', ttl)
@@ -195,7 +200,7 @@ func (q *Queue) enqueueDebounced(ctx context.Context, pr prepared) (added bool, 
 		keep = "1"
 	}
 	res, err := debounceScript.Run(ctx, q.p.Client(),
-		[]string{q.k.delayed, q.k.ready, q.k.wake, q.k.unique(pr.id), q.k.bell},
+		append([]string{q.k.delayed, q.k.ready, q.k.wake, q.k.unique(pr.id), q.k.bell}, q.k.endKeys(pr.id)...),
 		pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds(),
 		max(q.cfg.UniqueTTL.Milliseconds(), 1), q.cfg.Now().UnixMilli(), keep).Int64Slice()
 	if err != nil {

@@ -1,0 +1,123 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
+)
+
+// A reused ID is the new job's: the enqueue that takes the ID deletes the
+// result, progress, cancel and last error of the earlier job, so Wait and
+// Get never report the earlier job's end as the new job's. An earlier
+// job's dead letter, which stays, counts only while no job holds the ID.
+func TestReusedIDReportsTheNewJob(t *testing.T)        { testReusedID(t, miniPools) }
+func TestReusedIDReportsTheNewJob_Server(t *testing.T) { testReusedID(t, serverPools) }
+func TestReusedIDReportsTheNewJob_Cluster(t *testing.T) {
+	testReusedID(t, clusterPoolsOf(redistest.Cluster(t)))
+}
+
+func testReusedID(t *testing.T, pools poolsFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	h := func(ctx context.Context, j *Job) error {
+		if string(j.Payload) == "fail" {
+			return Permanent(errors.New("boom"))
+		}
+		if err := j.Progress(ctx, []byte("half")); err != nil {
+			return err
+		}
+		return j.SetResult(j.Payload)
+	}
+	pr := newCtlProcess(t, pools(t), "reuse", Config{})
+	q := pr.q
+	pr.work(t, h, WorkerConfig{ResultTTL: time.Hour})
+	notEnded := func(q *Queue, id string) {
+		t.Helper()
+		res, ended, err := q.ended(ctx, id)
+		require.NoError(t, err)
+		require.False(t, ended, "the new job %s has not ended (%q reported)", id, res)
+	}
+
+	// A result, then a new job of the ID waiting: not ended, no result.
+	_, err := q.Enqueue(ctx, []byte("first"), ID("r"))
+	require.NoError(t, err)
+	res, err := q.Wait(ctx, "r")
+	require.NoError(t, err)
+	require.Equal(t, "first", string(res))
+	testutil.Eventually(t, testutil.Wait, "the first job's ack (its ID free)", func() bool {
+		info, err := q.Get(ctx, "r")
+		return err == nil && info.State == StateDone
+	})
+	_, err = q.Enqueue(ctx, []byte("second"), ID("r"), Delay(time.Hour))
+	require.NoError(t, err)
+	info, err := q.Get(ctx, "r")
+	require.NoError(t, err)
+	require.Equal(t, StateDelayed, info.State)
+	require.Nil(t, info.Result, "the first job's result")
+	require.Nil(t, info.Progress, "the first job's progress")
+	notEnded(q, "r")
+
+	// Cancelled, then a third job of the ID: its own result, not the cancel.
+	require.NoError(t, q.Cancel(ctx, "r"))
+	_, err = q.Wait(ctx, "r")
+	require.ErrorIs(t, err, ErrCancelled)
+	_, err = q.Enqueue(ctx, []byte("third"), ID("r"))
+	require.NoError(t, err)
+	res, err = q.Wait(ctx, "r")
+	require.NoError(t, err)
+	require.Equal(t, "third", string(res))
+	testutil.Eventually(t, testutil.Wait, "the third job's ack (its ID free)", func() bool {
+		info, err := q.Get(ctx, "r")
+		return err == nil && info.State == StateDone
+	})
+	_, err = q.Enqueue(ctx, []byte("fourth"), ID("r"), Debounce(), Delay(time.Hour))
+	require.NoError(t, err)
+	notEnded(q, "r")
+
+	// A dead letter, then a new job of the ID: not ended while it waits;
+	// cancelled, it is reported cancelled, not dead.
+	_, err = q.Enqueue(ctx, []byte("fail"), ID("d"))
+	require.NoError(t, err)
+	_, err = q.Wait(ctx, "d")
+	require.ErrorIs(t, err, ErrJobDead)
+	_, err = q.Enqueue(ctx, []byte("again"), ID("d"), Delay(time.Hour))
+	require.NoError(t, err)
+	notEnded(q, "d")
+	require.NoError(t, q.Cancel(ctx, "d"))
+	_, err = q.Wait(ctx, "d")
+	require.ErrorIs(t, err, ErrCancelled)
+	info, err = q.Get(ctx, "d")
+	require.NoError(t, err)
+	require.Equal(t, StateCancelled, info.State)
+
+	// The same through every enqueue script that takes an ID: a payload
+	// kept apart, a partition, a bounded queue (Config.MaxLen).
+	bounded := newCtlProcess(t, pools(t), "reuseb", Config{MaxLen: 100})
+	bounded.work(t, h, WorkerConfig{ResultTTL: time.Hour})
+	for _, q := range []*Queue{q, bounded.q} {
+		for name, opts := range map[string][]EnqueueOption{"plain": nil, "partitioned": {Partition("p")}, "apart": nil} {
+			id := "x-" + name
+			payload := []byte(name)
+			if name == "apart" {
+				payload = make([]byte, inlineMax+1)
+			}
+			_, err = q.Enqueue(ctx, payload, append(opts, ID(id))...)
+			require.NoError(t, err, name)
+			_, err = q.Wait(ctx, id)
+			require.NoError(t, err, name)
+			testutil.Eventually(t, testutil.Wait, "the ack of "+id, func() bool {
+				info, err := q.Get(ctx, id)
+				return err == nil && info.State == StateDone
+			})
+			_, err = q.Enqueue(ctx, payload, append(opts, ID(id), Delay(time.Hour))...)
+			require.NoError(t, err, name)
+			notEnded(q, id)
+		}
+	}
+}
