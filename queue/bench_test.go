@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -346,6 +347,20 @@ func BenchmarkEnqueue(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+	})
+	// With the ID option: the script takes the ID and deletes what an
+	// earlier job of it left (keys.endKeys).
+	b.Run("single-with-ID", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			if _, err := q.Enqueue(ctx, payload, ID("bench-"+strconv.Itoa(i))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+		b.StopTimer()
+		_ = p.Client().FlushDB(ctx).Err()
 	})
 	batch := make([][]byte, 1000)
 	for i := range batch {
