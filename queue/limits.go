@@ -98,6 +98,11 @@ type limiter struct {
 	now                    func() time.Time
 	minRange, maxRange     string // ZREMRANGEBYLEX bounds of this incarnation's slots
 	consumerLo, consumerHi string // ZRANGEBYLEX bounds of every incarnation of this consumer ID
+	waiting                string // key: the consumers waiting for a slot (limitWaiting)
+
+	// waits: the last take was stopped by the concurrency limit, so this
+	// consumer is recorded as waiting for a slot (the fetcher's only).
+	waits bool
 }
 
 // The keys of a queue's limits, beside keys.go's.
@@ -112,6 +117,15 @@ func (k keys) limitRateOf(scale, step, burst int64) string {
 	return k.limitRate() + ":" + strconv.FormatInt(scale, 10) + ":" + strconv.FormatInt(step, 10) + ":" + strconv.FormatInt(burst, 10)
 }
 func (k keys) limitPart() string { return k.tag + ":limit:parts" }
+
+// limitWaiting is the sorted set of the consumers that wait for a slot of
+// the concurrency limit: member a consumer incarnation's slot prefix,
+// score its limit. A take the limit stopped adds its consumer, the
+// consumer's next take removes it, and so do its drain and the sweep of a
+// dead consumer. A release that leaves fewer slots held than the lowest
+// score rings the doorbell (limitReleaseLua): processes that disagree on
+// the limit would otherwise miss the release of one with a wider limit.
+func (k keys) limitWaiting() string { return k.tag + ":limit:waiting" }
 
 // slotPrefix is the start of the members of one consumer incarnation's
 // slots. A slot is <consumer ID> NUL <token> NUL <list> NUL <element>:
@@ -133,7 +147,7 @@ func newLimiter(w *Worker, token string) *limiter {
 	if !l.limiting() {
 		return nil
 	}
-	lim := &limiter{conc: l.Concurrency, pconc: l.PartitionConcurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), pheld: w.q.k.limitPart(), now: w.limitNow}
+	lim := &limiter{conc: l.Concurrency, pconc: l.PartitionConcurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), pheld: w.q.k.limitPart(), waiting: w.q.k.limitWaiting(), now: w.limitNow}
 	if l.Rate > 0 {
 		lim.scale, lim.step, _, _ = gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst))
 		lim.burst = int64(l.Burst)
@@ -148,14 +162,16 @@ func newLimiter(w *Worker, token string) *limiter {
 
 // takeLimited is the take of a limited queue (limitTakeScript, its
 // allow-oom twin at maxmemory, as Worker.take). wait is how long until the
-// rate allows the next job, when the rate stopped the take.
+// rate allows the next job, when the rate stopped the take. ks are the
+// take's keys up to the level lists; the waiting set follows them.
 func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string, n int) (elems []string, wait time.Duration, err error) {
 	lim := w.lim
 	now := ""
 	if lim.now != nil {
 		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
 	}
-	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc}
+	ks = append(ks, lim.waiting)
+	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, boolArg(lim.waits)}
 	var reply []string
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		reply, err = limitTakeScript.Run(ctx, c, ks, args...).StringSlice()
@@ -163,23 +179,32 @@ func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string,
 			if err == nil {
 				w.setAtLimit(false)
 			}
-			return splitTake(reply, err)
+			return lim.splitTake(reply, err)
 		}
 		w.setAtLimit(true)
 	}
 	reply, err = limitTakeAtLimitScript.Run(ctx, c, ks, args...).StringSlice()
-	elems, wait, err = splitTake(reply, err)
+	elems, wait, err = lim.splitTake(reply, err)
 	w.mem.fetched.Add(uint64(len(elems)))
 	return elems, wait, err
 }
 
-// splitTake splits limitTakeScript's reply.
-func splitTake(reply []string, err error) ([]string, time.Duration, error) {
+// splitTake splits limitTakeScript's reply, and notes whether the take
+// recorded its consumer as waiting for a slot (a wait of "c"). A take that
+// failed leaves that as it was: it may or may not have run.
+func (lim *limiter) splitTake(reply []string, err error) ([]string, time.Duration, error) {
 	if err != nil {
+		if !errors.As(err, new(redis.Error)) {
+			lim.waits = true // no reply: it may have run either way, and the next take says
+		}
 		return nil, 0, err
 	}
 	if len(reply) == 0 {
 		return nil, 0, errors.New("queue: the limited take script replied nothing")
+	}
+	lim.waits = reply[0] == "c"
+	if lim.waits {
+		return reply[1:], 0, nil
 	}
 	us, perr := strconv.ParseInt(reply[0], 10, 64)
 	if perr != nil {
@@ -217,7 +242,7 @@ func (l *limiter) counts() bool { return l != nil && (l.conc > 0 || l.pconc > 0)
 // releaseKeys are the KEYS of limitReleaseScript.
 func (w *Worker) releaseKeys() []string {
 	k := w.q.k
-	return k.withLevels(k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart())
+	return append(k.withLevels(k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart()), k.limitWaiting())
 }
 
 // releaseChunk bounds the slots one release call gives back (Lua's unpack
@@ -283,9 +308,30 @@ func (w *Worker) releaseStale(ctx context.Context, previousLife bool) error {
 	lo, hi := lexRange(w.c.ID() + "\x00")
 	prefix := slotPrefix(w.c.ID(), w.node.token)
 	c := w.q.p.Background()
-	members, err := c.ZRangeByLex(ctx, w.q.k.limitHeld(), &redis.ZRangeBy{Min: lo, Max: hi}).Result()
-	if err != nil {
+	pipe := c.Pipeline()
+	heldCmd := pipe.ZRangeByLex(ctx, w.q.k.limitHeld(), &redis.ZRangeBy{Min: lo, Max: hi})
+	var waitCmd *redis.StringSliceCmd
+	if previousLife {
+		// A previous life waiting for a slot is not waited for any more:
+		// read with the slots, in the same round trip.
+		waitCmd = pipe.ZRange(ctx, w.q.k.limitWaiting(), 0, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return err
+	}
+	members := heldCmd.Val()
+	if waitCmd != nil {
+		var gone []any
+		for _, m := range waitCmd.Val() {
+			if strings.HasPrefix(m, w.c.ID()+"\x00") && m != prefix {
+				gone = append(gone, m)
+			}
+		}
+		if len(gone) > 0 {
+			if err := c.ZRem(ctx, w.q.k.limitWaiting(), gone...).Err(); err != nil {
+				return err
+			}
+		}
 	}
 	var stale []any
 	for _, m := range members {

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -103,14 +104,20 @@ const partMayDefault = "local function partMay(key) return true end"
 // sleeps to the instant it returns). Its reply is {wait, elements...}: wait
 // is "0", or the µs until the rate allows the next job when the rate
 // stopped it.
+//
+// A take that the concurrency limit stopped while jobs wait records its
+// consumer as waiting for a slot (limitWaitLua), and its reply's wait is
+// "c"; the next take of a consumer that waited ("1" in ARGV[9]) records it
+// waiting no more, whatever it finds.
 // KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag,
 // held, rate, partition slots, the level ready lists (levels.go: served
-// first, highest first, within the queue's limits).
+// first, highest first, within the queue's limits), waiting.
 // ARGV: n, slot prefix (consumer ID, NUL, token, NUL), concurrency (0:
 // none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
-// per-partition concurrency (0: none).
+// per-partition concurrency (0: none), "1" when this consumer waited.
 var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua +
 	strings.Replace(partTakeLua, partMayDefault, limitPartMayLua, 1) + `
+local waitingKey = ` + strconv.Itoa(11+MaxLevel) + `
 local marker = '` + wakeMarker + `'
 -- ONE EXISTS: the paused flag once, the fair set twice, each level list
 -- four times (levels.go).
@@ -205,6 +212,12 @@ elseif stop == nil or stop == 'budget' then
     redis.call('ZADD', KEYS[3], 0, '1')
   end
 end
+if stop == 'conc' then
+  redis.call('ZADD', KEYS[waitingKey], conc, prefix)
+  out[1] = 'c'
+elseif ARGV[9] == '1' then
+  redis.call('ZREM', KEYS[waitingKey], prefix)
+end
 return out
 `
 
@@ -217,23 +230,31 @@ var (
 // Three forms name the slots: 'elems' (the slots of this prefix for these
 // elements: an outcome's), 'members' (the members themselves), 'range'
 // (every member in the lex range [min, max): all the slots of one
-// consumer incarnation). When it freed a slot of a full set or of a full
-// partition (ARGV[2], the queue's limit, and ARGV[3], the partitions'; 0:
-// whatever the count) and jobs wait, it rings the doorbell, so one
-// consumer waiting at the limit takes the next (a take that leaves room
-// and jobs rings on for the others). A release below the limits rings
-// nothing: nobody waits for it, and a ring per job would cost a wake-up
-// and a take per job.
+// consumer incarnation, which waits for a slot no more either). When jobs
+// wait and it freed a slot that someone may now take, it rings the
+// doorbell, so one consumer waiting at the limit takes the next (a take
+// that leaves room and jobs rings on for the others): a slot of a full set
+// or of a full partition by the releasing process's limits (ARGV[2], the
+// queue's, and ARGV[3], the partitions'; 0: whatever the count), or one
+// that leaves the set below the tightest limit of the consumers waiting
+// for a slot (the waiting set, limitWaitLua: processes that disagree on
+// the limit each admit by their own, so one with a tighter limit than the
+// releaser's waits for a count that the releaser's limit says nothing
+// about). A release below all of them rings nothing: nobody waits for it,
+// and a ring per job would cost a wake-up and a take per job; it costs one
+// read of the waiting set.
 // KEYS: held, ready, bell, fair, partition slots, the level ready lists
-// (levels.go).
+// (levels.go), waiting.
 // ARGV: 'elems', limit, partition limit, prefix, elements... | 'members',
 // limit, partition limit, members... | 'range', limit, partition limit,
 // min, max. Returns how many slots it freed.
-const limitReleaseLua = partLua + `
+var limitReleaseLua = partLua + `
+local waitingKey = ` + strconv.Itoa(6+MaxLevel) + `
 local conc, pconc = tonumber(ARGV[2]), tonumber(ARGV[3])
 local members = {}
 if ARGV[1] == 'range' then
   members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[4], ARGV[5])
+  redis.call('ZREM', KEYS[waitingKey], string.sub(ARGV[4], 2))
 elseif ARGV[1] == 'elems' then
   for i = 5, #ARGV do
     local key = pconc > 0 and partOf(ARGV[i])
@@ -259,8 +280,16 @@ end
 for i = 1, #plain, 1000 do
   n = n + redis.call('ZREM', KEYS[1], unpack(plain, i, math.min(i + 999, #plain)))
 end
-if n > 0 and (conc == 0 or redis.call('ZCARD', KEYS[1]) + n >= conc) then ring = true end
-if ring and redis.call('EXISTS', KEYS[2], KEYS[4], unpack(KEYS, 6)) > 0 then
+if n > 0 and not ring then
+  local left = conc > 0 and redis.call('ZCARD', KEYS[1])
+  if conc == 0 or left + n >= conc then
+    ring = true
+  else
+    local tightest = redis.call('ZRANGE', KEYS[waitingKey], 0, 0, 'WITHSCORES')
+    ring = #tightest > 0 and left < tonumber(tightest[2])
+  end
+end
+if ring and redis.call('EXISTS', KEYS[2], KEYS[4], unpack(KEYS, 6, waitingKey - 1)) > 0 then
   redis.call('ZADD', KEYS[3], 0, '1')
 end
 return n

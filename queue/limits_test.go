@@ -69,9 +69,12 @@ func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
 		rate = l.k.limitRate()
 	}
 	reply, err := limitTakeScript.Run(context.Background(), l.rdb,
-		[]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.fair(), l.k.partLen(), l.k.partTag(), l.k.limitHeld(), rate, l.k.limitPart(), l.k.levels[0], l.k.levels[1], l.k.levels[2]},
+		append([]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.fair(), l.k.partLen(), l.k.partTag(), l.k.limitHeld(), rate, l.k.limitPart()}, append(l.k.levels, l.k.limitWaiting())...),
 		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst, l.pconc).StringSlice()
 	require.NoError(l.t, err)
+	if reply[0] == "c" { // stopped by the concurrency limit: waits for a slot
+		return 0, reply[1:]
+	}
 	wait, err = strconv.ParseInt(reply[0], 10, 64)
 	require.NoError(l.t, err)
 	return wait, reply[1:]
@@ -82,7 +85,7 @@ func (l limitTake) release(elems ...string) int64 {
 	for _, e := range elems {
 		args = append(args, e)
 	}
-	n, err := limitReleaseScript.Run(context.Background(), l.rdb, l.k.withLevels(l.k.limitHeld(), l.k.ready, l.k.bell, l.k.fair(), l.k.limitPart()), args...).Int64()
+	n, err := limitReleaseScript.Run(context.Background(), l.rdb, append(l.k.withLevels(l.k.limitHeld(), l.k.ready, l.k.bell, l.k.fair(), l.k.limitPart()), l.k.limitWaiting()), args...).Int64()
 	require.NoError(l.t, err)
 	return n
 }
