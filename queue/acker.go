@@ -41,6 +41,16 @@ type ackOp struct {
 	deadKeys []string // ackDead: built once, so a resend writes the same record
 	deadArgs []any
 
+	// What a resend leaves out, because a pipeline wrote it already:
+	// besideSent, the writes that go before the outcome's own (its last
+	// error, progress and result: plain SETs and DELs, which went through
+	// though the outcome's script was refused, say with NOSCRIPT);
+	// written, the outcome itself with its wake-up of waiters, when only
+	// the release of its slot of a concurrency limit failed (limits.go).
+	// Every write of an outcome happens once: a resend is not a replay.
+	besideSent bool
+	written    bool
+
 	x     *outcomeExtra // its last error and hook, if any (hooks.go)
 	extra *ackExtra     // result, progress, wake-up of waiters (result.go)
 }
@@ -196,13 +206,25 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	c := w.q.p.Background()
 	pipe := c.Pipeline()
 	cmds := make([]redis.Cmder, len(ops))
+	var beside []redis.Cmder // the writes before the outcomes', op i's from besideAt[i]
+	besideAt := make([]int, len(ops)+1)
 	var extras ctlExtras
 	for i := range ops {
-		w.queueLastErr(ctx, pipe, &ops[i])
-		extras.before(ctx, w, pipe, &ops[i])
-		cmds[i] = w.queueOutcome(ctx, pipe, &ops[i])
-		extras.after(ctx, w, pipe, &ops[i])
+		op := &ops[i]
+		besideAt[i] = len(beside)
+		if op.written {
+			continue // only its release is left (queueRelease)
+		}
+		if !op.besideSent {
+			if cmd := w.queueLastErr(ctx, pipe, op); cmd != nil {
+				beside = append(beside, cmd)
+			}
+			beside = extras.before(ctx, w, pipe, op, beside)
+		}
+		cmds[i] = w.queueOutcome(ctx, pipe, op)
+		extras.after(ctx, w, pipe, op)
 	}
+	besideAt[len(ops)] = len(beside)
 	rels := w.queueRelease(ctx, pipe, ops) // limits.go: none without a concurrency limit
 	gone := goneJobs(ops)
 	drained := w.q.drainHook(ctx, pipe, gone)
@@ -211,12 +233,34 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 	extras.done(ctx, w, c)
 	relErr := releaseFailed(rels)
 	for i, op := range ops {
+		if op.written {
+			// A release alone, sent again: giving back a slot already
+			// given back frees nothing, so it may be sent any number of
+			// times.
+			switch {
+			case relErr == nil:
+			case redis.HasErrorPrefix(relErr, "NOSCRIPT"):
+				noScript = append(noScript, op)
+			default:
+				failed = append(failed, w.releaseOnlyFailed(op, relErr))
+			}
+			continue
+		}
+		op.besideSent = op.besideSent || cmdsOK(beside[besideAt[i]:besideAt[i+1]])
 		err := cmds[i].Err()
 		if err == nil && relErr != nil && holdsSlot(op) {
 			// The outcome is written and its slot maybe not given back:
-			// send both again, the outcome as a resend (which finds its
-			// job gone and counts as written).
-			err, op.resent = relErr, true
+			// the outcome counts as written now (its hook, its counts),
+			// and only the release is sent again, never the outcome's
+			// writes (a result, a retry, a dead letter, a wake-up).
+			w.written(op, cmdInt(cmds[i]))
+			op.written = true
+			if redis.HasErrorPrefix(relErr, "NOSCRIPT") {
+				noScript = append(noScript, op)
+			} else {
+				failed = append(failed, w.releaseOnlyFailed(op, relErr))
+			}
+			continue
 		}
 		switch {
 		case err == nil:
@@ -228,6 +272,16 @@ func (w *Worker) flushOnce(ctx context.Context, ops []ackOp) (failed, noScript [
 		}
 	}
 	return failed, noScript
+}
+
+// cmdsOK reports whether every command of cmds succeeded.
+func cmdsOK(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // queueOutcome adds the write of one outcome to pipe. A dead-lettering
@@ -269,6 +323,14 @@ func (w *Worker) writeFailed(op ackOp, err error) ackOp {
 	}
 	w.st.ackErrors.Add(1)
 	w.log.Warn("queue: writing an outcome failed; will retry", "job", op.id, "err", err)
+	return op
+}
+
+// releaseOnlyFailed records the failed release of the slot of an outcome
+// that is written, and returns it to be tried again (the release alone).
+func (w *Worker) releaseOnlyFailed(op ackOp, err error) ackOp {
+	w.st.ackErrors.Add(1)
+	w.log.Warn("queue: giving back a concurrency limit slot failed; will retry", "job", op.id, "err", err)
 	return op
 }
 

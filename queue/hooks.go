@@ -87,17 +87,19 @@ func (w *Worker) extend(op *ackOp, d delivery, job *Job, err error, ran, timeout
 // its last error: SET with a TTL for a retry (the failed run's error, which
 // Queue.Get reports while the job waits), DEL for a success or a dead
 // letter of a job that failed before. Same pipeline, no round trip of its
-// own; its failure is not retried (the text is informative only).
-func (w *Worker) queueLastErr(ctx context.Context, pipe redis.Pipeliner, op *ackOp) {
+// own; its failure is not retried (the text is informative only). It
+// returns the command added, if any.
+func (w *Worker) queueLastErr(ctx context.Context, pipe redis.Pipeliner, op *ackOp) redis.Cmder {
 	if op.x == nil || op.id == "" {
-		return
+		return nil
 	}
 	switch {
 	case op.x.lastErr != "":
-		pipe.Set(ctx, w.q.k.lastErr(op.id), op.x.lastErr, op.x.errTTL)
+		return pipe.Set(ctx, w.q.k.lastErr(op.id), op.x.lastErr, op.x.errTTL)
 	case op.x.clearErr:
-		pipe.Del(ctx, w.q.k.lastErr(op.id))
+		return pipe.Del(ctx, w.q.k.lastErr(op.id))
 	}
+	return nil
 }
 
 // callHook calls the outcome's hook, on the acker's goroutine, once Redis

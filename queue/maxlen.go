@@ -426,7 +426,7 @@ func (q *Queue) boundedStats(s *Stats, refused *redis.StringCmd) {
 func goneJobs(ops []ackOp) int {
 	n := 0
 	for _, op := range ops {
-		if op.kind == ackDone || op.kind == ackDead {
+		if (op.kind == ackDone || op.kind == ackDead) && !op.written {
 			n++
 		}
 	}

@@ -92,18 +92,20 @@ type ctlExtras struct {
 	ids      []string
 }
 
-// before adds what goes before op's write: its progress and result.
-func (x *ctlExtras) before(ctx context.Context, w *Worker, pipe redis.Pipeliner, op *ackOp) {
+// before adds what goes before op's write: its progress and result. It
+// appends the commands added to cmds.
+func (x *ctlExtras) before(ctx context.Context, w *Worker, pipe redis.Pipeliner, op *ackOp, cmds []redis.Cmder) []redis.Cmder {
 	e := op.extra
 	if e == nil {
-		return
+		return cmds
 	}
 	if e.progress != nil {
-		pipe.Set(ctx, w.q.k.progress(op.id), e.progress, progressTTL)
+		cmds = append(cmds, pipe.Set(ctx, w.q.k.progress(op.id), e.progress, progressTTL))
 	}
 	if e.storeResult {
-		pipe.Set(ctx, w.q.k.result(op.id), e.result, w.cfg.ResultTTL)
+		cmds = append(cmds, pipe.Set(ctx, w.q.k.result(op.id), e.result, w.cfg.ResultTTL))
 	}
+	return cmds
 }
 
 // after adds what goes after op's write: the wake-up of its waiters.
