@@ -245,6 +245,14 @@ func (m *lane) stop() {
 	l.regive()
 }
 
+// usable returns how many shared slots m holds or is granted: as many
+// handlers as its worker can keep busy now (handlers.go).
+func (m *lane) usable() int {
+	m.l.mu.Lock()
+	defer m.l.mu.Unlock()
+	return m.held + m.granted
+}
+
 // isAsking reports whether m asks.
 func (m *lane) isAsking() bool {
 	m.l.mu.Lock()
@@ -306,7 +314,15 @@ func (f *fetcher) grantSlot() bool {
 	if f.w.lane == nil {
 		return true
 	}
-	if f.w.lane.acquire(f.ctx, func() { f.w.handOnStarved(f.ctx) }) {
+	if f.w.lane.acquire(f.ctx, func() {
+		// Starved: its own slot is free, and the shared ones are held by
+		// other workers (or granted by Priority and Weight): a state of
+		// its own, apart from "waiting for a free slot" (all its own
+		// busy).
+		f.w.st.fetchState.Store(fetcherWaitingForShared)
+		f.w.trimHandlers() // handlers.go: its idle handlers beyond its share go
+		f.w.handOnStarved(f.ctx)
+	}) {
 		return true
 	}
 	<-f.w.slots
@@ -335,6 +351,7 @@ func (w *Worker) settleShared(held, taken int) {
 	if taken < held {
 		w.lane.stop()
 		w.lane.release(held - taken)
+		w.trimHandlers() // handlers.go: its idle handlers beyond its share go
 	}
 }
 

@@ -87,11 +87,12 @@ type Worker struct {
 	node  *node  // the consumer's heartbeat the worker is attached to, once started
 	sched *scheduler
 
-	slots  chan struct{} // one token per job held (fetched and not yet finished)
-	lane   *lane         // its share of WorkerConfig.Slots, nil without (slots.go)
-	wakeCh chan struct{} // the hub saw the queue's doorbell ring (buffered 1)
-	jobs   chan delivery // fetched jobs waiting for a handler
-	acks   chan ackOp    // outcomes waiting for the acker
+	slots    chan struct{} // one token per job held (fetched and not yet finished)
+	lane     *lane         // its share of WorkerConfig.Slots, nil without (slots.go)
+	handlers *handlerPool  // its handlers, started on demand, with a lane (handlers.go); nil: Concurrency fixed ones
+	wakeCh   chan struct{} // the hub saw the queue's doorbell ring (buffered 1)
+	jobs     chan delivery // fetched jobs waiting for a handler
+	acks     chan ackOp    // outcomes waiting for the acker
 
 	mu       sync.Mutex
 	inflight map[string]struct{} // elements in our processing list, until acked
@@ -146,10 +147,11 @@ const (
 	fetcherBackingOff
 	fetcherStopped
 	fetcherWaitingAtLimit
-	fetcherWaitingForRate // limits.go
+	fetcherWaitingForRate   // limits.go
+	fetcherWaitingForShared // slots.go: its own slot is free, the shared ones are not
 )
 
-var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory", "waiting: the queue's rate limit"}
+var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory", "waiting: the queue's rate limit", "waiting for a shared slot"}
 
 // NewWorker validates cfg and returns a worker for q running h, on the
 // process's consumer c, whose namespace must be q's. It does not talk to
@@ -274,17 +276,23 @@ func (w *Worker) Start(g *lifecycle.Group) error {
 	}
 	// From here on the acker cleans up, once stopping is closed.
 	fail := func(err error) error {
-		w.stopOnce.Do(func() { close(w.stopping) })
+		w.stopOnce.Do(w.stop)
 		return w.q.errorf("Start: %w", err)
 	}
-	w.handlersLeft.Store(int32(w.cfg.Concurrency))
-	for i := range w.cfg.Concurrency {
-		if err := g.Go(name+"handler "+strconv.Itoa(i), w.handleLoop); err != nil {
-			if w.handlersLeft.Add(-int32(w.cfg.Concurrency-i)) == 0 {
-				close(w.handlersDone)
+	if w.lane != nil {
+		// Handlers on demand, as many as the shared slots it holds
+		// (handlers.go).
+		w.handlers = &handlerPool{g: g, name: name + "handler", quit: make(chan struct{}, w.cfg.Concurrency)}
+	} else {
+		w.handlersLeft.Store(int32(w.cfg.Concurrency))
+		for i := range w.cfg.Concurrency {
+			if err := g.Go(name+"handler "+strconv.Itoa(i), w.handleLoop); err != nil {
+				if w.handlersLeft.Add(-int32(w.cfg.Concurrency-i)) == 0 {
+					close(w.handlersDone)
+				}
+				close(w.schedGone)
+				return fail(err)
 			}
-			close(w.schedGone)
-			return fail(err)
 		}
 	}
 	if err := g.Go(name+"scheduler", w.sched.loop); err != nil {
@@ -412,7 +420,7 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 	// be held up (a slow flush), the end of the Close context still
 	// cancels them.
 	defer func() { context.AfterFunc(lifecycle.CloseContext(ctx), w.hardCancel) }()
-	defer w.stopOnce.Do(func() { close(w.stopping) })
+	defer w.stopOnce.Do(w.stop)
 	defer w.st.fetchState.Store(fetcherStopped)
 	defer w.leaveLanes() // stop asking for shared slots (slots.go)
 
@@ -461,6 +469,12 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// stop begins the drain: the fetcher has stopped (or never started).
+func (w *Worker) stop() {
+	close(w.stopping)
+	w.handlersStopped() // handlers.go
 }
 
 // handOnRing runs when the fetcher stops: it leaves the hub, and a ring the
@@ -771,7 +785,7 @@ func (w *Worker) dispatch(ctx context.Context, d delivery) {
 		w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
 		op = ackOp{kind: ackDead, elem: elem, id: env.id, unique: env.unique, reason: reason, attempts: env.attempt, deadID: env.id}
 	default:
-		w.jobs <- d
+		w.handOver(d) // handlers.go
 		return
 	}
 	if op.kind == ackDead {
@@ -1025,7 +1039,7 @@ func (w *Worker) Stats() WorkerStats {
 // BlockTimeout plus slack. A health check can call it.
 func (w *Worker) FetcherAlive(slack time.Duration) bool {
 	switch w.st.fetchState.Load() {
-	case fetcherWaitingForSlot, fetcherWaitingForRate:
+	case fetcherWaitingForSlot, fetcherWaitingForRate, fetcherWaitingForShared:
 		return true
 	case fetcherBlocking, fetcherBackingOff, fetcherWaitingAtLimit:
 		last := w.st.lastFetch.Load()
