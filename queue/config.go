@@ -175,6 +175,8 @@ const (
 type WorkerConfig struct {
 	// Concurrency is the number of handler goroutines, and the most jobs the
 	// worker holds at once (it never fetches more than it can run). Default 10.
+	// With Slots, handler goroutines start with the jobs, as many as the
+	// shared slots the worker holds, at most Concurrency.
 	Concurrency int
 	// BlockTimeout bounds one BZPOPMIN of the Consumer's fetch hub (the
 	// shortest of its workers' is used): the hub blocks in Redis on the
