@@ -20,7 +20,15 @@ func (a *acker) drain() error {
 	a.takeAll()
 	if len(a.pending) > 0 {
 		if failed := w.flush(a.opCtx, a.pending); len(failed) > 0 {
-			w.log.Error("queue: could not write outcomes before the deadline; those jobs go back to the ready list", "count", len(failed))
+			jobs := 0
+			for _, op := range failed {
+				if !op.written { // else only its slot's release failed: finish gives every slot back
+					jobs++
+				}
+			}
+			if jobs > 0 {
+				w.log.Error("queue: could not write outcomes before the deadline; those jobs go back to the ready list", "count", jobs)
+			}
 		}
 	}
 	// The scheduler hands its knowledge of delayed jobs over before the
