@@ -192,7 +192,7 @@ func (q *Queue) enqueueDurable(ctx context.Context, pr prepared) (string, error)
 	if !added {
 		return pr.id, q.errorf("enqueue %s: %w", pr.id, ErrDuplicate)
 	}
-	if !pr.due.IsZero() && !q.bounded() { // boundedReply told them
+	if !pr.due.IsZero() && !q.bounded() && pr.part == "" { // boundedReply and partReply told them
 		q.notifyDelayed(pr.due)
 	}
 	return pr.id, q.replicated(pr, wait)
@@ -210,6 +210,9 @@ func (q *Queue) sendDurable(ctx context.Context, pr prepared, eval bool) (write 
 		return s.EvalSha(ctx, pipe, keys, args...)
 	}
 	switch {
+	case pr.part != "": // the payload is inline: no MULTI (parts.go)
+		ks, args, _ := q.partArgs([]prepared{pr}, q.partBounds(false))
+		write = run(partEnqueueScript, ks, args...)
 	case q.bounded(): // the payload is inline: no MULTI
 		ks, args, _ := q.boundedArgs([]prepared{pr}, false)
 		write = run(boundedScript, ks, args...)
@@ -229,6 +232,13 @@ func (q *Queue) sendDurable(ctx context.Context, pr prepared, eval bool) (write 
 // durableAdded reads a durable write's reply: added is false for a
 // duplicate.
 func (q *Queue) durableAdded(write redis.Cmder, pr prepared) (added bool, err error) {
+	if pr.part != "" {
+		res, err := q.partReply(write.(*redis.Cmd), []prepared{pr})
+		if err != nil {
+			return false, err
+		}
+		return res[0], nil
+	}
 	if q.bounded() {
 		res, err := q.boundedReply(write.(*redis.Cmd), []prepared{pr})
 		if err != nil {

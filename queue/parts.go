@@ -112,8 +112,6 @@ func checkPartition(o *enqueueOpts) error {
 	switch {
 	case o.part == "":
 		return nil
-	case o.durable.replicas > 0:
-		return errors.New("queue: the Partition option cannot be combined with Durable")
 	case o.debounce != noDebounce:
 		return errors.New("queue: the Partition option cannot be combined with Debounce or ReplacePayload")
 	case o.wait:
@@ -380,25 +378,56 @@ func (q *Queue) partKeys() []string { return []string{q.k.fair(), q.k.partLen(),
 
 // enqueueParts writes partitioned jobs (all in one script call, their
 // payloads kept apart written by an HSET in the same MULTI) and reports
-// which were added (false: a duplicate ID).
-func (q *Queue) enqueueParts(ctx context.Context, prs []prepared) ([]bool, error) {
-	c := q.p.Client()
-	ks := q.k.withLevels(q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
+// which were added (false: a duplicate ID). With wait, a refusal marks the
+// producers as waiting (wait.go).
+func (q *Queue) enqueueParts(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
+	return q.enqueuePartsUnder(ctx, prs, q.partBounds(wait))
+}
+
+// partBounds are the bounds partEnqueueScript checks a producer's jobs
+// against: the queue's, or none (noPartBounds: a schedule's occurrence,
+// cron.go). wait marks the producers as waiting when refused (wait.go).
+type partBounds struct {
+	maxParts, maxPartLen, maxLen int64
+	wait                         bool
+}
+
+func (q *Queue) partBounds(wait bool) partBounds {
+	return partBounds{int64(q.cfg.MaxPartitions), int64(q.cfg.MaxPartitionLen), int64(q.cfg.MaxLen), wait}
+}
+
+// noPartBounds: a partition count no queue reaches, no length limits.
+var noPartBounds = partBounds{maxParts: 1 << 53}
+
+func (q *Queue) enqueuePartsUnder(ctx context.Context, prs []prepared, b partBounds) ([]bool, error) {
+	ks, args, apart := q.partArgs(prs, b)
+	var cmd *redis.Cmd
+	if apart {
+		cmd = q.runApart(ctx, q.p.Client(), partEnqueueScript, prs, ks, args...)
+	} else {
+		cmd = partEnqueueScript.Run(ctx, q.p.Client(), ks, args...)
+	}
+	return q.partReply(cmd, prs)
+}
+
+// partArgs builds the KEYS and ARGV of partEnqueueScript, and reports
+// whether a payload is kept apart (to be written by an HSET first).
+func (q *Queue) partArgs(prs []prepared, b partBounds) (ks []string, args []any, apart bool) {
+	ks = q.k.withLevels(q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
 		q.k.drainKey(), q.k.waitersKey())
-	args := make([]any, 0, 6+5*len(prs))
-	args = append(args, q.cfg.MaxPartitions, q.cfg.MaxPartitionLen, q.cfg.MaxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due))
-	apart := false
+	args = make([]any, 0, 6+5*len(prs))
+	args = append(args, b.maxParts, b.maxPartLen, b.maxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due))
 	for _, pr := range prs {
 		ks, args = q.appendJob(ks, args, pr)
 		args = append(args, pr.part)
 		apart = apart || pr.ref != ""
 	}
-	var cmd *redis.Cmd
-	if apart {
-		cmd = q.runApart(ctx, c, partEnqueueScript, prs, ks, args...)
-	} else {
-		cmd = partEnqueueScript.Run(ctx, c, ks, args...)
-	}
+	return ks, args, apart
+}
+
+// partReply reads partEnqueueScript's reply for prs, and tells this
+// process's schedulers about the delayed jobs it added.
+func (q *Queue) partReply(cmd *redis.Cmd, prs []prepared) ([]bool, error) {
 	res, err := cmd.Slice()
 	if err != nil {
 		return nil, err

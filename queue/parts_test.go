@@ -195,7 +195,6 @@ func TestPartitionOptionErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "queue: Partition")
 	}
 	for name, opt := range map[string]EnqueueOption{
-		"Durable":     Durable(1, time.Second),
 		"WaitForRoom": WaitForRoom(),
 	} {
 		_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), opt)
