@@ -92,7 +92,7 @@ func (k keys) withLevels(ks ...string) []string {
 // promoteScript: KEYS[8..10]).
 
 func (k keys) takeKeys(proc string) []string {
-	return k.withLevels(k.ready, proc, k.bell, k.paused, k.fair(), k.partLen(), k.partTag())
+	return append(k.withLevels(k.ready, proc, k.bell, k.paused, k.fair(), k.partLen(), k.partTag()), k.partWaiters())
 }
 
 func (k keys) promoteKeys() []string {

@@ -170,8 +170,8 @@ func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string,
 	if lim.now != nil {
 		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
 	}
-	ks = append(ks, lim.waiting)
-	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, boolArg(lim.waits)}
+	ks = append(ks, lim.waiting, w.q.k.partWaiters())
+	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, boolArg(lim.waits), w.q.k.roomChannel()}
 	var reply []string
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		reply, err = limitTakeScript.Run(ctx, c, ks, args...).StringSlice()

@@ -111,11 +111,13 @@ const partMayDefault = "local function partMay(key) return true end"
 // waiting no more, whatever it finds.
 // KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag,
 // held, rate, partition slots, the level ready lists (levels.go: served
-// first, highest first, within the queue's limits), waiting.
+// first, highest first, within the queue's limits), waiting, the
+// partition waiters (parts_wait.go: always the last key).
 // ARGV: n, slot prefix (consumer ID, NUL, token, NUL), concurrency (0:
 // none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
-// per-partition concurrency (0: none), "1" when this consumer waited.
-var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua +
+// per-partition concurrency (0: none), "1" when this consumer waited, the
+// room channel (partWake: always the last argument).
+var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua + partWaitLua +
 	strings.Replace(partTakeLua, partMayDefault, limitPartMayLua, 1) + `
 local waitingKey = ` + strconv.Itoa(11+MaxLevel) + `
 local marker = '` + wakeMarker + `'
@@ -157,6 +159,7 @@ if flagged % 4 >= 2 then
   if want > 0 and bytes < budget then
     local dry
     bytes, dry = takePart(got, want, bytes, budget)
+    partWake(got, 1, KEYS[#KEYS], KEYS[6], ARGV[#ARGV])
     if dry then stop = 'dry' end
   end
   for _, v in ipairs(got) do

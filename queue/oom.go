@@ -229,7 +229,7 @@ const atLimitProbe = time.Second
 // an empty list, so its success means Redis accepts writes again.
 func (w *Worker) take(ctx context.Context, c redis.Scripter, ks []string, n int) ([]string, error) {
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
-		elems, err := takeScript.Run(ctx, c, ks, n).StringSlice()
+		elems, err := takeScript.Run(ctx, c, ks, n, w.q.k.roomChannel()).StringSlice()
 		if !isOOM(err) {
 			if err == nil || errors.Is(err, redis.Nil) {
 				w.setAtLimit(false)
@@ -238,7 +238,7 @@ func (w *Worker) take(ctx context.Context, c redis.Scripter, ks []string, n int)
 		}
 		w.setAtLimit(true)
 	}
-	elems, err := takeAtLimitScript.Run(ctx, c, ks, n).StringSlice()
+	elems, err := takeAtLimitScript.Run(ctx, c, ks, n, w.q.k.roomChannel()).StringSlice()
 	w.mem.fetched.Add(uint64(len(elems)))
 	return elems, err
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -55,4 +57,269 @@ func TestPartitionDurable(t *testing.T) {
 	require.Equal(t, "2", on(master, "ZCARD", q.k.fair()))
 	checkPartCounts(t, q)
 	require.ElementsMatch(t, []string{"now", "alone"}, takeFor(t, q, "c1", 10))
+}
+
+// startedParts returns a started queue whose waiters never recheck on
+// their own: only a wake-up moves them.
+func startedParts(t *testing.T, np newPoolFunc, name string, cfg Config) *Queue {
+	t.Helper()
+	q := mustQueue(t, np(t, pool.Config{}), name, cfg)
+	q.recheck = time.Hour
+	require.NoError(t, q.Start(group(t)))
+	testutil.Eventually(t, testutil.Wait, "the room subscriber", func() bool { return q.room.Load().subscribed.Load() })
+	return q
+}
+
+func waitingPartEnqueue(q *Queue, ctx context.Context, payload, part string) <-chan enqueueResult {
+	done := make(chan enqueueResult, 1)
+	go func() {
+		id, err := q.Enqueue(ctx, []byte(payload), Partition(part), WaitForRoom())
+		done <- enqueueResult{id, err}
+	}()
+	return done
+}
+
+// waitingOn counts the producers of q waiting for room of kind on.
+func waitingOn(q *Queue, on string) int {
+	r := q.room.Load()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, w := range r.list {
+		if w.on == on {
+			n++
+		}
+	}
+	return n
+}
+
+// takeWaking is the worker's take (takeKeys, and the room channel that
+// partWake publishes on).
+func takeWaking(t *testing.T, q *Queue, n int) []string {
+	t.Helper()
+	elems, err := takeScript.Run(context.Background(), q.p.Client(), q.k.takeKeys(q.k.proc("c1")), n, q.k.roomChannel()).StringSlice()
+	require.NoError(t, err)
+	var out []string
+	for _, el := range elems {
+		e, err := decodeEnvelope([]byte(el))
+		require.NoError(t, err)
+		out = append(out, string(e.payload))
+	}
+	return out
+}
+
+// A producer refused for a full partition, and one refused for
+// MaxPartitions, wait; the take that frees a place in the partition and
+// ends a partition wakes them (by a message: their recheck is an hour).
+func TestPartitionWaitForRoomIsWokenByATake(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			q := startedParts(t, np, "pwait", Config{MaxPartitions: 2, MaxPartitionLen: 2})
+			for _, j := range []struct{ part, payload string }{{"a", "a1"}, {"a", "a2"}, {"b", "b1"}} {
+				_, err := q.Enqueue(ctx, []byte(j.payload), Partition(j.part))
+				require.NoError(t, err)
+			}
+			a := waitingPartEnqueue(q, ctx, "a3", "a")
+			c := waitingPartEnqueue(q, ctx, "c1", "c")
+			testutil.Eventually(t, testutil.Wait, "both producers to wait", func() bool {
+				return waitingOn(q, "a") == 1 && waitingOn(q, roomNewPart) == 1
+			})
+			marks, err := q.p.Client().HGetAll(ctx, q.k.partWaiters()).Result()
+			require.NoError(t, err)
+			require.Equal(t, map[string]string{"a": "2", roomNewPart: "2"}, marks, "marked by the refusals")
+			ttl, err := q.p.Client().PTTL(ctx, q.k.partWaiters()).Result()
+			require.NoError(t, err)
+			require.Positive(t, ttl, "the marks expire")
+
+			// A take of an unpartitioned job wakes nobody (no message).
+			_, err = q.Enqueue(ctx, []byte("plain"))
+			require.NoError(t, err)
+			require.Equal(t, []string{"plain"}, takeWaking(t, q, 1))
+
+			// One job of each partition: a has room for one, b is gone.
+			require.ElementsMatch(t, []string{"a1", "b1"}, takeWaking(t, q, 2))
+			require.NoError(t, testutil.Recv(t, a, "the producer of partition a").err)
+			require.NoError(t, testutil.Recv(t, c, "the producer of a new partition").err)
+			require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
+			require.Zero(t, q.room.Load().count())
+			checkPartCounts(t, q)
+			require.ElementsMatch(t, []string{"a2", "c1", "a3"}, takeWaking(t, q, 10))
+		})
+	}
+}
+
+// Through workers, plain and limited (their takes are two scripts): a
+// producer waiting for room in a full partition is woken by the take of
+// the partition's job, and its job runs.
+func TestPartitionWaitForRoomThroughWorker(t *testing.T) {
+	for name, limit := range map[string]Limit{"plain": {}, "limited": {PartitionConcurrency: 5}} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			q := startedParts(t, serverPool, "pwaitw", Config{MaxPartitionLen: 1})
+			_, err := q.Enqueue(ctx, []byte("a1"), Partition("a"))
+			require.NoError(t, err)
+			done := waitingPartEnqueue(q, ctx, "a2", "a")
+			testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+			ran := make(chan string, 2)
+			startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
+				ran <- string(j.Payload)
+				return nil
+			}, WorkerConfig{Concurrency: 1, Limit: limit})
+			require.NoError(t, testutil.Recv(t, done, "the waiting producer").err)
+			require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
+			require.ElementsMatch(t, []string{"a1", "a2"}, []string{testutil.Recv(t, ran, "a1"), testutil.Recv(t, ran, "a2")})
+		})
+	}
+}
+
+// A partitioned producer refused for the queue's MaxLen waits as an
+// unpartitioned one does, woken by the consumers' drain.
+func TestPartitionWaitForRoomUnderMaxLen(t *testing.T) {
+	ctx := context.Background()
+	q := startedParts(t, serverPool, "pwaitlen", Config{MaxLen: 2})
+	for _, p := range []string{"a", "b"} {
+		_, err := q.Enqueue(ctx, []byte(p), Partition(p))
+		require.NoError(t, err)
+	}
+	done := waitingPartEnqueue(q, ctx, "c", "c")
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, roomLen) == 1 })
+	ran := make(chan string, 3)
+	startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
+		ran <- string(j.Payload)
+		return nil
+	}, WorkerConfig{Concurrency: 1})
+	require.NoError(t, testutil.Recv(t, done, "the waiting producer").err)
+	require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
+	for range 3 {
+		testutil.Recv(t, ran, "a job to run")
+	}
+}
+
+// A waiting producer whose ctx ends returns at once with an error naming
+// both, and writes nothing; MaxWaiters bounds the producers waiting; a
+// batch larger than MaxPartitionLen never fits and does not wait.
+func TestPartitionWaitForRoomFailures(t *testing.T) {
+	ctx := context.Background()
+	q := startedParts(t, miniPool, "pwaitf", Config{MaxPartitionLen: 1, MaxWaiters: 1})
+	_, err := q.Enqueue(ctx, []byte("a1"), Partition("a"))
+	require.NoError(t, err)
+
+	cctx, cancel := context.WithCancel(ctx)
+	done := waitingPartEnqueue(q, cctx, "a2", "a")
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+
+	_, err = q.Enqueue(ctx, []byte("a3"), Partition("a"), WaitForRoom())
+	require.ErrorIs(t, err, ErrTooManyWaiters)
+	require.ErrorIs(t, err, ErrPartitionFull)
+	require.ErrorIs(t, err, ErrQueueFull)
+
+	cancel()
+	res := testutil.Recv(t, done, "the cancelled producer")
+	require.ErrorIs(t, res.err, context.Canceled)
+	require.ErrorIs(t, res.err, ErrPartitionFull)
+	require.ErrorIs(t, res.err, ErrQueueFull)
+	require.ErrorContains(t, res.err, "waiting for room")
+	require.Zero(t, q.room.Load().count())
+	checkPartCounts(t, q)
+	n, err := q.p.Client().ZCard(ctx, q.k.fair()).Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n, "nothing written")
+
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("b1"), []byte("b2")}, Partition("b"), WaitForRoom())
+	require.ErrorIs(t, err, ErrPartitionFull, "two jobs never fit a partition of one")
+	require.Zero(t, q.room.Load().count())
+
+	// Not started: nobody would wake it.
+	u := mustQueue(t, q.p, "pwaitf", Config{MaxPartitionLen: 1})
+	_, err = u.Enqueue(ctx, []byte("a2"), Partition("a"), WaitForRoom())
+	require.ErrorIs(t, err, ErrNotStarted)
+	require.ErrorIs(t, err, ErrPartitionFull)
+}
+
+// The subscriber's reading of the room channel, and the waking of the
+// waiters of one kind only.
+func TestRoomMessages(t *testing.T) {
+	for msg, want := range map[string]struct {
+		on string
+		n  int
+	}{
+		"3":       {roomLen, 3},
+		"n 2":     {roomNewPart, 2},
+		"p 4 t-1": {"t-1", 4},
+		"p 0 a":   {"", -1},
+		"p 1 a b": {"", -1},
+		"x":       {"", -1},
+		"-1":      {"", -1},
+	} {
+		on, n := parseRoom(msg)
+		require.Equal(t, want.on, on, msg)
+		require.Equal(t, want.n, n, msg)
+	}
+	r := &waiters{max: 10, recheck: time.Hour}
+	a, _, err := r.add(0, "a")
+	require.NoError(t, err)
+	l, _, err := r.add(0, roomLen)
+	require.NoError(t, err)
+	a2, _, err := r.add(0, "a")
+	require.NoError(t, err)
+	r.wake("a", 1)
+	requireClosed(t, a.ch, true)
+	requireClosed(t, l.ch, false)
+	requireClosed(t, a2.ch, false)
+	r.wake("b", -1)
+	require.Equal(t, 2, r.count())
+	r.wakeAll()
+	requireClosed(t, l.ch, true)
+	requireClosed(t, a2.ch, true)
+}
+
+func requireClosed(t *testing.T, ch chan struct{}, closed bool) {
+	t.Helper()
+	select {
+	case <-ch:
+		require.True(t, closed, "woken")
+	default:
+		require.False(t, closed, "not woken")
+	}
+}
+
+// The cost of partWake: a take of partitioned jobs while no producer
+// waits costs one command more (an HMGET) than the same take without the
+// room channel (no wake-up), and publishes nothing; a take of an
+// unpartitioned job costs nothing more.
+func TestPartitionTakeWakeCost(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "pwcost", Config{})
+	ctx := context.Background()
+	require.NoError(t, takeScript.Load(ctx, p.Client()).Err())
+	take := func(part string, wake bool) map[string]int64 {
+		require.NoError(t, p.Client().FlushAll(ctx).Err())
+		require.NoError(t, takeScript.Load(ctx, p.Client()).Err())
+		var opts []EnqueueOption
+		if part != "" {
+			opts = append(opts, Partition(part))
+		}
+		_, err := q.Enqueue(ctx, []byte("j"), opts...)
+		require.NoError(t, err)
+		args := []any{1}
+		if wake {
+			args = append(args, q.k.roomChannel())
+		}
+		_, err = srv.Do(ctx, "CONFIG", "RESETSTAT")
+		require.NoError(t, err)
+		took, err := takeScript.EvalSha(ctx, p.Client(), q.k.takeKeys(q.k.proc("c1")), args...).StringSlice()
+		require.NoError(t, err)
+		require.Len(t, took, 1)
+		st, err := srv.CommandStats(ctx)
+		require.NoError(t, err)
+		return st
+	}
+	total := func(st map[string]int64) int64 { return redistest.TotalCalls(st, "config|resetstat", "config") }
+	with, without := take("a", true), take("a", false)
+	require.Equal(t, total(without)+1, total(with), "with %v, without %v", with, without)
+	require.Equal(t, without["hmget"]+1, with["hmget"])
+	require.Zero(t, with["publish"])
+	require.Equal(t, total(take("", false)), total(take("", true)), "an unpartitioned take")
 }

@@ -114,8 +114,6 @@ func checkPartition(o *enqueueOpts) error {
 		return nil
 	case o.debounce != noDebounce:
 		return errors.New("queue: the Partition option cannot be combined with Debounce or ReplacePayload")
-	case o.wait:
-		return errors.New("queue: the Partition option cannot be combined with WaitForRoom")
 	case o.level > 0:
 		// Partitioned jobs wait in the fair set, which has no levels: a
 		// level would be silently ignored (levels.go).
@@ -286,18 +284,22 @@ end
 // is in their element; promotion puts them in it); both count in their
 // partition at once (partLua).
 // KEYS: fair, partlen, parttag, bell, delayed, ready, wake, payloads,
-// drain, waiters, the level ready lists (counted for MaxLen, levels.go),
-// then the unique keys in use, each followed by its 4 end keys (appendJob).
+// drain, waiters, partition waiters (parts_wait.go), the level ready lists
+// (counted for MaxLen, levels.go), then the unique keys in use, each
+// followed by its 4 end keys (appendJob).
 // ARGV: max partitions, max partition length (0: none), queue limit (0:
-// none), marker, wake TTL ms, unique TTL ms, then for each job five values:
-// due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
-// payload ref (” = inline), partition.
+// none), marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the caller
+// does not wait), then for each job five values: due ms (0 = now),
+// envelope, index of its unique key in KEYS (0 = none), payload ref (” =
+// inline), partition.
 // Returns one 1 (added) or 0 (duplicate ID) per job; refused: {-1, length,
 // dn, dt, t} (the queue is full, see boundedScript), {-2, partitions} (too
-// many partitions) or {-3, length, partition} (the partition is full).
-var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + `
+// many partitions) or {-3, length, partition} (the partition is full); a
+// refusal of a waiting caller marks it in the waiters key (-1) or the
+// partition waiters (-2, -3).
+var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partWaitLua + `
 local function dropRefs(only)
-  for i = 7, #ARGV, 5 do
+  for i = 8, #ARGV, 5 do
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[8], ARGV[i+3]) end
   end
 end
@@ -308,7 +310,7 @@ if bad then
   return redis.error_reply(bad)
 end
 local dup, jobs, adds, cur, order, fresh = {}, 0, {}, {}, {}, 0
-for i = 7, #ARGV, 5 do
+for i = 8, #ARGV, 5 do
   local u = tonumber(ARGV[i+2])
   if u > 0 and redis.call('EXISTS', KEYS[u]) == 1 then
     dup[i] = true
@@ -326,16 +328,17 @@ for i = 7, #ARGV, 5 do
 end
 local limit = tonumber(ARGV[3])
 if limit > 0 and jobs > 0 then
-  local len = count(KEYS[6], KEYS[5], ARGV[4], KEYS[1], 11)
+  local len = count(KEYS[6], KEYS[5], ARGV[4], KEYS[1], 12)
   if len + jobs > limit then
     dropRefs(nil)
-    return refuse(len, KEYS[9], KEYS[10], ARGV[3], '0')
+    return refuse(len, KEYS[9], KEYS[10], ARGV[3], ARGV[7])
   end
 end
 if fresh > 0 then
   local parts = redis.call('HLEN', KEYS[2])
   if parts + fresh > tonumber(ARGV[1]) then
     dropRefs(nil)
+    partMarkWait(KEYS[11], '` + roomNewPart + `', ARGV[1], ARGV[7])
     return {-2, parts}
   end
 end
@@ -344,13 +347,14 @@ if maxLen > 0 then
   for _, key in ipairs(order) do
     if cur[key] + adds[key] > maxLen then
       dropRefs(nil)
+      partMarkWait(KEYS[11], key, ARGV[2], ARGV[7])
       return {-3, cur[key], key}
     end
   end
 end
 dropRefs(dup)
 local out, earliest, rung = {}, nil, false
-for i = 7, #ARGV, 5 do
+for i = 8, #ARGV, 5 do
   if dup[i] then
     out[#out+1] = 0
   else
@@ -378,10 +382,12 @@ func (q *Queue) partKeys() []string { return []string{q.k.fair(), q.k.partLen(),
 
 // enqueueParts writes partitioned jobs (all in one script call, their
 // payloads kept apart written by an HSET in the same MULTI) and reports
-// which were added (false: a duplicate ID). With wait, a refusal marks the
-// producers as waiting (wait.go).
+// which were added (false: a duplicate ID). With wait, a refused enqueue
+// waits for room (WaitForRoom: wait.go, parts_wait.go).
 func (q *Queue) enqueueParts(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
-	return q.enqueuePartsUnder(ctx, prs, q.partBounds(wait))
+	return q.waitForRoom(ctx, prs, wait, func(mark bool) ([]bool, error) {
+		return q.enqueuePartsUnder(ctx, prs, q.partBounds(mark))
+	})
 }
 
 // partBounds are the bounds partEnqueueScript checks a producer's jobs
@@ -414,9 +420,9 @@ func (q *Queue) enqueuePartsUnder(ctx context.Context, prs []prepared, b partBou
 // whether a payload is kept apart (to be written by an HSET first).
 func (q *Queue) partArgs(prs []prepared, b partBounds) (ks []string, args []any, apart bool) {
 	ks = q.k.withLevels(q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
-		q.k.drainKey(), q.k.waitersKey())
-	args = make([]any, 0, 6+5*len(prs))
-	args = append(args, b.maxParts, b.maxPartLen, b.maxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due))
+		q.k.drainKey(), q.k.waitersKey(), q.k.partWaiters())
+	args = make([]any, 0, 7+5*len(prs))
+	args = append(args, b.maxParts, b.maxPartLen, b.maxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL(b.wait))
 	for _, pr := range prs {
 		ks, args = q.appendJob(ks, args, pr)
 		args = append(args, pr.part)
@@ -434,7 +440,7 @@ func (q *Queue) partReply(cmd *redis.Cmd, prs []prepared) ([]bool, error) {
 	}
 	if len(res) > 0 {
 		if code, _ := res[0].(int64); code < 0 {
-			return nil, q.partRefusal(res, int64(len(prs)), prs[0].part)
+			return nil, q.partRefusal(res, prs)
 		}
 	}
 	if len(res) != len(prs) {
@@ -454,8 +460,8 @@ func (q *Queue) partReply(cmd *redis.Cmd, prs []prepared) ([]bool, error) {
 	return added, nil
 }
 
-// partRefusal is the error for a refusal of partEnqueueScript.
-func (q *Queue) partRefusal(res []any, jobs int64, part string) error {
+// partRefusal is the error for a refusal of partEnqueueScript of prs.
+func (q *Queue) partRefusal(res []any, prs []prepared) error {
 	n := func(i int) int64 {
 		if i < len(res) {
 			v, _ := res[i].(int64)
@@ -464,20 +470,27 @@ func (q *Queue) partRefusal(res []any, jobs int64, part string) error {
 		return 0
 	}
 	q.refused.Add(1)
+	part := prs[0].part
 	switch n(0) {
 	case -1:
-		return q.fullError(n(1), jobs, n(2), n(3), n(4))
+		return q.fullError(n(1), int64(len(prs)), n(2), n(3), n(4))
 	case -2:
-		return fmt.Errorf("%w (%w): partition %q would be one more than the %d partitions with jobs waiting (Config.MaxPartitions)",
-			ErrTooManyPartitions, ErrQueueFull, part, q.cfg.MaxPartitions)
+		return &partRefusedError{on: roomNewPart, fits: true, err: fmt.Errorf("%w (%w): partition %q would be one more than the %d partitions with jobs waiting (Config.MaxPartitions)",
+			ErrTooManyPartitions, ErrQueueFull, part, q.cfg.MaxPartitions)}
 	default:
 		if len(res) > 2 {
 			if s, ok := res[2].(string); ok {
 				part = s
 			}
 		}
-		return fmt.Errorf("%w (%w): partition %q holds %d jobs waiting, the limit is %d (Config.MaxPartitionLen)",
-			ErrPartitionFull, ErrQueueFull, part, n(1), q.cfg.MaxPartitionLen)
+		jobs := 0
+		for _, pr := range prs {
+			if pr.part == part {
+				jobs++
+			}
+		}
+		return &partRefusedError{on: part, fits: int64(jobs) <= q.cfg.MaxPartitionLen, err: fmt.Errorf("%w (%w): partition %q holds %d jobs waiting, the limit is %d (Config.MaxPartitionLen)",
+			ErrPartitionFull, ErrQueueFull, part, n(1), q.cfg.MaxPartitionLen)}
 	}
 }
 

@@ -194,13 +194,6 @@ func TestPartitionOptionErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 		assert.Contains(t, err.Error(), "queue: Partition")
 	}
-	for name, opt := range map[string]EnqueueOption{
-		"WaitForRoom": WaitForRoom(),
-	} {
-		_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), opt)
-		require.Error(t, err, name)
-		assert.Contains(t, err.Error(), "cannot be combined with "+name)
-	}
 	_, err := New(p, "x", Config{MaxPartitions: maxMaxPartitions + 1})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	assert.Contains(t, err.Error(), "Config.MaxPartitions")

@@ -210,7 +210,7 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	switch {
 	case pr.part != "":
 		var res []bool
-		if res, err = q.enqueueParts(ctx, []prepared{pr}, false); err == nil {
+		if res, err = q.enqueueParts(ctx, []prepared{pr}, pr.wait); err == nil {
 			added = res[0]
 		}
 	case pr.debounce != noDebounce:
@@ -468,7 +468,7 @@ func (q *Queue) prepareBatch(ctx context.Context, payloads [][]byte, opts []Enqu
 // room with wait), with one LPUSH, or with writeBatch.
 func (q *Queue) storeBatch(ctx context.Context, b batch, wait bool) error {
 	if b.prs[0].part != "" { // the option applies to every job
-		_, err := q.enqueueParts(ctx, b.prs, false)
+		_, err := q.enqueueParts(ctx, b.prs, wait)
 		return err
 	}
 	if q.bounded() {

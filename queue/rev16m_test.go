@@ -54,11 +54,11 @@ func TestMaxLenBatchOverTheLimitNeverWaits(t *testing.T) {
 func TestWaitForRoomPassesOnAWakeItCannotUse(t *testing.T) {
 	for range 50 { // the select in wait picks either ready case
 		r := &waiters{max: 10, recheck: time.Hour}
-		a, _, err := r.add(0)
+		a, _, err := r.add(0, roomLen)
 		require.NoError(t, err)
-		b, _, err := r.add(0)
+		b, _, err := r.add(0, roomLen)
 		require.NoError(t, err)
-		r.wake(1) // room for one: a
+		r.wake(roomLen, 1) // room for one: a
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel() // a's ctx ends at the same time
 		require.ErrorIs(t, r.wait(ctx, a), context.Canceled)

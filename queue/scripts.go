@@ -217,7 +217,10 @@ end
 // consumer (or this one, once it has room) wakes for them: a ring popped by
 // a consumer that took only part of the jobs is handed on.
 // KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag
-// (parts.go), the level ready lists (levels.go, keys.readyLevels: KEYS[8..10]).
+// (parts.go), the level ready lists (levels.go, keys.readyLevels: KEYS[8..10]),
+// the partition waiters (parts_wait.go).
+// ARGV: n, the room channel (partWake: the take of a partition's jobs
+// wakes the producers waiting for room in it).
 //
 // A paused take still hands out a wake marker at the take end of the list:
 // it is no job, and the scheduler it wakes promotes the delayed jobs that
@@ -237,7 +240,7 @@ end
 // back too (a wake marker is handed out first instead: the scheduler it
 // wakes must not wait for a backlog), the levels are served highest first
 // (takeLevels), then the partitions and the ready list in turn by takePart.
-var takeLua = budgetLua + partLua + partTakeLua + `
+var takeLua = budgetLua + partLua + partTakeLua + partWaitLua + `
 local n = tonumber(ARGV[1])
 if n < 1 then return {} end
 -- levels (levels.go): the level lists, highest first.
@@ -271,7 +274,9 @@ local function takeAll(out, bytes, lv, parted, ready)
   if lv > 0 then bytes = takeLevels(out, bytes, lv) end
   if #out >= n or bytes >= budget then ringIfLeft(); return out end
   if parted then
+    local from = #out + 1
     local _, dry = takePart(out, n - #out, bytes, budget)
+    partWake(out, from, KEYS[` + strconv.Itoa(8+MaxLevel) + `], KEYS[6], ARGV[2])
     if not dry then ringIfLeft() end
     return out
   end

@@ -77,13 +77,15 @@ type waiters struct {
 // first) across the retries it makes when woken.
 type waiter struct {
 	seq uint64
+	on  string // what it waits for: roomLen, roomNewPart or a partition (parts_wait.go)
 	ch  chan struct{}
 }
 
-// add registers a waiter; false when there are max already. A producer
-// woken and refused again passes its number (seq > 0): it goes back to its
-// place, and max, which admitted it once, does not turn it away.
-func (r *waiters) add(seq uint64) (waiter, bool, error) {
+// add registers a waiter for room of kind on; false when there are max
+// already (of every kind). A producer woken and refused again passes its
+// number (seq > 0): it goes back to its place, and max, which admitted it
+// once, does not turn it away.
+func (r *waiters) add(seq uint64, on string) (waiter, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -96,7 +98,7 @@ func (r *waiters) add(seq uint64) (waiter, bool, error) {
 		r.seq++
 		seq = r.seq
 	}
-	w := waiter{seq: seq, ch: make(chan struct{})}
+	w := waiter{seq: seq, on: on, ch: make(chan struct{})}
 	i := len(r.list)
 	for i > 0 && r.list[i-1].seq > seq {
 		i--
@@ -121,17 +123,31 @@ func (r *waiters) remove(w waiter) bool {
 	return false
 }
 
-// wake wakes the n oldest waiters (all for n < 0).
-func (r *waiters) wake(n int) {
+// wake wakes the n oldest waiters for room of kind on (all of them for
+// n < 0).
+func (r *waiters) wake(on string, n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n < 0 || n > len(r.list) {
-		n = len(r.list)
+	kept := r.list[:0:0]
+	for _, w := range r.list {
+		if w.on == on && n != 0 {
+			close(w.ch)
+			n--
+			continue
+		}
+		kept = append(kept, w)
 	}
-	for _, w := range r.list[:n] {
+	r.list = kept
+}
+
+// wakeAll wakes every waiter, whatever it waits for.
+func (r *waiters) wakeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.list {
 		close(w.ch)
 	}
-	r.list = append(r.list[:0:0], r.list[n:]...)
+	r.list = nil
 }
 
 // close wakes every waiter for good: the group closed.
@@ -139,7 +155,7 @@ func (r *waiters) close() {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	r.wake(-1)
+	r.wakeAll()
 	r.results.close()
 }
 
@@ -163,7 +179,7 @@ func (r *waiters) wait(ctx context.Context, w waiter) error {
 	}
 	if err := ctx.Err(); err != nil {
 		if !r.remove(w) {
-			r.wake(1)
+			r.wake(w.on, 1)
 		}
 		return err
 	}
@@ -203,22 +219,33 @@ func (q *Queue) Start(g *lifecycle.Group) error {
 	return nil
 }
 
-// waitingEnqueue is enqueueBounded, waiting for room with wait set. A
-// batch of more jobs than MaxLen never fits: it does not wait.
+// waitingEnqueue is enqueueBounded, waiting for room with wait set.
 func (q *Queue) waitingEnqueue(ctx context.Context, prs []prepared, wait bool) ([]bool, error) {
-	added, err := q.enqueueBounded(ctx, prs, false)
-	var full *FullError
-	if !wait || !errors.As(err, &full) || int64(len(prs)) > q.cfg.MaxLen {
+	return q.waitForRoom(ctx, prs, wait, func(mark bool) ([]bool, error) { return q.enqueueBounded(ctx, prs, mark) })
+}
+
+// waitForRoom runs try, an enqueue of prs, and with wait, while it is
+// refused for room, waits for room and tries again. try(true) marks the
+// producer as waiting when refused, in the refusing script, so that no room
+// made between the refusal and the wait goes unnoticed. A producer waits
+// for what refused it last (the queue's MaxLen, or a partition's bounds:
+// roomFor); jobs that never fit (a batch of more than the limit) do not
+// wait.
+func (q *Queue) waitForRoom(ctx context.Context, prs []prepared, wait bool, try func(mark bool) ([]bool, error)) ([]bool, error) {
+	added, err := try(false)
+	on, ok := q.roomFor(prs, err)
+	if !wait || !ok {
 		return added, err
 	}
 	r := q.room.Load()
 	if r == nil {
 		return nil, fmt.Errorf("%w (%w)", err, ErrNotStarted)
 	}
+	full := err
 	var seq uint64 // 0 until admitted
 	woken := false
 	for {
-		w, ok, err := r.add(seq)
+		w, ok, err := r.add(seq, on)
 		if err != nil {
 			return nil, fmt.Errorf("%w (%w)", full, err)
 		}
@@ -226,12 +253,23 @@ func (q *Queue) waitingEnqueue(ctx context.Context, prs []prepared, wait bool) (
 			return nil, fmt.Errorf("%w (%w: %d wait already, Config.MaxWaiters)", full, ErrTooManyWaiters, r.max)
 		}
 		seq = w.seq
-		added, err = q.enqueueBounded(ctx, prs, true)
-		if !errors.As(err, &full) {
+		added, err = try(true)
+		next, refused := q.roomFor(prs, err)
+		if !refused {
 			if !r.remove(w) || (err != nil && woken) {
-				r.wake(1) // a wake-up this producer does not use
+				r.wake(on, 1) // a wake-up this producer does not use
 			}
 			return added, err
+		}
+		full = err
+		if next != on {
+			// Refused for another reason now: wait for that one, marked
+			// by the refusal (in the same place), after one more try.
+			if !r.remove(w) {
+				r.wake(on, 1)
+			}
+			on = next
+			continue
 		}
 		if err := r.wait(ctx, w); err != nil {
 			return nil, fmt.Errorf("waiting for room: %w (%w)", err, full)
@@ -336,7 +374,7 @@ func (s *roomSubscriber) resubscribe() *pool.Subscription {
 	}
 	s.pingSent = false
 	s.r.subscribed.Store(true)
-	s.r.wake(-1)
+	s.r.wakeAll()
 	s.r.results.wakeAll()
 	return ns
 }
@@ -388,15 +426,15 @@ func (s *roomSubscriber) received(msg any) {
 			return
 		}
 		s.r.wakes.Add(1)
-		var n int
-		if _, err := fmt.Sscan(m.Payload, &n); err != nil || n <= 0 {
-			n = -1
+		if on, n := parseRoom(m.Payload); n > 0 {
+			s.r.wake(on, n)
+		} else {
+			s.r.wakeAll()
 		}
-		s.r.wake(n)
 	case *redis.Subscription:
 		if m.Kind == "subscribe" {
 			s.r.subscribed.Store(true)
-			s.r.wake(-1)
+			s.r.wakeAll()
 		}
 	}
 }
