@@ -117,7 +117,7 @@ const partMayDefault = "local function partMay(key) return true end"
 // none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
 // per-partition concurrency (0: none), "1" when this consumer waited, the
 // room channel (partWake: always the last argument).
-var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua + partWaitLua +
+var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua + partRoomLua +
 	strings.Replace(partTakeLua, partMayDefault, limitPartMayLua, 1) + `
 local waitingKey = ` + strconv.Itoa(11+MaxLevel) + `
 local marker = '` + wakeMarker + `'

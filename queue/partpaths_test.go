@@ -323,3 +323,98 @@ func TestPartitionTakeWakeCost(t *testing.T) {
 	require.Zero(t, with["publish"])
 	require.Equal(t, total(take("", false)), total(take("", true)), "an unpartitioned take")
 }
+
+// A debounced job counts in its partition while delayed and lands in it
+// when it fires; its replacement takes its place (never refused for room,
+// even in a full partition) and keeps its partition: one naming another
+// partition, or none, is refused. A new debounced job is refused for room
+// as any partitioned job, writing nothing.
+func TestPartitionDebounce(t *testing.T) {
+	onEveryRedis(t, func(t *testing.T, newPool newPoolFunc) {
+		p := newPool(t, pool.Config{})
+		clock := testutil.NewClock()
+		q := mustQueue(t, p, "pdeb", Config{Now: clock.Now, MaxPartitions: 2, MaxPartitionLen: 2})
+		ctx := context.Background()
+		t0 := clock.Now()
+
+		_, err := q.Enqueue(ctx, []byte("a"), ID("d"), Debounce(), Delay(time.Minute), Partition("t"))
+		require.NoError(t, err)
+		checkPartCounts(t, q)
+		clock.Advance(10 * time.Second)
+		_, err = q.Enqueue(ctx, []byte("b"), ID("d"), Debounce(), Delay(time.Minute), Partition("t"))
+		require.NoError(t, err)
+		require.Equal(t, map[string]int64{"b": t0.Add(70 * time.Second).UnixMilli()}, delayedPayloads(t, p, q))
+		checkPartCounts(t, q)
+
+		_, err = q.Enqueue(ctx, []byte("x"), Partition("t"))
+		require.NoError(t, err)
+		_, err = q.Enqueue(ctx, []byte("c"), ID("d"), ReplacePayload(), Delay(time.Hour), Partition("t"))
+		require.NoError(t, err, "a replacement in a full partition takes its job's place")
+		require.Equal(t, map[string]int64{"c": t0.Add(70 * time.Second).UnixMilli()}, delayedPayloads(t, p, q))
+		checkPartCounts(t, q)
+
+		_, err = q.Enqueue(ctx, []byte("e"), ID("e"), Debounce(), Delay(time.Minute), Partition("t"))
+		require.ErrorIs(t, err, ErrPartitionFull)
+		require.ErrorIs(t, err, ErrQueueFull)
+		_, err = q.Enqueue(ctx, []byte("f"), ID("f"), Debounce(), Delay(time.Minute), Partition("u"))
+		require.NoError(t, err)
+		_, err = q.Enqueue(ctx, []byte("g"), ID("g"), Debounce(), Delay(time.Minute), Partition("v"))
+		require.ErrorIs(t, err, ErrTooManyPartitions)
+		for _, id := range []string{"e", "g"} {
+			n, err := p.Client().Exists(ctx, q.k.unique(id)).Result()
+			require.NoError(t, err)
+			require.Zero(t, n, "a refusal holds no ID")
+		}
+
+		_, err = q.Enqueue(ctx, []byte("y"), ID("d"), Debounce(), Delay(time.Minute), Partition("u"))
+		require.ErrorIs(t, err, ErrInvalidArgument)
+		require.ErrorContains(t, err, `the delayed job d is in partition "t" and this enqueue names partition "u"`)
+		_, err = q.Enqueue(ctx, []byte("y"), ID("d"), Debounce(), Delay(time.Minute))
+		require.ErrorIs(t, err, ErrInvalidArgument)
+		require.ErrorContains(t, err, "names no partition")
+		_, err = q.Enqueue(ctx, []byte("p"), ID("p"), Debounce(), Delay(time.Minute))
+		require.NoError(t, err)
+		_, err = q.Enqueue(ctx, []byte("y"), ID("p"), Debounce(), Delay(time.Minute), Partition("u"))
+		require.ErrorContains(t, err, "is in no partition")
+		require.Equal(t, map[string]int64{"c": t0.Add(70 * time.Second).UnixMilli(), "f": t0.Add(70 * time.Second).UnixMilli(),
+			"p": t0.Add(70 * time.Second).UnixMilli()}, delayedPayloads(t, p, q), "the refused replacements changed nothing")
+		checkPartCounts(t, q)
+
+		// They fire into their partitions.
+		clock.Advance(time.Hour)
+		res, err := promoteScript.Run(ctx, p.Client(), q.k.promoteKeys(), clock.Now().UnixMilli(), 100, "0").Int64Slice()
+		require.NoError(t, err)
+		require.Equal(t, int64(3), res[0])
+		checkPartCounts(t, q)
+		parts := map[string]string{}
+		elems, err := takeScript.Run(ctx, p.Client(), q.k.takeKeys(q.k.proc("c1")), 10).StringSlice()
+		require.NoError(t, err)
+		for _, el := range elems {
+			if e, err := decodeEnvelope([]byte(el)); err == nil {
+				parts[string(e.payload)] = e.part
+			}
+		}
+		require.Equal(t, map[string]string{"x": "t", "c": "t", "f": "u", "p": ""}, parts)
+	})
+}
+
+// A debounced partitioned job refused for room waits with WaitForRoom,
+// and the take that frees the room wakes it.
+func TestPartitionDebounceWaitsForRoom(t *testing.T) {
+	ctx := context.Background()
+	q := startedParts(t, miniPool, "pdebw", Config{MaxPartitionLen: 1})
+	_, err := q.Enqueue(ctx, []byte("a1"), Partition("a"))
+	require.NoError(t, err)
+	done := make(chan enqueueResult, 1)
+	go func() {
+		id, err := q.Enqueue(ctx, []byte("a2"), Partition("a"), ID("deb"), Debounce(), Delay(time.Hour), WaitForRoom())
+		done <- enqueueResult{id, err}
+	}()
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+	require.Equal(t, []string{"a1"}, takeWaking(t, q, 1))
+	res := testutil.Recv(t, done, "the debounced producer")
+	require.NoError(t, res.err)
+	require.Equal(t, "deb", res.id)
+	require.Contains(t, delayedPayloads(t, q.p, q), "a2")
+	checkPartCounts(t, q)
+}

@@ -112,8 +112,6 @@ func checkPartition(o *enqueueOpts) error {
 	switch {
 	case o.part == "":
 		return nil
-	case o.debounce != noDebounce:
-		return errors.New("queue: the Partition option cannot be combined with Debounce or ReplacePayload")
 	case o.level > 0:
 		// Partitioned jobs wait in the fair set, which has no levels: a
 		// level would be silently ignored (levels.go).
@@ -297,7 +295,7 @@ end
 // many partitions) or {-3, length, partition} (the partition is full); a
 // refusal of a waiting caller marks it in the waiters key (-1) or the
 // partition waiters (-2, -3).
-var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partWaitLua + `
+var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partRoomLua + `
 local function dropRefs(only)
   for i = 8, #ARGV, 5 do
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[8], ARGV[i+3]) end

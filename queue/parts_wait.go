@@ -45,8 +45,8 @@ const (
 	roomNewPart = " new"
 )
 
-// partWaitLua defines, for the scripts that refuse partitioned jobs and
-// those that take them:
+// partRoomLua defines, for the scripts that refuse partitioned jobs for
+// room (parts.go, unique.go) and those that take them:
 //
 //	partMarkWait(pw, field, value, ttl) marks producers waiting on field of
 //	  the partition waiters pw (nothing when ttl is "0": the caller does not
@@ -54,15 +54,39 @@ const (
 //	partWake(out, from, pw, plen, chan) publishes on chan the room that the
 //	  jobs out[from..] (just taken) made for producers marked in pw; pw or
 //	  chan nil: the caller passed none, nothing to do
+//	partRoom(plen, pw, key, maxParts, maxLen, ttl) -> nil when one more job
+//	  fits in partition key, else partEnqueueScript's refusal ({-2, ...} or
+//	  {-3, ...}), marked for a waiting caller
+//	partDelayedAdd(delayed, plen, key, due, v) adds v to the delayed set,
+//	  counted in its partition from now (partLua)
 //
-// partCount(plen) is the number of partitions with jobs (MaxPartitions'
-// count, parts.go).
-const partWaitLua = `
+// They, and partCount(plen) (the number of partitions with jobs) are what
+// these scripts know of partlen (parts.go) beyond partLua's functions.
+const partRoomLua = `
 local function partCount(plen) return redis.call('HLEN', plen) end
+local function partDelayedAdd(delayed, plen, key, due, v)
+  redis.call('ZADD', delayed, due, v)
+  redis.call('HINCRBY', plen, key, 1)
+end
 local function partMarkWait(pw, field, value, ttl)
   if ttl == '0' then return end
   pcall(redis.call, 'HSET', pw, field, value)
   pcall(redis.call, 'PEXPIRE', pw, ttl)
+end
+local function partRoom(plen, pw, key, maxParts, maxLen, ttl)
+  local cur = tonumber(redis.call('HGET', plen, key) or '0')
+  if cur == 0 then
+    local parts = partCount(plen)
+    if parts + 1 > tonumber(maxParts) then
+      partMarkWait(pw, '` + roomNewPart + `', maxParts, ttl)
+      return {-2, parts}
+    end
+  end
+  if tonumber(maxLen) > 0 and cur + 1 > tonumber(maxLen) then
+    partMarkWait(pw, key, maxLen, ttl)
+    return {-3, cur, key}
+  end
+  return nil
 end
 local function partWake(out, from, pw, plen, chan)
   if pw == nil or chan == nil then return end

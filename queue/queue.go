@@ -208,13 +208,13 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte, opts ...EnqueueOpti
 	}
 	var added bool
 	switch {
+	case pr.debounce != noDebounce: // partitioned or not
+		added, err = q.enqueueDebounced(ctx, pr)
 	case pr.part != "":
 		var res []bool
 		if res, err = q.enqueueParts(ctx, []prepared{pr}, pr.wait); err == nil {
 			added = res[0]
 		}
-	case pr.debounce != noDebounce:
-		added, err = q.enqueueDebounced(ctx, pr)
 	case q.bounded():
 		added, err = q.enqueueOneBounded(ctx, pr)
 	default:

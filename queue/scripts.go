@@ -240,7 +240,7 @@ end
 // back too (a wake marker is handed out first instead: the scheduler it
 // wakes must not wait for a backlog), the levels are served highest first
 // (takeLevels), then the partitions and the ready list in turn by takePart.
-var takeLua = budgetLua + partLua + partTakeLua + partWaitLua + `
+var takeLua = budgetLua + partLua + partTakeLua + partRoomLua + `
 local n = tonumber(ARGV[1])
 if n < 1 then return {} end
 -- levels (levels.go): the level lists, highest first.

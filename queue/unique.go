@@ -164,54 +164,112 @@ func (q *Queue) applyUnique(o *enqueueOpts, payload []byte, due, now time.Time) 
 // an ID held otherwise is a duplicate. The key holds the new element, with
 // UniqueTTL after the new due time.
 // A job that takes a free ID deletes what an earlier job of the ID left
-// (keys.endKeys); one that replaces a waiting job is that job still.
-// KEYS: delayed, ready, wake, unique key, bell, the 4 end keys. ARGV: due
-// ms, envelope, marker, wake TTL ms, UniqueTTL ms, now ms, "1" to keep a
-// replaced job's due time.
-// Returns {0} for a duplicate, else {1 added or 2 replaced, due ms}.
-var debounceScript = redis.NewScript(typeLua + wakeLua + `
+// (keys.endKeys); one that replaces a waiting job is that job still. A
+// partitioned job counts in its partition from its enqueue (partLua) and
+// is refused when it does not fit (partRoom); its replacement takes the
+// place it holds, so it is never refused for room, and must name the same
+// partition (a job keeps its partition): a replacement naming another one
+// (or none, for a job in a partition, or one for a job in none) is
+// refused.
+// KEYS: delayed, ready, wake, unique key, bell, the 4 end keys, partition
+// waiters, then the partition keys (Queue.partKeys).
+// ARGV: due ms, envelope, marker, wake TTL ms, UniqueTTL ms, now ms, "1" to
+// keep a replaced job's due time, partition ("": none), max partitions, max
+// partition length (0: none), waiters TTL ms (0: the caller does not wait).
+// Returns {0} for a duplicate, {1 added or 2 replaced, due ms}, {-4, the
+// waiting job's partition} for a replacement naming another one, or a
+// refusal of partEnqueueScript ({-2, ...}, {-3, ...}).
+var debounceScript = redis.NewScript(typeLua + wakeLua + partLua + partRoomLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
-local due = tonumber(ARGV[1])
+local plen, ptag = KEYS[12], KEYS[13]
+local due, part = tonumber(ARGV[1]), ARGV[8]
 local old = redis.call('GET', KEYS[4])
 local code = 1
 if old then
   if string.sub(old, 1, 4) ~= 'bq1|' then return {0} end
   local score = redis.call('ZSCORE', KEYS[1], old)
   if not score then return {0} end
+  local was = partOf(old) or ''
+  if was ~= part then return {-4, was} end
   if ARGV[7] == '1' then due = tonumber(score) end
-  redis.call('ZREM', KEYS[1], old)
+  partDelayedDel(KEYS[1], plen, ptag, old)
   code = 2
 else
+  if part ~= '' then
+    local refused = partRoom(plen, KEYS[10], part, ARGV[9], ARGV[10], ARGV[11])
+    if refused then return refused end
+  end
   redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 end
 local ttl = tonumber(ARGV[5]) + math.max(due - tonumber(ARGV[6]), 0)
 redis.call('SET', KEYS[4], ARGV[2], 'PX', ttl)
-redis.call('ZADD', KEYS[1], due, ARGV[2])
+if part ~= '' then
+  partDelayedAdd(KEYS[1], plen, part, due, ARGV[2])
+else
+  redis.call('ZADD', KEYS[1], due, ARGV[2])
+end
 wake(KEYS[1], KEYS[2], KEYS[3], due, ARGV[3], ARGV[4], KEYS[5])
 return {code, due}
 `)
 
-// enqueueDebounced writes a job with Debounce or ReplacePayload. added is
-// false for a duplicate.
+// enqueueDebounced writes a job with Debounce or ReplacePayload, waiting
+// for room in its partition with WaitForRoom. added is false for a
+// duplicate.
 func (q *Queue) enqueueDebounced(ctx context.Context, pr prepared) (added bool, err error) {
+	res, err := q.waitForRoom(ctx, []prepared{pr}, pr.wait && pr.part != "", func(mark bool) ([]bool, error) {
+		ok, err := q.debounceOnce(ctx, pr, mark)
+		return []bool{ok}, err
+	})
+	if err != nil {
+		return false, err
+	}
+	return res[0], nil
+}
+
+// debounceOnce runs debounceScript once; mark: the caller waits for room.
+func (q *Queue) debounceOnce(ctx context.Context, pr prepared, mark bool) (added bool, err error) {
 	keep := "0"
 	if pr.debounce == debounceKeepDue {
 		keep = "1"
 	}
+	b := q.partBounds(mark)
 	res, err := debounceScript.Run(ctx, q.p.Client(),
-		append([]string{q.k.delayed, q.k.ready, q.k.wake, q.k.unique(pr.id), q.k.bell}, q.k.endKeys(pr.id)...),
+		append(append([]string{q.k.delayed, q.k.ready, q.k.wake, q.k.unique(pr.id), q.k.bell}, q.k.endKeys(pr.id)...),
+			append([]string{q.k.partWaiters()}, q.partKeys()...)...),
 		pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds(),
-		max(q.cfg.UniqueTTL.Milliseconds(), 1), q.cfg.Now().UnixMilli(), keep).Int64Slice()
+		max(q.cfg.UniqueTTL.Milliseconds(), 1), q.cfg.Now().UnixMilli(), keep,
+		pr.part, b.maxParts, b.maxPartLen, waitTTL(mark)).Slice()
 	if err != nil {
 		return false, err
 	}
+	code := func(i int) int64 {
+		if i < len(res) {
+			v, _ := res[i].(int64)
+			return v
+		}
+		return 0
+	}
 	switch {
-	case len(res) == 1 && res[0] == 0:
+	case len(res) == 1 && code(0) == 0:
 		return false, nil
-	case len(res) == 2 && (res[0] == 1 || res[0] == 2):
-		q.notifyDelayed(time.UnixMilli(res[1]))
+	case len(res) == 2 && (code(0) == 1 || code(0) == 2):
+		q.notifyDelayed(time.UnixMilli(code(1)))
 		return true, nil
+	case len(res) == 2 && code(0) == -4:
+		was, _ := res[1].(string)
+		return false, fmt.Errorf("%w: the delayed job %s is in %s and this enqueue names %s: a job replaced by Debounce or ReplacePayload keeps its partition",
+			ErrInvalidArgument, pr.id, partName(was), partName(pr.part))
+	case len(res) > 0 && code(0) < 0:
+		return false, q.partRefusal(res, []prepared{pr})
 	}
 	return false, fmt.Errorf("debounce script answered %v", res)
+}
+
+// partName names partition p ("": none) in a message.
+func partName(p string) string {
+	if p == "" {
+		return "no partition"
+	}
+	return fmt.Sprintf("partition %q", p)
 }
