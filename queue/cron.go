@@ -194,6 +194,9 @@ type scheduleDef struct {
 	// Priority is JobPriority's level (levels.go); 0 is left out, so the
 	// definitions registered before it keep their hash.
 	Priority int `json:"priority,omitempty"`
+	// Partition is JobPartition's key (parts.go); "" is left out, as
+	// Priority 0.
+	Partition string `json:"partition,omitempty"`
 
 	version int64
 }
@@ -385,6 +388,12 @@ func (q *Queue) scheduleDef(name, spec string, payload []byte, opts []ScheduleOp
 			return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, invalidOption(err))
 		}
 	}
+	if d.Partition != "" && d.Priority > 0 {
+		// As the Partition option (checkPartition), whatever the order of
+		// the options.
+		return scheduleDef{}, nil, fmt.Errorf("schedule %q: JobPartition(%q) cannot be combined with JobPriority(%d): %w: partitioned jobs run at level 0",
+			name, d.Partition, d.Priority, ErrInvalidArgument)
+	}
 	occ, err := d.parse()
 	if err != nil {
 		return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, err)
@@ -452,12 +461,21 @@ func (q *Queue) enqueueOccurrence(ctx context.Context, name string, d scheduleDe
 	if d.Priority > 0 {
 		opts = append(opts, Priority(d.Priority))
 	}
+	if d.Partition != "" {
+		opts = append(opts, Partition(d.Partition))
+	}
 	// Not through Enqueue: like a retry, an occurrence is never refused by
-	// Config.MaxLen (a refused successor would stall the schedule and hold
-	// the worker's handler slot until the queue drains). A schedule has one
-	// pending occurrence, so they exceed MaxLen by at most MaxSchedules.
+	// Config.MaxLen, nor by MaxPartitions or MaxPartitionLen (a refused
+	// successor would stall the schedule and hold the worker's handler slot
+	// until the queue drains). A schedule has one pending occurrence, so
+	// they exceed MaxLen, and the partitions MaxPartitions and their
+	// MaxPartitionLen, by at most MaxSchedules.
 	pr, err := q.prepare(d.Payload, opts)
 	if err != nil {
+		return err
+	}
+	if pr.part != "" {
+		_, err = q.enqueuePartsUnder(ctx, []prepared{pr}, noPartBounds) // a duplicate is no error
 		return err
 	}
 	_, err = q.enqueueOne(ctx, q.p.Client(), pr) // a duplicate is no error

@@ -47,6 +47,7 @@ func Priority(level int) EnqueueOption {
 }
 
 // JobPriority is the Priority option of every occurrence of a schedule.
+// It cannot be combined with JobPartition.
 func JobPriority(level int) ScheduleOption {
 	return func(s *scheduleDef) error {
 		var o enqueueOpts

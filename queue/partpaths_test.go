@@ -418,3 +418,55 @@ func TestPartitionDebounceWaitsForRoom(t *testing.T) {
 	require.Contains(t, delayedPayloads(t, q.p, q), "a2")
 	checkPartCounts(t, q)
 }
+
+// JobPartition puts every occurrence of a schedule in its partition: a bad
+// key, or JobPriority with it, is refused at Schedule; like a retry (and
+// as under MaxLen), an occurrence is never refused for room; the worker
+// that runs one enqueues the next in the partition too.
+func TestPartitionOfSchedules(t *testing.T) {
+	p := serverPool(t, pool.Config{})
+	q := mustQueue(t, p, "cronparts", Config{MaxPartitions: 1, MaxPartitionLen: 1})
+	ctx := context.Background()
+	err := q.Schedule(ctx, "bad", Every(time.Minute), nil, JobPartition("a b"))
+	require.ErrorContains(t, err, `schedule "bad": JobPartition: partition key "a b" has byte ' ' at 1`)
+	for _, opts := range [][]ScheduleOption{{JobPartition("t"), JobPriority(1)}, {JobPriority(1), JobPartition("t")}} {
+		err = q.Schedule(ctx, "bad", Every(time.Minute), nil, opts...)
+		require.ErrorIs(t, err, ErrInvalidArgument)
+		require.ErrorContains(t, err, `JobPartition("t") cannot be combined with JobPriority(1)`)
+	}
+	names, err := q.Schedules(ctx)
+	require.NoError(t, err)
+	require.Empty(t, names, "nothing registered")
+
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("t"))
+	require.NoError(t, err)
+	require.NoError(t, q.Schedule(ctx, "full", Every(time.Minute), []byte("f"), JobPartition("t")), "the partition is full")
+	require.NoError(t, q.Schedule(ctx, "new", Every(time.Minute), []byte("n"), JobPartition("n")), "MaxPartitions are in use")
+	checkPartCounts(t, q)
+	elems, err := p.Client().ZRange(ctx, q.k.delayed, 0, -1).Result()
+	require.NoError(t, err)
+	parts := map[string]string{}
+	for _, el := range elems {
+		e, err := decodeEnvelope([]byte(el))
+		require.NoError(t, err)
+		parts[string(e.payload)] = e.part
+	}
+	require.Equal(t, map[string]string{"f": "t", "n": "n"}, parts)
+	_, err = q.Enqueue(ctx, []byte("y"), Partition("t"))
+	require.ErrorIs(t, err, ErrPartitionFull, "producers are still refused")
+
+	// Run by a worker: each occurrence in the partition, and the next.
+	require.NoError(t, q.Unschedule(ctx, "full"))
+	require.NoError(t, q.Unschedule(ctx, "new"))
+	require.NoError(t, q.Schedule(ctx, "tick", Every(time.Second), []byte("tick"), JobPartition("t")))
+	ran := make(chan string, 10)
+	startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
+		if string(j.Payload) == "tick" {
+			ran <- j.Partition
+		}
+		return nil
+	}, WorkerConfig{Concurrency: 2})
+	for range 2 {
+		require.Equal(t, "t", recv(t, ran, 10*time.Second, "an occurrence"))
+	}
+}

@@ -92,6 +92,26 @@ func Partition(key string) EnqueueOption {
 	}
 }
 
+// JobPartition is the Partition option of every occurrence of a schedule:
+// they run in partition key. Like a retry, an occurrence is never refused
+// for room: it enters its partition even when the partition holds
+// Config.MaxPartitionLen jobs, or is one more than Config.MaxPartitions (as
+// it enters a queue at Config.MaxLen), since a refused occurrence would
+// stall its schedule; a schedule has one pending occurrence, so the bounds
+// are exceeded by at most the number of schedules. The key is checked at
+// Schedule (see Partition); it cannot be combined with JobPriority.
+// Workers of versions before JobPartition enqueue the next occurrences of
+// such a schedule in no partition: upgrade workers first.
+func JobPartition(key string) ScheduleOption {
+	return func(s *scheduleDef) error {
+		if err := validPartition(key); err != nil {
+			return fmt.Errorf("JobPartition: %w", err)
+		}
+		s.Partition = key
+		return nil
+	}
+}
+
 func validPartition(key string) error {
 	if key == "" {
 		return errors.New("partition key is empty")
