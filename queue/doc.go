@@ -83,7 +83,8 @@
 // and the queue serves its partitions round-robin, so one partition's
 // backlog does not delay another's jobs. Config.MaxPartitions and
 // Config.MaxPartitionLen bound them (ErrTooManyPartitions,
-// ErrPartitionFull; both match ErrQueueFull).
+// ErrPartitionFull; both match ErrQueueFull); with WaitForRoom a refused
+// producer waits, woken by the take that makes room.
 //
 // # Errors
 //

@@ -78,10 +78,22 @@ func (k keys) partTag() string { return k.tag + ":parttag" }
 // A partition exists while it has jobs waiting, due or delayed (retries
 // included): Config.MaxPartitions bounds how many exist at once
 // (ErrTooManyPartitions) and Config.MaxPartitionLen the jobs waiting in
-// one (ErrPartitionFull); a delayed job counts from its enqueue. Keys are 1 to 128 bytes of printable
-// ASCII without spaces, '|', '{' or '}'. The option cannot be combined
-// with Durable, Debounce, ReplacePayload, WaitForRoom or a Priority level
-// above 0 (that one fails with an error wrapping ErrInvalidArgument).
+// one (ErrPartitionFull); a delayed job counts from its enqueue. Keys are
+// 1 to 128 bytes of printable ASCII without spaces, '|', '{' or '}'.
+//
+// With WaitForRoom, an enqueue refused by either bound (or by
+// Config.MaxLen) waits for room: the take of a job of a full partition
+// wakes the producers waiting for it, and the take of a partition's last
+// job those waiting for a new partition (see WaitForRoom). With Durable
+// the job is replicated as any other. With Debounce or ReplacePayload the
+// delayed job counts in its partition and goes there when it fires; a
+// replacement takes its job's place (it is never refused for room) and
+// must name the same partition: one naming another partition, or none,
+// fails with an error wrapping ErrInvalidArgument, as does one without
+// Partition for a job in a partition. A schedule's occurrences go to a
+// partition with the JobPartition schedule option. The option cannot be
+// combined with a Priority level above 0 (an error wrapping
+// ErrInvalidArgument).
 func Partition(key string) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if err := validPartition(key); err != nil {

@@ -87,7 +87,8 @@ func payloadID(typ string, payload []byte) string {
 // A debounced job keeps its payload in its element whatever its size, and
 // its idempotency key holds a copy of the element while it is delayed (its
 // payload is in Redis twice until it runs). EnqueueBatch, Durable and a
-// bounded queue (Config.MaxLen) refuse it.
+// bounded queue (Config.MaxLen) refuse it. With Partition, the job keeps
+// its partition: see Partition.
 func Debounce() EnqueueOption {
 	return func(o *enqueueOpts) error { o.debounce = debounceDue; return nil }
 }

@@ -39,8 +39,9 @@ const roomRecheck = time.Second
 const DefaultMaxWaiters = 1000
 
 // ErrTooManyWaiters: an enqueue with WaitForRoom found the queue full and
-// Config.MaxWaiters producers of this process already waiting for it. The
-// error also matches ErrQueueFull (and carries its *FullError).
+// Config.MaxWaiters producers of this process already waiting for it (for
+// room in the queue or in any of its partitions). The error also matches
+// ErrQueueFull (and carries its *FullError, or the partition's refusal).
 var ErrTooManyWaiters = errors.New("queue: too many producers waiting for room")
 
 // ErrNotStarted: an enqueue with WaitForRoom found the queue full on a Queue
@@ -53,7 +54,19 @@ var ErrNotStarted = errors.New("queue: not started (WaitForRoom needs Queue.Star
 // ErrQueueFull. Consumers wake waiting producers as they drain the queue;
 // see Queue.Start, which a waiting producer's Queue needs. On an unbounded
 // queue it changes nothing. An EnqueueBatch waits until the whole batch
-// fits; a batch of more jobs than MaxLen, which never fits, fails at once. A Durable enqueue does not wait (it returns the *FullError).
+// fits; a batch of more jobs than MaxLen, which never fits, fails at once.
+// A Durable enqueue does not wait (it returns the *FullError).
+//
+// A partitioned enqueue (Partition) refused by Config.MaxPartitions or
+// Config.MaxPartitionLen waits the same way: the take of a job of its full
+// partition wakes it (as many producers as jobs taken), and the take of
+// the last job of a partition wakes those waiting to start a new one. It
+// waits for what refused it last (MaxLen, MaxPartitions or its partition),
+// and a batch of more jobs than MaxPartitionLen fails at once. Room made
+// otherwise (Cancel, Purge) is found by the waiters' recheck, within a
+// second. A waiter whose ctx ends returns an error matching ctx's error and
+// the refusal (ErrQueueFull and, for a partition, ErrPartitionFull or
+// ErrTooManyPartitions); nothing was enqueued.
 func WaitForRoom() EnqueueOption {
 	return func(o *enqueueOpts) error { o.wait = true; return nil }
 }
