@@ -218,9 +218,10 @@ end
 // a consumer that took only part of the jobs is handed on.
 // KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag
 // (parts.go), the level ready lists (levels.go, keys.readyLevels: KEYS[8..10]),
-// the partition waiters (parts_wait.go).
+// the partition waiters (parts_wait.go: always the last key).
 // ARGV: n, the room channel (partWake: the take of a partition's jobs
-// wakes the producers waiting for room in it).
+// wakes the producers waiting for room in it; without it, it wakes
+// nobody).
 //
 // A paused take still hands out a wake marker at the take end of the list:
 // it is no job, and the scheduler it wakes promotes the delayed jobs that
@@ -276,7 +277,7 @@ local function takeAll(out, bytes, lv, parted, ready)
   if parted then
     local from = #out + 1
     local _, dry = takePart(out, n - #out, bytes, budget)
-    partWake(out, from, KEYS[` + strconv.Itoa(8+MaxLevel) + `], KEYS[6], ARGV[2])
+    partWake(out, from, KEYS[#KEYS], KEYS[6], ARGV[2])
     if not dry then ringIfLeft() end
     return out
   end
