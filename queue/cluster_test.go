@@ -53,6 +53,11 @@ func TestCluster(t *testing.T) {
 		testPartitionRetry(t, np)
 		testPartitionInspected(t, np)
 	})
+	t.Run("PartitionWaitForRoomTake", func(t *testing.T) { testPartitionWaitForRoomTake(t, np) })
+	t.Run("PartitionWaitForRoomWorker", func(t *testing.T) { testPartitionWaitForRoomWorker(t, np, Limit{}) })
+	t.Run("PartitionWaitForRoomLimited", func(t *testing.T) {
+		testPartitionWaitForRoomWorker(t, np, Limit{PartitionConcurrency: 5})
+	})
 	// Priority levels (levels.go): every level list in the queue's slot.
 	t.Run("PriorityJumpsTheBacklog", func(t *testing.T) { testPriorityJumpsTheBacklog(t, np) })
 	t.Run("PriorityRetryAndRequeue", func(t *testing.T) { testPriorityRetryAndRequeue(t, np) })

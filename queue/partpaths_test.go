@@ -113,40 +113,42 @@ func takeWaking(t *testing.T, q *Queue, n int) []string {
 // ends a partition wakes them (by a message: their recheck is an hour).
 func TestPartitionWaitForRoomIsWokenByATake(t *testing.T) {
 	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			q := startedParts(t, np, "pwait", Config{MaxPartitions: 2, MaxPartitionLen: 2})
-			for _, j := range []struct{ part, payload string }{{"a", "a1"}, {"a", "a2"}, {"b", "b1"}} {
-				_, err := q.Enqueue(ctx, []byte(j.payload), Partition(j.part))
-				require.NoError(t, err)
-			}
-			a := waitingPartEnqueue(q, ctx, "a3", "a")
-			c := waitingPartEnqueue(q, ctx, "c1", "c")
-			testutil.Eventually(t, testutil.Wait, "both producers to wait", func() bool {
-				return waitingOn(q, "a") == 1 && waitingOn(q, roomNewPart) == 1
-			})
-			marks, err := q.p.Client().HGetAll(ctx, q.k.partWaiters()).Result()
-			require.NoError(t, err)
-			require.Equal(t, map[string]string{"a": "2", roomNewPart: "2"}, marks, "marked by the refusals")
-			ttl, err := q.p.Client().PTTL(ctx, q.k.partWaiters()).Result()
-			require.NoError(t, err)
-			require.Positive(t, ttl, "the marks expire")
-
-			// A take of an unpartitioned job wakes nobody (no message).
-			_, err = q.Enqueue(ctx, []byte("plain"))
-			require.NoError(t, err)
-			require.Equal(t, []string{"plain"}, takeWaking(t, q, 1))
-
-			// One job of each partition: a has room for one, b is gone.
-			require.ElementsMatch(t, []string{"a1", "b1"}, takeWaking(t, q, 2))
-			require.NoError(t, testutil.Recv(t, a, "the producer of partition a").err)
-			require.NoError(t, testutil.Recv(t, c, "the producer of a new partition").err)
-			require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
-			require.Zero(t, q.room.Load().count())
-			checkPartCounts(t, q)
-			require.ElementsMatch(t, []string{"a2", "c1", "a3"}, takeWaking(t, q, 10))
-		})
+		t.Run(name, func(t *testing.T) { testPartitionWaitForRoomTake(t, np) })
 	}
+}
+
+func testPartitionWaitForRoomTake(t *testing.T, np newPoolFunc) {
+	ctx := context.Background()
+	q := startedParts(t, np, "pwait", Config{MaxPartitions: 2, MaxPartitionLen: 2})
+	for _, j := range []struct{ part, payload string }{{"a", "a1"}, {"a", "a2"}, {"b", "b1"}} {
+		_, err := q.Enqueue(ctx, []byte(j.payload), Partition(j.part))
+		require.NoError(t, err)
+	}
+	a := waitingPartEnqueue(q, ctx, "a3", "a")
+	c := waitingPartEnqueue(q, ctx, "c1", "c")
+	testutil.Eventually(t, testutil.Wait, "both producers to wait", func() bool {
+		return waitingOn(q, "a") == 1 && waitingOn(q, roomNewPart) == 1
+	})
+	marks, err := q.p.Client().HGetAll(ctx, q.k.partWaiters()).Result()
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"a": "2", roomNewPart: "2"}, marks, "marked by the refusals")
+	ttl, err := q.p.Client().PTTL(ctx, q.k.partWaiters()).Result()
+	require.NoError(t, err)
+	require.Positive(t, ttl, "the marks expire")
+
+	// A take of an unpartitioned job wakes nobody (no message).
+	_, err = q.Enqueue(ctx, []byte("plain"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"plain"}, takeWaking(t, q, 1))
+
+	// One job of each partition: a has room for one, b is gone.
+	require.ElementsMatch(t, []string{"a1", "b1"}, takeWaking(t, q, 2))
+	require.NoError(t, testutil.Recv(t, a, "the producer of partition a").err)
+	require.NoError(t, testutil.Recv(t, c, "the producer of a new partition").err)
+	require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
+	require.Zero(t, q.room.Load().count())
+	checkPartCounts(t, q)
+	require.ElementsMatch(t, []string{"a2", "c1", "a3"}, takeWaking(t, q, 10))
 }
 
 // Through workers, plain and limited (their takes are two scripts): a
@@ -154,23 +156,25 @@ func TestPartitionWaitForRoomIsWokenByATake(t *testing.T) {
 // the partition's job, and its job runs.
 func TestPartitionWaitForRoomThroughWorker(t *testing.T) {
 	for name, limit := range map[string]Limit{"plain": {}, "limited": {PartitionConcurrency: 5}} {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			q := startedParts(t, serverPool, "pwaitw", Config{MaxPartitionLen: 1})
-			_, err := q.Enqueue(ctx, []byte("a1"), Partition("a"))
-			require.NoError(t, err)
-			done := waitingPartEnqueue(q, ctx, "a2", "a")
-			testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
-			ran := make(chan string, 2)
-			startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
-				ran <- string(j.Payload)
-				return nil
-			}, WorkerConfig{Concurrency: 1, Limit: limit})
-			require.NoError(t, testutil.Recv(t, done, "the waiting producer").err)
-			require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
-			require.ElementsMatch(t, []string{"a1", "a2"}, []string{testutil.Recv(t, ran, "a1"), testutil.Recv(t, ran, "a2")})
-		})
+		t.Run(name, func(t *testing.T) { testPartitionWaitForRoomWorker(t, serverPool, limit) })
 	}
+}
+
+func testPartitionWaitForRoomWorker(t *testing.T, np newPoolFunc, limit Limit) {
+	ctx := context.Background()
+	q := startedParts(t, np, "pwaitw", Config{MaxPartitionLen: 1})
+	_, err := q.Enqueue(ctx, []byte("a1"), Partition("a"))
+	require.NoError(t, err)
+	done := waitingPartEnqueue(q, ctx, "a2", "a")
+	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+	ran := make(chan string, 2)
+	startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
+		ran <- string(j.Payload)
+		return nil
+	}, WorkerConfig{Concurrency: 1, Limit: limit})
+	require.NoError(t, testutil.Recv(t, done, "the waiting producer").err)
+	require.NotZero(t, q.room.Load().wakes.Load(), "woken by a message")
+	require.ElementsMatch(t, []string{"a1", "a2"}, []string{testutil.Recv(t, ran, "a1"), testutil.Recv(t, ran, "a2")})
 }
 
 // A partitioned producer refused for the queue's MaxLen waits as an
