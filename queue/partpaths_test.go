@@ -136,11 +136,6 @@ func testPartitionWaitForRoomTake(t *testing.T, np newPoolFunc) {
 	require.NoError(t, err)
 	require.Positive(t, ttl, "the marks expire")
 
-	// A take of an unpartitioned job wakes nobody (no message).
-	_, err = q.Enqueue(ctx, []byte("plain"))
-	require.NoError(t, err)
-	require.Equal(t, []string{"plain"}, takeWaking(t, q, 1))
-
 	// One job of each partition: a has room for one, b is gone.
 	require.ElementsMatch(t, []string{"a1", "b1"}, takeWaking(t, q, 2))
 	require.NoError(t, testutil.Recv(t, a, "the producer of partition a").err)
