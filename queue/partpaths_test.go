@@ -93,6 +93,26 @@ func waitingOn(q *Queue, on string) int {
 	return n
 }
 
+// waitMarked waits for a producer of q to wait for room of kind on, and
+// for its mark in Redis: a waiter is registered before the try that marks
+// it, and a take between the two would find no mark (the try then finds
+// the room itself).
+func waitMarked(t *testing.T, q *Queue, on string) {
+	t.Helper()
+	ctx := context.Background()
+	testutil.Eventually(t, testutil.Wait, "the producer to wait, marked", func() bool {
+		if waitingOn(q, on) != 1 {
+			return false
+		}
+		if on == roomLen {
+			n, err := q.p.Client().Exists(ctx, q.k.waitersKey()).Result()
+			return err == nil && n == 1
+		}
+		ok, err := q.p.Client().HExists(ctx, q.k.partWaiters(), on).Result()
+		return err == nil && ok
+	})
+}
+
 // takeWaking is the worker's take (takeKeys, and the room channel that
 // partWake publishes on).
 func takeWaking(t *testing.T, q *Queue, n int) []string {
@@ -126,12 +146,12 @@ func testPartitionWaitForRoomTake(t *testing.T, np newPoolFunc) {
 	}
 	a := waitingPartEnqueue(q, ctx, "a3", "a")
 	c := waitingPartEnqueue(q, ctx, "c1", "c")
-	testutil.Eventually(t, testutil.Wait, "both producers to wait", func() bool {
-		return waitingOn(q, "a") == 1 && waitingOn(q, roomNewPart) == 1
+	// A waiter is registered before its marking try: wait for both.
+	testutil.Eventually(t, testutil.Wait, "both producers to wait, marked by their refusals", func() bool {
+		marks, err := q.p.Client().HGetAll(ctx, q.k.partWaiters()).Result()
+		return err == nil && waitingOn(q, "a") == 1 && waitingOn(q, roomNewPart) == 1 &&
+			marks["a"] == "2" && marks[roomNewPart] == "2" && len(marks) == 2
 	})
-	marks, err := q.p.Client().HGetAll(ctx, q.k.partWaiters()).Result()
-	require.NoError(t, err)
-	require.Equal(t, map[string]string{"a": "2", roomNewPart: "2"}, marks, "marked by the refusals")
 	ttl, err := q.p.Client().PTTL(ctx, q.k.partWaiters()).Result()
 	require.NoError(t, err)
 	require.Positive(t, ttl, "the marks expire")
@@ -161,7 +181,7 @@ func testPartitionWaitForRoomWorker(t *testing.T, np newPoolFunc, limit Limit) {
 	_, err := q.Enqueue(ctx, []byte("a1"), Partition("a"))
 	require.NoError(t, err)
 	done := waitingPartEnqueue(q, ctx, "a2", "a")
-	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+	waitMarked(t, q, "a")
 	ran := make(chan string, 2)
 	startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
 		ran <- string(j.Payload)
@@ -182,7 +202,7 @@ func TestPartitionWaitForRoomUnderMaxLen(t *testing.T) {
 		require.NoError(t, err)
 	}
 	done := waitingPartEnqueue(q, ctx, "c", "c")
-	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, roomLen) == 1 })
+	waitMarked(t, q, roomLen)
 	ran := make(chan string, 3)
 	startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
 		ran <- string(j.Payload)
@@ -206,7 +226,7 @@ func TestPartitionWaitForRoomFailures(t *testing.T) {
 
 	cctx, cancel := context.WithCancel(ctx)
 	done := waitingPartEnqueue(q, cctx, "a2", "a")
-	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+	waitMarked(t, q, "a")
 
 	_, err = q.Enqueue(ctx, []byte("a3"), Partition("a"), WaitForRoom())
 	require.ErrorIs(t, err, ErrTooManyWaiters)
@@ -409,7 +429,7 @@ func TestPartitionDebounceWaitsForRoom(t *testing.T) {
 		id, err := q.Enqueue(ctx, []byte("a2"), Partition("a"), ID("deb"), Debounce(), Delay(time.Hour), WaitForRoom())
 		done <- enqueueResult{id, err}
 	}()
-	testutil.Eventually(t, testutil.Wait, "the producer to wait", func() bool { return waitingOn(q, "a") == 1 })
+	waitMarked(t, q, "a")
 	require.Equal(t, []string{"a1"}, takeWaking(t, q, 1))
 	res := testutil.Recv(t, done, "the debounced producer")
 	require.NoError(t, res.err)
