@@ -49,7 +49,6 @@ func TestInvalidOptionsMatchErrInvalidArgument(t *testing.T) {
 		"Priority(-1)":           {enqueue(q, Priority(-1)), "Priority(-1)"},
 		"Priority too high":      {enqueue(q, Priority(MaxLevel+1)), "the levels are 0 to"},
 		"Partition empty":        {enqueue(q, Partition("")), "partition key is empty"},
-		"Partition and Durable":  {enqueue(q, Partition("a"), Durable(1, time.Second)), "cannot be combined with Durable"},
 		"Partition and Priority": {enqueue(q, Partition("a"), Priority(1)), "cannot be combined with Priority(1)"},
 		"Type empty":             {enqueue(q, Type("")), "must not be empty"},
 		"Header empty key":       {enqueue(q, Header("", "v")), "empty key"},
@@ -70,6 +69,9 @@ func TestInvalidOptionsMatchErrInvalidArgument(t *testing.T) {
 		"schedule JobTimeout":    {schedule(JobTimeout(-time.Second)), "must be positive"},
 		"schedule Version":       {schedule(Version(-1)), "must not be negative"},
 		"schedule JobPriority":   {schedule(JobPriority(MaxLevel + 1)), "the levels are 0 to"},
+		"schedule JobPartition":  {schedule(JobPartition("a b")), "JobPartition: partition key"},
+		"schedule JobPartition and JobPriority": {schedule(JobPartition("a"), JobPriority(1)),
+			`JobPartition("a") cannot be combined with JobPriority(1)`},
 	} {
 		err := c.call()
 		require.ErrorIs(t, err, ErrInvalidArgument, name)

@@ -448,6 +448,7 @@ func TestPartitionOfSchedules(t *testing.T) {
 	ctx := context.Background()
 	err := q.Schedule(ctx, "bad", Every(time.Minute), nil, JobPartition("a b"))
 	require.ErrorContains(t, err, `schedule "bad": JobPartition: partition key "a b" has byte ' ' at 1`)
+	require.ErrorIs(t, err, ErrInvalidArgument)
 	for _, opts := range [][]ScheduleOption{{JobPartition("t"), JobPriority(1)}, {JobPriority(1), JobPartition("t")}} {
 		err = q.Schedule(ctx, "bad", Every(time.Minute), nil, opts...)
 		require.ErrorIs(t, err, ErrInvalidArgument)
