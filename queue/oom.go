@@ -146,6 +146,7 @@ type memState struct {
 	mu     sync.Mutex
 	policy string // "" until read
 	stale  bool   // the last read failed on the connection (not by refusal), or the hub's connection failed since: read again
+	fails  uint64 // connectionFailed calls: a read clears stale only if none came while it ran
 }
 
 func newMemState() memState { return memState{wake: make(chan struct{}, 1)} }

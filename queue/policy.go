@@ -91,10 +91,15 @@ func (w *Worker) checkPolicyAtStart() error {
 // level for an evicting policy (once per change, not per read). It reports
 // whether Redis answered.
 func (w *Worker) readPolicy(ctx context.Context, c redis.Cmdable) bool {
-	p, answered := readPolicyFrom(ctx, c)
 	m := &w.mem
 	m.mu.Lock()
-	m.stale = !answered
+	fails := m.fails
+	m.mu.Unlock()
+	p, answered := readPolicyFrom(ctx, c)
+	m.mu.Lock()
+	// A connection failure during the read may follow a restart the answer
+	// predates: the policy stays stale, for the next fetch to read again.
+	m.stale = !answered || m.fails != fails
 	if !answered && m.policy != "" {
 		// Keep what was known; the fetcher reads again.
 		m.mu.Unlock()
@@ -130,6 +135,7 @@ func (w *Worker) readPolicy(ctx context.Context, c redis.Cmdable) bool {
 func (m *memState) connectionFailed() {
 	m.mu.Lock()
 	m.stale = true
+	m.fails++
 	m.mu.Unlock()
 }
 

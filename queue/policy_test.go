@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/redistest"
@@ -172,4 +173,42 @@ func TestPolicyFromInfo(t *testing.T) {
 	strict, err := newWorker(t, mustQueue(t, p, "other", Config{}), func(context.Context, *Job) error { return nil }, WorkerConfig{RefuseEvictingPolicy: true})
 	require.NoError(t, err)
 	require.True(t, errors.Is(strict.Start(group(t)), ErrEvictingPolicy))
+}
+
+// policyReadHook calls during, from inside each command, as a failure of
+// the hub's connection would land while the policy is being read.
+type policyReadHook struct{ during func() }
+
+func (h policyReadHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h policyReadHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.during()
+		return err
+	}
+}
+func (h policyReadHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestPolicyStaleAfterAFailureDuringTheRead: a failure of the hub's
+// connection while the fetcher reads the policy (after Redis answered the
+// read, before it was recorded) is not lost: the answer may predate a
+// restart that the failure is the only sign of, so the next fetch reads the
+// policy again.
+func TestPolicyStaleAfterAFailureDuringTheRead(t *testing.T) {
+	srv := redistest.Server(t)
+	w := &Worker{log: slog.New(&logRecorder{})}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer func() { _ = c.Close() }()
+	c.AddHook(policyReadHook{during: w.mem.connectionFailed})
+	require.True(t, w.readPolicy(context.Background(), c))
+	require.Equal(t, "noeviction", w.Memory().Policy)
+	require.True(t, w.mem.policyStale(), "the connection failed during the read: the policy must be read again")
+
+	// A read with no failure during it clears the mark.
+	plain := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer func() { _ = plain.Close() }()
+	require.True(t, w.readPolicy(context.Background(), plain))
+	require.False(t, w.mem.policyStale())
 }
