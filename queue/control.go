@@ -50,6 +50,16 @@ const cancelTTL = 10 * time.Minute
 // run it cancels, so that a later job reusing the ID is not cancelled.
 func (k keys) cancelMarker(id string) string { return k.tag + ":cancel:" + id }
 
+// runCancel holds the cancel of one run of a job that was running when it
+// was cancelled (mv: markerValue), beside its cancelMarker: an enqueue
+// that takes the ID deletes the cancelMarker (keys.endKeys, for Wait and
+// Get), but a run still held (its retry, or a recovery, reads the cancel to
+// be dropped: Worker.cancelRecorded, controlSub.catchUp) may not hold the
+// ID (a requeued dead letter, a lapsed UniqueTTL), and its cancel must
+// outlive the new job's enqueue. IDs hold no '|': no ID's cancelMarker is
+// a runCancel key.
+func (k keys) runCancel(id, mv string) string { return k.tag + ":cancelrun:" + id + "|" + mv }
+
 // resultWaiters counts the producers waiting for a job (Queue.Wait): only a
 // job somebody waits for costs a message when it ends.
 func (k keys) resultWaiters(id string) string { return k.tag + ":waiting:" + id }
@@ -392,7 +402,7 @@ func (q *Queue) cancelRunning(ctx context.Context, c redis.Scripter, loc locatio
 	}
 	id := loc.env.id
 	msg := q.name + " " + id + " " + markerValue(loc.env)
-	return cancelRunningScript.Run(ctx, c, []string{q.k.proc(loc.consumer), q.k.cancelMarker(id)},
+	return cancelRunningScript.Run(ctx, c, []string{q.k.proc(loc.consumer), q.k.cancelMarker(id), q.k.runCancel(id, markerValue(loc.env))},
 		loc.elem, markerValue(loc.env), cancelTTL.Milliseconds(), controlChannel(q.cfg.Namespace, loc.consumer), msg).Int()
 }
 

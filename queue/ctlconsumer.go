@@ -184,7 +184,8 @@ func (s *controlSub) catchUp(ctx context.Context) {
 	type held struct {
 		w   *Worker
 		key string
-		cmd *redis.StringCmd
+		mv  string
+		cmd *redis.SliceCmd
 	}
 	var hs []held
 	pipe := s.n.p.Background().Pipeline()
@@ -196,7 +197,8 @@ func (s *controlSub) catchUp(ctx context.Context) {
 		w.mu.Lock()
 		for elem := range w.inflight {
 			if e, err := decodeEnvelope([]byte(elem)); err == nil {
-				hs = append(hs, held{w: w, key: runKey(e.id, markerValue(e)), cmd: pipe.Get(ctx, w.q.k.cancelMarker(e.id))})
+				mv := markerValue(e)
+				hs = append(hs, held{w: w, key: runKey(e.id, mv), mv: mv, cmd: pipe.MGet(ctx, w.q.k.runCancel(e.id, mv), w.q.k.cancelMarker(e.id))})
 			}
 		}
 		w.mu.Unlock()
@@ -208,11 +210,8 @@ func (s *controlSub) catchUp(ctx context.Context) {
 		s.n.log.Warn("queue: control subscriber could not read the cancels it may have missed", "err", err)
 	}
 	for _, h := range hs {
-		if v, err := h.cmd.Result(); err == nil {
-			id, _, _ := strings.Cut(h.key, " ")
-			if runKey(id, v) == h.key {
-				h.w.ctl.cancel(h.key, h.w.q.cfg.Now())
-			}
+		if vs, err := h.cmd.Result(); err == nil && cancelNamesRun(vs, h.mv) {
+			h.w.ctl.cancel(h.key, h.w.q.cfg.Now())
 		}
 	}
 }

@@ -144,13 +144,14 @@ return 1
 // cancelRunningScript records the cancel of a running job and sends it on
 // the control channel of the consumer that holds it, only if the job is
 // still in that consumer's processing list.
-// KEYS: processing list, cancel marker. ARGV: element, marker value, marker
-// TTL ms, control channel, message.
+// KEYS: processing list, cancel marker, the run's cancel (keys.runCancel).
+// ARGV: element, marker value, marker TTL ms, control channel, message.
 // Returns 0 if the element is gone, else 1 + the number of subscribers that
 // received the message (on Redis Cluster, those on this node only).
 var cancelRunningScript = redis.NewScript(`
 if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 return 1 + redis.call('PUBLISH', ARGV[4], ARGV[5])
 `)
 

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // MaxProgress is the largest value Job.Progress accepts, in bytes.
@@ -177,14 +175,28 @@ func (w *Worker) cancelRecorded(ctx context.Context, e envelope) bool {
 	if e.attempt == 0 && e.deliveries == 0 {
 		return false
 	}
-	v, err := w.q.p.Background().Get(ctx, w.q.k.cancelMarker(e.id)).Result()
+	mv := markerValue(e)
+	vs, err := w.q.p.Background().MGet(ctx, w.q.k.runCancel(e.id, mv), w.q.k.cancelMarker(e.id)).Result()
 	if err != nil {
-		if !errors.Is(err, redis.Nil) {
-			w.log.Warn("queue: reading the cancel of a retried or recovered job failed; it runs", "job", e.id, "err", err)
-		}
+		w.log.Warn("queue: reading the cancel of a retried or recovered job failed; it runs", "job", e.id, "err", err)
 		return false
 	}
-	return v == markerValue(e)
+	return cancelNamesRun(vs, mv)
+}
+
+// cancelNamesRun reads the MGET of a run's keys.runCancel and its job's
+// cancelMarker: the run was cancelled when the first exists, or the marker
+// names the run (written alone by an older version, or the run's cancel
+// key gone by a restart that kept the marker).
+func cancelNamesRun(vs []any, mv string) bool {
+	if len(vs) != 2 {
+		return false
+	}
+	if vs[0] != nil {
+		return true
+	}
+	v, _ := vs[1].(string)
+	return v == mv
 }
 
 // callRun runs the handler, unless the run was cancelled before it started.

@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,4 +122,62 @@ func testReusedID(t *testing.T, pools poolsFunc) {
 			notEnded(q, id)
 		}
 	}
+}
+
+// A cancel recorded for a run whose job does not hold its ID (a dead letter
+// requeued: its idempotency key is not taken again; or one whose UniqueTTL
+// lapsed) must survive a new job that takes the ID: the retry of the
+// cancelled run reads the marker (Worker.cancelRecorded) to be dropped, and
+// the marker names the run it cancels, so it never cancels the new job.
+func TestReusedIDKeepsTheCancelOfARunStillHeld(t *testing.T) {
+	ctx := context.Background()
+	pr := newCtlProcess(t, miniPools(t), "reusecancel", Config{})
+	q := pr.q
+	runs := make(chan string, 100)
+	release := make(chan struct{})
+	var first atomic.Bool
+	startWorker(t, pr.g, q, func(_ context.Context, j *Job) error {
+		runs <- fmt.Sprintf("%s%d", j.Payload, j.Attempt)
+		switch {
+		case string(j.Payload) == "b":
+			return nil
+		case first.CompareAndSwap(false, true):
+			return Permanent(errors.New("dies once"))
+		case j.Attempt == 1:
+			<-release
+		}
+		return errors.New("flaky")
+	}, WorkerConfig{Concurrency: 1, RetryBase: time.Millisecond, RetryMax: time.Millisecond},
+		ConsumerConfig{Namespace: q.cfg.Namespace}) // no Control: the cancel is only recorded
+
+	_, err := q.Enqueue(ctx, []byte("a"), ID("x"))
+	require.NoError(t, err)
+	require.Equal(t, "a1", testutil.Recv(t, runs, "the first run"))
+	testutil.Eventually(t, testutil.Wait, "the job dead", func() bool {
+		info, err := q.Get(ctx, "x")
+		return err == nil && info.State == StateDead
+	})
+	n, err := q.Requeue(ctx, "x")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, "a1", testutil.Recv(t, runs, "the requeued run"))
+	require.NoError(t, q.Cancel(ctx, "x"))
+	// The requeued job holds no idempotency key: a new job takes the ID.
+	_, err = q.Enqueue(ctx, []byte("b"), ID("x"))
+	require.NoError(t, err)
+	close(release) // the cancelled run ends with an error
+
+	require.Equal(t, "b1", testutil.Recv(t, runs, "the new job"))
+	testutil.Eventually(t, testutil.Wait, "both jobs ended", func() bool {
+		st, err := q.Stats(ctx)
+		return err == nil && st.Ready+st.Delayed+st.InFlight == 0
+	})
+	select {
+	case r := <-runs:
+		t.Fatalf("the cancelled run was retried (%s)", r)
+	default:
+	}
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Zero(t, st.Dead, "the cancelled run went on to the dead letters")
 }
