@@ -8,7 +8,7 @@
 //     and a wait-time histogram (label lane), and the health state.
 //   - QueueCollector: each queue's ready, delayed, in-flight and dead jobs,
 //     consumers, refused enqueues and the oldest ready job's age (labels
-//     queue and namespace), read from Redis at scrape time; and this
+//     queue and queue_namespace), read from Redis at scrape time; and this
 //     process's workers' counters (processed, failed, retried,
 //     dead-lettered, ...) and enqueue-to-start and run-duration
 //     histograms, summed per queue (a name in a namespace).

@@ -50,5 +50,5 @@ func Example() {
 	// bounded_pool_max_connections{lane="background"} 4
 	// bounded_pool_max_connections{lane="blocking"} 4
 	// bounded_pool_max_connections{lane="request"} 20
-	// bounded_queue_ready_jobs{namespace="bq",queue="emails"} 1
+	// bounded_queue_ready_jobs{queue="emails",queue_namespace="bq"} 1
 }

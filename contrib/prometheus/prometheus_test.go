@@ -141,19 +141,19 @@ func TestQueueCollectorReadsRedisOnlyWhenScraped(t *testing.T) {
 	want := `
 # HELP bounded_queue_ready_jobs Jobs ready to run.
 # TYPE bounded_queue_ready_jobs gauge
-bounded_queue_ready_jobs{namespace="bq",queue="mail"} 3
+bounded_queue_ready_jobs{queue="mail",queue_namespace="bq"} 3
 # HELP bounded_queue_delayed_jobs Jobs delayed or waiting to retry.
 # TYPE bounded_queue_delayed_jobs gauge
-bounded_queue_delayed_jobs{namespace="bq",queue="mail"} 1
+bounded_queue_delayed_jobs{queue="mail",queue_namespace="bq"} 1
 # HELP bounded_queue_dead_jobs Jobs in the dead letters.
 # TYPE bounded_queue_dead_jobs gauge
-bounded_queue_dead_jobs{namespace="bq",queue="mail"} 0
+bounded_queue_dead_jobs{queue="mail",queue_namespace="bq"} 0
 # HELP bounded_queue_stats_age_seconds Age of the counts exported: 0 when read by this scrape.
 # TYPE bounded_queue_stats_age_seconds gauge
-bounded_queue_stats_age_seconds{namespace="bq",queue="mail"} 0
+bounded_queue_stats_age_seconds{queue="mail",queue_namespace="bq"} 0
 # HELP bounded_queue_scrape_errors_total Scrapes whose Redis read of the queue failed or timed out.
 # TYPE bounded_queue_scrape_errors_total counter
-bounded_queue_scrape_errors_total{namespace="bq",queue="mail"} 0
+bounded_queue_scrape_errors_total{queue="mail",queue_namespace="bq"} 0
 `
 	// The age is measured after the read, so it is a few microseconds, not 0:
 	// compare everything else, and the age separately.
@@ -267,16 +267,16 @@ func TestQueueCollectorWorkerCounters(t *testing.T) {
 	want := `
 # HELP bounded_queue_jobs_processed_total Jobs whose handler succeeded in this process.
 # TYPE bounded_queue_jobs_processed_total counter
-bounded_queue_jobs_processed_total{namespace="bq",queue="mail"} 2
+bounded_queue_jobs_processed_total{queue="mail",queue_namespace="bq"} 2
 # HELP bounded_queue_jobs_failed_total Failed runs in this process, retried or not.
 # TYPE bounded_queue_jobs_failed_total counter
-bounded_queue_jobs_failed_total{namespace="bq",queue="mail"} 1
+bounded_queue_jobs_failed_total{queue="mail",queue_namespace="bq"} 1
 # HELP bounded_queue_jobs_dead_lettered_total Jobs sent to the dead letters by this process.
 # TYPE bounded_queue_jobs_dead_lettered_total counter
-bounded_queue_jobs_dead_lettered_total{namespace="bq",queue="mail"} 1
+bounded_queue_jobs_dead_lettered_total{queue="mail",queue_namespace="bq"} 1
 # HELP bounded_queue_worker_concurrency Handlers this process may run at once.
 # TYPE bounded_queue_worker_concurrency gauge
-bounded_queue_worker_concurrency{namespace="bq",queue="mail"} 2
+bounded_queue_worker_concurrency{queue="mail",queue_namespace="bq"} 2
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "bounded_queue_jobs_processed_total",
 		"bounded_queue_jobs_failed_total", "bounded_queue_jobs_dead_lettered_total", "bounded_queue_worker_concurrency"); err != nil {

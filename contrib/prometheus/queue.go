@@ -22,7 +22,7 @@ type QueueConfig struct {
 	// Queues have their counts read from Redis at each scrape
 	// (queue.Queue.Stats). A queue (a name in a namespace) must appear
 	// once; queues of one name in two namespaces are two queues (label
-	// namespace).
+	// queue_namespace).
 	Queues []*queue.Queue
 	// Workers have their counters read from the process
 	// (queue.Worker.Stats); several workers of one queue (one name in one
@@ -128,7 +128,7 @@ func NewQueueCollector(cfg QueueConfig) *QueueCollector {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultScrapeTimeout
 	}
-	l := []string{"queue", "namespace"}
+	l := []string{"queue", "queue_namespace"} // not "namespace": see TestQueueLabelsAreNotTargetLabels
 	return &QueueCollector{
 		invalid: invalid{distinct("NewQueueCollector", "queue", cfg.Queues, func(q *queue.Queue) string {
 			return fmt.Sprintf("%q in namespace %q", q.Name(), q.Namespace())
