@@ -79,8 +79,8 @@ type Config struct {
 	// Timeout bounds the Redis work of one API request (default 5s, at
 	// most 1 minute).
 	Timeout time.Duration
-	// ErrorLog, when set, receives the errors answered as 500 (their text
-	// is not sent to the client: it may name Redis servers).
+	// ErrorLog, when set, receives the errors answered as 500 or 503
+	// (their text is not sent to the client: it may name Redis servers).
 	ErrorLog func(r *http.Request, err error)
 }
 
