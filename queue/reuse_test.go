@@ -130,8 +130,15 @@ func testReusedID(t *testing.T, pools poolsFunc) {
 // cancelled run reads the marker (Worker.cancelRecorded) to be dropped, and
 // the marker names the run it cancels, so it never cancels the new job.
 func TestReusedIDKeepsTheCancelOfARunStillHeld(t *testing.T) {
+	testReusedIDKeepsTheCancel(t, miniPools)
+}
+func TestReusedIDKeepsTheCancelOfARunStillHeld_Cluster(t *testing.T) {
+	testReusedIDKeepsTheCancel(t, clusterPoolsOf(redistest.Cluster(t)))
+}
+
+func testReusedIDKeepsTheCancel(t *testing.T, pools poolsFunc) {
 	ctx := context.Background()
-	pr := newCtlProcess(t, miniPools(t), "reusecancel", Config{})
+	pr := newCtlProcess(t, pools(t), "reusecancel", Config{})
 	q := pr.q
 	runs := make(chan string, 100)
 	release := make(chan struct{})
