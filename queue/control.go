@@ -216,10 +216,18 @@ func (q *Queue) Get(ctx context.Context, id string) (JobInfo, error) {
 	if err != nil {
 		return info, q.errorf("get %s: %w", id, err)
 	}
-	if loc.where == locDead && (extra.hasResult || extra.cancelled) {
+	own := false
+	if loc.where == locDead && extra.cancelled && !extra.hasResult {
+		if own, err = q.deadOwnsCancel(ctx, id, loc.elem, extra.mark); err != nil {
+			return info, q.errorf("get %s: %w", id, err)
+		}
+	}
+	if loc.where == locDead && (extra.hasResult || extra.cancelled && !own) {
 		// A later job of the ID succeeded or was cancelled: the enqueue
 		// that took the ID deleted what earlier jobs left (keys.endKeys),
-		// so these are its, and the dead letter is an earlier job's.
+		// so these are its, and the dead letter is an earlier job's. A
+		// marker that names the dead job's own run is a cancel that came
+		// too late to stop it: the job is dead.
 		info, loc.where = JobInfo{ID: id, Queue: q.name}, locNowhere
 		extra.payload = nil
 	}
@@ -276,6 +284,28 @@ type jobKeys struct {
 	progress, result, payload []byte
 	hasResult, cancelled      bool
 	lastErr                   string
+	mark                      string // the cancel marker's value: the run it cancels (markerValue)
+}
+
+// deadOwnsCancel reports whether the cancel marker beside the dead letter
+// of id (its record rec, the marker's value mark) is the dead job's own: a
+// cancel of its last run that came too late to stop it (a consumer without
+// Control, a message after the handler returned), not the cancel of a later
+// job of the ID. The marker names the run by its enqueue time in ms, which
+// a later job enqueued within the same millisecond shares: the run's own
+// cancel key (keys.runCancel, written only for a running job's cancel)
+// settles it. A second read, only when the marker names the dead run.
+func (q *Queue) deadOwnsCancel(ctx context.Context, id, rec, mark string) (bool, error) {
+	r, err := parseDeadRecord([]byte(rec))
+	if err != nil {
+		return false, nil
+	}
+	e, err := decodeEnvelope(r.Element)
+	if err != nil || markerValue(e) != mark {
+		return false, nil
+	}
+	n, err := q.p.Client().Exists(ctx, q.k.runCancel(id, mark)).Result()
+	return n == 1, err
 }
 
 // readJobKeys reads a job's progress, result, last error and cancel marker,
@@ -285,7 +315,7 @@ func (q *Queue) readJobKeys(ctx context.Context, id, ref string) (jobKeys, error
 	prog := pipe.Get(ctx, q.k.progress(id))
 	res := pipe.Get(ctx, q.k.result(id))
 	lastErr := pipe.Get(ctx, q.k.lastErr(id))
-	mark := pipe.Exists(ctx, q.k.cancelMarker(id))
+	mark := pipe.Get(ctx, q.k.cancelMarker(id))
 	var pay *redis.StringCmd
 	if ref != "" {
 		pay = pipe.HGet(ctx, q.k.payloads, ref)
@@ -301,7 +331,8 @@ func (q *Queue) readJobKeys(ctx context.Context, id, ref string) (jobKeys, error
 		out.result, out.hasResult = b, true
 	}
 	out.lastErr = lastErr.Val()
-	out.cancelled = mark.Val() == 1
+	m, err := mark.Result()
+	out.mark, out.cancelled = m, err == nil
 	if pay != nil {
 		out.payload, _ = pay.Bytes()
 	}

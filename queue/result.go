@@ -231,7 +231,7 @@ func (q *Queue) ended(ctx context.Context, id string) (res []byte, ended bool, e
 	pipe := q.p.Client().Pipeline()
 	resCmd := pipe.Get(ctx, q.k.result(id))
 	dead := pipe.HGet(ctx, q.k.deadData, id)
-	mark := pipe.Exists(ctx, q.k.cancelMarker(id))
+	markCmd := pipe.Get(ctx, q.k.cancelMarker(id))
 	held := pipe.Exists(ctx, q.k.unique(id))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, false, err
@@ -239,15 +239,27 @@ func (q *Queue) ended(ctx context.Context, id string) (res []byte, ended bool, e
 	if b, err := resCmd.Bytes(); err == nil {
 		return b, true, nil
 	}
-	if mark.Val() == 1 {
-		return nil, true, ErrCancelled
-	}
+	mark, err := markCmd.Result()
+	marked := err == nil
+	// A marker beside the dead letter is a later job's cancel, unless it
+	// is the dead job's own (a cancel too late to stop its last run).
 	if rec, err := dead.Result(); err == nil && held.Val() == 0 {
-		reason := "unreadable dead record"
-		if r, err := parseDeadRecord([]byte(rec)); err == nil {
-			reason = r.Reason
+		isDead := true
+		if marked {
+			if isDead, err = q.deadOwnsCancel(ctx, id, rec, mark); err != nil {
+				return nil, false, err
+			}
 		}
-		return nil, true, fmt.Errorf("%w: %s", ErrJobDead, reason)
+		if isDead {
+			reason := "unreadable dead record"
+			if r, err := parseDeadRecord([]byte(rec)); err == nil {
+				reason = r.Reason
+			}
+			return nil, true, fmt.Errorf("%w: %s", ErrJobDead, reason)
+		}
+	}
+	if marked {
+		return nil, true, ErrCancelled
 	}
 	return nil, false, nil
 }

@@ -188,3 +188,57 @@ func testReusedIDKeepsTheCancel(t *testing.T, pools poolsFunc) {
 	require.NoError(t, err)
 	require.Zero(t, st.Dead, "the cancelled run went on to the dead letters")
 }
+
+// A cancel that reached a run too late to stop it (a consumer without
+// Control, or the message after the handler returned) leaves the marker
+// beside the job's own dead letter when that run was its last attempt:
+// the marker names the dead job's run, not a later job's, so Get reports
+// the job dead, with its reason, and Wait ErrJobDead, as they did before
+// a marker beside a dead letter was read as a later job's cancel.
+func TestDeadLetterBesideItsOwnCancelIsReportedDead(t *testing.T) {
+	testDeadLetterBesideItsOwnCancel(t, miniPools)
+}
+func TestDeadLetterBesideItsOwnCancelIsReportedDead_Server(t *testing.T) {
+	testDeadLetterBesideItsOwnCancel(t, serverPools)
+}
+
+func testDeadLetterBesideItsOwnCancel(t *testing.T, pools poolsFunc) {
+	ctx := context.Background()
+	pr := newCtlProcess(t, pools(t), "deadowncancel", Config{})
+	q := pr.q
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	startWorker(t, pr.g, q, func(context.Context, *Job) error {
+		started <- struct{}{}
+		<-release
+		return errors.New("it failed")
+	}, WorkerConfig{Concurrency: 1}, ConsumerConfig{Namespace: q.cfg.Namespace}) // no Control
+	_, err := q.Enqueue(ctx, []byte("a"), ID("x"), MaxAttempts(1))
+	require.NoError(t, err)
+	testutil.Recv(t, started, "the run")
+	require.NoError(t, q.Cancel(ctx, "x"))
+	close(release)
+	testutil.Eventually(t, testutil.Wait, "the job dead", func() bool {
+		st, err := q.Stats(ctx)
+		return err == nil && st.Dead == 1 && st.InFlight == 0
+	})
+	info, err := q.Get(ctx, "x")
+	require.NoError(t, err)
+	require.Equal(t, StateDead, info.State, "the job is in the dead letters")
+	require.Contains(t, info.LastError, "it failed")
+	wctx, cancel := context.WithTimeout(ctx, testutil.Wait)
+	defer cancel()
+	_, err = q.Wait(wctx, "x")
+	require.ErrorIs(t, err, ErrJobDead)
+
+	// A later job of the ID that is cancelled is reported cancelled over
+	// the dead letter.
+	_, err = q.Enqueue(ctx, []byte("b"), ID("x"), Delay(time.Hour))
+	require.NoError(t, err)
+	require.NoError(t, q.Cancel(ctx, "x"))
+	info, err = q.Get(ctx, "x")
+	require.NoError(t, err)
+	require.Equal(t, StateCancelled, info.State)
+	_, err = q.Wait(wctx, "x")
+	require.ErrorIs(t, err, ErrCancelled)
+}
