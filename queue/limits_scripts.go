@@ -173,7 +173,12 @@ else
     if jobs >= room then
       -- At the limit: only a wake marker may still go.
       local tail = redis.call('LINDEX', KEYS[1], -1)
-      if not tail then stop = 'empty'; break end
+      if not tail then
+        -- Jobs left in the level lists (the loop above stopped at the
+        -- limit) are jobs the limit stops, not an empty queue.
+        if flagged >= 4 and redis.call('EXISTS', unpack(levels)) > 0 then stop = why else stop = 'empty' end
+        break
+      end
       if tail ~= marker then stop = why; break end
     end
     local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
