@@ -3,10 +3,16 @@ package queue
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/lifecycle"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // TestLimitTakeAtLimitWithLevelJobs: when the only jobs waiting are in the
@@ -54,4 +60,74 @@ func TestLimitTakeAtLimitWithLevelJobs(t *testing.T) {
 			require.Positive(t, wait, "stopped by the rate with a level job waiting: the wait to the next allowed instant")
 		})
 	}
+}
+
+// TestLimitRateWithPriorityJobs: a rate-limited queue whose jobs are
+// enqueued with Priority runs them all, one per rate interval: the take
+// the rate stops answers its wait, and the fetcher sleeps to it. Before the
+// fix the take stopped as on an empty queue, and the fetcher waited for a
+// ring that only the next enqueue would send.
+func TestLimitRateWithPriorityJobs(t *testing.T) {
+	addr := redistest.Server(t).Addr()
+	p := mustPool(t, pool.Config{Addrs: []string{addr}})
+	q := mustQueue(t, p, "lim-rate-prio", Config{})
+	ctx := context.Background()
+	ran := make(chan string, 3)
+	startWorker(t, group(t), q, func(_ context.Context, j *Job) error {
+		ran <- string(j.Payload)
+		return nil
+	}, WorkerConfig{Concurrency: 3, Limit: Limit{Rate: 1, Per: 200 * time.Millisecond}})
+	for _, s := range []string{"a", "b", "c"} {
+		_, err := q.Enqueue(ctx, []byte(s), Priority(1))
+		require.NoError(t, err)
+	}
+	got := map[string]bool{}
+	for range 3 {
+		got[recv(t, ran, 5*time.Second, "every Priority job to run within the rate")] = true
+	}
+	require.Len(t, got, 3)
+}
+
+// TestLimitClosedWhileWaitingLeavesNoEntry: a worker refused by the
+// concurrency limit is recorded in the waiting set; its Close removes it
+// (the drain's release), so a closed worker leaves no entry behind.
+func TestLimitClosedWhileWaitingLeavesNoEntry(t *testing.T) {
+	addr := redistest.Server(t).Addr()
+	pA := mustPool(t, pool.Config{Addrs: []string{addr}})
+	pB := mustPool(t, pool.Config{Addrs: []string{addr}})
+	qA := mustQueue(t, pA, "lim-close-wait", Config{})
+	qB := mustQueue(t, pB, "lim-close-wait", Config{})
+	ctx := context.Background()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	hold := func(ctx context.Context, j *Job) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	startWorker(t, group(t), qA, hold, WorkerConfig{Concurrency: 1, Limit: Limit{Concurrency: 1}}, ConsumerConfig{ConsumerID: "holder"})
+	_, err := qA.Enqueue(ctx, []byte("held"))
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "one slot held", func() bool {
+		n, err := qA.LimitInFlight(ctx)
+		return err == nil && n == 1
+	})
+	gB := lifecycle.New()
+	startWorker(t, gB, qB, hold, WorkerConfig{Concurrency: 1, Limit: Limit{Concurrency: 1}}, ConsumerConfig{ConsumerID: "waiter"})
+	_, err = qB.Enqueue(ctx, []byte("waits"))
+	require.NoError(t, err)
+	rdb := pB.Client()
+	testutil.Eventually(t, testutil.Wait, "the waiter recorded", func() bool {
+		n, err := rdb.ZCard(ctx, qB.k.limitWaiting()).Result()
+		return err == nil && n == 1
+	})
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, gB.Close(cctx))
+	n, err := rdb.ZCard(ctx, qB.k.limitWaiting()).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "a closed worker waits for nothing")
 }
