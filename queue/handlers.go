@@ -149,18 +149,40 @@ func (w *Worker) trimHandlers() {
 
 // poolHandlerDone follows a handler's job: it stays idle for the next job
 // while the worker can use it, and otherwise exits (reporting true).
+//
+// It counts itself idle BEFORE it reads the worker's share: a share that
+// shrinks after the read (the fetcher's take came short and gave back its
+// grants: settleShared) then asks it to check again (trimHandlers counts
+// it idle), and one that shrank before the read is read. Read first, the
+// share could shrink between the read and the count, the trim not count
+// this handler, and the handler stay idle for good beyond its share.
+//
+// And when it exits, the idle handlers left beyond the share are asked to
+// check again: one may have stayed only because a job was on its way
+// (idle <= unclaimed), which another handler took since, and no trim
+// comes once the fetcher waits for a ring.
 func (w *Worker) poolHandlerDone() bool {
 	hp := w.handlers
-	usable := w.lane.usable() // slots.go; lane before pool lock, never the other way
 	hp.mu.Lock()
 	hp.idle++
+	hp.mu.Unlock()
+	usable := w.lane.usable() // slots.go; lane before pool lock, never the other way
+	hp.mu.Lock()
 	if hp.idle <= hp.unclaimed || hp.running <= usable || hp.stopped {
 		hp.mu.Unlock()
 		return false
 	}
 	hp.idle--
 	hp.running--
+	surplus := min(hp.idle-hp.unclaimed, hp.running-usable)
 	hp.mu.Unlock()
+	for range surplus {
+		select {
+		case hp.quit <- struct{}{}:
+		default:
+			return true
+		}
+	}
 	return true
 }
 
