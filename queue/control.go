@@ -419,7 +419,7 @@ func (q *Queue) cancelWaiting(ctx context.Context, c redis.Scripter, loc locatio
 		ks = append(ks, q.k.unique(id))
 	}
 	if loc.where == locFair || loc.where == locDelayed {
-		ks = append(ks, q.k.partLen(), q.k.partTag())
+		ks = append(ks, q.k.partKeys()...)
 	}
 	return cancelWaitingScript.Run(ctx, c, ks, loc.elem, zset, loc.env.ref, markerValue(loc.env),
 		cancelTTL.Milliseconds(), q.k.doneChannel(), id).Int()

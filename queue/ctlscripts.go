@@ -113,19 +113,19 @@ return {0, '', 0, complete}
 // payload kept apart, the last error, and frees the idempotency key. It records the cancel
 // and wakes the producers waiting for the job (Queue.Wait).
 // KEYS: ready, delayed or fair, payloads, cancel marker, result waiters, last
-// error[, unique key][, partlen, parttag: with "1" and "2"]. ARGV: element,
-// "1" for the delayed set, "2" for the fair set (parts.go: both count in
-// partlen), payload ref or ”, marker value, marker TTL ms, done channel,
+// error[, unique key][, the partition keys: with "1" and "2"]. ARGV: element,
+// "1" for the delayed set, "2" for pjobs (parts.go: both count in
+// plen), payload ref or ”, marker value, marker TTL ms, done channel,
 // job ID.
 var cancelWaitingScript = redis.NewScript(partLua + `
 local n
 local base = 5
 if ARGV[2] == '2' then
-  base = 7
-  n = partDel(KEYS[1], KEYS[#KEYS-1], KEYS[#KEYS], ARGV[1])
+  base = 12
+  n = partDel(partKeysAt(#KEYS-6), ARGV[1])
 elseif ARGV[2] == '1' then
-  base = 7
-  n = partDelayedDel(KEYS[1], KEYS[#KEYS-1], KEYS[#KEYS], ARGV[1])
+  base = 12
+  n = partDelayedDel(KEYS[1], partKeysAt(#KEYS-6), ARGV[1])
 else
   n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 end

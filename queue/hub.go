@@ -334,10 +334,10 @@ func (h *hub) handOn(ctx context.Context, bells []string) {
 		pipe := h.n.p.Background().Pipeline()
 		for _, b := range bells {
 			// A bell is "<tag>:bell" (keys.go), its ready list "<tag>:ready",
-			// its fair set "<tag>:fair" (parts.go) and its level lists
+			// its partitioned jobs "<tag>:pjobs" (parts.go, keys.fair) and its level lists
 			// "<tag>:ready:<l>" (levels.go).
 			tag := strings.TrimSuffix(b, ":bell")
-			s.Eval(ctx, pipe, append([]string{tag + ":ready", b, tag + ":fair"}, levelLists(tag+":ready")...))
+			s.Eval(ctx, pipe, append([]string{tag + ":ready", b, tag + ":pjobs"}, levelLists(tag+":ready")...))
 		}
 		return pipe.Exec(ctx)
 	}

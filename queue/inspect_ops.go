@@ -160,7 +160,7 @@ func (in *Inspector) deleteElem(ctx context.Context, k keys, from, kind, elem st
 		ks = append(ks, k.unique(env.id))
 	}
 	if kind == "part" || kind == "zset" {
-		ks = append(ks, k.partLen(), k.partTag())
+		ks = append(ks, k.partKeys()...)
 	}
 	n, err := deleteJobScript.Run(ctx, in.p.Client(), ks, kind, elem, env.ref).Int()
 	if err != nil {

@@ -174,19 +174,19 @@ return v[1]
 // the element off the ready list or the delayed set, and then deletes its
 // payload kept apart, its last error and its idempotency key.
 // KEYS: ready list, delayed set or fair set, payloads, last error[, unique
-// key][, partlen, parttag: with "zset" and "part"].
-// ARGV: "zset" (the delayed set), "list" or "part" (the fair set,
-// parts.go: both count in partlen), element, payload ref or ”.
+// key][, the partition keys: with "zset" and "part"].
+// ARGV: "zset" (the delayed set), "list" or "part" (pjobs,
+// parts.go: both count in plen), element, payload ref or ”.
 // Returns 1, or 0 when the element is gone.
 var deleteJobScript = redis.NewScript(partLua + `
 local n
 local base = 3
 if ARGV[1] == 'part' then
-  base = 5
-  n = partDel(KEYS[1], KEYS[#KEYS-1], KEYS[#KEYS], ARGV[2])
+  base = 10
+  n = partDel(partKeysAt(#KEYS-6), ARGV[2])
 elseif ARGV[1] == 'zset' then
-  base = 5
-  n = partDelayedDel(KEYS[1], KEYS[#KEYS-1], KEYS[#KEYS], ARGV[2])
+  base = 10
+  n = partDelayedDel(KEYS[1], partKeysAt(#KEYS-6), ARGV[2])
 else n = redis.call('LREM', KEYS[1], 1, ARGV[2]) end
 if n == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end

@@ -87,25 +87,25 @@ func (k keys) withLevels(ks ...string) []string {
 }
 
 // The KEYS of the scripts that route jobs to their partition or level:
-// their own keys, the partition keys (fair, partlen, parttag; parts.go),
+// their own keys, the partition keys (keys.partKeys, seven; parts.go),
 // then the level ready lists. Every caller passes all of them, so that each
 // script has one base number for the level lists (takeScript and
-// promoteScript: KEYS[8..10]).
+// promoteScript: KEYS[12..14]).
 
 func (k keys) takeKeys(proc string) []string {
-	return append(k.withLevels(k.ready, proc, k.bell, k.paused, k.fair(), k.partLen(), k.partTag()), k.partWaiters())
+	return append(k.withLevels(append([]string{k.ready, proc, k.bell, k.paused}, k.partKeys()...)...), k.partWaiters())
 }
 
 func (k keys) promoteKeys() []string {
-	return k.withLevels(k.delayed, k.ready, k.wake, k.bell, k.fair(), k.partLen(), k.partTag())
+	return k.withLevels(append([]string{k.delayed, k.ready, k.wake, k.bell}, k.partKeys()...)...)
 }
 
 func (k keys) recoverKeys(proc string) []string {
-	return k.withLevels(proc, k.ready, k.bell, k.fair(), k.partLen(), k.partTag())
+	return k.withLevels(append([]string{proc, k.ready, k.bell}, k.partKeys()...)...)
 }
 
 func (k keys) sweepKeys(proc string) []string {
-	return k.withLevels(proc, k.ready, k.incarnations, k.consumers, k.bell, k.fair(), k.partLen(), k.partTag())
+	return k.withLevels(append([]string{proc, k.ready, k.incarnations, k.consumers, k.bell}, k.partKeys()...)...)
 }
 
 // levelLua defines, for scripts that receive the level ready lists in

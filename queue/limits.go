@@ -50,6 +50,22 @@ type Limit struct {
 	// a partition at its limit is skipped by the take, and the others
 	// keep flowing. Zero: no per-partition limit. At most 1,000,000.
 	PartitionConcurrency int
+	// PartitionRate and PartitionPer limit how many jobs of one partition
+	// may start per PartitionPer across every process, by the generic
+	// cell rate algorithm: PartitionRate jobs per PartitionPer, evenly
+	// spaced, with PartitionBurst at once after an idle spell. A job its
+	// partition's rate forbids waits in its partition (no attempt is
+	// spent), the other partitions keep flowing, and a consumer with
+	// nothing else to take sleeps on one timer to the instant the first
+	// held partition may run again (or until a ring). Zero PartitionRate:
+	// no rate per partition. PartitionPer is at least 1µs and a whole
+	// number of µs; the interval between two jobs of a partition is
+	// counted in whole µs, rounded up (so a rate whose interval is not a
+	// whole number of µs admits less than asked, by less than 1µs per
+	// job). PartitionBurst defaults to PartitionRate.
+	PartitionRate  int
+	PartitionPer   time.Duration
+	PartitionBurst int
 }
 
 // maxLimitConcurrency bounds Limit.Concurrency: its slots are members of
@@ -57,7 +73,9 @@ type Limit struct {
 const maxLimitConcurrency = 1_000_000
 
 // limiting reports whether l limits anything.
-func (l Limit) limiting() bool { return l.Concurrency > 0 || l.Rate > 0 || l.PartitionConcurrency > 0 }
+func (l Limit) limiting() bool {
+	return l.Concurrency > 0 || l.Rate > 0 || l.PartitionConcurrency > 0 || l.PartitionRate > 0
+}
 
 // withDefaults fills and checks l, as field (its name in the config).
 func (l Limit) withDefaults(e *check.Errors, field string) Limit {
@@ -84,7 +102,32 @@ func (l Limit) withDefaults(e *check.Errors, field string) Limit {
 			e.Addf("%s.Burst (%d) times the interval between two jobs (%dµs) exceeds %dµs", field, l.Burst, step, int64(gcra.MaxUnits))
 		}
 	}
+	switch {
+	case l.PartitionRate < 0:
+		e.Addf("%s.PartitionRate must not be negative, got %d", field, l.PartitionRate)
+	case l.PartitionRate == 0 && (l.PartitionPer != 0 || l.PartitionBurst != 0):
+		e.Addf("%s.PartitionPer and PartitionBurst need a PartitionRate, got PartitionRate 0, PartitionPer %s, PartitionBurst %d",
+			field, l.PartitionPer, l.PartitionBurst)
+	case l.PartitionRate > 0:
+		if l.PartitionBurst == 0 {
+			l.PartitionBurst = l.PartitionRate
+		}
+		if l.PartitionPer < time.Microsecond || l.PartitionPer%time.Microsecond != 0 {
+			e.Addf("%s.PartitionPer must be a whole number of µs, at least 1µs, got %s", field, l.PartitionPer)
+		} else if l.PartitionBurst < 1 {
+			e.Addf("%s.PartitionBurst must be at least 1, got %d", field, l.PartitionBurst)
+		} else if step := partStep(l); step > gcra.MaxUnits/int64(l.PartitionBurst) {
+			e.Addf("%s.PartitionBurst (%d) times the interval between two jobs of a partition (%dµs) exceeds %dµs",
+				field, l.PartitionBurst, step, int64(gcra.MaxUnits))
+		}
+	}
 	return l
+}
+
+// partStep is the interval between two jobs of one partition under l's
+// PartitionRate, in whole µs rounded up.
+func partStep(l Limit) int64 {
+	return (l.PartitionPer.Microseconds()-1)/int64(l.PartitionRate) + 1
 }
 
 // limiter is a worker's view of its queue's limit: the arguments every
@@ -92,6 +135,8 @@ func (l Limit) withDefaults(e *check.Errors, field string) Limit {
 type limiter struct {
 	conc, pconc            int
 	scale, step, burst     int64
+	pstep, pburst          int64  // the partitions' rate: interval µs (0: none), burst
+	prate                  string // key: the partitions' rate states (limitPartRateOf)
 	held, rate             string // keys
 	pheld                  string // key: partition -> its slots held
 	prefix                 string // this incarnation's slots: consumer ID, NUL, token, NUL
@@ -127,6 +172,13 @@ func (k keys) limitPart() string { return k.tag + ":limit:parts" }
 // the limit would otherwise miss the release of one with a wider limit.
 func (k keys) limitWaiting() string { return k.tag + ":limit:waiting" }
 
+// limitPartRateOf is the sorted set of the partitions' rate states under
+// one per-partition rate (partition -> TAT µs), apart per limit as
+// limitRateOf's.
+func (k keys) limitPartRateOf(step, burst int64) string {
+	return k.tag + ":limit:prate:" + strconv.FormatInt(step, 10) + ":" + strconv.FormatInt(burst, 10)
+}
+
 // slotPrefix is the start of the members of one consumer incarnation's
 // slots. A slot is <consumer ID> NUL <token> NUL <list> NUL <element>:
 // <list> is the job's partition when a per-partition limit counts it,
@@ -153,6 +205,11 @@ func newLimiter(w *Worker, token string) *limiter {
 		lim.burst = int64(l.Burst)
 		lim.rate = w.q.k.limitRateOf(lim.scale, lim.step, lim.burst)
 	}
+	lim.prate = w.q.k.limitPartRateOf(0, 0)
+	if l.PartitionRate > 0 {
+		lim.pstep, lim.pburst = partStep(l), int64(l.PartitionBurst)
+		lim.prate = w.q.k.limitPartRateOf(lim.pstep, lim.pburst)
+	}
 	p := slotPrefix(w.c.ID(), token)
 	lim.prefix = p
 	lim.minRange, lim.maxRange = lexRange(p)
@@ -162,16 +219,18 @@ func newLimiter(w *Worker, token string) *limiter {
 
 // takeLimited is the take of a limited queue (limitTakeScript, its
 // allow-oom twin at maxmemory, as Worker.take). wait is how long until the
-// rate allows the next job, when the rate stopped the take. ks are the
-// take's keys up to the level lists; the waiting set follows them.
-func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string, n int) (elems []string, wait time.Duration, err error) {
+// rate allows the next job, when the rate stopped the take; part says it
+// is the partitions' rates (a ring may come before). ks are the take's keys
+// up to the level lists; the waiting set and the partition waiters follow
+// them.
+func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string, n int) (elems []string, wait time.Duration, part bool, err error) {
 	lim := w.lim
 	now := ""
 	if lim.now != nil {
 		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
 	}
 	ks = append(ks, lim.waiting, w.q.k.partWaiters())
-	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, boolArg(lim.waits), w.q.k.roomChannel()}
+	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, lim.pstep, lim.pburst, boolArg(lim.waits), w.q.k.roomChannel()}
 	var reply []string
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		reply, err = limitTakeScript.Run(ctx, c, ks, args...).StringSlice()
@@ -184,33 +243,34 @@ func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string,
 		w.setAtLimit(true)
 	}
 	reply, err = limitTakeAtLimitScript.Run(ctx, c, ks, args...).StringSlice()
-	elems, wait, err = lim.splitTake(reply, err)
+	elems, wait, part, err = lim.splitTake(reply, err)
 	w.mem.fetched.Add(uint64(len(elems)))
-	return elems, wait, err
+	return elems, wait, part, err
 }
 
 // splitTake splits limitTakeScript's reply, and notes whether the take
 // recorded its consumer as waiting for a slot (a wait of "c"). A take that
 // failed leaves that as it was: it may or may not have run.
-func (lim *limiter) splitTake(reply []string, err error) ([]string, time.Duration, error) {
+func (lim *limiter) splitTake(reply []string, err error) ([]string, time.Duration, bool, error) {
 	if err != nil {
 		if !errors.As(err, new(redis.Error)) {
 			lim.waits = true // no reply: it may have run either way, and the next take says
 		}
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	if len(reply) == 0 {
-		return nil, 0, errors.New("queue: the limited take script replied nothing")
+		return nil, 0, false, errors.New("queue: the limited take script replied nothing")
 	}
 	lim.waits = reply[0] == "c"
 	if lim.waits {
-		return reply[1:], 0, nil
+		return reply[1:], 0, false, nil
 	}
-	us, perr := strconv.ParseInt(reply[0], 10, 64)
+	w, part := strings.CutPrefix(reply[0], "p")
+	us, perr := strconv.ParseInt(w, 10, 64)
 	if perr != nil {
-		return nil, 0, fmt.Errorf("queue: the limited take script replied %q for its wait", reply[0])
+		return nil, 0, false, fmt.Errorf("queue: the limited take script replied %q for its wait", reply[0])
 	}
-	return reply[1:], time.Duration(us) * time.Microsecond, nil
+	return reply[1:], time.Duration(us) * time.Microsecond, part, nil
 }
 
 // queueRelease adds to pipe the release of the slots of ops: one script
@@ -242,7 +302,7 @@ func (l *limiter) counts() bool { return l != nil && (l.conc > 0 || l.pconc > 0)
 // releaseKeys are the KEYS of limitReleaseScript.
 func (w *Worker) releaseKeys() []string {
 	k := w.q.k
-	return append(k.withLevels(k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart()), k.limitWaiting())
+	return append(k.withLevels(append([]string{k.limitHeld(), k.ready, k.bell, k.limitPart()}, k.partKeys()...)...), k.limitWaiting())
 }
 
 // releaseChunk bounds the slots one release call gives back (Lua's unpack
@@ -365,6 +425,30 @@ func (q *Queue) LimitInFlight(ctx context.Context) (int64, error) {
 		return 0, q.errorf("LimitInFlight: %w", err)
 	}
 	return n, nil
+}
+
+// waitPartRate is the fetcher's wait when the partitions' rates stopped
+// its take (nothing else could be taken): one timer to the instant the
+// first partition held may run again, or the next ring (a job of another
+// partition, a slot released), whichever comes first. Should the fetcher
+// stop meanwhile, it rings the doorbell again (handOnRing). It reports
+// false when ctx ended.
+func (f *fetcher) waitPartRate(d time.Duration) bool {
+	w := f.w
+	w.hub.watch(f.ctx, w)
+	w.st.fetchState.Store(fetcherWaitingForPartRate)
+	w.rateWaiting.Store(true)
+	defer w.rateWaiting.Store(false)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.wakeCh:
+		return true
+	case <-f.ctx.Done():
+		return false
+	}
 }
 
 // waitRate is the fetcher's wait when the queue's rate limit stopped its

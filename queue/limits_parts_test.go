@@ -20,7 +20,7 @@ import (
 // TestLimitPartMayReplacesTheHook: the limited take's partition hook is
 // the limits' one (the partitions' default text was found and replaced).
 func TestLimitPartMayReplacesTheHook(t *testing.T) {
-	require.NotContains(t, limitTakeLua, partMayDefault)
+	require.NotContains(t, limitTakeLua, partHooksDefault)
 	require.Contains(t, limitTakeLua, "limitPartConc")
 }
 

@@ -72,25 +72,103 @@ local function limit_wait(d, jobs, step, burst, scale)
 end
 `
 
-// limitPartMayLua replaces the partitions' admission hook (partMay in
-// partTakeLua): with a per-partition concurrency limit (ARGV[8] > 0), a
-// partition gives a job only while fewer than that many of its jobs hold a
-// slot (KEYS[10], a hash: partition -> slots held, read once per partition
-// per take) counting those this take already took.
+// limitPartMayLua replaces the partitions' admission hooks
+// (partHooksDefault in partTakeLua). With a per-partition concurrency
+// limit (ARGV[8] > 0), a partition gives a job only while fewer than that
+// many of its jobs hold a slot (KEYS[14], a hash: partition -> slots held,
+// read once per partition per take) counting those this take already
+// took; one at its limit is held (phold, partAtLimit) until the release
+// of one of its slots moves it back (limitReleaseLua). With a rate per
+// partition (ARGV[9], the interval between two jobs of a partition in µs,
+// > 0; ARGV[10], the burst), a partition gives a job only when its GCRA
+// allows it: its state is its TAT in µs, the score of the partition in
+// KEYS[15] (a sorted set: an entry whose TAT is past holds nothing and is
+// dropped at the next take, so it holds the partitions that started a job
+// within their last burst of intervals); one the rate refuses is held
+// until the instant it allows the next job (phold, scored by that µs), and
+// moved back by the first take from then (partUnhold). Without either
+// limit no partition stays held (partitions held by consumers that had
+// one).
 const limitPartMayLua = `local limitPartConc = tonumber(ARGV[8]) or 0
-local limitPartHeld = {}
+local limitPartStep, limitPartBurst = tonumber(ARGV[9]) or 0, tonumber(ARGV[10]) or 0
+local limitPartHeld, limitPartTAT, limitPartAt = {}, {}, {}
+local limitPartNowUS = nil
+local function limitPartNow()
+  if limitPartNowUS == nil then limitPartNowUS = gcra_now(ARGV[4]) end
+  return limitPartNowUS
+end
 local function partMay(key)
-  if limitPartConc <= 0 then return true end
-  local h = limitPartHeld[key]
-  if h == nil then
-    h = tonumber(redis.call('HGET', KEYS[10], key) or '0')
-    limitPartHeld[key] = h
+  if limitPartConc > 0 then
+    local h = limitPartHeld[key]
+    if h == nil then
+      h = tonumber(redis.call('HGET', KEYS[14], key) or '0')
+      limitPartHeld[key] = h
+    end
+    if h + (partTaken[key] or 0) >= limitPartConc then
+      limitPartAt[key] = partAtLimit
+      return false
+    end
   end
-  return h + (partTaken[key] or 0) < limitPartConc
+  if limitPartStep > 0 then
+    local now = limitPartNow()
+    local tat = limitPartTAT[key]
+    if tat == nil then
+      -- Never more than a burst of intervals ahead: one further ahead was
+      -- written before Redis's clock went back.
+      tat = math.min(tonumber(redis.call('ZSCORE', KEYS[15], key) or '0'), now + limitPartBurst * limitPartStep)
+      limitPartTAT[key] = tat
+    end
+    local free = math.max(tat, now) - (limitPartBurst - 1) * limitPartStep
+    if free > now then
+      limitPartAt[key] = partInt(free)
+      return false
+    end
+  end
+  return true
+end
+local function partHoldAt(key) return limitPartAt[key] or partAtLimit end
+local function partTook(key)
+  if limitPartStep > 0 then
+    local tat = math.max(limitPartTAT[key] or 0, limitPartNow()) + limitPartStep
+    limitPartTAT[key] = tat
+    redis.call('ZADD', KEYS[15], partInt(tat), key)
+  end
+end
+local function partUnhold(P)
+  if limitPartConc <= 0 and limitPartStep <= 0 then
+    partUnholdAll(P)
+    return
+  end
+  -- Without a rate, a partition a rate held (a limit of before) is due now:
+  -- no clock to read.
+  local now = '(' .. partAtLimit
+  if limitPartStep > 0 then
+    now = partInt(limitPartNow())
+    redis.call('ZREMRANGEBYSCORE', KEYS[15], '-inf', now)
+  end
+  local due = redis.call('ZRANGEBYSCORE', P.hold, '-inf', now, 'LIMIT', 0, 100)
+  for _, key in ipairs(due) do
+    redis.call('ZREM', P.hold, key)
+    partSchedule(P, key, false)
+  end
+end
+-- limitPartWait: the µs until the first partition its rate holds may run,
+-- or nil.
+local function limitPartWait(P)
+  if limitPartStep <= 0 then return nil end
+  local first = redis.call('ZRANGEBYSCORE', P.hold, '-inf', '(' .. partAtLimit, 'WITHSCORES', 'LIMIT', 0, 1)
+  if #first == 0 then return nil end
+  return math.max(1, tonumber(first[2]) - limitPartNow())
 end`
 
-// partMayDefault is partTakeLua's own hook, which limitPartMayLua replaces.
-const partMayDefault = "local function partMay(key) return true end"
+// The KEYS indices where the level ready lists start: in the limited take
+// after ready, processing list, bell, paused flag, the partition keys, held,
+// rate, partition slots and partition rate states; in the release after
+// held, ready, bell, partition slots and the partition keys.
+const (
+	limitTakeLevelsAt    = 5 + partKeyCount + 4
+	limitReleaseLevelsAt = 5 + partKeyCount
+)
 
 // limitTakeLua is takeLua for a limited queue: it takes jobs while
 // limit_room allows (and, from the partitions, while the partition's own
@@ -107,24 +185,30 @@ const partMayDefault = "local function partMay(key) return true end"
 //
 // A take that the concurrency limit stopped while jobs wait records its
 // consumer as waiting for a slot (limitWaitLua), and its reply's wait is
-// "c"; the next take of a consumer that waited ("1" in ARGV[9]) records it
-// waiting no more, whatever it finds.
-// KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag,
-// held, rate, partition slots, the level ready lists (levels.go: served
-// first, highest first, within the queue's limits), waiting, the
+// "c"; the next take of a consumer that waited ("1" in ARGV[11]) records
+// it waiting no more, whatever it finds.
+// KEYS: ready, processing list, bell, paused flag, the partition keys
+// (KEYS[5..11], parts.go), held, rate, partition slots, partition rate
+// states, the level ready lists (levels.go, from KEYS[limitTakeLevelsAt]:
+// served first, highest first, within the queue's limits), waiting, the
 // partition waiters (parts_wait.go: always the last key).
 // ARGV: n, slot prefix (consumer ID, NUL, token, NUL), concurrency (0:
 // none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
-// per-partition concurrency (0: none), "1" when this consumer waited, the
-// room channel (partWake: always the last argument).
+// per-partition concurrency (0: none), per-partition interval µs (0: no
+// rate), per-partition burst, "1" when this consumer waited, the room
+// channel (partWake: always the last argument).
+// When the partitions' rates stopped it (nothing else could be taken),
+// its wait is "p" and the µs until the first partition held may run: the
+// fetcher then sleeps to that instant or the next ring, whichever comes
+// first (a job of another partition may come before).
 var limitTakeLua = budgetLua + gcra.Lua + limitLua + partLua + partRoomLua +
-	strings.Replace(partTakeLua, partMayDefault, limitPartMayLua, 1) + `
-local waitingKey = ` + strconv.Itoa(11+MaxLevel) + `
+	strings.Replace(partTakeLua, partHooksDefault, limitPartMayLua, 1) + `
+local waitingKey = ` + strconv.Itoa(limitTakeLevelsAt+MaxLevel) + `
 local marker = '` + wakeMarker + `'
 -- ONE EXISTS: the paused flag once, the fair set twice, each level list
 -- four times (levels.go).
-local flagged = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[5], ` + levelsTimes(11, 4) + `)
-local levels = ` + levelsReverse(11) + `
+local flagged = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[5], ` + levelsTimes(limitTakeLevelsAt, 4) + `)
+local levels = ` + levelsReverse(limitTakeLevelsAt) + `
 local function jobsLeft()
   return redis.call('EXISTS', KEYS[1], KEYS[5], unpack(levels)) > 0
 end
@@ -138,7 +222,7 @@ local n, prefix, conc = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local scale, step, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = 0
 if step > 0 then now = gcra_now(ARGV[4]) end
-local room, why, d, us, num, den = limit_room(KEYS[8], KEYS[9], conc, now, scale, step, burst)
+local room, why, d, us, num, den = limit_room(KEYS[12], KEYS[13], conc, now, scale, step, burst)
 local out, bytes, jobs, stop = {'0'}, 0, 0, nil
 if flagged >= 4 then
   -- levels: the level lists first, highest first, within the limits.
@@ -160,7 +244,11 @@ if flagged % 4 >= 2 then
     local dry
     bytes, dry = takePart(got, want, bytes, budget)
     partWake(got, 1, KEYS[#KEYS], KEYS[6], ARGV[#ARGV])
-    if dry then stop = 'dry' end
+    if dry then
+      stop = 'dry'
+      local pw = limitPartWait(partKeysAt(5))
+      if pw then out[1] = 'p' .. partInt(pw) end
+    end
   end
   for _, v in ipairs(got) do
     out[#out+1] = v
@@ -207,10 +295,10 @@ if jobs > 0 and (conc > 0 or pconc > 0) then
       end
     end
   end
-  for i = 1, #slots, 2000 do redis.call('ZADD', KEYS[8], unpack(slots, i, math.min(i + 1999, #slots))) end
-  for _, key in ipairs(order) do redis.call('HINCRBY', KEYS[10], key, parts[key]) end
+  for i = 1, #slots, 2000 do redis.call('ZADD', KEYS[12], unpack(slots, i, math.min(i + 1999, #slots))) end
+  for _, key in ipairs(order) do redis.call('HINCRBY', KEYS[14], key, parts[key]) end
 end
-limit_take_done(KEYS[9], now, us, num, den, jobs, step, scale)
+limit_take_done(KEYS[13], now, us, num, den, jobs, step, scale)
 if stop == 'rate' then
   if jobsLeft() then
     out[1] = string.format('%d', limit_wait(d, jobs, step, burst, scale))
@@ -223,7 +311,7 @@ end
 if stop == 'conc' then
   redis.call('ZADD', KEYS[waitingKey], conc, prefix)
   out[1] = 'c'
-elseif ARGV[9] == '1' then
+elseif ARGV[11] == '1' then
   redis.call('ZREM', KEYS[waitingKey], prefix)
 end
 return out
@@ -251,14 +339,20 @@ var (
 // about). A release below all of them rings nothing: nobody waits for it,
 // and a ring per job would cost a wake-up and a take per job; it costs one
 // read of the waiting set.
-// KEYS: held, ready, bell, fair, partition slots, the level ready lists
-// (levels.go), waiting.
+// A partition held at its concurrency limit (phold, parts.go) goes back to
+// psched at the release of any slot of it, whatever the releaser's own
+// limit (a take under a tighter limit may have held it), and rings; the
+// take holds it again if it is still at its limit.
+// KEYS: held, ready, bell, partition slots, the partition keys (KEYS[5..11],
+// parts.go), the level ready lists (levels.go, from
+// KEYS[limitReleaseLevelsAt]), waiting.
 // ARGV: 'elems', limit, partition limit, prefix, elements... | 'members',
 // limit, partition limit, members... | 'range', limit, partition limit,
 // min, max. Returns how many slots it freed.
 var limitReleaseLua = partLua + `
-local waitingKey = ` + strconv.Itoa(6+MaxLevel) + `
+local waitingKey = ` + strconv.Itoa(limitReleaseLevelsAt+MaxLevel) + `
 local conc, pconc = tonumber(ARGV[2]), tonumber(ARGV[3])
+local P = partKeysAt(5)
 local members = {}
 if ARGV[1] == 'range' then
   members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[4], ARGV[5])
@@ -280,9 +374,9 @@ for _, m in ipairs(members) do
     plain[#plain+1] = m
   elseif redis.call('ZREM', KEYS[1], m) == 1 then
     n = n + 1
-    local left = redis.call('HINCRBY', KEYS[5], key, -1)
-    if left <= 0 then redis.call('HDEL', KEYS[5], key) end
-    if pconc == 0 or left + 1 >= pconc then ring = true end
+    local left = redis.call('HINCRBY', KEYS[4], key, -1)
+    if left <= 0 then redis.call('HDEL', KEYS[4], key) end
+    if partRelease(P, key) or pconc == 0 or left + 1 >= pconc then ring = true end
   end
 end
 for i = 1, #plain, 1000 do
@@ -297,7 +391,7 @@ if n > 0 and not ring then
     ring = #tightest > 0 and left < tonumber(tightest[2])
   end
 end
-if ring and redis.call('EXISTS', KEYS[2], KEYS[4], unpack(KEYS, 6, waitingKey - 1)) > 0 then
+if ring and redis.call('EXISTS', KEYS[2], KEYS[5], unpack(KEYS, ` + strconv.Itoa(limitReleaseLevelsAt) + `, waitingKey - 1)) > 0 then
   redis.call('ZADD', KEYS[3], 0, '1')
 end
 return n

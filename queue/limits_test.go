@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,25 +60,35 @@ type limitTake struct {
 	step   int64
 	burst  int64
 	pconc  int
+	pstep  int64 // the partitions' rate: interval µs (0: none)
+	pburst int64
 	rate   string // the rate's key; "": k.limitRate()
 }
 
 func (l limitTake) take(n int, nowUS int64) (wait int64, elems []string) {
+	l.t.Helper()
+	w, elems := l.takeRaw(n, nowUS)
+	if w == "c" { // stopped by the concurrency limit: waits for a slot
+		return 0, elems
+	}
+	wait, err := strconv.ParseInt(strings.TrimPrefix(w, "p"), 10, 64)
+	require.NoError(l.t, err)
+	return wait, elems
+}
+
+// takeRaw is take with the wait as the script answers it ("p<µs>": the
+// partitions' rates).
+func (l limitTake) takeRaw(n int, nowUS int64) (wait string, elems []string) {
 	l.t.Helper()
 	rate := l.rate
 	if rate == "" {
 		rate = l.k.limitRate()
 	}
 	reply, err := limitTakeScript.Run(context.Background(), l.rdb,
-		append([]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused, l.k.fair(), l.k.partLen(), l.k.partTag(), l.k.limitHeld(), rate, l.k.limitPart()}, append(l.k.levels, l.k.limitWaiting())...),
-		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst, l.pconc).StringSlice()
+		append(append(append(append([]string{l.k.ready, l.k.proc("c1"), l.k.bell, l.k.paused}, l.k.partKeys()...), l.k.limitHeld(), rate, l.k.limitPart(), l.k.limitPartRateOf(l.pstep, l.pburst)), l.k.levels...), l.k.limitWaiting(), l.k.partWaiters()),
+		n, l.prefix, l.conc, nowUS, l.scale, l.step, l.burst, l.pconc, l.pstep, l.pburst, "0", l.k.roomChannel()).StringSlice()
 	require.NoError(l.t, err)
-	if reply[0] == "c" { // stopped by the concurrency limit: waits for a slot
-		return 0, reply[1:]
-	}
-	wait, err = strconv.ParseInt(reply[0], 10, 64)
-	require.NoError(l.t, err)
-	return wait, reply[1:]
+	return reply[0], reply[1:]
 }
 
 func (l limitTake) release(elems ...string) int64 {
@@ -85,7 +96,7 @@ func (l limitTake) release(elems ...string) int64 {
 	for _, e := range elems {
 		args = append(args, e)
 	}
-	n, err := limitReleaseScript.Run(context.Background(), l.rdb, append(l.k.withLevels(l.k.limitHeld(), l.k.ready, l.k.bell, l.k.fair(), l.k.limitPart()), l.k.limitWaiting()), args...).Int64()
+	n, err := limitReleaseScript.Run(context.Background(), l.rdb, append(l.k.withLevels(append([]string{l.k.limitHeld(), l.k.ready, l.k.bell, l.k.limitPart()}, l.k.partKeys()...)...), l.k.limitWaiting()), args...).Int64()
 	require.NoError(l.t, err)
 	return n
 }

@@ -141,8 +141,8 @@ func TestLimitWaitingScript(t *testing.T) {
 
 			// tight's next take (it says it waited) takes and stops waiting.
 			reply, err := limitTakeScript.Run(ctx, rdb,
-				append([]string{k.ready, k.proc("c1"), k.bell, k.paused, k.fair(), k.partLen(), k.partTag(), k.limitHeld(), k.limitRate(), k.limitPart()}, append(k.levels, k.limitWaiting())...),
-				1, tight.prefix, 1, 0, 0, 0, 0, 0, "1").StringSlice()
+				append(append(append(append([]string{k.ready, k.proc("c1"), k.bell, k.paused}, k.partKeys()...), k.limitHeld(), k.limitRate(), k.limitPart(), k.limitPartRateOf(0, 0)), k.levels...), k.limitWaiting(), k.partWaiters()),
+				1, tight.prefix, 1, 0, 0, 0, 0, 0, 0, 0, "1", k.roomChannel()).StringSlice()
 			require.NoError(t, err)
 			require.Equal(t, []string{"0", "c"}, reply)
 			require.Empty(t, waiting(), "its take removed it")
@@ -152,7 +152,7 @@ func TestLimitWaitingScript(t *testing.T) {
 			require.Empty(t, got)
 			require.Len(t, waiting(), 1)
 			lo, hi := lexRange(tight.prefix)
-			require.NoError(t, limitReleaseScript.Run(ctx, rdb, append(k.withLevels(k.limitHeld(), k.ready, k.bell, k.fair(), k.limitPart()), k.limitWaiting()), "range", 1, 0, lo, hi).Err())
+			require.NoError(t, limitReleaseScript.Run(ctx, rdb, append(k.withLevels(append([]string{k.limitHeld(), k.ready, k.bell, k.limitPart()}, k.partKeys()...)...), k.limitWaiting()), "range", 1, 0, lo, hi).Err())
 			require.Empty(t, waiting(), "the drain's release removed it")
 		})
 	}

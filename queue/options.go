@@ -31,6 +31,7 @@ type enqueueOpts struct {
 	headers []header // Header, Headers; in the order set
 	typ     string   // Type (typed.go)
 	part    string   // Partition (parts.go)
+	pweight int      // PartitionWeight (parts.go); 0: none given
 	level   int      // Priority (levels.go)
 }
 

@@ -10,36 +10,70 @@ import (
 )
 
 // Partitions (tenants). A job enqueued with the Partition option waits in
-// the queue's fair set instead of its ready list, and the take script
-// serves the partitions round-robin, one job per partition per turn, so
+// the queue's partitioned jobs set instead of its ready list, and the take
+// script serves the partitions in turn, one job per partition per turn, so
 // that one partition's backlog cannot delay the jobs of the others.
 //
-// The model is start-time fair queueing on three keys of fixed names (no
-// key per partition, so scripts never build key names, and 10,000
-// partitions cost what one does):
+// The model is start-time fair queueing over an index of the partitions
+// that may run, on seven keys of fixed names (no key per partition, so
+// scripts never build key names, and 10,000 partitions cost what one
+// does):
 //
-//   - fair, a sorted set of the partitioned jobs ready to run, scored by
-//     their tag;
-//   - partlen, a hash: partition -> its jobs in the fair set and in the
-//     delayed set (HLEN is the number of partitions with work:
-//     MaxPartitions);
-//   - parttag, a hash: partition -> the tag of its last job, plus the
-//     queue's virtual clock (the tag of the job served last) and the tag
-//     the unpartitioned ready list was served at last.
+//   - pjobs, a sorted set of the partitioned jobs due, each partition's a
+//     contiguous range of scores: idx * 2^31 + seq, where idx is the
+//     partition's index (below) and seq its jobs' order (the first at
+//     2^30, later ones at the back +1, a job put back at the front -1);
+//     the members are the plain elements, so whatever removes a job by
+//     its element (Cancel, Delete, the Inspector) still does. A
+//     partition's next job is one ZRANGEBYSCORE ... LIMIT 0 1.
+//   - plen, a hash: partition -> its jobs in pjobs and in the delayed set
+//     (HLEN is the number of partitions with work: MaxPartitions);
+//   - ptag, a hash: partition -> its finish tag (the tag of its last job
+//     served + 1/weight), for the partitions out of psched (one in psched
+//     has it as its score), plus the queue's virtual clock (the tag of the
+//     job served last) and the tag the unpartitioned ready list was served
+//     at last;
+//   - psched, a sorted set of the partitions with jobs in pjobs that may
+//     run, scored by the tag of their next job;
+//   - phold, a sorted set of the partitions with jobs in pjobs that may
+//     not run now (at their concurrency limit: score 2^53, partAtLimit); the release
+//     of one of their slots moves them back to psched;
+//   - pidx, a hash: partition -> its index, plus the next index never
+//     used; pfree, a list of the indices given back. A partition holds an
+//     index while it exists, so indices stay below the number of
+//     partitions that exist at once (MaxPartitions <= 10^6, well below the
+//     2^22 that keep the scores exact doubles).
 //
-// A job's tag is max(clock, its partition's last tag) + 1: a partition
-// with a backlog of 100,000 holds the tags clock+1 .. clock+100,000, and a
-// job of another partition enqueued now gets clock+1, so it is served
-// within one turn of every partition with work. The unpartitioned ready
-// list takes part as one more partition, tagged when it is served. A
-// partition with no job left is forgotten (both hash fields go), so the
-// hashes hold only partitions with work.
+// A partition that gets a job while in neither sorted set enters psched at
+// max(clock, its finish tag): a partition with a backlog of 100,000 is
+// served once per turn like any other, and one that gets its first job now
+// is served within one turn of every partition with work. The take serves
+// the lowest tag of psched (the unpartitioned ready list takes part as one
+// more partition, tagged when it is served), and moves a partition its
+// limits refuse to phold: a partition at its limit costs one move, then
+// nothing, however long its backlog (a scan of the jobs in tag order
+// stalled behind such a backlog once the clock had passed it). A
+// partition with no job left is forgotten (its fields go and its index is
+// given back), so every key holds only partitions with work. psched and
+// phold together hold exactly the partitions with jobs in pjobs.
+//
+// A partition's seq range holds 2^31 positions: after 2^30 jobs at one end
+// without the partition ever running dry, the next one renumbers the
+// partition's jobs around the middle (O(its jobs), once per 2^30).
+//
+// Jobs left in the fair set of a build before this layout ({ns:q}:fair,
+// scored by tag) are not read.
 
-// Field names of parttag that are not partitions (a partition has no
-// space).
+// Field names of ptag (and pidx: partNextField) that are not partitions
+// (a partition has no space).
 const (
 	partClockField = " clock"
 	partReadyField = " ready"
+	partNextField  = " next"
+	// partWeightsField in pidx: some partition has a weight (set with the
+	// first, gone with pidx when no partition is left), so a take reads
+	// weights only then.
+	partWeightsField = " weights"
 )
 
 // maxPartitionLen is the longest partition key (partLua's partOf repeats
@@ -63,10 +97,24 @@ var (
 	ErrPartitionFull = errors.New("queue: partition full")
 )
 
-// partKeys are the keys of the fair set (see above).
-func (k keys) fair() string    { return k.tag + ":fair" }
-func (k keys) partLen() string { return k.tag + ":partlen" }
-func (k keys) partTag() string { return k.tag + ":parttag" }
+// The keys of the partitions (see above); fair is pjobs, the partitioned
+// jobs due.
+func (k keys) fair() string      { return k.tag + ":pjobs" }
+func (k keys) partLen() string   { return k.tag + ":plen" }
+func (k keys) partTag() string   { return k.tag + ":ptag" }
+func (k keys) partSched() string { return k.tag + ":psched" }
+func (k keys) partHold() string  { return k.tag + ":phold" }
+func (k keys) partIdx() string   { return k.tag + ":pidx" }
+func (k keys) partFree() string  { return k.tag + ":pfree" }
+
+// partKeyCount is how many keys partKeys gives (partKeysAt reads them).
+const partKeyCount = 7
+
+// partKeys are the partition keys, in the order the scripts take them
+// (partLua's partKeysAt).
+func (k keys) partKeys() []string {
+	return []string{k.fair(), k.partLen(), k.partTag(), k.partSched(), k.partHold(), k.partIdx(), k.partFree()}
+}
 
 // Partition puts the job in partition key: the queue serves its partitions
 // round-robin, one job of each in turn, so a backlog in one partition does
@@ -100,6 +148,28 @@ func Partition(key string) EnqueueOption {
 			return fmt.Errorf("queue: Partition: %w", err)
 		}
 		o.part = key
+		return nil
+	}
+}
+
+// Bounds of PartitionWeight.
+const maxPartitionWeight = 1000
+
+// PartitionWeight gives the job's partition weight w (1 to 1000, default
+// 1): the partition is served w jobs per turn of a partition of weight 1
+// (its tag advances by 1/w per job served). The weight is stored with the
+// partition while it exists (while it has jobs waiting, due or delayed):
+// the last enqueue's weight wins, an enqueue without the option sets it
+// back to 1, and a partition that ran dry and comes back starts at 1
+// unless its enqueue says otherwise. Retries, recovered jobs and requeued
+// dead letters keep the partition's weight as it is. It needs the
+// Partition option.
+func PartitionWeight(w int) EnqueueOption {
+	return func(o *enqueueOpts) error {
+		if w < 1 || w > maxPartitionWeight {
+			return fmt.Errorf("queue: PartitionWeight must be in 1..%d, got %d: %w", maxPartitionWeight, w, ErrInvalidArgument)
+		}
+		o.pweight = w
 		return nil
 	}
 }
@@ -142,6 +212,8 @@ func validPartition(key string) error {
 // checkPartition refuses the options a partitioned job cannot have.
 func checkPartition(o *enqueueOpts) error {
 	switch {
+	case o.part == "" && o.pweight > 0:
+		return fmt.Errorf("queue: the PartitionWeight option needs the Partition option: %w", ErrInvalidArgument)
 	case o.part == "":
 		return nil
 	case o.level > 0:
@@ -154,132 +226,321 @@ func checkPartition(o *enqueueOpts) error {
 
 // partLua is what the scripts know of partitions. partOf(v) is the
 // partition of element v, or nil: the one envelope field a script reads,
-// placed first after the flags for that (envelope.go). partAdd adds v to
-// partition key in the fair set: at the back (a new job) or, with front, to
-// be served next (a job put back after it was taken: each one put back goes
-// before those put back earlier); with counted, v was counted in partlen
-// already (a delayed job: promotion moves it). It answers 1 if v was added
-// (0: it was there already). partDel and partDelayedDel take v out of the
-// fair set or the delayed set (answering 0 if it was not there), and
-// forget its partition when it was the last job.
+// placed first after the flags for that (envelope.go). partKeysAt(i) names
+// the partition keys given from KEYS[i] (keys.partKeys), P below.
+// partAdd(P, key, v, front, counted) adds v to partition key: at the back
+// (a new job) or, with front, before its other jobs and with the
+// partition's turn at the clock (a job put back after it was taken: each
+// one put back goes before those put back earlier); with counted, v was
+// counted in plen already (a delayed job: promotion moves it). It answers
+// 1 if v was added (0: it was there already). partDel(P, v) and
+// partDelayedDel(delayed, P, v) take v out of pjobs or the delayed set
+// (answering 0 if it was not there), and forget its partition when it was
+// the last job. partRelease(P, key) moves a partition held at its limit
+// back to psched (a slot of it was given back).
 //
-// partlen counts a partition's jobs in the fair set AND in the delayed set
-// (delayed at enqueue, or a retry), so that the bounds hold for jobs that
-// come due: promotion never refuses, and a count taken only once a job is
-// due let Delay(time.Millisecond) walk past MaxPartitionLen and
-// MaxPartitions.
+// plen counts a partition's jobs in pjobs AND in the delayed set (delayed
+// at enqueue, or a retry), so that the bounds hold for jobs that come due:
+// promotion never refuses, and a count taken only once a job is due let
+// Delay(time.Millisecond) walk past MaxPartitionLen and MaxPartitions.
+//
+// Scores and tags are written with string.format: Lua's own conversion of
+// a number keeps 14 digits, and a score idx * 2^31 + seq has up to 16.
 const partLua = `
+local partSpan, partMid = 2147483648, 1073741824
+-- partAtLimit: the phold score of a partition at its concurrency limit
+-- (above any instant in ms; a number, as not every Lua reads 'inf' back).
+local partAtLimit = '9007199254740992'
+-- What this call of the script learned (a batch adds many jobs to one
+-- partition): partition -> index, index -> {first, last} seq used, and
+-- the partitions partSchedule saw scheduled.
+local partIdxOf, partEdges, partSeen = {}, {}, {}
 local function partOf(v)
   local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|([^|]*)|')
   -- Only a valid key (validPartition): a malformed element that names
-  -- another (empty, or parttag's own fields, which have a space) is no
+  -- another (empty, or ptag's own fields, which have a space) is no
   -- partition's, and goes where a worker dead-letters it.
   if flags and string.find(flags, 'g', 1, true) and #key > 0 and #key <= 128
     and not string.find(key, '[^!-~]') and not string.find(key, '[{}]') then return key end
   return nil
 end
-local function partDec(plen, ptag, key)
-  if redis.call('HINCRBY', plen, key, -1) <= 0 then
-    redis.call('HDEL', plen, key)
-    redis.call('HDEL', ptag, key)
+local function partKeysAt(i)
+  return {jobs = KEYS[i], len = KEYS[i+1], tag = KEYS[i+2], sched = KEYS[i+3], hold = KEYS[i+4],
+    idx = KEYS[i+5], free = KEYS[i+6]}
+end
+local function partNum(x) return string.format('%.17g', x) end
+local function partInt(x) return string.format('%.0f', x) end
+-- partJobs: up to cnt of the jobs of the partition of index idx, from its
+-- off-th, in order.
+local function partJobs(P, idx, off, cnt)
+  local lo = idx * partSpan
+  return redis.call('ZRANGEBYSCORE', P.jobs, partInt(lo), partInt(lo + partSpan - 1), 'LIMIT', off, cnt)
+end
+local function partForget(P, key)
+  local idx = redis.call('HGET', P.idx, key)
+  partIdxOf[key], partSeen[key] = nil, nil
+  if idx then partEdges[tonumber(idx)] = nil end
+  redis.call('HDEL', P.len, key)
+  redis.call('HDEL', P.tag, key)
+  redis.call('ZREM', P.sched, key)
+  redis.call('ZREM', P.hold, key)
+  redis.call('HDEL', P.idx, key .. ' w')
+  if idx then
+    redis.call('HDEL', P.idx, key)
+    if redis.call('HLEN', P.len) == 0 then
+      -- No partition left: the indices start over.
+      redis.call('DEL', P.idx, P.free)
+    else
+      redis.call('RPUSH', P.free, idx)
+    end
   end
 end
-local function partAdd(fair, plen, ptag, key, v, front, counted)
-  local clock = tonumber(redis.call('HGET', ptag, '` + partClockField + `') or '0')
-  local last = redis.call('HGET', ptag, key)
-  local tag
-  if front then
-    -- Below every job waiting (tags are >= clock), and below the jobs put
-    -- back before it: put back newest first, oldest last (as on the ready
-    -- list), a partition's jobs run again in their order. Equal tags would
-    -- order them by their bytes, that is by random or callers' IDs.
-    local low = redis.call('ZRANGE', fair, 0, 0, 'WITHSCORES')
-    tag = clock
-    if #low > 0 then tag = math.min(clock, tonumber(low[2]) - 1) end
-    if not last then redis.call('HSET', ptag, key, clock) end
-  else
-    tag = math.max(clock, tonumber(last or '0')) + 1
-    redis.call('HSET', ptag, key, tag)
+local function partDec(P, key, by)
+  if redis.call('HINCRBY', P.len, key, -(by or 1)) <= 0 then
+    partForget(P, key)
+    return true
   end
-  if redis.call('ZADD', fair, tag, v) == 0 then
-    if counted then partDec(plen, ptag, key) end
+  return false
+end
+local function partIdx(P, key)
+  if partIdxOf[key] then return partIdxOf[key] end
+  local i = redis.call('HGET', P.idx, key)
+  if not i then
+    i = redis.call('LPOP', P.free)
+    if not i then i = redis.call('HINCRBY', P.idx, '` + partNextField + `', 1) - 1 end
+    redis.call('HSET', P.idx, key, i)
+  end
+  partIdxOf[key] = tonumber(i)
+  return partIdxOf[key]
+end
+-- partRenumber scores the partition's jobs around the middle of its range,
+-- in their order (its seq ran out at one end).
+local function partRenumber(P, idx)
+  partEdges[idx] = nil
+  local all = partJobs(P, idx, 0, -1)
+  local s = idx * partSpan + partMid - math.floor(#all / 2)
+  for i = 1, #all, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #all) do
+      args[#args+1] = partInt(s + j - 1)
+      args[#args+1] = all[j]
+    end
+    redis.call('ZADD', P.jobs, unpack(args))
+  end
+end
+-- partSeq: the score for a new job at the back (or front) of partition
+-- idx; partEdges remembers it for the next job of this call.
+local function partSeq(P, idx, front)
+  local lo, hi = idx * partSpan, idx * partSpan + partSpan - 1
+  for _ = 1, 2 do
+    local edge = partEdges[idx]
+    if edge == nil then
+      local first = redis.call('ZRANGEBYSCORE', P.jobs, partInt(lo), partInt(hi), 'WITHSCORES', 'LIMIT', 0, 1)
+      local last = redis.call('ZREVRANGEBYSCORE', P.jobs, partInt(hi), partInt(lo), 'WITHSCORES', 'LIMIT', 0, 1)
+      if #first == 0 then
+        edge = {lo + partMid + 1, lo + partMid - 1} -- the next job takes the middle
+      else
+        edge = {tonumber(first[2]), tonumber(last[2])}
+      end
+      partEdges[idx] = edge
+    end
+    if front and edge[1] > lo then
+      edge[1] = edge[1] - 1
+      if edge[2] < edge[1] then edge[2] = edge[1] end
+      return edge[1]
+    end
+    if not front and edge[2] < hi then
+      edge[2] = edge[2] + 1
+      if edge[1] > edge[2] then edge[1] = edge[2] end
+      return edge[2]
+    end
+    partRenumber(P, idx)
+  end
+  error('partition renumbering failed')
+end
+-- partSchedule puts partition key in psched (when in neither set) at
+-- max(clock, its finish tag), or with front at the clock.
+local function partSchedule(P, key, front)
+  if partSeen[key] and not front then return end
+  if redis.call('ZSCORE', P.hold, key) then return end
+  local cur = redis.call('ZSCORE', P.sched, key)
+  partSeen[key] = true
+  if cur and not front then return end
+  local st = redis.call('HMGET', P.tag, '` + partClockField + `', key)
+  local clock = tonumber(st[1] or '0')
+  local t = math.max(clock, tonumber(st[2] or '0'))
+  if front then t = clock end
+  if cur and tonumber(cur) <= t then return end
+  redis.call('ZADD', P.sched, partNum(t), key)
+end
+local function partAdd(P, key, v, front, counted)
+  local idx = partIdx(P, key)
+  if redis.call('ZADD', P.jobs, 'NX', partInt(partSeq(P, idx, front)), v) == 0 then
+    if counted then partDec(P, key) end
     return 0
   end
-  if not counted then redis.call('HINCRBY', plen, key, 1) end
+  if not counted then redis.call('HINCRBY', P.len, key, 1) end
+  partSchedule(P, key, front)
   return 1
 end
-local function partDel(fair, plen, ptag, v)
-  if redis.call('ZREM', fair, v) == 0 then return 0 end
+-- partGone: partition key has no job in pjobs left (it may still exist,
+-- with delayed jobs): it leaves psched and phold.
+local function partGone(P, key)
+  local idx = redis.call('HGET', P.idx, key)
+  if not idx or #partJobs(P, tonumber(idx), 0, 1) == 0 then
+    partSeen[key] = nil
+    -- Its tag in psched is its finish tag (ptag has it only for the
+    -- partitions out of psched).
+    local t = redis.call('ZSCORE', P.sched, key)
+    if t then redis.call('HSET', P.tag, key, t) end
+    redis.call('ZREM', P.sched, key)
+    redis.call('ZREM', P.hold, key)
+  end
+end
+local function partDel(P, v)
+  if redis.call('ZREM', P.jobs, v) == 0 then return 0 end
   local key = partOf(v)
-  if key then partDec(plen, ptag, key) end
+  if key and not partDec(P, key) then partGone(P, key) end
   return 1
 end
-local function partDelayedDel(delayed, plen, ptag, v)
+local function partDelayedDel(delayed, P, v)
   if redis.call('ZREM', delayed, v) == 0 then return 0 end
   local key = partOf(v)
-  if key then partDec(plen, ptag, key) end
+  if key then partDec(P, key) end
   return 1
+end
+-- partSetWeight sets the weight of partition key to w (PartitionWeight),
+-- kept in pidx while the partition exists.
+local function partSetWeight(P, key, w)
+  if w == '1' then
+    redis.call('HDEL', P.idx, key .. ' w')
+  else
+    redis.call('HSET', P.idx, key .. ' w', w, '` + partWeightsField + `', 1)
+  end
+end
+-- partUnholdAll moves partitions of phold back to psched, 100 at most.
+local function partUnholdAll(P)
+  local held = redis.call('ZRANGE', P.hold, 0, 99)
+  for _, key in ipairs(held) do
+    redis.call('ZREM', P.hold, key)
+    partSchedule(P, key, false)
+  end
+end
+local function partRelease(P, key)
+  local h = redis.call('ZSCORE', P.hold, key)
+  if not h or tonumber(h) < tonumber(partAtLimit) then return false end
+  redis.call('ZREM', P.hold, key)
+  partSchedule(P, key, false)
+  return true
 end
 `
 
 // partTakeLua is the take script's fragment for partitions (see takeLua):
 // takePart(out, n, bytes, budget) takes up to n more jobs into KEYS[2],
-// from the partitions and the ready list in turn, and returns the new
-// byte count and whether it stopped for want of jobs.
+// from the partitions (keys from KEYS[5]) and the ready list in turn, and
+// returns the new byte count and whether it stopped for want of jobs.
 //
-// The partitions' candidates are read in windows of the fair set, lowest
-// tag first, and taken at the end with one ZREM, one LPUSH and one HINCRBY
-// per partition, so a take of n jobs costs a few commands, not a few per
-// job. partTaken[key] counts the jobs of each partition taken so far in
-// this call.
+// psched is read in windows of max(n, 16) partitions (one ZRANGE) and
+// written at the end (one ZADD of the next tags of the partitions served
+// that have jobs left, one ZREM of those that leave it, one ZADD to
+// phold), so each job of a partition costs one ZRANGEBYSCORE of its range
+// (its next job, and whether one follows), and each window one HMGET of
+// its partitions' indices and weights; the jobs leave pjobs with one
+// ZREM and enter the processing list with one LPUSH at the end, each
+// partition's count is written once (HINCRBY) and the tags with one HSET.
+// partTaken[key] counts the jobs of each partition taken so far in this
+// call.
 //
 // partMay is the admission hook: a partition for which it answers false
-// gives no job now, and the take looks at most partScan candidates past
-// the n it needs for one of another partition. (The concurrency and rate
-// limits per partition go there.)
+// gives no job now and moves to phold (scored by partHoldAt), so the take
+// never looks at it again until a release (partRelease) or its instant
+// (partUnhold, at the start of a take) moves it back; partTook(key) is
+// told of each job taken. A take without the hooks (no per-partition
+// limit: none may be held) moves back what phold holds, 100 per take:
+// partitions a limit held before the consumers lost their limit. The
+// concurrency and rate limits per partition replace them
+// (limitPartMayLua).
 const partTakeLua = `
-local partScan = 64
 local partTaken = {}
-local function partMay(key) return true end
+` + partHooksDefault + `
 local function takePart(out, n, bytes, budget)
-  local ready, proc, fair, plen, ptag = KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]
-  local st = redis.call('HMGET', ptag, '` + partClockField + `', '` + partReadyField + `')
+  local ready, proc = KEYS[1], KEYS[2]
+  local P = partKeysAt(5)
+  partUnhold(P)
+  local st = redis.call('HMGET', P.tag, '` + partClockField + `', '` + partReadyField + `')
   local clock, rtag = tonumber(st[1] or '0'), tonumber(st[2] or '0')
   local readyLeft = redis.call('LLEN', ready) > 0
-  local win, off, cands, ci, scanMax = math.min(n, 64), 0, {}, 1, n + partScan
-  local cm, cs, ck -- the next candidate of the partitions, nil: none
-  local function nextCand()
-    while true do
-      if ci > #cands then
-        if off >= scanMax then return nil end
-        cands, ci = redis.call('ZRANGE', fair, off, off + win - 1, 'WITHSCORES'), 1
-        off = off + win
-        if #cands == 0 then off = scanMax; return nil end
+  -- psched is read in windows, lowest tags first, and written once at the
+  -- end, so the offsets of its entries hold meanwhile. pend holds the
+  -- partitions served here that have jobs left, at their next tag: they
+  -- compete with the window's. gone: the partitions that leave psched
+  -- (held, or no job left).
+  local win, wi, off, wsize, more = {}, 1, 0, n + 1, true
+  local pend, gone, holds = {}, {}, {}
+  local idxOf, step = {}, {}
+  local function peek()
+    if wi > #win and more then
+      win, wi = redis.call('ZRANGE', P.sched, off, off + wsize - 1, 'WITHSCORES'), 1
+      off = off + wsize
+      if #win < 2 * wsize then more = false end
+      -- The window's indices in one HMGET (with the flag that some
+      -- partition has a weight), and their weights in one more if so.
+      if #win > 0 then
+        local f = {'` + partWeightsField + `'}
+        for i = 1, #win, 2 do f[#f+1] = win[i] end
+        local ix = redis.call('HMGET', P.idx, unpack(f))
+        local ws = {}
+        if ix[1] then
+          local wf = {}
+          for i = 2, #f do wf[#wf+1] = f[i] .. ' w' end
+          ws = redis.call('HMGET', P.idx, unpack(wf))
+        end
+        for i = 2, #f do
+          idxOf[f[i]], step[f[i]] = tonumber(ix[i] or '-1'), 1 / tonumber(ws[i-1] or '1')
+        end
       end
-      local m, s = cands[ci], tonumber(cands[ci+1])
-      ci = ci + 2
-      local key = partOf(m)
-      if key == nil or partMay(key) then return m, s, key end
     end
+    local key, s, fromPend = nil, nil, false
+    if wi <= #win then key, s = win[wi], tonumber(win[wi+1]) end
+    for k, t in pairs(pend) do
+      if s == nil or t < s or (t == s and k < key) then key, s, fromPend = k, t, true end
+    end
+    return key, s, fromPend
   end
-  cm, cs, ck = nextCand()
-  local taken, keys, dry = {}, {}, false
+  local taken, order, fin, dry = {}, {}, {}, false
   local got = 0
   while got < n and bytes < budget do
+    local ck, cs, fromPend = peek()
     local rt = math.max(rtag, clock) + 1
     local v = nil
-    if readyLeft and (cm == nil or rt <= cs) then
+    if readyLeft and (ck == nil or rt <= cs) then
       v = redis.call('LMOVE', ready, proc, 'RIGHT', 'LEFT')
       if v then rtag, clock = rt, rt else readyLeft = false end
-    elseif cm ~= nil then
-      v = cm
-      taken[#taken+1] = cm
-      if cs > clock then clock = cs end
-      if ck ~= nil then
-        if partTaken[ck] == nil then keys[#keys+1] = ck; partTaken[ck] = 0 end
-        partTaken[ck] = partTaken[ck] + 1
+    elseif ck ~= nil then
+      if fromPend then pend[ck] = nil else wi = wi + 2 end
+      if not partMay(ck) then
+        gone[ck] = true
+        holds[#holds+1] = partHoldAt(ck)
+        holds[#holds+1] = ck
+      else
+        if not partTaken[ck] then
+          order[#order+1] = ck
+          partTaken[ck] = 0
+        end
+        local js = {}
+        if idxOf[ck] >= 0 then js = partJobs(P, idxOf[ck], partTaken[ck], 2) end
+        if #js == 0 then
+          gone[ck] = true -- nothing of it waits (psched is exact: not seen)
+        else
+          v = js[1]
+          partTook(ck)
+          taken[#taken+1] = v
+          partTaken[ck] = partTaken[ck] + 1
+          if cs > clock then clock = cs end
+          fin[ck] = cs + step[ck]
+          if #js > 1 then pend[ck] = fin[ck] else gone[ck] = true end
+        end
       end
-      cm, cs, ck = nextCand()
     else
       dry = true
       break
@@ -290,57 +551,100 @@ local function takePart(out, n, bytes, budget)
       bytes = bytes + #v
     end
   end
+  local add, rem = {}, {}
+  for k, t in pairs(pend) do
+    add[#add+1] = partNum(t)
+    add[#add+1] = k
+  end
+  for k in pairs(gone) do
+    rem[#rem+1] = k
+    partSeen[k] = nil
+  end
+  for i = 1, #add, 1000 do redis.call('ZADD', P.sched, unpack(add, i, math.min(i + 999, #add))) end
+  for i = 1, #rem, 1000 do redis.call('ZREM', P.sched, unpack(rem, i, math.min(i + 999, #rem))) end
+  for i = 1, #holds, 1000 do redis.call('ZADD', P.hold, unpack(holds, i, math.min(i + 999, #holds))) end
   for i = 1, #taken, 1000 do
     local part = {unpack(taken, i, math.min(i + 999, #taken))}
-    redis.call('ZREM', fair, unpack(part))
+    redis.call('ZREM', P.jobs, unpack(part))
     redis.call('LPUSH', proc, unpack(part))
   end
-  if #taken > 0 then
-    for _, key in ipairs(keys) do
-      if redis.call('HINCRBY', plen, key, -partTaken[key]) <= 0 then
-        redis.call('HDEL', plen, key)
-        redis.call('HDEL', ptag, key)
-      end
+  -- ptag: the finish tags of the partitions that leave psched (a
+  -- partition in psched has its tag there).
+  local tags = {}
+  for _, key in ipairs(order) do
+    if fin[key] and not partDec(P, key, partTaken[key]) and gone[key] then
+      tags[#tags+1] = key
+      tags[#tags+1] = partNum(fin[key])
     end
   end
-  redis.call('HSET', ptag, '` + partClockField + `', clock, '` + partReadyField + `', rtag)
+  tags[#tags+1] = '` + partClockField + `'
+  tags[#tags+1] = partNum(clock)
+  tags[#tags+1] = '` + partReadyField + `'
+  tags[#tags+1] = partNum(rtag)
+  for i = 1, #tags, 1000 do redis.call('HSET', P.tag, unpack(tags, i, math.min(i + 999, #tags))) end
   return bytes, dry
 end
 `
+
+// partHooksDefault are partTakeLua's own hooks, which limitPartMayLua
+// replaces: every partition may run, and none stays held.
+const partHooksDefault = `local function partMay(key) return true end
+local function partHoldAt(key) return partAtLimit end
+local function partTook(key) end
+local function partUnhold(P) partUnholdAll(P) end`
+
+// partHeadsScript returns the next job of the partition served next
+// (psched's lowest tag) and of the first partition held (phold), for
+// Stats.OldestReady. Read only. KEYS: the partition keys.
+var partHeadsScript = redis.NewScript(partLua + `
+local P = partKeysAt(1)
+local out = {}
+for _, set in ipairs({P.sched, P.hold}) do
+  local first = redis.call('ZRANGE', set, 0, 0)
+  if #first > 0 then
+    local idx = redis.call('HGET', P.idx, first[1])
+    if idx then
+      local js = partJobs(P, tonumber(idx), 0, 1)
+      if #js > 0 then out[#out+1] = js[1] end
+    end
+  end
+end
+return out
+`)
 
 // partEnqueueScript enqueues partitioned jobs: all of them, or none when
 // they do not fit (duplicate IDs take no room and are answered 0). Jobs due
 // now go to the fair set, delayed ones to the delayed set (their partition
 // is in their element; promotion puts them in it); both count in their
 // partition at once (partLua).
-// KEYS: fair, partlen, parttag, bell, delayed, ready, wake, payloads,
-// drain, waiters, partition waiters (parts_wait.go), the level ready lists
-// (counted for MaxLen, levels.go), then the unique keys in use, each
-// followed by its 4 end keys (appendJob).
+// KEYS: the partition keys (keys.partKeys, KEYS[1..7]), bell, delayed,
+// ready, wake, payloads, drain, waiters, partition waiters (parts_wait.go),
+// the level ready lists (counted for MaxLen, levels.go), then the unique
+// keys in use, each followed by its 4 end keys (appendJob).
 // ARGV: max partitions, max partition length (0: none), queue limit (0:
 // none), marker, wake TTL ms, unique TTL ms, waiters TTL ms (0: the caller
-// does not wait), then for each job five values: due ms (0 = now),
-// envelope, index of its unique key in KEYS (0 = none), payload ref (” =
-// inline), partition.
+// does not wait), then for each job six values:
+// due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
+// payload ref (” = inline), partition, weight (the partition's, kept in
+// pidx as "<partition> w" while not 1: the last job's of the call wins).
 // Returns one 1 (added) or 0 (duplicate ID) per job; refused: {-1, length,
 // dn, dt, t} (the queue is full, see boundedScript), {-2, partitions} (too
-// many partitions) or {-3, length, partition} (the partition is full); a
-// refusal of a waiting caller marks it in the waiters key (-1) or the
-// partition waiters (-2, -3).
+// many partitions) or {-3, length, partition} (the partition is full).
 var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partRoomLua + `
 local function dropRefs(only)
-  for i = 8, #ARGV, 5 do
-    if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[8], ARGV[i+3]) end
+  for i = 8, #ARGV, 6 do
+    if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[12], ARGV[i+3]) end
   end
 end
+local P = partKeysAt(1)
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'hash') or wrongtype(KEYS[3], 'hash') or
-  wrongtype(KEYS[5], 'zset') or wrongtype(KEYS[6], 'list') or wrongtype(KEYS[8], 'hash')
+  wrongtype(KEYS[9], 'zset') or wrongtype(KEYS[10], 'list') or wrongtype(KEYS[12], 'hash')
 if bad then
   dropRefs(nil)
   return redis.error_reply(bad)
 end
-local dup, jobs, adds, cur, order, fresh = {}, 0, {}, {}, {}, 0
-for i = 8, #ARGV, 5 do
+local dup, jobs, adds, cur, order, fresh, weight = {}, 0, {}, {}, {}, 0, {}
+for i = 8, #ARGV, 6 do
   local u = tonumber(ARGV[i+2])
   if u > 0 and redis.call('EXISTS', KEYS[u]) == 1 then
     dup[i] = true
@@ -354,21 +658,22 @@ for i = 8, #ARGV, 5 do
       order[#order+1] = key
     end
     adds[key] = adds[key] + 1
+    weight[key] = ARGV[i+5]
   end
 end
 local limit = tonumber(ARGV[3])
 if limit > 0 and jobs > 0 then
-  local len = count(KEYS[6], KEYS[5], ARGV[4], KEYS[1], 12)
+  local len = count(KEYS[10], KEYS[9], ARGV[4], KEYS[1], 16)
   if len + jobs > limit then
     dropRefs(nil)
-    return refuse(len, KEYS[9], KEYS[10], ARGV[3], ARGV[7])
+    return refuse(len, KEYS[13], KEYS[14], ARGV[3], ARGV[7])
   end
 end
 if fresh > 0 then
   local parts = redis.call('HLEN', KEYS[2])
   if parts + fresh > tonumber(ARGV[1]) then
     dropRefs(nil)
-    partMarkWait(KEYS[11], '` + roomNewPart + `', ARGV[1], ARGV[7])
+    partMarkWait(KEYS[15], '` + roomNewPart + `', ARGV[1], ARGV[7])
     return {-2, parts}
   end
 end
@@ -377,38 +682,41 @@ if maxLen > 0 then
   for _, key in ipairs(order) do
     if cur[key] + adds[key] > maxLen then
       dropRefs(nil)
-      partMarkWait(KEYS[11], key, ARGV[2], ARGV[7])
+      partMarkWait(KEYS[15], key, ARGV[2], ARGV[7])
       return {-3, cur[key], key}
     end
   end
 end
 dropRefs(dup)
+for _, key in ipairs(order) do
+  if weight[key] then partSetWeight(P, key, weight[key]) end
+end
 local out, earliest, rung = {}, nil, false
-for i = 8, #ARGV, 5 do
+for i = 8, #ARGV, 6 do
   if dup[i] then
     out[#out+1] = 0
   else
     local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
     if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[6]); redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4]) end
     if due == 0 then
-      partAdd(KEYS[1], KEYS[2], KEYS[3], ARGV[i+4], ARGV[i+1], false)
+      partAdd(P, ARGV[i+4], ARGV[i+1], false)
       rung = true
     else
-      redis.call('ZADD', KEYS[5], due, ARGV[i+1])
+      redis.call('ZADD', KEYS[9], due, ARGV[i+1])
       redis.call('HINCRBY', KEYS[2], ARGV[i+4], 1) -- counted from now (partLua)
       if earliest == nil or due < earliest then earliest = due end
     end
     out[#out+1] = 1
   end
 end
-if rung then redis.call('ZADD', KEYS[4], 0, '1') end
-if earliest ~= nil then wake(KEYS[5], KEYS[6], KEYS[7], earliest, ARGV[4], ARGV[5], KEYS[4]) end
+if rung then redis.call('ZADD', KEYS[8], 0, '1') end
+if earliest ~= nil then wake(KEYS[9], KEYS[10], KEYS[11], earliest, ARGV[4], ARGV[5], KEYS[8]) end
 return out
 `)
 
 // partKeys are the keys the scripts that route jobs back to their
 // partition take after their own.
-func (q *Queue) partKeys() []string { return []string{q.k.fair(), q.k.partLen(), q.k.partTag()} }
+func (q *Queue) partKeys() []string { return q.k.partKeys() }
 
 // enqueueParts writes partitioned jobs (all in one script call, their
 // payloads kept apart written by an HSET in the same MULTI) and reports
@@ -449,13 +757,13 @@ func (q *Queue) enqueuePartsUnder(ctx context.Context, prs []prepared, b partBou
 // partArgs builds the KEYS and ARGV of partEnqueueScript, and reports
 // whether a payload is kept apart (to be written by an HSET first).
 func (q *Queue) partArgs(prs []prepared, b partBounds) (ks []string, args []any, apart bool) {
-	ks = q.k.withLevels(q.k.fair(), q.k.partLen(), q.k.partTag(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
-		q.k.drainKey(), q.k.waitersKey(), q.k.partWaiters())
-	args = make([]any, 0, 7+5*len(prs))
+	ks = q.k.withLevels(append(q.k.partKeys(), q.k.bell, q.k.delayed, q.k.ready, q.k.wake, q.k.payloads,
+		q.k.drainKey(), q.k.waitersKey(), q.k.partWaiters())...)
+	args = make([]any, 0, 7+6*len(prs))
 	args = append(args, b.maxParts, b.maxPartLen, b.maxLen, wakeMarker, wakeTTL.Milliseconds(), q.uniqueTTL(prs[0].due), waitTTL(b.wait))
 	for _, pr := range prs {
 		ks, args = q.appendJob(ks, args, pr)
-		args = append(args, pr.part)
+		args = append(args, pr.part, pr.pweight)
 		apart = apart || pr.ref != ""
 	}
 	return ks, args, apart

@@ -14,24 +14,32 @@ import (
 	"github.com/bounded-go/bounded/pool"
 )
 
-// checkPartCounts asserts the partition bookkeeping matches the fair and
-// delayed sets: partlen holds each partition's jobs there, parttag a field
-// for each partition with jobs in the fair set (and the queue's own
-// fields), none for a partition without jobs.
+// checkPartCounts asserts the partition bookkeeping matches the jobs and
+// delayed sets (parts.go): plen holds each partition's jobs there, ptag
+// and pidx no partition without jobs, pidx an index for each partition
+// with jobs due, none shared or also free, each job scored in its
+// partition's range, and psched and phold together exactly the partitions
+// with jobs due.
 func checkPartCounts(t *testing.T, q *Queue) {
 	t.Helper()
 	ctx := context.Background()
 	c := q.p.Client()
-	members, err := c.ZRange(ctx, q.k.fair(), 0, -1).Result()
+	members, err := c.ZRangeWithScores(ctx, q.k.fair(), 0, -1).Result()
+	require.NoError(t, err)
+	idx, err := c.HGetAll(ctx, q.k.partIdx()).Result()
 	require.NoError(t, err)
 	inFair := map[string]bool{}
 	n := map[string]int{}
 	for _, m := range members {
-		e, err := decodeEnvelope([]byte(m))
+		e, err := decodeEnvelope([]byte(m.Member.(string)))
 		require.NoError(t, err)
-		require.NotEmpty(t, e.part, "a job without a partition in the fair set")
+		require.NotEmpty(t, e.part, "a job without a partition in pjobs")
 		n[e.part]++
 		inFair[e.part] = true
+		i, ok := idx[e.part]
+		if assert.True(t, ok, "partition %q has jobs and no index", e.part) {
+			assert.Equal(t, i, fmt.Sprint(int64(m.Score)/(1<<31)), "a job of %q outside its range", e.part)
+		}
 	}
 	delayed, err := c.ZRange(ctx, q.k.delayed, 0, -1).Result()
 	require.NoError(t, err)
@@ -46,7 +54,7 @@ func checkPartCounts(t *testing.T, q *Queue) {
 	}
 	lens, err := c.HGetAll(ctx, q.k.partLen()).Result()
 	require.NoError(t, err)
-	assert.Equal(t, want, lens, "partlen against the fair and delayed sets")
+	assert.Equal(t, want, lens, "plen against the jobs and delayed sets")
 	tags, err := c.HGetAll(ctx, q.k.partTag()).Result()
 	require.NoError(t, err)
 	for f := range tags {
@@ -54,12 +62,38 @@ func checkPartCounts(t *testing.T, q *Queue) {
 			continue
 		}
 		_, ok := n[f]
-		assert.True(t, ok, "parttag holds partition %q that has no job", f)
+		assert.True(t, ok, "ptag holds partition %q that has no job", f)
 	}
-	for k := range inFair {
-		_, ok := tags[k]
-		assert.True(t, ok, "partition %q has jobs and no tag", k)
+	used := map[string]string{}
+	for f, i := range idx {
+		if part, ok := strings.CutSuffix(f, " w"); ok {
+			_, ok := n[part]
+			assert.True(t, ok, "pidx holds the weight of partition %q that has no job", part)
+			continue
+		}
+		if f[0] == ' ' {
+			continue
+		}
+		_, ok := n[f]
+		assert.True(t, ok, "pidx holds partition %q that has no job", f)
+		assert.NotContains(t, used, i, "index %s of %q and %q", i, f, used[i])
+		used[i] = f
 	}
+	free, err := c.LRange(ctx, q.k.partFree(), 0, -1).Result()
+	require.NoError(t, err)
+	for _, i := range free {
+		assert.NotContains(t, used, i, "index %s free and used", i)
+	}
+	sched, err := c.ZRange(ctx, q.k.partSched(), 0, -1).Result()
+	require.NoError(t, err)
+	hold, err := c.ZRange(ctx, q.k.partHold(), 0, -1).Result()
+	require.NoError(t, err)
+	indexed := map[string]bool{}
+	for _, k := range append(sched, hold...) {
+		assert.False(t, indexed[k], "partition %q both in psched and phold", k)
+		indexed[k] = true
+	}
+	assert.Equal(t, inFair, indexed, "psched and phold against the partitions with jobs due")
 }
 
 // Jobs of one partition that a consumer took and put back (a closing
@@ -187,7 +221,7 @@ func TestPartitionKeyEdges(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, k, info.Partition)
 	}
-	_, err := promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+	_, err := promoteScript.Run(ctx, c, q.k.promoteKeys(),
 		time.Now().Add(time.Second).UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	checkPartCounts(t, q)
@@ -260,7 +294,7 @@ func testPartitionDelayedCount(t *testing.T, np newPoolFunc) {
 	require.NoError(t, err)
 
 	// Promotion moves them without counting them again.
-	_, err = promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+	_, err = promoteScript.Run(ctx, c, q.k.promoteKeys(),
 		time.Now().Add(2*time.Minute).UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	checkPartCounts(t, q)
@@ -286,7 +320,7 @@ func testPartitionDelayedCount(t *testing.T, np newPoolFunc) {
 	lens, err = c.HGetAll(ctx, q.k.partLen()).Result()
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"c": "1"}, lens, "the retry of c waits")
-	_, err = promoteScript.Run(ctx, c, []string{q.k.delayed, q.k.ready, q.k.wake, q.k.bell, q.k.fair(), q.k.partLen(), q.k.partTag()},
+	_, err = promoteScript.Run(ctx, c, q.k.promoteKeys(),
 		time.Now().Add(2*time.Minute).UnixMilli(), promoteLimit, "0").Int64Slice()
 	require.NoError(t, err)
 	checkPartCounts(t, q)

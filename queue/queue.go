@@ -102,6 +102,7 @@ type prepared struct {
 	wait     bool         // the WaitForRoom option
 	debounce debounceMode // Debounce, ReplacePayload
 	part     string       // the Partition option (parts.go)
+	pweight  int          // the PartitionWeight option, 1 when not given
 	level    int          // Priority
 }
 
@@ -146,7 +147,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	if err := q.applyUnique(&o, payload, due, now); err != nil {
 		return prepared{}, invalidOption(err)
 	}
-	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part, level: o.level}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part, pweight: max(o.pweight, 1), level: o.level}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
@@ -673,7 +674,7 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	paused := pipe.Exists(ctx, q.k.paused)
 	parts, parted := pipe.HLen(ctx, q.k.partLen()), pipe.ZCard(ctx, q.k.fair())
 	levels := readLevels(ctx, pipe, q.k, true)
-	partNext := pipe.ZRange(ctx, q.k.fair(), 0, 0) // the partitioned job fetched next (parts.go)
+	partNext := partHeadsScript.Eval(ctx, pipe, q.k.partKeys()) // the partitions' next jobs (parts.go)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return s, q.errorf("stats: %w", err)
 	}
@@ -688,7 +689,9 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		}
 		s.OldestReady = oldestReady([]string{elem}, q.cfg.Now())
 	}
-	s.OldestReady = max(s.OldestReady, oldestReady(partNext.Val(), q.cfg.Now()))
+	if heads, err := partNext.StringSlice(); err == nil {
+		s.OldestReady = max(s.OldestReady, oldestReady(heads, q.cfg.Now()))
+	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
 	s.Ready = max(s.Ready-int64(len(markers.Val())), 0) + s.Partitioned + levels.jobs()
 	s.OldestReady = max(s.OldestReady, levels.oldest(q.cfg.Now()))

@@ -216,9 +216,10 @@ end
 // it leaves jobs behind it rings the doorbell again, so that another
 // consumer (or this one, once it has room) wakes for them: a ring popped by
 // a consumer that took only part of the jobs is handed on.
-// KEYS: ready, processing list, bell, paused flag, fair, partlen, parttag
-// (parts.go), the level ready lists (levels.go, keys.readyLevels: KEYS[8..10]),
-// the partition waiters (parts_wait.go: always the last key).
+// KEYS: ready, processing list, bell, paused flag, the partition keys
+// (parts.go, KEYS[5..11]: KEYS[5] is pjobs), the level ready lists
+// (levels.go, keys.readyLevels: KEYS[12..14]), the partition waiters
+// (parts_wait.go: always the last key).
 // ARGV: n, the room channel (partWake: the take of a partition's jobs
 // wakes the producers waiting for room in it; without it, it wakes
 // nobody).
@@ -245,7 +246,7 @@ var takeLua = budgetLua + partLua + partTakeLua + partRoomLua + `
 local n = tonumber(ARGV[1])
 if n < 1 then return {} end
 -- levels (levels.go): the level lists, highest first.
-local levels = ` + levelsReverse(8) + `
+local levels = ` + levelsReverse(12) + `
 local function ringIfLeft()
   if redis.call('EXISTS', KEYS[1], KEYS[5], unpack(levels)) > 0 then
     redis.call('ZADD', KEYS[3], 0, '1')
@@ -295,11 +296,11 @@ if not first then
   -- The ready list is empty; partitioned or level jobs may wait. ONE
   -- EXISTS: the paused flag once, the fair set twice, each level list four
   -- times.
-  local seen = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[5], ` + levelsTimes(8, 4) + `)
+  local seen = redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[5], ` + levelsTimes(12, 4) + `)
   if seen == 0 or seen % 2 == 1 then return {} end
   return takeAll({}, 0, math.floor(seen / 4), seen % 4 >= 2, false)
 end
-local seen = redis.call('EXISTS', KEYS[1], KEYS[5], KEYS[5], KEYS[4], KEYS[4], KEYS[4], KEYS[4], ` + levelsTimes(8, 8) + `)
+local seen = redis.call('EXISTS', KEYS[1], KEYS[5], KEYS[5], KEYS[4], KEYS[4], KEYS[4], KEYS[4], ` + levelsTimes(12, 8) + `)
 if seen % 8 >= 4 then
   if first == '` + wakeMarker + `' then return {first} end
   redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
@@ -337,8 +338,8 @@ var takeScript = redis.NewScript(takeLua)
 // most 32 sized by the largest seen so far, so that Lua holds little more
 // than the bound (an unseen element larger than those seen can only be one
 // an earlier version wrote, with its payload inside: at most 32 of them).
-// KEYS: delayed, ready, wake, bell, fair, partlen, parttag (a partitioned
-// job goes to its partition, parts.go), the level ready lists (each other
+// KEYS: delayed, ready, wake, bell, the partition keys (KEYS[5..11]: a
+// partitioned job goes to its partition, parts.go), the level ready lists (each other
 // job goes to its level's ready list, levelLua; keys.readyLevels).
 // ARGV: now ms, limit, "1" to clear the wake flag.
 var promoteLua = budgetLua + partLua + levelLua + `
@@ -356,16 +357,16 @@ while moved < limit and bytes < budget do
     bytes = bytes + #v
     if #v > largest then largest = #v end
   end
-  -- parts: a partitioned job goes to its partition (KEYS[5..7]), where it
+  -- parts: a partitioned job goes to its partition (KEYS[5..11]), where it
   -- was counted while delayed;
-  -- levels: each other job to its level's ready list (KEYS[8..]).
+  -- levels: each other job to its level's ready list (KEYS[12..]).
   local byList, lists = {}, {}
   for _, v in ipairs(due) do
     local key = partOf(v)
     if key then
-      partAdd(KEYS[5], KEYS[6], KEYS[7], key, v, false, true)
+      partAdd(partKeysAt(5), key, v, false, true)
     else
-      local r = readyFor(v, KEYS[2], 8)
+      local r = readyFor(v, KEYS[2], 12)
       if not byList[r] then byList[r] = {}; lists[#lists + 1] = r end
       table.insert(byList[r], v)
     end
@@ -499,7 +500,7 @@ return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], drop)
 
 // recoverScript moves elements of a processing list back to the head of the
 // ready list, each only if it is still there.
-// KEYS: processing list, ready, bell, fair, partlen, parttag (a
+// KEYS: processing list, ready, bell, the partition keys (KEYS[4..10]: a
 // partitioned job goes back to the front of its partition, parts.go), the
 // level ready lists (each other job goes to the take end of its level's
 // ready list, levelLua; keys.readyLevels).
@@ -512,9 +513,9 @@ for i = 1, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
     local key = partOf(ARGV[i+1])
     if key then
-      partAdd(KEYS[4], KEYS[5], KEYS[6], key, ARGV[i+1], true)
+      partAdd(partKeysAt(4), key, ARGV[i+1], true)
     else
-      redis.call('RPUSH', readyFor(ARGV[i+1], KEYS[2], 7), ARGV[i+1])
+      redis.call('RPUSH', readyFor(ARGV[i+1], KEYS[2], 11), ARGV[i+1])
     end
     n = n + 1
   end
@@ -532,9 +533,9 @@ return n
 // doorbell whenever the ready list holds jobs: a consumer killed after it
 // popped a ring and before it took the jobs leaves them without one, and
 // its sweep is what bounds their wait (docs/queue.md, "The doorbell").
-// KEYS: processing list, ready, incarnations, consumers, bell, fair,
-// partlen, parttag (a partitioned job goes back to the front of its
-// partition, parts.go), the level ready lists (each other job goes to the
+// KEYS: processing list, ready, incarnations, consumers, bell, the
+// partition keys (KEYS[6..12]: a partitioned job goes back to the front
+// of its partition, parts.go), the level ready lists (each other job goes to the
 // take end of its level's ready list, levelLua; keys.readyLevels).
 // ARGV: consumer ID, token (empty: none recorded), then pairs of (element,
 // element to push).
@@ -549,9 +550,9 @@ for i = 3, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
     local key = partOf(ARGV[i+1])
     if key then
-      partAdd(KEYS[6], KEYS[7], KEYS[8], key, ARGV[i+1], true)
+      partAdd(partKeysAt(6), key, ARGV[i+1], true)
     else
-      redis.call('RPUSH', readyFor(ARGV[i+1], KEYS[2], 9), ARGV[i+1])
+      redis.call('RPUSH', readyFor(ARGV[i+1], KEYS[2], 13), ARGV[i+1])
     end
     n = n + 1
   end
@@ -560,7 +561,7 @@ if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[4], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
 end
-if redis.call('EXISTS', KEYS[2], KEYS[6], unpack(KEYS, 9, 8 + maxLevel)) > 0 then
+if redis.call('EXISTS', KEYS[2], KEYS[6], unpack(KEYS, 13, 12 + maxLevel)) > 0 then
   redis.call('ZADD', KEYS[5], 0, '1')
 end
 return n
@@ -571,9 +572,9 @@ return n
 // read moves: one that replaced it under the same dead ID in the meantime
 // (trimmed, then another job with the ID died) has another time of death
 // or length, and is left alone.
-// KEYS: dead index, dead data, ready, payloads, dead refs, bell[, fair,
-// partlen, parttag: a partitioned job goes back to its partition
-// (parts.go)]. ARGV: dead ID, envelope, payload ref or ”, died at ms,
+// KEYS: dead index, dead data, ready, payloads, dead refs, bell[, the
+// partition keys (KEYS[7..13]): a partitioned job goes back to its
+// partition (parts.go)]. ARGV: dead ID, envelope, payload ref or ”, died at ms,
 // record length.
 var requeueDeadScript = redis.NewScript(typeLua + partLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[3], 'list') or wrongtype(KEYS[4], 'hash')
@@ -588,9 +589,9 @@ end
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-local key = #KEYS >= 9 and partOf(ARGV[2])
+local key = #KEYS >= 13 and partOf(ARGV[2])
 if key then
-  partAdd(KEYS[7], KEYS[8], KEYS[9], key, ARGV[2], false)
+  partAdd(partKeysAt(7), key, ARGV[2], false)
 else
   redis.call('LPUSH', KEYS[3], ARGV[2])
 end

@@ -176,14 +176,16 @@ func (q *Queue) applyUnique(o *enqueueOpts, payload []byte, due, now time.Time) 
 // waiters, then the partition keys (Queue.partKeys).
 // ARGV: due ms, envelope, marker, wake TTL ms, UniqueTTL ms, now ms, "1" to
 // keep a replaced job's due time, partition ("": none), max partitions, max
-// partition length (0: none), waiters TTL ms (0: the caller does not wait).
+// partition length (0: none), waiters TTL ms (0: the caller does not wait),
+// the partition's weight (PartitionWeight, as partEnqueueScript keeps it).
 // Returns {0} for a duplicate, {1 added or 2 replaced, due ms}, {-4, the
 // waiting job's partition} for a replacement naming another one, or a
 // refusal of partEnqueueScript ({-2, ...}, {-3, ...}).
 var debounceScript = redis.NewScript(typeLua + wakeLua + partLua + partRoomLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
-local plen, ptag = KEYS[12], KEYS[13]
+local P = partKeysAt(11)
+local plen = P.len
 local due, part = tonumber(ARGV[1]), ARGV[8]
 local old = redis.call('GET', KEYS[4])
 local code = 1
@@ -194,7 +196,7 @@ if old then
   local was = partOf(old) or ''
   if was ~= part then return {-4, was} end
   if ARGV[7] == '1' then due = tonumber(score) end
-  partDelayedDel(KEYS[1], plen, ptag, old)
+  partDelayedDel(KEYS[1], P, old)
   code = 2
 else
   if part ~= '' then
@@ -206,6 +208,7 @@ end
 local ttl = tonumber(ARGV[5]) + math.max(due - tonumber(ARGV[6]), 0)
 redis.call('SET', KEYS[4], ARGV[2], 'PX', ttl)
 if part ~= '' then
+  partSetWeight(P, part, ARGV[12])
   partDelayedAdd(KEYS[1], plen, part, due, ARGV[2])
 else
   redis.call('ZADD', KEYS[1], due, ARGV[2])
@@ -240,7 +243,7 @@ func (q *Queue) debounceOnce(ctx context.Context, pr prepared, mark bool) (added
 			append([]string{q.k.partWaiters()}, q.partKeys()...)...),
 		pr.due.UnixMilli(), pr.elem, wakeMarker, wakeTTL.Milliseconds(),
 		max(q.cfg.UniqueTTL.Milliseconds(), 1), q.cfg.Now().UnixMilli(), keep,
-		pr.part, b.maxParts, b.maxPartLen, waitTTL(mark)).Slice()
+		pr.part, b.maxParts, b.maxPartLen, waitTTL(mark), pr.pweight).Slice()
 	if err != nil {
 		return false, err
 	}

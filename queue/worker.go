@@ -147,11 +147,12 @@ const (
 	fetcherBackingOff
 	fetcherStopped
 	fetcherWaitingAtLimit
-	fetcherWaitingForRate   // limits.go
-	fetcherWaitingForShared // slots.go: its own slot is free, the shared ones are not
+	fetcherWaitingForRate     // limits.go
+	fetcherWaitingForShared   // slots.go: its own slot is free, the shared ones are not
+	fetcherWaitingForPartRate // limits.go
 )
 
-var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory", "waiting: the queue's rate limit", "waiting for a shared slot"}
+var fetcherStateNames = [...]string{"not started", "blocking", "waiting for a free slot", "backing off after a Redis error", "stopped", "waiting: Redis at maxmemory", "waiting: the queue's rate limit", "waiting for a shared slot", "waiting: the partitions' rate limit"}
 
 // NewWorker validates cfg and returns a worker for q running h, on the
 // process's consumer c, whose namespace must be q's. It does not talk to
@@ -449,8 +450,13 @@ func (w *Worker) fetchLoop(ctx context.Context) error {
 		}
 		if r.wait > 0 {
 			// The queue's rate limit stopped the take (limits.go): one
-			// timer to the instant it allows the next job.
-			if !f.waitRate(r.wait) {
+			// timer to the instant it allows the next job. The partitions'
+			// rates: that timer or a ring.
+			wait := f.waitRate
+			if r.partWait {
+				wait = f.waitPartRate
+			}
+			if !wait(r.wait) {
 				return nil
 			}
 			continue
@@ -529,6 +535,7 @@ type fetched struct {
 	held        int           // handler slots held for it
 	idleAtLimit bool          // Redis is at maxmemory and the ready list is empty
 	wait        time.Duration // the queue's rate limit allows the next job in wait (limits.go)
+	partWait    bool          // wait is the partitions' rates' (a ring may come before)
 	err         error
 }
 
@@ -569,9 +576,9 @@ func (f *fetcher) takeBatch() fetched {
 	if w.lim != nil {
 		// A limited take (limits.go) takes the level lists after its own
 		// keys (limitTakeLua).
-		ks := append([]string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused, w.q.k.fair(), w.q.k.partLen(), w.q.k.partTag()}, w.lim.held, w.lim.rate, w.lim.pheld)
-		elems, wait, err := w.takeLimited(f.ctx, f.c, append(ks, w.q.k.levels...), held)
-		return fetched{elems: elems, held: held, wait: wait, idleAtLimit: err == nil && len(elems) == 0 && wait == 0 && w.mem.atLimit.Load(), err: err}
+		ks := append(append([]string{w.q.k.ready, w.proc, w.q.k.bell, w.q.k.paused}, w.q.k.partKeys()...), w.lim.held, w.lim.rate, w.lim.pheld, w.lim.prate)
+		elems, wait, part, err := w.takeLimited(f.ctx, f.c, append(ks, w.q.k.levels...), held)
+		return fetched{elems: elems, held: held, wait: wait, partWait: part, idleAtLimit: err == nil && len(elems) == 0 && wait == 0 && w.mem.atLimit.Load(), err: err}
 	}
 	elems, err := w.take(f.ctx, f.c, w.q.k.takeKeys(w.proc), held)
 	return fetched{elems: elems, held: held, idleAtLimit: err == nil && len(elems) == 0 && w.mem.atLimit.Load(), err: err}
@@ -1039,7 +1046,7 @@ func (w *Worker) Stats() WorkerStats {
 // BlockTimeout plus slack. A health check can call it.
 func (w *Worker) FetcherAlive(slack time.Duration) bool {
 	switch w.st.fetchState.Load() {
-	case fetcherWaitingForSlot, fetcherWaitingForRate, fetcherWaitingForShared:
+	case fetcherWaitingForSlot, fetcherWaitingForRate, fetcherWaitingForShared, fetcherWaitingForPartRate:
 		return true
 	case fetcherBlocking, fetcherBackingOff, fetcherWaitingAtLimit:
 		last := w.st.lastFetch.Load()
