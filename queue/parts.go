@@ -159,11 +159,12 @@ const maxPartitionWeight = 1000
 // 1): the partition is served w jobs per turn of a partition of weight 1
 // (its tag advances by 1/w per job served). The weight is stored with the
 // partition while it exists (while it has jobs waiting, due or delayed):
-// the last enqueue's weight wins, an enqueue without the option sets it
-// back to 1, and a partition that ran dry and comes back starts at 1
-// unless its enqueue says otherwise. Retries, recovered jobs and requeued
-// dead letters keep the partition's weight as it is. It needs the
-// Partition option.
+// an enqueue with the option sets it (the last one wins), an enqueue
+// without it keeps the partition's weight as it is, and a partition that
+// starts (or ran dry and comes back) has weight 1 unless its enqueue says
+// otherwise. Retries, recovered jobs, requeued dead letters, a schedule's
+// occurrences (JobPartition) and debounced jobs without the option keep
+// the partition's weight too. It needs the Partition option.
 func PartitionWeight(w int) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if w < 1 || w > maxPartitionWeight {
@@ -410,8 +411,10 @@ local function partDelayedDel(delayed, P, v)
   return 1
 end
 -- partSetWeight sets the weight of partition key to w (PartitionWeight),
--- kept in pidx while the partition exists.
+-- kept in pidx while the partition exists; w '0' (no option given) keeps
+-- its current weight (1 for a new partition).
 local function partSetWeight(P, key, w)
+  if w == '0' then return end
   if w == '1' then
     redis.call('HDEL', P.idx, key .. ' w')
   else
@@ -626,7 +629,8 @@ return out
 // does not wait), then for each job six values:
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
 // payload ref (” = inline), partition, weight (the partition's, kept in
-// pidx as "<partition> w" while not 1: the last job's of the call wins).
+// pidx as "<partition> w" while not 1: the last job's of the call that
+// gives one wins; "0": none given, the partition keeps its weight).
 // Returns one 1 (added) or 0 (duplicate ID) per job; refused: {-1, length,
 // dn, dt, t} (the queue is full, see boundedScript), {-2, partitions} (too
 // many partitions) or {-3, length, partition} (the partition is full).
@@ -658,7 +662,7 @@ for i = 8, #ARGV, 6 do
       order[#order+1] = key
     end
     adds[key] = adds[key] + 1
-    weight[key] = ARGV[i+5]
+    if ARGV[i+5] ~= '0' then weight[key] = ARGV[i+5] end
   end
 end
 local limit = tonumber(ARGV[3])

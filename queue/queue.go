@@ -102,7 +102,7 @@ type prepared struct {
 	wait     bool         // the WaitForRoom option
 	debounce debounceMode // Debounce, ReplacePayload
 	part     string       // the Partition option (parts.go)
-	pweight  int          // the PartitionWeight option, 1 when not given
+	pweight  int          // the PartitionWeight option, 0 when not given (the partition keeps its weight)
 	level    int          // Priority
 }
 
@@ -147,7 +147,7 @@ func (q *Queue) prepare(payload []byte, opts []EnqueueOption) (prepared, error) 
 	if err := q.applyUnique(&o, payload, due, now); err != nil {
 		return prepared{}, invalidOption(err)
 	}
-	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part, pweight: max(o.pweight, 1), level: o.level}
+	pr := prepared{id: o.id, unique: o.id != "", durable: o.durable, wait: o.wait, due: due, debounce: o.debounce, part: o.part, pweight: o.pweight, level: o.level}
 	if pr.id == "" {
 		pr.id = newID(now)
 	}
