@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/pool"
@@ -49,5 +50,55 @@ func TestPartitionWeightKeptWithoutTheOption(t *testing.T) {
 			require.Equal(t, "1", weight(), "an explicit weight of 1 sets it back")
 			checkPartCounts(t, q)
 		})
+	}
+}
+
+// TestPartitionMixedLimitsReleaseUnholds: processes that disagree on
+// PartitionConcurrency each admit by their own. A partition the take of a
+// consumer at PartitionConcurrency 1 moved to phold (its limit counts the
+// slot of a job a consumer at 5 runs) comes back to psched when that slot
+// is released, by the loose consumer's outcome or by the sweep of the
+// loose consumer when it died, whatever the releaser's own limit; the
+// tight take then serves it.
+func TestPartitionMixedLimitsReleaseUnholds(t *testing.T) {
+	for _, srv := range scriptServers() {
+		for _, how := range []string{"outcome", "sweep"} {
+			t.Run(srv.name+"/"+how, func(t *testing.T) {
+				addr := srv.addr(t)
+				rdb := redis.NewClient(&redis.Options{Addr: addr})
+				t.Cleanup(func() { _ = rdb.Close() })
+				ctx := context.Background()
+				q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "mixlim", Config{})
+				_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("x1"), []byte("x2"), []byte("x3")}, Partition("x"))
+				require.NoError(t, err)
+				loose := limitTake{t: t, rdb: rdb, k: q.k, prefix: slotPrefix("loose", "tok"), pconc: 5}
+				tight := limitTake{t: t, rdb: rdb, k: q.k, prefix: slotPrefix("tight", "tok"), pconc: 1}
+				_, looseJob := loose.take(1, 0)
+				require.Len(t, looseJob, 1, "the loose consumer runs one job of x")
+				_, got := tight.take(10, 0)
+				require.Empty(t, got, "x is at the tight limit: its slot is held by the loose consumer")
+				score, err := rdb.ZScore(ctx, q.k.partHold(), "x").Result()
+				require.NoError(t, err, "the tight take held x")
+				require.Equal(t, float64(1<<53), score, "held at its limit (partAtLimit)")
+				switch how {
+				case "outcome":
+					require.EqualValues(t, 1, loose.release(looseJob...))
+				case "sweep":
+					lo, hi := lexRange(loose.prefix)
+					n, err := limitReleaseScript.Run(ctx, rdb, append(q.k.withLevels(append([]string{q.k.limitHeld(), q.k.ready, q.k.bell, q.k.limitPart()}, q.k.partKeys()...)...), q.k.limitWaiting()), "range", 0, 0, lo, hi).Int()
+					require.NoError(t, err)
+					require.Equal(t, 1, n)
+				}
+				_, err = rdb.ZScore(ctx, q.k.partHold(), "x").Result()
+				require.ErrorIs(t, err, redis.Nil, "the release moved x out of phold")
+				_, err = rdb.ZScore(ctx, q.k.partSched(), "x").Result()
+				require.NoError(t, err, "x is in psched again")
+				_, got = tight.take(10, 0)
+				require.Len(t, got, 1, "the tight consumer now runs one job of x")
+				_, got = tight.take(10, 0)
+				require.Empty(t, got, "and x is at its limit again")
+				checkPartCounts(t, q)
+			})
+		}
 	}
 }
