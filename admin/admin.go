@@ -80,7 +80,8 @@ type Config struct {
 	// most 1 minute).
 	Timeout time.Duration
 	// ErrorLog, when set, receives the errors answered as 500 or 503
-	// (their text is not sent to the client: it may name Redis servers).
+	// (their text is not sent to the client: it may name Redis servers);
+	// not a request whose client went away (answered 499, not logged).
 	ErrorLog func(r *http.Request, err error)
 }
 

@@ -439,6 +439,13 @@ func (h *handler) failure(w http.ResponseWriter, r *http.Request, err error) (in
 	case errors.Is(err, queue.ErrJobFinished):
 		return http.StatusConflict, errorView{Error: err.Error(), Code: "finished"}
 	}
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		// The client went away (its connection closed, or the server is
+		// shutting down): nobody reads the answer and Redis did not fail, so
+		// nothing is logged and the status says so (nginx's 499, for the
+		// access log). Config.Timeout passing is DeadlineExceeded: a 503.
+		return StatusClientClosedRequest, errorView{Error: "client closed request", Code: "client_closed"}
+	}
 	if h.cfg.ErrorLog != nil {
 		h.cfg.ErrorLog(r, err)
 	}
@@ -455,6 +462,10 @@ func (h *handler) failure(w http.ResponseWriter, r *http.Request, err error) (in
 	return http.StatusServiceUnavailable, errorView{Error: msg, Code: "unavailable"}
 }
 
+// StatusClientClosedRequest (nginx's 499) answers a request whose client
+// went away before Redis answered: not a server failure, not logged.
+const StatusClientClosedRequest = 499
+
 // RetryAfterSeconds is the Retry-After of a 503: Redis unreachable,
 // failing over, or slower than Config.Timeout.
 const RetryAfterSeconds = 5
@@ -464,7 +475,7 @@ const RetryAfterSeconds = 5
 // down (pool.ErrUnavailable), has no connection to give (a lane exhausted),
 // or is closed; the connection failed (refused, reset, closed, a network
 // error or timeout); Redis answered that it does not serve (LOADING,
-// MASTERDOWN, CLUSTERDOWN, TRYAGAIN, BUSY, READONLY); or the request's
+// MASTERDOWN, CLUSTERDOWN, TRYAGAIN, BUSY, READONLY, NOREPLICAS); or the request's
 // deadline (Config.Timeout) passed.
 func redisUnavailable(ctx context.Context, err error) bool {
 	switch {

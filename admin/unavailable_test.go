@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -166,4 +168,39 @@ func TestRequeueRedisLostMidway(t *testing.T) {
 	requireUnavailable(t, r, "requeue", m.Addr())
 	require.Equal(t, float64(1), r.body["requeued"], "%s", r.raw)
 	require.Equal(t, int64(1), logged.Load())
+}
+
+// A client that went away (its request's context cancelled) is not Redis
+// failing: nothing goes to ErrorLog, and the answer is 499 (nginx's "client
+// closed request"), not a 503 that blames Redis, on a read and a mutation.
+func TestClientGoneIsNotRedisFailure(t *testing.T) {
+	p := miniPool(t)
+	var logged atomic.Int32
+	h := mustHandler(t, Config{Inspector: mustInspector(t, p), AllowMutations: true,
+		ErrorLog: func(*http.Request, error) { logged.Add(1) }})
+	tok := token(t, h)
+	for _, tc := range []struct {
+		method, path string
+		body         string
+	}{
+		{http.MethodGet, "/api/queues", ""},
+		{http.MethodPost, "/api/pause", `{"queue":"mail"}`},
+		{http.MethodPost, "/api/purge", `{"queue":"mail"}`},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req := httptest.NewRequestWithContext(ctx, tc.method, tc.path, strings.NewReader(tc.body))
+		if tc.method == http.MethodPost {
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(CSRFHeader, tok)
+			req.Header.Set("Origin", "http://example.com")
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Equal(t, StatusClientClosedRequest, rec.Code, "%s: %s", tc.path, rec.Body.String())
+		require.Empty(t, rec.Header().Get("Retry-After"), tc.path)
+		require.NotContains(t, rec.Body.String(), "Redis", tc.path)
+	}
+	require.Zero(t, logged.Load(), "a client gone is not logged as a Redis error")
 }
