@@ -146,7 +146,12 @@ type limiter struct {
 	waiting                string // key: the consumers waiting for a slot (limitWaiting)
 
 	// waits: the last take was stopped by the concurrency limit, so this
-	// consumer is recorded as waiting for a slot (the fetcher's only).
+	// consumer is recorded as waiting for a slot (the fetcher's only). It
+	// starts true: an entry of this incarnation that no take of this
+	// worker wrote (a previous worker of the same Consumer on this queue
+	// whose drain release failed) is removed by the first take, at the
+	// cost of one ZREM once; left there, releases below its score would
+	// ring the doorbell for nobody.
 	waits bool
 }
 
@@ -199,7 +204,7 @@ func newLimiter(w *Worker, token string) *limiter {
 	if !l.limiting() {
 		return nil
 	}
-	lim := &limiter{conc: l.Concurrency, pconc: l.PartitionConcurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), pheld: w.q.k.limitPart(), waiting: w.q.k.limitWaiting(), now: w.limitNow}
+	lim := &limiter{conc: l.Concurrency, pconc: l.PartitionConcurrency, held: w.q.k.limitHeld(), rate: w.q.k.limitRate(), pheld: w.q.k.limitPart(), waiting: w.q.k.limitWaiting(), now: w.limitNow, waits: true}
 	if l.Rate > 0 {
 		lim.scale, lim.step, _, _ = gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst))
 		lim.burst = int64(l.Burst)
