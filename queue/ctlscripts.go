@@ -117,7 +117,7 @@ return {0, '', 0, complete}
 // "1" for the delayed set, "2" for pjobs (parts.go: both count in
 // plen), payload ref or ”, marker value, marker TTL ms, done channel,
 // job ID.
-var cancelWaitingScript = redis.NewScript(partLua + `
+var cancelWaitingScript = redis.NewScript(partLua + uniqueOwnLua + `
 local n
 local base = 5
 if ARGV[2] == '2' then
@@ -132,7 +132,7 @@ end
 if n == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('DEL', KEYS[5])
-if #KEYS > base then redis.call('DEL', KEYS[6]) end
+if #KEYS > base and uniqueMine(KEYS[6], ARGV[1]) then redis.call('DEL', KEYS[6]) end
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('DEL', KEYS[4])

@@ -178,7 +178,7 @@ return v[1]
 // ARGV: "zset" (the delayed set), "list" or "part" (pjobs,
 // parts.go: both count in plen), element, payload ref or ”.
 // Returns 1, or 0 when the element is gone.
-var deleteJobScript = redis.NewScript(partLua + `
+var deleteJobScript = redis.NewScript(partLua + uniqueOwnLua + `
 local n
 local base = 3
 if ARGV[1] == 'part' then
@@ -191,7 +191,7 @@ else n = redis.call('LREM', KEYS[1], 1, ARGV[2]) end
 if n == 0 then return 0 end
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('DEL', KEYS[3])
-if #KEYS > base then redis.call('DEL', KEYS[4]) end
+if #KEYS > base and uniqueMine(KEYS[4], ARGV[2]) then redis.call('DEL', KEYS[4]) end
 return 1
 `)
 

@@ -61,7 +61,7 @@ func (k keys) roomChannel() string { return k.tag + ":room" }
 // inline).
 // Returns one 1 (added) or 0 (duplicate ID) per job, or, refused,
 // {-1, length, dn, dt, t} (the drain sample, see drainKey).
-var boundedScript = redis.NewScript(wakeLua + boundedLua + `
+var boundedScript = redis.NewScript(wakeLua + boundedLua + uniqueOwnLua + `
 local function dropRefs(only)
   for i = 6, #ARGV, 4 do
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[4], ARGV[i+3]) end
@@ -89,7 +89,7 @@ for i = 6, #ARGV, 4 do
   else
     local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
     if u > 0 then
-      redis.call('SET', KEYS[u], '1', 'PX', ARGV[4])
+      redis.call('SET', KEYS[u], uniqueStamp(ARGV[i+1]) or '1', 'PX', ARGV[4])
       redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4])
     end
     if due == 0 then

@@ -94,7 +94,8 @@ func Timeout(d time.Duration) EnqueueOption {
 // this ID exists (ready, delayed, retrying or running), another enqueue with
 // the same ID adds nothing and returns ErrDuplicate. The ID is free again
 // once the job has succeeded or gone to the dead letters, and at the latest
-// Config.UniqueTTL after the job's due time. A later job with the ID that
+// Config.UniqueTTL after the job's due time; a job whose key lapsed does
+// not free the key of a newer job with the ID. A later job with the ID that
 // dies too does not replace the first one's dead letter: both are kept
 // (see DeadJob.ID). IDs are printable ASCII without
 // spaces, '|', '{' or '}', at most 200 bytes, and do not start with

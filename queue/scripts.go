@@ -61,10 +61,10 @@ return 0
 // enqueueUniqueScript enqueues a job holding an idempotency key, deleting
 // what an earlier job of its ID left (keys.endKeys).
 // KEYS: ready, unique key, bell, the 4 end keys. ARGV: envelope, unique TTL ms.
-var enqueueUniqueScript = redis.NewScript(typeLua + `
+var enqueueUniqueScript = redis.NewScript(typeLua + uniqueOwnLua + `
 local bad = wrongtype(KEYS[1], 'list')
 if bad then return redis.error_reply(bad) end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[2], uniqueStamp(ARGV[1]) or '1', 'NX', 'PX', ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], 0, '1')
@@ -99,11 +99,11 @@ end
 // KEYS: delayed, ready, wake, bell[, unique key, the 4 end keys]. ARGV:
 // due ms, envelope, marker, wake TTL ms[, unique TTL ms]. Returns 1, or 0
 // for a duplicate ID.
-var scheduleScript = redis.NewScript(typeLua + wakeLua + `
+var scheduleScript = redis.NewScript(typeLua + wakeLua + uniqueOwnLua + `
 local bad = wrongtype(KEYS[1], 'zset') or wrongtype(KEYS[2], 'list')
 if bad then return redis.error_reply(bad) end
 if #KEYS > 4 then
-  if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[5]) then return 0 end
+  if not redis.call('SET', KEYS[5], uniqueStamp(ARGV[2]) or '1', 'NX', 'PX', ARGV[5]) then return 0 end
   redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
@@ -130,7 +130,7 @@ return 1
 // due ms (0 = now), envelope, index of its unique key in KEYS (0 = none),
 // payload ref (” = inline).
 // Returns one 1 (added) or 0 (duplicate ID) per job.
-var enqueueManyScript = redis.NewScript(typeLua + wakeLua + `
+var enqueueManyScript = redis.NewScript(typeLua + wakeLua + uniqueOwnLua + `
 local bad = wrongtype(KEYS[1], 'list') or wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[4], 'hash')
 if bad then
   for i = 4, #ARGV, 4 do
@@ -142,7 +142,7 @@ local out = {}
 local earliest = nil
 for i = 4, #ARGV, 4 do
   local due, env, u = tonumber(ARGV[i]), ARGV[i+1], tonumber(ARGV[i+2])
-  if u > 0 and not redis.call('SET', KEYS[u], '1', 'NX', 'PX', ARGV[3]) then
+  if u > 0 and not redis.call('SET', KEYS[u], uniqueStamp(env) or '1', 'NX', 'PX', ARGV[3]) then
     if ARGV[i+3] ~= '' then redis.call('HDEL', KEYS[4], ARGV[i+3]) end
     out[#out+1] = 0
   else
@@ -424,7 +424,7 @@ return 1
 // "1" when this is a resend after a lost reply.
 // Returns 1, 0 if the element was not there, 2 if not there because the lost
 // call had already written this record.
-var deadScript = redis.NewScript(typeLua + budgetLua + dropDeadLua + `
+var deadScript = redis.NewScript(typeLua + budgetLua + dropDeadLua + uniqueOwnLua + `
 local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash') or wrongtype(KEYS[5], 'hash')
 if bad then return redis.error_reply(bad) end
 local function candidate(i)
@@ -454,7 +454,8 @@ local id = candidate(i)
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('HSET', KEYS[3], id, rec)
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[7]) end
-if #KEYS > 5 then redis.call('DEL', KEYS[6]) end
+-- A record added off no list (ARGV[1] '') frees the key unchecked.
+if #KEYS > 5 and uniqueMine(KEYS[6], ARGV[1]) then redis.call('DEL', KEYS[6]) end
 local drop = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, 100)
 local over = redis.call('ZCARD', KEYS[2]) - #drop - tonumber(ARGV[5])
 if over > 0 then
@@ -604,15 +605,15 @@ return 1
 // a job a sweep gave to another consumer may be running again, and needs
 // both until that run ends. A job with neither is acked with a plain LREM.
 // A job with a UniqueFor window keeps its idempotency key for the window
-// instead.
+// instead. Either only while the key is still this job's (uniqueOwnLua).
 // KEYS: processing list, payloads[, unique key]. ARGV: element, payload ref
 // or ”, window ms (0: none). Returns 1, or 0 if not found.
-var ackScript = redis.NewScript(`
+var ackScript = redis.NewScript(uniqueOwnLua + `
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if ARGV[2] ~= '' then redis.call('HDEL', KEYS[2], ARGV[2]) end
-if #KEYS > 2 then
+if #KEYS > 2 and uniqueMine(KEYS[3], ARGV[1]) then
   if tonumber(ARGV[3]) > 0 then
-    redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+    redis.call('SET', KEYS[3], uniqueStamp(ARGV[1]) or '1', 'PX', ARGV[3])
   else
     redis.call('DEL', KEYS[3])
   end

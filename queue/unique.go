@@ -159,6 +159,31 @@ func (q *Queue) applyUnique(o *enqueueOpts, payload []byte, due, now time.Time) 
 	return nil
 }
 
+// uniqueOwnLua is the owner check of an idempotency key ({tag}:id:<ID>).
+// The key holds the enqueue stamp (the envelope's enqueued-at ms: IDs hold
+// no '|', so it is the fifth field) of the job that took it, or that job's
+// whole element while it is a debounced delayed job (debounceScript). An
+// outcome (ack, death, cancel, delete) frees or re-arms the key only when
+// it is still its job's: a job whose key lapsed (UniqueTTL) while it waited
+// or ran must not free the key a newer job with the ID has taken since,
+// or a duplicate gets in. A key holding "1" was written by a version
+// before this check (or by a path that writes no stamp): anyone's, freed
+// as before. An absent key is nobody's: the outcome may re-arm it
+// (UniqueFor).
+const uniqueOwnLua = `
+local function uniqueStamp(elem)
+  return string.match(elem, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|')
+end
+local function uniqueMine(key, elem)
+  local v = redis.call('GET', key)
+  if not v or v == '1' then return true end
+  local s = uniqueStamp(elem)
+  if s == nil then return true end
+  if string.sub(v, 1, 4) == 'bq1|' then return uniqueStamp(v) == s end
+  return v == s
+end
+`
+
 // debounceScript enqueues a delayed job with Debounce or ReplacePayload: a
 // delayed job whose idempotency key holds its element (an earlier
 // debounced enqueue) is replaced; a free ID is taken as by scheduleScript;
