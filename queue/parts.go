@@ -634,7 +634,7 @@ return out
 // Returns one 1 (added) or 0 (duplicate ID) per job; refused: {-1, length,
 // dn, dt, t} (the queue is full, see boundedScript), {-2, partitions} (too
 // many partitions) or {-3, length, partition} (the partition is full).
-var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partRoomLua + `
+var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partRoomLua + uniqueOwnLua + `
 local function dropRefs(only)
   for i = 8, #ARGV, 6 do
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[12], ARGV[i+3]) end
@@ -701,7 +701,7 @@ for i = 8, #ARGV, 6 do
     out[#out+1] = 0
   else
     local due, u = tonumber(ARGV[i]), tonumber(ARGV[i+2])
-    if u > 0 then redis.call('SET', KEYS[u], '1', 'PX', ARGV[6]); redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4]) end
+    if u > 0 then redis.call('SET', KEYS[u], uniqueStamp(ARGV[i+1]) or '1', 'PX', ARGV[6]); redis.call('DEL', KEYS[u+1], KEYS[u+2], KEYS[u+3], KEYS[u+4]) end
     if due == 0 then
       partAdd(P, ARGV[i+4], ARGV[i+1], false)
       rung = true

@@ -24,7 +24,8 @@ func TestUniqueKeyReleasedOnlyByItsJob(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		fail bool // the first job dies (MaxAttempts 1) instead of succeeding
-	}{{"ack", false}, {"dead", true}} {
+		part bool // the jobs are partitioned (partEnqueueScript writes the key)
+	}{{"ack", false, false}, {"dead", true, false}, {"ack-partitioned", false, true}, {"dead-partitioned", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mustPool(t, pool.Config{Addrs: []string{redistest.Server(t).Addr()}})
 			q := mustQueue(t, p, "uniq-owner-"+tc.name, Config{})
@@ -57,11 +58,15 @@ func TestUniqueKeyReleasedOnlyByItsJob(t *testing.T) {
 				return nil
 			}, WorkerConfig{Concurrency: 1})
 			rdb := p.Client()
-			_, err := q.Enqueue(ctx, []byte("a"), ID("u1"), MaxAttempts(1))
+			var opts []EnqueueOption
+			if tc.part {
+				opts = append(opts, Partition("t1"))
+			}
+			_, err := q.Enqueue(ctx, []byte("a"), append([]EnqueueOption{ID("u1"), MaxAttempts(1)}, opts...)...)
 			require.NoError(t, err)
 			require.Equal(t, "a", testutil.Recv(t, started, "a started"))
 			require.NoError(t, rdb.Del(ctx, q.k.unique("u1")).Err(), "a's key lapses")
-			_, err = q.Enqueue(ctx, []byte("b"), ID("u1"))
+			_, err = q.Enqueue(ctx, []byte("b"), append([]EnqueueOption{ID("u1")}, opts...)...)
 			require.NoError(t, err, "the ID is free again: b takes it")
 			mu.Lock()
 			close(gates["a"])
