@@ -221,7 +221,10 @@ if old then
   local was = partOf(old) or ''
   if was ~= part then return {-4, was} end
   if ARGV[7] == '1' then due = tonumber(score) end
-  partDelayedDel(KEYS[1], P, old)
+  -- The replacement takes the job's place, still counted in its
+  -- partition: the partition does not run dry in between (partDelayedDel
+  -- forgot a partition whose only job this was, with its weight and tag).
+  redis.call('ZREM', KEYS[1], old)
   code = 2
 else
   if part ~= '' then
@@ -234,7 +237,11 @@ local ttl = tonumber(ARGV[5]) + math.max(due - tonumber(ARGV[6]), 0)
 redis.call('SET', KEYS[4], ARGV[2], 'PX', ttl)
 if part ~= '' then
   partSetWeight(P, part, ARGV[12])
-  partDelayedAdd(KEYS[1], plen, part, due, ARGV[2])
+  if code == 2 then
+    redis.call('ZADD', KEYS[1], due, ARGV[2])
+  else
+    partDelayedAdd(KEYS[1], plen, part, due, ARGV[2])
+  end
 else
   redis.call('ZADD', KEYS[1], due, ARGV[2])
 end
