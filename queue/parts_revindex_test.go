@@ -2,9 +2,13 @@ package queue
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/pool"
@@ -41,6 +45,91 @@ func TestPartitionDebounceReplaceKeepsWeight(t *testing.T) {
 				require.Equal(t, "42", tag)
 				checkPartCounts(t, q)
 			}
+		})
+	}
+}
+
+// TestPartitionHeldCancelAndRenumber: psched and phold hold exactly the
+// partitions with jobs due through a partition held at its limit losing
+// its last due job to Cancel (a delayed one left), getting a job again
+// while its slot is still held, and its release; and a partition whose seq
+// ran out at the back renumbers its jobs in order, in its range.
+func TestPartitionHeldCancelAndRenumber(t *testing.T) {
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) {
+			addr := srv.addr(t)
+			rdb := redis.NewClient(&redis.Options{Addr: addr})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "revidx", Config{})
+			for _, id := range []string{"a1", "a2"} {
+				_, err := q.Enqueue(ctx, []byte(id), Partition("a"), ID(id))
+				require.NoError(t, err)
+			}
+			_, err := q.Enqueue(ctx, []byte("a3"), Partition("a"), ID("a3"), Delay(time.Hour))
+			require.NoError(t, err)
+			_, err = q.Enqueue(ctx, []byte("b1"), Partition("b"), ID("b1"))
+			require.NoError(t, err)
+			checkPartCounts(t, q)
+			l := limitTake{t: t, rdb: rdb, k: q.k, prefix: slotPrefix("c1", "tok"), pconc: 1}
+			jobs := func(es []string) []string {
+				return slices.DeleteFunc(es, func(e string) bool { return e == wakeMarker })
+			}
+			_, got := l.take(10, 0)
+			got = jobs(got)
+			require.Len(t, got, 2, "a1 and b1")
+			held, err := rdb.ZRange(ctx, q.k.partHold(), 0, -1).Result()
+			require.NoError(t, err)
+			require.Equal(t, []string{"a"}, held)
+			checkPartCounts(t, q)
+			require.NoError(t, q.Cancel(ctx, "a2"))
+			checkPartCounts(t, q) // a has its delayed job only: in neither set
+			_, err = q.Enqueue(ctx, []byte("a4"), Partition("a"), ID("a4"))
+			require.NoError(t, err)
+			checkPartCounts(t, q)
+			_, got2 := l.take(10, 0)
+			require.Empty(t, jobs(got2), "a is at its limit")
+			checkPartCounts(t, q)
+			require.EqualValues(t, 2, l.release(got...))
+			checkPartCounts(t, q)
+			_, got = l.take(10, 0)
+			got = jobs(got)
+			require.Len(t, got, 1)
+			require.True(t, strings.HasSuffix(got[0], "|a4"), got[0])
+			checkPartCounts(t, q)
+
+			// Renumbering: r's last job at the end of its range.
+			for _, id := range []string{"r1", "r2"} {
+				_, err := q.Enqueue(ctx, []byte(id), Partition("r"), ID(id))
+				require.NoError(t, err)
+			}
+			idx, err := rdb.HGet(ctx, q.k.partIdx(), "r").Int64()
+			require.NoError(t, err)
+			elems, err := rdb.ZRange(ctx, q.k.fair(), 0, -1).Result()
+			require.NoError(t, err)
+			var r2 string
+			for _, e := range elems {
+				if strings.HasSuffix(e, "|r2") {
+					r2 = e
+				}
+			}
+			require.NotEmpty(t, r2)
+			lo := float64(idx) * (1 << 31)
+			require.NoError(t, rdb.ZAddXX(ctx, q.k.fair(), redis.Z{Score: lo + (1 << 31) - 1, Member: r2}).Err())
+			_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("r3"), []byte("r4")}, Partition("r"))
+			require.NoError(t, err)
+			checkPartCounts(t, q)
+			zs, err := rdb.ZRangeByScoreWithScores(ctx, q.k.fair(), &redis.ZRangeBy{Min: fmt.Sprint(int64(lo)), Max: fmt.Sprint(int64(lo) + (1 << 31) - 1)}).Result()
+			require.NoError(t, err)
+			var order []string
+			for _, z := range zs {
+				e, err := decodeEnvelope([]byte(z.Member.(string)))
+				require.NoError(t, err)
+				order = append(order, string(e.payload))
+				require.GreaterOrEqual(t, z.Score, lo)
+				require.Less(t, z.Score, lo+(1<<31))
+			}
+			require.Equal(t, []string{"r1", "r2", "r3", "r4"}, order)
 		})
 	}
 }
