@@ -133,3 +133,57 @@ func TestPartitionHeldCancelAndRenumber(t *testing.T) {
 		})
 	}
 }
+
+// TestPartitionFrontRenumber: a job put back at the front of a partition
+// whose first job sits at the start of its range renumbers the partition:
+// the job put back runs first, the others in order, all in the range; and
+// a job recovered into a partition forgotten meanwhile (its index given
+// back and taken by another) lands in its partition's new range.
+func TestPartitionFrontRenumber(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			q := mustQueue(t, np(t, pool.Config{}), "frontre", Config{})
+			ctx := context.Background()
+			c := q.p.Client()
+			for _, id := range []string{"f1", "f2", "f3"} {
+				_, err := q.Enqueue(ctx, []byte(id), Partition("f"), ID(id))
+				require.NoError(t, err)
+			}
+			require.Len(t, takeFor(t, q, "c", 1), 1)
+			idx, err := c.HGet(ctx, q.k.partIdx(), "f").Int64()
+			require.NoError(t, err)
+			lo := float64(idx) * (1 << 31)
+			elems, err := c.ZRange(ctx, q.k.fair(), 0, 0).Result()
+			require.NoError(t, err)
+			require.NoError(t, c.ZAddXX(ctx, q.k.fair(), redis.Z{Score: lo, Member: elems[0]}).Err())
+			proc, err := c.LRange(ctx, q.k.proc("c"), 0, -1).Result()
+			require.NoError(t, err)
+			require.EqualValues(t, 1, recoverScript.Run(ctx, c, q.k.recoverKeys(q.k.proc("c")), proc[0], proc[0]).Val())
+			checkPartCounts(t, q)
+			zs, err := c.ZRangeWithScores(ctx, q.k.fair(), 0, -1).Result()
+			require.NoError(t, err)
+			var order []string
+			for _, z := range zs {
+				e, err := decodeEnvelope([]byte(z.Member.(string)))
+				require.NoError(t, err)
+				order = append(order, string(e.payload))
+				require.GreaterOrEqual(t, z.Score, lo)
+				require.Less(t, z.Score, lo+(1<<31))
+			}
+			require.Equal(t, []string{"f1", "f2", "f3"}, order)
+
+			// f runs dry with f1 in flight; g takes its index; f1 comes back.
+			require.Len(t, takeFor(t, q, "c", 3), 3)
+			checkPartCounts(t, q)
+			_, err = q.Enqueue(ctx, []byte("g1"), Partition("g"), ID("g1"))
+			require.NoError(t, err)
+			gi, err := c.HGet(ctx, q.k.partIdx(), "g").Int64()
+			require.NoError(t, err)
+			require.Equal(t, idx, gi, "g reuses f's index")
+			proc, err = c.LRange(ctx, q.k.proc("c"), 0, -1).Result()
+			require.NoError(t, err)
+			require.EqualValues(t, 1, recoverScript.Run(ctx, c, q.k.recoverKeys(q.k.proc("c")), proc[0], proc[0]).Val())
+			checkPartCounts(t, q)
+		})
+	}
+}
