@@ -597,15 +597,16 @@ local function partTook(key) end
 local function partUnhold(P) partUnholdAll(P) end`
 
 // partHeadsScript returns the next job of the partition served next
-// (psched's lowest tag) and of the first partition held (phold), for
-// Stats.OldestReady. Read only. KEYS: the partition keys.
+// (psched's lowest tag) and of the first 100 partitions held (phold: those
+// at their limit all have one score, so the first is the first by name,
+// not the one whose job waits longest), for Stats.OldestReady. Read only.
+// KEYS: the partition keys.
 var partHeadsScript = redis.NewScript(partLua + `
 local P = partKeysAt(1)
 local out = {}
-for _, set in ipairs({P.sched, P.hold}) do
-  local first = redis.call('ZRANGE', set, 0, 0)
-  if #first > 0 then
-    local idx = redis.call('HGET', P.idx, first[1])
+for _, r in ipairs({{P.sched, 0}, {P.hold, 99}}) do
+  for _, key in ipairs(redis.call('ZRANGE', r[1], 0, r[2])) do
+    local idx = redis.call('HGET', P.idx, key)
     if idx then
       local js = partJobs(P, tonumber(idx), 0, 1)
       if #js > 0 then out[#out+1] = js[1] end

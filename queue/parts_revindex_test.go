@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -186,4 +187,45 @@ func TestPartitionFrontRenumber(t *testing.T) {
 			checkPartCounts(t, q)
 		})
 	}
+}
+
+// TestPartitionOldestReadyAllHeld: Stats.OldestReady with partitions held
+// at their concurrency limit is the age of the oldest of their next jobs
+// (it read phold's first partition only: all are scored alike, so that was
+// the first by name), and of psched's next job when older (it read only
+// the last of the heads, phold's).
+func TestPartitionOldestReadyAllHeld(t *testing.T) {
+	addr := redistest.Mini(t).Addr()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	now := time.UnixMilli(1_700_000_000_000)
+	q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "oldheld", Config{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("b1"), []byte("b2")}, Partition("b"))
+	require.NoError(t, err)
+	now = now.Add(time.Hour)
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("a1"), []byte("a2")}, Partition("a"))
+	require.NoError(t, err)
+	l := limitTake{t: t, rdb: rdb, k: q.k, prefix: slotPrefix("c1", "tok"), pconc: 1}
+	_, got := l.take(10, 0)
+	require.Len(t, got, 2)
+	held, err := rdb.ZRange(ctx, q.k.partHold(), 0, -1).Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "b"}, held)
+	checkPartCounts(t, q)
+	now = now.Add(time.Minute)
+	s, err := q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, time.Hour+time.Minute, s.OldestReady, "b2 waits since an hour and a minute")
+
+	// A partition in psched with an older job than those held: its age.
+	at := now
+	now = at.Add(-2 * time.Hour)
+	_, err = q.Enqueue(ctx, []byte("c1"), Partition("c"))
+	require.NoError(t, err)
+	now = at
+	checkPartCounts(t, q)
+	s, err = q.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, s.OldestReady, "c1 waits since 2h")
 }

@@ -642,8 +642,9 @@ type Stats struct {
 	// list is empty or its last elements hold no job (see latency.go).
 	// With priority levels, the largest age among the jobs each level
 	// would hand out next.
-	// With partitions, the older of the ready list's next job and the
-	// partitions' next one.
+	// With partitions, the oldest of the ready list's next job, the next
+	// job of the partition served next and those of the partitions held
+	// by their limits (the first 100 held).
 	OldestReady time.Duration `json:"oldest_ready_ns"`
 	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
 	// jobs wait, and OldestReady grows, until Resume.
@@ -690,7 +691,10 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 		s.OldestReady = oldestReady([]string{elem}, q.cfg.Now())
 	}
 	if heads, err := partNext.StringSlice(); err == nil {
-		s.OldestReady = max(s.OldestReady, oldestReady(heads, q.cfg.Now()))
+		// Each head on its own: oldestReady reads the last job of a list.
+		for _, h := range heads {
+			s.OldestReady = max(s.OldestReady, oldestReady([]string{h}, q.cfg.Now()))
+		}
 	}
 	s.Ready, s.Delayed, s.Dead = ready.Val(), delayed.Val(), dead.Val()
 	s.Ready = max(s.Ready-int64(len(markers.Val())), 0) + s.Partitioned + levels.jobs()
