@@ -304,9 +304,13 @@ func WithPayloads() ListOption { return func(o *listOpts) { o.payloads = true } 
 // page), at most limit (1..MaxPageLimit) and about 4 MiB of elements per
 // page (at least one job), in the order they will leave the state:
 //
-//   - StateReady: next to run first. The cursor is a position from the
-//     end the fetchers take from, so it shifts as jobs are fetched or put
-//     back: a page may repeat or skip jobs of a busy queue.
+//   - StateReady: the level lists highest first, then the ready list,
+//     each next to run first, then the partitioned jobs partition by
+//     partition (by the partition's index, each one's next to run
+//     first: not the order the take serves the partitions in). The cursor
+//     is a position from the end the fetchers take from, so it shifts as
+//     jobs are fetched or put back: a page may repeat or skip jobs of a
+//     busy queue.
 //   - StateDelayed: by due time. The cursor is the last job's due time and
 //     ID, so pages are stable: jobs added, promoted or retried while
 //     paging never make a page repeat or skip a job that stays.

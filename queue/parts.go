@@ -837,8 +837,9 @@ func (q *Queue) partRefusal(res []any, prs []prepared) error {
 	}
 }
 
-// fairJobs adds to page the jobs waiting in partitions, in the order they
-// are served, after cursor cur (Inspector.Jobs, StateReady). Their handles
+// fairJobs adds to page the jobs waiting in partitions, partition by
+// partition (by index; within one, in the order it runs them), after
+// cursor cur (Inspector.Jobs, StateReady). Their handles
 // name them by tag and ID, like delayed jobs.
 func (in *Inspector) fairJobs(ctx context.Context, k keys, queue string, page JobPage, cur cursor, limit int) (JobPage, error) {
 	vals, more, err := in.zsetPage(ctx, []string{k.fair()}, cur, limit, false, true)
