@@ -85,43 +85,42 @@ func (l Limit) withDefaults(e *check.Errors, field string) Limit {
 	if l.PartitionConcurrency < 0 || l.PartitionConcurrency > maxLimitConcurrency {
 		e.Addf("%s.PartitionConcurrency must be in 0..%d, got %d", field, maxLimitConcurrency, l.PartitionConcurrency)
 	}
-	switch {
-	case l.Rate < 0:
-		e.Addf("%s.Rate must not be negative, got %d", field, l.Rate)
-	case l.Rate == 0 && (l.Per != 0 || l.Burst != 0):
-		e.Addf("%s.Per and Burst need a Rate, got Rate 0, Per %s, Burst %d", field, l.Per, l.Burst)
-	case l.Rate > 0:
-		if l.Burst == 0 {
-			l.Burst = l.Rate
-		}
-		if l.Per < time.Microsecond || l.Per%time.Microsecond != 0 {
-			e.Addf("%s.Per must be a whole number of µs, at least 1µs, got %s", field, l.Per)
-		} else if l.Burst < 1 {
-			e.Addf("%s.Burst must be at least 1, got %d", field, l.Burst)
-		} else if _, step, _, ok := gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(l.Burst)); !ok {
-			e.Addf("%s.Burst (%d) times the interval between two jobs (%dµs) exceeds %dµs", field, l.Burst, step, int64(gcra.MaxUnits))
-		}
-	}
-	switch {
-	case l.PartitionRate < 0:
-		e.Addf("%s.PartitionRate must not be negative, got %d", field, l.PartitionRate)
-	case l.PartitionRate == 0 && (l.PartitionPer != 0 || l.PartitionBurst != 0):
-		e.Addf("%s.PartitionPer and PartitionBurst need a PartitionRate, got PartitionRate 0, PartitionPer %s, PartitionBurst %d",
-			field, l.PartitionPer, l.PartitionBurst)
-	case l.PartitionRate > 0:
-		if l.PartitionBurst == 0 {
-			l.PartitionBurst = l.PartitionRate
-		}
-		if l.PartitionPer < time.Microsecond || l.PartitionPer%time.Microsecond != 0 {
-			e.Addf("%s.PartitionPer must be a whole number of µs, at least 1µs, got %s", field, l.PartitionPer)
-		} else if l.PartitionBurst < 1 {
-			e.Addf("%s.PartitionBurst must be at least 1, got %d", field, l.PartitionBurst)
-		} else if step := partStep(l); step > gcra.MaxUnits/int64(l.PartitionBurst) {
-			e.Addf("%s.PartitionBurst (%d) times the interval between two jobs of a partition (%dµs) exceeds %dµs",
-				field, l.PartitionBurst, step, int64(gcra.MaxUnits))
-		}
-	}
+	l.Burst = checkRate(e, field, "", "", l.Rate, l.Per, l.Burst, func(burst int) (int64, bool) {
+		_, step, _, ok := gcra.Units(int64(l.Rate), l.Per.Microseconds(), int64(burst))
+		return step, ok
+	})
+	l.PartitionBurst = checkRate(e, field, "Partition", " of a partition", l.PartitionRate, l.PartitionPer, l.PartitionBurst, func(burst int) (int64, bool) {
+		step := partStep(l)
+		return step, step <= gcra.MaxUnits/int64(burst)
+	})
 	return l
+}
+
+// checkRate checks one rate of a Limit (prefix "" for Rate/Per/Burst,
+// "Partition" for PartitionRate/PartitionPer/PartitionBurst; of names the
+// jobs it counts in messages) and returns its burst, defaulted to the
+// rate. units answers the interval between two jobs in µs and whether
+// the (defaulted) burst times it fits gcra.MaxUnits.
+func checkRate(e *check.Errors, field, prefix, of string, rate int, per time.Duration, burst int, units func(burst int) (int64, bool)) int {
+	switch {
+	case rate < 0:
+		e.Addf("%s.%sRate must not be negative, got %d", field, prefix, rate)
+	case rate == 0 && (per != 0 || burst != 0):
+		e.Addf("%s.%sPer and %sBurst need a %sRate, got %sRate 0, %sPer %s, %sBurst %d",
+			field, prefix, prefix, prefix, prefix, prefix, per, prefix, burst)
+	case rate > 0:
+		if burst == 0 {
+			burst = rate
+		}
+		if per < time.Microsecond || per%time.Microsecond != 0 {
+			e.Addf("%s.%sPer must be a whole number of µs, at least 1µs, got %s", field, prefix, per)
+		} else if burst < 1 {
+			e.Addf("%s.%sBurst must be at least 1, got %d", field, prefix, burst)
+		} else if step, ok := units(burst); !ok {
+			e.Addf("%s.%sBurst (%d) times the interval between two jobs%s (%dµs) exceeds %dµs", field, prefix, burst, of, step, int64(gcra.MaxUnits))
+		}
+	}
+	return burst
 }
 
 // partStep is the interval between two jobs of one partition under l's
