@@ -58,6 +58,7 @@ func TestCluster(t *testing.T) {
 	t.Run("PartitionWaitForRoomLimited", func(t *testing.T) {
 		testPartitionWaitForRoomWorker(t, np, Limit{PartitionConcurrency: 5})
 	})
+	t.Run("RoomMadeWakesWaiters", func(t *testing.T) { testRoomMadeWakes(t, np) })
 	// Priority levels (levels.go): every level list in the queue's slot.
 	t.Run("PriorityJumpsTheBacklog", func(t *testing.T) { testPriorityJumpsTheBacklog(t, np) })
 	t.Run("PriorityRetryAndRequeue", func(t *testing.T) { testPriorityRetryAndRequeue(t, np) })

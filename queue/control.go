@@ -344,7 +344,8 @@ func (q *Queue) readJobKeys(ctx context.Context, id, ref string) (jobKeys, error
 // A waiting job (ready, delayed, or waiting to retry) is removed at once,
 // with its payload kept apart and its idempotency key, by a script that
 // removes the exact element it found, so a job a fetcher has just taken is
-// never removed from under it: Cancel then finds it running.
+// never removed from under it: Cancel then finds it running. The room it
+// leaves wakes the producers waiting for it (WaitForRoom), as a take's does.
 //
 // A running job's handler context is cancelled, with cause ErrCancelled,
 // in whichever process runs it: Cancel sends the cancel on the control
@@ -421,8 +422,9 @@ func (q *Queue) cancelWaiting(ctx context.Context, c redis.Scripter, loc locatio
 	if loc.where == locFair || loc.where == locDelayed {
 		ks = append(ks, q.k.partKeys()...)
 	}
+	ks = append(ks, q.k.waitersKey(), q.k.partWaiters())
 	return cancelWaitingScript.Run(ctx, c, ks, loc.elem, zset, loc.env.ref, markerValue(loc.env),
-		cancelTTL.Milliseconds(), q.k.doneChannel(), id).Int()
+		cancelTTL.Milliseconds(), q.k.doneChannel(), id, q.k.roomChannel()).Int()
 }
 
 // cancelRunning records the cancel of a running job and sends it to its

@@ -111,25 +111,29 @@ return {0, '', 0, complete}
 // have moved it since it was located: then it returns 0 and the caller
 // locates it again). As the Inspector's Delete does, it deletes the
 // payload kept apart, the last error, and frees the idempotency key. It records the cancel
-// and wakes the producers waiting for the job (Queue.Wait).
+// and wakes the producers waiting for the job (Queue.Wait), and those
+// waiting for the room it made (roomMadeLua).
 // KEYS: ready, delayed or fair, payloads, cancel marker, result waiters, last
-// error[, unique key][, the partition keys: with "1" and "2"]. ARGV: element,
-// "1" for the delayed set, "2" for pjobs (parts.go: both count in
-// plen), payload ref or ”, marker value, marker TTL ms, done channel,
-// job ID.
-var cancelWaitingScript = redis.NewScript(partLua + uniqueOwnLua + `
-local n
-local base = 5
+// error[, unique key][, the partition keys: with "1" and "2"], waiters,
+// partition waiters. ARGV: element, "1" for the delayed set, "2" for pjobs
+// (parts.go: both count in plen), payload ref or ”, marker value, marker
+// TTL ms, done channel, job ID, room channel.
+var cancelWaitingScript = redis.NewScript(partLua + partRoomLua + roomMadeLua + uniqueOwnLua + `
+local n, P
+local base = 7
 if ARGV[2] == '2' then
-  base = 12
-  n = partDel(partKeysAt(#KEYS-6), ARGV[1])
+  base = 14
+  P = partKeysAt(#KEYS-8)
+  n = partDel(P, ARGV[1])
 elseif ARGV[2] == '1' then
-  base = 12
-  n = partDelayedDel(KEYS[1], partKeysAt(#KEYS-6), ARGV[1])
+  base = 14
+  P = partKeysAt(#KEYS-8)
+  n = partDelayedDel(KEYS[1], P, ARGV[1])
 else
   n = redis.call('LREM', KEYS[1], 1, ARGV[1])
 end
 if n == 0 then return 0 end
+roomMade(ARGV[1], KEYS[#KEYS-1], KEYS[#KEYS], P, ARGV[8])
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('DEL', KEYS[5])
 if #KEYS > base and uniqueMine(KEYS[6], ARGV[1]) then redis.call('DEL', KEYS[6]) end

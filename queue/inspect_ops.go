@@ -41,7 +41,8 @@ func readyHandle(e string, off int64, level int) string {
 
 // Delete deletes the job a listing (Jobs) named by handle: a ready or
 // delayed job (with its payload kept apart, its last error and its
-// idempotency key, so its ID is free again), or a dead letter. It is one
+// idempotency key, so its ID is free again, and the producers waiting for
+// the room it leaves woken, see WaitForRoom), or a dead letter. It is one
 // script that deletes only if the job is still where the listing saw it,
 // else fails with ErrJobGone: a job that started running meanwhile is not
 // deleted. A ready job over 16 KiB (Durable) is found by its position,
@@ -162,7 +163,8 @@ func (in *Inspector) deleteElem(ctx context.Context, k keys, from, kind, elem st
 	if kind == "part" || kind == "zset" {
 		ks = append(ks, k.partKeys()...)
 	}
-	n, err := deleteJobScript.Run(ctx, in.p.Client(), ks, kind, elem, env.ref).Int()
+	ks = append(ks, k.waitersKey(), k.partWaiters())
+	n, err := deleteJobScript.Run(ctx, in.p.Client(), ks, kind, elem, env.ref, k.roomChannel()).Int()
 	if err != nil {
 		return err
 	}

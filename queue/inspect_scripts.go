@@ -171,24 +171,29 @@ return v[1]
 `)
 
 // deleteJobScript deletes a waiting job, only if it is still there: takes
-// the element off the ready list or the delayed set, and then deletes its
+// the element off the ready list or the delayed set, wakes the producers
+// waiting for the room that made (roomMadeLua), and then deletes its
 // payload kept apart, its last error and its idempotency key.
 // KEYS: ready list, delayed set or fair set, payloads, last error[, unique
-// key][, the partition keys: with "zset" and "part"].
+// key][, the partition keys: with "zset" and "part"], waiters, partition
+// waiters.
 // ARGV: "zset" (the delayed set), "list" or "part" (pjobs,
-// parts.go: both count in plen), element, payload ref or ”.
+// parts.go: both count in plen), element, payload ref or ”, room channel.
 // Returns 1, or 0 when the element is gone.
-var deleteJobScript = redis.NewScript(partLua + uniqueOwnLua + `
-local n
-local base = 3
+var deleteJobScript = redis.NewScript(partLua + partRoomLua + roomMadeLua + uniqueOwnLua + `
+local n, P
+local base = 5
 if ARGV[1] == 'part' then
-  base = 10
-  n = partDel(partKeysAt(#KEYS-6), ARGV[2])
+  base = 12
+  P = partKeysAt(#KEYS-8)
+  n = partDel(P, ARGV[2])
 elseif ARGV[1] == 'zset' then
-  base = 10
-  n = partDelayedDel(KEYS[1], partKeysAt(#KEYS-6), ARGV[2])
+  base = 12
+  P = partKeysAt(#KEYS-8)
+  n = partDelayedDel(KEYS[1], P, ARGV[2])
 else n = redis.call('LREM', KEYS[1], 1, ARGV[2]) end
 if n == 0 then return 0 end
+roomMade(ARGV[2], KEYS[#KEYS-1], KEYS[#KEYS], P, ARGV[4])
 if ARGV[3] ~= '' then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('DEL', KEYS[3])
 if #KEYS > base and uniqueMine(KEYS[4], ARGV[2]) then redis.call('DEL', KEYS[4]) end

@@ -29,9 +29,9 @@ import (
 // take of unpartitioned jobs costs nothing more; one of partitioned jobs
 // one HMGET while no producer waits.
 //
-// Room made otherwise (Cancel, Purge, a job taken out by an inspector
-// operation) wakes nobody: the waiters find it within their recheck, as
-// after a lost wake-up.
+// A waiting job taken out otherwise (Cancel, the Inspector's Delete) makes
+// room too, and its script wakes the producers waiting for it the same way
+// (roomMadeLua). Purge makes none: dead letters count in no bound.
 
 // partWaiters is the hash of the partitions producers wait for room in
 // (see above): partition -> "1", " new" -> MaxPartitions.
@@ -110,6 +110,29 @@ local function partWake(out, from, pw, plen, chan)
       if m[j+1] then redis.call('PUBLISH', chan, 'p ' .. n[key] .. ' ' .. key) end
     end
   end
+end
+`
+
+// roomMadeLua defines, for the scripts that take one waiting job out of
+// the queue other than by a take (cancelWaitingScript, deleteJobScript):
+//
+//	roomMade(v, waiters, pw, P, chan) wakes the producers waiting for the
+//	  room that taking v out made: "1" on chan when producers wait for
+//	  MaxLen (the waiters key exists; every waiting job counts in MaxLen),
+//	  and, with the partition keys P (v was in pjobs or the delayed set,
+//	  which count in plen), partWake's messages for v's partition and for
+//	  a new one, as the take publishes them. nil P: v was in a ready list,
+//	  and in no partition.
+//
+// Its cost is one EXISTS, plus partWake's HMGET when v was partitioned;
+// only the scripts that took a job out call it (a cancel or delete that
+// found the job gone reads nothing more). It comes right after the job is
+// taken out, before the writes that maxmemory refuses: EXISTS, HMGET and
+// PUBLISH run at maxmemory.
+const roomMadeLua = `
+local function roomMade(v, waiters, pw, P, chan)
+  if redis.call('EXISTS', waiters) == 1 then redis.call('PUBLISH', chan, '1') end
+  if P then partWake({v}, 1, pw, P.len, chan) end
 end
 `
 

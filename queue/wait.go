@@ -62,11 +62,12 @@ var ErrNotStarted = errors.New("queue: not started (WaitForRoom needs Queue.Star
 // partition wakes it (as many producers as jobs taken), and the take of
 // the last job of a partition wakes those waiting to start a new one. It
 // waits for what refused it last (MaxLen, MaxPartitions or its partition),
-// and a batch of more jobs than MaxPartitionLen fails at once. Room made
-// otherwise (Cancel, Purge) is found by the waiters' recheck, within a
-// second. A waiter whose ctx ends returns an error matching ctx's error and
-// the refusal (ErrQueueFull and, for a partition, ErrPartitionFull or
-// ErrTooManyPartitions); nothing was enqueued.
+// and a batch of more jobs than MaxPartitionLen fails at once. A waiting
+// job taken out by Cancel or Inspector.Delete wakes the producers waiting
+// for the room it made in the same way. A waiter whose ctx ends returns
+// an error matching ctx's error and the refusal (ErrQueueFull and, for a
+// partition, ErrPartitionFull or ErrTooManyPartitions); nothing was
+// enqueued.
 func WaitForRoom() EnqueueOption {
 	return func(o *enqueueOpts) error { o.wait = true; return nil }
 }
