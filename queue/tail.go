@@ -192,7 +192,8 @@ var ErrTailLost = errors.New("queue: tail subscription lost")
 // followers", rather than follow unseen.
 //
 // Its start (the subscription, confirmed by the server, and the
-// registration) is bounded by ctx only, unless TailStartTimeout bounds it.
+// registration) is bounded by ctx only, unless TailStartTimeout bounds it;
+// TailStarted says when it is done.
 func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEvent), opts ...TailOption) error {
 	var tc tailConfig
 	for _, o := range opts {
@@ -243,6 +244,9 @@ func (in *Inspector) Tail(ctx context.Context, queues []string, fn func(TailEven
 	}
 	endStart()
 	defer in.tailUnregister(ctx, members)
+	if tc.started != nil {
+		tc.started()
+	}
 	return in.tailRead(ctx, sub, members, byChannel, fn)
 }
 
@@ -251,6 +255,15 @@ type TailOption func(*tailConfig)
 
 type tailConfig struct {
 	startTimeout time.Duration
+	started      func()
+}
+
+// TailStarted makes Tail call fn once it follows: its subscription
+// confirmed by the server and its registration written, before the first
+// event. fn runs on Tail's goroutine, at most once; a Tail whose start
+// fails never calls it.
+func TailStarted(fn func()) TailOption {
+	return func(c *tailConfig) { c.started = fn }
 }
 
 // TailStartTimeout bounds Tail's start: the subscription (a connection,

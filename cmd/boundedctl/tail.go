@@ -45,8 +45,12 @@ func runTail(ctx context.Context, e *env, o *opts, args []string) error {
 	if left <= 0 {
 		return e.tailStartErr(context.DeadlineExceeded)
 	}
-	if !e.json {
-		fmt.Fprintf(e.stderr, "following %d queue(s); workers start publishing at their next heartbeat (10s by default)\n", len(args))
+	// Following is announced once it is true (the subscription confirmed,
+	// the registration written), not before a start that may still fail.
+	started := func() {
+		if !e.json {
+			fmt.Fprintf(e.stderr, "following %d queue(s); workers start publishing at their next heartbeat (10s by default)\n", len(args))
+		}
 	}
 	tctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -64,7 +68,7 @@ func runTail(ctx context.Context, e *env, o *opts, args []string) error {
 		if n++; o.count > 0 && n >= o.count {
 			stop(errEnough)
 		}
-	}, queue.TailStartTimeout(left))
+	}, queue.TailStartTimeout(left), queue.TailStarted(started))
 	if werr != nil {
 		return fmt.Errorf("printing outcomes: %w", werr)
 	}

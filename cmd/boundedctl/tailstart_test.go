@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
@@ -107,5 +108,31 @@ func TestTailTimeoutBoundsSubscribe(t *testing.T) {
 	t.Log(stderr.String())
 	require.Contains(t, stderr.String(), "did not start within --timeout 300ms")
 	require.Contains(t, stderr.String(), "deadline exceeded")
+	require.NotContains(t, stderr.String(), "following 1 queue(s)", "it never followed")
 	require.Empty(t, stdout.String())
+}
+
+// tail says it follows only once it does: when "following" is written,
+// its subscription is confirmed and its registration written.
+func TestTailSaysFollowingOnceSubscribed(t *testing.T) {
+	m := redistest.Mini(t)
+	p := mustPool(t, m.Addr())
+	ctx := context.Background()
+	_, err := mustQueue(t, p, "q").Enqueue(ctx, []byte("x"))
+	require.NoError(t, err)
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := background(tctx, &stdout, &stderr, "--redis", "redis://"+m.Addr(), "tail", "q")
+	testutil.Eventually(t, testutil.Wait, "tail to say it follows", func() bool {
+		return strings.Contains(stderr.String(), "following 1 queue(s)")
+	})
+	subs, err := p.Client().PubSubNumSub(ctx, "{bq:q}:tail").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, subs["{bq:q}:tail"], "subscribed")
+	n, err := p.Client().ZCard(ctx, "{bq}:tails").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "registered")
+	cancel()
+	require.Equal(t, exitOK, testutil.Recv(t, done, "tail to stop"), stderr.String())
 }
