@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,82 +10,6 @@ import (
 	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 )
-
-// stallSubscribe is a proxy to the Redis at upstream that forwards every
-// connection until its client sends SUBSCRIBE: from then on the connection
-// reads and never answers. A Redis whose commands work and whose Pub/Sub
-// stalls (a proxy that does not speak it, a server too busy to confirm).
-// The listener and the connections close in t.Cleanup, which returns once
-// the goroutines serving them have exited.
-func stallSubscribe(t *testing.T, upstream string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var (
-		mu     sync.Mutex
-		conns  []net.Conn
-		closed bool
-		wg     sync.WaitGroup
-	)
-	track := func(c net.Conn) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if closed {
-			_ = c.Close()
-			return false
-		}
-		conns = append(conns, c)
-		return true
-	}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return // closed by Cleanup
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			if !track(c) || !track(up) {
-				_ = c.Close()
-				_ = up.Close()
-				return
-			}
-			wg.Go(func() { _, _ = io.Copy(c, up) })
-			wg.Go(func() {
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						_ = up.Close()
-						return
-					}
-					if bytes.Contains(bytes.ToUpper(buf[:n]), []byte("SUBSCRIBE")) {
-						_, _ = io.Copy(io.Discard, c) // stalled
-						_ = up.Close()
-						return
-					}
-					if _, err := up.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		closed = true
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
 
 // --timeout bounds tail's whole start, the subscription included: against
 // a Redis whose commands answer (the queue's lookup succeeds) and whose
@@ -99,7 +19,7 @@ func TestTailTimeoutBoundsSubscribe(t *testing.T) {
 	m := redistest.Mini(t)
 	_, err := mustQueue(t, mustPool(t, m.Addr()), "q").Enqueue(context.Background(), []byte("x"))
 	require.NoError(t, err)
-	addr := stallSubscribe(t, m.Addr())
+	addr := redistest.BlackHoleAfter(t, m.Addr(), "SUBSCRIBE") // commands work, SUBSCRIBE is never confirmed
 	require.Equal(t, exitOK, ctl(t, nil, "--redis", "redis://"+addr, "stats", "q").code, "the proxy forwards commands")
 
 	var stdout, stderr syncBuffer

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -13,42 +14,110 @@ import (
 // serving them have exited when Cleanup returns.
 func BlackHole(t testing.TB) string {
 	t.Helper()
+	h := listen(t, "black hole")
+	h.serve(func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	return h.ln.Addr().String()
+}
+
+// BlackHoleAfter is a proxy to the Redis at upstream that forwards each
+// connection until its client sends word (matched without regard to case
+// in what one read returns, so "SUBSCRIBE" also stops PSUBSCRIBE): from
+// then on that connection is a BlackHole, reading and never answering. It
+// is a Redis whose commands work until one of them stalls (SUBSCRIBE: a
+// proxy that does not speak Pub/Sub, a server too busy to confirm). It
+// returns the address; everything closes in t.Cleanup, as for BlackHole.
+func BlackHoleAfter(t testing.TB, upstream, word string) string {
+	t.Helper()
+	h := listen(t, "black hole after "+word)
+	stop := bytes.ToUpper([]byte(word))
+	h.serve(func(c net.Conn) {
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		if !h.track(up) {
+			return
+		}
+		h.wg.Go(func() { _, _ = io.Copy(c, up) })
+		defer func() { _ = up.Close() }()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 && bytes.Contains(bytes.ToUpper(buf[:n]), stop) {
+				_ = up.Close()
+				_, _ = io.Copy(io.Discard, c)
+				return
+			}
+			if n > 0 {
+				if _, werr := up.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	return h.ln.Addr().String()
+}
+
+// hole is the listener of BlackHole and BlackHoleAfter with the
+// connections it has made, all closed in t.Cleanup.
+type hole struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func listen(t testing.TB, what string) *hole {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("redistest: black hole: %v", err)
+		t.Fatalf("redistest: %s: %v", what, err)
 	}
-	var (
-		mu     sync.Mutex
-		conns  []net.Conn
-		closed bool
-		wg     sync.WaitGroup
-	)
-	wg.Go(func() {
+	h := &hole{ln: ln}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		h.mu.Lock()
+		h.closed = true
+		for _, c := range h.conns {
+			_ = c.Close()
+		}
+		h.mu.Unlock()
+		h.wg.Wait()
+	})
+	return h
+}
+
+// track keeps c to be closed at Cleanup; false (c closed) when Cleanup
+// has run already.
+func (h *hole) track(c net.Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		_ = c.Close()
+		return false
+	}
+	h.conns = append(h.conns, c)
+	return true
+}
+
+// serve accepts connections until Cleanup, each served by fn on a
+// goroutine of its own.
+func (h *hole) serve(fn func(c net.Conn)) {
+	h.wg.Go(func() {
 		for {
-			c, err := ln.Accept()
+			c, err := h.ln.Accept()
 			if err != nil {
 				return // closed by Cleanup
 			}
-			mu.Lock()
-			if closed {
-				mu.Unlock()
-				_ = c.Close()
+			if !h.track(c) {
 				return
 			}
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
+			h.wg.Go(func() { fn(c) })
 		}
 	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		closed = true
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
