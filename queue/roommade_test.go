@@ -7,7 +7,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
 )
 
 // Room made by taking a waiting job out (Cancel, the Inspector's Delete)
@@ -107,4 +109,60 @@ func TestRoomMadeWakesOnlyItsWaiters(t *testing.T) {
 	require.NoError(t, testutil.Recv(t, b, "the producer of partition b").err)
 	require.EqualValues(t, 2, q.room.Load().wakes.Load())
 	checkPartCounts(t, q)
+}
+
+// What waking costs a cancel while nobody waits: one EXISTS (the waiters
+// key), plus one HMGET (the partition waiters) for a partitioned job, and
+// no PUBLISH; a cancel that finds its job gone reads nothing more.
+func TestRoomMadeCost(t *testing.T) {
+	srv := redistest.Server(t)
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "madecost", Config{MaxLen: 10, MaxPartitionLen: 10})
+	ctx := context.Background()
+	c := p.Client()
+	stats := func(do func() int) (int, map[string]int64) {
+		_, err := srv.Do(ctx, "CONFIG", "RESETSTAT")
+		require.NoError(t, err)
+		n := do()
+		st, err := srv.CommandStats(ctx)
+		require.NoError(t, err)
+		return n, st
+	}
+	cancel := func(opts ...EnqueueOption) (took, gone map[string]int64) {
+		require.NoError(t, c.FlushAll(ctx).Err())
+		_, err := q.Enqueue(ctx, []byte("x"), append([]EnqueueOption{ID("x")}, opts...)...)
+		require.NoError(t, err)
+		loc, err := q.locate(ctx, "x")
+		require.NoError(t, err)
+		once := func() int {
+			n, err := q.cancelWaiting(ctx, c, loc)
+			require.NoError(t, err)
+			return n
+		}
+		n, took := stats(once)
+		require.Equal(t, 1, n)
+		n, gone = stats(once)
+		require.Zero(t, n, "gone already")
+		return took, gone
+	}
+	for name, opts := range map[string][]EnqueueOption{
+		"ready":                nil,
+		"delayed":              {Delay(time.Hour)},
+		"partitioned":          {Partition("a")},
+		"partitioned, delayed": {Partition("a"), Delay(time.Hour)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			took, gone := cancel(opts...)
+			hmget := int64(0)
+			if len(opts) > 0 && name != "delayed" {
+				hmget = 1
+			}
+			require.Equal(t, hmget, took["hmget"], "%v", took)
+			require.Zero(t, took["publish"], "%v", took)
+			// The producers waiting for the job (Queue.Wait), and those
+			// waiting for room.
+			require.Equal(t, int64(2), took["exists"], "%v", took)
+			require.Zero(t, gone["exists"]+gone["hmget"], "%v", gone)
+		})
+	}
 }
