@@ -172,7 +172,7 @@ return v[1]
 
 // deleteJobScript deletes a waiting job, only if it is still there: takes
 // the element off the ready list or the delayed set, wakes the producers
-// waiting for the room that made (roomMadeLua), and then deletes its
+// waiting for the room this makes (roomMadeLua), and then deletes its
 // payload kept apart, its last error and its idempotency key.
 // KEYS: ready list, delayed set or fair set, payloads, last error[, unique
 // key][, the partition keys: with "zset" and "part"], waiters, partition

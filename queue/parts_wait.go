@@ -117,7 +117,7 @@ end
 // the queue other than by a take (cancelWaitingScript, deleteJobScript):
 //
 //	roomMade(v, waiters, pw, P, chan) wakes the producers waiting for the
-//	  room that taking v out made: "1" on chan when producers wait for
+//	  room that taking v out makes: "1" on chan when producers wait for
 //	  MaxLen (the waiters key exists; every waiting job counts in MaxLen),
 //	  and, with the partition keys P (v was in pjobs or the delayed set,
 //	  which count in plen), partWake's messages for v's partition and for
