@@ -64,6 +64,10 @@ func TestCluster(t *testing.T) {
 	t.Run("PriorityRetryAndRequeue", func(t *testing.T) { testPriorityRetryAndRequeue(t, np) })
 	t.Run("PriorityMaxLen", func(t *testing.T) { testPriorityMaxLen(t, np) })
 	t.Run("PriorityInspector", func(t *testing.T) { testPriorityInspector(t, np) })
+	t.Run("PartitionPriority", func(t *testing.T) {
+		testPartitionPriorityJumps(t, np)
+		testPartitionPriorityPutBack(t, np)
+	})
 	ctl := clusterPoolsOf(c)
 	t.Run("GetStates", func(t *testing.T) { testGetStates(t, ctl) })
 	t.Run("CancelWaiting", func(t *testing.T) { testCancelWaiting(t, ctl) })

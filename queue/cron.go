@@ -388,12 +388,6 @@ func (q *Queue) scheduleDef(name, spec string, payload []byte, opts []ScheduleOp
 			return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, invalidOption(err))
 		}
 	}
-	if d.Partition != "" && d.Priority > 0 {
-		// As the Partition option (checkPartition), whatever the order of
-		// the options.
-		return scheduleDef{}, nil, fmt.Errorf("schedule %q: JobPartition(%q) cannot be combined with JobPriority(%d): %w: partitioned jobs run at level 0",
-			name, d.Partition, d.Priority, ErrInvalidArgument)
-	}
 	occ, err := d.parse()
 	if err != nil {
 		return scheduleDef{}, nil, fmt.Errorf("schedule %q: %w", name, err)

@@ -14,33 +14,45 @@ import (
 
 // Priority levels (levels.go) beside partitions (parts.go).
 
-// TestPriorityWithPartitionIsRefused: a partitioned job runs at level 0; a
-// level above 0 with Partition fails the enqueue with ErrInvalidArgument,
-// naming both options, and writes nothing.
-func TestPriorityWithPartitionIsRefused(t *testing.T) {
+// TestPriorityWithPartitionIsAccepted: a partitioned job may have a level
+// (it was refused before levels within a partition): Enqueue,
+// EnqueueBatch and EnqueueJSON write it to its partition with its level
+// in the element (flags "g" and "p<l>"), and a level out of range is
+// still refused, writing nothing.
+func TestPriorityWithPartitionIsAccepted(t *testing.T) {
 	p := miniPool(t, pool.Config{})
 	q := mustQueue(t, p, "levelpart", Config{})
 	ctx := context.Background()
-	_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), Priority(2))
+	_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), Priority(MaxLevel+1))
 	require.ErrorIs(t, err, ErrInvalidArgument)
-	require.ErrorContains(t, err, "Partition")
-	require.ErrorContains(t, err, "Priority(2)")
-	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("x"), []byte("y")}, Partition("a"), Priority(1))
-	require.ErrorIs(t, err, ErrInvalidArgument)
-	_, err = EnqueueJSON(ctx, q, map[string]int{"a": 1}, Priority(3), Partition("b"))
-	require.ErrorIs(t, err, ErrInvalidArgument)
+	require.ErrorContains(t, err, "the levels are 0 to")
 	keys, err := p.Client().Keys(ctx, "*").Result()
 	require.NoError(t, err)
 	require.Empty(t, keys, "nothing written")
 
-	_, err = q.Enqueue(ctx, []byte("x"), Partition("a"), Priority(0))
-	require.NoError(t, err, "level 0 is every partitioned job's level")
+	_, err = q.Enqueue(ctx, []byte("x"), Partition("a"), Priority(2))
+	require.NoError(t, err)
+	_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("y"), []byte("z")}, Partition("a"), Priority(1))
+	require.NoError(t, err)
+	_, err = EnqueueJSON(ctx, q, map[string]int{"a": 1}, Priority(3), Partition("b"))
+	require.NoError(t, err)
+	_, err = q.Enqueue(ctx, []byte("w"), Partition("a"), Priority(0))
+	require.NoError(t, err)
+	elems, err := p.Client().ZRange(ctx, q.k.fair(), 0, -1).Result()
+	require.NoError(t, err)
+	got := map[string]string{}
+	for _, el := range elems {
+		e, err := decodeEnvelope([]byte(el))
+		require.NoError(t, err)
+		got[string(e.payload)] = fmt.Sprintf("%s@%d", e.part, e.level)
+	}
+	require.Equal(t, map[string]string{"x": "a@2", "y": "a@1", "z": "a@1", `{"a":1}`: "b@3", "w": "a@0"}, got)
+	checkPartCounts(t, q)
 }
 
 // TestPriorityEnvelopeBesidePartition: the scripts' readers of the flags
 // field, partOf and levelOf, each find their flag when the other is there
-// too ("g" and "p<l>" in one flags field: prepare refuses the options
-// together today, the format does not).
+// too ("g" and "p<l>" in one flags field).
 func TestPriorityEnvelopeBesidePartition(t *testing.T) {
 	p := miniPool(t, pool.Config{})
 	ctx := context.Background()

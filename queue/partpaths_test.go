@@ -439,7 +439,8 @@ func TestPartitionDebounceWaitsForRoom(t *testing.T) {
 }
 
 // JobPartition puts every occurrence of a schedule in its partition: a bad
-// key, or JobPriority with it, is refused at Schedule; like a retry (and
+// key is refused at Schedule (JobPriority with it is not:
+// TestPartitionPriorityOfSchedules); like a retry (and
 // as under MaxLen), an occurrence is never refused for room; the worker
 // that runs one enqueues the next in the partition too.
 func TestPartitionOfSchedules(t *testing.T) {
@@ -449,11 +450,6 @@ func TestPartitionOfSchedules(t *testing.T) {
 	err := q.Schedule(ctx, "bad", Every(time.Minute), nil, JobPartition("a b"))
 	require.ErrorContains(t, err, `schedule "bad": JobPartition: partition key "a b" has byte ' ' at 1`)
 	require.ErrorIs(t, err, ErrInvalidArgument)
-	for _, opts := range [][]ScheduleOption{{JobPartition("t"), JobPriority(1)}, {JobPriority(1), JobPartition("t")}} {
-		err = q.Schedule(ctx, "bad", Every(time.Minute), nil, opts...)
-		require.ErrorIs(t, err, ErrInvalidArgument)
-		require.ErrorContains(t, err, `JobPartition("t") cannot be combined with JobPriority(1)`)
-	}
 	names, err := q.Schedules(ctx)
 	require.NoError(t, err)
 	require.Empty(t, names, "nothing registered")

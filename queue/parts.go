@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -215,12 +217,6 @@ func checkPartition(o *enqueueOpts) error {
 	switch {
 	case o.part == "" && o.pweight > 0:
 		return fmt.Errorf("queue: the PartitionWeight option needs the Partition option: %w", ErrInvalidArgument)
-	case o.part == "":
-		return nil
-	case o.level > 0:
-		// Partitioned jobs wait in the fair set, which has no levels: a
-		// level would be silently ignored (levels.go).
-		return fmt.Errorf("queue: the Partition option cannot be combined with Priority(%d): %w: partitioned jobs run at level 0, in turn with the queue's unpartitioned level-0 jobs", o.level, ErrInvalidArgument)
 	}
 	return nil
 }
@@ -247,8 +243,33 @@ func checkPartition(o *enqueueOpts) error {
 //
 // Scores and tags are written with string.format: Lua's own conversion of
 // a number keeps 14 digits, and a score idx * 2^31 + seq has up to 16.
-const partLua = `
-local partSpan, partMid = 2147483648, 1073741824
+var partLua = partLuaFor(partSpan, partBand)
+
+// A partition's range of scores in pjobs (partSpan), and the band of each
+// level above 0 in it (partBand): see "Levels within a partition" above.
+// Level 0's band, from MaxLevel*partBand to the end of the range, holds
+// partMid, the seq of the first job of a partition in the layout before
+// levels, so the jobs that layout left stay in order at level 0.
+const (
+	partSpan = 1 << 31
+	partMid  = 1 << 30
+	partBand = 1 << 28
+)
+
+// The levels' bands sit below the middle of the range (a constant that
+// would be negative stops the build: MaxLevel grew).
+const _ uint = partMid - MaxLevel*partBand - partBand
+
+// partLuaFor is partLua for a range of span scores per partition and
+// bands of band scores per level above 0 (a test uses tiny ones to run
+// the bands out).
+func partLuaFor(span, band int) string {
+	return strings.NewReplacer("@span@", strconv.Itoa(span), "@band@", strconv.Itoa(band),
+		"@maxlevel@", strconv.Itoa(MaxLevel)).Replace(partLuaTmpl)
+}
+
+const partLuaTmpl = `
+local partSpan, partBand, partMaxLevel = @span@, @band@, @maxlevel@
 -- partAtLimit: the phold score of a partition at its concurrency limit
 -- (above any instant in ms; a number, as not every Lua reads 'inf' back).
 local partAtLimit = '9007199254740992'
@@ -264,6 +285,22 @@ local function partOf(v)
   if flags and string.find(flags, 'g', 1, true) and #key > 0 and #key <= 128
     and not string.find(key, '[^!-~]') and not string.find(key, '[{}]') then return key end
   return nil
+end
+-- partLevel(v): the priority level of element v, its flag "p<l>" (as
+-- levelLua's levelOf), else 0.
+local function partLevel(v)
+  local flags = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|')
+  local l = flags and tonumber(string.match(flags, 'p(%d)') or '0') or 0
+  if l > partMaxLevel then return 0 end
+  return l
+end
+-- partBandOf(l): the first and last seq of level l's band in a
+-- partition's range (parts.go: higher levels lower, so a partition's
+-- first job is its highest level's first).
+local function partBandOf(l)
+  if l <= 0 then return partMaxLevel * partBand, partSpan - 1 end
+  local lo = (partMaxLevel - l) * partBand
+  return lo, lo + partBand - 1
 end
 local function partKeysAt(i)
   return {jobs = KEYS[i], len = KEYS[i+1], tag = KEYS[i+2], sched = KEYS[i+3], hold = KEYS[i+4],
@@ -314,12 +351,25 @@ local function partIdx(P, key)
   partIdxOf[key] = tonumber(i)
   return partIdxOf[key]
 end
--- partRenumber scores the partition's jobs around the middle of its range,
--- in their order (its seq ran out at one end).
-local function partRenumber(P, idx)
-  partEdges[idx] = nil
-  local all = partJobs(P, idx, 0, -1)
-  local s = idx * partSpan + partMid - math.floor(#all / 2)
+-- partBandJobs: the jobs of level l's band of the partition of index idx,
+-- in order.
+local function partBandJobs(P, idx, l)
+  local lo, hi = partBandOf(l)
+  return redis.call('ZRANGEBYSCORE', P.jobs, partInt(idx * partSpan + lo), partInt(idx * partSpan + hi))
+end
+-- partRenumber scores the jobs of level l of the partition around the
+-- middle of their band, in their order, leaving at least one seq free at
+-- the front (with front) or the back (its seq ran out at that end).
+local function partRenumber(P, key, idx, l, front)
+  if partEdges[idx] then partEdges[idx][l] = nil end
+  local lo, hi = partBandOf(l)
+  local all = partBandJobs(P, idx, l)
+  if #all >= hi - lo + 1 then
+    error('queue: level ' .. l .. ' of partition ' .. key .. ' is full: ' .. #all .. ' jobs, the room of its band')
+  end
+  local s = lo + math.floor((hi - lo + 1) / 2) - math.floor(#all / 2)
+  if front then s = math.max(s, lo + 1) else s = math.min(s, hi - #all) end
+  s = idx * partSpan + s
   for i = 1, #all, 500 do
     local args = {}
     for j = i, math.min(i + 499, #all) do
@@ -329,21 +379,25 @@ local function partRenumber(P, idx)
     redis.call('ZADD', P.jobs, unpack(args))
   end
 end
--- partSeq: the score for a new job at the back (or front) of partition
--- idx; partEdges remembers it for the next job of this call.
-local function partSeq(P, idx, front)
-  local lo, hi = idx * partSpan, idx * partSpan + partSpan - 1
+-- partSeq: the score for a new job of level l at the back (or front) of
+-- its level in partition key of index idx; partEdges remembers it for the
+-- next job of this call.
+local function partSeq(P, key, idx, l, front)
+  local blo, bhi = partBandOf(l)
+  local lo, hi = idx * partSpan + blo, idx * partSpan + bhi
+  if not partEdges[idx] then partEdges[idx] = {} end
   for _ = 1, 2 do
-    local edge = partEdges[idx]
+    local edge = partEdges[idx][l]
     if edge == nil then
       local first = redis.call('ZRANGEBYSCORE', P.jobs, partInt(lo), partInt(hi), 'WITHSCORES', 'LIMIT', 0, 1)
       local last = redis.call('ZREVRANGEBYSCORE', P.jobs, partInt(hi), partInt(lo), 'WITHSCORES', 'LIMIT', 0, 1)
       if #first == 0 then
-        edge = {lo + partMid + 1, lo + partMid - 1} -- the next job takes the middle
+        local mid = lo + math.floor((bhi - blo + 1) / 2)
+        edge = {mid + 1, mid - 1} -- the next job takes the middle
       else
         edge = {tonumber(first[2]), tonumber(last[2])}
       end
-      partEdges[idx] = edge
+      partEdges[idx][l] = edge
     end
     if front and edge[1] > lo then
       edge[1] = edge[1] - 1
@@ -355,7 +409,7 @@ local function partSeq(P, idx, front)
       if edge[1] > edge[2] then edge[1] = edge[2] end
       return edge[2]
     end
-    partRenumber(P, idx)
+    partRenumber(P, key, idx, l, front)
   end
   error('partition renumbering failed')
 end
@@ -376,7 +430,7 @@ local function partSchedule(P, key, front)
 end
 local function partAdd(P, key, v, front, counted)
   local idx = partIdx(P, key)
-  if redis.call('ZADD', P.jobs, 'NX', partInt(partSeq(P, idx, front)), v) == 0 then
+  if redis.call('ZADD', P.jobs, 'NX', partInt(partSeq(P, key, idx, partLevel(v), front)), v) == 0 then
     if counted then partDec(P, key) end
     return 0
   end

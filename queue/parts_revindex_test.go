@@ -136,8 +136,9 @@ func TestPartitionHeldCancelAndRenumber(t *testing.T) {
 }
 
 // TestPartitionFrontRenumber: a job put back at the front of a partition
-// whose first job sits at the start of its range renumbers the partition:
-// the job put back runs first, the others in order, all in the range; and
+// whose first job sits at the start of its level's band (level 0's, from
+// MaxLevel*partBand in its range) renumbers the level: the job put back
+// runs first, the others in order, all in the band; and
 // a job recovered into a partition forgotten meanwhile (its index given
 // back and taken by another) lands in its partition's new range.
 func TestPartitionFrontRenumber(t *testing.T) {
@@ -156,7 +157,7 @@ func TestPartitionFrontRenumber(t *testing.T) {
 			lo := float64(idx) * (1 << 31)
 			elems, err := c.ZRange(ctx, q.k.fair(), 0, 0).Result()
 			require.NoError(t, err)
-			require.NoError(t, c.ZAddXX(ctx, q.k.fair(), redis.Z{Score: lo, Member: elems[0]}).Err())
+			require.NoError(t, c.ZAddXX(ctx, q.k.fair(), redis.Z{Score: lo + MaxLevel*partBand, Member: elems[0]}).Err())
 			proc, err := c.LRange(ctx, q.k.proc("c"), 0, -1).Result()
 			require.NoError(t, err)
 			require.EqualValues(t, 1, recoverScript.Run(ctx, c, q.k.recoverKeys(q.k.proc("c")), proc[0], proc[0]).Val())
@@ -168,7 +169,7 @@ func TestPartitionFrontRenumber(t *testing.T) {
 				e, err := decodeEnvelope([]byte(z.Member.(string)))
 				require.NoError(t, err)
 				order = append(order, string(e.payload))
-				require.GreaterOrEqual(t, z.Score, lo)
+				require.GreaterOrEqual(t, z.Score, lo+MaxLevel*partBand)
 				require.Less(t, z.Score, lo+(1<<31))
 			}
 			require.Equal(t, []string{"f1", "f2", "f3"}, order)
