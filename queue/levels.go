@@ -33,9 +33,15 @@ const MaxLevel = 3
 // higher level enqueued behind a backlog starts at the next free handler
 // slot. The level applies when the job becomes ready: a delayed job waits
 // for its due time first. A retry, a recovery and a requeue from the dead
-// letters keep the level. A level out of range, or a level above 0 with
-// the Partition option (partitioned jobs run at level 0), fails the enqueue
-// with an error wrapping ErrInvalidArgument, and nothing is written.
+// letters keep the level. A level out of range fails the enqueue with an
+// error wrapping ErrInvalidArgument, and nothing is written.
+//
+// With the Partition option the level orders the job within its partition
+// only: it runs before the partition's jobs of lower levels (after those
+// of its level enqueued before it), while the partitions keep taking turns
+// as without levels, and every unpartitioned job of a level above 0 runs
+// before it (see Partition for why: strict levels across partitions would
+// let one tenant starve the others).
 func Priority(level int) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if level < 0 || level > MaxLevel {
@@ -47,7 +53,8 @@ func Priority(level int) EnqueueOption {
 }
 
 // JobPriority is the Priority option of every occurrence of a schedule.
-// It cannot be combined with JobPartition.
+// With JobPartition it orders the occurrences within their partition only
+// (see Priority).
 func JobPriority(level int) ScheduleOption {
 	return func(s *scheduleDef) error {
 		var o enqueueOpts

@@ -23,10 +23,11 @@ import (
 //
 //   - pjobs, a sorted set of the partitioned jobs due, each partition's a
 //     contiguous range of scores: idx * 2^31 + seq, where idx is the
-//     partition's index (below) and seq its jobs' order (the first at
-//     2^30, later ones at the back +1, a job put back at the front -1);
-//     the members are the plain elements, so whatever removes a job by
-//     its element (Cancel, Delete, the Inspector) still does. A
+//     partition's index (below) and seq its jobs' order: each priority
+//     level has its band of seq (below), in which the first job takes
+//     the middle, later ones at the back +1, a job put back at the front
+//     -1; the members are the plain elements, so whatever removes a job
+//     by its element (Cancel, Delete, the Inspector) still does. A
 //     partition's next job is one ZRANGEBYSCORE ... LIMIT 0 1.
 //   - plen, a hash: partition -> its jobs in pjobs and in the delayed set
 //     (HLEN is the number of partitions with work: MaxPartitions);
@@ -59,9 +60,31 @@ import (
 // given back), so every key holds only partitions with work. psched and
 // phold together hold exactly the partitions with jobs in pjobs.
 //
-// A partition's seq range holds 2^31 positions: after 2^30 jobs at one end
-// without the partition ever running dry, the next one renumbers the
-// partition's jobs around the middle (O(its jobs), once per 2^30).
+// Levels within a partition. A partitioned job with Priority(l), l > 0,
+// takes its seq in level l's band of its partition's range: level l > 0
+// from (MaxLevel-l) * 2^28, 2^28 positions; level 0 from MaxLevel * 2^28
+// to the end of the range (5 * 2^28 positions, holding 2^30, where the
+// layout before levels put a partition's first job, so jobs it left stay
+// in order at level 0). Higher levels lie lower, so the partition's next
+// job (the take's ZRANGEBYSCORE over its whole range, unchanged) is its
+// highest level's first, then that level's others in enqueue order, then
+// the next level's; a put-back goes to the front of its level's band.
+// The level orders jobs within their partition only: the partitions take
+// turns as without levels (a partition's turn is not brought forward by
+// its job's level, nor is the unpartitioned level-0 list's), and a
+// partitioned job never runs before the queue's unpartitioned level lists
+// above 0, which the take serves before any partition. Strict levels
+// across partitions would let a tenant that marks its jobs urgent starve
+// the others, which is what partitions prevent. The level comes from the
+// element (flag "p<l>", partLevel), so retries, recoveries, requeued dead
+// letters and a schedule's occurrences keep it.
+//
+// When a level's seq runs out at one end of its band (after about 2^27
+// jobs, half the band, at one end without that level of the partition
+// ever running dry), the next job renumbers that level's jobs around the
+// middle of the band (O(its jobs)); a band holds at most its width of
+// jobs (2^28 at a level above 0), and an enqueue beyond that fails
+// (partRenumber) rather than mixing the levels.
 //
 // Jobs left in the fair set of a build before this layout ({ns:q}:fair,
 // scored by tag) are not read.
@@ -121,9 +144,19 @@ func (k keys) partKeys() []string {
 // Partition puts the job in partition key: the queue serves its partitions
 // round-robin, one job of each in turn, so a backlog in one partition does
 // not delay the jobs of the others (unpartitioned jobs take their turn as
-// one more partition). Within a partition jobs run in enqueue order. The
-// job stays in its partition when it is retried, recovered from a dead
+// one more partition). Within a partition jobs run by level (Priority),
+// highest first, and within a level in enqueue order. The job stays in
+// its partition, at its level, when it is retried, recovered from a dead
 // consumer or requeued from the dead letters.
+//
+// With Priority(l), l > 0, the level orders the job within its partition
+// only: it runs before the partition's jobs of lower levels, but the
+// partitions still take turns as they do without levels, and the queue's
+// unpartitioned jobs of levels above 0 still run before every partitioned
+// job. A level that ran a partition's job before the other partitions'
+// would let a tenant that marks all its jobs urgent starve the others,
+// which is what partitions are for; to favour a tenant, give its
+// partition a weight (PartitionWeight).
 //
 // A partition exists while it has jobs waiting, due or delayed (retries
 // included): Config.MaxPartitions bounds how many exist at once
@@ -141,9 +174,8 @@ func (k keys) partKeys() []string {
 // must name the same partition: one naming another partition, or none,
 // fails with an error wrapping ErrInvalidArgument, as does one without
 // Partition for a job in a partition. A schedule's occurrences go to a
-// partition with the JobPartition schedule option. The option cannot be
-// combined with a Priority level above 0 (an error wrapping
-// ErrInvalidArgument).
+// partition with the JobPartition schedule option (and to a level in it
+// with JobPriority).
 func Partition(key string) EnqueueOption {
 	return func(o *enqueueOpts) error {
 		if err := validPartition(key); err != nil {
@@ -184,7 +216,9 @@ func PartitionWeight(w int) EnqueueOption {
 // it enters a queue at Config.MaxLen), since a refused occurrence would
 // stall its schedule; a schedule has one pending occurrence, so the bounds
 // are exceeded by at most the number of schedules. The key is checked at
-// Schedule (see Partition); it cannot be combined with JobPriority.
+// Schedule (see Partition). With JobPriority the occurrences run at that
+// level within the partition (see Partition: the level orders jobs within
+// their partition only).
 // Workers of versions before JobPartition enqueue the next occurrences of
 // such a schedule in no partition: upgrade workers first.
 func JobPartition(key string) ScheduleOption {

@@ -373,3 +373,30 @@ return 1
 		})
 	}
 }
+
+// TestPartitionPriorityDebounce: a debounced partitioned job, and its
+// replacement, keep their level when they fire: ahead of the partition's
+// level-0 job enqueued before them.
+func TestPartitionPriorityDebounce(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			q := mustQueue(t, np(t, pool.Config{}), "pdeb", Config{})
+			ctx := context.Background()
+			_, err := q.Enqueue(ctx, []byte("plain"), Partition("a"))
+			require.NoError(t, err)
+			at := time.Now().Add(time.Minute)
+			_, err = q.Enqueue(ctx, []byte("first"), ID("d"), Debounce(), At(at), Partition("a"), Priority(1))
+			require.NoError(t, err)
+			_, err = q.Enqueue(ctx, []byte("second"), ID("d"), ReplacePayload(), At(at), Partition("a"), Priority(2))
+			require.NoError(t, err)
+			checkPartCounts(t, q)
+			_, err = promoteScript.Run(ctx, q.p.Client(), q.k.promoteKeys(), at.Add(time.Second).UnixMilli(), 100, "0").Result()
+			require.NoError(t, err)
+			require.Equal(t, []string{"second", "plain"}, partOrder(t, q, "a"))
+			info, err := q.Get(ctx, "d")
+			require.NoError(t, err)
+			require.Equal(t, 2, info.Priority)
+			checkPartCounts(t, q)
+		})
+	}
+}
