@@ -246,10 +246,10 @@ func validPartition(key string) error {
 	return nil
 }
 
-// checkPartition refuses the options a partitioned job cannot have.
+// checkPartition refuses PartitionWeight without Partition (a level with
+// Partition is the job's level within its partition).
 func checkPartition(o *enqueueOpts) error {
-	switch {
-	case o.part == "" && o.pweight > 0:
+	if o.part == "" && o.pweight > 0 {
 		return fmt.Errorf("queue: the PartitionWeight option needs the Partition option: %w", ErrInvalidArgument)
 	}
 	return nil
@@ -259,10 +259,11 @@ func checkPartition(o *enqueueOpts) error {
 // partition of element v, or nil: the one envelope field a script reads,
 // placed first after the flags for that (envelope.go). partKeysAt(i) names
 // the partition keys given from KEYS[i] (keys.partKeys), P below.
-// partAdd(P, key, v, front, counted) adds v to partition key: at the back
-// (a new job) or, with front, before its other jobs and with the
-// partition's turn at the clock (a job put back after it was taken: each
-// one put back goes before those put back earlier); with counted, v was
+// partAdd(P, key, v, front, counted) adds v to partition key, in the band
+// of its level (partLevel(v)): at the back of its level (a new job) or,
+// with front, before the other jobs of its level and with the partition's
+// turn at the clock (a job put back after it was taken: each one put back
+// goes before those of its level put back earlier); with counted, v was
 // counted in plen already (a delayed job: promotion moves it). It answers
 // 1 if v was added (0: it was there already). partDel(P, v) and
 // partDelayedDel(delayed, P, v) take v out of pjobs or the delayed set
@@ -290,7 +291,8 @@ const (
 	partBand = 1 << 28
 )
 
-// The levels' bands sit below the middle of the range (a constant that
+// The bands of the levels above 0 end at least partBand below partMid,
+// leaving level 0 room for put-backs below the old middle (a constant that
 // would be negative stops the build: MaxLevel grew).
 const _ uint = partMid - MaxLevel*partBand - partBand
 

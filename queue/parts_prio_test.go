@@ -400,3 +400,31 @@ func TestPartitionPriorityDebounce(t *testing.T) {
 		})
 	}
 }
+
+// TestPartitionPriorityOldLayout: a job the layout before levels left in
+// a partition (its first job at seq 2^30) is in level 0's band: a later
+// level-0 job runs after it, a level-1 job before it.
+func TestPartitionPriorityOldLayout(t *testing.T) {
+	for name, np := range map[string]newPoolFunc{"mini": miniPool, "server": serverPool} {
+		t.Run(name, func(t *testing.T) {
+			q := mustQueue(t, np(t, pool.Config{}), "pold", Config{})
+			ctx := context.Background()
+			c := q.p.Client()
+			_, err := q.Enqueue(ctx, []byte("old"), Partition("a"))
+			require.NoError(t, err)
+			idx, err := c.HGet(ctx, q.k.partIdx(), "a").Int64()
+			require.NoError(t, err)
+			elems, err := c.ZRange(ctx, q.k.fair(), 0, -1).Result()
+			require.NoError(t, err)
+			require.Len(t, elems, 1)
+			require.NoError(t, c.ZAddXX(ctx, q.k.fair(), redis.Z{Score: float64(idx<<31 + 1<<30), Member: elems[0]}).Err())
+			_, err = q.Enqueue(ctx, []byte("new"), Partition("a"))
+			require.NoError(t, err)
+			_, err = q.Enqueue(ctx, []byte("high"), Partition("a"), Priority(1))
+			require.NoError(t, err)
+			require.Equal(t, []string{"high", "old", "new"}, partOrder(t, q, "a"))
+			require.Equal(t, []string{"high", "old", "new"}, takeFor(t, q, "c", 3))
+			checkPartCounts(t, q)
+		})
+	}
+}

@@ -502,7 +502,7 @@ return dropDead(KEYS[1], KEYS[2], KEYS[3], KEYS[4], drop)
 // recoverScript moves elements of a processing list back to the head of the
 // ready list, each only if it is still there.
 // KEYS: processing list, ready, bell, the partition keys (KEYS[4..10]: a
-// partitioned job goes back to the front of its partition, parts.go), the
+// partitioned job goes back to the front of its level in its partition, parts.go), the
 // level ready lists (each other job goes to the take end of its level's
 // ready list, levelLua; keys.readyLevels).
 // ARGV: pairs of (element, element to push).
@@ -536,7 +536,7 @@ return n
 // its sweep is what bounds their wait (docs/queue.md, "The doorbell").
 // KEYS: processing list, ready, incarnations, consumers, bell, the
 // partition keys (KEYS[6..12]: a partitioned job goes back to the front
-// of its partition, parts.go), the level ready lists (each other job goes to the
+// of its level in its partition, parts.go), the level ready lists (each other job goes to the
 // take end of its level's ready list, levelLua; keys.readyLevels).
 // ARGV: consumer ID, token (empty: none recorded), then pairs of (element,
 // element to push).
