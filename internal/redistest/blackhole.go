@@ -20,7 +20,7 @@ func BlackHole(t testing.TB) string {
 }
 
 // BlackHoleAfter is a proxy to the Redis at upstream that forwards each
-// connection until its client sends word (matched without regard to case
+// connection (its close by the upstream too) until its client sends word (matched without regard to case
 // in what one read returns, so "SUBSCRIBE" also stops PSUBSCRIBE): from
 // then on that connection is a BlackHole, reading and never answering. It
 // is a Redis whose commands work until one of them stalls (SUBSCRIBE: a
@@ -39,12 +39,26 @@ func BlackHoleAfter(t testing.TB, upstream, word string) string {
 		if !h.track(up) {
 			return
 		}
-		h.wg.Go(func() { _, _ = io.Copy(c, up) })
+		// Until the word, the upstream's end is the client's (EOF, as on a
+		// direct connection); after it, the connection stays silent.
+		var mu sync.Mutex
+		stalled := false
+		h.wg.Go(func() {
+			_, _ = io.Copy(c, up)
+			mu.Lock()
+			defer mu.Unlock()
+			if !stalled {
+				_ = c.Close()
+			}
+		})
 		defer func() { _ = up.Close() }()
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := c.Read(buf)
 			if n > 0 && bytes.Contains(bytes.ToUpper(buf[:n]), stop) {
+				mu.Lock()
+				stalled = true
+				mu.Unlock()
 				_ = up.Close()
 				_, _ = io.Copy(io.Discard, c)
 				return

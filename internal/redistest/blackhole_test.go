@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -57,4 +58,27 @@ func resp(args ...string) []byte {
 		b = fmt.Appendf(b, "$%d\r\n%s\r\n", len(a), a)
 	}
 	return b
+}
+
+// A connection of BlackHoleAfter that has not met its word ends when its
+// upstream does, as a direct connection would: the client reads EOF, not
+// silence (a client without a read deadline, a subscriber, would wait for
+// ever).
+func TestBlackHoleAfterUpstreamCloses(t *testing.T) {
+	m := Mini(t)
+	addr := BlackHoleAfter(t, m.Addr(), "SUBSCRIBE")
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer func() { _ = c.Close() }()
+	r := bufio.NewReader(c)
+	_, err = c.Write(resp("PING"))
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+	line, err := r.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "+PONG\r\n", line)
+
+	m.Close()
+	_, err = r.ReadString('\n')
+	require.ErrorIs(t, err, io.EOF, "the upstream's close passed on")
 }
