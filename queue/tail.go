@@ -261,7 +261,8 @@ type tailConfig struct {
 // TailStarted makes Tail call fn once it follows: its subscription
 // confirmed by the server and its registration written, before the first
 // event. fn runs on Tail's goroutine, at most once; a Tail whose start
-// fails never calls it.
+// fails never calls it. Given more than once, the last one counts (as for
+// every TailOption).
 func TailStarted(fn func()) TailOption {
 	return func(c *tailConfig) { c.started = fn }
 }

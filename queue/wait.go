@@ -64,7 +64,9 @@ var ErrNotStarted = errors.New("queue: not started (WaitForRoom needs Queue.Star
 // waits for what refused it last (MaxLen, MaxPartitions or its partition),
 // and a batch of more jobs than MaxPartitionLen fails at once. A waiting
 // job taken out by Cancel or Inspector.Delete wakes the producers waiting
-// for the room it made in the same way. A waiter whose ctx ends returns
+// for the room it made in the same way. A lost wake-up (the subscriber
+// reconnecting, room made by a process of an earlier version) is made up
+// by the waiters' recheck, within a second. A waiter whose ctx ends returns
 // an error matching ctx's error and the refusal (ErrQueueFull and, for a
 // partition, ErrPartitionFull or ErrTooManyPartitions); nothing was
 // enqueued.
