@@ -172,3 +172,33 @@ func TestRoomMadeReviewHeld(t *testing.T) {
 		})
 	}
 }
+
+// A partitioned job at a priority level (in its partition's band),
+// cancelled or deleted, wakes its partition's producer.
+func TestRoomMadeReviewPartitionLevel(t *testing.T) {
+	for _, how := range []string{"cancel", "delete"} {
+		t.Run(how, func(t *testing.T) {
+			q := startedParts(t, miniPool, "madelevel", Config{MaxPartitionLen: 2})
+			ctx := context.Background()
+			_, err := q.Enqueue(ctx, []byte("x"), Partition("a"), ID("x"), Priority(2))
+			require.NoError(t, err)
+			_, err = q.Enqueue(ctx, []byte("y"), Partition("a"), ID("y"))
+			require.NoError(t, err)
+			w := waitingPartEnqueue(q, ctx, "w", "a")
+			waitMarked(t, q, "a")
+			if how == "cancel" {
+				require.NoError(t, q.Cancel(ctx, "x"))
+			} else {
+				in := mustInspector(t, q.p, q.cfg.Namespace)
+				page, err := in.Jobs(ctx, q.name, StateReady, "", 10)
+				require.NoError(t, err)
+				i := slices.IndexFunc(page.Jobs, func(j ListedJob) bool { return j.ID == "x" })
+				require.GreaterOrEqual(t, i, 0)
+				require.NoError(t, in.Delete(ctx, q.name, page.Jobs[i].Handle))
+			}
+			require.NoError(t, testutil.Recv(t, w, "a's producer").err)
+			require.EqualValues(t, 1, q.room.Load().wakes.Load())
+			checkPartCounts(t, q)
+		})
+	}
+}
