@@ -307,7 +307,7 @@ func (w *Worker) queueOutcome(ctx context.Context, pipe redis.Pipeliner, op *ack
 		if op.deadKeys == nil {
 			op.deadKeys, op.deadArgs = w.q.deadMoveArgs(w.proc, []byte(op.elem), deadLetter{id: op.deadID, reason: w.deadReason(op.reason), attempts: op.attempts, unique: op.unique})
 		}
-		op.deadArgs[len(op.deadArgs)-1] = boolArg(op.resent)
+		op.deadArgs[deadArgResent] = boolArg(op.resent)
 		return deadScript.EvalSha(ctx, pipe, op.deadKeys, op.deadArgs...)
 	}
 	return nil
@@ -337,6 +337,10 @@ func (w *Worker) releaseOnlyFailed(op ackOp, err error) ackOp {
 // written records an outcome Redis wrote; n is the reply of its write (0:
 // the job was not in the processing list).
 func (w *Worker) written(op ackOp, n int64) {
+	if op.kind == ackDead && n == deadDroppedCancelled {
+		w.droppedCancelled(op)
+		return
+	}
 	if n == 0 && op.kind != ackDrop && !op.resent {
 		// The job was no longer ours: a sweep gave it to another
 		// consumer, which may run it again.
@@ -364,6 +368,19 @@ func (w *Worker) written(op ackOp, n int64) {
 		return
 	}
 	w.untrack(op.elem)
+}
+
+// droppedCancelled records a job deadScript dropped instead of sending it
+// to the dead letters: its run was cancelled while it held the job (the
+// message came too late for the handler, or never: a consumer without
+// Control). It ends as a cancelled run does (Worker.run): counted as
+// cancelled, no OnDead, its waiters woken by its wake-up (ackExtra).
+func (w *Worker) droppedCancelled(op ackOp) {
+	w.log.Debug("queue: job cancelled while it ran; dropped, not dead-lettered", "job", op.id)
+	w.ctl.cancelled.Add(1)
+	w.untrack(op.elem)
+	op.kind = ackDone // as a cancelled run's drop is (cancelledOutcome)
+	w.tailWritten(op)
 }
 
 func loadScripts(ctx context.Context, c redis.Scripter) error {
@@ -416,6 +433,8 @@ func (w *Worker) reconcile(ctx context.Context, previousLife bool) bool {
 				w.st.dead.Add(1)
 				w.log.Warn("queue: job sent to the dead letters", "job", env.id, "reason", reason)
 				w.reconciledDead(ctx, e, env, reason) // hooks.go: OnDead, the last error, Queue.Wait
+			} else if n == deadDroppedCancelled {
+				w.reconciledCancelled(ctx, env) // hooks.go: the last error, Queue.Wait
 			}
 		default:
 			next := env

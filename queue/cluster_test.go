@@ -73,6 +73,7 @@ func TestCluster(t *testing.T) {
 	t.Run("CancelWaiting", func(t *testing.T) { testCancelWaiting(t, ctl) })
 	t.Run("CancelRunningAcrossProcesses", func(t *testing.T) { testCancelRunning(t, ctl) })
 	t.Run("CancelDuringRetryDelay", func(t *testing.T) { testCancelDuringRetryDelay(t, ctl) })
+	t.Run("CancelledLastAttemptIsDropped", func(t *testing.T) { testCancelledLastAttempt(t, ctl) })
 	t.Run("Results", func(t *testing.T) { testResults(t, ctl) })
 }
 

@@ -353,8 +353,9 @@ func (q *Queue) readJobKeys(ctx context.Context, id, ref string) (jobKeys, error
 // when it runs with ConsumerConfig.Control (a consumer without it does not
 // interrupt the handler). Cancel returns once the cancel is sent, not when
 // the handler has returned. A run that then ends with an error is not
-// retried: the job is dropped, like a removed one. A handler that returns
-// nil all the same succeeds.
+// retried, and not sent to the dead letters when it was the job's last
+// attempt: the job is dropped, like a removed one, also when the handler
+// never saw the cancel. A handler that returns nil all the same succeeds.
 //
 // Cancel records the cancel for 10 minutes: Get reports StateCancelled,
 // Wait returns ErrCancelled, and a consumer whose control subscription was

@@ -268,18 +268,32 @@ func (d deadLetter) record(now time.Time) []byte {
 }
 
 // deadScriptArgs lays out deadScript's KEYS and ARGV (see deadScript): take
-// is the element to take off list ("" for none), rec the record as sent.
+// is the element to take off list (the string "" for none), rec the record
+// as sent. A job taken off a list carries its run's cancel key: a run
+// cancelled while it held the job is dropped, not dead-lettered.
 func (q *Queue) deadScriptArgs(list string, take any, rec, elem []byte, d deadLetter, now time.Time) ([]string, []any) {
 	var ref string
-	if e, err := decodeEnvelope(elem); err == nil {
+	e, err := decodeEnvelope(elem)
+	if err == nil {
 		ref = e.ref
 	}
 	ks := []string{list, q.k.deadIdx, q.k.deadData, q.k.payloads, q.k.deadRefs}
 	if d.unique {
 		ks = append(ks, q.k.unique(d.id))
 	}
-	return ks, []any{take, d.id, rec, now.UnixMilli(), q.cfg.DeadLetterMax, now.Add(-q.cfg.DeadLetterMaxAge).UnixMilli(), ref, "0"}
+	withCancel := "0"
+	if _, adding := take.(string); !adding && err == nil && e.id != "" {
+		ks, withCancel = append(ks, q.k.runCancel(e.id, markerValue(e))), "1"
+	}
+	return ks, []any{take, d.id, rec, now.UnixMilli(), q.cfg.DeadLetterMax, now.Add(-q.cfg.DeadLetterMaxAge).UnixMilli(), ref, "0", withCancel}
 }
+
+// deadArgResent is the index in deadScript's ARGV of the flag of a resend.
+const deadArgResent = 7
+
+// deadDroppedCancelled is deadScript's reply for a job it dropped because
+// its run was cancelled.
+const deadDroppedCancelled = 3
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -143,3 +143,17 @@ func (w *Worker) reconciledDead(ctx context.Context, elem string, env envelope, 
 	}
 	w.callHook(op)
 }
+
+// reconciledCancelled completes the drop of a job of a previous life that
+// deadScript found cancelled (see droppedCancelled): its waiters are woken
+// and its last error goes, without OnDead.
+func (w *Worker) reconciledCancelled(ctx context.Context, env envelope) {
+	c := w.q.p.Background()
+	w.ctl.cancelled.Add(1)
+	w.wakeWaiters(ctx, c, env.id)
+	if env.attempt > 0 {
+		if err := c.Del(ctx, w.q.k.lastErr(env.id)).Err(); err != nil {
+			w.log.Debug("queue: deleting a cancelled job's last error failed; it expires", "job", env.id, "err", err)
+		}
+	}
+}

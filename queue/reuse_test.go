@@ -189,12 +189,13 @@ func testReusedIDKeepsTheCancel(t *testing.T, pools poolsFunc) {
 	require.Zero(t, st.Dead, "the cancelled run went on to the dead letters")
 }
 
-// A cancel that reached a run too late to stop it (a consumer without
-// Control, or the message after the handler returned) leaves the marker
-// beside the job's own dead letter when that run was its last attempt:
-// the marker names the dead job's run, not a later job's, so Get reports
-// the job dead, with its reason, and Wait ErrJobDead, as they did before
-// a marker beside a dead letter was read as a later job's cancel.
+// A cancel beside the job's own dead letter (a cancel of its last run that
+// came too late to stop it, left by a worker of a version whose
+// dead-lettering did not read the run's cancel: this version drops such a
+// run, TestCancelledLastAttemptIsDropped) names the dead job's run, not a
+// later job's, so Get reports the job dead, with its reason, and Wait
+// ErrJobDead, as they did before a marker beside a dead letter was read as
+// a later job's cancel.
 func TestDeadLetterBesideItsOwnCancelIsReportedDead(t *testing.T) {
 	testDeadLetterBesideItsOwnCancel(t, miniPools)
 }
@@ -216,12 +217,19 @@ func testDeadLetterBesideItsOwnCancel(t *testing.T, pools poolsFunc) {
 	_, err := q.Enqueue(ctx, []byte("a"), ID("x"), MaxAttempts(1))
 	require.NoError(t, err)
 	testutil.Recv(t, started, "the run")
-	require.NoError(t, q.Cancel(ctx, "x"))
+	loc, err := q.locate(ctx, "x")
+	require.NoError(t, err)
+	require.Equal(t, locRunning, loc.where)
 	close(release)
 	testutil.Eventually(t, testutil.Wait, "the job dead", func() bool {
 		st, err := q.Stats(ctx)
 		return err == nil && st.Dead == 1 && st.InFlight == 0
 	})
+	// The cancel as cancelRunningScript recorded it, which that older
+	// version's dead-lettering left beside the dead letter.
+	mv := markerValue(loc.env)
+	require.NoError(t, pr.p.Client().Set(ctx, q.k.cancelMarker("x"), mv, cancelTTL).Err())
+	require.NoError(t, pr.p.Client().Set(ctx, q.k.runCancel("x", mv), "1", cancelTTL).Err())
 	info, err := q.Get(ctx, "x")
 	require.NoError(t, err)
 	require.Equal(t, StateDead, info.State, "the job is in the dead letters")

@@ -417,13 +417,23 @@ return 1
 // <ID>~<died ms> (then ~2, ~3...). A payload kept apart stays where it is,
 // in the payloads hash; the dead refs hash maps the dead letter to it, so
 // that trimming can delete it without parsing records.
+//
+// A job taken off a processing list whose run was cancelled while it held
+// the job (the run's cancel key, keys.runCancel, exists) is dropped instead,
+// as a run that ends with an error after its cancel is (Worker.run): its
+// payload kept apart deleted, its idempotency key freed, no dead letter.
+// Checked here, atomically with the LREM, because the cancel may come after
+// the handler returned (a consumer without Control, a message that came
+// late): a cancel after this script no longer finds the job running.
 // KEYS: processing list, dead index, dead data, payloads, dead refs[,
-// unique key].
+// unique key][, the run's cancel key when ARGV[9] is "1"].
 // ARGV: old element or ”, dead ID, record (without its element when the
 // element is ARGV[1]), now ms, max count, oldest ms kept, payload ref or ”,
-// "1" when this is a resend after a lost reply.
+// "1" when this is a resend after a lost reply, "1" when the last key is
+// the run's cancel key.
 // Returns 1, 0 if the element was not there, 2 if not there because the lost
-// call had already written this record.
+// call had already written this record, 3 if dropped as cancelled (or, on a
+// resend, not there while the run's cancel is).
 var deadScript = redis.NewScript(typeLua + budgetLua + dropDeadLua + uniqueOwnLua + `
 local bad = wrongtype(KEYS[2], 'zset') or wrongtype(KEYS[3], 'hash') or wrongtype(KEYS[5], 'hash')
 if bad then return redis.error_reply(bad) end
@@ -432,9 +442,15 @@ local function candidate(i)
   if i == 1 then return ARGV[2] .. '~' .. ARGV[4] end
   return ARGV[2] .. '~' .. ARGV[4] .. '~' .. i
 end
+local nk, cancelled = #KEYS, false
+if ARGV[9] == '1' then
+  cancelled = redis.call('EXISTS', KEYS[nk]) == 1
+  nk = nk - 1
+end
 local rec = ARGV[3]
 if ARGV[1] ~= '' then
   if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+    if ARGV[8] == '1' and cancelled then return 3 end
     if ARGV[8] == '1' then
       local full, i = rec .. ARGV[1], 0
       while true do
@@ -446,6 +462,11 @@ if ARGV[1] ~= '' then
     end
     return 0
   end
+  if cancelled then
+    if ARGV[7] ~= '' then redis.call('HDEL', KEYS[4], ARGV[7]) end
+    if nk > 5 and uniqueMine(KEYS[6], ARGV[1]) then redis.call('DEL', KEYS[6]) end
+    return 3
+  end
   rec = rec .. ARGV[1]
 end
 local i = 0
@@ -455,7 +476,7 @@ redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('HSET', KEYS[3], id, rec)
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], id, ARGV[7]) end
 -- A record added off no list (ARGV[1] '') frees the key unchecked.
-if #KEYS > 5 and uniqueMine(KEYS[6], ARGV[1]) then redis.call('DEL', KEYS[6]) end
+if nk > 5 and uniqueMine(KEYS[6], ARGV[1]) then redis.call('DEL', KEYS[6]) end
 local drop = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6], 'LIMIT', 0, 100)
 local over = redis.call('ZCARD', KEYS[2]) - #drop - tonumber(ARGV[5])
 if over > 0 then
