@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
 )
 
 func TestCancelledLastAttemptIsDropped(t *testing.T)        { testCancelledLastAttempt(t, miniPools) }
@@ -69,4 +70,66 @@ func testCancelledLastAttempt(t *testing.T, pools poolsFunc) {
 		t.Fatalf("OnDead called for the cancelled job %s", id)
 	default:
 	}
+}
+
+func TestPausedTakeLeavesNoWaitingEntry(t *testing.T) {
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) { testPausedTakeLeavesNoWaitingEntry(t, srv.addr(t)) })
+	}
+}
+
+// testPausedTakeLeavesNoWaitingEntry: a consumer the concurrency limit
+// stopped is recorded in the waiting set; a release rings it, and its take
+// finds the queue paused. It no longer waits for a slot (Resume rings it),
+// so that take must remove its entry: the consumer's next takes say they
+// did not wait, and nothing else would remove it while the consumer lives,
+// so every release leaving fewer slots than its limit would ring for
+// nobody.
+func testPausedTakeLeavesNoWaitingEntry(t *testing.T, addr string) {
+	ctx := context.Background()
+	p := mustPool(t, pool.Config{Addrs: []string{addr}})
+	q := mustQueue(t, p, "lim-paused", Config{})
+	takes := &countScript{sha: limitTakeScript.Hash()}
+	p.Background().AddHook(takes)
+	release := make(chan struct{}, 10)
+	ran := make(chan string, 10)
+	w := startWorker(t, group(t), q, func(ctx context.Context, j *Job) error {
+		ran <- string(j.Payload)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, WorkerConfig{Concurrency: 2, Limit: Limit{Concurrency: 1}})
+	waiting := func() []string {
+		m, err := p.Client().ZRange(ctx, q.k.limitWaiting(), 0, -1).Result()
+		require.NoError(t, err)
+		return m
+	}
+	_, err := q.Enqueue(ctx, []byte("a"))
+	require.NoError(t, err)
+	require.Equal(t, "a", testutil.Recv(t, ran, "a to run"))
+	_, err = q.Enqueue(ctx, []byte("b"))
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "the take of b stopped by the limit", func() bool {
+		return len(waiting()) == 1 && w.Stats().FetcherState == "blocking"
+	})
+	require.NoError(t, q.Pause(ctx))
+	before := takes.n.Load()
+	release <- struct{}{} // a ends: its release rings, the take finds the queue paused
+	testutil.Eventually(t, testutil.Wait, "the take on the paused queue", func() bool {
+		n, err := q.LimitInFlight(ctx)
+		return err == nil && n == 0 && takes.n.Load() > before && w.Stats().FetcherState == "blocking"
+	})
+	require.Empty(t, waiting(), "a take on a paused queue waits for no slot")
+
+	require.NoError(t, q.Resume(ctx))
+	require.Equal(t, "b", testutil.Recv(t, ran, "b to run once resumed"))
+	release <- struct{}{}
+	testutil.Eventually(t, testutil.Wait, "b done", func() bool {
+		n, err := q.LimitInFlight(ctx)
+		return err == nil && n == 0 && w.Stats().Processed == 2
+	})
+	require.Empty(t, waiting(), "no entry left once the queue drained")
 }

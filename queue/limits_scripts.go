@@ -186,7 +186,7 @@ const (
 // A take that the concurrency limit stopped while jobs wait records its
 // consumer as waiting for a slot (limitWaitLua), and its reply's wait is
 // "c"; the next take of a consumer that waited ("1" in ARGV[11]) records
-// it waiting no more, whatever it finds.
+// it waiting no more, whatever it finds, a paused queue included.
 // KEYS: ready, processing list, bell, paused flag, the partition keys
 // (KEYS[5..11], parts.go), held, rate, partition slots, partition rate
 // states, the level ready lists (levels.go, from KEYS[limitTakeLevelsAt]:
@@ -213,6 +213,8 @@ local function jobsLeft()
   return redis.call('EXISTS', KEYS[1], KEYS[5], unpack(levels)) > 0
 end
 if flagged % 2 == 1 then
+  -- Paused: a consumer that waited for a slot waits for Resume's ring now.
+  if ARGV[11] == '1' then redis.call('ZREM', KEYS[waitingKey], ARGV[2]) end
   if redis.call('LINDEX', KEYS[1], -1) == marker then
     return {'0', redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')}
   end
