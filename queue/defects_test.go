@@ -3,10 +3,14 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/internal/testutil"
 	"github.com/bounded-go/bounded/pool"
 )
@@ -132,4 +136,134 @@ func testPausedTakeLeavesNoWaitingEntry(t *testing.T, addr string) {
 		return err == nil && n == 0 && w.Stats().Processed == 2
 	})
 	require.Empty(t, waiting(), "no entry left once the queue drained")
+}
+
+// On a real server only: it relies on Redis serving the client blocked the
+// longest first, which miniredis does not promise. Which consumer blocked
+// last is not fully in the test's hands (a fetcher may block again for
+// its own reasons), so it runs the scenario until tight took the ring, at
+// most 5 times (in round 1 in 19 of 20 runs, round 2 in the other).
+func TestLimitRingPoppedByATighterLimitReachesTheWider(t *testing.T) {
+	addr := redistest.Server(t).Addr()
+	for i := range 5 {
+		if testLimitRingPoppedByATighterLimit(t, addr, fmt.Sprintf("lim-pop-%d", i)) {
+			t.Logf("tight took the release's ring in round %d", i+1)
+			return
+		}
+	}
+	t.Fatal("tight never took the release's ring: the scenario did not happen")
+}
+
+// testLimitRingPoppedByATighterLimit: two processes disagree on a queue's
+// concurrency limit: "wide" admits 3, "tight" 1; another consumer
+// ("ghost") holds 3 slots. A job is enqueued: wide, blocked the longest,
+// takes the ring and is refused by its limit (it waits in the waiting
+// set). One of ghost's slots is released: by its limit (3) the set was
+// full, so the release rings once. Tight, now blocked the longest, pops
+// the ring and is refused by its own limit (2 held); wide could take the
+// job, and must: before the fix nobody rang again, and the job waited for
+// wide's BlockTimeout (a minute here). It reports whether tight took the
+// release's ring.
+func testLimitRingPoppedByATighterLimit(t *testing.T, addr, name string) bool {
+	ctx := context.Background()
+	pWide := mustPool(t, pool.Config{Addrs: []string{addr}})
+	pTight := mustPool(t, pool.Config{Addrs: []string{addr}})
+	qWide := mustQueue(t, pWide, name, Config{})
+	qTight := mustQueue(t, pTight, name, Config{})
+	k, c := qWide.k, pWide.Client()
+	ghost := slotPrefix("ghost", "t0")
+	for _, e := range []string{"g1", "g2", "g3"} {
+		require.NoError(t, c.ZAdd(ctx, k.limitHeld(), redis.Z{Member: ghost + "\x00" + e}).Err())
+	}
+	wideTakes := &countScript{sha: limitTakeScript.Hash()}
+	pWide.Background().AddHook(wideTakes)
+	tightTakes := &countScript{sha: limitTakeScript.Hash()}
+	pTight.Background().AddHook(tightTakes)
+	ran := make(chan string, 10)
+	h := func(_ context.Context, j *Job) error { ran <- string(j.Payload); return nil }
+	const block = time.Minute
+	g := group(t)
+	wide := startWorker(t, g, qWide, h, WorkerConfig{Concurrency: 3, BlockTimeout: block, Limit: Limit{Concurrency: 3}}, ConsumerConfig{ConsumerID: "wide-" + name})
+	testutil.Eventually(t, testutil.Wait, "wide blocked", func() bool {
+		return wideTakes.n.Load() >= 1 && wide.Stats().FetcherState == "blocking"
+	})
+	tight := startWorker(t, group(t), qTight, h, WorkerConfig{Concurrency: 1, BlockTimeout: block, Limit: Limit{Concurrency: 1}}, ConsumerConfig{ConsumerID: "tight-" + name})
+	testutil.Eventually(t, testutil.Wait, "tight blocked", func() bool {
+		return tightTakes.n.Load() >= 1 && tight.Stats().FetcherState == "blocking"
+	})
+	wideBefore, tightBefore := wideTakes.n.Load(), tightTakes.n.Load()
+	_, err := qWide.Enqueue(ctx, []byte("x"))
+	require.NoError(t, err)
+	testutil.Eventually(t, testutil.Wait, "a take refused by its limit", func() bool {
+		n, err := c.ZCard(ctx, k.limitWaiting()).Result()
+		return err == nil && n > 0 && wideTakes.n.Load()+tightTakes.n.Load() > wideBefore+tightBefore &&
+			wide.Stats().FetcherState == "blocking" && tight.Stats().FetcherState == "blocking"
+	})
+	if tightTakes.n.Load() != tightBefore {
+		return false // tight took the enqueue's ring: not the scenario
+	}
+	tightBefore = tightTakes.n.Load()
+
+	n, err := limitReleaseScript.Run(ctx, c, append(k.withLevels(append([]string{k.limitHeld(), k.ready, k.bell, k.limitPart()}, k.partKeys()...)...), k.limitWaiting()),
+		"members", 3, 0, ghost+"\x00g1").Int()
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	select {
+	case p := <-ran:
+		require.Equal(t, "x", p)
+	case <-time.After(testutil.Wait):
+		t.Fatalf("the job did not start within %s of the release (wide's BlockTimeout is %s); takes since the enqueue: wide %d, tight %d",
+			testutil.Wait, block, wideTakes.n.Load()-wideBefore, tightTakes.n.Load()-tightBefore)
+	}
+	return tightTakes.n.Load() > tightBefore
+}
+
+// TestLimitRefusedTakeRingsForAWiderLimit walks limitTakeLua's ring again:
+// a take the concurrency limit stops rings the doorbell when another
+// consumer waits whose limit admits a job at the count held, and says at
+// which count; the same consumer's next refusal at that count does not
+// ring (its ring came back: nobody else blocks), at another count it does,
+// and with no wider limit waiting nothing rings.
+func TestLimitRefusedTakeRingsForAWiderLimit(t *testing.T) {
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) {
+			rdb := redis.NewClient(&redis.Options{Addr: srv.addr(t)})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			k := newKeys("bq", "limrering")
+			require.NoError(t, rdb.LPush(ctx, k.ready, "a").Err())
+			ghost := slotPrefix("ghost", "t0")
+			for _, e := range []string{"g1", "g2"} {
+				require.NoError(t, rdb.ZAdd(ctx, k.limitHeld(), redis.Z{Member: ghost + "\x00" + e}).Err())
+			}
+			tight := slotPrefix("tight", "t1")
+			take := func(waited, rerang string) string {
+				reply, err := limitTakeScript.Run(ctx, rdb,
+					append(append(append(append([]string{k.ready, k.proc("c1"), k.bell, k.paused}, k.partKeys()...), k.limitHeld(), k.limitRate(), k.limitPart(), k.limitPartRateOf(0, 0)), k.levels...), k.limitWaiting(), k.partWaiters()),
+					1, tight, 1, 0, 0, 0, 0, 0, 0, 0, waited, rerang, k.roomChannel()).StringSlice()
+				require.NoError(t, err)
+				require.Len(t, reply, 1, "refused: nothing taken")
+				return reply[0]
+			}
+			bell := func() bool {
+				n, err := rdb.ZCard(ctx, k.bell).Result()
+				require.NoError(t, err)
+				require.NoError(t, rdb.Del(ctx, k.bell).Err())
+				return n > 0
+			}
+			require.Equal(t, "c", take("0", ""), "nobody else waits")
+			require.False(t, bell())
+			require.NoError(t, rdb.ZAdd(ctx, k.limitWaiting(), redis.Z{Score: 2, Member: slotPrefix("same", "t2")}).Err())
+			require.Equal(t, "c", take("1", ""), "a limit of 2 admits nothing at 2 held")
+			require.False(t, bell())
+			require.NoError(t, rdb.ZAdd(ctx, k.limitWaiting(), redis.Z{Score: 3, Member: slotPrefix("wide", "t3")}).Err())
+			require.Equal(t, "c2", take("1", ""), "wide's limit admits one at 2 held")
+			require.True(t, bell())
+			require.Equal(t, "c", take("1", "2"), "it rang at 2 already")
+			require.False(t, bell())
+			require.NoError(t, rdb.ZRem(ctx, k.limitHeld(), ghost+"\x00g1").Err())
+			require.Equal(t, "c1", take("1", "2"), "another count: it rings again")
+			require.True(t, bell())
+		})
+	}
 }

@@ -152,6 +152,11 @@ type limiter struct {
 	// cost of one ZREM once; left there, releases below its score would
 	// ring the doorbell for nobody.
 	waits bool
+	// rerang is the count of slots held when a take the limit stopped
+	// last rang the doorbell again for a consumer with a wider limit
+	// (limitTakeLua); "" for never. The take does not ring again at the
+	// same count: that ring came back to this consumer.
+	rerang string
 }
 
 // The keys of a queue's limits, beside keys.go's.
@@ -234,7 +239,7 @@ func (w *Worker) takeLimited(ctx context.Context, c redis.Scripter, ks []string,
 		now = strconv.FormatInt(lim.now().UnixMicro(), 10)
 	}
 	ks = append(ks, lim.waiting, w.q.k.partWaiters())
-	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, lim.pstep, lim.pburst, boolArg(lim.waits), w.q.k.roomChannel()}
+	args := []any{n, lim.prefix, lim.conc, now, lim.scale, lim.step, lim.burst, lim.pconc, lim.pstep, lim.pburst, boolArg(lim.waits), lim.rerang, w.q.k.roomChannel()}
 	var reply []string
 	if !w.mem.atLimit.Load() || w.q.cfg.Now().Sub(time.Unix(0, w.mem.oomAt.Load())) >= atLimitProbe {
 		reply, err = limitTakeScript.Run(ctx, c, ks, args...).StringSlice()
@@ -265,8 +270,12 @@ func (lim *limiter) splitTake(reply []string, err error) ([]string, time.Duratio
 	if len(reply) == 0 {
 		return nil, 0, false, errors.New("queue: the limited take script replied nothing")
 	}
-	lim.waits = reply[0] == "c"
-	if lim.waits {
+	held, waits := strings.CutPrefix(reply[0], "c")
+	lim.waits = waits
+	if waits {
+		if held != "" { // it rang again for a wider limit, at this count
+			lim.rerang = held
+		}
 		return reply[1:], 0, false, nil
 	}
 	w, part := strings.CutPrefix(reply[0], "p")

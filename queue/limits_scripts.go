@@ -186,7 +186,13 @@ const (
 // A take that the concurrency limit stopped while jobs wait records its
 // consumer as waiting for a slot (limitWaitLua), and its reply's wait is
 // "c"; the next take of a consumer that waited ("1" in ARGV[11]) records
-// it waiting no more, whatever it finds, a paused queue included.
+// it waiting no more, whatever it finds, a paused queue included. A take
+// the limit stopped while another consumer waits whose wider limit admits
+// a job (its score above the slots held) rings the doorbell again, since
+// the ring it used may have been that consumer's, and replies "c<held>";
+// it does not when its consumer rang again at that count already (ARGV[12]:
+// its ring came back, nobody else is blocked on the bell), so two
+// consumers never ring each other in a loop.
 // KEYS: ready, processing list, bell, paused flag, the partition keys
 // (KEYS[5..11], parts.go), held, rate, partition slots, partition rate
 // states, the level ready lists (levels.go, from KEYS[limitTakeLevelsAt]:
@@ -195,8 +201,9 @@ const (
 // ARGV: n, slot prefix (consumer ID, NUL, token, NUL), concurrency (0:
 // none), now µs ("": Redis TIME), scale, step (0: no rate), burst,
 // per-partition concurrency (0: none), per-partition interval µs (0: no
-// rate), per-partition burst, "1" when this consumer waited, the room
-// channel (partWake: always the last argument).
+// rate), per-partition burst, "1" when this consumer waited, the count held
+// when this consumer last rang again after a refusal ("" for none; may be
+// left out), the room channel (partWake: always the last argument).
 // When the partitions' rates stopped it (nothing else could be taken),
 // its wait is "p" and the µs until the first partition held may run: the
 // fetcher then sleeps to that instant or the next ring, whichever comes
@@ -313,6 +320,16 @@ end
 if stop == 'conc' then
   redis.call('ZADD', KEYS[waitingKey], conc, prefix)
   out[1] = 'c'
+  -- The ring it took may have been for a consumer whose wider limit
+  -- admits a job now (waiting with a score above the count held): ring
+  -- again for it, unless this consumer rang again at this count already
+  -- (that ring came back to it: nobody else blocks on the bell now).
+  local held = redis.call('ZCARD', KEYS[12])
+  if tostring(held) ~= (#ARGV >= 13 and ARGV[12] or '') and
+     #redis.call('ZRANGEBYSCORE', KEYS[waitingKey], '(' .. held, '+inf', 'LIMIT', 0, 1) > 0 and jobsLeft() then
+    redis.call('ZADD', KEYS[3], 0, '1')
+    out[1] = 'c' .. held
+  end
 elseif ARGV[11] == '1' then
   redis.call('ZREM', KEYS[waitingKey], prefix)
 end
