@@ -152,10 +152,11 @@ type limiter struct {
 	// cost of one ZREM once; left there, releases below its score would
 	// ring the doorbell for nobody.
 	waits bool
-	// rerang is the count of slots held when a take the limit stopped
-	// last rang the doorbell again for a consumer with a wider limit
-	// (limitTakeLua); "" for never. The take does not ring again at the
-	// same count: that ring came back to this consumer.
+	// rerang is the count of slots held when the last take, stopped by
+	// the limit, rang the doorbell again for a consumer with a wider limit
+	// (limitTakeLua); "" when it did not. The next take does not ring again
+	// at the same count: that ring came back to this consumer. So a ring
+	// costs this consumer at most two takes, never a loop.
 	rerang string
 }
 
@@ -272,10 +273,8 @@ func (lim *limiter) splitTake(reply []string, err error) ([]string, time.Duratio
 	}
 	held, waits := strings.CutPrefix(reply[0], "c")
 	lim.waits = waits
+	lim.rerang = held // "c<held>": it rang again for a wider limit, at this count
 	if waits {
-		if held != "" { // it rang again for a wider limit, at this count
-			lim.rerang = held
-		}
 		return reply[1:], 0, false, nil
 	}
 	w, part := strings.CutPrefix(reply[0], "p")
