@@ -33,7 +33,8 @@ var (
 	// does not match ErrJobNotFound.
 	ErrLookupIncomplete = errors.New("queue: job not found within the lookup bounds")
 	// ErrJobFinished: Cancel of a job that is dead or has already
-	// succeeded; nothing was changed.
+	// succeeded; nothing was changed. Also Wait's, for a job that ended
+	// and whose ID a later job took before Wait read how it ended.
 	ErrJobFinished = errors.New("queue: job already finished")
 	// ErrJobDead is wrapped by Wait's error for a job that went to the dead
 	// letters; the message holds the dead letter's reason.

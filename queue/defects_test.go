@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,5 +266,103 @@ func TestLimitRefusedTakeRingsForAWiderLimit(t *testing.T) {
 			require.Equal(t, "c1", take("1", "2"), "another count: it rings again")
 			require.True(t, bell())
 		})
+	}
+}
+
+// countReads counts the pipelines a client sent that read key, once
+// they are answered.
+type countReads struct {
+	key string
+	n   atomic.Int64
+}
+
+func (h *countReads) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *countReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *countReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if a := c.Args(); len(a) == 2 && a[0] == "get" && a[1] == h.key {
+				h.n.Add(1) // once read
+				break
+			}
+		}
+		return err
+	}
+}
+
+func TestWaitDoesNotReportTheNextJobOfItsID(t *testing.T) {
+	t.Run("done", func(t *testing.T) { testWaitPinsItsJob(t, miniPools, false) })
+	t.Run("dead", func(t *testing.T) { testWaitPinsItsJob(t, miniPools, true) })
+}
+
+func TestWaitDoesNotReportTheNextJobOfItsID_Server(t *testing.T) {
+	t.Run("done", func(t *testing.T) { testWaitPinsItsJob(t, serverPools, false) })
+	t.Run("dead", func(t *testing.T) { testWaitPinsItsJob(t, serverPools, true) })
+}
+
+// testWaitPinsItsJob: a Wait started while job A holds its ID reads A's
+// end only after A ended and job B took the ID and ended too (its wake-up
+// came late: here A's is never sent, and a resubscription wakes it). B's
+// enqueue deleted A's result (a reused ID is the new job's), so Wait
+// cannot report A's result, and must not report B's: it says A finished
+// and its ID was taken (ErrJobFinished). A's dead letter (aDies) is
+// history, kept: Wait reports it.
+func testWaitPinsItsJob(t *testing.T, pools poolsFunc, aDies bool) {
+	ctx := context.Background()
+	pr := newCtlProcess(t, pools(t), "waitpin", Config{})
+	q, c := pr.q, pr.p.Client()
+	reads := &countReads{key: q.k.result("w")}
+	c.AddHook(reads)
+	started := make(chan string, 10)
+	release := make(chan struct{})
+	startWorker(t, pr.g, q, func(_ context.Context, j *Job) error {
+		started <- string(j.Payload)
+		if string(j.Payload) == "a" {
+			<-release
+			if aDies {
+				return Permanent(errors.New("a failed"))
+			}
+		}
+		return j.SetResult(j.Payload)
+	}, WorkerConfig{Concurrency: 1, ResultTTL: time.Minute}, ConsumerConfig{Namespace: q.cfg.Namespace})
+	_, err := q.Enqueue(ctx, []byte("a"), ID("w"))
+	require.NoError(t, err)
+	require.Equal(t, "a", testutil.Recv(t, started, "job a"))
+
+	type waited struct {
+		res []byte
+		err error
+	}
+	done := make(chan waited, 1)
+	wctx, cancel := context.WithTimeout(ctx, 2*testutil.Wait)
+	defer cancel()
+	go func() { res, err := q.Wait(wctx, "w"); done <- waited{res, err} }()
+	testutil.Eventually(t, testutil.Wait, "Wait's first read", func() bool { return reads.n.Load() >= 1 })
+	// A's end sends no wake-up (the registration is gone): Wait reads again
+	// only when woken below.
+	require.NoError(t, c.Del(ctx, q.k.resultWaiters("w")).Err())
+	close(release)
+	testutil.Eventually(t, testutil.Wait, "job a ended and its ID free", func() bool {
+		n, err := c.Exists(ctx, q.k.unique("w")).Result()
+		info, gerr := q.Get(ctx, "w")
+		return err == nil && n == 0 && gerr == nil && (info.State == StateDone || aDies && info.State == StateDead)
+	})
+	_, err = q.Enqueue(ctx, []byte("b"), ID("w"))
+	require.NoError(t, err)
+	require.Equal(t, "b", testutil.Recv(t, started, "job b"))
+	testutil.Eventually(t, testutil.Wait, "job b done", func() bool {
+		n, err := c.Exists(ctx, q.k.unique("w")).Result()
+		v, _ := c.Get(ctx, q.k.result("w")).Result()
+		return err == nil && n == 0 && v == "b"
+	})
+	q.room.Load().results.wakeAll() // as a resubscription does
+	got := testutil.Recv(t, done, "Wait")
+	require.NotEqual(t, "b", string(got.res), "Wait reported the next job's result")
+	if aDies {
+		require.ErrorIs(t, got.err, ErrJobDead)
+		require.ErrorContains(t, got.err, "a failed")
+	} else {
+		require.ErrorIs(t, got.err, ErrJobFinished)
 	}
 }

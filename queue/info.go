@@ -47,6 +47,12 @@ func (k keys) progress(id string) string { return k.tag + ":progress:" + id }
 // result holds a finished job's result (opt-in).
 func (k keys) result(id string) string { return k.tag + ":result:" + id }
 
+// resultRun names the run whose result keys.result holds (markerValue),
+// written with it: Wait tells its job's result from a later job's of the
+// ID by it. Not an end key: a result without it (an older version's) is
+// taken as Wait's job's.
+func (k keys) resultRun(id string) string { return k.tag + ":resultrun:" + id }
+
 // lastErr holds the error of a job's last failed run while it waits to retry.
 func (k keys) lastErr(id string) string { return k.tag + ":err:" + id }
 

@@ -46,6 +46,7 @@ type jobRun struct {
 	pending    []byte    // the latest progress value not written yet
 	hasPending bool
 	result     []byte
+	run        string    // the run's markerValue, kept with its result (keys.resultRun); "" when the worker keeps none
 	deadline   time.Time // the envelope's, which a handler cannot change (verdict.go)
 	retryAt    time.Time // drawn once per run (retryDue, verdict.go)
 	retryDrawn bool
@@ -141,6 +142,9 @@ func (j *Job) SetResult(b []byte) error {
 // retried or recovered run starts is honoured (early).
 func (w *Worker) beginRun(ctx context.Context, d delivery, job *Job) (context.Context, *jobRun) {
 	jr := &jobRun{w: w, id: d.env.id, deadline: d.env.deadline}
+	if w.cfg.ResultTTL > 0 {
+		jr.run = markerValue(d.env)
+	}
 	job.run = jr
 	if !w.c.cfg.Control {
 		jr.ctx = ctx

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ const (
 type ackExtra struct {
 	result      []byte
 	storeResult bool
+	run         string // the run's markerValue, stored beside the result (keys.resultRun)
 	progress    []byte
 	notify      bool
 }
@@ -53,7 +55,7 @@ func (w *Worker) withExtra(op ackOp, jr *jobRun, cancelled bool) ackOp {
 	case cancelled:
 		x.notify = true
 	case op.kind == ackDone && w.cfg.ResultTTL > 0:
-		x.result, x.storeResult, x.notify = jr.result, true, true
+		x.result, x.storeResult, x.notify, x.run = jr.result, true, true, jr.run
 		if x.result == nil {
 			x.result = []byte{}
 		}
@@ -103,6 +105,9 @@ func (x *ctlExtras) before(ctx context.Context, w *Worker, pipe redis.Pipeliner,
 		cmds = append(cmds, pipe.Set(ctx, w.q.k.progress(op.id), e.progress, progressTTL))
 	}
 	if e.storeResult {
+		// The run first: a Wait that reads them between the two SETs sees
+		// no result yet, not this result beside an earlier run's stamp.
+		cmds = append(cmds, pipe.Set(ctx, w.q.k.resultRun(op.id), e.run, w.cfg.ResultTTL))
 		cmds = append(cmds, pipe.Set(ctx, w.q.k.result(op.id), e.result, w.cfg.ResultTTL))
 	}
 	return cmds
@@ -150,11 +155,16 @@ const waitTTLMax = time.Hour
 // lands: a Get right after may still say StateRunning.
 // A reused ID (the ID option, after the job with it ended) is the new
 // job's: the enqueue that takes the ID deletes, in the same script, the
-// result, progress, cancel and last error the earlier job left, so Wait
-// waits for the new job's end. The earlier job's dead letter is kept (it
-// is history): it answers Wait only while no job holds the ID, so a new
-// job that succeeds with no result kept (ResultTTL 0) may be reported dead
-// by it. At most Config.MaxWaiters producers of a process wait for
+// result, progress, cancel and last error the earlier job left, so a Wait
+// called after that waits for the new job's end. A Wait reports the end of
+// the job that held the ID when it started (its idempotency key names its
+// run), never a later job's: when a later job took the ID before Wait read
+// that end, the job's dead letter still answers, and a success or cancel,
+// deleted with the ID, answers an error wrapping ErrJobFinished. (A
+// debounced job's key names no run: a Wait for it is not pinned.) The
+// earlier job's dead letter is kept (it is history): it answers Wait only
+// while no job holds the ID, so a new job that succeeds with no result
+// kept (ResultTTL 0) may be reported dead by it. At most Config.MaxWaiters producers of a process wait for
 // results of one queue at once: one more fails with ErrTooManyWaiters.
 func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 	if err := validID(id); err != nil {
@@ -175,6 +185,7 @@ func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 	}
 	renew := time.NewTimer(ttl / 2)
 	defer renew.Stop()
+	var pin waitPin
 	for woken := false; ; woken = true {
 		if woken {
 			// The message that woke us consumed the registration, and the
@@ -189,7 +200,7 @@ func (q *Queue) Wait(ctx context.Context, id string) ([]byte, error) {
 		if err != nil {
 			return nil, q.errorf("wait %s: %w", id, err)
 		}
-		res, ended, err := q.ended(ctx, id)
+		res, ended, err := q.ended(ctx, id, &pin)
 		if ended || err != nil {
 			r.results.remove(id, ch)
 			if err != nil {
@@ -220,30 +231,51 @@ func resultWaitTTL(ctx context.Context) time.Duration {
 	return ttl
 }
 
+// waitPin is the job a Wait waits for: the enqueue stamp (markerValue) of
+// the job that held the ID (its idempotency key) at Wait's first read.
+type waitPin struct {
+	read  bool   // the first read is done
+	stamp string // "": no job held the ID (or its key names no run)
+}
+
 // ended reads whether the job ended: its result, its cancel, or its dead
-// letter (one pipeline). err is the job's failure when it did not succeed.
+// letter, and who holds its ID, at one instant (MULTI). err is the job's
+// failure when it did not succeed.
 //
 // The result and the cancel marker are the latest job's of the ID: an
 // enqueue that takes the ID deletes them (keys.endKeys). A dead letter is
 // history and stays: it is the job's only while no later job holds the ID
-// (its idempotency key, which a death frees).
-func (q *Queue) ended(ctx context.Context, id string) (res []byte, ended bool, err error) {
-	pipe := q.p.Client().Pipeline()
+// (its idempotency key, which a death frees). A Wait pinned to the job that
+// held the ID at its first read (pin) reports that job's end only: once
+// the ID is no longer that job's, a result, cancel or dead letter counts
+// only when it names that job's run, and when a later job holds the ID
+// and none does, the job's end is gone with the ID (ErrJobFinished).
+func (q *Queue) ended(ctx context.Context, id string, pin *waitPin) (res []byte, ended bool, err error) {
+	pipe := q.p.Client().TxPipeline()
 	resCmd := pipe.Get(ctx, q.k.result(id))
+	runCmd := pipe.Get(ctx, q.k.resultRun(id))
 	dead := pipe.HGet(ctx, q.k.deadData, id)
 	markCmd := pipe.Get(ctx, q.k.cancelMarker(id))
-	held := pipe.Exists(ctx, q.k.unique(id))
+	heldCmd := pipe.Get(ctx, q.k.unique(id))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, false, err
+	}
+	holderV, herr := heldCmd.Result()
+	held, holder := herr == nil, holderStamp(holderV)
+	if !pin.read {
+		pin.read, pin.stamp = true, holder
+	}
+	mark, err := markCmd.Result()
+	marked := err == nil
+	if pin.stamp != "" && holder != pin.stamp {
+		return q.pinnedEnded(ctx, id, pin.stamp, held, resCmd, runCmd, dead, mark, marked)
 	}
 	if b, err := resCmd.Bytes(); err == nil {
 		return b, true, nil
 	}
-	mark, err := markCmd.Result()
-	marked := err == nil
 	// A marker beside the dead letter is a later job's cancel, unless it
 	// is the dead job's own (a cancel too late to stop its last run).
-	if rec, err := dead.Result(); err == nil && held.Val() == 0 {
+	if rec, err := dead.Result(); err == nil && !held {
 		isDead := true
 		if marked {
 			if isDead, err = q.deadOwnsCancel(ctx, id, rec, mark); err != nil {
@@ -251,17 +283,67 @@ func (q *Queue) ended(ctx context.Context, id string) (res []byte, ended bool, e
 			}
 		}
 		if isDead {
-			reason := "unreadable dead record"
-			if r, err := parseDeadRecord([]byte(rec)); err == nil {
-				reason = r.Reason
-			}
-			return nil, true, fmt.Errorf("%w: %s", ErrJobDead, reason)
+			return nil, true, deadErr(rec)
 		}
 	}
 	if marked {
 		return nil, true, ErrCancelled
 	}
 	return nil, false, nil
+}
+
+// pinnedEnded is ended for a Wait whose job (its run stamp) no longer
+// holds the ID: it ended, or its key lapsed (UniqueTTL) while it waited or
+// ran. Only an end that names its run counts; a result written without its
+// run (by an older version) is taken as its. Once a later job holds the ID
+// or left its own end, the job's result and cancel are gone (the later
+// enqueue deleted them): ErrJobFinished.
+func (q *Queue) pinnedEnded(ctx context.Context, id, stamp string, held bool, resCmd, runCmd *redis.StringCmd, dead *redis.StringCmd, mark string, marked bool) ([]byte, bool, error) {
+	later := held // a later job holds the ID, or left its end under it
+	if b, err := resCmd.Bytes(); err == nil {
+		run, err := runCmd.Result()
+		if err != nil || run == stamp {
+			return b, true, nil
+		}
+		later = true
+	}
+	if marked {
+		if mark == stamp {
+			return nil, true, ErrCancelled
+		}
+		later = true
+	}
+	if rec, err := dead.Result(); err == nil {
+		if r, err := parseDeadRecord([]byte(rec)); err == nil {
+			if e, err := decodeEnvelope(r.Element); err == nil && markerValue(e) == stamp {
+				return nil, true, deadErr(rec)
+			}
+		}
+	}
+	if later {
+		return nil, true, fmt.Errorf("%w: a later job took its ID before Wait read how it ended (a reused ID is the new job's)", ErrJobFinished)
+	}
+	return nil, false, nil
+}
+
+// holderStamp is the run stamp an idempotency key names (uniqueOwnLua): its
+// value, or the stamp of the element it holds (a debounced job, whose
+// replacements are that job still but carry stamps of their own: no
+// stamp); "" for none.
+func holderStamp(v string) string {
+	if v == "" || v == "1" || strings.HasPrefix(v, envelopeVersion) {
+		return ""
+	}
+	return v
+}
+
+// deadErr is Wait's error for a dead job, from its dead record.
+func deadErr(rec string) error {
+	reason := "unreadable dead record"
+	if r, err := parseDeadRecord([]byte(rec)); err == nil {
+		reason = r.Reason
+	}
+	return fmt.Errorf("%w: %s", ErrJobDead, reason)
 }
 
 // resultWaiters are the producers of one Queue waiting for jobs to end

@@ -41,7 +41,7 @@ func testReusedID(t *testing.T, pools poolsFunc) {
 	pr.work(t, h, WorkerConfig{ResultTTL: time.Hour})
 	notEnded := func(q *Queue, id string) {
 		t.Helper()
-		res, ended, err := q.ended(ctx, id)
+		res, ended, err := q.ended(ctx, id, &waitPin{})
 		require.NoError(t, err)
 		require.False(t, ended, "the new job %s has not ended (%q reported)", id, res)
 	}
