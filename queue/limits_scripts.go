@@ -84,7 +84,8 @@ end
 // allows it: its state is its TAT in µs, the score of the partition in
 // KEYS[15] (a sorted set: an entry whose TAT is past holds nothing and is
 // dropped at the next take, so it holds the partitions that started a job
-// within their last burst of intervals); one the rate refuses is held
+// within their last burst of intervals; the key expires a burst of
+// intervals after a take last wrote it, limitPartExpire); one the rate refuses is held
 // until the instant it allows the next job (phold, scored by that µs), and
 // moved back by the first take from then (partUnhold). Without either
 // limit no partition stays held (partitions held by consumers that had
@@ -127,11 +128,22 @@ local function partMay(key)
   return true
 end
 local function partHoldAt(key) return limitPartAt[key] or partAtLimit end
+local limitPartWrote = false
 local function partTook(key)
   if limitPartStep > 0 then
     local tat = math.max(limitPartTAT[key] or 0, limitPartNow()) + limitPartStep
     limitPartTAT[key] = tat
     redis.call('ZADD', KEYS[15], partInt(tat), key)
+    limitPartWrote = true
+  end
+end
+-- limitPartExpire: the states expire with the last of them. No TAT is
+-- written more than a burst of intervals past now (partMay admits only
+-- then), and one that has passed holds nothing: without the expiry, the
+-- states of the last partitions served stayed for good once no take came.
+local function limitPartExpire()
+  if limitPartWrote then
+    redis.call('PEXPIRE', KEYS[15], partInt(math.floor(limitPartBurst * limitPartStep / 1000) + 1))
   end
 end
 local function partUnhold(P)
@@ -252,6 +264,7 @@ if flagged % 4 >= 2 then
   if want > 0 and bytes < budget then
     local dry
     bytes, dry = takePart(got, want, bytes, budget)
+    limitPartExpire()
     partWake(got, 1, KEYS[#KEYS], KEYS[6], ARGV[#ARGV])
     if dry then
       stop = 'dry'

@@ -47,6 +47,9 @@ import (
 //     partitions that exist at once (MaxPartitions <= 10^6, well below the
 //     2^22 that keep the scores exact doubles).
 //
+// With no partition left, pidx, pfree and ptag go (the indices and the
+// clocks start over): a drained queue keeps no key of its partitions.
+//
 // A partition that gets a job while in neither sorted set enters psched at
 // max(clock, its finish tag): a partition with a backlog of 100,000 is
 // served once per turn like any other, and one that gets its first job now
@@ -313,6 +316,9 @@ local partAtLimit = '9007199254740992'
 -- partition): partition -> index, index -> {first, last} seq used, and
 -- the partitions partSchedule saw scheduled.
 local partIdxOf, partEdges, partSeen = {}, {}, {}
+-- partNone: partForget forgot the last partition (with plen gone, ptag
+-- went too: takePart writes no clock then).
+local partNone = false
 local function partOf(v)
   local flags, key = string.match(v, '^bq1|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([a-z0-9]*)|([^|]*)|')
   -- Only a valid key (validPartition): a malformed element that names
@@ -359,14 +365,15 @@ local function partForget(P, key)
   redis.call('ZREM', P.sched, key)
   redis.call('ZREM', P.hold, key)
   redis.call('HDEL', P.idx, key .. ' w')
-  if idx then
-    redis.call('HDEL', P.idx, key)
-    if redis.call('HLEN', P.len) == 0 then
-      -- No partition left: the indices start over.
-      redis.call('DEL', P.idx, P.free)
-    else
-      redis.call('RPUSH', P.free, idx)
-    end
+  if idx then redis.call('HDEL', P.idx, key) end
+  if redis.call('HLEN', P.len) == 0 then
+    -- No partition left: the indices and the clocks start over (every key
+    -- of the partitions goes: a drained queue leaves none). Also when the
+    -- last was one with delayed jobs only, which never had an index.
+    redis.call('DEL', P.idx, P.free, P.tag)
+    partNone = true
+  elseif idx then
+    redis.call('RPUSH', P.free, idx)
   end
 end
 local function partDec(P, key, by)
@@ -670,10 +677,12 @@ local function takePart(out, n, bytes, budget)
       tags[#tags+1] = partNum(fin[key])
     end
   end
-  tags[#tags+1] = '` + partClockField + `'
-  tags[#tags+1] = partNum(clock)
-  tags[#tags+1] = '` + partReadyField + `'
-  tags[#tags+1] = partNum(rtag)
+  if not partNone then
+    tags[#tags+1] = '` + partClockField + `'
+    tags[#tags+1] = partNum(clock)
+    tags[#tags+1] = '` + partReadyField + `'
+    tags[#tags+1] = partNum(rtag)
+  end
   for i = 1, #tags, 1000 do redis.call('HSET', P.tag, unpack(tags, i, math.min(i + 999, #tags))) end
   return bytes, dry
 end

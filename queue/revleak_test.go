@@ -1,0 +1,107 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/bounded-go/bounded/internal/redistest"
+	"github.com/bounded-go/bounded/internal/testutil"
+	"github.com/bounded-go/bounded/pool"
+)
+
+// keysForever returns the keys of q's hash tag that have no expiry: once
+// its jobs are done and its workers closed, each of them would stay in
+// Redis for good (a leak, unless it holds dead letters).
+func keysForever(t *testing.T, q *Queue) []string {
+	t.Helper()
+	ctx := context.Background()
+	c := q.p.Client()
+	var forever []string
+	iter := c.Scan(ctx, 0, q.k.tag+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		ttl, err := c.PTTL(ctx, iter.Val()).Result()
+		require.NoError(t, err)
+		if ttl == -1 {
+			forever = append(forever, iter.Val())
+		}
+	}
+	require.NoError(t, iter.Err())
+	return forever
+}
+
+// TestPartitionKeysGoneAfterDrain: a partitioned queue under every
+// fleet-wide limit, drained by three consumers and closed, leaves no key
+// that stays forever. The partitions' rate states ({ns:q}:limit:prate:...)
+// had no expiry: their entries are dropped by the next take only, and a
+// drained queue takes nothing more, so the last partitions' states stayed
+// for good (and a key per PartitionRate ever used); and ptag kept the
+// virtual clocks with no partition left.
+func TestPartitionKeysGoneAfterDrain(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "leak", Config{})
+	g := group(t)
+	h := func(context.Context, *Job) error { return nil }
+	for range 3 {
+		qi := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{srv.Addr()}}), "leak", Config{})
+		startWorker(t, g, qi, h, WorkerConfig{Concurrency: 2, Limit: Limit{
+			Concurrency: 4, Rate: 1000, Per: time.Second,
+			PartitionConcurrency: 1, PartitionRate: 100, PartitionPer: time.Second, PartitionBurst: 1,
+		}}, ConsumerConfig{})
+	}
+	for i := range 30 {
+		_, err := q.Enqueue(ctx, []byte("x"), Partition(fmt.Sprint("tenant-", i%3)))
+		require.NoError(t, err)
+		if i%5 == 0 {
+			_, err = q.Enqueue(ctx, []byte("plain"))
+			require.NoError(t, err)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, "the queue drained", func() bool {
+		s, err := q.Stats(ctx)
+		require.NoError(t, err)
+		return s.Ready == 0 && s.Delayed == 0 && s.InFlight == 0
+	})
+	closeGroup(t, g)
+	// The rate states expire within their burst of intervals (10 ms).
+	var left []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if left = keysForever(t, q); len(left) == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
+	require.Empty(t, left, "keys of the drained queue that never expire")
+}
+
+// TestPartitionLastForgottenWithoutIndex: the last partition to go is one
+// that never had an index (a delayed job only, cancelled) while others
+// went before it: pidx, pfree and ptag go with it. They stayed, since
+// only a partition with an index checked whether it was the last.
+func TestPartitionLastForgottenWithoutIndex(t *testing.T) {
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) {
+			addr := srv.addr(t)
+			q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "lastnoidx", Config{})
+			ctx := context.Background()
+			late, err := q.Enqueue(ctx, []byte("late"), Partition("late"), Delay(time.Hour))
+			require.NoError(t, err)
+			_, err = q.EnqueueBatch(ctx, [][]byte{[]byte("a1"), []byte("a2")}, Partition("a"))
+			require.NoError(t, err)
+			_, err = q.Enqueue(ctx, []byte("b1"), Partition("b"))
+			require.NoError(t, err)
+			require.ElementsMatch(t, []string{"a1", "a2", "b1"}, takeFor(t, q, "c", 10))
+			checkPartCounts(t, q)
+			require.NoError(t, q.Cancel(ctx, late))
+			checkPartCounts(t, q)
+			n, err := q.p.Client().Exists(ctx, q.k.partKeys()...).Result()
+			require.NoError(t, err)
+			require.Zero(t, n, "no key of the partitions left")
+		})
+	}
+}
