@@ -78,14 +78,24 @@ return 0
 return redis.call('ZADD', KEYS[1], 0, '1')
 `)
 
-	// pushAtLimitScript is RPUSH of one element to a ready list, and the
-	// ring of its doorbell. KEYS: list, bell. ARGV: element.
-	pushAtLimitScript = redis.NewScript(allowOOM + `
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], 0, '1')
-return n
-`)
+	// handOverAtLimitScript is handOverScript at maxmemory.
+	handOverAtLimitScript = redis.NewScript(allowOOM + handOverLua)
 )
+
+// handOverLua is RPUSH of one element to a ready list, and the ring of its
+// doorbell, only while the delayed set holds jobs: a stopping scheduler's
+// handover (scheduler.go), which has nothing to hand over once the jobs
+// it knew of went (cancelled or promoted by another process), and would
+// leave a marker and a ring for good when it is the queue's last worker.
+// KEYS: list, bell, delayed. ARGV: element. Returns 1 if pushed.
+const handOverLua = `
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, '1')
+return 1
+`
+
+var handOverScript = redis.NewScript(handOverLua)
 
 // ringIfReady rings bell if ready holds jobs, with the allow-oom twin when
 // Redis refuses the ring at maxmemory.

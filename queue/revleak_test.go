@@ -105,3 +105,45 @@ func TestPartitionLastForgottenWithoutIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestHandOverNothingDelayedLeavesNoMarker: a worker whose scheduler knew
+// of a delayed job hands it over when it closes with a wake marker; when
+// the job was cancelled meanwhile (its scheduler still sleeping towards
+// it), the delayed set is empty and there is nothing to hand over. The
+// marker and the ring were pushed anyway, so the last worker of a queue
+// left its ready list and doorbell for good.
+func TestHandOverNothingDelayedLeavesNoMarker(t *testing.T) {
+	srv := redistest.Server(t)
+	ctx := context.Background()
+	p := mustPool(t, pool.Config{Addrs: []string{srv.Addr()}})
+	q := mustQueue(t, p, "handover", Config{})
+	g := group(t)
+	w := startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{})
+	id, err := q.Enqueue(ctx, []byte("later"), Delay(time.Hour))
+	require.NoError(t, err)
+	testutil.Eventually(t, 10*time.Second, "the scheduler read the delayed job", func() bool {
+		n, err := p.Client().Exists(ctx, q.k.ready).Result()
+		require.NoError(t, err)
+		return n == 0 && w.sched.known.Load()
+	})
+	require.NoError(t, q.Cancel(ctx, id))
+	closeGroup(t, g)
+	n, err := p.Client().Exists(ctx, q.k.ready, q.k.bell).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "no wake marker nor ring for an empty delayed set")
+
+	// With a delayed job left, the marker still goes (the handover).
+	g = group(t)
+	w = startWorker(t, g, q, func(context.Context, *Job) error { return nil }, WorkerConfig{})
+	_, err = q.Enqueue(ctx, []byte("later"), Delay(time.Hour))
+	require.NoError(t, err)
+	testutil.Eventually(t, 10*time.Second, "the scheduler read the delayed job", func() bool {
+		n, err := p.Client().Exists(ctx, q.k.ready).Result()
+		require.NoError(t, err)
+		return n == 0 && w.sched.known.Load()
+	})
+	closeGroup(t, g)
+	got, err := p.Client().LRange(ctx, q.k.ready, 0, -1).Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{wakeMarker}, got, "the handover's marker")
+}

@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/bounded-go/bounded/lifecycle"
 )
 
@@ -67,7 +65,9 @@ func (s *scheduler) wake(clearFlag bool) {
 // handOver runs when the scheduler stops: if it knew of delayed jobs (or
 // took a wake marker it did not act on yet), it pushes a wake marker, so
 // that another live worker of the queue learns the next due time at once
-// instead of waiting for a later enqueue. If that fails, the process leaves
+// instead of waiting for a later enqueue; not when the delayed set is
+// empty by then (nothing to learn: the marker stayed for good when this
+// was the queue's last worker). If that fails, the process leaves
 // its heartbeat to expire: the others re-read when they see it dead.
 func (s *scheduler) handOver(ctx context.Context) {
 	if !s.known.Load() && !s.clear.Load() {
@@ -75,13 +75,12 @@ func (s *scheduler) handOver(ctx context.Context) {
 	}
 	w := s.w
 	closeCtx := lifecycle.CloseContext(ctx)
-	// The marker and the doorbell's ring in one MULTI.
-	pipe := w.q.p.Background().TxPipeline()
-	pipe.RPush(closeCtx, w.q.k.ready, wakeMarker)
-	pipe.ZAdd(closeCtx, w.q.k.bell, redis.Z{Score: 0, Member: bellMember})
-	cmds, err := pipe.Exec(closeCtx)
-	if oomRefused(cmds, err) {
-		err = pushAtLimitScript.Run(closeCtx, w.q.p.Background(), []string{w.q.k.ready, w.q.k.bell}, wakeMarker).Err()
+	// The marker and the doorbell's ring in one script, only while delayed
+	// jobs are left to hand over.
+	ks := []string{w.q.k.ready, w.q.k.bell, w.q.k.delayed}
+	err := handOverScript.Run(closeCtx, w.q.p.Background(), ks, wakeMarker).Err()
+	if isOOM(err) {
+		err = handOverAtLimitScript.Run(closeCtx, w.q.p.Background(), ks, wakeMarker).Err()
 	}
 	if err != nil {
 		w.node.keepHeartbeat()
