@@ -300,7 +300,12 @@ else
     if v ~= marker then jobs = jobs + 1 end
   end
 end
--- The slots: one ZADD, and one HINCRBY per partition.
+-- The slots: one ZADD for those of no partition, and a ZADD and an
+-- HINCRBY per partition, by the members it added: a member there already
+-- (this incarnation took the same element again: a take whose reply was
+-- lost, its element put back as it was by a reconcile whose release then
+-- failed) holds its slot once, and is given back once, so the partition's
+-- count follows the members that exist.
 local pconc = tonumber(ARGV[8])
 if jobs > 0 and (conc > 0 or pconc > 0) then
   local slots, parts, order = {}, {}, {}
@@ -309,18 +314,23 @@ if jobs > 0 and (conc > 0 or pconc > 0) then
     if v ~= marker then
       -- The member names the partition only when its limit counts it.
       local key = pconc > 0 and partOf(v)
-      if conc > 0 or key then
-        slots[#slots+1] = 0
-        slots[#slots+1] = prefix .. (key or '') .. '\0' .. v
-      end
       if key then
-        if parts[key] == nil then parts[key] = 0; order[#order+1] = key end
-        parts[key] = parts[key] + 1
+        if parts[key] == nil then parts[key] = {}; order[#order+1] = key end
+        local ms = parts[key]
+        ms[#ms+1] = 0
+        ms[#ms+1] = prefix .. key .. '\0' .. v
+      elseif conc > 0 then
+        slots[#slots+1] = 0
+        slots[#slots+1] = prefix .. '\0' .. v
       end
     end
   end
   for i = 1, #slots, 2000 do redis.call('ZADD', KEYS[12], unpack(slots, i, math.min(i + 1999, #slots))) end
-  for _, key in ipairs(order) do redis.call('HINCRBY', KEYS[14], key, parts[key]) end
+  for _, key in ipairs(order) do
+    local ms, added = parts[key], 0
+    for i = 1, #ms, 2000 do added = added + redis.call('ZADD', KEYS[12], unpack(ms, i, math.min(i + 1999, #ms))) end
+    if added > 0 then redis.call('HINCRBY', KEYS[14], key, added) end
+  end
 end
 limit_take_done(KEYS[13], now, us, num, den, jobs, step, scale)
 if stop == 'rate' then
