@@ -441,9 +441,12 @@ end
 return n
 `
 
-// At maxmemory its ring (ZADD) is refused after the ZREM ran: the release
-// fails and is sent again (as a resend), which then frees nothing and
-// rings nothing; consumers at maxmemory wait at most BlockTimeout anyway.
+// At maxmemory it runs whole: Redis refuses a command that may grow memory
+// (HINCRBY, the ring's ZADD) in a script without allow-oom only while the
+// script has written nothing yet, and everything that may grow comes after
+// a ZREM that removed a slot (a release that removes none writes nothing
+// else). Checked on Redis 7.0.15: a ZADD after a ZREM at maxmemory
+// succeeds, a ZADD first is refused.
 var limitReleaseScript = redis.NewScript(limitReleaseLua)
 
 // limitScripts are loaded with the others (allScripts).
