@@ -300,36 +300,46 @@ else
     if v ~= marker then jobs = jobs + 1 end
   end
 end
--- The slots: one ZADD for those of no partition, and a ZADD and an
--- HINCRBY per partition, by the members it added: a member there already
--- (this incarnation took the same element again: a take whose reply was
--- lost, its element put back as it was by a reconcile whose release then
--- failed) holds its slot once, and is given back once, so the partition's
--- count follows the members that exist.
+-- The slots: one ZADD, and one HINCRBY per partition by the members it
+-- adds: a member there already (this incarnation took the same element
+-- again: a take whose reply was lost, its element put back as it was by a
+-- reconcile whose release then failed) holds its slot once and is given
+-- back once, so a partition's count follows the members that exist. With
+-- one partition's members alone, the ZADD's reply counts them; else one
+-- ZMSCORE before it says which are new.
 local pconc = tonumber(ARGV[8])
 if jobs > 0 and (conc > 0 or pconc > 0) then
-  local slots, parts, order = {}, {}, {}
+  local slots, parts, order, pm, pk = {}, {}, {}, {}, {}
   for i = 2, #out do
     local v = out[i]
     if v ~= marker then
       -- The member names the partition only when its limit counts it.
       local key = pconc > 0 and partOf(v)
-      if key then
-        if parts[key] == nil then parts[key] = {}; order[#order+1] = key end
-        local ms = parts[key]
-        ms[#ms+1] = 0
-        ms[#ms+1] = prefix .. key .. '\0' .. v
-      elseif conc > 0 then
+      if conc > 0 or key then
+        local m = prefix .. (key or '') .. '\0' .. v
         slots[#slots+1] = 0
-        slots[#slots+1] = prefix .. '\0' .. v
+        slots[#slots+1] = m
+        if key then
+          if parts[key] == nil then parts[key] = 0; order[#order+1] = key end
+          pm[#pm+1], pk[#pm+1] = m, key
+        end
       end
     end
   end
-  for i = 1, #slots, 2000 do redis.call('ZADD', KEYS[12], unpack(slots, i, math.min(i + 1999, #slots))) end
+  local alone = #order == 1 and #pm * 2 == #slots
+  if #order > 0 and not alone then
+    for i = 1, #pm, 1000 do
+      local sc = redis.call('ZMSCORE', KEYS[12], unpack(pm, i, math.min(i + 999, #pm)))
+      for j = 1, #sc do
+        if not sc[j] then parts[pk[i+j-1]] = parts[pk[i+j-1]] + 1 end
+      end
+    end
+  end
+  local added = 0
+  for i = 1, #slots, 2000 do added = added + redis.call('ZADD', KEYS[12], unpack(slots, i, math.min(i + 1999, #slots))) end
+  if alone then parts[order[1]] = added end
   for _, key in ipairs(order) do
-    local ms, added = parts[key], 0
-    for i = 1, #ms, 2000 do added = added + redis.call('ZADD', KEYS[12], unpack(ms, i, math.min(i + 1999, #ms))) end
-    if added > 0 then redis.call('HINCRBY', KEYS[14], key, added) end
+    if parts[key] > 0 then redis.call('HINCRBY', KEYS[14], key, parts[key]) end
   end
 end
 limit_take_done(KEYS[13], now, us, num, den, jobs, step, scale)

@@ -220,43 +220,56 @@ func TestPartitionLimitsThroughRedisRestart(t *testing.T) {
 // HINCRBY per job taken, whatever the ZADD added), and the outcome's
 // release took one off, so the partition counted a slot nobody held, for
 // good: at PartitionConcurrency 1, a partition held forever.
+// The take counts a lone partition's members by its ZADD's reply, and
+// several lists' (here a plain job beside it) with a ZMSCORE: both ways.
 func TestLimitPartitionSlotRetakenCountsOnce(t *testing.T) {
 	for _, srv := range scriptServers() {
-		t.Run(srv.name, func(t *testing.T) {
-			addr := srv.addr(t)
-			rdb := redis.NewClient(&redis.Options{Addr: addr})
-			t.Cleanup(func() { _ = rdb.Close() })
-			ctx := context.Background()
-			q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "retaken", Config{})
-			_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("j1"), []byte("j2")}, Partition("p"))
-			require.NoError(t, err)
-			l := limitTake{t: t, rdb: rdb, k: q.k, prefix: slotPrefix("c1", "tok"), conc: 5, pconc: 2}
-			_, got := l.take(1, 0)
-			require.Len(t, got, 1)
-			// The reply was lost: the reconcile puts the element back as it is.
-			n, err := recoverScript.Run(ctx, rdb, q.k.recoverKeys(q.k.proc("c1")), got[0], got[0]).Int()
-			require.NoError(t, err)
-			require.Equal(t, 1, n)
-			// Its slot's release failed; the next take takes it again.
-			_, again := l.take(1, 0)
-			require.Equal(t, got, again, "the same element, the same incarnation")
-			counts := func() (members int64, part int64) {
-				members, err := rdb.ZCard(ctx, q.k.limitHeld()).Result()
-				require.NoError(t, err)
-				part, err = rdb.HGet(ctx, q.k.limitPart(), "p").Int64()
-				if errors.Is(err, redis.Nil) {
-					err = nil
-				}
-				require.NoError(t, err)
-				return members, part
-			}
-			members, part := counts()
-			require.Equal(t, int64(1), members)
-			require.Equal(t, members, part, "the partition counts the slots that exist")
-			require.Equal(t, int64(1), l.release(again...))
-			members, part = counts()
-			require.Zero(t, members)
-			require.Zero(t, part, "no slot of the partition is held")
-		})
+		for _, plain := range []bool{false, true} {
+			t.Run(fmt.Sprint(srv.name, "/plain=", plain), func(t *testing.T) { testSlotRetaken(t, srv.addr(t), plain) })
+		}
 	}
+}
+
+func testSlotRetaken(t *testing.T, addr string, plain bool) {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "retaken", Config{})
+	_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("j1"), []byte("j2")}, Partition("p"))
+	require.NoError(t, err)
+	l := limitTake{t: t, rdb: rdb, k: q.k, prefix: slotPrefix("c1", "tok"), conc: 5, pconc: 2}
+	_, got := l.take(1, 0)
+	require.Len(t, got, 1)
+	// The reply was lost: the reconcile puts the element back as it is.
+	n, err := recoverScript.Run(ctx, rdb, q.k.recoverKeys(q.k.proc("c1")), got[0], got[0]).Int()
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	// Its slot's release failed; the next take takes it again (with
+	// a plain job beside it).
+	want := 1
+	if plain {
+		_, err := q.Enqueue(ctx, []byte("plain"))
+		require.NoError(t, err)
+		want = 2
+	}
+	_, again := l.take(want, 0)
+	require.Len(t, again, want)
+	require.Contains(t, again, got[0], "the same element, the same incarnation")
+	counts := func() (members int64, part int64) {
+		members, err := rdb.ZCard(ctx, q.k.limitHeld()).Result()
+		require.NoError(t, err)
+		part, err = rdb.HGet(ctx, q.k.limitPart(), "p").Int64()
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		require.NoError(t, err)
+		return members, part
+	}
+	members, part := counts()
+	require.Equal(t, int64(want), members)
+	require.Equal(t, int64(1), part, "the partition counts the slots that exist")
+	require.Equal(t, int64(want), l.release(again...))
+	members, part = counts()
+	require.Zero(t, members)
+	require.Zero(t, part, "no slot of the partition is held")
 }
