@@ -698,7 +698,12 @@ local function partUnhold(P) partUnholdAll(P) end`
 // partHeadsScript returns the next job of the partition served next
 // (psched's lowest tag) and of the first 100 partitions held (phold: those
 // at their limit all have one score, so the first is the first by name,
-// not the one whose job waits longest), for Stats.OldestReady. Read only.
+// not the one whose job waits longest), for Stats.OldestReady; when that
+// job is of a level above 0, the first job of each lower level of its
+// partition too (an older job of a lower level waits behind it: levels
+// within a partition), as Stats reads each unpartitioned level's next
+// job. A partition whose next job is of level 0 costs what it did before
+// levels. Read only.
 // KEYS: the partition keys.
 var partHeadsScript = redis.NewScript(partLua + `
 local P = partKeysAt(1)
@@ -707,8 +712,16 @@ for _, r in ipairs({{P.sched, 0}, {P.hold, 99}}) do
   for _, key in ipairs(redis.call('ZRANGE', r[1], 0, r[2])) do
     local idx = redis.call('HGET', P.idx, key)
     if idx then
-      local js = partJobs(P, tonumber(idx), 0, 1)
-      if #js > 0 then out[#out+1] = js[1] end
+      idx = tonumber(idx)
+      local js = partJobs(P, idx, 0, 1)
+      if #js > 0 then
+        out[#out+1] = js[1]
+        for l = partLevel(js[1]) - 1, 0, -1 do
+          local lo, hi = partBandOf(l)
+          local f = redis.call('ZRANGEBYSCORE', P.jobs, partInt(idx * partSpan + lo), partInt(idx * partSpan + hi), 'LIMIT', 0, 1)
+          if #f > 0 then out[#out+1] = f[1] end
+        end
+      end
     end
   end
 end

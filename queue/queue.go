@@ -644,7 +644,8 @@ type Stats struct {
 	// would hand out next.
 	// With partitions, the oldest of the ready list's next job, the next
 	// job of the partition served next and those of the partitions held
-	// by their limits (the first 100 held).
+	// by their limits (the first 100 held), and of each of these
+	// partitions the first job of every level below its next job's.
 	OldestReady time.Duration `json:"oldest_ready_ns"`
 	// Paused reports the queue paused fleet-wide (Queue.Pause): its ready
 	// jobs wait, and OldestReady grows, until Resume.
