@@ -87,7 +87,10 @@ import (
 // ever running dry), the next job renumbers that level's jobs around the
 // middle of the band (O(its jobs)); a band holds at most its width of
 // jobs (2^28 at a level above 0), and an enqueue beyond that fails
-// (partRenumber) rather than mixing the levels.
+// rather than mixing the levels: whole, before it writes anything
+// (partEnqueueScript counts the bands of a partition whose jobs may fill
+// one; TestPartitionPriorityFullBandBatch); a promotion, put-back or
+// requeue beyond fails its script (partRenumber).
 //
 // Jobs left in the fair set of a build before this layout ({ns:q}:fair,
 // scored by tag) are not read.
@@ -747,7 +750,11 @@ return out
 // Returns one 1 (added) or 0 (duplicate ID) per job; refused: {-1, length,
 // dn, dt, t} (the queue is full, see boundedScript), {-2, partitions} (too
 // many partitions) or {-3, length, partition} (the partition is full).
-var partEnqueueScript = redis.NewScript(typeLua + wakeLua + boundedLua + partLua + partRoomLua + uniqueOwnLua + `
+var partEnqueueScript = redis.NewScript(partEnqueueLua)
+
+// partEnqueueLua is partEnqueueScript's source (a test swaps its partLua
+// for one with tiny bands).
+var partEnqueueLua = typeLua + wakeLua + boundedLua + partLua + partRoomLua + uniqueOwnLua + `
 local function dropRefs(only)
   for i = 8, #ARGV, 6 do
     if ARGV[i+3] ~= '' and (only == nil or only[i]) then redis.pcall('HDEL', KEYS[12], ARGV[i+3]) end
@@ -804,6 +811,32 @@ if maxLen > 0 then
     end
   end
 end
+-- A level's band holds at most its width of jobs (partRenumber's error):
+-- refuse a call that would overflow one before it writes, not midway.
+-- plen bounds each band of its partition, so only a partition that may
+-- reach the narrowest band's width is counted (no command otherwise).
+for _, key in ipairs(order) do
+  if cur[key] + adds[key] > partBand then
+    local idx, per = redis.call('HGET', P.idx, key), {}
+    for i = 8, #ARGV, 6 do
+      if not dup[i] and ARGV[i+4] == key and tonumber(ARGV[i]) == 0 then
+        local l = partLevel(ARGV[i+1])
+        per[l] = (per[l] or 0) + 1
+      end
+    end
+    for l, n in pairs(per) do
+      local lo, hi = partBandOf(l)
+      local have = 0
+      if idx then
+        have = redis.call('ZCOUNT', P.jobs, partInt(tonumber(idx) * partSpan + lo), partInt(tonumber(idx) * partSpan + hi))
+      end
+      if have + n > hi - lo + 1 then
+        dropRefs(nil)
+        return redis.error_reply('queue: level ' .. l .. ' of partition ' .. key .. ' is full: ' .. have .. ' jobs and ' .. n .. ' more, the room of its band is ' .. (hi - lo + 1))
+      end
+    end
+  end
+end
 dropRefs(dup)
 for _, key in ipairs(order) do
   if weight[key] then partSetWeight(P, key, weight[key]) end
@@ -829,7 +862,7 @@ end
 if rung then redis.call('ZADD', KEYS[8], 0, '1') end
 if earliest ~= nil then wake(KEYS[9], KEYS[10], KEYS[11], earliest, ARGV[4], ARGV[5], KEYS[8]) end
 return out
-`)
+`
 
 // partKeys are the keys the scripts that route jobs back to their
 // partition take after their own.

@@ -2,6 +2,8 @@ package queue
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,4 +54,54 @@ func TestPartitionPriorityOldestReady(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, time.Hour+time.Minute, s.OldestReady, "old waits since an hour and a minute (held partition)")
 	checkPartCounts(t, q)
+}
+
+// TestPartitionPriorityFullBandBatch: a batch that would take a level of a
+// partition past the room of its band (partRenumber's error) is refused
+// whole, before it writes anything (tiny bands: 64 positions per level
+// above 0): a script error midway would have left the jobs before it in
+// pjobs and counted (no MaxPartitionLen, no MaxLen: nothing else refuses
+// the batch). A batch that fits still goes in whole.
+func TestPartitionPriorityFullBandBatch(t *testing.T) {
+	const span, band = 1 << 10, 1 << 6
+	script := redis.NewScript(strings.Replace(partEnqueueLua, partLua, partLuaFor(span, band), 1))
+	for _, srv := range scriptServers() {
+		t.Run(srv.name, func(t *testing.T) {
+			p := mustPool(t, pool.Config{Addrs: []string{srv.addr(t)}})
+			q := mustQueue(t, p, "pfull", Config{})
+			c := p.Client()
+			ctx := context.Background()
+			enqueue := func(n int, opts ...EnqueueOption) error {
+				prs := make([]prepared, 0, n)
+				for i := range n {
+					pr, err := q.prepare([]byte(fmt.Sprint("j", i)), opts)
+					require.NoError(t, err)
+					prs = append(prs, pr)
+				}
+				ks, args, _ := q.partArgs(prs, q.partBounds(false))
+				return script.Run(ctx, c, ks, args...).Err()
+			}
+			count := func() (jobs int64, plen string) {
+				jobs, err := c.ZCard(ctx, q.k.fair()).Result()
+				require.NoError(t, err)
+				plen, err = c.HGet(ctx, q.k.partLen(), "f").Result()
+				require.NoError(t, err)
+				return jobs, plen
+			}
+			require.NoError(t, enqueue(60, Partition("f"), Priority(3)))
+			require.NoError(t, enqueue(3, Partition("f")))
+			err := enqueue(10, Partition("f"), Priority(3))
+			require.ErrorContains(t, err, "level 3 of partition f is full")
+			jobs, plen := count()
+			require.EqualValues(t, 63, jobs, "nothing of the refused batch in pjobs")
+			require.Equal(t, "63", plen, "nothing of the refused batch counted")
+			require.NoError(t, enqueue(4, Partition("f"), Priority(3)), "a batch that fits the band")
+			jobs, plen = count()
+			require.EqualValues(t, 67, jobs)
+			require.Equal(t, "67", plen)
+			require.Error(t, enqueue(1, Partition("f"), Priority(3)), "the band is full")
+			require.NoError(t, enqueue(1, Partition("f"), Priority(2)), "another level has room")
+			checkPartCounts(t, q)
+		})
+	}
 }
