@@ -58,9 +58,10 @@ import (
 // list read it without parsing more (no other flag is a letter followed by
 // a digit; partLua reads the flags as letters and digits, so "p<l>" does
 // not hide "g"). A level-0 job has no flag "p" and not one byte more;
-// versions before it decode "p" as an unknown flag. The Partition and
-// Priority options are exclusive (prepare refuses both), so no element
-// holds both flags today; the order is fixed should it ever.
+// versions before it decode "p" as an unknown flag. A partitioned job
+// with a level holds both flags ("g" and "p<l>", in that fixed order):
+// partLua reads the level too, for the job's band in its partition
+// (parts.go, "Levels within a partition").
 //
 // With flag "r" the element ends with a payload ref instead of the payload,
 // which is in the queue's payloads hash: a payload over inlineMax is written
