@@ -28,10 +28,11 @@ import (
 const MaxLevel = 3
 
 // Priority enqueues the job at level (0..MaxLevel; higher runs first;
-// the default is 0). Levels are strict within the queue: a worker starts
-// no job of a level while a higher level holds ready jobs, so a job at a
-// higher level enqueued behind a backlog starts at the next free handler
-// slot. The level applies when the job becomes ready: a delayed job waits
+// the default is 0). Levels are strict within the queue's unpartitioned
+// jobs (a partitioned job's level is strict within its partition only,
+// below): a worker starts no job of a level while a higher level holds
+// ready jobs, so a job at a higher level enqueued behind a backlog starts
+// at the next free handler slot. The level applies when the job becomes ready: a delayed job waits
 // for its due time first. A retry, a recovery and a requeue from the dead
 // letters keep the level. A level out of range fails the enqueue with an
 // error wrapping ErrInvalidArgument, and nothing is written.
