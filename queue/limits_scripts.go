@@ -76,8 +76,8 @@ end
 // (partHooksDefault in partTakeLua). With a per-partition concurrency
 // limit (ARGV[8] > 0), a partition gives a job only while fewer than that
 // many of its jobs hold a slot (KEYS[14], a hash: partition -> slots held,
-// read once per partition per take) counting those this take already
-// took; one at its limit is held (phold, partAtLimit) until the release
+// read in one HMGET per window of partitions, partWindow) counting those
+// this take already took; one at its limit is held (phold, partAtLimit) until the release
 // of one of its slots moves it back (limitReleaseLua). With a rate per
 // partition (ARGV[9], the interval between two jobs of a partition in µs,
 // > 0; ARGV[10], the burst), a partition gives a job only when its GCRA
@@ -126,6 +126,11 @@ local function partMay(key)
     end
   end
   return true
+end
+local function partWindow(keys)
+  if limitPartConc <= 0 then return end
+  local hs = redis.call('HMGET', KEYS[14], unpack(keys))
+  for i, key in ipairs(keys) do limitPartHeld[key] = tonumber(hs[i] or '0') end
 end
 local function partHoldAt(key) return limitPartAt[key] or partAtLimit end
 local limitPartWrote = false
@@ -267,7 +272,7 @@ if flagged % 4 >= 2 then
     local dry
     bytes, dry = takePart(got, want, bytes, budget)
     limitPartExpire()
-    partWake(got, 1, KEYS[#KEYS], KEYS[6], ARGV[#ARGV])
+    partWake(got, 1, KEYS[#KEYS], KEYS[6], ARGV[#ARGV], partKeyOf)
     if dry then
       stop = 'dry'
       local pw = limitPartWait(partKeysAt(5))
@@ -300,9 +305,9 @@ else
     if v ~= marker then jobs = jobs + 1 end
   end
 end
--- The slots: one ZADD, and one HINCRBY per partition by the members it
--- adds: a member there already (this incarnation took the same element
--- again: a take whose reply was lost, its element put back as it was by a
+-- The slots: one ZADD, and the partitions' counts up by the members it
+-- adds (one HSET of the counts partMay read, an HINCRBY for any other):
+-- a member there already (this incarnation took the same element again: a take whose reply was lost, its element put back as it was by a
 -- reconcile whose release then failed) holds its slot once and is given
 -- back once, so a partition's count follows the members that exist. With
 -- one partition's members alone, the ZADD's reply counts them; else one
@@ -314,7 +319,7 @@ if jobs > 0 and (conc > 0 or pconc > 0) then
     local v = out[i]
     if v ~= marker then
       -- The member names the partition only when its limit counts it.
-      local key = pconc > 0 and partOf(v)
+      local key = pconc > 0 and (partKeyOf[v] or partOf(v))
       if conc > 0 or key then
         local m = prefix .. (key or '') .. '\0' .. v
         slots[#slots+1] = 0
@@ -338,9 +343,16 @@ if jobs > 0 and (conc > 0 or pconc > 0) then
   local added = 0
   for i = 1, #slots, 2000 do added = added + redis.call('ZADD', KEYS[12], unpack(slots, i, math.min(i + 1999, #slots))) end
   if alone then parts[order[1]] = added end
+  local counts = {}
   for _, key in ipairs(order) do
-    if parts[key] > 0 then redis.call('HINCRBY', KEYS[14], key, parts[key]) end
+    if parts[key] > 0 and limitPartHeld[key] then
+      counts[#counts+1] = key
+      counts[#counts+1] = partInt(limitPartHeld[key] + parts[key])
+    elseif parts[key] > 0 then
+      redis.call('HINCRBY', KEYS[14], key, partInt(parts[key]))
+    end
   end
+  for i = 1, #counts, 1000 do redis.call('HSET', KEYS[14], unpack(counts, i, math.min(i + 999, #counts))) end
 end
 limit_take_done(KEYS[13], now, us, num, den, jobs, step, scale)
 if stop == 'rate' then

@@ -284,6 +284,10 @@ func checkPartition(o *enqueueOpts) error {
 //
 // Scores and tags are written with string.format: Lua's own conversion of
 // a number keeps 14 digits, and a score idx * 2^31 + seq has up to 16.
+// Integers go as '%d' (partInt), and so does every number a hot path
+// passes to redis.call: Redis formats a Lua number argument as '%.17g',
+// and float formats cost ten times more than integer ones (measured with
+// callgrind: they were a tenth of a take's instructions).
 var partLua = partLuaFor(partSpan, partBand)
 
 // A partition's range of scores in pjobs (partSpan), and the band of each
@@ -351,13 +355,20 @@ local function partKeysAt(i)
   return {jobs = KEYS[i], len = KEYS[i+1], tag = KEYS[i+2], sched = KEYS[i+3], hold = KEYS[i+4],
     idx = KEYS[i+5], free = KEYS[i+6]}
 end
-local function partNum(x) return string.format('%.17g', x) end
-local function partInt(x) return string.format('%.0f', x) end
+-- partInt formats an integer (below 2^53) as a long: exact, and a fraction
+-- of the cost of a float format. partNum formats a tag: an integral one
+-- (every tag while no partition has a weight) as partInt does, the same
+-- digits as '%.17g' gives.
+local function partInt(x) return string.format('%d', x) end
+local function partNum(x)
+  if x == math.floor(x) and x > -9007199254740992 and x < 9007199254740992 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
 -- partJobs: up to cnt of the jobs of the partition of index idx, from its
 -- off-th, in order.
 local function partJobs(P, idx, off, cnt)
   local lo = idx * partSpan
-  return redis.call('ZRANGEBYSCORE', P.jobs, partInt(lo), partInt(lo + partSpan - 1), 'LIMIT', off, cnt)
+  return redis.call('ZRANGEBYSCORE', P.jobs, partInt(lo), partInt(lo + partSpan - 1), 'LIMIT', partInt(off), partInt(cnt))
 end
 local function partForget(P, key)
   local idx = redis.call('HGET', P.idx, key)
@@ -543,28 +554,37 @@ end
 // from the partitions (keys from KEYS[5]) and the ready list in turn, and
 // returns the new byte count and whether it stopped for want of jobs.
 //
-// psched is read in windows of max(n, 16) partitions (one ZRANGE) and
-// written at the end (one ZADD of the next tags of the partitions served
-// that have jobs left, one ZREM of those that leave it, one ZADD to
-// phold), so each job of a partition costs one ZRANGEBYSCORE of its range
-// (its next job, and whether one follows), and each window one HMGET of
-// its partitions' indices and weights; the jobs leave pjobs with one
-// ZREM and enter the processing list with one LPUSH at the end, each
-// partition's count is written once (HINCRBY) and the tags with one HSET.
+// psched is read in windows of n+1 partitions (one ZRANGE) and written
+// at the end (one ZADD of the next tags of the partitions served that
+// have jobs left, one ZREM of those that leave it, one ZADD to phold).
+// A partition's jobs are read from its range when it is served: its next
+// job and the one after (whether one follows), and, when it is served
+// again in the same call, twice as many as the last read (up to the slots
+// left plus one, at most 64), so a partition served k times costs about
+// log2(k) ZRANGEBYSCOREs, and k partitions served once each k. Each window
+// costs one HMGET of its partitions' indices and weights (and partWindow's
+// reads); the jobs leave pjobs with one ZREM and enter the processing
+// list with one LPUSH, the counts of the partitions served are read with
+// one HMGET and written with one HSET (one left with no job is
+// forgotten), and the tags with one HSET, all at the end (a call from Lua
+// costs the conversion of its arguments and reply besides its own work).
 // partTaken[key] counts the jobs of each partition taken so far in this
-// call.
+// call, partKeyOf[v] the partition of each job v taken (partWake and the
+// limits read it instead of parsing the element again).
 //
 // partMay is the admission hook: a partition for which it answers false
 // gives no job now and moves to phold (scored by partHoldAt), so the take
 // never looks at it again until a release (partRelease) or its instant
 // (partUnhold, at the start of a take) moves it back; partTook(key) is
-// told of each job taken. A take without the hooks (no per-partition
+// told of each job taken, partWindow(keys) of the partitions of each
+// window read (the limits read their counts of these in one HMGET). A
+// take without the hooks (no per-partition
 // limit: none may be held) moves back what phold holds, 100 per take:
 // partitions a limit held before the consumers lost their limit. The
 // concurrency and rate limits per partition replace them
 // (limitPartMayLua).
 const partTakeLua = `
-local partTaken = {}
+local partTaken, partKeyOf = {}, {}
 ` + partHooksDefault + `
 local function takePart(out, n, bytes, budget)
   local ready, proc = KEYS[1], KEYS[2]
@@ -583,24 +603,25 @@ local function takePart(out, n, bytes, budget)
   local idxOf, step = {}, {}
   local function peek()
     if wi > #win and more then
-      win, wi = redis.call('ZRANGE', P.sched, off, off + wsize - 1, 'WITHSCORES'), 1
+      win, wi = redis.call('ZRANGE', P.sched, partInt(off), partInt(off + wsize - 1), 'WITHSCORES'), 1
       off = off + wsize
       if #win < 2 * wsize then more = false end
       -- The window's indices in one HMGET (with the flag that some
       -- partition has a weight), and their weights in one more if so.
       if #win > 0 then
-        local f = {'` + partWeightsField + `'}
-        for i = 1, #win, 2 do f[#f+1] = win[i] end
-        local ix = redis.call('HMGET', P.idx, unpack(f))
+        local ks = {}
+        for i = 1, #win, 2 do ks[#ks+1] = win[i] end
+        local ix = redis.call('HMGET', P.idx, '` + partWeightsField + `', unpack(ks))
         local ws = {}
         if ix[1] then
           local wf = {}
-          for i = 2, #f do wf[#wf+1] = f[i] .. ' w' end
+          for i, key in ipairs(ks) do wf[i] = key .. ' w' end
           ws = redis.call('HMGET', P.idx, unpack(wf))
         end
-        for i = 2, #f do
-          idxOf[f[i]], step[f[i]] = tonumber(ix[i] or '-1'), 1 / tonumber(ws[i-1] or '1')
+        for i, key in ipairs(ks) do
+          idxOf[key], step[key] = tonumber(ix[i+1] or '-1'), 1 / tonumber(ws[i] or '1')
         end
+        partWindow(ks)
       end
     end
     local key, s, fromPend = nil, nil, false
@@ -612,6 +633,24 @@ local function takePart(out, n, bytes, budget)
   end
   local taken, order, fin, dry = {}, {}, {}, false
   local got = 0
+  -- read[key]: the jobs of partition key read from its range (from the
+  -- offset of its next one then), i: the next to take, full: the read
+  -- gave as many as asked (more may follow).
+  local read = {}
+  local function nextJob(key)
+    local r = read[key]
+    if r == nil or (r.i >= #r.js and r.full) then
+      local want = 2
+      if r then want = math.min(math.max(2, 2 * #r.js), n - got + 1, 64) end
+      local js = partJobs(P, idxOf[key], partTaken[key], want)
+      r = {js = js, i = 1, full = #js == want}
+      read[key] = r
+    end
+    local v = r.js[r.i]
+    if v == nil then return nil, false end
+    r.i = r.i + 1
+    return v, r.i <= #r.js
+  end
   while got < n and bytes < budget do
     local ck, cs, fromPend = peek()
     local rt = math.max(rtag, clock) + 1
@@ -630,18 +669,18 @@ local function takePart(out, n, bytes, budget)
           order[#order+1] = ck
           partTaken[ck] = 0
         end
-        local js = {}
-        if idxOf[ck] >= 0 then js = partJobs(P, idxOf[ck], partTaken[ck], 2) end
-        if #js == 0 then
+        local more = false
+        if idxOf[ck] >= 0 then v, more = nextJob(ck) end
+        if v == nil then
           gone[ck] = true -- nothing of it waits (psched is exact: not seen)
         else
-          v = js[1]
           partTook(ck)
           taken[#taken+1] = v
+          partKeyOf[v] = ck
           partTaken[ck] = partTaken[ck] + 1
           if cs > clock then clock = cs end
           fin[ck] = cs + step[ck]
-          if #js > 1 then pend[ck] = fin[ck] else gone[ck] = true end
+          if more then pend[ck] = fin[ck] else gone[ck] = true end
         end
       end
     else
@@ -671,11 +710,33 @@ local function takePart(out, n, bytes, budget)
     redis.call('ZREM', P.jobs, unpack(part))
     redis.call('LPUSH', proc, unpack(part))
   end
+  -- plen: the counts of the partitions served, less their jobs taken, in
+  -- one HMGET and one HSET; a partition left with none is forgotten.
+  local served, counts, dead, isDead = {}, {}, {}, {}
+  for _, key in ipairs(order) do
+    if fin[key] then served[#served+1] = key end
+  end
+  for i = 1, #served, 1000 do
+    local part = {unpack(served, i, math.min(i + 999, #served))}
+    local lens = redis.call('HMGET', P.len, unpack(part))
+    for j, key in ipairs(part) do
+      local left = tonumber(lens[j] or '0') - partTaken[key]
+      if left > 0 then
+        counts[#counts+1] = key
+        counts[#counts+1] = partInt(left)
+      else
+        dead[#dead+1] = key
+        isDead[key] = true
+      end
+    end
+  end
+  for i = 1, #counts, 1000 do redis.call('HSET', P.len, unpack(counts, i, math.min(i + 999, #counts))) end
+  for _, key in ipairs(dead) do partForget(P, key) end
   -- ptag: the finish tags of the partitions that leave psched (a
   -- partition in psched has its tag there).
   local tags = {}
-  for _, key in ipairs(order) do
-    if fin[key] and not partDec(P, key, partTaken[key]) and gone[key] then
+  for _, key in ipairs(served) do
+    if gone[key] and not isDead[key] then
       tags[#tags+1] = key
       tags[#tags+1] = partNum(fin[key])
     end
@@ -696,6 +757,7 @@ end
 const partHooksDefault = `local function partMay(key) return true end
 local function partHoldAt(key) return partAtLimit end
 local function partTook(key) end
+local function partWindow(keys) end
 local function partUnhold(P) partUnholdAll(P) end`
 
 // partHeadsScript returns the next job of the partition served next

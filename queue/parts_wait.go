@@ -51,9 +51,11 @@ const (
 //	partMarkWait(pw, field, value, ttl) marks producers waiting on field of
 //	  the partition waiters pw (nothing when ttl is "0": the caller does not
 //	  wait); pcalls, so that a Redis at maxmemory still answers the refusal
-//	partWake(out, from, pw, plen, chan) publishes on chan the room that the
-//	  jobs out[from..] (just taken) made for producers marked in pw; pw or
-//	  chan nil: the caller passed none, nothing to do
+//	partWake(out, from, pw, plen, chan, known) publishes on chan the room
+//	  that the jobs out[from..] (just taken) made for producers marked in
+//	  pw; pw or chan nil: the caller passed none, nothing to do; known, if
+//	  given, maps jobs to their partition (the take's partKeyOf: a job not
+//	  in it is parsed)
 //	partRoom(plen, pw, key, maxParts, maxLen, ttl) -> nil when one more job
 //	  fits in partition key, else partEnqueueScript's refusal ({-2, ...} or
 //	  {-3, ...}), marked for a waiting caller
@@ -88,11 +90,11 @@ local function partRoom(plen, pw, key, maxParts, maxLen, ttl)
   end
   return nil
 end
-local function partWake(out, from, pw, plen, chan)
+local function partWake(out, from, pw, plen, chan, known)
   if pw == nil or chan == nil then return end
   local n, keys = {}, {}
   for i = from, #out do
-    local key = partOf(out[i])
+    local key = known and known[out[i]] or partOf(out[i])
     if key then
       if n[key] == nil then n[key] = 0; keys[#keys+1] = key end
       n[key] = n[key] + 1

@@ -278,7 +278,7 @@ local function takeAll(out, bytes, lv, parted, ready)
   if parted then
     local from = #out + 1
     local _, dry = takePart(out, n - #out, bytes, budget)
-    partWake(out, from, KEYS[#KEYS], KEYS[6], ARGV[2])
+    partWake(out, from, KEYS[#KEYS], KEYS[6], ARGV[2], partKeyOf)
     if not dry then ringIfLeft() end
     return out
   end
