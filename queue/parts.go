@@ -105,6 +105,9 @@ const (
 	// first, gone with pidx when no partition is left), so a take reads
 	// weights only then.
 	partWeightsField = " weights"
+	// partWideField in pidx: the take turned pidx, plen and ptag into
+	// hashtables (partWiden), for as long as pidx exists.
+	partWideField = " wide"
 )
 
 // maxPartitionLen is the longest partition key (partLua's partOf repeats
@@ -585,6 +588,27 @@ end
 // (limitPartMayLua).
 const partTakeLua = `
 local partTaken, partKeyOf = {}, {}
+-- partWide is a member and field longer than the 64 bytes up to which
+-- Redis keeps a sorted set or hash of up to 128 entries as a listpack
+-- (zset- and hash-max-listpack-value): there every lookup and insert scans
+-- the entries, and with 100 partitions those scans were a third of a
+-- take's instructions (callgrind: psched's ZADD of the tags, the HMGETs of
+-- pidx and plen). Written and removed in one call, it turns the key into a
+-- skiplist or hashtable, which Redis keeps as long as the key exists. The
+-- take adds it to psched whenever psched holds more than a window (psched
+-- goes when empty and comes back a listpack), and to the hashes once
+-- (partWiden, flagged in pidx, which lives as long as plen does). A
+-- server with larger listpack limits keeps its listpacks: nothing else
+-- changes. No partition has a space.
+local partWide = ' wide' .. string.rep('.', 64)
+local function partWiden(P)
+  redis.call('HSET', P.idx, partWide, '', '` + partWideField + `', '1')
+  redis.call('HDEL', P.idx, partWide)
+  redis.call('HSET', P.len, partWide, '')
+  redis.call('HDEL', P.len, partWide)
+  redis.call('HSET', P.tag, partWide, '')
+  redis.call('HDEL', P.tag, partWide)
+end
 ` + partHooksDefault + `
 local function takePart(out, n, bytes, budget)
   local ready, proc = KEYS[1], KEYS[2]
@@ -599,6 +623,9 @@ local function takePart(out, n, bytes, budget)
   -- compete with the window's. gone: the partitions that leave psched
   -- (held, or no job left).
   local win, wi, off, wsize, more = {}, 1, 0, n + 1, true
+  -- wide: psched holds more than a window (see partWide); widen: and the
+  -- hashes are not wide yet.
+  local wide, widen = false, false
   local pend, gone, holds = {}, {}, {}
   local idxOf, step = {}, {}
   local function peek()
@@ -606,12 +633,17 @@ local function takePart(out, n, bytes, budget)
       win, wi = redis.call('ZRANGE', P.sched, partInt(off), partInt(off + wsize - 1), 'WITHSCORES'), 1
       off = off + wsize
       if #win < 2 * wsize then more = false end
-      -- The window's indices in one HMGET (with the flag that some
-      -- partition has a weight), and their weights in one more if so.
+      -- The window's indices in one HMGET (with the flags that some
+      -- partition has a weight and that the hashes are wide), and their
+      -- weights in one more if so.
       if #win > 0 then
         local ks = {}
         for i = 1, #win, 2 do ks[#ks+1] = win[i] end
-        local ix = redis.call('HMGET', P.idx, '` + partWeightsField + `', unpack(ks))
+        local ix = redis.call('HMGET', P.idx, '` + partWeightsField + `', '` + partWideField + `', unpack(ks))
+        if #win == 2 * wsize then
+          wide = true
+          widen = widen or not ix[2]
+        end
         local ws = {}
         if ix[1] then
           local wf = {}
@@ -619,7 +651,7 @@ local function takePart(out, n, bytes, budget)
           ws = redis.call('HMGET', P.idx, unpack(wf))
         end
         for i, key in ipairs(ks) do
-          idxOf[key], step[key] = tonumber(ix[i+1] or '-1'), 1 / tonumber(ws[i] or '1')
+          idxOf[key], step[key] = tonumber(ix[i+2] or '-1'), 1 / tonumber(ws[i] or '1')
         end
         partWindow(ks)
       end
@@ -702,6 +734,13 @@ local function takePart(out, n, bytes, budget)
     rem[#rem+1] = k
     partSeen[k] = nil
   end
+  if wide then
+    -- psched exists (nothing left it yet): the wide member goes in with
+    -- the tags and out with the partitions that leave.
+    add[#add+1] = '0'
+    add[#add+1] = partWide
+    rem[#rem+1] = partWide
+  end
   for i = 1, #add, 1000 do redis.call('ZADD', P.sched, unpack(add, i, math.min(i + 999, #add))) end
   for i = 1, #rem, 1000 do redis.call('ZREM', P.sched, unpack(rem, i, math.min(i + 999, #rem))) end
   for i = 1, #holds, 1000 do redis.call('ZADD', P.hold, unpack(holds, i, math.min(i + 999, #holds))) end
@@ -748,6 +787,7 @@ local function takePart(out, n, bytes, budget)
     tags[#tags+1] = partNum(rtag)
   end
   for i = 1, #tags, 1000 do redis.call('HSET', P.tag, unpack(tags, i, math.min(i + 999, #tags))) end
+  if widen and #counts > 0 then partWiden(P) end
   return bytes, dry
 end
 `

@@ -3,11 +3,13 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/bounded-go/bounded/internal/redistest"
 	"github.com/bounded-go/bounded/pool"
 )
 
@@ -101,3 +103,68 @@ func TestPartitionTakeBatchedAsOneByOne(t *testing.T) {
 		}
 	}
 }
+
+// TestPartitionTakeWidensKeys: a take over more partitions than its
+// window turns psched into a skiplist and pidx, plen and ptag into
+// hashtables (partWide in partTakeLua: Redis's listpack scans were a
+// third of a take), flags pidx, and leaves no trace of the wide member; a
+// take over a few partitions changes nothing. Once the last partition
+// goes, every key goes with it, flag included.
+func TestPartitionTakeWidensKeys(t *testing.T) {
+	ctx := context.Background()
+	addr := redistest.Server(t).Addr()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	q := mustQueue(t, mustPool(t, pool.Config{Addrs: []string{addr}}), "wide", Config{})
+	encodings := func() map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		for name, key := range map[string]string{"psched": q.k.partSched(), "pidx": q.k.partIdx(), "plen": q.k.partLen(), "ptag": q.k.partTag()} {
+			enc, err := rdb.ObjectEncoding(ctx, key).Result()
+			require.NoError(t, err, name)
+			out[name] = enc
+		}
+		return out
+	}
+	noTrace := func() {
+		t.Helper()
+		_, err := rdb.ZScore(ctx, q.k.partSched(), partWideMember()).Result()
+		require.ErrorIs(t, err, redis.Nil, "the wide member left psched")
+		for _, key := range []string{q.k.partIdx(), q.k.partLen(), q.k.partTag()} {
+			ok, err := rdb.HExists(ctx, key, partWideMember()).Result()
+			require.NoError(t, err)
+			require.False(t, ok, "the wide field left %s", key)
+		}
+		checkPartCounts(t, q)
+	}
+	for i := range 3 {
+		_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("x"), []byte("y")}, Partition(fmt.Sprint("few", i)))
+		require.NoError(t, err)
+	}
+	require.Len(t, takeFor(t, q, "c1", 5), 5)
+	require.Equal(t, map[string]string{"psched": "listpack", "pidx": "listpack", "plen": "listpack", "ptag": "listpack"}, encodings(),
+		"3 partitions fit the take's window: nothing to widen")
+	noTrace()
+	for i := range 40 {
+		_, err := q.EnqueueBatch(ctx, [][]byte{[]byte("x"), []byte("y"), []byte("z")}, Partition(fmt.Sprint("p", i)))
+		require.NoError(t, err)
+	}
+	require.Len(t, takeFor(t, q, "c1", 10), 10)
+	require.Equal(t, map[string]string{"psched": "skiplist", "pidx": "hashtable", "plen": "hashtable", "ptag": "hashtable"}, encodings())
+	flag, err := rdb.HGet(ctx, q.k.partIdx(), partWideField).Result()
+	require.NoError(t, err)
+	require.Equal(t, "1", flag)
+	noTrace()
+	for {
+		if len(takeFor(t, q, "c1", 16)) == 0 {
+			break
+		}
+		noTrace()
+	}
+	n, err := rdb.Exists(ctx, q.k.partSched(), q.k.partIdx(), q.k.partLen(), q.k.fair(), q.k.partFree()).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "no partition left: the keys went, and the flag with pidx")
+}
+
+// partWideMember is partTakeLua's partWide.
+func partWideMember() string { return " wide" + strings.Repeat(".", 64) }
