@@ -42,7 +42,8 @@ import (
 //     not run now (at their concurrency limit: score 2^53, partAtLimit); the release
 //     of one of their slots moves them back to psched;
 //   - pidx, a hash: partition -> its index, plus the next index never
-//     used; pfree, a list of the indices given back. A partition holds an
+//     used (and the flags partWeightsField and partWideField); pfree, a
+//     list of the indices given back. A partition holds an
 //     index while it exists, so indices stay below the number of
 //     partitions that exist at once (MaxPartitions <= 10^6, well below the
 //     2^22 that keep the scores exact doubles).
@@ -91,6 +92,19 @@ import (
 // (partEnqueueScript counts the bands of a partition whose jobs may fill
 // one; TestPartitionPriorityFullBandBatch); a promotion, put-back or
 // requeue beyond fails its script (partRenumber).
+//
+// Encodings. Redis keeps a sorted set or hash of up to 128 entries of up
+// to 64 bytes as a listpack, where every lookup and insert scans the
+// entries: at 100 partitions psched's ZADD of the tags and the lookups in
+// pidx and plen were a third of a take's instructions. A take over more
+// partitions than its window turns psched into a skiplist and pidx, plen
+// and ptag into hashtables (partWide in partTakeLua: a member or field
+// over 64 bytes, added and removed in the same call); the hashes once
+// while pidx exists (the flag partWideField), psched whenever it holds
+// more than a window (it goes when empty and comes back a listpack). The
+// members, fields and scores are those of the builds before: a build that
+// does not widen reads and writes the same keys (the flag is a field with
+// a space, which no partition has), so both can consume one queue.
 //
 // Jobs left in the fair set of a build before this layout ({ns:q}:fair,
 // scored by tag) are not read.
