@@ -307,7 +307,8 @@ else
 end
 -- The slots: one ZADD, and the partitions' counts up by the members it
 -- adds (one HSET of the counts partMay read, an HINCRBY for any other):
--- a member there already (this incarnation took the same element again: a take whose reply was lost, its element put back as it was by a
+-- a member there already (this incarnation took the same element again:
+-- a take whose reply was lost, its element put back as it was by a
 -- reconcile whose release then failed) holds its slot once and is given
 -- back once, so a partition's count follows the members that exist. With
 -- one partition's members alone, the ZADD's reply counts them; else one
@@ -440,7 +441,7 @@ for _, m in ipairs(members) do
     plain[#plain+1] = m
   elseif redis.call('ZREM', KEYS[1], m) == 1 then
     n = n + 1
-    local left = redis.call('HINCRBY', KEYS[4], key, -1)
+    local left = redis.call('HINCRBY', KEYS[4], key, '-1')
     if left <= 0 then redis.call('HDEL', KEYS[4], key) end
     if partRelease(P, key) or pconc == 0 or left + 1 >= pconc then ring = true end
   end

@@ -408,7 +408,7 @@ local function partForget(P, key)
   end
 end
 local function partDec(P, key, by)
-  if redis.call('HINCRBY', P.len, key, -(by or 1)) <= 0 then
+  if redis.call('HINCRBY', P.len, key, partInt(-(by or 1))) <= 0 then
     partForget(P, key)
     return true
   end
@@ -508,7 +508,7 @@ local function partAdd(P, key, v, front, counted)
     if counted then partDec(P, key) end
     return 0
   end
-  if not counted then redis.call('HINCRBY', P.len, key, 1) end
+  if not counted then redis.call('HINCRBY', P.len, key, '1') end
   partSchedule(P, key, front)
   return 1
 end
@@ -969,7 +969,7 @@ for i = 8, #ARGV, 6 do
       rung = true
     else
       redis.call('ZADD', KEYS[9], due, ARGV[i+1])
-      redis.call('HINCRBY', KEYS[2], ARGV[i+4], 1) -- counted from now (partLua)
+      redis.call('HINCRBY', KEYS[2], ARGV[i+4], '1') -- counted from now (partLua)
       if earliest == nil or due < earliest then earliest = due end
     end
     out[#out+1] = 1
