@@ -228,15 +228,25 @@ func TestSharedSlotsGoroutinesAndConnections(t *testing.T) {
 			require.NoError(t, w.Start(g))
 			ws = append(ws, w)
 		}
-		testutil.Eventually(t, 5*time.Second, "the fetchers wait for a ring", func() bool {
+		// The count is read once it held for 20 polls in a row: a
+		// goroutine of the pool's that is ending (a dial, a reader) must
+		// not count on one side only (13 against 12 once under load).
+		last, same := -1, 0
+		testutil.Eventually(t, 5*time.Second, "the fetchers wait for a ring and the goroutines are steady", func() bool {
 			for _, w := range ws {
 				if w.Stats().FetcherState != "blocking" {
+					same = 0
 					return false
 				}
 			}
-			return true
+			if n := runtime.NumGoroutine(); n != last {
+				last, same = n, 0
+				return false
+			}
+			same++
+			return same >= 20
 		})
-		return qs, runtime.NumGoroutine() - before
+		return qs, last - before
 	}
 	_, separate := start(p1, nil)
 	qs, shared := start(p2, mustSlots(t, 4))
