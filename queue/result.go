@@ -314,10 +314,16 @@ func (q *Queue) pinnedEnded(ctx context.Context, id, stamp string, held bool, re
 		later = true
 	}
 	if rec, err := dead.Result(); err == nil {
-		if r, err := parseDeadRecord([]byte(rec)); err == nil {
-			if e, err := decodeEnvelope(r.Element); err == nil && markerValue(e) == stamp {
-				return nil, true, deadErr(rec)
-			}
+		if deadNamesRun(rec, id, stamp) {
+			return nil, true, deadErr(rec)
+		}
+		// The ID died before: a later death of it is kept as <id>~<ms>.
+		rec, err := q.deadOfRun(ctx, id, stamp)
+		if err != nil {
+			return nil, false, err
+		}
+		if rec != "" {
+			return nil, true, deadErr(rec)
 		}
 	}
 	if later {
@@ -325,6 +331,51 @@ func (q *Queue) pinnedEnded(ctx context.Context, id, stamp string, held bool, re
 	}
 	return nil, false, nil
 }
+
+// deadNamesRun reports whether the dead record rec is of job id's run stamp.
+func deadNamesRun(rec, id, stamp string) bool {
+	r, err := parseDeadRecord([]byte(rec))
+	if err != nil {
+		return false
+	}
+	e, err := decodeEnvelope(r.Element)
+	return err == nil && e.id == id && markerValue(e) == stamp
+}
+
+// deadOfRun finds the dead record of job id's run stamp among the dead
+// letters of its ID kept beside the first (deadScript names them
+// <id>~<died ms>[~i]); "" when there is none. It scans the dead index
+// (ZSCAN MATCH, COUNT deadScanCount a call), so Wait calls it only for an
+// ID whose first dead letter is another run's, once per read.
+func (q *Queue) deadOfRun(ctx context.Context, id, stamp string) (string, error) {
+	c := q.p.Client()
+	match := globEscape(id) + "~*"
+	var cursor uint64
+	for {
+		ids, next, err := c.ZScan(ctx, q.k.deadIdx, cursor, match, deadScanCount).Result()
+		if err != nil {
+			return "", err
+		}
+		for i := 0; i+1 < len(ids); i += 2 { // member, score
+			rec, err := c.HGet(ctx, q.k.deadData, ids[i]).Result()
+			if errors.Is(err, redis.Nil) {
+				continue // trimmed or requeued meanwhile
+			}
+			if err != nil {
+				return "", err
+			}
+			if deadNamesRun(rec, id, stamp) {
+				return rec, nil
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return "", nil
+		}
+	}
+}
+
+// deadScanCount is the COUNT of deadOfRun's ZSCAN calls.
+const deadScanCount = 1000
 
 // holderStamp is the run stamp an idempotency key names (uniqueOwnLua): its
 // value, or the stamp of the element it holds (a debounced job, whose
