@@ -273,8 +273,9 @@ func (lim *limiter) splitTake(reply []string, err error) ([]string, time.Duratio
 	}
 	held, waits := strings.CutPrefix(reply[0], "c")
 	lim.waits = waits
-	lim.rerang = held // "c<held>": it rang again for a wider limit, at this count
+	lim.rerang = ""
 	if waits {
+		lim.rerang = held // "c<held>": it rang again for a wider limit, at this count
 		return reply[1:], 0, false, nil
 	}
 	w, part := strings.CutPrefix(reply[0], "p")

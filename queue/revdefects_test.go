@@ -54,3 +54,22 @@ func testWaitSecondDeath(t *testing.T, pools poolsFunc) {
 	require.ErrorIs(t, err, ErrJobDead, "Wait of the second job")
 	require.ErrorContains(t, err, "second failed")
 }
+
+// TestLimitRerangOnlyAfterARing: the count a refused take rang again at
+// (its reply "c<held>") is what the next take must not ring again at. A
+// reply that is not a refusal (a job, a rate's wait in µs, a partition's
+// "p<µs>") rang nothing: it must not be taken for that count, or a later
+// refusal at a count equal to the µs of the wait would not ring for a
+// wider limit.
+func TestLimitRerangOnlyAfterARing(t *testing.T) {
+	var lim limiter
+	for _, r := range []string{"c2", "3", "c", "p7", "c4", "0"} {
+		_, _, _, err := lim.splitTake([]string{r}, nil)
+		require.NoError(t, err)
+		want := ""
+		if len(r) > 1 && r[0] == 'c' {
+			want = r[1:]
+		}
+		require.Equal(t, want, lim.rerang, "after the reply %q", r)
+	}
+}
