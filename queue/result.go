@@ -256,12 +256,14 @@ func (q *Queue) ended(ctx context.Context, id string, pin *waitPin) (res []byte,
 	runCmd := pipe.Get(ctx, q.k.resultRun(id))
 	dead := pipe.HGet(ctx, q.k.deadData, id)
 	markCmd := pipe.Get(ctx, q.k.cancelMarker(id))
-	heldCmd := pipe.Get(ctx, q.k.unique(id))
+	// Its first bytes only: a debounced job's key holds its element, its
+	// payload inline; a stamp or the element's version prefix is enough.
+	heldCmd := pipe.GetRange(ctx, q.k.unique(id), 0, holderReadMax-1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, false, err
 	}
-	holderV, herr := heldCmd.Result()
-	held, holder := herr == nil, holderStamp(holderV)
+	holderV := heldCmd.Val() // "" for no key: no value of it is empty
+	held, holder := holderV != "", holderStamp(holderV)
 	if !pin.read {
 		pin.read, pin.stamp = true, holder
 	}
@@ -376,6 +378,10 @@ func (q *Queue) deadOfRun(ctx context.Context, id, stamp string) (string, error)
 
 // deadScanCount is the COUNT of deadOfRun's ZSCAN calls.
 const deadScanCount = 1000
+
+// holderReadMax is how much of an idempotency key's value Wait reads: a
+// run stamp (unix ms) fits whole, an element is told by its version prefix.
+const holderReadMax = 32
 
 // holderStamp is the run stamp an idempotency key names (uniqueOwnLua): its
 // value, or the stamp of the element it holds (a debounced job, whose

@@ -3,8 +3,11 @@ package queue
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bounded-go/bounded/internal/testutil"
@@ -72,4 +75,53 @@ func TestLimitRerangOnlyAfterARing(t *testing.T) {
 		}
 		require.Equal(t, want, lim.rerang, "after the reply %q", r)
 	}
+}
+
+// replyBytes records the largest reply to a GET-like read of key a client
+// sent in a pipeline.
+type replyBytes struct {
+	key string
+	max atomic.Int64
+	n   atomic.Int64
+}
+
+func (h *replyBytes) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *replyBytes) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *replyBytes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			if a := c.Args(); len(a) >= 2 && a[1] == h.key {
+				if s, ok := c.(*redis.StringCmd); ok {
+					h.n.Add(1)
+					if l := int64(len(s.Val())); l > h.max.Load() {
+						h.max.Store(l)
+					}
+				}
+			}
+		}
+		return err
+	}
+}
+
+// TestWaitDoesNotReadADebouncedPayload: Wait reads who holds the ID (to
+// pin its job's run), and a debounced job's idempotency key holds its
+// element, payload inline whatever its size. Wait needs the first bytes
+// only (a run stamp, or the element's version prefix): it must not fetch
+// the payload on each read.
+func TestWaitDoesNotReadADebouncedPayload(t *testing.T) {
+	ctx := context.Background()
+	pr := newCtlProcess(t, miniPools(t), "waitdeb", Config{})
+	q, c := pr.q, pr.p.Client()
+	reads := &replyBytes{key: q.k.unique("deb")}
+	c.AddHook(reads)
+	_, err := q.Enqueue(ctx, make([]byte, 256<<10), ID("deb"), Debounce(), Delay(time.Hour))
+	require.NoError(t, err)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := q.Wait(wctx, "deb"); done <- err }()
+	testutil.Eventually(t, testutil.Wait, "Wait's read", func() bool { return reads.n.Load() >= 1 })
+	cancel()
+	require.ErrorIs(t, testutil.Recv(t, done, "Wait"), context.Canceled)
+	require.Less(t, reads.max.Load(), int64(1<<10), "Wait read the debounced job's payload")
 }
