@@ -161,7 +161,11 @@ const waitTTLMax = time.Hour
 // run), never a later job's: when a later job took the ID before Wait read
 // that end, the job's dead letter still answers, and a success or cancel,
 // deleted with the ID, answers an error wrapping ErrJobFinished. (A
-// debounced job's key names no run: a Wait for it is not pinned.) The
+// debounced job's key names no run: a Wait for it is not pinned.) Not
+// covered: a job that runs past its UniqueTTL lets a later job take the
+// ID, and when that later job ends first Wait answers ErrJobFinished
+// although the job it waits for still runs (it cannot tell that job from
+// one whose end the later enqueue deleted). The
 // earlier job's dead letter is kept (it is history): it answers Wait only
 // while no job holds the ID, so a new job that succeeds with no result
 // kept (ResultTTL 0) may be reported dead by it. At most Config.MaxWaiters producers of a process wait for
