@@ -351,7 +351,8 @@ func deadNamesRun(rec, id, stamp string) bool {
 // deadOfRun finds the dead record of job id's run stamp among the dead
 // letters of its ID kept beside the first (deadScript names them
 // <id>~<died ms>[~i]); "" when there is none. It scans the dead index
-// (ZSCAN MATCH, COUNT deadScanCount a call), so Wait calls it only for an
+// (ZSCAN MATCH, COUNT deadScanCount a call, and one HMGET of the records
+// each page names), so Wait calls it only for an
 // ID whose first dead letter is another run's, once per read.
 func (q *Queue) deadOfRun(ctx context.Context, id, stamp string) (string, error) {
 	c := q.p.Client()
@@ -362,16 +363,21 @@ func (q *Queue) deadOfRun(ctx context.Context, id, stamp string) (string, error)
 		if err != nil {
 			return "", err
 		}
+		members := make([]string, 0, len(ids)/2)
 		for i := 0; i+1 < len(ids); i += 2 { // member, score
-			rec, err := c.HGet(ctx, q.k.deadData, ids[i]).Result()
-			if errors.Is(err, redis.Nil) {
-				continue // trimmed or requeued meanwhile
-			}
+			members = append(members, ids[i])
+		}
+		if len(members) > 0 {
+			// One HMGET for the page, not an HGET per dead letter.
+			recs, err := c.HMGet(ctx, q.k.deadData, members...).Result()
 			if err != nil {
 				return "", err
 			}
-			if deadNamesRun(rec, id, stamp) {
-				return rec, nil
+			for _, v := range recs {
+				rec, ok := v.(string) // nil: trimmed or requeued meanwhile
+				if ok && deadNamesRun(rec, id, stamp) {
+					return rec, nil
+				}
 			}
 		}
 		if cursor = next; cursor == 0 {
